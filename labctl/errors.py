@@ -1,0 +1,57 @@
+"""Errors a user can cause or meet, each carrying the way out.
+
+Every failure that reaches the CLI is a ``LabctlError``: the CLI prints ``message`` and ``hint`` as one
+paragraph and exits with ``exit_code``; only ``--verbose`` shows a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LabctlError(Exception):
+    """A failure explained to the user: what went wrong and what to do next."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def render(self) -> str:
+        text = self.message.rstrip()
+        if self.hint:
+            sep = "" if text.endswith((".", "?", "!", ":")) else "."
+            text = f"{text}{sep} {self.hint.strip()}"
+        return text
+
+
+class UsageError(LabctlError):
+    """The command line asked for something impossible or inconsistent."""
+
+    exit_code = 2
+
+
+class NotAvailableYet(LabctlError):
+    """A command that is part of the plan but not built yet."""
+
+    exit_code = 2
+
+    def __init__(self, command: str) -> None:
+        super().__init__(
+            f"'labctl {command}' is not available yet in this version of labctl.",
+            hint="See README.md for the commands that work today.",
+        )
+
+
+class NotFound(LabctlError):
+    """A lab, run or file the user named does not exist."""
+
+    exit_code = 3
+
+
+class Interrupted(LabctlError):
+    """The user pressed Ctrl-C; whatever exists is left in a state `up`/`down` can finish."""
+
+    exit_code = 130

@@ -1,0 +1,196 @@
+"""The local record of labs: one JSON file per lab, written atomically with mode 0600.
+
+The record holds secrets (the Jupyter token, the path of the private key), so the directory is 0700 and
+every file 0600. For Azure labs the cloud's tags stay the source of truth: a lost state file means labctl
+finds the lab again by its tags, never a forgotten VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import NotFound, UsageError
+
+STATE_ENV = "LABCTL_STATE_DIR"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
+
+
+def validate_lab_name(name: str) -> str:
+    """Lab names end up in resource-group, VM and container names, so they keep to what all of those accept."""
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"'{name}' is not a valid lab name.",
+            hint="Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not "
+            "ending with '-' (for example 'lab' or 'cifar-gpu').",
+        )
+    return name
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def state_dir() -> Path:
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("labctl", appauthor=False))
+
+
+@dataclass
+class RunRecord:
+    """One run of the lab on a machine, as far as this computer knows."""
+
+    run_id: str
+    started_at: str
+    state: str = "running"  # running | succeeded | failed | stopped
+    options: dict[str, Any] = field(default_factory=dict)
+    fetched_to: str | None = None
+    accuracy: float | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class LabRecord:
+    """What labctl knows about one lab: where it is, how to reach it, what runs there."""
+
+    name: str
+    target: str  # "azure" | "ssh" | "local"
+    created_at: str = field(default_factory=now_iso)
+    status: str = "creating"  # creating | ready | stopped | deleting
+    # How to reach the machine (absent for target "local").
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    ssh_key_path: str | None = None
+    host_key: str | None = None  # pinned public host key, "ssh-ed25519 AAAA..."
+    # The lab container.
+    gpu: bool = False
+    image: str | None = None
+    container_name: str | None = None
+    jupyter_token: str | None = None
+    jupyter_port: int = 8888  # on the machine's loopback
+    # Target-specific details (Azure: subscription, resource group, region, size, ...).
+    target_data: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["runs"] = [RunRecord(**r) for r in values.get("runs", [])]
+        return cls(**values)
+
+    def public_json(self) -> dict[str, Any]:
+        """The record without secrets, for ``--json`` output."""
+        data = self.to_json()
+        data.pop("jupyter_token", None)
+        return data
+
+    def find_run(self, run_id: str | None) -> RunRecord:
+        if not self.runs:
+            raise NotFound(f"Lab '{self.name}' has no runs yet.", hint="Start one with 'labctl run-lab'.")
+        if run_id is None:
+            return self.runs[-1]
+        for run in self.runs:
+            if run.run_id == run_id or run.run_id.startswith(run_id):
+                return run
+        known = ", ".join(r.run_id for r in self.runs[-5:])
+        raise NotFound(f"Lab '{self.name}' has no run '{run_id}'.", hint=f"Recent runs: {known}.")
+
+
+class StateStore:
+    """Reads and writes lab records under one directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root if root is not None else state_dir()
+
+    @property
+    def labs_dir(self) -> Path:
+        return self.root / "labs"
+
+    def _path(self, name: str) -> Path:
+        return self.labs_dir / f"{validate_lab_name(name)}.json"
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def load(self, name: str) -> LabRecord:
+        path = self._path(name)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NotFound(
+                f"There is no lab named '{name}' on this computer.",
+                hint="'labctl list' shows the labs labctl knows; create one with 'labctl up'.",
+            ) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(
+                f"The state file {path} could not be read ({exc}).",
+                hint="Move it aside; for Azure labs 'labctl list' finds the lab again from its tags.",
+            ) from None
+        return LabRecord.from_json(data)
+
+    def save(self, record: LabRecord) -> Path:
+        path = self._path(record.name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):
+            os.chmod(self.root, 0o700)
+            os.chmod(path.parent, 0o700)
+        write_private(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    def list(self) -> list[LabRecord]:
+        if not self.labs_dir.is_dir():
+            return []
+        records = []
+        for path in sorted(self.labs_dir.glob("*.json")):
+            with contextlib.suppress(Exception):
+                records.append(self.load(path.stem))
+        return records
+
+    def resolve(self, name: str | None) -> LabRecord:
+        """The lab the user meant: the one named, or the only one there is."""
+        if name is not None:
+            return self.load(name)
+        labs = self.list()
+        if not labs:
+            raise NotFound("There is no lab yet.", hint="Create one with 'labctl up' (or 'labctl up --gpu').")
+        if len(labs) > 1:
+            names = ", ".join(r.name for r in labs)
+            raise UsageError(f"There are several labs ({names}).", hint="Say which one with --name NAME.")
+        return labs[0]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

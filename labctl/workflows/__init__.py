@@ -1,0 +1,1 @@
+"""One module per user-facing action; each takes options and a Reporter and returns an Outcome."""
