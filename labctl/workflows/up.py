@@ -1,11 +1,17 @@
-"""`labctl up`: from a spec to a ready lab, whatever the target."""
+"""`labctl up`: from a spec to a ready lab, whatever the target.
+
+The target makes a reachable machine; the lab host layer (bootstrap + container) is the same for every
+target. The record is saved after every step so that a second `up` resumes and `down` can clean up.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl.errors import NotAvailableYet
+from labctl.errors import UsageError
+from labctl.spec import DEFAULT_NAME, DEFAULT_SHUTDOWN, DEFAULT_TARGET, LabSpec, parse_host
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
@@ -28,5 +34,64 @@ class UpOptions:
     yes: bool = False
 
 
+def build_spec(opts: UpOptions) -> LabSpec:
+    if opts.no_shutdown and opts.shutdown_at:
+        raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
+    target = opts.target or ("ssh" if opts.host else None) or DEFAULT_TARGET
+    spec = LabSpec(
+        name=opts.name or DEFAULT_NAME,
+        target=target,
+        host=parse_host(opts.host) if opts.host else None,
+        gpu=opts.gpu,
+        sizes=list(opts.sizes),
+        region=opts.region,
+        image=opts.image,
+        subscription=opts.subscription,
+        allow_ip=opts.allow_ip,
+        ssh_key=opts.ssh_key,
+        shutdown_at=None if opts.no_shutdown else (opts.shutdown_at or DEFAULT_SHUTDOWN),
+        spot=opts.spot,
+    )
+    return spec.validate()
+
+
 def up(opts: UpOptions, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("up")
+    from labctl.targets import get_target
+
+    spec = build_spec(opts)
+    target = get_target(spec.target)
+    if opts.dry_run:
+        return target.plan(spec)
+
+    store = StateStore()
+    if store.exists(spec.name):
+        record = store.load(spec.name)
+        if record.target != spec.target:
+            raise UsageError(
+                f"Lab '{spec.name}' already exists on target '{record.target}', not '{spec.target}'.",
+                hint="Pick another --name, or 'labctl down --name " + spec.name + "' first.",
+            )
+        ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
+    else:
+        record = LabRecord(name=spec.name, target=spec.target, gpu=spec.gpu, image=spec.image)
+        store.save(record)
+
+    record = target.provision(spec, record, ui, store.save)
+    store.save(record)
+
+    from labctl.labhost import prepare_lab
+
+    record = prepare_lab(record, ui, image=spec.image)
+    record.status = "ready"
+    store.save(record)
+    flag = "" if spec.name == DEFAULT_NAME and len(store.list()) == 1 else f" --name {spec.name}"
+    text = "\n".join(
+        [
+            f"Lab '{spec.name}' is ready.",
+            "Next:",
+            f"  labctl open{flag}      # Jupyter in your browser, through an SSH tunnel",
+            f"  labctl run-lab{flag}   # train the CIFAR-10 classifier there and fetch the results",
+            f"  labctl down{flag}      # delete everything when you are done",
+        ]
+    )
+    return Outcome(record.public_json(), text)

@@ -1,0 +1,95 @@
+"""The validated intent behind `labctl up`: pure data, checked before anything touches a machine or the cloud."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl.errors import UsageError
+from labctl.state import validate_lab_name
+
+TARGETS = ("azure", "ssh", "local")
+DEFAULT_NAME = "lab"
+DEFAULT_TARGET = "azure"
+DEFAULT_SHUTDOWN = "19:00"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_HOST = re.compile(
+    r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"
+)
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    user: str | None
+    host: str
+    port: int = 22
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.host}:{self.port}"
+
+
+def parse_host(text: str) -> HostAddress:
+    """Parse ``user@host[:port]`` (IPv6 in brackets) the way ssh users write it."""
+    match = _HOST.match(text.strip())
+    port = int(match.group("port")) if match and match.group("port") else 22
+    if not match or not 0 < port < 65536:
+        raise UsageError(
+            f"'{text}' is not a host labctl can reach.",
+            hint="Write it as user@host or user@host:port, for example azureuser@203.0.113.7:22.",
+        )
+    return HostAddress(match.group("user"), match.group("host").strip("[]"), port)
+
+
+@dataclass
+class LabSpec:
+    """What the user asked `up` for, with defaults filled in and every field checked."""
+
+    name: str = DEFAULT_NAME
+    target: str = DEFAULT_TARGET
+    host: HostAddress | None = None
+    gpu: bool = False
+    sizes: list[str] = field(default_factory=list)
+    region: str | None = None
+    image: str | None = None
+    subscription: str | None = None
+    allow_ip: str | None = None
+    ssh_key: Path | None = None
+    shutdown_at: str | None = DEFAULT_SHUTDOWN
+    spot: bool = False
+
+    def validate(self) -> LabSpec:
+        validate_lab_name(self.name)
+        if self.target not in TARGETS:
+            raise UsageError(f"Unknown target '{self.target}'.", hint=f"Choose one of: {', '.join(TARGETS)}.")
+        if self.target == "ssh" and self.host is None:
+            raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
+        if self.target != "ssh" and self.host is not None:
+            raise UsageError("--host only applies to --target ssh.", hint="Add --target ssh, or drop --host.")
+        if self.target != "azure":
+            azure_only = {
+                "--size": bool(self.sizes),
+                "--region": self.region is not None,
+                "--subscription": self.subscription is not None,
+                "--allow-ip": self.allow_ip is not None,
+                "--spot": self.spot,
+            }
+            used = [flag for flag, given in azure_only.items() if given]
+            if used:
+                raise UsageError(
+                    f"{', '.join(used)} only apply to Azure labs, not --target {self.target}.",
+                    hint="Drop them, or use --target azure.",
+                )
+        if self.shutdown_at is not None and not _HHMM.match(self.shutdown_at):
+            raise UsageError(
+                f"--shutdown-at '{self.shutdown_at}' is not a time of day.",
+                hint="Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
+            )
+        if self.ssh_key is not None and not self.ssh_key.expanduser().is_file():
+            raise UsageError(
+                f"The SSH key {self.ssh_key} does not exist.",
+                hint="Give the path of your private key (its .pub must sit beside it), or leave --ssh-key out "
+                "and labctl makes a key pair for the lab.",
+            )
+        return self
