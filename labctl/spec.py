@@ -78,7 +78,8 @@ class LabSpec:
             used = [flag for flag, given in azure_only.items() if given]
             if used:
                 raise UsageError(
-                    f"{', '.join(used)} only apply to Azure labs, not --target {self.target}.",
+                    f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to Azure labs, "
+                    f"not to --target {self.target}.",
                     hint="Drop them, or use --target azure.",
                 )
         if self.shutdown_at is not None and not _HHMM.match(self.shutdown_at):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labctl.config import Settings
 from labctl.errors import UsageError
-from labctl.spec import DEFAULT_NAME, DEFAULT_SHUTDOWN, DEFAULT_TARGET, LabSpec, parse_host
+from labctl.spec import DEFAULT_NAME, LabSpec, parse_host
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
@@ -34,22 +35,27 @@ class UpOptions:
     yes: bool = False
 
 
-def build_spec(opts: UpOptions) -> LabSpec:
+def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
+    """Merge flags with LABCTL_* variables and config files; Azure-only settings apply to Azure labs only."""
+    settings = settings or Settings()
     if opts.no_shutdown and opts.shutdown_at:
         raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
-    target = opts.target or ("ssh" if opts.host else None) or DEFAULT_TARGET
+    target = opts.target or ("ssh" if opts.host else None) or settings.get("target")
+    azure = target == "azure"
+    ssh_key = settings.get("ssh_key", opts.ssh_key)
+    size = settings.get("size") if azure and not opts.sizes else None
     spec = LabSpec(
-        name=opts.name or DEFAULT_NAME,
+        name=settings.get("name", opts.name),
         target=target,
         host=parse_host(opts.host) if opts.host else None,
         gpu=opts.gpu,
-        sizes=list(opts.sizes),
-        region=opts.region,
-        image=opts.image,
-        subscription=opts.subscription,
-        allow_ip=opts.allow_ip,
-        ssh_key=opts.ssh_key,
-        shutdown_at=None if opts.no_shutdown else (opts.shutdown_at or DEFAULT_SHUTDOWN),
+        sizes=list(opts.sizes) or ([size] if size else []),
+        region=settings.get("region", opts.region) if azure else opts.region,
+        image=settings.get("image", opts.image),
+        subscription=settings.get("subscription", opts.subscription) if azure else opts.subscription,
+        allow_ip=settings.get("allow_ip", opts.allow_ip) if azure else opts.allow_ip,
+        ssh_key=Path(ssh_key).expanduser() if ssh_key else None,
+        shutdown_at=None if opts.no_shutdown else settings.get("shutdown_at", opts.shutdown_at),
         spot=opts.spot,
     )
     return spec.validate()

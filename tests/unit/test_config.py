@@ -1,0 +1,63 @@
+"""Settings resolve flag > environment > project file > user file > default, and say where each came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.config import Settings
+from labctl.errors import UsageError
+
+
+@pytest.fixture
+def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "user" / "config.toml"
+    path.parent.mkdir()
+    monkeypatch.setenv("LABCTL_CONFIG", str(path))
+    for key in ("LABCTL_REGION", "LABCTL_NAME", "LABCTL_SHUTDOWN_AT"):
+        monkeypatch.delenv(key, raising=False)
+    return path
+
+
+def test_precedence(tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    user_config.write_text('[labctl]\nregion = "westus2"\nname = "mine"\nshutdown_at = "18:00"\n')
+    (project / "labctl.toml").write_text('[labctl]\nregion = "northeurope"\n')
+    settings = Settings(project)
+    assert settings.lookup("region").value == "northeurope"
+    assert settings.lookup("region").source.endswith("labctl.toml")
+    assert settings.lookup("name").value == "mine"
+    assert settings.lookup("results_dir").source == "default"
+    monkeypatch.setenv("LABCTL_REGION", "uksouth")
+    assert Settings(project).lookup("region").value == "uksouth"
+    assert Settings(project).lookup("region", "japaneast").value == "japaneast"
+
+
+def test_unknown_setting_is_refused(tmp_path: Path, user_config: Path) -> None:
+    user_config.write_text('[labctl]\nregoin = "westus2"\n')
+    with pytest.raises(UsageError, match="regoin"):
+        Settings(tmp_path)
+
+
+def test_config_command_shows_sources(tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_config.write_text('[labctl]\nregion = "westus2"\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["config", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["region"] == {"value": "westus2", "source": str(user_config)}
+    assert data["target"]["source"] == "default"
+
+
+def test_broken_config_is_one_paragraph(tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_config.write_text("[labctl\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "could not be read" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,79 @@
+"""`up` refuses impossible requests before anything is created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labctl.config import Settings
+from labctl.errors import UsageError
+from labctl.spec import HostAddress, parse_host
+from labctl.workflows.up import UpOptions, build_spec
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("LABCTL_CONFIG", str(tmp_path / "none.toml"))
+    for var in ("LABCTL_REGION", "LABCTL_TARGET", "LABCTL_NAME", "LABCTL_SHUTDOWN_AT", "LABCTL_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    return Settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("azureuser@203.0.113.7", HostAddress("azureuser", "203.0.113.7", 22)),
+        ("me@host.example:2222", HostAddress("me", "host.example", 2222)),
+        ("host", HostAddress(None, "host", 22)),
+        ("u@[2001:db8::1]:22", HostAddress("u", "2001:db8::1", 22)),
+    ],
+)
+def test_parse_host(text: str, expected: HostAddress) -> None:
+    assert parse_host(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "a@b@c", "host:0", "host:70000", "user@", "@host"])
+def test_parse_host_refuses(bad: str) -> None:
+    with pytest.raises(UsageError):
+        parse_host(bad)
+
+
+def test_defaults(settings: Settings) -> None:
+    spec = build_spec(UpOptions(), settings)
+    assert (spec.name, spec.target, spec.shutdown_at, spec.region) == ("lab", "azure", "19:00", "eastus")
+
+
+def test_host_implies_ssh_target(settings: Settings) -> None:
+    spec = build_spec(UpOptions(host="me@box:2200"), settings)
+    assert spec.target == "ssh"
+    assert spec.host == HostAddress("me", "box", 2200)
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (UpOptions(target="ssh"), "needs --host"),
+        (UpOptions(target="local", host="me@box"), "only applies to --target ssh"),
+        (UpOptions(target="local", region="westus2"), "--region applies only to Azure"),
+        (UpOptions(target="local", sizes=["Standard_D4s_v5"], spot=True), "--size, --spot apply only"),
+        (UpOptions(shutdown_at="25:00"), "not a time of day"),
+        (UpOptions(shutdown_at="19:00", no_shutdown=True), "contradict"),
+        (UpOptions(name="Bad_Name"), "not a valid lab name"),
+        (UpOptions(target="moon"), "Unknown target"),
+        (UpOptions(ssh_key=Path("/nonexistent/key")), "does not exist"),
+    ],
+)
+def test_refusals(settings: Settings, opts: UpOptions, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        build_spec(opts, settings)
+
+
+def test_no_shutdown(settings: Settings) -> None:
+    assert build_spec(UpOptions(no_shutdown=True), settings).shutdown_at is None
+
+
+def test_azure_settings_do_not_leak_into_local_labs(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABCTL_REGION", "westus2")
+    assert build_spec(UpOptions(target="local"), Settings()).region is None
+    assert build_spec(UpOptions(), Settings()).region == "westus2"
