@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from labctl.errors import UsageError
-from labctl.state import StateStore
+from labctl.errors import LabctlError, UsageError
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
@@ -33,8 +33,39 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
         answer = input(f"Delete {what}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
+    if not opts.force:
+        _protect_results(record, ui)
     record.status = "deleting"
     store.save(record)
     get_target(record.target).destroy(record, ui)
     store.delete(record.name)
     return Outcome({"deleted": True, "name": record.name}, f"Lab '{record.name}' is gone; nothing is left running.")
+
+
+def _protect_results(record: LabRecord, ui: Reporter) -> None:
+    """Refuse to delete a run in progress or results that never came back; `--force` overrides."""
+    if record.status == "deleting":
+        return  # an earlier `down` already passed this check (or was forced)
+    if record.status not in ("ready", "stopped") and not record.runs:
+        return  # a lab that never became ready has no runs to lose
+    from labctl.workflows.runlab import unfetched_runs
+
+    try:
+        running, unfetched = unfetched_runs(record, ui)
+    except LabctlError as exc:
+        known = [r.run_id for r in record.runs if not r.fetched_to]
+        if not known:
+            ui.warn(f"Could not look for unfetched results ({exc.message}); none are recorded here.")
+            return
+        running, unfetched = [], known
+    if running:
+        raise LabctlError(
+            f"Lab '{record.name}' is still training (run {', '.join(running)}).",
+            hint=f"Wait with 'labctl logs --follow {running[0]}', or delete anyway with 'labctl down --force'.",
+        )
+    if unfetched:
+        raise LabctlError(
+            f"Lab '{record.name}' holds results that were never fetched: {', '.join(unfetched)}.",
+            hint=f"Bring them back with 'labctl fetch {unfetched[0]}' (one command per run), or delete anyway "
+            "with 'labctl down --force'.",
+        )

@@ -1,12 +1,27 @@
-"""`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab and bringing results back."""
+"""`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab on the machine and bringing results back.
+
+A run starts detached inside the lab container (see ``labctl.runs``); this side only watches it. So Ctrl-C or a
+dropped connection never stops training: `labctl logs --follow` reattaches, `labctl fetch` brings results back.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from labctl.errors import NotAvailableYet
+from labctl import runs
+from labctl.config import Settings
+from labctl.errors import LabctlError, UsageError
+from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
+
+DATA_KEYWORDS = ("cifar10", "synthetic")
+CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 
 
 @dataclass
@@ -27,17 +42,249 @@ class RunLabOptions:
     extra: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------------------------- plumbing
+
+
+@contextmanager
+def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
+    """The lab's container, reached through the lab's machine; the connection closes afterwards."""
+    if record.status not in ("ready",) or not record.container_name:
+        raise LabctlError(
+            f"Lab '{record.name}' is not ready (state: {record.status}).",
+            hint=f"Run 'labctl up --name {record.name}' to finish or repair it.",
+        )
+    from labctl.machine import connect
+
+    machine = connect(record, ui)
+    try:
+        client = machine.docker()
+        import docker.errors
+
+        try:
+            container = client.containers.get(record.container_name)
+        except docker.errors.NotFound:
+            raise LabctlError(
+                f"The lab container '{record.container_name}' is gone from the machine.",
+                hint=f"'labctl up --name {record.name}' starts it again (your files on its volume are kept).",
+            ) from None
+        if container.status != "running":
+            raise LabctlError(
+                f"The lab container '{record.container_name}' is {container.status}, not running.",
+                hint=f"'labctl up --name {record.name}' starts it again.",
+            )
+        yield container
+    finally:
+        machine.close()
+
+
+def _results_root() -> Path:
+    return Path(str(Settings().get("results_dir")))
+
+
+def _option_args(opts: RunLabOptions) -> list[str]:
+    args = ["--model", opts.model, "--seed", str(opts.seed)]
+    for flag, value in (
+        ("--epochs", opts.epochs),
+        ("--batch-size", opts.batch_size),
+        ("--lr", opts.lr),
+        ("--optimizer", opts.optimizer),
+        ("--device", opts.device),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    for item in opts.extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
+        args += ["--" + key.strip().replace("_", "-"), value]
+    return args
+
+
+def _data_args(opts: RunLabOptions, container: runs.Container, ui: Reporter) -> list[str]:
+    data = opts.data or "cifar10"
+    if data in DATA_KEYWORDS:
+        return ["--data", data] + (["--data-root", str(CIFAR_ROOT)] if data == "cifar10" else [])
+    local = Path(data).expanduser()
+    if local.exists():
+        with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
+            remote = runs.upload_data(container, local)
+        return ["--data", str(remote)]
+    code, _ = runs.sh(container, f"test -e '{data}'", check=False)
+    if code == 0:
+        return ["--data", data]
+    raise UsageError(
+        f"The dataset '{data}' is neither on this computer nor on the machine.",
+        hint="Give 'cifar10' (downloaded on the machine), 'synthetic', or the path of train/<class>/*.jpg as a "
+        "directory, .tar or .tar.gz.",
+    )
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """The per-class accuracy table people expect at the end of the tutorial."""
+    per_class = metrics.get("per_class_accuracy") or metrics.get("per_class") or {}
+    lines = []
+    if per_class:
+        width = max(len(str(name)) for name in per_class)
+        lines.append(f"{'class':<{width}}  accuracy")
+        for name, acc in per_class.items():
+            lines.append(f"{name!s:<{width}}  {float(acc) * 100:6.1f}%")
+    if metrics.get("accuracy") is not None:
+        lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
+    return "\n".join(lines)
+
+
+def _finish(
+    store: StateStore, record: LabRecord, container: runs.Container, run_id: str, info: runs.RunInfo, ui: Reporter
+) -> Outcome:
+    dest = _results_root() / record.name / run_id
+    with ui.step(f"Fetching the results of {run_id}"):
+        count = runs.fetch_run(container, run_id, dest)
+    metrics: dict[str, Any] = {}
+    if (dest / "metrics.json").is_file():
+        metrics = json.loads((dest / "metrics.json").read_text())
+    run = _record_run(record, run_id)
+    run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
+    store.save(record)
+    text = "\n".join(
+        filter(None, [per_class_table(metrics), f"Run {run_id} {info.state}; {count} files verified in {dest}"])
+    )
+    data: dict[str, object] = {
+        "run_id": run_id,
+        "state": info.state,
+        "results": str(dest),
+        "files_verified": count,
+        "accuracy": info.accuracy,
+        "metrics": metrics,
+    }
+    return Outcome(data, text, exit_code=0 if info.state == "succeeded" else 1)
+
+
+def _record_run(record: LabRecord, run_id: str) -> RunRecord:
+    for run in record.runs:
+        if run.run_id == run_id:
+            return run
+    run = RunRecord(run_id=run_id, started_at=now_iso())
+    record.runs.append(run)
+    return run
+
+
+def _pick_run(record: LabRecord, container: runs.Container, run_id: str | None) -> str:
+    if run_id is not None:
+        matches = [r.run_id for r in runs.list_runs(container) if r.run_id.startswith(run_id)]
+        if len(matches) != 1:
+            raise UsageError(
+                f"'{run_id}' matches {len(matches)} runs in lab '{record.name}'.",
+                hint="'labctl runs' lists them; give more of the run id.",
+            )
+        return matches[0]
+    infos = runs.list_runs(container)
+    if not infos:
+        raise LabctlError(f"Lab '{record.name}' has no runs yet.", hint="Start one with 'labctl run-lab'.")
+    return max(infos, key=lambda i: i.run_id).run_id
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("run-lab")
+    if opts.here:
+        from labctl.workflows.runlab_here import run_here
+
+        return run_here(opts, ui)
+    if opts.out is not None:
+        raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
+    store = StateStore()
+    record = store.resolve(opts.name)
+    with lab_container(record, ui) as container:
+        with ui.step("Making sure the lab in the container matches this labctl"):
+            lab_code = runs.ensure_lab_code(container)
+        run_id = runs.new_run_id()
+        run_dir = runs.RUNS_DIR / run_id
+        if opts.notebook:
+            args = ["notebook", "--out", str(run_dir), *_data_args(opts, container, ui)]
+            args += [a for a in _option_args(opts) if a not in ("--model", opts.model)]
+        else:
+            args = ["train", "--out", str(run_dir), *_data_args(opts, container, ui), *_option_args(opts)]
+        runs.start_run(container, run_id, PurePosixPath(lab_code), args)
+        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
+        store.save(record)
+        ui.info(f"Run {run_id} started on lab '{record.name}'.")
+        if opts.detach:
+            text = (
+                f"Run {run_id} is training on the machine.\n"
+                f"  labctl logs --follow {run_id}   # watch it\n"
+                f"  labctl fetch {run_id}           # bring the results back when it is done"
+            )
+            return Outcome({"run_id": run_id, "state": "running"}, text)
+        try:
+            info = runs.follow(container, run_id, _print)
+        except KeyboardInterrupt:
+            raise LabctlError(
+                f"Stopped watching; run {run_id} goes on training on the machine.",
+                hint=f"Reattach with 'labctl logs --follow {run_id}', fetch with 'labctl fetch {run_id}'.",
+                exit_code=130,
+            ) from None
+        return _finish(store, record, container, run_id, info, ui)
 
 
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("logs")
+    store = StateStore()
+    record = store.resolve(name)
+    with lab_container(record, ui) as container:
+        run_id = _pick_run(record, container, run)
+        try:
+            info = runs.follow(container, run_id, _print, follow=follow)
+        except KeyboardInterrupt:
+            return Outcome({"run_id": run_id}, "", exit_code=130)
+    return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")
 
 
 def list_runs(name: str | None, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("runs")
+    store = StateStore()
+    record = store.resolve(name)
+    with lab_container(record, ui) as container:
+        infos = runs.list_runs(container)
+    fetched = {r.run_id: r.fetched_to for r in record.runs}
+    rows = []
+    for info in infos:
+        row = info.to_json()
+        row["fetched_to"] = fetched.get(info.run_id)
+        rows.append(row)
+    if not rows:
+        return Outcome({"runs": []}, f"Lab '{record.name}' has no runs yet; start one with 'labctl run-lab'.")
+    lines = [f"{'run':<22} {'state':<12} {'accuracy':>8}  fetched"]
+    for row in rows:
+        acc = f"{float(row['accuracy']) * 100:.1f}%" if row["accuracy"] is not None else "-"
+        lines.append(f"{row['run_id']:<22} {row['state']:<12} {acc:>8}  {row['fetched_to'] or 'no'}")
+    return Outcome({"runs": rows}, "\n".join(lines))
 
 
 def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("fetch")
+    store = StateStore()
+    record = store.resolve(name)
+    with lab_container(record, ui) as container:
+        run_id = _pick_run(record, container, run)
+        info = runs.run_info(container, run_id)
+        if info.state == "running":
+            raise LabctlError(
+                f"Run {run_id} is still training.",
+                hint=f"Wait for it with 'labctl logs --follow {run_id}', then fetch.",
+            )
+        outcome = _finish(store, record, container, run_id, info, ui)
+    outcome.exit_code = 0  # fetching a failed run's results is still a successful fetch
+    return outcome
+
+
+def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str]]:
+    """Runs still training and finished runs whose results never came back, for `down` to protect."""
+    with lab_container(record, ui) as container:
+        infos = runs.list_runs(container)
+    fetched = {r.run_id for r in record.runs if r.fetched_to}
+    running = [i.run_id for i in infos if i.state == "running"]
+    unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]
+    return running, unfetched
