@@ -240,7 +240,9 @@ def _to_info(raw: dict[str, Any]) -> RunInfo:
 
 def list_runs(container: Container, run_ids: list[str] | None = None) -> list[RunInfo]:
     """What the container knows about its runs, newest last."""
-    cmd = ["python", "-c", _STATE_SCRIPT, str(RUNS_DIR), *(run_ids or [])]
+    # "$0" is the script: whichever of python3/python the image has runs it.
+    launcher = 'exec "$(command -v python3 || command -v python)" -c "$0" "$@"'
+    cmd = ["sh", "-c", launcher, _STATE_SCRIPT, str(RUNS_DIR), *(run_ids or [])]
     result = container.exec_run(cmd, stdout=True, stderr=True)
     if result.exit_code != 0:
         raise LabctlError(

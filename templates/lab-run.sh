@@ -13,7 +13,8 @@ shift 2
 cd "$run_dir" || exit 1
 echo "$$" > pid
 
-PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 python -m cifarlab "$@" >> train.log 2>&1 &
+python=$(command -v python3 || command -v python)
+PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$python" -m cifarlab "$@" >> train.log 2>&1 &
 child=$!
 # Pass a stop request on to the trainer, which saves its checkpoint and records the run as interrupted.
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT

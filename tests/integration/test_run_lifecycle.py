@@ -1,0 +1,127 @@
+"""A lab run's life in a real container: detached start, lossless reattach, fetch with verified checksums.
+
+The lab here is a tiny stand-in package named ``cifarlab`` that prints lines and writes a result file, so these
+tests check the run mechanics in seconds; the end-to-end test runs the real lab.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labctl import runs
+from labctl.errors import LabctlError
+
+docker = pytest.importorskip("docker")
+
+FAKE_MAIN = textwrap.dedent(
+    """
+    import json, os, sys, time
+    args = sys.argv[1:]
+    out = args[args.index("--out") + 1]
+    steps = int(args[args.index("--steps") + 1])
+    delay = float(args[args.index("--delay") + 1])
+    for i in range(steps):
+        print(f"step {i}", flush=True)
+        time.sleep(delay)
+    json.dump({"accuracy": 0.5, "status": "succeeded", "per_class_accuracy": {"cat": 0.4, "dog": 0.6}},
+              open(os.path.join(out, "metrics.json"), "w"))
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    open(os.path.join(out, "plots", "curve.png"), "wb").write(b"png" * 100)
+    sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+    """
+)
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path) -> Path:
+    pkg = tmp_path / "lab" / "cifarlab"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(FAKE_MAIN)
+    return tmp_path / "lab"
+
+
+@pytest.fixture
+def container(python_image: str) -> Iterator[runs.Container]:
+    client = docker.from_env()
+    box = client.containers.run(python_image, ["sleep", "600"], detach=True, labels={"labctl.test": "runs"})
+    box.exec_run(["mkdir", "-p", "/workspace"])
+    try:
+        yield box
+    finally:
+        box.remove(force=True)
+
+
+def _start(container: runs.Container, lab_dir: Path, steps: int, delay: float, **env: str) -> str:
+    code = runs.ensure_lab_code(container, lab_dir)
+    run_id = runs.new_run_id()
+    args = ["--out", str(runs.RUNS_DIR / run_id), "--steps", str(steps), "--delay", str(delay)]
+    runs.start_run(container, run_id, code, args, env=env)
+    return run_id
+
+
+def test_run_is_followed_to_the_end_and_fetched_verified(
+    container: runs.Container, lab_dir: Path, tmp_path: Path
+) -> None:
+    run_id = _start(container, lab_dir, steps=5, delay=0.2)
+    seen: list[str] = []
+    info = runs.follow(container, run_id, seen.append, poll=0.1)
+    assert info.state == "succeeded"
+    assert info.accuracy == 0.5
+    assert "".join(seen).splitlines() == [f"step {i}" for i in range(5)]
+    dest = tmp_path / "results"
+    assert runs.fetch_run(container, run_id, dest) == 4  # metrics, plot, run.json, train.log
+    assert (dest / "plots" / "curve.png").read_bytes() == b"png" * 100
+
+
+def test_reattach_after_leaving_loses_nothing(container: runs.Container, lab_dir: Path) -> None:
+    run_id = _start(container, lab_dir, steps=12, delay=0.25)
+    first: list[str] = []
+    # Watch once (no follow), as a dropped connection would: the run keeps going without us.
+    runs.follow(container, run_id, first.append, follow=False)
+    assert runs.run_info(container, run_id).state == "running"
+    again: list[str] = []
+    info = runs.follow(container, run_id, again.append, poll=0.1)
+    assert info.state == "succeeded"
+    assert "".join(again).splitlines() == [f"step {i}" for i in range(12)]
+
+
+def test_failed_run_reports_failure(container: runs.Container, lab_dir: Path) -> None:
+    run_id = _start(container, lab_dir, steps=1, delay=0, FAKE_EXIT="3")
+    info = runs.follow(container, run_id, lambda _: None, poll=0.1)
+    assert (info.state, info.exit_code) == ("failed", 3)
+
+
+def test_tampered_result_is_detected(container: runs.Container, lab_dir: Path, tmp_path: Path) -> None:
+    run_id = _start(container, lab_dir, steps=1, delay=0)
+    runs.follow(container, run_id, lambda _: None, poll=0.1)
+    container.exec_run(["sh", "-c", f"echo changed >> {runs.RUNS_DIR / run_id}/metrics.json"])
+    with pytest.raises(LabctlError, match="do not match the checksums"):
+        runs.fetch_run(container, run_id, tmp_path / "results")
+
+
+def test_lab_code_uploaded_once_per_version(container: runs.Container, lab_dir: Path) -> None:
+    first = runs.ensure_lab_code(container, lab_dir)
+    marker = f"{first}/.complete"
+    before = container.exec_run(["stat", "-c", "%Y.%n", marker]).output
+    time.sleep(1.1)
+    assert runs.ensure_lab_code(container, lab_dir) == first
+    assert container.exec_run(["stat", "-c", "%Y.%n", marker]).output == before
+    (lab_dir / "cifarlab" / "extra.py").write_text("X = 1\n")
+    second = runs.ensure_lab_code(container, lab_dir)
+    assert second != first
+    assert container.exec_run(["cat", f"{second}/cifarlab/extra.py"]).output == b"X = 1\n"
+
+
+def test_listing_runs(container: runs.Container, lab_dir: Path) -> None:
+    assert runs.list_runs(container) == []
+    done = _start(container, lab_dir, steps=1, delay=0)
+    runs.follow(container, done, lambda _: None, poll=0.1)
+    live = _start(container, lab_dir, steps=40, delay=0.25)
+    states = {i.run_id: i.state for i in runs.list_runs(container)}
+    assert states == {done: "succeeded", live: "running"}
