@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +210,7 @@ class Azure:
     subscription_id: str
     endpoint: str = field(default_factory=settings.arm_endpoint)
     _clients: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _kwargs(self) -> dict[str, Any]:
         return {
@@ -219,9 +221,21 @@ class Azure:
         }
 
     def _get(self, key: str, factory: Any) -> Any:
-        if key not in self._clients:
-            self._clients[key] = factory(self.credential, self.subscription_id, **self._kwargs())
-        return self._clients[key]
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = factory(self.credential, self.subscription_id, **self._kwargs())
+            return self._clients[key]
+
+    def warm(self) -> threading.Thread:
+        """Import and build the clients in the background (the SDK modules take a second to import)."""
+
+        def build() -> None:
+            for name in ("network", "resources", "compute"):
+                getattr(self, name)
+
+        thread = threading.Thread(target=build, name="labctl-azure-clients", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def compute(self) -> Any:

@@ -105,6 +105,7 @@ class Provisioner:
         with self.ui.step("Logging in to Azure"):
             azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
         self.azure = azure
+        azure.warm()
         td = record.target_data
         td.update(subscription=azure.subscription_id, resource_group=names.resource_group, vm_name=names.vm)
         ids = _ids(azure, names)
