@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from labctl.errors import UsageError
-from labctl.state import StateStore
+from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
@@ -21,7 +21,10 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     from labctl.targets import get_target
 
     store = StateStore()
-    record = store.resolve(opts.name)
+    try:
+        record = store.resolve(opts.name)
+    except NotFound as missing:
+        record = _found_in_azure(opts.name, missing)
     what = {
         "azure": f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)",
         "ssh": f"the lab container on {record.host} (the machine itself stays)",
@@ -38,3 +41,17 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     get_target(record.target).destroy(record, ui)
     store.delete(record.name)
     return Outcome({"deleted": True, "name": record.name}, f"Lab '{record.name}' is gone; nothing is left running.")
+
+
+def _found_in_azure(name: str | None, missing: NotFound) -> LabRecord:
+    """A lab this computer has no record of may still exist in Azure: find it by its tags."""
+    from labctl.spec import DEFAULT_NAME
+    from labctl.targets.azure import AzureTarget
+
+    try:
+        record: LabRecord = AzureTarget().recover_record(name or DEFAULT_NAME)
+    except NotFound:
+        raise missing from None
+    except LabctlError as exc:
+        raise NotFound(missing.message, hint=f"Azure could not be searched for it either: {exc.render()}") from None
+    return record

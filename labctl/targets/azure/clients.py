@@ -19,7 +19,7 @@ from labctl.targets.azure import settings
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
-    "service principal (a managed identity works too on an Azure machine), then run the command again."
+    "service principal (on an Azure machine with a managed identity, set LABCTL_MANAGED_IDENTITY=1), then run the command again."
 )
 _KNOWN_AUTHORITIES = {
     "login.microsoftonline.com",
@@ -28,6 +28,13 @@ _KNOWN_AUTHORITIES = {
     "login.partner.microsoftonline.cn",
     "login.windows.net",
 }
+_MANAGED_IDENTITY_HINTS = (
+    "LABCTL_MANAGED_IDENTITY",
+    "IDENTITY_ENDPOINT",
+    "MSI_ENDPOINT",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+)
 _SUB_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # ARM error codes -> what they mean for a labctl user and what to do about it.
@@ -196,8 +203,12 @@ def make_credential() -> Any:
     host = urlparse(authority if "//" in authority else f"https://{authority}").hostname or ""
     # A custom authority (Azure Stack, a private cloud) cannot be validated against Microsoft's public list.
     custom_authority = bool(authority) and host not in _KNOWN_AUTHORITIES
+    # The instance metadata endpoint is only probed where a managed identity can exist, or when asked to: on a
+    # laptop the probe costs seconds per command and reaches for an address that is not there.
+    managed = any(os.environ.get(v) for v in _MANAGED_IDENTITY_HINTS)
     return DefaultAzureCredential(
         exclude_interactive_browser_credential=True,
+        exclude_managed_identity_credential=not managed,
         disable_instance_discovery=custom_authority,
     )
 
