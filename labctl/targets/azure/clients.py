@@ -19,7 +19,8 @@ from labctl.targets.azure import settings
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
-    "service principal (on an Azure machine with a managed identity, set LABCTL_MANAGED_IDENTITY=1), then run the command again."
+    "service principal (on an Azure machine with a managed identity, set LABCTL_MANAGED_IDENTITY=1), then run "
+    "the command again."
 )
 _KNOWN_AUTHORITIES = {
     "login.microsoftonline.com",
