@@ -5,12 +5,14 @@ Import them into a test module with ``from tests.fakearm.fixtures import fake_ar
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from labctl.state import LabRecord, StateStore
 from tests.fakearm.server import FakeArm
 
 # Variables of the real credential chain that must not leak in from the machine running the tests.
@@ -64,3 +66,25 @@ def arm_env(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         monkeypatch.setenv(key, value)
     assert "AZURE_CLIENT_SECRET" in os.environ
     return fake_arm
+
+
+def provision(name: str = "lab", *, save: object = None, **spec_fields: object) -> LabRecord:
+    """Run AzureTarget.provision for a new or existing local record, as `up` does before the machine layer."""
+    from labctl.spec import LabSpec
+    from labctl.targets.azure import AzureTarget
+    from labctl.ui import PlainReporter
+
+    spec = LabSpec(name=name, **spec_fields).validate()  # type: ignore[arg-type]
+    store = StateStore()
+    record = store.load(name) if store.exists(name) else LabRecord(name=name, target="azure")
+    store.save(record)
+    return AzureTarget().provision(spec, record, PlainReporter(io.StringIO()), save or store.save)  # type: ignore[arg-type]
+
+
+def destroy(name: str = "lab") -> None:
+    from labctl.targets.azure import AzureTarget
+    from labctl.ui import PlainReporter
+
+    store = StateStore()
+    AzureTarget().destroy(store.load(name), PlainReporter(io.StringIO()))
+    store.delete(name)

@@ -275,8 +275,11 @@ def _token_check(credential: Any, endpoint: str) -> None:
     try:
         credential.get_token(f"{endpoint}/.default")
     except ClientAuthenticationError as exc:
-        first = _one_line(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise LabctlError(f"No usable Azure login was found ({first}).", hint=LOGIN_HINT) from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # The chain lists every credential it tried; the ones that were present but failed say why.
+        failed = [ln for ln in lines if "Credential:" in ln and "unavailable" not in ln.lower()]
+        reason = _one_line("; ".join(failed) if failed else (lines[0] if lines else type(exc).__name__))
+        raise LabctlError(f"No usable Azure login was found ({reason}).", hint=LOGIN_HINT) from None
 
 
 def list_subscriptions(credential: Any, endpoint: str) -> list[dict[str, Any]]:

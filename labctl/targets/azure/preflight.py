@@ -67,8 +67,12 @@ def load_region(azure: Azure, region: str) -> RegionFacts:
                 facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
 
     with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(skus), pool.submit(usages)]:
-            future.result()
+        futures = [pool.submit(skus), pool.submit(usages)]
+        skus_error, usages_error = (f.exception() for f in futures)
+    if skus_error is not None:
+        raise skus_error
+    if usages_error is not None and facts.skus:  # an unknown region has no usages either; said once, below
+        raise usages_error
     return facts
 
 
