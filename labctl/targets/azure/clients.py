@@ -121,12 +121,22 @@ def arm_error_code(exc: BaseException) -> str | None:
 
 def explain(exc: Exception, doing: str) -> LabctlError:
     """One paragraph for an Azure failure: what failed, Azure's own words, and the way out."""
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     if isinstance(exc, LabctlError):
         return exc
     if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
         return LabctlError(f"Could not log in to Azure while {doing}.", hint=LOGIN_HINT)
+    if isinstance(exc, ServiceResponseError):
+        return LabctlError(
+            f"The connection to Azure Resource Manager broke while {doing} ({exc}).",
+            hint="Whatever Azure had started goes on there; run the same command again to resume.",
+        )
     if isinstance(exc, ServiceRequestError):
         return LabctlError(
             f"Could not reach Azure Resource Manager at {settings.arm_endpoint()} while {doing} ({exc}).",

@@ -360,7 +360,7 @@ class Provisioner:
             body["plan"] = choice.purchase_plan
         price = choice.size.hourly(plan.spot)
         label = f"VM {names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if plan.spot else "")
-        from azure.core.exceptions import HttpResponseError
+        from azure.core.exceptions import AzureError, HttpResponseError
 
         with self.ui.step(label):
             try:
@@ -372,6 +372,8 @@ class Provisioner:
                     self._remove_failed_vm()
                     raise _Capacity(error) from exc
                 raise error from exc
+            except AzureError as exc:
+                raise explain(exc, f"creating the VM ({choice.size.name} in {choice.region})") from exc
         self.save(record)
 
     def _remove_failed_vm(self) -> None:
