@@ -190,9 +190,21 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
     """The first (region, size) that passes every check, or one LabctlError with the way out."""
     cache = facts_cache if facts_cache is not None else {}
     problems: list[Problem] = []
+    images: dict[str, tuple[str, dict[str, str] | None] | LabctlError] = {}
+
+    def image(region: str) -> tuple[str, dict[str, str] | None] | LabctlError:
+        try:
+            return latest_image(azure, region, plan.image)
+        except LabctlError as exc:
+            return exc
+
     for region in plan.regions:
         if region not in cache:
-            cache[region] = load_region(azure, region)
+            with ThreadPoolExecutor(2) as pool:  # the image lookup does not wait for the size checks
+                facts_future = pool.submit(load_region, azure, region)
+                image_future = pool.submit(image, region)
+                cache[region] = facts_future.result()
+                images[region] = image_future.result()
         facts = cache[region]
         for size in plan.sizes:
             problem = check_size(facts, size, plan.spot)
@@ -201,11 +213,11 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 if problem.kind == "unknown-region":
                     break
                 continue
-            try:
-                version, purchase = latest_image(azure, region, plan.image)
-            except LabctlError as exc:
-                problems.append(Problem(region, size, "image", exc.message))
+            found = images[region] if region in images else image(region)
+            if isinstance(found, LabctlError):
+                problems.append(Problem(region, size, "image", found.message))
                 break
+            version, purchase = found
             if purchase:
                 ensure_terms(azure, purchase, plan.image)
             return Choice(region, size, version, purchase)

@@ -24,7 +24,7 @@ from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
-from labctl.targets.azure.access import check_rules, ssh_rule
+from labctl.targets.azure.access import check_rules, discover_public_ip, ssh_rule
 from labctl.targets.azure.clients import Azure, arm, arm_error_code, connect, explain
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
@@ -95,15 +95,19 @@ class Provisioner:
         self.ui = ui
         self.save = save
         self.azure = azure
-        self.plan: AzurePlan = make_plan(spec)
+        self.plan: AzurePlan = make_plan(spec, discover_ip=False)  # asked below, while logging in
         self.names = self.plan.names
 
     # ------------------------------------------------------------------ steps
 
     def run(self) -> LabRecord:
         plan, names, record = self.plan, self.names, self.record
-        with self.ui.step("Logging in to Azure"):
-            azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
+        with ThreadPoolExecutor(1) as pool:
+            address = None if self.spec.allow_ip else pool.submit(discover_public_ip)
+            with self.ui.step("Logging in to Azure"):
+                azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
+            if address is not None:
+                plan.source = address.result()
         self.azure = azure
         azure.warm()
         td = record.target_data
