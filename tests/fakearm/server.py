@@ -122,7 +122,8 @@ class FakeArm:
         self.image_plans: dict[tuple[str, str, str], dict[str, str]] = {}
         self.agreements: dict[str, bool] = {}
         self.latency: dict[str, float] = {}  # lower-case resource type ("virtualmachines") -> seconds
-        self.request_latency: dict[str, float] = {}  # regex on path -> seconds added to each matching request
+        # "[METHOD ]regex on the lower-cased path" -> seconds added to each matching request
+        self.request_latency: dict[str, float] = {}
         self.public_ip = "198.51.100.23"  # what the IP echo answers
         self.faults: list[Fault] = []
         self.alloc_failures: list[dict[str, Any]] = []
@@ -153,7 +154,7 @@ class FakeArm:
         server.daemon_threads = True
         server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
         self._server = server
-        threading.Thread(target=server.serve_forever, name="fakearm", daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="fakearm", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -182,8 +183,6 @@ class FakeArm:
             "REQUESTS_CA_BUNDLE": str(self.ca_path),
             "SSL_CERT_FILE": str(self.ca_path),
             "LABCTL_IP_ECHO_URL": f"{self.url}/ip",
-            # Never let a managed-identity probe leave this machine.
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9",
         }
 
     # ------------------------------------------------------------------ test helpers
@@ -378,6 +377,7 @@ TYPE_NAMES = {
 class _Handler(BaseHTTPRequestHandler):
     arm: FakeArm
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
         pass
@@ -426,8 +426,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         arm.requests.append((method, path))
-        for pattern, delay in arm.request_latency.items():
-            if re.search(pattern, path.lower()):
+        for key, delay in arm.request_latency.items():
+            verb, _, pattern = key.rpartition(" ")  # "PUT resourcegroups/x$" or just a pattern
+            if verb in ("", method) and re.search(pattern, path.lower()):
                 time.sleep(delay)
         with arm._lock:
             fault = next(

@@ -25,7 +25,7 @@ def test_throttling_with_retry_after_is_waited_out(arm_env: FakeArm) -> None:  #
         status=429,
         code="OperationNotAllowed",
         message="The server rejected the request because too many requests have been received for this subscription.",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": "0.5"},
         times=2,
     )
     record = provision("lab")
