@@ -146,3 +146,17 @@ def test_list_help_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_down_of_a_lab_that_never_reached_azure_needs_no_login(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arm_env.regions["eastus"].limits["cores"] = 0
+    with pytest.raises(Exception, match="quota"):
+        provision("lab")
+    monkeypatch.delenv("AZURE_CLIENT_SECRET")
+    requests_before = len(arm_env.requests)
+    result = runner.invoke(app, ["down", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert not StateStore().exists("lab") and len(arm_env.requests) == requests_before

@@ -45,7 +45,7 @@ def test_a_long_throttle_is_explained_not_waited(arm_env: FakeArm) -> None:  # n
     arm_env.inject(method="GET", path="usages", status=429, code="TooManyRequests", headers={"Retry-After": "1200"})
     with pytest.raises(LabctlError) as info:
         provision("lab")
-    assert "throttling" in info.value.render() and "Wait a few minutes" in info.value.render()
+    assert "throttling" in info.value.render() and "wait 20 min 0 s" in info.value.render()
     assert arm_env.group_names() == []
 
 

@@ -45,8 +45,12 @@ class AzureTarget:
         from labctl.targets.azure.plan import LabNames
 
         td = record.target_data
-        azure = self._connect(td.get("subscription"))
-        destroy_lab(azure, record.name, td.get("resource_group") or LabNames(record.name).resource_group, ui)
+        if td.get("resource_group") is None and self._azure is None:
+            # `up` stopped before creating anything in Azure (bad input, preflight, no login): nothing to delete.
+            ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
+        else:
+            azure = self._connect(td.get("subscription"))
+            destroy_lab(azure, record.name, td.get("resource_group") or LabNames(record.name).resource_group, ui)
         forget_lab_keys(record.name)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:

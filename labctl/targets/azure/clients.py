@@ -147,8 +147,11 @@ def explain(exc: Exception, doing: str) -> LabctlError:
         status = exc.status_code
         message = getattr(getattr(exc, "error", None), "message", None) or (exc.reason or "")
         sentence, hint = ERROR_SENTENCES.get(code, ("", ""))
-        if status == 429 and not sentence:
+        if status == 429:
             sentence, hint = ERROR_SENTENCES["TooManyRequests"]
+            wait = (getattr(exc.response, "headers", None) or {}).get("Retry-After")
+            if wait and str(wait).isdigit():
+                hint = f"Azure asks to wait {int(wait) // 60} min {int(wait) % 60} s; run the command again after that."
         if status in (401,) and not sentence:
             sentence, hint = "Azure did not accept your login", LOGIN_HINT
         if status == 403 and not sentence:

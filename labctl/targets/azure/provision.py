@@ -111,7 +111,6 @@ class Provisioner:
         self.azure = azure
         azure.warm()
         td = record.target_data
-        td.update(subscription=azure.subscription_id, resource_group=names.resource_group, vm_name=names.vm)
         ids = _ids(azure, names)
         rg_name = names.resource_group
 
@@ -214,7 +213,15 @@ class Provisioner:
         td = record.target_data
         created_at = str(td.get("created_at") or now_iso())
         tags = tags_for(names.lab, creator(), created_at)
-        td.update(region=region, size=choice.size.name, created_at=created_at, spot=plan.spot)
+        td.update(
+            subscription=azure.subscription_id,
+            resource_group=rg,  # recorded before it exists: from here on `down` has something to remove
+            vm_name=names.vm,
+            region=region,
+            size=choice.size.name,
+            created_at=created_at,
+            spot=plan.spot,
+        )
         self.save(record)
 
         with self.ui.step(f"Resource group {rg} in {region}"), arm(f"creating the resource group {rg}"):
@@ -279,6 +286,12 @@ class Provisioner:
             self._create_vm(choice, ids, tags)
         else:
             self.ui.info(f"VM {names.vm} exists ({choice.size.name}); keeping it.")
+            asked = [s.name for s in plan.sizes]
+            if self.spec.sizes and choice.size.name not in asked:
+                self.ui.warn(
+                    f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
+                    f"'labctl down --name {names.lab}' and 'up' again to change it."
+                )
 
         if plan.shutdown_at:
             body = {
