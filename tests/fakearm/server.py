@@ -125,6 +125,7 @@ class FakeArm:
         # "[METHOD ]regex on the lower-cased path" -> seconds added to each matching request
         self.request_latency: dict[str, float] = {}
         self.public_ip = "198.51.100.23"  # what the IP echo answers
+        self.managed_identity = False  # whether the metadata endpoint hands out tokens
         self.faults: list[Fault] = []
         self.alloc_failures: list[dict[str, Any]] = []
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
@@ -333,6 +334,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", r"^/ip$", "echo_ip"),
     ("GET", r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$", "openid"),
     ("POST", r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$", "token"),
+    ("GET", r"^/metadata/identity/oauth2/token$", "imds_token"),
     ("GET", r"^/fakearm/operations/(?P<op>[^/]+)$", "op_status"),
     ("GET", r"^/fakearm/operationresults/(?P<op>[^/]+)$", "op_result"),
     ("GET", r"^/subscriptions$", "list_subscriptions"),
@@ -451,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
             match = re.match(pattern, path, re.IGNORECASE)
             if match is None:
                 continue
-            public = handler in ("echo_ip", "openid", "token")
+            public = handler in ("echo_ip", "openid", "token", "imds_token")
             if not public and not self._authorized():
                 self._error(
                     ArmError(
@@ -545,6 +547,30 @@ class _Handler(BaseHTTPRequestHandler):
         token = "fake-token-" + uuid.uuid4().hex
         self.arm.tokens.add(token)
         return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}, {}
+
+    def h_imds_token(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The instance metadata service's managed-identity token, as on a VM with an identity assigned."""
+        if self.headers.get("Metadata") != "true":
+            return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}, {}
+        if not self.arm.managed_identity:
+            return 400, {"error": "invalid_request", "error_description": "Identity not found"}, {}
+        token = "fake-mi-token-" + uuid.uuid4().hex
+        self.arm.tokens.add(token)
+        expires = int(time.time()) + 3600
+        return (
+            200,
+            {
+                "access_token": token,
+                "expires_in": "3599",
+                "expires_on": str(expires),
+                "not_before": str(expires - 3600),
+                "resource": q.get("resource", ""),
+                "token_type": "Bearer",
+            },
+            {},
+        )
 
     # ------------------------------------------------------------------ operations
 

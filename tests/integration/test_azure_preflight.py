@@ -135,3 +135,14 @@ def test_unreachable_ip_echo_asks_for_allow_ip(arm_env: FakeArm, monkeypatch: py
 def test_region_config_defaults_are_generous() -> None:
     cfg = RegionConfig()
     assert cfg.limit("cores") == 100 and "Standard_D4s_v5" in cfg.offered
+
+
+def test_a_managed_identity_is_used_where_one_exists(arm_env: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", arm_env.url)  # the metadata endpoint, served by the fake
+    arm_env.managed_identity = True
+    record = provision("lab")
+    assert record.host
+    assert arm_env.count("GET", "^/metadata/identity/oauth2/token$") >= 1
