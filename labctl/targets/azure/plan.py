@@ -124,7 +124,8 @@ class AzurePlan:
             f"  size:           {first.describe()}" + (f", Spot ~${first.hourly(True):.2f}/h" if self.spot else ""),
         ]
         for fallback in self.sizes[1:]:
-            lines.append(f"  then:           {fallback.describe()}")
+            spot = f", Spot ~${fallback.hourly(True):.2f}/h" if self.spot else ""
+            lines.append(f"  then:           {fallback.describe()}{spot}")
         lines.append(f"  image:          {self.image}")
         lines.append("  resources:")
         for row in self.resources(first, self.regions[0]):
