@@ -198,3 +198,18 @@ def test_up_waits_for_an_earlier_deletion_then_builds_again(arm_env: FakeArm) ->
     arm_env.faults.clear()
     record = provision("lab")
     assert record.host and len(_vms(arm_env)) == 1
+
+
+def test_a_vm_left_failed_by_an_earlier_run_is_replaced(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.fail_allocation()
+    arm_env.inject(method="DELETE", path="virtualmachines/lab-vm$", drop=True, times=-1)
+    with pytest.raises(LabctlError):
+        provision("lab")
+    (failed,) = _vms(arm_env)
+    assert failed["properties"]["provisioningState"] == "Failed"
+    arm_env.faults.clear()
+    record = provision("lab")
+    (vm,) = _vms(arm_env)
+    assert vm["properties"]["provisioningState"] == "Succeeded" and record.host
+    assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 2
+    assert arm_env.vm_boots[-1].host_public_key == record.host_key
