@@ -255,6 +255,7 @@ class FakeArm:
                     self.power[rid] = "stopped"
                 return
             res["properties"]["provisioningState"] = "Succeeded"
+            res["_since"] = utcnow()
             if res["type"] == "Microsoft.Compute/virtualMachines" and rid not in self.power:
                 self.power[rid] = "running"
                 self._boot(res)
@@ -268,6 +269,8 @@ class FakeArm:
                     self._remove(key)
         elif op.kind == "action" and not op.error:
             self.power[rid] = {"deallocate": "deallocated", "start": "running", "poweroff": "stopped"}[op.action or ""]
+            if rid in self.resources:
+                self.resources[rid]["_since"] = utcnow()  # the instance view dates its last operation
 
     def _remove(self, rid: str) -> None:
         res = self.resources.pop(rid, None)
@@ -1124,7 +1127,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "code": f"ProvisioningState/{state.lower()}",
                 "level": "Info",
                 "displayStatus": f"Provisioning {state.lower()}",
-                "time": vm["properties"].get("timeCreated"),
+                "time": vm.get("_since") or vm["properties"].get("timeCreated"),
             },
             {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"},
         ]

@@ -85,7 +85,7 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     power, since = _power_state(view)
     size = str(vm["properties"]["hardwareProfile"]["vmSize"])
     entry = SIZES.get(size.lower())
-    started = td.get("started_at") or since
+    started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
     if power == "running" and started:
         try:

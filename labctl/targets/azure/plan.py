@@ -65,6 +65,7 @@ class AzurePlan:
     gpu: bool = False
     subscription: str | None = None
     image: str = settings.IMAGE_URN
+    accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
     warnings: list[str] = field(default_factory=list)
 
     def resources(self, size: VmSize, region: str) -> list[dict[str, str]]:
@@ -192,5 +193,6 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         spot=spec.spot,
         gpu=spec.gpu or any(s.gpu for s in sizes),
         subscription=spec.subscription,
+        accept_terms=bool(getattr(spec, "yes", False)),
         warnings=warnings,
     )

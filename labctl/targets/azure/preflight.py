@@ -158,7 +158,7 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
     return version, ({k: str(v) for k, v in plan.items()} if plan else None)
 
 
-def ensure_terms(azure: Azure, plan: dict[str, str], urn: str) -> None:
+def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
     """Accept the image's marketplace terms with the user's consent, or say how to."""
     agreement = (
         f"/subscriptions/{azure.subscription_id}/providers/Microsoft.MarketplaceOrdering/offerTypes/virtualmachine"
@@ -168,15 +168,15 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str) -> None:
         current = azure.resources.resources.get_by_id(agreement, api_version=settings.AGREEMENT_API_VERSION).as_dict()
     if (current.get("properties") or {}).get("accepted"):
         return
-    consent = os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
+    consent = consent or os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
     if not consent and sys.stdin.isatty():
         answer = input(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept? [y/N] ")
         consent = answer.strip().lower() in ("y", "yes")
     if not consent:
         raise LabctlError(
             f"The image {urn} has marketplace terms that this subscription has not accepted.",
-            hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or set "
-            "LABCTL_ACCEPT_IMAGE_TERMS=1 to let labctl accept them, then run 'labctl up' again.",
+            hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or let labctl accept them "
+            "with 'labctl up --yes' (or LABCTL_ACCEPT_IMAGE_TERMS=1), then run 'labctl up' again.",
         )
     body = dict(current)
     body.setdefault("properties", {})["accepted"] = True
@@ -219,7 +219,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 break
             version, purchase = found
             if purchase:
-                ensure_terms(azure, purchase, plan.image)
+                ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
             return Choice(region, size, version, purchase)
     raise _explain(azure, plan, problems, cache)
 
