@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,6 +63,14 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     )
 
 
+def parse_time(text: str) -> datetime:
+    """ARM's timestamps ('...12.8051917+00:00', '...Z') on every Python labctl supports."""
+    text = text.strip().replace("Z", "+00:00")
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:
     power, since = "unknown", None
     for status in view.get("statuses") or []:
@@ -89,7 +98,7 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     uptime = None
     if power == "running" and started:
         try:
-            uptime = int((datetime.now(timezone.utc) - datetime.fromisoformat(str(started))).total_seconds())
+            uptime = int((datetime.now(timezone.utc) - parse_time(str(started))).total_seconds())
         except ValueError:
             uptime = None
     price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) if entry else None)
