@@ -160,3 +160,10 @@ def test_down_of_a_lab_that_never_reached_azure_needs_no_login(
     result = runner.invoke(app, ["down", "--yes"])
     assert result.exit_code == 0, result.output
     assert not StateStore().exists("lab") and len(arm_env.requests) == requests_before
+
+
+def test_dry_run_without_the_ip_echo_still_shows_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABCTL_IP_ECHO_URL", "https://127.0.0.1:9/ip")
+    result = runner.invoke(app, ["up", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "from <your public IP>/32 only" in result.stdout and "--allow-ip" in result.stdout

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.catalog import VmSize, choose_sizes
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import discover_public_ip, parse_allow_ip, ssh_rule
@@ -173,7 +173,11 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         if source == "*":
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
     elif discover_ip:
-        source = discover_public_ip()
+        try:
+            source = discover_public_ip()
+        except LabctlError as exc:  # a plan is still worth showing; `up` itself will stop on this
+            source = "<your public IP>/32"
+            warnings.append(exc.render())
     else:
         source = "<your public IP>/32"
     hhmm = tz = None
