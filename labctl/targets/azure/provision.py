@@ -19,6 +19,7 @@ from string import Template
 from typing import Any
 
 from labctl.assets import template
+from labctl.catalog import lookup
 from labctl.errors import LabctlError
 from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
 from labctl.spec import LabSpec
@@ -139,8 +140,6 @@ class Provisioner:
         while True:
             if vm is not None:
                 size_name = vm["properties"]["hardwareProfile"]["vmSize"]
-                from labctl.catalog import lookup
-
                 region = str(vm["location"]).lower()
                 version, purchase = td.get("image_version") or "", None
                 choice = Choice(region, lookup(size_name), version, purchase)
