@@ -59,7 +59,7 @@ def base_image() -> str:
 
 def poll_interval() -> float:
     """Seconds between polls of a long-running operation when ARM sends no Retry-After."""
-    return float(os.environ.get("LABCTL_POLL_INTERVAL", "5"))
+    return float(os.environ.get("LABCTL_POLL_INTERVAL", "2"))
 
 
 def retry_backoff() -> float:
