@@ -168,3 +168,39 @@ def test_marketplace_terms_are_accepted_only_with_consent(arm_env: FakeArm, monk
     vm = next(arm_env.get(i) for i in arm_env.resource_ids("virtualMachines"))
     assert vm is not None and vm["plan"] == plan
     assert arm_env.agreements == {"microsoft-dsvm/ubuntu-2204/2204-gen2": True}
+
+
+def _inbound_allow_rules(fake: FakeArm) -> list[dict[str, str]]:
+    (nsg_id,) = fake.resource_ids("networkSecurityGroups")
+    nsg = fake.get(nsg_id)
+    assert nsg is not None
+    return [r["properties"] for r in nsg["properties"]["securityRules"] if r["properties"]["access"] == "Allow"]
+
+
+def test_a_rule_added_by_hand_is_removed_by_the_next_up(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", allow_ip="203.0.113.7")
+    (nsg_id,) = arm_env.resource_ids("networkSecurityGroups")
+    nsg = arm_env.get(nsg_id)
+    assert nsg is not None
+    nsg["properties"]["securityRules"].append(
+        {
+            "name": "jupyter-for-everyone",
+            "properties": {
+                "priority": 110,
+                "direction": "Inbound",
+                "access": "Allow",
+                "protocol": "Tcp",
+                "sourceAddressPrefix": "*",
+                "destinationPortRange": "8888",
+            },
+        }
+    )
+    provision("lab", allow_ip="203.0.113.7")
+    rules = _inbound_allow_rules(arm_env)
+    assert [(r["destinationPortRange"], r["sourceAddressPrefix"]) for r in rules] == [("22", "203.0.113.7/32")]
+
+
+def test_allow_any_opens_ssh_only(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", allow_ip="any")
+    rules = _inbound_allow_rules(arm_env)
+    assert [(r["destinationPortRange"], r["sourceAddressPrefix"], r["protocol"]) for r in rules] == [("22", "*", "Tcp")]
