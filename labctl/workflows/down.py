@@ -53,5 +53,5 @@ def _found_in_azure(name: str | None, missing: NotFound) -> LabRecord:
     except NotFound:
         raise missing from None
     except LabctlError as exc:
-        raise NotFound(missing.message, hint=f"Azure could not be searched for it either: {exc.render()}") from None
+        raise NotFound(missing.message, hint=f"{missing.hint} (Azure was not searched: {exc.message})") from None
     return record
