@@ -6,6 +6,7 @@ Everything here imports the Azure SDK lazily: the CLI imports this package only 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -213,6 +214,9 @@ def _retry_policy() -> Any:
 def make_credential() -> Any:
     from azure.identity import DefaultAzureCredential
 
+    if not logging.getLogger().handlers:  # without --verbose, failures reach the user once, as a LabctlError
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
+
     authority = os.environ.get("AZURE_AUTHORITY_HOST", "")
     host = urlparse(authority if "//" in authority else f"https://{authority}").hostname or ""
     # A custom authority (Azure Stack, a private cloud) cannot be validated against Microsoft's public list.
@@ -290,9 +294,13 @@ def _token_check(credential: Any, endpoint: str) -> None:
     except ClientAuthenticationError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # The chain lists every credential it tried; the ones that were present but failed say why.
-        failed = [ln for ln in lines if "Credential:" in ln and "unavailable" not in ln.lower()]
-        reason = _one_line("; ".join(failed) if failed else (lines[0] if lines else type(exc).__name__))
-        raise LabctlError(f"No usable Azure login was found ({reason}).", hint=LOGIN_HINT) from None
+        failed = [
+            ln
+            for ln in lines
+            if "Credential:" in ln and "unavailable" not in ln.lower() and ("failed" in ln.lower() or "AADSTS" in ln)
+        ]
+        reason = f" ({_one_line('; '.join(failed))})" if failed else ""
+        raise LabctlError(f"No usable Azure login was found{reason}.", hint=LOGIN_HINT) from None
 
 
 def list_subscriptions(credential: Any, endpoint: str) -> list[dict[str, Any]]:
