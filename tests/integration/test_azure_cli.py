@@ -167,3 +167,20 @@ def test_dry_run_without_the_ip_echo_still_shows_the_plan(monkeypatch: pytest.Mo
     result = runner.invoke(app, ["up", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "from <your public IP>/32 only" in result.stdout and "--allow-ip" in result.stdout
+
+
+def test_list_flags_a_local_lab_that_is_gone_from_azure(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab")
+    arm_env.groups.clear()
+    arm_env.resources.clear()
+    result = runner.invoke(app, ["list", "--json"])
+    (lab,) = json.loads(result.stdout)["labs"]
+    assert lab["in_azure"] is False and "gone from Azure" in lab["status"]
+
+
+def test_describe_a_stopped_lab_costs_nothing_per_hour(arm_env: FakeArm) -> None:  # noqa: F811
+    record = provision("lab")
+    AzureTarget().set_power(record, False)
+    info = AzureTarget().describe(record)
+    assert info["power_state"] == "deallocated" and info["usd_per_hour"] == 0.0 and info["uptime_seconds"] is None
+    assert info["usd_per_hour_when_running"] == 0.192

@@ -146,3 +146,13 @@ def test_a_managed_identity_is_used_where_one_exists(arm_env: FakeArm, monkeypat
     record = provision("lab")
     assert record.host
     assert arm_env.count("GET", "^/metadata/identity/oauth2/token$") >= 1
+
+
+def test_spot_uses_the_low_priority_quota(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.regions["eastus"].limits["lowprioritycores"] = 2
+    with pytest.raises(LabctlError, match=r"no Spot \(low-priority\) vCPU quota .* \(0 of 2 vCPUs in use, 4 needed\)"):
+        provision("lab", spot=True)
+    _nothing_created(arm_env)
+    arm_env.regions["eastus"].limits["standarddsv5family"] = 0  # the on-demand family quota does not bind Spot
+    arm_env.regions["eastus"].limits["lowprioritycores"] = 4
+    assert provision("lab", spot=True).target_data["spot"] is True
