@@ -1,6 +1,17 @@
 """pytest fixtures: a running fake ARM and an environment that points labctl's real Azure code at it.
 
 Import them into a test module with ``from tests.fakearm.fixtures import fake_arm, arm_env  # noqa: F401``.
+
+An end-to-end test makes the fake VM real by booting an sshd from what the VM was created with::
+
+    def boot(vm: VmBoot) -> str:          # vm.host_private_key, vm.authorized_keys, vm.admin_user
+        start_sshd(port, vm.host_private_key, vm.authorized_keys)
+        return "127.0.0.1"                # reported as the VM's public IP
+
+    arm_env.on_vm_created = boot
+    monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
+
+(``tests/integration/test_azure_sshd.py`` does exactly that.)
 """
 
 from __future__ import annotations
