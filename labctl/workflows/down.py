@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
@@ -21,7 +21,10 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     from labctl.targets import get_target
 
     store = StateStore()
-    record = store.resolve(opts.name)
+    try:
+        record = store.resolve(opts.name)
+    except NotFound as missing:
+        record = _found_in_azure(opts.name, missing)
     what = {
         "azure": f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)",
         "ssh": f"the lab container on {record.host} (the machine itself stays)",
@@ -69,3 +72,17 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
             hint=f"Bring them back with 'labctl fetch {unfetched[0]}' (one command per run), or delete anyway "
             "with 'labctl down --force'.",
         )
+
+
+def _found_in_azure(name: str | None, missing: NotFound) -> LabRecord:
+    """A lab this computer has no record of may still exist in Azure: find it by its tags."""
+    from labctl.spec import DEFAULT_NAME
+    from labctl.targets.azure import AzureTarget
+
+    try:
+        record: LabRecord = AzureTarget().recover_record(name or DEFAULT_NAME)
+    except NotFound:
+        raise missing from None
+    except LabctlError as exc:
+        raise NotFound(missing.message, hint=f"{missing.hint} (Azure was not searched: {exc.message})") from None
+    return record

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_wheel_contains_lab_and_templates(tmp_path: Path) -> None:
     pytest.importorskip("hatchling")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [*pip_wheel, "-w", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
     )

@@ -1,0 +1,91 @@
+"""Who may reach the lab: SSH (22) only, only from the caller's address. Nothing else is ever opened."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import urllib.request
+from typing import Any
+
+from labctl.errors import LabctlError, UsageError
+from labctl.targets.azure import settings
+
+SSH_PORT = 22
+
+
+def parse_allow_ip(text: str) -> str:
+    """A CIDR the NSG may admit. 'any' must be typed out to open SSH to the whole internet."""
+    value = text.strip()
+    if value.lower() == "any":
+        return "*"
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise UsageError(
+            f"--allow-ip '{text}' is not an IP address or CIDR range.",
+            hint="Give your address (203.0.113.7) or a range (203.0.113.0/24); 'any' opens SSH to everyone.",
+        ) from None
+    if net.prefixlen == 0:
+        raise UsageError(
+            f"--allow-ip {text} would open SSH to the whole internet.",
+            hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
+        )
+    return str(net)
+
+
+def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:
+    """The caller's public address as seen from the internet, asked of an HTTPS echo service."""
+    url = url or settings.ip_echo_url()
+    if not url.startswith("https://"):
+        raise UsageError(f"LABCTL_IP_ECHO_URL must be an https:// URL, not '{url}'.", hint="Fix the variable.")
+    try:
+        context = ssl.create_default_context(cafile=_ca_bundle())
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            text = response.read(100).decode("ascii", "replace").strip()
+        address = ipaddress.ip_address(text)
+    except (OSError, ValueError) as exc:
+        raise LabctlError(
+            f"Could not find your public IP address from {url} ({exc}).",
+            hint="Pass it yourself with --allow-ip YOUR.IP.ADDRESS (or a CIDR range); SSH is opened only to it.",
+        ) from None
+    return f"{address}/{address.max_prefixlen}"
+
+
+def _ca_bundle() -> str | None:
+    import os
+
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+
+
+def ssh_rule(source: str) -> dict[str, Any]:
+    """The one inbound rule of a lab's NSG."""
+    return {
+        "name": "allow-ssh-from-caller",
+        "properties": {
+            "priority": 100,
+            "direction": "Inbound",
+            "access": "Allow",
+            "protocol": "Tcp",
+            "sourceAddressPrefix": source,
+            "sourcePortRange": "*",
+            "destinationAddressPrefix": "*",
+            "destinationPortRange": str(SSH_PORT),
+            "description": "SSH from the address that created the lab; Jupyter is reached through the tunnel.",
+        },
+    }
+
+
+def check_rules(rules: list[dict[str, Any]], source: str) -> None:
+    """Refuse an NSG whose custom inbound Allow rules admit anything but SSH from ``source``."""
+    for rule in rules:
+        props = rule.get("properties", rule)
+        if props.get("direction") != "Inbound" or props.get("access") != "Allow":
+            continue
+        ports = props.get("destinationPortRanges") or [props.get("destinationPortRange")]
+        sources = props.get("sourceAddressPrefixes") or [props.get("sourceAddressPrefix")]
+        if [str(p) for p in ports] != [str(SSH_PORT)] or sources != [source]:
+            raise LabctlError(
+                f"The lab's network security group has a rule '{rule.get('name')}' that admits more than SSH "
+                f"from {source}.",
+                hint="Remove that rule in the Azure portal, or 'labctl down' and 'labctl up' again.",
+            )

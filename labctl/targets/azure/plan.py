@@ -1,0 +1,202 @@
+"""What an Azure lab consists of: names, sizes, region, network rule and schedule, decided before any call."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.catalog import VmSize, choose_sizes
+from labctl.errors import LabctlError, UsageError
+from labctl.spec import LabSpec
+from labctl.targets.azure import settings
+from labctl.targets.azure.access import discover_public_ip, parse_allow_ip, ssh_rule
+from labctl.targets.azure.shutdown import schedule_time
+
+_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
+
+
+@dataclass(frozen=True)
+class LabNames:
+    lab: str
+
+    @property
+    def resource_group(self) -> str:
+        return f"labctl-{self.lab}"
+
+    @property
+    def vnet(self) -> str:
+        return f"{self.lab}-vnet"
+
+    subnet = "default"
+
+    @property
+    def nsg(self) -> str:
+        return f"{self.lab}-nsg"
+
+    @property
+    def public_ip(self) -> str:
+        return f"{self.lab}-ip"
+
+    @property
+    def nic(self) -> str:
+        return f"{self.lab}-nic"
+
+    @property
+    def vm(self) -> str:
+        return f"{self.lab}-vm"
+
+    @property
+    def schedule(self) -> str:
+        return f"shutdown-computevm-{self.vm}"
+
+
+@dataclass
+class AzurePlan:
+    names: LabNames
+    sizes: list[VmSize]
+    regions: list[str]  # one, or the ordered candidates of --region auto
+    auto_region: bool
+    source: str  # the CIDR SSH is opened to ("*" only when --allow-ip any was typed)
+    shutdown_at: str | None
+    shutdown_hhmm: str | None = None
+    shutdown_tz: str | None = None
+    spot: bool = False
+    gpu: bool = False
+    subscription: str | None = None
+    image: str = settings.IMAGE_URN
+    accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
+    warnings: list[str] = field(default_factory=list)
+
+    def resources(self, size: VmSize, region: str) -> list[dict[str, str]]:
+        n = self.names
+        rows = [
+            {"type": "Microsoft.Resources/resourceGroups", "name": n.resource_group},
+            {"type": "Microsoft.Network/virtualNetworks", "name": f"{n.vnet} (10.42.0.0/16, subnet {n.subnet})"},
+            {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
+            {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
+            {"type": "Microsoft.Network/networkInterfaces", "name": n.nic},
+            {
+                "type": "Microsoft.Compute/virtualMachines",
+                "name": f"{n.vm} ({size.name}, {self.image}{', Spot' if self.spot else ''})",
+            },
+            {"type": "Microsoft.Compute/disks", "name": f"{n.vm}-osdisk (deleted with the VM)"},
+        ]
+        if self.shutdown_at:
+            rows.append({"type": "Microsoft.DevTestLab/schedules", "name": n.schedule})
+        return rows
+
+    def to_json(self) -> dict[str, Any]:
+        first = self.sizes[0]
+        return {
+            "target": "azure",
+            "name": self.names.lab,
+            "subscription": self.subscription,
+            "resource_group": self.names.resource_group,
+            "region": "auto" if self.auto_region else self.regions[0],
+            "region_candidates": self.regions,
+            "sizes": [
+                {
+                    "name": s.name,
+                    "vcpus": s.vcpus,
+                    "memory_gib": s.memory_gib,
+                    "gpu": f"{s.gpu_count}x {s.gpu_model}" if s.gpu else None,
+                    "usd_per_hour": s.hourly(self.spot),
+                }
+                for s in self.sizes
+            ],
+            "spot": self.spot,
+            "image": self.image,
+            "resources": self.resources(first, self.regions[0]),
+            "inbound_rules": [ssh_rule(self.source)],
+            "shutdown_at": self.shutdown_at,
+            "shutdown_time_zone": self.shutdown_tz,
+            "tags": tags_for(self.names.lab, creator="<you>", created_at="<now>"),
+            "warnings": self.warnings,
+        }
+
+    def render(self) -> str:
+        first = self.sizes[0]
+        where = f"auto (first with room of: {', '.join(self.regions)})" if self.auto_region else self.regions[0]
+        lines = [
+            f"Plan for Azure lab '{self.names.lab}' (nothing is created by --dry-run):",
+            f"  subscription:   {self.subscription or '(from your login)'}",
+            f"  region:         {where}",
+            f"  size:           {first.describe()}" + (f", Spot ~${first.hourly(True):.2f}/h" if self.spot else ""),
+        ]
+        for fallback in self.sizes[1:]:
+            spot = f", Spot ~${fallback.hourly(True):.2f}/h" if self.spot else ""
+            lines.append(f"  then:           {fallback.describe()}{spot}")
+        lines.append(f"  image:          {self.image}")
+        lines.append("  resources:")
+        for row in self.resources(first, self.regions[0]):
+            lines.append(f"    {row['type']:<42} {row['name']}")
+        src = "anywhere (--allow-ip any)" if self.source == "*" else self.source
+        lines.append(f"  inbound:        TCP 22 (SSH) from {src} only; Jupyter only through the SSH tunnel")
+        if self.shutdown_at:
+            lines.append(f"  auto-shutdown:  daily at {self.shutdown_at} ({self.shutdown_tz})")
+        else:
+            lines.append("  auto-shutdown:  none (--no-shutdown): the VM costs money until 'labctl stop' or 'down'")
+        lines.append("  Before creating anything, 'up' checks size availability, vCPU quota and the image.")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def tags_for(lab: str, creator: str, created_at: str) -> dict[str, str]:
+    return {
+        settings.TAG_LAB: lab,
+        settings.TAG_CREATED_BY: settings.CREATED_BY,
+        settings.TAG_CREATOR: creator,
+        settings.TAG_CREATED_AT: created_at,
+    }
+
+
+def validate_region(region: str) -> str:
+    value = region.strip().lower().replace(" ", "")
+    if not _REGION_RE.match(value):
+        raise UsageError(
+            f"'{region}' is not an Azure region name.",
+            hint="Use a name like eastus, westeurope or westus2 ('az account list-locations -o table'), or auto.",
+        )
+    return value
+
+
+def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
+    """Decide everything that does not need Azure. ``discover_ip`` asks the echo service when no --allow-ip."""
+    sizes = choose_sizes(spec.sizes, spec.gpu)
+    region = (spec.region or settings.default_region()).strip().lower()
+    auto = region == "auto"
+    regions = list(settings.AUTO_REGIONS) if auto else [validate_region(region)]
+    warnings: list[str] = []
+    if spec.allow_ip:
+        source = parse_allow_ip(spec.allow_ip)
+        if source == "*":
+            warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
+    elif discover_ip:
+        try:
+            source = discover_public_ip()
+        except LabctlError as exc:  # a plan is still worth showing; `up` itself will stop on this
+            source = "<your public IP>/32"
+            warnings.append(exc.render())
+    else:
+        source = "<your public IP>/32"
+    hhmm = tz = None
+    if spec.shutdown_at:
+        hhmm, tz = schedule_time(spec.shutdown_at)
+    else:
+        warnings.append("No auto-shutdown: remember 'labctl stop' or 'labctl down' to stop paying.")
+    return AzurePlan(
+        names=LabNames(spec.name),
+        sizes=sizes,
+        regions=regions,
+        auto_region=auto,
+        source=source,
+        shutdown_at=spec.shutdown_at,
+        shutdown_hhmm=hhmm,
+        shutdown_tz=tz,
+        spot=spec.spot,
+        gpu=spec.gpu or any(s.gpu for s in sizes),
+        subscription=spec.subscription,
+        accept_terms=bool(getattr(spec, "yes", False)),
+        warnings=warnings,
+    )

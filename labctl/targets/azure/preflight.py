@@ -1,0 +1,281 @@
+"""Checks made before a single resource exists: size offered here, vCPU quota free, image present, terms accepted.
+
+Each failure becomes one message with the numbers and the way out (another region with room, a smaller size,
+the quota request page), and `--region auto` / repeated `--size` simply move on to the next candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from labctl.catalog import VmSize
+from labctl.errors import LabctlError
+from labctl.targets.azure import settings
+from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.plan import AzurePlan
+
+
+@dataclass
+class Choice:
+    region: str
+    size: VmSize
+    image_version: str
+    purchase_plan: dict[str, str] | None = None
+
+
+@dataclass
+class Problem:
+    region: str
+    size: VmSize
+    kind: str  # "unknown-region" | "not-offered" | "quota" | "image"
+    message: str
+    free: int | None = None
+
+
+@dataclass
+class RegionFacts:
+    """What one region tells this subscription: its VM SKUs and its compute usages."""
+
+    region: str
+    skus: dict[str, dict[str, Any]] = field(default_factory=dict)  # lower-case size name -> SKU JSON
+    usages: dict[str, tuple[int, int]] = field(default_factory=dict)  # usage name -> (current, limit)
+
+    def sku(self, size: VmSize) -> dict[str, Any] | None:
+        return self.skus.get(size.name.lower())
+
+
+def load_region(azure: Azure, region: str) -> RegionFacts:
+    """SKUs and usages of one region, fetched side by side."""
+    facts = RegionFacts(region)
+
+    def skus() -> None:
+        with arm(f"listing the VM sizes offered in {region}"):
+            for item in azure.compute.resource_skus.list(filter=f"location eq '{region}'"):
+                data = item.as_dict()
+                if data.get("resourceType") == "virtualMachines":
+                    facts.skus[str(data.get("name", "")).lower()] = data
+
+    def usages() -> None:
+        with arm(f"reading the vCPU quota in {region}"):
+            for item in azure.compute.usage.list(region):
+                data = item.as_dict()
+                name = str(data.get("name", {}).get("value", ""))
+                facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(skus), pool.submit(usages)]
+        skus_error, usages_error = (f.exception() for f in futures)
+    if skus_error is not None:
+        raise skus_error
+    if usages_error is not None and facts.skus:  # an unknown region has no usages either; said once, below
+        raise usages_error
+    return facts
+
+
+def _restricted(sku: dict[str, Any], region: str) -> str | None:
+    for restriction in sku.get("restrictions") or []:
+        if restriction.get("type") != "Location":
+            continue  # zone restrictions: labctl does not pin a zone
+        values = [str(v).lower() for v in restriction.get("values") or []]
+        if not values or region in values:
+            return str(restriction.get("reasonCode") or "NotAvailable")
+    return None
+
+
+def sku_vcpus(sku: dict[str, Any] | None, size: VmSize) -> int:
+    for cap in (sku or {}).get("capabilities") or []:
+        if cap.get("name") == "vCPUs":
+            try:
+                return int(cap.get("value"))
+            except (TypeError, ValueError):
+                break
+    return size.vcpus
+
+
+def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, int, int]:
+    """(free vCPUs for this size, the binding quota's name, its use, its limit)."""
+    sku = facts.sku(size)
+    family = str((sku or {}).get("family") or size.family)
+    names = ["lowprioritycores"] if spot else [family.lower(), "cores"]
+    best: tuple[int, str, int, int] | None = None
+    for name in names:
+        if name not in facts.usages:
+            continue
+        current, limit = facts.usages[name]
+        entry = (limit - current, family if name == family.lower() else name, current, limit)
+        if best is None or entry[0] < best[0]:
+            best = entry
+    if best is None:
+        return (0, family, 0, 0)
+    return best
+
+
+def check_size(facts: RegionFacts, size: VmSize, spot: bool) -> Problem | None:
+    region = facts.region
+    if not facts.skus:
+        return Problem(region, size, "unknown-region", f"the region '{region}' offers no VM sizes to this subscription")
+    sku = facts.sku(size)
+    if sku is None:
+        return Problem(region, size, "not-offered", f"{size.name} is not offered in {region}")
+    reason = _restricted(sku, region)
+    if reason:
+        return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
+    need = sku_vcpus(sku, size)
+    free, quota, current, limit = free_vcpus(facts, size, spot)
+    if free < need:
+        label = "Spot (low-priority)" if quota == "lowprioritycores" else ("regional" if quota == "cores" else quota)
+        return Problem(
+            region,
+            size,
+            "quota",
+            f"no {label} vCPU quota for {size.name} in {region} ({current} of {limit} vCPUs in use, {need} needed)",
+            free=free,
+        )
+    return None
+
+
+def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None]:
+    """The newest version of the image in the region and its marketplace purchase plan, if it has one."""
+    publisher, offer, sku, version = urn.split(":")
+    with arm(f"looking up the image {urn} in {region}"):
+        if version == "latest":
+            versions = azure.compute.virtual_machine_images.list(
+                region, publisher, offer, sku, top=1, orderby="name desc"
+            )
+            names = [str(v.as_dict().get("name")) for v in versions]
+            if not names:
+                raise LabctlError(
+                    f"The image {urn} has no versions in {region}.",
+                    hint="Pick another --region (or --region auto).",
+                )
+            version = names[0]
+        image = azure.compute.virtual_machine_images.get(region, publisher, offer, sku, version).as_dict()
+    plan = (image.get("properties") or {}).get("plan")
+    return version, ({k: str(v) for k, v in plan.items()} if plan else None)
+
+
+def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
+    """Accept the image's marketplace terms with the user's consent, or say how to."""
+    agreement = (
+        f"/subscriptions/{azure.subscription_id}/providers/Microsoft.MarketplaceOrdering/offerTypes/virtualmachine"
+        f"/publishers/{plan['publisher']}/offers/{plan['product']}/plans/{plan['name']}/agreements/current"
+    )
+    with arm("reading the image's marketplace terms"):
+        current = azure.resources.resources.get_by_id(agreement, api_version=settings.AGREEMENT_API_VERSION).as_dict()
+    if (current.get("properties") or {}).get("accepted"):
+        return
+    consent = consent or os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
+    if not consent and sys.stdin.isatty():
+        answer = input(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept? [y/N] ")
+        consent = answer.strip().lower() in ("y", "yes")
+    if not consent:
+        raise LabctlError(
+            f"The image {urn} has marketplace terms that this subscription has not accepted.",
+            hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or let labctl accept them "
+            "with 'labctl up --yes' (or LABCTL_ACCEPT_IMAGE_TERMS=1), then run 'labctl up' again.",
+        )
+    body = dict(current)
+    body.setdefault("properties", {})["accepted"] = True
+    with arm("accepting the image's marketplace terms"):
+        azure.resources.resources.begin_create_or_update_by_id(
+            agreement, body, api_version=settings.AGREEMENT_API_VERSION
+        ).result()
+
+
+def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | None = None) -> Choice:
+    """The first (region, size) that passes every check, or one LabctlError with the way out."""
+    cache = facts_cache if facts_cache is not None else {}
+    problems: list[Problem] = []
+    images: dict[str, tuple[str, dict[str, str] | None] | LabctlError] = {}
+
+    def image(region: str) -> tuple[str, dict[str, str] | None] | LabctlError:
+        try:
+            return latest_image(azure, region, plan.image)
+        except LabctlError as exc:
+            return exc
+
+    for region in plan.regions:
+        if region not in cache:
+            with ThreadPoolExecutor(2) as pool:  # the image lookup does not wait for the size checks
+                facts_future = pool.submit(load_region, azure, region)
+                image_future = pool.submit(image, region)
+                cache[region] = facts_future.result()
+                images[region] = image_future.result()
+        facts = cache[region]
+        for size in plan.sizes:
+            problem = check_size(facts, size, plan.spot)
+            if problem is not None:
+                problems.append(problem)
+                if problem.kind == "unknown-region":
+                    break
+                continue
+            found = images[region] if region in images else image(region)
+            if isinstance(found, LabctlError):
+                problems.append(Problem(region, size, "image", found.message))
+                break
+            version, purchase = found
+            if purchase:
+                ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
+            return Choice(region, size, version, purchase)
+    raise _explain(azure, plan, problems, cache)
+
+
+def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict[str, RegionFacts]) -> LabctlError:
+    first = problems[0]
+    what = "; ".join(p.message for p in problems[:4])
+    if first.kind == "unknown-region":
+        return LabctlError(
+            f"Cannot create the lab: {what}.",
+            hint="Check the region name ('az account list-locations -o table') or use --region auto.",
+        )
+    alternatives = _alternatives(azure, plan, cache)
+    ways = []
+    if alternatives:
+        ways.append("try " + ", ".join(alternatives) + " (--region NAME, or --region auto)")
+    if first.kind == "quota":
+        ways.append(f"request quota: {settings.QUOTA_URL}")
+    smaller = _smaller_sizes(first.size)
+    if smaller:
+        ways.append(f"or a smaller size (--size {smaller})")
+    hint = ("; ".join(ways) + ".") if ways else "Pick another --size or --region."
+    return LabctlError(f"Cannot create the lab: {what}.", hint=hint[0].upper() + hint[1:])
+
+
+def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], limit: int = 4) -> list[str]:
+    """Other regions where the first size is offered with free quota, with the free vCPUs."""
+    size = plan.sizes[0]
+    others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
+    missing = [r for r in others if r not in cache]
+
+    def fetch(region: str) -> RegionFacts | None:
+        try:
+            return load_region(azure, region)
+        except LabctlError:
+            return None
+
+    with ThreadPoolExecutor(4) as pool:
+        for region, facts in zip(missing, pool.map(fetch, missing), strict=False):
+            if facts is not None:
+                cache[region] = facts
+    found = []
+    for region in others:
+        facts = cache.get(region)
+        if facts is None or check_size(facts, size, plan.spot) is not None:
+            continue
+        free = free_vcpus(facts, size, plan.spot)[0]
+        found.append(f"{region} ({free} vCPUs free for {size.name})")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _smaller_sizes(size: VmSize) -> str | None:
+    from labctl.catalog import SIZES
+
+    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus]
+    smaller.sort(key=lambda s: s.vcpus, reverse=True)
+    return smaller[0].name if smaller else None

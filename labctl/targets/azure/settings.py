@@ -1,0 +1,72 @@
+"""Knobs of the Azure target, read from the environment so tests, sovereign clouds and tunnels can set them."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_REGION = "eastus"
+DEFAULT_IP_ECHO_URL = "https://api.ipify.org"
+ADMIN_USER = "azureuser"
+IMAGE_URN = "microsoft-dsvm:ubuntu-2204:2204-gen2:latest"
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+QUOTA_URL = "https://portal.azure.com/#view/Microsoft_Azure_Capacity/QuotaMenuBlade/~/myQuotas"
+SCHEDULE_API_VERSION = "2018-09-15"
+AGREEMENT_API_VERSION = "2021-01-01"
+
+# Tried in this order by --region auto (and offered as alternatives when a region has no room).
+AUTO_REGIONS = (
+    "eastus",
+    "eastus2",
+    "westus2",
+    "westus3",
+    "southcentralus",
+    "northcentralus",
+    "westeurope",
+    "northeurope",
+    "uksouth",
+    "swedencentral",
+    "southeastasia",
+    "australiaeast",
+)
+
+TAG_LAB = "labctl-lab"
+TAG_CREATED_BY = "created-by"
+TAG_CREATOR = "creator"
+TAG_CREATED_AT = "created-at"
+CREATED_BY = "labctl"
+
+
+def arm_endpoint() -> str:
+    return os.environ.get("LABCTL_ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT).rstrip("/")
+
+
+def default_region() -> str:
+    return os.environ.get("LABCTL_REGION", DEFAULT_REGION)
+
+
+def ssh_port() -> int:
+    return int(os.environ.get("LABCTL_SSH_PORT", "22"))
+
+
+def ip_echo_url() -> str:
+    return os.environ.get("LABCTL_IP_ECHO_URL", DEFAULT_IP_ECHO_URL)
+
+
+def base_image() -> str:
+    return os.environ.get("LABCTL_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+
+
+def poll_interval() -> float:
+    """Seconds between polls of a long-running operation when ARM sends no Retry-After."""
+    return float(os.environ.get("LABCTL_POLL_INTERVAL", "2"))
+
+
+def retry_backoff() -> float:
+    """Backoff factor for retried transient failures (seconds, doubled on each try)."""
+    return float(os.environ.get("LABCTL_RETRY_BACKOFF", "1"))
+
+
+def retry_after_max() -> float:
+    """The longest Retry-After labctl waits out before giving up with a message."""
+    return float(os.environ.get("LABCTL_RETRY_AFTER_MAX", "60"))

@@ -1,0 +1,1160 @@
+# ruff: noqa: E501  (error messages are kept whole, as ARM words them)
+"""A fake Azure Resource Manager (plus an AAD-like token endpoint) that the real azure-identity and azure-mgmt
+clients talk to over HTTPS on 127.0.0.1.
+
+It answers in the shapes of the published ARM examples (see ``../shared/azure-arm-examples/``): PUTs answer
+201/200 with ``provisioningState`` and an ``Azure-AsyncOperation`` header, DELETEs and POST actions answer 202
+with a ``Location`` monitor, errors come as ``{"error": {"code", "message"}}``. It keeps an inventory of resource
+groups and resources (with tags) so tests can check what a flow leaves behind, takes time per resource type
+(latencies), and injects faults: HTTP errors with headers (429 + Retry-After, 500), quota and SKU refusals,
+allocation failures of a VM create, dropped connections.
+
+When a VM's creation completes, ``on_vm_created`` (if set) receives a :class:`VmBoot` with the decoded
+cloud-init and the admin user's key; it may return the address to report as the VM's public IP (an
+end-to-end test starts a real sshd with the host key and returns ``127.0.0.1``).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakearm.tls import make_certificates
+
+# size -> (vCPUs, memory GB, quota family, GPUs)
+SIZE_TABLE: dict[str, tuple[int, float, str, int]] = {
+    "Standard_B2s": (2, 4, "standardBSFamily", 0),
+    "Standard_D2s_v5": (2, 8, "standardDSv5Family", 0),
+    "Standard_D4s_v5": (4, 16, "standardDSv5Family", 0),
+    "Standard_D8s_v5": (8, 32, "standardDSv5Family", 0),
+    "Standard_E4s_v5": (4, 32, "standardESv5Family", 0),
+    "Standard_NC4as_T4_v3": (4, 28, "standardNCASv3_T4Family", 1),
+    "Standard_NC8as_T4_v3": (8, 56, "standardNCASv3_T4Family", 1),
+    "Standard_NC24ads_A100_v4": (24, 220, "StandardNCADSA100v4Family", 1),
+}
+DEFAULT_REGIONS = ("eastus", "eastus2", "westus2", "westus3", "westeurope", "northeurope")
+DSVM = ("microsoft-dsvm", "ubuntu-2204", "2204-gen2")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Fault:
+    """Answer matching requests with an error (or drop the connection) instead of handling them."""
+
+    method: str | None = None  # None: any
+    path: str = ""  # a regular expression searched in the (lower-cased) path
+    status: int = 500
+    code: str = "InternalServerError"
+    message: str = "The server encountered an internal error."
+    headers: dict[str, str] = field(default_factory=dict)
+    times: int = 1  # how many matching requests fail; -1: all
+    skip: int = 0  # let this many matching requests through first
+    drop: bool = False  # close the connection without answering
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and re.search(self.path, path.lower()) is not None
+
+
+@dataclass
+class RegionConfig:
+    offered: set[str] = field(default_factory=lambda: set(SIZE_TABLE))
+    restricted: dict[str, str] = field(default_factory=dict)  # size -> reasonCode
+    limits: dict[str, int] = field(default_factory=dict)  # usage name (lower) -> limit
+    default_limit: int = 100
+    used: dict[str, int] = field(default_factory=dict)  # usage outside labctl's VMs
+
+    def limit(self, name: str) -> int:
+        return self.limits.get(name.lower(), self.default_limit)
+
+
+@dataclass
+class VmBoot:
+    """What a real VM would boot with: the decoded cloud-init and the admin login."""
+
+    name: str
+    resource_group: str
+    size: str
+    admin_user: str
+    authorized_keys: list[str]
+    custom_data: str
+    host_private_key: str | None
+    host_public_key: str | None
+
+
+@dataclass
+class Op:
+    id: str
+    done_at: float
+    kind: str  # "put" | "delete" | "action" | "rg-delete"
+    resource_id: str
+    error: dict[str, str] | None = None
+    action: str | None = None
+    finished: bool = False
+    started: str = field(default_factory=utcnow)
+
+
+class FakeArm:
+    def __init__(self, workdir: Path, *, subscriptions: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.tenant = "72f988bf-0000-4000-8000-000000000001"
+        self.client_id = "5f2d3f4e-0000-4000-8000-0000000000c1"
+        self.client_secret = "fake-secret-" + uuid.uuid4().hex
+        self.subscriptions = subscriptions or {"11111111-2222-4333-8444-555555555555": "Lab subscription"}
+        self.regions: dict[str, RegionConfig] = {r: RegionConfig() for r in DEFAULT_REGIONS}
+        self.images: dict[tuple[str, str, str], list[str]] = {DSVM: ["25.01.01", "25.03.10"]}
+        self.image_plans: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.agreements: dict[str, bool] = {}
+        self.latency: dict[str, float] = {}  # lower-case resource type ("virtualmachines") -> seconds
+        # "[METHOD ]regex on the lower-cased path" -> seconds added to each matching request
+        self.request_latency: dict[str, float] = {}
+        self.public_ip = "198.51.100.23"  # what the IP echo answers
+        self.managed_identity = False  # whether the metadata endpoint hands out tokens
+        self.faults: list[Fault] = []
+        self.alloc_failures: list[dict[str, Any]] = []
+        self.on_vm_created: Callable[[VmBoot], str | None] | None = None
+        self.vm_boots: list[VmBoot] = []
+        self.requests: list[tuple[str, str]] = []
+        self.tokens: set[str] = set()
+        self.groups: dict[str, dict[str, Any]] = {}  # lower name -> RG JSON (+ "_sub")
+        self.resources: dict[str, dict[str, Any]] = {}  # lower id -> resource JSON
+        self.power: dict[str, str] = {}  # lower VM id -> running | deallocated | ...
+        self.ops: dict[str, Op] = {}
+        self._ip_pool = itertools.count(10)
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self.ca_path, cert, key = make_certificates(workdir / "tls")
+        self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ssl.load_cert_chain(cert, key)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeArm:
+        fake = self
+
+        class Handler(_Handler):
+            arm = fake
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.socket = self._ssl.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="fakearm", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def subscription(self) -> str:
+        return next(iter(self.subscriptions))
+
+    def env(self) -> dict[str, str]:
+        """Environment for labctl: the real credential chain (service principal) pointed at this server."""
+        return {
+            "LABCTL_ARM_ENDPOINT": self.url,
+            "AZURE_AUTHORITY_HOST": self.url,
+            "AZURE_TENANT_ID": self.tenant,
+            "AZURE_CLIENT_ID": self.client_id,
+            "AZURE_CLIENT_SECRET": self.client_secret,
+            "REQUESTS_CA_BUNDLE": str(self.ca_path),
+            "SSL_CERT_FILE": str(self.ca_path),
+            "LABCTL_IP_ECHO_URL": f"{self.url}/ip",
+        }
+
+    # ------------------------------------------------------------------ test helpers
+
+    def inject(self, **kwargs: Any) -> Fault:
+        fault = Fault(**kwargs)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def fail_allocation(
+        self, size: str | None = None, region: str | None = None, times: int = 1, code: str = "AllocationFailed"
+    ) -> None:
+        """Make the next VM creates (of this size / in this region) fail asynchronously, as capacity does."""
+        self.alloc_failures.append({"size": size, "region": region, "times": times, "code": code})
+
+    def count(self, method: str, pattern: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and re.search(pattern, p.lower()))
+
+    def settle(self) -> None:
+        with self._lock:
+            self._tick()
+
+    def resource_ids(self, type_fragment: str = "") -> list[str]:
+        self.settle()
+        return [r["id"] for r in self.resources.values() if type_fragment.lower() in r["type"].lower()]
+
+    def group_names(self) -> list[str]:
+        self.settle()
+        return [g["name"] for g in self.groups.values()]
+
+    def get(self, resource_id: str) -> dict[str, Any] | None:
+        self.settle()
+        return self.resources.get(resource_id.lower())
+
+    def vm_usage(self, region: str) -> dict[str, int]:
+        usage: dict[str, int] = {}
+        for rid, res in self.resources.items():
+            if res["type"] != "Microsoft.Compute/virtualMachines" or res["location"] != region:
+                continue
+            if self.power.get(rid) in ("deallocated",) or res["properties"].get("provisioningState") == "Failed":
+                continue
+            size = res["properties"]["hardwareProfile"]["vmSize"]
+            vcpus, _, family, _ = SIZE_TABLE.get(size, (0, 0, "unknown", 0))
+            spot = res["properties"].get("priority") == "Spot"
+            for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
+                usage[name] = usage.get(name, 0) + vcpus
+        return usage
+
+    # ------------------------------------------------------------------ time
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for op in list(self.ops.values()):
+            if op.finished or op.done_at > now:
+                continue
+            op.finished = True
+            self._finish(op)
+
+    def _finish(self, op: Op) -> None:
+        rid = op.resource_id.lower()
+        if op.kind == "put":
+            res = self.resources.get(rid)
+            if res is None:
+                return
+            if op.error:
+                res["properties"]["provisioningState"] = "Failed"
+                if res["type"] == "Microsoft.Compute/virtualMachines":
+                    self.power[rid] = "stopped"
+                return
+            res["properties"]["provisioningState"] = "Succeeded"
+            res["_since"] = utcnow()
+            if res["type"] == "Microsoft.Compute/virtualMachines" and rid not in self.power:
+                self.power[rid] = "running"
+                self._boot(res)
+        elif op.kind == "delete":
+            self._remove(rid)
+        elif op.kind == "rg-delete":
+            group = self.groups.pop(rid, None)
+            if group is not None:
+                prefix = f"/subscriptions/{group['_sub']}/resourcegroups/{group['name']}/".lower()
+                for key in [k for k in self.resources if k.startswith(prefix)]:
+                    self._remove(key)
+        elif op.kind == "action" and not op.error:
+            self.power[rid] = {"deallocate": "deallocated", "start": "running", "poweroff": "stopped"}[op.action or ""]
+            if rid in self.resources:
+                self.resources[rid]["_since"] = utcnow()  # the instance view dates its last operation
+
+    def _remove(self, rid: str) -> None:
+        res = self.resources.pop(rid, None)
+        self.power.pop(rid, None)
+        if res and res["type"] == "Microsoft.Compute/virtualMachines":
+            props = res["properties"]
+            os_disk = props["storageProfile"].get("osDisk", {})
+            if os_disk.get("deleteOption") == "Delete":
+                self.resources.pop(self._disk_id(res).lower(), None)
+            for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
+                if (nic.get("properties") or {}).get("deleteOption") == "Delete":
+                    self.resources.pop(nic["id"].lower(), None)
+
+    def _disk_id(self, vm: dict[str, Any]) -> str:
+        base = vm["id"].split("/providers/")[0]
+        name = vm["properties"]["storageProfile"].get("osDisk", {}).get("name") or f"{vm['name']}_OsDisk"
+        return f"{base}/providers/Microsoft.Compute/disks/{name}"
+
+    def _boot(self, vm: dict[str, Any]) -> None:
+        props = vm["properties"]
+        os_profile = props.get("osProfile", {})
+        text = base64.b64decode(vm.get("_customData", "") or "").decode()
+        private = public = None
+        try:
+            import yaml
+
+            doc = yaml.safe_load(text) or {}
+            keys = doc.get("ssh_keys") or {}
+            private, public = keys.get("ed25519_private"), keys.get("ed25519_public")
+        except Exception:
+            pass
+        keys_ = [k["keyData"] for k in os_profile.get("linuxConfiguration", {}).get("ssh", {}).get("publicKeys", [])]
+        boot = VmBoot(
+            name=vm["name"],
+            resource_group=vm["id"].split("/")[4],
+            size=props["hardwareProfile"]["vmSize"],
+            admin_user=os_profile.get("adminUsername", ""),
+            authorized_keys=keys_,
+            custom_data=text,
+            host_private_key=private,
+            host_public_key=public,
+        )
+        self.vm_boots.append(boot)
+        if self.on_vm_created is not None:
+            address = self.on_vm_created(boot)
+            if address:
+                for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
+                    nic_res = self.resources.get(nic["id"].lower())
+                    for cfg in (nic_res or {}).get("properties", {}).get("ipConfigurations", []):
+                        pip_ref = (cfg.get("properties") or {}).get("publicIPAddress")
+                        pip = self.resources.get(pip_ref["id"].lower()) if pip_ref else None
+                        if pip:
+                            pip["properties"]["ipAddress"] = address
+
+
+class ArmError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+_RG = r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", r"^/ip$", "echo_ip"),
+    ("GET", r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$", "openid"),
+    ("POST", r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$", "token"),
+    ("GET", r"^/metadata/identity/oauth2/token$", "imds_token"),
+    ("GET", r"^/fakearm/operations/(?P<op>[^/]+)$", "op_status"),
+    ("GET", r"^/fakearm/operationresults/(?P<op>[^/]+)$", "op_result"),
+    ("GET", r"^/subscriptions$", "list_subscriptions"),
+    ("GET", r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups$", "list_groups"),
+    ("GET", r"^/subscriptions/(?P<sub>[^/]+)/resources$", "list_resources"),
+    ("GET", r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.compute/skus$", "skus"),
+    ("GET", r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.compute/locations/(?P<loc>[^/]+)/usages$", "usages"),
+    (
+        "GET",
+        r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.compute/locations/(?P<loc>[^/]+)/publishers/(?P<pub>[^/]+)"
+        r"/artifacttypes/vmimage/offers/(?P<offer>[^/]+)/skus/(?P<sku>[^/]+)/versions(?:/(?P<version>[^/]+))?$",
+        "images",
+    ),
+    (
+        "*",
+        r"^/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.marketplaceordering/offertypes/virtualmachine"
+        r"/publishers/(?P<pub>[^/]+)/offers/(?P<offer>[^/]+)/plans/(?P<plan>[^/]+)/agreements/current$",
+        "agreement",
+    ),
+    ("*", rf"^{_RG}$", "group"),
+    ("GET", rf"^{_RG}/resources$", "list_group_resources"),
+    ("GET", rf"^{_RG}/providers/microsoft\.compute/virtualmachines/(?P<name>[^/]+)/instanceview$", "instance_view"),
+    (
+        "POST",
+        rf"^{_RG}/providers/microsoft\.compute/virtualmachines/(?P<name>[^/]+)/(?P<action>deallocate|start|poweroff)$",
+        "vm_action",
+    ),
+    ("*", rf"^{_RG}/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)$", "resource"),
+]
+
+TYPE_NAMES = {
+    "microsoft.network/virtualnetworks": "Microsoft.Network/virtualNetworks",
+    "microsoft.network/networksecuritygroups": "Microsoft.Network/networkSecurityGroups",
+    "microsoft.network/publicipaddresses": "Microsoft.Network/publicIPAddresses",
+    "microsoft.network/networkinterfaces": "Microsoft.Network/networkInterfaces",
+    "microsoft.compute/virtualmachines": "Microsoft.Compute/virtualMachines",
+    "microsoft.compute/disks": "Microsoft.Compute/disks",
+    "microsoft.devtestlab/schedules": "Microsoft.DevTestLab/schedules",
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    arm: FakeArm
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
+        pass
+
+    # ------------------------------------------------------------------ plumbing
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        self.send_response(status)
+        ctype = "text/plain" if isinstance(body, bytes) else "application/json; charset=utf-8"
+        self.send_header("Content-Type", ctype)
+        self.send_header("x-ms-request-id", str(uuid.uuid4()))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _error(self, err: ArmError) -> None:
+        self._send(err.status, {"error": {"code": err.code, "message": err.message}}, err.headers)
+
+    def _dispatch(self, method: str) -> None:
+        arm = self.arm
+        split = urlsplit(self.path)
+        path = unquote(split.path).rstrip("/") or "/"
+        query = {k: v[0] for k, v in parse_qs(split.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        arm.requests.append((method, path))
+        for key, delay in arm.request_latency.items():
+            verb, _, pattern = key.rpartition(" ")  # "PUT resourcegroups/x$" or just a pattern
+            if verb in ("", method) and re.search(pattern, path.lower()):
+                time.sleep(delay)
+        with arm._lock:
+            fault = next(
+                (f for f in arm.faults if f.matches(method, path) and (f.times < 0 or f.hits < f.skip + f.times)), None
+            )
+            if fault is not None:
+                fault.hits += 1
+                if fault.hits <= fault.skip:
+                    fault = None
+        if fault is not None:
+            if fault.drop:
+                self.close_connection = True
+                self.connection.close()
+                return
+            self._error(ArmError(fault.status, fault.code, fault.message, fault.headers))
+            return
+        for route_method, pattern, handler in ROUTES:
+            if route_method not in ("*", method) and not (method == "HEAD" and route_method == "*"):
+                continue
+            match = re.match(pattern, path, re.IGNORECASE)
+            if match is None:
+                continue
+            public = handler in ("echo_ip", "openid", "token", "imds_token")
+            if not public and not self._authorized():
+                self._error(
+                    ArmError(
+                        401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+                    )
+                )
+                return
+            try:
+                if not public and "sub" in match.groupdict() and match["sub"] not in arm.subscriptions:
+                    raise ArmError(
+                        404, "SubscriptionNotFound", f"The subscription '{match['sub']}' could not be found."
+                    )
+                with arm._lock:
+                    arm._tick()
+                    result = getattr(self, "h_" + handler)(method, match.groupdict(), query, raw)
+            except ArmError as err:
+                self._error(err)
+                return
+            status, body, headers = result
+            self._send(status, body, headers)
+            return
+        self._error(ArmError(404, "InvalidResourceType", f"The fake ARM does not serve {method} {path}."))
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        return header.startswith("Bearer ") and header[7:] in self.arm.tokens
+
+    def _json(self, raw: bytes) -> dict[str, Any]:
+        try:
+            return dict(json.loads(raw or b"{}"))
+        except ValueError:
+            raise ArmError(
+                400, "InvalidRequestContent", "The request content was invalid and could not be deserialized."
+            ) from None
+
+    def _op(
+        self, kind: str, resource_id: str, delay: float, error: dict[str, str] | None = None, action: str | None = None
+    ) -> dict[str, str]:
+        op = Op(uuid.uuid4().hex, time.monotonic() + delay, kind, resource_id, error, action)
+        self.arm.ops[op.id] = op
+        if delay <= 0:
+            op.finished = True
+            self.arm._finish(op)
+        base = self.arm.url
+        return {
+            "Azure-AsyncOperation": f"{base}/fakearm/operations/{op.id}?api-version=2025-04-01",
+            "Location": f"{base}/fakearm/operationresults/{op.id}?api-version=2025-04-01",
+        }
+
+    # ------------------------------------------------------------------ identity
+
+    def h_echo_ip(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        return 200, self.arm.public_ip.encode(), {}
+
+    def h_openid(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        base = f"{self.arm.url}/{m['tenant']}"
+        return (
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "issuer": f"{base}/v2.0",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            },
+            {},
+        )
+
+    def h_token(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        if form.get("client_id") != self.arm.client_id or form.get("client_secret") != self.arm.client_secret:
+            return (
+                401,
+                {
+                    "error": "invalid_client",
+                    "error_description": "AADSTS7000215: Invalid client secret provided.",
+                    "error_codes": [7000215],
+                },
+                {},
+            )
+        token = "fake-token-" + uuid.uuid4().hex
+        self.arm.tokens.add(token)
+        return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}, {}
+
+    def h_imds_token(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        """The instance metadata service's managed-identity token, as on a VM with an identity assigned."""
+        if self.headers.get("Metadata") != "true":
+            return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}, {}
+        if not self.arm.managed_identity:
+            return 400, {"error": "invalid_request", "error_description": "Identity not found"}, {}
+        token = "fake-mi-token-" + uuid.uuid4().hex
+        self.arm.tokens.add(token)
+        expires = int(time.time()) + 3600
+        return (
+            200,
+            {
+                "access_token": token,
+                "expires_in": "3599",
+                "expires_on": str(expires),
+                "not_before": str(expires - 3600),
+                "resource": q.get("resource", ""),
+                "token_type": "Bearer",
+            },
+            {},
+        )
+
+    # ------------------------------------------------------------------ operations
+
+    def h_op_status(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        op = self.arm.ops.get(m["op"])
+        if op is None:
+            raise ArmError(404, "NotFound", "Operation not found.")
+        body: dict[str, Any] = {"name": op.id, "startTime": op.started}
+        if not op.finished:
+            body["status"] = "InProgress"
+        elif op.error:
+            body.update(status="Failed", endTime=utcnow(), error=op.error)
+        else:
+            body.update(status="Succeeded", endTime=utcnow())
+        return 200, body, {}
+
+    def h_op_result(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        op = self.arm.ops.get(m["op"])
+        if op is None:
+            raise ArmError(404, "NotFound", "Operation not found.")
+        if not op.finished:
+            return 202, None, {"Location": f"{self.arm.url}/fakearm/operationresults/{op.id}?api-version=2025-04-01"}
+        if op.error:
+            return 200, {"error": op.error}, {}
+        return (204, None, {}) if op.kind in ("delete", "rg-delete") else (200, {}, {})
+
+    # ------------------------------------------------------------------ subscriptions and groups
+
+    def h_list_subscriptions(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        value = [
+            {
+                "id": f"/subscriptions/{sid}",
+                "subscriptionId": sid,
+                "tenantId": self.arm.tenant,
+                "displayName": name,
+                "state": "Enabled",
+                "subscriptionPolicies": {
+                    "locationPlacementId": "Public_2014-09-01",
+                    "quotaId": "PayAsYouGo_2014-09-01",
+                    "spendingLimit": "Off",
+                },
+                "authorizationSource": "RoleBased",
+            }
+            for sid, name in self.arm.subscriptions.items()
+        ]
+        return 200, {"value": value}, {}
+
+    def _group_json(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in group.items() if not k.startswith("_")}
+
+    def h_group(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        arm, name = self.arm, m["rg"]
+        key = name.lower()
+        group = arm.groups.get(key)
+        if method in ("GET", "HEAD"):
+            if group is None:
+                if method == "HEAD":
+                    return 404, None, {}
+                raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+            return (204 if method == "HEAD" else 200), (None if method == "HEAD" else self._group_json(group)), {}
+        if method == "PUT":
+            body = self._json(raw)
+            if group is not None and group["properties"]["provisioningState"] == "Deleting":
+                raise ArmError(
+                    409,
+                    "ResourceGroupBeingDeleted",
+                    f"The resource group '{name}' is in deprovisioning state and cannot perform this operation.",
+                )
+            if group is not None and group["location"] != body.get("location"):
+                raise ArmError(
+                    409,
+                    "InvalidResourceGroupLocation",
+                    f"Invalid resource group location '{body.get('location')}'. The Resource group already exists in location '{group['location']}'.",
+                )
+            status = 200 if group is not None else 201
+            group = {
+                "id": f"/subscriptions/{m['sub']}/resourceGroups/{name}",
+                "name": name,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": body.get("location"),
+                "tags": body.get("tags") or {},
+                "properties": {"provisioningState": "Succeeded"},
+                "_sub": m["sub"],
+            }
+            arm.groups[key] = group
+            return status, self._group_json(group), {}
+        if method == "DELETE":
+            if group is None:
+                return 204, None, {}
+            if group["properties"]["provisioningState"] == "Deleting":
+                op = next(
+                    o for o in arm.ops.values() if o.kind == "rg-delete" and o.resource_id == key and not o.finished
+                )
+                return (
+                    202,
+                    None,
+                    {
+                        "Location": f"{arm.url}/fakearm/operationresults/{op.id}?api-version=2025-04-01",
+                        "Retry-After": "0",
+                    },
+                )
+            group["properties"]["provisioningState"] = "Deleting"
+            delay = arm.latency.get("resourcegroups-delete", arm.latency.get("resourcegroups", 0.0))
+            headers = self._op("rg-delete", key, delay)
+            return 202, None, {"Location": headers["Location"]}
+        raise ArmError(405, "MethodNotAllowed", method)
+
+    def _filter(self, q: dict[str, str]) -> Callable[[dict[str, Any]], bool]:
+        text = q.get("$filter", "")
+        if not text:
+            return lambda r: True
+        name = re.search(r"tagName eq '([^']*)'", text)
+        value = re.search(r"tagValue eq '([^']*)'", text)
+        if not name:
+            raise ArmError(
+                400, "InvalidFilterInQueryString", f"Invalid $filter '{text}' specified in the query string."
+            )
+
+        def keep(r: dict[str, Any]) -> bool:
+            tags = r.get("tags") or {}
+            if name.group(1) not in tags:
+                return False
+            return value is None or tags[name.group(1)] == value.group(1)
+
+        return keep
+
+    def h_list_groups(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        keep = self._filter(q)
+        value = [self._group_json(g) for g in self.arm.groups.values() if g["_sub"] == m["sub"] and keep(g)]
+        return 200, {"value": value}, {}
+
+    def _generic(self, r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[k] for k in ("id", "name", "type", "location", "tags") if k in r}
+
+    def h_list_resources(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        keep = self._filter(q)
+        prefix = f"/subscriptions/{m['sub']}/".lower()
+        value = [self._generic(r) for k, r in self.arm.resources.items() if k.startswith(prefix) and keep(r)]
+        return 200, {"value": value}, {}
+
+    def h_list_group_resources(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        if m["rg"].lower() not in self.arm.groups:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
+        prefix = f"/subscriptions/{m['sub']}/resourcegroups/{m['rg']}/".lower()
+        return 200, {"value": [self._generic(r) for k, r in self.arm.resources.items() if k.startswith(prefix)]}, {}
+
+    # ------------------------------------------------------------------ compute catalog
+
+    def h_skus(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        text = q.get("$filter", "")
+        wanted = re.search(r"location eq '([^']*)'", text)
+        regions = [wanted.group(1).lower()] if wanted else list(self.arm.regions)
+        value = []
+        for region in regions:
+            cfg = self.arm.regions.get(region)
+            if cfg is None:
+                continue
+            for size in sorted(cfg.offered):
+                vcpus, mem, family, gpus = SIZE_TABLE[size]
+                restrictions = []
+                if size in cfg.restricted:
+                    restrictions.append(
+                        {
+                            "type": "Location",
+                            "values": [region],
+                            "restrictionInfo": {"locations": [region]},
+                            "reasonCode": cfg.restricted[size],
+                        }
+                    )
+                caps = [{"name": "vCPUs", "value": str(vcpus)}, {"name": "MemoryGB", "value": f"{mem:g}"}]
+                if gpus:
+                    caps.append({"name": "GPUs", "value": str(gpus)})
+                value.append(
+                    {
+                        "resourceType": "virtualMachines",
+                        "name": size,
+                        "tier": "Standard",
+                        "size": size.split("_", 1)[1],
+                        "family": family,
+                        "locations": [region],
+                        "locationInfo": [{"location": region, "zones": ["1", "2", "3"], "zoneDetails": []}],
+                        "capabilities": caps,
+                        "restrictions": restrictions,
+                    }
+                )
+        return 200, {"value": value}, {}
+
+    def h_usages(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        region = m["loc"].lower()
+        cfg = self.arm.regions.get(region)
+        if cfg is None:
+            raise ArmError(
+                404, "NoRegisteredProviderFound", f"No registered resource provider found for location '{region}'."
+            )
+        used = self.arm.vm_usage(region)
+        names = {"cores": "Total Regional vCPUs", "lowprioritycores": "Total Regional Low-priority vCPUs"}
+        canonical = {"cores": "cores", "lowprioritycores": "lowPriorityCores"}
+        for _, _, family, _ in SIZE_TABLE.values():
+            names[family.lower()] = f"{family} vCPUs"
+            canonical[family.lower()] = family
+        value = [
+            {
+                "unit": "Count",
+                "currentValue": used.get(key, 0) + cfg.used.get(key, 0),
+                "limit": cfg.limit(key),
+                "name": {"value": canonical[key], "localizedValue": label},
+            }
+            for key, label in names.items()
+        ]
+        return 200, {"value": value}, {}
+
+    def h_images(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        key = (m["pub"].lower(), m["offer"].lower(), m["sku"].lower())
+        versions = self.arm.images.get(key)
+        region = m["loc"].lower()
+        if versions is None or region not in self.arm.regions:
+            raise ArmError(404, "NotFound", "Artifact: VMImage was not found.")
+        base = (
+            f"/Subscriptions/{m['sub']}/Providers/Microsoft.Compute/Locations/{region}/Publishers/{m['pub']}"
+            f"/ArtifactTypes/VMImage/Offers/{m['offer']}/Skus/{m['sku']}/Versions"
+        )
+        if m.get("version") is None:
+            ordered = sorted(versions, reverse="desc" in q.get("$orderby", "").lower())
+            if "$top" in q:
+                ordered = ordered[: int(q["$top"])]
+            return 200, [{"name": v, "location": region, "id": f"{base}/{v}"} for v in ordered], {}
+        if m["version"] not in versions:
+            raise ArmError(404, "NotFound", "Artifact: VMImage was not found.")
+        props: dict[str, Any] = {
+            "osDiskImage": {"operatingSystem": "Linux"},
+            "hyperVGeneration": "V2",
+            "architecture": "x64",
+            "dataDiskImages": [],
+        }
+        plan = self.arm.image_plans.get(key)
+        if plan:
+            props["plan"] = plan
+        return 200, {"name": m["version"], "location": region, "id": f"{base}/{m['version']}", "properties": props}, {}
+
+    def h_agreement(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        key = f"{m['pub']}/{m['offer']}/{m['plan']}".lower()
+        if method == "PUT":
+            body = self._json(raw)
+            self.arm.agreements[key] = bool((body.get("properties") or {}).get("accepted"))
+        rid = (
+            f"/subscriptions/{m['sub']}/providers/Microsoft.MarketplaceOrdering/offerTypes/VirtualMachine/publishers/"
+            f"{m['pub']}/offers/{m['offer']}/plans/{m['plan']}/agreements/current"
+        )
+        return (
+            200,
+            {
+                "id": rid,
+                "name": m["plan"],
+                "type": "Microsoft.MarketplaceOrdering/offertypes",
+                "properties": {
+                    "publisher": m["pub"],
+                    "product": m["offer"],
+                    "plan": m["plan"],
+                    "accepted": self.arm.agreements.get(key, False),
+                    "licenseTextLink": "https://example.invalid/terms",
+                },
+            },
+            {},
+        )
+
+    # ------------------------------------------------------------------ resources
+
+    def h_resource(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        arm = self.arm
+        rtype = TYPE_NAMES.get(f"{m['ns']}/{m['type']}".lower())
+        if rtype is None:
+            raise ArmError(
+                400, "InvalidResourceType", f"The resource type '{m['ns']}/{m['type']}' is not served by the fake."
+            )
+        rid = f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/{rtype}/{m['name']}"
+        key = rid.lower()
+        existing = arm.resources.get(key)
+        if method == "GET":
+            if existing is None:
+                raise ArmError(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource '{rtype}/{m['name']}' under resource group '{m['rg']}' was not found.",
+                )
+            return 200, self._public(existing), {}
+        if method == "DELETE":
+            if existing is None:
+                return 204, None, {}
+            existing["properties"]["provisioningState"] = "Deleting"
+            short = rtype.split("/")[1].lower()
+            headers = self._op("delete", rid, arm.latency.get(short + "-delete", arm.latency.get(short, 0.0) / 2))
+            return 202, None, {"Location": headers["Location"]}
+        if method != "PUT":
+            raise ArmError(405, "MethodNotAllowed", method)
+        group = arm.groups.get(m["rg"].lower())
+        if group is None:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
+        if group["properties"]["provisioningState"] == "Deleting":
+            raise ArmError(
+                409,
+                "ResourceGroupBeingDeleted",
+                f"The resource group '{m['rg']}' is in deprovisioning state and cannot perform this operation.",
+            )
+        body = self._json(raw)
+        location = str(body.get("location", "")).lower()
+        if not location:
+            raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+        if existing is not None and existing["location"] != location:
+            raise ArmError(
+                400,
+                "InvalidResourceLocation",
+                f"The resource '{m['name']}' already exists in location '{existing['location']}' in resource group '{m['rg']}'. A resource with the same name cannot be created in location '{location}'.",
+            )
+        if existing is not None and existing["properties"].get("provisioningState") in (
+            "Creating",
+            "Updating",
+            "Deleting",
+        ):
+            raise ArmError(
+                409, "AnotherOperationInProgress", "Another operation on this or dependent resource is in progress."
+            )
+        resource = {
+            "id": rid,
+            "name": m["name"],
+            "type": rtype,
+            "location": location,
+            "tags": body.get("tags") or {},
+            "properties": json.loads(json.dumps(body.get("properties") or {})),
+        }
+        for extra in ("sku", "plan", "zones"):
+            if extra in body:
+                resource[extra] = body[extra]
+        error = getattr(self, "v_" + rtype.split("/")[1].lower(), lambda *a: None)(resource, existing, body)
+        resource["properties"]["provisioningState"] = "Creating" if existing is None else "Updating"
+        arm.resources[key] = resource
+        short = rtype.split("/")[1].lower()
+        delay = arm.latency.get(short, 0.0) * (1.0 if existing is None else 0.25)
+        headers = self._op("put", rid, delay, error)
+        return (
+            (200 if existing is not None else 201),
+            self._public(resource),
+            {"Azure-AsyncOperation": headers["Azure-AsyncOperation"]},
+        )
+
+    def _public(self, resource: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps({k: v for k, v in resource.items() if not k.startswith("_")}))
+
+    def _require(self, ref: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        rid = (ref or {}).get("id", "")
+        target = rid.lower()
+        if "/subnets/" in target:
+            vnet = self.arm.resources.get(target.split("/subnets/")[0])
+            if vnet and any(s["id"].lower() == target for s in vnet["properties"].get("subnets", [])):
+                return vnet
+        elif target in self.arm.resources:
+            return self.arm.resources[target]
+        raise ArmError(400, "InvalidResourceReference", f"Resource {rid} referenced by {what} was not found.")
+
+    # Validators: fill in what Azure computes, refuse what Azure refuses; return an async error, if any.
+
+    def v_virtualnetworks(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        for subnet in res["properties"].get("subnets", []):
+            subnet["id"] = f"{res['id']}/subnets/{subnet['name']}"
+            subnet.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        res["properties"].setdefault("virtualNetworkPeerings", [])
+
+    def v_networksecuritygroups(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        for rule in res["properties"].get("securityRules", []):
+            rule["id"] = f"{res['id']}/securityRules/{rule['name']}"
+            rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        defaults = [
+            ("AllowVnetInBound", 65000, "Inbound", "Allow", "VirtualNetwork"),
+            ("AllowAzureLoadBalancerInBound", 65001, "Inbound", "Allow", "AzureLoadBalancer"),
+            ("DenyAllInBound", 65500, "Inbound", "Deny", "*"),
+            ("AllowVnetOutBound", 65000, "Outbound", "Allow", "VirtualNetwork"),
+            ("AllowInternetOutBound", 65001, "Outbound", "Allow", "*"),
+            ("DenyAllOutBound", 65500, "Outbound", "Deny", "*"),
+        ]
+        res["properties"]["defaultSecurityRules"] = [
+            {
+                "name": name,
+                "id": f"{res['id']}/defaultSecurityRules/{name}",
+                "properties": {
+                    "description": name,
+                    "protocol": "*",
+                    "sourcePortRange": "*",
+                    "destinationPortRange": "*",
+                    "sourceAddressPrefix": src,
+                    "destinationAddressPrefix": "*",
+                    "access": access,
+                    "priority": prio,
+                    "direction": direction,
+                    "provisioningState": "Succeeded",
+                },
+            }
+            for name, prio, direction, access, src in defaults
+        ]
+
+    def v_publicipaddresses(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        address = (old or {}).get("properties", {}).get("ipAddress") or f"203.0.113.{next(self.arm._ip_pool)}"
+        res["properties"]["ipAddress"] = address
+        res["properties"].setdefault("idleTimeoutInMinutes", 4)
+
+    def v_networkinterfaces(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        props = res["properties"]
+        if props.get("networkSecurityGroup"):
+            self._require(props["networkSecurityGroup"], "the network interface")
+        for cfg in props.get("ipConfigurations", []):
+            cfg_props = cfg.setdefault("properties", {})
+            self._require(cfg_props.get("subnet"), "the network interface")
+            if cfg_props.get("publicIPAddress"):
+                self._require(cfg_props["publicIPAddress"], "the network interface")
+            cfg["id"] = f"{res['id']}/ipConfigurations/{cfg['name']}"
+            cfg_props.setdefault("privateIPAddress", "10.42.0.4")
+
+    def v_schedules(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        props = res["properties"]
+        if props.get("taskType") != "ComputeVmShutdownTask":
+            raise ArmError(400, "InvalidTaskType", "Only ComputeVmShutdownTask schedules are supported here.")
+        if not re.match(r"^\d{4}$", str((props.get("dailyRecurrence") or {}).get("time", ""))):
+            raise ArmError(400, "InvalidScheduleTime", "dailyRecurrence.time must be HHmm.")
+        target = str(props.get("targetResourceId", "")).lower()
+        if target not in self.arm.resources:
+            raise ArmError(
+                400, "InvalidTargetResource", f"The target resource '{props.get('targetResourceId')}' was not found."
+            )
+
+    def v_virtualmachines(
+        self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]
+    ) -> dict[str, str] | None:
+        arm, props = self.arm, res["properties"]
+        size = props.get("hardwareProfile", {}).get("vmSize", "")
+        region = res["location"]
+        cfg = arm.regions.get(region)
+        if cfg is None or size not in cfg.offered or size in cfg.restricted:
+            raise ArmError(
+                409,
+                "SkuNotAvailable",
+                f"The requested size for resource '{res['id']}' is currently not available in location '{region}' zones '' for subscription '{res['id'].split('/')[2]}'. Please try another size or deploy to a different location or zones.",
+            )
+        custom = (props.get("osProfile") or {}).pop("customData", None)
+        if old is not None:
+            if custom is not None and custom != old.get("_customData"):
+                raise ArmError(409, "PropertyChangeNotAllowed", "Changing property 'customData' is not allowed.")
+            res["_customData"] = old.get("_customData")
+        else:
+            res["_customData"] = custom
+            vcpus, _, family, _ = SIZE_TABLE[size]
+            spot = props.get("priority") == "Spot"
+            used = arm.vm_usage(region)
+            for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
+                current = used.get(name, 0) + cfg.used.get(name, 0)
+                if current + vcpus > cfg.limit(name):
+                    raise ArmError(
+                        409,
+                        "OperationNotAllowed",
+                        f"Operation results in exceeding quota limits of Core. Maximum allowed: {cfg.limit(name)}, Current in use: {current}, Additional requested: {vcpus}.",
+                    )
+        image = props.get("storageProfile", {}).get("imageReference", {})
+        key = (
+            str(image.get("publisher", "")).lower(),
+            str(image.get("offer", "")).lower(),
+            str(image.get("sku", "")).lower(),
+        )
+        if key not in arm.images or (image.get("version") not in arm.images[key] and image.get("version") != "latest"):
+            raise ArmError(
+                404,
+                "PlatformImageNotFound",
+                f"The platform image '{':'.join(key)}:{image.get('version')}' is not available.",
+            )
+        plan = arm.image_plans.get(key)
+        if plan:
+            if not body.get("plan"):
+                raise ArmError(
+                    400,
+                    "VMMarketplaceInvalidInput",
+                    "Creating a virtual machine from Marketplace image requires Plan information in the request.",
+                )
+            if not arm.agreements.get(f"{plan['publisher']}/{plan['product']}/{plan['name']}".lower()):
+                raise ArmError(
+                    400,
+                    "ResourcePurchaseValidationFailed",
+                    "User failed validation to purchase resources. Error message: 'You have not accepted the legal terms on this subscription.'",
+                )
+        nics = props.get("networkProfile", {}).get("networkInterfaces", [])
+        if not nics:
+            raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
+        for nic in nics:
+            self._require(nic, "the virtual machine")
+        props["vmId"] = (old or {}).get("properties", {}).get("vmId") or str(uuid.uuid4())
+        props["timeCreated"] = (old or {}).get("properties", {}).get("timeCreated") or utcnow()
+        props.setdefault("storageProfile", {}).setdefault("osDisk", {})["osType"] = "Linux"
+        if old is None:
+            disk_id = arm._disk_id(res)
+            arm.resources[disk_id.lower()] = {
+                "id": disk_id,
+                "name": disk_id.rsplit("/", 1)[1],
+                "type": "Microsoft.Compute/disks",
+                "location": region,
+                "tags": {},
+                "properties": {"provisioningState": "Succeeded", "diskSizeGB": 150},
+            }
+            for failure in arm.alloc_failures:
+                if failure["times"] <= 0:
+                    continue
+                if failure["size"] not in (None, size) or failure["region"] not in (None, region):
+                    continue
+                failure["times"] -= 1
+                messages = {
+                    "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+                    "ZonalAllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this zone. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+                }
+                return {"code": failure["code"], "message": messages.get(failure["code"], failure["code"])}
+        return None
+
+    def h_instance_view(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        rid = f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/Microsoft.Compute/virtualMachines/{m['name']}"
+        vm = self.arm.resources.get(rid.lower())
+        if vm is None:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachines/{m['name']}' under resource group '{m['rg']}' was not found.",
+            )
+        state = vm["properties"]["provisioningState"]
+        power = self.arm.power.get(rid.lower(), "starting")
+        statuses = [
+            {
+                "code": f"ProvisioningState/{state.lower()}",
+                "level": "Info",
+                "displayStatus": f"Provisioning {state.lower()}",
+                "time": vm.get("_since") or vm["properties"].get("timeCreated"),
+            },
+            {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"},
+        ]
+        return (
+            200,
+            {
+                "computerName": m["name"],
+                "osName": "ubuntu",
+                "osVersion": "22.04",
+                "hyperVGeneration": "V2",
+                "statuses": statuses,
+            },
+            {},
+        )
+
+    def h_vm_action(
+        self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        rid = f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/Microsoft.Compute/virtualMachines/{m['name']}"
+        if rid.lower() not in self.arm.resources:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachines/{m['name']}' under resource group '{m['rg']}' was not found.",
+            )
+        action = m["action"].lower()
+        transitional = {"deallocate": "deallocating", "start": "starting", "poweroff": "stopping"}[action]
+        self.arm.power[rid.lower()] = transitional
+        headers = self._op("action", rid, self.arm.latency.get(f"virtualmachines-{action}", 0.0), action=action)
+        return 202, None, headers

@@ -1,0 +1,118 @@
+"""The fake VM's boot hook feeds a real sshd: the first SSH connection is verified against the pinned host key.
+
+This is the contract the end-to-end flow relies on: the host key labctl generated locally and passed in
+cloud-init is the one the machine presents, and the user's key from the VM request is the one it accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakearm import FakeArm, VmBoot
+from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def booted_sshd(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:  # noqa: F811
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server (sshd) is not installed")
+    if os.geteuid() != 0 and not Path("/run/sshd").is_dir():
+        pytest.skip("sshd needs /run/sshd, which only root can create here")
+    port = _free_port()
+    monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def boot(vm: VmBoot) -> str:
+        assert vm.host_private_key
+        work = tmp_path / "vm"
+        work.mkdir()
+        host_key = work / "ssh_host_ed25519_key"
+        host_key.write_text(vm.host_private_key)
+        host_key.chmod(0o600)
+        (work / "authorized_keys").write_text("\n".join(vm.authorized_keys) + "\n")
+        config = work / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {work}/authorized_keys\n"
+            f"PidFile {work}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+        )
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(exist_ok=True)
+        procs.append(subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL))
+        return "127.0.0.1"
+
+    arm_env.on_vm_created = boot
+    yield [port]
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_first_connection_is_verified_against_the_pinned_host_key(booted_sshd: list[int]) -> None:
+    paramiko = pytest.importorskip("paramiko")
+    record = provision("lab")
+    assert record.host == "127.0.0.1" and record.port == booted_sshd[0]
+    assert record.host_key and record.ssh_key_path
+    key_type, key_data = record.host_key.split()
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    pinned = paramiko.Ed25519Key(data=base64.b64decode(key_data))
+    client.get_host_keys().add(f"[{record.host}]:{record.port}", key_type, pinned)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.connect(
+                record.host,
+                port=record.port,
+                username=getpass.getuser(),  # the fake VM is this machine: log in as whoever runs the test
+                key_filename=record.ssh_key_path,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=5,
+            )
+            break
+        except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        _, stdout, _ = client.exec_command("echo verified")
+        assert stdout.read().decode().strip() == "verified"
+    finally:
+        client.close()
+
+    stranger = paramiko.SSHClient()
+    stranger.set_missing_host_key_policy(paramiko.RejectPolicy())
+    from labctl.keys import generate_ed25519
+
+    other = paramiko.Ed25519Key(data=base64.b64decode(generate_ed25519().public_line.split()[1]))
+    stranger.get_host_keys().add(f"[{record.host}]:{record.port}", key_type, other)
+    with pytest.raises(paramiko.BadHostKeyException):
+        stranger.connect(
+            record.host,
+            port=record.port,
+            username=getpass.getuser(),
+            key_filename=record.ssh_key_path,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=5,
+        )
+    stranger.close()
