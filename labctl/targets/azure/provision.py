@@ -330,7 +330,7 @@ class Provisioner:
         host = generate_ed25519(f"labctl-{names.lab}-host")
         record.host_key = public_key_only(host.public_line)
         record.ssh_key_path = str(key_path)
-        record.user = settings.ADMIN_USER
+        record.user = settings.admin_user()
         record.target_data["image_version"] = choice.image_version
         self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
 
@@ -354,13 +354,13 @@ class Provisioner:
             },
             "osProfile": {
                 "computerName": names.vm,
-                "adminUsername": settings.ADMIN_USER,
+                "adminUsername": settings.admin_user(),
                 "customData": base64.b64encode(cloud_init.encode()).decode(),
                 "linuxConfiguration": {
                     "disablePasswordAuthentication": True,
                     "ssh": {
                         "publicKeys": [
-                            {"path": f"/home/{settings.ADMIN_USER}/.ssh/authorized_keys", "keyData": user_pub}
+                            {"path": f"/home/{settings.admin_user()}/.ssh/authorized_keys", "keyData": user_pub}
                         ]
                     },
                 },
@@ -417,7 +417,7 @@ class Provisioner:
             raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
         record.host = str(address)
         record.port = settings.ssh_port()
-        record.user = settings.ADMIN_USER
+        record.user = settings.admin_user()
         record.gpu = choice.size.gpu
         if not record.ssh_key_path:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)

@@ -45,6 +45,11 @@ def default_region() -> str:
     return os.environ.get("LABCTL_REGION", DEFAULT_REGION)
 
 
+def admin_user() -> str:
+    """The VM's login; some organisations mandate their own admin name, and tests log in as the local user."""
+    return os.environ.get("LABCTL_ADMIN_USER", ADMIN_USER)
+
+
 def ssh_port() -> int:
     return int(os.environ.get("LABCTL_SSH_PORT", "22"))
 
