@@ -47,34 +47,16 @@ class RunLabOptions:
 
 @contextmanager
 def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
-    """The lab's container, reached through the lab's machine; the connection closes afterwards."""
+    """The lab's running container, reached through the lab's machine; the connection closes afterwards."""
     if record.status not in ("ready",) or not record.container_name:
         raise LabctlError(
             f"Lab '{record.name}' is not ready (state: {record.status}).",
             hint=f"Run 'labctl up --name {record.name}' to finish or repair it.",
         )
-    from labctl.machine import connect
+    from labctl.labhost import lab_container as running_container
 
-    machine = connect(record, ui)
-    try:
-        client = machine.docker()
-        import docker.errors
-
-        try:
-            container = client.containers.get(record.container_name)
-        except docker.errors.NotFound:
-            raise LabctlError(
-                f"The lab container '{record.container_name}' is gone from the machine.",
-                hint=f"'labctl up --name {record.name}' starts it again (your files on its volume are kept).",
-            ) from None
-        if container.status != "running":
-            raise LabctlError(
-                f"The lab container '{record.container_name}' is {container.status}, not running.",
-                hint=f"'labctl up --name {record.name}' starts it again.",
-            )
-        yield container
-    finally:
-        machine.close()
+    with running_container(record, ui) as box:
+        yield box.container
 
 
 def _results_root() -> Path:
@@ -97,6 +79,30 @@ def _option_args(opts: RunLabOptions) -> list[str]:
         if not sep or not key.strip():
             raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
         args += ["--" + key.strip().replace("_", "-"), value]
+    return args
+
+
+def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
+    """The notebook walks through the tutorial model; its knobs are the notebook's parameters cell."""
+    if opts.model != "tutorial" or opts.optimizer is not None:
+        raise UsageError(
+            "--notebook runs the tutorial as written: the tutorial model with SGD.",
+            hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
+        )
+    args = ["--data", data_args[1], "--seed", str(opts.seed)]
+    if "--data-root" in data_args:
+        args += ["--param", f"data_root={data_args[data_args.index('--data-root') + 1]}"]
+    for flag, value in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size), ("--device", opts.device)):
+        if value is not None:
+            args += [flag, str(value)]
+    if opts.lr is not None:
+        args += ["--param", f"lr={opts.lr}"]
+    for item in opts.extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
+        key = key.strip().replace("-", "_")
+        args += ["--max-steps", value] if key == "max_steps" else ["--param", f"{key}={value}"]
     return args
 
 
@@ -132,7 +138,8 @@ def per_class_table(metrics: dict[str, Any]) -> str:
         width = max(len(str(name)) for name in per_class)
         lines.append(f"{'class':<{width}}  accuracy")
         for name, acc in per_class.items():
-            lines.append(f"{name!s:<{width}}  {float(acc) * 100:6.1f}%")
+            shown = f"{float(acc) * 100:6.1f}%" if acc is not None else "     -"
+            lines.append(f"{name!s:<{width}}  {shown}")
     if metrics.get("accuracy") is not None:
         lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
     return "\n".join(lines)
@@ -205,11 +212,11 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
             lab_code = runs.ensure_lab_code(container)
         run_id = runs.new_run_id()
         run_dir = runs.RUNS_DIR / run_id
+        data_args = _data_args(opts, container, ui)
         if opts.notebook:
-            args = ["notebook", "--out", str(run_dir), *_data_args(opts, container, ui)]
-            args += [a for a in _option_args(opts) if a not in ("--model", opts.model)]
+            args = ["notebook", "--out", str(run_dir), *_notebook_args(opts, data_args)]
         else:
-            args = ["train", "--out", str(run_dir), *_data_args(opts, container, ui), *_option_args(opts)]
+            args = ["train", "--out", str(run_dir), *data_args, *_option_args(opts)]
         runs.start_run(container, run_id, PurePosixPath(lab_code), args)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)

@@ -1,0 +1,215 @@
+"""The whole flow a user runs: `up → open → run-lab → status → down`, on Azure as labctl sees it.
+
+Azure is the fake ARM server (the real azure-identity and azure-mgmt clients talk to it over HTTPS). Its "VM"
+is real: when the VM is created, the fake boots a real sshd on 127.0.0.1 with the host key labctl generated and
+put in cloud-init, and the machine behind it has a real Docker engine, where labctl builds its real lab image
+(FROM a local stand-in for the pytorch base image) and trains the real lab on tiny synthetic data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import StateStore
+from tests.fakearm import FakeArm, VmBoot
+from tests.fakearm.fixtures import arm_env, fake_arm  # noqa: F401
+from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
+
+pytestmark = pytest.mark.e2e
+
+TRAIN = ["--data", "synthetic", "--epochs", "1", "--batch-size", "32", "--set", "log_every=0"]
+
+
+@pytest.fixture
+def vm(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_image: str) -> Iterator[list[SSHServer]]:  # noqa: F811
+    """Boot a real sshd for each VM the fake ARM creates, with the keys from the VM's cloud-init."""
+    reason = sshd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
+    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
+    servers: list[SSHServer] = []
+
+    def boot(machine: VmBoot) -> str:
+        assert machine.host_private_key and machine.host_public_key
+        work = tmp_path / f"vm-{machine.name}"
+        work.mkdir()
+        (work / "host").write_text(machine.host_private_key)
+        (work / "host").chmod(0o600)
+        server, _ = make_server(
+            work,
+            port=port,
+            host_key=KeyPair(work / "host", machine.host_public_key),
+            authorized_keys=machine.authorized_keys,
+        )
+        servers.append(server.start())
+        return "127.0.0.1"
+
+    # The stand-in VM is this computer: its admin is whoever runs the tests (sshd logs in existing users only).
+    import pwd
+
+    monkeypatch.setenv("LABCTL_ADMIN_USER", pwd.getpwuid(os.geteuid()).pw_name)
+    arm_env.on_vm_created = boot
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def _json(result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _nothing_left(fake: FakeArm) -> bool:
+    return fake.group_names() == [] and fake.resource_ids() == []
+
+
+def _ssh_rules(fake: FakeArm) -> list[tuple[str, str, str]]:
+    [nsg_id] = fake.resource_ids("networkSecurityGroups")
+    nsg = fake.get(nsg_id) or {}
+    return [
+        (r["properties"]["access"], r["properties"]["destinationPortRange"], r["properties"]["sourceAddressPrefix"])
+        for r in nsg["properties"]["securityRules"]
+        if r["properties"]["direction"] == "Inbound"
+    ]
+
+
+def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.StringIO, dict[str, Any]]:
+    from labctl.ui import PlainReporter
+    from labctl.workflows.open import OpenOptions, open_lab
+
+    stop, said, outcome = threading.Event(), io.StringIO(), {}
+    reporter = PlainReporter(said)
+    thread = threading.Thread(
+        target=lambda: outcome.update(open_lab(OpenOptions(port=port), reporter, stop=stop).data), daemon=True
+    )
+    thread.start()
+    return thread, stop, said, outcome
+
+
+def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path: Path) -> None:  # noqa: F811
+    up = _cli("up", "--allow-ip", "127.0.0.1/32", "--yes")
+    assert up.exit_code == 0, up.output
+    assert "labctl open" in up.stdout and "labctl run-lab" in up.stdout
+    record = StateStore().load("lab")
+    assert record.status == "ready" and record.host == "127.0.0.1"
+    token = record.jupyter_token
+    assert token and len(token) >= 64  # at least 256 random bits, hex
+    assert token not in up.output  # `up` never shows it; `open` does
+    assert _ssh_rules(arm_env) == [("Allow", "22", "127.0.0.1/32")]  # nothing but SSH, from one source
+
+    # open: a tunnel to Jupyter on the machine's loopback; Jupyter answers with the token, refuses without.
+    thread, stop, said, outcome = _hold_tunnel(free_port())
+    try:
+        deadline = time.monotonic() + 60
+        while "http://" not in said.getvalue() and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        url = next(line for line in said.getvalue().splitlines() if line.startswith("http://"))
+        assert f"token={token}" in url
+        base = url.split("/lab?")[0]
+        assert _get(f"{base}/api/status?token={token}") == 200
+        assert _get(f"{base}/api/status") == 403
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert outcome.get("tunnel") is True
+    printed = _cli("open", "--print", "--json")
+    assert printed.exit_code == 0, printed.output
+    assert _json(printed)["url"] == f"http://127.0.0.1:8888/lab?token={token}"
+
+    # run-lab: the real lab trains inside the container; progress streams; results come back verified.
+    run = _cli("run-lab", *TRAIN)
+    assert run.exit_code == 0, run.output
+    assert "overall accuracy" in run.stdout
+    [run_record] = StateStore().load("lab").runs
+    assert run_record.state == "succeeded" and run_record.fetched_to
+    results = Path(run_record.fetched_to)
+    assert results == tmp_path / "results" / "lab" / run_record.run_id
+    for name in ("metrics.json", "checkpoint.pt", "events.jsonl", "train.log", "SHA256SUMS"):
+        assert (results / name).is_file(), name
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["device"] == "cpu"
+
+    status = _cli("status", "--json")
+    assert status.exit_code == 0, status.output
+    facts = _json(status)
+    assert facts["power_state"] == "running" and facts["size"] == "Standard_D4s_v5"
+    assert facts["latest_run"]["run_id"] == run_record.run_id and facts["latest_run"]["state"] == "succeeded"
+    assert token not in status.stdout
+
+    down = _cli("down", "--yes")
+    assert down.exit_code == 0, down.output
+    assert _nothing_left(arm_env)
+    assert not StateStore().exists("lab")
+
+
+def test_dropped_connection_loses_nothing_and_down_protects_results(
+    vm: list[SSHServer],
+    arm_env: FakeArm,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    assert _cli("up", "--allow-ip", "127.0.0.1/32", "--yes").exit_code == 0
+    started = _cli("run-lab", "--detach", "--json", *TRAIN[:2], "--epochs", "4", "--batch-size", "8", *TRAIN[-2:])
+    assert started.exit_code == 0, started.output
+    run_id = _json(started)["run_id"]
+
+    # Follow from another process, then drop every SSH connection to the machine mid-run (a network outage).
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "labctl", "logs", "--follow", run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    time.sleep(4)
+    vm[0].stop()
+    _, err = follower.communicate(timeout=180)
+    assert follower.returncode != 0
+    assert b"Traceback" not in err
+    vm[0].start()  # the network is back; the run went on all along
+
+    refused_while_training = _cli("down", "--yes")
+    follow = _cli("logs", "--follow", run_id)
+    assert follow.exit_code == 0, follow.output
+    assert refused_while_training.exit_code != 0
+    assert "still training" in refused_while_training.output
+
+    refused = _cli("down", "--yes")
+    assert refused.exit_code != 0
+    assert "never fetched" in refused.output and f"labctl fetch {run_id}" in refused.output
+    assert not _nothing_left(arm_env)
+
+    fetched = _cli("fetch", run_id)
+    assert fetched.exit_code == 0, fetched.output
+    log = (tmp_path / "results" / "lab" / run_id / "train.log").read_text()
+    assert log.strip() and log.strip() in follow.stdout  # reattaching showed everything, from the start
+
+    assert _cli("down", "--yes").exit_code == 0
+    assert _nothing_left(arm_env)
