@@ -71,6 +71,18 @@ def vm(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_im
         server.stop()
 
 
+@pytest.fixture
+def lab(docker_client: Any) -> Iterator[str]:
+    """A lab name of its own; afterwards its container and volume go, as the VM's disk goes with the VM."""
+    import secrets
+
+    from labctl.container import remove_lab
+
+    name = f"e2e{secrets.token_hex(3)}"
+    yield name
+    remove_lab(docker_client, name)
+
+
 def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
@@ -115,11 +127,11 @@ def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.Strin
     return thread, stop, said, outcome
 
 
-def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path: Path) -> None:  # noqa: F811
-    up = _cli("up", "--allow-ip", "127.0.0.1/32", "--yes")
+def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path: Path, lab: str) -> None:  # noqa: F811
+    up = _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes")
     assert up.exit_code == 0, up.output
     assert "labctl open" in up.stdout and "labctl run-lab" in up.stdout
-    record = StateStore().load("lab")
+    record = StateStore().load(lab)
     assert record.status == "ready" and record.host == "127.0.0.1"
     token = record.jupyter_token
     assert token and len(token) >= 64  # at least 256 random bits, hex
@@ -149,10 +161,10 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     run = _cli("run-lab", *TRAIN)
     assert run.exit_code == 0, run.output
     assert "overall accuracy" in run.stdout
-    [run_record] = StateStore().load("lab").runs
+    [run_record] = StateStore().load(lab).runs
     assert run_record.state == "succeeded" and run_record.fetched_to
     results = Path(run_record.fetched_to)
-    assert results == tmp_path / "results" / "lab" / run_record.run_id
+    assert results == tmp_path / "results" / lab / run_record.run_id
     for name in ("metrics.json", "checkpoint.pt", "events.jsonl", "train.log", "SHA256SUMS"):
         assert (results / name).is_file(), name
     metrics = json.loads((results / "metrics.json").read_text())
@@ -168,15 +180,16 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     down = _cli("down", "--yes")
     assert down.exit_code == 0, down.output
     assert _nothing_left(arm_env)
-    assert not StateStore().exists("lab")
+    assert not StateStore().exists(lab)
 
 
 def test_dropped_connection_loses_nothing_and_down_protects_results(
     vm: list[SSHServer],
     arm_env: FakeArm,  # noqa: F811
     tmp_path: Path,
+    lab: str,
 ) -> None:
-    assert _cli("up", "--allow-ip", "127.0.0.1/32", "--yes").exit_code == 0
+    assert _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes").exit_code == 0
     started = _cli("run-lab", "--detach", "--json", *TRAIN[:2], "--epochs", "4", "--batch-size", "8", *TRAIN[-2:])
     assert started.exit_code == 0, started.output
     run_id = _json(started)["run_id"]
@@ -208,7 +221,7 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
 
     fetched = _cli("fetch", run_id)
     assert fetched.exit_code == 0, fetched.output
-    log = (tmp_path / "results" / "lab" / run_id / "train.log").read_text()
+    log = (tmp_path / "results" / lab / run_id / "train.log").read_text()
     assert log.strip() and log.strip() in follow.stdout  # reattaching showed everything, from the start
 
     assert _cli("down", "--yes").exit_code == 0
