@@ -1,0 +1,159 @@
+"""A real OpenSSH server on 127.0.0.1 for tests: a given host key, given authorized keys, a free port.
+
+It stands in for an Azure VM or a user's SSH host. It needs root (sshd's privilege separation) and
+``/usr/sbin/sshd``; ``sshd_unavailable()`` says why not when it cannot run, for a clear skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl.hostkeys import generate_ed25519
+
+SSHD = "/usr/sbin/sshd"
+
+
+def sshd_unavailable() -> str | None:
+    if not Path(SSHD).is_file():
+        return f"{SSHD} is not installed (apt-get install openssh-server)"
+    if os.geteuid() != 0:
+        return "sshd needs root for privilege separation; run the tests as root to include these"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class KeyPair:
+    private_path: Path
+    public: str  # "ssh-ed25519 AAAA... comment"
+
+    @classmethod
+    def create(cls, directory: Path, name: str) -> KeyPair:
+        private, public = generate_ed25519(name)
+        path = directory / name
+        path.write_text(private)
+        path.chmod(0o600)
+        (directory / f"{name}.pub").write_text(public + "\n")
+        return cls(path, public)
+
+
+@dataclass
+class SSHServer:
+    """One sshd process; ``stop()``/``start()`` play a reboot, ``replace_host_key()`` a rebuilt machine."""
+
+    workdir: Path
+    port: int
+    host_key: KeyPair
+    authorized: list[str]
+    user: str = "root"
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "sshd_config"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "sshd.log"
+
+    def _write_config(self) -> None:
+        (self.workdir / "authorized_keys").write_text("".join(f"{k}\n" for k in self.authorized))
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.host_key.private_path}",
+                    f"PidFile {self.workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+                    "StrictModes no",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "UsePAM no",
+                    "AllowTcpForwarding yes",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+
+    def start(self, *, timeout: float = 15.0) -> SSHServer:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self._write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process, closed with it
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so stop() can end the sessions too
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                    if sock.recv(64).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd did not answer on {self.host}:{self.port}: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        """Stop the server and drop every open connection, as a machine going away would."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def replace_host_key(self) -> KeyPair:
+        self.host_key = KeyPair.create(self.workdir, f"host-{time.monotonic_ns()}")
+        return self.host_key
+
+
+def make_server(
+    workdir: Path, *, port: int | None = None, host_key: KeyPair | None = None
+) -> tuple[SSHServer, KeyPair]:
+    """A configured (not yet started) server and the client key it accepts."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    client = KeyPair.create(workdir, "client")
+    server = SSHServer(
+        workdir=workdir,
+        port=port or free_port(),
+        host_key=host_key or KeyPair.create(workdir, "host"),
+        authorized=[client.public],
+        user=_login_user(),
+    )
+    return server, client
+
+
+def _login_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+__all__ = ["KeyPair", "SSHServer", "free_port", "make_server", "sshd_unavailable"]
