@@ -142,7 +142,25 @@ def ensure_test_base(client: Any, log: Log = _say) -> str:
     return BASE_TAG
 
 
+def ensure_lab_image(client: Any, log: Log = _say) -> str:
+    """labctl's real lab image (templates/Dockerfile), built FROM the test base through labctl's own code.
+
+    ``LABCTL_BASE_IMAGE`` must stay set to the test base for as long as labctl should find this image again,
+    because the base is part of the image's tag.
+    """
+    from labctl.container import BASE_IMAGE_ENV, build_context, ensure_image
+    from labctl.ui import PlainReporter
+
+    os.environ[BASE_IMAGE_ENV] = ensure_test_base(client, log)
+    _, tag = build_context()
+    if image_exists(client, tag):
+        return tag
+    with _build_lock():
+        log(f"building the lab image {tag} (pip installs JupyterLab; a few minutes)")
+        return ensure_image(client, PlainReporter(sys.stderr), None)
+
+
 if __name__ == "__main__":  # build by hand: python -m tests.support.docker_images
     import docker
 
-    print(ensure_test_base(docker.from_env(timeout=600)))
+    print(ensure_lab_image(docker.from_env(timeout=600)))

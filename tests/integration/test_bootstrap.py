@@ -1,0 +1,50 @@
+"""The bootstrap scripts: shellcheck-clean, idempotent on a host with Docker, a clear error without a GPU driver."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from labctl.assets import templates_dir
+from labctl.errors import LabctlError
+from labctl.labhost import bootstrap_nvidia, run_script
+from labctl.machine.ssh import SSHMachine
+from labctl.ui import PlainReporter
+
+pytestmark = pytest.mark.integration
+
+
+def test_scripts_pass_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = sorted(str(p) for p in templates_dir().glob("*.sh"))
+    assert scripts
+    result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_docker_bootstrap_is_a_no_op_the_second_time(machine: SSHMachine, docker_client: Any) -> None:
+    ui = PlainReporter(quiet=True)
+    first = run_script(machine, "bootstrap-docker.sh", [machine.user], ui, "docker")
+    second = run_script(machine, "bootstrap-docker.sh", [machine.user], ui, "docker")
+    version = docker_client.version()["Version"]
+    assert first.splitlines()[0].startswith("docker: present (")
+    assert f"docker: daemon running (engine {version})" in second
+    for change in ("installed", "started", "added"):
+        assert change not in second
+    assert first == second
+
+
+def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None:
+    if machine.run("command -v nvidia-smi", check=False).ok:
+        pytest.skip("this host has an NVIDIA driver; the missing-driver path cannot be shown here")
+    raw = machine.run(["bash", "-s"], stdin=(templates_dir() / "bootstrap-nvidia.sh").read_text(), check=False)
+    assert raw.exit_code == 3
+    assert "nvidia-smi is missing" in raw.output
+    with pytest.raises(LabctlError) as failed:
+        bootstrap_nvidia(machine, PlainReporter(quiet=True))
+    assert "no NVIDIA driver" in failed.value.render() or "no NVIDIA GPU" in failed.value.render()
+    assert "labctl up" in failed.value.render()
