@@ -261,15 +261,17 @@ def is_current(container: Container, client: docker.DockerClient, image: str, to
     return jupyter_answers(container)
 
 
-def seed_workspace(container: Container) -> bool:
+def seed_workspace(container: Container, notebook: Path | None = None) -> bool:
     """On the first start only: put the notebook in /workspace unless the user already has one there."""
     marker = f"{WORKSPACE}/{SEED_MARKER}"
     if container.exec_run(["test", "-e", marker]).exit_code == 0:
         return False
-    notebooks = [p for p in (lab_dir() / NOTEBOOK, *lab_dir().rglob(NOTEBOOK)) if p.is_file()]
+    if notebook is None:
+        found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
+        notebook = found[0] if found else None
     copied = False
-    if notebooks and container.exec_run(["test", "-e", f"{WORKSPACE}/{NOTEBOOK}"]).exit_code != 0:
-        LabContainer(container).put(notebooks[0], WORKSPACE)
+    if notebook is not None and container.exec_run(["test", "-e", f"{WORKSPACE}/{notebook.name}"]).exit_code != 0:
+        LabContainer(container).put(notebook, WORKSPACE)
         copied = True
     container.exec_run(["touch", marker])
     return copied

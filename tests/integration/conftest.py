@@ -67,3 +67,23 @@ def test_base_image(docker_client: Any) -> str:
         if missing:
             pytest.skip(f"the test base image is missing and building it needs: {', '.join(missing)}")
     return ensure_test_base(docker_client)
+
+
+@pytest.fixture(scope="session")
+def lab_image(docker_client: Any, test_base_image: str) -> str:
+    """labctl's lab image built from templates/Dockerfile FROM the test base; LABCTL_BASE_IMAGE stays set."""
+    from tests.support.docker_images import ensure_lab_image
+
+    return ensure_lab_image(docker_client)
+
+
+@pytest.fixture
+def lab_name(docker_client: Any) -> Iterator[str]:
+    """A lab name no one else on this Docker engine uses; its container and volume are removed afterwards."""
+    import secrets
+
+    from labctl.container import remove_lab
+
+    name = f"t{secrets.token_hex(4)}"
+    yield name
+    remove_lab(docker_client, name)
