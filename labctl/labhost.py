@@ -173,3 +173,24 @@ def lab_container(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Ite
 
 
 __all__ = ["CommandFailed", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]
+
+
+def describe_lab(record: LabRecord, *, wait: float = 10.0) -> dict[str, object]:
+    """Live facts about the lab container for `labctl status`; never raises for an unreachable machine."""
+    from labctl.ui import PlainReporter
+
+    quiet = PlainReporter(quiet=True)
+    facts: dict[str, object] = {"jupyter_port": record.jupyter_port, "image": record.image}
+    try:
+        with machine_for(record, quiet, wait=wait) as machine:
+            facts["reachable"] = True
+            found = lab.find_container(machine.docker(), record.name)
+            if found is None:
+                facts.update(container="missing", jupyter="down")
+            else:
+                state = lab.LabContainer(found).state()
+                answers = state["container"] == "running" and lab.jupyter_answers(found)
+                facts.update(container=state["container"], health=state["health"], jupyter="up" if answers else "down")
+    except LabctlError as exc:
+        facts.update(reachable=False, error=exc.message)
+    return facts

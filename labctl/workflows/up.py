@@ -51,6 +51,7 @@ def build_spec(opts: UpOptions) -> LabSpec:
         ssh_key=opts.ssh_key,
         shutdown_at=None if opts.no_shutdown else (opts.shutdown_at or DEFAULT_SHUTDOWN),
         spot=opts.spot,
+        yes=opts.yes,
     )
     return spec.validate()
 
