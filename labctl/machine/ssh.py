@@ -226,9 +226,13 @@ class SSHMachine:
                 if not data:
                     break
                 splitter.feed(data)
-            code = channel.recv_exit_status() if channel.exit_status_ready() or not channel.closed else -1
-            if not channel.exit_status_ready():
-                code = -1
+            # OpenSSH sends the exit status just after the end of output; a channel closed without one means
+            # the connection went away mid-command.
+            while not channel.status_event.wait(0.5):
+                transport = channel.get_transport()
+                if transport is None or not transport.is_active():
+                    break
+            code = channel.exit_status if channel.exit_status_ready() else -1
         finally:
             channel.close()
         result = CommandResult(code, splitter.close())

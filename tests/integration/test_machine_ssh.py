@@ -202,3 +202,14 @@ def test_busy_local_port_takes_the_next_free_one(machine: SSHMachine, http_serve
             assert port > taken
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=10) as response:
                 assert response.status == 200
+
+
+def test_a_connection_lost_mid_command_is_reported(sshd: tuple[SSHServer, KeyPair], machine: SSHMachine) -> None:
+    server, _ = sshd
+
+    def on_line(line: str) -> None:
+        if line == "started":
+            server.stop()
+
+    with pytest.raises(LabctlError, match="was lost while running"):
+        machine.run("echo started; sleep 30; echo never", on_line=on_line, timeout=60)

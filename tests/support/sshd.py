@@ -139,16 +139,25 @@ class SSHServer:
 
 
 def make_server(
-    workdir: Path, *, port: int | None = None, host_key: KeyPair | None = None
+    workdir: Path,
+    *,
+    port: int | None = None,
+    host_key: KeyPair | None = None,
+    authorized_keys: list[str] | None = None,
 ) -> tuple[SSHServer, KeyPair]:
-    """A configured (not yet started) server and the client key it accepts."""
+    """A configured (not yet started) server and a client key it accepts (besides ``authorized_keys``).
+
+    To play a VM whose keys labctl generated, pass ``host_key=KeyPair(private_path, public_line)`` and the
+    lab's public key in ``authorized_keys``. The login user is the one running the tests (sshd cannot log in
+    users that do not exist), so such a record's ``user`` must be ``server.user``.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     client = KeyPair.create(workdir, "client")
     server = SSHServer(
         workdir=workdir,
         port=port or free_port(),
         host_key=host_key or KeyPair.create(workdir, "host"),
-        authorized=[client.public],
+        authorized=[client.public, *(authorized_keys or [])],
         user=_login_user(),
     )
     return server, client
