@@ -5,6 +5,8 @@
 set -euo pipefail
 
 login_user="${1:-${SUDO_USER:-$(id -un)}}"
+# Seconds to wait for a daemon that was just started.
+LABCTL_DOCKER_START_WAIT="${LABCTL_DOCKER_START_WAIT:-30}"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -59,6 +61,17 @@ else
   install_docker
 fi
 
+if [ "$login_user" = root ]; then
+  say "user root can use it"
+elif id -nG "$login_user" | tr ' ' '\n' | grep -qx docker; then
+  say "user $login_user can use it"
+else
+  as_root groupadd -f docker
+  as_root usermod -aG docker "$login_user"
+  # The group applies to new logins; labctl reconnects when it sees this line.
+  say "added $login_user to the docker group (new logins)"
+fi
+
 server_version() { as_root docker version --format '{{.Server.Version}}' 2>/dev/null; }
 
 if as_root docker info >/dev/null 2>&1; then
@@ -69,21 +82,10 @@ else
   elif command -v service >/dev/null 2>&1; then
     as_root service docker start >/dev/null 2>&1 || true
   fi
-  for _ in $(seq 1 30); do
+  for _ in $(seq 1 "$LABCTL_DOCKER_START_WAIT"); do
     as_root docker info >/dev/null 2>&1 && break
     sleep 1
   done
   as_root docker info >/dev/null 2>&1 || fail "the Docker daemon does not start; see 'journalctl -u docker'"
   say "daemon started (engine $(server_version))"
-fi
-
-if [ "$login_user" = root ]; then
-  say "user root can use it"
-elif id -nG "$login_user" | tr ' ' '\n' | grep -qx docker; then
-  say "user $login_user can use it"
-else
-  as_root groupadd -f docker
-  as_root usermod -aG docker "$login_user"
-  # The group applies to new logins; labctl reconnects when it sees this line.
-  say "added $login_user to the docker group (new logins)"
 fi

@@ -48,3 +48,35 @@ def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None
         bootstrap_nvidia(machine, PlainReporter(quiet=True))
     assert "no NVIDIA driver" in failed.value.render() or "no NVIDIA GPU" in failed.value.render()
     assert "labctl up" in failed.value.render()
+
+
+@pytest.mark.slow
+def test_docker_bootstrap_installs_docker_where_it_is_missing(docker_client: Any, test_base_image: str) -> None:
+    """A bare Debian: the script installs docker.io from the distribution and adds the login user to the group.
+
+    An unprivileged container cannot run a Docker daemon, so the daemon step must fail here, plainly; the
+    second run then finds Docker present and the user already in the group.
+    """
+    from labctl.container import LabContainer
+    from tests.support.docker_images import ROOTFS_TAG
+
+    box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "900"], detach=True, labels={"labctl.test": "bootstrap"})
+    try:
+        lab = LabContainer(box)
+        lab.put(templates_dir() / "bootstrap-docker.sh", "/t")
+        assert lab.exec(["useradd", "-m", "azureuser"], workdir="/") == 0
+        env = {"LABCTL_DOCKER_START_WAIT": "2"}
+        first: list[str] = []
+        code = lab.exec(["bash", "/t/bootstrap-docker.sh", "azureuser"], on_line=first.append, env=env, workdir="/")
+        second: list[str] = []
+        code2 = lab.exec(["bash", "/t/bootstrap-docker.sh", "azureuser"], on_line=second.append, env=env, workdir="/")
+    finally:
+        box.remove(force=True)
+    report = [ln for ln in first if ln.startswith("docker: ")]
+    assert report[0] == "docker: installed (docker.io from the distribution)"
+    assert report[1] == "docker: added azureuser to the docker group (new logins)"
+    assert code == 1 and "docker: ERROR: the Docker daemon does not start" in first[-1]
+    again = [ln for ln in second if ln.startswith("docker: ")]
+    assert again[0].startswith("docker: present (")
+    assert again[1] == "docker: user azureuser can use it"
+    assert code2 == 1
