@@ -6,6 +6,7 @@ built FROM the local test base.
 
 from __future__ import annotations
 
+import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -90,23 +91,29 @@ def test_ssh_flow_up_open_ssh_down(
     assert printed.exit_code == 0, printed.output
     assert printed.stdout.strip() == f"http://127.0.0.1:18888/lab?token={record.jupyter_token}"
 
-    # The held tunnel: the URL works while it is open; `stop` plays Ctrl-C.
+    # The held tunnel on a busy local port: the next free one is used, the URL works while it is open, and
+    # `stop` plays Ctrl-C.
     ui, stop = Recorder(), threading.Event()
     outcome: dict[str, Any] = {}
-    thread = threading.Thread(
-        target=lambda: outcome.update(open_lab(OpenOptions(name=lab_name, port=0), ui, stop=stop).data)
-    )
-    thread.start()
-    try:
-        assert ui.got_line.wait(60), "open printed no URL"
-        url = ui.lines[0]
-        assert url.endswith(f"/lab?token={record.jupyter_token}")
-        with urllib.request.urlopen(url.replace("/lab?", "/api/status?"), timeout=10) as response:
-            assert response.status == 200
-    finally:
-        stop.set()
-        thread.join(30)
-    assert outcome["tunnel"] is True
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        thread = threading.Thread(
+            target=lambda: outcome.update(open_lab(OpenOptions(name=lab_name, port=taken), ui, stop=stop).data)
+        )
+        thread.start()
+        try:
+            assert ui.got_line.wait(60), "open printed no URL"
+            url = ui.lines[0]
+            assert url.endswith(f"/lab?token={record.jupyter_token}")
+            assert f":{taken}/" not in url
+            with urllib.request.urlopen(url.replace("/lab?", "/api/status?"), timeout=10) as response:
+                assert response.status == 200
+        finally:
+            stop.set()
+            thread.join(30)
+    assert outcome["tunnel"] is True and outcome["port"] != taken
 
     facts = SSHTarget().describe(record)
     assert facts["container"] == "running" and facts["jupyter"] == "up"
@@ -149,9 +156,29 @@ def test_local_flow_up_open_down(lab_image: str, lab_name: str, docker_client: A
     shell = runner.invoke(app, ["ssh", "-n", lab_name])
     assert shell.exit_code == 2 and "docker exec" in shell.output
 
+    # A lab whose container died: `open` says so and how to repair it, instead of printing a dead URL.
+    docker_client.containers.get(container_name(lab_name)).stop(timeout=2)
+    dead = runner.invoke(app, ["open", "-n", lab_name])
+    assert dead.exit_code == 1 and "labctl up" in dead.output and "Traceback" not in dead.output
+    assert record.jupyter_token not in dead.output
+
     down = runner.invoke(app, ["down", "--yes", "-n", lab_name])
     assert down.exit_code == 0, down.output
     import docker.errors
 
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_name(lab_name))
+
+
+def test_gpu_lab_on_a_machine_without_a_driver_fails_plainly(
+    sshd: tuple[SSHServer, KeyPair], home: Path, lab_name: str, docker_client: Any
+) -> None:
+    server, client = sshd
+    if __import__("shutil").which("nvidia-smi"):
+        pytest.skip("this host has an NVIDIA driver")
+    (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
+    args = ["up", "--target", "ssh", "--gpu", "--host", _host(server), "--ssh-key", str(client.private_path)]
+    result = runner.invoke(app, [*args, "-n", lab_name])
+    assert result.exit_code == 1
+    assert "no NVIDIA driver" in result.output or "no NVIDIA GPU" in result.output
+    assert "Traceback" not in result.output

@@ -90,3 +90,25 @@ def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: P
     assert single.read_text() == '{"accuracy": 0.5}\n'
     with pytest.raises(NotFound):
         sleeper.get("/workspace/nothing-here", tmp_path / "none")
+
+
+def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> None:
+    import io
+    import secrets
+    import tarfile
+
+    dockerfile = f"FROM {test_base_image}\nRUN echo built-over-ssh > /marker\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    tag = f"labctl-test/over-ssh:{secrets.token_hex(4)}"
+    try:
+        log = list(
+            remote_docker.api.build(fileobj=io.BytesIO(buffer.getvalue()), custom_context=True, tag=tag, decode=True)
+        )
+        assert not [c for c in log if "error" in c], log
+        assert remote_docker.containers.run(tag, ["cat", "/marker"], remove=True) == b"built-over-ssh\n"
+    finally:
+        remote_docker.images.remove(tag, force=True)
