@@ -331,9 +331,17 @@ class LabContainer:
         Returns the exit code; with ``detach`` the command keeps running after this returns (and 0 is returned),
         which is how long runs survive a dropped connection.
         """
-        exec_id = self.api.exec_create(
-            self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
-        )["Id"]
+        import docker.errors
+
+        try:
+            exec_id = self.api.exec_create(
+                self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
+            )["Id"]
+        except docker.errors.APIError as exc:
+            raise LabctlError(
+                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
+                hint="'labctl up' repairs a stopped or broken lab container.",
+            ) from None
         if detach:
             self.api.exec_start(exec_id, detach=True)
             return 0

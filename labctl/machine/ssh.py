@@ -38,6 +38,8 @@ log = logging.getLogger("labctl.machine")
 
 # Errors that mean "not (yet) reachable": worth another try while a machine boots or a network recovers.
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
+# How long a refused key is retried while waiting (a new VM's user may appear just after sshd starts).
+AUTH_GRACE = 20.0
 
 
 class SSHMachine:
@@ -63,6 +65,7 @@ class SSHMachine:
         self.ui = ui
         self.connect_timeout = connect_timeout
         self.reconnect_wait = reconnect_wait
+        self.auth_grace = AUTH_GRACE
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.RLock()
         self._docker: docker.DockerClient | None = None
@@ -123,7 +126,8 @@ class SSHMachine:
         """Connect now; with ``wait`` > 0 keep trying (with backoff) for that many seconds, e.g. while a VM boots."""
         with self._lock:
             self._drop()
-            deadline = time.monotonic() + wait
+            started = time.monotonic()
+            deadline = started + wait
             delay, attempt = 1.0, 0
             step = self.ui.step(f"Waiting for SSH on {self.describe()}") if (self.ui and wait > 0) else None
             with step if step is not None else contextlib.nullcontext():
@@ -139,6 +143,9 @@ class SSHMachine:
                             hint=f"Check that the matching public key is in ~{self.user}/.ssh/authorized_keys on "
                             "the machine and that the user name is right.",
                         )
+                        # A booting VM may answer before its user exists; a wrong key should not cost minutes.
+                        if time.monotonic() - started > self.auth_grace:
+                            raise final from None
                     except _TRANSIENT as exc:
                         error = exc
                         final = LabctlError(

@@ -90,9 +90,17 @@ def test_a_rebuilt_host_is_refused(sshd: tuple[SSHServer, KeyPair]) -> None:
 def test_wrong_client_key_is_refused(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
     server, _ = sshd
     stranger = KeyPair.create(tmp_path, "stranger")
-    m = SSHMachine(server.host, server.port, server.user, stranger.private_path, server.host_key.public)
+    ui = Recorder()
+    m = SSHMachine(server.host, server.port, server.user, stranger.private_path, server.host_key.public, ui=ui)
     with pytest.raises(LabctlError, match="refused the SSH key"):
         m.connect()
+    # While waiting, a refused key is retried only for a short grace, not for the whole wait.
+    m.auth_grace = 1.0
+    started = time.monotonic()
+    with pytest.raises(LabctlError, match="refused the SSH key"):
+        m.connect(wait=120)
+    assert time.monotonic() - started < 60
+    assert ui.messages
 
 
 def test_waits_for_a_server_that_starts_late(tmp_path: Path) -> None:
