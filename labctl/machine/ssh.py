@@ -129,40 +129,44 @@ class SSHMachine:
             started = time.monotonic()
             deadline = started + wait
             delay, attempt = 1.0, 0
-            step = self.ui.step(f"Waiting for SSH on {self.describe()}") if (self.ui and wait > 0) else None
-            with step if step is not None else contextlib.nullcontext():
-                while True:
-                    attempt += 1
-                    try:
-                        self._client = self._connect_once()
-                        return self
-                    except paramiko.AuthenticationException as exc:
-                        error: Exception = exc
-                        final = LabctlError(
-                            f"{self.describe()} refused the SSH key {self.key_path} ({exc}).",
-                            hint=f"Check that the matching public key is in ~{self.user}/.ssh/authorized_keys on "
-                            "the machine and that the user name is right.",
-                        )
-                        # A booting VM may answer before its user exists; a wrong key should not cost minutes.
-                        if time.monotonic() - started > self.auth_grace:
-                            raise final from None
-                    except _TRANSIENT as exc:
-                        error = exc
-                        final = LabctlError(
-                            f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
-                            hint="Check that the machine runs, that the address and port are right and that a "
-                            "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
-                        )
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        if wait > 0:
-                            final.message = f"Gave up after {wait:.0f}s: {final.message}"
+            # Progress goes out as plain lines, never as a step: this may run inside a caller's step (a
+            # reconnect in the middle of a build), and steps do not nest on a live terminal display.
+            while True:
+                attempt += 1
+                try:
+                    self._client = self._connect_once()
+                    if attempt > 1 and self.ui is not None:
+                        self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
+                    return self
+                except paramiko.AuthenticationException as exc:
+                    error: Exception = exc
+                    final = LabctlError(
+                        f"{self.describe()} refused the SSH key {self.key_path} ({exc}).",
+                        hint=f"Check that the matching public key is in ~{self.user}/.ssh/authorized_keys on "
+                        "the machine and that the user name is right.",
+                    )
+                    # A booting VM may answer before its user exists; a wrong key should not cost minutes.
+                    if time.monotonic() - started > self.auth_grace:
                         raise final from None
-                    pause = min(delay, left)
-                    if self.ui is not None:
-                        self.ui.info(f"  SSH not ready yet ({_reason(error)}); retrying in {pause:.0f}s")
-                    time.sleep(pause)
-                    delay = min(delay * 2, 10.0)
+                except _TRANSIENT as exc:
+                    error = exc
+                    final = LabctlError(
+                        f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
+                        hint="Check that the machine runs, that the address and port are right and that a "
+                        "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if wait > 0:
+                        final.message = f"Gave up after {wait:.0f}s: {final.message}"
+                    raise final from None
+                pause = min(delay, left)
+                if self.ui is not None:
+                    self.ui.info(
+                        f"  SSH on {self.describe()} not ready yet ({_reason(error)}); retrying in {pause:.0f}s"
+                    )
+                time.sleep(pause)
+                delay = min(delay * 2, 10.0)
 
     def _drop(self) -> None:
         if self._client is not None:

@@ -55,10 +55,10 @@ class SSHTarget:
         if record.host_key is None:
             record.host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes)
         save(record)
-        with ui.step(f"Connecting to {user}@{address.host}:{address.port}"):
-            SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
-                wait=30.0
-            ).close()
+        SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
+            wait=30.0
+        ).close()
+        ui.info(f"Connected to {user}@{address.host}:{address.port} with the pinned host key.")
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
