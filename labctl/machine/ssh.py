@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger("labctl.machine")
+# Paramiko logs refusals it recovers from (a session over the limit) as errors; they reach the terminal only
+# with --verbose, which configures logging.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Errors that mean "not (yet) reachable": worth another try while a machine boots or a network recovers.
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
@@ -67,6 +70,7 @@ class SSHMachine:
         self.reconnect_wait = reconnect_wait
         self.auth_grace = AUTH_GRACE
         self._client: paramiko.SSHClient | None = None
+        self._overflow: list[paramiko.SSHClient] = []
         self._lock = threading.RLock()
         self._docker: docker.DockerClient | None = None
         self._docker_relay: Relay | None = None
@@ -168,11 +172,31 @@ class SSHMachine:
                 time.sleep(pause)
                 delay = min(delay * 2, 10.0)
 
+    def _overflow_session(self) -> paramiko.Channel:
+        with self._lock:
+            for client in list(self._overflow):
+                transport = client.get_transport()
+                if transport is None or not transport.is_active():
+                    self._overflow.remove(client)
+                    continue
+                try:
+                    return transport.open_session(timeout=self.connect_timeout)
+                except paramiko.SSHException:
+                    continue
+            log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
+            client = self._connect_once()
+            self._overflow.append(client)
+            transport = client.get_transport()
+            assert transport is not None
+            return transport.open_session(timeout=self.connect_timeout)
+
     def _drop(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        for client in [self._client, *self._overflow]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._client = None
+        self._overflow = []
 
     def reconnect(self) -> None:
         """A fresh connection, e.g. after the bootstrap added the user to a group (groups apply per login)."""
@@ -191,9 +215,16 @@ class SSHMachine:
             return transport
 
     def _open_session(self) -> paramiko.Channel:
+        transport = self._transport()
         try:
-            return self._transport().open_session(timeout=self.connect_timeout)
-        except _TRANSIENT:
+            return transport.open_session(timeout=self.connect_timeout)
+        except _TRANSIENT as exc:
+            # A refusal from a live server (sshd's MaxSessions, 10 by default): carry this session on an
+            # extra connection instead of disturbing the others. Paramiko may hand the refusal to another
+            # thread opening at the same moment, leaving this one a bare "Unable to open channel".
+            refused = isinstance(exc, paramiko.ChannelException) or "Unable to open channel" in str(exc)
+            if refused and transport.is_active():
+                return self._overflow_session()
             # The transport looked alive but was not (the peer vanished without a FIN): start over once.
             with self._lock:
                 self._drop()
@@ -372,8 +403,12 @@ class SSHMachine:
             return channel
 
         self._docker_relay = Relay(listener, open_peer, "docker").start()
-        self._docker = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600)
-        return self._docker
+        client = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600)
+        # Every connection is an SSH session, and the SDK keeps idle ones (and leaks some) while sshd allows
+        # only a few per connection: one request per connection keeps the count of open sessions small.
+        client.api.headers["Connection"] = "close"
+        self._docker = client
+        return client
 
     def close(self) -> None:
         if self._docker is not None:

@@ -112,3 +112,11 @@ def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> N
         assert remote_docker.containers.run(tag, ["cat", "/marker"], remove=True) == b"built-over-ssh\n"
     finally:
         remote_docker.images.remove(tag, force=True)
+
+
+def test_many_docker_calls_do_not_exhaust_ssh_sessions(machine: SSHMachine, sleeper: LabContainer) -> None:
+    first_connection = machine._client
+    for _ in range(25):
+        assert sleeper.container.exec_run(["true"]).exit_code == 0
+    assert machine._client is first_connection, "the SSH connection was not replaced"
+    assert not machine._overflow, "no extra connection was needed"

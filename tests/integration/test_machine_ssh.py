@@ -221,3 +221,12 @@ def test_a_connection_lost_mid_command_is_reported(sshd: tuple[SSHServer, KeyPai
 
     with pytest.raises(LabctlError, match="was lost while running"):
         machine.run("echo started; sleep 30; echo never", on_line=on_line, timeout=60)
+
+
+def test_more_sessions_than_sshd_allows_on_one_connection(machine: SSHMachine) -> None:
+    # OpenSSH allows 10 sessions per connection by default; labctl carries the rest on extra connections.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=14) as pool:
+        outputs = list(pool.map(lambda i: machine.run(f"sleep 2; echo {i}").output, range(14)))
+    assert outputs == [f"{i}\n" for i in range(14)]
