@@ -29,6 +29,7 @@ from labctl.errors import LabctlError
 from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, normalize, to_pkey
 from labctl.machine.base import Command, CommandFailed, CommandResult, LineFn, LineSplitter, as_shell
 from labctl.machine.relay import Relay, bind_loopback
+from labctl.machine.streamlocal import open_unix_channel
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Errors that mean "not (yet) reachable": worth another try while a machine boots or a network recovers.
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
+DOCKER_SOCKET = "/var/run/docker.sock"
 # How long a refused key is retried while waiting (a new VM's user may appear just after sshd starts).
 AUTH_GRACE = 20.0
 
@@ -397,18 +399,34 @@ class SSHMachine:
         listener.bind(path)
         listener.listen(16)
 
+        # A channel straight to the engine's socket when sshd allows it (fast, no process on the machine);
+        # else 'docker system dial-stdio' in a session, which works wherever the docker CLI does.
+        direct = self._probe_unix_channel(DOCKER_SOCKET)
+
         def open_peer(conn: socket.socket) -> paramiko.Channel:
+            if direct:
+                return open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout)
             channel = self._open_session()
             channel.exec_command("docker system dial-stdio")
             return channel
 
         self._docker_relay = Relay(listener, open_peer, "docker").start()
         client = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600)
-        # Every connection is an SSH session, and the SDK keeps idle ones (and leaks some) while sshd allows
-        # only a few per connection: one request per connection keeps the count of open sessions small.
-        client.api.headers["Connection"] = "close"
+        if not direct:
+            # Each connection is then an SSH session, and the SDK keeps idle ones (and leaks some) while sshd
+            # allows only a few per connection: one request per connection keeps their number small.
+            client.api.headers["Connection"] = "close"
         self._docker = client
         return client
+
+    def _probe_unix_channel(self, path: str) -> bool:
+        try:
+            channel = open_unix_channel(self._transport(), path, self.connect_timeout)
+        except (paramiko.SSHException, AttributeError) as exc:  # refused, or a paramiko without these internals
+            log.info("no direct channel to %s on %s (%s); using docker system dial-stdio", path, self.describe(), exc)
+            return False
+        channel.close()
+        return True
 
     def close(self) -> None:
         if self._docker is not None:

@@ -120,3 +120,23 @@ def test_many_docker_calls_do_not_exhaust_ssh_sessions(machine: SSHMachine, slee
         assert sleeper.container.exec_run(["true"]).exit_code == 0
     assert machine._client is first_connection, "the SSH connection was not replaced"
     assert not machine._overflow, "no extra connection was needed"
+
+
+def test_falls_back_to_dial_stdio_where_socket_forwarding_is_off(
+    sshd: tuple[SSHServer, KeyPair], test_base_image: str
+) -> None:
+    server, client = sshd
+    server.stop()
+    server.extra_config = ["AllowStreamLocalForwarding no"]
+    server.start()
+    with SSHMachine(server.host, server.port, server.user, client.private_path, server.host_key.public) as m:
+        m.connect()
+        remote = m.docker()
+        assert remote.api.headers.get("Connection") == "close"  # the dial-stdio path
+        box = remote.containers.run(test_base_image, ["sleep", "600"], detach=True, labels={"labctl.test": "1"})
+        try:
+            for _ in range(15):  # more than sshd's ten sessions per connection
+                assert box.exec_run(["true"]).exit_code == 0
+        finally:
+            box.remove(force=True)
+    assert "refused" in server.log_path.read_text() or "forwarding" in server.log_path.read_text().lower()

@@ -59,6 +59,7 @@ class SSHServer:
     authorized: list[str]
     user: str = "root"
     host: str = "127.0.0.1"
+    extra_config: list[str] = field(default_factory=list)  # more sshd_config lines, e.g. to forbid a feature
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -88,6 +89,7 @@ class SSHServer:
                     "AllowTcpForwarding yes",
                     "Subsystem sftp internal-sftp",
                     "LogLevel VERBOSE",
+                    *self.extra_config,
                     "",
                 ]
             )
