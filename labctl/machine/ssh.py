@@ -411,10 +411,12 @@ class SSHMachine:
             return channel
 
         self._docker_relay = Relay(listener, open_peer, "docker").start()
-        client = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600)
+        # The SDK keeps one idle connection per URL it called (for up to num_pools URLs), and each is a channel
+        # here: a small num_pools bounds them.
+        client = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600, num_pools=8)
         if not direct:
-            # Each connection is then an SSH session, and the SDK keeps idle ones (and leaks some) while sshd
-            # allows only a few per connection: one request per connection keeps their number small.
+            # Each connection is then an SSH session, and sshd allows only ten per connection: one request per
+            # connection keeps their number small.
             client.api.headers["Connection"] = "close"
         self._docker = client
         return client
