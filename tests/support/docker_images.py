@@ -23,6 +23,7 @@ from typing import Any
 BASE_TAG = "labctl-test/base:bookworm-torch2.13-v1"
 ROOTFS_TAG = "labctl-test/rootfs:bookworm-v1"
 TORCH_REQUIREMENT = "torch==2.13.0+cpu"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 DEBIAN_MIRROR = os.environ.get("LABCTL_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _LOCK = Path(tempfile.gettempdir()) / "labctl-test-images.lock"
@@ -108,10 +109,10 @@ def _rootfs(client: Any, log: Log) -> None:
 
 
 def _torch_wheel(dest: Path) -> Path:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), TORCH_REQUIREMENT],
-        check=True,
-    )
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), TORCH_REQUIREMENT]
+    if subprocess.run(command).returncode != 0:
+        # CPU builds ("+cpu") live on PyTorch's own index, not on PyPI; a local wheel directory may also hold one.
+        subprocess.run([*command, "--extra-index-url", TORCH_CPU_INDEX], check=True)
     wheels = sorted(dest.glob("torch-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download {TORCH_REQUIREMENT} produced no wheel")
