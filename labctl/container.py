@@ -185,6 +185,8 @@ def wait_ready(container: Container, timeout: float = 180.0) -> None:
         container.reload()
         if container.status not in ("created", "running", "restarting"):
             break
+        if int(container.attrs.get("RestartCount", 0)) >= 2:
+            break  # Jupyter keeps exiting and Docker keeps restarting it: waiting longer will not help
         if container.status == "running" and jupyter_answers(container):
             return
         if time.monotonic() > deadline:
@@ -239,10 +241,16 @@ def start_container(
         text = str(exc.explanation or exc)
         if "port is already allocated" in text or "address already in use" in text:
             raise PortBusy(port) from None
-        raise LabctlError(
-            f"The lab container could not be started: {text}",
-            hint="With --gpu, the NVIDIA runtime must be configured (labctl up does it on GPU machines).",
-        ) from None
+        if "executable file not found" in text:
+            raise LabctlError(
+                f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
+                hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
+                "labctl builds its own.",
+            ) from None
+        hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
+        if gpu:
+            hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
+        raise LabctlError(f"The lab container could not be started: {text}", hint=hint) from None
 
 
 class PortBusy(LabctlError):

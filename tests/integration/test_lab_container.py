@@ -127,3 +127,20 @@ def test_teardown_removes_container_and_volume(ready_lab: LabRecord, docker_clie
     assert removed == [f"volume {lab.volume_name(ready_lab.name)}"]
     with pytest.raises(docker.errors.NotFound):
         docker_client.volumes.get(lab.volume_name(ready_lab.name))
+
+
+def test_a_given_image_is_used_as_is(lab_image: str, lab_name: str, docker_client: Any) -> None:
+    record = prepare_lab(
+        LabRecord(name=lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True), image=lab_image
+    )
+    assert record.image == lab_image
+    assert docker_client.containers.get(record.container_name).image.id == docker_client.images.get(lab_image).id
+
+
+def test_an_image_without_jupyter_fails_plainly(test_base_image: str, lab_name: str) -> None:
+    from labctl.errors import LabctlError
+
+    record = LabRecord(name=lab_name, target="local", jupyter_port=free_port())
+    with pytest.raises(LabctlError) as failed:
+        prepare_lab(record, PlainReporter(quiet=True), image=test_base_image)
+    assert "has no 'jupyter' command" in failed.value.render() and "--image" in failed.value.render()
