@@ -146,11 +146,14 @@ def confirm_host_key(host: str, port: int, ui: Reporter, *, assume_yes: bool) ->
         ui.warn(f"Pinning the host key {host}:{port} offered, {shown}, because of --yes.")
         return offered
     if sys.stdin.isatty():
-        answer = input(
-            f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
-            "Compare it with the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). "
-            "Pin it and continue? [y/N] "
-        )
+        try:
+            answer = input(
+                f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
+                "Compare it with the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). "
+                "Pin it and continue? [y/N] "
+            )
+        except EOFError:
+            answer = ""
         if answer.strip().lower() in ("y", "yes"):
             return offered
         raise UsageError("The host key was not confirmed; nothing was changed.", exit_code=1)
