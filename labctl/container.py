@@ -339,17 +339,7 @@ class LabContainer:
         Returns the exit code; with ``detach`` the command keeps running after this returns (and 0 is returned),
         which is how long runs survive a dropped connection.
         """
-        import docker.errors
-
-        try:
-            exec_id = self.api.exec_create(
-                self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
-            )["Id"]
-        except docker.errors.APIError as exc:
-            raise LabctlError(
-                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
-                hint="'labctl up' repairs a stopped or broken lab container.",
-            ) from None
+        exec_id = self._create_exec(command, env, workdir)
         if detach:
             self.api.exec_start(exec_id, detach=True)
             return 0
@@ -359,6 +349,32 @@ class LabContainer:
         splitter.close()
         code = self.api.exec_inspect(exec_id).get("ExitCode")
         return int(code) if code is not None else -1
+
+    def start(self, command: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> str:
+        """Start ``command`` detached and return its exec id, for ``exec_state`` to follow it."""
+        exec_id = self._create_exec(command, env, workdir)
+        self.api.exec_start(exec_id, detach=True)
+        return exec_id
+
+    def exec_state(self, exec_id: str) -> dict[str, Any]:
+        """{'running': bool, 'exit_code': int | None, 'pid': int} of a command started with ``start``."""
+        info = self.api.exec_inspect(exec_id)
+        return {"running": bool(info.get("Running")), "exit_code": info.get("ExitCode"), "pid": info.get("Pid")}
+
+    def _create_exec(self, command: list[str], env: dict[str, str] | None, workdir: str) -> str:
+        import docker.errors
+
+        try:
+            return str(
+                self.api.exec_create(
+                    self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
+                )["Id"]
+            )
+        except docker.errors.APIError as exc:
+            raise LabctlError(
+                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
+                hint="'labctl up' repairs a stopped or broken lab container.",
+            ) from None
 
     def put(self, local: Path, dest_dir: str = WORKSPACE, *, arcname: str | None = None) -> str:
         """Copy a file or directory into ``dest_dir`` (made if missing); returns the path inside the container."""

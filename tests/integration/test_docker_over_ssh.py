@@ -73,6 +73,25 @@ def test_detached_exec_keeps_running(sleeper: LabContainer) -> None:
         time.sleep(0.2)
 
 
+def test_started_commands_can_be_followed(sleeper: LabContainer) -> None:
+    exec_id = sleeper.start(["sh", "-c", "sleep 1; exit 5"], workdir="/")
+    assert sleeper.exec_state(exec_id)["running"] is True
+    deadline = time.monotonic() + 30
+    while (state := sleeper.exec_state(exec_id))["running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["exit_code"] == 5
+
+
+def test_exec_in_a_stopped_container_says_how_to_repair(sleeper: LabContainer) -> None:
+    from labctl.errors import LabctlError
+
+    sleeper.container.stop(timeout=1)
+    with pytest.raises(LabctlError) as failed:
+        sleeper.exec(["true"])
+    assert "is not running" in failed.value.render() and "labctl up" in failed.value.render()
+
+
 def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: Path) -> None:
     src = tmp_path / "results"
     (src / "nested").mkdir(parents=True)
