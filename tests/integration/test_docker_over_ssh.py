@@ -125,7 +125,9 @@ def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> N
     tag = f"labctl-test/over-ssh:{secrets.token_hex(4)}"
     try:
         log = list(
-            remote_docker.api.build(fileobj=io.BytesIO(buffer.getvalue()), custom_context=True, tag=tag, decode=True)
+            remote_docker.api.build(
+                fileobj=io.BytesIO(buffer.getvalue()), custom_context=True, tag=tag, decode=True, rm=True, forcerm=True
+            )
         )
         assert not [c for c in log if "error" in c], log
         assert remote_docker.containers.run(tag, ["cat", "/marker"], remove=True) == b"built-over-ssh\n"
