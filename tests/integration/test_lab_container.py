@@ -46,6 +46,18 @@ def test_jupyter_answers_with_the_token_only(ready_lab: LabRecord, lab_image: st
     assert _status(ready_lab.jupyter_port, "0" * 64) == 403
 
 
+def test_opens_check_accepts_the_token_and_explains_a_wrong_one(ready_lab: LabRecord) -> None:
+    from labctl.errors import LabctlError
+    from labctl.workflows.open import check_jupyter
+
+    assert ready_lab.jupyter_token
+    check_jupyter(ready_lab.jupyter_port, ready_lab.jupyter_token)
+    with pytest.raises(LabctlError) as failed:
+        check_jupyter(ready_lab.jupyter_port, "cd" * 32)
+    assert "refused the lab's token" in failed.value.render()
+    assert "cd" * 32 not in failed.value.render()
+
+
 def test_published_on_loopback_only(ready_lab: LabRecord, docker_client: Any) -> None:
     container = docker_client.containers.get(ready_lab.container_name)
     bindings = container.attrs["HostConfig"]["PortBindings"]["8888/tcp"]
