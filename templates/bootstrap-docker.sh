@@ -8,11 +8,16 @@ login_user="${1:-${SUDO_USER:-$(id -un)}}"
 # Seconds to wait for a daemon that was just started.
 LABCTL_DOCKER_START_WAIT="${LABCTL_DOCKER_START_WAIT:-30}"
 
+can_root() { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }
+
+# Only the steps that change something need root; a host where Docker is ready needs no sudo at all.
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
     "$@"
-  else
+  elif sudo -n true 2>/dev/null; then
     sudo -n "$@"
+  else
+    fail "'$*' needs root, and user $(id -un) has no passwordless sudo; run it once by hand, then labctl up again"
   fi
 }
 
@@ -22,10 +27,6 @@ fail() {
   printf 'docker: ERROR: %s\n' "$*" >&2
   exit 1
 }
-
-if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
-  fail "user $(id -un) needs passwordless sudo to install or start Docker (or run this as root)"
-fi
 
 install_docker() {
   if command -v apt-get >/dev/null 2>&1; then
@@ -72,9 +73,12 @@ else
   say "added $login_user to the docker group (new logins)"
 fi
 
-server_version() { as_root docker version --format '{{.Server.Version}}' 2>/dev/null; }
+daemon_up() { docker info >/dev/null 2>&1 || { can_root && as_root docker info >/dev/null 2>&1; }; }
+server_version() {
+  docker version --format '{{.Server.Version}}' 2>/dev/null || as_root docker version --format '{{.Server.Version}}'
+}
 
-if as_root docker info >/dev/null 2>&1; then
+if daemon_up; then
   say "daemon running (engine $(server_version))"
 else
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -83,9 +87,9 @@ else
     as_root service docker start >/dev/null 2>&1 || true
   fi
   for _ in $(seq 1 "$LABCTL_DOCKER_START_WAIT"); do
-    as_root docker info >/dev/null 2>&1 && break
+    daemon_up && break
     sleep 1
   done
-  as_root docker info >/dev/null 2>&1 || fail "the Docker daemon does not start; see 'journalctl -u docker'"
+  daemon_up || fail "the Docker daemon does not start; see 'journalctl -u docker'"
   say "daemon started (engine $(server_version))"
 fi

@@ -80,3 +80,19 @@ def test_docker_bootstrap_installs_docker_where_it_is_missing(docker_client: Any
     assert again[0].startswith("docker: present (")
     assert again[1] == "docker: user azureuser can use it"
     assert code2 == 1
+
+
+def test_docker_bootstrap_without_root_says_what_needs_root(docker_client: Any, test_base_image: str) -> None:
+    from labctl.container import LabContainer
+    from tests.support.docker_images import ROOTFS_TAG
+
+    box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "300"], detach=True, labels={"labctl.test": "bootstrap"})
+    try:
+        LabContainer(box).put(templates_dir() / "bootstrap-docker.sh", "/t")
+        assert box.exec_run(["useradd", "-m", "azureuser"]).exit_code == 0
+        result = box.exec_run(["bash", "/t/bootstrap-docker.sh"], user="azureuser", workdir="/")
+    finally:
+        box.remove(force=True)
+    output = result.output.decode()
+    assert result.exit_code == 1
+    assert "needs root" in output and "passwordless sudo" in output and "azureuser" in output
