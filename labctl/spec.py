@@ -58,6 +58,7 @@ class LabSpec:
     ssh_key: Path | None = None
     shutdown_at: str | None = DEFAULT_SHUTDOWN
     spot: bool = False
+    yes: bool = False  # the user confirmed in advance (--yes), e.g. pinning a host key shown by fingerprint
 
     def validate(self) -> LabSpec:
         validate_lab_name(self.name)

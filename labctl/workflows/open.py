@@ -1,10 +1,18 @@
-"""`labctl open`: the SSH tunnel to Jupyter and its URL."""
+"""`labctl open`: the SSH tunnel to Jupyter and its URL.
+
+Jupyter only listens on the machine's 127.0.0.1, so the browser reaches it through a port forward over the
+lab's verified SSH connection. The URL carries the token; this is the one command that shows it.
+"""
 
 from __future__ import annotations
 
+import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
-from labctl.errors import NotAvailableYet
+from labctl.errors import LabctlError, UsageError
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
@@ -16,5 +24,82 @@ class OpenOptions:
     browser: bool = False
 
 
-def open_lab(opts: OpenOptions, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("open")
+def lab_url(port: int, token: str) -> str:
+    return f"http://127.0.0.1:{port}/lab?token={token}"
+
+
+def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
+    """Jupyter answers on this computer's ``port`` and accepts the lab's token, or a clear error says why not."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"it answered HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        problem = "it refused the lab's token" if exc.code in (401, 403) else f"it answered HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = f"it did not answer ({getattr(exc, 'reason', exc)})"
+    raise LabctlError(
+        f"Jupyter is not reachable through the tunnel: {problem}.",
+        hint="Run 'labctl up' again to repair the lab container, then 'labctl open'.",
+    )
+
+
+def _ready(record: LabRecord) -> str:
+    if not record.jupyter_token or not record.container_name:
+        raise UsageError(
+            f"Lab '{record.name}' has no Jupyter container yet.", hint="Run 'labctl up' to finish creating it."
+        )
+    return record.jupyter_token
+
+
+def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = None) -> Outcome:
+    """``stop`` ends a held tunnel the way Ctrl-C does (tests and embedding callers use it)."""
+    from labctl.labhost import machine_for
+
+    if not 0 <= opts.port < 65536:
+        raise UsageError(f"--port {opts.port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
+    record = StateStore().resolve(opts.name)
+    token = _ready(record)
+
+    with machine_for(record, ui, wait=30.0) as machine:
+        if machine.kind == "local":
+            port = record.jupyter_port
+            check_jupyter(port, token)
+            url = lab_url(port, token)
+            _maybe_browse(url, opts.browser, ui)
+            return Outcome({"name": record.name, "url": url, "port": port, "tunnel": False}, url)
+
+        if opts.print_only:
+            # The tunnel is held elsewhere (another 'labctl open' or 'ssh -L'); check Jupyter through a
+            # short-lived one so that the printed URL is known to work behind a tunnel on opts.port.
+            with machine.forward(record.jupyter_port, 0) as probe:
+                check_jupyter(probe, token)
+            url = lab_url(opts.port, token)
+            return Outcome({"name": record.name, "url": url, "port": opts.port, "tunnel": False}, url)
+
+        with machine.forward(record.jupyter_port, opts.port) as port:
+            check_jupyter(port, token)
+            url = lab_url(port, token)
+            if port != opts.port:
+                ui.info(f"Port {opts.port} is busy on this computer; the tunnel uses {port}.")
+            ui.line(url)
+            ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
+            _maybe_browse(url, opts.browser, ui)
+            waiter = stop or threading.Event()
+            try:
+                while not waiter.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    return Outcome({"name": record.name, "url": url, "port": port, "tunnel": True}, "Tunnel closed.")
+
+
+def _maybe_browse(url: str, browser: bool, ui: Reporter) -> None:
+    if not browser:
+        return
+    import webbrowser
+
+    if not webbrowser.open(url):
+        ui.warn("No browser could be opened here; copy the URL above into one.")

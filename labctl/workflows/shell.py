@@ -1,10 +1,83 @@
-"""`labctl ssh`."""
+"""`labctl ssh`: an interactive shell on the lab's machine, with the host key labctl pinned.
+
+The system ``ssh`` client is used (a real terminal, agent forwarding, the user's habits), told to trust
+only the pinned key through a temporary known_hosts file and ``StrictHostKeyChecking=yes``.
+"""
 
 from __future__ import annotations
 
-from labctl.errors import NotAvailableYet
+import getpass
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from labctl.errors import LabctlError, UsageError
+from labctl.hostkeys import known_hosts_name, normalize
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
+def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
+    """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts)."""
+    if record.target == "local":
+        raise UsageError(
+            f"Lab '{record.name}' runs on this computer; there is no machine to log in to.",
+            hint=f"For a shell in the lab container: docker exec -it labctl-{record.name} bash",
+        )
+    if not record.host or not record.ssh_key_path or not record.host_key:
+        raise UsageError(
+            f"Lab '{record.name}' does not record how to reach its machine yet.",
+            hint="Run 'labctl up' for it again to finish creating it.",
+        )
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise LabctlError("The 'ssh' client is not installed.", hint="Install OpenSSH's client (openssh-client).")
+    return [
+        ssh,
+        "-i",
+        record.ssh_key_path,
+        "-p",
+        str(record.port),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        f"HostKeyAlias={known_hosts_name(record.host, record.port)}",
+        f"{record.user or getpass.getuser()}@{record.host}",
+        *(remote_command or []),
+    ]
+
+
+def write_known_hosts(record: LabRecord, path: Path) -> None:
+    assert record.host and record.host_key
+    path.write_text(f"{known_hosts_name(record.host, record.port)} {normalize(record.host_key)}\n")
+    path.chmod(0o600)
+
+
+def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="labctl-ssh-") as tmp:
+        known_hosts = Path(tmp) / "known_hosts"
+        command = ssh_command(record, known_hosts, remote_command)
+        write_known_hosts(record, known_hosts)
+        return subprocess.call(command)
+
+
 def ssh_shell(name: str | None, ui: Reporter) -> Outcome:
-    raise NotAvailableYet("ssh")
+    record = StateStore().resolve(name)
+    code = run_ssh(record)
+    if code == 255:
+        return Outcome(
+            {"name": record.name, "exit_code": code},
+            "ssh could not connect (exit 255). If it reported a changed host key, the machine is not the one "
+            "labctl pinned: do not continue until you know why (see 'labctl status').",
+            exit_code=code,
+        )
+    return Outcome({"name": record.name, "exit_code": code}, "", exit_code=code)

@@ -57,6 +57,7 @@ def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
         ssh_key=Path(ssh_key).expanduser() if ssh_key else None,
         shutdown_at=None if opts.no_shutdown else settings.get("shutdown_at", opts.shutdown_at),
         spot=opts.spot,
+        yes=opts.yes,
     )
     return spec.validate()
 

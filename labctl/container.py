@@ -1,0 +1,426 @@
+"""The lab container, on whatever Docker engine a Machine hands over: image, container, exec, file copies.
+
+Everything here talks to a ``docker.DockerClient`` only, so it works the same on this computer's engine and on
+a remote one reached through labctl's SSH connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from labctl.assets import lab_dir, template
+from labctl.errors import LabctlError, NotFound
+from labctl.machine.base import LineFn, LineSplitter
+from labctl.ui import Reporter
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
+IMAGE_REPO = "labctl-lab"
+WORKSPACE = "/workspace"
+JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
+NOTEBOOK = "first_pytorch_classifier.ipynb"
+LAB_LABEL = "labctl.lab"
+CONFIG_LABEL = "labctl.config"
+SEED_MARKER = ".labctl-seeded"
+
+JUPYTER_COMMAND = [
+    "jupyter",
+    "lab",
+    "--ip=0.0.0.0",
+    f"--port={JUPYTER_PORT}",
+    "--no-browser",
+    "--allow-root",
+    f"--ServerApp.root_dir={WORKSPACE}",
+]
+
+# Asks Jupyter's REST API with the token; used by Docker's health check and by labctl while it waits.
+HEALTH_PY = (
+    "import os,sys,urllib.request as u;"
+    f"r=u.Request('http://127.0.0.1:{JUPYTER_PORT}/api/status',"
+    "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']});"
+    "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)"
+)
+HEALTH_COMMAND = ["python", "-c", HEALTH_PY]
+_SECOND = 1_000_000_000
+
+
+def container_name(lab: str) -> str:
+    return f"labctl-{lab}"
+
+
+def volume_name(lab: str) -> str:
+    return f"labctl-{lab}-workspace"
+
+
+# ---------------------------------------------------------------------------------------------- image
+
+
+def base_image() -> str | None:
+    """The base image override (tests build the real Dockerfile FROM a locally made image), or None."""
+    return os.environ.get(BASE_IMAGE_ENV) or None
+
+
+def build_context() -> tuple[bytes, str]:
+    """The build context as a tar, and the image tag derived from its contents and the base image."""
+    digest = hashlib.sha256()
+    files: list[tuple[str, Path]] = [("Dockerfile", template("Dockerfile"))]
+    root = lab_dir()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
+            files.append((f"lab/{rel.as_posix()}", path))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for arcname, path in files:
+            data = path.read_bytes()
+            digest.update(arcname.encode() + b"\0" + hashlib.sha256(data).digest())
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    digest.update(f"base={base_image() or ''}".encode())
+    return buffer.getvalue(), f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
+
+
+def has_image(client: docker.DockerClient, ref: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = None) -> str:
+    """The lab image on the engine: ``image`` as it is (pulled if missing), or labctl's own, built once."""
+    import docker.errors
+
+    if image:
+        if not has_image(client, image):
+            with ui.step(f"Pulling {image}"):
+                try:
+                    client.images.pull(image)
+                except docker.errors.APIError as exc:
+                    raise LabctlError(
+                        f"The image {image} could not be pulled ({exc.explanation or exc}).",
+                        hint="Check its name and tag, and that the machine can reach its registry.",
+                    ) from None
+        return image
+    context, tag = build_context()
+    if has_image(client, tag):
+        ui.info(f"Lab image {tag} is already built.")
+        return tag
+    buildargs = {"BASE_IMAGE": base_image()} if base_image() else {}
+    log: list[str] = []
+    with ui.step(f"Building the lab image {tag} (first time only; a few minutes)"):
+        stream = client.api.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=tag,
+            buildargs=buildargs,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                tail = "\n".join(log[-20:])
+                raise LabctlError(
+                    f"Building the lab image failed: {str(chunk['error']).strip()}\n{tail}",
+                    hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
+                )
+            text = str(chunk.get("stream", "")).rstrip()
+            if text:
+                log.extend(text.splitlines())
+                if text.startswith("Step "):
+                    ui.info(f"  {text[:160]}")
+    return tag
+
+
+# ---------------------------------------------------------------------------------------------- container
+
+
+def _config_hash(image_id: str, token: str, port: int, gpu: bool) -> str:
+    """What the running container was made from; a difference means it must be replaced."""
+    return hashlib.sha256(f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}".encode()).hexdigest()[:16]
+
+
+def find_container(client: docker.DockerClient, lab: str) -> Container | None:
+    import docker.errors
+
+    try:
+        return client.containers.get(container_name(lab))
+    except docker.errors.NotFound:
+        return None
+
+
+def jupyter_answers(container: Container) -> bool:
+    """Jupyter's REST API answers inside the container with the lab's token."""
+    import docker.errors
+
+    try:
+        result = container.exec_run(HEALTH_COMMAND)
+    except docker.errors.APIError:
+        return False
+    return bool(result.exit_code == 0)
+
+
+def wait_ready(container: Container, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        container.reload()
+        if container.status not in ("created", "running", "restarting"):
+            break
+        if int(container.attrs.get("RestartCount", 0)) >= 2:
+            break  # Jupyter keeps exiting and Docker keeps restarting it: waiting longer will not help
+        if container.status == "running" and jupyter_answers(container):
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    logs = container.logs(tail=30).decode(errors="replace")
+    raise LabctlError(
+        f"Jupyter in the container {container.name} did not come up (state: {container.status}). Its last log "
+        f"lines:\n{logs}",
+        hint="Run 'labctl up' again to replace the container; if it fails the same way, the image may lack "
+        "JupyterLab (with --image, use an image that has it).",
+    )
+
+
+def start_container(
+    client: docker.DockerClient, lab: str, image: str, *, token: str, port: int, gpu: bool
+) -> Container:
+    """A new lab container (any old one of that name is removed first; the workspace volume stays)."""
+    import docker.errors
+    from docker.types import DeviceRequest
+
+    old = find_container(client, lab)
+    if old is not None:
+        old.remove(force=True)
+    image_id = client.images.get(image).id
+    try:
+        return client.containers.run(
+            image,
+            command=JUPYTER_COMMAND,
+            name=container_name(lab),
+            detach=True,
+            labels={LAB_LABEL: lab, CONFIG_LABEL: _config_hash(image_id, token, port, gpu)},
+            environment={"JUPYTER_TOKEN": token},
+            ports={f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
+            volumes={volume_name(lab): {"bind": WORKSPACE, "mode": "rw"}},
+            working_dir=WORKSPACE,
+            restart_policy={"Name": "unless-stopped"},
+            healthcheck={
+                "test": ["CMD", *HEALTH_COMMAND],
+                "interval": 15 * _SECOND,
+                "timeout": 10 * _SECOND,
+                "retries": 3,
+                "start_period": 120 * _SECOND,
+            },
+            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
+            shm_size="2g",  # PyTorch data loader workers share tensors through /dev/shm
+        )
+    except docker.errors.APIError as exc:
+        leftover = find_container(client, lab)
+        if leftover is not None:
+            leftover.remove(force=True)
+        text = str(exc.explanation or exc)
+        if "port is already allocated" in text or "address already in use" in text:
+            raise PortBusy(port) from None
+        if "executable file not found" in text:
+            raise LabctlError(
+                f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
+                hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
+                "labctl builds its own.",
+            ) from None
+        hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
+        if gpu:
+            hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
+        raise LabctlError(f"The lab container could not be started: {text}", hint=hint) from None
+
+
+class PortBusy(LabctlError):
+    def __init__(self, port: int) -> None:
+        super().__init__(f"Port {port} is already taken on the machine's loopback.")
+        self.port = port
+
+
+def is_current(container: Container, client: docker.DockerClient, image: str, token: str, port: int, gpu: bool) -> bool:
+    """Running, made from the same image and settings, and Jupyter answers: keep it."""
+    if container.status != "running":
+        return False
+    expected = _config_hash(client.images.get(image).id, token, port, gpu)
+    if container.labels.get(CONFIG_LABEL) != expected:
+        return False
+    return jupyter_answers(container)
+
+
+def seed_workspace(container: Container, notebook: Path | None = None) -> bool:
+    """On the first start only: put the notebook in /workspace unless the user already has one there."""
+    marker = f"{WORKSPACE}/{SEED_MARKER}"
+    if container.exec_run(["test", "-e", marker]).exit_code == 0:
+        return False
+    if notebook is None:
+        found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
+        notebook = found[0] if found else None
+    copied = False
+    if notebook is not None and container.exec_run(["test", "-e", f"{WORKSPACE}/{notebook.name}"]).exit_code != 0:
+        LabContainer(container).put(notebook, WORKSPACE)
+        copied = True
+    container.exec_run(["touch", marker])
+    return copied
+
+
+def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False) -> list[str]:
+    """Remove the lab's container (and volume); returns what was removed."""
+    import docker.errors
+
+    removed = []
+    container = find_container(client, lab)
+    if container is not None:
+        container.remove(force=True)
+        removed.append(f"container {container_name(lab)}")
+    if not keep_volume:
+        try:
+            client.volumes.get(volume_name(lab)).remove(force=True)
+            removed.append(f"volume {volume_name(lab)}")
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- exec and files
+
+
+class LabContainer:
+    """A running lab container: run commands in it and move files in and out of its /workspace."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    @property
+    def name(self) -> str:
+        return str(self.container.name)
+
+    @property
+    def api(self) -> Any:
+        return self.container.client.api
+
+    def state(self) -> dict[str, str]:
+        self.container.reload()
+        health = self.container.attrs.get("State", {}).get("Health", {}).get("Status", "none")
+        return {"container": self.container.status, "health": health}
+
+    def exec(
+        self,
+        command: list[str],
+        *,
+        on_line: LineFn | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str = WORKSPACE,
+        detach: bool = False,
+    ) -> int:
+        """Run ``command`` in the container; stream its output (stdout and stderr) line by line.
+
+        Returns the exit code; with ``detach`` the command keeps running after this returns (and 0 is returned),
+        which is how long runs survive a dropped connection.
+        """
+        exec_id = self._create_exec(command, env, workdir)
+        if detach:
+            self.api.exec_start(exec_id, detach=True)
+            return 0
+        splitter = LineSplitter(on_line)
+        for chunk in self.api.exec_start(exec_id, stream=True):
+            splitter.feed(chunk)
+        splitter.close()
+        code = self.api.exec_inspect(exec_id).get("ExitCode")
+        return int(code) if code is not None else -1
+
+    def start(self, command: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> str:
+        """Start ``command`` detached and return its exec id, for ``exec_state`` to follow it."""
+        exec_id = self._create_exec(command, env, workdir)
+        self.api.exec_start(exec_id, detach=True)
+        return exec_id
+
+    def exec_state(self, exec_id: str) -> dict[str, Any]:
+        """{'running': bool, 'exit_code': int | None, 'pid': int} of a command started with ``start``."""
+        info = self.api.exec_inspect(exec_id)
+        return {"running": bool(info.get("Running")), "exit_code": info.get("ExitCode"), "pid": info.get("Pid")}
+
+    def _create_exec(self, command: list[str], env: dict[str, str] | None, workdir: str) -> str:
+        import docker.errors
+
+        try:
+            return str(
+                self.api.exec_create(
+                    self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
+                )["Id"]
+            )
+        except docker.errors.APIError as exc:
+            raise LabctlError(
+                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
+                hint="'labctl up' repairs a stopped or broken lab container.",
+            ) from None
+
+    def put(self, local: Path, dest_dir: str = WORKSPACE, *, arcname: str | None = None) -> str:
+        """Copy a file or directory into ``dest_dir`` (made if missing); returns the path inside the container."""
+        local = Path(local)
+        if not local.exists():
+            raise NotFound(f"{local} does not exist.")
+        name = arcname or local.name
+        self.container.exec_run(["mkdir", "-p", dest_dir])
+        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                tar.add(str(local), arcname=name, filter=_as_root)
+            spool.seek(0)
+            self.container.put_archive(dest_dir, spool.read())
+        return str(PurePosixPath(dest_dir) / name)
+
+    def get(self, path: str, local_dir: Path) -> Path:
+        """Copy a file or directory out of the container into ``local_dir``; returns the local copy."""
+        import docker.errors
+
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            stream, _ = self.container.get_archive(path)
+        except docker.errors.NotFound:
+            raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
+        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
+            for chunk in _chunks(stream):
+                spool.write(chunk)
+            spool.seek(0)
+            with tarfile.open(fileobj=spool, mode="r") as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(local_dir, filter="data")
+                else:  # Python without extraction filters: refuse anything that escapes local_dir
+                    for member in tar.getmembers():
+                        target = (local_dir / member.name).resolve()
+                        if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
+                            raise LabctlError(f"Refusing the unsafe path {member.name} from the container.")
+                    tar.extractall(local_dir)
+        return local_dir / PurePosixPath(path).name
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    yield from stream

@@ -1,0 +1,179 @@
+"""SSH host keys: pin one, check it, and explain a refusal.
+
+labctl never trusts a host key it has not pinned: Azure VMs get a host key generated on this computer before
+they exist; other hosts are pinned from ``~/.ssh/known_hosts`` or after the user confirms the fingerprint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labctl.errors import LabctlError, UsageError
+from labctl.ui import Reporter
+
+if TYPE_CHECKING:
+    import paramiko
+
+# The order in which a host's keys are preferred when several are known or offered.
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+class HostKeyMismatch(LabctlError):
+    """The machine answered with a host key other than the pinned one."""
+
+    def __init__(self, where: str, expected: str, got: str) -> None:
+        super().__init__(
+            f"The SSH host key of {where} does not match the key labctl pinned for it "
+            f"(expected {fingerprint(expected)}, got {fingerprint(got)}). This can mean someone is intercepting "
+            "the connection (a man-in-the-middle), or that the machine was rebuilt or its address now belongs "
+            "to another machine. labctl refused to connect and sent nothing.",
+            hint="Check the machine's real key on its console (for Azure: the serial console or boot "
+            "diagnostics; on the host: 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub'). Only if you are sure "
+            "the new key is right, remove the old one from ~/.ssh/known_hosts (ssh-keygen -R HOST) and run "
+            "'labctl up' again for an SSH host; an Azure lab's VM should never change its key.",
+        )
+
+
+def split_key_line(line: str) -> tuple[str, str]:
+    """``'ssh-ed25519 AAAA... comment'`` -> (type, base64 data), checked enough to catch a pasted mistake."""
+    parts = line.strip().split()
+    if len(parts) < 2:
+        raise UsageError(f"'{line[:60]}' is not an SSH public key.", hint="Expected 'ssh-ed25519 AAAA...'.")
+    key_type, data = parts[0], parts[1]
+    try:
+        blob = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise UsageError(f"The SSH public key '{data[:20]}...' is not valid base64.", hint="Copy it again.") from None
+    if not blob.startswith(len(key_type).to_bytes(4, "big") + key_type.encode()):
+        raise UsageError(f"The SSH public key does not say it is a '{key_type}' key.", hint="Copy it again.")
+    return key_type, data
+
+
+def normalize(line: str) -> str:
+    """A key line without its comment, the form labctl pins and compares."""
+    key_type, data = split_key_line(line)
+    return f"{key_type} {data}"
+
+
+def fingerprint(line: str) -> str:
+    """The SHA256 fingerprint ``ssh-keygen -l`` shows, so users can compare it with what the host says."""
+    _, data = split_key_line(line)
+    digest = hashlib.sha256(base64.b64decode(data)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def to_pkey(line: str) -> paramiko.PKey:
+    import paramiko
+
+    key_type, data = split_key_line(line)
+    return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+
+
+def key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def known_hosts_path() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+def lookup_known_hosts(host: str, port: int, path: Path | None = None) -> list[str]:
+    """The keys ``known_hosts`` holds for the host (hashed entries included), best type first."""
+    import paramiko
+
+    path = path if path is not None else known_hosts_path()
+    if not path.is_file():
+        return []
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(str(path))
+    except (OSError, paramiko.SSHException):
+        return []
+    entry = keys.lookup(known_hosts_name(host, port))
+    if entry is None:
+        return []
+    found = [f"{k.get_name()} {k.get_base64()}" for k in entry.values()]
+    rank = {t: i for i, t in enumerate(KEY_TYPES)}
+    return sorted(found, key=lambda line: rank.get(line.split()[0], len(rank)))
+
+
+def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
+    """Ask the server for its host key without trusting it, the way ``ssh-keyscan`` does."""
+    import paramiko
+
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise LabctlError(
+            f"Could not reach {host}:{port} to read its SSH host key ({exc}).",
+            hint="Check the address and port, and that sshd runs there and a firewall lets you in.",
+        ) from None
+    transport = paramiko.Transport(sock)
+    try:
+        options = transport.get_security_options()
+        offered = list(options.key_types)
+        options.key_types = [t for t in offered if t.startswith("ssh-ed25519")] + [
+            t for t in offered if not t.startswith("ssh-ed25519")
+        ]
+        transport.start_client(timeout=timeout)
+        return key_line(transport.get_remote_server_key())
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise LabctlError(
+            f"{host}:{port} did not complete an SSH handshake ({exc}).", hint="Is it an SSH server?"
+        ) from None
+    finally:
+        transport.close()
+
+
+def confirm_host_key(host: str, port: int, ui: Reporter, *, assume_yes: bool) -> str:
+    """A host key for a host labctl has not pinned: known_hosts first, else the user's confirmation."""
+    known = lookup_known_hosts(host, port)
+    if known:
+        ui.info(f"Using the host key of {host}:{port} from {known_hosts_path()} ({fingerprint(known[0])}).")
+        return known[0]
+    offered = scan_host_key(host, port)
+    shown = f"{offered.split()[0]} {fingerprint(offered)}"
+    if assume_yes:
+        ui.warn(f"Pinning the host key {host}:{port} offered, {shown}, because of --yes.")
+        return offered
+    if sys.stdin.isatty():
+        try:
+            answer = input(
+                f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
+                "Compare it with the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). "
+                "Pin it and continue? [y/N] "
+            )
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() in ("y", "yes"):
+            return offered
+        raise UsageError("The host key was not confirmed; nothing was changed.", exit_code=1)
+    scan = f"ssh-keyscan -t ed25519{'' if port == 22 else f' -p {port}'} {host}"
+    raise UsageError(
+        f"labctl does not know the SSH host key of {host}:{port}, and cannot ask you to confirm it here. "
+        f"The host offered {shown}.",
+        hint=f"Check that fingerprint against the machine, then either add the key to known_hosts "
+        f"('{scan} >> ~/.ssh/known_hosts') or run the same command with --yes to pin it.",
+    )
+
+
+def generate_ed25519(comment: str = "labctl") -> tuple[str, str]:
+    """A new ed25519 key pair: (private key in OpenSSH PEM form, public key line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private, f"{public.decode()} {comment}".strip()

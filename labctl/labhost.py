@@ -1,0 +1,196 @@
+"""The lab host: from a reachable machine to a healthy Jupyter container, the same for every target.
+
+``prepare_lab`` converges (bootstrap Docker, and the NVIDIA runtime on GPU machines; the image; the container)
+and is safe to run again at any point. ``teardown_lab`` removes the container and its volume, never the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from labctl import container as lab
+from labctl.assets import template
+from labctl.errors import LabctlError, NotFound
+from labctl.machine import DEFAULT_WAIT, Machine, connect
+from labctl.machine.base import CommandFailed
+from labctl.state import LabRecord
+from labctl.ui import Reporter
+
+if TYPE_CHECKING:
+    import docker
+    from docker.models.containers import Container
+
+# How many ports above the recorded one to try when the machine's loopback port is taken.
+PORT_TRIES = 20
+
+
+@contextmanager
+def machine_for(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Iterator[Machine]:
+    machine = connect(record, ui, wait=wait)
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefix: str) -> str:
+    """Run a bootstrap script from templates/ on the machine, showing its report lines as they come."""
+    script = template(name).read_text()
+    result = machine.run(
+        ["bash", "-s", "--", *args],
+        stdin=script,
+        on_line=lambda line: ui.info(f"  {line}") if line.strip() else None,
+        check=False,
+        timeout=1800,
+    )
+    if result.exit_code != 0:
+        errors = [ln for ln in result.output.splitlines() if f"{prefix}: ERROR:" in ln]
+        reason = errors[-1].split("ERROR:", 1)[1].strip() if errors else result.output.strip()[-500:]
+        raise LabctlError(
+            f"Preparing {machine.describe()} failed ({name}, exit code {result.exit_code}): {reason}",
+            hint="Fix that on the machine ('labctl ssh' opens a shell there) and run 'labctl up' again.",
+        )
+    return result.output
+
+
+def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
+    with ui.step(f"Docker on {machine.describe()}"):
+        out = run_script(machine, "bootstrap-docker.sh", [user] if user else [], ui, "docker")
+    if "to the docker group" in out and hasattr(machine, "reconnect"):
+        machine.reconnect()  # group membership only applies to new logins
+
+
+def bootstrap_nvidia(machine: Machine, ui: Reporter) -> None:
+    with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
+        run_script(machine, "bootstrap-nvidia.sh", [], ui, "nvidia")
+
+
+def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
+    """Proof that a container on this machine sees the GPU, before Jupyter starts on it."""
+    import docker.errors
+    from docker.types import DeviceRequest
+
+    code = "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.cuda.get_device_name(0))"
+    with ui.step("CUDA check inside a container"):
+        try:
+            out = client.containers.run(
+                image,
+                ["python", "-c", code],
+                remove=True,
+                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])],
+            )
+        except (docker.errors.ContainerError, docker.errors.APIError) as exc:
+            raise LabctlError(
+                f"A container on the machine cannot use the GPU ({exc}).",
+                hint="Check 'nvidia-smi' on the machine ('labctl ssh'); a driver update may need a reboot.",
+            ) from None
+        ui.info(f"  GPU: {out.decode().strip()}")
+
+
+def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
+    """Converge the machine to a healthy lab container; fills image, container name and token. Idempotent."""
+    with machine_for(record, ui, wait=DEFAULT_WAIT) as machine:
+        if machine.kind != "local":
+            bootstrap_docker(machine, ui, record.user)
+            if record.gpu:
+                bootstrap_nvidia(machine, ui)
+        client = machine.docker()
+        tag = lab.ensure_image(client, ui, image)
+        if record.gpu:
+            check_cuda(client, tag, ui)
+        record.image = tag
+        record.container_name = lab.container_name(record.name)
+        if not record.jupyter_token:
+            record.jupyter_token = secrets.token_hex(32)
+        token = record.jupyter_token
+        existing = lab.find_container(client, record.name)
+        if existing is not None and lab.is_current(existing, client, tag, token, record.jupyter_port, record.gpu):
+            ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
+            container = existing
+        else:
+            if existing is not None:
+                ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
+            with ui.step("Starting Jupyter in the lab container"):
+                container = _start_on_free_port(client, record, tag, token, ui)
+                lab.wait_ready(container)
+        if lab.seed_workspace(container):
+            ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
+    return record
+
+
+def _start_on_free_port(
+    client: docker.DockerClient, record: LabRecord, tag: str, token: str, ui: Reporter
+) -> Container:
+    first = record.jupyter_port
+    for port in range(first, first + PORT_TRIES):
+        try:
+            container = lab.start_container(client, record.name, tag, token=token, port=port, gpu=record.gpu)
+        except lab.PortBusy:
+            continue
+        if port != first:
+            ui.info(f"Port {first} is taken on the machine; Jupyter listens on its 127.0.0.1:{port} instead.")
+        record.jupyter_port = port
+        return container
+    raise LabctlError(
+        f"Ports {first}-{first + PORT_TRIES - 1} are all taken on the machine's loopback.",
+        hint="Free one of them, or stop other Jupyter servers there, and run 'labctl up' again.",
+    )
+
+
+def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
+    """Remove the lab container (and its workspace volume unless ``keep_volume``); the machine stays."""
+    with machine_for(record, ui, wait=30.0) as machine:
+        client = machine.docker()
+        removed = lab.remove_lab(client, record.name, keep_volume=keep_volume)
+    for what in removed:
+        ui.info(f"Removed {what}.")
+    return removed
+
+
+@contextmanager
+def lab_container(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Iterator[lab.LabContainer]:
+    """The running lab container of ``record``, for exec and file copies (``run-lab`` uses this)."""
+    with machine_for(record, ui, wait=wait) as machine:
+        found = lab.find_container(machine.docker(), record.name)
+        if found is None:
+            raise NotFound(
+                f"Lab '{record.name}' has no container on {machine.describe()}.",
+                hint="Run 'labctl up' to start it again.",
+            )
+        if found.status != "running":
+            with contextlib.suppress(Exception):
+                found.start()
+            found.reload()
+            if found.status != "running":
+                raise LabctlError(
+                    f"The lab container {found.name} is {found.status}.", hint="Run 'labctl up' to repair it."
+                )
+        yield lab.LabContainer(found)
+
+
+__all__ = ["CommandFailed", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]
+
+
+def describe_lab(record: LabRecord, *, wait: float = 10.0) -> dict[str, object]:
+    """Live facts about the lab container for `labctl status`; never raises for an unreachable machine."""
+    from labctl.ui import PlainReporter
+
+    quiet = PlainReporter(quiet=True)
+    facts: dict[str, object] = {"jupyter_port": record.jupyter_port, "image": record.image}
+    try:
+        with machine_for(record, quiet, wait=wait) as machine:
+            facts["reachable"] = True
+            found = lab.find_container(machine.docker(), record.name)
+            if found is None:
+                facts.update(container="missing", jupyter="down")
+            else:
+                state = lab.LabContainer(found).state()
+                answers = state["container"] == "running" and lab.jupyter_answers(found)
+                facts.update(container=state["container"], health=state["health"], jupyter="up" if answers else "down")
+    except LabctlError as exc:
+        facts.update(reachable=False, error=exc.message)
+    return facts

@@ -1,0 +1,48 @@
+"""`--target local`: the lab container on this computer's Docker engine; nothing to provision or tunnel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labctl.errors import LabctlError
+from labctl.spec import LabSpec
+from labctl.state import LabRecord
+from labctl.targets.base import SaveFn
+from labctl.ui import Outcome, Reporter
+
+
+class LocalTarget:
+    kind = "local"
+
+    def plan(self, spec: LabSpec) -> Outcome:
+        steps = [
+            "check that this computer's Docker engine answers",
+            "build the lab image (once) and start the Jupyter container on 127.0.0.1",
+        ]
+        text = "\n".join(["labctl up --target local would:", *[f"  - {s}" for s in steps]])
+        return Outcome({"target": "local", "gpu": spec.gpu, "steps": steps}, text)
+
+    def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
+        from labctl.machine.local import LocalMachine
+
+        with ui.step("Checking this computer's Docker engine"), LocalMachine() as machine:
+            version = machine.docker().version().get("Version", "?")
+        ui.info(f"  Docker Engine {version}")
+        record.host = None
+        save(record)
+        return record
+
+    def destroy(self, record: LabRecord, ui: Reporter) -> None:
+        from labctl.labhost import teardown_lab
+
+        try:
+            teardown_lab(record, ui)
+        except LabctlError as exc:
+            ui.warn(f"Could not remove the lab container: {exc.message}")
+
+    def describe(self, record: LabRecord) -> dict[str, Any]:
+        from labctl.labhost import describe_lab
+
+        facts: dict[str, Any] = {"host": "this computer"}
+        facts.update(describe_lab(record))
+        return facts

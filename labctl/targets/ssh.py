@@ -1,0 +1,86 @@
+"""`--target ssh`: an existing Linux machine the user can already log in to. labctl never deletes it."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import LabctlError, UsageError
+from labctl.hostkeys import confirm_host_key
+from labctl.spec import LabSpec
+from labctl.state import LabRecord
+from labctl.targets.base import SaveFn
+from labctl.ui import Outcome, Reporter
+
+DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def default_key() -> Path:
+    for name in DEFAULT_KEYS:
+        path = Path.home() / ".ssh" / name
+        if path.is_file():
+            return path
+    raise UsageError(
+        "No SSH key was given and none of ~/.ssh/id_ed25519, id_ecdsa, id_rsa exists.",
+        hint="Point --ssh-key at the private key you log in to that machine with.",
+    )
+
+
+class SSHTarget:
+    kind = "ssh"
+
+    def plan(self, spec: LabSpec) -> Outcome:
+        assert spec.host is not None
+        gpu = " with the NVIDIA container runtime" if spec.gpu else ""
+        steps = [
+            f"connect to {spec.host} (host key from ~/.ssh/known_hosts, or confirmed by you)",
+            f"make sure Docker runs there{gpu}",
+            "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
+        ]
+        text = "\n".join([f"labctl up --target ssh would, on {spec.host}:", *[f"  - {s}" for s in steps]])
+        return Outcome({"target": "ssh", "host": str(spec.host), "gpu": spec.gpu, "steps": steps}, text)
+
+    def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
+        from labctl.machine.ssh import SSHMachine
+
+        assert spec.host is not None
+        address = spec.host
+        user = address.user or record.user or getpass.getuser()
+        if (record.host, record.port) != (address.host, address.port):
+            record.host_key = None  # another machine: its key must be pinned anew
+        key = spec.ssh_key or (Path(record.ssh_key_path) if record.ssh_key_path else None) or default_key()
+        record.host, record.port, record.user = address.host, address.port, user
+        record.ssh_key_path = str(key.expanduser().resolve())
+        if record.host_key is None:
+            record.host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes)
+        save(record)
+        SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
+            wait=30.0
+        ).close()
+        ui.info(f"Connected to {user}@{address.host}:{address.port} with the pinned host key.")
+        return record
+
+    def destroy(self, record: LabRecord, ui: Reporter) -> None:
+        from labctl.labhost import teardown_lab
+
+        if not record.host_key:
+            ui.info("The lab never reached its machine; nothing to remove there.")
+            return
+        try:
+            teardown_lab(record, ui)
+        except LabctlError as exc:
+            ui.warn(
+                f"Could not remove the lab container on {record.host}: {exc.message} Remove it there by hand "
+                f"with 'docker rm -f labctl-{record.name}; docker volume rm labctl-{record.name}-workspace'."
+            )
+
+    def describe(self, record: LabRecord) -> dict[str, Any]:
+        from labctl.labhost import describe_lab
+
+        facts: dict[str, Any] = {"host": f"{record.user}@{record.host}:{record.port}"}
+        facts.update(describe_lab(record))
+        return facts
+
+
+__all__ = ["SSHTarget"]

@@ -1,0 +1,163 @@
+"""Docker on a machine reached over SSH: the SDK talks to the remote engine through labctl's verified connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labctl.container import LabContainer
+from labctl.errors import NotFound
+from labctl.machine.ssh import SSHMachine
+from tests.support.sshd import KeyPair, SSHServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def remote_docker(machine: SSHMachine, docker_client: Any) -> Any:
+    return machine.docker()
+
+
+@pytest.fixture
+def sleeper(remote_docker: Any, test_base_image: str) -> Iterator[LabContainer]:
+    container = remote_docker.containers.run(
+        test_base_image, ["sleep", "600"], detach=True, labels={"labctl.test": "docker-over-ssh"}
+    )
+    try:
+        yield LabContainer(container)
+    finally:
+        container.remove(force=True)
+
+
+def test_the_sdk_reaches_the_engine_through_ssh(
+    sshd: tuple[SSHServer, KeyPair], machine: SSHMachine, remote_docker: Any, docker_client: Any
+) -> None:
+    assert remote_docker.version()["Version"] == docker_client.version()["Version"]
+    assert "unix://" in remote_docker.api.base_url or remote_docker.api.base_url.startswith("http+docker://")
+    # With the SSH server gone, the same client can no longer reach the engine: its traffic rides on SSH.
+    server, _ = sshd
+    machine.reconnect_wait = 1
+    server.stop()
+    with pytest.raises(Exception):  # noqa: B017 - any transport error will do; what matters is that it fails
+        remote_docker.ping()
+    server.start()
+    machine.reconnect_wait = 30
+    assert remote_docker.ping()
+
+
+def test_containers_run_over_ssh(remote_docker: Any, test_base_image: str) -> None:
+    out = remote_docker.containers.run(test_base_image, ["python", "-c", "print(6 * 7)"], remove=True)
+    assert out == b"42\n"
+
+
+def test_exec_streams_lines_and_returns_the_exit_code(sleeper: LabContainer) -> None:
+    lines: list[str] = []
+    code = sleeper.exec(["sh", "-c", "echo one; echo two >&2; echo three; exit 3"], on_line=lines.append)
+    assert code == 3
+    # stdout and stderr are separate pipes in the container, so only the order within each is kept.
+    assert sorted(lines) == ["one", "three", "two"]
+    assert lines.index("one") < lines.index("three")
+    assert sleeper.exec(["true"]) == 0
+
+
+def test_detached_exec_keeps_running(sleeper: LabContainer) -> None:
+    assert sleeper.exec(["sh", "-c", "sleep 1; echo finished > /tmp/flag"], detach=True) == 0
+    assert sleeper.exec(["test", "-e", "/tmp/flag"]) != 0  # returned before the command finished
+    deadline = time.monotonic() + 30
+    while sleeper.exec(["test", "-e", "/tmp/flag"]) != 0:
+        assert time.monotonic() < deadline, "the detached command never finished"
+        time.sleep(0.2)
+
+
+def test_started_commands_can_be_followed(sleeper: LabContainer) -> None:
+    exec_id = sleeper.start(["sh", "-c", "sleep 1; exit 5"], workdir="/")
+    assert sleeper.exec_state(exec_id)["running"] is True
+    deadline = time.monotonic() + 30
+    while (state := sleeper.exec_state(exec_id))["running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["exit_code"] == 5
+
+
+def test_exec_in_a_stopped_container_says_how_to_repair(sleeper: LabContainer) -> None:
+    from labctl.errors import LabctlError
+
+    sleeper.container.stop(timeout=1)
+    with pytest.raises(LabctlError) as failed:
+        sleeper.exec(["true"])
+    assert "is not running" in failed.value.render() and "labctl up" in failed.value.render()
+
+
+def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: Path) -> None:
+    src = tmp_path / "results"
+    (src / "nested").mkdir(parents=True)
+    (src / "metrics.json").write_text('{"accuracy": 0.5}\n')
+    (src / "nested" / "weights.bin").write_bytes(bytes(range(256)) * 400)
+    assert sleeper.put(src, "/workspace/runs") == "/workspace/runs/results"
+    lines: list[str] = []
+    sleeper.exec(["cat", "/workspace/runs/results/metrics.json"], on_line=lines.append)
+    assert lines == ['{"accuracy": 0.5}']
+
+    copy = sleeper.get("/workspace/runs/results", tmp_path / "back")
+    assert copy == tmp_path / "back" / "results"
+    assert (copy / "nested" / "weights.bin").read_bytes() == (src / "nested" / "weights.bin").read_bytes()
+    single = sleeper.get("/workspace/runs/results/metrics.json", tmp_path / "single")
+    assert single.read_text() == '{"accuracy": 0.5}\n'
+    with pytest.raises(NotFound):
+        sleeper.get("/workspace/nothing-here", tmp_path / "none")
+
+
+def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> None:
+    import io
+    import secrets
+    import tarfile
+
+    dockerfile = f"FROM {test_base_image}\nRUN echo built-over-ssh > /marker\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    tag = f"labctl-test/over-ssh:{secrets.token_hex(4)}"
+    try:
+        log = list(
+            remote_docker.api.build(
+                fileobj=io.BytesIO(buffer.getvalue()), custom_context=True, tag=tag, decode=True, rm=True, forcerm=True
+            )
+        )
+        assert not [c for c in log if "error" in c], log
+        assert remote_docker.containers.run(tag, ["cat", "/marker"], remove=True) == b"built-over-ssh\n"
+    finally:
+        remote_docker.images.remove(tag, force=True)
+
+
+def test_many_docker_calls_do_not_exhaust_ssh_sessions(machine: SSHMachine, sleeper: LabContainer) -> None:
+    first_connection = machine._client
+    for _ in range(25):
+        assert sleeper.container.exec_run(["true"]).exit_code == 0
+    assert machine._client is first_connection, "the SSH connection was not replaced"
+    assert not machine._overflow, "no extra connection was needed"
+
+
+def test_falls_back_to_dial_stdio_where_socket_forwarding_is_off(
+    sshd: tuple[SSHServer, KeyPair], test_base_image: str
+) -> None:
+    server, client = sshd
+    server.stop()
+    server.extra_config = ["AllowStreamLocalForwarding no"]
+    server.start()
+    with SSHMachine(server.host, server.port, server.user, client.private_path, server.host_key.public) as m:
+        m.connect()
+        remote = m.docker()
+        assert remote.api.headers.get("Connection") == "close"  # the dial-stdio path
+        box = remote.containers.run(test_base_image, ["sleep", "600"], detach=True, labels={"labctl.test": "1"})
+        try:
+            for _ in range(15):  # more than sshd's ten sessions per connection
+                assert box.exec_run(["true"]).exit_code == 0
+        finally:
+            box.remove(force=True)
+    assert "refused" in server.log_path.read_text() or "forwarding" in server.log_path.read_text().lower()

@@ -1,0 +1,85 @@
+"""The local machine and the pieces shared with SSH: line splitting, command quoting, port picking."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from labctl.errors import LabctlError
+from labctl.machine.base import CommandFailed, LineSplitter, as_shell
+from labctl.machine.local import LocalMachine
+from labctl.machine.relay import bind_loopback
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.data())
+def test_lines_survive_any_chunking(text: str, data: st.DataObject) -> None:
+    raw = text.encode()
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=8)))
+    lines: list[str] = []
+    splitter = LineSplitter(lines.append)
+    start = 0
+    for cut in [*cuts, len(raw)]:
+        splitter.feed(raw[start:cut])
+        start = cut
+    kept = splitter.close()
+    assert kept == text
+    expected = text.split("\n")
+    if expected and expected[-1] == "":
+        expected.pop()
+    assert lines == [line.rstrip("\r") for line in expected]
+
+
+def test_as_shell_quotes_lists() -> None:
+    assert as_shell(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
+    assert as_shell("echo $HOME") == "echo $HOME"
+
+
+def test_local_run_streams_and_returns_codes() -> None:
+    m = LocalMachine()
+    seen: list[str] = []
+    result = m.run("echo one; echo two >&2; exit 0", on_line=seen.append)
+    assert seen == ["one", "two"] and result.ok
+    assert m.run(["sh", "-c", "exit 4"], check=False).exit_code == 4
+    with pytest.raises(CommandFailed, match="exit code 5"):
+        m.run("echo why; exit 5")
+    assert m.run("cat", stdin="fed in").output == "fed in"
+    with pytest.raises(LabctlError, match="did not finish"):
+        m.run("sleep 5", timeout=0.5)
+
+
+def test_local_copies(tmp_path: Path) -> None:
+    m = LocalMachine()
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_text("x")
+    m.put(src, str(tmp_path / "dst"))
+    assert (tmp_path / "dst" / "d" / "f.txt").read_text() == "x"
+    m.get(str(tmp_path / "dst" / "d" / "f.txt"), tmp_path / "back" / "f.txt")
+    assert (tmp_path / "back" / "f.txt").read_text() == "x"
+    with pytest.raises(LabctlError, match="does not exist"):
+        m.get(str(tmp_path / "nope"), tmp_path / "x")
+
+
+def test_local_forward_is_the_port_itself() -> None:
+    with LocalMachine().forward(8888, 9999) as port:
+        assert port == 8888
+
+
+def test_bind_loopback_takes_the_next_free_port() -> None:
+    first = bind_loopback(0)
+    try:
+        taken = first.getsockname()[1]
+        second = bind_loopback(taken)
+        try:
+            assert second.getsockname()[0] == "127.0.0.1"
+            assert second.getsockname()[1] > taken
+        finally:
+            second.close()
+    finally:
+        first.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", taken))  # released again

@@ -1,0 +1,64 @@
+"""`open`'s URL and its check of a silent port, and the ssh command `labctl ssh` runs, without any machine."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from labctl.errors import LabctlError, UsageError
+from labctl.hostkeys import generate_ed25519
+from labctl.state import LabRecord
+from labctl.workflows.open import check_jupyter, lab_url
+from labctl.workflows.shell import ssh_command, write_known_hosts
+
+TOKEN = "ab" * 32
+
+
+def test_check_explains_silence() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(LabctlError, match="did not answer"):
+        check_jupyter(port, TOKEN, timeout=2)
+
+
+def test_url_shape() -> None:
+    assert lab_url(8890, TOKEN) == f"http://127.0.0.1:8890/lab?token={TOKEN}"
+
+
+def _record() -> LabRecord:
+    return LabRecord(
+        name="lab",
+        target="azure",
+        host="203.0.113.7",
+        port=2222,
+        user="azureuser",
+        ssh_key_path="/keys/lab",
+        host_key=generate_ed25519()[1],
+    )
+
+
+def test_ssh_trusts_only_the_pinned_key(tmp_path: Path) -> None:
+    record = _record()
+    known = tmp_path / "known_hosts"
+    write_known_hosts(record, known)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600
+    line = known.read_text().strip()
+    assert line.startswith("[203.0.113.7]:2222 ssh-ed25519 ")
+    assert line.count(" ") == 2  # name, type, key: the comment is dropped
+    command = ssh_command(record, known, ["uptime"])
+    joined = " ".join(command)
+    for option in ("StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}", "GlobalKnownHostsFile=/dev/null"):
+        assert option in joined
+    assert "StrictHostKeyChecking=no" not in joined
+    assert command[-2:] == ["azureuser@203.0.113.7", "uptime"]
+    assert command[command.index("-p") : command.index("-p") + 2] == ["-p", "2222"]
+
+
+def test_ssh_to_a_local_lab_points_at_docker_exec(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="this computer"):
+        ssh_command(LabRecord(name="lab", target="local"), tmp_path / "k")
