@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 import tempfile
 import time
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
+# The pinned pytorch/pytorch runtime tag; templates/Dockerfile's ARG default says the same (a test checks).
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 IMAGE_REPO = "labctl-lab"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
@@ -67,8 +68,19 @@ def volume_name(lab: str) -> str:
 
 
 def base_image() -> str | None:
-    """The base image override (tests build the real Dockerfile FROM a locally made image), or None."""
-    return os.environ.get(BASE_IMAGE_ENV) or None
+    """The base image override (LABCTL_BASE_IMAGE or the base_image setting), or None for the Dockerfile's own.
+
+    Tests build the real Dockerfile FROM a locally made image this way, since no registry is reachable there.
+    """
+    from labctl.config import Settings
+
+    value = Settings().get("base_image")
+    return str(value) if value else None
+
+
+def effective_base_image() -> str:
+    """The image the lab image is built FROM; cloud-init pre-pulls it while labctl waits for SSH."""
+    return base_image() or DEFAULT_BASE_IMAGE
 
 
 def build_context() -> tuple[bytes, str]:

@@ -40,3 +40,18 @@ def test_dockerfile_pins_a_pytorch_base_and_sets_pythonpath() -> None:
 def test_names_follow_the_lab() -> None:
     assert lab.container_name("cifar-gpu") == "labctl-cifar-gpu"
     assert lab.volume_name("cifar-gpu") == "labctl-cifar-gpu-workspace"
+
+
+def test_dockerfile_default_base_is_the_one_cloud_init_prepulls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from labctl.assets import template
+    from labctl.container import DEFAULT_BASE_IMAGE, effective_base_image
+
+    monkeypatch.delenv("LABCTL_BASE_IMAGE", raising=False)
+    monkeypatch.setenv("LABCTL_CONFIG", "/nonexistent/labctl-config.toml")
+    match = re.search(r"^ARG BASE_IMAGE=(\S+)$", template("Dockerfile").read_text(), re.M)
+    assert match and match.group(1) == DEFAULT_BASE_IMAGE
+    assert effective_base_image() == DEFAULT_BASE_IMAGE
+    monkeypatch.setenv("LABCTL_BASE_IMAGE", "registry.example/pytorch:custom")
+    assert effective_base_image() == "registry.example/pytorch:custom"

@@ -9,7 +9,6 @@ DEFAULT_REGION = "eastus"
 DEFAULT_IP_ECHO_URL = "https://api.ipify.org"
 ADMIN_USER = "azureuser"
 IMAGE_URN = "microsoft-dsvm:ubuntu-2204:2204-gen2:latest"
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 QUOTA_URL = "https://portal.azure.com/#view/Microsoft_Azure_Capacity/QuotaMenuBlade/~/myQuotas"
 SCHEDULE_API_VERSION = "2018-09-15"
 AGREEMENT_API_VERSION = "2021-01-01"
@@ -59,7 +58,9 @@ def ip_echo_url() -> str:
 
 
 def base_image() -> str:
-    return os.environ.get("LABCTL_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    from labctl.container import effective_base_image
+
+    return effective_base_image()
 
 
 def poll_interval() -> float:
