@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import base64
 import getpass
-import os
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,50 +16,33 @@ import pytest
 
 from tests.fakearm import FakeArm, VmBoot
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
-
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
 
 
 @pytest.fixture
 def booted_sshd(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:  # noqa: F811
-    if not os.path.exists(SSHD):
-        pytest.skip("openssh-server (sshd) is not installed")
-    if os.geteuid() != 0 and not Path("/run/sshd").is_dir():
-        pytest.skip("sshd needs /run/sshd, which only root can create here")
-    port = _free_port()
+    reason = sshd_unavailable()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
     monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[SSHServer] = []
 
     def boot(vm: VmBoot) -> str:
-        assert vm.host_private_key
+        assert vm.host_private_key and vm.host_public_key
         work = tmp_path / "vm"
         work.mkdir()
-        host_key = work / "ssh_host_ed25519_key"
-        host_key.write_text(vm.host_private_key)
-        host_key.chmod(0o600)
-        (work / "authorized_keys").write_text("\n".join(vm.authorized_keys) + "\n")
-        config = work / "sshd_config"
-        config.write_text(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {work}/authorized_keys\n"
-            f"PidFile {work}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        )
-        if os.geteuid() == 0:
-            Path("/run/sshd").mkdir(exist_ok=True)
-        procs.append(subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL))
+        (work / "host").write_text(vm.host_private_key)
+        (work / "host").chmod(0o600)
+        host_key = KeyPair(work / "host", vm.host_public_key)
+        server, _ = make_server(work, port=port, host_key=host_key, authorized_keys=vm.authorized_keys)
+        servers.append(server.start())
         return "127.0.0.1"
 
     arm_env.on_vm_created = boot
     yield [port]
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
+    for server in servers:
+        server.stop()
 
 
 def test_first_connection_is_verified_against_the_pinned_host_key(booted_sshd: list[int]) -> None:
