@@ -26,9 +26,10 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.state import StateStore
-from tests.fakearm import FakeArm, VmBoot
+from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm  # noqa: F401
-from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
+from tests.support.fake_vm import serve_vms
+from tests.support.sshd import SSHServer, free_port, sshd_unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -44,28 +45,11 @@ def vm(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_im
     port = free_port()
     monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
     monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
-    servers: list[SSHServer] = []
-
-    def boot(machine: VmBoot) -> str:
-        assert machine.host_private_key and machine.host_public_key
-        work = tmp_path / f"vm-{machine.name}"
-        work.mkdir()
-        (work / "host").write_text(machine.host_private_key)
-        (work / "host").chmod(0o600)
-        server, _ = make_server(
-            work,
-            port=port,
-            host_key=KeyPair(work / "host", machine.host_public_key),
-            authorized_keys=machine.authorized_keys,
-        )
-        servers.append(server.start())
-        return "127.0.0.1"
-
+    servers = serve_vms(arm_env, tmp_path, port)
     # The stand-in VM is this computer: its admin is whoever runs the tests (sshd logs in existing users only).
     import pwd
 
     monkeypatch.setenv("LABCTL_ADMIN_USER", pwd.getpwuid(os.geteuid()).pw_name)
-    arm_env.on_vm_created = boot
     yield servers
     for server in servers:
         server.stop()

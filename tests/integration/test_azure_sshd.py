@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakearm import FakeArm, VmBoot
+from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
-from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
+from tests.support.fake_vm import serve_vms
+from tests.support.sshd import free_port, sshd_unavailable
 
 
 @pytest.fixture
@@ -26,20 +27,7 @@ def booted_sshd(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         pytest.skip(reason)
     port = free_port()
     monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
-    servers: list[SSHServer] = []
-
-    def boot(vm: VmBoot) -> str:
-        assert vm.host_private_key and vm.host_public_key
-        work = tmp_path / "vm"
-        work.mkdir()
-        (work / "host").write_text(vm.host_private_key)
-        (work / "host").chmod(0o600)
-        host_key = KeyPair(work / "host", vm.host_public_key)
-        server, _ = make_server(work, port=port, host_key=host_key, authorized_keys=vm.authorized_keys)
-        servers.append(server.start())
-        return "127.0.0.1"
-
-    arm_env.on_vm_created = boot
+    servers = serve_vms(arm_env, tmp_path, port)
     yield [port]
     for server in servers:
         server.stop()

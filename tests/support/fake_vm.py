@@ -1,0 +1,31 @@
+"""Make the fake ARM's VMs real: each VM it creates boots a real sshd with the keys from its cloud-init."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakearm import FakeArm, VmBoot
+from tests.support.sshd import KeyPair, SSHServer, make_server
+
+
+def serve_vms(fake: FakeArm, workdir: Path, port: int) -> list[SSHServer]:
+    """From now on, a VM created on ``fake`` is an sshd on 127.0.0.1:``port``; returns the servers started.
+
+    The sshd presents the host key labctl generated and passed in cloud-init, and accepts the key from the VM
+    request, so what a test checks is what a real first connection to a new VM would meet.
+    """
+    servers: list[SSHServer] = []
+
+    def boot(vm: VmBoot) -> str:
+        assert vm.host_private_key and vm.host_public_key, "cloud-init carried no host key"
+        work = workdir / f"vm-{vm.name}-{len(servers)}"
+        work.mkdir(parents=True)
+        (work / "host").write_text(vm.host_private_key)
+        (work / "host").chmod(0o600)
+        host_key = KeyPair(work / "host", vm.host_public_key)
+        server, _ = make_server(work, port=port, host_key=host_key, authorized_keys=vm.authorized_keys)
+        servers.append(server.start())
+        return "127.0.0.1"
+
+    fake.on_vm_created = boot
+    return servers
