@@ -28,6 +28,10 @@ class RunLabOptions:
 
 
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
+    if opts.here:
+        from labctl.workflows.runlab_here import run_here
+
+        return run_here(opts, ui)
     raise NotAvailableYet("run-lab")
 
 
