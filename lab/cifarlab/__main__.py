@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cifarlab.train import per_class_table, train
 
     metrics = train(_config(args), stream=sys.stdout)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0 if metrics["status"] == "succeeded" else 130
     print(per_class_table(metrics))
     print(f"status {metrics['status']}; results in {metrics['options']['out']}")
     return 0 if metrics["status"] == "succeeded" else 130

@@ -12,10 +12,13 @@ Training then slices batches from memory; there is no per-image Python work once
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import os
 import tarfile
+import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -96,8 +99,41 @@ def _decode_many(blobs: list[bytes]) -> np.ndarray:
     return np.stack([_decode(b) for b in blobs]) if blobs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
 
 
+def _decode_jpegs_torchvision(blobs: list[bytes]) -> torch.Tensor | None:
+    """libjpeg-turbo through torchvision, ~4x faster than PIL per image; None when it cannot do them all."""
+    try:
+        with warnings.catch_warnings():  # newer torchvision announces a move of its decoders; they still work
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception:  # torchvision is optional (absent in the lab image) or built without image support
+        return None
+    if not all(b[:2] == b"\xff\xd8" for b in blobs):
+        return None
+    try:
+        # bytearray: a writable buffer, so torch does not warn about sharing read-only memory
+        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, os.cpu_count() or 1))  # a batch decodes in parallel: use every core
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                out = decode_jpeg(tensors, mode=ImageReadMode.RGB)
+        finally:
+            torch.set_num_threads(threads)
+    except Exception:
+        return None
+    if any(t.shape != (3, SIZE, SIZE) for t in out):
+        return None
+    return torch.stack(out)
+
+
 def decode_images(blobs: list[bytes], workers: int | None = None) -> torch.Tensor:
-    """Decode encoded images to (N, 3, 32, 32) uint8, in parallel processes when there are many."""
+    """Decode encoded images to (N, 3, 32, 32) uint8: torchvision's decoder if present, else PIL in processes."""
+    if not blobs:
+        return torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8)
+    fast = _decode_jpegs_torchvision(blobs)
+    if fast is not None:
+        return fast
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(blobs) < 2000:
         arr = _decode_many(blobs)
@@ -130,6 +166,10 @@ def _walk_directory(root: Path) -> Iterator[tuple[str, str, bytes]]:
 
 def _walk_tar(path: Path) -> Iterator[tuple[str, str, bytes]]:
     try:
+        fast = _read_plain_tar(path)
+        if fast is not None:
+            yield from fast
+            return
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if not member.isfile():
@@ -140,8 +180,45 @@ def _walk_tar(path: Path) -> Iterator[tuple[str, str, bytes]]:
                 fh = tar.extractfile(member)
                 if fh is not None:
                     yield where[0], where[1], fh.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read the archive {path}: {exc}. Expected a readable .tar or .tar.gz.") from exc
+
+
+def _read_plain_tar(path: Path) -> list[tuple[str, str, bytes]] | None:
+    """Walk ustar headers in memory (10x faster than tarfile for 50,000 tiny members).
+
+    Returns None for anything but plain files and folders (long names, pax headers, other compressions), which
+    the tarfile module then reads instead.
+    """
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif raw[:3] == b"BZh" or raw[:6] == b"\xfd7zXZ\x00":
+        return None
+    view = memoryview(raw)
+    out: list[tuple[str, str, bytes]] = []
+    pos = 0
+    while pos + 512 <= len(raw):
+        header = raw[pos : pos + 512]
+        if header == b"\0" * 512:
+            break
+        if header[257:262] != b"ustar":
+            return None
+        kind = header[156:157]
+        size = int(header[124:136].rstrip(b"\0 ").decode() or "0", 8)
+        if kind not in (b"0", b"\0", b"5"):
+            return None
+        name = header[0:100].split(b"\0", 1)[0].decode()
+        prefix = header[345:500].split(b"\0", 1)[0].decode()
+        if prefix:
+            name = f"{prefix}/{name}"
+        start = pos + 512
+        if kind != b"5":
+            where = _split_of(name.strip("/").split("/"))
+            if where is not None:
+                out.append((where[0], where[1], bytes(view[start : start + size])))
+        pos = start + (size + 511) // 512 * 512
+    return out
 
 
 def load_image_folder(path: Path, workers: int | None = None) -> Data:
@@ -206,7 +283,16 @@ def cache_dirs(path: Path) -> list[Path]:
     if override:
         return [Path(override).expanduser()]
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifarlab"
-    return [path.resolve().parent, base]
+    parent = path.resolve().parent
+    return [parent, base] if _writable(parent) else [base]
+
+
+def _writable(folder: Path) -> bool:
+    """Writable by us and meant to be written: a folder without write bits counts as read-only, even for root."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def cache_path_for(path: Path) -> list[Path]:
@@ -300,16 +386,20 @@ def load_cifar10(root: Path) -> Data:
 # ------------------------------------------------------------------------------------------------ entry point
 
 
-def holdout_split(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """A deterministic (by seed) held-out part of the training images, for data without a test split."""
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices, sorted; the same for the same n, fraction and seed."""
     if not 0 < fraction < 1:
         raise DataError(f"--holdout must be between 0 and 1 (exclusive), got {fraction}.")
-    n = len(train)
     k = max(1, round(n * fraction))
     if k >= n:
         raise DataError(f"--holdout {fraction} leaves no training images out of {n}.")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    test_idx, train_idx = perm[:k].sort().values, perm[k:].sort().values
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def holdout_split(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """A deterministic (by seed) held-out part of the training images, for data without a test split."""
+    train_idx, test_idx = holdout_indices(len(train), fraction, seed)
     return Split(train.images[train_idx], train.labels[train_idx]), Split(
         train.images[test_idx], train.labels[test_idx]
     )

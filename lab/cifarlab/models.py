@@ -52,7 +52,7 @@ class TutorialNet(nn.Module):
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU())
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 class _Block(nn.Module):
@@ -70,19 +70,21 @@ class _Block(nn.Module):
 
 
 class FastNet(nn.Module):
-    """A small residual network after ResNet-9 and airbench: BN stem, three blocks, max-pool head.
+    """A small residual network after ResNet-9 and airbench: BN stem, three residual blocks, max-pool head.
 
-    ``width`` scales every layer so the same recipe fits a 2-core CPU (0.25-0.5) or a GPU (1.0+).
+    ``width`` scales every layer (1.0: 64-128-256-512 channels, ResNet-9's). ``lean`` pools right after the stem,
+    so that every block runs at a quarter of the pixels: 4x less compute for a few points of accuracy, which is
+    the better trade on a CPU, where the network is compute-bound.
     """
 
-    def __init__(self, num_classes: int = 10, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 10, width: float = 1.0, lean: bool = False) -> None:
         super().__init__()
-        w = [max(8, round(c * width)) for c in (32, 64, 256, 256)]
+        w = [max(8, round(c * width)) for c in (64, 128, 256, 512)]
         self.norm = Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-        self.stem = _conv_bn(3, w[0])
+        self.stem = nn.Sequential(_conv_bn(3, w[0]), nn.MaxPool2d(2) if lean else nn.Identity())
         self.layers = nn.Sequential(_Block(w[0], w[1]), _Block(w[1], w[2]), _Block(w[2], w[3]))
         self.head = nn.Linear(w[3], num_classes, bias=False)
-        self.scale = 1 / 8  # keeps the initial logits small, as in airbench: steadier start at high learning rates
+        self.scale = 1 / 8  # small initial logits, as in airbench: a steadier start at high learning rates
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(self.norm(x)))

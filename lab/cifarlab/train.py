@@ -117,7 +117,8 @@ class TrainConfig:
     holdout: float | None = None
     cache: bool = True
     model: str = "tutorial"
-    width: float = 0.5
+    width: float | None = None
+    lean: bool | None = None
     recipe: str | None = None
     epochs: float | None = None
     batch_size: int | None = None
@@ -139,6 +140,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None
     eval_each_epoch: bool = True
+    eval_every: float = 1.0
     eval_batch_size: int = 1000
     log_every: float = 10.0
     out: str | None = None
@@ -173,9 +175,10 @@ class TrainConfig:
             f"--schedule must be constant or onecycle, got {self.schedule!r}.",
         )
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}.")
-        need(self.width > 0, f"--width must be positive, got {self.width}.")
+        need(self.width is None or self.width > 0, f"--width must be positive, got {self.width}.")
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}.")
         need(self.eval_batch_size >= 1, "--eval-batch-size must be >= 1.")
+        need(self.eval_every > 0, f"--eval-every is in epochs and must be positive, got {self.eval_every}.")
         need(self.threads is None or self.threads >= 1, "--threads must be >= 1.")
         need(0 <= (self.warmup or 0) < 1, f"--warmup is a fraction of the run in [0, 1), got {self.warmup}.")
         need(0 <= (self.label_smoothing or 0) < 1, "--label-smoothing must be in [0, 1).")
@@ -331,7 +334,7 @@ def save_checkpoint(
     state = {
         "format": "cifarlab/1",
         "model": cfg.model,
-        "model_kwargs": {"width": cfg.width} if cfg.model == "fast" else {},
+        "model_kwargs": model_kwargs(cfg),
         "classes": classes,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
@@ -341,6 +344,12 @@ def save_checkpoint(
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.model != "fast":
+        return {}
+    return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean)}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -646,8 +655,11 @@ def _train(
 
     # --- model
     torch.manual_seed(cfg.seed)
-    kwargs: dict[str, Any] = {"width": cfg.width} if cfg.model == "fast" else {}
-    raw_model = build_model(cfg.model, num_classes=len(data.classes), **kwargs).to(device)
+    if cfg.model == "fast":  # sized for the hardware unless asked otherwise
+        on_gpu = device.type == "cuda"
+        cfg.width = cfg.width if cfg.width is not None else (1.0 if on_gpu else 0.25)
+        cfg.lean = cfg.lean if cfg.lean is not None else not on_gpu
+    raw_model = build_model(cfg.model, num_classes=len(data.classes), **model_kwargs(cfg)).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw_model = raw_model.to(memory_format=memory_format)
     model: nn.Module = raw_model
@@ -690,6 +702,10 @@ def _train(
         f"of {cfg.batch_size} images; {len(data.train)} train / {len(data.test)} test images"
     )
     perm_gen = torch.Generator().manual_seed(cfg.seed)
+    # evaluation points within an epoch, evenly spaced, the last one at the epoch's end
+    per_epoch = max(1, math.ceil(1 / cfg.eval_every)) if cfg.eval_every < 1 else 1
+    every_epochs = max(1, round(cfg.eval_every)) if cfg.eval_every >= 1 else 1
+    eval_points = {round(k * steps_per_epoch / per_epoch) % steps_per_epoch for k in range(1, per_epoch + 1)}
 
     def evaluate() -> dict[str, Any]:
         logits = predict_logits(
@@ -779,8 +795,8 @@ def _train(
                 stop.reason = "peer"
         if stop:
             break
-        epoch_end = step % steps_per_epoch == 0 or step == steps_total
-        if epoch_end and (cfg.eval_each_epoch or step == steps_total):
+        due = step % steps_per_epoch in eval_points and (step // steps_per_epoch) % every_epochs == 0
+        if step == steps_total or (cfg.eval_each_epoch and due):
             report(now, final=progress.tty)
             train_s += time.time() - t_train
             if dist.main:

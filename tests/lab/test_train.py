@@ -95,6 +95,33 @@ def test_evaluate_and_predict_commands_use_the_checkpoint(trained_run: Path, tmp
     assert evaluation["accuracy"] == pytest.approx(json.loads((trained_run / "metrics.json").read_text())["accuracy"])
 
 
+def test_predict_command_classifies_image_files_like_the_model(trained_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = load_data("synthetic:480")
+    assert data.test is not None
+    model, _ = load_checkpoint(trained_run)
+    images = data.test.images[:3]
+    paths = []
+    for i, img in enumerate(images):
+        path = tmp_path / f"img{i}.png"  # lossless, so the file holds exactly these pixels
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+        paths.append(str(path))
+    expected = predict_logits(model, images, torch.device("cpu")).argmax(1).tolist()
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    r = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "predict", "--checkpoint", str(trained_run), "--json", *paths],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [a["class"] for a in answers] == [data.classes[k] for k in expected]
+    assert all(0 < a["probability"] <= 1 for a in answers)
+
+
 def test_bad_options_are_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--optimizer must be sgd or adamw"):
         train(quick_config(tmp_path, optimizer="lbfgs"))
