@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import tarfile
+import threading
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
@@ -345,15 +346,34 @@ def _write_cache(candidates: list[Path], data: Data, prefix: str) -> str:
     return "not cached (no writable cache directory)"
 
 
-def load_image_folder_cached(path: Path, workers: int | None = None) -> Data:
-    """Decode once, then reuse the uint8 tensors on later runs until the data's files change."""
+_WRITERS: list[threading.Thread] = []
+
+
+def wait_for_cache_writes() -> None:
+    """Block until caches being written in the background are on disk."""
+    while _WRITERS:
+        _WRITERS.pop().join()
+
+
+def load_image_folder_cached(path: Path, workers: int | None = None, background: bool = False) -> Data:
+    """Decode once, then reuse the uint8 tensors on later runs until the data's files change.
+
+    With ``background`` the cache file is written by a thread while training starts (the process still waits
+    for it before exiting), which takes the write off a cold run's clock.
+    """
     if not path.exists():
         return load_image_folder(path, workers)  # raises the clear error
     candidates = cache_path_for(path)
     data = _read_cache(candidates)
     if data is None:
         data = load_image_folder(path, workers)
-        data.cache = _write_cache(candidates, data, path.name)
+        if background:
+            writer = threading.Thread(target=_write_cache, args=(candidates, data, path.name), name="cifarlab-cache")
+            writer.start()
+            _WRITERS.append(writer)
+            data.cache = f"building {candidates[0].parent} cache in the background"
+        else:
+            data.cache = _write_cache(candidates, data, path.name)
     return data
 
 
@@ -413,6 +433,7 @@ def load_data(
     seed: int = 0,
     workers: int | None = None,
     cache: bool = True,
+    background_cache: bool = False,
 ) -> Data:
     """Load a data source by name or path (see the module docstring) and make sure there is a test split."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -428,7 +449,10 @@ def load_data(
         data = load_cifar10(root.expanduser())
     else:
         path = Path(spec).expanduser()
-        data = load_image_folder_cached(path, workers) if cache else load_image_folder(path, workers)
+        if cache:
+            data = load_image_folder_cached(path, workers, background=background_cache)
+        else:
+            data = load_image_folder(path, workers)
     if holdout or data.test is None:
         fraction = holdout or 0.1
         if data.test is None and not holdout:

@@ -70,24 +70,40 @@ class _Block(nn.Module):
 
 
 class FastNet(nn.Module):
-    """A small residual network after ResNet-9 and airbench: BN stem, three residual blocks, max-pool head.
+    """A small residual network after ResNet-9 and airbench: whitened stem, three residual blocks, max-pool head.
 
     ``width`` scales every layer (1.0: 64-128-256-512 channels, ResNet-9's). ``lean`` pools right after the stem,
     so that every block runs at a quarter of the pixels: 4x less compute for a few points of accuracy, which is
-    the better trade on a CPU, where the network is compute-bound.
+    the better trade on a CPU, where the network is compute-bound. The stem is a frozen 2x2 convolution that
+    whitens image patches (set from the training data by ``init_whitening``, as airbench does): the network then
+    starts from decorrelated inputs and learns in fewer steps.
     """
 
     def __init__(self, num_classes: int = 10, width: float = 1.0, lean: bool = False) -> None:
         super().__init__()
         w = [max(8, round(c * width)) for c in (64, 128, 256, 512)]
         self.norm = Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-        self.stem = nn.Sequential(_conv_bn(3, w[0]), nn.MaxPool2d(2) if lean else nn.Identity())
+        self.whiten = nn.Conv2d(3, 24, 2, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.stem = nn.Sequential(nn.ReLU(), _conv_bn(24, w[0]), nn.MaxPool2d(2) if lean else nn.Identity())
         self.layers = nn.Sequential(_Block(w[0], w[1]), _Block(w[1], w[2]), _Block(w[2], w[3]))
         self.head = nn.Linear(w[3], num_classes, bias=False)
         self.scale = 1 / 8  # small initial logits, as in airbench: a steadier start at high learning rates
 
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Filters from the eigenvectors of the 2x2 patch covariance, scaled to unit variance, and their negatives."""
+        x = self.norm(images.to(self.whiten.weight.device)).float()
+        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+        cov = patches.T @ patches / patches.shape[0]
+        eigvals, eigvecs = torch.linalg.eigh(cov.double())
+        filters = (eigvecs.T / (eigvals + eps).sqrt()[:, None]).float().view(12, 3, 2, 2)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        if self.whiten.bias is not None:
+            self.whiten.bias.zero_()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.stem(self.norm(x)))
+        x = self.layers(self.stem(self.whiten(self.norm(x))))
         x = F.adaptive_max_pool2d(x, 1).flatten(1)
         return self.head(x) * self.scale
 

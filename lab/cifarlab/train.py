@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cifarlab.data import Data, LabError, load_data
-from cifarlab.models import build_model, count_parameters
+from cifarlab.models import FastNet, build_model, count_parameters
 
 
 class ConfigError(LabError):
@@ -52,59 +52,36 @@ class ConfigError(LabError):
 
 # ------------------------------------------------------------------------------------------------ options
 
-# Recipes fill in every option left unset (None). "classic" is the tutorial as published; "fast" uses the hardware.
+# Recipes fill in every option left unset (None). "classic" is the tutorial as published. "fast" uses the hardware:
+# large batches from memory, a one-cycle schedule; for the tutorial network it matches the classic accuracy in
+# 1.5 epochs, for the fast network it adds augmentation, label smoothing and flip test-time augmentation.
+_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "warmup",
+    "label_smoothing",
+    "augment",
+    "tta",
+    "channels_last",
+)
+# fmt: off
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "classic": {
-        "tutorial": dict(
-            epochs=2.0,
-            batch_size=4,
-            lr=0.001,
-            optimizer="sgd",
-            momentum=0.9,
-            weight_decay=0.0,
-            nesterov=False,
-            schedule="constant",
-            warmup=0.0,
-            label_smoothing=0.0,
-            augment=False,
-            tta=False,
-            channels_last=False,
-        ),
+        "tutorial": dict(zip(_KEYS, (2.0, 4, 0.001, "sgd", 0.9, False, 0.0, "constant", 0.0, 0.0, False, False, False), strict=True)),  # noqa: E501
     },
     "fast": {
-        "tutorial": dict(
-            epochs=4.0,
-            batch_size=64,
-            lr=0.003,
-            optimizer="adamw",
-            momentum=0.9,
-            weight_decay=5e-4,
-            nesterov=False,
-            schedule="onecycle",
-            warmup=0.15,
-            label_smoothing=0.0,
-            augment=False,
-            tta=False,
-            channels_last=False,
-        ),
-        "fast": dict(
-            epochs=10.0,
-            batch_size=512,
-            lr=0.2,
-            optimizer="sgd",
-            momentum=0.9,
-            weight_decay=5e-4,
-            nesterov=True,
-            schedule="onecycle",
-            warmup=0.2,
-            label_smoothing=0.2,
-            augment=True,
-            tta=True,
-            channels_last=True,
-        ),
+        "tutorial": dict(zip(_KEYS, (1.5, 64, 0.005, "adamw", 0.9, False, 5e-4, "onecycle", 0.15, 0.0, False, False, False), strict=True)),  # noqa: E501
+        "fast": dict(zip(_KEYS, (10.0, 256, 0.8, "sgd", 0.9, True, 5e-4, "onecycle", 0.2, 0.2, True, True, True), strict=True)),  # noqa: E501
     },
 }
-RECIPES["classic"]["fast"] = RECIPES["fast"]["fast"]
+# fmt: on
+RECIPES["classic"]["fast"] = RECIPES["fast"]["fast"]  # the fast network has no "classic" way to train
 RECIPES["fast"]["default"] = RECIPES["fast"]["fast"]
 
 
@@ -497,6 +474,13 @@ def default_out_dir() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
+def _grad_scaler() -> Any:
+    """fp16 needs loss scaling; torch.amp.GradScaler arrived in 2.3, torch.cuda.amp's is the older spelling."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
+
+
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     """Linear warm-up then linear decay to zero (one-cycle), or constant."""
     if cfg.schedule == "constant":
@@ -509,8 +493,9 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """Weight decay on weights only: decaying BN scales and biases hurts small fast runs."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    other = [p for p in model.parameters() if p.ndim < 2]
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    other = [p for p in params if p.ndim < 2]
     groups: list[dict[str, Any]] = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": other, "weight_decay": 0.0},
@@ -636,7 +621,14 @@ def _train(
     if data is None:
         for turn in (True, False):
             if dist.main == turn:
-                data = load_data(cfg.data, data_root=cfg.data_root, holdout=cfg.holdout, seed=cfg.seed, cache=cfg.cache)
+                data = load_data(
+                    cfg.data,
+                    data_root=cfg.data_root,
+                    holdout=cfg.holdout,
+                    seed=cfg.seed,
+                    cache=cfg.cache,
+                    background_cache=dist.world == 1,  # other ranks wait for rank 0's cache file
+                )
             dist.barrier()
     assert data is not None and data.test is not None
     test = data.test
@@ -660,6 +652,8 @@ def _train(
         cfg.width = cfg.width if cfg.width is not None else (1.0 if on_gpu else 0.25)
         cfg.lean = cfg.lean if cfg.lean is not None else not on_gpu
     raw_model = build_model(cfg.model, num_classes=len(data.classes), **model_kwargs(cfg)).to(device)
+    if isinstance(raw_model, FastNet):
+        raw_model.init_whitening(data.train.images[:5000])
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw_model = raw_model.to(memory_format=memory_format)
     model: nn.Module = raw_model
@@ -673,7 +667,7 @@ def _train(
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     dtype = amp_dtype(cfg, device)
-    scaler = torch.cuda.amp.GradScaler() if dtype == torch.float16 else None
+    scaler = _grad_scaler() if dtype == torch.float16 else None
     torch.manual_seed(cfg.seed + 1000 * dist.rank)  # different augmentations per rank, same weights everywhere
 
     # --- batches: each rank reads its own shard of every epoch's permutation

@@ -91,3 +91,16 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["run-lab", "--here", "--data", str(missing), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert str(missing) in result.output and "train/<class>/*.jpg" in result.output
+
+
+@pytest.mark.slow
+def test_run_here_notebook_keeps_the_executed_copy(tmp_path: Path) -> None:
+    pytest.importorskip("nbclient", reason="executing the notebook needs nbclient (pip install '.[lab]')")
+    out = tmp_path / "nb"
+    result = runner.invoke(
+        app, ["run-lab", "--here", "--notebook", "--data", "synthetic:100", "--set", "max_steps=5", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    executed = out / "first_pytorch_classifier.ipynb"
+    assert executed.is_file() and str(executed) in result.output
+    assert json.loads((out / "run" / "metrics.json").read_text())["steps"] == 5
