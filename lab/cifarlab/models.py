@@ -83,8 +83,8 @@ class FastNet(nn.Module):
         super().__init__()
         w = [max(8, round(c * width)) for c in (64, 128, 256, 512)]
         self.norm = Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-        self.whiten = nn.Conv2d(3, 24, 2, bias=True)
-        self.whiten.weight.requires_grad_(False)
+        self.whiten = nn.Conv2d(3, 24, 2, bias=False)
+        self.whiten.weight.requires_grad_(False)  # frozen, bias-free: no backward pass through the first two layers
         self.stem = nn.Sequential(nn.ReLU(), _conv_bn(24, w[0]), nn.MaxPool2d(2) if lean else nn.Identity())
         self.layers = nn.Sequential(_Block(w[0], w[1]), _Block(w[1], w[2]), _Block(w[2], w[3]))
         self.head = nn.Linear(w[3], num_classes, bias=False)
@@ -99,8 +99,6 @@ class FastNet(nn.Module):
         eigvals, eigvecs = torch.linalg.eigh(cov.double())
         filters = (eigvecs.T / (eigvals + eps).sqrt()[:, None]).float().view(12, 3, 2, 2)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
-        if self.whiten.bias is not None:
-            self.whiten.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(self.whiten(self.norm(x))))

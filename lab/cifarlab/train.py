@@ -108,6 +108,7 @@ class TrainConfig:
     warmup: float | None = None
     label_smoothing: float | None = None
     augment: bool | None = None
+    crop_pad: int = 2
     tta: bool | None = None
     channels_last: bool | None = None
     amp: str = "auto"
@@ -155,6 +156,7 @@ class TrainConfig:
         need(self.width is None or self.width > 0, f"--width must be positive, got {self.width}.")
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}.")
         need(self.eval_batch_size >= 1, "--eval-batch-size must be >= 1.")
+        need(0 <= self.crop_pad <= 16, f"--crop-pad must be between 0 and 16 pixels, got {self.crop_pad}.")
         need(self.eval_every > 0, f"--eval-every is in epochs and must be positive, got {self.eval_every}.")
         need(self.threads is None or self.threads >= 1, "--threads must be >= 1.")
         need(0 <= (self.warmup or 0) < 1, f"--warmup is a fraction of the run in [0, 1), got {self.warmup}.")
@@ -760,7 +762,7 @@ def _train(
         idx = order[i * local_batch : (i + 1) * local_batch]
         x, y = images[idx], labels[idx]
         if cfg.augment:
-            x = augment(x)
+            x = augment(x, pad=cfg.crop_pad)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for group in optimizer.param_groups:
