@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         r = results.get(f"tutorial_{name}")
         if r:
             t = r["time_to_target_s"]
-            ratio = f"{budget / t:.1f}x sooner" if (t and budget) else "target not reached"
+            ratio = "no classic run to compare" if not budget else (f"{budget / t:.1f}x sooner" if t else "not reached")
             print(
                 f"tutorial, {name} cache   : {r['accuracy']:.2%} final; reached {target:.2%} after "
                 f"{t if t is None else round(t, 1)}s ({ratio}); {r['images_per_s']:.0f} img/s; load {r['load_s']:.1f}s"
