@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classic-epochs", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the classic loop (tutorial: 2)")
-    ap.add_argument("--tutorial-epochs", type=float, default=1.5, help="fast-path epochs for the tutorial network")
+    ap.add_argument("--tutorial-epochs", type=float, default=1.25, help="fast-path epochs for the tutorial network")
     ap.add_argument("--tutorial-batch", type=int, default=64)
-    ap.add_argument("--tutorial-lr", type=float, default=0.005)
+    ap.add_argument("--tutorial-lr", type=float, default=0.05)
     ap.add_argument("--fast-epochs", type=float, default=2.5, help="fast preset epochs (fit a 2-core CPU's budget)")
     ap.add_argument(
         "--fast-crop-pad",
