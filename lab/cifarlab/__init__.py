@@ -1,1 +1,41 @@
-"""placeholder"""
+"""cifarlab: the training core behind the lab notebook and ``labctl run-lab``.
+
+It never imports labctl: it is what runs on the lab machine. Needs torch, numpy and Pillow; torchvision only
+for the CIFAR-10 download, matplotlib only for the plots, nbclient only to execute the notebook.
+"""
+
+from __future__ import annotations
+
+from cifarlab.data import Data, DataError, LabError, Split, load_data
+from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters
+from cifarlab.train import (
+    ConfigError,
+    TrainConfig,
+    augment,
+    load_checkpoint,
+    per_class_table,
+    pick_device,
+    predict_logits,
+    train,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "ConfigError",
+    "Data",
+    "DataError",
+    "FastNet",
+    "LabError",
+    "Split",
+    "TrainConfig",
+    "TutorialNet",
+    "augment",
+    "build_model",
+    "count_parameters",
+    "load_checkpoint",
+    "load_data",
+    "per_class_table",
+    "pick_device",
+    "predict_logits",
+    "train",
+]

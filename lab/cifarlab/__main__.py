@@ -1,0 +1,189 @@
+"""``python -m cifarlab train|evaluate|predict|notebook``: the lab from a shell, inside or outside the container.
+
+Exit codes: 0 success, 1 failure, 2 bad options or data, 130 interrupted (Ctrl-C or SIGTERM; checkpoint kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cifarlab.data import LabError
+
+HELP = {
+    "data": "cifar10 (download), synthetic[:N], or a directory/.tar/.tar.gz holding train/<class>/*.jpg",
+    "data_root": "where --data cifar10 downloads to (default ./data or $CIFARLAB_DATA_ROOT)",
+    "holdout": "fraction of train/ held out for evaluation (default 0.1 when there is no test/)",
+    "cache": "keep decoded images in a cache file next to the data (or the user cache dir)",
+    "model": "tutorial (the notebook's CNN) or fast (small residual network)",
+    "width": "width multiplier of the fast model (0.25-0.5 on a CPU, 1+ on a GPU)",
+    "recipe": "classic (the tutorial's settings) or fast (large batches, one-cycle); default by model",
+    "epochs": "training epochs (fractions allowed)",
+    "max_steps": "stop after this many steps (smoke tests)",
+    "device": "auto, cuda, cuda:N, mps or cpu",
+    "amp": "mixed precision on CUDA: auto, bf16, fp16 or off",
+    "compile": "torch.compile the model",
+    "log_every": "seconds between progress lines when stdout is not a terminal",
+    "out": "run directory (default runs/<time>)",
+}
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from cifarlab.train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            p.add_argument(
+                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=HELP.get(f.name)
+            )
+        else:
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=HELP.get(f.name))
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from cifarlab.train import TrainConfig
+
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
+    }
+    cfg = TrainConfig().with_strings({k: v for k, v in given.items() if not isinstance(v, bool)})
+    for key, value in given.items():
+        if isinstance(value, bool):
+            setattr(cfg, key, value)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cifarlab.train import per_class_table, train
+
+    metrics = train(_config(args), stream=sys.stdout)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0 if metrics["status"] == "succeeded" else 130
+    print(per_class_table(metrics))
+    print(f"status {metrics['status']}; results in {metrics['options']['out']}")
+    return 0 if metrics["status"] == "succeeded" else 130
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cifarlab.data import load_data
+    from cifarlab.train import load_checkpoint, per_class_table, pick_device, predict_logits, score
+
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
+    cfg = ckpt["config"]
+    data = load_data(
+        args.data or cfg["data"],
+        data_root=args.data_root or cfg.get("data_root"),
+        holdout=args.holdout if args.holdout is not None else cfg.get("holdout"),
+        seed=cfg.get("seed", 0),
+    )
+    assert data.test is not None
+    if data.classes != ckpt["classes"]:
+        raise LabError(f"the data's classes {data.classes} differ from the checkpoint's {ckpt['classes']}.")
+    logits = predict_logits(model, data.test.images, device, tta=bool(cfg.get("tta")))
+    metrics = score(logits.argmax(1), data.test.labels, data.classes)
+    metrics["checkpoint"] = str(args.checkpoint)
+    print(per_class_table(metrics))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from cifarlab.data import decode_images
+    from cifarlab.train import load_checkpoint, pick_device, predict_logits
+
+    device = pick_device(args.device)
+    model, ckpt = load_checkpoint(args.checkpoint, device)
+    blobs = []
+    for name in args.images:
+        path = Path(name)
+        if not path.is_file():
+            raise LabError(f"no image file at {path}.")
+        blobs.append(path.read_bytes())
+    try:
+        images = decode_images(blobs, workers=1)
+    except Exception as exc:
+        raise LabError(f"could not decode one of the images: {exc}") from exc
+    probs = torch.softmax(predict_logits(model, images, device, tta=bool(ckpt["config"].get("tta"))), 1)
+    results = []
+    for name, p in zip(args.images, probs, strict=True):
+        k = int(p.argmax())
+        results.append({"image": name, "class": ckpt["classes"][k], "probability": round(float(p[k]), 4)})
+    for r in results:
+        print(json.dumps(r) if args.json else f"{r['image']}: {r['class']} ({r['probability']:.0%})")
+    return 0
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from cifarlab.notebook import run_notebook
+
+    params = dict(kv.split("=", 1) for kv in args.param)
+    for key in ("data", "epochs", "batch_size", "max_steps", "device", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            params[key] = str(value)
+    executed = run_notebook(args.out, params, timeout=args.timeout)
+    print(f"executed notebook: {executed}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cifarlab", description="Train and evaluate the CIFAR-10 lab.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model and write a run directory")
+    _add_train_options(t)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("evaluate", help="score a checkpoint on the test (or held-out) images")
+    e.add_argument("--checkpoint", required=True, help="checkpoint.pt or its run directory")
+    e.add_argument("--data", help="data source (default: the one it was trained on)")
+    e.add_argument("--data-root")
+    e.add_argument("--holdout", type=float)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", help="also write evaluation.json here")
+    e.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="classify image files with a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_predict)
+    n = sub.add_parser("notebook", help="execute the notebook headless and keep the executed copy")
+    n.add_argument("--out", required=True, help="directory for the executed notebook and its results")
+    n.add_argument("--data")
+    n.add_argument("--epochs")
+    n.add_argument("--batch-size")
+    n.add_argument("--max-steps")
+    n.add_argument("--device")
+    n.add_argument("--seed")
+    n.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="sets LAB_KEY for the notebook")
+    n.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    n.set_defaults(func=cmd_notebook)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

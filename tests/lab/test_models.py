@@ -1,0 +1,33 @@
+"""The networks: the tutorial CNN exactly as published, and the fast preset's shape and width knob."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters
+
+
+def test_tutorial_net_has_the_published_shape_and_parameter_count() -> None:
+    net = TutorialNet()
+    assert count_parameters(net) == 62006
+    assert [tuple(m.weight.shape) for m in (net.conv1, net.conv2)] == [(6, 3, 5, 5), (16, 6, 5, 5)]
+    assert [(m.in_features, m.out_features) for m in (net.fc1, net.fc2, net.fc3)] == [(400, 120), (120, 84), (84, 10)]
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert net(x).shape == (4, 10)
+
+
+def test_uint8_and_unit_float_inputs_give_the_same_logits() -> None:
+    net = TutorialNet().eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(net(x), net(x.float() / 255))
+
+
+def test_fast_net_width_scales_its_size() -> None:
+    small, big = FastNet(width=0.25), FastNet(width=0.5)
+    assert count_parameters(small) < count_parameters(big) / 2
+    assert small(torch.zeros(3, 3, 32, 32, dtype=torch.uint8)).shape == (3, 10)
+
+
+def test_unknown_model_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        build_model("vgg")

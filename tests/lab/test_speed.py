@@ -1,0 +1,212 @@
+"""The fast path: decoded-image cache, batch augmentation, the fast preset, DDP on CPU, the benchmark script."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cifarlab.data import load_data
+from cifarlab.train import TrainConfig, augment, train
+from PIL import Image
+
+from .conftest import make_jpeg_folder, make_targz
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = ROOT / "lab"
+
+
+def test_cache_is_reused_until_the_data_changes(tmp_path: Path, lab_cache_dir: Path) -> None:
+    archive = make_targz(make_jpeg_folder(tmp_path / "a"), tmp_path / "data.tar.gz")
+    first = load_data(str(archive))
+    assert first.cache.startswith("built")
+    second = load_data(str(archive))
+    assert second.cache.startswith("reused")
+    assert torch.equal(first.train.images, second.train.images) and torch.equal(first.test.images, second.test.images)
+
+    # new content (one more image per class) with a new mtime: the cache must be rebuilt, and only one kept
+    archive.unlink()
+    make_targz(make_jpeg_folder(tmp_path / "b", per_class=8), archive)
+    os.utime(archive, ns=(time.time_ns(), time.time_ns() + 10**9))
+    third = load_data(str(archive))
+    assert third.cache.startswith("built")
+    assert len(third.train) + len(third.test) == 24
+    assert len(list(lab_cache_dir.glob("data.tar.gz.cache-*.pt"))) == 1
+
+
+def test_directory_cache_notices_a_changed_file(jpeg_folder: Path) -> None:
+    assert load_data(str(jpeg_folder)).cache.startswith("built")
+    assert load_data(str(jpeg_folder)).cache.startswith("reused")
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(jpeg_folder / "train" / "cat" / "0000.jpg")
+    changed = load_data(str(jpeg_folder))
+    assert changed.cache.startswith("built")
+
+
+def test_cache_is_written_next_to_writable_data_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CIFARLAB_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    archive = make_targz(make_jpeg_folder(tmp_path / "src"), folder / "d.tar.gz")
+    folder.chmod(0o555)  # read-only data folder, as a shared data mount is
+    try:
+        data = load_data(str(archive))
+    finally:
+        folder.chmod(0o755)
+    assert str(tmp_path / "usercache" / "cifarlab") in data.cache
+    assert sorted(p.name for p in folder.iterdir()) == ["d.tar.gz"]
+
+
+def _plain_loader(folder: Path) -> tuple[list[np.ndarray], list[int]]:
+    """What a per-image loader (ImageFolder + PIL) would hand out, file by file."""
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    images, labels = [], []
+    for k, cls in enumerate(classes):
+        for f in sorted((folder / "train" / cls).glob("*.jpg")):
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB")))
+            labels.append(k)
+    return images, labels
+
+
+def test_fast_pipeline_yields_the_same_images_and_labels_as_a_plain_loader(jpeg_folder: Path) -> None:
+    images, labels = _plain_loader(jpeg_folder)
+    for _ in range(2):  # built, then reused from the cache
+        data = load_data(str(jpeg_folder), holdout=0.5, seed=1)
+        assert data.test is not None
+        got_images = torch.cat([data.train.images, data.test.images]).permute(0, 2, 3, 1).numpy()
+        got_labels = torch.cat([data.train.labels, data.test.labels]).tolist()
+        expected = sorted(zip((im.tobytes() for im in images), labels, strict=True))
+        assert sorted(zip((im.tobytes() for im in got_images), got_labels, strict=True)) == expected
+
+
+def test_augmentation_keeps_shapes_dtype_and_pixel_values() -> None:
+    torch.manual_seed(0)
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    y = augment(x)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    for a, b in zip(x, y, strict=True):  # every output pixel is an input pixel or the zero padding
+        values = set(a.flatten().tolist()) | {0}
+        assert set(b.flatten().tolist()) <= values
+    assert not torch.equal(x, y)
+
+    flipped = augment(x, pad=0)
+    same = (flipped == x).flatten(1).all(1)
+    mirrored = (flipped == x.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 10 < int(mirrored.sum()) < 54
+
+
+def test_augmentation_crops_are_shifted_windows_of_the_padded_image() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).view(2, 3, 8, 8).to(torch.uint8)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    y = augment(x, pad=2)
+    for a_pad, b in zip(padded, y, strict=True):
+        windows = [a_pad[:, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
+        windows += [w.flip(2) for w in windows]
+        assert any(torch.equal(w, b) for w in windows)
+
+
+def test_fast_preset_trains_a_few_steps_and_lowers_the_loss(tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        data="synthetic:512", model="fast", width=0.125, epochs=4, batch_size=64, lr=0.2, out=str(tmp_path)
+    )
+    metrics = train(cfg)
+    losses = metrics["loss_per_step"]
+    assert metrics["options"]["recipe"] == "fast" and metrics["options"]["augment"] is True
+    assert len(losses) == 32 and sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4
+    assert metrics["accuracy"] > 0.3
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_run_writes_one_set_of_results(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(LAB), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "cifarlab",
+        "train",
+        "--data",
+        "synthetic:256",
+        "--model",
+        "fast",
+        "--width",
+        "0.25",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["world_size"] == 2
+    # 256 images, 2 ranks of 32 per step: 4 steps per epoch, each rank on its own half
+    assert metrics["steps"] == 8 and len(metrics["loss_per_step"]) == 8
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "done"
+    assert r.stdout.count("overall") == 1  # only rank 0 reports
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]
+
+
+@pytest.mark.slow
+def test_benchmark_script_smoke_run(tmp_path: Path) -> None:
+    archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=20), tmp_path / "tiny.tar.gz")
+    result = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "lab_speed.py"),
+        "--data",
+        str(archive),
+        "--holdout",
+        "0.25",
+        "--classic-epochs",
+        "1",
+        "--workers",
+        "0",
+        "--tutorial-epochs",
+        "2",
+        "--tutorial-batch",
+        "8",
+        "--fast-epochs",
+        "1",
+        "--fast-batch",
+        "16",
+        "--out",
+        str(tmp_path / "runs"),
+        "--json",
+        str(result),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(result.read_text())
+    assert set(data) >= {"classic", "tutorial_cold", "tutorial_warm", "fast", "command", "machine"}
+    assert data["classic"]["steps"] == 12 and 0 <= data["classic"]["accuracy"] <= 1
+    assert data["tutorial_cold"]["load_s"] > 0 and data["tutorial_warm"]["history"]
+    assert "summary" in r.stdout

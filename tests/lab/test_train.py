@@ -1,0 +1,184 @@
+"""Training end to end on synthetic data: the loss falls, every result file appears, checkpoints reload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cifarlab.data import load_data
+from cifarlab.train import ConfigError, TrainConfig, load_checkpoint, predict_logits, train
+
+LAB = Path(__file__).resolve().parents[2] / "lab"
+
+
+def quick_config(out: Path, **overrides: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data="synthetic:480", model="tutorial", epochs=3, batch_size=32, lr=0.003, optimizer="adamw", out=str(out)
+    )
+    base.update(overrides)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train(quick_config(out))
+    return out
+
+
+def test_short_run_lowers_the_loss_and_learns(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    losses = metrics["loss_per_step"]
+    assert metrics["status"] == "succeeded" and metrics["steps"] == len(losses) == 45
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+    assert metrics["accuracy"] > 0.5  # chance is 0.1
+    assert set(metrics["per_class_accuracy"]) == set(metrics["classes"]) and len(metrics["classes"]) == 10
+    cm = metrics["confusion_matrix"]
+    assert len(cm) == 10 and sum(map(sum, cm)) == metrics["data"]["n_test"] == 120
+    assert metrics["images_per_s"] > 0 and metrics["device"] == "cpu"
+    assert metrics["torch_version"] == torch.__version__ and metrics["python_version"]
+    assert metrics["options"]["batch_size"] == 32 and metrics["wall_s"] > 0
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+
+
+def test_run_directory_holds_every_result_file(trained_run: Path) -> None:
+    for name in ("metrics.json", "events.jsonl", "checkpoint.pt", "loss_curve.png", "confusion_matrix.png"):
+        assert (trained_run / name).stat().st_size > 0, name
+    assert (trained_run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_events_follow_the_documented_schema(trained_run: Path) -> None:
+    events = [json.loads(line) for line in (trained_run / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("epoch") == 3
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress, "at least one progress event"
+    for e in progress:
+        assert {"epoch", "step", "steps_total", "loss", "images_per_s", "eta_s"} <= e.keys()
+        assert e["steps_total"] == 45
+    assert events[-1]["status"] == "succeeded" and 0 <= events[-1]["accuracy"] <= 1
+
+
+def test_checkpoint_reloads_and_predicts_the_same(trained_run: Path) -> None:
+    data = load_data("synthetic:480")
+    assert data.test is not None
+    model, ckpt = load_checkpoint(trained_run)
+    assert ckpt["classes"] == data.classes and ckpt["model"] == "tutorial"
+    again, _ = load_checkpoint(trained_run / "checkpoint.pt")
+    a = predict_logits(model, data.test.images, torch.device("cpu"))
+    b = predict_logits(again, data.test.images, torch.device("cpu"))
+    torch.testing.assert_close(a, b)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    accuracy = (a.argmax(1) == data.test.labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["accuracy"])
+
+
+def test_evaluate_and_predict_commands_use_the_checkpoint(trained_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    ev = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "evaluate", "--checkpoint", str(trained_run), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert ev.returncode == 0, ev.stderr
+    assert "overall" in ev.stdout
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert evaluation["accuracy"] == pytest.approx(json.loads((trained_run / "metrics.json").read_text())["accuracy"])
+
+
+def test_predict_command_classifies_image_files_like_the_model(trained_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    data = load_data("synthetic:480")
+    assert data.test is not None
+    model, _ = load_checkpoint(trained_run)
+    images = data.test.images[:3]
+    paths = []
+    for i, img in enumerate(images):
+        path = tmp_path / f"img{i}.png"  # lossless, so the file holds exactly these pixels
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(path)
+        paths.append(str(path))
+    expected = predict_logits(model, images, torch.device("cpu")).argmax(1).tolist()
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    r = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "predict", "--checkpoint", str(trained_run), "--json", *paths],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [a["class"] for a in answers] == [data.classes[k] for k in expected]
+    assert all(0 < a["probability"] <= 1 for a in answers)
+
+
+def test_bad_options_are_refused_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--optimizer must be sgd or adamw"):
+        train(quick_config(tmp_path, optimizer="lbfgs"))
+    with pytest.raises(ConfigError, match="unknown training option 'bogus'"):
+        TrainConfig().with_strings({"bogus": "1"})
+    with pytest.raises(ConfigError, match="not a valid int"):
+        TrainConfig().with_strings({"batch_size": "lots"})
+
+
+def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    missing = tmp_path / "missing.tar.gz"
+    r = subprocess.run(
+        [sys.executable, "-m", "cifarlab", "train", "--data", str(missing), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert str(missing) in r.stderr and "Traceback" not in r.stderr
+    done = json.loads((tmp_path / "o" / "events.jsonl").read_text().splitlines()[-1])
+    assert done["event"] == "done" and done["status"] == "failed"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+def test_sigterm_stops_cleanly_and_keeps_the_checkpoint(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifarlab",
+        "train",
+        "--data",
+        "synthetic:400",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1000",
+        "--out",
+        str(out),
+        "--log-every",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    events = out / "events.jsonl"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (events.exists() and '"epoch"' in events.read_text()):
+        time.sleep(0.2)  # wait for the first epoch end, then for some training past it
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["interrupted_by"] == "SIGTERM"
+    assert (out / "checkpoint.pt").is_file()
+    _, ckpt = load_checkpoint(out)
+    assert ckpt["step"] == metrics["steps"] > 0
+    assert json.loads(events.read_text().splitlines()[-1])["status"] == "interrupted"

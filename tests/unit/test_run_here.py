@@ -1,0 +1,106 @@
+"""`labctl run-lab --here` through the real CLI: it trains in this environment and shows the per-class table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from labctl.cli import app
+
+pytest.importorskip("torch", reason="run-lab --here needs the lab's packages (pip install '.[lab]')")
+
+runner = CliRunner()
+
+
+def test_run_here_on_synthetic_data_prints_the_per_class_table(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        "run-lab",
+        "--here",
+        "--data",
+        "synthetic:300",
+        "--batch-size",
+        "30",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.003",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "log_every=1",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for k in range(10):
+        assert f"class{k}" in result.output
+    assert "overall" in result.output and str(out) in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["options"]["optimizer"] == "adamw"
+    assert metrics["options"]["epochs"] == 2 and metrics["steps"] == 20
+
+
+def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "run-lab",
+            "--here",
+            "--data",
+            "synthetic:100",
+            "--set",
+            "max_steps=3",
+            "--batch-size",
+            "10",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout[result.stdout.index("{") :])
+    assert payload["run_dir"] == str(out) and payload["status"] == "succeeded"
+    assert 0 <= payload["accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--epochs", "-1"], "--epochs must be positive"),
+        (["--optimizer", "rmsprop"], "--optimizer must be sgd or adamw"),
+        (["--set", "nonsense"], "is not KEY=VALUE"),
+        (["--set", "wings=2"], "unknown training option 'wings'"),
+        (["--model", "resnet50"], "unknown model 'resnet50'"),
+        (["--detach"], "--detach only applies"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = runner.invoke(app, ["run-lab", "--here", "--data", "synthetic", "--out", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "cifar.tar.gz"
+    result = runner.invoke(app, ["run-lab", "--here", "--data", str(missing), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert str(missing) in result.output and "train/<class>/*.jpg" in result.output
+
+
+@pytest.mark.slow
+def test_run_here_notebook_keeps_the_executed_copy(tmp_path: Path) -> None:
+    pytest.importorskip("nbclient", reason="executing the notebook needs nbclient (pip install '.[lab]')")
+    out = tmp_path / "nb"
+    result = runner.invoke(
+        app, ["run-lab", "--here", "--notebook", "--data", "synthetic:100", "--set", "max_steps=5", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    executed = out / "first_pytorch_classifier.ipynb"
+    assert executed.is_file() and str(executed) in result.output
+    assert json.loads((out / "run" / "metrics.json").read_text())["steps"] == 5
