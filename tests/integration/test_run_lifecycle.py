@@ -10,13 +10,12 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from labctl import runs
 from labctl.errors import LabctlError
-
-docker = pytest.importorskip("docker")
 
 FAKE_MAIN = textwrap.dedent(
     """
@@ -47,9 +46,8 @@ def lab_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def container(python_image: str) -> Iterator[runs.Container]:
-    client = docker.from_env()
-    box = client.containers.run(python_image, ["sleep", "600"], detach=True, labels={"labctl.test": "runs"})
+def container(docker_client: Any, test_base_image: str) -> Iterator[runs.Container]:
+    box = docker_client.containers.run(test_base_image, ["sleep", "600"], detach=True, labels={"labctl.test": "runs"})
     box.exec_run(["mkdir", "-p", "/workspace"])
     try:
         yield box
