@@ -44,13 +44,16 @@ def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
     azure = target == "azure"
     ssh_key = settings.get("ssh_key", opts.ssh_key)
     size = settings.get("size") if azure and not opts.sizes else None
+    # A region only counts as asked for when something set it: a re-run of `up` for a lab made elsewhere
+    # (--region westus2, --region auto) must converge on where the lab is, not on the built-in default.
+    region = settings.lookup("region", opts.region)
     spec = LabSpec(
         name=settings.get("name", opts.name),
         target=target,
         host=parse_host(opts.host) if opts.host else None,
         gpu=opts.gpu,
         sizes=list(opts.sizes) or ([size] if size else []),
-        region=settings.get("region", opts.region) if azure else opts.region,
+        region=(region.value if region.source != "default" else None) if azure else opts.region,
         image=settings.get("image", opts.image),
         subscription=settings.get("subscription", opts.subscription) if azure else opts.subscription,
         allow_ip=settings.get("allow_ip", opts.allow_ip) if azure else opts.allow_ip,
@@ -71,17 +74,29 @@ def up(opts: UpOptions, ui: Reporter) -> Outcome:
         return target.plan(spec)
 
     store = StateStore()
-    if store.exists(spec.name):
-        record = store.load(spec.name)
+    record = store.load(spec.name) if store.exists(spec.name) else None
+    if record is not None and record.status == "creating" and record.host is None and record.target != "azure":
+        record = None  # an earlier `up` that never reached its machine left nothing behind to keep
+    if record is None:
+        record = LabRecord(name=spec.name, target=spec.target, gpu=spec.gpu, image=spec.image)
+        store.save(record)
+    else:
         if record.target != spec.target:
             raise UsageError(
                 f"Lab '{spec.name}' already exists on target '{record.target}', not '{spec.target}'.",
                 hint="Pick another --name, or 'labctl down --name " + spec.name + "' first.",
             )
+        if spec.host is not None and record.host not in (None, spec.host.host):
+            raise UsageError(
+                f"Lab '{spec.name}' lives on {record.host}, not {spec.host.host}.",
+                hint=f"'labctl down --name {spec.name}' removes it there first, or pick another --name.",
+            )
+        if spec.gpu and not record.gpu:
+            ui.info(
+                f"Lab '{spec.name}' becomes a GPU lab: the NVIDIA runtime is checked and the container gets the GPUs."
+            )
+            record.gpu = True
         ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
-    else:
-        record = LabRecord(name=spec.name, target=spec.target, gpu=spec.gpu, image=spec.image)
-        store.save(record)
 
     record = target.provision(spec, record, ui, store.save)
     store.save(record)

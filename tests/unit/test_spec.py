@@ -41,7 +41,8 @@ def test_parse_host_refuses(bad: str) -> None:
 
 def test_defaults(settings: Settings) -> None:
     spec = build_spec(UpOptions(), settings)
-    assert (spec.name, spec.target, spec.shutdown_at, spec.region) == ("lab", "azure", "19:00", "eastus")
+    # No region given: the Azure target picks its default for a new lab and keeps an existing lab's region.
+    assert (spec.name, spec.target, spec.shutdown_at, spec.region) == ("lab", "azure", "19:00", None)
 
 
 def test_host_implies_ssh_target(settings: Settings) -> None:
