@@ -172,11 +172,13 @@ def lab_container(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Ite
         yield lab.LabContainer(found)
 
 
-__all__ = ["CommandFailed", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]
-
-
 def describe_lab(record: LabRecord, *, wait: float = 10.0) -> dict[str, object]:
-    """Live facts about the lab container for `labctl status`; never raises for an unreachable machine."""
+    """Live, read-only facts about the lab container for `labctl status`; never raises for an unreachable machine.
+
+    One connection gathers everything (container, Jupyter, runs), and nothing is started or changed: asking
+    for the status must not revive a lab the user stopped.
+    """
+    from labctl import runs
     from labctl.ui import PlainReporter
 
     quiet = PlainReporter(quiet=True)
@@ -187,10 +189,21 @@ def describe_lab(record: LabRecord, *, wait: float = 10.0) -> dict[str, object]:
             found = lab.find_container(machine.docker(), record.name)
             if found is None:
                 facts.update(container="missing", jupyter="down")
-            else:
-                state = lab.LabContainer(found).state()
-                answers = state["container"] == "running" and lab.jupyter_answers(found)
-                facts.update(container=state["container"], health=state["health"], jupyter="up" if answers else "down")
+                return facts
+            state = lab.LabContainer(found).state()
+            running = state["container"] == "running"
+            facts.update(container=state["container"], health=state["health"])
+            facts["jupyter"] = "up" if running and lab.jupyter_answers(found) else "down"
+            if running:
+                infos = runs.list_runs(found)
+                facts["runs"] = len(infos)
+                if infos:
+                    facts["latest_run"] = max(infos, key=lambda i: i.run_id).to_json()
     except LabctlError as exc:
         facts.update(reachable=False, error=exc.message)
+    except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash
+        facts.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
     return facts
+
+
+__all__ = ["CommandFailed", "describe_lab", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]

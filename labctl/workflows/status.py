@@ -1,8 +1,9 @@
 """`labctl status`: what runs where, since when, and what it costs.
 
-Facts come from three places, each allowed to fail on its own: the local record, the target's live
-description (Azure: power state, IP, price) and the lab container (health, runs). A stopped VM or a dropped
-network still gives a useful answer instead of an error.
+Facts come from the local record and from the target's live description (Azure: power state, address, price,
+uptime; every target: the container, Jupyter and the runs, read in one connection). Each part may fail on its
+own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking never starts
+or changes anything.
 """
 
 from __future__ import annotations
@@ -14,17 +15,6 @@ from labctl.state import StateStore
 from labctl.ui import Outcome, Reporter
 
 
-def _container_facts(record: Any, ui: Reporter) -> dict[str, Any]:
-    from labctl import runs
-    from labctl.workflows.runlab import lab_container
-
-    with lab_container(record, ui) as container:
-        health = (container.attrs.get("State", {}).get("Health") or {}).get("Status", "unknown")  # type: ignore[attr-defined]
-        infos = runs.list_runs(container)
-    latest = max(infos, key=lambda i: i.run_id).to_json() if infos else None
-    return {"container": record.container_name, "jupyter": health, "runs": len(infos), "latest_run": latest}
-
-
 def status(name: str | None, ui: Reporter) -> Outcome:
     from labctl.targets import get_target
 
@@ -34,27 +24,39 @@ def status(name: str | None, ui: Reporter) -> Outcome:
         "target": record.target,
         "state": record.status,
         "created_at": record.created_at,
-        "host": record.host,
-        "gpu": record.gpu,
+        "gpu": record.gpu or None,
         "image": record.image,
     }
+    if record.host:
+        data["host"] = f"{record.user}@{record.host}:{record.port}" if record.user else record.host
     try:
         data.update(get_target(record.target).describe(record))
     except LabctlError as exc:
-        data["machine_error"] = exc.render()
-    hours = data.get("uptime_hours")
-    price = data.get("price_per_hour")
-    if isinstance(hours, (int, float)) and isinstance(price, (int, float)):
-        data["estimated_spend"] = round(hours * price, 2)
-    if record.status == "ready" and data.get("power_state", "running") == "running":
-        try:
-            data.update(_container_facts(record, ui))
-        except LabctlError as exc:
-            data["container_error"] = exc.render()
-    return Outcome(data, _render(data))
+        data["error"] = exc.render()
+    if record.target == "azure" and record.status == "ready" and data.get("power_state") == "running":
+        from labctl.labhost import describe_lab
+
+        data.update(describe_lab(record))
+    elif data.get("power_state") not in (None, "running"):
+        data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
+    if "latest_run" not in data and record.runs:
+        last = record.runs[-1]
+        data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
+    return Outcome(data, render(data))
 
 
-_LABELS = [
+def _hours(seconds: Any) -> str | None:
+    if not isinstance(seconds, (int, float)):
+        return None
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h {rest // 60:02d}m"
+
+
+def _money(value: Any) -> str | None:
+    return f"${float(value):.2f}" if isinstance(value, (int, float)) else None
+
+
+_LABELS: list[tuple[str, str]] = [
     ("name", "lab"),
     ("target", "target"),
     ("state", "state"),
@@ -62,21 +64,30 @@ _LABELS = [
     ("size", "size"),
     ("gpu", "gpu"),
     ("power_state", "power"),
+    ("public_ip", "public IP"),
     ("host", "address"),
-    ("uptime_hours", "up for (h)"),
-    ("price_per_hour", "$/hour"),
-    ("estimated_spend", "spent so far ($)"),
+    ("uptime", "up for"),
+    ("price", "cost per hour"),
+    ("spend", "spent since start"),
     ("shutdown_at", "auto-shutdown"),
     ("container", "container"),
+    ("health", "container health"),
     ("jupyter", "jupyter"),
     ("runs", "runs"),
-    ("machine_error", "machine"),
-    ("container_error", "container"),
+    ("error", "could not reach"),
+    ("hint", "next"),
 ]
 
 
-def _render(data: dict[str, Any]) -> str:
-    rows = [(label, data[key]) for key, label in _LABELS if data.get(key) not in (None, "")]
+def render(data: dict[str, Any]) -> str:
+    """The status as aligned lines, leaving out what is unknown rather than printing None."""
+    shown = dict(data)
+    shown["uptime"] = _hours(data.get("uptime_seconds"))
+    shown["price"] = _money(data.get("usd_per_hour"))
+    shown["spend"] = _money(data.get("spend_so_far_usd"))
+    if data.get("gpu") is True:
+        shown["gpu"] = "yes"
+    rows = [(label, shown[key]) for key, label in _LABELS if shown.get(key) not in (None, "", False)]
     latest = data.get("latest_run")
     if latest:
         acc = latest.get("accuracy")
