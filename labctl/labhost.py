@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 
 # How many ports above the recorded one to try when the machine's loopback port is taken.
 PORT_TRIES = 20
+# Everyday commands meet a machine that is up or not: a short retry rides out a blip, and a stopped VM is
+# reported in seconds rather than after the minutes `up` allows a booting one.
+EVERYDAY_WAIT = 5.0
 
 
 @contextmanager
-def machine_for(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Iterator[Machine]:
+def machine_for(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[Machine]:
     machine = connect(record, ui, wait=wait)
     try:
         yield machine
@@ -143,7 +146,7 @@ def _start_on_free_port(
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
     """Remove the lab container (and its workspace volume unless ``keep_volume``); the machine stays."""
-    with machine_for(record, ui, wait=30.0) as machine:
+    with machine_for(record, ui) as machine:
         client = machine.docker()
         removed = lab.remove_lab(client, record.name, keep_volume=keep_volume)
     for what in removed:
@@ -152,7 +155,7 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 
 @contextmanager
-def lab_container(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Iterator[lab.LabContainer]:
+def lab_container(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[lab.LabContainer]:
     """The running lab container of ``record``, for exec and file copies (``run-lab`` uses this)."""
     with machine_for(record, ui, wait=wait) as machine:
         found = lab.find_container(machine.docker(), record.name)
@@ -172,7 +175,7 @@ def lab_container(record: LabRecord, ui: Reporter, *, wait: float = 60.0) -> Ite
         yield lab.LabContainer(found)
 
 
-def describe_lab(record: LabRecord, *, wait: float = 10.0) -> dict[str, object]:
+def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str, object]:
     """Live, read-only facts about the lab container for `labctl status`; never raises for an unreachable machine.
 
     One connection gathers everything (container, Jupyter, runs), and nothing is started or changed: asking

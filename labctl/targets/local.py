@@ -38,7 +38,11 @@ class LocalTarget:
         try:
             teardown_lab(record, ui)
         except LabctlError as exc:
-            ui.warn(f"Could not remove the lab container: {exc.message}")
+            raise LabctlError(
+                f"Could not remove the lab container: {exc.message}",
+                hint=f"Start Docker and run 'labctl down' again, or remove it by hand with "
+                f"'docker rm -f labctl-{record.name}; docker volume rm labctl-{record.name}-workspace'.",
+            ) from None
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         from labctl.labhost import describe_lab

@@ -70,10 +70,11 @@ class SSHTarget:
         try:
             teardown_lab(record, ui)
         except LabctlError as exc:
-            ui.warn(
-                f"Could not remove the lab container on {record.host}: {exc.message} Remove it there by hand "
-                f"with 'docker rm -f labctl-{record.name}; docker volume rm labctl-{record.name}-workspace'."
-            )
+            raise LabctlError(
+                f"Could not remove the lab container on {record.host}: {exc.message}",
+                hint=f"Fix the connection and run 'labctl down' again, or remove it there by hand with "
+                f"'docker rm -f labctl-{record.name}; docker volume rm labctl-{record.name}-workspace'.",
+            ) from None
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         from labctl.labhost import describe_lab

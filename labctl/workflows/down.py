@@ -40,7 +40,16 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
         _protect_results(record, ui)
     record.status = "deleting"
     store.save(record)
-    get_target(record.target).destroy(record, ui)
+    try:
+        get_target(record.target).destroy(record, ui)
+    except LabctlError as exc:
+        if not (opts.force and record.target != "azure"):
+            raise  # the record stays, so `down` can be run again once the cause is fixed
+        store.delete(record.name)
+        raise LabctlError(
+            f"Lab '{record.name}' is forgotten here as --force asked, but something is left behind: {exc.message}",
+            hint=exc.hint,
+        ) from None
     store.delete(record.name)
     return Outcome({"deleted": True, "name": record.name}, f"Lab '{record.name}' is gone; nothing is left running.")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,6 +48,11 @@ class RunLabOptions:
 @contextmanager
 def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
     """The lab's running container, reached through the lab's machine; the connection closes afterwards."""
+    if record.status == "stopped":
+        raise LabctlError(
+            f"Lab '{record.name}' is stopped.",
+            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
+        )
     if record.status not in ("ready",) or not record.container_name:
         raise LabctlError(
             f"Lab '{record.name}' is not ready (state: {record.status}).",
@@ -55,8 +60,32 @@ def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
         )
     from labctl.labhost import lab_container as running_container
 
-    with running_container(record, ui) as box:
+    with ExitStack() as stack:
+        try:
+            box = stack.enter_context(running_container(record, ui))
+        except LabctlError:
+            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
+            raise
         yield box.container
+
+
+def _explain_stopped_vm(record: LabRecord) -> None:
+    """An Azure lab that cannot be reached is most often deallocated (auto-shutdown): say so, with the way back."""
+    if record.target != "azure":
+        return
+    from labctl.targets import get_target
+
+    try:
+        power = get_target("azure").describe(record).get("power_state")
+    except LabctlError:
+        return
+    if power and power != "running":
+        shutdown = record.target_data.get("shutdown_at")
+        why = f" (its auto-shutdown is at {shutdown})" if shutdown else ""
+        raise LabctlError(
+            f"The VM of lab '{record.name}' is {power}{why}.",
+            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
+        ) from None
 
 
 def _results_root() -> Path:

@@ -1,0 +1,32 @@
+"""After the auto-shutdown deallocates a lab's VM, everyday commands say so in seconds, with the way back."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import StateStore
+from tests.fakearm import FakeArm
+from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
+from tests.support.sshd import free_port
+
+
+def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None:  # noqa: F811
+    from labctl.targets.azure import AzureTarget
+
+    record = provision("lab", allow_ip="203.0.113.7/32")
+    # The lab was ready; nothing listens at its address now (a loopback port, so no traffic leaves this host).
+    record.host, record.port, record.status, record.container_name = "127.0.0.1", free_port(), "ready", "labctl-lab"
+    StateStore().save(record)
+    AzureTarget().set_power(record, on=False)  # what the 19:00 schedule does
+
+    result = CliRunner().invoke(app, ["logs"])
+    assert result.exit_code == 1
+    assert "is deallocated" in result.output and "labctl start --name lab" in result.output
+    assert "Traceback" not in result.output
+
+    stopped = StateStore().load("lab")
+    stopped.status = "stopped"
+    StateStore().save(stopped)
+    again = CliRunner().invoke(app, ["fetch"])
+    assert again.exit_code == 1 and "is stopped" in again.output and "labctl start" in again.output
