@@ -1,0 +1,46 @@
+"""`down` never claims a clean slate it did not get: when the container cannot be removed, it says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import LabRecord, StateStore
+from tests.support.sshd import KeyPair, free_port
+
+
+def _unreachable_lab(tmp_path: Path) -> None:
+    client, host = KeyPair.create(tmp_path, "client"), KeyPair.create(tmp_path, "host")
+    StateStore().save(
+        LabRecord(
+            name="lab",
+            target="ssh",
+            status="ready",
+            host="127.0.0.1",
+            port=free_port(),  # nothing listens: the machine is gone or the network is down
+            user="me",
+            ssh_key_path=str(client.private_path),
+            host_key=host.public,
+            container_name="labctl-lab",
+        )
+    )
+
+
+def test_failed_teardown_keeps_the_record(tmp_path: Path) -> None:
+    _unreachable_lab(tmp_path)
+    result = CliRunner().invoke(app, ["down", "--yes"])
+    assert result.exit_code == 1
+    assert "Could not remove the lab container on 127.0.0.1" in result.output
+    assert "nothing is left" not in result.output
+    assert StateStore().exists("lab")  # so `down` can run again once the machine is back
+
+
+def test_forced_down_forgets_but_names_what_is_left(tmp_path: Path) -> None:
+    _unreachable_lab(tmp_path)
+    result = CliRunner().invoke(app, ["down", "--yes", "--force"])
+    assert result.exit_code == 1
+    assert "forgotten here as --force asked" in result.output and "left behind" in result.output
+    assert "docker rm -f labctl-lab" in result.output
+    assert not StateStore().exists("lab")
