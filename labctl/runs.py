@@ -13,7 +13,9 @@ import io
 import json
 import secrets
 import shlex
+import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,9 +24,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from labctl import assets
+from labctl import container as container_module
 from labctl.errors import LabctlError, NotFound
 
-WORKSPACE = PurePosixPath("/workspace")
+WORKSPACE = PurePosixPath(container_module.WORKSPACE)
 RUNS_DIR = WORKSPACE / "runs"
 LABCTL_DIR = WORKSPACE / ".labctl"
 RUNNER = LABCTL_DIR / "lab-run.sh"
@@ -299,31 +302,6 @@ def follow(
 # --------------------------------------------------------------------------------------------- fetch
 
 
-def _safe_extract(tar: tarfile.TarFile, dest: Path, strip: str) -> list[Path]:
-    written = []
-    dest_resolved = dest.resolve()
-    for member in tar.getmembers():
-        name = PurePosixPath(member.name)
-        if name.parts[:1] != (strip,):
-            continue
-        rel = PurePosixPath(*name.parts[1:])
-        if not rel.parts or not (member.isfile() or member.isdir()):
-            continue
-        target = (dest / Path(*rel.parts)).resolve()
-        if dest_resolved not in target.parents and target != dest_resolved:
-            raise LabctlError(f"The run archive holds a path outside its folder ({member.name}); refusing it.")
-        if member.isdir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = tar.extractfile(member)
-        if source is None:
-            continue
-        target.write_bytes(source.read())
-        written.append(target)
-    return written
-
-
 def verify_checksums(run_dir: Path) -> int:
     """Check every file listed in SHA256SUMS (computed on the machine); return how many were verified."""
     sums = run_dir / "SHA256SUMS"
@@ -350,14 +328,18 @@ def verify_checksums(run_dir: Path) -> int:
     return count
 
 
-def fetch_run(container: Container, run_id: str, dest: Path) -> int:
-    """Copy a finished run's directory to ``dest`` and verify it; return the number of verified files."""
-    try:
-        stream, _ = container.get_archive(str(RUNS_DIR / run_id))
-    except Exception as exc:  # docker.errors.NotFound and friends, without importing docker here
-        raise NotFound(f"The lab container has no run '{run_id}' ({exc}).", hint="'labctl runs' lists them.") from None
-    buffer = io.BytesIO(b"".join(stream))
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=buffer) as tar:
-        _safe_extract(tar, dest, run_id)
-    return verify_checksums(dest)
+def fetch_run(container: Container, run_id: str, dest: Path, *, verify: bool = True) -> int:
+    """Copy a run's directory to ``dest`` and verify it; return the number of verified files.
+
+    ``verify=False`` is for runs that never finished (a VM restarted under them): their partial results, the
+    last checkpoint above all, are still worth having, but no checksums were ever made for them.
+    """
+    box = container_module.LabContainer(container)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Unpack beside the destination, then swap it in: a fetch that breaks off never leaves a half-copied run.
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:
+        fetched = box.get(str(RUNS_DIR / run_id), Path(staging))  # streamed via a spooled file, safely extracted
+        if dest.exists():
+            shutil.rmtree(dest)
+        fetched.rename(dest)
+    return verify_checksums(dest) if verify else 0

@@ -7,6 +7,7 @@ dropped connection never stops training: `labctl logs --follow` reattaches, `lab
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,7 +17,7 @@ from typing import Any
 
 from labctl import runs
 from labctl.config import Settings
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
 
@@ -103,12 +104,20 @@ def _option_args(opts: RunLabOptions) -> list[str]:
     ):
         if value is not None:
             args += [flag, str(value)]
-    for item in opts.extra:
+    for key, value in parse_sets(opts.extra).items():
+        args += ["--" + key.replace("_", "-"), value]
+    return args
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
+    values: dict[str, str] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
-        args += ["--" + key.strip().replace("_", "-"), value]
-    return args
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
 
 
 def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
@@ -126,11 +135,7 @@ def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
             args += [flag, str(value)]
     if opts.lr is not None:
         args += ["--param", f"lr={opts.lr}"]
-    for item in opts.extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
-        key = key.strip().replace("-", "_")
+    for key, value in parse_sets(opts.extra).items():
         args += ["--max-steps", value] if key == "max_steps" else ["--param", f"{key}={value}"]
     return args
 
@@ -144,7 +149,7 @@ def _data_args(opts: RunLabOptions, container: runs.Container, ui: Reporter) -> 
         with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
             remote = runs.upload_data(container, local)
         return ["--data", str(remote)]
-    code, _ = runs.sh(container, f"test -e '{data}'", check=False)
+    code, _ = runs.sh(container, f"test -e {shlex.quote(data)}", check=False)
     if code == 0:
         return ["--data", data]
     raise UsageError(
@@ -178,8 +183,13 @@ def _finish(
     store: StateStore, record: LabRecord, container: runs.Container, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
     dest = _results_root() / record.name / run_id
+    lost = info.state == "lost"  # stopped under it (VM or container restart): no checksums were ever made
     with ui.step(f"Fetching the results of {run_id}"):
-        count = runs.fetch_run(container, run_id, dest)
+        count = runs.fetch_run(container, run_id, dest, verify=not lost)
+    if lost:
+        ui.warn(
+            f"Run {run_id} never finished (its machine or container restarted); its partial results are unverified."
+        )
     metrics: dict[str, Any] = {}
     if (dest / "metrics.json").is_file():
         metrics = json.loads((dest / "metrics.json").read_text())
@@ -187,13 +197,21 @@ def _finish(
     run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
     store.save(record)
     text = "\n".join(
-        filter(None, [per_class_table(metrics), f"Run {run_id} {info.state}; {count} files verified in {dest}"])
+        filter(
+            None,
+            [
+                per_class_table(metrics),
+                f"Run {run_id} {info.state}; "
+                + (f"partial results in {dest}" if lost else f"{count} files verified in {dest}"),
+            ],
+        )
     )
     data: dict[str, object] = {
         "run_id": run_id,
         "state": info.state,
         "results": str(dest),
         "files_verified": count,
+        "verified": not lost,
         "accuracy": info.accuracy,
         "metrics": metrics,
     }
@@ -212,7 +230,9 @@ def _record_run(record: LabRecord, run_id: str) -> RunRecord:
 def _pick_run(record: LabRecord, container: runs.Container, run_id: str | None) -> str:
     if run_id is not None:
         matches = [r.run_id for r in runs.list_runs(container) if r.run_id.startswith(run_id)]
-        if len(matches) != 1:
+        if not matches:
+            raise NotFound(f"Lab '{record.name}' has no run '{run_id}'.", hint="'labctl runs' lists the runs.")
+        if len(matches) > 1:
             raise UsageError(
                 f"'{run_id}' matches {len(matches)} runs in lab '{record.name}'.",
                 hint="'labctl runs' lists them; give more of the run id.",

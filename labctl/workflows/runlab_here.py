@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import secrets
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from labctl import runs
 from labctl.assets import lab_dir
+from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
 from labctl.ui import Outcome, Reporter
-
-if TYPE_CHECKING:
-    from labctl.workflows.runlab import RunLabOptions
-
-DEFAULT_RESULTS = Path("labctl-results") / "here"
+from labctl.workflows.runlab import RunLabOptions, parse_sets
 
 
 def _import_core() -> ModuleType:
@@ -48,20 +44,6 @@ def _missing_dependency(exc: ModuleNotFoundError) -> LabctlError:
     )
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
-def _parse_extra(extra: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in extra:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set {item!r} is not KEY=VALUE.", hint="For example: --set max_steps=100.")
-        values[key.strip()] = value.strip()
-    return values
-
-
 def build_config(opts: RunLabOptions, core: ModuleType, out: Path) -> Any:
     """The core's TrainConfig from the command line's options; every bad value becomes a UsageError."""
     given: dict[str, str] = {"data": opts.data or "cifar10", "model": opts.model, "seed": str(opts.seed)}
@@ -69,7 +51,7 @@ def build_config(opts: RunLabOptions, core: ModuleType, out: Path) -> Any:
         value = getattr(opts, key)
         if value is not None:
             given[key] = str(value)
-    given.update(_parse_extra(opts.extra))
+    given.update(parse_sets(opts.extra))
     given["out"] = str(out)
     try:
         cfg = core.TrainConfig().with_strings(given)
@@ -86,7 +68,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     if opts.name:
         ui.warn(f"--name {opts.name} is ignored with --here: the run happens in this Python environment.")
     core = _import_core()
-    out = opts.out if opts.out is not None else DEFAULT_RESULTS / new_run_id()
+    out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / runs.new_run_id()
     if opts.notebook:
         return _run_notebook(opts, core, out, ui)
     cfg = build_config(opts, core, out)
@@ -112,7 +94,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         "device": metrics["device"],
         "model": metrics["model"],
     }
-    return Outcome(data, text, exit_code=0 if status == "succeeded" else 130)
+    return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
 
 
 def _run_notebook(opts: RunLabOptions, core: ModuleType, out: Path, ui: Reporter) -> Outcome:
@@ -122,7 +104,7 @@ def _run_notebook(opts: RunLabOptions, core: ModuleType, out: Path, ui: Reporter
         value = getattr(opts, key)
         if value is not None:
             params[key] = str(value)
-    params.update(_parse_extra(opts.extra))
+    params.update(parse_sets(opts.extra))
     if opts.model != "tutorial" or opts.optimizer:
         raise UsageError("--notebook runs the tutorial model as written.", hint="Drop --model/--optimizer.")
     with ui.step("Executing the notebook"):

@@ -123,3 +123,19 @@ def test_listing_runs(container: runs.Container, lab_dir: Path) -> None:
     live = _start(container, lab_dir, steps=40, delay=0.25)
     states = {i.run_id: i.state for i in runs.list_runs(container)}
     assert states == {done: "succeeded", live: "running"}
+
+
+def test_a_run_killed_under_it_is_lost_and_its_partial_results_still_come_back(
+    container: runs.Container, lab_dir: Path, tmp_path: Path
+) -> None:
+    run_id = _start(container, lab_dir, steps=100, delay=0.1)
+    while "step 3" not in runs.read_from(container, runs.RUNS_DIR / run_id / "train.log", 0).decode():
+        time.sleep(0.1)
+    # What a container or VM restart does to the run: its processes vanish without a word.
+    container.exec_run(["sh", "-c", "kill -9 -1"])  # every process but the container's first
+    info = runs.run_info(container, run_id)
+    assert info.state == "lost"
+    with pytest.raises(LabctlError, match="checksum list is missing"):
+        runs.fetch_run(container, run_id, tmp_path / "verified")
+    assert runs.fetch_run(container, run_id, tmp_path / "partial", verify=False) == 0
+    assert "step 3" in (tmp_path / "partial" / "train.log").read_text()
