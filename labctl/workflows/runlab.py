@@ -89,6 +89,21 @@ def _explain_stopped_vm(record: LabRecord) -> None:
         ) from None
 
 
+@contextmanager
+def _connection_guard(run_id: str) -> Iterator[None]:
+    """A connection lost while watching a run is the network's doing, not the run's: say it goes on."""
+    import paramiko
+
+    try:
+        yield
+    except (OSError, EOFError, paramiko.SSHException) as exc:  # requests' and docker's errors are OSErrors
+        raise LabctlError(
+            f"Lost the connection to the machine while watching run {run_id} ({type(exc).__name__}); the run goes "
+            "on training there.",
+            hint=f"Reattach with 'labctl logs --follow {run_id}' once the network is back; nothing is lost.",
+        ) from None
+
+
 def _results_root() -> Path:
     return Path(str(Settings().get("results_dir")))
 
@@ -142,7 +157,7 @@ def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
 
 def _data_args(opts: RunLabOptions, container: runs.Container, ui: Reporter) -> list[str]:
     data = opts.data or "cifar10"
-    if data in DATA_KEYWORDS:
+    if data in DATA_KEYWORDS or data.startswith("synthetic:"):  # synthetic:N sets the number of images
         return ["--data", data] + (["--data-root", str(CIFAR_ROOT)] if data == "cifar10" else [])
     local = Path(data).expanduser()
     if local.exists():
@@ -278,7 +293,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
             )
             return Outcome({"run_id": run_id, "state": "running"}, text)
         try:
-            info = runs.follow(container, run_id, _print)
+            with _connection_guard(run_id):
+                info = runs.follow(container, run_id, _print)
         except KeyboardInterrupt:
             raise LabctlError(
                 f"Stopped watching; run {run_id} goes on training on the machine.",
@@ -294,7 +310,8 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     with lab_container(record, ui) as container:
         run_id = _pick_run(record, container, run)
         try:
-            info = runs.follow(container, run_id, _print, follow=follow)
+            with _connection_guard(run_id):
+                info = runs.follow(container, run_id, _print, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
     return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")

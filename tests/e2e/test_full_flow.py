@@ -174,11 +174,17 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     lab: str,
 ) -> None:
     assert _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes").exit_code == 0
-    started = _cli("run-lab", "--detach", "--json", *TRAIN[:2], "--epochs", "4", "--batch-size", "8", *TRAIN[-2:])
+    # Long enough (about half a minute) to still be training after the outage below.
+    long_run = ["--data", "synthetic:6000", "--epochs", "3", "--batch-size", "8", "--set", "log_every=0"]
+    started = _cli("run-lab", "--detach", "--json", *long_run)
     assert started.exit_code == 0, started.output
     run_id = _json(started)["run_id"]
 
-    # Follow from another process, then drop every SSH connection to the machine mid-run (a network outage).
+    refused_while_training = _cli("down", "--yes")  # the run started a moment ago and takes half a minute
+    assert refused_while_training.exit_code != 0
+    assert "still training" in refused_while_training.output
+
+    # Follow from another process, then drop every SSH connection to the machine mid-run: a network outage.
     follower = subprocess.Popen(
         [sys.executable, "-m", "labctl", "logs", "--follow", run_id],
         stdout=subprocess.PIPE,
@@ -187,16 +193,14 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     )
     time.sleep(4)
     vm[0].stop()
-    _, err = follower.communicate(timeout=180)
-    assert follower.returncode != 0
-    assert b"Traceback" not in err
+    time.sleep(2)
     vm[0].start()  # the network is back; the run went on all along
+    out, err = follower.communicate(timeout=300)
+    # The follower either rode out the outage by reconnecting or ended with a plain message; never a traceback.
+    assert b"Traceback" not in err and b"unexpected" not in err, err.decode()[-2000:]
 
-    refused_while_training = _cli("down", "--yes")
     follow = _cli("logs", "--follow", run_id)
     assert follow.exit_code == 0, follow.output
-    assert refused_while_training.exit_code != 0
-    assert "still training" in refused_while_training.output
 
     refused = _cli("down", "--yes")
     assert refused.exit_code != 0
@@ -207,6 +211,8 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     assert fetched.exit_code == 0, fetched.output
     log = (tmp_path / "results" / lab / run_id / "train.log").read_text()
     assert log.strip() and log.strip() in follow.stdout  # reattaching showed everything, from the start
+    if follower.returncode == 0:  # it reconnected by itself: then it, too, showed every line
+        assert log.strip() in out.decode()
 
     assert _cli("down", "--yes").exit_code == 0
     assert _nothing_left(arm_env)
