@@ -25,7 +25,7 @@ from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
-from labctl.targets.azure.access import check_rules, discover_public_ip, ssh_rule
+from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip, ssh_rule
 from labctl.targets.azure.clients import Azure, arm, arm_error_code, connect, explain
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
@@ -109,6 +109,8 @@ class Provisioner:
                 azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
             if address is not None:
                 plan.source = address.result()
+        if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
+            self.ui.warn(wide)
         self.azure = azure
         azure.warm()
         td = record.target_data
