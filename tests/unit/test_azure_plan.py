@@ -9,7 +9,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from labctl.errors import LabctlError, UsageError
-from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
+from labctl.hostkeys import normalize
+from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.targets.azure.access import breadth_warning, check_rules, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import explain
@@ -122,16 +123,16 @@ def test_plan_without_shutdown_warns_about_cost() -> None:
 
 def test_cloud_init_is_yaml_carrying_the_host_key() -> None:
     host = generate_ed25519("h")
-    text = render_cloud_init(host.private_openssh, public_key_only(host.public_line), "lab", "pytorch/pytorch:x")
+    text = render_cloud_init(host.private_openssh, normalize(host.public_line), "lab", "pytorch/pytorch:x")
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
     assert doc["ssh_keys"]["ed25519_private"].strip() == host.private_openssh.strip()
-    assert doc["ssh_keys"]["ed25519_public"] == public_key_only(host.public_line)
+    assert doc["ssh_keys"]["ed25519_public"] == normalize(host.public_line)
     assert doc["ssh_genkeytypes"] == [] and doc["ssh_deletekeys"] is True
     assert any("docker pull pytorch/pytorch:x" in " ".join(cmd) for cmd in doc["runcmd"])
     key = serialization.load_ssh_private_key(doc["ssh_keys"]["ed25519_private"].encode(), password=None)
     derived = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    assert derived.decode() == public_key_only(host.public_line)
+    assert derived.decode() == normalize(host.public_line)
     assert base64.b64decode(base64.b64encode(text.encode())).decode() == text
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from labctl.assets import template
 from labctl.catalog import lookup
 from labctl.errors import LabctlError
-from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
+from labctl.hostkeys import normalize
+from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
@@ -330,7 +331,7 @@ class Provisioner:
             choice.image_version, choice.purchase_plan = latest_image(azure, choice.region, plan.image)
         key_path, user_pub = ensure_user_key(names.lab, spec.ssh_key)
         host = generate_ed25519(f"labctl-{names.lab}-host")
-        record.host_key = public_key_only(host.public_line)
+        record.host_key = normalize(host.public_line)
         record.ssh_key_path = str(key_path)
         record.user = settings.admin_user()
         record.target_data["image_version"] = choice.image_version
