@@ -219,13 +219,11 @@ class StateStore:
         for path in sorted(self.labs_dir.glob("*.json")):
             try:
                 records.append(self.load(path.stem))
+            except NotFound:  # removed since the listing (a 'down' running beside this): not a lab any more
+                continue
             except UsageError:
                 unreadable.append(path)
         return records, unreadable
-
-    def unreadable(self) -> list[Path]:
-        """State files ``list`` skips, so that commands can say a lab may be hidden behind one."""
-        return self.scan()[1]
 
     def list(self) -> list[LabRecord]:
         """The readable lab records; see ``scan`` for the files skipped because they could not be read."""

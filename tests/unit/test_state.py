@@ -99,7 +99,7 @@ def test_list_skips_unreadable_files_and_resolve_names_them(tmp_path: Path) -> N
 
     store.save(LabRecord(name="one", target="local"))
     assert [r.name for r in store.list()] == ["one"]
-    assert store.unreadable() == [broken]
+    assert store.scan() == (store.list(), [broken])
     with pytest.raises(UsageError) as caught:  # the broken file may be the lab meant: never guess past it
         store.resolve(None)
     message = caught.value.render()
