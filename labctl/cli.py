@@ -190,7 +190,7 @@ def open_cmd(
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.open import OpenOptions, open_lab
 
-        return open_lab(OpenOptions(name=name, port=port, print_only=print_only, browser=browser), ui)
+        return open_lab(OpenOptions(name=name, port=port, print_only=print_only, browser=browser, json_out=as_json), ui)
 
     _run(go, as_json)
 

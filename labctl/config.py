@@ -34,6 +34,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "base_image": (None, "base image the lab image is built FROM (default: a pinned pytorch/pytorch tag)"),
     "results_dir": ("labctl-results", "where run-lab puts fetched results"),
 }
+# The type a value in a config file must have. Every setting today is text (TOML has no null, so "unset"
+# is spelled by leaving the key out); checking here turns `shutdown_at = 1900` into a clear error instead
+# of a TypeError deep inside `up`.
+SETTING_TYPES: dict[str, type] = {key: str for key in SETTINGS}
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
 
@@ -63,7 +67,34 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"The config file {path} has unknown settings: {', '.join(unknown)}.",
             hint=f"Known settings: {', '.join(SETTINGS)}.",
         )
+    for key, value in table.items():
+        expected = SETTING_TYPES[key]
+        if not isinstance(value, expected):
+            raise UsageError(
+                f"The config file {path} sets {key} to {value!r}, a TOML {_toml_type(value)}, "
+                f"but {key} must be a {_toml_type_name(expected)}.",
+                hint=f'Write it as a quoted string ({key} = "...") or remove the line.',
+            )
     return {str(k): v for k, v in table.items()}
+
+
+def _toml_type_name(kind: type) -> str:
+    """Name a Python type the way a TOML author would, since that is the file the user has to edit."""
+    return {
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        list: "array",
+        dict: "table",
+    }.get(kind, kind.__name__)
+
+
+def _toml_type(value: object) -> str:
+    for kind in (bool, str, int, float, list, dict):  # bool before int: True is an int in Python
+        if isinstance(value, kind):
+            return _toml_type_name(kind)
+    return "date/time" if hasattr(value, "isoformat") else type(value).__name__
 
 
 @dataclass(frozen=True)

@@ -164,16 +164,3 @@ def confirm_host_key(host: str, port: int, ui: Reporter, *, assume_yes: bool) ->
         hint=f"Check that fingerprint against the machine, then either add the key to known_hosts "
         f"('{scan} >> ~/.ssh/known_hosts') or run the same command with --yes to pin it.",
     )
-
-
-def generate_ed25519(comment: str = "labctl") -> tuple[str, str]:
-    """A new ed25519 key pair: (private key in OpenSSH PEM form, public key line)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return private, f"{public.decode()} {comment}".strip()

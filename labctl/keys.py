@@ -22,6 +22,10 @@ class KeyPair:
 
 
 def generate_ed25519(comment: str = "") -> KeyPair:
+    """A new ed25519 key pair, for a lab's login key and for an Azure VM's host key alike.
+
+    The one generator in labctl; ``labctl.hostkeys.normalize`` turns ``public_line`` into the pinned form.
+    """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -31,12 +35,6 @@ def generate_ed25519(comment: str = "") -> KeyPair:
     ).decode()
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return KeyPair(private, f"{public} {comment}".strip())
-
-
-def public_key_only(line: str) -> str:
-    """'type base64' without the comment: the form compared when pinning."""
-    parts = line.split()
-    return " ".join(parts[:2])
 
 
 def lab_key_path(lab: str) -> Path:

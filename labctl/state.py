@@ -12,7 +12,9 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -88,10 +90,17 @@ class LabRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LabRecord:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["runs"] = [RunRecord(**r) for r in values.get("runs", [])]
+    def from_json(cls, data: object) -> LabRecord:
+        """The record in ``data``; ValueError saying what is wrong when it is not the shape labctl writes.
+
+        Checked here rather than trusted, since a hand-edited or half-written file would otherwise fail later
+        with a bare TypeError somewhere far from the file.
+        """
+        values = _checked_fields(cls, data, "the lab record")
+        runs = values.get("runs", [])
+        if not isinstance(runs, list):
+            raise ValueError("'runs' is not a list")
+        values["runs"] = [RunRecord(**_checked_fields(RunRecord, r, f"run {i + 1}")) for i, r in enumerate(runs)]
         return cls(**values)
 
     def public_json(self) -> dict[str, Any]:
@@ -110,6 +119,50 @@ class LabRecord:
                 return run
         known = ", ".join(r.run_id for r in self.runs[-5:])
         raise NotFound(f"Lab '{self.name}' has no run '{run_id}'.", hint=f"Recent runs: {known}.")
+
+
+def _checked_fields(cls: type, data: object, what: str) -> dict[str, Any]:
+    """The known fields of ``data`` for dataclass ``cls``, each checked against its declared type.
+
+    Unknown keys are dropped (a newer labctl may have written them); missing required ones and values of the
+    wrong type raise ValueError.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"{what} has no '{f.name}'")
+            continue
+        value = data[f.name]
+        if f.name != "runs" and not _is_instance(value, hints[f.name]):
+            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not {_hint_name(hints[f.name])}")
+        values[f.name] = value
+    return values
+
+
+def _hint_name(hint: Any) -> str:
+    """'a str', 'a str | None': the declared type in words for the error message."""
+    return "a " + (hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", ""))
+
+
+def _is_instance(value: object, hint: Any) -> bool:
+    """isinstance for the simple hints the records use: str, int, bool, float, dict[...], list[...], X | None."""
+    if hint is Any:
+        return True
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_is_instance(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint) or hint
+    if origin is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin)
 
 
 class StateStore:
@@ -131,18 +184,17 @@ class StateStore:
     def load(self, name: str) -> LabRecord:
         path = self._path(name)
         try:
-            data = json.loads(path.read_text())
+            return LabRecord.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
             raise NotFound(
                 f"There is no lab named '{name}' on this computer.",
                 hint="'labctl list' shows the labs labctl knows; create one with 'labctl up'.",
             ) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError, as is a wrong shape
             raise UsageError(
                 f"The state file {path} could not be read ({exc}).",
                 hint="Move it aside; for Azure labs 'labctl list' finds the lab again from its tags.",
             ) from None
-        return LabRecord.from_json(data)
 
     def save(self, record: LabRecord) -> Path:
         path = self._path(record.name)
@@ -157,20 +209,51 @@ class StateStore:
         with contextlib.suppress(FileNotFoundError):
             self._path(name).unlink()
 
-    def list(self) -> list[LabRecord]:
+    def scan(self) -> tuple[list[LabRecord], list[Path]]:
+        """The readable lab records, and the state files that could not be read (corrupt, wrong shape, or
+        named so that no lab could have written them)."""
         if not self.labs_dir.is_dir():
-            return []
-        records = []
+            return [], []
+        records: list[LabRecord] = []
+        unreadable: list[Path] = []
         for path in sorted(self.labs_dir.glob("*.json")):
-            with contextlib.suppress(Exception):
+            try:
                 records.append(self.load(path.stem))
-        return records
+            except NotFound:  # removed since the listing (a 'down' running beside this): not a lab any more
+                continue
+            except UsageError:
+                unreadable.append(path)
+        return records, unreadable
+
+    def list(self) -> list[LabRecord]:
+        """The readable lab records; see ``scan`` for the files skipped because they could not be read."""
+        return self.scan()[0]
 
     def resolve(self, name: str | None) -> LabRecord:
-        """The lab the user meant: the one named, or the only one there is."""
+        """The lab the user meant: the one named, or the only one there is.
+
+        An unreadable state file may be the lab the user means, so without --name it is never silently
+        passed over: it is named, with the way out, instead of picking the one readable lab.
+        """
         if name is not None:
             return self.load(name)
-        labs = self.list()
+        labs, unreadable = self.scan()
+        if unreadable:
+            one = len(unreadable) == 1
+            files = ("an unreadable state file " if one else "unreadable state files ") + ", ".join(
+                str(p) for p in unreadable
+            )
+            if labs:
+                known = ", ".join(f"'{r.name}'" for r in labs)
+                message = f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there is {files}"
+                message += ", which may be the lab you mean."
+            else:
+                message = f"There is no readable lab, only {files}."
+            raise UsageError(
+                message,
+                hint=f"Move {'it' if one else 'them'} aside (for Azure labs 'labctl list' finds the lab again "
+                "from its tags)" + (", or say which lab with --name NAME." if labs else "."),
+            )
         if not labs:
             raise NotFound("There is no lab yet.", hint="Create one with 'labctl up' (or 'labctl up --gpu').")
         if len(labs) > 1:

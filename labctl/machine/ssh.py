@@ -254,16 +254,13 @@ class SSHMachine:
                 channel.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
             channel.shutdown_write()
             channel.settimeout(0.5)
+            # The deadline is checked on every pass, not only when a read times out: a command that keeps
+            # printing never lets recv time out, and would otherwise run past its timeout forever.
             while True:
+                self._check_deadline(deadline, text, timeout)
                 try:
                     data = channel.recv(32768)
                 except TimeoutError:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise LabctlError(
-                            f"'{text[:80]}' did not finish on {self.describe()} within {timeout:.0f}s.",
-                            hint="The machine may be overloaded or the command stuck; try again, or look with "
-                            "'labctl ssh'.",
-                        ) from None
                     if not channel.get_transport() or not channel.get_transport().is_active():
                         break
                     continue
@@ -273,6 +270,7 @@ class SSHMachine:
             # OpenSSH sends the exit status just after the end of output; a channel closed without one means
             # the connection went away mid-command.
             while not channel.status_event.wait(0.5):
+                self._check_deadline(deadline, text, timeout)
                 transport = channel.get_transport()
                 if transport is None or not transport.is_active():
                     break
@@ -288,6 +286,14 @@ class SSHMachine:
         if check and code != 0:
             raise CommandFailed(self.describe(), text, result)
         return result
+
+    def _check_deadline(self, deadline: float | None, text: str, timeout: float | None) -> None:
+        """Stop a command that has run past its timeout; closing its channel (by the caller) ends it too."""
+        if deadline is not None and time.monotonic() > deadline:
+            raise LabctlError(
+                f"'{text[:80]}' did not finish on {self.describe()} within {timeout:g}s.",
+                hint="The machine may be overloaded or the command stuck; try again, or look with 'labctl ssh'.",
+            )
 
     # ------------------------------------------------------------------------------------------ files
 

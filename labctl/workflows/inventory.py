@@ -11,7 +11,10 @@ from labctl.ui import Outcome, Reporter
 
 def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outcome:
     rows: dict[str, dict[str, Any]] = {}
-    for record in StateStore().list():
+    records, unreadable = StateStore().scan()
+    for path in unreadable:  # a lab may hide behind it: say so rather than leave it out silently
+        ui.warn(f"The state file {path} could not be read, so its lab is not listed from it; move it aside.")
+    for record in records:
         td = record.target_data
         rows[record.name] = {
             "name": record.name,

@@ -6,6 +6,8 @@ lab's verified SSH connection. The URL carries the token; this is the one comman
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -22,6 +24,9 @@ class OpenOptions:
     port: int = 8888
     print_only: bool = False
     browser: bool = False
+    # `open --json`: a held tunnel writes its URL as one JSON line to stdout as soon as it is up, since the
+    # command's own output only comes when the tunnel closes, which is too late for a script waiting on it.
+    json_out: bool = False
 
 
 def lab_url(port: int, token: str) -> str:
@@ -84,7 +89,11 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
             url = lab_url(port, token)
             if port != opts.port:
                 ui.info(f"Port {opts.port} is busy on this computer; the tunnel uses {port}.")
-            ui.line(url)
+            opened = {"name": record.name, "url": url, "port": port, "tunnel": True}
+            if opts.json_out:
+                print(json.dumps(opened), file=sys.stdout, flush=True)
+            else:
+                ui.line(url)
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
             _maybe_browse(url, opts.browser, ui)
             waiter = stop or threading.Event()
@@ -93,7 +102,11 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
                     pass
             except KeyboardInterrupt:
                 pass
-    return Outcome({"name": record.name, "url": url, "port": port, "tunnel": True}, "Tunnel closed.")
+    if opts.json_out:
+        # Everything was said in the line above; the CLI still prints this Outcome's data, as '{}' on a line
+        # of its own, which a reader of JSON lines can take as "the tunnel is closed".
+        return Outcome({}, "Tunnel closed.")
+    return Outcome(opened, "Tunnel closed.")
 
 
 def _maybe_browse(url: str, browser: bool, ui: Reporter) -> None:

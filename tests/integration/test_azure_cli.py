@@ -103,6 +103,16 @@ def test_list_merges_local_records_and_azure(arm_env: FakeArm) -> None:  # noqa:
     assert [lab["name"] for lab in json.loads(local.stdout)["labs"]] == ["alpha"]
 
 
+def test_list_warns_about_an_unreadable_state_file_and_finds_its_lab_by_tags(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("alpha")
+    path = StateStore().labs_dir / "alpha.json"
+    path.write_text('{"name": "alpha", "target": "azure", "runs": 3}')
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert f"The state file {path} could not be read" in result.stderr
+    assert "alpha" in result.stdout and "Not recorded on this computer: alpha" in result.stdout
+
+
 def test_list_without_azure_login_still_shows_local_labs(arm_env: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     provision("alpha")
     monkeypatch.delenv("AZURE_CLIENT_SECRET")

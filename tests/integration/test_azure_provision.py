@@ -204,3 +204,22 @@ def test_allow_any_opens_ssh_only(arm_env: FakeArm) -> None:  # noqa: F811
     provision("lab", allow_ip="any")
     rules = _inbound_allow_rules(arm_env)
     assert [(r["destinationPortRange"], r["sourceAddressPrefix"], r["protocol"]) for r in rules] == [("22", "*", "Tcp")]
+
+
+def test_up_with_a_wide_range_says_so_through_the_reporter(arm_env: FakeArm) -> None:  # noqa: F811
+    import io
+
+    from labctl.spec import LabSpec
+    from labctl.state import LabRecord
+    from labctl.targets.azure import AzureTarget
+    from labctl.ui import PlainReporter
+
+    out = io.StringIO()
+    store = StateStore()
+    record = LabRecord(name="lab", target="azure")
+    store.save(record)
+    spec = LabSpec(name="lab", allow_ip="198.51.0.0/16").validate()
+    AzureTarget().provision(spec, record, PlainReporter(out), store.save)
+    assert "warning: SSH is open to 198.51.0.0/16" in out.getvalue()
+    rules = _inbound_allow_rules(arm_env)
+    assert [r["sourceAddressPrefix"] for r in rules] == ["198.51.0.0/16"]

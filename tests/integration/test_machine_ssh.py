@@ -230,3 +230,22 @@ def test_more_sessions_than_sshd_allows_on_one_connection(machine: SSHMachine) -
     with ThreadPoolExecutor(max_workers=14) as pool:
         outputs = list(pool.map(lambda i: machine.run(f"sleep 2; echo {i}").output, range(14)))
     assert outputs == [f"{i}\n" for i in range(14)]
+
+
+def test_a_command_that_keeps_printing_still_times_out(machine: SSHMachine, tmp_path: Path) -> None:
+    """The deadline holds even when output never pauses long enough for a read to time out."""
+    beats = tmp_path / "beats"
+    lines: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(LabctlError, match=r"did not finish on .* within 1s") as caught:
+        machine.run(f"while true; do echo tick; echo x >> {beats}; sleep 0.1; done", on_line=lines.append, timeout=1)
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"stopped only after {elapsed:.1f}s"
+    assert "labctl ssh" in caught.value.render()
+    assert len(lines) >= 3  # it really was printing all along
+    # Closing the channel ends the command too (its next write fails), so nothing keeps running.
+    time.sleep(1.0)
+    count = len(beats.read_text().splitlines())
+    time.sleep(1.0)
+    assert len(beats.read_text().splitlines()) == count
+    assert machine.run("echo still usable").output.strip() == "still usable"

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labctl.hostkeys import generate_ed25519
+from labctl.keys import generate_ed25519
 
 SSHD = "/usr/sbin/sshd"
 
@@ -41,12 +41,12 @@ class KeyPair:
 
     @classmethod
     def create(cls, directory: Path, name: str) -> KeyPair:
-        private, public = generate_ed25519(name)
+        pair = generate_ed25519(name)
         path = directory / name
-        path.write_text(private)
+        path.write_text(pair.private_openssh)
         path.chmod(0o600)
-        (directory / f"{name}.pub").write_text(public + "\n")
-        return cls(path, public)
+        (directory / f"{name}.pub").write_text(pair.public_line + "\n")
+        return cls(path, pair.public_line)
 
 
 @dataclass

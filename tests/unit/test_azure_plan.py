@@ -9,9 +9,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from labctl.errors import LabctlError, UsageError
-from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
+from labctl.hostkeys import normalize
+from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
-from labctl.targets.azure.access import check_rules, parse_allow_ip, ssh_rule
+from labctl.targets.azure.access import breadth_warning, check_rules, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import explain
 from labctl.targets.azure.plan import LabNames, make_plan
 from labctl.targets.azure.provision import render_cloud_init
@@ -30,6 +31,32 @@ def test_allow_ip_refuses_the_whole_internet_unless_typed_out(given: str) -> Non
     with pytest.raises(UsageError, match="whole internet"):
         parse_allow_ip(given)
     assert parse_allow_ip("any") == "*"
+
+
+@pytest.mark.parametrize("given", ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "2001::/16", "2000::/31"])
+def test_allow_ip_refuses_a_large_part_of_the_internet_unless_typed_out(given: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_allow_ip(given)
+    text = caught.value.render()
+    assert "large part of the internet" in text and "--allow-ip any" in text
+
+
+@pytest.mark.parametrize(("given", "expected"), [("10.0.0.0/8", "10.0.0.0/8"), ("2001:db8::/32", "2001:db8::/32")])
+def test_allow_ip_accepts_the_widest_allowed_range(given: str, expected: str) -> None:
+    assert parse_allow_ip(given) == expected
+
+
+@pytest.mark.parametrize("source", ["10.0.0.0/8", "198.51.0.0/16", "203.0.112.0/23", "2001:db8::/48"])
+def test_wide_allowed_range_is_warned_about_in_the_plan(source: str) -> None:
+    assert breadth_warning(source) is not None
+    plan = make_plan(LabSpec(name="lab", allow_ip=source).validate())
+    assert f"warning: SSH is open to {source}" in plan.render()
+    assert any(source in w for w in plan.to_json()["warnings"])
+
+
+@pytest.mark.parametrize("source", ["203.0.113.0/24", "203.0.113.7/32", "2001:db8::/56", "2001:db8::1/128", "*"])
+def test_narrow_range_and_any_get_no_breadth_warning(source: str) -> None:
+    assert breadth_warning(source) is None
 
 
 def test_allow_ip_refuses_garbage() -> None:
@@ -96,16 +123,16 @@ def test_plan_without_shutdown_warns_about_cost() -> None:
 
 def test_cloud_init_is_yaml_carrying_the_host_key() -> None:
     host = generate_ed25519("h")
-    text = render_cloud_init(host.private_openssh, public_key_only(host.public_line), "lab", "pytorch/pytorch:x")
+    text = render_cloud_init(host.private_openssh, normalize(host.public_line), "lab", "pytorch/pytorch:x")
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
     assert doc["ssh_keys"]["ed25519_private"].strip() == host.private_openssh.strip()
-    assert doc["ssh_keys"]["ed25519_public"] == public_key_only(host.public_line)
+    assert doc["ssh_keys"]["ed25519_public"] == normalize(host.public_line)
     assert doc["ssh_genkeytypes"] == [] and doc["ssh_deletekeys"] is True
     assert any("docker pull pytorch/pytorch:x" in " ".join(cmd) for cmd in doc["runcmd"])
     key = serialization.load_ssh_private_key(doc["ssh_keys"]["ed25519_private"].encode(), password=None)
     derived = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    assert derived.decode() == public_key_only(host.public_line)
+    assert derived.decode() == normalize(host.public_line)
     assert base64.b64decode(base64.b64encode(text.encode())).decode() == text
 
 

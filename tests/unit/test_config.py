@@ -61,3 +61,36 @@ def test_broken_config_is_one_paragraph(tmp_path: Path, user_config: Path, monke
     assert result.exit_code == 2
     assert "could not be read" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "found"),
+    [
+        ("shutdown_at = 1900", "shutdown_at", "integer"),
+        ("name = 5", "name", "integer"),
+        ("region = true", "region", "boolean"),
+        ('size = ["a"]', "size", "array"),
+        ("shutdown_at = 19:00:00", "shutdown_at", "date/time"),
+    ],
+)
+def test_setting_of_wrong_type_names_file_key_and_type(
+    tmp_path: Path, user_config: Path, line: str, key: str, found: str
+) -> None:
+    (tmp_path / "labctl.toml").write_text(f"[labctl]\n{line}\n")
+    with pytest.raises(UsageError) as caught:
+        Settings(tmp_path)
+    text = caught.value.render()
+    assert str(tmp_path / "labctl.toml") in text
+    assert f"{key} must be a string" in text
+    assert found in text
+
+
+def test_wrong_type_in_config_is_a_usage_error_on_the_cli(
+    tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "labctl.toml").write_text("[labctl]\nshutdown_at = 1900\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["config"])
+    assert result.exit_code == 2
+    assert "shutdown_at must be a string" in result.output
+    assert "TypeError" not in result.output

@@ -11,17 +11,18 @@ import pytest
 from labctl.errors import UsageError
 from labctl.hostkeys import (
     fingerprint,
-    generate_ed25519,
     known_hosts_name,
     lookup_known_hosts,
     normalize,
     split_key_line,
     to_pkey,
 )
+from labctl.keys import generate_ed25519
 
 
 def test_generated_pair_parses_and_round_trips(tmp_path: Path) -> None:
-    private, public = generate_ed25519("lab-host")
+    pair = generate_ed25519("lab-host")
+    private, public = pair.private_openssh, pair.public_line
     assert public.startswith("ssh-ed25519 ") and public.endswith(" lab-host")
     key = to_pkey(public)
     assert f"{key.get_name()} {key.get_base64()}" == normalize(public)
@@ -36,13 +37,13 @@ def test_generated_pair_parses_and_round_trips(tmp_path: Path) -> None:
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen is not installed")
-    _, public = generate_ed25519("x")
+    public = generate_ed25519("x").public_line
     (tmp_path / "k.pub").write_text(public + "\n")
     out = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "k.pub")], capture_output=True, text=True, check=True)
     assert out.stdout.split()[1] == fingerprint(public)
 
 
-_ED25519_DATA = generate_ed25519()[1].split()[1]
+_ED25519_DATA = generate_ed25519().public_line.split()[1]
 
 
 @pytest.mark.parametrize(
@@ -68,8 +69,8 @@ def _ecdsa_public() -> str:
 
 
 def test_lookup_prefers_ed25519_and_reads_hashed_entries(tmp_path: Path) -> None:
-    _, ed = generate_ed25519()
-    _, other = generate_ed25519()
+    ed = generate_ed25519("ed").public_line
+    other = generate_ed25519().public_line
     path = tmp_path / "known_hosts"
     path.write_text(f"# comment line\n[10.1.2.3]:2222 {ed}\nother.example {other}\n[10.1.2.3]:2222 {_ecdsa_public()}\n")
     found = lookup_known_hosts("10.1.2.3", 2222, path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import LabctlError, UsageError
-from labctl.hostkeys import generate_ed25519
+from labctl.keys import generate_ed25519
 from labctl.state import LabRecord
 from labctl.workflows.open import check_jupyter, lab_url
 from labctl.workflows.shell import ssh_command, write_known_hosts
@@ -38,7 +38,7 @@ def _record() -> LabRecord:
         port=2222,
         user="azureuser",
         ssh_key_path="/keys/lab",
-        host_key=generate_ed25519()[1],
+        host_key=generate_ed25519().public_line,
     )
 
 

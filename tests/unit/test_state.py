@@ -44,3 +44,67 @@ def test_bad_lab_names_are_refused(bad: str) -> None:
 @pytest.mark.parametrize("good", ["lab", "a", "cifar-gpu", "x1"])
 def test_good_lab_names_pass(good: str) -> None:
     assert validate_lab_name(good) == good
+
+
+def _write_state(store: StateStore, name: str, text: str) -> Path:
+    path = store.labs_dir / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("{not json", "Expecting property name"),
+        ("[]", "JSON list, not an object"),
+        ('{"target": "ssh"}', "has no 'name'"),
+        ('{"name": "lab", "target": "ssh", "port": "22"}', "'port'"),
+        ('{"name": "lab", "target": "ssh", "gpu": 1}', "'gpu'"),
+        ('{"name": "lab", "target": "ssh", "host": 7}', "which is not a str | None"),
+        ('{"name": "lab", "target": "ssh", "target_data": []}', "'target_data'"),
+        ('{"name": "lab", "target": "ssh", "runs": {}}', "'runs' is not a list"),
+        ('{"name": "lab", "target": "ssh", "runs": [1]}', "run 1 is a JSON int"),
+        ('{"name": "lab", "target": "ssh", "runs": [{"run_id": "r1"}]}', "run 1 has no 'started_at'"),
+    ],
+)
+def test_unreadable_or_misshapen_state_file_is_one_clear_error(tmp_path: Path, text: str, why: str) -> None:
+    store = StateStore(tmp_path)
+    path = _write_state(store, "lab", text)
+    with pytest.raises(UsageError) as caught:
+        store.load("lab")
+    message = caught.value.render()
+    assert f"The state file {path} could not be read" in message and why in message
+    assert "Move it aside" in message
+
+
+def test_state_written_by_a_newer_labctl_still_loads(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    _write_state(
+        store,
+        "lab",
+        '{"name": "lab", "target": "azure", "future_field": 1, "port": 2222,'
+        ' "runs": [{"run_id": "r1", "started_at": "x", "accuracy": 1, "future": true}]}',
+    )
+    record = store.load("lab")
+    assert record.port == 2222 and record.runs[0].accuracy == 1
+
+
+def test_list_skips_unreadable_files_and_resolve_names_them(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    broken = _write_state(store, "broken", "{")
+    with pytest.raises(UsageError) as caught:
+        store.resolve(None)
+    assert str(broken) in caught.value.render() and "Move it aside" in caught.value.render()
+
+    store.save(LabRecord(name="one", target="local"))
+    assert [r.name for r in store.list()] == ["one"]
+    assert store.scan() == (store.list(), [broken])
+    with pytest.raises(UsageError) as caught:  # the broken file may be the lab meant: never guess past it
+        store.resolve(None)
+    message = caught.value.render()
+    assert "one" in message and str(broken) in message and "--name NAME" in message
+    assert store.resolve("one").name == "one"
+
+    broken.unlink()
+    assert store.resolve(None).name == "one"

@@ -13,8 +13,15 @@ from labctl.targets.azure import settings
 SSH_PORT = 22
 
 
+# Ranges wider than these are refused unless the user types '--allow-ip any': a /1 is half the internet, and
+# showing it as "SSH from 0.0.0.0/1 only" would hide that. Between the refusal and the warning limits the
+# range is allowed (a campus or company network) but called out, since it is far more than one machine.
+REFUSE_WIDER_THAN = {4: 8, 6: 32}
+WARN_WIDER_THAN = {4: 24, 6: 56}
+
+
 def parse_allow_ip(text: str) -> str:
-    """A CIDR the NSG may admit. 'any' must be typed out to open SSH to the whole internet."""
+    """A CIDR the NSG may admit. 'any' must be typed out to open SSH to the whole internet or most of it."""
     value = text.strip()
     if value.lower() == "any":
         return "*"
@@ -30,7 +37,32 @@ def parse_allow_ip(text: str) -> str:
             f"--allow-ip {text} would open SSH to the whole internet.",
             hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
         )
+    limit = REFUSE_WIDER_THAN[net.version]
+    if net.prefixlen < limit:
+        raise UsageError(
+            f"--allow-ip {text} covers {net.num_addresses:,} addresses, a large part of the internet; "
+            f"labctl refuses ranges wider than /{limit} so that SSH is not opened that far by mistake.",
+            hint=f"Give your own address or a range of /{limit} or narrower, "
+            "or type '--allow-ip any' if you really mean everyone.",
+        )
     return str(net)
+
+
+def breadth_warning(source: str) -> str | None:
+    """A warning for an allowed but wide range (wider than /24, IPv6 /56), or None for a narrow one or '*'.
+
+    '*' has its own warning where the plan is made; a discovered address is a single host and never warns.
+    """
+    if source == "*" or source.startswith("<"):
+        return None
+    net = ipaddress.ip_network(source, strict=False)
+    limit = WARN_WIDER_THAN[net.version]
+    if net.prefixlen >= limit:
+        return None
+    return (
+        f"SSH is open to {net}, {net.num_addresses:,} addresses (wider than /{limit}); "
+        "key login only, but give your own address with --allow-ip if that is more than you meant."
+    )
 
 
 def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:

@@ -63,12 +63,24 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     )
 
 
+_FRACTION_RE = re.compile(r"\.(\d+)")
+_COMPACT_OFFSET_RE = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
 def parse_time(text: str) -> datetime:
-    """ARM's timestamps ('...12.8051917+00:00', '...Z') on every Python labctl supports."""
-    text = text.strip().replace("Z", "+00:00")
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    value = datetime.fromisoformat(text)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    """ARM's timestamps ('...12.8051917+00:00', '...12.85Z') on every Python labctl supports.
+
+    Python 3.10's ``fromisoformat`` takes only 0, 3 or 6 fraction digits and no 'Z', while ARM writes 1 to 7
+    digits and often 'Z'; so the fraction is padded or cut to 6 digits and 'Z' spelled '+00:00' first.
+    A time without a zone is taken as UTC, which is what ARM means.
+    """
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    value = _COMPACT_OFFSET_RE.sub(r"\1:\2", value) if "T" in value else value
+    value = _FRACTION_RE.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value, count=1)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:

@@ -10,7 +10,7 @@ from labctl.catalog import VmSize, choose_sizes
 from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
-from labctl.targets.azure.access import discover_public_ip, parse_allow_ip, ssh_rule
+from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
@@ -172,6 +172,8 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         source = parse_allow_ip(spec.allow_ip)
         if source == "*":
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
+        elif wide := breadth_warning(source):
+            warnings.append(wide)
     elif discover_ip:
         try:
             source = discover_public_ip()

@@ -21,11 +21,12 @@ from typing import Any
 from labctl.assets import template
 from labctl.catalog import lookup
 from labctl.errors import LabctlError
-from labctl.keys import ensure_user_key, generate_ed25519, public_key_only
+from labctl.hostkeys import normalize
+from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
-from labctl.targets.azure.access import check_rules, discover_public_ip, ssh_rule
+from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip, ssh_rule
 from labctl.targets.azure.clients import Azure, arm, arm_error_code, connect, explain
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
@@ -109,6 +110,8 @@ class Provisioner:
                 azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
             if address is not None:
                 plan.source = address.result()
+        if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
+            self.ui.warn(wide)
         self.azure = azure
         azure.warm()
         td = record.target_data
@@ -328,7 +331,7 @@ class Provisioner:
             choice.image_version, choice.purchase_plan = latest_image(azure, choice.region, plan.image)
         key_path, user_pub = ensure_user_key(names.lab, spec.ssh_key)
         host = generate_ed25519(f"labctl-{names.lab}-host")
-        record.host_key = public_key_only(host.public_line)
+        record.host_key = normalize(host.public_line)
         record.ssh_key_path = str(key_path)
         record.user = settings.admin_user()
         record.target_data["image_version"] = choice.image_version

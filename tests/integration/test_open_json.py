@@ -1,0 +1,89 @@
+"""`labctl open --json` holding a tunnel: the URL comes out as one JSON line while the tunnel is up, not after.
+
+A script waiting for the URL cannot wait for Ctrl-C, so this runs the real CLI as a process with a pipe for
+stdout (where buffering would hide a line that is not flushed), reads the first line while the tunnel is held,
+uses the URL, then ends the tunnel with SIGINT as Ctrl-C does. The lab is a real one on the test sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import StateStore
+from tests.support.sshd import KeyPair, SSHServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The next stdout line, or fail after ``timeout`` seconds with whatever stderr said."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                return proc.stdout.readline()
+            if proc.poll() is not None:
+                break
+    proc.kill()
+    _, err = proc.communicate()
+    pytest.fail(f"open --json printed no line within {timeout:.0f}s; stderr: {err}")
+
+
+def test_open_json_prints_the_url_as_soon_as_the_tunnel_is_up(
+    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_image: str, lab_name: str
+) -> None:
+    server, client = sshd
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
+    monkeypatch.setenv("HOME", str(home))
+    host = f"{server.user}@{server.host}:{server.port}"
+    up = CliRunner().invoke(
+        app, ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", lab_name]
+    )
+    assert up.exit_code == 0, up.output
+    token = StateStore().load(lab_name).jupyter_token
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labctl", "open", "--json", "-n", lab_name, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        opened: dict[str, Any] = json.loads(_read_line(proc, 90))
+        assert proc.poll() is None, "the tunnel must still be held after the line is printed"
+        assert opened == {
+            "name": lab_name,
+            "url": f"http://127.0.0.1:{port}/lab?token={token}",
+            "port": port,
+            "tunnel": True,
+        }
+        with urllib.request.urlopen(opened["url"].replace("/lab?", "/api/status?"), timeout=10) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert [json.loads(line) for line in rest.splitlines()] == [{}]  # closed; nothing said twice
+    assert token not in err
