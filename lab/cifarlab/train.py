@@ -4,7 +4,8 @@ A run directory (``--out``) receives:
 
 - ``events.jsonl``: one JSON object per line, flushed as it is written, for anyone following the run:
     ``{"event": "start", "time", "run_dir", "options", "device", "world_size"}``
-    ``{"event": "data", "source", "n_train", "n_test", "classes", "load_s", "note"}``
+    ``{"event": "data", "source", "n_train", "n_test", "classes", "load_s", "decoding", "note"}``
+  (``decoding``: "background" when training starts while the images still decode, in the order it reads them)
     ``{"event": "model", "name", "parameters", "steps_total", "steps_per_epoch", "batch_size"}``
     ``{"event": "progress", "epoch", "step", "steps_total", "loss", "lr", "images_per_s", "eta_s", "elapsed_s"}``
     ``{"event": "epoch", "epoch", "step", "loss", "accuracy", "elapsed_s"}``  (``epoch`` may be fractional)
@@ -630,11 +631,19 @@ def _train(
                     seed=cfg.seed,
                     cache=cfg.cache,
                     background_cache=dist.world == 1,  # other ranks wait for rank 0's cache file
+                    # one CPU process: train on the first decoded images while the rest decode
+                    stream=dist.world == 1 and device.type == "cpu",
                 )
             dist.barrier()
     assert data is not None and data.test is not None
     test = data.test
     load_s = time.time() - t_load
+    # the first epoch's order is drawn now so that images still being decoded arrive in that order
+    perm_gen = torch.Generator().manual_seed(cfg.seed)
+    first_perm = torch.randperm(len(data.train), generator=perm_gen)
+    decoding = data.decoding
+    if decoding is not None:
+        decoding.start(first_perm)
     events.emit(
         "data",
         source=data.source,
@@ -642,6 +651,7 @@ def _train(
         n_test=len(data.test),
         classes=data.classes,
         load_s=round(load_s, 3),
+        decoding="background" if decoding is not None else "done",
         note=data.note,
     )
     if data.note:
@@ -655,6 +665,8 @@ def _train(
         cfg.lean = cfg.lean if cfg.lean is not None else not on_gpu
     raw_model = build_model(cfg.model, num_classes=len(data.classes), **model_kwargs(cfg)).to(device)
     if isinstance(raw_model, FastNet):
+        if decoding is not None:
+            decoding.wait("train")
         raw_model.init_whitening(data.train.images[:5000])
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     raw_model = raw_model.to(memory_format=memory_format)
@@ -697,13 +709,14 @@ def _train(
         f"training {cfg.model} ({n_params:,} parameters, recipe {cfg.recipe}) on {device} for {steps_total} steps "
         f"of {cfg.batch_size} images; {len(data.train)} train / {len(data.test)} test images"
     )
-    perm_gen = torch.Generator().manual_seed(cfg.seed)
     # evaluation points within an epoch, evenly spaced, the last one at the epoch's end
     per_epoch = max(1, math.ceil(1 / cfg.eval_every)) if cfg.eval_every < 1 else 1
     every_epochs = max(1, round(cfg.eval_every)) if cfg.eval_every >= 1 else 1
     eval_points = {round(k * steps_per_epoch / per_epoch) % steps_per_epoch for k in range(1, per_epoch + 1)}
 
     def evaluate() -> dict[str, Any]:
+        if decoding is not None:
+            decoding.wait("test")
         logits = predict_logits(
             raw_model,
             test.images,
@@ -756,10 +769,12 @@ def _train(
 
     while step < steps_total:
         if step % steps_per_epoch == 0:
-            perm = torch.randperm(len(data.train), generator=perm_gen)
+            perm = first_perm if step == 0 else torch.randperm(len(data.train), generator=perm_gen)
             order = perm[dist.rank :: dist.world][:per_rank].to(device)
         i = step % steps_per_epoch
         idx = order[i * local_batch : (i + 1) * local_batch]
+        if decoding is not None and step < steps_per_epoch:  # one process: ``order`` is the decoding's order
+            decoding.wait("train", (i + 1) * local_batch)
         x, y = images[idx], labels[idx]
         if cfg.augment:
             x = augment(x, pad=cfg.crop_pad)
@@ -849,6 +864,7 @@ def _train(
             "n_train": len(data.train),
             "n_test": len(data.test),
             "load_s": round(load_s, 3),
+            "decode_s": None if decoding is None or decoding.done_s is None else round(decoding.done_s, 3),
             "note": data.note,
         },
         "options": dataclasses.asdict(cfg),
