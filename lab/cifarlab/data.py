@@ -407,6 +407,9 @@ class Decoding:
         torch.set_num_threads(1)  # one core for the decoding; the trainer has the other(s)
         try:
             self._decode(plan, lambda name, n: sender.send((name, n)) if name is not None else None)
+            sender.send(("decoded", 0))
+            if self.on_done is not None:  # the cache write, too, stays off the trainer's core
+                self.on_done(self)
             sender.send(("done", 0))
         except BaseException as exc:
             sender.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -420,18 +423,21 @@ class Decoding:
                     name, n = receiver.recv()
                 except EOFError:
                     name, n = "error", "the decoding process ended early"
-                if name == "done":
+                if name == "decoded":
+                    self._decoded(t0)
+                elif name == "done":
                     break
-                if name == "error":
+                elif name == "error":
                     self._fail(str(n))
                     return
-                with self._cond:
-                    self._progress[name] += n
-                    self._cond.notify_all()
+                else:
+                    with self._cond:
+                        self._progress[name] += n
+                        self._cond.notify_all()
         finally:
             receiver.close()
             child.join()
-        self._finish(t0)
+        self.blobs, self.full = {}, {}  # the splits keep their own tensors
 
     def _in_thread(self, plan: Plan, t0: float) -> None:
         def report(name: str | None, n: int) -> None:
@@ -445,21 +451,21 @@ class Decoding:
         except Exception as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
             return
-        self._finish(t0)
+        self._decoded(t0)
+        if self.on_done is not None:
+            self.on_done(self)
+        self.blobs, self.full = {}, {}
 
     def _fail(self, error: str) -> None:
         with self._cond:
             self._error = error
             self._cond.notify_all()
 
-    def _finish(self, t0: float) -> None:
+    def _decoded(self, t0: float) -> None:
         self.done_s = time.time() - t0
         with self._cond:
             self._progress = {name: len(rows) for name, (_, rows, _) in self.targets.items()}
             self._cond.notify_all()
-        if self.on_done is not None:
-            self.on_done(self)
-        self.blobs, self.full = {}, {}  # the splits keep their own tensors
 
     def wait(self, split: str, rows: int | None = None) -> None:
         """Block until ``split``'s first ``rows`` rows (in the started order; None: all of them) are decoded."""
