@@ -643,8 +643,13 @@ def _train(
     perm_gen = torch.Generator().manual_seed(cfg.seed)
     first_perm = torch.randperm(len(data.train), generator=perm_gen)
     decoding = data.decoding
+    threads_once_decoded = None
     if decoding is not None:
         decoding.start(first_perm)
+        if decoding.process and cfg.threads and cfg.threads > 1:
+            # the decoding process has a core to itself meanwhile: one thread fewer, until it is done
+            threads_once_decoded = cfg.threads
+            torch.set_num_threads(cfg.threads - 1)
     events.emit(
         "data",
         source=data.source,
@@ -718,6 +723,8 @@ def _train(
     def evaluate() -> dict[str, Any]:
         if decoding is not None:
             decoding.wait("test")
+            if threads_once_decoded:
+                torch.set_num_threads(threads_once_decoded)
         logits = predict_logits(
             raw_model,
             test.images,
@@ -776,6 +783,9 @@ def _train(
         idx = order[i * local_batch : (i + 1) * local_batch]
         if decoding is not None and step < steps_per_epoch:  # one process: ``order`` is the decoding's order
             decoding.wait("train", (i + 1) * local_batch)
+            if threads_once_decoded and decoding.done_s is not None:
+                torch.set_num_threads(threads_once_decoded)
+                threads_once_decoded = None
         x, y = images[idx], labels[idx]
         if cfg.augment:
             x = augment(x, pad=cfg.crop_pad)

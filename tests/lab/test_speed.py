@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -292,3 +293,26 @@ def test_a_cold_run_decoding_ahead_trains_exactly_as_a_warm_one(tmp_path: Path, 
     assert next(e for e in events if e["event"] == "data")["decoding"] == "background"
     assert cold["data"]["decode_s"] is not None and warm["data"]["decode_s"] is None
     assert cold["loss_per_step"] == warm["loss_per_step"] and cold["accuracy"] == warm["accuracy"]
+
+
+def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=12), tmp_path / "d.tar.gz")
+    seen: list[int] = []
+    real = data_module.Decoding.wait
+
+    def wait(self: Any, split: str, rows: int | None = None) -> None:
+        seen.append(torch.get_num_threads())
+        real(self, split, rows)
+
+    monkeypatch.setattr(data_module.Decoding, "wait", wait)
+    cfg = TrainConfig(data=str(archive), holdout=0.25, recipe="fast", epochs=1, batch_size=4, threads=2)
+    try:
+        metrics = train(dataclasses.replace(cfg, out=str(tmp_path / "run")))
+        assert seen and seen[0] == 1  # the first step ran on one thread, beside the decoding process
+        assert torch.get_num_threads() == 2  # and the run ended on the two it asked for
+    finally:
+        torch.set_num_threads(1)
+    assert metrics["status"] == "succeeded"
+    wait_for_cache_writes()
