@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classic-epochs", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the classic loop (tutorial: 2)")
-    ap.add_argument("--tutorial-epochs", type=float, default=1.25, help="fast-path epochs for the tutorial network")
+    ap.add_argument("--tutorial-epochs", type=float, default=1.3, help="fast-path epochs for the tutorial network")
     ap.add_argument("--tutorial-batch", type=int, default=64)
     ap.add_argument("--tutorial-lr", type=float, default=0.05)
     ap.add_argument("--fast-epochs", type=float, default=2.5, help="fast preset epochs (fit a 2-core CPU's budget)")
@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         default=100.0,
         help="fast-path evaluations every this many epochs (default: once, at the end of the fixed schedule)",
     )
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the lab's runs")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch threads of the lab's runs (2: batches of 64 split well)"
+    )
     ap.add_argument(
         "--classic-threads",
         type=int,
