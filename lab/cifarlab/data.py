@@ -323,7 +323,9 @@ class Decoding:
     only the moment they arrive differs.
 
     On Linux the decoding runs in a forked process that writes into shared memory (decoding in a thread of the
-    training process would fight it for the GIL: each image costs some Python); elsewhere in a thread.
+    training process would fight it for the GIL: each image costs some Python); elsewhere in a thread. That process
+    also writes the cache (``on_done``), but only after `release` (the trainer calls it when it no longer needs
+    the cores; `join` and the end of the program do too), so that serialising it does not slow training.
     """
 
     def __init__(self, blobs: dict[str, list[bytes]], source: str, chunk: int = 1024, process: bool | None = None):
@@ -341,6 +343,7 @@ class Decoding:
         self._error: str | None = None
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._write_now: Any = None  # a process Event: the trainer no longer needs the second core
 
     def _alloc(self, n: int) -> torch.Tensor:
         return _shared_images(n) if self.process else torch.empty(n, 3, SIZE, SIZE, dtype=torch.uint8)
@@ -376,6 +379,7 @@ class Decoding:
         if self.process:
             ctx = multiprocessing.get_context("fork")
             receiver, sender = ctx.Pipe(duplex=False)
+            self._write_now = ctx.Event()
             child = ctx.Process(target=self._child, args=(plan, sender), name="cifarlab-decode", daemon=True)
             child.start()
             sender.close()
@@ -408,7 +412,8 @@ class Decoding:
         try:
             self._decode(plan, lambda name, n: sender.send((name, n)) if name is not None else None)
             sender.send(("decoded", 0))
-            if self.on_done is not None:  # the cache write, too, stays off the trainer's core
+            if self.on_done is not None:  # the cache write, too, stays off the trainer's core: once it is done
+                self._write_now.wait()
                 self.on_done(self)
             sender.send(("done", 0))
         except BaseException as exc:
@@ -425,6 +430,9 @@ class Decoding:
                     name, n = "error", "the decoding process ended early"
                 if name == "decoded":
                     self._decoded(t0)
+                    while not self._write_now.wait(0.2):  # until `release`, or the program ends
+                        if not threading.main_thread().is_alive():
+                            self._write_now.set()
                 elif name == "done":
                     break
                 elif name == "error":
@@ -479,8 +487,14 @@ class Decoding:
             if self._error is not None:
                 raise DataError(f"an image in {self.source} could not be decoded: {self._error}")
 
+    def release(self) -> None:
+        """Let the decoding process write the cache now (it waits for this, or for the program's end)."""
+        if self._write_now is not None:
+            self._write_now.set()
+
     def join(self) -> None:
         """Wait for the decoding to end, including its cache write."""
+        self.release()
         if self._thread is not None:
             self._thread.join()
 

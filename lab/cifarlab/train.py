@@ -839,6 +839,8 @@ def _train(
             dist.barrier()
             t_train = time.time()
     train_s += time.time() - t_train
+    if decoding is not None:
+        decoding.release()  # its cache write waited for the trainer to be done with the cores
     flush_losses()
     status = "interrupted" if stop else "succeeded"
     if stop:

@@ -316,3 +316,17 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
         torch.set_num_threads(1)
     assert metrics["status"] == "succeeded"
     wait_for_cache_writes()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding runs in a forked process on Linux only")
+def test_the_decoding_process_writes_the_cache_only_once_released(tmp_path: Path, lab_cache_dir: Path) -> None:
+    archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=9), tmp_path / "d.tar.gz")
+    ahead = load_data(str(archive), holdout=0.2, seed=0, stream=True)
+    assert ahead.decoding is not None and ahead.decoding.process  # forked on Linux
+    ahead.decoding.start()
+    ahead.decoding.wait("train")
+    ahead.decoding.wait("test")
+    time.sleep(0.3)
+    assert not list(lab_cache_dir.glob("*.pt"))  # decoded, but the cores are still the trainer's
+    wait_for_cache_writes()  # releases, then waits for the write
+    assert len(list(lab_cache_dir.glob("d.tar.gz.cache-*.pt"))) == 1
