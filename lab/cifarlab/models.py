@@ -28,6 +28,62 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2 max-pooling with stride 2, exactly as ``F.max_pool2d`` computes it, forward and backward.
+
+    The forward is two elementwise maxima over strided views (vectorised, ~9x faster on a CPU than the pooling
+    kernel for the tutorial network's few channels); the backward sends each output's gradient to the element
+    ``max_pool2d`` would pick: the first maximum of its window in row-major order. Identical results for finite
+    values (the tests compare both bit for bit); only a window holding a NaN may route its gradient elsewhere.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        a, b, c, d = _corners(x)
+        y = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, y = ctx.saved_tensors
+        a, b, c, _ = _corners(x)
+        first = a == y
+        taken = first.clone()
+        second = (b == y) & ~taken
+        taken |= second
+        third = (c == y) & ~taken
+        taken |= third
+        out = torch.empty_like(x)
+        for corner, pick in zip(_corners(out), (first, second, third, ~taken), strict=True):
+            torch.mul(grad, pick, out=corner)
+        return out
+
+
+def _corners(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-left, top-right, bottom-left, bottom-right elements of every 2x2 window (views, no copies)."""
+    return x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d``, with a faster exact path for 2x2 windows of stride 2 on even-sized inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = (
+            self.kernel_size in (2, (2, 2))
+            and self.stride in (2, (2, 2))
+            and self.padding in (0, (0, 0))
+            and self.dilation in (1, (1, 1))
+            and not self.return_indices
+            and not self.ceil_mode
+            and x.dim() == 4
+            and x.shape[-1] % 2 == 0
+            and x.shape[-2] % 2 == 0
+        )
+        return _MaxPool2x2.apply(x) if plain else super().forward(x)
+
+
 class TutorialNet(nn.Module):
     """The classic tutorial CNN, layer for layer: 62,006 parameters."""
 
@@ -35,7 +91,7 @@ class TutorialNet(nn.Module):
         super().__init__()
         self.norm = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
+        self.pool = MaxPool2d(2, 2)  # nn.MaxPool2d(2, 2), computed faster
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
         self.fc2 = nn.Linear(120, 84)
