@@ -145,10 +145,22 @@ def _start_on_free_port(
 
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
-    """Remove the lab container (and its workspace volume unless ``keep_volume``); the machine stays."""
-    with machine_for(record, ui) as machine:
-        client = machine.docker()
-        removed = lab.remove_lab(client, record.name, keep_volume=keep_volume)
+    """Remove the lab container (and its workspace volume unless ``keep_volume``); the machine stays.
+
+    A failure says what is left and how to remove it by hand, since `down` must never claim a clean slate.
+    """
+    where = record.host or "this computer"
+    try:
+        with machine_for(record, ui) as machine:
+            client = machine.docker()
+            removed = lab.remove_lab(client, record.name, keep_volume=keep_volume)
+    except LabctlError as exc:
+        raise LabctlError(
+            f"Could not remove the lab container on {where}: {exc.message}",
+            hint="Fix that (the machine unreachable, or Docker stopped) and run 'labctl down' again, or remove it "
+            f"there by hand with 'docker rm -f {lab.container_name(record.name)}; docker volume rm "
+            f"{lab.volume_name(record.name)}'.",
+        ) from None
     for what in removed:
         ui.info(f"Removed {what}.")
     return removed
