@@ -357,13 +357,18 @@ def ssh_cmd(name: NameOpt = None) -> None:
 
 
 @app.command("config")
-def config_cmd(as_json: JsonOpt = False) -> None:
+def config_cmd(
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """The effective settings and where each one came from."""
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.config import show_config
+        from labctl.config import show_config, trust_project
 
-        return show_config()
+        return trust_project() if trust else show_config()
 
     _run(go, as_json)
 

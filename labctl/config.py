@@ -6,6 +6,8 @@ One resolver keeps every command consistent and lets ``labctl config`` say where
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -40,6 +42,16 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 SETTING_TYPES: dict[str, type] = {key: str for key in SETTINGS}
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
+# Settings that decide what runs as root on the machine or who can reach it. A labctl.toml lies in whatever
+# directory labctl runs from (a cloned repository, a shared folder), so it may set these only once the user
+# has trusted that file as it is now ('labctl config --trust'); flags, variables and the user's own file may.
+GUARDED = {
+    "image": "the container image that runs your lab",
+    "base_image": "the image the lab image is built from, which runs as root on the machine",
+    "allow_ip": "who may reach the machine over SSH",
+    "ssh_key": "the key that logs in to the machine",
+    "host": "the machine labctl connects to",
+}
 
 
 def user_config_path() -> Path:
@@ -97,11 +109,48 @@ def _toml_type(value: object) -> str:
     return "date/time" if hasattr(value, "isoformat") else type(value).__name__
 
 
+def trust_path() -> Path:
+    return user_config_path().with_name("trusted-projects.json")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted() -> dict[str, str]:
+    try:
+        data = json.loads(trust_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def is_trusted(path: Path) -> bool:
+    """Trust is for the file's exact contents: an edit (a pull, a colleague's commit) revokes it."""
+    return path.is_file() and _trusted().get(str(path.resolve())) == _digest(path)
+
+
+def trust_project(cwd: Path | None = None) -> Outcome:
+    from labctl.state import write_private
+
+    path = (cwd or Path.cwd()) / PROJECT_FILE
+    if not path.is_file():
+        raise UsageError(f"There is no {PROJECT_FILE} in {path.parent}.", hint="Run this in the project's directory.")
+    table = _read_toml(path)
+    trusted = _trusted()
+    trusted[str(path.resolve())] = _digest(path)
+    write_private(trust_path(), json.dumps(trusted, indent=2))
+    guarded = sorted(set(table) & set(GUARDED))
+    said = f"; it sets {', '.join(guarded)}" if guarded else ""
+    return Outcome({"trusted": str(path.resolve())}, f"Trusted {path} as it is now{said}. Any edit revokes it.")
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
     value: Any
     source: str
+    trusted: bool = True
 
 
 class Settings:
@@ -109,8 +158,9 @@ class Settings:
 
     def __init__(self, cwd: Path | None = None) -> None:
         cwd = cwd or Path.cwd()
+        self._project = cwd / PROJECT_FILE
         self._files: list[tuple[str, dict[str, Any]]] = [
-            (str(cwd / PROJECT_FILE), _read_toml(cwd / PROJECT_FILE)),
+            (str(self._project), _read_toml(self._project)),
             (str(user_config_path()), _read_toml(user_config_path())),
         ]
 
@@ -124,19 +174,41 @@ class Settings:
             return Setting(key, os.environ[env_name], f"environment ({env_name})")
         for path, table in self._files:
             if key in table:
-                return Setting(key, table[key], path)
+                trusted = key not in GUARDED or path != str(self._project) or is_trusted(self._project)
+                return Setting(key, table[key], path, trusted)
         return Setting(key, SETTINGS[key][0], "default")
 
     def get(self, key: str, flag: Any = None) -> Any:
-        return self.lookup(key, flag).value
+        setting = self.lookup(key, flag)
+        if not setting.trusted:
+            flag_name = "--" + key.replace("_", "-")
+            raise UsageError(
+                f"{setting.source} sets {key} = {setting.value!r}, which decides {GUARDED[key]}, and labctl does "
+                "not take that from a project file it has not been told to trust.",
+                hint=f"Read the file; if you trust it as it is, run 'labctl config --trust' in {self._project.parent}. "
+                f"Otherwise pass {flag_name} or set {ENV_PREFIX}{key.upper()} yourself, or remove the line.",
+            )
+        return setting.value
 
     def all(self) -> list[Setting]:
         return [self.lookup(key) for key in SETTINGS]
 
 
+def _shown(setting: Setting) -> dict[str, object]:
+    shown: dict[str, object] = {"value": setting.value, "source": setting.source}
+    if not setting.trusted:
+        shown["trusted"] = False
+    return shown
+
+
 def show_config() -> Outcome:
     settings = Settings().all()
-    data: dict[str, object] = {s.key: {"value": s.value, "source": s.source} for s in settings}
+    data: dict[str, object] = {s.key: _shown(s) for s in settings}
     width = max(len(s.key) for s in settings)
-    lines = [f"{s.key:<{width}}  {s.value if s.value is not None else '-'!s:<24}  ({s.source})" for s in settings]
+    lines = [
+        f"{s.key:<{width}}  {s.value if s.value is not None else '-'!s:<24}  ({s.source}"
+        + ("" if s.trusted else ", not trusted: 'labctl config --trust' accepts it")
+        + ")"
+        for s in settings
+    ]
     return Outcome(data, "\n".join(lines))

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
+    from labctl.config import Settings
+
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
 # The pinned pytorch/pytorch runtime tag; templates/Dockerfile's ARG default says the same (a test checks).
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
@@ -67,15 +69,20 @@ def volume_name(lab: str) -> str:
 # ---------------------------------------------------------------------------------------------- image
 
 
-def base_image() -> str | None:
+def base_image(settings: Settings | None = None) -> str | None:
     """The base image override (LABCTL_BASE_IMAGE or the base_image setting), or None for the Dockerfile's own.
 
     Tests build the real Dockerfile FROM a locally made image this way, since no registry is reachable there.
+    The value reaches the machine's Docker engine and cloud-init, so it must be a plain image reference.
     """
     from labctl.config import Settings
+    from labctl.imageref import check_image_ref
 
-    value = Settings().get("base_image")
-    return str(value) if value else None
+    settings = settings or Settings()
+    value = settings.get("base_image")
+    if not value:
+        return None
+    return check_image_ref(value, f"The base image ({settings.lookup('base_image').source})")
 
 
 def effective_base_image() -> str:

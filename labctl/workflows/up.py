@@ -11,6 +11,7 @@ from pathlib import Path
 
 from labctl.config import Settings
 from labctl.errors import UsageError
+from labctl.imageref import check_image_ref
 from labctl.spec import DEFAULT_NAME, LabSpec, parse_host
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
@@ -47,6 +48,8 @@ def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
     # A region only counts as asked for when something set it: a re-run of `up` for a lab made elsewhere
     # (--region westus2, --region auto) must converge on where the lab is, not on the built-in default.
     region = settings.lookup("region", opts.region)
+    image = settings.get("image", opts.image)
+    _check_images(image, settings)
     spec = LabSpec(
         name=settings.get("name", opts.name),
         target=target,
@@ -54,15 +57,37 @@ def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
         gpu=opts.gpu,
         sizes=list(opts.sizes) or ([size] if size else []),
         region=(region.value if region.source != "default" else None) if azure else opts.region,
-        image=settings.get("image", opts.image),
+        image=image,
         subscription=settings.get("subscription", opts.subscription) if azure else opts.subscription,
-        allow_ip=settings.get("allow_ip", opts.allow_ip) if azure else opts.allow_ip,
+        allow_ip=_allow_ip(settings, opts.allow_ip) if azure else opts.allow_ip,
         ssh_key=Path(ssh_key).expanduser() if ssh_key else None,
         shutdown_at=None if opts.no_shutdown else settings.get("shutdown_at", opts.shutdown_at),
         spot=opts.spot,
         yes=opts.yes,
     )
     return spec.validate()
+
+
+def _check_images(image: str | None, settings: Settings) -> None:
+    """Refuse a malformed image before anything is created: both images end up in commands run as root."""
+    from labctl.container import base_image
+
+    if image is not None:
+        check_image_ref(image, f"The image ({settings.lookup('image', image).source})")
+    base_image(settings)
+
+
+def _allow_ip(settings: Settings, flag: str | None) -> str | None:
+    """Opening SSH to everyone is a decision typed on the command line, never one inherited from a file."""
+    setting = settings.lookup("allow_ip", flag)
+    value = settings.get("allow_ip", flag)
+    if isinstance(value, str) and value.strip().lower() == "any" and setting.source != "flag":
+        raise UsageError(
+            f"{setting.source} sets allow_ip = 'any', which would open SSH to the whole internet.",
+            hint="labctl takes that only from the command line: type '--allow-ip any' if you mean it, "
+            "or set your own address or range there instead.",
+        )
+    return str(value) if value is not None else None
 
 
 def up(opts: UpOptions, ui: Reporter) -> Outcome:

@@ -15,13 +15,12 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from string import Template
 from typing import Any
 
-from labctl.assets import template
 from labctl.catalog import lookup
 from labctl.errors import LabctlError
 from labctl.hostkeys import normalize
+from labctl.imageref import check_image_ref
 from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, now_iso
@@ -44,15 +43,35 @@ def creator() -> str:
     return f"{user}@{socket.gethostname()}"[:250]
 
 
+# Starts pulling the lab's base image while labctl waits for SSH; the bootstrap reuses whatever arrived. The
+# image is the script's "$1", an argument of its own: it is never part of the script's text.
+PREPULL_SCRIPT = '(command -v docker >/dev/null && nohup docker pull "$1" >/var/log/labctl-prepull.log 2>&1 &) || true'
+
+
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str) -> str:
-    text = template("cloud-init.yaml").read_text()
-    indented = "\n".join("    " + line for line in host_private_key.strip().splitlines())
-    return Template(text).substitute(
-        host_private_key=indented,
-        host_public_key=host_public_key,
-        lab_json=json.dumps(json.dumps({"lab": lab, "created_by": "labctl"})),
-        prepull_image=image,
-    )
+    """The VM's cloud-config, built as data and dumped as YAML: no value is ever spliced into its text.
+
+    The SSH host key was generated on the user's computer; labctl pins its public half, so the very first
+    connection is verified. cloud-init installs it and must generate no others.
+    """
+    import yaml
+
+    check_image_ref(image, "The base image")
+    config = {
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": host_private_key.strip() + "\n", "ed25519_public": host_public_key},
+        "write_files": [
+            {
+                "path": "/etc/labctl/lab.json",
+                "permissions": "0644",
+                "content": json.dumps({"lab": lab, "created_by": "labctl"}),
+            }
+        ],
+        # A list runs as an argv: cloud-init quotes every item, so the image stays one argument.
+        "runcmd": [["sh", "-c", PREPULL_SCRIPT, "labctl-prepull", image]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
 def _ids(azure: Azure, names: LabNames) -> dict[str, str]:
