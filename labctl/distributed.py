@@ -9,7 +9,8 @@ The pieces, in the order a launch needs them:
 - ``gpu_probe_argv`` / ``parse_gpu_count``: how many GPUs a machine's lab container sees.
 - ``plan_launch`` (one node) / ``plan_cluster`` (every node): validated ``LaunchPlan`` values; a request that
   cannot be met ends in a ``UsageError`` that says what to do instead.
-- ``launch_argv``: the argv of one node's launch, ``python -m cifarlab train ...`` or ``torchrun ... -m cifarlab``.
+- ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
+  ``torchrun ... -m cifarlab train ...``, and the environment it needs.
 - ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
   stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own.
 
@@ -29,8 +30,10 @@ from labctl.errors import UsageError
 
 DEFAULT_RDZV_PORT = 29400
 LAB_MODULE = "cifarlab"
-# torchrun prefixes every line a worker prints with this (its --log-line-prefix-template macros).
+# torchrun prefixes every line a worker prints with this. It is set through the environment: torchrun 2.14
+# also has --log-line-prefix-template, but 2.13 and older (the lab image's) only read the variable.
 PREFIX_TEMPLATE = "[rank ${rank}]:"
+PREFIX_TEMPLATE_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 _PREFIX = re.compile(r"\[rank (\d+)\]:")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -98,8 +101,8 @@ def parse_gpu_count(output: str, exit_code: int = 0) -> int:
     mistaken for a CPU machine.
     """
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if exit_code == 127 or (exit_code != 0 and not lines):
-        return 0
+    if exit_code in (126, 127) or (exit_code != 0 and not lines):
+        return 0  # no nvidia-smi: a shell says 127, docker exec 126 ("executable file not found")
     if len(lines) == 1 and lines[0].isdigit():
         return int(lines[0])
     if any(line.lower().startswith("no devices were found") for line in lines):
@@ -295,16 +298,13 @@ def launch_argv(
         "3",
         "--log-dir",
         log_dir,
-        "--log-line-prefix-template",
-        PREFIX_TEMPLATE,
     ]
     if plan.nodes == 1:
         # torchrun picks a free port on this machine for its own rendezvous: two runs side by side do not clash
         argv += ["--standalone"]
     else:
+        # No --node-rank: c10d assigns the global ranks itself (torchrun warns that it ignores one).
         argv += [
-            "--node-rank",  # informative only: c10d assigns the global ranks itself
-            str(plan.node_rank),
             "--rdzv-backend",
             "c10d",
             "--rdzv-endpoint",
@@ -318,6 +318,14 @@ def launch_argv(
         if plan.local_addr:
             argv += ["--local-addr", plan.local_addr]
     return [*argv, "-m", LAB_MODULE, "train", *train_args]
+
+
+def launch_env(plan: LaunchPlan) -> dict[str, str]:
+    """The environment ``launch_argv``'s command needs besides the container's own (values, never shell text)."""
+    env = {"PYTHONUNBUFFERED": "1"}
+    if plan.distributed:
+        env[PREFIX_TEMPLATE_ENV] = PREFIX_TEMPLATE
+    return env
 
 
 # ------------------------------------------------------------------------------------------------ output

@@ -14,9 +14,11 @@ import pytest
 
 from labctl.distributed import (
     PREFIX_TEMPLATE,
+    PREFIX_TEMPLATE_ENV,
     LaunchPlan,
     gpu_probe_argv,
     launch_argv,
+    launch_env,
     merge_rank_output,
     parse_gpu_count,
     plan_cluster,
@@ -48,6 +50,12 @@ def _value(argv: list[str], flag: str) -> str:
         ("0\n", 0, 0),
         ("No devices were found\n", 6, 0),
         ("sh: 1: nvidia-smi: not found\n", 127, 0),
+        (
+            'OCI runtime exec failed: exec failed: unable to start container process: exec: "nvidia-smi": '
+            "executable file not found in $PATH: unknown\r\n",
+            126,
+            0,
+        ),  # docker exec where nvidia-smi is absent
         ("", 127, 0),
         ("", 1, 0),
     ],
@@ -106,11 +114,12 @@ def test_gpu_count_to_torchrun_arguments(
     assert argv[-len(TRAIN) - 3 :] == ["-m", "cifarlab", "train", *TRAIN]
     if not torchrun:
         assert argv == ["python", "-m", "cifarlab", "train", *TRAIN]
+        assert launch_env(plan) == {"PYTHONUNBUFFERED": "1"}
         return
     assert argv[0] == "torchrun"
     assert (_value(argv, "--nnodes"), _value(argv, "--nproc-per-node")) == (str(nodes), str(procs))
     assert _value(argv, "--tee") == "3" and _value(argv, "--log-dir") == "/workspace/runs/r1/ranks"
-    assert _value(argv, "--log-line-prefix-template") == PREFIX_TEMPLATE
+    assert launch_env(plan)[PREFIX_TEMPLATE_ENV] == PREFIX_TEMPLATE
     if nodes == 1:
         assert "--standalone" in argv and "--rdzv-endpoint" not in argv
     else:
@@ -124,7 +133,8 @@ def test_cluster_plans_meet_at_the_head_and_only_the_head_hosts_the_store() -> N
         run_id="r7", gpus_per_node=[4, 4, 4], addresses=["10.0.0.4", "10.0.0.5", "10.0.0.6"], rdzv_port=29555
     )
     argvs = [launch_argv(p, TRAIN, log_dir="/l") for p in plans]
-    assert [_value(a, "--node-rank") for a in argvs] == ["0", "1", "2"]
+    assert [p.node_rank for p in plans] == [0, 1, 2]
+    assert all("--node-rank" not in a for a in argvs)  # c10d ignores it and torchrun warns so
     assert {_value(a, "--rdzv-endpoint") for a in argvs} == {"10.0.0.4:29555"}
     assert [_value(a, "--rdzv-conf") for a in argvs] == ["is_host=1", "is_host=0", "is_host=0"]
     assert [_value(a, "--local-addr") for a in argvs] == ["10.0.0.4", "10.0.0.5", "10.0.0.6"]
@@ -186,7 +196,7 @@ def test_cluster_errors_name_the_node() -> None:
 
 # ------------------------------------------------------------------------------------------------ output
 
-# Captured from torchrun 2.14 (--tee 3, this prefix template, stdout and stderr into one file): a worker's last
+# Captured from torchrun 2.14 (--tee 3, the prefix template, stdout and stderr into one file): a worker's last
 # print without a newline runs into the next worker's line, and the launcher's own lines carry no prefix.
 CAPTURED = textwrap.dedent(
     """\
@@ -262,7 +272,7 @@ def _run(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
 def test_real_torchrun_accepts_the_single_node_argv(fake_lab: dict[str, str], tmp_path: Path) -> None:
     plan = LaunchPlan(run_id="one", procs_per_node=2)  # two CPU workers, as two GPUs would have
     argv = launch_argv(plan, ["--x", "a b"], log_dir=str(tmp_path / "ranks"), python=sys.executable)
-    proc = _run(argv, fake_lab)
+    proc = _run(argv, {**fake_lab, **launch_env(plan)})
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     merged = list(merge_rank_output(out.splitlines(), node_rank=0))
@@ -279,7 +289,10 @@ def test_real_torchrun_meets_across_two_launchers(fake_lab: dict[str, str], tmp_
         run_id="two", gpus_per_node=[0, 0], addresses=["127.0.0.1", "127.0.0.1"], rdzv_port=_free_port()
     )
     procs = [
-        _run(launch_argv(p, [], log_dir=str(tmp_path / f"n{p.node_rank}"), python=sys.executable), fake_lab)
+        _run(
+            launch_argv(p, [], log_dir=str(tmp_path / f"n{p.node_rank}"), python=sys.executable),
+            {**fake_lab, **launch_env(p)},
+        )
         for p in plans
     ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
