@@ -14,7 +14,7 @@ The pieces, in the order a launch needs them:
 - ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
   stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own.
 
-Global ranks under c10d rendezvous are assigned by the rendezvous (sorted by each node's address), not by
+Global ranks under c10d rendezvous are assigned by the rendezvous (nodes sorted by address, as text), not by
 ``node_rank``: the head node is not necessarily the one holding rank 0, which is the rank that writes the
 results. ``rank_zero_hint`` reads which node got it from that node's merged output.
 """
@@ -31,7 +31,7 @@ from labctl.errors import UsageError
 DEFAULT_RDZV_PORT = 29400
 LAB_MODULE = "cifarlab"
 # torchrun prefixes every line a worker prints with this. It is set through the environment: torchrun 2.14
-# also has --log-line-prefix-template, but 2.13 and older (the lab image's) only read the variable.
+# also has --log-line-prefix-template, but 2.13 and older releases only read the variable.
 PREFIX_TEMPLATE = "[rank ${rank}]:"
 PREFIX_TEMPLATE_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 _PREFIX = re.compile(r"\[rank (\d+)\]:")
@@ -275,19 +275,20 @@ def launch_argv(
     *,
     log_dir: str,
     python: str = "python",
-    torchrun: str = "torchrun",
+    torchrun: Sequence[str] = ("torchrun",),
 ) -> list[str]:
     """The argv one node runs: the plain trainer for one process on one node, else torchrun.
 
     One node with several GPUs uses torchrun's standalone rendezvous (a free local port); several nodes meet
     at ``rdzv_host:rdzv_port`` under ``--rdzv-id run_id``. ``train_args`` follow ``train`` unchanged (never
     through a shell). ``log_dir`` receives torchrun's per-rank logs,
-    ``<log_dir>/<rendezvous id>_<random>/attempt_0/<local rank>/{stdout,stderr}.log``.
+    ``<log_dir>/<rendezvous id>_<random>/attempt_0/<local rank>/{stdout,stderr}.log``. ``torchrun`` may be
+    ``(python, "-m", "torch.distributed.run")`` where the console script is not on the PATH.
     """
     if not plan.distributed:
         return [python, "-m", LAB_MODULE, "train", *train_args]
     argv = [
-        torchrun,
+        *torchrun,
         "--nnodes",
         str(plan.nodes),
         "--nproc-per-node",

@@ -151,6 +151,22 @@ def test_ipv6_head_is_bracketed() -> None:
     assert plan.rdzv_endpoint == "[fd00::4]:29400"
 
 
+def test_torchrun_can_be_the_module_of_a_given_python() -> None:
+    plan = plan_launch(run_id="r", gpus_available=2)
+    argv = launch_argv(plan, TRAIN, log_dir="/l", torchrun=("/opt/py/bin/python", "-m", "torch.distributed.run"))
+    assert argv[:4] == ["/opt/py/bin/python", "-m", "torch.distributed.run", "--nnodes"]
+
+
+def test_gpu_check_script_is_shell_clean() -> None:
+    """benchmarks/gpu_check.sh drives these plans on GPU machines; it cannot run here, so at least it parses."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
 def test_user_text_stays_one_argument() -> None:
     hostile = ["--out", "/w/x; touch /tmp/pwned", "--data", "$(reboot)"]
     argv = launch_argv(plan_launch(run_id="r", gpus_available=2), hostile, log_dir="/l")
