@@ -2,7 +2,7 @@
 
 Pure functions and data, no I/O: the caller runs the argv these return (inside the lab container) and feeds
 their output back. PyTorch's own engine does the work: ``torchrun`` starts one worker per GPU (NCCL) or one per
-CPU node (gloo); across machines the agents meet through c10d rendezvous at the head node's private address.
+CPU node (gloo); across machines the launchers meet through c10d rendezvous at the head node's private address.
 
 The pieces, in the order a launch needs them:
 
