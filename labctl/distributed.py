@@ -1,0 +1,377 @@
+"""How a lab run is launched on one or several machines: one plain process, or ``torchrun`` with one per GPU.
+
+Pure functions and data, no I/O: the caller runs the argv these return (inside the lab container) and feeds
+their output back. PyTorch's own engine does the work: ``torchrun`` starts one worker per GPU (NCCL) or one per
+CPU node (gloo); across machines the launchers meet through c10d rendezvous at the head node's private address.
+
+The pieces, in the order a launch needs them:
+
+- ``gpu_probe_argv`` / ``parse_gpu_count``: how many GPUs a machine's lab container sees.
+- ``plan_launch`` (one node) / ``plan_cluster`` (every node): validated ``LaunchPlan`` values; a request that
+  cannot be met ends in a ``UsageError`` that says what to do instead.
+- ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
+  ``torchrun ... -m cifarlab train ...``, and the environment it needs.
+- ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
+  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own.
+
+Global ranks under c10d rendezvous are assigned by the rendezvous (nodes sorted by address, as text), not by
+``node_rank``: the head node is not necessarily the one holding rank 0, which is the rank that writes the
+results. ``rank_zero_hint`` reads which node got it from that node's merged output.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from labctl.errors import UsageError
+
+DEFAULT_RDZV_PORT = 29400
+LAB_MODULE = "cifarlab"
+# torchrun prefixes every line a worker prints with this. It is set through the environment: torchrun 2.14
+# also has --log-line-prefix-template, but 2.13 and older releases only read the variable.
+PREFIX_TEMPLATE = "[rank ${rank}]:"
+PREFIX_TEMPLATE_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+_PREFIX = re.compile(r"\[rank (\d+)\]:")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """One node's part of a run: how many workers it starts and where the nodes meet."""
+
+    run_id: str
+    procs_per_node: int = 1
+    nodes: int = 1
+    node_rank: int = 0
+    device: str = "cpu"  # "cuda": one worker per GPU with NCCL; "cpu": gloo
+    rdzv_host: str | None = None  # the head node's private address; None on one node
+    rdzv_port: int = DEFAULT_RDZV_PORT
+    local_addr: str | None = None  # this node's private address, so that peers reach rank 0 by it
+
+    @property
+    def world_size(self) -> int:
+        return self.procs_per_node * self.nodes
+
+    @property
+    def distributed(self) -> bool:
+        """False for the plain single process (no torchrun)."""
+        return self.world_size > 1
+
+    @property
+    def backend(self) -> str:
+        """The collective backend cifarlab picks for this device (it chooses by itself; this is for display)."""
+        return "nccl" if self.device == "cuda" else "gloo"
+
+    @property
+    def rdzv_endpoint(self) -> str:
+        host = self.rdzv_host or "127.0.0.1"
+        return f"[{host}]:{self.rdzv_port}" if ":" in host else f"{host}:{self.rdzv_port}"
+
+    @property
+    def is_head(self) -> bool:
+        return self.node_rank == 0
+
+
+# ------------------------------------------------------------------------------------------------ GPU count
+
+
+def gpu_probe_argv() -> list[str]:
+    """The argv that lists the GPUs a container sees, one name a line (parse it with ``parse_gpu_count``)."""
+    return ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+
+
+def torch_probe_argv(python: str = "python") -> list[str]:
+    """The fallback probe where nvidia-smi is absent: torch's own count, one integer."""
+    return [python, "-c", "import torch; print(torch.cuda.device_count())"]
+
+
+_SMI_FAILURES = ("failed", "couldn't communicate", "not found", "no such file", "error", "unable")
+
+
+def parse_gpu_count(output: str, exit_code: int = 0) -> int:
+    """The number of GPUs in a probe's output: nvidia-smi's name lines, or the torch probe's single integer.
+
+    "No devices were found", an absent nvidia-smi (exit 127) or a driver that does not answer count as 0 GPUs
+    only where that is what the output says; anything unreadable raises, so that a broken driver is not
+    mistaken for a CPU machine.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if exit_code in (126, 127) or (exit_code != 0 and not lines):
+        return 0  # no nvidia-smi: a shell says 127, docker exec 126 ("executable file not found")
+    if len(lines) == 1 and lines[0].isdigit():
+        return int(lines[0])
+    if any(line.lower().startswith("no devices were found") for line in lines):
+        return 0
+    bad = [line for line in lines if any(word in line.lower() for word in _SMI_FAILURES)]
+    if exit_code != 0 or bad:
+        detail = (bad or lines)[0][:200]
+        raise UsageError(
+            f"The machine's GPUs could not be counted: the probe exited {exit_code} and said '{detail}'.",
+            hint="The NVIDIA driver or container runtime is not answering; 'labctl up' repairs the bootstrap, "
+            "or pass --device cpu to train without GPUs.",
+        )
+    return len(lines)
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+def _check_run_id(run_id: str) -> None:
+    if not _RUN_ID.fullmatch(run_id):
+        raise UsageError(
+            f"The run id {run_id!r} cannot name a rendezvous.",
+            hint="Use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        )
+
+
+def _check_address(host: str | None, port: int, nodes: int) -> None:
+    if nodes > 1 and not host:
+        raise UsageError(
+            f"A run on {nodes} nodes needs the head node's private address for the rendezvous, and none was given.",
+            hint="Pass the head node's address inside the lab's network (never a public one).",
+        )
+    if host is not None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(host):
+                raise UsageError(
+                    f"The rendezvous address {host!r} is neither an IP address nor a host name.",
+                    hint="Use the head node's private IP address, e.g. 10.0.0.4.",
+                ) from None
+    if not 1 <= port <= 65535:
+        raise UsageError(f"The rendezvous port {port} is outside 1-65535.", hint="The default is 29400.")
+
+
+def _procs(gpus_available: int, gpus_requested: int | None, nodes: int, where: str) -> tuple[int, str]:
+    """(workers per node, device) for one machine, or the reason it cannot be done."""
+    if gpus_requested is None:
+        return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
+    if gpus_requested < 1:
+        raise UsageError(
+            f"--gpus {gpus_requested} asks for no GPU at all.",
+            hint=f"Ask for 1 to {gpus_available} GPUs, leave --gpus out to use all of them, "
+            "or pass --device cpu to train on the CPU (one process per node)."
+            if gpus_available
+            else "This machine has no GPU: leave --gpus out and the run trains on the CPU.",
+        )
+    if gpus_requested > gpus_available:
+        have = f"only {gpus_available} GPU{'s' if gpus_available != 1 else ''}" if gpus_available else "no GPU"
+        raise UsageError(
+            f"--gpus {gpus_requested} asks for more GPUs than {where} has: it has {have}.",
+            hint=f"Ask for at most {gpus_available}, or choose a larger size with 'labctl up --size'."
+            if gpus_available
+            else "Create a GPU lab with 'labctl up --gpu', or leave --gpus out to train on the CPU.",
+        )
+    return gpus_requested, "cuda"
+
+
+def plan_launch(
+    *,
+    run_id: str,
+    gpus_available: int,
+    gpus_requested: int | None = None,
+    nodes: int = 1,
+    node_rank: int = 0,
+    rdzv_host: str | None = None,
+    rdzv_port: int = DEFAULT_RDZV_PORT,
+    local_addr: str | None = None,
+    cpu_only: bool = False,
+) -> LaunchPlan:
+    """One node's plan. Without ``--gpus`` a GPU machine uses every GPU; a CPU machine runs one process.
+
+    ``cpu_only`` (``--device cpu``) ignores the GPUs: one gloo process per node.
+    """
+    if nodes < 1:
+        raise UsageError(f"--nodes {nodes} leaves no machine to train on.", hint="Use --nodes 1 or more.")
+    if not 0 <= node_rank < nodes:
+        raise UsageError(
+            f"Node rank {node_rank} is outside a run of {nodes} node{'s' if nodes != 1 else ''}.",
+            hint=f"Node ranks go from 0 (the head node) to {nodes - 1}.",
+        )
+    if gpus_available < 0:
+        raise ValueError(f"gpus_available must be >= 0, not {gpus_available}")
+    _check_run_id(run_id)
+    _check_address(rdzv_host, rdzv_port, nodes)
+    if local_addr is not None:
+        _check_address(local_addr, rdzv_port, nodes)
+    if cpu_only:
+        if gpus_requested is not None:
+            raise UsageError(
+                f"--gpus {gpus_requested} and --device cpu contradict each other.", hint="Pass one or the other."
+            )
+        procs, device = 1, "cpu"
+    else:
+        where = "this machine" if nodes == 1 else f"node {node_rank}"
+        procs, device = _procs(gpus_available, gpus_requested, nodes, where)
+    return LaunchPlan(
+        run_id=run_id,
+        procs_per_node=procs,
+        nodes=nodes,
+        node_rank=node_rank,
+        device=device,
+        rdzv_host=rdzv_host if nodes > 1 else None,
+        rdzv_port=rdzv_port,
+        local_addr=local_addr if nodes > 1 else None,
+    )
+
+
+def plan_cluster(
+    *,
+    run_id: str,
+    gpus_per_node: Sequence[int],
+    addresses: Sequence[str],
+    gpus_requested: int | None = None,
+    rdzv_port: int = DEFAULT_RDZV_PORT,
+    cpu_only: bool = False,
+) -> list[LaunchPlan]:
+    """Every node's plan, head first; each node starts the same number of workers.
+
+    ``gpus_per_node`` and ``addresses`` (private addresses) are in node order, the head node first. Without
+    ``--gpus`` each node uses as many GPUs as the smallest node has, so that no node waits on a missing rank.
+    """
+    if len(gpus_per_node) != len(addresses):
+        raise ValueError("gpus_per_node and addresses must name the same nodes")
+    if not gpus_per_node:
+        raise UsageError("--nodes 0 leaves no machine to train on.", hint="Use --nodes 1 or more.")
+    fewest = min(gpus_per_node)
+    if not cpu_only and gpus_requested is None and fewest == 0 and max(gpus_per_node) > 0:
+        without = [str(i) for i, n in enumerate(gpus_per_node) if n == 0]
+        raise UsageError(
+            f"Node{'s' if len(without) > 1 else ''} {', '.join(without)} ha{'ve' if len(without) > 1 else 's'} "
+            "no GPU while others have: the nodes of one run must be alike.",
+            hint="Pass --device cpu to train on every node's CPU, or make every node a GPU size.",
+        )
+    if not cpu_only and gpus_requested is not None and gpus_requested > fewest:
+        node = gpus_per_node.index(fewest)
+        _procs(fewest, gpus_requested, len(addresses), f"node {node}")  # raises the per-node message
+    return [
+        plan_launch(
+            run_id=run_id,
+            gpus_available=fewest,
+            gpus_requested=gpus_requested,
+            nodes=len(addresses),
+            node_rank=rank,
+            rdzv_host=addresses[0],
+            rdzv_port=rdzv_port,
+            local_addr=address,
+            cpu_only=cpu_only,
+        )
+        for rank, address in enumerate(addresses)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ argv
+
+
+def launch_argv(
+    plan: LaunchPlan,
+    train_args: Sequence[str],
+    *,
+    log_dir: str,
+    python: str = "python",
+    torchrun: Sequence[str] = ("torchrun",),
+) -> list[str]:
+    """The argv one node runs: the plain trainer for one process on one node, else torchrun.
+
+    One node with several GPUs uses torchrun's standalone rendezvous (a free local port); several nodes meet
+    at ``rdzv_host:rdzv_port`` under ``--rdzv-id run_id``. ``train_args`` follow ``train`` unchanged (never
+    through a shell). ``log_dir`` receives torchrun's per-rank logs,
+    ``<log_dir>/<rendezvous id>_<random>/attempt_0/<local rank>/{stdout,stderr}.log``. ``torchrun`` may be
+    ``(python, "-m", "torch.distributed.run")`` where the console script is not on the PATH.
+    """
+    if not plan.distributed:
+        return [python, "-m", LAB_MODULE, "train", *train_args]
+    argv = [
+        *torchrun,
+        "--nnodes",
+        str(plan.nodes),
+        "--nproc-per-node",
+        str(plan.procs_per_node),
+        "--max-restarts",
+        "0",
+        "--tee",
+        "3",
+        "--log-dir",
+        log_dir,
+    ]
+    if plan.nodes == 1:
+        # torchrun picks a free port on this machine for its own rendezvous: two runs side by side do not clash
+        argv += ["--standalone"]
+    else:
+        # No --node-rank: c10d assigns the global ranks itself (torchrun warns that it ignores one).
+        argv += [
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            plan.rdzv_endpoint,
+            "--rdzv-id",
+            plan.run_id,
+            # the head hosts the rendezvous store whatever its host name resolves to; the others only connect
+            "--rdzv-conf",
+            f"is_host={'1' if plan.is_head else '0'}",
+        ]
+        if plan.local_addr:
+            argv += ["--local-addr", plan.local_addr]
+    return [*argv, "-m", LAB_MODULE, "train", *train_args]
+
+
+def launch_env(plan: LaunchPlan) -> dict[str, str]:
+    """The environment ``launch_argv``'s command needs besides the container's own (values, never shell text)."""
+    env = {"PYTHONUNBUFFERED": "1"}
+    if plan.distributed:
+        env[PREFIX_TEMPLATE_ENV] = PREFIX_TEMPLATE
+    return env
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def split_ranks(line: str) -> list[tuple[int | None, str]]:
+    """One console line as (global rank or None for the launcher, text) pieces.
+
+    A worker whose last output had no newline gets the next worker's prefix glued on
+    (``[rank 0]:50%[rank 1]:loss 2.3``): that line holds two pieces.
+    """
+    line = line.rstrip("\r\n")
+    matches = list(_PREFIX.finditer(line))
+    if not matches:
+        return [(None, line)]
+    pieces: list[tuple[int | None, str]] = []
+    if matches[0].start() > 0:
+        pieces.append((None, line[: matches[0].start()]))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
+        pieces.append((int(match.group(1)), line[match.end() : end]))
+    return pieces
+
+
+def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Iterator[str]:
+    """torchrun's console lines (stdout and stderr together) as one stream: ``[rank R] text`` for a worker,
+    ``[node N] text`` (or the line as it was, with no node given) for the launcher's own messages."""
+    for line in lines:
+        for rank, text in split_ranks(line):
+            if rank is not None:
+                yield f"[rank {rank}] {text}"
+            elif node_rank is not None:
+                yield f"[node {node_rank}] {text}"
+            else:
+                yield text
+
+
+def ranks_seen(lines: Iterable[str]) -> set[int]:
+    """The global ranks that printed at least one line."""
+    return {rank for line in lines for rank, _ in split_ranks(line) if rank is not None}
+
+
+def rank_zero_hint(plans: Sequence[LaunchPlan], outputs: Sequence[Iterable[str]]) -> LaunchPlan | None:
+    """The plan of the node whose console output shows rank 0 (where the results are), if any shows it."""
+    for plan, lines in zip(plans, outputs, strict=True):
+        if 0 in ranks_seen(lines):
+            return plan
+    return None
