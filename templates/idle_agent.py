@@ -191,8 +191,8 @@ class Decision:
 
 def _minutes(seconds: float) -> str:
     if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.0f}m"
+        return f"{int(seconds)}s"
+    return f"{int(seconds // 60)}m"
 
 
 def busy_reasons(facts: Facts) -> list[str]:
