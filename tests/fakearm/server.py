@@ -1139,17 +1139,22 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "tags": {},
                 "properties": {"provisioningState": "Succeeded", "diskSizeGB": 150},
             }
-            for failure in arm.alloc_failures:
-                if failure["times"] <= 0:
-                    continue
-                if failure["size"] not in (None, size) or failure["region"] not in (None, region):
-                    continue
-                failure["times"] -= 1
-                messages = {
-                    "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
-                    "ZonalAllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this zone. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
-                }
-                return {"code": failure["code"], "message": messages.get(failure["code"], failure["code"])}
+            return self._allocation_failure(size, region)
+        return None
+
+    def _allocation_failure(self, size: str, region: str) -> dict[str, str] | None:
+        """The asynchronous error of a VM create that an injected capacity failure matches, if any."""
+        for failure in self.arm.alloc_failures:
+            if failure["times"] <= 0:
+                continue
+            if failure["size"] not in (None, size) or failure["region"] not in (None, region):
+                continue
+            failure["times"] -= 1
+            messages = {
+                "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+                "ZonalAllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this zone. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+            }
+            return {"code": failure["code"], "message": messages.get(failure["code"], failure["code"])}
         return None
 
     def _identity(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:

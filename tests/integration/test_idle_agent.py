@@ -373,3 +373,60 @@ def test_a_user_token_still_deallocates_and_an_identity_is_held_to_its_scope(azu
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "AuthorizationFailed"
     assert arm.http.post(url, params={"api-version": "2024-07-01"}).status_code == 202  # the user's login
     assert power(arm.fake, vm_id) == "deallocated"
+
+
+def test_container_mode_stops_the_lab_container_once(agent: Agent, docker_client: Any) -> None:
+    agent.update(mode="container")
+    out = idle_out(agent)
+    assert out == [out[0], f"labctl-idle: docker stop {agent.lab.container_name} done"], out
+    assert out[0].endswith(": stopping the lab container"), out
+    box = docker_client.containers.get(agent.lab.container_name)
+    assert box.status == "exited"
+    code, out = agent.tick()
+    assert code == 0 and out == ["labctl-idle: lab container not running; nothing to stop"]
+
+
+def test_roles_and_assignments_answer_as_arm_does(azure: tuple[Arm, str, str]) -> None:
+    arm, vm_id, principal = azure
+    url = arm.fake.url
+    assignment_id = arm.grant(vm_id, principal, [DEALLOCATE, VM_READ])
+    assignment = arm.http.get(f"{url}{assignment_id}", params={"api-version": "2022-04-01"}).json()
+    role_id = assignment["properties"]["roleDefinitionId"]
+    assert role_id.startswith(f"{arm.sub}/{AUTH}/roleDefinitions/"), "a custom role's id is subscription-level"
+    role = arm.http.get(
+        f"{url}{arm.rg}/{AUTH}/roleDefinitions/{role_id.rsplit('/', 1)[1]}", params={"api-version": "2022-04-01"}
+    ).json()
+    assert role["properties"]["type"] == "CustomRole"
+    assert role["properties"]["permissions"][0]["actions"] == [DEALLOCATE, VM_READ]
+    name = role["properties"]["roleName"]
+    found = arm.http.get(
+        f"{url}{arm.sub}/{AUTH}/roleDefinitions",
+        params={"api-version": "2022-04-01", "$filter": f"roleName eq '{name}'"},
+    ).json()["value"]
+    assert [r["id"] for r in found] == [role_id]
+    listed = arm.http.get(
+        f"{url}{vm_id}/{AUTH}/roleAssignments",
+        params={"api-version": "2022-04-01", "$filter": f"principalId eq '{principal}'"},
+    ).json()["value"]
+    assert [a["id"] for a in listed] == [assignment_id]
+
+    def put(path: str, body: dict[str, Any]) -> requests.Response:
+        return arm.http.put(f"{url}{path}", params={"api-version": "2022-04-01"}, json=body)
+
+    same = {"properties": {"roleDefinitionId": role_id, "principalId": principal}}
+    twice = put(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", same)
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "RoleAssignmentExists"
+    nobody = {"properties": {"roleDefinitionId": role_id, "principalId": str(uuid.uuid4())}}
+    missing = put(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", nobody)
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "PrincipalNotFound"
+    busy = arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"})
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "RoleDefinitionHasAssignments"
+
+    # Deleting the VM takes its assignment along; the custom role outlives it (and the group) until deleted.
+    assert arm.http.delete(f"{url}{vm_id}", params={"api-version": "2024-07-01"}).status_code == 202
+    arm.fake.settle()
+    gone = arm.http.get(f"{url}{assignment_id}", params={"api-version": "2022-04-01"})
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "RoleAssignmentNotFound"
+    assert arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"}).status_code == 200
+    assert arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"}).status_code == 204
+    assert arm.fake.role_definitions == {}
