@@ -231,3 +231,73 @@ def test_the_systemd_units_run_the_agent_every_minute() -> None:
     assert "ExecStart=/usr/bin/python3 /opt/labctl/idle_agent.py /etc/labctl/idle.json" in service
     assert "OnUnitActiveSec=1min" in timer and "Unit=labctl-idle.service" in timer
     assert "WantedBy=timers.target" in timer
+
+
+# ------------------------------------------------------------------------------------------------- whole ticks
+
+
+def _config(tmp_path: Path, **changes: object) -> object:
+    marker = tmp_path / "powered-off"
+    values: dict[str, object] = {
+        "mode": "shutdown",
+        "window_seconds": 60,
+        "jupyter_url": None,
+        "runs_dir": str(tmp_path / "runs"),
+        "ssh_port": 1,  # nothing listens there
+        "state_file": str(tmp_path / "state.json"),
+        "shutdown_command": [sys.executable, "-c", "import sys; open(sys.argv[1], 'w')", str(marker)],
+    }
+    values.update(changes)
+    return agent.Config(**values)
+
+
+def test_a_tick_keeps_its_clock_in_the_state_file_and_acts_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path)
+    assert agent.tick(config, now=NOW) == 0
+    assert agent.tick(config, now=NOW + 59) == 0
+    assert not (tmp_path / "powered-off").exists()
+    assert agent.tick(config, now=NOW + 61) == 0
+    assert (tmp_path / "powered-off").exists()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "labctl-idle: idle 0s of 60s",
+        "labctl-idle: idle 59s of 60s",
+        "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: shutdown done",
+    ]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["idle_since"] is None and state["stop_requested_at"] == NOW + 61
+
+
+def test_a_new_boot_starts_a_new_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"idle_since": NOW - 5 * HOUR, "boot_id": "yesterday"}))
+    assert agent.tick(config, now=NOW) == 0
+    assert capsys.readouterr().out == "labctl-idle: idle 0s of 60s\n"
+
+
+def test_a_failed_action_is_logged_exits_1_and_is_tried_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, shutdown_command=[sys.executable, "-c", "raise SystemExit('no permission')"])
+    agent.tick(config, now=NOW)
+    assert agent.tick(config, now=NOW + 61) == 1
+    assert agent.tick(config, now=NOW + 121) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: shutdown failed (exit 1: no permission)",
+        "labctl-idle: idle 2m of 60s: shutting down",
+        "labctl-idle: shutdown failed (exit 1: no permission)",
+    ]
+
+
+def test_the_budget_guard_counts_this_boots_uptime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, uptime = agent.boot_facts()
+    config = _config(tmp_path, window_seconds=0, budget_usd=1.0, usd_per_hour=3600 / max(uptime, 1.0) * 2)
+    assert agent.tick(config, now=NOW) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("labctl-idle: budget passed ($") and out[0].endswith("of $1.00): shutting down"), out
+    assert (tmp_path / "powered-off").exists()
