@@ -96,6 +96,7 @@ class Config:
     state_file: str = "/var/lib/labctl-idle/state.json"
     imds_url: str = DEFAULT_IMDS
     arm_url: str = DEFAULT_ARM
+    arm_resource: str = ARM_RESOURCE  # the token's audience; another cloud's management endpoint there
     ca_file: str | None = None
     shutdown_command: list[str] = field(default_factory=lambda: ["systemctl", "poweroff"])
     stop_retry_seconds: float = 600.0
@@ -439,7 +440,7 @@ def deallocate(config: Config) -> tuple[bool, str]:
             f"{imds}/metadata/instance?api-version={IMDS_INSTANCE_API_VERSION}", metadata, config.timeout, context
         )
         resource_id = str(instance["compute"]["resourceId"])
-        query = urllib.parse.urlencode({"api-version": IMDS_TOKEN_API_VERSION, "resource": ARM_RESOURCE})
+        query = urllib.parse.urlencode({"api-version": IMDS_TOKEN_API_VERSION, "resource": config.arm_resource})
         token = _get_json(f"{imds}/metadata/identity/oauth2/token?{query}", metadata, config.timeout, context)
         access = str(token["access_token"])
     except urllib.error.HTTPError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from labctl import idle
 from labctl.labhost import prepare_lab
 from labctl.machine.ssh import SSHMachine
 from labctl.state import LabRecord
@@ -39,6 +40,7 @@ AGENT = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable  # the machine's python, stdlib only
 WINDOW = 3.0
 AUTH = "providers/Microsoft.Authorization"
+API = idle.AUTHORIZATION_API_VERSION
 DEALLOCATE = "Microsoft.Compute/virtualMachines/deallocate/action"
 VM_READ = "Microsoft.Compute/virtualMachines/read"
 
@@ -94,27 +96,26 @@ class Arm:
         assert vm["identity"]["type"] == "SystemAssigned"
         return vm_id, str(vm["identity"]["principalId"])
 
-    def grant(self, vm_id: str, principal: str, actions: list[str]) -> str:
-        """A custom role with ``actions``, assignable in the lab's group, assigned to the identity at the VM."""
+    def grant(self, vm_id: str, principal: str, actions: list[str] | None = None) -> str:
+        """Give the VM's identity a role at the VM's scope: labctl's own (``actions`` None) or one with ``actions``."""
+        if actions is None:
+            self.put(idle.role_definition_url(self.rg, vm_id), idle.role_definition(self.rg, vm_id, "lab"), API)
+            body = idle.role_assignment(self.fake.subscription, vm_id, principal)
+            assigned = self.put(idle.role_assignment_url(vm_id), body, API)
+            assert assigned["properties"]["roleDefinitionId"] == idle.role_definition_id(self.fake.subscription, vm_id)
+            return str(assigned["id"])
         role_guid = str(uuid.uuid4())
         role = {
             "properties": {
-                "roleName": f"labctl idle stop {role_guid[:8]}",
-                "description": "Lets the lab's VM deallocate itself when idle.",
+                "roleName": f"test role {role_guid[:8]}",
                 "type": "CustomRole",
                 "permissions": [{"actions": actions, "notActions": []}],
                 "assignableScopes": [self.rg],
             }
         }
-        made = self.put(f"{self.rg}/{AUTH}/roleDefinitions/{role_guid}", role, "2022-04-01")
-        assignment = {
-            "properties": {
-                "roleDefinitionId": made["id"],
-                "principalId": principal,
-                "principalType": "ServicePrincipal",
-            }
-        }
-        assigned = self.put(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", assignment, "2022-04-01")
+        made = self.put(f"{self.rg}/{AUTH}/roleDefinitions/{role_guid}", role, API)
+        props = {"roleDefinitionId": made["id"], "principalId": principal, "principalType": "ServicePrincipal"}
+        assigned = self.put(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", {"properties": props}, API)
         assert assigned["properties"]["scope"] == vm_id
         return str(assigned["id"])
 
@@ -246,7 +247,7 @@ def wait_state(lab: LabRecord, kernel_id: str, wanted: str, timeout: float = 60)
 
 def test_idle_lab_deallocates_itself_with_its_own_identity(azure: tuple[Arm, str, str], agent: Agent) -> None:
     arm, vm_id, principal = azure
-    arm.grant(vm_id, principal, [DEALLOCATE, VM_READ])
+    arm.grant(vm_id, principal)  # the role and assignment labctl makes
     code, out = agent.tick()
     assert code == 0 and out == [f"labctl-idle: idle 0s of {WINDOW:.0f}s"]
     assert power(arm.fake, vm_id) == "running"
@@ -312,7 +313,6 @@ def test_an_ssh_session_keeps_the_lab_but_labctls_own_connections_do_not(
     arm, vm_id, principal = azure
     arm.grant(vm_id, principal, [DEALLOCATE])
     server, client = sshd
-    marks = tmp_path / "marks"
     agent.update(ssh_port=server.port)
     user = _ssh(server, client)
     try:
@@ -327,8 +327,10 @@ def test_an_ssh_session_keeps_the_lab_but_labctls_own_connections_do_not(
     # labctl marks its own connection with the connection's $SSH_CONNECTION; the agent leaves it out.
     own = _ssh(server, client)
     try:
-        mark = 'mkdir -p "$1" && printf "%s\\n" "$SSH_CONNECTION" > "$1/$$"'
-        own.run(f"sh -c {shlex.quote(mark)} mark {shlex.quote(str(marks))}")
+        home = tmp_path / "home"  # the admin's home on a lab machine; here a directory of the test's
+        agent.update(ssh_marks_dir=str(home / idle.SSH_MARKS))
+        own.run(f"HOME={shlex.quote(str(home))} sh -c {shlex.quote(idle.SSH_MARK_COMMAND)}")
+        marks = home / idle.SSH_MARKS
         assert len(list(marks.iterdir())) == 1
         out = idle_out(agent)
         assert out[0].endswith("deallocating") and power(arm.fake, vm_id) == "deallocated", out
@@ -349,7 +351,7 @@ def test_without_the_role_the_deallocate_is_refused_and_logged(azure: tuple[Arm,
     code, _ = agent.tick()  # still idle, still refused: the failure shows in systemd's unit state too
     assert code == 1
 
-    arm.grant(vm_id, principal, [DEALLOCATE])
+    arm.grant(vm_id, principal)
     code, out = agent.tick()  # the next minute tries again
     assert code == 0 and out[1].startswith("labctl-idle: deallocate accepted"), out
     assert power(arm.fake, vm_id) == "deallocated"
@@ -389,7 +391,7 @@ def test_container_mode_stops_the_lab_container_once(agent: Agent, docker_client
 def test_roles_and_assignments_answer_as_arm_does(azure: tuple[Arm, str, str]) -> None:
     arm, vm_id, principal = azure
     url = arm.fake.url
-    assignment_id = arm.grant(vm_id, principal, [DEALLOCATE, VM_READ])
+    assignment_id = arm.grant(vm_id, principal)
     assignment = arm.http.get(f"{url}{assignment_id}", params={"api-version": "2022-04-01"}).json()
     role_id = assignment["properties"]["roleDefinitionId"]
     assert role_id.startswith(f"{arm.sub}/{AUTH}/roleDefinitions/"), "a custom role's id is subscription-level"

@@ -301,3 +301,74 @@ def test_the_budget_guard_counts_this_boots_uptime(tmp_path: Path, capsys: pytes
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("labctl-idle: budget passed ($") and out[0].endswith("of $1.00): shutting down"), out
     assert (tmp_path / "powered-off").exists()
+
+
+# ------------------------------------------------------------------------------------------------- labctl's side
+
+
+def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) -> None:
+    from labctl import idle
+    from labctl.pricing import LabPrices
+
+    prices = LabPrices("eastus", "Standard_NC4as_T4_v3", 0.526, 0.1578, 36.5, 0.005, "USD", "test")
+    written = idle.agent_config(
+        "azure",
+        idle.IdleRules(window_minutes=45, budget_usd=20),
+        jupyter_port=8890,
+        container="labctl-lab",
+        admin_user="azureuser",
+        created_at="2026-11-29T10:00:00+00:00",
+        prices=prices,
+        spot=True,
+    )
+    files = idle.machine_files(written, b"agent", {u: b"unit" for u in idle.UNITS}, "t" * 64)
+    by_path = {path: (data, mode) for path, data, mode in files}
+    assert by_path[idle.TOKEN_PATH] == (b"t" * 64, 0o600)
+    assert "t" * 64 not in by_path[idle.CONFIG_PATH][0].decode(), "the token stays out of the config"
+    assert set(by_path) == {idle.AGENT_PATH, idle.CONFIG_PATH, idle.TOKEN_PATH} | {
+        f"/etc/systemd/system/{u}" for u in idle.UNITS
+    }
+    path = tmp_path / "idle.json"
+    path.write_bytes(by_path[idle.CONFIG_PATH][0])
+    config = agent.Config.load(str(path), {})
+    assert (config.mode, config.window, config.budget_usd) == ("azure", 2700, 20)
+    assert config.usd_per_hour == 0.1578 and config.fixed_usd_per_hour == pytest.approx(0.055)
+    assert config.jupyter_url == "http://127.0.0.1:8890" and config.jupyter_token_file == idle.TOKEN_PATH
+    assert config.ssh_marks_dir == "/home/azureuser/.cache/labctl-ssh"
+    assert config.imds_url == "http://169.254.169.254" and config.arm_url == "https://management.azure.com"
+    assert exec_start_path() == idle.AGENT_PATH and idle.CONFIG_PATH in exec_start_line()
+
+
+def exec_start_line() -> str:
+    service = (AGENT_PATH.parent / "labctl-idle.service").read_text()
+    return next(line for line in service.splitlines() if line.startswith("ExecStart="))
+
+
+def exec_start_path() -> str:
+    return exec_start_line().split()[1]
+
+
+def test_the_role_reads_and_deallocates_one_vm_and_nothing_else() -> None:
+    from labctl import idle
+
+    rg = "/subscriptions/11111111-2222-4333-8444-555555555555/resourceGroups/labctl-lab-rg"
+    vm = f"{rg}/providers/Microsoft.Compute/virtualMachines/labctl-lab-vm"
+    body = idle.role_definition(rg, vm, "lab")["properties"]
+    assert body["permissions"] == [
+        {
+            "actions": [
+                "Microsoft.Compute/virtualMachines/deallocate/action",
+                "Microsoft.Compute/virtualMachines/read",
+            ],
+            "notActions": [],
+            "dataActions": [],
+            "notDataActions": [],
+        }
+    ]
+    assert body["assignableScopes"] == [rg] and body["type"] == "CustomRole"
+    assert idle.role_definition_name(vm) == idle.role_definition_name(vm.upper()), "stable across `up` reruns"
+    assert idle.role_definition_name(vm) != idle.role_definition_name(vm + "2")
+    assert idle.role_assignment_url(vm).startswith(f"{vm}/providers/Microsoft.Authorization/roleAssignments/")
+    assignment = idle.role_assignment("11111111-2222-4333-8444-555555555555", vm, "p")["properties"]
+    assert assignment["roleDefinitionId"].endswith(idle.role_definition_name(vm))
+    assert assignment["principalType"] == "ServicePrincipal"
