@@ -158,6 +158,8 @@ class State:
     stop_requested_at: float | None = None
     boot_id: str | None = None
     boots: dict[str, float] = field(default_factory=dict)  # boot id -> seconds up, as last seen
+    last: str | None = None  # the last decision's line, for `labctl status`
+    checked_at: float | None = None
 
     @classmethod
     def load(cls, path: str) -> State:
@@ -506,6 +508,7 @@ def tick(config: Config, now: float | None = None) -> int:
             state.stop_requested_at, code = None, 1
     else:
         print(decision.line, flush=True)
+    state.last, state.checked_at = decision.line, now
     state.save(config.state_file)
     return code
 

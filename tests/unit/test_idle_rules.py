@@ -269,6 +269,7 @@ def test_a_tick_keeps_its_clock_in_the_state_file_and_acts_once(
     ]
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["idle_since"] is None and state["stop_requested_at"] == NOW + 61
+    assert state["last"] == "labctl-idle: idle 61s of 60s" and state["checked_at"] == NOW + 61
 
 
 def test_a_new_boot_starts_a_new_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
