@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fakearm.rbac import RBAC_ROUTES, RbacHandlers, covers, permitted, required
 from tests.fakearm.tls import make_certificates
 
 # size -> (vCPUs, memory GB, quota family, GPUs)
@@ -125,7 +126,13 @@ class FakeArm:
         # "[METHOD ]regex on the lower-cased path" -> seconds added to each matching request
         self.request_latency: dict[str, float] = {}
         self.public_ip = "198.51.100.23"  # what the IP echo answers
-        self.managed_identity = False  # whether the metadata endpoint hands out tokens
+        self.managed_identity = False  # whether the metadata endpoint hands out tokens (unrestricted ones)
+        # The VM (resource id) whose instance metadata the metadata endpoint serves: its tokens are its own
+        # system-assigned identity's, and ARM checks that identity's roles (see tests/fakearm/rbac.py).
+        self.imds_vm: str | None = None
+        self.token_principals: dict[str, str] = {}  # managed-identity token -> principal id
+        self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
+        self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.faults: list[Fault] = []
         self.alloc_failures: list[dict[str, Any]] = []
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
@@ -219,6 +226,19 @@ class FakeArm:
         self.settle()
         return self.resources.get(resource_id.lower())
 
+    def known_principals(self) -> set[str]:
+        """Principals a role can be assigned to: the login's service principal and every VM identity."""
+        found = {self.client_id}
+        for res in self.resources.values():
+            principal = (res.get("identity") or {}).get("principalId")
+            if principal:
+                found.add(principal)
+        return found
+
+    def vm_principal(self, vm_id: str) -> str | None:
+        """The principal id of a VM's system-assigned identity."""
+        return ((self.get(vm_id) or {}).get("identity") or {}).get("principalId")
+
     def vm_usage(self, region: str) -> dict[str, int]:
         usage: dict[str, int] = {}
         for rid, res in self.resources.items():
@@ -265,6 +285,8 @@ class FakeArm:
             group = self.groups.pop(rid, None)
             if group is not None:
                 prefix = f"/subscriptions/{group['_sub']}/resourcegroups/{group['name']}/".lower()
+                for key in [k for k, a in self.role_assignments.items() if covers(prefix, a["properties"]["scope"])]:
+                    del self.role_assignments[key]
                 for key in [k for k in self.resources if k.startswith(prefix)]:
                     self._remove(key)
         elif op.kind == "action" and not op.error:
@@ -274,6 +296,8 @@ class FakeArm:
 
     def _remove(self, rid: str) -> None:
         res = self.resources.pop(rid, None)
+        for key in [k for k, a in self.role_assignments.items() if covers(rid, a["properties"]["scope"])]:
+            del self.role_assignments[key]  # assignments go with the resource they are scoped to
         self.power.pop(rid, None)
         if res and res["type"] == "Microsoft.Compute/virtualMachines":
             props = res["properties"]
@@ -338,6 +362,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", r"^/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration$", "openid"),
     ("POST", r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$", "token"),
     ("GET", r"^/metadata/identity/oauth2/token$", "imds_token"),
+    *RBAC_ROUTES,
     ("GET", r"^/fakearm/operations/(?P<op>[^/]+)$", "op_status"),
     ("GET", r"^/fakearm/operationresults/(?P<op>[^/]+)$", "op_result"),
     ("GET", r"^/subscriptions$", "list_subscriptions"),
@@ -379,7 +404,7 @@ TYPE_NAMES = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     arm: FakeArm
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
@@ -456,7 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
             match = re.match(pattern, path, re.IGNORECASE)
             if match is None:
                 continue
-            public = handler in ("echo_ip", "openid", "token", "imds_token")
+            public = handler in ("echo_ip", "openid", "token", "imds_token", "imds_instance")
             if not public and not self._authorized():
                 self._error(
                     ArmError(
@@ -471,6 +496,8 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                 with arm._lock:
                     arm._tick()
+                    if not public:
+                        self._check_identity(handler, method, match.groupdict())
                     result = getattr(self, "h_" + handler)(method, match.groupdict(), query, raw)
             except ArmError as err:
                 self._error(err)
@@ -483,6 +510,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         return header.startswith("Bearer ") and header[7:] in self.arm.tokens
+
+    def _check_identity(self, handler: str, method: str, m: dict[str, str]) -> None:
+        """A managed identity's token does only what its role assignments allow, as in Azure."""
+        principal = self.arm.token_principals.get(self.headers.get("Authorization", "")[7:])
+        if principal is None:
+            return
+        action, scope = required(handler, method, m, TYPE_NAMES)
+        if not permitted(self.arm, principal, action, scope):
+            raise ArmError(
+                403,
+                "AuthorizationFailed",
+                f"The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            )
 
     def _json(self, raw: bytes) -> dict[str, Any]:
         try:
@@ -555,6 +595,8 @@ class _Handler(BaseHTTPRequestHandler):
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
     ) -> tuple[int, Any, dict[str, str]]:
         """The instance metadata service's managed-identity token, as on a VM with an identity assigned."""
+        if self.arm.imds_vm is not None:
+            return self.imds_identity_token(q)
         if self.headers.get("Metadata") != "true":
             return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}, {}
         if not self.arm.managed_identity:
@@ -1084,6 +1126,7 @@ class _Handler(BaseHTTPRequestHandler):
         for nic in nics:
             self._require(nic, "the virtual machine")
         props["vmId"] = (old or {}).get("properties", {}).get("vmId") or str(uuid.uuid4())
+        self._identity(res, old, body)
         props["timeCreated"] = (old or {}).get("properties", {}).get("timeCreated") or utcnow()
         props.setdefault("storageProfile", {}).setdefault("osDisk", {})["osType"] = "Linux"
         if old is None:
@@ -1096,18 +1139,40 @@ class _Handler(BaseHTTPRequestHandler):
                 "tags": {},
                 "properties": {"provisioningState": "Succeeded", "diskSizeGB": 150},
             }
-            for failure in arm.alloc_failures:
-                if failure["times"] <= 0:
-                    continue
-                if failure["size"] not in (None, size) or failure["region"] not in (None, region):
-                    continue
-                failure["times"] -= 1
-                messages = {
-                    "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
-                    "ZonalAllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this zone. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
-                }
-                return {"code": failure["code"], "message": messages.get(failure["code"], failure["code"])}
+            return self._allocation_failure(size, region)
         return None
+
+    def _allocation_failure(self, size: str, region: str) -> dict[str, str] | None:
+        """The asynchronous error of a VM create that an injected capacity failure matches, if any."""
+        for failure in self.arm.alloc_failures:
+            if failure["times"] <= 0:
+                continue
+            if failure["size"] not in (None, size) or failure["region"] not in (None, region):
+                continue
+            failure["times"] -= 1
+            messages = {
+                "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+                "ZonalAllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this zone. Read more about improving likelihood of allocation success at https://aka.ms/allocation-guidance",
+            }
+            return {"code": failure["code"], "message": messages.get(failure["code"], failure["code"])}
+        return None
+
+    def _identity(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        """``identity: {type: SystemAssigned}`` gives the VM a principal (kept across updates); ``None`` drops it."""
+        wanted = body.get("identity") if "identity" in body else (old or {}).get("identity")
+        kind = str((wanted or {}).get("type") or "None")
+        if "systemassigned" not in kind.lower():
+            res.pop("identity", None)
+            return
+        before = (old or {}).get("identity") or {}
+        res["identity"] = {
+            "type": kind,
+            "principalId": before.get("principalId") or str(uuid.uuid4()),
+            "tenantId": self.arm.tenant,
+        }
+        res["_clientId"] = (old or {}).get("_clientId") or str(uuid.uuid4())  # the identity's application id
+        if (wanted or {}).get("userAssignedIdentities"):
+            res["identity"]["userAssignedIdentities"] = wanted["userAssignedIdentities"]  # type: ignore[index]
 
     def h_instance_view(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes

@@ -1,0 +1,109 @@
+"""What a lab has cost since it was made: pure arithmetic over its power history and a price table.
+
+Azure bills a VM's compute for every second it is *allocated*: running, starting, stopping, and also "stopped"
+after an OS shutdown; only a deallocated VM stops compute billing. The OS disk and the Standard public IP are
+billed for the lab's whole life, allocated or not. So the spend is::
+
+    compute = hours allocated (the union of the intervals, clipped to [created, now]) x compute price per hour
+    fixed   = hours since creation x (disk price per month / 730 + public IP price per hour)
+
+The estimate names the source of its prices (see :mod:`labctl.pricing`) so the user knows how far to trust it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from labctl.pricing import LabPrices
+
+# Power states (the instance view's ``PowerState/...`` codes) during which Azure bills compute.
+BILLED_STATES = frozenset({"starting", "running", "stopping", "stopped"})
+UNBILLED_STATES = frozenset({"deallocating", "deallocated"})
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A stretch of time the VM was allocated; ``stop`` None: still allocated."""
+
+    start: datetime
+    stop: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SpendEstimate:
+    total_usd: float
+    compute_usd: float
+    disk_usd: float
+    public_ip_usd: float
+    allocated_hours: float
+    life_hours: float
+    compute_per_hour: float  # what another hour allocated costs (compute plus the fixed parts)
+    spot: bool
+    source: str
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interval]:
+    """Allocated intervals from power-state changes ``(when, state)``, e.g. from the activity log or labctl's own
+    start/stop records. Unknown states are ignored; an interval still open at the end has ``stop`` None."""
+    intervals: list[Interval] = []
+    opened: datetime | None = None
+    for when, state in sorted(events, key=lambda e: e[0]):
+        code = state.lower().removeprefix("powerstate/")
+        if code in BILLED_STATES and opened is None:
+            opened = when
+        elif code in UNBILLED_STATES and opened is not None:
+            intervals.append(Interval(opened, when))
+            opened = None
+    if opened is not None:
+        intervals.append(Interval(opened, None))
+    return intervals
+
+
+def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> float:
+    """The union of the intervals within [created_at, now], in seconds (overlaps count once)."""
+    spans = sorted(
+        (max(i.start, created_at), min(i.stop or now, now)) for i in intervals if min(i.stop or now, now) > created_at
+    )
+    total = 0.0
+    current_start: datetime | None = None
+    current_end: datetime | None = None
+    for start, end in spans:
+        if end <= start:
+            continue
+        if current_end is None or start > current_end:
+            if current_start is not None and current_end is not None:
+                total += (current_end - current_start).total_seconds()
+            current_start, current_end = start, end
+        elif end > current_end:
+            current_end = end
+    if current_start is not None and current_end is not None:
+        total += (current_end - current_start).total_seconds()
+    return total
+
+
+def estimate(
+    created_at: datetime, intervals: Iterable[Interval], prices: LabPrices, *, spot: bool, now: datetime
+) -> SpendEstimate:
+    """The lab's cost from ``created_at`` to ``now``: compute while allocated, disk and public IP throughout."""
+    life = max(0.0, (now - created_at).total_seconds()) / 3600
+    allocated = allocated_seconds(intervals, created_at, now) / 3600
+    rate = prices.compute_per_hour(spot)
+    compute = allocated * rate
+    disk = life * prices.disk_per_hour
+    ip = life * prices.public_ip_per_hour
+    return SpendEstimate(
+        total_usd=round(compute + disk + ip, 6),
+        compute_usd=round(compute, 6),
+        disk_usd=round(disk, 6),
+        public_ip_usd=round(ip, 6),
+        allocated_hours=allocated,
+        life_hours=life,
+        compute_per_hour=rate + prices.fixed_per_hour,
+        spot=spot,
+        source=prices.source,
+    )

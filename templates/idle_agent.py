@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""labctl's idle auto-stop agent: one decision per run, made every minute by a systemd timer on the lab machine.
+
+Usage: idle_agent.py CONFIG.json
+
+It runs with the machine's own python3 and the standard library only. Each run observes what could keep the
+lab in use, decides (a pure function of those facts, the config and the small state file), logs the decision as
+one line, and acts when the lab has been idle for the whole window or has spent its budget:
+
+* busy: a Jupyter kernel is executing; a labctl run is in progress (a run directory without ``exit_code`` whose
+  pid is alive); an SSH connection is open that is not one of labctl's own (labctl marks its connections).
+* activity: the latest ``last_activity`` of any kernel or terminal moves the start of the idle window forward.
+* acting: ``azure`` deallocates the VM with its own managed identity (IMDS token, ARM ``deallocate``), never an
+  OS shutdown, which would keep compute billing; ``container`` stops the lab container; ``shutdown`` powers the
+  machine off.
+
+A run that cannot tell whether a labctl run is in progress counts as busy: a training run is never stopped on a
+guess. A Jupyter that does not answer counts as having no kernels (nothing can execute in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PREFIX = "labctl-idle:"
+DEFAULT_IMDS = "http://169.254.169.254"
+DEFAULT_ARM = "https://management.azure.com"
+COMPUTE_API_VERSION = "2024-07-01"
+IMDS_INSTANCE_API_VERSION = "2021-02-01"
+IMDS_TOKEN_API_VERSION = "2018-02-01"
+ARM_RESOURCE = "https://management.azure.com/"
+TCP_ESTABLISHED = "01"
+STARTING_GRACE = 60.0  # a run directory without pid yet, younger than this, is a run that is starting
+
+# Lists the runs in progress under a runs directory; run as-is here, or inside the lab container by docker exec,
+# where the runs' pids are meaningful. Prints a JSON list of run ids.
+RUNS_SCRIPT = r"""
+import json, os, sys, time
+root, grace, live = sys.argv[1], float(sys.argv[2]), []
+for run in (sorted(os.listdir(root)) if os.path.isdir(root) else []):
+    d = os.path.join(root, run)
+    if not os.path.isdir(d) or os.path.exists(os.path.join(d, "exit_code")):
+        continue
+    try:
+        pid = int(open(os.path.join(d, "pid")).read().strip())
+    except (OSError, ValueError):
+        if time.time() - os.path.getmtime(d) < grace:
+            live.append(run)
+        continue
+    try:
+        os.kill(pid, 0)
+        live.append(run)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        live.append(run)
+print(json.dumps(live))
+"""
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class Config:
+    mode: str = "azure"  # azure | container | shutdown
+    window_minutes: float = 60.0
+    window_seconds: float | None = None  # wins over window_minutes when set (tests, short windows)
+    budget_usd: float | None = None
+    usd_per_hour: float = 0.0  # compute, while the machine runs
+    fixed_usd_per_hour: float = 0.0  # disk and public IP, for the lab's whole life
+    created_at: str | None = None
+    jupyter_url: str | None = "http://127.0.0.1:8888"
+    jupyter_token_file: str | None = None
+    container: str | None = None  # the lab container: runs are listed inside it; `container` mode stops it
+    runs_dir: str | None = "/workspace/runs"
+    docker: list[str] = field(default_factory=lambda: ["docker"])
+    ssh_port: int = 22
+    ssh_marks_dir: str | None = None
+    state_file: str = "/var/lib/labctl-idle/state.json"
+    imds_url: str = DEFAULT_IMDS
+    arm_url: str = DEFAULT_ARM
+    arm_resource: str = ARM_RESOURCE  # the token's audience; another cloud's management endpoint there
+    ca_file: str | None = None
+    shutdown_command: list[str] = field(default_factory=lambda: ["systemctl", "poweroff"])
+    stop_retry_seconds: float = 600.0
+    timeout: float = 10.0
+
+    @property
+    def window(self) -> float:
+        return float(self.window_seconds) if self.window_seconds is not None else float(self.window_minutes) * 60
+
+    @classmethod
+    def load(cls, path: str, env: Mapping[str, str] | None = None) -> Config:
+        """The config labctl wrote; ``LABCTL_IDLE_IMDS_URL``/``LABCTL_IDLE_ARM_URL`` override the endpoints."""
+        env = os.environ if env is None else env
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError("the config is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        config = cls(**data)
+        config.imds_url = env.get("LABCTL_IDLE_IMDS_URL", config.imds_url)
+        config.arm_url = env.get("LABCTL_IDLE_ARM_URL", config.arm_url)
+        if config.mode not in ("azure", "container", "shutdown"):
+            raise ValueError(f"mode must be azure, container or shutdown, not {config.mode!r}")
+        if config.mode == "container" and not config.container:
+            raise ValueError("mode 'container' needs 'container' (the lab container's name)")
+        return config
+
+
+# ------------------------------------------------------------------------------------------------- facts
+
+
+@dataclass
+class Activity:
+    """A kernel or terminal: its name, whether it executes now, and when it last did anything (epoch seconds)."""
+
+    kind: str  # kernel | terminal
+    name: str
+    busy: bool = False
+    last_activity: float | None = None
+
+
+@dataclass
+class Facts:
+    now: float
+    activities: list[Activity] = field(default_factory=list)
+    live_runs: list[str] = field(default_factory=list)
+    runs_error: str | None = None  # the runs could not be listed: counts as busy
+    ssh_sessions: list[str] = field(default_factory=list)  # "address:port" of connections that are not labctl's
+    jupyter_error: str | None = None
+    spent_usd: float | None = None
+    target_running: bool = True  # container mode: whether there is a container left to stop
+
+
+@dataclass
+class State:
+    idle_since: float | None = None
+    stop_requested_at: float | None = None
+    boot_id: str | None = None
+    boots: dict[str, float] = field(default_factory=dict)  # boot id -> seconds up, as last seen
+    last: str | None = None  # the last decision's line, for `labctl status`
+    checked_at: float | None = None
+
+    @classmethod
+    def load(cls, path: str) -> State:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (OSError, ValueError, TypeError):
+            return cls()
+
+    def save(self, path: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(self.__dict__, sort_keys=True))
+        os.replace(temporary, target)
+
+
+@dataclass
+class Decision:
+    action: str  # busy | idle | off | stop | waiting | nothing
+    reason: str
+    idle_since: float | None
+    stop_requested_at: float | None = None
+
+    @property
+    def line(self) -> str:
+        return f"{PREFIX} {self.reason}"
+
+
+# ------------------------------------------------------------------------------------------------- the rules
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)}s"
+    return f"{int(seconds // 60)}m"
+
+
+def busy_reasons(facts: Facts) -> list[str]:
+    reasons = [f"{a.kind} {a.name} busy" for a in facts.activities if a.busy]
+    reasons += [f"run {run} in progress" for run in facts.live_runs]
+    if facts.runs_error:
+        reasons.append(f"runs unknown ({facts.runs_error})")
+    reasons += [f"ssh session from {s}" for s in facts.ssh_sessions]
+    return reasons
+
+
+def decide(facts: Facts, state: State, window: float, budget_usd: float | None, retry: float = 600.0) -> Decision:
+    """What to do now: a pure function of the observed facts, the previous state and the rules."""
+    now = facts.now
+    requested = state.stop_requested_at
+    if not facts.target_running:
+        return Decision("nothing", "lab container not running; nothing to stop", None)
+    if budget_usd is not None and facts.spent_usd is not None and facts.spent_usd >= budget_usd:
+        reason = f"budget passed (${facts.spent_usd:.2f} of ${budget_usd:.2f})"
+        return _stop(reason, state.idle_since, requested, now, retry)
+    reasons = busy_reasons(facts)
+    if reasons:
+        return Decision("busy", f"busy ({'; '.join(reasons)})", now)
+    latest = max((a.last_activity for a in facts.activities if a.last_activity is not None), default=None)
+    idle_since = state.idle_since if state.idle_since is not None else now
+    if latest is not None:
+        idle_since = max(idle_since, min(latest, now))
+    if window <= 0:
+        return Decision("off", "idle stop off (window 0)", idle_since)
+    idle_for = now - idle_since
+    if idle_for < window:
+        note = f"; jupyter: {facts.jupyter_error}" if facts.jupyter_error else ""
+        return Decision("idle", f"idle {_minutes(idle_for)} of {_minutes(window)}{note}", idle_since, requested)
+    return _stop(f"idle {_minutes(idle_for)} of {_minutes(window)}", idle_since, requested, now, retry)
+
+
+def _stop(reason: str, idle_since: float | None, requested: float | None, now: float, retry: float) -> Decision:
+    if requested is not None and 0 <= now - requested < retry:
+        return Decision("waiting", f"{reason}; stop requested {_minutes(now - requested)} ago", idle_since, requested)
+    return Decision("stop", reason, idle_since, now)
+
+
+def estimate_spend(
+    boots: dict[str, float], usd_per_hour: float, fixed_usd_per_hour: float, created_at: float | None, now: float
+) -> float:
+    """Compute for every second the machine was up (summed over boots) plus the fixed costs since creation."""
+    compute = sum(boots.values()) / 3600 * usd_per_hour
+    fixed = max(0.0, now - created_at) / 3600 * fixed_usd_per_hour if created_at is not None else 0.0
+    return compute + fixed
+
+
+# ------------------------------------------------------------------------------------------------- observing
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.timestamp()
+
+
+def _get_json(url: str, headers: dict[str, str], timeout: float, context: ssl.SSLContext | None = None) -> Any:
+    request = urllib.request.Request(url, headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    with opener.open(request, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
+def observe_jupyter(config: Config) -> tuple[list[Activity], str | None]:
+    """Kernels and terminals from Jupyter's REST API; ``no_track_activity`` keeps these reads from counting."""
+    if not config.jupyter_url:
+        return [], None
+    try:
+        token = Path(config.jupyter_token_file).read_text().strip() if config.jupyter_token_file else ""
+    except OSError as exc:
+        return [], f"token file unreadable ({exc.strerror})"
+    headers = {"Authorization": f"token {token}"} if token else {}
+    base = config.jupyter_url.rstrip("/")
+    activities: list[Activity] = []
+    try:
+        _get_json(f"{base}/api/status?no_track_activity=1", headers, config.timeout)
+        for kernel in _get_json(f"{base}/api/kernels?no_track_activity=1", headers, config.timeout):
+            busy = kernel.get("execution_state") == "busy"
+            name = str(kernel.get("id", "?"))[:8]
+            activities.append(Activity("kernel", name, busy, parse_time(kernel.get("last_activity"))))
+        for terminal in _terminals(f"{base}/api/terminals?no_track_activity=1", headers, config.timeout):
+            name = str(terminal.get("name", "?"))
+            activities.append(Activity("terminal", name, False, parse_time(terminal.get("last_activity"))))
+    except urllib.error.HTTPError as exc:
+        return activities, f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return activities, f"unreachable ({getattr(exc, 'reason', exc)})"
+    return activities, None
+
+
+def _terminals(url: str, headers: dict[str, str], timeout: float) -> list[dict[str, Any]]:
+    try:
+        return list(_get_json(url, headers, timeout))
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:  # terminals are disabled: there are none
+            return []
+        raise
+
+
+def container_running(config: Config) -> bool | None:
+    """Whether the lab container runs (None: Docker could not say)."""
+    assert config.container
+    command = [*config.docker, "inspect", "--format", "{{.State.Running}}", config.container]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode == 0:
+        return done.stdout.strip() == "true"
+    if "no such" in (done.stderr or "").lower():
+        return False
+    return None
+
+
+def observe_runs(config: Config, running: bool | None) -> tuple[list[str], str | None]:
+    """The labctl runs in progress, listed where their pids mean something: in the container, or here."""
+    if not config.runs_dir:
+        return [], None
+    argv = [RUNS_SCRIPT, config.runs_dir, str(STARTING_GRACE)]
+    if config.container:
+        if running is False:
+            return [], None  # nothing runs in a container that does not
+        launcher = 'exec "$(command -v python3 || command -v python)" -c "$0" "$@"'
+        command = [*config.docker, "exec", config.container, "sh", "-c", launcher, *argv]
+    else:
+        command = [sys.executable, "-c", *argv]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], type(exc).__name__
+    if done.returncode != 0:
+        return [], (done.stderr or done.stdout).strip()[-200:] or f"exit {done.returncode}"
+    try:
+        return [str(run) for run in json.loads(done.stdout)], None
+    except ValueError:
+        return [], "unreadable run list"
+
+
+def _address(hex_address: str) -> tuple[str, int]:
+    """An address of /proc/net/tcp{,6} ("0100007F:0016") as text and port; v4-mapped v6 as plain v4."""
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, struct.pack("=I", struct.unpack(">I", raw)[0])), int(port, 16)
+    words = struct.unpack(">4I", raw)
+    packed = struct.pack("=4I", *words)
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, packed[12:]), int(port, 16)
+    return socket.inet_ntop(socket.AF_INET6, packed), int(port, 16)
+
+
+def ssh_connections(port: int, tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> list[str]:
+    """Established TCP connections to the SSH port, as "address:port" of the peer (the kernel's own table)."""
+    peers = []
+    for table in tables:
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != TCP_ESTABLISHED:
+                continue
+            local, remote = _address(fields[1]), _address(fields[2])
+            if local[1] == port:
+                peers.append(f"{remote[0]}:{remote[1]}")
+    return peers
+
+
+def labctl_marks(marks_dir: str | None, open_peers: list[str]) -> set[str]:
+    """The peers labctl marked as its own (each file holds an ``$SSH_CONNECTION``); marks of gone ones are removed."""
+    if not marks_dir or not os.path.isdir(marks_dir):
+        return set()
+    marked = set()
+    for entry in Path(marks_dir).iterdir():
+        try:
+            fields = entry.read_text().split()
+        except OSError:
+            continue
+        peer = f"{fields[0]}:{fields[1]}" if len(fields) >= 2 else ""
+        if peer in open_peers:
+            marked.add(peer)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    return marked
+
+
+def boot_facts() -> tuple[str, float]:
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return boot_id, uptime
+
+
+def observe(config: Config, state: State, now: float) -> Facts:
+    facts = Facts(now=now)
+    running = container_running(config) if config.container else True
+    if config.mode == "container" and running is False:
+        facts.target_running = False
+        return facts
+    facts.activities, facts.jupyter_error = observe_jupyter(config)
+    facts.live_runs, facts.runs_error = observe_runs(config, running)
+    peers = ssh_connections(config.ssh_port)
+    mine = labctl_marks(config.ssh_marks_dir, peers)
+    facts.ssh_sessions = [p for p in peers if p not in mine]
+    if config.budget_usd is not None:
+        created = parse_time(config.created_at)
+        facts.spent_usd = estimate_spend(state.boots, config.usd_per_hour, config.fixed_usd_per_hour, created, now)
+    return facts
+
+
+# ------------------------------------------------------------------------------------------------- acting
+
+
+def _context(config: Config) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=config.ca_file) if config.ca_file else ssl.create_default_context()
+
+
+def _arm_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        error = json.loads(exc.read().decode()).get("error") or {}
+        return f"{exc.code} {error.get('code', '')}: {error.get('message', '')}".strip()
+    except (ValueError, AttributeError, OSError):
+        return f"{exc.code} {exc.reason}"
+
+
+def deallocate(config: Config) -> tuple[bool, str]:
+    """Deallocate this VM with its own managed identity: its id and a token from IMDS, then ARM's deallocate."""
+    context = _context(config)
+    imds = config.imds_url.rstrip("/")
+    metadata = {"Metadata": "true"}
+    try:
+        instance = _get_json(
+            f"{imds}/metadata/instance?api-version={IMDS_INSTANCE_API_VERSION}", metadata, config.timeout, context
+        )
+        resource_id = str(instance["compute"]["resourceId"])
+        query = urllib.parse.urlencode({"api-version": IMDS_TOKEN_API_VERSION, "resource": config.arm_resource})
+        token = _get_json(f"{imds}/metadata/identity/oauth2/token?{query}", metadata, config.timeout, context)
+        access = str(token["access_token"])
+    except urllib.error.HTTPError as exc:
+        return False, f"instance metadata refused: {exc.code} {exc.read().decode(errors='replace')[:200]}"
+    except (OSError, ValueError, KeyError) as exc:
+        return False, f"instance metadata unavailable ({getattr(exc, 'reason', exc)})"
+    url = f"{config.arm_url.rstrip('/')}{resource_id}/deallocate?api-version={COMPUTE_API_VERSION}"
+    request = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {access}"})
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    try:
+        with opener.open(request, timeout=config.timeout) as response:
+            return True, f"deallocate accepted ({response.status}) for {resource_id}"
+    except urllib.error.HTTPError as exc:
+        return False, f"deallocate refused: {_arm_error(exc)}"
+    except OSError as exc:
+        return False, f"deallocate failed ({getattr(exc, 'reason', exc)})"
+
+
+def run_command(command: list[str], what: str) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{what} failed ({exc})"
+    if done.returncode != 0:
+        return False, f"{what} failed (exit {done.returncode}: {(done.stderr or done.stdout).strip()[-200:]})"
+    return True, f"{what} done"
+
+
+def act(config: Config) -> tuple[bool, str]:
+    if config.mode == "azure":
+        return deallocate(config)
+    if config.mode == "container":
+        assert config.container
+        return run_command([*config.docker, "stop", config.container], f"docker stop {config.container}")
+    return run_command(config.shutdown_command, "shutdown")
+
+
+ACTION_WORDS = {"azure": "deallocating", "container": "stopping the lab container", "shutdown": "shutting down"}
+
+
+def tick(config: Config, now: float | None = None) -> int:
+    """One invocation: observe, decide, log, act. Returns the process exit code."""
+    now = time.time() if now is None else now
+    state = State.load(config.state_file)
+    try:
+        boot_id, uptime = boot_facts()
+    except OSError:
+        boot_id, uptime = "unknown", 0.0
+    if state.boot_id != boot_id:  # a fresh start: yesterday's idle time and stop request no longer count
+        state.idle_since, state.stop_requested_at, state.boot_id = None, None, boot_id
+    state.boots[boot_id] = max(uptime, state.boots.get(boot_id, 0.0))
+    facts = observe(config, state, now)
+    decision = decide(facts, state, config.window, config.budget_usd, config.stop_retry_seconds)
+    state.idle_since, state.stop_requested_at = decision.idle_since, decision.stop_requested_at
+    code = 0
+    if decision.action == "stop":
+        print(f"{decision.line}: {ACTION_WORDS[config.mode]}", flush=True)
+        ok, message = act(config)
+        print(f"{PREFIX} {message}", flush=True)
+        if ok:
+            state.idle_since = None  # the next start begins a new window
+        else:
+            state.stop_requested_at, code = None, 1
+    else:
+        print(decision.line, flush=True)
+    state.last, state.checked_at = decision.line, now
+    state.save(config.state_file)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"{PREFIX} usage: idle_agent.py CONFIG.json", file=sys.stderr)
+        return 2
+    try:
+        config = Config.load(argv[1])
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"{PREFIX} bad config {argv[1]}: {exc}", flush=True)
+        return 2
+    return tick(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

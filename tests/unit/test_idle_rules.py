@@ -1,0 +1,375 @@
+# ruff: noqa: E501  (the table reads best one case a line)
+"""The idle agent's rules as a table: observed facts and the previous state in, one decision out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+AGENT_PATH = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("idle_agent", AGENT_PATH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["idle_agent"] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+agent = _load()
+Activity, Facts, State, decide = agent.Activity, agent.Facts, agent.State, agent.decide
+
+NOW = 1_800_000_000.0
+HOUR = 3600.0
+
+
+def kernel(busy: bool = False, ago: float | None = 2 * HOUR) -> object:
+    return Activity("kernel", "abc12345", busy, None if ago is None else NOW - ago)
+
+
+def terminal(ago: float) -> object:
+    return Activity("terminal", "1", False, NOW - ago)
+
+
+CASES = [
+    # (what, facts, previous state, window, budget) -> (action, reason starts with, idle_since)
+    ("first look, nothing open", Facts(NOW), State(), HOUR, None, "idle", "idle 0s of 60m", NOW),
+    ("kernel busy", Facts(NOW, [kernel(busy=True)]), State(NOW - 5 * HOUR), HOUR, None, "busy", "busy (kernel abc12345 busy)", NOW),
+    ("idle kernel, window passed", Facts(NOW, [kernel()]), State(NOW - 2 * HOUR), HOUR, None, "stop", "idle 120m of 60m", NOW - 2 * HOUR),
+    ("recent kernel activity", Facts(NOW, [kernel(ago=600)]), State(NOW - 2 * HOUR), HOUR, None, "idle", "idle 10m of 60m", NOW - 600),
+    ("recent terminal activity", Facts(NOW, [kernel(), terminal(300)]), State(NOW - 2 * HOUR), HOUR, None, "idle", "idle 5m of 60m", NOW - 300),
+    ("activity dated in the future", Facts(NOW, [kernel(ago=-60)]), State(NOW - 2 * HOUR), HOUR, None, "idle", "idle 0s", NOW),
+    ("live labctl run", Facts(NOW, live_runs=["20261129-r1"]), State(NOW - 5 * HOUR), HOUR, None, "busy", "busy (run 20261129-r1 in progress)", NOW),
+    ("runs cannot be listed", Facts(NOW, runs_error="docker: timeout"), State(NOW - 5 * HOUR), HOUR, None, "busy", "busy (runs unknown", NOW),
+    ("ssh session", Facts(NOW, ssh_sessions=["198.51.100.7:50022"]), State(NOW - 5 * HOUR), HOUR, None, "busy", "busy (ssh session from 198.51.100.7:50022)", NOW),
+    ("all at once", Facts(NOW, [kernel(busy=True)], ["r1"], None, ["a:1"]), State(), HOUR, None, "busy", "busy (kernel abc12345 busy; run r1 in progress; ssh session from a:1)", NOW),
+    ("window just reached", Facts(NOW), State(NOW - HOUR), HOUR, None, "stop", "idle 60m of 60m", NOW - HOUR),
+    ("window not yet reached", Facts(NOW), State(NOW - HOUR + 1), HOUR, None, "idle", "idle 59m of 60m", NOW - HOUR + 1),
+    ("window 0 is off", Facts(NOW), State(NOW - 50 * HOUR), 0, None, "off", "idle stop off", NOW - 50 * HOUR),
+    ("budget passed, even while busy", Facts(NOW, [kernel(busy=True)], spent_usd=10.5), State(), HOUR, 10.0, "stop", "budget passed ($10.50 of $10.00)", None),
+    ("budget passed with window off", Facts(NOW, spent_usd=10.0), State(), 0, 10.0, "stop", "budget passed", None),
+    ("budget not reached", Facts(NOW, spent_usd=9.99), State(NOW - 600), HOUR, 10.0, "idle", "idle 10m of 60m", NOW - 600),
+    ("stop asked a minute ago", Facts(NOW), State(NOW - 2 * HOUR, NOW - 60), HOUR, None, "waiting", "idle 120m of 60m; stop requested 60s ago", NOW - 2 * HOUR),
+    ("stop asked long ago", Facts(NOW), State(NOW - 2 * HOUR, NOW - HOUR), HOUR, None, "stop", "idle 120m of 60m", NOW - 2 * HOUR),
+    ("jupyter down: no kernels", Facts(NOW, jupyter_error="unreachable"), State(NOW - 600), HOUR, None, "idle", "idle 10m of 60m; jupyter: unreachable", NOW - 600),
+    ("container already stopped", Facts(NOW, target_running=False), State(NOW - 5 * HOUR), HOUR, None, "nothing", "lab container not running", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("facts", "state", "window", "budget", "action", "reason", "idle_since"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_rules(
+    facts: object,
+    state: object,
+    window: float,
+    budget: float | None,
+    action: str,
+    reason: str,
+    idle_since: float | None,
+) -> None:
+    decision = decide(facts, state, window, budget)
+    assert decision.action == action
+    assert decision.reason.startswith(reason), decision.reason
+    assert decision.idle_since == idle_since
+    assert decision.line == f"labctl-idle: {decision.reason}"
+
+
+def test_a_stop_records_when_it_was_asked_and_busy_forgets_it() -> None:
+    stop = decide(Facts(NOW), State(NOW - 2 * HOUR), HOUR, None)
+    assert stop.action == "stop" and stop.stop_requested_at == NOW
+    busy = decide(Facts(NOW, live_runs=["r"]), State(NOW - 2 * HOUR, NOW - 60), HOUR, None)
+    assert busy.stop_requested_at is None
+
+
+def test_a_training_run_longer_than_the_window_is_never_stopped() -> None:
+    state = State()
+    for minute in range(0, 24 * 60, 1):
+        now = NOW + minute * 60
+        decision = decide(Facts(now, live_runs=["r1"]), state, HOUR, None)
+        assert decision.action == "busy"
+        state = State(decision.idle_since, decision.stop_requested_at)
+    after = decide(Facts(NOW + 24 * HOUR + 600), state, HOUR, None)
+    assert after.action == "idle" and after.reason.startswith("idle 11m of 60m")
+
+
+def test_spend_estimate_counts_every_boot_and_the_fixed_costs_since_creation() -> None:
+    boots = {"a": 2 * HOUR, "b": 1.5 * HOUR}
+    assert agent.estimate_spend(boots, 1.0, 0.1, NOW - 10 * HOUR, NOW) == pytest.approx(3.5 + 1.0)
+    assert agent.estimate_spend({}, 1.0, 0.1, None, NOW) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------- observation
+
+
+def _hex4(address: str, port: int) -> str:
+    import socket
+    import struct
+
+    (value,) = struct.unpack("=I", socket.inet_aton(address))
+    return f"{value:08X}:{port:04X}"
+
+
+def _hex6(address: str, port: int) -> str:
+    import socket
+    import struct
+
+    words = struct.unpack("=4I", socket.inet_pton(socket.AF_INET6, address))
+    return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
+
+
+def test_ssh_connections_come_from_the_kernels_tcp_tables(tmp_path: Path) -> None:
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    v4 = tmp_path / "tcp"
+    v4.write_text(
+        header
+        + f"   0: {_hex4('0.0.0.0', 22)} {_hex4('0.0.0.0', 0)} 0A 00000000:00000000 00:00000000 00000000 0 0 1\n"
+        + f"   1: {_hex4('10.0.0.4', 22)} {_hex4('198.51.100.7', 50022)} 01 00000000:00000000 00:00000000 0 0 0 2\n"
+        + f"   2: {_hex4('10.0.0.4', 22)} {_hex4('198.51.100.7', 50023)} 06 00000000:00000000 00:00000000 0 0 0 3\n"
+        + f"   3: {_hex4('127.0.0.1', 8888)} {_hex4('127.0.0.1', 40000)} 01 00000000:00000000 00:00000000 0 0 0 4\n"
+        + f"   4: {_hex4('10.0.0.4', 41000)} {_hex4('203.0.113.9', 22)} 01 00000000:00000000 00:00000000 0 0 0 5\n"
+    )
+    v6 = tmp_path / "tcp6"
+    v6.write_text(
+        header
+        + f"   0: {_hex6('::ffff:10.0.0.4', 22)} {_hex6('::ffff:203.0.113.5', 51000)} 01 0:0 0:0 0 0 0 6\n"
+        + f"   1: {_hex6('2001:db8::4', 22)} {_hex6('2001:db8::99', 52000)} 01 0:0 0:0 0 0 0 7\n"
+    )
+    peers = agent.ssh_connections(22, (str(v4), str(v6), str(tmp_path / "absent")))
+    # Only established connections to the local SSH port: not the listener, not TIME_WAIT, not outgoing ssh.
+    assert peers == ["198.51.100.7:50022", "203.0.113.5:51000", "2001:db8::99:52000"]
+
+
+def test_labctls_marks_leave_its_connections_out_and_are_dropped_when_they_close(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (marks / "101").write_text("198.51.100.7 50022 10.0.0.4 22\n")
+    (marks / "102").write_text("198.51.100.7 49000 10.0.0.4 22\n")  # that connection is gone
+    (marks / "103").write_text("garbage")
+    mine = agent.labctl_marks(str(marks), ["198.51.100.7:50022", "198.51.100.7:50023"])
+    assert mine == {"198.51.100.7:50022"}
+    assert sorted(p.name for p in marks.iterdir()) == ["101"]
+    assert agent.labctl_marks(str(tmp_path / "none"), ["x:1"]) == set()
+
+
+def test_runs_in_progress_are_those_without_exit_code_whose_pid_lives(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for name, files in {
+            "live": {"pid": str(sleeper.pid)},
+            "done": {"pid": str(sleeper.pid), "exit_code": "0"},
+            "lost": {"pid": "999999999"},
+            "starting": {},
+        }.items():
+            (runs / name).mkdir(parents=True)
+            for file, text in files.items():
+                (runs / name / file).write_text(text)
+        old = runs / "stale-start"
+        old.mkdir()
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        config = agent.Config(runs_dir=str(runs), container=None)
+        live, error = agent.observe_runs(config, True)
+        assert error is None and live == ["live", "starting"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert agent.observe_runs(agent.Config(runs_dir=str(tmp_path / "nothing")), True) == ([], None)
+
+
+def test_config_is_checked_and_endpoints_follow_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "idle.json"
+    path.write_text(json.dumps({"mode": "azure", "window_minutes": 30, "budget_usd": 25}))
+    config = agent.Config.load(str(path), {"LABCTL_IDLE_IMDS_URL": "http://127.0.0.1:9", "LABCTL_IDLE_ARM_URL": "x"})
+    assert (config.window, config.budget_usd, config.imds_url, config.arm_url) == (1800, 25, "http://127.0.0.1:9", "x")
+    assert agent.Config.load(str(path), {}).imds_url == "http://169.254.169.254"
+    path.write_text(json.dumps({"window_minutes": 60, "window_seconds": 5}))
+    assert agent.Config.load(str(path), {}).window == 5
+    for bad, message in [
+        ({"mode": "halt"}, "mode must be"),
+        ({"mode": "container"}, "needs 'container'"),
+        ({"windw_minutes": 5}, "unknown config keys: windw_minutes"),
+    ]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            agent.Config.load(str(path), {})
+
+
+def test_bad_config_is_one_logged_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "idle.json"
+    path.write_text("{")
+    done = subprocess.run([sys.executable, str(AGENT_PATH), str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout.startswith("labctl-idle: bad config ")
+
+
+def test_the_agent_uses_the_standard_library_only() -> None:
+    import ast
+
+    tree = ast.parse(AGENT_PATH.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+
+
+def test_the_systemd_units_run_the_agent_every_minute() -> None:
+    templates = AGENT_PATH.parent
+    service = (templates / "labctl-idle.service").read_text()
+    timer = (templates / "labctl-idle.timer").read_text()
+    assert "Type=oneshot" in service
+    assert "ExecStart=/usr/bin/python3 /opt/labctl/idle_agent.py /etc/labctl/idle.json" in service
+    assert "OnUnitActiveSec=1min" in timer and "Unit=labctl-idle.service" in timer
+    assert "WantedBy=timers.target" in timer
+
+
+# ------------------------------------------------------------------------------------------------- whole ticks
+
+
+def _config(tmp_path: Path, **changes: object) -> object:
+    marker = tmp_path / "powered-off"
+    values: dict[str, object] = {
+        "mode": "shutdown",
+        "window_seconds": 60,
+        "jupyter_url": None,
+        "runs_dir": str(tmp_path / "runs"),
+        "ssh_port": 1,  # nothing listens there
+        "state_file": str(tmp_path / "state.json"),
+        "shutdown_command": [sys.executable, "-c", "import sys; open(sys.argv[1], 'w')", str(marker)],
+    }
+    values.update(changes)
+    return agent.Config(**values)
+
+
+def test_a_tick_keeps_its_clock_in_the_state_file_and_acts_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path)
+    assert agent.tick(config, now=NOW) == 0
+    assert agent.tick(config, now=NOW + 59) == 0
+    assert not (tmp_path / "powered-off").exists()
+    assert agent.tick(config, now=NOW + 61) == 0
+    assert (tmp_path / "powered-off").exists()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "labctl-idle: idle 0s of 60s",
+        "labctl-idle: idle 59s of 60s",
+        "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: shutdown done",
+    ]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["idle_since"] is None and state["stop_requested_at"] == NOW + 61
+    assert state["last"] == "labctl-idle: idle 61s of 60s" and state["checked_at"] == NOW + 61
+
+
+def test_a_new_boot_starts_a_new_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"idle_since": NOW - 5 * HOUR, "boot_id": "yesterday"}))
+    assert agent.tick(config, now=NOW) == 0
+    assert capsys.readouterr().out == "labctl-idle: idle 0s of 60s\n"
+
+
+def test_a_failed_action_is_logged_exits_1_and_is_tried_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, shutdown_command=[sys.executable, "-c", "raise SystemExit('no permission')"])
+    agent.tick(config, now=NOW)
+    assert agent.tick(config, now=NOW + 61) == 1
+    assert agent.tick(config, now=NOW + 121) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == [
+        "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: shutdown failed (exit 1: no permission)",
+        "labctl-idle: idle 2m of 60s: shutting down",
+        "labctl-idle: shutdown failed (exit 1: no permission)",
+    ]
+
+
+def test_the_budget_guard_counts_this_boots_uptime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, uptime = agent.boot_facts()
+    config = _config(tmp_path, window_seconds=0, budget_usd=1.0, usd_per_hour=3600 / max(uptime, 1.0) * 2)
+    assert agent.tick(config, now=NOW) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("labctl-idle: budget passed ($") and out[0].endswith("of $1.00): shutting down"), out
+    assert (tmp_path / "powered-off").exists()
+
+
+# ------------------------------------------------------------------------------------------------- labctl's side
+
+
+def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) -> None:
+    from labctl import idle
+    from labctl.pricing import LabPrices
+
+    prices = LabPrices("eastus", "Standard_NC4as_T4_v3", 0.526, 0.1578, 36.5, 0.005, "USD", "test")
+    written = idle.agent_config(
+        "azure",
+        idle.IdleRules(window_minutes=45, budget_usd=20),
+        jupyter_port=8890,
+        container="labctl-lab",
+        admin_user="azureuser",
+        created_at="2026-11-29T10:00:00+00:00",
+        prices=prices,
+        spot=True,
+    )
+    files = idle.machine_files(written, b"agent", {u: b"unit" for u in idle.UNITS}, "t" * 64)
+    by_path = {path: (data, mode) for path, data, mode in files}
+    assert by_path[idle.TOKEN_PATH] == (b"t" * 64, 0o600)
+    assert "t" * 64 not in by_path[idle.CONFIG_PATH][0].decode(), "the token stays out of the config"
+    assert set(by_path) == {idle.AGENT_PATH, idle.CONFIG_PATH, idle.TOKEN_PATH} | {
+        f"/etc/systemd/system/{u}" for u in idle.UNITS
+    }
+    path = tmp_path / "idle.json"
+    path.write_bytes(by_path[idle.CONFIG_PATH][0])
+    config = agent.Config.load(str(path), {})
+    assert (config.mode, config.window, config.budget_usd) == ("azure", 2700, 20)
+    assert config.usd_per_hour == 0.1578 and config.fixed_usd_per_hour == pytest.approx(0.055)
+    assert config.jupyter_url == "http://127.0.0.1:8890" and config.jupyter_token_file == idle.TOKEN_PATH
+    assert config.ssh_marks_dir == "/home/azureuser/.cache/labctl-ssh"
+    assert config.imds_url == "http://169.254.169.254" and config.arm_url == "https://management.azure.com"
+    assert exec_start_path() == idle.AGENT_PATH and idle.CONFIG_PATH in exec_start_line()
+
+
+def exec_start_line() -> str:
+    service = (AGENT_PATH.parent / "labctl-idle.service").read_text()
+    return next(line for line in service.splitlines() if line.startswith("ExecStart="))
+
+
+def exec_start_path() -> str:
+    return exec_start_line().split()[1]
+
+
+def test_the_role_reads_and_deallocates_one_vm_and_nothing_else() -> None:
+    from labctl import idle
+
+    rg = "/subscriptions/11111111-2222-4333-8444-555555555555/resourceGroups/labctl-lab-rg"
+    vm = f"{rg}/providers/Microsoft.Compute/virtualMachines/labctl-lab-vm"
+    body = idle.role_definition(rg, vm, "lab")["properties"]
+    assert body["permissions"] == [
+        {
+            "actions": [
+                "Microsoft.Compute/virtualMachines/deallocate/action",
+                "Microsoft.Compute/virtualMachines/read",
+            ],
+            "notActions": [],
+            "dataActions": [],
+            "notDataActions": [],
+        }
+    ]
+    assert body["assignableScopes"] == [rg] and body["type"] == "CustomRole"
+    assert idle.role_definition_name(vm) == idle.role_definition_name(vm.upper()), "stable across `up` reruns"
+    assert idle.role_definition_name(vm) != idle.role_definition_name(vm + "2")
+    assert idle.role_assignment_url(vm).startswith(f"{vm}/providers/Microsoft.Authorization/roleAssignments/")
+    assignment = idle.role_assignment("11111111-2222-4333-8444-555555555555", vm, "p")["properties"]
+    assert assignment["roleDefinitionId"].endswith(idle.role_definition_name(vm))
+    assert assignment["principalType"] == "ServicePrincipal"
