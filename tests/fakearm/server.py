@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
 from tests.fakearm.rbac import RBAC_ROUTES, RbacHandlers, covers, permitted, required
 from tests.fakearm.tls import make_certificates
 
@@ -134,6 +135,8 @@ class FakeArm:
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.faults: list[Fault] = []
+        # resource type -> the api-versions accepted for it (see tests/fakearm/apiversions.py)
+        self.api_versions: dict[str, frozenset[str]] = dict(API_VERSIONS)
         self.alloc_failures: list[dict[str, Any]] = []
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
         self.vm_boots: list[VmBoot] = []
@@ -497,6 +500,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 with arm._lock:
                     arm._tick()
                     if not public:
+                        self._check_api_version(handler, match.groupdict(), query, raw)
                         self._check_identity(handler, method, match.groupdict())
                     result = getattr(self, "h_" + handler)(method, match.groupdict(), query, raw)
             except ArmError as err:
@@ -510,6 +514,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         return header.startswith("Bearer ") and header[7:] in self.arm.tokens
+
+    def _check_api_version(self, handler: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> None:
+        """Refuse an api-version the resource type has not registered, as ARM does before routing."""
+        rtype = resource_type(handler, m, TYPE_NAMES)
+        if rtype is None:
+            return
+        where = request_location(m, self.arm.groups, raw)
+        refused = refusal(self.arm.api_versions, rtype, q.get("api-version"), where, list(self.arm.regions))
+        if refused is not None:
+            raise ArmError(400, *refused)
 
     def _check_identity(self, handler: str, method: str, m: dict[str, str]) -> None:
         """A managed identity's token does only what its role assignments allow, as in Azure."""
