@@ -111,6 +111,8 @@ class FakeArm:
         self.client_id = "5f2d3f4e-0000-4000-8000-0000000000c1"
         self.client_secret = "fake-secret-" + uuid.uuid4().hex
         self.subscriptions = subscriptions or {"11111111-2222-4333-8444-555555555555": "Lab subscription"}
+        # subscription id -> state (Enabled, Warned, PastDue, Disabled, Deleted); Enabled when not named
+        self.subscription_states: dict[str, str] = {}
         self.regions: dict[str, RegionConfig] = {r: RegionConfig() for r in DEFAULT_REGIONS}
         self.images: dict[tuple[str, str, str], list[str]] = {DSVM: ["25.01.01", "25.03.10"]}
         self.image_plans: dict[tuple[str, str, str], dict[str, str]] = {}
@@ -133,6 +135,9 @@ class FakeArm:
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
         self.vm_boots: list[VmBoot] = []
         self.requests: list[tuple[str, str]] = []
+        # Called with (method, path) before each request is handled: a test plays another actor there (a portal
+        # user deleting the group, another deployment using the quota) at the very moment labctl gets there.
+        self.on_request: Callable[[str, str], None] | None = None
         self.rg_deletes: list[tuple[str, str | None]] = []  # (group, forceDeletionTypes) of each group DELETE
         self.tokens: set[str] = set()
         self.groups: dict[str, dict[str, Any]] = {}  # lower name -> RG JSON (+ "_sub")
@@ -454,6 +459,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         arm.requests.append((method, path))
+        if arm.on_request is not None:
+            with arm._lock:
+                arm.on_request(method, path)
         for key, delay in arm.request_latency.items():
             verb, _, pattern = key.rpartition(" ")  # "PUT resourcegroups/x$" or just a pattern
             if verb in ("", method) and re.search(pattern, path.lower()):
@@ -666,7 +674,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "subscriptionId": sid,
                 "tenantId": self.arm.tenant,
                 "displayName": name,
-                "state": "Enabled",
+                "state": self.arm.subscription_states.get(sid, "Enabled"),
                 "subscriptionPolicies": {
                     "locationPlacementId": "Public_2014-09-01",
                     "quotaId": "PayAsYouGo_2014-09-01",
@@ -1074,6 +1082,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         size = props.get("hardwareProfile", {}).get("vmSize", "")
         region = res["location"]
         cfg = self._check_size(res, size, region, props)
+        self._check_security(props.get("securityProfile"))
         custom = (props.get("osProfile") or {}).pop("customData", None)
         if old is not None:
             if custom is not None and custom != old.get("_customData"):
@@ -1145,6 +1154,24 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 f"The requested size for resource '{res['id']}' is currently not available in location '{region}' zones '{','.join(zones)}' for subscription '{res['id'].split('/')[2]}'. Please try another size or deploy to a different location or zones.",
             )
         return cfg
+
+    def _check_security(self, profile: dict[str, Any] | None) -> None:
+        """``securityType`` is one of the known kinds, and ``uefiSettings`` come only with one that has UEFI."""
+        if not profile:
+            return
+        kind = profile.get("securityType")
+        if kind is not None and kind not in ("TrustedLaunch", "ConfidentialVM", "Standard"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The value '{kind}' of parameter 'securityProfile.securityType' is not valid. Allowed values are 'TrustedLaunch', 'ConfidentialVM' and 'Standard'.",
+            )
+        if profile.get("uefiSettings") and kind not in ("TrustedLaunch", "ConfidentialVM"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Use of UEFI settings is not supported for this virtual machine because securityProfile.securityType is not 'TrustedLaunch' or 'ConfidentialVM'.",
+            )
 
     def _check_plan(self, image: tuple[str, str, str], given: dict[str, Any] | None) -> None:
         """A marketplace image with a plan needs the same ``plan`` block (VirtualMachines_CreateOrUpdate_MarketplacePlan.json)."""

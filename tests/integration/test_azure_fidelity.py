@@ -279,3 +279,26 @@ def test_a_public_ip_has_its_address_only_once_created(arm_env: FakeArm, azure: 
     assert during.provisioning_state != "Succeeded" and during.ip_address is None
     made = poller.result()
     assert made.ip_address and azure.network.public_ip_addresses.get(RG, "ip").ip_address == made.ip_address
+
+
+def test_uefi_settings_come_only_with_trusted_launch(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    nic = _network(azure)
+    uefi = {"secureBootEnabled": False, "vTpmEnabled": True}
+    for profile in ({"uefiSettings": uefi}, {"securityType": "Standard", "uefiSettings": uefi}, {"securityType": "X"}):
+        body = _vm_body(nic, "Standard_D2s_v5", properties={"securityProfile": profile})
+        with pytest.raises(HttpResponseError) as info:
+            azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
+        assert info.value.status_code == 400 and _code(info.value) == "InvalidParameter"
+    trusted = {"securityType": "TrustedLaunch", "uefiSettings": uefi}
+    body = _vm_body(nic, "Standard_D2s_v5", properties={"securityProfile": trusted})
+    made = azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body).result().as_dict()
+    assert made["properties"]["securityProfile"] == trusted
+
+
+def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # noqa: F811
+    from labctl.targets.azure.clients import list_subscriptions, make_credential
+
+    arm_env.subscriptions["22222222-2222-4333-8444-555555555555"] = "Unpaid"
+    arm_env.subscription_states["22222222-2222-4333-8444-555555555555"] = "PastDue"
+    states = {s["subscriptionId"]: s["state"] for s in list_subscriptions(make_credential(), arm_env.url)}
+    assert states == {arm_env.subscription: "Enabled", "22222222-2222-4333-8444-555555555555": "PastDue"}
