@@ -1082,7 +1082,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         size = props.get("hardwareProfile", {}).get("vmSize", "")
         region = res["location"]
         cfg = self._check_size(res, size, region, props)
-        self._check_security(props.get("securityProfile"))
+        self._check_security(size, props.get("securityProfile"))
         custom = (props.get("osProfile") or {}).pop("customData", None)
         if old is not None:
             if custom is not None and custom != old.get("_customData"):
@@ -1155,11 +1155,17 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             )
         return cfg
 
-    def _check_security(self, profile: dict[str, Any] | None) -> None:
+    def _check_security(self, size: str, profile: dict[str, Any] | None) -> None:
         """``securityType`` is one of the known kinds, and ``uefiSettings`` come only with one that has UEFI."""
         if not profile:
             return
         kind = profile.get("securityType")
+        if kind == "TrustedLaunch" and not SIZE_TABLE[size].trusted_launch:
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"The VM size '{size}' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type.",
+            )
         if kind is not None and kind not in ("TrustedLaunch", "ConfidentialVM", "Standard"):
             raise ArmError(
                 400,

@@ -2,7 +2,8 @@
 
 Sizes follow Microsoft's size pages: vCPUs, memory (GiB), GPUs, the quota family compute usages report, and
 whether Spot is supported (the ``LowPriorityCapable`` capability of resource SKUs: B-series, ND-series and the
-H100 ND sizes have no Spot). NVadsA10_v5 sizes carry an A10 that needs NVIDIA's GRID driver (their page says so).
+H100 ND sizes have no Spot), and whether Trusted Launch is (``TrustedLaunchDisabled``: ND96asr_v4 has none).
+NVadsA10_v5 sizes carry an A10 that needs NVIDIA's GRID driver (their page says so).
 
 A resource SKU is rendered in the shape of ``ResourceSkus_List_ForARegion.json`` (capabilities as name/value
 strings, ``locationInfo`` with zones) and ``FromDoc_ResourceSkus_List_Item.json`` (``restrictions``, possibly
@@ -24,6 +25,7 @@ class Shape:
     gpus: int = 0
     spot: bool = True  # the LowPriorityCapable capability
     grid_only: bool = False  # a GPU that needs NVIDIA's GRID driver (NVadsA10_v5)
+    trusted_launch: bool = True  # False: the TrustedLaunchDisabled capability (the size boots no Trusted Launch)
 
 
 SIZE_TABLE: dict[str, Shape] = {
@@ -44,7 +46,7 @@ SIZE_TABLE: dict[str, Shape] = {
     "Standard_NC96ads_A100_v4": Shape(96, 880, "StandardNCADSA100v4Family", 4),
     "Standard_NC40ads_H100_v5": Shape(40, 320, "standardNCadsH100v5Family", 1),
     "Standard_NC80adis_H100_v5": Shape(80, 640, "standardNCadsH100v5Family", 2),
-    "Standard_ND96asr_v4": Shape(96, 900, "standardNDASv4_A100Family", 8, spot=False),
+    "Standard_ND96asr_v4": Shape(96, 900, "standardNDASv4_A100Family", 8, spot=False, trusted_launch=False),
     "Standard_ND96isr_H100_v5": Shape(96, 1900, "standardNDSH100v5Family", 8, spot=False),
 }
 
@@ -98,6 +100,8 @@ def sku_json(size: str, region: str, restricted: str | None, zones_restricted: l
     ]
     if shape.gpus:
         caps.append(("GPUs", str(shape.gpus)))
+    if not shape.trusted_launch:
+        caps.append(("TrustedLaunchDisabled", "True"))
     return {
         "resourceType": "virtualMachines",
         "name": size,

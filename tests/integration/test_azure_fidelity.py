@@ -302,3 +302,14 @@ def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # n
     arm_env.subscription_states["22222222-2222-4333-8444-555555555555"] = "PastDue"
     states = {s["subscriptionId"]: s["state"] for s in list_subscriptions(make_credential(), arm_env.url)}
     assert states == {arm_env.subscription: "Enabled", "22222222-2222-4333-8444-555555555555": "PastDue"}
+
+
+def test_trusted_launch_is_refused_where_the_size_disables_it(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    assert _caps(_skus(azure)["Standard_ND96asr_v4"])["TrustedLaunchDisabled"] == "True"
+    arm_env.regions["eastus"].limits["standardndasv4_a100family"] = 96
+    nic = _network(azure)
+    trusted = {"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True}}
+    body = _vm_body(nic, "Standard_ND96asr_v4", properties={"securityProfile": trusted})
+    with pytest.raises(HttpResponseError) as info:
+        azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
+    assert _code(info.value) == "BadRequest" and "'TrustedLaunch' security type" in str(info.value)
