@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cifarlab.data import LabError
+from cifarlab.errors import LabError
 
 HELP = {
     "data": "cifar10 (download), synthetic[:N], or a directory/.tar/.tar.gz holding train/<class>/*.jpg",
@@ -34,7 +34,7 @@ HELP = {
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from cifarlab.train import TrainConfig
+    from cifarlab.config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -48,7 +48,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from cifarlab.train import TrainConfig
+    from cifarlab.config import TrainConfig
 
     given = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
@@ -61,7 +61,8 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cifarlab.train import per_class_table, train
+    from cifarlab.runlog import per_class_table
+    from cifarlab.train import train
 
     metrics = train(_config(args), stream=sys.stdout)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -73,7 +74,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cifarlab.data import load_data
-    from cifarlab.train import load_checkpoint, per_class_table, pick_device, predict_logits, score
+    from cifarlab.devices import pick_device
+    from cifarlab.evaluate import load_checkpoint, predict_logits, score
+    from cifarlab.runlog import per_class_table
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
@@ -101,8 +104,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from cifarlab.data import decode_images
-    from cifarlab.train import load_checkpoint, pick_device, predict_logits
+    from cifarlab.devices import pick_device
+    from cifarlab.evaluate import load_checkpoint, predict_logits
+    from cifarlab.images import decode_images
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 import torch
 from cifarlab import data as data_module
-from cifarlab.data import Data, DataError, load_data, wait_for_cache_writes
-from cifarlab.train import TrainConfig, augment, train
+from cifarlab import fastload
+from cifarlab.config import TrainConfig
+from cifarlab.data import Data, DataError, load_data
+from cifarlab.fastload import wait_for_cache_writes
+from cifarlab.train import augment, train
 from PIL import Image
 
 from .conftest import make_jpeg_folder, make_targz
@@ -231,7 +234,7 @@ def _pixels_and_labels(data: Data) -> list[tuple[bytes, int]]:
 def test_decoding_ahead_yields_the_same_splits_as_the_plain_loader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process: bool, holdout: float | None
 ) -> None:
-    monkeypatch.setattr(data_module, "DECODE_CHUNK", 4)  # several chunks even for a few images
+    monkeypatch.setattr(fastload, "DECODE_CHUNK", 4)  # several chunks even for a few images
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=10, with_test=True), tmp_path / "d.tar.gz")
     plain = load_data(str(archive), holdout=holdout, seed=2, cache=False)
     opener = functools.partial(data_module.open_image_folder, process=process)
@@ -300,13 +303,13 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
 ) -> None:
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=12), tmp_path / "d.tar.gz")
     seen: list[int] = []
-    real = data_module.Decoding.wait
+    real = fastload.Decoding.wait
 
     def wait(self: Any, split: str, rows: int | None = None) -> None:
         seen.append(torch.get_num_threads())
         real(self, split, rows)
 
-    monkeypatch.setattr(data_module.Decoding, "wait", wait)
+    monkeypatch.setattr(fastload.Decoding, "wait", wait)
     cfg = TrainConfig(data=str(archive), holdout=0.25, recipe="fast", epochs=1, batch_size=4, threads=2)
     try:
         metrics = train(dataclasses.replace(cfg, out=str(tmp_path / "run")))

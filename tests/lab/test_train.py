@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cifarlab.config import ConfigError, TrainConfig
 from cifarlab.data import load_data
-from cifarlab.train import ConfigError, TrainConfig, load_checkpoint, predict_logits, train
+from cifarlab.evaluate import load_checkpoint, predict_logits
+from cifarlab.train import train
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
 
