@@ -176,6 +176,9 @@ def test_two_process_gloo_ddp_run_writes_one_set_of_results(tmp_path: Path) -> N
     assert metrics["status"] == "succeeded" and metrics["world_size"] == 2
     # 256 images, 2 ranks of 32 per step: 4 steps per epoch, each rank on its own half
     assert metrics["steps"] == 8 and len(metrics["loss_per_step"]) == 8
+    # images/s counts both ranks: 8 steps of 64 images (32 on each rank) in the training time
+    assert metrics["images_per_s"] == pytest.approx(8 * 64 / metrics["train_s"], rel=0.02)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["world_size"] == 2
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "done"
     assert r.stdout.count("overall") == 1  # only rank 0 reports
