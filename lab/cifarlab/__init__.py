@@ -7,7 +7,7 @@ for the CIFAR-10 download, matplotlib only for the plots, nbclient only to execu
 from __future__ import annotations
 
 from cifarlab.config import ConfigError, TrainConfig
-from cifarlab.data import Data, ImageDataset, load_data
+from cifarlab.data import Data, ImageDataset, load_data, sample
 from cifarlab.devices import pick_device
 from cifarlab.errors import DataError, LabError
 from cifarlab.evaluate import load_checkpoint, predict_logits, score
@@ -35,6 +35,7 @@ __all__ = [
     "per_class_table",
     "pick_device",
     "predict_logits",
+    "sample",
     "score",
     "train",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "load_data",
     "load_image_folder",
     "open_image_folder",
+    "sample",
     "wait_for_cache_writes",
 ]
 
@@ -56,20 +57,42 @@ class Data:
     cache: str = ""
     decoding: Decoding | None = None  # set while the images are still being decoded in the background
 
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Data:
-        """The first ``n_train`` training and ``n_test`` test images (None: all), for short runs."""
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Data:
+        """``n_train`` training and ``n_test`` test images drawn at random (None: all), for short runs.
+
+        Folders and archives list their images class by class, so the first N would be of one or two classes.
+        """
         if self.decoding is not None:
             raise DataError("the images are still being decoded; take a subset of fully loaded data.")
-        train = Split(self.train.images[:n_train], self.train.labels[:n_train])
-        test = None if self.test is None else Split(self.test.images[:n_test], self.test.labels[:n_test])
+        if self.test is None:
+            raise DataError("this data has no test split to take a subset of.")
+        train, test = self.train, self.test
+        pick_train, pick_test = sample(len(train), n_train, seed), sample(len(test), n_test, seed)
+        train = Split(train.images[pick_train], train.labels[pick_train])
+        test = Split(test.images[pick_test], test.labels[pick_test])
         return Data(train, test, self.classes, self.source, self.note, self.cache)
+
+    def dataset(self, part: str, transform: Callable[[Any], Any] | None = None) -> ImageDataset:
+        """The ``train`` or ``test`` images as a Dataset for a ``DataLoader``, with torchvision transforms."""
+        split = self.train if part == "train" else self.test
+        if split is None:
+            raise DataError(f"this data has no {part} split.")
+        return ImageDataset(split, self.classes, transform)
+
+
+def sample(n: int, k: int | None, seed: int = 0) -> torch.Tensor:
+    """``k`` of ``range(n)`` drawn at random (all of them when ``k`` is None or larger), in increasing order."""
+    if k is None or k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
 
 
 class ImageDataset(torch.utils.data.Dataset[tuple[Any, int]]):
     """A `Split` as a map-style Dataset of (PIL image, label), so torchvision transforms apply as to CIFAR10."""
 
-    def __init__(self, split: Split, transform: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, split: Split, classes: list[str], transform: Callable[[Any], Any] | None = None) -> None:
         self.split = split
+        self.classes = classes  # as torchvision's CIFAR10 has them
         self.transform = transform
 
     def __len__(self) -> int:
