@@ -34,6 +34,7 @@ HELP = {
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, so the command line can never drift from the options."""
     from cifarlab.config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
@@ -48,6 +49,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill."""
     from cifarlab.config import TrainConfig
 
     given = {
@@ -61,6 +63,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train; under torchrun only rank 0 prints the table."""
     from cifarlab.runlog import per_class_table
     from cifarlab.train import train
 
@@ -73,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint on the test (or held-out) images of its data, or of ``--data``."""
     from cifarlab.data import load_data
     from cifarlab.devices import pick_device
     from cifarlab.evaluate import load_checkpoint, predict_logits, score
@@ -102,6 +106,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify image files: the class and its probability, per image."""
     import torch
 
     from cifarlab.devices import pick_device
@@ -131,6 +136,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
+    """Execute the notebook headless; ``--param KEY=VALUE`` becomes ``LAB_KEY``."""
     from cifarlab.notebook import run_notebook
 
     params = dict(kv.split("=", 1) for kv in args.param)
@@ -144,6 +150,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line: train, evaluate, predict and notebook."""
     ap = argparse.ArgumentParser(prog="python -m cifarlab", description="Train and evaluate the CIFAR-10 lab.")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model and write a run directory")
@@ -178,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a `LabError` is a message and exit code 2, never a traceback."""
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -210,6 +210,7 @@ def open_image_folder(path: Path, process: bool | None = None) -> Data:
 
 
 def _cache_blob(data: Data) -> dict[str, object]:
+    """What the cache file stores: the tensors of both splits, the classes and the source."""
     blob: dict[str, object] = {
         "train_images": data.train.images,
         "train_labels": data.train.labels,
@@ -222,6 +223,7 @@ def _cache_blob(data: Data) -> dict[str, object]:
 
 
 def _from_cache(blob: dict[str, Any], path: Path) -> Data:
+    """The `Data` a cache file holds."""
     test = Split(blob["test_images"], blob["test_labels"]) if "test_images" in blob else None
     train = Split(blob["train_images"], blob["train_labels"])
     return Data(train, test, list(blob["classes"]), source=str(blob["source"]), cache=f"reused {path}")
@@ -266,6 +268,7 @@ def load_image_folder_cached(
 
 
 def load_cifar10(root: Path) -> Data:
+    """torchvision's CIFAR-10, downloaded the first time, as uint8 tensors."""
     try:
         import torchvision
     except ImportError as exc:

@@ -107,6 +107,7 @@ def _shared_images(n: int) -> torch.Tensor:
 
 
 def _decode_chunk(blobs: list[bytes]) -> torch.Tensor:
+    """One chunk, on one thread: the trainer keeps the other cores."""
     images = decode_jpegs_torchvision(blobs, all_cores=False)
     if images is None:
         images = torch.from_numpy(decode_many(blobs)).permute(0, 3, 1, 2)
@@ -213,6 +214,7 @@ class Decoding:
                 report(split, len(idx))
 
     def _child(self, plan: Plan, sender: Any) -> None:
+        """The forked process: decode into shared memory, report progress, then write the cache when released."""
         torch.set_num_threads(1)  # one core for the decoding; the trainer has the other(s)
         try:
             self._decode(plan, lambda name, n: sender.send((name, n)) if name is not None else None)
@@ -227,6 +229,7 @@ class Decoding:
             sender.close()
 
     def _relay(self, receiver: Any, child: Any, t0: float) -> None:
+        """A thread of the trainer: turns the child's messages into progress that `wait` sees."""
         try:
             while True:
                 try:
@@ -253,6 +256,8 @@ class Decoding:
         self.blobs, self.full = {}, {}  # the splits keep their own tensors
 
     def _in_thread(self, plan: Plan, t0: float) -> None:
+        """Decoding without a process (not on Linux): torchvision's decoder releases the GIL."""
+
         def report(name: str | None, n: int) -> None:
             if name is not None:
                 with self._cond:

@@ -43,6 +43,7 @@ def _decode(blob: bytes) -> np.ndarray:
 
 
 def decode_many(blobs: list[bytes]) -> np.ndarray:
+    """Pillow, one image after the other: the decoder that reads every format."""
     return np.stack([_decode(b) for b in blobs]) if blobs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
 
 

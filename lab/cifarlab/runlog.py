@@ -110,6 +110,7 @@ class Meter:
         self.t_train = time.time()  # start of the current stretch
 
     def flush(self) -> None:
+        """Move the losses from the device to the list (one synchronisation for many steps)."""
         if self.pending:
             self.losses.extend(torch.stack(self.pending).float().cpu().tolist())
             self.pending.clear()
@@ -125,6 +126,7 @@ class Meter:
         return self.train_s + (now - self.t_train)
 
     def images_per_s(self, seconds: float) -> float:
+        """Images per second over ``seconds``, counting every rank's images."""
         return self.images * self.world / seconds if seconds > 0 else 0.0
 
 

@@ -96,6 +96,7 @@ class Dist:
         return self.rank == 0
 
     def init(self, device: torch.device) -> None:
+        """Join the process group: NCCL between GPUs, gloo between CPU processes."""
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
@@ -112,6 +113,7 @@ class Dist:
         return bool(t.item())
 
     def close(self) -> None:
+        """Leave the process group once every rank is done."""
         if self.world > 1:
             self.barrier()
             torch.distributed.destroy_process_group()
@@ -146,6 +148,7 @@ class StopFlag:
 
 
 def default_out_dir() -> Path:
+    """runs/<date-time>: a fresh folder per run when ``--out`` is not given."""
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
@@ -350,6 +353,7 @@ def build(cfg: TrainConfig, dist: Dist, device: torch.device, data: Data, batche
 
 
 def count_steps(cfg: TrainConfig, batches: Batches) -> int:
+    """The run's optimiser steps: ``--epochs`` of this rank's batches, capped by ``--max-steps``."""
     assert cfg.epochs is not None
     total = max(1, round(cfg.epochs * batches.per_epoch))
     return min(total, cfg.max_steps) if cfg.max_steps else total
@@ -390,10 +394,12 @@ class Run:
         return self.step == self.steps_total or (self.cfg.eval_each_epoch and due)
 
     def report(self, now: float, final: bool = False) -> None:
+        """A progress event (and a line when one is due) for the current step."""
         lr = self.net.optimizer.param_groups[0]["lr"]
         self.log.report(now, self.meter, self.step, self.steps_total, self.batches.per_epoch, lr, final)
 
     def epoch(self) -> float:
+        """Epochs done so far (fractional within an epoch)."""
         return round(self.step / self.batches.per_epoch, 4)
 
 
@@ -401,6 +407,7 @@ class Run:
 
 
 def announce(run: Run) -> None:
+    """The ``model`` event and the line that says what is about to train."""
     cfg, net, data = run.cfg, run.net, run.data
     assert data.test is not None
     run.log.emit(
@@ -481,6 +488,7 @@ def evaluate_now(run: Run) -> None:
 
 
 def scores_on_test(run: Run) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix of the network on the test images."""
     assert run.data.test is not None
     logits = predict_logits(
         run.net.raw,
@@ -495,6 +503,7 @@ def scores_on_test(run: Run) -> dict[str, Any]:
 
 
 def save(run: Run, epoch: float) -> None:
+    """The checkpoint, with how many ranks trained it."""
     path = run.out / "checkpoint.pt"
     save_checkpoint(path, run.net.raw, run.cfg, run.data.classes, run.step, epoch, world_size=run.dist.world)
 
