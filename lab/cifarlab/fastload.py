@@ -120,13 +120,13 @@ Plan = list[tuple[str | None, str, torch.Tensor]]  # (split whose progress it ad
 class Decoding:
     """Decodes a data set's images in the background, in the order a training loop will read them.
 
-    ``data.open_image_folder`` returns a `Data` whose image tensors are allocated but not yet filled, with one of these
-    as ``data.decoding``. The trainer calls ``start(first)`` with its first epoch's order of the training rows; the
-    training images are then decoded in exactly that order, chunk by chunk, then the held-out ones, then whatever
-    else the archive holds (for the cache). ``wait(split, rows)`` blocks until the first ``rows`` rows of that
-    order are in (all of the split's rows when ``rows`` is None), so training starts on the first chunk while the
-    rest decodes on the core that the trainer leaves free. The pixels are exactly those of `load_image_folder`;
-    only the moment they arrive differs.
+    `cifarlab.data.open_image_folder` returns a `Data` whose image tensors are allocated but not yet filled, with
+    one of these as ``data.decoding``. The trainer calls ``start(first)`` with its first epoch's order of the
+    training rows; the training images are then decoded in exactly that order, chunk by chunk, then the held-out
+    ones, then whatever else the archive holds (for the cache). ``wait(split, rows)`` blocks until the first
+    ``rows`` rows of that order are in (all of the split's rows when ``rows`` is None), so training starts on the
+    first chunk while the rest decodes on the core that the trainer leaves free. The pixels are exactly those of
+    `load_image_folder`; only the moment they arrive differs.
 
     On Linux the decoding runs in a forked process that writes into shared memory (decoding in a thread of the
     training process would fight it for the GIL: each image costs some Python); elsewhere in a thread. That process
