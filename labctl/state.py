@@ -14,6 +14,7 @@ import re
 import tempfile
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,7 +83,8 @@ class LabRecord:
     container_name: str | None = None
     jupyter_token: str | None = None
     jupyter_port: int = 8888  # on the machine's loopback
-    # Target-specific details (Azure: subscription, resource group, region, size, ...).
+    # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
+    # and writes it through its own typed view (e.g. labctl.targets.azure.record.AzureData); workflows never do.
     target_data: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
 
@@ -119,6 +121,10 @@ class LabRecord:
                 return run
         known = ", ".join(r.run_id for r in self.runs[-5:])
         raise NotFound(f"Lab '{self.name}' has no run '{run_id}'.", hint=f"Recent runs: {known}.")
+
+
+# What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).
+SaveFn = Callable[[LabRecord], object]
 
 
 def _checked_fields(cls: type, data: object, what: str) -> dict[str, Any]:

@@ -49,6 +49,7 @@ AUTH_GRACE = 20.0
 
 class SSHMachine:
     kind = "ssh"
+    needs_tunnel = True
 
     def __init__(
         self,

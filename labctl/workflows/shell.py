@@ -20,7 +20,9 @@ from labctl.ui import Outcome, Reporter
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
     """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts)."""
-    if record.target == "local":
+    from labctl.targets import get_target
+
+    if not get_target(record.target).remote:
         raise UsageError(
             f"Lab '{record.name}' runs on this computer; there is no machine to log in to.",
             hint=f"For a shell in the lab container: docker exec -it labctl-{record.name} bash",

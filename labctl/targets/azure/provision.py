@@ -23,16 +23,16 @@ from labctl.hostkeys import normalize
 from labctl.imageref import check_image_ref
 from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
-from labctl.state import LabRecord, now_iso
+from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip, ssh_rule
 from labctl.targets.azure.clients import Azure, arm, arm_error_code, connect, explain
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
+from labctl.targets.azure.record import azure_data
 from labctl.ui import Reporter
 
 CAPACITY_CODES = {"AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest", "SkuNotAvailable"}
-SaveFn = Callable[[LabRecord], object]
 
 
 def creator() -> str:
@@ -126,14 +126,14 @@ class Provisioner:
         with ThreadPoolExecutor(1) as pool:
             address = None if self.spec.allow_ip else pool.submit(discover_public_ip)
             with self.ui.step("Logging in to Azure"):
-                azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
+                azure = self.azure or connect(self.spec.subscription or azure_data(record).get("subscription"))
             if address is not None:
                 plan.source = address.result()
         if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
             self.ui.warn(wide)
         self.azure = azure
         azure.warm()
-        td = record.target_data
+        td = azure_data(record)
         ids = _ids(azure, names)
         rg_name = names.resource_group
 
@@ -231,17 +231,19 @@ class Provisioner:
         azure, names, plan, record = self.azure, self.names, self.plan, self.record
         rg = names.resource_group
         region = choice.region
-        td = record.target_data
+        td = azure_data(record)
         created_at = str(td.get("created_at") or now_iso())
         tags = tags_for(names.lab, creator(), created_at)
         td.update(
-            subscription=azure.subscription_id,
-            resource_group=rg,  # recorded before it exists: from here on `down` has something to remove
-            vm_name=names.vm,
-            region=region,
-            size=choice.size.name,
-            created_at=created_at,
-            spot=plan.spot,
+            {
+                "subscription": azure.subscription_id,
+                "resource_group": rg,  # recorded before it exists: from here on `down` has something to remove
+                "vm_name": names.vm,
+                "region": region,
+                "size": choice.size.name,
+                "created_at": created_at,
+                "spot": plan.spot,
+            }
         )
         self.save(record)
 
@@ -339,7 +341,7 @@ class Provisioner:
                 azure.resources.resources.begin_delete_by_id(
                     ids["schedule"], api_version=settings.SCHEDULE_API_VERSION
                 ).result()
-        td.update(shutdown_at=plan.shutdown_at, shutdown_time_zone=plan.shutdown_tz)
+        td.update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(record)
 
     def _create_vm(self, choice: Choice, ids: dict[str, str], tags: dict[str, str]) -> None:
@@ -353,7 +355,7 @@ class Provisioner:
         record.host_key = normalize(host.public_line)
         record.ssh_key_path = str(key_path)
         record.user = settings.admin_user()
-        record.target_data["image_version"] = choice.image_version
+        azure_data(record)["image_version"] = choice.image_version
         self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
 
         cloud_init = render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image())
@@ -444,15 +446,17 @@ class Provisioner:
         if not record.ssh_key_path:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
             record.ssh_key_path = str(key_path)
-        td = record.target_data
+        td = azure_data(record)
         td.update(
-            region=choice.region,
-            size=choice.size.name,
-            usd_per_hour=choice.size.hourly(self.plan.spot),
-            spot=self.plan.spot,
-            image=self.plan.image,
-            vm_id=ids["vm"],
-            started_at=td.get("started_at") or now_iso(),
+            {
+                "region": choice.region,
+                "size": choice.size.name,
+                "usd_per_hour": choice.size.hourly(self.plan.spot),
+                "spot": self.plan.spot,
+                "image": self.plan.image,
+                "vm_id": ids["vm"],
+                "started_at": td.get("started_at") or now_iso(),
+            }
         )
         self.save(record)
 
