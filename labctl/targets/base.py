@@ -13,10 +13,11 @@ the target cannot, and the workflow says so in plain words instead of naming the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NoCapacity
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
@@ -30,6 +31,7 @@ __all__ = [
     "as_discovery",
     "as_explainer",
     "as_power_control",
+    "first_that_fits",
 ]
 
 
@@ -132,3 +134,27 @@ def as_discovery(target: Target) -> LabDiscovery | None:
 def as_explainer(target: Target) -> UnreachableExplainer | None:
     """``target`` when it can explain an unreachable machine, else None."""
     return target if isinstance(target, UnreachableExplainer) else None
+
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporter) -> R:
+    """``attempt`` the choices in turn until one is not refused for capacity (``NoCapacity``).
+
+    The next choice is drawn only after a refusal, so a provider can compute it from what was refused; the
+    refusal of the last one is raised as it is.
+    """
+    choice = next(choices, None)
+    if choice is None:
+        raise LabctlError("There is nothing to try: no size and region were chosen.", hint="Give --size or --region.")
+    while True:
+        try:
+            return attempt(choice)
+        except NoCapacity as refused:
+            following = next(choices, None)
+            if following is None:
+                raise
+            ui.warn(f"{refused.message} Trying the next choice.")
+            choice = following
