@@ -81,6 +81,9 @@ class Target(Protocol):
 class PowerControl(Protocol):
     """Machines that can be switched off without being lost (no compute charges) and on again unchanged."""
 
+    # What a switched-off machine still is and costs, for `labctl stop` to tell the user.
+    off_means: str
+
     def power_off(self, record: LabRecord) -> dict[str, Any]:
         """Switch the machine off; updates ``record`` and returns the facts of ``describe`` afterwards."""
         ...

@@ -31,9 +31,8 @@ def stop(name: str | None, ui: Reporter) -> Outcome:
     record.status = "stopped"
     store.save(record)
     text = (
-        f"Lab '{record.name}' is stopped (deallocated): no compute charges. Its disk and static IP remain "
-        f"(small storage charges); 'labctl start{_flag(record)}' brings it back, 'labctl down{_flag(record)}' "
-        "deletes it."
+        f"Lab '{record.name}' is stopped ({power.off_means}). 'labctl start{_flag(record)}' brings it back, "
+        f"'labctl down{_flag(record)}' deletes it."
     )
     return Outcome({"name": record.name, **info}, text)
 
@@ -46,7 +45,7 @@ def start(name: str | None, ui: Reporter) -> Outcome:
     store.save(record)
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
-    text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same IP and keys."
+    text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same address and keys."
     return Outcome({"name": record.name, **info}, text)
 
 

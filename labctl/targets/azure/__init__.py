@@ -25,6 +25,7 @@ class AzureTarget:
     owns_machine = True
     remote = True
     settings: tuple[str, ...] = ("size", "region", "subscription", "allow_ip")
+    off_means = "deallocated: no compute charges; its disk and static IP remain, at small storage charges"
 
     def __init__(self, azure: Any = None) -> None:
         self._azure = azure  # tests and callers with clients already made pass them in
