@@ -1,8 +1,10 @@
 """The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only.
 
-Modules: ``clients`` (login, subscription, SDK clients, error sentences), ``plan`` (names and decisions made
-offline), ``preflight`` (availability, quota, image), ``provision``, ``destroy``, ``inventory`` (tags, describe,
-power), ``access`` (the NSG rule), ``shutdown`` (the schedule's time zone). The Azure SDK is imported lazily.
+Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacity refusals as NoCapacity),
+``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
+bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
+``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``).
+The Azure SDK is imported lazily.
 """
 
 from __future__ import annotations
