@@ -71,22 +71,14 @@ def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
 
 
 def _explain_stopped_vm(record: LabRecord) -> None:
-    """An Azure lab that cannot be reached is most often deallocated (auto-shutdown): say so, with the way back."""
-    if record.target != "azure":
-        return
+    """A machine that cannot be reached is most often switched off (auto-shutdown): the target says so if it can."""
     from labctl.targets import get_target
+    from labctl.targets.base import as_explainer
 
-    try:
-        power = get_target("azure").describe(record).get("power_state")
-    except LabctlError:
-        return
-    if power and power != "running":
-        shutdown = record.target_data.get("shutdown_at")
-        why = f" (its auto-shutdown is at {shutdown})" if shutdown else ""
-        raise LabctlError(
-            f"The VM of lab '{record.name}' is {power}{why}.",
-            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
-        ) from None
+    explainer = as_explainer(get_target(record.target))
+    error = explainer.explain_unreachable(record) if explainer is not None else None
+    if error is not None:
+        raise error from None
 
 
 @contextmanager
