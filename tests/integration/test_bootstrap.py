@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from labctl.assets import templates_dir
+from labctl.bootstrap import bootstrap_nvidia, run_script
 from labctl.errors import LabctlError
-from labctl.labhost import bootstrap_nvidia, run_script
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 
