@@ -10,7 +10,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,10 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, per_class_table
 
 DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
-
-
-@dataclass
-class RunLabOptions:
-    name: str | None = None
-    here: bool = False
-    model: str = "tutorial"
-    epochs: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    data: str | None = None
-    device: str | None = None
-    seed: int = 0
-    notebook: bool = False
-    detach: bool = False
-    out: Path | None = None
-    extra: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- plumbing
@@ -98,64 +80,17 @@ def _results_root() -> Path:
     return Path(str(Settings().get("results_dir")))
 
 
-def _option_args(opts: RunLabOptions) -> list[str]:
-    args = ["--model", opts.model, "--seed", str(opts.seed)]
-    for flag, value in (
-        ("--epochs", opts.epochs),
-        ("--batch-size", opts.batch_size),
-        ("--lr", opts.lr),
-        ("--optimizer", opts.optimizer),
-        ("--device", opts.device),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    for key, value in parse_sets(opts.extra).items():
-        args += ["--" + key.replace("_", "-"), value]
-    return args
-
-
-def parse_sets(items: list[str]) -> dict[str, str]:
-    """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
-    values: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
-        values[key.strip().replace("-", "_")] = value.strip()
-    return values
-
-
-def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
-    """The notebook walks through the tutorial model; its knobs are the notebook's parameters cell."""
-    if opts.model != "tutorial" or opts.optimizer is not None:
-        raise UsageError(
-            "--notebook runs the tutorial as written: the tutorial model with SGD.",
-            hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
-        )
-    args = ["--data", data_args[1], "--seed", str(opts.seed)]
-    if "--data-root" in data_args:
-        args += ["--param", f"data_root={data_args[data_args.index('--data-root') + 1]}"]
-    for flag, value in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size), ("--device", opts.device)):
-        if value is not None:
-            args += [flag, str(value)]
-    if opts.lr is not None:
-        args += ["--param", f"lr={opts.lr}"]
-    for key, value in parse_sets(opts.extra).items():
-        args += ["--max-steps", value] if key == "max_steps" else ["--param", f"{key}={value}"]
-    return args
-
-
-def _data_args(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> list[str]:
+def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[str, str | None]:
+    """Where the run reads its data in the container, and where cifar10 downloads to."""
     data = opts.data or "cifar10"
     if data in DATA_KEYWORDS or data.startswith("synthetic:"):  # synthetic:N sets the number of images
-        return ["--data", data] + (["--data-root", str(CIFAR_ROOT)] if data == "cifar10" else [])
+        return data, str(CIFAR_ROOT) if data == "cifar10" else None
     local = Path(data).expanduser()
     if local.exists():
         with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
-            remote = lab_runs.upload_data(local)
-        return ["--data", str(remote)]
+            return str(lab_runs.upload_data(local)), None
     if lab_runs.box.exists(data):
-        return ["--data", data]
+        return data, None
     raise UsageError(
         f"The dataset '{data}' is neither on this computer nor on the machine.",
         hint="Give 'cifar10' (downloaded on the machine), 'synthetic', or the path of train/<class>/*.jpg as a "
@@ -166,21 +101,6 @@ def _data_args(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> list[str
 def _print(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
-
-
-def per_class_table(metrics: dict[str, Any]) -> str:
-    """The per-class accuracy table people expect at the end of the tutorial."""
-    per_class = metrics.get("per_class_accuracy") or metrics.get("per_class") or {}
-    lines = []
-    if per_class:
-        width = max(len(str(name)) for name in per_class)
-        lines.append(f"{'class':<{width}}  accuracy")
-        for name, acc in per_class.items():
-            shown = f"{float(acc) * 100:6.1f}%" if acc is not None else "     -"
-            lines.append(f"{name!s:<{width}}  {shown}")
-    if metrics.get("accuracy") is not None:
-        lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
-    return "\n".join(lines)
 
 
 def _finish(
@@ -264,12 +184,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         with ui.step("Making sure the lab in the container matches this labctl"):
             lab_code = lab_runs.ensure_lab_code()
         run_id = runs.new_run_id()
-        run_dir = runs.RUNS_DIR / run_id
-        data_args = _data_args(opts, lab_runs, ui)
-        if opts.notebook:
-            args = ["notebook", "--out", str(run_dir), *_notebook_args(opts, data_args)]
-        else:
-            args = ["train", "--out", str(run_dir), *data_args, *_option_args(opts)]
+        data, data_root = _data_source(opts, lab_runs, ui)
+        args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
         lab_runs.start(run_id, lab_code, args)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)
