@@ -16,20 +16,24 @@ from labctl.errors import UsageError
 
 @dataclass
 class RunLabOptions:
-    name: str | None = None
-    here: bool = False
-    model: str = "tutorial"
+    """What `labctl run-lab` was asked for; a training knob left at None is what the lab's recipe says."""
+
+    # Where and how the run happens.
+    name: str | None = None  # the lab (default: the only one)
+    here: bool = False  # in this Python environment, no container
+    notebook: bool = False  # execute the notebook instead of `cifarlab train`
+    detach: bool = False  # start the run and return
+    out: Path | None = None  # the results directory of a --here run
+    # What it trains; each becomes a flag of `python -m cifarlab` in cifarlab_args.
+    model: str = "tutorial"  # tutorial (the notebook's CNN) or fast
+    data: str | None = None  # cifar10, synthetic[:N], or a path on this computer or on the machine
+    seed: int = 0
     epochs: float | None = None
     batch_size: int | None = None
     lr: float | None = None
-    optimizer: str | None = None
-    data: str | None = None
-    device: str | None = None
-    seed: int = 0
-    notebook: bool = False
-    detach: bool = False
-    out: Path | None = None
-    extra: list[str] = field(default_factory=list)
+    optimizer: str | None = None  # sgd or adamw; the notebook uses SGD as written
+    device: str | None = None  # auto, cuda, mps or cpu
+    extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
