@@ -228,7 +228,8 @@ def run_lab_cmd(
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results."""
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import RunLabOptions, run_lab
+        from labctl.workflows.runlab import run_lab
+        from labctl.workflows.runlab_options import RunLabOptions
 
         opts = RunLabOptions(
             name=name,
