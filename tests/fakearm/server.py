@@ -219,6 +219,11 @@ class FakeArm:
         self.settle()
         return [r["id"] for r in self.resources.values() if type_fragment.lower() in r["type"].lower()]
 
+    def remove_group(self, name: str) -> None:
+        """Delete a resource group and all in it at once, as another user's finished deletion leaves it."""
+        with self._lock:
+            self._finish(Op("removed-by-test", 0.0, "rg-delete", name.lower()))
+
     def group_names(self) -> list[str]:
         self.settle()
         return [g["name"] for g in self.groups.values()]

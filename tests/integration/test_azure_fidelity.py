@@ -313,3 +313,176 @@ def test_trusted_launch_is_refused_where_the_size_disables_it(arm_env: FakeArm, 
     with pytest.raises(HttpResponseError) as info:
         azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
     assert _code(info.value) == "BadRequest" and "'TrustedLaunch' security type" in str(info.value)
+
+
+# ================================================================================================================
+# labctl against the stricter fake
+
+
+def _up(name: str = "lab", **spec_fields: Any) -> tuple[Any, str]:
+    """AzureTarget.provision as `up` runs it; returns the record and what the user was told."""
+    import io
+
+    from labctl.spec import LabSpec
+    from labctl.state import LabRecord, StateStore
+    from labctl.targets.azure import AzureTarget
+    from labctl.ui import PlainReporter
+
+    out = io.StringIO()
+    store = StateStore()
+    record = LabRecord(name=name, target="azure")
+    store.save(record)
+    spec = LabSpec(name=name, **spec_fields).validate()
+    return AzureTarget().provision(spec, record, PlainReporter(out), store.save), out.getvalue()
+
+
+def test_spot_on_a_size_without_it_is_refused_before_anything_is_made(arm_env: FakeArm) -> None:  # noqa: F811
+    from labctl.errors import LabctlError
+
+    with pytest.raises(LabctlError) as info:
+        _up(spot=True, sizes=["Standard_B2s"])
+    text = info.value.render()
+    assert "Standard_B2s" in text and "Spot" in text
+    assert "Standard_D2s_v5" in text and "--spot" in text  # Spot-capable sizes here, or no Spot
+    assert arm_env.group_names() == [] and arm_env.count("PUT", "virtualmachines") == 0
+
+
+def test_spot_moves_on_to_a_size_that_has_it_without_a_refused_create(arm_env: FakeArm) -> None:  # noqa: F811
+    record, _ = _up(spot=True, sizes=["Standard_B2s", "Standard_D2s_v5"])
+    assert record.target_data["size"] == "Standard_D2s_v5"
+    assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 1
+
+
+def test_an_nvads_a10_size_is_refused_with_cuda_alternatives(arm_env: FakeArm) -> None:  # noqa: F811
+    from labctl.errors import UsageError
+    from labctl.spec import LabSpec
+    from labctl.targets.azure import AzureTarget
+
+    with pytest.raises(UsageError) as info:
+        _up(gpu=True, sizes=["Standard_NV36ads_A10_v5"])
+    text = info.value.render()
+    assert "Standard_NV36ads_A10_v5" in text and "GRID" in text
+    assert all(s in text for s in ("Standard_NC4as_T4_v3", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5"))
+    assert arm_env.group_names() == []
+    with pytest.raises(UsageError):  # the dry-run plan says the same, offline
+        AzureTarget().plan(LabSpec(name="lab", gpu=True, sizes=["Standard_NV36ads_A10_v5"]).validate())
+
+
+def _profile(folder: Any, default: str) -> None:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = [{"id": default, "name": "Research", "state": "Enabled", "isDefault": True, "tenantId": "t"}]
+    (folder / "azureProfile.json").write_text(json.dumps({"subscriptions": entries}), encoding="utf-8-sig")
+
+
+SECOND = "22222222-2222-4333-8444-555555555555"
+
+
+@pytest.mark.parametrize("where", ["home", "AZURE_CONFIG_DIR"])
+def test_several_subscriptions_use_the_cli_default_and_say_which(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    where: str,
+) -> None:
+    import os
+    from pathlib import Path
+
+    arm_env.subscriptions[SECOND] = "Research"
+    if where == "home":
+        _profile(Path(os.environ["HOME"]) / ".azure", SECOND)
+    else:
+        _profile(tmp_path / "azcfg", SECOND)
+        monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azcfg"))
+    record, said = _up()
+    assert record.target_data["subscription"] == SECOND
+    assert arm_env.groups["labctl-lab"]["_sub"] == SECOND
+    assert f"Using subscription {SECOND} (Research), the Azure CLI's default" in said
+
+
+@pytest.mark.parametrize("state", ["Warned", "PastDue"])
+def test_a_warned_or_past_due_subscription_is_used_with_a_warning(arm_env: FakeArm, state: str) -> None:  # noqa: F811
+    arm_env.subscription_states[arm_env.subscription] = state
+    record, said = _up()
+    assert record.target_data["subscription"] == arm_env.subscription
+    assert f"is in state {state}" in said
+
+
+def test_a_disabled_subscription_is_refused(arm_env: FakeArm) -> None:  # noqa: F811
+    from labctl.errors import LabctlError
+
+    arm_env.subscription_states[arm_env.subscription] = "Disabled"
+    with pytest.raises(LabctlError) as info:
+        _up()
+    assert "no usable subscription" in info.value.render() and "Disabled" in info.value.render()
+    assert arm_env.group_names() == []
+
+
+def test_a_quota_refusal_at_create_moves_on_to_the_next_size(arm_env: FakeArm) -> None:  # noqa: F811
+    def someone_else_takes_the_quota(method: str, path: str) -> None:
+        if method == "PUT" and path.lower().endswith("/networkinterfaces/lab-nic"):
+            arm_env.regions["eastus"].used["standarddsv5family"] = 100  # between labctl's check and its create
+
+    arm_env.on_request = someone_else_takes_the_quota
+    record, said = _up(sizes=["Standard_D4s_v5", "Standard_E4s_v5"])
+    assert record.target_data["size"] == "Standard_E4s_v5"
+    assert "exceeding quota limits of Core" in said and "Trying the next choice" in said
+    assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 2
+
+
+TRUSTED = {"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True}}
+
+
+def test_the_vm_boots_with_trusted_launch_but_no_secure_boot(arm_env: FakeArm) -> None:  # noqa: F811
+    _up(gpu=True)
+    (vm_id,) = arm_env.resource_ids("virtualMachines")
+    assert arm_env.get(vm_id)["properties"]["securityProfile"] == TRUSTED  # type: ignore[index]
+
+
+def test_a_size_without_trusted_launch_gets_none(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.regions["eastus"].limits["standardndasv4_a100family"] = 96
+    _up(gpu=True, sizes=["Standard_ND96asr_v4"])
+    (vm_id,) = arm_env.resource_ids("virtualMachines")
+    assert "securityProfile" not in arm_env.get(vm_id)["properties"]  # type: ignore[index]
+
+
+def test_down_force_deletes_the_vm_with_its_group(arm_env: FakeArm) -> None:  # noqa: F811
+    from tests.fakearm.fixtures import destroy
+
+    _up()
+    destroy("lab")
+    assert arm_env.rg_deletes == [("labctl-lab", "Microsoft.Compute/virtualMachines")]
+    assert arm_env.group_names() == [] and arm_env.resource_ids() == []
+
+
+def test_down_succeeds_when_the_group_is_deleted_under_it(arm_env: FakeArm) -> None:  # noqa: F811
+    from tests.fakearm.fixtures import destroy
+
+    def portal_user_deletes_it_first(method: str, path: str) -> None:
+        if method == "DELETE" and path.lower().endswith("/resourcegroups/labctl-lab"):
+            arm_env.remove_group("labctl-lab")
+
+    _up()
+    arm_env.on_request = portal_user_deletes_it_first
+    destroy("lab")  # ARM answered 404 ResourceGroupNotFound: already gone is what down wanted
+    assert arm_env.group_names() == [] and arm_env.resource_ids() == []
+
+
+def test_down_names_a_tagged_resource_left_outside_the_group(arm_env: FakeArm) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+    from labctl.state import StateStore
+
+    _up()
+    azure = connect()
+    azure.resources.resource_groups.create_or_update("elsewhere", {"location": "eastus"})
+    stray = {"location": "eastus", "tags": {"labctl-lab": "lab"}, "sku": {"name": "Standard"}}
+    stray["properties"] = {"publicIPAllocationMethod": "Static"}
+    azure.network.public_ip_addresses.begin_create_or_update("elsewhere", "stray-ip", stray).result()
+    result = CliRunner().invoke(app, ["down", "--yes"])
+    assert result.exit_code != 0
+    assert "publicIPAddresses/stray-ip" in result.output and "nothing is left" not in result.output
+    assert "labctl-lab" not in arm_env.group_names()  # the group itself went
+    assert StateStore().exists("lab")  # kept, so `down` can be run again once the stray is gone
