@@ -6,7 +6,7 @@ import pytest
 
 from labctl.catalog import lookup
 from labctl.errors import UsageError
-from labctl.targets.azure.fit import quota_refusal, refuse_grid_only, spot_alternatives, spot_capable
+from labctl.targets.azure.fit import refuse_grid_only, spot_alternatives, spot_capable
 from tests.fakearm.shapes import sku_json
 
 
@@ -26,10 +26,3 @@ def test_spot_capability_and_alternatives_come_from_the_skus() -> None:
     assert not spot_capable(skus["standard_b2s"]) and spot_capable(skus["standard_d2s_v5"])
     assert not spot_capable({"capabilities": []})  # no capability: no Spot
     assert spot_alternatives(skus, lookup("Standard_B2s")) == ["Standard_D2s_v5"]
-
-
-def test_only_core_quota_refusals_count_as_quota() -> None:
-    quota = "Operation results in exceeding quota limits of Core. Maximum allowed: 4, Current in use: 4."
-    assert quota_refusal("OperationNotAllowed", quota)
-    assert not quota_refusal("OperationNotAllowed", "The server rejected the request: too many requests.")
-    assert not quota_refusal("AllocationFailed", quota)

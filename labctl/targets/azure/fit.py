@@ -1,5 +1,5 @@
 """Whether a VM size fits a lab before anything is created: a GPU the image's driver can use, Spot where the
-size has it, Trusted Launch where the size allows it; and which refusals at create time mean "try the next one".
+size has it, Trusted Launch where the size allows it (read from resource SKU capabilities).
 """
 
 from __future__ import annotations
@@ -63,8 +63,3 @@ def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int 
         found.append(candidate)
     found.sort(key=lambda s: (abs(s.vcpus - size.vcpus), s.vcpus))
     return [s.name for s in found[:limit]]
-
-
-def quota_refusal(code: str | None, message: str) -> bool:
-    """ARM's core-quota refusal at create time (OperationNotAllowed, "exceeding quota limits of Core")."""
-    return code == "OperationNotAllowed" and "quota" in message.lower()

@@ -336,6 +336,7 @@ class Provisioner:
             cloud_init=render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image()),
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
+            trusted_launch=choice.trusted_launch,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)
