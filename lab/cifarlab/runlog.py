@@ -16,6 +16,8 @@ A run directory (``--out``) receives:
   ``images`` and ``images_per_s`` of all ranks together, device, versions, wall time, options, evaluation
   history) and how the run was spread: ``world_size`` (processes), ``nodes``, ``procs_per_node``, ``backend``
   ("nccl", "gloo", or null for one process) and ``rank0_host`` (the machine whose rank 0 wrote the results).
+  Under torchrun a run that fails after its first step (most often: another rank or its machine was lost) still
+  gets one, with status "failed" and ``error``, beside the checkpoint of its last completed step.
 - ``checkpoint.pt``: the model and what is needed to rebuild it (`load_checkpoint`), saved at every epoch end
   and when the run stops, so an interrupted run keeps its last state; it records the same five fields.
 - ``loss_curve.png`` and ``confusion_matrix.png`` when matplotlib is installed.

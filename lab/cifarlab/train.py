@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import platform
+import re
 import signal
 import socket
 import threading
@@ -68,24 +69,27 @@ def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None =
         procs_per_node=dist.local_world,
     )
     run: Run | None = None
-    try:
-        with StopFlag().installed() as stop:
+    # the signal handlers stay while a failure is handled: torchrun's SIGTERM to the survivors must not cut `salvage`
+    with StopFlag().installed() as stop:
+        try:
             data, batches, load_s = setup(cfg, dist, device, log, data)
             net = build(cfg, dist, device, data, batches)
             run = Run(cfg, dist, device, out, log, data, batches, net, load_s, count_steps(cfg, batches))
             announce(run)
             fit(run, stop)
             return finish(run, stop)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        error = f"{type(exc).__name__}: {exc}"
-        if dist.world > 1:
-            step = f" at step {run.step}/{run.steps_total}" if run is not None else " before training"
-            log.rank_line(f"{dist.tag} {status}{step}: {error}")
-        log.emit("done", status=status, accuracy=None, wall_s=round(time.time() - t0, 3), error=error)
-        raise
-    finally:
-        log.close()
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            if dist.world > 1:
+                step = f" at step {run.step}/{run.steps_total}" if run is not None else " before training"
+                log.rank_line(f"{dist.tag} {status}{step}: {explain(exc)}")
+                if run is not None and isinstance(exc, Exception):
+                    salvage(run, error)
+            log.emit("done", status=status, accuracy=None, wall_s=round(time.time() - t0, 3), error=error)
+            raise
+        finally:
+            log.close()
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -184,6 +188,21 @@ class Dist:
         if self.world > 1:
             self.barrier()
             torch.distributed.destroy_process_group()
+
+
+# what a collective says when another rank's process or machine went away (gloo, NCCL, the c10d store)
+_PEER_LOST = re.compile(
+    r"Connection (reset|closed) by peer|Broken pipe|Connection refused|remote process exited|ncclRemoteError|"
+    r"NCCL communicator was aborted|Socket Timeout|timed out|Timeout",
+    re.IGNORECASE,
+)
+
+
+def explain(exc: BaseException) -> str:
+    """An error as one line; a collective's failure says first that another rank (or its machine) was lost."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or _PEER_LOST.search(text)
+    return f"another rank stopped answering (its process or machine was lost): {text}" if lost else text
 
 
 def host() -> str:
@@ -620,6 +639,22 @@ def finish(run: Run, stop: StopFlag) -> dict[str, Any]:
         run.log.emit("done", status=status, accuracy=metrics["accuracy"], wall_s=metrics["wall_s"], error=None)
     run.dist.close()
     return metrics
+
+
+def salvage(run: Run, error: str) -> None:
+    """Rank 0 after a failure under torchrun (most often another rank or node lost): the checkpoint of the last
+    completed step and a metrics.json that says "failed" and why, so that the steps done are not lost too."""
+    if not run.dist.master or run.step == 0:
+        return
+    try:
+        save(run, run.epoch())
+        run.meter.flush()
+        metrics = run_metrics(run, "failed", None, run.meter.images * run.dist.world)  # the others cannot count
+        metrics["error"] = error
+        write_json(run.out / "metrics.json", metrics)
+        run.log.line(f"saved the checkpoint of step {run.step}/{run.steps_total} in {run.out}")
+    except Exception as exc:  # a broken device cannot hand the weights back: say so, keep the first error
+        run.log.line(f"could not save the checkpoint of step {run.step}: {type(exc).__name__}: {exc}")
 
 
 def run_metrics(run: Run, status: str, stopped_by: str | None, images: int) -> dict[str, Any]:

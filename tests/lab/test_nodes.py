@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -124,3 +125,48 @@ def test_two_nodes_of_two_processes_load_once_per_node_and_every_rank_reports(tm
     start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
     assert (start["world_size"], start["nodes"], start["procs_per_node"]) == (4, 2, 2)
     assert outputs[writer].count("status succeeded; results in run") == 1
+
+
+def _worker_pids(launcher: int) -> dict[int, int]:
+    """The global rank of each worker process a torchrun launcher started (from their environment)."""
+    workers: dict[int, int] = {}
+    for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
+        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        rank = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
+        if rank:
+            workers[int(rank[0])] = int(child)
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker processes in /proc")
+def test_a_rank_lost_mid_run_leaves_the_checkpoint_of_the_last_step(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(LAB), "OMP_NUM_THREADS": "1"}
+    env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = "[rank ${rank}]:"
+    argv = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"),
+        *("--max-restarts", "0", "--tee", "3", "--log-dir", str(tmp_path / "ranks"), "-m", "cifarlab", "train"),
+        *("--data", "synthetic:400", "--model", "tutorial", "--batch-size", "8", "--epochs", "1000"),
+        *("--device", "cpu", "--log-every", "1", "--out", str(out)),
+    ]
+    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    events = out / "events.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (events.exists() and '"epoch"' in events.read_text()):
+        time.sleep(0.2)  # past the first epoch's checkpoint, then some steps further
+    assert proc.poll() is None, proc.communicate()[0]
+    time.sleep(1)
+    os.kill(_worker_pids(proc.pid)[1], signal.SIGKILL)  # rank 1 vanishes, as with its machine
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, output
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "Connection" in metrics["error"], metrics.get("error")
+    epoch_steps = [json.loads(line)["step"] for line in events.read_text().splitlines() if '"epoch"' in line]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == metrics["steps"] > epoch_steps[-1]  # the last step, not the last epoch's end
+    assert ckpt["world_size"] == metrics["world_size"] == 2
+    assert re.search(r"\[rank 0\]:rank 0/2 \(.*\) failed at step \d+/\d+: another rank stopped answering", output)
+    assert f"[rank 0]:saved the checkpoint of step {metrics['steps']}/" in output
+    assert json.loads(events.read_text().splitlines()[-1])["status"] == "failed"
