@@ -15,7 +15,8 @@ The pieces, in the order a launch needs them:
   nodes), as Docker keyword arguments.
 - ``describe``: the plan in one line for the user.
 - ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
-  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own.
+  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own; ``RankLines``
+  does the same for a log followed chunk by chunk.
 
 Global ranks under c10d rendezvous are assigned by the rendezvous (nodes sorted by address, as text), not by
 ``node_rank``: the head node is not necessarily the one holding rank 0, which is the rank that writes the
@@ -273,6 +274,11 @@ def plan_cluster(
 # ------------------------------------------------------------------------------------------------ argv
 
 
+def plain_argv(args: Sequence[str], python: str = "python") -> list[str]:
+    """One process: ``python -m cifarlab ARGS`` (``train ...`` or ``notebook ...``)."""
+    return [python, "-m", LAB_MODULE, *args]
+
+
 def launch_argv(
     plan: LaunchPlan,
     train_args: Sequence[str],
@@ -290,7 +296,7 @@ def launch_argv(
     ``(python, "-m", "torch.distributed.run")`` where the console script is not on the PATH.
     """
     if not plan.distributed:
-        return [python, "-m", LAB_MODULE, "train", *train_args]
+        return plain_argv(["train", *train_args], python)
     argv = [
         *torchrun,
         "--nnodes",
@@ -392,6 +398,26 @@ def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Ite
                 yield f"[node {node_rank}] {text}"
             else:
                 yield text
+
+
+class RankLines:
+    """Text as it arrives (chunks that may end mid-line) to whole merged lines, for following a run's log.
+
+    ``feed`` returns the merged lines completed so far; ``flush`` the last one when the text ended without a
+    newline. Output without torchrun's prefixes passes unchanged.
+    """
+
+    def __init__(self, node_rank: int | None = None) -> None:
+        self.node_rank = node_rank
+        self.partial = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        *done, self.partial = (self.partial + chunk).split("\n")
+        return list(merge_rank_output(done, self.node_rank))
+
+    def flush(self) -> list[str]:
+        rest, self.partial = self.partial, ""
+        return list(merge_rank_output([rest], self.node_rank)) if rest else []
 
 
 def ranks_seen(lines: Iterable[str]) -> set[int]:

@@ -16,6 +16,7 @@ from labctl.distributed import (
     PREFIX_TEMPLATE,
     PREFIX_TEMPLATE_ENV,
     LaunchPlan,
+    RankLines,
     container_options,
     describe,
     gpu_probe_argv,
@@ -337,3 +338,12 @@ def test_describe_says_what_runs_where() -> None:
     assert describe(two[1]) == "torchrun: 4 processes (2 GPUs on each of 2 nodes, nccl), meeting at 10.0.0.4:29400"
     cpu = plan_cluster(run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"])
     assert describe(cpu[0]) == "torchrun: 2 processes (CPU on each of 2 nodes, gloo), meeting at 10.0.0.4:29400"
+
+
+def test_rank_lines_merge_a_log_that_arrives_in_pieces() -> None:
+    lines = RankLines()
+    assert lines.feed("[rank 1]:starts on cpu\n[rank 0]:epo") == ["[rank 1] starts on cpu"]
+    assert lines.feed("ch 1\nplain launcher line\n[rank 0]:no newline") == ["[rank 0] epoch 1", "plain launcher line"]
+    assert lines.flush() == ["[rank 0] no newline"] and lines.flush() == []
+    single = RankLines()  # one process, no torchrun: the text passes unchanged
+    assert single.feed("epoch 1 step 3\r\n") == ["epoch 1 step 3"]
