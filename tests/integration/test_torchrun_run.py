@@ -61,3 +61,16 @@ def test_the_wrapper_runs_torchrun_and_the_log_merges_every_rank(lab_runs: LabRu
     assert (metrics["world_size"], metrics["nodes"], metrics["procs_per_node"], metrics["backend"]) == (2, 1, 2, "gloo")
     assert json.loads((dest / "run.json").read_text())["launch"] == argv
     assert {p.name for p in (dest / "ranks").rglob("*.log")} >= {"stdout.log", "stderr.log"}  # torchrun's per rank
+
+
+def test_a_gpu_lab_whose_container_sees_no_gpu_counts_none_and_trains_in_one_process(lab_runs: LabRuns) -> None:
+    from labctl.state import LabRecord
+    from labctl.workflows.runlab import _launch
+
+    # no nvidia-smi in this container: run-lab asks torch, which sees no CUDA device
+    record = LabRecord(name="t", target="ssh", gpu=True)
+    opts = RunLabOptions()
+    args = cifarlab_args(opts, out="/workspace/runs/r", data="synthetic:64")
+    start = _launch(opts, record, lab_runs, "r", args)
+    assert start.plan is not None and (start.plan.procs_per_node, start.plan.device) == (1, "cpu")
+    assert start.argv[:4] == ["python", "-m", "cifarlab", "train"]
