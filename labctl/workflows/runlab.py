@@ -21,7 +21,14 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab_options import Launch, RunLabOptions, cifarlab_args, launch, per_class_table
+from labctl.workflows.runlab_options import (
+    Launch,
+    RunLabOptions,
+    cifarlab_args,
+    failure_note,
+    launch,
+    per_class_table,
+)
 
 DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
@@ -145,6 +152,7 @@ def _finish(
             None,
             [
                 per_class_table(metrics),
+                failure_note(metrics),
                 f"Run {run_id} {info.state}; "
                 + (f"partial results in {dest}" if lost else f"{count} files verified in {dest}"),
             ],

@@ -144,3 +144,13 @@ def per_class_table(metrics: dict[str, Any]) -> str:
     if metrics.get("accuracy") is not None:
         lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
     return "\n".join(lines)
+
+
+def failure_note(metrics: dict[str, Any]) -> str | None:
+    """What stopped a failed run that still saved its results (the lab writes ``error`` when, under torchrun,
+    a rank or its machine is lost: rank 0 keeps the checkpoint of the last step)."""
+    error = metrics.get("error")
+    if metrics.get("status") != "failed" or not error:
+        return None
+    first = str(error).splitlines()[0][:300]
+    return f"The run stopped at step {metrics.get('steps')}: {first}\nThe checkpoint of that step was kept."

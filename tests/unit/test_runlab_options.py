@@ -12,6 +12,7 @@ from labctl.workflows.runlab_options import (
     Launch,
     RunLabOptions,
     cifarlab_args,
+    failure_note,
     launch,
     option_pairs,
     per_class_table,
@@ -130,3 +131,12 @@ def test_the_notebook_is_one_process_whatever_the_gpus() -> None:
     start = _launch(4, notebook=True)
     assert start.plan is None and start.argv[:4] == ["python", "-m", "cifarlab", "notebook"]
     assert "one process" in start.summary
+
+
+def test_a_failed_run_that_kept_its_checkpoint_says_where_it_stopped() -> None:
+    lost = {"status": "failed", "steps": 120, "error": "RuntimeError: Connection reset by peer\nmore detail"}
+    assert failure_note(lost) == (
+        "The run stopped at step 120: RuntimeError: Connection reset by peer\nThe checkpoint of that step was kept."
+    )
+    assert failure_note({"status": "succeeded", "steps": 5}) is None
+    assert failure_note({"status": "failed"}) is None  # nothing saved to speak of
