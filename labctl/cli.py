@@ -214,6 +214,14 @@ def run_lab_cmd(
         typer.Option("--data", help="cifar10 (download), synthetic, or a path to train/<class>/*.jpg or .tar.gz."),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus",
+            help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+            "machine and --notebook run one process).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     notebook: Annotated[
         bool, typer.Option("--notebook", help="Execute the notebook headless instead and keep the copy.")
@@ -241,6 +249,7 @@ def run_lab_cmd(
             optimizer=optimizer,
             data=data,
             device=device,
+            gpus=gpus,
             seed=seed,
             notebook=notebook,
             detach=detach,

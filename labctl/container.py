@@ -205,9 +205,19 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
 # ---------------------------------------------------------------------------------------------- container
 
 
+def _sharing(gpu: bool) -> dict[str, Any]:
+    """Shared memory: the host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun starts, see
+    `labctl.distributed.container_options`), else 2 GB of /dev/shm for PyTorch's data loader workers."""
+    from labctl.distributed import container_options
+
+    return container_options(gpu=gpu, several_nodes=False) or {"shm_size": "2g"}
+
+
 def _config_hash(image_id: str, token: str, port: int, gpu: bool) -> str:
     """What the running container was made from; a difference means it must be replaced."""
-    return hashlib.sha256(f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}".encode()).hexdigest()[:16]
+    sharing = _sharing(gpu)
+    made = f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}" + (f"|{sorted(sharing.items())}" if gpu else "")
+    return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
 def find_container(client: docker.DockerClient, lab: str) -> Container | None:
@@ -280,7 +290,7 @@ def start_container(
                 "start_period": 120 * _SECOND,
             },
             device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-            shm_size="2g",  # PyTorch data loader workers share tensors through /dev/shm
+            **_sharing(gpu),
         )
     except docker.errors.APIError as exc:
         leftover = find_container(client, lab)
