@@ -31,6 +31,11 @@ _VERBOSE = False
 
 NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
+ConfirmNameOpt = Annotated[
+    str | None,
+    typer.Option("--confirm-name", help="With --force: the lab's name, to act on a lab someone else owns."),
+]
 
 
 def _version(value: bool) -> None:
@@ -161,8 +166,10 @@ def down_cmd(
     name: NameOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Delete even with a run in progress or results not fetched.")
+        bool,
+        typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
     ] = False,
+    confirm_name: ConfirmNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete everything the lab created, check nothing is left, and forget it."""
@@ -170,7 +177,7 @@ def down_cmd(
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.down import DownOptions, down
 
-        return down(DownOptions(name=name, yes=yes, force=force), ui)
+        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name), ui)
 
     _run(go, as_json)
 
@@ -281,25 +288,31 @@ def list_cmd(
 
 
 @app.command("stop")
-def stop_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def stop_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import stop
 
-        return stop(name, ui)
+        return stop(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 
 
 @app.command("start")
-def start_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def start_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Start a stopped lab again, with the same IP and keys."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import start
 
-        return start(name, ui)
+        return start(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.ownership import Override, check_owner
 
 
 @dataclass
@@ -15,6 +16,7 @@ class DownOptions:
     name: str | None = None
     yes: bool = False
     force: bool = False
+    confirm_name: str | None = None  # the lab's name, typed to act on a lab someone else owns
 
 
 def down(opts: DownOptions, ui: Reporter) -> Outcome:
@@ -27,7 +29,8 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
         record = _found_elsewhere(opts.name, missing)
     target = get_target(record.target)
     what = target.removal(record)
-    if not opts.yes:
+    confirmed = check_owner(record, target, "down", Override(opts.force, opts.confirm_name), ui)
+    if not opts.yes and not confirmed:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
         answer = input(f"Delete {what}? [y/N] ").strip().lower()

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
+from labctl.targets.azure.identity import Principal, principal_from_token
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -256,6 +257,7 @@ class Azure:
     credential: Any
     subscription_id: str
     endpoint: str = field(default_factory=settings.arm_endpoint)
+    _principal: Principal | None = None
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -272,6 +274,16 @@ class Azure:
             if key not in self._clients:
                 self._clients[key] = factory(self.credential, self.subscription_id, **self._kwargs())
             return self._clients[key]
+
+    @property
+    def principal(self) -> Principal:
+        """Who is signed in (read from the ARM token): the owner of the labs this command makes."""
+        with self._lock:
+            if self._principal is None:
+                with arm("reading who is signed in"):
+                    token = self.credential.get_token(f"{self.endpoint}/.default").token
+                self._principal = principal_from_token(token)
+            return self._principal
 
     def warm(self) -> threading.Thread:
         """Import and build the clients in the background (the SDK modules take a second to import)."""
@@ -303,12 +315,12 @@ class Azure:
         return self._get("resources", ResourceManagementClient)
 
 
-def _token_check(credential: Any, endpoint: str) -> None:
+def _token_check(credential: Any, endpoint: str) -> str:
     """Get a token before anything else, so a missing login is one clear message and nothing is created."""
     from azure.core.exceptions import ClientAuthenticationError
 
     try:
-        credential.get_token(f"{endpoint}/.default")
+        return str(credential.get_token(f"{endpoint}/.default").token)
     except ClientAuthenticationError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # The chain lists every credential it tried; the ones that were present but failed say why.
@@ -338,7 +350,11 @@ def connect(subscription: str | None = None) -> Azure:
     """Log in and settle the subscription: --subscription, then AZURE_SUBSCRIPTION_ID, then the only enabled one."""
     endpoint = settings.arm_endpoint()
     credential = make_credential()
-    _token_check(credential, endpoint)
+    token = _token_check(credential, endpoint)
+    try:
+        principal: Principal | None = principal_from_token(token)
+    except LabctlError:
+        principal = None  # said when an owner is needed (Azure.principal), not for commands that need none
     chosen = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID") or None
     if chosen:
         if not _SUB_RE.match(chosen):
@@ -346,11 +362,11 @@ def connect(subscription: str | None = None) -> Azure:
                 f"'{chosen}' is not an Azure subscription id.",
                 hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list' shows yours.",
             )
-        return Azure(credential, chosen, endpoint)
+        return Azure(credential, chosen, endpoint, principal)
     subs = list_subscriptions(credential, endpoint)
     enabled = [s for s in subs if str(s.get("state", "Enabled")) == "Enabled"]
     if len(enabled) == 1:
-        return Azure(credential, str(enabled[0]["subscriptionId"]), endpoint)
+        return Azure(credential, str(enabled[0]["subscriptionId"]), endpoint, principal)
     if not enabled:
         raise LabctlError(
             "Your Azure login sees no enabled subscription.",

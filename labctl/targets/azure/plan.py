@@ -11,6 +11,7 @@ from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
+from labctl.targets.azure.identity import Principal
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
@@ -19,10 +20,17 @@ _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
 @dataclass(frozen=True)
 class LabNames:
     lab: str
+    # The lab's resource group: "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made
+    # now (``for_owner``), or whatever the record says (labs made before labs were per person: "labctl-<lab>").
+    group: str = ""
+
+    @classmethod
+    def for_owner(cls, lab: str, owner_short: str) -> LabNames:
+        return cls(lab, f"labctl-{lab}-{owner_short}")
 
     @property
     def resource_group(self) -> str:
-        return f"labctl-{self.lab}"
+        return self.group or f"labctl-{self.lab}"
 
     @property
     def vnet(self) -> str:
@@ -111,7 +119,7 @@ class AzurePlan:
             "inbound_rules": [ssh_rule(self.source)],
             "shutdown_at": self.shutdown_at,
             "shutdown_time_zone": self.shutdown_tz,
-            "tags": tags_for(self.names.lab, creator="<you>", created_at="<now>"),
+            "tags": tags_for(self.names.lab, Principal("<your object id>", "<you>"), created_at="<now>"),
             "warnings": self.warnings,
         }
 
@@ -142,11 +150,13 @@ class AzurePlan:
         return "\n".join(lines)
 
 
-def tags_for(lab: str, creator: str, created_at: str) -> dict[str, str]:
+def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:
+    """Every resource's tags: which lab, made by labctl, for whom (object id and a readable name), when."""
     return {
         settings.TAG_LAB: lab,
         settings.TAG_CREATED_BY: settings.CREATED_BY,
-        settings.TAG_CREATOR: creator,
+        settings.TAG_OWNER: owner.oid,
+        settings.TAG_OWNER_NAME: owner.name[:256],
         settings.TAG_CREATED_AT: created_at,
     }
 

@@ -8,9 +8,7 @@ record is saved after each step so `down` can always remove a half-made lab.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,20 +25,11 @@ from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
 from labctl.targets.azure.clients import Azure, arm, connect
-from labctl.targets.azure.plan import AzurePlan, make_plan, tags_for
+from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
 from labctl.targets.azure.record import azure_data
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
-
-
-def creator() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"[:250]
-
 
 # Starts pulling the lab's base image while labctl waits for SSH; the bootstrap reuses whatever arrived. The
 # image is the script's "$1", an argument of its own: it is never part of the script's text.
@@ -112,6 +101,10 @@ class Provisioner:
 
     def run(self) -> LabRecord:
         azure = self._login()
+        # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
+        # in the subscription is never touched; a lab already recorded keeps the group it was made in.
+        group = azure_data(self.record).get("resource_group")
+        self.names = self.plan.names = LabNames(self.spec.name, group) if group else self._own_names(azure)
         self.ids = Ids(azure.subscription_id, self.names)
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
@@ -132,6 +125,23 @@ class Provisioner:
         azure.warm()
         return azure
 
+    def _own_names(self, azure: Azure) -> LabNames:
+        return LabNames.for_owner(self.spec.name, azure.principal.short)
+
+    def _check_owner(self, rg: dict[str, Any]) -> None:
+        """Never converge (or later delete) a lab someone else made: say whose it is and how to make one's own."""
+        assert self.azure is not None
+        tags = rg.get("tags") or {}
+        owner = tags.get(settings.TAG_OWNER) or azure_data(self.record).get("owner")
+        if owner is None or owner.lower() == self.azure.principal.oid.lower():
+            return
+        who = tags.get(settings.TAG_OWNER_NAME) or azure_data(self.record).get("owner_name") or owner
+        raise LabctlError(
+            f"Lab '{self.names.lab}' (resource group {rg.get('name') or self.names.resource_group}) belongs to "
+            f"{who}, not to you ({self.azure.principal.name}); labctl changes nobody else's lab.",
+            hint="Make a lab of your own with another name ('labctl up --name NAME'), or sign in as the owner.",
+        )
+
     def _settle_group(self) -> None:
         """Wait out an earlier deletion; pin the region of a lab that exists and find its VM."""
         assert self.azure is not None
@@ -144,6 +154,7 @@ class Provisioner:
             rg = None
         if rg is None:
             return
+        self._check_owner(rg)
         existing_region = str(rg["location"]).lower()
         if not plan.auto_region and plan.regions[0] != existing_region and self.spec.region:
             raise LabctlError(
@@ -245,10 +256,12 @@ class Provisioner:
                 "size": choice.size.name,
                 "created_at": created_at,
                 "spot": self.plan.spot,
+                "owner": self.azure.principal.oid,
+                "owner_name": self.azure.principal.name,
             }
         )
         self.save(self.record)
-        return tags_for(self.names.lab, creator(), created_at)
+        return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, region: str, tags: dict[str, str]) -> None:
         """VNet, NSG and public IP side by side, then the NIC that joins them."""

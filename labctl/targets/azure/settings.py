@@ -31,7 +31,8 @@ AUTO_REGIONS = (
 
 TAG_LAB = "labctl-lab"
 TAG_CREATED_BY = "created-by"
-TAG_CREATOR = "creator"
+TAG_OWNER = "labctl-owner"  # the object id of the principal that made the lab
+TAG_OWNER_NAME = "labctl-owner-name"  # its sign-in or application name, for people reading `list`
 TAG_CREATED_AT = "created-at"
 CREATED_BY = "labctl"
 
