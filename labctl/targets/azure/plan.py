@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,10 +77,15 @@ class AzurePlan:
     accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def group_shown(self) -> str:
+        """The resource group as the plan shows it: a new lab's carries its owner's id, known after login."""
+        return self.names.group or f"labctl-{self.names.lab}-<first 8 hex digits of your object id>"
+
     def resources(self, size: VmSize, region: str) -> list[dict[str, str]]:
         n = self.names
         rows = [
-            {"type": "Microsoft.Resources/resourceGroups", "name": n.resource_group},
+            {"type": "Microsoft.Resources/resourceGroups", "name": self.group_shown},
             {"type": "Microsoft.Network/virtualNetworks", "name": f"{n.vnet} (10.42.0.0/16, subnet {n.subnet})"},
             {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
             {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
@@ -100,7 +106,7 @@ class AzurePlan:
             "target": "azure",
             "name": self.names.lab,
             "subscription": self.subscription,
-            "resource_group": self.names.resource_group,
+            "resource_group": self.group_shown,
             "region": "auto" if self.auto_region else self.regions[0],
             "region_candidates": self.regions,
             "sizes": [
@@ -184,6 +190,8 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
         elif wide := breadth_warning(source):
             warnings.append(wide)
+        elif (net := ipaddress.ip_network(source, strict=False)).num_addresses > 1:
+            warnings.append(f"SSH is open to {net}, {net.num_addresses:,} addresses, not only to yours.")
     elif discover_ip:
         try:
             source = discover_public_ip()

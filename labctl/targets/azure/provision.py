@@ -22,7 +22,7 @@ from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
-from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip
+from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
 from labctl.targets.azure.clients import Azure, arm, connect
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
@@ -119,8 +119,10 @@ class Provisioner:
                 azure = self.azure or connect(self.spec.subscription or azure_data(self.record).get("subscription"))
             if address is not None:
                 plan.source = address.result()
-        if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
-            self.ui.warn(wide)
+        # `up` shows no plan, so every warning it would have shown is said here (a wide --allow-ip, no
+        # auto-shutdown); a discovered address is one host and adds none.
+        for warning in plan.warnings:
+            self.ui.warn(warning)
         self.azure = azure
         azure.warm()
         return azure
