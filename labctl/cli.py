@@ -111,6 +111,10 @@ def up_cmd(
         str | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="user@host[:port] for --target ssh.")] = None,
+    host_key_fingerprint: Annotated[
+        str | None,
+        typer.Option("--host-key-fingerprint", help="SHA256:... of the --host's key, to pin it without a question."),
+    ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
         list[str] | None, typer.Option("--size", help="VM size; repeat to give fall-backs in order.")
@@ -155,6 +159,7 @@ def up_cmd(
             no_shutdown=no_shutdown,
             spot=spot,
             yes=yes,
+            host_key_fingerprint=host_key_fingerprint,
         )
         return up(asked, ui, dry_run=dry_run)
 
