@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 from labctl.workflows.ownership import Override, check_owner
@@ -20,13 +21,18 @@ class DownOptions:
 
 
 def down(opts: DownOptions, ui: Reporter) -> Outcome:
-    from labctl.targets import get_target
-
     store = StateStore()
     try:
         record = store.resolve(opts.name)
     except NotFound as missing:
         record = _found_elsewhere(opts.name, missing)
+    with lab_lock(record.name, "down", ui):
+        return _down(opts, store, record, ui)
+
+
+def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter) -> Outcome:
+    from labctl.targets import get_target
+
     target = get_target(record.target)
     what = target.removal(record)
     confirmed = check_owner(record, target, "down", Override(opts.force, opts.confirm_name), ui)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from labctl.errors import UsageError
+from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import PowerControl, as_power_control
 from labctl.ui import Outcome, Reporter
@@ -30,7 +31,7 @@ def _powered(
 
 def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
     store, record, power = _powered(name, "stop", override or Override(), ui)
-    with ui.step(f"Switching off the machine of lab '{record.name}'"):
+    with lab_lock(record.name, "stop", ui), ui.step(f"Switching off the machine of lab '{record.name}'"):
         info = power.power_off(record)
     record.status = "stopped"
     store.save(record)
@@ -43,7 +44,7 @@ def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Ou
 
 def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
     store, record, power = _powered(name, "start", override or Override(), ui)
-    with ui.step(f"Starting the machine of lab '{record.name}'"):
+    with lab_lock(record.name, "start", ui), ui.step(f"Starting the machine of lab '{record.name}'"):
         info = power.power_on(record)
     record.status = "ready"
     store.save(record)
