@@ -6,6 +6,7 @@ Everything here imports the Azure SDK lazily: the CLI imports this package only 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -189,6 +190,24 @@ def explain(exc: Exception, doing: str) -> LabctlError:
     return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
 
 
+_DOING: contextvars.ContextVar[str] = contextvars.ContextVar("labctl_azure_doing", default="an Azure operation")
+
+
+def finish(poller: Any) -> Any:
+    """The result of a long-running ARM operation, waited for until ``settings.operation_timeout`` at most
+    (named in the message by the ``arm`` block it runs in)."""
+    doing = _DOING.get()
+    limit = settings.operation_timeout()
+    result = poller.result(timeout=limit)
+    if not poller.done():
+        raise LabctlError(
+            f"Azure had not finished {doing} after {limit:.0f} s; labctl stopped waiting.",
+            hint="The operation goes on in Azure: run the same command again to pick it up, or look at the Azure "
+            "portal's activity log if it seems stuck.",
+        )
+    return result
+
+
 def _one_line(text: str) -> str:
     text = " ".join(str(text).split())
     return text[:400].rstrip(".")
@@ -197,6 +216,7 @@ def _one_line(text: str) -> str:
 @contextlib.contextmanager
 def arm(doing: str) -> Iterator[None]:
     """Run ARM calls, turning any Azure SDK failure into a LabctlError that says what to do."""
+    token = _DOING.set(doing)
     try:
         yield
     except LabctlError:
@@ -205,6 +225,8 @@ def arm(doing: str) -> Iterator[None]:
         if type(exc).__module__.startswith("azure."):
             raise explain(exc, doing) from exc
         raise
+    finally:
+        _DOING.reset(token)
 
 
 def _retry_policy() -> Any:

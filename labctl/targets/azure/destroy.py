@@ -7,7 +7,7 @@ from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, finish
 from labctl.targets.azure.provision import get_or_none, wait_rg_gone
 from labctl.ui import Reporter
 
@@ -40,7 +40,7 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
             if not deleting:
                 try:
                     with arm(f"deleting the resource group {resource_group}"):
-                        azure.resources.resource_groups.begin_delete(resource_group).result()
+                        finish(azure.resources.resource_groups.begin_delete(resource_group))
                 except ResourceNotFoundError:
                     pass
                 except LabctlError as exc:

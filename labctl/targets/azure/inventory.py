@@ -10,7 +10,7 @@ from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, finish
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
 from labctl.targets.azure.record import azure_data
@@ -182,5 +182,5 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        (ops.begin_start if on else ops.begin_deallocate)(rg, vm_name).result()
+        finish((ops.begin_start if on else ops.begin_deallocate)(rg, vm_name))
     return describe_lab(azure, record)

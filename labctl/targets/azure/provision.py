@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
-from labctl.targets.azure.clients import Azure, arm, connect
+from labctl.targets.azure.clients import Azure, arm, connect, finish
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
 from labctl.targets.azure.record import azure_data
@@ -208,13 +209,21 @@ class Provisioner:
         """Wait out a VM create already under way; remove a VM whose creation failed."""
         assert self.azure is not None
         azure, rg, name = self.azure, self.names.resource_group, self.names.vm
+        deadline = time.monotonic() + settings.operation_timeout()
         while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
+            if time.monotonic() > deadline:
+                raise LabctlError(
+                    f"The VM {name} of lab '{self.names.lab}' is still {vm['properties']['provisioningState']} "
+                    f"after {settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
+                    hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
+                    "portal's activity log if it seems stuck.",
+                )
             time.sleep(max(settings.poll_interval(), 0.01))
             with arm("waiting for the lab's VM"):
                 vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, name))
         if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
-                azure.compute.virtual_machines.begin_delete(rg, name).result()
+                finish(azure.compute.virtual_machines.begin_delete(rg, name))
             return None
         if vm is not None and not self.record.host_key:
             raise LabctlError(
@@ -230,7 +239,7 @@ class Provisioner:
         if self._built_region and self._built_region != choice.region:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
-                azure.resources.resource_groups.begin_delete(rg).result()
+                finish(azure.resources.resource_groups.begin_delete(rg))
         self._built_region = choice.region
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
@@ -273,18 +282,18 @@ class Provisioner:
         def vnet() -> None:
             with arm("creating the virtual network"):
                 body = bodies.virtual_network(region, tags, names.subnet)
-                network.virtual_networks.begin_create_or_update(rg, names.vnet, body).result()
+                finish(network.virtual_networks.begin_create_or_update(rg, names.vnet, body))
 
         def nsg() -> None:
             with arm("creating the network security group"):
                 body = bodies.security_group(region, tags, source)
-                result = network.network_security_groups.begin_create_or_update(rg, names.nsg, body).result()
+                result = finish(network.network_security_groups.begin_create_or_update(rg, names.nsg, body))
             check_rules(result.as_dict().get("properties", {}).get("securityRules") or [], source)
 
         def pip() -> None:
             with arm("creating the public IP address"):
                 body = bodies.public_ip(region, tags)
-                network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body).result()
+                finish(network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body))
 
         with self.ui.step(f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"):
             self._parallel([vnet, nsg, pip])
@@ -292,7 +301,7 @@ class Provisioner:
         self.save(self.record)
         with self.ui.step(f"Network interface {names.nic}"), arm("creating the network interface"):
             body = bodies.network_interface(region, tags, self.ids)
-            network.network_interfaces.begin_create_or_update(rg, names.nic, body).result()
+            finish(network.network_interfaces.begin_create_or_update(rg, names.nic, body))
         self.save(self.record)
 
     def _keep_vm(self, choice: Choice) -> None:
@@ -313,14 +322,16 @@ class Provisioner:
             schedule = bodies.ShutdownSchedule(region, tags, self.ids.vm, plan.shutdown_hhmm, plan.shutdown_tz)
             label = f"Auto-shutdown daily at {plan.shutdown_at} ({plan.shutdown_tz})"
             with self.ui.step(label), arm("creating the auto-shutdown schedule"):
-                resources.begin_create_or_update_by_id(
-                    self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
-                ).result()
+                finish(
+                    resources.begin_create_or_update_by_id(
+                        self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
+                    )
+                )
         else:
             from azure.core.exceptions import ResourceNotFoundError
 
             with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION).result()
+                finish(resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION))
         azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(self.record)
 
@@ -354,7 +365,7 @@ class Provisioner:
         with self.ui.step(label):
             try:
                 with arm(f"creating the VM ({choice.size.name} in {choice.region})"):
-                    azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body).result()
+                    finish(azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body))
             except NoCapacity:
                 self._remove_failed_vm()
                 raise
@@ -365,12 +376,32 @@ class Provisioner:
         azure, rg, name = self.azure, self.names.resource_group, self.names.vm
         with arm("removing the VM that could not be allocated"):
             if get_or_none(lambda: azure.compute.virtual_machines.get(rg, name)) is not None:
-                azure.compute.virtual_machines.begin_delete(rg, name).result()
+                finish(azure.compute.virtual_machines.begin_delete(rg, name))
 
     def _parallel(self, steps: list[Callable[[], None]]) -> None:
-        with ThreadPoolExecutor(len(steps)) as pool:
-            futures = [pool.submit(step) for step in steps]
-            errors = [f.exception() for f in futures]
+        """Run ``steps`` side by side and raise the first failure once all are done.
+
+        Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
+        without waiting for the calls in flight (a pool's workers would hold the exit until they returned).
+        What Azure started goes on there, and the next `up` converges on it.
+        """
+        errors: list[BaseException | None] = [None] * len(steps)
+
+        def run(index: int, step: Callable[[], None]) -> None:
+            try:
+                step()
+            except BaseException as exc:  # handed to the main thread, raised there
+                errors[index] = exc
+
+        threads = [
+            threading.Thread(target=run, args=(i, step), name=f"labctl-step-{i}", daemon=True)
+            for i, step in enumerate(steps)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)
         for error in errors:
             if error is not None:
                 raise error
