@@ -35,23 +35,24 @@ def check_owner(record: LabRecord, target: Target, verb: str, override: Override
     owner = ownership.owner_of(record)
     if owner.mine:
         return False
+    action = {"down": "delete"}.get(verb, verb)
     whose = f"belongs to {owner.name}" if owner.name else "does not say who made it (it predates per-person labs)"
     what = f"Lab '{record.name}' {whose}, and you are signed in as {owner.you}"
     flags = f"--name {record.name} --force --confirm-name {record.name}"
     if not override.force:
         raise LabctlError(
-            f"{what}; labctl does not {verb} a lab that is not yours.",
-            hint=f"Ask its owner, or, if you mean to {verb} it anyway, run 'labctl {verb} {flags}'.",
+            f"{what}; labctl does not {action} a lab that is not yours.",
+            hint=f"Ask its owner, or, if you mean to {action} it anyway, run 'labctl {verb} {flags}'.",
         )
     typed = override.confirm_name
     if typed is None:
         if not sys.stdin.isatty():
             raise UsageError(
-                f"{what}; to {verb} it, its name must be typed as confirmation.",
+                f"{what}; to {action} it, its name must be typed as confirmation.",
                 hint=f"Add --confirm-name {record.name} to confirm from a script.",
             )
         try:
-            typed = input(f"{what}. Type the lab's name to {verb} it anyway: ").strip()
+            typed = input(f"{what}. Type the lab's name to {action} it anyway: ").strip()
         except EOFError:
             typed = ""
     if typed != record.name:
@@ -59,5 +60,5 @@ def check_owner(record: LabRecord, target: Target, verb: str, override: Override
             f"'{typed}' is not the lab's name '{record.name}'; nothing was done to the lab.",
             hint=f"Type '{record.name}' exactly, or leave the lab to its owner.",
         )
-    ui.warn(f"Going to {verb} lab '{record.name}', which {whose}, as --force and the typed name confirm.")
+    ui.warn(f"Going to {action} lab '{record.name}', which {whose}, as --force and the typed name confirm.")
     return True

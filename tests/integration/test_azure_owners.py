@@ -132,3 +132,54 @@ def test_up_never_converges_a_colleagues_lab(
     assert "belongs to lab-tests-a" in refused.value.message and "down" not in (refused.value.hint or "")
     assert arm_env.count("PUT", "") == puts
     assert StateStore().load("lab").target_data["owner"] == arm_env.object_id()
+
+
+def _in_a_terminal(args: list[str], answer: str) -> tuple[int, str]:
+    """Run labctl with a terminal as its stdin and output (as a person would), answering its one question."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labctl", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while b"name to delete it anyway" not in seen:
+            chunk = os.read(master, 4096)
+            assert chunk, seen
+            seen += chunk
+        os.write(master, answer.encode() + b"\r")
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closes with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        code = proc.wait(120)
+        os.close(master)
+    return code, seen.decode(errors="replace")
+
+
+@pytest.mark.skipif(__import__("sys").platform == "win32", reason="a pseudo-terminal")
+def test_forced_down_asks_for_the_lab_name_in_a_terminal(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    provision("lab")  # A
+    _as_colleague(arm_env, monkeypatch, tmp_path / "b-state")
+    code, out = _in_a_terminal(["down", "--force"], "lap")
+    assert code != 0 and "'lap' is not the lab's name 'lab'" in out, out
+    assert arm_env.group_names() == [lab_group(arm_env)]
+    code, out = _in_a_terminal(["down", "--force"], "lab")
+    assert code == 0 and "is gone" in out, out
+    assert arm_env.group_names() == []
