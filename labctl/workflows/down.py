@@ -27,6 +27,8 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     except NotFound as missing:
         record = _found_elsewhere(opts.name, missing)
     with lab_lock(record.name, "down", ui):
+        if store.exists(record.name):  # as the command this one may have waited for left it
+            record = store.load(record.name)
         return _down(opts, store, record, ui)
 
 
