@@ -31,6 +31,11 @@ _VERBOSE = False
 
 NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
+ConfirmNameOpt = Annotated[
+    str | None,
+    typer.Option("--confirm-name", help="With --force: the lab's name, to act on a lab someone else owns."),
+]
 
 
 def _version(value: bool) -> None:
@@ -106,6 +111,10 @@ def up_cmd(
         str | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
     ] = None,
     host: Annotated[str | None, typer.Option("--host", help="user@host[:port] for --target ssh.")] = None,
+    host_key_fingerprint: Annotated[
+        str | None,
+        typer.Option("--host-key-fingerprint", help="SHA256:... of the --host's key, to pin it without a question."),
+    ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
         list[str] | None, typer.Option("--size", help="VM size; repeat to give fall-backs in order.")
@@ -150,6 +159,7 @@ def up_cmd(
             no_shutdown=no_shutdown,
             spot=spot,
             yes=yes,
+            host_key_fingerprint=host_key_fingerprint,
         )
         return up(asked, ui, dry_run=dry_run)
 
@@ -161,8 +171,10 @@ def down_cmd(
     name: NameOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Delete even with a run in progress or results not fetched.")
+        bool,
+        typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
     ] = False,
+    confirm_name: ConfirmNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete everything the lab created, check nothing is left, and forget it."""
@@ -170,7 +182,7 @@ def down_cmd(
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.down import DownOptions, down
 
-        return down(DownOptions(name=name, yes=yes, force=force), ui)
+        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name), ui)
 
     _run(go, as_json)
 
@@ -290,25 +302,31 @@ def list_cmd(
 
 
 @app.command("stop")
-def stop_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def stop_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import stop
 
-        return stop(name, ui)
+        return stop(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 
 
 @app.command("start")
-def start_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def start_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Start a stopped lab again, with the same IP and keys."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import start
 
-        return start(name, ui)
+        return start(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 

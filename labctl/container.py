@@ -485,13 +485,24 @@ class LabContainer:
         return local_dir / PurePosixPath(path).name
 
 
+class UnsafeArchive(LabctlError):
+    """An archive from the machine holds a path or link that would land outside where it is unpacked."""
+
+
 def _extract_safely(tar: tarfile.TarFile, local_dir: Path) -> None:
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(local_dir, filter="data")
-        return
-    # Python without extraction filters: refuse anything that escapes local_dir
-    for member in tar.getmembers():
-        target = (local_dir / member.name).resolve()
-        if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
-            raise LabctlError(f"Refusing the unsafe path {member.name} from the container.")
-    tar.extractall(local_dir)
+    """Unpack ``tar`` into ``local_dir`` and nowhere else: absolute paths, '..', links leading out of it and
+    device files are refused (UnsafeArchive), as a damaged or hostile machine could send any of them."""
+    try:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(local_dir, filter="data")
+            return
+        # Python without extraction filters: refuse anything that escapes local_dir, and every link
+        for member in tar.getmembers():
+            target = (local_dir / member.name).resolve()
+            if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
+                raise UnsafeArchive(f"the entry '{member.name}' leads outside the destination or is a link")
+            if not (member.isfile() or member.isdir()):
+                raise UnsafeArchive(f"the entry '{member.name}' is a special file")
+        tar.extractall(local_dir)
+    except tarfile.TarError as exc:  # tarfile's FilterError (outside destination, absolute link, ...) is one
+        raise UnsafeArchive(str(exc)) from None

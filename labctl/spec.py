@@ -63,7 +63,8 @@ class LabSpec:
     shutdown_at: str | None = None  # HH:MM; None after `validate` only with no_shutdown
     no_shutdown: bool = False
     spot: bool = False
-    yes: bool = False  # the user confirmed in advance (--yes), e.g. pinning a host key shown by fingerprint
+    yes: bool = False  # the user confirmed in advance (--yes); never the pinning of an unknown host key
+    host_key_fingerprint: str | None = None  # SHA256:... of the SSH host's key, read on the machine itself
 
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
@@ -78,6 +79,15 @@ class LabSpec:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
         if self.target != "ssh" and self.host is not None:
             raise UsageError("--host only applies to --target ssh.", hint="Add --target ssh, or drop --host.")
+        if self.host_key_fingerprint is not None:
+            if self.target != "ssh":
+                raise UsageError(
+                    "--host-key-fingerprint only applies to --target ssh (labctl makes an Azure VM's host key itself).",
+                    hint="Drop it, or use --target ssh --host user@host.",
+                )
+            from labctl.hostkeys import check_fingerprint
+
+            self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
         if self.target != "azure":
             azure_only = {
                 "--size": bool(self.sizes),

@@ -6,6 +6,7 @@ small protocol of its own, declared here and implemented in the target's module:
 - ``PowerControl``: switch the machine off without losing it, and on again (Azure: deallocate / start).
 - ``LabDiscovery``: find labs that this computer has no record of, and rebuild a record for one (Azure: tags).
 - ``UnreachableExplainer``: say why a machine does not answer when the reason is known (Azure: deallocated).
+- ``Ownership``: tell whose a lab is where several people share the place labs live (Azure: a subscription).
 
 Workflows ask ``get_target(record.target)`` and then ``as_power_control(target)``; a ``None`` means
 the target cannot, and the workflow says so in plain words instead of naming the target.
@@ -25,11 +26,14 @@ from labctl.ui import Outcome, Reporter
 __all__ = [
     "FoundLab",
     "LabDiscovery",
+    "LabOwner",
+    "Ownership",
     "PowerControl",
     "Target",
     "UnreachableExplainer",
     "as_discovery",
     "as_explainer",
+    "as_ownership",
     "as_power_control",
     "first_that_fits",
 ]
@@ -101,6 +105,7 @@ class FoundLab:
     target: str
     where: str | None
     deleting: bool = False
+    mine: bool | None = None  # made by the signed-in user; None when the lab does not say who made it
     details: dict[str, str | None] = field(default_factory=dict)  # shown by `list --json` as they are
 
 
@@ -124,6 +129,24 @@ class UnreachableExplainer(Protocol):
         ...
 
 
+@dataclass
+class LabOwner:
+    """Whose a lab is, as far as the target can tell."""
+
+    name: str | None  # who made it, in words people read (a sign-in name); None when the lab does not say
+    mine: bool  # made by the user signed in now (a lab without an owner counts as theirs when recorded here)
+    you: str  # the user signed in now, in the same words
+
+
+@runtime_checkable
+class Ownership(Protocol):
+    """Targets where colleagues' labs live side by side (Azure: one subscription), so each lab has an owner."""
+
+    def owner_of(self, record: LabRecord) -> LabOwner:
+        """Whose lab ``record`` is, compared with who is signed in now."""
+        ...
+
+
 def as_power_control(target: Target) -> PowerControl | None:
     """``target`` when it can switch machines off and on, else None."""
     return target if isinstance(target, PowerControl) else None
@@ -137,6 +160,11 @@ def as_discovery(target: Target) -> LabDiscovery | None:
 def as_explainer(target: Target) -> UnreachableExplainer | None:
     """``target`` when it can explain an unreachable machine, else None."""
     return target if isinstance(target, UnreachableExplainer) else None
+
+
+def as_ownership(target: Target) -> Ownership | None:
+    """``target`` when its labs have owners, else None (a lab on one's own SSH host or computer)."""
+    return target if isinstance(target, Ownership) else None
 
 
 C = TypeVar("C")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from labctl.errors import LabctlError
-from labctl.state import StateStore
+from labctl.state import LabRecord, StateStore
+from labctl.targets.base import Target, as_ownership
 from labctl.ui import Outcome, Reporter
 
 
@@ -29,8 +30,10 @@ def status(name: str | None, ui: Reporter) -> Outcome:
     }
     if record.host:
         data["host"] = f"{record.user}@{record.host}:{record.port}" if record.user else record.host
+    target = get_target(record.target)
     try:
-        data.update(get_target(record.target).describe(record))
+        data.update(target.describe(record))
+        data.update(_owner(target, record))
     except LabctlError as exc:
         data["error"] = exc.render()
     if data.get("power_state") not in (None, "running"):
@@ -39,6 +42,19 @@ def status(name: str | None, ui: Reporter) -> Outcome:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return Outcome(data, render(data))
+
+
+def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
+    """Who made the lab, where labs have owners; a colleague's lab says so, since changing it is refused."""
+    ownership = as_ownership(target)
+    if ownership is None:
+        return {}
+    owner = ownership.owner_of(record)
+    name = owner.name or ("you" if owner.mine else "unknown (made before labs were per person)")
+    shown = f"{name} (you)" if owner.mine and owner.name else name
+    if not owner.mine:
+        shown += f"; you are {owner.you}, so down, stop and start need --force and --confirm-name"
+    return {"owner": shown, "owner_is_you": owner.mine}
 
 
 def _hours(seconds: Any) -> str | None:
@@ -56,6 +72,7 @@ _LABELS: list[tuple[str, str]] = [
     ("name", "lab"),
     ("target", "target"),
     ("state", "state"),
+    ("owner", "owner"),
     ("region", "region"),
     ("size", "size"),
     ("gpu", "gpu"),

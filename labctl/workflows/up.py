@@ -12,8 +12,10 @@ from pathlib import Path
 from labctl.config import Settings
 from labctl.errors import UsageError
 from labctl.imageref import check_image_ref
+from labctl.locks import lab_lock
 from labctl.spec import DEFAULT_NAME, LabSpec
 from labctl.state import LabRecord, StateStore
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
 
@@ -81,6 +83,12 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     target = get_target(spec.target)
     if dry_run:
         return target.plan(spec)
+    with lab_lock(spec.name, "up", ui):
+        return _up(spec, target, ui)
+
+
+def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
+    from labctl.targets import get_target
 
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None

@@ -81,6 +81,11 @@ def arm_env(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     return fake_arm
 
 
+def lab_group(fake: FakeArm, lab: str = "lab", client_id: str | None = None) -> str:
+    """The resource group labctl makes for ``lab`` of the principal ``client_id`` (default: the usual login)."""
+    return f"labctl-{lab}-{fake.object_id(client_id).replace('-', '')[:8]}"
+
+
 def provision(name: str = "lab", *, save: object = None, **spec_fields: object) -> LabRecord:
     """Run AzureTarget.provision for a new or existing local record, as `up` does before the machine layer."""
     from labctl.spec import LabSpec

@@ -20,7 +20,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -174,8 +173,7 @@ class RbacHandlers:
         principal = ((vm or {}).get("identity") or {}).get("principalId")
         if not principal:
             return 400, {"error": "invalid_request", "error_description": "Identity not found"}, {}
-        token = "fake-mi-token-" + uuid.uuid4().hex
-        self.arm.tokens.add(token)
+        token = self.arm.issue_token(principal, "vm-identity", principal)
         self.arm.token_principals[token] = principal
         expires = int(time.time()) + 86399
         body = {

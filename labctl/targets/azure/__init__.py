@@ -16,12 +16,13 @@ from labctl.errors import LabctlError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure.record import azure_data
-from labctl.targets.base import FoundLab
+from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Outcome, Reporter
 
 
 class AzureTarget:
-    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery`` and ``UnreachableExplainer``."""
+    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery``, ``Ownership`` and
+    ``UnreachableExplainer``."""
 
     kind = "azure"
     label = "Azure"
@@ -62,7 +63,8 @@ class AzureTarget:
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
         else:
             azure = self._connect(td.get("subscription"))
-            destroy_lab(azure, record.name, td.get("resource_group") or LabNames(record.name).resource_group, ui)
+            group = td.get("resource_group") or LabNames(record.name).resource_group
+            destroy_lab(azure, record.name, group, ui, td.get("owner"))
         forget_lab_keys(record.name)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
@@ -113,6 +115,16 @@ class AzureTarget:
         from labctl.targets.azure.inventory import record_from_azure
 
         return record_from_azure(self._connect(subscription), name)
+
+    # Ownership
+
+    def owner_of(self, record: LabRecord) -> LabOwner:
+        from labctl.targets.azure.inventory import owner_of
+
+        td = azure_data(record)
+        if td.get("resource_group") is None and td.get("owner") is None and self._azure is None:
+            return LabOwner(None, True, "you")  # `up` stopped before Azure: nothing there to be anyone's
+        return owner_of(self._connect(td.get("subscription")), record)
 
     # UnreachableExplainer
 

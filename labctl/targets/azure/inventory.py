@@ -7,37 +7,41 @@ from datetime import datetime, timezone
 from typing import Any
 
 from labctl.catalog import SIZES
-from labctl.errors import LabctlError, NotFound
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, finish
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
 from labctl.targets.azure.record import azure_data
-from labctl.targets.base import FoundLab
+from labctl.targets.base import FoundLab, LabOwner
 
 
 def find_labs(azure: Azure) -> list[FoundLab]:
-    """Every labctl lab in the subscription, from the tags on resource groups."""
+    """Every labctl lab in the subscription, from the tags on resource groups, each with its owner."""
     flt = f"tagName eq '{settings.TAG_CREATED_BY}' and tagValue eq '{settings.CREATED_BY}'"
     labs = []
     with arm("listing labctl's resource groups"):
         groups = [g.as_dict() for g in azure.resources.resource_groups.list(filter=flt)]
+    me = azure.principal.oid.lower()
     for group in groups:
         tags = group.get("tags") or {}
         name = tags.get(settings.TAG_LAB)
         if not name:
             continue
+        owner = tags.get(settings.TAG_OWNER)
         labs.append(
             FoundLab(
                 name=name,
                 target="azure",
                 where=group.get("location"),
                 deleting=(group.get("properties") or {}).get("provisioningState") == "Deleting",
+                mine=None if owner is None else owner.lower() == me,
                 details={
                     "subscription": azure.subscription_id,
                     "resource_group": group.get("name"),
-                    "creator": tags.get(settings.TAG_CREATOR),
+                    "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
+                    "owner_id": owner,
                     "created_at": tags.get(settings.TAG_CREATED_AT),
                 },
             )
@@ -46,22 +50,57 @@ def find_labs(azure: Azure) -> list[FoundLab]:
 
 
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
-    """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone."""
-    for lab in find_labs(azure):
-        if lab.name == name:
-            record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
-            record.status = "found-in-azure"
-            td = azure_data(record)
-            td["subscription"] = azure.subscription_id
-            td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
-            td["vm_name"] = LabNames(name).vm
-            if lab.where:
-                td["region"] = lab.where
-            return record
-    raise NotFound(
-        f"There is no lab named '{name}' on this computer or in subscription {azure.subscription_id}.",
-        hint="'labctl list' shows the labs labctl can find.",
-    )
+    """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone.
+
+    The signed-in user's own lab of that name comes first; a colleague's is returned with its owner recorded,
+    so that acting on it is refused unless forced and confirmed.
+    """
+    found = [lab for lab in find_labs(azure) if lab.name == name]
+    found.sort(key=lambda lab: {True: 0, None: 1, False: 2}[lab.mine])
+    theirs = [lab for lab in found if lab.mine is False]
+    if found and found[0].mine is False and len(theirs) > 1:
+        owners = ", ".join(f"{lab.details.get('owner')} ({lab.details.get('resource_group')})" for lab in theirs)
+        raise UsageError(
+            f"You have no lab named '{name}' in subscription {azure.subscription_id}; colleagues have: {owners}.",
+            hint="labctl acts on your own labs ('labctl list' shows whose is whose); their owners can remove theirs.",
+        )
+    if not found:
+        raise NotFound(
+            f"There is no lab named '{name}' on this computer or in subscription {azure.subscription_id}.",
+            hint="'labctl list' shows the labs labctl can find.",
+        )
+    lab = found[0]
+    record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
+    record.status = "found-in-azure"
+    td = azure_data(record)
+    td["subscription"] = azure.subscription_id
+    td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
+    td["vm_name"] = LabNames(name).vm
+    if lab.details.get("owner_id"):
+        td["owner"] = str(lab.details["owner_id"])
+        td["owner_name"] = str(lab.details.get("owner") or lab.details["owner_id"])
+    if lab.where:
+        td["region"] = lab.where
+    return record
+
+
+def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
+    """Whose lab ``record`` is: the owner recorded, else the resource group's tag, compared with who is signed in.
+
+    A lab made before labs were per person has no owner: it counts as the user's when this computer recorded
+    it, and as nobody's known (so not theirs) when it was only found in Azure.
+    """
+    td = azure_data(record)
+    oid, name = td.get("owner"), td.get("owner_name")
+    if oid is None and td.get("resource_group"):
+        with arm("reading the lab's resource group"):
+            group = get_or_none(lambda: azure.resources.resource_groups.get(td.get("resource_group")))
+        tags = (group or {}).get("tags") or {}
+        oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
+    me = azure.principal
+    if oid is None:
+        return LabOwner(None, record.status != "found-in-azure", me.name)
+    return LabOwner(name or oid, oid.lower() == me.oid.lower(), me.name)
 
 
 _FRACTION_RE = re.compile(r"\.(\d+)")
@@ -143,5 +182,5 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        (ops.begin_start if on else ops.begin_deallocate)(rg, vm_name).result()
+        finish((ops.begin_start if on else ops.begin_deallocate)(rg, vm_name))
     return describe_lab(azure, record)
