@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 HERE = Path(__file__).parent
 FILES = {
     ("Virtual Machines", "eastus", "Standard_NC4as_T4_v3"): "retail_prices_vm_eastus_nc4as_t4_v3.json",
+    ("Virtual Machines", "eastus", "Standard_D4s_v5"): "retail_prices_vm_eastus_d4s_v5.json",
     ("Storage", "eastus", "P15 LRS"): "retail_prices_disk_eastus_p15.json",
     ("Virtual Network", "eastus", "Standard"): "retail_prices_ip_eastus.json",
 }
