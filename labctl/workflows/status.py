@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from labctl.errors import LabctlError
-from labctl.state import StateStore
+from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
@@ -33,12 +33,31 @@ def status(name: str | None, ui: Reporter) -> Outcome:
         data.update(get_target(record.target).describe(record))
     except LabctlError as exc:
         data["error"] = exc.render()
+    data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return Outcome(data, render(data))
+
+
+def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
+    """From the idle agent's own files on the machine: how long idle, when the stop is due, its last decision."""
+    from labctl.idlehost import read_facts
+    from labctl.labhost import machine_for
+    from labctl.ui import PlainReporter
+
+    if not record.idle.get("installed"):
+        why = record.idle.get("why_not")
+        return {"idle_agent": f"not installed ({why})"} if why else {}
+    if not data.get("reachable"):
+        return {}
+    try:
+        with machine_for(record, PlainReporter(quiet=True)) as machine:
+            return read_facts(machine)
+    except LabctlError as exc:
+        return {"idle_agent": f"unreadable ({exc.message})"}
 
 
 def _hours(seconds: Any) -> str | None:
@@ -64,8 +83,15 @@ _LABELS: list[tuple[str, str]] = [
     ("host", "address"),
     ("uptime", "up for"),
     ("price", "cost per hour"),
-    ("spend", "spent since start"),
+    ("spend", "spent since created"),
+    ("budget_left", "budget left"),
+    ("price_source", "prices from"),
     ("shutdown_at", "auto-shutdown"),
+    ("idle_agent", "idle stop"),
+    ("idle_window", "idle stop after"),
+    ("idle_for", "idle for"),
+    ("idle_stop_due", "stop due"),
+    ("idle_last_decision", "last idle check"),
     ("container", "container"),
     ("health", "container health"),
     ("jupyter", "jupyter"),
@@ -80,7 +106,15 @@ def render(data: dict[str, Any]) -> str:
     shown = dict(data)
     shown["uptime"] = _hours(data.get("uptime_seconds"))
     shown["price"] = _money(data.get("usd_per_hour"))
-    shown["spend"] = _money(data.get("spend_so_far_usd"))
+    spent = _money(data.get("spend_so_far_usd"))
+    shown["spend"] = f"{spent} (estimate)" if spent else None
+    shown["budget_left"] = _money(data.get("budget_left_usd"))
+    minutes = data.get("idle_stop_minutes")
+    if isinstance(minutes, (int, float)):
+        shown["idle_window"] = f"{minutes:g} min" if minutes else "off"
+    shown["idle_for"] = _hours(data.get("idle_for_seconds"))
+    if data.get("idle_last_decision") and data.get("idle_checked_at"):
+        shown["idle_last_decision"] = f"{data['idle_last_decision']} (at {data['idle_checked_at']})"
     if data.get("gpu") is True:
         shown["gpu"] = "yes"
     rows = [(label, shown[key]) for key, label in _LABELS if shown.get(key) not in (None, "", False)]
