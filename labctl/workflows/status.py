@@ -18,7 +18,8 @@ from labctl.ui import Outcome, Reporter
 def status(name: str | None, ui: Reporter) -> Outcome:
     from labctl.targets import get_target
 
-    record = StateStore().resolve(name)
+    store = StateStore()
+    record = store.resolve(name)
     data: dict[str, Any] = {
         "name": record.name,
         "target": record.target,
@@ -33,6 +34,7 @@ def status(name: str | None, ui: Reporter) -> Outcome:
         data.update(get_target(record.target).describe(record))
     except LabctlError as exc:
         data["error"] = exc.render()
+    store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
