@@ -28,7 +28,7 @@ from labctl.cli import app
 from labctl.state import StateStore
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
-from tests.fakearm.retail_prices import RetailPrices
+from tests.fakearm.retail_prices import D4S_V5, RetailPrices
 from tests.support.fake_vm import serve_vms
 from tests.support.sshd import SSHServer, free_port, sshd_unavailable
 
@@ -48,7 +48,7 @@ def _clean_machine() -> None:
 
 @pytest.fixture
 def prices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RetailPrices]:
-    server = RetailPrices().start()
+    server = RetailPrices(more=D4S_V5).start()
     monkeypatch.setenv("LABCTL_PRICES_URL", server.url)
     monkeypatch.setenv("LABCTL_CACHE_DIR", str(tmp_path / "cache"))
     yield server

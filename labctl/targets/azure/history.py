@@ -13,8 +13,14 @@ from typing import Any
 
 from labctl.spend import BILLED_STATES, UNBILLED_STATES, Interval, SpendEstimate, allocated_seconds, estimate
 from labctl.state import LabRecord, now_iso
-from labctl.targets.azure.inventory import parse_time
 from labctl.targets.azure.record import azure_data
+
+
+def parse_time(text: str) -> datetime:
+    """Times as labctl writes them (ISO 8601 with an offset; ARM's are normalised before they are noted)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
 
 TAG_HISTORY = "labctl-allocated"  # "<seconds allocated in closed intervals>;<ISO start of the open one or ->"
 
@@ -30,7 +36,8 @@ def events(record: LabRecord) -> list[list[str]]:
 
 
 def note(record: LabRecord, state: str, when: str | None = None) -> bool:
-    """Record a power state seen or caused at ``when``; True when it changed whether compute is billed."""
+    """Record a power state seen or caused at ``when`` (ISO 8601 with an offset); True when it changed whether
+    compute is billed."""
     billed = _billed(state)
     history = events(record)
     if billed is None or (history and _billed(history[-1][1]) == billed):

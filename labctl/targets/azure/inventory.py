@@ -113,7 +113,8 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     entry = SIZES.get(size.lower())
     from labctl.targets.azure import history
 
-    if history.note(record, power, since):  # a change labctl did not make: the idle agent, the schedule
+    noticed = parse_time(since).isoformat() if since else None
+    if history.note(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
         history.save_tag(azure, record)
     started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
