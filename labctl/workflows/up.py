@@ -108,6 +108,7 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     spec = build_spec(asked)
     target = get_target(spec.target)
     if dry_run:
+        _idle_rules(spec, LabRecord(name=spec.name, target=spec.target), target)
         return target.plan(spec)
 
     store = StateStore()

@@ -42,10 +42,20 @@ class AzureTarget:
         return self._azure
 
     def plan(self, spec: LabSpec) -> Outcome:
+        from labctl.targets.azure.history import plan_money
         from labctl.targets.azure.plan import make_plan
 
         plan = make_plan(spec)
-        return Outcome(plan.to_json(), plan.render())
+        data, text = plan.to_json(), plan.render()
+        try:
+            money, lines = plan_money(spec, plan.regions[0], plan.sizes[0].name)
+        except LabctlError as exc:  # no price anywhere: the plan still stands
+            money, lines = (
+                {"price_source": f"price unknown ({exc.message})"},
+                [f"  prices:         unknown ({exc.message})"],
+            )
+        data.update(money)
+        return Outcome(data, "\n".join([text, *lines]))
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         from labctl.targets.azure.provision import Provisioner

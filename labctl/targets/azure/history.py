@@ -114,3 +114,28 @@ def save_tag(azure: Any, record: LabRecord) -> None:
             azure.resources.resource_groups.create_or_update(rg, group)
     except LabctlError:
         pass
+
+
+def plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[str]]:
+    """What `up --dry-run` adds about money: the idle stop, the budget and which prices it used."""
+    from labctl.pricing import lab_prices
+
+    window = float(spec.idle_stop or 0)
+    facts: dict[str, Any] = {"idle_stop_minutes": window, "budget_usd": spec.budget}
+    lines = []
+    if window or spec.budget is not None:
+        lines.append(
+            "  idle stop:      "
+            + (f"after {window:g} idle minutes" if window else "off")
+            + (f", or once ${spec.budget:.2f} is spent" if spec.budget is not None else "")
+            + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it"
+        )
+        lines.append("                  (giving it that role needs Owner or User Access Administrator; checked first)")
+    else:
+        lines.append("  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM")
+    prices = lab_prices(region, size, timeout=5.0)
+    payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
+    facts.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
+    cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
+    lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for disk and IP; from {prices.source}")
+    return facts, lines
