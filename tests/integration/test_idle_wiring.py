@@ -197,3 +197,51 @@ def test_the_assignment_waits_for_the_new_identity_to_replicate(arm_env: FakeArm
     assert fault.hits == 2 and record.idle.get("granted") is True
     [assignment] = arm_env.role_assignments.values()
     assert assignment["properties"]["scope"].endswith("/virtualMachines/" + record.target_data["vm_name"])
+
+
+@pytest.fixture
+def ssh_lab(
+    lab_name: str, sshd: tuple[SSHServer, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    _clean_machine()
+    yield lab_name
+    _clean_machine()
+
+
+def test_an_ssh_host_gets_the_agent_only_when_asked_and_in_the_action_asked_for(
+    ssh_lab: str, sshd: tuple[SSHServer, Any], lab_image: str
+) -> None:
+    import pwd
+
+    server, client = sshd
+    host = f"{server.user}@{server.host}:{server.port}"
+    args = ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", ssh_lab, "--yes"]
+    plain = _cli(*args)
+    assert plain.exit_code == 0, plain.output
+    assert not Path(idle.CONFIG_PATH).exists(), "a machine labctl did not make gets no agent unasked"
+
+    asked = _cli(*args, "--idle-stop", "5", "--idle-action", "shutdown")
+    assert asked.exit_code == 0, asked.output
+    assert "Idle agent (shutdown): stops the lab after 5 idle minutes" in asked.stdout
+    config = _config()
+    assert config["mode"] == "shutdown" and config["window_minutes"] == 5 and config["ssh_port"] == server.port
+    assert _cli("idle-stop", "-n", ssh_lab, "off").exit_code == 0
+    assert _config()["window_minutes"] == 0
+
+    # labctl's own connections marked themselves in the login user's home, for the agent to leave them out.
+    marks = Path(pwd.getpwnam(server.user).pw_dir) / idle.SSH_MARKS
+    assert marks.is_dir() and any(marks.iterdir())
+    assert _cli("down", "-n", ssh_lab, "--yes").exit_code == 0
+
+
+def test_this_computer_gets_no_agent_and_is_told_why(lab_name: str, lab_image: str) -> None:
+    made = _cli("up", "--target", "local", "-n", lab_name, "--idle-stop", "5")
+    assert made.exit_code == 0, made.output
+    assert "No idle stop: labctl installs no idle agent on this computer" in made.output
+    shown = _cli("status", "-n", lab_name)
+    assert "not installed (labctl installs no idle agent on this computer" in shown.stdout
+    refused = _cli("idle-stop", "-n", lab_name, "10")
+    assert refused.exit_code != 0 and "this computer" in refused.output
+    assert _cli("down", "-n", lab_name, "--yes").exit_code == 0
