@@ -105,7 +105,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     prices: RetailPrices,
     lab: str,
 ) -> None:
-    up = _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes", "--idle-stop", "45", "--budget", "5")
+    up = _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes", "--idle-stop", "45", "--budget", "500")
     assert up.exit_code == 0, up.output
     assert "Idle agent (azure): stops the lab after 45 idle minutes" in up.stdout
     record = StateStore().load(lab)
@@ -129,7 +129,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     for unit in idle.UNITS:
         assert (Path(idle.SYSTEMD_DIR) / unit).is_file()
     config = _config()
-    assert config["mode"] == "azure" and config["window_minutes"] == 45 and config["budget_usd"] == 5
+    assert config["mode"] == "azure" and config["window_minutes"] == 45 and config["budget_usd"] == 500
     assert config["container"] == record.container_name and config["arm_url"] == arm_env.url
     assert config["usd_per_hour"] == 0.192  # the price table's Linux pay-as-you-go D4s v5, not Windows or Spot
 
@@ -147,7 +147,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     assert facts["idle_agent"] == "azure" and facts["idle_stop_minutes"] == 20
     assert facts["idle_last_decision"] == "idle 0s of 20m" and facts["idle_stop_due"]
     assert facts["price_source"].startswith("Azure Retail Prices API")
-    assert 0 <= facts["spend_so_far_usd"] < 0.1 and 4.9 < facts["budget_left_usd"] <= 5
+    assert 0 <= facts["spend_so_far_usd"] < 0.1 and 499.9 < facts["budget_left_usd"] <= 500
     text = _cli("status", "--name", lab).stdout
     assert "(estimate)" in text and "stop due" in text and "last idle check" in text
 
@@ -165,6 +165,16 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     assert [state for _, state in events] == ["running", "deallocated"]
     group = arm_env.groups[record.target_data["resource_group"].lower()]
     assert group["tags"]["labctl-allocated"].endswith(";-")  # the history survives a lost state file
+
+    # A budget already spent: `start` brings the VM back but says the agent will stop it again.
+    spent = StateStore().load(lab)
+    spent.idle["budget_usd"] = 0.0001
+    StateStore().save(spent)
+    started = _cli("start", "--name", lab)
+    assert started.exit_code == 0, started.output
+    assert "has spent its budget" in started.output and "stops it again within minutes" in started.output
+    events = StateStore().load(lab).target_data["power_events"]
+    assert [state for _, state in events] == ["running", "deallocated", "running"]
 
     down = _cli("down", "--name", lab, "--yes", "--force")
     assert down.exit_code == 0, down.output
