@@ -45,6 +45,7 @@ SIZE_TABLE: dict[str, tuple[int, float, str, int]] = {
     "Standard_NC4as_T4_v3": (4, 28, "standardNCASv3_T4Family", 1),
     "Standard_NC8as_T4_v3": (8, 56, "standardNCASv3_T4Family", 1),
     "Standard_NC24ads_A100_v4": (24, 220, "StandardNCADSA100v4Family", 1),
+    "Standard_NV6ads_A10_v5": (6, 55, "StandardNVADSA10v5Family", 1),  # not in labctl's catalog
 }
 DEFAULT_REGIONS = ("eastus", "eastus2", "westus2", "westus3", "westeurope", "northeurope")
 DSVM = ("microsoft-dsvm", "ubuntu-2204", "2204-gen2")

@@ -255,3 +255,12 @@ def test_this_computer_gets_no_agent_and_is_told_why(lab_name: str, lab_image: s
     refused = _cli("idle-stop", "-n", lab_name, "10")
     assert refused.exit_code != 0 and "this computer" in refused.output
     assert _cli("down", "-n", lab_name, "--yes").exit_code == 0
+
+
+def test_a_size_the_subscription_offers_is_taken_even_when_the_catalog_lacks_it(arm_env: FakeArm) -> None:  # noqa: F811
+    record = provision("lab", sizes=["NV6ads_A10_v5"], allow_ip="127.0.0.1/32")
+    [vm_id] = arm_env.resource_ids("virtualMachines")
+    assert (arm_env.get(vm_id) or {})["properties"]["hardwareProfile"]["vmSize"] == "Standard_NV6ads_A10_v5"
+    assert record.gpu is True and record.target_data["usd_per_hour"] == 0.0  # shape from the SKU; price unknown
+    missing = _cli("up", "--name", "other", "--size", "Standard_NV9zz_v9", "--allow-ip", "127.0.0.1/32")
+    assert missing.exit_code != 0 and "Standard_NV9zz_v9 is not offered in eastus" in missing.output
