@@ -3,7 +3,9 @@
 Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacity refusals as NoCapacity),
 ``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
 bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
-``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``).
+``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``),
+``idlerole`` (the VM identity's idle-stop role and the check that the user may grant it), ``history`` (the power
+history behind the spend, and the plan's money lines).
 The Azure SDK is imported lazily.
 """
 
