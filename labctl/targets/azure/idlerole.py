@@ -11,6 +11,7 @@ names come from :mod:`labctl.idle`; the calls go through the resources client's 
 from __future__ import annotations
 
 import fnmatch
+import json
 import time
 from typing import Any
 
@@ -36,8 +37,6 @@ def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = Non
     if response.status_code >= 400:
         raise HttpResponseError(response=response, error_format=ARMErrorFormat)
     text = response.text()
-    import json
-
     return response.status_code, json.loads(text) if text else None
 
 
