@@ -131,6 +131,16 @@ def up_cmd(
     ] = None,
     no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
+    idle_stop: Annotated[
+        str | None,
+        typer.Option("--idle-stop", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."),
+    ] = None,
+    idle_action: Annotated[
+        str, typer.Option("--idle-action", help="stop (the default) or shutdown (power an SSH host off).")
+    ] = "stop",
+    budget: Annotated[
+        str | None, typer.Option("--budget", help="US dollars since creation after which the VM stops itself.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and create nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
@@ -160,6 +170,9 @@ def up_cmd(
             spot=spot,
             yes=yes,
             host_key_fingerprint=host_key_fingerprint,
+            idle_stop=idle_stop,  # type: ignore[arg-type]  # text until build_spec parses it
+            idle_action=idle_action,
+            budget=budget,  # type: ignore[arg-type]
         )
         return up(asked, ui, dry_run=dry_run)
 
@@ -183,6 +196,22 @@ def down_cmd(
         from labctl.workflows.down import DownOptions, down
 
         return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name), ui)
+
+    _run(go, as_json)
+
+
+@app.command("idle-stop")
+def idle_stop_cmd(
+    minutes: Annotated[str, typer.Argument(help="Minutes idle before the lab stops itself, or 'off'.")],
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there)."""
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.idle import set_idle_stop
+
+        return set_idle_stop(name, minutes, ui)
 
     _run(go, as_json)
 

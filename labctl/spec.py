@@ -65,6 +65,10 @@ class LabSpec:
     spot: bool = False
     yes: bool = False  # the user confirmed in advance (--yes); never the pinning of an unknown host key
     host_key_fingerprint: str | None = None  # SHA256:... of the SSH host's key, read on the machine itself
+    idle_stop: float | None = None  # minutes idle before the lab stops; 0: off; None: the target's default
+    idle_explicit: bool = False  # idle_stop was asked for (flag, variable, config), not a default
+    idle_action: str = "stop"  # stop (deallocate on Azure, the container elsewhere) or shutdown (an SSH host)
+    budget: float | None = None  # USD since creation, after which the machine stops itself
 
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
@@ -95,6 +99,7 @@ class LabSpec:
                 "--subscription": self.subscription is not None,
                 "--allow-ip": self.allow_ip is not None,
                 "--spot": self.spot,
+                "--budget": self.budget is not None,
             }
             used = [flag for flag, given in azure_only.items() if given]
             if used:
@@ -103,6 +108,16 @@ class LabSpec:
                     f"not to --target {self.target}.",
                     hint="Drop them, or use --target azure.",
                 )
+        if self.idle_action not in ("stop", "shutdown"):
+            raise UsageError(
+                f"--idle-action '{self.idle_action}' is not an action labctl knows.",
+                hint="Use 'stop' (the default) or 'shutdown' (power an SSH host off).",
+            )
+        if self.idle_action == "shutdown" and self.target != "ssh":
+            raise UsageError(
+                f"--idle-action shutdown applies to --target ssh only, not to --target {self.target}.",
+                hint="On Azure the idle stop deallocates the VM (an OS shutdown would keep billing); drop it.",
+            )
         if self.shutdown_at is not None and not _HHMM.match(self.shutdown_at):
             raise UsageError(
                 f"--shutdown-at '{self.shutdown_at}' is not a time of day.",

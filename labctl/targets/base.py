@@ -7,6 +7,8 @@ small protocol of its own, declared here and implemented in the target's module:
 - ``LabDiscovery``: find labs that this computer has no record of, and rebuild a record for one (Azure: tags).
 - ``UnreachableExplainer``: say why a machine does not answer when the reason is known (Azure: deallocated).
 - ``Ownership``: tell whose a lab is where several people share the place labs live (Azure: a subscription).
+- ``IdleStop``: let the machine switch itself off when idle, with rights of its own (Azure: the VM's managed
+  identity holds a role that may only read and deallocate that VM). Elsewhere the idle agent stops the container.
 
 Workflows ask ``get_target(record.target)`` and then ``as_power_control(target)``; a ``None`` means
 the target cannot, and the workflow says so in plain words instead of naming the target.
@@ -25,6 +27,7 @@ from labctl.ui import Outcome, Reporter
 
 __all__ = [
     "FoundLab",
+    "IdleStop",
     "LabDiscovery",
     "LabOwner",
     "Ownership",
@@ -33,6 +36,7 @@ __all__ = [
     "UnreachableExplainer",
     "as_discovery",
     "as_explainer",
+    "as_idle_stop",
     "as_ownership",
     "as_power_control",
     "first_that_fits",
@@ -144,6 +148,22 @@ class Ownership(Protocol):
 
     def owner_of(self, record: LabRecord) -> LabOwner:
         """Whose lab ``record`` is, compared with who is signed in now."""
+
+
+@runtime_checkable
+class IdleStop(Protocol):
+    """Machines that can switch themselves off when idle, with their own narrowly scoped rights.
+
+    ``provision`` sets the rights up when ``spec.idle_stop`` asks for it, checking first (before anything is
+    created) that the user may grant them; where not, a default window is dropped with a warning and an asked-for
+    one is refused, so the machine never holds half of them. ``destroy`` removes them with the lab.
+    """
+
+    default_idle_minutes: float  # the window `up` uses when none is asked for
+
+    def idle_agent(self, record: LabRecord) -> dict[str, Any]:
+        """The target's part of the agent's config (mode, endpoints, prices); LabctlError when the machine has
+        no rights to switch itself off (the reason, and what to ask for)."""
         ...
 
 
@@ -155,6 +175,11 @@ def as_power_control(target: Target) -> PowerControl | None:
 def as_discovery(target: Target) -> LabDiscovery | None:
     """``target`` when it can find labs without local records, else None."""
     return target if isinstance(target, LabDiscovery) else None
+
+
+def as_idle_stop(target: Target) -> IdleStop | None:
+    """``target`` when its machines can switch themselves off when idle, else None."""
+    return target if isinstance(target, IdleStop) else None
 
 
 def as_explainer(target: Target) -> UnreachableExplainer | None:

@@ -76,7 +76,9 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
     record = StateStore().resolve(opts.name)
     token = _ready(record)
 
-    with machine_for(record, ui, wait=30.0) as machine:
+    # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
+    # not stop itself while `open` is attached (its daily auto-shutdown still applies).
+    with machine_for(record, ui, wait=30.0, mark=False) as machine:
         if not machine.needs_tunnel:
             port = record.jupyter_port
             check_jupyter(port, token)

@@ -48,6 +48,13 @@ def start(name: str | None, ui: Reporter, override: Override | None = None) -> O
         info = power.power_on(record)
     record.status = "ready"
     store.save(record)
+    left = info.get("budget_left_usd")
+    if isinstance(left, (int, float)) and left <= 0:
+        ui.warn(
+            f"Lab '{record.name}' has spent its budget (${record.idle.get('budget_usd', 0):.2f}; "
+            f"${-left:.2f} over): its idle agent stops it again within minutes. Raise it with "
+            f"'labctl up{_flag(record)} --budget USD' or delete the lab with 'labctl down{_flag(record)}'."
+        )
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same address and keys."

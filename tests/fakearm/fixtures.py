@@ -64,6 +64,8 @@ def fast_env(fake: FakeArm, home: Path) -> dict[str, str]:
         LABCTL_RETRY_AFTER_MAX="5",
         HOME=str(home),  # no az CLI cache or other login of the person running the tests
         TZ="Europe/Berlin",
+        # No price list here: the fake answers 404, so prices come from labctl's catalog unless a test serves some.
+        LABCTL_PRICES_URL=f"{fake.url}/api/retail/prices",
     )
     return env
 

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
-from tests.fakearm.rbac import RBAC_ROUTES, RbacHandlers, covers, permitted, required
+from tests.fakearm.rbac import BUILTIN_ROLES, RBAC_ROUTES, RbacHandlers, covers, permitted, required, role_allows
 from tests.fakearm.shapes import SIZE_TABLE, WINDOWS_TIME_ZONES, sku_json
 from tests.fakearm.tls import make_certificates
 
@@ -133,6 +133,7 @@ class FakeArm:
         self.token_principals: dict[str, str] = {}  # managed-identity token -> principal id
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
+        self.caller_role = "Owner"  # the user login's built-in role on the subscription (rbac.BUILTIN_ROLES)
         self.faults: list[Fault] = []
         # resource type -> the api-versions accepted for it (see tests/fakearm/apiversions.py)
         self.api_versions: dict[str, frozenset[str]] = dict(API_VERSIONS)
@@ -582,9 +583,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def _check_identity(self, handler: str, method: str, m: dict[str, str]) -> None:
         """A managed identity's token does only what its role assignments allow, as in Azure."""
         principal = self.arm.token_principals.get(self.headers.get("Authorization", "")[7:])
-        if principal is None:
-            return
         action, scope = required(handler, method, m, TYPE_NAMES)
+        if principal is None:
+            if not role_allows({"properties": {"permissions": BUILTIN_ROLES[self.arm.caller_role]}}, action):
+                who = self.arm.client_id
+                raise ArmError(
+                    403,
+                    "AuthorizationFailed",
+                    f"The client '{who}' with object id '{who}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                )
+            return
         if not permitted(self.arm, principal, action, scope):
             raise ArmError(
                 403,

@@ -43,6 +43,7 @@ def find_labs(azure: Azure) -> list[FoundLab]:
                     "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
                     "owner_id": owner,
                     "created_at": tags.get(settings.TAG_CREATED_AT),
+                    "power_history": tags.get("labctl-allocated"),
                 },
             )
         )
@@ -81,6 +82,9 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
         td["owner_name"] = str(lab.details.get("owner") or lab.details["owner_id"])
     if lab.where:
         td["region"] = lab.where
+    from labctl.targets.azure import history
+
+    history.restore(record, lab.details.get("power_history"), record.created_at)
     return record
 
 
@@ -146,6 +150,11 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     power, since = _power_state(view)
     size = str(vm["properties"]["hardwareProfile"]["vmSize"])
     entry = SIZES.get(size.lower())
+    from labctl.targets.azure import history
+
+    noticed = parse_time(since).isoformat() if since else None
+    if history.note(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
+        history.save_tag(azure, record)
     started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
     if power == "running" and started:
@@ -154,6 +163,9 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         except ValueError:
             uptime = None
     price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) if entry else None)
+    spent = _spend(record, str(vm.get("location") or td.get("region")), size)
+    if spent.get("compute_per_hour_usd") is not None:
+        price = spent["compute_per_hour_usd"]
     return {
         "power_state": power,
         "public_ip": ((pip or {}).get("properties") or {}).get("ipAddress"),
@@ -163,11 +175,34 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         "usd_per_hour": price if power == "running" else 0.0,
         "usd_per_hour_when_running": price,
         "uptime_seconds": uptime,
-        "spend_so_far_usd": round(uptime / 3600 * price, 2) if uptime and price else None,
         "shutdown_at": td.get("shutdown_at"),
+        **spent,
         "spot": bool(td.get("spot")),
         "resource_group": rg,
     }
+
+
+def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
+    """The estimated cost since creation (compute while allocated, disk and IP throughout) and its prices' source."""
+    from labctl.errors import LabctlError
+    from labctl.pricing import lab_prices
+    from labctl.targets.azure import history
+
+    try:
+        prices = lab_prices(region, size)
+        spent = history.lab_spend(record, prices)
+    except (LabctlError, ValueError) as exc:
+        return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
+    budget = record.idle.get("budget_usd")
+    facts: dict[str, Any] = {
+        "spend_so_far_usd": round(spent.total_usd, 2),
+        "spend": spent.to_json(),
+        "compute_per_hour_usd": prices.compute_per_hour(bool(azure_data(record).get("spot"))),
+        "price_source": prices.source,
+    }
+    if isinstance(budget, (int, float)):
+        facts["budget_left_usd"] = round(float(budget) - spent.total_usd, 2)
+    return facts
 
 
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
@@ -183,4 +218,8 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
         finish((ops.begin_start if on else ops.begin_deallocate)(rg, vm_name))
+    from labctl.targets.azure import history
+
+    history.note(record, "running" if on else "deallocated")
+    history.save_tag(azure, record)
     return describe_lab(azure, record)

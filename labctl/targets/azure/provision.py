@@ -109,10 +109,67 @@ class Provisioner:
         group = azure_data(self.record).get("resource_group")
         self.names = self.plan.names = LabNames(self.spec.name, group) if group else self._own_names(azure)
         self.ids = Ids(azure.subscription_id, self.names)
+        self.idle_rights = self._check_idle_rights()
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
         self._fill_record(choice)
+        if self.idle_rights:
+            self._grant_idle_stop()
         return self.record
+
+    def _check_idle_rights(self) -> bool:
+        """Whether the VM gets an identity and its idle-stop role; asked before anything is created."""
+        from labctl import idle
+        from labctl.targets.azure.idlerole import missing_grant_rights
+
+        assert self.azure is not None
+        wanted = bool(self.spec.idle_stop) or self.spec.budget is not None
+        self.record.idle.pop("why_not", None)
+        if not wanted:
+            return False
+        missing = missing_grant_rights(self.azure, self.names.resource_group)
+        if not missing:
+            return True
+        why = (
+            f"Idle stop needs the VM's own identity to hold a role that may deallocate it, and giving it one "
+            f"needs {' and '.join(missing)} in subscription {self.azure.subscription_id}, which your login lacks."
+        )
+        if self.spec.idle_explicit or self.spec.budget is not None:
+            raise LabctlError(
+                f"{why} Nothing was created.",
+                hint=f"{idle.ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
+                "auto-shutdown alone.",
+            )
+        self.ui.warn(
+            f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "
+            f"{idle.ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
+        )
+        self.record.idle["why_not"] = (
+            "your Azure login may not assign roles (Owner or User Access Administrator is needed)"
+        )
+        return False
+
+    def _grant_idle_stop(self) -> None:
+        """The VM's identity gets the role that may read and deallocate this VM alone."""
+        from labctl.targets.azure.idlerole import grant
+
+        assert self.azure is not None
+        azure, rg = self.azure, self.names.resource_group
+        with arm("reading the VM's identity"):
+            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm)) or {}
+        principal = (vm.get("identity") or {}).get("principal_id") or (vm.get("identity") or {}).get("principalId")
+        if not principal:
+            self.ui.warn(
+                f"The VM {self.names.vm} was made without an identity, so it cannot stop itself when idle; its daily "
+                f"auto-shutdown stays. 'labctl down --name {self.names.lab}' and 'labctl up' again to add idle stop."
+            )
+            self.record.idle["why_not"] = "the VM was created without a managed identity"
+            return
+        rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
+        with self.ui.step("Idle stop: a role that may only deallocate this VM, for the VM's own identity"):
+            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui)
+        self.record.idle["granted"] = True
+        self.save(self.record)
 
     def _login(self) -> Azure:
         plan = self.plan
@@ -365,6 +422,7 @@ class Provisioner:
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
             trusted_launch=choice.trusted_launch,
+            identity=self.idle_rights,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)
@@ -376,6 +434,9 @@ class Provisioner:
             except NoCapacity:
                 self._remove_failed_vm()
                 raise
+        from labctl.targets.azure import history
+
+        history.note(record, "running")
         self.save(record)
 
     def _remove_failed_vm(self) -> None:
@@ -440,4 +501,7 @@ class Provisioner:
                 "started_at": td.get("started_at") or now_iso(),
             }
         )
+        from labctl.targets.azure import history
+
+        history.save_tag(azure, record)
         self.save(record)

@@ -29,6 +29,7 @@ class AzureData(TypedDict, total=False):
     shutdown_time_zone: str | None
     owner: str  # the object id of the principal that made the lab (tag labctl-owner)
     owner_name: str  # its sign-in or application name
+    power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
 
 
 def azure_data(record: LabRecord) -> AzureData:
