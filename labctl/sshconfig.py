@@ -22,7 +22,7 @@ from pathlib import Path
 
 from labctl.errors import UsageError
 from labctl.hostkeys import normalize
-from labctl.state import validate_lab_name
+from labctl.state import LabRecord, validate_lab_name
 
 ALIAS_PREFIX = "labctl-"
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
@@ -102,6 +102,30 @@ class HostEntry:
         return self
 
 
+def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
+    """The entry for a lab's record; the Jupyter forward uses the same port here as on the machine by default."""
+    if not record.host:
+        raise UsageError(
+            f"Lab '{record.name}' runs on this computer; there is no machine to reach over SSH.",
+            hint=f"For a shell in the lab container: docker exec -it {ALIAS_PREFIX}{record.name} bash",
+        )
+    if not record.ssh_key_path or not record.host_key or not record.user:
+        raise UsageError(
+            f"Lab '{record.name}' does not record how to reach its machine yet.",
+            hint="Run 'labctl up' for it again to finish creating it.",
+        )
+    return HostEntry(
+        lab=record.name,
+        host=record.host,
+        port=record.port,
+        user=record.user,
+        identity_file=Path(record.ssh_key_path).expanduser().absolute(),
+        host_key=record.host_key,
+        jupyter_port=record.jupyter_port,
+        local_port=local_port or record.jupyter_port,
+    ).validated()
+
+
 def host_alias(lab: str) -> str:
     return ALIAS_PREFIX + validate_lab_name(lab)
 
@@ -160,6 +184,7 @@ def render_block(entry: HostEntry, known_hosts: Path) -> str:
         "    IdentitiesOnly yes",
         f"    HostKeyAlias {entry.alias}",
         f"    UserKnownHostsFile {_value(known_hosts.as_posix())}",
+        f"    GlobalKnownHostsFile {_value(known_hosts.as_posix())}",
         "    StrictHostKeyChecking yes",
         "    UpdateHostKeys no",
         "    CheckHostIP no",
@@ -328,6 +353,7 @@ __all__ = [
     "check_user",
     "ensure_include",
     "entries",
+    "entry_for",
     "host_alias",
     "remove_entry",
     "render_block",

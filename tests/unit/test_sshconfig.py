@@ -46,6 +46,7 @@ def test_block_has_every_line_and_pins_the_key(tmp_path: Path) -> None:
         "IdentityFile /home/me/.local/state/labctl/keys/cifar-gpu/id_ed25519",
         f"UserKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
         "StrictHostKeyChecking yes",
+        f"GlobalKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
         "HostKeyAlias labctl-cifar-gpu",
         "LocalForward 127.0.0.1:8890 127.0.0.1:8888",
     ):
@@ -166,3 +167,23 @@ def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
     assert sshconfig.ensure_include(lambda _q: True, paths) is IncludeState.ADDED
     assert paths.user_config.is_symlink()
     assert f"Include {paths.config}" in real.read_text()
+
+
+def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
+    from labctl.state import LabRecord
+
+    record = LabRecord(
+        name="gpu", target="azure", host="203.0.113.7", user="azureuser", ssh_key_path="/k/id", host_key=KEY
+    )
+    record.jupyter_port = 8891
+    entry = sshconfig.entry_for(record)
+    assert (entry.alias, entry.local_port, entry.jupyter_port, entry.identity_file) == (
+        "labctl-gpu",
+        8891,
+        8891,
+        Path("/k/id"),
+    )
+    with pytest.raises(UsageError, match="this computer"):
+        sshconfig.entry_for(LabRecord(name="here", target="local"))
+    with pytest.raises(UsageError, match="does not record"):
+        sshconfig.entry_for(LabRecord(name="half", target="ssh", host="h.example.org"))
