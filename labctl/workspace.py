@@ -643,3 +643,52 @@ def push(container: Container, sources: list[Path], dest: str = "", *, progress:
             hint="Push them again; if this repeats, check the lab's free disk ('labctl ssh -- df -h /workspace').",
         )
     return PushResult(remote, {p: sha for p, (sha, _) in expected.items()}, skipped, sum(s for _, s in sent.values()))
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+class ProgressLines:
+    """A ``Progress`` callback that says how a large copy goes, one line every few seconds (and the last one).
+
+    Small copies stay silent: below ``min_total`` bytes there is nothing worth watching.
+    """
+
+    def __init__(
+        self,
+        say: Callable[[str], None],
+        verb: str = "Copied",
+        *,
+        min_total: int = 16 * MB,
+        every_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.say = say
+        self.verb = verb
+        self.min_total = min_total
+        self.every_s = every_s
+        self.clock = clock
+        self.start = clock()
+        self.last = self.start
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self.min_total:
+            return
+        now = self.clock()
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        rate = done / (now - self.start) if now > self.start else 0.0
+        left = f", about {(total - done) / rate:.0f}s left" if rate > 0 and done < total else ""
+        self.say(
+            f"  {self.verb} {human_bytes(done)} of {human_bytes(total)} ({done / total:.0%}, "
+            f"{human_bytes(rate)}/s{left})"
+        )

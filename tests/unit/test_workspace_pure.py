@@ -160,3 +160,18 @@ def test_the_sums_file_is_what_sha256sum_checks(tmp_path: Path) -> None:
     (tmp_path / "workspace" / "plain.txt").write_bytes(b"changed")
     again = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=tmp_path, capture_output=True)
     assert again.returncode == 1
+
+
+def test_progress_lines_for_large_copies_only() -> None:
+    now = [0.0]
+    said: list[str] = []
+    lines = ws.ProgressLines(said.append, clock=lambda: now[0], min_total=100, every_s=2.0)
+    lines(10, 50)  # small: silent
+    assert said == []
+    for t, done in ((1.0, 100), (2.5, 250), (3.0, 300), (4.0, 1000)):
+        now[0] = t
+        lines(done, 1000)
+    assert len(said) == 2  # one after 2 s, and the last one
+    assert said[0] == "  Copied 250 B of 1.0 kB (25%, 100 B/s, about 8s left)"
+    assert said[1].startswith("  Copied 1.0 kB of 1.0 kB (100%")
+    assert ws.human_bytes(3_500_000_000) == "3.5 GB"
