@@ -85,11 +85,11 @@ def pull(opts: PullOptions, ui: Reporter) -> Outcome:
 
 def push(opts: PushOptions, ui: Reporter) -> Outcome:
     record = StateStore().resolve(opts.name)
+    progress = workspace.ProgressLines(ui.info, "Sent")
     with lab_container(record, ui) as box, ui.step(f"Copying {len(opts.paths)} path(s) into lab '{record.name}'"):
-        result = workspace.push(box.container, opts.paths, opts.to, progress=workspace.ProgressLines(ui.info, "Sent"))
-    lines = [
-        f"Sent {len(result.files)} file(s), {workspace.human_bytes(result.bytes)}, to {result.dest}; each checked there."
-    ]
+        result = workspace.push(box.container, opts.paths, opts.to, progress=progress)
+    size = workspace.human_bytes(result.bytes)
+    lines = [f"Sent {len(result.files)} file(s), {size}, to {result.dest}; each checked there."]
     if result.skipped:
         lines.append(f"Not sent (links and caches): {', '.join(result.skipped[:5])}.")
     return Outcome({"name": record.name, **result.to_json()}, "\n".join(lines))
