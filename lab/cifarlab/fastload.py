@@ -182,7 +182,7 @@ class Decoding:
                 plan.append((None, part, (~seen).nonzero().flatten()))
         self._progress = {name: 0 for name in self.targets}
         t0 = time.time()
-        if self.process:
+        if self.process and sys.platform != "win32":  # Windows has no fork: the thread below decodes there
             ctx = multiprocessing.get_context("fork")
             receiver, sender = ctx.Pipe(duplex=False)
             self._write_now = ctx.Event()
