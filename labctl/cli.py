@@ -163,14 +163,84 @@ def down_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Delete even with a run in progress or results not fetched.")
     ] = False,
+    no_save: Annotated[
+        bool,
+        typer.Option("--no-save", help="Do not copy what changed in the workspace since up to this computer first."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete everything the lab created, check nothing is left, and forget it."""
+    """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
+
+    What changed in /workspace since 'up' is copied to ./labctl-results/LAB/workspace/ first, each file verified;
+    if that cannot be done, nothing is deleted (--no-save skips the copy).
+
+    Example: labctl down --name cifar-gpu
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.down import DownOptions, down
 
-        return down(DownOptions(name=name, yes=yes, force=force), ui)
+        return down(DownOptions(name=name, yes=yes, force=force, save=not no_save), ui)
+
+    _run(go, as_json)
+
+
+# ----------------------------------------------------------------------------------------------- your own work
+
+
+@app.command("pull")
+def pull_cmd(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."),
+    ] = None,
+    name: NameOpt = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", metavar="DIR", help="Local folder (default: ./labctl-results/LAB).")
+    ] = None,
+    changed: Annotated[bool, typer.Option("--changed", help="Only what changed since 'up'.")] = False,
+    max_size: Annotated[
+        int,
+        typer.Option("--max-size", metavar="MB", help="Leave files larger than this in the lab unless named."),
+    ] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy your files from the lab's /workspace here, each one verified against its sha256 in the lab.
+
+    Caches (.cache, __pycache__, .ipynb_checkpoints), labctl's own folders (runs/, .labctl/) and files larger
+    than --max-size stay in the lab. The copy lands in DIR/workspace/, with MANIFEST.json and SHA256SUMS
+    beside it ('sha256sum -c SHA256SUMS' checks it again).
+
+    Example: labctl pull analysis.ipynb src/
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.workspace import PullOptions, pull
+
+        opts = PullOptions(name=name, paths=list(paths or []), dest=to, changed=changed, max_size_mb=max_size)
+        return pull(opts, ui)
+
+    _run(go, as_json)
+
+
+@app.command("push")
+def push_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Local files or folders to send.")],
+    name: NameOpt = None,
+    to: Annotated[
+        str, typer.Option("--to", metavar="DIR", help="Folder in /workspace (default: /workspace itself).")
+    ] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
+
+    Example: labctl push train.py data/labels.csv --to project
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.workspace import PushOptions, push
+
+        return push(PushOptions(paths=list(paths), name=name, to=to), ui)
 
     _run(go, as_json)
 

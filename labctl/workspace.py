@@ -436,6 +436,25 @@ def pull(
 ) -> PullResult:
     """Copy the workspace (or ``paths`` in it; only what changed since ``up`` with ``changed_only``) to
     ``dest/workspace``, each file verified, and record it in ``dest/MANIFEST.json`` and ``dest/SHA256SUMS``."""
+    try:
+        return _pull(container, dest, paths, changed_only, max_size, progress)
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not this computer's disk: a connection error, reported as such by the caller
+        raise LabctlError(
+            f"Could not write the copy to {dest} ({exc.strerror}: {exc.filename}).",
+            hint="Make sure that is a folder you can write to, with room for the files, or choose another with --to.",
+        ) from None
+
+
+def _pull(
+    container: Container,
+    dest: Path,
+    paths: list[str] | None,
+    changed_only: bool,
+    max_size: int,
+    progress: Progress | None,
+) -> PullResult:
     named = [workspace_path(p) for p in paths or []]
     manifest = compute_manifest(container, max_size=max_size, under=[p for p in named if p] or None)
     _check_named(container, manifest, named)
