@@ -289,6 +289,7 @@ class IncludeState(str, Enum):
     PRESENT = "present"  # ~/.ssh/config already includes labctl's file before any Host or Match
     ADDED = "added"
     DECLINED = "declined"  # the user said no (now or earlier); `ssh -F FILE` still works
+    NOT_ASKED = "not asked"  # no one could be asked (no terminal): nothing written, asked again next time
 
 
 def include_line(paths: Paths) -> str:
@@ -314,13 +315,13 @@ def _includes_at_top(text: str, paths: Paths) -> bool:
 
 
 def ensure_include(
-    confirm: Callable[[str], bool], paths: Paths | None = None, *, ask_again: bool = False
+    confirm: Callable[[str], bool | None], paths: Paths | None = None, *, ask_again: bool = False
 ) -> IncludeState:
     """Put ``Include ~/.ssh/labctl/config`` at the top of ``~/.ssh/config``, after ``confirm`` agreed.
 
     ``confirm`` gets the question and is called at most once, and never again after a "no" unless
-    ``ask_again``: the answer is kept in labctl's SSH directory. A symlinked config (a dotfiles repository) is
-    edited where it points; its mode is kept.
+    ``ask_again``: the answer is kept in labctl's SSH directory. It returns None when no one can answer. A
+    symlinked config (a dotfiles repository) is edited where it points; its mode is kept.
     """
     paths = paths or Paths.default()
     target = paths.user_config.resolve() if paths.user_config.is_symlink() else paths.user_config
@@ -334,7 +335,10 @@ def ensure_include(
         f"Add the line '{line}' at the top of {paths.user_config}, so that 'ssh {ALIAS_PREFIX}<lab>' works everywhere?"
     )
     _ensure_dirs(paths)
-    if not confirm(question):
+    answer = confirm(question)
+    if answer is None:
+        return IncludeState.NOT_ASKED
+    if not answer:
         _write_private(paths.declined_marker, "The user declined the Include line; 'labctl ssh-config' asks again.\n")
         return IncludeState.DECLINED
     paths.declined_marker.unlink(missing_ok=True)

@@ -421,7 +421,7 @@ def _check_named(container: Container, manifest: Manifest, paths: list[str]) -> 
         if path and not listed and _exec(container, ["test", "-e", str(WORKSPACE / path)])[0] != 0:
             raise NotFound(
                 f"{WORKSPACE / path} does not exist in the lab container.",
-                hint="'labctl ssh -- ls' shows what is there.",
+                hint="Jupyter's file browser ('labctl open') shows what the workspace holds.",
             )
 
 
@@ -659,7 +659,7 @@ def push(container: Container, sources: list[Path], dest: str = "", *, progress:
     if bad:
         raise LabctlError(
             f"{len(bad)} pushed file(s) do not match in the lab container: {', '.join(bad[:5])}.",
-            hint="Push them again; if this repeats, check the lab's free disk ('labctl ssh -- df -h /workspace').",
+            hint="Push them again; if this repeats, check the free space of the lab's disk.",
         )
     return PushResult(remote, {p: sha for p, (sha, _) in expected.items()}, skipped, sum(s for _, s in sent.values()))
 

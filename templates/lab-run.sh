@@ -6,6 +6,8 @@
 #   SHA256SUMS    checksums of every result file, computed here so the copy fetched later can be verified
 #   exit_code     written last and atomically: its presence means the run is over
 # Usage: sh lab-run.sh RUN_DIR LAB_CODE_DIR ARGS...   (ARGS go to `python -m cifarlab`)
+#        sh lab-run.sh RUN_DIR --script SCRIPT ARGS...  (the user's own program: `python SCRIPT ARGS`, with
+#                                                       /workspace importable and LAB_OUT set to RUN_DIR)
 set -u
 run_dir=$1
 lab_code=$2
@@ -14,7 +16,12 @@ cd "$run_dir" || exit 1
 echo "$$" > pid
 
 python=$(command -v python3 || command -v python)
-PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$python" -m cifarlab "$@" >> train.log 2>&1 &
+if [ "$lab_code" = "--script" ]; then
+  LAB_OUT="$run_dir" PYTHONPATH="/workspace${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 \
+    "$python" "$@" >> train.log 2>&1 &
+else
+  PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$python" -m cifarlab "$@" >> train.log 2>&1 &
+fi
 child=$!
 # Pass a stop request on to the trainer, which saves its checkpoint and records the run as interrupted.
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT

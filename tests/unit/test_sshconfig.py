@@ -187,3 +187,9 @@ def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
         sshconfig.entry_for(LabRecord(name="here", target="local"))
     with pytest.raises(UsageError, match="does not record"):
         sshconfig.entry_for(LabRecord(name="half", target="ssh", host="h.example.org"))
+
+
+def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    assert sshconfig.ensure_include(lambda _q: None, paths) is IncludeState.NOT_ASKED
+    assert not paths.user_config.exists() and not paths.declined_marker.exists()
