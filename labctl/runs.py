@@ -149,7 +149,8 @@ class LabRuns:
         pid = self.read_from(RUNS_DIR / run_id / "pid", 0).decode().strip()
         if not pid.isdigit():
             return False
-        return self.box.exec(["kill", "-TERM", pid], check=False).exit_code == 0
+        # The shell's own kill (images need not have /bin/kill); the pid is an argument, never part of the script.
+        return self.box.exec(["sh", "-c", 'kill -TERM "$1"', "sh", pid], check=False).exit_code == 0
 
     def files(self, run_id: str) -> list[str]:
         """The files a run directory holds, relative to it."""

@@ -100,8 +100,8 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
         if lab_runs.info(run_id).state != "running":
             raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
-            lab_runs.stop(run_id)
-            info = _wait_stopped(lab_runs, run_id, wait)
+            signalled = lab_runs.stop(run_id)
+            info = _wait_stopped(lab_runs, run_id, wait if signalled else 2.0)
         kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
     if info.state == "running":
         raise LabctlError(
