@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch", reason="cifarlab needs torch")
 
-from cifarlab.runlog import Meter, RunLog  # noqa: E402
+from cifarlab.runlog import Meter, RunLog
 
 
 def test_first_report_has_no_eta_and_later_ones_ignore_the_warm_up(tmp_path: Path) -> None:
