@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -88,10 +89,19 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
         return subprocess.call(command)
 
 
+def remote_line(command: list[str]) -> list[str]:
+    """What ssh sends for ``labctl ssh -- CMD...``: ssh joins its arguments with spaces for the remote shell,
+    so several arguments are quoted to arrive as they were given ('sh -c "exit 7"' stays three words); a single
+    one is the user's own command line and goes as written ('ls *.py | wc -l')."""
+    if len(command) <= 1:
+        return command
+    return [shlex.join(command)]
+
+
 def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) -> Outcome:
     """A shell on the lab's machine, or with ``command`` that one command (its exit code is labctl's)."""
     record = StateStore().resolve(name)
-    code = run_ssh(record, command or None)
+    code = run_ssh(record, remote_line(command or []) or None)
     if code == 255:
         return Outcome(
             {"name": record.name, "exit_code": code},

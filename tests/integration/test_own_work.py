@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from labctl import sshconfig
 from labctl.cli import app
 from labctl.container import NOTEBOOK, container_name
+from labctl.keys import generate_ed25519
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +58,13 @@ def test_down_brings_the_users_notebook_back_byte_for_byte(local_lab: str, resul
     notebook = json.dumps({"cells": [{"source": "ü" * 5000}], "nbformat": 4}).encode() + os.urandom(64)
     _write(docker_client, local_lab, {"my-experiment.ipynb": notebook, "src/helpers.py": b"def f():\n    return 1\n"})
 
+    entry = sshconfig.HostEntry(
+        local_lab, "203.0.113.7", 22, "me", Path("/k/id"), generate_ed25519().public_line, 8888, 8888
+    )
+    sshconfig.write_entry(entry)  # as 'labctl ssh-config' leaves it; `down` takes it away with the lab
     down = runner.invoke(app, ["down", "--yes", "-n", local_lab, "--json"])
     assert down.exit_code == 0, down.output
+    assert sshconfig.entries() == [] and not sshconfig.Paths.default().known_hosts(local_lab).exists()
     copy = results / local_lab / "workspace"
     assert (copy / "my-experiment.ipynb").read_bytes() == notebook
     assert (copy / "src" / "helpers.py").read_bytes() == b"def f():\n    return 1\n"

@@ -150,3 +150,43 @@ def test_the_local_forward_reaches_jupyter(
     finally:
         tunnel.terminate()
         tunnel.wait(timeout=10)
+
+
+def test_the_commands_write_the_entry_and_run_one_command(
+    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+    from labctl.state import LabRecord, StateStore
+
+    server, client = sshd
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    record = LabRecord(
+        name="t-cli",
+        target="ssh",
+        status="ready",
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        ssh_key_path=str(client.private_path),
+        host_key=server.host_key.public,
+    )
+    record.jupyter_port = free_port()
+    StateStore().save(record)
+    runner = CliRunner()
+
+    quiet = runner.invoke(app, ["ssh-config", "-n", "t-cli", "--json"])  # no terminal: nothing asked or written
+    assert quiet.exit_code == 0, quiet.output
+    assert '"include": "not asked"' in quiet.stdout and not (home / ".ssh" / "config").exists()
+
+    added = runner.invoke(app, ["ssh-config", "-n", "t-cli", "--include"])
+    assert added.exit_code == 0, added.output
+    assert "ssh labctl-t-cli" in added.stdout
+    reached = _ssh(home / ".ssh" / "config", "labctl-t-cli", "echo", "through-the-include")
+    assert reached.returncode == 0 and reached.stdout.strip() == "through-the-include", reached.stderr
+
+    one = runner.invoke(app, ["ssh", "-n", "t-cli", "--", "sh", "-c", "exit 7"])
+    assert one.exit_code == 7

@@ -193,3 +193,14 @@ def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path)
     paths = Paths(tmp_path)
     assert sshconfig.ensure_include(lambda _q: None, paths) is IncludeState.NOT_ASKED
     assert not paths.user_config.exists() and not paths.declined_marker.exists()
+
+
+def test_a_remote_command_keeps_its_words() -> None:
+    import shlex
+
+    from labctl.workflows.shell import remote_line
+
+    assert remote_line(["sh", "-c", "exit 7"]) == ["sh -c 'exit 7'"]
+    assert shlex.split(remote_line(["echo", "a b", "$HOME"])[0]) == ["echo", "a b", "$HOME"]
+    assert remote_line(["ls *.py | wc -l"]) == ["ls *.py | wc -l"]
+    assert remote_line([]) == []
