@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
 # The pinned pytorch/pytorch runtime tag; templates/Dockerfile's ARG default says the same (a test checks).
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
 IMAGE_REPO = "labctl-lab"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port

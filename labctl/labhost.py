@@ -48,7 +48,7 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
         if machine.kind != "local":
             bootstrap_docker(machine, ui, record.user)
             if record.gpu:
-                bootstrap_nvidia(machine, ui)
+                bootstrap_nvidia(machine, ui, lab.effective_base_image())
         client = machine.docker()
         tag = lab.ensure_image(client, ui, image)
         if record.gpu:

@@ -37,7 +37,8 @@ def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
         try:
             box = stack.enter_context(lab_container(record, ui))
         except LabctlError:
-            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
+            if record.status != "stopped":  # the record already knows; otherwise ask the target why
+                _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
             raise
         yield LabRuns(box)
 

@@ -126,6 +126,10 @@ class Provisioner:
                 azure = self.azure or connect(self.spec.subscription or azure_data(self.record).get("subscription"))
             if address is not None:
                 plan.source = address.result()
+        for note in azure.notes:
+            self.ui.info(note)
+        for warning in azure.warnings:
+            self.ui.warn(warning)
         if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
             self.ui.warn(wide)
         self.azure = azure
@@ -332,6 +336,7 @@ class Provisioner:
             cloud_init=render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image()),
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
+            trusted_launch=choice.trusted_launch,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)
