@@ -326,6 +326,20 @@ def open_cmd(
     _run(go, as_json)
 
 
+NotebookArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[NOTEBOOK]",
+        help="With --notebook: your own .ipynb, on this computer or in /workspace.",
+        show_default=False,
+    ),
+]
+HoldoutOpt = Annotated[
+    float | None,
+    typer.Option("--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation without a test/."),
+]
+
+
 @app.command("run-lab")
 def run_lab_cmd(
     name: NameOpt = None,
@@ -351,20 +365,8 @@ def run_lab_cmd(
         bool,
         typer.Option("--notebook", help="Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
     ] = False,
-    notebook_file: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="[NOTEBOOK]",
-            help="With --notebook: your own .ipynb, on this computer or in /workspace.",
-            show_default=False,
-        ),
-    ] = None,
-    holdout: Annotated[
-        float | None,
-        typer.Option(
-            "--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation when there is no test/."
-        ),
-    ] = None,
+    notebook_file: NotebookArg = None,
+    holdout: HoldoutOpt = None,
     detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where results go.")] = None,
     extra: Annotated[
