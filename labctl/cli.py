@@ -334,6 +334,15 @@ NotebookArg = Annotated[
         show_default=False,
     ),
 ]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--gpus",
+        metavar="N",
+        help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+        "machine and --notebook run one process).",
+    ),
+]
 HoldoutOpt = Annotated[
     float | None,
     typer.Option("--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation without a test/."),
@@ -360,6 +369,7 @@ def run_lab_cmd(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", metavar="DEVICE", help="auto, cuda, mps or cpu.")] = None,
+    gpus: GpusOpt = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
         bool,
@@ -402,6 +412,7 @@ def run_lab_cmd(
             optimizer=optimizer,
             data=data,
             device=device,
+            gpus=gpus,
             seed=seed,
             notebook=notebook or notebook_file is not None,
             notebook_file=notebook_file,

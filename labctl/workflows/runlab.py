@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from labctl import runs
 from labctl.config import Settings
+from labctl.container import LabContainer
+from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch_probe_argv
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, result_text, run_result
+from labctl.workflows.runlab_options import Launch, RunLabOptions, cifarlab_args, launch, result_text, run_result
 
 DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
@@ -115,6 +117,32 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+@contextmanager
+def _merged_output() -> Iterator[Callable[[str], None]]:
+    """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines."""
+    lines = RankLines()
+    try:
+        yield lambda chunk: _print("".join(line + "\n" for line in lines.feed(chunk)))
+    finally:
+        _print("".join(line + "\n" for line in lines.flush()))
+
+
+def _gpus_in(record: LabRecord, box: LabContainer) -> int:
+    """How many GPUs the lab container sees (none without asking, on a lab made without GPUs)."""
+    if not record.gpu:
+        return 0
+    probe = box.exec(gpu_probe_argv(), check=False)
+    if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
+        probe = box.exec(torch_probe_argv(), check=False)
+    return parse_gpu_count(probe.text, probe.exit_code)
+
+
+def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: str, args: list[str]) -> Launch:
+    """The run's argv: one process, or torchrun with one per GPU; says which."""
+    gpus = 0 if opts.notebook or opts.device == "cpu" else _gpus_in(record, lab_runs.box)
+    return launch(opts, args, run_id=run_id, gpus_available=gpus, log_dir=str(runs.RUNS_DIR / run_id / "ranks"))
+
+
 def _finish(
     store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
@@ -185,10 +213,11 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
         if opts.notebook_file:
             args += ["--path", _own_notebook(opts.notebook_file, lab_runs, run_id)]
-        lab_runs.start(run_id, lab_code, args)
+        start = _launch(opts, record, lab_runs, run_id, args)
+        lab_runs.start(run_id, lab_code, args, env=start.env or None, launch=start.argv)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)
-        ui.info(f"Run {run_id} started on lab '{record.name}'.")
+        ui.info(f"Run {run_id} started on lab '{record.name}': {start.summary}.")
         if opts.detach:
             text = (
                 f"Run {run_id} is training on the machine.\n"
@@ -197,8 +226,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
             )
             return Outcome({"run_id": run_id, "state": "running"}, text)
         try:
-            with _connection_guard(run_id):
-                info = lab_runs.follow(run_id, _print)
+            with _connection_guard(run_id), _merged_output() as show:
+                info = lab_runs.follow(run_id, show)
         except KeyboardInterrupt:
             raise LabctlError(
                 f"Stopped watching; run {run_id} goes on training on the machine.",
@@ -214,8 +243,8 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     with _lab_runs(record, ui) as lab_runs:
         run_id = _pick_run(record, lab_runs, run)
         try:
-            with _connection_guard(run_id):
-                info = lab_runs.follow(run_id, _print, follow=follow)
+            with _connection_guard(run_id), _merged_output() as show:
+                info = lab_runs.follow(run_id, show, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
     return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")
