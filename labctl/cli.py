@@ -7,16 +7,58 @@ starts instantly.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand
 
 from labctl import __version__
 from labctl.errors import LabctlError
 from labctl.ui import Outcome, PlainReporter, Reporter
+
+
+class LabctlCommand(TyperCommand):
+    """Help that reads like a man page: placeholders such as SIZE or PATH, never Python types like <list[str]>."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            name, text = record
+            if param.param_type_name == "argument":
+                args.append((_placeholder(param), text))
+            else:
+                opts.append((_TYPE_HINT.sub(f" {_option_placeholder(param)}", name), text))
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = ["[OPTIONS]"]
+        pieces += [_placeholder(p) for p in self.get_params(ctx) if p.param_type_name == "argument"]
+        return pieces
+
+
+_TYPE_HINT = re.compile(r" <[^>]*>")
+
+
+def _placeholder(param: Any) -> str:
+    """An argument as usage shows it: SCRIPT, [RUN], [ARGS]..."""
+    name = str(param.metavar or param.name or "ARG").removesuffix("...").strip("[]").upper()
+    shown = name if param.required else f"[{name}]"
+    return f"{shown}..." if param.nargs == -1 else shown
+
+
+def _option_placeholder(param: Any) -> str:
+    return str(param.metavar or (param.name or "value").upper())
+
 
 app = typer.Typer(
     name="labctl",
@@ -104,43 +146,68 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------- up / down
 
 
+# up's money and trust options, declared apart so the command's signature stays readable.
+HostKeyFingerprintOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--host-key-fingerprint",
+        metavar="SHA256:...",
+        help="The --host's key fingerprint, to pin it without a question.",
+    ),
+]
+IdleStopOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--idle-stop", metavar="MINUTES", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."
+    ),
+]
+IdleActionOpt = Annotated[
+    str, typer.Option("--idle-action", metavar="ACTION", help="stop (the default) or shutdown (power an SSH host off).")
+]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option("--budget", metavar="USD", help="US dollars since creation after which the VM stops itself."),
+]
+
+
 @app.command("up")
 def up_cmd(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Lab name (default: 'lab').")] = None,
     target: Annotated[
-        str | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
-    ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="user@host[:port] for --target ssh.")] = None,
-    host_key_fingerprint: Annotated[
         str | None,
-        typer.Option("--host-key-fingerprint", help="SHA256:... of the --host's key, to pin it without a question."),
+        typer.Option("--target", "-t", metavar="TARGET", help="Where the lab runs: azure (default), ssh or local."),
     ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", metavar="USER@HOST[:PORT]", help="The machine, for --target ssh.")
+    ] = None,
+    host_key_fingerprint: HostKeyFingerprintOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
-        list[str] | None, typer.Option("--size", help="VM size; repeat to give fall-backs in order.")
+        list[str] | None, typer.Option("--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.")
     ] = None,
-    region: Annotated[str | None, typer.Option("--region", help="Azure region, or 'auto'.")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Use this container image as is.")] = None,
-    subscription: Annotated[str | None, typer.Option("--subscription", help="Azure subscription id.")] = None,
+    region: Annotated[str | None, typer.Option("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", metavar="IMAGE", help="Use this container image as is.")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.")
+    ] = None,
     allow_ip: Annotated[
-        str | None, typer.Option("--allow-ip", help="CIDR allowed to reach SSH (default: your public IP).")
+        str | None,
+        typer.Option("--allow-ip", metavar="CIDR", help="CIDR allowed to reach SSH (default: your public IP)."),
     ] = None,
-    ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="Your private key (default: new).")] = None,
+    ssh_key: Annotated[
+        Path | None, typer.Option("--ssh-key", metavar="PATH", help="Your private key (default: new).")
+    ] = None,
     shutdown_at: Annotated[
-        str | None, typer.Option("--shutdown-at", help="Daily auto-shutdown, HH:MM local time (19:00).")
+        str | None,
+        typer.Option("--shutdown-at", metavar="HH:MM", help="Daily auto-shutdown, HH:MM local time (19:00)."),
     ] = None,
     no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
-    idle_stop: Annotated[
-        str | None,
-        typer.Option("--idle-stop", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."),
-    ] = None,
-    idle_action: Annotated[
-        str, typer.Option("--idle-action", help="stop (the default) or shutdown (power an SSH host off).")
-    ] = "stop",
-    budget: Annotated[
-        str | None, typer.Option("--budget", help="US dollars since creation after which the VM stops itself.")
-    ] = None,
+    idle_stop: IdleStopOpt = None,
+    idle_action: IdleActionOpt = "stop",
+    budget: BudgetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and create nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
@@ -188,14 +255,24 @@ def down_cmd(
         typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
     ] = False,
     confirm_name: ConfirmNameOpt = None,
+    no_save: Annotated[
+        bool,
+        typer.Option("--no-save", help="Do not copy what changed in the workspace since up to this computer first."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete everything the lab created, check nothing is left, and forget it."""
+    """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
+
+    What changed in /workspace since 'up' is copied to ./labctl-results/LAB/workspace/ first, each file verified;
+    if that cannot be done, nothing is deleted (--no-save skips the copy).
+
+    Example: labctl down --name cifar-gpu
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.down import DownOptions, down
 
-        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name), ui)
+        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name, save=not no_save), ui)
 
     _run(go, as_json)
 
@@ -206,12 +283,75 @@ def idle_stop_cmd(
     name: NameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there)."""
+    """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there).
+
+    Example: labctl idle-stop --name cifar-gpu 30
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.idle import set_idle_stop
 
         return set_idle_stop(name, minutes, ui)
+
+    _run(go, as_json)
+
+
+# ----------------------------------------------------------------------------------------------- your own work
+
+
+@app.command("pull")
+def pull_cmd(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."),
+    ] = None,
+    name: NameOpt = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", metavar="DIR", help="Local folder (default: ./labctl-results/LAB).")
+    ] = None,
+    changed: Annotated[bool, typer.Option("--changed", help="Only what changed since 'up'.")] = False,
+    max_size: Annotated[
+        int,
+        typer.Option("--max-size", metavar="MB", help="Leave files larger than this in the lab unless named."),
+    ] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy your files from the lab's /workspace here, each one verified against its sha256 in the lab.
+
+    Caches (.cache, __pycache__, .ipynb_checkpoints), labctl's own folders (runs/, .labctl/) and files larger
+    than --max-size stay in the lab. The copy lands in DIR/workspace/, with MANIFEST.json and SHA256SUMS
+    beside it ('sha256sum -c SHA256SUMS' checks it again).
+
+    Example: labctl pull analysis.ipynb src/
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.workspace import PullOptions, pull
+
+        opts = PullOptions(name=name, paths=list(paths or []), dest=to, changed=changed, max_size_mb=max_size)
+        return pull(opts, ui)
+
+    _run(go, as_json)
+
+
+@app.command("push")
+def push_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Local files or folders to send.")],
+    name: NameOpt = None,
+    to: Annotated[
+        str, typer.Option("--to", metavar="DIR", help="Folder in /workspace (default: /workspace itself).")
+    ] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
+
+    Example: labctl push train.py data/labels.csv --to project
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.workspace import PushOptions, push
+
+        return push(PushOptions(paths=list(paths), name=name, to=to), ui)
 
     _run(go, as_json)
 
@@ -222,14 +362,19 @@ def idle_stop_cmd(
 @app.command("open")
 def open_cmd(
     name: NameOpt = None,
-    port: Annotated[int, typer.Option("--port", help="Local port for the tunnel (next free if busy).")] = 8888,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="Local port for the tunnel (next free if busy).")
+    ] = 8888,
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the URL and exit (for a tunnel held elsewhere).")
     ] = False,
     browser: Annotated[bool, typer.Option("--browser", help="Open the URL in the browser.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel."""
+    """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel.
+
+    Example: labctl open --browser
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.open import OpenOptions, open_lab
@@ -239,42 +384,77 @@ def open_cmd(
     _run(go, as_json)
 
 
+NotebookArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[NOTEBOOK]",
+        help="With --notebook: your own .ipynb, on this computer or in /workspace.",
+        show_default=False,
+    ),
+]
+GpusOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--gpus",
+        metavar="N",
+        help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+        "machine and --notebook run one process).",
+    ),
+]
+HoldoutOpt = Annotated[
+    float | None,
+    typer.Option("--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation without a test/."),
+]
+
+
 @app.command("run-lab")
 def run_lab_cmd(
     name: NameOpt = None,
     here: Annotated[
         bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
     ] = False,
-    model: Annotated[str, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")] = "tutorial",
-    epochs: Annotated[float | None, typer.Option("--epochs", help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd or adamw.")] = None,
+    model: Annotated[
+        str, typer.Option("--model", metavar="tutorial|fast", help="tutorial (the notebook's CNN) or fast.")
+    ] = "tutorial",
+    epochs: Annotated[float | None, typer.Option("--epochs", metavar="N", help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", metavar="RATE", help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", metavar="sgd|adamw", help="sgd or adamw.")] = None,
     data: Annotated[
         str | None,
-        typer.Option("--data", help="cifar10 (download), synthetic, or a path to train/<class>/*.jpg or .tar.gz."),
-    ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
-    gpus: Annotated[
-        int | None,
         typer.Option(
-            "--gpus",
-            help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
-            "machine and --notebook run one process).",
+            "--data", metavar="DATA", help="cifar10 (download), synthetic, or a path to train/<class>/*.jpg or .tar.gz."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    device: Annotated[str | None, typer.Option("--device", metavar="DEVICE", help="auto, cuda, mps or cpu.")] = None,
+    gpus: GpusOpt = None,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
-        bool, typer.Option("--notebook", help="Execute the notebook headless instead and keep the copy.")
+        bool,
+        typer.Option("--notebook", help="Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
     ] = False,
+    notebook_file: NotebookArg = None,
+    holdout: HoldoutOpt = None,
     detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Where results go.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where results go.")] = None,
     extra: Annotated[
-        list[str] | None, typer.Option("--set", help="Extra training option KEY=VALUE (repeatable).")
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Extra training option KEY=VALUE (repeatable)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results."""
+    """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results.
+
+    The run goes on in the lab if the connection drops: 'labctl logs -f' reattaches, 'labctl fetch' brings
+    the results, 'labctl cancel' stops it (its checkpoint is saved). Without a test/ folder, --holdout sets the
+    share of train/ kept aside for evaluation.
+
+    Examples:
+
+    \b
+      labctl run-lab --epochs 10 --model fast
+      labctl run-lab --notebook my-experiment.ipynb
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.runlab import run_lab
@@ -292,7 +472,9 @@ def run_lab_cmd(
             device=device,
             gpus=gpus,
             seed=seed,
-            notebook=notebook,
+            notebook=notebook or notebook_file is not None,
+            notebook_file=notebook_file,
+            holdout=holdout,
             detach=detach,
             out=out,
             extra=list(extra or []),
@@ -302,9 +484,63 @@ def run_lab_cmd(
     _run(go, as_json)
 
 
+@app.command(
+    "run",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def run_cmd(
+    script: Annotated[str, typer.Argument(metavar="SCRIPT", help="Your .py, on this computer or in /workspace.")],
+    args: Annotated[
+        list[str] | None, typer.Argument(metavar="[ARGS]...", help="Arguments for the script.", show_default=False)
+    ] = None,
+    name: NameOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run your own Python script in the lab container, the way run-lab runs the lab.
+
+    It runs detached in /workspace/runs/RUN/ (its working folder, also $LAB_OUT), with /workspace on its import
+    path; its output streams here, 'labctl logs -f' reattaches, and its folder comes back verified at the end.
+    Options for labctl go before SCRIPT; everything after it goes to the script.
+
+    Example: labctl run --name cifar-gpu train.py --epochs 5
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.userrun import RunScriptOptions, run_script
+
+        return run_script(RunScriptOptions(script=script, args=list(args or []), name=name, detach=detach), ui)
+
+    _run(go, as_json)
+
+
+@app.command("cancel")
+def cancel_cmd(
+    run: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="Run id (default: the running one).", show_default=False)
+    ] = None,
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a run: it gets SIGTERM, saves its checkpoint and ends; says what was kept.
+
+    Example: labctl cancel 20260101-120000-ab12
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.userrun import cancel
+
+        return cancel(name, run, ui)
+
+    _run(go, as_json)
+
+
 @app.command("status")
 def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
-    """What runs where, since when, and what it costs."""
+    """What runs where, since when, and what it costs; with several labs and no --name, one table of all.
+
+    Example: labctl status
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.status import status
@@ -316,11 +552,16 @@ def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("list")
 def list_cmd(
-    subscription: Annotated[str | None, typer.Option("--subscription", help="Azure subscription id.")] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.")
+    ] = None,
     local_only: Annotated[bool, typer.Option("--local", help="Only labs recorded on this computer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every lab: those recorded here and those found in Azure by their tags."""
+    """Every lab: those recorded here and those found in Azure by their tags.
+
+    Example: labctl list --local
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.inventory import list_labs
@@ -334,7 +575,10 @@ def list_cmd(
 def stop_cmd(
     name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Deallocate the lab's VM: no compute charges until 'start'."""
+    """Deallocate the lab's VM: no compute charges until 'start'.
+
+    Example: labctl stop --name cifar-gpu
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.ownership import Override
@@ -349,7 +593,10 @@ def stop_cmd(
 def start_cmd(
     name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Start a stopped lab again, with the same IP and keys."""
+    """Start a stopped lab again, with the same IP and keys.
+
+    Example: labctl start --name cifar-gpu
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.ownership import Override
@@ -366,7 +613,10 @@ def logs_cmd(
     name: NameOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends.")] = False,
 ) -> None:
-    """Show a run's log from the start; --follow reattaches to a live run."""
+    """Show a run's log from the start; --follow reattaches to a live run.
+
+    Example: labctl logs -f
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.runlab import logs
@@ -377,13 +627,20 @@ def logs_cmd(
 
 
 @app.command("runs")
-def runs_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
-    """The lab's runs with their state and accuracy."""
+def runs_cmd(
+    name: NameOpt = None,
+    here: Annotated[bool, typer.Option("--here", help="Only the runs made here with run-lab --here.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
+
+    Example: labctl runs --json
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.runlab import list_runs
 
-        return list_runs(name, ui)
+        return list_runs(name, ui, here_only=here)
 
     _run(go, as_json)
 
@@ -394,7 +651,10 @@ def fetch_cmd(
     name: NameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring a run's results back and verify them."""
+    """Bring a run's results back and verify them.
+
+    Example: labctl fetch 20260101-120000-ab12
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.runlab import fetch
@@ -404,16 +664,62 @@ def fetch_cmd(
     _run(go, as_json)
 
 
-@app.command("ssh")
-def ssh_cmd(name: NameOpt = None) -> None:
-    """Open a shell on the lab's machine (with the pinned host key)."""
+@app.command("ssh", context_settings={"allow_interspersed_args": False})
+def ssh_cmd(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[CMD]...", help="One command to run instead of a shell (after --).", show_default=False
+        ),
+    ] = None,
+    name: NameOpt = None,
+) -> None:
+    """Open a shell on the lab's machine, or run one command there (with the pinned host key).
+
+    Example: labctl ssh -- nvidia-smi
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.shell import ssh_shell
 
-        return ssh_shell(name, ui)
+        return ssh_shell(name, ui, list(command or []))
 
     _run(go)
+
+
+def _ask(question: str) -> bool | None:
+    """A yes/no question at a terminal; None where no one can answer (a script, a pipe)."""
+    if not sys.stdin.isatty():
+        return None
+    return typer.confirm(question, default=False)
+
+
+@app.command("ssh-config")
+def ssh_config_cmd(
+    name: NameOpt = None,
+    local_port: Annotated[
+        int | None,
+        typer.Option("--local-port", metavar="PORT", help="Port here for Jupyter (default: the lab's own)."),
+    ] = None,
+    include: Annotated[
+        bool, typer.Option("--include", help="Add the Include line to ~/.ssh/config without asking.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
+
+    The entry goes to ~/.ssh/labctl/config (yours is not edited); labctl asks once before adding one Include
+    line at the top of ~/.ssh/config. 'labctl down' removes the entry.
+
+    Example: labctl ssh-config --name cifar-gpu && ssh labctl-cifar-gpu
+    """
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.shell import ssh_config
+
+        return ssh_config(name, ui, _ask, local_port=local_port, include=include)
+
+    _run(go, as_json)
 
 
 @app.command("config")
@@ -423,7 +729,10 @@ def config_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """The effective settings and where each one came from."""
+    """The effective settings and where each one came from.
+
+    Example: labctl config --json
+    """
 
     def go(ui: Reporter) -> Outcome:
         from labctl.config import show_config, trust_project
@@ -431,6 +740,10 @@ def config_cmd(
         return trust_project() if trust else show_config()
 
     _run(go, as_json)
+
+
+for _info in app.registered_commands:
+    _info.cls = LabctlCommand  # every command gets the same readable help
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labctl import container as lab
+from labctl import workspace
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, Machine, connect
@@ -72,8 +73,12 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
             with ui.step("Starting Jupyter in the lab container"):
                 container = _start_on_free_port(client, record, tag, token, ui)
                 lab.wait_ready(container)
-        if lab.seed_workspace(lab.LabContainer(container)):
+        box = lab.LabContainer(container)
+        first_start = not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}")
+        if lab.seed_workspace(box):
             ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
+        if first_start:  # what the workspace holds now is labctl's; what changes from here on is the user's
+            workspace.save_baseline(container)
     return record
 
 

@@ -60,7 +60,7 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
         state = "running" if facts.get("alive") or starting else "lost"
     elif code == 0:
         state = "succeeded"
-    elif facts.get("status") == "interrupted":
+    elif facts.get("status") == "interrupted" or code in (130, 143):  # the lab's own word, or SIGINT/SIGTERM
         state = "interrupted"
     else:
         state = "failed"
@@ -140,6 +140,39 @@ class LabRuns:
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode()})
         self.box.spawn(["sh", str(runner), str(run_dir), str(lab_code), *argv], env=env, workdir=str(run_dir))
         return run_dir
+
+    def start_script(
+        self, run_id: str, script: str, args: list[str], files: Mapping[str, Path] | None = None
+    ) -> PurePosixPath:
+        """Start the user's ``python SCRIPT ARGS`` detached, the same way as the lab: its own directory, log,
+        pid, checksums and exit code, with /workspace on its import path and ``LAB_OUT`` set to the directory.
+        ``files`` (local copies, e.g. the script itself) go into the run directory first, so the results keep
+        exactly what ran; a relative ``script`` is one of them."""
+        run_dir = RUNS_DIR / run_id
+        target = script if script.startswith("/") else str(run_dir / script)
+        argv = ["python", target, *args]
+        meta = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": argv}
+        meta["launch"] = argv
+        runner = self.tools() / "lab-run.sh"
+        self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
+        # lab-run.sh puts its second argument on PYTHONPATH: here the workspace, where the user's modules are.
+        spawn = ["sh", str(runner), str(run_dir), WORKSPACE, *argv]
+        self.box.spawn(spawn, env={"LAB_OUT": str(run_dir)}, workdir=str(run_dir))
+        return run_dir
+
+    def stop(self, run_id: str) -> bool:
+        """Ask a running run to stop (SIGTERM to its wrapper, which passes it on); False if it was not running."""
+        pid = self.read_from(RUNS_DIR / run_id / "pid", 0).decode().strip()
+        if not pid.isdigit():
+            return False
+        # The shell's own kill (images need not have /bin/kill); the pid is an argument, never part of the script.
+        return self.box.exec(["sh", "-c", 'kill -TERM "$1"', "sh", pid], check=False).exit_code == 0
+
+    def files(self, run_id: str) -> list[str]:
+        """The files a run directory holds, relative to it."""
+        result = self.box.exec(["find", str(RUNS_DIR / run_id), "-type", "f"], check=False)
+        prefix = f"{RUNS_DIR / run_id}/"
+        return sorted(line.removeprefix(prefix) for line in result.text.splitlines() if line.startswith(prefix))
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:
         """What the container knows about its runs (all of them, or those named), oldest first."""

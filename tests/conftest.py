@@ -1,4 +1,4 @@
-"""Shared fixtures: every test gets its own labctl state directory, never the user's."""
+"""Shared fixtures: every test gets its own labctl state and results directories, never the user's."""
 
 from __future__ import annotations
 
@@ -12,4 +12,6 @@ import pytest
 def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("labctl-state")
     monkeypatch.setenv("LABCTL_STATE_DIR", str(state))
+    # `down` and `fetch` copy results and the workspace here: never into the directory the tests run from.
+    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path_factory.mktemp("labctl-results")))
     yield state

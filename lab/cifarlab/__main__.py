@@ -144,7 +144,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             params[key] = str(value)
-    executed = run_notebook(args.out, params, timeout=args.timeout)
+    executed = run_notebook(args.out, params, timeout=args.timeout, source=args.path)
     print(f"executed notebook: {executed}")
     return 0
 
@@ -172,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
     n = sub.add_parser("notebook", help="execute the notebook headless and keep the executed copy")
     n.add_argument("--out", required=True, help="directory for the executed notebook and its results")
+    n.add_argument("--path", help="a notebook of your own instead of the lab's (run from its own folder)")
     n.add_argument("--data")
     n.add_argument("--epochs")
     n.add_argument("--batch-size")

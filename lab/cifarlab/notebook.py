@@ -23,16 +23,22 @@ def notebook_path() -> Path:
     return path
 
 
-def run_notebook(out_dir: str | Path, params: dict[str, str] | None = None, timeout: int = 1800) -> Path:
+def run_notebook(
+    out_dir: str | Path, params: dict[str, str] | None = None, timeout: int = 1800, source: str | Path | None = None
+) -> Path:
     """Execute every cell; results land in ``out_dir`` (``LAB_OUT``) next to the executed notebook.
 
-    A failing cell still leaves the partially executed copy behind, so the error can be read in place.
+    ``source`` is a notebook of the user's own instead of the lab's; its kernel starts in the notebook's own
+    folder, so the relative paths it uses work as they do in Jupyter. A failing cell still leaves the partially
+    executed copy behind, so the error can be read in place.
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    src = notebook_path()
+    src = Path(source).resolve() if source else notebook_path()
+    if not src.is_file():
+        raise LabError(f"the notebook {src} does not exist.")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env_updates = {f"LAB_{k.upper()}": str(v) for k, v in (params or {}).items()}
@@ -40,8 +46,9 @@ def run_notebook(out_dir: str | Path, params: dict[str, str] | None = None, time
     python_path = os.pathsep.join(p for p in (str(LAB_DIR), os.environ.get("PYTHONPATH", "")) if p)
     env_updates["PYTHONPATH"] = python_path
     nb = nbformat.read(src, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(out)}})
-    executed = out / NOTEBOOK_NAME
+    cwd = src.parent if source else out
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    executed = out / (src.name if src.parent != out else f"{src.stem}.executed{src.suffix}")
     saved = {k: os.environ.get(k) for k in env_updates}
     os.environ.update(env_updates)  # the kernel inherits this process's environment
     t0 = time.time()

@@ -8,6 +8,7 @@ A run directory (``--out``) receives:
   (``decoding``: "background" when training starts while the images still decode, in the order it reads them)
     ``{"event": "model", "name", "parameters", "steps_total", "steps_per_epoch", "batch_size"}``
     ``{"event": "progress", "epoch", "step", "steps_total", "loss", "lr", "images_per_s", "eta_s", "elapsed_s"}``
+  (``eta_s`` is null on the first report: the pace is measured from there on, after the warm-up)
     ``{"event": "epoch", "epoch", "step", "loss", "accuracy", "elapsed_s"}``  (``epoch`` may be fractional)
     ``{"event": "done", "status": "succeeded"|"failed"|"interrupted", "accuracy", "wall_s", "error"}``
   ``time`` is Unix seconds; ``loss`` the mean training loss since the previous event; ``accuracy`` in [0, 1]
@@ -95,7 +96,7 @@ class Progress:
 
 def _duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
-        return "?"
+        return "(measuring)"
     seconds = int(seconds)
     return (
         f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -146,6 +147,17 @@ class RunLog:
         self.t0 = t0  # the run's start
         self.last_event_t = t0
         self.last_event_len = 0
+        self.warm: tuple[float, int] | None = None  # (training seconds, step) at the first report: warm-up done
+
+    def eta(self, elapsed: float, step: int, steps_total: int) -> float | None:
+        """Seconds left at the pace measured since the first report, so the first steps' warm-up (CUDA
+        start, cuDNN autotuning, the first batches decoding) does not inflate it; None until there is a pace."""
+        if self.warm is None:
+            self.warm = (elapsed, step)
+        warm_elapsed, warm_step = self.warm
+        if step <= warm_step or elapsed <= warm_elapsed:
+            return None
+        return (steps_total - step) * (elapsed - warm_elapsed) / (step - warm_step)
 
     def begin(self, now: float) -> None:
         """Training starts now: the first progress event comes a second later (or when a line is due)."""
@@ -169,7 +181,7 @@ class RunLog:
             "loss": round(sum(recent) / max(1, len(recent)), 5),
             "lr": lr,
             "images_per_s": round(meter.images_per_s(elapsed), 1),
-            "eta_s": round((steps_total - step) * elapsed / step, 1) if step else None,
+            "eta_s": None if (eta := self.eta(elapsed, step, steps_total)) is None else round(eta, 1),
             "elapsed_s": round(time.time() - self.t0, 3),
         }
         self.events.emit("progress", **p)

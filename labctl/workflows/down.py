@@ -18,6 +18,7 @@ class DownOptions:
     yes: bool = False
     force: bool = False
     confirm_name: str | None = None  # the lab's name, typed to act on a lab someone else owns
+    save: bool = True  # copy what changed in /workspace since `up` here first
 
 
 def down(opts: DownOptions, ui: Reporter) -> Outcome:
@@ -46,6 +47,11 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
     if not opts.force:
         _protect_results(record, ui)
+    saved = None
+    if opts.save:
+        from labctl.workflows.workspace import save_before_down
+
+        saved = save_before_down(record, ui)
     record.status = "deleting"
     store.save(record)
     try:
@@ -59,7 +65,23 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
             hint=exc.hint,
         ) from None
     store.delete(record.name)
-    return Outcome({"deleted": True, "name": record.name}, f"Lab '{record.name}' is gone; nothing is left running.")
+    _forget_ssh_entry(record, ui)
+    data: dict[str, object] = {"deleted": True, "name": record.name, "saved": saved.to_json() if saved else None}
+    text = f"Lab '{record.name}' is gone; nothing is left running."
+    if saved is not None and saved.files:
+        text += f" Your work from its workspace is in {saved.copy_dir}."
+    return Outcome(data, text)
+
+
+def _forget_ssh_entry(record: LabRecord, ui: Reporter) -> None:
+    """The lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is only worth a warning."""
+    from labctl import sshconfig
+
+    try:
+        if sshconfig.remove_entry(record.name):
+            ui.info(f"Removed the SSH entry {sshconfig.host_alias(record.name)}.")
+    except (OSError, LabctlError) as exc:
+        ui.warn(f"Could not remove the SSH entry of lab '{record.name}' from ~/.ssh/labctl/config: {exc}")
 
 
 def _protect_results(record: LabRecord, ui: Reporter) -> None:

@@ -21,14 +21,7 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab_options import (
-    Launch,
-    RunLabOptions,
-    cifarlab_args,
-    failure_note,
-    launch,
-    per_class_table,
-)
+from labctl.workflows.runlab_options import Launch, RunLabOptions, cifarlab_args, launch, result_text, run_result
 
 DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
@@ -100,6 +93,25 @@ def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[
     )
 
 
+def _own_notebook(given: str, lab_runs: LabRuns, run_id: str) -> str:
+    """The user's notebook in the container: one from this computer is copied into the run's folder (so the
+    results keep what ran); one already in /workspace runs where it is, from its own folder."""
+    from labctl.workspace import workspace_path
+
+    local = Path(given).expanduser()
+    if local.is_file():
+        run_dir = runs.RUNS_DIR / run_id
+        lab_runs.box.put(str(run_dir), {local.name: local})
+        return str(run_dir / local.name)
+    inside = f"{runs.WORKSPACE}/{workspace_path(given, allow_root=False)}"
+    if lab_runs.box.exists(inside):
+        return inside
+    raise NotFound(
+        f"The notebook {given} is neither on this computer nor in the lab's workspace.",
+        hint="Name an .ipynb on this computer, or of one in /workspace (Jupyter's file browser lists them).",
+    )
+
+
 def _print(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -148,26 +160,10 @@ def _finish(
     run = _record_run(record, run_id)
     run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
     store.save(record)
-    text = "\n".join(
-        filter(
-            None,
-            [
-                per_class_table(metrics),
-                failure_note(metrics),
-                f"Run {run_id} {info.state}; "
-                + (f"partial results in {dest}" if lost else f"{count} files verified in {dest}"),
-            ],
-        )
-    )
-    data: dict[str, object] = {
-        "run_id": run_id,
-        "state": info.state,
-        "results": str(dest),
-        "files_verified": count,
-        "verified": not lost,
-        "accuracy": info.accuracy,
-        "metrics": metrics,
-    }
+    data = run_result(run_id, f"lab {record.name}", info.state, dest, metrics, files_verified=None if lost else count)
+    text = result_text(data)
+    if lost:
+        text += " (partial, unverified)"
     return Outcome(data, text, exit_code=0 if info.state == "succeeded" else 1)
 
 
@@ -215,6 +211,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         run_id = runs.new_run_id()
         data, data_root = _data_source(opts, lab_runs, ui)
         args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
+        if opts.notebook_file:
+            args += ["--path", _own_notebook(opts.notebook_file, lab_runs, run_id)]
         start = _launch(opts, record, lab_runs, run_id, args)
         lab_runs.start(run_id, lab_code, args, env=start.env or None, launch=start.argv)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
@@ -252,23 +250,32 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")
 
 
-def list_runs(name: str | None, ui: Reporter) -> Outcome:
-    store = StateStore()
-    record = store.resolve(name)
-    with _lab_runs(record, ui) as lab_runs:
-        infos = lab_runs.list()
-    fetched = {r.run_id: r.fetched_to for r in record.runs}
-    rows = []
-    for info in infos:
-        row = info.to_json()
-        row["fetched_to"] = fetched.get(info.run_id)
-        rows.append(row)
+def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Outcome:
+    """The lab's runs and those made here with --here (``here_only``: just those), oldest first."""
+    from labctl.workflows.runlab_here import here_runs
+
+    here = here_runs()
+    rows: list[dict[str, Any]] = []
+    if not here_only:
+        try:
+            record = StateStore().resolve(name)
+        except NotFound:
+            if name is not None or not here:
+                raise
+            record = None  # no lab at all, but runs made here: show those
+        if record is not None:
+            with _lab_runs(record, ui) as lab_runs:
+                infos = lab_runs.list()
+            fetched = {r.run_id: r.fetched_to for r in record.runs}
+            rows = [{**i.to_json(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
+    rows += here
     if not rows:
-        return Outcome({"runs": []}, f"Lab '{record.name}' has no runs yet; start one with 'labctl run-lab'.")
-    lines = [f"{'run':<22} {'state':<12} {'accuracy':>8}  fetched"]
+        return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
+    lines = [f"{'run':<22} {'where':<16} {'state':<12} {'accuracy':>8}  results here"]
     for row in rows:
         acc = f"{float(row['accuracy']) * 100:.1f}%" if row["accuracy"] is not None else "-"
-        lines.append(f"{row['run_id']:<22} {row['state']:<12} {acc:>8}  {row['fetched_to'] or 'no'}")
+        where = str(row["where"])[:16]
+        lines.append(f"{row['run_id']:<22} {where:<16} {row['state']:<12} {acc:>8}  {row['fetched_to'] or 'no'}")
     return Outcome({"runs": rows}, "\n".join(lines))
 
 

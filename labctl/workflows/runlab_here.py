@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,7 @@ from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
 from labctl.runs import new_run_id
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, per_class_table
+from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, result_text, run_result
 
 
 def _import_core() -> ModuleType:
@@ -69,6 +70,8 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     core = _import_core()
     out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / new_run_id()
     args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")
+    if opts.notebook_file:
+        args += ["--path", str(Path(opts.notebook_file).expanduser().resolve())]
     if opts.notebook:
         return _run_notebook(args, core, out, ui)
     cfg = build_config(args, core)
@@ -80,20 +83,10 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     except core.LabError as exc:
         raise LabctlError(str(exc)) from exc
     status = metrics["status"]
-    table = per_class_table(metrics)
-    text = f"{table}\n\nRun {status}; results in {out}"
+    data = run_result(out.name, "here", status, out, metrics, files_verified=None)
+    text = result_text(data)
     if status != "succeeded":
         text += " (the last checkpoint is kept)"
-    data = {
-        "run_dir": str(out),
-        "status": status,
-        "accuracy": metrics["accuracy"],
-        "per_class_accuracy": metrics["per_class_accuracy"],
-        "images_per_s": metrics["images_per_s"],
-        "wall_s": metrics["wall_s"],
-        "device": metrics["device"],
-        "model": metrics["model"],
-    }
     return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
 
 
@@ -106,12 +99,37 @@ def _run_notebook(args: list[str], core: ModuleType, out: Path, ui: Reporter) ->
             key, _, value = value.partition("=")
         if key != "out":
             params[key] = value
+    source = params.pop("path", None)
     with ui.step("Executing the notebook"):
         try:
-            executed = run_notebook(out, params)
+            executed = run_notebook(out, params, source=source)
         except core.LabError as exc:
             raise LabctlError(str(exc)) from exc
-    return Outcome(
-        {"run_dir": str(out), "notebook": str(executed), "status": "succeeded"},
-        f"Executed notebook: {executed}\nResults in {out}",
-    )
+    # The lab's notebook trains into LAB_OUT/run; a notebook of the user's own may write anything, or nothing.
+    results = out / "run" if (out / "run" / "metrics.json").is_file() else out
+    metrics_file = results / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    data = run_result(out.name, "here", "succeeded", results, metrics, files_verified=None)
+    data["notebook"] = str(executed)
+    return Outcome(data, f"Executed notebook: {executed}\n{result_text(data)}")
+
+
+def here_runs(root: Path | None = None) -> list[dict[str, Any]]:
+    """The runs made with --here (under <results_dir>/here), oldest first, in the rows `labctl runs` shows."""
+    root = root or Path(str(Settings().get("results_dir"))) / "here"
+    rows = []
+    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError):
+            metrics = {}
+        rows.append(
+            {
+                "run_id": run_dir.name,
+                "where": "here",
+                "state": str(metrics.get("status") or "unknown"),
+                "accuracy": metrics.get("accuracy"),
+                "fetched_to": str(run_dir),
+            }
+        )
+    return rows

@@ -41,6 +41,7 @@ class RunLabOptions:
     name: str | None = None  # the lab (default: the only one)
     here: bool = False  # in this Python environment, no container
     notebook: bool = False  # execute the notebook instead of `cifarlab train`
+    notebook_file: str | None = None  # with notebook: the user's own, on this computer or in /workspace
     detach: bool = False  # start the run and return
     out: Path | None = None  # the results directory of a --here run
     # What it trains; each becomes a flag of `python -m cifarlab` in cifarlab_args.
@@ -52,6 +53,7 @@ class RunLabOptions:
     lr: float | None = None
     optimizer: str | None = None  # sgd or adamw; the notebook uses SGD as written
     device: str | None = None  # auto, cuda, mps or cpu
+    holdout: float | None = None  # fraction of train/ held out for evaluation when there is no test/
     gpus: int | None = None  # GPUs to train on (one process each, torchrun); None: every GPU the machine has
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
 
@@ -83,7 +85,7 @@ def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | 
         args += ["--data-root", data_root] if data_root else []
         args += ["--model", opts.model, "--seed", str(opts.seed)]
         given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "optimizer": opts.optimizer}
-        return args + _flags({**given, "device": opts.device}) + _flags(sets)
+        return args + _flags({**given, "device": opts.device, "holdout": opts.holdout}) + _flags(sets)
     if opts.model != "tutorial" or opts.optimizer is not None:
         raise UsageError(
             "--notebook runs the tutorial as written: the tutorial model with SGD.",
@@ -92,7 +94,7 @@ def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | 
     args = ["notebook", "--out", out, "--data", data, "--seed", str(opts.seed)]
     own = {"epochs": opts.epochs, "batch_size": opts.batch_size, "device": opts.device}
     own["max_steps"] = sets.pop("max_steps", None)  # the notebook command's own flags; the rest are parameters
-    params = {"data_root": data_root, "lr": opts.lr, **sets}
+    params = {"data_root": data_root, "lr": opts.lr, "holdout": opts.holdout, **sets}
     return args + _flags(own) + [arg for k, v in params.items() if v is not None for arg in ("--param", f"{k}={v}")]
 
 
@@ -144,6 +146,72 @@ def per_class_table(metrics: dict[str, Any]) -> str:
     if metrics.get("accuracy") is not None:
         lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
     return "\n".join(lines)
+
+
+def per_class_rich(metrics: dict[str, Any]) -> str:
+    """The per-class table as a rich table (plain text, box-drawn), for the end of a run."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    per_class = metrics.get("per_class_accuracy") or {}
+    if not per_class:
+        return ""
+    table = Table(title="Accuracy per class", title_justify="left")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for name, acc in per_class.items():
+        table.add_row(str(name), f"{float(acc) * 100:.1f}%" if acc is not None else "-")
+    buffer = io.StringIO()
+    Console(file=buffer, width=60, color_system=None, force_terminal=False, highlight=False).print(table)
+    return buffer.getvalue().rstrip()
+
+
+def run_result(
+    run_id: str, where: str, state: str, results: Path, metrics: dict[str, Any], *, files_verified: int | None
+) -> dict[str, Any]:
+    """One shape for a finished run, wherever it ran (``--json`` of run-lab, fetch and --here alike)."""
+    plots = {name: results / f"{name}.png" for name in ("loss_curve", "confusion_matrix")}
+    return {
+        "run_id": run_id,
+        "where": where,
+        "state": state,
+        "results": str(results),
+        "accuracy": metrics.get("accuracy"),
+        "per_class_accuracy": metrics.get("per_class_accuracy") or {},
+        "wall_s": metrics.get("wall_s"),
+        "images_per_s": metrics.get("images_per_s"),
+        "device": metrics.get("device"),
+        "model": metrics.get("model"),
+        "loss_curve": str(plots["loss_curve"]) if plots["loss_curve"].is_file() else None,
+        "confusion_matrix": str(plots["confusion_matrix"]) if plots["confusion_matrix"].is_file() else None,
+        "files_verified": files_verified,
+        "verified": files_verified is not None,
+        "metrics": metrics,
+    }
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def result_text(result: dict[str, Any]) -> str:
+    """What a person reads at the end of a run: the table, the accuracy, the time, where the plots are."""
+    lines = [per_class_rich(result["metrics"]), failure_note(result["metrics"]) or ""]
+    if result["accuracy"] is not None:
+        lines.append(f"Overall accuracy: {float(result['accuracy']) * 100:.1f}%")
+    if result["wall_s"] is not None:
+        lines.append(f"Time: {_duration(float(result['wall_s']))}")
+    for key, label in (("loss_curve", "Loss curve"), ("confusion_matrix", "Confusion matrix")):
+        if result[key]:
+            lines.append(f"{label}: {result[key]}")
+    checked = f", {result['files_verified']} files verified" if result["files_verified"] else ""
+    lines.append(f"Run {result['run_id']} {result['state']}; results in {result['results']}{checked}")
+    return "\n".join(line for line in lines if line)
 
 
 def failure_note(metrics: dict[str, Any]) -> str | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
@@ -87,9 +89,19 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
         return subprocess.call(command)
 
 
-def ssh_shell(name: str | None, ui: Reporter) -> Outcome:
+def remote_line(command: list[str]) -> list[str]:
+    """What ssh sends for ``labctl ssh -- CMD...``: ssh joins its arguments with spaces for the remote shell,
+    so several arguments are quoted to arrive as they were given ('sh -c "exit 7"' stays three words); a single
+    one is the user's own command line and goes as written ('ls *.py | wc -l')."""
+    if len(command) <= 1:
+        return command
+    return [shlex.join(command)]
+
+
+def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) -> Outcome:
+    """A shell on the lab's machine, or with ``command`` that one command (its exit code is labctl's)."""
     record = StateStore().resolve(name)
-    code = run_ssh(record)
+    code = run_ssh(record, remote_line(command or []) or None)
     if code == 255:
         return Outcome(
             {"name": record.name, "exit_code": code},
@@ -98,3 +110,30 @@ def ssh_shell(name: str | None, ui: Reporter) -> Outcome:
             exit_code=code,
         )
     return Outcome({"name": record.name, "exit_code": code}, "", exit_code=code)
+
+
+def ssh_config(
+    name: str | None,
+    ui: Reporter,
+    confirm: Callable[[str], bool | None],
+    *,
+    local_port: int | None = None,
+    include: bool = False,
+) -> Outcome:
+    """Write the lab's ``Host labctl-<lab>`` entry and, after one yes, the Include line in ~/.ssh/config."""
+    from labctl import sshconfig
+
+    record = StateStore().resolve(name)
+    entry = sshconfig.entry_for(record, local_port)
+    path = sshconfig.write_entry(entry)
+    state = sshconfig.ensure_include((lambda _q: True) if include else confirm, ask_again=include)
+    lines = [
+        f"Wrote the SSH entry '{entry.alias}' to {path} (host key pinned, Jupyter on localhost:{entry.local_port})."
+    ]
+    if state in (sshconfig.IncludeState.PRESENT, sshconfig.IncludeState.ADDED):
+        lines.append(f"Connect with: ssh {entry.alias}   (VS Code Remote-SSH lists it too)")
+    else:
+        lines.append(f"~/.ssh/config does not include it; connect with: ssh -F {path} {entry.alias}")
+        lines.append("'labctl ssh-config --include' adds the Include line so that plain 'ssh' finds it.")
+    data: dict[str, object] = {"name": record.name, "alias": entry.alias, "config": str(path), "include": state.value}
+    return Outcome(data, "\n".join(lines))

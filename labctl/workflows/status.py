@@ -17,10 +17,25 @@ from labctl.ui import Outcome, Reporter
 
 
 def status(name: str | None, ui: Reporter) -> Outcome:
+    store = StateStore()
+    if name is None:
+        labs, unreadable = store.scan()
+        if len(labs) > 1 and not unreadable:
+            return status_all(labs)
+    data = lab_status(store.resolve(name))
+    return Outcome(data, render(data))
+
+
+def status_all(records: list[LabRecord]) -> Outcome:
+    """Several labs and no --name: one table of all of them, each described as `status --name` would."""
+    labs = [lab_status(record) for record in sorted(records, key=lambda r: r.name)]
+    return Outcome({"labs": labs}, render_table(labs))
+
+
+def lab_status(record: LabRecord) -> dict[str, Any]:
     from labctl.targets import get_target
 
     store = StateStore()
-    record = store.resolve(name)
     data: dict[str, Any] = {
         "name": record.name,
         "target": record.target,
@@ -44,7 +59,7 @@ def status(name: str | None, ui: Reporter) -> Outcome:
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
-    return Outcome(data, render(data))
+    return data
 
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
@@ -144,3 +159,39 @@ def render(data: dict[str, Any]) -> str:
         rows.append(("latest run", f"{latest['run_id']} ({latest['state']}{acc_text})"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _last_run(data: dict[str, Any]) -> str:
+    latest = data.get("latest_run")
+    if not latest:
+        return "-"
+    acc = latest.get("accuracy")
+    return f"{latest['run_id']} {latest['state']}" + (f" {float(acc) * 100:.1f}%" if acc is not None else "")
+
+
+def render_table(labs: list[dict[str, Any]]) -> str:
+    """name, target, size, state, $/h and last run of every lab, as a rich table in plain text."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Labs", title_justify="left")
+    for column in ("name", "target", "size", "state", "$/h", "last run"):
+        table.add_column(column, justify="right" if column == "$/h" else "left")
+    for data in labs:
+        state = str(data.get("power_state") or data.get("state") or "-")
+        if data.get("error"):
+            state += " (unreachable)"
+        size = data.get("size") or ("gpu" if data.get("gpu") else "-")
+        table.add_row(
+            str(data["name"]),
+            str(data["target"]),
+            str(size),
+            state,
+            _money(data.get("usd_per_hour")) or "-",
+            _last_run(data),
+        )
+    buffer = io.StringIO()
+    Console(file=buffer, width=120, color_system=None, force_terminal=False, highlight=False).print(table)
+    return buffer.getvalue().rstrip()

@@ -144,7 +144,8 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     # run-lab: the real lab trains inside the container; progress streams; results come back verified.
     run = _cli("run-lab", *TRAIN)
     assert run.exit_code == 0, run.output
-    assert "overall accuracy" in run.stdout
+    assert "Overall accuracy:" in run.stdout and "Accuracy per class" in run.stdout and "Time: " in run.stdout
+    assert "Loss curve: " in run.stdout and "Confusion matrix: " in run.stdout
     [run_record] = StateStore().load(lab).runs
     assert run_record.state == "succeeded" and run_record.fetched_to
     results = Path(run_record.fetched_to)

@@ -28,9 +28,17 @@ def _unreachable_lab(tmp_path: Path) -> None:
     )
 
 
-def test_failed_teardown_keeps_the_record(tmp_path: Path) -> None:
+def test_unsaved_work_keeps_the_lab(tmp_path: Path) -> None:
     _unreachable_lab(tmp_path)
     result = CliRunner().invoke(app, ["down", "--yes"])
+    assert result.exit_code == 1
+    assert "was not deleted" in result.output and "--no-save" in result.output
+    assert StateStore().load("lab").status == "ready"  # nothing was started on the way to deleting it
+
+
+def test_failed_teardown_keeps_the_record(tmp_path: Path) -> None:
+    _unreachable_lab(tmp_path)
+    result = CliRunner().invoke(app, ["down", "--yes", "--no-save"])
     assert result.exit_code == 1
     assert "Could not remove the lab container on 127.0.0.1" in result.output
     assert "nothing is left" not in result.output
@@ -39,7 +47,7 @@ def test_failed_teardown_keeps_the_record(tmp_path: Path) -> None:
 
 def test_forced_down_forgets_but_names_what_is_left(tmp_path: Path) -> None:
     _unreachable_lab(tmp_path)
-    result = CliRunner().invoke(app, ["down", "--yes", "--force"])
+    result = CliRunner().invoke(app, ["down", "--yes", "--force", "--no-save"])
     assert result.exit_code == 1
     assert "forgotten here as --force asked" in result.output and "left behind" in result.output
     assert "docker rm -f labctl-lab" in result.output

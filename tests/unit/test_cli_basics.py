@@ -28,3 +28,23 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.strip() == ""
+
+
+def test_every_command_has_an_example_and_readable_placeholders() -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+
+    runner = CliRunner()
+    commands = [info.name for info in app.registered_commands]
+    assert {"pull", "push", "run", "cancel", "ssh-config"} <= set(commands)
+    for command in commands:
+        assert command is not None
+        text = runner.invoke(app, [command, "--help"]).stdout
+        assert "Example" in text, command
+        assert not re.search(r"<(str|int|float|path|list\[[a-z]+\])>", text), f"{command}: {text}"
+    up = runner.invoke(app, ["up", "--help"]).stdout
+    assert "--allow-ip CIDR" in up and "--size SIZE" in up and "--ssh-key PATH" in up
+    assert "PATH..." in runner.invoke(app, ["push", "--help"]).stdout

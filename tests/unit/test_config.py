@@ -24,6 +24,7 @@ def user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_precedence(tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LABCTL_RESULTS_DIR", raising=False)
     project = tmp_path / "project"
     project.mkdir()
     user_config.write_text('[labctl]\nregion = "westus2"\nname = "mine"\nshutdown_at = "18:00"\n')

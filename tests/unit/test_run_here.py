@@ -39,7 +39,10 @@ def test_run_here_on_synthetic_data_prints_the_per_class_table(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     for k in range(10):
         assert f"class{k}" in result.output
-    assert "overall" in result.output and str(out) in result.output
+    assert "Overall accuracy:" in result.output and str(out) in result.output
+    assert "Accuracy per class" in result.output and "Time: " in result.output
+    assert f"Loss curve: {out / 'loss_curve.png'}" in result.output
+    assert f"Confusion matrix: {out / 'confusion_matrix.png'}" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["options"]["optimizer"] == "adamw"
     assert metrics["options"]["epochs"] == 2 and metrics["steps"] == 20
@@ -65,8 +68,13 @@ def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout[result.stdout.index("{") :])
-    assert payload["run_dir"] == str(out) and payload["status"] == "succeeded"
+    # The same shape as a run in a lab's container (see test_run_result_has_one_shape).
+    assert payload["results"] == str(out) and payload["state"] == "succeeded" and payload["where"] == "here"
     assert 0 <= payload["accuracy"] <= 1
+    assert payload["loss_curve"] == str(out / "loss_curve.png") and payload["files_verified"] is None
+
+    listed = runner.invoke(app, ["runs", "--here", "--json"])
+    assert listed.exit_code == 0, listed.output
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,365 @@
+"""A ``Host labctl-<lab>`` entry for the system ``ssh`` client, so ``ssh labctl-<lab>`` and editors that read
+``~/.ssh/config`` (VS Code Remote-SSH, rsync, scp) reach the lab with the host key labctl pinned.
+
+labctl writes only files it owns: the entries go to ``~/.ssh/labctl/config`` and each lab's pinned host key to
+``~/.ssh/labctl/<lab>.known_hosts`` (all 0600). The user's own ``~/.ssh/config`` gets a single ``Include`` line
+at its top, and only after the user agreed to it once.
+
+Every value is checked before it is written: a config line is a place where a newline, a quote or a ``%``/``${``
+token would change what ``ssh`` does, so a value that could do that is refused rather than escaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from labctl.errors import UsageError
+from labctl.hostkeys import normalize
+from labctl.state import LabRecord, validate_lab_name
+
+ALIAS_PREFIX = "labctl-"
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]{2,45}$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+# Characters a path may hold in a config line: no quotes, backslashes, '%' or '$' (ssh expands '%x' and '${X}'
+# in IdentityFile and UserKnownHostsFile), no '#' and nothing below a space. A space is fine inside quotes.
+_PATH_OK = re.compile(r"^[A-Za-z0-9._/+@=,:~ -]+$")
+_BEGIN = "# labctl: begin "
+_END = "# labctl: end "
+HEADER = (
+    "# Written by labctl: one block per lab, replaced by 'labctl ssh-config' and removed by 'labctl down'.\n"
+    "# Edits inside a block are lost when labctl rewrites it.\n"
+)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the files live; ``home`` is the user's home unless a test gives another."""
+
+    home: Path
+
+    @classmethod
+    def default(cls) -> Paths:
+        return cls(Path.home())
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.home / ".ssh"
+
+    @property
+    def user_config(self) -> Path:
+        return self.ssh_dir / "config"
+
+    @property
+    def labctl_dir(self) -> Path:
+        return self.ssh_dir / "labctl"
+
+    @property
+    def config(self) -> Path:
+        return self.labctl_dir / "config"
+
+    def known_hosts(self, lab: str) -> Path:
+        return self.labctl_dir / f"{validate_lab_name(lab)}.known_hosts"
+
+    @property
+    def declined_marker(self) -> Path:
+        return self.labctl_dir / "include-declined"
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """What one lab's block says: where the VM is, who logs in with which key, and the Jupyter forward."""
+
+    lab: str
+    host: str
+    port: int
+    user: str
+    identity_file: Path
+    host_key: str  # the pinned public key, "ssh-ed25519 AAAA..."
+    jupyter_port: int  # on the machine's loopback
+    local_port: int  # on this computer's loopback
+
+    @property
+    def alias(self) -> str:
+        return host_alias(self.lab)
+
+    def validated(self) -> HostEntry:
+        """This entry if every value is safe to write into an ssh_config; UsageError naming the bad one if not."""
+        validate_lab_name(self.lab)
+        check_host(self.host)
+        check_user(self.user)
+        for what, port in (("port", self.port), ("Jupyter port", self.jupyter_port), ("local port", self.local_port)):
+            check_port(port, what)
+        check_path(self.identity_file, "The SSH key path")
+        normalize(self.host_key)
+        return self
+
+
+def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
+    """The entry for a lab's record; the Jupyter forward uses the same port here as on the machine by default."""
+    if not record.host:
+        raise UsageError(
+            f"Lab '{record.name}' runs on this computer; there is no machine to reach over SSH.",
+            hint=f"For a shell in the lab container: docker exec -it {ALIAS_PREFIX}{record.name} bash",
+        )
+    if not record.ssh_key_path or not record.host_key or not record.user:
+        raise UsageError(
+            f"Lab '{record.name}' does not record how to reach its machine yet.",
+            hint="Run 'labctl up' for it again to finish creating it.",
+        )
+    return HostEntry(
+        lab=record.name,
+        host=record.host,
+        port=record.port,
+        user=record.user,
+        identity_file=Path(record.ssh_key_path).expanduser().absolute(),
+        host_key=record.host_key,
+        jupyter_port=record.jupyter_port,
+        local_port=local_port or record.jupyter_port,
+    ).validated()
+
+
+def host_alias(lab: str) -> str:
+    return ALIAS_PREFIX + validate_lab_name(lab)
+
+
+def check_host(host: str) -> str:
+    if _HOSTNAME.match(host) or (":" in host and _IPV6.match(host)):
+        return host
+    raise UsageError(
+        f"The host name {host!r} cannot go into an SSH config entry.",
+        hint="Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
+    )
+
+
+def check_user(user: str) -> str:
+    if _USER.match(user):
+        return user
+    raise UsageError(
+        f"The user name {user!r} cannot go into an SSH config entry.",
+        hint="Use letters, digits, '.', '_' and '-', starting with a letter, digit or '_'.",
+    )
+
+
+def check_port(port: int, what: str = "port") -> int:
+    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
+        return port
+    raise UsageError(f"The {what} {port!r} is not a TCP port.", hint="Use a number from 1 to 65535.")
+
+
+def check_path(path: Path, what: str) -> Path:
+    text = path.as_posix()
+    if path.is_absolute() and _PATH_OK.match(text) and not text.startswith("~"):
+        return path
+    raise UsageError(
+        f"{what} {text!r} cannot go into an SSH config entry.",
+        hint="It must be an absolute path without quotes, backslashes, '%', '$', '#' or control characters; "
+        "move the file to such a path.",
+    )
+
+
+def _value(text: str) -> str:
+    """A checked value as ssh_config reads it: quoted when it holds a space."""
+    return f'"{text}"' if " " in text else text
+
+
+def render_block(entry: HostEntry, known_hosts: Path) -> str:
+    """The lines of one lab's block, markers included."""
+    entry.validated()
+    check_path(known_hosts, "The known_hosts path")
+    lines = [
+        f"{_BEGIN}{entry.lab}",
+        f"Host {entry.alias}",
+        f"    HostName {entry.host}",
+        f"    Port {entry.port}",
+        f"    User {entry.user}",
+        f"    IdentityFile {_value(entry.identity_file.as_posix())}",
+        "    IdentitiesOnly yes",
+        f"    HostKeyAlias {entry.alias}",
+        f"    UserKnownHostsFile {_value(known_hosts.as_posix())}",
+        f"    GlobalKnownHostsFile {_value(known_hosts.as_posix())}",
+        "    StrictHostKeyChecking yes",
+        "    UpdateHostKeys no",
+        "    CheckHostIP no",
+        f"    LocalForward 127.0.0.1:{entry.local_port} 127.0.0.1:{entry.jupyter_port}",
+        f"{_END}{entry.lab}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
+    """(lines outside any block, {lab: block text}) of labctl's config file; order of blocks is kept."""
+    outside: list[str] = []
+    blocks: dict[str, str] = {}
+    current: str | None = None
+    body: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if current is None and line.startswith(_BEGIN):
+            current, body = line[len(_BEGIN) :].strip(), [line]
+        elif current is not None:
+            body.append(line)
+            if line.strip() == f"{_END}{current}":
+                blocks[current] = "".join(body)
+                current = None
+        else:
+            outside.append(line)
+    if current is not None:  # a block cut short: keep it, so nothing the file held is lost silently
+        blocks[current] = "".join(body)
+    return outside, blocks
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _ensure_dirs(paths: Paths) -> None:
+    for directory in (paths.ssh_dir, paths.labctl_dir):
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
+    paths.labctl_dir.chmod(0o700)
+
+
+def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
+    """Write (or replace) the lab's block and its pinned host key; return labctl's config file."""
+    paths = paths or Paths.default()
+    entry.validated()
+    _ensure_dirs(paths)
+    known = paths.known_hosts(entry.lab)
+    _write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
+    block = render_block(entry, known)
+    text = paths.config.read_text() if paths.config.is_file() else HEADER
+    outside, blocks = _split_blocks(text)
+    blocks[entry.lab] = block
+    _write_private(paths.config, _join(outside, blocks))
+    return paths.config
+
+
+def remove_entry(lab: str, paths: Paths | None = None) -> bool:
+    """Remove the lab's block and pinned key; True if there was a block."""
+    paths = paths or Paths.default()
+    validate_lab_name(lab)
+    paths.known_hosts(lab).unlink(missing_ok=True)
+    if not paths.config.is_file():
+        return False
+    outside, blocks = _split_blocks(paths.config.read_text())
+    if blocks.pop(lab, None) is None:
+        return False
+    _write_private(paths.config, _join(outside, blocks))
+    return True
+
+
+def entries(paths: Paths | None = None) -> list[str]:
+    """The labs that have a block in labctl's config file."""
+    paths = paths or Paths.default()
+    if not paths.config.is_file():
+        return []
+    return list(_split_blocks(paths.config.read_text())[1])
+
+
+def _join(outside: list[str], blocks: dict[str, str]) -> str:
+    head = "".join(outside)
+    if head and not head.endswith("\n"):
+        head += "\n"
+    return head + "".join(f"\n{block}" for block in blocks.values())
+
+
+# ---------------------------------------------------------------------------------------------- Include
+
+
+class IncludeState(str, Enum):
+    PRESENT = "present"  # ~/.ssh/config already includes labctl's file before any Host or Match
+    ADDED = "added"
+    DECLINED = "declined"  # the user said no (now or earlier); `ssh -F FILE` still works
+    NOT_ASKED = "not asked"  # no one could be asked (no terminal): nothing written, asked again next time
+
+
+def include_line(paths: Paths) -> str:
+    check_path(paths.config, "labctl's SSH config path")
+    return f"Include {_value(paths.config.as_posix())}"
+
+
+def _includes_at_top(text: str, paths: Paths) -> bool:
+    """An Include of labctl's file among the lines before the first Host or Match (where it applies to all)."""
+    wanted = {paths.config.as_posix(), f'"{paths.config.as_posix()}"', "~/.ssh/labctl/config"}
+    if paths.home == Path.home():
+        wanted.add('"~/.ssh/labctl/config"')
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.replace("=", " ", 1).partition(" ")
+        if keyword.lower() in ("host", "match"):
+            return False
+        if keyword.lower() == "include" and any(arg in wanted for arg in rest.split()):
+            return True
+    return False
+
+
+def ensure_include(
+    confirm: Callable[[str], bool | None], paths: Paths | None = None, *, ask_again: bool = False
+) -> IncludeState:
+    """Put ``Include ~/.ssh/labctl/config`` at the top of ``~/.ssh/config``, after ``confirm`` agreed.
+
+    ``confirm`` gets the question and is called at most once, and never again after a "no" unless
+    ``ask_again``: the answer is kept in labctl's SSH directory. It returns None when no one can answer. A
+    symlinked config (a dotfiles repository) is edited where it points; its mode is kept.
+    """
+    paths = paths or Paths.default()
+    target = paths.user_config.resolve() if paths.user_config.is_symlink() else paths.user_config
+    text = target.read_text() if target.is_file() else ""
+    if _includes_at_top(text, paths):
+        return IncludeState.PRESENT
+    if paths.declined_marker.exists() and not ask_again:
+        return IncludeState.DECLINED
+    line = include_line(paths)
+    question = (
+        f"Add the line '{line}' at the top of {paths.user_config}, so that 'ssh {ALIAS_PREFIX}<lab>' works everywhere?"
+    )
+    _ensure_dirs(paths)
+    answer = confirm(question)
+    if answer is None:
+        return IncludeState.NOT_ASKED
+    if not answer:
+        _write_private(paths.declined_marker, "The user declined the Include line; 'labctl ssh-config' asks again.\n")
+        return IncludeState.DECLINED
+    paths.declined_marker.unlink(missing_ok=True)
+    mode = target.stat().st_mode & 0o777 if target.is_file() else 0o600
+    note = "# Added by labctl: its labs' entries (remove this line to stop using them).\n"
+    _write_private(target, f"{note}{line}\n\n{text}" if text else f"{note}{line}\n", mode)
+    return IncludeState.ADDED
+
+
+__all__ = [
+    "HostEntry",
+    "IncludeState",
+    "Paths",
+    "check_host",
+    "check_path",
+    "check_user",
+    "ensure_include",
+    "entries",
+    "entry_for",
+    "host_alias",
+    "remove_entry",
+    "render_block",
+    "write_entry",
+]

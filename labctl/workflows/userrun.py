@@ -1,0 +1,120 @@
+"""`labctl run SCRIPT.py` and `labctl cancel`: the user's own program as a lab run, and stopping any run.
+
+A script runs exactly like the bundled lab (``templates/lab-run.sh``): detached in the lab container, in its own
+``/workspace/runs/<id>/`` (its working directory and ``LAB_OUT``), streamed, reattachable with `labctl logs -f`,
+and fetched with checksums verified. A script from this computer is copied into the run's folder first, so the
+results keep exactly what ran; ``/workspace`` is on its import path, so modules kept there import as usual.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl import runs
+from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.runs import LabRuns
+from labctl.state import RunRecord, StateStore, now_iso
+from labctl.ui import Outcome, Reporter
+from labctl.workflows.runlab import _connection_guard, _finish, _lab_runs, _pick_run, _print
+
+STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
+
+
+@dataclass
+class RunScriptOptions:
+    script: str  # a .py on this computer, or a path in /workspace
+    args: list[str] = field(default_factory=list)
+    name: str | None = None
+    detach: bool = False
+
+
+def _script_in_container(given: str, lab_runs: LabRuns) -> tuple[str, dict[str, Path]]:
+    """(what `python` is given in the run's folder, local files to copy there first)."""
+    from labctl.workspace import workspace_path
+
+    local = Path(given).expanduser()
+    if local.is_file():
+        return local.name, {local.name: local}
+    inside = f"{runs.WORKSPACE}/{workspace_path(given, allow_root=False)}"
+    if lab_runs.box.exists(inside):
+        return inside, {}
+    raise NotFound(
+        f"The script {given} is neither on this computer nor in the lab's workspace.",
+        hint="Name a .py file on this computer, or one in /workspace (as Jupyter's file browser shows it).",
+    )
+
+
+def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
+    store = StateStore()
+    record = store.resolve(opts.name)
+    with _lab_runs(record, ui) as lab_runs:
+        script, files = _script_in_container(opts.script, lab_runs)
+        run_id = runs.new_run_id()
+        lab_runs.start_script(run_id, script, opts.args, files)
+        command = ["python", script, *opts.args]
+        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"command": command}))
+        store.save(record)
+        ui.info(f"Run {run_id} started on lab '{record.name}': {' '.join(command)}")
+        if opts.detach:
+            text = (
+                f"Run {run_id} is running on the machine.\n"
+                f"  labctl logs --follow {run_id}   # watch it\n"
+                f"  labctl fetch {run_id}           # bring its folder back when it is done"
+            )
+            return Outcome({"run_id": run_id, "state": "running"}, text)
+        try:
+            with _connection_guard(run_id):
+                info = lab_runs.follow(run_id, _print)
+        except KeyboardInterrupt:
+            raise LabctlError(
+                f"Stopped watching; run {run_id} goes on running on the machine.",
+                hint=f"Reattach with 'labctl logs --follow {run_id}', stop it with 'labctl cancel {run_id}'.",
+                exit_code=130,
+            ) from None
+        return _finish(store, record, lab_runs, run_id, info, ui)
+
+
+def _wait_stopped(lab_runs: LabRuns, run_id: str, timeout: float) -> runs.RunInfo:
+    deadline = time.monotonic() + timeout
+    info = lab_runs.info(run_id)
+    while info.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = lab_runs.info(run_id)
+    return info
+
+
+def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STOP_WAIT_S) -> Outcome:
+    """Stop a run (the latest running one by default): SIGTERM, so the lab saves its checkpoint; say what is kept."""
+    store = StateStore()
+    record = store.resolve(name)
+    with _lab_runs(record, ui) as lab_runs:
+        if run is None:
+            running = [i.run_id for i in lab_runs.list() if i.state == "running"]
+            if not running:
+                raise UsageError(f"No run is running in lab '{record.name}'.", hint="'labctl runs' lists its runs.")
+            run_id = running[-1]
+        else:
+            run_id = _pick_run(record, lab_runs, run)
+        if lab_runs.info(run_id).state != "running":
+            raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
+        with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
+            signalled = lab_runs.stop(run_id)
+            info = _wait_stopped(lab_runs, run_id, wait if signalled else 2.0)
+        kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
+    if info.state == "running":
+        raise LabctlError(
+            f"Run {run_id} was asked to stop but still runs after {wait:.0f}s.",
+            hint=f"It may be saving a large checkpoint; check with 'labctl runs', or 'labctl cancel {run_id}' again.",
+        )
+    for recorded in record.runs:
+        if recorded.run_id == run_id:
+            recorded.state, recorded.finished_at = "stopped", now_iso()
+    store.save(record)
+    shown = ", ".join(kept[:12]) + (f" and {len(kept) - 12} more" if len(kept) > 12 else "")
+    text = (
+        f"Run {run_id} stopped ({info.state}). Kept in the lab's /workspace/runs/{run_id}: {shown or 'nothing'}.\n"
+        f"Bring it here with 'labctl fetch {run_id}'."
+    )
+    return Outcome({"run_id": run_id, "state": info.state, "kept": kept}, text)

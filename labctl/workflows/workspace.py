@@ -1,0 +1,114 @@
+"""`labctl pull` and `labctl push`: the user's own work between this computer and the lab's /workspace; and the
+copy `labctl down` makes of what changed since `up` before it deletes anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labctl import workspace
+from labctl.config import Settings
+from labctl.errors import LabctlError
+from labctl.labhost import lab_container
+from labctl.state import LabRecord, StateStore
+from labctl.ui import Outcome, Reporter
+
+
+@dataclass
+class PullOptions:
+    name: str | None = None
+    paths: list[str] = field(default_factory=list)  # in /workspace; none: the whole workspace
+    dest: Path | None = None  # default: <results_dir>/<lab>
+    changed: bool = False  # only what changed since `up`
+    max_size_mb: int = workspace.DEFAULT_MAX_FILE_MB
+
+
+@dataclass
+class PushOptions:
+    paths: list[Path]
+    name: str | None = None
+    to: str = ""  # a folder in /workspace
+
+
+def results_root() -> Path:
+    return Path(str(Settings().get("results_dir")))
+
+
+def pull_dest(record: LabRecord) -> Path:
+    return results_root() / record.name
+
+
+def _skipped_text(result: workspace.PullResult) -> list[str]:
+    large = [s for s in result.skipped if s.reason == "too large"]
+    lines = []
+    if large:
+        shown = ", ".join(f"{s.path} ({workspace.human_bytes(s.size)})" for s in large[:5])
+        more = f" and {len(large) - 5} more" if len(large) > 5 else ""
+        lines.append(
+            f"Left in the lab, larger than the limit: {shown}{more}. Name them to copy them anyway: "
+            f"'labctl pull {large[0].path}'."
+        )
+    gone = [s.path for s in result.skipped if s.reason == "deleted during the copy"]
+    if gone:
+        lines.append(f"Deleted in the lab while copying: {', '.join(gone[:5])}.")
+    return lines
+
+
+def describe_pull(result: workspace.PullResult) -> str:
+    if not result.files:
+        what = "Nothing changed in the workspace since up" if result.changed_only else "The workspace holds no files"
+        text = f"{what}; nothing to copy."
+    else:
+        text = (
+            f"Copied {len(result.files)} file(s), {workspace.human_bytes(result.bytes)}, each verified, to "
+            f"{result.copy_dir} (list: {result.dest / workspace.MANIFEST_NAME})."
+        )
+    lines = [text, *_skipped_text(result)]
+    lines += [f"Your local edit was kept as {path}." for path in result.kept_local]
+    return "\n".join(lines)
+
+
+def pull(opts: PullOptions, ui: Reporter) -> Outcome:
+    record = StateStore().resolve(opts.name)
+    dest = opts.dest or pull_dest(record)
+    with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
+        result = workspace.pull(
+            box.container,
+            dest,
+            paths=opts.paths,
+            changed_only=opts.changed,
+            max_size=opts.max_size_mb * workspace.MB,
+            progress=workspace.ProgressLines(ui.info),
+        )
+    return Outcome({"name": record.name, **result.to_json()}, describe_pull(result))
+
+
+def push(opts: PushOptions, ui: Reporter) -> Outcome:
+    record = StateStore().resolve(opts.name)
+    progress = workspace.ProgressLines(ui.info, "Sent")
+    with lab_container(record, ui) as box, ui.step(f"Copying {len(opts.paths)} path(s) into lab '{record.name}'"):
+        result = workspace.push(box.container, opts.paths, opts.to, progress=progress)
+    size = workspace.human_bytes(result.bytes)
+    lines = [f"Sent {len(result.files)} file(s), {size}, to {result.dest}; each checked there."]
+    if result.skipped:
+        lines.append(f"Not sent (links and caches): {', '.join(result.skipped[:5])}.")
+    return Outcome({"name": record.name, **result.to_json()}, "\n".join(lines))
+
+
+def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | None:
+    """Copy what changed in /workspace since `up` to this computer; refuse (raise) when it cannot be copied."""
+    if record.status not in ("ready", "stopped"):
+        return None  # never ready: nothing of the user's can be there; deleting: an earlier `down` saved it
+    dest = pull_dest(record)
+    try:
+        with lab_container(record, ui) as box, ui.step("Saving your work from the lab's workspace"):
+            result = workspace.pull(box.container, dest, changed_only=True, progress=workspace.ProgressLines(ui.info))
+    except LabctlError as exc:
+        raise LabctlError(
+            f"Lab '{record.name}' was not deleted: your work in its workspace could not be saved first "
+            f"({exc.message.rstrip('.')}).",
+            hint=(exc.hint + " " if exc.hint else "")
+            + f"Or delete it without saving: 'labctl down --name {record.name} --no-save'.",
+        ) from None
+    ui.info(describe_pull(result))
+    return result

@@ -1,0 +1,206 @@
+"""The SSH config entry labctl writes: its lines, its files' modes, its checks, and the Include line."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from labctl import sshconfig
+from labctl.errors import UsageError
+from labctl.keys import generate_ed25519
+from labctl.sshconfig import HostEntry, IncludeState, Paths
+
+KEY = generate_ed25519("host").public_line
+
+
+def _entry(**changes: object) -> HostEntry:
+    values: dict[str, object] = {
+        "lab": "cifar-gpu",
+        "host": "203.0.113.7",
+        "port": 22,
+        "user": "azureuser",
+        "identity_file": Path("/home/me/.local/state/labctl/keys/cifar-gpu/id_ed25519"),
+        "host_key": KEY,
+        "jupyter_port": 8888,
+        "local_port": 8890,
+    }
+    values.update(changes)
+    return HostEntry(**values)  # type: ignore[arg-type]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_block_has_every_line_and_pins_the_key(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    written = sshconfig.write_entry(_entry(), paths)
+    text = written.read_text()
+    assert "Host labctl-cifar-gpu\n" in text
+    for line in (
+        "HostName 203.0.113.7",
+        "Port 22",
+        "User azureuser",
+        "IdentityFile /home/me/.local/state/labctl/keys/cifar-gpu/id_ed25519",
+        f"UserKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
+        "StrictHostKeyChecking yes",
+        f"GlobalKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
+        "HostKeyAlias labctl-cifar-gpu",
+        "LocalForward 127.0.0.1:8890 127.0.0.1:8888",
+    ):
+        assert f"    {line}\n" in text
+    known = paths.known_hosts("cifar-gpu").read_text()
+    assert known == f"labctl-cifar-gpu {' '.join(KEY.split()[:2])}\n"
+    assert _mode(written) == 0o600 and _mode(paths.known_hosts("cifar-gpu")) == 0o600
+    assert _mode(paths.labctl_dir) == 0o700
+
+
+def test_rewriting_replaces_only_that_labs_block_and_removal_leaves_the_others(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    sshconfig.write_entry(_entry(), paths)
+    sshconfig.write_entry(_entry(lab="other", host="lab.example.org"), paths)
+    sshconfig.write_entry(_entry(host="198.51.100.9"), paths)
+    text = paths.config.read_text()
+    assert text.count("Host labctl-cifar-gpu") == 1 and "198.51.100.9" in text and "203.0.113.7" not in text
+    assert sshconfig.entries(paths) == ["cifar-gpu", "other"]
+    assert sshconfig.remove_entry("cifar-gpu", paths) is True
+    assert sshconfig.entries(paths) == ["other"]
+    assert not paths.known_hosts("cifar-gpu").exists() and paths.known_hosts("other").exists()
+    assert sshconfig.remove_entry("cifar-gpu", paths) is False
+    assert text.startswith(sshconfig.HEADER) and paths.config.read_text().startswith(sshconfig.HEADER)
+
+
+def test_a_path_with_a_space_is_quoted(tmp_path: Path) -> None:
+    home = tmp_path / "John Smith"
+    text = sshconfig.render_block(_entry(identity_file=home / "key"), home / ".ssh/labctl/x.known_hosts")
+    assert f'    IdentityFile "{home}/key"\n' in text
+    assert f'    UserKnownHostsFile "{home}/.ssh/labctl/x.known_hosts"\n' in text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"lab": "x\nHost *"},
+        {"lab": "Evil Lab"},
+        {"host": "203.0.113.7\n    ProxyCommand sh -c id"},
+        {"host": "a b"},
+        {"host": "-oProxyCommand=id"},
+        {"user": "me\nProxyCommand id"},
+        {"user": "-l"},
+        {"user": "a b"},
+        {"identity_file": Path("/home/me/%d/key")},
+        {"identity_file": Path("/home/${HOME}/key")},
+        {"identity_file": Path('/home/me/"key')},
+        {"identity_file": Path("/home/me/key\nProxyCommand id")},
+        {"identity_file": Path("/home/me/#key")},
+        {"identity_file": Path("relative/key")},
+        {"port": 0},
+        {"port": 70000},
+        {"local_port": True},
+        {"host_key": "ssh-ed25519 not-base64!"},
+    ],
+)
+def test_values_that_could_change_what_ssh_does_are_refused(tmp_path: Path, changes: dict[str, object]) -> None:
+    with pytest.raises(UsageError):
+        sshconfig.write_entry(_entry(**changes), Paths(tmp_path))
+    assert not Paths(tmp_path).config.exists()
+
+
+def test_ipv6_and_dns_names_are_accepted() -> None:
+    assert sshconfig.check_host("2001:db8::7") == "2001:db8::7"
+    assert sshconfig.check_host("lab-1.example.org") == "lab-1.example.org"
+
+
+def test_include_goes_to_the_top_after_one_yes_and_is_not_added_twice(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ssh_dir.mkdir()
+    paths.user_config.write_text("Host work\n    User me\n")
+    paths.user_config.chmod(0o644)
+    questions: list[str] = []
+
+    def yes(question: str) -> bool:
+        questions.append(question)
+        return True
+
+    assert sshconfig.ensure_include(yes, paths) is IncludeState.ADDED
+    lines = paths.user_config.read_text().splitlines()
+    first = next(ln for ln in lines if ln and not ln.startswith("#"))
+    assert first == f"Include {paths.config}"
+    assert lines[-2:] == ["Host work", "    User me"]
+    assert _mode(paths.user_config) == 0o644
+    assert sshconfig.ensure_include(yes, paths) is IncludeState.PRESENT
+    assert len(questions) == 1
+
+
+def test_an_include_inside_a_host_block_does_not_count(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ssh_dir.mkdir()
+    paths.user_config.write_text(f"Host work\n    Include {paths.config}\n")
+    assert sshconfig.ensure_include(lambda _q: True, paths) is IncludeState.ADDED
+    assert paths.user_config.read_text().count("Include") == 2
+
+
+def test_a_no_is_remembered_and_nothing_is_written(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    asked: list[str] = []
+
+    def no(question: str) -> bool:
+        asked.append(question)
+        return False
+
+    assert sshconfig.ensure_include(no, paths) is IncludeState.DECLINED
+    assert not paths.user_config.exists()
+    assert sshconfig.ensure_include(no, paths) is IncludeState.DECLINED
+    assert len(asked) == 1
+    assert sshconfig.ensure_include(lambda _q: True, paths, ask_again=True) is IncludeState.ADDED
+    assert _mode(paths.user_config) == 0o600
+
+
+def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    paths.ssh_dir.mkdir()
+    real = tmp_path / "dotfiles-ssh-config"
+    real.write_text("Host *\n    ServerAliveInterval 30\n")
+    paths.user_config.symlink_to(real)
+    assert sshconfig.ensure_include(lambda _q: True, paths) is IncludeState.ADDED
+    assert paths.user_config.is_symlink()
+    assert f"Include {paths.config}" in real.read_text()
+
+
+def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
+    from labctl.state import LabRecord
+
+    record = LabRecord(
+        name="gpu", target="azure", host="203.0.113.7", user="azureuser", ssh_key_path="/k/id", host_key=KEY
+    )
+    record.jupyter_port = 8891
+    entry = sshconfig.entry_for(record)
+    assert (entry.alias, entry.local_port, entry.jupyter_port, entry.identity_file) == (
+        "labctl-gpu",
+        8891,
+        8891,
+        Path("/k/id"),
+    )
+    with pytest.raises(UsageError, match="this computer"):
+        sshconfig.entry_for(LabRecord(name="here", target="local"))
+    with pytest.raises(UsageError, match="does not record"):
+        sshconfig.entry_for(LabRecord(name="half", target="ssh", host="h.example.org"))
+
+
+def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path) -> None:
+    paths = Paths(tmp_path)
+    assert sshconfig.ensure_include(lambda _q: None, paths) is IncludeState.NOT_ASKED
+    assert not paths.user_config.exists() and not paths.declined_marker.exists()
+
+
+def test_a_remote_command_keeps_its_words() -> None:
+    import shlex
+
+    from labctl.workflows.shell import remote_line
+
+    assert remote_line(["sh", "-c", "exit 7"]) == ["sh -c 'exit 7'"]
+    assert shlex.split(remote_line(["echo", "a b", "$HOME"])[0]) == ["echo", "a b", "$HOME"]
+    assert remote_line(["ls *.py | wc -l"]) == ["ls *.py | wc -l"]
+    assert remote_line([]) == []
