@@ -28,13 +28,16 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (see the module's note on Windows)."""
+def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (see the module's note on Windows).
+
+    ``mode`` keeps a wider mode a file already had (the user's own ``~/.ssh/config`` when a line is added to it).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if sys.platform != "win32":
-            os.fchmod(fd, PRIVATE_FILE)  # mkstemp already makes it 0600; said here so it never drifts
+            os.fchmod(fd, mode)  # mkstemp already makes it 0600; said here so it never drifts
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()

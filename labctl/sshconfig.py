@@ -11,16 +11,14 @@ token would change what ``ssh`` does, so a value that could do that is refused r
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from labctl.errors import UsageError
+from labctl.files import write_private
 from labctl.hostkeys import normalize
 from labctl.state import LabRecord, validate_lab_name
 
@@ -215,22 +213,6 @@ def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
     return outside, blocks
 
 
-def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _ensure_dirs(paths: Paths) -> None:
     for directory in (paths.ssh_dir, paths.labctl_dir):
         if not directory.exists():
@@ -244,12 +226,12 @@ def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
     entry.validated()
     _ensure_dirs(paths)
     known = paths.known_hosts(entry.lab)
-    _write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
+    write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
     block = render_block(entry, known)
     text = paths.config.read_text() if paths.config.is_file() else HEADER
     outside, blocks = _split_blocks(text)
     blocks[entry.lab] = block
-    _write_private(paths.config, _join(outside, blocks))
+    write_private(paths.config, _join(outside, blocks))
     return paths.config
 
 
@@ -263,7 +245,7 @@ def remove_entry(lab: str, paths: Paths | None = None) -> bool:
     outside, blocks = _split_blocks(paths.config.read_text())
     if blocks.pop(lab, None) is None:
         return False
-    _write_private(paths.config, _join(outside, blocks))
+    write_private(paths.config, _join(outside, blocks))
     return True
 
 
@@ -339,12 +321,12 @@ def ensure_include(
     if answer is None:
         return IncludeState.NOT_ASKED
     if not answer:
-        _write_private(paths.declined_marker, "The user declined the Include line; 'labctl ssh-config' asks again.\n")
+        write_private(paths.declined_marker, "The user declined the Include line; 'labctl ssh-config' asks again.\n")
         return IncludeState.DECLINED
     paths.declined_marker.unlink(missing_ok=True)
     mode = target.stat().st_mode & 0o777 if target.is_file() else 0o600
     note = "# Added by labctl: its labs' entries (remove this line to stop using them).\n"
-    _write_private(target, f"{note}{line}\n\n{text}" if text else f"{note}{line}\n", mode)
+    write_private(target, f"{note}{line}\n\n{text}" if text else f"{note}{line}\n", mode)
     return IncludeState.ADDED
 
 
