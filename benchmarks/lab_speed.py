@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lab"))
 
 import torch  # noqa: E402
-from cifarlab.data import _walk_tar, holdout_indices, wait_for_cache_writes  # noqa: E402
-from cifarlab.train import TrainConfig, train  # noqa: E402
+from cifarlab.config import TrainConfig  # noqa: E402
+from cifarlab.data import holdout_indices  # noqa: E402
+from cifarlab.fastload import wait_for_cache_writes, walk_tar  # noqa: E402
+from cifarlab.train import train  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
@@ -82,7 +84,7 @@ def classic(data_path: Path, holdout: float, seed: int, epochs: float, workers: 
 
     torch.set_num_threads(threads)
     t0 = time.time()
-    items = list(_walk_tar(data_path))
+    items = list(walk_tar(data_path))
     classes = sorted({cls for split, cls, _ in items if split == "train"})
     train_items = [(blob, classes.index(cls)) for split, cls, blob in items if split == "train"]
     train_idx, test_idx = holdout_indices(len(train_items), holdout, seed)

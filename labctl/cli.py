@@ -126,15 +126,19 @@ def up_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a lab (or converge an existing one): machine, Docker, the Jupyter container."""
+    """Create a lab (or converge an existing one): machine, Docker, the Jupyter container.
+
+    Example: labctl up --gpu --region auto
+    """
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.up import UpOptions, up
+        from labctl.spec import LabSpec, parse_host
+        from labctl.workflows.up import up
 
-        opts = UpOptions(
-            name=name,
-            target=target,
-            host=host,
+        asked = LabSpec(
+            name=name or "",
+            target=target or "",
+            host=parse_host(host) if host else None,
             gpu=gpu,
             sizes=list(size or []),
             region=region,
@@ -145,10 +149,9 @@ def up_cmd(
             shutdown_at=shutdown_at,
             no_shutdown=no_shutdown,
             spot=spot,
-            dry_run=dry_run,
             yes=yes,
         )
-        return up(opts, ui)
+        return up(asked, ui, dry_run=dry_run)
 
     _run(go, as_json)
 
@@ -225,7 +228,8 @@ def run_lab_cmd(
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results."""
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import RunLabOptions, run_lab
+        from labctl.workflows.runlab import run_lab
+        from labctl.workflows.runlab_options import RunLabOptions
 
         opts = RunLabOptions(
             name=name,

@@ -131,7 +131,7 @@ def is_trusted(path: Path) -> bool:
 
 
 def trust_project(cwd: Path | None = None) -> Outcome:
-    from labctl.state import write_private
+    from labctl.files import write_private
 
     path = (cwd or Path.cwd()) / PROJECT_FILE
     if not path.is_file():

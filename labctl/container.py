@@ -1,7 +1,8 @@
-"""The lab container, on whatever Docker engine a Machine hands over: image, container, exec, file copies.
+"""The lab container on whatever Docker engine a Machine hands over: its image, the Jupyter container, and
+``LabContainer``, the one way to run commands in it and move files in and out of it.
 
 Everything here talks to a ``docker.DockerClient`` only, so it works the same on this computer's engine and on
-a remote one reached through labctl's SSH connection.
+a remote one reached through labctl's SSH connection. Commands are always argument lists, never shell text.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import io
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
-from labctl.machine.base import LineFn, LineSplitter
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
 # The pinned pytorch/pytorch runtime tag; templates/Dockerfile's ARG default says the same (a test checks).
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
 IMAGE_REPO = "labctl-lab"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
@@ -90,27 +91,58 @@ def effective_base_image() -> str:
     return base_image() or DEFAULT_BASE_IMAGE
 
 
-def build_context() -> tuple[bytes, str]:
-    """The build context as a tar, and the image tag derived from its contents and the base image."""
+# What never travels into a container: caches of Python, Jupyter and pytest.
+SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
+
+
+def _skipped(rel: PurePosixPath) -> bool:
+    return bool(SKIPPED.intersection(rel.parts)) or rel.suffix == ".pyc"
+
+
+def lab_fingerprint(root: Path | None = None) -> str:
+    """A content hash of the lab's code: its version as far as the image and the run directories are concerned."""
+    root = root or lab_dir()
     digest = hashlib.sha256()
-    files: list[tuple[str, Path]] = [("Dockerfile", template("Dockerfile"))]
-    root = lab_dir()
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
-            files.append((f"lab/{rel.as_posix()}", path))
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        if not _skipped(rel):
+            digest.update(str(rel).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
+    """A tar holding each name as a local file or directory (a Path; caches left out) or as the given bytes.
+
+    Every member belongs to root, as ``docker cp`` would make it.
+    """
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if _skipped(PurePosixPath(info.name)) else _as_root(info)
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for arcname, path in files:
-            data = path.read_bytes()
-            digest.update(arcname.encode() + b"\0" + hashlib.sha256(data).digest())
-            info = tarfile.TarInfo(arcname)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
-    digest.update(f"base={base_image() or ''}".encode())
-    return buffer.getvalue(), f"{IMAGE_REPO}:{digest.hexdigest()[:16]}"
+        for name, source in entries.items():
+            if isinstance(source, Path):
+                tar.add(str(source), arcname=name, filter=keep)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(source), 0o644, int(time.time())
+                tar.addfile(_as_root(info), io.BytesIO(source))
+    return buffer.getvalue()
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def build_context() -> tuple[bytes, str]:
+    """The build context as a tar, and the image tag derived from the lab, the Dockerfile and the base image."""
+    dockerfile = template("Dockerfile")
+    identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|base={base_image() or ''}"
+    tag = f"{IMAGE_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    return tar_of({"Dockerfile": dockerfile, "lab": lab_dir()}), tag
 
 
 def has_image(client: docker.DockerClient, ref: str) -> bool:
@@ -189,13 +221,10 @@ def find_container(client: docker.DockerClient, lab: str) -> Container | None:
 
 def jupyter_answers(container: Container) -> bool:
     """Jupyter's REST API answers inside the container with the lab's token."""
-    import docker.errors
-
     try:
-        result = container.exec_run(HEALTH_COMMAND)
-    except docker.errors.APIError:
+        return LabContainer(container).exec(HEALTH_COMMAND, check=False).exit_code == 0
+    except LabctlError:
         return False
-    return bool(result.exit_code == 0)
 
 
 def wait_ready(container: Container, timeout: float = 180.0) -> None:
@@ -288,19 +317,19 @@ def is_current(container: Container, client: docker.DockerClient, image: str, to
     return jupyter_answers(container)
 
 
-def seed_workspace(container: Container, notebook: Path | None = None) -> bool:
+def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     """On the first start only: put the notebook in /workspace unless the user already has one there."""
     marker = f"{WORKSPACE}/{SEED_MARKER}"
-    if container.exec_run(["test", "-e", marker]).exit_code == 0:
+    if box.exists(marker):
         return False
     if notebook is None:
         found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
         notebook = found[0] if found else None
     copied = False
-    if notebook is not None and container.exec_run(["test", "-e", f"{WORKSPACE}/{notebook.name}"]).exit_code != 0:
-        LabContainer(container).put(notebook, WORKSPACE)
+    if notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}"):
+        box.put(WORKSPACE, {notebook.name: notebook})
         copied = True
-    container.exec_run(["touch", marker])
+    box.exec(["touch", marker])
     return copied
 
 
@@ -322,11 +351,21 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
     return removed
 
 
-# ---------------------------------------------------------------------------------------------- exec and files
+# ---------------------------------------------------------------------------------------------- commands and files
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    output: bytes  # stdout and stderr together
+
+    @property
+    def text(self) -> str:
+        return self.output.decode(errors="replace")
 
 
 class LabContainer:
-    """A running lab container: run commands in it and move files in and out of its /workspace."""
+    """A running container: run argument lists in it, and move files in (a tar put) and out (a tar get)."""
 
     def __init__(self, container: Container) -> None:
         self.container = container
@@ -335,10 +374,6 @@ class LabContainer:
     def name(self) -> str:
         return str(self.container.name)
 
-    @property
-    def api(self) -> Any:
-        return self.container.client.api
-
     def state(self) -> dict[str, str]:
         self.container.reload()
         health = self.container.attrs.get("State", {}).get("Health", {}).get("Status", "none")
@@ -346,68 +381,48 @@ class LabContainer:
 
     def exec(
         self,
-        command: list[str],
+        argv: list[str],
         *,
-        on_line: LineFn | None = None,
+        check: bool = True,
         env: dict[str, str] | None = None,
         workdir: str = WORKSPACE,
-        detach: bool = False,
-    ) -> int:
-        """Run ``command`` in the container; stream its output (stdout and stderr) line by line.
+    ) -> ExecResult:
+        """Run ``argv`` (no shell) and return its exit code and output; with ``check`` a failure is an error."""
+        result = self._exec_run(argv, env=env, workdir=workdir, detach=False)
+        done = ExecResult(int(result.exit_code if result.exit_code is not None else -1), bytes(result.output or b""))
+        if check and done.exit_code != 0:
+            raise LabctlError(
+                f"'{argv[0]}' failed in the lab container {self.name} (exit code {done.exit_code}): "
+                f"{done.text.strip()[-400:]}",
+                hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
+            )
+        return done
 
-        Returns the exit code; with ``detach`` the command keeps running after this returns (and 0 is returned),
-        which is how long runs survive a dropped connection.
-        """
-        exec_id = self._create_exec(command, env, workdir)
-        if detach:
-            self.api.exec_start(exec_id, detach=True)
-            return 0
-        splitter = LineSplitter(on_line)
-        for chunk in self.api.exec_start(exec_id, stream=True):
-            splitter.feed(chunk)
-        splitter.close()
-        code = self.api.exec_inspect(exec_id).get("ExitCode")
-        return int(code) if code is not None else -1
+    def spawn(self, argv: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> None:
+        """Start ``argv`` detached: it keeps running after this returns, and after the connection drops."""
+        self._exec_run(argv, env=env, workdir=workdir, detach=True)
 
-    def start(self, command: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> str:
-        """Start ``command`` detached and return its exec id, for ``exec_state`` to follow it."""
-        exec_id = self._create_exec(command, env, workdir)
-        self.api.exec_start(exec_id, detach=True)
-        return exec_id
+    def exists(self, path: str) -> bool:
+        return self.exec(["test", "-e", path], check=False, workdir="/").exit_code == 0
 
-    def exec_state(self, exec_id: str) -> dict[str, Any]:
-        """{'running': bool, 'exit_code': int | None, 'pid': int} of a command started with ``start``."""
-        info = self.api.exec_inspect(exec_id)
-        return {"running": bool(info.get("Running")), "exit_code": info.get("ExitCode"), "pid": info.get("Pid")}
-
-    def _create_exec(self, command: list[str], env: dict[str, str] | None, workdir: str) -> str:
+    def _exec_run(self, argv: list[str], *, env: dict[str, str] | None, workdir: str, detach: bool) -> Any:
         import docker.errors
 
         try:
-            return str(
-                self.api.exec_create(
-                    self.container.id, command, stdout=True, stderr=True, environment=env, workdir=workdir
-                )["Id"]
-            )
+            return self.container.exec_run(argv, environment=env, workdir=workdir, detach=detach)
         except docker.errors.APIError as exc:
             raise LabctlError(
                 f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
                 hint="'labctl up' repairs a stopped or broken lab container.",
             ) from None
 
-    def put(self, local: Path, dest_dir: str = WORKSPACE, *, arcname: str | None = None) -> str:
-        """Copy a file or directory into ``dest_dir`` (made if missing); returns the path inside the container."""
-        local = Path(local)
-        if not local.exists():
-            raise NotFound(f"{local} does not exist.")
-        name = arcname or local.name
-        self.container.exec_run(["mkdir", "-p", dest_dir])
-        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
-            with tarfile.open(fileobj=spool, mode="w") as tar:
-                tar.add(str(local), arcname=name, filter=_as_root)
-            spool.seek(0)
-            self.container.put_archive(dest_dir, spool.read())
-        return str(PurePosixPath(dest_dir) / name)
+    def put(self, dest_dir: str, entries: Mapping[str, Path | bytes]) -> None:
+        """Copy local files or directories (Paths) or contents (bytes) into ``dest_dir``, made if missing."""
+        for name, source in entries.items():
+            if isinstance(source, Path) and not source.exists():
+                raise NotFound(f"{source} does not exist (it was to be copied to {dest_dir}/{name}).")
+        self.exec(["mkdir", "-p", dest_dir], workdir="/")
+        self.container.put_archive(dest_dir, tar_of(entries))
 
     def get(self, path: str, local_dir: Path) -> Path:
         """Copy a file or directory out of the container into ``local_dir``; returns the local copy."""
@@ -420,26 +435,21 @@ class LabContainer:
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
-            for chunk in _chunks(stream):
+            for chunk in stream:
                 spool.write(chunk)
             spool.seek(0)
             with tarfile.open(fileobj=spool, mode="r") as tar:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(local_dir, filter="data")
-                else:  # Python without extraction filters: refuse anything that escapes local_dir
-                    for member in tar.getmembers():
-                        target = (local_dir / member.name).resolve()
-                        if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
-                            raise LabctlError(f"Refusing the unsafe path {member.name} from the container.")
-                    tar.extractall(local_dir)
+                _extract_safely(tar, local_dir)
         return local_dir / PurePosixPath(path).name
 
 
-def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
-def _chunks(stream: Any) -> Iterator[bytes]:
-    yield from stream
+def _extract_safely(tar: tarfile.TarFile, local_dir: Path) -> None:
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(local_dir, filter="data")
+        return
+    # Python without extraction filters: refuse anything that escapes local_dir
+    for member in tar.getmembers():
+        target = (local_dir / member.name).resolve()
+        if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
+            raise LabctlError(f"Refusing the unsafe path {member.name} from the container.")
+    tar.extractall(local_dir)

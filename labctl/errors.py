@@ -45,6 +45,14 @@ class NotAvailableYet(LabctlError):
         )
 
 
+class NoCapacity(LabctlError):
+    """The cloud has no room (or no quota) for this size in this region now; another choice may have it.
+
+    Targets raise it for every such refusal, whatever the provider's own code for it, so that the fall-back
+    to the next choice (``labctl.targets.base.first_that_fits``) is written once.
+    """
+
+
 class NotFound(LabctlError):
     """A lab, run or file the user named does not exist."""
 

@@ -37,6 +37,6 @@ def check_image_ref(value: object, what: str) -> str:
         raise UsageError(
             f"{what} is {value!r}, which is not a container image reference.",
             hint="Write it as [registry/]repository[:tag][@sha256:digest] in lower case, for example "
-            "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime or myregistry.azurecr.io/team/lab:1.0.",
+            "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime or myregistry.azurecr.io/team/lab:1.0.",
         )
     return text

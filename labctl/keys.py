@@ -7,12 +7,12 @@ identity before it ever connects: no trust-on-first-use, no `StrictHostKeyChecki
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from labctl.errors import UsageError
-from labctl.state import state_dir, write_private
+from labctl.files import make_private_dir, write_private
+from labctl.state import state_dir
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,7 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     if path.is_file() and pub.is_file():
         return path, pub.read_text().strip()
     pair = generate_ed25519(f"labctl-{lab}")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
+    make_private_dir(path.parent)
     write_private(path, pair.private_openssh)
     write_private(pub, pair.public_line + "\n")
     return path, pair.public_line

@@ -1,7 +1,9 @@
-"""The lab host: from a reachable machine to a healthy Jupyter container, the same for every target.
+"""The lab on its host: from a reachable machine to a healthy Jupyter container and back, the same for every target.
 
 ``prepare_lab`` converges (bootstrap Docker, and the NVIDIA runtime on GPU machines; the image; the container)
-and is safe to run again at any point. ``teardown_lab`` removes the container and its volume, never the machine.
+and is safe to run again at any point. ``lab_container`` reaches the running container of a ready lab,
+``describe_lab`` reports on it without changing anything, and ``teardown_lab`` removes the container and its
+volume, never the machine. The machine itself is ``labctl.machine``; the container, ``labctl.container``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labctl import container as lab
-from labctl.assets import template
+from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, Machine, connect
-from labctl.machine.base import CommandFailed
 from labctl.state import LabRecord
 from labctl.ui import Reporter
 
@@ -38,60 +39,6 @@ def machine_for(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT)
         yield machine
     finally:
         machine.close()
-
-
-def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefix: str) -> str:
-    """Run a bootstrap script from templates/ on the machine, showing its report lines as they come."""
-    script = template(name).read_text()
-    result = machine.run(
-        ["bash", "-s", "--", *args],
-        stdin=script,
-        on_line=lambda line: ui.info(f"  {line}") if line.strip() else None,
-        check=False,
-        timeout=1800,
-    )
-    if result.exit_code != 0:
-        errors = [ln for ln in result.output.splitlines() if f"{prefix}: ERROR:" in ln]
-        reason = errors[-1].split("ERROR:", 1)[1].strip() if errors else result.output.strip()[-500:]
-        raise LabctlError(
-            f"Preparing {machine.describe()} failed ({name}, exit code {result.exit_code}): {reason}",
-            hint="Fix that on the machine ('labctl ssh' opens a shell there) and run 'labctl up' again.",
-        )
-    return result.output
-
-
-def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
-    with ui.step(f"Docker on {machine.describe()}"):
-        out = run_script(machine, "bootstrap-docker.sh", [user] if user else [], ui, "docker")
-    if "to the docker group" in out and hasattr(machine, "reconnect"):
-        machine.reconnect()  # group membership only applies to new logins
-
-
-def bootstrap_nvidia(machine: Machine, ui: Reporter) -> None:
-    with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
-        run_script(machine, "bootstrap-nvidia.sh", [], ui, "nvidia")
-
-
-def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
-    """Proof that a container on this machine sees the GPU, before Jupyter starts on it."""
-    import docker.errors
-    from docker.types import DeviceRequest
-
-    code = "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.cuda.get_device_name(0))"
-    with ui.step("CUDA check inside a container"):
-        try:
-            out = client.containers.run(
-                image,
-                ["python", "-c", code],
-                remove=True,
-                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])],
-            )
-        except (docker.errors.ContainerError, docker.errors.APIError) as exc:
-            raise LabctlError(
-                f"A container on the machine cannot use the GPU ({exc}).",
-                hint="Check 'nvidia-smi' on the machine ('labctl ssh'); a driver update may need a reboot.",
-            ) from None
-        ui.info(f"  GPU: {out.decode().strip()}")
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
@@ -120,7 +67,7 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
             with ui.step("Starting Jupyter in the lab container"):
                 container = _start_on_free_port(client, record, tag, token, ui)
                 lab.wait_ready(container)
-        if lab.seed_workspace(container):
+        if lab.seed_workspace(lab.LabContainer(container)):
             ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
     return record
 
@@ -168,7 +115,17 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 @contextmanager
 def lab_container(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[lab.LabContainer]:
-    """The running lab container of ``record``, for exec and file copies (``run-lab`` uses this)."""
+    """The running lab container of a ready lab (started again if it was stopped); the connection closes after."""
+    if record.status == "stopped":
+        raise LabctlError(
+            f"Lab '{record.name}' is stopped.",
+            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
+        )
+    if record.status != "ready" or not record.container_name:
+        raise LabctlError(
+            f"Lab '{record.name}' is not ready (state: {record.status}).",
+            hint=f"Run 'labctl up --name {record.name}' to finish or repair it.",
+        )
     with machine_for(record, ui, wait=wait) as machine:
         found = lab.find_container(machine.docker(), record.name)
         if found is None:
@@ -191,9 +148,10 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
     """Live, read-only facts about the lab container for `labctl status`; never raises for an unreachable machine.
 
     One connection gathers everything (container, Jupyter, runs), and nothing is started or changed: asking
-    for the status must not revive a lab the user stopped.
+    for the status must not revive a lab the user stopped. (Reading the runs may copy labctl's small state
+    program into the container's ``.labctl/tools``, once per labctl version.)
     """
-    from labctl import runs
+    from labctl.runs import LabRuns
     from labctl.ui import PlainReporter
 
     quiet = PlainReporter(quiet=True)
@@ -205,12 +163,13 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
             if found is None:
                 facts.update(container="missing", jupyter="down")
                 return facts
-            state = lab.LabContainer(found).state()
+            box = lab.LabContainer(found)
+            state = box.state()
             running = state["container"] == "running"
             facts.update(container=state["container"], health=state["health"])
             facts["jupyter"] = "up" if running and lab.jupyter_answers(found) else "down"
             if running:
-                infos = runs.list_runs(found)
+                infos = LabRuns(box).list()
                 facts["runs"] = len(infos)
                 if infos:
                     facts["latest_run"] = max(infos, key=lambda i: i.run_id).to_json()
@@ -221,4 +180,4 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
     return facts
 
 
-__all__ = ["CommandFailed", "describe_lab", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]
+__all__ = ["describe_lab", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]

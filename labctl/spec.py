@@ -44,10 +44,14 @@ def parse_host(text: str) -> HostAddress:
 
 @dataclass
 class LabSpec:
-    """What the user asked `up` for, with defaults filled in and every field checked."""
+    """What the user asked `up` for: the command line builds it from its flags, `validate` fills the defaults.
 
-    name: str = DEFAULT_NAME
-    target: str = DEFAULT_TARGET
+    Empty or None means "not given", so that environment variables and config files can still apply
+    (``labctl.workflows.up.build_spec``); after ``validate`` every field holds the value `up` works with.
+    """
+
+    name: str = ""  # default: DEFAULT_NAME
+    target: str = ""  # default: ssh when a host is given, else DEFAULT_TARGET
     host: HostAddress | None = None
     gpu: bool = False
     sizes: list[str] = field(default_factory=list)
@@ -56,11 +60,17 @@ class LabSpec:
     subscription: str | None = None
     allow_ip: str | None = None
     ssh_key: Path | None = None
-    shutdown_at: str | None = DEFAULT_SHUTDOWN
+    shutdown_at: str | None = None  # HH:MM; None after `validate` only with no_shutdown
+    no_shutdown: bool = False
     spot: bool = False
     yes: bool = False  # the user confirmed in advance (--yes), e.g. pinning a host key shown by fingerprint
 
     def validate(self) -> LabSpec:
+        if self.no_shutdown and self.shutdown_at:
+            raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
+        self.name = self.name or DEFAULT_NAME
+        self.target = self.target or ("ssh" if self.host is not None else DEFAULT_TARGET)
+        self.shutdown_at = None if self.no_shutdown else (self.shutdown_at or DEFAULT_SHUTDOWN)
         validate_lab_name(self.name)
         if self.target not in TARGETS:
             raise UsageError(f"Unknown target '{self.target}'.", hint=f"Choose one of: {', '.join(TARGETS)}.")

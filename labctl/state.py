@@ -1,8 +1,9 @@
-"""The local record of labs: one JSON file per lab, written atomically with mode 0600.
+"""The local record of labs: one JSON file per lab, written atomically, readable by the owner only.
 
 The record holds secrets (the Jupyter token, the path of the private key), so the directory is 0700 and
-every file 0600. For Azure labs the cloud's tags stay the source of truth: a lost state file means labctl
-finds the lab again by its tags, never a forgotten VM.
+every file 0600 (on Windows: private by living in the user's profile, see labctl.files). For Azure labs the
+cloud's tags stay the source of truth: a lost state file means labctl finds the lab again by its tags, never
+a forgotten VM.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from labctl.errors import NotFound, UsageError
+from labctl.files import make_private_dir, write_private
 
 STATE_ENV = "LABCTL_STATE_DIR"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
@@ -82,7 +84,8 @@ class LabRecord:
     container_name: str | None = None
     jupyter_token: str | None = None
     jupyter_port: int = 8888  # on the machine's loopback
-    # Target-specific details (Azure: subscription, resource group, region, size, ...).
+    # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
+    # and writes it through its own typed view (e.g. labctl.targets.azure.record.AzureData); workflows never do.
     target_data: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
 
@@ -119,6 +122,10 @@ class LabRecord:
                 return run
         known = ", ".join(r.run_id for r in self.runs[-5:])
         raise NotFound(f"Lab '{self.name}' has no run '{run_id}'.", hint=f"Recent runs: {known}.")
+
+
+# What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).
+SaveFn = Callable[[LabRecord], object]
 
 
 def _checked_fields(cls: type, data: object, what: str) -> dict[str, Any]:
@@ -198,10 +205,8 @@ class StateStore:
 
     def save(self, record: LabRecord) -> Path:
         path = self._path(record.name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(OSError):
-            os.chmod(self.root, 0o700)
-            os.chmod(path.parent, 0o700)
+        make_private_dir(self.root)
+        make_private_dir(path.parent)
         write_private(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
         return path
 
@@ -260,20 +265,3 @@ class StateStore:
             names = ", ".join(r.name for r in labs)
             raise UsageError(f"There are several labs ({names}).", hint="Say which one with --name NAME.")
         return labs[0]
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

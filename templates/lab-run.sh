@@ -5,7 +5,7 @@
 #   pid           the process id while it runs
 #   SHA256SUMS    checksums of every result file, computed here so the copy fetched later can be verified
 #   exit_code     written last and atomically: its presence means the run is over
-# Usage: lab-run.sh RUN_DIR LAB_CODE_DIR ARGS...   (ARGS go to `python -m cifarlab`)
+# Usage: sh lab-run.sh RUN_DIR LAB_CODE_DIR ARGS...   (ARGS go to `python -m cifarlab`)
 set -u
 run_dir=$1
 lab_code=$2

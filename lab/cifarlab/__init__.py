@@ -6,18 +6,15 @@ for the CIFAR-10 download, matplotlib only for the plots, nbclient only to execu
 
 from __future__ import annotations
 
-from cifarlab.data import Data, DataError, LabError, Split, load_data
+from cifarlab.config import ConfigError, TrainConfig
+from cifarlab.data import Data, ImageDataset, load_data, sample
+from cifarlab.devices import pick_device
+from cifarlab.errors import DataError, LabError
+from cifarlab.evaluate import load_checkpoint, predict_logits, score
+from cifarlab.images import Split
 from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters
-from cifarlab.train import (
-    ConfigError,
-    TrainConfig,
-    augment,
-    load_checkpoint,
-    per_class_table,
-    pick_device,
-    predict_logits,
-    train,
-)
+from cifarlab.runlog import per_class_table
+from cifarlab.train import augment, train
 
 __version__ = "0.1.0"
 __all__ = [
@@ -25,6 +22,7 @@ __all__ = [
     "Data",
     "DataError",
     "FastNet",
+    "ImageDataset",
     "LabError",
     "Split",
     "TrainConfig",
@@ -37,5 +35,7 @@ __all__ = [
     "per_class_table",
     "pick_device",
     "predict_logits",
+    "sample",
+    "score",
     "train",
 ]

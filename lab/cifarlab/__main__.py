@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cifarlab.data import LabError
+from cifarlab.errors import LabError
 
 HELP = {
     "data": "cifar10 (download), synthetic[:N], or a directory/.tar/.tar.gz holding train/<class>/*.jpg",
@@ -34,7 +34,8 @@ HELP = {
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from cifarlab.train import TrainConfig
+    """One flag per TrainConfig field, so the command line can never drift from the options."""
+    from cifarlab.config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -48,7 +49,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from cifarlab.train import TrainConfig
+    """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill."""
+    from cifarlab.config import TrainConfig
 
     given = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
@@ -61,7 +63,9 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cifarlab.train import per_class_table, train
+    """Train; under torchrun only rank 0 prints the table."""
+    from cifarlab.runlog import per_class_table
+    from cifarlab.train import train
 
     metrics = train(_config(args), stream=sys.stdout)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
@@ -72,8 +76,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a checkpoint on the test (or held-out) images of its data, or of ``--data``."""
     from cifarlab.data import load_data
-    from cifarlab.train import load_checkpoint, per_class_table, pick_device, predict_logits, score
+    from cifarlab.devices import pick_device
+    from cifarlab.evaluate import load_checkpoint, predict_logits, score
+    from cifarlab.runlog import per_class_table
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
@@ -99,10 +106,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify image files: the class and its probability, per image."""
     import torch
 
-    from cifarlab.data import decode_images
-    from cifarlab.train import load_checkpoint, pick_device, predict_logits
+    from cifarlab.devices import pick_device
+    from cifarlab.evaluate import load_checkpoint, predict_logits
+    from cifarlab.images import decode_images
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
@@ -127,6 +136,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
+    """Execute the notebook headless; ``--param KEY=VALUE`` becomes ``LAB_KEY``."""
     from cifarlab.notebook import run_notebook
 
     params = dict(kv.split("=", 1) for kv in args.param)
@@ -140,6 +150,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line: train, evaluate, predict and notebook."""
     ap = argparse.ArgumentParser(prog="python -m cifarlab", description="Train and evaluate the CIFAR-10 lab.")
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model and write a run directory")
@@ -174,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a `LabError` is a message and exit code 2, never a traceback."""
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

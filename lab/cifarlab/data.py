@@ -1,4 +1,4 @@
-"""Data: every source becomes one uint8 tensor (N, 3, 32, 32) in memory, decoded once.
+"""Data: every source becomes one uint8 tensor (N, 3, 32, 32) in memory, decoded once (see `cifarlab.images`).
 
 Sources
 - ``cifar10``: torchvision's CIFAR-10 (downloaded into ``data_root`` when online; torchvision is imported only here).
@@ -6,27 +6,16 @@ Sources
   read straight from the archive, never unpacked to disk.
 - ``synthetic`` or ``synthetic:N``: N small class-dependent patterns with noise, learnable in a few steps (tests).
 
-Training then slices batches from memory; there is no per-image Python work once the tensor exists.
+Training then slices batches from memory; there is no per-image Python work once the tensor exists. This module
+is the plain path; `cifarlab.fastload` holds what makes it fast (tar reader, decoding ahead, cache).
+`ImageDataset` hands the same images to a classic ``DataLoader`` with torchvision transforms.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import gzip
-import hashlib
-import io
-import mmap
-import multiprocessing
 import os
 import sys
-import tarfile
-import threading
-import time
-import warnings
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,30 +23,32 @@ from typing import Any
 import numpy as np
 import torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from cifarlab import fastload
+from cifarlab.errors import DataError, LabError
+from cifarlab.fastload import Decoding, wait_for_cache_writes
+from cifarlab.images import IMAGE_SUFFIXES, SIZE, Split, decode_images, torchvision_decoder
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "Data",
+    "DataError",
+    "ImageDataset",
+    "LabError",
+    "Split",
+    "load_data",
+    "load_image_folder",
+    "open_image_folder",
+    "sample",
+    "wait_for_cache_writes",
+]
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-SIZE = 32
-
-
-class LabError(Exception):
-    """A failure the user can fix; the command line prints its message (no traceback) and exits non-zero."""
-
-
-class DataError(LabError):
-    """A dataset that is missing or not in the expected shape; the message names the path and the layout."""
-
-
-@dataclass
-class Split:
-    images: torch.Tensor  # uint8, (N, 3, 32, 32)
-    labels: torch.Tensor  # int64, (N,)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 @dataclass
 class Data:
+    """A data set in memory: training and test images, class names, and where they came from."""
+
     train: Split
     test: Split | None
     classes: list[str]
@@ -65,6 +56,55 @@ class Data:
     note: str = ""
     cache: str = ""
     decoding: Decoding | None = None  # set while the images are still being decoded in the background
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Data:
+        """``n_train`` training and ``n_test`` test images drawn at random (None: all), for short runs.
+
+        Folders and archives list their images class by class, so the first N would be of one or two classes.
+        """
+        if self.decoding is not None:
+            raise DataError("the images are still being decoded; take a subset of fully loaded data.")
+        if self.test is None:
+            raise DataError("this data has no test split to take a subset of.")
+        train, test = self.train, self.test
+        pick_train, pick_test = sample(len(train), n_train, seed), sample(len(test), n_test, seed)
+        train = Split(train.images[pick_train], train.labels[pick_train])
+        test = Split(test.images[pick_test], test.labels[pick_test])
+        return Data(train, test, self.classes, self.source, self.note, self.cache)
+
+    def dataset(self, part: str, transform: Callable[[Any], Any] | None = None) -> ImageDataset:
+        """The ``train`` or ``test`` images as a Dataset for a ``DataLoader``, with torchvision transforms."""
+        split = self.train if part == "train" else self.test
+        if split is None:
+            raise DataError(f"this data has no {part} split.")
+        return ImageDataset(split, self.classes, transform)
+
+
+def sample(n: int, k: int | None, seed: int = 0) -> torch.Tensor:
+    """``k`` of ``range(n)`` drawn at random (all of them when ``k`` is None or larger), in increasing order."""
+    if k is None or k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+class ImageDataset(torch.utils.data.Dataset[tuple[Any, int]]):
+    """A `Split` as a map-style Dataset of (PIL image, label), so torchvision transforms apply as to CIFAR10."""
+
+    def __init__(self, split: Split, classes: list[str], transform: Callable[[Any], Any] | None = None) -> None:
+        self.split = split
+        self.classes = classes  # as torchvision's CIFAR10 has them
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        image: Any = Image.fromarray(self.split.images[i].permute(1, 2, 0).numpy())
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.split.labels[i])
 
 
 # ------------------------------------------------------------------------------------------------ synthetic
@@ -93,91 +133,8 @@ def synthetic(n_train: int = 2000, n_test: int = 500, num_classes: int = 10, see
 # ------------------------------------------------------------------------------------------------ image folders
 
 
-def _decode(blob: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(blob)) as opened:
-        im = opened.convert("RGB")
-        if im.size != (SIZE, SIZE):
-            im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
-
-
-def _decode_many(blobs: list[bytes]) -> np.ndarray:
-    return np.stack([_decode(b) for b in blobs]) if blobs else np.zeros((0, SIZE, SIZE, 3), np.uint8)
-
-
-@functools.cache
-def _torchvision_decoder() -> bool:
-    """Whether torchvision's libjpeg-turbo decoder can be used here."""
-    try:
-        with warnings.catch_warnings():  # newer torchvision announces a move of its decoders; they still work
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg  # noqa: F401
-    except Exception:  # torchvision is optional (absent in the lab image) or built without image support
-        return False
-    return True
-
-
-def _decode_jpegs_torchvision(blobs: list[bytes], all_cores: bool = True) -> torch.Tensor | None:
-    """libjpeg-turbo through torchvision, ~4x faster than PIL per image; None when it cannot do them all.
-
-    ``all_cores``: decode the batch on every core for the duration of the call (not from a background thread,
-    where the process-wide thread setting of the trainer must stay as it is).
-    """
-    if not _torchvision_decoder():
-        return None
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if not all(b[:2] == b"\xff\xd8" for b in blobs):
-        return None
-    try:
-        # bytearray: a writable buffer, so torch does not warn about sharing read-only memory
-        tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-        threads = torch.get_num_threads()
-        if all_cores:
-            torch.set_num_threads(max(threads, os.cpu_count() or 1))  # a batch decodes in parallel: use every core
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                out = decode_jpeg(tensors, mode=ImageReadMode.RGB)
-        finally:
-            if all_cores:
-                torch.set_num_threads(threads)
-    except Exception:
-        return None
-    if any(t.shape != (3, SIZE, SIZE) for t in out):
-        return None
-    return torch.stack(out)
-
-
-def decode_images(blobs: list[bytes], workers: int | None = None) -> torch.Tensor:
-    """Decode encoded images to (N, 3, 32, 32) uint8: torchvision's decoder if present, else PIL in processes."""
-    if not blobs:
-        return torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8)
-    fast = _decode_jpegs_torchvision(blobs)
-    if fast is not None:
-        return fast
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(blobs) < 2000:
-        arr = _decode_many(blobs)
-    else:
-        chunk = (len(blobs) + workers * 4 - 1) // (workers * 4)
-        parts = [blobs[i : i + chunk] for i in range(0, len(blobs), chunk)]
-        with ProcessPoolExecutor(workers) as pool:
-            arr = np.concatenate(list(pool.map(_decode_many, parts)))
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-def _split_of(parts: list[str]) -> tuple[str, str] | None:
-    """('train'|'test', class) for a path like ``[prefix/]train/<class>/<file>``; None for anything else."""
-    if len(parts) < 3 or not parts[-1].lower().endswith(IMAGE_SUFFIXES) or parts[-1].startswith("."):
-        return None
-    split, cls = parts[-3], parts[-2]
-    return (split, cls) if split in ("train", "test") else None
-
-
 def _walk_directory(root: Path) -> Iterator[tuple[str, str, bytes]]:
+    """(split, class, encoded image) for every ``train|test/<class>/<image>`` file under ``root``."""
     for split in ("train", "test"):
         base = root / split
         if not base.is_dir():
@@ -188,63 +145,6 @@ def _walk_directory(root: Path) -> Iterator[tuple[str, str, bytes]]:
                     yield split, cls_dir.name, f.read_bytes()
 
 
-def _walk_tar(path: Path) -> Iterator[tuple[str, str, bytes]]:
-    try:
-        fast = _read_plain_tar(path)
-        if fast is not None:
-            yield from fast
-            return
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                where = _split_of(member.name.replace("\\", "/").strip("/").split("/"))
-                if where is None:
-                    continue
-                fh = tar.extractfile(member)
-                if fh is not None:
-                    yield where[0], where[1], fh.read()
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read the archive {path}: {exc}. Expected a readable .tar or .tar.gz.") from exc
-
-
-def _read_plain_tar(path: Path) -> list[tuple[str, str, bytes]] | None:
-    """Walk ustar headers in memory (10x faster than tarfile for 50,000 tiny members).
-
-    Returns None for anything but plain files and folders (long names, pax headers, other compressions), which
-    the tarfile module then reads instead.
-    """
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    elif raw[:3] == b"BZh" or raw[:6] == b"\xfd7zXZ\x00":
-        return None
-    view = memoryview(raw)
-    out: list[tuple[str, str, bytes]] = []
-    pos = 0
-    while pos + 512 <= len(raw):
-        header = raw[pos : pos + 512]
-        if header == b"\0" * 512:
-            break
-        if header[257:262] != b"ustar":
-            return None
-        kind = header[156:157]
-        size = int(header[124:136].rstrip(b"\0 ").decode() or "0", 8)
-        if kind not in (b"0", b"\0", b"5"):
-            return None
-        name = header[0:100].split(b"\0", 1)[0].decode()
-        prefix = header[345:500].split(b"\0", 1)[0].decode()
-        if prefix:
-            name = f"{prefix}/{name}"
-        start = pos + 512
-        if kind != b"5":
-            where = _split_of(name.strip("/").split("/"))
-            if where is not None:
-                out.append((where[0], where[1], bytes(view[start : start + size])))
-        pos = start + (size + 511) // 512 * 512
-    return out
-
-
 def _read_image_folder(path: Path) -> tuple[dict[str, list[bytes]], dict[str, torch.Tensor], list[str]]:
     """The encoded images and labels of each part (train, test) of a folder or archive, checked, not decoded."""
     if not path.exists():
@@ -252,7 +152,7 @@ def _read_image_folder(path: Path) -> tuple[dict[str, list[bytes]], dict[str, to
             f"the dataset {path} does not exist. Expected a directory or a .tar/.tar.gz containing "
             "train/<class>/*.jpg (and optionally test/<class>/*.jpg)."
         )
-    items: Iterable[tuple[str, str, bytes]] = _walk_directory(path) if path.is_dir() else _walk_tar(path)
+    items: Iterable[tuple[str, str, bytes]] = _walk_directory(path) if path.is_dir() else fastload.walk_tar(path)
     blobs: dict[str, list[bytes]] = {"train": [], "test": []}
     names: dict[str, list[str]] = {"train": [], "test": []}
     for part, cls, blob in items:
@@ -289,219 +189,6 @@ def load_image_folder(path: Path, workers: int | None = None) -> Data:
     return Data(split("train"), test, classes, source=str(path))
 
 
-# ------------------------------------------------------------------------------------------------ decoding ahead
-
-
-def _shared_images(n: int) -> torch.Tensor:
-    """An uninitialised (n, 3, 32, 32) uint8 tensor in anonymous shared memory: a forked child's writes show here."""
-    nbytes = n * 3 * SIZE * SIZE
-    if nbytes == 0:
-        return torch.empty(0, 3, SIZE, SIZE, dtype=torch.uint8)
-    buf = mmap.mmap(-1, nbytes)  # MAP_SHARED | MAP_ANONYMOUS
-    return torch.frombuffer(buf, dtype=torch.uint8).view(n, 3, SIZE, SIZE)
-
-
-def _decode_chunk(blobs: list[bytes]) -> torch.Tensor:
-    images = _decode_jpegs_torchvision(blobs, all_cores=False)
-    if images is None:
-        images = torch.from_numpy(_decode_many(blobs)).permute(0, 3, 1, 2)
-    return images
-
-
-Plan = list[tuple[str | None, str, torch.Tensor]]  # (split whose progress it advances, archive part, its rows)
-
-
-class Decoding:
-    """Decodes a data set's images in the background, in the order a training loop will read them.
-
-    ``open_image_folder`` returns a `Data` whose image tensors are allocated but not yet filled, with one of these
-    as ``data.decoding``. The trainer calls ``start(first)`` with its first epoch's order of the training rows; the
-    training images are then decoded in exactly that order, chunk by chunk, then the held-out ones, then whatever
-    else the archive holds (for the cache). ``wait(split, rows)`` blocks until the first ``rows`` rows of that
-    order are in (all of the split's rows when ``rows`` is None), so training starts on the first chunk while the
-    rest decodes on the core that the trainer leaves free. The pixels are exactly those of `load_image_folder`;
-    only the moment they arrive differs.
-
-    On Linux the decoding runs in a forked process that writes into shared memory (decoding in a thread of the
-    training process would fight it for the GIL: each image costs some Python); elsewhere in a thread. That process
-    also writes the cache (``on_done``), but only after `release` (the trainer calls it when it no longer needs
-    the cores; `join` and the end of the program do too), so that serialising it does not slow training.
-    """
-
-    def __init__(self, blobs: dict[str, list[bytes]], source: str, chunk: int = 1024, process: bool | None = None):
-        self.blobs = blobs
-        self.source = source
-        self.chunk = chunk
-        self.process = sys.platform.startswith("linux") if process is None else process
-        # every part decoded in full, in archive order (what the cache stores)
-        self.full = {part: self._alloc(len(b)) for part, b in blobs.items()}
-        # split name -> (archive part, rows of that part, the split's own image tensor)
-        self.targets: dict[str, tuple[str, torch.Tensor, torch.Tensor]] = {}
-        self.on_done: Callable[[Decoding], object] | None = None
-        self.done_s: float | None = None  # seconds the whole decode took, once it is over
-        self._progress: dict[str, int] = {}
-        self._error: str | None = None
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._write_now: Any = None  # a process Event: the trainer no longer needs the second core
-
-    def _alloc(self, n: int) -> torch.Tensor:
-        return _shared_images(n) if self.process else torch.empty(n, 3, SIZE, SIZE, dtype=torch.uint8)
-
-    def target(self, split: str, part: str, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """The (not yet filled) image tensor of ``split``, made of ``rows`` (default: all) of archive ``part``."""
-        if self._thread is not None:
-            raise RuntimeError("the decoding has started; its splits are fixed")
-        rows = torch.arange(len(self.blobs[part])) if rows is None else rows
-        images = self._alloc(len(rows))
-        self.targets[split] = (part, rows, images)
-        return images
-
-    def start(self, first: torch.Tensor | None = None, split: str = "train") -> None:
-        """Begin in the background, with the rows of ``split`` in the order ``first`` (default: in order)."""
-        if self._thread is not None:
-            return
-        plan: Plan = []
-        covered = {part: torch.zeros(len(b), dtype=torch.bool) for part, b in self.blobs.items()}
-        names = [split] + [s for s in self.targets if s != split] if split in self.targets else list(self.targets)
-        for name in names:
-            part, rows, _ = self.targets[name]
-            if name == split and first is not None:
-                rows = rows[first]
-            fresh = rows[~covered[part][rows]]
-            covered[part][rows] = True
-            plan.append((name, part, fresh))
-        for part, seen in covered.items():
-            if not bool(seen.all()):
-                plan.append((None, part, (~seen).nonzero().flatten()))
-        self._progress = {name: 0 for name in self.targets}
-        t0 = time.time()
-        if self.process:
-            ctx = multiprocessing.get_context("fork")
-            receiver, sender = ctx.Pipe(duplex=False)
-            self._write_now = ctx.Event()
-            child = ctx.Process(target=self._child, args=(plan, sender), name="cifarlab-decode", daemon=True)
-            child.start()
-            sender.close()
-            self._thread = threading.Thread(target=self._relay, args=(receiver, child, t0), name="cifarlab-decode")
-        else:
-            self._thread = threading.Thread(target=self._in_thread, args=(plan, t0), name="cifarlab-decode")
-        self._thread.start()
-
-    def _decode(self, plan: Plan, report: Callable[[str | None, int], None]) -> None:
-        """Decode the plan chunk by chunk into the full tensors and every split that uses the rows."""
-        positions = {}
-        for name, (part, rows, _) in self.targets.items():
-            pos = torch.full((len(self.blobs[part]),), -1, dtype=torch.long)
-            pos[rows] = torch.arange(len(rows))
-            positions[name] = pos
-        for split, part, rows in plan:
-            for lo in range(0, len(rows), self.chunk):
-                idx = rows[lo : lo + self.chunk]
-                images = _decode_chunk([self.blobs[part][int(i)] for i in idx])
-                self.full[part][idx] = images
-                for name, (p, _, out) in self.targets.items():
-                    if p == part:
-                        where = positions[name][idx]
-                        keep = where >= 0
-                        out[where[keep]] = images[keep]
-                report(split, len(idx))
-
-    def _child(self, plan: Plan, sender: Any) -> None:
-        torch.set_num_threads(1)  # one core for the decoding; the trainer has the other(s)
-        try:
-            self._decode(plan, lambda name, n: sender.send((name, n)) if name is not None else None)
-            sender.send(("decoded", 0))
-            if self.on_done is not None:  # the cache write, too, stays off the trainer's core: once it is done
-                self._write_now.wait()
-                self.on_done(self)
-            sender.send(("done", 0))
-        except BaseException as exc:
-            sender.send(("error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            sender.close()
-
-    def _relay(self, receiver: Any, child: Any, t0: float) -> None:
-        try:
-            while True:
-                try:
-                    name, n = receiver.recv()
-                except EOFError:
-                    name, n = "error", "the decoding process ended early"
-                if name == "decoded":
-                    self._decoded(t0)
-                    while not self._write_now.wait(0.2):  # until `release`, or the program ends
-                        if not threading.main_thread().is_alive():
-                            self._write_now.set()
-                elif name == "done":
-                    break
-                elif name == "error":
-                    self._fail(str(n))
-                    return
-                else:
-                    with self._cond:
-                        self._progress[name] += n
-                        self._cond.notify_all()
-        finally:
-            receiver.close()
-            child.join()
-        self.blobs, self.full = {}, {}  # the splits keep their own tensors
-
-    def _in_thread(self, plan: Plan, t0: float) -> None:
-        def report(name: str | None, n: int) -> None:
-            if name is not None:
-                with self._cond:
-                    self._progress[name] += n
-                    self._cond.notify_all()
-
-        try:
-            self._decode(plan, report)
-        except Exception as exc:
-            self._fail(f"{type(exc).__name__}: {exc}")
-            return
-        self._decoded(t0)
-        if self.on_done is not None:
-            self.on_done(self)
-        self.blobs, self.full = {}, {}
-
-    def _fail(self, error: str) -> None:
-        with self._cond:
-            self._error = error
-            self._cond.notify_all()
-
-    def _decoded(self, t0: float) -> None:
-        self.done_s = time.time() - t0
-        with self._cond:
-            self._progress = {name: len(rows) for name, (_, rows, _) in self.targets.items()}
-            self._cond.notify_all()
-
-    def wait(self, split: str, rows: int | None = None) -> None:
-        """Block until ``split``'s first ``rows`` rows (in the started order; None: all of them) are decoded."""
-        if self._thread is None:
-            self.start()
-        total = len(self.targets[split][1])
-        need = total if rows is None else min(rows, total)
-        with self._cond:
-            while self._progress.get(split, 0) < need and self._error is None:
-                self._cond.wait()
-            if self._error is not None:
-                raise DataError(f"an image in {self.source} could not be decoded: {self._error}")
-
-    def release(self) -> None:
-        """Let the decoding process write the cache now (it waits for this, or for the program's end)."""
-        if self._write_now is not None:
-            self._write_now.set()
-
-    def join(self) -> None:
-        """Wait for the decoding to end, including its cache write."""
-        self.release()
-        if self._thread is not None:
-            self._thread.join()
-
-
-DECODE_CHUNK = 1024  # images per step of a background decoding (about 40 ms of one core for CIFAR-10 JPEGs)
-
-
 def open_image_folder(path: Path, process: bool | None = None) -> Data:
     """Like `load_image_folder`, but returns at once with ``data.decoding`` set: the pixels arrive in the background.
 
@@ -510,10 +197,10 @@ def open_image_folder(path: Path, process: bool | None = None) -> Data:
     process, everything is decoded before returning, as `load_image_folder` does.
     """
     process = sys.platform.startswith("linux") if process is None else process
-    if not process and not _torchvision_decoder():
+    if not process and not torchvision_decoder():
         return load_image_folder(path)
     blobs, labels, classes = _read_image_folder(path)
-    decoding = Decoding(blobs, str(path), chunk=DECODE_CHUNK, process=process)
+    decoding = Decoding(blobs, str(path), chunk=fastload.DECODE_CHUNK, process=process)
     train = Split(decoding.target("train", "train"), labels["train"])
     test = Split(decoding.target("test", "test"), labels["test"]) if "test" in blobs else None
     return Data(train, test, classes, source=str(path), decoding=decoding)
@@ -521,65 +208,9 @@ def open_image_folder(path: Path, process: bool | None = None) -> Data:
 
 # ------------------------------------------------------------------------------------------------ decoded cache
 
-CACHE_VERSION = 1
 
-
-def _fingerprint(path: Path) -> str:
-    """Changes whenever the data changes: size and mtime of the archive, or of every file under a directory."""
-    h = hashlib.sha256(f"cifarlab-cache-v{CACHE_VERSION}|{path.resolve()}".encode())
-    if path.is_dir():
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"|{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    else:
-        st = path.stat()
-        h.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def cache_dirs(path: Path) -> list[Path]:
-    """Where a cache may live: $CIFARLAB_CACHE_DIR if set; else next to the data, then the user's cache dir."""
-    override = os.environ.get("CIFARLAB_CACHE_DIR")
-    if override:
-        return [Path(override).expanduser()]
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifarlab"
-    parent = path.resolve().parent
-    return [parent, base] if _writable(parent) else [base]
-
-
-def _writable(folder: Path) -> bool:
-    """Writable by us and meant to be written: a folder without write bits counts as read-only, even for root."""
-    try:
-        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
-    except OSError:
-        return False
-
-
-def cache_path_for(path: Path) -> list[Path]:
-    name = f"{path.name}.cache-{_fingerprint(path)}.pt"
-    return [d / name for d in cache_dirs(path)]
-
-
-def _read_cache(candidates: list[Path]) -> Data | None:
-    for c in candidates:
-        if c.is_file():
-            try:
-                blob = torch.load(c, map_location="cpu", weights_only=True)
-                test = Split(blob["test_images"], blob["test_labels"]) if "test_images" in blob else None
-                return Data(
-                    Split(blob["train_images"], blob["train_labels"]),
-                    test,
-                    list(blob["classes"]),
-                    source=str(blob["source"]),
-                    cache=f"reused {c}",
-                )
-            except Exception:  # a torn or foreign file: rebuild it
-                continue
-    return None
-
-
-def _write_cache(candidates: list[Path], data: Data, prefix: str) -> str:
+def _cache_blob(data: Data) -> dict[str, object]:
+    """What the cache file stores: the tensors of both splits, the classes and the source."""
     blob: dict[str, object] = {
         "train_images": data.train.images,
         "train_labels": data.train.labels,
@@ -588,34 +219,14 @@ def _write_cache(candidates: list[Path], data: Data, prefix: str) -> str:
     }
     if data.test is not None:
         blob.update(test_images=data.test.images, test_labels=data.test.labels)
-    for c in candidates:
-        tmp = c.with_name(f"{c.name}.{os.getpid()}.tmp")
-        try:
-            c.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(blob, tmp)
-            os.replace(tmp, c)
-        except OSError:  # a read-only data folder: try the next place
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            continue
-        for stale in c.parent.glob(f"{prefix}.cache-*.pt"):
-            if stale != c:
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-        return f"built {c}"
-    return "not cached (no writable cache directory)"
+    return blob
 
 
-_WRITERS: list[threading.Thread] = []
-_DECODINGS: list[Decoding] = []
-
-
-def wait_for_cache_writes() -> None:
-    """Block until caches being written in the background (also by a decoding still under way) are on disk."""
-    while _WRITERS:
-        _WRITERS.pop().join()
-    while _DECODINGS:
-        _DECODINGS.pop().join()
+def _from_cache(blob: dict[str, Any], path: Path) -> Data:
+    """The `Data` a cache file holds."""
+    test = Split(blob["test_images"], blob["test_labels"]) if "test_images" in blob else None
+    train = Split(blob["train_images"], blob["train_labels"])
+    return Data(train, test, list(blob["classes"]), source=str(blob["source"]), cache=f"reused {path}")
 
 
 def load_image_folder_cached(
@@ -625,42 +236,31 @@ def load_image_folder_cached(
 
     With ``background`` the cache file is written by a thread while training starts (the process still waits
     for it before exiting), which takes the write off a cold run's clock. With ``stream`` a cold load returns
-    before decoding (see `Decoding`); the cache is written once the decoding is over.
+    before decoding (see `fastload.Decoding`); the cache is written once the decoding is over.
     """
     if not path.exists():
         return load_image_folder(path, workers)  # raises the clear error
-    candidates = cache_path_for(path)
-    data = _read_cache(candidates)
-    if data is not None:
-        return data
-    if stream:
-        data = open_image_folder(path)
-        decoding = data.decoding
-        if decoding is not None:
-            # the labels of the whole archive, as the cache stores them (the caller may split ``data`` later)
-            train_labels = data.train.labels
-            test_labels = data.test.labels if data.test is not None else None
-            classes, source = data.classes, data.source
+    candidates = fastload.cache_path_for(path)
+    found = fastload.read_cache(candidates)
+    if found is not None:
+        return _from_cache(*found)
+    data = open_image_folder(path) if stream else load_image_folder(path, workers)
+    if data.decoding is not None:
+        # the labels of the whole archive, as the cache stores them (the caller may split ``data`` later)
+        train_labels, test = data.train.labels, data.test
 
-            def write(done: Decoding) -> None:
-                test = Split(done.full["test"], test_labels) if test_labels is not None else None
-                _write_cache(
-                    candidates, Data(Split(done.full["train"], train_labels), test, classes, source), path.name
-                )
+        def write(done: Decoding) -> None:
+            full_test = Split(done.full["test"], test.labels) if test is not None else None
+            whole = Data(Split(done.full["train"], train_labels), full_test, data.classes, data.source)
+            fastload.write_cache(candidates, _cache_blob(whole), path.name)
 
-            decoding.on_done = write
-            _DECODINGS.append(decoding)
-            data.cache = f"building {candidates[0].parent} cache once decoded"
-            return data
-    else:
-        data = load_image_folder(path, workers)
-    if background:
-        writer = threading.Thread(target=_write_cache, args=(candidates, data, path.name), name="cifarlab-cache")
-        writer.start()
-        _WRITERS.append(writer)
+        fastload.write_cache_once_decoded(data.decoding, write)
+        data.cache = f"building {candidates[0].parent} cache once decoded"
+    elif background:
+        fastload.write_cache_in_background(candidates, _cache_blob(data), path.name)
         data.cache = f"building {candidates[0].parent} cache in the background"
     else:
-        data.cache = _write_cache(candidates, data, path.name)
+        data.cache = fastload.write_cache(candidates, _cache_blob(data), path.name)
     return data
 
 
@@ -668,6 +268,7 @@ def load_image_folder_cached(
 
 
 def load_cifar10(root: Path) -> Data:
+    """torchvision's CIFAR-10, downloaded the first time, as uint8 tensors."""
     try:
         import torchvision
     except ImportError as exc:

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from cifarlab.data import LabError
+from cifarlab.errors import LabError
 
 NOTEBOOK_NAME = "first_pytorch_classifier.ipynb"
 LAB_DIR = Path(__file__).resolve().parent.parent

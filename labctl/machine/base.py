@@ -100,6 +100,8 @@ class Machine(Protocol):
     """A host labctl works on."""
 
     kind: str  # "ssh" | "local"
+    # False when the machine is this computer: its loopback ports are reached directly, without a tunnel.
+    needs_tunnel: bool
 
     def describe(self) -> str:
         """Where this is, for messages: 'azureuser@203.0.113.7:22' or 'this computer'."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 class LocalMachine:
     kind = "local"
+    needs_tunnel = False
 
     def __init__(self) -> None:
         self._docker: docker.DockerClient | None = None

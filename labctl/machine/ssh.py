@@ -15,6 +15,7 @@ import posixpath
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -49,6 +50,7 @@ AUTH_GRACE = 20.0
 
 class SSHMachine:
     kind = "ssh"
+    needs_tunnel = True
 
     def __init__(
         self,
@@ -398,12 +400,7 @@ class SSHMachine:
                 f"Docker on {self.describe()} does not answer for {self.user}: {probe.output.strip()[-300:]}",
                 hint="Run 'labctl up' again (it installs and starts Docker and adds the user to the docker group).",
             )
-        self._docker_dir = tempfile.mkdtemp(prefix="labctl-docker-")
-        os.chmod(self._docker_dir, 0o700)
-        path = os.path.join(self._docker_dir, "docker.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(16)
+        listener, base_url = self._docker_listener()
 
         # A channel straight to the engine's socket when sshd allows it (fast, no process on the machine);
         # else 'docker system dial-stdio' in a session, which works wherever the docker CLI does.
@@ -419,13 +416,29 @@ class SSHMachine:
         self._docker_relay = Relay(listener, open_peer, "docker").start()
         # The SDK keeps one idle connection per URL it called (for up to num_pools URLs), and each is a channel
         # here: a small num_pools bounds them.
-        client = docker_sdk.DockerClient(base_url=f"unix://{path}", timeout=600, num_pools=8)
+        client = docker_sdk.DockerClient(base_url=base_url, timeout=600, num_pools=8)
         if not direct:
             # Each connection is then an SSH session, and sshd allows only ten per connection: one request per
             # connection keeps their number small.
             client.api.headers["Connection"] = "close"
         self._docker = client
         return client
+
+    def _docker_listener(self) -> tuple[socket.socket, str]:
+        """Where the local Docker SDK meets the relay: a Unix socket in a directory only this user can enter.
+
+        Windows' Python has no Unix sockets, so there it is a port on this computer's loopback, which other
+        users logged in to the same computer could also reach while the command runs.
+        """
+        if sys.platform == "win32":
+            listener = bind_loopback(0)
+            return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        self._docker_dir = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
+        path = os.path.join(self._docker_dir, "docker.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(16)
+        return listener, f"unix://{path}"
 
     def _probe_unix_channel(self, path: str) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from labctl.errors import UsageError
-from labctl.targets.base import Target
+from labctl.targets.base import LabDiscovery, Target, as_discovery
 
 _TARGETS = {
     "azure": ("labctl.targets.azure", "AzureTarget"),
@@ -22,3 +22,14 @@ def get_target(kind: str) -> Target:
     module = importlib.import_module(module_name)
     target: Target = getattr(module, class_name)()
     return target
+
+
+def discovering_targets() -> list[tuple[Target, LabDiscovery]]:
+    """The targets that can find labs without local records, each with that capability."""
+    found = []
+    for kind in _TARGETS:
+        target = get_target(kind)
+        discovery = as_discovery(target)
+        if discovery is not None:
+            found.append((target, discovery))
+    return found

@@ -1,19 +1,51 @@
-"""The one interface every target implements: provision a reachable machine, describe it, destroy it."""
+"""The one interface every target implements, and the optional capabilities some targets add.
+
+Every target can plan, provision, describe and destroy a lab (``Target``). What only some targets can do is a
+small protocol of its own, declared here and implemented in the target's module:
+
+- ``PowerControl``: switch the machine off without losing it, and on again (Azure: deallocate / start).
+- ``LabDiscovery``: find labs that this computer has no record of, and rebuild a record for one (Azure: tags).
+- ``UnreachableExplainer``: say why a machine does not answer when the reason is known (Azure: deallocated).
+
+Workflows ask ``get_target(record.target)`` and then ``as_power_control(target)``; a ``None`` means
+the target cannot, and the workflow says so in plain words instead of naming the target.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from labctl.errors import LabctlError, NoCapacity
 from labctl.spec import LabSpec
-from labctl.state import LabRecord
+from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
 
-SaveFn = Callable[[LabRecord], object]
+__all__ = [
+    "FoundLab",
+    "LabDiscovery",
+    "PowerControl",
+    "Target",
+    "UnreachableExplainer",
+    "as_discovery",
+    "as_explainer",
+    "as_power_control",
+    "first_that_fits",
+]
 
 
+@runtime_checkable
 class Target(Protocol):
-    kind: str
+    kind: str  # the --target name
+    label: str  # how messages name where the lab lives: "Azure", "an SSH host", "this computer"
+    # True when the target made the machine and removes it with the lab (a cloud VM): a record of such a lab
+    # is never dropped while something may be left, and `down` cannot be forced past a failure to delete it.
+    owns_machine: bool
+    # False when the lab runs on this computer: there is no machine to log in to or tunnel to.
+    remote: bool
+    # The config settings (labctl.config.SETTINGS) only this target reads; `up` applies them to its labs only.
+    settings: tuple[str, ...]
 
     def plan(self, spec: LabSpec) -> Outcome:
         """What `up` would create, without creating anything (`up --dry-run`)."""
@@ -32,5 +64,100 @@ class Target(Protocol):
         ...
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        """Live facts for `labctl status`: power state, address, size, $/hour, uptime, shutdown time."""
+        """Every live fact `labctl status` shows: the machine (power, address, size, $/hour, uptime, shutdown
+        time) and, where the machine answers, the lab container, Jupyter and the runs."""
         ...
+
+    def removal(self, record: LabRecord) -> str:
+        """What `down` deletes, in words for its confirmation question."""
+        ...
+
+    def where(self, record: LabRecord) -> tuple[str, str | None]:
+        """(where the lab runs, the machine's size if known), for `labctl list`."""
+        ...
+
+
+@runtime_checkable
+class PowerControl(Protocol):
+    """Machines that can be switched off without being lost (no compute charges) and on again unchanged."""
+
+    # What a switched-off machine still is and costs, for `labctl stop` to tell the user.
+    off_means: str
+
+    def power_off(self, record: LabRecord) -> dict[str, Any]:
+        """Switch the machine off; updates ``record`` and returns the facts of ``describe`` afterwards."""
+        ...
+
+    def power_on(self, record: LabRecord) -> dict[str, Any]:
+        """Switch the machine on; updates ``record`` (its address may be new) and returns its facts."""
+        ...
+
+
+@dataclass
+class FoundLab:
+    """A lab a target found by itself (not from this computer's records)."""
+
+    name: str
+    target: str
+    where: str | None
+    deleting: bool = False
+    details: dict[str, str | None] = field(default_factory=dict)  # shown by `list --json` as they are
+
+
+@runtime_checkable
+class LabDiscovery(Protocol):
+    """Targets whose labs can be found without local state, so a lost state file never means a forgotten lab."""
+
+    def find_labs(self, subscription: str | None) -> list[FoundLab]: ...
+
+    def recover_record(self, name: str, subscription: str | None = None) -> LabRecord:
+        """A record rebuilt from what the target knows, enough for `down`; NotFound when there is no such lab."""
+        ...
+
+
+@runtime_checkable
+class UnreachableExplainer(Protocol):
+    """Targets that can tell why a machine does not answer (e.g. it was switched off by a schedule)."""
+
+    def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
+        """The reason as an error with the way out, or None when the target knows of none."""
+        ...
+
+
+def as_power_control(target: Target) -> PowerControl | None:
+    """``target`` when it can switch machines off and on, else None."""
+    return target if isinstance(target, PowerControl) else None
+
+
+def as_discovery(target: Target) -> LabDiscovery | None:
+    """``target`` when it can find labs without local records, else None."""
+    return target if isinstance(target, LabDiscovery) else None
+
+
+def as_explainer(target: Target) -> UnreachableExplainer | None:
+    """``target`` when it can explain an unreachable machine, else None."""
+    return target if isinstance(target, UnreachableExplainer) else None
+
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporter) -> R:
+    """``attempt`` the choices in turn until one is not refused for capacity (``NoCapacity``).
+
+    The next choice is drawn only after a refusal, so a provider can compute it from what was refused; the
+    refusal of the last one is raised as it is.
+    """
+    choice = next(choices, None)
+    if choice is None:
+        raise LabctlError("There is nothing to try: no size and region were chosen.", hint="Give --size or --region.")
+    while True:
+        try:
+            return attempt(choice)
+        except NoCapacity as refused:
+            following = next(choices, None)
+            if following is None:
+                raise
+            ui.warn(f"{refused.message} Trying the next choice.")
+            choice = following

@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from labctl.spec import LabSpec
-from labctl.state import LabRecord
-from labctl.targets.base import SaveFn
+from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
 
 
 class LocalTarget:
+    """Implements ``Target`` only: this computer is neither powered, searched nor deleted by labctl."""
+
     kind = "local"
+    label = "this computer"
+    owns_machine = False
+    remote = False
+    settings: tuple[str, ...] = ()
 
     def plan(self, spec: LabSpec) -> Outcome:
         steps = [
@@ -42,3 +47,9 @@ class LocalTarget:
         facts: dict[str, Any] = {"host": "this computer"}
         facts.update(describe_lab(record))
         return facts
+
+    def removal(self, record: LabRecord) -> str:
+        return "the lab container on this computer"
+
+    def where(self, record: LabRecord) -> tuple[str, str | None]:
+        return "this computer", None

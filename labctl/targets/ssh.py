@@ -9,8 +9,7 @@ from typing import Any
 from labctl.errors import UsageError
 from labctl.hostkeys import confirm_host_key
 from labctl.spec import LabSpec
-from labctl.state import LabRecord
-from labctl.targets.base import SaveFn
+from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -28,7 +27,13 @@ def default_key() -> Path:
 
 
 class SSHTarget:
+    """Implements ``Target`` only: labctl neither powers, finds nor deletes a machine it did not make."""
+
     kind = "ssh"
+    label = "an SSH host"
+    owns_machine = False
+    remote = True
+    settings: tuple[str, ...] = ()
 
     def plan(self, spec: LabSpec) -> Outcome:
         assert spec.host is not None
@@ -75,6 +80,12 @@ class SSHTarget:
         facts: dict[str, Any] = {"host": f"{record.user}@{record.host}:{record.port}"}
         facts.update(describe_lab(record))
         return facts
+
+    def removal(self, record: LabRecord) -> str:
+        return f"the lab container on {record.host} (the machine itself stays)"
+
+    def where(self, record: LabRecord) -> tuple[str, str | None]:
+        return record.host or "(not reached yet)", None
 
 
 __all__ = ["SSHTarget"]

@@ -24,12 +24,9 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     try:
         record = store.resolve(opts.name)
     except NotFound as missing:
-        record = _found_in_azure(opts.name, missing)
-    what = {
-        "azure": f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)",
-        "ssh": f"the lab container on {record.host} (the machine itself stays)",
-        "local": "the lab container on this computer",
-    }.get(record.target, f"lab '{record.name}'")
+        record = _found_elsewhere(opts.name, missing)
+    target = get_target(record.target)
+    what = target.removal(record)
     if not opts.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
@@ -41,9 +38,9 @@ def down(opts: DownOptions, ui: Reporter) -> Outcome:
     record.status = "deleting"
     store.save(record)
     try:
-        get_target(record.target).destroy(record, ui)
+        target.destroy(record, ui)
     except LabctlError as exc:
-        if not (opts.force and record.target != "azure"):
+        if not opts.force or target.owns_machine:
             raise  # the record stays, so `down` can be run again once the cause is fixed
         store.delete(record.name)
         raise LabctlError(
@@ -83,15 +80,19 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
         )
 
 
-def _found_in_azure(name: str | None, missing: NotFound) -> LabRecord:
-    """A lab this computer has no record of may still exist in Azure: find it by its tags."""
+def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
+    """A lab this computer has no record of may still exist where a target can find it (Azure: by its tags)."""
     from labctl.spec import DEFAULT_NAME
-    from labctl.targets.azure import AzureTarget
+    from labctl.targets import discovering_targets
 
-    try:
-        record: LabRecord = AzureTarget().recover_record(name or DEFAULT_NAME)
-    except NotFound:
-        raise missing from None
-    except LabctlError as exc:
-        raise NotFound(missing.message, hint=f"{missing.hint} (Azure was not searched: {exc.message})") from None
-    return record
+    not_searched = []
+    for target, discovery in discovering_targets():
+        try:
+            return discovery.recover_record(name or DEFAULT_NAME)
+        except NotFound:
+            continue
+        except LabctlError as exc:
+            not_searched.append(f"{target.label} was not searched: {exc.message}")
+    if not_searched:
+        raise NotFound(missing.message, hint=f"{missing.hint} ({'; '.join(not_searched)})") from None
+    raise missing from None

@@ -1,4 +1,4 @@
-"""`labctl list`: the labs recorded here and, unless --local, every lab Azure knows by its tags."""
+"""`labctl list`: the labs recorded here and, unless --local, every lab a target can find by itself (Azure: tags)."""
 
 from __future__ import annotations
 
@@ -10,56 +10,62 @@ from labctl.ui import Outcome, Reporter
 
 
 def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outcome:
+    from labctl.targets import discovering_targets, get_target
+
     rows: dict[str, dict[str, Any]] = {}
     records, unreadable = StateStore().scan()
     for path in unreadable:  # a lab may hide behind it: say so rather than leave it out silently
         ui.warn(f"The state file {path} could not be read, so its lab is not listed from it; move it aside.")
     for record in records:
-        td = record.target_data
+        where, size = get_target(record.target).where(record)
         rows[record.name] = {
             "name": record.name,
             "target": record.target,
             "status": record.status,
-            "where": td.get("region") or record.host or "this computer",
-            "size": td.get("size"),
+            "where": where,
+            "size": size,
             "host": record.host,
             "recorded_here": True,
-            "in_azure": None,
         }
-    azure_error = None
-    if not local_only:
-        from labctl.targets.azure import AzureTarget
-
+    errors: dict[str, str | None] = {}
+    for target, discovery in [] if local_only else discovering_targets():
+        # `in_<target>`: True found there, False recorded here but gone there, None not known (not searched).
+        found_key = f"in_{target.kind}"
+        errors[target.kind] = None
+        for row in rows.values():
+            row.setdefault(found_key, None)
         try:
-            found = AzureTarget().find_labs(subscription)
+            found = discovery.find_labs(subscription)
         except LabctlError as exc:
-            azure_error = exc.render()
-            ui.warn(f"Azure labs are not listed: {azure_error}")
-            found = []
+            errors[target.kind] = exc.render()
+            ui.warn(f"{target.label} labs are not listed: {errors[target.kind]}")
+            continue
         for lab in found:
             row = rows.setdefault(
-                lab["name"],
+                lab.name,
                 {
-                    "name": lab["name"],
-                    "target": "azure",
+                    "name": lab.name,
+                    "target": lab.target,
                     "status": "not recorded here",
-                    "where": lab["region"],
+                    "where": lab.where,
                     "size": None,
                     "host": None,
                     "recorded_here": False,
                 },
             )
-            row["in_azure"] = True
-            row.update(
-                resource_group=lab["resource_group"], creator=lab.get("creator"), created_at=lab.get("created_at")
-            )
-            if lab.get("state") == "Deleting":
+            row[found_key] = True
+            row.update({k: v for k, v in lab.details.items() if k != "subscription"})
+            if lab.deleting:
                 row["status"] = "deleting"
         for row in rows.values():
-            if row["target"] == "azure" and row["in_azure"] is None and azure_error is None:
-                row["in_azure"] = False
-                row["status"] = f"{row['status']} (gone from Azure)"
-    labs = sorted(rows.values(), key=lambda r: r["name"])
+            if row["target"] == target.kind and row[found_key] is None:
+                row[found_key] = False
+                row["status"] = f"{row['status']} (gone from {target.label})"
+    return _render(sorted(rows.values(), key=lambda r: r["name"]), errors)
+
+
+def _render(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcome:
+    data: dict[str, object] = {"labs": labs, **{f"{kind}_error": text for kind, text in errors.items()}}
     if not labs:
         return Outcome({"labs": []}, "No labs. Create one with 'labctl up' (or 'labctl up --gpu').")
     lines = [f"{'NAME':<24} {'TARGET':<7} {'STATUS':<28} {'WHERE':<16} SIZE"]
@@ -67,9 +73,9 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
         lines.append(
             f"{row['name']:<24} {row['target']:<7} {row['status']:<28} {row['where'] or '-'!s:<16} {row['size'] or '-'}"
         )
-    orphans = [r["name"] for r in labs if r.get("in_azure") and not r["recorded_here"]]
+    orphans = [r["name"] for r in labs if not r["recorded_here"]]
     if orphans:
         lines.append(
             f"Not recorded on this computer: {', '.join(orphans)} ('labctl down --name NAME' deletes such a lab)."
         )
-    return Outcome({"labs": labs, "azure_error": azure_error}, "\n".join(lines))
+    return Outcome(data, "\n".join(lines))

@@ -69,7 +69,7 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
     token = _ready(record)
 
     with machine_for(record, ui, wait=30.0) as machine:
-        if machine.kind == "local":
+        if not machine.needs_tunnel:
             port = record.jupyter_port
             check_jupyter(port, token)
             url = lab_url(port, token)

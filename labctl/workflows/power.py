@@ -1,54 +1,51 @@
-"""`labctl stop` / `labctl start`: deallocate a lab's VM (no compute charges) and bring it back unchanged."""
+"""`labctl stop` / `labctl start`: switch a lab's machine off (no compute charges) and bring it back unchanged."""
 
 from __future__ import annotations
 
 from labctl.errors import UsageError
-from labctl.state import LabRecord, StateStore, now_iso
+from labctl.state import LabRecord, StateStore
+from labctl.targets.base import PowerControl, as_power_control
 from labctl.ui import Outcome, Reporter
 
 
-def _azure_record(name: str | None, verb: str) -> tuple[StateStore, LabRecord]:
+def _powered(name: str | None, verb: str) -> tuple[StateStore, LabRecord, PowerControl]:
+    from labctl.targets import get_target
+
     store = StateStore()
     record = store.resolve(name)
-    if record.target != "azure":
+    target = get_target(record.target)
+    power = as_power_control(target)
+    if power is None:
         raise UsageError(
-            f"'labctl {verb}' applies to Azure labs; lab '{record.name}' runs on target '{record.target}'.",
-            hint="Stop the machine yourself, or 'labctl down' to remove the lab container.",
+            f"'labctl {verb}' needs a target that can switch machines off and on; lab '{record.name}' runs on "
+            f"{target.label} (target '{record.target}'), which cannot.",
+            hint=f"{verb.capitalize()} the machine yourself, or 'labctl down' to remove the lab container.",
         )
-    return store, record
+    return store, record, power
 
 
 def stop(name: str | None, ui: Reporter) -> Outcome:
-    from labctl.targets.azure import AzureTarget
-
-    store, record = _azure_record(name, "stop")
-    with ui.step(f"Deallocating the VM of lab '{record.name}'"):
-        info = AzureTarget().set_power(record, False)
+    store, record, power = _powered(name, "stop")
+    with ui.step(f"Switching off the machine of lab '{record.name}'"):
+        info = power.power_off(record)
     record.status = "stopped"
-    record.target_data.pop("started_at", None)
     store.save(record)
     text = (
-        f"Lab '{record.name}' is stopped (deallocated): no compute charges. Its disk and static IP remain "
-        f"(small storage charges); 'labctl start{_flag(record)}' brings it back, 'labctl down{_flag(record)}' "
-        "deletes it."
+        f"Lab '{record.name}' is stopped ({power.off_means}). 'labctl start{_flag(record)}' brings it back, "
+        f"'labctl down{_flag(record)}' deletes it."
     )
     return Outcome({"name": record.name, **info}, text)
 
 
 def start(name: str | None, ui: Reporter) -> Outcome:
-    from labctl.targets.azure import AzureTarget
-
-    store, record = _azure_record(name, "start")
-    record.target_data["started_at"] = now_iso()
-    with ui.step(f"Starting the VM of lab '{record.name}'"):
-        info = AzureTarget().set_power(record, True)
-    if info.get("public_ip"):
-        record.host = str(info["public_ip"])
+    store, record, power = _powered(name, "start")
+    with ui.step(f"Starting the machine of lab '{record.name}'"):
+        info = power.power_on(record)
     record.status = "ready"
     store.save(record)
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
-    text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same IP and keys."
+    text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same address and keys."
     return Outcome({"name": record.name, **info}, text)
 
 

@@ -7,86 +7,50 @@ dropped connection never stops training: `labctl logs --follow` reattaches, `lab
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from labctl import runs
 from labctl.config import Settings
 from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, per_class_table
 
 DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
-
-
-@dataclass
-class RunLabOptions:
-    name: str | None = None
-    here: bool = False
-    model: str = "tutorial"
-    epochs: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    data: str | None = None
-    device: str | None = None
-    seed: int = 0
-    notebook: bool = False
-    detach: bool = False
-    out: Path | None = None
-    extra: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- plumbing
 
 
 @contextmanager
-def lab_container(record: LabRecord, ui: Reporter) -> Iterator[runs.Container]:
-    """The lab's running container, reached through the lab's machine; the connection closes afterwards."""
-    if record.status == "stopped":
-        raise LabctlError(
-            f"Lab '{record.name}' is stopped.",
-            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
-        )
-    if record.status not in ("ready",) or not record.container_name:
-        raise LabctlError(
-            f"Lab '{record.name}' is not ready (state: {record.status}).",
-            hint=f"Run 'labctl up --name {record.name}' to finish or repair it.",
-        )
-    from labctl.labhost import lab_container as running_container
+def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
+    """The runs of the lab's running container, reached through the lab's machine; the connection closes after."""
+    from labctl.labhost import lab_container
 
     with ExitStack() as stack:
         try:
-            box = stack.enter_context(running_container(record, ui))
+            box = stack.enter_context(lab_container(record, ui))
         except LabctlError:
             _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
             raise
-        yield box.container
+        yield LabRuns(box)
 
 
 def _explain_stopped_vm(record: LabRecord) -> None:
-    """An Azure lab that cannot be reached is most often deallocated (auto-shutdown): say so, with the way back."""
-    if record.target != "azure":
-        return
+    """A machine that cannot be reached is most often switched off (auto-shutdown): the target says so if it can."""
     from labctl.targets import get_target
+    from labctl.targets.base import as_explainer
 
-    try:
-        power = get_target("azure").describe(record).get("power_state")
-    except LabctlError:
-        return
-    if power and power != "running":
-        shutdown = record.target_data.get("shutdown_at")
-        why = f" (its auto-shutdown is at {shutdown})" if shutdown else ""
-        raise LabctlError(
-            f"The VM of lab '{record.name}' is {power}{why}.",
-            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
-        ) from None
+    explainer = as_explainer(get_target(record.target))
+    error = explainer.explain_unreachable(record) if explainer is not None else None
+    if error is not None:
+        raise error from None
 
 
 @contextmanager
@@ -108,65 +72,17 @@ def _results_root() -> Path:
     return Path(str(Settings().get("results_dir")))
 
 
-def _option_args(opts: RunLabOptions) -> list[str]:
-    args = ["--model", opts.model, "--seed", str(opts.seed)]
-    for flag, value in (
-        ("--epochs", opts.epochs),
-        ("--batch-size", opts.batch_size),
-        ("--lr", opts.lr),
-        ("--optimizer", opts.optimizer),
-        ("--device", opts.device),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    for key, value in parse_sets(opts.extra).items():
-        args += ["--" + key.replace("_", "-"), value]
-    return args
-
-
-def parse_sets(items: list[str]) -> dict[str, str]:
-    """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
-    values: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
-        values[key.strip().replace("-", "_")] = value.strip()
-    return values
-
-
-def _notebook_args(opts: RunLabOptions, data_args: list[str]) -> list[str]:
-    """The notebook walks through the tutorial model; its knobs are the notebook's parameters cell."""
-    if opts.model != "tutorial" or opts.optimizer is not None:
-        raise UsageError(
-            "--notebook runs the tutorial as written: the tutorial model with SGD.",
-            hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
-        )
-    args = ["--data", data_args[1], "--seed", str(opts.seed)]
-    if "--data-root" in data_args:
-        args += ["--param", f"data_root={data_args[data_args.index('--data-root') + 1]}"]
-    for flag, value in (("--epochs", opts.epochs), ("--batch-size", opts.batch_size), ("--device", opts.device)):
-        if value is not None:
-            args += [flag, str(value)]
-    if opts.lr is not None:
-        args += ["--param", f"lr={opts.lr}"]
-    for key, value in parse_sets(opts.extra).items():
-        args += ["--max-steps", value] if key == "max_steps" else ["--param", f"{key}={value}"]
-    return args
-
-
-def _data_args(opts: RunLabOptions, container: runs.Container, ui: Reporter) -> list[str]:
+def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[str, str | None]:
+    """Where the run reads its data in the container, and where cifar10 downloads to."""
     data = opts.data or "cifar10"
     if data in DATA_KEYWORDS or data.startswith("synthetic:"):  # synthetic:N sets the number of images
-        return ["--data", data] + (["--data-root", str(CIFAR_ROOT)] if data == "cifar10" else [])
+        return data, str(CIFAR_ROOT) if data == "cifar10" else None
     local = Path(data).expanduser()
     if local.exists():
         with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
-            remote = runs.upload_data(container, local)
-        return ["--data", str(remote)]
-    code, _ = runs.sh(container, f"test -e {shlex.quote(data)}", check=False)
-    if code == 0:
-        return ["--data", data]
+            return str(lab_runs.upload_data(local)), None
+    if lab_runs.box.exists(data):
+        return data, None
     raise UsageError(
         f"The dataset '{data}' is neither on this computer nor on the machine.",
         hint="Give 'cifar10' (downloaded on the machine), 'synthetic', or the path of train/<class>/*.jpg as a "
@@ -179,28 +95,13 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
-def per_class_table(metrics: dict[str, Any]) -> str:
-    """The per-class accuracy table people expect at the end of the tutorial."""
-    per_class = metrics.get("per_class_accuracy") or metrics.get("per_class") or {}
-    lines = []
-    if per_class:
-        width = max(len(str(name)) for name in per_class)
-        lines.append(f"{'class':<{width}}  accuracy")
-        for name, acc in per_class.items():
-            shown = f"{float(acc) * 100:6.1f}%" if acc is not None else "     -"
-            lines.append(f"{name!s:<{width}}  {shown}")
-    if metrics.get("accuracy") is not None:
-        lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
-    return "\n".join(lines)
-
-
 def _finish(
-    store: StateStore, record: LabRecord, container: runs.Container, run_id: str, info: runs.RunInfo, ui: Reporter
+    store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
     dest = _results_root() / record.name / run_id
     lost = info.state == "lost"  # stopped under it (VM or container restart): no checksums were ever made
     with ui.step(f"Fetching the results of {run_id}"):
-        count = runs.fetch_run(container, run_id, dest, verify=not lost)
+        count = lab_runs.fetch(run_id, dest, verify=not lost)
     if lost:
         ui.warn(
             f"Run {run_id} never finished (its machine or container restarted); its partial results are unverified."
@@ -242,9 +143,9 @@ def _record_run(record: LabRecord, run_id: str) -> RunRecord:
     return run
 
 
-def _pick_run(record: LabRecord, container: runs.Container, run_id: str | None) -> str:
+def _pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
     if run_id is not None:
-        matches = [r.run_id for r in runs.list_runs(container) if r.run_id.startswith(run_id)]
+        matches = [r.run_id for r in lab_runs.list() if r.run_id.startswith(run_id)]
         if not matches:
             raise NotFound(f"Lab '{record.name}' has no run '{run_id}'.", hint="'labctl runs' lists the runs.")
         if len(matches) > 1:
@@ -253,7 +154,7 @@ def _pick_run(record: LabRecord, container: runs.Container, run_id: str | None) 
                 hint="'labctl runs' lists them; give more of the run id.",
             )
         return matches[0]
-    infos = runs.list_runs(container)
+    infos = lab_runs.list()
     if not infos:
         raise LabctlError(f"Lab '{record.name}' has no runs yet.", hint="Start one with 'labctl run-lab'.")
     return max(infos, key=lambda i: i.run_id).run_id
@@ -271,17 +172,13 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
     store = StateStore()
     record = store.resolve(opts.name)
-    with lab_container(record, ui) as container:
+    with _lab_runs(record, ui) as lab_runs:
         with ui.step("Making sure the lab in the container matches this labctl"):
-            lab_code = runs.ensure_lab_code(container)
+            lab_code = lab_runs.ensure_lab_code()
         run_id = runs.new_run_id()
-        run_dir = runs.RUNS_DIR / run_id
-        data_args = _data_args(opts, container, ui)
-        if opts.notebook:
-            args = ["notebook", "--out", str(run_dir), *_notebook_args(opts, data_args)]
-        else:
-            args = ["train", "--out", str(run_dir), *data_args, *_option_args(opts)]
-        runs.start_run(container, run_id, PurePosixPath(lab_code), args)
+        data, data_root = _data_source(opts, lab_runs, ui)
+        args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
+        lab_runs.start(run_id, lab_code, args)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)
         ui.info(f"Run {run_id} started on lab '{record.name}'.")
@@ -294,24 +191,24 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
             return Outcome({"run_id": run_id, "state": "running"}, text)
         try:
             with _connection_guard(run_id):
-                info = runs.follow(container, run_id, _print)
+                info = lab_runs.follow(run_id, _print)
         except KeyboardInterrupt:
             raise LabctlError(
                 f"Stopped watching; run {run_id} goes on training on the machine.",
                 hint=f"Reattach with 'labctl logs --follow {run_id}', fetch with 'labctl fetch {run_id}'.",
                 exit_code=130,
             ) from None
-        return _finish(store, record, container, run_id, info, ui)
+        return _finish(store, record, lab_runs, run_id, info, ui)
 
 
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(name)
-    with lab_container(record, ui) as container:
-        run_id = _pick_run(record, container, run)
+    with _lab_runs(record, ui) as lab_runs:
+        run_id = _pick_run(record, lab_runs, run)
         try:
             with _connection_guard(run_id):
-                info = runs.follow(container, run_id, _print, follow=follow)
+                info = lab_runs.follow(run_id, _print, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
     return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")
@@ -320,8 +217,8 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
 def list_runs(name: str | None, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(name)
-    with lab_container(record, ui) as container:
-        infos = runs.list_runs(container)
+    with _lab_runs(record, ui) as lab_runs:
+        infos = lab_runs.list()
     fetched = {r.run_id: r.fetched_to for r in record.runs}
     rows = []
     for info in infos:
@@ -340,23 +237,23 @@ def list_runs(name: str | None, ui: Reporter) -> Outcome:
 def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(name)
-    with lab_container(record, ui) as container:
-        run_id = _pick_run(record, container, run)
-        info = runs.run_info(container, run_id)
+    with _lab_runs(record, ui) as lab_runs:
+        run_id = _pick_run(record, lab_runs, run)
+        info = lab_runs.info(run_id)
         if info.state == "running":
             raise LabctlError(
                 f"Run {run_id} is still training.",
                 hint=f"Wait for it with 'labctl logs --follow {run_id}', then fetch.",
             )
-        outcome = _finish(store, record, container, run_id, info, ui)
+        outcome = _finish(store, record, lab_runs, run_id, info, ui)
     outcome.exit_code = 0  # fetching a failed run's results is still a successful fetch
     return outcome
 
 
 def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str]]:
     """Runs still training and finished runs whose results never came back, for `down` to protect."""
-    with lab_container(record, ui) as container:
-        infos = runs.list_runs(container)
+    with _lab_runs(record, ui) as lab_runs:
+        infos = lab_runs.list()
     fetched = {r.run_id for r in record.runs if r.fetched_to}
     running = [i.run_id for i in infos if i.state == "running"]
     unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]

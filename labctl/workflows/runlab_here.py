@@ -1,7 +1,8 @@
 """`labctl run-lab --here`: train the bundled lab in this Python environment, no cloud and no container.
 
 The training core (``cifarlab``) is imported from the installed package, or from the bundled ``lab/`` folder
-when only labctl is installed; it needs the ``lab`` extra (torch, Pillow, ...).
+when only labctl is installed; it needs the ``lab`` extra (torch, Pillow, ...). The options reach it as the same
+``cifarlab`` arguments a run in the lab container gets (``runlab_options.cifarlab_args``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from labctl import runs
 from labctl.assets import lab_dir
 from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
+from labctl.runs import new_run_id
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab import RunLabOptions, parse_sets
+from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, per_class_table
 
 
 def _import_core() -> ModuleType:
@@ -44,17 +45,10 @@ def _missing_dependency(exc: ModuleNotFoundError) -> LabctlError:
     )
 
 
-def build_config(opts: RunLabOptions, core: ModuleType, out: Path) -> Any:
-    """The core's TrainConfig from the command line's options; every bad value becomes a UsageError."""
-    given: dict[str, str] = {"data": opts.data or "cifar10", "model": opts.model, "seed": str(opts.seed)}
-    for key in ("epochs", "batch_size", "lr", "optimizer", "device"):
-        value = getattr(opts, key)
-        if value is not None:
-            given[key] = str(value)
-    given.update(parse_sets(opts.extra))
-    given["out"] = str(out)
+def build_config(args: list[str], core: ModuleType) -> Any:
+    """The core's TrainConfig from ``cifarlab train`` arguments; every bad value becomes a UsageError."""
     try:
-        cfg = core.TrainConfig().with_strings(given)
+        cfg = core.TrainConfig().with_strings(dict(option_pairs(args)))
         cfg.resolved()  # validates every value before any data is touched
     except core.LabError as exc:
         raise UsageError(str(exc), hint="See 'labctl run-lab --help' for the options.") from exc
@@ -68,10 +62,11 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     if opts.name:
         ui.warn(f"--name {opts.name} is ignored with --here: the run happens in this Python environment.")
     core = _import_core()
-    out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / runs.new_run_id()
+    out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / new_run_id()
+    args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")
     if opts.notebook:
-        return _run_notebook(opts, core, out, ui)
-    cfg = build_config(opts, core, out)
+        return _run_notebook(args, core, out, ui)
+    cfg = build_config(args, core)
     ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
     try:
         metrics = core.train(cfg, stream=sys.stderr)
@@ -80,7 +75,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     except core.LabError as exc:
         raise LabctlError(str(exc)) from exc
     status = metrics["status"]
-    table = core.per_class_table(metrics)
+    table = per_class_table(metrics)
     text = f"{table}\n\nRun {status}; results in {out}"
     if status != "succeeded":
         text += " (the last checkpoint is kept)"
@@ -97,16 +92,15 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
 
 
-def _run_notebook(opts: RunLabOptions, core: ModuleType, out: Path, ui: Reporter) -> Outcome:
+def _run_notebook(args: list[str], core: ModuleType, out: Path, ui: Reporter) -> Outcome:
+    """Execute the notebook with the parameters of ``cifarlab notebook`` arguments, as that command does."""
     run_notebook = importlib.import_module("cifarlab.notebook").run_notebook
-    params = {"data": opts.data or "cifar10", "seed": str(opts.seed)}
-    for key in ("epochs", "batch_size", "lr", "device"):
-        value = getattr(opts, key)
-        if value is not None:
-            params[key] = str(value)
-    params.update(parse_sets(opts.extra))
-    if opts.model != "tutorial" or opts.optimizer:
-        raise UsageError("--notebook runs the tutorial model as written.", hint="Drop --model/--optimizer.")
+    params: dict[str, str] = {}
+    for key, value in option_pairs(args):
+        if key == "param":
+            key, _, value = value.partition("=")
+        if key != "out":
+            params[key] = value
     with ui.step("Executing the notebook"):
         try:
             executed = run_notebook(out, params)

@@ -7,12 +7,15 @@ only the pinned key through a temporary known_hosts file and ``StrictHostKeyChec
 from __future__ import annotations
 
 import getpass
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
+from labctl.files import write_private
 from labctl.hostkeys import known_hosts_name, normalize
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
@@ -20,7 +23,9 @@ from labctl.ui import Outcome, Reporter
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
     """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts)."""
-    if record.target == "local":
+    from labctl.targets import get_target
+
+    if not get_target(record.target).remote:
         raise UsageError(
             f"Lab '{record.name}' runs on this computer; there is no machine to log in to.",
             hint=f"For a shell in the lab container: docker exec -it labctl-{record.name} bash",
@@ -30,9 +35,7 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
         )
-    ssh = shutil.which("ssh")
-    if ssh is None:
-        raise LabctlError("The 'ssh' client is not installed.", hint="Install OpenSSH's client (openssh-client).")
+    ssh = ssh_client()
     return [
         ssh,
         "-i",
@@ -44,7 +47,7 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         "-o",
         f"UserKnownHostsFile={known_hosts}",
         "-o",
-        "GlobalKnownHostsFile=/dev/null",
+        f"GlobalKnownHostsFile={os.devnull}",
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
@@ -56,10 +59,24 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
     ]
 
 
+def ssh_client() -> str:
+    """The path of the system's OpenSSH client, or an error that says how to get one on this system."""
+    ssh = shutil.which("ssh")
+    if ssh is not None:
+        return ssh
+    how = {
+        "win32": "On Windows: Settings > System > Optional features > add 'OpenSSH Client', then open a new terminal.",
+        "darwin": "On macOS it comes with the system: check that /usr/bin is on your PATH.",
+    }.get(sys.platform, "Install OpenSSH's client (the openssh-client package on Debian and Ubuntu).")
+    raise LabctlError(
+        "'labctl ssh' uses your system's 'ssh' command, and none was found on the PATH.",
+        hint=f"{how} Everything else labctl does works without it.",
+    )
+
+
 def write_known_hosts(record: LabRecord, path: Path) -> None:
     assert record.host and record.host_key
-    path.write_text(f"{known_hosts_name(record.host, record.port)} {normalize(record.host_key)}\n")
-    path.chmod(0o600)
+    write_private(path, f"{known_hosts_name(record.host, record.port)} {normalize(record.host_key)}\n")
 
 
 def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """`labctl status`: what runs where, since when, and what it costs.
 
-Facts come from the local record and from the target's live description (Azure: power state, address, price,
-uptime; every target: the container, Jupyter and the runs, read in one connection). Each part may fail on its
-own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking never starts
-or changes anything.
+Facts come from the local record and from the target's live description (the machine's power state, address,
+price and uptime where it has them; the container, Jupyter and the runs, read in one connection). Each part may
+fail on its own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking
+never starts or changes anything.
 """
 
 from __future__ import annotations
@@ -33,11 +33,7 @@ def status(name: str | None, ui: Reporter) -> Outcome:
         data.update(get_target(record.target).describe(record))
     except LabctlError as exc:
         data["error"] = exc.render()
-    if record.target == "azure" and record.status == "ready" and data.get("power_state") == "running":
-        from labctl.labhost import describe_lab
-
-        data.update(describe_lab(record))
-    elif data.get("power_state") not in (None, "running"):
+    if data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]

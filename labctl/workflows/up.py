@@ -6,65 +6,48 @@ target. The record is saved after every step so that a second `up` resumes and `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 from labctl.config import Settings
 from labctl.errors import UsageError
 from labctl.imageref import check_image_ref
-from labctl.spec import DEFAULT_NAME, LabSpec, parse_host
+from labctl.spec import DEFAULT_NAME, LabSpec
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
 
-@dataclass
-class UpOptions:
-    name: str | None = None
-    target: str | None = None
-    host: str | None = None
-    gpu: bool = False
-    sizes: list[str] = field(default_factory=list)
-    region: str | None = None
-    image: str | None = None
-    subscription: str | None = None
-    allow_ip: str | None = None
-    ssh_key: Path | None = None
-    shutdown_at: str | None = None
-    no_shutdown: bool = False
-    spot: bool = False
-    dry_run: bool = False
-    yes: bool = False
+def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
+    """The flags in ``asked``, completed from LABCTL_* variables and config files, and validated.
 
+    A setting that only one kind of target reads (a region, a VM size, ...) is applied to labs on that target
+    only, so a config file written for cloud labs does not break `up --target local`.
+    """
+    from labctl.targets import get_target
 
-def build_spec(opts: UpOptions, settings: Settings | None = None) -> LabSpec:
-    """Merge flags with LABCTL_* variables and config files; Azure-only settings apply to Azure labs only."""
     settings = settings or Settings()
-    if opts.no_shutdown and opts.shutdown_at:
-        raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
-    target = opts.target or ("ssh" if opts.host else None) or settings.get("target")
-    azure = target == "azure"
-    ssh_key = settings.get("ssh_key", opts.ssh_key)
-    size = settings.get("size") if azure and not opts.sizes else None
+    spec = replace(asked, sizes=list(asked.sizes))
+    if not spec.target and spec.host is None:
+        spec.target = str(settings.get("target"))
+    own = get_target(spec.target).settings if spec.target else ()  # no target yet: --host, so ssh's (none)
+    spec.name = settings.get("name", asked.name or None)
+    ssh_key = settings.get("ssh_key", asked.ssh_key)
+    spec.ssh_key = Path(ssh_key).expanduser() if ssh_key else None
+    spec.image = settings.get("image", asked.image)
+    _check_images(spec.image, settings)
+    if not asked.no_shutdown:
+        spec.shutdown_at = settings.get("shutdown_at", asked.shutdown_at)
+    if "size" in own and not asked.sizes and (size := settings.get("size")):
+        spec.sizes = [size]
     # A region only counts as asked for when something set it: a re-run of `up` for a lab made elsewhere
     # (--region westus2, --region auto) must converge on where the lab is, not on the built-in default.
-    region = settings.lookup("region", opts.region)
-    image = settings.get("image", opts.image)
-    _check_images(image, settings)
-    spec = LabSpec(
-        name=settings.get("name", opts.name),
-        target=target,
-        host=parse_host(opts.host) if opts.host else None,
-        gpu=opts.gpu,
-        sizes=list(opts.sizes) or ([size] if size else []),
-        region=(region.value if region.source != "default" else None) if azure else opts.region,
-        image=image,
-        subscription=settings.get("subscription", opts.subscription) if azure else opts.subscription,
-        allow_ip=_allow_ip(settings, opts.allow_ip) if azure else opts.allow_ip,
-        ssh_key=Path(ssh_key).expanduser() if ssh_key else None,
-        shutdown_at=None if opts.no_shutdown else settings.get("shutdown_at", opts.shutdown_at),
-        spot=opts.spot,
-        yes=opts.yes,
-    )
+    region = settings.lookup("region", asked.region)
+    if "region" in own and region.source != "default":
+        spec.region = region.value
+    if "subscription" in own:
+        spec.subscription = settings.get("subscription", asked.subscription)
+    if "allow_ip" in own:
+        spec.allow_ip = _allow_ip(settings, asked.allow_ip)
     return spec.validate()
 
 
@@ -90,18 +73,21 @@ def _allow_ip(settings: Settings, flag: str | None) -> str | None:
     return str(value) if value is not None else None
 
 
-def up(opts: UpOptions, ui: Reporter) -> Outcome:
+def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
+    """Create the lab ``asked`` describes (flags as typed; see ``build_spec``), or bring it up to date."""
     from labctl.targets import get_target
 
-    spec = build_spec(opts)
+    spec = build_spec(asked)
     target = get_target(spec.target)
-    if opts.dry_run:
+    if dry_run:
         return target.plan(spec)
 
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None
-    if record is not None and record.status == "creating" and record.host is None and record.target != "azure":
-        record = None  # an earlier `up` that never reached its machine left nothing behind to keep
+    if record is not None and record.status == "creating" and record.host is None:
+        # An earlier `up` that never reached its machine left nothing behind to keep, unless the target makes
+        # machines: then it may have created some of it already, and the record is what `down` removes.
+        record = record if get_target(record.target).owns_machine else None
     if record is None:
         record = LabRecord(name=spec.name, target=spec.target, gpu=spec.gpu, image=spec.image)
         store.save(record)

@@ -190,7 +190,7 @@ def test_list_flags_a_local_lab_that_is_gone_from_azure(arm_env: FakeArm) -> Non
 
 def test_describe_a_stopped_lab_costs_nothing_per_hour(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab")
-    AzureTarget().set_power(record, False)
+    AzureTarget().power_off(record)
     info = AzureTarget().describe(record)
     assert info["power_state"] == "deallocated" and info["usd_per_hour"] == 0.0 and info["uptime_seconds"] is None
     assert info["usd_per_hour_when_running"] == 0.192

@@ -125,7 +125,7 @@ def test_down_deletes_everything_and_forgets_the_generated_key(arm_env: FakeArm)
 
 
 def test_spot_and_no_shutdown(arm_env: FakeArm) -> None:  # noqa: F811
-    record = provision("lab", spot=True, shutdown_at=None)
+    record = provision("lab", spot=True, no_shutdown=True)
     assert record.target_data["spot"] is True
     assert record.target_data["usd_per_hour"] < 0.192
     assert record.target_data["shutdown_at"] is None

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from labctl.assets import templates_dir
+from labctl.bootstrap import bootstrap_nvidia, run_script
 from labctl.errors import LabctlError
-from labctl.labhost import bootstrap_nvidia, run_script
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 
@@ -63,15 +63,16 @@ def test_docker_bootstrap_installs_docker_where_it_is_missing(docker_client: Any
     box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "900"], detach=True, labels={"labctl.test": "bootstrap"})
     try:
         lab = LabContainer(box)
-        lab.put(templates_dir() / "bootstrap-docker.sh", "/t")
-        assert lab.exec(["useradd", "-m", "azureuser"], workdir="/") == 0
+        lab.put("/t", {"bootstrap-docker.sh": templates_dir() / "bootstrap-docker.sh"})
+        lab.exec(["useradd", "-m", "azureuser"], workdir="/")
         env = {"LABCTL_DOCKER_START_WAIT": "2"}
-        first: list[str] = []
-        code = lab.exec(["bash", "/t/bootstrap-docker.sh", "azureuser"], on_line=first.append, env=env, workdir="/")
-        second: list[str] = []
-        code2 = lab.exec(["bash", "/t/bootstrap-docker.sh", "azureuser"], on_line=second.append, env=env, workdir="/")
+        run = ["bash", "/t/bootstrap-docker.sh", "azureuser"]
+        result = lab.exec(run, check=False, env=env, workdir="/")
+        result2 = lab.exec(run, check=False, env=env, workdir="/")
     finally:
         box.remove(force=True)
+    code, first = result.exit_code, result.text.splitlines()
+    code2, second = result2.exit_code, result2.text.splitlines()
     report = [ln for ln in first if ln.startswith("docker: ")]
     assert report[0] == "docker: installed (docker.io from the distribution)"
     assert report[1] == "docker: added azureuser to the docker group (new logins)"
@@ -88,7 +89,7 @@ def test_docker_bootstrap_without_root_says_what_needs_root(docker_client: Any, 
 
     box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "300"], detach=True, labels={"labctl.test": "bootstrap"})
     try:
-        LabContainer(box).put(templates_dir() / "bootstrap-docker.sh", "/t")
+        LabContainer(box).put("/t", {"bootstrap-docker.sh": templates_dir() / "bootstrap-docker.sh"})
         assert box.exec_run(["useradd", "-m", "azureuser"]).exit_code == 0
         result = box.exec_run(["bash", "/t/bootstrap-docker.sh"], user="azureuser", workdir="/")
     finally:

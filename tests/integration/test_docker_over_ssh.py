@@ -54,33 +54,35 @@ def test_containers_run_over_ssh(remote_docker: Any, test_base_image: str) -> No
     assert out == b"42\n"
 
 
-def test_exec_streams_lines_and_returns_the_exit_code(sleeper: LabContainer) -> None:
-    lines: list[str] = []
-    code = sleeper.exec(["sh", "-c", "echo one; echo two >&2; echo three; exit 3"], on_line=lines.append)
-    assert code == 3
+def test_exec_returns_the_exit_code_and_the_output(sleeper: LabContainer) -> None:
+    from labctl.errors import LabctlError
+
+    result = sleeper.exec(["sh", "-c", "echo one; echo two >&2; echo three; exit 3"], check=False)
+    assert result.exit_code == 3
     # stdout and stderr are separate pipes in the container, so only the order within each is kept.
+    lines = result.text.splitlines()
     assert sorted(lines) == ["one", "three", "two"]
     assert lines.index("one") < lines.index("three")
-    assert sleeper.exec(["true"]) == 0
+    assert sleeper.exec(["true"]).exit_code == 0
+    with pytest.raises(LabctlError) as failed:
+        sleeper.exec(["sh", "-c", "echo broken; exit 4"])
+    assert "exit code 4" in failed.value.render() and "broken" in failed.value.render()
+
+
+def test_arguments_reach_the_command_as_they_are(sleeper: LabContainer) -> None:
+    odd = "a b; echo $HOME `id` 'q' \"dq\" *"
+    assert sleeper.exec(["printf", "%s", odd]).output == odd.encode()
+    assert sleeper.exists("/tmp") and not sleeper.exists(odd)
 
 
 def test_detached_exec_keeps_running(sleeper: LabContainer) -> None:
-    assert sleeper.exec(["sh", "-c", "sleep 1; echo finished > /tmp/flag"], detach=True) == 0
-    assert sleeper.exec(["test", "-e", "/tmp/flag"]) != 0  # returned before the command finished
+    sleeper.spawn(["sh", "-c", "sleep 1; echo finished > /tmp/flag"])
+    assert not sleeper.exists("/tmp/flag")  # returned before the command finished
     deadline = time.monotonic() + 30
-    while sleeper.exec(["test", "-e", "/tmp/flag"]) != 0:
+    while not sleeper.exists("/tmp/flag"):
         assert time.monotonic() < deadline, "the detached command never finished"
         time.sleep(0.2)
-
-
-def test_started_commands_can_be_followed(sleeper: LabContainer) -> None:
-    exec_id = sleeper.start(["sh", "-c", "sleep 1; exit 5"], workdir="/")
-    assert sleeper.exec_state(exec_id)["running"] is True
-    deadline = time.monotonic() + 30
-    while (state := sleeper.exec_state(exec_id))["running"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert state["exit_code"] == 5
+    assert sleeper.exec(["cat", "/tmp/flag"]).text == "finished\n"
 
 
 def test_exec_in_a_stopped_container_says_how_to_repair(sleeper: LabContainer) -> None:
@@ -97,10 +99,15 @@ def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: P
     (src / "nested").mkdir(parents=True)
     (src / "metrics.json").write_text('{"accuracy": 0.5}\n')
     (src / "nested" / "weights.bin").write_bytes(bytes(range(256)) * 400)
-    assert sleeper.put(src, "/workspace/runs") == "/workspace/runs/results"
-    lines: list[str] = []
-    sleeper.exec(["cat", "/workspace/runs/results/metrics.json"], on_line=lines.append)
-    assert lines == ['{"accuracy": 0.5}']
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    sleeper.put("/workspace/runs", {"results": src, "note.txt": b"made here\n"})
+    assert sleeper.exec(["cat", "/workspace/runs/results/metrics.json"]).text == '{"accuracy": 0.5}\n'
+    assert sleeper.exec(["cat", "/workspace/runs/note.txt"]).text == "made here\n"
+    assert sleeper.exec(["stat", "-c", "%u:%g", "/workspace/runs/results/metrics.json"]).text == "0:0\n"
+    assert not sleeper.exists("/workspace/runs/results/__pycache__")
+    with pytest.raises(NotFound):
+        sleeper.put("/workspace", {"gone": tmp_path / "gone"})
 
     copy = sleeper.get("/workspace/runs/results", tmp_path / "back")
     assert copy == tmp_path / "back" / "results"

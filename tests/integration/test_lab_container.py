@@ -87,15 +87,14 @@ def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(ready_lab: La
     assert docker_client.containers.get(ready_lab.container_name).id == first.id
     assert again.jupyter_token == token
 
-    lab.LabContainer(first).exec(["sh", "-c", "echo mine > /workspace/keep.txt"])
+    lab.LabContainer(first).put("/workspace", {"keep.txt": b"mine\n"})
     first.stop(timeout=2)
     prepare_lab(ready_lab, PlainReporter(quiet=True))
     replaced = docker_client.containers.get(ready_lab.container_name)
     assert replaced.id != first.id
     assert _status(ready_lab.jupyter_port, token) == 200
-    lines: list[str] = []
-    lab.LabContainer(replaced).exec(["cat", "/workspace/keep.txt"], on_line=lines.append)
-    assert lines == ["mine"], "the workspace volume survives a replaced container"
+    kept = lab.LabContainer(replaced).exec(["cat", "/workspace/keep.txt"]).text
+    assert kept == "mine\n", "the workspace volume survives a replaced container"
 
 
 def test_busy_port_on_the_machine_moves_jupyter(lab_image: str, lab_name: str) -> None:
@@ -116,17 +115,15 @@ def test_notebook_is_seeded_once_and_never_overwritten(
     box.exec(["rm", "-f", f"/workspace/{lab.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
     notebook = tmp_path / lab.NOTEBOOK
     notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
-    box.exec(["sh", "-c", f"echo user-version > /workspace/{lab.NOTEBOOK}"])
-    assert lab.seed_workspace(container, notebook) is False  # the user's copy stays
-    lines: list[str] = []
-    box.exec(["cat", f"/workspace/{lab.NOTEBOOK}"], on_line=lines.append)
-    assert lines == ["user-version"]
+    box.put("/workspace", {lab.NOTEBOOK: b"user-version\n"})
+    assert lab.seed_workspace(box, notebook) is False  # the user's copy stays
+    assert box.exec(["cat", f"/workspace/{lab.NOTEBOOK}"]).text == "user-version\n"
 
     box.exec(["rm", "-f", f"/workspace/{lab.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
-    assert lab.seed_workspace(container, notebook) is True
+    assert lab.seed_workspace(box, notebook) is True
     assert json.loads((box.get(f"/workspace/{lab.NOTEBOOK}", tmp_path / "out")).read_text())["nbformat"] == 4
     box.exec(["rm", f"/workspace/{lab.NOTEBOOK}"])
-    assert lab.seed_workspace(container, notebook) is False  # deleted by the user: not brought back
+    assert lab.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
 
 
 def test_teardown_removes_container_and_volume(ready_lab: LabRecord, docker_client: Any) -> None:

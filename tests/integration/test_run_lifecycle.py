@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from labctl import runs
+from labctl.container import LabContainer
 from labctl.errors import LabctlError
+from labctl.runs import LabRuns
 
 FAKE_MAIN = textwrap.dedent(
     """
@@ -46,96 +48,94 @@ def lab_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def container(docker_client: Any, test_base_image: str) -> Iterator[runs.Container]:
+def lab_runs(docker_client: Any, test_base_image: str) -> Iterator[LabRuns]:
     box = docker_client.containers.run(test_base_image, ["sleep", "600"], detach=True, labels={"labctl.test": "runs"})
     box.exec_run(["mkdir", "-p", "/workspace"])
     try:
-        yield box
+        yield LabRuns(LabContainer(box))
     finally:
         box.remove(force=True)
 
 
-def _start(container: runs.Container, lab_dir: Path, steps: int, delay: float, **env: str) -> str:
-    code = runs.ensure_lab_code(container, lab_dir)
+def _start(lab_runs: LabRuns, lab_dir: Path, steps: int, delay: float, **env: str) -> str:
+    code = lab_runs.ensure_lab_code(lab_dir)
     run_id = runs.new_run_id()
     args = ["--out", str(runs.RUNS_DIR / run_id), "--steps", str(steps), "--delay", str(delay)]
-    runs.start_run(container, run_id, code, args, env=env)
+    lab_runs.start(run_id, code, args, env=env)
     return run_id
 
 
-def test_run_is_followed_to_the_end_and_fetched_verified(
-    container: runs.Container, lab_dir: Path, tmp_path: Path
-) -> None:
-    run_id = _start(container, lab_dir, steps=5, delay=0.2)
+def test_run_is_followed_to_the_end_and_fetched_verified(lab_runs: LabRuns, lab_dir: Path, tmp_path: Path) -> None:
+    run_id = _start(lab_runs, lab_dir, steps=5, delay=0.2)
     seen: list[str] = []
-    info = runs.follow(container, run_id, seen.append, poll=0.1)
+    info = lab_runs.follow(run_id, seen.append, poll=0.1)
     assert info.state == "succeeded"
     assert info.accuracy == 0.5
     assert "".join(seen).splitlines() == [f"step {i}" for i in range(5)]
     dest = tmp_path / "results"
-    assert runs.fetch_run(container, run_id, dest) == 4  # metrics, plot, run.json, train.log
+    assert lab_runs.fetch(run_id, dest) == 4  # metrics, plot, run.json, train.log
     assert (dest / "plots" / "curve.png").read_bytes() == b"png" * 100
 
 
-def test_reattach_after_leaving_loses_nothing(container: runs.Container, lab_dir: Path) -> None:
-    run_id = _start(container, lab_dir, steps=12, delay=0.25)
+def test_reattach_after_leaving_loses_nothing(lab_runs: LabRuns, lab_dir: Path) -> None:
+    run_id = _start(lab_runs, lab_dir, steps=12, delay=0.25)
     first: list[str] = []
     # Watch once (no follow), as a dropped connection would: the run keeps going without us.
-    runs.follow(container, run_id, first.append, follow=False)
-    assert runs.run_info(container, run_id).state == "running"
+    lab_runs.follow(run_id, first.append, follow=False)
+    assert lab_runs.info(run_id).state == "running"
     again: list[str] = []
-    info = runs.follow(container, run_id, again.append, poll=0.1)
+    info = lab_runs.follow(run_id, again.append, poll=0.1)
     assert info.state == "succeeded"
     assert "".join(again).splitlines() == [f"step {i}" for i in range(12)]
 
 
-def test_failed_run_reports_failure(container: runs.Container, lab_dir: Path) -> None:
-    run_id = _start(container, lab_dir, steps=1, delay=0, FAKE_EXIT="3")
-    info = runs.follow(container, run_id, lambda _: None, poll=0.1)
+def test_failed_run_reports_failure(lab_runs: LabRuns, lab_dir: Path) -> None:
+    run_id = _start(lab_runs, lab_dir, steps=1, delay=0, FAKE_EXIT="3")
+    info = lab_runs.follow(run_id, lambda _: None, poll=0.1)
     assert (info.state, info.exit_code) == ("failed", 3)
 
 
-def test_tampered_result_is_detected(container: runs.Container, lab_dir: Path, tmp_path: Path) -> None:
-    run_id = _start(container, lab_dir, steps=1, delay=0)
-    runs.follow(container, run_id, lambda _: None, poll=0.1)
-    container.exec_run(["sh", "-c", f"echo changed >> {runs.RUNS_DIR / run_id}/metrics.json"])
+def test_tampered_result_is_detected(lab_runs: LabRuns, lab_dir: Path, tmp_path: Path) -> None:
+    run_id = _start(lab_runs, lab_dir, steps=1, delay=0)
+    lab_runs.follow(run_id, lambda _: None, poll=0.1)
+    lab_runs.box.exec(["sh", "-c", 'echo changed >> "$1"', "-", f"{runs.RUNS_DIR / run_id}/metrics.json"])
     with pytest.raises(LabctlError, match="do not match the checksums"):
-        runs.fetch_run(container, run_id, tmp_path / "results")
+        lab_runs.fetch(run_id, tmp_path / "results")
 
 
-def test_lab_code_uploaded_once_per_version(container: runs.Container, lab_dir: Path) -> None:
-    first = runs.ensure_lab_code(container, lab_dir)
+def test_lab_code_uploaded_once_per_version(lab_runs: LabRuns, lab_dir: Path) -> None:
+    first = lab_runs.ensure_lab_code(lab_dir)
     marker = f"{first}/.complete"
-    before = container.exec_run(["stat", "-c", "%Y.%n", marker]).output
+    before = lab_runs.box.exec(["stat", "-c", "%Y.%n", marker]).output
     time.sleep(1.1)
-    assert runs.ensure_lab_code(container, lab_dir) == first
-    assert container.exec_run(["stat", "-c", "%Y.%n", marker]).output == before
+    assert lab_runs.ensure_lab_code(lab_dir) == first
+    assert lab_runs.box.exec(["stat", "-c", "%Y.%n", marker]).output == before
     (lab_dir / "cifarlab" / "extra.py").write_text("X = 1\n")
-    second = runs.ensure_lab_code(container, lab_dir)
+    second = lab_runs.ensure_lab_code(lab_dir)
     assert second != first
-    assert container.exec_run(["cat", f"{second}/cifarlab/extra.py"]).output == b"X = 1\n"
+    assert lab_runs.box.exec(["cat", f"{second}/cifarlab/extra.py"]).output == b"X = 1\n"
 
 
-def test_listing_runs(container: runs.Container, lab_dir: Path) -> None:
-    assert runs.list_runs(container) == []
-    done = _start(container, lab_dir, steps=1, delay=0)
-    runs.follow(container, done, lambda _: None, poll=0.1)
-    live = _start(container, lab_dir, steps=40, delay=0.25)
-    states = {i.run_id: i.state for i in runs.list_runs(container)}
+def test_listing_runs(lab_runs: LabRuns, lab_dir: Path) -> None:
+    assert lab_runs.list() == []
+    done = _start(lab_runs, lab_dir, steps=1, delay=0)
+    lab_runs.follow(done, lambda _: None, poll=0.1)
+    live = _start(lab_runs, lab_dir, steps=40, delay=0.25)
+    states = {i.run_id: i.state for i in lab_runs.list()}
     assert states == {done: "succeeded", live: "running"}
 
 
 def test_a_run_killed_under_it_is_lost_and_its_partial_results_still_come_back(
-    container: runs.Container, lab_dir: Path, tmp_path: Path
+    lab_runs: LabRuns, lab_dir: Path, tmp_path: Path
 ) -> None:
-    run_id = _start(container, lab_dir, steps=100, delay=0.1)
-    while "step 3" not in runs.read_from(container, runs.RUNS_DIR / run_id / "train.log", 0).decode():
+    run_id = _start(lab_runs, lab_dir, steps=100, delay=0.1)
+    while "step 3" not in lab_runs.read_from(runs.RUNS_DIR / run_id / "train.log", 0).decode():
         time.sleep(0.1)
     # What a container or VM restart does to the run: its processes vanish without a word.
-    container.exec_run(["sh", "-c", "kill -9 -1"])  # every process but the container's first
-    info = runs.run_info(container, run_id)
+    lab_runs.box.exec(["sh", "-c", "kill -9 -1"], check=False)  # every process but the container's first
+    info = lab_runs.info(run_id)
     assert info.state == "lost"
     with pytest.raises(LabctlError, match="checksum list is missing"):
-        runs.fetch_run(container, run_id, tmp_path / "verified")
-    assert runs.fetch_run(container, run_id, tmp_path / "partial", verify=False) == 0
+        lab_runs.fetch(run_id, tmp_path / "verified")
+    assert lab_runs.fetch(run_id, tmp_path / "partial", verify=False) == 0
     assert "step 3" in (tmp_path / "partial" / "train.log").read_text()

@@ -18,7 +18,7 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
     # The lab was ready; nothing listens at its address now (a loopback port, so no traffic leaves this host).
     record.host, record.port, record.status, record.container_name = "127.0.0.1", free_port(), "ready", "labctl-lab"
     StateStore().save(record)
-    AzureTarget().set_power(record, on=False)  # what the 19:00 schedule does
+    AzureTarget().power_off(record)  # what the 19:00 schedule does
 
     result = CliRunner().invoke(app, ["logs"])
     assert result.exit_code == 1

@@ -8,11 +8,12 @@ from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
 
 def test_rerun_without_region_keeps_the_labs_region(arm_env: FakeArm) -> None:  # noqa: F811
     from labctl.config import Settings
-    from labctl.workflows.up import UpOptions, build_spec
+    from labctl.spec import LabSpec
+    from labctl.workflows.up import build_spec
 
     first = provision("lab", region="westus2", allow_ip="203.0.113.7/32")
     assert first.target_data["region"] == "westus2"
-    spec = build_spec(UpOptions(allow_ip="203.0.113.7/32"), Settings())
+    spec = build_spec(LabSpec(allow_ip="203.0.113.7/32"), Settings())
     assert spec.region is None
     again = provision("lab", allow_ip="203.0.113.7/32", region=spec.region)
     assert again.target_data["region"] == "westus2"

@@ -12,6 +12,9 @@ pytest.importorskip("torch", reason="the lab's tests need PyTorch (pip install '
 pytest.importorskip("PIL", reason="the lab's tests need Pillow (pip install '.[lab]')")
 
 CLASSES = ("cat", "dog", "ship")
+REPO = Path(__file__).resolve().parents[2]
+# real CIFAR-10 training images (lossy JPEGs), kept beside the repository rather than in it
+CIFAR10_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz"
 
 
 def make_jpeg_folder(root: Path, per_class: int = 6, with_test: bool = False) -> Path:
@@ -46,6 +49,15 @@ def jpeg_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def jpeg_targz(tmp_path: Path, jpeg_folder: Path) -> Path:
     return make_targz(jpeg_folder, tmp_path / "imgs.tar.gz")
+
+
+@pytest.fixture
+def cifar10_archive() -> Path:
+    """The real images: ../shared/data/ from the repository root, or $CIFARLAB_TEST_ARCHIVE."""
+    path = Path(os.environ.get("CIFARLAB_TEST_ARCHIVE") or CIFAR10_ARCHIVE)
+    if not path.is_file():
+        pytest.skip(f"the real CIFAR-10 images are not at {path} (a copy of shared/ beside the repository)")
+    return path
 
 
 @pytest.fixture(autouse=True)

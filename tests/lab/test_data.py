@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifarlab.data import DataError, load_data, load_image_folder
+from cifarlab.data import DataError, load_data, load_image_folder, sample
 
 from .conftest import CLASSES, make_jpeg_folder, make_targz
 
@@ -95,3 +95,30 @@ def test_synthetic_data_is_repeatable_and_balanced() -> None:
 def test_bad_synthetic_spec_is_explained() -> None:
     with pytest.raises(DataError, match="synthetic:N"):
         load_data("synthetic:many")
+
+
+def test_image_dataset_feeds_a_dataloader_through_torchvision_transforms(jpeg_folder: Path) -> None:
+    transforms = pytest.importorskip("torchvision.transforms", reason="the notebook's transforms need torchvision")
+    data = load_data(str(jpeg_folder), holdout=0.25, seed=0, cache=False)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    dataset = data.dataset("train", transform)
+    assert dataset.classes == data.classes and len(dataset) == len(data.train)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=False)
+    images, labels = next(iter(loader))
+    assert images.dtype == torch.float32 and images.shape == (4, 3, 32, 32)
+    assert torch.equal(labels, data.train.labels[:4])
+    torch.testing.assert_close(images, data.train.images[:4].float() / 255 * 2 - 1)  # ToTensor, then to [-1, 1]
+
+
+def test_subset_draws_at_random_and_the_same_rows_for_the_same_seed(jpeg_folder: Path) -> None:
+    data = load_data(str(jpeg_folder), holdout=0.25, seed=0, cache=False)
+    assert data.test is not None
+    small = data.subset(6, 2, seed=3)
+    assert len(small.train) == 6 and small.test is not None and len(small.test) == 2
+    rows = sample(len(data.train), 6, seed=3)
+    assert torch.equal(small.train.images, data.train.images[rows])
+    assert torch.equal(small.train.labels, data.train.labels[rows])
+    assert torch.equal(rows, sample(len(data.train), 6, seed=3)) and not torch.equal(rows, torch.arange(6))
+    assert torch.equal(sample(5, None), torch.arange(5)) and torch.equal(sample(5, 9), torch.arange(5))
+    whole = data.subset()
+    assert torch.equal(whole.train.images, data.train.images) and whole.classes == data.classes

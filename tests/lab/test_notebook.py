@@ -1,55 +1,158 @@
-"""The notebook executes top to bottom, headless, on tiny synthetic data, through `python -m cifarlab notebook`."""
+"""The notebook teaches the tutorial in its order and executes headless, through `python -m cifarlab notebook`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
+NOTEBOOK = LAB / "first_pytorch_classifier.ipynb"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PLOTS = ("sample_images.png", "loss_curve.png", "test_images.png", "confusion_matrix.png")
 
 pytest.importorskip("nbclient", reason="executing the notebook needs nbclient (pip install '.[lab]')")
 pytest.importorskip("ipykernel", reason="executing the notebook needs ipykernel (pip install '.[lab]')")
 
 
+def code_cells() -> list[str]:
+    nb = json.loads(NOTEBOOK.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
 def test_notebook_has_a_tagged_parameters_cell() -> None:
-    nb = json.loads((LAB / "first_pytorch_classifier.ipynb").read_text())
+    nb = json.loads(NOTEBOOK.read_text())
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     source = "".join(tagged[0]["source"])
-    for var in ("LAB_DATA", "LAB_EPOCHS", "LAB_BATCH_SIZE", "LAB_OUT", "LAB_MAX_STEPS", "LAB_DEVICE"):
-        assert var in source
+    for var in (
+        "LAB_DATA",
+        "LAB_DATA_ROOT",
+        "LAB_EPOCHS",
+        "LAB_BATCH_SIZE",
+        "LAB_LR",
+        "LAB_MOMENTUM",
+        "LAB_MAX_STEPS",
+        "LAB_DEVICE",
+        "LAB_SEED",
+        "LAB_OUT",
+        "LAB_TRAIN_SIZE",
+        "LAB_TEST_SIZE",
+        "LAB_PRINT_EVERY",
+        "LAB_WORKERS",
+    ):
+        assert f'"{var}"' in source, var
+    # by hand, it is the tutorial as published: 2 epochs of batches of 4, SGD 0.001 / 0.9, on every image
+    assert '"LAB_EPOCHS", 2.0' in source and '"LAB_BATCH_SIZE", 4,' in source
+    assert '"LAB_LR", 0.001,' in source and '"LAB_MOMENTUM", 0.9,' in source
+    assert '"LAB_TRAIN_SIZE", None,' in source and '"LAB_MAX_STEPS", None,' in source
+
+
+def test_notebook_follows_the_tutorial_in_order() -> None:
+    cells = code_cells()
+    steps = [
+        "transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))",
+        "DataLoader(trainset",
+        "torchvision.utils.make_grid",
+        "class Net(nn.Module)",
+        "criterion = nn.CrossEntropyLoss()",
+        "optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)",
+        "optimizer.zero_grad()",
+        "torch.save(net.state_dict(), PATH)",
+        "net.load_state_dict(torch.load(PATH",
+        "Accuracy of the network on the",
+        "Accuracy for class:",
+        "device = torch.device(",
+        "net.to(device)",
+        "inputs, labels = inputs.to(device), labels.to(device)",
+        'recipe="classic"',
+        'recipe="fast"',
+    ]
+    where = []
+    for text in steps:
+        found = [i for i, cell in enumerate(cells) if text in cell]
+        assert found, f"no code cell holds {text!r}"
+        where.append(found[0])
+    assert where == sorted(where), list(zip(steps, where, strict=True))
+    # the training loop is a cell of its own, in view: forward, loss, backward, step and the running loss
+    loop = cells[where[6]]
+    for text in ("outputs = net(inputs)", "loss = criterion(outputs, labels)", "loss.backward()", "optimizer.step()"):
+        assert text in loop
+    assert "running_loss" in loop and "PRINT_EVERY" in loop
+
+
+def execute(out: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
+    """Run the notebook headless; the text of its outputs and the outputs themselves."""
+    env = {**os.environ, "PYTHONPATH": str(LAB), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "cifarlab", "notebook", "--out", str(out), *args, "--timeout", "300"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    executed = json.loads((out / NOTEBOOK.name).read_text())
+    outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    return "".join("".join(o.get("text", "")) for o in outputs), outputs
+
+
+def per_class_lines(text: str) -> dict[str, float]:
+    return {m[1]: float(m[2]) for m in re.finditer(r"^Accuracy for class: (\S+)\s+is (\d+\.\d) %$", text, re.M)}
+
+
+def overall_accuracy(text: str, n_test: int) -> float:
+    m = re.search(rf"^Accuracy of the network on the {n_test} test images: (\d+\.\d) %$", text, re.M)
+    assert m, text[-3000:]
+    return float(m[1]) / 100
+
+
+def assert_pngs(out: Path) -> None:
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 @pytest.mark.slow
 def test_notebook_executes_headless_on_synthetic_data(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(LAB), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "cifarlab",
-        "notebook",
-        "--out",
-        str(tmp_path),
-        "--data",
-        "synthetic:200",
-        "--max-steps",
-        "20",
-        "--timeout",
-        "120",
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert r.returncode == 0, r.stdout + r.stderr
-    executed = json.loads((tmp_path / "first_pytorch_classifier.ipynb").read_text())
-    outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    text = "".join("".join(o.get("text", "")) for o in outputs)
-    assert "Accuracy of the network on the 50 test images" in text
-    assert "Accuracy for class class9" in text
-    assert any(o["output_type"] == "display_data" for o in outputs)  # the image grids and the loss plot
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    text, outputs = execute(tmp_path, "--data", "synthetic:200", "--max-steps", "20", "--param", "print_every=5")
+    overall_accuracy(text, 50)
+    assert set(per_class_lines(text)) == {f"class{i}" for i in range(10)}
+    assert "[1,    20] loss:" in text  # the running loss, every PRINT_EVERY mini-batches
+    assert any(o["output_type"] == "display_data" for o in outputs)  # the image grids and the plots
+    assert_pngs(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 20 and metrics["options"]["batch_size"] == 4
+    fast_path = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert fast_path["steps"] == 20 and fast_path["options"]["batch_size"] == 4
+    assert fast_path["options"]["recipe"] == "classic"
+    assert json.loads((tmp_path / "run-fast" / "metrics.json").read_text())["options"]["recipe"] == "fast"
+
+
+@pytest.mark.slow
+def test_notebook_trains_the_tutorial_on_a_slice_of_real_images(tmp_path: Path, cifar10_archive: Path) -> None:
+    # 2,000 training and 500 test images; 2 epochs of 16 images a step: 250 steps in each of the batch-16 runs
+    text, _ = execute(
+        tmp_path,
+        "--data",
+        str(cifar10_archive),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        *("--param", "lr=0.01", "--param", "train_size=2000", "--param", "test_size=500"),
+        *("--param", "print_every=25", "--param", "workers=1"),
+    )
+    per_class = per_class_lines(text)
+    assert list(per_class) == CIFAR10_CLASSES
+    assert all(0 <= acc <= 100 for acc in per_class.values())
+    accuracy = overall_accuracy(text, 500)
+    assert accuracy > 0.15  # chance is 0.10; this run gets about 0.22
+    assert_pngs(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=0.001)
+    assert list(metrics["per_class_accuracy"]) == CIFAR10_CLASSES and metrics["steps"] == 250
+    assert metrics["data"] == {"source": str(cifar10_archive), "n_train": 2000, "n_test": 500}
+    assert [row["run"] for row in metrics["comparison"]][2:] == ["cifarlab fast path", "cifarlab fast preset"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 250

@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 import torch
 from cifarlab import data as data_module
-from cifarlab.data import Data, DataError, load_data, wait_for_cache_writes
-from cifarlab.train import TrainConfig, augment, train
+from cifarlab import fastload
+from cifarlab.config import TrainConfig
+from cifarlab.data import Data, DataError, load_data
+from cifarlab.fastload import wait_for_cache_writes
+from cifarlab.train import augment, train
 from PIL import Image
 
 from .conftest import make_jpeg_folder, make_targz
@@ -173,6 +176,9 @@ def test_two_process_gloo_ddp_run_writes_one_set_of_results(tmp_path: Path) -> N
     assert metrics["status"] == "succeeded" and metrics["world_size"] == 2
     # 256 images, 2 ranks of 32 per step: 4 steps per epoch, each rank on its own half
     assert metrics["steps"] == 8 and len(metrics["loss_per_step"]) == 8
+    # images/s counts both ranks: 8 steps of 64 images (32 on each rank) in the training time
+    assert metrics["images_per_s"] == pytest.approx(8 * 64 / metrics["train_s"], rel=0.02)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["world_size"] == 2
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events].count("start") == 1 and events[-1]["event"] == "done"
     assert r.stdout.count("overall") == 1  # only rank 0 reports
@@ -231,7 +237,7 @@ def _pixels_and_labels(data: Data) -> list[tuple[bytes, int]]:
 def test_decoding_ahead_yields_the_same_splits_as_the_plain_loader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process: bool, holdout: float | None
 ) -> None:
-    monkeypatch.setattr(data_module, "DECODE_CHUNK", 4)  # several chunks even for a few images
+    monkeypatch.setattr(fastload, "DECODE_CHUNK", 4)  # several chunks even for a few images
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=10, with_test=True), tmp_path / "d.tar.gz")
     plain = load_data(str(archive), holdout=holdout, seed=2, cache=False)
     opener = functools.partial(data_module.open_image_folder, process=process)
@@ -300,13 +306,13 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
 ) -> None:
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=12), tmp_path / "d.tar.gz")
     seen: list[int] = []
-    real = data_module.Decoding.wait
+    real = fastload.Decoding.wait
 
     def wait(self: Any, split: str, rows: int | None = None) -> None:
         seen.append(torch.get_num_threads())
         real(self, split, rows)
 
-    monkeypatch.setattr(data_module.Decoding, "wait", wait)
+    monkeypatch.setattr(fastload.Decoding, "wait", wait)
     cfg = TrainConfig(data=str(archive), holdout=0.25, recipe="fast", epochs=1, batch_size=4, threads=2)
     try:
         metrics = train(dataclasses.replace(cfg, out=str(tmp_path / "run")))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cifarlab.config import ConfigError, TrainConfig
 from cifarlab.data import load_data
-from cifarlab.train import ConfigError, TrainConfig, load_checkpoint, predict_logits, train
+from cifarlab.evaluate import load_checkpoint, predict_logits
+from cifarlab.train import train
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
 
@@ -70,7 +72,7 @@ def test_checkpoint_reloads_and_predicts_the_same(trained_run: Path) -> None:
     data = load_data("synthetic:480")
     assert data.test is not None
     model, ckpt = load_checkpoint(trained_run)
-    assert ckpt["classes"] == data.classes and ckpt["model"] == "tutorial"
+    assert ckpt["classes"] == data.classes and ckpt["model"] == "tutorial" and ckpt["world_size"] == 1
     again, _ = load_checkpoint(trained_run / "checkpoint.pt")
     a = predict_logits(model, data.test.images, torch.device("cpu"))
     b = predict_logits(again, data.test.images, torch.device("cpu"))

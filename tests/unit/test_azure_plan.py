@@ -117,7 +117,7 @@ def test_plan_lists_resources_price_rule_and_shutdown() -> None:
 
 
 def test_plan_without_shutdown_warns_about_cost() -> None:
-    plan = make_plan(LabSpec(name="lab", allow_ip="203.0.113.7", shutdown_at=None).validate())
+    plan = make_plan(LabSpec(name="lab", allow_ip="203.0.113.7", no_shutdown=True).validate())
     assert plan.to_json()["shutdown_at"] is None
     assert any("stop paying" in w for w in plan.warnings)
 

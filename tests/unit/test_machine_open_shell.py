@@ -62,3 +62,18 @@ def test_ssh_trusts_only_the_pinned_key(tmp_path: Path) -> None:
 def test_ssh_to_a_local_lab_points_at_docker_exec(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="this computer"):
         ssh_command(LabRecord(name="lab", target="local"), tmp_path / "k")
+
+
+@pytest.mark.parametrize(
+    ("platform", "words"), [("win32", "Optional features"), ("darwin", "/usr/bin"), ("linux", "openssh-client")]
+)
+def test_a_missing_ssh_client_is_explained_for_the_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, words: str
+) -> None:
+    from labctl.workflows import shell
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ssh anywhere on the PATH
+    monkeypatch.setattr(shell.sys, "platform", platform)
+    with pytest.raises(LabctlError) as info:
+        shell.ssh_client()
+    assert "no" in info.value.message and words in info.value.render()

@@ -8,8 +8,8 @@ import pytest
 
 from labctl.config import Settings
 from labctl.errors import UsageError
-from labctl.spec import HostAddress, parse_host
-from labctl.workflows.up import UpOptions, build_spec
+from labctl.spec import HostAddress, LabSpec, parse_host
+from labctl.workflows.up import build_spec
 
 
 @pytest.fixture
@@ -40,13 +40,13 @@ def test_parse_host_refuses(bad: str) -> None:
 
 
 def test_defaults(settings: Settings) -> None:
-    spec = build_spec(UpOptions(), settings)
+    spec = build_spec(LabSpec(), settings)
     # No region given: the Azure target picks its default for a new lab and keeps an existing lab's region.
     assert (spec.name, spec.target, spec.shutdown_at, spec.region) == ("lab", "azure", "19:00", None)
 
 
 def test_host_implies_ssh_target(settings: Settings) -> None:
-    spec = build_spec(UpOptions(host="me@box:2200"), settings)
+    spec = build_spec(LabSpec(host=parse_host("me@box:2200")), settings)
     assert spec.target == "ssh"
     assert spec.host == HostAddress("me", "box", 2200)
 
@@ -54,27 +54,27 @@ def test_host_implies_ssh_target(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        (UpOptions(target="ssh"), "needs --host"),
-        (UpOptions(target="local", host="me@box"), "only applies to --target ssh"),
-        (UpOptions(target="local", region="westus2"), "--region applies only to Azure"),
-        (UpOptions(target="local", sizes=["Standard_D4s_v5"], spot=True), "--size, --spot apply only"),
-        (UpOptions(shutdown_at="25:00"), "not a time of day"),
-        (UpOptions(shutdown_at="19:00", no_shutdown=True), "contradict"),
-        (UpOptions(name="Bad_Name"), "not a valid lab name"),
-        (UpOptions(target="moon"), "Unknown target"),
-        (UpOptions(ssh_key=Path("/nonexistent/key")), "does not exist"),
+        (LabSpec(target="ssh"), "needs --host"),
+        (LabSpec(target="local", host=parse_host("me@box")), "only applies to --target ssh"),
+        (LabSpec(target="local", region="westus2"), "--region applies only to Azure"),
+        (LabSpec(target="local", sizes=["Standard_D4s_v5"], spot=True), "--size, --spot apply only"),
+        (LabSpec(shutdown_at="25:00"), "not a time of day"),
+        (LabSpec(shutdown_at="19:00", no_shutdown=True), "contradict"),
+        (LabSpec(name="Bad_Name"), "not a valid lab name"),
+        (LabSpec(target="moon"), "Unknown target"),
+        (LabSpec(ssh_key=Path("/nonexistent/key")), "does not exist"),
     ],
 )
-def test_refusals(settings: Settings, opts: UpOptions, message: str) -> None:
+def test_refusals(settings: Settings, opts: LabSpec, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         build_spec(opts, settings)
 
 
 def test_no_shutdown(settings: Settings) -> None:
-    assert build_spec(UpOptions(no_shutdown=True), settings).shutdown_at is None
+    assert build_spec(LabSpec(no_shutdown=True), settings).shutdown_at is None
 
 
 def test_azure_settings_do_not_leak_into_local_labs(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABCTL_REGION", "westus2")
-    assert build_spec(UpOptions(target="local"), Settings()).region is None
-    assert build_spec(UpOptions(), Settings()).region == "westus2"
+    assert build_spec(LabSpec(target="local"), Settings()).region is None
+    assert build_spec(LabSpec(), Settings()).region == "westus2"

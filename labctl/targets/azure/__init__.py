@@ -1,22 +1,33 @@
 """The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only.
 
-Modules: ``clients`` (login, subscription, SDK clients, error sentences), ``plan`` (names and decisions made
-offline), ``preflight`` (availability, quota, image), ``provision``, ``destroy``, ``inventory`` (tags, describe,
-power), ``access`` (the NSG rule), ``shutdown`` (the schedule's time zone). The Azure SDK is imported lazily.
+Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacity refusals as NoCapacity),
+``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
+bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
+``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``).
+The Azure SDK is imported lazily.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from labctl.errors import LabctlError
 from labctl.spec import LabSpec
-from labctl.state import LabRecord
-from labctl.targets.base import SaveFn
+from labctl.state import LabRecord, SaveFn, now_iso
+from labctl.targets.azure.record import azure_data
+from labctl.targets.base import FoundLab
 from labctl.ui import Outcome, Reporter
 
 
 class AzureTarget:
+    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery`` and ``UnreachableExplainer``."""
+
     kind = "azure"
+    label = "Azure"
+    owns_machine = True
+    remote = True
+    settings: tuple[str, ...] = ("size", "region", "subscription", "allow_ip")
+    off_means = "deallocated: no compute charges; its disk and static IP remain, at small storage charges"
 
     def __init__(self, azure: Any = None) -> None:
         self._azure = azure  # tests and callers with clients already made pass them in
@@ -44,7 +55,7 @@ class AzureTarget:
         from labctl.targets.azure.destroy import destroy_lab
         from labctl.targets.azure.plan import LabNames
 
-        td = record.target_data
+        td = azure_data(record)
         if td.get("resource_group") is None and self._azure is None:
             # `up` stopped before creating anything in Azure (bad input, preflight, no login): nothing to delete.
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
@@ -54,13 +65,45 @@ class AzureTarget:
         forget_lab_keys(record.name)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
+        """The VM as Azure sees it, and the lab container when the VM runs (a stopped VM is never woken)."""
         from labctl.targets.azure.inventory import describe_lab
 
-        return describe_lab(self._connect(record.target_data.get("subscription")), record)
+        facts = describe_lab(self._connect(azure_data(record).get("subscription")), record)
+        if record.status == "ready" and facts.get("power_state") == "running":
+            from labctl.labhost import describe_lab as describe_container
 
-    # Azure-only operations, used by `list`, `stop`, `start` and `down` without local state.
+            facts.update(describe_container(record))
+        return facts
 
-    def find_labs(self, subscription: str | None) -> list[dict[str, Any]]:
+    def removal(self, record: LabRecord) -> str:
+        return f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)"
+
+    def where(self, record: LabRecord) -> tuple[str, str | None]:
+        td = azure_data(record)
+        return td.get("region") or record.host or "Azure", td.get("size")
+
+    # PowerControl
+
+    def power_off(self, record: LabRecord) -> dict[str, Any]:
+        from labctl.targets.azure.inventory import set_power
+
+        facts = set_power(self._connect(azure_data(record).get("subscription")), record, False)
+        azure_data(record).pop("started_at", None)
+        return facts
+
+    def power_on(self, record: LabRecord) -> dict[str, Any]:
+        from labctl.targets.azure.inventory import set_power
+
+        td = azure_data(record)
+        td["started_at"] = now_iso()
+        facts = set_power(self._connect(td.get("subscription")), record, True)
+        if facts.get("public_ip"):
+            record.host = str(facts["public_ip"])
+        return facts
+
+    # LabDiscovery: `list` and `down` without local state.
+
+    def find_labs(self, subscription: str | None) -> list[FoundLab]:
         from labctl.targets.azure.inventory import find_labs
 
         return find_labs(self._connect(subscription))
@@ -70,7 +113,21 @@ class AzureTarget:
 
         return record_from_azure(self._connect(subscription), name)
 
-    def set_power(self, record: LabRecord, on: bool) -> dict[str, Any]:
-        from labctl.targets.azure.inventory import set_power
+    # UnreachableExplainer
 
-        return set_power(self._connect(record.target_data.get("subscription")), record, on)
+    def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
+        """A VM that does not answer is most often deallocated (auto-shutdown): say so, with the way back."""
+        from labctl.targets.azure.inventory import describe_lab
+
+        try:
+            power = describe_lab(self._connect(azure_data(record).get("subscription")), record).get("power_state")
+        except LabctlError:
+            return None
+        if not power or power == "running":
+            return None
+        shutdown = azure_data(record).get("shutdown_at")
+        why = f" (its auto-shutdown is at {shutdown})" if shutdown else ""
+        return LabctlError(
+            f"The VM of lab '{record.name}' is {power}{why}.",
+            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
 
 LOGIN_HINT = (
@@ -114,6 +114,23 @@ ERROR_SENTENCES: dict[str, tuple[str, str]] = {
 }
 
 
+# Refusals that mean "no room for this size here now": another size or region may have it (NoCapacity).
+CAPACITY_CODES = frozenset(
+    {
+        "AllocationFailed",
+        "ZonalAllocationFailed",
+        "OverconstrainedAllocationRequest",
+        "SkuNotAvailable",
+        "QuotaExceeded",
+    }
+)
+
+
+def is_capacity(code: str, message: str) -> bool:
+    """ARM's code for a refusal for capacity; OperationNotAllowed counts only when it is about quota."""
+    return code in CAPACITY_CODES or (code == "OperationNotAllowed" and "quota" in message.lower())
+
+
 def arm_error_code(exc: BaseException) -> str | None:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None)
@@ -159,7 +176,8 @@ def explain(exc: Exception, doing: str) -> LabctlError:
             sentence, hint = ERROR_SENTENCES["AuthorizationFailed"]
         head = sentence or f"Azure answered {status} {code}".strip()
         detail = f" (Azure: {code + ': ' if code else ''}{_one_line(message)})" if message else ""
-        return LabctlError(
+        error = NoCapacity if status != 429 and is_capacity(code, str(message)) else LabctlError
+        return error(
             f"{head} while {doing}{detail}.",
             hint=hint
             or "Run the command again; if it keeps failing, run it with --verbose and check the Azure "

@@ -13,9 +13,11 @@ from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
+from labctl.targets.azure.record import azure_data
+from labctl.targets.base import FoundLab
 
 
-def find_labs(azure: Azure) -> list[dict[str, Any]]:
+def find_labs(azure: Azure) -> list[FoundLab]:
     """Every labctl lab in the subscription, from the tags on resource groups."""
     flt = f"tagName eq '{settings.TAG_CREATED_BY}' and tagValue eq '{settings.CREATED_BY}'"
     labs = []
@@ -27,16 +29,18 @@ def find_labs(azure: Azure) -> list[dict[str, Any]]:
         if not name:
             continue
         labs.append(
-            {
-                "name": name,
-                "target": "azure",
-                "subscription": azure.subscription_id,
-                "resource_group": group.get("name"),
-                "region": group.get("location"),
-                "creator": tags.get(settings.TAG_CREATOR),
-                "created_at": tags.get(settings.TAG_CREATED_AT),
-                "state": (group.get("properties") or {}).get("provisioningState"),
-            }
+            FoundLab(
+                name=name,
+                target="azure",
+                where=group.get("location"),
+                deleting=(group.get("properties") or {}).get("provisioningState") == "Deleting",
+                details={
+                    "subscription": azure.subscription_id,
+                    "resource_group": group.get("name"),
+                    "creator": tags.get(settings.TAG_CREATOR),
+                    "created_at": tags.get(settings.TAG_CREATED_AT),
+                },
+            )
         )
     return labs
 
@@ -44,19 +48,16 @@ def find_labs(azure: Azure) -> list[dict[str, Any]]:
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
     """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone."""
     for lab in find_labs(azure):
-        if lab["name"] == name:
-            return LabRecord(
-                name=name,
-                target="azure",
-                created_at=lab.get("created_at") or "",
-                status="found-in-azure",
-                target_data={
-                    "subscription": azure.subscription_id,
-                    "resource_group": lab["resource_group"],
-                    "region": lab["region"],
-                    "vm_name": LabNames(name).vm,
-                },
-            )
+        if lab.name == name:
+            record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
+            record.status = "found-in-azure"
+            td = azure_data(record)
+            td["subscription"] = azure.subscription_id
+            td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
+            td["vm_name"] = LabNames(name).vm
+            if lab.where:
+                td["region"] = lab.where
+            return record
     raise NotFound(
         f"There is no lab named '{name}' on this computer or in subscription {azure.subscription_id}.",
         hint="'labctl list' shows the labs labctl can find.",
@@ -95,7 +96,7 @@ def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
-    td = record.target_data
+    td = azure_data(record)
     rg, vm_name = td.get("resource_group"), td.get("vm_name")
     with arm("reading the lab's VM"):
         vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, vm_name))
@@ -131,7 +132,7 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
 
 
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
-    td = record.target_data
+    td = azure_data(record)
     rg, vm_name = td.get("resource_group"), td.get("vm_name")
     if not rg or not vm_name:
         raise LabctlError(f"Lab '{record.name}' has no VM yet.", hint="Run 'labctl up' to finish creating it.")

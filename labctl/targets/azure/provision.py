@@ -7,32 +7,31 @@ record is saved after each step so `down` can always remove a half-made lab.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import getpass
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from labctl.catalog import lookup
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NoCapacity
 from labctl.hostkeys import normalize
 from labctl.imageref import check_image_ref
 from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
-from labctl.state import LabRecord, now_iso
-from labctl.targets.azure import settings
-from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip, ssh_rule
-from labctl.targets.azure.clients import Azure, arm, arm_error_code, connect, explain
-from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
+from labctl.state import LabRecord, SaveFn, now_iso
+from labctl.targets.azure import bodies, settings
+from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip
+from labctl.targets.azure.bodies import Ids
+from labctl.targets.azure.clients import Azure, arm, connect
+from labctl.targets.azure.plan import AzurePlan, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
+from labctl.targets.azure.record import azure_data
+from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
-
-CAPACITY_CODES = {"AllocationFailed", "ZonalAllocationFailed", "OverconstrainedAllocationRequest", "SkuNotAvailable"}
-SaveFn = Callable[[LabRecord], object]
 
 
 def creator() -> str:
@@ -74,18 +73,6 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def _ids(azure: Azure, names: LabNames) -> dict[str, str]:
-    rg = f"/subscriptions/{azure.subscription_id}/resourceGroups/{names.resource_group}/providers"
-    return {
-        "subnet": f"{rg}/Microsoft.Network/virtualNetworks/{names.vnet}/subnets/{names.subnet}",
-        "nsg": f"{rg}/Microsoft.Network/networkSecurityGroups/{names.nsg}",
-        "pip": f"{rg}/Microsoft.Network/publicIPAddresses/{names.public_ip}",
-        "nic": f"{rg}/Microsoft.Network/networkInterfaces/{names.nic}",
-        "vm": f"{rg}/Microsoft.Compute/virtualMachines/{names.vm}",
-        "schedule": f"{rg}/Microsoft.DevTestLab/schedules/{names.schedule}",
-    }
-
-
 def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -118,76 +105,73 @@ class Provisioner:
         self.azure = azure
         self.plan: AzurePlan = make_plan(spec, discover_ip=False)  # asked below, while logging in
         self.names = self.plan.names
+        self._vm: dict[str, Any] | None = None  # the lab's VM as found, kept while it is the choice
+        self._built_region: str | None = None
 
     # ------------------------------------------------------------------ steps
 
     def run(self) -> LabRecord:
-        plan, names, record = self.plan, self.names, self.record
+        azure = self._login()
+        self.ids = Ids(azure.subscription_id, self.names)
+        self._settle_group()
+        choice = first_that_fits(self._choices(), self._build, self.ui)
+        self._fill_record(choice)
+        return self.record
+
+    def _login(self) -> Azure:
+        plan = self.plan
         with ThreadPoolExecutor(1) as pool:
             address = None if self.spec.allow_ip else pool.submit(discover_public_ip)
             with self.ui.step("Logging in to Azure"):
-                azure = self.azure or connect(self.spec.subscription or record.target_data.get("subscription"))
+                azure = self.azure or connect(self.spec.subscription or azure_data(self.record).get("subscription"))
             if address is not None:
                 plan.source = address.result()
         if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
             self.ui.warn(wide)
         self.azure = azure
         azure.warm()
-        td = record.target_data
-        ids = _ids(azure, names)
-        rg_name = names.resource_group
+        return azure
 
+    def _settle_group(self) -> None:
+        """Wait out an earlier deletion; pin the region of a lab that exists and find its VM."""
+        assert self.azure is not None
+        azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
         with arm(f"reading the resource group {rg_name}"):
             rg = get_or_none(lambda: azure.resources.resource_groups.get(rg_name))
         if rg and (rg.get("properties") or {}).get("provisioningState") == "Deleting":
             with self.ui.step(f"Waiting for the earlier deletion of {rg_name} to finish"):
                 wait_rg_gone(azure, rg_name)
             rg = None
-        vm: dict[str, Any] | None = None
-        if rg is not None:
-            existing_region = str(rg["location"]).lower()
-            if not plan.auto_region and plan.regions[0] != existing_region and self.spec.region:
-                raise LabctlError(
-                    f"Lab '{names.lab}' already exists in {existing_region}, not {plan.regions[0]}.",
-                    hint=f"Run 'labctl up' with --region {existing_region}, or 'labctl down' the lab first.",
-                )
-            plan.regions = [existing_region]
-            with arm("reading the lab's VM"):
-                vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg_name, names.vm))
-            vm = self._settle_vm(vm)
+        if rg is None:
+            return
+        existing_region = str(rg["location"]).lower()
+        if not plan.auto_region and plan.regions[0] != existing_region and self.spec.region:
+            raise LabctlError(
+                f"Lab '{names.lab}' already exists in {existing_region}, not {plan.regions[0]}.",
+                hint=f"Run 'labctl up' with --region {existing_region}, or 'labctl down' the lab first.",
+            )
+        plan.regions = [existing_region]
+        with arm("reading the lab's VM"):
+            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg_name, names.vm))
+        self._vm = self._settle_vm(vm)
 
+    def _choices(self) -> Iterator[Choice]:
+        """The VM the lab has, if any, then each (region, size) the preflight finds room for, best first."""
         tried: set[tuple[str, str]] = set()
         cache: dict[str, RegionFacts] = {}
-        built_region: str | None = None
-        while True:
-            if vm is not None:
-                size_name = vm["properties"]["hardwareProfile"]["vmSize"]
-                region = str(vm["location"]).lower()
-                version, purchase = td.get("image_version") or "", None
-                choice = Choice(region, lookup(size_name), version, purchase)
-            else:
-                with self.ui.step("Checking size availability, vCPU quota and the image"):
-                    choice = self._choose(tried, cache)
-            if built_region and built_region != choice.region:
-                moving = f"Removing the network built in {built_region} before moving to {choice.region}"
-                with self.ui.step(moving), arm(f"deleting the resource group {rg_name}"):
-                    azure.resources.resource_groups.begin_delete(rg_name).result()
-            built_region = choice.region
-            try:
-                self._build(choice, ids, vm)
-                break
-            except _Capacity as exc:
-                tried.add((choice.region, choice.size.name))
-                vm = None
-                if not self._has_next(tried):
-                    raise exc.error from None
-                self.ui.warn(f"{exc.error.message} Trying the next choice.")
-
-        self._fill_record(choice, ids)
-        return self.record
-
-    def _has_next(self, tried: set[tuple[str, str]]) -> bool:
-        return any((r, s.name) not in tried for r in self.plan.regions for s in self.plan.sizes)
+        if self._vm is not None:
+            size_name = self._vm["properties"]["hardwareProfile"]["vmSize"]
+            region = str(self._vm["location"]).lower()
+            version = azure_data(self.record).get("image_version") or ""
+            choice = Choice(region, lookup(size_name), version, None)
+            yield choice
+            tried.add((choice.region, choice.size.name))
+            self._vm = None  # it could not be kept: the next choice makes a new one
+        while any((r, s.name) not in tried for r in self.plan.regions for s in self.plan.sizes):
+            with self.ui.step("Checking size availability, vCPU quota and the image"):
+                choice = self._choose(tried, cache)
+            yield choice
+            tried.add((choice.region, choice.size.name))
 
     def _choose(self, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
         assert self.azure is not None
@@ -226,192 +210,139 @@ class Provisioner:
             )
         return vm
 
-    def _build(self, choice: Choice, ids: dict[str, str], vm: dict[str, Any] | None) -> None:
+    def _build(self, choice: Choice) -> Choice:
+        """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
         assert self.azure is not None
-        azure, names, plan, record = self.azure, self.names, self.plan, self.record
-        rg = names.resource_group
-        region = choice.region
-        td = record.target_data
-        created_at = str(td.get("created_at") or now_iso())
-        tags = tags_for(names.lab, creator(), created_at)
-        td.update(
-            subscription=azure.subscription_id,
-            resource_group=rg,  # recorded before it exists: from here on `down` has something to remove
-            vm_name=names.vm,
-            region=region,
-            size=choice.size.name,
-            created_at=created_at,
-            spot=plan.spot,
-        )
-        self.save(record)
+        azure, rg = self.azure, self.names.resource_group
+        if self._built_region and self._built_region != choice.region:
+            moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
+            with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
+                azure.resources.resource_groups.begin_delete(rg).result()
+        self._built_region = choice.region
+        tags = self._record_choice(choice)
+        with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
+            azure.resources.resource_groups.create_or_update(rg, bodies.resource_group(choice.region, tags))
+        self.save(self.record)
+        self._build_network(choice.region, tags)
+        if self._vm is None:
+            self._create_vm(choice, tags)
+        else:
+            self._keep_vm(choice)
+        self._set_schedule(choice.region, tags)
+        return choice
 
-        with self.ui.step(f"Resource group {rg} in {region}"), arm(f"creating the resource group {rg}"):
-            azure.resources.resource_groups.create_or_update(rg, {"location": region, "tags": tags})
-        self.save(record)
+    def _record_choice(self, choice: Choice) -> dict[str, str]:
+        """Record where the lab goes before anything is made there; the tags every resource gets."""
+        assert self.azure is not None
+        td = azure_data(self.record)
+        created_at = str(td.get("created_at") or now_iso())
+        td.update(
+            {
+                "subscription": self.azure.subscription_id,
+                "resource_group": self.names.resource_group,  # from here on `down` has something to remove
+                "vm_name": self.names.vm,
+                "region": choice.region,
+                "size": choice.size.name,
+                "created_at": created_at,
+                "spot": self.plan.spot,
+            }
+        )
+        self.save(self.record)
+        return tags_for(self.names.lab, creator(), created_at)
+
+    def _build_network(self, region: str, tags: dict[str, str]) -> None:
+        """VNet, NSG and public IP side by side, then the NIC that joins them."""
+        assert self.azure is not None
+        network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
 
         def vnet() -> None:
-            body = {
-                "location": region,
-                "tags": tags,
-                "properties": {
-                    "addressSpace": {"addressPrefixes": ["10.42.0.0/16"]},
-                    "subnets": [{"name": names.subnet, "properties": {"addressPrefix": "10.42.0.0/24"}}],
-                },
-            }
             with arm("creating the virtual network"):
-                azure.network.virtual_networks.begin_create_or_update(rg, names.vnet, body).result()
+                body = bodies.virtual_network(region, tags, names.subnet)
+                network.virtual_networks.begin_create_or_update(rg, names.vnet, body).result()
 
         def nsg() -> None:
-            body = {"location": region, "tags": tags, "properties": {"securityRules": [ssh_rule(plan.source)]}}
             with arm("creating the network security group"):
-                result = azure.network.network_security_groups.begin_create_or_update(rg, names.nsg, body).result()
-            check_rules(result.as_dict().get("properties", {}).get("securityRules") or [], plan.source)
+                body = bodies.security_group(region, tags, source)
+                result = network.network_security_groups.begin_create_or_update(rg, names.nsg, body).result()
+            check_rules(result.as_dict().get("properties", {}).get("securityRules") or [], source)
 
         def pip() -> None:
-            body = {
-                "location": region,
-                "tags": tags,
-                "sku": {"name": "Standard", "tier": "Regional"},
-                "properties": {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"},
-            }
             with arm("creating the public IP address"):
-                azure.network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body).result()
+                body = bodies.public_ip(region, tags)
+                network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body).result()
 
-        with self.ui.step(f"Network: {names.vnet}, {names.nsg} (SSH from {plan.source} only), {names.public_ip}"):
+        with self.ui.step(f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"):
             self._parallel([vnet, nsg, pip])
-        td["allow_ip"] = plan.source
-        self.save(record)
-
-        nic_body = {
-            "location": region,
-            "tags": tags,
-            "properties": {
-                "networkSecurityGroup": {"id": ids["nsg"]},
-                "ipConfigurations": [
-                    {
-                        "name": "ipconfig1",
-                        "properties": {
-                            "subnet": {"id": ids["subnet"]},
-                            "publicIPAddress": {"id": ids["pip"]},
-                            "privateIPAllocationMethod": "Dynamic",
-                        },
-                    }
-                ],
-            },
-        }
+        azure_data(self.record)["allow_ip"] = source
+        self.save(self.record)
         with self.ui.step(f"Network interface {names.nic}"), arm("creating the network interface"):
-            azure.network.network_interfaces.begin_create_or_update(rg, names.nic, nic_body).result()
-        self.save(record)
+            body = bodies.network_interface(region, tags, self.ids)
+            network.network_interfaces.begin_create_or_update(rg, names.nic, body).result()
+        self.save(self.record)
 
-        if vm is None:
-            self._create_vm(choice, ids, tags)
-        else:
-            self.ui.info(f"VM {names.vm} exists ({choice.size.name}); keeping it.")
-            asked = [s.name for s in plan.sizes]
-            if self.spec.sizes and choice.size.name not in asked:
-                self.ui.warn(
-                    f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
-                    f"'labctl down --name {names.lab}' and 'up' again to change it."
-                )
+    def _keep_vm(self, choice: Choice) -> None:
+        self.ui.info(f"VM {self.names.vm} exists ({choice.size.name}); keeping it.")
+        asked = [s.name for s in self.plan.sizes]
+        if self.spec.sizes and choice.size.name not in asked:
+            self.ui.warn(
+                f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
+                f"'labctl down --name {self.names.lab}' and 'up' again to change it."
+            )
 
+    def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
+        """The daily auto-shutdown, or none (and an earlier one removed) with --no-shutdown."""
+        assert self.azure is not None
+        resources, plan = self.azure.resources.resources, self.plan
         if plan.shutdown_at:
-            body = {
-                "location": region,
-                "tags": tags,
-                "properties": {
-                    "status": "Enabled",
-                    "taskType": "ComputeVmShutdownTask",
-                    "dailyRecurrence": {"time": plan.shutdown_hhmm},
-                    "timeZoneId": plan.shutdown_tz,
-                    "notificationSettings": {"status": "Disabled", "timeInMinutes": 30},
-                    "targetResourceId": ids["vm"],
-                },
-            }
+            assert plan.shutdown_hhmm is not None and plan.shutdown_tz is not None
+            schedule = bodies.ShutdownSchedule(region, tags, self.ids.vm, plan.shutdown_hhmm, plan.shutdown_tz)
             label = f"Auto-shutdown daily at {plan.shutdown_at} ({plan.shutdown_tz})"
             with self.ui.step(label), arm("creating the auto-shutdown schedule"):
-                azure.resources.resources.begin_create_or_update_by_id(
-                    ids["schedule"], body, api_version=settings.SCHEDULE_API_VERSION
+                resources.begin_create_or_update_by_id(
+                    self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
                 ).result()
         else:
             from azure.core.exceptions import ResourceNotFoundError
 
             with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                azure.resources.resources.begin_delete_by_id(
-                    ids["schedule"], api_version=settings.SCHEDULE_API_VERSION
-                ).result()
-        td.update(shutdown_at=plan.shutdown_at, shutdown_time_zone=plan.shutdown_tz)
-        self.save(record)
+                resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION).result()
+        azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
+        self.save(self.record)
 
-    def _create_vm(self, choice: Choice, ids: dict[str, str], tags: dict[str, str]) -> None:
+    def _create_vm(self, choice: Choice, tags: dict[str, str]) -> None:
         assert self.azure is not None
-        azure, names, plan, record, spec = self.azure, self.names, self.plan, self.record, self.spec
-        rg = names.resource_group
+        azure, names, plan, record = self.azure, self.names, self.plan, self.record
         if not choice.image_version:
             choice.image_version, choice.purchase_plan = latest_image(azure, choice.region, plan.image)
-        key_path, user_pub = ensure_user_key(names.lab, spec.ssh_key)
+        key_path, user_pub = ensure_user_key(names.lab, self.spec.ssh_key)
         host = generate_ed25519(f"labctl-{names.lab}-host")
         record.host_key = normalize(host.public_line)
         record.ssh_key_path = str(key_path)
         record.user = settings.admin_user()
-        record.target_data["image_version"] = choice.image_version
+        azure_data(record)["image_version"] = choice.image_version
         self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
 
-        cloud_init = render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image())
-        publisher, offer, sku, _ = plan.image.split(":")
-        properties: dict[str, Any] = {
-            "hardwareProfile": {"vmSize": choice.size.name},
-            "storageProfile": {
-                "imageReference": {
-                    "publisher": publisher,
-                    "offer": offer,
-                    "sku": sku,
-                    "version": choice.image_version,
-                },
-                "osDisk": {
-                    "name": f"{names.vm}-osdisk",
-                    "createOption": "FromImage",
-                    "deleteOption": "Delete",
-                    "managedDisk": {"storageAccountType": "Premium_LRS"},
-                },
-            },
-            "osProfile": {
-                "computerName": names.vm,
-                "adminUsername": settings.admin_user(),
-                "customData": base64.b64encode(cloud_init.encode()).decode(),
-                "linuxConfiguration": {
-                    "disablePasswordAuthentication": True,
-                    "ssh": {
-                        "publicKeys": [
-                            {"path": f"/home/{settings.admin_user()}/.ssh/authorized_keys", "keyData": user_pub}
-                        ]
-                    },
-                },
-            },
-            "networkProfile": {
-                "networkInterfaces": [{"id": ids["nic"], "properties": {"primary": True, "deleteOption": "Delete"}}]
-            },
-        }
-        if plan.spot:
-            properties.update(priority="Spot", evictionPolicy="Deallocate", billingProfile={"maxPrice": -1})
-        body: dict[str, Any] = {"location": choice.region, "tags": tags, "properties": properties}
-        if choice.purchase_plan:
-            body["plan"] = choice.purchase_plan
+        request = bodies.VmRequest(
+            region=choice.region,
+            size=choice.size.name,
+            image_urn=plan.image,
+            image_version=choice.image_version,
+            admin_user=settings.admin_user(),
+            user_public_key=user_pub,
+            cloud_init=render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image()),
+            spot=plan.spot,
+            purchase_plan=choice.purchase_plan,
+        )
+        body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)
         label = f"VM {names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if plan.spot else "")
-        from azure.core.exceptions import AzureError, HttpResponseError
-
         with self.ui.step(label):
             try:
-                azure.compute.virtual_machines.begin_create_or_update(rg, names.vm, body).result()
-            except HttpResponseError as exc:
-                code = arm_error_code(exc)
-                error = explain(exc, f"creating the VM ({choice.size.name} in {choice.region})")
-                if code in CAPACITY_CODES:
-                    self._remove_failed_vm()
-                    raise _Capacity(error) from exc
-                raise error from exc
-            except AzureError as exc:
-                raise explain(exc, f"creating the VM ({choice.size.name} in {choice.region})") from exc
+                with arm(f"creating the VM ({choice.size.name} in {choice.region})"):
+                    azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body).result()
+            except NoCapacity:
+                self._remove_failed_vm()
+                raise
         self.save(record)
 
     def _remove_failed_vm(self) -> None:
@@ -429,7 +360,7 @@ class Provisioner:
             if error is not None:
                 raise error
 
-    def _fill_record(self, choice: Choice, ids: dict[str, str]) -> None:
+    def _fill_record(self, choice: Choice) -> None:
         assert self.azure is not None
         azure, names, record = self.azure, self.names, self.record
         with arm("reading the lab's public IP address"):
@@ -444,20 +375,16 @@ class Provisioner:
         if not record.ssh_key_path:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
             record.ssh_key_path = str(key_path)
-        td = record.target_data
+        td = azure_data(record)
         td.update(
-            region=choice.region,
-            size=choice.size.name,
-            usd_per_hour=choice.size.hourly(self.plan.spot),
-            spot=self.plan.spot,
-            image=self.plan.image,
-            vm_id=ids["vm"],
-            started_at=td.get("started_at") or now_iso(),
+            {
+                "region": choice.region,
+                "size": choice.size.name,
+                "usd_per_hour": choice.size.hourly(self.plan.spot),
+                "spot": self.plan.spot,
+                "image": self.plan.image,
+                "vm_id": self.ids.vm,
+                "started_at": td.get("started_at") or now_iso(),
+            }
         )
         self.save(record)
-
-
-class _Capacity(Exception):
-    def __init__(self, error: LabctlError) -> None:
-        super().__init__(error.message)
-        self.error = error

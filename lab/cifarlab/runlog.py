@@ -1,0 +1,245 @@
+"""What a run leaves behind and shows while it runs: events, progress lines, ``metrics.json`` and plots.
+
+A run directory (``--out``) receives:
+
+- ``events.jsonl``: one JSON object per line, flushed as it is written, for anyone following the run:
+    ``{"event": "start", "time", "run_dir", "options", "device", "world_size"}``
+    ``{"event": "data", "source", "n_train", "n_test", "classes", "load_s", "decoding", "note"}``
+  (``decoding``: "background" when training starts while the images still decode, in the order it reads them)
+    ``{"event": "model", "name", "parameters", "steps_total", "steps_per_epoch", "batch_size"}``
+    ``{"event": "progress", "epoch", "step", "steps_total", "loss", "lr", "images_per_s", "eta_s", "elapsed_s"}``
+    ``{"event": "epoch", "epoch", "step", "loss", "accuracy", "elapsed_s"}``  (``epoch`` may be fractional)
+    ``{"event": "done", "status": "succeeded"|"failed"|"interrupted", "accuracy", "wall_s", "error"}``
+  ``time`` is Unix seconds; ``loss`` the mean training loss since the previous event; ``accuracy`` in [0, 1]
+  (null when no evaluation ran). ``done`` is always the last line, also after a failure or an interruption.
+- ``metrics.json``: the summary (status, accuracy, per-class accuracy, confusion matrix, loss per step, images/s
+  summed over all ranks, ``world_size``, device, versions, wall time, options, evaluation history).
+- ``checkpoint.pt``: the model and what is needed to rebuild it (`load_checkpoint`), saved at every epoch end
+  and when the run stops, so an interrupted run keeps its last state; it records ``world_size`` too.
+- ``loss_curve.png`` and ``confusion_matrix.png`` when matplotlib is installed.
+
+Under ``torchrun`` only rank 0 writes: the other ranks get a `RunLog` that writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+
+class Events:
+    """Append-only JSON lines, flushed per line so that a follower sees each event as it happens."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - held for the whole run
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one event with its time; nothing when there is no file (ranks other than 0)."""
+        if self.fh:
+            self.fh.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+
+
+class Progress:
+    """A live bar on a terminal; plain lines every ``log_every`` seconds otherwise (detached runs log to files)."""
+
+    def __init__(self, stream: TextIO | None, log_every: float) -> None:
+        self.stream = stream
+        self.tty = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+        self.interval = 0.2 if self.tty else log_every
+        self.last = 0.0
+
+    def due(self, now: float) -> bool:
+        """Whether a progress line is due now."""
+        return self.stream is not None and now - self.last >= self.interval
+
+    def show(self, now: float, p: dict[str, Any], final: bool = False) -> None:
+        """One progress line (or the bar, redrawn) from a progress event's fields."""
+        if self.stream is None:
+            return
+        self.last = now
+        frac = p["step"] / max(1, p["steps_total"])
+        text = (
+            f"epoch {p['epoch']:.2f} step {p['step']}/{p['steps_total']} loss {p['loss']:.4f} "
+            f"{p['images_per_s']:.0f} img/s eta {_duration(p['eta_s'])}"
+        )
+        if self.tty:
+            bar = "#" * int(frac * 24)
+            self.stream.write(f"\r[{bar:<24}] {frac:4.0%} {text}\x1b[K" + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def line(self, text: str) -> None:
+        """A message on its own line (it clears a live bar first)."""
+        if self.stream is not None:
+            self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+class Meter:
+    """Losses, images and training time of a run. Losses stay on the device until read: the loop never waits."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world  # images/s counts every rank's images
+        self.losses: list[float] = []
+        self.pending: list[torch.Tensor] = []
+        self.images = 0  # seen by this rank
+        self.train_s = 0.0  # training time before the current stretch (evaluations excluded)
+        self.t_train = time.time()  # start of the current stretch
+
+    def flush(self) -> None:
+        """Move the losses from the device to the list (one synchronisation for many steps)."""
+        if self.pending:
+            self.losses.extend(torch.stack(self.pending).float().cpu().tolist())
+            self.pending.clear()
+
+    def pause(self) -> None:
+        """Stop the training clock (for an evaluation); `resume` starts it again."""
+        self.train_s += time.time() - self.t_train
+
+    def resume(self) -> None:
+        self.t_train = time.time()
+
+    def elapsed(self, now: float) -> float:
+        return self.train_s + (now - self.t_train)
+
+    def images_per_s(self, seconds: float) -> float:
+        """Images per second over ``seconds``, counting every rank's images."""
+        return self.images * self.world / seconds if seconds > 0 else 0.0
+
+
+class RunLog:
+    """The run's events and progress lines; on ranks other than 0 it writes nothing."""
+
+    def __init__(self, out: Path, stream: TextIO | None, log_every: float, master: bool, t0: float) -> None:
+        self.events = Events(out / "events.jsonl" if master else None)
+        self.progress = Progress(stream if master else None, log_every)
+        self.t0 = t0  # the run's start
+        self.last_event_t = t0
+        self.last_event_len = 0
+
+    def begin(self, now: float) -> None:
+        """Training starts now: the first progress event comes a second later (or when a line is due)."""
+        self.last_event_t = now
+
+    def due(self, now: float) -> bool:
+        """A progress event every second, and a progress line when the display asks for one."""
+        return now - self.last_event_t >= 1.0 or self.progress.due(now)
+
+    def report(
+        self, now: float, meter: Meter, step: int, steps_total: int, per_epoch: int, lr: float, final: bool = False
+    ) -> None:
+        """A progress event (loss: the mean since the previous one), and a progress line when one is due."""
+        meter.flush()
+        recent = meter.losses[self.last_event_len :] or meter.losses[-1:]
+        elapsed = meter.elapsed(now)
+        p = {
+            "epoch": round(step / per_epoch, 4),
+            "step": step,
+            "steps_total": steps_total,
+            "loss": round(sum(recent) / max(1, len(recent)), 5),
+            "lr": lr,
+            "images_per_s": round(meter.images_per_s(elapsed), 1),
+            "eta_s": round((steps_total - step) * elapsed / step, 1) if step else None,
+            "elapsed_s": round(time.time() - self.t0, 3),
+        }
+        self.events.emit("progress", **p)
+        if final or self.progress.due(now):
+            self.progress.show(now, p, final)
+        self.last_event_t, self.last_event_len = now, len(meter.losses)
+
+    def line(self, text: str) -> None:
+        self.progress.line(text)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.events.emit(event, **fields)
+
+    def close(self) -> None:
+        self.events.close()
+
+
+def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes: list[str]) -> str | None:
+    """loss_curve.png and confusion_matrix.png; a note instead when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: loss_curve.png and confusion_matrix.png were skipped"
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(losses, lw=0.5, alpha=0.4, label="per step")
+    if len(losses) >= 10:
+        k = max(1, len(losses) // 50)
+        smooth = [sum(losses[max(0, i - k) : i + 1]) / len(losses[max(0, i - k) : i + 1]) for i in range(len(losses))]
+        ax.plot(smooth, lw=1.5, label=f"mean of {k + 1}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss_curve.png", dpi=110)
+    plt.close(fig)
+    if scores is not None:
+        cm = torch.tensor(scores["confusion_matrix"], dtype=torch.float)
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        im = ax.imshow((cm / cm.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        fig.savefig(out / "confusion_matrix.png", dpi=110)
+        plt.close(fig)
+    return None
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def events_loss(losses: list[float], window: int) -> float | None:
+    """The mean loss of the last ``window`` steps (an epoch's worth), for the ``epoch`` event."""
+    recent = losses[-window:]
+    return round(sum(recent) / len(recent), 5) if recent else None
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """The accuracy table people read at the end of a run."""
+    per_class = metrics.get("per_class_accuracy") or {}
+    if not per_class:
+        return "no evaluation ran"
+    width = max(len(c) for c in per_class)
+    lines = [f"{'class':<{width}}  accuracy"]
+    for name, acc in per_class.items():
+        lines.append(f"{name:<{width}}  {'-' if acc is None else f'{acc:7.1%}'}")
+    lines.append(f"{'overall':<{width}}  {metrics['accuracy']:7.1%}")
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""The request bodies of an Azure lab, built from the SDK's typed models by pure functions (no call, no clock).
+
+Each function takes the decisions already made (names, region, size, image, keys) and returns the model the
+matching ``begin_create_or_update`` sends; ``as_dict()`` shows the JSON that goes on the wire, which the unit
+tests compare offline. The auto-shutdown schedule belongs to Microsoft.DevTestLab, for which no SDK is
+installed: it is a small typed dataclass here, sent through the generic resources client.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from labctl.targets.azure.access import ssh_rule
+from labctl.targets.azure.plan import LabNames
+
+if TYPE_CHECKING:
+    from azure.mgmt.compute.models import VirtualMachine
+    from azure.mgmt.network.models import NetworkInterface, NetworkSecurityGroup, PublicIPAddress, VirtualNetwork
+    from azure.mgmt.resource.resources.models import ResourceGroup
+
+VNET_PREFIX = "10.42.0.0/16"
+SUBNET_PREFIX = "10.42.0.0/24"
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The ARM ids of a lab's resources, for the references between them."""
+
+    subscription: str
+    names: LabNames
+
+    def _id(self, provider: str, name: str) -> str:
+        rg = f"/subscriptions/{self.subscription}/resourceGroups/{self.names.resource_group}/providers"
+        return f"{rg}/{provider}/{name}"
+
+    @property
+    def subnet(self) -> str:
+        return self._id("Microsoft.Network/virtualNetworks", f"{self.names.vnet}/subnets/{self.names.subnet}")
+
+    @property
+    def nsg(self) -> str:
+        return self._id("Microsoft.Network/networkSecurityGroups", self.names.nsg)
+
+    @property
+    def public_ip(self) -> str:
+        return self._id("Microsoft.Network/publicIPAddresses", self.names.public_ip)
+
+    @property
+    def nic(self) -> str:
+        return self._id("Microsoft.Network/networkInterfaces", self.names.nic)
+
+    @property
+    def vm(self) -> str:
+        return self._id("Microsoft.Compute/virtualMachines", self.names.vm)
+
+    @property
+    def schedule(self) -> str:
+        return self._id("Microsoft.DevTestLab/schedules", self.names.schedule)
+
+
+def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
+    from azure.mgmt.resource.resources.models import ResourceGroup
+
+    return ResourceGroup(location=region, tags=tags)
+
+
+def virtual_network(region: str, tags: dict[str, str], subnet: str) -> VirtualNetwork:
+    from azure.mgmt.network import models as n
+
+    return n.VirtualNetwork(
+        location=region,
+        tags=tags,
+        properties=n.VirtualNetworkPropertiesFormat(
+            address_space=n.AddressSpace(address_prefixes=[VNET_PREFIX]),
+            subnets=[n.Subnet(name=subnet, properties=n.SubnetPropertiesFormat(address_prefix=SUBNET_PREFIX))],
+        ),
+    )
+
+
+def security_group(region: str, tags: dict[str, str], source: str) -> NetworkSecurityGroup:
+    """The lab's NSG: one inbound rule, SSH from ``source`` (see ``access.ssh_rule``); nothing else is opened."""
+    from azure.mgmt.network import models as n
+
+    return n.NetworkSecurityGroup(
+        location=region,
+        tags=tags,
+        properties=n.NetworkSecurityGroupPropertiesFormat(security_rules=[n.SecurityRule(ssh_rule(source))]),
+    )
+
+
+def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
+    from azure.mgmt.network import models as n
+
+    return n.PublicIPAddress(
+        location=region,
+        tags=tags,
+        sku=n.PublicIPAddressSku(name="Standard", tier="Regional"),
+        properties=n.PublicIPAddressPropertiesFormat(
+            public_ip_allocation_method="Static", public_ip_address_version="IPv4"
+        ),
+    )
+
+
+def network_interface(region: str, tags: dict[str, str], ids: Ids) -> NetworkInterface:
+    from azure.mgmt.network import models as n
+
+    ip_config = n.NetworkInterfaceIPConfiguration(
+        name="ipconfig1",
+        properties=n.NetworkInterfaceIPConfigurationPropertiesFormat(
+            subnet=n.Subnet(id=ids.subnet),
+            public_ip_address=n.PublicIPAddress(id=ids.public_ip),
+            private_ip_allocation_method="Dynamic",
+        ),
+    )
+    return n.NetworkInterface(
+        location=region,
+        tags=tags,
+        properties=n.NetworkInterfacePropertiesFormat(
+            network_security_group=n.NetworkSecurityGroup(id=ids.nsg), ip_configurations=[ip_config]
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """Everything the VM body depends on, decided before it is built."""
+
+    region: str
+    size: str
+    image_urn: str  # publisher:offer:sku:version-or-latest
+    image_version: str  # the concrete version chosen for it
+    admin_user: str
+    user_public_key: str  # "ssh-ed25519 AAAA..."
+    cloud_init: str
+    spot: bool = False
+    purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
+
+
+def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[str, str]) -> VirtualMachine:
+    from azure.mgmt.compute import models as c
+
+    publisher, offer, sku, _ = request.image_urn.split(":")
+    properties = c.VirtualMachineProperties(
+        hardware_profile=c.HardwareProfile(vm_size=request.size),
+        storage_profile=c.StorageProfile(
+            image_reference=c.ImageReference(publisher=publisher, offer=offer, sku=sku, version=request.image_version),
+            os_disk=c.OSDisk(
+                name=f"{names.vm}-osdisk",
+                create_option="FromImage",
+                delete_option="Delete",
+                managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
+            ),
+        ),
+        os_profile=c.OSProfile(
+            computer_name=names.vm,
+            admin_username=request.admin_user,
+            custom_data=base64.b64encode(request.cloud_init.encode()).decode(),
+            linux_configuration=c.LinuxConfiguration(
+                disable_password_authentication=True,
+                ssh=c.SshConfiguration(
+                    public_keys=[
+                        c.SshPublicKey(
+                            path=f"/home/{request.admin_user}/.ssh/authorized_keys", key_data=request.user_public_key
+                        )
+                    ]
+                ),
+            ),
+        ),
+        network_profile=c.NetworkProfile(
+            network_interfaces=[
+                c.NetworkInterfaceReference(
+                    id=ids.nic, properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete")
+                )
+            ]
+        ),
+    )
+    if request.spot:
+        properties.priority = "Spot"
+        properties.eviction_policy = "Deallocate"
+        properties.billing_profile = c.BillingProfile(max_price=-1)
+    plan = c.Plan(request.purchase_plan) if request.purchase_plan else None
+    return c.VirtualMachine(location=request.region, tags=tags, properties=properties, plan=plan)
+
+
+@dataclass(frozen=True)
+class ShutdownSchedule:
+    """A Microsoft.DevTestLab/schedules resource that stops the VM daily (no SDK for it is installed)."""
+
+    region: str
+    tags: dict[str, str]
+    vm_id: str
+    hhmm: str  # "1900"
+    time_zone: str  # a Windows zone id, "W. Europe Standard Time"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "location": self.region,
+            "tags": self.tags,
+            "properties": {
+                "status": "Enabled",
+                "taskType": "ComputeVmShutdownTask",
+                "dailyRecurrence": {"time": self.hhmm},
+                "timeZoneId": self.time_zone,
+                "notificationSettings": {"status": "Disabled", "timeInMinutes": 30},
+                "targetResourceId": self.vm_id,
+            },
+        }

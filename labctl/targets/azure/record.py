@@ -1,0 +1,34 @@
+"""What an Azure lab's record holds beyond the common fields, as one typed view of ``LabRecord.target_data``.
+
+The state file keeps these as plain JSON keys (files written by earlier versions read the same); the Azure
+target reads and writes them only through ``azure_data``, so a misspelt key or a wrong type is a mypy error.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict, cast
+
+from labctl.state import LabRecord
+
+
+class AzureData(TypedDict, total=False):
+    subscription: str
+    resource_group: str  # recorded before it exists: from then on `down` has something to remove
+    vm_name: str
+    vm_id: str
+    region: str
+    size: str
+    image: str  # the marketplace URN
+    image_version: str
+    spot: bool
+    usd_per_hour: float
+    allow_ip: str  # the CIDR the NSG admits to SSH
+    created_at: str
+    started_at: str  # when the VM was last started by labctl (uptime when ARM does not date it)
+    shutdown_at: str | None  # HH:MM local time of the daily auto-shutdown, None without one
+    shutdown_time_zone: str | None
+
+
+def azure_data(record: LabRecord) -> AzureData:
+    """The record's Azure fields, the same dict (changes land in the record)."""
+    return cast(AzureData, record.target_data)

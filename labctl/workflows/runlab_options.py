@@ -1,0 +1,101 @@
+"""What `labctl run-lab` is asked for, said once: the options, their one translation into the lab's own command
+line (``python -m cifarlab train|notebook ...``), and the one table that shows a run's result.
+
+The run in the lab container, ``--notebook`` (whose arguments become the notebook's ``LAB_*`` parameters) and
+``--here`` (which reads its training options back from the same arguments) all start from ``cifarlab_args``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labctl.errors import UsageError
+
+
+@dataclass
+class RunLabOptions:
+    """What `labctl run-lab` was asked for; a training knob left at None is what the lab's recipe says."""
+
+    # Where and how the run happens.
+    name: str | None = None  # the lab (default: the only one)
+    here: bool = False  # in this Python environment, no container
+    notebook: bool = False  # execute the notebook instead of `cifarlab train`
+    detach: bool = False  # start the run and return
+    out: Path | None = None  # the results directory of a --here run
+    # What it trains; each becomes a flag of `python -m cifarlab` in cifarlab_args.
+    model: str = "tutorial"  # tutorial (the notebook's CNN) or fast
+    data: str | None = None  # cifar10, synthetic[:N], or a path on this computer or on the machine
+    seed: int = 0
+    epochs: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None  # sgd or adamw; the notebook uses SGD as written
+    device: str | None = None  # auto, cuda, mps or cpu
+    extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
+    """The arguments of ``python -m cifarlab`` for these options: ``train ...``, or ``notebook ...``.
+
+    The notebook walks through the tutorial model with SGD; its other knobs are the notebook's parameters
+    (``--param KEY=VALUE`` becomes ``LAB_KEY``).
+    """
+    sets = parse_sets(opts.extra)
+    if not opts.notebook:
+        args = ["train", "--out", out, "--data", data]
+        args += ["--data-root", data_root] if data_root else []
+        args += ["--model", opts.model, "--seed", str(opts.seed)]
+        given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "optimizer": opts.optimizer}
+        return args + _flags({**given, "device": opts.device}) + _flags(sets)
+    if opts.model != "tutorial" or opts.optimizer is not None:
+        raise UsageError(
+            "--notebook runs the tutorial as written: the tutorial model with SGD.",
+            hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
+        )
+    args = ["notebook", "--out", out, "--data", data, "--seed", str(opts.seed)]
+    own = {"epochs": opts.epochs, "batch_size": opts.batch_size, "device": opts.device}
+    own["max_steps"] = sets.pop("max_steps", None)  # the notebook command's own flags; the rest are parameters
+    params = {"data_root": data_root, "lr": opts.lr, **sets}
+    return args + _flags(own) + [arg for k, v in params.items() if v is not None for arg in ("--param", f"{k}={v}")]
+
+
+def _flags(values: dict[str, Any]) -> list[str]:
+    return [arg for key, value in values.items() if value is not None for arg in (_flag(key), str(value))]
+
+
+def option_pairs(args: list[str]) -> list[tuple[str, str]]:
+    """``--flag value`` pairs of a ``cifarlab_args`` list after its command, keys in the lab's spelling."""
+    flags, values = args[1::2], args[2::2]
+    return [(flag.removeprefix("--").replace("-", "_"), value) for flag, value in zip(flags, values, strict=True)]
+
+
+def per_class_table(metrics: dict[str, Any]) -> str:
+    """The per-class accuracy table people expect at the end of the tutorial, and the overall accuracy."""
+    per_class = metrics.get("per_class_accuracy") or {}
+    lines = []
+    if per_class:
+        width = max(len(str(name)) for name in per_class)
+        lines.append(f"{'class':<{width}}  accuracy")
+        for name, acc in per_class.items():
+            shown = f"{float(acc) * 100:6.1f}%" if acc is not None else f"{'-':>7}"
+            lines.append(f"{name!s:<{width}}  {shown}")
+    if metrics.get("accuracy") is not None:
+        lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""What each target can do is declared, and a workflow that needs more says so instead of naming the target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import LabRecord, StateStore
+from labctl.targets import discovering_targets, get_target
+from labctl.targets.base import Target, as_discovery, as_explainer, as_power_control
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("kind", "power", "discovery", "explains", "owns", "remote"),
+    [
+        ("azure", True, True, True, True, True),
+        ("ssh", False, False, False, False, True),
+        ("local", False, False, False, False, False),
+    ],
+)
+def test_capabilities(kind: str, power: bool, discovery: bool, explains: bool, owns: bool, remote: bool) -> None:
+    target = get_target(kind)
+    assert isinstance(target, Target)
+    assert (as_power_control(target) is not None, as_discovery(target) is not None) == (power, discovery)
+    assert (as_explainer(target) is not None, target.owns_machine, target.remote) == (explains, owns, remote)
+
+
+def test_only_targets_that_can_discover_are_searched() -> None:
+    assert [target.kind for target, _ in discovering_targets()] == ["azure"]
+
+
+@pytest.mark.parametrize("verb", ["stop", "start"])
+@pytest.mark.parametrize("kind", ["ssh", "local"])
+def test_power_commands_explain_a_target_that_cannot(kind: str, verb: str) -> None:
+    StateStore().save(LabRecord(name="lab", target=kind, status="ready", host="203.0.113.7"))
+    result = runner.invoke(app, [verb])
+    assert result.exit_code == 2
+    assert "needs a target that can switch machines off and on" in result.output
+    assert f"target '{kind}'" in result.output and "yourself" in result.output
+    assert StateStore().load("lab").status == "ready"  # nothing was changed
+
+
+def test_ssh_to_a_lab_on_this_computer_points_at_docker_exec() -> None:
+    StateStore().save(LabRecord(name="lab", target="local", status="ready"))
+    result = runner.invoke(app, ["ssh"])
+    assert result.exit_code == 2 and "no machine to log in to" in result.output and "docker exec" in result.output
+
+
+def test_list_names_where_each_recorded_lab_lives() -> None:
+    store = StateStore()
+    store.save(LabRecord(name="here", target="local"))
+    store.save(LabRecord(name="there", target="ssh", host="203.0.113.7"))
+    azure = LabRecord(name="cloud", target="azure", target_data={"region": "westus2", "size": "Standard_D4s_v5"})
+    store.save(azure)
+    result = runner.invoke(app, ["list", "--local", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: (row["where"], row["size"]) for row in json.loads(result.stdout)["labs"]}
+    assert rows == {
+        "here": ("this computer", None),
+        "there": ("203.0.113.7", None),
+        "cloud": ("westus2", "Standard_D4s_v5"),
+    }
