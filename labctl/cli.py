@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -29,7 +30,63 @@ app = typer.Typer(
 
 _VERBOSE = False
 
-NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).")]
+
+def _not_blank(value: str | None) -> str | None:
+    """An option given as '' or spaces is a mistake, never a way to ask for the default."""
+    if value is not None and not str(value).strip():
+        raise typer.BadParameter("is empty; give a value, or leave the option out for the default.")
+    return value
+
+
+def _none_blank(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        _not_blank(value)
+    return values
+
+
+def _run_id(value: str | None) -> str | None:
+    if value is not None:
+        from labctl.validate import check_run_id
+
+        try:
+            check_run_id(value, "the run id")
+        except LabctlError as exc:
+            raise typer.BadParameter(exc.render()) from None
+    return value
+
+
+# Options with fixed choices: refused by the parser at once, and completed by the shell.
+class TargetChoice(str, Enum):
+    azure = "azure"
+    ssh = "ssh"
+    local = "local"
+
+
+class ModelChoice(str, Enum):
+    tutorial = "tutorial"
+    fast = "fast"
+
+
+class OptimizerChoice(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
+
+
+NameOpt = Annotated[
+    str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).", callback=_not_blank)
+]
+RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
@@ -69,6 +126,11 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 
         ui = RichReporter()
     try:
+        from labctl.config import Settings
+        from labctl.validate import check_environment
+
+        check_environment()  # a bad LABCTL_* variable or config value is named before anything happens
+        Settings().check()
         outcome = action(ui)
     except LabctlError as exc:
         if _VERBOSE:
@@ -101,24 +163,37 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 
 @app.command("up")
 def up_cmd(
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Lab name (default: 'lab').")] = None,
-    target: Annotated[
-        str | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Lab name (default: 'lab').", callback=_not_blank)
     ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="user@host[:port] for --target ssh.")] = None,
+    target: Annotated[
+        TargetChoice | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="user@host[:port] for --target ssh.", callback=_not_blank)
+    ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
-        list[str] | None, typer.Option("--size", help="VM size; repeat to give fall-backs in order.")
+        list[str] | None,
+        typer.Option("--size", help="VM size; repeat to give fall-backs in order.", callback=_none_blank),
     ] = None,
-    region: Annotated[str | None, typer.Option("--region", help="Azure region, or 'auto'.")] = None,
-    image: Annotated[str | None, typer.Option("--image", help="Use this container image as is.")] = None,
-    subscription: Annotated[str | None, typer.Option("--subscription", help="Azure subscription id.")] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="Azure region, or 'auto'.", callback=_not_blank)
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="Use this container image as is.", callback=_not_blank)
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Azure subscription id.", callback=_not_blank)
+    ] = None,
     allow_ip: Annotated[
-        str | None, typer.Option("--allow-ip", help="CIDR allowed to reach SSH (default: your public IP).")
+        str | None,
+        typer.Option("--allow-ip", help="CIDR allowed to reach SSH (default: your public IP).", callback=_not_blank),
     ] = None,
     ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="Your private key (default: new).")] = None,
     shutdown_at: Annotated[
-        str | None, typer.Option("--shutdown-at", help="Daily auto-shutdown, HH:MM local time (19:00).")
+        str | None,
+        typer.Option("--shutdown-at", help="Daily auto-shutdown, HH:MM local time (19:00).", callback=_not_blank),
     ] = None,
     no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
@@ -137,7 +212,7 @@ def up_cmd(
 
         asked = LabSpec(
             name=name or "",
-            target=target or "",
+            target=_value(target) or "",
             host=parse_host(host) if host else None,
             gpu=gpu,
             sizes=list(size or []),
@@ -204,16 +279,24 @@ def run_lab_cmd(
     here: Annotated[
         bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
     ] = False,
-    model: Annotated[str, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")] = "tutorial",
+    model: Annotated[
+        ModelChoice, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")
+    ] = ModelChoice.tutorial,
     epochs: Annotated[float | None, typer.Option("--epochs", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd or adamw.")] = None,
+    optimizer: Annotated[OptimizerChoice | None, typer.Option("--optimizer", help="sgd or adamw.")] = None,
     data: Annotated[
         str | None,
-        typer.Option("--data", help="cifar10 (download), synthetic, or a path to train/<class>/*.jpg or .tar.gz."),
+        typer.Option(
+            "--data",
+            help="cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
+            "machine:PATH for data already on the lab's machine.",
+            callback=_not_blank,
+            autocompletion=lambda: ["cifar10", "synthetic"],
+        ),
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
+    device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     notebook: Annotated[
         bool, typer.Option("--notebook", help="Execute the notebook headless instead and keep the copy.")
@@ -234,13 +317,13 @@ def run_lab_cmd(
         opts = RunLabOptions(
             name=name,
             here=here,
-            model=model,
+            model=str(model.value),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            optimizer=optimizer,
+            optimizer=_value(optimizer),
             data=data,
-            device=device,
+            device=_value(device),
             seed=seed,
             notebook=notebook,
             detach=detach,
@@ -266,15 +349,20 @@ def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("list")
 def list_cmd(
-    subscription: Annotated[str | None, typer.Option("--subscription", help="Azure subscription id.")] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Azure subscription id.", callback=_not_blank)
+    ] = None,
     local_only: Annotated[bool, typer.Option("--local", help="Only labs recorded on this computer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Every lab: those recorded here and those found in Azure by their tags."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.validate import check_subscription
         from labctl.workflows.inventory import list_labs
 
+        if subscription is not None:
+            check_subscription(subscription)
         return list_labs(subscription, local_only, ui)
 
     _run(go, as_json)
@@ -306,7 +394,7 @@ def start_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("logs")
 def logs_cmd(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    run: RunArg = None,
     name: NameOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends.")] = False,
 ) -> None:
@@ -334,7 +422,7 @@ def runs_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("fetch")
 def fetch_cmd(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    run: RunArg = None,
     name: NameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -434,22 +434,70 @@ class LabContainer:
             stream, _ = self.container.get_archive(path)
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
+        top = PurePosixPath(path).name
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
             for chunk in stream:
                 spool.write(chunk)
             spool.seek(0)
-            with tarfile.open(fileobj=spool, mode="r") as tar:
-                _extract_safely(tar, local_dir)
-        return local_dir / PurePosixPath(path).name
+            try:
+                with tarfile.open(fileobj=spool, mode="r") as tar:
+                    _extract_safely(tar, local_dir, top)
+            except (tarfile.TarError, EOFError) as exc:  # extraction filters' refusals are TarErrors as well
+                raise LabctlError(
+                    f"The copy of {path} from the lab container {self.name} is not a tar archive labctl unpacks "
+                    f"({exc}); nothing was kept.",
+                    hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
+                ) from None
+        if not (local_dir / top).exists():
+            raise LabctlError(
+                f"The copy of {path} from the lab container {self.name} does not hold {top}; nothing was kept.",
+                hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
+            )
+        return local_dir / top
 
 
-def _extract_safely(tar: tarfile.TarFile, local_dir: Path) -> None:
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(local_dir, filter="data")
-        return
-    # Python without extraction filters: refuse anything that escapes local_dir
+def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
+    """Unpack a copy of ``top`` only if every entry stays inside it: its own files and directories, and links
+    that lead to something of its own. One entry that does not is refused before anything is written."""
     for member in tar.getmembers():
-        target = (local_dir / member.name).resolve()
-        if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
-            raise LabctlError(f"Refusing the unsafe path {member.name} from the container.")
-    tar.extractall(local_dir)
+        problem = _escapes(member, top)
+        if problem:
+            raise LabctlError(
+                f"Refusing the copy of {top} from the lab container: its entry '{member.name}' {problem}; "
+                "nothing was unpacked.",
+                hint="No lab run makes such an entry, so the machine is not as labctl left it: check it "
+                "('labctl ssh') before trusting its results, then fetch again.",
+            )
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(local_dir, filter="data")  # and Python's own filter on top of the checks above
+    else:
+        tar.extractall(local_dir)
+
+
+def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
+    """Why ``member`` could write or point outside ``top``/, or None when it stays inside."""
+    path = PurePosixPath(member.name)
+    if member.name.startswith("/") or path.is_absolute():
+        return "is an absolute path"
+    if ".." in path.parts:
+        return "climbs out with '..'"
+    if not path.parts or path.parts[0] != top:
+        return f"lies outside {top}/"
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return "is a device, FIFO or other special file"
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname)
+        if member.linkname.startswith("/") or link.is_absolute():
+            return f"is a link to the absolute path {member.linkname}"
+        target = (path.parent / link) if member.issym() else link
+        parts: list[str] = []
+        for part in target.parts:
+            if part == "..":
+                if not parts:
+                    return f"is a link to {member.linkname}, outside {top}/"
+                parts.pop()
+            elif part != ".":
+                parts.append(part)
+        if not parts or parts[0] != top:
+            return f"is a link to {member.linkname}, outside {top}/"
+    return None

@@ -136,10 +136,18 @@ def make_keys(root: Path) -> Path:
     return keys
 
 
+@pytest.fixture(scope="module")
+def keyring(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The key files, made once per module (a passphrase-protected key takes a deliberately slow KDF);
+    no case writes to them."""
+    return make_keys(tmp_path_factory.mktemp("keyring"))
+
+
 @pytest.fixture
 def world(
     arm: FakeArm,
     tripwire: Tripwire,
+    keyring: Path,
     tmp_path: Path,
     isolated_state: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -160,7 +168,8 @@ def world(
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)
-    keys = make_keys(tmp_path)
+    keys = keyring
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # no ssh-agent of the person running the tests
     (tmp_path / "a-file").write_text("not a directory\n")
     (tmp_path / "a-dir").mkdir()
     w = World(arm, tripwire, tmp_path, isolated_state, project, user_config, keys)
@@ -190,6 +199,7 @@ def lab_record(world: World, kind: str, name: str = "lab") -> LabRecord:
         record.target_data = {
             "subscription": world.arm.subscription,
             "resource_group": f"labctl-{name}",
+            "vm_name": f"{name}-vm",
             "region": "eastus",
             "size": "Standard_D4s_v5",
         }

@@ -86,7 +86,7 @@ NAME_AND_PLACE_CASES = [
     *up("name-uppercase", "--name", "Lab", words=("'Lab'",)),
     *up("name-underscore", "--name", "lab_1", words=("lab_1",)),
     *up("name-too-long", "--name", "a" * 25, words=("a" * 25,)),
-    *up("name-empty", "--name", "", words=("lab name",)),
+    *up("name-empty", "--name", "", words=("--name",)),
     *up("name-trailing-dash", "--name", "lab-", words=("lab-",)),
     *up("name-path", "--name", "../x", words=("../x",)),
     *up("name-space", "--name", "my lab", words=("my lab",)),
@@ -306,12 +306,19 @@ OTHER_COMMAND_CASES = [
     ),
     Case("list-subscription-not-guid", ("list", "--subscription", "nope"), ("nope",)),
     Case("list-subscription-empty", ("list", "--subscription", ""), ("--subscription",)),
-    Case("stop-ssh-lab", ("stop",), ("'lab'", "Azure"), lab="ready"),
-    Case("start-ssh-lab", ("start",), ("'lab'", "Azure"), lab="ready"),
+    Case("stop-ssh-lab", ("stop",), ("'lab'", "'ssh'"), lab="ready"),
+    Case("start-ssh-lab", ("start",), ("'lab'", "'ssh'"), lab="ready"),
     Case("down-without-yes", ("down",), ("--yes",), lab="ready"),
 ]
 
+# An `up` that fails before it creates anything (no login, no room) leaves no lab record behind.
+FAILED_UP_CASES = [
+    Case("up-login-refused", ("up", "--yes"), ("Azure login",), code=RUNTIME, env={"AZURE_CLIENT_SECRET": "wrong"}),
+    Case("up-region-without-sizes", ("up", "--yes", "--region", "centralindia"), ("centralindia",), code=RUNTIME),
+]
+
 CASES = [
+    *FAILED_UP_CASES,
     *KEY_CASES,
     *NETWORK_CASES,
     *NAME_AND_PLACE_CASES,

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from labctl import runs
+from labctl.container import LabContainer
 from labctl.errors import LabctlError
+from labctl.runs import LabRuns
 
 RUN = "20260101-000000-abcd"
 METRICS = b'{"accuracy": 0.5}\n'
@@ -132,13 +133,18 @@ def places(tmp_path: Path) -> tuple[Path, Path]:
     return results, outside
 
 
+def fetch(container: TarContainer, dest: Path) -> int:
+    """What `labctl fetch` does with the lab container's answer, through labctl's own container and run layers."""
+    return LabRuns(LabContainer(container)).fetch(RUN, dest)  # type: ignore[arg-type]
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p): (p.read_bytes() if p.is_file() else b"") for p in sorted(root.rglob("*"))}
 
 
 def test_a_good_archive_is_fetched_and_verified(places: tuple[Path, Path]) -> None:
     results, _ = places
-    count = runs.fetch_run(TarContainer(tar_of(good_members())), RUN, results / RUN)  # type: ignore[arg-type]
+    count = fetch(TarContainer(tar_of(good_members())), results / RUN)
     assert count == 1 and (results / RUN / "metrics.json").read_bytes() == METRICS
 
 
@@ -149,7 +155,7 @@ def test_hostile_archive_is_refused_and_writes_nothing_outside(case: str, places
     make, word = HOSTILE[case]
     before = _tree(root)
     with pytest.raises(LabctlError) as caught:
-        runs.fetch_run(TarContainer(make(outside)), RUN, results / RUN)  # type: ignore[arg-type]
+        fetch(TarContainer(make(outside)), results / RUN)
     error = caught.value
     text = error.render()
     assert error.exit_code == 1, text
@@ -161,8 +167,8 @@ def test_hostile_archive_is_refused_and_writes_nothing_outside(case: str, places
 @pytest.mark.parametrize("case", ["parent-traversal", "symlink-absolute", "checksums-point-outside"])
 def test_a_hostile_refetch_keeps_the_earlier_good_copy(case: str, places: tuple[Path, Path]) -> None:
     results, outside = places
-    runs.fetch_run(TarContainer(tar_of(good_members())), RUN, results / RUN)  # type: ignore[arg-type]
+    fetch(TarContainer(tar_of(good_members())), results / RUN)
     kept = _tree(results)
     with pytest.raises(LabctlError):
-        runs.fetch_run(TarContainer(HOSTILE[case][0](outside)), RUN, results / RUN)  # type: ignore[arg-type]
+        fetch(TarContainer(HOSTILE[case][0](outside)), results / RUN)
     assert _tree(results) == kept
