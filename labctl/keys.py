@@ -171,7 +171,14 @@ def check_lab_key(name: str, key_path: str | None) -> None:
     if not key_path:
         return
     path = Path(key_path)
-    public = check_private_key(path, f"The SSH key of lab '{name}',")
+    try:
+        public = check_private_key(path, f"The SSH key of lab '{name}',")
+    except UsageError as exc:
+        raise UsageError(
+            exc.message,
+            hint=f"Put the lab's private key back at {path}, or give it with 'labctl up --name {name} --ssh-key "
+            "PATH' (the machine must already accept it).",
+        ) from None
     pub = path.with_name(path.name + ".pub")
     if public is None and not (pub.is_file() and _agent_holds(pub.read_text(errors="replace").strip())):
         raise UsageError(
