@@ -153,7 +153,8 @@ name, path = sys.argv[1], sys.argv[2]
 m = json.load(open(path))
 acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.2%}"
 print(f"- {name}: {m['status']}, {m['steps']} steps in {m['train_s']:.1f}s training ({m['wall_s']:.1f}s wall), "
-      f"{m['images_per_s']:.0f} img/s, accuracy {acc}, world {m['world_size']}, {m['device_name'] or m['device']}")
+      f"{m['images_per_s']:.0f} img/s, accuracy {acc}, world {m['world_size']} ({m.get('backend') or 'one process'}), "
+      f"{m['device_name'] or m['device']}")
 EOF
 }
 
@@ -189,9 +190,16 @@ print("argv:", argv, flush=True)
 proc = subprocess.Popen(argv, env={**os.environ, **launch_env(plan)}, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
 assert proc.stdout is not None
+seen = []
 for line in merge_rank_output(proc.stdout, node_rank=0):
     print(line, flush=True)
-sys.exit(proc.wait())
+    seen.append(line)
+code = proc.wait()
+# every rank says when it starts and ends (rank/world, local rank, node, device, shard; status, steps, images)
+silent = [r for r in (0, 1) if not any(s.startswith(f"[rank {r}] rank {r}/2 ") and " ends " in s for s in seen)]
+if silent:
+    print(f"rank(s) {silent} printed no end line", flush=True)
+sys.exit(code or (1 if silent else 0))
 EOF
     result "fast, 2 processes DDP ($DEVICE)" "$out" | tee -a "$SUMMARY"
   else

@@ -50,9 +50,10 @@ def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
         machine.reconnect()  # group membership only applies to new logins
 
 
-def bootstrap_nvidia(machine: Machine, ui: Reporter) -> None:
+def bootstrap_nvidia(machine: Machine, ui: Reporter, check_image: str) -> None:
+    """Driver, container toolkit and Docker runtime, proven by ``nvidia-smi`` in a ``check_image`` container."""
     with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
-        run_script(machine, "bootstrap-nvidia.sh", [], ui, "nvidia")
+        run_script(machine, "bootstrap-nvidia.sh", [check_image], ui, "nvidia")
 
 
 def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:

@@ -297,6 +297,14 @@ def run_lab_cmd(
         ),
     ] = None,
     device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus",
+            help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+            "machine and --notebook run one process).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     notebook: Annotated[
         bool, typer.Option("--notebook", help="Execute the notebook headless instead and keep the copy.")
@@ -324,6 +332,7 @@ def run_lab_cmd(
             optimizer=_value(optimizer),
             data=data,
             device=_value(device),
+            gpus=gpus,
             seed=seed,
             notebook=notebook,
             detach=detach,

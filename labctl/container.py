@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from labctl.config import Settings
 
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
-# The pinned pytorch/pytorch runtime tag; templates/Dockerfile's ARG default says the same (a test checks).
+# The pinned pytorch/pytorch runtime tag; templates/Dockerfile.deps's ARG default says the same (a test checks).
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
 IMAGE_REPO = "labctl-lab"
+DEPS_REPO = "labctl-lab-deps"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
 NOTEBOOK = "first_pytorch_classifier.ipynb"
@@ -137,10 +138,20 @@ def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def build_context() -> tuple[bytes, str]:
-    """The build context as a tar, and the image tag derived from the lab, the Dockerfile and the base image."""
+def deps_tag(base: str | None = None) -> str:
+    """The dependency image's tag: a hash of templates/Dockerfile.deps and the base image it is built FROM.
+
+    Cloud-init names it to the VM's boot-time build, and labctl finds it by it; neither relies on a build cache.
+    """
+    identity = template("Dockerfile.deps").read_bytes() + b"|base=" + (base or effective_base_image()).encode()
+    return f"{DEPS_REPO}:{hashlib.sha256(identity).hexdigest()[:16]}"
+
+
+def build_context(deps: str | None = None) -> tuple[bytes, str]:
+    """The thin lab image's build context as a tar, and its tag from the lab, the Dockerfile and the deps image."""
     dockerfile = template("Dockerfile")
-    identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|base={base_image() or ''}"
+    deps = deps or deps_tag()
+    identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|deps={deps}"
     tag = f"{IMAGE_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     return tar_of({"Dockerfile": dockerfile, "lab": lab_dir()}), tag
 
@@ -156,7 +167,11 @@ def has_image(client: docker.DockerClient, ref: str) -> bool:
 
 
 def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = None) -> str:
-    """The lab image on the engine: ``image`` as it is (pulled if missing), or labctl's own, built once."""
+    """The lab image on the engine: ``image`` as it is (pulled if missing), or labctl's own, built once.
+
+    labctl's own is the thin image FROM the dependency image; that one is built first only when missing (the
+    machine builds it while it boots where it can, see ``labctl.prewarm``).
+    """
     import docker.errors
 
     if image:
@@ -174,40 +189,67 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
     if has_image(client, tag):
         ui.info(f"Lab image {tag} is already built.")
         return tag
-    buildargs = {"BASE_IMAGE": base_image()} if base_image() else {}
-    log: list[str] = []
-    with ui.step(f"Building the lab image {tag} (first time only; a few minutes)"):
-        stream = client.api.build(
-            fileobj=io.BytesIO(context),
-            custom_context=True,
-            tag=tag,
-            buildargs=buildargs,
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                tail = "\n".join(log[-20:])
-                raise LabctlError(
-                    f"Building the lab image failed: {str(chunk['error']).strip()}\n{tail}",
-                    hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
-                )
-            text = str(chunk.get("stream", "")).rstrip()
-            if text:
-                log.extend(text.splitlines())
-                if text.startswith("Step "):
-                    ui.info(f"  {text[:160]}")
+    deps = ensure_deps(client, ui)
+    with ui.step(f"Building the lab image {tag} FROM {deps}"):
+        _build(client, ui, context, tag, {"DEPS_IMAGE": deps})
     return tag
+
+
+def ensure_deps(client: docker.DockerClient, ui: Reporter) -> str:
+    """The dependency image on the engine, built here (pulling the base image) if it is not there yet."""
+    base = effective_base_image()
+    tag = deps_tag(base)
+    if has_image(client, tag):
+        ui.info(f"Dependency image {tag} is ready.")
+        return tag
+    context = tar_of({"Dockerfile": template("Dockerfile.deps").read_bytes()})
+    with ui.step(f"Building the dependency image {tag} FROM {base} (first time only; a few minutes)"):
+        _build(client, ui, context, tag, {"BASE_IMAGE": base})
+    return tag
+
+
+def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, buildargs: dict[str, str]) -> None:
+    log: list[str] = []
+    stream = client.api.build(
+        fileobj=io.BytesIO(context),
+        custom_context=True,
+        tag=tag,
+        buildargs=buildargs,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    for chunk in stream:
+        if "error" in chunk:
+            tail = "\n".join(log[-20:])
+            raise LabctlError(
+                f"Building the image {tag} failed: {str(chunk['error']).strip()}\n{tail}",
+                hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
+            )
+        text = str(chunk.get("stream", "")).rstrip()
+        if text:
+            log.extend(text.splitlines())
+            if text.startswith("Step "):
+                ui.info(f"  {text[:160]}")
 
 
 # ---------------------------------------------------------------------------------------------- container
 
 
+def _sharing(gpu: bool) -> dict[str, Any]:
+    """Shared memory: the host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun starts, see
+    `labctl.distributed.container_options`), else 2 GB of /dev/shm for PyTorch's data loader workers."""
+    from labctl.distributed import container_options
+
+    return container_options(gpu=gpu, several_nodes=False) or {"shm_size": "2g"}
+
+
 def _config_hash(image_id: str, token: str, port: int, gpu: bool) -> str:
     """What the running container was made from; a difference means it must be replaced."""
-    return hashlib.sha256(f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}".encode()).hexdigest()[:16]
+    sharing = _sharing(gpu)
+    made = f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}" + (f"|{sorted(sharing.items())}" if gpu else "")
+    return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
 def find_container(client: docker.DockerClient, lab: str) -> Container | None:
@@ -280,7 +322,7 @@ def start_container(
                 "start_period": 120 * _SECOND,
             },
             device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-            shm_size="2g",  # PyTorch data loader workers share tensors through /dev/shm
+            **_sharing(gpu),
         )
     except docker.errors.APIError as exc:
         leftover = find_container(client, lab)

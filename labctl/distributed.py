@@ -11,8 +11,12 @@ The pieces, in the order a launch needs them:
   cannot be met ends in a ``UsageError`` that says what to do instead.
 - ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
   ``torchrun ... -m cifarlab train ...``, and the environment it needs.
+- ``container_options``: what the lab container needs for it (shared memory for NCCL, host networking across
+  nodes), as Docker keyword arguments.
+- ``describe``: the plan in one line for the user.
 - ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
-  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own.
+  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own; ``RankLines``
+  does the same for a log followed chunk by chunk.
 
 Global ranks under c10d rendezvous are assigned by the rendezvous (nodes sorted by address, as text), not by
 ``node_rank``: the head node is not necessarily the one holding rank 0, which is the rank that writes the
@@ -25,6 +29,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from labctl.errors import UsageError
 
@@ -269,6 +274,11 @@ def plan_cluster(
 # ------------------------------------------------------------------------------------------------ argv
 
 
+def plain_argv(args: Sequence[str], python: str = "python") -> list[str]:
+    """One process: ``python -m cifarlab ARGS`` (``train ...`` or ``notebook ...``)."""
+    return [python, "-m", LAB_MODULE, *args]
+
+
 def launch_argv(
     plan: LaunchPlan,
     train_args: Sequence[str],
@@ -286,7 +296,7 @@ def launch_argv(
     ``(python, "-m", "torch.distributed.run")`` where the console script is not on the PATH.
     """
     if not plan.distributed:
-        return [python, "-m", LAB_MODULE, "train", *train_args]
+        return plain_argv(["train", *train_args], python)
     argv = [
         *torchrun,
         "--nnodes",
@@ -319,6 +329,32 @@ def launch_argv(
         if plan.local_addr:
             argv += ["--local-addr", plan.local_addr]
     return [*argv, "-m", LAB_MODULE, "train", *train_args]
+
+
+def container_options(*, gpu: bool, several_nodes: bool) -> dict[str, Any]:
+    """Docker's keyword arguments (``containers.run``) that a lab container needs to train under torchrun.
+
+    On a GPU machine NCCL passes data between the GPU processes through shared memory, and Docker's default
+    /dev/shm (64 MB) is too small: the container shares the host's IPC namespace. Across nodes the container
+    uses the host's network, so that the ranks reach each other at the machines' private addresses and the
+    rendezvous port is that of the head machine (open inside its private network only).
+    """
+    options: dict[str, Any] = {}
+    if gpu:
+        options["ipc_mode"] = "host"
+    if several_nodes:
+        options["network_mode"] = "host"
+    return options
+
+
+def describe(plan: LaunchPlan) -> str:
+    """One line for the user: what runs where."""
+    if not plan.distributed:
+        return f"one process on the {'GPU' if plan.device == 'cuda' else 'CPU'} (no torchrun)"
+    per = f"{plan.procs_per_node} GPU{'s' if plan.procs_per_node != 1 else ''}" if plan.device == "cuda" else "CPU"
+    where = "this machine" if plan.nodes == 1 else f"each of {plan.nodes} nodes"
+    text = f"torchrun: {plan.world_size} processes ({per} on {where}, {plan.backend})"
+    return text + (f", meeting at {plan.rdzv_endpoint}" if plan.nodes > 1 else "")
 
 
 def launch_env(plan: LaunchPlan) -> dict[str, str]:
@@ -362,6 +398,26 @@ def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Ite
                 yield f"[node {node_rank}] {text}"
             else:
                 yield text
+
+
+class RankLines:
+    """Text as it arrives (chunks that may end mid-line) to whole merged lines, for following a run's log.
+
+    ``feed`` returns the merged lines completed so far; ``flush`` the last one when the text ended without a
+    newline. Output without torchrun's prefixes passes unchanged.
+    """
+
+    def __init__(self, node_rank: int | None = None) -> None:
+        self.node_rank = node_rank
+        self.partial = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        *done, self.partial = (self.partial + chunk).split("\n")
+        return list(merge_rank_output(done, self.node_rank))
+
+    def flush(self) -> list[str]:
+        rest, self.partial = self.partial, ""
+        return list(merge_rank_output([rest], self.node_rank)) if rest else []
 
 
 def ranks_seen(lines: Iterable[str]) -> set[int]:

@@ -18,6 +18,7 @@ from labctl import container as lab
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, Machine, connect
+from labctl.prewarm import await_prewarm
 from labctl.state import LabRecord
 from labctl.ui import Reporter
 
@@ -47,8 +48,10 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
         if machine.kind != "local":
             bootstrap_docker(machine, ui, record.user)
             if record.gpu:
-                bootstrap_nvidia(machine, ui)
+                bootstrap_nvidia(machine, ui, lab.effective_base_image())
         client = machine.docker()
+        if not image and machine.kind != "local" and not lab.has_image(client, lab.deps_tag()):
+            await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
         tag = lab.ensure_image(client, ui, image)
         if record.gpu:
             check_cuda(client, tag, ui)

@@ -24,6 +24,7 @@ from typing import Any
 
 from labctl import assets
 from labctl.container import WORKSPACE, LabContainer, lab_fingerprint
+from labctl.distributed import plain_argv
 from labctl.errors import LabctlError, NotFound
 
 RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by its id
@@ -120,14 +121,25 @@ class LabRuns:
     # ------------------------------------------------------------------------------------- runs
 
     def start(
-        self, run_id: str, lab_code: PurePosixPath, args: list[str], env: dict[str, str] | None = None
+        self,
+        run_id: str,
+        lab_code: PurePosixPath,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        launch: list[str] | None = None,
     ) -> PurePosixPath:
-        """Start ``python -m cifarlab ARGS`` detached in the container, in the run's own directory."""
+        """Start a run detached in the container, in the run's own directory.
+
+        ``args`` are ``python -m cifarlab``'s; ``launch`` is the whole argv that runs them when it is not
+        ``python -m cifarlab ARGS`` (torchrun, from `labctl.distributed.launch_argv`).
+        """
         run_dir = RUNS_DIR / run_id
+        argv = launch or plain_argv(args)
         meta = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": args}
+        meta["launch"] = argv
         runner = self.tools() / "lab-run.sh"
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode()})
-        self.box.spawn(["sh", str(runner), str(run_dir), str(lab_code), *args], env=env, workdir=str(run_dir))
+        self.box.spawn(["sh", str(runner), str(run_dir), str(lab_code), *argv], env=env, workdir=str(run_dir))
         return run_dir
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:

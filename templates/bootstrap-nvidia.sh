@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a GPU machine ready for GPU containers: the NVIDIA driver, the NVIDIA Container Toolkit configured
 # for Docker, proven by a CUDA check inside a container. Idempotent.
-# Usage: bootstrap-nvidia.sh CHECK_IMAGE   (an image with nvidia-smi reachable, e.g. the lab's base image)
+# Usage: bootstrap-nvidia.sh CHECK_IMAGE   (any image: the NVIDIA runtime mounts nvidia-smi into it; labctl
+#        passes the lab's base image, which cloud-init has already started pulling)
 set -euo pipefail
 
 check_image="${1:-}"
@@ -20,6 +21,15 @@ fail() {
   printf 'nvidia: ERROR: %s\n' "$*" >&2
   exit "${2:-1}"
 }
+
+# 0. A VM that has just booted is still running cloud-init, and the image's first apt run (unattended
+#    upgrades) holds the package lock for minutes: wait for cloud-init, and let apt wait for its lock.
+if command -v cloud-init >/dev/null 2>&1; then
+  say "waiting for cloud-init to finish"
+  status="$(cloud-init status --wait 2>&1 | tail -n 1)" || true
+  say "cloud-init ${status:-finished}"
+fi
+apt_get() { as_root apt-get -o DPkg::Lock::Timeout=600 "$@"; }
 
 # 1. The driver. labctl does not install one: a driver install needs a reboot and the right kernel headers,
 #    and the Data Science VM image ships a working driver.
@@ -40,15 +50,15 @@ if command -v nvidia-ctk >/dev/null 2>&1; then
 else
   command -v apt-get >/dev/null 2>&1 || fail "the NVIDIA Container Toolkit is missing and only apt-based systems are handled"
   export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -q >/dev/null
-  as_root apt-get install -y -q ca-certificates curl gpg >/dev/null
+  apt_get update -q >/dev/null
+  apt_get install -y -q ca-certificates curl gpg >/dev/null
   curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey |
     as_root gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
   curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list |
     sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' |
     as_root tee /etc/apt/sources.list.d/nvidia-container-toolkit.list >/dev/null
-  as_root apt-get update -q >/dev/null
-  as_root apt-get install -y -q nvidia-container-toolkit >/dev/null
+  apt_get update -q >/dev/null
+  apt_get install -y -q nvidia-container-toolkit >/dev/null
   say "container toolkit installed"
 fi
 

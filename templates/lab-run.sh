@@ -5,7 +5,10 @@
 #   pid           the process id while it runs
 #   SHA256SUMS    checksums of every result file, computed here so the copy fetched later can be verified
 #   exit_code     written last and atomically: its presence means the run is over
-# Usage: sh lab-run.sh RUN_DIR LAB_CODE_DIR ARGS...   (ARGS go to `python -m cifarlab`)
+# Usage: sh lab-run.sh RUN_DIR LAB_CODE_DIR ARGV...
+#   ARGV is the command itself, never a shell string: `python -m cifarlab train ...` for one process, or
+#   `python -m torch.distributed.run ... -m cifarlab train ...` for one process per GPU or node, whose lines
+#   carry each rank's prefix.
 set -u
 run_dir=$1
 lab_code=$2
@@ -13,10 +16,10 @@ shift 2
 cd "$run_dir" || exit 1
 echo "$$" > pid
 
-python=$(command -v python3 || command -v python)
-PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$python" -m cifarlab "$@" >> train.log 2>&1 &
+PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$@" >> train.log 2>&1 &
 child=$!
-# Pass a stop request on to the trainer, which saves its checkpoint and records the run as interrupted.
+# Pass a stop request on to the trainer (torchrun passes it on to every rank), which saves its checkpoint and
+# records the run as interrupted.
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
 wait "$child"
 code=$?

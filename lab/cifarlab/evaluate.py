@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,19 @@ def score(preds: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, cfg: TrainConfig, classes: list[str], step: int, epoch: float, world_size: int = 1
+    path: Path,
+    model: nn.Module,
+    cfg: TrainConfig,
+    classes: list[str],
+    step: int,
+    epoch: float,
+    layout: Mapping[str, Any] | None = None,
 ) -> None:
-    """Atomically, so a run killed mid-write still leaves the previous checkpoint intact."""
+    """Atomically, so a run killed mid-write still leaves the previous checkpoint intact.
+
+    ``layout``: how the run was spread (``world_size``, ``nodes``, ``procs_per_node``, ``backend``,
+    ``rank0_host``); one process on this machine when left out.
+    """
     state = {
         "format": "cifarlab/1",
         "model": cfg.model,
@@ -75,7 +86,12 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
         "epoch": epoch,
-        "world_size": world_size,  # how many ranks trained it
+        "world_size": 1,  # how many ranks trained it, then on how many nodes
+        "nodes": 1,
+        "procs_per_node": 1,
+        "backend": None,
+        "rank0_host": None,
+        **(layout or {}),
         "config": dataclasses.asdict(cfg),
     }
     tmp = path.with_name(path.name + ".tmp")

@@ -3,7 +3,7 @@
 A run directory (``--out``) receives:
 
 - ``events.jsonl``: one JSON object per line, flushed as it is written, for anyone following the run:
-    ``{"event": "start", "time", "run_dir", "options", "device", "world_size"}``
+    ``{"event": "start", "time", "run_dir", "options", "device", "world_size", "nodes", "procs_per_node"}``
     ``{"event": "data", "source", "n_train", "n_test", "classes", "load_s", "decoding", "note"}``
   (``decoding``: "background" when training starts while the images still decode, in the order it reads them)
     ``{"event": "model", "name", "parameters", "steps_total", "steps_per_epoch", "batch_size"}``
@@ -12,13 +12,19 @@ A run directory (``--out``) receives:
     ``{"event": "done", "status": "succeeded"|"failed"|"interrupted", "accuracy", "wall_s", "error"}``
   ``time`` is Unix seconds; ``loss`` the mean training loss since the previous event; ``accuracy`` in [0, 1]
   (null when no evaluation ran). ``done`` is always the last line, also after a failure or an interruption.
-- ``metrics.json``: the summary (status, accuracy, per-class accuracy, confusion matrix, loss per step, images/s
-  summed over all ranks, ``world_size``, device, versions, wall time, options, evaluation history).
+- ``metrics.json``: the summary (status, accuracy, per-class accuracy, confusion matrix, loss per step,
+  ``images`` and ``images_per_s`` of all ranks together, device, versions, wall time, options, evaluation
+  history) and how the run was spread: ``world_size`` (processes), ``nodes``, ``procs_per_node``, ``backend``
+  ("nccl", "gloo", or null for one process) and ``rank0_host`` (the machine whose rank 0 wrote the results).
+  Under torchrun a run that fails after its first step (most often: another rank or its machine was lost) still
+  gets one, with status "failed" and ``error``, beside the checkpoint of its last completed step.
 - ``checkpoint.pt``: the model and what is needed to rebuild it (`load_checkpoint`), saved at every epoch end
-  and when the run stops, so an interrupted run keeps its last state; it records ``world_size`` too.
+  and when the run stops, so an interrupted run keeps its last state; it records the same five fields.
 - ``loss_curve.png`` and ``confusion_matrix.png`` when matplotlib is installed.
 
-Under ``torchrun`` only rank 0 writes: the other ranks get a `RunLog` that writes nothing.
+Under ``torchrun`` only rank 0 writes and prints progress; every rank prints one line when it starts training
+(its rank, local rank, node, device and shard) and one when it ends (status, steps, images), so that the merged
+output shows that each rank worked.
 """
 
 from __future__ import annotations
@@ -136,6 +142,7 @@ class RunLog:
     def __init__(self, out: Path, stream: TextIO | None, log_every: float, master: bool, t0: float) -> None:
         self.events = Events(out / "events.jsonl" if master else None)
         self.progress = Progress(stream if master else None, log_every)
+        self.stream = stream  # every rank's own lines (`rank_line`)
         self.t0 = t0  # the run's start
         self.last_event_t = t0
         self.last_event_len = 0
@@ -172,6 +179,12 @@ class RunLog:
 
     def line(self, text: str) -> None:
         self.progress.line(text)
+
+    def rank_line(self, text: str) -> None:
+        """A line printed by every rank, not only rank 0 (torchrun puts ``[rank R]:`` before each)."""
+        if self.stream is not None:
+            self.stream.write(("\r\x1b[K" if self.progress.tty else "") + text + "\n")
+            self.stream.flush()
 
     def emit(self, event: str, **fields: Any) -> None:
         self.events.emit(event, **fields)

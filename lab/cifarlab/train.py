@@ -6,7 +6,10 @@ processes, data), `build` (network, optimiser), `fit` (the loop), `evaluate_now`
 `cifarlab.runlog`.
 
 Under torchrun each rank trains on its own shard of every epoch with DistributedDataParallel; rank 0 alone
-evaluates and writes. ``metrics.json`` and the checkpoint record ``world_size``; images/s counts every rank.
+evaluates and writes, and every rank prints one line when it starts training and one when it ends. On each node
+local rank 0 loads the data first, the node's other ranks after it. ``metrics.json`` and the checkpoint record
+how the run was spread (processes, nodes, processes per node, backend, rank 0's host); images/s counts every
+rank.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import dataclasses
 import math
 import os
 import platform
+import re
 import signal
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -55,23 +60,36 @@ def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None =
     log = RunLog(out, stream, cfg.log_every, master=dist.master, t0=t0)
     device = pick_device(cfg.device, dist.local_rank)
     log.emit(
-        "start", run_dir=str(out.resolve()), options=dataclasses.asdict(cfg), device=str(device), world_size=dist.world
+        "start",
+        run_dir=str(out.resolve()),
+        options=dataclasses.asdict(cfg),
+        device=str(device),
+        world_size=dist.world,
+        nodes=dist.nodes,
+        procs_per_node=dist.local_world,
     )
-    try:
-        with StopFlag().installed() as stop:
+    run: Run | None = None
+    # the signal handlers stay while a failure is handled: torchrun's SIGTERM to the survivors must not cut `salvage`
+    with StopFlag().installed() as stop:
+        try:
             data, batches, load_s = setup(cfg, dist, device, log, data)
             net = build(cfg, dist, device, data, batches)
             run = Run(cfg, dist, device, out, log, data, batches, net, load_s, count_steps(cfg, batches))
             announce(run)
             fit(run, stop)
             return finish(run, stop)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        error = f"{type(exc).__name__}: {exc}"
-        log.emit("done", status=status, accuracy=None, wall_s=round(time.time() - t0, 3), error=error)
-        raise
-    finally:
-        log.close()
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            if dist.world > 1:
+                step = f" at step {run.step}/{run.steps_total}" if run is not None else " before training"
+                log.rank_line(f"{dist.tag} {status}{step}: {explain(exc)}")
+                if run is not None and isinstance(exc, Exception):
+                    salvage(run, error)
+            log.emit("done", status=status, accuracy=None, wall_s=round(time.time() - t0, 3), error=error)
+            raise
+        finally:
+            log.close()
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -79,26 +97,71 @@ def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None =
 
 @dataclass
 class Dist:
-    """The torchrun environment (WORLD_SIZE/RANK/LOCAL_RANK); world 1 means a plain single process."""
+    """The torchrun environment; world 1 means a plain single process.
+
+    torchrun sets RANK/WORLD_SIZE (global), LOCAL_RANK/LOCAL_WORLD_SIZE (this node's processes) and
+    GROUP_RANK/GROUP_WORLD_SIZE (this node's index among the nodes, and the node count).
+    """
 
     world: int = 1
     rank: int = 0
     local_rank: int = 0
+    local_world: int = 1  # processes on this node
+    nodes: int = 1
+    node: int = 0  # this node's index (GROUP_RANK), not the order of the global ranks
 
     @classmethod
-    def from_env(cls) -> Dist:
-        env = os.environ
-        return cls(int(env.get("WORLD_SIZE", "1")), int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")))
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Dist:
+        env = os.environ if env is None else env
+        world = int(env.get("WORLD_SIZE", "1"))
+        local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+        nodes = int(env.get("GROUP_WORLD_SIZE", str(max(1, world // max(1, local_world)))))
+        return cls(
+            world=world,
+            rank=int(env.get("RANK", "0")),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            local_world=local_world,
+            nodes=nodes,
+            node=int(env.get("GROUP_RANK", "0")),
+        )
 
     @property
     def master(self) -> bool:
         """Rank 0: the one process that evaluates, prints and writes."""
         return self.rank == 0
 
+    @property
+    def node_master(self) -> bool:
+        """Local rank 0: the process that loads the data first on its node (decodes, caches, downloads)."""
+        return self.local_rank == 0
+
+    @property
+    def tag(self) -> str:
+        """Who this process is, for its own lines: "rank 1/4 (local 1/2, node 0 on host-a)"."""
+        where = f"local {self.local_rank}/{self.local_world}, node {self.node} on {host()}"
+        return f"rank {self.rank}/{self.world} ({where})"
+
     def init(self, device: torch.device) -> None:
         """Join the process group: NCCL between GPUs, gloo between CPU processes."""
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def backend(self) -> str | None:
+        """The process group's backend ("nccl" or "gloo"); None for a single process."""
+        if self.world > 1 and torch.distributed.is_initialized():
+            return str(torch.distributed.get_backend())
+        return None
+
+    def layout(self) -> dict[str, Any]:
+        """How the run was spread, as metrics.json and the checkpoint record it (rank 0 writes both)."""
+        return {
+            "world_size": self.world,
+            "nodes": self.nodes,
+            "procs_per_node": self.local_world,
+            "backend": self.backend,
+            "rank0_host": host(),
+        }
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -112,11 +175,39 @@ class Dist:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item())
 
+    def total(self, count: int, device: torch.device) -> int:
+        """``count`` summed over every rank."""
+        if self.world == 1:
+            return count
+        t = torch.tensor([count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return int(t.item())
+
     def close(self) -> None:
         """Leave the process group once every rank is done."""
         if self.world > 1:
             self.barrier()
             torch.distributed.destroy_process_group()
+
+
+# what a collective says when another rank's process or machine went away (gloo, NCCL, the c10d store)
+_PEER_LOST = re.compile(
+    r"Connection (reset|closed) by peer|Broken pipe|Connection refused|remote process exited|ncclRemoteError|"
+    r"NCCL communicator was aborted|Socket Timeout|timed out|Timeout",
+    re.IGNORECASE,
+)
+
+
+def explain(exc: BaseException) -> str:
+    """An error as one line; a collective's failure says first that another rank (or its machine) was lost."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    lost = isinstance(exc, getattr(torch.distributed, "DistError", ())) or _PEER_LOST.search(text)
+    return f"another rank stopped answering (its process or machine was lost): {text}" if lost else text
+
+
+def host() -> str:
+    """This machine's name (in a lab container on host networking: the machine's own)."""
+    return socket.gethostname() or platform.node() or "?"
 
 
 class StopFlag:
@@ -269,7 +360,11 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def setup(
     cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data: Data | None
 ) -> tuple[Data, Batches, float]:
-    """Threads, the process group and GPU flags; then the data (rank 0 first, so that the others find its cache)."""
+    """Threads, the process group and GPU flags; then the data.
+
+    On each node local rank 0 loads first (decodes, caches or downloads once per node, whether or not the nodes
+    share a filesystem); after a barrier the node's other ranks read its cache.
+    """
     assert cfg.batch_size is not None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -284,14 +379,14 @@ def setup(
     t_load = time.time()
     if data is None:
         for turn in (True, False):
-            if dist.master == turn:
+            if dist.node_master == turn:
                 data = load_data(
                     cfg.data,
                     data_root=cfg.data_root,
                     holdout=cfg.holdout,
                     seed=cfg.seed,
                     cache=cfg.cache,
-                    background_cache=dist.world == 1,  # other ranks wait for rank 0's cache file
+                    background_cache=dist.world == 1,  # a node's other ranks read local rank 0's cache file
                     # one CPU process: train on the first decoded images while the rest decode
                     stream=dist.world == 1 and device.type == "cpu",
                 )
@@ -422,6 +517,12 @@ def announce(run: Run) -> None:
         f"training {cfg.model} ({net.parameters:,} parameters, recipe {cfg.recipe}) on {run.device} for "
         f"{run.steps_total} steps of {cfg.batch_size} images; {len(data.train)} train / {len(data.test)} test images"
     )
+    if run.dist.world > 1:  # every rank says that it is there, and what it trains on
+        cache = f"; data {data.cache}" if data.cache else ""
+        run.log.rank_line(
+            f"{run.dist.tag} starts on {run.device} ({run.dist.backend}): shard of {run.batches.per_rank} images, "
+            f"{run.batches.batch} per step, {run.steps_total} steps{cache}"
+        )
 
 
 def fit(run: Run, stop: StopFlag) -> None:
@@ -505,7 +606,7 @@ def scores_on_test(run: Run) -> dict[str, Any]:
 def save(run: Run, epoch: float) -> None:
     """The checkpoint, with how many ranks trained it."""
     path = run.out / "checkpoint.pt"
-    save_checkpoint(path, run.net.raw, run.cfg, run.data.classes, run.step, epoch, world_size=run.dist.world)
+    save_checkpoint(path, run.net.raw, run.cfg, run.data.classes, run.step, epoch, layout=run.dist.layout())
 
 
 # ------------------------------------------------------------------------------------------------ finish
@@ -522,7 +623,13 @@ def finish(run: Run, stop: StopFlag) -> dict[str, Any]:
             save(run, run.step / run.batches.per_epoch)
     if run.log.progress.tty:
         run.log.line("")
-    metrics = run_metrics(run, status, stop.reason)
+    images = run.dist.total(run.meter.images, run.device)  # every rank's, for images/s
+    if run.dist.world > 1:
+        run.log.rank_line(
+            f"{run.dist.tag} ends {status}: {run.step}/{run.steps_total} steps, {run.meter.images} images "
+            f"({images} on all ranks)"
+        )
+    metrics = run_metrics(run, status, stop.reason, images)
     if run.dist.master:
         note = plots(run.out, run.meter.losses, run.scores, run.data.classes)
         if note:
@@ -534,8 +641,24 @@ def finish(run: Run, stop: StopFlag) -> dict[str, Any]:
     return metrics
 
 
-def run_metrics(run: Run, status: str, stopped_by: str | None) -> dict[str, Any]:
-    """The contents of metrics.json (documented in `cifarlab.runlog`)."""
+def salvage(run: Run, error: str) -> None:
+    """Rank 0 after a failure under torchrun (most often another rank or node lost): the checkpoint of the last
+    completed step and a metrics.json that says "failed" and why, so that the steps done are not lost too."""
+    if not run.dist.master or run.step == 0:
+        return
+    try:
+        save(run, run.epoch())
+        run.meter.flush()
+        metrics = run_metrics(run, "failed", None, run.meter.images * run.dist.world)  # the others cannot count
+        metrics["error"] = error
+        write_json(run.out / "metrics.json", metrics)
+        run.log.line(f"saved the checkpoint of step {run.step}/{run.steps_total} in {run.out}")
+    except Exception as exc:  # a broken device cannot hand the weights back: say so, keep the first error
+        run.log.line(f"could not save the checkpoint of step {run.step}: {type(exc).__name__}: {exc}")
+
+
+def run_metrics(run: Run, status: str, stopped_by: str | None, images: int) -> dict[str, Any]:
+    """The contents of metrics.json (documented in `cifarlab.runlog`); ``images``: trained on by all ranks."""
     scores, data, meter, device = run.scores or {}, run.data, run.meter, run.device
     assert data.test is not None
     decoded_s = None if data.decoding is None else data.decoding.done_s
@@ -546,7 +669,8 @@ def run_metrics(run: Run, status: str, stopped_by: str | None) -> dict[str, Any]
         "confusion_matrix": scores.get("confusion_matrix"),
         "classes": data.classes,
         "loss_per_step": [round(v, 5) for v in meter.losses],
-        "images_per_s": round(meter.images_per_s(meter.train_s), 1),  # all ranks together
+        "images_per_s": round(images / meter.train_s, 1) if meter.train_s > 0 else 0.0,  # all ranks together
+        "images": images,
         "train_s": round(meter.train_s, 3),
         "wall_s": round(time.time() - run.log.t0, 3),
         "steps": run.step,
@@ -555,7 +679,7 @@ def run_metrics(run: Run, status: str, stopped_by: str | None) -> dict[str, Any]
         "history": run.history,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or None,
-        "world_size": run.dist.world,
+        **run.dist.layout(),  # world_size, nodes, procs_per_node, backend, rank0_host
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "model": {"name": run.cfg.model, "parameters": run.net.parameters},

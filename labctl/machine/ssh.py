@@ -63,8 +63,12 @@ class SSHMachine:
         ui: Reporter | None = None,
         connect_timeout: float = 15.0,
         reconnect_wait: float = 60.0,
+        via: SSHMachine | None = None,
     ) -> None:
         self.host = host
+        # A machine without a public address (a worker node) is reached through another one (the head node): its
+        # SSH port is a channel of the head's connection, and its own host key is checked at the end of it.
+        self.via = via
         self.port = port
         self.user = user
         self.key_path = Path(key_path).expanduser()
@@ -81,7 +85,8 @@ class SSHMachine:
         self._docker_dir: str | None = None
 
     def describe(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
+        where = f"{self.user}@{self.host}:{self.port}"
+        return f"{where} (through {self.via.describe()})" if self.via is not None else where
 
     # ------------------------------------------------------------------------------------------ connection
 
@@ -118,6 +123,7 @@ class SSHMachine:
                 auth_timeout=self.connect_timeout,
                 look_for_keys=False,
                 allow_agent=pkey is None,
+                sock=self._jump(),
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -129,6 +135,18 @@ class SSHMachine:
         if transport is not None:
             transport.set_keepalive(30)
         return client
+
+    def _jump(self) -> paramiko.Channel | None:
+        """A direct-tcpip channel through ``via`` to this machine's SSH port; None for a machine reached directly.
+
+        A refusal (the head cannot reach the worker yet) is an SSHException, retried like any transient failure.
+        """
+        if self.via is None:
+            return None
+        transport = self.via._transport()
+        return transport.open_channel(
+            "direct-tcpip", (self.host, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout
+        )
 
     def connect(self, wait: float = 0.0) -> SSHMachine:
         """Connect now; with ``wait`` > 0 keep trying (with backoff) for that many seconds, e.g. while a VM boots."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from labctl import runs
 from labctl.config import Settings
+from labctl.container import LabContainer
+from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch_probe_argv
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
@@ -23,8 +25,11 @@ from labctl.workflows.runlab_options import (
     DATA_HINT,
     DATA_KEYWORDS,
     MACHINE_PREFIX,
+    Launch,
     RunLabOptions,
     cifarlab_args,
+    failure_note,
+    launch,
     per_class_table,
 )
 
@@ -100,6 +105,32 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+@contextmanager
+def _merged_output() -> Iterator[Callable[[str], None]]:
+    """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines."""
+    lines = RankLines()
+    try:
+        yield lambda chunk: _print("".join(line + "\n" for line in lines.feed(chunk)))
+    finally:
+        _print("".join(line + "\n" for line in lines.flush()))
+
+
+def _gpus_in(record: LabRecord, box: LabContainer) -> int:
+    """How many GPUs the lab container sees (none without asking, on a lab made without GPUs)."""
+    if not record.gpu:
+        return 0
+    probe = box.exec(gpu_probe_argv(), check=False)
+    if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
+        probe = box.exec(torch_probe_argv(), check=False)
+    return parse_gpu_count(probe.text, probe.exit_code)
+
+
+def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: str, args: list[str]) -> Launch:
+    """The run's argv: one process, or torchrun with one per GPU; says which."""
+    gpus = 0 if opts.notebook or opts.device == "cpu" else _gpus_in(record, lab_runs.box)
+    return launch(opts, args, run_id=run_id, gpus_available=gpus, log_dir=str(runs.RUNS_DIR / run_id / "ranks"))
+
+
 def _finish(
     store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
@@ -122,6 +153,7 @@ def _finish(
             None,
             [
                 per_class_table(metrics),
+                failure_note(metrics),
                 f"Run {run_id} {info.state}; "
                 + (f"partial results in {dest}" if lost else f"{count} files verified in {dest}"),
             ],
@@ -184,10 +216,11 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         run_id = runs.new_run_id()
         data, data_root = _data_source(opts, lab_runs, ui)
         args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
-        lab_runs.start(run_id, lab_code, args)
+        start = _launch(opts, record, lab_runs, run_id, args)
+        lab_runs.start(run_id, lab_code, args, env=start.env or None, launch=start.argv)
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)
-        ui.info(f"Run {run_id} started on lab '{record.name}'.")
+        ui.info(f"Run {run_id} started on lab '{record.name}': {start.summary}.")
         if opts.detach:
             text = (
                 f"Run {run_id} is training on the machine.\n"
@@ -196,8 +229,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
             )
             return Outcome({"run_id": run_id, "state": "running"}, text)
         try:
-            with _connection_guard(run_id):
-                info = lab_runs.follow(run_id, _print)
+            with _connection_guard(run_id), _merged_output() as show:
+                info = lab_runs.follow(run_id, show)
         except KeyboardInterrupt:
             raise LabctlError(
                 f"Stopped watching; run {run_id} goes on training on the machine.",
@@ -213,8 +246,8 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     with _lab_runs(record, ui) as lab_runs:
         run_id = _pick_run(record, lab_runs, run)
         try:
-            with _connection_guard(run_id):
-                info = lab_runs.follow(run_id, _print, follow=follow)
+            with _connection_guard(run_id), _merged_output() as show:
+                info = lab_runs.follow(run_id, show, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
     return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")

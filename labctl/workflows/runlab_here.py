@@ -61,6 +61,11 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         raise UsageError("--detach only applies to runs on a lab machine.", hint="Drop --detach, or drop --here.")
     if opts.name:
         ui.warn(f"--name {opts.name} is ignored with --here: the run happens in this Python environment.")
+    if opts.gpus is not None:
+        raise UsageError(
+            "--gpus applies to runs on a lab machine: --here trains in this Python process.",
+            hint="Drop --gpus; for several GPUs here, run 'torchrun --nproc-per-node N -m cifarlab train ...'.",
+        )
     core = _import_core()
     out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / new_run_id()
     args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")

@@ -13,7 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
+
+TORCHRUN = ("python", "-m", "torch.distributed.run")  # torchrun, wherever its console script is not on the PATH
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The argv a run starts with in the lab container, its environment, and the plan (None for the notebook)."""
+
+    plan: LaunchPlan | None
+    argv: list[str]
+    env: dict[str, str]
+
+    @property
+    def summary(self) -> str:
+        """What runs where, for the user."""
+        if self.plan is None:
+            return "the notebook, in one process (a Jupyter kernel) on one GPU at most"
+        return describe(self.plan)
 
 
 @dataclass
@@ -35,6 +54,7 @@ class RunLabOptions:
     lr: float | None = None
     optimizer: str | None = None  # sgd or adamw; the notebook uses SGD as written
     device: str | None = None  # auto, cuda, mps or cpu
+    gpus: int | None = None  # GPUs to train on (one process each, torchrun); None: every GPU the machine has
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
 
     def check(self) -> RunLabOptions:
@@ -138,6 +158,31 @@ def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | 
     return args + _flags(own) + [arg for k, v in params.items() if v is not None for arg in ("--param", f"{k}={v}")]
 
 
+def launch(opts: RunLabOptions, args: list[str], *, run_id: str, gpus_available: int, log_dir: str) -> Launch:
+    """How the run starts in the lab container: ``python -m cifarlab ARGS``, or torchrun with one process per GPU.
+
+    A machine with more than one GPU trains on all of them unless ``--gpus`` says fewer; a CPU machine, the
+    notebook (one kernel, one process) and ``--device cpu`` run one process.
+    """
+    if opts.notebook:
+        if opts.gpus is not None:
+            raise UsageError(
+                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
+                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
+            )
+        return Launch(None, plain_argv(args), {})
+    plan = plan_launch(
+        run_id=run_id, gpus_available=gpus_available, gpus_requested=opts.gpus, cpu_only=opts.device == "cpu"
+    )
+    if plan.distributed and opts.device not in (None, "auto", "cuda"):
+        raise UsageError(
+            f"--device {opts.device} names one device, and {plan.procs_per_node} processes would share it.",
+            hint="Leave --device out (each process takes the GPU of its local rank), or pass --gpus 1.",
+        )
+    argv = launch_argv(plan, args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # args[0] is "train"
+    return Launch(plan, argv, launch_env(plan))
+
+
 def _flags(values: dict[str, Any]) -> list[str]:
     return [arg for key, value in values.items() if value is not None for arg in (_flag(key), str(value))]
 
@@ -161,3 +206,13 @@ def per_class_table(metrics: dict[str, Any]) -> str:
     if metrics.get("accuracy") is not None:
         lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
     return "\n".join(lines)
+
+
+def failure_note(metrics: dict[str, Any]) -> str | None:
+    """What stopped a failed run that still saved its results (the lab writes ``error`` when, under torchrun,
+    a rank or its machine is lost: rank 0 keeps the checkpoint of the last step)."""
+    error = metrics.get("error")
+    if metrics.get("status") != "failed" or not error:
+        return None
+    first = str(error).splitlines()[0][:300]
+    return f"The run stopped at step {metrics.get('steps')}: {first}\nThe checkpoint of that step was kept."

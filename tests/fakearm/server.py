@@ -32,20 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
 from tests.fakearm.rbac import RBAC_ROUTES, RbacHandlers, covers, permitted, required
+from tests.fakearm.shapes import SIZE_TABLE, WINDOWS_TIME_ZONES, sku_json
 from tests.fakearm.tls import make_certificates
 
-# size -> (vCPUs, memory GB, quota family, GPUs)
-SIZE_TABLE: dict[str, tuple[int, float, str, int]] = {
-    "Standard_B2s": (2, 4, "standardBSFamily", 0),
-    "Standard_D2s_v5": (2, 8, "standardDSv5Family", 0),
-    "Standard_D4s_v5": (4, 16, "standardDSv5Family", 0),
-    "Standard_D8s_v5": (8, 32, "standardDSv5Family", 0),
-    "Standard_E4s_v5": (4, 32, "standardESv5Family", 0),
-    "Standard_NC4as_T4_v3": (4, 28, "standardNCASv3_T4Family", 1),
-    "Standard_NC8as_T4_v3": (8, 56, "standardNCASv3_T4Family", 1),
-    "Standard_NC24ads_A100_v4": (24, 220, "StandardNCADSA100v4Family", 1),
-}
+FORCE_DELETION_TYPES = ("Microsoft.Compute/virtualMachines", "Microsoft.Compute/virtualMachineScaleSets")
 DEFAULT_REGIONS = ("eastus", "eastus2", "westus2", "westus3", "westeurope", "northeurope")
 DSVM = ("microsoft-dsvm", "ubuntu-2204", "2204-gen2")
 
@@ -77,6 +69,7 @@ class Fault:
 class RegionConfig:
     offered: set[str] = field(default_factory=lambda: set(SIZE_TABLE))
     restricted: dict[str, str] = field(default_factory=dict)  # size -> reasonCode
+    zones_restricted: dict[str, list[str]] = field(default_factory=dict)  # size -> zones not offered
     limits: dict[str, int] = field(default_factory=dict)  # usage name (lower) -> limit
     default_limit: int = 100
     used: dict[str, int] = field(default_factory=dict)  # usage outside labctl's VMs
@@ -118,6 +111,8 @@ class FakeArm:
         self.client_id = "5f2d3f4e-0000-4000-8000-0000000000c1"
         self.client_secret = "fake-secret-" + uuid.uuid4().hex
         self.subscriptions = subscriptions or {"11111111-2222-4333-8444-555555555555": "Lab subscription"}
+        # subscription id -> state (Enabled, Warned, PastDue, Disabled, Deleted); Enabled when not named
+        self.subscription_states: dict[str, str] = {}
         self.regions: dict[str, RegionConfig] = {r: RegionConfig() for r in DEFAULT_REGIONS}
         self.images: dict[tuple[str, str, str], list[str]] = {DSVM: ["25.01.01", "25.03.10"]}
         self.image_plans: dict[tuple[str, str, str], dict[str, str]] = {}
@@ -134,10 +129,16 @@ class FakeArm:
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.faults: list[Fault] = []
+        # resource type -> the api-versions accepted for it (see tests/fakearm/apiversions.py)
+        self.api_versions: dict[str, frozenset[str]] = dict(API_VERSIONS)
         self.alloc_failures: list[dict[str, Any]] = []
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
         self.vm_boots: list[VmBoot] = []
         self.requests: list[tuple[str, str]] = []
+        # Called with (method, path) before each request is handled: a test plays another actor there (a portal
+        # user deleting the group, another deployment using the quota) at the very moment labctl gets there.
+        self.on_request: Callable[[str, str], None] | None = None
+        self.rg_deletes: list[tuple[str, str | None]] = []  # (group, forceDeletionTypes) of each group DELETE
         self.tokens: set[str] = set()
         self.groups: dict[str, dict[str, Any]] = {}  # lower name -> RG JSON (+ "_sub")
         self.resources: dict[str, dict[str, Any]] = {}  # lower id -> resource JSON
@@ -218,6 +219,11 @@ class FakeArm:
         self.settle()
         return [r["id"] for r in self.resources.values() if type_fragment.lower() in r["type"].lower()]
 
+    def remove_group(self, name: str) -> None:
+        """Delete a resource group and all in it at once, as another user's finished deletion leaves it."""
+        with self._lock:
+            self._finish(Op("removed-by-test", 0.0, "rg-delete", name.lower()))
+
     def group_names(self) -> list[str]:
         self.settle()
         return [g["name"] for g in self.groups.values()]
@@ -246,8 +252,8 @@ class FakeArm:
                 continue
             if self.power.get(rid) in ("deallocated",) or res["properties"].get("provisioningState") == "Failed":
                 continue
-            size = res["properties"]["hardwareProfile"]["vmSize"]
-            vcpus, _, family, _ = SIZE_TABLE.get(size, (0, 0, "unknown", 0))
+            shape = SIZE_TABLE.get(res["properties"]["hardwareProfile"]["vmSize"])
+            vcpus, family = (shape.vcpus, shape.family) if shape else (0, "unknown")
             spot = res["properties"].get("priority") == "Spot"
             for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
                 usage[name] = usage.get(name, 0) + vcpus
@@ -276,6 +282,8 @@ class FakeArm:
                 return
             res["properties"]["provisioningState"] = "Succeeded"
             res["_since"] = utcnow()
+            if res["type"] == "Microsoft.Network/publicIPAddresses" and not res["properties"].get("ipAddress"):
+                res["properties"]["ipAddress"] = f"203.0.113.{next(self._ip_pool)}"
             if res["type"] == "Microsoft.Compute/virtualMachines" and rid not in self.power:
                 self.power[rid] = "running"
                 self._boot(res)
@@ -456,6 +464,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         arm.requests.append((method, path))
+        if arm.on_request is not None:
+            with arm._lock:
+                arm.on_request(method, path)
         for key, delay in arm.request_latency.items():
             verb, _, pattern = key.rpartition(" ")  # "PUT resourcegroups/x$" or just a pattern
             if verb in ("", method) and re.search(pattern, path.lower()):
@@ -497,6 +508,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 with arm._lock:
                     arm._tick()
                     if not public:
+                        self._check_api_version(handler, match.groupdict(), query, raw)
                         self._check_identity(handler, method, match.groupdict())
                     result = getattr(self, "h_" + handler)(method, match.groupdict(), query, raw)
             except ArmError as err:
@@ -510,6 +522,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
         return header.startswith("Bearer ") and header[7:] in self.arm.tokens
+
+    def _check_api_version(self, handler: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> None:
+        """Refuse an api-version the resource type has not registered, as ARM does before routing."""
+        rtype = resource_type(handler, m, TYPE_NAMES)
+        if rtype is None:
+            return
+        where = request_location(m, self.arm.groups, raw)
+        refused = refusal(self.arm.api_versions, rtype, q.get("api-version"), where, list(self.arm.regions))
+        if refused is not None:
+            raise ArmError(400, *refused)
 
     def _check_identity(self, handler: str, method: str, m: dict[str, str]) -> None:
         """A managed identity's token does only what its role assignments allow, as in Azure."""
@@ -657,7 +679,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "subscriptionId": sid,
                 "tenantId": self.arm.tenant,
                 "displayName": name,
-                "state": "Enabled",
+                "state": self.arm.subscription_states.get(sid, "Enabled"),
                 "subscriptionPolicies": {
                     "locationPlacementId": "Public_2014-09-01",
                     "quotaId": "PayAsYouGo_2014-09-01",
@@ -709,8 +731,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             arm.groups[key] = group
             return status, self._group_json(group), {}
         if method == "DELETE":
-            if group is None:
-                return 204, None, {}
+            if group is None:  # ARM answers a missing group with 404, unlike a missing resource (204)
+                raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+            force = q.get("forceDeletionTypes")
+            if force is not None and force not in FORCE_DELETION_TYPES:
+                raise ArmError(
+                    400,
+                    "InvalidForceDeletionTypes",
+                    f"The value '{force}' of forceDeletionTypes is not supported. Supported values: {', '.join(FORCE_DELETION_TYPES)}.",
+                )
+            arm.rg_deletes.append((name, force))  # ResourceGroups_Delete.json: forceDeletionTypes as a query parameter
             if group["properties"]["provisioningState"] == "Deleting":
                 op = next(
                     o for o in arm.ops.values() if o.kind == "rg-delete" and o.resource_id == key and not o.finished
@@ -786,33 +816,8 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             if cfg is None:
                 continue
             for size in sorted(cfg.offered):
-                vcpus, mem, family, gpus = SIZE_TABLE[size]
-                restrictions = []
-                if size in cfg.restricted:
-                    restrictions.append(
-                        {
-                            "type": "Location",
-                            "values": [region],
-                            "restrictionInfo": {"locations": [region]},
-                            "reasonCode": cfg.restricted[size],
-                        }
-                    )
-                caps = [{"name": "vCPUs", "value": str(vcpus)}, {"name": "MemoryGB", "value": f"{mem:g}"}]
-                if gpus:
-                    caps.append({"name": "GPUs", "value": str(gpus)})
-                value.append(
-                    {
-                        "resourceType": "virtualMachines",
-                        "name": size,
-                        "tier": "Standard",
-                        "size": size.split("_", 1)[1],
-                        "family": family,
-                        "locations": [region],
-                        "locationInfo": [{"location": region, "zones": ["1", "2", "3"], "zoneDetails": []}],
-                        "capabilities": caps,
-                        "restrictions": restrictions,
-                    }
-                )
+                # ResourceSkus_List_ForARegion.json, with FromDoc_ResourceSkus_List_Item.json's restrictions
+                value.append(sku_json(size, region, cfg.restricted.get(size), cfg.zones_restricted.get(size, [])))
         return 200, {"value": value}, {}
 
     def h_usages(
@@ -827,9 +832,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         used = self.arm.vm_usage(region)
         names = {"cores": "Total Regional vCPUs", "lowprioritycores": "Total Regional Low-priority vCPUs"}
         canonical = {"cores": "cores", "lowprioritycores": "lowPriorityCores"}
-        for _, _, family, _ in SIZE_TABLE.values():
-            names[family.lower()] = f"{family} vCPUs"
-            canonical[family.lower()] = family
+        for shape in SIZE_TABLE.values():
+            names[shape.family.lower()] = f"{shape.family} vCPUs"
+            canonical[shape.family.lower()] = shape.family
         value = [
             {
                 "unit": "Count",
@@ -913,6 +918,8 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         rid = f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}/providers/{rtype}/{m['name']}"
         key = rid.lower()
         existing = arm.resources.get(key)
+        if existing is None and m["rg"].lower() not in arm.groups:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
         if method == "GET":
             if existing is None:
                 raise ArmError(
@@ -1035,8 +1042,11 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         ]
 
     def v_publicipaddresses(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
-        address = (old or {}).get("properties", {}).get("ipAddress") or f"203.0.113.{next(self.arm._ip_pool)}"
-        res["properties"]["ipAddress"] = address
+        # The address is allocated when the create completes (FakeArm._finish): PublicIPAddresses_CreateOrUpdate.json
+        # answers without ``ipAddress``; an update keeps the one it has.
+        address = (old or {}).get("properties", {}).get("ipAddress")
+        if address:
+            res["properties"]["ipAddress"] = address
         res["properties"].setdefault("idleTimeoutInMinutes", 4)
 
     def v_networkinterfaces(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
@@ -1057,6 +1067,13 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             raise ArmError(400, "InvalidTaskType", "Only ComputeVmShutdownTask schedules are supported here.")
         if not re.match(r"^\d{4}$", str((props.get("dailyRecurrence") or {}).get("time", ""))):
             raise ArmError(400, "InvalidScheduleTime", "dailyRecurrence.time must be HHmm.")
+        zone = str(props.get("timeZoneId", ""))
+        if zone not in WINDOWS_TIME_ZONES:  # Windows ids only: an IANA name like Europe/Berlin is refused
+            raise ArmError(
+                400,
+                "InvalidTimeZoneId",
+                f"The time zone id '{zone}' is not valid. Use a Windows time zone id such as 'W. Europe Standard Time' or 'UTC'.",
+            )
         target = str(props.get("targetResourceId", "")).lower()
         if target not in self.arm.resources:
             raise ArmError(
@@ -1069,13 +1086,8 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         arm, props = self.arm, res["properties"]
         size = props.get("hardwareProfile", {}).get("vmSize", "")
         region = res["location"]
-        cfg = arm.regions.get(region)
-        if cfg is None or size not in cfg.offered or size in cfg.restricted:
-            raise ArmError(
-                409,
-                "SkuNotAvailable",
-                f"The requested size for resource '{res['id']}' is currently not available in location '{region}' zones '' for subscription '{res['id'].split('/')[2]}'. Please try another size or deploy to a different location or zones.",
-            )
+        cfg = self._check_size(res, size, region, props)
+        self._check_security(size, props.get("securityProfile"))
         custom = (props.get("osProfile") or {}).pop("customData", None)
         if old is not None:
             if custom is not None and custom != old.get("_customData"):
@@ -1083,12 +1095,12 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             res["_customData"] = old.get("_customData")
         else:
             res["_customData"] = custom
-            vcpus, _, family, _ = SIZE_TABLE[size]
+            vcpus, family = SIZE_TABLE[size].vcpus, SIZE_TABLE[size].family
             spot = props.get("priority") == "Spot"
             used = arm.vm_usage(region)
             for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
                 current = used.get(name, 0) + cfg.used.get(name, 0)
-                if current + vcpus > cfg.limit(name):
+                if current + vcpus > cfg.limit(name):  # FromDoc_CloudError_OperationNotAllowed_CoreQuota.json
                     raise ArmError(
                         409,
                         "OperationNotAllowed",
@@ -1106,20 +1118,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "PlatformImageNotFound",
                 f"The platform image '{':'.join(key)}:{image.get('version')}' is not available.",
             )
-        plan = arm.image_plans.get(key)
-        if plan:
-            if not body.get("plan"):
-                raise ArmError(
-                    400,
-                    "VMMarketplaceInvalidInput",
-                    "Creating a virtual machine from Marketplace image requires Plan information in the request.",
-                )
-            if not arm.agreements.get(f"{plan['publisher']}/{plan['product']}/{plan['name']}".lower()):
-                raise ArmError(
-                    400,
-                    "ResourcePurchaseValidationFailed",
-                    "User failed validation to purchase resources. Error message: 'You have not accepted the legal terms on this subscription.'",
-                )
+        self._check_plan(key, body.get("plan"))
         nics = props.get("networkProfile", {}).get("networkInterfaces", [])
         if not nics:
             raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
@@ -1141,6 +1140,80 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             }
             return self._allocation_failure(size, region)
         return None
+
+    def _check_size(self, res: dict[str, Any], size: str, region: str, props: dict[str, Any]) -> RegionConfig:
+        """Size offered here (and in the zones asked for), and Spot only on a LowPriorityCapable size."""
+        cfg = self.arm.regions.get(region)
+        zones = [str(z) for z in res.get("zones") or []]
+        refused = cfg is None or size not in cfg.offered or size in cfg.restricted
+        if cfg is not None and zones and set(zones) & set(cfg.zones_restricted.get(size, [])):
+            refused = True
+        spot = props.get("priority") in ("Spot", "Low")
+        if not refused and spot and not SIZE_TABLE[size].spot:
+            refused = True  # LowPriorityCapable: False in resource SKUs
+        if refused or cfg is None:
+            # FromDoc_CloudError_SkuNotAvailable.json (the same answer for a Spot VM of a size without Spot)
+            raise ArmError(
+                409,
+                "SkuNotAvailable",
+                f"The requested size for resource '{res['id']}' is currently not available in location '{region}' zones '{','.join(zones)}' for subscription '{res['id'].split('/')[2]}'. Please try another size or deploy to a different location or zones.",
+            )
+        return cfg
+
+    def _check_security(self, size: str, profile: dict[str, Any] | None) -> None:
+        """``securityType`` is one of the known kinds, and ``uefiSettings`` come only with one that has UEFI."""
+        if not profile:
+            return
+        kind = profile.get("securityType")
+        if kind == "TrustedLaunch" and not SIZE_TABLE[size].trusted_launch:
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"The VM size '{size}' is not supported for creation of VMs and Virtual Machine Scale Set with 'TrustedLaunch' security type.",
+            )
+        if kind is not None and kind not in ("TrustedLaunch", "ConfidentialVM", "Standard"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The value '{kind}' of parameter 'securityProfile.securityType' is not valid. Allowed values are 'TrustedLaunch', 'ConfidentialVM' and 'Standard'.",
+            )
+        if profile.get("uefiSettings") and kind not in ("TrustedLaunch", "ConfidentialVM"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "Use of UEFI settings is not supported for this virtual machine because securityProfile.securityType is not 'TrustedLaunch' or 'ConfidentialVM'.",
+            )
+
+    def _check_plan(self, image: tuple[str, str, str], given: dict[str, Any] | None) -> None:
+        """A marketplace image with a plan needs the same ``plan`` block (VirtualMachines_CreateOrUpdate_MarketplacePlan.json)."""
+        plan = self.arm.image_plans.get(image)
+        if not plan:
+            if given:
+                raise ArmError(
+                    400,
+                    "VMMarketplaceInvalidInput",
+                    f"The image '{':'.join(image)}' is not a marketplace image with a plan; remove the plan information '{given.get('name')}' from the request.",
+                )
+            return
+        if not given:
+            raise ArmError(
+                400,
+                "VMMarketplaceInvalidInput",
+                "Creating a virtual machine from Marketplace image requires Plan information in the request.",
+            )
+        wanted = [str(plan.get(k, "")).lower() for k in ("name", "publisher", "product")]
+        if [str(given.get(k, "")).lower() for k in ("name", "publisher", "product")] != wanted:
+            raise ArmError(
+                400,
+                "VMMarketplaceInvalidInput",
+                f"The purchase information does not match. Unable to deploy from the Marketplace image. Plan '{given.get('publisher')}/{given.get('product')}/{given.get('name')}' was given; the image '{':'.join(image)}' needs '{plan['publisher']}/{plan['product']}/{plan['name']}'.",
+            )
+        if not self.arm.agreements.get(f"{plan['publisher']}/{plan['product']}/{plan['name']}".lower()):
+            raise ArmError(
+                400,
+                "ResourcePurchaseValidationFailed",
+                "User failed validation to purchase resources. Error message: 'You have not accepted the legal terms on this subscription.'",
+            )
 
     def _allocation_failure(self, size: str, region: str) -> dict[str, str] | None:
         """The asynchronous error of a VM create that an injected capacity failure matches, if any."""

@@ -45,7 +45,7 @@ def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None
     assert raw.exit_code == 3
     assert "nvidia-smi is missing" in raw.output
     with pytest.raises(LabctlError) as failed:
-        bootstrap_nvidia(machine, PlainReporter(quiet=True))
+        bootstrap_nvidia(machine, PlainReporter(quiet=True), "labctl-check:latest")
     assert "no NVIDIA driver" in failed.value.render() or "no NVIDIA GPU" in failed.value.render()
     assert "labctl up" in failed.value.render()
 

@@ -41,6 +41,7 @@ PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable  # the 
 WINDOW = 3.0
 AUTH = "providers/Microsoft.Authorization"
 API = idle.AUTHORIZATION_API_VERSION
+NETWORK_API = "2026-03-01"  # what azure-mgmt-network sends, as labctl's own network calls do
 DEALLOCATE = "Microsoft.Compute/virtualMachines/deallocate/action"
 VM_READ = "Microsoft.Compute/virtualMachines/read"
 
@@ -73,13 +74,13 @@ class Arm:
         self.put(self.rg, {"location": "eastus"}, "2025-04-01")
         vnet = {"location": "eastus", "properties": {"subnets": [{"name": "default"}]}}
         vnet["properties"]["addressSpace"] = {"addressPrefixes": ["10.42.0.0/16"]}
-        self.put(f"{net}/virtualNetworks/vnet", vnet)
+        self.put(f"{net}/virtualNetworks/vnet", vnet, NETWORK_API)
         subnet = {"id": f"{net}/virtualNetworks/vnet/subnets/default"}
         nic = {
             "location": "eastus",
             "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": subnet}}]},
         }
-        self.put(f"{net}/networkInterfaces/nic", nic)
+        self.put(f"{net}/networkInterfaces/nic", nic, NETWORK_API)
         vm_id = f"{self.rg}/providers/Microsoft.Compute/virtualMachines/vm"
         image = {"publisher": "microsoft-dsvm", "offer": "ubuntu-2204", "sku": "2204-gen2", "version": "latest"}
         body = {

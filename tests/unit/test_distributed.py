@@ -16,6 +16,9 @@ from labctl.distributed import (
     PREFIX_TEMPLATE,
     PREFIX_TEMPLATE_ENV,
     LaunchPlan,
+    RankLines,
+    container_options,
+    describe,
     gpu_probe_argv,
     launch_argv,
     launch_env,
@@ -317,3 +320,30 @@ def test_real_torchrun_meets_across_two_launchers(fake_lab: dict[str, str], tmp_
     assert sorted(seen, key=min) == [{0}, {1}]
     assert all("of 2 sum 2" in o for o in outs)
     assert rank_zero_hint(plans, [o.splitlines() for o in outs]) is not None
+
+
+def test_container_options_give_nccl_shared_memory_and_nodes_the_host_network() -> None:
+    assert container_options(gpu=False, several_nodes=False) == {}
+    assert container_options(gpu=True, several_nodes=False) == {"ipc_mode": "host"}
+    assert container_options(gpu=True, several_nodes=True) == {"ipc_mode": "host", "network_mode": "host"}
+    assert container_options(gpu=False, several_nodes=True) == {"network_mode": "host"}
+
+
+def test_describe_says_what_runs_where() -> None:
+    assert describe(plan_launch(run_id="r", gpus_available=0)) == "one process on the CPU (no torchrun)"
+    assert describe(plan_launch(run_id="r", gpus_available=1)) == "one process on the GPU (no torchrun)"
+    four = plan_launch(run_id="r", gpus_available=4)
+    assert describe(four) == "torchrun: 4 processes (4 GPUs on this machine, nccl)"
+    two = plan_cluster(run_id="r", gpus_per_node=[2, 2], addresses=["10.0.0.4", "10.0.0.5"])
+    assert describe(two[1]) == "torchrun: 4 processes (2 GPUs on each of 2 nodes, nccl), meeting at 10.0.0.4:29400"
+    cpu = plan_cluster(run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"])
+    assert describe(cpu[0]) == "torchrun: 2 processes (CPU on each of 2 nodes, gloo), meeting at 10.0.0.4:29400"
+
+
+def test_rank_lines_merge_a_log_that_arrives_in_pieces() -> None:
+    lines = RankLines()
+    assert lines.feed("[rank 1]:starts on cpu\n[rank 0]:epo") == ["[rank 1] starts on cpu"]
+    assert lines.feed("ch 1\nplain launcher line\n[rank 0]:no newline") == ["[rank 0] epoch 1", "plain launcher line"]
+    assert lines.flush() == ["[rank 0] no newline"] and lines.flush() == []
+    single = RankLines()  # one process, no torchrun: the text passes unchanged
+    assert single.feed("epoch 1 step 3\r\n") == ["epoch 1 step 3"]

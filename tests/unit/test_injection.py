@@ -7,8 +7,6 @@ lies in whatever directory labctl runs from. Each way a value can come in is tri
 from __future__ import annotations
 
 import os
-import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,23 +65,20 @@ def test_cloud_init_refuses_a_hostile_image_even_when_called_directly() -> None:
 
 def test_cloud_init_keeps_the_image_one_argument_of_a_fixed_script(tmp_path: Path) -> None:
     """Run the runcmd entry as an argv, the way cloud-init does, against a docker that records its arguments."""
+    from tests.support.boot_path import boot_env, fake_docker, run_boot_path
+
     host = generate_ed25519("h")
     image = "localhost:5000/team/lab:v1"
     doc = yaml.safe_load(render_cloud_init(host.private_openssh, normalize(host.public_line), "lab", image))
     [command] = doc["runcmd"]
-    assert command[-1] == image and image not in command[2]
-    fake = tmp_path / "bin" / "docker"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/args\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    script = command[2].replace(">/var/log/labctl-prepull.log", f">{tmp_path}/log")
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    subprocess.run([*command[:2], script, *command[3:]], env=env, check=True, timeout=10)
-    for _ in range(100):  # the pull is sent to the background, as on the VM
-        if (tmp_path / "args").exists() and (tmp_path / "args").read_text():
-            break
-        subprocess.run(["sleep", "0.05"], check=True)
-    assert (tmp_path / "args").read_text().splitlines() == ["pull", image]
+    assert image in command and image not in command[2]
+    calls = tmp_path / "calls"
+    fake_docker(tmp_path / "bin", calls)
+    assert run_boot_path(doc, tmp_path / "vm", boot_env(tmp_path / "vm", tmp_path / "bin"), wait=30) == "done"
+    recorded = [line.split("\t") for line in calls.read_text().splitlines()]
+    assert ["pull", image] in recorded
+    [build] = [c for c in recorded if c[0] == "build"]
+    assert build[1:3] == ["--build-arg", f"BASE_IMAGE={image}"] and build[3] == "-t"
 
 
 @pytest.fixture

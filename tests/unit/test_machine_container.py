@@ -31,8 +31,10 @@ def test_tag_is_stable_and_follows_the_base(monkeypatch: pytest.MonkeyPatch) -> 
 def test_dockerfile_pins_a_pytorch_base_and_sets_pythonpath() -> None:
     from labctl.assets import template
 
+    deps = template("Dockerfile.deps").read_text()
+    assert "ARG BASE_IMAGE=pytorch/pytorch:" in deps and ":latest" not in deps and "COPY" not in deps
     text = template("Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=pytorch/pytorch:" in text and ":latest" not in text
+    assert "FROM ${DEPS_IMAGE}" in text and "pip install" not in text
     assert "PYTHONPATH=/opt/labctl/lab" in text
     assert "COPY lab/ /opt/labctl/lab/" in text
 
@@ -50,7 +52,7 @@ def test_dockerfile_default_base_is_the_one_cloud_init_prepulls(monkeypatch: pyt
 
     monkeypatch.delenv("LABCTL_BASE_IMAGE", raising=False)
     monkeypatch.setenv("LABCTL_CONFIG", "/nonexistent/labctl-config.toml")
-    match = re.search(r"^ARG BASE_IMAGE=(\S+)$", template("Dockerfile").read_text(), re.M)
+    match = re.search(r"^ARG BASE_IMAGE=(\S+)$", template("Dockerfile.deps").read_text(), re.M)
     assert match and match.group(1) == DEFAULT_BASE_IMAGE
     assert effective_base_image() == DEFAULT_BASE_IMAGE
     monkeypatch.setenv("LABCTL_BASE_IMAGE", "registry.example/pytorch:custom")

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import UsageError
-from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, per_class_table
+from labctl.workflows.runlab_options import (
+    Launch,
+    RunLabOptions,
+    cifarlab_args,
+    failure_note,
+    launch,
+    option_pairs,
+    per_class_table,
+)
 
 
 def test_train_arguments_carry_every_given_option_and_nothing_else() -> None:
@@ -60,3 +68,75 @@ def test_per_class_table_shows_each_class_and_the_overall_accuracy() -> None:
         "overall accuracy: 50.0%",
     ]
     assert per_class_table({}) == ""
+
+
+# ------------------------------------------------------------------------------------------------ launch
+
+
+def _launch(gpus_available: int, **options: object) -> Launch:
+    opts = RunLabOptions(**options)  # type: ignore[arg-type]
+    args = cifarlab_args(opts, out="/w/runs/r1", data="synthetic:64")
+    return launch(opts, args, run_id="r1", gpus_available=gpus_available, log_dir="/w/runs/r1/ranks")
+
+
+def test_a_machine_with_four_gpus_trains_on_all_four_under_torchrun() -> None:
+    start = _launch(4, model="fast", extra=["max_steps=5"])
+    assert start.argv[:3] == ["python", "-m", "torch.distributed.run"]
+    argv = start.argv
+    assert argv[argv.index("--nproc-per-node") + 1] == "4" and argv[argv.index("--nnodes") + 1] == "1"
+    assert "--standalone" in argv and argv[argv.index("--log-dir") + 1] == "/w/runs/r1/ranks"
+    # the lab's own arguments follow unchanged, after "-m cifarlab train"
+    tail = argv[argv.index("-m", 3) :]
+    assert tail[:3] == ["-m", "cifarlab", "train"]
+    assert tail[3:] == [
+        "--out", "/w/runs/r1", "--data", "synthetic:64", "--model", "fast", "--seed", "0", "--max-steps", "5",
+    ]  # fmt: skip
+    assert start.env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank ${rank}]:"
+    assert start.summary == "torchrun: 4 processes (4 GPUs on this machine, nccl)"
+
+
+def test_gpus_asks_for_fewer_and_one_gpu_is_one_plain_process() -> None:
+    two = _launch(4, gpus=2)
+    assert two.argv[two.argv.index("--nproc-per-node") + 1] == "2"
+    one = _launch(4, gpus=1)
+    assert one.argv[:4] == ["python", "-m", "cifarlab", "train"] and one.plan is not None and one.plan.device == "cuda"
+    assert _launch(1).argv[:4] == ["python", "-m", "cifarlab", "train"]
+
+
+def test_a_cpu_machine_and_device_cpu_stay_one_process() -> None:
+    cpu = _launch(0)
+    assert cpu.argv[:4] == ["python", "-m", "cifarlab", "train"] and cpu.summary.startswith("one process on the CPU")
+    assert "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE" not in cpu.env
+    forced = _launch(8, device="cpu")
+    assert forced.argv[:4] == ["python", "-m", "cifarlab", "train"] and forced.argv[-2:] == ["--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    ("gpus_available", "options", "message"),
+    [
+        (2, {"gpus": 3}, "more GPUs than this machine has"),
+        (0, {"gpus": 2}, "it has no GPU"),
+        (4, {"gpus": 0}, "asks for no GPU"),
+        (4, {"gpus": 2, "device": "cpu"}, "contradict"),
+        (4, {"device": "cuda:1"}, "4 processes would share it"),
+        (4, {"notebook": True, "gpus": 2}, "the notebook runs in one process"),
+    ],
+)
+def test_impossible_gpu_requests_are_refused(gpus_available: int, options: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        _launch(gpus_available, **options)
+
+
+def test_the_notebook_is_one_process_whatever_the_gpus() -> None:
+    start = _launch(4, notebook=True)
+    assert start.plan is None and start.argv[:4] == ["python", "-m", "cifarlab", "notebook"]
+    assert "one process" in start.summary
+
+
+def test_a_failed_run_that_kept_its_checkpoint_says_where_it_stopped() -> None:
+    lost = {"status": "failed", "steps": 120, "error": "RuntimeError: Connection reset by peer\nmore detail"}
+    assert failure_note(lost) == (
+        "The run stopped at step 120: RuntimeError: Connection reset by peer\nThe checkpoint of that step was kept."
+    )
+    assert failure_note({"status": "succeeded", "steps": 5}) is None
+    assert failure_note({"status": "failed"}) is None  # nothing saved to speak of

@@ -3,7 +3,8 @@
 Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacity refusals as NoCapacity),
 ``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
 bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
-``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``).
+``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``),
+``subscriptions`` (the only usable one, or the Azure CLI's default), ``fit`` (GPU driver, Spot, Trusted Launch).
 The Azure SDK is imported lazily.
 """
 

@@ -136,6 +136,7 @@ class VmRequest:
     cloud_init: str
     spot: bool = False
     purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
+    trusted_launch: bool = True  # False for sizes whose resource SKU says TrustedLaunchDisabled
 
 
 def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[str, str]) -> VirtualMachine:
@@ -176,6 +177,14 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
             ]
         ),
     )
+    if request.trusted_launch:
+        # Trusted Launch, which Microsoft recommends for Gen2 images, with the vTPM on but Secure Boot off: the
+        # Data Science VM's NVIDIA driver is a DKMS module that Secure Boot would refuse to load. uefiSettings
+        # are only valid with TrustedLaunch, so a size without it gets no securityProfile at all.
+        properties.security_profile = c.SecurityProfile(
+            security_type="TrustedLaunch",
+            uefi_settings=c.UefiSettings(secure_boot_enabled=False, v_tpm_enabled=True),
+        )
     if request.spot:
         properties.priority = "Spot"
         properties.eviction_policy = "Deallocate"

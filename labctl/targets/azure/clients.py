@@ -256,6 +256,8 @@ class Azure:
     credential: Any
     subscription_id: str
     endpoint: str = field(default_factory=settings.arm_endpoint)
+    notes: list[str] = field(default_factory=list)  # what to tell the user about the subscription chosen
+    warnings: list[str] = field(default_factory=list)
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -335,7 +337,8 @@ def list_subscriptions(credential: Any, endpoint: str) -> list[dict[str, Any]]:
 
 
 def connect(subscription: str | None = None) -> Azure:
-    """Log in and settle the subscription: --subscription, then AZURE_SUBSCRIPTION_ID, then the only enabled one."""
+    """Log in and settle the subscription: --subscription, then AZURE_SUBSCRIPTION_ID, then the only usable one
+    or the Azure CLI's default (see ``subscriptions``)."""
     endpoint = settings.arm_endpoint()
     credential = make_credential()
     _token_check(credential, endpoint)
@@ -347,17 +350,7 @@ def connect(subscription: str | None = None) -> Azure:
                 hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list' shows yours.",
             )
         return Azure(credential, chosen, endpoint)
-    subs = list_subscriptions(credential, endpoint)
-    enabled = [s for s in subs if str(s.get("state", "Enabled")) == "Enabled"]
-    if len(enabled) == 1:
-        return Azure(credential, str(enabled[0]["subscriptionId"]), endpoint)
-    if not enabled:
-        raise LabctlError(
-            "Your Azure login sees no enabled subscription.",
-            hint="Create one or ask to be added to one in the Azure portal, then log in again.",
-        )
-    listing = "; ".join(f"{s['subscriptionId']} ({s.get('displayName', '')})" for s in enabled)
-    raise UsageError(
-        f"Your Azure login sees several subscriptions: {listing}.",
-        hint="Choose one with --subscription ID or the AZURE_SUBSCRIPTION_ID variable.",
-    )
+    from labctl.targets.azure.subscriptions import cli_default_subscription, pick_subscription
+
+    picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
+    return Azure(credential, picked.subscription_id, endpoint, notes=picked.notes, warnings=picked.warnings)

@@ -10,6 +10,8 @@ from labctl.targets.azure.clients import Azure, arm
 from labctl.targets.azure.provision import get_or_none, wait_rg_gone
 from labctl.ui import Reporter
 
+FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"
+
 
 def leftovers(azure: Azure, lab: str) -> list[str]:
     """Ids of every resource in the subscription still tagged for the lab."""
@@ -29,12 +31,15 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter) -> No
             if not deleting:
                 try:
                     with arm(f"deleting the resource group {resource_group}"):
-                        azure.resources.resource_groups.begin_delete(resource_group).result()
-                except ResourceNotFoundError:
-                    pass
+                        # Force deletion powers the VMs off instead of shutting them down: faster, and the
+                        # group holds nothing whose shutdown needs to be graceful.
+                        azure.resources.resource_groups.begin_delete(
+                            resource_group, force_deletion_types=FORCE_DELETION_TYPES
+                        ).result()
                 except LabctlError as exc:
                     cause = exc.__cause__
-                    if not (isinstance(cause, HttpResponseError) and "BeingDeleted" in str(cause)):
+                    gone = isinstance(cause, ResourceNotFoundError)  # deleted meanwhile: what `down` wanted
+                    if not gone and not (isinstance(cause, HttpResponseError) and "BeingDeleted" in str(cause)):
                         raise
             wait_rg_gone(azure, resource_group)
     with ui.step("Checking that nothing tagged for the lab is left"):

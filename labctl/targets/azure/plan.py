@@ -11,6 +11,7 @@ from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
+from labctl.targets.azure.fit import refuse_grid_only
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
@@ -164,6 +165,7 @@ def validate_region(region: str) -> str:
 def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     """Decide everything that does not need Azure. ``discover_ip`` asks the echo service when no --allow-ip."""
     sizes = choose_sizes(spec.sizes, spec.gpu)
+    refuse_grid_only(sizes)  # a GPU the image's driver cannot use is refused before anything else
     region = (spec.region or settings.default_region()).strip().lower()
     auto = region == "auto"
     regions = list(settings.AUTO_REGIONS) if auto else [validate_region(region)]

@@ -16,6 +16,7 @@ from labctl.catalog import VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.fit import grid_only, spot_alternatives, spot_capable, trusted_launch_allowed
 from labctl.targets.azure.plan import AzurePlan
 
 
@@ -25,6 +26,7 @@ class Choice:
     size: VmSize
     image_version: str
     purchase_plan: dict[str, str] | None = None
+    trusted_launch: bool = True  # False where resource SKUs say TrustedLaunchDisabled
 
 
 @dataclass
@@ -124,6 +126,10 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool) -> Problem | None:
     reason = _restricted(sku, region)
     if reason:
         return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
+    if spot and not spot_capable(sku):
+        return Problem(
+            region, size, "no-spot", f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
+        )
     need = sku_vcpus(sku, size)
     free, quota, current, limit = free_vcpus(facts, size, spot)
     if free < need:
@@ -220,7 +226,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
             version, purchase = found
             if purchase:
                 ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
-            return Choice(region, size, version, purchase)
+            return Choice(region, size, version, purchase, trusted_launch_allowed(facts.sku(size)))
     raise _explain(azure, plan, problems, cache)
 
 
@@ -232,6 +238,10 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
             f"Cannot create the lab: {what}.",
             hint="Check the region name ('az account list-locations -o table') or use --region auto.",
         )
+    if first.kind == "no-spot":
+        others = spot_alternatives(cache[first.region].skus, first.size)
+        hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
+        return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
     alternatives = _alternatives(azure, plan, cache)
     ways = []
     if alternatives:
@@ -276,6 +286,6 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
 def _smaller_sizes(size: VmSize) -> str | None:
     from labctl.catalog import SIZES
 
-    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus]
+    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not grid_only(s)]
     smaller.sort(key=lambda s: s.vcpus, reverse=True)
     return smaller[0].name if smaller else None

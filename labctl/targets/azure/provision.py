@@ -42,11 +42,6 @@ def creator() -> str:
     return f"{user}@{socket.gethostname()}"[:250]
 
 
-# Starts pulling the lab's base image while labctl waits for SSH; the bootstrap reuses whatever arrived. The
-# image is the script's "$1", an argument of its own: it is never part of the script's text.
-PREPULL_SCRIPT = '(command -v docker >/dev/null && nohup docker pull "$1" >/var/log/labctl-prepull.log 2>&1 &) || true'
-
-
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str) -> str:
     """The VM's cloud-config, built as data and dumped as YAML: no value is ever spliced into its text.
 
@@ -55,7 +50,11 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
     """
     import yaml
 
+    from labctl.container import deps_tag
+    from labctl.prewarm import cloud_init
+
     check_image_ref(image, "The base image")
+    prewarm_files, prewarm = cloud_init(image, deps_tag(image))
     config = {
         "ssh_deletekeys": True,
         "ssh_genkeytypes": [],
@@ -65,10 +64,12 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
                 "path": "/etc/labctl/lab.json",
                 "permissions": "0644",
                 "content": json.dumps({"lab": lab, "created_by": "labctl"}),
-            }
+            },
+            *prewarm_files,
         ],
-        # A list runs as an argv: cloud-init quotes every item, so the image stays one argument.
-        "runcmd": [["sh", "-c", PREPULL_SCRIPT, "labctl-prepull", image]],
+        # A list runs as an argv: cloud-init quotes every item, so the image stays one argument. It starts, in the
+        # background, the build of the lab's dependency image (labctl.prewarm) while labctl waits for SSH.
+        "runcmd": [prewarm],
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
@@ -126,6 +127,10 @@ class Provisioner:
                 azure = self.azure or connect(self.spec.subscription or azure_data(self.record).get("subscription"))
             if address is not None:
                 plan.source = address.result()
+        for note in azure.notes:
+            self.ui.info(note)
+        for warning in azure.warnings:
+            self.ui.warn(warning)
         if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
             self.ui.warn(wide)
         self.azure = azure
@@ -332,6 +337,7 @@ class Provisioner:
             cloud_init=render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image()),
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
+            trusted_launch=choice.trusted_launch,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)

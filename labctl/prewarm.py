@@ -1,0 +1,101 @@
+"""The boot path: the lab's dependency image is built on the machine while it boots, not while `up` waits.
+
+On an Azure VM, cloud-init writes ``templates/labctl-prewarm.sh`` and ``templates/Dockerfile.deps`` (as data)
+and starts the script in the background at first boot; it pulls the base image and builds the dependency image,
+and records its state in ``/var/lib/labctl``. ``await_prewarm`` is labctl's side: when it reaches the machine it
+waits for a prewarm that is still pending or running (showing its progress) instead of starting a second pull and
+build, and hands over to a build of its own when there is none (SSH and local targets, VMs made before), or when
+it failed or died.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from labctl.assets import template
+from labctl.ui import Reporter
+
+if TYPE_CHECKING:
+    from labctl.machine import Machine
+
+PREWARM_DIR = "/var/lib/labctl"
+SCRIPT = "labctl-prewarm.sh"
+# Started by cloud-init as an argv; the script, image and tag are its arguments, never part of this text.
+LAUNCH = 'nohup bash "$@" >/dev/null 2>&1 &'
+# Read by labctl over SSH, with the directory as "$1": the state, "stale" for a run that is no longer alive
+# (the machine rebooted, or the script was killed), then the last line of the log.
+STATUS = r"""
+d="$1"
+[ -r "$d/prewarm.state" ] || { echo absent; exit 0; }
+read -r state pid boot <"$d/prewarm.state"
+if [ "$state" = running ]; then
+  if [ "$boot" != "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)" ] || [ ! -d "/proc/$pid" ]; then
+    state=stale
+  fi
+fi
+echo "${state:-absent}"
+tail -n 1 "$d/prewarm.log" 2>/dev/null || true
+"""
+WAIT_S = 2700.0  # a pull of several GB and the pip installs, on a slow day
+PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH answers
+
+
+def prewarm_dir() -> str:
+    return os.environ.get("LABCTL_PREWARM_DIR", PREWARM_DIR)
+
+
+def poll_interval() -> float:
+    return float(os.environ.get("LABCTL_PREWARM_POLL", "1"))
+
+
+def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ``write_files`` entries and the ``runcmd`` argv that start the prewarm at first boot.
+
+    Every file's content is data; ``base`` and ``deps_tag`` (checked image references) are arguments.
+    """
+    files: list[dict[str, Any]] = [
+        {"path": f"{PREWARM_DIR}/{SCRIPT}", "permissions": "0755", "content": template(SCRIPT).read_text()},
+        {"path": f"{PREWARM_DIR}/deps/Dockerfile", "permissions": "0644", "content": deps_dockerfile()},
+        # cloud-init writes files before SSH answers but runs commands later: labctl waits for a pending prewarm.
+        {"path": f"{PREWARM_DIR}/prewarm.state", "permissions": "0644", "content": "pending\n"},
+    ]
+    return files, ["sh", "-c", LAUNCH, "labctl-prewarm", f"{PREWARM_DIR}/{SCRIPT}", base, deps_tag]
+
+
+def deps_dockerfile() -> str:
+    return template("Dockerfile.deps").read_text()
+
+
+def read_state(machine: Machine) -> tuple[str, str]:
+    """(state, last log line) of the machine's prewarm: absent, pending, running, stale, done or failed."""
+    result = machine.run(["sh", "-c", STATUS, "labctl-prewarm-status", prewarm_dir()], check=False, timeout=60)
+    lines = result.output.strip().splitlines() if result.exit_code == 0 else []
+    return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "") if lines else ("absent", "")
+
+
+def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) -> str:
+    """Wait while the boot-time prewarm is pending or running; returns the state it ended in.
+
+    Only ``done`` means the dependency image is there; any other state leaves the build to labctl.
+    """
+    state, last = read_state(machine)
+    if state not in ("pending", "running"):
+        return state
+    start = time.monotonic()
+    shown = ""
+    with ui.step("Waiting for the dependency image the machine builds while it boots"):
+        while state in ("pending", "running"):
+            if last and last != shown:
+                ui.info(f"  {last[:160]}")
+                shown = last
+            waited = time.monotonic() - start
+            if waited > timeout or (state == "pending" and waited > PENDING_S):
+                ui.warn(f"The machine's image preparation is still {state} after {waited:.0f}s; labctl builds it.")
+                return "timeout"
+            time.sleep(poll_interval())
+            state, last = read_state(machine)
+    if state != "done":
+        ui.warn(f"The machine's image preparation ended {state} ({last or 'no log'}); labctl builds the image itself.")
+    return state

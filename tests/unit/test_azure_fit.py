@@ -1,0 +1,28 @@
+"""Size fitness read from resource SKU capabilities, in the shapes the fake ARM serves them."""
+
+from __future__ import annotations
+
+import pytest
+
+from labctl.catalog import lookup
+from labctl.errors import UsageError
+from labctl.targets.azure.fit import refuse_grid_only, spot_alternatives, spot_capable
+from tests.fakearm.shapes import sku_json
+
+
+def test_nvads_a10_sizes_are_refused_with_cuda_alternatives() -> None:
+    refuse_grid_only([lookup("Standard_NC4as_T4_v3"), lookup("Standard_D4s_v5")])
+    with pytest.raises(UsageError) as info:
+        refuse_grid_only([lookup("Standard_NC4as_T4_v3"), lookup("nv36ads_a10_v5")])
+    text = info.value.render()
+    assert "Standard_NV36ads_A10_v5" in text and "GRID" in text
+    for alternative in ("Standard_NC4as_T4_v3", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5"):
+        assert alternative in text
+
+
+def test_spot_capability_and_alternatives_come_from_the_skus() -> None:
+    skus = {name.lower(): sku_json(name, "eastus", None, []) for name in ("Standard_B2s", "Standard_D2s_v5")}
+    skus["standard_d4s_v5"] = sku_json("Standard_D4s_v5", "eastus", "NotAvailableForSubscription", [])
+    assert not spot_capable(skus["standard_b2s"]) and spot_capable(skus["standard_d2s_v5"])
+    assert not spot_capable({"capabilities": []})  # no capability: no Spot
+    assert spot_alternatives(skus, lookup("Standard_B2s")) == ["Standard_D2s_v5"]
