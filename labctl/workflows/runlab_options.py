@@ -73,6 +73,13 @@ class RunLabOptions:
         ):
             if choice is not None and choice not in allowed:
                 raise UsageError(f"{flag} '{choice}' is not one of {', '.join(allowed)}.", hint="Pick one of them.")
+        if self.gpus is not None and self.gpus < 1:
+            raise UsageError(f"--gpus {self.gpus} is not a number of GPUs.", hint="Use 1 or more, or leave it out.")
+        if self.notebook and self.gpus is not None:
+            raise UsageError(
+                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
+                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
+            )
         if self.notebook and (self.model != "tutorial" or self.optimizer is not None):
             raise UsageError(
                 "--notebook runs the tutorial as written: the tutorial model with SGD.",

@@ -248,6 +248,9 @@ RUN_LAB_CASES = [
         ("set-key-shell", ("--set", "x;id=3"), ("x;id",)),
         ("set-value-newline", ("--set", "max_steps=1\nrm -rf /"), ("max_steps",)),
         ("notebook-with-fast-model", ("--notebook", "--model", "fast"), ("--notebook",)),
+        ("gpus-zero", ("--gpus", "0"), ("--gpus",)),
+        ("gpus-negative", ("--gpus", "-2"), ("-2",)),
+        ("notebook-with-gpus", ("--notebook", "--gpus", "2"), ("--gpus",)),
         ("out-without-here", ("--out", "{tmp}/out"), ("--out",)),
         ("here-with-detach", ("--here", "--detach"), ("--detach",)),
     )
