@@ -141,7 +141,7 @@ ENV_CASES = [
     *env_up("LABCTL_SHUTDOWN_AT", "25:00", "25:00"),
     *env_up("LABCTL_IMAGE", "x; y", "x; y"),
     *env_up("LABCTL_BASE_IMAGE", "x; y", "x; y"),
-    *env_up("LABCTL_ADMIN_USER", "root", "root"),
+    *env_up("LABCTL_ADMIN_USER", "9lab", "9lab"),
     *env_up("LABCTL_ADMIN_USER", "Bad User", "Bad User"),
     *env_up("LABCTL_ARM_ENDPOINT", "http://127.0.0.1:1", "http://127.0.0.1:1", "https"),
     *env_up("LABCTL_ARM_ENDPOINT", "not a url", "not a url"),
