@@ -9,10 +9,12 @@ US regions and only meant to give the order of magnitude.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 from labctl.errors import UsageError
 
+_SIZE_NAME = re.compile(r"^standard_[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 DEFAULT_CPU_SIZE = "Standard_D4s_v5"
 DEFAULT_GPU_SIZE = "Standard_NC4as_T4_v3"
 
@@ -27,14 +29,20 @@ class VmSize:
     gpu_model: str | None = None
     gpu_count: int = 0
     spot_usd_per_hour: float | None = None
+    # False: a size this table lacks, taken as typed; the preflight fills its shape from the subscription's
+    # resource SKUs and its price from the Azure price list (0: price unknown).
+    catalogued: bool = True
 
     @property
     def gpu(self) -> bool:
         return self.gpu_count > 0
 
     def describe(self) -> str:
+        if not self.vcpus:
+            return f"{self.name} (not in labctl's catalog: its shape and price come from Azure at 'up')"
         gpu = f", {self.gpu_count}x {self.gpu_model}" if self.gpu else ""
-        return f"{self.name} ({self.vcpus} vCPU, {self.memory_gib:g} GiB{gpu}, ~${self.usd_per_hour:.2f}/h)"
+        price = f"~${self.usd_per_hour:.2f}/h" if self.usd_per_hour > 0 else "price unknown"
+        return f"{self.name} ({self.vcpus} vCPU, {self.memory_gib:g} GiB{gpu}, {price})"
 
     def hourly(self, spot: bool) -> float:
         if spot:
@@ -127,10 +135,15 @@ def lookup(name: str) -> VmSize:
             f"The VM size {name} belongs to the retired {RETIRED[key]} series; Azure no longer offers it.",
             hint=f"Use a current GPU size instead, for example {alternatives} (see 'labctl up --help').",
         )
+    if _SIZE_NAME.match(key):  # any size the subscription offers is accepted; the preflight checks it there
+        typed = name.strip()
+        return VmSize(
+            typed if typed.lower().startswith("standard_") else f"Standard_{typed}", 0, 0, "", 0.0, catalogued=False
+        )
     close = difflib.get_close_matches(key, list(SIZES), n=3, cutoff=0.6)
     suggestion = ", ".join(SIZES[c].name for c in close) if close else f"{DEFAULT_CPU_SIZE} or {DEFAULT_GPU_SIZE}"
     raise UsageError(
-        f"labctl does not know the VM size '{name}'.",
+        f"labctl does not know the VM size '{name}': Azure's size names are letters, digits and '_'.",
         hint=f"Did you mean {suggestion}? Known sizes: {', '.join(s.name for s in SIZES.values())}.",
     )
 

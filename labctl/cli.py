@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -36,6 +36,11 @@ def _not_blank(value: str | None) -> str | None:
     if value is not None and not str(value).strip():
         raise typer.BadParameter("is empty; give a value, or leave the option out for the default.")
     return value
+
+
+def _text(*names: str, help: str) -> Any:
+    """A text option that refuses '' and blanks."""
+    return typer.Option(*names, help=help, callback=_not_blank)
 
 
 def _none_blank(values: list[str] | None) -> list[str] | None:
@@ -88,6 +93,11 @@ NameOpt = Annotated[
 ]
 RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
+ConfirmNameOpt = Annotated[
+    str | None,
+    typer.Option("--confirm-name", help="With --force: the lab's name, to act on a lab someone else owns."),
+]
 
 
 def _version(value: bool) -> None:
@@ -163,40 +173,37 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 
 @app.command("up")
 def up_cmd(
-    name: Annotated[
-        str | None, typer.Option("--name", "-n", help="Lab name (default: 'lab').", callback=_not_blank)
-    ] = None,
+    name: Annotated[str | None, _text("--name", "-n", help="Lab name (default: 'lab').")] = None,
     target: Annotated[
         TargetChoice | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
     ] = None,
-    host: Annotated[
-        str | None, typer.Option("--host", help="user@host[:port] for --target ssh.", callback=_not_blank)
+    host: Annotated[str | None, _text("--host", help="user@host[:port] for --target ssh.")] = None,
+    host_key_fingerprint: Annotated[
+        str | None, _text("--host-key-fingerprint", help="SHA256:... of the --host's key, to pin it unasked.")
     ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
         list[str] | None,
         typer.Option("--size", help="VM size; repeat to give fall-backs in order.", callback=_none_blank),
     ] = None,
-    region: Annotated[
-        str | None, typer.Option("--region", help="Azure region, or 'auto'.", callback=_not_blank)
-    ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", help="Use this container image as is.", callback=_not_blank)
-    ] = None,
-    subscription: Annotated[
-        str | None, typer.Option("--subscription", help="Azure subscription id.", callback=_not_blank)
-    ] = None,
-    allow_ip: Annotated[
-        str | None,
-        typer.Option("--allow-ip", help="CIDR allowed to reach SSH (default: your public IP).", callback=_not_blank),
-    ] = None,
+    region: Annotated[str | None, _text("--region", help="Azure region, or 'auto'.")] = None,
+    image: Annotated[str | None, _text("--image", help="Use this container image as is.")] = None,
+    subscription: Annotated[str | None, _text("--subscription", help="Azure subscription id.")] = None,
+    allow_ip: Annotated[str | None, _text("--allow-ip", help="CIDR allowed to reach SSH (default: your IP).")] = None,
     ssh_key: Annotated[Path | None, typer.Option("--ssh-key", help="Your private key (default: new).")] = None,
-    shutdown_at: Annotated[
-        str | None,
-        typer.Option("--shutdown-at", help="Daily auto-shutdown, HH:MM local time (19:00).", callback=_not_blank),
-    ] = None,
+    shutdown_at: Annotated[str | None, _text("--shutdown-at", help="Daily auto-shutdown, HH:MM (19:00).")] = None,
     no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
+    idle_stop: Annotated[
+        str | None,
+        typer.Option("--idle-stop", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."),
+    ] = None,
+    idle_action: Annotated[
+        str, typer.Option("--idle-action", help="stop (the default) or shutdown (power an SSH host off).")
+    ] = "stop",
+    budget: Annotated[
+        str | None, typer.Option("--budget", help="US dollars since creation after which the VM stops itself.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and create nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOpt = False,
@@ -225,6 +232,10 @@ def up_cmd(
             no_shutdown=no_shutdown,
             spot=spot,
             yes=yes,
+            host_key_fingerprint=host_key_fingerprint,
+            idle_stop=idle_stop,  # type: ignore[arg-type]  # text until build_spec parses it
+            idle_action=idle_action,
+            budget=budget,  # type: ignore[arg-type]
         )
         return up(asked, ui, dry_run=dry_run)
 
@@ -236,8 +247,10 @@ def down_cmd(
     name: NameOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Delete even with a run in progress or results not fetched.")
+        bool,
+        typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
     ] = False,
+    confirm_name: ConfirmNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete everything the lab created, check nothing is left, and forget it."""
@@ -245,7 +258,23 @@ def down_cmd(
     def go(ui: Reporter) -> Outcome:
         from labctl.workflows.down import DownOptions, down
 
-        return down(DownOptions(name=name, yes=yes, force=force), ui)
+        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name), ui)
+
+    _run(go, as_json)
+
+
+@app.command("idle-stop")
+def idle_stop_cmd(
+    minutes: Annotated[str, typer.Argument(help="Minutes idle before the lab stops itself, or 'off'.")],
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there)."""
+
+    def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.idle import set_idle_stop
+
+        return set_idle_stop(name, minutes, ui)
 
     _run(go, as_json)
 
@@ -378,25 +407,31 @@ def list_cmd(
 
 
 @app.command("stop")
-def stop_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def stop_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import stop
 
-        return stop(name, ui)
+        return stop(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 
 
 @app.command("start")
-def start_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+def start_cmd(
+    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+) -> None:
     """Start a stopped lab again, with the same IP and keys."""
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.workflows.ownership import Override
         from labctl.workflows.power import start
 
-        return start(name, ui)
+        return start(name, ui, Override(force, confirm_name))
 
     _run(go, as_json)
 

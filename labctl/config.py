@@ -36,6 +36,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "image": (None, "container image to use as is instead of building the lab image"),
     "base_image": (None, "base image the lab image is built FROM (default: a pinned pytorch/pytorch tag)"),
     "results_dir": ("labctl-results", "where run-lab puts fetched results"),
+    "idle_stop": (None, "minutes idle before the lab stops itself, or 'off' (default: 60 on Azure, off elsewhere)"),
+    "budget": (None, "US dollars since creation after which the lab stops itself (default: none)"),
 }
 # The type a value in a config file must have. Every setting today is text (TOML has no null, so "unset"
 # is spelled by leaving the key out); checking here turns `shutdown_at = 1900` into a clear error instead

@@ -498,22 +498,24 @@ class LabContainer:
         return local_dir / top
 
 
+class UnsafeArchive(LabctlError):
+    """An archive from the machine holds a path or link that would land outside where it is unpacked."""
+
+
 def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
     """Unpack a copy of ``top`` only if every entry stays inside it: its own files and directories, and links
     that lead to something of its own. One entry that does not is refused before anything is written."""
     for member in tar.getmembers():
         problem = _escapes(member, top)
         if problem:
-            raise LabctlError(
-                f"Refusing the copy of {top} from the lab container: its entry '{member.name}' {problem}; "
-                "nothing was unpacked.",
-                hint="No lab run makes such an entry, so the machine is not as labctl left it: check it "
-                "('labctl ssh') before trusting its results, then fetch again.",
-            )
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(local_dir, filter="data")  # and Python's own filter on top of the checks above
-    else:
-        tar.extractall(local_dir)
+            raise UnsafeArchive(f"its entry '{member.name}' {problem}")
+    try:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(local_dir, filter="data")  # and Python's own filter on top of the checks above
+        else:
+            tar.extractall(local_dir)
+    except tarfile.TarError as exc:  # tarfile's FilterError (outside destination, absolute link, ...) is one
+        raise UnsafeArchive(str(exc)) from None
 
 
 def _escapes(member: tarfile.TarInfo, top: str) -> str | None:

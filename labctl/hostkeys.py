@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import sys
 from pathlib import Path
@@ -134,17 +135,61 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
         transport.close()
 
 
-def confirm_host_key(host: str, port: int, ui: Reporter, *, assume_yes: bool) -> str:
-    """A host key for a host labctl has not pinned: known_hosts first, else the user's confirmation."""
+_FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+
+
+def check_fingerprint(text: str) -> str:
+    """A fingerprint as ``ssh-keygen -lf`` prints it ('SHA256:' and 43 base64 characters), or a UsageError."""
+    value = text.strip()
+    if not _FINGERPRINT_RE.match(value):
+        raise UsageError(
+            f"'{text}' is not an SSH host key fingerprint.",
+            hint="Give it as 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' prints it on the machine, "
+            "for example SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s.",
+        )
+    return value.rstrip("=")
+
+
+def confirm_host_key(
+    host: str, port: int, ui: Reporter, *, expected: str | None = None, assume_yes: bool = False
+) -> str:
+    """A host key for a host labctl has not pinned: known_hosts, the fingerprint the user gave, or a question.
+
+    ``--yes`` answers labctl's other questions, never this one: a key is pinned without asking only when it
+    is in known_hosts or matches ``expected`` (--host-key-fingerprint), which the user took from the machine.
+    """
+    want = check_fingerprint(expected) if expected else None
     known = lookup_known_hosts(host, port)
+    if want is not None:
+        known = [k for k in known if fingerprint(k) == want]
     if known:
         ui.info(f"Using the host key of {host}:{port} from {known_hosts_path()} ({fingerprint(known[0])}).")
         return known[0]
     offered = scan_host_key(host, port)
     shown = f"{offered.split()[0]} {fingerprint(offered)}"
-    if assume_yes:
-        ui.warn(f"Pinning the host key {host}:{port} offered, {shown}, because of --yes.")
+    if want is not None:
+        if fingerprint(offered) != want:
+            raise LabctlError(
+                f"The host {host}:{port} offered the key {shown}, not {want} as --host-key-fingerprint says. "
+                "This can mean someone is intercepting the connection, or that the fingerprint is of another "
+                "machine or key type; nothing was pinned.",
+                hint="Read the fingerprint again on the machine itself "
+                "('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub') and run the command with it.",
+            )
+        ui.info(f"Pinning the host key of {host}:{port}, {shown}, which matches --host-key-fingerprint.")
         return offered
+    scan = f"ssh-keyscan -t ed25519{'' if port == 22 else f' -p {port}'} {host}"
+    way_out = (
+        f"Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' there), "
+        f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or add the key to "
+        f"known_hosts ('{scan} >> ~/.ssh/known_hosts')."
+    )
+    if assume_yes:
+        raise UsageError(
+            f"labctl does not know the SSH host key of {host}:{port}, and --yes does not pin an unknown key. "
+            f"The host offered {shown}.",
+            hint=way_out,
+        )
     if sys.stdin.isatty():
         try:
             answer = input(
@@ -157,10 +202,8 @@ def confirm_host_key(host: str, port: int, ui: Reporter, *, assume_yes: bool) ->
         if answer.strip().lower() in ("y", "yes"):
             return offered
         raise UsageError("The host key was not confirmed; nothing was changed.", exit_code=1)
-    scan = f"ssh-keyscan -t ed25519{'' if port == 22 else f' -p {port}'} {host}"
     raise UsageError(
         f"labctl does not know the SSH host key of {host}:{port}, and cannot ask you to confirm it here. "
         f"The host offered {shown}.",
-        hint=f"Check that fingerprint against the machine, then either add the key to known_hosts "
-        f"('{scan} >> ~/.ssh/known_hosts') or run the same command with --yes to pin it.",
+        hint=way_out,
     )

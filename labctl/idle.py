@@ -32,6 +32,59 @@ ROLE_ACTIONS = (
 SSH_MARKS = ".cache/labctl-ssh"
 SSH_MARK_COMMAND = f'd="$HOME/{SSH_MARKS}"; mkdir -p "$d" && printf "%s\\n" "$SSH_CONNECTION" > "$d/$$"'
 _NAMESPACE = uuid.UUID("6f1d3c1e-5b0a-4f7e-9a51-1abc0c7d1e01")
+DEFAULT_WINDOW_MINUTES = 60.0
+MAX_WINDOW_MINUTES = 7 * 24 * 60
+# What a caller needs to give a VM's identity its role (Owner and User Access Administrator have both).
+GRANT_ACTIONS = (
+    "Microsoft.Authorization/roleDefinitions/write",
+    "Microsoft.Authorization/roleAssignments/write",
+)
+ASK_FOR = (
+    "Ask an owner of the subscription for the Owner or User Access Administrator role, or for a role that "
+    "includes Microsoft.Authorization/roleAssignments/write and roleDefinitions/write, on the subscription or "
+    "the lab's resource group"
+)
+
+
+def parse_window(value: object, where: str = "--idle-stop") -> float:
+    """Minutes of idleness before the lab stops; 'off' or 0 turns idle stop off. UsageError names the bad value."""
+    from labctl.errors import UsageError
+
+    text = str(value).strip().lower()
+    if text in ("off", "0", "no", "false"):
+        return 0.0
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if minutes == 0:
+        return 0.0
+    if not 0 < minutes <= MAX_WINDOW_MINUTES:
+        raise UsageError(
+            f"{where} '{value}' is not a number of minutes.",
+            hint=f"Give the minutes of idleness before the lab stops (1-{MAX_WINDOW_MINUTES}, e.g. 60), "
+            "or 'off' (or 0) to turn idle stop off.",
+        )
+    return minutes
+
+
+def parse_budget(value: object, where: str = "--budget") -> float | None:
+    """A spend limit in US dollars since the lab's creation; None for 'off'."""
+    from labctl.errors import UsageError
+
+    text = str(value).strip().lower().lstrip("$")
+    if text in ("", "off", "none"):
+        return None
+    try:
+        usd = float(text)
+    except ValueError:
+        usd = -1.0
+    if not 0 < usd < 1_000_000:
+        raise UsageError(
+            f"{where} '{value}' is not an amount of US dollars.",
+            hint="Give the most the lab may cost since its creation, e.g. 25 or 12.50, or 'off'.",
+        )
+    return usd
 
 
 def role_definition_name(vm_id: str) -> str:
@@ -135,3 +188,31 @@ def machine_files(
     ]
     files += [(f"{SYSTEMD_DIR}/{name}", units[name], 0o644) for name in UNITS]
     return files
+
+
+def agent_facts(config: dict[str, Any] | None, state: dict[str, Any] | None) -> dict[str, Any]:
+    """What `labctl status` shows from the agent's config and state files on the machine (times in UTC)."""
+    from datetime import datetime, timezone
+
+    def when(epoch: object) -> str | None:
+        if not isinstance(epoch, (int, float)):
+            return None
+        return datetime.fromtimestamp(float(epoch), timezone.utc).replace(microsecond=0).isoformat()
+
+    if config is None:
+        return {"idle_agent": "not installed"}
+    seconds = config.get("window_seconds")
+    window = float(seconds) if isinstance(seconds, (int, float)) else float(config.get("window_minutes") or 0) * 60
+    facts: dict[str, Any] = {"idle_agent": config.get("mode"), "idle_stop_minutes": window / 60}
+    if config.get("budget_usd") is not None:
+        facts["budget_usd"] = config["budget_usd"]
+    state = state or {}
+    checked, since, last = state.get("checked_at"), state.get("idle_since"), state.get("last")
+    if isinstance(last, str):
+        facts["idle_last_decision"] = last.removeprefix("labctl-idle:").strip()
+        facts["idle_checked_at"] = when(checked)
+    if isinstance(checked, (int, float)) and isinstance(since, (int, float)):
+        facts["idle_for_seconds"] = max(0.0, float(checked) - float(since))
+        if window > 0:
+            facts["idle_stop_due"] = when(float(since) + window)
+    return facts

@@ -34,8 +34,10 @@ EVERYDAY_WAIT = 5.0
 
 
 @contextmanager
-def machine_for(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[Machine]:
-    machine = connect(record, ui, wait=wait)
+def machine_for(
+    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, mark: bool = True
+) -> Iterator[Machine]:
+    machine = connect(record, ui, wait=wait, mark=mark)
     try:
         yield machine
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labctl import assets
-from labctl.container import WORKSPACE, LabContainer, lab_fingerprint
+from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, lab_fingerprint
 from labctl.distributed import plain_argv
 from labctl.errors import LabctlError, NotFound
 
@@ -202,7 +202,15 @@ class LabRuns:
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Unpack beside the destination, then swap it in: a fetch that breaks off never leaves a half-copied run.
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:
-            fetched = self.box.get(str(RUNS_DIR / run_id), Path(staging))
+            try:
+                fetched = self.box.get(str(RUNS_DIR / run_id), Path(staging))
+            except UnsafeArchive as exc:
+                raise LabctlError(
+                    f"Run {run_id} could not be fetched: its files on the machine include something that would "
+                    f"be written outside {dest} ({exc.message}). Nothing was written.",
+                    hint=f"Look at {RUNS_DIR / run_id} on the machine ('labctl ssh') and remove the links or "
+                    "odd paths there, then 'labctl fetch' again; fetch only unpacks a run into its own folder.",
+                ) from None
             count = verify_checksums(fetched) if verify else 0  # before the swap: a bad copy never replaces a good one
             if dest.exists():
                 shutil.rmtree(dest)

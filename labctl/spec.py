@@ -63,7 +63,12 @@ class LabSpec:
     shutdown_at: str | None = None  # HH:MM; None after `validate` only with no_shutdown
     no_shutdown: bool = False
     spot: bool = False
-    yes: bool = False  # the user confirmed in advance (--yes), e.g. pinning a host key shown by fingerprint
+    yes: bool = False  # the user confirmed in advance (--yes); never the pinning of an unknown host key
+    host_key_fingerprint: str | None = None  # SHA256:... of the SSH host's key, read on the machine itself
+    idle_stop: float | None = None  # minutes idle before the lab stops; 0: off; None: the target's default
+    idle_explicit: bool = False  # idle_stop was asked for (flag, variable, config), not a default
+    idle_action: str = "stop"  # stop (deallocate on Azure, the container elsewhere) or shutdown (an SSH host)
+    budget: float | None = None  # USD since creation, after which the machine stops itself
 
     def _check_azure(self) -> None:
         """What an Azure lab is asked for, checked as typed before anything is planned or created."""
@@ -92,6 +97,15 @@ class LabSpec:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
         if self.target != "ssh" and self.host is not None:
             raise UsageError("--host only applies to --target ssh.", hint="Add --target ssh, or drop --host.")
+        if self.host_key_fingerprint is not None:
+            if self.target != "ssh":
+                raise UsageError(
+                    "--host-key-fingerprint only applies to --target ssh (labctl makes an Azure VM's host key itself).",
+                    hint="Drop it, or use --target ssh --host user@host.",
+                )
+            from labctl.hostkeys import check_fingerprint
+
+            self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
         if self.target != "azure":
             azure_only = {
                 "--size": bool(self.sizes),
@@ -99,6 +113,7 @@ class LabSpec:
                 "--subscription": self.subscription is not None,
                 "--allow-ip": self.allow_ip is not None,
                 "--spot": self.spot,
+                "--budget": self.budget is not None,
             }
             used = [flag for flag, given in azure_only.items() if given]
             if used:
@@ -115,4 +130,14 @@ class LabSpec:
             from labctl.keys import check_key_pair
 
             check_key_pair(self.ssh_key.expanduser(), "--ssh-key", need_pub=self.target == "azure")
+        if self.idle_action not in ("stop", "shutdown"):
+            raise UsageError(
+                f"--idle-action '{self.idle_action}' is not an action labctl knows.",
+                hint="Use 'stop' (the default) or 'shutdown' (power an SSH host off).",
+            )
+        if self.idle_action == "shutdown" and self.target != "ssh":
+            raise UsageError(
+                f"--idle-action shutdown applies to --target ssh only, not to --target {self.target}.",
+                hint="On Azure the idle stop deallocates the VM (an OS shutdown would keep billing); drop it.",
+            )
         return self

@@ -92,6 +92,8 @@ class LabRecord:
     # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
     # and writes it through its own typed view (e.g. labctl.targets.azure.record.AzureData); workflows never do.
     target_data: dict[str, Any] = field(default_factory=dict)
+    # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
+    idle: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

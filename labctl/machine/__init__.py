@@ -15,7 +15,7 @@ __all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
 DEFAULT_WAIT = 600.0
 
 
-def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0) -> Machine:
+def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0, mark: bool = True) -> Machine:
     """The machine of ``record``, connected; ``wait`` seconds of retrying while it boots (0: one try)."""
     if record.target == "local":
         from labctl.machine.local import LocalMachine
@@ -42,5 +42,6 @@ def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0) -> Machine:
         record.ssh_key_path,
         record.host_key,
         ui=ui,
+        mark=mark,
     )
     return machine.connect(wait=wait)

@@ -64,6 +64,7 @@ class SSHMachine:
         connect_timeout: float = 15.0,
         reconnect_wait: float = 60.0,
         via: SSHMachine | None = None,
+        mark: bool = True,
     ) -> None:
         self.host = host
         # A machine without a public address (a worker node) is reached through another one (the head node): its
@@ -76,6 +77,9 @@ class SSHMachine:
         self.ui = ui
         self.connect_timeout = connect_timeout
         self.reconnect_wait = reconnect_wait
+        # Each connection marks itself as labctl's (idle.SSH_MARK_COMMAND), so the idle agent does not take it for
+        # someone working there; `open` leaves its tunnel unmarked, so the lab stays up while it is attached.
+        self.mark = mark
         self.auth_grace = AUTH_GRACE
         self._client: paramiko.SSHClient | None = None
         self._overflow: list[paramiko.SSHClient] = []
@@ -134,6 +138,8 @@ class SSHMachine:
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(30)
+            if self.mark:
+                _mark(transport, self.connect_timeout)
         return client
 
     def _jump(self) -> paramiko.Channel | None:
@@ -486,6 +492,21 @@ class SSHMachine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _mark(transport: paramiko.Transport, timeout: float) -> None:
+    """Run the idle agent's mark (a constant command) on this connection; a machine without it only counts it."""
+    from labctl.idle import SSH_MARK_COMMAND
+
+    try:
+        channel = transport.open_session(timeout=timeout)
+        try:
+            channel.exec_command(SSH_MARK_COMMAND)
+            channel.status_event.wait(timeout)
+        finally:
+            channel.close()
+    except (paramiko.SSHException, OSError) as exc:
+        log.info("could not mark the connection as labctl's (%s)", exc)
 
 
 def _remote_path(path: str) -> str:

@@ -6,6 +6,9 @@ small protocol of its own, declared here and implemented in the target's module:
 - ``PowerControl``: switch the machine off without losing it, and on again (Azure: deallocate / start).
 - ``LabDiscovery``: find labs that this computer has no record of, and rebuild a record for one (Azure: tags).
 - ``UnreachableExplainer``: say why a machine does not answer when the reason is known (Azure: deallocated).
+- ``Ownership``: tell whose a lab is where several people share the place labs live (Azure: a subscription).
+- ``IdleStop``: let the machine switch itself off when idle, with rights of its own (Azure: the VM's managed
+  identity holds a role that may only read and deallocate that VM). Elsewhere the idle agent stops the container.
 
 Workflows ask ``get_target(record.target)`` and then ``as_power_control(target)``; a ``None`` means
 the target cannot, and the workflow says so in plain words instead of naming the target.
@@ -24,12 +27,17 @@ from labctl.ui import Outcome, Reporter
 
 __all__ = [
     "FoundLab",
+    "IdleStop",
     "LabDiscovery",
+    "LabOwner",
+    "Ownership",
     "PowerControl",
     "Target",
     "UnreachableExplainer",
     "as_discovery",
     "as_explainer",
+    "as_idle_stop",
+    "as_ownership",
     "as_power_control",
     "first_that_fits",
 ]
@@ -101,6 +109,7 @@ class FoundLab:
     target: str
     where: str | None
     deleting: bool = False
+    mine: bool | None = None  # made by the signed-in user; None when the lab does not say who made it
     details: dict[str, str | None] = field(default_factory=dict)  # shown by `list --json` as they are
 
 
@@ -124,6 +133,40 @@ class UnreachableExplainer(Protocol):
         ...
 
 
+@dataclass
+class LabOwner:
+    """Whose a lab is, as far as the target can tell."""
+
+    name: str | None  # who made it, in words people read (a sign-in name); None when the lab does not say
+    mine: bool  # made by the user signed in now (a lab without an owner counts as theirs when recorded here)
+    you: str  # the user signed in now, in the same words
+
+
+@runtime_checkable
+class Ownership(Protocol):
+    """Targets where colleagues' labs live side by side (Azure: one subscription), so each lab has an owner."""
+
+    def owner_of(self, record: LabRecord) -> LabOwner:
+        """Whose lab ``record`` is, compared with who is signed in now."""
+
+
+@runtime_checkable
+class IdleStop(Protocol):
+    """Machines that can switch themselves off when idle, with their own narrowly scoped rights.
+
+    ``provision`` sets the rights up when ``spec.idle_stop`` asks for it, checking first (before anything is
+    created) that the user may grant them; where not, a default window is dropped with a warning and an asked-for
+    one is refused, so the machine never holds half of them. ``destroy`` removes them with the lab.
+    """
+
+    default_idle_minutes: float  # the window `up` uses when none is asked for
+
+    def idle_agent(self, record: LabRecord) -> dict[str, Any]:
+        """The target's part of the agent's config (mode, endpoints, prices); LabctlError when the machine has
+        no rights to switch itself off (the reason, and what to ask for)."""
+        ...
+
+
 def as_power_control(target: Target) -> PowerControl | None:
     """``target`` when it can switch machines off and on, else None."""
     return target if isinstance(target, PowerControl) else None
@@ -134,9 +177,19 @@ def as_discovery(target: Target) -> LabDiscovery | None:
     return target if isinstance(target, LabDiscovery) else None
 
 
+def as_idle_stop(target: Target) -> IdleStop | None:
+    """``target`` when its machines can switch themselves off when idle, else None."""
+    return target if isinstance(target, IdleStop) else None
+
+
 def as_explainer(target: Target) -> UnreachableExplainer | None:
     """``target`` when it can explain an unreachable machine, else None."""
     return target if isinstance(target, UnreachableExplainer) else None
+
+
+def as_ownership(target: Target) -> Ownership | None:
+    """``target`` when its labs have owners, else None (a lab on one's own SSH host or computer)."""
+    return target if isinstance(target, Ownership) else None
 
 
 C = TypeVar("C")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import UsageError
-from labctl.hostkeys import confirm_host_key
+from labctl.hostkeys import confirm_host_key, fingerprint
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
@@ -39,7 +39,7 @@ class SSHTarget:
         assert spec.host is not None
         gpu = " with the NVIDIA container runtime" if spec.gpu else ""
         steps = [
-            f"connect to {spec.host} (host key from ~/.ssh/known_hosts, or confirmed by you)",
+            f"connect to {spec.host} (host key from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
             f"make sure Docker runs there{gpu}",
             "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
         ]
@@ -57,8 +57,15 @@ class SSHTarget:
         key = spec.ssh_key or (Path(record.ssh_key_path) if record.ssh_key_path else None) or default_key()
         record.host, record.port, record.user = address.host, address.port, user
         record.ssh_key_path = str(key.expanduser().resolve())
+        want = spec.host_key_fingerprint
+        if record.host_key is not None and want is not None and fingerprint(record.host_key) != want:
+            raise UsageError(
+                f"Lab '{record.name}' has pinned the host key {fingerprint(record.host_key)} for {address.host}, "
+                f"not {want}.",
+                hint="Check the fingerprint on the machine; to pin another machine's key, use another --name.",
+            )
         if record.host_key is None:
-            record.host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes)
+            record.host_key = confirm_host_key(address.host, address.port, ui, expected=want, assume_yes=spec.yes)
         save(record)
         SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
             wait=30.0

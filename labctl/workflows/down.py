@@ -6,8 +6,10 @@ import sys
 from dataclasses import dataclass
 
 from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.ownership import Override, check_owner
 
 
 @dataclass
@@ -15,19 +17,28 @@ class DownOptions:
     name: str | None = None
     yes: bool = False
     force: bool = False
+    confirm_name: str | None = None  # the lab's name, typed to act on a lab someone else owns
 
 
 def down(opts: DownOptions, ui: Reporter) -> Outcome:
-    from labctl.targets import get_target
-
     store = StateStore()
     try:
         record = store.resolve(opts.name)
     except NotFound as missing:
         record = _found_elsewhere(opts.name, missing)
+    with lab_lock(record.name, "down", ui):
+        if store.exists(record.name):  # as the command this one may have waited for left it
+            record = store.load(record.name)
+        return _down(opts, store, record, ui)
+
+
+def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter) -> Outcome:
+    from labctl.targets import get_target
+
     target = get_target(record.target)
     what = target.removal(record)
-    if not opts.yes:
+    confirmed = check_owner(record, target, "down", Override(opts.force, opts.confirm_name), ui)
+    if not opts.yes and not confirmed:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
         answer = input(f"Delete {what}? [y/N] ").strip().lower()

@@ -41,8 +41,10 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
             ui.warn(f"{target.label} labs are not listed: {errors[target.kind]}")
             continue
         for lab in found:
+            # A colleague's lab may share a name with one of the user's: it gets a row of its own.
+            key = lab.name if lab.mine is not False else f"{lab.name}\0{lab.details.get('resource_group')}"
             row = rows.setdefault(
-                lab.name,
+                key,
                 {
                     "name": lab.name,
                     "target": lab.target,
@@ -54,6 +56,7 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
                 },
             )
             row[found_key] = True
+            row["mine"] = lab.mine
             row.update({k: v for k, v in lab.details.items() if k != "subscription"})
             if lab.deleting:
                 row["status"] = "deleting"
@@ -68,12 +71,19 @@ def _render(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcom
     data: dict[str, object] = {"labs": labs, **{f"{kind}_error": text for kind, text in errors.items()}}
     if not labs:
         return Outcome({"labs": []}, "No labs. Create one with 'labctl up' (or 'labctl up --gpu').")
-    lines = [f"{'NAME':<24} {'TARGET':<7} {'STATUS':<28} {'WHERE':<16} SIZE"]
+    lines = [f"{'NAME':<24} {'TARGET':<7} {'STATUS':<28} {'WHERE':<16} {'SIZE':<22} OWNER"]
     for row in labs:
+        owner = row.get("owner") or "-"
+        if owner != "-" and row.get("mine"):
+            owner += " (you)"
         lines.append(
-            f"{row['name']:<24} {row['target']:<7} {row['status']:<28} {row['where'] or '-'!s:<16} {row['size'] or '-'}"
+            f"{row['name']:<24} {row['target']:<7} {row['status']:<28} {row['where'] or '-'!s:<16} "
+            f"{row['size'] or '-'!s:<22} {owner}"
         )
-    orphans = [r["name"] for r in labs if not r["recorded_here"]]
+    theirs = [r for r in labs if r.get("mine") is False]
+    if theirs:
+        lines.append("Labs of others are listed for you to see; labctl acts on them only with --force and their name.")
+    orphans = [r["name"] for r in labs if not r["recorded_here"] and r.get("mine") is not False]
     if orphans:
         lines.append(
             f"Not recorded on this computer: {', '.join(orphans)} ('labctl down --name NAME' deletes such a lab)."

@@ -6,12 +6,20 @@ lab's verified SSH connection. The URL carries the token; this is the one comman
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
+import os
 import sys
+import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.state import LabRecord, StateStore
@@ -69,12 +77,16 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
     record = StateStore().resolve(opts.name)
     token = _ready(record)
 
-    with machine_for(record, ui, wait=30.0) as machine:
+    # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
+    # not stop itself while `open` is attached (its daily auto-shutdown still applies).
+    with machine_for(record, ui, wait=30.0, mark=False) as machine:
         if not machine.needs_tunnel:
             port = record.jupyter_port
             check_jupyter(port, token)
             url = lab_url(port, token)
-            _maybe_browse(url, opts.browser, ui)
+            with browse(url, opts.browser, ui):
+                if opts.browser:
+                    time.sleep(BROWSER_GRACE)  # no tunnel to hold: give the browser time to read the page
             return Outcome({"name": record.name, "url": url, "port": port, "tunnel": False}, url)
 
         if opts.print_only:
@@ -96,13 +108,13 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
             else:
                 ui.line(url)
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
-            _maybe_browse(url, opts.browser, ui)
-            waiter = stop or threading.Event()
-            try:
-                while not waiter.wait(0.5):
+            with browse(url, opts.browser, ui):
+                waiter = stop or threading.Event()
+                try:
+                    while not waiter.wait(0.5):
+                        pass
+                except KeyboardInterrupt:
                     pass
-            except KeyboardInterrupt:
-                pass
     if opts.json_out:
         # Everything was said in the line above; the CLI still prints this Outcome's data, as '{}' on a line
         # of its own, which a reader of JSON lines can take as "the tunnel is closed".
@@ -110,10 +122,40 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
     return Outcome(opened, "Tunnel closed.")
 
 
-def _maybe_browse(url: str, browser: bool, ui: Reporter) -> None:
-    if not browser:
+# Seconds the redirect page stays when no tunnel is held (a lab on this computer): the browser reads it at once.
+BROWSER_GRACE = 5.0
+
+
+def redirect_page(url: str) -> str:
+    """An HTML page that sends the browser on to ``url``, as Jupyter's own launch page does."""
+    target = html.escape(url, quote=True)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={target}"><title>labctl: opening Jupyter</title></head>'
+        f'<body><p>Opening <a href="{target}">the lab\'s Jupyter</a>...</p></body></html>\n'
+    )
+
+
+@contextmanager
+def browse(url: str, enabled: bool, ui: Reporter) -> Iterator[Path | None]:
+    """Open the browser on a private redirect page (0600, removed on leaving), never on the tokenized URL.
+
+    A URL handed to the browser becomes part of its command line, which every user of the computer can read
+    (``ps``); the page's name says nothing, and only its owner can read the token inside it.
+    """
+    if not enabled:
+        yield None
         return
     import webbrowser
 
-    if not webbrowser.open(url):
-        ui.warn("No browser could be opened here; copy the URL above into one.")
+    fd, name = tempfile.mkstemp(prefix="labctl-open-", suffix=".html")  # 0600, in the user's temp directory
+    page = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(redirect_page(url))
+        if not webbrowser.open(page.as_uri()):
+            ui.warn("No browser could be opened here; copy the URL above into one.")
+        yield page
+    finally:
+        with contextlib.suppress(OSError):
+            page.unlink()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from labctl.errors import UsageError
+from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import PowerControl, as_power_control
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.ownership import Override, check_owner
 
 
-def _powered(name: str | None, verb: str) -> tuple[StateStore, LabRecord, PowerControl]:
+def _powered(
+    name: str | None, verb: str, override: Override, ui: Reporter
+) -> tuple[StateStore, LabRecord, PowerControl]:
     from labctl.targets import get_target
 
     store = StateStore()
@@ -21,12 +25,13 @@ def _powered(name: str | None, verb: str) -> tuple[StateStore, LabRecord, PowerC
             f"{target.label} (target '{record.target}'), which cannot.",
             hint=f"{verb.capitalize()} the machine yourself, or 'labctl down' to remove the lab container.",
         )
+    check_owner(record, target, verb, override, ui)
     return store, record, power
 
 
-def stop(name: str | None, ui: Reporter) -> Outcome:
-    store, record, power = _powered(name, "stop")
-    with ui.step(f"Switching off the machine of lab '{record.name}'"):
+def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
+    store, record, power = _powered(name, "stop", override or Override(), ui)
+    with lab_lock(record.name, "stop", ui), ui.step(f"Switching off the machine of lab '{record.name}'"):
         info = power.power_off(record)
     record.status = "stopped"
     store.save(record)
@@ -37,12 +42,19 @@ def stop(name: str | None, ui: Reporter) -> Outcome:
     return Outcome({"name": record.name, **info}, text)
 
 
-def start(name: str | None, ui: Reporter) -> Outcome:
-    store, record, power = _powered(name, "start")
-    with ui.step(f"Starting the machine of lab '{record.name}'"):
+def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
+    store, record, power = _powered(name, "start", override or Override(), ui)
+    with lab_lock(record.name, "start", ui), ui.step(f"Starting the machine of lab '{record.name}'"):
         info = power.power_on(record)
     record.status = "ready"
     store.save(record)
+    left = info.get("budget_left_usd")
+    if isinstance(left, (int, float)) and left <= 0:
+        ui.warn(
+            f"Lab '{record.name}' has spent its budget (${record.idle.get('budget_usd', 0):.2f}; "
+            f"${-left:.2f} over): its idle agent stops it again within minutes. Raise it with "
+            f"'labctl up{_flag(record)} --budget USD' or delete the lab with 'labctl down{_flag(record)}'."
+        )
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same address and keys."

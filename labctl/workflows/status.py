@@ -11,14 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from labctl.errors import LabctlError
-from labctl.state import StateStore
+from labctl.state import LabRecord, StateStore
+from labctl.targets.base import Target, as_ownership
 from labctl.ui import Outcome, Reporter
 
 
 def status(name: str | None, ui: Reporter) -> Outcome:
     from labctl.targets import get_target
 
-    record = StateStore().resolve(name)
+    store = StateStore()
+    record = store.resolve(name)
     data: dict[str, Any] = {
         "name": record.name,
         "target": record.target,
@@ -29,16 +31,51 @@ def status(name: str | None, ui: Reporter) -> Outcome:
     }
     if record.host:
         data["host"] = f"{record.user}@{record.host}:{record.port}" if record.user else record.host
+    target = get_target(record.target)
     try:
-        data.update(get_target(record.target).describe(record))
+        data.update(target.describe(record))
+        data.update(_owner(target, record))
     except LabctlError as exc:
         data["error"] = exc.render()
+    store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
+    data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return Outcome(data, render(data))
+
+
+def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
+    """Who made the lab, where labs have owners; a colleague's lab says so, since changing it is refused."""
+    ownership = as_ownership(target)
+    if ownership is None:
+        return {}
+    owner = ownership.owner_of(record)
+    name = owner.name or ("you" if owner.mine else "unknown (made before labs were per person)")
+    shown = f"{name} (you)" if owner.mine and owner.name else name
+    if not owner.mine:
+        shown += f"; you are {owner.you}, so down, stop and start need --force and --confirm-name"
+    return {"owner": shown, "owner_is_you": owner.mine}
+
+
+def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
+    """From the idle agent's own files on the machine: how long idle, when the stop is due, its last decision."""
+    from labctl.idlehost import read_facts
+    from labctl.labhost import machine_for
+    from labctl.ui import PlainReporter
+
+    if not record.idle.get("installed"):
+        why = record.idle.get("why_not")
+        return {"idle_agent": f"not installed ({why})"} if why else {}
+    if not data.get("reachable"):
+        return {}
+    try:
+        with machine_for(record, PlainReporter(quiet=True)) as machine:
+            return read_facts(machine)
+    except LabctlError as exc:
+        return {"idle_agent": f"unreadable ({exc.message})"}
 
 
 def _hours(seconds: Any) -> str | None:
@@ -56,6 +93,7 @@ _LABELS: list[tuple[str, str]] = [
     ("name", "lab"),
     ("target", "target"),
     ("state", "state"),
+    ("owner", "owner"),
     ("region", "region"),
     ("size", "size"),
     ("gpu", "gpu"),
@@ -64,8 +102,15 @@ _LABELS: list[tuple[str, str]] = [
     ("host", "address"),
     ("uptime", "up for"),
     ("price", "cost per hour"),
-    ("spend", "spent since start"),
+    ("spend", "spent since created"),
+    ("budget_left", "budget left"),
+    ("price_source", "prices from"),
     ("shutdown_at", "auto-shutdown"),
+    ("idle_agent", "idle stop"),
+    ("idle_window", "idle stop after"),
+    ("idle_for", "idle for"),
+    ("idle_stop_due", "stop due"),
+    ("idle_last_decision", "last idle check"),
     ("container", "container"),
     ("health", "container health"),
     ("jupyter", "jupyter"),
@@ -80,7 +125,15 @@ def render(data: dict[str, Any]) -> str:
     shown = dict(data)
     shown["uptime"] = _hours(data.get("uptime_seconds"))
     shown["price"] = _money(data.get("usd_per_hour"))
-    shown["spend"] = _money(data.get("spend_so_far_usd"))
+    spent = _money(data.get("spend_so_far_usd"))
+    shown["spend"] = f"{spent} (estimate)" if spent else None
+    shown["budget_left"] = _money(data.get("budget_left_usd"))
+    minutes = data.get("idle_stop_minutes")
+    if isinstance(minutes, (int, float)):
+        shown["idle_window"] = f"{minutes:g} min" if minutes else "off"
+    shown["idle_for"] = _hours(data.get("idle_for_seconds"))
+    if data.get("idle_last_decision") and data.get("idle_checked_at"):
+        shown["idle_last_decision"] = f"{data['idle_last_decision']} (at {data['idle_checked_at']})"
     if data.get("gpu") is True:
         shown["gpu"] = "yes"
     rows = [(label, shown[key]) for key, label in _LABELS if shown.get(key) not in (None, "", False)]

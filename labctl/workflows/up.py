@@ -12,8 +12,10 @@ from pathlib import Path
 from labctl.config import Settings
 from labctl.errors import UsageError
 from labctl.imageref import check_image_ref
+from labctl.locks import lab_lock
 from labctl.spec import DEFAULT_NAME, LabSpec
 from labctl.state import LabRecord, StateStore
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
 
@@ -48,7 +50,21 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
         spec.subscription = settings.get("subscription", asked.subscription)
     if "allow_ip" in own:
         spec.allow_ip = _allow_ip(settings, asked.allow_ip)
+    _idle_settings(spec, asked, settings)
     return spec.validate()
+
+
+def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
+    """--idle-stop and --budget from flags, LABCTL_IDLE_STOP / LABCTL_BUDGET or a config file, checked here."""
+    from labctl import idle
+
+    window = settings.lookup("idle_stop", asked.idle_stop)
+    if window.source != "default" and window.value is not None:
+        spec.idle_stop = idle.parse_window(window.value, f"idle_stop from {window.source}")
+        spec.idle_explicit = True
+    budget = settings.lookup("budget", asked.budget)
+    if budget.value is not None:
+        spec.budget = idle.parse_budget(budget.value, f"budget from {budget.source}")
 
 
 def _check_images(image: str | None, settings: Settings) -> None:
@@ -73,6 +89,19 @@ def _allow_ip(settings: Settings, flag: str | None) -> str | None:
     return str(value) if value is not None else None
 
 
+def _idle_rules(spec: LabSpec, record: LabRecord, target: Target) -> None:
+    """The idle window and budget this `up` settles on: asked for, else what the lab had, else the target's default."""
+    from labctl.targets.base import as_idle_stop
+
+    capable = as_idle_stop(target)
+    if spec.idle_stop is None:
+        kept = record.idle.get("window_minutes")
+        spec.idle_stop = float(kept) if kept is not None else (capable.default_idle_minutes if capable else 0.0)
+    if spec.budget is None and not spec.idle_explicit:
+        spec.budget = record.idle.get("budget_usd")
+    record.idle.update(window_minutes=spec.idle_stop, budget_usd=spec.budget, action=spec.idle_action)
+
+
 def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     """Create the lab ``asked`` describes (flags as typed; see ``build_spec``), or bring it up to date."""
     from labctl.targets import get_target
@@ -80,7 +109,14 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     spec = build_spec(asked)
     target = get_target(spec.target)
     if dry_run:
+        _idle_rules(spec, LabRecord(name=spec.name, target=spec.target), target)
         return target.plan(spec)
+    with lab_lock(spec.name, "up", ui):
+        return _up(spec, target, ui)
+
+
+def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
+    from labctl.targets import get_target
 
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None
@@ -110,12 +146,15 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
             record.gpu = True
         ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
 
+    _idle_rules(spec, record, target)
     record = target.provision(spec, record, ui, store.save)
     store.save(record)
 
+    from labctl.idlehost import settle
     from labctl.labhost import prepare_lab
 
     record = prepare_lab(record, ui, image=spec.image)
+    idle_line = settle(record, target, ui)
     record.status = "ready"
     store.save(record)
     flag = "" if spec.name == DEFAULT_NAME and len(store.list()) == 1 else f" --name {spec.name}"
@@ -128,4 +167,6 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
             f"  labctl down{flag}      # delete everything when you are done",
         ]
     )
+    if idle_line:
+        text = f"{idle_line}\n{text}"
     return Outcome(record.public_json(), text)

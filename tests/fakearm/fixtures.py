@@ -64,6 +64,8 @@ def fast_env(fake: FakeArm, home: Path) -> dict[str, str]:
         LABCTL_RETRY_AFTER_MAX="5",
         HOME=str(home),  # no az CLI cache or other login of the person running the tests
         TZ="Europe/Berlin",
+        # No price list here: the fake answers 404, so prices come from labctl's catalog unless a test serves some.
+        LABCTL_PRICES_URL=f"{fake.url}/api/retail/prices",
     )
     return env
 
@@ -79,6 +81,11 @@ def arm_env(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         monkeypatch.setenv(key, value)
     assert "AZURE_CLIENT_SECRET" in os.environ
     return fake_arm
+
+
+def lab_group(fake: FakeArm, lab: str = "lab", client_id: str | None = None) -> str:
+    """The resource group labctl makes for ``lab`` of the principal ``client_id`` (default: the usual login)."""
+    return f"labctl-{lab}-{fake.object_id(client_id).replace('-', '')[:8]}"
 
 
 def provision(name: str = "lab", *, save: object = None, **spec_fields: object) -> LabRecord:

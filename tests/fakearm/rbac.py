@@ -12,7 +12,9 @@
   identity. No published spec example exists for IMDS; the shapes follow the IMDS documentation page.
 * Enforcement: a request made with a VM's managed-identity token is allowed only when that identity holds a role
   whose ``actions`` (minus ``notActions``) cover the operation, assigned at a scope that covers the resource;
-  otherwise 403 ``AuthorizationFailed`` with ARM's wording. User and service-principal tokens are not checked.
+  otherwise 403 ``AuthorizationFailed`` with ARM's wording. A user (service-principal) login holds the built-in
+  role ``FakeArm.caller_role`` (Owner unless a test says Contributor) on the whole subscription.
+* ``{scope}/providers/Microsoft.Authorization/permissions``: the caller's permissions, from those roles.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,7 +35,27 @@ RBAC_ROUTES: list[tuple[str, str, str]] = [
     ("GET", rf"^{_SCOPE}{_AUTH}/roledefinitions$", "list_role_definitions"),
     ("*", rf"^{_SCOPE}{_AUTH}/roleassignments/(?P<id>[^/]+)$", "role_assignment"),
     ("GET", rf"^{_SCOPE}{_AUTH}/roleassignments$", "list_role_assignments"),
+    ("GET", rf"^{_SCOPE}{_AUTH}/permissions$", "permissions"),
 ]
+# The built-in roles a user login can hold here (``FakeArm.caller_role``), as Azure defines their permissions.
+BUILTIN_ROLES: dict[str, list[dict[str, list[str]]]] = {
+    "Owner": [{"actions": ["*"], "notActions": []}],
+    "Contributor": [
+        {
+            "actions": ["*"],
+            "notActions": [
+                "Microsoft.Authorization/*/Delete",
+                "Microsoft.Authorization/*/Write",
+                "Microsoft.Authorization/elevateAccess/Action",
+                "Microsoft.Blueprint/blueprintAssignments/write",
+                "Microsoft.Blueprint/blueprintAssignments/delete",
+                "Microsoft.Compute/galleries/share/action",
+                "Microsoft.Purview/consents/write",
+                "Microsoft.Purview/consents/delete",
+            ],
+        }
+    ],
+}
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 ROLE_DEFS = "Microsoft.Authorization/roleDefinitions"
 ROLE_ASSIGNMENTS = "Microsoft.Authorization/roleAssignments"
@@ -90,6 +111,8 @@ def required(handler: str, method: str, m: dict[str, str], type_names: dict[str,
         return f"{ROLE_DEFS}/{verb}", m["scope"]
     if handler in ("role_assignment", "list_role_assignments"):
         return f"{ROLE_ASSIGNMENTS}/{verb}", m["scope"]
+    if handler == "permissions":
+        return "Microsoft.Authorization/permissions/read", m["scope"]
     return "*", f"/subscriptions/{sub}" if sub else "/"
 
 
@@ -174,8 +197,7 @@ class RbacHandlers:
         principal = ((vm or {}).get("identity") or {}).get("principalId")
         if not principal:
             return 400, {"error": "invalid_request", "error_description": "Identity not found"}, {}
-        token = "fake-mi-token-" + uuid.uuid4().hex
-        self.arm.tokens.add(token)
+        token = self.arm.issue_token(principal, "vm-identity", principal)
         self.arm.token_principals[token] = principal
         expires = int(time.time()) + 86399
         body = {
@@ -189,6 +211,27 @@ class RbacHandlers:
             "token_type": "Bearer",
         }
         return 200, body, {}
+
+    # ------------------------------------------------------------------ the caller's permissions
+
+    def h_permissions(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> Result:
+        """``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's actions there.
+
+        A user login holds ``FakeArm.caller_role`` (built in) on the subscription; a managed identity, the roles
+        assigned to it at scopes covering ``scope``.
+        """
+        principal = self.arm.token_principals.get(self.headers.get("Authorization", "")[7:])
+        if principal is None:
+            value = [dict(p, dataActions=[], notDataActions=[]) for p in BUILTIN_ROLES[self.arm.caller_role]]
+            return 200, {"value": value}, {}
+        value = []
+        for assignment in self.arm.role_assignments.values():
+            props = assignment["properties"]
+            if props["principalId"] != principal or not covers(props["scope"], m["scope"]):
+                continue
+            role = self.arm.role_definitions.get(props["roleDefinitionId"].lower())
+            value += list((role or {}).get("properties", {}).get("permissions") or [])
+        return 200, {"value": value}, {}
 
     # ------------------------------------------------------------------ role definitions
 

@@ -30,19 +30,24 @@ FILES = {
 }
 
 
-def _answer_file(odata: str) -> str | None:
+# Answers a test may add (RetailPrices(more=...)): the CPU default's meters, for a lab that needs no GPU.
+D4S_V5 = {("Virtual Machines", "eastus", "Standard_D4s_v5"): "retail_prices_vm_eastus_d4s_v5.json"}
+
+
+def _answer_file(odata: str, files: dict[tuple[str, str, str], str]) -> str | None:
     def value(field: str) -> str | None:
         found = re.search(rf"{field} eq '([^']*)'", odata)  # case-sensitive, as api-version 2023-01-01-preview is
         return found.group(1) if found else None
 
     service, region = value("serviceName"), value("armRegionName")
     sku = value("armSkuName") or value("skuName")
-    return FILES.get((service or "", region or "", sku or ""))
+    return files.get((service or "", region or "", sku or ""))
 
 
 class RetailPrices:
-    def __init__(self, page_size: int = 4) -> None:
+    def __init__(self, page_size: int = 4, more: dict[tuple[str, str, str], str] | None = None) -> None:
         self.page_size = page_size
+        self.files = {**FILES, **(more or {})}
         self.requests: list[dict[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -79,7 +84,7 @@ class RetailPrices:
             self._server.server_close()
 
     def page(self, query: dict[str, str]) -> dict[str, Any]:
-        name = _answer_file(query.get("$filter", ""))
+        name = _answer_file(query.get("$filter", ""), self.files)
         data = json.loads((HERE / name).read_text()) if name else {"BillingCurrency": "USD", "Items": []}
         items = data["Items"]
         skip = int(query.get("$skip", "0"))

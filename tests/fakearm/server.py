@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
-from tests.fakearm.rbac import RBAC_ROUTES, RbacHandlers, covers, permitted, required
+from tests.fakearm.rbac import BUILTIN_ROLES, RBAC_ROUTES, RbacHandlers, covers, permitted, required, role_allows
 from tests.fakearm.shapes import SIZE_TABLE, WINDOWS_TIME_ZONES, sku_json
 from tests.fakearm.tls import make_certificates
 
@@ -110,6 +110,11 @@ class FakeArm:
         self.tenant = "72f988bf-0000-4000-8000-000000000001"
         self.client_id = "5f2d3f4e-0000-4000-8000-0000000000c1"
         self.client_secret = "fake-secret-" + uuid.uuid4().hex
+        # client id -> (secret, object id, display name): the service principals that can log in. Each token
+        # is a JWT whose payload carries the principal's `oid`, `tid` and `appid`, as Entra ID's tokens do.
+        self.principals: dict[str, tuple[str, str, str]] = {
+            self.client_id: (self.client_secret, "a0a0a0a0-1111-4222-8333-444444444444", "lab-tests-a")
+        }
         self.subscriptions = subscriptions or {"11111111-2222-4333-8444-555555555555": "Lab subscription"}
         # subscription id -> state (Enabled, Warned, PastDue, Disabled, Deleted); Enabled when not named
         self.subscription_states: dict[str, str] = {}
@@ -128,6 +133,7 @@ class FakeArm:
         self.token_principals: dict[str, str] = {}  # managed-identity token -> principal id
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
+        self.caller_role = "Owner"  # the user login's built-in role on the subscription (rbac.BUILTIN_ROLES)
         self.faults: list[Fault] = []
         # resource type -> the api-versions accepted for it (see tests/fakearm/apiversions.py)
         self.api_versions: dict[str, frozenset[str]] = dict(API_VERSIONS)
@@ -195,6 +201,47 @@ class FakeArm:
         }
 
     # ------------------------------------------------------------------ test helpers
+
+    def add_principal(self, display_name: str, object_id: str | None = None) -> dict[str, str]:
+        """Another service principal that can log in; the environment variables that log in as it."""
+        client_id, secret = str(uuid.uuid4()), "fake-secret-" + uuid.uuid4().hex
+        with self._lock:
+            self.principals[client_id] = (secret, object_id or str(uuid.uuid4()), display_name)
+        return {"AZURE_CLIENT_ID": client_id, "AZURE_CLIENT_SECRET": secret}
+
+    def object_id(self, client_id: str | None = None) -> str:
+        """The object id (`oid`) of a principal's tokens; the default login's when no client id is given."""
+        return self.principals[client_id or self.client_id][1]
+
+    def access_token(self, client_id: str) -> str:
+        """A service principal's token."""
+        _, oid, name = self.principals[client_id]
+        return self.issue_token(oid, name, client_id)
+
+    def issue_token(self, oid: str, name: str, appid: str) -> str:
+        """A JWT shaped like Entra ID's access tokens (unsigned: only this server checks it, by lookup)."""
+
+        def part(data: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+        now = int(time.time())
+        claims = {
+            "aud": self.url,
+            "iss": f"https://sts.windows.net/{self.tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "appid": appid,
+            "app_displayname": name,
+            "oid": oid,
+            "sub": oid,
+            "tid": self.tenant,
+            "uti": uuid.uuid4().hex,
+        }
+        token = f"{part({'typ': 'JWT', 'alg': 'none'})}.{part(claims)}.fake-signature"
+        with self._lock:
+            self.tokens.add(token)
+        return token
 
     def inject(self, **kwargs: Any) -> Fault:
         fault = Fault(**kwargs)
@@ -536,9 +583,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def _check_identity(self, handler: str, method: str, m: dict[str, str]) -> None:
         """A managed identity's token does only what its role assignments allow, as in Azure."""
         principal = self.arm.token_principals.get(self.headers.get("Authorization", "")[7:])
-        if principal is None:
-            return
         action, scope = required(handler, method, m, TYPE_NAMES)
+        if principal is None:
+            if not role_allows({"properties": {"permissions": BUILTIN_ROLES[self.arm.caller_role]}}, action):
+                who = self.arm.client_id
+                raise ArmError(
+                    403,
+                    "AuthorizationFailed",
+                    f"The client '{who}' with object id '{who}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                )
+            return
         if not permitted(self.arm, principal, action, scope):
             raise ArmError(
                 403,
@@ -599,7 +653,8 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
 
     def h_token(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
         form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
-        if form.get("client_id") != self.arm.client_id or form.get("client_secret") != self.arm.client_secret:
+        known = self.arm.principals.get(form.get("client_id", ""))
+        if known is None or form.get("client_secret") != known[0]:
             return (
                 401,
                 {
@@ -609,8 +664,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 },
                 {},
             )
-        token = "fake-token-" + uuid.uuid4().hex
-        self.arm.tokens.add(token)
+        token = self.arm.access_token(form["client_id"])
         return 200, {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}, {}
 
     def h_imds_token(
@@ -623,8 +677,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}, {}
         if not self.arm.managed_identity:
             return 400, {"error": "invalid_request", "error_description": "Identity not found"}, {}
-        token = "fake-mi-token-" + uuid.uuid4().hex
-        self.arm.tokens.add(token)
+        token = self.arm.issue_token(str(uuid.uuid5(uuid.NAMESPACE_URL, self.arm.url)), "managed-identity", "mi")
         expires = int(time.time()) + 3600
         return (
             200,

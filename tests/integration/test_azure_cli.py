@@ -47,7 +47,7 @@ def test_dry_run_json(arm_env: FakeArm) -> None:  # noqa: F811
     [
         (["--allow-ip", "0.0.0.0/0"], "whole internet"),
         (["--size", "Standard_NC6s_v3"], "retired NCv3 (V100)"),
-        (["--size", "Standard_Q9"], "does not know the VM size"),
+        (["--size", "Standard Q9!"], "does not know the VM size"),
         (["--region", "East US!"], "not an Azure region"),
         (["--gpu", "--size", "Standard_D4s_v5"], "has no GPU"),
     ],

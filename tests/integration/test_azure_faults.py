@@ -9,7 +9,7 @@ import pytest
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
 from tests.fakearm import FakeArm
-from tests.fakearm.fixtures import arm_env, destroy, fake_arm, provision  # noqa: F401
+from tests.fakearm.fixtures import arm_env, destroy, fake_arm, lab_group, provision  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("arm_env")
 
@@ -84,7 +84,7 @@ def test_allocation_failure_without_fallback_leaves_a_lab_up_or_down_can_finish(
     text = info.value.render()
     assert "no capacity" in text and "AllocationFailed" in text and "--size" in text
     assert _vms(arm_env) == []  # the failed VM is not left behind
-    assert StateStore().load("lab").target_data["resource_group"] == "labctl-lab"
+    assert StateStore().load("lab").target_data["resource_group"] == lab_group(arm_env)
     record = provision("lab")  # capacity is back: the same command converges
     assert record.host and len(_vms(arm_env)) == 1
 
@@ -171,7 +171,7 @@ def test_up_resumes_when_the_connection_died_during_the_vm_create(arm_env: FakeA
 def test_down_removes_a_half_made_lab(arm_env: FakeArm, crash_at: int) -> None:  # noqa: F811
     with pytest.raises(_Crash):
         provision("lab", save=_crashing_save(crash_at))
-    assert arm_env.group_names() == ["labctl-lab"]
+    assert arm_env.group_names() == [lab_group(arm_env)]
     destroy("lab")
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
 
@@ -182,11 +182,11 @@ def test_down_waits_out_a_deletion_already_under_way(arm_env: FakeArm) -> None: 
     arm_env.inject(method="GET", path="^/fakearm/operationresults/", drop=True, times=-1)
     with pytest.raises(LabctlError):
         destroy("lab")
-    assert arm_env.groups["labctl-lab"]["properties"]["provisioningState"] == "Deleting"
+    assert arm_env.groups[lab_group(arm_env)]["properties"]["provisioningState"] == "Deleting"
     arm_env.faults.clear()
     destroy("lab")
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
-    assert arm_env.count("DELETE", "resourcegroups/labctl-lab$") == 1
+    assert arm_env.count("DELETE", f"resourcegroups/{lab_group(arm_env)}$") == 1
 
 
 def test_up_waits_for_an_earlier_deletion_then_builds_again(arm_env: FakeArm) -> None:  # noqa: F811

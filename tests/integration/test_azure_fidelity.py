@@ -397,7 +397,7 @@ def test_several_subscriptions_use_the_cli_default_and_say_which(
         monkeypatch.setenv("AZURE_CONFIG_DIR", str(tmp_path / "azcfg"))
     record, said = _up()
     assert record.target_data["subscription"] == SECOND
-    assert arm_env.groups["labctl-lab"]["_sub"] == SECOND
+    assert arm_env.groups[record.target_data["resource_group"]]["_sub"] == SECOND
     assert f"Using subscription {SECOND} (Research), the Azure CLI's default" in said
 
 
@@ -450,20 +450,22 @@ def test_a_size_without_trusted_launch_gets_none(arm_env: FakeArm) -> None:  # n
 def test_down_force_deletes_the_vm_with_its_group(arm_env: FakeArm) -> None:  # noqa: F811
     from tests.fakearm.fixtures import destroy
 
-    _up()
+    record, _ = _up()
     destroy("lab")
-    assert arm_env.rg_deletes == [("labctl-lab", "Microsoft.Compute/virtualMachines")]
+    assert arm_env.rg_deletes == [(record.target_data["resource_group"], "Microsoft.Compute/virtualMachines")]
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
 
 
 def test_down_succeeds_when_the_group_is_deleted_under_it(arm_env: FakeArm) -> None:  # noqa: F811
     from tests.fakearm.fixtures import destroy
 
-    def portal_user_deletes_it_first(method: str, path: str) -> None:
-        if method == "DELETE" and path.lower().endswith("/resourcegroups/labctl-lab"):
-            arm_env.remove_group("labctl-lab")
+    record, _ = _up()
+    group = record.target_data["resource_group"]
 
-    _up()
+    def portal_user_deletes_it_first(method: str, path: str) -> None:
+        if method == "DELETE" and path.lower().endswith(f"/resourcegroups/{group}"):
+            arm_env.remove_group(group)
+
     arm_env.on_request = portal_user_deletes_it_first
     destroy("lab")  # ARM answered 404 ResourceGroupNotFound: already gone is what down wanted
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
@@ -475,14 +477,15 @@ def test_down_names_a_tagged_resource_left_outside_the_group(arm_env: FakeArm) -
     from labctl.cli import app
     from labctl.state import StateStore
 
-    _up()
+    record, _ = _up()
     azure = connect()
     azure.resources.resource_groups.create_or_update("elsewhere", {"location": "eastus"})
-    stray = {"location": "eastus", "tags": {"labctl-lab": "lab"}, "sku": {"name": "Standard"}}
+    tags = {"labctl-lab": "lab", "labctl-owner": record.target_data["owner"]}  # as every resource of the lab has
+    stray = {"location": "eastus", "tags": tags, "sku": {"name": "Standard"}}
     stray["properties"] = {"publicIPAllocationMethod": "Static"}
     azure.network.public_ip_addresses.begin_create_or_update("elsewhere", "stray-ip", stray).result()
     result = CliRunner().invoke(app, ["down", "--yes"])
     assert result.exit_code != 0
     assert "publicIPAddresses/stray-ip" in result.output and "nothing is left" not in result.output
-    assert "labctl-lab" not in arm_env.group_names()  # the group itself went
+    assert record.target_data["resource_group"] not in arm_env.group_names()  # the group itself went
     assert StateStore().exists("lab")  # kept, so `down` can be run again once the stray is gone

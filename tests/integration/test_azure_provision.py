@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 
 from labctl.state import StateStore
 from tests.fakearm import FakeArm, VmBoot
-from tests.fakearm.fixtures import arm_env, destroy, fake_arm, provision  # noqa: F401
+from tests.fakearm.fixtures import arm_env, destroy, fake_arm, lab_group, provision  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("arm_env")
 
@@ -21,7 +21,7 @@ def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> No
     assert (record.port, record.user, record.gpu) == (22, "azureuser", False)
     assert record.host_key and record.host_key.startswith("ssh-ed25519 AAAA")
     td = record.target_data
-    assert td["subscription"] == sub and td["resource_group"] == "labctl-lab"
+    assert td["subscription"] == sub and td["resource_group"] == lab_group(arm_env)
     assert td["region"] == "eastus" and td["size"] == "Standard_D4s_v5" and td["usd_per_hour"] == 0.192
     assert td["shutdown_at"] == "19:00" and td["shutdown_time_zone"] == "W. Europe Standard Time"
     assert td["allow_ip"] == "198.51.100.23/32"  # what the echo service said
@@ -45,8 +45,9 @@ def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> No
         if res["type"] == "Microsoft.Compute/disks":
             continue  # made by Azure with the VM, deleted with it
         assert res["tags"]["labctl-lab"] == "lab" and res["tags"]["created-by"] == "labctl"
-        assert res["tags"]["creator"] and res["tags"]["created-at"]
-    assert arm_env.groups["labctl-lab"]["tags"]["labctl-lab"] == "lab"
+        assert res["tags"]["labctl-owner"] == arm_env.object_id() and res["tags"]["created-at"]
+        assert res["tags"]["labctl-owner-name"] == "lab-tests-a" and "creator" not in res["tags"]
+    assert arm_env.groups[lab_group(arm_env)]["tags"]["labctl-lab"] == "lab"
 
     nsg = next(arm_env.get(i) for i in ids if i.endswith("/lab-nsg"))
     assert nsg is not None
@@ -114,9 +115,10 @@ def test_down_deletes_everything_and_forgets_the_generated_key(arm_env: FakeArm)
     provision("other", allow_ip="203.0.113.50")
     assert record.ssh_key_path
     destroy("lab")
-    assert "labctl-lab" not in [g.lower() for g in arm_env.group_names()]
-    assert not any("/resourcegroups/labctl-lab/" in i.lower() for i in arm_env.resource_ids())
-    assert any("/resourcegroups/labctl-other/" in i.lower() for i in arm_env.resource_ids())  # side by side
+    assert lab_group(arm_env) not in [g.lower() for g in arm_env.group_names()]
+    assert not any(f"/resourcegroups/{lab_group(arm_env)}/" in i.lower() for i in arm_env.resource_ids())
+    other = f"/resourcegroups/{lab_group(arm_env, 'other')}/"
+    assert any(other in i.lower() for i in arm_env.resource_ids())  # side by side
     from pathlib import Path
 
     assert not Path(record.ssh_key_path).exists()

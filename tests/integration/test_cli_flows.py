@@ -60,7 +60,7 @@ def test_unknown_host_key_is_not_accepted_silently(sshd: tuple[SSHServer, KeyPai
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert fingerprint(server.host_key.public) in result.output
-    assert "ssh-keyscan" in result.output and "--yes" in result.output
+    assert "ssh-keyscan" in result.output and "--host-key-fingerprint SHA256:" in result.output
     assert "Traceback" not in result.output
 
 
@@ -134,13 +134,34 @@ def test_ssh_flow_up_open_ssh_down(
     assert run_ssh(record, ["true"]) == 0
 
 
-def test_yes_pins_the_offered_key(sshd: tuple[SSHServer, KeyPair], home: Path) -> None:
+def test_yes_never_pins_an_unknown_host_key(sshd: tuple[SSHServer, KeyPair], home: Path) -> None:
+    server, client = sshd
+    args = ["up", "--target", "ssh", "--host", _host(server), "--ssh-key", str(client.private_path), "-n", "keyy"]
+    result = runner.invoke(app, [*args, "--yes"])
+    assert result.exit_code == 2, result.output
+    assert "--yes does not pin an unknown key" in result.output
+    assert f"--host-key-fingerprint {fingerprint(server.host_key.public)}" in result.output
+    assert StateStore().load("keyy").host_key is None
+
+
+def test_the_fingerprint_given_pins_the_key_and_another_is_refused(sshd: tuple[SSHServer, KeyPair], home: Path) -> None:
+    from labctl.errors import LabctlError
     from labctl.hostkeys import confirm_host_key
 
-    server, _ = sshd
-    ui = Recorder()
-    pinned = confirm_host_key(server.host, server.port, ui, assume_yes=True)
+    server, client = sshd
+    right = fingerprint(server.host_key.public)
+    pinned = confirm_host_key(server.host, server.port, Recorder(), expected=right, assume_yes=True)
     assert pinned == server.host_key.public.rsplit(" ", 1)[0]
+
+    wrong = fingerprint(KeyPair.create(home, "other").public)
+    with pytest.raises(LabctlError, match="not " + wrong.replace("+", "[+]")):
+        confirm_host_key(server.host, server.port, Recorder(), expected=wrong)
+    args = ["up", "--target", "ssh", "--host", _host(server), "--ssh-key", str(client.private_path), "-n", "keyw"]
+    result = runner.invoke(app, [*args, "--yes", "--host-key-fingerprint", wrong])
+    assert result.exit_code == 1 and "nothing was pinned" in result.output, result.output
+    assert StateStore().load("keyw").host_key is None
+    bad = runner.invoke(app, [*args, "--host-key-fingerprint", "MD5:aa:bb"])
+    assert bad.exit_code == 2 and "not an SSH host key fingerprint" in bad.output
 
 
 def test_local_flow_up_open_down(lab_image: str, lab_name: str, docker_client: Any) -> None:

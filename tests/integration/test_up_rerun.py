@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.fakearm import FakeArm
-from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
+from tests.fakearm.fixtures import arm_env, fake_arm, lab_group, provision  # noqa: F401
 
 
 def test_rerun_without_region_keeps_the_labs_region(arm_env: FakeArm) -> None:  # noqa: F811
@@ -17,4 +17,4 @@ def test_rerun_without_region_keeps_the_labs_region(arm_env: FakeArm) -> None:  
     assert spec.region is None
     again = provision("lab", allow_ip="203.0.113.7/32", region=spec.region)
     assert again.target_data["region"] == "westus2"
-    assert arm_env.group_names() == ["labctl-lab"]
+    assert arm_env.group_names() == [lab_group(arm_env)]

@@ -86,9 +86,11 @@ class World:
         return text
 
     def snapshot(self) -> set[str]:
+        """Every file under the state and project directories, but the per-lab lock files: those are the anchor
+        of an OS lock that dies with its process, hold no lab, and stay by design (labctl.locks)."""
         found: set[str] = set()
         for base in (self.state, self.project):
-            found |= {str(p) for p in base.rglob("*")}
+            found |= {str(p) for p in base.rglob("*") if p.relative_to(base).parts[0] != "locks"}
         return found
 
     def arm_writes(self, since: int) -> list[tuple[str, str]]:

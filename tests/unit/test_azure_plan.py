@@ -112,7 +112,7 @@ def test_plan_lists_resources_price_rule_and_shutdown() -> None:
     spec = LabSpec(name="lab", gpu=True, allow_ip="203.0.113.7", region="westus2", shutdown_at="18:30").validate()
     plan = make_plan(spec)
     data = plan.to_json()
-    assert data["region"] == "westus2" and data["resource_group"] == "labctl-lab"
+    assert data["region"] == "westus2" and data["resource_group"].startswith("labctl-lab-<")
     assert data["sizes"][0]["name"] == "Standard_NC4as_T4_v3" and data["sizes"][0]["usd_per_hour"] > 0
     assert [r["properties"]["destinationPortRange"] for r in data["inbound_rules"]] == ["22"]
     types = [r["type"] for r in data["resources"]]

@@ -29,9 +29,9 @@ def test_retired_sizes_name_current_alternatives(size: str) -> None:
     assert "Standard_NC4as_T4_v3" in text and "Standard_NC24ads_A100_v4" in text
 
 
-def test_unknown_size_suggests_the_closest() -> None:
+def test_a_malformed_size_suggests_the_closest() -> None:
     with pytest.raises(UsageError) as info:
-        lookup("Standard_D4s_v4")
+        lookup("Standard_D4s-v5")
     assert "Did you mean" in info.value.render()
     assert "Standard_D4s_v5" in info.value.render()
 
@@ -53,3 +53,9 @@ def test_every_entry_is_consistent() -> None:
         assert (size.gpu_model is None) == (size.gpu_count == 0)
         assert size.hourly(spot=True) < size.hourly(spot=False)
         assert size.family.lower().endswith("family")
+
+
+def test_a_size_the_catalog_lacks_is_taken_as_typed_for_the_preflight_to_check() -> None:
+    size = lookup("NC8ads_A10_v4")
+    assert size.name == "Standard_NC8ads_A10_v4" and not size.catalogued and size.vcpus == 0
+    assert "shape and price come from Azure" in size.describe()

@@ -28,7 +28,7 @@ def test_azure_facts_show_price_uptime_and_spend() -> None:
     lines = dict(line.split("  ", 1) for line in text.splitlines())
     assert lines["cost per hour"].strip() == "$0.53"
     assert lines["up for"].strip() == "1h 05m"
-    assert lines["spent since start"].strip() == "$0.57"
+    assert lines["spent since created"].strip() == "$0.57 (estimate)"
     assert lines["public IP"].strip() == "203.0.113.7"
     assert "54.3%" in lines["latest run"]
 

@@ -4,7 +4,9 @@ Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacit
 ``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
 bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
 ``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``),
-``subscriptions`` (the only usable one, or the Azure CLI's default), ``fit`` (GPU driver, Spot, Trusted Launch).
+``subscriptions`` (the only usable one, or the Azure CLI's default), ``fit`` (GPU driver, Spot, Trusted Launch),
+``idlerole`` (the VM identity's idle-stop role and the check that the user may grant it), ``history`` (the power
+history behind the spend, and the plan's money lines).
 The Azure SDK is imported lazily.
 """
 
@@ -16,12 +18,13 @@ from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure.record import azure_data
-from labctl.targets.base import FoundLab
+from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Outcome, Reporter
 
 
 class AzureTarget:
-    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery`` and ``UnreachableExplainer``."""
+    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery``, ``Ownership``,
+    ``UnreachableExplainer`` and ``IdleStop``."""
 
     kind = "azure"
     label = "Azure"
@@ -29,6 +32,7 @@ class AzureTarget:
     remote = True
     settings: tuple[str, ...] = ("size", "region", "subscription", "allow_ip")
     off_means = "deallocated: no compute charges; its disk and static IP remain, at small storage charges"
+    default_idle_minutes = 60.0
 
     def __init__(self, azure: Any = None) -> None:
         self._azure = azure  # tests and callers with clients already made pass them in
@@ -41,10 +45,20 @@ class AzureTarget:
         return self._azure
 
     def plan(self, spec: LabSpec) -> Outcome:
+        from labctl.targets.azure.history import plan_money
         from labctl.targets.azure.plan import make_plan
 
         plan = make_plan(spec)
-        return Outcome(plan.to_json(), plan.render())
+        data, text = plan.to_json(), plan.render()
+        try:
+            money, lines = plan_money(spec, plan.regions[0], plan.sizes[0].name)
+        except LabctlError as exc:  # no price anywhere: the plan still stands
+            money, lines = (
+                {"price_source": f"price unknown ({exc.message})"},
+                [f"  prices:         unknown ({exc.message})"],
+            )
+        data.update(money)
+        return Outcome(data, "\n".join([text, *lines]))
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         from labctl.targets.azure.provision import Provisioner
@@ -62,8 +76,35 @@ class AzureTarget:
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
         else:
             azure = self._connect(td.get("subscription"))
-            destroy_lab(azure, record.name, td.get("resource_group") or LabNames(record.name).resource_group, ui)
+            group = td.get("resource_group") or LabNames(record.name).resource_group
+            vm_id = (
+                f"/subscriptions/{azure.subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute/"
+                f"virtualMachines/{td.get('vm_name') or LabNames(record.name).vm}"
+            )
+            self._remove_idle_rights(azure, vm_id, record, ui, before_group=True)
+            destroy_lab(azure, record.name, group, ui, td.get("owner"))
+            self._remove_idle_rights(azure, vm_id, record, ui, before_group=False)
         forget_lab_keys(record.name)
+
+    @staticmethod
+    def _remove_idle_rights(azure: Any, vm_id: str, record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
+        """The role assignment goes before the group, the custom role after it (roles outlive groups).
+
+        Both are looked for even without a record of them (a lost state file); a refusal only matters when this
+        computer knows they were made, and then the user learns what is left.
+        """
+        from labctl.targets.azure.idlerole import delete_role, revoke_assignment
+
+        what = "role assignment" if before_group else "custom role"
+        try:
+            if before_group:
+                revoke_assignment(azure, vm_id)
+            else:
+                with ui.step("Deleting the lab's idle-stop role"):
+                    delete_role(azure, vm_id)
+        except LabctlError as exc:
+            if record.idle.get("granted"):
+                ui.warn(f"The idle-stop {what} of lab '{record.name}' could not be deleted: {exc.message}")
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         """The VM as Azure sees it, and the lab container when the VM runs (a stopped VM is never woken)."""
@@ -113,6 +154,41 @@ class AzureTarget:
         from labctl.targets.azure.inventory import record_from_azure
 
         return record_from_azure(self._connect(subscription), name)
+
+    # Ownership
+
+    def owner_of(self, record: LabRecord) -> LabOwner:
+        from labctl.targets.azure.inventory import owner_of
+
+        td = azure_data(record)
+        if td.get("resource_group") is None and td.get("owner") is None and self._azure is None:
+            return LabOwner(None, True, "you")  # `up` stopped before Azure: nothing there to be anyone's
+        return owner_of(self._connect(td.get("subscription")), record)
+
+    # IdleStop
+
+    def idle_agent(self, record: LabRecord) -> dict[str, Any]:
+        """Deallocate with the VM's identity, through this cloud's ARM; the prices for a budget."""
+        if not record.idle.get("granted"):
+            why = record.idle.get("why_not") or "the VM has no idle-stop role"
+            raise LabctlError(
+                f"The VM of lab '{record.name}' cannot stop itself when idle: {why}.",
+                hint="Its daily auto-shutdown still applies. 'labctl down' and 'labctl up' with the rights to "
+                "assign roles (Owner or User Access Administrator) gives it idle stop.",
+            )
+        from labctl.targets.azure import settings as azure_settings
+
+        endpoint = azure_settings.arm_endpoint().rstrip("/")
+        extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
+        if record.idle.get("budget_usd") is not None:
+            from labctl.pricing import lab_prices
+
+            td = azure_data(record)
+            prices = lab_prices(str(td.get("region")), str(td.get("size")))
+            extras["usd_per_hour"] = prices.compute_per_hour(bool(td.get("spot")))
+            extras["fixed_usd_per_hour"] = prices.fixed_per_hour
+            extras["created_at"] = td.get("created_at") or record.created_at
+        return extras
 
     # UnreachableExplainer
 

@@ -137,6 +137,7 @@ class VmRequest:
     spot: bool = False
     purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
     trusted_launch: bool = True  # False for sizes whose resource SKU says TrustedLaunchDisabled
+    identity: bool = False  # a system-assigned managed identity, for the idle agent to deallocate the VM with
 
 
 def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[str, str]) -> VirtualMachine:
@@ -190,7 +191,8 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
         properties.eviction_policy = "Deallocate"
         properties.billing_profile = c.BillingProfile(max_price=-1)
     plan = c.Plan(request.purchase_plan) if request.purchase_plan else None
-    return c.VirtualMachine(location=request.region, tags=tags, properties=properties, plan=plan)
+    identity = c.VirtualMachineIdentity(type="SystemAssigned") if request.identity else None
+    return c.VirtualMachine(location=request.region, tags=tags, properties=properties, plan=plan, identity=identity)
 
 
 @dataclass(frozen=True)

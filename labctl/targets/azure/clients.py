@@ -6,6 +6,7 @@ Everything here imports the Azure SDK lazily: the CLI imports this package only 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
+from labctl.targets.azure.identity import Principal, principal_from_token
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -188,6 +190,24 @@ def explain(exc: Exception, doing: str) -> LabctlError:
     return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
 
 
+_DOING: contextvars.ContextVar[str] = contextvars.ContextVar("labctl_azure_doing", default="an Azure operation")
+
+
+def finish(poller: Any) -> Any:
+    """The result of a long-running ARM operation, waited for until ``settings.operation_timeout`` at most
+    (named in the message by the ``arm`` block it runs in)."""
+    doing = _DOING.get()
+    limit = settings.operation_timeout()
+    result = poller.result(timeout=limit)
+    if not poller.done():
+        raise LabctlError(
+            f"Azure had not finished {doing} after {limit:.0f} s; labctl stopped waiting.",
+            hint="The operation goes on in Azure: run the same command again to pick it up, or look at the Azure "
+            "portal's activity log if it seems stuck.",
+        )
+    return result
+
+
 def _one_line(text: str) -> str:
     text = " ".join(str(text).split())
     return text[:400].rstrip(".")
@@ -196,6 +216,7 @@ def _one_line(text: str) -> str:
 @contextlib.contextmanager
 def arm(doing: str) -> Iterator[None]:
     """Run ARM calls, turning any Azure SDK failure into a LabctlError that says what to do."""
+    token = _DOING.set(doing)
     try:
         yield
     except LabctlError:
@@ -204,6 +225,8 @@ def arm(doing: str) -> Iterator[None]:
         if type(exc).__module__.startswith("azure."):
             raise explain(exc, doing) from exc
         raise
+    finally:
+        _DOING.reset(token)
 
 
 def _retry_policy() -> Any:
@@ -258,6 +281,7 @@ class Azure:
     endpoint: str = field(default_factory=settings.arm_endpoint)
     notes: list[str] = field(default_factory=list)  # what to tell the user about the subscription chosen
     warnings: list[str] = field(default_factory=list)
+    _principal: Principal | None = None
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -274,6 +298,16 @@ class Azure:
             if key not in self._clients:
                 self._clients[key] = factory(self.credential, self.subscription_id, **self._kwargs())
             return self._clients[key]
+
+    @property
+    def principal(self) -> Principal:
+        """Who is signed in (read from the ARM token): the owner of the labs this command makes."""
+        with self._lock:
+            if self._principal is None:
+                with arm("reading who is signed in"):
+                    token = self.credential.get_token(f"{self.endpoint}/.default").token
+                self._principal = principal_from_token(token)
+            return self._principal
 
     def warm(self) -> threading.Thread:
         """Import and build the clients in the background (the SDK modules take a second to import)."""
@@ -305,12 +339,12 @@ class Azure:
         return self._get("resources", ResourceManagementClient)
 
 
-def _token_check(credential: Any, endpoint: str) -> None:
+def _token_check(credential: Any, endpoint: str) -> str:
     """Get a token before anything else, so a missing login is one clear message and nothing is created."""
     from azure.core.exceptions import ClientAuthenticationError
 
     try:
-        credential.get_token(f"{endpoint}/.default")
+        return str(credential.get_token(f"{endpoint}/.default").token)
     except ClientAuthenticationError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # The chain lists every credential it tried; the ones that were present but failed say why.
@@ -341,7 +375,11 @@ def connect(subscription: str | None = None) -> Azure:
     or the Azure CLI's default (see ``subscriptions``)."""
     endpoint = settings.arm_endpoint()
     credential = make_credential()
-    _token_check(credential, endpoint)
+    token = _token_check(credential, endpoint)
+    try:
+        principal: Principal | None = principal_from_token(token)
+    except LabctlError:
+        principal = None  # said when an owner is needed (Azure.principal), not for commands that need none
     chosen = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID") or None
     if chosen:
         if not _SUB_RE.match(chosen):
@@ -349,8 +387,10 @@ def connect(subscription: str | None = None) -> Azure:
                 f"'{chosen}' is not an Azure subscription id.",
                 hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list' shows yours.",
             )
-        return Azure(credential, chosen, endpoint)
+        return Azure(credential, chosen, endpoint, _principal=principal)
     from labctl.targets.azure.subscriptions import cli_default_subscription, pick_subscription
 
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
-    return Azure(credential, picked.subscription_id, endpoint, notes=picked.notes, warnings=picked.warnings)
+    return Azure(
+        credential, picked.subscription_id, endpoint, notes=picked.notes, warnings=picked.warnings, _principal=principal
+    )

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, finish
 from labctl.targets.azure.provision import get_or_none, wait_rg_gone
 from labctl.ui import Reporter
 
 FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"
 
 
-def leftovers(azure: Azure, lab: str) -> list[str]:
-    """Ids of every resource in the subscription still tagged for the lab."""
+def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | None = None) -> list[str]:
+    """Ids of every resource in the subscription still tagged for the lab (its owner's lab of that name:
+    a colleague's lab with the same name is not a leftover of this one)."""
     flt = f"tagName eq '{settings.TAG_LAB}' and tagValue eq '{lab}'"
+    inside = f"/resourcegroups/{resource_group.lower()}/"
+
+    def ours(resource: dict[str, Any]) -> bool:
+        if inside in str(resource.get("id", "")).lower():
+            return True
+        tagged = (resource.get("tags") or {}).get(settings.TAG_OWNER)
+        return tagged is None if owner is None else str(tagged).lower() == owner.lower()
+
     with arm("looking for resources left behind"):
-        return [str(r.as_dict().get("id")) for r in azure.resources.resources.list(filter=flt)]
+        found = [r.as_dict() for r in azure.resources.resources.list(filter=flt)]
+    return [str(r.get("id")) for r in found if ours(r)]
 
 
-def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter) -> None:
+def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner: str | None = None) -> None:
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
@@ -33,9 +44,11 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter) -> No
                     with arm(f"deleting the resource group {resource_group}"):
                         # Force deletion powers the VMs off instead of shutting them down: faster, and the
                         # group holds nothing whose shutdown needs to be graceful.
-                        azure.resources.resource_groups.begin_delete(
-                            resource_group, force_deletion_types=FORCE_DELETION_TYPES
-                        ).result()
+                        finish(
+                            azure.resources.resource_groups.begin_delete(
+                                resource_group, force_deletion_types=FORCE_DELETION_TYPES
+                            )
+                        )
                 except LabctlError as exc:
                     cause = exc.__cause__
                     gone = isinstance(cause, ResourceNotFoundError)  # deleted meanwhile: what `down` wanted
@@ -43,11 +56,11 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter) -> No
                         raise
             wait_rg_gone(azure, resource_group)
     with ui.step("Checking that nothing tagged for the lab is left"):
-        left = leftovers(azure, lab)
+        left = leftovers(azure, lab, resource_group, owner)
         deadline = time.monotonic() + 60
         while left and time.monotonic() < deadline:  # tag index updates lag behind deletions a little
             time.sleep(max(settings.poll_interval(), 0.01))
-            left = leftovers(azure, lab)
+            left = leftovers(azure, lab, resource_group, owner)
     if left:
         raise LabctlError(
             f"The resource group of lab '{lab}' is deleted, but {len(left)} resource(s) tagged for it remain: "

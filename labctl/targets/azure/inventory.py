@@ -7,38 +7,43 @@ from datetime import datetime, timezone
 from typing import Any
 
 from labctl.catalog import SIZES
-from labctl.errors import LabctlError, NotFound
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, finish
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
 from labctl.targets.azure.record import azure_data
-from labctl.targets.base import FoundLab
+from labctl.targets.base import FoundLab, LabOwner
 
 
 def find_labs(azure: Azure) -> list[FoundLab]:
-    """Every labctl lab in the subscription, from the tags on resource groups."""
+    """Every labctl lab in the subscription, from the tags on resource groups, each with its owner."""
     flt = f"tagName eq '{settings.TAG_CREATED_BY}' and tagValue eq '{settings.CREATED_BY}'"
     labs = []
     with arm("listing labctl's resource groups"):
         groups = [g.as_dict() for g in azure.resources.resource_groups.list(filter=flt)]
+    me = azure.principal.oid.lower()
     for group in groups:
         tags = group.get("tags") or {}
         name = tags.get(settings.TAG_LAB)
         if not name:
             continue
+        owner = tags.get(settings.TAG_OWNER)
         labs.append(
             FoundLab(
                 name=name,
                 target="azure",
                 where=group.get("location"),
                 deleting=(group.get("properties") or {}).get("provisioningState") == "Deleting",
+                mine=None if owner is None else owner.lower() == me,
                 details={
                     "subscription": azure.subscription_id,
                     "resource_group": group.get("name"),
-                    "creator": tags.get(settings.TAG_CREATOR),
+                    "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
+                    "owner_id": owner,
                     "created_at": tags.get(settings.TAG_CREATED_AT),
+                    "power_history": tags.get("labctl-allocated"),
                 },
             )
         )
@@ -46,22 +51,60 @@ def find_labs(azure: Azure) -> list[FoundLab]:
 
 
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
-    """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone."""
-    for lab in find_labs(azure):
-        if lab.name == name:
-            record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
-            record.status = "found-in-azure"
-            td = azure_data(record)
-            td["subscription"] = azure.subscription_id
-            td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
-            td["vm_name"] = LabNames(name).vm
-            if lab.where:
-                td["region"] = lab.where
-            return record
-    raise NotFound(
-        f"There is no lab named '{name}' on this computer or in subscription {azure.subscription_id}.",
-        hint="'labctl list' shows the labs labctl can find.",
-    )
+    """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone.
+
+    The signed-in user's own lab of that name comes first; a colleague's is returned with its owner recorded,
+    so that acting on it is refused unless forced and confirmed.
+    """
+    found = [lab for lab in find_labs(azure) if lab.name == name]
+    found.sort(key=lambda lab: {True: 0, None: 1, False: 2}[lab.mine])
+    theirs = [lab for lab in found if lab.mine is False]
+    if found and found[0].mine is False and len(theirs) > 1:
+        owners = ", ".join(f"{lab.details.get('owner')} ({lab.details.get('resource_group')})" for lab in theirs)
+        raise UsageError(
+            f"You have no lab named '{name}' in subscription {azure.subscription_id}; colleagues have: {owners}.",
+            hint="labctl acts on your own labs ('labctl list' shows whose is whose); their owners can remove theirs.",
+        )
+    if not found:
+        raise NotFound(
+            f"There is no lab named '{name}' on this computer or in subscription {azure.subscription_id}.",
+            hint="'labctl list' shows the labs labctl can find.",
+        )
+    lab = found[0]
+    record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
+    record.status = "found-in-azure"
+    td = azure_data(record)
+    td["subscription"] = azure.subscription_id
+    td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
+    td["vm_name"] = LabNames(name).vm
+    if lab.details.get("owner_id"):
+        td["owner"] = str(lab.details["owner_id"])
+        td["owner_name"] = str(lab.details.get("owner") or lab.details["owner_id"])
+    if lab.where:
+        td["region"] = lab.where
+    from labctl.targets.azure import history
+
+    history.restore(record, lab.details.get("power_history"), record.created_at)
+    return record
+
+
+def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
+    """Whose lab ``record`` is: the owner recorded, else the resource group's tag, compared with who is signed in.
+
+    A lab made before labs were per person has no owner: it counts as the user's when this computer recorded
+    it, and as nobody's known (so not theirs) when it was only found in Azure.
+    """
+    td = azure_data(record)
+    oid, name = td.get("owner"), td.get("owner_name")
+    if oid is None and td.get("resource_group"):
+        with arm("reading the lab's resource group"):
+            group = get_or_none(lambda: azure.resources.resource_groups.get(td.get("resource_group")))
+        tags = (group or {}).get("tags") or {}
+        oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
+    me = azure.principal
+    if oid is None:
+        return LabOwner(None, record.status != "found-in-azure", me.name)
+    return LabOwner(name or oid, oid.lower() == me.oid.lower(), me.name)
 
 
 _FRACTION_RE = re.compile(r"\.(\d+)")
@@ -107,6 +150,11 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     power, since = _power_state(view)
     size = str(vm["properties"]["hardwareProfile"]["vmSize"])
     entry = SIZES.get(size.lower())
+    from labctl.targets.azure import history
+
+    noticed = parse_time(since).isoformat() if since else None
+    if history.note(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
+        history.save_tag(azure, record)
     started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
     if power == "running" and started:
@@ -115,6 +163,9 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         except ValueError:
             uptime = None
     price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) if entry else None)
+    spent = _spend(record, str(vm.get("location") or td.get("region")), size)
+    if spent.get("compute_per_hour_usd") is not None:
+        price = spent["compute_per_hour_usd"]
     return {
         "power_state": power,
         "public_ip": ((pip or {}).get("properties") or {}).get("ipAddress"),
@@ -124,11 +175,34 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         "usd_per_hour": price if power == "running" else 0.0,
         "usd_per_hour_when_running": price,
         "uptime_seconds": uptime,
-        "spend_so_far_usd": round(uptime / 3600 * price, 2) if uptime and price else None,
         "shutdown_at": td.get("shutdown_at"),
+        **spent,
         "spot": bool(td.get("spot")),
         "resource_group": rg,
     }
+
+
+def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
+    """The estimated cost since creation (compute while allocated, disk and IP throughout) and its prices' source."""
+    from labctl.errors import LabctlError
+    from labctl.pricing import lab_prices
+    from labctl.targets.azure import history
+
+    try:
+        prices = lab_prices(region, size)
+        spent = history.lab_spend(record, prices)
+    except (LabctlError, ValueError) as exc:
+        return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
+    budget = record.idle.get("budget_usd")
+    facts: dict[str, Any] = {
+        "spend_so_far_usd": round(spent.total_usd, 2),
+        "spend": spent.to_json(),
+        "compute_per_hour_usd": prices.compute_per_hour(bool(azure_data(record).get("spot"))),
+        "price_source": prices.source,
+    }
+    if isinstance(budget, (int, float)):
+        facts["budget_left_usd"] = round(float(budget) - spent.total_usd, 2)
+    return facts
 
 
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
@@ -143,5 +217,9 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        (ops.begin_start if on else ops.begin_deallocate)(rg, vm_name).result()
+        finish((ops.begin_start if on else ops.begin_deallocate)(rg, vm_name))
+    from labctl.targets.azure import history
+
+    history.note(record, "running" if on else "deallocated")
+    history.save_tag(azure, record)
     return describe_lab(azure, record)

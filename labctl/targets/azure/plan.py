@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
 from labctl.targets.azure.fit import refuse_grid_only
+from labctl.targets.azure.identity import Principal
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
@@ -20,10 +22,17 @@ _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
 @dataclass(frozen=True)
 class LabNames:
     lab: str
+    # The lab's resource group: "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made
+    # now (``for_owner``), or whatever the record says (labs made before labs were per person: "labctl-<lab>").
+    group: str = ""
+
+    @classmethod
+    def for_owner(cls, lab: str, owner_short: str) -> LabNames:
+        return cls(lab, f"labctl-{lab}-{owner_short}")
 
     @property
     def resource_group(self) -> str:
-        return f"labctl-{self.lab}"
+        return self.group or f"labctl-{self.lab}"
 
     @property
     def vnet(self) -> str:
@@ -69,10 +78,15 @@ class AzurePlan:
     accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def group_shown(self) -> str:
+        """The resource group as the plan shows it: a new lab's carries its owner's id, known after login."""
+        return self.names.group or f"labctl-{self.names.lab}-<first 8 hex digits of your object id>"
+
     def resources(self, size: VmSize, region: str) -> list[dict[str, str]]:
         n = self.names
         rows = [
-            {"type": "Microsoft.Resources/resourceGroups", "name": n.resource_group},
+            {"type": "Microsoft.Resources/resourceGroups", "name": self.group_shown},
             {"type": "Microsoft.Network/virtualNetworks", "name": f"{n.vnet} (10.42.0.0/16, subnet {n.subnet})"},
             {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
             {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
@@ -93,7 +107,7 @@ class AzurePlan:
             "target": "azure",
             "name": self.names.lab,
             "subscription": self.subscription,
-            "resource_group": self.names.resource_group,
+            "resource_group": self.group_shown,
             "region": "auto" if self.auto_region else self.regions[0],
             "region_candidates": self.regions,
             "sizes": [
@@ -112,7 +126,7 @@ class AzurePlan:
             "inbound_rules": [ssh_rule(self.source)],
             "shutdown_at": self.shutdown_at,
             "shutdown_time_zone": self.shutdown_tz,
-            "tags": tags_for(self.names.lab, creator="<you>", created_at="<now>"),
+            "tags": tags_for(self.names.lab, Principal("<your object id>", "<you>"), created_at="<now>"),
             "warnings": self.warnings,
         }
 
@@ -143,11 +157,13 @@ class AzurePlan:
         return "\n".join(lines)
 
 
-def tags_for(lab: str, creator: str, created_at: str) -> dict[str, str]:
+def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:
+    """Every resource's tags: which lab, made by labctl, for whom (object id and a readable name), when."""
     return {
         settings.TAG_LAB: lab,
         settings.TAG_CREATED_BY: settings.CREATED_BY,
-        settings.TAG_CREATOR: creator,
+        settings.TAG_OWNER: owner.oid,
+        settings.TAG_OWNER_NAME: owner.name[:256],
         settings.TAG_CREATED_AT: created_at,
     }
 
@@ -176,6 +192,8 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
         elif wide := breadth_warning(source):
             warnings.append(wide)
+        elif (net := ipaddress.ip_network(source, strict=False)).num_addresses > 1:
+            warnings.append(f"SSH is open to {net}, {net.num_addresses:,} addresses, not only to yours.")
     elif discover_ip:
         try:
             source = discover_public_ip()

@@ -98,6 +98,41 @@ def sku_vcpus(sku: dict[str, Any] | None, size: VmSize) -> int:
     return size.vcpus
 
 
+def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
+    """A size the catalog lacks, completed from its resource SKU (shape, quota family) and the price list."""
+    from labctl.errors import LabctlError
+    from labctl.pricing import lab_prices
+
+    if size.catalogued:
+        return size
+    caps = {str(c.get("name")): str(c.get("value")) for c in sku.get("capabilities") or []}
+
+    def number(key: str) -> float:
+        try:
+            return float(caps.get(key, "0"))
+        except ValueError:
+            return 0.0
+
+    payg, spot = 0.0, None
+    try:
+        prices = lab_prices(region, str(sku.get("name") or size.name), timeout=5.0)
+        payg, spot = prices.payg_per_hour, prices.spot_per_hour
+    except LabctlError:
+        pass  # "price unknown": the lab is still made; status says so
+    gpus = int(number("GPUs"))
+    return VmSize(
+        name=size.name,
+        vcpus=int(number("vCPUs")),
+        memory_gib=number("MemoryGB"),
+        family=str(sku.get("family") or ""),
+        usd_per_hour=payg,
+        gpu_model="GPU" if gpus else None,
+        gpu_count=gpus,
+        spot_usd_per_hour=spot,
+        catalogued=False,
+    )
+
+
 def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, int, int]:
     """(free vCPUs for this size, the binding quota's name, its use, its limit)."""
     sku = facts.sku(size)
@@ -226,7 +261,13 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
             version, purchase = found
             if purchase:
                 ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
-            return Choice(region, size, version, purchase, trusted_launch_allowed(facts.sku(size)))
+            return Choice(
+                region,
+                from_sku(size, facts.sku(size) or {}, region),
+                version,
+                purchase,
+                trusted_launch_allowed(facts.sku(size)),
+            )
     raise _explain(azure, plan, problems, cache)
 
 

@@ -8,9 +8,8 @@ record is saved after each step so `down` can always remove a half-made lab.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
-import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,22 +23,14 @@ from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
-from labctl.targets.azure.access import breadth_warning, check_rules, discover_public_ip
+from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
-from labctl.targets.azure.clients import Azure, arm, connect
-from labctl.targets.azure.plan import AzurePlan, make_plan, tags_for
+from labctl.targets.azure.clients import Azure, arm, connect, finish
+from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
 from labctl.targets.azure.record import azure_data
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
-
-
-def creator() -> str:
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"[:250]
 
 
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str) -> str:
@@ -113,11 +104,72 @@ class Provisioner:
 
     def run(self) -> LabRecord:
         azure = self._login()
+        # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
+        # in the subscription is never touched; a lab already recorded keeps the group it was made in.
+        group = azure_data(self.record).get("resource_group")
+        self.names = self.plan.names = LabNames(self.spec.name, group) if group else self._own_names(azure)
         self.ids = Ids(azure.subscription_id, self.names)
+        self.idle_rights = self._check_idle_rights()
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
         self._fill_record(choice)
+        if self.idle_rights:
+            self._grant_idle_stop()
         return self.record
+
+    def _check_idle_rights(self) -> bool:
+        """Whether the VM gets an identity and its idle-stop role; asked before anything is created."""
+        from labctl import idle
+        from labctl.targets.azure.idlerole import missing_grant_rights
+
+        assert self.azure is not None
+        wanted = bool(self.spec.idle_stop) or self.spec.budget is not None
+        self.record.idle.pop("why_not", None)
+        if not wanted:
+            return False
+        missing = missing_grant_rights(self.azure, self.names.resource_group)
+        if not missing:
+            return True
+        why = (
+            f"Idle stop needs the VM's own identity to hold a role that may deallocate it, and giving it one "
+            f"needs {' and '.join(missing)} in subscription {self.azure.subscription_id}, which your login lacks."
+        )
+        if self.spec.idle_explicit or self.spec.budget is not None:
+            raise LabctlError(
+                f"{why} Nothing was created.",
+                hint=f"{idle.ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
+                "auto-shutdown alone.",
+            )
+        self.ui.warn(
+            f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "
+            f"{idle.ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
+        )
+        self.record.idle["why_not"] = (
+            "your Azure login may not assign roles (Owner or User Access Administrator is needed)"
+        )
+        return False
+
+    def _grant_idle_stop(self) -> None:
+        """The VM's identity gets the role that may read and deallocate this VM alone."""
+        from labctl.targets.azure.idlerole import grant
+
+        assert self.azure is not None
+        azure, rg = self.azure, self.names.resource_group
+        with arm("reading the VM's identity"):
+            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm)) or {}
+        principal = (vm.get("identity") or {}).get("principal_id") or (vm.get("identity") or {}).get("principalId")
+        if not principal:
+            self.ui.warn(
+                f"The VM {self.names.vm} was made without an identity, so it cannot stop itself when idle; its daily "
+                f"auto-shutdown stays. 'labctl down --name {self.names.lab}' and 'labctl up' again to add idle stop."
+            )
+            self.record.idle["why_not"] = "the VM was created without a managed identity"
+            return
+        rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
+        with self.ui.step("Idle stop: a role that may only deallocate this VM, for the VM's own identity"):
+            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui)
+        self.record.idle["granted"] = True
+        self.save(self.record)
 
     def _login(self) -> Azure:
         plan = self.plan
@@ -131,11 +183,30 @@ class Provisioner:
             self.ui.info(note)
         for warning in azure.warnings:
             self.ui.warn(warning)
-        if wide := breadth_warning(plan.source):  # `up` shows no plan, so say it here too
-            self.ui.warn(wide)
+        # `up` shows no plan, so every warning it would have shown is said here (a wide --allow-ip, no
+        # auto-shutdown); a discovered address is one host and adds none.
+        for warning in plan.warnings:
+            self.ui.warn(warning)
         self.azure = azure
         azure.warm()
         return azure
+
+    def _own_names(self, azure: Azure) -> LabNames:
+        return LabNames.for_owner(self.spec.name, azure.principal.short)
+
+    def _check_owner(self, rg: dict[str, Any]) -> None:
+        """Never converge (or later delete) a lab someone else made: say whose it is and how to make one's own."""
+        assert self.azure is not None
+        tags = rg.get("tags") or {}
+        owner = tags.get(settings.TAG_OWNER) or azure_data(self.record).get("owner")
+        if owner is None or owner.lower() == self.azure.principal.oid.lower():
+            return
+        who = tags.get(settings.TAG_OWNER_NAME) or azure_data(self.record).get("owner_name") or owner
+        raise LabctlError(
+            f"Lab '{self.names.lab}' (resource group {rg.get('name') or self.names.resource_group}) belongs to "
+            f"{who}, not to you ({self.azure.principal.name}); labctl changes nobody else's lab.",
+            hint="Make a lab of your own with another name ('labctl up --name NAME'), or sign in as the owner.",
+        )
 
     def _settle_group(self) -> None:
         """Wait out an earlier deletion; pin the region of a lab that exists and find its VM."""
@@ -149,6 +220,7 @@ class Provisioner:
             rg = None
         if rg is None:
             return
+        self._check_owner(rg)
         existing_region = str(rg["location"]).lower()
         if not plan.auto_region and plan.regions[0] != existing_region and self.spec.region:
             raise LabctlError(
@@ -200,13 +272,21 @@ class Provisioner:
         """Wait out a VM create already under way; remove a VM whose creation failed."""
         assert self.azure is not None
         azure, rg, name = self.azure, self.names.resource_group, self.names.vm
+        deadline = time.monotonic() + settings.operation_timeout()
         while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
+            if time.monotonic() > deadline:
+                raise LabctlError(
+                    f"The VM {name} of lab '{self.names.lab}' is still {vm['properties']['provisioningState']} "
+                    f"after {settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
+                    hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
+                    "portal's activity log if it seems stuck.",
+                )
             time.sleep(max(settings.poll_interval(), 0.01))
             with arm("waiting for the lab's VM"):
                 vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, name))
         if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
-                azure.compute.virtual_machines.begin_delete(rg, name).result()
+                finish(azure.compute.virtual_machines.begin_delete(rg, name))
             return None
         if vm is not None and not self.record.host_key:
             raise LabctlError(
@@ -222,7 +302,7 @@ class Provisioner:
         if self._built_region and self._built_region != choice.region:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
-                azure.resources.resource_groups.begin_delete(rg).result()
+                finish(azure.resources.resource_groups.begin_delete(rg))
         self._built_region = choice.region
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
@@ -250,10 +330,12 @@ class Provisioner:
                 "size": choice.size.name,
                 "created_at": created_at,
                 "spot": self.plan.spot,
+                "owner": self.azure.principal.oid,
+                "owner_name": self.azure.principal.name,
             }
         )
         self.save(self.record)
-        return tags_for(self.names.lab, creator(), created_at)
+        return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, region: str, tags: dict[str, str]) -> None:
         """VNet, NSG and public IP side by side, then the NIC that joins them."""
@@ -263,18 +345,18 @@ class Provisioner:
         def vnet() -> None:
             with arm("creating the virtual network"):
                 body = bodies.virtual_network(region, tags, names.subnet)
-                network.virtual_networks.begin_create_or_update(rg, names.vnet, body).result()
+                finish(network.virtual_networks.begin_create_or_update(rg, names.vnet, body))
 
         def nsg() -> None:
             with arm("creating the network security group"):
                 body = bodies.security_group(region, tags, source)
-                result = network.network_security_groups.begin_create_or_update(rg, names.nsg, body).result()
+                result = finish(network.network_security_groups.begin_create_or_update(rg, names.nsg, body))
             check_rules(result.as_dict().get("properties", {}).get("securityRules") or [], source)
 
         def pip() -> None:
             with arm("creating the public IP address"):
                 body = bodies.public_ip(region, tags)
-                network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body).result()
+                finish(network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body))
 
         with self.ui.step(f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"):
             self._parallel([vnet, nsg, pip])
@@ -282,7 +364,7 @@ class Provisioner:
         self.save(self.record)
         with self.ui.step(f"Network interface {names.nic}"), arm("creating the network interface"):
             body = bodies.network_interface(region, tags, self.ids)
-            network.network_interfaces.begin_create_or_update(rg, names.nic, body).result()
+            finish(network.network_interfaces.begin_create_or_update(rg, names.nic, body))
         self.save(self.record)
 
     def _keep_vm(self, choice: Choice) -> None:
@@ -303,14 +385,16 @@ class Provisioner:
             schedule = bodies.ShutdownSchedule(region, tags, self.ids.vm, plan.shutdown_hhmm, plan.shutdown_tz)
             label = f"Auto-shutdown daily at {plan.shutdown_at} ({plan.shutdown_tz})"
             with self.ui.step(label), arm("creating the auto-shutdown schedule"):
-                resources.begin_create_or_update_by_id(
-                    self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
-                ).result()
+                finish(
+                    resources.begin_create_or_update_by_id(
+                        self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
+                    )
+                )
         else:
             from azure.core.exceptions import ResourceNotFoundError
 
             with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION).result()
+                finish(resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION))
         azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(self.record)
 
@@ -338,6 +422,7 @@ class Provisioner:
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
             trusted_launch=choice.trusted_launch,
+            identity=self.idle_rights,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         price = choice.size.hourly(plan.spot)
@@ -345,10 +430,13 @@ class Provisioner:
         with self.ui.step(label):
             try:
                 with arm(f"creating the VM ({choice.size.name} in {choice.region})"):
-                    azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body).result()
+                    finish(azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body))
             except NoCapacity:
                 self._remove_failed_vm()
                 raise
+        from labctl.targets.azure import history
+
+        history.note(record, "running")
         self.save(record)
 
     def _remove_failed_vm(self) -> None:
@@ -356,12 +444,32 @@ class Provisioner:
         azure, rg, name = self.azure, self.names.resource_group, self.names.vm
         with arm("removing the VM that could not be allocated"):
             if get_or_none(lambda: azure.compute.virtual_machines.get(rg, name)) is not None:
-                azure.compute.virtual_machines.begin_delete(rg, name).result()
+                finish(azure.compute.virtual_machines.begin_delete(rg, name))
 
     def _parallel(self, steps: list[Callable[[], None]]) -> None:
-        with ThreadPoolExecutor(len(steps)) as pool:
-            futures = [pool.submit(step) for step in steps]
-            errors = [f.exception() for f in futures]
+        """Run ``steps`` side by side and raise the first failure once all are done.
+
+        Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
+        without waiting for the calls in flight (a pool's workers would hold the exit until they returned).
+        What Azure started goes on there, and the next `up` converges on it.
+        """
+        errors: list[BaseException | None] = [None] * len(steps)
+
+        def run(index: int, step: Callable[[], None]) -> None:
+            try:
+                step()
+            except BaseException as exc:  # handed to the main thread, raised there
+                errors[index] = exc
+
+        threads = [
+            threading.Thread(target=run, args=(i, step), name=f"labctl-step-{i}", daemon=True)
+            for i, step in enumerate(steps)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)
         for error in errors:
             if error is not None:
                 raise error
@@ -393,4 +501,7 @@ class Provisioner:
                 "started_at": td.get("started_at") or now_iso(),
             }
         )
+        from labctl.targets.azure import history
+
+        history.save_tag(azure, record)
         self.save(record)

@@ -27,6 +27,9 @@ class AzureData(TypedDict, total=False):
     started_at: str  # when the VM was last started by labctl (uptime when ARM does not date it)
     shutdown_at: str | None  # HH:MM local time of the daily auto-shutdown, None without one
     shutdown_time_zone: str | None
+    owner: str  # the object id of the principal that made the lab (tag labctl-owner)
+    owner_name: str  # its sign-in or application name
+    power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
 
 
 def azure_data(record: LabRecord) -> AzureData:

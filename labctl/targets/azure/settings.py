@@ -31,7 +31,8 @@ AUTO_REGIONS = (
 
 TAG_LAB = "labctl-lab"
 TAG_CREATED_BY = "created-by"
-TAG_CREATOR = "creator"
+TAG_OWNER = "labctl-owner"  # the object id of the principal that made the lab
+TAG_OWNER_NAME = "labctl-owner-name"  # its sign-in or application name, for people reading `list`
 TAG_CREATED_AT = "created-at"
 CREATED_BY = "labctl"
 
@@ -76,3 +77,9 @@ def retry_backoff() -> float:
 def retry_after_max() -> float:
     """The longest Retry-After labctl waits out before giving up with a message."""
     return float(os.environ.get("LABCTL_RETRY_AFTER_MAX", "60"))
+
+
+def operation_timeout() -> float:
+    """Seconds labctl waits for one Azure operation (a VM to be created, a group to be deleted) before it stops
+    waiting and says so; what Azure started goes on there and the same command picks it up again."""
+    return float(os.environ.get("LABCTL_OPERATION_TIMEOUT", "1800"))

@@ -1,0 +1,116 @@
+"""One command at a time per lab: `up`, `down`, `stop` and `start` hold the lab's lock while they change it.
+
+The lock is the operating system's own lock on a file under the state directory (``flock`` on Linux and
+macOS, ``msvcrt.locking`` on Windows), so it is released when its process ends however it ends: a crashed
+or killed command never leaves a stale lock behind. Beside it, the holder writes which command it is and
+its pid, so a second command can say what it is waiting for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from labctl.errors import LabctlError
+from labctl.files import make_private_dir, write_private
+from labctl.state import now_iso, state_dir, validate_lab_name
+from labctl.ui import Reporter
+
+LOCK_WAIT_ENV = "LABCTL_LOCK_WAIT"
+DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same lab before it refuses
+
+
+class LabBusy(LabctlError):
+    """Another labctl command is changing the lab."""
+
+
+def _try_lock(handle: IO[bytes]) -> bool:
+    """Take the OS lock on ``handle`` without waiting; False when another process holds it."""
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        try:
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _unlock(handle: IO[bytes]) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        handle.seek(0)
+        with contextlib.suppress(OSError):
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _wait_limit() -> float:
+    try:
+        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_WAIT)))
+    except ValueError:
+        return DEFAULT_WAIT
+
+
+@contextmanager
+def lab_lock(name: str, command: str, ui: Reporter, wait: float | None = None) -> Iterator[None]:
+    """Hold lab ``name``'s lock while ``command`` (e.g. "down") runs; wait briefly for another holder, then
+    refuse with a LabBusy naming the other command and its pid."""
+    root = make_private_dir(state_dir() / "locks")
+    lock_path = root / f"{validate_lab_name(name)}.lock"
+    info_path = root / f"{name}.holder.json"
+    limit = _wait_limit() if wait is None else wait
+    handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the whole block, closed in finally
+    try:
+        deadline = time.monotonic() + limit
+        said = False
+        while not _try_lock(handle):
+            holder = _holder(info_path)
+            other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
+            if time.monotonic() >= deadline:
+                raise LabBusy(
+                    f"Lab '{name}' is busy: {other}, started {holder.get('since', 'just now')}, is changing it, "
+                    f"so 'labctl {command}' did nothing.",
+                    hint="Wait for that command to finish (or stop it with Ctrl-C in its terminal), then run this "
+                    "one again.",
+                )
+            if not said:
+                ui.info(f"Waiting up to {limit:.0f} s for {other}, which is working on lab '{name}'.")
+                said = True
+            time.sleep(0.1)
+        write_private(info_path, json.dumps({"command": command, "pid": os.getpid(), "since": now_iso()}) + "\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                info_path.unlink()
+            _unlock(handle)
+    finally:
+        handle.close()

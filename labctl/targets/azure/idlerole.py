@@ -1,0 +1,101 @@
+"""The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more.
+
+Before anything is created, ``missing_grant_rights`` asks ARM which actions the caller holds on the subscription
+(``Microsoft.Authorization/permissions``): giving the VM's identity a role needs ``roleDefinitions/write`` and
+``roleAssignments/write``, which a Contributor lacks. ``grant`` then puts the custom role (read and deallocate
+virtual machines, assignable in the lab's group only) and assigns it to the VM's system-assigned identity at the
+VM's own scope; ``revoke_assignment`` and ``delete_role`` undo that around the group's deletion. The bodies and
+names come from :mod:`labctl.idle`; the calls go through the resources client's authenticated pipeline.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from typing import Any
+
+from labctl import idle
+from labctl.errors import LabctlError
+from labctl.targets.azure import settings
+from labctl.targets.azure.clients import Azure, arm, arm_error_code
+from labctl.ui import Reporter
+
+PRINCIPAL_WAIT = 180.0  # a new identity can take a minute or two to reach the directory's replicas
+
+
+def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One Microsoft.Authorization request; ARM errors raise HttpResponseError with ARM's code, as the SDK does."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.rest import HttpRequest
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    request = HttpRequest(
+        method, f"{azure.endpoint}{path}", params={"api-version": idle.AUTHORIZATION_API_VERSION}, json=body
+    )
+    response = azure.resources.send_request(request)
+    if response.status_code >= 400:
+        raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+    text = response.text()
+    return response.status_code, json.loads(text) if text else None
+
+
+def _allows(permissions: list[dict[str, Any]], action: str) -> bool:
+    """ARM's rule: some permission's actions match (wildcards, any case) and none of its notActions do."""
+    wanted = action.lower()
+    for permission in permissions:
+        allowed = any(fnmatch.fnmatchcase(wanted, str(a).lower()) for a in permission.get("actions") or [])
+        denied = any(fnmatch.fnmatchcase(wanted, str(a).lower()) for a in permission.get("notActions") or [])
+        if allowed and not denied:
+            return True
+    return False
+
+
+def missing_grant_rights(azure: Azure, resource_group: str) -> list[str]:
+    """The actions needed to give the VM its role that the caller lacks (empty: it may)."""
+    scope = f"/subscriptions/{azure.subscription_id}"
+    with arm("checking whether you may give the lab's VM its idle-stop role"):
+        _, answer = call(azure, "GET", f"{scope}/providers/Microsoft.Authorization/permissions")
+    permissions = list((answer or {}).get("value") or [])
+    return [action for action in idle.GRANT_ACTIONS if not _allows(permissions, action)]
+
+
+def grant(azure: Azure, resource_group_id: str, vm_id: str, lab: str, principal: str, ui: Reporter) -> None:
+    """The role and its assignment to the VM's identity (both idempotent; PrincipalNotFound retried)."""
+    from azure.core.exceptions import HttpResponseError
+
+    with arm("creating the lab's idle-stop role"):
+        call(
+            azure,
+            "PUT",
+            idle.role_definition_url(resource_group_id, vm_id),
+            idle.role_definition(resource_group_id, vm_id, lab),
+        )
+    body = idle.role_assignment(azure.subscription_id, vm_id, principal)
+    deadline = time.monotonic() + PRINCIPAL_WAIT
+    delay = max(settings.poll_interval(), 0.01)
+    while True:
+        try:
+            with arm("assigning the idle-stop role to the VM's identity"):
+                call(azure, "PUT", idle.role_assignment_url(vm_id), body)
+            return
+        except LabctlError as exc:
+            code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None
+            if code == "RoleAssignmentExists":
+                return
+            if code != "PrincipalNotFound" or time.monotonic() > deadline:
+                raise
+            ui.info("  The VM's identity is not in the directory yet; trying again.")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def revoke_assignment(azure: Azure, vm_id: str) -> None:
+    with arm("removing the idle-stop role assignment"):
+        call(azure, "DELETE", idle.role_assignment_url(vm_id))
+
+
+def delete_role(azure: Azure, vm_id: str) -> None:
+    """Delete the custom role (after the group: a role outlives the group it was assignable in)."""
+    with arm("deleting the lab's idle-stop role"):
+        call(azure, "DELETE", idle.role_definition_id(azure.subscription_id, vm_id))

@@ -1,0 +1,64 @@
+"""One user's command never acts on a colleague's lab by accident: whose a lab is, checked before it is touched.
+
+Where a target's labs have owners (``Ownership``), `down`, `stop` and `start` on a lab made by someone else are
+refused with who owns it; `--force` together with the lab's name typed again (at a prompt, or with
+`--confirm-name NAME` from a script) lets a person who means it go ahead.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from labctl.errors import LabctlError, UsageError
+from labctl.state import LabRecord
+from labctl.targets.base import Target, as_ownership
+from labctl.ui import Reporter
+
+
+@dataclass
+class Override:
+    """What the user said to act on a lab that is not theirs."""
+
+    force: bool = False
+    confirm_name: str | None = None
+
+
+def check_owner(record: LabRecord, target: Target, verb: str, override: Override, ui: Reporter) -> bool:
+    """Refuse ``verb`` (down, stop, start) on someone else's lab unless forced and confirmed by its name.
+
+    True when the lab is someone else's and the user confirmed acting on it (so no further question is needed).
+    """
+    ownership = as_ownership(target)
+    if ownership is None:
+        return False
+    owner = ownership.owner_of(record)
+    if owner.mine:
+        return False
+    action = {"down": "delete"}.get(verb, verb)
+    whose = f"belongs to {owner.name}" if owner.name else "does not say who made it (it predates per-person labs)"
+    what = f"Lab '{record.name}' {whose}, and you are signed in as {owner.you}"
+    flags = f"--name {record.name} --force --confirm-name {record.name}"
+    if not override.force:
+        raise LabctlError(
+            f"{what}; labctl does not {action} a lab that is not yours.",
+            hint=f"Ask its owner, or, if you mean to {action} it anyway, run 'labctl {verb} {flags}'.",
+        )
+    typed = override.confirm_name
+    if typed is None:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{what}; to {action} it, its name must be typed as confirmation.",
+                hint=f"Add --confirm-name {record.name} to confirm from a script.",
+            )
+        try:
+            typed = input(f"{what}. Type the lab's name to {action} it anyway: ").strip()
+        except EOFError:
+            typed = ""
+    if typed != record.name:
+        raise UsageError(
+            f"'{typed}' is not the lab's name '{record.name}'; nothing was done to the lab.",
+            hint=f"Type '{record.name}' exactly, or leave the lab to its owner.",
+        )
+    ui.warn(f"Going to {action} lab '{record.name}', which {whose}, as --force and the typed name confirm.")
+    return True

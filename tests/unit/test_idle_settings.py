@@ -1,0 +1,76 @@
+"""Idle stop's settings, what status makes of the agent's files, and the power history behind the spend."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from labctl import idle
+from labctl.errors import UsageError
+from labctl.pricing import LabPrices
+from labctl.state import LabRecord
+from labctl.targets.azure import history
+from labctl.workflows.status import render
+
+PRICES = LabPrices("eastus", "Standard_D4s_v5", 0.2, 0.04, 73.0, 0.005, "USD", "a fixed table")
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("60", 60.0), ("off", 0.0), ("0", 0.0), (0.0, 0.0), ("7.5", 7.5)])
+def test_idle_windows_in_minutes_or_off(text: object, minutes: float) -> None:
+    assert idle.parse_window(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["-5", "soon", "nan", "100000"])
+def test_a_bad_window_names_the_value_and_what_to_give(text: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        idle.parse_window(text)
+    assert f"'{text}'" in refused.value.message and "'off'" in (refused.value.hint or "")
+
+
+def test_budgets_are_dollars_or_off() -> None:
+    assert idle.parse_budget("$12.50") == 12.5 and idle.parse_budget("off") is None
+    with pytest.raises(UsageError):
+        idle.parse_budget("lots")
+
+
+def test_status_shows_how_long_idle_when_the_stop_is_due_and_the_last_decision() -> None:
+    config = idle.agent_config("azure", idle.IdleRules(30), jupyter_port=8888, container="c", admin_user="azureuser")
+    checked = datetime(2026, 1, 1, 9, 40, tzinfo=timezone.utc).timestamp()
+    state = {"idle_since": checked - 600, "checked_at": checked, "last": "labctl-idle: idle 10m of 30m"}
+    facts = idle.agent_facts(config, state)
+    assert facts["idle_for_seconds"] == 600 and facts["idle_stop_due"] == "2026-01-01T10:00:00+00:00"
+    lines = dict(line.split("  ", 1) for line in render({"name": "lab", **facts}).splitlines())
+    assert lines["idle for"].strip() == "0h 10m" and lines["stop due"].strip() == "2026-01-01T10:00:00+00:00"
+    assert lines["idle stop after"].strip() == "30 min"
+    assert lines["last idle check"].strip() == "idle 10m of 30m (at 2026-01-01T09:40:00+00:00)"
+    assert idle.agent_facts(None, None) == {"idle_agent": "not installed"}
+
+
+def test_spend_counts_only_the_allocated_hours_and_survives_in_the_tag() -> None:
+    created = datetime(2026, 1, 1, 8, tzinfo=timezone.utc)
+    record = LabRecord(name="lab", target="azure", created_at=created.isoformat())
+    record.target_data["created_at"] = created.isoformat()
+    assert history.note(record, "running", created.isoformat())
+    assert not history.note(record, "PowerState/running", (created + timedelta(hours=1)).isoformat())
+    assert history.note(record, "deallocated", (created + timedelta(hours=2)).isoformat())  # the agent stopped it
+    assert history.note(record, "running", (created + timedelta(hours=5)).isoformat())  # `labctl start`
+    now = created + timedelta(hours=6)
+    spent = history.lab_spend(record, PRICES, now)
+    assert spent.allocated_hours == 3 and spent.life_hours == 6
+    assert spent.total_usd == pytest.approx(3 * 0.2 + 6 * (73.0 / 730 + 0.005))
+    tag = history.summary_tag(record, now)
+    assert tag == f"7200;{(created + timedelta(hours=5)).isoformat()}"
+
+    lost = LabRecord(name="lab", target="azure", created_at=created.isoformat())
+    lost.target_data["created_at"] = created.isoformat()
+    history.restore(lost, tag, created.isoformat())
+    assert history.lab_spend(lost, PRICES, now).allocated_hours == 3
+
+
+def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:
+    from labctl.targets import get_target
+    from labctl.targets.base import as_idle_stop
+
+    assert as_idle_stop(get_target("azure")) is not None
+    assert as_idle_stop(get_target("ssh")) is None and as_idle_stop(get_target("local")) is None
