@@ -61,7 +61,7 @@ def check_size_name(value: str, what: str = "--size") -> str:
     _blank(value, what)
     if not SIZE_RE.match(value.strip()):
         raise UsageError(
-            f"{what} '{value}' is not a VM size name.",
+            f"labctl does not know the VM size '{value}' ({what}): Azure's size names are letters, digits and '_'.",
             hint="Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); "
             "'labctl up --help' names the common ones.",
         )
