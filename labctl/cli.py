@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -71,7 +72,68 @@ app = typer.Typer(
 
 _VERBOSE = False
 
-NameOpt = Annotated[str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).")]
+
+def _not_blank(value: str | None) -> str | None:
+    """An option given as '' or spaces is a mistake, never a way to ask for the default."""
+    if value is not None and not str(value).strip():
+        raise typer.BadParameter("is empty; give a value, or leave the option out for the default.")
+    return value
+
+
+def _text(*names: str, help: str, metavar: str | None = None) -> Any:
+    """A text option that refuses '' and blanks."""
+    return typer.Option(*names, help=help, metavar=metavar, callback=_not_blank)
+
+
+def _none_blank(values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        _not_blank(value)
+    return values
+
+
+def _run_id(value: str | None) -> str | None:
+    if value is not None:
+        from labctl.validate import check_run_id
+
+        try:
+            check_run_id(value, "the run id")
+        except LabctlError as exc:
+            raise typer.BadParameter(exc.render()) from None
+    return value
+
+
+# Options with fixed choices: refused by the parser at once, and completed by the shell.
+class TargetChoice(str, Enum):
+    azure = "azure"
+    ssh = "ssh"
+    local = "local"
+
+
+class ModelChoice(str, Enum):
+    tutorial = "tutorial"
+    fast = "fast"
+
+
+class OptimizerChoice(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cuda = "cuda"
+    mps = "mps"
+    cpu = "cpu"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
+
+
+NameOpt = Annotated[
+    str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).", callback=_not_blank)
+]
+RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
 ConfirmNameOpt = Annotated[
@@ -116,6 +178,11 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 
         ui = RichReporter()
     try:
+        from labctl.config import Settings
+        from labctl.validate import check_environment
+
+        check_environment()  # a bad LABCTL_* variable or config value is named before anything happens
+        Settings().check()
         outcome = action(ui)
     except LabctlError as exc:
         if _VERBOSE:
@@ -172,36 +239,32 @@ BudgetOpt = Annotated[
 
 @app.command("up")
 def up_cmd(
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Lab name (default: 'lab').")] = None,
+    name: Annotated[str | None, _text("--name", "-n", help="Lab name (default: 'lab').")] = None,
     target: Annotated[
-        str | None,
-        typer.Option("--target", "-t", metavar="TARGET", help="Where the lab runs: azure (default), ssh or local."),
+        TargetChoice | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", metavar="USER@HOST[:PORT]", help="The machine, for --target ssh.")
+        str | None, _text("--host", metavar="USER@HOST[:PORT]", help="The machine, for --target ssh.")
     ] = None,
     host_key_fingerprint: HostKeyFingerprintOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     size: Annotated[
-        list[str] | None, typer.Option("--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.")
+        list[str] | None,
+        typer.Option(
+            "--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.", callback=_none_blank
+        ),
     ] = None,
-    region: Annotated[str | None, typer.Option("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", metavar="IMAGE", help="Use this container image as is.")
-    ] = None,
-    subscription: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.")
-    ] = None,
+    region: Annotated[str | None, _text("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
+    image: Annotated[str | None, _text("--image", metavar="IMAGE", help="Use this container image as is.")] = None,
+    subscription: Annotated[str | None, _text("--subscription", metavar="ID", help="Azure subscription id.")] = None,
     allow_ip: Annotated[
-        str | None,
-        typer.Option("--allow-ip", metavar="CIDR", help="CIDR allowed to reach SSH (default: your public IP)."),
+        str | None, _text("--allow-ip", metavar="CIDR", help="CIDR allowed to reach SSH (default: your IP).")
     ] = None,
     ssh_key: Annotated[
         Path | None, typer.Option("--ssh-key", metavar="PATH", help="Your private key (default: new).")
     ] = None,
     shutdown_at: Annotated[
-        str | None,
-        typer.Option("--shutdown-at", metavar="HH:MM", help="Daily auto-shutdown, HH:MM local time (19:00)."),
+        str | None, _text("--shutdown-at", metavar="HH:MM", help="Daily auto-shutdown, HH:MM (19:00).")
     ] = None,
     no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
     spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
@@ -223,7 +286,7 @@ def up_cmd(
 
         asked = LabSpec(
             name=name or "",
-            target=target or "",
+            target=_value(target) or "",
             host=parse_host(host) if host else None,
             gpu=gpu,
             sizes=list(size or []),
@@ -414,19 +477,24 @@ def run_lab_cmd(
         bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
     ] = False,
     model: Annotated[
-        str, typer.Option("--model", metavar="tutorial|fast", help="tutorial (the notebook's CNN) or fast.")
-    ] = "tutorial",
+        ModelChoice, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")
+    ] = ModelChoice.tutorial,
     epochs: Annotated[float | None, typer.Option("--epochs", metavar="N", help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", metavar="RATE", help="Learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option("--optimizer", metavar="sgd|adamw", help="sgd or adamw.")] = None,
+    optimizer: Annotated[OptimizerChoice | None, typer.Option("--optimizer", help="sgd or adamw.")] = None,
     data: Annotated[
         str | None,
         typer.Option(
-            "--data", metavar="DATA", help="cifar10 (download), synthetic, or a path to train/<class>/*.jpg or .tar.gz."
+            "--data",
+            metavar="DATA",
+            help="cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
+            "machine:PATH for data already on the lab's machine.",
+            callback=_not_blank,
+            autocompletion=lambda: ["cifar10", "synthetic"],
         ),
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", metavar="DEVICE", help="auto, cuda, mps or cpu.")] = None,
+    device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
     gpus: GpusOpt = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
@@ -463,13 +531,13 @@ def run_lab_cmd(
         opts = RunLabOptions(
             name=name,
             here=here,
-            model=model,
+            model=str(model.value),
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            optimizer=optimizer,
+            optimizer=_value(optimizer),
             data=data,
-            device=device,
+            device=_value(device),
             gpus=gpus,
             seed=seed,
             notebook=notebook or notebook_file is not None,
@@ -553,7 +621,7 @@ def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 @app.command("list")
 def list_cmd(
     subscription: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.")
+        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.", callback=_not_blank)
     ] = None,
     local_only: Annotated[bool, typer.Option("--local", help="Only labs recorded on this computer.")] = False,
     as_json: JsonOpt = False,
@@ -564,8 +632,11 @@ def list_cmd(
     """
 
     def go(ui: Reporter) -> Outcome:
+        from labctl.validate import check_subscription
         from labctl.workflows.inventory import list_labs
 
+        if subscription is not None:
+            check_subscription(subscription)
         return list_labs(subscription, local_only, ui)
 
     _run(go, as_json)
@@ -609,7 +680,7 @@ def start_cmd(
 
 @app.command("logs")
 def logs_cmd(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    run: RunArg = None,
     name: NameOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends.")] = False,
 ) -> None:
@@ -647,7 +718,7 @@ def runs_cmd(
 
 @app.command("fetch")
 def fetch_cmd(
-    run: Annotated[str | None, typer.Argument(help="Run id (default: the latest).")] = None,
+    run: RunArg = None,
     name: NameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

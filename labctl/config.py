@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         expected = SETTING_TYPES[key]
         if not isinstance(value, expected):
             raise UsageError(
-                f"The config file {path} sets {key} to {value!r}, a TOML {_toml_type(value)}, "
+                f"The config file {path} sets {key} to {_toml_text(value)}, a TOML {_toml_type(value)}, "
                 f"but {key} must be a {_toml_type_name(expected)}.",
                 hint=f'Write it as a quoted string ({key} = "...") or remove the line.',
             )
@@ -102,6 +103,11 @@ def _toml_type_name(kind: type) -> str:
         list: "array",
         dict: "table",
     }.get(kind, kind.__name__)
+
+
+def _toml_text(value: object) -> str:
+    """A value as its TOML author wrote it (true, not Python's True)."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _toml_type(value: object) -> str:
@@ -192,8 +198,52 @@ class Settings:
             )
         return setting.value
 
+    def check(self) -> None:
+        """Every setting that a variable or a config file gives is one labctl can use (flags are checked where
+        they are read); a guarded one from an untrusted project file is left to ``get``, which refuses it."""
+        checks = _setting_checks()
+        for key, check in checks.items():
+            setting = self.lookup(key)
+            if setting.source == "default" or not setting.trusted:
+                continue
+            env = setting.source.startswith("environment (")
+            where = setting.source[len("environment (") : -1] if env else f"{key} in {setting.source}"
+            check(str(setting.value), where)
+
     def all(self) -> list[Setting]:
         return [self.lookup(key) for key in SETTINGS]
+
+
+def _setting_checks() -> dict[str, Callable[[str, str], object]]:
+    from labctl import validate
+    from labctl.imageref import check_image_ref
+    from labctl.keys import check_private_key
+    from labctl.spec import TARGETS
+    from labctl.state import validate_lab_name
+
+    def name(value: str, where: str) -> None:
+        try:
+            validate_lab_name(value)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}", hint=exc.hint) from None
+
+    def target(value: str, where: str) -> None:
+        if value not in TARGETS:
+            raise UsageError(f"{where} '{value}' is not a target.", hint=f"Choose one of: {', '.join(TARGETS)}.")
+
+    return {
+        "name": name,
+        "target": target,
+        "region": validate.check_region,
+        "size": validate.check_size_name,
+        "subscription": validate.check_subscription,
+        "allow_ip": lambda v, w: v.strip().lower() == "any" or validate.check_allow_ip(v, w),
+        "shutdown_at": validate.check_shutdown_at,
+        "image": check_image_ref,
+        "base_image": check_image_ref,
+        "results_dir": validate.check_directory,
+        "ssh_key": lambda v, w: check_private_key(Path(v).expanduser(), w),
+    }
 
 
 def _shown(setting: Setting) -> dict[str, object]:

@@ -476,33 +476,72 @@ class LabContainer:
             stream, _ = self.container.get_archive(path)
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
+        top = PurePosixPath(path).name
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
             for chunk in stream:
                 spool.write(chunk)
             spool.seek(0)
-            with tarfile.open(fileobj=spool, mode="r") as tar:
-                _extract_safely(tar, local_dir)
-        return local_dir / PurePosixPath(path).name
+            try:
+                with tarfile.open(fileobj=spool, mode="r") as tar:
+                    _extract_safely(tar, local_dir, top)
+            except (tarfile.TarError, EOFError) as exc:  # extraction filters' refusals are TarErrors as well
+                raise LabctlError(
+                    f"The copy of {path} from the lab container {self.name} is not a tar archive labctl unpacks "
+                    f"({exc}); nothing was kept.",
+                    hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
+                ) from None
+        if not (local_dir / top).exists():
+            raise LabctlError(
+                f"The copy of {path} from the lab container {self.name} does not hold {top}; nothing was kept.",
+                hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
+            )
+        return local_dir / top
 
 
 class UnsafeArchive(LabctlError):
     """An archive from the machine holds a path or link that would land outside where it is unpacked."""
 
 
-def _extract_safely(tar: tarfile.TarFile, local_dir: Path) -> None:
-    """Unpack ``tar`` into ``local_dir`` and nowhere else: absolute paths, '..', links leading out of it and
-    device files are refused (UnsafeArchive), as a damaged or hostile machine could send any of them."""
+def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
+    """Unpack a copy of ``top`` only if every entry stays inside it: its own files and directories, and links
+    that lead to something of its own. One entry that does not is refused before anything is written."""
+    for member in tar.getmembers():
+        problem = _escapes(member, top)
+        if problem:
+            raise UnsafeArchive(f"its entry '{member.name}' {problem}")
     try:
         if hasattr(tarfile, "data_filter"):
-            tar.extractall(local_dir, filter="data")
-            return
-        # Python without extraction filters: refuse anything that escapes local_dir, and every link
-        for member in tar.getmembers():
-            target = (local_dir / member.name).resolve()
-            if not target.is_relative_to(local_dir.resolve()) or member.issym() or member.islnk():
-                raise UnsafeArchive(f"the entry '{member.name}' leads outside the destination or is a link")
-            if not (member.isfile() or member.isdir()):
-                raise UnsafeArchive(f"the entry '{member.name}' is a special file")
-        tar.extractall(local_dir)
+            tar.extractall(local_dir, filter="data")  # and Python's own filter on top of the checks above
+        else:
+            tar.extractall(local_dir)
     except tarfile.TarError as exc:  # tarfile's FilterError (outside destination, absolute link, ...) is one
         raise UnsafeArchive(str(exc)) from None
+
+
+def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
+    """Why ``member`` could write or point outside ``top``/, or None when it stays inside."""
+    path = PurePosixPath(member.name)
+    if member.name.startswith("/") or path.is_absolute():
+        return "is an absolute path"
+    if ".." in path.parts:
+        return "climbs out with '..'"
+    if not path.parts or path.parts[0] != top:
+        return f"lies outside {top}/"
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        return "is a device, FIFO or other special file"
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname)
+        if member.linkname.startswith("/") or link.is_absolute():
+            return f"is a link to the absolute path {member.linkname}"
+        target = (path.parent / link) if member.issym() else link
+        parts: list[str] = []
+        for part in target.parts:
+            if part == "..":
+                if not parts:
+                    return f"is a link to {member.linkname}, outside {top}/"
+                parts.pop()
+            elif part != ".":
+                parts.append(part)
+        if not parts or parts[0] != top:
+            return f"is a link to {member.linkname}, outside {top}/"
+    return None

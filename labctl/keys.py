@@ -7,8 +7,10 @@ identity before it ever connects: no trust-on-first-use, no `StrictHostKeyChecki
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labctl.errors import UsageError
 from labctl.files import make_private_dir, write_private
@@ -44,20 +46,13 @@ def lab_key_path(lab: str) -> Path:
 def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     """The private key path and public key line used to log in to the lab's VM.
 
-    A key the user gave is used as is (its ``.pub`` must sit beside it); otherwise a key pair made for this lab
-    under the state directory, reused on every later `up` so that a resumed lab keeps the same key.
+    A key the user gave is used as is (its ``.pub`` must sit beside it and match it); otherwise a key pair made
+    for this lab under the state directory, reused on every later `up` so that a resumed lab keeps the same key.
     """
     if given is not None:
         path = given.expanduser()
-        pub = path.with_name(path.name + ".pub")
-        if not pub.is_file():
-            raise UsageError(
-                f"The public half of {path} ({pub}) is missing.",
-                hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or leave --ssh-key out.",
-            )
-        line = pub.read_text().strip()
-        if not line.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
-            raise UsageError(f"{pub} is not an OpenSSH public key.", hint="Give an ed25519 or RSA key pair.")
+        line = check_key_pair(path, "--ssh-key")
+        assert line is not None  # with its .pub required, a usable key always has a public line
         return path, line
     path = lab_key_path(lab)
     pub = path.with_name(path.name + ".pub")
@@ -68,6 +63,128 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     write_private(path, pair.private_openssh)
     write_private(pub, pair.public_line + "\n")
     return path, pair.public_line
+
+
+PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
+NO_PASSPHRASE_HINT = (
+    "labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add {path}'), "
+    "use a key without a passphrase, or leave the key out and labctl makes one for the lab."
+)
+
+
+def check_key_pair(path: Path, what: str, *, need_pub: bool = True) -> str | None:
+    """The public key line of the private key at ``path``, checked to be a key labctl can log in with.
+
+    With ``need_pub`` (a key labctl hands to a new VM) its ``.pub`` must sit beside it and match it; without,
+    a ``.pub`` is only used to find a passphrase-protected key in the ssh-agent.
+    """
+    public = check_private_key(path, what)
+    pub = path.with_name(path.name + ".pub")
+    if not pub.is_file():
+        if need_pub:
+            raise UsageError(
+                f"The public half of {path} ({pub}) is missing.",
+                hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or leave {what} out.",
+            )
+        if public is None and not os.environ.get("SSH_AUTH_SOCK"):
+            raise UsageError(
+                f"{what} {path} is protected by a passphrase and no ssh-agent runs.",
+                hint=NO_PASSPHRASE_HINT.format(path=path),
+            )
+        return public
+    line = pub.read_text(errors="replace").strip()
+    if not line.startswith(PUBLIC_PREFIXES):
+        raise UsageError(f"{pub} is not an OpenSSH public key.", hint="Give an ed25519 or RSA key pair.")
+    if public is not None and line.split()[:2] != public.split()[:2]:
+        raise UsageError(
+            f"{pub} is not the public half of {path}: they belong to different keys.",
+            hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or give the matching pair.",
+        )
+    if public is None and not _agent_holds(line):
+        raise UsageError(
+            f"{what} {path} is protected by a passphrase and no ssh-agent holds it.",
+            hint=NO_PASSPHRASE_HINT.format(path=path),
+        )
+    return line
+
+
+def check_private_key(path: Path, what: str) -> str | None:
+    """The public key line of the private key at ``path``, or None when it is encrypted (usable through an
+    ssh-agent only). A missing, unreadable, public or garbled key is a UsageError naming ``path``."""
+    from cryptography.hazmat.primitives import serialization
+
+    if not path.exists():
+        raise UsageError(
+            f"{what} {path} does not exist.",
+            hint="Give the path of your private key (its .pub beside it), or leave it out and labctl makes a key "
+            "pair for the lab.",
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = "a directory" if path.is_dir() else f"unreadable ({exc.strerror})"
+        raise UsageError(
+            f"{what} {path} is {reason}, not a private key file.",
+            hint="Give the path of your private key file, for example ~/.ssh/id_ed25519.",
+        ) from None
+    text = data.decode(errors="replace").strip()
+    if text.startswith(PUBLIC_PREFIXES) or "PUBLIC KEY" in text.split("\n", 1)[0]:
+        raise UsageError(
+            f"{what} {path} is a public key; labctl needs the private key it belongs to.",
+            hint=f"Give {path.with_suffix('') if path.suffix == '.pub' else 'the file without .pub'} instead "
+            "(the private half, with this .pub beside it).",
+        )
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        openssh = "OPENSSH PRIVATE KEY" in text
+        load = serialization.load_ssh_private_key if openssh else serialization.load_pem_private_key
+        key: Any = load(data, password=None)
+    except TypeError:  # "password was not given but the private key is encrypted"
+        return None
+    except (ValueError, UnsupportedAlgorithm):
+        raise UsageError(
+            f"{what} {path} is not a private key labctl can read.",
+            hint="Give an OpenSSH or PEM private key (ed25519, ECDSA or RSA), for example ~/.ssh/id_ed25519.",
+        ) from None
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode()
+
+
+def _agent_holds(public_line: str) -> bool:
+    """Whether a running ssh-agent holds the key with this public line (paramiko asks it as ssh does)."""
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return False
+    import base64
+
+    import paramiko
+
+    try:
+        blob = base64.b64decode(public_line.split()[1])
+        return any(k.asbytes() == blob for k in paramiko.Agent().get_keys())
+    except (ValueError, IndexError, paramiko.SSHException, OSError):
+        return False
+
+
+def check_lab_key(name: str, key_path: str | None) -> None:
+    """A lab's recorded login key is still a private key labctl can use; checked before connecting."""
+    if not key_path:
+        return
+    path = Path(key_path)
+    try:
+        public = check_private_key(path, f"The SSH key of lab '{name}',")
+    except UsageError as exc:
+        raise UsageError(
+            exc.message,
+            hint=f"Put the lab's private key back at {path}, or give it with 'labctl up --name {name} --ssh-key "
+            "PATH' (the machine must already accept it).",
+        ) from None
+    pub = path.with_name(path.name + ".pub")
+    if public is None and not (pub.is_file() and _agent_holds(pub.read_text(errors="replace").strip())):
+        raise UsageError(
+            f"The SSH key of lab '{name}', {path}, is protected by a passphrase and no ssh-agent holds it.",
+            hint=NO_PASSPHRASE_HINT.format(path=path),
+        )
 
 
 def forget_lab_keys(lab: str) -> None:

@@ -126,16 +126,7 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 @contextmanager
 def lab_container(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[lab.LabContainer]:
     """The running lab container of a ready lab (started again if it was stopped); the connection closes after."""
-    if record.status == "stopped":
-        raise LabctlError(
-            f"Lab '{record.name}' is stopped.",
-            hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
-        )
-    if record.status != "ready" or not record.container_name:
-        raise LabctlError(
-            f"Lab '{record.name}' is not ready (state: {record.status}).",
-            hint=f"Run 'labctl up --name {record.name}' to finish or repair it.",
-        )
+    record.require_ready()
     with machine_for(record, ui, wait=wait) as machine:
         found = lab.find_container(machine.docker(), record.name)
         if found is None:

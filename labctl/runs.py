@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import tempfile
@@ -243,10 +244,14 @@ class LabRuns:
                     hint=f"Look at {RUNS_DIR / run_id} on the machine ('labctl ssh') and remove the links or "
                     "odd paths there, then 'labctl fetch' again; fetch only unpacks a run into its own folder.",
                 ) from None
+            count = verify_checksums(fetched) if verify else 0  # before the swap: a bad copy never replaces a good one
             if dest.exists():
                 shutil.rmtree(dest)
             fetched.rename(dest)
-        return verify_checksums(dest) if verify else 0
+        return count
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def verify_checksums(run_dir: Path) -> int:
@@ -259,11 +264,22 @@ def verify_checksums(run_dir: Path) -> int:
         )
     count = 0
     bad = []
-    for line in sums.read_text().splitlines():
+    for line in sums.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
-        expected, name = line.split(maxsplit=1)
-        path = run_dir / name.lstrip("*")
+        expected, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        if not _SHA256.match(expected) or not name:
+            raise LabctlError(
+                f"The run's checksum list in {run_dir} has a line labctl cannot read: '{line.strip()[:100]}'.",
+                hint="The machine wrote it, so check the run there ('labctl ssh'); the files on it are untouched.",
+            )
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise LabctlError(
+                f"The run's checksum list in {run_dir} names '{name}', which is outside the run's directory.",
+                hint="No lab run writes that, so check the machine ('labctl ssh') before trusting its results.",
+            )
+        path = run_dir / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
             bad.append(name)
         count += 1

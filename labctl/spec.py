@@ -8,12 +8,12 @@ from pathlib import Path
 
 from labctl.errors import UsageError
 from labctl.state import validate_lab_name
+from labctl.validate import check_allow_ip, check_region, check_shutdown_at, check_size_name, check_subscription
 
 TARGETS = ("azure", "ssh", "local")
 DEFAULT_NAME = "lab"
 DEFAULT_TARGET = "azure"
 DEFAULT_SHUTDOWN = "19:00"
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"
 )
@@ -70,6 +70,20 @@ class LabSpec:
     idle_action: str = "stop"  # stop (deallocate on Azure, the container elsewhere) or shutdown (an SSH host)
     budget: float | None = None  # USD since creation, after which the machine stops itself
 
+    def _check_azure(self) -> None:
+        """What an Azure lab is asked for, checked as typed before anything is planned or created."""
+        from labctl.catalog import choose_sizes
+
+        if self.subscription is not None:
+            check_subscription(self.subscription)
+        if self.region is not None:
+            check_region(self.region)
+        for size in self.sizes:
+            check_size_name(size)
+        choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
+        if self.allow_ip is not None:
+            check_allow_ip(self.allow_ip)
+
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
             raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
@@ -108,6 +122,14 @@ class LabSpec:
                     f"not to --target {self.target}.",
                     hint="Drop them, or use --target azure.",
                 )
+        else:
+            self._check_azure()
+        if self.shutdown_at is not None:
+            check_shutdown_at(self.shutdown_at)
+        if self.ssh_key is not None:
+            from labctl.keys import check_key_pair
+
+            check_key_pair(self.ssh_key.expanduser(), "--ssh-key", need_pub=self.target == "azure")
         if self.idle_action not in ("stop", "shutdown"):
             raise UsageError(
                 f"--idle-action '{self.idle_action}' is not an action labctl knows.",
@@ -117,16 +139,5 @@ class LabSpec:
             raise UsageError(
                 f"--idle-action shutdown applies to --target ssh only, not to --target {self.target}.",
                 hint="On Azure the idle stop deallocates the VM (an OS shutdown would keep billing); drop it.",
-            )
-        if self.shutdown_at is not None and not _HHMM.match(self.shutdown_at):
-            raise UsageError(
-                f"--shutdown-at '{self.shutdown_at}' is not a time of day.",
-                hint="Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
-            )
-        if self.ssh_key is not None and not self.ssh_key.expanduser().is_file():
-            raise UsageError(
-                f"The SSH key {self.ssh_key} does not exist.",
-                hint="Give the path of your private key (its .pub must sit beside it), or leave --ssh-key out "
-                "and labctl makes a key pair for the lab.",
             )
         return self

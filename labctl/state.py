@@ -20,10 +20,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from labctl.errors import NotFound, UsageError
+from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
 
 STATE_ENV = "LABCTL_STATE_DIR"
+STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
+TARGET_KINDS = ("azure", "ssh", "local")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a host name or an address, nothing a shell would read
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
 
 
@@ -106,7 +111,40 @@ class LabRecord:
         if not isinstance(runs, list):
             raise ValueError("'runs' is not a list")
         values["runs"] = [RunRecord(**_checked_fields(RunRecord, r, f"run {i + 1}")) for i, r in enumerate(runs)]
-        return cls(**values)
+        record = cls(**values)
+        record.check_values()
+        return record
+
+    def check_values(self) -> None:
+        """ValueError naming the first value no lab of labctl's could hold (they reach SSH, Docker and paths)."""
+        from labctl.validate import RUN_ID_RE
+
+        problems = [
+            ("status", self.status, self.status in STATUSES),
+            ("target", self.target, self.target in TARGET_KINDS),
+            ("port", self.port, 0 < self.port < 65536),
+            ("jupyter_port", self.jupyter_port, 0 < self.jupyter_port < 65536),
+            ("host", self.host, self.host is None or bool(_HOST_RE.match(self.host))),
+            ("user", self.user, self.user is None or bool(_USER_RE.match(self.user))),
+            ("host_key", self.host_key, self.host_key is None or bool(_HOST_KEY_RE.match(self.host_key))),
+        ]
+        problems += [("run_id", r.run_id, bool(RUN_ID_RE.match(r.run_id)) and ".." not in r.run_id) for r in self.runs]
+        for key, value, ok in problems:
+            if not ok:
+                raise ValueError(f"'{key}' in the lab record is {value!r}, which no lab of labctl's has")
+
+    def require_ready(self) -> None:
+        """NotReady (exit code 3) with the command that makes the lab ready, unless it is ready to use."""
+        if self.status == "stopped":
+            raise NotReady(
+                f"Lab '{self.name}' is stopped (deallocated).",
+                hint=f"'labctl start --name {self.name}' brings it back with the same address and keys.",
+            )
+        if self.status != "ready" or not self.container_name:
+            raise NotReady(
+                f"Lab '{self.name}' is not ready (state: {self.status}).",
+                hint=f"Run 'labctl up --name {self.name}' to finish or repair it.",
+            )
 
     def public_json(self) -> dict[str, Any]:
         """The record without secrets, for ``--json`` output."""
@@ -179,6 +217,7 @@ class StateStore:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else state_dir()
+        self.problems: dict[Path, str] = {}  # why each unreadable file found by ``scan`` could not be read
 
     @property
     def labs_dir(self) -> Path:
@@ -193,7 +232,10 @@ class StateStore:
     def load(self, name: str) -> LabRecord:
         path = self._path(name)
         try:
-            return LabRecord.from_json(json.loads(path.read_text()))
+            record = LabRecord.from_json(json.loads(path.read_text()))
+            if record.name != name:
+                raise ValueError(f"it holds lab '{record.name}', not '{name}'")
+            return record
         except FileNotFoundError:
             raise NotFound(
                 f"There is no lab named '{name}' on this computer.",
@@ -228,8 +270,9 @@ class StateStore:
                 records.append(self.load(path.stem))
             except NotFound:  # removed since the listing (a 'down' running beside this): not a lab any more
                 continue
-            except UsageError:
+            except UsageError as exc:
                 unreadable.append(path)
+                self.problems[path] = exc.message
         return records, unreadable
 
     def list(self) -> list[LabRecord]:
@@ -247,15 +290,16 @@ class StateStore:
         labs, unreadable = self.scan()
         if unreadable:
             one = len(unreadable) == 1
-            files = ("an unreadable state file " if one else "unreadable state files ") + ", ".join(
-                str(p) for p in unreadable
-            )
+            why = " ".join(self.problems.get(p, f"The state file {p} could not be read.") for p in unreadable)
             if labs:
                 known = ", ".join(f"'{r.name}'" for r in labs)
-                message = f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there is {files}"
-                message += ", which may be the lab you mean."
+                message = (
+                    f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there "
+                    f"{'is a state file' if one else 'are state files'} labctl cannot read, which may be the lab "
+                    f"you mean: {why}"
+                )
             else:
-                message = f"There is no readable lab, only {files}."
+                message = f"There is no readable lab. {why}"
             raise UsageError(
                 message,
                 hint=f"Move {'it' if one else 'them'} aside (for Azure labs 'labctl list' finds the lab again "

@@ -21,6 +21,7 @@ def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0, mark: bool = 
         from labctl.machine.local import LocalMachine
 
         return LocalMachine()
+    from labctl.keys import check_lab_key
     from labctl.machine.ssh import SSHMachine
 
     if not record.host or not record.ssh_key_path or not record.host_key:
@@ -33,6 +34,7 @@ def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0, mark: bool = 
             f"Lab '{record.name}' does not record how to reach its machine ({', '.join(missing)} missing).",
             hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
         )
+    check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before any connection
     machine = SSHMachine(
         record.host,
         record.port,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
@@ -60,8 +60,9 @@ def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
 
 
 def _ready(record: LabRecord) -> str:
-    if not record.jupyter_token or not record.container_name:
-        raise UsageError(
+    record.require_ready()
+    if not record.jupyter_token:
+        raise NotReady(
             f"Lab '{record.name}' has no Jupyter container yet.", hint="Run 'labctl up' to finish creating it."
         )
     return record.jupyter_token

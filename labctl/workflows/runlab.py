@@ -17,13 +17,22 @@ from labctl import runs
 from labctl.config import Settings
 from labctl.container import LabContainer
 from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch_probe_argv
-from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab_options import Launch, RunLabOptions, cifarlab_args, launch, result_text, run_result
+from labctl.workflows.runlab_options import (
+    DATA_HINT,
+    DATA_KEYWORDS,
+    MACHINE_PREFIX,
+    Launch,
+    RunLabOptions,
+    cifarlab_args,
+    launch,
+    result_text,
+    run_result,
+)
 
-DATA_KEYWORDS = ("cifar10", "synthetic")
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 
 
@@ -38,9 +47,10 @@ def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
     with ExitStack() as stack:
         try:
             box = stack.enter_context(lab_container(record, ui))
+        except NotReady:
+            raise  # the record already says why (stopped, or not made yet)
         except LabctlError:
-            if record.status != "stopped":  # the record already knows; otherwise ask the target why
-                _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
+            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
             raise
         yield LabRuns(box)
 
@@ -80,17 +90,14 @@ def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[
     data = opts.data or "cifar10"
     if data in DATA_KEYWORDS or data.startswith("synthetic:"):  # synthetic:N sets the number of images
         return data, str(CIFAR_ROOT) if data == "cifar10" else None
-    local = Path(data).expanduser()
-    if local.exists():
-        with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
-            return str(lab_runs.upload_data(local)), None
-    if lab_runs.box.exists(data):
-        return data, None
-    raise UsageError(
-        f"The dataset '{data}' is neither on this computer nor on the machine.",
-        hint="Give 'cifar10' (downloaded on the machine), 'synthetic', or the path of train/<class>/*.jpg as a "
-        "directory, .tar or .tar.gz.",
-    )
+    if data.startswith(MACHINE_PREFIX):
+        remote = data.removeprefix(MACHINE_PREFIX)
+        if not lab_runs.box.exists(remote):
+            raise UsageError(f"--data {data}: there is no {remote} on the lab's machine.", hint=DATA_HINT)
+        return remote, None
+    local = Path(data).expanduser()  # checked to exist by RunLabOptions.check
+    with ui.step(f"Uploading {local.name} to the lab (once per version of the file)"):
+        return str(lab_runs.upload_data(local)), None
 
 
 def _own_notebook(given: str, lab_runs: LabRuns, run_id: str) -> str:
@@ -197,6 +204,7 @@ def _pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
 
 
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
+    opts.check()
     if opts.here:
         from labctl.workflows.runlab_here import run_here
 

@@ -7,6 +7,8 @@ The run in the lab container, ``--notebook`` (whose arguments become the noteboo
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,15 +59,82 @@ class RunLabOptions:
     gpus: int | None = None  # GPUs to train on (one process each, torchrun); None: every GPU the machine has
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
 
+    def check(self) -> RunLabOptions:
+        """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
+        for flag, number in (("--epochs", self.epochs), ("--lr", self.lr)):
+            if number is not None and not (math.isfinite(number) and number > 0):
+                raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size} is not a positive whole number.", hint="E.g. 64.")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed {self.seed} is out of range.", hint="Use a whole number from 0 to 4294967295.")
+        for flag, choice, allowed in (
+            ("--model", self.model, MODELS),
+            ("--optimizer", self.optimizer, OPTIMIZERS),
+            ("--device", self.device, DEVICES),
+        ):
+            if choice is not None and choice not in allowed:
+                raise UsageError(f"{flag} '{choice}' is not one of {', '.join(allowed)}.", hint="Pick one of them.")
+        if self.gpus is not None and self.gpus < 1:
+            raise UsageError(f"--gpus {self.gpus} is not a number of GPUs.", hint="Use 1 or more, or leave it out.")
+        if self.notebook and self.gpus is not None:
+            raise UsageError(
+                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
+                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
+            )
+        if self.notebook and (self.model != "tutorial" or self.optimizer is not None):
+            raise UsageError(
+                "--notebook runs the tutorial as written: the tutorial model with SGD.",
+                hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
+            )
+        check_data(self.data, here=self.here)
+        parse_sets(self.extra)
+        return self
+
+
+MODELS = ("tutorial", "fast")
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DATA_KEYWORDS = ("cifar10", "synthetic")
+MACHINE_PREFIX = "machine:"  # --data machine:PATH: data already on the lab's machine, not on this computer
+_SET_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+DATA_HINT = (
+    "Give cifar10 (downloaded on the machine), synthetic or synthetic:N (N >= 20 images), the path of "
+    "train/<class>/*.jpg on this computer (a directory, .tar or .tar.gz), or machine:PATH for data already on "
+    "the lab's machine."
+)
+
+
+def check_data(data: str | None, *, here: bool = False) -> None:
+    """``--data``: a keyword, synthetic:N, a path that exists here, or (for a lab) machine:PATH."""
+    if data is None or data in DATA_KEYWORDS:
+        return
+    if data.startswith("synthetic:"):
+        count = data.removeprefix("synthetic:")
+        if not count.isdigit() or int(count) < 20:
+            raise UsageError(
+                f"--data {data}: N in synthetic:N must be a number of images, 20 or more.", hint="E.g. synthetic:2000."
+            )
+        return
+    if data.startswith(MACHINE_PREFIX) and not here and data.removeprefix(MACHINE_PREFIX).strip():
+        return
+    if not data.strip() or not Path(data).expanduser().exists():
+        raise UsageError(f"--data '{data}' is neither a dataset keyword nor a path on this computer.", hint=DATA_HINT)
+
 
 def parse_sets(items: list[str]) -> dict[str, str]:
     """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
     values: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set '{item}' is not KEY=VALUE.", hint="For example --set max_steps=100.")
-        values[key.strip().replace("-", "_")] = value.strip()
+        if not sep or not _SET_KEY.match(key):
+            raise UsageError(
+                f"--set '{item}' is not KEY=VALUE with a KEY of letters, digits, '_' or '-'.",
+                hint="For example --set max_steps=100.",
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UsageError(f"--set {key}=... holds a control character (a newline?).", hint="Give a plain value.")
+        values[key.replace("-", "_")] = value.strip()
     return values
 
 

@@ -16,9 +16,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.files import write_private
 from labctl.hostkeys import known_hosts_name, normalize
+from labctl.keys import check_lab_key
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 
@@ -32,8 +33,10 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
             f"Lab '{record.name}' runs on this computer; there is no machine to log in to.",
             hint=f"For a shell in the lab container: docker exec -it labctl-{record.name} bash",
         )
+    if record.status == "stopped":
+        record.require_ready()  # says how to start it
     if not record.host or not record.ssh_key_path or not record.host_key:
-        raise UsageError(
+        raise NotReady(
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
         )
@@ -85,6 +88,7 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="labctl-ssh-") as tmp:
         known_hosts = Path(tmp) / "known_hosts"
         command = ssh_command(record, known_hosts, remote_command)
+        check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before ssh starts
         write_known_hosts(record, known_hosts)
         return subprocess.call(command)
 

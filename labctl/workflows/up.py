@@ -125,8 +125,9 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
         # machines: then it may have created some of it already, and the record is what `down` removes.
         record = record if get_target(record.target).owns_machine else None
     if record is None:
+        # Not saved yet: the target saves it just before it creates the first thing `down` would have to remove,
+        # so an `up` that stops before that (no login, no quota, an unreachable host) leaves no lab behind.
         record = LabRecord(name=spec.name, target=spec.target, gpu=spec.gpu, image=spec.image)
-        store.save(record)
     else:
         if record.target != spec.target:
             raise UsageError(

@@ -112,7 +112,9 @@ def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.Strin
 
 
 def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path: Path, lab: str) -> None:  # noqa: F811
-    up = _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes")
+    # The fake VM's sshd listens on this computer's loopback, and the fake ARM does not filter traffic, so the
+    # rule's source is a documentation address: a loopback one is refused, as it could never reach a real VM.
+    up = _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes")
     assert up.exit_code == 0, up.output
     assert "labctl open" in up.stdout and "labctl run-lab" in up.stdout
     record = StateStore().load(lab)
@@ -120,7 +122,7 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     token = record.jupyter_token
     assert token and len(token) >= 64  # at least 256 random bits, hex
     assert token not in up.output  # `up` never shows it; `open` does
-    assert _ssh_rules(arm_env) == [("Allow", "22", "127.0.0.1/32")]  # nothing but SSH, from one source
+    assert _ssh_rules(arm_env) == [("Allow", "22", "203.0.113.7/32")]  # nothing but SSH, from one source
 
     # open: a tunnel to Jupyter on the machine's loopback; Jupyter answers with the token, refuses without.
     thread, stop, said, outcome = _hold_tunnel(free_port())
@@ -174,7 +176,7 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     tmp_path: Path,
     lab: str,
 ) -> None:
-    assert _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes").exit_code == 0
+    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
     # Long enough (about half a minute) to still be training after the outage below.
     long_run = ["--data", "synthetic:6000", "--epochs", "3", "--batch-size", "8", "--set", "log_every=0"]
     started = _cli("run-lab", "--detach", "--json", *long_run)

@@ -21,7 +21,7 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
     AzureTarget().power_off(record)  # what the 19:00 schedule does
 
     result = CliRunner().invoke(app, ["logs"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not ready: deallocated
     assert "is deallocated" in result.output and "labctl start --name lab" in result.output
     assert "Traceback" not in result.output
 
@@ -29,4 +29,4 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
     stopped.status = "stopped"
     StateStore().save(stopped)
     again = CliRunner().invoke(app, ["fetch"])
-    assert again.exit_code == 1 and "is stopped" in again.output and "labctl start" in again.output
+    assert again.exit_code == 3 and "is stopped" in again.output and "labctl start" in again.output

@@ -27,14 +27,14 @@ def test_allow_ip_normalises_to_a_cidr(given: str, expected: str) -> None:
     assert parse_allow_ip(given) == expected
 
 
-@pytest.mark.parametrize("given", ["0.0.0.0/0", "::/0"])
+@pytest.mark.parametrize("given", ["0.0.0.0/0"])
 def test_allow_ip_refuses_the_whole_internet_unless_typed_out(given: str) -> None:
     with pytest.raises(UsageError, match="whole internet"):
         parse_allow_ip(given)
     assert parse_allow_ip("any") == "*"
 
 
-@pytest.mark.parametrize("given", ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "2001::/16", "2000::/31"])
+@pytest.mark.parametrize("given", ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "64.0.0.0/3"])
 def test_allow_ip_refuses_a_large_part_of_the_internet_unless_typed_out(given: str) -> None:
     with pytest.raises(UsageError) as caught:
         parse_allow_ip(given)
@@ -42,12 +42,18 @@ def test_allow_ip_refuses_a_large_part_of_the_internet_unless_typed_out(given: s
     assert "large part of the internet" in text and "--allow-ip any" in text
 
 
-@pytest.mark.parametrize(("given", "expected"), [("10.0.0.0/8", "10.0.0.0/8"), ("2001:db8::/32", "2001:db8::/32")])
+@pytest.mark.parametrize(("given", "expected"), [("10.0.0.0/8", "10.0.0.0/8"), ("10.1.2.3/8", "10.0.0.0/8")])
 def test_allow_ip_accepts_the_widest_allowed_range(given: str, expected: str) -> None:
     assert parse_allow_ip(given) == expected
 
 
-@pytest.mark.parametrize("source", ["10.0.0.0/8", "198.51.0.0/16", "203.0.112.0/23", "2001:db8::/48"])
+@pytest.mark.parametrize("given", ["::/0", "2001:db8::/32", "2001:db8::1", "::1"])
+def test_allow_ip_refuses_ipv6_since_the_vm_has_an_ipv4_address_only(given: str) -> None:
+    with pytest.raises(UsageError, match="IPv6"):
+        parse_allow_ip(given)
+
+
+@pytest.mark.parametrize("source", ["10.0.0.0/8", "198.51.0.0/16", "203.0.112.0/23"])
 def test_wide_allowed_range_is_warned_about_in_the_plan(source: str) -> None:
     assert breadth_warning(source) is not None
     plan = make_plan(LabSpec(name="lab", allow_ip=source).validate())

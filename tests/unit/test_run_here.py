@@ -80,11 +80,11 @@ def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--epochs", "-1"], "--epochs must be positive"),
-        (["--optimizer", "rmsprop"], "--optimizer must be sgd or adamw"),
+        (["--epochs", "-1"], "--epochs -1 is not a positive number"),
+        (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'sgd', 'adamw'"),
         (["--set", "nonsense"], "is not KEY=VALUE"),
         (["--set", "wings=2"], "unknown training option 'wings'"),
-        (["--model", "resnet50"], "unknown model 'resnet50'"),
+        (["--model", "resnet50"], "'resnet50' is not one of 'tutorial', 'fast'"),
         (["--detach"], "--detach only applies"),
     ],
 )
@@ -97,7 +97,7 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], expected:
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "cifar.tar.gz"
     result = runner.invoke(app, ["run-lab", "--here", "--data", str(missing), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad input, refused before anything is imported or trained
     assert str(missing) in result.output and "train/<class>/*.jpg" in result.output
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure.record import azure_data
@@ -204,7 +204,7 @@ class AzureTarget:
             return None
         shutdown = azure_data(record).get("shutdown_at")
         why = f" (its auto-shutdown is at {shutdown})" if shutdown else ""
-        return LabctlError(
+        return NotReady(
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )

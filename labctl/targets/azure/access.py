@@ -9,43 +9,19 @@ from typing import Any
 
 from labctl.errors import LabctlError, UsageError
 from labctl.targets.azure import settings
+from labctl.validate import check_allow_ip
 
 SSH_PORT = 22
 
 
-# Ranges wider than these are refused unless the user types '--allow-ip any': a /1 is half the internet, and
-# showing it as "SSH from 0.0.0.0/1 only" would hide that. Between the refusal and the warning limits the
-# range is allowed (a campus or company network) but called out, since it is far more than one machine.
-REFUSE_WIDER_THAN = {4: 8, 6: 32}
+# Ranges wider than these get a warning: allowed (a campus or company network), but far more than one machine.
+# Wider than labctl.validate.REFUSE_WIDER_THAN is refused unless the user types '--allow-ip any'.
 WARN_WIDER_THAN = {4: 24, 6: 56}
 
 
 def parse_allow_ip(text: str) -> str:
-    """A CIDR the NSG may admit. 'any' must be typed out to open SSH to the whole internet or most of it."""
-    value = text.strip()
-    if value.lower() == "any":
-        return "*"
-    try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise UsageError(
-            f"--allow-ip '{text}' is not an IP address or CIDR range.",
-            hint="Give your address (203.0.113.7) or a range (203.0.113.0/24); 'any' opens SSH to everyone.",
-        ) from None
-    if net.prefixlen == 0:
-        raise UsageError(
-            f"--allow-ip {text} would open SSH to the whole internet.",
-            hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
-        )
-    limit = REFUSE_WIDER_THAN[net.version]
-    if net.prefixlen < limit:
-        raise UsageError(
-            f"--allow-ip {text} covers {net.num_addresses:,} addresses, a large part of the internet; "
-            f"labctl refuses ranges wider than /{limit} so that SSH is not opened that far by mistake.",
-            hint=f"Give your own address or a range of /{limit} or narrower, "
-            "or type '--allow-ip any' if you really mean everyone.",
-        )
-    return str(net)
+    """A CIDR the NSG may admit ('*' for 'any'); see ``labctl.validate.check_allow_ip`` for what is refused."""
+    return check_allow_ip(text, "--allow-ip")
 
 
 def breadth_warning(source: str) -> str | None:

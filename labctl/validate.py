@@ -1,0 +1,235 @@
+"""Checks of what a user types or sets, made before anything is created, uploaded or connected to.
+
+Each check names the value as it was given and where it came from (``what``: a flag such as ``--region``, a
+variable such as ``LABCTL_SSH_PORT``, or ``region in /path/config.toml``), says what would work instead, and
+raises a ``UsageError`` (exit code 2). They are pure: no network, no cloud, no SSH.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from labctl.errors import UsageError
+
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
+SIZE_RE = re.compile(r"^[A-Za-z0-9_]{2,64}$")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Azure's rule for a Linux VM's admin user name. (Azure also refuses some names such as root or admin when the
+# VM is created; they are not refused here, since tests log in to a stand-in VM as the local user, root in CI.)
+ADMIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
+# Ranges wider than these are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
+REFUSE_WIDER_THAN = {4: 8, 6: 32}
+
+
+def _blank(value: str, what: str) -> None:
+    if not value.strip():
+        raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
+
+
+def check_subscription(value: str, what: str = "--subscription") -> str:
+    _blank(value, what)
+    if not GUID_RE.match(value.strip()):
+        raise UsageError(
+            f"{what} '{value}' is not an Azure subscription id.",
+            hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
+        )
+    return value.strip()
+
+
+def check_region(value: str, what: str = "--region") -> str:
+    """A region name as Azure spells it (any case), or 'auto'."""
+    _blank(value, what)
+    if value.lower() != "auto" and not REGION_RE.match(value.lower()):
+        raise UsageError(
+            f"{what} '{value}' is not an Azure region name.",
+            hint="Use a name like eastus, westeurope or westus2, without spaces "
+            "('az account list-locations -o table' lists them), or auto.",
+        )
+    return value.lower()
+
+
+def check_size_name(value: str, what: str = "--size") -> str:
+    _blank(value, what)
+    if not SIZE_RE.match(value.strip()):
+        raise UsageError(
+            f"labctl does not know the VM size '{value}' ({what}): Azure's size names are letters, digits and '_'.",
+            hint="Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); "
+            "'labctl up --help' names the common ones.",
+        )
+    return value.strip()
+
+
+def check_shutdown_at(value: str, what: str = "--shutdown-at") -> str:
+    _blank(value, what)
+    if not HHMM_RE.match(value):
+        raise UsageError(
+            f"{what} '{value}' is not a time of day.",
+            hint="Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
+        )
+    return value
+
+
+def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
+    """The CIDR a lab's SSH rule may admit ('*' for 'any'); refused when it could never reach an IPv4 VM."""
+    _blank(text, what)
+    value = text.strip()
+    if value.lower() == "any":
+        return "*"
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise UsageError(
+            f"{what} '{text}' is not an IP address or CIDR range.",
+            hint="Give your address (203.0.113.7) or a range (203.0.113.0/24); 'any' opens SSH to everyone.",
+        ) from None
+    if net.version == 6:
+        raise UsageError(
+            f"{what} {text} is IPv6, but the lab's VM has only a public IPv4 address, so SSH from there "
+            "would never arrive.",
+            hint="Give your public IPv4 address or range, or leave the setting out and labctl finds your address.",
+        )
+    problem = _unreachable(net)
+    if problem:
+        raise UsageError(
+            f"{what} {text} is {problem}, which can never reach a VM on the internet.",
+            hint="Give your public IPv4 address (what https://api.ipify.org shows) or range, or leave the "
+            "setting out and labctl finds your address.",
+        )
+    if net.prefixlen == 0:
+        raise UsageError(
+            f"{what} {text} would open SSH to the whole internet.",
+            hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
+        )
+    limit = REFUSE_WIDER_THAN[net.version]
+    if net.prefixlen < limit:
+        raise UsageError(
+            f"{what} {text} covers {net.num_addresses:,} addresses, a large part of the internet; labctl refuses "
+            f"ranges wider than /{limit} so that SSH is not opened that far by mistake.",
+            hint=f"Give your own address or a range of /{limit} or narrower, "
+            "or type '--allow-ip any' if you really mean everyone.",
+        )
+    return str(net)
+
+
+def _unreachable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
+    if net.prefixlen == 0:
+        return None  # the whole internet: said on its own
+    for problem, test in (
+        ("a loopback address (this computer talking to itself)", net.is_loopback),
+        ("link-local (valid on one network segment only)", net.is_link_local),
+        ("a multicast address", net.is_multicast),
+        ("the unspecified address, not a host", net.is_unspecified),
+        ("reserved or broadcast, not assigned to any host", net.is_reserved),
+    ):
+        if test:
+            return problem
+    return None
+
+
+def check_run_id(value: str, what: str = "RUN") -> str:
+    """A run id (or the start of one) as labctl makes them: no paths, no spaces."""
+    if not RUN_ID_RE.match(value) or ".." in value:
+        raise UsageError(
+            f"{what} '{value}' is not a run id.",
+            hint="Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
+        )
+    return value
+
+
+def check_port(text: str, what: str) -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536 or not text.strip().isdigit():
+        raise UsageError(f"{what} '{text}' is not a port number.", hint="Use a whole number from 1 to 65535.")
+    return port
+
+
+def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
+    if not ADMIN_RE.match(value):
+        raise UsageError(
+            f"{what} '{value}' is not a user name Azure accepts for a VM's administrator.",
+            hint="Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); "
+            "or unset it for the default, azureuser.",
+        )
+    return value
+
+
+def check_url(value: str, what: str, schemes: tuple[str, ...] = ("https",)) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in schemes or not parts.hostname:
+        raise UsageError(
+            f"{what} '{value}' is not an {' or '.join(schemes)} URL.",
+            hint=f"Give a URL such as {schemes[0]}://example.com/, or unset it for the default.",
+        )
+    return value.strip()
+
+
+def check_seconds(text: str, what: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"{what} '{text}' is not a number of seconds.", hint="Use a number such as 2 or 0.5.")
+    return number
+
+
+def check_yes_no(text: str, what: str) -> str:
+    if text.strip().lower() not in BOOL_WORDS:
+        raise UsageError(f"{what} '{text}' is neither yes nor no.", hint="Use 1 or 0 (or yes/no, true/false).")
+    return text
+
+
+def check_directory(text: str, what: str) -> str:
+    _blank(text, what)
+    if Path(text).expanduser().exists() and not Path(text).expanduser().is_dir():
+        raise UsageError(f"{what} '{text}' is not a directory.", hint="Point it at a directory, or unset it.")
+    return text
+
+
+def check_file(text: str, what: str) -> str:
+    if Path(text).expanduser().exists() and not Path(text).expanduser().is_file():
+        raise UsageError(f"{what} '{text}' is not a file.", hint="Point it at a TOML file, or unset it.")
+    return text
+
+
+# Variables labctl reads besides the settings (whose values labctl.config checks).
+ENV_CHECKS: dict[str, Callable[[str, str], object]] = {
+    "LABCTL_SSH_PORT": check_port,
+    "LABCTL_ADMIN_USER": check_admin_user,
+    "LABCTL_ARM_ENDPOINT": check_url,
+    "LABCTL_IP_ECHO_URL": check_url,
+    "LABCTL_PRICES_URL": lambda v, w: check_url(v, w, ("https", "http")),
+    "LABCTL_POLL_INTERVAL": check_seconds,
+    "LABCTL_RETRY_BACKOFF": check_seconds,
+    "LABCTL_RETRY_AFTER_MAX": check_seconds,
+    "LABCTL_OPERATION_TIMEOUT": check_seconds,
+    "LABCTL_LOCK_WAIT": check_seconds,
+    "LABCTL_PREWARM_POLL": check_seconds,
+    "LABCTL_ACCEPT_IMAGE_TERMS": check_yes_no,
+    "LABCTL_MANAGED_IDENTITY": check_yes_no,
+    "LABCTL_CACHE_DIR": check_directory,
+    "LABCTL_STATE_DIR": check_directory,
+    "LABCTL_CONFIG": check_file,
+    "AZURE_SUBSCRIPTION_ID": check_subscription,
+}
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Every variable labctl reads, when set, holds something labctl can use."""
+    env = os.environ if environ is None else environ
+    for name, check in ENV_CHECKS.items():
+        value = env.get(name)
+        if value:
+            check(value, name)
