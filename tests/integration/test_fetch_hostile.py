@@ -81,5 +81,5 @@ def test_crafted_archives_never_write_outside(tmp_path: Path, member: tuple[tarf
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(UnsafeArchive), _tar((_entry("run", tarfile.DIRTYPE), None), member) as tar:
-        _extract_safely(tar, dest)
+        _extract_safely(tar, dest, "run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]

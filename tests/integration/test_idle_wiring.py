@@ -105,7 +105,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     prices: RetailPrices,
     lab: str,
 ) -> None:
-    up = _cli("up", "--name", lab, "--allow-ip", "127.0.0.1/32", "--yes", "--idle-stop", "45", "--budget", "500")
+    up = _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes", "--idle-stop", "45", "--budget", "500")
     assert up.exit_code == 0, up.output
     assert "Idle agent (azure): stops the lab after 45 idle minutes" in up.stdout
     record = StateStore().load(lab)
@@ -184,7 +184,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
 
 def test_a_contributor_asking_for_idle_stop_is_refused_before_anything_is_created(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.caller_role = "Contributor"
-    refused = _cli("up", "--name", "lab", "--allow-ip", "127.0.0.1/32", "--idle-stop", "30")
+    refused = _cli("up", "--name", "lab", "--allow-ip", "203.0.113.7/32", "--idle-stop", "30")
     assert refused.exit_code != 0
     assert "Microsoft.Authorization/roleAssignments/write" in refused.output
     assert "Owner or User Access Administrator" in refused.output and "Nothing was created" in refused.output
@@ -193,7 +193,7 @@ def test_a_contributor_asking_for_idle_stop_is_refused_before_anything_is_create
 
 def test_a_contributor_by_default_gets_the_lab_without_identity_or_role(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.caller_role = "Contributor"
-    record = provision("lab", idle_stop=60.0, allow_ip="127.0.0.1/32")
+    record = provision("lab", idle_stop=60.0, allow_ip="203.0.113.7/32")
     [vm_id] = arm_env.resource_ids("virtualMachines")
     assert "identity" not in (arm_env.get(vm_id) or {})
     assert arm_env.role_definitions == {} and arm_env.role_assignments == {}
@@ -203,7 +203,7 @@ def test_a_contributor_by_default_gets_the_lab_without_identity_or_role(arm_env:
 
 def test_the_assignment_waits_for_the_new_identity_to_replicate(arm_env: FakeArm) -> None:  # noqa: F811
     fault = arm_env.inject(method="PUT", path="roleassignments/", status=400, code="PrincipalNotFound", times=2)
-    record = provision("lab", idle_stop=60.0, allow_ip="127.0.0.1/32")
+    record = provision("lab", idle_stop=60.0, allow_ip="203.0.113.7/32")
     assert fault.hits == 2 and record.idle.get("granted") is True
     [assignment] = arm_env.role_assignments.values()
     assert assignment["properties"]["scope"].endswith("/virtualMachines/" + record.target_data["vm_name"])
@@ -262,9 +262,9 @@ def test_this_computer_gets_no_agent_and_is_told_why(lab_name: str, lab_image: s
 
 def test_a_size_the_subscription_offers_is_taken_even_when_the_catalog_lacks_it(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.regions["eastus"].limits["standardndsh100v5family"] = 96
-    record = provision("lab", sizes=["ND96isr_H100_v5"], allow_ip="127.0.0.1/32")
+    record = provision("lab", sizes=["ND96isr_H100_v5"], allow_ip="203.0.113.7/32")
     [vm_id] = arm_env.resource_ids("virtualMachines")
     assert (arm_env.get(vm_id) or {})["properties"]["hardwareProfile"]["vmSize"] == "Standard_ND96isr_H100_v5"
     assert record.gpu is True and record.target_data["usd_per_hour"] == 0.0  # shape from the SKU; price unknown
-    missing = _cli("up", "--name", "other", "--size", "Standard_NV9zz_v9", "--allow-ip", "127.0.0.1/32")
+    missing = _cli("up", "--name", "other", "--size", "Standard_NV9zz_v9", "--allow-ip", "203.0.113.7/32")
     assert missing.exit_code != 0 and "Standard_NV9zz_v9 is not offered in eastus" in missing.output
