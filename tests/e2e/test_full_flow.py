@@ -362,3 +362,58 @@ def test_data_kernel_and_live_progress(
 
     assert _cli("down", "--yes").exit_code == 0
     assert _nothing_left(arm_env)
+
+
+def _lacks_torchvision(docker_client: Any, image: str) -> str | None:
+    """Why the lab image cannot run the notebook (it imports torchvision), or None when it can."""
+    import docker.errors
+
+    try:
+        docker_client.containers.run(image, ["python", "-c", "import torchvision"], remove=True, stderr=True)
+    except docker.errors.ContainerError as exc:
+        last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        return f"the lab image {image} cannot import torchvision, which the notebook needs: {' '.join(last)}"
+    return None
+
+
+def test_notebook_runs_on_the_lab(
+    vm: list[SSHServer],
+    arm_env: FakeArm,  # noqa: F811
+    tmp_path: Path,
+    lab: str,
+    docker_client: Any,
+    lab_image: str,
+) -> None:
+    # The stand-in for the pytorch base image has a CPU torch; torchvision comes only with a CPU wheel of it.
+    reason = _lacks_torchvision(docker_client, lab_image)
+    if reason:
+        pytest.skip(reason)
+    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
+    # --notebook: the tutorial notebook runs headless on the lab, tiny, and its executed copy comes back.
+    notebook = _cli(
+        "run-lab",
+        "--notebook",
+        "--data",
+        "synthetic:64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--set",
+        "max_steps=4",
+        "--set",
+        "workers=0",
+        "--set",
+        "print_every=1",
+    )
+    assert notebook.exit_code == 0, notebook.output
+    assert "Overall accuracy:" in notebook.stdout and "Accuracy per class" in notebook.stdout
+    record = StateStore().load(lab).runs[-1]
+    assert record.state == "succeeded" and record.fetched_to
+    executed = list(Path(record.fetched_to).rglob("first_pytorch_classifier*.ipynb"))
+    assert executed, sorted(p.name for p in Path(record.fetched_to).rglob("*"))
+    cells = json.loads(executed[0].read_text())["cells"]
+    assert any(cell.get("outputs") for cell in cells if cell["cell_type"] == "code")
+
+    assert _cli("down", "--yes").exit_code == 0
+    assert _nothing_left(arm_env)
