@@ -169,16 +169,30 @@ def _last_run(data: dict[str, Any]) -> str:
     return f"{latest['run_id']} {latest['state']}" + (f" {float(acc) * 100:.1f}%" if acc is not None else "")
 
 
+def _idle_cell(data: dict[str, Any]) -> str:
+    """How long the lab has been idle, from its idle agent; else what the agent is (off, not installed...)."""
+    minutes = data.get("idle_stop_minutes")
+    idle_for = _hours(data.get("idle_for_seconds"))
+    if idle_for:
+        return idle_for + (" (stop off)" if minutes == 0 else "")
+    if minutes == 0:
+        return "stop off"
+    agent = data.get("idle_agent")
+    if isinstance(agent, str) and agent.startswith(("not installed", "unreadable")):
+        return agent.split(" (")[0]
+    return "not idle" if data.get("idle_checked_at") else "-"
+
+
 def render_table(labs: list[dict[str, Any]]) -> str:
-    """name, target, size, state, $/h and last run of every lab, as a rich table in plain text."""
+    """name, target, size, state, $/h, spend, idle and last run of every lab, as a rich table in plain text."""
     import io
 
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="Labs", title_justify="left")
-    for column in ("name", "target", "size", "state", "$/h", "last run"):
-        table.add_column(column, justify="right" if column == "$/h" else "left")
+    for column in ("name", "target", "size", "state", "$/h", "spend", "idle", "last run"):
+        table.add_column(column, justify="right" if column in ("$/h", "spend") else "left")
     for data in labs:
         state = str(data.get("power_state") or data.get("state") or "-")
         if data.get("error"):
@@ -190,8 +204,10 @@ def render_table(labs: list[dict[str, Any]]) -> str:
             str(size),
             state,
             _money(data.get("usd_per_hour")) or "-",
+            _money(data.get("spend_so_far_usd")) or "-",
+            _idle_cell(data),
             _last_run(data),
         )
-    buffer = io.StringIO()
-    Console(file=buffer, width=120, color_system=None, force_terminal=False, highlight=False).print(table)
+    buffer = io.StringIO()  # wide enough that no cell wraps: the table is only as wide as its contents
+    Console(file=buffer, width=200, color_system=None, force_terminal=False, highlight=False).print(table)
     return buffer.getvalue().rstrip()

@@ -219,3 +219,201 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
 
     assert _cli("down", "--yes").exit_code == 0
     assert _nothing_left(arm_env)
+
+
+def _tunnel_base(thread: threading.Thread, said: io.StringIO) -> str:
+    """The tunnel's Jupyter address (http://127.0.0.1:PORT), once `open` prints it."""
+    deadline = time.monotonic() + 60
+    while "http://" not in said.getvalue() and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    url = next(line for line in said.getvalue().splitlines() if line.startswith("http://"))
+    return url.split("/lab?")[0]
+
+
+def _api(method: str, url: str, token: str) -> tuple[int, Any]:
+    body = b"{}" if method == "POST" else None
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        raw = reply.read()
+        return int(reply.status), json.loads(raw) if raw else {}
+
+
+def _execute(ws_url: str, code: str, timeout: float = 180) -> str:
+    """Run ``code`` in the kernel behind ``ws_url`` (its channels websocket); return what it printed."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    async def go() -> str:
+        conn = await asyncio.wait_for(websocket_connect(ws_url), timeout=60)
+        msg_id, printed = uuid.uuid4().hex, []
+        header = {"msg_id": msg_id, "username": "e2e", "session": uuid.uuid4().hex, "date": ""}
+        content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+        request = {
+            "header": {**header, "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "channel": "shell",
+            "buffers": [],
+        }
+        await conn.write_message(json.dumps(request))
+        while True:
+            raw = await asyncio.wait_for(conn.read_message(), timeout=timeout)
+            assert raw is not None, "the kernel's websocket closed before the cell finished"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                printed.append(msg["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                conn.close()
+                return "".join(printed)
+
+    return asyncio.run(go())
+
+
+def _image_folder(root: Path, classes: tuple[str, ...], per_class: int) -> Path:
+    """train/<class>/*.jpg of small solid-ish images, a different colour per class."""
+    from PIL import Image
+
+    for k, name in enumerate(classes):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            colour = (200 * (k == 0) + i, 200 * (k == 1) + i, 40)
+            Image.new("RGB", (32, 32), colour).save(folder / f"{i:04d}.jpg")
+    return root
+
+
+def _progress_while_running(run_id: str) -> tuple[str, str]:
+    """Follow a detached run from another process; at its first progress line, ask the lab for the run's state."""
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "labctl", "logs", "--follow", run_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert follower.stdout is not None
+    try:
+        for line in follower.stdout:
+            if " step " in line and " loss " in line:
+                runs = _cli("runs", "--json")
+                assert runs.exit_code == 0, runs.output
+                [state] = [r["state"] for r in _json(runs)["runs"] if r["run_id"] == run_id]
+                return line, state
+        raise AssertionError(
+            f"no progress line arrived; the follower said: {follower.stderr.read()[-2000:] if follower.stderr else ''}"
+        )
+    finally:
+        follower.communicate(timeout=300)
+        assert follower.returncode == 0
+
+
+def test_data_kernel_and_live_progress(
+    vm: list[SSHServer],
+    arm_env: FakeArm,  # noqa: F811
+    tmp_path: Path,
+    lab: str,
+) -> None:
+    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
+    token = StateStore().load(lab).jupyter_token
+    assert token
+
+    # Progress streams while the run trains: a progress line arrives while the lab still says "running".
+    long_run = ["--data", "synthetic:4000", "--epochs", "2", "--batch-size", "8", "--set", "log_every=1"]
+    started = _cli("run-lab", "--detach", "--json", *long_run)
+    assert started.exit_code == 0, started.output
+    run_id = _json(started)["run_id"]
+    line, state = _progress_while_running(run_id)
+    assert state == "running", line
+    assert _cli("fetch", run_id).exit_code == 0
+
+    # A cell runs in a Jupyter kernel reached through the SSH tunnel, and the kernel goes when asked.
+    thread, stop, said, _ = _hold_tunnel(free_port())
+    try:
+        base = _tunnel_base(thread, said)
+        code, kernel = _api("POST", f"{base}/api/kernels", token)
+        assert code == 201, kernel
+        ws = base.replace("http://", "ws://") + f"/api/kernels/{kernel['id']}/channels?token={token}"
+        printed = _execute(ws, "import torch; print(torch.__version__, 6 * 7)")
+        assert printed.split()[-1] == "42", printed
+        assert _api("DELETE", f"{base}/api/kernels/{kernel['id']}", token)[0] == 204
+        assert kernel["id"] not in [k["id"] for k in _api("GET", f"{base}/api/kernels", token)[1]]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+    # --data PATH: a folder on this computer goes up to the lab, and the run trains on its classes and images.
+    pets = _image_folder(tmp_path / "pets", ("cat", "dog"), 16)
+    run = _cli("run-lab", "--data", str(pets), "--epochs", "1", "--batch-size", "8", "--set", "log_every=0")
+    assert run.exit_code == 0, run.output
+    results = Path(StateStore().load(lab).runs[-1].fetched_to or "")
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["classes"] == ["cat", "dog"]
+    assert metrics["data"]["n_train"] + metrics["data"]["n_test"] == 32 and metrics["data"]["n_test"] > 0
+    assert "pets" in metrics["data"]["source"]
+
+    assert _cli("down", "--yes").exit_code == 0
+    assert _nothing_left(arm_env)
+
+
+def _lacks_torchvision(docker_client: Any, image: str) -> str | None:
+    """Why the lab image cannot run the notebook (it imports torchvision), or None when it can."""
+    import docker.errors
+
+    try:
+        docker_client.containers.run(image, ["python", "-c", "import torchvision"], remove=True, stderr=True)
+    except docker.errors.ContainerError as exc:
+        last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
+        return f"the lab image {image} cannot import torchvision, which the notebook needs: {' '.join(last)}"
+    return None
+
+
+def test_notebook_runs_on_the_lab(
+    vm: list[SSHServer],
+    arm_env: FakeArm,  # noqa: F811
+    tmp_path: Path,
+    lab: str,
+    docker_client: Any,
+    lab_image: str,
+) -> None:
+    # The stand-in for the pytorch base image has a CPU torch; torchvision comes only with a CPU wheel of it.
+    reason = _lacks_torchvision(docker_client, lab_image)
+    if reason:
+        pytest.skip(reason)
+    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
+    # --notebook: the tutorial notebook runs headless on the lab, tiny, and its executed copy comes back.
+    notebook = _cli(
+        "run-lab",
+        "--notebook",
+        "--data",
+        "synthetic:64",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--set",
+        "max_steps=4",
+        "--set",
+        "workers=0",
+        "--set",
+        "print_every=1",
+    )
+    assert notebook.exit_code == 0, notebook.output
+    assert "Overall accuracy:" in notebook.stdout and "Accuracy per class" in notebook.stdout
+    record = StateStore().load(lab).runs[-1]
+    assert record.state == "succeeded" and record.fetched_to
+    executed = list(Path(record.fetched_to).rglob("first_pytorch_classifier*.ipynb"))
+    assert executed, sorted(p.name for p in Path(record.fetched_to).rglob("*"))
+    cells = json.loads(executed[0].read_text())["cells"]
+    assert any(cell.get("outputs") for cell in cells if cell["cell_type"] == "code")
+
+    assert _cli("down", "--yes").exit_code == 0
+    assert _nothing_left(arm_env)

@@ -138,6 +138,6 @@ def test_status_of_several_labs_is_one_table(local_lab: str) -> None:
     assert any(local_lab in line and "local" in line for line in lines)
     assert any("elsewhere" in line and "ssh" in line and "unreachable" in line for line in lines)
     header = next(line for line in lines if "name" in line and "target" in line)
-    assert all(word in header for word in ("size", "state", "$/h", "last run"))
+    assert all(word in header for word in ("size", "state", "$/h", "spend", "idle", "last run"))
     as_json = runner.invoke(app, ["status", "--json"])
     assert sorted(lab["name"] for lab in json.loads(as_json.stdout)["labs"]) == sorted([local_lab, "elsewhere"])
