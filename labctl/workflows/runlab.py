@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -226,23 +227,46 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
         store.save(record)
         ui.info(f"Run {run_id} started on lab '{record.name}': {start.summary}.")
-        if opts.detach:
-            text = (
-                f"Run {run_id} is training on the machine.\n"
-                f"  labctl logs --follow {run_id}   # watch it\n"
-                f"  labctl fetch {run_id}           # bring the results back when it is done"
-            )
-            return Outcome({"run_id": run_id, "state": "running"}, text)
-        try:
-            with _connection_guard(run_id), _merged_output() as show:
-                info = lab_runs.follow(run_id, show)
-        except KeyboardInterrupt:
-            raise LabctlError(
-                f"Stopped watching; run {run_id} goes on training on the machine.",
-                hint=f"Reattach with 'labctl logs --follow {run_id}', fetch with 'labctl fetch {run_id}'.",
-                exit_code=130,
-            ) from None
-        return _finish(store, record, lab_runs, run_id, info, ui)
+        watch = Watch(
+            detach=opts.detach, doing="training", brings="the results", or_else=f"fetch with 'labctl fetch {run_id}'"
+        )
+        return watch_run(store, record, lab_runs, run_id, ui, watch)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """How a started run is followed, in the words of what it does: the bundled lab trains, a script runs."""
+
+    detach: bool
+    doing: str  # "training", "running"
+    brings: str  # what `fetch` brings back
+    or_else: str  # the other way on, after Ctrl-C
+
+
+def watch_run(
+    store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, ui: Reporter, watch: Watch
+) -> Outcome:
+    """Return at once with --detach (saying how to watch and fetch), else stream the run to its end and finish it.
+
+    Ctrl-C stops the watching, never the run: it goes on on the machine, and `logs --follow` reattaches.
+    """
+    if watch.detach:
+        text = (
+            f"Run {run_id} is {watch.doing} on the machine.\n"
+            f"  labctl logs --follow {run_id}   # watch it\n"
+            f"  labctl fetch {run_id}           # bring {watch.brings} back when it is done"
+        )
+        return Outcome({"run_id": run_id, "state": "running"}, text)
+    try:
+        with _connection_guard(run_id), _merged_output() as show:
+            info = lab_runs.follow(run_id, show)
+    except KeyboardInterrupt:
+        raise LabctlError(
+            f"Stopped watching; run {run_id} goes on {watch.doing} on the machine.",
+            hint=f"Reattach with 'labctl logs --follow {run_id}', or {watch.or_else}.",
+            exit_code=130,
+        ) from None
+    return _finish(store, record, lab_runs, run_id, info, ui)
 
 
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:

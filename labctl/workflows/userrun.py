@@ -17,7 +17,7 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
 from labctl.state import RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab import _connection_guard, _finish, _lab_runs, _pick_run, _print
+from labctl.workflows.runlab import Watch, _lab_runs, _pick_run, watch_run
 
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
@@ -57,23 +57,10 @@ def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"command": command}))
         store.save(record)
         ui.info(f"Run {run_id} started on lab '{record.name}': {' '.join(command)}")
-        if opts.detach:
-            text = (
-                f"Run {run_id} is running on the machine.\n"
-                f"  labctl logs --follow {run_id}   # watch it\n"
-                f"  labctl fetch {run_id}           # bring its folder back when it is done"
-            )
-            return Outcome({"run_id": run_id, "state": "running"}, text)
-        try:
-            with _connection_guard(run_id):
-                info = lab_runs.follow(run_id, _print)
-        except KeyboardInterrupt:
-            raise LabctlError(
-                f"Stopped watching; run {run_id} goes on running on the machine.",
-                hint=f"Reattach with 'labctl logs --follow {run_id}', stop it with 'labctl cancel {run_id}'.",
-                exit_code=130,
-            ) from None
-        return _finish(store, record, lab_runs, run_id, info, ui)
+        watch = Watch(
+            detach=opts.detach, doing="running", brings="its folder", or_else=f"stop it with 'labctl cancel {run_id}'"
+        )
+        return watch_run(store, record, lab_runs, run_id, ui, watch)
 
 
 def _wait_stopped(lab_runs: LabRuns, run_id: str, timeout: float) -> runs.RunInfo:
