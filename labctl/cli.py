@@ -231,6 +231,23 @@ IdleStopOpt = Annotated[
 IdleActionOpt = Annotated[
     str, typer.Option("--idle-action", metavar="ACTION", help="stop (the default) or shutdown (power an SSH host off).")
 ]
+HostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        metavar="USER@HOST[:PORT]",
+        help="The machine, for --target ssh; repeat for a cluster (the first is the head node).",
+        callback=_none_blank,
+    ),
+]
+NodesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nodes",
+        metavar="N",
+        help="Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
+    ),
+]
 BudgetOpt = Annotated[
     str | None,
     typer.Option("--budget", metavar="USD", help="US dollars since creation after which the VM stops itself."),
@@ -243,11 +260,10 @@ def up_cmd(
     target: Annotated[
         TargetChoice | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
     ] = None,
-    host: Annotated[
-        str | None, _text("--host", metavar="USER@HOST[:PORT]", help="The machine, for --target ssh.")
-    ] = None,
+    host: HostOpt = None,
     host_key_fingerprint: HostKeyFingerprintOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
+    nodes: NodesOpt = None,
     size: Annotated[
         list[str] | None,
         typer.Option(
@@ -277,7 +293,12 @@ def up_cmd(
 ) -> None:
     """Create a lab (or converge an existing one): machine, Docker, the Jupyter container.
 
-    Example: labctl up --gpu --region auto
+    Examples:
+
+    \b
+      labctl up --gpu --region auto
+      labctl up --gpu --nodes 2 --size Standard_NC4as_T4_v3
+      labctl up --target ssh --host me@10.0.0.4 --host me@10.0.0.5
     """
 
     def go(ui: Reporter) -> Outcome:
@@ -287,7 +308,9 @@ def up_cmd(
         asked = LabSpec(
             name=name or "",
             target=_value(target) or "",
-            host=parse_host(host) if host else None,
+            host=parse_host(host[0]) if host else None,
+            workers=[parse_host(h) for h in (host or [])[1:]],
+            nodes=nodes,
             gpu=gpu,
             sizes=list(size or []),
             region=region,

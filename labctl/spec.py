@@ -14,6 +14,7 @@ TARGETS = ("azure", "ssh", "local")
 DEFAULT_NAME = "lab"
 DEFAULT_TARGET = "azure"
 DEFAULT_SHUTDOWN = "19:00"
+MAX_NODES = 16  # machines in one lab: torchrun scales further, but a lab this size is a cluster, not a lab
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"
 )
@@ -52,7 +53,9 @@ class LabSpec:
 
     name: str = ""  # default: DEFAULT_NAME
     target: str = ""  # default: ssh when a host is given, else DEFAULT_TARGET
-    host: HostAddress | None = None
+    host: HostAddress | None = None  # --target ssh: the (head) machine
+    workers: list[HostAddress] = field(default_factory=list)  # --target ssh: the other machines (--host again)
+    nodes: int | None = None  # machines in the lab (--nodes); None: one, or one per --host
     gpu: bool = False
     sizes: list[str] = field(default_factory=list)
     region: str | None = None
@@ -84,6 +87,38 @@ class LabSpec:
         if self.allow_ip is not None:
             check_allow_ip(self.allow_ip)
 
+    def _check_nodes(self) -> None:
+        """--nodes and several --host: N machines of one size on Azure, the hosts given on an SSH cluster."""
+        hosts = 1 + len(self.workers)
+        if self.workers and self.target != "ssh":
+            raise UsageError("Several --host values only apply to --target ssh.", hint="Give one --host, or none.")
+        if self.nodes is None:
+            self.nodes = hosts if self.target == "ssh" else 1
+        if not 1 <= self.nodes <= MAX_NODES:
+            raise UsageError(
+                f"--nodes {self.nodes} is not a number of machines labctl makes.",
+                hint=f"Use 1 to {MAX_NODES} (1: one machine, the default).",
+            )
+        if self.target == "local" and self.nodes > 1:
+            raise UsageError(
+                f"--nodes {self.nodes} needs several machines; --target local is this computer only.",
+                hint="Use --target azure --nodes N, or --target ssh with one --host per machine.",
+            )
+        if self.target == "ssh" and self.nodes != hosts:
+            raise UsageError(
+                f"--nodes {self.nodes} with {hosts} --host value{'s' if hosts != 1 else ''}: on --target ssh the "
+                "machines are the hosts given.",
+                hint="Repeat --host once per machine (the first is the head node), and drop --nodes.",
+            )
+        seen = {(h.host, h.port) for h in self.workers}
+        if len(seen) != len(self.workers) or (self.host is not None and (self.host.host, self.host.port) in seen):
+            raise UsageError("The same machine is given twice with --host.", hint="Give each machine once.")
+        if self.host_key_fingerprint is not None and self.workers:
+            raise UsageError(
+                "--host-key-fingerprint pins one machine's key, and several --host values are given.",
+                hint="Add each machine's key to ~/.ssh/known_hosts first (or confirm each when asked).",
+            )
+
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
             raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
@@ -97,6 +132,7 @@ class LabSpec:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
         if self.target != "ssh" and self.host is not None:
             raise UsageError("--host only applies to --target ssh.", hint="Add --target ssh, or drop --host.")
+        self._check_nodes()
         if self.host_key_fingerprint is not None:
             if self.target != "ssh":
                 raise UsageError(

@@ -70,6 +70,40 @@ class RunRecord:
 
 
 @dataclass
+class NodeRecord:
+    """One more machine of a lab that trains on several (node 1, 2, ...); node 0 is the lab record's own machine.
+
+    A node is reached with the lab's SSH key and its own pinned host key: directly at ``host``, or, where it
+    has no public address (an Azure worker), through node 0 at its private address.
+    """
+
+    host: str  # where labctl's SSH goes: an address of its own, or the private address reached through node 0
+    port: int = 22
+    user: str | None = None
+    host_key: str | None = None  # pinned public host key, "ssh-ed25519 AAAA..."
+    private_address: str | None = None  # where the other nodes reach it; None: the same as host
+    via_head: bool = False  # reached through node 0's SSH (no public address of its own)
+    name: str | None = None  # what the target calls it (an Azure VM name), for messages
+    container_name: str | None = None  # its lab container, once prepared
+
+    def check_values(self, index: int) -> None:
+        problems = [
+            ("host", self.host, bool(_HOST_RE.match(self.host))),
+            ("port", self.port, 0 < self.port < 65536),
+            ("user", self.user, self.user is None or bool(_USER_RE.match(self.user))),
+            ("host_key", self.host_key, self.host_key is None or bool(_HOST_KEY_RE.match(self.host_key))),
+            (
+                "private_address",
+                self.private_address,
+                self.private_address is None or bool(_HOST_RE.match(self.private_address)),
+            ),
+        ]
+        for key, value, ok in problems:
+            if not ok:
+                raise ValueError(f"'{key}' of node {index} in the lab record is {value!r}, which no lab has")
+
+
+@dataclass
 class LabRecord:
     """What labctl knows about one lab: where it is, how to reach it, what runs there."""
 
@@ -95,6 +129,14 @@ class LabRecord:
     # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
     idle: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
+    # A lab on several machines: node 0 is the machine above, these are nodes 1, 2, ... in order.
+    workers: list[NodeRecord] = field(default_factory=list)
+    private_address: str | None = None  # node 0's address inside the lab's network (the rendezvous), if known
+
+    @property
+    def nodes(self) -> int:
+        """How many machines the lab has (1 for a lab on one machine)."""
+        return 1 + len(self.workers)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +153,12 @@ class LabRecord:
         if not isinstance(runs, list):
             raise ValueError("'runs' is not a list")
         values["runs"] = [RunRecord(**_checked_fields(RunRecord, r, f"run {i + 1}")) for i, r in enumerate(runs)]
+        workers = values.get("workers", [])
+        if not isinstance(workers, list):
+            raise ValueError("'workers' is not a list")
+        values["workers"] = [
+            NodeRecord(**_checked_fields(NodeRecord, w, f"node {i + 1}")) for i, w in enumerate(workers)
+        ]
         record = cls(**values)
         record.check_values()
         return record
@@ -129,9 +177,18 @@ class LabRecord:
             ("host_key", self.host_key, self.host_key is None or bool(_HOST_KEY_RE.match(self.host_key))),
         ]
         problems += [("run_id", r.run_id, bool(RUN_ID_RE.match(r.run_id)) and ".." not in r.run_id) for r in self.runs]
+        problems.append(
+            (
+                "private_address",
+                self.private_address,
+                self.private_address is None or bool(_HOST_RE.match(self.private_address)),
+            )
+        )
         for key, value, ok in problems:
             if not ok:
                 raise ValueError(f"'{key}' in the lab record is {value!r}, which no lab of labctl's has")
+        for index, worker in enumerate(self.workers, start=1):
+            worker.check_values(index)
 
     def require_ready(self) -> None:
         """NotReady (exit code 3) with the command that makes the lab ready, unless it is ready to use."""
@@ -184,7 +241,7 @@ def _checked_fields(cls: type, data: object, what: str) -> dict[str, Any]:
                 raise ValueError(f"{what} has no '{f.name}'")
             continue
         value = data[f.name]
-        if f.name != "runs" and not _is_instance(value, hints[f.name]):
+        if f.name not in ("runs", "workers") and not _is_instance(value, hints[f.name]):
             raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not {_hint_name(hints[f.name])}")
         values[f.name] = value
     return values

@@ -65,11 +65,13 @@ class SSHMachine:
         reconnect_wait: float = 60.0,
         via: SSHMachine | None = None,
         mark: bool = True,
+        own_via: bool = False,
     ) -> None:
         self.host = host
         # A machine without a public address (a worker node) is reached through another one (the head node): its
         # SSH port is a channel of the head's connection, and its own host key is checked at the end of it.
         self.via = via
+        self.own_via = own_via  # close ``via`` with this machine (it was opened for this machine alone)
         self.port = port
         self.user = user
         self.key_path = Path(key_path).expanduser()
@@ -486,6 +488,8 @@ class SSHMachine:
             self._docker_dir = None
         with self._lock:
             self._drop()
+        if self.via is not None and self.own_via:
+            self.via.close()
 
     def __enter__(self) -> SSHMachine:
         return self
