@@ -16,9 +16,9 @@ from typing import Any
 
 from labctl import runs
 from labctl.config import Settings
-from labctl.container import LabContainer
-from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch_probe_argv
+from labctl.distributed import RankLines
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
+from labctl.labhost import count_gpus
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
@@ -135,19 +135,9 @@ def _merged_output() -> Iterator[Callable[[str], None]]:
         _print("".join(line + "\n" for line in lines.flush()))
 
 
-def _gpus_in(record: LabRecord, box: LabContainer) -> int:
-    """How many GPUs the lab container sees (none without asking, on a lab made without GPUs)."""
-    if not record.gpu:
-        return 0
-    probe = box.exec(gpu_probe_argv(), check=False)
-    if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
-        probe = box.exec(torch_probe_argv(), check=False)
-    return parse_gpu_count(probe.text, probe.exit_code)
-
-
 def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: str, args: list[str]) -> Launch:
     """The run's argv: one process, or torchrun with one per GPU; says which."""
-    gpus = 0 if opts.notebook or opts.device == "cpu" else _gpus_in(record, lab_runs.box)
+    gpus = 0 if opts.notebook or opts.device == "cpu" else count_gpus(record, lab_runs.box)
     return launch(opts, args, run_id=run_id, gpus_available=gpus, log_dir=str(runs.RUNS_DIR / run_id / "ranks"))
 
 
