@@ -519,6 +519,10 @@ def run_lab_cmd(
     ] = None,
     device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
     gpus: GpusOpt = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", metavar="N", help="Machines of the lab to train on together (default: all of them)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
         bool,
@@ -545,6 +549,7 @@ def run_lab_cmd(
     \b
       labctl run-lab --epochs 10 --model fast
       labctl run-lab --notebook my-experiment.ipynb
+      labctl run-lab --nodes 2   # a lab on two machines: one model trained on both
     """
 
     def go(ui: Reporter) -> Outcome:
@@ -562,6 +567,7 @@ def run_lab_cmd(
             data=data,
             device=_value(device),
             gpus=gpus,
+            nodes=nodes,
             seed=seed,
             notebook=notebook or notebook_file is not None,
             notebook_file=notebook_file,

@@ -8,6 +8,7 @@ their own. torchrun meets at node 0's address (127.0.0.1) and the ranks talk glo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,9 @@ def test_two_hosts_up_train_together_and_down(
         (1, True, "running", 0),
     ]
 
-    down = runner.invoke(app, ["down", "--yes", "--force", "-n", cluster_lab])
+    _train_on_both(cluster_lab, docker_client, tmp_path)
+
+    down = runner.invoke(app, ["down", "--yes", "-n", cluster_lab])
     assert down.exit_code == 0, down.output
     import docker.errors
 
@@ -117,3 +120,46 @@ def test_two_hosts_up_train_together_and_down(
             docker_client.containers.get(container_name(cluster_lab, node))
         with pytest.raises(docker.errors.NotFound):
             docker_client.volumes.get(volume_name(cluster_lab, node))
+
+
+def _train_on_both(lab: str, docker_client: Any, tmp_path: Path) -> None:
+    """run-lab --nodes 2: torchrun on both nodes, one rank each, rank 0's results fetched and verified."""
+    too_many = runner.invoke(app, ["run-lab", "-n", lab, "--nodes", "3", *TRAIN])
+    assert too_many.exit_code == 2 and "labctl up" in too_many.output and "--nodes 3" in too_many.output
+
+    run = runner.invoke(app, ["run-lab", "-n", lab, "--nodes", "2", *TRAIN, "--set", f"max_steps={STEPS}"])
+    assert run.exit_code == 0, run.output
+    assert "torchrun: 2 processes (CPU on each of 2 nodes, gloo)" in run.output
+    [run_id] = re.findall(r"Run (\S+) started on 2 nodes", run.output)
+    # each rank said, under its own global rank, that it started in a world of 2 and ended with every step
+    for rank in (0, 1):
+        assert re.search(rf"^\[rank {rank}\] rank {rank}/2 \(local 0/1, node [01] on ", run.output, re.M), run.output
+        assert re.search(rf"^\[rank {rank}\] .*ends succeeded: {STEPS}/{STEPS} steps", run.output, re.M)
+    assert re.search(r"files verified", run.output)
+
+    results = tmp_path / "results" / lab / run_id
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert (metrics["status"], metrics["world_size"], metrics["nodes"], metrics["steps"]) == ("succeeded", 2, 2, STEPS)
+    launch = json.loads((results / "run.json").read_text())["launch"]
+    assert launch[launch.index("--nnodes") + 1] == "2" and "c10d" in launch
+    # the node that did not hold rank 0 ran its own torchrun, whose rank log shows it joined the same group
+    other = [n for n in (0, 1) if not _holds_rank_zero(docker_client, lab, n, run_id)]
+    assert len(other) == 1
+    code, text = docker_client.containers.get(container_name(lab, other[0])).exec_run(
+        ["sh", "-c", f"cat /workspace/runs/{run_id}/ranks/*/attempt_0/0/stdout.log"]
+    )
+    assert code == 0 and "rank 1/2" in text.decode(), text.decode()
+
+    # logs, runs and fetch know the run lives on two nodes
+    logs = runner.invoke(app, ["logs", "-n", lab, run_id])
+    assert logs.exit_code == 0, logs.output
+    assert "[rank 1] rank 1/2" in logs.output and "node 0 succeeded, node 1 succeeded" in logs.output
+    listed = runner.invoke(app, ["runs", "-n", lab])
+    assert listed.exit_code == 0 and run_id in listed.output
+    again = runner.invoke(app, ["fetch", "-n", lab, run_id])
+    assert again.exit_code == 0 and "files verified" in again.output, again.output
+
+
+def _holds_rank_zero(docker_client: Any, lab: str, node: int, run_id: str) -> bool:
+    box = docker_client.containers.get(container_name(lab, node))
+    return box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/events.jsonl"]).exit_code == 0
