@@ -159,9 +159,11 @@ def follow_nodes(
     *,
     follow: bool = True,
     poll: float = 1.0,
-    grace: float = LOST_GRACE_S,
+    grace: float | None = None,
 ) -> Followed:
-    """Stream every node's log until each node's part ended or is lost (once, without ``follow``)."""
+    """Stream every node's log until each node's part ended or is lost (once, without ``follow``); ``grace``:
+    how long the others may run on once a node is lost (default ``LOST_GRACE_S``) before they are asked to stop."""
+    grace = LOST_GRACE_S if grace is None else grace
     tails = [_Tail(node, RankLines(node_rank=node.node)) for node in nodes]
     lost_at: float | None = None
     stopped = False

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,3 +165,52 @@ def _train_on_both(lab: str, docker_client: Any, tmp_path: Path) -> None:
 def _holds_rank_zero(docker_client: Any, lab: str, node: int, run_id: str) -> bool:
     box = docker_client.containers.get(container_name(lab, node))
     return box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/events.jsonl"]).exit_code == 0
+
+
+def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
+    hosts: tuple[list[SSHServer], KeyPair],
+    cluster_lab: str,
+    docker_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import labctl.cluster
+
+    # the node holding rank 0 may wait on the lost node's rendezvous store while it shuts down: ask it sooner
+    monkeypatch.setattr(labctl.cluster, "LOST_GRACE_S", 10.0)
+    servers, client = hosts
+    up = _up(servers, client, cluster_lab)
+    assert up.exit_code == 0, up.output
+    result: dict[str, Any] = {}
+    args = ["run-lab", "-n", cluster_lab, "--nodes", "2", *TRAIN, "--epochs", "1000"]
+    thread = threading.Thread(target=lambda: result.update(run=runner.invoke(app, args)), daemon=True)
+    thread.start()
+    head, run_id = _rank_zero_training(docker_client, cluster_lab)
+    lost = 1 - head
+    docker_client.containers.get(container_name(cluster_lab, lost)).remove(force=True)  # the machine is gone
+    thread.join(240)
+    assert not thread.is_alive(), "run-lab did not end after a node was lost"
+    run = result["run"]
+    assert run.exit_code == 1, run.output
+    assert f"Run {run_id} lost a node, so it stopped: node {lost} (" in run.output, run.output
+    # rank 0 kept the checkpoint of its last step, and run-lab brought it back and says where
+    checkpoint = tmp_path / "results" / cluster_lab / run_id / "checkpoint.pt"
+    assert checkpoint.is_file() and f"The last checkpoint: it was fetched with rank 0's results to {checkpoint}" in (
+        run.output
+    )
+    metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["steps"] >= 1
+
+
+def _rank_zero_training(docker_client: Any, lab: str, timeout: float = 120.0) -> tuple[int, str]:
+    """(the node holding rank 0, the run id) once rank 0 has reported training progress there (every second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for node in (0, 1):
+            box = docker_client.containers.get(container_name(lab, node))
+            code, out = box.exec_run(["sh", "-c", "cat /workspace/runs/*/events.jsonl"])
+            if code == 0 and out.decode().count('"progress"') >= 2:
+                code, name = box.exec_run(["sh", "-c", "ls /workspace/runs"])
+                return node, name.decode().split()[0]
+        time.sleep(0.5)
+    raise AssertionError("rank 0 never started training")
