@@ -199,7 +199,7 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
-    where = node_where(record, node) if record.host or node else "this computer"
+    where = node_where(record, node) if record.workers else record.host or "this computer"
     try:
         with machine_for(record, ui, node=node) as machine:
             client = machine.docker()

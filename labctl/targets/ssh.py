@@ -137,7 +137,7 @@ def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -
     kept = record.workers[index] if index < len(record.workers) else None
     host_key = kept.host_key if kept is not None else None
     if host_key is None:
-        host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes)
+        host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes, one_of_several=True)
     return NodeRecord(
         host=address.host,
         port=address.port,

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.container import container_name, volume_name
+from labctl.hostkeys import fingerprint
 from labctl.state import StateStore
 from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable
 
@@ -165,6 +166,21 @@ def _train_on_both(lab: str, docker_client: Any, tmp_path: Path) -> None:
 def _holds_rank_zero(docker_client: Any, lab: str, node: int, run_id: str) -> bool:
     box = docker_client.containers.get(container_name(lab, node))
     return box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/events.jsonl"]).exit_code == 0
+
+
+def test_yes_never_pins_the_unknown_key_of_another_machine(hosts: tuple[list[SSHServer], KeyPair]) -> None:
+    servers, client = hosts
+    head, worker = servers
+    known = Path.home() / ".ssh" / "known_hosts"
+    known.write_text(f"[{head.host}]:{head.port} {head.host_key.public}\n")  # the head's key only
+    hosts_args = [arg for server in servers for arg in ("--host", _host(server))]
+    args = ["up", "--target", "ssh", *hosts_args, "--ssh-key", str(client.private_path), "-n", "keyn", "--yes"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"SSH host key of {worker.host}:{worker.port}, and --yes does not pin an unknown key" in result.output
+    assert f"offered ssh-ed25519 {fingerprint(worker.host_key.public)}" in result.output
+    assert "known_hosts" in result.output and "--host-key-fingerprint" not in result.output
+    assert not StateStore().exists("keyn")  # nothing pinned, and a refused `up` leaves no lab record
 
 
 def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
