@@ -364,30 +364,12 @@ def test_data_kernel_and_live_progress(
     assert _nothing_left(arm_env)
 
 
-def _lacks_torchvision(docker_client: Any, image: str) -> str | None:
-    """Why the lab image cannot run the notebook (it imports torchvision), or None when it can."""
-    import docker.errors
-
-    try:
-        docker_client.containers.run(image, ["python", "-c", "import torchvision"], remove=True, stderr=True)
-    except docker.errors.ContainerError as exc:
-        last = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
-        return f"the lab image {image} cannot import torchvision, which the notebook needs: {' '.join(last)}"
-    return None
-
-
 def test_notebook_runs_on_the_lab(
     vm: list[SSHServer],
     arm_env: FakeArm,  # noqa: F811
     tmp_path: Path,
     lab: str,
-    docker_client: Any,
-    lab_image: str,
 ) -> None:
-    # The stand-in for the pytorch base image has a CPU torch; torchvision comes only with a CPU wheel of it.
-    reason = _lacks_torchvision(docker_client, lab_image)
-    if reason:
-        pytest.skip(reason)
     assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
     # --notebook: the tutorial notebook runs headless on the lab, tiny, and its executed copy comes back.
     notebook = _cli(
