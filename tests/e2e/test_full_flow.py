@@ -148,6 +148,7 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     assert run.exit_code == 0, run.output
     assert "Overall accuracy:" in run.stdout and "Accuracy per class" in run.stdout and "Time: " in run.stdout
     assert "Loss curve: " in run.stdout and "Confusion matrix: " in run.stdout
+    assert "drawing the loss curve and the confusion matrix ...\n" in run.stdout  # the lab says what it is busy with
     [run_record] = StateStore().load(lab).runs
     assert run_record.state == "succeeded" and run_record.fetched_to
     results = Path(run_record.fetched_to)
@@ -390,6 +391,10 @@ def test_notebook_runs_on_the_lab(
     )
     assert notebook.exit_code == 0, notebook.output
     assert "Overall accuracy:" in notebook.stdout and "Accuracy per class" in notebook.stdout
+    # one line as each code cell starts and one when it ends, streamed from the lab
+    started = [line for line in notebook.stdout.splitlines() if line.startswith("cell 1/") and line.endswith(" ...")]
+    assert started and started[0].startswith("cell 1/18: def env(name, default=None, kind=str):"), notebook.stdout
+    assert "cell 18/18 done in " in notebook.stdout
     record = StateStore().load(lab).runs[-1]
     assert record.state == "succeeded" and record.fetched_to
     executed = list(Path(record.fetched_to).rglob("first_pytorch_classifier*.ipynb"))
