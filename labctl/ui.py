@@ -212,6 +212,11 @@ class NodeReporter:
             raise
         self.info(f"{label}: done ({time.monotonic() - start:.1f}s)")
 
+    @contextmanager
+    def status(self, label: str) -> Iterator[bool]:
+        """No spinner: the nodes work at once, and a terminal turns one spinner at a time."""
+        yield False
+
 
 class Outcome:
     """What a workflow hands back: data for ``--json`` and text for people, plus the exit code."""

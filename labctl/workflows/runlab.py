@@ -376,8 +376,15 @@ def _on_nodes(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[Node
         yield cluster
 
 
-def _show_line(line: str) -> None:
-    _print(line + "\n")
+@contextmanager
+def _node_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
+    """A printer for the merged lines of every node (``cluster.follow_nodes``), with the spinner of one node's run."""
+    with LiveOutput(ui, sys.stdout, starting) as live:
+
+        def show(line: str) -> None:
+            live.write(line + "\n")
+
+        yield show
 
 
 def _start_on_nodes(
@@ -425,7 +432,8 @@ def _run_on_nodes(opts: RunLabOptions, store: StateStore, record: LabRecord, nod
             )
             return Outcome({"run_id": run_id, "state": "running", "nodes": nodes}, text)
         try:
-            followed = follow_nodes(cluster, run_id, _show_line)
+            with _node_output(ui, f"Starting Python and PyTorch on {nodes} nodes") as show:
+                followed = follow_nodes(cluster, run_id, show)
         except KeyboardInterrupt:
             raise LabctlError(
                 f"Stopped watching; run {run_id} goes on training on the lab's {nodes} nodes.",
@@ -474,7 +482,8 @@ def _node_logs(record: LabRecord, run_id: str, follow: bool, ui: Reporter) -> Ou
     """`logs` of a run on several nodes: every node's log, merged; the state of each node's part."""
     with _on_nodes(record, ui, _run_nodes(record, run_id)) as cluster:
         try:
-            followed = follow_nodes(cluster, run_id, _show_line, follow=follow)
+            with _node_output(ui) as show:
+                followed = follow_nodes(cluster, run_id, show, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
     states = {n.node: followed.infos[n.node].state if n.node in followed.infos else "running" for n in cluster}
