@@ -113,6 +113,7 @@ def test_two_hosts_up_train_together_and_down(
     ]
 
     _train_on_both(cluster_lab, docker_client, tmp_path)
+    _cancel_on_both(cluster_lab, docker_client)
 
     down = runner.invoke(app, ["down", "--yes", "-n", cluster_lab])
     assert down.exit_code == 0, down.output
@@ -161,6 +162,21 @@ def _train_on_both(lab: str, docker_client: Any, tmp_path: Path) -> None:
     assert listed.exit_code == 0 and run_id in listed.output
     again = runner.invoke(app, ["fetch", "-n", lab, run_id])
     assert again.exit_code == 0 and "files verified" in again.output, again.output
+
+
+def _cancel_on_both(lab: str, docker_client: Any) -> None:
+    """cancel stops a run on every node it runs on, and its results can still be fetched."""
+    started = runner.invoke(app, ["run-lab", "-n", lab, *TRAIN, "--epochs", "1000", "--detach"])
+    assert started.exit_code == 0, started.output
+    [run_id] = re.findall(r"Run (\S+) started on 2 nodes", started.output)
+    _rank_zero_training(docker_client, lab, run_id)
+    cancel = runner.invoke(app, ["cancel", "-n", lab, run_id])
+    assert cancel.exit_code == 0, cancel.output
+    for node in (0, 1):  # the run's wrapper wrote its exit code on both nodes: it ended everywhere
+        box = docker_client.containers.get(container_name(lab, node))
+        assert box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/exit_code"]).exit_code == 0
+    fetched = runner.invoke(app, ["fetch", "-n", lab, run_id])
+    assert fetched.exit_code == 0 and "files verified" in fetched.output, fetched.output
 
 
 def _holds_rank_zero(docker_client: Any, lab: str, node: int, run_id: str) -> bool:
@@ -218,15 +234,16 @@ def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
     assert metrics["status"] == "failed" and metrics["steps"] >= 1
 
 
-def _rank_zero_training(docker_client: Any, lab: str, timeout: float = 120.0) -> tuple[int, str]:
-    """(the node holding rank 0, the run id) once rank 0 has reported training progress there (every second)."""
+def _rank_zero_training(docker_client: Any, lab: str, run_id: str = "*", timeout: float = 120.0) -> tuple[int, str]:
+    """(the node holding rank 0, the run id) once rank 0 has reported training progress there (every second);
+    the lab's only run unless ``run_id`` names one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for node in (0, 1):
             box = docker_client.containers.get(container_name(lab, node))
-            code, out = box.exec_run(["sh", "-c", "cat /workspace/runs/*/events.jsonl"])
+            code, out = box.exec_run(["sh", "-c", f"cat /workspace/runs/{run_id}/events.jsonl"])
             if code == 0 and out.decode().count('"progress"') >= 2:
-                code, name = box.exec_run(["sh", "-c", "ls /workspace/runs"])
-                return node, name.decode().split()[0]
+                code, name = box.exec_run(["sh", "-c", f"ls -d /workspace/runs/{run_id}"])
+                return node, name.decode().split()[0].rsplit("/", 1)[-1]
         time.sleep(0.5)
     raise AssertionError("rank 0 never started training")
