@@ -118,7 +118,11 @@ class AzureTarget:
         return facts
 
     def removal(self, record: LabRecord) -> str:
-        return f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)"
+        from labctl.targets.azure.record import node_count
+
+        nodes = node_count(record)
+        vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
+        return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network)"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         td = azure_data(record)
@@ -141,6 +145,12 @@ class AzureTarget:
         facts = set_power(self._connect(td.get("subscription")), record, True)
         if facts.get("public_ip"):
             record.host = str(facts["public_ip"])
+        for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
+            if node["node"] == 0 and node.get("private_ip"):
+                record.private_address = str(node["private_ip"])
+            elif 0 < node["node"] <= len(record.workers) and node.get("private_ip"):
+                worker = record.workers[node["node"] - 1]
+                worker.host = worker.private_address = str(node["private_ip"])
         return facts
 
     # LabDiscovery: `list` and `down` without local state.
@@ -184,7 +194,9 @@ class AzureTarget:
             from labctl.pricing import lab_prices
 
             td = azure_data(record)
-            prices = lab_prices(str(td.get("region")), str(td.get("size")))
+            from labctl.targets.azure.record import node_count
+
+            prices = lab_prices(str(td.get("region")), str(td.get("size"))).for_nodes(node_count(record))
             extras["usd_per_hour"] = prices.compute_per_hour(bool(td.get("spot")))
             extras["fixed_usd_per_hour"] = prices.fixed_per_hour
             extras["created_at"] = td.get("created_at") or record.created_at
