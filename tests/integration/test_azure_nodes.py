@@ -192,3 +192,45 @@ def test_stop_and_start_act_on_every_node(arm_env: FakeArm) -> None:  # noqa: F8
         (2, "lab-vm2", record.workers[1].host),
     ]
     assert facts["usd_per_hour"] == pytest.approx(3 * 0.192)
+
+
+def test_node_0_idle_agent_deallocates_every_node_with_its_own_identity(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    record = provision("lab", nodes=3, idle_stop=60.0, allow_ip="203.0.113.7/32")
+    vms = {res["name"]: rid for rid in arm_env.resource_ids(VM) if (res := arm_env.get(rid))}
+    head = arm_env.vm_principal(vms["lab-vm"])
+    assert head and all(arm_env.vm_principal(vms[n]) is None for n in ("lab-vm1", "lab-vm2"))  # no other identity
+    assigned = {a["properties"]["scope"]: a["properties"] for a in arm_env.role_assignments.values()}
+    assert sorted(assigned) == sorted(vms.values())  # one assignment per VM, each at that VM alone
+    assert {a["principalId"] for a in assigned.values()} == {head}
+    assert len({a["roleDefinitionId"] for a in assigned.values()}) == 1
+
+    extras = AzureTarget().idle_agent(record)
+    assert extras["node_vms"] == [vms["lab-vm1"], vms["lab-vm2"]]
+    spec = importlib.util.spec_from_file_location("idle_agent", Path(__file__).parents[2] / "templates/idle_agent.py")
+    assert spec and spec.loader
+    agent = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "idle_agent", agent)  # its dataclasses look their module up there
+    spec.loader.exec_module(agent)
+    arm_env.imds_vm = vms["lab-vm"]  # the agent runs on node 0, with node 0's identity
+    config = agent.Config(
+        mode="azure",
+        imds_url=arm_env.url,
+        arm_url=arm_env.url,
+        ca_file=str(arm_env.ca_path),
+        node_vms=extras["node_vms"],
+    )
+    ok, message = agent.deallocate(config)
+    assert ok, message
+    assert "2 of 2 other nodes deallocated too" in message
+    arm_env.settle()
+    assert {arm_env.power[v.lower()] for v in vms.values()} == {"deallocated"}
+
+    destroy("lab")
+    assert arm_env.role_assignments == {} and arm_env.role_definitions == {}

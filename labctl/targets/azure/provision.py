@@ -174,8 +174,10 @@ class Provisioner:
             self.record.idle["why_not"] = "the VM was created without a managed identity"
             return
         rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
-        with self.ui.step("Idle stop: a role that may only deallocate this VM, for the VM's own identity"):
-            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui)
+        workers = tuple(self.ids.vm_of(node) for node in range(1, self.nodes))
+        what = "this VM" if not workers else f"this VM and the lab's {len(workers)} other VMs"
+        with self.ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
+            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui, workers)
         self.record.idle["granted"] = True
         self.save(self.record)
 
