@@ -1,8 +1,10 @@
 """Create (or converge) an Azure lab: resource group, network, VM, auto-shutdown, in as few round trips as allowed.
 
 Independent resources go up together (VNet, NSG and public IP; the critical path is RG -> network -> NIC -> VM
--> schedule). Every PUT is idempotent, so a second `up` after a crash or Ctrl-C converges on what exists; the
-record is saved after each step so `down` can always remove a half-made lab.
+-> schedule). A lab of several VMs (`up --nodes N`) adds a placement group and one NIC per node; node 0's VM is
+made first (it anchors the placement group), then the workers' side by side. Every PUT is idempotent, so a
+second `up` after a crash or Ctrl-C converges on what exists; the record is saved after each step so `down` can
+always remove a half-made lab.
 """
 
 from __future__ import annotations
@@ -376,7 +378,7 @@ class Provisioner:
         return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, region: str, tags: dict[str, str]) -> None:
-        """VNet, NSG and public IP side by side, then the NIC that joins them."""
+        """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
         assert self.azure is not None
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
         compute = self.azure.compute
@@ -402,7 +404,8 @@ class Provisioner:
                 body = bodies.proximity_placement_group(region, tags)
                 compute.proximity_placement_groups.create_or_update(rg, names.ppg, body)  # synchronous in ARM
 
-        steps = [vnet, nsg, pip] + ([ppg] if self._placement == self.ids.ppg else [])
+        ours = (self._placement or "").lower() == self.ids.ppg.lower()  # ARM may spell the group in capitals
+        steps = [vnet, nsg, pip] + ([ppg] if ours else [])
         label = f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"
         with self.ui.step(label + (f", placement group {names.ppg}" if len(steps) > 3 else "")):
             self._parallel(steps)
