@@ -1,7 +1,8 @@
 """How workflows talk to the person at the terminal without knowing about the CLI.
 
 Workflows receive a ``Reporter`` and call ``step``/``info``/``warn``; the CLI passes a rich-backed one for
-people and a quiet one (messages on stderr) for ``--json`` so that stdout stays machine-readable.
+people and a quiet one (messages on stderr) for ``--json`` so that stdout stays machine-readable. A run's own
+output goes through ``LiveOutput``, which adds a spinner while the run is busy without saying so.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Protocol, TextIO
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 class Reporter(Protocol):
@@ -21,6 +26,8 @@ class Reporter(Protocol):
     def step(self, label: str) -> AbstractContextManager[None]: ...
 
     def line(self, text: str) -> None: ...
+
+    def status(self, label: str) -> AbstractContextManager[bool]: ...
 
 
 class PlainReporter:
@@ -54,6 +61,11 @@ class PlainReporter:
             raise
         self._write(f"+ {label} ({time.monotonic() - start:.1f}s)")
 
+    @contextmanager
+    def status(self, label: str) -> Iterator[bool]:
+        """A spinner that leaves nothing behind; False: none here, where no one watches it turn."""
+        yield False
+
 
 class RichReporter(PlainReporter):
     """Reporter for a person at a terminal: coloured steps with timings."""
@@ -83,6 +95,93 @@ class RichReporter(PlainReporter):
                 self.console.print(f"[red]✗[/red] {label} [dim]({time.monotonic() - start:.1f}s)[/dim]")
                 raise
         self.console.print(f"[green]✓[/green] {label} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+
+    @contextmanager
+    def status(self, label: str) -> Iterator[bool]:
+        """A spinner with ``label`` and the seconds it has turned, gone without a trace when the block ends."""
+        with self.console.status(_Elapsed(label)):
+            yield True
+
+
+class _Elapsed:
+    """A spinner's label followed by the seconds since it appeared, drawn anew at every refresh."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.start = time.monotonic()
+
+    def __rich__(self) -> Text:
+        from rich.text import Text
+
+        return Text.assemble(self.label, (f" ({time.monotonic() - self.start:.0f}s)", "dim"))
+
+
+def phase_of(line: str) -> str | None:
+    """What a line of a run's output announces when it ends in "..." ("drawing the plots ..."), else None.
+
+    The lab prints such a line before each step that prints nothing while it works; a user's script may too.
+    """
+    text = line.rpartition("\r")[2].replace("\x1b[K", "").strip()
+    if not text.endswith(("...", "\u2026")):
+        return None
+    return text.rstrip(".\u2026 ") or None
+
+
+class LiveOutput:
+    """A run's output as it arrives, written unchanged on ``stream``, with a spinner for the person watching while
+    the run works without a word: before its first output (``first``, the label), and after a line that announces
+    such a step (`phase_of`), until the next output. Where the spinner and ``stream`` share a terminal, that line
+    is shown in the spinner and written when the step ends, so the text on the screen is the run's own.
+
+    Also a text stream (``write``, ``flush``, ``isatty``), for a run in this process.
+    """
+
+    def __init__(self, ui: Reporter, stream: TextIO, first: str | None = None) -> None:
+        self.ui = ui
+        self.stream = stream
+        self._spinner = ExitStack()
+        self._held = ""  # the announcing line, while the spinner shows it
+        if first:
+            self._spinner.enter_context(ui.status(first))
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        self.stop()
+        body, last = text, ""
+        if text.endswith("\n"):
+            cut = text.rfind("\n", 0, -1) + 1
+            body, last = text[:cut], text[cut:]
+        self._put(body)
+        phase = phase_of(last) if last else None
+        if phase is not None and self._spinner.enter_context(self.ui.status(phase)) and self.isatty():
+            self._held = last
+        else:
+            self._put(last)
+        return len(text)
+
+    def stop(self) -> None:
+        """End the spinner, if one turns, and write the line it showed."""
+        self._spinner.close()
+        held, self._held = self._held, ""
+        self._put(held)
+
+    def _put(self, text: str) -> None:
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", None) and self.stream.isatty())
+
+    def __enter__(self) -> LiveOutput:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
 
 
 class Outcome:

@@ -144,7 +144,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             params[key] = str(value)
-    executed = run_notebook(args.out, params, timeout=args.timeout, source=args.path)
+    executed = run_notebook(args.out, params, timeout=args.timeout, source=args.path, stream=sys.stdout)
     print(f"executed notebook: {executed}")
     return 0
 

@@ -2,6 +2,10 @@
 
 The notebook's parameters cell reads ``LAB_*`` environment variables, so a run is configured by environment:
 ``run_notebook(out_dir, {"data": "synthetic:400", "max_steps": "20"})`` sets ``LAB_DATA`` and ``LAB_MAX_STEPS``.
+
+Progress is one line per code cell as it starts, ``cell 7/18: <its first line> ...`` (numbered as Jupyter numbers
+them once all have run; the first line that is not an import, where there is one), and one when it ends,
+``cell 7/18 done in 3.2s`` (or ``failed after``).
 """
 
 from __future__ import annotations
@@ -9,11 +13,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from cifarlab.errors import LabError
 
 NOTEBOOK_NAME = "first_pytorch_classifier.ipynb"
 LAB_DIR = Path(__file__).resolve().parent.parent
+SHOWN_SOURCE = 60  # characters of a cell's first line in its progress line
 
 
 def notebook_path() -> Path:
@@ -23,18 +29,63 @@ def notebook_path() -> Path:
     return path
 
 
+class CellProgress:
+    """The progress lines of a notebook's code cells (nbclient's hooks), and which cell runs now."""
+
+    def __init__(self, cells: list[Any], stream: TextIO | None) -> None:
+        runs = [i for i, cell in enumerate(cells) if cell.cell_type == "code" and cell.source.strip()]
+        self.number = {index: k + 1 for k, index in enumerate(runs)}  # cell index -> its number among code cells
+        self.total = len(runs)
+        self.stream = stream
+        self.current: tuple[int, str] | None = None  # (number, first line) of the cell that runs
+        self.started = 0.0
+
+    def start(self, cell: Any, cell_index: int, **_: Any) -> None:
+        lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
+        first = next((line for line in lines if not line.startswith(("import ", "from "))), lines[0])
+        if len(first) > SHOWN_SOURCE:
+            first = first[: SHOWN_SOURCE - 1] + "\u2026"
+        self.current = (self.number.get(cell_index, 0), first)
+        self.started = time.monotonic()
+        self._say(f"cell {self.current[0]}/{self.total}: {first} ...")
+
+    def done(self, cell: Any, cell_index: int, execute_reply: dict[str, Any] | None = None, **_: Any) -> None:
+        failed = (execute_reply or {}).get("content", {}).get("status") == "error"
+        number = self.number.get(cell_index, 0)
+        self._say(f"cell {number}/{self.total} {'failed after' if failed else 'done in'} {self.seconds():.1f}s")
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def where(self) -> str:
+        """The cell that runs (or ran last), in words for an error."""
+        if self.current is None:
+            return "before its first cell"
+        number, first = self.current
+        return f"in cell {number}/{self.total} ({first}) after {self.seconds():.0f}s"
+
+    def _say(self, line: str) -> None:
+        if self.stream is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
 def run_notebook(
-    out_dir: str | Path, params: dict[str, str] | None = None, timeout: int = 1800, source: str | Path | None = None
+    out_dir: str | Path,
+    params: dict[str, str] | None = None,
+    timeout: int = 1800,
+    source: str | Path | None = None,
+    stream: TextIO | None = None,
 ) -> Path:
     """Execute every cell; results land in ``out_dir`` (``LAB_OUT``) next to the executed notebook.
 
     ``source`` is a notebook of the user's own instead of the lab's; its kernel starts in the notebook's own
-    folder, so the relative paths it uses work as they do in Jupyter. A failing cell still leaves the partially
-    executed copy behind, so the error can be read in place.
+    folder, so the relative paths it uses work as they do in Jupyter. ``timeout``: seconds per cell. The progress
+    lines go to ``stream`` (none without one). A failing cell still leaves the partially executed copy behind,
+    so the error can be read in place; the error names the cell.
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     src = Path(source).resolve() if source else notebook_path()
     if not src.is_file():
@@ -47,20 +98,20 @@ def run_notebook(
     env_updates["PYTHONPATH"] = python_path
     nb = nbformat.read(src, as_version=4)
     cwd = src.parent if source else out
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    progress = CellProgress(nb.cells, stream)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        on_cell_execute=progress.start,
+        on_cell_executed=progress.done,
+    )
     executed = out / (src.name if src.parent != out else f"{src.stem}.executed{src.suffix}")
     saved = {k: os.environ.get(k) for k in env_updates}
     os.environ.update(env_updates)  # the kernel inherits this process's environment
-    t0 = time.time()
     try:
-        client.execute()
-    except CellExecutionError as exc:
-        nbformat.write(nb, executed)
-        first = str(exc).strip().splitlines()
-        raise LabError(
-            f"the notebook stopped with an error after {time.time() - t0:.0f}s; the executed copy with the failing "
-            f"cell is at {executed}. {first[-1] if first else ''}"
-        ) from exc
+        _execute(client, progress, executed)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -69,3 +120,31 @@ def run_notebook(
                 os.environ[k] = v
     nbformat.write(nb, executed)
     return executed
+
+
+def _execute(client: Any, progress: CellProgress, executed: Path) -> None:
+    """Run the client; a cell's error, a cell past the time limit or a dead kernel becomes a LabError that names
+    the cell, once the partially executed copy is written to ``executed``."""
+    import nbformat
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        nbformat.write(client.nb, executed)
+        raise LabError(
+            f"the notebook stopped with an error {progress.where()}; the executed copy with the failing cell is "
+            f"at {executed}. {exc.ename}: {exc.evalue}"
+        ) from exc
+    except CellTimeoutError as exc:
+        nbformat.write(client.nb, executed)
+        raise LabError(
+            f"the notebook stopped {progress.where()}: the cell ran past the limit of {client.timeout}s per cell; "
+            f"the executed copy is at {executed}."
+        ) from exc
+    except DeadKernelError as exc:
+        nbformat.write(client.nb, executed)
+        raise LabError(
+            f"the notebook's kernel died {progress.where()} (out of memory, most often); the executed copy is at "
+            f"{executed}."
+        ) from exc

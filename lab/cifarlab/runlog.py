@@ -23,6 +23,10 @@ A run directory (``--out``) receives:
   and when the run stops, so an interrupted run keeps its last state; it records the same five fields.
 - ``loss_curve.png`` and ``confusion_matrix.png`` when matplotlib is installed.
 
+A line that ends in " ..." announces a step that prints nothing while it works (``loading the data ...``,
+``scoring the 10000 test images ...``, ``drawing the loss curve and the confusion matrix ...``): whoever watches
+the output knows the run is busy until the next line (labctl shows a spinner meanwhile).
+
 Under ``torchrun`` only rank 0 writes and prints progress; every rank prints one line when it starts training
 (its rank, local rank, node, device and shard) and one when it ends (status, steps, images), so that the merged
 output shows that each rank worked.
@@ -191,6 +195,10 @@ class RunLog:
 
     def line(self, text: str) -> None:
         self.progress.line(text)
+
+    def phase(self, text: str) -> None:
+        """The line that announces a silent step, in the form whoever watches knows (see the module's doc)."""
+        self.progress.line(f"{text} ...")
 
     def rank_line(self, text: str) -> None:
         """A line printed by every rank, not only rank 0 (torchrun puts ``[rank R]:`` before each)."""

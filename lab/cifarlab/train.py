@@ -378,6 +378,7 @@ def setup(
         torch.backends.cudnn.allow_tf32 = True
     t_load = time.time()
     if data is None:
+        log.phase(f"loading the data ({cfg.data})")
         for turn in (True, False):
             if dist.node_master == turn:
                 data = load_data(
@@ -571,6 +572,8 @@ def fit(run: Run, stop: StopFlag) -> None:
 def evaluate_now(run: Run) -> None:
     """Rank 0 scores the test images, logs the epoch and saves a checkpoint; the other ranks wait for it."""
     if run.dist.master:
+        assert run.data.test is not None
+        run.log.phase(f"scoring the {len(run.data.test)} test images")
         run.batches.wait_decoded("test")
         run.scores = scores_on_test(run)
         run.meter.flush()
@@ -631,6 +634,7 @@ def finish(run: Run, stop: StopFlag) -> dict[str, Any]:
         )
     metrics = run_metrics(run, status, stop.reason, images)
     if run.dist.master:
+        run.log.phase("drawing the loss curve and the confusion matrix")
         note = plots(run.out, run.meter.losses, run.scores, run.data.classes)
         if note:
             metrics["notes"].append(note)

@@ -21,7 +21,7 @@ from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
-from labctl.ui import Outcome, Reporter
+from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import (
     DATA_HINT,
     DATA_KEYWORDS,
@@ -120,19 +120,20 @@ def _own_notebook(given: str, lab_runs: LabRuns, run_id: str) -> str:
     )
 
 
-def _print(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
 @contextmanager
-def _merged_output() -> Iterator[Callable[[str], None]]:
-    """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines."""
+def _merged_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
+    """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines;
+    a spinner until the first line (``starting``) and while the run says it works (`labctl.ui.LiveOutput`)."""
     lines = RankLines()
-    try:
-        yield lambda chunk: _print("".join(line + "\n" for line in lines.feed(chunk)))
-    finally:
-        _print("".join(line + "\n" for line in lines.flush()))
+    with LiveOutput(ui, sys.stdout, starting) as live:
+
+        def show(chunk: str) -> None:
+            live.write("".join(line + "\n" for line in lines.feed(chunk)))
+
+        try:
+            yield show
+        finally:
+            live.write("".join(line + "\n" for line in lines.flush()))
 
 
 def _gpus_in(record: LabRecord, box: LabContainer) -> int:
@@ -241,6 +242,7 @@ class Watch:
     doing: str  # "training", "running"
     brings: str  # what `fetch` brings back
     or_else: str  # the other way on, after Ctrl-C
+    starting: str = "Starting Python and PyTorch on the lab"  # the spinner's words until the run's first output
 
 
 def watch_run(
@@ -258,7 +260,7 @@ def watch_run(
         )
         return Outcome({"run_id": run_id, "state": "running"}, text)
     try:
-        with _connection_guard(run_id), _merged_output() as show:
+        with _connection_guard(run_id), _merged_output(ui, watch.starting) as show:
             info = lab_runs.follow(run_id, show)
     except KeyboardInterrupt:
         raise LabctlError(
@@ -275,7 +277,7 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     with _lab_runs(record, ui) as lab_runs:
         run_id = _pick_run(record, lab_runs, run)
         try:
-            with _connection_guard(run_id), _merged_output() as show:
+            with _connection_guard(run_id), _merged_output(ui) as show:
                 info = lab_runs.follow(run_id, show, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)

@@ -19,7 +19,7 @@ from labctl.assets import lab_dir
 from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
 from labctl.runs import new_run_id
-from labctl.ui import Outcome, Reporter
+from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, result_text, run_result
 
 
@@ -67,7 +67,8 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
             "--gpus applies to runs on a lab machine: --here trains in this Python process.",
             hint="Drop --gpus; for several GPUs here, run 'torchrun --nproc-per-node N -m cifarlab train ...'.",
         )
-    core = _import_core()
+    with ui.status("Importing PyTorch"):
+        core = _import_core()
     out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / new_run_id()
     args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")
     if opts.notebook_file:
@@ -77,7 +78,8 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     cfg = build_config(args, core)
     ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
     try:
-        metrics = core.train(cfg, stream=sys.stderr)
+        with LiveOutput(ui, sys.stderr) as live:
+            metrics = core.train(cfg, stream=live)
     except core.ConfigError as exc:
         raise UsageError(str(exc), hint="See 'labctl run-lab --help' for the options.") from exc
     except core.LabError as exc:
@@ -100,11 +102,12 @@ def _run_notebook(args: list[str], core: ModuleType, out: Path, ui: Reporter) ->
         if key != "out":
             params[key] = value
     source = params.pop("path", None)
-    with ui.step("Executing the notebook"):
-        try:
-            executed = run_notebook(out, params, source=source)
-        except core.LabError as exc:
-            raise LabctlError(str(exc)) from exc
+    ui.info(f"Executing {Path(source).name if source else 'the lab notebook'} here, cell by cell; results in {out}")
+    try:
+        with LiveOutput(ui, sys.stderr, "Starting the notebook's kernel") as live:
+            executed = run_notebook(out, params, source=source, stream=live)
+    except core.LabError as exc:
+        raise LabctlError(str(exc)) from exc
     # The lab's notebook trains into LAB_OUT/run; a notebook of the user's own may write anything, or nothing.
     results = out / "run" if (out / "run" / "metrics.json").is_file() else out
     metrics_file = results / "metrics.json"

@@ -58,7 +58,11 @@ def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
         store.save(record)
         ui.info(f"Run {run_id} started on lab '{record.name}': {' '.join(command)}")
         watch = Watch(
-            detach=opts.detach, doing="running", brings="its folder", or_else=f"stop it with 'labctl cancel {run_id}'"
+            detach=opts.detach,
+            doing="running",
+            brings="its folder",
+            or_else=f"stop it with 'labctl cancel {run_id}'",
+            starting=f"Starting python {Path(script).name} on the lab",
         )
         return watch_run(store, record, lab_runs, run_id, ui, watch)
 

@@ -10,7 +10,7 @@ import pytest
 
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
-from tests.support.docker_engine import start_dockerd, stop_dockerd
+from tests.support.docker_engine import hold_engine, start_dockerd, stop_dockerd
 from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable
 
 
@@ -44,8 +44,10 @@ def machine(sshd: tuple[SSHServer, KeyPair]) -> Iterator[SSHMachine]:
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[Any]:
     """The Docker engine (started here if none answers and we are root); skips with the reason otherwise."""
+    held = hold_engine()
     proc, reason = start_dockerd()
     if reason:
+        held.close()
         pytest.skip(reason)
     import docker
 
@@ -54,7 +56,7 @@ def docker_client() -> Iterator[Any]:
         yield client
     finally:
         client.close()
-        stop_dockerd(proc)
+        stop_dockerd(proc, held)
 
 
 @pytest.fixture(scope="session")

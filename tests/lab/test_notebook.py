@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -156,3 +157,62 @@ def test_notebook_trains_the_tutorial_on_a_slice_of_real_images(tmp_path: Path, 
     assert metrics["data"] == {"source": str(cifar10_archive), "n_train": 2000, "n_test": 500}
     assert [row["run"] for row in metrics["comparison"]][2:] == ["cifarlab fast path", "cifarlab fast preset"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 250
+
+
+def tiny_notebook(path: Path, *sources: str) -> Path:
+    """A notebook of a markdown cell, then one code cell per source (an empty one is not run)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny"), *(nbformat.v4.new_code_cell(s) for s in sources)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_each_cell_says_when_it_starts_and_how_long_it_took(tmp_path: Path) -> None:
+    long_line = "total = sum(range(10)) + sum(range(20)) + sum(range(30)) + sum(range(40)) + sum(range(50))"
+    sleeper = "\nimport time\n\ntime.sleep(0.3)  # sleeps a little\nprint(x)"
+    source = tiny_notebook(tmp_path / "tiny.ipynb", "x = 6 * 7", "", sleeper, long_line)
+    env = {**os.environ, "PYTHONPATH": str(LAB)}
+    cmd = [sys.executable, "-m", "cifarlab", "notebook", "--out", str(tmp_path / "out"), "--path", str(source)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    cells = [line for line in lines if line.startswith("cell ")]
+    assert cells[0] == "cell 1/3: x = 6 * 7 ..."  # numbered as Jupyter numbers them: code cells that run
+    assert cells[2] == "cell 2/3: time.sleep(0.3)  # sleeps a little ..."  # the first line past the imports
+    assert cells[4] == f"cell 3/3: {long_line[:59]}\u2026 ..."
+    times = [float(m[1]) for line in cells if (m := re.fullmatch(r"cell \d/3 done in (\d+\.\d)s", line))]
+    assert [cells[k].split(" done")[0] for k in (1, 3, 5)] == ["cell 1/3", "cell 2/3", "cell 3/3"]
+    assert len(times) == 3 and times[1] >= 0.3
+    assert lines[-1] == f"executed notebook: {tmp_path / 'out' / 'tiny.ipynb'}"
+    executed = json.loads((tmp_path / "out" / "tiny.ipynb").read_text())
+    assert "".join(executed["cells"][3]["outputs"][0]["text"]) == "42\n"
+
+
+def test_a_failing_cell_is_named_and_its_copy_kept(tmp_path: Path) -> None:
+    from cifarlab.errors import LabError
+    from cifarlab.notebook import run_notebook
+
+    source = tiny_notebook(tmp_path / "bad.ipynb", "x = 1", "raise ValueError('no such column: price')", "print(x)")
+    said = io.StringIO()
+    with pytest.raises(LabError) as caught:
+        run_notebook(tmp_path / "out", source=source, stream=said, timeout=120)
+    message = str(caught.value)
+    assert "in cell 2/3 (raise ValueError('no such column: price'))" in message, message
+    assert "ValueError: no such column: price" in message and str(tmp_path / "out" / "bad.ipynb") in message
+    lines = said.getvalue().splitlines()
+    assert lines[:3] == ["cell 1/3: x = 1 ...", lines[1], "cell 2/3: raise ValueError('no such column: price') ..."]
+    assert re.fullmatch(r"cell 2/3 failed after \d+\.\ds", lines[3]) and len(lines) == 4  # cell 3 never ran
+    kept = json.loads((tmp_path / "out" / "bad.ipynb").read_text())
+    assert kept["cells"][2]["outputs"][0]["ename"] == "ValueError"
+
+
+def test_a_cell_past_its_time_limit_is_named(tmp_path: Path) -> None:
+    from cifarlab.errors import LabError
+    from cifarlab.notebook import run_notebook
+
+    source = tiny_notebook(tmp_path / "slow.ipynb", "x = 1", "import time\ntime.sleep(30)")
+    with pytest.raises(LabError, match=r"in cell 2/2 \(time.sleep\(30\)\).*past the limit of 2s per cell"):
+        run_notebook(tmp_path / "out", source=source, timeout=2)
+    assert (tmp_path / "out" / "slow.ipynb").is_file()

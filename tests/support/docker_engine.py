@@ -45,7 +45,30 @@ def start_dockerd(timeout: float = 60.0) -> tuple[subprocess.Popen[bytes] | None
     return None, f"dockerd did not answer within {timeout:.0f}s; see {log.name}"
 
 
-def stop_dockerd(proc: Any) -> None:
+USERS_LOCK = os.path.join(tempfile.gettempdir(), "labctl-test-dockerd.lock")
+
+
+def hold_engine() -> Any:
+    """A shared lock held by every test session that uses the engine, so that the session that started dockerd
+    does not stop it under another session still running (two test runs side by side on one machine)."""
+    import fcntl
+
+    handle = open(USERS_LOCK, "a+")  # noqa: SIM115  # held for the session, released by stop_dockerd
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    return handle
+
+
+def stop_dockerd(proc: Any, held: Any = None) -> None:
+    """Stop the dockerd this session started, unless another session still holds the engine."""
+    if held is not None:
+        import fcntl
+
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only when no other session holds it shared
+        except BlockingIOError:
+            held.close()
+            return
+        held.close()
     if proc is not None:
         proc.terminate()
         try:

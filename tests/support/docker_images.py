@@ -1,9 +1,10 @@
 """Docker images for tests, built from scratch because no registry is reachable where the tests run.
 
 The test base stands in for the ``pytorch/pytorch`` runtime image: Debian bookworm from ``debootstrap`` plus
-python3, pip, the host's CA bundle (so pip inside builds trusts whatever the host trusts) and a CPU build of
-torch. Building it takes minutes, so it is built once and found again by its tag on later runs; a file lock keeps
-parallel test processes from building it twice.
+python3, pip, the host's CA bundle (so pip inside builds trusts whatever the host trusts), a CPU build of torch
+and the torchvision of that release (the notebook imports it; see ``torchvision_cpu.py``). Building it takes
+minutes, so it is built once and found again by its tag on later runs; a file lock keeps parallel test processes
+from building it twice.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 # Bump the version when the recipe below changes, so every machine rebuilds.
-BASE_TAG = "labctl-test/base:bookworm-torch2.13-v1"
+BASE_TAG = "labctl-test/base:bookworm-torch2.13-vision0.28-v1"
 ROOTFS_TAG = "labctl-test/rootfs:bookworm-v1"
 TORCH_REQUIREMENT = "torch==2.13.0+cpu"
+TORCHVISION_REQUIREMENT = "torchvision==0.28.0"  # the release made for torch 2.13
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 DEBIAN_MIRROR = os.environ.get("LABCTL_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -35,8 +37,9 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
     REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
     PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     PIP_DEFAULT_TIMEOUT=120
-COPY wheels/ /tmp/wheels/
-RUN python -m pip install --no-cache-dir /tmp/wheels/*.whl && rm -rf /tmp/wheels
+COPY wheels/ torchvision_cpu.py /tmp/wheels/
+RUN python -m pip install --no-cache-dir /tmp/wheels/*.whl \\
+    && python /tmp/wheels/torchvision_cpu.py && rm -rf /tmp/wheels
 WORKDIR /workspace
 """
 
@@ -108,14 +111,14 @@ def _rootfs(client: Any, log: Log) -> None:
         client.api.import_image(src=str(tar), repository=repository, tag=tag)
 
 
-def _torch_wheel(dest: Path) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), TORCH_REQUIREMENT]
+def _wheel(dest: Path, requirement: str) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), requirement]
     if subprocess.run(command).returncode != 0:
         # CPU builds ("+cpu") live on PyTorch's own index, not on PyPI; a local wheel directory may also hold one.
         subprocess.run([*command, "--extra-index-url", TORCH_CPU_INDEX], check=True)
-    wheels = sorted(dest.glob("torch-*.whl"))
+    wheels = sorted(dest.glob(f"{requirement.partition('==')[0]}-*.whl"))
     if not wheels:
-        raise RuntimeError(f"pip download {TORCH_REQUIREMENT} produced no wheel")
+        raise RuntimeError(f"pip download {requirement} produced no wheel")
     return wheels[0]
 
 
@@ -130,15 +133,17 @@ def ensure_test_base(client: Any, log: Log = _say) -> str:
         with tempfile.TemporaryDirectory(prefix="labctl-base-") as tmp:
             context = Path(tmp)
             (context / "wheels").mkdir()
-            log(f"fetching {TORCH_REQUIREMENT}")
-            _torch_wheel(context / "wheels")
+            for requirement in (TORCH_REQUIREMENT, TORCHVISION_REQUIREMENT):
+                log(f"fetching {requirement}")
+                _wheel(context / "wheels", requirement)
+            shutil.copyfile(Path(__file__).with_name("torchvision_cpu.py"), context / "torchvision_cpu.py")
             (context / "Dockerfile").write_text(_BASE_DOCKERFILE.format(rootfs=ROOTFS_TAG))
             log(f"building {BASE_TAG}")
             for chunk in client.api.build(path=str(context), tag=BASE_TAG, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:
                     raise RuntimeError(f"building {BASE_TAG} failed: {chunk['error']}")
                 text = str(chunk.get("stream", "")).rstrip()
-                if text.startswith("Step "):
+                if text.startswith(("Step ", "torchvision ")):
                     log(text)
     return BASE_TAG
 
