@@ -108,10 +108,12 @@ def test_up_never_shrinks_a_lab(arm_env: FakeArm) -> None:  # noqa: F811
     provision("lab", nodes=2)
     before = len(arm_env.requests)
     with pytest.raises(UsageError, match=r"has 2 nodes.*--nodes 1") as refused:
-        provision("lab")
+        provision("lab", nodes=1)
     assert "labctl up --name lab --nodes 2" in (refused.value.hint or "")
     assert len(arm_env.requests) == before  # refused before Azure was asked anything
     assert len(_by_name(arm_env, VM)) == 2
+    again = provision("lab")  # a plain `up` converges the lab as it is, every node kept
+    assert again.nodes == 2 and len(_by_name(arm_env, VM)) == 2
 
 
 def test_a_lab_grows_and_keeps_its_first_vm(arm_env: FakeArm) -> None:  # noqa: F811

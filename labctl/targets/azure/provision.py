@@ -32,7 +32,7 @@ from labctl.targets.azure.clients import Azure, arm, connect, finish
 from labctl.targets.azure.nodes import placement_of, private_address, refuse_fewer_nodes, set_worker, worker_record
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
-from labctl.targets.azure.record import azure_data
+from labctl.targets.azure.record import azure_data, node_count
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 
@@ -105,7 +105,7 @@ class Provisioner:
         self._vm: dict[str, Any] | None = None  # the lab's VM as found, kept while it is the choice
         self._workers: dict[int, dict[str, Any]] = {}  # worker VMs as found (node -> VM), kept with it
         self._built_region: str | None = None
-        self.nodes = spec.nodes or 1
+        self.nodes = spec.nodes or node_count(record)  # not asked for: as many as the lab has (1 when new)
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
         self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
 
