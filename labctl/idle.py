@@ -129,12 +129,13 @@ def role_definition(resource_group_id: str, vm_id: str, lab: str) -> dict[str, A
     }
 
 
-def role_assignment(subscription_id: str, vm_id: str, principal_id: str) -> dict[str, Any]:
+def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of: str | None = None) -> dict[str, Any]:
     """The assignment of the role to the VM's identity at the VM's own scope (``principalType`` avoids a
-    PrincipalNotFound while the new identity replicates through the directory)."""
+    PrincipalNotFound while the new identity replicates through the directory). For the other VMs of a lab of
+    several, ``vm_id`` is the worker's and ``role_of`` node 0's: node 0's identity may deallocate each of them."""
     return {
         "properties": {
-            "roleDefinitionId": role_definition_id(subscription_id, vm_id),
+            "roleDefinitionId": role_definition_id(subscription_id, role_of or vm_id),
             "principalId": principal_id,
             "principalType": "ServicePrincipal",
         }

@@ -80,6 +80,17 @@ class LabPrices:
         """What the lab costs per hour even while deallocated: its OS disk and public IP."""
         return self.disk_per_hour + self.public_ip_per_hour
 
+    def for_nodes(self, nodes: int) -> LabPrices:
+        """The prices of a lab of ``nodes`` VMs of this size: compute and OS disks for each, one public IP."""
+        if nodes == 1:
+            return self
+        return replace(
+            self,
+            payg_per_hour=self.payg_per_hour * nodes,
+            spot_per_hour=None if self.spot_per_hour is None else self.spot_per_hour * nodes,
+            disk_per_month=self.disk_per_month * nodes,
+        )
+
 
 def disk_tier_for(gib: float) -> str:
     for tier, size in PREMIUM_TIERS:

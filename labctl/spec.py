@@ -55,7 +55,7 @@ class LabSpec:
     target: str = ""  # default: ssh when a host is given, else DEFAULT_TARGET
     host: HostAddress | None = None  # --target ssh: the (head) machine
     workers: list[HostAddress] = field(default_factory=list)  # --target ssh: the other machines (--host again)
-    nodes: int | None = None  # machines in the lab (--nodes); None: one, or one per --host
+    nodes: int | None = None  # machines in the lab (--nodes); None: one per --host, else as the lab has (1 if new)
     gpu: bool = False
     sizes: list[str] = field(default_factory=list)
     region: str | None = None
@@ -93,7 +93,11 @@ class LabSpec:
         if self.workers and self.target != "ssh":
             raise UsageError("Several --host values only apply to --target ssh.", hint="Give one --host, or none.")
         if self.nodes is None:
-            self.nodes = hosts if self.target == "ssh" else 1
+            # Not asked for: an SSH cluster is the hosts given; elsewhere a new lab gets one machine and an
+            # existing one keeps what it has (the target reads that from the lab's record).
+            self.nodes = hosts if self.target == "ssh" else None
+            if self.nodes is None:
+                return
         if not 1 <= self.nodes <= MAX_NODES:
             raise UsageError(
                 f"--nodes {self.nodes} is not a number of machines labctl makes.",

@@ -11,8 +11,8 @@ one line, and acts when the lab has been idle for the whole window or has spent 
   pid is alive); an SSH connection is open that is not one of labctl's own (labctl marks its connections).
 * activity: the latest ``last_activity`` of any kernel or terminal moves the start of the idle window forward.
 * acting: ``azure`` deallocates the VM with its own managed identity (IMDS token, ARM ``deallocate``), never an
-  OS shutdown, which would keep compute billing; ``container`` stops the lab container; ``shutdown`` powers the
-  machine off.
+  OS shutdown, which would keep compute billing, and first the lab's other VMs (``node_vms``) where it has some;
+  ``container`` stops the lab container; ``shutdown`` powers the machine off.
 
 A run that cannot tell whether a labctl run is in progress counts as busy: a training run is never stopped on a
 guess. A Jupyter that does not answer counts as having no kernels (nothing can execute in it).
@@ -89,6 +89,7 @@ class Config:
     jupyter_url: str | None = "http://127.0.0.1:8888"
     jupyter_token_file: str | None = None
     container: str | None = None  # the lab container: runs are listed inside it; `container` mode stops it
+    node_vms: list[str] = field(default_factory=list)  # azure: the lab's other VMs, deallocated with this one
     runs_dir: str | None = "/workspace/runs"
     docker: list[str] = field(default_factory=lambda: ["docker"])
     ssh_port: int = 22
@@ -433,7 +434,8 @@ def _arm_error(exc: urllib.error.HTTPError) -> str:
 
 
 def deallocate(config: Config) -> tuple[bool, str]:
-    """Deallocate this VM with its own managed identity: its id and a token from IMDS, then ARM's deallocate."""
+    """Deallocate this VM with its own managed identity: its id and a token from IMDS, then ARM's deallocate
+    (after the lab's other VMs, on which the same identity holds the same role)."""
     context = _context(config)
     imds = config.imds_url.rstrip("/")
     metadata = {"Metadata": "true"}
@@ -449,6 +451,20 @@ def deallocate(config: Config) -> tuple[bool, str]:
         return False, f"instance metadata refused: {exc.code} {exc.read().decode(errors='replace')[:200]}"
     except (OSError, ValueError, KeyError) as exc:
         return False, f"instance metadata unavailable ({getattr(exc, 'reason', exc)})"
+    # The lab's other VMs first (this one stops the agent with it), each asked once; their refusals are said.
+    refused = []
+    for other in config.node_vms:
+        ok, message = _post_deallocate(config, context, other, access)
+        if not ok:
+            refused.append(message)
+    ok, message = _post_deallocate(config, context, resource_id, access)
+    if config.node_vms:
+        message += f"; {len(config.node_vms) - len(refused)} of {len(config.node_vms)} other nodes deallocated too"
+        message += "".join(f"; {m}" for m in refused)
+    return ok and not refused, message
+
+
+def _post_deallocate(config: Config, context: ssl.SSLContext, resource_id: str, access: str) -> tuple[bool, str]:
     url = f"{config.arm_url.rstrip('/')}{resource_id}/deallocate?api-version={COMPUTE_API_VERSION}"
     request = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {access}"})
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))

@@ -31,6 +31,7 @@ API_VERSIONS: dict[str, frozenset[str]] = {
     "Microsoft.Resources/resources": frozenset({"2025-04-01"}),
     "Microsoft.Compute/virtualMachines": frozenset({COMPUTE_SDK, IDLE_AGENT_COMPUTE}),
     "Microsoft.Compute/disks": frozenset({"2026-03-02"}),
+    "Microsoft.Compute/proximityPlacementGroups": frozenset({COMPUTE_SDK}),
     "Microsoft.Compute/skus": frozenset({"2021-07-01"}),
     "Microsoft.Compute/locations": frozenset({COMPUTE_SDK}),
     "Microsoft.Network/virtualNetworks": frozenset({"2026-03-01"}),

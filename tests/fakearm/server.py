@@ -37,6 +37,9 @@ from tests.fakearm.rbac import BUILTIN_ROLES, RBAC_ROUTES, RbacHandlers, covers,
 from tests.fakearm.shapes import SIZE_TABLE, WINDOWS_TIME_ZONES, sku_json
 from tests.fakearm.tls import make_certificates
 
+# Types whose PUT is not a long-running operation: ARM answers 200/201 with the resource as it is, no
+# provisioningState (ProximityPlacementGroups_CreateOrUpdate).
+SYNCHRONOUS_TYPES = frozenset({"proximityplacementgroups"})
 FORCE_DELETION_TYPES = ("Microsoft.Compute/virtualMachines", "Microsoft.Compute/virtualMachineScaleSets")
 DEFAULT_REGIONS = ("eastus", "eastus2", "westus2", "westus3", "westeurope", "northeurope")
 DSVM = ("microsoft-dsvm", "ubuntu-2204", "2204-gen2")
@@ -90,6 +93,8 @@ class VmBoot:
     custom_data: str
     host_private_key: str | None
     host_public_key: str | None
+    private_address: str | None = None  # its NIC's address in the lab's subnet
+    public: bool = True  # whether its NIC has a public IP (a worker node's has none)
 
 
 @dataclass
@@ -250,10 +255,16 @@ class FakeArm:
         return fault
 
     def fail_allocation(
-        self, size: str | None = None, region: str | None = None, times: int = 1, code: str = "AllocationFailed"
+        self,
+        size: str | None = None,
+        region: str | None = None,
+        times: int = 1,
+        code: str = "AllocationFailed",
+        vm: str | None = None,
     ) -> None:
-        """Make the next VM creates (of this size / in this region) fail asynchronously, as capacity does."""
-        self.alloc_failures.append({"size": size, "region": region, "times": times, "code": code})
+        """Make the next VM creates (of this size / in this region / of the VM named ``vm``) fail asynchronously,
+        as capacity does."""
+        self.alloc_failures.append({"size": size, "region": region, "times": times, "code": code, "vm": vm})
 
     def count(self, method: str, pattern: str) -> int:
         return sum(1 for m, p in self.requests if m == method and re.search(pattern, p.lower()))
@@ -356,6 +367,10 @@ class FakeArm:
         self.power.pop(rid, None)
         if res and res["type"] == "Microsoft.Compute/virtualMachines":
             props = res["properties"]
+            ppg = self.resources.get(str((props.get("proximityPlacementGroup") or {}).get("id", "")).lower())
+            if ppg is not None:
+                members = ppg["properties"].get("virtualMachines", [])
+                ppg["properties"]["virtualMachines"] = [m for m in members if m.get("id", "").lower() != rid]
             os_disk = props["storageProfile"].get("osDisk", {})
             if os_disk.get("deleteOption") == "Delete":
                 self.resources.pop(self._disk_id(res).lower(), None)
@@ -392,6 +407,10 @@ class FakeArm:
             host_private_key=private,
             host_public_key=public,
         )
+        for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
+            for cfg in (self.resources.get(nic["id"].lower()) or {}).get("properties", {}).get("ipConfigurations", []):
+                boot.private_address = boot.private_address or (cfg.get("properties") or {}).get("privateIPAddress")
+                boot.public = bool((cfg.get("properties") or {}).get("publicIPAddress"))
         self.vm_boots.append(boot)
         if self.on_vm_created is not None:
             address = self.on_vm_created(boot)
@@ -455,6 +474,7 @@ TYPE_NAMES = {
     "microsoft.network/networkinterfaces": "Microsoft.Network/networkInterfaces",
     "microsoft.compute/virtualmachines": "Microsoft.Compute/virtualMachines",
     "microsoft.compute/disks": "Microsoft.Compute/disks",
+    "microsoft.compute/proximityplacementgroups": "Microsoft.Compute/proximityPlacementGroups",
     "microsoft.devtestlab/schedules": "Microsoft.DevTestLab/schedules",
 }
 
@@ -1033,6 +1053,10 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         arm.resources[key] = resource
         short = rtype.split("/")[1].lower()
         delay = arm.latency.get(short, 0.0) * (1.0 if existing is None else 0.25)
+        if short in SYNCHRONOUS_TYPES:
+            resource["properties"].pop("provisioningState", None)
+            arm.resources[key] = resource
+            return (200 if existing is not None else 201), self._public(resource), {}
         headers = self._op("put", rid, delay, error)
         return (
             (200 if existing is not None else 201),
@@ -1066,32 +1090,65 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         for rule in res["properties"].get("securityRules", []):
             rule["id"] = f"{res['id']}/securityRules/{rule['name']}"
             rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        # NetworkSecurityGroups_CreateOrUpdate.json: the six rules Azure adds to every NSG, worded as it words them.
         defaults = [
-            ("AllowVnetInBound", 65000, "Inbound", "Allow", "VirtualNetwork"),
-            ("AllowAzureLoadBalancerInBound", 65001, "Inbound", "Allow", "AzureLoadBalancer"),
-            ("DenyAllInBound", 65500, "Inbound", "Deny", "*"),
-            ("AllowVnetOutBound", 65000, "Outbound", "Allow", "VirtualNetwork"),
-            ("AllowInternetOutBound", 65001, "Outbound", "Allow", "*"),
-            ("DenyAllOutBound", 65500, "Outbound", "Deny", "*"),
+            (
+                "AllowVnetInBound",
+                65000,
+                "Inbound",
+                "Allow",
+                "VirtualNetwork",
+                "VirtualNetwork",
+                "Allow inbound traffic from all VMs in VNET",
+            ),
+            (
+                "AllowAzureLoadBalancerInBound",
+                65001,
+                "Inbound",
+                "Allow",
+                "AzureLoadBalancer",
+                "*",
+                "Allow inbound traffic from azure load balancer",
+            ),
+            ("DenyAllInBound", 65500, "Inbound", "Deny", "*", "*", "Deny all inbound traffic"),
+            (
+                "AllowVnetOutBound",
+                65000,
+                "Outbound",
+                "Allow",
+                "VirtualNetwork",
+                "VirtualNetwork",
+                "Allow outbound traffic from all VMs to all VMs in VNET",
+            ),
+            (
+                "AllowInternetOutBound",
+                65001,
+                "Outbound",
+                "Allow",
+                "*",
+                "Internet",
+                "Allow outbound traffic from all VMs to Internet",
+            ),
+            ("DenyAllOutBound", 65500, "Outbound", "Deny", "*", "*", "Deny all outbound traffic"),
         ]
         res["properties"]["defaultSecurityRules"] = [
             {
                 "name": name,
                 "id": f"{res['id']}/defaultSecurityRules/{name}",
                 "properties": {
-                    "description": name,
+                    "provisioningState": "Succeeded",
+                    "description": description,
                     "protocol": "*",
                     "sourcePortRange": "*",
                     "destinationPortRange": "*",
                     "sourceAddressPrefix": src,
-                    "destinationAddressPrefix": "*",
+                    "destinationAddressPrefix": dst,
                     "access": access,
                     "priority": prio,
                     "direction": direction,
-                    "provisioningState": "Succeeded",
                 },
             }
-            for name, prio, direction, access, src in defaults
+            for name, prio, direction, access, src, dst, description in defaults
         ]
 
     def v_publicipaddresses(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
@@ -1112,7 +1169,57 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             if cfg_props.get("publicIPAddress"):
                 self._require(cfg_props["publicIPAddress"], "the network interface")
             cfg["id"] = f"{res['id']}/ipConfigurations/{cfg['name']}"
-            cfg_props.setdefault("privateIPAddress", "10.42.0.4")
+            cfg_props["privateIPAddress"] = self._private_address(res, old, cfg)
+            cfg_props["privateIPAddressVersion"] = "IPv4"
+            cfg_props.setdefault("privateIPAllocationMethod", "Dynamic")
+
+    def _private_address(self, res: dict[str, Any], old: dict[str, Any] | None, cfg: dict[str, Any]) -> str:
+        """What Azure gives an IP configuration: the address it had, else the first free one of the subnet
+        from .4 (Azure keeps .0-.3 and the last for itself), in the order the NICs are created."""
+        import ipaddress
+
+        for before in (old or {}).get("properties", {}).get("ipConfigurations", []):
+            if before.get("name") == cfg["name"] and (before.get("properties") or {}).get("privateIPAddress"):
+                return str(before["properties"]["privateIPAddress"])
+        subnet_id = str(cfg["properties"]["subnet"]["id"]).lower()
+        vnet = self.arm.resources.get(subnet_id.split("/subnets/")[0]) or {}
+        subnet = next(s for s in vnet["properties"]["subnets"] if s["id"].lower() == subnet_id)
+        taken = {
+            str((c.get("properties") or {}).get("privateIPAddress"))
+            for key, nic in self.arm.resources.items()
+            if nic["type"] == "Microsoft.Network/networkInterfaces" and key != res["id"].lower()
+            for c in nic["properties"].get("ipConfigurations", [])
+            if str(((c.get("properties") or {}).get("subnet") or {}).get("id", "")).lower() == subnet_id
+        }
+        sprops = subnet.get("properties") or {}
+        prefix = sprops.get("addressPrefix") or (sprops.get("addressPrefixes") or [None])[0]
+        prefix = prefix or vnet["properties"].get("addressSpace", {}).get("addressPrefixes", ["10.0.0.0/24"])[0]
+        network = ipaddress.ip_network(prefix)
+        for offset in range(4, network.num_addresses - 1):
+            address = str(network.network_address + offset)
+            if address not in taken:
+                return address
+        raise ArmError(
+            400,
+            "SubnetIsFull",
+            f"Subnet {subnet['name']} with address prefix {network} does not have enough capacity for 1 IP addresses.",
+        )
+
+    def v_proximityplacementgroups(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        """ProximityPlacementGroups_CreateOrUpdate: Standard (or Ultra) only; the members are Azure's to list."""
+        props = res["properties"]
+        kind = props.get("proximityPlacementGroupType", "Standard")
+        if kind not in ("Standard", "Ultra"):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The value '{kind}' of parameter 'proximityPlacementGroupType' is not valid. Allowed values are 'Standard' and 'Ultra'.",
+            )
+        for size in (props.get("intent") or {}).get("vmSizes") or []:
+            if size not in SIZE_TABLE:
+                raise ArmError(400, "InvalidParameter", f"The VM size '{size}' in 'intent.vmSizes' is not valid.")
+        props["proximityPlacementGroupType"] = kind
+        props["virtualMachines"] = (old or {}).get("properties", {}).get("virtualMachines", [])
 
     def v_schedules(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
         props = res["properties"]
@@ -1177,6 +1284,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
         for nic in nics:
             self._require(nic, "the virtual machine")
+        self._placement(res, old, region)
         props["vmId"] = (old or {}).get("properties", {}).get("vmId") or str(uuid.uuid4())
         self._identity(res, old, body)
         props["timeCreated"] = (old or {}).get("properties", {}).get("timeCreated") or utcnow()
@@ -1191,8 +1299,33 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "tags": {},
                 "properties": {"provisioningState": "Succeeded", "diskSizeGB": 150},
             }
-            return self._allocation_failure(size, region)
+            return self._allocation_failure(size, region, res["name"])
         return None
+
+    def _placement(self, res: dict[str, Any], old: dict[str, Any] | None, region: str) -> None:
+        """A VM's ``proximityPlacementGroup``: it must exist in the VM's region, the VM is listed among its members,
+        and a running VM cannot move into another one."""
+        ref = res["properties"].get("proximityPlacementGroup")
+        if not ref:
+            return
+        before = ((old or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
+        moved = old is not None and str(before.get("id", "")).lower() != str(ref.get("id", "")).lower()
+        if moved and self.arm.power.get(res["id"].lower()) != "deallocated":
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"Updating proximity placement group of VM {res['name']} is not allowed while the VM is running. Please stop/deallocate the VM and retry the operation.",
+            )
+        ppg = self._require(ref, "the virtual machine")
+        if ppg["location"] != region:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The proximity placement group '{ppg['id']}' is in location '{ppg['location']}'; resources in it must be in the same location, not '{region}'.",
+            )
+        members = ppg["properties"].setdefault("virtualMachines", [])
+        if all(str(m.get("id", "")).lower() != res["id"].lower() for m in members):
+            members.append({"id": res["id"]})
 
     def _check_size(self, res: dict[str, Any], size: str, region: str, props: dict[str, Any]) -> RegionConfig:
         """Size offered here (and in the zones asked for), and Spot only on a LowPriorityCapable size."""
@@ -1268,12 +1401,14 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "User failed validation to purchase resources. Error message: 'You have not accepted the legal terms on this subscription.'",
             )
 
-    def _allocation_failure(self, size: str, region: str) -> dict[str, str] | None:
+    def _allocation_failure(self, size: str, region: str, name: str) -> dict[str, str] | None:
         """The asynchronous error of a VM create that an injected capacity failure matches, if any."""
         for failure in self.arm.alloc_failures:
             if failure["times"] <= 0:
                 continue
             if failure["size"] not in (None, size) or failure["region"] not in (None, region):
+                continue
+            if failure.get("vm") not in (None, name):
                 continue
             failure["times"] -= 1
             messages = {

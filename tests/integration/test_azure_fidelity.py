@@ -489,3 +489,61 @@ def test_down_names_a_tagged_resource_left_outside_the_group(arm_env: FakeArm) -
     assert "publicIPAddresses/stray-ip" in result.output and "nothing is left" not in result.output
     assert record.target_data["resource_group"] not in arm_env.group_names()  # the group itself went
     assert StateStore().exists("lab")  # kept, so `down` can be run again once the stray is gone
+
+
+# ------------------------------------------------------------------------------------ several VMs of one lab
+
+
+def test_private_addresses_are_given_in_order_from_4_and_reused(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    nic = _network(azure)
+    first = azure.network.network_interfaces.get(RG, "nic").as_dict()
+    subnet = first["properties"]["ipConfigurations"][0]["properties"]["subnet"]
+    body = {
+        "location": "eastus",
+        "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": subnet}}]},
+    }
+
+    def address(name: str) -> str:
+        made = azure.network.network_interfaces.begin_create_or_update(RG, name, body).result().as_dict()
+        return str(made["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"])
+
+    assert first["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"] == "10.1.0.4"
+    assert [address("nic2"), address("nic3")] == ["10.1.0.5", "10.1.0.6"]
+    assert address("nic2") == "10.1.0.5"  # an update keeps the address it has
+    azure.network.network_interfaces.begin_delete(RG, "nic2").result()
+    assert address("nic4") == "10.1.0.5"  # the first free one again
+    assert nic.endswith("/nic")
+
+
+def test_a_placement_group_is_synchronous_and_lists_its_vms(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    nic = _network(azure)
+    ppg = azure.compute.proximity_placement_groups.create_or_update(
+        RG, "ppg", {"location": "eastus", "properties": {"proximityPlacementGroupType": "Standard"}}
+    )
+    assert ppg.id.endswith("/proximityPlacementGroups/ppg") and "provisioningState" not in ppg.as_dict()["properties"]
+    with pytest.raises(HttpResponseError) as info:
+        azure.compute.proximity_placement_groups.get(RG, "ppg", params={"api-version": "2021-07-01"})
+    assert _code(info.value) == "NoRegisteredProviderFound" and "'proximityPlacementGroups'" in str(info.value)
+    missing = f"{ppg.id}-not-there"
+    with pytest.raises(HttpResponseError) as info:
+        azure.compute.virtual_machines.begin_create_or_update(
+            RG, "vm", _vm_body(nic, "Standard_D4s_v5", properties={"proximityPlacementGroup": {"id": missing}})
+        ).result()
+    assert _code(info.value) == "InvalidResourceReference"
+    body = _vm_body(nic, "Standard_D4s_v5", properties={"proximityPlacementGroup": {"id": ppg.id}})
+    vm = azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body).result()
+    members = azure.compute.proximity_placement_groups.get(RG, "ppg").as_dict()["properties"]["virtualMachines"]
+    assert [m["id"] for m in members] == [vm.id]
+    azure.compute.virtual_machines.begin_delete(RG, "vm").result()
+    assert not azure.compute.proximity_placement_groups.get(RG, "ppg").as_dict()["properties"]["virtualMachines"]
+
+
+def test_a_running_vm_cannot_move_into_a_placement_group(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    nic = _network(azure)
+    azure.compute.virtual_machines.begin_create_or_update(RG, "vm", _vm_body(nic, "Standard_D4s_v5")).result()
+    ppg = azure.compute.proximity_placement_groups.create_or_update(RG, "ppg", {"location": "eastus"})
+    moved = _vm_body(nic, "Standard_D4s_v5", properties={"proximityPlacementGroup": {"id": ppg.id}})
+    moved["properties"]["osProfile"].pop("customData")
+    with pytest.raises(HttpResponseError) as info:
+        azure.compute.virtual_machines.begin_create_or_update(RG, "vm", moved).result()
+    assert _code(info.value) == "OperationNotAllowed" and "deallocate" in str(info.value)

@@ -60,6 +60,7 @@ class SSHServer:
     user: str = "root"
     host: str = "127.0.0.1"
     extra_config: list[str] = field(default_factory=list)  # more sshd_config lines, e.g. to forbid a feature
+    netns: str | None = None  # run inside this network namespace (a machine with an address of its own)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -99,8 +100,9 @@ class SSHServer:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self._write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process, closed with it
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []  # execs sshd: the same pid
         self.proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config_path)],
+            [*inside, SSHD, "-D", "-e", "-f", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() can end the sessions too

@@ -117,3 +117,23 @@ def test_the_shutdown_schedule() -> None:
     assert body["properties"]["dailyRecurrence"] == {"time": "1900"}
     assert body["properties"]["targetResourceId"] == IDS.vm
     assert body["properties"]["taskType"] == "ComputeVmShutdownTask"
+
+
+def test_a_worker_has_its_own_names_a_private_nic_and_the_placement_group() -> None:
+    assert IDS.vm_of(0) == IDS.vm and IDS.nic_of(0) == IDS.nic and IDS.schedule_of(0) == IDS.schedule
+    assert IDS.vm_of(2) == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm2"
+    assert IDS.ppg == f"{RG}/Microsoft.Compute/proximityPlacementGroups/lab-ppg"
+    nic = bodies.network_interface("eastus", TAGS, IDS, node=2).as_dict()["properties"]
+    assert nic["networkSecurityGroup"] == {"id": IDS.nsg}  # the one NSG of the lab
+    assert nic["ipConfigurations"][0]["properties"] == {
+        "subnet": {"id": IDS.subnet},
+        "privateIPAllocationMethod": "Dynamic",
+    }  # no public IP: reached through node 0
+    vm = bodies.virtual_machine(_request(node=2, placement_group=IDS.ppg), NAMES, IDS, TAGS).as_dict()["properties"]
+    assert vm["osProfile"]["computerName"] == "lab-vm2"
+    assert vm["storageProfile"]["osDisk"]["name"] == "lab-vm2-osdisk"
+    assert vm["networkProfile"]["networkInterfaces"][0]["id"] == IDS.nic_of(2)
+    assert vm["proximityPlacementGroup"] == {"id": IDS.ppg}
+    assert "proximityPlacementGroup" not in bodies.virtual_machine(_request(), NAMES, IDS, TAGS).as_dict()["properties"]
+    ppg = bodies.proximity_placement_group("eastus", TAGS).as_dict()
+    assert ppg == {"location": "eastus", "tags": TAGS, "properties": {"proximityPlacementGroupType": "Standard"}}

@@ -182,3 +182,37 @@ def test_arm_timestamps_parse_with_seven_digit_fractions() -> None:
 
     value = parse_time("2019-10-14T21:30:12.8051917Z")
     assert (value.year, value.second, value.microsecond, value.tzinfo) == (2019, 12, 805191, timezone.utc)
+
+
+def test_a_plan_of_one_node_lists_what_it_always_did() -> None:
+    plan = make_plan(LabSpec(name="lab", allow_ip="203.0.113.7").validate())
+    assert [r["name"] for r in plan.to_json()["resources"]][4:] == [
+        "lab-nic",
+        "lab-vm (Standard_D4s_v5, microsoft-dsvm:ubuntu-2204:2204-gen2:latest)",
+        "lab-vm-osdisk (deleted with the VM)",
+        "shutdown-computevm-lab-vm",
+    ]
+    text = plan.render()
+    assert "nodes:" not in text and "between nodes" not in text and "placement" not in text
+
+
+def test_a_plan_of_several_nodes_lists_each_vm_one_public_ip_and_the_price_of_all() -> None:
+    plan = make_plan(LabSpec(name="lab", allow_ip="203.0.113.7", nodes=4).validate())
+    rows = plan.to_json()["resources"]
+    vms = [r["name"].split()[0] for r in rows if r["type"] == "Microsoft.Compute/virtualMachines"]
+    assert vms == ["lab-vm", "lab-vm1", "lab-vm2", "lab-vm3"]
+    assert [r["type"] for r in rows].count("Microsoft.Network/publicIPAddresses") == 1
+    assert [r["type"] for r in rows].count("Microsoft.DevTestLab/schedules") == 4
+    assert {"type": "Microsoft.Compute/proximityPlacementGroups", "name": "lab-ppg"} in rows
+    assert "lab-nic2 (node 2, private address only)" in [r["name"] for r in rows]
+    text = plan.render()
+    assert "4 VMs of that size, ~$0.77/h together (4 x $0.19/h)" in text  # Standard_D4s_v5 at $0.192/h
+    assert "the lab's VNet only" in text and "TCP 22 (SSH) from 203.0.113.7/32 only" in text
+
+
+def test_cloud_init_of_a_worker_says_which_node_it_is() -> None:
+    host = generate_ed25519("h")
+    head = yaml.safe_load(render_cloud_init(host.private_openssh, normalize(host.public_line), "lab", "img:1"))
+    worker = yaml.safe_load(render_cloud_init(host.private_openssh, normalize(host.public_line), "lab", "img:1", 2))
+    assert json.loads(head["write_files"][0]["content"]) == {"lab": "lab", "created_by": "labctl"}
+    assert json.loads(worker["write_files"][0]["content"]) == {"lab": "lab", "created_by": "labctl", "node": 2}

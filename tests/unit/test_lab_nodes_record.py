@@ -63,6 +63,6 @@ def test_node_counts_labctl_cannot_make_are_refused(spec: LabSpec, words: str) -
         spec.validate()
 
 
-def test_azure_defaults_to_one_node() -> None:
-    assert LabSpec(target="azure").validate().nodes == 1
+def test_azure_nodes_not_asked_for_stay_open() -> None:
+    assert LabSpec(target="azure").validate().nodes is None  # the target keeps an existing lab's count
     assert LabSpec(target="azure", nodes=3).validate().nodes == 3

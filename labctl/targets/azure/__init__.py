@@ -6,7 +6,7 @@ bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` 
 ``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``),
 ``subscriptions`` (the only usable one, or the Azure CLI's default), ``fit`` (GPU driver, Spot, Trusted Launch),
 ``idlerole`` (the VM identity's idle-stop role and the check that the user may grant it), ``history`` (the power
-history behind the spend, and the plan's money lines).
+history behind the spend, and the plan's money lines), ``nodes`` (a lab of several VMs: the workers' records).
 The Azure SDK is imported lazily.
 """
 
@@ -82,6 +82,8 @@ class AzureTarget:
                 f"virtualMachines/{td.get('vm_name') or LabNames(record.name).vm}"
             )
             self._remove_idle_rights(azure, vm_id, record, ui, before_group=True)
+            for worker in _worker_ids(vm_id, record):
+                self._remove_idle_rights(azure, worker, record, ui, before_group=True)
             destroy_lab(azure, record.name, group, ui, td.get("owner"))
             self._remove_idle_rights(azure, vm_id, record, ui, before_group=False)
         forget_lab_keys(record.name)
@@ -118,7 +120,11 @@ class AzureTarget:
         return facts
 
     def removal(self, record: LabRecord) -> str:
-        return f"the resource group of lab '{record.name}' and everything in it (the VM, its disk, the network)"
+        from labctl.targets.azure.record import node_count
+
+        nodes = node_count(record)
+        vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
+        return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network)"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         td = azure_data(record)
@@ -141,6 +147,12 @@ class AzureTarget:
         facts = set_power(self._connect(td.get("subscription")), record, True)
         if facts.get("public_ip"):
             record.host = str(facts["public_ip"])
+        for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
+            if node["node"] == 0 and node.get("private_ip"):
+                record.private_address = str(node["private_ip"])
+            elif 0 < node["node"] <= len(record.workers) and node.get("private_ip"):
+                worker = record.workers[node["node"] - 1]
+                worker.host = worker.private_address = str(node["private_ip"])
         return facts
 
     # LabDiscovery: `list` and `down` without local state.
@@ -180,11 +192,15 @@ class AzureTarget:
 
         endpoint = azure_settings.arm_endpoint().rstrip("/")
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
+        td = azure_data(record)
+        vm_id = td.get("vm_id")
+        if vm_id and record.nodes > 1:  # node 0 stops its workers with itself (its identity holds their role)
+            extras["node_vms"] = _worker_ids(vm_id, record)
         if record.idle.get("budget_usd") is not None:
             from labctl.pricing import lab_prices
+            from labctl.targets.azure.record import node_count
 
-            td = azure_data(record)
-            prices = lab_prices(str(td.get("region")), str(td.get("size")))
+            prices = lab_prices(str(td.get("region")), str(td.get("size"))).for_nodes(node_count(record))
             extras["usd_per_hour"] = prices.compute_per_hour(bool(td.get("spot")))
             extras["fixed_usd_per_hour"] = prices.fixed_per_hour
             extras["created_at"] = td.get("created_at") or record.created_at
@@ -208,3 +224,12 @@ class AzureTarget:
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )
+
+
+def _worker_ids(head_vm_id: str, record: LabRecord) -> list[str]:
+    """The ids of the lab's other VMs, next to node 0's in its resource group."""
+    from labctl.targets.azure.plan import LabNames
+    from labctl.targets.azure.record import node_count
+
+    base = head_vm_id.rsplit("/", 1)[0]
+    return [f"{base}/{LabNames(record.name).vm_of(node)}" for node in range(1, node_count(record))]

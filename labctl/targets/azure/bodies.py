@@ -16,7 +16,7 @@ from labctl.targets.azure.access import ssh_rule
 from labctl.targets.azure.plan import LabNames
 
 if TYPE_CHECKING:
-    from azure.mgmt.compute.models import VirtualMachine
+    from azure.mgmt.compute.models import ProximityPlacementGroup, VirtualMachine
     from azure.mgmt.network.models import NetworkInterface, NetworkSecurityGroup, PublicIPAddress, VirtualNetwork
     from azure.mgmt.resource.resources.models import ResourceGroup
 
@@ -58,6 +58,19 @@ class Ids:
     @property
     def schedule(self) -> str:
         return self._id("Microsoft.DevTestLab/schedules", self.names.schedule)
+
+    @property
+    def ppg(self) -> str:
+        return self._id("Microsoft.Compute/proximityPlacementGroups", self.names.ppg)
+
+    def nic_of(self, node: int) -> str:
+        return self._id("Microsoft.Network/networkInterfaces", self.names.nic_of(node))
+
+    def vm_of(self, node: int) -> str:
+        return self._id("Microsoft.Compute/virtualMachines", self.names.vm_of(node))
+
+    def schedule_of(self, node: int) -> str:
+        return self._id("Microsoft.DevTestLab/schedules", self.names.schedule_of(node))
 
 
 def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
@@ -103,14 +116,16 @@ def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
     )
 
 
-def network_interface(region: str, tags: dict[str, str], ids: Ids) -> NetworkInterface:
+def network_interface(region: str, tags: dict[str, str], ids: Ids, node: int = 0) -> NetworkInterface:
+    """Node ``node``'s NIC in the lab's subnet behind its NSG; only node 0's has the public IP (workers are
+    reached through node 0, at the private address Azure gives them)."""
     from azure.mgmt.network import models as n
 
     ip_config = n.NetworkInterfaceIPConfiguration(
         name="ipconfig1",
         properties=n.NetworkInterfaceIPConfigurationPropertiesFormat(
             subnet=n.Subnet(id=ids.subnet),
-            public_ip_address=n.PublicIPAddress(id=ids.public_ip),
+            public_ip_address=n.PublicIPAddress(id=ids.public_ip) if node == 0 else None,
             private_ip_allocation_method="Dynamic",
         ),
     )
@@ -138,25 +153,40 @@ class VmRequest:
     purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
     trusted_launch: bool = True  # False for sizes whose resource SKU says TrustedLaunchDisabled
     identity: bool = False  # a system-assigned managed identity, for the idle agent to deallocate the VM with
+    node: int = 0  # which of the lab's VMs: 0 is the one with the public IP, workers are 1, 2, ...
+    placement_group: str | None = None  # the proximity placement group's id, for a lab of several VMs
+
+
+def proximity_placement_group(region: str, tags: dict[str, str]) -> ProximityPlacementGroup:
+    """A Standard proximity placement group: Azure puts the lab's VMs in one datacenter, for low latency
+    between nodes. No ``intent``: the size may still change (a fall-back size) before the first VM is in it."""
+    from azure.mgmt.compute import models as c
+
+    return c.ProximityPlacementGroup(
+        location=region,
+        tags=tags,
+        properties=c.ProximityPlacementGroupProperties(proximity_placement_group_type="Standard"),
+    )
 
 
 def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[str, str]) -> VirtualMachine:
     from azure.mgmt.compute import models as c
 
     publisher, offer, sku, _ = request.image_urn.split(":")
+    vm_name = names.vm_of(request.node)
     properties = c.VirtualMachineProperties(
         hardware_profile=c.HardwareProfile(vm_size=request.size),
         storage_profile=c.StorageProfile(
             image_reference=c.ImageReference(publisher=publisher, offer=offer, sku=sku, version=request.image_version),
             os_disk=c.OSDisk(
-                name=f"{names.vm}-osdisk",
+                name=f"{vm_name}-osdisk",
                 create_option="FromImage",
                 delete_option="Delete",
                 managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
             ),
         ),
         os_profile=c.OSProfile(
-            computer_name=names.vm,
+            computer_name=vm_name,
             admin_username=request.admin_user,
             custom_data=base64.b64encode(request.cloud_init.encode()).decode(),
             linux_configuration=c.LinuxConfiguration(
@@ -173,7 +203,8 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
         network_profile=c.NetworkProfile(
             network_interfaces=[
                 c.NetworkInterfaceReference(
-                    id=ids.nic, properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete")
+                    id=ids.nic_of(request.node),
+                    properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete"),
                 )
             ]
         ),
@@ -186,6 +217,8 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
             security_type="TrustedLaunch",
             uefi_settings=c.UefiSettings(secure_boot_enabled=False, v_tpm_enabled=True),
         )
+    if request.placement_group:
+        properties.proximity_placement_group = c.SubResource(id=request.placement_group)
     if request.spot:
         properties.priority = "Spot"
         properties.eviction_policy = "Deallocate"

@@ -90,6 +90,7 @@ def restore(record: LabRecord, tag: str | None, created_at: str) -> None:
 
 
 def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> SpendEstimate:
+    """The spend of every node (they are started and stopped together, so one power history serves all)."""
     td = azure_data(record)
     created = parse_time(str(td.get("created_at") or record.created_at))
     return estimate(
@@ -133,9 +134,13 @@ def plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[
         lines.append("                  (giving it that role needs Owner or User Access Administrator; checked first)")
     else:
         lines.append("  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM")
-    prices = lab_prices(region, size, timeout=5.0)
+    nodes = int(getattr(spec, "nodes", None) or 1)
+    prices = lab_prices(region, size, timeout=5.0).for_nodes(nodes)
     payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
     facts.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
     cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
-    lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for disk and IP; from {prices.source}")
+    parts = "disk and IP" if nodes == 1 else f"{nodes} disks and one IP"
+    if nodes > 1 and payg is not None:
+        cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
+    lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")
     return facts, lines

@@ -60,10 +60,17 @@ def missing_grant_rights(azure: Azure, resource_group: str) -> list[str]:
     return [action for action in idle.GRANT_ACTIONS if not _allows(permissions, action)]
 
 
-def grant(azure: Azure, resource_group_id: str, vm_id: str, lab: str, principal: str, ui: Reporter) -> None:
-    """The role and its assignment to the VM's identity (both idempotent; PrincipalNotFound retried)."""
-    from azure.core.exceptions import HttpResponseError
-
+def grant(
+    azure: Azure,
+    resource_group_id: str,
+    vm_id: str,
+    lab: str,
+    principal: str,
+    ui: Reporter,
+    workers: tuple[str, ...] = (),
+) -> None:
+    """The role and its assignment to the VM's identity (both idempotent; PrincipalNotFound retried), and the
+    same role for that identity on each of ``workers`` (the lab's other VMs, which it deallocates with itself)."""
     with arm("creating the lab's idle-stop role"):
         call(
             azure,
@@ -71,13 +78,19 @@ def grant(azure: Azure, resource_group_id: str, vm_id: str, lab: str, principal:
             idle.role_definition_url(resource_group_id, vm_id),
             idle.role_definition(resource_group_id, vm_id, lab),
         )
-    body = idle.role_assignment(azure.subscription_id, vm_id, principal)
+    for scope in (vm_id, *workers):
+        _assign(azure, scope, idle.role_assignment(azure.subscription_id, scope, principal, role_of=vm_id), ui)
+
+
+def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> None:
+    from azure.core.exceptions import HttpResponseError
+
     deadline = time.monotonic() + PRINCIPAL_WAIT
     delay = max(settings.poll_interval(), 0.01)
     while True:
         try:
             with arm("assigning the idle-stop role to the VM's identity"):
-                call(azure, "PUT", idle.role_assignment_url(vm_id), body)
+                call(azure, "PUT", idle.role_assignment_url(scope), body)
             return
         except LabctlError as exc:
             code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,9 +12,10 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, finish
+from labctl.targets.azure.nodes import private_address
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
-from labctl.targets.azure.record import azure_data
+from labctl.targets.azure.record import azure_data, node_count
 from labctl.targets.base import FoundLab, LabOwner
 
 
@@ -162,11 +164,12 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
             uptime = int((datetime.now(timezone.utc) - parse_time(str(started))).total_seconds())
         except ValueError:
             uptime = None
-    price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) if entry else None)
+    nodes = node_count(record)
+    price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) * nodes if entry else None)
     spent = _spend(record, str(vm.get("location") or td.get("region")), size)
     if spent.get("compute_per_hour_usd") is not None:
         price = spent["compute_per_hour_usd"]
-    return {
+    facts = {
         "power_state": power,
         "public_ip": ((pip or {}).get("properties") or {}).get("ipAddress"),
         "size": size,
@@ -180,6 +183,30 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         "spot": bool(td.get("spot")),
         "resource_group": rg,
     }
+    if nodes > 1:
+        facts["nodes"] = describe_nodes(azure, record, {"power_state": power, "size": size})
+    return facts
+
+
+def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per VM of a lab of several: node, VM name, power state, size and private address (read side by
+    side; node 0's power and size are ``head``'s, already read; a worker whose VM is gone says 'missing')."""
+    rg, names, nodes = azure_data(record).get("resource_group"), LabNames(record.name), node_count(record)
+    ops = azure.compute.virtual_machines
+
+    def read(node: int) -> dict[str, Any]:
+        name, facts = names.vm_of(node), dict(head)
+        with arm(f"reading the VM of node {node}"):
+            nic = get_or_none(lambda: azure.network.network_interfaces.get(rg, names.nic_of(node)))
+            if node:
+                vm = get_or_none(lambda: ops.get(rg, name))
+                size = ((vm or {}).get("properties") or {}).get("hardwareProfile", {}).get("vmSize")
+                power = _power_state(ops.instance_view(rg, name).as_dict())[0] if vm else "missing"
+                facts = {"power_state": power, "size": size}
+        return {"node": node, "name": name, **facts, "private_ip": private_address(nic)}
+
+    with ThreadPoolExecutor(min(nodes, 8)) as pool:
+        return list(pool.map(read, range(nodes)))
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
@@ -189,7 +216,7 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
     from labctl.targets.azure import history
 
     try:
-        prices = lab_prices(region, size)
+        prices = lab_prices(region, size).for_nodes(node_count(record))
         spent = history.lab_spend(record, prices)
     except (LabctlError, ValueError) as exc:
         return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
@@ -205,19 +232,36 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
     return facts
 
 
+def _power_action(ops: Any, rg: str, name: str, on: bool, *, worker: bool) -> Any:
+    """Start or deallocate one VM; a worker an interrupted `up` never made is passed over (None)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return (ops.begin_start if on else ops.begin_deallocate)(rg, name)
+    except ResourceNotFoundError:
+        if not worker:
+            raise
+        return None
+
+
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
+    """Start or deallocate every VM of the lab, side by side (node 0 and its workers go up and down together)."""
     td = azure_data(record)
     rg, vm_name = td.get("resource_group"), td.get("vm_name")
     if not rg or not vm_name:
         raise LabctlError(f"Lab '{record.name}' has no VM yet.", hint="Run 'labctl up' to finish creating it.")
-    ops = azure.compute.virtual_machines
+    ops, names = azure.compute.virtual_machines, LabNames(record.name)
+    vms = [vm_name] + [names.vm_of(node) for node in range(1, node_count(record))]
     with arm("starting the VM" if on else "deallocating the VM"):
         if get_or_none(lambda: ops.get(rg, vm_name)) is None:
             raise NotFound(
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        finish((ops.begin_start if on else ops.begin_deallocate)(rg, vm_name))
+        pollers = [_power_action(ops, rg, name, on, worker=i > 0) for i, name in enumerate(vms)]
+        for poller in pollers:
+            if poller is not None:
+                finish(poller)
     from labctl.targets.azure import history
 
     history.note(record, "running" if on else "deallocated")

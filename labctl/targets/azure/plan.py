@@ -60,6 +60,22 @@ class LabNames:
     def schedule(self) -> str:
         return f"shutdown-computevm-{self.vm}"
 
+    @property
+    def ppg(self) -> str:
+        """The proximity placement group that keeps a lab's several VMs close together."""
+        return f"{self.lab}-ppg"
+
+    # Node 0 is the lab's own machine with the names above; workers (1, 2, ...) are numbered after it.
+
+    def vm_of(self, node: int) -> str:
+        return self.vm if node == 0 else f"{self.lab}-vm{node}"
+
+    def nic_of(self, node: int) -> str:
+        return self.nic if node == 0 else f"{self.lab}-nic{node}"
+
+    def schedule_of(self, node: int) -> str:
+        return f"shutdown-computevm-{self.vm_of(node)}"
+
 
 @dataclass
 class AzurePlan:
@@ -77,6 +93,7 @@ class AzurePlan:
     image: str = settings.IMAGE_URN
     accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
     warnings: list[str] = field(default_factory=list)
+    nodes: int = 1  # VMs of the one size: node 0 with the public IP, workers reached through it
 
     @property
     def group_shown(self) -> str:
@@ -90,15 +107,21 @@ class AzurePlan:
             {"type": "Microsoft.Network/virtualNetworks", "name": f"{n.vnet} (10.42.0.0/16, subnet {n.subnet})"},
             {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
             {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
-            {"type": "Microsoft.Network/networkInterfaces", "name": n.nic},
-            {
-                "type": "Microsoft.Compute/virtualMachines",
-                "name": f"{n.vm} ({size.name}, {self.image}{', Spot' if self.spot else ''})",
-            },
-            {"type": "Microsoft.Compute/disks", "name": f"{n.vm}-osdisk (deleted with the VM)"},
         ]
+        if self.nodes > 1:
+            rows.append({"type": "Microsoft.Compute/proximityPlacementGroups", "name": n.ppg})
+        image = f"{size.name}, {self.image}{', Spot' if self.spot else ''}"
+        for node in range(self.nodes):
+            nic = n.nic_of(node)
+            if self.nodes > 1:
+                nic += " (node 0, with the public IP)" if node == 0 else f" (node {node}, private address only)"
+            rows += [
+                {"type": "Microsoft.Network/networkInterfaces", "name": nic},
+                {"type": "Microsoft.Compute/virtualMachines", "name": f"{n.vm_of(node)} ({image})"},
+                {"type": "Microsoft.Compute/disks", "name": f"{n.vm_of(node)}-osdisk (deleted with the VM)"},
+            ]
         if self.shutdown_at:
-            rows.append({"type": "Microsoft.DevTestLab/schedules", "name": n.schedule})
+            rows += [{"type": "Microsoft.DevTestLab/schedules", "name": n.schedule_of(i)} for i in range(self.nodes)]
         return rows
 
     def to_json(self) -> dict[str, Any]:
@@ -122,6 +145,7 @@ class AzurePlan:
             ],
             "spot": self.spot,
             "image": self.image,
+            "nodes": self.nodes,
             "resources": self.resources(first, self.regions[0]),
             "inbound_rules": [ssh_rule(self.source)],
             "shutdown_at": self.shutdown_at,
@@ -139,6 +163,12 @@ class AzurePlan:
             f"  region:         {where}",
             f"  size:           {first.describe()}" + (f", Spot ~${first.hourly(True):.2f}/h" if self.spot else ""),
         ]
+        if self.nodes > 1:
+            each = first.hourly(self.spot)
+            lines.append(
+                f"  nodes:          {self.nodes} VMs of that size, ~${self.nodes * each:.2f}/h together "
+                f"({self.nodes} x ${each:.2f}/h), in one proximity placement group"
+            )
         for fallback in self.sizes[1:]:
             spot = f", Spot ~${fallback.hourly(True):.2f}/h" if self.spot else ""
             lines.append(f"  then:           {fallback.describe()}{spot}")
@@ -148,6 +178,11 @@ class AzurePlan:
             lines.append(f"    {row['type']:<42} {row['name']}")
         src = "anywhere (--allow-ip any)" if self.source == "*" else self.source
         lines.append(f"  inbound:        TCP 22 (SSH) from {src} only; Jupyter only through the SSH tunnel")
+        if self.nodes > 1:
+            lines.append(
+                "  between nodes:  the lab's VNet only (Azure's default rule): SSH to the workers through node 0, "
+                "the rendezvous on node 0's private address; the workers have no public IP"
+            )
         if self.shutdown_at:
             lines.append(f"  auto-shutdown:  daily at {self.shutdown_at} ({self.shutdown_tz})")
         else:
@@ -221,4 +256,5 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         subscription=spec.subscription,
         accept_terms=bool(getattr(spec, "yes", False)),
         warnings=warnings,
+        nodes=spec.nodes or 1,
     )

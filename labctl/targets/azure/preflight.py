@@ -151,7 +151,8 @@ def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, 
     return best
 
 
-def check_size(facts: RegionFacts, size: VmSize, spot: bool) -> Problem | None:
+def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> Problem | None:
+    """What stops ``nodes`` VMs of ``size`` in this region (None: nothing); quota is counted for all of them."""
     region = facts.region
     if not facts.skus:
         return Problem(region, size, "unknown-region", f"the region '{region}' offers no VM sizes to this subscription")
@@ -165,15 +166,17 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool) -> Problem | None:
         return Problem(
             region, size, "no-spot", f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
         )
-    need = sku_vcpus(sku, size)
+    each = sku_vcpus(sku, size)
+    need = each * nodes
     free, quota, current, limit = free_vcpus(facts, size, spot)
     if free < need:
         label = "Spot (low-priority)" if quota == "lowprioritycores" else ("regional" if quota == "cores" else quota)
+        what = size.name if nodes == 1 else f"{nodes} nodes of {size.name} ({nodes} x {each} vCPUs)"
         return Problem(
             region,
             size,
             "quota",
-            f"no {label} vCPU quota for {size.name} in {region} ({current} of {limit} vCPUs in use, {need} needed)",
+            f"no {label} vCPU quota for {what} in {region} ({current} of {limit} vCPUs in use, {need} needed)",
             free=free,
         )
     return None
@@ -248,7 +251,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 images[region] = image_future.result()
         facts = cache[region]
         for size in plan.sizes:
-            problem = check_size(facts, size, plan.spot)
+            problem = check_size(facts, size, plan.spot, plan.nodes)
             if problem is not None:
                 problems.append(problem)
                 if problem.kind == "unknown-region":
@@ -292,6 +295,9 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
     smaller = _smaller_sizes(first.size)
     if smaller:
         ways.append(f"or a smaller size (--size {smaller})")
+    fitting = (first.free or 0) // max(first.size.vcpus, 1) if first.kind == "quota" else 0
+    if plan.nodes > 1 and fitting >= 1:
+        ways.append(f"or fewer nodes (--nodes {min(fitting, plan.nodes - 1)} fits the free quota)")
     hint = ("; ".join(ways) + ".") if ways else "Pick another --size or --region."
     return LabctlError(f"Cannot create the lab: {what}.", hint=hint[0].upper() + hint[1:])
 
@@ -315,7 +321,7 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
     found = []
     for region in others:
         facts = cache.get(region)
-        if facts is None or check_size(facts, size, plan.spot) is not None:
+        if facts is None or check_size(facts, size, plan.spot, plan.nodes) is not None:
             continue
         free = free_vcpus(facts, size, plan.spot)[0]
         found.append(f"{region} ({free} vCPUs free for {size.name})")

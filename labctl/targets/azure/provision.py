@@ -1,13 +1,16 @@
 """Create (or converge) an Azure lab: resource group, network, VM, auto-shutdown, in as few round trips as allowed.
 
 Independent resources go up together (VNet, NSG and public IP; the critical path is RG -> network -> NIC -> VM
--> schedule). Every PUT is idempotent, so a second `up` after a crash or Ctrl-C converges on what exists; the
-record is saved after each step so `down` can always remove a half-made lab.
+-> schedule). A lab of several VMs (`up --nodes N`) adds a placement group and one NIC per node; node 0's VM is
+made first (it anchors the placement group), then the workers' side by side. Every PUT is idempotent, so a
+second `up` after a crash or Ctrl-C converges on what exists; the record is saved after each step so `down` can
+always remove a half-made lab.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -19,25 +22,27 @@ from labctl.catalog import lookup
 from labctl.errors import LabctlError, NoCapacity
 from labctl.hostkeys import normalize
 from labctl.imageref import check_image_ref
-from labctl.keys import ensure_user_key, generate_ed25519
+from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
 from labctl.targets.azure.clients import Azure, arm, connect, finish
+from labctl.targets.azure.nodes import placement_of, private_address, refuse_fewer_nodes, set_worker, worker_record
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
-from labctl.targets.azure.record import azure_data
+from labctl.targets.azure.record import azure_data, node_count
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 
 
-def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str) -> str:
+def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0) -> str:
     """The VM's cloud-config, built as data and dumped as YAML: no value is ever spliced into its text.
 
     The SSH host key was generated on the user's computer; labctl pins its public half, so the very first
-    connection is verified. cloud-init installs it and must generate no others.
+    connection is verified. cloud-init installs it and must generate no others. Every node of a lab gets its
+    own key; a worker's ``lab.json`` says which node it is.
     """
     import yaml
 
@@ -54,7 +59,7 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
             {
                 "path": "/etc/labctl/lab.json",
                 "permissions": "0644",
-                "content": json.dumps({"lab": lab, "created_by": "labctl"}),
+                "content": json.dumps({"lab": lab, "created_by": "labctl", **({"node": node} if node else {})}),
             },
             *prewarm_files,
         ],
@@ -98,11 +103,16 @@ class Provisioner:
         self.plan: AzurePlan = make_plan(spec, discover_ip=False)  # asked below, while logging in
         self.names = self.plan.names
         self._vm: dict[str, Any] | None = None  # the lab's VM as found, kept while it is the choice
+        self._workers: dict[int, dict[str, Any]] = {}  # worker VMs as found (node -> VM), kept with it
         self._built_region: str | None = None
+        self.nodes = spec.nodes or node_count(record)  # not asked for: as many as the lab has (1 when new)
+        self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
+        self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
 
     # ------------------------------------------------------------------ steps
 
     def run(self) -> LabRecord:
+        refuse_fewer_nodes(self.record, self.nodes)
         azure = self._login()
         # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
@@ -166,8 +176,10 @@ class Provisioner:
             self.record.idle["why_not"] = "the VM was created without a managed identity"
             return
         rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
-        with self.ui.step("Idle stop: a role that may only deallocate this VM, for the VM's own identity"):
-            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui)
+        workers = tuple(self.ids.vm_of(node) for node in range(1, self.nodes))
+        what = "this VM" if not workers else f"this VM and the lab's {len(workers)} other VMs"
+        with self.ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
+            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui, workers)
         self.record.idle["granted"] = True
         self.save(self.record)
 
@@ -231,6 +243,22 @@ class Provisioner:
         with arm("reading the lab's VM"):
             vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg_name, names.vm))
         self._vm = self._settle_vm(vm)
+        self._settle_workers()
+
+    def _settle_workers(self) -> None:
+        """Find the workers a lab has (or an interrupted `up` left), side by side; failed ones are removed."""
+        assert self.azure is not None
+        ops, rg, found = self.azure.compute.virtual_machines, self.names.resource_group, self._workers
+
+        def settle(node: int) -> None:
+            with arm(f"reading the VM of node {node}"):
+                vm = get_or_none(lambda: ops.get(rg, self.names.vm_of(node)))
+            kept = self._settle_vm(vm, node)
+            if kept is not None:
+                found[node] = kept
+
+        found.clear()
+        self._parallel([functools.partial(settle, node) for node in range(1, self.nodes)])
 
     def _choices(self) -> Iterator[Choice]:
         """The VM the lab has, if any, then each (region, size) the preflight finds room for, best first."""
@@ -268,10 +296,10 @@ class Provisioner:
         assert last is not None
         raise last
 
-    def _settle_vm(self, vm: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _settle_vm(self, vm: dict[str, Any] | None, node: int = 0) -> dict[str, Any] | None:
         """Wait out a VM create already under way; remove a VM whose creation failed."""
         assert self.azure is not None
-        azure, rg, name = self.azure, self.names.resource_group, self.names.vm
+        azure, rg, name = self.azure, self.names.resource_group, self.names.vm_of(node)
         deadline = time.monotonic() + settings.operation_timeout()
         while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
             if time.monotonic() > deadline:
@@ -288,12 +316,18 @@ class Provisioner:
             with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
                 finish(azure.compute.virtual_machines.begin_delete(rg, name))
             return None
-        if vm is not None and not self.record.host_key:
+        pinned = self.record.host_key if node == 0 else self._worker_key(node)
+        if vm is not None and not pinned:
+            what = "" if node == 0 else f" (node {node}, {name})"
             raise LabctlError(
-                f"Lab '{self.names.lab}' exists in Azure but this computer has lost its pinned host key.",
+                f"Lab '{self.names.lab}' exists in Azure but this computer has lost its pinned host key{what}.",
                 hint=f"Delete it with 'labctl down --name {self.names.lab}' and create it again with 'labctl up'.",
             )
         return vm
+
+    def _worker_key(self, node: int) -> str | None:
+        workers = self.record.workers
+        return workers[node - 1].host_key if node - 1 < len(workers) else None
 
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
@@ -303,16 +337,21 @@ class Provisioner:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
                 finish(azure.resources.resource_groups.begin_delete(rg))
+            self._workers.clear()
         self._built_region = choice.region
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
             azure.resources.resource_groups.create_or_update(rg, bodies.resource_group(choice.region, tags))
         self.save(self.record)
+        made_head = self._vm is None
+        self._placement = self.ids.ppg if made_head and self.nodes > 1 else placement_of(self._vm)
         self._build_network(choice.region, tags)
-        if self._vm is None:
+        if made_head:
             self._create_vm(choice, tags)
         else:
             self._keep_vm(choice)
+        if self.nodes > 1:
+            self._build_workers(choice, tags, made_head)
         self._set_schedule(choice.region, tags)
         return choice
 
@@ -330,6 +369,7 @@ class Provisioner:
                 "size": choice.size.name,
                 "created_at": created_at,
                 "spot": self.plan.spot,
+                "nodes": self.nodes,
                 "owner": self.azure.principal.oid,
                 "owner_name": self.azure.principal.name,
             }
@@ -338,9 +378,10 @@ class Provisioner:
         return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, region: str, tags: dict[str, str]) -> None:
-        """VNet, NSG and public IP side by side, then the NIC that joins them."""
+        """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
         assert self.azure is not None
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
+        compute = self.azure.compute
 
         def vnet() -> None:
             with arm("creating the virtual network"):
@@ -358,14 +399,47 @@ class Provisioner:
                 body = bodies.public_ip(region, tags)
                 finish(network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body))
 
-        with self.ui.step(f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"):
-            self._parallel([vnet, nsg, pip])
+        def ppg() -> None:
+            with arm("creating the proximity placement group"):
+                body = bodies.proximity_placement_group(region, tags)
+                compute.proximity_placement_groups.create_or_update(rg, names.ppg, body)  # synchronous in ARM
+
+        ours = (self._placement or "").lower() == self.ids.ppg.lower()  # ARM may spell the group in capitals
+        steps = [vnet, nsg, pip] + ([ppg] if ours else [])
+        label = f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"
+        with self.ui.step(label + (f", placement group {names.ppg}" if len(steps) > 3 else "")):
+            self._parallel(steps)
         azure_data(self.record)["allow_ip"] = source
+        azure_data(self.record)["placement_group"] = self._placement
         self.save(self.record)
-        with self.ui.step(f"Network interface {names.nic}"), arm("creating the network interface"):
-            body = bodies.network_interface(region, tags, self.ids)
-            finish(network.network_interfaces.begin_create_or_update(rg, names.nic, body))
+        # Node 0's NIC first: Azure gives private addresses in order from .4, so the head node has the first.
+        with self.ui.step(f"Network interface {names.nic}"):
+            self._make_nic(region, tags, 0)
+        if self.nodes > 1:
+            workers = range(1, self.nodes)
+            with self.ui.step(f"Network interfaces of nodes 1-{self.nodes - 1} (private addresses only)"):
+                self._parallel([functools.partial(self._make_nic, region, tags, node) for node in workers])
         self.save(self.record)
+
+    def _make_nic(self, region: str, tags: dict[str, str], node: int) -> None:
+        """Node ``node``'s NIC (idempotent), and the private address Azure gave it."""
+        assert self.azure is not None
+        network, rg = self.azure.network, self.names.resource_group
+        with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
+            body = bodies.network_interface(region, tags, self.ids, node)
+            nic = finish(network.network_interfaces.begin_create_or_update(rg, self.names.nic_of(node), body))
+        address = private_address(nic.as_dict() if hasattr(nic, "as_dict") else nic)
+        if address is None:
+            with arm(f"reading the network interface of node {node}"):
+                address = private_address(
+                    get_or_none(lambda: network.network_interfaces.get(rg, self.names.nic_of(node)))
+                )
+        if address is None:
+            raise LabctlError(
+                f"Azure gave node {node} of lab '{self.names.lab}' no private address.",
+                hint="Run 'labctl up' again to converge.",
+            )
+        self._addresses[node] = address
 
     def _keep_vm(self, choice: Choice) -> None:
         self.ui.info(f"VM {self.names.vm} exists ({choice.size.name}); keeping it.")
@@ -376,41 +450,134 @@ class Provisioner:
                 f"'labctl down --name {self.names.lab}' and 'up' again to change it."
             )
 
-    def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
-        """The daily auto-shutdown, or none (and an earlier one removed) with --no-shutdown."""
-        assert self.azure is not None
-        resources, plan = self.azure.resources.resources, self.plan
-        if plan.shutdown_at:
-            assert plan.shutdown_hhmm is not None and plan.shutdown_tz is not None
-            schedule = bodies.ShutdownSchedule(region, tags, self.ids.vm, plan.shutdown_hhmm, plan.shutdown_tz)
-            label = f"Auto-shutdown daily at {plan.shutdown_at} ({plan.shutdown_tz})"
-            with self.ui.step(label), arm("creating the auto-shutdown schedule"):
-                finish(
-                    resources.begin_create_or_update_by_id(
-                        self.ids.schedule, schedule.body(), api_version=settings.SCHEDULE_API_VERSION
-                    )
+    def _build_workers(self, choice: Choice, tags: dict[str, str], made_head: bool) -> None:
+        """Nodes 1..N-1 next to node 0: kept where they exist, made side by side where not, each with its own
+        host key pinned in the record before its VM exists."""
+        self._drop_other_sizes(choice)
+        missing = [node for node in range(1, self.nodes) if node not in self._workers]
+        hosts: dict[int, KeyPair] = {}
+        for node in range(1, self.nodes):
+            key = self._worker_key(node) if node in self._workers else None
+            if node in missing:
+                hosts[node] = generate_ed25519(f"labctl-{self.names.lab}-node{node}-host")
+                key = normalize(hosts[node].public_line)
+            set_worker(self.record, node, worker_record(self.names, node, self._addresses[node], key))
+        self.save(self.record)
+        if not missing:
+            self.ui.info(f"The VMs of nodes 1-{self.nodes - 1} exist; keeping them.")
+            return
+        if self._placement is None:
+            self.ui.warn(
+                f"The lab's VM {self.names.vm} is in no proximity placement group, so its new nodes are placed "
+                "without one (possibly further apart); 'labctl down' and 'up --nodes N' places all together."
+            )
+        user_pub = self._prepare_login(choice)
+        self.save(self.record)
+        which = ", ".join(str(node) for node in missing)
+        label = f"VM{'s' if len(missing) > 1 else ''} of node{'s' if len(missing) > 1 else ''} {which}: "
+        with self.ui.step(label + f"{choice.size.describe()}, private addresses only"):
+            try:
+                self._parallel(
+                    [functools.partial(self._create_node_vm, choice, tags, n, hosts[n], user_pub) for n in missing]
                 )
-        else:
+            except NoCapacity as refused:
+                raise self._worker_refused(refused, made_head) from refused
+
+    def _drop_other_sizes(self, choice: Choice) -> None:
+        """Workers of another size than node 0's are removed (node 0 was made again at a fall-back size)."""
+        assert self.azure is not None
+        ops, rg = self.azure.compute.virtual_machines, self.names.resource_group
+        for node, vm in sorted(self._workers.items()):
+            size = ((vm.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize")
+            if size and size != choice.size.name:
+                step = f"Removing the VM of node {node} ({size}, not {choice.size.name})"
+                with self.ui.step(step), arm(f"deleting the VM of node {node}"):
+                    finish(ops.begin_delete(rg, self.names.vm_of(node)))
+                del self._workers[node]
+
+    def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
+        """A worker Azure could not allocate: a lab just made is removed so that the next size or region can
+        be tried for all nodes together; a lab that existed keeps its nodes and says how to finish."""
+        lab, nodes = self.names.lab, self.nodes
+        if made_head:
+            self._remove_node_vms()
+            return NoCapacity(
+                f"{refused.message} The lab's {nodes} VMs need room together, so its new VMs were removed.",
+                hint=refused.hint,
+            )
+        return LabctlError(
+            f"{refused.message} The lab's other nodes are kept (and cost money while running).",
+            hint=f"Run 'labctl up --name {lab} --nodes {nodes}' later to add the missing nodes, or "
+            f"'labctl down --name {lab}' to remove the whole lab.",
+        )
+
+    def _remove_node_vms(self) -> None:
+        """Every node's VM, side by side (nothing is on them yet: they were made by this `up`)."""
+        with self.ui.step(f"Removing the VMs of lab '{self.names.lab}'"):
+            self._parallel([functools.partial(self._remove_failed_vm, node) for node in range(self.nodes)])
+        self._workers.clear()
+
+    def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
+        """The daily auto-shutdown of every node's VM, or none (and earlier ones removed) with --no-shutdown."""
+        assert self.azure is not None
+        resources, plan, ids = self.azure.resources.resources, self.plan, self.ids
+        version = settings.SCHEDULE_API_VERSION
+
+        def put(node: int) -> None:
+            assert plan.shutdown_hhmm is not None and plan.shutdown_tz is not None
+            schedule = bodies.ShutdownSchedule(region, tags, ids.vm_of(node), plan.shutdown_hhmm, plan.shutdown_tz)
+            with arm("creating the auto-shutdown schedule"):
+                finish(
+                    resources.begin_create_or_update_by_id(ids.schedule_of(node), schedule.body(), api_version=version)
+                )
+
+        def remove(node: int) -> None:
             from azure.core.exceptions import ResourceNotFoundError
 
             with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                finish(resources.begin_delete_by_id(self.ids.schedule, api_version=settings.SCHEDULE_API_VERSION))
+                finish(resources.begin_delete_by_id(ids.schedule_of(node), api_version=version))
+
+        every = " of every node" if self.nodes > 1 else ""
+        if plan.shutdown_at:
+            with self.ui.step(f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"):
+                self._parallel([functools.partial(put, node) for node in range(self.nodes)])
+        else:
+            self._parallel([functools.partial(remove, node) for node in range(self.nodes)])
         azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(self.record)
 
-    def _create_vm(self, choice: Choice, tags: dict[str, str]) -> None:
+    def _prepare_login(self, choice: Choice) -> str:
+        """The image version and the lab's login key (recorded); the public half, for every node's VM."""
         assert self.azure is not None
-        azure, names, plan, record = self.azure, self.names, self.plan, self.record
+        record = self.record
         if not choice.image_version:
-            choice.image_version, choice.purchase_plan = latest_image(azure, choice.region, plan.image)
-        key_path, user_pub = ensure_user_key(names.lab, self.spec.ssh_key)
-        host = generate_ed25519(f"labctl-{names.lab}-host")
-        record.host_key = normalize(host.public_line)
+            choice.image_version, choice.purchase_plan = latest_image(self.azure, choice.region, self.plan.image)
+        key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
         record.ssh_key_path = str(key_path)
         record.user = settings.admin_user()
         azure_data(record)["image_version"] = choice.image_version
-        self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
+        return user_pub
 
+    def _create_vm(self, choice: Choice, tags: dict[str, str]) -> None:
+        """Node 0, the VM with the public IP; alone first, so that it anchors the placement group."""
+        record = self.record
+        user_pub = self._prepare_login(choice)
+        host = generate_ed25519(f"labctl-{self.names.lab}-host")
+        record.host_key = normalize(host.public_line)
+        self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
+        price = choice.size.hourly(self.plan.spot)
+        label = f"VM {self.names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if self.plan.spot else "")
+        with self.ui.step(label):
+            self._create_node_vm(choice, tags, 0, host, user_pub)
+        from labctl.targets.azure import history
+
+        history.note(record, "running")
+        self.save(record)
+
+    def _create_node_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
+        """One node's VM, with its own host key in its cloud-init; a VM Azure could not allocate is removed."""
+        assert self.azure is not None
+        names, plan = self.names, self.plan
         request = bodies.VmRequest(
             region=choice.region,
             size=choice.size.name,
@@ -418,30 +585,29 @@ class Provisioner:
             image_version=choice.image_version,
             admin_user=settings.admin_user(),
             user_public_key=user_pub,
-            cloud_init=render_cloud_init(host.private_openssh, record.host_key, names.lab, settings.base_image()),
+            cloud_init=render_cloud_init(
+                host.private_openssh, normalize(host.public_line), names.lab, settings.base_image(), node
+            ),
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
             trusted_launch=choice.trusted_launch,
-            identity=self.idle_rights,
+            identity=self.idle_rights and node == 0,
+            node=node,
+            placement_group=self._placement,
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
-        price = choice.size.hourly(plan.spot)
-        label = f"VM {names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if plan.spot else "")
-        with self.ui.step(label):
-            try:
-                with arm(f"creating the VM ({choice.size.name} in {choice.region})"):
-                    finish(azure.compute.virtual_machines.begin_create_or_update(names.resource_group, names.vm, body))
-            except NoCapacity:
-                self._remove_failed_vm()
-                raise
-        from labctl.targets.azure import history
+        which = f" of node {node}" if node else ""
+        ops = self.azure.compute.virtual_machines
+        try:
+            with arm(f"creating the VM{which} ({choice.size.name} in {choice.region})"):
+                finish(ops.begin_create_or_update(names.resource_group, names.vm_of(node), body))
+        except NoCapacity:
+            self._remove_failed_vm(node)
+            raise
 
-        history.note(record, "running")
-        self.save(record)
-
-    def _remove_failed_vm(self) -> None:
+    def _remove_failed_vm(self, node: int = 0) -> None:
         assert self.azure is not None
-        azure, rg, name = self.azure, self.names.resource_group, self.names.vm
+        azure, rg, name = self.azure, self.names.resource_group, self.names.vm_of(node)
         with arm("removing the VM that could not be allocated"):
             if get_or_none(lambda: azure.compute.virtual_machines.get(rg, name)) is not None:
                 finish(azure.compute.virtual_machines.begin_delete(rg, name))
@@ -486,6 +652,7 @@ class Provisioner:
         record.port = settings.ssh_port()
         record.user = settings.admin_user()
         record.gpu = choice.size.gpu
+        record.private_address = self._addresses.get(0)
         if not record.ssh_key_path:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
             record.ssh_key_path = str(key_path)
@@ -494,7 +661,7 @@ class Provisioner:
             {
                 "region": choice.region,
                 "size": choice.size.name,
-                "usd_per_hour": choice.size.hourly(self.plan.spot),
+                "usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes,
                 "spot": self.plan.spot,
                 "image": self.plan.image,
                 "vm_id": self.ids.vm,

@@ -30,8 +30,17 @@ class AzureData(TypedDict, total=False):
     owner: str  # the object id of the principal that made the lab (tag labctl-owner)
     owner_name: str  # its sign-in or application name
     power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
+    nodes: int  # VMs the lab is made of (node 0 and its workers, all of ``size``); absent: one
+    placement_group: str | None  # the proximity placement group's id, None where the VMs are in none
 
 
 def azure_data(record: LabRecord) -> AzureData:
     """The record's Azure fields, the same dict (changes land in the record)."""
     return cast(AzureData, record.target_data)
+
+
+def node_count(record: LabRecord) -> int:
+    """How many VMs the lab has or is being made with (recorded before they exist, so `down` and `stop`
+    reach every one of them)."""
+    recorded = azure_data(record).get("nodes")
+    return max(recorded if isinstance(recorded, int) and recorded > 0 else 1, record.nodes)
