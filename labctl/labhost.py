@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -287,18 +287,24 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
     return facts
 
 
-def describe_nodes(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> list[dict[str, object]]:
-    """Each node of a lab on several machines, read-only and all at once: address, reachable, container, GPUs."""
+def describe_nodes(
+    record: LabRecord, *, wait: float = EVERYDAY_WAIT, skip: Collection[int] = ()
+) -> list[dict[str, object]]:
+    """Each node of a lab on several machines, read-only and all at once: address, reachable, container, GPUs;
+    the nodes in ``skip`` (machines known to be off) are not dialled."""
     from labctl.ui import PlainReporter
 
-    return on_each_node(record, lambda node, _: _describe_node(record, node, wait), PlainReporter(quiet=True))
+    quiet = PlainReporter(quiet=True)
+    return on_each_node(record, lambda node, _: _describe_node(record, node, wait, node in skip), quiet)
 
 
-def _describe_node(record: LabRecord, node: int, wait: float) -> dict[str, object]:
+def _describe_node(record: LabRecord, node: int, wait: float, skip: bool) -> dict[str, object]:
     from labctl.ui import PlainReporter
 
     address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
     facts: dict[str, object] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
+    if skip:
+        return {**facts, "reachable": False, "error": "its machine is not running"}
     try:
         with machine_for(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
             facts["reachable"] = True

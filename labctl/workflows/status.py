@@ -54,9 +54,7 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
     except LabctlError as exc:
         data["error"] = exc.render()
     if record.workers:
-        from labctl.labhost import describe_nodes
-
-        data["nodes"] = describe_nodes(record)
+        data["nodes"] = _nodes(record, data.get("nodes"))
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
@@ -65,6 +63,16 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return data
+
+
+def _nodes(record: LabRecord, described: Any) -> list[dict[str, Any]]:
+    """Each node: what the target says of its machine (power, size, ...), and what the machine itself says of its
+    container and GPUs; a machine the target reports as not running is not dialled."""
+    from labctl.labhost import describe_nodes
+
+    known = {int(n["node"]): n for n in described or [] if isinstance(n, dict) and "node" in n}
+    off = {i for i, n in known.items() if n.get("power_state") not in (None, "running")}
+    return [{**known.get(i, {}), **facts} for i, facts in enumerate(describe_nodes(record, skip=off))]
 
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
@@ -172,6 +180,8 @@ def _node_line(node: dict[str, Any]) -> str:
     parts = [str(node.get("address"))]
     if node.get("private_address") and node["private_address"] not in str(node.get("address")):
         parts[0] += f" (private {node['private_address']})"
+    if node.get("power_state") not in (None, "running"):
+        return f"{parts[0]}, {node['power_state']}"
     if not node.get("reachable"):
         return f"{parts[0]}, unreachable: {node.get('error') or 'no answer'}"
     parts.append(f"container {node.get('container')}")

@@ -211,8 +211,23 @@ def test_status_shows_each_node() -> None:
             "reachable": False,
             "error": "timed out",
         },
+        {"node": 3, "address": "lab-vm3", "private_address": "10.0.0.7", "power_state": "deallocated"},
     ]
     lines = dict(line.split("  ", 1) for line in render({"name": "lab", "nodes": nodes}).splitlines())
     assert lines["node 0"].strip() == "me@10.0.0.4:22, container running, 1 GPU"
     assert lines["node 1"].strip() == "me@1.2.3.4:22 (private 10.0.0.5), container exited"
     assert lines["node 2"].strip() == "me@10.0.0.6:22, unreachable: timed out"
+    assert lines["node 3"].strip() == "lab-vm3 (private 10.0.0.7), deallocated"  # as the target says
+
+
+def test_status_keeps_what_the_target_says_of_each_node_and_dials_no_machine_that_is_off() -> None:
+    from labctl.workflows.status import _nodes
+
+    record = _cluster()
+    described = [{"node": 0, "power_state": "deallocated", "name": "lab-vm"}, {"node": 1, "power_state": "deallocated"}]
+    nodes = _nodes(record, described)
+    assert [(n["node"], n["name"] if n["node"] == 0 else None, n["reachable"]) for n in nodes] == [
+        (0, "lab-vm", False),
+        (1, None, False),
+    ]
+    assert {n["error"] for n in nodes} == {"its machine is not running"}
