@@ -487,6 +487,11 @@ GpusOpt = Annotated[
         "machine and --notebook run one process).",
     ),
 ]
+HereOpt = Annotated[bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")]
+RunNodesOpt = Annotated[
+    int | None,
+    typer.Option("--nodes", metavar="N", help="Machines of the lab to train on together (default: all of them)."),
+]
 HoldoutOpt = Annotated[
     float | None,
     typer.Option("--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation without a test/."),
@@ -496,9 +501,7 @@ HoldoutOpt = Annotated[
 @app.command("run-lab")
 def run_lab_cmd(
     name: NameOpt = None,
-    here: Annotated[
-        bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
-    ] = False,
+    here: HereOpt = False,
     model: Annotated[
         ModelChoice, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")
     ] = ModelChoice.tutorial,
@@ -519,6 +522,7 @@ def run_lab_cmd(
     ] = None,
     device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
     gpus: GpusOpt = None,
+    nodes: RunNodesOpt = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
         bool,
@@ -545,6 +549,7 @@ def run_lab_cmd(
     \b
       labctl run-lab --epochs 10 --model fast
       labctl run-lab --notebook my-experiment.ipynb
+      labctl run-lab --nodes 2   # a lab on two machines: one model trained on both
     """
 
     def go(ui: Reporter) -> Outcome:
@@ -562,6 +567,7 @@ def run_lab_cmd(
             data=data,
             device=_value(device),
             gpus=gpus,
+            nodes=nodes,
             seed=seed,
             notebook=notebook or notebook_file is not None,
             notebook_file=notebook_file,

@@ -34,9 +34,13 @@ IMAGE_REPO = "labctl-lab"
 DEPS_REPO = "labctl-lab-deps"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
+# On the host's network (a lab on several machines) Jupyter listens on the machine's 127.0.0.1 itself, at the
+# record's port, which this variable tells the health check.
+JUPYTER_PORT_ENV = "LABCTL_JUPYTER_PORT"
 NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
+NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
 SEED_MARKER = ".labctl-seeded"
 
 JUPYTER_COMMAND = [
@@ -49,10 +53,26 @@ JUPYTER_COMMAND = [
     f"--ServerApp.root_dir={WORKSPACE}",
 ]
 
+
+def jupyter_command(port: int) -> list[str]:
+    """Jupyter on the host's network: the machine's 127.0.0.1 only (never its other interfaces), at ``port``,
+    and no other port when that one is taken (labctl picks the next one itself and records it)."""
+    return [
+        "jupyter",
+        "lab",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--no-browser",
+        "--allow-root",
+        f"--ServerApp.root_dir={WORKSPACE}",
+    ]
+
+
 # Asks Jupyter's REST API with the token; used by Docker's health check and by labctl while it waits.
 HEALTH_PY = (
     "import os,sys,urllib.request as u;"
-    f"r=u.Request('http://127.0.0.1:{JUPYTER_PORT}/api/status',"
+    f"r=u.Request('http://127.0.0.1:'+os.environ.get('{JUPYTER_PORT_ENV}','{JUPYTER_PORT}')+'/api/status',"
     "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']});"
     "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)"
 )
@@ -60,12 +80,14 @@ HEALTH_COMMAND = ["python", "-c", HEALTH_PY]
 _SECOND = 1_000_000_000
 
 
-def container_name(lab: str) -> str:
-    return f"labctl-{lab}"
+# Node i > 0 of a lab on several machines: a '.' no lab name holds, so that two nodes sharing one Docker engine,
+# or a node and another lab, never share a name.
+def container_name(lab: str, node: int = 0) -> str:
+    return f"labctl-{lab}" if node == 0 else f"labctl-{lab}.node{node}"
 
 
-def volume_name(lab: str) -> str:
-    return f"labctl-{lab}-workspace"
+def volume_name(lab: str, node: int = 0) -> str:
+    return f"labctl-{lab}-workspace" if node == 0 else f"labctl-{lab}.node{node}-workspace"
 
 
 # ---------------------------------------------------------------------------------------------- image
@@ -237,26 +259,37 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
 # ---------------------------------------------------------------------------------------------- container
 
 
-def _sharing(gpu: bool) -> dict[str, Any]:
-    """Shared memory: the host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun starts, see
-    `labctl.distributed.container_options`), else 2 GB of /dev/shm for PyTorch's data loader workers."""
+def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
+    """Shared memory and network: the host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun
+    starts), else 2 GB of /dev/shm for PyTorch's data loader workers; the host's network on a lab of several
+    machines, so that ranks reach each other at the machines' addresses (`labctl.distributed.container_options`)."""
     from labctl.distributed import container_options
 
-    return container_options(gpu=gpu, several_nodes=False) or {"shm_size": "2g"}
+    options = container_options(gpu=gpu, several_nodes=several_nodes)
+    if "ipc_mode" not in options:
+        options["shm_size"] = "2g"
+    return options
 
 
-def _config_hash(image_id: str, token: str, port: int, gpu: bool) -> str:
+def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False) -> str:
     """What the running container was made from; a difference means it must be replaced."""
     sharing = _sharing(gpu)
-    made = f"{image_id}|{token}|{port}|{gpu}|{JUPYTER_COMMAND}" + (f"|{sorted(sharing.items())}" if gpu else "")
+    command = jupyter_command(port) if several_nodes else JUPYTER_COMMAND
+    made = f"{image_id}|{token}|{port}|{gpu}|{command}" + (f"|{sorted(sharing.items())}" if gpu else "")
+    if several_nodes:
+        made += "|host-network"
     return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
-def find_container(client: docker.DockerClient, lab: str) -> Container | None:
+def _worker_hash(image_id: str, gpu: bool) -> str:
+    return hashlib.sha256(f"worker|{image_id}|{gpu}|{sorted(_sharing(gpu, True).items())}".encode()).hexdigest()[:16]
+
+
+def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Container | None:
     import docker.errors
 
     try:
-        return client.containers.get(container_name(lab))
+        return client.containers.get(container_name(lab, node))
     except docker.errors.NotFound:
         return None
 
@@ -269,7 +302,8 @@ def jupyter_answers(container: Container) -> bool:
         return False
 
 
-def wait_ready(container: Container, timeout: float = 180.0) -> None:
+def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None = None) -> None:
+    """Wait for Jupyter to answer; ``port``: it listens on the host's network there, and a taken port is PortBusy."""
     deadline = time.monotonic() + timeout
     while True:
         container.reload()
@@ -283,6 +317,9 @@ def wait_ready(container: Container, timeout: float = 180.0) -> None:
             break
         time.sleep(1.0)
     logs = container.logs(tail=30).decode(errors="replace")
+    if port is not None and (f"port {port} is not available" in logs or f"port {port} is already in use" in logs):
+        container.remove(force=True)
+        raise PortBusy(port)
     raise LabctlError(
         f"Jupyter in the container {container.name} did not come up (state: {container.status}). Its last log "
         f"lines:\n{logs}",
@@ -292,25 +329,38 @@ def wait_ready(container: Container, timeout: float = 180.0) -> None:
 
 
 def start_container(
-    client: docker.DockerClient, lab: str, image: str, *, token: str, port: int, gpu: bool
+    client: docker.DockerClient,
+    lab: str,
+    image: str,
+    *,
+    token: str,
+    port: int,
+    gpu: bool,
+    several_nodes: bool = False,
 ) -> Container:
-    """A new lab container (any old one of that name is removed first; the workspace volume stays)."""
+    """A new lab container (any old one of that name is removed first; the workspace volume stays).
+
+    ``several_nodes``: on the host's network, Jupyter on the machine's 127.0.0.1:``port`` (nothing published).
+    """
     import docker.errors
-    from docker.types import DeviceRequest
 
     old = find_container(client, lab)
     if old is not None:
         old.remove(force=True)
     image_id = client.images.get(image).id
+    if several_nodes:
+        command, env, ports = jupyter_command(port), {JUPYTER_PORT_ENV: str(port)}, None
+    else:
+        command, env, ports = JUPYTER_COMMAND, {}, {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)}
     try:
         return client.containers.run(
             image,
-            command=JUPYTER_COMMAND,
+            command=command,
             name=container_name(lab),
             detach=True,
-            labels={LAB_LABEL: lab, CONFIG_LABEL: _config_hash(image_id, token, port, gpu)},
-            environment={"JUPYTER_TOKEN": token},
-            ports={f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
+            labels={LAB_LABEL: lab, CONFIG_LABEL: _config_hash(image_id, token, port, gpu, several_nodes)},
+            environment={"JUPYTER_TOKEN": token, **env},
+            ports=ports,
             volumes={volume_name(lab): {"bind": WORKSPACE, "mode": "rw"}},
             working_dir=WORKSPACE,
             restart_policy={"Name": "unless-stopped"},
@@ -321,26 +371,72 @@ def start_container(
                 "retries": 3,
                 "start_period": 120 * _SECOND,
             },
-            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-            **_sharing(gpu),
+            device_requests=_gpus(gpu),
+            **_sharing(gpu, several_nodes),
         )
     except docker.errors.APIError as exc:
         leftover = find_container(client, lab)
         if leftover is not None:
             leftover.remove(force=True)
-        text = str(exc.explanation or exc)
-        if "port is already allocated" in text or "address already in use" in text:
-            raise PortBusy(port) from None
-        if "executable file not found" in text:
-            raise LabctlError(
-                f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
-                hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
-                "labctl builds its own.",
-            ) from None
-        hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
-        if gpu:
-            hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
-        raise LabctlError(f"The lab container could not be started: {text}", hint=hint) from None
+        raise _start_failed(exc, image, port, gpu) from None
+
+
+def _gpus(gpu: bool) -> list[Any] | None:
+    from docker.types import DeviceRequest
+
+    return [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+
+
+def _start_failed(exc: Any, image: str, port: int | None, gpu: bool) -> LabctlError:
+    text = str(exc.explanation or exc)
+    if port is not None and ("port is already allocated" in text or "address already in use" in text):
+        return PortBusy(port)
+    if "executable file not found" in text:
+        return LabctlError(
+            f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
+            hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
+            "labctl builds its own.",
+        )
+    hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
+    if gpu:
+        hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
+    return LabctlError(f"The lab container could not be started: {text}", hint=hint)
+
+
+def start_worker(client: docker.DockerClient, lab: str, node: int, image: str, *, gpu: bool) -> Container:
+    """Node ``node``'s container of a lab on several machines: the lab image and volume layout, on the host's
+    network (and IPC and GPUs on a GPU machine), with no Jupyter: it stays up for the runs started in it."""
+    import docker.errors
+
+    old = find_container(client, lab, node)
+    if old is not None:
+        old.remove(force=True)
+    image_id = client.images.get(image).id
+    try:
+        return client.containers.run(
+            image,
+            command=["sleep", "infinity"],
+            name=container_name(lab, node),
+            detach=True,
+            labels={LAB_LABEL: lab, NODE_LABEL: str(node), CONFIG_LABEL: _worker_hash(image_id, gpu)},
+            volumes={volume_name(lab, node): {"bind": WORKSPACE, "mode": "rw"}},
+            working_dir=WORKSPACE,
+            restart_policy={"Name": "unless-stopped"},
+            device_requests=_gpus(gpu),
+            **_sharing(gpu, several_nodes=True),
+        )
+    except docker.errors.APIError as exc:
+        leftover = find_container(client, lab, node)
+        if leftover is not None:
+            leftover.remove(force=True)
+        raise _start_failed(exc, image, None, gpu) from None
+
+
+def worker_is_current(container: Container, client: docker.DockerClient, image: str, gpu: bool) -> bool:
+    """A node's container that runs, made from the same image and settings: keep it."""
+    if container.status != "running":
+        return False
+    return container.labels.get(CONFIG_LABEL) == _worker_hash(client.images.get(image).id, gpu)
 
 
 class PortBusy(LabctlError):
@@ -349,11 +445,19 @@ class PortBusy(LabctlError):
         self.port = port
 
 
-def is_current(container: Container, client: docker.DockerClient, image: str, token: str, port: int, gpu: bool) -> bool:
+def is_current(
+    container: Container,
+    client: docker.DockerClient,
+    image: str,
+    token: str,
+    port: int,
+    gpu: bool,
+    several_nodes: bool = False,
+) -> bool:
     """Running, made from the same image and settings, and Jupyter answers: keep it."""
     if container.status != "running":
         return False
-    expected = _config_hash(client.images.get(image).id, token, port, gpu)
+    expected = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)
     if container.labels.get(CONFIG_LABEL) != expected:
         return False
     return jupyter_answers(container)
@@ -375,19 +479,19 @@ def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     return copied
 
 
-def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False) -> list[str]:
-    """Remove the lab's container (and volume); returns what was removed."""
+def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False, node: int = 0) -> list[str]:
+    """Remove the lab's container (and volume) on one node's engine; returns what was removed."""
     import docker.errors
 
     removed = []
-    container = find_container(client, lab)
+    container = find_container(client, lab, node)
     if container is not None:
         container.remove(force=True)
-        removed.append(f"container {container_name(lab)}")
+        removed.append(f"container {container_name(lab, node)}")
     if not keep_volume:
         try:
-            client.volumes.get(volume_name(lab)).remove(force=True)
-            removed.append(f"volume {volume_name(lab)}")
+            client.volumes.get(volume_name(lab, node)).remove(force=True)
+            removed.append(f"volume {volume_name(lab, node)}")
         except docker.errors.NotFound:
             pass
     return removed

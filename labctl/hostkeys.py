@@ -151,12 +151,19 @@ def check_fingerprint(text: str) -> str:
 
 
 def confirm_host_key(
-    host: str, port: int, ui: Reporter, *, expected: str | None = None, assume_yes: bool = False
+    host: str,
+    port: int,
+    ui: Reporter,
+    *,
+    expected: str | None = None,
+    assume_yes: bool = False,
+    one_of_several: bool = False,
 ) -> str:
     """A host key for a host labctl has not pinned: known_hosts, the fingerprint the user gave, or a question.
 
     ``--yes`` answers labctl's other questions, never this one: a key is pinned without asking only when it
     is in known_hosts or matches ``expected`` (--host-key-fingerprint), which the user took from the machine.
+    ``one_of_several``: the host is one of a cluster's, whose keys come from known_hosts (the flag pins one).
     """
     want = check_fingerprint(expected) if expected else None
     known = lookup_known_hosts(host, port)
@@ -184,6 +191,12 @@ def confirm_host_key(
         f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or add the key to "
         f"known_hosts ('{scan} >> ~/.ssh/known_hosts')."
     )
+    if one_of_several:
+        way_out = (
+            "Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' "
+            f"there), then add its key to known_hosts ('{scan} >> ~/.ssh/known_hosts') and run the same command "
+            "again."
+        )
     if assume_yes:
         raise UsageError(
             f"labctl does not know the SSH host key of {host}:{port}, and --yes does not pin an unknown key. "

@@ -1,27 +1,31 @@
-"""The lab on its host: from a reachable machine to a healthy Jupyter container and back, the same for every target.
+"""The lab on its host: from reachable machines to a healthy Jupyter container and back, the same for every target.
 
 ``prepare_lab`` converges (bootstrap Docker, and the NVIDIA runtime on GPU machines; the image; the container)
-and is safe to run again at any point. ``lab_container`` reaches the running container of a ready lab,
-``describe_lab`` reports on it without changing anything, and ``teardown_lab`` removes the container and its
-volume, never the machine. The machine itself is ``labctl.machine``; the container, ``labctl.container``.
+on every node of the lab at once, and is safe to run again at any point. ``lab_container`` reaches the running
+container of a ready lab, ``describe_lab`` and ``describe_nodes`` report on it without changing anything, and
+``teardown_lab`` removes the containers and their volumes, never the machines. The machine itself is
+``labctl.machine``; the container, ``labctl.container``. Node 0 is the lab's own machine and runs Jupyter; on a
+lab of several machines the others (``record.workers``) hold a container each that only runs training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from labctl import container as lab
 from labctl import workspace
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
+from labctl.distributed import gpu_probe_argv, parse_gpu_count, torch_probe_argv
 from labctl.errors import LabctlError, NotFound
-from labctl.machine import DEFAULT_WAIT, Machine, connect
+from labctl.machine import DEFAULT_WAIT, Machine, connect_node
 from labctl.prewarm import await_prewarm
 from labctl.state import LabRecord
-from labctl.ui import Reporter
+from labctl.ui import NodeReporter, Reporter
 
 if TYPE_CHECKING:
     import docker
@@ -36,20 +40,86 @@ EVERYDAY_WAIT = 5.0
 
 @contextmanager
 def machine_for(
-    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, mark: bool = True
+    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, mark: bool = True, node: int = 0
 ) -> Iterator[Machine]:
-    machine = connect(record, ui, wait=wait, mark=mark)
+    """Node ``node``'s machine (0: the lab's own), connected; the connection closes after."""
+    machine = connect_node(record, node, ui, wait=wait, mark=mark)
     try:
         yield machine
     finally:
         machine.close()
 
 
+def node_where(record: LabRecord, node: int) -> str:
+    """How messages name node ``node``: ``node 1 (me@10.0.0.5:22)``; a lab on one machine's only node is just
+    the machine."""
+    if node == 0:
+        where = f"{record.user}@{record.host}:{record.port}" if record.host else "this computer"
+    else:
+        worker = record.workers[node - 1]
+        where = worker.name or f"{worker.user or record.user}@{worker.host}:{worker.port}"
+    return f"node {node} ({where})" if record.workers else where
+
+
+def private_addresses(record: LabRecord) -> list[str]:
+    """Where the nodes reach each other, node 0 first: each one's private address, else the address labctl uses."""
+    head = record.private_address or record.host or "127.0.0.1"
+    return [head, *(w.private_address or w.host for w in record.workers)]
+
+
+T = TypeVar("T")
+
+
+def on_each_node(
+    record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter, nodes: int | None = None
+) -> list[T]:
+    """``action(node, ui)`` for nodes 0 to ``nodes`` - 1 (default: all), at the same time, one thread each.
+
+    A lab on one machine runs it here, as before. Otherwise each node reports under its own name, and once every
+    node is done the first failure is raised with its node named.
+    """
+    count = record.nodes if nodes is None else nodes
+    if count == 1:
+        return [action(0, ui)]
+    results: dict[int, T] = {}
+    failures: list[tuple[int, BaseException]] = []
+
+    def one(node: int) -> None:
+        try:
+            results[node] = action(node, NodeReporter(ui, f"[node {node}]"))
+        except BaseException as exc:  # raised below, in the caller's thread, with the node named
+            failures.append((node, exc))
+
+    threads = [threading.Thread(target=one, args=(n,), name=f"labctl-node{n}", daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        node, exc = failures[0]
+        if isinstance(exc, LabctlError):
+            raise LabctlError(f"On {node_where(record, node)}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code)
+        raise exc
+    return [results[n] for n in range(count)]
+
+
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
-    """Converge the machine to a healthy lab container; fills image, container name and token. Idempotent."""
-    with machine_for(record, ui, wait=DEFAULT_WAIT) as machine:
+    """Converge every node to a healthy lab container; fills image, container names and token. Idempotent.
+
+    Node 0 runs Jupyter; on a lab of several machines every container uses the host's network (Jupyter then on
+    the machine's 127.0.0.1 only) and the other nodes' containers just stay up for the runs.
+    """
+    if not record.jupyter_token:
+        record.jupyter_token = secrets.token_hex(32)
+    on_each_node(record, lambda node, node_ui: _prepare_node(record, node, node_ui, image), ui)
+    return record
+
+
+def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None) -> None:
+    with machine_for(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
         if machine.kind != "local":
-            bootstrap_docker(machine, ui, record.user)
+            user = record.user if node == 0 else record.workers[node - 1].user or record.user
+            bootstrap_docker(machine, ui, user)
             if record.gpu:
                 bootstrap_nvidia(machine, ui, lab.effective_base_image())
         client = machine.docker()
@@ -58,37 +128,55 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
         tag = lab.ensure_image(client, ui, image)
         if record.gpu:
             check_cuda(client, tag, ui)
-        record.image = tag
-        record.container_name = lab.container_name(record.name)
-        if not record.jupyter_token:
-            record.jupyter_token = secrets.token_hex(32)
-        token = record.jupyter_token
-        existing = lab.find_container(client, record.name)
-        if existing is not None and lab.is_current(existing, client, tag, token, record.jupyter_port, record.gpu):
-            ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
-            container = existing
+        if node == 0:
+            record.image = tag
+            _jupyter_container(client, record, tag, ui)
         else:
-            if existing is not None:
-                ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
-            with ui.step("Starting Jupyter in the lab container"):
-                container = _start_on_free_port(client, record, tag, token, ui)
-                lab.wait_ready(container)
-        box = lab.LabContainer(container)
-        first_start = not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}")
-        if lab.seed_workspace(box):
-            ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
-        if first_start:  # what the workspace holds now is labctl's; what changes from here on is the user's
-            workspace.save_baseline(container)
-    return record
+            _worker_container(client, record, node, tag, ui)
+
+
+def _jupyter_container(client: docker.DockerClient, record: LabRecord, tag: str, ui: Reporter) -> None:
+    record.container_name = lab.container_name(record.name)
+    token, several = record.jupyter_token or "", record.nodes > 1
+    existing = lab.find_container(client, record.name)
+    if existing is not None and lab.is_current(existing, client, tag, token, record.jupyter_port, record.gpu, several):
+        ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
+        container = existing
+    else:
+        if existing is not None:
+            ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
+        with ui.step("Starting Jupyter in the lab container"):
+            container = _start_on_free_port(client, record, tag, token, ui)
+    box = lab.LabContainer(container)
+    first_start = not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}")
+    if lab.seed_workspace(box):
+        ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
+    if first_start:  # what the workspace holds now is labctl's; what changes from here on is the user's
+        workspace.save_baseline(container)
+
+
+def _worker_container(client: docker.DockerClient, record: LabRecord, node: int, tag: str, ui: Reporter) -> None:
+    existing = lab.find_container(client, record.name, node)
+    if existing is not None and lab.worker_is_current(existing, client, tag, record.gpu):
+        ui.info(f"The lab container {existing.name} is running; keeping it.")
+    else:
+        if existing is not None:
+            ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
+        with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
+            lab.start_worker(client, record.name, node, tag, gpu=record.gpu)
+    record.workers[node - 1].container_name = lab.container_name(record.name, node)
 
 
 def _start_on_free_port(
     client: docker.DockerClient, record: LabRecord, tag: str, token: str, ui: Reporter
 ) -> Container:
-    first = record.jupyter_port
+    first, several = record.jupyter_port, record.nodes > 1
     for port in range(first, first + PORT_TRIES):
         try:
-            container = lab.start_container(client, record.name, tag, token=token, port=port, gpu=record.gpu)
+            container = lab.start_container(
+                client, record.name, tag, token=token, port=port, gpu=record.gpu, several_nodes=several
+            )
+            lab.wait_ready(container, port=port if several else None)
         except lab.PortBusy:
             continue
         if port != first:
@@ -102,21 +190,26 @@ def _start_on_free_port(
 
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
-    """Remove the lab container (and its workspace volume unless ``keep_volume``); the machine stays.
+    """Remove the lab container (and its workspace volume unless ``keep_volume``) on every node; the machines stay.
 
     A failure says what is left and how to remove it by hand, since `down` must never claim a clean slate.
     """
-    where = record.host or "this computer"
+    removed = on_each_node(record, lambda node, node_ui: _teardown_node(record, node, node_ui, keep_volume), ui)
+    return [what for done in removed for what in done]
+
+
+def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
+    where = node_where(record, node) if record.workers else record.host or "this computer"
     try:
-        with machine_for(record, ui) as machine:
+        with machine_for(record, ui, node=node) as machine:
             client = machine.docker()
-            removed = lab.remove_lab(client, record.name, keep_volume=keep_volume)
+            removed = lab.remove_lab(client, record.name, keep_volume=keep_volume, node=node)
     except LabctlError as exc:
         raise LabctlError(
             f"Could not remove the lab container on {where}: {exc.message}",
             hint="Fix that (the machine unreachable, or Docker stopped) and run 'labctl down' again, or remove it "
-            f"there by hand with 'docker rm -f {lab.container_name(record.name)}; docker volume rm "
-            f"{lab.volume_name(record.name)}'.",
+            f"there by hand with 'docker rm -f {lab.container_name(record.name, node)}; docker volume rm "
+            f"{lab.volume_name(record.name, node)}'.",
         ) from None
     for what in removed:
         ui.info(f"Removed {what}.")
@@ -124,11 +217,14 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 
 @contextmanager
-def lab_container(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT) -> Iterator[lab.LabContainer]:
-    """The running lab container of a ready lab (started again if it was stopped); the connection closes after."""
+def lab_container(
+    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, node: int = 0
+) -> Iterator[lab.LabContainer]:
+    """The running lab container of a ready lab on node ``node`` (started again if it was stopped); the
+    connection closes after."""
     record.require_ready()
-    with machine_for(record, ui, wait=wait) as machine:
-        found = lab.find_container(machine.docker(), record.name)
+    with machine_for(record, ui, wait=wait, node=node) as machine:
+        found = lab.find_container(machine.docker(), record.name, node)
         if found is None:
             raise NotFound(
                 f"Lab '{record.name}' has no container on {machine.describe()}.",
@@ -143,6 +239,16 @@ def lab_container(record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAI
                     f"The lab container {found.name} is {found.status}.", hint="Run 'labctl up' to repair it."
                 )
         yield lab.LabContainer(found)
+
+
+def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
+    """How many GPUs a lab container sees (none without asking, on a lab made without GPUs)."""
+    if not record.gpu:
+        return 0
+    probe = box.exec(gpu_probe_argv(), check=False)
+    if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
+        probe = box.exec(torch_probe_argv(), check=False)
+    return parse_gpu_count(probe.text, probe.exit_code)
 
 
 def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str, object]:
@@ -181,4 +287,47 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
     return facts
 
 
-__all__ = ["describe_lab", "lab_container", "machine_for", "prepare_lab", "teardown_lab"]
+def describe_nodes(
+    record: LabRecord, *, wait: float = EVERYDAY_WAIT, skip: Collection[int] = ()
+) -> list[dict[str, object]]:
+    """Each node of a lab on several machines, read-only and all at once: address, reachable, container, GPUs;
+    the nodes in ``skip`` (machines known to be off) are not dialled."""
+    from labctl.ui import PlainReporter
+
+    quiet = PlainReporter(quiet=True)
+    return on_each_node(record, lambda node, _: _describe_node(record, node, wait, node in skip), quiet)
+
+
+def _describe_node(record: LabRecord, node: int, wait: float, skip: bool) -> dict[str, object]:
+    from labctl.ui import PlainReporter
+
+    address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
+    facts: dict[str, object] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
+    if skip:
+        return {**facts, "reachable": False, "error": "its machine is not running"}
+    try:
+        with machine_for(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
+            facts["reachable"] = True
+            found = lab.find_container(machine.docker(), record.name, node)
+            facts["container"] = found.status if found is not None else "missing"
+            if found is not None and found.status == "running":
+                facts["gpus"] = count_gpus(record, lab.LabContainer(found))
+    except LabctlError as exc:
+        facts.update(reachable=False, error=exc.message)
+    except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash
+        facts.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
+    return facts
+
+
+__all__ = [
+    "count_gpus",
+    "describe_lab",
+    "describe_nodes",
+    "lab_container",
+    "machine_for",
+    "node_where",
+    "on_each_node",
+    "prepare_lab",
+    "private_addresses",
+    "teardown_lab",
+]

@@ -184,6 +184,40 @@ class LiveOutput:
         self.stop()
 
 
+class NodeReporter:
+    """One machine's messages among several prepared at once: each line under the node's name, and steps as two
+    lines instead of a spinner (a terminal shows one spinner at a time, and the nodes' steps overlap)."""
+
+    def __init__(self, ui: Reporter, prefix: str) -> None:
+        self.ui = ui
+        self.prefix = prefix
+
+    def info(self, message: str) -> None:
+        self.ui.info(f"{self.prefix} {message}")
+
+    def warn(self, message: str) -> None:
+        self.ui.warn(f"{self.prefix} {message}")
+
+    def line(self, text: str) -> None:
+        self.ui.line(f"{self.prefix} {text}")
+
+    @contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        start = time.monotonic()
+        self.info(f"{label} ...")
+        try:
+            yield
+        except BaseException:
+            self.info(f"{label}: failed after {time.monotonic() - start:.1f}s")
+            raise
+        self.info(f"{label}: done ({time.monotonic() - start:.1f}s)")
+
+    @contextmanager
+    def status(self, label: str) -> Iterator[bool]:
+        """No spinner: the nodes work at once, and a terminal turns one spinner at a time."""
+        yield False
+
+
 class Outcome:
     """What a workflow hands back: data for ``--json`` and text for people, plus the exit code."""
 

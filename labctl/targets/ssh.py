@@ -8,8 +8,9 @@ from typing import Any
 
 from labctl.errors import UsageError
 from labctl.hostkeys import confirm_host_key, fingerprint
+from labctl.machine import connect_node
 from labctl.spec import LabSpec
-from labctl.state import LabRecord, SaveFn
+from labctl.state import LabRecord, NodeRecord, SaveFn
 from labctl.ui import Outcome, Reporter
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -38,13 +39,22 @@ class SSHTarget:
     def plan(self, spec: LabSpec) -> Outcome:
         assert spec.host is not None
         gpu = " with the NVIDIA container runtime" if spec.gpu else ""
+        hosts = [spec.host, *spec.workers]
+        machines = ", ".join(str(h) for h in hosts)
         steps = [
-            f"connect to {spec.host} (host key from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
+            f"connect to {machines} (host keys from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
             f"make sure Docker runs there{gpu}",
             "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
         ]
-        text = "\n".join([f"labctl up --target ssh would, on {spec.host}:", *[f"  - {s}" for s in steps]])
-        return Outcome({"target": "ssh", "host": str(spec.host), "gpu": spec.gpu, "steps": steps}, text)
+        if spec.workers:
+            steps[2] = (
+                f"build the lab image on each machine (once) and start the Jupyter container on {spec.host}'s "
+                "127.0.0.1 and a lab container on each other machine, all on the machines' own networks: every "
+                "machine must reach the others at the address given here"
+            )
+        text = "\n".join([f"labctl up --target ssh would, on {machines}:", *[f"  - {s}" for s in steps]])
+        data = {"target": "ssh", "host": str(spec.host), "workers": [str(h) for h in spec.workers]}
+        return Outcome({**data, "gpu": spec.gpu, "steps": steps}, text)
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         from labctl.machine.ssh import SSHMachine
@@ -54,6 +64,7 @@ class SSHTarget:
         user = address.user or record.user or getpass.getuser()
         if (record.host, record.port) != (address.host, address.port):
             record.host_key = None  # another machine: its key must be pinned anew
+        _check_same_workers(record, spec)
         key = spec.ssh_key or (Path(record.ssh_key_path) if record.ssh_key_path else None) or default_key()
         record.host, record.port, record.user = address.host, address.port, user
         record.ssh_key_path = str(key.expanduser().resolve())
@@ -66,11 +77,17 @@ class SSHTarget:
             )
         if record.host_key is None:
             record.host_key = confirm_host_key(address.host, address.port, ui, expected=want, assume_yes=spec.yes)
+        # Every machine reaches the others at the address given: it is where the runs' ranks meet.
+        record.private_address = address.host if spec.workers else None
+        record.workers = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
         save(record)
         SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
             wait=30.0
         ).close()
         ui.info(f"Connected to {user}@{address.host}:{address.port} with the pinned host key.")
+        for node in range(1, record.nodes):
+            connect_node(record, node, ui, wait=30.0).close()
+            ui.info(f"Connected to {_shown(record, node)} with its pinned host key.")
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
@@ -79,7 +96,7 @@ class SSHTarget:
         if not record.host_key:
             ui.info("The lab never reached its machine; nothing to remove there.")
             return
-        teardown_lab(record, ui)  # a failure names what is left and how to remove it
+        teardown_lab(record, ui)  # every node's container; a failure names what is left and how to remove it
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         from labctl.labhost import describe_lab
@@ -89,10 +106,51 @@ class SSHTarget:
         return facts
 
     def removal(self, record: LabRecord) -> str:
+        if record.workers:
+            hosts = ", ".join([str(record.host), *(w.host for w in record.workers)])
+            return f"the lab containers on {hosts} (the machines themselves stay)"
         return f"the lab container on {record.host} (the machine itself stays)"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         return record.host or "(not reached yet)", None
+
+
+def _check_same_workers(record: LabRecord, spec: LabSpec) -> None:
+    """A lab's other machines are the ones it was made with: `up` again converges, it never moves a lab."""
+    if record.host is None or not (record.workers or spec.workers):
+        return
+    had = [(w.host, w.port) for w in record.workers]
+    asked = [(h.host, h.port) for h in spec.workers]
+    if had != asked:
+        shown = ", ".join(f"{h}:{p}" for h, p in had) or "no other machine"
+        raise UsageError(
+            f"Lab '{record.name}' has {shown} besides {record.host}; this 'up' names other machines.",
+            hint="Give the same --host values in the same order to bring it up to date, or 'labctl down --name "
+            f"{record.name}' and create it again on the machines you want.",
+        )
+
+
+def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -> NodeRecord:
+    """Node ``index`` + 1 as the record keeps it: its address, login and pinned host key (kept from an earlier
+    `up`, else from known_hosts or confirmed; --yes never pins an unknown key)."""
+    address = spec.workers[index]
+    kept = record.workers[index] if index < len(record.workers) else None
+    host_key = kept.host_key if kept is not None else None
+    if host_key is None:
+        host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes, one_of_several=True)
+    return NodeRecord(
+        host=address.host,
+        port=address.port,
+        user=address.user or (kept.user if kept else None) or record.user,
+        host_key=host_key,
+        private_address=address.host,
+        container_name=kept.container_name if kept else None,
+    )
+
+
+def _shown(record: LabRecord, node: int) -> str:
+    worker = record.workers[node - 1]
+    return f"{worker.user or record.user}@{worker.host}:{worker.port}"
 
 
 __all__ = ["SSHTarget"]

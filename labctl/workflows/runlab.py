@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from labctl import runs
+from labctl.cluster import Followed, NodeRun, follow_nodes, node_runs, rank_zero_node, rendezvous_port
 from labctl.config import Settings
-from labctl.container import LabContainer
-from labctl.distributed import RankLines, gpu_probe_argv, parse_gpu_count, torch_probe_argv
+from labctl.distributed import RankLines
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
+from labctl.labhost import count_gpus, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import LiveOutput, Outcome, Reporter
@@ -30,6 +31,7 @@ from labctl.workflows.runlab_options import (
     RunLabOptions,
     cifarlab_args,
     launch,
+    launch_nodes,
     result_text,
     run_result,
 )
@@ -136,19 +138,9 @@ def _merged_output(ui: Reporter, starting: str | None = None) -> Iterator[Callab
             live.write("".join(line + "\n" for line in lines.flush()))
 
 
-def _gpus_in(record: LabRecord, box: LabContainer) -> int:
-    """How many GPUs the lab container sees (none without asking, on a lab made without GPUs)."""
-    if not record.gpu:
-        return 0
-    probe = box.exec(gpu_probe_argv(), check=False)
-    if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
-        probe = box.exec(torch_probe_argv(), check=False)
-    return parse_gpu_count(probe.text, probe.exit_code)
-
-
 def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: str, args: list[str]) -> Launch:
     """The run's argv: one process, or torchrun with one per GPU; says which."""
-    gpus = 0 if opts.notebook or opts.device == "cpu" else _gpus_in(record, lab_runs.box)
+    gpus = 0 if opts.notebook or opts.device == "cpu" else count_gpus(record, lab_runs.box)
     return launch(opts, args, run_id=run_id, gpus_available=gpus, log_dir=str(runs.RUNS_DIR / run_id / "ranks"))
 
 
@@ -215,6 +207,9 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
     store = StateStore()
     record = store.resolve(opts.name)
+    nodes = _nodes_asked(opts, record)
+    if nodes > 1:
+        return _run_on_nodes(opts, store, record, nodes, ui)
     with _lab_runs(record, ui) as lab_runs:
         with ui.step("Making sure the lab in the container matches this labctl"):
             lab_code = lab_runs.ensure_lab_code()
@@ -276,6 +271,8 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     record = store.resolve(name)
     with _lab_runs(record, ui) as lab_runs:
         run_id = _pick_run(record, lab_runs, run)
+        if _run_nodes(record, run_id) > 1:
+            return _node_logs(record, run_id, follow, ui)
         try:
             with _connection_guard(run_id), _merged_output(ui) as show:
                 info = lab_runs.follow(run_id, show, follow=follow)
@@ -318,6 +315,8 @@ def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
     record = store.resolve(name)
     with _lab_runs(record, ui) as lab_runs:
         run_id = _pick_run(record, lab_runs, run)
+        if _run_nodes(record, run_id) > 1:
+            return _fetch_from_nodes(store, record, run_id, ui)
         info = lab_runs.info(run_id)
         if info.state == "running":
             raise LabctlError(
@@ -337,3 +336,179 @@ def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str
     running = [i.run_id for i in infos if i.state == "running"]
     unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]
     return running, unfetched
+
+
+# --------------------------------------------------------------------------------------------- several nodes
+
+
+def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
+    """How many of the lab's machines the run trains on: --nodes, else all of them (the notebook: one)."""
+    if opts.nodes is None:
+        return 1 if opts.notebook else record.nodes
+    if opts.nodes > record.nodes:
+        have = f"{record.nodes} machine{'s' if record.nodes != 1 else ''}"
+        raise UsageError(
+            f"--nodes {opts.nodes} asks for more machines than lab '{record.name}' has: it has {have}.",
+            hint=f"Give the lab {opts.nodes} machines with 'labctl up --name {record.name} --nodes {opts.nodes}' "
+            f"(or one --host per machine), or pass --nodes {record.nodes} or fewer.",
+        )
+    return opts.nodes
+
+
+def _run_nodes(record: LabRecord, run_id: str) -> int:
+    """How many nodes a run was started on (1 for a run this computer has no record of)."""
+    for run in record.runs:
+        if run.run_id == run_id:
+            return int(run.options.get("nodes") or 1)
+    return 1
+
+
+@contextmanager
+def _on_nodes(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[NodeRun]]:
+    """The runs of the lab's first ``nodes`` machines, as ``_lab_runs`` for one."""
+    record.require_ready()
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(node_runs(record, ui, nodes))
+        except LabctlError:
+            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
+            raise
+        yield cluster
+
+
+@contextmanager
+def _node_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
+    """A printer for the merged lines of every node (``cluster.follow_nodes``), with the spinner of one node's run."""
+    with LiveOutput(ui, sys.stdout, starting) as live:
+
+        def show(line: str) -> None:
+            live.write(line + "\n")
+
+        yield show
+
+
+def _start_on_nodes(
+    opts: RunLabOptions, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter
+) -> tuple[list[str], Launch]:
+    """The lab code and data on every node (each copied once per node), then the run started on each, node 0
+    first (it hosts the rendezvous); returns node 0's arguments and launch."""
+    with ui.step(f"Making sure the lab in the containers of {len(cluster)} nodes matches this labctl"):
+        codes = [node.runs.ensure_lab_code() for node in cluster]
+    args = []
+    for node in cluster:
+        try:
+            data, data_root = _data_source(opts, node.runs, ui)
+        except LabctlError as exc:
+            raise LabctlError(f"On {node.where}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code) from None
+        args.append(cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root))
+    starts = launch_nodes(
+        opts,
+        args,
+        run_id=run_id,
+        gpus_per_node=[0 if opts.device == "cpu" else count_gpus(record, node.runs.box) for node in cluster],
+        addresses=private_addresses(record)[: len(cluster)],
+        rdzv_port=rendezvous_port(cluster[0]),
+        log_dir=str(runs.RUNS_DIR / run_id / "ranks"),
+    )
+    for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
+        node.runs.start(run_id, code, node_args, env=start.env, launch=start.argv)
+    return args[0], starts[0]
+
+
+def _run_on_nodes(opts: RunLabOptions, store: StateStore, record: LabRecord, nodes: int, ui: Reporter) -> Outcome:
+    """run-lab on several of the lab's machines: one torchrun per node, the same run id everywhere."""
+    run_id = runs.new_run_id()
+    with _on_nodes(record, ui, nodes) as cluster:
+        args, start = _start_on_nodes(opts, record, cluster, run_id, ui)
+        options = {"args": args, "nodes": nodes}
+        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options=options))
+        store.save(record)
+        ui.info(f"Run {run_id} started on {nodes} nodes of lab '{record.name}': {start.summary}.")
+        if opts.detach:
+            text = (
+                f"Run {run_id} is training on {nodes} nodes.\n"
+                f"  labctl logs --follow {run_id}   # watch it\n"
+                f"  labctl fetch {run_id}           # bring the results back when it is done"
+            )
+            return Outcome({"run_id": run_id, "state": "running", "nodes": nodes}, text)
+        try:
+            with _node_output(ui, f"Starting Python and PyTorch on {nodes} nodes") as show:
+                followed = follow_nodes(cluster, run_id, show)
+        except KeyboardInterrupt:
+            raise LabctlError(
+                f"Stopped watching; run {run_id} goes on training on the lab's {nodes} nodes.",
+                hint=f"Reattach with 'labctl logs --follow {run_id}', or fetch with 'labctl fetch {run_id}'.",
+                exit_code=130,
+            ) from None
+        return _finish_on_nodes(store, record, cluster, run_id, followed, ui)
+
+
+def _finish_on_nodes(
+    store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, followed: Followed, ui: Reporter
+) -> Outcome:
+    """Results from the node holding rank 0, verified as on one node; a lost node named, with the checkpoint."""
+    if followed.lost and followed.unreachable == {node.node for node in cluster}:
+        raise LabctlError(
+            f"Lost the connection to every node of lab '{record.name}' while watching run {run_id}; the run may go "
+            "on there.",
+            hint=f"Reattach with 'labctl logs --follow {run_id}' once the network is back.",
+        )
+    head = next((n for n in cluster if n.node == followed.rank_zero), None) or rank_zero_node(cluster, run_id)
+    info = followed.infos.get(head.node) if head is not None else None
+    outcome = _finish(store, record, head.runs, run_id, info, ui) if head is not None and info else None
+    if not followed.lost:
+        if outcome is None:
+            raise LabctlError(f"No node of run {run_id} holds its results.", hint="'labctl runs' lists the runs.")
+        return outcome
+    lost = "; ".join(f"{cluster[n].where}: {why}" for n, why in sorted(followed.lost.items()))
+    results = outcome.data.get("results") if outcome is not None else None
+    if results and (Path(str(results)) / "checkpoint.pt").is_file():
+        where = f"it was fetched with rank 0's results to {Path(str(results)) / 'checkpoint.pt'}"
+    elif head is not None and head.node not in followed.lost:
+        where = f"rank 0 keeps it in {runs.RUNS_DIR / run_id}/checkpoint.pt on {head.where}"
+    else:
+        where = f"it is in {runs.RUNS_DIR / run_id}/checkpoint.pt on the node that held rank 0, if that node comes back"
+    text = (
+        f"Run {run_id} lost a node, so it stopped: {lost}.\nThe last checkpoint: {where}.\n"
+        "'labctl status' shows the nodes; 'labctl up' repairs a lost node's container before the next run."
+    )
+    data = {**(outcome.data if outcome else {"run_id": run_id}), "lost_nodes": followed.lost, "checkpoint": where}
+    data["state"] = "failed"
+    shown = f"{outcome.text}\n{text}" if outcome is not None and outcome.text else text
+    return Outcome(data, shown, exit_code=1)
+
+
+def _node_logs(record: LabRecord, run_id: str, follow: bool, ui: Reporter) -> Outcome:
+    """`logs` of a run on several nodes: every node's log, merged; the state of each node's part."""
+    with _on_nodes(record, ui, _run_nodes(record, run_id)) as cluster:
+        try:
+            with _node_output(ui) as show:
+                followed = follow_nodes(cluster, run_id, show, follow=follow)
+        except KeyboardInterrupt:
+            return Outcome({"run_id": run_id}, "", exit_code=130)
+    states = {n.node: followed.infos[n.node].state if n.node in followed.infos else "running" for n in cluster}
+    states.update({n: "lost" for n in followed.lost})
+    shown = ", ".join(f"node {n} {state}" for n, state in sorted(states.items()))
+    lost = "".join(f"\n{cluster[n].where} is lost: {why}" for n, why in sorted(followed.lost.items()))
+    data: dict[str, object] = {"run_id": run_id, "state": states[0], "nodes": states, "lost_nodes": followed.lost}
+    return Outcome(data, f"[run {run_id}: {shown}]{lost}", exit_code=1 if followed.lost else 0)
+
+
+def _fetch_from_nodes(store: StateStore, record: LabRecord, run_id: str, ui: Reporter) -> Outcome:
+    """`fetch` of a run on several nodes: from the node that holds rank 0, once its part has ended."""
+    with _on_nodes(record, ui, _run_nodes(record, run_id)) as cluster:
+        head = rank_zero_node(cluster, run_id)
+        if head is None:
+            raise LabctlError(
+                f"No node of lab '{record.name}' holds the results of run {run_id} (rank 0's files).",
+                hint="'labctl status' shows whether every node is reachable; fetch again once they are.",
+            )
+        info = head.runs.info(run_id)
+        if info.state == "running":
+            raise LabctlError(
+                f"Run {run_id} is still training on {head.where}.",
+                hint=f"Wait for it with 'labctl logs --follow {run_id}', then fetch.",
+            )
+        outcome = _finish(store, record, head.runs, run_id, info, ui)
+    outcome.exit_code = 0  # fetching a failed run's results is still a successful fetch
+    return outcome

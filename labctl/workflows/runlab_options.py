@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
+from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_cluster, plan_launch
 from labctl.errors import UsageError
 
 TORCHRUN = ("python", "-m", "torch.distributed.run")  # torchrun, wherever its console script is not on the PATH
@@ -57,6 +57,7 @@ class RunLabOptions:
     device: str | None = None  # auto, cuda, mps or cpu
     holdout: float | None = None  # fraction of train/ held out for evaluation when there is no test/
     gpus: int | None = None  # GPUs to train on (one process each, torchrun); None: every GPU the machine has
+    nodes: int | None = None  # machines of the lab to train on together; None: every one (one for the notebook)
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
 
     def check(self) -> RunLabOptions:
@@ -87,9 +88,26 @@ class RunLabOptions:
                 "--notebook runs the tutorial as written: the tutorial model with SGD.",
                 hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
             )
+        self._check_nodes()
         check_data(self.data, here=self.here)
         parse_sets(self.extra)
         return self
+
+    def _check_nodes(self) -> None:
+        if self.nodes is None:
+            return
+        if self.nodes < 1:
+            raise UsageError(f"--nodes {self.nodes} is not a number of machines.", hint="Use 1 or more.")
+        if self.nodes > 1 and self.here:
+            raise UsageError(
+                f"--here trains on this computer only, and --nodes {self.nodes} asks for several machines.",
+                hint="Drop --here to train on the lab's machines, or --nodes to train here.",
+            )
+        if self.nodes > 1 and self.notebook:
+            raise UsageError(
+                f"--notebook runs in one Jupyter kernel, on one machine, and --nodes {self.nodes} asks for several.",
+                hint="Leave out --notebook to train on several machines, or --nodes to run the notebook.",
+            )
 
 
 MODELS = ("tutorial", "fast")
@@ -183,13 +201,46 @@ def launch(opts: RunLabOptions, args: list[str], *, run_id: str, gpus_available:
     plan = plan_launch(
         run_id=run_id, gpus_available=gpus_available, gpus_requested=opts.gpus, cpu_only=opts.device == "cpu"
     )
-    if plan.distributed and opts.device not in (None, "auto", "cuda"):
+    _check_device(opts, plan)
+    argv = launch_argv(plan, args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # args[0] is "train"
+    return Launch(plan, argv, launch_env(plan))
+
+
+def launch_nodes(
+    opts: RunLabOptions,
+    args: list[list[str]],
+    *,
+    run_id: str,
+    gpus_per_node: list[int],
+    addresses: list[str],
+    rdzv_port: int,
+    log_dir: str,
+) -> list[Launch]:
+    """How the run starts on each of several nodes (``args``: each node's ``cifarlab_args``, node 0 first):
+    torchrun on every node, meeting at node 0's address, each node with as many GPUs as the smallest has."""
+    plans = plan_cluster(
+        run_id=run_id,
+        gpus_per_node=gpus_per_node,
+        addresses=addresses,
+        gpus_requested=opts.gpus,
+        rdzv_port=rdzv_port,
+        cpu_only=opts.device == "cpu",
+    )
+    launches = []
+    for plan, node_args in zip(plans, args, strict=True):
+        _check_device(opts, plan)
+        argv = launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # node_args[0] is "train"
+        launches.append(Launch(plan, argv, launch_env(plan)))
+    return launches
+
+
+def _check_device(opts: RunLabOptions, plan: LaunchPlan) -> None:
+    """One device named for several processes on one machine cannot be shared out."""
+    if plan.procs_per_node > 1 and opts.device not in (None, "auto", "cuda"):
         raise UsageError(
             f"--device {opts.device} names one device, and {plan.procs_per_node} processes would share it.",
             hint="Leave --device out (each process takes the GPU of its local rank), or pass --gpus 1.",
         )
-    argv = launch_argv(plan, args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # args[0] is "train"
-    return Launch(plan, argv, launch_env(plan))
 
 
 def _flags(values: dict[str, Any]) -> list[str]:

@@ -1,9 +1,10 @@
 """`labctl status`: what runs where, since when, and what it costs.
 
 Facts come from the local record and from the target's live description (the machine's power state, address,
-price and uptime where it has them; the container, Jupyter and the runs, read in one connection). Each part may
-fail on its own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking
-never starts or changes anything.
+price and uptime where it has them; the container, Jupyter and the runs, read in one connection), and on a lab
+of several machines from each node (address, reachable or not, container, GPUs). Each part may fail on its
+own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking never starts
+or changes anything.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         data.update(_owner(target, record))
     except LabctlError as exc:
         data["error"] = exc.render()
+    if record.workers:
+        data["nodes"] = _nodes(record, data.get("nodes"))
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
@@ -60,6 +63,16 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return data
+
+
+def _nodes(record: LabRecord, described: Any) -> list[dict[str, Any]]:
+    """Each node: what the target says of its machine (power, size, ...), and what the machine itself says of its
+    container and GPUs; a machine the target reports as not running is not dialled."""
+    from labctl.labhost import describe_nodes
+
+    known = {int(n["node"]): n for n in described or [] if isinstance(n, dict) and "node" in n}
+    off = {i for i, n in known.items() if n.get("power_state") not in (None, "running")}
+    return [{**known.get(i, {}), **facts} for i, facts in enumerate(describe_nodes(record, skip=off))]
 
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
@@ -157,8 +170,24 @@ def render(data: dict[str, Any]) -> str:
         acc = latest.get("accuracy")
         acc_text = f", accuracy {float(acc) * 100:.1f}%" if acc is not None else ""
         rows.append(("latest run", f"{latest['run_id']} ({latest['state']}{acc_text})"))
+    rows += [(f"node {n['node']}", _node_line(n)) for n in data.get("nodes") or []]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _node_line(node: dict[str, Any]) -> str:
+    """One machine of a lab on several: where, whether it answers, its container and GPUs."""
+    parts = [str(node.get("address"))]
+    if node.get("private_address") and node["private_address"] not in str(node.get("address")):
+        parts[0] += f" (private {node['private_address']})"
+    if node.get("power_state") not in (None, "running"):
+        return f"{parts[0]}, {node['power_state']}"
+    if not node.get("reachable"):
+        return f"{parts[0]}, unreachable: {node.get('error') or 'no answer'}"
+    parts.append(f"container {node.get('container')}")
+    if node.get("gpus") is not None:
+        parts.append(f"{node['gpus']} GPU{'s' if node['gpus'] != 1 else ''}")
+    return ", ".join(parts)
 
 
 def _last_run(data: dict[str, Any]) -> str:

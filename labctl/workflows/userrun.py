@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import runs
+from labctl.cluster import stop_nodes
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
-from labctl.state import RunRecord, StateStore, now_iso
+from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab import Watch, _lab_runs, _pick_run, watch_run
+from labctl.workflows.runlab import Watch, _lab_runs, _on_nodes, _pick_run, _run_nodes, watch_run
 
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
@@ -76,6 +77,15 @@ def _wait_stopped(lab_runs: LabRuns, run_id: str, timeout: float) -> runs.RunInf
     return info
 
 
+def _stop_other_nodes(record: LabRecord, run_id: str, ui: Reporter) -> bool:
+    """A run on several nodes stops on each of them (node 0 is asked by the caller); True if one was asked."""
+    nodes = _run_nodes(record, run_id)
+    if nodes == 1:
+        return False
+    with _on_nodes(record, ui, nodes) as cluster:
+        return bool(stop_nodes(cluster[1:], run_id))
+
+
 def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STOP_WAIT_S) -> Outcome:
     """Stop a run (the latest running one by default): SIGTERM, so the lab saves its checkpoint; say what is kept."""
     store = StateStore()
@@ -92,6 +102,7 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
             raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
             signalled = lab_runs.stop(run_id)
+            signalled = _stop_other_nodes(record, run_id, ui) or signalled
             info = _wait_stopped(lab_runs, run_id, wait if signalled else 2.0)
         kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
     if info.state == "running":
