@@ -172,7 +172,7 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
     """Run one workflow and turn every outcome into output and an exit code."""
     ui: Reporter
     if as_json or not sys.stderr.isatty():
-        ui = PlainReporter(sys.stderr)
+        ui = PlainReporter(sys.stderr, json_output=as_json)
     else:
         from labctl.ui import RichReporter
 

@@ -33,9 +33,10 @@ class Reporter(Protocol):
 class PlainReporter:
     """Plain text reporter: the default for tests, pipes and ``--json`` (where it writes to stderr)."""
 
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, json_output: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
+        self.json_output = json_output  # stdout carries the command's JSON: nothing else may be printed there
 
     def _write(self, text: str) -> None:
         if not self.quiet:
@@ -125,6 +126,12 @@ def phase_of(line: str) -> str | None:
     if not text.endswith(("...", "\u2026")):
         return None
     return text.rstrip(".\u2026 ") or None
+
+
+def run_log_stream(ui: Reporter) -> TextIO:
+    """Where a run's own log is printed as it arrives: stdout, unless stdout carries the command's ``--json``
+    (then stderr, so that ``labctl run-lab --json | jq`` reads one JSON document)."""
+    return sys.stderr if getattr(ui, "json_output", False) else sys.stdout
 
 
 class LiveOutput:

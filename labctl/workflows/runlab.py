@@ -7,7 +7,6 @@ dropped connection never stops training: `labctl logs --follow` reattaches, `lab
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.labhost import count_gpus, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
-from labctl.ui import LiveOutput, Outcome, Reporter
+from labctl.ui import LiveOutput, Outcome, Reporter, run_log_stream
 from labctl.workflows.runlab_options import (
     DATA_HINT,
     DATA_KEYWORDS,
@@ -127,7 +126,7 @@ def _merged_output(ui: Reporter, starting: str | None = None) -> Iterator[Callab
     """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines;
     a spinner until the first line (``starting``) and while the run says it works (`labctl.ui.LiveOutput`)."""
     lines = RankLines()
-    with LiveOutput(ui, sys.stdout, starting) as live:
+    with LiveOutput(ui, run_log_stream(ui), starting) as live:
 
         def show(chunk: str) -> None:
             live.write("".join(line + "\n" for line in lines.feed(chunk)))
@@ -379,7 +378,7 @@ def _on_nodes(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[Node
 @contextmanager
 def _node_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
     """A printer for the merged lines of every node (``cluster.follow_nodes``), with the spinner of one node's run."""
-    with LiveOutput(ui, sys.stdout, starting) as live:
+    with LiveOutput(ui, run_log_stream(ui), starting) as live:
 
         def show(line: str) -> None:
             live.write(line + "\n")

@@ -67,7 +67,8 @@ def test_a_script_from_here_runs_like_the_lab(local_lab: str, tmp_path: Path) ->
 
     result = runner.invoke(app, ["run", "-n", local_lab, "--json", str(script), "--epochs", "3", "-x"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout[result.stdout.index("{\n") :])
+    data = json.loads(result.stdout)  # stdout is the JSON alone: the run's log streamed to stderr
+    assert "cell 1/1" in result.stderr
     assert data["state"] == "succeeded" and data["where"] == f"lab {local_lab}" and data["verified"]
     assert "args ['--epochs', '3', '-x']" in result.stdout and "cwd is LAB_OUT True" in result.stdout
     results = _results(local_lab, data["run_id"])
@@ -120,7 +121,8 @@ def test_a_notebook_of_ones_own_runs_in_the_lab(local_lab: str, tmp_path: Path) 
     path.write_text(json.dumps(notebook))
     result = runner.invoke(app, ["run-lab", "-n", local_lab, "--notebook", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout[result.stdout.index("{\n") :])
+    data = json.loads(result.stdout)  # stdout is the JSON alone: the run's log streamed to stderr
+    assert "cell 1/1" in result.stderr
     results = _results(local_lab, data["run_id"])
     assert (results / "from-notebook.txt").read_text() == "ran"
     executed = json.loads((results / "mine.executed.ipynb").read_text())
