@@ -66,3 +66,12 @@ def test_node_counts_labctl_cannot_make_are_refused(spec: LabSpec, words: str) -
 def test_azure_nodes_not_asked_for_stay_open() -> None:
     assert LabSpec(target="azure").validate().nodes is None  # the target keeps an existing lab's count
     assert LabSpec(target="azure", nodes=3).validate().nodes == 3
+
+
+def test_the_lab_list_shows_every_vm_of_an_azure_lab() -> None:
+    from labctl.targets import get_target
+
+    record = LabRecord(name="lab", target="azure", target_data={"region": "eastus", "size": "Standard_D4s_v5"})
+    assert get_target("azure").where(record) == ("eastus", "Standard_D4s_v5")
+    record.workers.append(NodeRecord(host="10.42.0.5", host_key=KEY, via_head=True))
+    assert get_target("azure").where(record) == ("eastus", "2 x Standard_D4s_v5")

@@ -17,7 +17,7 @@ from typing import Any
 from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
-from labctl.targets.azure.record import azure_data
+from labctl.targets.azure.record import azure_data, node_count
 from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Outcome, Reporter
 
@@ -128,7 +128,8 @@ class AzureTarget:
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         td = azure_data(record)
-        return td.get("region") or record.host or "Azure", td.get("size")
+        size, nodes = td.get("size"), node_count(record)
+        return td.get("region") or record.host or "Azure", f"{nodes} x {size}" if size and nodes > 1 else size
 
     # PowerControl
 
