@@ -11,7 +11,8 @@ allocation failures of a VM create, dropped connections.
 
 When a VM's creation completes, ``on_vm_created`` (if set) receives a :class:`VmBoot` with the decoded
 cloud-init and the admin user's key; it may return the address to report as the VM's public IP (an
-end-to-end test starts a real sshd with the host key and returns ``127.0.0.1``).
+end-to-end test starts a real sshd with the host key and returns ``127.0.0.1``). When a VM is deleted,
+``on_vm_deleted`` (if set) receives its name, so what stood for the machine can go with it.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class FakeArm:
         self.alloc_failures: list[dict[str, Any]] = []
         self.on_vm_created: Callable[[VmBoot], str | None] | None = None
         self.vm_boots: list[VmBoot] = []
+        self.on_vm_deleted: Callable[[str], None] | None = None
         self.requests: list[tuple[str, str]] = []
         # Called with (method, path) before each request is handled: a test plays another actor there (a portal
         # user deleting the group, another deployment using the quota) at the very moment labctl gets there.
@@ -377,6 +379,8 @@ class FakeArm:
             for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
                 if (nic.get("properties") or {}).get("deleteOption") == "Delete":
                     self.resources.pop(nic["id"].lower(), None)
+            if self.on_vm_deleted is not None:
+                self.on_vm_deleted(res["name"])
 
     def _disk_id(self, vm: dict[str, Any]) -> str:
         base = vm["id"].split("/providers/")[0]

@@ -91,6 +91,11 @@ def wait_rg_gone(azure: Azure, rg: str, timeout: float = 1800) -> None:
     raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
 
 
+def _workers(nodes: int) -> str:
+    """How messages name a lab's worker nodes: "node 1", or "nodes 1-3"."""
+    return "node 1" if nodes == 2 else f"nodes 1-{nodes - 1}"
+
+
 class Provisioner:
     """One `up` of one Azure lab."""
 
@@ -417,7 +422,8 @@ class Provisioner:
             self._make_nic(region, tags, 0)
         if self.nodes > 1:
             workers = range(1, self.nodes)
-            with self.ui.step(f"Network interfaces of nodes 1-{self.nodes - 1} (private addresses only)"):
+            s, es = ("", "") if self.nodes == 2 else ("s", "es")
+            with self.ui.step(f"Network interface{s} of {_workers(self.nodes)} (private address{es} only)"):
                 self._parallel([functools.partial(self._make_nic, region, tags, node) for node in workers])
         self.save(self.record)
 
@@ -464,7 +470,8 @@ class Provisioner:
             set_worker(self.record, node, worker_record(self.names, node, self._addresses[node], key))
         self.save(self.record)
         if not missing:
-            self.ui.info(f"The VMs of nodes 1-{self.nodes - 1} exist; keeping them.")
+            kept = "exists; keeping it" if self.nodes == 2 else "exist; keeping them"
+            self.ui.info(f"The VM{'' if self.nodes == 2 else 's'} of {_workers(self.nodes)} {kept}.")
             return
         if self._placement is None:
             self.ui.warn(
