@@ -48,7 +48,7 @@ def bench(client: Any, image: str, calls: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--image", default="labctl-test/base:bookworm-torch2.13-vision0.28-v1")
+    parser.add_argument("--image", default="labctl-test/base:bookworm-torch2.13-vision0.28-v2")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="labctl-bench-") as tmp:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # Bump the version when the recipe below changes, so every machine rebuilds.
-BASE_TAG = "labctl-test/base:bookworm-torch2.13-vision0.28-v1"
+BASE_TAG = "labctl-test/base:bookworm-torch2.13-vision0.28-v2"
 ROOTFS_TAG = "labctl-test/rootfs:bookworm-v1"
 TORCH_REQUIREMENT = "torch==2.13.0+cpu"
 TORCHVISION_REQUIREMENT = "torchvision==0.28.0"  # the release made for torch 2.13

@@ -17,8 +17,10 @@ from pathlib import Path
 DECLARE = """
 
 if not _has_ops():  # labctl's test image: a CPU torch, whose ops _meta_registrations still names
+    from torch import library as _op_library
+
     for _name in ("nms", "qnms"):
-        torch.library.define(f"torchvision::{_name}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _op_library.define(f"torchvision::{_name}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 """
 
 
