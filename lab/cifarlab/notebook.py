@@ -130,21 +130,16 @@ def _execute(client: Any, progress: CellProgress, executed: Path) -> None:
 
     try:
         client.execute()
-    except CellExecutionError as exc:
-        nbformat.write(client.nb, executed)
-        raise LabError(
-            f"the notebook stopped with an error {progress.where()}; the executed copy with the failing cell is "
-            f"at {executed}. {exc.ename}: {exc.evalue}"
-        ) from exc
-    except CellTimeoutError as exc:
-        nbformat.write(client.nb, executed)
-        raise LabError(
-            f"the notebook stopped {progress.where()}: the cell ran past the limit of {client.timeout}s per cell; "
-            f"the executed copy is at {executed}."
-        ) from exc
-    except DeadKernelError as exc:
-        nbformat.write(client.nb, executed)
-        raise LabError(
-            f"the notebook's kernel died {progress.where()} (out of memory, most often); the executed copy is at "
-            f"{executed}."
-        ) from exc
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        nbformat.write(client.nb, executed)  # the partially executed copy, kept whatever stopped it
+        where = progress.where()
+        if isinstance(exc, CellExecutionError):
+            what, detail = f"the notebook stopped with an error {where}", f" {exc.ename}: {exc.evalue}"
+        elif isinstance(exc, CellTimeoutError):
+            what, detail = (
+                f"the notebook stopped {where}: the cell ran past the limit of {client.timeout}s per cell",
+                "",
+            )
+        else:
+            what, detail = f"the notebook's kernel died {where} (out of memory, most often)", ""
+        raise LabError(f"{what}; the executed copy is at {executed}.{detail}") from exc
