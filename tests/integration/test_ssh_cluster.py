@@ -174,7 +174,11 @@ def _cancel_on_both(lab: str, docker_client: Any) -> None:
     assert cancel.exit_code == 0, cancel.output
     for node in (0, 1):  # the run's wrapper wrote its exit code on both nodes: it ended everywhere
         box = docker_client.containers.get(container_name(lab, node))
-        assert box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/exit_code"]).exit_code == 0
+        # cancel waits for node 0's run; another node's wrapper may take a moment more to write its exit code
+        deadline = time.monotonic() + 30
+        while box.exec_run(["test", "-e", f"/workspace/runs/{run_id}/exit_code"]).exit_code != 0:
+            assert time.monotonic() < deadline, f"node {node} still runs {run_id} 30 s after cancel"
+            time.sleep(0.5)
     fetched = runner.invoke(app, ["fetch", "-n", lab, run_id])
     assert fetched.exit_code == 0 and "files verified" in fetched.output, fetched.output
 
