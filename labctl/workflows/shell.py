@@ -25,7 +25,11 @@ from labctl.ui import Outcome, Reporter
 
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
-    """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts)."""
+    """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts).
+
+    The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
+    ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
+    ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
     from labctl.targets import get_target
 
     if not get_target(record.target).remote:
@@ -59,8 +63,9 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         "UpdateHostKeys=no",
         "-o",
         f"HostKeyAlias={known_hosts_name(record.host, record.port)}",
+        "--",
         f"{record.user or getpass.getuser()}@{record.host}",
-        *(remote_command or []),
+        *([shlex.join(remote_command)] if remote_command else []),
     ]
 
 
@@ -93,19 +98,10 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
         return subprocess.call(command)
 
 
-def remote_line(command: list[str]) -> list[str]:
-    """What ssh sends for ``labctl ssh -- CMD...``: ssh joins its arguments with spaces for the remote shell,
-    so several arguments are quoted to arrive as they were given ('sh -c "exit 7"' stays three words); a single
-    one is the user's own command line and goes as written ('ls *.py | wc -l')."""
-    if len(command) <= 1:
-        return command
-    return [shlex.join(command)]
-
-
 def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) -> Outcome:
     """A shell on the lab's machine, or with ``command`` that one command (its exit code is labctl's)."""
     record = StateStore().resolve(name)
-    code = run_ssh(record, remote_line(command or []) or None)
+    code = run_ssh(record, command)
     if code == 255:
         return Outcome(
             {"name": record.name, "exit_code": code},

@@ -190,3 +190,32 @@ def test_the_commands_write_the_entry_and_run_one_command(
 
     one = runner.invoke(app, ["ssh", "-n", "t-cli", "--", "sh", "-c", "exit 7"])
     assert one.exit_code == 7
+
+
+@pytest.mark.parametrize("hostile", ["-oProxyCommand=touch {marker}", "-oLocalCommand=touch {marker}"])
+def test_a_remote_command_that_looks_like_an_option_never_reaches_the_local_client(
+    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, hostile: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+    from labctl.state import LabRecord, StateStore
+
+    server, client = sshd
+    StateStore().save(
+        LabRecord(
+            name="t-opt",
+            target="ssh",
+            status="ready",
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            ssh_key_path=str(client.private_path),
+            host_key=server.host_key.public,
+        )
+    )
+    marker = tmp_path / "pwned"
+    result = CliRunner().invoke(app, ["ssh", "-n", "t-opt", "--", hostile.format(marker=marker)])
+    assert not marker.exists()
+    # The word went to the remote shell as one quoted word (a command that does not exist), never as an option.
+    assert result.exit_code == 127, result.output

@@ -195,12 +195,19 @@ def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path)
     assert not paths.user_config.exists() and not paths.declined_marker.exists()
 
 
-def test_a_remote_command_keeps_its_words() -> None:
+def test_a_remote_command_keeps_its_words(tmp_path: Path) -> None:
     import shlex
 
-    from labctl.workflows.shell import remote_line
+    from labctl.state import LabRecord
+    from labctl.workflows.shell import ssh_command
 
-    assert remote_line(["sh", "-c", "exit 7"]) == ["sh -c 'exit 7'"]
-    assert shlex.split(remote_line(["echo", "a b", "$HOME"])[0]) == ["echo", "a b", "$HOME"]
-    assert remote_line(["ls *.py | wc -l"]) == ["ls *.py | wc -l"]
-    assert remote_line([]) == []
+    record = LabRecord(name="lab", target="ssh", host="203.0.113.7", ssh_key_path="/k", host_key="ssh-ed25519 AAAA")
+
+    def sent(command: list[str]) -> list[str]:
+        full = ssh_command(record, tmp_path / "known_hosts", command)
+        return full[full.index("--") + 1 :]  # what ssh reads as the destination and the remote command
+
+    assert sent(["sh", "-c", "exit 7"])[1:] == ["sh -c 'exit 7'"]
+    assert shlex.split(sent(["echo", "a b", "$HOME"])[1]) == ["echo", "a b", "$HOME"]
+    assert sent(["-oProxyCommand=touch x"])[1:] == ["'-oProxyCommand=touch x'"]  # a word, never an option
+    assert sent([]) == [sent(["x"])[0]]  # a shell: the destination alone
