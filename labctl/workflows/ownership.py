@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import UsageError
 from labctl.state import LabRecord
 from labctl.targets.base import Target, as_ownership
 from labctl.ui import Reporter
@@ -40,7 +40,7 @@ def check_owner(record: LabRecord, target: Target, verb: str, override: Override
     what = f"Lab '{record.name}' {whose}, and you are signed in as {owner.you}"
     flags = f"--name {record.name} --force --confirm-name {record.name}"
     if not override.force:
-        raise LabctlError(
+        raise UsageError(
             f"{what}; labctl does not {action} a lab that is not yours.",
             hint=f"Ask its owner, or, if you mean to {action} it anyway, run 'labctl {verb} {flags}'.",
         )

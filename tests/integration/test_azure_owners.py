@@ -120,6 +120,25 @@ def test_stop_and_start_of_a_colleagues_lab_are_refused_without_force(
     assert "as --force and the typed name confirm" in forced.output  # type: ignore[attr-defined]
 
 
+def test_a_hand_edited_record_does_not_make_a_colleagues_lab_ones_own(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = provision("lab")  # A's lab; B then claims it in the record on this computer
+    vm_id = record.target_data["vm_id"].lower()
+    b = _as_colleague(arm_env, monkeypatch)
+    edited = StateStore().load("lab")
+    edited.target_data.update(owner=arm_env.object_id(b), owner_name="colleague-b@contoso.example")
+    StateStore().save(edited)
+    writes = [(m, p) for m, p in arm_env.requests if m != "GET" and "/subscriptions/" in p]
+    for args in (["stop"], ["start"], ["down", "--yes"]):
+        refused = _invoke(*args)
+        assert refused.exit_code == 2, refused.output  # type: ignore[attr-defined]
+        assert "belongs to lab-tests-a" in refused.output, args  # type: ignore[attr-defined]
+    assert [(m, p) for m, p in arm_env.requests if m != "GET" and "/subscriptions/" in p] == writes
+    assert arm_env.power[vm_id] == "running" and arm_env.group_names() == [lab_group(arm_env)]
+
+
 def test_up_never_converges_a_colleagues_lab(
     arm_env: FakeArm,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

@@ -38,6 +38,7 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
         with arm(f"reading the resource group {resource_group}"):
             rg = get_or_none(lambda: azure.resources.resource_groups.get(resource_group))
         if rg is not None:
+            owner = (rg.get("tags") or {}).get(settings.TAG_OWNER, owner)  # the group's tag decides, not the record
             deleting = (rg.get("properties") or {}).get("provisioningState") == "Deleting"
             if not deleting:
                 try:

@@ -91,18 +91,22 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
 
 
 def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
-    """Whose lab ``record`` is: the owner recorded, else the resource group's tag, compared with who is signed in.
+    """Whose lab ``record`` is: the resource group's ``labctl-owner`` tag, compared with who is signed in.
 
-    A lab made before labs were per person has no owner: it counts as the user's when this computer recorded
-    it, and as nobody's known (so not theirs) when it was only found in Azure.
+    The tag, never the record, decides: a hand-edited record pointing at a colleague's group must not make their
+    lab look like the user's. Only a group that is gone falls back to the record (nothing is left to harm). A lab
+    made before labs were per person has no owner: it counts as the user's when this computer recorded it, and as
+    nobody's known (so not theirs) when it was only found in Azure.
     """
     td = azure_data(record)
     oid, name = td.get("owner"), td.get("owner_name")
-    if oid is None and td.get("resource_group"):
+    group = td.get("resource_group")
+    if group:
         with arm("reading the lab's resource group"):
-            group = get_or_none(lambda: azure.resources.resource_groups.get(td.get("resource_group")))
-        tags = (group or {}).get("tags") or {}
-        oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
+            found = get_or_none(lambda: azure.resources.resource_groups.get(group))
+        if found is not None:
+            tags = found.get("tags") or {}
+            oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
     me = azure.principal
     if oid is None:
         return LabOwner(None, record.status != "found-in-azure", me.name)
