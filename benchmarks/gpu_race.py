@@ -36,13 +36,10 @@ def shuffled(data: Data, seed: int) -> Data:
 
 
 def airbench94(data: Data, folder: Path, cuda: bool, say: Callable[[str], None]) -> tuple[float, float] | None:
-    """airbench94's final accuracy on ``data`` and its seconds, from one warm run; None when it cannot train here."""
-    try:
-        import airbench
-        from airbench.lib_airbench94 import hyp
-    except Exception as exc:  # not installed, or torchvision missing
-        say(f"- airbench94: does not import ({type(exc).__name__}: {exc})")
-        return None
+    """airbench94's final accuracy on ``data`` and its seconds, from one warm run; None without CUDA."""
+    import airbench
+    from airbench.lib_airbench94 import hyp
+
     files = folder / "cifar10"  # airbench reads cifar10/{train,test}.pt (uint8 N,32,32,3) from its working directory
     files.mkdir(parents=True, exist_ok=True)
     assert data.test is not None
@@ -121,7 +118,11 @@ def main() -> int:
     data = shuffled(load_data(args.data, holdout=args.holdout, seed=0), seed=0)
     assert data.test is not None
     say(f"- data: {len(data.train)} training images in a random order (seed 0), {len(data.test)} held out")
-    airbench = airbench94(data, args.scratch / "airbench", args.device.startswith("cuda"), say)
+    try:
+        airbench = airbench94(data, args.scratch / "airbench", args.device.startswith("cuda"), say)
+    except Exception as exc:  # not installed, torchvision missing, or failed: cifarlab still runs, against 93%
+        say(f"- airbench94: could not run ({type(exc).__name__}: {exc})")
+        airbench = None
     target = FALLBACK_TARGET if airbench is None else airbench[0]
     say(f"- target: {target:.2%} ({'airbench94 on this split' if airbench else 'airbench did not train'})")
     seconds = cifarlab_to(target, data, args, say)
