@@ -1,11 +1,46 @@
-"""Shared fixtures: every test gets its own labctl state and results directories, never the user's."""
+"""Shared fixtures: every test runs in a clean environment of its own, never the user's.
+
+The caller's home, Azure login, labctl settings and proxies would otherwise decide what a test sees: a test that
+passes for one person would fail for another, or read a real login. Session fixtures (the Docker engine, the test
+images) are set up before these and keep the caller's environment, which building images from the network needs.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+_CALLER_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "LABCTL_")
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_XDG_HOMES = {
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_CACHE_HOME": ".cache",
+    "XDG_DATA_HOME": ".local/share",
+    "XDG_STATE_HOME": ".local/state",
+}
+
+# Read before any fixture runs: a variable that a fixture or the suite's own support code sets later (the test
+# base image's tag in LABCTL_BASE_IMAGE) is the suite's, not the caller's, and stays.
+CALLER = {
+    name: value for name, value in os.environ.items() if name.startswith(_CALLER_PREFIXES) or name.upper() in _PROXIES
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home of the test's own (with its XDG folders), and no Azure, identity, labctl or proxy variable of the
+    person running the tests."""
+    for name, value in CALLER.items():
+        if os.environ.get(name) == value:
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for name, folder in _XDG_HOMES.items():
+        monkeypatch.setenv(name, str(home / folder))
+    return home
 
 
 @pytest.fixture(autouse=True)

@@ -26,28 +26,6 @@ import pytest
 from labctl.state import LabRecord, StateStore
 from tests.fakearm.server import FakeArm
 
-# Variables of the real credential chain that must not leak in from the machine running the tests.
-_CLEAR = (
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_USERNAME",
-    "AZURE_PASSWORD",
-    "AZURE_SUBSCRIPTION_ID",
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_TOKEN_CREDENTIALS",
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "LABCTL_MANAGED_IDENTITY",
-    "LABCTL_REGION",
-    "LABCTL_SSH_PORT",
-)
-
 
 @pytest.fixture
 def fake_arm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeArm]:
@@ -72,9 +50,8 @@ def fast_env(fake: FakeArm, home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def arm_env(fake_arm: FakeArm, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeArm:
-    """The fake ARM, with labctl's environment pointing at it through the real credential chain."""
-    for name in _CLEAR:
-        monkeypatch.delenv(name, raising=False)
+    """The fake ARM, with labctl's environment pointing at it through the real credential chain (the caller's own
+    Azure variables are gone already: tests/conftest.py)."""
     home = tmp_path / "home"
     home.mkdir()
     for key, value in fast_env(fake_arm, home).items():

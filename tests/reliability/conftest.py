@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from labctl.keys import generate_ed25519
 from labctl.state import LabRecord, RunRecord, StateStore
-from tests.fakearm.fixtures import _CLEAR, fast_env
+from tests.fakearm.fixtures import fast_env
 from tests.fakearm.server import FakeArm
 
 WRITES = ("PUT", "PATCH", "DELETE")
@@ -154,12 +154,11 @@ def world(
     isolated_state: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> World:
-    """An isolated environment: no LABCTL_* or Azure login of the person running the tests, the fake ARM's
-    service principal, a project directory as the working directory, and a user config file of its own."""
-    for key in [k for k in os.environ if k.startswith(("LABCTL_", "AZURE_")) and k != "LABCTL_STATE_DIR"]:
+    """An isolated environment: the fake ARM's service principal, a project directory as the working directory,
+    and a user config file of its own. No LABCTL_* variable the suite set for other tests (the results directory,
+    the test image's base) is any case's input."""
+    for key in [k for k in os.environ if k.startswith("LABCTL_") and k != "LABCTL_STATE_DIR"]:
         monkeypatch.delenv(key)
-    for key in _CLEAR:
-        monkeypatch.delenv(key, raising=False)
     home = tmp_path / "home"
     home.mkdir()
     for key, value in fast_env(arm, home).items():
