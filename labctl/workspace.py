@@ -13,7 +13,6 @@ volume, so it outlives a replaced container); without one, against the mtime of 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -28,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.files import without_links, write_private
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: lab code, uploaded data, this tool
@@ -315,8 +315,11 @@ class _Unpacker:
     """Writes the wanted files of tar streams under ``copy_dir``; a file takes its place only once its sha256
     matches the manifest, so an interrupted or corrupted copy never looks like a good one."""
 
-    def __init__(self, copy_dir: Path, previous: dict[str, str], progress: Progress | None, total: int) -> None:
+    def __init__(
+        self, copy_dir: Path, previous: dict[str, str], progress: Progress | None, total: int, root: Path | None = None
+    ) -> None:
         self.copy_dir = copy_dir
+        self.root = root or copy_dir  # no link may lie between it and a file written (see files.without_links)
         self.previous = previous  # sha256 of each path as the last pull left it
         self.progress = progress
         self.total = total
@@ -344,18 +347,10 @@ class _Unpacker:
                     self._write(path, source, executable=bool(member.mode & 0o111))
 
     def _target(self, path: str) -> Path:
-        """The local path of ``path``, its folders made; refuses a link or file in the way."""
-        target = self.copy_dir
-        for part in PurePosixPath(path).parts[:-1]:
-            target = target / part
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                raise LabctlError(
-                    f"{target} is in the way of the copy (a link or a file where a folder goes).",
-                    hint="Move it away and pull again.",
-                )
-            target.mkdir(exist_ok=True)
-        target = target / PurePosixPath(path).name
-        if target.is_dir() and not target.is_symlink():
+        """The local path of ``path``, its folders made; refuses a link on the way, or a file or folder in it."""
+        target = without_links(self.root, self.copy_dir / path)
+        target.parent.mkdir(parents=True, exist_ok=True)  # a file in the way: an OSError that pull() explains
+        if target.is_dir():
             raise LabctlError(f"{target} is a folder where the file {path} goes.", hint="Move it away and pull again.")
         return target
 
@@ -429,15 +424,17 @@ def pull(
     container: Container,
     dest: Path,
     *,
+    root: Path | None = None,
     paths: list[str] | None = None,
     changed_only: bool = False,
     max_size: int = DEFAULT_MAX_FILE_MB * MB,
     progress: Progress | None = None,
 ) -> PullResult:
     """Copy the workspace (or ``paths`` in it; only what changed since ``up`` with ``changed_only``) to
-    ``dest/workspace``, each file verified, and record it in ``dest/MANIFEST.json`` and ``dest/SHA256SUMS``."""
+    ``dest/workspace``, each file verified, and record it in ``dest/MANIFEST.json`` and ``dest/SHA256SUMS``;
+    refused, with nothing written, when a link lies on the way from ``root`` (default: ``dest``) to any of them."""
     try:
-        return _pull(container, dest, paths, changed_only, max_size, progress)
+        return _pull(container, dest, root or dest, paths, changed_only, max_size, progress)
     except OSError as exc:
         if exc.filename is None:
             raise  # not this computer's disk: a connection error, reported as such by the caller
@@ -450,6 +447,7 @@ def pull(
 def _pull(
     container: Container,
     dest: Path,
+    root: Path,
     paths: list[str] | None,
     changed_only: bool,
     max_size: int,
@@ -460,9 +458,11 @@ def _pull(
     _check_named(container, manifest, named)
     selected = changed_since(manifest, load_baseline(container)) if changed_only else list(manifest.files.values())
     previous = _previous_copy(dest)
-    unpacker = _Unpacker(dest / COPY_DIR, {p: str(f["sha256"]) for p, f in previous.items()}, progress, 0)
+    unpacker = _Unpacker(dest / COPY_DIR, {p: str(f["sha256"]) for p, f in previous.items()}, progress, 0, root)
     unpacker.wanted = {f.path: f for f in selected}
     unpacker.total = sum(f.size for f in selected)
+    for path in [dest / MANIFEST_NAME, dest / SUMS_NAME, *(unpacker.copy_dir / p for p in unpacker.wanted)]:
+        without_links(root, path)  # all of them before the first byte is written
     if selected:
         (dest / COPY_DIR).mkdir(parents=True, exist_ok=True)
         _fetch_units(container, unpacker, transfer_units(unpacker.wanted, manifest))
@@ -519,20 +519,8 @@ def write_records(dest: Path, result: PullResult, previous: dict[str, dict[str, 
         "files": [files[p] for p in sorted(files)],
         "skipped": [asdict(s) for s in result.skipped],
     }
-    _atomic_write(dest / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    _atomic_write(dest / SUMS_NAME, "".join(_sums_line(str(files[p]["sha256"]), p) for p in sorted(files)))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_private(dest / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    write_private(dest / SUMS_NAME, "".join(_sums_line(str(files[p]["sha256"]), p) for p in sorted(files)))
 
 
 # ---------------------------------------------------------------------------------------------- push

@@ -18,6 +18,7 @@ from labctl.cluster import Followed, NodeRun, follow_nodes, node_runs, rank_zero
 from labctl.config import Settings
 from labctl.distributed import RankLines
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
+from labctl.files import without_links
 from labctl.labhost import count_gpus, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
@@ -146,7 +147,7 @@ def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: s
 def _finish(
     store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
-    dest = _results_root() / record.name / run_id
+    dest = without_links(_results_root(), _results_root() / record.name / run_id)
     lost = info.state == "lost"  # stopped under it (VM or container restart): no checksums were ever made
     with ui.step(f"Fetching the results of {run_id}"):
         count = lab_runs.fetch(run_id, dest, verify=not lost)

@@ -18,6 +18,7 @@ from typing import Any
 from labctl.assets import lab_dir
 from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
+from labctl.files import without_links
 from labctl.runs import new_run_id
 from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, result_text, run_result
@@ -69,7 +70,8 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         )
     with ui.status("Importing PyTorch"):
         core = _import_core()
-    out = opts.out if opts.out is not None else Path(str(Settings().get("results_dir"))) / "here" / new_run_id()
+    root = opts.out or Path(str(Settings().get("results_dir")))
+    out = without_links(root, opts.out or root / "here" / new_run_id())
     args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")
     if opts.notebook_file:
         args += ["--path", str(Path(opts.notebook_file).expanduser().resolve())]

@@ -75,6 +75,7 @@ def pull(opts: PullOptions, ui: Reporter) -> Outcome:
         result = workspace.pull(
             box.container,
             dest,
+            root=opts.dest or results_root(),
             paths=opts.paths,
             changed_only=opts.changed,
             max_size=opts.max_size_mb * workspace.MB,
@@ -102,13 +103,16 @@ def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | 
     dest = pull_dest(record)
     try:
         with lab_container(record, ui) as box, ui.step("Saving your work from the lab's workspace"):
-            result = workspace.pull(box.container, dest, changed_only=True, progress=workspace.ProgressLines(ui.info))
+            result = workspace.pull(
+                box.container, dest, root=results_root(), changed_only=True, progress=workspace.ProgressLines(ui.info)
+            )
     except LabctlError as exc:
         raise LabctlError(
             f"Lab '{record.name}' was not deleted: your work in its workspace could not be saved first "
             f"({exc.message.rstrip('.')}).",
             hint=(exc.hint + " " if exc.hint else "")
             + f"Or delete it without saving: 'labctl down --name {record.name} --no-save'.",
+            exit_code=exc.exit_code,
         ) from None
     ui.info(describe_pull(result))
     return result

@@ -119,3 +119,55 @@ def test_push_then_pull_through_the_commands(local_lab: str, results: Path, tmp_
     outside = runner.invoke(app, ["push", str(project), "--to", "../etc", "-n", local_lab])
     assert outside.exit_code == 2
     assert runner.invoke(app, ["down", "--yes", "-n", local_lab]).exit_code == 0
+
+
+@pytest.mark.parametrize("planted", ["lab/workspace", "lab"])
+def test_a_link_in_the_results_folder_sends_nothing_elsewhere(
+    local_lab: str, results: Path, docker_client: Any, tmp_path: Path, planted: str
+) -> None:
+    """A cloned repository can carry `labctl-results/LAB/workspace -> ../../..`: pull and down refuse, naming it."""
+    _write(docker_client, local_lab, {".bashrc": b"echo from the lab\n", "mine.py": b"print('mine')\n"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = results / planted.replace("lab", local_lab, 1)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.relpath(outside, link.parent))
+    for argv in (["pull", "-n", local_lab], ["down", "--yes", "-n", local_lab]):
+        refused = runner.invoke(app, argv)
+        assert refused.exit_code == 2, refused.output
+        assert "is a link" in refused.output and link.name in refused.output
+        assert list(outside.iterdir()) == []
+    assert docker_client.containers.get(container_name(local_lab)).status == "running"
+
+    named = tmp_path / "mine"  # a destination the user names is held to the same rule, itself included
+    named.symlink_to(outside)
+    assert runner.invoke(app, ["pull", "-n", local_lab, "--to", str(named)]).exit_code == 2
+    assert list(outside.iterdir()) == []
+
+
+def test_a_link_in_the_results_folder_keeps_a_fetched_run_home(
+    local_lab: str, results: Path, docker_client: Any, tmp_path: Path
+) -> None:
+    log = b"epoch 1 done\n"
+    _write(
+        docker_client,
+        local_lab,
+        {
+            "runs/r-1/train.log": log,
+            "runs/r-1/SHA256SUMS": f"{hashlib.sha256(log).hexdigest()}  train.log\n".encode(),
+            "runs/r-1/exit_code": b"0\n",
+        },
+    )
+    outside = tmp_path / "outside"
+    (outside / "r-1").mkdir(parents=True)  # a run of that name there: fetch would have replaced it
+    results.mkdir()
+    (results / local_lab).symlink_to(outside)
+    refused = runner.invoke(app, ["fetch", "r-1", "-n", local_lab])
+    assert refused.exit_code == 2, refused.output
+    assert "is a link" in refused.output
+    assert [p.name for p in outside.iterdir()] == ["r-1"] and list((outside / "r-1").iterdir()) == []
+
+    (results / local_lab).unlink()
+    fetched = runner.invoke(app, ["fetch", "r-1", "-n", local_lab])
+    assert fetched.exit_code == 0, fetched.output
+    assert (results / local_lab / "r-1" / "train.log").read_bytes() == log
