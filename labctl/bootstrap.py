@@ -46,7 +46,7 @@ def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefi
 def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
     with ui.step(f"Docker on {machine.describe()}"):
         out = run_script(machine, "bootstrap-docker.sh", [user] if user else [], ui, "docker")
-    if "to the docker group" in out and hasattr(machine, "reconnect"):
+    if "to the docker group" in out:
         machine.reconnect()  # group membership only applies to new logins
 
 

@@ -1,23 +1,24 @@
-"""The ``Machine`` protocol: what labctl needs from a host, whether it is reached over SSH or is this computer.
+"""``Machine``: a host labctl works on, reached over SSH or this computer itself.
 
-Everything above this layer (bootstrap, the lab container, ``open``, ``run-lab``) is written against the
-protocol, so the same code serves an Azure VM, an existing SSH host and the local Docker engine.
+Everything above this layer (bootstrap, the lab container, ``open``, ``run-lab``) is written against it, so the
+same code serves an Azure VM, an existing SSH host and the local Docker engine.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, TypeVar
 
 from labctl.errors import LabctlError
 
 if TYPE_CHECKING:
-    import docker
+    from docker import DockerClient
 
 LineFn = Callable[[str], None]
 Command = str | Sequence[str]
@@ -37,24 +38,19 @@ class CommandResult:
 
 
 class CommandFailed(LabctlError):
-    """A command on the machine ended with a non-zero exit code."""
-
     def __init__(self, where: str, command: str, result: CommandResult) -> None:
         tail = "\n".join(result.output.rstrip().splitlines()[-15:])
         detail = f" Its last output:\n{tail}\n" if tail else ""
+        shown = command if len(command) <= 120 else command[:117] + "..."
         super().__init__(
-            f"'{_short(command)}' failed on {where} with exit code {result.exit_code}.{detail}",
+            f"'{shown}' failed on {where} with exit code {result.exit_code}.{detail}",
             hint="Fix what the output above points at and run the same labctl command again.",
         )
         self.result = result
 
 
-def _short(command: str, limit: int = 120) -> str:
-    return command if len(command) <= limit else command[: limit - 3] + "..."
-
-
 def as_shell(command: Command) -> str:
-    """A command for a POSIX shell: strings pass as they are, argument lists are quoted."""
+    """Strings pass as they are (shell text of labctl's own); argument lists are quoted."""
     return command if isinstance(command, str) else shlex.join(command)
 
 
@@ -68,44 +64,36 @@ class LineSplitter:
         self._kept: list[str] = []
         self._kept_len = 0
 
-    def feed(self, data: bytes) -> None:
-        text = self._decoder.decode(data)
-        if not text:
-            return
-        self._keep(text)
-        self._partial += text
-        *lines, self._partial = self._partial.split("\n")
-        if self.on_line is not None:
-            for line in lines:
-                self.on_line(line.rstrip("\r"))
-
-    def _keep(self, text: str) -> None:
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self._decoder.decode(data, final=final)
         self._kept.append(text)
         self._kept_len += len(text)
         while self._kept_len > OUTPUT_KEEP and len(self._kept) > 1:
             self._kept_len -= len(self._kept.pop(0))
+        *lines, self._partial = (self._partial + text).split("\n")
+        if final and self._partial:
+            lines.append(self._partial)
+        if self.on_line is not None:
+            for line in lines:
+                self.on_line(line.rstrip("\r"))
 
     def close(self) -> str:
-        rest = self._decoder.decode(b"", final=True)
-        if rest:
-            self._keep(rest)
-            self._partial += rest
-        if self._partial and self.on_line is not None:
-            self.on_line(self._partial.rstrip("\r"))
-        self._partial = ""
+        self.feed(b"", final=True)
         return "".join(self._kept)[-OUTPUT_KEEP:]
 
 
-class Machine(Protocol):
-    """A host labctl works on."""
+_M = TypeVar("_M", bound="Machine")
 
-    kind: str  # "ssh" | "local"
+
+class Machine:
+    kind = "local"  # or "ssh"
     # False when the machine is this computer: its loopback ports are reached directly, without a tunnel.
-    needs_tunnel: bool
+    needs_tunnel = False
+    _docker: DockerClient | None = None
 
     def describe(self) -> str:
         """Where this is, for messages: 'azureuser@203.0.113.7:22' or 'this computer'."""
-        ...
+        raise NotImplementedError
 
     def run(
         self,
@@ -116,28 +104,64 @@ class Machine(Protocol):
         stdin: bytes | str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Run ``command`` in a shell, feeding each line of output to ``on_line``; raise on failure if ``check``."""
-        ...
+        """Run ``command`` in a POSIX shell, each line of output to ``on_line``; raise on failure if ``check``."""
+        text = as_shell(command)
+        splitter = LineSplitter(on_line)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        code = self._execute(text, data, splitter.feed, timeout)
+        result = CommandResult(code, splitter.close())
+        if check and code != 0:
+            raise CommandFailed(self.describe(), text, result)
+        return result
 
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a file or a directory tree to the machine (``remote`` is the new path, parents are made)."""
-        ...
+    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
+        """Run shell ``text``, its output to ``feed``; the exit code."""
+        raise NotImplementedError
 
-    def get(self, remote: str, local: Path) -> None:
-        """Copy a file or a directory tree from the machine to ``local``."""
-        ...
+    def _deadline(self, text: str, timeout: float | None) -> Callable[[], None]:
+        """A check, called on every pass of a read loop, that stops a command running ``timeout`` seconds from now.
 
-    def forward(
-        self, remote_port: int, local_port: int = 0, remote_host: str = "127.0.0.1"
-    ) -> AbstractContextManager[int]:
-        """Make ``remote_host:remote_port`` as seen from the machine reachable on this computer's loopback.
+        Not only when a read times out: a command that keeps printing would otherwise run past its timeout
+        forever. The caller's cleanup then ends the command.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def check() -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise LabctlError(
+                    f"'{text[:80]}' did not finish on {self.describe()} within {timeout:g}s.",
+                    hint="The machine may be overloaded or the command stuck; try again, or look with 'labctl ssh'.",
+                )
+
+        return check
+
+    def forward(self, remote_port: int, local_port: int = 0) -> AbstractContextManager[int]:
+        """Make the machine's loopback ``remote_port`` reachable on this computer's loopback.
 
         Yields the local port: ``local_port`` if free, else the next free one (0 = any free port).
         """
-        ...
+        raise NotImplementedError
 
-    def docker(self) -> docker.DockerClient:
-        """A docker SDK client for the machine's Docker engine."""
-        ...
+    def docker(self) -> DockerClient:
+        """A docker SDK client for the machine's Docker engine, made on first use."""
+        if self._docker is None:
+            self._docker = self._open_docker()
+        return self._docker
 
-    def close(self) -> None: ...
+    def _open_docker(self) -> DockerClient:
+        raise NotImplementedError
+
+    def reconnect(self) -> None:
+        """A fresh login, e.g. after the bootstrap added the user to a group (groups apply per login)."""
+
+    def close(self) -> None:
+        if self._docker is not None:
+            with contextlib.suppress(Exception):
+                self._docker.close()
+            self._docker = None
+
+    def __enter__(self: _M) -> _M:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

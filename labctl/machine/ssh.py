@@ -1,36 +1,35 @@
-"""A machine reached over SSH with paramiko: key auth, the pinned host key, streamed commands, SFTP, tunnels.
+"""A machine reached over SSH with paramiko: key auth, the pinned host key, streamed commands, tunnels, Docker.
 
-The host key is checked against the one labctl pinned, never against ``~/.ssh/known_hosts`` at connect time and
-never auto-accepted. A transport that died (a dropped Wi-Fi, a VM that rebooted) is re-opened on the next call.
-Docker on the machine is reached through this same verified connection: a private Unix socket on this computer
-whose every connection becomes ``docker system dial-stdio`` on the machine.
+The host key is checked against the one labctl pinned, never against ``~/.ssh/known_hosts`` and never
+auto-accepted. A transport that died (a dropped Wi-Fi, a VM that rebooted) is re-opened on the next call. Docker
+on the machine is reached through this same verified connection (not the SDK's ``ssh://``): a private Unix socket
+on this computer whose every connection is relayed to the engine's socket on the machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-import posixpath
+import select
 import shutil
 import socket
-import stat
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paramiko
+from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
 from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, normalize, to_pkey
-from labctl.machine.base import Command, CommandFailed, CommandResult, LineFn, LineSplitter, as_shell
-from labctl.machine.relay import Relay, bind_loopback
-from labctl.machine.streamlocal import open_unix_channel
+from labctl.machine.base import Machine
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 AUTH_GRACE = 20.0
 
 
-class SSHMachine:
+class SSHMachine(Machine):
     kind = "ssh"
     needs_tunnel = True
 
@@ -68,10 +67,6 @@ class SSHMachine:
         own_via: bool = False,
     ) -> None:
         self.host = host
-        # A machine without a public address (a worker node) is reached through another one (the head node): its
-        # SSH port is a channel of the head's connection, and its own host key is checked at the end of it.
-        self.via = via
-        self.own_via = own_via  # close ``via`` with this machine (it was opened for this machine alone)
         self.port = port
         self.user = user
         self.key_path = Path(key_path).expanduser()
@@ -79,6 +74,10 @@ class SSHMachine:
         self.ui = ui
         self.connect_timeout = connect_timeout
         self.reconnect_wait = reconnect_wait
+        # A machine without a public address (a worker node) is reached through another one (the head node): its
+        # SSH port is a channel of the head's connection, and its own host key is checked at the end of it.
+        self.via = via
+        self.own_via = own_via  # close ``via`` with this machine (it was opened for this machine alone)
         # Each connection marks itself as labctl's (idle.SSH_MARK_COMMAND), so the idle agent does not take it for
         # someone working there; `open` leaves its tunnel unmarked, so the lab stays up while it is attached.
         self.mark = mark
@@ -86,8 +85,7 @@ class SSHMachine:
         self._client: paramiko.SSHClient | None = None
         self._overflow: list[paramiko.SSHClient] = []
         self._lock = threading.RLock()
-        self._docker: docker.DockerClient | None = None
-        self._docker_relay: Relay | None = None
+        self._docker_relay: _Relay | None = None
         self._docker_dir: str | None = None
 
     def describe(self) -> str:
@@ -118,7 +116,14 @@ class SSHMachine:
         pinned = to_pkey(self.host_key)
         client.get_host_keys().add(known_hosts_name(self.host, self.port), pinned.get_name(), pinned)
         pkey = self._load_key()
+        # Through ``via``: a direct-tcpip channel to this machine's SSH port. A refusal (the head cannot reach the
+        # worker yet) is an SSHException, retried like any transient failure.
+        jump = None
         try:
+            if self.via is not None:
+                jump = self.via._transport().open_channel(
+                    "direct-tcpip", (self.host, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout
+                )
             client.connect(
                 self.host,
                 port=self.port,
@@ -129,7 +134,7 @@ class SSHMachine:
                 auth_timeout=self.connect_timeout,
                 look_for_keys=False,
                 allow_agent=pkey is None,
-                sock=self._jump(),
+                sock=jump,
             )
         except paramiko.BadHostKeyException as exc:
             client.close()
@@ -144,34 +149,17 @@ class SSHMachine:
                 _mark(transport, self.connect_timeout)
         return client
 
-    def _jump(self) -> paramiko.Channel | None:
-        """A direct-tcpip channel through ``via`` to this machine's SSH port; None for a machine reached directly.
-
-        A refusal (the head cannot reach the worker yet) is an SSHException, retried like any transient failure.
-        """
-        if self.via is None:
-            return None
-        transport = self.via._transport()
-        return transport.open_channel(
-            "direct-tcpip", (self.host, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout
-        )
-
     def connect(self, wait: float = 0.0) -> SSHMachine:
         """Connect now; with ``wait`` > 0 keep trying (with backoff) for that many seconds, e.g. while a VM boots."""
         with self._lock:
             self._drop()
             started = time.monotonic()
-            deadline = started + wait
-            delay, attempt = 1.0, 0
+            delay = 1.0
             # Progress goes out as plain lines, never as a step: this may run inside a caller's step (a
             # reconnect in the middle of a build), and steps do not nest on a live terminal display.
             while True:
-                attempt += 1
                 try:
                     self._client = self._connect_once()
-                    if attempt > 1 and self.ui is not None:
-                        self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
-                    return self
                 except paramiko.AuthenticationException as exc:
                     error: Exception = exc
                     final = LabctlError(
@@ -189,7 +177,11 @@ class SSHMachine:
                         hint="Check that the machine runs, that the address and port are right and that a "
                         "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
                     )
-                left = deadline - time.monotonic()
+                else:
+                    if delay > 1 and self.ui is not None:
+                        self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
+                    return self
+                left = started + wait - time.monotonic()
                 if left <= 0:
                     if wait > 0:
                         final.message = f"Gave up after {wait:.0f}s: {final.message}"
@@ -202,23 +194,8 @@ class SSHMachine:
                 time.sleep(pause)
                 delay = min(delay * 2, 10.0)
 
-    def _overflow_session(self) -> paramiko.Channel:
-        with self._lock:
-            for client in list(self._overflow):
-                transport = client.get_transport()
-                if transport is None or not transport.is_active():
-                    self._overflow.remove(client)
-                    continue
-                try:
-                    return transport.open_session(timeout=self.connect_timeout)
-                except paramiko.SSHException:
-                    continue
-            log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
-            client = self._connect_once()
-            self._overflow.append(client)
-            transport = client.get_transport()
-            assert transport is not None
-            return transport.open_session(timeout=self.connect_timeout)
+    def reconnect(self) -> None:
+        self.connect(wait=self.reconnect_wait)
 
     def _drop(self) -> None:
         for client in [self._client, *self._overflow]:
@@ -228,20 +205,16 @@ class SSHMachine:
         self._client = None
         self._overflow = []
 
-    def reconnect(self) -> None:
-        """A fresh connection, e.g. after the bootstrap added the user to a group (groups apply per login)."""
-        self.connect(wait=self.reconnect_wait)
-
     def _transport(self) -> paramiko.Transport:
         with self._lock:
             transport = self._client.get_transport() if self._client is not None else None
-            if transport is None or not transport.is_active():
+            if not _alive(transport):
                 if self._client is not None:
                     log.info("SSH connection to %s was lost; reconnecting", self.describe())
                 self.connect(wait=self.reconnect_wait)
                 assert self._client is not None
                 transport = self._client.get_transport()
-                assert transport is not None
+            assert transport is not None
             return transport
 
     def _open_session(self) -> paramiko.Channel:
@@ -260,153 +233,69 @@ class SSHMachine:
                 self._drop()
             return self._transport().open_session(timeout=self.connect_timeout)
 
+    def _overflow_session(self) -> paramiko.Channel:
+        with self._lock:
+            for client in list(self._overflow):
+                transport = client.get_transport()
+                if transport is None or not transport.is_active():
+                    self._overflow.remove(client)
+                    continue
+                with contextlib.suppress(paramiko.SSHException):
+                    return transport.open_session(timeout=self.connect_timeout)
+            log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
+            client = self._connect_once()
+            self._overflow.append(client)
+            transport = client.get_transport()
+            assert transport is not None
+            return transport.open_session(timeout=self.connect_timeout)
+
     # ------------------------------------------------------------------------------------------ commands
 
-    def run(
-        self,
-        command: Command,
-        *,
-        on_line: LineFn | None = None,
-        check: bool = True,
-        stdin: bytes | str | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        text = as_shell(command)
+    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
         channel = self._open_session()
-        splitter = LineSplitter(on_line)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        check_deadline = self._deadline(text, timeout)
         try:
             channel.set_combine_stderr(True)
             channel.exec_command(text)
             if stdin is not None:
-                channel.sendall(stdin.encode() if isinstance(stdin, str) else stdin)
+                channel.sendall(stdin)
             channel.shutdown_write()
             channel.settimeout(0.5)
-            # The deadline is checked on every pass, not only when a read times out: a command that keeps
-            # printing never lets recv time out, and would otherwise run past its timeout forever.
             while True:
-                self._check_deadline(deadline, text, timeout)
+                check_deadline()
                 try:
                     data = channel.recv(32768)
                 except TimeoutError:
-                    if not channel.get_transport() or not channel.get_transport().is_active():
+                    if not _alive(channel.get_transport()):
                         break
                     continue
                 if not data:
                     break
-                splitter.feed(data)
-            # OpenSSH sends the exit status just after the end of output; a channel closed without one means
-            # the connection went away mid-command.
-            while not channel.status_event.wait(0.5):
-                self._check_deadline(deadline, text, timeout)
-                transport = channel.get_transport()
-                if transport is None or not transport.is_active():
-                    break
-            code = channel.exit_status if channel.exit_status_ready() else -1
+                feed(data)
+            # OpenSSH sends the exit status just after the end of output; a channel closed without one (paramiko's
+            # -1) means the connection went away mid-command.
+            while not channel.status_event.wait(0.5) and _alive(channel.get_transport()):
+                check_deadline()
+            if channel.exit_status == -1:
+                raise LabctlError(
+                    f"The SSH connection to {self.describe()} was lost while running '{text[:80]}'.",
+                    hint="Run the same labctl command again; it picks up where it stopped.",
+                )
+            return channel.exit_status
         finally:
             channel.close()
-        result = CommandResult(code, splitter.close())
-        if code == -1:
-            raise LabctlError(
-                f"The SSH connection to {self.describe()} was lost while running '{text[:80]}'.",
-                hint="Run the same labctl command again; it picks up where it stopped.",
-            )
-        if check and code != 0:
-            raise CommandFailed(self.describe(), text, result)
-        return result
-
-    def _check_deadline(self, deadline: float | None, text: str, timeout: float | None) -> None:
-        """Stop a command that has run past its timeout; closing its channel (by the caller) ends it too."""
-        if deadline is not None and time.monotonic() > deadline:
-            raise LabctlError(
-                f"'{text[:80]}' did not finish on {self.describe()} within {timeout:g}s.",
-                hint="The machine may be overloaded or the command stuck; try again, or look with 'labctl ssh'.",
-            )
-
-    # ------------------------------------------------------------------------------------------ files
 
     @contextmanager
-    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
-        sftp = paramiko.SFTPClient.from_transport(self._transport())
-        if sftp is None:
-            raise LabctlError(f"{self.describe()} refused an SFTP session.", hint="Is the sftp subsystem enabled?")
-        try:
-            yield sftp
-        finally:
-            sftp.close()
-
-    @staticmethod
-    def _makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
-        parts: list[str] = []
-        while path not in ("", "/", "."):
-            try:
-                if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
-                    break
-            except FileNotFoundError:
-                pass
-            parts.append(path)
-            path = posixpath.dirname(path)
-        for part in reversed(parts):
-            sftp.mkdir(part)
-
-    def put(self, local: Path, remote: str) -> None:
-        local = Path(local)
-        remote = _remote_path(remote)
-        with self._sftp() as sftp:
-            if local.is_dir():
-                for root, dirs, files in os.walk(local):
-                    rel = Path(root).relative_to(local)
-                    target = remote if str(rel) == "." else posixpath.join(remote, rel.as_posix())
-                    self._makedirs(sftp, target)
-                    dirs.sort()
-                    for name in sorted(files):
-                        src = Path(root) / name
-                        sftp.put(str(src), posixpath.join(target, name))
-                        sftp.chmod(posixpath.join(target, name), stat.S_IMODE(src.stat().st_mode))
-            else:
-                parent = posixpath.dirname(remote)
-                if parent:
-                    self._makedirs(sftp, parent)
-                sftp.put(str(local), remote)
-                sftp.chmod(remote, stat.S_IMODE(local.stat().st_mode))
-
-    def get(self, remote: str, local: Path) -> None:
-        local = Path(local)
-        remote = _remote_path(remote)
-        with self._sftp() as sftp:
-            try:
-                attrs = sftp.stat(remote)
-            except FileNotFoundError:
-                raise LabctlError(f"{remote} does not exist on {self.describe()}.") from None
-            if stat.S_ISDIR(attrs.st_mode or 0):
-                self._get_tree(sftp, remote, local)
-            else:
-                local.parent.mkdir(parents=True, exist_ok=True)
-                sftp.get(remote, str(local))
-
-    def _get_tree(self, sftp: paramiko.SFTPClient, remote: str, local: Path) -> None:
-        local.mkdir(parents=True, exist_ok=True)
-        for entry in sftp.listdir_attr(remote):
-            src = posixpath.join(remote, entry.filename)
-            if stat.S_ISDIR(entry.st_mode or 0):
-                self._get_tree(sftp, src, local / entry.filename)
-            elif stat.S_ISREG(entry.st_mode or 0):
-                sftp.get(src, str(local / entry.filename))
-                os.chmod(local / entry.filename, stat.S_IMODE(entry.st_mode or 0o644))
-
-    # ------------------------------------------------------------------------------------------ tunnels
-
-    @contextmanager
-    def forward(self, remote_port: int, local_port: int = 0, remote_host: str = "127.0.0.1") -> Iterator[int]:
+    def forward(self, remote_port: int, local_port: int = 0) -> Iterator[int]:
         listener = bind_loopback(local_port)
         port = listener.getsockname()[1]
 
         def open_peer(conn: socket.socket) -> paramiko.Channel:
             return self._transport().open_channel(
-                "direct-tcpip", (remote_host, remote_port), conn.getpeername(), timeout=self.connect_timeout
+                "direct-tcpip", ("127.0.0.1", remote_port), conn.getpeername(), timeout=self.connect_timeout
             )
 
-        relay = Relay(listener, open_peer, f"forward-{port}").start()
+        relay = _Relay(listener, open_peer, f"forward-{port}")
         try:
             yield port
         finally:
@@ -414,10 +303,7 @@ class SSHMachine:
 
     # ------------------------------------------------------------------------------------------ docker
 
-    def docker(self) -> docker.DockerClient:
-        """The machine's Docker engine, reached through this verified SSH connection (not the SDK's ssh://)."""
-        if self._docker is not None:
-            return self._docker
+    def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk
 
         probe = self.run("docker version --format '{{.Server.Version}}'", check=False, timeout=60)
@@ -426,20 +312,36 @@ class SSHMachine:
                 f"Docker on {self.describe()} does not answer for {self.user}: {probe.output.strip()[-300:]}",
                 hint="Run 'labctl up' again (it installs and starts Docker and adds the user to the docker group).",
             )
-        listener, base_url = self._docker_listener()
+        # The SDK meets the relay on a Unix socket in a directory only this user can enter. Windows' Python has
+        # no Unix sockets: there it is a port on the loopback, which other users of this computer could reach too.
+        if sys.platform == "win32":
+            listener = bind_loopback(0)
+            base_url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        else:
+            self._docker_dir = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
+            path = os.path.join(self._docker_dir, "docker.sock")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            listener.listen(16)
+            base_url = f"unix://{path}"
 
-        # A channel straight to the engine's socket when sshd allows it (fast, no process on the machine);
-        # else 'docker system dial-stdio' in a session, which works wherever the docker CLI does.
-        direct = self._probe_unix_channel(DOCKER_SOCKET)
+        # A channel straight to the engine's socket when sshd allows it (fast, no process on the machine, not
+        # counted against sshd's sessions); else 'docker system dial-stdio' in a session, wherever the CLI works.
+        try:
+            _open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout).close()
+            direct = True
+        except (paramiko.SSHException, AttributeError) as exc:  # refused, or a paramiko without these internals
+            log.info("no direct channel to %s on %s (%s); using dial-stdio", DOCKER_SOCKET, self.describe(), exc)
+            direct = False
 
         def open_peer(conn: socket.socket) -> paramiko.Channel:
             if direct:
-                return open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout)
+                return _open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout)
             channel = self._open_session()
             channel.exec_command("docker system dial-stdio")
             return channel
 
-        self._docker_relay = Relay(listener, open_peer, "docker").start()
+        self._docker_relay = _Relay(listener, open_peer, "docker")
         # The SDK keeps one idle connection per URL it called (for up to num_pools URLs), and each is a channel
         # here: a small num_pools bounds them.
         client = docker_sdk.DockerClient(base_url=base_url, timeout=600, num_pools=8)
@@ -447,39 +349,10 @@ class SSHMachine:
             # Each connection is then an SSH session, and sshd allows only ten per connection: one request per
             # connection keeps their number small.
             client.api.headers["Connection"] = "close"
-        self._docker = client
         return client
 
-    def _docker_listener(self) -> tuple[socket.socket, str]:
-        """Where the local Docker SDK meets the relay: a Unix socket in a directory only this user can enter.
-
-        Windows' Python has no Unix sockets, so there it is a port on this computer's loopback, which other
-        users logged in to the same computer could also reach while the command runs.
-        """
-        if sys.platform == "win32":
-            listener = bind_loopback(0)
-            return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        self._docker_dir = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
-        path = os.path.join(self._docker_dir, "docker.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(16)
-        return listener, f"unix://{path}"
-
-    def _probe_unix_channel(self, path: str) -> bool:
-        try:
-            channel = open_unix_channel(self._transport(), path, self.connect_timeout)
-        except (paramiko.SSHException, AttributeError) as exc:  # refused, or a paramiko without these internals
-            log.info("no direct channel to %s on %s (%s); using docker system dial-stdio", path, self.describe(), exc)
-            return False
-        channel.close()
-        return True
-
     def close(self) -> None:
-        if self._docker is not None:
-            with contextlib.suppress(Exception):
-                self._docker.close()
-            self._docker = None
+        super().close()
         if self._docker_relay is not None:
             self._docker_relay.stop()
             self._docker_relay = None
@@ -491,11 +364,9 @@ class SSHMachine:
         if self.via is not None and self.own_via:
             self.via.close()
 
-    def __enter__(self) -> SSHMachine:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _alive(transport: paramiko.Transport | None) -> bool:
+    return transport is not None and transport.is_active()
 
 
 def _mark(transport: paramiko.Transport, timeout: float) -> None:
@@ -513,13 +384,6 @@ def _mark(transport: paramiko.Transport, timeout: float) -> None:
         log.info("could not mark the connection as labctl's (%s)", exc)
 
 
-def _remote_path(path: str) -> str:
-    """SFTP paths are relative to the login directory, so '~/x' means 'x'."""
-    if path == "~":
-        return "."
-    return path[2:] if path.startswith("~/") else path
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return "connection refused"
@@ -527,3 +391,114 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 100 else text[:97] + "..."
+
+
+def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout: float) -> paramiko.Channel:
+    """A channel to a Unix socket on the server (OpenSSH's ``direct-streamlocal@openssh.com``).
+
+    Paramiko opens ``direct-tcpip`` channels but not this kind, whose request names a socket path instead of a
+    host and port; the request goes through the transport's own channel bookkeeping, so the result is an
+    ordinary ``Channel``. Raises ``paramiko.SSHException`` if refused.
+    """
+    t: Any = transport  # the bookkeeping used here is not part of paramiko's typed API
+    if not t.is_active():
+        raise paramiko.SSHException("SSH session not active")
+    opened = threading.Event()
+    with t.lock:
+        window = t._sanitize_window_size(None)
+        packet = t._sanitize_packet_size(None)
+        chanid = t._next_channel()
+        channel: Any = paramiko.Channel(chanid)
+        t._channels.put(chanid, channel)
+        t.channel_events[chanid] = opened
+        t.channels_seen[chanid] = True
+        channel._set_transport(transport)
+        channel._set_window(window, packet)
+    request = paramiko.Message()
+    request.add_byte(cMSG_CHANNEL_OPEN)
+    request.add_string("direct-streamlocal@openssh.com")
+    for value in (chanid, window, packet):
+        request.add_int(value)
+    request.add_string(socket_path)
+    request.add_string("")  # reserved by the protocol
+    request.add_int(0)  # reserved by the protocol
+    t._send_user_message(request)
+    deadline = time.monotonic() + timeout
+    while not opened.wait(0.1):
+        if not t.is_active():
+            raise t.get_exception() or paramiko.SSHException("SSH session ended")
+        if time.monotonic() > deadline:
+            raise paramiko.SSHException(f"Timeout opening a channel to {socket_path}")
+    ready = t._channels.get(chanid)
+    if ready is None:
+        raise t.get_exception() or paramiko.ChannelException(2, f"{socket_path} refused the channel")
+    return ready
+
+
+def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
+    """A listening socket on 127.0.0.1: ``port`` if free, else the next free one (0 means any)."""
+    last: OSError | None = None
+    for candidate in [0] if port == 0 else range(port, min(port + tries, 65536)):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", candidate))
+            sock.listen(16)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+    raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + tries - 1}") from last
+
+
+class _Relay:
+    """Accepts connections on ``listener`` and joins each, byte for byte, to a channel that ``open_peer`` opens."""
+
+    def __init__(self, listener: socket.socket, open_peer: Callable[[socket.socket], Any], name: str) -> None:
+        self._listener = listener
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepter = threading.Thread(target=self._accept, args=(open_peer, name), name=name, daemon=True)
+        self._accepter.start()
+
+    def _accept(self, open_peer: Callable[[socket.socket], Any], name: str) -> None:
+        self._listener.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn, open_peer), name=f"{name}-conn", daemon=True)
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
+
+    def _serve(self, conn: socket.socket, open_peer: Callable[[socket.socket], Any]) -> None:
+        try:
+            peer = open_peer(conn)
+        except Exception as exc:
+            log.info("could not open the remote side of a relayed connection: %s", exc)
+            conn.close()
+            return
+        try:
+            while not self._stop.is_set():
+                for src in select.select([conn, peer], [], [], 0.5)[0]:
+                    data = src.recv(64 * 1024)
+                    if not data:
+                        return
+                    (peer if src is conn else conn).sendall(data)
+        except Exception as exc:  # a paramiko error on a dying transport ends this connection only
+            log.info("relay closed: %s", exc)
+        finally:
+            for side in (conn, peer):
+                with contextlib.suppress(Exception):
+                    side.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        for thread in [self._accepter, *self._threads]:
+            thread.join(timeout=2)

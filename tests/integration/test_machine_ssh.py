@@ -1,4 +1,4 @@
-"""The SSH machine against a real sshd on 127.0.0.1: auth, host-key pinning, streaming, SFTP, tunnels, reconnects."""
+"""The SSH machine against a real sshd on 127.0.0.1: auth, host-key pinning, streaming, tunnels, reconnects."""
 
 from __future__ import annotations
 
@@ -140,34 +140,6 @@ def test_reconnects_after_the_connection_drops(sshd: tuple[SSHServer, KeyPair], 
     server.stop()  # ends the open connection too
     server.start()
     assert machine.run("echo after").output == "after\n"
-
-
-def test_sftp_copies_trees_both_ways(machine: SSHMachine, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    (src / "sub" / "deeper").mkdir(parents=True)
-    (src / "a.txt").write_text("alpha\n")
-    (src / "sub" / "b.bin").write_bytes(bytes(range(256)) * 100)
-    (src / "sub" / "deeper" / "run.sh").write_text("#!/bin/sh\necho ran\n")
-    (src / "sub" / "deeper" / "run.sh").chmod(0o755)
-    remote = tmp_path / "remote" / "copy"
-    machine.put(src, str(remote))
-    assert machine.run(f"{remote}/sub/deeper/run.sh").output == "ran\n"
-    assert (remote / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
-
-    back = tmp_path / "back"
-    machine.get(str(remote), back)
-    for path in src.rglob("*"):
-        twin = back / path.relative_to(src)
-        assert twin.exists(), twin
-        if path.is_file():
-            assert twin.read_bytes() == path.read_bytes()
-    assert (back / "sub" / "deeper" / "run.sh").stat().st_mode & 0o111
-
-    machine.put(src / "a.txt", str(tmp_path / "single" / "x.txt"))
-    machine.get(str(tmp_path / "single" / "x.txt"), tmp_path / "single-back.txt")
-    assert (tmp_path / "single-back.txt").read_text() == "alpha\n"
-    with pytest.raises(LabctlError, match="does not exist"):
-        machine.get(str(tmp_path / "nope"), tmp_path / "nope")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 from labctl.errors import LabctlError
 from labctl.machine.base import CommandFailed, LineSplitter, as_shell
 from labctl.machine.local import LocalMachine
-from labctl.machine.relay import bind_loopback
+from labctl.machine.ssh import bind_loopback
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.data())
@@ -49,19 +48,6 @@ def test_local_run_streams_and_returns_codes() -> None:
     assert m.run("cat", stdin="fed in").output == "fed in"
     with pytest.raises(LabctlError, match="did not finish"):
         m.run("sleep 5", timeout=0.5)
-
-
-def test_local_copies(tmp_path: Path) -> None:
-    m = LocalMachine()
-    src = tmp_path / "src"
-    (src / "d").mkdir(parents=True)
-    (src / "d" / "f.txt").write_text("x")
-    m.put(src, str(tmp_path / "dst"))
-    assert (tmp_path / "dst" / "d" / "f.txt").read_text() == "x"
-    m.get(str(tmp_path / "dst" / "d" / "f.txt"), tmp_path / "back" / "f.txt")
-    assert (tmp_path / "back" / "f.txt").read_text() == "x"
-    with pytest.raises(LabctlError, match="does not exist"):
-        m.get(str(tmp_path / "nope"), tmp_path / "x")
 
 
 def test_local_forward_is_the_port_itself() -> None:
