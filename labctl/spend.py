@@ -25,10 +25,8 @@ UNBILLED_STATES = frozenset({"deallocating", "deallocated"})
 
 @dataclass(frozen=True)
 class Interval:
-    """A stretch of time the VM was allocated; ``stop`` None: still allocated."""
-
     start: datetime
-    stop: datetime | None = None
+    stop: datetime | None = None  # None: still allocated
 
 
 @dataclass(frozen=True)
@@ -66,23 +64,12 @@ def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interv
 
 def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> float:
     """The union of the intervals within [created_at, now], in seconds (overlaps count once)."""
-    spans = sorted(
-        (max(i.start, created_at), min(i.stop or now, now)) for i in intervals if min(i.stop or now, now) > created_at
-    )
-    total = 0.0
-    current_start: datetime | None = None
-    current_end: datetime | None = None
-    for start, end in spans:
-        if end <= start:
-            continue
-        if current_end is None or start > current_end:
-            if current_start is not None and current_end is not None:
-                total += (current_end - current_start).total_seconds()
-            current_start, current_end = start, end
-        elif end > current_end:
-            current_end = end
-    if current_start is not None and current_end is not None:
-        total += (current_end - current_start).total_seconds()
+    total, counted_to = 0.0, created_at
+    for start, end in sorted((max(i.start, created_at), min(i.stop or now, now)) for i in intervals):
+        start = max(start, counted_to)
+        if end > start:
+            total += (end - start).total_seconds()
+            counted_to = end
     return total
 
 

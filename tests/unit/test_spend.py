@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labctl import pricing
-from labctl.pricing import LabPrices, PriceUnavailable, disk_tier_for, lab_prices
+from labctl.pricing import LabPrices, PriceUnavailable, lab_prices
 from labctl.spend import Interval, allocated_seconds, estimate, intervals_from_events
 from tests.fakearm.retail_prices import RetailPrices
 from tests.support.sshd import free_port
@@ -83,10 +83,6 @@ def test_power_events_become_billed_intervals_and_an_os_shutdown_keeps_billing()
     ]
     assert intervals_from_events(reversed(events)) == [Interval(T0, T0 + 3 * H), Interval(T0 + 10 * H, None)]
     assert intervals_from_events([]) == []
-
-
-def test_disk_tiers() -> None:
-    assert [disk_tier_for(g) for g in (30, 128, 150, 256, 257, 5000)] == ["P4", "P10", "P15", "P15", "P20", "P40"]
 
 
 # ------------------------------------------------------------------------------------------------- prices
