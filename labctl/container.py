@@ -42,52 +42,38 @@ LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
 NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
 SEED_MARKER = ".labctl-seeded"
-
-JUPYTER_COMMAND = [
-    "jupyter",
-    "lab",
-    "--ip=0.0.0.0",
-    f"--port={JUPYTER_PORT}",
-    "--no-browser",
-    "--allow-root",
-    f"--ServerApp.root_dir={WORKSPACE}",
-]
+# What never travels into a container: caches of Python, Jupyter and pytest.
+SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 
 
-def jupyter_command(port: int) -> list[str]:
-    """Jupyter on the host's network: the machine's 127.0.0.1 only (never its other interfaces), at ``port``,
-    and no other port when that one is taken (labctl picks the next one itself and records it)."""
-    return [
-        "jupyter",
-        "lab",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        "--no-browser",
-        "--allow-root",
-        f"--ServerApp.root_dir={WORKSPACE}",
-    ]
+def jupyter_command(port: int | None = None) -> list[str]:
+    """Jupyter at the container's own port, published by Docker; or, on the host's network (``port``), on the
+    machine's 127.0.0.1 only and at no other port when that one is taken (labctl then picks the next itself)."""
+    if port is None:
+        where = ["--ip=0.0.0.0", f"--port={JUPYTER_PORT}"]
+    else:
+        where = ["--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0"]
+    return ["jupyter", "lab", *where, "--no-browser", "--allow-root", f"--ServerApp.root_dir={WORKSPACE}"]
 
 
 # Asks Jupyter's REST API with the token; used by Docker's health check and by labctl while it waits.
-HEALTH_PY = (
+HEALTH_COMMAND = [
+    "python",
+    "-c",
     "import os,sys,urllib.request as u;"
     f"r=u.Request('http://127.0.0.1:'+os.environ.get('{JUPYTER_PORT_ENV}','{JUPYTER_PORT}')+'/api/status',"
     "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']});"
-    "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)"
-)
-HEALTH_COMMAND = ["python", "-c", HEALTH_PY]
-_SECOND = 1_000_000_000
+    "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)",
+]
 
 
-# Node i > 0 of a lab on several machines: a '.' no lab name holds, so that two nodes sharing one Docker engine,
-# or a node and another lab, never share a name.
 def container_name(lab: str, node: int = 0) -> str:
+    # Node i > 0 holds a '.', which no lab name does: two nodes on one engine, or a node and a lab, never clash.
     return f"labctl-{lab}" if node == 0 else f"labctl-{lab}.node{node}"
 
 
 def volume_name(lab: str, node: int = 0) -> str:
-    return f"labctl-{lab}-workspace" if node == 0 else f"labctl-{lab}.node{node}-workspace"
+    return f"{container_name(lab, node)}-workspace"
 
 
 # ---------------------------------------------------------------------------------------------- image
@@ -114,10 +100,6 @@ def effective_base_image() -> str:
     return base_image() or DEFAULT_BASE_IMAGE
 
 
-# What never travels into a container: caches of Python, Jupyter and pytest.
-SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
-
-
 def _skipped(rel: PurePosixPath) -> bool:
     return bool(SKIPPED.intersection(rel.parts)) or rel.suffix == ".pyc"
 
@@ -134,30 +116,26 @@ def lab_fingerprint(root: Path | None = None) -> str:
 
 
 def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
-    """A tar holding each name as a local file or directory (a Path; caches left out) or as the given bytes.
+    """A tar holding each name as a local file or directory (a Path; caches left out) or as the given bytes,
+    every member root's, as ``docker cp`` would make it."""
 
-    Every member belongs to root, as ``docker cp`` would make it.
-    """
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if _skipped(PurePosixPath(info.name)) else _as_root(info)
+    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        return info
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, source in entries.items():
             if isinstance(source, Path):
-                tar.add(str(source), arcname=name, filter=keep)
+                tar.add(
+                    str(source), arcname=name, filter=lambda i: None if _skipped(PurePosixPath(i.name)) else as_root(i)
+                )
             else:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(source), 0o644, int(time.time())
-                tar.addfile(_as_root(info), io.BytesIO(source))
+                tar.addfile(as_root(info), io.BytesIO(source))
     return buffer.getvalue()
-
-
-def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
 
 
 def deps_tag(base: str | None = None) -> str:
@@ -260,9 +238,8 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
 
 
 def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
-    """Shared memory and network: the host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun
-    starts), else 2 GB of /dev/shm for PyTorch's data loader workers; the host's network on a lab of several
-    machines, so that ranks reach each other at the machines' addresses (`labctl.distributed.container_options`)."""
+    """The host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun starts), else 2 GB of
+    /dev/shm for PyTorch's data loader workers; the host's network on a lab of several machines."""
     from labctl.distributed import container_options
 
     options = container_options(gpu=gpu, several_nodes=several_nodes)
@@ -272,12 +249,10 @@ def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
 
 
 def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False) -> str:
-    """What the running container was made from; a difference means it must be replaced."""
-    sharing = _sharing(gpu)
-    command = jupyter_command(port) if several_nodes else JUPYTER_COMMAND
-    made = f"{image_id}|{token}|{port}|{gpu}|{command}" + (f"|{sorted(sharing.items())}" if gpu else "")
-    if several_nodes:
-        made += "|host-network"
+    """What the Jupyter container was made from; a difference means it must be replaced."""
+    made = f"{image_id}|{token}|{port}|{gpu}|{jupyter_command(port if several_nodes else None)}"
+    made += f"|{sorted(_sharing(gpu).items())}" if gpu else ""
+    made += "|host-network" if several_nodes else ""
     return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
@@ -295,11 +270,40 @@ def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Cont
 
 
 def jupyter_answers(container: Container) -> bool:
-    """Jupyter's REST API answers inside the container with the lab's token."""
     try:
         return LabContainer(container).exec(HEALTH_COMMAND, check=False).exit_code == 0
     except LabctlError:
         return False
+
+
+def is_current(
+    container: Container,
+    client: docker.DockerClient,
+    image: str,
+    token: str,
+    port: int,
+    gpu: bool,
+    several_nodes: bool = False,
+) -> bool:
+    """Running, made from the same image and settings, and Jupyter answers: keep it."""
+    return (
+        container.status == "running"
+        and container.labels.get(CONFIG_LABEL)
+        == _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)
+        and jupyter_answers(container)
+    )
+
+
+def worker_is_current(container: Container, client: docker.DockerClient, image: str, gpu: bool) -> bool:
+    return container.status == "running" and container.labels.get(CONFIG_LABEL) == _worker_hash(
+        client.images.get(image).id, gpu
+    )
+
+
+class PortBusy(LabctlError):
+    def __init__(self, port: int) -> None:
+        super().__init__(f"Port {port} is already taken on the machine's loopback.")
+        self.port = port
 
 
 def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None = None) -> None:
@@ -338,61 +342,79 @@ def start_container(
     gpu: bool,
     several_nodes: bool = False,
 ) -> Container:
-    """A new lab container (any old one of that name is removed first; the workspace volume stays).
+    """A new Jupyter container (any old one of that name is removed first; the workspace volume stays).
 
     ``several_nodes``: on the host's network, Jupyter on the machine's 127.0.0.1:``port`` (nothing published).
     """
-    import docker.errors
+    second = 1_000_000_000
+    return _start(
+        client,
+        lab,
+        0,
+        image,
+        gpu,
+        several_nodes,
+        port,
+        command=jupyter_command(port if several_nodes else None),
+        labels={CONFIG_LABEL: _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)},
+        environment={"JUPYTER_TOKEN": token, **({JUPYTER_PORT_ENV: str(port)} if several_nodes else {})},
+        ports=None if several_nodes else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
+        healthcheck={
+            "test": ["CMD", *HEALTH_COMMAND],
+            "interval": 15 * second,
+            "timeout": 10 * second,
+            "retries": 3,
+            "start_period": 120 * second,
+        },
+    )
 
-    old = find_container(client, lab)
+
+def start_worker(client: docker.DockerClient, lab: str, node: int, image: str, *, gpu: bool) -> Container:
+    """Node ``node``'s container of a lab on several machines: no Jupyter, it stays up for the runs started in it."""
+    labels = {NODE_LABEL: str(node), CONFIG_LABEL: _worker_hash(client.images.get(image).id, gpu)}
+    return _start(client, lab, node, image, gpu, True, None, command=["sleep", "infinity"], labels=labels)
+
+
+def _start(
+    client: docker.DockerClient,
+    lab: str,
+    node: int,
+    image: str,
+    gpu: bool,
+    several_nodes: bool,
+    port: int | None,
+    *,
+    labels: dict[str, str],
+    **options: Any,
+) -> Container:
+    import docker.errors
+    from docker.types import DeviceRequest
+
+    old = find_container(client, lab, node)
     if old is not None:
         old.remove(force=True)
-    image_id = client.images.get(image).id
-    if several_nodes:
-        command, env, ports = jupyter_command(port), {JUPYTER_PORT_ENV: str(port)}, None
-    else:
-        command, env, ports = JUPYTER_COMMAND, {}, {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)}
     try:
         return client.containers.run(
             image,
-            command=command,
-            name=container_name(lab),
+            name=container_name(lab, node),
             detach=True,
-            labels={LAB_LABEL: lab, CONFIG_LABEL: _config_hash(image_id, token, port, gpu, several_nodes)},
-            environment={"JUPYTER_TOKEN": token, **env},
-            ports=ports,
-            volumes={volume_name(lab): {"bind": WORKSPACE, "mode": "rw"}},
+            labels={LAB_LABEL: lab, **labels},
+            volumes={volume_name(lab, node): {"bind": WORKSPACE, "mode": "rw"}},
             working_dir=WORKSPACE,
             restart_policy={"Name": "unless-stopped"},
-            healthcheck={
-                "test": ["CMD", *HEALTH_COMMAND],
-                "interval": 15 * _SECOND,
-                "timeout": 10 * _SECOND,
-                "retries": 3,
-                "start_period": 120 * _SECOND,
-            },
-            device_requests=_gpus(gpu),
+            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
             **_sharing(gpu, several_nodes),
+            **options,
         )
     except docker.errors.APIError as exc:
-        leftover = find_container(client, lab)
+        leftover = find_container(client, lab, node)
         if leftover is not None:
             leftover.remove(force=True)
-        raise _start_failed(exc, image, port, gpu) from None
-
-
-def _gpus(gpu: bool) -> list[Any] | None:
-    from docker.types import DeviceRequest
-
-    return [DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
-
-
-def _start_failed(exc: Any, image: str, port: int | None, gpu: bool) -> LabctlError:
-    text = str(exc.explanation or exc)
+        text = str(exc.explanation or exc)
     if port is not None and ("port is already allocated" in text or "address already in use" in text):
-        return PortBusy(port)
+        raise PortBusy(port)
     if "executable file not found" in text:
-        return LabctlError(
+        raise LabctlError(
             f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
             hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
             "labctl builds its own.",
@@ -400,67 +422,7 @@ def _start_failed(exc: Any, image: str, port: int | None, gpu: bool) -> LabctlEr
     hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
     if gpu:
         hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
-    return LabctlError(f"The lab container could not be started: {text}", hint=hint)
-
-
-def start_worker(client: docker.DockerClient, lab: str, node: int, image: str, *, gpu: bool) -> Container:
-    """Node ``node``'s container of a lab on several machines: the lab image and volume layout, on the host's
-    network (and IPC and GPUs on a GPU machine), with no Jupyter: it stays up for the runs started in it."""
-    import docker.errors
-
-    old = find_container(client, lab, node)
-    if old is not None:
-        old.remove(force=True)
-    image_id = client.images.get(image).id
-    try:
-        return client.containers.run(
-            image,
-            command=["sleep", "infinity"],
-            name=container_name(lab, node),
-            detach=True,
-            labels={LAB_LABEL: lab, NODE_LABEL: str(node), CONFIG_LABEL: _worker_hash(image_id, gpu)},
-            volumes={volume_name(lab, node): {"bind": WORKSPACE, "mode": "rw"}},
-            working_dir=WORKSPACE,
-            restart_policy={"Name": "unless-stopped"},
-            device_requests=_gpus(gpu),
-            **_sharing(gpu, several_nodes=True),
-        )
-    except docker.errors.APIError as exc:
-        leftover = find_container(client, lab, node)
-        if leftover is not None:
-            leftover.remove(force=True)
-        raise _start_failed(exc, image, None, gpu) from None
-
-
-def worker_is_current(container: Container, client: docker.DockerClient, image: str, gpu: bool) -> bool:
-    """A node's container that runs, made from the same image and settings: keep it."""
-    if container.status != "running":
-        return False
-    return container.labels.get(CONFIG_LABEL) == _worker_hash(client.images.get(image).id, gpu)
-
-
-class PortBusy(LabctlError):
-    def __init__(self, port: int) -> None:
-        super().__init__(f"Port {port} is already taken on the machine's loopback.")
-        self.port = port
-
-
-def is_current(
-    container: Container,
-    client: docker.DockerClient,
-    image: str,
-    token: str,
-    port: int,
-    gpu: bool,
-    several_nodes: bool = False,
-) -> bool:
-    """Running, made from the same image and settings, and Jupyter answers: keep it."""
-    if container.status != "running":
-        return False
-    expected = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)
-    if container.labels.get(CONFIG_LABEL) != expected:
-        return False
-    return jupyter_answers(container)
+    raise LabctlError(f"The lab container could not be started: {text}", hint=hint)
 
 
 def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
@@ -515,10 +477,7 @@ class LabContainer:
 
     def __init__(self, container: Container) -> None:
         self.container = container
-
-    @property
-    def name(self) -> str:
-        return str(self.container.name)
+        self.name = str(container.name)
 
     def state(self) -> dict[str, str]:
         self.container.reload()
@@ -526,14 +485,8 @@ class LabContainer:
         return {"container": self.container.status, "health": health}
 
     def exec(
-        self,
-        argv: list[str],
-        *,
-        check: bool = True,
-        env: dict[str, str] | None = None,
-        workdir: str = WORKSPACE,
+        self, argv: list[str], *, check: bool = True, env: dict[str, str] | None = None, workdir: str = WORKSPACE
     ) -> ExecResult:
-        """Run ``argv`` (no shell) and return its exit code and output; with ``check`` a failure is an error."""
         result = self._exec_run(argv, env=env, workdir=workdir, detach=False)
         done = ExecResult(int(result.exit_code if result.exit_code is not None else -1), bytes(result.output or b""))
         if check and done.exit_code != 0:
@@ -581,6 +534,7 @@ class LabContainer:
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
         top = PurePosixPath(path).name
+        problem = None
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
             for chunk in stream:
                 spool.write(chunk)
@@ -589,14 +543,12 @@ class LabContainer:
                 with tarfile.open(fileobj=spool, mode="r") as tar:
                     _extract_safely(tar, local_dir, top)
             except (tarfile.TarError, EOFError) as exc:  # extraction filters' refusals are TarErrors as well
-                raise LabctlError(
-                    f"The copy of {path} from the lab container {self.name} is not a tar archive labctl unpacks "
-                    f"({exc}); nothing was kept.",
-                    hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
-                ) from None
-        if not (local_dir / top).exists():
+                problem = f"is not a tar archive labctl unpacks ({exc})"
+        if problem is None and not (local_dir / top).exists():
+            problem = f"does not hold {top}"
+        if problem is not None:
             raise LabctlError(
-                f"The copy of {path} from the lab container {self.name} does not hold {top}; nothing was kept.",
+                f"The copy of {path} from the lab container {self.name} {problem}; nothing was kept.",
                 hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
             )
         return local_dir / top

@@ -40,7 +40,7 @@ def test_node_containers_and_volumes_never_share_a_name_with_node_0_or_another_l
 
 
 def test_a_lab_on_one_machine_keeps_the_container_it_has_today() -> None:
-    made = f"img|tok|8888|False|{lab.JUPYTER_COMMAND}"  # what the one-node hash has always been made of
+    made = f"img|tok|8888|False|{lab.jupyter_command()}"  # what the one-node hash has always been made of
     assert lab._config_hash("img", "tok", 8888, False) == hashlib.sha256(made.encode()).hexdigest()[:16]
     assert lab._config_hash("img", "tok", 8888, False, several_nodes=True) != lab._config_hash(
         "img", "tok", 8888, False
