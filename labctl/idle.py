@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from labctl.errors import UsageError
 from labctl.pricing import LabPrices
 
 AGENT_PATH = "/opt/labctl/idle_agent.py"
@@ -32,7 +33,6 @@ ROLE_ACTIONS = (
 SSH_MARKS = ".cache/labctl-ssh"
 SSH_MARK_COMMAND = f'd="$HOME/{SSH_MARKS}"; mkdir -p "$d" && printf "%s\\n" "$SSH_CONNECTION" > "$d/$$"'
 _NAMESPACE = uuid.UUID("6f1d3c1e-5b0a-4f7e-9a51-1abc0c7d1e01")
-DEFAULT_WINDOW_MINUTES = 60.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 # What a caller needs to give a VM's identity its role (Owner and User Access Administrator have both).
 GRANT_ACTIONS = (
@@ -47,9 +47,7 @@ ASK_FOR = (
 
 
 def parse_window(value: object, where: str = "--idle-stop") -> float:
-    """Minutes of idleness before the lab stops; 'off' or 0 turns idle stop off. UsageError names the bad value."""
-    from labctl.errors import UsageError
-
+    """Minutes of idleness before the lab stops; 'off' or 0 turns idle stop off."""
     text = str(value).strip().lower()
     if text in ("off", "0", "no", "false"):
         return 0.0
@@ -70,8 +68,6 @@ def parse_window(value: object, where: str = "--idle-stop") -> float:
 
 def parse_budget(value: object, where: str = "--budget") -> float | None:
     """A spend limit in US dollars since the lab's creation; None for 'off'."""
-    from labctl.errors import UsageError
-
     text = str(value).strip().lower().lstrip("$")
     if text in ("", "off", "none"):
         return None
@@ -88,12 +84,7 @@ def parse_budget(value: object, where: str = "--budget") -> float | None:
 
 
 def role_definition_name(vm_id: str) -> str:
-    """The GUID of the lab's custom role (stable for one VM id)."""
     return str(uuid.uuid5(_NAMESPACE, f"role:{vm_id.lower()}"))
-
-
-def role_assignment_name(vm_id: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"assignment:{vm_id.lower()}"))
 
 
 def role_definition_id(subscription_id: str, vm_id: str) -> str:
@@ -108,7 +99,8 @@ def role_definition_url(resource_group_id: str, vm_id: str) -> str:
 
 
 def role_assignment_url(vm_id: str) -> str:
-    return f"{vm_id}/providers/Microsoft.Authorization/roleAssignments/{role_assignment_name(vm_id)}"
+    name = uuid.uuid5(_NAMESPACE, f"assignment:{vm_id.lower()}")
+    return f"{vm_id}/providers/Microsoft.Authorization/roleAssignments/{name}"
 
 
 def role_definition(resource_group_id: str, vm_id: str, lab: str) -> dict[str, Any]:
@@ -159,7 +151,7 @@ def agent_config(
     prices: LabPrices | None = None,
     spot: bool = False,
 ) -> dict[str, Any]:
-    """The agent's config file (``mode``: azure, container or shutdown)."""
+    """``mode``: azure, container or shutdown."""
     config: dict[str, Any] = {
         "mode": mode,
         "window_minutes": rules.window_minutes,

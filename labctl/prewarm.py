@@ -42,35 +42,25 @@ WAIT_S = 2700.0  # a pull of several GB and the pip installs, on a slow day
 PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH answers
 
 
-def prewarm_dir() -> str:
-    return os.environ.get("LABCTL_PREWARM_DIR", PREWARM_DIR)
-
-
-def poll_interval() -> float:
-    return float(os.environ.get("LABCTL_PREWARM_POLL", "1"))
-
-
 def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The ``write_files`` entries and the ``runcmd`` argv that start the prewarm at first boot.
 
     Every file's content is data; ``base`` and ``deps_tag`` (checked image references) are arguments.
     """
+    dockerfile = template("Dockerfile.deps").read_text()
     files: list[dict[str, Any]] = [
         {"path": f"{PREWARM_DIR}/{SCRIPT}", "permissions": "0755", "content": template(SCRIPT).read_text()},
-        {"path": f"{PREWARM_DIR}/deps/Dockerfile", "permissions": "0644", "content": deps_dockerfile()},
+        {"path": f"{PREWARM_DIR}/deps/Dockerfile", "permissions": "0644", "content": dockerfile},
         # cloud-init writes files before SSH answers but runs commands later: labctl waits for a pending prewarm.
         {"path": f"{PREWARM_DIR}/prewarm.state", "permissions": "0644", "content": "pending\n"},
     ]
     return files, ["sh", "-c", LAUNCH, "labctl-prewarm", f"{PREWARM_DIR}/{SCRIPT}", base, deps_tag]
 
 
-def deps_dockerfile() -> str:
-    return template("Dockerfile.deps").read_text()
-
-
 def read_state(machine: Machine) -> tuple[str, str]:
     """(state, last log line) of the machine's prewarm: absent, pending, running, stale, done or failed."""
-    result = machine.run(["sh", "-c", STATUS, "labctl-prewarm-status", prewarm_dir()], check=False, timeout=60)
+    where = os.environ.get("LABCTL_PREWARM_DIR", PREWARM_DIR)
+    result = machine.run(["sh", "-c", STATUS, "labctl-prewarm-status", where], check=False, timeout=60)
     lines = result.output.strip().splitlines() if result.exit_code == 0 else []
     return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "") if lines else ("absent", "")
 
@@ -94,7 +84,7 @@ def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) ->
             if waited > timeout or (state == "pending" and waited > PENDING_S):
                 ui.warn(f"The machine's image preparation is still {state} after {waited:.0f}s; labctl builds it.")
                 return "timeout"
-            time.sleep(poll_interval())
+            time.sleep(float(os.environ.get("LABCTL_PREWARM_POLL", "1")))
             state, last = read_state(machine)
     if state != "done":
         ui.warn(f"The machine's image preparation ended {state} ({last or 'no log'}); labctl builds the image itself.")

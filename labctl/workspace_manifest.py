@@ -36,65 +36,48 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-class Walker:
-    def __init__(self, root: str, max_size: int, exclude_dirs: set[str], exclude_top: set[str]) -> None:
-        self.root = root
-        self.max_size = max_size
-        self.exclude_dirs = exclude_dirs
-        self.exclude_top = exclude_top
-        self.files: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, Any]] = []
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    root = os.path.abspath(args.root)
+    exclude_dirs = set() if args.no_exclude else set(args.exclude_dir)
+    exclude_top = set() if args.no_exclude else set(args.exclude_top)
+    files: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
 
-    def _skip(self, rel: str, size: int, reason: str) -> None:
-        self.skipped.append({"path": rel, "size": size, "reason": reason})
-
-    def visit(self, rel: str, named: bool = False) -> None:
-        """One path relative to the root: a file is listed, a directory walked, anything else skipped.
-
-        A path the user ``named`` (an ``--under``) is taken whatever its name or size; what lies below it is not.
-        """
-        full = os.path.join(self.root, rel) if rel else self.root
+    def visit(rel: str, named: bool = False) -> None:
+        """A file is listed, a directory walked, anything else skipped; a path the user ``named`` (an
+        ``--under``) is taken whatever its name or size, what lies below it is not."""
+        full = os.path.join(root, rel) if rel else root
         try:
             info = os.lstat(full)
         except FileNotFoundError:
             return
-        name = os.path.basename(rel)
+        name, top = os.path.basename(rel), "/" not in rel
         if stat.S_ISLNK(info.st_mode):
-            self._skip(rel, 0, "link")
+            skipped.append({"path": rel, "size": 0, "reason": "link"})
         elif stat.S_ISDIR(info.st_mode):
-            top = "/" not in rel
-            if rel and not named and (name in self.exclude_dirs or (top and name in self.exclude_top)):
-                self._skip(rel, 0, "excluded")
+            if rel and not named and (name in exclude_dirs or (top and name in exclude_top)):
+                skipped.append({"path": rel, "size": 0, "reason": "excluded"})
                 return
             for child in sorted(os.listdir(full)):
-                self.visit(f"{rel}/{child}" if rel else child)
+                visit(f"{rel}/{child}" if rel else child)
         elif not stat.S_ISREG(info.st_mode):
-            self._skip(rel, 0, "special")
-        elif not named and "/" not in rel and name in self.exclude_top:
-            self._skip(rel, info.st_size, "excluded")
-        elif not named and self.max_size and info.st_size > self.max_size:
-            self._skip(rel, info.st_size, "too large")
+            skipped.append({"path": rel, "size": 0, "reason": "special"})
+        elif not named and top and name in exclude_top:
+            skipped.append({"path": rel, "size": info.st_size, "reason": "excluded"})
+        elif not named and args.max_size and info.st_size > args.max_size:
+            skipped.append({"path": rel, "size": info.st_size, "reason": "too large"})
         else:
             try:
                 digest = _sha256(full)
             except OSError:  # gone or replaced by a link between lstat and open
                 return
-            self.files.append({"path": rel, "size": info.st_size, "mtime": info.st_mtime, "sha256": digest})
+            files.append({"path": rel, "size": info.st_size, "mtime": info.st_mtime, "sha256": digest})
 
-
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    root = os.path.abspath(args.root)
-    walker = Walker(
-        root,
-        args.max_size,
-        set() if args.no_exclude else set(args.exclude_dir),
-        set() if args.no_exclude else set(args.exclude_top),
-    )
     for under in args.under or [""]:
         parts = [p for p in under.split("/") if p and p != "."]
         if ".." in parts:
             raise SystemExit(f"refusing a path with '..': {under}")
-        walker.visit("/".join(parts), named=bool(parts))
+        visit("/".join(parts), named=bool(parts))
     marker_mtime = None
     if args.marker:
         with contextlib.suppress(FileNotFoundError):
@@ -104,8 +87,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "root": root,
         "max_size": args.max_size,
         "marker_mtime": marker_mtime,
-        "files": walker.files,
-        "skipped": walker.skipped,
+        "files": files,
+        "skipped": skipped,
     }
 
 
