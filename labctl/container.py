@@ -238,14 +238,13 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
 
 
 def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
-    """The host's IPC namespace on a GPU machine (NCCL between the GPUs that torchrun starts), else 2 GB of
-    /dev/shm for PyTorch's data loader workers; the host's network on a lab of several machines."""
-    from labctl.distributed import container_options
-
-    options = container_options(gpu=gpu, several_nodes=several_nodes)
-    if "ipc_mode" not in options:
-        options["shm_size"] = "2g"
-    return options
+    """How a lab container shares the machine, for torchrun: on a GPU machine the host's IPC namespace (NCCL
+    passes data between the GPU processes through shared memory, and Docker's 64 MB /dev/shm is too small), else
+    2 GB of /dev/shm for PyTorch's data loader workers; across nodes the host's network, so that the ranks reach
+    each other at the machines' private addresses and the rendezvous port is the head machine's (open inside
+    its private network only)."""
+    options: dict[str, Any] = {"ipc_mode": "host"} if gpu else {"shm_size": "2g"}
+    return {**options, "network_mode": "host"} if several_nodes else options
 
 
 def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False) -> str:

@@ -11,8 +11,6 @@ The pieces, in the order a launch needs them:
   cannot be met ends in a ``UsageError`` that says what to do instead.
 - ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
   ``torchrun ... -m cifarlab train ...``, and the environment it needs.
-- ``container_options``: what the lab container needs for it (shared memory for NCCL, host networking across
-  nodes), as Docker keyword arguments.
 - ``describe``: the plan in one line for the user.
 - ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
   stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own; ``RankLines``
@@ -29,7 +27,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from labctl.errors import UsageError
 
@@ -329,22 +326,6 @@ def launch_argv(
         if plan.local_addr:
             argv += ["--local-addr", plan.local_addr]
     return [*argv, "-m", LAB_MODULE, "train", *train_args]
-
-
-def container_options(*, gpu: bool, several_nodes: bool) -> dict[str, Any]:
-    """Docker's keyword arguments (``containers.run``) that a lab container needs to train under torchrun.
-
-    On a GPU machine NCCL passes data between the GPU processes through shared memory, and Docker's default
-    /dev/shm (64 MB) is too small: the container shares the host's IPC namespace. Across nodes the container
-    uses the host's network, so that the ranks reach each other at the machines' private addresses and the
-    rendezvous port is that of the head machine (open inside its private network only).
-    """
-    options: dict[str, Any] = {}
-    if gpu:
-        options["ipc_mode"] = "host"
-    if several_nodes:
-        options["network_mode"] = "host"
-    return options
 
 
 def describe(plan: LaunchPlan) -> str:

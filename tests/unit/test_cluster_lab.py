@@ -58,6 +58,7 @@ def test_every_container_of_a_lab_on_several_machines_uses_the_host_network() ->
     assert lab._sharing(False) == {"shm_size": "2g"}  # as before, on one machine
     assert lab._sharing(False, several_nodes=True) == {"network_mode": "host", "shm_size": "2g"}
     assert lab._sharing(True, several_nodes=True) == {"ipc_mode": "host", "network_mode": "host"}
+    assert lab._sharing(True) == {"ipc_mode": "host"}  # NCCL's shared memory between the GPUs of one machine
 
 
 # ------------------------------------------------------------------------------------------------ nodes

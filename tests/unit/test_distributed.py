@@ -17,7 +17,6 @@ from labctl.distributed import (
     PREFIX_TEMPLATE_ENV,
     LaunchPlan,
     RankLines,
-    container_options,
     describe,
     gpu_probe_argv,
     launch_argv,
@@ -320,13 +319,6 @@ def test_real_torchrun_meets_across_two_launchers(fake_lab: dict[str, str], tmp_
     assert sorted(seen, key=min) == [{0}, {1}]
     assert all("of 2 sum 2" in o for o in outs)
     assert rank_zero_hint(plans, [o.splitlines() for o in outs]) is not None
-
-
-def test_container_options_give_nccl_shared_memory_and_nodes_the_host_network() -> None:
-    assert container_options(gpu=False, several_nodes=False) == {}
-    assert container_options(gpu=True, several_nodes=False) == {"ipc_mode": "host"}
-    assert container_options(gpu=True, several_nodes=True) == {"ipc_mode": "host", "network_mode": "host"}
-    assert container_options(gpu=False, several_nodes=True) == {"network_mode": "host"}
 
 
 def test_describe_says_what_runs_where() -> None:
