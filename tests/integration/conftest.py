@@ -79,9 +79,7 @@ def lab_image(docker_client: Any, test_base_image: str) -> str:
     return ensure_lab_image(docker_client)
 
 
-@pytest.fixture
-def lab_name(docker_client: Any) -> Iterator[str]:
-    """A lab name no one else on this Docker engine uses; its container and volume are removed afterwards."""
+def _unused_lab_name(docker_client: Any) -> Iterator[str]:
     import secrets
 
     from labctl.container import remove_lab
@@ -89,3 +87,15 @@ def lab_name(docker_client: Any) -> Iterator[str]:
     name = f"t{secrets.token_hex(4)}"
     yield name
     remove_lab(docker_client, name)
+
+
+@pytest.fixture
+def lab_name(docker_client: Any) -> Iterator[str]:
+    """A lab name no one else on this Docker engine uses; its container and volume are removed afterwards."""
+    yield from _unused_lab_name(docker_client)
+
+
+@pytest.fixture(scope="module")
+def module_lab_name(docker_client: Any) -> Iterator[str]:
+    """The same, for a lab that the tests of one module share (each start of Jupyter costs seconds)."""
+    yield from _unused_lab_name(docker_client)

@@ -30,10 +30,21 @@ def _status(port: int, token: str | None, host: str = "127.0.0.1") -> int:
         return int(exc.code)
 
 
+def _prepare(name: str) -> LabRecord:
+    return prepare_lab(LabRecord(name=name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def ready_lab(lab_image: str, module_lab_name: str) -> LabRecord:
+    """One lab for the tests that only look at it or change files in its workspace (each Jupyter start costs
+    seconds)."""
+    return _prepare(module_lab_name)
+
+
 @pytest.fixture
-def ready_lab(lab_image: str, lab_name: str) -> LabRecord:
-    record = LabRecord(name=lab_name, target="local", jupyter_port=free_port())
-    return prepare_lab(record, PlainReporter(quiet=True))
+def own_lab(lab_image: str, lab_name: str) -> LabRecord:
+    """A lab of the test's own, for a test that stops, replaces or removes it."""
+    return _prepare(lab_name)
 
 
 def test_jupyter_answers_with_the_token_only(ready_lab: LabRecord, lab_image: str) -> None:
@@ -80,19 +91,19 @@ def test_container_settings(ready_lab: LabRecord, docker_client: Any) -> None:
     assert f"JUPYTER_TOKEN={ready_lab.jupyter_token}" in attrs["Config"]["Env"]
 
 
-def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(ready_lab: LabRecord, docker_client: Any) -> None:
-    first = docker_client.containers.get(ready_lab.container_name)
-    token = ready_lab.jupyter_token
-    again = prepare_lab(ready_lab, PlainReporter(quiet=True))
-    assert docker_client.containers.get(ready_lab.container_name).id == first.id
+def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(own_lab: LabRecord, docker_client: Any) -> None:
+    first = docker_client.containers.get(own_lab.container_name)
+    token = own_lab.jupyter_token
+    again = prepare_lab(own_lab, PlainReporter(quiet=True))
+    assert docker_client.containers.get(own_lab.container_name).id == first.id
     assert again.jupyter_token == token
 
     lab.LabContainer(first).put("/workspace", {"keep.txt": b"mine\n"})
     first.stop(timeout=2)
-    prepare_lab(ready_lab, PlainReporter(quiet=True))
-    replaced = docker_client.containers.get(ready_lab.container_name)
+    prepare_lab(own_lab, PlainReporter(quiet=True))
+    replaced = docker_client.containers.get(own_lab.container_name)
     assert replaced.id != first.id
-    assert _status(ready_lab.jupyter_port, token) == 200
+    assert _status(own_lab.jupyter_port, token) == 200
     kept = lab.LabContainer(replaced).exec(["cat", "/workspace/keep.txt"]).text
     assert kept == "mine\n", "the workspace volume survives a replaced container"
 
@@ -126,16 +137,16 @@ def test_notebook_is_seeded_once_and_never_overwritten(
     assert lab.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
 
 
-def test_teardown_removes_container_and_volume(ready_lab: LabRecord, docker_client: Any) -> None:
+def test_teardown_removes_container_and_volume(own_lab: LabRecord, docker_client: Any) -> None:
     import docker.errors
 
-    removed = teardown_lab(ready_lab, PlainReporter(quiet=True), keep_volume=True)
-    assert removed == [f"container {ready_lab.container_name}"]
-    docker_client.volumes.get(lab.volume_name(ready_lab.name))
-    removed = teardown_lab(ready_lab, PlainReporter(quiet=True))
-    assert removed == [f"volume {lab.volume_name(ready_lab.name)}"]
+    removed = teardown_lab(own_lab, PlainReporter(quiet=True), keep_volume=True)
+    assert removed == [f"container {own_lab.container_name}"]
+    docker_client.volumes.get(lab.volume_name(own_lab.name))
+    removed = teardown_lab(own_lab, PlainReporter(quiet=True))
+    assert removed == [f"volume {lab.volume_name(own_lab.name)}"]
     with pytest.raises(docker.errors.NotFound):
-        docker_client.volumes.get(lab.volume_name(ready_lab.name))
+        docker_client.volumes.get(lab.volume_name(own_lab.name))
 
 
 def test_a_given_image_is_used_as_is(lab_image: str, lab_name: str, docker_client: Any) -> None:
