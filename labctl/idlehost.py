@@ -53,9 +53,9 @@ def config_for(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
         rules(record),
         jupyter_port=record.jupyter_port,
         container=record.container_name,
-        admin_user=record.user or "root",
+        admin_user=record.nodes[0].user or "root",
     )
-    config["ssh_port"] = record.port
+    config["ssh_port"] = record.nodes[0].port
     config.update(extras)
     return config
 

@@ -5,7 +5,7 @@ on every node of the lab at once, and is safe to run again at any point. ``lab_c
 container of a ready lab, ``describe_lab`` and ``describe_nodes`` report on it without changing anything, and
 ``teardown_lab`` removes the containers and their volumes, never the machines. The machine itself is
 ``labctl.machine``; the container, ``labctl.container``. Node 0 is the lab's own machine and runs Jupyter; on a
-lab of several machines the others (``record.workers``) hold a container each that only runs training.
+lab of several machines the others (``record.nodes[1:]``) hold a container each that only runs training.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from labctl import workspace
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.distributed import gpu_probe_argv, parse_gpu_count, torch_probe_argv
 from labctl.errors import LabctlError, NotFound
-from labctl.machine import DEFAULT_WAIT, Machine, connect_node
+from labctl.machine import DEFAULT_WAIT, Machine, connect
 from labctl.prewarm import await_prewarm
 from labctl.state import LabRecord
 from labctl.ui import NodeReporter, Reporter
@@ -43,7 +43,7 @@ def machine_for(
     record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, mark: bool = True, node: int = 0
 ) -> Iterator[Machine]:
     """Node ``node``'s machine (0: the lab's own), connected; the connection closes after."""
-    machine = connect_node(record, node, ui, wait=wait, mark=mark)
+    machine = connect(record, ui, node=node, wait=wait, mark=mark)
     try:
         yield machine
     finally:
@@ -53,18 +53,16 @@ def machine_for(
 def node_where(record: LabRecord, node: int) -> str:
     """How messages name node ``node``: ``node 1 (me@10.0.0.5:22)``; a lab on one machine's only node is just
     the machine."""
-    if node == 0:
-        where = f"{record.user}@{record.host}:{record.port}" if record.host else "this computer"
-    else:
-        worker = record.workers[node - 1]
-        where = worker.name or f"{worker.user or record.user}@{worker.host}:{worker.port}"
-    return f"node {node} ({where})" if record.workers else where
+    reach = record.nodes[node]
+    user = reach.user or record.nodes[0].user
+    where = f"{user}@{reach.host}:{reach.port}" if reach.host else "this computer"
+    where = reach.name if node and reach.name else where
+    return f"node {node} ({where})" if len(record.nodes) > 1 else where
 
 
 def private_addresses(record: LabRecord) -> list[str]:
     """Where the nodes reach each other, node 0 first: each one's private address, else the address labctl uses."""
-    head = record.private_address or record.host or "127.0.0.1"
-    return [head, *(w.private_address or w.host for w in record.workers)]
+    return [n.private_address or n.host or "127.0.0.1" for n in record.nodes]
 
 
 T = TypeVar("T")
@@ -78,7 +76,7 @@ def on_each_node(
     A lab on one machine runs it here, as before. Otherwise each node reports under its own name, and once every
     node is done the first failure is raised with its node named.
     """
-    count = record.nodes if nodes is None else nodes
+    count = len(record.nodes) if nodes is None else nodes
     if count == 1:
         return [action(0, ui)]
     results: dict[int, T] = {}
@@ -118,7 +116,7 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
 def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None) -> None:
     with machine_for(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
         if machine.kind != "local":
-            user = record.user if node == 0 else record.workers[node - 1].user or record.user
+            user = record.nodes[node].user or record.nodes[0].user
             bootstrap_docker(machine, ui, user)
             if record.gpu:
                 bootstrap_nvidia(machine, ui, lab.effective_base_image())
@@ -137,7 +135,7 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
 
 def _jupyter_container(client: docker.DockerClient, record: LabRecord, tag: str, ui: Reporter) -> None:
     record.container_name = lab.container_name(record.name)
-    token, several = record.jupyter_token or "", record.nodes > 1
+    token, several = record.jupyter_token or "", len(record.nodes) > 1
     existing = lab.find_container(client, record.name)
     if existing is not None and lab.is_current(existing, client, tag, token, record.jupyter_port, record.gpu, several):
         ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
@@ -164,13 +162,13 @@ def _worker_container(client: docker.DockerClient, record: LabRecord, node: int,
             ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
         with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
             lab.start_worker(client, record.name, node, tag, gpu=record.gpu)
-    record.workers[node - 1].container_name = lab.container_name(record.name, node)
+    record.nodes[node].container_name = lab.container_name(record.name, node)
 
 
 def _start_on_free_port(
     client: docker.DockerClient, record: LabRecord, tag: str, token: str, ui: Reporter
 ) -> Container:
-    first, several = record.jupyter_port, record.nodes > 1
+    first, several = record.jupyter_port, len(record.nodes) > 1
     for port in range(first, first + PORT_TRIES):
         try:
             container = lab.start_container(
@@ -199,7 +197,7 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
-    where = node_where(record, node) if record.workers else record.host or "this computer"
+    where = node_where(record, node)
     try:
         with machine_for(record, ui, node=node) as machine:
             client = machine.docker()

@@ -102,23 +102,24 @@ class HostEntry:
 
 def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
     """The entry for a lab's record; the Jupyter forward uses the same port here as on the machine by default."""
-    if not record.host:
+    head = record.nodes[0]
+    if not head.host:
         raise UsageError(
             f"Lab '{record.name}' runs on this computer; there is no machine to reach over SSH.",
             hint=f"For a shell in the lab container: docker exec -it {ALIAS_PREFIX}{record.name} bash",
         )
-    if not record.ssh_key_path or not record.host_key or not record.user:
+    if not record.ssh_key_path or not head.host_key or not head.user:
         raise UsageError(
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
         )
     return HostEntry(
         lab=record.name,
-        host=record.host,
-        port=record.port,
-        user=record.user,
+        host=head.host,
+        port=head.port,
+        user=head.user,
         identity_file=Path(record.ssh_key_path).expanduser().absolute(),
-        host_key=record.host_key,
+        host_key=head.host_key,
         jupyter_port=record.jupyter_port,
         local_port=local_port or record.jupyter_port,
     ).validated()

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
+from labctl.validate import RUN_ID_RE
 
 STATE_ENV = "LABCTL_STATE_DIR"
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
@@ -29,6 +30,7 @@ TARGET_KINDS = ("azure", "ssh", "local")
 _HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a host name or an address, nothing a shell would read
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?$")
+T = TypeVar("T")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
 
 
@@ -56,11 +58,24 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("labctl", appauthor=False))
 
 
+def _matching(pattern: re.Pattern[str]) -> Callable[[str | None], bool]:
+    return lambda value: value is None or bool(pattern.match(value))
+
+
+# The records' schema: each field's type, and for these the values no lab of labctl's could hold (they reach SSH,
+# Docker and paths), checked by ``_parsed`` when a record is read.
+Address = Annotated[str | None, _matching(_HOST_RE)]  # a host name or an address, nothing a shell would read
+Port = Annotated[int, lambda port: 0 < port < 65536]
+User = Annotated[str | None, _matching(_USER_RE)]
+HostKey = Annotated[str | None, _matching(_HOST_KEY_RE)]  # pinned public host key, "ssh-ed25519 AAAA..."
+RunId = Annotated[str, lambda run_id: bool(RUN_ID_RE.match(run_id)) and ".." not in run_id]
+
+
 @dataclass
 class RunRecord:
     """One run of the lab on a machine, as far as this computer knows."""
 
-    run_id: str
+    run_id: RunId
     started_at: str
     state: str = "running"  # running | succeeded | failed | stopped
     options: dict[str, Any] = field(default_factory=dict)
@@ -71,36 +86,20 @@ class RunRecord:
 
 @dataclass
 class NodeRecord:
-    """One more machine of a lab that trains on several (node 1, 2, ...); node 0 is the lab record's own machine.
+    """One machine of a lab. Node 0 runs Jupyter and holds the public address; a lab on one machine has only it.
 
     A node is reached with the lab's SSH key and its own pinned host key: directly at ``host``, or, where it
     has no public address (an Azure worker), through node 0 at its private address.
     """
 
-    host: str  # where labctl's SSH goes: an address of its own, or the private address reached through node 0
-    port: int = 22
-    user: str | None = None
-    host_key: str | None = None  # pinned public host key, "ssh-ed25519 AAAA..."
-    private_address: str | None = None  # where the other nodes reach it; None: the same as host
+    host: Address = None  # None: this computer (target local)
+    port: Port = 22
+    user: User = None  # None on nodes 1, 2, ...: node 0's
+    host_key: HostKey = None
+    private_address: Address = None  # where the other nodes reach it (node 0: the rendezvous); None: host
     via_head: bool = False  # reached through node 0's SSH (no public address of its own)
     name: str | None = None  # what the target calls it (an Azure VM name), for messages
     container_name: str | None = None  # its lab container, once prepared
-
-    def check_values(self, index: int) -> None:
-        problems = [
-            ("host", self.host, bool(_HOST_RE.match(self.host))),
-            ("port", self.port, 0 < self.port < 65536),
-            ("user", self.user, self.user is None or bool(_USER_RE.match(self.user))),
-            ("host_key", self.host_key, self.host_key is None or bool(_HOST_KEY_RE.match(self.host_key))),
-            (
-                "private_address",
-                self.private_address,
-                self.private_address is None or bool(_HOST_RE.match(self.private_address)),
-            ),
-        ]
-        for key, value, ok in problems:
-            if not ok:
-                raise ValueError(f"'{key}' of node {index} in the lab record is {value!r}, which no lab has")
 
 
 @dataclass
@@ -108,87 +107,42 @@ class LabRecord:
     """What labctl knows about one lab: where it is, how to reach it, what runs there."""
 
     name: str
-    target: str  # "azure" | "ssh" | "local"
+    target: Annotated[str, TARGET_KINDS.__contains__]
     created_at: str = field(default_factory=now_iso)
-    status: str = "creating"  # creating | ready | stopped | deleting
-    # How to reach the machine (absent for target "local").
-    host: str | None = None
-    port: int = 22
-    user: str | None = None
+    status: Annotated[str, STATUSES.__contains__] = "creating"
+    # The machines, node 0 first; one for a lab on one machine. Each is reached with the lab's one SSH key.
+    nodes: Annotated[list[NodeRecord], bool] = field(default_factory=lambda: [NodeRecord()])
     ssh_key_path: str | None = None
-    host_key: str | None = None  # pinned public host key, "ssh-ed25519 AAAA..."
     # The lab container.
     gpu: bool = False
     image: str | None = None
-    container_name: str | None = None
+    container_name: str | None = None  # node 0's, with Jupyter
     jupyter_token: str | None = None
-    jupyter_port: int = 8888  # on the machine's loopback
+    jupyter_port: Port = 8888  # on node 0's loopback
     # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
     # and writes it through its own typed view (e.g. labctl.targets.azure.record.AzureData); workflows never do.
     target_data: dict[str, Any] = field(default_factory=dict)
     # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
     idle: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
-    # A lab on several machines: node 0 is the machine above, these are nodes 1, 2, ... in order.
-    workers: list[NodeRecord] = field(default_factory=list)
-    private_address: str | None = None  # node 0's address inside the lab's network (the rendezvous), if known
-
-    @property
-    def nodes(self) -> int:
-        """How many machines the lab has (1 for a lab on one machine)."""
-        return 1 + len(self.workers)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: object) -> LabRecord:
-        """The record in ``data``; ValueError saying what is wrong when it is not the shape labctl writes.
+        """The record in ``data``; ValueError naming the bad key when it is not the shape labctl writes.
 
         Checked here rather than trusted, since a hand-edited or half-written file would otherwise fail later
-        with a bare TypeError somewhere far from the file.
+        with a bare TypeError somewhere far from the file. A record written before a lab was a list of nodes
+        (node 0 in the record's own host, port, user and host_key, the others in ``workers``) is read as one.
         """
-        values = _checked_fields(cls, data, "the lab record")
-        runs = values.get("runs", [])
-        if not isinstance(runs, list):
-            raise ValueError("'runs' is not a list")
-        values["runs"] = [RunRecord(**_checked_fields(RunRecord, r, f"run {i + 1}")) for i, r in enumerate(runs)]
-        workers = values.get("workers", [])
-        if not isinstance(workers, list):
-            raise ValueError("'workers' is not a list")
-        values["workers"] = [
-            NodeRecord(**_checked_fields(NodeRecord, w, f"node {i + 1}")) for i, w in enumerate(workers)
-        ]
-        record = cls(**values)
-        record.check_values()
-        return record
-
-    def check_values(self) -> None:
-        """ValueError naming the first value no lab of labctl's could hold (they reach SSH, Docker and paths)."""
-        from labctl.validate import RUN_ID_RE
-
-        problems = [
-            ("status", self.status, self.status in STATUSES),
-            ("target", self.target, self.target in TARGET_KINDS),
-            ("port", self.port, 0 < self.port < 65536),
-            ("jupyter_port", self.jupyter_port, 0 < self.jupyter_port < 65536),
-            ("host", self.host, self.host is None or bool(_HOST_RE.match(self.host))),
-            ("user", self.user, self.user is None or bool(_USER_RE.match(self.user))),
-            ("host_key", self.host_key, self.host_key is None or bool(_HOST_KEY_RE.match(self.host_key))),
-        ]
-        problems += [("run_id", r.run_id, bool(RUN_ID_RE.match(r.run_id)) and ".." not in r.run_id) for r in self.runs]
-        problems.append(
-            (
-                "private_address",
-                self.private_address,
-                self.private_address is None or bool(_HOST_RE.match(self.private_address)),
-            )
-        )
-        for key, value, ok in problems:
-            if not ok:
-                raise ValueError(f"'{key}' in the lab record is {value!r}, which no lab of labctl's has")
-        for index, worker in enumerate(self.workers, start=1):
-            worker.check_values(index)
+        if isinstance(data, dict) and "nodes" not in data:
+            workers = data.get("workers", [])
+            if not isinstance(workers, list):
+                raise ValueError("'workers' is not a list")
+            data = {**data, "nodes": [{k: data[k] for k in _NODE_0_KEYS if k in data}, *workers]}
+        return _parsed(cls, data, "the lab record")
 
     def require_ready(self) -> None:
         """NotReady (exit code 3) with the command that makes the lab ready, unless it is ready to use."""
@@ -223,28 +177,40 @@ class LabRecord:
 
 # What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).
 SaveFn = Callable[[LabRecord], object]
+_NODE_0_KEYS = ("host", "port", "user", "host_key", "private_address")
+_ITEMS = {RunRecord: ("run", 1), NodeRecord: ("node", 0)}  # how errors name an element of a list, and the first
 
 
-def _checked_fields(cls: type, data: object, what: str) -> dict[str, Any]:
-    """The known fields of ``data`` for dataclass ``cls``, each checked against its declared type.
+def _parsed(cls: type[T], data: object, what: str) -> T:
+    """``cls`` from the JSON object ``data``, each field checked against its declared type and constraints.
 
     Unknown keys are dropped (a newer labctl may have written them); missing required ones and values of the
-    wrong type raise ValueError.
+    wrong type or outside the schema raise ValueError naming the key.
     """
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     values: dict[str, Any] = {}
-    for f in fields(cls):
+    for f in fields(cls):  # type: ignore[arg-type]
         if f.name not in data:
             if f.default is MISSING and f.default_factory is MISSING:
                 raise ValueError(f"{what} has no '{f.name}'")
             continue
-        value = data[f.name]
-        if f.name not in ("runs", "workers") and not _is_instance(value, hints[f.name]):
-            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not {_hint_name(hints[f.name])}")
+        value, hint = data[f.name], hints[f.name]
+        checks: tuple[Callable[[Any], bool], ...] = getattr(hint, "__metadata__", ())
+        hint = typing.get_args(hint)[0] if checks else hint
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        if item in _ITEMS:
+            if not isinstance(value, list):
+                raise ValueError(f"'{f.name}' is not a list")
+            label, first = _ITEMS[item]
+            value = [_parsed(item, v, f"{label} {i}") for i, v in enumerate(value, start=first)]
+        elif not _is_instance(value, hint):
+            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not {_hint_name(hint)}")
+        if not all(ok(value) for ok in checks):
+            raise ValueError(f"'{f.name}' in {what} is {value!r}, which no lab of labctl's has")
         values[f.name] = value
-    return values
+    return cls(**values)
 
 
 def _hint_name(hint: Any) -> str:
@@ -253,7 +219,7 @@ def _hint_name(hint: Any) -> str:
 
 
 def _is_instance(value: object, hint: Any) -> bool:
-    """isinstance for the simple hints the records use: str, int, bool, float, dict[...], list[...], X | None."""
+    """isinstance for the simple hints the records use: str, int, bool, float, dict[...], X | None."""
     if hint is Any:
         return True
     args = typing.get_args(hint)

@@ -1,4 +1,4 @@
-"""How labctl reaches the host of a lab: ``connect(record, ui)`` gives a ``Machine`` for any target."""
+"""How labctl reaches the nodes of a lab: ``connect(record, ui, node=n)`` gives a ``Machine`` for any target."""
 
 from __future__ import annotations
 
@@ -13,77 +13,53 @@ from labctl.ui import Reporter
 if TYPE_CHECKING:
     from labctl.machine.ssh import SSHMachine
 
-__all__ = ["CommandFailed", "CommandResult", "Machine", "connect", "connect_node"]
+__all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
 
 # How long `up` waits for a new VM's SSH by default: Azure VMs usually answer within two minutes.
 DEFAULT_WAIT = 600.0
 
 
-def connect(record: LabRecord, ui: Reporter, *, wait: float = 0.0, mark: bool = True) -> Machine:
-    """The machine of ``record``, connected; ``wait`` seconds of retrying while it boots (0: one try)."""
+def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
+    """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait`` seconds of retrying while it boots."""
     if record.target == "local":
         from labctl.machine.local import LocalMachine
 
         return LocalMachine()
+    if not 0 <= node < len(record.nodes):
+        count = len(record.nodes)
+        raise LabctlError(
+            f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
+            hint="'labctl status' lists the lab's nodes.",
+        )
+    return _ssh(record, node, ui, wait, mark)
+
+
+def _ssh(record: LabRecord, node: int, ui: Reporter, wait: float, mark: bool) -> SSHMachine:
+    """A node without an address of its own is reached through node 0's SSH, with its own pinned host key: the
+    jump only carries the connection, it is never trusted with the node's identity."""
     from labctl.keys import check_lab_key
     from labctl.machine.ssh import SSHMachine
 
-    if not record.host or not record.ssh_key_path or not record.host_key:
-        missing = [
-            n
-            for n, v in (("host", record.host), ("SSH key", record.ssh_key_path), ("host key", record.host_key))
-            if not v
-        ]
+    reach = record.nodes[node]
+    needed = (("host", reach.host), ("SSH key", record.ssh_key_path), ("host key", reach.host_key))
+    missing = [what for what, value in needed if not value]
+    if missing or not reach.host or not reach.host_key or not record.ssh_key_path:
+        which = "its machine" if node == 0 else f"node {node} ({reach.host})"
         raise LabctlError(
-            f"Lab '{record.name}' does not record how to reach its machine ({', '.join(missing)} missing).",
+            f"Lab '{record.name}' does not record how to reach {which} ({', '.join(missing)} missing).",
             hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
         )
     check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before any connection
+    via = _ssh(record, 0, ui, wait, False) if reach.via_head and node != 0 else None
     machine = SSHMachine(
-        record.host,
-        record.port,
-        record.user or getpass.getuser(),
+        reach.host,
+        reach.port,
+        reach.user or record.nodes[0].user or getpass.getuser(),
         record.ssh_key_path,
-        record.host_key,
+        reach.host_key,
         ui=ui,
         mark=mark,
-    )
-    return machine.connect(wait=wait)
-
-
-def connect_node(record: LabRecord, node: int, ui: Reporter, *, wait: float = 0.0, mark: bool = True) -> Machine:
-    """Node ``node`` of a lab on several machines, connected (0: the lab's own machine, as ``connect``).
-
-    A node without an address of its own is reached through node 0's SSH, with its own pinned host key: the
-    jump only carries the connection, it is never trusted with the node's identity.
-    """
-    if node == 0:
-        return connect(record, ui, wait=wait, mark=mark)
-    if not 0 < node <= len(record.workers):
-        raise LabctlError(
-            f"Lab '{record.name}' has {record.nodes} node{'s' if record.nodes != 1 else ''}; there is no node {node}.",
-            hint="'labctl status' lists the lab's nodes.",
-        )
-    from labctl.keys import check_lab_key
-    from labctl.machine.ssh import SSHMachine
-
-    worker = record.workers[node - 1]
-    if not record.ssh_key_path or not worker.host_key:
-        raise LabctlError(
-            f"Lab '{record.name}' does not record how to reach node {node} ({worker.host}).",
-            hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
-        )
-    check_lab_key(record.name, record.ssh_key_path)
-    head = _ssh_head(record, ui, wait) if worker.via_head else None
-    machine = SSHMachine(
-        worker.host,
-        worker.port,
-        worker.user or record.user or getpass.getuser(),
-        record.ssh_key_path,
-        worker.host_key,
-        ui=ui,
-        mark=mark,
-        via=head,
+        via=via,
         own_via=True,
     )
     try:
@@ -91,12 +67,3 @@ def connect_node(record: LabRecord, node: int, ui: Reporter, *, wait: float = 0.
     except BaseException:
         machine.close()
         raise
-
-
-def _ssh_head(record: LabRecord, ui: Reporter, wait: float) -> SSHMachine:
-    from labctl.machine.ssh import SSHMachine
-
-    head = connect(record, ui, wait=wait, mark=False)
-    if not isinstance(head, SSHMachine):
-        raise LabctlError(f"Lab '{record.name}' has workers behind a head node that is not reached over SSH.")
-    return head

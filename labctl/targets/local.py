@@ -32,7 +32,7 @@ class LocalTarget:
         with ui.step("Checking this computer's Docker engine"), LocalMachine() as machine:
             version = machine.docker().version().get("Version", "?")
         ui.info(f"  Docker Engine {version}")
-        record.host = None
+        record.nodes[0].host = None
         save(record)
         return record
 

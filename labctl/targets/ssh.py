@@ -8,7 +8,7 @@ from typing import Any
 
 from labctl.errors import UsageError
 from labctl.hostkeys import confirm_host_key, fingerprint
-from labctl.machine import connect_node
+from labctl.machine import connect
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn
 from labctl.ui import Outcome, Reporter
@@ -60,40 +60,40 @@ class SSHTarget:
         from labctl.machine.ssh import SSHMachine
 
         assert spec.host is not None
-        address = spec.host
-        user = address.user or record.user or getpass.getuser()
-        if (record.host, record.port) != (address.host, address.port):
-            record.host_key = None  # another machine: its key must be pinned anew
+        address, head = spec.host, record.nodes[0]
+        user = address.user or head.user or getpass.getuser()
+        if (head.host, head.port) != (address.host, address.port):
+            head.host_key = None  # another machine: its key must be pinned anew
         _check_same_workers(record, spec)
         key = spec.ssh_key or (Path(record.ssh_key_path) if record.ssh_key_path else None) or default_key()
-        record.host, record.port, record.user = address.host, address.port, user
+        head.host, head.port, head.user = address.host, address.port, user
         record.ssh_key_path = str(key.expanduser().resolve())
         want = spec.host_key_fingerprint
-        if record.host_key is not None and want is not None and fingerprint(record.host_key) != want:
+        if head.host_key is not None and want is not None and fingerprint(head.host_key) != want:
             raise UsageError(
-                f"Lab '{record.name}' has pinned the host key {fingerprint(record.host_key)} for {address.host}, "
+                f"Lab '{record.name}' has pinned the host key {fingerprint(head.host_key)} for {address.host}, "
                 f"not {want}.",
                 hint="Check the fingerprint on the machine; to pin another machine's key, use another --name.",
             )
-        if record.host_key is None:
-            record.host_key = confirm_host_key(address.host, address.port, ui, expected=want, assume_yes=spec.yes)
+        if head.host_key is None:
+            head.host_key = confirm_host_key(address.host, address.port, ui, expected=want, assume_yes=spec.yes)
         # Every machine reaches the others at the address given: it is where the runs' ranks meet.
-        record.private_address = address.host if spec.workers else None
-        record.workers = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
+        head.private_address = address.host if spec.workers else None
+        record.nodes[1:] = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
         save(record)
-        SSHMachine(address.host, address.port, user, record.ssh_key_path, record.host_key, ui=ui).connect(
+        SSHMachine(address.host, address.port, user, record.ssh_key_path, head.host_key, ui=ui).connect(
             wait=30.0
         ).close()
         ui.info(f"Connected to {user}@{address.host}:{address.port} with the pinned host key.")
-        for node in range(1, record.nodes):
-            connect_node(record, node, ui, wait=30.0).close()
+        for node in range(1, len(record.nodes)):
+            connect(record, ui, node=node, wait=30.0).close()
             ui.info(f"Connected to {_shown(record, node)} with its pinned host key.")
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
         from labctl.labhost import teardown_lab
 
-        if not record.host_key:
+        if not record.nodes[0].host_key:
             ui.info("The lab never reached its machine; nothing to remove there.")
             return
         teardown_lab(record, ui)  # every node's container; a failure names what is left and how to remove it
@@ -101,30 +101,31 @@ class SSHTarget:
     def describe(self, record: LabRecord) -> dict[str, Any]:
         from labctl.labhost import describe_lab
 
-        facts: dict[str, Any] = {"host": f"{record.user}@{record.host}:{record.port}"}
+        head = record.nodes[0]
+        facts: dict[str, Any] = {"host": f"{head.user}@{head.host}:{head.port}"}
         facts.update(describe_lab(record))
         return facts
 
     def removal(self, record: LabRecord) -> str:
-        if record.workers:
-            hosts = ", ".join([str(record.host), *(w.host for w in record.workers)])
+        if len(record.nodes) > 1:
+            hosts = ", ".join(str(n.host) for n in record.nodes)
             return f"the lab containers on {hosts} (the machines themselves stay)"
-        return f"the lab container on {record.host} (the machine itself stays)"
+        return f"the lab container on {record.nodes[0].host} (the machine itself stays)"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
-        return record.host or "(not reached yet)", None
+        return record.nodes[0].host or "(not reached yet)", None
 
 
 def _check_same_workers(record: LabRecord, spec: LabSpec) -> None:
     """A lab's other machines are the ones it was made with: `up` again converges, it never moves a lab."""
-    if record.host is None or not (record.workers or spec.workers):
+    if record.nodes[0].host is None or not (record.nodes[1:] or spec.workers):
         return
-    had = [(w.host, w.port) for w in record.workers]
+    had = [(w.host, w.port) for w in record.nodes[1:]]
     asked = [(h.host, h.port) for h in spec.workers]
     if had != asked:
         shown = ", ".join(f"{h}:{p}" for h, p in had) or "no other machine"
         raise UsageError(
-            f"Lab '{record.name}' has {shown} besides {record.host}; this 'up' names other machines.",
+            f"Lab '{record.name}' has {shown} besides {record.nodes[0].host}; this 'up' names other machines.",
             hint="Give the same --host values in the same order to bring it up to date, or 'labctl down --name "
             f"{record.name}' and create it again on the machines you want.",
         )
@@ -134,14 +135,14 @@ def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -
     """Node ``index`` + 1 as the record keeps it: its address, login and pinned host key (kept from an earlier
     `up`, else from known_hosts or confirmed; --yes never pins an unknown key)."""
     address = spec.workers[index]
-    kept = record.workers[index] if index < len(record.workers) else None
+    kept = record.nodes[index + 1] if index + 1 < len(record.nodes) else None
     host_key = kept.host_key if kept is not None else None
     if host_key is None:
         host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes, one_of_several=True)
     return NodeRecord(
         host=address.host,
         port=address.port,
-        user=address.user or (kept.user if kept else None) or record.user,
+        user=address.user or (kept.user if kept else None) or record.nodes[0].user,
         host_key=host_key,
         private_address=address.host,
         container_name=kept.container_name if kept else None,
@@ -149,8 +150,8 @@ def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -
 
 
 def _shown(record: LabRecord, node: int) -> str:
-    worker = record.workers[node - 1]
-    return f"{worker.user or record.user}@{worker.host}:{worker.port}"
+    worker = record.nodes[node]
+    return f"{worker.user or record.nodes[0].user}@{worker.host}:{worker.port}"
 
 
 __all__ = ["SSHTarget"]

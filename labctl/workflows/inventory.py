@@ -24,7 +24,7 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
             "status": record.status,
             "where": where,
             "size": size,
-            "host": record.host,
+            "host": record.nodes[0].host,
             "recorded_here": True,
         }
     errors: dict[str, str | None] = {}

@@ -57,7 +57,7 @@ def start(name: str | None, ui: Reporter, override: Override | None = None) -> O
         )
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
-    text = f"Lab '{record.name}' is running again at {record.host}{cost}, with the same address and keys."
+    text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
     return Outcome({"name": record.name, **info}, text)
 
 

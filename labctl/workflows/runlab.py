@@ -343,14 +343,15 @@ def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str
 
 def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
     """How many of the lab's machines the run trains on: --nodes, else all of them (the notebook: one)."""
+    count = len(record.nodes)
     if opts.nodes is None:
-        return 1 if opts.notebook else record.nodes
-    if opts.nodes > record.nodes:
-        have = f"{record.nodes} machine{'s' if record.nodes != 1 else ''}"
+        return 1 if opts.notebook else count
+    if opts.nodes > count:
+        have = f"{count} machine{'s' if count != 1 else ''}"
         raise UsageError(
             f"--nodes {opts.nodes} asks for more machines than lab '{record.name}' has: it has {have}.",
             hint=f"Give the lab {opts.nodes} machines with 'labctl up --name {record.name} --nodes {opts.nodes}' "
-            f"(or one --host per machine), or pass --nodes {record.nodes} or fewer.",
+            f"(or one --host per machine), or pass --nodes {count} or fewer.",
         )
     return opts.nodes
 

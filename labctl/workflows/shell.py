@@ -39,7 +39,8 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         )
     if record.status == "stopped":
         record.require_ready()  # says how to start it
-    if not record.host or not record.ssh_key_path or not record.host_key:
+    head = record.nodes[0]
+    if not head.host or not record.ssh_key_path or not head.host_key:
         raise NotReady(
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
@@ -50,7 +51,7 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         "-i",
         record.ssh_key_path,
         "-p",
-        str(record.port),
+        str(head.port),
         "-o",
         "IdentitiesOnly=yes",
         "-o",
@@ -62,9 +63,9 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         "-o",
         "UpdateHostKeys=no",
         "-o",
-        f"HostKeyAlias={known_hosts_name(record.host, record.port)}",
+        f"HostKeyAlias={known_hosts_name(head.host, head.port)}",
         "--",
-        f"{record.user or getpass.getuser()}@{record.host}",
+        f"{head.user or getpass.getuser()}@{head.host}",
         *([shlex.join(remote_command)] if remote_command else []),
     ]
 
@@ -85,8 +86,9 @@ def ssh_client() -> str:
 
 
 def write_known_hosts(record: LabRecord, path: Path) -> None:
-    assert record.host and record.host_key
-    write_private(path, f"{known_hosts_name(record.host, record.port)} {normalize(record.host_key)}\n")
+    head = record.nodes[0]
+    assert head.host and head.host_key
+    write_private(path, f"{known_hosts_name(head.host, head.port)} {normalize(head.host_key)}\n")
 
 
 def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:

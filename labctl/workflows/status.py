@@ -45,15 +45,16 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         "gpu": record.gpu or None,
         "image": record.image,
     }
-    if record.host:
-        data["host"] = f"{record.user}@{record.host}:{record.port}" if record.user else record.host
+    head = record.nodes[0]
+    if head.host:
+        data["host"] = f"{head.user}@{head.host}:{head.port}" if head.user else head.host
     target = get_target(record.target)
     try:
         data.update(target.describe(record))
         data.update(_owner(target, record))
     except LabctlError as exc:
         data["error"] = exc.render()
-    if record.workers:
+    if len(record.nodes) > 1:
         data["nodes"] = _nodes(record, data.get("nodes"))
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))

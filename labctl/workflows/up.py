@@ -120,7 +120,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
 
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None
-    if record is not None and record.status == "creating" and record.host is None:
+    if record is not None and record.status == "creating" and record.nodes[0].host is None:
         # An earlier `up` that never reached its machine left nothing behind to keep, unless the target makes
         # machines: then it may have created some of it already, and the record is what `down` removes.
         record = record if get_target(record.target).owns_machine else None
@@ -134,9 +134,9 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
                 f"Lab '{spec.name}' already exists on target '{record.target}', not '{spec.target}'.",
                 hint="Pick another --name, or 'labctl down --name " + spec.name + "' first.",
             )
-        if spec.host is not None and record.host not in (None, spec.host.host):
+        if spec.host is not None and record.nodes[0].host not in (None, spec.host.host):
             raise UsageError(
-                f"Lab '{spec.name}' lives on {record.host}, not {spec.host.host}.",
+                f"Lab '{spec.name}' lives on {record.nodes[0].host}, not {spec.host.host}.",
                 hint=f"'labctl down --name {spec.name}' removes it there first, or pick another --name.",
             )
         if spec.gpu and not record.gpu:

@@ -118,7 +118,7 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     assert up.exit_code == 0, up.output
     assert "labctl open" in up.stdout and "labctl run-lab" in up.stdout
     record = StateStore().load(lab)
-    assert record.status == "ready" and record.host == "127.0.0.1"
+    assert record.status == "ready" and record.nodes[0].host == "127.0.0.1"
     token = record.jupyter_token
     assert token and len(token) >= 64  # at least 256 random bits, hex
     assert token not in up.output  # `up` never shows it; `open` does

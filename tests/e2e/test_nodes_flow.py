@@ -132,9 +132,9 @@ def test_two_vms_up_status_down(
     assert "[node 0]" in up.output and "[node 1]" in up.output  # each node reported under its own name
     assert "Network interface of node 1 (private address only)" in up.output
     record = StateStore().load(lab)
-    assert record.status == "ready" and record.nodes == 2
-    assert record.host == "127.0.0.1" and record.private_address == "10.42.0.4"
-    [worker] = record.workers
+    assert record.status == "ready" and len(record.nodes) == 2
+    assert record.nodes[0].host == "127.0.0.1" and record.nodes[0].private_address == "10.42.0.4"
+    [worker] = record.nodes[1:]
     assert (worker.name, worker.host, worker.private_address, worker.via_head) == (
         f"{lab}-vm1",
         "10.42.0.5",
@@ -149,7 +149,7 @@ def test_two_vms_up_status_down(
     assert (worker.host, node_server.port) in jumps
     booted = {boot.name: normalize(boot.host_public_key or "") for boot in arm_env.vm_boots}
     assert worker.host_key == booted[f"{lab}-vm1"] == normalize(node_server.host_key.public)
-    assert record.host_key == booted[f"{lab}-vm"] == normalize(head_server.host_key.public) != worker.host_key
+    assert record.nodes[0].host_key == booted[f"{lab}-vm"] == normalize(head_server.host_key.public) != worker.host_key
     assert "Accepted publickey" in node_server.log_path.read_text()
 
     # node 0 runs Jupyter on the machine's loopback; node 1's container only stays up for runs

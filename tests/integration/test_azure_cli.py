@@ -133,16 +133,20 @@ def test_stop_deallocates_and_start_brings_it_back_with_the_same_ip(arm_env: Fak
     assert StateStore().load("lab").status == "stopped"
     result = runner.invoke(app, ["start"])
     assert result.exit_code == 0, result.output
-    assert f"running again at {record.host}" in result.stdout
+    assert f"running again at {record.nodes[0].host}" in result.stdout
     assert arm_env.power[vm_id] == "running"
     after = StateStore().load("lab")
-    assert (after.status, after.host, after.host_key) == ("ready", record.host, record.host_key)
+    assert (after.status, after.nodes[0].host, after.nodes[0].host_key) == (
+        "ready",
+        record.nodes[0].host,
+        record.nodes[0].host_key,
+    )
 
 
 def test_describe_reports_power_price_and_shutdown(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab", gpu=True)
     info = AzureTarget().describe(record)
-    assert info["power_state"] == "running" and info["public_ip"] == record.host
+    assert info["power_state"] == "running" and info["public_ip"] == record.nodes[0].host
     assert info["size"] == "Standard_NC4as_T4_v3" and info["gpu"] == "1x NVIDIA T4"
     assert info["region"] == "eastus" and info["usd_per_hour"] == 0.526 and info["shutdown_at"] == "19:00"
     assert isinstance(info["uptime_seconds"], int) and info["uptime_seconds"] >= 0

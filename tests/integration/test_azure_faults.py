@@ -29,7 +29,7 @@ def test_throttling_with_retry_after_is_waited_out(arm_env: FakeArm) -> None:  #
         times=2,
     )
     record = provision("lab")
-    assert record.host
+    assert record.nodes[0].host
     assert arm_env.count("PUT", "virtualnetworks/lab-vnet$") == 3
 
 
@@ -86,7 +86,7 @@ def test_allocation_failure_without_fallback_leaves_a_lab_up_or_down_can_finish(
     assert _vms(arm_env) == []  # the failed VM is not left behind
     assert StateStore().load("lab").target_data["resource_group"] == lab_group(arm_env)
     record = provision("lab")  # capacity is back: the same command converges
-    assert record.host and len(_vms(arm_env)) == 1
+    assert record.nodes[0].host and len(_vms(arm_env)) == 1
 
 
 def test_quota_race_at_create_time_is_explained(arm_env: FakeArm) -> None:  # noqa: F811
@@ -116,7 +116,11 @@ def test_second_up_converges_without_recreating_anything(arm_env: FakeArm) -> No
     second = provision("lab")
     assert sorted(arm_env.resource_ids()) == ids
     assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 1
-    assert (second.host, second.host_key, second.ssh_key_path) == (first.host, first.host_key, first.ssh_key_path)
+    assert (second.host, second.host_key, second.ssh_key_path) == (
+        first.nodes[0].host,
+        first.nodes[0].host_key,
+        first.ssh_key_path,
+    )
 
 
 def test_second_up_follows_a_new_caller_address(arm_env: FakeArm) -> None:  # noqa: F811
@@ -151,9 +155,9 @@ def test_up_resumes_after_an_interruption_between_steps(arm_env: FakeArm, crash_
         provision("lab", save=_crashing_save(crash_at))
     assert StateStore().exists("lab")
     record = provision("lab")
-    assert record.host and record.host_key
+    assert record.nodes[0].host and record.nodes[0].host_key
     assert len(_vms(arm_env)) == 1 and arm_env.count("PUT", "virtualmachines/lab-vm$") == 1
-    assert arm_env.vm_boots[0].host_public_key == record.host_key
+    assert arm_env.vm_boots[0].host_public_key == record.nodes[0].host_key
 
 
 def test_up_resumes_when_the_connection_died_during_the_vm_create(arm_env: FakeArm) -> None:  # noqa: F811
@@ -164,7 +168,7 @@ def test_up_resumes_when_the_connection_died_during_the_vm_create(arm_env: FakeA
     arm_env.faults.clear()
     record = provision("lab")
     assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 1  # the VM being made was kept, not made twice
-    assert record.host_key == arm_env.vm_boots[0].host_public_key
+    assert record.nodes[0].host_key == arm_env.vm_boots[0].host_public_key
 
 
 @pytest.mark.parametrize("crash_at", [2, 4])
@@ -197,7 +201,7 @@ def test_up_waits_for_an_earlier_deletion_then_builds_again(arm_env: FakeArm) ->
         destroy("lab")
     arm_env.faults.clear()
     record = provision("lab")
-    assert record.host and len(_vms(arm_env)) == 1
+    assert record.nodes[0].host and len(_vms(arm_env)) == 1
 
 
 def test_a_vm_left_failed_by_an_earlier_run_is_replaced(arm_env: FakeArm) -> None:  # noqa: F811
@@ -210,6 +214,6 @@ def test_a_vm_left_failed_by_an_earlier_run_is_replaced(arm_env: FakeArm) -> Non
     arm_env.faults.clear()
     record = provision("lab")
     (vm,) = _vms(arm_env)
-    assert vm["properties"]["provisioningState"] == "Succeeded" and record.host
+    assert vm["properties"]["provisioningState"] == "Succeeded" and record.nodes[0].host
     assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 2
-    assert arm_env.vm_boots[-1].host_public_key == record.host_key
+    assert arm_env.vm_boots[-1].host_public_key == record.nodes[0].host_key

@@ -60,12 +60,12 @@ def test_three_nodes_are_three_vms_behind_one_public_ip(arm_env: FakeArm) -> Non
     assert {vm["properties"]["proximityPlacementGroup"]["id"] for vm in vms.values()} == {ppg["id"]}
 
     # the record: node 0's private address, each worker at its own with its own pinned key
-    assert record.private_address == "10.42.0.4" and record.nodes == 3
-    assert [w.name for w in record.workers] == ["lab-vm1", "lab-vm2"]
-    for node, worker in enumerate(record.workers, start=1):
+    assert record.nodes[0].private_address == "10.42.0.4" and len(record.nodes) == 3
+    assert [w.name for w in record.nodes[1:]] == ["lab-vm1", "lab-vm2"]
+    for node, worker in enumerate(record.nodes[1:], start=1):
         assert worker.host == worker.private_address == configs[f"lab-nic{node}"]["privateIPAddress"]
         assert (worker.port, worker.user, worker.via_head) == (22, "azureuser", True)
-    keys = [record.host_key] + [w.host_key for w in record.workers]
+    keys = [record.nodes[0].host_key] + [w.host_key for w in record.nodes[1:]]
     assert len(set(keys)) == 3
     booted = {boot.name: normalize(boot.host_public_key or "") for boot in arm_env.vm_boots}
     assert booted == {"lab-vm": keys[0], "lab-vm1": keys[1], "lab-vm2": keys[2]}  # each its own, via cloud-init
@@ -79,7 +79,7 @@ def test_three_nodes_are_three_vms_behind_one_public_ip(arm_env: FakeArm) -> Non
 
 def test_one_node_has_no_placement_group_and_no_workers(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab")
-    assert record.workers == [] and record.private_address == "10.42.0.4"
+    assert record.nodes[1:] == [] and record.nodes[0].private_address == "10.42.0.4"
     assert arm_env.resource_ids("proximityPlacementGroups") == []
     vm = _by_name(arm_env, VM)["lab-vm"]
     assert "proximityPlacementGroup" not in vm["properties"]
@@ -98,8 +98,8 @@ def test_an_interrupted_up_resumes_and_keeps_what_it_made(arm_env: FakeArm) -> N
     assert sorted(_by_name(arm_env, VM)) == ["lab-vm", "lab-vm1", "lab-vm2"]
     assert arm_env.count("PUT", r"virtualmachines/lab-vm$") == 1  # made once, kept
     assert arm_env.count("PUT", r"virtualmachines/lab-vm1$") == 1
-    assert again.host_key == first.host_key and again.workers[0].host_key == first.workers[0].host_key
-    assert [w.host for w in again.workers] == [n.private_address for n in again.workers]
+    assert again.nodes[0].host_key == first.nodes[0].host_key and again.nodes[1].host_key == first.nodes[1].host_key
+    assert [w.host for w in again.nodes[1:]] == [n.private_address for n in again.nodes[1:]]
     destroy("lab")
     assert arm_env.resource_ids() == []
 
@@ -113,14 +113,14 @@ def test_up_never_shrinks_a_lab(arm_env: FakeArm) -> None:  # noqa: F811
     assert len(arm_env.requests) == before  # refused before Azure was asked anything
     assert len(_by_name(arm_env, VM)) == 2
     again = provision("lab")  # a plain `up` converges the lab as it is, every node kept
-    assert again.nodes == 2 and len(_by_name(arm_env, VM)) == 2
+    assert len(again.nodes) == 2 and len(_by_name(arm_env, VM)) == 2
 
 
 def test_a_lab_grows_and_keeps_its_first_vm(arm_env: FakeArm) -> None:  # noqa: F811
     first = provision("lab")
     grown = provision("lab", nodes=2)
-    assert grown.host_key == first.host_key and arm_env.count("PUT", r"virtualmachines/lab-vm$") == 1
-    assert [w.name for w in grown.workers] == ["lab-vm1"] and grown.workers[0].host == "10.42.0.5"
+    assert grown.nodes[0].host_key == first.nodes[0].host_key and arm_env.count("PUT", r"virtualmachines/lab-vm$") == 1
+    assert [w.name for w in grown.nodes[1:]] == ["lab-vm1"] and grown.nodes[1].host == "10.42.0.5"
     # node 0 was made alone, in no placement group: its new node follows it (a running VM cannot be moved)
     assert "proximityPlacementGroup" not in _by_name(arm_env, VM)["lab-vm1"]["properties"]
 
@@ -131,7 +131,7 @@ def test_a_worker_without_room_moves_every_node_to_the_next_size(arm_env: FakeAr
     vms = _by_name(arm_env, VM)
     assert sorted(vms) == ["lab-vm", "lab-vm1", "lab-vm2"]
     assert {vm["properties"]["hardwareProfile"]["vmSize"] for vm in vms.values()} == {"Standard_D8s_v5"}
-    assert record.target_data["size"] == "Standard_D8s_v5" and record.nodes == 3
+    assert record.target_data["size"] == "Standard_D8s_v5" and len(record.nodes) == 3
 
 
 def test_a_worker_without_room_anywhere_fails_clearly_and_down_removes_all(arm_env: FakeArm) -> None:  # noqa: F811
@@ -190,8 +190,8 @@ def test_stop_and_start_act_on_every_node(arm_env: FakeArm) -> None:  # noqa: F8
     assert {arm_env.power[i.lower()] for i in arm_env.resource_ids(VM)} == {"running"}
     assert [(n["node"], n["name"], n["private_ip"]) for n in facts["nodes"]] == [
         (0, "lab-vm", "10.42.0.4"),
-        (1, "lab-vm1", record.workers[0].host),
-        (2, "lab-vm2", record.workers[1].host),
+        (1, "lab-vm1", record.nodes[1].host),
+        (2, "lab-vm2", record.nodes[2].host),
     ]
     assert facts["usd_per_hour"] == pytest.approx(3 * 0.192)
 

@@ -24,7 +24,7 @@ STRANGER = "203.0.113.99"
 
 def test_rendezvous_is_open_inside_the_vnet_only_and_ssh_from_the_caller_only(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab", nodes=2)
-    assert (record.private_address, record.workers[0].host) == (HEAD, WORKER)
+    assert (record.nodes[0].private_address, record.nodes[1].host) == (HEAD, WORKER)
     azure = connect()
     nsg = azure.network.network_security_groups.get(lab_group(arm_env), "lab-nsg").as_dict()
     defaults = {r["name"] for r in nsg["properties"]["defaultSecurityRules"]}

@@ -144,7 +144,7 @@ def test_a_managed_identity_is_used_where_one_exists(arm_env: FakeArm, monkeypat
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", arm_env.url)  # the metadata endpoint, served by the fake
     arm_env.managed_identity = True
     record = provision("lab")
-    assert record.host
+    assert record.nodes[0].host
     assert arm_env.count("GET", "^/metadata/identity/oauth2/token$") >= 1
 
 

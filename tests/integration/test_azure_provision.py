@@ -17,9 +17,9 @@ pytestmark = pytest.mark.usefixtures("arm_env")
 def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab")
     sub = arm_env.subscription
-    assert record.host and record.host.startswith("203.0.113.")
-    assert (record.port, record.user, record.gpu) == (22, "azureuser", False)
-    assert record.host_key and record.host_key.startswith("ssh-ed25519 AAAA")
+    assert record.nodes[0].host and record.nodes[0].host.startswith("203.0.113.")
+    assert (record.nodes[0].port, record.nodes[0].user, record.gpu) == (22, "azureuser", False)
+    assert record.nodes[0].host_key and record.nodes[0].host_key.startswith("ssh-ed25519 AAAA")
     td = record.target_data
     assert td["subscription"] == sub and td["resource_group"] == lab_group(arm_env)
     assert td["region"] == "eastus" and td["size"] == "Standard_D4s_v5" and td["usd_per_hour"] == 0.192
@@ -79,7 +79,7 @@ def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> No
     assert schedule["name"] == "shutdown-computevm-lab-vm"
     assert schedule["properties"]["dailyRecurrence"] == {"time": "1900"}
     assert schedule["properties"]["targetResourceId"].lower() == vm["id"].lower()
-    assert StateStore().load("lab").host == record.host
+    assert StateStore().load("lab").host == record.nodes[0].host
 
 
 def test_the_vm_boots_with_the_pinned_host_key_and_the_users_key(arm_env: FakeArm) -> None:  # noqa: F811
@@ -91,14 +91,14 @@ def test_the_vm_boots_with_the_pinned_host_key_and_the_users_key(arm_env: FakeAr
 
     arm_env.on_vm_created = boot
     record = provision("lab", gpu=True)
-    assert record.host == "127.0.0.1" and record.gpu is True
+    assert record.nodes[0].host == "127.0.0.1" and record.gpu is True
     assert record.target_data["size"] == "Standard_NC4as_T4_v3"
     (vm,) = boots
-    assert vm.admin_user == record.user == "azureuser"
+    assert vm.admin_user == record.nodes[0].user == "azureuser"
     assert vm.host_private_key is not None
     key = serialization.load_ssh_private_key(vm.host_private_key.encode(), password=None)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    assert public.decode() == record.host_key
+    assert public.decode() == record.nodes[0].host_key
     assert record.ssh_key_path is not None
     with open(record.ssh_key_path + ".pub") as handle:
         assert vm.authorized_keys == [handle.read().strip()]

@@ -36,19 +36,19 @@ def booted_sshd(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_first_connection_is_verified_against_the_pinned_host_key(booted_sshd: list[int]) -> None:
     paramiko = pytest.importorskip("paramiko")
     record = provision("lab")
-    assert record.host == "127.0.0.1" and record.port == booted_sshd[0]
-    assert record.host_key and record.ssh_key_path
-    key_type, key_data = record.host_key.split()
+    assert record.nodes[0].host == "127.0.0.1" and record.nodes[0].port == booted_sshd[0]
+    assert record.nodes[0].host_key and record.ssh_key_path
+    key_type, key_data = record.nodes[0].host_key.split()
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     pinned = paramiko.Ed25519Key(data=base64.b64decode(key_data))
-    client.get_host_keys().add(f"[{record.host}]:{record.port}", key_type, pinned)
+    client.get_host_keys().add(f"[{record.nodes[0].host}]:{record.nodes[0].port}", key_type, pinned)
     deadline = time.monotonic() + 20
     while True:
         try:
             client.connect(
-                record.host,
-                port=record.port,
+                record.nodes[0].host,
+                port=record.nodes[0].port,
                 username=getpass.getuser(),  # the fake VM is this machine: log in as whoever runs the test
                 key_filename=record.ssh_key_path,
                 look_for_keys=False,
@@ -71,11 +71,11 @@ def test_first_connection_is_verified_against_the_pinned_host_key(booted_sshd: l
     from labctl.keys import generate_ed25519
 
     other = paramiko.Ed25519Key(data=base64.b64decode(generate_ed25519().public_line.split()[1]))
-    stranger.get_host_keys().add(f"[{record.host}]:{record.port}", key_type, other)
+    stranger.get_host_keys().add(f"[{record.nodes[0].host}]:{record.nodes[0].port}", key_type, other)
     with pytest.raises(paramiko.BadHostKeyException):
         stranger.connect(
-            record.host,
-            port=record.port,
+            record.nodes[0].host,
+            port=record.nodes[0].port,
             username=getpass.getuser(),
             key_filename=record.ssh_key_path,
             look_for_keys=False,

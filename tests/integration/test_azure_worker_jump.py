@@ -18,7 +18,7 @@ import pytest
 
 from labctl.hostkeys import HostKeyMismatch
 from labctl.keys import generate_ed25519
-from labctl.machine import connect_node
+from labctl.machine import connect
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
@@ -58,11 +58,11 @@ def test_workers_are_reached_through_node_0_with_their_own_pinned_keys(
 ) -> None:
     servers, private = booted_nodes
     record = provision("lab", nodes=3)
-    assert record.host == "127.0.0.1" and record.private_address == "10.42.0.4"
-    assert sorted(h.address for h in private) == sorted(w.host for w in record.workers) == ["10.42.0.5", "10.42.0.6"]
+    assert record.nodes[0].host == "127.0.0.1" and record.nodes[0].private_address == "10.42.0.4"
+    assert sorted(h.address for h in private) == sorted(w.host for w in record.nodes[1:]) == ["10.42.0.5", "10.42.0.6"]
     ui = PlainReporter(io.StringIO())
-    for node, worker in enumerate(record.workers, start=1):
-        machine = connect_node(record, node, ui, wait=20)
+    for node, worker in enumerate(record.nodes[1:], start=1):
+        machine = connect(record, ui, node=node, wait=20)
         try:
             assert isinstance(machine, SSHMachine) and machine.via is not None
             assert machine.via.host == "127.0.0.1" and machine.host == worker.host
@@ -75,7 +75,7 @@ def test_workers_are_reached_through_node_0_with_their_own_pinned_keys(
     assert "Accepted publickey" in worker_log
 
     # a worker that presents another key than the one pinned for it is refused, even through node 0
-    record.workers[0].host_key = generate_ed25519().public_line
+    record.nodes[1].host_key = generate_ed25519().public_line
     with pytest.raises(HostKeyMismatch):
-        connect_node(record, 1, ui, wait=5)
+        connect(record, ui, node=1, wait=5)
     destroy("lab")

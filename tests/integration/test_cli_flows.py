@@ -77,7 +77,7 @@ def test_ssh_flow_up_open_ssh_down(
     assert up.exit_code == 0, up.output
     assert f"Lab '{lab_name}' is ready." in up.stdout
     record = StateStore().load(lab_name)
-    assert record.host_key == server.host_key.public.rsplit(" ", 1)[0]
+    assert record.nodes[0].host_key == server.host_key.public.rsplit(" ", 1)[0]
     assert record.jupyter_token and record.jupyter_token not in up.output
     assert docker_client.containers.get(container_name(lab_name)).status == "running"
 

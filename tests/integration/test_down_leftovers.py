@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.state import LabRecord, StateStore
+from labctl.state import LabRecord, NodeRecord, StateStore
 from tests.support.sshd import KeyPair, free_port
 
 
@@ -18,12 +18,9 @@ def _unreachable_lab(tmp_path: Path) -> None:
             name="lab",
             target="ssh",
             status="ready",
-            host="127.0.0.1",
-            port=free_port(),  # nothing listens: the machine is gone or the network is down
-            user="me",
             ssh_key_path=str(client.private_path),
-            host_key=host.public,
             container_name="labctl-lab",
+            nodes=[NodeRecord(host="127.0.0.1", port=free_port(), user="me", host_key=host.public)],
         )
     )
 

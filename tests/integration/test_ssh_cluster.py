@@ -83,8 +83,8 @@ def test_two_hosts_up_train_together_and_down(
     up = _up(servers, client, cluster_lab)
     assert up.exit_code == 0, up.output
     record = StateStore().load(cluster_lab)
-    assert record.nodes == 2 and record.private_address == "127.0.0.1"
-    [worker] = record.workers
+    assert len(record.nodes) == 2 and record.nodes[0].private_address == "127.0.0.1"
+    [worker] = record.nodes[1:]
     assert (worker.port, worker.host_key) == (servers[1].port, servers[1].host_key.public.rsplit(" ", 1)[0])
     assert worker.container_name == container_name(cluster_lab, 1)
     head_box = docker_client.containers.get(container_name(cluster_lab))

@@ -158,7 +158,7 @@ def test_the_commands_write_the_entry_and_run_one_command(
     from typer.testing import CliRunner
 
     from labctl.cli import app
-    from labctl.state import LabRecord, StateStore
+    from labctl.state import LabRecord, NodeRecord, StateStore
 
     server, client = sshd
     home = tmp_path / "home"
@@ -168,11 +168,8 @@ def test_the_commands_write_the_entry_and_run_one_command(
         name="t-cli",
         target="ssh",
         status="ready",
-        host=server.host,
-        port=server.port,
-        user=server.user,
         ssh_key_path=str(client.private_path),
-        host_key=server.host_key.public,
+        nodes=[NodeRecord(host=server.host, port=server.port, user=server.user, host_key=server.host_key.public)],
     )
     record.jupyter_port = free_port()
     StateStore().save(record)
@@ -199,7 +196,7 @@ def test_a_remote_command_that_looks_like_an_option_never_reaches_the_local_clie
     from typer.testing import CliRunner
 
     from labctl.cli import app
-    from labctl.state import LabRecord, StateStore
+    from labctl.state import LabRecord, NodeRecord, StateStore
 
     server, client = sshd
     StateStore().save(
@@ -207,11 +204,8 @@ def test_a_remote_command_that_looks_like_an_option_never_reaches_the_local_clie
             name="t-opt",
             target="ssh",
             status="ready",
-            host=server.host,
-            port=server.port,
-            user=server.user,
             ssh_key_path=str(client.private_path),
-            host_key=server.host_key.public,
+            nodes=[NodeRecord(host=server.host, port=server.port, user=server.user, host_key=server.host_key.public)],
         )
     )
     marker = tmp_path / "pwned"

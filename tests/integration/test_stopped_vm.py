@@ -16,7 +16,12 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
 
     record = provision("lab", allow_ip="203.0.113.7/32")
     # The lab was ready; nothing listens at its address now (a loopback port, so no traffic leaves this host).
-    record.host, record.port, record.status, record.container_name = "127.0.0.1", free_port(), "ready", "labctl-lab"
+    record.nodes[0].host, record.nodes[0].port, record.status, record.container_name = (
+        "127.0.0.1",
+        free_port(),
+        "ready",
+        "labctl-lab",
+    )
     StateStore().save(record)
     AzureTarget().power_off(record)  # what the 19:00 schedule does
 

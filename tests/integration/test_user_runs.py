@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.state import LabRecord, StateStore
+from labctl.state import LabRecord, NodeRecord, StateStore
 from tests.support.sshd import free_port
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,12 @@ def test_a_notebook_of_ones_own_runs_in_the_lab(local_lab: str, tmp_path: Path) 
 def test_status_of_several_labs_is_one_table(local_lab: str) -> None:
     # A second lab on an SSH host that does not answer: it is listed too, as unreachable, instead of an error.
     StateStore().save(
-        LabRecord(name="elsewhere", target="ssh", status="ready", host="127.0.0.1", port=free_port(), user="me")
+        LabRecord(
+            name="elsewhere",
+            target="ssh",
+            status="ready",
+            nodes=[NodeRecord(host="127.0.0.1", port=free_port(), user="me")],
+        )
     )
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0, result.output

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from labctl.keys import generate_ed25519
-from labctl.state import LabRecord, RunRecord, StateStore
+from labctl.state import LabRecord, NodeRecord, RunRecord, StateStore
 from tests.fakearm.fixtures import fast_env
 from tests.fakearm.server import FakeArm
 
@@ -187,9 +187,11 @@ def lab_record(world: World, kind: str, name: str = "lab") -> LabRecord:
     """A lab record on disk. 'ready' and 'creating' are SSH-target labs whose machine is the tripwire;
     'stopped' and 'azure' are Azure labs the fake ARM has never seen."""
     host = generate_ed25519("host")
-    record = LabRecord(name=name, target="ssh", host="127.0.0.1", port=world.tripwire.port, user="lab")
+    record = LabRecord(
+        name=name, target="ssh", nodes=[NodeRecord(host="127.0.0.1", port=world.tripwire.port, user="lab")]
+    )
     record.ssh_key_path = str(world.keys / "good")
-    record.host_key = host.public_line
+    record.nodes[0].host_key = host.public_line
     if kind in ("ready", "stopped", "azure"):
         record.status = "ready"
         record.container_name = f"labctl-{name}"
@@ -208,6 +210,6 @@ def lab_record(world: World, kind: str, name: str = "lab") -> LabRecord:
         record.status = "stopped"
     if kind == "creating":
         record.status = "creating"
-        record.host_key = None
+        record.nodes[0].host_key = None
     StateStore().save(record)
     return record

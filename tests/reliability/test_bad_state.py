@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ COMMANDS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _edit(change: Callable[[dict[str, object]], None]) -> Callable[[Path], str]:
+def _edit(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], str]:
     def make(path: Path) -> str:
         data = json.loads(path.read_text())
         change(data)
@@ -43,15 +44,22 @@ STATE_DAMAGE: dict[str, tuple[Callable[[Path], str | bytes], tuple[str, ...]]] =
     "empty": (lambda p: "", ("{state}/labs/lab.json",)),
     "binary": (lambda p: bytes(range(256)), ("{state}/labs/lab.json",)),
     "a-list": (lambda p: "[1, 2, 3]", ("{state}/labs/lab.json",)),
-    "port-as-text": (_edit(lambda d: d.update(port="22")), ("{state}/labs/lab.json", "port")),
+    "port-as-text": (_edit(lambda d: d["nodes"][0].update(port="22")), ("{state}/labs/lab.json", "port")),
     "runs-not-a-list": (_edit(lambda d: d.update(runs=3)), ("{state}/labs/lab.json", "runs")),
     "name-of-another-lab": (_edit(lambda d: d.update(name="other")), ("{state}/labs/lab.json", "other")),
     "unknown-status": (_edit(lambda d: d.update(status="flying")), ("{state}/labs/lab.json", "flying")),
     "unknown-target": (_edit(lambda d: d.update(target="gcp")), ("{state}/labs/lab.json", "gcp")),
-    "port-out-of-range": (_edit(lambda d: d.update(port=70000)), ("{state}/labs/lab.json", "70000")),
-    "host-with-shell": (_edit(lambda d: d.update(host="127.0.0.1; id")), ("{state}/labs/lab.json", "127.0.0.1; id")),
-    "host-key-garbage": (_edit(lambda d: d.update(host_key="not a key")), ("{state}/labs/lab.json", "host_key")),
+    "port-out-of-range": (_edit(lambda d: d["nodes"][0].update(port=70000)), ("{state}/labs/lab.json", "70000")),
+    "host-with-shell": (
+        _edit(lambda d: d["nodes"][0].update(host="127.0.0.1; id")),
+        ("{state}/labs/lab.json", "127.0.0.1; id"),
+    ),
+    "host-key-garbage": (
+        _edit(lambda d: d["nodes"][0].update(host_key="not a key")),
+        ("{state}/labs/lab.json", "host_key"),
+    ),
     "jupyter-port-zero": (_edit(lambda d: d.update(jupyter_port=0)), ("{state}/labs/lab.json", "jupyter_port")),
+    "no-nodes": (_edit(lambda d: d.update(nodes=[])), ("{state}/labs/lab.json", "nodes")),
     "run-id-traversal": (
         _edit(lambda d: d.update(runs=[{"run_id": "../../x", "started_at": "2026-01-01T00:00:00+00:00"}])),
         ("{state}/labs/lab.json", "../../x"),

@@ -22,10 +22,13 @@ from labctl.workflows.status import render
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
-def _cluster(workers: int = 1, **fields: object) -> LabRecord:
-    record = LabRecord(name="lab", target="ssh", host="10.0.0.4", port=22, user="me", **fields)  # type: ignore[arg-type]
-    record.workers = [NodeRecord(host=f"10.0.0.{5 + i}", host_key=KEY) for i in range(workers)]
-    return record
+def _cluster(workers: int = 1, private_address: str | None = None) -> LabRecord:
+    head = NodeRecord(host="10.0.0.4", port=22, user="me", private_address=private_address)
+    return LabRecord(
+        name="lab",
+        target="ssh",
+        nodes=[head, *(NodeRecord(host=f"10.0.0.{5 + i}", host_key=KEY) for i in range(workers))],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ containers
@@ -66,13 +69,13 @@ def test_every_container_of_a_lab_on_several_machines_uses_the_host_network() ->
 
 def test_nodes_are_named_by_number_and_address_and_meet_at_their_private_addresses() -> None:
     record = _cluster(private_address="192.168.1.4")
-    record.workers[0].private_address = "192.168.1.5"
+    record.nodes[1].private_address = "192.168.1.5"
     assert node_where(record, 0) == "node 0 (me@10.0.0.4:22)"
     assert node_where(record, 1) == "node 1 (me@10.0.0.5:22)"
     assert private_addresses(record) == ["192.168.1.4", "192.168.1.5"]
-    record.private_address = record.workers[0].private_address = None
+    record.nodes[0].private_address = record.nodes[1].private_address = None
     assert private_addresses(record) == ["10.0.0.4", "10.0.0.5"]  # the addresses labctl uses
-    one = LabRecord(name="lab", target="ssh", host="10.0.0.4", user="me")
+    one = LabRecord(name="lab", target="ssh", nodes=[NodeRecord(host="10.0.0.4", user="me")])
     assert node_where(one, 0) == "me@10.0.0.4:22"  # a lab on one machine is just its machine
 
 

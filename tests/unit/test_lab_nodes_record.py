@@ -1,45 +1,84 @@
-"""A lab on several machines: the record keeps every node, and `up` refuses node counts it cannot make."""
+"""A lab is a list of nodes: the record keeps each (and reads the earlier format); `up` refuses what it cannot make."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from labctl.errors import UsageError
 from labctl.spec import MAX_NODES, LabSpec, parse_host
-from labctl.state import LabRecord, NodeRecord
+from labctl.state import LabRecord, NodeRecord, StateStore
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 def test_workers_survive_a_round_trip() -> None:
-    record = LabRecord(name="lab", target="azure", host="203.0.113.7", private_address="10.0.0.4")
-    record.workers.append(NodeRecord(host="10.0.0.5", host_key=KEY, via_head=True, name="labctl-lab-vm1"))
+    record = LabRecord(name="lab", target="azure", nodes=[NodeRecord(host="203.0.113.7", private_address="10.0.0.4")])
+    record.nodes.append(NodeRecord(host="10.0.0.5", host_key=KEY, via_head=True, name="labctl-lab-vm1"))
     again = LabRecord.from_json(record.to_json())
-    assert again.nodes == 2
-    assert again.workers[0] == record.workers[0]
-    assert again.private_address == "10.0.0.4"
+    assert len(again.nodes) == 2
+    assert again.nodes[1] == record.nodes[1]
+    assert again.nodes[0].private_address == "10.0.0.4"
 
 
-def test_a_record_without_workers_is_one_node() -> None:
-    data = LabRecord(name="lab", target="local").to_json()
-    del data["workers"]  # written before labs had several machines
-    assert LabRecord.from_json(data).nodes == 1
+# A record as labctl wrote it before a lab was a list of nodes: node 0 in the record's own fields, the rest apart.
+TODAYS_FORMAT = {
+    "name": "lab",
+    "target": "azure",
+    "status": "ready",
+    "host": "203.0.113.7",
+    "port": 2222,
+    "user": "azureuser",
+    "host_key": KEY,
+    "private_address": "10.0.0.4",
+    "ssh_key_path": "/keys/lab",
+    "container_name": "labctl-lab",
+    "workers": [{"host": "10.0.0.5", "host_key": KEY, "private_address": "10.0.0.5", "via_head": True}],
+}
+
+
+def test_a_record_in_the_earlier_format_is_read_as_a_list_of_nodes(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    (tmp_path / "labs").mkdir()
+    (tmp_path / "labs" / "lab.json").write_text(json.dumps(TODAYS_FORMAT))
+    record = store.load("lab")
+    head = NodeRecord(host="203.0.113.7", port=2222, user="azureuser", host_key=KEY, private_address="10.0.0.4")
+    assert record.nodes == [head, NodeRecord(host="10.0.0.5", host_key=KEY, private_address="10.0.0.5", via_head=True)]
+    assert (record.ssh_key_path, record.container_name, record.status) == ("/keys/lab", "labctl-lab", "ready")
+    store.save(record)  # written back in the new shape, and read the same
+    assert "workers" not in json.loads((tmp_path / "labs" / "lab.json").read_text()) and store.load("lab") == record
+
+
+def test_a_record_from_before_several_machines_is_one_node() -> None:
+    data = {k: v for k, v in TODAYS_FORMAT.items() if k != "workers"}
+    assert len(LabRecord.from_json(data).nodes) == 1
+    assert len(LabRecord(name="lab", target="local").nodes) == 1  # a new lab: a cluster of one, not yet reached
 
 
 @pytest.mark.parametrize(
-    ("worker", "words"),
+    ("node", "words"),
     [
-        ({"host": "10.0.0.5; rm -rf /"}, "'host' of node 1"),
-        ({"host": "10.0.0.5", "port": 0}, "'port' of node 1"),
-        ({"host": "10.0.0.5", "host_key": "not a key"}, "'host_key' of node 1"),
-        ({"host": 5}, "'host' in node 1"),
+        ({"host": "10.0.0.5; rm -rf /"}, "'host' in node 1 is '10.0.0.5; rm -rf /', which no lab"),
+        ({"host": "10.0.0.5", "port": 0}, "'port' in node 1"),
+        ({"host": "10.0.0.5", "host_key": "not a key"}, "'host_key' in node 1"),
+        ({"host": 5}, "'host' in node 1 is 5, which is not a str"),
+        ("10.0.0.5", "node 1 is a JSON str"),
     ],
 )
-def test_a_bad_worker_is_named(worker: dict[str, object], words: str) -> None:
+def test_a_bad_node_is_named_in_either_format(node: object, words: str) -> None:
     data = LabRecord(name="lab", target="ssh").to_json()
-    data["workers"] = [worker]
+    data["nodes"].append(node)
     with pytest.raises(ValueError, match=words):
         LabRecord.from_json(data)
+    with pytest.raises(ValueError, match=words):
+        LabRecord.from_json({**TODAYS_FORMAT, "workers": [node]})
+
+
+def test_a_lab_has_at_least_one_node() -> None:
+    with pytest.raises(ValueError, match="'nodes' in the lab record is \\[\\]"):
+        LabRecord.from_json({"name": "lab", "target": "ssh", "nodes": []})
 
 
 def test_several_hosts_make_an_ssh_cluster() -> None:
@@ -73,5 +112,5 @@ def test_the_lab_list_shows_every_vm_of_an_azure_lab() -> None:
 
     record = LabRecord(name="lab", target="azure", target_data={"region": "eastus", "size": "Standard_D4s_v5"})
     assert get_target("azure").where(record) == ("eastus", "Standard_D4s_v5")
-    record.workers.append(NodeRecord(host="10.42.0.5", host_key=KEY, via_head=True))
+    record.nodes.append(NodeRecord(host="10.42.0.5", host_key=KEY, via_head=True))
     assert get_target("azure").where(record) == ("eastus", "2 x Standard_D4s_v5")

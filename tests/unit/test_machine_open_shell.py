@@ -9,7 +9,7 @@ import pytest
 
 from labctl.errors import LabctlError, UsageError
 from labctl.keys import generate_ed25519
-from labctl.state import LabRecord
+from labctl.state import LabRecord, NodeRecord
 from labctl.workflows.open import check_jupyter, lab_url
 from labctl.workflows.shell import ssh_command, write_known_hosts
 
@@ -34,11 +34,8 @@ def _record() -> LabRecord:
     return LabRecord(
         name="lab",
         target="azure",
-        host="203.0.113.7",
-        port=2222,
-        user="azureuser",
         ssh_key_path="/keys/lab",
-        host_key=generate_ed25519().public_line,
+        nodes=[NodeRecord(host="203.0.113.7", port=2222, user="azureuser", host_key=generate_ed25519().public_line)],
     )
 
 

@@ -170,10 +170,13 @@ def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
 
 
 def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
-    from labctl.state import LabRecord
+    from labctl.state import LabRecord, NodeRecord
 
     record = LabRecord(
-        name="gpu", target="azure", host="203.0.113.7", user="azureuser", ssh_key_path="/k/id", host_key=KEY
+        name="gpu",
+        target="azure",
+        ssh_key_path="/k/id",
+        nodes=[NodeRecord(host="203.0.113.7", user="azureuser", host_key=KEY)],
     )
     record.jupyter_port = 8891
     entry = sshconfig.entry_for(record)
@@ -186,7 +189,7 @@ def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
     with pytest.raises(UsageError, match="this computer"):
         sshconfig.entry_for(LabRecord(name="here", target="local"))
     with pytest.raises(UsageError, match="does not record"):
-        sshconfig.entry_for(LabRecord(name="half", target="ssh", host="h.example.org"))
+        sshconfig.entry_for(LabRecord(name="half", target="ssh", nodes=[NodeRecord(host="h.example.org")]))
 
 
 def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path) -> None:
@@ -198,10 +201,12 @@ def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path)
 def test_a_remote_command_keeps_its_words(tmp_path: Path) -> None:
     import shlex
 
-    from labctl.state import LabRecord
+    from labctl.state import LabRecord, NodeRecord
     from labctl.workflows.shell import ssh_command
 
-    record = LabRecord(name="lab", target="ssh", host="203.0.113.7", ssh_key_path="/k", host_key="ssh-ed25519 AAAA")
+    record = LabRecord(
+        name="lab", target="ssh", ssh_key_path="/k", nodes=[NodeRecord(host="203.0.113.7", host_key="ssh-ed25519 AAAA")]
+    )
 
     def sent(command: list[str]) -> list[str]:
         full = ssh_command(record, tmp_path / "known_hosts", command)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import NotFound, UsageError
-from labctl.state import LabRecord, RunRecord, StateStore, validate_lab_name
+from labctl.state import LabRecord, NodeRecord, RunRecord, StateStore, validate_lab_name
 
 
 def test_saved_record_round_trips_and_is_private(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    record = LabRecord(name="lab", target="ssh", host="127.0.0.1", jupyter_token="secret")
+    record = LabRecord(name="lab", target="ssh", jupyter_token="secret", nodes=[NodeRecord(host="127.0.0.1")])
     record.runs.append(RunRecord(run_id="r1", started_at="2026-01-01T00:00:00+00:00"))
     path = store.save(record)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -87,7 +87,7 @@ def test_state_written_by_a_newer_labctl_still_loads(tmp_path: Path) -> None:
         ' "runs": [{"run_id": "r1", "started_at": "x", "accuracy": 1, "future": true}]}',
     )
     record = store.load("lab")
-    assert record.port == 2222 and record.runs[0].accuracy == 1
+    assert record.nodes[0].port == 2222 and record.runs[0].accuracy == 1
 
 
 def test_list_skips_unreadable_files_and_resolve_names_them(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.state import LabRecord, StateStore
+from labctl.state import LabRecord, NodeRecord, StateStore
 from labctl.targets import discovering_targets, get_target
 from labctl.targets.base import Target, as_discovery, as_explainer, as_power_control
 
@@ -37,7 +37,7 @@ def test_only_targets_that_can_discover_are_searched() -> None:
 @pytest.mark.parametrize("verb", ["stop", "start"])
 @pytest.mark.parametrize("kind", ["ssh", "local"])
 def test_power_commands_explain_a_target_that_cannot(kind: str, verb: str) -> None:
-    StateStore().save(LabRecord(name="lab", target=kind, status="ready", host="203.0.113.7"))
+    StateStore().save(LabRecord(name="lab", target=kind, status="ready", nodes=[NodeRecord(host="203.0.113.7")]))
     result = runner.invoke(app, [verb])
     assert result.exit_code == 2
     assert "needs a target that can switch machines off and on" in result.output
@@ -54,7 +54,7 @@ def test_ssh_to_a_lab_on_this_computer_points_at_docker_exec() -> None:
 def test_list_names_where_each_recorded_lab_lives() -> None:
     store = StateStore()
     store.save(LabRecord(name="here", target="local"))
-    store.save(LabRecord(name="there", target="ssh", host="203.0.113.7"))
+    store.save(LabRecord(name="there", target="ssh", nodes=[NodeRecord(host="203.0.113.7")]))
     azure = LabRecord(name="cloud", target="azure", target_data={"region": "westus2", "size": "Standard_D4s_v5"})
     store.save(azure)
     result = runner.invoke(app, ["list", "--local", "--json"])

@@ -129,7 +129,7 @@ class AzureTarget:
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         td = azure_data(record)
         size, nodes = td.get("size"), node_count(record)
-        return td.get("region") or record.host or "Azure", f"{nodes} x {size}" if size and nodes > 1 else size
+        return td.get("region") or record.nodes[0].host or "Azure", f"{nodes} x {size}" if size and nodes > 1 else size
 
     # PowerControl
 
@@ -147,12 +147,12 @@ class AzureTarget:
         td["started_at"] = now_iso()
         facts = set_power(self._connect(td.get("subscription")), record, True)
         if facts.get("public_ip"):
-            record.host = str(facts["public_ip"])
+            record.nodes[0].host = str(facts["public_ip"])
         for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
             if node["node"] == 0 and node.get("private_ip"):
-                record.private_address = str(node["private_ip"])
-            elif 0 < node["node"] <= len(record.workers) and node.get("private_ip"):
-                worker = record.workers[node["node"] - 1]
+                record.nodes[0].private_address = str(node["private_ip"])
+            elif 0 < node["node"] < len(record.nodes) and node.get("private_ip"):
+                worker = record.nodes[node["node"]]
                 worker.host = worker.private_address = str(node["private_ip"])
         return facts
 
@@ -195,7 +195,7 @@ class AzureTarget:
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
         vm_id = td.get("vm_id")
-        if vm_id and record.nodes > 1:  # node 0 stops its workers with itself (its identity holds their role)
+        if vm_id and len(record.nodes) > 1:  # node 0 stops its workers with itself (its identity holds their role)
             extras["node_vms"] = _worker_ids(vm_id, record)
         if record.idle.get("budget_usd") is not None:
             from labctl.pricing import lab_prices

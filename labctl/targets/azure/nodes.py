@@ -59,9 +59,9 @@ def worker_record(names: LabNames, node: int, address: str, host_key: str | None
 
 def set_worker(record: LabRecord, node: int, worker: NodeRecord) -> None:
     """Put worker ``node`` (1, 2, ...) in the record, in order; a slot before it must be filled already."""
-    if node - 1 < len(record.workers):
-        record.workers[node - 1] = worker
-    elif node - 1 == len(record.workers):
-        record.workers.append(worker)
+    if node < len(record.nodes):
+        record.nodes[node] = worker
+    elif node == len(record.nodes):
+        record.nodes.append(worker)
     else:
-        raise LabctlError(f"Node {node} of lab '{record.name}' came before node {len(record.workers) + 1}.")
+        raise LabctlError(f"Node {node} of lab '{record.name}' came before node {len(record.nodes)}.")

@@ -321,7 +321,7 @@ class Provisioner:
             with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
                 finish(azure.compute.virtual_machines.begin_delete(rg, name))
             return None
-        pinned = self.record.host_key if node == 0 else self._worker_key(node)
+        pinned = self.record.nodes[0].host_key if node == 0 else self._worker_key(node)
         if vm is not None and not pinned:
             what = "" if node == 0 else f" (node {node}, {name})"
             raise LabctlError(
@@ -331,8 +331,8 @@ class Provisioner:
         return vm
 
     def _worker_key(self, node: int) -> str | None:
-        workers = self.record.workers
-        return workers[node - 1].host_key if node - 1 < len(workers) else None
+        nodes = self.record.nodes
+        return nodes[node].host_key if node < len(nodes) else None
 
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
@@ -561,7 +561,7 @@ class Provisioner:
             choice.image_version, choice.purchase_plan = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
         record.ssh_key_path = str(key_path)
-        record.user = settings.admin_user()
+        record.nodes[0].user = settings.admin_user()
         azure_data(record)["image_version"] = choice.image_version
         return user_pub
 
@@ -570,7 +570,7 @@ class Provisioner:
         record = self.record
         user_pub = self._prepare_login(choice)
         host = generate_ed25519(f"labctl-{self.names.lab}-host")
-        record.host_key = normalize(host.public_line)
+        record.nodes[0].host_key = normalize(host.public_line)
         self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
         price = choice.size.hourly(self.plan.spot)
         label = f"VM {self.names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if self.plan.spot else "")
@@ -655,11 +655,10 @@ class Provisioner:
         address = (pip.get("properties") or {}).get("ipAddress")
         if not address:
             raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
-        record.host = str(address)
-        record.port = settings.ssh_port()
-        record.user = settings.admin_user()
+        head = record.nodes[0]
+        head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
         record.gpu = choice.size.gpu
-        record.private_address = self._addresses.get(0)
+        head.private_address = self._addresses.get(0)
         if not record.ssh_key_path:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
             record.ssh_key_path = str(key_path)

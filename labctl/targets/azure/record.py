@@ -43,4 +43,4 @@ def node_count(record: LabRecord) -> int:
     """How many VMs the lab has or is being made with (recorded before they exist, so `down` and `stop`
     reach every one of them)."""
     recorded = azure_data(record).get("nodes")
-    return max(recorded if isinstance(recorded, int) and recorded > 0 else 1, record.nodes)
+    return max(recorded if isinstance(recorded, int) and recorded > 0 else 1, len(record.nodes))
