@@ -45,15 +45,23 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 SETTING_TYPES: dict[str, type] = {key: str for key in SETTINGS}
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
-# Settings that decide what runs as root on the machine or who can reach it. A labctl.toml lies in whatever
-# directory labctl runs from (a cloned repository, a shared folder), so it may set these only once the user
-# has trusted that file as it is now ('labctl config --trust'); flags, variables and the user's own file may.
+# Settings that decide what runs as root on the machine, who can reach it, what is billed, where, for how long,
+# or where files are written here. A labctl.toml lies in whatever directory labctl runs from (a cloned
+# repository, a shared folder), so it may set these only once the user has trusted that file as it is now
+# ('labctl config --trust'); flags, variables and the user's own file may. It sets `name` alone.
 GUARDED = {
     "image": "the container image that runs your lab",
     "base_image": "the image the lab image is built from, which runs as root on the machine",
     "allow_ip": "who may reach the machine over SSH",
     "ssh_key": "the key that logs in to the machine",
-    "host": "the machine labctl connects to",
+    "target": "where the lab is made (on Azure, billed to you)",
+    "subscription": "the Azure subscription that is billed",
+    "region": "the Azure region the lab is made and billed in",
+    "size": "the VM size you pay for by the hour",
+    "shutdown_at": "when the VM shuts itself down each day",
+    "idle_stop": "how long an idle VM keeps running, and costing",
+    "budget": "the spend after which the lab stops itself",
+    "results_dir": "where labctl writes files on this computer",
 }
 
 
@@ -173,6 +181,22 @@ class Settings:
         ]
 
     def lookup(self, key: str, flag: Any = None) -> Setting:
+        """The setting and where it came from; refused when an untrusted project file decides a guarded one."""
+        setting = self._find(key, flag)
+        if not setting.trusted:
+            flag_name = "--" + key.replace("_", "-")
+            raise UsageError(
+                f"{setting.source} sets {key} = {setting.value!r}, which decides {GUARDED[key]}, and labctl does "
+                "not take that from a project file it has not been told to trust.",
+                hint=f"Read the file; if you trust it as it is, run 'labctl config --trust' in {self._project.parent}. "
+                f"Otherwise pass {flag_name} or set {ENV_PREFIX}{key.upper()} yourself, or remove the line.",
+            )
+        return setting
+
+    def get(self, key: str, flag: Any = None) -> Any:
+        return self.lookup(key, flag).value
+
+    def _find(self, key: str, flag: Any = None) -> Setting:
         if key not in SETTINGS:
             raise KeyError(key)
         if flag is not None:
@@ -186,24 +210,12 @@ class Settings:
                 return Setting(key, table[key], path, trusted)
         return Setting(key, SETTINGS[key][0], "default")
 
-    def get(self, key: str, flag: Any = None) -> Any:
-        setting = self.lookup(key, flag)
-        if not setting.trusted:
-            flag_name = "--" + key.replace("_", "-")
-            raise UsageError(
-                f"{setting.source} sets {key} = {setting.value!r}, which decides {GUARDED[key]}, and labctl does "
-                "not take that from a project file it has not been told to trust.",
-                hint=f"Read the file; if you trust it as it is, run 'labctl config --trust' in {self._project.parent}. "
-                f"Otherwise pass {flag_name} or set {ENV_PREFIX}{key.upper()} yourself, or remove the line.",
-            )
-        return setting.value
-
     def check(self) -> None:
         """Every setting that a variable or a config file gives is one labctl can use (flags are checked where
-        they are read); a guarded one from an untrusted project file is left to ``get``, which refuses it."""
+        they are read); a guarded one from an untrusted project file is left to ``lookup``, which refuses it."""
         checks = _setting_checks()
         for key, check in checks.items():
-            setting = self.lookup(key)
+            setting = self._find(key)
             if setting.source == "default" or not setting.trusted:
                 continue
             env = setting.source.startswith("environment (")
@@ -211,7 +223,7 @@ class Settings:
             check(str(setting.value), where)
 
     def all(self) -> list[Setting]:
-        return [self.lookup(key) for key in SETTINGS]
+        return [self._find(key) for key in SETTINGS]
 
 
 def _setting_checks() -> dict[str, Callable[[str, str], object]]:

@@ -47,6 +47,7 @@ def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
     """The runs of the lab's running container, reached through the lab's machine; the connection closes after."""
     from labctl.labhost import lab_container
 
+    _results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
     with ExitStack() as stack:
         try:
             box = stack.enter_context(lab_container(record, ui))
@@ -368,6 +369,7 @@ def _run_nodes(record: LabRecord, run_id: str) -> int:
 def _on_nodes(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[NodeRun]]:
     """The runs of the lab's first ``nodes`` machines, as ``_lab_runs`` for one."""
     record.require_ready()
+    _results_root()
     with ExitStack() as stack:
         try:
             cluster = stack.enter_context(node_runs(record, ui, nodes))

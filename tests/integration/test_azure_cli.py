@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -198,3 +199,28 @@ def test_describe_a_stopped_lab_costs_nothing_per_hour(arm_env: FakeArm) -> None
     info = AzureTarget().describe(record)
     assert info["power_state"] == "deallocated" and info["usd_per_hour"] == 0.0 and info["uptime_seconds"] is None
     assert info["usd_per_hour_when_running"] == 0.192
+
+
+def test_a_cloned_project_file_decides_nothing_billed_until_trusted(
+    arm_env: FakeArm,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "labctl.toml").write_text(
+        '[labctl]\nsize = "Standard_NC24ads_A100_v4"\nidle_stop = "off"\n'
+        'subscription = "99999999-9999-9999-9999-999999999999"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    refused = runner.invoke(app, ["up", "--yes", "--gpu"])
+    assert refused.exit_code == 2, refused.output
+    assert "Standard_NC24ads_A100_v4" in refused.output and "labctl config --trust" in refused.output
+    assert arm_env.count("PUT", "") == 0 and arm_env.group_names() == [] and not StateStore().exists("lab")
+
+    assert runner.invoke(app, ["config", "--trust"]).exit_code == 0
+    (tmp_path / "labctl.toml").write_text('[labctl]\nsize = "Standard_NC24ads_A100_v4"\nidle_stop = "off"\n')
+    assert runner.invoke(app, ["up", "--yes", "--gpu"]).exit_code == 2  # an edit revokes the trust
+    assert runner.invoke(app, ["config", "--trust"]).exit_code == 0
+    planned = runner.invoke(app, ["up", "--dry-run", "--yes", "--gpu"])
+    assert planned.exit_code == 0, planned.output
+    assert "Standard_NC24ads_A100_v4" in planned.stdout and "$3.673/h while running" in planned.stdout
+    assert "idle stop:      off" in planned.stdout

@@ -210,6 +210,10 @@ CONFIG_CASES = [
     conf("project", "ssh_key", '"{k}/good"', "{k}/good"),
     conf("user", "results_dir", '""', "results_dir", command=("run-lab", "--data", "synthetic")),
     conf("project", "results_dir", '"{tmp}/a-file"', "{tmp}/a-file", command=("run-lab", "--data", "synthetic")),
+    # A project file never trusted decides nothing billed or written here, whatever the command.
+    conf("project", "size", '"Standard_NC24ads_A100_v4"', "Standard_NC24ads_A100_v4", "config --trust"),
+    conf("project", "idle_stop", '"off"', "idle_stop", "config --trust"),
+    conf("project", "results_dir", '"{tmp}/out"', "results_dir", "config --trust", command=("fetch",)),
     Case("user-file-not-toml", ("up", "--dry-run"), ("{tmp}/user/config.toml",), user="[labctl]\nregion = \n"),
     Case("project-file-not-toml", ("up", "--dry-run"), ("labctl.toml",), project="region = 'x\n"),
     Case("user-file-labctl-not-table", ("up", "--dry-run"), ("[labctl]",), user="labctl = 3\n"),

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.config import Settings
+from labctl.config import Settings, trust_project
 from labctl.errors import UsageError
 
 
@@ -29,6 +29,7 @@ def test_precedence(tmp_path: Path, user_config: Path, monkeypatch: pytest.Monke
     project.mkdir()
     user_config.write_text('[labctl]\nregion = "westus2"\nname = "mine"\nshutdown_at = "18:00"\n')
     (project / "labctl.toml").write_text('[labctl]\nregion = "northeurope"\n')
+    trust_project(project)  # a project file decides the region only once trusted (see below)
     settings = Settings(project)
     assert settings.lookup("region").value == "northeurope"
     assert settings.lookup("region").source.endswith("labctl.toml")
@@ -95,3 +96,30 @@ def test_wrong_type_in_config_is_a_usage_error_on_the_cli(
     assert result.exit_code == 2
     assert "shutdown_at must be a string" in result.output
     assert "TypeError" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("size", "Standard_NC24ads_A100_v4"),
+        ("subscription", "00000000-0000-0000-0000-000000000001"),
+        ("region", "westeurope"),
+        ("target", "local"),
+        ("idle_stop", "off"),
+        ("shutdown_at", "23:59"),
+        ("budget", "100000"),
+        ("results_dir", "/tmp/elsewhere"),
+    ],
+)
+def test_a_project_file_decides_nothing_billed_or_written_until_trusted(
+    tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
+    monkeypatch.delenv(f"LABCTL_{key.upper()}", raising=False)
+    (tmp_path / "labctl.toml").write_text(f'[labctl]\nname = "from-project"\n{key} = "{value}"\n')
+    settings = Settings(tmp_path)
+    assert settings.get("name") == "from-project"  # the one thing it sets alone
+    with pytest.raises(UsageError, match=f"sets {key} = '{value}'.*told to trust"):
+        settings.get(key)
+    assert not next(s for s in settings.all() if s.key == key).trusted  # `labctl config` still shows it
+    trust_project(tmp_path)
+    assert Settings(tmp_path).get(key) == value
