@@ -6,13 +6,14 @@ starts instantly.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from typer.core import TyperCommand
@@ -107,23 +108,6 @@ class TargetChoice(str, Enum):
     azure = "azure"
     ssh = "ssh"
     local = "local"
-
-
-class ModelChoice(str, Enum):
-    tutorial = "tutorial"
-    fast = "fast"
-
-
-class OptimizerChoice(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cuda = "cuda"
-    mps = "mps"
-    cpu = "cpu"
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -492,23 +476,37 @@ RunNodesOpt = Annotated[
     int | None,
     typer.Option("--nodes", metavar="N", help="Machines of the lab to train on together (default: all of them)."),
 ]
-HoldoutOpt = Annotated[
-    float | None,
-    typer.Option("--holdout", metavar="FRACTION", help="Share of train/ held out for evaluation without a test/."),
-]
+
+
+def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The lab's training options (cifarlab's own table, ``LAB_OPTIONS``) as options of ``command``, after
+    ``here``; their values reach its ``**training``."""
+    from labctl.workflows.runlab_options import LAB_OPTIONS
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    lab = [
+        inspect.Parameter(
+            key,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=option.default,
+            annotation=Annotated[
+                (Literal[option.choices] if option.choices else option.type) | None,
+                typer.Option("--" + key.replace("_", "-"), metavar=option.run_lab, help=option.help),
+            ],
+        )
+        for key, option in LAB_OPTIONS.items()
+        if option.run_lab
+    ]
+    command.__signature__ = inspect.Signature([*own[:2], *lab, *own[2:]])  # type: ignore[attr-defined]
+    return command
 
 
 @app.command("run-lab")
+@_with_lab_options
 def run_lab_cmd(
+    *,
     name: NameOpt = None,
     here: HereOpt = False,
-    model: Annotated[
-        ModelChoice, typer.Option("--model", help="tutorial (the notebook's CNN) or fast.")
-    ] = ModelChoice.tutorial,
-    epochs: Annotated[float | None, typer.Option("--epochs", metavar="N", help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", metavar="N", help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", metavar="RATE", help="Learning rate.")] = None,
-    optimizer: Annotated[OptimizerChoice | None, typer.Option("--optimizer", help="sgd or adamw.")] = None,
     data: Annotated[
         str | None,
         typer.Option(
@@ -520,16 +518,13 @@ def run_lab_cmd(
             autocompletion=lambda: ["cifar10", "synthetic"],
         ),
     ] = None,
-    device: Annotated[DeviceChoice | None, typer.Option("--device", help="auto, cuda, mps or cpu.")] = None,
     gpus: GpusOpt = None,
     nodes: RunNodesOpt = None,
-    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed.")] = 0,
     notebook: Annotated[
         bool,
         typer.Option("--notebook", help="Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
     ] = False,
     notebook_file: NotebookArg = None,
-    holdout: HoldoutOpt = None,
     detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where results go.")] = None,
     extra: Annotated[
@@ -537,6 +532,7 @@ def run_lab_cmd(
         typer.Option("--set", metavar="KEY=VALUE", help="Extra training option KEY=VALUE (repeatable)."),
     ] = None,
     as_json: JsonOpt = False,
+    **training: Any,
 ) -> None:
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results.
 
@@ -559,21 +555,14 @@ def run_lab_cmd(
         opts = RunLabOptions(
             name=name,
             here=here,
-            model=str(model.value),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=_value(optimizer),
-            data=data,
-            device=_value(device),
-            gpus=gpus,
-            nodes=nodes,
-            seed=seed,
             notebook=notebook or notebook_file is not None,
             notebook_file=notebook_file,
-            holdout=holdout,
             detach=detach,
             out=out,
+            data=data,
+            gpus=gpus,
+            nodes=nodes,
+            training={key: value for key, value in training.items() if value is not None},
             extra=list(extra or []),
         )
         return run_lab(opts, ui)

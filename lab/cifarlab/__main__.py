@@ -14,23 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.errors import LabError
+from cifarlab.options import OPTIONS
 
-HELP = {
-    "data": "cifar10 (download), synthetic[:N], or a directory/.tar/.tar.gz holding train/<class>/*.jpg",
-    "data_root": "where --data cifar10 downloads to (default ./data or $CIFARLAB_DATA_ROOT)",
-    "holdout": "fraction of train/ held out for evaluation (default 0.1 when there is no test/)",
-    "cache": "keep decoded images in a cache file next to the data (or the user cache dir)",
-    "model": "tutorial (the notebook's CNN) or fast (small residual network)",
-    "width": "width multiplier of the fast model (0.25-0.5 on a CPU, 1+ on a GPU)",
-    "recipe": "classic (the tutorial's settings) or fast (large batches, one-cycle); default by model",
-    "epochs": "training epochs (fractions allowed)",
-    "max_steps": "stop after this many steps (smoke tests)",
-    "device": "auto, cuda, cuda:N, mps or cpu",
-    "amp": "mixed precision on CUDA: auto, bf16, fp16 or off",
-    "compile": "torch.compile the model",
-    "log_every": "seconds between progress lines when stdout is not a terminal",
-    "out": "run directory (default runs/<time>)",
-}
+NOTEBOOK_FLAGS = [key for key, option in OPTIONS.items() if option.notebook]
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -38,14 +24,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from cifarlab.config import TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        if kind.startswith("bool"):
-            p.add_argument(
-                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=HELP.get(f.name)
-            )
+        flag, text = "--" + f.name.replace("_", "-"), OPTIONS[f.name].help if f.name in OPTIONS else None
+        if str(f.type).startswith("bool"):
+            p.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=text)
         else:
-            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=HELP.get(f.name))
+            p.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=text)
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -140,7 +123,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     from cifarlab.notebook import run_notebook
 
     params = dict(kv.split("=", 1) for kv in args.param)
-    for key in ("data", "epochs", "batch_size", "max_steps", "device", "seed"):
+    for key in NOTEBOOK_FLAGS:
         value = getattr(args, key)
         if value is not None:
             params[key] = str(value)
@@ -173,12 +156,8 @@ def parser() -> argparse.ArgumentParser:
     n = sub.add_parser("notebook", help="execute the notebook headless and keep the executed copy")
     n.add_argument("--out", required=True, help="directory for the executed notebook and its results")
     n.add_argument("--path", help="a notebook of your own instead of the lab's (run from its own folder)")
-    n.add_argument("--data")
-    n.add_argument("--epochs")
-    n.add_argument("--batch-size")
-    n.add_argument("--max-steps")
-    n.add_argument("--device")
-    n.add_argument("--seed")
+    for key in NOTEBOOK_FLAGS:
+        n.add_argument("--" + key.replace("_", "-"), help=OPTIONS[key].help)
     n.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="sets LAB_KEY for the notebook")
     n.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     n.set_defaults(func=cmd_notebook)

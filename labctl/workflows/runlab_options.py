@@ -7,14 +7,19 @@ The run in the lab container, ``--notebook`` (whose arguments become the noteboo
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from labctl.assets import lab_dir
 from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_cluster, plan_launch
 from labctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from cifarlab.options import Option as LabOption
 
 TORCHRUN = ("python", "-m", "torch.distributed.run")  # torchrun, wherever its console script is not on the PATH
 
@@ -35,47 +40,51 @@ class Launch:
         return describe(self.plan)
 
 
+def _read_lab_options() -> dict[str, LabOption]:
+    """cifarlab's table of options (``lab/cifarlab/options.py``), read from the lab labctl ships: it imports
+    nothing, and importing the cifarlab package would load torch."""
+    spec = importlib.util.spec_from_file_location("cifarlab_options", lab_dir() / "cifarlab" / "options.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.OPTIONS)
+
+
+LAB_OPTIONS = _read_lab_options()
+
+
 @dataclass
 class RunLabOptions:
-    """What `labctl run-lab` was asked for; a training knob left at None is what the lab's recipe says."""
+    """What `labctl run-lab` was asked for."""
 
-    # Where and how the run happens.
     name: str | None = None  # the lab (default: the only one)
     here: bool = False  # in this Python environment, no container
     notebook: bool = False  # execute the notebook instead of `cifarlab train`
     notebook_file: str | None = None  # with notebook: the user's own, on this computer or in /workspace
     detach: bool = False  # start the run and return
     out: Path | None = None  # the results directory of a --here run
-    # What it trains; each becomes a flag of `python -m cifarlab` in cifarlab_args.
-    model: str = "tutorial"  # tutorial (the notebook's CNN) or fast
     data: str | None = None  # cifar10, synthetic[:N], or a path on this computer or on the machine
-    seed: int = 0
-    epochs: float | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None  # sgd or adamw; the notebook uses SGD as written
-    device: str | None = None  # auto, cuda, mps or cpu
-    holdout: float | None = None  # fraction of train/ held out for evaluation when there is no test/
     gpus: int | None = None  # GPUs to train on (one process each, torchrun); None: every GPU the machine has
     nodes: int | None = None  # machines of the lab to train on together; None: every one (one for the notebook)
+    training: dict[str, Any] = field(default_factory=dict)  # the LAB_OPTIONS given (epochs=2, ...)
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
+
+    @property
+    def device(self) -> str | None:
+        return self.training.get("device")
 
     def check(self) -> RunLabOptions:
         """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
-        for flag, number in (("--epochs", self.epochs), ("--lr", self.lr)):
+        given = self.training
+        for flag, number in (("--epochs", given.get("epochs")), ("--lr", given.get("lr"))):
             if number is not None and not (math.isfinite(number) and number > 0):
                 raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError(f"--batch-size {self.batch_size} is not a positive whole number.", hint="E.g. 64.")
-        if not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed {self.seed} is out of range.", hint="Use a whole number from 0 to 4294967295.")
-        for flag, choice, allowed in (
-            ("--model", self.model, MODELS),
-            ("--optimizer", self.optimizer, OPTIMIZERS),
-            ("--device", self.device, DEVICES),
-        ):
-            if choice is not None and choice not in allowed:
-                raise UsageError(f"{flag} '{choice}' is not one of {', '.join(allowed)}.", hint="Pick one of them.")
+        if given.get("batch_size") is not None and given["batch_size"] < 1:
+            raise UsageError(f"--batch-size {given['batch_size']} is not a positive whole number.", hint="E.g. 64.")
+        if not 0 <= given.get("seed", 0) < 2**32:
+            raise UsageError(
+                f"--seed {given['seed']} is out of range.", hint="Use a whole number from 0 to 4294967295."
+            )
         if self.gpus is not None and self.gpus < 1:
             raise UsageError(f"--gpus {self.gpus} is not a number of GPUs.", hint="Use 1 or more, or leave it out.")
         if self.notebook and self.gpus is not None:
@@ -83,15 +92,18 @@ class RunLabOptions:
                 "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
                 hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
             )
-        if self.notebook and (self.model != "tutorial" or self.optimizer is not None):
-            raise UsageError(
-                "--notebook runs the tutorial as written: the tutorial model with SGD.",
-                hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
-            )
+        self._check_notebook_model()
         self._check_nodes()
         check_data(self.data, here=self.here)
         parse_sets(self.extra)
         return self
+
+    def _check_notebook_model(self) -> None:
+        if self.notebook and (self.training.get("model", "tutorial") != "tutorial" or self.training.get("optimizer")):
+            raise UsageError(
+                "--notebook runs the tutorial as written: the tutorial model with SGD.",
+                hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
+            )
 
     def _check_nodes(self) -> None:
         if self.nodes is None:
@@ -110,9 +122,6 @@ class RunLabOptions:
             )
 
 
-MODELS = ("tutorial", "fast")
-OPTIMIZERS = ("sgd", "adamw")
-DEVICES = ("auto", "cuda", "mps", "cpu")
 DATA_KEYWORDS = ("cifar10", "synthetic")
 MACHINE_PREFIX = "machine:"  # --data machine:PATH: data already on the lab's machine, not on this computer
 _SET_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -156,33 +165,22 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return values
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
-    """The arguments of ``python -m cifarlab`` for these options: ``train ...``, or ``notebook ...``.
-
-    The notebook walks through the tutorial model with SGD; its other knobs are the notebook's parameters
-    (``--param KEY=VALUE`` becomes ``LAB_KEY``).
-    """
-    sets = parse_sets(opts.extra)
+    """The arguments of ``python -m cifarlab`` for these options: ``train ...``, or ``notebook ...`` whose own
+    flags are those the table marks ``notebook``, the rest its parameters (``--param KEY=VALUE``: ``LAB_KEY``)."""
+    defaults = {key: option.default for key, option in LAB_OPTIONS.items() if option.default is not None}
+    given = {**defaults, **opts.training, **parse_sets(opts.extra)}
     if not opts.notebook:
-        args = ["train", "--out", out, "--data", data]
-        args += ["--data-root", data_root] if data_root else []
-        args += ["--model", opts.model, "--seed", str(opts.seed)]
-        given = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "optimizer": opts.optimizer}
-        return args + _flags({**given, "device": opts.device, "holdout": opts.holdout}) + _flags(sets)
-    if opts.model != "tutorial" or opts.optimizer is not None:
-        raise UsageError(
-            "--notebook runs the tutorial as written: the tutorial model with SGD.",
-            hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
-        )
-    args = ["notebook", "--out", out, "--data", data, "--seed", str(opts.seed)]
-    own = {"epochs": opts.epochs, "batch_size": opts.batch_size, "device": opts.device}
-    own["max_steps"] = sets.pop("max_steps", None)  # the notebook command's own flags; the rest are parameters
-    params = {"data_root": data_root, "lr": opts.lr, "holdout": opts.holdout, **sets}
-    return args + _flags(own) + [arg for k, v in params.items() if v is not None for arg in ("--param", f"{k}={v}")]
+        return ["train", "--out", out, "--data", data, *_flags({"data_root": data_root, **given})]
+    opts._check_notebook_model()
+    given.pop("model")
+    params = {"data_root": data_root} | {k: v for k, v in given.items() if not _notebook_flag(k)}
+    flags = _flags({k: v for k, v in given.items() if _notebook_flag(k)})
+    return ["notebook", "--out", out, "--data", data, *flags, *_flags(params, "--param")]
+
+
+def _notebook_flag(key: str) -> bool:
+    return key in LAB_OPTIONS and LAB_OPTIONS[key].notebook
 
 
 def launch(opts: RunLabOptions, args: list[str], *, run_id: str, gpus_available: int, log_dir: str) -> Launch:
@@ -243,8 +241,12 @@ def _check_device(opts: RunLabOptions, plan: LaunchPlan) -> None:
         )
 
 
-def _flags(values: dict[str, Any]) -> list[str]:
-    return [arg for key, value in values.items() if value is not None for arg in (_flag(key), str(value))]
+def _flags(values: dict[str, Any], param: str = "") -> list[str]:
+    """``--key value`` for each value given, or with ``param`` (``--param``) ``--param key=value``."""
+    pairs = [(key, str(value)) for key, value in values.items() if value is not None]
+    if param:
+        return [arg for key, value in pairs for arg in (param, f"{key}={value}")]
+    return [arg for key, value in pairs for arg in ("--" + key.replace("_", "-"), value)]
 
 
 def option_pairs(args: list[str]) -> list[tuple[str, str]]:

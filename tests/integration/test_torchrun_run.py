@@ -36,7 +36,7 @@ def lab_runs(docker_client: Any, lab_image: str) -> Iterator[LabRuns]:
 def test_the_wrapper_runs_torchrun_and_the_log_merges_every_rank(lab_runs: LabRuns, tmp_path: Path) -> None:
     code = lab_runs.ensure_lab_code()
     run_id = runs.new_run_id()
-    opts = RunLabOptions(model="tutorial", batch_size=16, device="cpu", extra=["max_steps=4", "log_every=0"])
+    opts = RunLabOptions(training={"batch_size": 16, "device": "cpu"}, extra=["max_steps=4", "log_every=0"])
     args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data="synthetic:128")
     plan = LaunchPlan(run_id=run_id, procs_per_node=2, device="cpu")  # as on two GPUs, with gloo
     argv = launch_argv(plan, args[1:], log_dir=str(runs.RUNS_DIR / run_id / "ranks"), torchrun=TORCHRUN)

@@ -176,7 +176,7 @@ def test_a_run_remembers_how_many_nodes_it_was_started_on() -> None:
 
 
 def test_each_node_launches_torchrun_meeting_at_node_0() -> None:
-    opts = RunLabOptions(device="cpu")
+    opts = RunLabOptions(training={"device": "cpu"})
     args = [cifarlab_args(opts, out="/workspace/runs/r", data="synthetic:256") for _ in range(2)]
     starts = launch_nodes(
         opts, args, run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"], rdzv_port=29400, log_dir="/l"
@@ -197,7 +197,7 @@ def test_gpu_nodes_use_as_many_gpus_as_the_smallest_and_one_named_device_is_refu
     starts = launch_nodes(RunLabOptions(), args, gpus_per_node=[4, 2], **kwargs)  # type: ignore[arg-type]
     assert [s.plan.procs_per_node if s.plan else None for s in starts] == [2, 2]
     with pytest.raises(UsageError, match="--device mps names one device, and 2 processes would share it"):
-        launch_nodes(RunLabOptions(device="mps"), args, gpus_per_node=[2, 2], **kwargs)  # type: ignore[arg-type]
+        launch_nodes(RunLabOptions(training={"device": "mps"}), args, gpus_per_node=[2, 2], **kwargs)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from labctl.errors import UsageError
 from labctl.workflows.runlab_options import (
+    LAB_OPTIONS,
     Launch,
     RunLabOptions,
     cifarlab_args,
@@ -20,7 +22,9 @@ from labctl.workflows.runlab_options import (
 
 
 def test_train_arguments_carry_every_given_option_and_nothing_else() -> None:
-    opts = RunLabOptions(model="fast", epochs=2.5, lr=0.01, seed=3, extra=["max-steps=7", "width=0.5"])
+    opts = RunLabOptions(
+        training={"model": "fast", "epochs": 2.5, "lr": 0.01, "seed": 3}, extra=["max-steps=7", "width=0.5"]
+    )
     args = cifarlab_args(opts, out="/w/runs/r1", data="cifar10", data_root="/w/.labctl/data/cifar10")
     assert args == [
         "train", "--out", "/w/runs/r1", "--data", "cifar10", "--data-root", "/w/.labctl/data/cifar10",
@@ -32,7 +36,9 @@ def test_train_arguments_carry_every_given_option_and_nothing_else() -> None:
 
 
 def test_notebook_arguments_are_its_flags_and_parameters() -> None:
-    opts = RunLabOptions(notebook=True, epochs=1, batch_size=32, lr=0.05, extra=["max_steps=5", "log_every=2"])
+    opts = RunLabOptions(
+        notebook=True, training={"epochs": 1, "batch_size": 32, "lr": 0.05}, extra=["max_steps=5", "log_every=2"]
+    )
     args = cifarlab_args(opts, out="/o", data="synthetic:100", data_root="/root")
     assert args == [
         "notebook", "--out", "/o", "--data", "synthetic:100", "--seed", "0", "--epochs", "1", "--batch-size", "32",
@@ -41,7 +47,11 @@ def test_notebook_arguments_are_its_flags_and_parameters() -> None:
 
 
 @pytest.mark.parametrize(
-    "opts", [RunLabOptions(notebook=True, model="fast"), RunLabOptions(notebook=True, optimizer="adamw")]
+    "opts",
+    [
+        RunLabOptions(notebook=True, training={"model": "fast"}),
+        RunLabOptions(notebook=True, training={"optimizer": "adamw"}),
+    ],
 )
 def test_notebook_runs_the_tutorial_as_written(opts: RunLabOptions) -> None:
     with pytest.raises(UsageError, match="tutorial model with SGD"):
@@ -51,12 +61,27 @@ def test_notebook_runs_the_tutorial_as_written(opts: RunLabOptions) -> None:
 def test_the_arguments_are_what_cifarlab_itself_accepts(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
     main = pytest.importorskip("cifarlab.__main__", reason="the lab's packages are not installed")
-    opts = RunLabOptions(epochs=1, batch_size=16, optimizer="adamw", device="cpu", extra=["max_steps=2"])
+    opts = RunLabOptions(
+        training={"epochs": 1, "batch_size": 16, "optimizer": "adamw", "device": "cpu"}, extra=["max_steps=2"]
+    )
     parsed = main.parser().parse_args(cifarlab_args(opts, out=str(tmp_path), data="synthetic"))
     assert (parsed.command, parsed.epochs, parsed.batch_size, parsed.max_steps) == ("train", "1", "16", "2")
-    notebook = RunLabOptions(notebook=True, epochs=1, lr=0.1, extra=["max_steps=2"])
+    notebook = RunLabOptions(notebook=True, training={"epochs": 1, "lr": 0.1}, extra=["max_steps=2"])
     parsed = main.parser().parse_args(cifarlab_args(notebook, out=str(tmp_path), data="cifar10", data_root="/d"))
     assert (parsed.command, parsed.max_steps, parsed.param) == ("notebook", "2", ["data_root=/d", "lr=0.1"])
+
+
+def test_run_lab_offers_the_lab_tables_options_and_each_is_a_training_option() -> None:
+    from typer.testing import CliRunner
+
+    from labctl.cli import app
+
+    config = pytest.importorskip("cifarlab.config", reason="the lab's packages are not installed")
+    assert set(LAB_OPTIONS) <= {f.name for f in dataclasses.fields(config.TrainConfig)}
+    shown = CliRunner().invoke(app, ["run-lab", "--help"]).stdout
+    for key, option in LAB_OPTIONS.items():
+        if option.run_lab:
+            assert f"--{key.replace('_', '-')} {option.run_lab}" in shown and option.help[:20] in shown
 
 
 def test_per_class_table_shows_each_class_and_the_overall_accuracy() -> None:
@@ -73,9 +98,11 @@ def test_per_class_table_shows_each_class_and_the_overall_accuracy() -> None:
 def test_holdout_and_an_own_notebook_reach_cifarlab(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
     main = pytest.importorskip("cifarlab.__main__", reason="the lab's packages are not installed")
-    parsed = main.parser().parse_args(cifarlab_args(RunLabOptions(holdout=0.2), out=str(tmp_path), data="synthetic"))
+    parsed = main.parser().parse_args(
+        cifarlab_args(RunLabOptions(training={"holdout": 0.2}), out=str(tmp_path), data="synthetic")
+    )
     assert float(parsed.holdout) == 0.2
-    notebook = RunLabOptions(notebook=True, holdout=0.3)
+    notebook = RunLabOptions(notebook=True, training={"holdout": 0.3})
     args = [*cifarlab_args(notebook, out=str(tmp_path), data="cifar10"), "--path", "/workspace/mine.ipynb"]
     parsed = main.parser().parse_args(args)
     assert parsed.path == "/workspace/mine.ipynb" and "holdout=0.3" in parsed.param
@@ -101,7 +128,8 @@ def test_a_run_result_has_one_shape_and_reads_well(tmp_path: Path) -> None:
 
 
 def _launch(gpus_available: int, **options: object) -> Launch:
-    opts = RunLabOptions(**options)  # type: ignore[arg-type]
+    training = {key: options.pop(key) for key in ("model", "device") if key in options}
+    opts = RunLabOptions(training=training, **options)  # type: ignore[arg-type]
     args = cifarlab_args(opts, out="/w/runs/r1", data="synthetic:64")
     return launch(opts, args, run_id="r1", gpus_available=gpus_available, log_dir="/w/runs/r1/ranks")
 
