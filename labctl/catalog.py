@@ -26,9 +26,9 @@ class VmSize:
     memory_gib: float
     family: str  # the quota family name as compute usages report it
     usd_per_hour: float
+    spot_usd_per_hour: float | None = None
     gpu_model: str | None = None
     gpu_count: int = 0
-    spot_usd_per_hour: float | None = None
     # False: a size this table lacks, taken as typed; the preflight fills its shape from the subscription's
     # resource SKUs and its price from the Azure price list (0: price unknown).
     catalogued: bool = True
@@ -50,76 +50,56 @@ class VmSize:
         return self.usd_per_hour
 
 
-def _s(
-    name: str,
-    vcpus: int,
-    mem: float,
-    family: str,
-    usd: float,
-    gpu: str | None = None,
-    count: int = 0,
-    spot: float | None = None,
-) -> VmSize:
-    return VmSize(name, vcpus, mem, family, usd, gpu, count, spot)
-
-
 SIZES: dict[str, VmSize] = {
     s.name.lower(): s
-    for s in (
+    for s in (  # name, vCPUs, GiB, quota family, $/h, Spot $/h, GPU, GPUs
         # General purpose (CPU)
-        _s("Standard_B2s", 2, 4, "standardBSFamily", 0.0416),
-        _s("Standard_B4ms", 4, 16, "standardBSFamily", 0.166),
-        _s("Standard_D2s_v5", 2, 8, "standardDSv5Family", 0.096, spot=0.0192),
-        _s("Standard_D4s_v5", 4, 16, "standardDSv5Family", 0.192, spot=0.0384),
-        _s("Standard_D8s_v5", 8, 32, "standardDSv5Family", 0.384, spot=0.0768),
-        _s("Standard_D16s_v5", 16, 64, "standardDSv5Family", 0.768, spot=0.1536),
-        _s("Standard_D32s_v5", 32, 128, "standardDSv5Family", 1.536, spot=0.3072),
-        _s("Standard_D4as_v5", 4, 16, "standardDASv5Family", 0.172, spot=0.0344),
-        _s("Standard_D8as_v5", 8, 32, "standardDASv5Family", 0.344, spot=0.0688),
-        _s("Standard_E4s_v5", 4, 32, "standardESv5Family", 0.252, spot=0.0504),
-        _s("Standard_E8s_v5", 8, 64, "standardESv5Family", 0.504, spot=0.1008),
-        _s("Standard_F8s_v2", 8, 16, "standardFSv2Family", 0.338, spot=0.0676),
-        _s("Standard_F16s_v2", 16, 32, "standardFSv2Family", 0.677, spot=0.1354),
+        VmSize("Standard_B2s", 2, 4, "standardBSFamily", 0.0416),
+        VmSize("Standard_B4ms", 4, 16, "standardBSFamily", 0.166),
+        VmSize("Standard_D2s_v5", 2, 8, "standardDSv5Family", 0.096, 0.0192),
+        VmSize("Standard_D4s_v5", 4, 16, "standardDSv5Family", 0.192, 0.0384),
+        VmSize("Standard_D8s_v5", 8, 32, "standardDSv5Family", 0.384, 0.0768),
+        VmSize("Standard_D16s_v5", 16, 64, "standardDSv5Family", 0.768, 0.1536),
+        VmSize("Standard_D32s_v5", 32, 128, "standardDSv5Family", 1.536, 0.3072),
+        VmSize("Standard_D4as_v5", 4, 16, "standardDASv5Family", 0.172, 0.0344),
+        VmSize("Standard_D8as_v5", 8, 32, "standardDASv5Family", 0.344, 0.0688),
+        VmSize("Standard_E4s_v5", 4, 32, "standardESv5Family", 0.252, 0.0504),
+        VmSize("Standard_E8s_v5", 8, 64, "standardESv5Family", 0.504, 0.1008),
+        VmSize("Standard_F8s_v2", 8, 16, "standardFSv2Family", 0.338, 0.0676),
+        VmSize("Standard_F16s_v2", 16, 32, "standardFSv2Family", 0.677, 0.1354),
         # GPU: NVIDIA T4
-        _s("Standard_NC4as_T4_v3", 4, 28, "standardNCASv3_T4Family", 0.526, "NVIDIA T4", 1, 0.1578),
-        _s("Standard_NC8as_T4_v3", 8, 56, "standardNCASv3_T4Family", 0.752, "NVIDIA T4", 1, 0.2256),
-        _s("Standard_NC16as_T4_v3", 16, 110, "standardNCASv3_T4Family", 1.204, "NVIDIA T4", 1, 0.3612),
-        _s("Standard_NC64as_T4_v3", 64, 440, "standardNCASv3_T4Family", 4.352, "NVIDIA T4", 4, 1.3056),
+        VmSize("Standard_NC4as_T4_v3", 4, 28, "standardNCASv3_T4Family", 0.526, 0.1578, "NVIDIA T4", 1),
+        VmSize("Standard_NC8as_T4_v3", 8, 56, "standardNCASv3_T4Family", 0.752, 0.2256, "NVIDIA T4", 1),
+        VmSize("Standard_NC16as_T4_v3", 16, 110, "standardNCASv3_T4Family", 1.204, 0.3612, "NVIDIA T4", 1),
+        VmSize("Standard_NC64as_T4_v3", 64, 440, "standardNCASv3_T4Family", 4.352, 1.3056, "NVIDIA T4", 4),
         # GPU: NVIDIA A10 (full GPU sizes only)
-        _s("Standard_NV36ads_A10_v5", 36, 440, "StandardNVADSA10v5Family", 3.20, "NVIDIA A10", 1, 0.96),
+        VmSize("Standard_NV36ads_A10_v5", 36, 440, "StandardNVADSA10v5Family", 3.20, 0.96, "NVIDIA A10", 1),
         # GPU: NVIDIA A100 80GB
-        _s("Standard_NC24ads_A100_v4", 24, 220, "StandardNCADSA100v4Family", 3.673, "NVIDIA A100 80GB", 1, 1.1019),
-        _s("Standard_NC48ads_A100_v4", 48, 440, "StandardNCADSA100v4Family", 7.346, "NVIDIA A100 80GB", 2, 2.2038),
-        _s("Standard_NC96ads_A100_v4", 96, 880, "StandardNCADSA100v4Family", 14.692, "NVIDIA A100 80GB", 4, 4.4076),
+        VmSize("Standard_NC24ads_A100_v4", 24, 220, "StandardNCADSA100v4Family", 3.673, 1.1019, "NVIDIA A100 80GB", 1),
+        VmSize("Standard_NC48ads_A100_v4", 48, 440, "StandardNCADSA100v4Family", 7.346, 2.2038, "NVIDIA A100 80GB", 2),
+        VmSize("Standard_NC96ads_A100_v4", 96, 880, "StandardNCADSA100v4Family", 14.692, 4.4076, "NVIDIA A100 80GB", 4),
         # GPU: NVIDIA H100 NVL
-        _s("Standard_NC40ads_H100_v5", 40, 320, "standardNCadsH100v5Family", 6.98, "NVIDIA H100 NVL", 1, 2.094),
-        _s("Standard_NC80adis_H100_v5", 80, 640, "standardNCadsH100v5Family", 13.96, "NVIDIA H100 NVL", 2, 4.188),
+        VmSize("Standard_NC40ads_H100_v5", 40, 320, "standardNCadsH100v5Family", 6.98, 2.094, "NVIDIA H100 NVL", 1),
+        VmSize("Standard_NC80adis_H100_v5", 80, 640, "standardNCadsH100v5Family", 13.96, 4.188, "NVIDIA H100 NVL", 2),
         # GPU: 8x A100 40GB
-        _s("Standard_ND96asr_v4", 96, 900, "standardNDASv4_A100Family", 27.197, "NVIDIA A100 40GB", 8, 8.16),
+        VmSize("Standard_ND96asr_v4", 96, 900, "standardNDASv4_A100Family", 27.197, 8.16, "NVIDIA A100 40GB", 8),
     )
 }
 
 GPU_ALTERNATIVES = ("Standard_NC4as_T4_v3", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5")
 
 # Sizes Azure has retired, with the series name and GPU, so that old tutorials' sizes get a clear answer.
-RETIRED: dict[str, str] = {}
-for _series, _gpu, _names in (
-    ("NC (K80)", "NVIDIA K80", ("Standard_NC6", "Standard_NC12", "Standard_NC24", "Standard_NC24r")),
-    (
-        "NCv2 (P100)",
-        "NVIDIA P100",
-        ("Standard_NC6s_v2", "Standard_NC12s_v2", "Standard_NC24s_v2", "Standard_NC24rs_v2"),
-    ),
-    (
-        "NCv3 (V100)",
-        "NVIDIA V100",
-        ("Standard_NC6s_v3", "Standard_NC12s_v3", "Standard_NC24s_v3", "Standard_NC24rs_v3"),
-    ),
-    ("ND (P40)", "NVIDIA P40", ("Standard_ND6s", "Standard_ND12s", "Standard_ND24s", "Standard_ND24rs")),
-    ("NV (M60)", "NVIDIA M60", ("Standard_NV6", "Standard_NV12", "Standard_NV24")),
-):
-    for _name in _names:
-        RETIRED[_name.lower()] = f"{_series}, {_gpu}"
+RETIRED = {
+    f"standard_{name}".lower(): series
+    for series, names in (
+        ("NC (K80), NVIDIA K80", "NC6 NC12 NC24 NC24r"),
+        ("NCv2 (P100), NVIDIA P100", "NC6s_v2 NC12s_v2 NC24s_v2 NC24rs_v2"),
+        ("NCv3 (V100), NVIDIA V100", "NC6s_v3 NC12s_v3 NC24s_v3 NC24rs_v3"),
+        ("ND (P40), NVIDIA P40", "ND6s ND12s ND24s ND24rs"),
+        ("NV (M60), NVIDIA M60", "NV6 NV12 NV24"),
+    )
+    for name in names.split()
+}
 
 
 def lookup(name: str) -> VmSize:
@@ -160,10 +140,4 @@ def choose_sizes(requested: list[str], gpu: bool) -> list[VmSize]:
                 f"--gpu was given but {', '.join(cpu_only)} has no GPU.",
                 hint=f"Pick GPU sizes (for example {', '.join(GPU_ALTERNATIVES)}) or drop --gpu.",
             )
-    seen: set[str] = set()
-    unique = []
-    for size in sizes:
-        if size.name not in seen:
-            seen.add(size.name)
-            unique.append(size)
-    return unique
+    return list({size.name: size for size in sizes}.values())  # each once, in the order asked

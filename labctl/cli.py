@@ -1,8 +1,5 @@
-"""The command line: parse, call one workflow, render. No cloud, SSH or Docker logic lives here.
-
-Heavy libraries (azure, paramiko, docker, torch) are imported inside the workflows, so ``labctl --help``
-starts instantly.
-"""
+"""The command line: parse, call one workflow, render. Each command imports its workflow when it runs, so that
+``labctl --help`` loads none of the heavy libraries (azure, paramiko, docker, torch)."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
@@ -20,6 +16,7 @@ from typer.core import TyperCommand
 
 from labctl import __version__
 from labctl.errors import LabctlError
+from labctl.spec import TARGETS
 from labctl.ui import Outcome, PlainReporter, Reporter
 
 
@@ -36,19 +33,14 @@ class LabctlCommand(TyperCommand):
             if param.param_type_name == "argument":
                 args.append((_placeholder(param), text))
             else:
-                opts.append((_TYPE_HINT.sub(f" {_option_placeholder(param)}", name), text))
+                opts.append((re.sub(r" <[^>]*>", f" {param.metavar or (param.name or 'value').upper()}", name), text))
         for title, rows in (("Arguments", args), ("Options", opts)):
             if rows:
                 with formatter.section(title):
                     formatter.write_dl(rows)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = ["[OPTIONS]"]
-        pieces += [_placeholder(p) for p in self.get_params(ctx) if p.param_type_name == "argument"]
-        return pieces
-
-
-_TYPE_HINT = re.compile(r" <[^>]*>")
+        return ["[OPTIONS]", *(_placeholder(p) for p in self.get_params(ctx) if p.param_type_name == "argument")]
 
 
 def _placeholder(param: Any) -> str:
@@ -56,10 +48,6 @@ def _placeholder(param: Any) -> str:
     name = str(param.metavar or param.name or "ARG").removesuffix("...").strip("[]").upper()
     shown = name if param.required else f"[{name}]"
     return f"{shown}..." if param.nargs == -1 else shown
-
-
-def _option_placeholder(param: Any) -> str:
-    return str(param.metavar or (param.name or "value").upper())
 
 
 app = typer.Typer(
@@ -74,22 +62,16 @@ app = typer.Typer(
 _VERBOSE = False
 
 
-def _not_blank(value: str | None) -> str | None:
+def _not_blank(value: Any) -> Any:
     """An option given as '' or spaces is a mistake, never a way to ask for the default."""
-    if value is not None and not str(value).strip():
-        raise typer.BadParameter("is empty; give a value, or leave the option out for the default.")
+    for text in value if isinstance(value, list) else [value]:
+        if text is not None and not str(text).strip():
+            raise typer.BadParameter("is empty; give a value, or leave the option out for the default.")
     return value
 
 
 def _text(*names: str, help: str, metavar: str | None = None) -> Any:
-    """A text option that refuses '' and blanks."""
     return typer.Option(*names, help=help, metavar=metavar, callback=_not_blank)
-
-
-def _none_blank(values: list[str] | None) -> list[str] | None:
-    for value in values or []:
-        _not_blank(value)
-    return values
 
 
 def _run_id(value: str | None) -> str | None:
@@ -103,22 +85,11 @@ def _run_id(value: str | None) -> str | None:
     return value
 
 
-# Options with fixed choices: refused by the parser at once, and completed by the shell.
-class TargetChoice(str, Enum):
-    azure = "azure"
-    ssh = "ssh"
-    local = "local"
-
-
-def _value(choice: Enum | None) -> str | None:
-    return None if choice is None else str(choice.value)
-
-
-NameOpt = Annotated[
-    str | None, typer.Option("--name", "-n", help="Which lab (default: the only one).", callback=_not_blank)
-]
+NameOpt = Annotated[str | None, _text("--name", "-n", help="Which lab (default: the only one).")]
 RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DetachOpt = Annotated[bool, typer.Option("--detach", help="Start the run and return.")]
 ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
 ConfirmNameOpt = Annotated[
     str | None,
@@ -197,7 +168,31 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------- up / down
 
 
-# up's money and trust options, declared apart so the command's signature stays readable.
+# Options declared apart so that each command fits a screen.
+HostOpt = Annotated[
+    list[str] | None,
+    _text(
+        "--host",
+        metavar="USER@HOST[:PORT]",
+        help="The machine, for --target ssh; repeat for a cluster (the first is the head node).",
+    ),
+]
+NodesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nodes",
+        metavar="N",
+        help="Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
+    ),
+]
+IdleActionOpt = Annotated[
+    str,
+    typer.Option("--idle-action", metavar="ACTION", help="stop (the default) or shutdown (power an SSH host off)."),
+]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option("--budget", metavar="USD", help="US dollars since creation after which the VM stops itself."),
+]
 HostKeyFingerprintOpt = Annotated[
     str | None,
     typer.Option(
@@ -212,47 +207,21 @@ IdleStopOpt = Annotated[
         "--idle-stop", metavar="MINUTES", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."
     ),
 ]
-IdleActionOpt = Annotated[
-    str, typer.Option("--idle-action", metavar="ACTION", help="stop (the default) or shutdown (power an SSH host off).")
-]
-HostOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--host",
-        metavar="USER@HOST[:PORT]",
-        help="The machine, for --target ssh; repeat for a cluster (the first is the head node).",
-        callback=_none_blank,
-    ),
-]
-NodesOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--nodes",
-        metavar="N",
-        help="Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
-    ),
-]
-BudgetOpt = Annotated[
-    str | None,
-    typer.Option("--budget", metavar="USD", help="US dollars since creation after which the VM stops itself."),
-]
 
 
 @app.command("up")
 def up_cmd(
     name: Annotated[str | None, _text("--name", "-n", help="Lab name (default: 'lab').")] = None,
     target: Annotated[
-        TargetChoice | None, typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local.")
+        Literal[TARGETS] | None,  # type: ignore[valid-type]
+        typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local."),
     ] = None,
     host: HostOpt = None,
     host_key_fingerprint: HostKeyFingerprintOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     nodes: NodesOpt = None,
     size: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.", callback=_none_blank
-        ),
+        list[str] | None, _text("--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.")
     ] = None,
     region: Annotated[str | None, _text("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
     image: Annotated[str | None, _text("--image", metavar="IMAGE", help="Use this container image as is.")] = None,
@@ -272,7 +241,7 @@ def up_cmd(
     idle_action: IdleActionOpt = "stop",
     budget: BudgetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and create nothing.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a lab (or converge an existing one): machine, Docker, the Jupyter container.
@@ -284,14 +253,13 @@ def up_cmd(
       labctl up --gpu --nodes 2 --size Standard_NC4as_T4_v3
       labctl up --target ssh --host me@10.0.0.4 --host me@10.0.0.5
     """
+    from labctl.spec import LabSpec, parse_host
+    from labctl.workflows.up import up
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.spec import LabSpec, parse_host
-        from labctl.workflows.up import up
-
         asked = LabSpec(
             name=name or "",
-            target=_value(target) or "",
+            target=target or "",
             host=parse_host(host[0]) if host else None,
             workers=[parse_host(h) for h in (host or [])[1:]],
             nodes=nodes,
@@ -319,7 +287,7 @@ def up_cmd(
 @app.command("down")
 def down_cmd(
     name: NameOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
@@ -338,13 +306,10 @@ def down_cmd(
 
     Example: labctl down --name cifar-gpu
     """
+    from labctl.workflows.down import DownOptions, down
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.down import DownOptions, down
-
-        return down(DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name, save=not no_save), ui)
-
-    _run(go, as_json)
+    opts = DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name, save=not no_save)
+    _run(lambda ui: down(opts, ui), as_json)
 
 
 @app.command("idle-stop")
@@ -357,13 +322,9 @@ def idle_stop_cmd(
 
     Example: labctl idle-stop --name cifar-gpu 30
     """
+    from labctl.workflows.idle import set_idle_stop
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.idle import set_idle_stop
-
-        return set_idle_stop(name, minutes, ui)
-
-    _run(go, as_json)
+    _run(lambda ui: set_idle_stop(name, minutes, ui), as_json)
 
 
 # ----------------------------------------------------------------------------------------------- your own work
@@ -394,14 +355,10 @@ def pull_cmd(
 
     Example: labctl pull analysis.ipynb src/
     """
+    from labctl.workflows.workspace import PullOptions, pull
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.workspace import PullOptions, pull
-
-        opts = PullOptions(name=name, paths=list(paths or []), dest=to, changed=changed, max_size_mb=max_size)
-        return pull(opts, ui)
-
-    _run(go, as_json)
+    opts = PullOptions(name=name, paths=list(paths or []), dest=to, changed=changed, max_size_mb=max_size)
+    _run(lambda ui: pull(opts, ui), as_json)
 
 
 @app.command("push")
@@ -417,13 +374,9 @@ def push_cmd(
 
     Example: labctl push train.py data/labels.csv --to project
     """
+    from labctl.workflows.workspace import PushOptions, push
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.workspace import PushOptions, push
-
-        return push(PushOptions(paths=list(paths), name=name, to=to), ui)
-
-    _run(go, as_json)
+    _run(lambda ui: push(PushOptions(paths=list(paths), name=name, to=to), ui), as_json)
 
 
 # ----------------------------------------------------------------------------------------------- use
@@ -445,23 +398,12 @@ def open_cmd(
 
     Example: labctl open --browser
     """
+    from labctl.workflows.open import OpenOptions, open_lab
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.open import OpenOptions, open_lab
-
-        return open_lab(OpenOptions(name=name, port=port, print_only=print_only, browser=browser, json_out=as_json), ui)
-
-    _run(go, as_json)
+    opts = OpenOptions(name=name, port=port, print_only=print_only, browser=browser, json_out=as_json)
+    _run(lambda ui: open_lab(opts, ui), as_json)
 
 
-NotebookArg = Annotated[
-    str | None,
-    typer.Argument(
-        metavar="[NOTEBOOK]",
-        help="With --notebook: your own .ipynb, on this computer or in /workspace.",
-        show_default=False,
-    ),
-]
 GpusOpt = Annotated[
     int | None,
     typer.Option(
@@ -471,16 +413,23 @@ GpusOpt = Annotated[
         "machine and --notebook run one process).",
     ),
 ]
-HereOpt = Annotated[bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")]
 RunNodesOpt = Annotated[
     int | None,
     typer.Option("--nodes", metavar="N", help="Machines of the lab to train on together (default: all of them)."),
 ]
+NotebookArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[NOTEBOOK]",
+        help="With --notebook: your own .ipynb, on this computer or in /workspace.",
+        show_default=False,
+    ),
+]
 
 
 def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The lab's training options (cifarlab's own table, ``LAB_OPTIONS``) as options of ``command``, after
-    ``here``; their values reach its ``**training``."""
+    """The lab's training options (cifarlab's own table, ``LAB_OPTIONS``) as options of ``command`` after its
+    first two; their values reach its ``**training``."""
     from labctl.workflows.runlab_options import LAB_OPTIONS
 
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
@@ -506,7 +455,9 @@ def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
 def run_lab_cmd(
     *,
     name: NameOpt = None,
-    here: HereOpt = False,
+    here: Annotated[
+        bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
+    ] = False,
     data: Annotated[
         str | None,
         typer.Option(
@@ -525,7 +476,7 @@ def run_lab_cmd(
         typer.Option("--notebook", help="Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
     ] = False,
     notebook_file: NotebookArg = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
+    detach: DetachOpt = False,
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where results go.")] = None,
     extra: Annotated[
         list[str] | None,
@@ -547,40 +498,33 @@ def run_lab_cmd(
       labctl run-lab --notebook my-experiment.ipynb
       labctl run-lab --nodes 2   # a lab on two machines: one model trained on both
     """
+    from labctl.workflows.runlab import run_lab
+    from labctl.workflows.runlab_options import RunLabOptions
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import run_lab
-        from labctl.workflows.runlab_options import RunLabOptions
-
-        opts = RunLabOptions(
-            name=name,
-            here=here,
-            notebook=notebook or notebook_file is not None,
-            notebook_file=notebook_file,
-            detach=detach,
-            out=out,
-            data=data,
-            gpus=gpus,
-            nodes=nodes,
-            training={key: value for key, value in training.items() if value is not None},
-            extra=list(extra or []),
-        )
-        return run_lab(opts, ui)
-
-    _run(go, as_json)
+    opts = RunLabOptions(
+        name=name,
+        here=here,
+        notebook=notebook or notebook_file is not None,
+        notebook_file=notebook_file,
+        detach=detach,
+        out=out,
+        data=data,
+        gpus=gpus,
+        nodes=nodes,
+        training={key: value for key, value in training.items() if value is not None},
+        extra=list(extra or []),
+    )
+    _run(lambda ui: run_lab(opts, ui), as_json)
 
 
-@app.command(
-    "run",
-    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
-)
+@app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 def run_cmd(
     script: Annotated[str, typer.Argument(metavar="SCRIPT", help="Your .py, on this computer or in /workspace.")],
     args: Annotated[
         list[str] | None, typer.Argument(metavar="[ARGS]...", help="Arguments for the script.", show_default=False)
     ] = None,
     name: NameOpt = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Start the run and return.")] = False,
+    detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run your own Python script in the lab container, the way run-lab runs the lab.
@@ -591,13 +535,10 @@ def run_cmd(
 
     Example: labctl run --name cifar-gpu train.py --epochs 5
     """
+    from labctl.workflows.userrun import RunScriptOptions, run_script
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.userrun import RunScriptOptions, run_script
-
-        return run_script(RunScriptOptions(script=script, args=list(args or []), name=name, detach=detach), ui)
-
-    _run(go, as_json)
+    opts = RunScriptOptions(script=script, args=list(args or []), name=name, detach=detach)
+    _run(lambda ui: run_script(opts, ui), as_json)
 
 
 @app.command("cancel")
@@ -612,13 +553,9 @@ def cancel_cmd(
 
     Example: labctl cancel 20260101-120000-ab12
     """
+    from labctl.workflows.userrun import cancel
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.userrun import cancel
-
-        return cancel(name, run, ui)
-
-    _run(go, as_json)
+    _run(lambda ui: cancel(name, run, ui), as_json)
 
 
 @app.command("status")
@@ -627,20 +564,14 @@ def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
     Example: labctl status
     """
+    from labctl.workflows.status import status
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.status import status
-
-        return status(name, ui)
-
-    _run(go, as_json)
+    _run(lambda ui: status(name, ui), as_json)
 
 
 @app.command("list")
 def list_cmd(
-    subscription: Annotated[
-        str | None, typer.Option("--subscription", metavar="ID", help="Azure subscription id.", callback=_not_blank)
-    ] = None,
+    subscription: Annotated[str | None, _text("--subscription", metavar="ID", help="Azure subscription id.")] = None,
     local_only: Annotated[bool, typer.Option("--local", help="Only labs recorded on this computer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -648,11 +579,10 @@ def list_cmd(
 
     Example: labctl list --local
     """
+    from labctl.validate import check_subscription
+    from labctl.workflows.inventory import list_labs
 
     def go(ui: Reporter) -> Outcome:
-        from labctl.validate import check_subscription
-        from labctl.workflows.inventory import list_labs
-
         if subscription is not None:
             check_subscription(subscription)
         return list_labs(subscription, local_only, ui)
@@ -668,14 +598,10 @@ def stop_cmd(
 
     Example: labctl stop --name cifar-gpu
     """
+    from labctl.workflows.ownership import Override
+    from labctl.workflows.power import stop
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.ownership import Override
-        from labctl.workflows.power import stop
-
-        return stop(name, ui, Override(force, confirm_name))
-
-    _run(go, as_json)
+    _run(lambda ui: stop(name, ui, Override(force, confirm_name)), as_json)
 
 
 @app.command("start")
@@ -686,14 +612,10 @@ def start_cmd(
 
     Example: labctl start --name cifar-gpu
     """
+    from labctl.workflows.ownership import Override
+    from labctl.workflows.power import start
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.ownership import Override
-        from labctl.workflows.power import start
-
-        return start(name, ui, Override(force, confirm_name))
-
-    _run(go, as_json)
+    _run(lambda ui: start(name, ui, Override(force, confirm_name)), as_json)
 
 
 @app.command("logs")
@@ -706,13 +628,9 @@ def logs_cmd(
 
     Example: labctl logs -f
     """
+    from labctl.workflows.runlab import logs
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import logs
-
-        return logs(name, run, follow, ui)
-
-    _run(go)
+    _run(lambda ui: logs(name, run, follow, ui))
 
 
 @app.command("runs")
@@ -725,32 +643,20 @@ def runs_cmd(
 
     Example: labctl runs --json
     """
+    from labctl.workflows.runlab import list_runs
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import list_runs
-
-        return list_runs(name, ui, here_only=here)
-
-    _run(go, as_json)
+    _run(lambda ui: list_runs(name, ui, here_only=here), as_json)
 
 
 @app.command("fetch")
-def fetch_cmd(
-    run: RunArg = None,
-    name: NameOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+def fetch_cmd(run: RunArg = None, name: NameOpt = None, as_json: JsonOpt = False) -> None:
     """Bring a run's results back and verify them.
 
     Example: labctl fetch 20260101-120000-ab12
     """
+    from labctl.workflows.runlab import fetch
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.runlab import fetch
-
-        return fetch(name, run, ui)
-
-    _run(go, as_json)
+    _run(lambda ui: fetch(name, run, ui), as_json)
 
 
 @app.command("ssh", context_settings={"allow_interspersed_args": False})
@@ -767,20 +673,14 @@ def ssh_cmd(
 
     Example: labctl ssh -- nvidia-smi
     """
+    from labctl.workflows.shell import ssh_shell
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.shell import ssh_shell
-
-        return ssh_shell(name, ui, list(command or []))
-
-    _run(go)
+    _run(lambda ui: ssh_shell(name, ui, list(command or [])))
 
 
 def _ask(question: str) -> bool | None:
     """A yes/no question at a terminal; None where no one can answer (a script, a pipe)."""
-    if not sys.stdin.isatty():
-        return None
-    return typer.confirm(question, default=False)
+    return typer.confirm(question, default=False) if sys.stdin.isatty() else None
 
 
 @app.command("ssh-config")
@@ -802,13 +702,9 @@ def ssh_config_cmd(
 
     Example: labctl ssh-config --name cifar-gpu && ssh labctl-cifar-gpu
     """
+    from labctl.workflows.shell import ssh_config
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.workflows.shell import ssh_config
-
-        return ssh_config(name, ui, _ask, local_port=local_port, include=include)
-
-    _run(go, as_json)
+    _run(lambda ui: ssh_config(name, ui, _ask, local_port=local_port, include=include), as_json)
 
 
 @app.command("config")
@@ -822,13 +718,9 @@ def config_cmd(
 
     Example: labctl config --json
     """
+    from labctl.config import show_config, trust_project
 
-    def go(ui: Reporter) -> Outcome:
-        from labctl.config import show_config, trust_project
-
-        return trust_project() if trust else show_config()
-
-    _run(go, as_json)
+    _run(lambda ui: trust_project() if trust else show_config(), as_json)
 
 
 for _info in app.registered_commands:
@@ -837,7 +729,3 @@ for _info in app.registered_commands:
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 
 class LabctlError(Exception):
-    """A failure explained to the user: what went wrong and what to do next."""
-
     exit_code: int = 1
 
     def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
@@ -45,21 +43,7 @@ class LabctlError(Exception):
 
 
 class UsageError(LabctlError):
-    """The command line asked for something impossible or inconsistent."""
-
     exit_code = 2
-
-
-class NotAvailableYet(LabctlError):
-    """A command that is part of the plan but not built yet."""
-
-    exit_code = 2
-
-    def __init__(self, command: str) -> None:
-        super().__init__(
-            f"'labctl {command}' is not available yet in this version of labctl.",
-            hint="See README.md for the commands that work today.",
-        )
 
 
 class NoCapacity(LabctlError):
@@ -80,9 +64,3 @@ class NotReady(LabctlError):
     """The lab exists but cannot do this yet: still being created, or stopped (deallocated)."""
 
     exit_code = 3
-
-
-class Interrupted(LabctlError):
-    """The user pressed Ctrl-C; whatever exists is left in a state `up`/`down` can finish."""
-
-    exit_code = 130

@@ -38,29 +38,25 @@ class PlainReporter:
         self.quiet = quiet
         self.json_output = json_output  # stdout carries the command's JSON: nothing else may be printed there
 
-    def _write(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=self.stream, flush=True)
-
     def info(self, message: str) -> None:
-        self._write(message)
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
+
+    line = info
 
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
 
-    def line(self, text: str) -> None:
-        self._write(text)
-
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
         start = time.monotonic()
-        self._write(f"- {label} ...")
+        self.info(f"- {label} ...")
         try:
             yield
         except BaseException:
-            self._write(f"x {label} (failed after {time.monotonic() - start:.1f}s)")
+            self.info(f"x {label} (failed after {time.monotonic() - start:.1f}s)")
             raise
-        self._write(f"+ {label} ({time.monotonic() - start:.1f}s)")
+        self.info(f"+ {label} ({time.monotonic() - start:.1f}s)")
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
@@ -80,11 +76,10 @@ class RichReporter(PlainReporter):
     def info(self, message: str) -> None:
         self.console.print(message, markup=False)
 
+    line = info
+
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
-
-    def line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -221,8 +216,7 @@ class NodeReporter:
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
-        """No spinner: the nodes work at once, and a terminal turns one spinner at a time."""
-        yield False
+        yield False  # no spinner: the nodes work at once, and a terminal turns one spinner at a time
 
 
 class Outcome:

@@ -1,5 +1,6 @@
-"""What `labctl run-lab` is asked for, said once: the options, their one translation into the lab's own command
-line (``python -m cifarlab train|notebook ...``), and the one table that shows a run's result.
+"""What `labctl run-lab` is asked for: the options (the training ones as the lab's own table declares them,
+``lab/cifarlab/options.py``), their one translation into the lab's command line (``python -m cifarlab
+train|notebook ...``), and the one shape of a finished run.
 
 The run in the lab container, ``--notebook`` (whose arguments become the notebook's ``LAB_*`` parameters) and
 ``--here`` (which reads its training options back from the same arguments) all start from ``cifarlab_args``.
@@ -253,21 +254,6 @@ def option_pairs(args: list[str]) -> list[tuple[str, str]]:
     """``--flag value`` pairs of a ``cifarlab_args`` list after its command, keys in the lab's spelling."""
     flags, values = args[1::2], args[2::2]
     return [(flag.removeprefix("--").replace("-", "_"), value) for flag, value in zip(flags, values, strict=True)]
-
-
-def per_class_table(metrics: dict[str, Any]) -> str:
-    """The per-class accuracy table people expect at the end of the tutorial, and the overall accuracy."""
-    per_class = metrics.get("per_class_accuracy") or {}
-    lines = []
-    if per_class:
-        width = max(len(str(name)) for name in per_class)
-        lines.append(f"{'class':<{width}}  accuracy")
-        for name, acc in per_class.items():
-            shown = f"{float(acc) * 100:6.1f}%" if acc is not None else f"{'-':>7}"
-            lines.append(f"{name!s:<{width}}  {shown}")
-    if metrics.get("accuracy") is not None:
-        lines.append(f"overall accuracy: {float(metrics['accuracy']) * 100:.1f}%")
-    return "\n".join(lines)
 
 
 def per_class_rich(metrics: dict[str, Any]) -> str:

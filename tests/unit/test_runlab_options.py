@@ -17,7 +17,6 @@ from labctl.workflows.runlab_options import (
     failure_note,
     launch,
     option_pairs,
-    per_class_table,
 )
 
 
@@ -82,17 +81,6 @@ def test_run_lab_offers_the_lab_tables_options_and_each_is_a_training_option() -
     for key, option in LAB_OPTIONS.items():
         if option.run_lab:
             assert f"--{key.replace('_', '-')} {option.run_lab}" in shown and option.help[:20] in shown
-
-
-def test_per_class_table_shows_each_class_and_the_overall_accuracy() -> None:
-    table = per_class_table({"accuracy": 0.5, "per_class_accuracy": {"cat": 0.25, "airplane": None}})
-    assert table.splitlines() == [
-        "class     accuracy",
-        "cat         25.0%",
-        "airplane        -",
-        "overall accuracy: 50.0%",
-    ]
-    assert per_class_table({}) == ""
 
 
 def test_holdout_and_an_own_notebook_reach_cifarlab(tmp_path: Path) -> None:
