@@ -1,6 +1,6 @@
 """The idle agent on the lab's machine: installed from ``templates/`` as a systemd timer, its config rewritten by
 `labctl idle-stop`, its state read back by `labctl status`. The same for every target; what only a target can
-do (an Azure VM deallocating itself with its own identity) comes from its ``IdleStop`` capability.
+do (an Azure VM deallocating itself with its own identity) comes from ``Target.idle_agent``.
 
 Files go to the machine as data: each one is the stdin of ``install -D -m MODE /dev/stdin PATH`` (an argv list,
 through ``sudo -n`` unless labctl logs in as root), so nothing of the user's is ever part of a command's text.
@@ -17,14 +17,10 @@ from labctl.assets import template
 from labctl.errors import LabctlError
 from labctl.machine import Machine
 from labctl.state import LabRecord
-from labctl.targets.base import Target, as_idle_stop
+from labctl.targets.base import Target
 from labctl.ui import Reporter
 
 TIMER = "labctl-idle.timer"
-LOCAL_WHY = (
-    "labctl installs no idle agent on this computer: it would need root and systemd here, and a container "
-    "idling on your own machine bills nothing"
-)
 
 
 def rules(record: LabRecord) -> idle.IdleRules:
@@ -36,12 +32,7 @@ def agent_extras(record: LabRecord, target: Target) -> dict[str, Any] | None:
     wanted = rules(record).window_minutes or rules(record).budget_usd is not None or record.idle.get("installed")
     if not wanted:
         return None  # nothing asked for (a machine labctl did not make gets an agent only when asked)
-    if not target.remote:
-        raise LabctlError(f"{LOCAL_WHY}.", hint="Stop the lab container yourself ('labctl down') when done.")
-    capable = as_idle_stop(target)
-    if capable is not None:
-        return capable.idle_agent(record)
-    return {"mode": "shutdown" if record.idle.get("action") == "shutdown" else "container"}
+    return target.idle_agent(record)
 
 
 def config_for(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from labctl.errors import UsageError
-from labctl.targets.base import LabDiscovery, Target, as_discovery
+from labctl.targets.base import Target
 
 _TARGETS = {
     "azure": ("labctl.targets.azure", "AzureTarget"),
@@ -24,12 +24,5 @@ def get_target(kind: str) -> Target:
     return target
 
 
-def discovering_targets() -> list[tuple[Target, LabDiscovery]]:
-    """The targets that can find labs without local records, each with that capability."""
-    found = []
-    for kind in _TARGETS:
-        target = get_target(kind)
-        discovery = as_discovery(target)
-        if discovery is not None:
-            found.append((target, discovery))
-    return found
+def all_targets() -> list[Target]:
+    return [get_target(kind) for kind in _TARGETS]

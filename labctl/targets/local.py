@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from labctl.errors import LabctlError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
 
-class LocalTarget:
-    """Implements ``Target`` only: this computer is neither powered, searched nor deleted by labctl."""
+class LocalTarget(Target):
+    """This computer is neither powered, searched nor deleted by labctl."""
 
     kind = "local"
     label = "this computer"
-    owns_machine = False
     remote = False
-    settings: tuple[str, ...] = ()
 
     def plan(self, spec: LabSpec) -> Outcome:
         steps = [
@@ -53,3 +53,10 @@ class LocalTarget:
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         return "this computer", None
+
+    def idle_agent(self, record: LabRecord) -> dict[str, Any]:
+        raise LabctlError(
+            "labctl installs no idle agent on this computer: it would need root and systemd here, and a container "
+            "idling on your own machine bills nothing.",
+            hint="Stop the lab container yourself ('labctl down') when done.",
+        )

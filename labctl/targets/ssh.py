@@ -11,6 +11,7 @@ from labctl.hostkeys import confirm_host_key, fingerprint
 from labctl.machine import connect
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -27,14 +28,11 @@ def default_key() -> Path:
     )
 
 
-class SSHTarget:
-    """Implements ``Target`` only: labctl neither powers, finds nor deletes a machine it did not make."""
+class SSHTarget(Target):
+    """labctl neither powers, finds nor deletes a machine it did not make."""
 
     kind = "ssh"
     label = "an SSH host"
-    owns_machine = False
-    remote = True
-    settings: tuple[str, ...] = ()
 
     def plan(self, spec: LabSpec) -> Outcome:
         assert spec.host is not None

@@ -116,12 +116,12 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
 def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
     """A lab this computer has no record of may still exist where a target can find it (Azure: by its tags)."""
     from labctl.spec import DEFAULT_NAME
-    from labctl.targets import discovering_targets
+    from labctl.targets import all_targets
 
     not_searched = []
-    for target, discovery in discovering_targets():
+    for target in all_targets():
         try:
-            return discovery.recover_record(name or DEFAULT_NAME)
+            return target.recover_record(name or DEFAULT_NAME)
         except NotFound:
             continue
         except LabctlError as exc:

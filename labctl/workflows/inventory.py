@@ -10,7 +10,7 @@ from labctl.ui import Outcome, Reporter
 
 
 def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outcome:
-    from labctl.targets import discovering_targets, get_target
+    from labctl.targets import all_targets, get_target
 
     rows: dict[str, dict[str, Any]] = {}
     records, unreadable = StateStore().scan()
@@ -28,17 +28,20 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
             "recorded_here": True,
         }
     errors: dict[str, str | None] = {}
-    for target, discovery in [] if local_only else discovering_targets():
+    for target in [] if local_only else all_targets():
         # `in_<target>`: True found there, False recorded here but gone there, None not known (not searched).
         found_key = f"in_{target.kind}"
-        errors[target.kind] = None
+        try:
+            found = target.find_labs(subscription)
+        except LabctlError as exc:
+            found, errors[target.kind] = [], exc.render()
+            ui.warn(f"{target.label} labs are not listed: {errors[target.kind]}")
+        if found is None:
+            continue  # a target that cannot search
+        errors.setdefault(target.kind, None)
         for row in rows.values():
             row.setdefault(found_key, None)
-        try:
-            found = discovery.find_labs(subscription)
-        except LabctlError as exc:
-            errors[target.kind] = exc.render()
-            ui.warn(f"{target.label} labs are not listed: {errors[target.kind]}")
+        if errors[target.kind]:  # not searched: whether its labs are there stays unknown
             continue
         for lab in found:
             # A colleague's lab may share a name with one of the user's: it gets a row of its own.

@@ -1,6 +1,6 @@
 """One user's command never acts on a colleague's lab by accident: whose a lab is, checked before it is touched.
 
-Where a target's labs have owners (``Ownership``), `down`, `stop` and `start` on a lab made by someone else are
+Where a target's labs have owners (``Target.owner_of``), `down`, `stop` and `start` on a lab made by someone else are
 refused with who owns it; `--force` together with the lab's name typed again (at a prompt, or with
 `--confirm-name NAME` from a script) lets a person who means it go ahead.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from labctl.errors import UsageError
 from labctl.state import LabRecord
-from labctl.targets.base import Target, as_ownership
+from labctl.targets.base import Target
 from labctl.ui import Reporter
 
 
@@ -29,11 +29,8 @@ def check_owner(record: LabRecord, target: Target, verb: str, override: Override
 
     True when the lab is someone else's and the user confirmed acting on it (so no further question is needed).
     """
-    ownership = as_ownership(target)
-    if ownership is None:
-        return False
-    owner = ownership.owner_of(record)
-    if owner.mine:
+    owner = target.owner_of(record)
+    if owner is None or owner.mine:
         return False
     action = {"down": "delete"}.get(verb, verb)
     whose = f"belongs to {owner.name}" if owner.name else "does not say who made it (it predates per-person labs)"

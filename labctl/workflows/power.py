@@ -2,50 +2,40 @@
 
 from __future__ import annotations
 
-from labctl.errors import UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
-from labctl.targets.base import PowerControl, as_power_control
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 from labctl.workflows.ownership import Override, check_owner
 
 
-def _powered(
-    name: str | None, verb: str, override: Override, ui: Reporter
-) -> tuple[StateStore, LabRecord, PowerControl]:
+def _powered(name: str | None, verb: str, override: Override, ui: Reporter) -> tuple[StateStore, LabRecord, Target]:
     from labctl.targets import get_target
 
     store = StateStore()
     record = store.resolve(name)
     target = get_target(record.target)
-    power = as_power_control(target)
-    if power is None:
-        raise UsageError(
-            f"'labctl {verb}' needs a target that can switch machines off and on; lab '{record.name}' runs on "
-            f"{target.label} (target '{record.target}'), which cannot.",
-            hint=f"{verb.capitalize()} the machine yourself, or 'labctl down' to remove the lab container.",
-        )
     check_owner(record, target, verb, override, ui)
-    return store, record, power
+    return store, record, target
 
 
 def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
-    store, record, power = _powered(name, "stop", override or Override(), ui)
-    with lab_lock(record.name, "stop", ui), ui.step(f"Switching off the machine of lab '{record.name}'"):
-        info = power.power_off(record)
+    store, record, target = _powered(name, "stop", override or Override(), ui)
+    with lab_lock(record.name, "stop", ui):
+        info = target.power_off(record, ui)
     record.status = "stopped"
     store.save(record)
     text = (
-        f"Lab '{record.name}' is stopped ({power.off_means}). 'labctl start{_flag(record)}' brings it back, "
+        f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{_flag(record)}' brings it back, "
         f"'labctl down{_flag(record)}' deletes it."
     )
     return Outcome({"name": record.name, **info}, text)
 
 
 def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
-    store, record, power = _powered(name, "start", override or Override(), ui)
-    with lab_lock(record.name, "start", ui), ui.step(f"Starting the machine of lab '{record.name}'"):
-        info = power.power_on(record)
+    store, record, target = _powered(name, "start", override or Override(), ui)
+    with lab_lock(record.name, "start", ui):
+        info = target.power_on(record, ui)
     record.status = "ready"
     store.save(record)
     left = info.get("budget_left_usd")

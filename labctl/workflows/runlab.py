@@ -62,10 +62,8 @@ def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
 def _explain_stopped_vm(record: LabRecord) -> None:
     """A machine that cannot be reached is most often switched off (auto-shutdown): the target says so if it can."""
     from labctl.targets import get_target
-    from labctl.targets.base import as_explainer
 
-    explainer = as_explainer(get_target(record.target))
-    error = explainer.explain_unreachable(record) if explainer is not None else None
+    error = get_target(record.target).explain_unreachable(record)
     if error is not None:
         raise error from None
 

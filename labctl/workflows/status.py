@@ -13,7 +13,7 @@ from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
-from labctl.targets.base import Target, as_ownership
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
 
@@ -78,10 +78,9 @@ def _nodes(record: LabRecord, described: Any) -> list[dict[str, Any]]:
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
     """Who made the lab, where labs have owners; a colleague's lab says so, since changing it is refused."""
-    ownership = as_ownership(target)
-    if ownership is None:
+    owner = target.owner_of(record)
+    if owner is None:
         return {}
-    owner = ownership.owner_of(record)
     name = owner.name or ("you" if owner.mine else "unknown (made before labs were per person)")
     shown = f"{name} (you)" if owner.mine and owner.name else name
     if not owner.mine:

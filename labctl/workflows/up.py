@@ -91,12 +91,9 @@ def _allow_ip(settings: Settings, flag: str | None) -> str | None:
 
 def _idle_rules(spec: LabSpec, record: LabRecord, target: Target) -> None:
     """The idle window and budget this `up` settles on: asked for, else what the lab had, else the target's default."""
-    from labctl.targets.base import as_idle_stop
-
-    capable = as_idle_stop(target)
     if spec.idle_stop is None:
         kept = record.idle.get("window_minutes")
-        spec.idle_stop = float(kept) if kept is not None else (capable.default_idle_minutes if capable else 0.0)
+        spec.idle_stop = float(kept) if kept is not None else target.default_idle_minutes
     if spec.budget is None and not spec.idle_explicit:
         spec.budget = record.idle.get("budget_usd")
     record.idle.update(window_minutes=spec.idle_stop, budget_usd=spec.budget, action=spec.idle_action)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from labctl.cli import app
 from labctl.state import StateStore
 from labctl.targets.azure import AzureTarget
+from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
 
@@ -195,7 +197,7 @@ def test_list_flags_a_local_lab_that_is_gone_from_azure(arm_env: FakeArm) -> Non
 
 def test_describe_a_stopped_lab_costs_nothing_per_hour(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab")
-    AzureTarget().power_off(record)
+    AzureTarget().power_off(record, PlainReporter(io.StringIO()))
     info = AzureTarget().describe(record)
     assert info["power_state"] == "deallocated" and info["usd_per_hour"] == 0.0 and info["uptime_seconds"] is None
     assert info["usd_per_hour_when_running"] == 0.192

@@ -4,6 +4,8 @@ an interrupted lab and never shrinks one; a worker without room fails clearly; `
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
@@ -11,6 +13,7 @@ from labctl.hostkeys import normalize
 from labctl.spec import LabSpec
 from labctl.state import StateStore
 from labctl.targets.azure import AzureTarget
+from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, destroy, fake_arm, lab_group, provision  # noqa: F401
 
@@ -183,10 +186,10 @@ def test_the_plan_shows_every_node_and_their_price(arm_env: FakeArm) -> None:  #
 def test_stop_and_start_act_on_every_node(arm_env: FakeArm) -> None:  # noqa: F811
     record = provision("lab", nodes=3)
     target = AzureTarget()
-    facts = target.power_off(record)
+    facts = target.power_off(record, PlainReporter(io.StringIO()))
     assert {arm_env.power[i.lower()] for i in arm_env.resource_ids(VM)} == {"deallocated"}
     assert [n["power_state"] for n in facts["nodes"]] == ["deallocated"] * 3
-    facts = target.power_on(record)
+    facts = target.power_on(record, PlainReporter(io.StringIO()))
     assert {arm_env.power[i.lower()] for i in arm_env.resource_ids(VM)} == {"running"}
     assert [(n["node"], n["name"], n["private_ip"]) for n in facts["nodes"]] == [
         (0, "lab-vm", "10.42.0.4"),

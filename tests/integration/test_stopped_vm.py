@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.state import StateStore
+from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
 from tests.support.sshd import free_port
@@ -23,7 +26,7 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
         "labctl-lab",
     )
     StateStore().save(record)
-    AzureTarget().power_off(record)  # what the 19:00 schedule does
+    AzureTarget().power_off(record, PlainReporter(io.StringIO()))  # what the 19:00 schedule does
 
     result = CliRunner().invoke(app, ["logs"])
     assert result.exit_code == 3  # not ready: deallocated

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from labctl import idle
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.pricing import LabPrices
 from labctl.state import LabRecord
 from labctl.targets.azure import history
@@ -70,7 +70,15 @@ def test_spend_counts_only_the_allocated_hours_and_survives_in_the_tag() -> None
 
 def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:
     from labctl.targets import get_target
-    from labctl.targets.base import as_idle_stop
 
-    assert as_idle_stop(get_target("azure")) is not None
-    assert as_idle_stop(get_target("ssh")) is None and as_idle_stop(get_target("local")) is None
+    azure, ssh, local = get_target("azure"), get_target("ssh"), get_target("local")
+    record = LabRecord(name="lab", target="azure")
+    with pytest.raises(LabctlError, match="cannot stop itself when idle"):
+        azure.idle_agent(record)  # no role granted
+    record.idle["granted"] = True
+    assert azure.idle_agent(record)["mode"] == "azure" and azure.default_idle_minutes == 60
+    assert ssh.idle_agent(record) == {"mode": "container"} and ssh.default_idle_minutes == 0
+    record.idle["action"] = "shutdown"
+    assert ssh.idle_agent(record) == {"mode": "shutdown"}
+    with pytest.raises(LabctlError, match="no idle agent on this computer"):
+        local.idle_agent(record)

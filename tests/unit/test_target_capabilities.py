@@ -8,30 +8,37 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
+from labctl.errors import NotFound
 from labctl.state import LabRecord, NodeRecord, StateStore
-from labctl.targets import discovering_targets, get_target
-from labctl.targets.base import Target, as_discovery, as_explainer, as_power_control
+from labctl.targets import get_target
+from labctl.targets.base import Target
 
 runner = CliRunner()
+OPTIONAL = ("power_off", "power_on", "find_labs", "recover_record", "explain_unreachable", "owner_of", "idle_agent")
 
 
 @pytest.mark.parametrize(
-    ("kind", "power", "discovery", "explains", "owns", "remote"),
+    ("kind", "overrides", "owns", "remote"),
     [
-        ("azure", True, True, True, True, True),
-        ("ssh", False, False, False, False, True),
-        ("local", False, False, False, False, False),
+        ("azure", set(OPTIONAL), True, True),
+        ("ssh", set(), False, True),
+        ("local", {"idle_agent"}, False, False),
     ],
 )
-def test_capabilities(kind: str, power: bool, discovery: bool, explains: bool, owns: bool, remote: bool) -> None:
+def test_capabilities(kind: str, overrides: set[str], owns: bool, remote: bool) -> None:
     target = get_target(kind)
     assert isinstance(target, Target)
-    assert (as_power_control(target) is not None, as_discovery(target) is not None) == (power, discovery)
-    assert (as_explainer(target) is not None, target.owns_machine, target.remote) == (explains, owns, remote)
+    assert {op for op in OPTIONAL if getattr(type(target), op) is not getattr(Target, op)} == overrides
+    assert (target.owns_machine, target.remote) == (owns, remote)
 
 
-def test_only_targets_that_can_discover_are_searched() -> None:
-    assert [target.kind for target, _ in discovering_targets()] == ["azure"]
+@pytest.mark.parametrize("kind", ["ssh", "local"])
+def test_a_target_without_owners_or_discovery_answers_neutrally(kind: str) -> None:
+    target, record = get_target(kind), LabRecord(name="lab", target=kind)
+    assert target.find_labs(None) is None  # not searched, so `list` marks none of its labs as gone
+    assert target.owner_of(record) is None and target.explain_unreachable(record) is None
+    with pytest.raises(NotFound):
+        target.recover_record("lab")
 
 
 @pytest.mark.parametrize("verb", ["stop", "start"])

@@ -18,19 +18,17 @@ from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure.record import azure_data, node_count
-from labctl.targets.base import FoundLab, LabOwner
+from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
 
 
-class AzureTarget:
-    """Implements ``Target`` and the capabilities ``PowerControl``, ``LabDiscovery``, ``Ownership``,
-    ``UnreachableExplainer`` and ``IdleStop``."""
+class AzureTarget(Target):
+    """A VM of its own per lab: powered, found by its tags, owned by who made it, stopping itself when idle."""
 
     kind = "azure"
     label = "Azure"
     owns_machine = True
-    remote = True
-    settings: tuple[str, ...] = ("size", "region", "subscription", "allow_ip")
+    settings = ("size", "region", "subscription", "allow_ip")
     off_means = "deallocated: no compute charges; its disk and static IP remain, at small storage charges"
     default_idle_minutes = 60.0
 
@@ -131,21 +129,21 @@ class AzureTarget:
         size, nodes = td.get("size"), node_count(record)
         return td.get("region") or record.nodes[0].host or "Azure", f"{nodes} x {size}" if size and nodes > 1 else size
 
-    # PowerControl
-
-    def power_off(self, record: LabRecord) -> dict[str, Any]:
+    def power_off(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
         from labctl.targets.azure.inventory import set_power
 
-        facts = set_power(self._connect(azure_data(record).get("subscription")), record, False)
+        with ui.step(f"Switching off the machine of lab '{record.name}'"):
+            facts = set_power(self._connect(azure_data(record).get("subscription")), record, False)
         azure_data(record).pop("started_at", None)
         return facts
 
-    def power_on(self, record: LabRecord) -> dict[str, Any]:
+    def power_on(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
         from labctl.targets.azure.inventory import set_power
 
         td = azure_data(record)
         td["started_at"] = now_iso()
-        facts = set_power(self._connect(td.get("subscription")), record, True)
+        with ui.step(f"Starting the machine of lab '{record.name}'"):
+            facts = set_power(self._connect(td.get("subscription")), record, True)
         if facts.get("public_ip"):
             record.nodes[0].host = str(facts["public_ip"])
         for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
@@ -155,8 +153,6 @@ class AzureTarget:
                 worker = record.nodes[node["node"]]
                 worker.host = worker.private_address = str(node["private_ip"])
         return facts
-
-    # LabDiscovery: `list` and `down` without local state.
 
     def find_labs(self, subscription: str | None) -> list[FoundLab]:
         from labctl.targets.azure.inventory import find_labs
@@ -168,8 +164,6 @@ class AzureTarget:
 
         return record_from_azure(self._connect(subscription), name)
 
-    # Ownership
-
     def owner_of(self, record: LabRecord) -> LabOwner:
         from labctl.targets.azure.inventory import owner_of
 
@@ -177,8 +171,6 @@ class AzureTarget:
         if td.get("resource_group") is None and td.get("owner") is None and self._azure is None:
             return LabOwner(None, True, "you")  # `up` stopped before Azure: nothing there to be anyone's
         return owner_of(self._connect(td.get("subscription")), record)
-
-    # IdleStop
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
         """Deallocate with the VM's identity, through this cloud's ARM; the prices for a budget."""
@@ -206,8 +198,6 @@ class AzureTarget:
             extras["fixed_usd_per_hour"] = prices.fixed_per_hour
             extras["created_at"] = td.get("created_at") or record.created_at
         return extras
-
-    # UnreachableExplainer
 
     def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
         """A VM that does not answer is most often deallocated (auto-shutdown): say so, with the way back."""
