@@ -156,9 +156,28 @@ class Agent:
         self.config.write_text(json.dumps(data))
 
 
+def _lab(name: str) -> LabRecord:
+    return prepare_lab(LabRecord(name=name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def watched_lab(lab_image: str, module_lab_name: str) -> LabRecord:
+    """One lab for the agents that only watch it (a Jupyter start costs seconds); each agent keeps its own state."""
+    return _lab(module_lab_name)
+
+
 @pytest.fixture
-def agent(lab_image: str, lab_name: str, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
-    lab = prepare_lab(LabRecord(name=lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
+def agent(watched_lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
+    return _agent(watched_lab, fake_arm, tmp_path)
+
+
+@pytest.fixture
+def own_agent(lab_image: str, lab_name: str, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
+    """An agent over a lab of its own, for a test that leaves a kernel in it or in which the agent stops it."""
+    return _agent(_lab(lab_name), fake_arm, tmp_path)
+
+
+def _agent(lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
     assert lab.jupyter_token and lab.container_name
     token_file = tmp_path / "jupyter-token"
     token_file.write_text(lab.jupyter_token)
@@ -263,22 +282,22 @@ def test_idle_lab_deallocates_itself_with_its_own_identity(azure: tuple[Arm, str
 
 
 def test_a_busy_kernel_keeps_the_lab_and_its_activity_restarts_the_window(
-    azure: tuple[Arm, str, str], agent: Agent
+    azure: tuple[Arm, str, str], own_agent: Agent
 ) -> None:
     arm, vm_id, principal = azure
     arm.grant(vm_id, principal, [DEALLOCATE])
-    kernel = jupyter(agent.lab, "POST", "/api/kernels")["id"]
-    execute(agent.lab, kernel, "import time; time.sleep(120)")
-    wait_state(agent.lab, kernel, "busy")
+    kernel = jupyter(own_agent.lab, "POST", "/api/kernels")["id"]
+    execute(own_agent.lab, kernel, "import time; time.sleep(120)")
+    wait_state(own_agent.lab, kernel, "busy")
     for _ in range(3):
-        code, out = agent.tick()
+        code, out = own_agent.tick()
         assert code == 0 and out == [f"labctl-idle: busy (kernel {kernel[:8]} busy)"], out
         time.sleep(WINDOW / 2)
     assert power(arm.fake, vm_id) == "running"
 
-    jupyter(agent.lab, "POST", f"/api/kernels/{kernel}/interrupt")
-    wait_state(agent.lab, kernel, "idle")
-    out = idle_out(agent)
+    jupyter(own_agent.lab, "POST", f"/api/kernels/{kernel}/interrupt")
+    wait_state(own_agent.lab, kernel, "idle")
+    out = idle_out(own_agent)
     assert out[0].endswith("deallocating") and power(arm.fake, vm_id) == "deallocated", out
 
 
@@ -378,14 +397,14 @@ def test_a_user_token_still_deallocates_and_an_identity_is_held_to_its_scope(azu
     assert power(arm.fake, vm_id) == "deallocated"
 
 
-def test_container_mode_stops_the_lab_container_once(agent: Agent, docker_client: Any) -> None:
-    agent.update(mode="container")
-    out = idle_out(agent)
-    assert out == [out[0], f"labctl-idle: docker stop {agent.lab.container_name} done"], out
+def test_container_mode_stops_the_lab_container_once(own_agent: Agent, docker_client: Any) -> None:
+    own_agent.update(mode="container")
+    out = idle_out(own_agent)
+    assert out == [out[0], f"labctl-idle: docker stop {own_agent.lab.container_name} done"], out
     assert out[0].endswith(": stopping the lab container"), out
-    box = docker_client.containers.get(agent.lab.container_name)
+    box = docker_client.containers.get(own_agent.lab.container_name)
     assert box.status == "exited"
-    code, out = agent.tick()
+    code, out = own_agent.tick()
     assert code == 0 and out == ["labctl-idle: lab container not running; nothing to stop"]
 
 
