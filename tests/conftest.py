@@ -8,7 +8,6 @@ images) are set up before these and keep the caller's environment, which buildin
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,10 +28,9 @@ CALLER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A home of the test's own (with its XDG folders), and no Azure, identity, labctl or proxy variable of the
-    person running the tests."""
+def clean_environment_in(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home of its own (with its XDG folders), and no Azure, identity, labctl or proxy variable of the person
+    running the tests; also for a module's shared lab, which is made before any test's own fixtures."""
     for name, value in CALLER.items():
         if os.environ.get(name) == value:
             monkeypatch.delenv(name)
@@ -40,13 +38,14 @@ def clean_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     monkeypatch.setenv("HOME", str(home))
     for name, folder in _XDG_HOMES.items():
         monkeypatch.setenv(name, str(home / folder))
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path_factory.mktemp("labctl-state")))
+    # `down` and `fetch` copy results and the workspace here: never into the directory the tests run from.
+    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path_factory.mktemp("labctl-results")))
     return home
 
 
 @pytest.fixture(autouse=True)
-def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    state = tmp_path_factory.mktemp("labctl-state")
-    monkeypatch.setenv("LABCTL_STATE_DIR", str(state))
-    # `down` and `fetch` copy results and the workspace here: never into the directory the tests run from.
-    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path_factory.mktemp("labctl-results")))
-    yield state
+def isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test's labctl state directory, in a clean environment of its own."""
+    clean_environment_in(monkeypatch, tmp_path_factory)
+    return Path(os.environ["LABCTL_STATE_DIR"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.state import LabRecord, NodeRecord, StateStore
+from tests.conftest import clean_environment_in
 from tests.support.sshd import free_port
 
 pytestmark = pytest.mark.integration
@@ -44,12 +44,21 @@ SLOW = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def made_lab(lab_image: str, module_lab_name: str, tmp_path_factory: pytest.TempPathFactory) -> LabRecord:
+    """One local lab for the module, made by `up` (each start of Jupyter costs seconds)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_environment_in(monkeypatch, tmp_path_factory)
+        up = runner.invoke(app, ["up", "--target", "local", "-n", module_lab_name])
+        assert up.exit_code == 0, up.output
+        return StateStore().load(module_lab_name)
+
+
 @pytest.fixture
-def local_lab(lab_image: str, lab_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    up = runner.invoke(app, ["up", "--target", "local", "-n", lab_name])
-    assert up.exit_code == 0, up.output
-    yield lab_name
+def local_lab(made_lab: LabRecord) -> str:
+    """The module's lab as `up` recorded it, in the test's own state: no run of another test in its record."""
+    StateStore().save(made_lab)
+    return made_lab.name
 
 
 def _results(lab: str, run_id: str) -> Path:
