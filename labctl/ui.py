@@ -42,7 +42,7 @@ class PlainReporter:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
 
-    line = info
+    line = _write = info  # _write: the steps' lines, whatever a subclass makes of info
 
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
@@ -50,13 +50,13 @@ class PlainReporter:
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
         start = time.monotonic()
-        self.info(f"- {label} ...")
+        self._write(f"- {label} ...")
         try:
             yield
         except BaseException:
-            self.info(f"x {label} (failed after {time.monotonic() - start:.1f}s)")
+            self._write(f"x {label} (failed after {time.monotonic() - start:.1f}s)")
             raise
-        self.info(f"+ {label} ({time.monotonic() - start:.1f}s)")
+        self._write(f"+ {label} ({time.monotonic() - start:.1f}s)")
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
