@@ -34,8 +34,7 @@ sys.path.insert(0, str(ROOT / "lab"))
 
 import torch  # noqa: E402
 from cifarlab.config import TrainConfig  # noqa: E402
-from cifarlab.data import holdout_indices  # noqa: E402
-from cifarlab.fastload import wait_for_cache_writes, walk_tar  # noqa: E402
+from cifarlab.data import holdout_indices, read_image_folder  # noqa: E402
 from cifarlab.train import train  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -84,9 +83,8 @@ def classic(data_path: Path, holdout: float, seed: int, epochs: float, workers: 
 
     torch.set_num_threads(threads)
     t0 = time.time()
-    items = list(walk_tar(data_path))
-    classes = sorted({cls for split, cls, _ in items if split == "train"})
-    train_items = [(blob, classes.index(cls)) for split, cls, blob in items if split == "train"]
+    blobs, labels, _ = read_image_folder(data_path)
+    train_items = list(zip(blobs["train"], labels["train"].tolist(), strict=True))
     train_idx, test_idx = holdout_indices(len(train_items), holdout, seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
 
@@ -248,7 +246,6 @@ def main(argv: list[str] | None = None) -> int:
                 f.unlink()
         print(f"== tutorial network, fast path, {label}", flush=True)
         r = lab_run(cfg(cache, out=str(work / f"tutorial-{name}"), **tut))
-        wait_for_cache_writes()  # the cold run writes its cache in the background; the warm run needs it
         r["time_to_target_s"] = time_to(r["history"], target)
         results[f"tutorial_{name}"] = r
         results["load_average"][f"after_{name}"] = os.getloadavg()

@@ -1,41 +1,26 @@
 """cifarlab: the training core behind the lab notebook and ``labctl run-lab``.
 
-It never imports labctl: it is what runs on the lab machine. Needs torch, numpy and Pillow; torchvision only
-for the CIFAR-10 download, matplotlib only for the plots, nbclient only to execute the notebook.
+It never imports labctl: it is what runs on the lab machine. Needs torch, numpy and Pillow; torchvision for the
+CIFAR-10 download and the faster JPEG decoder, matplotlib only for the plots, nbclient only to run the notebook.
 """
 
 from __future__ import annotations
 
-from cifarlab.config import ConfigError, TrainConfig
-from cifarlab.data import Data, ImageDataset, load_data, sample
-from cifarlab.devices import pick_device
-from cifarlab.errors import DataError, LabError
-from cifarlab.evaluate import load_checkpoint, predict_logits, score
-from cifarlab.images import Split
-from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters
-from cifarlab.runlog import per_class_table
-from cifarlab.train import augment, train
+from cifarlab.config import ConfigError as ConfigError
+from cifarlab.config import DataError as DataError
+from cifarlab.config import LabError as LabError
+from cifarlab.config import TrainConfig as TrainConfig
+from cifarlab.data import Data as Data
+from cifarlab.data import load_data as load_data
+from cifarlab.data import sample as sample
+from cifarlab.models import FastNet as FastNet
+from cifarlab.models import TutorialNet as TutorialNet
+from cifarlab.models import build_model as build_model
+from cifarlab.models import load_checkpoint as load_checkpoint
+from cifarlab.models import pick_device as pick_device
+from cifarlab.models import predict_logits as predict_logits
+from cifarlab.models import score as score
+from cifarlab.runlog import per_class_table as per_class_table
+from cifarlab.train import train as train
 
 __version__ = "0.1.0"
-__all__ = [
-    "ConfigError",
-    "Data",
-    "DataError",
-    "FastNet",
-    "ImageDataset",
-    "LabError",
-    "Split",
-    "TrainConfig",
-    "TutorialNet",
-    "augment",
-    "build_model",
-    "count_parameters",
-    "load_checkpoint",
-    "load_data",
-    "per_class_table",
-    "pick_device",
-    "predict_logits",
-    "sample",
-    "score",
-    "train",
-]

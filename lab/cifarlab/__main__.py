@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cifarlab.errors import LabError
+from cifarlab.config import LabError
 from cifarlab.options import OPTIONS
 
 NOTEBOOK_FLAGS = [key for key, option in OPTIONS.items() if option.notebook]
@@ -38,11 +38,10 @@ def _config(args: argparse.Namespace) -> Any:
     given = {
         f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
     }
-    cfg = TrainConfig().with_strings({k: v for k, v in given.items() if not isinstance(v, bool)})
-    for key, value in given.items():
-        if isinstance(value, bool):
-            setattr(cfg, key, value)
-    return cfg
+    strings = {k: v for k, v in given.items() if not isinstance(v, bool)}
+    return dataclasses.replace(
+        TrainConfig().with_strings(strings), **{k: v for k, v in given.items() if k not in strings}
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -51,18 +50,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cifarlab.train import train
 
     metrics = train(_config(args), stream=sys.stdout)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
-        return 0 if metrics["status"] == "succeeded" else 130
-    print(per_class_table(metrics))
-    print(f"status {metrics['status']}; results in {metrics['options']['out']}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(per_class_table(metrics))
+        print(f"status {metrics['status']}; results in {metrics['options']['out']}")
     return 0 if metrics["status"] == "succeeded" else 130
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a checkpoint on the test (or held-out) images of its data, or of ``--data``."""
     from cifarlab.data import load_data
-    from cifarlab.devices import pick_device
-    from cifarlab.evaluate import load_checkpoint, predict_logits, score
+    from cifarlab.models import load_checkpoint, pick_device, predict_logits, score
     from cifarlab.runlog import per_class_table
 
     device = pick_device(args.device)
@@ -74,7 +71,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         holdout=args.holdout if args.holdout is not None else cfg.get("holdout"),
         seed=cfg.get("seed", 0),
     )
-    assert data.test is not None
     if data.classes != ckpt["classes"]:
         raise LabError(f"the data's classes {data.classes} differ from the checkpoint's {ckpt['classes']}.")
     logits = predict_logits(model, data.test.images, device, tta=bool(cfg.get("tta")))
@@ -92,9 +88,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Classify image files: the class and its probability, per image."""
     import torch
 
-    from cifarlab.devices import pick_device
-    from cifarlab.evaluate import load_checkpoint, predict_logits
-    from cifarlab.images import decode_images
+    from cifarlab.data import decode_images
+    from cifarlab.models import load_checkpoint, pick_device, predict_logits
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
@@ -105,7 +100,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise LabError(f"no image file at {path}.")
         blobs.append(path.read_bytes())
     try:
-        images = decode_images(blobs, workers=1)
+        images = decode_images(blobs)
     except Exception as exc:
         raise LabError(f"could not decode one of the images: {exc}") from exc
     probs = torch.softmax(predict_logits(model, images, device, tta=bool(ckpt["config"].get("tta"))), 1)

@@ -1,4 +1,4 @@
-"""Every training option in one place (`TrainConfig`), and the recipes that fill in those left unset.
+"""Every training option in one place (`TrainConfig`), the recipes that fill in those left unset, and the errors.
 
 A recipe is a named set of knobs, one comment each. "classic" is the tutorial as published. "fast" uses the
 hardware: large batches from memory, a one-cycle schedule, flip test-time augmentation; for the tutorial network it
@@ -11,11 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from cifarlab.errors import LabError
+
+class LabError(Exception):
+    """A failure the user can fix: the command line prints its message, without a traceback, and exits with 2."""
 
 
 class ConfigError(LabError):
     """An option value the training core cannot use."""
+
+
+class DataError(LabError):
+    """A dataset that is missing or not in the expected shape; the message names the path and the layout."""
 
 
 # ------------------------------------------------------------------------------------------------ recipes
@@ -59,7 +65,7 @@ FAST_NET: dict[str, Any] = {
 # recipe -> model -> defaults; the fast network has no "classic" way to train
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "classic": {"tutorial": CLASSIC, "fast": FAST_NET},
-    "fast": {"tutorial": FAST_TUTORIAL, "fast": FAST_NET, "default": FAST_NET},
+    "fast": {"tutorial": FAST_TUTORIAL, "fast": FAST_NET},
 }
 
 
@@ -109,7 +115,7 @@ class TrainConfig:
         table = RECIPES[recipe]
         if self.model not in ("tutorial", "fast"):
             raise ConfigError(f"unknown model {self.model!r}; choose tutorial or fast.")
-        defaults = table.get(self.model, table.get("default", {}))
+        defaults = table[self.model]
         cfg = dataclasses.replace(self, recipe=recipe)
         for key, value in defaults.items():
             if getattr(cfg, key) is None:
@@ -128,10 +134,7 @@ class TrainConfig:
         need(self.batch_size is not None and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
         need(self.lr is not None and self.lr > 0, f"--lr must be positive, got {self.lr}.")
         need(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}.")
-        need(
-            self.schedule in ("constant", "onecycle"),
-            f"--schedule must be constant or onecycle, got {self.schedule!r}.",
-        )
+        need(self.schedule in ("constant", "onecycle"), f"--schedule is constant or onecycle, not {self.schedule!r}.")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}.")
         need(self.width is None or self.width > 0, f"--width must be positive, got {self.width}.")
         need(self.max_steps is None or self.max_steps >= 1, f"--max-steps must be >= 1, got {self.max_steps}.")
@@ -141,12 +144,6 @@ class TrainConfig:
         need(self.threads is None or self.threads >= 1, "--threads must be >= 1.")
         need(0 <= (self.warmup or 0) < 1, f"--warmup is a fraction of the run in [0, 1), got {self.warmup}.")
         need(0 <= (self.label_smoothing or 0) < 1, "--label-smoothing must be in [0, 1).")
-
-    @classmethod
-    def from_strings(cls, values: dict[str, str]) -> TrainConfig:
-        """Build from KEY=VALUE text (``--set``), converting each value by the field's type."""
-        cfg = cls()
-        return cfg.with_strings(values)
 
     def with_strings(self, values: dict[str, str]) -> TrainConfig:
         """A copy with KEY=VALUE text applied (command-line values, ``--set``); unknown keys are an error."""

@@ -1,15 +1,21 @@
-"""The networks. Each takes uint8 images (N, 3, 32, 32) or floats in [0, 1] and normalises them itself.
+"""The networks and a trained one at work: device, predictions, scores and checkpoints.
 
-Normalisation lives inside the model so that a checkpoint is all a later `evaluate` or `predict` needs.
+Each network takes uint8 images (N, 3, 32, 32) or floats in [0, 1] and normalises them itself, so that a checkpoint
+is all a later `evaluate` or `predict` needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from cifarlab.config import ConfigError, LabError, TrainConfig
 
 
 class Normalize(nn.Module):
@@ -28,70 +34,14 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class _MaxPool2x2(torch.autograd.Function):
-    """2x2 max-pooling with stride 2, exactly as ``F.max_pool2d`` computes it, forward and backward.
-
-    The forward is two elementwise maxima over strided views (vectorised, ~9x faster on a CPU than the pooling
-    kernel for the tutorial network's few channels); the backward sends each output's gradient to the element
-    ``max_pool2d`` would pick: the first maximum of its window in row-major order. Identical results for finite
-    values (the tests compare both bit for bit); only a window holding a NaN may route its gradient elsewhere.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        a, b, c, d = _corners(x)
-        y = torch.maximum(torch.maximum(a, b), torch.maximum(c, d))
-        ctx.save_for_backward(x, y)
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        x, y = ctx.saved_tensors
-        a, b, c, _ = _corners(x)
-        first = a == y
-        taken = first.clone()
-        second = (b == y) & ~taken
-        taken |= second
-        third = (c == y) & ~taken
-        taken |= third
-        out = torch.empty_like(x)
-        for corner, pick in zip(_corners(out), (first, second, third, ~taken), strict=True):
-            torch.mul(grad, pick, out=corner)
-        return out
-
-
-def _corners(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-left, top-right, bottom-left, bottom-right elements of every 2x2 window (views, no copies)."""
-    return x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d``, with a faster exact path for 2x2 windows of stride 2 on even-sized inputs."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = (
-            self.kernel_size in (2, (2, 2))
-            and self.stride in (2, (2, 2))
-            and self.padding in (0, (0, 0))
-            and self.dilation in (1, (1, 1))
-            and not self.return_indices
-            and not self.ceil_mode
-            and x.dim() == 4
-            and x.shape[-1] % 2 == 0
-            and x.shape[-2] % 2 == 0
-        )
-        return _MaxPool2x2.apply(x) if plain else super().forward(x)
-
-
 class TutorialNet(nn.Module):
-    """The classic tutorial CNN, layer for layer: 62,006 parameters."""
+    """The tutorial's CNN, layer for layer (62,006 parameters), with its input normalisation as a first layer."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.norm = Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = MaxPool2d(2, 2)  # nn.MaxPool2d(2, 2), computed faster
+        self.pool = nn.MaxPool2d(2, 2)
         self.conv2 = nn.Conv2d(6, 16, 5)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
         self.fc2 = nn.Linear(120, 84)
@@ -175,3 +125,124 @@ def build_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Every parameter, trainable or not (the tutorial's network has 62,006)."""
     return sum(p.numel() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ at work
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """CUDA, then Apple MPS, then CPU; a forced device that is absent is a clear error."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is not a device name; use auto, cuda, cuda:N, mps or cpu.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but this PyTorch sees no CUDA GPU; use --device auto or cpu.")
+    if device.type == "mps" and not mps:
+        raise ConfigError("--device mps was asked for but Apple's MPS is not available here; use auto or cpu.")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it, else fp16 (or as asked); nothing on CPU/MPS (slower there, not faster)."""
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported())
+    return torch.bfloat16 if bf16 else torch.float16
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 1000,
+    tta: bool = False,
+    channels_last: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits for uint8 images in large batches; with ``tta`` the mirrored image's logits are added."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size].to(device, non_blocking=True)
+        views = [x, x.flip(3)] if tta else [x]
+        if channels_last:  # each view: a flip does not keep the memory format
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(views[0]).float()
+            if tta:
+                logits = logits + model(views[1]).float()
+        outs.append(logits.cpu())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def score(preds: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict[str, Any]:
+    """Overall and per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    k = len(classes)
+    confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
+    per_class_total = confusion.sum(1)
+    per_class = {
+        c: (float(confusion[i, i]) / float(per_class_total[i]) if per_class_total[i] else None)
+        for i, c in enumerate(classes)
+    }
+    total = int(labels.numel())
+    return {
+        "accuracy": float((preds == labels).sum()) / total if total else None,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "n_test": total,
+    }
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, cfg: TrainConfig, classes: list[str], step: int, epoch: float, layout: dict[str, Any]
+) -> None:
+    """Atomically, so a run killed mid-write still leaves the previous checkpoint intact. ``layout``: how the run
+    was spread (``world_size``, ``nodes``, ``procs_per_node``, ``backend``, ``rank0_host``)."""
+    state = {
+        "format": "cifarlab/1",
+        "model": cfg.model,
+        "model_kwargs": model_kwargs(cfg),
+        "classes": classes,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": step,
+        "epoch": epoch,
+        **layout,
+        "config": dataclasses.asdict(cfg),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """What the model's constructor needs besides the class count, as stored in the checkpoint."""
+    return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean)} if cfg.model == "fast" else {}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model (in eval mode, on ``device``) and the checkpoint's metadata."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise LabError(f"no checkpoint at {path}; pass a run directory or its checkpoint.pt.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != "cifarlab/1":
+            raise ValueError("not a cifarlab checkpoint")
+        model = build_model(ckpt["model"], num_classes=len(ckpt["classes"]), **ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as exc:
+        raise LabError(f"{path} is not a readable cifarlab checkpoint ({exc}).") from exc
+    model.to(device).eval()
+    return model, ckpt

@@ -15,18 +15,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from cifarlab.errors import LabError
+from cifarlab.config import LabError
 
 NOTEBOOK_NAME = "first_pytorch_classifier.ipynb"
 LAB_DIR = Path(__file__).resolve().parent.parent
 SHOWN_SOURCE = 60  # characters of a cell's first line in its progress line
-
-
-def notebook_path() -> Path:
-    path = LAB_DIR / NOTEBOOK_NAME
-    if not path.is_file():
-        raise LabError(f"the lab notebook is missing: expected {path} next to the cifarlab package.")
-    return path
 
 
 class CellProgress:
@@ -87,7 +80,7 @@ def run_notebook(
     import nbformat
     from nbclient import NotebookClient
 
-    src = Path(source).resolve() if source else notebook_path()
+    src = Path(source).resolve() if source else LAB_DIR / NOTEBOOK_NAME
     if not src.is_file():
         raise LabError(f"the notebook {src} does not exist.")
     out = Path(out_dir).resolve()
@@ -108,28 +101,19 @@ def run_notebook(
         on_cell_executed=progress.done,
     )
     executed = out / (src.name if src.parent != out else f"{src.stem}.executed{src.suffix}")
-    saved = {k: os.environ.get(k) for k in env_updates}
-    os.environ.update(env_updates)  # the kernel inherits this process's environment
-    try:
-        _execute(client, progress, executed)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    _execute(client, progress, executed, env={**os.environ, **env_updates})
     nbformat.write(nb, executed)
     return executed
 
 
-def _execute(client: Any, progress: CellProgress, executed: Path) -> None:
+def _execute(client: Any, progress: CellProgress, executed: Path, env: dict[str, str]) -> None:
     """Run the client; a cell's error, a cell past the time limit or a dead kernel becomes a LabError that names
     the cell, once the partially executed copy is written to ``executed``."""
     import nbformat
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     try:
-        client.execute()
+        client.execute(env=env)  # the kernel's environment
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
         nbformat.write(client.nb, executed)  # the partially executed copy, kept whatever stopped it
         where = progress.where()

@@ -44,71 +44,6 @@ from typing import Any, TextIO
 import torch
 
 
-class Events:
-    """Append-only JSON lines, flushed per line so that a follower sees each event as it happens."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - held for the whole run
-
-    def emit(self, event: str, **fields: Any) -> None:
-        """Write one event with its time; nothing when there is no file (ranks other than 0)."""
-        if self.fh:
-            self.fh.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
-            self.fh.flush()
-
-    def close(self) -> None:
-        if self.fh:
-            self.fh.close()
-
-
-class Progress:
-    """A live bar on a terminal; plain lines every ``log_every`` seconds otherwise (detached runs log to files)."""
-
-    def __init__(self, stream: TextIO | None, log_every: float) -> None:
-        self.stream = stream
-        self.tty = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
-        self.interval = 0.2 if self.tty else log_every
-        self.last = 0.0
-
-    def due(self, now: float) -> bool:
-        """Whether a progress line is due now."""
-        return self.stream is not None and now - self.last >= self.interval
-
-    def show(self, now: float, p: dict[str, Any], final: bool = False) -> None:
-        """One progress line (or the bar, redrawn) from a progress event's fields."""
-        if self.stream is None:
-            return
-        self.last = now
-        frac = p["step"] / max(1, p["steps_total"])
-        text = (
-            f"epoch {p['epoch']:.2f} step {p['step']}/{p['steps_total']} loss {p['loss']:.4f} "
-            f"{p['images_per_s']:.0f} img/s eta {_duration(p['eta_s'])}"
-        )
-        if self.tty:
-            bar = "#" * int(frac * 24)
-            self.stream.write(f"\r[{bar:<24}] {frac:4.0%} {text}\x1b[K" + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def line(self, text: str) -> None:
-        """A message on its own line (it clears a live bar first)."""
-        if self.stream is not None:
-            self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
-            self.stream.flush()
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "(measuring)"
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        if seconds >= 3600
-        else f"{seconds // 60}:{seconds % 60:02d}"
-    )
-
-
 class Meter:
     """Losses, images and training time of a run. Losses stay on the device until read: the loop never waits."""
 
@@ -133,25 +68,27 @@ class Meter:
     def resume(self) -> None:
         self.t_train = time.time()
 
-    def elapsed(self, now: float) -> float:
-        return self.train_s + (now - self.t_train)
-
-    def images_per_s(self, seconds: float) -> float:
-        """Images per second over ``seconds``, counting every rank's images."""
-        return self.images * self.world / seconds if seconds > 0 else 0.0
-
 
 class RunLog:
-    """The run's events and progress lines; on ranks other than 0 it writes nothing."""
+    """The run's events (rank 0's ``events.jsonl``) and its lines: a live bar on a terminal, plain progress lines
+    every ``log_every`` seconds otherwise (detached runs log to files). Ranks other than 0 print only `rank_line`."""
 
     def __init__(self, out: Path, stream: TextIO | None, log_every: float, master: bool, t0: float) -> None:
-        self.events = Events(out / "events.jsonl" if master else None)
-        self.progress = Progress(stream if master else None, log_every)
+        self.events = open(out / "events.jsonl", "a", encoding="utf-8") if master else None  # noqa: SIM115
         self.stream = stream  # every rank's own lines (`rank_line`)
+        self.shown = stream if master else None  # rank 0's progress and messages
+        self.tty = bool(self.shown is not None and hasattr(self.shown, "isatty") and self.shown.isatty())
+        self.interval = 0.2 if self.tty else log_every
         self.t0 = t0  # the run's start
-        self.last_event_t = t0
-        self.last_event_len = 0
+        self.last_line = 0.0
+        self.last_event_t, self.last_event_len = t0, 0
         self.warm: tuple[float, int] | None = None  # (training seconds, step) at the first report: warm-up done
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """One event with its time, flushed, so that a follower sees it as it happens."""
+        if self.events:
+            self.events.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self.events.flush()
 
     def eta(self, elapsed: float, step: int, steps_total: int) -> float | None:
         """Seconds left at the pace measured since the first report, so the first steps' warm-up (CUDA
@@ -163,13 +100,12 @@ class RunLog:
             return None
         return (steps_total - step) * (elapsed - warm_elapsed) / (step - warm_step)
 
-    def begin(self, now: float) -> None:
-        """Training starts now: the first progress event comes a second later (or when a line is due)."""
-        self.last_event_t = now
+    def line_due(self, now: float) -> bool:
+        return self.shown is not None and now - self.last_line >= self.interval
 
     def due(self, now: float) -> bool:
         """A progress event every second, and a progress line when the display asks for one."""
-        return now - self.last_event_t >= 1.0 or self.progress.due(now)
+        return now - self.last_event_t >= 1.0 or self.line_due(now)
 
     def report(
         self, now: float, meter: Meter, step: int, steps_total: int, per_epoch: int, lr: float, final: bool = False
@@ -177,40 +113,57 @@ class RunLog:
         """A progress event (loss: the mean since the previous one), and a progress line when one is due."""
         meter.flush()
         recent = meter.losses[self.last_event_len :] or meter.losses[-1:]
-        elapsed = meter.elapsed(now)
+        elapsed = meter.train_s + (now - meter.t_train)
+        eta = self.eta(elapsed, step, steps_total)
         p = {
             "epoch": round(step / per_epoch, 4),
             "step": step,
             "steps_total": steps_total,
             "loss": round(sum(recent) / max(1, len(recent)), 5),
             "lr": lr,
-            "images_per_s": round(meter.images_per_s(elapsed), 1),
-            "eta_s": None if (eta := self.eta(elapsed, step, steps_total)) is None else round(eta, 1),
+            "images_per_s": round(meter.images * meter.world / elapsed if elapsed > 0 else 0.0, 1),
+            "eta_s": None if eta is None else round(eta, 1),
             "elapsed_s": round(time.time() - self.t0, 3),
         }
-        self.events.emit("progress", **p)
-        if final or self.progress.due(now):
-            self.progress.show(now, p, final)
+        self.emit("progress", **p)
+        if self.shown is not None and (final or self.line_due(now)):
+            self.last_line = now
+            text = (
+                f"epoch {p['epoch']:.2f} step {step}/{steps_total} loss {p['loss']:.4f} "
+                f"{p['images_per_s']:.0f} img/s eta {_duration(eta)}"
+            )
+            if self.tty:
+                bar = "#" * int(step / max(1, steps_total) * 24)
+                text = f"\r[{bar:<24}] {step / max(1, steps_total):4.0%} {text}\x1b[K" + ("\n" if final else "")
+            self.shown.write(text if self.tty else text + "\n")
+            self.shown.flush()
         self.last_event_t, self.last_event_len = now, len(meter.losses)
 
     def line(self, text: str) -> None:
-        self.progress.line(text)
+        """A message of rank 0 on its own line (it clears a live bar first)."""
+        if self.shown is not None:
+            self.rank_line(text)
 
     def phase(self, text: str) -> None:
         """The line that announces a silent step, in the form whoever watches knows (see the module's doc)."""
-        self.progress.line(f"{text} ...")
+        self.line(f"{text} ...")
 
     def rank_line(self, text: str) -> None:
         """A line printed by every rank, not only rank 0 (torchrun puts ``[rank R]:`` before each)."""
         if self.stream is not None:
-            self.stream.write(("\r\x1b[K" if self.progress.tty else "") + text + "\n")
+            self.stream.write(("\r\x1b[K" if self.tty else "") + text + "\n")
             self.stream.flush()
 
-    def emit(self, event: str, **fields: Any) -> None:
-        self.events.emit(event, **fields)
-
     def close(self) -> None:
-        self.events.close()
+        if self.events:
+            self.events.close()
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "(measuring)"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes: list[str]) -> str | None:
@@ -257,12 +210,6 @@ def write_json(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def events_loss(losses: list[float], window: int) -> float | None:
-    """The mean loss of the last ``window`` steps (an epoch's worth), for the ``epoch`` event."""
-    recent = losses[-window:]
-    return round(sum(recent) / len(recent), 5) if recent else None
 
 
 def per_class_table(metrics: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifarlab.data import DataError, load_data, load_image_folder, sample
+from cifarlab.data import DataError, load_data, sample
 
 from .conftest import CLASSES, make_jpeg_folder, make_targz
 
@@ -17,27 +17,27 @@ def _dominant_channel(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_image_folder_and_its_targz_give_the_same_images_and_labels(jpeg_folder: Path, jpeg_targz: Path) -> None:
-    a = load_image_folder(jpeg_folder)
-    b = load_image_folder(jpeg_targz)
+    a = load_data(str(jpeg_folder), holdout=0.5, cache=False)
+    b = load_data(str(jpeg_targz), holdout=0.5, cache=False)
     assert a.classes == b.classes == sorted(CLASSES)
-    assert a.train.images.shape == (18, 3, 32, 32) and a.train.images.dtype == torch.uint8
+    assert a.train.images.shape == (9, 3, 32, 32) and a.train.images.dtype == torch.uint8
     assert torch.equal(a.train.labels, b.train.labels)
     assert torch.equal(a.train.images, b.train.images)
     # cat is red, dog green, ship blue: the label must match the colour of its pixels
     assert torch.equal(_dominant_channel(a.train.images), a.train.labels.clone().apply_(lambda k: (0, 1, 2)[k]))
-    assert a.test is None
+    assert torch.equal(a.test.images, b.test.images) and len(a.test) == 9
 
 
 def test_archive_is_read_without_unpacking(tmp_path: Path, jpeg_targz: Path) -> None:
     before = set(tmp_path.rglob("*"))
-    load_image_folder(jpeg_targz)
+    load_data(str(jpeg_targz), cache=False)
     assert set(tmp_path.rglob("*")) == before
 
 
 def test_a_test_split_is_used_when_present(tmp_path: Path) -> None:
     folder = make_jpeg_folder(tmp_path / "withtest", per_class=4, with_test=True)
     data = load_data(str(make_targz(folder, tmp_path / "withtest.tgz")))
-    assert len(data.train) == 12 and data.test is not None and len(data.test) == 6
+    assert len(data.train) == 12 and len(data.test) == 6
     assert data.note == ""
 
 
@@ -45,7 +45,6 @@ def test_holdout_is_deterministic_by_seed_and_disjoint(jpeg_folder: Path) -> Non
     a = load_data(str(jpeg_folder), holdout=0.25, seed=3)
     b = load_data(str(jpeg_folder), holdout=0.25, seed=3)
     c = load_data(str(jpeg_folder), holdout=0.25, seed=4)
-    assert a.test is not None and b.test is not None and c.test is not None
     assert len(a.test) == 4 and len(a.train) == 14
     assert torch.equal(a.test.images, b.test.images)
     assert not torch.equal(a.test.images, c.test.images)
@@ -53,7 +52,7 @@ def test_holdout_is_deterministic_by_seed_and_disjoint(jpeg_folder: Path) -> Non
 
 def test_no_test_split_means_a_default_holdout_with_a_note(jpeg_folder: Path) -> None:
     data = load_data(str(jpeg_folder))
-    assert data.test is not None and len(data.test) == 2
+    assert len(data.test) == 2
     assert "holding out 10%" in data.note
 
 
@@ -112,9 +111,8 @@ def test_image_dataset_feeds_a_dataloader_through_torchvision_transforms(jpeg_fo
 
 def test_subset_draws_at_random_and_the_same_rows_for_the_same_seed(jpeg_folder: Path) -> None:
     data = load_data(str(jpeg_folder), holdout=0.25, seed=0, cache=False)
-    assert data.test is not None
     small = data.subset(6, 2, seed=3)
-    assert len(small.train) == 6 and small.test is not None and len(small.test) == 2
+    assert len(small.train) == 6 and len(small.test) == 2
     rows = sample(len(data.train), 6, seed=3)
     assert torch.equal(small.train.images, data.train.images[rows])
     assert torch.equal(small.train.labels, data.train.labels[rows])

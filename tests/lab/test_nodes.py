@@ -35,7 +35,6 @@ def test_dist_reads_the_node_layout_torchrun_sets() -> None:
     }
     dist = Dist.from_env(env)
     assert (dist.world, dist.rank, dist.local_rank, dist.local_world, dist.node, dist.nodes) == (8, 5, 1, 4, 1, 2)
-    assert not dist.master and not dist.node_master
     assert dist.tag == f"rank 5/8 (local 1/4, node 1 on {socket.gethostname()})"
     # launched without torchrun's node variables: the processes count as one node
     assert (Dist.from_env({"WORLD_SIZE": "2", "RANK": "0"}).nodes, Dist.from_env({}).nodes) == (1, 1)

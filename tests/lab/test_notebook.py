@@ -191,7 +191,7 @@ def test_each_cell_says_when_it_starts_and_how_long_it_took(tmp_path: Path) -> N
 
 
 def test_a_failing_cell_is_named_and_its_copy_kept(tmp_path: Path) -> None:
-    from cifarlab.errors import LabError
+    from cifarlab.config import LabError
     from cifarlab.notebook import run_notebook
 
     source = tiny_notebook(tmp_path / "bad.ipynb", "x = 1", "raise ValueError('no such column: price')", "print(x)")
@@ -209,7 +209,7 @@ def test_a_failing_cell_is_named_and_its_copy_kept(tmp_path: Path) -> None:
 
 
 def test_a_cell_past_its_time_limit_is_named(tmp_path: Path) -> None:
-    from cifarlab.errors import LabError
+    from cifarlab.config import LabError
     from cifarlab.notebook import run_notebook
 
     source = tiny_notebook(tmp_path / "slow.ipynb", "x = 1", "import time\ntime.sleep(30)")

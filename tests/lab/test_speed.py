@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import socket
@@ -17,10 +16,8 @@ import numpy as np
 import pytest
 import torch
 from cifarlab import data as data_module
-from cifarlab import fastload
 from cifarlab.config import TrainConfig
 from cifarlab.data import Data, DataError, load_data
-from cifarlab.fastload import wait_for_cache_writes
 from cifarlab.train import augment, train
 from PIL import Image
 
@@ -226,35 +223,30 @@ def test_benchmark_script_smoke_run(tmp_path: Path) -> None:
 
 
 def _pixels_and_labels(data: Data) -> list[tuple[bytes, int]]:
-    assert data.test is not None
     images = torch.cat([data.train.images, data.test.images])
     labels = torch.cat([data.train.labels, data.test.labels]).tolist()
     return sorted(zip((im.numpy().tobytes() for im in images), labels, strict=True))
 
 
-@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
+@pytest.mark.parametrize("workers", [1, 0], ids=["process", "in-process"])
 @pytest.mark.parametrize("holdout", [0.25, None], ids=["holdout", "archive-test-split"])
 def test_decoding_ahead_yields_the_same_splits_as_the_plain_loader(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process: bool, holdout: float | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, holdout: float | None
 ) -> None:
-    monkeypatch.setattr(fastload, "DECODE_CHUNK", 4)  # several chunks even for a few images
+    monkeypatch.setattr(data_module, "CHUNK", 4)  # several chunks even for a few images
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=10, with_test=True), tmp_path / "d.tar.gz")
     plain = load_data(str(archive), holdout=holdout, seed=2, cache=False)
-    opener = functools.partial(data_module.open_image_folder, process=process)
-    monkeypatch.setattr(data_module, "open_image_folder", opener)
-    ahead = load_data(str(archive), holdout=holdout, seed=2, cache=False, stream=True)
+    ahead = load_data(str(archive), holdout=holdout, seed=2, cache=False, ahead=True)
     decoding = ahead.decoding
-    assert decoding is not None and decoding.process is process and plain.decoding is None
-    assert ahead.test is not None and plain.test is not None
+    assert decoding is not None and plain.decoding is None
+    decoding.workers = workers
     assert torch.equal(ahead.train.labels, plain.train.labels) and torch.equal(ahead.test.labels, plain.test.labels)
 
     first = torch.randperm(len(ahead.train), generator=torch.Generator().manual_seed(5))
     decoding.start(first)
     decoding.wait("train", 5)  # the first rows of the training order are there before the rest
     assert torch.equal(ahead.train.images[first[:5]], plain.train.images[first[:5]])
-    decoding.wait("train")
-    decoding.wait("test")
-    decoding.join()
+    decoding.finish()
     assert torch.equal(ahead.train.images, plain.train.images)
     assert torch.equal(ahead.test.images, plain.test.images)
     assert _pixels_and_labels(ahead) == _pixels_and_labels(plain)
@@ -263,26 +255,31 @@ def test_decoding_ahead_yields_the_same_splits_as_the_plain_loader(
 
 def test_decoding_ahead_builds_the_same_cache_as_the_plain_loader(tmp_path: Path, lab_cache_dir: Path) -> None:
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=9), tmp_path / "d.tar.gz")
-    ahead = load_data(str(archive), holdout=0.2, seed=0, stream=True)
+    ahead = load_data(str(archive), holdout=0.2, seed=0, ahead=True)
     assert ahead.decoding is not None and "once decoded" in ahead.cache
     ahead.decoding.start()
-    wait_for_cache_writes()
-    reused = load_data(str(archive), holdout=0.2, seed=0, stream=True)
+    ahead.decoding.wait("train")
+    ahead.decoding.wait("test")
+    time.sleep(0.3)
+    assert not list(lab_cache_dir.glob("*.pt"))  # decoded, but the cores stay the trainer's until `finish`
+    ahead.decoding.finish()
+    assert ahead.cache.startswith("built") and len(list(lab_cache_dir.glob("d.tar.gz.cache-*.pt"))) == 1
+    reused = load_data(str(archive), holdout=0.2, seed=0, ahead=True)
     assert reused.decoding is None and reused.cache.startswith("reused")
     plain = load_data(str(archive), holdout=0.2, seed=0, cache=False)
     assert _pixels_and_labels(reused) == _pixels_and_labels(plain) == _pixels_and_labels(ahead)
     assert torch.equal(reused.train.images, plain.train.images)
 
 
-@pytest.mark.parametrize("process", [True, False], ids=["process", "thread"])
-def test_decoding_ahead_reports_an_undecodable_image(tmp_path: Path, jpeg_folder: Path, process: bool) -> None:
+@pytest.mark.parametrize("workers", [1, 0], ids=["process", "in-process"])
+def test_decoding_ahead_reports_an_undecodable_image(tmp_path: Path, jpeg_folder: Path, workers: int) -> None:
     (jpeg_folder / "train" / "cat" / "9999.jpg").write_bytes(b"garbage")
-    data = data_module.open_image_folder(jpeg_folder, process=process)
+    data = load_data(str(jpeg_folder), cache=False, ahead=True)
     assert data.decoding is not None
-    data.decoding.start()
+    data.decoding.workers = workers
     with pytest.raises(DataError, match="could not be decoded"):
-        data.decoding.wait("train")
-    data.decoding.join()
+        data.decoding.finish()
+    data.decoding.close()
 
 
 def test_a_cold_run_decoding_ahead_trains_exactly_as_a_warm_one(tmp_path: Path, lab_cache_dir: Path) -> None:
@@ -293,7 +290,6 @@ def test_a_cold_run_decoding_ahead_trains_exactly_as_a_warm_one(tmp_path: Path, 
         return train(TrainConfig(data=str(archive), holdout=0.25, recipe="fast", epochs=2, batch_size=4, out=out))
 
     cold = run("cold")
-    wait_for_cache_writes()
     warm = run("warm")
     events = [json.loads(line) for line in (tmp_path / "cold" / "events.jsonl").read_text().splitlines()]
     assert next(e for e in events if e["event"] == "data")["decoding"] == "background"
@@ -306,13 +302,13 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
 ) -> None:
     archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=12), tmp_path / "d.tar.gz")
     seen: list[int] = []
-    real = fastload.Decoding.wait
+    real = data_module.Decoding.wait
 
     def wait(self: Any, split: str, rows: int | None = None) -> None:
         seen.append(torch.get_num_threads())
         real(self, split, rows)
 
-    monkeypatch.setattr(fastload.Decoding, "wait", wait)
+    monkeypatch.setattr(data_module.Decoding, "wait", wait)
     cfg = TrainConfig(data=str(archive), holdout=0.25, recipe="fast", epochs=1, batch_size=4, threads=2)
     try:
         metrics = train(dataclasses.replace(cfg, out=str(tmp_path / "run")))
@@ -321,18 +317,3 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
     finally:
         torch.set_num_threads(1)
     assert metrics["status"] == "succeeded"
-    wait_for_cache_writes()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="decoding runs in a forked process on Linux only")
-def test_the_decoding_process_writes_the_cache_only_once_released(tmp_path: Path, lab_cache_dir: Path) -> None:
-    archive = make_targz(make_jpeg_folder(tmp_path / "imgs", per_class=9), tmp_path / "d.tar.gz")
-    ahead = load_data(str(archive), holdout=0.2, seed=0, stream=True)
-    assert ahead.decoding is not None and ahead.decoding.process  # forked on Linux
-    ahead.decoding.start()
-    ahead.decoding.wait("train")
-    ahead.decoding.wait("test")
-    time.sleep(0.3)
-    assert not list(lab_cache_dir.glob("*.pt"))  # decoded, but the cores are still the trainer's
-    wait_for_cache_writes()  # releases, then waits for the write
-    assert len(list(lab_cache_dir.glob("d.tar.gz.cache-*.pt"))) == 1

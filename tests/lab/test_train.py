@@ -14,7 +14,7 @@ import pytest
 import torch
 from cifarlab.config import ConfigError, TrainConfig
 from cifarlab.data import load_data
-from cifarlab.evaluate import load_checkpoint, predict_logits
+from cifarlab.models import load_checkpoint, predict_logits
 from cifarlab.train import train
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
