@@ -11,8 +11,8 @@ from cifarlab.config import DataError as DataError
 from cifarlab.config import LabError as LabError
 from cifarlab.config import TrainConfig as TrainConfig
 from cifarlab.data import Data as Data
-from cifarlab.data import load_data as load_data
 from cifarlab.data import Split as Split
+from cifarlab.data import load_data as load_data
 from cifarlab.data import sample as sample
 from cifarlab.models import FastNet as FastNet
 from cifarlab.models import TutorialNet as TutorialNet

@@ -116,7 +116,7 @@ class Dist:
 
     def layout(self) -> dict[str, Any]:
         """How the run was spread, as metrics.json and the checkpoint record it (rank 0 writes both)."""
-        backend = str(torch.distributed.get_backend()) if self.world > 1 else None
+        backend = str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else None
         return {**self.sizes(), "backend": backend, "rank0_host": socket.gethostname()}
 
 
@@ -273,8 +273,8 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if dist.world > 1 and not torch.distributed.is_initialized():
-        cuda = device.type == "cuda"
-        torch.distributed.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+        bind = {"device_id": device} if device.type == "cuda" else {}  # NCCL to this GPU (torch 2.3 and later)
+        torch.distributed.init_process_group("nccl" if bind else "gloo", **bind)  # type: ignore[arg-type]
     t_load = time.time()
     if data is None:
         log.phase(f"loading the data ({cfg.data})")
