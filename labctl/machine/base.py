@@ -86,9 +86,9 @@ _M = TypeVar("_M", bound="Machine")
 
 
 class Machine:
-    kind = "local"  # or "ssh"
+    kind: str  # "ssh" or "local"
     # False when the machine is this computer: its loopback ports are reached directly, without a tunnel.
-    needs_tunnel = False
+    needs_tunnel: bool
     _docker: DockerClient | None = None
 
     def describe(self) -> str:

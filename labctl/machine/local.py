@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 
 class LocalMachine(Machine):
+    kind = "local"
+    needs_tunnel = False
+
     def describe(self) -> str:
         return "this computer"
 
