@@ -7,20 +7,12 @@ CIFAR-10 download and the faster JPEG decoder, matplotlib only for the plots, nb
 from __future__ import annotations
 
 from cifarlab.config import ConfigError as ConfigError
-from cifarlab.config import DataError as DataError
 from cifarlab.config import LabError as LabError
 from cifarlab.config import TrainConfig as TrainConfig
 from cifarlab.data import Data as Data
 from cifarlab.data import Split as Split
 from cifarlab.data import load_data as load_data
 from cifarlab.data import sample as sample
-from cifarlab.models import FastNet as FastNet
-from cifarlab.models import TutorialNet as TutorialNet
-from cifarlab.models import build_model as build_model
-from cifarlab.models import load_checkpoint as load_checkpoint
-from cifarlab.models import pick_device as pick_device
-from cifarlab.models import predict_logits as predict_logits
-from cifarlab.models import score as score
 from cifarlab.runlog import per_class_table as per_class_table
 from cifarlab.train import train as train
 

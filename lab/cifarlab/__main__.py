@@ -104,11 +104,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except Exception as exc:
         raise LabError(f"could not decode one of the images: {exc}") from exc
     probs = torch.softmax(predict_logits(model, images, device, tta=bool(ckpt["config"].get("tta"))), 1)
-    results = []
     for name, p in zip(args.images, probs, strict=True):
-        k = int(p.argmax())
-        results.append({"image": name, "class": ckpt["classes"][k], "probability": round(float(p[k]), 4)})
-    for r in results:
+        r = {"image": name, "class": ckpt["classes"][int(p.argmax())], "probability": round(float(p.max()), 4)}
         print(json.dumps(r) if args.json else f"{r['image']}: {r['class']} ({r['probability']:.0%})")
     return 0
 

@@ -163,10 +163,7 @@ def parse_value(type_text: str, text: str, key: str) -> Any:
         return None
     try:
         if type_text.startswith("bool"):
-            lowered = text.strip().lower()
-            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise ValueError(text)
-            return lowered in ("1", "true", "yes", "on")
+            return ("0", "false", "no", "off", "1", "true", "yes", "on").index(text.strip().lower()) >= 4
         if type_text.startswith("int"):
             return int(text)
         if type_text.startswith("float"):

@@ -318,9 +318,8 @@ def decode_images(blobs: list[bytes]) -> torch.Tensor:
         with Image.open(io.BytesIO(blob)) as opened:
             im = opened.convert("RGB")
             arrays.append(np.asarray(im if im.size == (SIZE, SIZE) else im.resize((SIZE, SIZE)), dtype=np.uint8))
-    if not arrays:
-        return torch.empty(0, 3, SIZE, SIZE, dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    images = np.stack(arrays) if arrays else np.zeros((0, SIZE, SIZE, 3), np.uint8)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 _BLOBS: dict[str, list[bytes]] = {}  # the folder's encoded images, which a forked decoding process inherits

@@ -112,14 +112,12 @@ class FastNet(nn.Module):
         return self.head(x) * self.scale
 
 
-MODELS: dict[str, type[nn.Module]] = {"tutorial": TutorialNet, "fast": FastNet}
-
-
 def build_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """A model by preset name; ``kwargs`` (e.g. ``width``) go to its constructor."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    models: dict[str, type[nn.Module]] = {"tutorial": TutorialNet, "fast": FastNet}
+    if name not in models:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(models)}")
+    return models[name](num_classes=num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -189,11 +187,8 @@ def score(preds: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict
     """Overall and per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
     k = len(classes)
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
-    per_class_total = confusion.sum(1)
-    per_class = {
-        c: (float(confusion[i, i]) / float(per_class_total[i]) if per_class_total[i] else None)
-        for i, c in enumerate(classes)
-    }
+    totals = confusion.sum(1).tolist()
+    per_class = {c: confusion[i, i].item() / totals[i] if totals[i] else None for i, c in enumerate(classes)}
     total = int(labels.numel())
     return {
         "accuracy": float((preds == labels).sum()) / total if total else None,

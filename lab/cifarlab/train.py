@@ -430,15 +430,8 @@ def evaluate_now(run: Run) -> None:
 
 
 def save(run: Run) -> None:
-    models.save_checkpoint(
-        Path(str(run.cfg.out)) / "checkpoint.pt",
-        run.raw,
-        run.cfg,
-        run.data.classes,
-        run.step,
-        run.epoch(),
-        run.dist.layout(),
-    )
+    path = Path(str(run.cfg.out)) / "checkpoint.pt"
+    models.save_checkpoint(path, run.raw, run.cfg, run.data.classes, run.step, run.epoch(), run.dist.layout())
 
 
 # ------------------------------------------------------------------------------------------------ finish
