@@ -141,7 +141,7 @@ _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 def check_fingerprint(text: str) -> str:
     """A fingerprint as ``ssh-keygen -lf`` prints it ('SHA256:' and 43 base64 characters), or a UsageError."""
     value = text.strip()
-    if not _FINGERPRINT_RE.match(value):
+    if not _FINGERPRINT_RE.fullmatch(value):
         raise UsageError(
             f"'{text}' is not an SSH host key fingerprint.",
             hint="Give it as 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' prints it on the machine, "

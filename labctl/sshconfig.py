@@ -130,7 +130,7 @@ def host_alias(lab: str) -> str:
 
 
 def check_host(host: str) -> str:
-    if _HOSTNAME.match(host) or (":" in host and _IPV6.match(host)):
+    if _HOSTNAME.fullmatch(host) or (":" in host and _IPV6.fullmatch(host)):
         return host
     raise UsageError(
         f"The host name {host!r} cannot go into an SSH config entry.",
@@ -139,7 +139,7 @@ def check_host(host: str) -> str:
 
 
 def check_user(user: str) -> str:
-    if _USER.match(user):
+    if _USER.fullmatch(user):
         return user
     raise UsageError(
         f"The user name {user!r} cannot go into an SSH config entry.",
@@ -155,7 +155,7 @@ def check_port(port: int, what: str = "port") -> int:
 
 def check_path(path: Path, what: str) -> Path:
     text = path.as_posix()
-    if path.is_absolute() and _PATH_OK.match(text) and not text.startswith("~"):
+    if path.is_absolute() and _PATH_OK.fullmatch(text) and not text.startswith("~"):
         return path
     raise UsageError(
         f"{what} {text!r} cannot go into an SSH config entry.",

@@ -36,9 +36,9 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
 
 def validate_lab_name(name: str) -> str:
     """Lab names end up in resource-group, VM and container names, so they keep to what all of those accept."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise UsageError(
-            f"'{name}' is not a valid lab name.",
+            f"{name!r} is not a valid lab name.",
             hint="Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not "
             "ending with '-' (for example 'lab' or 'cifar-gpu').",
         )
@@ -59,7 +59,7 @@ def state_dir() -> Path:
 
 
 def _matching(pattern: re.Pattern[str]) -> Callable[[str | None], bool]:
-    return lambda value: value is None or bool(pattern.match(value))
+    return lambda value: value is None or bool(pattern.fullmatch(value))
 
 
 # The records' schema: each field's type, and for these the values no lab of labctl's could hold (they reach SSH,
@@ -68,7 +68,7 @@ Address = Annotated[str | None, _matching(_HOST_RE)]  # a host name or an addres
 Port = Annotated[int, lambda port: 0 < port < 65536]
 User = Annotated[str | None, _matching(_USER_RE)]
 HostKey = Annotated[str | None, _matching(_HOST_KEY_RE)]  # pinned public host key, "ssh-ed25519 AAAA..."
-RunId = Annotated[str, lambda run_id: bool(RUN_ID_RE.match(run_id)) and ".." not in run_id]
+RunId = Annotated[str, lambda run_id: bool(RUN_ID_RE.fullmatch(run_id)) and ".." not in run_id]
 
 
 @dataclass

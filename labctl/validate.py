@@ -17,14 +17,19 @@ from urllib.parse import urlsplit
 
 from labctl.errors import UsageError
 
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
-SIZE_RE = re.compile(r"^[A-Za-z0-9_]{2,64}$")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Each is matched against the whole value (``fullmatch``: no trailing newline slips through) in ASCII only (no
+# other script's digits pass for 0-9).
+GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
+REGION_RE = re.compile(r"[a-z][a-z0-9]{2,30}", re.ASCII)
+SIZE_RE = re.compile(r"[A-Za-z0-9_]{2,64}", re.ASCII)
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+HHMM_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]", re.ASCII)
+PORT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
 # Azure's rule for a Linux VM's admin user name. (Azure also refuses some names such as root or admin when the
 # VM is created; they are not refused here, since tests log in to a stand-in VM as the local user, root in CI.)
-ADMIN_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+ADMIN_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
+# Seconds any of labctl's waits may take: a week is past every sensible value, and far below what sleep() takes.
+MAX_SECONDS = 7 * 24 * 3600
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
 # Ranges wider than these are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
 REFUSE_WIDER_THAN = {4: 8, 6: 32}
@@ -37,9 +42,9 @@ def _blank(value: str, what: str) -> None:
 
 def check_subscription(value: str, what: str = "--subscription") -> str:
     _blank(value, what)
-    if not GUID_RE.match(value.strip()):
+    if not GUID_RE.fullmatch(value.strip()):
         raise UsageError(
-            f"{what} '{value}' is not an Azure subscription id.",
+            f"{what} {value!r} is not an Azure subscription id.",
             hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
         )
     return value.strip()
@@ -48,9 +53,9 @@ def check_subscription(value: str, what: str = "--subscription") -> str:
 def check_region(value: str, what: str = "--region") -> str:
     """A region name as Azure spells it (any case), or 'auto'."""
     _blank(value, what)
-    if value.lower() != "auto" and not REGION_RE.match(value.lower()):
+    if value.lower() != "auto" and not REGION_RE.fullmatch(value.lower()):
         raise UsageError(
-            f"{what} '{value}' is not an Azure region name.",
+            f"{what} {value!r} is not an Azure region name.",
             hint="Use a name like eastus, westeurope or westus2, without spaces "
             "('az account list-locations -o table' lists them), or auto.",
         )
@@ -59,9 +64,9 @@ def check_region(value: str, what: str = "--region") -> str:
 
 def check_size_name(value: str, what: str = "--size") -> str:
     _blank(value, what)
-    if not SIZE_RE.match(value.strip()):
+    if not SIZE_RE.fullmatch(value.strip()):
         raise UsageError(
-            f"labctl does not know the VM size '{value}' ({what}): Azure's size names are letters, digits and '_'.",
+            f"labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
             hint="Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); "
             "'labctl up --help' names the common ones.",
         )
@@ -70,9 +75,9 @@ def check_size_name(value: str, what: str = "--size") -> str:
 
 def check_shutdown_at(value: str, what: str = "--shutdown-at") -> str:
     _blank(value, what)
-    if not HHMM_RE.match(value):
+    if not HHMM_RE.fullmatch(value):
         raise UsageError(
-            f"{what} '{value}' is not a time of day.",
+            f"{what} {value!r} is not a time of day.",
             hint="Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
         )
     return value
@@ -88,7 +93,7 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise UsageError(
-            f"{what} '{text}' is not an IP address or CIDR range.",
+            f"{what} {text!r} is not an IP address or CIDR range.",
             hint="Give your address (203.0.113.7) or a range (203.0.113.0/24); 'any' opens SSH to everyone.",
         ) from None
     if net.version == 6:
@@ -137,28 +142,25 @@ def _unreachable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | No
 
 def check_run_id(value: str, what: str = "RUN") -> str:
     """A run id (or the start of one) as labctl makes them: no paths, no spaces."""
-    if not RUN_ID_RE.match(value) or ".." in value:
+    if not RUN_ID_RE.fullmatch(value) or ".." in value:
         raise UsageError(
-            f"{what} '{value}' is not a run id.",
+            f"{what} {value!r} is not a run id.",
             hint="Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
         )
     return value
 
 
 def check_port(text: str, what: str) -> int:
-    try:
-        port = int(text.strip())
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536 or not text.strip().isdigit():
-        raise UsageError(f"{what} '{text}' is not a port number.", hint="Use a whole number from 1 to 65535.")
+    port = int(text.strip()) if PORT_RE.fullmatch(text.strip()) else -1
+    if not 0 < port < 65536:
+        raise UsageError(f"{what} {text!r} is not a port number.", hint="Use a whole number from 1 to 65535.")
     return port
 
 
 def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
-    if not ADMIN_RE.match(value):
+    if not ADMIN_RE.fullmatch(value):
         raise UsageError(
-            f"{what} '{value}' is not a user name Azure accepts for a VM's administrator.",
+            f"{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
             hint="Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); "
             "or unset it for the default, azureuser.",
         )
@@ -167,9 +169,9 @@ def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
 
 def check_url(value: str, what: str, schemes: tuple[str, ...] = ("https",)) -> str:
     parts = urlsplit(value.strip())
-    if parts.scheme not in schemes or not parts.hostname:
+    if parts.scheme not in schemes or not parts.hostname or not value.strip().isprintable() or " " in value.strip():
         raise UsageError(
-            f"{what} '{value}' is not an {' or '.join(schemes)} URL.",
+            f"{what} {value!r} is not an {' or '.join(schemes)} URL.",
             hint=f"Give a URL such as {schemes[0]}://example.com/, or unset it for the default.",
         )
     return value.strip()
@@ -177,17 +179,20 @@ def check_url(value: str, what: str, schemes: tuple[str, ...] = ("https",)) -> s
 
 def check_seconds(text: str, what: str) -> float:
     try:
-        number = float(text)
+        number = float(text) if text.isascii() else math.nan
     except ValueError:
         number = math.nan
-    if not math.isfinite(number) or number < 0:
-        raise UsageError(f"{what} '{text}' is not a number of seconds.", hint="Use a number such as 2 or 0.5.")
+    if not 0 <= number <= MAX_SECONDS:  # nan and inf too
+        raise UsageError(
+            f"{what} {text!r} is not a number of seconds labctl can wait.",
+            hint=f"Use a number such as 2 or 0.5, at most {MAX_SECONDS} (a week).",
+        )
     return number
 
 
 def check_yes_no(text: str, what: str) -> str:
     if text.strip().lower() not in BOOL_WORDS:
-        raise UsageError(f"{what} '{text}' is neither yes nor no.", hint="Use 1 or 0 (or yes/no, true/false).")
+        raise UsageError(f"{what} {text!r} is neither yes nor no.", hint="Use 1 or 0 (or yes/no, true/false).")
     return text
 
 

@@ -320,6 +320,19 @@ OTHER_COMMAND_CASES = [
     Case("down-without-yes", ("down",), ("--yes",), lab="ready"),
 ]
 
+# Values that once passed the check and hurt later: a trailing newline (a state file 'lab\n.json', a resource
+# group with a newline in its name), another script's digits, a number of seconds too large to sleep.
+PASSED_THEN_HURT_CASES = [
+    *up("name-trailing-newline", "--name", "lab\n", words=("'lab\\n'",)),
+    *up("region-trailing-newline", "--region", "eastus\n", words=("'eastus\\n'",)),
+    *up("shutdown-arabic-digits", "--shutdown-at", "1\u0669:0\u0660", words=("1\u0669:0\u0660",)),
+    *env_up("LABCTL_SSH_PORT", "\uff12\uff12", "\uff12\uff12"),
+    *env_up("LABCTL_ADMIN_USER", "azureuser\n", "azureuser\\n"),
+    *env_up("LABCTL_POLL_INTERVAL", "1e308", "1e308"),
+    *env_up("LABCTL_ARM_ENDPOINT", "https://management.azure.com\t.evil/", "LABCTL_ARM_ENDPOINT"),
+    Case("fetch-run-trailing-newline", ("fetch", "r1\n"), ("'r1\\n'",), lab="ready"),
+]
+
 # An `up` that fails before it creates anything (no login, no room) leaves no lab record behind.
 FAILED_UP_CASES = [
     Case("up-login-refused", ("up", "--yes"), ("Azure login",), code=RUNTIME, env={"AZURE_CLIENT_SECRET": "wrong"}),
@@ -339,6 +352,7 @@ CASES = [
     *RUN_LAB_CASES,
     *NOT_READY_CASES,
     *OTHER_COMMAND_CASES,
+    *PASSED_THEN_HURT_CASES,
 ]
 
 
