@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     path = lab_key_path(lab)
     pub = path.with_name(path.name + ".pub")
     if path.is_file() and pub.is_file():
-        return path, pub.read_text().strip()
+        return path, _public_line(pub, f"The key of lab '{lab}'")
     pair = generate_ed25519(f"labctl-{lab}")
     make_private_dir(path.parent)
     write_private(path, pair.private_openssh)
@@ -66,6 +67,7 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
 
 
 PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
+MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
 NO_PASSPHRASE_HINT = (
     "labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add {path}'), "
     "use a key without a passphrase, or leave the key out and labctl makes one for the lab."
@@ -92,7 +94,7 @@ def check_key_pair(path: Path, what: str, *, need_pub: bool = True) -> str | Non
                 hint=NO_PASSPHRASE_HINT.format(path=path),
             )
         return public
-    line = pub.read_text(errors="replace").strip()
+    line = _public_line(pub, what)
     if not line.startswith(PUBLIC_PREFIXES):
         raise UsageError(f"{pub} is not an OpenSSH public key.", hint="Give an ed25519 or RSA key pair.")
     if public is not None and line.split()[:2] != public.split()[:2]:
@@ -119,14 +121,7 @@ def check_private_key(path: Path, what: str) -> str | None:
             hint="Give the path of your private key (its .pub beside it), or leave it out and labctl makes a key "
             "pair for the lab.",
         )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        reason = "a directory" if path.is_dir() else f"unreadable ({exc.strerror})"
-        raise UsageError(
-            f"{what} {path} is {reason}, not a private key file.",
-            hint="Give the path of your private key file, for example ~/.ssh/id_ed25519.",
-        ) from None
+    data = read_key_file(path, what)
     text = data.decode(errors="replace").strip()
     if text.startswith(PUBLIC_PREFIXES) or "PUBLIC KEY" in text.split("\n", 1)[0]:
         raise UsageError(
@@ -149,6 +144,37 @@ def check_private_key(path: Path, what: str) -> str | None:
         ) from None
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return public.decode()
+
+
+def read_key_file(path: Path, what: str) -> bytes:
+    """A key file's bytes; refused unless it is a regular file of key size: a FIFO would hang every command
+    (`labctl config` too) and a device such as /dev/zero would never end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once, to be refused
+    except OSError as exc:
+        problem = "a directory" if path.is_dir() else f"unreadable ({exc.strerror})"
+    else:
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_KEY_BYTES:
+                return os.read(fd, MAX_KEY_BYTES)
+        finally:
+            os.close(fd)
+        problem = (
+            "a directory"
+            if stat.S_ISDIR(info.st_mode)
+            else "a FIFO, socket or device"
+            if not stat.S_ISREG(info.st_mode)
+            else f"{info.st_size:,} bytes, far larger than any key"
+        )
+    raise UsageError(
+        f"{what} {path} is {problem}, not a key file.",
+        hint="Give the path of your private key file, for example ~/.ssh/id_ed25519 (its .pub beside it).",
+    )
+
+
+def _public_line(pub: Path, what: str) -> str:
+    return read_key_file(pub, what).decode(errors="replace").strip()
 
 
 def _agent_holds(public_line: str) -> bool:
@@ -180,7 +206,7 @@ def check_lab_key(name: str, key_path: str | None) -> None:
             "PATH' (the machine must already accept it).",
         ) from None
     pub = path.with_name(path.name + ".pub")
-    if public is None and not (pub.is_file() and _agent_holds(pub.read_text(errors="replace").strip())):
+    if public is None and not (pub.is_file() and _agent_holds(_public_line(pub, f"The SSH key of lab '{name}',"))):
         raise UsageError(
             f"The SSH key of lab '{name}', {path}, is protected by a passphrase and no ssh-agent holds it.",
             hint=NO_PASSPHRASE_HINT.format(path=path),

@@ -135,6 +135,9 @@ def make_keys(root: Path) -> Path:
     (keys / "pubaspriv.pub").write_text(good.public_line + "\n")
     (keys / "binary").write_bytes(bytes(range(256)) * 4)
     (keys / "binary.pub").write_text(good.public_line + "\n")
+    os.mkfifo(keys / "fifo")  # reading it would wait forever for a writer
+    (keys / "fifo.pub").write_text(good.public_line + "\n")
+    _write_pair(keys / "huge", good.private_openssh + "#" * (1 << 20), good.public_line)
     return keys
 
 

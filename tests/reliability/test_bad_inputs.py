@@ -46,6 +46,11 @@ KEY_CASES = [
     *up("key-pub-mismatch", "--ssh-key", "{k}/mismatch", words=("{k}/mismatch", ".pub")),
     *up("key-missing", "--ssh-key", "{k}/missing", words=("{k}/missing",)),
     *up("key-no-pub", "--ssh-key", "{k}/nopub", words=("{k}/nopub.pub",)),
+    *up("key-fifo", "--ssh-key", "{k}/fifo", words=("{k}/fifo", "FIFO")),
+    *up("key-device", "--ssh-key", "/dev/zero", words=("/dev/zero", "device")),
+    *up("key-huge", "--ssh-key", "{k}/huge", words=("{k}/huge", "larger than any key")),
+    *env_up("LABCTL_SSH_KEY", "{k}/fifo", "{k}/fifo"),
+    Case("config-key-fifo", ("config",), ("{k}/fifo", "FIFO"), env={"LABCTL_SSH_KEY": "{k}/fifo"}),
     *up(
         "ssh-target-key-public",
         "--target",
