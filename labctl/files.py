@@ -24,11 +24,10 @@ PRIVATE_DIR = 0o700
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) if missing, and make it the owner's alone where modes exist."""
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    if sys.platform != "win32":
-        with contextlib.suppress(OSError):  # a directory we do not own (e.g. a shared parent) stays as it is
-            os.chmod(path, PRIVATE_DIR)
+    """Create ``path`` (and its parents) if missing, the owner's alone where modes exist. A folder already there
+    (LABCTL_STATE_DIR pointed at an existing one, or a link) keeps its mode: labctl changes only what it made."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # the umask can only narrow 0700
     return path
 
 

@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 from labctl.errors import UsageError
-from labctl.files import write_private
+from labctl.files import make_private_dir, write_private
 from labctl.hostkeys import normalize
 from labctl.state import LabRecord, validate_lab_name
 
@@ -216,9 +216,7 @@ def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
 
 def _ensure_dirs(paths: Paths) -> None:
     for directory in (paths.ssh_dir, paths.labctl_dir):
-        if not directory.exists():
-            directory.mkdir(mode=0o700)
-    paths.labctl_dir.chmod(0o700)
+        make_private_dir(directory)
 
 
 def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:

@@ -115,3 +115,31 @@ def test_broken_key_of_a_lab_is_named_before_connecting(damage: str, argv: tuple
     was = before(world)
     result = invoke(world, argv, {})
     assert_refused(world, Case(f"{damage}-{argv[0]}", argv, words, code=USAGE), result, was)
+
+
+@pytest.mark.parametrize("given", ["folder", "link"])
+def test_a_state_dir_labctl_did_not_make_keeps_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """LABCTL_STATE_DIR at an existing (shared) folder, or at a link to one: labctl makes its own folders inside
+    private and leaves the folder itself as it found it."""
+    import stat
+
+    from labctl.locks import lab_lock
+    from labctl.state import LabRecord
+    from labctl.ui import PlainReporter
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    root = shared
+    if given == "link":
+        root = tmp_path / "link"
+        root.symlink_to(shared)
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(root))
+    StateStore().save(LabRecord(name="lab", target="local"))
+    with lab_lock("lab", "up", PlainReporter()):
+        pass
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    made = [p for p in shared.iterdir() if p.is_dir()]
+    assert made and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in made)
