@@ -544,7 +544,10 @@ def run_cmd(
 @app.command("cancel")
 def cancel_cmd(
     run: Annotated[
-        str | None, typer.Argument(metavar="[RUN]", help="Run id (default: the running one).", show_default=False)
+        str | None,
+        typer.Argument(
+            metavar="[RUN]", help="Run id (default: the running one).", show_default=False, callback=_run_id
+        ),
     ] = None,
     name: NameOpt = None,
     as_json: JsonOpt = False,

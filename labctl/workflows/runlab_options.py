@@ -80,6 +80,8 @@ class RunLabOptions:
         for flag, number in (("--epochs", given.get("epochs")), ("--lr", given.get("lr"))):
             if number is not None and not (math.isfinite(number) and number > 0):
                 raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
+        if given.get("holdout") is not None and not 0 < given["holdout"] < 1:  # nan and inf too
+            raise UsageError(f"--holdout {given['holdout']:g} is not a share of the images.", hint="E.g. 0.1.")
         if given.get("batch_size") is not None and given["batch_size"] < 1:
             raise UsageError(f"--batch-size {given['batch_size']} is not a positive whole number.", hint="E.g. 64.")
         if not 0 <= given.get("seed", 0) < 2**32:

@@ -69,6 +69,8 @@ def describe_pull(result: workspace.PullResult) -> str:
 
 
 def pull(opts: PullOptions, ui: Reporter) -> Outcome:
+    for path in opts.paths:
+        workspace.workspace_path(path)  # a path out of /workspace is refused before anything connects
     record = StateStore().resolve(opts.name)
     dest = opts.dest or pull_dest(record)
     with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
@@ -85,6 +87,7 @@ def pull(opts: PullOptions, ui: Reporter) -> Outcome:
 
 
 def push(opts: PushOptions, ui: Reporter) -> Outcome:
+    workspace.workspace_path(opts.to)  # refused before anything connects
     record = StateStore().resolve(opts.name)
     progress = workspace.ProgressLines(ui.info, "Sent")
     with lab_container(record, ui) as box, ui.step(f"Copying {len(opts.paths)} path(s) into lab '{record.name}'"):

@@ -336,6 +336,14 @@ PASSED_THEN_HURT_CASES = [
     *env_up("LABCTL_POLL_INTERVAL", "1e308", "1e308"),
     *env_up("LABCTL_ARM_ENDPOINT", "https://management.azure.com\t.evil/", "LABCTL_ARM_ENDPOINT"),
     Case("fetch-run-trailing-newline", ("fetch", "r1\n"), ("'r1\\n'",), lab="ready"),
+    # Refused before the first connection, not by the lab's machine once reached.
+    *(
+        Case(f"run-lab-holdout-{v}", (*RUN_LAB, "--holdout", v), ("--holdout",), lab="ready")
+        for v in ("1.5", "nan", "inf")
+    ),
+    Case("pull-out-of-the-workspace", ("pull", "../x"), ("../x",), lab="ready"),
+    Case("push-to-out-of-the-workspace", ("push", "{tmp}", "--to", "../x"), ("../x",), lab="ready"),
+    Case("cancel-run-traversal", ("cancel", "../x"), ("../x",), lab="ready"),
 ]
 
 # An `up` that fails before it creates anything (no login, no room) leaves no lab record behind.
