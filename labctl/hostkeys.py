@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import socket
 import sys
@@ -89,22 +90,57 @@ def known_hosts_path() -> Path:
 
 def lookup_known_hosts(host: str, port: int, path: Path | None = None) -> list[str]:
     """The keys ``known_hosts`` holds for the host (hashed entries included), best type first."""
-    import paramiko
+    return read_known_hosts(host, port, path)[0]
 
+
+def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[list[str], set[str]]:
+    """(the host's keys, best type first; the keys revoked for it), read as OpenSSH reads ``known_hosts``:
+    ``@cert-authority`` lines name CAs, not host keys; a ``@revoked`` key is never one of the host's; a line
+    whose negated pattern (``!host``) matches does not apply; lines it cannot read are passed over."""
     path = path if path is not None else known_hosts_path()
-    if not path.is_file():
-        return []
-    keys = paramiko.HostKeys()
+    name = known_hosts_name(host, port)
     try:
-        keys.load(str(path))
-    except (OSError, paramiko.SSHException):
-        return []
-    entry = keys.lookup(known_hosts_name(host, port))
-    if entry is None:
-        return []
-    found = [f"{k.get_name()} {k.get_base64()}" for k in entry.values()]
+        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    except OSError:
+        lines = []
+    keys: list[str] = []
+    revoked: set[str] = set()
+    for line in lines:
+        fields = line.split()
+        marker = fields.pop(0) if fields and fields[0].startswith("@") else None
+        if len(fields) < 3 or fields[0].startswith("#") or not _hosts_match(fields[0], name):
+            continue
+        try:
+            key = normalize(f"{fields[1]} {fields[2]}")
+        except UsageError:
+            continue
+        if marker == "@revoked":
+            revoked.add(key)
+        elif marker is None:  # @cert-authority, and markers OpenSSH does not know, name no host key
+            keys.append(key)
     rank = {t: i for i, t in enumerate(KEY_TYPES)}
-    return sorted(found, key=lambda line: rank.get(line.split()[0], len(rank)))
+    known = [k for k in dict.fromkeys(keys) if k not in revoked]
+    return sorted(known, key=lambda line: rank.get(line.split()[0], len(rank))), revoked
+
+
+def _hosts_match(patterns: str, name: str) -> bool:
+    """OpenSSH's host patterns: a hashed name, or a list where '*' and '?' are wildcards and a matching
+    negated pattern rules the line out whatever else matches."""
+    if patterns.startswith("|1|"):
+        try:
+            _, _, salt, digest = patterns.split("|")
+            mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(mac, base64.b64decode(digest))
+        except ValueError:
+            return False
+    matched = False
+    for pattern in patterns.split(","):
+        glob = re.escape(pattern.removeprefix("!")).replace(r"\*", ".*").replace(r"\?", ".")
+        if re.fullmatch(glob, name, re.IGNORECASE | re.DOTALL):
+            if pattern.startswith("!"):
+                return False
+            matched = True
+    return matched
 
 
 def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
@@ -166,7 +202,7 @@ def confirm_host_key(
     ``one_of_several``: the host is one of a cluster's, whose keys come from known_hosts (the flag pins one).
     """
     want = check_fingerprint(expected) if expected else None
-    known = lookup_known_hosts(host, port)
+    known, revoked = read_known_hosts(host, port)
     if want is not None:
         known = [k for k in known if fingerprint(k) == want]
     if known:
@@ -174,6 +210,12 @@ def confirm_host_key(
         return known[0]
     offered = scan_host_key(host, port)
     shown = f"{offered.split()[0]} {fingerprint(offered)}"
+    if normalize(offered) in revoked:
+        raise LabctlError(
+            f"The host {host}:{port} offered the key {shown}, which {known_hosts_path()} marks @revoked; "
+            "nothing was pinned.",
+            hint="Find out why that key was revoked before you connect; the machine needs a new host key.",
+        )
     if want is not None:
         if fingerprint(offered) != want:
             raise LabctlError(
