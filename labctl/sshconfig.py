@@ -194,24 +194,25 @@ def render_block(entry: HostEntry, known_hosts: Path) -> str:
 
 
 def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
-    """(lines outside any block, {lab: block text}) of labctl's config file; order of blocks is kept."""
+    """(lines outside any block, {lab: block text}) of labctl's config file; order of blocks is kept. A block cut
+    short (a begin line with no end before the next begin or the end of the file) is kept as it is, outside
+    the blocks: it cannot be told apart from what follows it, so a rewrite must not drop either."""
     outside: list[str] = []
     blocks: dict[str, str] = {}
     current: str | None = None
     body: list[str] = []
     for line in text.splitlines(keepends=True):
-        if current is None and line.startswith(_BEGIN):
+        if line.startswith(_BEGIN):
+            outside += body
             current, body = line[len(_BEGIN) :].strip(), [line]
         elif current is not None:
             body.append(line)
             if line.strip() == f"{_END}{current}":
                 blocks[current] = "".join(body)
-                current = None
+                current, body = None, []
         else:
             outside.append(line)
-    if current is not None:  # a block cut short: keep it, so nothing the file held is lost silently
-        blocks[current] = "".join(body)
-    return outside, blocks
+    return outside + body, blocks
 
 
 def _ensure_dirs(paths: Paths) -> None:
