@@ -6,7 +6,9 @@
   (``/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}``) whatever scope it was put at,
   an assignment's id is ``{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}``, both answer 201 to a
   PUT and 200 with the deleted body to a DELETE (204 when there was nothing). Custom roles outlive resource groups,
-  as they do in Azure; assignments go with the resource (or group) they are scoped to.
+  as they do in Azure, and so do assignments, orphaned, after the resource (or group) they are scoped to is deleted
+  (``FakeArm.assignments_outlive_scope``); a role with assignments cannot be deleted. A new custom role is unknown
+  to assignments for ``FakeArm.role_replication_s`` seconds (``RoleDefinitionDoesNotExist``).
 * The instance metadata service (IMDS) of the VM named by ``FakeArm.imds_vm``: ``/metadata/instance`` (compute
   section as documented for api-version 2021-02-01) and a managed-identity token for the VM's system-assigned
   identity. No published spec example exists for IMDS; the shapes follow the IMDS documentation page.
@@ -291,6 +293,7 @@ class RbacHandlers:
         self._stamp(props, existing)
         role = {"properties": props, "id": rid, "type": ROLE_DEFS, "name": m["id"]}
         self.arm.role_definitions[rid.lower()] = role
+        self.arm.role_born.setdefault(rid.lower(), time.monotonic())
         return 201, role, {}
 
     def h_list_role_definitions(self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes) -> Result:
@@ -332,7 +335,9 @@ class RbacHandlers:
         role_id, principal = str(props.get("roleDefinitionId") or ""), str(props.get("principalId") or "")
         if not GUID.match(m["id"]):
             raise _error(400, "InvalidRoleAssignmentId", f"The role assignment ID '{m['id']}' is not valid.")
-        if role_id.lower() not in arm.role_definitions:
+        # A new custom role takes a while to replicate; until then an assignment cannot find it.
+        young = time.monotonic() - arm.role_born.get(role_id.lower(), 0.0) < arm.role_replication_s
+        if role_id.lower() not in arm.role_definitions or young:
             raise _error(
                 400, "RoleDefinitionDoesNotExist", f"The specified role definition with ID '{role_id}' does not exist."
             )

@@ -284,15 +284,43 @@ def test_a_public_ip_has_its_address_only_once_created(arm_env: FakeArm, azure: 
 def test_uefi_settings_come_only_with_trusted_launch(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
     nic = _network(azure)
     uefi = {"secureBootEnabled": False, "vTpmEnabled": True}
-    for profile in ({"uefiSettings": uefi}, {"securityType": "Standard", "uefiSettings": uefi}, {"securityType": "X"}):
+    for profile, code in (
+        ({"uefiSettings": uefi}, "InvalidParameter"),
+        ({"securityType": "Standard", "uefiSettings": uefi}, "InvalidParameter"),
+        ({"securityType": "X"}, "InvalidRequestContent"),  # not among the published SecurityTypes
+    ):
         body = _vm_body(nic, "Standard_D2s_v5", properties={"securityProfile": profile})
         with pytest.raises(HttpResponseError) as info:
             azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
-        assert info.value.status_code == 400 and _code(info.value) == "InvalidParameter"
+        assert info.value.status_code == 400 and _code(info.value) == code
     trusted = {"securityType": "TrustedLaunch", "uefiSettings": uefi}
     body = _vm_body(nic, "Standard_D2s_v5", properties={"securityProfile": trusted})
     made = azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body).result().as_dict()
     assert made["properties"]["securityProfile"] == trusted
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"properties": {"vmId": "0"}}, "'properties.vmId' is read-only"),
+        ({"properties": {"osProfile": {"computerName": "vm", "adminUsername": "u", "sshKeys": []}}}, "'sshKeys'"),
+        ({"properties": {"priority": "Cheap"}}, "'properties.priority' has the value 'Cheap'"),
+        ({"identity": {"type": "SystemAssigned", "principalId": "p"}}, "'identity.principalId' is read-only"),
+    ],
+)
+def test_a_body_the_published_schema_refuses_is_refused(azure: Azure, change: dict[str, Any], says: str) -> None:
+    nic = _network(azure)
+    body = _vm_body(nic, "Standard_D2s_v5")
+    body["properties"].update(change.pop("properties", {}))
+    body.update(change)
+    with pytest.raises(HttpResponseError) as info:
+        azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert says in str(info.value)
+    rule = {"name": "r", "properties": {"priority": 100, "direction": "Inbound", "access": "Allow", "protocol": "TCP"}}
+    nsg = {"location": "eastus", "properties": {"securityRules": [rule]}}
+    with pytest.raises(HttpResponseError, match="not one of 'Tcp'"):
+        azure.network.network_security_groups.begin_create_or_update(RG, "nsg", nsg)
 
 
 def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # noqa: F811

@@ -1,0 +1,209 @@
+"""ARM's answers that labctl's first design did not expect (issue 20), modelled in the fake.
+
+Each finding has two tests: the fake answers as ARM does (through the real azure-mgmt clients), and labctl copes.
+Where labctl does not cope yet, the fake's behaviour is behind a switch that is off by default (see
+tests/fakearm/README.md) and the labctl test is an expected failure naming the fix it waits for: it turns into an
+unexpected pass, which fails the suite, the day the fix lands, so the switch can then be turned on by default.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from labctl.errors import LabctlError
+from labctl.targets.azure.clients import Azure, connect
+from tests.fakearm import FakeArm
+from tests.fakearm.fixtures import arm_env, destroy, fake_arm, provision  # noqa: F401
+from tests.fakearm.server import DSVM
+
+pytestmark = pytest.mark.usefixtures("arm_env")
+RG = "findings-rg"
+SUBNET_PREFIX = "10.9.0.0/24"
+
+
+@pytest.fixture
+def azure(arm_env: FakeArm) -> Azure:  # noqa: F811
+    azure = connect()
+    azure.resources.resource_groups.create_or_update(RG, {"location": "eastus"})
+    return azure
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(getattr(exc, "error", None), "code", ""))
+
+
+def _subnet(azure: Azure, **subnet_props: Any) -> dict[str, Any]:
+    props = {"addressPrefix": SUBNET_PREFIX, **subnet_props}
+    vnet = {
+        "location": "eastus",
+        "properties": {
+            "addressSpace": {"addressPrefixes": ["10.9.0.0/16"]},
+            "subnets": [{"name": "default", "properties": props}],
+        },
+    }
+    made = azure.network.virtual_networks.begin_create_or_update(RG, "vnet", vnet).result().as_dict()
+    return dict(made["properties"]["subnets"][0])
+
+
+# ------------------------------------------------------------------ 1. private subnets (network 2025-07-01 and on)
+
+
+def test_a_subnet_is_private_unless_it_says_otherwise(azure: Azure) -> None:
+    subnet = _subnet(azure)
+    assert subnet["properties"]["defaultOutboundAccess"] is False
+    ip = {"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIPAllocationMethod": "Static"}}
+    ip_id = azure.network.public_ip_addresses.begin_create_or_update(RG, "nat-ip", ip).result().id
+    nat = {"location": "eastus", "sku": {"name": "Standard"}, "properties": {"publicIpAddresses": [{"id": ip_id}]}}
+    nat_id = azure.network.nat_gateways.begin_create_or_update(RG, "nat", nat).result().id
+    with_nat = _subnet(azure, natGateway={"id": nat_id})
+    assert with_nat["properties"]["natGateway"]["id"] == nat_id
+
+
+def test_a_vm_without_public_ip_on_a_private_subnet_has_no_way_out(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", nodes=2)
+    ways_out = {boot.name: boot.outbound for boot in arm_env.vm_boots}
+    assert ways_out["lab-vm"] is True  # node 0 goes out through its public IP
+    assert ways_out["lab-vm1"] is bool(arm_env.resource_ids("natGateways"))  # a worker only through a NAT gateway
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 #1: the lab's subnet gets a NAT gateway, so workers can pull")
+def test_every_node_of_a_lab_can_reach_the_internet(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", nodes=2)
+    assert [boot.outbound for boot in arm_env.vm_boots] == [True, True]
+
+
+# ------------------------------------------------------------------ 2. Trusted Launch only where the image says so
+
+
+def test_the_image_serves_its_features_and_trusted_launch_needs_them(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    image = azure.compute.virtual_machine_images.get("eastus", *DSVM, "25.03.10").as_dict()
+    assert {"name": "SecurityType", "value": "TrustedLaunchSupported"} in image["properties"]["features"]
+    arm_env.image_features[DSVM] = [{"name": "SecurityType", "value": "Standard"}]
+    with pytest.raises(LabctlError, match="Use of TrustedLaunch setting is not supported for the provided"):
+        provision("lab")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 #2: preflight reads the image's features, Standard without them")
+def test_an_image_without_trusted_launch_gets_a_standard_vm(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.image_features[DSVM] = []
+    provision("lab")
+    (vm_id,) = arm_env.resource_ids("virtualMachines")
+    assert (arm_env.get(vm_id) or {})["properties"].get("securityProfile", {}).get("securityType") != "TrustedLaunch"
+
+
+# ------------------------------------------------------------------ 3. a new role replicates for a while
+
+
+def _role(azure: Azure, fake: FakeArm) -> str:
+    from labctl.targets.azure.idlerole import call
+
+    scope = f"/subscriptions/{fake.subscription}/resourceGroups/{RG}"
+    role_id = f"/subscriptions/{fake.subscription}/providers/Microsoft.Authorization/roleDefinitions/{uuid.uuid4()}"
+    body = {"properties": {"roleName": "r", "permissions": [{"actions": ["*/read"]}], "assignableScopes": [scope]}}
+    call(azure, "PUT", role_id, body)
+    return role_id
+
+
+def _assign(azure: Azure, fake: FakeArm, role_id: str) -> None:
+    from labctl.targets.azure.idlerole import call
+
+    scope = f"/subscriptions/{fake.subscription}/resourceGroups/{RG}"
+    body = {"properties": {"roleDefinitionId": role_id, "principalId": fake.client_id}}
+    call(azure, "PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}", body)
+
+
+def test_a_new_role_is_unknown_to_assignments_for_a_while(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    arm_env.role_replication_s = 0.5
+    role_id = _role(azure, arm_env)
+    with pytest.raises(HttpResponseError) as refused:
+        _assign(azure, arm_env, role_id)
+    assert _code(refused.value) == "RoleDefinitionDoesNotExist"
+    time.sleep(0.6)
+    _assign(azure, arm_env, role_id)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 #3: the assignment retries RoleDefinitionDoesNotExist")
+def test_the_assignment_waits_for_a_new_role_to_replicate(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.role_replication_s = 0.3
+    record = provision("lab", idle_stop=60.0, allow_ip="203.0.113.7/32")
+    assert record.idle.get("granted") is True
+
+
+# ------------------------------------------------------------------ 7. tag-filtered lists carry no tags
+
+
+def _stray_ip(azure: Azure, owner: str) -> None:
+    azure.resources.resource_groups.create_or_update("elsewhere", {"location": "eastus"})
+    stray = {"location": "eastus", "tags": {"labctl-lab": "lab", "labctl-owner": owner}, "sku": {"name": "Standard"}}
+    stray["properties"] = {"publicIPAllocationMethod": "Static"}
+    azure.network.public_ip_addresses.begin_create_or_update("elsewhere", "stray-ip", stray).result()
+
+
+def test_a_tag_filtered_list_answers_without_tags(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    arm_env.tag_filter_drops_tags = True
+    _stray_ip(azure, arm_env.object_id())
+    [hit] = azure.resources.resources.list(filter="tagName eq 'labctl-lab' and tagValue eq 'lab'")
+    assert hit.name == "stray-ip" and not hit.tags
+    [listed] = [r for r in azure.resources.resources.list() if r.name == "stray-ip"]
+    assert listed.tags == {"labctl-lab": "lab", "labctl-owner": arm_env.object_id()}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 #7: leftovers() GETs each hit for its tags", raises=AssertionError)
+def test_down_finds_a_leftover_when_the_list_carries_no_tags(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.tag_filter_drops_tags = True
+    record = provision("lab")
+    _stray_ip(connect(), record.target_data["owner"])
+    try:
+        destroy("lab")
+    except LabctlError as exc:
+        assert "stray-ip" in exc.message
+    else:
+        raise AssertionError("down did not name the stray public IP")
+
+
+# ------------------------------------------------------------------ 8. orphaned assignments, a role in use
+
+
+def test_assignments_outlive_their_group_and_keep_the_role(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    role_id = _role(azure, arm_env)
+    _assign(azure, arm_env, role_id)
+    azure.resources.resource_groups.begin_delete(RG).result()
+    assert len(arm_env.role_assignments) == 1  # orphaned, as in Azure
+    from labctl.targets.azure.idlerole import call
+
+    with pytest.raises(HttpResponseError) as refused:
+        call(azure, "DELETE", role_id)
+    assert _code(refused.value) == "RoleDefinitionHasAssignments"
+
+
+def test_down_leaves_no_assignment_and_no_role(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", nodes=2, idle_stop=60.0, allow_ip="203.0.113.7/32")
+    assert arm_env.role_assignments
+    destroy("lab")
+    assert arm_env.role_assignments == {} and arm_env.role_definitions == {}
+
+
+# ------------------------------------------------------------------ 9. unregistered resource providers
+
+
+def test_an_unregistered_provider_refuses_until_registered(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    arm_env.unregistered_providers.add("microsoft.devtestlab")
+    assert azure.resources.providers.get("Microsoft.DevTestLab").registration_state == "NotRegistered"
+    provider = azure.resources.providers.register("Microsoft.DevTestLab")
+    assert provider.registration_state == "Registering"
+    assert azure.resources.providers.get("Microsoft.DevTestLab").registration_state == "Registered"
+    arm_env.unregistered_providers.add("microsoft.devtestlab")
+    with pytest.raises(LabctlError, match="MissingSubscriptionRegistration"):
+        provision("lab")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 #9: preflight registers the providers labctl uses")
+def test_up_registers_a_provider_before_anything_bills(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.unregistered_providers.add("microsoft.devtestlab")
+    provision("lab")
+    assert arm_env.resource_ids("schedules")
