@@ -369,6 +369,8 @@ class RbacHandlers:
             "scope": scope,
             "condition": None,
             "conditionVersion": None,
+            "delegatedManagedIdentityResourceId": None,
+            "description": None,
         }
         self._stamp(out, existing)
         assignment = {"properties": out, "id": rid, "type": ROLE_ASSIGNMENTS, "name": m["id"]}

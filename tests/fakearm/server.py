@@ -1015,6 +1015,11 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             "hyperVGeneration": "V2",
             "architecture": "x64",
             "dataDiskImages": [],
+            # recorded.json (image version read): what every platform image answers besides
+            "replicaType": "Unmanaged",
+            "disallowed": {"vmDiskType": "None"},
+            "automaticOSUpgradeProperties": {"automaticOSUpgradeSupported": False},
+            "imageDeprecationStatus": {"imageState": "Active"},
         }
         plan = self.arm.image_plans.get(key)
         if plan:
@@ -1078,8 +1083,11 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         if method == "DELETE":
             if existing is None:
                 return 204, None, {}
-            existing["properties"]["provisioningState"] = "Deleting"
             short = rtype.split("/")[1].lower()
+            if short == "schedules":  # recorded.json: deleted at once, 200 with no body
+                arm._remove(key)
+                return 200, None, {}
+            existing["properties"]["provisioningState"] = "Deleting"
             headers = self._op("delete", rid, arm.latency.get(short + "-delete", arm.latency.get(short, 0.0) / 2))
             return 202, None, {"Location": headers["Location"]}
         if method != "PUT":
@@ -1134,6 +1142,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         arm.resources[key] = resource
         short = rtype.split("/")[1].lower()
         delay = arm.latency.get(short, 0.0) * (1.0 if existing is None else 0.25)
+        if short == "schedules":  # recorded.json: every PUT answers 201, finished, with no monitor to poll
+            resource["properties"]["provisioningState"] = "Succeeded"
+            return 201, self._public(resource), {}
         if short in SYNCHRONOUS_TYPES:
             resource["properties"].pop("provisioningState", None)
             arm.resources[key] = resource
@@ -1323,6 +1334,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "InvalidTimeZoneId",
                 f"The time zone id '{zone}' is not valid. Use a Windows time zone id such as 'W. Europe Standard Time' or 'UTC'.",
             )
+        before = (old or {}).get("properties", {})
+        props["createdDate"] = before.get("createdDate") or utcnow()
+        props["uniqueIdentifier"] = before.get("uniqueIdentifier") or str(uuid.uuid4())
         target = str(props.get("targetResourceId", "")).lower()
         if target not in self.arm.resources:
             raise ArmError(
@@ -1463,7 +1477,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             raise ArmError(
                 400,
                 "BadRequest",
-                "Use of TrustedLaunch setting is not supported for the provided image. Please select Trusted Launch Supported Gen2 OS Image. For more information, see https://aka.ms/TrustedLaunch-FAQ.",
+                "Use of TrustedLaunch setting is not supported for the provided image. Please select Trusted Launch Supported Gen2 OS Image.",
             )
 
     def _check_plan(self, image: tuple[str, str, str], given: dict[str, Any] | None) -> None:
