@@ -28,3 +28,9 @@ check: $(VENV)/.labctl-installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The live suite against a real subscription (about 10 US cents and an hour: tests/live/README.md).
+.PHONY: live
+live: $(VENV)/.labctl-installed
+	@test -n "$$LABCTL_LIVE_SUBSCRIPTION" || { echo "Set LABCTL_LIVE_SUBSCRIPTION to the id of the subscription to spend on (tests/live/README.md)." >&2; exit 2; }
+	$(VENV)/bin/python -m pytest -v -p no:cacheprovider tests/live
