@@ -23,8 +23,8 @@ RECORDED = json.loads((ROOT / "fakearm" / "recorded.json").read_text())["interac
 SESSIONS = sorted((ROOT / "recordings").glob("*.json"))
 MONITORS = ("Azure-AsyncOperation", "Location", "Retry-After")
 GROUP = "recorded-rg"
-READER_SCOPE = "/subscriptions/{subscription}"
-READER = READER_SCOPE + "/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"
+SUBSCRIPTION_SCOPE = "/subscriptions/{subscription}"
+READER = SUBSCRIPTION_SCOPE + "/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"
 NEEDED = {"schedule": "auto-shutdown schedule created", "assignment": "role assigned at a resource group"}
 
 
@@ -77,11 +77,11 @@ def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
 
     put("/subscriptions/{subscription}/resourcegroups/{group}", {"location": "westus"}, "2025-04-01")
     if "vm" in needs:  # only its existence matters: a schedule's target must exist
-        vm = _fill(READER_SCOPE + "/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/vm1", names)
         kind = "Microsoft.Compute/virtualMachines"
+        vm = _fill(f"{SUBSCRIPTION_SCOPE}/resourceGroups/{{group}}/providers/{kind}/vm1", names)
         fake.resources[vm.lower()] = {"id": vm, "name": "vm1", "type": kind, "location": "westus", "properties": {}}
     if "role" in needs:  # the built-in Reader role, which the fake knows only as a custom role of that id
-        scopes = [READER_SCOPE]
+        scopes = [SUBSCRIPTION_SCOPE]
         put(READER, {"properties": {"roleName": "Reader", "permissions": [], "assignableScopes": scopes}}, "2022-04-01")
     for interaction in RECORDED:
         if interaction["name"] in [NEEDED[n] for n in needs if n in NEEDED]:
