@@ -223,7 +223,7 @@ ddp_run() {
 import os, subprocess, sys
 from labctl.distributed import launch_argv, launch_env, merge_rank_output, plan_launch
 data, out, gpus, device, short = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]
-plan = plan_launch(run_id="gpu-check", gpus_available=gpus, gpus_requested=2)
+[plan] = plan_launch(run_id="gpu-check", gpus_per_node=[gpus], addresses=["127.0.0.1"], gpus_requested=2)
 train = ["--data", data, "--model", "fast", "--epochs", "2", "--device", device, "--out", out, *short]
 argv = launch_argv(plan, train, log_dir=out + "-ranks", torchrun=(sys.executable, "-m", "torch.distributed.run"))
 print("argv:", argv, flush=True)

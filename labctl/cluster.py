@@ -1,14 +1,15 @@
-"""One run on several nodes: the same run id in every node's lab container, followed, found and stopped together.
+"""A run on the lab's nodes: the same run id in every node's lab container, followed, found and stopped together.
 
-Each node's part is an ordinary run of ``labctl.runs`` in that node's container (its own directory, log, pid,
-checksums and exit code; ``templates/lab-run.sh`` starts the node's torchrun), so a dropped connection loses
-nothing on any node. What this module adds is the view across nodes:
+A lab on one machine is a cluster of one, so every run goes through here. Each node's part is an ordinary run of
+``labctl.runs`` in that node's container (its own directory, log, pid, checksums and exit code;
+``templates/lab-run.sh`` starts the node's torchrun), so a dropped connection loses nothing on any node. What this
+module adds is the view across nodes:
 
-- ``node_runs``: the runs of nodes 0 .. N-1, each reached as ``labhost.lab_container`` reaches node 0.
+- ``lab_nodes``: the running lab containers of nodes 0, 1, ..., each reached once, as a command needs them.
 - ``follow_nodes``: every node's log as one merged stream (``[rank R]`` for a worker's line, ``[node N]`` for a
-  launcher's own), until every node ended, or one is lost (its launcher gone, its container or machine out of
-  reach); the others then get ``LOST_GRACE_S`` to stop on their own (rank 0 saves its checkpoint when a peer
-  stops answering) before they are asked to stop.
+  launcher's own on a lab of several nodes), until every node ended, or one is lost (its launcher gone, its
+  container or machine out of reach); the others then get ``LOST_GRACE_S`` to stop on their own (rank 0 saves its
+  checkpoint when a peer stops answering) before they are asked to stop.
 - ``rank_zero_node``: the node holding global rank 0, the one that writes the results (c10d assigns the ranks,
   so it need not be node 0).
 - ``rendezvous_port``: the port the nodes meet at on node 0, the usual one unless something there holds it.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from labctl.distributed import DEFAULT_RDZV_PORT, RankLines
 from labctl.errors import LabctlError
-from labctl.labhost import lab_container, node_where
+from labctl.labhost import lab_container, naming_node, node_where
 from labctl.runs import RUNS_DIR, LabRuns, RunInfo
 from labctl.state import LabRecord
 from labctl.ui import Reporter
@@ -49,19 +50,27 @@ class NodeRun:
     runs: LabRuns
 
 
+class LabNodes:
+    """The running lab containers of a lab's first nodes, each reached once, as a command comes to need them."""
+
+    def __init__(self, record: LabRecord, ui: Reporter, stack: ExitStack) -> None:
+        self.record, self.ui, self._stack = record, ui, stack
+        self.reached: list[NodeRun] = []
+
+    def first(self, count: int) -> list[NodeRun]:
+        """Nodes 0 to ``count`` - 1 (a node that cannot be reached is named)."""
+        for node in range(len(self.reached), count):
+            with naming_node(self.record, node):
+                box = self._stack.enter_context(lab_container(self.record, self.ui, node=node))
+            self.reached.append(NodeRun(node, node_where(self.record, node), LabRuns(box)))
+        return self.reached[:count]
+
+
 @contextmanager
-def node_runs(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[NodeRun]]:
-    """The running lab containers of nodes 0 to ``nodes`` - 1; a node that cannot be reached is named."""
+def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
+    """The lab's nodes, none reached yet; every connection made closes after."""
     with ExitStack() as stack:
-        found = []
-        for node in range(nodes):
-            try:
-                box = stack.enter_context(lab_container(record, ui, node=node))
-            except LabctlError as exc:
-                where = node_where(record, node)
-                raise LabctlError(f"On {where}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code) from None
-            found.append(NodeRun(node, node_where(record, node), LabRuns(box)))
-        yield found
+        yield LabNodes(record, ui, stack)
 
 
 def rendezvous_port(head: NodeRun, preferred: int = DEFAULT_RDZV_PORT) -> int:
@@ -72,7 +81,9 @@ def rendezvous_port(head: NodeRun, preferred: int = DEFAULT_RDZV_PORT) -> int:
 
 
 def rank_zero_node(nodes: list[NodeRun], run_id: str) -> NodeRun | None:
-    """The node whose run directory rank 0 wrote to (unreachable nodes are passed over)."""
+    """The node whose run directory rank 0 wrote to (unreachable nodes are passed over); on one node, that one."""
+    if len(nodes) == 1:
+        return nodes[0]
     for node in nodes:
         try:
             if node.runs.box.exists(str(RUNS_DIR / run_id / RANK_ZERO_FILE)):
@@ -102,12 +113,12 @@ def _unreachable() -> tuple[type[BaseException], ...]:
 
 @dataclass
 class _Tail:
-    """Following one node's log by offset, as ``LabRuns.follow`` does for a run on one node."""
+    """One node's log, followed by offset (``LabRuns.read_log``), as whole merged lines."""
 
     node: NodeRun
     lines: RankLines
     offset: int = 0
-    info: RunInfo | None = None  # once the node's part has ended
+    info: RunInfo | None = None  # once the node's part has ended (state "lost" included)
     lost: str | None = None  # why the node is lost, once it is
     unreachable: bool = False
     rank_zero: bool = False  # the node's output showed rank 0
@@ -117,12 +128,8 @@ class _Tail:
         return self.info is None and self.lost is None
 
     def poll(self, run_id: str, show: Callable[[str], None]) -> None:
-        log = RUNS_DIR / run_id / "train.log"
         try:
-            info = self.node.runs.info(run_id)
-            chunk = self.node.runs.read_from(log, self.offset)
-            if info.state != "running":  # whatever was written between the two reads
-                chunk += self.node.runs.read_from(log, self.offset + len(chunk))
+            info, chunk = self.node.runs.read_log(run_id, self.offset)
         except _unreachable() as exc:
             reason = exc.message if isinstance(exc, LabctlError) else f"{type(exc).__name__}: {exc}"
             self.lost, self.unreachable = f"it could not be reached ({reason.rstrip('.')})", True
@@ -131,25 +138,30 @@ class _Tail:
         self._show(self.lines.feed(chunk.decode(errors="replace")), show)
         if info.state == "lost":
             self.lost = "its launcher is gone (its container or machine restarted under it)"
-        elif info.state != "running":
+        if info.state != "running":
             self.info = info
             self._show(self.lines.flush(), show)
 
     def _show(self, lines: list[str], show: Callable[[str], None]) -> None:
-        for line in lines:
-            self.rank_zero = self.rank_zero or line.startswith("[rank 0] ")
-            show(line)
+        self.rank_zero = self.rank_zero or any(line.startswith("[rank 0] ") for line in lines)
+        if lines:
+            show("\n".join(lines))
 
 
 @dataclass
 class Followed:
-    """What following a run on several nodes found: how each node's part ended, which were lost, and where."""
+    """What following a run found: how each node's part ended, which were lost, and where rank 0 was."""
 
-    infos: dict[int, RunInfo] = field(default_factory=dict)  # node -> its part's end (or state, unfollowed)
+    infos: dict[int, RunInfo] = field(default_factory=dict)  # node -> its part's end
     lost: dict[int, str] = field(default_factory=dict)  # node -> why it is lost
     unreachable: set[int] = field(default_factory=set)  # the lost nodes that could not be asked at all
     rank_zero: int | None = None  # the node whose output showed rank 0
     stopped: bool = False  # the others were asked to stop after a node was lost
+
+    def states(self, nodes: list[NodeRun]) -> dict[int, str]:
+        """Each node's state: how its part ended, "lost", or "running"."""
+        ended = {n: "lost" if n in self.lost else info.state for n, info in self.infos.items()}
+        return {n.node: ended.get(n.node, "lost" if n.node in self.lost else "running") for n in nodes}
 
 
 def follow_nodes(
@@ -161,10 +173,16 @@ def follow_nodes(
     poll: float = 1.0,
     grace: float | None = None,
 ) -> Followed:
-    """Stream every node's log until each node's part ended or is lost (once, without ``follow``); ``grace``:
-    how long the others may run on once a node is lost (default ``LOST_GRACE_S``) before they are asked to stop."""
+    """Stream every node's log to ``show`` (the whole lines that arrived together, joined by newlines) until each
+    node's part ended or is lost (once, without ``follow``); ``grace``:
+    how long the others may run on once a node is lost (default ``LOST_GRACE_S``) before they are asked to stop.
+
+    Reading each log by offset is what makes reattaching lossless: a new `labctl logs --follow` after a dropped
+    connection starts again from 0 and sees every line.
+    """
     grace = LOST_GRACE_S if grace is None else grace
-    tails = [_Tail(node, RankLines(node_rank=node.node)) for node in nodes]
+    several = len(nodes) > 1
+    tails = [_Tail(node, RankLines(node_rank=node.node if several else None)) for node in nodes]
     lost_at: float | None = None
     stopped = False
     while True:
@@ -191,4 +209,14 @@ def follow_nodes(
     )
 
 
-__all__ = ["LOST_GRACE_S", "Followed", "NodeRun", "follow_nodes", "node_runs", "rank_zero_node", "rendezvous_port"]
+__all__ = [
+    "LOST_GRACE_S",
+    "Followed",
+    "LabNodes",
+    "NodeRun",
+    "follow_nodes",
+    "lab_nodes",
+    "rank_zero_node",
+    "rendezvous_port",
+    "stop_nodes",
+]

@@ -7,8 +7,8 @@ CPU node (gloo); across machines the launchers meet through c10d rendezvous at t
 The pieces, in the order a launch needs them:
 
 - ``gpu_probe_argv`` / ``parse_gpu_count``: how many GPUs a machine's lab container sees.
-- ``plan_launch`` (one node) / ``plan_cluster`` (every node): validated ``LaunchPlan`` values; a request that
-  cannot be met ends in a ``UsageError`` that says what to do instead.
+- ``plan_launch``: every node's validated ``LaunchPlan`` (one for a lab on one machine); a request that cannot be
+  met ends in a ``UsageError`` that says what to do instead.
 - ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
   ``torchrun ... -m cifarlab train ...``, and the environment it needs.
 - ``describe``: the plan in one line for the user.
@@ -131,26 +131,20 @@ def _check_run_id(run_id: str) -> None:
         )
 
 
-def _check_address(host: str | None, port: int, nodes: int) -> None:
-    if nodes > 1 and not host:
-        raise UsageError(
-            f"A run on {nodes} nodes needs the head node's private address for the rendezvous, and none was given.",
-            hint="Pass the head node's address inside the lab's network (never a public one).",
-        )
-    if host is not None:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _HOSTNAME.fullmatch(host):
-                raise UsageError(
-                    f"The rendezvous address {host!r} is neither an IP address nor a host name.",
-                    hint="Use the head node's private IP address, e.g. 10.0.0.4.",
-                ) from None
+def _check_address(host: str, port: int) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise UsageError(
+                f"The rendezvous address {host!r} is neither an IP address nor a host name.",
+                hint="Use the head node's private IP address, e.g. 10.0.0.4.",
+            ) from None
     if not 1 <= port <= 65535:
         raise UsageError(f"The rendezvous port {port} is outside 1-65535.", hint="The default is 29400.")
 
 
-def _procs(gpus_available: int, gpus_requested: int | None, nodes: int, where: str) -> tuple[int, str]:
+def _procs(gpus_available: int, gpus_requested: int | None, where: str) -> tuple[int, str]:
     """(workers per node, device) for one machine, or the reason it cannot be done."""
     if gpus_requested is None:
         return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
@@ -176,93 +170,57 @@ def _procs(gpus_available: int, gpus_requested: int | None, nodes: int, where: s
 def plan_launch(
     *,
     run_id: str,
-    gpus_available: int,
-    gpus_requested: int | None = None,
-    nodes: int = 1,
-    node_rank: int = 0,
-    rdzv_host: str | None = None,
-    rdzv_port: int = DEFAULT_RDZV_PORT,
-    local_addr: str | None = None,
-    cpu_only: bool = False,
-) -> LaunchPlan:
-    """One node's plan. Without ``--gpus`` a GPU machine uses every GPU; a CPU machine runs one process.
-
-    ``cpu_only`` (``--device cpu``) ignores the GPUs: one gloo process per node.
-    """
-    if nodes < 1:
-        raise UsageError(f"--nodes {nodes} leaves no machine to train on.", hint="Use --nodes 1 or more.")
-    if not 0 <= node_rank < nodes:
-        raise UsageError(
-            f"Node rank {node_rank} is outside a run of {nodes} node{'s' if nodes != 1 else ''}.",
-            hint=f"Node ranks go from 0 (the head node) to {nodes - 1}.",
-        )
-    if gpus_available < 0:
-        raise ValueError(f"gpus_available must be >= 0, not {gpus_available}")
-    _check_run_id(run_id)
-    _check_address(rdzv_host, rdzv_port, nodes)
-    if local_addr is not None:
-        _check_address(local_addr, rdzv_port, nodes)
-    if cpu_only:
-        if gpus_requested is not None:
-            raise UsageError(
-                f"--gpus {gpus_requested} and --device cpu contradict each other.", hint="Pass one or the other."
-            )
-        procs, device = 1, "cpu"
-    else:
-        where = "this machine" if nodes == 1 else f"node {node_rank}"
-        procs, device = _procs(gpus_available, gpus_requested, nodes, where)
-    return LaunchPlan(
-        run_id=run_id,
-        procs_per_node=procs,
-        nodes=nodes,
-        node_rank=node_rank,
-        device=device,
-        rdzv_host=rdzv_host if nodes > 1 else None,
-        rdzv_port=rdzv_port,
-        local_addr=local_addr if nodes > 1 else None,
-    )
-
-
-def plan_cluster(
-    *,
-    run_id: str,
     gpus_per_node: Sequence[int],
     addresses: Sequence[str],
     gpus_requested: int | None = None,
     rdzv_port: int = DEFAULT_RDZV_PORT,
     cpu_only: bool = False,
 ) -> list[LaunchPlan]:
-    """Every node's plan, head first; each node starts the same number of workers.
+    """Every node's plan, node 0 first; each node starts the same number of workers.
 
-    ``gpus_per_node`` and ``addresses`` (private addresses) are in node order, the head node first. Without
-    ``--gpus`` each node uses as many GPUs as the smallest node has, so that no node waits on a missing rank.
+    ``gpus_per_node`` and ``addresses`` (private addresses, where the nodes meet) are in node order. Without
+    ``--gpus`` a GPU machine uses every GPU, and across nodes as many as the smallest node has, so that no node
+    waits on a missing rank; a CPU machine runs one process. ``cpu_only`` (``--device cpu``) ignores the GPUs: one
+    gloo process per node.
     """
     if len(gpus_per_node) != len(addresses):
         raise ValueError("gpus_per_node and addresses must name the same nodes")
     if not gpus_per_node:
         raise UsageError("--nodes 0 leaves no machine to train on.", hint="Use --nodes 1 or more.")
+    if min(gpus_per_node) < 0:
+        raise ValueError(f"a GPU count must be >= 0, not {min(gpus_per_node)}")
+    _check_run_id(run_id)
+    nodes = len(addresses)
+    for address in addresses if nodes > 1 else ():
+        _check_address(address, rdzv_port)
     fewest = min(gpus_per_node)
-    if not cpu_only and gpus_requested is None and fewest == 0 and max(gpus_per_node) > 0:
+    if cpu_only:
+        if gpus_requested is not None:
+            raise UsageError(
+                f"--gpus {gpus_requested} and --device cpu contradict each other.", hint="Pass one or the other."
+            )
+        procs, device = 1, "cpu"
+    elif gpus_requested is None and fewest == 0 and max(gpus_per_node) > 0:
         without = [str(i) for i, n in enumerate(gpus_per_node) if n == 0]
         raise UsageError(
             f"Node{'s' if len(without) > 1 else ''} {', '.join(without)} ha{'ve' if len(without) > 1 else 's'} "
             "no GPU while others have: the nodes of one run must be alike.",
             hint="Pass --device cpu to train on every node's CPU, or make every node a GPU size.",
         )
-    if not cpu_only and gpus_requested is not None and gpus_requested > fewest:
-        node = gpus_per_node.index(fewest)
-        _procs(fewest, gpus_requested, len(addresses), f"node {node}")  # raises the per-node message
+    else:
+        where = "this machine" if nodes == 1 else f"node {list(gpus_per_node).index(fewest)}"
+        procs, device = _procs(fewest, gpus_requested, where)
+    several = nodes > 1
     return [
-        plan_launch(
+        LaunchPlan(
             run_id=run_id,
-            gpus_available=fewest,
-            gpus_requested=gpus_requested,
-            nodes=len(addresses),
+            procs_per_node=procs,
+            nodes=nodes,
             node_rank=rank,
-            rdzv_host=addresses[0],
+            device=device,
+            rdzv_host=addresses[0] if several else None,
             rdzv_port=rdzv_port,
-            local_addr=address,
-            cpu_only=cpu_only,
+            local_addr=address if several else None,
         )
         for rank, address in enumerate(addresses)
     ]

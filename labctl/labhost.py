@@ -95,10 +95,22 @@ def on_each_node(
         thread.join()
     if failures:
         node, exc = failures[0]
-        if isinstance(exc, LabctlError):
-            raise LabctlError(f"On {node_where(record, node)}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code)
-        raise exc
+        with naming_node(record, node):
+            raise exc
     return [results[n] for n in range(count)]
+
+
+@contextmanager
+def naming_node(record: LabRecord, node: int) -> Iterator[None]:
+    """A LabctlError raised on node ``node`` of a lab of several machines says which node it came from."""
+    try:
+        yield
+    except LabctlError as exc:
+        if len(record.nodes) == 1:
+            raise
+        raise LabctlError(
+            f"On {node_where(record, node)}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code
+        ) from None
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
@@ -323,6 +335,7 @@ __all__ = [
     "describe_nodes",
     "lab_container",
     "machine_for",
+    "naming_node",
     "node_where",
     "on_each_node",
     "prepare_lab",

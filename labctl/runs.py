@@ -1,5 +1,5 @@
 """Lab runs on the lab container's volume: the run directory layout, a detached start, the list of runs and their
-state, following a log by offset, and fetching a run with its checksums verified.
+state, reading a log by offset, and fetching a run with its checksums verified.
 
 Everything goes through ``LabContainer`` (argument lists, tar copies), so the same code serves a container on
 this computer and one on a VM reached through labctl's verified SSH connection. A run lives in its own directory
@@ -15,8 +15,7 @@ import re
 import secrets
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -197,34 +196,14 @@ class LabRuns:
         result = self.box.exec(["tail", "-c", f"+{offset + 1}", str(path)], check=False)
         return result.output if result.exit_code == 0 else b""
 
-    def follow(
-        self,
-        run_id: str,
-        on_output: Callable[[str], None],
-        *,
-        offset: int = 0,
-        poll: float = 1.0,
-        follow: bool = True,
-    ) -> RunInfo:
-        """Stream a run's log from ``offset`` until the run ends (or once, without ``follow``).
-
-        Polling the log file by offset is what makes reattaching lossless: a new `labctl logs --follow` after a
-        dropped connection starts again from 0 and sees every line.
-        """
+    def read_log(self, run_id: str, offset: int) -> tuple[RunInfo, bytes]:
+        """The run's state, and its log from ``offset`` on: once it has ended, to the last byte it wrote."""
         log = RUNS_DIR / run_id / "train.log"
-        while True:
-            info = self.info(run_id)
-            chunk = self.read_from(log, offset)
-            if chunk:
-                offset += len(chunk)
-                on_output(chunk.decode(errors="replace"))
-            if info.state != "running" or not follow:
-                tail = self.read_from(log, offset)  # whatever was written between the two reads
-                if tail:
-                    on_output(tail.decode(errors="replace"))
-                return info
-            if not chunk:
-                time.sleep(poll)
+        info = self.info(run_id)
+        chunk = self.read_from(log, offset)
+        if info.state != "running":  # whatever was written between the two reads
+            chunk += self.read_from(log, offset + len(chunk))
+        return info, chunk
 
     def fetch(self, run_id: str, dest: Path, *, verify: bool = True) -> int:
         """Copy a run's directory to ``dest`` and verify it; return the number of verified files.

@@ -1,25 +1,27 @@
-"""`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab on the machine and bringing results back.
+"""`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab on the lab's nodes and bringing results back.
 
-A run starts detached inside the lab container (see ``labctl.runs``); this side only watches it. So Ctrl-C or a
+A run starts detached inside the lab containers (see ``labctl.runs``); this side only watches it. So Ctrl-C or a
 dropped connection never stops training: `labctl logs --follow` reattaches, `labctl fetch` brings results back.
+A lab is a list of nodes and a run trains on the first of them (``labctl.cluster``), one unless the lab has more,
+so each command has one path: reach node 0, then the run's other nodes, each once.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labctl import runs
-from labctl.cluster import Followed, NodeRun, follow_nodes, node_runs, rank_zero_node, rendezvous_port
+from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, lab_nodes, rank_zero_node, rendezvous_port
 from labctl.config import Settings
-from labctl.distributed import RankLines
-from labctl.errors import LabctlError, NotFound, NotReady, UsageError
+from labctl.distributed import DEFAULT_RDZV_PORT
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links
-from labctl.labhost import count_gpus, private_addresses
+from labctl.labhost import count_gpus, naming_node, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.ui import LiveOutput, Outcome, Reporter, run_log_stream
@@ -31,7 +33,6 @@ from labctl.workflows.runlab_options import (
     RunLabOptions,
     cifarlab_args,
     launch,
-    launch_nodes,
     result_text,
     run_result,
 )
@@ -39,24 +40,23 @@ from labctl.workflows.runlab_options import (
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 
 
-# --------------------------------------------------------------------------------------------- plumbing
-
-
 @contextmanager
-def _lab_runs(record: LabRecord, ui: Reporter) -> Iterator[LabRuns]:
-    """The runs of the lab's running container, reached through the lab's machine; the connection closes after."""
-    from labctl.labhost import lab_container
-
+def _lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
+    """The lab's nodes with node 0 reached (it holds every run's record); the others as a command needs them."""
+    record.require_ready()
     _results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
-    with ExitStack() as stack:
-        try:
-            box = stack.enter_context(lab_container(record, ui))
-        except NotReady:
-            raise  # the record already says why (stopped, or not made yet)
-        except LabctlError:
-            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
-            raise
-        yield LabRuns(box)
+    with lab_nodes(record, ui) as lab:
+        _reach(lab, 1)
+        yield lab
+
+
+def _reach(lab: LabNodes, count: int) -> list[NodeRun]:
+    """The lab's first ``count`` nodes, each reached once; a machine that cannot be reached is explained."""
+    try:
+        return lab.first(count)
+    except LabctlError:
+        _explain_stopped_vm(lab.record)  # a clearer error when the VM is simply not running
+        raise
 
 
 def _explain_stopped_vm(record: LabRecord) -> None:
@@ -66,21 +66,6 @@ def _explain_stopped_vm(record: LabRecord) -> None:
     error = get_target(record.target).explain_unreachable(record)
     if error is not None:
         raise error from None
-
-
-@contextmanager
-def _connection_guard(run_id: str) -> Iterator[None]:
-    """A connection lost while watching a run is the network's doing, not the run's: say it goes on."""
-    import paramiko
-
-    try:
-        yield
-    except (OSError, EOFError, paramiko.SSHException) as exc:  # requests' and docker's errors are OSErrors
-        raise LabctlError(
-            f"Lost the connection to the machine while watching run {run_id} ({type(exc).__name__}); the run goes "
-            "on training there.",
-            hint=f"Reattach with 'labctl logs --follow {run_id}' once the network is back; nothing is lost.",
-        ) from None
 
 
 def _results_root() -> Path:
@@ -122,28 +107,18 @@ def _own_notebook(given: str, lab_runs: LabRuns, run_id: str) -> str:
 
 
 @contextmanager
-def _merged_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
-    """A printer for a run's log as it arrives: torchrun's ``[rank R]:`` lines as ``[rank R] ...``, whole lines;
-    a spinner until the first line (``starting``) and while the run says it works (`labctl.ui.LiveOutput`)."""
-    lines = RankLines()
+def _output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
+    """A printer for a run's merged lines as they arrive (``cluster.follow_nodes``), with a spinner until the first
+    (``starting``) and while the run says it works (`labctl.ui.LiveOutput`)."""
     with LiveOutput(ui, run_log_stream(ui), starting) as live:
 
-        def show(chunk: str) -> None:
-            live.write("".join(line + "\n" for line in lines.feed(chunk)))
+        def show(lines: str) -> None:
+            live.write(lines + "\n")
 
-        try:
-            yield show
-        finally:
-            live.write("".join(line + "\n" for line in lines.flush()))
+        yield show
 
 
-def _launch(opts: RunLabOptions, record: LabRecord, lab_runs: LabRuns, run_id: str, args: list[str]) -> Launch:
-    """The run's argv: one process, or torchrun with one per GPU; says which."""
-    gpus = 0 if opts.notebook or opts.device == "cpu" else count_gpus(record, lab_runs.box)
-    return launch(opts, args, run_id=run_id, gpus_available=gpus, log_dir=str(runs.RUNS_DIR / run_id / "ranks"))
-
-
-def _finish(
+def _fetch_results(
     store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
     dest = without_links(_results_root(), _results_root() / record.name / run_id)
@@ -193,9 +168,6 @@ def _pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
     return max(infos, key=lambda i: i.run_id).run_id
 
 
-# --------------------------------------------------------------------------------------------- commands
-
-
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
     opts.check()
     if opts.here:
@@ -207,25 +179,50 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(opts.name)
     nodes = _nodes_asked(opts, record)
-    if nodes > 1:
-        return _run_on_nodes(opts, store, record, nodes, ui)
-    with _lab_runs(record, ui) as lab_runs:
-        with ui.step("Making sure the lab in the container matches this labctl"):
-            lab_code = lab_runs.ensure_lab_code()
-        run_id = runs.new_run_id()
-        data, data_root = _data_source(opts, lab_runs, ui)
-        args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root)
-        if opts.notebook_file:
-            args += ["--path", _own_notebook(opts.notebook_file, lab_runs, run_id)]
-        start = _launch(opts, record, lab_runs, run_id, args)
-        lab_runs.start(run_id, lab_code, args, env=start.env or None, launch=start.argv)
-        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"args": args}))
+    run_id = runs.new_run_id()
+    with _lab_nodes(record, ui) as lab:
+        cluster = _reach(lab, nodes)
+        args, start = _start(opts, record, cluster, run_id, ui)
+        options: dict[str, Any] = {"args": args, **({"nodes": nodes} if nodes > 1 else {})}
+        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options=options))
         store.save(record)
-        ui.info(f"Run {run_id} started on lab '{record.name}': {start.summary}.")
+        on = f"{nodes} nodes of lab" if nodes > 1 else "lab"
+        ui.info(f"Run {run_id} started on {on} '{record.name}': {start.summary}.")
         watch = Watch(
             detach=opts.detach, doing="training", brings="the results", or_else=f"fetch with 'labctl fetch {run_id}'"
         )
-        return watch_run(store, record, lab_runs, run_id, ui, watch)
+        return watch_run(store, record, cluster, run_id, ui, watch)
+
+
+def _start(
+    opts: RunLabOptions, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter
+) -> tuple[list[str], Launch]:
+    """The lab code and data on every node (each copied once per node), then the run started on each, node 0
+    first (it hosts the rendezvous); returns node 0's arguments and launch."""
+    several = len(cluster) > 1
+    where = f"the containers of {len(cluster)} nodes" if several else "the container"
+    with ui.step(f"Making sure the lab in {where} matches this labctl"):
+        codes = [node.runs.ensure_lab_code() for node in cluster]
+    args = []
+    for node in cluster:
+        with naming_node(record, node.node):
+            data, data_root = _data_source(opts, node.runs, ui)
+        args.append(cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root))
+    if opts.notebook_file:  # the notebook runs on one node
+        args[0] += ["--path", _own_notebook(opts.notebook_file, cluster[0].runs, run_id)]
+    gpus = [0 if opts.notebook or opts.device == "cpu" else count_gpus(record, node.runs.box) for node in cluster]
+    starts = launch(
+        opts,
+        args,
+        run_id=run_id,
+        gpus_per_node=gpus,
+        addresses=private_addresses(record)[: len(cluster)],
+        rdzv_port=rendezvous_port(cluster[0]) if several else DEFAULT_RDZV_PORT,
+        log_dir=str(runs.RUNS_DIR / run_id / "ranks"),
+    )
+    for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
+        node.runs.start(run_id, code, node_args, env=start.env or None, launch=start.argv)
+    return args[0], starts[0]
 
 
 @dataclass(frozen=True)
@@ -240,44 +237,92 @@ class Watch:
 
 
 def watch_run(
-    store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, ui: Reporter, watch: Watch
+    store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter, watch: Watch
 ) -> Outcome:
     """Return at once with --detach (saying how to watch and fetch), else stream the run to its end and finish it.
 
-    Ctrl-C stops the watching, never the run: it goes on on the machine, and `logs --follow` reattaches.
+    Ctrl-C stops the watching, never the run: it goes on on the machines, and `logs --follow` reattaches.
     """
+    where = f"the lab's {len(cluster)} nodes" if len(cluster) > 1 else "the machine"
     if watch.detach:
         text = (
-            f"Run {run_id} is {watch.doing} on the machine.\n"
+            f"Run {run_id} is {watch.doing} on {where}.\n"
             f"  labctl logs --follow {run_id}   # watch it\n"
             f"  labctl fetch {run_id}           # bring {watch.brings} back when it is done"
         )
-        return Outcome({"run_id": run_id, "state": "running"}, text)
+        several = {"nodes": len(cluster)} if len(cluster) > 1 else {}
+        return Outcome({"run_id": run_id, "state": "running", **several}, text)
     try:
-        with _connection_guard(run_id), _merged_output(ui, watch.starting) as show:
-            info = lab_runs.follow(run_id, show)
+        with _output(ui, watch.starting) as show:
+            followed = follow_nodes(cluster, run_id, show)
     except KeyboardInterrupt:
         raise LabctlError(
-            f"Stopped watching; run {run_id} goes on {watch.doing} on the machine.",
+            f"Stopped watching; run {run_id} goes on {watch.doing} on {where}.",
             hint=f"Reattach with 'labctl logs --follow {run_id}', or {watch.or_else}.",
             exit_code=130,
         ) from None
-    return _finish(store, record, lab_runs, run_id, info, ui)
+    return _finish(store, record, cluster, run_id, followed, ui)
+
+
+def _finish(
+    store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, followed: Followed, ui: Reporter
+) -> Outcome:
+    """Results from the node holding rank 0, verified; on a lab of several nodes a lost node named, with the
+    checkpoint."""
+    if followed.unreachable == {node.node for node in cluster}:
+        every = "the machine" if len(cluster) == 1 else f"every node of lab '{record.name}'"
+        raise LabctlError(
+            f"Lost the connection to {every} while watching run {run_id}; the run goes on there.",
+            hint=f"Reattach with 'labctl logs --follow {run_id}' once the network is back; nothing is lost.",
+        )
+    head = next((n for n in cluster if n.node == followed.rank_zero), None) or rank_zero_node(cluster, run_id)
+    info = followed.infos.get(head.node) if head is not None else None
+    outcome = _fetch_results(store, record, head.runs, run_id, info, ui) if head is not None and info else None
+    if len(cluster) > 1 and followed.lost:
+        return _lost_nodes(cluster, run_id, followed, head, outcome)
+    if outcome is None:
+        raise LabctlError(f"No node of run {run_id} holds its results.", hint="'labctl runs' lists the runs.")
+    return outcome
+
+
+def _lost_nodes(
+    cluster: list[NodeRun], run_id: str, followed: Followed, head: NodeRun | None, outcome: Outcome | None
+) -> Outcome:
+    """A run that lost a node stopped: which node and why, and where rank 0's last checkpoint is."""
+    lost = "; ".join(f"{cluster[n].where}: {why}" for n, why in sorted(followed.lost.items()))
+    results = outcome.data.get("results") if outcome is not None else None
+    if results and (Path(str(results)) / "checkpoint.pt").is_file():
+        where = f"it was fetched with rank 0's results to {Path(str(results)) / 'checkpoint.pt'}"
+    elif head is not None and head.node not in followed.lost:
+        where = f"rank 0 keeps it in {runs.RUNS_DIR / run_id}/checkpoint.pt on {head.where}"
+    else:
+        where = f"it is in {runs.RUNS_DIR / run_id}/checkpoint.pt on the node that held rank 0, if that node comes back"
+    text = (
+        f"Run {run_id} lost a node, so it stopped: {lost}.\nThe last checkpoint: {where}.\n"
+        "'labctl status' shows the nodes; 'labctl up' repairs a lost node's container before the next run."
+    )
+    data = {**(outcome.data if outcome else {"run_id": run_id}), "lost_nodes": followed.lost, "checkpoint": where}
+    data["state"] = "failed"
+    shown = f"{outcome.text}\n{text}" if outcome is not None and outcome.text else text
+    return Outcome(data, shown, exit_code=1)
 
 
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
-    store = StateStore()
-    record = store.resolve(name)
-    with _lab_runs(record, ui) as lab_runs:
-        run_id = _pick_run(record, lab_runs, run)
-        if _run_nodes(record, run_id) > 1:
-            return _node_logs(record, run_id, follow, ui)
+    """The run's log (every node's, merged), followed to its end with ``follow``; the state of each node's part."""
+    record = StateStore().resolve(name)
+    with _lab_nodes(record, ui) as lab:
+        run_id = _pick_run(record, lab.reached[0].runs, run)
+        cluster = _reach(lab, _run_nodes(record, run_id))
         try:
-            with _connection_guard(run_id), _merged_output(ui) as show:
-                info = lab_runs.follow(run_id, show, follow=follow)
+            with _output(ui) as show:
+                followed = follow_nodes(cluster, run_id, show, follow=follow)
         except KeyboardInterrupt:
             return Outcome({"run_id": run_id}, "", exit_code=130)
-    return Outcome({"run_id": run_id, "state": info.state}, f"[run {run_id}: {info.state}]")
+    states = followed.states(cluster)
+    shown = ", ".join(f"node {n} {state}" for n, state in states.items()) if len(cluster) > 1 else states[0]
+    lost = "".join(f"\n{cluster[n].where} is lost: {why}" for n, why in sorted(followed.lost.items()))
+    data: dict[str, object] = {"run_id": run_id, "state": states[0], "nodes": states, "lost_nodes": followed.lost}
+    return Outcome(data, f"[run {run_id}: {shown}]{lost}", exit_code=1 if followed.lost else 0)
 
 
 def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Outcome:
@@ -294,8 +339,8 @@ def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Out
                 raise
             record = None  # no lab at all, but runs made here: show those
         if record is not None:
-            with _lab_runs(record, ui) as lab_runs:
-                infos = lab_runs.list()
+            with _lab_nodes(record, ui) as lab:
+                infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
             rows = [{**i.to_json(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += here
@@ -310,34 +355,37 @@ def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Out
 
 
 def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
+    """The run's results, from the node that holds rank 0, once its part has ended."""
     store = StateStore()
     record = store.resolve(name)
-    with _lab_runs(record, ui) as lab_runs:
-        run_id = _pick_run(record, lab_runs, run)
-        if _run_nodes(record, run_id) > 1:
-            return _fetch_from_nodes(store, record, run_id, ui)
-        info = lab_runs.info(run_id)
+    with _lab_nodes(record, ui) as lab:
+        run_id = _pick_run(record, lab.reached[0].runs, run)
+        cluster = _reach(lab, _run_nodes(record, run_id))
+        head = rank_zero_node(cluster, run_id)
+        if head is None:
+            raise LabctlError(
+                f"No node of lab '{record.name}' holds the results of run {run_id} (rank 0's files).",
+                hint="'labctl status' shows whether every node is reachable; fetch again once they are.",
+            )
+        info = head.runs.info(run_id)
         if info.state == "running":
             raise LabctlError(
-                f"Run {run_id} is still training.",
+                f"Run {run_id} is still training" + (f" on {head.where}." if len(cluster) > 1 else "."),
                 hint=f"Wait for it with 'labctl logs --follow {run_id}', then fetch.",
             )
-        outcome = _finish(store, record, lab_runs, run_id, info, ui)
+        outcome = _fetch_results(store, record, head.runs, run_id, info, ui)
     outcome.exit_code = 0  # fetching a failed run's results is still a successful fetch
     return outcome
 
 
 def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str]]:
     """Runs still training and finished runs whose results never came back, for `down` to protect."""
-    with _lab_runs(record, ui) as lab_runs:
-        infos = lab_runs.list()
+    with _lab_nodes(record, ui) as lab:
+        infos = lab.reached[0].runs.list()
     fetched = {r.run_id for r in record.runs if r.fetched_to}
     running = [i.run_id for i in infos if i.state == "running"]
     unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]
     return running, unfetched
-
-
-# --------------------------------------------------------------------------------------------- several nodes
 
 
 def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
@@ -361,155 +409,3 @@ def _run_nodes(record: LabRecord, run_id: str) -> int:
         if run.run_id == run_id:
             return int(run.options.get("nodes") or 1)
     return 1
-
-
-@contextmanager
-def _on_nodes(record: LabRecord, ui: Reporter, nodes: int) -> Iterator[list[NodeRun]]:
-    """The runs of the lab's first ``nodes`` machines, as ``_lab_runs`` for one."""
-    record.require_ready()
-    _results_root()
-    with ExitStack() as stack:
-        try:
-            cluster = stack.enter_context(node_runs(record, ui, nodes))
-        except LabctlError:
-            _explain_stopped_vm(record)  # a clearer error when the VM is simply not running
-            raise
-        yield cluster
-
-
-@contextmanager
-def _node_output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
-    """A printer for the merged lines of every node (``cluster.follow_nodes``), with the spinner of one node's run."""
-    with LiveOutput(ui, run_log_stream(ui), starting) as live:
-
-        def show(line: str) -> None:
-            live.write(line + "\n")
-
-        yield show
-
-
-def _start_on_nodes(
-    opts: RunLabOptions, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter
-) -> tuple[list[str], Launch]:
-    """The lab code and data on every node (each copied once per node), then the run started on each, node 0
-    first (it hosts the rendezvous); returns node 0's arguments and launch."""
-    with ui.step(f"Making sure the lab in the containers of {len(cluster)} nodes matches this labctl"):
-        codes = [node.runs.ensure_lab_code() for node in cluster]
-    args = []
-    for node in cluster:
-        try:
-            data, data_root = _data_source(opts, node.runs, ui)
-        except LabctlError as exc:
-            raise LabctlError(f"On {node.where}: {exc.message}", hint=exc.hint, exit_code=exc.exit_code) from None
-        args.append(cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root))
-    starts = launch_nodes(
-        opts,
-        args,
-        run_id=run_id,
-        gpus_per_node=[0 if opts.device == "cpu" else count_gpus(record, node.runs.box) for node in cluster],
-        addresses=private_addresses(record)[: len(cluster)],
-        rdzv_port=rendezvous_port(cluster[0]),
-        log_dir=str(runs.RUNS_DIR / run_id / "ranks"),
-    )
-    for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
-        node.runs.start(run_id, code, node_args, env=start.env, launch=start.argv)
-    return args[0], starts[0]
-
-
-def _run_on_nodes(opts: RunLabOptions, store: StateStore, record: LabRecord, nodes: int, ui: Reporter) -> Outcome:
-    """run-lab on several of the lab's machines: one torchrun per node, the same run id everywhere."""
-    run_id = runs.new_run_id()
-    with _on_nodes(record, ui, nodes) as cluster:
-        args, start = _start_on_nodes(opts, record, cluster, run_id, ui)
-        options = {"args": args, "nodes": nodes}
-        record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options=options))
-        store.save(record)
-        ui.info(f"Run {run_id} started on {nodes} nodes of lab '{record.name}': {start.summary}.")
-        if opts.detach:
-            text = (
-                f"Run {run_id} is training on {nodes} nodes.\n"
-                f"  labctl logs --follow {run_id}   # watch it\n"
-                f"  labctl fetch {run_id}           # bring the results back when it is done"
-            )
-            return Outcome({"run_id": run_id, "state": "running", "nodes": nodes}, text)
-        try:
-            with _node_output(ui, f"Starting Python and PyTorch on {nodes} nodes") as show:
-                followed = follow_nodes(cluster, run_id, show)
-        except KeyboardInterrupt:
-            raise LabctlError(
-                f"Stopped watching; run {run_id} goes on training on the lab's {nodes} nodes.",
-                hint=f"Reattach with 'labctl logs --follow {run_id}', or fetch with 'labctl fetch {run_id}'.",
-                exit_code=130,
-            ) from None
-        return _finish_on_nodes(store, record, cluster, run_id, followed, ui)
-
-
-def _finish_on_nodes(
-    store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, followed: Followed, ui: Reporter
-) -> Outcome:
-    """Results from the node holding rank 0, verified as on one node; a lost node named, with the checkpoint."""
-    if followed.lost and followed.unreachable == {node.node for node in cluster}:
-        raise LabctlError(
-            f"Lost the connection to every node of lab '{record.name}' while watching run {run_id}; the run may go "
-            "on there.",
-            hint=f"Reattach with 'labctl logs --follow {run_id}' once the network is back.",
-        )
-    head = next((n for n in cluster if n.node == followed.rank_zero), None) or rank_zero_node(cluster, run_id)
-    info = followed.infos.get(head.node) if head is not None else None
-    outcome = _finish(store, record, head.runs, run_id, info, ui) if head is not None and info else None
-    if not followed.lost:
-        if outcome is None:
-            raise LabctlError(f"No node of run {run_id} holds its results.", hint="'labctl runs' lists the runs.")
-        return outcome
-    lost = "; ".join(f"{cluster[n].where}: {why}" for n, why in sorted(followed.lost.items()))
-    results = outcome.data.get("results") if outcome is not None else None
-    if results and (Path(str(results)) / "checkpoint.pt").is_file():
-        where = f"it was fetched with rank 0's results to {Path(str(results)) / 'checkpoint.pt'}"
-    elif head is not None and head.node not in followed.lost:
-        where = f"rank 0 keeps it in {runs.RUNS_DIR / run_id}/checkpoint.pt on {head.where}"
-    else:
-        where = f"it is in {runs.RUNS_DIR / run_id}/checkpoint.pt on the node that held rank 0, if that node comes back"
-    text = (
-        f"Run {run_id} lost a node, so it stopped: {lost}.\nThe last checkpoint: {where}.\n"
-        "'labctl status' shows the nodes; 'labctl up' repairs a lost node's container before the next run."
-    )
-    data = {**(outcome.data if outcome else {"run_id": run_id}), "lost_nodes": followed.lost, "checkpoint": where}
-    data["state"] = "failed"
-    shown = f"{outcome.text}\n{text}" if outcome is not None and outcome.text else text
-    return Outcome(data, shown, exit_code=1)
-
-
-def _node_logs(record: LabRecord, run_id: str, follow: bool, ui: Reporter) -> Outcome:
-    """`logs` of a run on several nodes: every node's log, merged; the state of each node's part."""
-    with _on_nodes(record, ui, _run_nodes(record, run_id)) as cluster:
-        try:
-            with _node_output(ui) as show:
-                followed = follow_nodes(cluster, run_id, show, follow=follow)
-        except KeyboardInterrupt:
-            return Outcome({"run_id": run_id}, "", exit_code=130)
-    states = {n.node: followed.infos[n.node].state if n.node in followed.infos else "running" for n in cluster}
-    states.update({n: "lost" for n in followed.lost})
-    shown = ", ".join(f"node {n} {state}" for n, state in sorted(states.items()))
-    lost = "".join(f"\n{cluster[n].where} is lost: {why}" for n, why in sorted(followed.lost.items()))
-    data: dict[str, object] = {"run_id": run_id, "state": states[0], "nodes": states, "lost_nodes": followed.lost}
-    return Outcome(data, f"[run {run_id}: {shown}]{lost}", exit_code=1 if followed.lost else 0)
-
-
-def _fetch_from_nodes(store: StateStore, record: LabRecord, run_id: str, ui: Reporter) -> Outcome:
-    """`fetch` of a run on several nodes: from the node that holds rank 0, once its part has ended."""
-    with _on_nodes(record, ui, _run_nodes(record, run_id)) as cluster:
-        head = rank_zero_node(cluster, run_id)
-        if head is None:
-            raise LabctlError(
-                f"No node of lab '{record.name}' holds the results of run {run_id} (rank 0's files).",
-                hint="'labctl status' shows whether every node is reachable; fetch again once they are.",
-            )
-        info = head.runs.info(run_id)
-        if info.state == "running":
-            raise LabctlError(
-                f"Run {run_id} is still training on {head.where}.",
-                hint=f"Wait for it with 'labctl logs --follow {run_id}', then fetch.",
-            )
-        outcome = _finish(store, record, head.runs, run_id, info, ui)
-    outcome.exit_code = 0  # fetching a failed run's results is still a successful fetch
-    return outcome

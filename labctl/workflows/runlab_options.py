@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labctl.assets import lab_dir
-from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_cluster, plan_launch
+from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -186,28 +186,7 @@ def _notebook_flag(key: str) -> bool:
     return key in LAB_OPTIONS and LAB_OPTIONS[key].notebook
 
 
-def launch(opts: RunLabOptions, args: list[str], *, run_id: str, gpus_available: int, log_dir: str) -> Launch:
-    """How the run starts in the lab container: ``python -m cifarlab ARGS``, or torchrun with one process per GPU.
-
-    A machine with more than one GPU trains on all of them unless ``--gpus`` says fewer; a CPU machine, the
-    notebook (one kernel, one process) and ``--device cpu`` run one process.
-    """
-    if opts.notebook:
-        if opts.gpus is not None:
-            raise UsageError(
-                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
-                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
-            )
-        return Launch(None, plain_argv(args), {})
-    plan = plan_launch(
-        run_id=run_id, gpus_available=gpus_available, gpus_requested=opts.gpus, cpu_only=opts.device == "cpu"
-    )
-    _check_device(opts, plan)
-    argv = launch_argv(plan, args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # args[0] is "train"
-    return Launch(plan, argv, launch_env(plan))
-
-
-def launch_nodes(
+def launch(
     opts: RunLabOptions,
     args: list[list[str]],
     *,
@@ -217,9 +196,20 @@ def launch_nodes(
     rdzv_port: int,
     log_dir: str,
 ) -> list[Launch]:
-    """How the run starts on each of several nodes (``args``: each node's ``cifarlab_args``, node 0 first):
-    torchrun on every node, meeting at node 0's address, each node with as many GPUs as the smallest has."""
-    plans = plan_cluster(
+    """How the run starts on each node (``args``: each node's ``cifarlab_args``, node 0 first): ``python -m cifarlab
+    ARGS``, or torchrun with one process per GPU, meeting at node 0's address across nodes.
+
+    A machine with more than one GPU trains on all of them (across nodes: as many as the smallest has) unless
+    ``--gpus`` says fewer; a CPU machine, the notebook (one kernel, one process) and ``--device cpu`` run one process.
+    """
+    if opts.notebook:
+        if opts.gpus is not None:
+            raise UsageError(
+                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
+                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
+            )
+        return [Launch(None, plain_argv(args[0]), {})]
+    plans = plan_launch(
         run_id=run_id,
         gpus_per_node=gpus_per_node,
         addresses=addresses,

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import runs
-from labctl.cluster import stop_nodes
+from labctl.cluster import NodeRun, stop_nodes
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.runs import LabRuns
-from labctl.state import LabRecord, RunRecord, StateStore, now_iso
+from labctl.state import RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab import Watch, _lab_runs, _on_nodes, _pick_run, _run_nodes, watch_run
+from labctl.workflows.runlab import Watch, _lab_nodes, _pick_run, _reach, _run_nodes, watch_run
 
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
@@ -50,7 +50,8 @@ def _script_in_container(given: str, lab_runs: LabRuns) -> tuple[str, dict[str, 
 def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(opts.name)
-    with _lab_runs(record, ui) as lab_runs:
+    with _lab_nodes(record, ui) as lab:
+        lab_runs = lab.reached[0].runs
         script, files = _script_in_container(opts.script, lab_runs)
         run_id = runs.new_run_id()
         lab_runs.start_script(run_id, script, opts.args, files)
@@ -65,32 +66,26 @@ def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
             or_else=f"stop it with 'labctl cancel {run_id}'",
             starting=f"Starting python {Path(script).name} on the lab",
         )
-        return watch_run(store, record, lab_runs, run_id, ui, watch)
+        return watch_run(store, record, lab.reached, run_id, ui, watch)
 
 
-def _wait_stopped(lab_runs: LabRuns, run_id: str, timeout: float) -> runs.RunInfo:
+def _wait_stopped(cluster: list[NodeRun], run_id: str, timeout: float) -> list[runs.RunInfo]:
+    """Each node's part of the run, once none runs any more or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
-    info = lab_runs.info(run_id)
-    while info.state == "running" and time.monotonic() < deadline:
+    while True:
+        infos = [node.runs.info(run_id) for node in cluster]
+        if all(info.state != "running" for info in infos) or time.monotonic() >= deadline:
+            return infos
         time.sleep(0.5)
-        info = lab_runs.info(run_id)
-    return info
-
-
-def _stop_other_nodes(record: LabRecord, run_id: str, ui: Reporter) -> bool:
-    """A run on several nodes stops on each of them (node 0 is asked by the caller); True if one was asked."""
-    nodes = _run_nodes(record, run_id)
-    if nodes == 1:
-        return False
-    with _on_nodes(record, ui, nodes) as cluster:
-        return bool(stop_nodes(cluster[1:], run_id))
 
 
 def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STOP_WAIT_S) -> Outcome:
-    """Stop a run (the latest running one by default): SIGTERM, so the lab saves its checkpoint; say what is kept."""
+    """Stop a run (the latest running one by default) on every node it runs on: SIGTERM, so the lab saves its
+    checkpoint; wait for each node's part to end, and say what is kept."""
     store = StateStore()
     record = store.resolve(name)
-    with _lab_runs(record, ui) as lab_runs:
+    with _lab_nodes(record, ui) as lab:
+        lab_runs = lab.reached[0].runs
         if run is None:
             running = [i.run_id for i in lab_runs.list() if i.state == "running"]
             if not running:
@@ -100,14 +95,16 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
             run_id = _pick_run(record, lab_runs, run)
         if lab_runs.info(run_id).state != "running":
             raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
+        cluster = _reach(lab, _run_nodes(record, run_id))
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
-            signalled = lab_runs.stop(run_id)
-            signalled = _stop_other_nodes(record, run_id, ui) or signalled
-            info = _wait_stopped(lab_runs, run_id, wait if signalled else 2.0)
+            signalled = bool(stop_nodes(cluster, run_id))
+            infos = _wait_stopped(cluster, run_id, wait if signalled else 2.0)
         kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
-    if info.state == "running":
+    still = [node.where for node, info in zip(cluster, infos, strict=True) if info.state == "running"]
+    if still:
+        on = f" on {', '.join(still)}" if len(cluster) > 1 else ""
         raise LabctlError(
-            f"Run {run_id} was asked to stop but still runs after {wait:.0f}s.",
+            f"Run {run_id} was asked to stop but still runs{on} after {wait:.0f}s.",
             hint=f"It may be saving a large checkpoint; check with 'labctl runs', or 'labctl cancel {run_id}' again.",
         )
     for recorded in record.runs:
@@ -115,8 +112,9 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
             recorded.state, recorded.finished_at = "stopped", now_iso()
     store.save(record)
     shown = ", ".join(kept[:12]) + (f" and {len(kept) - 12} more" if len(kept) > 12 else "")
+    state = infos[0].state
     text = (
-        f"Run {run_id} stopped ({info.state}). Kept in the lab's /workspace/runs/{run_id}: {shown or 'nothing'}.\n"
+        f"Run {run_id} stopped ({state}). Kept in the lab's /workspace/runs/{run_id}: {shown or 'nothing'}.\n"
         f"Bring it here with 'labctl fetch {run_id}'."
     )
-    return Outcome({"run_id": run_id, "state": info.state, "kept": kept}, text)
+    return Outcome({"run_id": run_id, "state": state, "kept": kept}, text)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from labctl import runs
+from labctl.cluster import NodeRun, follow_nodes
 from labctl.container import LabContainer
 from labctl.errors import LabctlError
-from labctl.runs import LabRuns
+from labctl.runs import LabRuns, RunInfo
 
 FAKE_MAIN = textwrap.dedent(
     """
@@ -57,6 +58,12 @@ def lab_runs(docker_client: Any, test_base_image: str) -> Iterator[LabRuns]:
         box.remove(force=True)
 
 
+def _follow(lab_runs: LabRuns, run_id: str, show: Callable[[str], None], follow: bool = True) -> RunInfo | None:
+    """How the run ended (None: still running), its log shown line by line, as `labctl logs` follows a run."""
+    followed = follow_nodes([NodeRun(0, "the container", lab_runs)], run_id, show, follow=follow, poll=0.1)
+    return followed.infos.get(0)
+
+
 def _start(lab_runs: LabRuns, lab_dir: Path, steps: int, delay: float, **env: str) -> str:
     code = lab_runs.ensure_lab_code(lab_dir)
     run_id = runs.new_run_id()
@@ -68,10 +75,10 @@ def _start(lab_runs: LabRuns, lab_dir: Path, steps: int, delay: float, **env: st
 def test_run_is_followed_to_the_end_and_fetched_verified(lab_runs: LabRuns, lab_dir: Path, tmp_path: Path) -> None:
     run_id = _start(lab_runs, lab_dir, steps=5, delay=0.2)
     seen: list[str] = []
-    info = lab_runs.follow(run_id, seen.append, poll=0.1)
-    assert info.state == "succeeded"
+    info = _follow(lab_runs, run_id, seen.append)
+    assert info is not None and info.state == "succeeded"
     assert info.accuracy == 0.5
-    assert "".join(seen).splitlines() == [f"step {i}" for i in range(5)]
+    assert "\n".join(seen).splitlines() == [f"step {i}" for i in range(5)]
     dest = tmp_path / "results"
     assert lab_runs.fetch(run_id, dest) == 4  # metrics, plot, run.json, train.log
     assert (dest / "plots" / "curve.png").read_bytes() == b"png" * 100
@@ -81,23 +88,23 @@ def test_reattach_after_leaving_loses_nothing(lab_runs: LabRuns, lab_dir: Path) 
     run_id = _start(lab_runs, lab_dir, steps=12, delay=0.25)
     first: list[str] = []
     # Watch once (no follow), as a dropped connection would: the run keeps going without us.
-    lab_runs.follow(run_id, first.append, follow=False)
+    _follow(lab_runs, run_id, first.append, follow=False)
     assert lab_runs.info(run_id).state == "running"
     again: list[str] = []
-    info = lab_runs.follow(run_id, again.append, poll=0.1)
-    assert info.state == "succeeded"
-    assert "".join(again).splitlines() == [f"step {i}" for i in range(12)]
+    info = _follow(lab_runs, run_id, again.append)
+    assert info is not None and info.state == "succeeded"
+    assert "\n".join(again).splitlines() == [f"step {i}" for i in range(12)]
 
 
 def test_failed_run_reports_failure(lab_runs: LabRuns, lab_dir: Path) -> None:
     run_id = _start(lab_runs, lab_dir, steps=1, delay=0, FAKE_EXIT="3")
-    info = lab_runs.follow(run_id, lambda _: None, poll=0.1)
-    assert (info.state, info.exit_code) == ("failed", 3)
+    info = _follow(lab_runs, run_id, lambda _: None)
+    assert info is not None and (info.state, info.exit_code) == ("failed", 3)
 
 
 def test_tampered_result_is_detected(lab_runs: LabRuns, lab_dir: Path, tmp_path: Path) -> None:
     run_id = _start(lab_runs, lab_dir, steps=1, delay=0)
-    lab_runs.follow(run_id, lambda _: None, poll=0.1)
+    _follow(lab_runs, run_id, lambda _: None)
     lab_runs.box.exec(["sh", "-c", 'echo changed >> "$1"', "-", f"{runs.RUNS_DIR / run_id}/metrics.json"])
     with pytest.raises(LabctlError, match="do not match the checksums"):
         lab_runs.fetch(run_id, tmp_path / "results")
@@ -119,7 +126,7 @@ def test_lab_code_uploaded_once_per_version(lab_runs: LabRuns, lab_dir: Path) ->
 def test_listing_runs(lab_runs: LabRuns, lab_dir: Path) -> None:
     assert lab_runs.list() == []
     done = _start(lab_runs, lab_dir, steps=1, delay=0)
-    lab_runs.follow(done, lambda _: None, poll=0.1)
+    _follow(lab_runs, done, lambda _: None)
     live = _start(lab_runs, lab_dir, steps=40, delay=0.25)
     states = {i.run_id: i.state for i in lab_runs.list()}
     assert states == {done: "succeeded", live: "running"}

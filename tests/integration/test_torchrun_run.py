@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from labctl import runs
+from labctl.cluster import NodeRun, follow_nodes
 from labctl.container import LabContainer
-from labctl.distributed import LaunchPlan, RankLines, launch_argv, launch_env
+from labctl.distributed import LaunchPlan, launch_argv, launch_env
 from labctl.runs import LabRuns
 from labctl.workflows.runlab_options import TORCHRUN, RunLabOptions, cifarlab_args
 
@@ -43,10 +44,10 @@ def test_the_wrapper_runs_torchrun_and_the_log_merges_every_rank(lab_runs: LabRu
     lab_runs.start(run_id, code, args, env={**launch_env(plan), "OMP_NUM_THREADS": "1"}, launch=argv)
 
     merged: list[str] = []
-    lines = RankLines()
-    info = lab_runs.follow(run_id, lambda chunk: merged.extend(lines.feed(chunk)), poll=0.5)
-    merged += lines.flush()
-    assert info.state == "succeeded", "\n".join(merged)
+    followed = follow_nodes(
+        [NodeRun(0, "the container", lab_runs)], run_id, lambda text: merged.extend(text.splitlines()), poll=0.5
+    )
+    assert followed.infos[0].state == "succeeded", "\n".join(merged)
 
     # both ranks said when they started and ended, each line under its own rank
     for rank in (0, 1):
@@ -64,13 +65,16 @@ def test_the_wrapper_runs_torchrun_and_the_log_merges_every_rank(lab_runs: LabRu
 
 
 def test_a_gpu_lab_whose_container_sees_no_gpu_counts_none_and_trains_in_one_process(lab_runs: LabRuns) -> None:
+    from labctl.labhost import count_gpus
     from labctl.state import LabRecord
-    from labctl.workflows.runlab import _launch
+    from labctl.workflows.runlab_options import launch
 
     # no nvidia-smi in this container: run-lab asks torch, which sees no CUDA device
     record = LabRecord(name="t", target="ssh", gpu=True)
     opts = RunLabOptions()
     args = cifarlab_args(opts, out="/workspace/runs/r", data="synthetic:64")
-    start = _launch(opts, record, lab_runs, "r", args)
+    gpus = count_gpus(record, lab_runs.box)
+    [start] = launch(opts, [args], run_id="r", gpus_per_node=[gpus], addresses=["127.0.0.1"], rdzv_port=1, log_dir="/l")
+    assert gpus == 0
     assert start.plan is not None and (start.plan.procs_per_node, start.plan.device) == (1, "cpu")
     assert start.argv[:4] == ["python", "-m", "cifarlab", "train"]

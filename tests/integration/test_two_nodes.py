@@ -17,7 +17,7 @@ from labctl.distributed import (
     launch_env,
     merge_rank_output,
     parse_gpu_count,
-    plan_cluster,
+    plan_launch,
     rank_zero_hint,
     ranks_seen,
     torch_probe_argv,
@@ -62,7 +62,7 @@ def test_two_nodes_train_one_model_over_a_private_network(docker_client: Any, la
     with lab_nodes(docker_client, lab_image, 2) as nodes:
         for node in nodes:
             assert node.container.attrs["NetworkSettings"]["Ports"] in ({}, None)  # nothing published on the host
-        plans = plan_cluster(
+        plans = plan_launch(
             run_id=RUN_ID, gpus_per_node=[_gpus(n) for n in nodes], addresses=[n.address for n in nodes]
         )
         assert [(p.procs_per_node, p.device, p.world_size) for p in plans] == [(1, "cpu", 2), (1, "cpu", 2)]

@@ -16,7 +16,7 @@ from labctl.state import LabRecord, NodeRecord, RunRecord
 from labctl.targets.ssh import SSHTarget, _check_same_workers
 from labctl.ui import NodeReporter, PlainReporter
 from labctl.workflows.runlab import _nodes_asked, _run_nodes
-from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, launch_nodes
+from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, launch
 from labctl.workflows.status import render
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -178,7 +178,7 @@ def test_a_run_remembers_how_many_nodes_it_was_started_on() -> None:
 def test_each_node_launches_torchrun_meeting_at_node_0() -> None:
     opts = RunLabOptions(training={"device": "cpu"})
     args = [cifarlab_args(opts, out="/workspace/runs/r", data="synthetic:256") for _ in range(2)]
-    starts = launch_nodes(
+    starts = launch(
         opts, args, run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"], rdzv_port=29400, log_dir="/l"
     )
     for node, start in enumerate(starts):
@@ -194,10 +194,10 @@ def test_each_node_launches_torchrun_meeting_at_node_0() -> None:
 def test_gpu_nodes_use_as_many_gpus_as_the_smallest_and_one_named_device_is_refused() -> None:
     args = [["train", "--out", "/o"]] * 2
     kwargs = {"run_id": "r", "addresses": ["a1", "a2"], "rdzv_port": 29400, "log_dir": "/l"}
-    starts = launch_nodes(RunLabOptions(), args, gpus_per_node=[4, 2], **kwargs)  # type: ignore[arg-type]
+    starts = launch(RunLabOptions(), args, gpus_per_node=[4, 2], **kwargs)  # type: ignore[arg-type]
     assert [s.plan.procs_per_node if s.plan else None for s in starts] == [2, 2]
     with pytest.raises(UsageError, match="--device mps names one device, and 2 processes would share it"):
-        launch_nodes(RunLabOptions(training={"device": "mps"}), args, gpus_per_node=[2, 2], **kwargs)  # type: ignore[arg-type]
+        launch(RunLabOptions(training={"device": "mps"}), args, gpus_per_node=[2, 2], **kwargs)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ status

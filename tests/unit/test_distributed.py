@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,6 @@ from labctl.distributed import (
     launch_env,
     merge_rank_output,
     parse_gpu_count,
-    plan_cluster,
     plan_launch,
     rank_zero_hint,
     ranks_seen,
@@ -91,6 +91,13 @@ def test_probes_are_argv_lists() -> None:
 # ------------------------------------------------------------------------------------------------ plans
 
 
+def _plan(gpus_available: int, nodes: int = 1, head: str = "10.0.0.4", **kwargs: Any) -> LaunchPlan:
+    """Node 0's plan for a run on ``nodes`` alike machines, the first at ``head``."""
+    addresses = [head, *(f"10.0.0.{5 + i}" for i in range(nodes - 1))][:nodes]
+    kwargs.setdefault("run_id", "r")
+    return plan_launch(gpus_per_node=[gpus_available] * nodes, addresses=addresses, **kwargs)[0]
+
+
 @pytest.mark.parametrize(
     ("available", "requested", "nodes", "procs", "device", "torchrun"),
     [
@@ -108,8 +115,7 @@ def test_probes_are_argv_lists() -> None:
 def test_gpu_count_to_torchrun_arguments(
     available: int, requested: int | None, nodes: int, procs: int, device: str, torchrun: bool
 ) -> None:
-    head = "10.0.0.4" if nodes > 1 else None
-    plan = plan_launch(run_id="r1", gpus_available=available, gpus_requested=requested, nodes=nodes, rdzv_host=head)
+    plan = _plan(available, nodes, run_id="r1", gpus_requested=requested)
     assert (plan.procs_per_node, plan.device, plan.world_size) == (procs, device, procs * nodes)
     assert plan.backend == ("nccl" if device == "cuda" else "gloo")
     argv = launch_argv(plan, TRAIN, log_dir="/workspace/runs/r1/ranks")
@@ -131,7 +137,7 @@ def test_gpu_count_to_torchrun_arguments(
 
 
 def test_cluster_plans_meet_at_the_head_and_only_the_head_hosts_the_store() -> None:
-    plans = plan_cluster(
+    plans = plan_launch(
         run_id="r7", gpus_per_node=[4, 4, 4], addresses=["10.0.0.4", "10.0.0.5", "10.0.0.6"], rdzv_port=29555
     )
     argvs = [launch_argv(p, TRAIN, log_dir="/l") for p in plans]
@@ -144,17 +150,17 @@ def test_cluster_plans_meet_at_the_head_and_only_the_head_hosts_the_store() -> N
 
 
 def test_unequal_nodes_use_the_smallest_node_s_gpu_count() -> None:
-    plans = plan_cluster(run_id="r", gpus_per_node=[4, 2], addresses=["10.0.0.4", "10.0.0.5"])
+    plans = plan_launch(run_id="r", gpus_per_node=[4, 2], addresses=["10.0.0.4", "10.0.0.5"])
     assert [p.procs_per_node for p in plans] == [2, 2]
 
 
 def test_ipv6_head_is_bracketed() -> None:
-    plan = plan_launch(run_id="r", gpus_available=1, nodes=2, rdzv_host="fd00::4")
+    plan = _plan(1, nodes=2, head="fd00::4")
     assert plan.rdzv_endpoint == "[fd00::4]:29400"
 
 
 def test_torchrun_can_be_the_module_of_a_given_python() -> None:
-    plan = plan_launch(run_id="r", gpus_available=2)
+    plan = _plan(2)
     argv = launch_argv(plan, TRAIN, log_dir="/l", torchrun=("/opt/py/bin/python", "-m", "torch.distributed.run"))
     assert argv[:4] == ["/opt/py/bin/python", "-m", "torch.distributed.run", "--nnodes"]
 
@@ -171,7 +177,7 @@ def test_gpu_check_script_is_shell_clean() -> None:
 
 def test_user_text_stays_one_argument() -> None:
     hostile = ["--out", "/w/x; touch /tmp/pwned", "--data", "$(reboot)"]
-    argv = launch_argv(plan_launch(run_id="r", gpus_available=2), hostile, log_dir="/l")
+    argv = launch_argv(_plan(2), hostile, log_dir="/l")
     assert argv[-4:] == hostile
 
 
@@ -186,10 +192,8 @@ def test_user_text_stays_one_argument() -> None:
         (dict(gpus_available=2, gpus_requested=0), "--gpus 0 asks for no GPU", "--device cpu"),
         (dict(gpus_available=0, gpus_requested=0), "--gpus 0 asks for no GPU", "no GPU: leave --gpus out"),
         (dict(gpus_available=2, nodes=0), "--nodes 0 leaves no machine", "--nodes 1 or more"),
-        (dict(gpus_available=2, nodes=2), "needs the head node's private address", "never a public one"),
-        (dict(gpus_available=2, nodes=2, node_rank=2, rdzv_host="10.0.0.4"), "Node rank 2 is outside", "0 (the"),
-        (dict(gpus_available=2, nodes=2, rdzv_host="10.0.0.4; rm -rf /"), "neither an IP address", "private IP"),
-        (dict(gpus_available=2, nodes=2, rdzv_host="10.0.0.4", rdzv_port=0), "port 0 is outside", "29400"),
+        (dict(gpus_available=2, nodes=2, head="10.0.0.4; rm -rf /"), "neither an IP address", "private IP"),
+        (dict(gpus_available=2, nodes=2, rdzv_port=0), "port 0 is outside", "29400"),
         (dict(gpus_available=2, run_id="a b"), "cannot name a rendezvous", "letters, digits"),
         (dict(gpus_available=2, gpus_requested=1, cpu_only=True), "contradict", "one or the other"),
     ],
@@ -197,7 +201,7 @@ def test_user_text_stays_one_argument() -> None:
 def test_impossible_requests_are_explained(kwargs: dict[str, object], message: str, hint: str) -> None:
     kwargs.setdefault("run_id", "r1")
     with pytest.raises(UsageError) as info:
-        plan_launch(**kwargs)  # type: ignore[arg-type]
+        _plan(**kwargs)  # type: ignore[arg-type]
     text = info.value.render()
     assert message in text and hint in text
     assert "\n" not in text and info.value.exit_code == 2
@@ -205,10 +209,10 @@ def test_impossible_requests_are_explained(kwargs: dict[str, object], message: s
 
 def test_cluster_errors_name_the_node() -> None:
     with pytest.raises(UsageError, match="more GPUs than node 1 has: it has only 2 GPUs"):
-        plan_cluster(run_id="r", gpus_per_node=[4, 2], addresses=["a", "b"], gpus_requested=4)
+        plan_launch(run_id="r", gpus_per_node=[4, 2], addresses=["a", "b"], gpus_requested=4)
     with pytest.raises(UsageError, match="Node 1 has no GPU while others have"):
-        plan_cluster(run_id="r", gpus_per_node=[4, 0], addresses=["a", "b"])
-    cpu = plan_cluster(run_id="r", gpus_per_node=[4, 0], addresses=["a", "b"], cpu_only=True)
+        plan_launch(run_id="r", gpus_per_node=[4, 0], addresses=["a", "b"])
+    cpu = plan_launch(run_id="r", gpus_per_node=[4, 0], addresses=["a", "b"], cpu_only=True)
     assert [(p.procs_per_node, p.device) for p in cpu] == [(1, "cpu"), (1, "cpu")]
 
 
@@ -244,7 +248,7 @@ def test_merge_gives_each_line_a_readable_rank() -> None:
 
 
 def test_rank_zero_hint_finds_the_node_holding_rank_0() -> None:
-    plans = plan_cluster(run_id="r", gpus_per_node=[1, 1], addresses=["10.0.0.4", "10.0.0.5"])
+    plans = plan_launch(run_id="r", gpus_per_node=[1, 1], addresses=["10.0.0.4", "10.0.0.5"])
     assert rank_zero_hint(plans, [["[rank 1]:x"], ["[rank 0]:y"]]) == plans[1]
     assert rank_zero_hint(plans, [["x"], ["y"]]) is None
 
@@ -303,7 +307,7 @@ def test_real_torchrun_accepts_the_single_node_argv(fake_lab: dict[str, str], tm
 @pytest.mark.slow
 def test_real_torchrun_meets_across_two_launchers(fake_lab: dict[str, str], tmp_path: Path) -> None:
     """Two launchers on this machine as two nodes: c10d at the head's address, rank 0's store by is_host."""
-    plans = plan_cluster(
+    plans = plan_launch(
         run_id="two", gpus_per_node=[0, 0], addresses=["127.0.0.1", "127.0.0.1"], rdzv_port=_free_port()
     )
     procs = [
@@ -322,13 +326,13 @@ def test_real_torchrun_meets_across_two_launchers(fake_lab: dict[str, str], tmp_
 
 
 def test_describe_says_what_runs_where() -> None:
-    assert describe(plan_launch(run_id="r", gpus_available=0)) == "one process on the CPU (no torchrun)"
-    assert describe(plan_launch(run_id="r", gpus_available=1)) == "one process on the GPU (no torchrun)"
-    four = plan_launch(run_id="r", gpus_available=4)
+    assert describe(_plan(0)) == "one process on the CPU (no torchrun)"
+    assert describe(_plan(1)) == "one process on the GPU (no torchrun)"
+    four = _plan(4)
     assert describe(four) == "torchrun: 4 processes (4 GPUs on this machine, nccl)"
-    two = plan_cluster(run_id="r", gpus_per_node=[2, 2], addresses=["10.0.0.4", "10.0.0.5"])
+    two = plan_launch(run_id="r", gpus_per_node=[2, 2], addresses=["10.0.0.4", "10.0.0.5"])
     assert describe(two[1]) == "torchrun: 4 processes (2 GPUs on each of 2 nodes, nccl), meeting at 10.0.0.4:29400"
-    cpu = plan_cluster(run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"])
+    cpu = plan_launch(run_id="r", gpus_per_node=[0, 0], addresses=["10.0.0.4", "10.0.0.5"])
     assert describe(cpu[0]) == "torchrun: 2 processes (CPU on each of 2 nodes, gloo), meeting at 10.0.0.4:29400"
 
 

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from labctl.distributed import RankLines
 from labctl.ui import LiveOutput, PlainReporter, RichReporter, phase_of
-from labctl.workflows.runlab import _merged_output
+from labctl.workflows.runlab import _output
 
 RUN = [
     "loading the data (synthetic:300) ...\n",
@@ -112,11 +113,17 @@ def test_a_run_that_ends_on_an_announcing_line_still_shows_it() -> None:
 
 def test_the_lab_s_merged_log_spins_between_whole_lines(capsys: pytest.CaptureFixture[str]) -> None:
     ui = Watcher(io.StringIO())
-    with _merged_output(ui, "Starting Python and PyTorch on the lab") as show:
-        show("[rank 0]:loading the da")  # half a line: the run has said nothing whole yet
+    lines = RankLines()
+    with _output(ui, "Starting Python and PyTorch on the lab") as show:
+
+        def arrive(chunk: str) -> None:  # as cluster.follow_nodes passes a log on: whole merged lines
+            if whole := lines.feed(chunk):
+                show("\n".join(whole))
+
+        arrive("[rank 0]:loading the da")  # half a line: the run has said nothing whole yet
         assert ui.events == ["spin Starting Python and PyTorch on the lab after 0 lines"]
-        show("ta (cifar10) ...\n[rank 1]:ready\n")
-        show("[rank 0]:drawing the plots ...\n")
+        arrive("ta (cifar10) ...\n[rank 1]:ready\n")
+        arrive("[rank 0]:drawing the plots ...\n")
     assert capsys.readouterr().out == (
         "[rank 0] loading the data (cifar10) ...\n[rank 1] ready\n[rank 0] drawing the plots ...\n"
     )

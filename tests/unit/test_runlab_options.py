@@ -119,7 +119,16 @@ def _launch(gpus_available: int, **options: object) -> Launch:
     training = {key: options.pop(key) for key in ("model", "device") if key in options}
     opts = RunLabOptions(training=training, **options)  # type: ignore[arg-type]
     args = cifarlab_args(opts, out="/w/runs/r1", data="synthetic:64")
-    return launch(opts, args, run_id="r1", gpus_available=gpus_available, log_dir="/w/runs/r1/ranks")
+    [start] = launch(
+        opts,
+        [args],
+        run_id="r1",
+        gpus_per_node=[gpus_available],
+        addresses=["127.0.0.1"],
+        rdzv_port=29400,
+        log_dir="/w/runs/r1/ranks",
+    )
+    return start
 
 
 def test_a_machine_with_four_gpus_trains_on_all_four_under_torchrun() -> None:
