@@ -2,7 +2,7 @@
 
 ``prepare_lab`` converges (bootstrap Docker, and the NVIDIA runtime on GPU machines; the image; the container)
 on every node of the lab at once, and is safe to run again at any point. ``lab_container`` reaches the running
-container of a ready lab, ``describe_lab`` and ``describe_nodes`` report on it without changing anything, and
+container of a ready lab, ``describe_lab`` reports on every node without changing anything, and
 ``teardown_lab`` removes the containers and their volumes, never the machines. The machine itself is
 ``labctl.machine``; the container, ``labctl.container``. Node 0 is the lab's own machine and runs Jupyter; on a
 lab of several machines the others (``record.nodes[1:]``) hold a container each that only runs training.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labctl import container as lab
 from labctl import workspace
@@ -261,31 +261,53 @@ def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
     return parse_gpu_count(probe.text, probe.exit_code)
 
 
-def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str, object]:
-    """Live, read-only facts about the lab container for `labctl status`; never raises for an unreachable machine.
+def describe_lab(
+    record: LabRecord, *, wait: float = EVERYDAY_WAIT, machines: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Live, read-only facts about the lab for `labctl status`, every node at once and each dialled once; never
+    raises for an unreachable machine.
 
-    One connection gathers everything (container, Jupyter, runs), and nothing is started or changed: asking
-    for the status must not revive a lab the user stopped. (Reading the runs may copy labctl's small state
-    program into the container's ``.labctl/tools``, once per labctl version.)
+    Node 0's container, Jupyter and runs are the lab's; a lab of several machines adds ``nodes``: each node's
+    address, container and GPUs, over what the target says of its machine (``machines``: power, size, ...). A
+    machine the target reports as not running is not dialled, and nothing is started or changed: asking for the
+    status must not revive a lab the user stopped. (Reading the runs may copy labctl's small state program into
+    the container's ``.labctl/tools``, once per labctl version.)
     """
+    from labctl.ui import PlainReporter
+
+    known = {int(m["node"]): m for m in machines if isinstance(m, dict) and "node" in m}
+    off = {n for n, m in known.items() if m.get("power_state") not in (None, "running")}
+    nodes = on_each_node(record, lambda n, _: _describe_node(record, n, wait, n in off), PlainReporter(quiet=True))
+    head = {k: v for k, v in nodes[0].items() if k not in ("node", "address", "private_address", "gpus")}
+    facts = {} if 0 in off else {"jupyter_port": record.jupyter_port, "image": record.image, **head}
+    if len(nodes) > 1:
+        facts["nodes"] = [{**known.get(n, {}), **node} for n, node in enumerate(nodes)]
+    return facts
+
+
+def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict[str, Any]:
     from labctl.runs import LabRuns
     from labctl.ui import PlainReporter
 
-    quiet = PlainReporter(quiet=True)
-    facts: dict[str, object] = {"jupyter_port": record.jupyter_port, "image": record.image}
+    address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
+    facts: dict[str, Any] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
+    if off:
+        return {**facts, "reachable": False, "error": "its machine is not running"}
     try:
-        with machine_for(record, quiet, wait=wait) as machine:
+        with machine_for(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
             facts["reachable"] = True
-            found = lab.find_container(machine.docker(), record.name)
+            found = lab.find_container(machine.docker(), record.name, node)
             if found is None:
-                facts.update(container="missing", jupyter="down")
-                return facts
+                return {**facts, "container": "missing", **({"jupyter": "down"} if node == 0 else {})}
             box = lab.LabContainer(found)
             state = box.state()
-            running = state["container"] == "running"
             facts.update(container=state["container"], health=state["health"])
-            facts["jupyter"] = "up" if running and lab.jupyter_answers(found) else "down"
-            if running:
+            running = state["container"] == "running"
+            if running and len(record.nodes) > 1:
+                facts["gpus"] = count_gpus(record, box)
+            if node == 0:
+                facts["jupyter"] = "up" if running and lab.jupyter_answers(found) else "down"
+            if node == 0 and running:
                 infos = LabRuns(box).list()
                 facts["runs"] = len(infos)
                 if infos:
@@ -297,42 +319,9 @@ def describe_lab(record: LabRecord, *, wait: float = EVERYDAY_WAIT) -> dict[str,
     return facts
 
 
-def describe_nodes(
-    record: LabRecord, *, wait: float = EVERYDAY_WAIT, skip: Collection[int] = ()
-) -> list[dict[str, object]]:
-    """Each node of a lab on several machines, read-only and all at once: address, reachable, container, GPUs;
-    the nodes in ``skip`` (machines known to be off) are not dialled."""
-    from labctl.ui import PlainReporter
-
-    quiet = PlainReporter(quiet=True)
-    return on_each_node(record, lambda node, _: _describe_node(record, node, wait, node in skip), quiet)
-
-
-def _describe_node(record: LabRecord, node: int, wait: float, skip: bool) -> dict[str, object]:
-    from labctl.ui import PlainReporter
-
-    address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
-    facts: dict[str, object] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
-    if skip:
-        return {**facts, "reachable": False, "error": "its machine is not running"}
-    try:
-        with machine_for(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
-            facts["reachable"] = True
-            found = lab.find_container(machine.docker(), record.name, node)
-            facts["container"] = found.status if found is not None else "missing"
-            if found is not None and found.status == "running":
-                facts["gpus"] = count_gpus(record, lab.LabContainer(found))
-    except LabctlError as exc:
-        facts.update(reachable=False, error=exc.message)
-    except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash
-        facts.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
-    return facts
-
-
 __all__ = [
     "count_gpus",
     "describe_lab",
-    "describe_nodes",
     "lab_container",
     "machine_for",
     "naming_node",

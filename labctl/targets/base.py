@@ -72,8 +72,8 @@ class Target(ABC):
 
     @abstractmethod
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        """Every live fact `labctl status` shows: the machine (power, address, size, $/hour, uptime, shutdown
-        time) and, where the machine answers, the lab container, Jupyter and the runs."""
+        """Every live fact of the machines that `labctl status` shows (power, address, size, $/hour, uptime,
+        shutdown time); `status` asks the running machines themselves about the containers, Jupyter and the runs."""
 
     @abstractmethod
     def removal(self, record: LabRecord) -> str:

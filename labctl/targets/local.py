@@ -42,11 +42,7 @@ class LocalTarget(Target):
         teardown_lab(record, ui)  # a failure names what is left and how to remove it
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        from labctl.labhost import describe_lab
-
-        facts: dict[str, Any] = {"host": "this computer"}
-        facts.update(describe_lab(record))
-        return facts
+        return {"host": "this computer"}
 
     def removal(self, record: LabRecord) -> str:
         return "the lab container on this computer"

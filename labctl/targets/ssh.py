@@ -97,12 +97,8 @@ class SSHTarget(Target):
         teardown_lab(record, ui)  # every node's container; a failure names what is left and how to remove it
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        from labctl.labhost import describe_lab
-
         head = record.nodes[0]
-        facts: dict[str, Any] = {"host": f"{head.user}@{head.host}:{head.port}"}
-        facts.update(describe_lab(record))
-        return facts
+        return {"host": f"{head.user}@{head.host}:{head.port}"}
 
     def removal(self, record: LabRecord) -> str:
         if len(record.nodes) > 1:

@@ -34,6 +34,7 @@ def status_all(records: list[LabRecord]) -> Outcome:
 
 
 def lab_status(record: LabRecord) -> dict[str, Any]:
+    from labctl.labhost import describe_lab
     from labctl.targets import get_target
 
     store = StateStore()
@@ -52,10 +53,11 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
     try:
         data.update(target.describe(record))
         data.update(_owner(target, record))
+        if record.container_name:  # a lab that was prepared: what its machines say of it, the target's off skipped
+            machines = data.get("nodes") or [{"node": 0, "power_state": data.get("power_state")}]
+            data.update(describe_lab(record, machines=machines))
     except LabctlError as exc:
         data["error"] = exc.render()
-    if len(record.nodes) > 1:
-        data["nodes"] = _nodes(record, data.get("nodes"))
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
     if data.get("power_state") not in (None, "running"):
@@ -64,16 +66,6 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return data
-
-
-def _nodes(record: LabRecord, described: Any) -> list[dict[str, Any]]:
-    """Each node: what the target says of its machine (power, size, ...), and what the machine itself says of its
-    container and GPUs; a machine the target reports as not running is not dialled."""
-    from labctl.labhost import describe_nodes
-
-    known = {int(n["node"]): n for n in described or [] if isinstance(n, dict) and "node" in n}
-    off = {i for i, n in known.items() if n.get("power_state") not in (None, "running")}
-    return [{**known.get(i, {}), **facts} for i, facts in enumerate(describe_nodes(record, skip=off))]
 
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:

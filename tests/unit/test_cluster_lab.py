@@ -225,11 +225,13 @@ def test_status_shows_each_node() -> None:
 
 
 def test_status_keeps_what_the_target_says_of_each_node_and_dials_no_machine_that_is_off() -> None:
-    from labctl.workflows.status import _nodes
+    from labctl.labhost import describe_lab
 
     record = _cluster()
     described = [{"node": 0, "power_state": "deallocated", "name": "lab-vm"}, {"node": 1, "power_state": "deallocated"}]
-    nodes = _nodes(record, described)
+    facts = describe_lab(record, machines=described)
+    nodes = facts.pop("nodes")
+    assert facts == {}  # node 0 is off: nothing of a container, and no error for the lab as a whole
     assert [(n["node"], n["name"] if n["node"] == 0 else None, n["reachable"]) for n in nodes] == [
         (0, "lab-vm", False),
         (1, None, False),

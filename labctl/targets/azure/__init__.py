@@ -107,15 +107,10 @@ class AzureTarget(Target):
                 ui.warn(f"The idle-stop {what} of lab '{record.name}' could not be deleted: {exc.message}")
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        """The VM as Azure sees it, and the lab container when the VM runs (a stopped VM is never woken)."""
+        """The VMs as Azure sees them (`status` asks the ones that run about their containers)."""
         from labctl.targets.azure.inventory import describe_lab
 
-        facts = describe_lab(self._connect(azure_data(record).get("subscription")), record)
-        if record.status == "ready" and facts.get("power_state") == "running":
-            from labctl.labhost import describe_lab as describe_container
-
-            facts.update(describe_container(record))
-        return facts
+        return describe_lab(self._connect(azure_data(record).get("subscription")), record)
 
     def removal(self, record: LabRecord) -> str:
         from labctl.targets.azure.record import node_count
