@@ -23,7 +23,6 @@ from typing import Any
 
 from labctl import assets
 from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, lab_fingerprint
-from labctl.distributed import plain_argv
 from labctl.errors import LabctlError, NotFound
 
 RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by its id
@@ -122,42 +121,26 @@ class LabRuns:
     def start(
         self,
         run_id: str,
-        lab_code: PurePosixPath,
-        args: list[str],
+        argv: list[str],
+        *,
+        path: str,
+        command: list[str] | None = None,
         env: dict[str, str] | None = None,
-        launch: list[str] | None = None,
+        files: Mapping[str, Path] | None = None,
     ) -> PurePosixPath:
-        """Start a run detached in the container, in the run's own directory.
+        """Start ``argv`` detached in the container, in the run's own directory (``templates/lab-run.sh``: its log,
+        pid, checksums and exit code), with ``path`` on its import path: the lab's code, or /workspace for a script.
 
-        ``args`` are ``python -m cifarlab``'s; ``launch`` is the whole argv that runs them when it is not
-        ``python -m cifarlab ARGS`` (torchrun, from `labctl.distributed.launch_argv`).
+        ``command`` is what the run records as its own (default ``argv``: the lab's arguments, not torchrun's);
+        ``files`` (local copies, e.g. the user's script) go into the run directory first, so the results keep
+        exactly what ran.
         """
         run_dir = RUNS_DIR / run_id
-        argv = launch or plain_argv(args)
-        meta = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": args}
-        meta["launch"] = argv
-        runner = self.tools() / "lab-run.sh"
-        self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode()})
-        self.box.spawn(["sh", str(runner), str(run_dir), str(lab_code), *argv], env=env, workdir=str(run_dir))
-        return run_dir
-
-    def start_script(
-        self, run_id: str, script: str, args: list[str], files: Mapping[str, Path] | None = None
-    ) -> PurePosixPath:
-        """Start the user's ``python SCRIPT ARGS`` detached, the same way as the lab: its own directory, log,
-        pid, checksums and exit code, with /workspace on its import path and ``LAB_OUT`` set to the directory.
-        ``files`` (local copies, e.g. the script itself) go into the run directory first, so the results keep
-        exactly what ran; a relative ``script`` is one of them."""
-        run_dir = RUNS_DIR / run_id
-        target = script if script.startswith("/") else str(run_dir / script)
-        argv = ["python", target, *args]
-        meta = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat(), "command": argv}
-        meta["launch"] = argv
-        runner = self.tools() / "lab-run.sh"
+        started = datetime.now(timezone.utc).isoformat()
+        meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
-        # lab-run.sh puts its second argument on PYTHONPATH: here the workspace, where the user's modules are.
-        spawn = ["sh", str(runner), str(run_dir), WORKSPACE, *argv]
-        self.box.spawn(spawn, env={"LAB_OUT": str(run_dir)}, workdir=str(run_dir))
+        runner = self.tools() / "lab-run.sh"
+        self.box.spawn(["sh", str(runner), str(run_dir), path, *argv], env=env, workdir=str(run_dir))
         return run_dir
 
     def stop(self, run_id: str) -> bool:

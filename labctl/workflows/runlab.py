@@ -221,7 +221,7 @@ def _start(
         log_dir=str(runs.RUNS_DIR / run_id / "ranks"),
     )
     for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
-        node.runs.start(run_id, code, node_args, env=start.env or None, launch=start.argv)
+        node.runs.start(run_id, start.argv, path=str(code), command=node_args, env=start.env or None)
     return args[0], starts[0]
 
 

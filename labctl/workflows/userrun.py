@@ -54,7 +54,10 @@ def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
         lab_runs = lab.reached[0].runs
         script, files = _script_in_container(opts.script, lab_runs)
         run_id = runs.new_run_id()
-        lab_runs.start_script(run_id, script, opts.args, files)
+        run_dir = runs.RUNS_DIR / run_id
+        target = script if script.startswith("/") else str(run_dir / script)  # a relative one is among ``files``
+        env = {"LAB_OUT": str(run_dir)}
+        lab_runs.start(run_id, ["python", target, *opts.args], path=runs.WORKSPACE, env=env, files=files)
         command = ["python", script, *opts.args]
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"command": command}))
         store.save(record)

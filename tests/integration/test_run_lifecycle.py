@@ -17,6 +17,7 @@ import pytest
 from labctl import runs
 from labctl.cluster import NodeRun, follow_nodes
 from labctl.container import LabContainer
+from labctl.distributed import plain_argv
 from labctl.errors import LabctlError
 from labctl.runs import LabRuns, RunInfo
 
@@ -68,7 +69,7 @@ def _start(lab_runs: LabRuns, lab_dir: Path, steps: int, delay: float, **env: st
     code = lab_runs.ensure_lab_code(lab_dir)
     run_id = runs.new_run_id()
     args = ["--out", str(runs.RUNS_DIR / run_id), "--steps", str(steps), "--delay", str(delay)]
-    lab_runs.start(run_id, code, args, env=env)
+    lab_runs.start(run_id, plain_argv(args), path=str(code), command=args, env=env)
     return run_id
 
 

@@ -41,7 +41,8 @@ def test_the_wrapper_runs_torchrun_and_the_log_merges_every_rank(lab_runs: LabRu
     args = cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data="synthetic:128")
     plan = LaunchPlan(run_id=run_id, procs_per_node=2, device="cpu")  # as on two GPUs, with gloo
     argv = launch_argv(plan, args[1:], log_dir=str(runs.RUNS_DIR / run_id / "ranks"), torchrun=TORCHRUN)
-    lab_runs.start(run_id, code, args, env={**launch_env(plan), "OMP_NUM_THREADS": "1"}, launch=argv)
+    env = {**launch_env(plan), "OMP_NUM_THREADS": "1"}
+    lab_runs.start(run_id, argv, path=str(code), command=args, env=env)
 
     merged: list[str] = []
     followed = follow_nodes(
