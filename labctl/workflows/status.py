@@ -53,7 +53,7 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
     try:
         data.update(target.describe(record))
         data.update(_owner(target, record))
-        if record.container_name:  # a lab that was prepared: what its machines say of it, the target's off skipped
+        if record.status == "ready":  # what its machines say of the lab, those the target reports off skipped
             machines = data.get("nodes") or [{"node": 0, "power_state": data.get("power_state")}]
             data.update(describe_lab(record, machines=machines))
     except LabctlError as exc:
