@@ -22,9 +22,10 @@ def _powered(name: str | None, verb: str, override: Override, ui: Reporter) -> t
 def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
     store, record, target = _powered(name, "stop", override or Override(), ui)
     with lab_lock(record.name, "stop", ui):
+        record = store.load(record.name)  # as a command this one waited for left it
         info = target.power_off(record, ui)
-    record.status = "stopped"
-    store.save(record)
+        record.status = "stopped"
+        store.save(record)
     text = (
         f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{_flag(record)}' brings it back, "
         f"'labctl down{_flag(record)}' deletes it."
@@ -35,9 +36,10 @@ def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Ou
 def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
     store, record, target = _powered(name, "start", override or Override(), ui)
     with lab_lock(record.name, "start", ui):
+        record = store.load(record.name)  # as a command this one waited for left it
         info = target.power_on(record, ui)
-    record.status = "ready"
-    store.save(record)
+        record.status = "ready"
+        store.save(record)
     left = info.get("budget_left_usd")
     if isinstance(left, (int, float)) and left <= 0:
         ui.warn(
