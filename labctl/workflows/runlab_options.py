@@ -76,7 +76,7 @@ class RunLabOptions:
 
     def check(self) -> RunLabOptions:
         """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
-        given = self.training
+        given = {**self.training, **_typed_sets(parse_sets(self.extra))}  # --set epochs=-1 is --epochs -1
         for flag, number in (("--epochs", given.get("epochs")), ("--lr", given.get("lr"))):
             if number is not None and not (math.isfinite(number) and number > 0):
                 raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
@@ -98,7 +98,6 @@ class RunLabOptions:
         self._check_notebook_model()
         self._check_nodes()
         check_data(self.data, here=self.here)
-        parse_sets(self.extra)
         return self
 
     def _check_notebook_model(self) -> None:
@@ -166,6 +165,22 @@ def parse_sets(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--set {key}=... holds a control character (a newline?).", hint="Give a plain value.")
         values[key.replace("-", "_")] = value.strip()
     return values
+
+
+def _typed_sets(values: dict[str, str]) -> dict[str, Any]:
+    """The ``--set`` values of the options run-lab also has as typed flags, as those flags would give them."""
+    typed: dict[str, Any] = {}
+    for key, text in values.items():
+        option = LAB_OPTIONS.get(key)
+        if option is None or (option.type is str and not option.choices):
+            continue  # the lab checks it, as it checks every value again
+        try:
+            typed[key] = option.type(text)
+        except ValueError:
+            raise UsageError(f"--set {key}={text} is not a {option.type.__name__}.", hint=option.help) from None
+        if option.choices and text not in option.choices:
+            raise UsageError(f"--set {key}={text}: choose one of {', '.join(option.choices)}.", hint=option.help)
+    return typed
 
 
 def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
