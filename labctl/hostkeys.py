@@ -88,11 +88,6 @@ def known_hosts_path() -> Path:
     return Path.home() / ".ssh" / "known_hosts"
 
 
-def lookup_known_hosts(host: str, port: int, path: Path | None = None) -> list[str]:
-    """The keys ``known_hosts`` holds for the host (hashed entries included), best type first."""
-    return read_known_hosts(host, port, path)[0]
-
-
 def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[list[str], set[str]]:
     """(the host's keys, best type first; the keys revoked for it), read as OpenSSH reads ``known_hosts``:
     ``@cert-authority`` lines name CAs, not host keys; a ``@revoked`` key is never one of the host's; a line

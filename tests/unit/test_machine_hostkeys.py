@@ -12,8 +12,8 @@ from labctl.errors import UsageError
 from labctl.hostkeys import (
     fingerprint,
     known_hosts_name,
-    lookup_known_hosts,
     normalize,
+    read_known_hosts,
     split_key_line,
     to_pkey,
 )
@@ -73,14 +73,14 @@ def test_lookup_prefers_ed25519_and_reads_hashed_entries(tmp_path: Path) -> None
     other = generate_ed25519().public_line
     path = tmp_path / "known_hosts"
     path.write_text(f"# comment line\n[10.1.2.3]:2222 {ed}\nother.example {other}\n[10.1.2.3]:2222 {_ecdsa_public()}\n")
-    found = lookup_known_hosts("10.1.2.3", 2222, path)
+    found = read_known_hosts("10.1.2.3", 2222, path)[0]
     assert found[0] == normalize(ed)
     assert len(found) == 2
-    assert lookup_known_hosts("10.1.2.3", 22, path) == []
-    assert lookup_known_hosts("nowhere", 22, tmp_path / "missing") == []
+    assert read_known_hosts("10.1.2.3", 22, path)[0] == []
+    assert read_known_hosts("nowhere", 22, tmp_path / "missing")[0] == []
 
     if shutil.which("ssh-keygen") is None:
         return
     subprocess.run(["ssh-keygen", "-H", "-f", str(path)], capture_output=True, check=True)
     assert "10.1.2.3" not in path.read_text()
-    assert lookup_known_hosts("10.1.2.3", 2222, path)[0] == normalize(ed)
+    assert read_known_hosts("10.1.2.3", 2222, path)[0][0] == normalize(ed)
