@@ -120,7 +120,7 @@ def test_ssh_flow_up_open_ssh_down(
 
     assert run_ssh(record, ["echo", "shell-ok"]) == 0
     impostor = StateStore().load(lab_name)
-    impostor.host_key = KeyPair.create(home, "impostor").public
+    impostor.nodes[0].host_key = KeyPair.create(home, "impostor").public
     assert run_ssh(impostor, ["true"]) == 255  # the system ssh refuses a key other than the pinned one
 
     down = runner.invoke(app, ["down", "--yes", "-n", lab_name])
