@@ -116,7 +116,7 @@ def test_second_up_converges_without_recreating_anything(arm_env: FakeArm) -> No
     second = provision("lab")
     assert sorted(arm_env.resource_ids()) == ids
     assert arm_env.count("PUT", "virtualmachines/lab-vm$") == 1
-    assert (second.host, second.host_key, second.ssh_key_path) == (
+    assert (second.nodes[0].host, second.nodes[0].host_key, second.ssh_key_path) == (
         first.nodes[0].host,
         first.nodes[0].host_key,
         first.ssh_key_path,

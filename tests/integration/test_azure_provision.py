@@ -79,7 +79,7 @@ def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> No
     assert schedule["name"] == "shutdown-computevm-lab-vm"
     assert schedule["properties"]["dailyRecurrence"] == {"time": "1900"}
     assert schedule["properties"]["targetResourceId"].lower() == vm["id"].lower()
-    assert StateStore().load("lab").host == record.nodes[0].host
+    assert StateStore().load("lab").nodes[0].host == record.nodes[0].host
 
 
 def test_the_vm_boots_with_the_pinned_host_key_and_the_users_key(arm_env: FakeArm) -> None:  # noqa: F811
@@ -107,7 +107,7 @@ def test_the_vm_boots_with_the_pinned_host_key_and_the_users_key(arm_env: FakeAr
 
 def test_ssh_port_can_be_overridden_for_tunnelled_networks(arm_env: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setenv("LABCTL_SSH_PORT", "2222")
-    assert provision("lab").port == 2222
+    assert provision("lab").nodes[0].port == 2222
 
 
 def test_down_deletes_everything_and_forgets_the_generated_key(arm_env: FakeArm) -> None:  # noqa: F811

@@ -59,9 +59,9 @@ class AzureTarget(Target):
         return Outcome(data, "\n".join([text, *lines]))
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        from labctl.targets.azure.provision import Provisioner
+        from labctl.targets.azure.provision import provision
 
-        return Provisioner(spec, record, ui, save, azure=self._azure).run()
+        return provision(spec, record, ui, save, self._azure)
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
         from labctl.keys import forget_lab_keys

@@ -11,9 +11,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
@@ -227,6 +227,37 @@ def arm(doing: str) -> Iterator[None]:
         raise
     finally:
         _DOING.reset(token)
+
+
+T = TypeVar("T")
+
+
+def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Every call at once, one thread each; their results in order, or the first failure once all are done.
+
+    Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
+    without waiting for the calls in flight (a pool's workers would hold the exit until they returned).
+    What Azure started goes on there, and the next `up` converges on it.
+    """
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = calls[index]()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            errors[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"labctl-arm-{i}", daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.1)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _retry_policy() -> Any:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,7 +11,7 @@ from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, finish
+from labctl.targets.azure.clients import Azure, arm, finish, side_by_side
 from labctl.targets.azure.nodes import private_address
 from labctl.targets.azure.plan import LabNames
 from labctl.targets.azure.provision import get_or_none
@@ -209,8 +209,7 @@ def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> lis
                 facts = {"power_state": power, "size": size}
         return {"node": node, "name": name, **facts, "private_ip": private_address(nic)}
 
-    with ThreadPoolExecutor(min(nodes, 8)) as pool:
-        return list(pool.map(read, range(nodes)))
+    return side_by_side([functools.partial(read, node) for node in range(nodes)])
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:

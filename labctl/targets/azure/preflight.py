@@ -6,16 +6,16 @@ the quota request page), and `--region auto` / repeated `--size` simply move on 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.catalog import VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm
+from labctl.targets.azure.clients import Azure, arm, side_by_side
 from labctl.targets.azure.fit import grid_only, spot_alternatives, spot_capable, trusted_launch_allowed
 from labctl.targets.azure.plan import AzurePlan
 
@@ -68,13 +68,16 @@ def load_region(azure: Azure, region: str) -> RegionFacts:
                 name = str(data.get("name", {}).get("value", ""))
                 facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
 
-    with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(skus), pool.submit(usages)]
-        skus_error, usages_error = (f.exception() for f in futures)
-    if skus_error is not None:
-        raise skus_error
-    if usages_error is not None and facts.skus:  # an unknown region has no usages either; said once, below
-        raise usages_error
+    def usages_error() -> Exception | None:
+        try:
+            usages()
+        except Exception as exc:
+            return exc
+        return None
+
+    _, error = side_by_side([skus, usages_error])
+    if error is not None and facts.skus:  # an unknown region has no usages either; said once, below
+        raise error
     return facts
 
 
@@ -244,11 +247,11 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
 
     for region in plan.regions:
         if region not in cache:
-            with ThreadPoolExecutor(2) as pool:  # the image lookup does not wait for the size checks
-                facts_future = pool.submit(load_region, azure, region)
-                image_future = pool.submit(image, region)
-                cache[region] = facts_future.result()
-                images[region] = image_future.result()
+            # the image lookup does not wait for the size checks
+            both: list[Any] = side_by_side(
+                [functools.partial(load_region, azure, region), functools.partial(image, region)]
+            )
+            cache[region], images[region] = both
         facts = cache[region]
         for size in plan.sizes:
             problem = check_size(facts, size, plan.spot, plan.nodes)
@@ -314,10 +317,9 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
         except LabctlError:
             return None
 
-    with ThreadPoolExecutor(4) as pool:
-        for region, facts in zip(missing, pool.map(fetch, missing), strict=False):
-            if facts is not None:
-                cache[region] = facts
+    for region, facts in zip(missing, side_by_side([functools.partial(fetch, r) for r in missing]), strict=True):
+        if facts is not None:
+            cache[region] = facts
     found = []
     for region in others:
         facts = cache.get(region)

@@ -1,10 +1,10 @@
-"""Create (or converge) an Azure lab: resource group, network, VM, auto-shutdown, in as few round trips as allowed.
+"""Create (or converge) an Azure lab: resource group, network, VMs, auto-shutdown, in as few round trips as allowed.
 
 Independent resources go up together (VNet, NSG and public IP; the critical path is RG -> network -> NIC -> VM
 -> schedule). A lab of several VMs (`up --nodes N`) adds a placement group and one NIC per node; node 0's VM is
-made first (it anchors the placement group), then the workers' side by side. Every PUT is idempotent, so a
-second `up` after a crash or Ctrl-C converges on what exists; the record is saved after each step so `down` can
-always remove a half-made lab.
+made first (it anchors the placement group), then the others side by side, on the same path. Every PUT is
+idempotent, so a second `up` after a crash or Ctrl-C converges on what exists; the record is saved after each
+step so `down` can always remove a half-made lab.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from labctl.catalog import lookup
@@ -25,10 +23,10 @@ from labctl.imageref import check_image_ref
 from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
-from labctl.targets.azure import bodies, settings
+from labctl.targets.azure import bodies, history, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
-from labctl.targets.azure.clients import Azure, arm, connect, finish
+from labctl.targets.azure.clients import Azure, arm, connect, finish, side_by_side
 from labctl.targets.azure.nodes import placement_of, private_address, refuse_fewer_nodes, set_worker, worker_record
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
@@ -96,34 +94,44 @@ def _workers(nodes: int) -> str:
     return "node 1" if nodes == 2 else f"nodes 1-{nodes - 1}"
 
 
+def provision(spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn, azure: Azure | None) -> LabRecord:
+    """One `up` of one Azure lab: log in (finding the caller's address meanwhile), then create or converge."""
+    nodes = spec.nodes or node_count(record)  # not asked for: as many as the lab has (1 when new)
+    refuse_fewer_nodes(record, nodes)
+    plan = make_plan(spec, discover_ip=False)  # the caller's address is found below, while logging in
+    subscription = spec.subscription or azure_data(record).get("subscription")
+    with ui.step("Logging in to Azure"):
+        found: list[Any] = side_by_side(
+            [lambda: azure or connect(subscription), lambda: plan.source if spec.allow_ip else discover_public_ip()]
+        )
+    client, plan.source = found
+    for note in client.notes:
+        ui.info(note)
+    # `up` shows no plan, so every warning it would have shown is said here (a wide --allow-ip, no auto-shutdown).
+    for warning in client.warnings + plan.warnings:
+        ui.warn(warning)
+    client.warm()
+    return Provisioner(spec, record, ui, save, client, plan, nodes).run()
+
+
 class Provisioner:
-    """One `up` of one Azure lab."""
-
-    def __init__(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn, azure: Azure | None = None):
-        self.spec = spec
-        self.record = record
-        self.ui = ui
-        self.save = save
-        self.azure = azure
-        self.plan: AzurePlan = make_plan(spec, discover_ip=False)  # asked below, while logging in
-        self.names = self.plan.names
-        self._vm: dict[str, Any] | None = None  # the lab's VM as found, kept while it is the choice
-        self._workers: dict[int, dict[str, Any]] = {}  # worker VMs as found (node -> VM), kept with it
-        self._built_region: str | None = None
-        self.nodes = spec.nodes or node_count(record)  # not asked for: as many as the lab has (1 when new)
-        self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
-        self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
-
-    # ------------------------------------------------------------------ steps
-
-    def run(self) -> LabRecord:
-        refuse_fewer_nodes(self.record, self.nodes)
-        azure = self._login()
+    def __init__(
+        self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn, azure: Azure, plan: AzurePlan, nodes: int
+    ):
+        self.spec, self.record, self.ui, self.save, self.azure, self.plan = spec, record, ui, save, azure, plan
+        self.nodes = nodes
         # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
-        group = azure_data(self.record).get("resource_group")
-        self.names = self.plan.names = LabNames(self.spec.name, group) if group else self._own_names(azure)
+        group = azure_data(record).get("resource_group")
+        self.names = plan.names = LabNames(spec.name, group or f"labctl-{spec.name}-{azure.principal.short}")
         self.ids = Ids(azure.subscription_id, self.names)
+        self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found, kept while it is the choice
+        self._built_region: str | None = None
+        self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
+        self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
+        self.idle_rights = False
+
+    def run(self) -> LabRecord:
         self.idle_rights = self._check_idle_rights()
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
@@ -137,7 +145,6 @@ class Provisioner:
         from labctl import idle
         from labctl.targets.azure.idlerole import missing_grant_rights
 
-        assert self.azure is not None
         wanted = bool(self.spec.idle_stop) or self.spec.budget is not None
         self.record.idle.pop("why_not", None)
         if not wanted:
@@ -168,7 +175,6 @@ class Provisioner:
         """The VM's identity gets the role that may read and deallocate this VM alone."""
         from labctl.targets.azure.idlerole import grant
 
-        assert self.azure is not None
         azure, rg = self.azure, self.names.resource_group
         with arm("reading the VM's identity"):
             vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm)) or {}
@@ -188,32 +194,8 @@ class Provisioner:
         self.record.idle["granted"] = True
         self.save(self.record)
 
-    def _login(self) -> Azure:
-        plan = self.plan
-        with ThreadPoolExecutor(1) as pool:
-            address = None if self.spec.allow_ip else pool.submit(discover_public_ip)
-            with self.ui.step("Logging in to Azure"):
-                azure = self.azure or connect(self.spec.subscription or azure_data(self.record).get("subscription"))
-            if address is not None:
-                plan.source = address.result()
-        for note in azure.notes:
-            self.ui.info(note)
-        for warning in azure.warnings:
-            self.ui.warn(warning)
-        # `up` shows no plan, so every warning it would have shown is said here (a wide --allow-ip, no
-        # auto-shutdown); a discovered address is one host and adds none.
-        for warning in plan.warnings:
-            self.ui.warn(warning)
-        self.azure = azure
-        azure.warm()
-        return azure
-
-    def _own_names(self, azure: Azure) -> LabNames:
-        return LabNames.for_owner(self.spec.name, azure.principal.short)
-
     def _check_owner(self, rg: dict[str, Any]) -> None:
         """Never converge (or later delete) a lab someone else made: say whose it is and how to make one's own."""
-        assert self.azure is not None
         tags = rg.get("tags") or {}
         owner = tags.get(settings.TAG_OWNER) or azure_data(self.record).get("owner")
         if owner is None or owner.lower() == self.azure.principal.oid.lower():
@@ -226,8 +208,7 @@ class Provisioner:
         )
 
     def _settle_group(self) -> None:
-        """Wait out an earlier deletion; pin the region of a lab that exists and find its VM."""
-        assert self.azure is not None
+        """Wait out an earlier deletion; pin the region of a lab that exists and find its VMs."""
         azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
         with arm(f"reading the resource group {rg_name}"):
             rg = get_or_none(lambda: azure.resources.resource_groups.get(rg_name))
@@ -245,38 +226,54 @@ class Provisioner:
                 hint=f"Run 'labctl up' with --region {existing_region}, or 'labctl down' the lab first.",
             )
         plan.regions = [existing_region]
-        with arm("reading the lab's VM"):
-            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg_name, names.vm))
-        self._vm = self._settle_vm(vm)
-        self._settle_workers()
+        found = side_by_side([functools.partial(self._settle_vm, node) for node in range(self.nodes)])
+        self._vms = {node: vm for node, vm in enumerate(found) if vm is not None}
 
-    def _settle_workers(self) -> None:
-        """Find the workers a lab has (or an interrupted `up` left), side by side; failed ones are removed."""
-        assert self.azure is not None
-        ops, rg, found = self.azure.compute.virtual_machines, self.names.resource_group, self._workers
+    def _settle_vm(self, node: int) -> dict[str, Any] | None:
+        """Node ``node``'s VM as found: a create under way waited out, a failed one removed (None)."""
+        ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.vm_of(node)
+        deadline = time.monotonic() + settings.operation_timeout()
+        with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
+            vm = get_or_none(lambda: ops.get(rg, name))
+        while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
+            if time.monotonic() > deadline:
+                raise LabctlError(
+                    f"The VM {name} of lab '{self.names.lab}' is still {vm['properties']['provisioningState']} "
+                    f"after {settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
+                    hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
+                    "portal's activity log if it seems stuck.",
+                )
+            time.sleep(max(settings.poll_interval(), 0.01))
+            with arm("waiting for the lab's VM"):
+                vm = get_or_none(lambda: ops.get(rg, name))
+        if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
+            with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
+                finish(ops.begin_delete(rg, name))
+            return None
+        if vm is not None and not self._pinned_key(node):
+            what = "" if node == 0 else f" (node {node}, {name})"
+            raise LabctlError(
+                f"Lab '{self.names.lab}' exists in Azure but this computer has lost its pinned host key{what}.",
+                hint=f"Delete it with 'labctl down --name {self.names.lab}' and create it again with 'labctl up'.",
+            )
+        return vm
 
-        def settle(node: int) -> None:
-            with arm(f"reading the VM of node {node}"):
-                vm = get_or_none(lambda: ops.get(rg, self.names.vm_of(node)))
-            kept = self._settle_vm(vm, node)
-            if kept is not None:
-                found[node] = kept
-
-        found.clear()
-        self._parallel([functools.partial(settle, node) for node in range(1, self.nodes)])
+    def _pinned_key(self, node: int) -> str | None:
+        nodes = self.record.nodes
+        return nodes[node].host_key if node < len(nodes) else None
 
     def _choices(self) -> Iterator[Choice]:
         """The VM the lab has, if any, then each (region, size) the preflight finds room for, best first."""
         tried: set[tuple[str, str]] = set()
         cache: dict[str, RegionFacts] = {}
-        if self._vm is not None:
-            size_name = self._vm["properties"]["hardwareProfile"]["vmSize"]
-            region = str(self._vm["location"]).lower()
+        head = self._vms.get(0)
+        if head is not None:
+            size_name = head["properties"]["hardwareProfile"]["vmSize"]
             version = azure_data(self.record).get("image_version") or ""
-            choice = Choice(region, lookup(size_name), version, None)
+            choice = Choice(str(head["location"]).lower(), lookup(size_name), version, None)
             yield choice
             tried.add((choice.region, choice.size.name))
-            self._vm = None  # it could not be kept: the next choice makes a new one
+            self._vms.pop(0, None)  # it could not be kept: the next choice makes a new one
         while any((r, s.name) not in tried for r in self.plan.regions for s in self.plan.sizes):
             with self.ui.step("Checking size availability, vCPU quota and the image"):
                 choice = self._choose(tried, cache)
@@ -284,7 +281,6 @@ class Provisioner:
             tried.add((choice.region, choice.size.name))
 
     def _choose(self, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
-        assert self.azure is not None
         saved_sizes, saved_regions = self.plan.sizes, self.plan.regions
         last: LabctlError | None = None
         for region in saved_regions:
@@ -301,68 +297,28 @@ class Provisioner:
         assert last is not None
         raise last
 
-    def _settle_vm(self, vm: dict[str, Any] | None, node: int = 0) -> dict[str, Any] | None:
-        """Wait out a VM create already under way; remove a VM whose creation failed."""
-        assert self.azure is not None
-        azure, rg, name = self.azure, self.names.resource_group, self.names.vm_of(node)
-        deadline = time.monotonic() + settings.operation_timeout()
-        while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
-            if time.monotonic() > deadline:
-                raise LabctlError(
-                    f"The VM {name} of lab '{self.names.lab}' is still {vm['properties']['provisioningState']} "
-                    f"after {settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
-                    hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
-                    "portal's activity log if it seems stuck.",
-                )
-            time.sleep(max(settings.poll_interval(), 0.01))
-            with arm("waiting for the lab's VM"):
-                vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, name))
-        if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
-            with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
-                finish(azure.compute.virtual_machines.begin_delete(rg, name))
-            return None
-        pinned = self.record.nodes[0].host_key if node == 0 else self._worker_key(node)
-        if vm is not None and not pinned:
-            what = "" if node == 0 else f" (node {node}, {name})"
-            raise LabctlError(
-                f"Lab '{self.names.lab}' exists in Azure but this computer has lost its pinned host key{what}.",
-                hint=f"Delete it with 'labctl down --name {self.names.lab}' and create it again with 'labctl up'.",
-            )
-        return vm
-
-    def _worker_key(self, node: int) -> str | None:
-        nodes = self.record.nodes
-        return nodes[node].host_key if node < len(nodes) else None
-
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
-        assert self.azure is not None
         azure, rg = self.azure, self.names.resource_group
         if self._built_region and self._built_region != choice.region:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
                 finish(azure.resources.resource_groups.begin_delete(rg))
-            self._workers.clear()
+            self._vms.clear()
         self._built_region = choice.region
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
             azure.resources.resource_groups.create_or_update(rg, bodies.resource_group(choice.region, tags))
         self.save(self.record)
-        made_head = self._vm is None
-        self._placement = self.ids.ppg if made_head and self.nodes > 1 else placement_of(self._vm)
+        head = self._vms.get(0)
+        self._placement = self.ids.ppg if head is None and self.nodes > 1 else placement_of(head)
         self._build_network(choice.region, tags)
-        if made_head:
-            self._create_vm(choice, tags)
-        else:
-            self._keep_vm(choice)
-        if self.nodes > 1:
-            self._build_workers(choice, tags, made_head)
+        self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
         return choice
 
     def _record_choice(self, choice: Choice) -> dict[str, str]:
         """Record where the lab goes before anything is made there; the tags every resource gets."""
-        assert self.azure is not None
         td = azure_data(self.record)
         created_at = str(td.get("created_at") or now_iso())
         td.update(
@@ -384,7 +340,6 @@ class Provisioner:
 
     def _build_network(self, region: str, tags: dict[str, str]) -> None:
         """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
-        assert self.azure is not None
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
         compute = self.azure.compute
 
@@ -413,23 +368,20 @@ class Provisioner:
         steps = [vnet, nsg, pip] + ([ppg] if ours else [])
         label = f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"
         with self.ui.step(label + (f", placement group {names.ppg}" if len(steps) > 3 else "")):
-            self._parallel(steps)
-        azure_data(self.record)["allow_ip"] = source
-        azure_data(self.record)["placement_group"] = self._placement
+            side_by_side(steps)
+        azure_data(self.record).update({"allow_ip": source, "placement_group": self._placement})
         self.save(self.record)
         # Node 0's NIC first: Azure gives private addresses in order from .4, so the head node has the first.
         with self.ui.step(f"Network interface {names.nic}"):
             self._make_nic(region, tags, 0)
         if self.nodes > 1:
-            workers = range(1, self.nodes)
-            s, es = ("", "") if self.nodes == 2 else ("s", "es")
-            with self.ui.step(f"Network interface{s} of {_workers(self.nodes)} (private address{es} only)"):
-                self._parallel([functools.partial(self._make_nic, region, tags, node) for node in workers])
+            es = "" if self.nodes == 2 else "es"
+            with self.ui.step(f"Network interface{es[1:]} of {_workers(self.nodes)} (private address{es} only)"):
+                side_by_side([functools.partial(self._make_nic, region, tags, n) for n in range(1, self.nodes)])
         self.save(self.record)
 
     def _make_nic(self, region: str, tags: dict[str, str], node: int) -> None:
         """Node ``node``'s NIC (idempotent), and the private address Azure gave it."""
-        assert self.azure is not None
         network, rg = self.azure.network, self.names.resource_group
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
             body = bodies.network_interface(region, tags, self.ids, node)
@@ -447,6 +399,61 @@ class Provisioner:
             )
         self._addresses[node] = address
 
+    def _build_vms(self, choice: Choice, tags: dict[str, str]) -> None:
+        """Every node's VM: kept where it exists, else made with a host key of its own, pinned in the record before
+        the VM exists. Node 0 goes first and alone (it anchors the placement group), the others side by side."""
+        self._drop_other_sizes(choice)
+        made_head = 0 not in self._vms
+        missing = [node for node in range(self.nodes) if node not in self._vms]
+        hosts = {
+            node: generate_ed25519(f"labctl-{self.names.lab}-{f'node{node}-' if node else ''}host") for node in missing
+        }
+        self._pin_nodes(hosts)
+        if not made_head:
+            self._keep_vm(choice)
+        user_pub = self._prepare_login(choice) if missing else ""
+        self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
+        if made_head:
+            self._create_vms(choice, tags, [0], hosts, user_pub)
+            history.note(self.record, "running")
+            self.save(self.record)
+        workers = [node for node in missing if node]
+        if self.nodes > 1 and not workers:
+            kept = "exists; keeping it" if self.nodes == 2 else "exist; keeping them"
+            self.ui.info(f"The VM{'' if self.nodes == 2 else 's'} of {_workers(self.nodes)} {kept}.")
+        if not workers:
+            return
+        if self._placement is None:
+            self.ui.warn(
+                f"The lab's VM {self.names.vm} is in no proximity placement group, so its new nodes are placed "
+                "without one (possibly further apart); 'labctl down' and 'up --nodes N' places all together."
+            )
+        try:
+            self._create_vms(choice, tags, workers, hosts, user_pub)
+        except NoCapacity as refused:
+            raise self._worker_refused(refused, made_head) from refused
+
+    def _pin_nodes(self, hosts: dict[int, KeyPair]) -> None:
+        """Each node's record with its host key: new ones from ``hosts``, the others as pinned before."""
+        if 0 in hosts:
+            self.record.nodes[0].host_key = normalize(hosts[0].public_line)
+        for node in range(1, self.nodes):
+            key = normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node)
+            set_worker(self.record, node, worker_record(self.names, node, self._addresses[node], key))
+
+    def _create_vms(
+        self, choice: Choice, tags: dict[str, str], nodes: list[int], hosts: dict[int, KeyPair], user_pub: str
+    ) -> None:
+        if nodes == [0]:
+            spot = f", Spot ~${choice.size.hourly(True):.2f}/h" if self.plan.spot else ""
+            label = f"VM {self.names.vm}: {choice.size.describe()}{spot}"
+        else:
+            s = "s" if len(nodes) > 1 else ""
+            which = ", ".join(str(node) for node in nodes)
+            label = f"VM{s} of node{s} {which}: {choice.size.describe()}, private addresses only"
+        with self.ui.step(label):
+            side_by_side([functools.partial(self._create_vm, choice, tags, n, hosts[n], user_pub) for n in nodes])
+
     def _keep_vm(self, choice: Choice) -> None:
         self.ui.info(f"VM {self.names.vm} exists ({choice.size.name}); keeping it.")
         asked = [s.name for s in self.plan.sizes]
@@ -456,58 +463,25 @@ class Provisioner:
                 f"'labctl down --name {self.names.lab}' and 'up' again to change it."
             )
 
-    def _build_workers(self, choice: Choice, tags: dict[str, str], made_head: bool) -> None:
-        """Nodes 1..N-1 next to node 0: kept where they exist, made side by side where not, each with its own
-        host key pinned in the record before its VM exists."""
-        self._drop_other_sizes(choice)
-        missing = [node for node in range(1, self.nodes) if node not in self._workers]
-        hosts: dict[int, KeyPair] = {}
-        for node in range(1, self.nodes):
-            key = self._worker_key(node) if node in self._workers else None
-            if node in missing:
-                hosts[node] = generate_ed25519(f"labctl-{self.names.lab}-node{node}-host")
-                key = normalize(hosts[node].public_line)
-            set_worker(self.record, node, worker_record(self.names, node, self._addresses[node], key))
-        self.save(self.record)
-        if not missing:
-            kept = "exists; keeping it" if self.nodes == 2 else "exist; keeping them"
-            self.ui.info(f"The VM{'' if self.nodes == 2 else 's'} of {_workers(self.nodes)} {kept}.")
-            return
-        if self._placement is None:
-            self.ui.warn(
-                f"The lab's VM {self.names.vm} is in no proximity placement group, so its new nodes are placed "
-                "without one (possibly further apart); 'labctl down' and 'up --nodes N' places all together."
-            )
-        user_pub = self._prepare_login(choice)
-        self.save(self.record)
-        which = ", ".join(str(node) for node in missing)
-        label = f"VM{'s' if len(missing) > 1 else ''} of node{'s' if len(missing) > 1 else ''} {which}: "
-        with self.ui.step(label + f"{choice.size.describe()}, private addresses only"):
-            try:
-                self._parallel(
-                    [functools.partial(self._create_node_vm, choice, tags, n, hosts[n], user_pub) for n in missing]
-                )
-            except NoCapacity as refused:
-                raise self._worker_refused(refused, made_head) from refused
-
     def _drop_other_sizes(self, choice: Choice) -> None:
         """Workers of another size than node 0's are removed (node 0 was made again at a fall-back size)."""
-        assert self.azure is not None
         ops, rg = self.azure.compute.virtual_machines, self.names.resource_group
-        for node, vm in sorted(self._workers.items()):
+        for node, vm in sorted(self._vms.items()):
             size = ((vm.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize")
-            if size and size != choice.size.name:
+            if node and size and size != choice.size.name:
                 step = f"Removing the VM of node {node} ({size}, not {choice.size.name})"
                 with self.ui.step(step), arm(f"deleting the VM of node {node}"):
                     finish(ops.begin_delete(rg, self.names.vm_of(node)))
-                del self._workers[node]
+                del self._vms[node]
 
     def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
         """A worker Azure could not allocate: a lab just made is removed so that the next size or region can
         be tried for all nodes together; a lab that existed keeps its nodes and says how to finish."""
         lab, nodes = self.names.lab, self.nodes
         if made_head:
-            self._remove_node_vms()
+            with self.ui.step(f"Removing the VMs of lab '{lab}'"):
+                side_by_side([functools.partial(self._remove_failed_vm, node) for node in range(nodes)])
+            self._vms.clear()
             return NoCapacity(
                 f"{refused.message} The lab's {nodes} VMs need room together, so its new VMs were removed.",
                 hint=refused.hint,
@@ -518,15 +492,8 @@ class Provisioner:
             f"'labctl down --name {lab}' to remove the whole lab.",
         )
 
-    def _remove_node_vms(self) -> None:
-        """Every node's VM, side by side (nothing is on them yet: they were made by this `up`)."""
-        with self.ui.step(f"Removing the VMs of lab '{self.names.lab}'"):
-            self._parallel([functools.partial(self._remove_failed_vm, node) for node in range(self.nodes)])
-        self._workers.clear()
-
     def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
         """The daily auto-shutdown of every node's VM, or none (and earlier ones removed) with --no-shutdown."""
-        assert self.azure is not None
         resources, plan, ids = self.azure.resources.resources, self.plan, self.ids
         version = settings.SCHEDULE_API_VERSION
 
@@ -547,15 +514,14 @@ class Provisioner:
         every = " of every node" if self.nodes > 1 else ""
         if plan.shutdown_at:
             with self.ui.step(f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"):
-                self._parallel([functools.partial(put, node) for node in range(self.nodes)])
+                side_by_side([functools.partial(put, node) for node in range(self.nodes)])
         else:
-            self._parallel([functools.partial(remove, node) for node in range(self.nodes)])
+            side_by_side([functools.partial(remove, node) for node in range(self.nodes)])
         azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(self.record)
 
     def _prepare_login(self, choice: Choice) -> str:
         """The image version and the lab's login key (recorded); the public half, for every node's VM."""
-        assert self.azure is not None
         record = self.record
         if not choice.image_version:
             choice.image_version, choice.purchase_plan = latest_image(self.azure, choice.region, self.plan.image)
@@ -565,25 +531,8 @@ class Provisioner:
         azure_data(record)["image_version"] = choice.image_version
         return user_pub
 
-    def _create_vm(self, choice: Choice, tags: dict[str, str]) -> None:
-        """Node 0, the VM with the public IP; alone first, so that it anchors the placement group."""
-        record = self.record
-        user_pub = self._prepare_login(choice)
-        host = generate_ed25519(f"labctl-{self.names.lab}-host")
-        record.nodes[0].host_key = normalize(host.public_line)
-        self.save(record)  # the pin is known before the VM exists: a crash from here on still verifies it
-        price = choice.size.hourly(self.plan.spot)
-        label = f"VM {self.names.vm}: {choice.size.describe()}" + (f", Spot ~${price:.2f}/h" if self.plan.spot else "")
-        with self.ui.step(label):
-            self._create_node_vm(choice, tags, 0, host, user_pub)
-        from labctl.targets.azure import history
-
-        history.note(record, "running")
-        self.save(record)
-
-    def _create_node_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
+    def _create_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
         """One node's VM, with its own host key in its cloud-init; a VM Azure could not allocate is removed."""
-        assert self.azure is not None
         names, plan = self.names, self.plan
         request = bodies.VmRequest(
             region=choice.region,
@@ -604,51 +553,24 @@ class Provisioner:
         )
         body = bodies.virtual_machine(request, names, self.ids, tags)
         which = f" of node {node}" if node else ""
-        ops = self.azure.compute.virtual_machines
         try:
             with arm(f"creating the VM{which} ({choice.size.name} in {choice.region})"):
-                finish(ops.begin_create_or_update(names.resource_group, names.vm_of(node), body))
+                finish(
+                    self.azure.compute.virtual_machines.begin_create_or_update(
+                        names.resource_group, names.vm_of(node), body
+                    )
+                )
         except NoCapacity:
             self._remove_failed_vm(node)
             raise
 
     def _remove_failed_vm(self, node: int = 0) -> None:
-        assert self.azure is not None
-        azure, rg, name = self.azure, self.names.resource_group, self.names.vm_of(node)
+        ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.vm_of(node)
         with arm("removing the VM that could not be allocated"):
-            if get_or_none(lambda: azure.compute.virtual_machines.get(rg, name)) is not None:
-                finish(azure.compute.virtual_machines.begin_delete(rg, name))
-
-    def _parallel(self, steps: list[Callable[[], None]]) -> None:
-        """Run ``steps`` side by side and raise the first failure once all are done.
-
-        Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
-        without waiting for the calls in flight (a pool's workers would hold the exit until they returned).
-        What Azure started goes on there, and the next `up` converges on it.
-        """
-        errors: list[BaseException | None] = [None] * len(steps)
-
-        def run(index: int, step: Callable[[], None]) -> None:
-            try:
-                step()
-            except BaseException as exc:  # handed to the main thread, raised there
-                errors[index] = exc
-
-        threads = [
-            threading.Thread(target=run, args=(i, step), name=f"labctl-step-{i}", daemon=True)
-            for i, step in enumerate(steps)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.1)
-        for error in errors:
-            if error is not None:
-                raise error
+            if get_or_none(lambda: ops.get(rg, name)) is not None:
+                finish(ops.begin_delete(rg, name))
 
     def _fill_record(self, choice: Choice) -> None:
-        assert self.azure is not None
         azure, names, record = self.azure, self.names, self.record
         with arm("reading the lab's public IP address"):
             pip = azure.network.public_ip_addresses.get(names.resource_group, names.public_ip).as_dict()
@@ -674,7 +596,5 @@ class Provisioner:
                 "started_at": td.get("started_at") or now_iso(),
             }
         )
-        from labctl.targets.azure import history
-
         history.save_tag(azure, record)
         self.save(record)
