@@ -1,13 +1,6 @@
 """The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only.
 
-Modules: ``clients`` (login, subscription, SDK clients, error sentences, capacity refusals as NoCapacity),
-``plan`` (names and decisions made offline), ``preflight`` (availability, quota, image), ``bodies`` (the request
-bodies, from the SDK's typed models), ``provision``, ``destroy``, ``inventory`` (tags, describe, power),
-``access`` (the NSG rule), ``shutdown`` (the schedule's time zone), ``record`` (the typed ``target_data``),
-``subscriptions`` (the only usable one, or the Azure CLI's default), ``fit`` (GPU driver, Spot, Trusted Launch),
-``idlerole`` (the VM identity's idle-stop role and the check that the user may grant it), ``history`` (the power
-history behind the spend, and the plan's money lines), ``nodes`` (a lab of several VMs: the workers' records).
-The Azure SDK is imported lazily.
+Its modules are mapped in docs/ARCHITECTURE.md. The Azure SDK is imported lazily.
 """
 
 from __future__ import annotations
@@ -213,7 +206,6 @@ class AzureTarget(Target):
 
 
 def _worker_ids(head_vm_id: str, record: LabRecord) -> list[str]:
-    """The ids of the lab's other VMs, next to node 0's in its resource group."""
     from labctl.targets.azure.plan import LabNames
     from labctl.targets.azure.record import node_count
 

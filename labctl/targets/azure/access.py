@@ -66,7 +66,6 @@ def _ca_bundle() -> str | None:
 
 
 def ssh_rule(source: str) -> dict[str, Any]:
-    """The one inbound rule of a lab's NSG."""
     return {
         "name": "allow-ssh-from-caller",
         "properties": {

@@ -31,7 +31,6 @@ class Principal:
 
 
 def principal_from_token(token: str) -> Principal:
-    """The principal an Entra ID access token (a JWT) was issued to."""
     parts = token.split(".")
     claims: object = None
     if len(parts) == 3:

@@ -39,7 +39,6 @@ def private_address(nic: dict[str, Any] | None) -> str | None:
 
 
 def placement_of(vm: dict[str, Any] | None) -> str | None:
-    """The id of the proximity placement group a VM is in, if any."""
     ref = ((vm or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
     return str(ref["id"]) if ref.get("id") else None
 

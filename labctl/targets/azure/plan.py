@@ -62,7 +62,6 @@ class LabNames:
 
     @property
     def ppg(self) -> str:
-        """The proximity placement group that keeps a lab's several VMs close together."""
         return f"{self.lab}-ppg"
 
     # Node 0 is the lab's own machine with the names above; workers (1, 2, ...) are numbered after it.

@@ -79,7 +79,6 @@ def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
 
 
 def wait_rg_gone(azure: Azure, rg: str, timeout: float = 1800) -> None:
-    """Wait out a deletion of the resource group that is already under way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with arm(f"waiting for resource group {rg} to be deleted"):
@@ -123,7 +122,9 @@ class Provisioner:
         # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
         group = azure_data(record).get("resource_group")
-        self.names = plan.names = LabNames(spec.name, group or f"labctl-{spec.name}-{azure.principal.short}")
+        self.names = plan.names = (
+            LabNames(spec.name, group) if group else LabNames.for_owner(spec.name, azure.principal.short)
+        )
         self.ids = Ids(azure.subscription_id, self.names)
         self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found, kept while it is the choice
         self._built_region: str | None = None
