@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -95,6 +95,16 @@ ConfirmNameOpt = Annotated[
     str | None,
     typer.Option("--confirm-name", help="With --force: the lab's name, to act on a lab someone else owns."),
 ]
+
+
+T = TypeVar("T")
+
+
+def _options(cls: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
+    """``cls`` built from a command's parameters (``locals()``) named like its fields, and ``more``; a parameter
+    left out (None) keeps the field's default."""
+    fields = inspect.signature(cls).parameters
+    return cls(**{key: value for key, value in given.items() if key in fields and value is not None} | more)
 
 
 def _version(value: bool) -> None:
@@ -216,11 +226,11 @@ def up_cmd(
         Literal[TARGETS] | None,  # type: ignore[valid-type]
         typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local."),
     ] = None,
-    host: HostOpt = None,
+    hosts: HostOpt = None,
     host_key_fingerprint: HostKeyFingerprintOpt = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
     nodes: NodesOpt = None,
-    size: Annotated[
+    sizes: Annotated[
         list[str] | None, _text("--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.")
     ] = None,
     region: Annotated[str | None, _text("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
@@ -256,29 +266,11 @@ def up_cmd(
     from labctl.spec import LabSpec, parse_host
     from labctl.workflows.up import up
 
+    given = locals()
+
     def go(ui: Reporter) -> Outcome:
-        asked = LabSpec(
-            name=name or "",
-            target=target or "",
-            host=parse_host(host[0]) if host else None,
-            workers=[parse_host(h) for h in (host or [])[1:]],
-            nodes=nodes,
-            gpu=gpu,
-            sizes=list(size or []),
-            region=region,
-            image=image,
-            subscription=subscription,
-            allow_ip=allow_ip,
-            ssh_key=ssh_key,
-            shutdown_at=shutdown_at,
-            no_shutdown=no_shutdown,
-            spot=spot,
-            yes=yes,
-            host_key_fingerprint=host_key_fingerprint,
-            idle_stop=idle_stop,  # type: ignore[arg-type]  # text until build_spec parses it
-            idle_action=idle_action,
-            budget=budget,  # type: ignore[arg-type]
-        )
+        machines = [parse_host(h) for h in hosts or []]
+        asked = _options(LabSpec, given, host=machines[0] if machines else None, workers=machines[1:])
         return up(asked, ui, dry_run=dry_run)
 
     _run(go, as_json)
@@ -308,7 +300,7 @@ def down_cmd(
     """
     from labctl.workflows.down import DownOptions, down
 
-    opts = DownOptions(name=name, yes=yes, force=force, confirm_name=confirm_name, save=not no_save)
+    opts = _options(DownOptions, locals(), save=not no_save)
     _run(lambda ui: down(opts, ui), as_json)
 
 
@@ -337,11 +329,11 @@ def pull_cmd(
         typer.Argument(metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."),
     ] = None,
     name: NameOpt = None,
-    to: Annotated[
+    dest: Annotated[
         Path | None, typer.Option("--to", metavar="DIR", help="Local folder (default: ./labctl-results/LAB).")
     ] = None,
     changed: Annotated[bool, typer.Option("--changed", help="Only what changed since 'up'.")] = False,
-    max_size: Annotated[
+    max_size_mb: Annotated[
         int,
         typer.Option("--max-size", metavar="MB", help="Leave files larger than this in the lab unless named."),
     ] = 200,
@@ -357,7 +349,7 @@ def pull_cmd(
     """
     from labctl.workflows.workspace import PullOptions, pull
 
-    opts = PullOptions(name=name, paths=list(paths or []), dest=to, changed=changed, max_size_mb=max_size)
+    opts = _options(PullOptions, locals())
     _run(lambda ui: pull(opts, ui), as_json)
 
 
@@ -376,7 +368,8 @@ def push_cmd(
     """
     from labctl.workflows.workspace import PushOptions, push
 
-    _run(lambda ui: push(PushOptions(paths=list(paths), name=name, to=to), ui), as_json)
+    opts = _options(PushOptions, locals())
+    _run(lambda ui: push(opts, ui), as_json)
 
 
 # ----------------------------------------------------------------------------------------------- use
@@ -400,7 +393,7 @@ def open_cmd(
     """
     from labctl.workflows.open import OpenOptions, open_lab
 
-    opts = OpenOptions(name=name, port=port, print_only=print_only, browser=browser, json_out=as_json)
+    opts = _options(OpenOptions, locals(), json_out=as_json)
     _run(lambda ui: open_lab(opts, ui), as_json)
 
 
@@ -501,18 +494,11 @@ def run_lab_cmd(
     from labctl.workflows.runlab import run_lab
     from labctl.workflows.runlab_options import RunLabOptions
 
-    opts = RunLabOptions(
-        name=name,
-        here=here,
+    opts = _options(
+        RunLabOptions,
+        locals(),
         notebook=notebook or notebook_file is not None,
-        notebook_file=notebook_file,
-        detach=detach,
-        out=out,
-        data=data,
-        gpus=gpus,
-        nodes=nodes,
         training={key: value for key, value in training.items() if value is not None},
-        extra=list(extra or []),
     )
     _run(lambda ui: run_lab(opts, ui), as_json)
 
@@ -537,7 +523,7 @@ def run_cmd(
     """
     from labctl.workflows.userrun import RunScriptOptions, run_script
 
-    opts = RunScriptOptions(script=script, args=list(args or []), name=name, detach=detach)
+    opts = _options(RunScriptOptions, locals())
     _run(lambda ui: run_script(opts, ui), as_json)
 
 
