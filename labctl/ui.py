@@ -47,16 +47,20 @@ class PlainReporter:
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
 
+    # A step's lines: when it begins, ends and fails ({s}: the seconds it took).
+    STEP_LINES = ("- {label} ...", "+ {label} ({s:.1f}s)", "x {label} (failed after {s:.1f}s)")
+
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
+        begins, ends, fails = self.STEP_LINES
         start = time.monotonic()
-        self._write(f"- {label} ...")
+        self._write(begins.format(label=label))
         try:
             yield
         except BaseException:
-            self._write(f"x {label} (failed after {time.monotonic() - start:.1f}s)")
+            self._write(fails.format(label=label, s=time.monotonic() - start))
             raise
-        self._write(f"+ {label} ({time.monotonic() - start:.1f}s)")
+        self._write(ends.format(label=label, s=time.monotonic() - start))
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
@@ -186,9 +190,11 @@ class LiveOutput:
         self.stop()
 
 
-class NodeReporter:
+class NodeReporter(PlainReporter):
     """One machine's messages among several prepared at once: each line under the node's name, and steps as two
     lines instead of a spinner (a terminal shows one spinner at a time, and the nodes' steps overlap)."""
+
+    STEP_LINES = ("{label} ...", "{label}: done ({s:.1f}s)", "{label}: failed after {s:.1f}s")
 
     def __init__(self, ui: Reporter, prefix: str) -> None:
         self.ui = ui
@@ -197,26 +203,13 @@ class NodeReporter:
     def info(self, message: str) -> None:
         self.ui.info(f"{self.prefix} {message}")
 
+    _write = info
+
     def warn(self, message: str) -> None:
         self.ui.warn(f"{self.prefix} {message}")
 
     def line(self, text: str) -> None:
         self.ui.line(f"{self.prefix} {text}")
-
-    @contextmanager
-    def step(self, label: str) -> Iterator[None]:
-        start = time.monotonic()
-        self.info(f"{label} ...")
-        try:
-            yield
-        except BaseException:
-            self.info(f"{label}: failed after {time.monotonic() - start:.1f}s")
-            raise
-        self.info(f"{label}: done ({time.monotonic() - start:.1f}s)")
-
-    @contextmanager
-    def status(self, label: str) -> Iterator[bool]:
-        yield False  # no spinner: the nodes work at once, and a terminal turns one spinner at a time
 
 
 class Outcome:
