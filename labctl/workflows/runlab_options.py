@@ -263,26 +263,6 @@ def option_pairs(args: list[str]) -> list[tuple[str, str]]:
     return [(flag.removeprefix("--").replace("-", "_"), value) for flag, value in zip(flags, values, strict=True)]
 
 
-def per_class_rich(metrics: dict[str, Any]) -> str:
-    """The per-class table as a rich table (plain text, box-drawn), for the end of a run."""
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
-    per_class = metrics.get("per_class_accuracy") or {}
-    if not per_class:
-        return ""
-    table = Table(title="Accuracy per class", title_justify="left")
-    table.add_column("class")
-    table.add_column("accuracy", justify="right")
-    for name, acc in per_class.items():
-        table.add_row(str(name), f"{float(acc) * 100:.1f}%" if acc is not None else "-")
-    buffer = io.StringIO()
-    Console(file=buffer, width=60, color_system=None, force_terminal=False, highlight=False).print(table)
-    return buffer.getvalue().rstrip()
-
-
 def run_result(
     run_id: str, where: str, state: str, results: Path, metrics: dict[str, Any], *, files_verified: int | None
 ) -> dict[str, Any]:
@@ -307,33 +287,34 @@ def run_result(
     }
 
 
-def _duration(seconds: float) -> str:
-    whole = int(seconds)
-    if whole >= 3600:
-        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
-    return f"{whole // 60}:{whole % 60:02d}"
-
-
 def result_text(result: dict[str, Any]) -> str:
     """What a person reads at the end of a run: the table, the accuracy, the time, where the plots are."""
-    lines = [per_class_rich(result["metrics"]), failure_note(result["metrics"]) or ""]
+    import io
+
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    metrics, lines = result["metrics"], []
+    if result["per_class_accuracy"]:
+        table = Table("class", Column("accuracy", justify="right"), title="Accuracy per class", title_justify="left")
+        for name, acc in result["per_class_accuracy"].items():
+            table.add_row(str(name), "-" if acc is None else f"{float(acc) * 100:.1f}%")
+        buffer = io.StringIO()
+        Console(file=buffer, width=60, color_system=None, force_terminal=False, highlight=False).print(table)
+        lines.append(buffer.getvalue().rstrip())
+    if metrics.get("status") == "failed" and metrics.get("error"):
+        # The lab saves its results and this error when, under torchrun, a rank or its machine is lost.
+        first = str(metrics["error"]).splitlines()[0][:300]
+        lines.append(f"The run stopped at step {metrics.get('steps')}: {first}\nThe checkpoint of that step was kept.")
     if result["accuracy"] is not None:
         lines.append(f"Overall accuracy: {float(result['accuracy']) * 100:.1f}%")
     if result["wall_s"] is not None:
-        lines.append(f"Time: {_duration(float(result['wall_s']))}")
+        minutes, seconds = divmod(int(float(result["wall_s"])), 60)
+        clock = f"{minutes // 60}:{minutes % 60:02d}" if minutes >= 60 else str(minutes)
+        lines.append(f"Time: {clock}:{seconds:02d}")
     for key, label in (("loss_curve", "Loss curve"), ("confusion_matrix", "Confusion matrix")):
         if result[key]:
             lines.append(f"{label}: {result[key]}")
     checked = f", {result['files_verified']} files verified" if result["files_verified"] else ""
     lines.append(f"Run {result['run_id']} {result['state']}; results in {result['results']}{checked}")
-    return "\n".join(line for line in lines if line)
-
-
-def failure_note(metrics: dict[str, Any]) -> str | None:
-    """What stopped a failed run that still saved its results (the lab writes ``error`` when, under torchrun,
-    a rank or its machine is lost: rank 0 keeps the checkpoint of the last step)."""
-    error = metrics.get("error")
-    if metrics.get("status") != "failed" or not error:
-        return None
-    first = str(error).splitlines()[0][:300]
-    return f"The run stopped at step {metrics.get('steps')}: {first}\nThe checkpoint of that step was kept."
+    return "\n".join(lines)

@@ -14,7 +14,6 @@ from labctl.workflows.runlab_options import (
     Launch,
     RunLabOptions,
     cifarlab_args,
-    failure_note,
     launch,
     option_pairs,
 )
@@ -185,10 +184,15 @@ def test_the_notebook_is_one_process_whatever_the_gpus() -> None:
     assert "one process" in start.summary
 
 
-def test_a_failed_run_that_kept_its_checkpoint_says_where_it_stopped() -> None:
+def test_a_failed_run_that_kept_its_checkpoint_says_where_it_stopped(tmp_path: Path) -> None:
+    from labctl.workflows.runlab_options import result_text, run_result
+
+    def text(metrics: dict[str, object]) -> str:
+        return result_text(run_result("r1", "lab", "failed", tmp_path, metrics, files_verified=None))
+
     lost = {"status": "failed", "steps": 120, "error": "RuntimeError: Connection reset by peer\nmore detail"}
-    assert failure_note(lost) == (
-        "The run stopped at step 120: RuntimeError: Connection reset by peer\nThe checkpoint of that step was kept."
+    assert text(lost).startswith(
+        "The run stopped at step 120: RuntimeError: Connection reset by peer\nThe checkpoint of that step was kept.\n"
     )
-    assert failure_note({"status": "succeeded", "steps": 5}) is None
-    assert failure_note({"status": "failed"}) is None  # nothing saved to speak of
+    assert "stopped at step" not in text({"status": "succeeded", "steps": 5, "error": "x"})
+    assert "stopped at step" not in text({"status": "failed"})  # nothing saved to speak of
