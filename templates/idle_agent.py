@@ -466,7 +466,9 @@ def deallocate(config: Config) -> tuple[bool, str]:
 
 def _post_deallocate(config: Config, context: ssl.SSLContext, resource_id: str, access: str) -> tuple[bool, str]:
     url = f"{config.arm_url.rstrip('/')}{resource_id}/deallocate?api-version={COMPUTE_API_VERSION}"
-    request = urllib.request.Request(url, data=b"", method="POST", headers={"Authorization": f"Bearer {access}"})
+    # ARM takes JSON bodies only; without a Content-Type, urllib would send the empty body as a form.
+    headers = {"Authorization": f"Bearer {access}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
     try:
         with opener.open(request, timeout=config.timeout) as response:

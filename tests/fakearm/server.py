@@ -167,6 +167,7 @@ class FakeArm:
         self.vm_boots: list[VmBoot] = []
         self.on_vm_deleted: Callable[[str], None] | None = None
         self.requests: list[tuple[str, str]] = []
+        self.request_headers: list[tuple[str, str, dict[str, str]]] = []  # requests with headers (lower-case names)
         # Called with (method, path) before each request is handled: a test plays another actor there (a portal
         # user deleting the group, another deployment using the quota) at the very moment labctl gets there.
         self.on_request: Callable[[str, str], None] | None = None
@@ -572,6 +573,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         arm.requests.append((method, path))
+        arm.request_headers.append((method, path, {k.lower(): v for k, v in self.headers.items()}))
         if arm.on_request is not None:
             with arm._lock:
                 arm.on_request(method, path)
