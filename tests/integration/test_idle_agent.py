@@ -452,9 +452,13 @@ def test_roles_and_assignments_answer_as_arm_does(azure: tuple[Arm, str, str]) -
     busy = arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"})
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "RoleDefinitionHasAssignments"
 
-    # Deleting the VM takes its assignment along; the custom role outlives it (and the group) until deleted.
+    # Deleting the VM leaves its assignment behind, orphaned, as Azure does; the role goes once that is deleted.
     assert arm.http.delete(f"{url}{vm_id}", params={"api-version": "2024-07-01"}).status_code == 202
     arm.fake.settle()
+    assert arm.http.get(f"{url}{assignment_id}", params={"api-version": "2022-04-01"}).status_code == 200
+    still = arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"})
+    assert still.status_code == 409 and still.json()["error"]["code"] == "RoleDefinitionHasAssignments"
+    assert arm.http.delete(f"{url}{assignment_id}", params={"api-version": "2022-04-01"}).status_code == 200
     gone = arm.http.get(f"{url}{assignment_id}", params={"api-version": "2022-04-01"})
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "RoleAssignmentNotFound"
     assert arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"}).status_code == 200
