@@ -74,18 +74,13 @@ class LabSpec:
     budget: float | None = None  # USD since creation, after which the machine stops itself
 
     def _check_azure(self) -> None:
-        """What an Azure lab is asked for, checked as typed before anything is planned or created."""
         from labctl.catalog import choose_sizes
 
-        if self.subscription is not None:
-            check_subscription(self.subscription)
-        if self.region is not None:
-            check_region(self.region)
-        for size in self.sizes:
-            check_size_name(size)
+        given = [(self.subscription, check_subscription), (self.region, check_region), (self.allow_ip, check_allow_ip)]
+        for value, check in given + [(size, check_size_name) for size in self.sizes]:
+            if value is not None:
+                check(value)
         choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
-        if self.allow_ip is not None:
-            check_allow_ip(self.allow_ip)
 
     def _check_nodes(self) -> None:
         """--nodes and several --host: N machines of one size on Azure, the hosts given on an SSH cluster."""
