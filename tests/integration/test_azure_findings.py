@@ -127,7 +127,6 @@ def test_a_new_role_is_unknown_to_assignments_for_a_while(arm_env: FakeArm, azur
     _assign(azure, arm_env, role_id)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 #3: the assignment retries RoleDefinitionDoesNotExist")
 def test_the_assignment_waits_for_a_new_role_to_replicate(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.role_replication_s = 0.3
     record = provision("lab", idle_stop=60.0, allow_ip="203.0.113.7/32")

@@ -21,7 +21,12 @@ from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, arm_error_code
 from labctl.ui import Reporter
 
-PRINCIPAL_WAIT = 180.0  # a new identity can take a minute or two to reach the directory's replicas
+PRINCIPAL_WAIT = 180.0  # a new identity or role can take a minute or two to reach the directory's replicas
+# What ARM answers while one of them has not replicated yet, and what the user is told meanwhile.
+NOT_REPLICATED = {
+    "PrincipalNotFound": "The VM's identity is not in the directory yet; trying again.",
+    "RoleDefinitionDoesNotExist": "The lab's new idle-stop role is not known everywhere yet; trying again.",
+}
 
 
 def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -69,7 +74,7 @@ def grant(
     ui: Reporter,
     workers: tuple[str, ...] = (),
 ) -> None:
-    """The role and its assignment to the VM's identity (both idempotent; PrincipalNotFound retried), and the
+    """The role and its assignment to the VM's identity (both idempotent; replication lag retried), and the
     same role for that identity on each of ``workers`` (the lab's other VMs, which it deallocates with itself)."""
     with arm("creating the lab's idle-stop role"):
         call(
@@ -96,9 +101,9 @@ def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> Non
             code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None
             if code == "RoleAssignmentExists":
                 return
-            if code != "PrincipalNotFound" or time.monotonic() > deadline:
+            if code not in NOT_REPLICATED or time.monotonic() > deadline:
                 raise
-            ui.info("  The VM's identity is not in the directory yet; trying again.")
+            ui.info(f"  {NOT_REPLICATED[code]}")
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
