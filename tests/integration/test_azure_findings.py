@@ -152,7 +152,6 @@ def test_a_tag_filtered_list_answers_without_tags(arm_env: FakeArm, azure: Azure
     assert listed.tags == {"labctl-lab": "lab", "labctl-owner": arm_env.object_id()}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 #7: leftovers() GETs each hit for its tags", raises=AssertionError)
 def test_down_finds_a_leftover_when_the_list_carries_no_tags(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.tag_filter_drops_tags = True
     record = provision("lab")

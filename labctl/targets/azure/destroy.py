@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
@@ -12,6 +11,7 @@ from labctl.targets.azure.provision import get_or_none, wait_rg_gone
 from labctl.ui import Reporter
 
 FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"
+TAG_INDEX_POLLS = 30  # the tag index lags behind deletions a little: a minute at the default poll interval
 
 
 def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | None = None) -> list[str]:
@@ -19,16 +19,22 @@ def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | Non
     a colleague's lab with the same name is not a leftover of this one)."""
     flt = f"tagName eq '{settings.TAG_LAB}' and tagValue eq '{lab}'"
     inside = f"/resourcegroups/{resource_group.lower()}/"
+    with arm("looking for resources left behind"):
+        hits = [str(r.id) for r in azure.resources.resources.list(filter=flt)]
+        outside = [rid for rid in hits if inside not in rid.lower()]
+        # A tag-filtered list carries no tags (ARM's rule), so the owner is read from the hits' groups' listings.
+        tags: dict[str, dict[str, str]] = {}
+        for group in {rid.split("/")[4] for rid in outside}:
+            for resource in azure.resources.resources.list_by_resource_group(group):
+                tags[str(resource.id).lower()] = resource.tags or {}
 
-    def ours(resource: dict[str, Any]) -> bool:
-        if inside in str(resource.get("id", "")).lower():
+    def ours(rid: str) -> bool:
+        if inside in rid.lower():
             return True
-        tagged = (resource.get("tags") or {}).get(settings.TAG_OWNER)
+        tagged = tags.get(rid.lower(), {}).get(settings.TAG_OWNER)
         return tagged is None if owner is None else str(tagged).lower() == owner.lower()
 
-    with arm("looking for resources left behind"):
-        found = [r.as_dict() for r in azure.resources.resources.list(filter=flt)]
-    return [str(r.get("id")) for r in found if ours(r)]
+    return [rid for rid in hits if ours(rid)]
 
 
 def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner: str | None = None) -> None:
@@ -58,8 +64,8 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
             wait_rg_gone(azure, resource_group)
     with ui.step("Checking that nothing tagged for the lab is left"):
         left = leftovers(azure, lab, resource_group, owner)
-        deadline = time.monotonic() + 60
-        while left and time.monotonic() < deadline:  # tag index updates lag behind deletions a little
+        deadline = time.monotonic() + TAG_INDEX_POLLS * settings.poll_interval()
+        while left and time.monotonic() < deadline:
             time.sleep(max(settings.poll_interval(), 0.01))
             left = leftovers(azure, lab, resource_group, owner)
     if left:
