@@ -153,10 +153,10 @@ class FakeArm:
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.caller_role = "Owner"  # the user login's built-in role on the subscription (rbac.BUILTIN_ROLES)
         # ARM's behaviours that labctl does not cope with yet: off unless a test turns them on (README.md).
-        self.role_replication_s = 0.0  # a new custom role is unknown to assignments for this long
-        self.tag_filter_drops_tags = False  # a tag-filtered resource list answers without the resources' tags
         self.unregistered_providers: set[str] = set()  # lower namespaces: MissingSubscriptionRegistration
-        # ARM's behaviours that labctl copes with: on by default.
+        # ARM's behaviours that labctl copes with: on by default (the role's lag is off: tests assign by hand).
+        self.role_replication_s = 0.0  # a new custom role is unknown to assignments for this long
+        self.tag_filter_drops_tags = True  # a tag-filtered resource list answers without the resources' tags
         self.assignments_outlive_scope = True  # a deleted resource or group leaves its role assignments behind
         self.role_born: dict[str, float] = {}  # lower role definition id -> when it was first put
         self.faults: list[Fault] = []
