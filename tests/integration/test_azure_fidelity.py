@@ -17,6 +17,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from labctl.targets.azure.clients import Azure, connect
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm  # noqa: F401
+from tests.fakearm.server import DSVM
 
 pytestmark = pytest.mark.usefixtures("arm_env")
 RG = "fidelity-rg"
@@ -332,6 +333,15 @@ def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # n
     assert states == {arm_env.subscription: "Enabled", "22222222-2222-4333-8444-555555555555": "PastDue"}
 
 
+def test_trusted_launch_is_refused_where_the_image_does_not_declare_it(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    arm_env.image_features[DSVM] = [{"name": "SecurityType", "value": "Standard"}]
+    nic = _network(azure)
+    trusted = {"securityType": "TrustedLaunch", "uefiSettings": {"secureBootEnabled": False, "vTpmEnabled": True}}
+    body = _vm_body(nic, "Standard_D2s_v5", properties={"securityProfile": trusted})
+    with pytest.raises(HttpResponseError, match="Use of TrustedLaunch setting is not supported for the provided"):
+        azure.compute.virtual_machines.begin_create_or_update(RG, "vm", body)
+
+
 def test_trusted_launch_is_refused_where_the_size_disables_it(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
     assert _caps(_skus(azure)["Standard_ND96asr_v4"])["TrustedLaunchDisabled"] == "True"
     arm_env.regions["eastus"].limits["standardndasv4_a100family"] = 96
@@ -468,11 +478,11 @@ def test_the_vm_boots_with_trusted_launch_but_no_secure_boot(arm_env: FakeArm) -
     assert arm_env.get(vm_id)["properties"]["securityProfile"] == TRUSTED  # type: ignore[index]
 
 
-def test_a_size_without_trusted_launch_gets_none(arm_env: FakeArm) -> None:  # noqa: F811
+def test_a_size_without_trusted_launch_gets_a_standard_vm(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.regions["eastus"].limits["standardndasv4_a100family"] = 96
     _up(gpu=True, sizes=["Standard_ND96asr_v4"])
     (vm_id,) = arm_env.resource_ids("virtualMachines")
-    assert "securityProfile" not in arm_env.get(vm_id)["properties"]  # type: ignore[index]
+    assert arm_env.get(vm_id)["properties"]["securityProfile"] == {"securityType": "Standard"}  # type: ignore[index]
 
 
 def test_down_force_deletes_the_vm_with_its_group(arm_env: FakeArm) -> None:  # noqa: F811

@@ -80,20 +80,17 @@ def test_every_node_of_a_lab_can_reach_the_internet(arm_env: FakeArm) -> None:  
 # ------------------------------------------------------------------ 2. Trusted Launch only where the image says so
 
 
-def test_the_image_serves_its_features_and_trusted_launch_needs_them(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+def test_the_image_serves_its_features(azure: Azure) -> None:
     image = azure.compute.virtual_machine_images.get("eastus", *DSVM, "25.03.10").as_dict()
     assert {"name": "SecurityType", "value": "TrustedLaunchSupported"} in image["properties"]["features"]
-    arm_env.image_features[DSVM] = [{"name": "SecurityType", "value": "Standard"}]
-    with pytest.raises(LabctlError, match="Use of TrustedLaunch setting is not supported for the provided"):
-        provision("lab")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 #2: preflight reads the image's features, Standard without them")
-def test_an_image_without_trusted_launch_gets_a_standard_vm(arm_env: FakeArm) -> None:  # noqa: F811
-    arm_env.image_features[DSVM] = []
+@pytest.mark.parametrize("features", [[], [{"name": "SecurityType", "value": "Standard"}]])
+def test_an_image_without_trusted_launch_gets_a_standard_vm(arm_env: FakeArm, features: list[Any]) -> None:  # noqa: F811
+    arm_env.image_features[DSVM] = features
     provision("lab")
     (vm_id,) = arm_env.resource_ids("virtualMachines")
-    assert (arm_env.get(vm_id) or {})["properties"].get("securityProfile", {}).get("securityType") != "TrustedLaunch"
+    assert (arm_env.get(vm_id) or {})["properties"]["securityProfile"] == {"securityType": "Standard"}
 
 
 # ------------------------------------------------------------------ 3. a new role replicates for a while

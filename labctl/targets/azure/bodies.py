@@ -151,7 +151,7 @@ class VmRequest:
     cloud_init: str
     spot: bool = False
     purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
-    trusted_launch: bool = True  # False for sizes whose resource SKU says TrustedLaunchDisabled
+    trusted_launch: bool = True  # False for a size whose SKU says TrustedLaunchDisabled or an image without it
     identity: bool = False  # a system-assigned managed identity, for the idle agent to deallocate the VM with
     node: int = 0  # which of the lab's VMs: 0 is the one with the public IP, workers are 1, 2, ...
     placement_group: str | None = None  # the proximity placement group's id, for a lab of several VMs
@@ -212,11 +212,13 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
     if request.trusted_launch:
         # Trusted Launch, which Microsoft recommends for Gen2 images, with the vTPM on but Secure Boot off: the
         # Data Science VM's NVIDIA driver is a DKMS module that Secure Boot would refuse to load. uefiSettings
-        # are only valid with TrustedLaunch, so a size without it gets no securityProfile at all.
+        # are only valid with TrustedLaunch, so a VM without it is plainly Standard.
         properties.security_profile = c.SecurityProfile(
             security_type="TrustedLaunch",
             uefi_settings=c.UefiSettings(secure_boot_enabled=False, v_tpm_enabled=True),
         )
+    else:
+        properties.security_profile = c.SecurityProfile(security_type="Standard")
     if request.placement_group:
         properties.proximity_placement_group = c.SubResource(id=request.placement_group)
     if request.spot:

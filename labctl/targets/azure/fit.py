@@ -1,5 +1,5 @@
 """Whether a VM size fits a lab before anything is created: a GPU the image's driver can use, Spot where the
-size has it, Trusted Launch where the size allows it (read from resource SKU capabilities).
+size has it, Trusted Launch where the size allows it (read from resource SKU capabilities) and the image declares it.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def spot_capable(sku: dict[str, Any] | None) -> bool:
 def trusted_launch_allowed(sku: dict[str, Any] | None) -> bool:
     """Sizes that cannot boot with Trusted Launch say ``TrustedLaunchDisabled: True`` in resource SKUs."""
     return (capability(sku, "TrustedLaunchDisabled") or "").lower() != "true"
+
+
+def trusted_launch_declared(image: dict[str, Any]) -> bool:
+    """ARM refuses Trusted Launch on an image unless its ``features`` say so (``SecurityType: TrustedLaunch...``)."""
+    features = (image.get("properties") or {}).get("features") or []
+    return any(f.get("name") == "SecurityType" and "TrustedLaunch" in str(f.get("value")) for f in features)
 
 
 def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int = 3) -> list[str]:

@@ -16,7 +16,13 @@ from labctl.catalog import VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, side_by_side
-from labctl.targets.azure.fit import grid_only, spot_alternatives, spot_capable, trusted_launch_allowed
+from labctl.targets.azure.fit import (
+    grid_only,
+    spot_alternatives,
+    spot_capable,
+    trusted_launch_allowed,
+    trusted_launch_declared,
+)
 from labctl.targets.azure.plan import AzurePlan
 
 
@@ -26,7 +32,7 @@ class Choice:
     size: VmSize
     image_version: str
     purchase_plan: dict[str, str] | None = None
-    trusted_launch: bool = True  # False where resource SKUs say TrustedLaunchDisabled
+    trusted_launch: bool = True  # False where resource SKUs say TrustedLaunchDisabled or the image does not declare it
 
 
 @dataclass
@@ -185,8 +191,9 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     return None
 
 
-def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None]:
-    """The newest version of the image in the region and its marketplace purchase plan, if it has one."""
+def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None, bool]:
+    """The newest version of the image in the region, its marketplace purchase plan if it has one, and whether
+    it declares Trusted Launch."""
     publisher, offer, sku, version = urn.split(":")
     with arm(f"looking up the image {urn} in {region}"):
         if version == "latest":
@@ -202,7 +209,7 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
             version = names[0]
         image = azure.compute.virtual_machine_images.get(region, publisher, offer, sku, version).as_dict()
     plan = (image.get("properties") or {}).get("plan")
-    return version, ({k: str(v) for k, v in plan.items()} if plan else None)
+    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted_launch_declared(image)
 
 
 def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
@@ -237,9 +244,9 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
     """The first (region, size) that passes every check, or one LabctlError with the way out."""
     cache = facts_cache if facts_cache is not None else {}
     problems: list[Problem] = []
-    images: dict[str, tuple[str, dict[str, str] | None] | LabctlError] = {}
+    images: dict[str, tuple[str, dict[str, str] | None, bool] | LabctlError] = {}
 
-    def image(region: str) -> tuple[str, dict[str, str] | None] | LabctlError:
+    def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
         try:
             return latest_image(azure, region, plan.image)
         except LabctlError as exc:
@@ -264,7 +271,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
             if isinstance(found, LabctlError):
                 problems.append(Problem(region, size, "image", found.message))
                 break
-            version, purchase = found
+            version, purchase, trusted = found
             if purchase:
                 ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
             return Choice(
@@ -272,7 +279,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 from_sku(size, facts.sku(size) or {}, region),
                 version,
                 purchase,
-                trusted_launch_allowed(facts.sku(size)),
+                trusted and trusted_launch_allowed(facts.sku(size)),
             )
     raise _explain(azure, plan, problems, cache)
 

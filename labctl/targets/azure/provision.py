@@ -447,7 +447,8 @@ class Provisioner:
     ) -> None:
         if nodes == [0]:
             spot = f", Spot ~${choice.size.hourly(True):.2f}/h" if self.plan.spot else ""
-            label = f"VM {self.names.vm}: {choice.size.describe()}{spot}"
+            security = "" if choice.trusted_launch else ", without Trusted Launch (the size or image has none)"
+            label = f"VM {self.names.vm}: {choice.size.describe()}{spot}{security}"
         else:
             s = "s" if len(nodes) > 1 else ""
             which = ", ".join(str(node) for node in nodes)
@@ -525,7 +526,7 @@ class Provisioner:
         """The image version and the lab's login key (recorded); the public half, for every node's VM."""
         record = self.record
         if not choice.image_version:
-            choice.image_version, choice.purchase_plan = latest_image(self.azure, choice.region, self.plan.image)
+            choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
         record.ssh_key_path = str(key_path)
         record.nodes[0].user = settings.admin_user()
