@@ -161,6 +161,18 @@ def test_a_new_worker_of_an_existing_lab_without_room_keeps_the_others(arm_env: 
     assert arm_env.resource_ids() == []
 
 
+def test_a_new_worker_is_built_as_node_0_was(arm_env: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("LABCTL_ACCEPT_IMAGE_TERMS", "1")
+    plan = {"publisher": "microsoft-dsvm", "product": "ubuntu-2204", "name": "2204-gen2"}
+    arm_env.image_plans[("microsoft-dsvm", "ubuntu-2204", "2204-gen2")] = plan
+    arm_env.regions["eastus"].limits.update(standardndasv4_a100family=192, cores=192)
+    provision("lab", gpu=True, sizes=["Standard_ND96asr_v4"])  # a size without Trusted Launch
+    provision("lab", gpu=True, sizes=["Standard_ND96asr_v4"], nodes=2)
+    vms = _by_name(arm_env, VM)
+    assert vms["lab-vm1"]["plan"] == plan
+    assert vms["lab-vm1"]["properties"]["securityProfile"] == {"securityType": "Standard"}
+
+
 def test_quota_is_counted_for_every_node_before_anything_is_made(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.regions["eastus"].limits["cores"] = 10  # room for two Standard_D4s_v5 (4 vCPUs each), not three
     with pytest.raises(LabctlError, match=r"3 nodes of Standard_D4s_v5 .*12 needed") as refused:

@@ -271,7 +271,12 @@ class Provisioner:
         if head is not None:
             size_name = head["properties"]["hardwareProfile"]["vmSize"]
             version = azure_data(self.record).get("image_version") or ""
-            choice = Choice(str(head["location"]).lower(), lookup(size_name), version, None)
+            # New workers are built as node 0 was: the same security type, and the image's plan if it has one.
+            plan = {k: str(v) for k, v in head["plan"].items()} if head.get("plan") else None
+            security = (head["properties"].get("securityProfile") or {}).get("securityType")
+            choice = Choice(
+                str(head["location"]).lower(), lookup(size_name), version, plan, security == "TrustedLaunch"
+            )
             yield choice
             tried.add((choice.region, choice.size.name))
             self._vms.pop(0, None)  # it could not be kept: the next choice makes a new one
