@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from labctl.cli import app
 from labctl.container import container_name
 from labctl.hostkeys import fingerprint
+from labctl.labhost import describe_lab
 from labctl.state import StateStore
-from labctl.targets.ssh import SSHTarget
 from labctl.ui import PlainReporter
 from labctl.workflows.open import OpenOptions, open_lab
 from labctl.workflows.shell import run_ssh
@@ -115,7 +115,7 @@ def test_ssh_flow_up_open_ssh_down(
             thread.join(30)
     assert outcome["tunnel"] is True and outcome["port"] != taken
 
-    facts = SSHTarget().describe(record)
+    facts = describe_lab(record)
     assert facts["container"] == "running" and facts["jupyter"] == "up"
 
     assert run_ssh(record, ["echo", "shell-ok"]) == 0

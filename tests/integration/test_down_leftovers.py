@@ -37,7 +37,7 @@ def test_failed_teardown_keeps_the_record(tmp_path: Path) -> None:
     _unreachable_lab(tmp_path)
     result = CliRunner().invoke(app, ["down", "--yes", "--no-save"])
     assert result.exit_code == 1
-    assert "Could not remove the lab container on 127.0.0.1" in result.output
+    assert "Could not remove the lab container on me@127.0.0.1:" in result.output
     assert "nothing is left" not in result.output
     assert StateStore().exists("lab")  # so `down` can run again once the machine is back
 
