@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
@@ -9,23 +11,28 @@ from labctl.ui import Outcome, Reporter
 from labctl.workflows.ownership import Override, check_owner
 
 
-def _powered(name: str | None, verb: str, override: Override, ui: Reporter) -> tuple[StateStore, LabRecord, Target]:
+def _switch(
+    name: str | None, verb: str, override: Override | None, ui: Reporter
+) -> tuple[LabRecord, Target, dict[str, Any]]:
+    """Check the owner, then switch the machine and save the new status, all under the lab's lock."""
     from labctl.targets import get_target
 
     store = StateStore()
     record = store.resolve(name)
     target = get_target(record.target)
-    check_owner(record, target, verb, override, ui)
-    return store, record, target
+    check_owner(record, target, verb, override or Override(), ui)
+    with lab_lock(record.name, verb, ui):
+        record = store.load(record.name)  # as a command this one waited for left it
+        if verb == "stop":
+            info, record.status = target.power_off(record, ui), "stopped"
+        else:
+            info, record.status = target.power_on(record, ui), "ready"
+        store.save(record)
+    return record, target, info
 
 
 def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
-    store, record, target = _powered(name, "stop", override or Override(), ui)
-    with lab_lock(record.name, "stop", ui):
-        record = store.load(record.name)  # as a command this one waited for left it
-        info = target.power_off(record, ui)
-        record.status = "stopped"
-        store.save(record)
+    record, target, info = _switch(name, "stop", override, ui)
     text = (
         f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{_flag(record)}' brings it back, "
         f"'labctl down{_flag(record)}' deletes it."
@@ -34,12 +41,7 @@ def stop(name: str | None, ui: Reporter, override: Override | None = None) -> Ou
 
 
 def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
-    store, record, target = _powered(name, "start", override or Override(), ui)
-    with lab_lock(record.name, "start", ui):
-        record = store.load(record.name)  # as a command this one waited for left it
-        info = target.power_on(record, ui)
-        record.status = "ready"
-        store.save(record)
+    record, _, info = _switch(name, "start", override, ui)
     left = info.get("budget_left_usd")
     if isinstance(left, (int, float)) and left <= 0:
         ui.warn(
