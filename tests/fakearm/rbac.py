@@ -57,6 +57,7 @@ BUILTIN_ROLES: dict[str, list[dict[str, list[str]]]] = {
             ],
         }
     ],
+    "Reader": [{"actions": ["*/read"], "notActions": []}],
 }
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 ROLE_DEFS = "Microsoft.Authorization/roleDefinitions"
@@ -113,9 +114,12 @@ def required(handler: str, method: str, m: dict[str, str], type_names: dict[str,
         return f"{ROLE_DEFS}/{verb}", m["scope"]
     if handler in ("role_assignment", "list_role_assignments"):
         return f"{ROLE_ASSIGNMENTS}/{verb}", m["scope"]
+    if handler == "provider":  # reading a registration needs no more than Reader; registering, the action
+        action = f"{m['ns']}/register/action" if method == "POST" else "Microsoft.Resources/subscriptions/read"
+        return action, f"/subscriptions/{sub}"
     if handler == "permissions":
         return "Microsoft.Authorization/permissions/read", m["scope"]
-    return "*", f"/subscriptions/{sub}" if sub else "/"
+    return f"*/{verb}", f"/subscriptions/{sub}" if sub else "/"  # a read is open to Reader
 
 
 def _error(status: int, code: str, message: str) -> Exception:

@@ -152,9 +152,11 @@ class FakeArm:
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.caller_role = "Owner"  # the user login's built-in role on the subscription (rbac.BUILTIN_ROLES)
-        # ARM's behaviours that labctl does not cope with yet: off unless a test turns them on (README.md).
-        self.unregistered_providers: set[str] = set()  # lower namespaces: MissingSubscriptionRegistration
         # ARM's behaviours that labctl copes with: on by default (the role's lag is off: tests assign by hand).
+        # Lower namespaces not registered (MissingSubscriptionRegistration): a new subscription lacks DevTestLab.
+        self.unregistered_providers: set[str] = {"microsoft.devtestlab"}
+        self.registration_s = 0.0  # how long a registration answers Registering before it takes effect
+        self.registered_at: dict[str, float] = {}  # lower namespace -> when its registration takes effect
         self.role_replication_s = 0.0  # a new custom role is unknown to assignments for this long
         self.tag_filter_drops_tags = True  # a tag-filtered resource list answers without the resources' tags
         self.assignments_outlive_scope = True  # a deleted resource or group leaves its role assignments behind
@@ -340,6 +342,15 @@ class FakeArm:
         return usage
 
     # ------------------------------------------------------------------ time
+
+    def provider_state(self, namespace: str) -> str:
+        ns = namespace.lower()
+        if ns in self.registered_at and self.registered_at[ns] <= time.monotonic():
+            self.unregistered_providers.discard(ns)
+            del self.registered_at[ns]
+        if ns not in self.unregistered_providers:
+            return "Registered"
+        return "Registering" if ns in self.registered_at else "NotRegistered"
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -648,7 +659,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         """A provider namespace the subscription has not registered answers MissingSubscriptionRegistration."""
         rtype = resource_type(handler, m, TYPE_NAMES) or ""
         namespace = rtype.split("/")[0]
-        if handler != "provider" and namespace.lower() in self.arm.unregistered_providers:
+        if handler != "provider" and namespace and self.arm.provider_state(namespace) != "Registered":
             raise ArmError(
                 409,
                 "MissingSubscriptionRegistration",
@@ -937,15 +948,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def h_provider(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
     ) -> tuple[int, Any, dict[str, str]]:
-        """Providers_Get and Providers_Register: registering takes effect at once here (minutes in Azure)."""
-        namespace = m["ns"]
-        if method == "POST":
-            self.arm.unregistered_providers.discard(namespace.lower())
-        state = "NotRegistered" if namespace.lower() in self.arm.unregistered_providers else "Registered"
+        """Providers_Get and Providers_Register: a registration answers Registering for ``registration_s``."""
+        namespace, arm = m["ns"], self.arm
+        state = arm.provider_state(namespace)
+        if method == "POST" and state == "NotRegistered":
+            arm.registered_at[namespace.lower()] = time.monotonic() + arm.registration_s
+            state = "Registering"
         body = {
             "id": f"/subscriptions/{m['sub']}/providers/{namespace}",
             "namespace": namespace,
-            "registrationState": "Registering" if method == "POST" else state,
+            "registrationState": state,
             "registrationPolicy": "RegistrationRequired",
             "resourceTypes": [],
         }

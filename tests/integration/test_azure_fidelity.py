@@ -247,6 +247,7 @@ def test_a_core_quota_overrun_is_refused_at_create(arm_env: FakeArm, azure: Azur
 
 
 def test_the_shutdown_schedule_takes_windows_time_zone_ids_only(azure: Azure) -> None:
+    azure.resources.providers.register("Microsoft.DevTestLab")
     nic = _network(azure)
     vm = azure.compute.virtual_machines.begin_create_or_update(RG, "vm", _vm_body(nic, "Standard_D2s_v5")).result()
     schedule = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}/providers/Microsoft.DevTestLab/schedules/s"

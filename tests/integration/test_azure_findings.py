@@ -187,18 +187,39 @@ def test_down_leaves_no_assignment_and_no_role(arm_env: FakeArm) -> None:  # noq
 
 
 def test_an_unregistered_provider_refuses_until_registered(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
-    arm_env.unregistered_providers.add("microsoft.devtestlab")
+    arm_env.registration_s = 0.3
+    schedule = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}/providers/Microsoft.DevTestLab/schedules/s"
     assert azure.resources.providers.get("Microsoft.DevTestLab").registration_state == "NotRegistered"
-    provider = azure.resources.providers.register("Microsoft.DevTestLab")
-    assert provider.registration_state == "Registering"
+    with pytest.raises(HttpResponseError) as refused:
+        azure.resources.resources.get_by_id(schedule, api_version="2018-09-15")
+    assert refused.value.status_code == 409 and _code(refused.value) == "MissingSubscriptionRegistration"
+    assert azure.resources.providers.register("Microsoft.DevTestLab").registration_state == "Registering"
+    assert azure.resources.providers.get("Microsoft.DevTestLab").registration_state == "Registering"
+    time.sleep(0.35)
     assert azure.resources.providers.get("Microsoft.DevTestLab").registration_state == "Registered"
-    arm_env.unregistered_providers.add("microsoft.devtestlab")
-    with pytest.raises(LabctlError, match="MissingSubscriptionRegistration"):
-        provision("lab")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 #9: preflight registers the providers labctl uses")
 def test_up_registers_a_provider_before_anything_bills(arm_env: FakeArm) -> None:  # noqa: F811
-    arm_env.unregistered_providers.add("microsoft.devtestlab")
+    arm_env.registration_s = 0.2
     provision("lab")
     assert arm_env.resource_ids("schedules")
+    register = arm_env.requests.index(
+        ("POST", f"/subscriptions/{arm_env.subscription}/providers/Microsoft.DevTestLab/register")
+    )
+    assert not [r for r in arm_env.requests[:register] if r[0] == "PUT"]
+
+
+def test_up_says_how_to_register_a_provider_it_may_not(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.caller_role = "Reader"
+    with pytest.raises(LabctlError) as refused:
+        provision("lab")
+    assert "az provider register --namespace Microsoft.DevTestLab" in (refused.value.hint or "")
+    assert not arm_env.groups
+
+
+def test_an_image_with_a_plan_registers_marketplace_ordering(arm_env: FakeArm, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    monkeypatch.setenv("LABCTL_ACCEPT_IMAGE_TERMS", "1")
+    arm_env.image_plans[DSVM] = {"publisher": DSVM[0], "product": DSVM[1], "name": DSVM[2]}
+    arm_env.unregistered_providers.add("microsoft.marketplaceordering")
+    provision("lab")
+    assert all(arm_env.agreements.values()) and arm_env.resource_ids("virtualMachines")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ from labctl.targets.azure.fit import (
     trusted_launch_declared,
 )
 from labctl.targets.azure.plan import AzurePlan
+
+# The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
+PROVIDERS = ("Microsoft.Compute", "Microsoft.Network", "Microsoft.DevTestLab", "Microsoft.Authorization")
 
 
 @dataclass
@@ -212,8 +216,43 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
     return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted_launch_declared(image)
 
 
+def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> None:
+    """Register each provider the subscription lacks and wait until it is (bounded), before anything bills."""
+
+    def state(namespace: str) -> str:
+        with arm(f"reading whether the subscription may use {namespace}"):
+            return str(azure.resources.providers.get(namespace).registration_state)
+
+    def register(namespace: str) -> None:
+        how = f"'az provider register --namespace {namespace}' (or ask an owner of the subscription to)"
+        now = state(namespace)
+        if now == "Registered":
+            return
+        try:
+            with arm(f"registering the resource provider {namespace}"):
+                if now != "Registering":
+                    azure.resources.providers.register(namespace)
+        except LabctlError as exc:
+            raise LabctlError(
+                f"The subscription is not registered to use {namespace}, which labctl needs, and registering it was "
+                f"refused: {exc.message} Nothing was created.",
+                hint=f"Run {how}, then 'labctl up' again.",
+            ) from exc
+        deadline = time.monotonic() + 300
+        while state(namespace) != "Registered":
+            if time.monotonic() > deadline:
+                raise LabctlError(
+                    f"Azure is still registering {namespace} for this subscription after 5 minutes; nothing was made.",
+                    hint=f"Run 'labctl up' again in a few minutes, or {how}.",
+                )
+            time.sleep(max(settings.poll_interval(), 0.01))
+
+    side_by_side([functools.partial(register, namespace) for namespace in namespaces])
+
+
 def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
     """Accept the image's marketplace terms with the user's consent, or say how to."""
+    ensure_providers(azure, ("Microsoft.MarketplaceOrdering",))
     agreement = (
         f"/subscriptions/{azure.subscription_id}/providers/Microsoft.MarketplaceOrdering/offerTypes/virtualmachine"
         f"/publishers/{plan['publisher']}/offers/{plan['product']}/plans/{plan['name']}/agreements/current"

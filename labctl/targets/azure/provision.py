@@ -29,7 +29,7 @@ from labctl.targets.azure.bodies import Ids
 from labctl.targets.azure.clients import Azure, arm, connect, finish, side_by_side
 from labctl.targets.azure.nodes import placement_of, private_address, refuse_fewer_nodes, set_worker, worker_record
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
-from labctl.targets.azure.preflight import Choice, RegionFacts, choose, latest_image
+from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
 from labctl.targets.azure.record import azure_data, node_count
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
@@ -133,6 +133,7 @@ class Provisioner:
         self.idle_rights = False
 
     def run(self) -> LabRecord:
+        ensure_providers(self.azure)
         self.idle_rights = self._check_idle_rights()
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
