@@ -4,14 +4,16 @@
 scope (checked in the fake's RBAC inventory), and installs the agent from templates/ on the machine (checked in
 the machine's files). The agent is then run as its timer would run it, deallocates the VM with the VM's own
 identity, and `status` shows what it decided and the spend from a fixed price table. `down` leaves no role and no
-assignment. A Contributor is told before anything is created. The fake VM is this computer, so the agent's files
-land in its /etc and /opt; the test removes them afterwards.
+assignment. A Contributor is told before anything is created. The fake VM is this computer, but its /etc, /opt,
+/var/lib and login home are its own (overlays under the test's folder), so the agent's files never land in this
+computer's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -30,20 +32,13 @@ from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
 from tests.fakearm.retail_prices import D4S_V5, RetailPrices
 from tests.support.fake_vm import serve_vms
-from tests.support.sshd import SSHServer, free_port, sshd_unavailable
+from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
 
 pytestmark = pytest.mark.integration
 
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-MACHINE_PATHS = ("/etc/labctl", "/opt/labctl", "/var/lib/labctl-idle", *(f"{idle.SYSTEMD_DIR}/{u}" for u in idle.UNITS))
-
-
-def _clean_machine() -> None:
-    for path in MACHINE_PATHS:
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.unlink(path)
+LOGIN_HOME = pwd.getpwuid(os.geteuid()).pw_dir
+MACHINE_DIRS = ("/etc", "/opt", "/var/lib", LOGIN_HOME)  # where the agent, its config and state, the marks go
 
 
 @pytest.fixture
@@ -62,15 +57,11 @@ def vm(arm_env: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_im
         pytest.skip(reason)
     port = free_port()
     monkeypatch.setenv("LABCTL_SSH_PORT", str(port))
-    import pwd
-
     monkeypatch.setenv("LABCTL_ADMIN_USER", pwd.getpwuid(os.geteuid()).pw_name)
-    _clean_machine()
-    servers = serve_vms(arm_env, tmp_path, port)
+    servers = serve_vms(arm_env, tmp_path, port, machine_dirs=MACHINE_DIRS)
     yield servers
     for server in servers:
         server.stop()
-    _clean_machine()
 
 
 @pytest.fixture
@@ -88,14 +79,17 @@ def _cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def _config() -> dict[str, Any]:
-    return dict(json.loads(Path(idle.CONFIG_PATH).read_text()))
+def _config(machine: SSHServer) -> dict[str, Any]:
+    return dict(json.loads(machine.machine_file(idle.CONFIG_PATH).read_text()))
 
 
-def _tick(fake: FakeArm) -> list[str]:
+def _tick(fake: FakeArm, machine: SSHServer) -> list[str]:
     """One run of the agent on the machine, as labctl-idle.service runs it; the metadata service is the fake's."""
+    assert machine.proc is not None
     env = dict(os.environ, LABCTL_IDLE_IMDS_URL=fake.url, SSL_CERT_FILE=str(fake.ca_path))
-    done = subprocess.run([PYTHON, idle.AGENT_PATH, idle.CONFIG_PATH], capture_output=True, text=True, env=env)
+    on_machine = ["nsenter", "--target", str(machine.proc.pid), "--mount"]
+    argv = [*on_machine, PYTHON, idle.AGENT_PATH, idle.CONFIG_PATH]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
     return done.stdout.strip().splitlines()
 
 
@@ -108,6 +102,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     up = _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes", "--idle-stop", "45", "--budget", "500")
     assert up.exit_code == 0, up.output
     assert "Idle agent (azure): stops the lab after 45 idle minutes" in up.stdout
+    [machine] = vm
     record = StateStore().load(lab)
     [vm_id] = arm_env.resource_ids("virtualMachines")
     principal = arm_env.vm_principal(vm_id)
@@ -123,12 +118,12 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
 
     # The machine: the agent from templates/, its config, the token readable by root alone, the units.
     agent_template = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
-    assert Path(idle.AGENT_PATH).read_bytes() == agent_template.read_bytes()
-    assert Path(idle.TOKEN_PATH).read_text() == record.jupyter_token
-    assert Path(idle.TOKEN_PATH).stat().st_mode & 0o777 == 0o600
+    assert machine.machine_file(idle.AGENT_PATH).read_bytes() == agent_template.read_bytes()
+    assert machine.machine_file(idle.TOKEN_PATH).read_text() == record.jupyter_token
+    assert machine.machine_file(idle.TOKEN_PATH).stat().st_mode & 0o777 == 0o600
     for unit in idle.UNITS:
-        assert (Path(idle.SYSTEMD_DIR) / unit).is_file()
-    config = _config()
+        assert machine.machine_file(f"{idle.SYSTEMD_DIR}/{unit}").is_file()
+    config = _config(machine)
     assert config["mode"] == "azure" and config["window_minutes"] == 45 and config["budget_usd"] == 500
     assert config["container"] == record.container_name and config["arm_url"] == arm_env.url
     assert config["usd_per_hour"] == 0.192  # the price table's Linux pay-as-you-go D4s v5, not Windows or Spot
@@ -136,11 +131,11 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     # idle-stop changes the window on the machine.
     changed = _cli("idle-stop", "--name", lab, "20")
     assert changed.exit_code == 0, changed.output
-    assert _config()["window_minutes"] == 20
+    assert _config(machine)["window_minutes"] == 20
 
     # The agent's first check; status shows it from the state file on the machine.
     arm_env.imds_vm = vm_id
-    assert _tick(arm_env) == ["labctl-idle: idle 0s of 20m"]
+    assert _tick(arm_env, machine) == ["labctl-idle: idle 0s of 20m"]
     status = _cli("status", "--name", lab, "--json")
     assert status.exit_code == 0, status.output
     facts = json.loads(status.stdout)
@@ -152,9 +147,9 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     assert "(estimate)" in text and "stop due" in text and "last idle check" in text
 
     # A short window: the VM deallocates itself with its own identity; the next status records that stop.
-    Path(idle.CONFIG_PATH).write_text(json.dumps({**_config(), "window_seconds": 1}))
+    machine.machine_file(idle.CONFIG_PATH).write_text(json.dumps({**_config(machine), "window_seconds": 1}))
     time.sleep(1.5)
-    out = _tick(arm_env)
+    out = _tick(arm_env, machine)
     assert out[0].endswith("deallocating") and out[1].startswith("labctl-idle: deallocate accepted"), out
     arm_env.settle()
     assert arm_env.power[vm_id.lower()] == "deallocated"
@@ -210,22 +205,24 @@ def test_the_assignment_waits_for_the_new_identity_to_replicate(arm_env: FakeArm
 
 
 @pytest.fixture
-def ssh_lab(
-    lab_name: str, sshd: tuple[SSHServer, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SSHServer, KeyPair]]:
+    """A user's SSH host: an sshd whose /etc, /opt, /var/lib and login home are its own."""
+    reason = sshd_unavailable()
+    if reason:
+        pytest.skip(reason)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home" / ".ssh").mkdir(parents=True)
-    _clean_machine()
-    yield lab_name
-    _clean_machine()
+    server, client = make_server(tmp_path / "sshd", machine_dirs=MACHINE_DIRS)
+    server.start()
+    yield server, client
+    server.stop()
 
 
 def test_an_ssh_host_gets_the_agent_only_when_asked_and_in_the_action_asked_for(
-    ssh_lab: str, sshd: tuple[SSHServer, Any], lab_image: str
+    lab_name: str, host: tuple[SSHServer, KeyPair], lab_image: str
 ) -> None:
-    import pwd
-
-    server, client = sshd
+    server, client = host
+    ssh_lab = lab_name
     host = f"{server.user}@{server.host}:{server.port}"
     from labctl.hostkeys import fingerprint
 
@@ -233,18 +230,18 @@ def test_an_ssh_host_gets_the_agent_only_when_asked_and_in_the_action_asked_for(
     args = ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", ssh_lab, *pin]
     plain = _cli(*args)
     assert plain.exit_code == 0, plain.output
-    assert not Path(idle.CONFIG_PATH).exists(), "a machine labctl did not make gets no agent unasked"
+    assert not server.machine_file(idle.CONFIG_PATH).exists(), "a machine labctl did not make gets no agent unasked"
 
     asked = _cli(*args, "--idle-stop", "5", "--idle-action", "shutdown")
     assert asked.exit_code == 0, asked.output
     assert "Idle agent (shutdown): stops the lab after 5 idle minutes" in asked.stdout
-    config = _config()
+    config = _config(server)
     assert config["mode"] == "shutdown" and config["window_minutes"] == 5 and config["ssh_port"] == server.port
     assert _cli("idle-stop", "-n", ssh_lab, "off").exit_code == 0
-    assert _config()["window_minutes"] == 0
+    assert _config(server)["window_minutes"] == 0
 
     # labctl's own connections marked themselves in the login user's home, for the agent to leave them out.
-    marks = Path(pwd.getpwnam(server.user).pw_dir) / idle.SSH_MARKS
+    marks = server.machine_file(f"{LOGIN_HOME}/{idle.SSH_MARKS}")
     assert marks.is_dir() and any(marks.iterdir())
     assert _cli("down", "-n", ssh_lab, "--yes").exit_code == 0
 

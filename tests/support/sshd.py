@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +64,8 @@ class SSHServer:
     host: str = "127.0.0.1"
     extra_config: list[str] = field(default_factory=list)  # more sshd_config lines, e.g. to forbid a feature
     netns: str | None = None  # run inside this network namespace (a machine with an address of its own)
+    # Directories that are the machine's own: an overlay whose writes land under workdir, never in this computer's.
+    machine_dirs: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -102,7 +107,7 @@ class SSHServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the process, closed with it
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []  # execs sshd: the same pid
         self.proc = subprocess.Popen(
-            [*inside, SSHD, "-D", "-e", "-f", str(self.config_path)],
+            [*inside, *self._mount_namespace(), SSHD, "-D", "-e", "-f", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so stop() can end the sessions too
@@ -119,6 +124,36 @@ class SSHServer:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"sshd did not answer on {self.host}:{self.port}: {self.log_path.read_text()[-2000:]}")
+
+    def _mount_namespace(self) -> list[str]:
+        """A prefix that runs sshd in a mount namespace of its own, like a machine of its own: the login user's
+        ~/.bashrc (which bash reads for every SSH command; here a pyenv setup that costs most of a second and
+        takes a lock) is empty there, and each of ``machine_dirs`` is an overlay writing under ``workdir``."""
+        if shutil.which("unshare") is None:
+            return []
+        script = ["set -e"]
+        for folder in self.machine_dirs:
+            upper, work = self.machine_file(folder), self._overlay(folder) / "work"
+            upper.mkdir(parents=True, exist_ok=True)
+            work.mkdir(parents=True, exist_ok=True)
+            options = f"lowerdir={folder},upperdir={upper},workdir={work}"
+            script.append(f"mount -t overlay overlay -o {shlex.quote(options)} {shlex.quote(folder)}")
+        bashrc = Path(pwd.getpwnam(self.user).pw_dir) / ".bashrc"
+        if bashrc.is_file():  # after the overlays: one of them may hold it
+            (self.workdir / "empty").write_text("")
+            script.append(f"mount --bind {shlex.quote(str(self.workdir / 'empty'))} {shlex.quote(str(bashrc))}")
+        script.append('exec "$@"')  # sshd keeps this pid
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script), "machine"]
+
+    def _overlay(self, folder: str) -> Path:
+        return self.workdir / "machine" / folder.strip("/").replace("/", "_")
+
+    def machine_file(self, path: str) -> Path:
+        """Where a file that the machine wrote at ``path`` (under one of ``machine_dirs``) is on this computer."""
+        for folder in self.machine_dirs:
+            if path == folder or path.startswith(folder.rstrip("/") + "/"):
+                return self._overlay(folder) / "upper" / path[len(folder.rstrip("/")) :].lstrip("/")
+        raise ValueError(f"{path} is not under the machine's own directories {self.machine_dirs}")
 
     def stop(self) -> None:
         """Stop the server and drop every open connection, as a machine going away would."""
@@ -148,6 +183,7 @@ def make_server(
     port: int | None = None,
     host_key: KeyPair | None = None,
     authorized_keys: list[str] | None = None,
+    machine_dirs: tuple[str, ...] = (),
 ) -> tuple[SSHServer, KeyPair]:
     """A configured (not yet started) server and a client key it accepts (besides ``authorized_keys``).
 
@@ -163,6 +199,7 @@ def make_server(
         host_key=host_key or KeyPair.create(workdir, "host"),
         authorized=[client.public, *(authorized_keys or [])],
         user=_login_user(),
+        machine_dirs=machine_dirs,
     )
     return server, client
 
@@ -190,8 +227,6 @@ def _descendants(root: int) -> list[int]:
 
 
 def _login_user() -> str:
-    import pwd
-
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
