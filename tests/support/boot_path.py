@@ -55,17 +55,20 @@ def run_boot_path(doc: dict[str, Any], root: Path, env: dict[str, str], *, wait:
 
 
 def fake_docker(bin_dir: Path, calls: Path, *, failing_builds: int = 0) -> Path:
-    """A ``docker`` that answers, has no image, records each call (tab-separated) and fails the first builds."""
+    """A ``docker`` that answers, has no image, records each call (tab-separated) and fails the first builds;
+    beside it a ``sleep`` that records its pause instead of taking it (the script's waits between tries)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
+    record = f'(IFS="$(printf "\\t")"; printf "%s\\n" "$*") >>"{calls}"\n'
     script = bin_dir / "docker"
     script.write_text(
-        "#!/bin/sh\n"
-        f'(IFS="$(printf "\\t")"; printf "%s\\n" "$*") >>"{calls}"\n'
+        f"#!/bin/sh\n{record}"
         'case "$1" in\n'
         "  info|pull) exit 0 ;;\n"
         "  image) exit 1 ;;\n"
         f'  build) n=$(grep -c "^build" "{calls}"); [ "$n" -gt {failing_builds} ] ;;\n'
         "esac\n"
     )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    (bin_dir / "sleep").write_text(f'#!/bin/sh\nset -- sleep "$@"\n{record}')
+    for tool in (script, bin_dir / "sleep"):
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     return script

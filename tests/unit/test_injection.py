@@ -74,7 +74,7 @@ def test_cloud_init_keeps_the_image_one_argument_of_a_fixed_script(tmp_path: Pat
     assert image in command and image not in command[2]
     calls = tmp_path / "calls"
     fake_docker(tmp_path / "bin", calls)
-    assert run_boot_path(doc, tmp_path / "vm", boot_env(tmp_path / "vm", tmp_path / "bin"), wait=30) == "done"
+    assert run_boot_path(doc, tmp_path / "vm", boot_env(tmp_path / "vm", tmp_path / "bin"), wait=120) == "done"
     recorded = [line.split("\t") for line in calls.read_text().splitlines()]
     assert ["pull", image] in recorded
     [build] = [c for c in recorded if c[0] == "build"]

@@ -15,13 +15,14 @@ from labctl.state import LabRecord, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Holds the lab's lock until its stdin closes: the test decides when the first command ends.
 HOLD = """
-import sys, time
+import sys
 from labctl.locks import lab_lock
 from labctl.ui import PlainReporter
 with lab_lock("lab", sys.argv[1], PlainReporter(sys.stderr)):
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.read()
 """
 
 
@@ -30,9 +31,9 @@ def _env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
-def _holder(command: str, seconds: float) -> subprocess.Popen[str]:
+def _holder(command: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD, command, str(seconds)], env=_env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, command], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
@@ -56,7 +57,7 @@ def lab() -> None:
 @pytest.mark.usefixtures("lab")
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_a_second_command_refuses_naming_the_first_and_a_killed_holder_leaves_no_lock() -> None:
-    holder = _holder("up", 120)
+    holder = _holder("up")
     try:
         started = time.monotonic()
         busy = _labctl("down", "--yes", wait="0.5")
@@ -74,10 +75,25 @@ def test_a_second_command_refuses_naming_the_first_and_a_killed_holder_leaves_no
 
 @pytest.mark.usefixtures("lab")
 def test_a_second_command_waits_for_a_short_first_one() -> None:
-    holder = _holder("stop", 1.5)
+    holder = _holder("stop")
+    second = subprocess.Popen(
+        [sys.executable, "-m", "labctl", "down", "--yes"],
+        env=_env(LABCTL_LOCK_WAIT="30"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        done = _labctl("down", "--yes", wait="30")
+        assert second.stderr is not None
+        said = ""
+        while "Waiting up to 30 s" not in said and second.poll() is None:
+            said += second.stderr.readline()
+        assert holder.stdin is not None
+        holder.stdin.close()  # the first command ends while the second one waits
+        said += second.communicate(timeout=120)[1]
     finally:
+        for proc in (holder, second):
+            if proc.poll() is None:
+                proc.kill()
         holder.wait(30)
-    assert done.returncode == 0, done.stderr
-    assert f"'labctl stop' (pid {holder.pid})" in done.stderr and "Waiting up to 30 s" in done.stderr
+    assert second.returncode == 0, said
+    assert f"'labctl stop' (pid {holder.pid})" in said and "Waiting up to 30 s" in said

@@ -59,7 +59,7 @@ def test_the_script_pulls_builds_and_says_done(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     fake_docker(tmp_path / "bin", calls)
     root = tmp_path / "vm"
-    assert run_boot_path(_doc(), root, boot_env(root, tmp_path / "bin"), wait=30) == "done"
+    assert run_boot_path(_doc(), root, boot_env(root, tmp_path / "bin"), wait=120) == "done"
     recorded = [line.split("\t") for line in calls.read_text().splitlines()]
     assert ["pull", BASE] in recorded
     assert ["build", "--build-arg", f"BASE_IMAGE={BASE}", "-t", deps_tag(BASE), str(root / "deps")] in recorded
@@ -70,8 +70,9 @@ def test_the_script_retries_a_build_that_docker_broke_off(tmp_path: Path) -> Non
     calls = tmp_path / "calls"
     fake_docker(tmp_path / "bin", calls, failing_builds=1)  # as when the NVIDIA setup restarts Docker
     root = tmp_path / "vm"
-    assert run_boot_path(_doc(), root, boot_env(root, tmp_path / "bin"), wait=30) == "done"
-    assert [line.split("\t")[0] for line in calls.read_text().splitlines()].count("build") == 2
+    assert run_boot_path(_doc(), root, boot_env(root, tmp_path / "bin"), wait=120) == "done"
+    recorded = [line.split("\t") for line in calls.read_text().splitlines()]
+    assert [call[0] for call in recorded].count("build") == 2 and ["sleep", "5"] in recorded  # a pause between
     assert "attempt 1 of 5 failed" in (root / "prewarm.log").read_text()
 
 
@@ -79,7 +80,7 @@ def test_the_script_gives_up_and_says_failed(tmp_path: Path) -> None:
     fake_docker(tmp_path / "bin", tmp_path / "calls", failing_builds=99)
     root = tmp_path / "vm"
     env = boot_env(root, tmp_path / "bin", LABCTL_PREWARM_TRIES="1")
-    assert run_boot_path(_doc(), root, env, wait=30) == "failed"
+    assert run_boot_path(_doc(), root, env, wait=120) == "failed"
 
 
 @pytest.fixture
