@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import re
@@ -732,4 +733,7 @@ for _info in app.registered_commands:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        gc.freeze()  # no full collection of the Azure SDK's objects at exit: a second saved on a busy machine
