@@ -69,6 +69,7 @@ class Fault:
     times: int = 1  # how many matching requests fail; -1: all
     skip: int = 0  # let this many matching requests through first
     drop: bool = False  # close the connection without answering
+    body: bytes | None = None  # answer ``status`` with these bytes as the JSON body (a broken answer)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -560,10 +561,12 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
-    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: Any = None, headers: dict[str, str] | None = None, json_bytes: bool = False
+    ) -> None:
         data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         self.send_response(status)
-        ctype = "text/plain" if isinstance(body, bytes) else "application/json; charset=utf-8"
+        ctype = "text/plain" if isinstance(body, bytes) and not json_bytes else "application/json; charset=utf-8"
         self.send_header("Content-Type", ctype)
         self.send_header("x-ms-request-id", str(uuid.uuid4()))
         for key, value in (headers or {}).items():
@@ -605,7 +608,10 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.close()
                 return
-            self._error(ArmError(fault.status, fault.code, fault.message, fault.headers))
+            if fault.body is not None:
+                self._send(fault.status, fault.body, fault.headers, json_bytes=True)
+            else:
+                self._error(ArmError(fault.status, fault.code, fault.message, fault.headers))
             return
         for route_method, pattern, handler in ROUTES:
             if route_method not in ("*", method) and not (method == "HEAD" and route_method == "*"):

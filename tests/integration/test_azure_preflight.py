@@ -156,3 +156,15 @@ def test_spot_uses_the_low_priority_quota(arm_env: FakeArm) -> None:  # noqa: F8
     arm_env.regions["eastus"].limits["standarddsv5family"] = 0  # the on-demand family quota does not bind Spot
     arm_env.regions["eastus"].limits["lowprioritycores"] = 4
     assert provision("lab", spot=True).target_data["spot"] is True
+
+
+@pytest.mark.parametrize("body", [b'{"value": [{"name": ', b"<html>Sign in to the proxy</html>", b"null", b""])
+def test_an_answer_that_cannot_be_read_is_said_so(arm_env: FakeArm, body: bytes) -> None:  # noqa: F811
+    arm_env.inject(method="GET", path="/skus", status=200, body=body, times=-1)
+    with pytest.raises(LabctlError) as info:
+        provision("lab")
+    text = info.value.render()
+    assert "Azure's answer could not be read while listing the VM sizes offered in eastus" in text
+    assert "run the command again" in text and "proxy" in text
+    assert "answered 200" not in text and "offers no VM sizes" not in text
+    _nothing_created(arm_env)

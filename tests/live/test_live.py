@@ -50,7 +50,7 @@ def _up(name: str, *more: str) -> None:
 
 def _nothing_left(name: str) -> None:
     from labctl.targets.azure.clients import connect
-    from labctl.targets.azure.destroy import leftovers
+    from labctl.targets.azure.inventory import leftovers
 
     assert leftovers(connect(SUBSCRIPTION), name) == []
 

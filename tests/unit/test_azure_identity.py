@@ -8,7 +8,7 @@ import json
 import pytest
 
 from labctl.errors import LabctlError
-from labctl.targets.azure.identity import principal_from_token
+from labctl.targets.azure.clients import principal_from_token
 
 
 def _jwt(claims: dict[str, object]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import LabctlError, UsageError
-from labctl.targets.azure.subscriptions import cli_default_subscription, pick_subscription
+from labctl.targets.azure.clients import cli_default_subscription, pick_subscription
 
 A = "11111111-2222-4333-8444-555555555555"
 B = "22222222-2222-4333-8444-555555555555"

@@ -10,7 +10,7 @@ from labctl import idle
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import LabPrices
 from labctl.state import LabRecord
-from labctl.targets.azure import history
+from labctl.targets.azure.record import lab_spend, note_power, power_tag, restore_power
 from labctl.workflows.status import render
 
 PRICES = LabPrices("eastus", "Standard_D4s_v5", 0.2, 0.04, 73.0, 0.005, "USD", "a fixed table")
@@ -51,21 +51,21 @@ def test_spend_counts_only_the_allocated_hours_and_survives_in_the_tag() -> None
     created = datetime(2026, 1, 1, 8, tzinfo=timezone.utc)
     record = LabRecord(name="lab", target="azure", created_at=created.isoformat())
     record.target_data["created_at"] = created.isoformat()
-    assert history.note(record, "running", created.isoformat())
-    assert not history.note(record, "PowerState/running", (created + timedelta(hours=1)).isoformat())
-    assert history.note(record, "deallocated", (created + timedelta(hours=2)).isoformat())  # the agent stopped it
-    assert history.note(record, "running", (created + timedelta(hours=5)).isoformat())  # `labctl start`
+    assert note_power(record, "running", created.isoformat())
+    assert not note_power(record, "PowerState/running", (created + timedelta(hours=1)).isoformat())
+    assert note_power(record, "deallocated", (created + timedelta(hours=2)).isoformat())  # the agent stopped it
+    assert note_power(record, "running", (created + timedelta(hours=5)).isoformat())  # `labctl start`
     now = created + timedelta(hours=6)
-    spent = history.lab_spend(record, PRICES, now)
+    spent = lab_spend(record, PRICES, now)
     assert spent.allocated_hours == 3 and spent.life_hours == 6
     assert spent.total_usd == pytest.approx(3 * 0.2 + 6 * (73.0 / 730 + 0.005))
-    tag = history.summary_tag(record, now)
+    tag = power_tag(record, now)
     assert tag == f"7200;{(created + timedelta(hours=5)).isoformat()}"
 
     lost = LabRecord(name="lab", target="azure", created_at=created.isoformat())
     lost.target_data["created_at"] = created.isoformat()
-    history.restore(lost, tag, created.isoformat())
-    assert history.lab_spend(lost, PRICES, now).allocated_hours == 3
+    restore_power(lost, tag, created.isoformat())
+    assert lab_spend(lost, PRICES, now).allocated_hours == 3
 
 
 def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:

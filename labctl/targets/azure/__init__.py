@@ -36,13 +36,12 @@ class AzureTarget(Target):
         return self._azure
 
     def plan(self, spec: LabSpec) -> Outcome:
-        from labctl.targets.azure.history import plan_money
         from labctl.targets.azure.plan import make_plan
 
         plan = make_plan(spec)
         data, text = plan.to_json(), plan.render()
         try:
-            money, lines = plan_money(spec, plan.regions[0], plan.sizes[0].name)
+            money, lines = _plan_money(spec, plan.regions[0], plan.sizes[0].name)
         except LabctlError as exc:  # no price anywhere: the plan still stands
             money, lines = (
                 {"price_source": f"price unknown ({exc.message})"},
@@ -58,7 +57,7 @@ class AzureTarget(Target):
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
         from labctl.keys import forget_lab_keys
-        from labctl.targets.azure.destroy import destroy_lab
+        from labctl.targets.azure.inventory import destroy_lab
         from labctl.targets.azure.plan import LabNames
 
         td = azure_data(record)
@@ -211,3 +210,32 @@ def _worker_ids(head_vm_id: str, record: LabRecord) -> list[str]:
 
     base = head_vm_id.rsplit("/", 1)[0]
     return [f"{base}/{LabNames(record.name).vm_of(node)}" for node in range(1, node_count(record))]
+
+
+def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[str]]:
+    """What `up --dry-run` adds about money: the idle stop, the budget and which prices it used."""
+    from labctl.pricing import lab_prices
+
+    window = float(spec.idle_stop or 0)
+    facts: dict[str, Any] = {"idle_stop_minutes": window, "budget_usd": spec.budget}
+    lines = []
+    if window or spec.budget is not None:
+        lines.append(
+            "  idle stop:      "
+            + (f"after {window:g} idle minutes" if window else "off")
+            + (f", or once ${spec.budget:.2f} is spent" if spec.budget is not None else "")
+            + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it"
+        )
+        lines.append("                  (giving it that role needs Owner or User Access Administrator; checked first)")
+    else:
+        lines.append("  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM")
+    nodes = int(getattr(spec, "nodes", None) or 1)
+    prices = lab_prices(region, size, timeout=5.0).for_nodes(nodes)
+    payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
+    facts.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
+    cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
+    parts = "disk and IP" if nodes == 1 else f"{nodes} disks and one IP"
+    if nodes > 1 and payg is not None:
+        cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
+    lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")
+    return facts, lines

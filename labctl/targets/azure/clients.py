@@ -1,24 +1,28 @@
-"""Credentials, subscription and the azure-mgmt clients, plus one place that turns ARM errors into sentences.
+"""Who is signed in, which subscription, the azure-mgmt clients, and the one place ARM errors become sentences.
 
-Everything here imports the Azure SDK lazily: the CLI imports this package only when a command needs Azure.
+The Azure SDK is imported lazily: the CLI imports this package only when a command needs Azure.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
-from labctl.targets.azure.identity import Principal, principal_from_token
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -39,8 +43,15 @@ _MANAGED_IDENTITY_HINTS = (
     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
     "AZURE_FEDERATED_TOKEN_FILE",
 )
+_HEX_RE = re.compile(r"[^0-9a-f]")
 _SUB_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
+_REGISTER = (
+    "The subscription is not registered for a resource provider labctl needs",
+    "Run 'az provider register --namespace Microsoft.Compute' (and Microsoft.Network, Microsoft.DevTestLab).",
+)
+_NO_ROOM = "Try again later, another --region (or --region auto), or give fall-back sizes with repeated --size."
+_THROTTLED = ("Azure is throttling this subscription", "Wait a few minutes and try again.")
 # ARM error codes -> what they mean for a labctl user and what to do about it.
 ERROR_SENTENCES: dict[str, tuple[str, str]] = {
     "AuthorizationFailed": (
@@ -54,14 +65,8 @@ ERROR_SENTENCES: dict[str, tuple[str, str]] = {
         "Check the id with 'az account list', or pass --subscription.",
     ),
     "InvalidSubscriptionId": ("The subscription id is not valid", "Check the id with 'az account list'."),
-    "SubscriptionNotRegistered": (
-        "The subscription is not registered for a resource provider labctl needs",
-        "Run 'az provider register --namespace Microsoft.Compute' (and Microsoft.Network, Microsoft.DevTestLab).",
-    ),
-    "MissingSubscriptionRegistration": (
-        "The subscription is not registered for a resource provider labctl needs",
-        "Run 'az provider register --namespace Microsoft.Compute' (and Microsoft.Network, Microsoft.DevTestLab).",
-    ),
+    "SubscriptionNotRegistered": _REGISTER,
+    "MissingSubscriptionRegistration": _REGISTER,
     "ReadOnlyDisabledSubscription": (
         "The subscription is disabled (read-only)",
         "Re-enable it in the Azure portal or pick another --subscription.",
@@ -70,14 +75,8 @@ ERROR_SENTENCES: dict[str, tuple[str, str]] = {
         "That VM size is not available to this subscription in this region right now",
         "Try another --region (or --region auto) or another --size.",
     ),
-    "AllocationFailed": (
-        "Azure has no capacity for that VM size in this region right now",
-        "Try again later, another --region (or --region auto), or give fall-back sizes with repeated --size.",
-    ),
-    "ZonalAllocationFailed": (
-        "Azure has no capacity for that VM size in this zone right now",
-        "Try again later, another --region (or --region auto), or give fall-back sizes with repeated --size.",
-    ),
+    "AllocationFailed": ("Azure has no capacity for that VM size in this region right now", _NO_ROOM),
+    "ZonalAllocationFailed": ("Azure has no capacity for that VM size in this zone right now", _NO_ROOM),
     "OverconstrainedAllocationRequest": (
         "Azure cannot place a VM with these constraints right now",
         "Try another --region or --size.",
@@ -111,31 +110,28 @@ ERROR_SENTENCES: dict[str, tuple[str, str]] = {
         "The existing VM cannot be changed that way",
         "Keep the options it was created with, or 'labctl down' and 'labctl up' again.",
     ),
-    "OperationNotAllowedThrottled": ("Azure is throttling this subscription", "Wait a few minutes and try again."),
-    "TooManyRequests": ("Azure is throttling this subscription", "Wait a few minutes and try again."),
+    "OperationNotAllowedThrottled": _THROTTLED,
+    "TooManyRequests": _THROTTLED,
 }
 
 
 # Refusals that mean "no room for this size here now": another size or region may have it (NoCapacity).
-CAPACITY_CODES = frozenset(
-    {
-        "AllocationFailed",
-        "ZonalAllocationFailed",
-        "OverconstrainedAllocationRequest",
-        "SkuNotAvailable",
-        "QuotaExceeded",
-    }
+_CAPACITY_CODES = (
+    "AllocationFailed",
+    "ZonalAllocationFailed",
+    "OverconstrainedAllocationRequest",
+    "SkuNotAvailable",
+    "QuotaExceeded",
+)
+_UNREADABLE_HINT = (
+    "Something between you and Azure (a proxy, a firewall, LABCTL_ARM_ENDPOINT) may have changed the answer, or "
+    "Azure failed for a moment: run the command again; if it keeps failing, run it with --verbose and check "
+    "your proxy settings."
 )
 
 
-def is_capacity(code: str, message: str) -> bool:
-    """ARM's code for a refusal for capacity; OperationNotAllowed counts only when it is about quota."""
-    return code in CAPACITY_CODES or (code == "OperationNotAllowed" and "quota" in message.lower())
-
-
 def arm_error_code(exc: BaseException) -> str | None:
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
+    code = getattr(getattr(exc, "error", None), "code", None)
     return str(code) if code else None
 
 
@@ -143,6 +139,7 @@ def explain(exc: Exception, doing: str) -> LabctlError:
     """One paragraph for an Azure failure: what failed, Azure's own words, and the way out."""
     from azure.core.exceptions import (
         ClientAuthenticationError,
+        DecodeError,
         HttpResponseError,
         ServiceRequestError,
         ServiceResponseError,
@@ -162,42 +159,62 @@ def explain(exc: Exception, doing: str) -> LabctlError:
             f"Could not reach Azure Resource Manager at {settings.arm_endpoint()} while {doing} ({exc}).",
             hint="Check your network connection (and LABCTL_ARM_ENDPOINT if you set it), then run the command again.",
         )
-    if isinstance(exc, HttpResponseError):
-        code = arm_error_code(exc) or ""
-        status = exc.status_code
-        message = getattr(getattr(exc, "error", None), "message", None) or (exc.reason or "")
-        sentence, hint = ERROR_SENTENCES.get(code, ("", ""))
-        if status == 429:
-            sentence, hint = ERROR_SENTENCES["TooManyRequests"]
-            wait = (getattr(exc.response, "headers", None) or {}).get("Retry-After")
-            if wait and str(wait).isdigit():
-                hint = f"Azure asks to wait {int(wait) // 60} min {int(wait) % 60} s; run the command again after that."
-        if status in (401,) and not sentence:
-            sentence, hint = "Azure did not accept your login", LOGIN_HINT
-        if status == 403 and not sentence:
-            sentence, hint = ERROR_SENTENCES["AuthorizationFailed"]
-        head = sentence or f"Azure answered {status} {code}".strip()
-        detail = f" (Azure: {code + ': ' if code else ''}{_one_line(message)})" if message else ""
-        error = NoCapacity if status != 429 and is_capacity(code, str(message)) else LabctlError
-        return error(
-            f"{head} while {doing}{detail}.",
-            hint=hint
-            or "Run the command again; if it keeps failing, run it with --verbose and check the Azure "
-            "portal's activity log.",
-        )
-    if isinstance(exc, ClientAuthenticationError):
-        return LabctlError(f"Could not log in to Azure while {doing}.", hint=LOGIN_HINT)
-    return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
+    if isinstance(exc, DecodeError) or not type(exc).__module__.startswith("azure."):
+        what = _one_line(str(exc)) if isinstance(exc, DecodeError) else "it has a shape no ARM answer has"
+        return LabctlError(f"Azure's answer could not be read while {doing} ({what}).", hint=_UNREADABLE_HINT)
+    if not isinstance(exc, HttpResponseError):
+        return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
+    code, status = arm_error_code(exc) or "", exc.status_code
+    message = getattr(getattr(exc, "error", None), "message", None) or (exc.reason or "")
+    sentence, hint = ERROR_SENTENCES.get(code, ("", ""))
+    if status == 429:
+        sentence, hint = _THROTTLED
+        wait = (getattr(exc.response, "headers", None) or {}).get("Retry-After")
+        if wait and str(wait).isdigit():
+            hint = f"Azure asks to wait {int(wait) // 60} min {int(wait) % 60} s; run the command again after that."
+    elif status == 401 and not sentence:
+        sentence, hint = "Azure did not accept your login", LOGIN_HINT
+    elif status == 403 and not sentence:
+        sentence, hint = ERROR_SENTENCES["AuthorizationFailed"]
+    detail = f" (Azure: {code + ': ' if code else ''}{_one_line(message)})" if message else ""
+    capacity = code in _CAPACITY_CODES or (code == "OperationNotAllowed" and "quota" in str(message).lower())
+    return (NoCapacity if status != 429 and capacity else LabctlError)(
+        f"{sentence or f'Azure answered {status} {code}'.strip()} while {doing}{detail}.",
+        hint=hint
+        or "Run the command again; if it keeps failing, run it with --verbose and check the Azure "
+        "portal's activity log.",
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:400].rstrip(".")
 
 
 _DOING: contextvars.ContextVar[str] = contextvars.ContextVar("labctl_azure_doing", default="an Azure operation")
 
 
+@contextlib.contextmanager
+def arm(doing: str) -> Iterator[None]:
+    """ARM calls whose failures become a LabctlError that says what to do; an answer that cannot be read (a
+    broken body, a shape no ARM answer has) is said as such."""
+    token = _DOING.set(doing)
+    try:
+        yield
+    except LabctlError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise explain(exc, doing) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("azure."):
+            raise explain(exc, doing) from exc
+        raise
+    finally:
+        _DOING.reset(token)
+
+
 def finish(poller: Any) -> Any:
-    """The result of a long-running ARM operation, waited for until ``settings.operation_timeout`` at most
-    (named in the message by the ``arm`` block it runs in)."""
-    doing = _DOING.get()
-    limit = settings.operation_timeout()
+    """A long-running operation's result, waited for ``settings.operation_timeout`` at most."""
+    doing, limit = _DOING.get(), settings.operation_timeout()
     result = poller.result(timeout=limit)
     if not poller.done():
         raise LabctlError(
@@ -208,25 +225,24 @@ def finish(poller: Any) -> Any:
     return result
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text[:400].rstrip(".")
+def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
+    from azure.core.exceptions import ResourceNotFoundError
 
-
-@contextlib.contextmanager
-def arm(doing: str) -> Iterator[None]:
-    """Run ARM calls, turning any Azure SDK failure into a LabctlError that says what to do."""
-    token = _DOING.set(doing)
     try:
-        yield
-    except LabctlError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.startswith("azure."):
-            raise explain(exc, doing) from exc
-        raise
-    finally:
-        _DOING.reset(token)
+        result = call()
+    except ResourceNotFoundError:
+        return None
+    return dict(result.as_dict()) if hasattr(result, "as_dict") else dict(result)
+
+
+def wait_rg_gone(azure: Azure, rg: str) -> None:
+    deadline = time.monotonic() + settings.operation_timeout()
+    while time.monotonic() < deadline:
+        with arm(f"waiting for resource group {rg} to be deleted"):
+            if get_or_none(lambda: azure.resources.resource_groups.get(rg)) is None:
+                return
+        time.sleep(max(settings.poll_interval(), 0.01))
+    raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
 
 
 T = TypeVar("T")
@@ -236,8 +252,8 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     """Every call at once, one thread each; their results in order, or the first failure once all are done.
 
     Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
-    without waiting for the calls in flight (a pool's workers would hold the exit until they returned).
-    What Azure started goes on there, and the next `up` converges on it.
+    without waiting for the calls in flight (a pool's workers would hold the exit). What Azure started goes on
+    there, and the next `up` converges on it.
     """
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
@@ -264,7 +280,7 @@ def _retry_policy() -> Any:
     from azure.core.pipeline.policies import RetryPolicy
 
     class LabRetryPolicy(RetryPolicy):
-        """azure-core's retry with exponential backoff, but not a Retry-After longer than labctl will wait."""
+        """Not a Retry-After longer than labctl will wait."""
 
         def is_retry(self, settings_: dict[str, Any], response: Any) -> bool:
             wait = self.get_retry_after(response)
@@ -288,19 +304,49 @@ def make_credential() -> Any:
 
     if not logging.getLogger().handlers:  # without --verbose, failures reach the user once, as a LabctlError
         logging.getLogger("azure.identity").setLevel(logging.ERROR)
-
     authority = os.environ.get("AZURE_AUTHORITY_HOST", "")
     host = urlparse(authority if "//" in authority else f"https://{authority}").hostname or ""
-    # A custom authority (Azure Stack, a private cloud) cannot be validated against Microsoft's public list.
-    custom_authority = bool(authority) and host not in _KNOWN_AUTHORITIES
     # The instance metadata endpoint is only probed where a managed identity can exist, or when asked to: on a
     # laptop the probe costs seconds per command and reaches for an address that is not there.
-    managed = any(os.environ.get(v) for v in _MANAGED_IDENTITY_HINTS)
     return DefaultAzureCredential(
         exclude_interactive_browser_credential=True,
-        exclude_managed_identity_credential=not managed,
-        disable_instance_discovery=custom_authority,
+        exclude_managed_identity_credential=not any(os.environ.get(v) for v in _MANAGED_IDENTITY_HINTS),
+        # A custom authority (Azure Stack, a private cloud) cannot be validated against Microsoft's public list.
+        disable_instance_discovery=bool(authority) and host not in _KNOWN_AUTHORITIES,
     )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is signed in: the owner of the labs a command makes (tag ``labctl-owner``)."""
+
+    oid: str  # the object id: the same for one person in every tenant's subscription
+    name: str  # how people read it: the user's sign-in name, else the application's name or id
+
+    @property
+    def short(self) -> str:
+        """The first 8 hex digits of the object id, which resource-group names carry."""
+        return _HEX_RE.sub("", self.oid.lower())[:8]
+
+
+def principal_from_token(token: str) -> Principal:
+    """The token is labctl's own, just received over TLS, so its payload is read unverified (ARM checks it)."""
+    parts = token.split(".")
+    claims: object = None
+    if len(parts) == 3:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error):
+            claims = None
+    oid = claims.get("oid") if isinstance(claims, dict) else None
+    if not isinstance(claims, dict) or not isinstance(oid, str) or not _HEX_RE.sub("", oid.lower()):
+        raise LabctlError(
+            "The Azure login token names no object id ('oid'), so labctl cannot tell your labs from a colleague's.",
+            hint="Log in as an Entra ID user, service principal or managed identity ('az login', or the "
+            "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET variables), then run the command again.",
+        )
+    keys = ("upn", "unique_name", "preferred_username", "app_displayname", "appid")
+    return Principal(oid=oid, name=next((str(claims[k]) for k in keys if claims.get(k)), oid))
 
 
 @dataclass
@@ -332,7 +378,6 @@ class Azure:
 
     @property
     def principal(self) -> Principal:
-        """Who is signed in (read from the ARM token): the owner of the labs this command makes."""
         with self._lock:
             if self._principal is None:
                 with arm("reading who is signed in"):
@@ -340,16 +385,12 @@ class Azure:
                 self._principal = principal_from_token(token)
             return self._principal
 
-    def warm(self) -> threading.Thread:
-        """Import and build the clients in the background (the SDK modules take a second to import)."""
-
-        def build() -> None:
-            for name in ("network", "resources", "compute"):
-                getattr(self, name)
-
-        thread = threading.Thread(target=build, name="labctl-azure-clients", daemon=True)
-        thread.start()
-        return thread
+    def warm(self) -> None:
+        """Build the clients in the background: the SDK modules take a second to import."""
+        names = ("network", "resources", "compute")
+        threading.Thread(
+            target=lambda: [getattr(self, n) for n in names], name="labctl-azure-clients", daemon=True
+        ).start()
 
     @property
     def compute(self) -> Any:
@@ -371,17 +412,16 @@ class Azure:
 
 
 def _token_check(credential: Any, endpoint: str) -> str:
-    """Get a token before anything else, so a missing login is one clear message and nothing is created."""
+    """A token before anything else, so a missing login is one clear message and nothing is created."""
     from azure.core.exceptions import ClientAuthenticationError
 
     try:
         return str(credential.get_token(f"{endpoint}/.default").token)
     except ClientAuthenticationError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # The chain lists every credential it tried; the ones that were present but failed say why.
         failed = [
-            ln
-            for ln in lines
+            ln.strip()
+            for ln in str(exc).splitlines()
             if "Credential:" in ln and "unavailable" not in ln.lower() and ("failed" in ln.lower() or "AADSTS" in ln)
         ]
         reason = f" ({_one_line('; '.join(failed))})" if failed else ""
@@ -392,18 +432,70 @@ def list_subscriptions(credential: Any, endpoint: str) -> list[dict[str, Any]]:
     from azure.mgmt.resource.subscriptions import SubscriptionClient
 
     client = SubscriptionClient(
-        credential,
-        base_url=endpoint,
-        credential_scopes=[f"{endpoint}/.default"],
-        retry_policy=_retry_policy(),
+        credential, base_url=endpoint, credential_scopes=[f"{endpoint}/.default"], retry_policy=_retry_policy()
     )
     with arm("listing your Azure subscriptions"):
         return [s.as_dict() for s in client.subscriptions.list()]
 
 
+def cli_default_subscription() -> str | None:
+    """The Azure CLI's default: ``isDefault`` in its ``azureProfile.json``, which it writes with a byte-order mark."""
+    folder = Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure")
+    try:
+        data = json.loads((folder / "azureProfile.json").read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    subscriptions = data.get("subscriptions") if isinstance(data, dict) else None
+    for entry in subscriptions if isinstance(subscriptions, list) else []:
+        if isinstance(entry, dict) and entry.get("isDefault") and entry.get("id"):
+            return str(entry["id"])
+    return None
+
+
+@dataclass
+class Picked:
+    subscription_id: str
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _label(sub: dict[str, Any]) -> str:
+    return f"{sub['subscriptionId']} ({sub.get('displayName', '')})"
+
+
+def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Picked:
+    """The only usable subscription, else the Azure CLI's default. Warned and PastDue ones still work (Azure
+    warns before it disables one); Disabled, Expired and Deleted ones are read-only or gone."""
+    usable = [s for s in subs if str(s.get("state", "Enabled")).lower() in ("enabled", "warned", "pastdue")]
+    if not usable:
+        seen = "; ".join(f"{_label(s)}: {s.get('state')}" for s in subs)
+        raise LabctlError(
+            "Your Azure login sees no usable subscription" + (f" ({seen})." if seen else "."),
+            hint="Re-enable one in the Azure portal, or create one or ask to be added to one, then log in again.",
+        )
+    chosen = usable[0] if len(usable) == 1 else None
+    picked = Picked(str(usable[0]["subscriptionId"]))
+    if chosen is None:
+        chosen = next((s for s in usable if str(s["subscriptionId"]).lower() == (cli_default or "").lower()), None)
+        if chosen is None:
+            raise UsageError(
+                f"Your Azure login sees several subscriptions: {'; '.join(_label(s) for s in usable)}.",
+                hint="Choose one with --subscription ID or the AZURE_SUBSCRIPTION_ID variable "
+                "(or make it the Azure CLI's default with 'az account set --subscription ID').",
+            )
+        note = f"Using subscription {_label(chosen)}, the Azure CLI's default; pass --subscription to use another."
+        picked = Picked(str(chosen["subscriptionId"]), notes=[note])
+    state = str(chosen.get("state", "Enabled"))
+    if state.lower() != "enabled":
+        picked.warnings.append(
+            f"Subscription {_label(chosen)} is in state {state}: Azure may disable it soon (usually a billing "
+            "problem). Resolve it in the Azure portal to keep the lab running."
+        )
+    return picked
+
+
 def connect(subscription: str | None = None) -> Azure:
-    """Log in and settle the subscription: --subscription, then AZURE_SUBSCRIPTION_ID, then the only usable one
-    or the Azure CLI's default (see ``subscriptions``)."""
+    """Log in and settle the subscription: --subscription, AZURE_SUBSCRIPTION_ID, then ``pick_subscription``."""
     endpoint = settings.arm_endpoint()
     credential = make_credential()
     token = _token_check(credential, endpoint)
@@ -419,8 +511,6 @@ def connect(subscription: str | None = None) -> Azure:
                 hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list' shows yours.",
             )
         return Azure(credential, chosen, endpoint, _principal=principal)
-    from labctl.targets.azure.subscriptions import cli_default_subscription, pick_subscription
-
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
     return Azure(
         credential, picked.subscription_id, endpoint, notes=picked.notes, warnings=picked.warnings, _principal=principal

@@ -1,9 +1,10 @@
-"""Labs as Azure sees them: found by tags (so a lost state file never means a forgotten VM), described, powered."""
+"""Labs as Azure sees them: found by tags (so a lost state file never means a forgotten VM), described, powered,
+deleted (and checked to be gone)."""
 
 from __future__ import annotations
 
 import functools
-import re
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,12 +12,20 @@ from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, finish, side_by_side
-from labctl.targets.azure.nodes import private_address
+from labctl.targets.azure.clients import Azure, arm, finish, get_or_none, side_by_side, wait_rg_gone
 from labctl.targets.azure.plan import LabNames
-from labctl.targets.azure.provision import get_or_none
-from labctl.targets.azure.record import azure_data, node_count
+from labctl.targets.azure.record import (
+    TAG_HISTORY,
+    azure_data,
+    lab_spend,
+    node_count,
+    note_power,
+    parse_time,
+    restore_power,
+    save_power_tag,
+)
 from labctl.targets.base import FoundLab, LabOwner
+from labctl.ui import Reporter
 
 
 def find_labs(azure: Azure) -> list[FoundLab]:
@@ -45,7 +54,7 @@ def find_labs(azure: Azure) -> list[FoundLab]:
                     "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
                     "owner_id": owner,
                     "created_at": tags.get(settings.TAG_CREATED_AT),
-                    "power_history": tags.get("labctl-allocated"),
+                    "power_history": tags.get(TAG_HISTORY),
                 },
             )
         )
@@ -84,9 +93,7 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
         td["owner_name"] = str(lab.details.get("owner") or lab.details["owner_id"])
     if lab.where:
         td["region"] = lab.where
-    from labctl.targets.azure import history
-
-    history.restore(record, lab.details.get("power_history"), record.created_at)
+    restore_power(record, lab.details.get("power_history"), record.created_at)
     return record
 
 
@@ -113,26 +120,6 @@ def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
     return LabOwner(name or oid, oid.lower() == me.oid.lower(), me.name)
 
 
-_FRACTION_RE = re.compile(r"\.(\d+)")
-_COMPACT_OFFSET_RE = re.compile(r"([+-]\d{2})(\d{2})$")
-
-
-def parse_time(text: str) -> datetime:
-    """ARM's timestamps ('...12.8051917+00:00', '...12.85Z') on every Python labctl supports.
-
-    Python 3.10's ``fromisoformat`` takes only 0, 3 or 6 fraction digits and no 'Z', while ARM writes 1 to 7
-    digits and often 'Z'; so the fraction is padded or cut to 6 digits and 'Z' spelled '+00:00' first.
-    A time without a zone is taken as UTC, which is what ARM means.
-    """
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    value = _COMPACT_OFFSET_RE.sub(r"\1:\2", value) if "T" in value else value
-    value = _FRACTION_RE.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value, count=1)
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:
     power, since = "unknown", None
     for status in view.get("statuses") or []:
@@ -156,11 +143,9 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     power, since = _power_state(view)
     size = str(vm["properties"]["hardwareProfile"]["vmSize"])
     entry = SIZES.get(size.lower())
-    from labctl.targets.azure import history
-
     noticed = parse_time(since).isoformat() if since else None
-    if history.note(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
-        history.save_tag(azure, record)
+    if note_power(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
+        save_power_tag(azure, record)
     started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
     if power == "running" and started:
@@ -192,6 +177,15 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     return facts
 
 
+def private_address(nic: dict[str, Any] | None) -> str | None:
+    """A NIC's primary private IPv4 address as ARM returns it (None while Azure has given it none)."""
+    for config in ((nic or {}).get("properties") or {}).get("ipConfigurations") or []:
+        address = (config.get("properties") or {}).get("privateIPAddress")
+        if address:
+            return str(address)
+    return None
+
+
 def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per VM of a lab of several: node, VM name, power state, size and private address (read side by
     side; node 0's power and size are ``head``'s, already read; a worker whose VM is gone says 'missing')."""
@@ -214,13 +208,11 @@ def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> lis
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
     """The estimated cost since creation (compute while allocated, disk and IP throughout) and its prices' source."""
-    from labctl.errors import LabctlError
     from labctl.pricing import lab_prices
-    from labctl.targets.azure import history
 
     try:
         prices = lab_prices(region, size).for_nodes(node_count(record))
-        spent = history.lab_spend(record, prices)
+        spent = lab_spend(record, prices)
     except (LabctlError, ValueError) as exc:
         return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
     budget = record.idle.get("budget_usd")
@@ -265,8 +257,72 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
         for poller in pollers:
             if poller is not None:
                 finish(poller)
-    from labctl.targets.azure import history
-
-    history.note(record, "running" if on else "deallocated")
-    history.save_tag(azure, record)
+    note_power(record, "running" if on else "deallocated")
+    save_power_tag(azure, record)
     return describe_lab(azure, record)
+
+
+FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"
+TAG_INDEX_POLLS = 30  # the tag index lags behind deletions a little: a minute at the default poll interval
+
+
+def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | None = None) -> list[str]:
+    """Ids of every resource in the subscription still tagged for the lab (its owner's lab of that name:
+    a colleague's lab with the same name is not a leftover of this one)."""
+    flt = f"tagName eq '{settings.TAG_LAB}' and tagValue eq '{lab}'"
+    inside = f"/resourcegroups/{resource_group.lower()}/"
+    with arm("looking for resources left behind"):
+        hits = [str(r.id) for r in azure.resources.resources.list(filter=flt)]
+        outside = [rid for rid in hits if inside not in rid.lower()]
+        # A tag-filtered list carries no tags (ARM's rule), so the owner is read from the hits' groups' listings.
+        tags: dict[str, dict[str, str]] = {}
+        for group in {rid.split("/")[4] for rid in outside}:
+            for resource in azure.resources.resources.list_by_resource_group(group):
+                tags[str(resource.id).lower()] = resource.tags or {}
+
+    def ours(rid: str) -> bool:
+        if inside in rid.lower():
+            return True
+        tagged = tags.get(rid.lower(), {}).get(settings.TAG_OWNER)
+        return tagged is None if owner is None else str(tagged).lower() == owner.lower()
+
+    return [rid for rid in hits if ours(rid)]
+
+
+def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner: str | None = None) -> None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    with ui.step(f"Deleting resource group {resource_group} and everything in it"):
+        with arm(f"reading the resource group {resource_group}"):
+            rg = get_or_none(lambda: azure.resources.resource_groups.get(resource_group))
+        if rg is not None:
+            owner = (rg.get("tags") or {}).get(settings.TAG_OWNER, owner)  # the group's tag decides, not the record
+            deleting = (rg.get("properties") or {}).get("provisioningState") == "Deleting"
+            if not deleting:
+                try:
+                    with arm(f"deleting the resource group {resource_group}"):
+                        # Force deletion powers the VMs off instead of shutting them down: faster, and the
+                        # group holds nothing whose shutdown needs to be graceful.
+                        finish(
+                            azure.resources.resource_groups.begin_delete(
+                                resource_group, force_deletion_types=FORCE_DELETION_TYPES
+                            )
+                        )
+                except LabctlError as exc:
+                    cause = exc.__cause__
+                    gone = isinstance(cause, ResourceNotFoundError)  # deleted meanwhile: what `down` wanted
+                    if not gone and not (isinstance(cause, HttpResponseError) and "BeingDeleted" in str(cause)):
+                        raise
+            wait_rg_gone(azure, resource_group)
+    with ui.step("Checking that nothing tagged for the lab is left"):
+        left = leftovers(azure, lab, resource_group, owner)
+        deadline = time.monotonic() + TAG_INDEX_POLLS * settings.poll_interval()
+        while left and time.monotonic() < deadline:
+            time.sleep(max(settings.poll_interval(), 0.01))
+            left = leftovers(azure, lab, resource_group, owner)
+    if left:
+        raise LabctlError(
+            f"The resource group of lab '{lab}' is deleted, but {len(left)} resource(s) tagged for it remain: "
+            + ", ".join(left[:5]),
+            hint="Delete them in the Azure portal (they may still cost money), or run 'labctl down' again.",
+        )

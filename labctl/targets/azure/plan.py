@@ -12,8 +12,8 @@ from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
+from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.fit import refuse_grid_only
-from labctl.targets.azure.identity import Principal
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")

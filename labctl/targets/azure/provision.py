@@ -13,24 +13,24 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from labctl.catalog import lookup
-from labctl.errors import LabctlError, NoCapacity
+from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.hostkeys import normalize
 from labctl.imageref import check_image_ref
 from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
-from labctl.state import LabRecord, SaveFn, now_iso
-from labctl.targets.azure import bodies, history, settings
+from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
+from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
 from labctl.targets.azure.bodies import Ids
-from labctl.targets.azure.clients import Azure, arm, connect, finish, side_by_side
-from labctl.targets.azure.nodes import placement_of, private_address, refuse_fewer_nodes, set_worker, worker_record
+from labctl.targets.azure.clients import Azure, arm, connect, finish, get_or_none, side_by_side, wait_rg_gone
+from labctl.targets.azure.inventory import private_address
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
-from labctl.targets.azure.record import azure_data, node_count
+from labctl.targets.azure.record import azure_data, node_count, note_power, save_power_tag
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 
@@ -68,26 +68,6 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
-def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        result = call()
-    except ResourceNotFoundError:
-        return None
-    return dict(result.as_dict()) if hasattr(result, "as_dict") else dict(result)
-
-
-def wait_rg_gone(azure: Azure, rg: str, timeout: float = 1800) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with arm(f"waiting for resource group {rg} to be deleted"):
-            if get_or_none(lambda: azure.resources.resource_groups.get(rg)) is None:
-                return
-        time.sleep(max(settings.poll_interval(), 0.01))
-    raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
-
-
 def _workers(nodes: int) -> str:
     """How messages name a lab's worker nodes: "node 1", or "nodes 1-3"."""
     return "node 1" if nodes == 2 else f"nodes 1-{nodes - 1}"
@@ -95,8 +75,14 @@ def _workers(nodes: int) -> str:
 
 def provision(spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn, azure: Azure | None) -> LabRecord:
     """One `up` of one Azure lab: log in (finding the caller's address meanwhile), then create or converge."""
-    nodes = spec.nodes or node_count(record)  # not asked for: as many as the lab has (1 when new)
-    refuse_fewer_nodes(record, nodes)
+    nodes, has = spec.nodes or node_count(record), node_count(record)  # not asked for: as many as it has
+    if nodes < has:  # removing a worker would lose what is on it
+        raise UsageError(
+            f"Lab '{record.name}' has {has} nodes; 'labctl up' with --nodes {nodes} would have to delete "
+            f"{has - nodes} of them, which up never does.",
+            hint=f"Run 'labctl up --name {record.name} --nodes {has}' to converge it as it is, or 'labctl down' it "
+            f"and 'labctl up --nodes {nodes}' to make it again with fewer.",
+        )
     plan = make_plan(spec, discover_ip=False)  # the caller's address is found below, while logging in
     subscription = spec.subscription or azure_data(record).get("subscription")
     with ui.step("Logging in to Azure"):
@@ -318,7 +304,8 @@ class Provisioner:
             azure.resources.resource_groups.create_or_update(rg, bodies.resource_group(choice.region, tags))
         self.save(self.record)
         head = self._vms.get(0)
-        self._placement = self.ids.ppg if head is None and self.nodes > 1 else placement_of(head)
+        placed = ((head or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
+        self._placement = self.ids.ppg if head is None and self.nodes > 1 else placed.get("id")
         self._build_network(choice.region, tags)
         self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
@@ -422,7 +409,7 @@ class Provisioner:
         self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
         if made_head:
             self._create_vms(choice, tags, [0], hosts, user_pub)
-            history.note(self.record, "running")
+            note_power(self.record, "running")
             self.save(self.record)
         workers = [node for node in missing if node]
         if self.nodes > 1 and not workers:
@@ -441,12 +428,22 @@ class Provisioner:
             raise self._worker_refused(refused, made_head) from refused
 
     def _pin_nodes(self, hosts: dict[int, KeyPair]) -> None:
-        """Each node's record with its host key: new ones from ``hosts``, the others as pinned before."""
+        """Each node's host key: new ones from ``hosts``, the others as pinned before. Workers are reached through
+        node 0 at their private addresses."""
         if 0 in hosts:
             self.record.nodes[0].host_key = normalize(hosts[0].public_line)
-        for node in range(1, self.nodes):
-            key = normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node)
-            set_worker(self.record, node, worker_record(self.names, node, self._addresses[node], key))
+        self.record.nodes[1:] = [
+            NodeRecord(
+                host=self._addresses[node],
+                port=settings.ssh_port(),
+                user=settings.admin_user(),
+                host_key=normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node),
+                private_address=self._addresses[node],
+                via_head=True,
+                name=self.names.vm_of(node),
+            )
+            for node in range(1, self.nodes)
+        ]
 
     def _create_vms(
         self, choice: Choice, tags: dict[str, str], nodes: list[int], hosts: dict[int, KeyPair], user_pub: str
@@ -604,5 +601,5 @@ class Provisioner:
                 "started_at": td.get("started_at") or now_iso(),
             }
         )
-        history.save_tag(azure, record)
+        save_power_tag(azure, record)
         self.save(record)
