@@ -1,8 +1,4 @@
-"""Where the files that travel to the machine live: the lab and the templates.
-
-An installed wheel carries them as ``labctl/_bundled/{lab,templates}``; a source checkout (editable install,
-tests) has them at the repository root. Both are looked up so that the same code serves each case.
-"""
+"""The lab and the templates: ``labctl/_bundled/`` in a wheel, the repository root in a checkout."""
 
 from __future__ import annotations
 
@@ -24,12 +20,10 @@ def _find(kind: str) -> Path:
 
 
 def lab_dir() -> Path:
-    """The directory holding the notebook and the training core package."""
     return _find("lab")
 
 
 def templates_dir() -> Path:
-    """The directory holding the scripts and Dockerfile that run on the machine."""
     return _find("templates")
 
 

@@ -1,9 +1,4 @@
-"""Bootstrap: make a machine ready for the lab container, with idempotent scripts from ``templates/``.
-
-``bootstrap-docker.sh`` installs and starts Docker for the login user; on GPU machines ``bootstrap-nvidia.sh``
-checks the driver and configures the NVIDIA container runtime, and ``check_cuda`` proves a container sees the
-GPU before Jupyter starts on it. The scripts go to the machine on stdin and take their values as arguments.
-"""
+"""Docker, and on GPU machines the NVIDIA runtime, made ready by idempotent scripts sent on stdin."""
 
 from __future__ import annotations
 
@@ -21,10 +16,7 @@ SCRIPT_TIMEOUT_S = 1800  # a first install of Docker or the NVIDIA toolkit downl
 
 
 def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefix: str) -> str:
-    """Run a bootstrap script from templates/ on the machine, showing its report lines as they come.
-
-    A script reports ``PREFIX: ...`` lines and fails with ``PREFIX: ERROR: reason``; that reason is the error.
-    """
+    """A script from templates/, its lines shown as they come; its last ``PREFIX: ERROR: reason`` is the error."""
     script = template(name).read_text()
     result = machine.run(
         ["bash", "-s", "--", *args],
@@ -51,13 +43,11 @@ def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
 
 
 def bootstrap_nvidia(machine: Machine, ui: Reporter, check_image: str) -> None:
-    """Driver, container toolkit and Docker runtime, proven by ``nvidia-smi`` in a ``check_image`` container."""
     with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
         run_script(machine, "bootstrap-nvidia.sh", [check_image], ui, "nvidia")
 
 
 def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
-    """Proof that a container on this machine sees the GPU, before Jupyter starts on it."""
     import docker.errors
     from docker.types import DeviceRequest
 

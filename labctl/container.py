@@ -1,14 +1,10 @@
-"""The lab container on whatever Docker engine a Machine hands over: its image, the Jupyter container, and
-``LabContainer``, the one way to run commands in it and move files in and out of it.
-
-Everything here talks to a ``docker.DockerClient`` only, so it works the same on this computer's engine and on
-a remote one reached through labctl's SSH connection. Commands are always argument lists, never shell text.
-"""
+"""The lab's image and containers on any Docker engine, and ``LabContainer``: argument lists and files in one."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import posixpath
 import tarfile
 import tempfile
 import time
@@ -34,8 +30,7 @@ IMAGE_REPO = "labctl-lab"
 DEPS_REPO = "labctl-lab-deps"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
-# On the host's network (a lab on several machines) Jupyter listens on the machine's 127.0.0.1 itself, at the
-# record's port, which this variable tells the health check.
+# On the host's network (a lab on several machines) Jupyter's port, for the health check.
 JUPYTER_PORT_ENV = "LABCTL_JUPYTER_PORT"
 NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
@@ -47,8 +42,7 @@ SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 
 
 def jupyter_command(port: int | None = None) -> list[str]:
-    """Jupyter at the container's own port, published by Docker; or, on the host's network (``port``), on the
-    machine's 127.0.0.1 only and at no other port when that one is taken (labctl then picks the next itself)."""
+    """On the host's network (``port``): the machine's 127.0.0.1 only, and no other port (labctl picks the next)."""
     if port is None:
         where = ["--ip=0.0.0.0", f"--port={JUPYTER_PORT}"]
     else:
@@ -76,15 +70,8 @@ def volume_name(lab: str, node: int = 0) -> str:
     return f"{container_name(lab, node)}-workspace"
 
 
-# ---------------------------------------------------------------------------------------------- image
-
-
 def base_image(settings: Settings | None = None) -> str | None:
-    """The base image override (LABCTL_BASE_IMAGE or the base_image setting), or None for the Dockerfile's own.
-
-    Tests build the real Dockerfile FROM a locally made image this way, since no registry is reachable there.
-    The value reaches the machine's Docker engine and cloud-init, so it must be a plain image reference.
-    """
+    """LABCTL_BASE_IMAGE or the base_image setting, checked: it reaches cloud-init and the engine."""
     from labctl.config import Settings
     from labctl.imageref import check_image_ref
 
@@ -96,7 +83,6 @@ def base_image(settings: Settings | None = None) -> str | None:
 
 
 def effective_base_image() -> str:
-    """The image the lab image is built FROM; cloud-init pre-pulls it while labctl waits for SSH."""
     return base_image() or DEFAULT_BASE_IMAGE
 
 
@@ -105,7 +91,6 @@ def _skipped(rel: PurePosixPath) -> bool:
 
 
 def lab_fingerprint(root: Path | None = None) -> str:
-    """A content hash of the lab's code: its version as far as the image and the run directories are concerned."""
     root = root or lab_dir()
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -116,8 +101,7 @@ def lab_fingerprint(root: Path | None = None) -> str:
 
 
 def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
-    """A tar holding each name as a local file or directory (a Path; caches left out) or as the given bytes,
-    every member root's, as ``docker cp`` would make it."""
+    """Each name as a local file or directory (caches left out) or as bytes, owned by root as ``docker cp`` does."""
 
     def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -139,16 +123,12 @@ def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
 
 
 def deps_tag(base: str | None = None) -> str:
-    """The dependency image's tag: a hash of templates/Dockerfile.deps and the base image it is built FROM.
-
-    Cloud-init names it to the VM's boot-time build, and labctl finds it by it; neither relies on a build cache.
-    """
+    """A hash of Dockerfile.deps and its base: the VM's boot-time build and labctl find it by it, no cache."""
     identity = template("Dockerfile.deps").read_bytes() + b"|base=" + (base or effective_base_image()).encode()
     return f"{DEPS_REPO}:{hashlib.sha256(identity).hexdigest()[:16]}"
 
 
 def build_context(deps: str | None = None) -> tuple[bytes, str]:
-    """The thin lab image's build context as a tar, and its tag from the lab, the Dockerfile and the deps image."""
     dockerfile = template("Dockerfile")
     deps = deps or deps_tag()
     identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|deps={deps}"
@@ -167,11 +147,7 @@ def has_image(client: docker.DockerClient, ref: str) -> bool:
 
 
 def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = None) -> str:
-    """The lab image on the engine: ``image`` as it is (pulled if missing), or labctl's own, built once.
-
-    labctl's own is the thin image FROM the dependency image; that one is built first only when missing (the
-    machine builds it while it boots where it can, see ``labctl.prewarm``).
-    """
+    """``image`` (pulled if missing), or labctl's own thin image, built once FROM the dependency image."""
     import docker.errors
 
     if image:
@@ -196,7 +172,6 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
 
 
 def ensure_deps(client: docker.DockerClient, ui: Reporter) -> str:
-    """The dependency image on the engine, built here (pulling the base image) if it is not there yet."""
     base = effective_base_image()
     tag = deps_tag(base)
     if has_image(client, tag):
@@ -234,29 +209,23 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
                 ui.info(f"  {text[:160]}")
 
 
-# ---------------------------------------------------------------------------------------------- container
-
-
 def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
-    """How a lab container shares the machine, for torchrun: on a GPU machine the host's IPC namespace (NCCL
-    passes data between the GPU processes through shared memory, and Docker's 64 MB /dev/shm is too small), else
-    2 GB of /dev/shm for PyTorch's data loader workers; across nodes the host's network, so that the ranks reach
-    each other at the machines' private addresses and the rendezvous port is the head machine's (open inside
-    its private network only)."""
+    """For torchrun: NCCL passes data through shared memory (the host's IPC; Docker's 64 MB /dev/shm is too
+    small), the data loader's workers through /dev/shm; across nodes the host's network, so that the ranks meet
+    at the machines' private addresses."""
     options: dict[str, Any] = {"ipc_mode": "host"} if gpu else {"shm_size": "2g"}
     return {**options, "network_mode": "host"} if several_nodes else options
 
 
-def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False) -> str:
-    """What the Jupyter container was made from; a difference means it must be replaced."""
-    made = f"{image_id}|{token}|{port}|{gpu}|{jupyter_command(port if several_nodes else None)}"
-    made += f"|{sorted(_sharing(gpu).items())}" if gpu else ""
-    made += "|host-network" if several_nodes else ""
+def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False, node: int = 0) -> str:
+    """What a container was made from; a difference means it must be replaced."""
+    if node:
+        made = f"worker|{image_id}|{gpu}|{sorted(_sharing(gpu, True).items())}"
+    else:
+        made = f"{image_id}|{token}|{port}|{gpu}|{jupyter_command(port if several_nodes else None)}"
+        made += f"|{sorted(_sharing(gpu).items())}" if gpu else ""
+        made += "|host-network" if several_nodes else ""
     return hashlib.sha256(made.encode()).hexdigest()[:16]
-
-
-def _worker_hash(image_id: str, gpu: bool) -> str:
-    return hashlib.sha256(f"worker|{image_id}|{gpu}|{sorted(_sharing(gpu, True).items())}".encode()).hexdigest()[:16]
 
 
 def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Container | None:
@@ -279,23 +248,19 @@ def is_current(
     container: Container,
     client: docker.DockerClient,
     image: str,
-    token: str,
-    port: int,
     gpu: bool,
+    *,
+    node: int = 0,
+    token: str = "",
+    port: int = 0,
     several_nodes: bool = False,
 ) -> bool:
-    """Running, made from the same image and settings, and Jupyter answers: keep it."""
+    """Running, made from the same image and settings, and (node 0) Jupyter answers: keep it."""
+    made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
     return (
         container.status == "running"
-        and container.labels.get(CONFIG_LABEL)
-        == _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)
-        and jupyter_answers(container)
-    )
-
-
-def worker_is_current(container: Container, client: docker.DockerClient, image: str, gpu: bool) -> bool:
-    return container.status == "running" and container.labels.get(CONFIG_LABEL) == _worker_hash(
-        client.images.get(image).id, gpu
+        and container.labels.get(CONFIG_LABEL) == made
+        and (node > 0 or jupyter_answers(container))
     )
 
 
@@ -336,59 +301,36 @@ def start_container(
     lab: str,
     image: str,
     *,
-    token: str,
-    port: int,
     gpu: bool,
+    node: int = 0,
+    token: str = "",
+    port: int = 0,
     several_nodes: bool = False,
 ) -> Container:
-    """A new Jupyter container (any old one of that name is removed first; the workspace volume stays).
-
-    ``several_nodes``: on the host's network, Jupyter on the machine's 127.0.0.1:``port`` (nothing published).
-    """
-    second = 1_000_000_000
-    return _start(
-        client,
-        lab,
-        0,
-        image,
-        gpu,
-        several_nodes,
-        port,
-        command=jupyter_command(port if several_nodes else None),
-        labels={CONFIG_LABEL: _config_hash(client.images.get(image).id, token, port, gpu, several_nodes)},
-        environment={"JUPYTER_TOKEN": token, **({JUPYTER_PORT_ENV: str(port)} if several_nodes else {})},
-        ports=None if several_nodes else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
-        healthcheck={
-            "test": ["CMD", *HEALTH_COMMAND],
-            "interval": 15 * second,
-            "timeout": 10 * second,
-            "retries": 3,
-            "start_period": 120 * second,
-        },
-    )
-
-
-def start_worker(client: docker.DockerClient, lab: str, node: int, image: str, *, gpu: bool) -> Container:
-    """Node ``node``'s container of a lab on several machines: no Jupyter, it stays up for the runs started in it."""
-    labels = {NODE_LABEL: str(node), CONFIG_LABEL: _worker_hash(client.images.get(image).id, gpu)}
-    return _start(client, lab, node, image, gpu, True, None, command=["sleep", "infinity"], labels=labels)
-
-
-def _start(
-    client: docker.DockerClient,
-    lab: str,
-    node: int,
-    image: str,
-    gpu: bool,
-    several_nodes: bool,
-    port: int | None,
-    *,
-    labels: dict[str, str],
-    **options: Any,
-) -> Container:
+    """A new container (an old one of that name removed, the workspace volume kept): node 0 runs Jupyter, on the
+    host's 127.0.0.1:``port`` across several nodes; the other nodes' just stay up for the runs."""
     import docker.errors
     from docker.types import DeviceRequest
 
+    second = 1_000_000_000
+    if node:
+        options: dict[str, Any] = {"command": ["sleep", "infinity"], "labels": {NODE_LABEL: str(node)}}
+    else:
+        options = {
+            "command": jupyter_command(port if several_nodes else None),
+            "environment": {"JUPYTER_TOKEN": token, **({JUPYTER_PORT_ENV: str(port)} if several_nodes else {})},
+            "ports": None if several_nodes else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
+            "healthcheck": {
+                "test": ["CMD", *HEALTH_COMMAND],
+                "interval": 15 * second,
+                "timeout": 10 * second,
+                "retries": 3,
+                "start_period": 120 * second,
+            },
+            "labels": {},
+        }
+    made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
+    options["labels"].update({LAB_LABEL: lab, CONFIG_LABEL: made})
     old = find_container(client, lab, node)
     if old is not None:
         old.remove(force=True)
@@ -397,12 +339,11 @@ def _start(
             image,
             name=container_name(lab, node),
             detach=True,
-            labels={LAB_LABEL: lab, **labels},
             volumes={volume_name(lab, node): {"bind": WORKSPACE, "mode": "rw"}},
             working_dir=WORKSPACE,
             restart_policy={"Name": "unless-stopped"},
             device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-            **_sharing(gpu, several_nodes),
+            **_sharing(gpu, several_nodes or node > 0),
             **options,
         )
     except docker.errors.APIError as exc:
@@ -410,7 +351,7 @@ def _start(
         if leftover is not None:
             leftover.remove(force=True)
         text = str(exc.explanation or exc)
-    if port is not None and ("port is already allocated" in text or "address already in use" in text):
+    if node == 0 and ("port is already allocated" in text or "address already in use" in text):
         raise PortBusy(port)
     if "executable file not found" in text:
         raise LabctlError(
@@ -441,7 +382,7 @@ def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
 
 
 def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False, node: int = 0) -> list[str]:
-    """Remove the lab's container (and volume) on one node's engine; returns what was removed."""
+    """What was removed of the lab's container and volume on one node's engine."""
     import docker.errors
 
     removed = []
@@ -458,9 +399,6 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
     return removed
 
 
-# ---------------------------------------------------------------------------------------------- commands and files
-
-
 @dataclass
 class ExecResult:
     exit_code: int
@@ -472,8 +410,6 @@ class ExecResult:
 
 
 class LabContainer:
-    """A running container: run argument lists in it, and move files in (a tar put) and out (a tar get)."""
-
     def __init__(self, container: Container) -> None:
         self.container = container
         self.name = str(container.name)
@@ -497,7 +433,7 @@ class LabContainer:
         return done
 
     def spawn(self, argv: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> None:
-        """Start ``argv`` detached: it keeps running after this returns, and after the connection drops."""
+        """Detached: it outlives this call and the connection."""
         self._exec_run(argv, env=env, workdir=workdir, detach=True)
 
     def exists(self, path: str) -> bool:
@@ -515,7 +451,7 @@ class LabContainer:
             ) from None
 
     def put(self, dest_dir: str, entries: Mapping[str, Path | bytes]) -> None:
-        """Copy local files or directories (Paths) or contents (bytes) into ``dest_dir``, made if missing."""
+        """Local files or directories (Paths) or contents (bytes) into ``dest_dir``, made if missing."""
         for name, source in entries.items():
             if isinstance(source, Path) and not source.exists():
                 raise NotFound(f"{source} does not exist (it was to be copied to {dest_dir}/{name}).")
@@ -523,7 +459,6 @@ class LabContainer:
         self.container.put_archive(dest_dir, tar_of(entries))
 
     def get(self, path: str, local_dir: Path) -> Path:
-        """Copy a file or directory out of the container into ``local_dir``; returns the local copy."""
         import docker.errors
 
         local_dir = Path(local_dir)
@@ -541,7 +476,7 @@ class LabContainer:
             try:
                 with tarfile.open(fileobj=spool, mode="r") as tar:
                     _extract_safely(tar, local_dir, top)
-            except (tarfile.TarError, EOFError) as exc:  # extraction filters' refusals are TarErrors as well
+            except (tarfile.TarError, EOFError) as exc:
                 problem = f"is not a tar archive labctl unpacks ({exc})"
         if problem is None and not (local_dir / top).exists():
             problem = f"does not hold {top}"
@@ -558,45 +493,35 @@ class UnsafeArchive(LabctlError):
 
 
 def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
-    """Unpack a copy of ``top`` only if every entry stays inside it: its own files and directories, and links
-    that lead to something of its own. One entry that does not is refused before anything is written."""
+    """Unpack ``top`` only if every entry and link stays inside it; otherwise write nothing."""
     for member in tar.getmembers():
         problem = _escapes(member, top)
         if problem:
             raise UnsafeArchive(f"its entry '{member.name}' {problem}")
     try:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(local_dir, filter="data")  # and Python's own filter on top of the checks above
+        if hasattr(tarfile, "data_filter"):  # Python's own filter too, where it has one
+            tar.extractall(local_dir, filter="data")
         else:
             tar.extractall(local_dir)
-    except tarfile.TarError as exc:  # tarfile's FilterError (outside destination, absolute link, ...) is one
+    except tarfile.TarError as exc:
         raise UnsafeArchive(str(exc)) from None
 
 
 def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
     """Why ``member`` could write or point outside ``top``/, or None when it stays inside."""
     path = PurePosixPath(member.name)
-    if member.name.startswith("/") or path.is_absolute():
+    if path.is_absolute():
         return "is an absolute path"
     if ".." in path.parts:
         return "climbs out with '..'"
-    if not path.parts or path.parts[0] != top:
+    if path.parts[:1] != (top,):
         return f"lies outside {top}/"
     if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
         return "is a device, FIFO or other special file"
     if member.issym() or member.islnk():
-        link = PurePosixPath(member.linkname)
-        if member.linkname.startswith("/") or link.is_absolute():
+        if member.linkname.startswith("/"):
             return f"is a link to the absolute path {member.linkname}"
-        target = (path.parent / link) if member.issym() else link
-        parts: list[str] = []
-        for part in target.parts:
-            if part == "..":
-                if not parts:
-                    return f"is a link to {member.linkname}, outside {top}/"
-                parts.pop()
-            elif part != ".":
-                parts.append(part)
-        if not parts or parts[0] != top:
+        target = posixpath.join(str(path.parent), member.linkname) if member.issym() else member.linkname
+        if posixpath.normpath(target).split("/")[0] != top:
             return f"is a link to {member.linkname}, outside {top}/"
     return None

@@ -1,9 +1,4 @@
-"""Container image references, checked against Docker's reference grammar before they go anywhere.
-
-An image name travels to places that run as root (cloud-init on the VM, the Docker engine), and it can come
-from a flag, a variable or a config file. Only a value that parses as ``[registry[:port]/]path[:tag][@digest]``
-is accepted, so nothing else can ride along with it.
-"""
+"""Image references reach root (cloud-init, the engine): only Docker's grammar passes, nothing rides along."""
 
 from __future__ import annotations
 
@@ -31,7 +26,6 @@ def is_image_ref(value: str) -> bool:
 
 
 def check_image_ref(value: object, what: str) -> str:
-    """``value`` if it is an image reference; otherwise a usage error naming ``what`` set it."""
     text = value if isinstance(value, str) else ""
     if not is_image_ref(text):
         raise UsageError(

@@ -149,7 +149,10 @@ def _jupyter_container(client: docker.DockerClient, record: LabRecord, tag: str,
     record.container_name = lab.container_name(record.name)
     token, several = record.jupyter_token or "", len(record.nodes) > 1
     existing = lab.find_container(client, record.name)
-    if existing is not None and lab.is_current(existing, client, tag, token, record.jupyter_port, record.gpu, several):
+    port = record.jupyter_port
+    if existing is not None and lab.is_current(
+        existing, client, tag, record.gpu, token=token, port=port, several_nodes=several
+    ):
         ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
         container = existing
     else:
@@ -167,13 +170,13 @@ def _jupyter_container(client: docker.DockerClient, record: LabRecord, tag: str,
 
 def _worker_container(client: docker.DockerClient, record: LabRecord, node: int, tag: str, ui: Reporter) -> None:
     existing = lab.find_container(client, record.name, node)
-    if existing is not None and lab.worker_is_current(existing, client, tag, record.gpu):
+    if existing is not None and lab.is_current(existing, client, tag, record.gpu, node=node):
         ui.info(f"The lab container {existing.name} is running; keeping it.")
     else:
         if existing is not None:
             ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
         with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
-            lab.start_worker(client, record.name, node, tag, gpu=record.gpu)
+            lab.start_container(client, record.name, tag, gpu=record.gpu, node=node)
     record.nodes[node].container_name = lab.container_name(record.name, node)
 
 

@@ -1,11 +1,6 @@
-"""The boot path: the lab's dependency image is built on the machine while it boots, not while `up` waits.
+"""The dependency image built by the VM while it boots (cloud-init starts the script), and labctl waiting for it.
 
-On an Azure VM, cloud-init writes ``templates/labctl-prewarm.sh`` and ``templates/Dockerfile.deps`` (as data)
-and starts the script in the background at first boot; it pulls the base image and builds the dependency image,
-and records its state in ``/var/lib/labctl``. ``await_prewarm`` is labctl's side: when it reaches the machine it
-waits for a prewarm that is still pending or running (showing its progress) instead of starting a second pull and
-build, and hands over to a build of its own when there is none (SSH and local targets, VMs made before), or when
-it failed or died.
+labctl builds it itself where there is no such build (SSH and local targets), or it failed or died.
 """
 
 from __future__ import annotations
@@ -43,10 +38,7 @@ PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH 
 
 
 def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The ``write_files`` entries and the ``runcmd`` argv that start the prewarm at first boot.
-
-    Every file's content is data; ``base`` and ``deps_tag`` (checked image references) are arguments.
-    """
+    """``write_files`` and the ``runcmd`` argv: contents are data, the checked image references arguments."""
     dockerfile = template("Dockerfile.deps").read_text()
     files: list[dict[str, Any]] = [
         {"path": f"{PREWARM_DIR}/{SCRIPT}", "permissions": "0755", "content": template(SCRIPT).read_text()},
@@ -66,10 +58,7 @@ def read_state(machine: Machine) -> tuple[str, str]:
 
 
 def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) -> str:
-    """Wait while the boot-time prewarm is pending or running; returns the state it ended in.
-
-    Only ``done`` means the dependency image is there; any other state leaves the build to labctl.
-    """
+    """The state the boot-time build ended in; only ``done`` means the dependency image is there."""
     state, last = read_state(machine)
     if state not in ("pending", "running"):
         return state

@@ -20,7 +20,7 @@ DEFAULT_WAIT = 600.0
 
 
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
-    """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait`` seconds of retrying while it boots."""
+    """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait``: seconds of retrying while it boots."""
     if record.target == "local":
         from labctl.machine.local import LocalMachine
 
@@ -35,33 +35,23 @@ def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0
 
 
 def _ssh(record: LabRecord, node: int, ui: Reporter, wait: float, mark: bool) -> SSHMachine:
-    """A node without an address of its own is reached through node 0's SSH, with its own pinned host key: the
-    jump only carries the connection, it is never trusted with the node's identity."""
+    """A node without an address of its own rides node 0's SSH, its own host key checked: the jump is not trusted."""
     from labctl.keys import check_lab_key
     from labctl.machine.ssh import SSHMachine
 
     reach = record.nodes[node]
-    needed = (("host", reach.host), ("SSH key", record.ssh_key_path), ("host key", reach.host_key))
-    missing = [what for what, value in needed if not value]
-    if missing or not reach.host or not reach.host_key or not record.ssh_key_path:
+    if not (reach.host and record.ssh_key_path and reach.host_key):
+        needed = {"host": reach.host, "SSH key": record.ssh_key_path, "host key": reach.host_key}
         which = "its machine" if node == 0 else f"node {node} ({reach.host})"
         raise LabctlError(
-            f"Lab '{record.name}' does not record how to reach {which} ({', '.join(missing)} missing).",
+            f"Lab '{record.name}' does not record how to reach {which} "
+            f"({', '.join(what for what, value in needed.items() if not value)} missing).",
             hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
         )
     check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before any connection
     via = _ssh(record, 0, ui, wait, False) if reach.via_head and node != 0 else None
-    machine = SSHMachine(
-        reach.host,
-        reach.port,
-        reach.user or record.nodes[0].user or getpass.getuser(),
-        record.ssh_key_path,
-        reach.host_key,
-        ui=ui,
-        mark=mark,
-        via=via,
-        own_via=True,
-    )
+    user = reach.user or record.nodes[0].user or getpass.getuser()
+    machine = SSHMachine(reach.host, reach.port, user, record.ssh_key_path, reach.host_key, ui=ui, mark=mark, via=via)
     try:
         return machine.connect(wait=wait)
     except BaseException:

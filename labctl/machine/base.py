@@ -1,8 +1,4 @@
-"""``Machine``: a host labctl works on, reached over SSH or this computer itself.
-
-Everything above this layer (bootstrap, the lab container, ``open``, ``run-lab``) is written against it, so the
-same code serves an Azure VM, an existing SSH host and the local Docker engine.
-"""
+"""``Machine``: a host reached over SSH or this computer, so every layer above is written once."""
 
 from __future__ import annotations
 
@@ -49,13 +45,8 @@ class CommandFailed(LabctlError):
         self.result = result
 
 
-def as_shell(command: Command) -> str:
-    """Strings pass as they are (shell text of labctl's own); argument lists are quoted."""
-    return command if isinstance(command, str) else shlex.join(command)
-
-
 class LineSplitter:
-    """Turns chunks of bytes into complete lines for a callback, and keeps a bounded copy of the text."""
+    """Chunks of bytes to whole lines for a callback, and a bounded copy of the text."""
 
     def __init__(self, on_line: LineFn | None) -> None:
         self.on_line = on_line
@@ -91,8 +82,7 @@ class Machine:
     needs_tunnel: bool
     _docker: DockerClient | None = None
 
-    def describe(self) -> str:
-        """Where this is, for messages: 'azureuser@203.0.113.7:22' or 'this computer'."""
+    def describe(self) -> str:  # for messages: 'azureuser@203.0.113.7:22' or 'this computer'
         raise NotImplementedError
 
     def run(
@@ -104,8 +94,8 @@ class Machine:
         stdin: bytes | str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Run ``command`` in a POSIX shell, each line of output to ``on_line``; raise on failure if ``check``."""
-        text = as_shell(command)
+        """A string is labctl's own shell text; an argument list is quoted."""
+        text = command if isinstance(command, str) else shlex.join(command)
         splitter = LineSplitter(on_line)
         data = stdin.encode() if isinstance(stdin, str) else stdin
         code = self._execute(text, data, splitter.feed, timeout)
@@ -115,15 +105,10 @@ class Machine:
         return result
 
     def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
-        """Run shell ``text``, its output to ``feed``; the exit code."""
         raise NotImplementedError
 
     def _deadline(self, text: str, timeout: float | None) -> Callable[[], None]:
-        """A check, called on every pass of a read loop, that stops a command running ``timeout`` seconds from now.
-
-        Not only when a read times out: a command that keeps printing would otherwise run past its timeout
-        forever. The caller's cleanup then ends the command.
-        """
+        """Called on every pass of a read loop, not only on a silent one: a command may keep printing."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def check() -> None:
@@ -136,14 +121,10 @@ class Machine:
         return check
 
     def forward(self, remote_port: int, local_port: int = 0) -> AbstractContextManager[int]:
-        """Make the machine's loopback ``remote_port`` reachable on this computer's loopback.
-
-        Yields the local port: ``local_port`` if free, else the next free one (0 = any free port).
-        """
+        """The machine's loopback ``remote_port`` on this computer's: ``local_port`` if free, else the next one."""
         raise NotImplementedError
 
     def docker(self) -> DockerClient:
-        """A docker SDK client for the machine's Docker engine, made on first use."""
         if self._docker is None:
             self._docker = self._open_docker()
         return self._docker
@@ -152,7 +133,7 @@ class Machine:
         raise NotImplementedError
 
     def reconnect(self) -> None:
-        """A fresh login, e.g. after the bootstrap added the user to a group (groups apply per login)."""
+        """A fresh login: groups the bootstrap added apply per login."""
 
     def close(self) -> None:
         if self._docker is not None:

@@ -1,4 +1,4 @@
-"""This computer as a ``Machine``, so that ``--target local`` reuses every layer above."""
+"""This computer as a ``Machine`` (``--target local``)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""A machine reached over SSH with paramiko: key auth, the pinned host key, streamed commands, tunnels, Docker.
-
-The host key is checked against the one labctl pinned, never against ``~/.ssh/known_hosts`` and never
-auto-accepted. A transport that died (a dropped Wi-Fi, a VM that rebooted) is re-opened on the next call. Docker
-on the machine is reached through this same verified connection (not the SDK's ``ssh://``): a private Unix socket
-on this computer whose every connection is relayed to the engine's socket on the machine.
-"""
+"""A machine over SSH (paramiko) with labctl's pinned host key, never known_hosts; a dead connection reopens."""
 
 from __future__ import annotations
 
@@ -36,14 +30,13 @@ if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger("labctl.machine")
-# Paramiko logs refusals it recovers from (a session over the limit) as errors; they reach the terminal only
-# with --verbose, which configures logging.
+# Paramiko logs refusals it recovers from as errors; only --verbose shows them.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-# Errors that mean "not (yet) reachable": worth another try while a machine boots or a network recovers.
+# Not (yet) reachable: worth another try while a machine boots or a network recovers.
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 DOCKER_SOCKET = "/var/run/docker.sock"
-# How long a refused key is retried while waiting (a new VM's user may appear just after sshd starts).
+# How long a refused key is retried (a new VM's user may appear just after sshd starts).
 AUTH_GRACE = 20.0
 
 
@@ -60,11 +53,9 @@ class SSHMachine(Machine):
         host_key: str,
         *,
         ui: Reporter | None = None,
-        connect_timeout: float = 15.0,
         reconnect_wait: float = 60.0,
         via: SSHMachine | None = None,
         mark: bool = True,
-        own_via: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -72,27 +63,21 @@ class SSHMachine(Machine):
         self.key_path = Path(key_path).expanduser()
         self.host_key = normalize(host_key)
         self.ui = ui
-        self.connect_timeout = connect_timeout
+        self.connect_timeout = 15.0
         self.reconnect_wait = reconnect_wait
-        # A machine without a public address (a worker node) is reached through another one (the head node): its
-        # SSH port is a channel of the head's connection, and its own host key is checked at the end of it.
-        self.via = via
-        self.own_via = own_via  # close ``via`` with this machine (it was opened for this machine alone)
-        # Each connection marks itself as labctl's (idle.SSH_MARK_COMMAND), so the idle agent does not take it for
-        # someone working there; `open` leaves its tunnel unmarked, so the lab stays up while it is attached.
+        # A worker without a public address is reached over a channel of ``via`` (the head), its own key checked.
+        self.via = via  # opened for this machine alone: closed with it
+        # Marked, the idle agent does not count the connection as someone working; `open`'s tunnel is not.
         self.mark = mark
         self.auth_grace = AUTH_GRACE
         self._client: paramiko.SSHClient | None = None
         self._overflow: list[paramiko.SSHClient] = []
         self._lock = threading.RLock()
-        self._docker_relay: _Relay | None = None
-        self._docker_dir: str | None = None
+        self._docker_relay = contextlib.ExitStack()
 
     def describe(self) -> str:
         where = f"{self.user}@{self.host}:{self.port}"
         return f"{where} (through {self.via.describe()})" if self.via is not None else where
-
-    # ------------------------------------------------------------------------------------------ connection
 
     def _load_key(self) -> paramiko.PKey | None:
         try:
@@ -116,9 +101,7 @@ class SSHMachine(Machine):
         pinned = to_pkey(self.host_key)
         client.get_host_keys().add(known_hosts_name(self.host, self.port), pinned.get_name(), pinned)
         pkey = self._load_key()
-        # Through ``via``: a direct-tcpip channel to this machine's SSH port. A refusal (the head cannot reach the
-        # worker yet) is an SSHException, retried like any transient failure.
-        jump = None
+        jump = None  # through ``via``: a refusal (the worker not up yet) is an SSHException, retried
         try:
             if self.via is not None:
                 jump = self.via._transport().open_channel(
@@ -150,16 +133,16 @@ class SSHMachine(Machine):
         return client
 
     def connect(self, wait: float = 0.0) -> SSHMachine:
-        """Connect now; with ``wait`` > 0 keep trying (with backoff) for that many seconds, e.g. while a VM boots."""
+        """With ``wait`` > 0, retry with backoff for that many seconds (a VM booting)."""
         with self._lock:
             self._drop()
-            started = time.monotonic()
-            delay = 1.0
-            # Progress goes out as plain lines, never as a step: this may run inside a caller's step (a
-            # reconnect in the middle of a build), and steps do not nest on a live terminal display.
+            started, delay = time.monotonic(), 1.0
             while True:
                 try:
                     self._client = self._connect_once()
+                    if delay > 1 and self.ui is not None:
+                        self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
+                    return self
                 except paramiko.AuthenticationException as exc:
                     error: Exception = exc
                     final = LabctlError(
@@ -177,17 +160,13 @@ class SSHMachine(Machine):
                         hint="Check that the machine runs, that the address and port are right and that a "
                         "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
                     )
-                else:
-                    if delay > 1 and self.ui is not None:
-                        self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
-                    return self
                 left = started + wait - time.monotonic()
                 if left <= 0:
                     if wait > 0:
                         final.message = f"Gave up after {wait:.0f}s: {final.message}"
                     raise final from None
                 pause = min(delay, left)
-                if self.ui is not None:
+                if self.ui is not None:  # plain lines, not a step: steps do not nest, and this may be inside one
                     self.ui.info(
                         f"  SSH on {self.describe()} not ready yet ({_reason(error)}); retrying in {pause:.0f}s"
                     )
@@ -222,9 +201,8 @@ class SSHMachine(Machine):
         try:
             return transport.open_session(timeout=self.connect_timeout)
         except _TRANSIENT as exc:
-            # A refusal from a live server (sshd's MaxSessions, 10 by default): carry this session on an
-            # extra connection instead of disturbing the others. Paramiko may hand the refusal to another
-            # thread opening at the same moment, leaving this one a bare "Unable to open channel".
+            # A live server's refusal (sshd's MaxSessions, 10) goes to an extra connection. Paramiko may hand the
+            # refusal to another thread opening at the same moment, leaving this one "Unable to open channel".
             refused = isinstance(exc, paramiko.ChannelException) or "Unable to open channel" in str(exc)
             if refused and transport.is_active():
                 return self._overflow_session()
@@ -249,8 +227,6 @@ class SSHMachine(Machine):
             assert transport is not None
             return transport.open_session(timeout=self.connect_timeout)
 
-    # ------------------------------------------------------------------------------------------ commands
-
     def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
         channel = self._open_session()
         check_deadline = self._deadline(text, timeout)
@@ -272,8 +248,7 @@ class SSHMachine(Machine):
                 if not data:
                     break
                 feed(data)
-            # OpenSSH sends the exit status just after the end of output; a channel closed without one (paramiko's
-            # -1) means the connection went away mid-command.
+            # The exit status follows the output; without one (paramiko's -1) the connection died mid-command.
             while not channel.status_event.wait(0.5) and _alive(channel.get_transport()):
                 check_deadline()
             if channel.exit_status == -1:
@@ -295,13 +270,8 @@ class SSHMachine(Machine):
                 "direct-tcpip", ("127.0.0.1", remote_port), conn.getpeername(), timeout=self.connect_timeout
             )
 
-        relay = _Relay(listener, open_peer, f"forward-{port}")
-        try:
+        with _relay(listener, open_peer, f"forward-{port}"):
             yield port
-        finally:
-            relay.stop()
-
-    # ------------------------------------------------------------------------------------------ docker
 
     def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk
@@ -312,21 +282,21 @@ class SSHMachine(Machine):
                 f"Docker on {self.describe()} does not answer for {self.user}: {probe.output.strip()[-300:]}",
                 hint="Run 'labctl up' again (it installs and starts Docker and adds the user to the docker group).",
             )
-        # The SDK meets the relay on a Unix socket in a directory only this user can enter. Windows' Python has
-        # no Unix sockets: there it is a port on the loopback, which other users of this computer could reach too.
+        # A Unix socket in a directory only this user can enter; Windows' Python has none: a loopback port there.
         if sys.platform == "win32":
             listener = bind_loopback(0)
             base_url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
         else:
-            self._docker_dir = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
-            path = os.path.join(self._docker_dir, "docker.sock")
+            folder = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
+            self._docker_relay.callback(shutil.rmtree, folder, ignore_errors=True)
+            path = os.path.join(folder, "docker.sock")
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
             listener.listen(16)
             base_url = f"unix://{path}"
 
-        # A channel straight to the engine's socket when sshd allows it (fast, no process on the machine, not
-        # counted against sshd's sessions); else 'docker system dial-stdio' in a session, wherever the CLI works.
+        # A channel straight to the engine's socket (150 times faster: benchmarks/RESULTS.md) unless sshd forbids
+        # it; then 'docker system dial-stdio' in a session.
         try:
             _open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout).close()
             direct = True
@@ -341,27 +311,19 @@ class SSHMachine(Machine):
             channel.exec_command("docker system dial-stdio")
             return channel
 
-        self._docker_relay = _Relay(listener, open_peer, "docker")
-        # The SDK keeps one idle connection per URL it called (for up to num_pools URLs), and each is a channel
-        # here: a small num_pools bounds them.
+        self._docker_relay.enter_context(_relay(listener, open_peer, "docker"))
+        # The SDK keeps an idle connection (a channel here) per URL it called: num_pools bounds them.
         client = docker_sdk.DockerClient(base_url=base_url, timeout=600, num_pools=8)
-        if not direct:
-            # Each connection is then an SSH session, and sshd allows only ten per connection: one request per
-            # connection keeps their number small.
+        if not direct:  # each connection is then one of sshd's ten sessions: one request each
             client.api.headers["Connection"] = "close"
         return client
 
     def close(self) -> None:
         super().close()
-        if self._docker_relay is not None:
-            self._docker_relay.stop()
-            self._docker_relay = None
-        if self._docker_dir is not None:
-            shutil.rmtree(self._docker_dir, ignore_errors=True)
-            self._docker_dir = None
+        self._docker_relay.close()
         with self._lock:
             self._drop()
-        if self.via is not None and self.own_via:
+        if self.via is not None:
             self.via.close()
 
 
@@ -370,7 +332,7 @@ def _alive(transport: paramiko.Transport | None) -> bool:
 
 
 def _mark(transport: paramiko.Transport, timeout: float) -> None:
-    """Run the idle agent's mark (a constant command) on this connection; a machine without it only counts it."""
+    """Tells the idle agent this connection is labctl's; a machine without the agent ignores it."""
     from labctl.idle import SSH_MARK_COMMAND
 
     try:
@@ -394,12 +356,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout: float) -> paramiko.Channel:
-    """A channel to a Unix socket on the server (OpenSSH's ``direct-streamlocal@openssh.com``).
-
-    Paramiko opens ``direct-tcpip`` channels but not this kind, whose request names a socket path instead of a
-    host and port; the request goes through the transport's own channel bookkeeping, so the result is an
-    ordinary ``Channel``. Raises ``paramiko.SSHException`` if refused.
-    """
+    """OpenSSH's ``direct-streamlocal@openssh.com``, which paramiko lacks, through its own channel bookkeeping."""
     t: Any = transport  # the bookkeeping used here is not part of paramiko's typed API
     if not t.is_active():
         raise paramiko.SSHException("SSH session not active")
@@ -436,7 +393,7 @@ def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout:
 
 
 def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
-    """A listening socket on 127.0.0.1: ``port`` if free, else the next free one (0 means any)."""
+    """``port`` on 127.0.0.1 if free, else the next free one (0: any)."""
     last: OSError | None = None
     for candidate in [0] if port == 0 else range(port, min(port + tries, 65536)):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -452,30 +409,12 @@ def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
     raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + tries - 1}") from last
 
 
-class _Relay:
-    """Accepts connections on ``listener`` and joins each, byte for byte, to a channel that ``open_peer`` opens."""
+@contextmanager
+def _relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], name: str) -> Iterator[None]:
+    """Joins each connection to ``listener``, byte for byte, to a channel that ``open_peer`` opens."""
+    stop = threading.Event()
 
-    def __init__(self, listener: socket.socket, open_peer: Callable[[socket.socket], Any], name: str) -> None:
-        self._listener = listener
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._accepter = threading.Thread(target=self._accept, args=(open_peer, name), name=name, daemon=True)
-        self._accepter.start()
-
-    def _accept(self, open_peer: Callable[[socket.socket], Any], name: str) -> None:
-        self._listener.settimeout(0.5)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn, open_peer), name=f"{name}-conn", daemon=True)
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
-
-    def _serve(self, conn: socket.socket, open_peer: Callable[[socket.socket], Any]) -> None:
+    def serve(conn: socket.socket) -> None:
         try:
             peer = open_peer(conn)
         except Exception as exc:
@@ -483,7 +422,7 @@ class _Relay:
             conn.close()
             return
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 for src in select.select([conn, peer], [], [], 0.5)[0]:
                     data = src.recv(64 * 1024)
                     if not data:
@@ -496,9 +435,23 @@ class _Relay:
                 with contextlib.suppress(Exception):
                     side.close()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def accept() -> None:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), name=f"{name}-conn", daemon=True).start()
+
+    accepter = threading.Thread(target=accept, name=name, daemon=True)
+    accepter.start()
+    try:
+        yield
+    finally:
+        stop.set()
         with contextlib.suppress(OSError):
-            self._listener.close()
-        for thread in [self._accepter, *self._threads]:
-            thread.join(timeout=2)
+            listener.close()
+        accepter.join(timeout=2)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labctl.errors import LabctlError
-from labctl.machine.base import CommandFailed, LineSplitter, as_shell
+from labctl.machine.base import CommandFailed, LineSplitter
 from labctl.machine.local import LocalMachine
 from labctl.machine.ssh import bind_loopback
 
@@ -32,9 +32,10 @@ def test_lines_survive_any_chunking(text: str, data: st.DataObject) -> None:
     assert lines == [line.rstrip("\r") for line in expected]
 
 
-def test_as_shell_quotes_lists() -> None:
-    assert as_shell(["echo", "a b", "$HOME"]) == "echo 'a b' '$HOME'"
-    assert as_shell("echo $HOME") == "echo $HOME"
+def test_argument_lists_are_quoted_and_strings_are_shell_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/x")
+    assert LocalMachine().run(["echo", "a  b", "$HOME"]).output == "a  b $HOME\n"
+    assert LocalMachine().run("echo $HOME").output == "/home/x\n"
 
 
 def test_local_run_streams_and_returns_codes() -> None:
