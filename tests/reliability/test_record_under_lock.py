@@ -3,8 +3,11 @@ it never saves over what the other one saved (`stop` and `start` 0.3 s apart onc
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +30,7 @@ def test_a_command_that_waited_keeps_what_the_other_saved(arm_env: FakeArm, comm
     with lab_lock("lab", "up", PlainReporter()):  # another command working on the lab
         waiting = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(app, [command])))
         waiting.start()
-        time.sleep(2)  # it has read the lab's name and waits for the lock
+        _wait_until_it_waits(StateStore().root / "locks" / "lab.lock")
         store = StateStore()
         record = store.load("lab")
         record.target_data["saved_by_the_other_command"] = True
@@ -35,3 +38,21 @@ def test_a_command_that_waited_keeps_what_the_other_saved(arm_env: FakeArm, comm
     waiting.join(60)
     assert outcome["result"].exit_code == 0, outcome["result"].output
     assert StateStore().load("lab").target_data.get("saved_by_the_other_command") is True
+
+
+def _wait_until_it_waits(lock: Path) -> None:
+    """Until the command has opened the lab's lock file too (it has read the lab's name and waits for the lock)."""
+    fds = Path("/proc/self/fd")
+    if not fds.is_dir():
+        time.sleep(2)
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        opened = 0
+        for fd in list(fds.iterdir()):
+            with contextlib.suppress(OSError):
+                opened += os.readlink(fd) == str(lock)
+        if opened >= 2:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the command never waited for the lab's lock")
