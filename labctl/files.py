@@ -1,11 +1,7 @@
-"""Files only their owner may read (state, keys, trust list, known_hosts), on every system labctl runs on; and
-the one check that keeps what labctl copies home under the folder the user chose.
+"""Files only their owner may read (state, keys, known_hosts), and copies kept under the folder the user chose.
 
-On Linux and macOS that is mode 0600 for files and 0700 for directories. Windows has no such modes (Python's
-chmod there only sets the read-only flag); labctl keeps these files under the user's profile (the
-platform's user state directory, %LOCALAPPDATA%, and the temporary directory inside the profile), whose
-access list admits only the user, SYSTEM and Administrators by default, which is also what OpenSSH for
-Windows requires of a private key. So on Windows nothing is changed and nothing is claimed.
+Modes are 0600/0700 on Linux and macOS. Windows has no such modes: these files live under the user's profile,
+whose access list admits only the user, SYSTEM and Administrators (as OpenSSH for Windows requires of a key).
 """
 
 from __future__ import annotations
@@ -24,18 +20,14 @@ PRIVATE_DIR = 0o700
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) if missing, the owner's alone where modes exist. A folder already there
-    (LABCTL_STATE_DIR pointed at an existing one, or a link) keeps its mode: labctl changes only what it made."""
+    """Create ``path`` if missing, the owner's alone; a folder already there keeps its mode (not labctl's to change)."""
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # the umask can only narrow 0700
     return path
 
 
 def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (see the module's note on Windows).
-
-    ``mode`` keeps a wider mode a file already had (the user's own ``~/.ssh/config`` when a line is added to it).
-    """
+    """Write ``text`` atomically, the owner's alone; ``mode`` keeps a file's wider one (the user's ~/.ssh/config)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -53,17 +45,15 @@ def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
 
 
 def without_links(root: Path, path: Path) -> Path:
-    """``path``, refused when it is not under ``root`` or a symbolic link lies on the way from ``root`` to it
-    (``root`` included): a link a cloned repository carries in the results folder must not send a copy elsewhere."""
+    """``path``, refused unless it is under ``root`` with no link on the way (``root`` included): a link a cloned
+    repository carries in the results folder must not send a copy elsewhere."""
     try:
         parts = path.relative_to(root).parts
     except ValueError:
         parts = ("..",)
     if ".." in parts:
         raise UsageError(f"{path} is not inside {root}, where labctl writes; nothing was written.")
-    here = root
-    for part in ("", *parts):
-        here = here / part
+    for here in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
         if _is_link(here):
             raise UsageError(
                 f"{here} is a link, and labctl writes only inside {root} with no link on the way; nothing was written.",
@@ -73,7 +63,7 @@ def without_links(root: Path, path: Path) -> Path:
 
 
 def _is_link(path: Path) -> bool:
-    """A symbolic link, or on Windows a junction (which ``is_symlink`` does not see)."""
+    """A symbolic link, or a Windows junction (which ``is_symlink`` does not see)."""
     try:
         info = path.lstat()
     except OSError:

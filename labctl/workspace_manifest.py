@@ -1,15 +1,5 @@
-"""The workspace manifest, computed inside the lab container: every file's path, size, mtime and sha256.
-
-labctl copies this file into the container and runs it as ``python3 workspace_manifest.py ARGS`` (an argument
-list, never a shell string), so it uses the standard library only and runs on any Python 3.8 or newer. It
-prints one JSON object (or writes it atomically with ``--write``):
-
-    {"version": 1, "root": "/workspace", "max_size": N, "marker_mtime": float | null,
-     "files": [{"path": "a/b.ipynb", "size": 123, "mtime": 1.5, "sha256": "..."}],
-     "skipped": [{"path": "data/big.bin", "size": 9e9, "reason": "too large" | "excluded" | "link" | "special"}]}
-
-Symbolic links are never followed: a link is listed as skipped, so nothing outside the root is ever read.
-"""
+"""Every file's path, size, mtime and sha256 below a root, as JSON: run inside the lab container as an argument
+list, so the standard library only (Python 3.8+). Links are listed as skipped, never followed."""
 
 from __future__ import annotations
 
@@ -23,7 +13,6 @@ import sys
 import tempfile
 from typing import Any
 
-VERSION = 1
 _BLOCK = 1 << 20
 
 
@@ -44,8 +33,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     skipped: list[dict[str, Any]] = []
 
     def visit(rel: str, named: bool = False) -> None:
-        """A file is listed, a directory walked, anything else skipped; a path the user ``named`` (an
-        ``--under``) is taken whatever its name or size, what lies below it is not."""
+        """A path the user ``named`` (an ``--under``) is taken whatever its name or size; what lies below it is not."""
         full = os.path.join(root, rel) if rel else root
         try:
             info = os.lstat(full)
@@ -82,23 +70,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.marker:
         with contextlib.suppress(FileNotFoundError):
             marker_mtime = os.lstat(os.path.join(root, args.marker)).st_mtime
-    return {
-        "version": VERSION,
-        "root": root,
-        "max_size": args.max_size,
-        "marker_mtime": marker_mtime,
-        "files": files,
-        "skipped": skipped,
-    }
-
-
-def _write(path: str, text: str) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    return {"version": 1, "root": root, "marker_mtime": marker_mtime, "files": files, "skipped": skipped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,10 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", help="write the JSON to this file instead of printing it")
     args = parser.parse_args(argv)
     text = json.dumps(build(args))
-    if args.write:
-        _write(args.write, text)
-    else:
+    if not args.write:
         sys.stdout.write(text)
+        return 0
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(args.write), prefix=".manifest.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, args.write)  # atomically: a baseline half written is never read
     return 0
 
 

@@ -1,9 +1,4 @@
-"""One user's command never acts on a colleague's lab by accident: whose a lab is, checked before it is touched.
-
-Where a target's labs have owners (``Target.owner_of``), `down`, `stop` and `start` on a lab made by someone else are
-refused with who owns it; `--force` together with the lab's name typed again (at a prompt, or with
-`--confirm-name NAME` from a script) lets a person who means it go ahead.
-"""
+"""`down`, `stop` and `start` never act on a colleague's lab by accident: only with --force and its name typed."""
 
 from __future__ import annotations
 
@@ -17,18 +12,13 @@ from labctl.ui import Reporter
 
 
 @dataclass
-class Override:
-    """What the user said to act on a lab that is not theirs."""
-
+class Override:  # what the user said to act on a lab that is not theirs
     force: bool = False
     confirm_name: str | None = None
 
 
 def check_owner(record: LabRecord, target: Target, verb: str, override: Override, ui: Reporter) -> bool:
-    """Refuse ``verb`` (down, stop, start) on someone else's lab unless forced and confirmed by its name.
-
-    True when the lab is someone else's and the user confirmed acting on it (so no further question is needed).
-    """
+    """Refuse ``verb`` on someone else's lab unless forced and confirmed; True when so confirmed (ask nothing more)."""
     owner = target.owner_of(record)
     if owner is None or owner.mine:
         return False

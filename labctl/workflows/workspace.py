@@ -1,5 +1,4 @@
-"""`labctl pull` and `labctl push`: the user's own work between this computer and the lab's /workspace; and the
-copy `labctl down` makes of what changed since `up` before it deletes anything."""
+"""`labctl pull` and `labctl push`, and the copy `labctl down` makes of what changed since `up` before it deletes."""
 
 from __future__ import annotations
 
@@ -34,13 +33,20 @@ def results_root() -> Path:
     return Path(str(Settings().get("results_dir")))
 
 
-def pull_dest(record: LabRecord) -> Path:
-    return results_root() / record.name
-
-
-def _skipped_text(result: workspace.PullResult) -> list[str]:
+def describe_pull(result: workspace.PullResult) -> str:
+    if result.files:
+        size = workspace.human_bytes(result.bytes)
+        text = f"Copied {len(result.files)} file(s), {size}, each verified, to {result.copy_dir}"
+        text += f" (list: {result.dest / workspace.MANIFEST_NAME})."
+    elif not result.already_here:
+        what = "Nothing changed in the workspace since up" if result.changed_only else "The workspace holds no files"
+        text = f"{what}; nothing to copy."
+    else:
+        text = f"Nothing new to copy to {result.copy_dir}."
+    lines = [text]
+    if result.already_here:
+        lines.append(f"{len(result.already_here)} file(s) were already there from an earlier copy, checked.")
     large = [s for s in result.skipped if s.reason == "too large"]
-    lines = []
     if large:
         shown = ", ".join(f"{s.path} ({workspace.human_bytes(s.size)})" for s in large[:5])
         more = f" and {len(large) - 5} more" if len(large) > 5 else ""
@@ -51,32 +57,17 @@ def _skipped_text(result: workspace.PullResult) -> list[str]:
     gone = [s.path for s in result.skipped if s.reason == "deleted during the copy"]
     if gone:
         lines.append(f"Deleted in the lab while copying: {', '.join(gone[:5])}.")
-    return lines
-
-
-def describe_pull(result: workspace.PullResult) -> str:
-    if not result.files:
-        what = "Nothing changed in the workspace since up" if result.changed_only else "The workspace holds no files"
-        text = f"{what}; nothing to copy."
-    else:
-        text = (
-            f"Copied {len(result.files)} file(s), {workspace.human_bytes(result.bytes)}, each verified, to "
-            f"{result.copy_dir} (list: {result.dest / workspace.MANIFEST_NAME})."
-        )
-    lines = [text, *_skipped_text(result)]
-    lines += [f"Your local edit was kept as {path}." for path in result.kept_local]
-    return "\n".join(lines)
+    return "\n".join([*lines, *(f"Your local edit was kept as {path}." for path in result.kept_local)])
 
 
 def pull(opts: PullOptions, ui: Reporter) -> Outcome:
     for path in opts.paths:
         workspace.workspace_path(path)  # a path out of /workspace is refused before anything connects
     record = StateStore().resolve(opts.name)
-    dest = opts.dest or pull_dest(record)
     with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
         result = workspace.pull(
             box.container,
-            dest,
+            opts.dest or results_root() / record.name,
             root=opts.dest or results_root(),
             paths=opts.paths,
             changed_only=opts.changed,
@@ -100,14 +91,18 @@ def push(opts: PushOptions, ui: Reporter) -> Outcome:
 
 
 def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | None:
-    """Copy what changed in /workspace since `up` to this computer; refuse (raise) when it cannot be copied."""
+    """Copy everything that changed in /workspace since `up`, whatever its size; refuse (raise) when it cannot."""
     if record.status not in ("ready", "stopped"):
         return None  # never ready: nothing of the user's can be there; deleting: an earlier `down` saved it
-    dest = pull_dest(record)
     try:
         with lab_container(record, ui) as box, ui.step("Saving your work from the lab's workspace"):
             result = workspace.pull(
-                box.container, dest, root=results_root(), changed_only=True, progress=workspace.ProgressLines(ui.info)
+                box.container,
+                results_root() / record.name,
+                root=results_root(),
+                changed_only=True,
+                max_size=0,  # no size limit: nothing is deleted unsaved
+                progress=workspace.ProgressLines(ui.info),
             )
     except LabctlError as exc:
         raise LabctlError(

@@ -79,6 +79,24 @@ def test_down_brings_the_users_notebook_back_byte_for_byte(local_lab: str, resul
         docker_client.containers.get(container_name(local_lab))
 
 
+def test_down_saves_a_file_larger_than_the_pull_limit(local_lab: str, results: Path, docker_client: Any) -> None:
+    box = docker_client.containers.get(container_name(local_lab))
+    made = box.exec_run(
+        ["sh", "-c", "head -c 210000000 /dev/urandom > /workspace/model.pt && sha256sum model.pt"], workdir="/workspace"
+    )
+    assert made.exit_code == 0, made.output
+    down = runner.invoke(app, ["down", "--yes", "-n", local_lab])
+    assert down.exit_code == 0, down.output
+    saved = results / local_lab / "workspace" / "model.pt"
+    assert saved.stat().st_size == 210_000_000  # over the 200 MB that `pull` leaves in the lab by default
+    digest = hashlib.sha256()
+    with open(saved, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    assert digest.hexdigest() == made.output.decode().split()[0]
+    assert "Copied 210.0 MB of 210.0 MB (100%" in down.output  # progress of a large copy
+
+
 def test_down_refuses_when_the_work_cannot_be_saved(local_lab: str, results: Path, docker_client: Any) -> None:
     _write(docker_client, local_lab, {"mine.py": b"print('mine')\n"})
     results.mkdir()

@@ -100,12 +100,24 @@ def test_only_what_changed_since_up(box: Any, tmp_path: Path) -> None:
     assert result.unchanged == 0
 
     again = ws.pull(box, tmp_path / "lab", changed_only=True)  # the baseline is still the one from `up`
-    assert len(again.files) == 2
+    assert again.files == [] and sorted(f.path for f in again.already_here) == sorted([lab.NOTEBOOK, "mine.ipynb"])
     _put(box, {"later.py": b"x = 1\n"})
     box.exec_run(["rm", "-f", str(ws.BASELINE)])  # an older lab without a baseline: the seed marker decides
     box.exec_run(["touch", "-d", "2000-01-01", f"/workspace/{lab.NOTEBOOK}", "/workspace/mine.ipynb"])
     fallback = ws.pull(box, tmp_path / "lab2", changed_only=True)
     assert [f.path for f in fallback.files] == ["later.py"]
+
+
+def test_a_copy_cut_short_resumes_with_the_files_not_yet_here(box: Any, tmp_path: Path) -> None:
+    _put(box, {"done.bin": b"d" * 5000, "todo/a.py": b"a = 1\n", "todo/b.py": b"b = 2\n"})
+    copy = ws.pull(box, tmp_path / "lab", changed_only=True).copy_dir
+    (copy / "todo" / "a.py").unlink()  # as if the copy had stopped before it
+    again = ws.pull(box, tmp_path / "lab", changed_only=True)
+    assert [f.path for f in again.files] == ["todo/a.py"]
+    assert {"done.bin", "todo/b.py"} <= {f.path for f in again.already_here}
+    assert (copy / "todo" / "a.py").read_bytes() == b"a = 1\n"
+    recorded = json.loads((tmp_path / "lab" / "MANIFEST.json").read_text())
+    assert {"done.bin", "todo/a.py", "todo/b.py"} <= {f["path"] for f in recorded["files"]}
 
 
 def test_a_named_path_and_a_missing_one(box: Any, tmp_path: Path) -> None:

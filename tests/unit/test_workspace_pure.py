@@ -73,9 +73,8 @@ def _tar(members: list[tuple[str, bytes | None, str | None]]) -> bytes:
 
 
 def _unpacker(tmp_path: Path, wanted: list[FileEntry]) -> ws._Unpacker:
-    unpacker = ws._Unpacker(tmp_path / "copy", {}, None, 0)
+    unpacker = ws._Unpacker(tmp_path / "copy", {f.path: f for f in wanted})
     unpacker.copy_dir.mkdir()
-    unpacker.wanted = {f.path: f for f in wanted}
     return unpacker
 
 
