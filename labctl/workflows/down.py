@@ -1,4 +1,4 @@
-"""`labctl down`: delete everything the lab created, verify, forget."""
+"""`labctl down`: save the user's work, delete everything the lab created, verify, forget."""
 
 from __future__ import annotations
 
@@ -39,11 +39,12 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
     target = get_target(record.target)
     what = target.removal(record)
     confirmed = check_owner(record, target, "down", Override(opts.force, opts.confirm_name), ui)
+    if opts.save and not store.exists(record.name):
+        _refuse_unreachable(record, target.label)
     if not opts.yes and not confirmed:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
-        answer = input(f"Delete {what}? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
+        if input(f"Delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
     if not opts.force:
         _protect_results(record, ui)
@@ -66,11 +67,25 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
         ) from None
     store.delete(record.name)
     _forget_ssh_entry(record, ui)
-    data: dict[str, object] = {"deleted": True, "name": record.name, "saved": saved.to_json() if saved else None}
     text = f"Lab '{record.name}' is gone; nothing is left running."
-    if saved is not None and saved.files:
+    if saved is not None and (saved.files or saved.already_here):
         text += f" Your work from its workspace is in {saved.copy_dir}."
-    return Outcome(data, text)
+    return Outcome({"deleted": True, "name": record.name, "saved": saved.to_json() if saved else None}, text)
+
+
+def _refuse_unreachable(record: LabRecord, where: str) -> None:
+    """A lab found without its record cannot be reached to save its work: deleting it needs --no-save."""
+    node = record.nodes[0]
+    known = {"address": node.host, "admin user": node.user, "pinned host key": node.host_key}
+    missing = [what for what, value in known.items() if not value]
+    if missing:
+        raise UsageError(
+            f"Lab '{record.name}' has no record on this computer, and what {where} keeps of it lacks its "
+            f"{', '.join(missing)}: labctl cannot reach it to save the work in its workspace, or results never "
+            "fetched, before deleting it.",
+            hint=f"Copy what you need yourself, then delete it without saving: 'labctl down --name {record.name} "
+            "--no-save'.",
+        )
 
 
 def _forget_ssh_entry(record: LabRecord, ui: Reporter) -> None:
@@ -86,10 +101,8 @@ def _forget_ssh_entry(record: LabRecord, ui: Reporter) -> None:
 
 def _protect_results(record: LabRecord, ui: Reporter) -> None:
     """Refuse to delete a run in progress or results that never came back; `--force` overrides."""
-    if record.status == "deleting":
-        return  # an earlier `down` already passed this check (or was forced)
-    if record.status not in ("ready", "stopped") and not record.runs:
-        return  # a lab that never became ready has no runs to lose
+    if record.status == "deleting" or (record.status not in ("ready", "stopped") and not record.runs):
+        return  # an earlier `down` passed this check; a lab that never became ready has no runs to lose
     from labctl.workflows.runlab import unfetched_runs
 
     try:

@@ -83,7 +83,11 @@ def test_down_finds_a_lab_by_its_tags_when_local_state_is_lost(arm_env: FakeArm)
     assert listed.exit_code == 0, listed.output
     (lab,) = json.loads(listed.stdout)["labs"]
     assert lab["name"] == "lost" and lab["recorded_here"] is False and lab["in_azure"] is True
-    result = runner.invoke(app, ["down", "--name", "lost", "--yes"])
+    # Its tags hold no address, admin user or pinned host key: its work cannot be saved, so it is kept.
+    refused = runner.invoke(app, ["down", "--name", "lost", "--yes"])
+    assert refused.exit_code == 2 and "--no-save" in refused.output and "pinned host key" in refused.output
+    assert arm_env.count("DELETE", "") == 0
+    result = runner.invoke(app, ["down", "--name", "lost", "--yes", "--no-save"])
     assert result.exit_code == 0, result.output
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
 

@@ -78,7 +78,7 @@ def test_down_of_a_colleagues_lab_needs_force_and_the_typed_name(
     assert arm_env.group_names() == [lab_group(arm_env)]  # nothing was deleted
     assert arm_env.count("DELETE", "") == 0
 
-    forced = _invoke("down", "--force", "--confirm-name", "lab")
+    forced = _invoke("down", "--force", "--confirm-name", "lab", "--no-save")  # found by its tags: nothing to reach
     assert forced.exit_code == 0, forced.output  # type: ignore[attr-defined]
     assert arm_env.group_names() == []
 
@@ -196,9 +196,9 @@ def test_forced_down_asks_for_the_lab_name_in_a_terminal(
 ) -> None:
     provision("lab")  # A
     _as_colleague(arm_env, monkeypatch, tmp_path / "b-state")
-    code, out = _in_a_terminal(["down", "--force"], "lap")
+    code, out = _in_a_terminal(["down", "--force", "--no-save"], "lap")
     assert code != 0 and "'lap' is not the lab's name 'lab'" in out, out
     assert arm_env.group_names() == [lab_group(arm_env)]
-    code, out = _in_a_terminal(["down", "--force"], "lab")
+    code, out = _in_a_terminal(["down", "--force", "--no-save"], "lab")
     assert code == 0 and "is gone" in out, out
     assert arm_env.group_names() == []
