@@ -309,8 +309,8 @@ def down_cmd(
 ) -> None:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
 
-    What changed in /workspace since 'up' is copied to ./labctl-results/LAB/workspace/ first, each file verified;
-    if that cannot be done, nothing is deleted (--no-save skips the copy).
+    What changed in /workspace since 'up', whatever its size, is copied to ./labctl-results/LAB/workspace/ first,
+    each file verified; if that cannot be done, nothing is deleted (--no-save discards it).
 
     Example: labctl down --name cifar-gpu
     """
@@ -597,16 +597,20 @@ def list_cmd(
 
 @app.command("stop")
 def stop_cmd(
-    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
+    name: NameOpt = None,
+    yes: YesOpt = False,
+    force: ForceOwnerOpt = False,
+    confirm_name: ConfirmNameOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Deallocate the lab's VM: no compute charges until 'start'.
+    """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
     Example: labctl stop --name cifar-gpu
     """
     from labctl.workflows.ownership import Override
     from labctl.workflows.power import stop
 
-    _run(lambda ui: stop(name, ui, Override(force, confirm_name)), as_json)
+    _run(lambda ui: stop(name, ui, Override(force, confirm_name), yes=yes), as_json)
 
 
 @app.command("start")

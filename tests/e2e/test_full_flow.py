@@ -187,6 +187,9 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     refused_while_training = _cli("down", "--yes")  # the run started a moment ago and takes half a minute
     assert refused_while_training.exit_code != 0
     assert "still training" in refused_while_training.output
+    stop_refused = _cli("stop")  # no terminal to ask in: a run still training is not switched off without --yes
+    assert stop_refused.exit_code == 2 and "is training" in stop_refused.output and "--yes" in stop_refused.output
+    assert arm_env.count("POST", "deallocate") == 0
 
     # Follow from another process, then drop every SSH connection to the machine mid-run: a network outage.
     follower = subprocess.Popen(
