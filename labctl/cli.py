@@ -401,11 +401,20 @@ def open_cmd(
         bool, typer.Option("--print", help="Print the URL and exit (for a tunnel held elsewhere).")
     ] = False,
     browser: Annotated[bool, typer.Option("--browser", help="Open the URL in the browser.")] = False,
+    forward: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--forward",
+            metavar="PORT",
+            help="Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
+            "127.0.0.1 through the same tunnel; repeatable. The server must listen on all the lab's addresses.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel.
 
-    Example: labctl open --browser
+    Example: labctl open --browser --forward 6006
     """
     from labctl.workflows.open import OpenOptions, open_lab
 

@@ -237,6 +237,21 @@ def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Cont
         return None
 
 
+def lab_address(container: Container) -> str:
+    """Where the machine reaches a server in the container: its own loopback on the host's network, else the
+    container's address on Docker's network, which only the machine can reach."""
+    if container.attrs.get("HostConfig", {}).get("NetworkMode") == "host":
+        return "127.0.0.1"
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    found = [str(n["IPAddress"]) for n in networks.values() if n.get("IPAddress")]
+    if not found:
+        raise LabctlError(
+            f"The lab container {container.name} has no address on the machine (is it running?).",
+            hint="Run 'labctl up' to repair the lab, then 'labctl open' again.",
+        )
+    return found[0]
+
+
 def jupyter_answers(container: Container) -> bool:
     try:
         return LabContainer(container).exec(HEALTH_COMMAND, check=False).exit_code == 0

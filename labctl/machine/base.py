@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
+import logging
+import select
 import shlex
+import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labctl.errors import LabctlError
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
+log = logging.getLogger("labctl.machine")
 LineFn = Callable[[str], None]
 Command = str | Sequence[str]
 
@@ -73,6 +79,71 @@ class LineSplitter:
         return "".join(self._kept)[-OUTPUT_KEEP:]
 
 
+def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
+    """``port`` on 127.0.0.1 if free, else the next free one (0: any)."""
+    last: OSError | None = None
+    for candidate in [0] if port == 0 else range(port, min(port + tries, 65536)):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", candidate))
+            sock.listen(16)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last = exc
+    raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + tries - 1}") from last
+
+
+@contextmanager
+def relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], name: str) -> Iterator[None]:
+    """Joins each connection to ``listener``, byte for byte, to a channel that ``open_peer`` opens."""
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            peer = open_peer(conn)
+        except Exception as exc:
+            log.info("could not open the remote side of a relayed connection: %s", exc)
+            conn.close()
+            return
+        try:
+            while not stop.is_set():
+                for src in select.select([conn, peer], [], [], 0.5)[0]:
+                    data = src.recv(64 * 1024)
+                    if not data:
+                        return
+                    (peer if src is conn else conn).sendall(data)
+        except Exception as exc:  # a paramiko error on a dying transport ends this connection only
+            log.info("relay closed: %s", exc)
+        finally:
+            for side in (conn, peer):
+                with contextlib.suppress(Exception):
+                    side.close()
+
+    def accept() -> None:
+        listener.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), name=f"{name}-conn", daemon=True).start()
+
+    accepter = threading.Thread(target=accept, name=name, daemon=True)
+    accepter.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            listener.close()
+        accepter.join(timeout=2)
+
+
 _M = TypeVar("_M", bound="Machine")
 
 
@@ -120,8 +191,9 @@ class Machine:
 
         return check
 
-    def forward(self, remote_port: int, local_port: int = 0) -> AbstractContextManager[int]:
-        """The machine's loopback ``remote_port`` on this computer's: ``local_port`` if free, else the next one."""
+    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> AbstractContextManager[int]:
+        """``host``:``remote_port`` as the machine reaches it (its loopback, never a public address), on this
+        computer's loopback: ``local_port`` if free, else the next one."""
         raise NotImplementedError
 
     def docker(self) -> DockerClient:

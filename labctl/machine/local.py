@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labctl.errors import LabctlError
-from labctl.machine.base import Machine
+from labctl.machine.base import Machine, bind_loopback, relay
 
 if TYPE_CHECKING:
     import docker
@@ -51,8 +52,19 @@ class LocalMachine(Machine):
                 proc.wait()
 
     @contextmanager
-    def forward(self, remote_port: int, local_port: int = 0) -> Iterator[int]:
-        yield remote_port  # nothing to tunnel: the port on this computer's loopback is already reachable
+    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
+        if host == "127.0.0.1":
+            yield remote_port  # nothing to tunnel: the port on this computer's loopback is already reachable
+            return
+
+        def open_peer(conn: socket.socket) -> socket.socket:
+            peer = socket.create_connection((host, remote_port), timeout=15)
+            peer.settimeout(None)
+            return peer
+
+        listener = bind_loopback(local_port)
+        with relay(listener, open_peer, f"forward-{remote_port}"):
+            yield listener.getsockname()[1]
 
     def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk

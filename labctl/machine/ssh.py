@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import select
 import shutil
 import socket
 import sys
@@ -23,7 +21,7 @@ from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
 from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, normalize, to_pkey
-from labctl.machine.base import Machine
+from labctl.machine.base import Machine, bind_loopback, relay
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:
@@ -261,16 +259,16 @@ class SSHMachine(Machine):
             channel.close()
 
     @contextmanager
-    def forward(self, remote_port: int, local_port: int = 0) -> Iterator[int]:
+    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
         listener = bind_loopback(local_port)
         port = listener.getsockname()[1]
 
         def open_peer(conn: socket.socket) -> paramiko.Channel:
             return self._transport().open_channel(
-                "direct-tcpip", ("127.0.0.1", remote_port), conn.getpeername(), timeout=self.connect_timeout
+                "direct-tcpip", (host, remote_port), conn.getpeername(), timeout=self.connect_timeout
             )
 
-        with _relay(listener, open_peer, f"forward-{port}"):
+        with relay(listener, open_peer, f"forward-{port}"):
             yield port
 
     def _open_docker(self) -> docker.DockerClient:
@@ -311,7 +309,7 @@ class SSHMachine(Machine):
             channel.exec_command("docker system dial-stdio")
             return channel
 
-        self._docker_relay.enter_context(_relay(listener, open_peer, "docker"))
+        self._docker_relay.enter_context(relay(listener, open_peer, "docker"))
         # The SDK keeps an idle connection (a channel here) per URL it called: num_pools bounds them.
         client = docker_sdk.DockerClient(base_url=base_url, timeout=600, num_pools=8)
         if not direct:  # each connection is then one of sshd's ten sessions: one request each
@@ -390,68 +388,3 @@ def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout:
     if ready is None:
         raise t.get_exception() or paramiko.ChannelException(2, f"{socket_path} refused the channel")
     return ready
-
-
-def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
-    """``port`` on 127.0.0.1 if free, else the next free one (0: any)."""
-    last: OSError | None = None
-    for candidate in [0] if port == 0 else range(port, min(port + tries, 65536)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("127.0.0.1", candidate))
-            sock.listen(16)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if exc.errno != errno.EADDRINUSE:
-                raise
-            last = exc
-    raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + tries - 1}") from last
-
-
-@contextmanager
-def _relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], name: str) -> Iterator[None]:
-    """Joins each connection to ``listener``, byte for byte, to a channel that ``open_peer`` opens."""
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        try:
-            peer = open_peer(conn)
-        except Exception as exc:
-            log.info("could not open the remote side of a relayed connection: %s", exc)
-            conn.close()
-            return
-        try:
-            while not stop.is_set():
-                for src in select.select([conn, peer], [], [], 0.5)[0]:
-                    data = src.recv(64 * 1024)
-                    if not data:
-                        return
-                    (peer if src is conn else conn).sendall(data)
-        except Exception as exc:  # a paramiko error on a dying transport ends this connection only
-            log.info("relay closed: %s", exc)
-        finally:
-            for side in (conn, peer):
-                with contextlib.suppress(Exception):
-                    side.close()
-
-    def accept() -> None:
-        listener.settimeout(0.5)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), name=f"{name}-conn", daemon=True).start()
-
-    accepter = threading.Thread(target=accept, name=name, daemon=True)
-    accepter.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(OSError):
-            listener.close()
-        accepter.join(timeout=2)

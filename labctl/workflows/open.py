@@ -18,12 +18,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from labctl.errors import LabctlError, NotReady, UsageError
+from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
+
+if TYPE_CHECKING:
+    from labctl.machine import Machine
 
 
 @dataclass
@@ -35,6 +39,7 @@ class OpenOptions:
     # `open --json`: a held tunnel writes its URL as one JSON line to stdout as soon as it is up, since the
     # command's own output only comes when the tunnel closes, which is too late for a script waiting on it.
     json_out: bool = False
+    forward: list[int] = field(default_factory=list)  # more ports of the lab, through the same tunnel
 
 
 def lab_url(port: int, token: str) -> str:
@@ -68,19 +73,40 @@ def _ready(record: LabRecord) -> str:
     return record.jupyter_token
 
 
+def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) -> None:
+    """Each --forward a port of the lab, given once, not Jupyter's (``jupyter_ports``, once the record is read)."""
+    hint = "Name each port of the lab once, e.g. --forward 6006 (TensorBoard) --forward 5000 (MLflow)."
+    for i, port in enumerate(opts.forward):
+        if not 0 < port < 65536:
+            problem = "is not a port number (1-65535)"
+        elif port in opts.forward[:i]:
+            problem = "is given twice"
+        elif port in (jupyter_ports or ()):
+            problem, hint = "is the lab's Jupyter port, which 'labctl open' forwards already", "Leave it out."
+        elif opts.print_only:
+            problem = "needs the tunnel that 'labctl open' holds, and --print holds none"
+            hint = "Leave out --print, or --forward."
+        else:
+            continue
+        raise UsageError(f"--forward {port} {problem}.", hint=hint)
+
+
 def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = None) -> Outcome:
     """``stop`` ends a held tunnel the way Ctrl-C does (tests and embedding callers use it)."""
+    from labctl.container import JUPYTER_PORT
     from labctl.labhost import machine_for
 
     if not 0 <= opts.port < 65536:
         raise UsageError(f"--port {opts.port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
+    _check_forwards(opts)
     record = StateStore().resolve(opts.name)
     token = _ready(record)
+    _check_forwards(opts, {record.jupyter_port, JUPYTER_PORT})
 
     # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
     # not stop itself while `open` is attached (its daily auto-shutdown still applies).
     with machine_for(record, ui, wait=30.0, mark=False) as machine:
-        if not machine.needs_tunnel:
+        if not machine.needs_tunnel and not opts.forward:
             port = record.jupyter_port
             check_jupyter(port, token)
             url = lab_url(port, token)
@@ -97,16 +123,21 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
             url = lab_url(opts.port, token)
             return Outcome({"name": record.name, "url": url, "port": opts.port, "tunnel": False}, url)
 
-        with machine.forward(record.jupyter_port, opts.port) as port:
+        with contextlib.ExitStack() as tunnels:
+            port = tunnels.enter_context(machine.forward(record.jupyter_port, opts.port))
             check_jupyter(port, token)
             url = lab_url(port, token)
-            if port != opts.port:
+            if machine.needs_tunnel and port != opts.port:
                 ui.info(f"Port {opts.port} is busy on this computer; the tunnel uses {port}.")
-            opened = {"name": record.name, "url": url, "port": port, "tunnel": True}
+            opened: dict[str, Any] = {"name": record.name, "url": url, "port": port, "tunnel": True}
+            if opts.forward:
+                opened["forwards"] = _forward_lab_ports(machine, record.name, opts.forward, tunnels, ui)
             if opts.json_out:
                 print(json.dumps(opened), file=sys.stdout, flush=True)
             else:
                 ui.line(url)
+                for forwarded in opened.get("forwards", []):
+                    ui.line(f"Port {forwarded['port']} of the lab: {forwarded['url']}")
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
             with browse(url, opts.browser, ui):
                 waiter = stop or threading.Event()
@@ -120,6 +151,28 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
         # of its own, which a reader of JSON lines can take as "the tunnel is closed".
         return Outcome({}, "Tunnel closed.")
     return Outcome(opened, "Tunnel closed.")
+
+
+def _forward_lab_ports(
+    machine: Machine, lab: str, ports: list[int], tunnels: contextlib.ExitStack, ui: Reporter
+) -> list[dict[str, Any]]:
+    """Each port of the lab container on this computer's 127.0.0.1 (the same number if free), through the
+    machine's tunnel: the container's address is one only the machine reaches, never a public one."""
+    from labctl.container import find_container, lab_address
+
+    found = find_container(machine.docker(), lab)
+    if found is None:
+        raise NotFound(f"Lab '{lab}' has no container on {machine.describe()}.", hint="Run 'labctl up' to start it.")
+    address = lab_address(found)
+    forwards = []
+    for port in ports:
+        local = tunnels.enter_context(machine.forward(port, port, host=address))
+        if local != port:
+            ui.info(f"Port {port} is busy on this computer; the lab's port {port} is on {local}.")
+        forwards.append({"port": port, "url": f"http://127.0.0.1:{local}/"})
+    if address != "127.0.0.1":
+        ui.info("A server in the lab answers there when it listens on all its addresses (tensorboard --bind_all).")
+    return forwards
 
 
 # Seconds the redirect page stays when no tunnel is held (a lab on this computer): the browser reads it at once.

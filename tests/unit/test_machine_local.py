@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labctl.errors import LabctlError
-from labctl.machine.base import CommandFailed, LineSplitter
+from labctl.machine.base import CommandFailed, LineSplitter, bind_loopback
 from labctl.machine.local import LocalMachine
-from labctl.machine.ssh import bind_loopback
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.data())
@@ -70,3 +69,21 @@ def test_bind_loopback_takes_the_next_free_port() -> None:
         first.close()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", taken))  # released again
+
+
+def test_local_forward_to_another_address_relays_to_this_computers_loopback() -> None:
+    import http.server
+    import threading
+    import urllib.request
+
+    server = http.server.HTTPServer(("127.0.0.2", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with (
+            LocalMachine().forward(server.server_port, 0, host="127.0.0.2") as port,
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response,
+        ):
+            assert response.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
