@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from labctl.cli import app
 from labctl.container import container_name
-from tests.integration.test_open_json import _read_line
+from tests.integration.test_open_json import _read_line, up_on_sshd
 from tests.support.sshd import KeyPair, SSHServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -40,16 +38,7 @@ def test_forwarded_ports_answer_through_the_tunnel(
     docker_client: Any,
     lab_image: str,
 ) -> None:
-    server, client = sshd
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
-    monkeypatch.setenv("HOME", str(home))
-    host = f"{server.user}@{server.host}:{server.port}"
-    up = CliRunner().invoke(
-        app, ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", lab_name]
-    )
-    assert up.exit_code == 0, up.output
+    up_on_sshd(sshd, tmp_path / "home", monkeypatch, lab_name)
     box = docker_client.containers.get(container_name(lab_name))
     ports = [free_port(), free_port()]
     for port in ports:

@@ -44,11 +44,9 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     pytest.fail(f"open --json printed no line within {timeout:.0f}s; stderr: {err}")
 
 
-def test_open_json_prints_the_url_as_soon_as_the_tunnel_is_up(
-    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_image: str, lab_name: str
-) -> None:
+def up_on_sshd(sshd: tuple[SSHServer, KeyPair], home: Path, monkeypatch: pytest.MonkeyPatch, lab_name: str) -> None:
+    """`labctl up --target ssh` on the test sshd, with a home of its own that knows the host's key."""
     server, client = sshd
-    home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
     monkeypatch.setenv("HOME", str(home))
@@ -57,6 +55,12 @@ def test_open_json_prints_the_url_as_soon_as_the_tunnel_is_up(
         app, ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", lab_name]
     )
     assert up.exit_code == 0, up.output
+
+
+def test_open_json_prints_the_url_as_soon_as_the_tunnel_is_up(
+    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_image: str, lab_name: str
+) -> None:
+    up_on_sshd(sshd, tmp_path / "home", monkeypatch, lab_name)
     token = StateStore().load(lab_name).jupyter_token
 
     port = free_port()
