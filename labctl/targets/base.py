@@ -1,10 +1,5 @@
-"""The one base class of every target: what all of them do, and what only some can, answered plainly by the rest.
-
-Every target plans, provisions, describes and destroys a lab. The other operations (switching the machine off
-and on, finding labs without local records, explaining an unreachable machine, telling whose a lab is, the idle
-agent's part) have defaults here: a refusal that says what to do instead (``UsageError``, exit 2), or the neutral
-answer of a target that has nothing to add. A target overrides what it can do; workflows call the operations
-directly and never ask which target they hold.
+"""The one base class of every target. What only some targets can do has a default here: a refusal that says what
+to do instead (exit 2), or the neutral answer of a target with nothing to add. Workflows never ask which they hold.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ __all__ = ["FoundLab", "LabOwner", "Target", "first_that_fits"]
 
 @dataclass
 class FoundLab:
-    """A lab a target found by itself (not from this computer's records)."""
+    """Found by the target itself, not from this computer's records."""
 
     name: str
     target: str
@@ -60,11 +55,8 @@ class Target(ABC):
 
     @abstractmethod
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        """Create or converge the machine and fill in how to reach it (host, port, user, key, pinned host key).
-
-        ``save`` is called after each step that created something, so an interrupted `up` can be resumed and a
-        half-made lab can be removed by `down`.
-        """
+        """Create or converge the machine and record how to reach it; ``save`` after each step that created
+        something, so `down` can remove a half-made lab."""
 
     @abstractmethod
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
@@ -72,8 +64,7 @@ class Target(ABC):
 
     @abstractmethod
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        """Every live fact of the machines that `labctl status` shows (power, address, size, $/hour, uptime,
-        shutdown time); `status` asks the running machines themselves about the containers, Jupyter and the runs."""
+        """The machines' live facts for `status` (power, address, size, $/hour, uptime, shutdown time)."""
 
     @abstractmethod
     def removal(self, record: LabRecord) -> str:
@@ -84,11 +75,11 @@ class Target(ABC):
         """(where the lab runs, the machine's size if known), for `labctl list`."""
 
     def power_off(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        """Switch the machine off without losing it; updates ``record``, returns the facts of ``describe``."""
+        """Without losing it; updates ``record``, returns the facts of ``describe``."""
         raise self._cannot_power(record, "stop")
 
     def power_on(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        """Switch the machine on; updates ``record`` (its address may be new) and returns its facts."""
+        """Updates ``record`` (its address may be new) and returns its facts."""
         raise self._cannot_power(record, "start")
 
     def _cannot_power(self, record: LabRecord, verb: str) -> UsageError:
@@ -103,11 +94,10 @@ class Target(ABC):
         return None
 
     def recover_record(self, name: str, subscription: str | None = None) -> LabRecord:
-        """A record rebuilt from what the target knows, enough for `down`; NotFound when there is no such lab."""
+        """Enough for `down`."""
         raise NotFound(f"{self.label.capitalize()} keeps no lab that labctl could find without its record.")
 
     def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
-        """Why the machine does not answer, as an error with the way out; None when the target knows of no reason."""
         return None
 
     def owner_of(self, record: LabRecord) -> LabOwner | None:
@@ -115,11 +105,7 @@ class Target(ABC):
         return None
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
-        """The target's part of the idle agent's config; LabctlError when the machine cannot have one.
-
-        By default the agent stops the lab container (or shuts the machine down, when asked); a target whose
-        machines switch themselves off with rights of their own (Azure) says how.
-        """
+        """The target's part of the idle agent's config; LabctlError when the machine cannot have one."""
         return {"mode": "shutdown" if record.idle.get("action") == "shutdown" else "container"}
 
 
@@ -128,11 +114,8 @@ R = TypeVar("R")
 
 
 def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporter) -> R:
-    """``attempt`` the choices in turn until one is not refused for capacity (``NoCapacity``).
-
-    The next choice is drawn only after a refusal, so a provider can compute it from what was refused; the
-    refusal of the last one is raised as it is.
-    """
+    """The next choice is drawn only after a ``NoCapacity`` refusal, so a provider can compute it from what was
+    refused; the last refusal is raised as it is."""
     choice = next(choices, None)
     if choice is None:
         raise LabctlError("There is nothing to try: no size and region were chosen.", hint="Give --size or --region.")

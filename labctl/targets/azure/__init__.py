@@ -1,7 +1,5 @@
-"""The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only.
-
-Its modules are mapped in docs/ARCHITECTURE.md. The Azure SDK is imported lazily.
-"""
+"""The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only (its
+modules are mapped in docs/ARCHITECTURE.md; the Azure SDK is imported lazily)."""
 
 from __future__ import annotations
 
@@ -16,8 +14,6 @@ from labctl.ui import Outcome, Reporter
 
 
 class AzureTarget(Target):
-    """A VM of its own per lab: powered, found by its tags, owned by who made it, stopping itself when idle."""
-
     kind = "azure"
     label = "Azure"
     owns_machine = True
@@ -80,11 +76,8 @@ class AzureTarget(Target):
 
     @staticmethod
     def _remove_idle_rights(azure: Any, vm_id: str, record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
-        """The role assignment goes before the group, the custom role after it (roles outlive groups).
-
-        Both are looked for even without a record of them (a lost state file); a refusal only matters when this
-        computer knows they were made, and then the user learns what is left.
-        """
+        """The assignment goes before the group, the role after it (roles outlive groups); both are looked for even
+        without a record of them, and a refusal is said only when this computer knows they were made."""
         from labctl.targets.azure.idlerole import delete_role, revoke_assignment
 
         what = "role assignment" if before_group else "custom role"
@@ -99,14 +92,11 @@ class AzureTarget(Target):
                 ui.warn(f"The idle-stop {what} of lab '{record.name}' could not be deleted: {exc.message}")
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        """The VMs as Azure sees them (`status` asks the ones that run about their containers)."""
         from labctl.targets.azure.inventory import describe_lab
 
         return describe_lab(self._connect(azure_data(record).get("subscription")), record)
 
     def removal(self, record: LabRecord) -> str:
-        from labctl.targets.azure.record import node_count
-
         nodes = node_count(record)
         vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
         return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network)"
@@ -160,7 +150,6 @@ class AzureTarget(Target):
         return owner_of(self._connect(td.get("subscription")), record)
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
-        """Deallocate with the VM's identity, through this cloud's ARM; the prices for a budget."""
         if not record.idle.get("granted"):
             why = record.idle.get("why_not") or "the VM has no idle-stop role"
             raise LabctlError(
@@ -178,7 +167,6 @@ class AzureTarget(Target):
             extras["node_vms"] = _worker_ids(vm_id, record)
         if record.idle.get("budget_usd") is not None:
             from labctl.pricing import lab_prices
-            from labctl.targets.azure.record import node_count
 
             prices = lab_prices(str(td.get("region")), str(td.get("size"))).for_nodes(node_count(record))
             extras["usd_per_hour"] = prices.compute_per_hour(bool(td.get("spot")))
@@ -187,7 +175,7 @@ class AzureTarget(Target):
         return extras
 
     def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
-        """A VM that does not answer is most often deallocated (auto-shutdown): say so, with the way back."""
+        """A VM that does not answer is most often deallocated (auto-shutdown)."""
         from labctl.targets.azure.inventory import describe_lab
 
         try:
@@ -206,14 +194,12 @@ class AzureTarget(Target):
 
 def _worker_ids(head_vm_id: str, record: LabRecord) -> list[str]:
     from labctl.targets.azure.plan import LabNames
-    from labctl.targets.azure.record import node_count
 
     base = head_vm_id.rsplit("/", 1)[0]
     return [f"{base}/{LabNames(record.name).vm_of(node)}" for node in range(1, node_count(record))]
 
 
 def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[str]]:
-    """What `up --dry-run` adds about money: the idle stop, the budget and which prices it used."""
     from labctl.pricing import lab_prices
 
     window = float(spec.idle_stop or 0)

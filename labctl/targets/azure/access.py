@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 import urllib.request
 from typing import Any
@@ -20,15 +21,11 @@ WARN_WIDER_THAN = {4: 24, 6: 56}
 
 
 def parse_allow_ip(text: str) -> str:
-    """A CIDR the NSG may admit ('*' for 'any'); see ``labctl.validate.check_allow_ip`` for what is refused."""
     return check_allow_ip(text, "--allow-ip")
 
 
 def breadth_warning(source: str) -> str | None:
-    """A warning for an allowed but wide range (wider than /24, IPv6 /56), or None for a narrow one or '*'.
-
-    '*' has its own warning where the plan is made; a discovered address is a single host and never warns.
-    """
+    """'*' has its own warning where the plan is made; a discovered address is one host and never warns."""
     if source == "*" or source.startswith("<"):
         return None
     net = ipaddress.ip_network(source, strict=False)
@@ -47,7 +44,8 @@ def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:
     if not url.startswith("https://"):
         raise UsageError(f"LABCTL_IP_ECHO_URL must be an https:// URL, not '{url}'.", hint="Fix the variable.")
     try:
-        context = ssl.create_default_context(cafile=_ca_bundle())
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+        context = ssl.create_default_context(cafile=bundle)
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             text = response.read(100).decode("ascii", "replace").strip()
         address = ipaddress.ip_address(text)
@@ -57,12 +55,6 @@ def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:
             hint="Pass it yourself with --allow-ip YOUR.IP.ADDRESS (or a CIDR range); SSH is opened only to it.",
         ) from None
     return f"{address}/{address.max_prefixlen}"
-
-
-def _ca_bundle() -> str | None:
-    import os
-
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
 
 
 def ssh_rule(source: str) -> dict[str, Any]:

@@ -34,21 +34,19 @@ def refuse_grid_only(sizes: list[VmSize]) -> None:
     )
 
 
-def capability(sku: dict[str, Any] | None, name: str) -> str | None:
-    for cap in (sku or {}).get("capabilities") or []:
-        if str(cap.get("name", "")).lower() == name.lower():
-            return str(cap.get("value"))
-    return None
+def _says_true(sku: dict[str, Any] | None, capability: str) -> bool:
+    caps = (sku or {}).get("capabilities") or []
+    return any(
+        str(c.get("name", "")).lower() == capability.lower() and str(c.get("value")).lower() == "true" for c in caps
+    )
 
 
 def spot_capable(sku: dict[str, Any] | None) -> bool:
-    """The size can run as Spot: resource SKUs say ``LowPriorityCapable: True`` (absent means no)."""
-    return (capability(sku, "LowPriorityCapable") or "").lower() == "true"
+    return _says_true(sku, "LowPriorityCapable")  # absent means no
 
 
 def trusted_launch_allowed(sku: dict[str, Any] | None) -> bool:
-    """Sizes that cannot boot with Trusted Launch say ``TrustedLaunchDisabled: True`` in resource SKUs."""
-    return (capability(sku, "TrustedLaunchDisabled") or "").lower() != "true"
+    return not _says_true(sku, "TrustedLaunchDisabled")
 
 
 def trusted_launch_declared(image: dict[str, Any]) -> bool:

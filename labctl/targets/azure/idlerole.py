@@ -1,11 +1,6 @@
-"""The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more.
-
-Before anything is created, ``missing_grant_rights`` asks ARM which actions the caller holds on the subscription
-(``Microsoft.Authorization/permissions``): giving the VM's identity a role needs ``roleDefinitions/write`` and
-``roleAssignments/write``, which a Contributor lacks. ``grant`` then puts the custom role (read and deallocate
-virtual machines, assignable in the lab's group only) and assigns it to the VM's system-assigned identity at the
-VM's own scope; ``revoke_assignment`` and ``delete_role`` undo that around the group's deletion. The bodies and
-names come from :mod:`labctl.idle`; the calls go through the resources client's authenticated pipeline.
+"""The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more: a custom role on the VM's
+own scope for its system-assigned identity (bodies and names from :mod:`labctl.idle`). Granting it needs
+``roleDefinitions/write`` and ``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ NOT_REPLICATED = {
 
 
 def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """One Microsoft.Authorization request; ARM errors raise HttpResponseError with ARM's code, as the SDK does."""
+    """Through the resources client's pipeline; ARM errors raise HttpResponseError with ARM's code, as the SDK does."""
     from azure.core.exceptions import HttpResponseError
     from azure.core.rest import HttpRequest
     from azure.mgmt.core.exceptions import ARMErrorFormat
@@ -57,7 +52,6 @@ def _allows(permissions: list[dict[str, Any]], action: str) -> bool:
 
 
 def missing_grant_rights(azure: Azure, resource_group: str) -> list[str]:
-    """The actions needed to give the VM its role that the caller lacks (empty: it may)."""
     scope = f"/subscriptions/{azure.subscription_id}"
     with arm("checking whether you may give the lab's VM its idle-stop role"):
         _, answer = call(azure, "GET", f"{scope}/providers/Microsoft.Authorization/permissions")
@@ -74,8 +68,7 @@ def grant(
     ui: Reporter,
     workers: tuple[str, ...] = (),
 ) -> None:
-    """The role and its assignment to the VM's identity (both idempotent; replication lag retried), and the
-    same role for that identity on each of ``workers`` (the lab's other VMs, which it deallocates with itself)."""
+    """Idempotent; also on ``workers``, the lab's other VMs, which node 0 deallocates with itself."""
     with arm("creating the lab's idle-stop role"):
         call(
             azure,
@@ -114,6 +107,5 @@ def revoke_assignment(azure: Azure, vm_id: str) -> None:
 
 
 def delete_role(azure: Azure, vm_id: str) -> None:
-    """Delete the custom role (after the group: a role outlives the group it was assignable in)."""
     with arm("deleting the lab's idle-stop role"):
         call(azure, "DELETE", idle.role_definition_id(azure.subscription_id, vm_id))

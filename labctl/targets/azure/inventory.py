@@ -62,11 +62,8 @@ def find_labs(azure: Azure) -> list[FoundLab]:
 
 
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
-    """A record rebuilt from the lab's tags, enough for `down` (and `list`) when the local state is gone.
-
-    The signed-in user's own lab of that name comes first; a colleague's is returned with its owner recorded,
-    so that acting on it is refused unless forced and confirmed.
-    """
+    """Rebuilt from the lab's tags, enough for `down` when the local state is gone. The user's own lab of that name
+    comes first; a colleague's has its owner recorded, so acting on it is refused unless forced and confirmed."""
     found = [lab for lab in find_labs(azure) if lab.name == name]
     found.sort(key=lambda lab: {True: 0, None: 1, False: 2}[lab.mine])
     theirs = [lab for lab in found if lab.mine is False]
@@ -98,13 +95,9 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
 
 
 def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
-    """Whose lab ``record`` is: the resource group's ``labctl-owner`` tag, compared with who is signed in.
-
-    The tag, never the record, decides: a hand-edited record pointing at a colleague's group must not make their
-    lab look like the user's. Only a group that is gone falls back to the record (nothing is left to harm). A lab
-    made before labs were per person has no owner: it counts as the user's when this computer recorded it, and as
-    nobody's known (so not theirs) when it was only found in Azure.
-    """
+    """The group's ``labctl-owner`` tag decides, never the record (which a hand edit could point at a colleague's
+    group); only a group that is gone falls back to the record. A lab without an owner (made before labs were per
+    person) is the user's when this computer recorded it, and nobody's known when only found in Azure."""
     td = azure_data(record)
     oid, name = td.get("owner"), td.get("owner_name")
     group = td.get("resource_group")
@@ -178,7 +171,6 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
 
 
 def private_address(nic: dict[str, Any] | None) -> str | None:
-    """A NIC's primary private IPv4 address as ARM returns it (None while Azure has given it none)."""
     for config in ((nic or {}).get("properties") or {}).get("ipConfigurations") or []:
         address = (config.get("properties") or {}).get("privateIPAddress")
         if address:
@@ -187,8 +179,7 @@ def private_address(nic: dict[str, Any] | None) -> str | None:
 
 
 def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per VM of a lab of several: node, VM name, power state, size and private address (read side by
-    side; node 0's power and size are ``head``'s, already read; a worker whose VM is gone says 'missing')."""
+    """One entry per VM, read side by side; node 0's power and size are ``head``'s, already read."""
     rg, names, nodes = azure_data(record).get("resource_group"), LabNames(record.name), node_count(record)
     ops = azure.compute.virtual_machines
 
@@ -207,7 +198,6 @@ def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> lis
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
-    """The estimated cost since creation (compute while allocated, disk and IP throughout) and its prices' source."""
     from labctl.pricing import lab_prices
 
     try:
@@ -228,7 +218,7 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
 
 
 def _power_action(ops: Any, rg: str, name: str, on: bool, *, worker: bool) -> Any:
-    """Start or deallocate one VM; a worker an interrupted `up` never made is passed over (None)."""
+    """A worker an interrupted `up` never made is passed over (None)."""
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
@@ -240,7 +230,6 @@ def _power_action(ops: Any, rg: str, name: str, on: bool, *, worker: bool) -> An
 
 
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
-    """Start or deallocate every VM of the lab, side by side (node 0 and its workers go up and down together)."""
     td = azure_data(record)
     rg, vm_name = td.get("resource_group"), td.get("vm_name")
     if not rg or not vm_name:
@@ -267,8 +256,7 @@ TAG_INDEX_POLLS = 30  # the tag index lags behind deletions a little: a minute a
 
 
 def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | None = None) -> list[str]:
-    """Ids of every resource in the subscription still tagged for the lab (its owner's lab of that name:
-    a colleague's lab with the same name is not a leftover of this one)."""
+    """Resources still tagged for the lab: a colleague's lab of the same name is not a leftover of this one."""
     flt = f"tagName eq '{settings.TAG_LAB}' and tagValue eq '{lab}'"
     inside = f"/resourcegroups/{resource_group.lower()}/"
     with arm("looking for resources left behind"):

@@ -1,11 +1,6 @@
-"""Create (or converge) an Azure lab: resource group, network, VMs, auto-shutdown, in as few round trips as allowed.
-
-Independent resources go up together (VNet, NSG and public IP; the critical path is RG -> network -> NIC -> VM
--> schedule). A lab of several VMs (`up --nodes N`) adds a placement group and one NIC per node; node 0's VM is
-made first (it anchors the placement group), then the others side by side, on the same path. Every PUT is
-idempotent, so a second `up` after a crash or Ctrl-C converges on what exists; the record is saved after each
-step so `down` can always remove a half-made lab.
-"""
+"""Create (or converge) an Azure lab: RG -> network (side by side) -> NICs -> VMs (node 0 first: it anchors the
+placement group) -> schedules. Every PUT is idempotent, so `up` after a crash converges; the record is saved after
+each step so `down` can always remove a half-made lab."""
 
 from __future__ import annotations
 
@@ -36,12 +31,8 @@ from labctl.ui import Reporter
 
 
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0) -> str:
-    """The VM's cloud-config, built as data and dumped as YAML: no value is ever spliced into its text.
-
-    The SSH host key was generated on the user's computer; labctl pins its public half, so the very first
-    connection is verified. cloud-init installs it and must generate no others. Every node of a lab gets its
-    own key; a worker's ``lab.json`` says which node it is.
-    """
+    """Built as data, dumped as YAML: nothing is spliced into its text. The host key was made here and is pinned,
+    so the first connection is already verified; cloud-init must generate no others."""
     import yaml
 
     from labctl.container import deps_tag
@@ -69,12 +60,10 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
 
 
 def _workers(nodes: int) -> str:
-    """How messages name a lab's worker nodes: "node 1", or "nodes 1-3"."""
     return "node 1" if nodes == 2 else f"nodes 1-{nodes - 1}"
 
 
 def provision(spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn, azure: Azure | None) -> LabRecord:
-    """One `up` of one Azure lab: log in (finding the caller's address meanwhile), then create or converge."""
     nodes, has = spec.nodes or node_count(record), node_count(record)  # not asked for: as many as it has
     if nodes < has:  # removing a worker would lose what is on it
         raise UsageError(
@@ -129,7 +118,7 @@ class Provisioner:
         return self.record
 
     def _check_idle_rights(self) -> bool:
-        """Whether the VM gets an identity and its idle-stop role; asked before anything is created."""
+        """Asked before anything is created."""
         from labctl import idle
         from labctl.targets.azure.idlerole import missing_grant_rights
 
@@ -160,13 +149,13 @@ class Provisioner:
         return False
 
     def _grant_idle_stop(self) -> None:
-        """The VM's identity gets the role that may read and deallocate this VM alone."""
         from labctl.targets.azure.idlerole import grant
 
         azure, rg = self.azure, self.names.resource_group
         with arm("reading the VM's identity"):
             vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm)) or {}
-        principal = (vm.get("identity") or {}).get("principal_id") or (vm.get("identity") or {}).get("principalId")
+        identity = vm.get("identity") or {}
+        principal = identity.get("principal_id") or identity.get("principalId")
         if not principal:
             self.ui.warn(
                 f"The VM {self.names.vm} was made without an identity, so it cannot stop itself when idle; its daily "
@@ -196,7 +185,7 @@ class Provisioner:
         )
 
     def _settle_group(self) -> None:
-        """Wait out an earlier deletion; pin the region of a lab that exists and find its VMs."""
+        """Wait out an earlier deletion; a lab that exists keeps its region and its VMs."""
         azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
         with arm(f"reading the resource group {rg_name}"):
             rg = get_or_none(lambda: azure.resources.resource_groups.get(rg_name))
@@ -218,16 +207,16 @@ class Provisioner:
         self._vms = {node: vm for node, vm in enumerate(found) if vm is not None}
 
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
-        """Node ``node``'s VM as found: a create under way waited out, a failed one removed (None)."""
+        """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.vm_of(node)
         deadline = time.monotonic() + settings.operation_timeout()
         with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
             vm = get_or_none(lambda: ops.get(rg, name))
-        while vm is not None and vm["properties"].get("provisioningState") in ("Creating", "Updating"):
+        while vm is not None and (state := vm["properties"].get("provisioningState")) in ("Creating", "Updating"):
             if time.monotonic() > deadline:
                 raise LabctlError(
-                    f"The VM {name} of lab '{self.names.lab}' is still {vm['properties']['provisioningState']} "
-                    f"after {settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
+                    f"The VM {name} of lab '{self.names.lab}' is still {state} after "
+                    f"{settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
                     hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
                     "portal's activity log if it seems stuck.",
                 )
@@ -256,13 +245,14 @@ class Provisioner:
         cache: dict[str, RegionFacts] = {}
         head = self._vms.get(0)
         if head is not None:
-            size_name = head["properties"]["hardwareProfile"]["vmSize"]
-            version = azure_data(self.record).get("image_version") or ""
             # New workers are built as node 0 was: the same security type, and the image's plan if it has one.
-            plan = {k: str(v) for k, v in head["plan"].items()} if head.get("plan") else None
             security = (head["properties"].get("securityProfile") or {}).get("securityType")
             choice = Choice(
-                str(head["location"]).lower(), lookup(size_name), version, plan, security == "TrustedLaunch"
+                str(head["location"]).lower(),
+                lookup(head["properties"]["hardwareProfile"]["vmSize"]),
+                azure_data(self.record).get("image_version") or "",
+                {k: str(v) for k, v in head["plan"].items()} if head.get("plan") else None,
+                security == "TrustedLaunch",
             )
             yield choice
             tried.add((choice.region, choice.size.name))
@@ -312,7 +302,7 @@ class Provisioner:
         return choice
 
     def _record_choice(self, choice: Choice) -> dict[str, str]:
-        """Record where the lab goes before anything is made there; the tags every resource gets."""
+        """Recorded before anything is made there; returns the tags every resource gets."""
         td = azure_data(self.record)
         created_at = str(td.get("created_at") or now_iso())
         td.update(
@@ -375,7 +365,6 @@ class Provisioner:
         self.save(self.record)
 
     def _make_nic(self, region: str, tags: dict[str, str], node: int) -> None:
-        """Node ``node``'s NIC (idempotent), and the private address Azure gave it."""
         network, rg = self.azure.network, self.names.resource_group
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
             body = bodies.network_interface(region, tags, self.ids, node)
@@ -394,8 +383,7 @@ class Provisioner:
         self._addresses[node] = address
 
     def _build_vms(self, choice: Choice, tags: dict[str, str]) -> None:
-        """Every node's VM: kept where it exists, else made with a host key of its own, pinned in the record before
-        the VM exists. Node 0 goes first and alone (it anchors the placement group), the others side by side."""
+        """A VM that exists is kept; a new one's host key is pinned in the record before the VM exists."""
         self._drop_other_sizes(choice)
         made_head = 0 not in self._vms
         missing = [node for node in range(self.nodes) if node not in self._vms]
@@ -480,8 +468,7 @@ class Provisioner:
                 del self._vms[node]
 
     def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
-        """A worker Azure could not allocate: a lab just made is removed so that the next size or region can
-        be tried for all nodes together; a lab that existed keeps its nodes and says how to finish."""
+        """A lab just made is removed, so the next size or region is tried for all nodes together."""
         lab, nodes = self.names.lab, self.nodes
         if made_head:
             with self.ui.step(f"Removing the VMs of lab '{lab}'"):
@@ -526,7 +513,7 @@ class Provisioner:
         self.save(self.record)
 
     def _prepare_login(self, choice: Choice) -> str:
-        """The image version and the lab's login key (recorded); the public half, for every node's VM."""
+        """The image version and the lab's login key, recorded; the key's public half."""
         record = self.record
         if not choice.image_version:
             choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
@@ -538,6 +525,8 @@ class Provisioner:
 
     def _create_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
         """One node's VM, with its own host key in its cloud-init; a VM Azure could not allocate is removed."""
+        from labctl.container import effective_base_image
+
         names, plan = self.names, self.plan
         request = bodies.VmRequest(
             region=choice.region,
@@ -547,7 +536,7 @@ class Provisioner:
             admin_user=settings.admin_user(),
             user_public_key=user_pub,
             cloud_init=render_cloud_init(
-                host.private_openssh, normalize(host.public_line), names.lab, settings.base_image(), node
+                host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node
             ),
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,

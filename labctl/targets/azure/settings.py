@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
-DEFAULT_REGION = "eastus"
-DEFAULT_IP_ECHO_URL = "https://api.ipify.org"
-ADMIN_USER = "azureuser"
 IMAGE_URN = "microsoft-dsvm:ubuntu-2204:2204-gen2:latest"
 QUOTA_URL = "https://portal.azure.com/#view/Microsoft_Azure_Capacity/QuotaMenuBlade/~/myQuotas"
 SCHEDULE_API_VERSION = "2018-09-15"
 AGREEMENT_API_VERSION = "2021-01-01"
-
 # Tried in this order by --region auto (and offered as alternatives when a region has no room).
 AUTO_REGIONS = (
     "eastus",
@@ -38,16 +33,16 @@ CREATED_BY = "labctl"
 
 
 def arm_endpoint() -> str:
-    return os.environ.get("LABCTL_ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT).rstrip("/")
+    return os.environ.get("LABCTL_ARM_ENDPOINT", "https://management.azure.com").rstrip("/")
 
 
 def default_region() -> str:
-    return os.environ.get("LABCTL_REGION", DEFAULT_REGION)
+    return os.environ.get("LABCTL_REGION", "eastus")
 
 
 def admin_user() -> str:
-    """The VM's login; some organisations mandate their own admin name, and tests log in as the local user."""
-    return os.environ.get("LABCTL_ADMIN_USER", ADMIN_USER)
+    """Some organisations mandate their own admin name, and tests log in as the local user."""
+    return os.environ.get("LABCTL_ADMIN_USER", "azureuser")
 
 
 def ssh_port() -> int:
@@ -55,13 +50,7 @@ def ssh_port() -> int:
 
 
 def ip_echo_url() -> str:
-    return os.environ.get("LABCTL_IP_ECHO_URL", DEFAULT_IP_ECHO_URL)
-
-
-def base_image() -> str:
-    from labctl.container import effective_base_image
-
-    return effective_base_image()
+    return os.environ.get("LABCTL_IP_ECHO_URL", "https://api.ipify.org")
 
 
 def poll_interval() -> float:
@@ -70,7 +59,7 @@ def poll_interval() -> float:
 
 
 def retry_backoff() -> float:
-    """Backoff factor for retried transient failures (seconds, doubled on each try)."""
+    """Seconds before the first retry of a transient failure, doubled on each try."""
     return float(os.environ.get("LABCTL_RETRY_BACKOFF", "1"))
 
 
@@ -80,6 +69,5 @@ def retry_after_max() -> float:
 
 
 def operation_timeout() -> float:
-    """Seconds labctl waits for one Azure operation (a VM to be created, a group to be deleted) before it stops
-    waiting and says so; what Azure started goes on there and the same command picks it up again."""
+    """How long one Azure operation is waited for; what Azure started goes on, and the same command resumes it."""
     return float(os.environ.get("LABCTL_OPERATION_TIMEOUT", "1800"))
