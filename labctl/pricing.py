@@ -38,6 +38,7 @@ DISK_TIER = "P15"  # the DSVM's 150 GiB OS disk is billed as the Premium SSD tie
 # Offline fallbacks: approximate US pay-as-you-go list prices (USD).
 FALLBACK_DISK_PER_MONTH = 38.02
 FALLBACK_PUBLIC_IP_PER_HOUR = 0.005
+FALLBACK_NAT_GATEWAY_PER_HOUR = 0.045
 CATALOG_SOURCE = "labctl's built-in catalog (approximate US list prices)"
 
 
@@ -56,6 +57,7 @@ class LabPrices:
     currency: str
     source: str
     fetched_on: str | None = None  # the date the API answered (None for the catalog)
+    nat_gateway_per_hour: float = FALLBACK_NAT_GATEWAY_PER_HOUR
 
     def compute_per_hour(self, spot: bool) -> float:
         if spot:
@@ -74,12 +76,15 @@ class LabPrices:
         return self.disk_per_hour + self.public_ip_per_hour
 
     def for_nodes(self, nodes: int) -> LabPrices:
-        """The prices of a lab of ``nodes`` VMs of this size: compute and OS disks for each, one public IP."""
+        """The prices of a lab of ``nodes`` VMs of this size: compute and OS disks for each, one public IP; several
+        nodes add the workers' way out, a NAT gateway with a public IP of its own (counted with the IPs)."""
+        way_out = self.public_ip_per_hour + self.nat_gateway_per_hour if nodes > 1 else 0.0
         return replace(
             self,
             payg_per_hour=self.payg_per_hour * nodes,
             spot_per_hour=None if self.spot_per_hour is None else self.spot_per_hour * nodes,
             disk_per_month=self.disk_per_month * nodes,
+            public_ip_per_hour=self.public_ip_per_hour + way_out,
         )
 
 
@@ -115,7 +120,7 @@ def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
 
 
 def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
-    """Three small queries; PriceUnavailable when the API does not know the size there."""
+    """Four small queries; PriceUnavailable when the API does not know the size there."""
     where = f"armRegionName eq '{region}'"
     vms = _fetch_items(
         f"serviceName eq 'Virtual Machines' and {where} and armSkuName eq '{size}' and priceType eq 'Consumption'",
@@ -142,6 +147,8 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
         timeout,
     )
     ip = _price(ips, "1 Hour", lambda i: i.get("meterName") == "Standard IPv4 Static Public IP")
+    nats = _fetch_items(f"productName eq 'NAT Gateway' and {where} and skuName eq 'Standard'", timeout)
+    nat = _price(nats, "1 Hour", lambda i: i.get("meterName") == "Standard Gateway")
     today = datetime.now(timezone.utc).date().isoformat()
     return LabPrices(
         region=region,
@@ -153,6 +160,7 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
         currency="USD",
         source=f"Azure Retail Prices API ({today})",
         fetched_on=today,
+        nat_gateway_per_hour=FALLBACK_NAT_GATEWAY_PER_HOUR if nat is None else nat,
     )
 
 

@@ -21,6 +21,8 @@ BODIES = {
     "Microsoft.Compute/proximityPlacementGroups": ("compute-2026-04-01.json", "ProximityPlacementGroup"),
     "Microsoft.Network/virtualNetworks": ("network-2025-07-01.json", "VirtualNetwork"),
     "Microsoft.Network/networkSecurityGroups": ("network-2025-07-01.json", "NetworkSecurityGroup"),
+    "Microsoft.Network/publicIPAddresses": ("network-2025-07-01.json", "PublicIPAddress"),
+    "Microsoft.Network/natGateways": ("network-2025-07-01.json", "NatGateway"),
 }
 IGNORED_READ_ONLY = frozenset({"id", "name", "type", "etag"})
 JSON_TYPES = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list, "object": dict}

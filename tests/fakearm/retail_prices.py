@@ -27,6 +27,7 @@ FILES = {
     ("Virtual Machines", "eastus", "Standard_NC4as_T4_v3"): "retail_prices_vm_eastus_nc4as_t4_v3.json",
     ("Storage", "eastus", "P15 LRS"): "retail_prices_disk_eastus_p15.json",
     ("Virtual Network", "eastus", "Standard"): "retail_prices_ip_eastus.json",
+    ("NAT Gateway", "eastus", "Standard"): "retail_prices_nat_eastus.json",
 }
 
 
@@ -39,7 +40,7 @@ def _answer_file(odata: str, files: dict[tuple[str, str, str], str]) -> str | No
         found = re.search(rf"{field} eq '([^']*)'", odata)  # case-sensitive, as api-version 2023-01-01-preview is
         return found.group(1) if found else None
 
-    service, region = value("serviceName"), value("armRegionName")
+    service, region = value("serviceName") or value("productName"), value("armRegionName")
     sku = value("armSkuName") or value("skuName")
     return files.get((service or "", region or "", sku or ""))
 

@@ -71,10 +71,29 @@ def test_a_vm_without_public_ip_on_a_private_subnet_has_no_way_out(arm_env: Fake
     assert ways_out["lab-vm1"] is bool(arm_env.resource_ids("natGateways"))  # a worker only through a NAT gateway
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 #1: the lab's subnet gets a NAT gateway, so workers can pull")
 def test_every_node_of_a_lab_can_reach_the_internet(arm_env: FakeArm) -> None:  # noqa: F811
     provision("lab", nodes=2)
     assert [boot.outbound for boot in arm_env.vm_boots] == [True, True]
+    destroy("lab")  # the NAT gateway and its address go with the group
+    assert arm_env.resource_ids() == []
+
+
+def test_a_lab_of_one_node_has_no_nat_gateway(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab")
+    assert not arm_env.resource_ids("natGateways") and len(arm_env.resource_ids("publicIPAddresses")) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "refused"),
+    [
+        ("public_ip_addresses", {"sku": {"name": "Premium"}}, "'sku.name' has the value 'Premium'"),
+        ("nat_gateways", {"properties": {"subnets": [{"id": "x"}]}}, "'properties.subnets' is read-only"),
+    ],
+)
+def test_nat_gateway_and_public_ip_bodies_follow_the_spec(azure: Azure, kind: str, body: Any, refused: str) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        getattr(azure.network, kind).begin_create_or_update(RG, "x", {"location": "eastus", **body}).result()
+    assert _code(info.value) == "InvalidRequestContent" and refused in str(info.value)
 
 
 # ------------------------------------------------------------------ 2. Trusted Launch only where the image says so

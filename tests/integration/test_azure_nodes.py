@@ -37,7 +37,12 @@ def test_three_nodes_are_three_vms_behind_one_public_ip(arm_env: FakeArm) -> Non
     vms, nics = _by_name(arm_env, VM), _by_name(arm_env, NIC)
     assert sorted(vms) == ["lab-vm", "lab-vm1", "lab-vm2"] and sorted(nics) == ["lab-nic", "lab-nic1", "lab-nic2"]
     assert {vm["properties"]["hardwareProfile"]["vmSize"] for vm in vms.values()} == {"Standard_D4s_v5"}
-    assert len(arm_env.resource_ids("publicIPAddresses")) == 1 and len(arm_env.resource_ids("securityGroups")) == 1
+    ips = _by_name(arm_env, "Microsoft.Network/publicIPAddresses")
+    assert sorted(ips) == ["lab-ip", "lab-nat-ip"]
+    assert len(arm_env.resource_ids("securityGroups")) == 1
+    # the subnet's way out, for the workers that have no public IP: a NAT gateway with the other address
+    (nat,) = _by_name(arm_env, "Microsoft.Network/natGateways").values()
+    assert nat["properties"]["publicIpAddresses"] == [{"id": ips["lab-nat-ip"]["id"]}]
     assert len(arm_env.resource_ids("schedules")) == 3  # every VM stops daily, not only node 0
 
     # one NSG and one subnet for all; only node 0's NIC has the public IP
@@ -189,8 +194,10 @@ def test_the_plan_shows_every_node_and_their_price(arm_env: FakeArm) -> None:  #
     assert data["nodes"] == 3 and data["usd_per_hour"] == pytest.approx(3 * 0.192)
     names = [row["name"] for row in data["resources"]]
     assert "lab-ppg" in names and any(n.startswith("lab-vm2 ") for n in names)
-    assert sum(row["type"] == "Microsoft.Network/publicIPAddresses" for row in data["resources"]) == 1
+    assert sum(row["type"] == "Microsoft.Network/publicIPAddresses" for row in data["resources"]) == 2
+    assert "lab-nat (the subnet's way out)" in names
     assert "3 VMs of that size, ~$0.58/h together (3 x $0.19/h)" in text
+    assert "for 3 disks, two IPs and the NAT gateway" in text
     assert "the rendezvous on node 0's private address" in text
     assert arm_env.group_names() == []
 

@@ -196,12 +196,14 @@ def test_a_plan_of_one_node_lists_what_it_always_did() -> None:
     assert "nodes:" not in text and "between nodes" not in text and "placement" not in text
 
 
-def test_a_plan_of_several_nodes_lists_each_vm_one_public_ip_and_the_price_of_all() -> None:
+def test_a_plan_of_several_nodes_lists_each_vm_the_nat_gateway_and_the_price_of_all() -> None:
     plan = make_plan(LabSpec(name="lab", allow_ip="203.0.113.7", nodes=4).validate())
     rows = plan.to_json()["resources"]
     vms = [r["name"].split()[0] for r in rows if r["type"] == "Microsoft.Compute/virtualMachines"]
     assert vms == ["lab-vm", "lab-vm1", "lab-vm2", "lab-vm3"]
-    assert [r["type"] for r in rows].count("Microsoft.Network/publicIPAddresses") == 1
+    ips = [r["name"] for r in rows if r["type"] == "Microsoft.Network/publicIPAddresses"]
+    assert ips == ["lab-ip (Standard, static)", "lab-nat-ip (Standard, static)"]  # node 0's, the NAT gateway's
+    assert {"type": "Microsoft.Network/natGateways", "name": "lab-nat (the subnet's way out)"} in rows
     assert [r["type"] for r in rows].count("Microsoft.DevTestLab/schedules") == 4
     assert {"type": "Microsoft.Compute/proximityPlacementGroups", "name": "lab-ppg"} in rows
     assert "lab-nic2 (node 2, private address only)" in [r["name"] for r in rows]

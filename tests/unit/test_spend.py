@@ -142,6 +142,13 @@ def test_a_server_that_is_down_falls_back_to_the_cache_then_the_catalog(
         lab_prices("eastus", "Standard_Unknown_v9", timeout=2)
 
 
+def test_a_lab_of_several_nodes_pays_for_its_nat_gateway_and_its_ip(price_api: RetailPrices) -> None:
+    prices = lab_prices("eastus", "Standard_NC4as_T4_v3")
+    assert any("productName eq 'NAT Gateway'" in q["$filter"] for q in price_api.requests)
+    assert prices.for_nodes(1).public_ip_per_hour == 0.005
+    assert prices.for_nodes(3).public_ip_per_hour == pytest.approx(0.005 + 0.005 + 0.045)
+
+
 def test_a_size_the_price_list_lacks_falls_back_to_the_catalog(price_api: RetailPrices) -> None:
     prices = lab_prices("eastus", "Standard_D4s_v5")  # the local API has no rows for it
     assert prices.payg_per_hour == 0.192 and prices.source.endswith("not listed there")

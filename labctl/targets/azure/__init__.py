@@ -220,7 +220,7 @@ def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list
     payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
     facts.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
     cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
-    parts = "disk and IP" if nodes == 1 else f"{nodes} disks and one IP"
+    parts = "disk and IP" if nodes == 1 else f"{nodes} disks, two IPs and the NAT gateway"
     if nodes > 1 and payg is not None:
         cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
     lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")

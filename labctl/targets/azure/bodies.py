@@ -17,7 +17,13 @@ from labctl.targets.azure.plan import LabNames
 
 if TYPE_CHECKING:
     from azure.mgmt.compute.models import ProximityPlacementGroup, VirtualMachine
-    from azure.mgmt.network.models import NetworkInterface, NetworkSecurityGroup, PublicIPAddress, VirtualNetwork
+    from azure.mgmt.network.models import (
+        NatGateway,
+        NetworkInterface,
+        NetworkSecurityGroup,
+        PublicIPAddress,
+        VirtualNetwork,
+    )
     from azure.mgmt.resource.resources.models import ResourceGroup
 
 VNET_PREFIX = "10.42.0.0/16"
@@ -52,6 +58,14 @@ class Ids:
         return self._id("Microsoft.Network/networkInterfaces", self.names.nic)
 
     @property
+    def nat_gateway(self) -> str:
+        return self._id("Microsoft.Network/natGateways", self.names.nat_gateway)
+
+    @property
+    def nat_ip(self) -> str:
+        return self._id("Microsoft.Network/publicIPAddresses", self.names.nat_ip)
+
+    @property
     def vm(self) -> str:
         return self._id("Microsoft.Compute/virtualMachines", self.names.vm)
 
@@ -79,16 +93,30 @@ def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
     return ResourceGroup(location=region, tags=tags)
 
 
-def virtual_network(region: str, tags: dict[str, str], subnet: str) -> VirtualNetwork:
+def virtual_network(region: str, tags: dict[str, str], subnet: str, nat_gateway: str | None = None) -> VirtualNetwork:
+    """The lab's VNet; its subnet is private (no default outbound access), so workers go out through the NAT."""
     from azure.mgmt.network import models as n
 
+    way_out = n.SubResource(id=nat_gateway) if nat_gateway else None
+    properties = n.SubnetPropertiesFormat(address_prefix=SUBNET_PREFIX, nat_gateway=way_out)
     return n.VirtualNetwork(
         location=region,
         tags=tags,
         properties=n.VirtualNetworkPropertiesFormat(
             address_space=n.AddressSpace(address_prefixes=[VNET_PREFIX]),
-            subnets=[n.Subnet(name=subnet, properties=n.SubnetPropertiesFormat(address_prefix=SUBNET_PREFIX))],
+            subnets=[n.Subnet(name=subnet, properties=properties)],
         ),
+    )
+
+
+def nat_gateway(region: str, tags: dict[str, str], public_ip_id: str) -> NatGateway:
+    from azure.mgmt.network import models as n
+
+    return n.NatGateway(
+        location=region,
+        tags=tags,
+        sku=n.NatGatewaySku(name="Standard"),
+        properties=n.NatGatewayPropertiesFormat(public_ip_addresses=[n.SubResource(id=public_ip_id)]),
     )
 
 

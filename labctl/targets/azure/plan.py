@@ -53,6 +53,14 @@ class LabNames:
         return f"{self.lab}-nic"
 
     @property
+    def nat_gateway(self) -> str:
+        return f"{self.lab}-nat"
+
+    @property
+    def nat_ip(self) -> str:
+        return f"{self.lab}-nat-ip"
+
+    @property
     def vm(self) -> str:
         return f"{self.lab}-vm"
 
@@ -107,8 +115,12 @@ class AzurePlan:
             {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
             {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
         ]
-        if self.nodes > 1:
-            rows.append({"type": "Microsoft.Compute/proximityPlacementGroups", "name": n.ppg})
+        if self.nodes > 1:  # the workers' way out: a subnet made now has no default outbound access
+            rows += [
+                {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.nat_ip} (Standard, static)"},
+                {"type": "Microsoft.Network/natGateways", "name": f"{n.nat_gateway} (the subnet's way out)"},
+                {"type": "Microsoft.Compute/proximityPlacementGroups", "name": n.ppg},
+            ]
         image = f"{size.name}, {self.image}{', Spot' if self.spot else ''}"
         for node in range(self.nodes):
             nic = n.nic_of(node)
@@ -180,7 +192,8 @@ class AzurePlan:
         if self.nodes > 1:
             lines.append(
                 "  between nodes:  the lab's VNet only (Azure's default rule): SSH to the workers through node 0, "
-                "the rendezvous on node 0's private address; the workers have no public IP"
+                "the rendezvous on node 0's private address; the workers have no public IP and go out through the "
+                "NAT gateway"
             )
         if self.shutdown_at:
             lines.append(f"  auto-shutdown:  daily at {self.shutdown_at} ({self.shutdown_tz})")

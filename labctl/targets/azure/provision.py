@@ -328,8 +328,15 @@ class Provisioner:
         compute = self.azure.compute
 
         def vnet() -> None:
+            nat = self.ids.nat_gateway if self.nodes > 1 else None
+            if nat:  # the workers' way out: a new subnet has no default outbound access
+                with arm("creating the NAT gateway and its public IP address"):
+                    ip = bodies.public_ip(region, tags)
+                    finish(network.public_ip_addresses.begin_create_or_update(rg, names.nat_ip, ip))
+                    gateway = bodies.nat_gateway(region, tags, self.ids.nat_ip)
+                    finish(network.nat_gateways.begin_create_or_update(rg, names.nat_gateway, gateway))
             with arm("creating the virtual network"):
-                body = bodies.virtual_network(region, tags, names.subnet)
+                body = bodies.virtual_network(region, tags, names.subnet, nat)
                 finish(network.virtual_networks.begin_create_or_update(rg, names.vnet, body))
 
         def nsg() -> None:
@@ -351,7 +358,9 @@ class Provisioner:
         ours = (self._placement or "").lower() == self.ids.ppg.lower()  # ARM may spell the group in capitals
         steps = [vnet, nsg, pip] + ([ppg] if ours else [])
         label = f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"
-        with self.ui.step(label + (f", placement group {names.ppg}" if len(steps) > 3 else "")):
+        label += f", NAT gateway {names.nat_gateway}" if self.nodes > 1 else ""
+        label += f", placement group {names.ppg}" if ours else ""
+        with self.ui.step(label):
             side_by_side(steps)
         azure_data(self.record).update({"allow_ip": source, "placement_group": self._placement})
         self.save(self.record)
