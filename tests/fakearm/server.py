@@ -1406,8 +1406,14 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         nics = props.get("networkProfile", {}).get("networkInterfaces", [])
         if not nics:
             raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
-        for nic in nics:
-            self._require(nic, "the virtual machine")
+        for index, nic in enumerate(nics):
+            accelerated = (self._require(nic, "the virtual machine")["properties"]).get("enableAcceleratedNetworking")
+            if accelerated and not SIZE_TABLE[size].accelerated_networking:
+                raise ArmError(
+                    400,
+                    "VMSizeIsNotPermittedToEnableAcceleratedNetworking",
+                    f"Virtual Machine size {size} is not in the allowed list of VM sizes for accelerated networking to be enabled on the VM at index {index} for VM {res['name']}.",
+                )
         self._placement(res, old, region)
         props["vmId"] = (old or {}).get("properties", {}).get("vmId") or str(uuid.uuid4())
         self._identity(res, old, body)

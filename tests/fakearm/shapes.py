@@ -2,7 +2,8 @@
 
 Sizes follow Microsoft's size pages: vCPUs, memory (GiB), GPUs, the quota family compute usages report, and
 whether Spot is supported (the ``LowPriorityCapable`` capability of resource SKUs: B-series, ND-series and the
-H100 ND sizes have no Spot), and whether Trusted Launch is (``TrustedLaunchDisabled``: ND96asr_v4 has none).
+H100 ND sizes have no Spot), whether Trusted Launch is (``TrustedLaunchDisabled``: ND96asr_v4 has none), and
+whether accelerated networking is (``AcceleratedNetworkingEnabled``: the B-series has none).
 NVadsA10_v5 sizes carry an A10 that needs NVIDIA's GRID driver (their page says so).
 
 A resource SKU is rendered in the shape of ``ResourceSkus_List_ForARegion.json`` (capabilities as name/value
@@ -26,10 +27,11 @@ class Shape:
     spot: bool = True  # the LowPriorityCapable capability
     grid_only: bool = False  # a GPU that needs NVIDIA's GRID driver (NVadsA10_v5)
     trusted_launch: bool = True  # False: the TrustedLaunchDisabled capability (the size boots no Trusted Launch)
+    accelerated_networking: bool = True  # the AcceleratedNetworkingEnabled capability (B-series: none)
 
 
 SIZE_TABLE: dict[str, Shape] = {
-    "Standard_B2s": Shape(2, 4, "standardBSFamily", spot=False),
+    "Standard_B2s": Shape(2, 4, "standardBSFamily", spot=False, accelerated_networking=False),
     "Standard_D2s_v5": Shape(2, 8, "standardDSv5Family"),
     "Standard_D4s_v5": Shape(4, 16, "standardDSv5Family"),
     "Standard_D8s_v5": Shape(8, 32, "standardDSv5Family"),
@@ -97,6 +99,7 @@ def sku_json(size: str, region: str, restricted: str | None, zones_restricted: l
         ("LowPriorityCapable", "True" if shape.spot else "False"),
         ("PremiumIO", "True"),
         ("vCPUsAvailable", str(shape.vcpus)),
+        ("AcceleratedNetworkingEnabled", "True" if shape.accelerated_networking else "False"),
     ]
     if shape.gpus:
         caps.append(("GPUs", str(shape.gpus)))

@@ -149,6 +149,65 @@ def test_the_assignment_waits_for_a_new_role_to_replicate(arm_env: FakeArm) -> N
     assert record.idle.get("granted") is True
 
 
+# ------------------------------------------------------------------ 5. accelerated networking where the size has it
+
+
+def test_a_size_says_whether_it_has_accelerated_networking(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
+    skus = {s.name: s.as_dict() for s in azure.compute.resource_skus.list(filter="location eq 'eastus'")}
+    has = {
+        n: {c["name"]: c["value"] for c in s["capabilities"]}["AcceleratedNetworkingEnabled"] for n, s in skus.items()
+    }
+    assert has["Standard_D4s_v5"] == "True" and has["Standard_B2s"] == "False"
+
+
+@pytest.mark.parametrize(("size", "accelerated"), [("Standard_D4s_v5", True), ("Standard_B2s", False)])
+def test_every_nic_has_accelerated_networking_where_the_size_does(
+    arm_env: FakeArm,  # noqa: F811
+    size: str,
+    accelerated: bool,
+) -> None:
+    provision("lab", nodes=2, sizes=[size])
+    nics = [arm_env.get(nic) or {} for nic in arm_env.resource_ids("networkInterfaces")]
+    assert [nic["properties"].get("enableAcceleratedNetworking") for nic in nics] == [accelerated, accelerated]
+
+
+def test_new_workers_get_nics_as_node_0_has_them(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab")
+    (nic,) = arm_env.resource_ids("networkInterfaces")
+    (arm_env.get(nic) or {})["properties"]["enableAcceleratedNetworking"] = False  # a lab made before it was set
+    provision("lab", nodes=2)  # changing it on node 0's NIC would need the VM deallocated
+    nics = [arm_env.get(nic) or {} for nic in arm_env.resource_ids("networkInterfaces")]
+    assert [nic["properties"].get("enableAcceleratedNetworking") for nic in nics] == [False, False]
+
+
+def test_accelerated_networking_on_a_size_without_it_is_refused(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", sizes=["Standard_D4s_v5"])
+    (nic,) = arm_env.resource_ids("networkInterfaces")  # accelerated, as a D4s_v5 may be
+    group, image = nic.split("/")[4], dict(zip(("publisher", "offer", "sku"), DSVM, strict=True), version="latest")
+    body = {
+        "location": "eastus",
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_B2s"},
+            "storageProfile": {"imageReference": image},
+            "osProfile": {"computerName": "other", "adminUsername": "azureuser"},
+            "networkProfile": {"networkInterfaces": [{"id": nic}]},
+        },
+    }
+    with pytest.raises(HttpResponseError) as refused:
+        connect().compute.virtual_machines.begin_create_or_update(group, "other", body).result()
+    assert _code(refused.value) == "VMSizeIsNotPermittedToEnableAcceleratedNetworking"
+
+
+def test_the_plan_says_nccl_goes_over_tcp_on_infiniband_sizes() -> None:
+    from labctl.spec import LabSpec
+    from labctl.targets.azure.plan import make_plan
+
+    plan = make_plan(LabSpec(name="lab", nodes=2, gpu=True, sizes=["Standard_ND96asr_v4"]).validate(), False)
+    assert any("NCCL goes between them over TCP" in w for w in plan.warnings)
+    one = make_plan(LabSpec(name="lab", gpu=True, sizes=["Standard_ND96asr_v4"]).validate(), False)
+    assert not any("InfiniBand" in w for w in one.warnings)
+
+
 # ------------------------------------------------------------------ 7. tag-filtered lists carry no tags
 
 

@@ -144,9 +144,12 @@ def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
     )
 
 
-def network_interface(region: str, tags: dict[str, str], ids: Ids, node: int = 0) -> NetworkInterface:
+def network_interface(
+    region: str, tags: dict[str, str], ids: Ids, node: int = 0, accelerated: bool = False
+) -> NetworkInterface:
     """Node ``node``'s NIC in the lab's subnet behind its NSG; only node 0's has the public IP (workers are
-    reached through node 0, at the private address Azure gives them)."""
+    reached through node 0, at the private address Azure gives them). ``accelerated``: where the size has it,
+    which NCCL's traffic between nodes wants (ARM refuses it on a size without it)."""
     from azure.mgmt.network import models as n
 
     ip_config = n.NetworkInterfaceIPConfiguration(
@@ -161,7 +164,9 @@ def network_interface(region: str, tags: dict[str, str], ids: Ids, node: int = 0
         location=region,
         tags=tags,
         properties=n.NetworkInterfacePropertiesFormat(
-            network_security_group=n.NetworkSecurityGroup(id=ids.nsg), ip_configurations=[ip_config]
+            network_security_group=n.NetworkSecurityGroup(id=ids.nsg),
+            ip_configurations=[ip_config],
+            enable_accelerated_networking=accelerated,
         ),
     )
 

@@ -45,6 +45,10 @@ def spot_capable(sku: dict[str, Any] | None) -> bool:
     return _says_true(sku, "LowPriorityCapable")  # absent means no
 
 
+def accelerated_networking(sku: dict[str, Any] | None) -> bool:
+    return _says_true(sku, "AcceleratedNetworkingEnabled")
+
+
 def trusted_launch_allowed(sku: dict[str, Any] | None) -> bool:
     return not _says_true(sku, "TrustedLaunchDisabled")
 

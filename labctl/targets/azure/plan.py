@@ -17,6 +17,7 @@ from labctl.targets.azure.fit import refuse_grid_only
 from labctl.targets.azure.shutdown import schedule_time
 
 _REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
+_INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,11 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         hhmm, tz = schedule_time(spec.shutdown_at)
     else:
         warnings.append("No auto-shutdown: remember 'labctl stop' or 'labctl down' to stop paying.")
+    for size in [s for s in sizes if (spec.nodes or 1) > 1 and _INFINIBAND.match(s.name)]:
+        warnings.append(
+            f"{size.name} has InfiniBand, but it needs the VMs in one scale set with an HPC image; the lab's nodes "
+            "are separate VMs, so NCCL goes between them over TCP (with accelerated networking)."
+        )
     return AzurePlan(
         names=LabNames(spec.name),
         sizes=sizes,

@@ -18,6 +18,7 @@ from labctl.errors import LabctlError
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, side_by_side
 from labctl.targets.azure.fit import (
+    accelerated_networking,
     grid_only,
     spot_alternatives,
     spot_capable,
@@ -37,6 +38,7 @@ class Choice:
     image_version: str
     purchase_plan: dict[str, str] | None = None
     trusted_launch: bool = True  # False where resource SKUs say TrustedLaunchDisabled or the image does not declare it
+    accelerated_networking: bool = False  # the size's resource SKU says AcceleratedNetworkingEnabled: True
 
 
 @dataclass
@@ -319,6 +321,7 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 version,
                 purchase,
                 trusted and trusted_launch_allowed(facts.sku(size)),
+                accelerated_networking(facts.sku(size)),
             )
     raise _explain(azure, plan, problems, cache)
 

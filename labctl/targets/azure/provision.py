@@ -245,14 +245,19 @@ class Provisioner:
         cache: dict[str, RegionFacts] = {}
         head = self._vms.get(0)
         if head is not None:
-            # New workers are built as node 0 was: the same security type, and the image's plan if it has one.
+            # New workers are built as node 0 was: the same security type, and the image's plan if it has one; their
+            # NICs as node 0's (ARM changes accelerated networking only on a deallocated VM).
             security = (head["properties"].get("securityProfile") or {}).get("securityType")
+            nics, rg = self.azure.network.network_interfaces, self.names.resource_group
+            with arm("reading the lab's network interface"):
+                nic = get_or_none(lambda: nics.get(rg, self.names.nic)) or {}
             choice = Choice(
                 str(head["location"]).lower(),
                 lookup(head["properties"]["hardwareProfile"]["vmSize"]),
                 azure_data(self.record).get("image_version") or "",
                 {k: str(v) for k, v in head["plan"].items()} if head.get("plan") else None,
                 security == "TrustedLaunch",
+                bool((nic.get("properties") or {}).get("enableAcceleratedNetworking")),
             )
             yield choice
             tried.add((choice.region, choice.size.name))
@@ -296,7 +301,7 @@ class Provisioner:
         head = self._vms.get(0)
         placed = ((head or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
         self._placement = self.ids.ppg if head is None and self.nodes > 1 else placed.get("id")
-        self._build_network(choice.region, tags)
+        self._build_network(choice, tags)
         self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
         return choice
@@ -322,9 +327,10 @@ class Provisioner:
         self.save(self.record)
         return tags_for(self.names.lab, self.azure.principal, created_at)
 
-    def _build_network(self, region: str, tags: dict[str, str]) -> None:
+    def _build_network(self, choice: Choice, tags: dict[str, str]) -> None:
         """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
+        region = choice.region
         compute = self.azure.compute
 
         def vnet() -> None:
@@ -366,17 +372,17 @@ class Provisioner:
         self.save(self.record)
         # Node 0's NIC first: Azure gives private addresses in order from .4, so the head node has the first.
         with self.ui.step(f"Network interface {names.nic}"):
-            self._make_nic(region, tags, 0)
+            self._make_nic(choice, tags, 0)
         if self.nodes > 1:
             es = "" if self.nodes == 2 else "es"
             with self.ui.step(f"Network interface{es[1:]} of {_workers(self.nodes)} (private address{es} only)"):
-                side_by_side([functools.partial(self._make_nic, region, tags, n) for n in range(1, self.nodes)])
+                side_by_side([functools.partial(self._make_nic, choice, tags, n) for n in range(1, self.nodes)])
         self.save(self.record)
 
-    def _make_nic(self, region: str, tags: dict[str, str], node: int) -> None:
+    def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> None:
         network, rg = self.azure.network, self.names.resource_group
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
-            body = bodies.network_interface(region, tags, self.ids, node)
+            body = bodies.network_interface(choice.region, tags, self.ids, node, choice.accelerated_networking)
             nic = finish(network.network_interfaces.begin_create_or_update(rg, self.names.nic_of(node), body))
         address = private_address(nic.as_dict() if hasattr(nic, "as_dict") else nic)
         if address is None:
