@@ -35,13 +35,8 @@ def _config(args: argparse.Namespace) -> Any:
     """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill."""
     from cifarlab.config import TrainConfig
 
-    given = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None
-    }
-    strings = {k: v for k, v in given.items() if not isinstance(v, bool)}
-    return dataclasses.replace(
-        TrainConfig().with_strings(strings), **{k: v for k, v in given.items() if k not in strings}
-    )
+    fields = (f.name for f in dataclasses.fields(TrainConfig))
+    return TrainConfig().with_strings({k: str(getattr(args, k)) for k in fields if getattr(args, k) is not None})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -73,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     if data.classes != ckpt["classes"]:
         raise LabError(f"the data's classes {data.classes} differ from the checkpoint's {ckpt['classes']}.")
-    logits = predict_logits(model, data.test.images, device, tta=bool(cfg.get("tta")))
+    logits = predict_logits(model, data.test.images, device, tta=int(cfg.get("tta") or 0))
     metrics = score(logits.argmax(1), data.test.labels, data.classes)
     metrics["checkpoint"] = str(args.checkpoint)
     print(per_class_table(metrics))
@@ -103,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         images = decode_images(blobs)
     except Exception as exc:
         raise LabError(f"could not decode one of the images: {exc}") from exc
-    probs = torch.softmax(predict_logits(model, images, device, tta=bool(ckpt["config"].get("tta"))), 1)
+    probs = torch.softmax(predict_logits(model, images, device, tta=int(ckpt["config"].get("tta") or 0)), 1)
     for name, p in zip(args.images, probs, strict=True):
         r = {"image": name, "class": ckpt["classes"][int(p.argmax())], "probability": round(float(p.max()), 4)}
         print(json.dumps(r) if args.json else f"{r['image']}: {r['class']} ({r['probability']:.0%})")

@@ -1,28 +1,24 @@
 """Data: every source becomes uint8 images (N, 3, 32, 32) and int64 labels in memory, decoded once.
 
-Sources
-- ``cifar10``: torchvision's CIFAR-10 (downloaded into ``data_root`` when online; torchvision is imported only here).
-- a directory or a ``.tar``/``.tar.gz`` holding ``train/<class>/*.jpg`` (and optionally ``test/<class>/*.jpg``),
-  read in memory, never unpacked to disk. The decoded images are cached in a file beside the data (or in the
-  user's cache directory) until the data's files change: a later run skips decoding altogether.
-- ``synthetic`` or ``synthetic:N``: N small class-dependent patterns with noise, learnable in a few steps (tests).
-
-Training slices batches from these tensors, with no per-image Python work; `ImageDataset` hands the same images
-to a classic ``DataLoader`` with torchvision transforms.
+Sources: ``cifar10`` (torchvision's, downloaded into ``data_root``); a directory or ``.tar``/``.tar.gz`` holding
+``train/<class>/*.jpg`` (optionally ``test/<class>/*.jpg``), read in memory, decoded once and cached beside the data
+(or in the user's cache directory) until its files change; ``synthetic[:N]``, learnable patterns for the tests.
+Training slices batches from these tensors; `ImageDataset` hands them to a classic ``DataLoader``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
+import importlib.util
 import io
 import multiprocessing
 import os
 import sys
 import tarfile
 import time
-import warnings
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -69,8 +65,7 @@ class Data:
     decoding: Decoding | None = None  # set while the images are still being decoded in the background
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Data:
-        """``n_train`` training and ``n_test`` test images drawn at random (None: all), for short runs: folders
-        and archives list their images class by class, so the first N would be of one or two classes."""
+        """``n_train`` training and ``n_test`` test images drawn at random (None: all): folders list them by class."""
         if self.decoding is not None:
             raise DataError("the images are still being decoded; take a subset of fully loaded data.")
         train = self.train.rows(sample(len(self.train), n_train, seed))
@@ -116,11 +111,8 @@ def load_data(
     cache: bool = True,
     ahead: bool = False,
 ) -> Data:
-    """Load a data source by name or path (see the module docstring); without a test split, hold one out.
-
-    ``ahead``: for an image folder or archive not yet cached, return before the images are decoded, with
-    ``data.decoding`` to start and wait for (see `Decoding`); the caller must not read the pixels before that.
-    """
+    """Load a data source by name or path; without a test split, hold one out. ``ahead``: an image folder not yet
+    cached returns before it is decoded, with ``data.decoding`` to start and wait for before reading pixels."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         try:
             n = int(spec.split(":", 1)[1]) if ":" in spec else 2000
@@ -298,17 +290,14 @@ def read_tar(path: Path) -> list[tuple[str, bytes]]:
 
 
 def decode_images(blobs: list[bytes]) -> torch.Tensor:
-    """Encoded images to (N, 3, 32, 32) uint8: torchvision's libjpeg-turbo for JPEGs (about 4x faster per image),
+    """Encoded images to (N, 3, 32, 32) uint8: JPEGs by torchvision's libjpeg-turbo (about 4x faster per image),
     Pillow for the rest and where torchvision is absent (the lab image)."""
     try:
-        with warnings.catch_warnings():  # torchvision 0.29 announces a move of its decoders; they still work
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_jpeg
-
-            if blobs and all(b[:2] == b"\xff\xd8" for b in blobs):
-                out = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs], ImageReadMode.RGB)
-                if all(t.shape == (3, SIZE, SIZE) for t in out):
-                    return torch.stack(out)
+        if blobs and all(b[:2] == b"\xff\xd8" for b in blobs):
+            decode = jpeg_decoder()
+            out = [decode(torch.frombuffer(bytearray(b), dtype=torch.uint8), 3, False) for b in blobs]  # 3: RGB
+            if all(t.shape == (3, SIZE, SIZE) for t in out):
+                return torch.stack(out)
     except Exception:  # torchvision missing or built without image support, an odd JPEG: Pillow decides
         pass
     from PIL import Image
@@ -322,6 +311,17 @@ def decode_images(blobs: list[bytes]) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
+@functools.cache
+def jpeg_decoder() -> Callable[..., torch.Tensor]:
+    """torchvision's JPEG decoder, its library loaded without importing torchvision: 0.01 s instead of the
+    1-2 s that importing it takes (torch._dynamo among its imports), on the clock of every cold run."""
+    spec = importlib.util.find_spec("torchvision")
+    assert spec is not None and spec.origin is not None
+    libraries = (f for f in Path(spec.origin).parent.glob("image*") if f.suffix in (".so", ".pyd", ".dylib"))
+    torch.ops.load_library(str(next(libraries)))
+    return torch.ops.image.decode_jpeg
+
+
 _BLOBS: dict[str, list[bytes]] = {}  # the folder's encoded images, which a forked decoding process inherits
 
 
@@ -330,15 +330,11 @@ def _decode_rows(part: str, rows: list[int]) -> np.ndarray:
 
 
 class Decoding:
-    """Decodes a folder's images into its splits in forked processes (where there is fork), chunk by chunk.
-
-    ``start(first)`` puts the training split's rows in the order ``first`` (the first epoch's), so that training
-    can begin on the first chunk while one process decodes the rest on a core the trainer leaves free, from its
-    torch threads, until the decoding is done. Measured in benchmarks/RESULTS.md: the cold run learns on the
-    first images 0.5 s after reading the archive instead of after the whole 2.8 s decode. The pixels are those
-    of a plain loader (tested); only the moment they arrive differs. ``then`` runs once all are in (the cache
-    write, which the trainer defers to its end through `finish`).
-    """
+    """Decodes a folder's images in forked processes (where there is fork), chunk by chunk, in the order
+    ``start(first)`` gives (the first epoch's), so that training begins on the first chunk while one process
+    decodes the rest on a core the trainer leaves free. The tutorial's cold run then takes 16 s less to its
+    accuracy than after decoding first, on the loaded 2-core machine (benchmarks/RESULTS.md). The pixels are a
+    plain loader's (tested). ``then`` runs once all are in (the cache write, deferred by the trainer to its end)."""
 
     def __init__(self, blobs: dict[str, list[bytes]], rows: Rows, source: str, workers: int) -> None:
         self.blobs, self.source, self.workers = blobs, source, workers
@@ -416,10 +412,8 @@ class Decoding:
 
 
 def cache_paths(path: Path) -> list[Path]:
-    """Where the cache file may be, best first: $CIFARLAB_CACHE_DIR if set; else next to the data when that folder
-    is writable (and meant to be: a folder without write bits counts as read-only, even for root), then the user's
-    cache directory. Its name changes with the data: the size and mtime of the archive, or of every file under a
-    directory."""
+    """Where the cache file may be, best first: $CIFARLAB_CACHE_DIR; else beside the data when its folder is writable
+    (and has write bits, even for root), then the user's cache directory. Its name changes with the data's files."""
     h = hashlib.sha256(f"cifarlab-cache-v{CACHE_VERSION}|{path.resolve()}".encode())
     for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if f.is_file():

@@ -57,44 +57,55 @@ class TutorialNet(nn.Module):
         return self.fc3(x)
 
 
-def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+def _conv_bn(c_in: int, c_out: int, airbench: bool = False) -> nn.Sequential:
+    """conv, batch norm, ReLU; or airbench94's conv, pool, norm (no scale, eps 1e-12, momentum 0.6), GELU."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    if not airbench:
+        return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    nn.init.dirac_(conv.weight.data[:c_in])  # the first filters start as the identity, as airbench's do
+    norm = nn.BatchNorm2d(c_out, eps=1e-12, momentum=0.4)  # torch's momentum is 1 - airbench's 0.6
+    norm.weight.requires_grad_(False)
+    return nn.Sequential(conv, nn.MaxPool2d(2), norm, nn.GELU())
 
 
 class _Block(nn.Module):
-    """conv, pool, conv with a residual add: each block halves the resolution and widens the features."""
+    """conv, pool, conv with a residual add, or airbench94's plain group (its pool inside the first conv)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, airbench: bool = False) -> None:
         super().__init__()
-        self.conv1 = _conv_bn(c_in, c_out)
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = _conv_bn(c_out, c_out)
+        self.residual = not airbench
+        self.conv1 = _conv_bn(c_in, c_out, airbench)
+        self.pool = nn.Identity() if airbench else nn.MaxPool2d(2)
+        self.conv2 = _conv_bn(c_out, c_out, airbench)
+        if airbench:  # the second conv keeps the resolution: its pool goes
+            self.conv2[1] = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.conv1(x))
-        return x + self.conv2(x)
+        return x + self.conv2(x) if self.residual else self.conv2(x)
 
 
 class FastNet(nn.Module):
-    """A small residual network after ResNet-9 and airbench: whitened stem, three residual blocks, max-pool head.
+    """After airbench: a frozen 2x2 conv that whitens image patches (``init_whitening``), three blocks, a max-pool
+    head. ``airbench`` (CUDA): airbench94's network, 64-256-256 channels times ``width``. Otherwise (CPU): ResNet-9's
+    64-128-256-512 times ``width`` behind one more stem conv; ``lean`` pools after it, so that every block runs at a
+    quarter of the pixels, 4x less compute for a few points of accuracy where the network is compute-bound."""
 
-    ``width`` scales every layer (1.0: 64-128-256-512 channels, ResNet-9's). ``lean`` pools right after the stem,
-    so that every block runs at a quarter of the pixels: 4x less compute for a few points of accuracy, which is
-    the better trade on a CPU, where the network is compute-bound. The stem is a frozen 2x2 convolution that
-    whitens image patches (set from the training data by ``init_whitening``, as airbench does): the network then
-    starts from decorrelated inputs and learns in fewer steps.
-    """
-
-    def __init__(self, num_classes: int = 10, width: float = 1.0, lean: bool = False) -> None:
+    def __init__(self, num_classes: int = 10, width: float = 1.0, lean: bool = False, airbench: bool = False) -> None:
         super().__init__()
-        w = [max(8, round(c * width)) for c in (64, 128, 256, 512)]
+        w = [24] + [max(8, round(c * width)) for c in ((64, 256, 256) if airbench else (64, 128, 256, 512))]
         self.norm = Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-        self.whiten = nn.Conv2d(3, 24, 2, bias=False)
-        self.whiten.weight.requires_grad_(False)  # frozen, bias-free: no backward pass through the first two layers
-        self.stem = nn.Sequential(nn.ReLU(), _conv_bn(24, w[0]), nn.MaxPool2d(2) if lean else nn.Identity())
-        self.layers = nn.Sequential(_Block(w[0], w[1]), _Block(w[1], w[2]), _Block(w[2], w[3]))
+        self.whiten = nn.Conv2d(3, 24, 2, bias=airbench)
+        self.whiten.weight.requires_grad_(False)  # frozen: no backward pass through its weights
+        if self.whiten.bias is not None:
+            nn.init.zeros_(self.whiten.bias)
+        self.stem: nn.Module = nn.GELU()
+        if not airbench:
+            self.stem = nn.Sequential(nn.ReLU(), _conv_bn(24, w[1]), nn.MaxPool2d(2) if lean else nn.Identity())
+            w = w[1:]
+        self.layers = nn.Sequential(*(_Block(w[i], w[i + 1], airbench) for i in range(3)))
         self.head = nn.Linear(w[3], num_classes, bias=False)
-        self.scale = 1 / 8  # small initial logits, as in airbench: a steadier start at high learning rates
+        self.scale = 1 / 9 if airbench else 1 / 8  # small initial logits: a steadier start at high learning rates
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
@@ -159,25 +170,30 @@ def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
     device: torch.device,
-    *,
     batch_size: int = 1000,
-    tta: bool = False,
+    tta: int = 0,
     channels_last: bool = False,
     dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Logits for uint8 images in large batches; with ``tta`` the mirrored image's logits are added."""
+    """Logits for uint8 images in large batches. Test-time augmentation as airbench's: ``tta`` 1 adds the mirrored
+    image's logits; 2 also those of both views shifted by a pixel either way (reflected borders)."""
     was_training = model.training
     model.eval()
+
+    def views(x: torch.Tensor) -> torch.Tensor:  # the image and its mirror, each in the memory format asked for
+        pair = [x, x.flip(3)] if tta else [x]
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return sum(model(v.contiguous(memory_format=fmt)).float() for v in pair)
+
     outs = []
     for i in range(0, images.shape[0], batch_size):
         x = images[i : i + batch_size].to(device, non_blocking=True)
-        views = [x, x.flip(3)] if tta else [x]
-        if channels_last:  # each view: a flip does not keep the memory format
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(views[0]).float()
-            if tta:
-                logits = logits + model(views[1]).float()
+        logits = views(x)
+        if tta >= 2:
+            unit = x.float() / 255 if x.dtype == torch.uint8 else x  # as Normalize reads them
+            padded = F.pad(unit, (1, 1, 1, 1), mode="reflect")
+            logits = logits + (views(padded[:, :, :-2, :-2]) + views(padded[:, :, 2:, 2:])) / 2
         outs.append(logits.cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
@@ -221,7 +237,9 @@ def save_checkpoint(
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """What the model's constructor needs besides the class count, as stored in the checkpoint."""
-    return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean)} if cfg.model == "fast" else {}
+    if cfg.model != "fast":
+        return {}
+    return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean), "airbench": bool(cfg.airbench)}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

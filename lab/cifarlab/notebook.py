@@ -1,11 +1,8 @@
 """Execute the bundled notebook headless (nbclient) and keep the executed copy.
 
-The notebook's parameters cell reads ``LAB_*`` environment variables, so a run is configured by environment:
-``run_notebook(out_dir, {"data": "synthetic:400", "max_steps": "20"})`` sets ``LAB_DATA`` and ``LAB_MAX_STEPS``.
-
-Progress is one line per code cell as it starts, ``cell 7/18: <its first line> ...`` (numbered as Jupyter numbers
-them once all have run; the first line that is not an import, where there is one), and one when it ends,
-``cell 7/18 done in 3.2s`` (or ``failed after``).
+Its parameters cell reads ``LAB_*`` environment variables: ``run_notebook(out, {"data": "synthetic:400"})`` sets
+``LAB_DATA``. Each code cell prints ``cell 7/18: <its first line that is not an import> ...`` as it starts and
+``cell 7/18 done in 3.2s`` (or ``failed after``) when it ends.
 """
 
 from __future__ import annotations
@@ -70,13 +67,9 @@ def run_notebook(
     source: str | Path | None = None,
     stream: TextIO | None = None,
 ) -> Path:
-    """Execute every cell; results land in ``out_dir`` (``LAB_OUT``) next to the executed notebook.
-
-    ``source`` is a notebook of the user's own instead of the lab's; its kernel starts in the notebook's own
-    folder, so the relative paths it uses work as they do in Jupyter. ``timeout``: seconds per cell. The progress
-    lines go to ``stream`` (none without one). A failing cell still leaves the partially executed copy behind,
-    so the error can be read in place; the error names the cell.
-    """
+    """Execute every cell; results land in ``out_dir`` (``LAB_OUT``) next to the executed notebook. ``source``: a
+    notebook of the user's own, its kernel started in its folder (its relative paths work as in Jupyter).
+    ``timeout``: seconds per cell. A failing cell leaves the partially executed copy behind, and is named."""
     import nbformat
     from nbclient import NotebookClient
 

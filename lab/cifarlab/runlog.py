@@ -1,35 +1,6 @@
 """What a run leaves behind and shows while it runs: events, progress lines, ``metrics.json`` and plots.
 
-A run directory (``--out``) receives:
-
-- ``events.jsonl``: one JSON object per line, flushed as it is written, for anyone following the run:
-    ``{"event": "start", "time", "run_dir", "options", "device", "world_size", "nodes", "procs_per_node"}``
-    ``{"event": "data", "source", "n_train", "n_test", "classes", "load_s", "decoding", "note"}``
-  (``decoding``: "background" when training starts while the images still decode, in the order it reads them)
-    ``{"event": "model", "name", "parameters", "steps_total", "steps_per_epoch", "batch_size"}``
-    ``{"event": "progress", "epoch", "step", "steps_total", "loss", "lr", "images_per_s", "eta_s", "elapsed_s"}``
-  (``eta_s`` is null on the first report: the pace is measured from there on, after the warm-up)
-    ``{"event": "epoch", "epoch", "step", "loss", "accuracy", "elapsed_s"}``  (``epoch`` may be fractional)
-    ``{"event": "done", "status": "succeeded"|"failed"|"interrupted", "accuracy", "wall_s", "error"}``
-  ``time`` is Unix seconds; ``loss`` the mean training loss since the previous event; ``accuracy`` in [0, 1]
-  (null when no evaluation ran). ``done`` is always the last line, also after a failure or an interruption.
-- ``metrics.json``: the summary (status, accuracy, per-class accuracy, confusion matrix, loss per step,
-  ``images`` and ``images_per_s`` of all ranks together, device, versions, wall time, options, evaluation
-  history) and how the run was spread: ``world_size`` (processes), ``nodes``, ``procs_per_node``, ``backend``
-  ("nccl", "gloo", or null for one process) and ``rank0_host`` (the machine whose rank 0 wrote the results).
-  Under torchrun a run that fails after its first step (most often: another rank or its machine was lost) still
-  gets one, with status "failed" and ``error``, beside the checkpoint of its last completed step.
-- ``checkpoint.pt``: the model and what is needed to rebuild it (`load_checkpoint`), saved at every epoch end
-  and when the run stops, so an interrupted run keeps its last state; it records the same five fields.
-- ``loss_curve.png`` and ``confusion_matrix.png`` when matplotlib is installed.
-
-A line that ends in " ..." announces a step that prints nothing while it works (``loading the data ...``,
-``scoring the 10000 test images ...``, ``drawing the loss curve and the confusion matrix ...``): whoever watches
-the output knows the run is busy until the next line (labctl shows a spinner meanwhile).
-
-Under ``torchrun`` only rank 0 writes and prints progress; every rank prints one line when it starts training
-(its rank, local rank, node, device and shard) and one when it ends (status, steps, images), so that the merged
-output shows that each rank worked.
+The run directory's files and their fields are described in lab/README.md ("What a run leaves").
 """
 
 from __future__ import annotations
@@ -181,8 +152,7 @@ def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes
         k = max(1, len(losses) // 50)
         smooth = [sum(losses[max(0, i - k) : i + 1]) / len(losses[max(0, i - k) : i + 1]) for i in range(len(losses))]
         ax.plot(smooth, lw=1.5, label=f"mean of {k + 1}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set(xlabel="step", ylabel="training loss")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss_curve.png", dpi=110)
@@ -196,8 +166,7 @@ def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes
         for i in range(len(classes)):
             for j in range(len(classes)):
                 ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set(xlabel="predicted", ylabel="true")
         fig.colorbar(im, ax=ax, fraction=0.046)
         fig.tight_layout()
         fig.savefig(out / "confusion_matrix.png", dpi=110)

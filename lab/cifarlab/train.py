@@ -1,11 +1,9 @@
-"""Training: one flat loop, the same for the notebook, the command line and torchrun.
-
-Read `train` first: the whole run on one screen; its parts follow in the order they run: `setup`, `fit` (the
-loop), `evaluate_now` and `finish`. The knobs are in `cifarlab.config`, what a run leaves in `cifarlab.runlog`.
+"""Training: one flat loop, the same for the notebook, the command line and torchrun. Read `train` first; its
+parts follow in the order they run: `setup`, `fit` (the loop), `evaluate_now` and `finish`.
 
 Under torchrun each rank trains on its own shard of every epoch with DistributedDataParallel; rank 0 alone
-evaluates and writes, and every rank prints one line when it starts training and one when it ends. When a rank or
-its machine is lost, rank 0 keeps the checkpoint of the last step and a metrics.json that says "failed" and why.
+evaluates and writes, every rank prints a line when it starts training and one when it ends. When a rank or its
+machine is lost, rank 0 keeps the checkpoint of the last step and a metrics.json that says "failed" and why.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.sgd import sgd
 
 from cifarlab import models
 from cifarlab.config import ConfigError, TrainConfig
@@ -38,20 +37,17 @@ STOP_CHECK = 16  # under torchrun the ranks agree every this many steps whether 
 
 
 def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None = None) -> dict[str, Any]:
-    """Train, evaluate and write the run directory; returns the metrics (also in ``metrics.json``).
-
-    ``status`` is "succeeded" or "interrupted"; a failure writes ``done``/``failed`` and raises.
-    ``data`` lets a caller (the notebook) reuse an already loaded dataset.
-    """
+    """Train, evaluate and write the run directory; returns the metrics (``metrics.json``), whose ``status`` is
+    "succeeded" or "interrupted" (a failure raises). ``data``: an already loaded dataset (the notebook's)."""
     t0 = time.time()
     dist = Dist.from_env()
-    cfg = config.resolved()
+    device = models.pick_device(config.device, dist.local_rank)
+    cfg = config.resolved(device.type)
     out = Path(cfg.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     cfg.out = str(out)
     if dist.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     log = RunLog(out, stream, cfg.log_every, master=dist.rank == 0, t0=t0)
-    device = models.pick_device(cfg.device, dist.local_rank)
     log.emit("start", run_dir=str(out.resolve()), options=dataclasses.asdict(cfg), device=str(device), **dist.sizes())
     run: Run | None = None
     # Ctrl-C and SIGTERM set `stop` (only the main thread may handle signals), also while a failure is handled:
@@ -153,17 +149,15 @@ class StopFlag:
 # ------------------------------------------------------------------------------------------------ batches
 
 
-def augment(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip for a whole uint8 batch, on its own device."""
+def augment(x: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """The images ``flip`` marks mirrored, then random crops with zero padding, for a uint8 batch on its device."""
     n, _, h, w = x.shape
     dev = x.device
-    flip = torch.rand(n, device=dev, generator=generator) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if pad <= 0:
         return x
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), device=dev, generator=generator)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), device=dev)
     rows = (dy[:, None] + torch.arange(h, device=dev))[:, :, None]
     cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, :]
     out = padded[torch.arange(n, device=dev)[:, None, None], :, rows, cols]  # (n, h, w, c)
@@ -171,11 +165,8 @@ def augment(x: torch.Tensor, pad: int = 4, generator: torch.Generator | None = N
 
 
 class Batches:
-    """This rank's batches, sliced from the images in memory: its shard of a new permutation every epoch.
-
-    While the images still decode in the background (see `cifarlab.data.Decoding`), the first epoch's order is the
-    decoding's, and each batch waits for its rows.
-    """
+    """This rank's batches, sliced from the images in memory: its shard of a new permutation every epoch. While the
+    images still decode in the background (`cifarlab.data.Decoding`), each batch waits for its rows."""
 
     def __init__(self, data: Data, cfg: TrainConfig, dist: Dist, device: torch.device) -> None:
         assert cfg.batch_size is not None
@@ -189,13 +180,16 @@ class Batches:
             raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the {self.n} training images.")
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.first = torch.randperm(self.n, generator=self.gen)
+        # alternating flips (airbench's): a random half of the images mirrored in even epochs, the rest in odd ones
+        self.mirror = (torch.rand(self.n, generator=torch.Generator().manual_seed(cfg.seed + 1)) < 0.5).to(device)
         self.decoding = data.decoding
         if self.decoding is not None:
             self.decoding.start(self.first)
         self.images, self.labels = data.train.images.to(device), data.train.labels.to(device)
         self.order = torch.empty(0, dtype=torch.long)
 
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's images, labels and which of them to mirror."""
         i = step % self.per_epoch
         if i == 0:
             perm = self.first if step == 0 else torch.randperm(self.n, generator=self.gen)
@@ -203,7 +197,7 @@ class Batches:
         if self.decoding is not None:
             self.decoding.wait("train", (i + 1) * self.batch if step < self.per_epoch else None)
         idx = self.order[i * self.batch : (i + 1) * self.batch]
-        return self.images[idx], self.labels[idx]
+        return self.images[idx], self.labels[idx], self.mirror[idx] ^ bool(step // self.per_epoch % 2)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -211,9 +205,10 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.schedule == "constant":
         return 1.0
     warm = int((cfg.warmup or 0.0) * total)
+    low, end = (0.2, 0.07) if cfg.schedule == "triangle" else (0.0, 0.0)
     if step < warm:
-        return (step + 1) / warm
-    return max(0.0, (total - step) / max(1, total - warm))
+        return low + (1 - low) * (step + 1) / warm
+    return max(0.0, end + (1 - end) * (total - step) / max(1, total - warm))
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -231,9 +226,10 @@ class Run:
     batches: Batches
     raw: nn.Module  # the network itself: evaluated and saved
     model: nn.Module  # what the loop calls: ``raw``, possibly wrapped in DDP and compiled
-    optimizer: torch.optim.Optimizer
+    optimizer: Any  # SGD or torch's AdamW
     scaler: Any  # a GradScaler for fp16, else None
     dtype: torch.dtype | None  # mixed precision, or None
+    lookahead: dict[str, torch.Tensor] | None
     load_s: float
     steps_total: int = 0
     step: int = 0
@@ -258,11 +254,8 @@ class Run:
 
 
 def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data: Data | None) -> Run:
-    """Threads, the process group, the data, the network (wrapped for DDP and compile) and its optimiser.
-
-    On each node local rank 0 loads the data first (decodes, caches or downloads once per node, whether or not the
-    nodes share a filesystem); after a barrier the node's other ranks read its cache.
-    """
+    """Threads, the process group, the data, the network (wrapped for DDP and compile) and its optimiser. On each
+    node local rank 0 loads the data first (once per node); after a barrier the node's other ranks read its cache."""
     assert cfg.batch_size is not None and cfg.lr is not None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -280,15 +273,9 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data:
         log.phase(f"loading the data ({cfg.data})")
         for turn in (0, 1):
             if (dist.local_rank == 0) == (turn == 0):
-                data = load_data(
-                    cfg.data,
-                    data_root=cfg.data_root,
-                    holdout=cfg.holdout,
-                    seed=cfg.seed,
-                    cache=cfg.cache,
-                    # one CPU process: train on the first decoded images while the rest decode
-                    ahead=dist.world == 1 and device.type == "cpu",
-                )
+                ahead = dist.world == 1 and device.type == "cpu"  # train on the first images while the rest decode
+                knobs: dict[str, Any] = {"holdout": cfg.holdout, "seed": cfg.seed, "cache": cfg.cache, "ahead": ahead}
+                data = load_data(cfg.data, data_root=cfg.data_root, **knobs)
             if dist.world > 1:
                 torch.distributed.barrier()
     assert data is not None
@@ -301,35 +288,66 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data:
         log.line(f"note: {data.note}")
 
     torch.manual_seed(cfg.seed)
-    if cfg.model == "fast":  # sized for the device unless told
-        cfg.width = cfg.width if cfg.width is not None else (1.0 if device.type == "cuda" else 0.25)
-        cfg.lean = cfg.lean if cfg.lean is not None else device.type != "cuda"
     raw = models.build_model(cfg.model, num_classes=len(data.classes), **models.model_kwargs(cfg)).to(device)
     if isinstance(raw, models.FastNet):
         if data.decoding is not None:
             data.decoding.wait("train")
-        raw.init_whitening(data.train.images[:5000])
+        # from rows drawn at random: folders and archives list their images class by class
+        raw.init_whitening(data.train.images[torch.randperm(len(data.train))[:5000]])
     raw = raw.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     model = raw
     if dist.world > 1:
         model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    params = [p for p in raw.parameters() if p.requires_grad]
-    groups: list[dict[str, Any]] = [  # no decay of batch-norm scales and biases: it hurts small fast runs
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    if cfg.optimizer == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum or 0.0, nesterov=bool(cfg.nesterov))
-    for group in optimizer.param_groups:
-        group["initial_lr"] = group["lr"]
+    optimizer = make_optimizer(cfg, raw, batches.per_epoch)
     dtype = models.amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None  # fp16 needs loss scaling
     torch.manual_seed(cfg.seed + 1000 * dist.rank)  # different augmentations per rank, same weights everywhere
-    return Run(cfg, dist, device, log, data, batches, raw, model, optimizer, scaler, dtype, load_s)
+    # airbench's lookahead: a running average of the weights (and batch-norm statistics) that they return to
+    lookahead = {k: v.clone() for k, v in raw.state_dict().items() if v.is_floating_point()} if cfg.lookahead else None
+    return Run(cfg, dist, device, log, data, batches, raw, model, optimizer, scaler, dtype, lookahead, load_s)
+
+
+def make_optimizer(cfg: TrainConfig, raw: nn.Module, per_epoch: int) -> Any:
+    """Biases and batch-norm parameters at ``bias_lr`` times the rate, undecayed (unless that is above 1: then as
+    much per step as the weights, as airbench's); a whitening bias trains for the first 3 epochs only."""
+    assert cfg.lr is not None and cfg.bias_lr is not None and cfg.weight_decay is not None
+    wd, bias, whiten = cfg.weight_decay, cfg.bias_lr, getattr(getattr(raw, "whiten", None), "bias", None)
+    params = [p for p in raw.parameters() if p.requires_grad and p is not whiten]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if p.ndim >= 2], "lr": cfg.lr, "weight_decay": wd},
+        {"params": [p for p in params if p.ndim < 2], "lr": cfg.lr * bias, "weight_decay": wd / bias * (bias > 1)},
+    ]
+    if whiten is not None:
+        groups.append({"params": [whiten], "lr": cfg.lr, "weight_decay": wd, "until": 3 * per_epoch})
+    optimizer = torch.optim.AdamW(groups) if cfg.optimizer == "adamw" else SGD(groups, cfg.momentum, cfg.nesterov)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    return optimizer
+
+
+class SGD:
+    """torch.optim.SGD: torch's own update function on the same state, without the import of torch._dynamo that
+    torch.optim makes at the first step: over a second of a tutorial run's few, whole process (RESULTS.md)."""
+
+    def __init__(self, groups: list[dict[str, Any]], momentum: float | None, nesterov: bool | None) -> None:
+        self.param_groups, self.momentum, self.nesterov = groups, momentum or 0.0, bool(nesterov)
+        self.buffers: dict[torch.Tensor, torch.Tensor | None] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in (p for group in self.param_groups for p in group["params"]):
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for g in self.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            bufs = [self.buffers.get(p) for p in params]  # sgd() fills in the new ones
+            knobs: dict[str, Any] = {"momentum": self.momentum, "nesterov": self.nesterov, "dampening": 0}
+            knobs.update(lr=g["lr"], weight_decay=g["weight_decay"], maximize=False)
+            sgd(params, [p.grad for p in params], bufs, **knobs)
+            self.buffers.update(zip(params, bufs, strict=True))
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -354,13 +372,14 @@ def fit(run: Run, stop: StopFlag) -> None:
     meter.resume()
     run.log.last_event_t = meter.t_train  # the first progress event comes a second later
     while run.step < run.steps_total:
-        x, y = batches.get(run.step)
+        x, y, flip = batches.get(run.step)
         if cfg.augment:
-            x = augment(x, pad=cfg.crop_pad)
+            x = augment(x, flip, pad=cfg.crop_pad)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for group in run.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lr_factor(cfg, run.step, run.steps_total)
+            on = run.step < group.get("until", run.steps_total)
+            group["lr"] = group["initial_lr"] * lr_factor(cfg, run.step, run.steps_total) * on
         with torch.autocast(run.device.type, dtype=run.dtype, enabled=run.dtype is not None):
             loss = F.cross_entropy(run.model(x), y, label_smoothing=cfg.label_smoothing or 0.0)
         run.optimizer.zero_grad(set_to_none=True)
@@ -374,6 +393,11 @@ def fit(run: Run, stop: StopFlag) -> None:
         meter.pending.append(loss.detach())
         meter.images += int(y.shape[0])
         run.step += 1
+        if run.lookahead is not None and (run.step % 5 == 0 or run.step == run.steps_total):
+            decay = 1.0 if run.step == run.steps_total else 0.95**5 * (run.step / run.steps_total) ** 3
+            for key, value in run.raw.state_dict().items():
+                if key in run.lookahead:
+                    value.copy_(run.lookahead[key].lerp_(value, 1 - decay))
 
         now, lr = time.time(), run.optimizer.param_groups[0]["lr"]
         if run.log.due(now):
@@ -406,15 +430,9 @@ def evaluate_now(run: Run) -> None:
         run.log.phase(f"scoring the {len(run.data.test)} test images")
         if run.data.decoding is not None:
             run.data.decoding.wait("test")
-        logits = models.predict_logits(
-            run.raw,
-            run.data.test.images,
-            run.device,
-            batch_size=run.cfg.eval_batch_size,
-            tta=bool(run.cfg.tta),
-            channels_last=bool(run.cfg.channels_last),
-            dtype=run.dtype,
-        )
+        cfg, test = run.cfg, run.data.test
+        how = (cfg.eval_batch_size, cfg.tta or 0, bool(cfg.channels_last), run.dtype)
+        logits = models.predict_logits(run.raw, test.images, run.device, *how)
         run.scores = models.score(logits.argmax(1), run.data.test.labels, run.data.classes)
         run.meter.flush()
         accuracy = run.scores["accuracy"]
@@ -483,7 +501,7 @@ def write_results(run: Run, status: str, stopped_by: str | None, error: str | No
 
 
 def run_metrics(run: Run, status: str, stopped_by: str | None) -> dict[str, Any]:
-    """The contents of metrics.json (documented in `cifarlab.runlog`)."""
+    """The contents of metrics.json (documented in lab/README.md)."""
     scores, data, meter, device = run.scores or {}, run.data, run.meter, run.device
     images = meter.images * run.dist.world  # every rank takes the same number of steps of the same size
     decoded_s = None if data.decoding is None else data.decoding.done_s
