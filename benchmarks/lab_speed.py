@@ -2,18 +2,18 @@
 
     python benchmarks/lab_speed.py --data ../shared/data/cifar10-train-jpeg.tar.gz --holdout 0.2
 
-1. classic: the tutorial as published (batch 4, SGD lr 0.001 momentum 0.9, 2 epochs, a DataLoader with 2 workers
-   decoding each JPEG with PIL then ToTensor + Normalize); its held-out accuracy A sets the target.
-2. tutorial, fast path, cold cache: the same network through cifarlab (decode once into a uint8 tensor, in a
-   background process and in the order training reads the images, so training starts on the first decoded ones;
-   batches sliced from memory, large batches with a one-cycle schedule); time to reach A, decoding included.
-3. the same with a warm cache.
-4. the ``fast`` preset with an epoch count that fits in the classic loop's wall time; its accuracy.
+Each contender is a fresh process, timed from its start to its exit: the Python and torch imports, reading the
+archive, decoding, training, evaluation, the plots and the checkpoint are all on the clock.
 
-Times are wall clock from the start of each run, data loading included; Python and torch imports are not counted
-for any of them. Each arm has its own torch thread setting (``--classic-threads``, ``--threads``), printed with the
-load average before and after each arm. ``--smoke`` shrinks everything for a quick check (the tests run it on a
-tiny generated folder).
+1. classic: the tutorial as published (batch 4, SGD lr 0.001 momentum 0.9, 2 epochs, a DataLoader with 2 workers
+   decoding each JPEG with PIL then ToTensor + Normalize); its held-out accuracy A sets the target, its wall time
+   the budget.
+2. tutorial: the same network through ``python -m cifarlab train --recipe fast``, cold (no decoded cache): reaches
+   A how many times sooner?
+3. fast: the ``fast`` preset sized for a CPU, cold: its accuracy, within the budget?
+
+``--rounds N`` repeats the whole comparison N times, the contenders alternating, to show the spread on a busy
+machine. The load average is printed before and after each process.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import io
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,126 +32,105 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lab"))
-
-import torch  # noqa: E402
-from cifarlab.config import TrainConfig  # noqa: E402
-from cifarlab.data import holdout_indices, read_image_folder  # noqa: E402
-from cifarlab.train import train  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 
-class TutorialNet(nn.Module):
-    """The published network, written as the tutorial writes it (normalisation happens in the transforms)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-class JpegDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
-    """Encoded JPEGs in memory, decoded per item with PIL, as an ImageFolder would after the page cache."""
-
-    def __init__(self, blobs: list[bytes], labels: list[int], transform: Any) -> None:
-        self.blobs, self.labels, self.transform = blobs, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.blobs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.blobs[i])) as im:
-            return self.transform(im.convert("RGB")), self.labels[i]
-
-
-def classic(data_path: Path, holdout: float, seed: int, epochs: float, workers: int, threads: int) -> dict[str, Any]:
-    """The tutorial's loop, timed from reading the archive to the final held-out accuracy."""
+def classic(data: str, holdout: float, seed: int, epochs: float, workers: int, threads: int) -> dict[str, Any]:
+    """The tutorial's loop (run in its own process by ``--classic-arm``): train, then score the held-out images."""
+    sys.path.insert(0, str(ROOT / "lab"))
+    import torch
     import torchvision.transforms as transforms
+    from cifarlab.data import holdout_indices, read_image_folder
+    from cifarlab.models import TutorialNet
+    from PIL import Image
+
+    class JpegDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+        """Encoded JPEGs in memory, decoded per item with PIL, as an ImageFolder would after the page cache."""
+
+        def __init__(self, items: list[tuple[bytes, int]]) -> None:
+            self.items = items
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            with Image.open(io.BytesIO(self.items[i][0])) as im:
+                return transform(im.convert("RGB")), self.items[i][1]
 
     torch.set_num_threads(threads)
-    t0 = time.time()
-    blobs, labels, _ = read_image_folder(data_path)
-    train_items = list(zip(blobs["train"], labels["train"].tolist(), strict=True))
-    train_idx, test_idx = holdout_indices(len(train_items), holdout, seed)
+    blobs, labels, _ = read_image_folder(Path(data))
+    items = list(zip(blobs["train"], labels["train"].tolist(), strict=True))
+    train_idx, test_idx = holdout_indices(len(items), holdout, seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-
-    def subset(idx: torch.Tensor) -> JpegDataset:
-        chosen = [train_items[int(i)] for i in idx]
-        return JpegDataset([b for b, _ in chosen], [label for _, label in chosen], transform)
-
     torch.manual_seed(seed)
-    trainloader = torch.utils.data.DataLoader(subset(train_idx), batch_size=4, shuffle=True, num_workers=workers)
-    testloader = torch.utils.data.DataLoader(subset(test_idx), batch_size=4, shuffle=False, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        JpegDataset([items[int(i)] for i in train_idx]), batch_size=4, shuffle=True, num_workers=workers
+    )
     net = TutorialNet()
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
-    steps_total = max(1, round(epochs * len(trainloader)))
-    step, seen, t_train = 0, 0, time.time()
+    net.norm = torch.nn.Identity()  # the tutorial normalises in its transforms: its Net, layer for layer
+    criterion, optimizer = torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    steps_total, step = max(1, round(epochs * len(loader))), 0
     while step < steps_total:
-        running = 0.0
-        for i, (inputs, labels) in enumerate(trainloader):
+        for inputs, targets in loader:
             optimizer.zero_grad()
-            loss = criterion(net(inputs), labels)
+            loss = criterion(net(inputs), targets)
             loss.backward()
             optimizer.step()
-            running += loss.item()
             step += 1
-            seen += labels.shape[0]
-            if i % 2000 == 1999:
-                print(
-                    f"  classic [{step}/{steps_total}] loss {running / 2000:.3f} ({time.time() - t0:.0f}s)", flush=True
-                )
-                running = 0.0
+            if step % 2000 == 0:
+                print(f"  classic [{step}/{steps_total}] loss {loss.item():.3f}", flush=True)
             if step >= steps_total:
                 break
-    train_s = time.time() - t_train
+    test = torch.utils.data.DataLoader(
+        JpegDataset([items[int(i)] for i in test_idx]), batch_size=4, num_workers=workers
+    )
     correct = total = 0
     with torch.no_grad():
-        for images, labels in testloader:
-            predicted = net(images).argmax(1)
-            total += labels.size(0)
-            correct += int((predicted == labels).sum())
+        for images, targets in test:
+            correct += int((net(images).argmax(1) == targets).sum())
+            total += targets.size(0)
+    return {"accuracy": correct / total, "steps": step, "threads": threads}
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Seconds from the process's start to its exit, and its output; a failure stops the benchmark."""
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return seconds, r.stdout
+
+
+def run_classic(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    out = work / "classic.json"
+    settings = [args.holdout, args.seed, args.classic_epochs, args.workers, args.classic_threads]
+    argv = [sys.executable, __file__, "--data", args.data, "--classic-arm", *map(str, settings), "--json", str(out)]
+    seconds, _ = timed(argv, env)
+    return {**json.loads(out.read_text()), "wall_s": seconds}
+
+
+def run_lab(name: str, flags: list[str], args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``python -m cifarlab train`` with an empty cache: decoding the archive is on the clock."""
+    out, cache = work / name, work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    common = ["--data", args.data, "--holdout", str(args.holdout), "--seed", str(args.seed), "--recipe", "fast"]
+    common += ["--threads", str(args.threads), "--no-eval-each-epoch", "--log-every", "30", "--out", str(out)]
+    seconds, _ = timed(
+        [sys.executable, "-m", "cifarlab", "train", *common, *flags], {**env, "CIFARLAB_CACHE_DIR": str(cache)}
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    o = m["options"]
     return {
-        "accuracy": correct / total,
-        "wall_s": time.time() - t0,
-        "images_per_s": seen / train_s,
-        "steps": step,
-        "threads": threads,
+        "accuracy": m["accuracy"],
+        "wall_s": seconds,
+        "inside_s": m["wall_s"],  # from train()'s start: what the imports before it are not part of
+        "train_s": m["train_s"],
+        "images_per_s": m["images_per_s"],
+        "load_s": m["data"]["load_s"],
+        "decode_s": m["data"]["decode_s"],
+        "options": {k: o[k] for k in ("model", "width", "epochs", "batch_size", "lr", "channels_last", "tta")},
     }
-
-
-def lab_run(cfg: TrainConfig) -> dict[str, Any]:
-    metrics = train(cfg, stream=sys.stdout)
-    return {
-        "accuracy": metrics["accuracy"],
-        "wall_s": metrics["wall_s"],
-        "images_per_s": metrics["images_per_s"],
-        "load_s": metrics["data"]["load_s"],
-        "decode_s": metrics["data"].get("decode_s"),
-        "threads": cfg.threads,
-        "history": metrics["history"],
-        "options": {k: metrics["options"][k] for k in ("model", "width", "epochs", "batch_size", "lr", "optimizer")},
-    }
-
-
-def time_to(history: list[dict[str, Any]], target: float) -> float | None:
-    """Seconds from the start of the run to the first evaluation at or above ``target``."""
-    return next((h["elapsed_s"] for h in history if h["accuracy"] >= target), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,150 +140,75 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classic-epochs", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the classic loop (tutorial: 2)")
-    ap.add_argument("--tutorial-epochs", type=float, default=1.3, help="fast-path epochs for the tutorial network")
-    ap.add_argument("--tutorial-batch", type=int, default=64)
-    ap.add_argument("--tutorial-lr", type=float, default=0.05)
-    ap.add_argument("--fast-epochs", type=float, default=2.5, help="fast preset epochs (fit a 2-core CPU's budget)")
-    ap.add_argument(
-        "--fast-crop-pad",
-        type=int,
-        default=0,
-        help="random-crop padding; 0 = flips only, which learns faster in a run this short (it underfits)",
-    )
-    ap.add_argument("--fast-width", type=float, default=0.25)
-    ap.add_argument("--fast-batch", type=int, default=256)
-    ap.add_argument("--fast-lr", type=float, default=0.8)
-    ap.add_argument("--fast-lean", action=argparse.BooleanOptionalAction, default=True)
-    ap.add_argument(
-        "--eval-every",
-        type=float,
-        default=100.0,
-        help="fast-path evaluations every this many epochs (default: once, at the end of the fixed schedule)",
-    )
-    ap.add_argument(
-        "--threads", type=int, default=2, help="torch threads of the lab's runs (2: batches of 64 split well)"
-    )
-    ap.add_argument(
-        "--classic-threads",
-        type=int,
-        default=1,
-        help="torch threads of the classic loop's training process (1: at batch 4 a second thread only contends)",
-    )
-    ap.add_argument("--skip", action="append", default=[], choices=["classic", "cold", "warm", "fast"])
-    ap.add_argument("--classic-result", help="reuse a classic result (JSON from an earlier --json run)")
-    ap.add_argument("--out", default=None, help="where the lab's run directories go (default: a temp dir)")
+    ap.add_argument("--classic-threads", type=int, default=1, help="1: at batch 4 a second thread only contends")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of the lab's runs")
+    ap.add_argument("--tutorial", default="", help="more cifarlab flags for the tutorial network, e.g. '--epochs 1.2'")
+    ap.add_argument("--fast", default="--epochs 4 --crop-pad 0", help="cifarlab flags for the fast preset")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison, the contenders alternating")
+    ap.add_argument("--skip", action="append", default=[], choices=["classic", "tutorial", "fast"])
+    ap.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
     ap.add_argument("--json", dest="json_out", help="write all results to this JSON file")
+    ap.add_argument("--classic-arm", nargs=5, metavar="X", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.classic_arm:  # the classic contender's own process
+        h, s, e, w, t = args.classic_arm
+        result = classic(args.data, float(h), int(s), float(e), int(w), int(t))
+        Path(args.json_out).write_text(json.dumps(result))
+        return 0
 
-    # Creating the first optimizer imports torch._dynamo (over a second). Pay that before any clock starts, so
-    # that whichever run comes first is not charged for an import the others get for free.
-    torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=0.1)
-    data_path = Path(args.data).expanduser()
     work = Path(args.out or tempfile.mkdtemp(prefix="lab-speed-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "lab"), os.environ.get("PYTHONPATH", "")])}
     results: dict[str, Any] = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if argv is None else " ".join(argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor(),
-            "torch": torch.__version__,
-            "threads": {"classic": args.classic_threads, "lab": args.threads},
-        },
-        "load_average": {"start": os.getloadavg()},
+        "command": " ".join(sys.argv if argv is None else [Path(__file__).name, *argv]),
+        "machine": {"cpus": os.cpu_count(), "processor": cpu_model()},
+        "rounds": [],
     }
-
-    if args.classic_result:
-        results["classic"] = json.loads(Path(args.classic_result).read_text())["classic"]
-    elif "classic" not in args.skip:
-        print("== classic tutorial loop", flush=True)
-        results["classic"] = classic(
-            data_path, args.holdout, args.seed, args.classic_epochs, args.workers, args.classic_threads
-        )
-        results["load_average"]["after_classic"] = os.getloadavg()
-        print(f"   {results['classic']}", flush=True)
-    target = results.get("classic", {}).get("accuracy", 0.0)
-    budget = results.get("classic", {}).get("wall_s")
-
-    def cfg(cache_dir: Path, **kw: Any) -> TrainConfig:
-        os.environ["CIFARLAB_CACHE_DIR"] = str(cache_dir)
-        base: dict[str, Any] = dict(
-            data=str(data_path),
-            holdout=args.holdout,
-            seed=args.seed,
-            recipe="fast",
-            threads=args.threads,
-            eval_every=args.eval_every,
-            log_every=30.0,
-        )
-        base.update(kw)
-        return TrainConfig(**base)
-
-    cache = work / "cache"
-    tut = dict(model="tutorial", epochs=args.tutorial_epochs, batch_size=args.tutorial_batch, lr=args.tutorial_lr)
-    for name, label in (("cold", "cold cache"), ("warm", "warm cache")):
-        if name in args.skip:
-            continue
-        if name == "cold" and cache.exists():
-            for f in cache.iterdir():
-                f.unlink()
-        print(f"== tutorial network, fast path, {label}", flush=True)
-        r = lab_run(cfg(cache, out=str(work / f"tutorial-{name}"), **tut))
-        r["time_to_target_s"] = time_to(r["history"], target)
-        results[f"tutorial_{name}"] = r
-        results["load_average"][f"after_{name}"] = os.getloadavg()
-
-    if "fast" not in args.skip:
-        epochs = args.fast_epochs
-        print(f"== fast preset, {epochs} epochs", flush=True)
-        r = lab_run(
-            cfg(
-                cache,
-                out=str(work / "fast"),
-                model="fast",
-                width=args.fast_width,
-                lean=args.fast_lean,
-                epochs=epochs,
-                batch_size=args.fast_batch,
-                lr=args.fast_lr,
-                crop_pad=args.fast_crop_pad,
-            )
-        )
-        r["accuracy_known_s"] = r["history"][-1]["elapsed_s"] if r["history"] else r["wall_s"]
-        r["within_classic_time"] = budget is None or r["accuracy_known_s"] <= budget
-        results["fast"] = r
-        results["load_average"]["after_fast"] = os.getloadavg()
-
-    print("\n== summary (wall seconds from the start of each run, data loading included)")
-    print(
-        f"threads: classic {args.classic_threads}, lab {args.threads}; load average (1/5/15 min) "
-        + "; ".join(f"{k} {' '.join(f'{v:.2f}' for v in la)}" for k, la in results["load_average"].items())
-    )
-    if "classic" in results:
-        c = results["classic"]
-        print(
-            f"classic loop           : {c['accuracy']:.2%} held-out in {c['wall_s']:.1f}s, "
-            f"{c['images_per_s']:.0f} img/s"
-        )
-    for name in ("cold", "warm"):
-        r = results.get(f"tutorial_{name}")
-        if r:
-            t = r["time_to_target_s"]
-            ratio = "no classic run to compare" if not budget else (f"{budget / t:.1f}x sooner" if t else "not reached")
-            print(
-                f"tutorial, {name} cache   : {r['accuracy']:.2%} final; reached {target:.2%} after "
-                f"{t if t is None else round(t, 1)}s ({ratio}); {r['images_per_s']:.0f} img/s; load {r['load_s']:.1f}s"
-                + (f", decoded after {r['decode_s']:.1f}s in the background" if r.get("decode_s") else "")
-            )
-            r["speedup"] = budget / t if (t and budget) else None
-    r = results.get("fast")
-    if r:
-        print(
-            f"fast preset            : {r['accuracy']:.2%} held-out after {r['accuracy_known_s']:.1f}s "
-            f"({'within' if r['within_classic_time'] else 'over'} the classic loop's time), "
-            f"{r['images_per_s']:.0f} img/s"
-        )
+    contenders = [name for name in ("classic", "tutorial", "fast") if name not in args.skip]
+    for k in range(args.rounds):
+        rnd: dict[str, Any] = {"load_average": {"start": os.getloadavg()}}
+        for name in contenders if k % 2 == 0 else contenders[::-1]:
+            print(f"== round {k + 1}: {name}", flush=True)
+            if name == "classic":
+                rnd[name] = run_classic(args, work, env)
+            else:
+                flags = ["--model", name, *(args.tutorial if name == "tutorial" else args.fast).split()]
+                rnd[name] = run_lab(name, flags, args, work, env)
+            rnd["load_average"][f"after_{name}"] = os.getloadavg()
+            print(f"   {rnd[name]}", flush=True)
+        results["rounds"].append(rnd)
+        summary(rnd)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def summary(rnd: dict[str, Any]) -> None:
+    """The round's figures, each process from its start to its exit."""
+    load = "; ".join(f"{k} {' '.join(f'{v:.1f}' for v in la)}" for k, la in rnd["load_average"].items())
+    print(f"\n== summary (whole processes, start to exit); load average (1/5/15 min): {load}")
+    c, t, f = rnd.get("classic"), rnd.get("tutorial"), rnd.get("fast")
+    if c:
+        print(f"classic loop : {c['accuracy']:.2%} held-out, {c['wall_s']:.1f} s")
+    if t:
+        verdict = ""
+        if c:
+            reached = t["accuracy"] >= c["accuracy"]
+            verdict = f" -> {c['wall_s'] / t['wall_s']:.1f}x sooner" if reached else " -> classic accuracy NOT reached"
+            t["speedup"] = c["wall_s"] / t["wall_s"] if reached else None
+        print(f"tutorial net : {t['accuracy']:.2%} in {t['wall_s']:.1f} s ({t['inside_s']:.1f} s in train()){verdict}")
+    if f:
+        within = "" if not c else (" -> within" if f["wall_s"] <= c["wall_s"] else " -> OVER") + " the classic's time"
+        print(f"fast preset  : {f['accuracy']:.2%} in {f['wall_s']:.1f} s ({f['inside_s']:.1f} s in train()){within}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu gives it (platform.processor() is often empty on Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 if __name__ == "__main__":
