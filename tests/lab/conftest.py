@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tarfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -72,12 +70,8 @@ def lab_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _few_threads() -> None:
-    """The tests use tiny batches: one thread each avoids contention on a busy machine. torchvision's decoders are
-    imported once, here: each load forks its decoding processes, which would otherwise import them anew (seconds)."""
+    """The tests use tiny batches: one thread each avoids contention on a busy machine."""
     import torch
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with contextlib.suppress(ImportError), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import torchvision.io  # noqa: F401
