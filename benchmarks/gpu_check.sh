@@ -10,8 +10,8 @@
 # 5. airbench94 and the fast preset timed to one target accuracy on one clock (benchmarks/gpu_race.py)
 #
 # Settings (environment):
-#   GPU_CHECK_DATA     the CIFAR-10 JPEG archive (default: data/cifar10-train-jpeg.tar.gz at the repository root);
-#                      without it the short runs use synthetic images and step 5 is skipped
+#   GPU_CHECK_DATA     the CIFAR-10 JPEG archive or its folder (default: data/cifar10-train-jpeg.tar.gz at the
+#                      repository root); without it the short runs use synthetic images and step 5 is skipped
 #   GPU_CHECK_WHEELS   a folder of wheels for what the machine's Python lacks, airbench (default: .whl/); they are
 #                      installed with pip --no-index --no-deps --target into a folder put on PYTHONPATH, so the
 #                      machine's own torch stays the one in use
@@ -31,9 +31,11 @@ usage_error() {
   printf 'gpu_check: %s\n' "$*" >&2
   exit 2
 }
+if [ -d "${GPU_CHECK_DATA:-}" ]; then GPU_CHECK_DATA="$GPU_CHECK_DATA/cifar10-train-jpeg.tar.gz"; fi
 if [ -n "${GPU_CHECK_DATA:-}" ]; then
   [ -f "$GPU_CHECK_DATA" ] || usage_error "GPU_CHECK_DATA=$GPU_CHECK_DATA is not a file. Point it at" \
-    "cifar10-train-jpeg.tar.gz, or leave it unset to use data/cifar10-train-jpeg.tar.gz at the repository root."
+    "cifar10-train-jpeg.tar.gz or its folder, or leave it unset to use data/cifar10-train-jpeg.tar.gz at the" \
+    "repository root."
   GPU_CHECK_DATA=$(realpath "$GPU_CHECK_DATA")
 fi
 if [ -n "${GPU_CHECK_WHEELS:-}" ]; then
