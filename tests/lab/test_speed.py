@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from cifarlab import data as data_module
-from cifarlab.config import TrainConfig
+from cifarlab.config import AIRBENCH, TrainConfig
 from cifarlab.data import Data, DataError, load_data
 from cifarlab.models import build_model, count_parameters, model_kwargs, predict_logits
 from cifarlab.train import SGD, Batches, Dist, augment, train
@@ -159,6 +159,16 @@ def test_on_cuda_the_fast_preset_is_airbench94() -> None:
     )
     cpu = TrainConfig(model="fast").resolved("cpu")
     assert (cpu.batch_size, cpu.width, cpu.lean, cpu.tta, cpu.lookahead) == (256, 0.25, True, 1, False)
+
+
+def test_the_cuda_recipe_trains_on_a_cpu_too(tmp_path: Path) -> None:
+    knobs = {k: v for k, v in AIRBENCH.items() if k not in ("epochs", "batch_size", "width")}
+    cfg = TrainConfig(data="synthetic:1024", model="fast", **knobs, epochs=5, batch_size=128, width=0.125)
+    metrics = train(dataclasses.replace(cfg, out=str(tmp_path), eval_each_epoch=False))
+    losses = metrics["loss_per_step"]
+    assert len(losses) == 40 and sum(losses[-4:]) < 0.6 * sum(losses[:4]) and metrics["accuracy"] > 0.5
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state_dict"]
+    assert state["whiten.bias"].abs().sum() > 0  # the whitening's bias learned (it starts at zero)
 
 
 def test_time_augmentation_adds_the_mirrored_then_the_shifted_views() -> None:
