@@ -329,7 +329,7 @@ def make_optimizer(cfg: TrainConfig, raw: nn.Module, per_epoch: int) -> Any:
 
 class SGD:
     """torch.optim.SGD: torch's own update function on the same state, without the import of torch._dynamo that
-    torch.optim makes at the first step: over a second of a tutorial run's few, whole process (RESULTS.md)."""
+    torch.optim makes at its first step, over a second on the clock of every run (benchmarks/RESULTS.md)."""
 
     def __init__(self, groups: list[dict[str, Any]], momentum: float | None, nesterov: bool | None) -> None:
         self.param_groups, self.momentum, self.nesterov = groups, momentum or 0.0, bool(nesterov)
