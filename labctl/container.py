@@ -476,14 +476,12 @@ class LabContainer:
     def get(self, path: str, local_dir: Path) -> Path:
         import docker.errors
 
-        local_dir = Path(local_dir)
         local_dir.mkdir(parents=True, exist_ok=True)
         try:
             stream, _ = self.container.get_archive(path)
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
         top = PurePosixPath(path).name
-        problem = None
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
             for chunk in stream:
                 spool.write(chunk)
@@ -491,10 +489,9 @@ class LabContainer:
             try:
                 with tarfile.open(fileobj=spool, mode="r") as tar:
                     _extract_safely(tar, local_dir, top)
+                problem = None if (local_dir / top).exists() else f"does not hold {top}"
             except (tarfile.TarError, EOFError) as exc:
                 problem = f"is not a tar archive labctl unpacks ({exc})"
-        if problem is None and not (local_dir / top).exists():
-            problem = f"does not hold {top}"
         if problem is not None:
             raise LabctlError(
                 f"The copy of {path} from the lab container {self.name} {problem}; nothing was kept.",
