@@ -148,7 +148,7 @@ class TrainConfig:
 
         need(self.epochs is not None and self.epochs > 0, f"--epochs must be positive, got {self.epochs}.")
         need(self.batch_size is not None and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
-        need((self.lr or 0) > 0 < (self.bias_lr or 1), f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive.")
+        need(min(self.lr or 0, self.bias_lr or 0) > 0, f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive.")
         need(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}.")
         need(self.schedule in ("constant", "onecycle", "triangle"), f"--schedule: no {self.schedule!r} schedule.")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}.")
