@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -191,9 +191,15 @@ class Machine:
 
         return check
 
-    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> AbstractContextManager[int]:
+    @contextmanager
+    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
         """``host``:``remote_port`` as the machine reaches it (its loopback, never a public address), on this
         computer's loopback: ``local_port`` if free, else the next one."""
+        listener = bind_loopback(local_port)
+        with relay(listener, lambda conn: self._dial(host, remote_port, conn), f"forward-{remote_port}"):
+            yield listener.getsockname()[1]
+
+    def _dial(self, host: str, port: int, conn: socket.socket) -> Any:
         raise NotImplementedError
 
     def docker(self) -> DockerClient:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from labctl.errors import LabctlError
-from labctl.machine.base import Machine, bind_loopback, relay
+from labctl.machine.base import Machine
 
 if TYPE_CHECKING:
     import docker
@@ -55,16 +55,14 @@ class LocalMachine(Machine):
     def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
         if host == "127.0.0.1":
             yield remote_port  # nothing to tunnel: the port on this computer's loopback is already reachable
-            return
+        else:
+            with super().forward(remote_port, local_port, host) as port:
+                yield port
 
-        def open_peer(conn: socket.socket) -> socket.socket:
-            peer = socket.create_connection((host, remote_port), timeout=15)
-            peer.settimeout(None)
-            return peer
-
-        listener = bind_loopback(local_port)
-        with relay(listener, open_peer, f"forward-{remote_port}"):
-            yield listener.getsockname()[1]
+    def _dial(self, host: str, port: int, conn: socket.socket) -> socket.socket:
+        peer = socket.create_connection((host, port), timeout=15)
+        peer.settimeout(None)
+        return peer
 
     def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk

@@ -11,8 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,18 +257,10 @@ class SSHMachine(Machine):
         finally:
             channel.close()
 
-    @contextmanager
-    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
-        listener = bind_loopback(local_port)
-        port = listener.getsockname()[1]
-
-        def open_peer(conn: socket.socket) -> paramiko.Channel:
-            return self._transport().open_channel(
-                "direct-tcpip", (host, remote_port), conn.getpeername(), timeout=self.connect_timeout
-            )
-
-        with relay(listener, open_peer, f"forward-{port}"):
-            yield port
+    def _dial(self, host: str, port: int, conn: socket.socket) -> paramiko.Channel:
+        return self._transport().open_channel(
+            "direct-tcpip", (host, port), conn.getpeername(), timeout=self.connect_timeout
+        )
 
     def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk
