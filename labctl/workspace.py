@@ -134,9 +134,9 @@ def _run_tool(container: Container, args: list[str]) -> bytes:
 
 def _tool_args(max_size: int, under: list[str] | None, exclude: bool = True) -> list[str]:
     args = ["--max-size", str(max_size), "--marker", SEED_MARKER, *(f"--under={p}" for p in under or [])]
-    if not exclude:
-        return [*args, "--no-exclude"]
-    return [*args, *(f"--exclude-dir={n}" for n in EXCLUDED_DIRS), *(f"--exclude-top={n}" for n in EXCLUDED_TOP)]
+    if exclude:
+        args += [f"--exclude-dir={n}" for n in EXCLUDED_DIRS] + [f"--exclude-top={n}" for n in EXCLUDED_TOP]
+    return args
 
 
 def compute_manifest(

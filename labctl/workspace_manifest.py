@@ -27,8 +27,7 @@ def _sha256(path: str) -> str:
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     root = os.path.abspath(args.root)
-    exclude_dirs = set() if args.no_exclude else set(args.exclude_dir)
-    exclude_top = set() if args.no_exclude else set(args.exclude_top)
+    exclude_dirs, exclude_top = set(args.exclude_dir), set(args.exclude_top)
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
 
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-size", type=int, default=0, help="skip files larger than this (0: no limit)")
     parser.add_argument("--exclude-dir", action="append", default=[], help="a directory name skipped anywhere")
     parser.add_argument("--exclude-top", action="append", default=[], help="a name skipped at the root only")
-    parser.add_argument("--no-exclude", action="store_true", help="ignore --exclude-dir and --exclude-top")
     parser.add_argument("--under", action="append", help="only this path below the root (repeatable)")
     parser.add_argument("--marker", help="a file below the root whose mtime to report")
     parser.add_argument("--write", help="write the JSON to this file instead of printing it")

@@ -66,7 +66,13 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
             hint=exc.hint,
         ) from None
     store.delete(record.name)
-    _forget_ssh_entry(record, ui)
+    from labctl import sshconfig
+
+    try:  # the lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is worth a warning only
+        if sshconfig.remove_entry(record.name):
+            ui.info(f"Removed the SSH entry {sshconfig.host_alias(record.name)}.")
+    except (OSError, LabctlError) as exc:
+        ui.warn(f"Could not remove the SSH entry of lab '{record.name}' from ~/.ssh/labctl/config: {exc}")
     text = f"Lab '{record.name}' is gone; nothing is left running."
     if saved is not None and (saved.files or saved.already_here):
         text += f" Your work from its workspace is in {saved.copy_dir}."
@@ -86,17 +92,6 @@ def _refuse_unreachable(record: LabRecord, where: str) -> None:
             hint=f"Copy what you need yourself, then delete it without saving: 'labctl down --name {record.name} "
             "--no-save'.",
         )
-
-
-def _forget_ssh_entry(record: LabRecord, ui: Reporter) -> None:
-    """The lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is only worth a warning."""
-    from labctl import sshconfig
-
-    try:
-        if sshconfig.remove_entry(record.name):
-            ui.info(f"Removed the SSH entry {sshconfig.host_alias(record.name)}.")
-    except (OSError, LabctlError) as exc:
-        ui.warn(f"Could not remove the SSH entry of lab '{record.name}' from ~/.ssh/labctl/config: {exc}")
 
 
 def _protect_results(record: LabRecord, ui: Reporter) -> None:
