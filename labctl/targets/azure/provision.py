@@ -108,7 +108,6 @@ class Provisioner:
         self.idle_rights = False
 
     def run(self) -> LabRecord:
-        ensure_providers(self.azure)
         self.idle_rights = self._check_idle_rights()
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
@@ -288,6 +287,7 @@ class Provisioner:
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
         azure, rg = self.azure, self.names.resource_group
+        ensure_providers(azure)  # here, not earlier: a size or region Azure cannot give is refused before any write
         if self._built_region and self._built_region != choice.region:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
