@@ -220,7 +220,7 @@ def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
     head, run_id = _rank_zero_training(docker_client, cluster_lab)
     lost = 1 - head
     docker_client.containers.get(container_name(cluster_lab, lost)).remove(force=True)  # the machine is gone
-    thread.join(240)
+    thread.join(600)  # a deadline for a hang only: run-lab ends about LOST_GRACE_S after the loss
     assert not thread.is_alive(), "run-lab did not end after a node was lost"
     run = result["run"]
     assert run.exit_code == 1, run.output
@@ -234,7 +234,7 @@ def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
     assert metrics["status"] == "failed" and metrics["steps"] >= 1
 
 
-def _rank_zero_training(docker_client: Any, lab: str, run_id: str = "*", timeout: float = 120.0) -> tuple[int, str]:
+def _rank_zero_training(docker_client: Any, lab: str, run_id: str = "*", timeout: float = 600.0) -> tuple[int, str]:
     """(the node holding rank 0, the run id) once rank 0 has reported training progress there (every second);
     the lab's only run unless ``run_id`` names one."""
     deadline = time.monotonic() + timeout
