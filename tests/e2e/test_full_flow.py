@@ -192,13 +192,17 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     assert arm_env.count("POST", "deallocate") == 0
 
     # Follow from another process, then drop every SSH connection to the machine mid-run: a network outage.
+    logins = vm[0].log_path.read_text().count("Accepted publickey")
     follower = subprocess.Popen(
         [sys.executable, "-m", "labctl", "logs", "--follow", run_id],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    time.sleep(4)
+    deadline = time.monotonic() + 120
+    while vm[0].log_path.read_text().count("Accepted publickey") == logins:  # until the follower is connected
+        assert follower.poll() is None and time.monotonic() < deadline, follower.communicate()
+        time.sleep(0.1)
     vm[0].stop()
     time.sleep(2)
     vm[0].start()  # the network is back; the run went on all along
