@@ -29,6 +29,7 @@ from labctl import idle
 from labctl.labhost import prepare_lab
 from labctl.machine.ssh import SSHMachine
 from labctl.state import LabRecord
+from labctl.targets.azure import idlerole
 from labctl.ui import PlainReporter
 from tests.fakearm.fixtures import fake_arm  # noqa: F401
 from tests.fakearm.server import FakeArm
@@ -40,7 +41,7 @@ AGENT = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable  # the machine's python, stdlib only
 WINDOW = 3.0
 AUTH = "providers/Microsoft.Authorization"
-API = idle.AUTHORIZATION_API_VERSION
+API = idlerole.AUTHORIZATION_API_VERSION
 NETWORK_API = "2026-03-01"  # what azure-mgmt-network sends, as labctl's own network calls do
 DEALLOCATE = "Microsoft.Compute/virtualMachines/deallocate/action"
 VM_READ = "Microsoft.Compute/virtualMachines/read"
@@ -100,10 +101,12 @@ class Arm:
     def grant(self, vm_id: str, principal: str, actions: list[str] | None = None) -> str:
         """Give the VM's identity a role at the VM's scope: labctl's own (``actions`` None) or one with ``actions``."""
         if actions is None:
-            self.put(idle.role_definition_url(self.rg, vm_id), idle.role_definition(self.rg, vm_id, "lab"), API)
-            body = idle.role_assignment(self.fake.subscription, vm_id, principal)
-            assigned = self.put(idle.role_assignment_url(vm_id), body, API)
-            assert assigned["properties"]["roleDefinitionId"] == idle.role_definition_id(self.fake.subscription, vm_id)
+            self.put(idlerole.role_definition_url(self.rg, vm_id), idlerole.role_definition(self.rg, vm_id, "lab"), API)
+            body = idlerole.role_assignment(self.fake.subscription, vm_id, principal)
+            assigned = self.put(idlerole.role_assignment_url(vm_id), body, API)
+            assert assigned["properties"]["roleDefinitionId"] == idlerole.role_definition_id(
+                self.fake.subscription, vm_id
+            )
             return str(assigned["id"])
         role_guid = str(uuid.uuid4())
         role = {

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from labctl import idle
 from labctl.cli import app
 from labctl.state import StateStore
+from labctl.targets.azure import idlerole
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
 from tests.fakearm.retail_prices import D4S_V5, RetailPrices
@@ -110,7 +111,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
 
     # RBAC: one custom role that may only read and deallocate, assigned to the VM's identity at the VM alone.
     [role] = arm_env.role_definitions.values()
-    assert role["properties"]["permissions"][0]["actions"] == list(idle.ROLE_ACTIONS)
+    assert role["properties"]["permissions"][0]["actions"] == list(idlerole.ROLE_ACTIONS)
     assert role["properties"]["assignableScopes"] == [vm_id.split("/providers/")[0]]
     [assignment] = arm_env.role_assignments.values()
     assert assignment["properties"]["scope"] == vm_id and assignment["properties"]["principalId"] == principal

@@ -310,18 +310,24 @@ def test_the_budget_guard_counts_this_boots_uptime(tmp_path: Path, capsys: pytes
 def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) -> None:
     from labctl import idle
     from labctl.pricing import LabPrices
+    from labctl.state import LabRecord, NodeRecord
 
     prices = LabPrices("eastus", "Standard_NC4as_T4_v3", 0.526, 0.1578, 36.5, 0.005, "USD", "test")
-    written = idle.agent_config(
-        "azure",
-        idle.IdleRules(window_minutes=45, budget_usd=20),
+    record = LabRecord(
+        name="lab",
+        target="azure",
+        nodes=[NodeRecord(host="203.0.113.7", user="azureuser")],
+        container_name="labctl-lab",
         jupyter_port=8890,
-        container="labctl-lab",
-        admin_user="azureuser",
-        created_at="2026-11-29T10:00:00+00:00",
-        prices=prices,
-        spot=True,
+        idle={"window_minutes": 45, "budget_usd": 20},
     )
+    extras = {
+        "mode": "azure",
+        "created_at": "2026-11-29T10:00:00+00:00",
+        "usd_per_hour": prices.compute_per_hour(True),
+        "fixed_usd_per_hour": prices.fixed_per_hour,
+    }
+    written = idle.agent_config(record, extras)
     files = idle.machine_files(written, b"agent", {u: b"unit" for u in idle.UNITS}, "t" * 64)
     by_path = {path: (data, mode) for path, data, mode in files}
     assert by_path[idle.TOKEN_PATH] == (b"t" * 64, 0o600)
@@ -350,7 +356,7 @@ def exec_start_path() -> str:
 
 
 def test_the_role_reads_and_deallocates_one_vm_and_nothing_else() -> None:
-    from labctl import idle
+    from labctl.targets.azure import idlerole as idle
 
     rg = "/subscriptions/11111111-2222-4333-8444-555555555555/resourceGroups/labctl-lab-rg"
     vm = f"{rg}/providers/Microsoft.Compute/virtualMachines/labctl-lab-vm"

@@ -35,7 +35,8 @@ def test_budgets_are_dollars_or_off() -> None:
 
 
 def test_status_shows_how_long_idle_when_the_stop_is_due_and_the_last_decision() -> None:
-    config = idle.agent_config("azure", idle.IdleRules(30), jupyter_port=8888, container="c", admin_user="azureuser")
+    record = LabRecord(name="lab", target="azure", container_name="c", idle={"window_minutes": 30})
+    config = idle.agent_config(record, {"mode": "azure"})
     checked = datetime(2026, 1, 1, 9, 40, tzinfo=timezone.utc).timestamp()
     state = {"idle_since": checked - 600, "checked_at": checked, "last": "labctl-idle: idle 10m of 30m"}
     facts = idle.agent_facts(config, state)

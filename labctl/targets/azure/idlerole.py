@@ -1,6 +1,7 @@
 """The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more: a custom role on the VM's
-own scope for its system-assigned identity (bodies and names from :mod:`labctl.idle`). Granting it needs
-``roleDefinitions/write`` and ``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
+own scope for its system-assigned identity, named by GUIDs derived from the VM's id so that a second `up` converges
+on it and `down` finds it without local state. Granting it needs ``roleDefinitions/write`` and
+``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
 """
 
 from __future__ import annotations
@@ -8,20 +9,76 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
+import uuid
 from typing import Any
 
-from labctl import idle
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, arm_error_code
 from labctl.ui import Reporter
 
+AUTHORIZATION_API_VERSION = "2022-04-01"
+ROLE_ACTIONS = ("Microsoft.Compute/virtualMachines/deallocate/action", "Microsoft.Compute/virtualMachines/read")
+# What a caller needs to give a VM's identity its role (Owner and User Access Administrator have both).
+GRANT_ACTIONS = ("Microsoft.Authorization/roleDefinitions/write", "Microsoft.Authorization/roleAssignments/write")
+ASK_FOR = (
+    "Ask an owner of the subscription for the Owner or User Access Administrator role, or for a role that "
+    "includes Microsoft.Authorization/roleAssignments/write and roleDefinitions/write, on the subscription or "
+    "the lab's resource group"
+)
+_NAMESPACE = uuid.UUID("6f1d3c1e-5b0a-4f7e-9a51-1abc0c7d1e01")
 PRINCIPAL_WAIT = 180.0  # a new identity or role can take a minute or two to reach the directory's replicas
 # What ARM answers while one of them has not replicated yet, and what the user is told meanwhile.
 NOT_REPLICATED = {
     "PrincipalNotFound": "The VM's identity is not in the directory yet; trying again.",
     "RoleDefinitionDoesNotExist": "The lab's new idle-stop role is not known everywhere yet; trying again.",
 }
+
+
+def role_definition_name(vm_id: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"role:{vm_id.lower()}"))
+
+
+def role_definition_id(subscription_id: str, vm_id: str) -> str:
+    """The role's id as ARM returns it: custom roles live at subscription level whatever scope made them."""
+    name = role_definition_name(vm_id)
+    return f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{name}"
+
+
+def role_definition_url(resource_group_id: str, vm_id: str) -> str:
+    """Where `up` PUTs the role and `down` DELETEs it (after the group is gone: roles outlive groups)."""
+    return f"{resource_group_id}/providers/Microsoft.Authorization/roleDefinitions/{role_definition_name(vm_id)}"
+
+
+def role_assignment_url(vm_id: str) -> str:
+    name = uuid.uuid5(_NAMESPACE, f"assignment:{vm_id.lower()}")
+    return f"{vm_id}/providers/Microsoft.Authorization/roleAssignments/{name}"
+
+
+def role_definition(resource_group_id: str, vm_id: str, lab: str) -> dict[str, Any]:
+    """Custom roles take no narrower assignable scope than a resource group, so the assignment narrows it to the
+    VM; role names are unique in the directory, hence the VM id's hash in it."""
+    return {
+        "properties": {
+            "roleName": f"labctl idle stop {lab} {role_definition_name(vm_id)[:8]}",
+            "description": f"Lets the labctl lab '{lab}' deallocate its own VM when it is idle.",
+            "type": "CustomRole",
+            "permissions": [{"actions": list(ROLE_ACTIONS), "notActions": [], "dataActions": [], "notDataActions": []}],
+            "assignableScopes": [resource_group_id],
+        }
+    }
+
+
+def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of: str | None = None) -> dict[str, Any]:
+    """``principalType`` avoids a PrincipalNotFound while the new identity replicates. For a lab's other VMs,
+    ``vm_id`` is the worker's and ``role_of`` node 0's: node 0's identity may deallocate each of them."""
+    return {
+        "properties": {
+            "roleDefinitionId": role_definition_id(subscription_id, role_of or vm_id),
+            "principalId": principal_id,
+            "principalType": "ServicePrincipal",
+        }
+    }
 
 
 def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -31,7 +88,7 @@ def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = Non
     from azure.mgmt.core.exceptions import ARMErrorFormat
 
     request = HttpRequest(
-        method, f"{azure.endpoint}{path}", params={"api-version": idle.AUTHORIZATION_API_VERSION}, json=body
+        method, f"{azure.endpoint}{path}", params={"api-version": AUTHORIZATION_API_VERSION}, json=body
     )
     response = azure.resources.send_request(request)
     if response.status_code >= 400:
@@ -56,7 +113,7 @@ def missing_grant_rights(azure: Azure, resource_group: str) -> list[str]:
     with arm("checking whether you may give the lab's VM its idle-stop role"):
         _, answer = call(azure, "GET", f"{scope}/providers/Microsoft.Authorization/permissions")
     permissions = list((answer or {}).get("value") or [])
-    return [action for action in idle.GRANT_ACTIONS if not _allows(permissions, action)]
+    return [action for action in GRANT_ACTIONS if not _allows(permissions, action)]
 
 
 def grant(
@@ -73,11 +130,11 @@ def grant(
         call(
             azure,
             "PUT",
-            idle.role_definition_url(resource_group_id, vm_id),
-            idle.role_definition(resource_group_id, vm_id, lab),
+            role_definition_url(resource_group_id, vm_id),
+            role_definition(resource_group_id, vm_id, lab),
         )
     for scope in (vm_id, *workers):
-        _assign(azure, scope, idle.role_assignment(azure.subscription_id, scope, principal, role_of=vm_id), ui)
+        _assign(azure, scope, role_assignment(azure.subscription_id, scope, principal, role_of=vm_id), ui)
 
 
 def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> None:
@@ -88,7 +145,7 @@ def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> Non
     while True:
         try:
             with arm("assigning the idle-stop role to the VM's identity"):
-                call(azure, "PUT", idle.role_assignment_url(scope), body)
+                call(azure, "PUT", role_assignment_url(scope), body)
             return
         except LabctlError as exc:
             code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None
@@ -103,9 +160,9 @@ def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> Non
 
 def revoke_assignment(azure: Azure, vm_id: str) -> None:
     with arm("removing the idle-stop role assignment"):
-        call(azure, "DELETE", idle.role_assignment_url(vm_id))
+        call(azure, "DELETE", role_assignment_url(vm_id))
 
 
 def delete_role(azure: Azure, vm_id: str) -> None:
     with arm("deleting the lab's idle-stop role"):
-        call(azure, "DELETE", idle.role_definition_id(azure.subscription_id, vm_id))
+        call(azure, "DELETE", role_definition_id(azure.subscription_id, vm_id))

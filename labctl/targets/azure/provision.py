@@ -118,8 +118,7 @@ class Provisioner:
 
     def _check_idle_rights(self) -> bool:
         """Asked before anything is created."""
-        from labctl import idle
-        from labctl.targets.azure.idlerole import missing_grant_rights
+        from labctl.targets.azure.idlerole import ASK_FOR, missing_grant_rights
 
         wanted = bool(self.spec.idle_stop) or self.spec.budget is not None
         self.record.idle.pop("why_not", None)
@@ -135,12 +134,12 @@ class Provisioner:
         if self.spec.idle_explicit or self.spec.budget is not None:
             raise LabctlError(
                 f"{why} Nothing was created.",
-                hint=f"{idle.ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
+                hint=f"{ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
                 "auto-shutdown alone.",
             )
         self.ui.warn(
             f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "
-            f"{idle.ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
+            f"{ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
         )
         self.record.idle["why_not"] = (
             "your Azure login may not assign roles (Owner or User Access Administrator is needed)"
