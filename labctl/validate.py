@@ -20,16 +20,8 @@ from labctl.errors import UsageError
 # Each is matched against the whole value (``fullmatch``: no trailing newline slips through) in ASCII only (no
 # other script's digits pass for 0-9).
 GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
-REGION_RE = re.compile(r"[a-z][a-z0-9]{2,30}", re.ASCII)
-SIZE_RE = re.compile(r"[A-Za-z0-9_]{2,64}", re.ASCII)
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
-HHMM_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]", re.ASCII)
-PORT_RE = re.compile(r"[0-9]{1,5}", re.ASCII)
-# Azure's rule for a Linux VM's admin user name. (Azure also refuses some names such as root or admin when the
-# VM is created; they are not refused here, since tests log in to a stand-in VM as the local user, root in CI.)
-ADMIN_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}", re.ASCII)
-# Seconds any of labctl's waits may take: a week is past every sensible value, and far below what sleep() takes.
-MAX_SECONDS = 7 * 24 * 3600
+MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
 # Ranges wider than these are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
 REFUSE_WIDER_THAN = {4: 8, 6: 32}
@@ -40,47 +32,67 @@ def _blank(value: str, what: str) -> None:
         raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
 
 
-def check_subscription(value: str, what: str = "--subscription") -> str:
+def _matching(value: str, what: str, pattern: str, message: str, hint: str) -> str:
     _blank(value, what)
-    if not GUID_RE.fullmatch(value.strip()):
-        raise UsageError(
-            f"{what} {value!r} is not an Azure subscription id.",
-            hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
-        )
-    return value.strip()
+    if not re.fullmatch(pattern, value, re.ASCII):
+        raise UsageError(message.format(what=what, value=value), hint=hint)
+    return value
+
+
+def check_subscription(value: str, what: str = "--subscription") -> str:
+    return _matching(
+        value.strip(),
+        what,
+        GUID_RE.pattern,
+        "{what} {value!r} is not an Azure subscription id.",
+        "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
+    )
 
 
 def check_region(value: str, what: str = "--region") -> str:
     """A region name as Azure spells it (any case), or 'auto'."""
-    _blank(value, what)
-    if value.lower() != "auto" and not REGION_RE.fullmatch(value.lower()):
-        raise UsageError(
-            f"{what} {value!r} is not an Azure region name.",
-            hint="Use a name like eastus, westeurope or westus2, without spaces "
-            "('az account list-locations -o table' lists them), or auto.",
-        )
-    return value.lower()
+    return _matching(
+        value.strip().lower(),
+        what,
+        r"auto|[a-z][a-z0-9]{2,30}",
+        "{what} {value!r} is not an Azure region name.",
+        "Use a name like eastus, westeurope or westus2, without spaces ('az account list-locations -o table' "
+        "lists them), or auto.",
+    )
 
 
 def check_size_name(value: str, what: str = "--size") -> str:
-    _blank(value, what)
-    if not SIZE_RE.fullmatch(value.strip()):
-        raise UsageError(
-            f"labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
-            hint="Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); "
-            "'labctl up --help' names the common ones.",
-        )
-    return value.strip()
+    return _matching(
+        value.strip(),
+        what,
+        r"[A-Za-z0-9_]{2,64}",
+        "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
+        "Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); 'labctl up --help' names the "
+        "common ones.",
+    )
 
 
 def check_shutdown_at(value: str, what: str = "--shutdown-at") -> str:
-    _blank(value, what)
-    if not HHMM_RE.fullmatch(value):
-        raise UsageError(
-            f"{what} {value!r} is not a time of day.",
-            hint="Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
-        )
-    return value
+    return _matching(
+        value,
+        what,
+        r"([01][0-9]|2[0-3]):[0-5][0-9]",
+        "{what} {value!r} is not a time of day.",
+        "Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
+    )
+
+
+def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
+    """Azure's rule for a Linux VM's admin user name. (Azure also refuses some names such as root or admin when the
+    VM is created; not here, since tests log in to a stand-in VM as the local user, root in CI.)"""
+    return _matching(
+        value,
+        what,
+        r"[a-z_][a-z0-9_-]{0,31}",
+        "{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
+        "Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); or unset it "
+        "for the default, azureuser.",
+    )
 
 
 def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
@@ -151,20 +163,10 @@ def check_run_id(value: str, what: str = "RUN") -> str:
 
 
 def check_port(text: str, what: str) -> int:
-    port = int(text.strip()) if PORT_RE.fullmatch(text.strip()) else -1
+    port = int(text.strip()) if re.fullmatch(r"[0-9]{1,5}", text.strip(), re.ASCII) else -1
     if not 0 < port < 65536:
         raise UsageError(f"{what} {text!r} is not a port number.", hint="Use a whole number from 1 to 65535.")
     return port
-
-
-def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
-    if not ADMIN_RE.fullmatch(value):
-        raise UsageError(
-            f"{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
-            hint="Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); "
-            "or unset it for the default, azureuser.",
-        )
-    return value
 
 
 def check_url(value: str, what: str, schemes: tuple[str, ...] = ("https",)) -> str:

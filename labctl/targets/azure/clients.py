@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
+from labctl.validate import check_subscription
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -44,7 +45,6 @@ _MANAGED_IDENTITY_HINTS = (
     "AZURE_FEDERATED_TOKEN_FILE",
 )
 _HEX_RE = re.compile(r"[^0-9a-f]")
-_SUB_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 _REGISTER = (
     "The subscription is not registered for a resource provider labctl needs",
@@ -505,11 +505,7 @@ def connect(subscription: str | None = None) -> Azure:
         principal = None  # said when an owner is needed (Azure.principal), not for commands that need none
     chosen = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID") or None
     if chosen:
-        if not _SUB_RE.match(chosen):
-            raise UsageError(
-                f"'{chosen}' is not an Azure subscription id.",
-                hint="It looks like 00000000-0000-0000-0000-000000000000; 'az account list' shows yours.",
-            )
+        chosen = check_subscription(chosen, "--subscription" if subscription else "AZURE_SUBSCRIPTION_ID")
         return Azure(credential, chosen, endpoint, _principal=principal)
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
     return Azure(

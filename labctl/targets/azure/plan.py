@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.catalog import VmSize, choose_sizes
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError
 from labctl.spec import LabSpec
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.fit import refuse_grid_only
 from labctl.targets.azure.shutdown import schedule_time
+from labctl.validate import check_region
 
-_REGION_RE = re.compile(r"^[a-z][a-z0-9]{2,30}$")
 _INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
 
 
@@ -216,23 +216,13 @@ def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:
     }
 
 
-def validate_region(region: str) -> str:
-    value = region.strip().lower().replace(" ", "")
-    if not _REGION_RE.match(value):
-        raise UsageError(
-            f"'{region}' is not an Azure region name.",
-            hint="Use a name like eastus, westeurope or westus2 ('az account list-locations -o table'), or auto.",
-        )
-    return value
-
-
 def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     """Decide everything that does not need Azure. ``discover_ip`` asks the echo service when no --allow-ip."""
     sizes = choose_sizes(spec.sizes, spec.gpu)
     refuse_grid_only(sizes)  # a GPU the image's driver cannot use is refused before anything else
-    region = (spec.region or settings.default_region()).strip().lower()
+    region = check_region(spec.region or settings.default_region())
     auto = region == "auto"
-    regions = list(settings.AUTO_REGIONS) if auto else [validate_region(region)]
+    regions = list(settings.AUTO_REGIONS) if auto else [region]
     warnings: list[str] = []
     if spec.allow_ip:
         source = parse_allow_ip(spec.allow_ip)
