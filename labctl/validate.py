@@ -32,43 +32,46 @@ def _blank(value: str, what: str) -> None:
         raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
 
 
-def _matching(value: str, what: str, pattern: str, message: str, hint: str) -> str:
+def _matching(value: str, what: str, pattern: str, message: str, hint: str, *, strip: bool = False) -> str:
     _blank(value, what)
-    if not re.fullmatch(pattern, value, re.ASCII):
+    checked = value.strip() if strip else value
+    if not re.fullmatch(pattern, checked, re.ASCII):
         raise UsageError(message.format(what=what, value=value), hint=hint)
-    return value
+    return checked
 
 
 def check_subscription(value: str, what: str = "--subscription") -> str:
     return _matching(
-        value.strip(),
+        value,
         what,
         GUID_RE.pattern,
         "{what} {value!r} is not an Azure subscription id.",
         "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
+        strip=True,
     )
 
 
 def check_region(value: str, what: str = "--region") -> str:
     """A region name as Azure spells it (any case), or 'auto'."""
     return _matching(
-        value.strip().lower(),
+        value,
         what,
-        r"auto|[a-z][a-z0-9]{2,30}",
+        r"(?i)auto|[a-z][a-z0-9]{2,30}",
         "{what} {value!r} is not an Azure region name.",
         "Use a name like eastus, westeurope or westus2, without spaces ('az account list-locations -o table' "
         "lists them), or auto.",
-    )
+    ).lower()
 
 
 def check_size_name(value: str, what: str = "--size") -> str:
     return _matching(
-        value.strip(),
+        value,
         what,
         r"[A-Za-z0-9_]{2,64}",
         "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
         "Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); 'labctl up --help' names the "
         "common ones.",
+        strip=True,
     )
 
 
