@@ -1,9 +1,5 @@
-"""The local record of labs: one JSON file per lab, written atomically, readable by the owner only.
-
-The record holds secrets (the Jupyter token, the path of the private key), so the directory is 0700 and
-every file 0600 (on Windows: private by living in the user's profile, see labctl.files). For Azure labs the
-cloud's tags stay the source of truth: a lost state file means labctl finds the lab again by its tags, never
-a forgotten VM.
+"""The local record of labs: one JSON file per lab, written atomically, private to the owner (it holds the
+Jupyter token). For Azure labs the cloud's tags stay the source of truth: a lost file never means a forgotten VM.
 """
 
 from __future__ import annotations
@@ -27,16 +23,12 @@ from labctl.validate import RUN_ID_RE
 STATE_ENV = "LABCTL_STATE_DIR"
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
 TARGET_KINDS = ("azure", "ssh", "local")
-_HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a host name or an address, nothing a shell would read
-_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-_HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?$")
 T = TypeVar("T")
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$|^[a-z]$")
 
 
 def validate_lab_name(name: str) -> str:
     """Lab names end up in resource-group, VM and container names, so they keep to what all of those accept."""
-    if not NAME_RE.fullmatch(name):
+    if not re.fullmatch(r"[a-z]([a-z0-9-]{0,22}[a-z0-9])?", name, re.ASCII):
         raise UsageError(
             f"{name!r} is not a valid lab name.",
             hint="Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not "
@@ -58,16 +50,18 @@ def state_dir() -> Path:
     return Path(platformdirs.user_state_dir("labctl", appauthor=False))
 
 
-def _matching(pattern: re.Pattern[str]) -> Callable[[str | None], bool]:
-    return lambda value: value is None or bool(pattern.fullmatch(value))
+def _matching(pattern: str) -> Callable[[str | None], bool]:
+    return lambda value: value is None or bool(re.fullmatch(pattern, value, re.ASCII))
 
 
 # The records' schema: each field's type, and for these the values no lab of labctl's could hold (they reach SSH,
 # Docker and paths), checked by ``_parsed`` when a record is read.
-Address = Annotated[str | None, _matching(_HOST_RE)]  # a host name or an address, nothing a shell would read
+Address = Annotated[str | None, _matching(r"[A-Za-z0-9.:_-]{1,253}")]  # nothing a shell would read
 Port = Annotated[int, lambda port: 0 < port < 65536]
-User = Annotated[str | None, _matching(_USER_RE)]
-HostKey = Annotated[str | None, _matching(_HOST_KEY_RE)]  # pinned public host key, "ssh-ed25519 AAAA..."
+User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
+HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
+    str | None, _matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?")
+]
 RunId = Annotated[str, lambda run_id: bool(RUN_ID_RE.fullmatch(run_id)) and ".." not in run_id]
 
 
@@ -86,11 +80,7 @@ class RunRecord:
 
 @dataclass
 class NodeRecord:
-    """One machine of a lab. Node 0 runs Jupyter and holds the public address; a lab on one machine has only it.
-
-    A node is reached with the lab's SSH key and its own pinned host key: directly at ``host``, or, where it
-    has no public address (an Azure worker), through node 0 at its private address.
-    """
+    """One machine of a lab, reached with the lab's SSH key and its own pinned host key. Node 0 runs Jupyter."""
 
     host: Address = None  # None: this computer (target local)
     port: Port = 22
@@ -131,12 +121,9 @@ class LabRecord:
 
     @classmethod
     def from_json(cls, data: object) -> LabRecord:
-        """The record in ``data``; ValueError naming the bad key when it is not the shape labctl writes.
-
-        Checked here rather than trusted, since a hand-edited or half-written file would otherwise fail later
-        with a bare TypeError somewhere far from the file. A record written before a lab was a list of nodes
-        (node 0 in the record's own host, port, user and host_key, the others in ``workers``) is read as one.
-        """
+        """ValueError naming the bad key, rather than a TypeError far from a hand-edited file. A record written
+        before a lab was a list of nodes (node 0 in the record's own fields, the others in ``workers``) is read
+        as one."""
         if isinstance(data, dict) and "nodes" not in data:
             workers = data.get("workers", [])
             if not isinstance(workers, list):
@@ -158,10 +145,7 @@ class LabRecord:
             )
 
     def public_json(self) -> dict[str, Any]:
-        """The record without secrets, for ``--json`` output."""
-        data = self.to_json()
-        data.pop("jupyter_token", None)
-        return data
+        return {k: v for k, v in self.to_json().items() if k != "jupyter_token"}
 
     def find_run(self, run_id: str | None) -> RunRecord:
         if not self.runs:
@@ -182,11 +166,8 @@ _ITEMS = {RunRecord: ("run", 1), NodeRecord: ("node", 0)}  # how errors name an 
 
 
 def _parsed(cls: type[T], data: object, what: str) -> T:
-    """``cls`` from the JSON object ``data``, each field checked against its declared type and constraints.
-
-    Unknown keys are dropped (a newer labctl may have written them); missing required ones and values of the
-    wrong type or outside the schema raise ValueError naming the key.
-    """
+    """``cls`` from ``data``, each field checked against its declared type and constraints; unknown keys are
+    dropped (a newer labctl may have written them)."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -206,16 +187,12 @@ def _parsed(cls: type[T], data: object, what: str) -> T:
             label, first = _ITEMS[item]
             value = [_parsed(item, v, f"{label} {i}") for i, v in enumerate(value, start=first)]
         elif not _is_instance(value, hint):
-            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not {_hint_name(hint)}")
+            named = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not a {named}")
         if not all(ok(value) for ok in checks):
             raise ValueError(f"'{f.name}' in {what} is {value!r}, which no lab of labctl's has")
         values[f.name] = value
     return cls(**values)
-
-
-def _hint_name(hint: Any) -> str:
-    """'a str', 'a str | None': the declared type in words for the error message."""
-    return "a " + (hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", ""))
 
 
 def _is_instance(value: object, hint: Any) -> bool:
@@ -236,11 +213,8 @@ def _is_instance(value: object, hint: Any) -> bool:
 
 
 class StateStore:
-    """Reads and writes lab records under one directory."""
-
     def __init__(self, root: Path | None = None) -> None:
         self.root = root if root is not None else state_dir()
-        self.problems: dict[Path, str] = {}  # why each unreadable file found by ``scan`` could not be read
 
     @property
     def labs_dir(self) -> Path:
@@ -281,39 +255,28 @@ class StateStore:
         with contextlib.suppress(FileNotFoundError):
             self._path(name).unlink()
 
-    def scan(self) -> tuple[list[LabRecord], list[Path]]:
-        """The readable lab records, and the state files that could not be read (corrupt, wrong shape, or
-        named so that no lab could have written them)."""
-        if not self.labs_dir.is_dir():
-            return [], []
+    def scan(self) -> tuple[list[LabRecord], dict[Path, str]]:
+        """The readable lab records, and why each state file that could not be read could not."""
         records: list[LabRecord] = []
-        unreadable: list[Path] = []
-        for path in sorted(self.labs_dir.glob("*.json")):
+        unreadable: dict[Path, str] = {}
+        for path in sorted(self.labs_dir.glob("*.json")) if self.labs_dir.is_dir() else []:
             try:
                 records.append(self.load(path.stem))
             except NotFound:  # removed since the listing (a 'down' running beside this): not a lab any more
                 continue
             except UsageError as exc:
-                unreadable.append(path)
-                self.problems[path] = exc.message
+                unreadable[path] = exc.message
         return records, unreadable
 
-    def list(self) -> list[LabRecord]:
-        """The readable lab records; see ``scan`` for the files skipped because they could not be read."""
-        return self.scan()[0]
-
     def resolve(self, name: str | None) -> LabRecord:
-        """The lab the user meant: the one named, or the only one there is.
-
-        An unreadable state file may be the lab the user means, so without --name it is never silently
-        passed over: it is named, with the way out, instead of picking the one readable lab.
-        """
+        """The lab named, or the only one there is; never the one readable lab beside an unreadable file, which
+        may be the lab the user means."""
         if name is not None:
             return self.load(name)
         labs, unreadable = self.scan()
         if unreadable:
             one = len(unreadable) == 1
-            why = " ".join(self.problems.get(p, f"The state file {p} could not be read.") for p in unreadable)
+            why = " ".join(unreadable.values())
             if labs:
                 known = ", ".join(f"'{r.name}'" for r in labs)
                 message = (

@@ -154,7 +154,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     idle_line = settle(record, target, ui)
     record.status = "ready"
     store.save(record)
-    flag = "" if spec.name == DEFAULT_NAME and len(store.list()) == 1 else f" --name {spec.name}"
+    flag = "" if spec.name == DEFAULT_NAME and len(store.scan()[0]) == 1 else f" --name {spec.name}"
     text = "\n".join(
         [
             f"Lab '{spec.name}' is ready.",
