@@ -5,8 +5,7 @@ labctl writes only files it owns: the entries go to ``~/.ssh/labctl/config`` and
 ``~/.ssh/labctl/<lab>.known_hosts`` (all 0600). The user's own ``~/.ssh/config`` gets a single ``Include`` line
 at its top, and only after the user agreed to it once.
 
-Every value is checked before it is written: a config line is a place where a newline, a quote or a ``%``/``${``
-token would change what ``ssh`` does, so a value that could do that is refused rather than escaped.
+Every value is checked before it is written (``HostEntry.validated``).
 """
 
 from __future__ import annotations
@@ -23,12 +22,6 @@ from labctl.hostkeys import normalize
 from labctl.state import LabRecord, validate_lab_name
 
 ALIAS_PREFIX = "labctl-"
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
-_IPV6 = re.compile(r"^[0-9A-Fa-f:.]{2,45}$")
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
-# Characters a path may hold in a config line: no quotes, backslashes, '%' or '$' (ssh expands '%x' and '${X}'
-# in IdentityFile and UserKnownHostsFile), no '#' and nothing below a space. A space is fine inside quotes.
-_PATH_OK = re.compile(r"^[A-Za-z0-9._/+@=,:~ -]+$")
 _BEGIN = "# labctl: begin "
 _END = "# labctl: end "
 HEADER = (
@@ -37,38 +30,19 @@ HEADER = (
 )
 
 
-@dataclass(frozen=True)
 class Paths:
     """Where the files live; ``home`` is the user's home unless a test gives another."""
 
-    home: Path
-
-    @classmethod
-    def default(cls) -> Paths:
-        return cls(Path.home())
-
-    @property
-    def ssh_dir(self) -> Path:
-        return self.home / ".ssh"
-
-    @property
-    def user_config(self) -> Path:
-        return self.ssh_dir / "config"
-
-    @property
-    def labctl_dir(self) -> Path:
-        return self.ssh_dir / "labctl"
-
-    @property
-    def config(self) -> Path:
-        return self.labctl_dir / "config"
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or Path.home()
+        self.ssh_dir = self.home / ".ssh"
+        self.user_config = self.ssh_dir / "config"
+        self.labctl_dir = self.ssh_dir / "labctl"
+        self.config = self.labctl_dir / "config"
+        self.declined_marker = self.labctl_dir / "include-declined"
 
     def known_hosts(self, lab: str) -> Path:
         return self.labctl_dir / f"{validate_lab_name(lab)}.known_hosts"
-
-    @property
-    def declined_marker(self) -> Path:
-        return self.labctl_dir / "include-declined"
 
 
 @dataclass(frozen=True)
@@ -92,9 +66,15 @@ class HostEntry:
         """This entry if every value is safe to write into an ssh_config; UsageError naming the bad one if not."""
         validate_lab_name(self.lab)
         check_host(self.host)
-        check_user(self.user)
+        _safe(
+            self.user,
+            "The user name",
+            r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}",
+            "Use letters, digits, '.', '_' and '-', starting with a letter, digit or '_'.",
+        )
         for what, port in (("port", self.port), ("Jupyter port", self.jupyter_port), ("local port", self.local_port)):
-            check_port(port, what)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise UsageError(f"The {what} {port!r} is not a TCP port.", hint="Use a number from 1 to 65535.")
         check_path(self.identity_file, "The SSH key path")
         normalize(self.host_key)
         return self
@@ -129,39 +109,34 @@ def host_alias(lab: str) -> str:
     return ALIAS_PREFIX + validate_lab_name(lab)
 
 
+def _safe(value: str, what: str, pattern: str, hint: str) -> str:
+    """A config line is a place where a newline, a quote or a ``%``/``${`` token would change what ``ssh`` does,
+    so a value that could hold one is refused rather than escaped."""
+    if not re.fullmatch(pattern, value, re.ASCII):
+        raise UsageError(f"{what} {value!r} cannot go into an SSH config entry.", hint=hint)
+    return value
+
+
 def check_host(host: str) -> str:
-    if _HOSTNAME.fullmatch(host) or (":" in host and _IPV6.fullmatch(host)):
-        return host
-    raise UsageError(
-        f"The host name {host!r} cannot go into an SSH config entry.",
-        hint="Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
+    return _safe(
+        host,
+        "The host name",
+        r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|(?=.*:)[0-9A-Fa-f:.]{2,45}",
+        "Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
     )
-
-
-def check_user(user: str) -> str:
-    if _USER.fullmatch(user):
-        return user
-    raise UsageError(
-        f"The user name {user!r} cannot go into an SSH config entry.",
-        hint="Use letters, digits, '.', '_' and '-', starting with a letter, digit or '_'.",
-    )
-
-
-def check_port(port: int, what: str = "port") -> int:
-    if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-        return port
-    raise UsageError(f"The {what} {port!r} is not a TCP port.", hint="Use a number from 1 to 65535.")
 
 
 def check_path(path: Path, what: str) -> Path:
+    # No quotes, backslashes, '%' or '$' (ssh expands '%x' and '${X}' in paths), no '#', nothing below a space and
+    # no leading '~'; a space is fine inside quotes.
     text = path.as_posix()
-    if path.is_absolute() and _PATH_OK.fullmatch(text) and not text.startswith("~"):
-        return path
-    raise UsageError(
-        f"{what} {text!r} cannot go into an SSH config entry.",
-        hint="It must be an absolute path without quotes, backslashes, '%', '$', '#' or control characters; "
-        "move the file to such a path.",
-    )
+    if not (path.is_absolute() and re.fullmatch(r"[A-Za-z0-9._/+@=,:-][A-Za-z0-9._/+@=,:~ -]*", text, re.ASCII)):
+        raise UsageError(
+            f"{what} {text!r} cannot go into an SSH config entry.",
+            hint="It must be an absolute path without quotes, backslashes, '%', '$', '#' or control characters; "
+            "move the file to such a path.",
+        )
+    return path
 
 
 def _value(text: str) -> str:
@@ -215,16 +190,12 @@ def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
     return outside + body, blocks
 
 
-def _ensure_dirs(paths: Paths) -> None:
-    for directory in (paths.ssh_dir, paths.labctl_dir):
-        make_private_dir(directory)
-
-
 def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
     """Write (or replace) the lab's block and its pinned host key; return labctl's config file."""
-    paths = paths or Paths.default()
+    paths = paths or Paths()
     entry.validated()
-    _ensure_dirs(paths)
+    make_private_dir(paths.ssh_dir)
+    make_private_dir(paths.labctl_dir)
     known = paths.known_hosts(entry.lab)
     write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
     block = render_block(entry, known)
@@ -237,7 +208,7 @@ def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
 
 def remove_entry(lab: str, paths: Paths | None = None) -> bool:
     """Remove the lab's block and pinned key; True if there was a block."""
-    paths = paths or Paths.default()
+    paths = paths or Paths()
     validate_lab_name(lab)
     paths.known_hosts(lab).unlink(missing_ok=True)
     if not paths.config.is_file():
@@ -251,7 +222,7 @@ def remove_entry(lab: str, paths: Paths | None = None) -> bool:
 
 def entries(paths: Paths | None = None) -> list[str]:
     """The labs that have a block in labctl's config file."""
-    paths = paths or Paths.default()
+    paths = paths or Paths()
     if not paths.config.is_file():
         return []
     return list(_split_blocks(paths.config.read_text())[1])
@@ -305,7 +276,7 @@ def ensure_include(
     ``ask_again``: the answer is kept in labctl's SSH directory. It returns None when no one can answer. A
     symlinked config (a dotfiles repository) is edited where it points; its mode is kept.
     """
-    paths = paths or Paths.default()
+    paths = paths or Paths()
     target = paths.user_config.resolve() if paths.user_config.is_symlink() else paths.user_config
     text = target.read_text() if target.is_file() else ""
     if _includes_at_top(text, paths):
@@ -316,7 +287,8 @@ def ensure_include(
     question = (
         f"Add the line '{line}' at the top of {paths.user_config}, so that 'ssh {ALIAS_PREFIX}<lab>' works everywhere?"
     )
-    _ensure_dirs(paths)
+    make_private_dir(paths.ssh_dir)
+    make_private_dir(paths.labctl_dir)
     answer = confirm(question)
     if answer is None:
         return IncludeState.NOT_ASKED
@@ -328,20 +300,3 @@ def ensure_include(
     note = "# Added by labctl: its labs' entries (remove this line to stop using them).\n"
     write_private(target, f"{note}{line}\n\n{text}" if text else f"{note}{line}\n", mode)
     return IncludeState.ADDED
-
-
-__all__ = [
-    "HostEntry",
-    "IncludeState",
-    "Paths",
-    "check_host",
-    "check_path",
-    "check_user",
-    "ensure_include",
-    "entries",
-    "entry_for",
-    "host_alias",
-    "remove_entry",
-    "render_block",
-    "write_entry",
-]
