@@ -39,10 +39,6 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "idle_stop": (None, "minutes idle before the lab stops itself, or 'off' (default: 60 on Azure, off elsewhere)"),
     "budget": (None, "US dollars since creation after which the lab stops itself (default: none)"),
 }
-# The type a value in a config file must have. Every setting today is text (TOML has no null, so "unset"
-# is spelled by leaving the key out); checking here turns `shutdown_at = 1900` into a clear error instead
-# of a TypeError deep inside `up`.
-SETTING_TYPES: dict[str, type] = {key: str for key in SETTINGS}
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
 # Settings that decide what runs as root on the machine, who can reach it, what is billed, where, for how long,
@@ -90,39 +86,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
             f"The config file {path} has unknown settings: {', '.join(unknown)}.",
             hint=f"Known settings: {', '.join(SETTINGS)}.",
         )
-    for key, value in table.items():
-        expected = SETTING_TYPES[key]
-        if not isinstance(value, expected):
+    for key, value in table.items():  # every setting is text: TOML has no null, so "unset" is a missing key
+        if not isinstance(value, str):
+            text = str(value).lower() if isinstance(value, bool) else repr(value)
             raise UsageError(
-                f"The config file {path} sets {key} to {_toml_text(value)}, a TOML {_toml_type(value)}, "
-                f"but {key} must be a {_toml_type_name(expected)}.",
+                f"The config file {path} sets {key} to {text}, a TOML {_toml_type(value)}, but {key} must be a string.",
                 hint=f'Write it as a quoted string ({key} = "...") or remove the line.',
             )
     return {str(k): v for k, v in table.items()}
 
 
-def _toml_type_name(kind: type) -> str:
-    """Name a Python type the way a TOML author would, since that is the file the user has to edit."""
-    return {
-        str: "string",
-        bool: "boolean",
-        int: "integer",
-        float: "float",
-        list: "array",
-        dict: "table",
-    }.get(kind, kind.__name__)
-
-
-def _toml_text(value: object) -> str:
-    """A value as its TOML author wrote it (true, not Python's True)."""
-    return str(value).lower() if isinstance(value, bool) else repr(value)
-
-
 def _toml_type(value: object) -> str:
-    for kind in (bool, str, int, float, list, dict):  # bool before int: True is an int in Python
-        if isinstance(value, kind):
-            return _toml_type_name(kind)
-    return "date/time" if hasattr(value, "isoformat") else type(value).__name__
+    kinds = ((bool, "boolean"), (int, "integer"), (float, "float"), (list, "array"), (dict, "table"))
+    name = next((name for kind, name in kinds if isinstance(value, kind)), None)  # bool first: True is an int
+    return name or ("date/time" if hasattr(value, "isoformat") else type(value).__name__)
 
 
 def trust_path() -> Path:
@@ -258,16 +235,11 @@ def _setting_checks() -> dict[str, Callable[[str, str], object]]:
     }
 
 
-def _shown(setting: Setting) -> dict[str, object]:
-    shown: dict[str, object] = {"value": setting.value, "source": setting.source}
-    if not setting.trusted:
-        shown["trusted"] = False
-    return shown
-
-
 def show_config() -> Outcome:
     settings = Settings().all()
-    data: dict[str, object] = {s.key: _shown(s) for s in settings}
+    data: dict[str, object] = {
+        s.key: {"value": s.value, "source": s.source, **({} if s.trusted else {"trusted": False})} for s in settings
+    }
     width = max(len(s.key) for s in settings)
     lines = [
         f"{s.key:<{width}}  {s.value if s.value is not None else '-'!s:<24}  ({s.source}"
