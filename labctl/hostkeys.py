@@ -1,7 +1,5 @@
-"""SSH host keys: pin one, check it, and explain a refusal.
-
-labctl never trusts a host key it has not pinned: Azure VMs get a host key generated on this computer before
-they exist; other hosts are pinned from ``~/.ssh/known_hosts`` or after the user confirms the fingerprint.
+"""SSH host keys: labctl never trusts one it has not pinned (an Azure VM's is made here before the VM exists; other
+hosts' come from ``~/.ssh/known_hosts``, a fingerprint the user gives, or the user's confirmation).
 """
 
 from __future__ import annotations
@@ -57,13 +55,12 @@ def split_key_line(line: str) -> tuple[str, str]:
 
 
 def normalize(line: str) -> str:
-    """A key line without its comment, the form labctl pins and compares."""
     key_type, data = split_key_line(line)
     return f"{key_type} {data}"
 
 
 def fingerprint(line: str) -> str:
-    """The SHA256 fingerprint ``ssh-keygen -l`` shows, so users can compare it with what the host says."""
+    """As ``ssh-keygen -l`` shows it, so users can compare it with what the host says."""
     _, data = split_key_line(line)
     digest = hashlib.sha256(base64.b64decode(data)).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -90,8 +87,7 @@ def known_hosts_path() -> Path:
 
 def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[list[str], set[str]]:
     """(the host's keys, best type first; the keys revoked for it), read as OpenSSH reads ``known_hosts``:
-    ``@cert-authority`` lines name CAs, not host keys; a ``@revoked`` key is never one of the host's; a line
-    whose negated pattern (``!host``) matches does not apply; lines it cannot read are passed over."""
+    ``@cert-authority`` lines name no host key, ``@revoked`` ones revoke, a matching ``!host`` rules a line out."""
     path = path if path is not None else known_hosts_path()
     name = known_hosts_name(host, port)
     try:
@@ -119,8 +115,7 @@ def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[li
 
 
 def _hosts_match(patterns: str, name: str) -> bool:
-    """OpenSSH's host patterns: a hashed name, or a list where '*' and '?' are wildcards and a matching
-    negated pattern rules the line out whatever else matches."""
+    """OpenSSH's host patterns: a hashed name, or a list of globs where a matching negated one rules the line out."""
     if patterns.startswith("|1|"):
         try:
             _, _, salt, digest = patterns.split("|")
@@ -190,12 +185,9 @@ def confirm_host_key(
     assume_yes: bool = False,
     one_of_several: bool = False,
 ) -> str:
-    """A host key for a host labctl has not pinned: known_hosts, the fingerprint the user gave, or a question.
-
-    ``--yes`` answers labctl's other questions, never this one: a key is pinned without asking only when it
-    is in known_hosts or matches ``expected`` (--host-key-fingerprint), which the user took from the machine.
-    ``one_of_several``: the host is one of a cluster's, whose keys come from known_hosts (the flag pins one).
-    """
+    """A host key for a host labctl has not pinned. ``--yes`` never pins an unknown key: only known_hosts or
+    ``expected`` (--host-key-fingerprint, taken from the machine) do. ``one_of_several``: a cluster's host, whose
+    key comes from known_hosts (the flag pins one)."""
     want = check_fingerprint(expected) if expected else None
     known, revoked = read_known_hosts(host, port)
     if want is not None:
@@ -223,17 +215,15 @@ def confirm_host_key(
         ui.info(f"Pinning the host key of {host}:{port}, {shown}, which matches --host-key-fingerprint.")
         return offered
     scan = f"ssh-keyscan -t ed25519{'' if port == 22 else f' -p {port}'} {host}"
+    add = f"add the key to known_hosts ('{scan} >> ~/.ssh/known_hosts')"
     way_out = (
-        f"Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' there), "
-        f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or add the key to "
-        f"known_hosts ('{scan} >> ~/.ssh/known_hosts')."
-    )
-    if one_of_several:
-        way_out = (
-            "Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' "
-            f"there), then add its key to known_hosts ('{scan} >> ~/.ssh/known_hosts') and run the same command "
-            "again."
+        "Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' there), "
+        + (
+            f"then {add} and run the same command again."
+            if one_of_several
+            else f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or {add}."
         )
+    )
     if assume_yes:
         raise UsageError(
             f"labctl does not know the SSH host key of {host}:{port}, and --yes does not pin an unknown key. "

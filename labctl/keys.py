@@ -1,7 +1,5 @@
-"""SSH keys: the user's key pair for a lab, and the VM's host key made here so the first connection is verified.
-
-The host key is generated locally and handed to the VM through cloud-init, so labctl knows the machine's
-identity before it ever connects: no trust-on-first-use, no `StrictHostKeyChecking=no`.
+"""SSH keys: the user's key pair for a lab, and an Azure VM's host key, made here and handed to the VM through
+cloud-init so that labctl knows the machine before it ever connects (no trust on first use).
 """
 
 from __future__ import annotations
@@ -25,10 +23,6 @@ class KeyPair:
 
 
 def generate_ed25519(comment: str = "") -> KeyPair:
-    """A new ed25519 key pair, for a lab's login key and for an Azure VM's host key alike.
-
-    The one generator in labctl; ``labctl.hostkeys.normalize`` turns ``public_line`` into the pinned form.
-    """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -45,11 +39,8 @@ def lab_key_path(lab: str) -> Path:
 
 
 def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
-    """The private key path and public key line used to log in to the lab's VM.
-
-    A key the user gave is used as is (its ``.pub`` must sit beside it and match it); otherwise a key pair made
-    for this lab under the state directory, reused on every later `up` so that a resumed lab keeps the same key.
-    """
+    """The private key path and public key line that log in to the lab's VM: the user's (its ``.pub`` beside it),
+    else a pair made for the lab under the state directory and reused by every later `up`."""
     if given is not None:
         path = given.expanduser()
         line = check_key_pair(path, "--ssh-key")
@@ -75,11 +66,8 @@ NO_PASSPHRASE_HINT = (
 
 
 def check_key_pair(path: Path, what: str, *, need_pub: bool = True) -> str | None:
-    """The public key line of the private key at ``path``, checked to be a key labctl can log in with.
-
-    With ``need_pub`` (a key labctl hands to a new VM) its ``.pub`` must sit beside it and match it; without,
-    a ``.pub`` is only used to find a passphrase-protected key in the ssh-agent.
-    """
+    """The public key line of a private key labctl can log in with. With ``need_pub`` (a key handed to a new VM)
+    its ``.pub`` must sit beside it and match it; without, a ``.pub`` only finds an encrypted key in the agent."""
     public = check_private_key(path, what)
     pub = path.with_name(path.name + ".pub")
     if not pub.is_file():

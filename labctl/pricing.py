@@ -1,15 +1,8 @@
 """What a lab costs per hour in its region: the Azure Retail Prices API, a dated local cache, the catalog offline.
 
-The Retail Prices API (``https://prices.azure.com/api/retail/prices``) is public and needs no login. It answers
-``{"Items": [...], "NextPageLink": ...}``; each item has ``retailPrice``, ``unitOfMeasure`` (``"1 Hour"`` for VMs
-and IPs, ``"1/Month"`` for disks), ``type`` (``Consumption``, ``DevTestConsumption``, ``Reservation``),
-``armSkuName``, ``productName`` (Windows meters end in ``" Windows"``) and ``skuName`` (Spot meters end in
-``" Spot"``, the retired low-priority ones in ``" Low Priority"``). Filter values are case-sensitive from
-api-version 2023-01-01-preview on, so sizes are asked for in Azure's own spelling.
-
-A lab pays for compute while its VM is allocated, and for its OS disk and Standard public IP for its whole life;
-a price always says where it came from. ``LABCTL_PRICES_URL`` points at another endpoint (tests use one on
-127.0.0.1) and ``LABCTL_CACHE_DIR`` moves the cache.
+The API (public, no login) pages ``{"Items": [...], "NextPageLink": ...}``; Windows meters' ``productName`` ends in
+" Windows", Spot meters' ``skuName`` in " Spot". Filter values are case-sensitive from api-version
+2023-01-01-preview on, so sizes are asked for in Azure's own spelling. A price always says where it came from.
 """
 
 from __future__ import annotations
@@ -104,7 +97,6 @@ def _price(items: list[dict[str, Any]], unit: str, keep: Callable[[dict[str, Any
 
 
 def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
-    """Every item matching ``odata_filter``, following ``NextPageLink``."""
     query = urllib.parse.urlencode({"api-version": API_VERSION, "meterRegion": "'primary'", "$filter": odata_filter})
     url: str | None = f"{os.environ.get(PRICES_URL_ENV, 'https://prices.azure.com/api/retail/prices')}?{query}"
     items: list[dict[str, Any]] = []
@@ -120,7 +112,6 @@ def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
 
 
 def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
-    """Four small queries; PriceUnavailable when the API does not know the size there."""
     where = f"armRegionName eq '{region}'"
     vms = _fetch_items(
         f"serviceName eq 'Virtual Machines' and {where} and armSkuName eq '{size}' and priceType eq 'Consumption'",

@@ -1,8 +1,5 @@
-"""How workflows talk to the person at the terminal without knowing about the CLI.
-
-Workflows receive a ``Reporter`` and call ``step``/``info``/``warn``; the CLI passes a rich-backed one for
-people and a quiet one (messages on stderr) for ``--json`` so that stdout stays machine-readable. A run's own
-output goes through ``LiveOutput``, which adds a spinner while the run is busy without saying so.
+"""How workflows talk to the person at the terminal without knowing about the CLI: a ``Reporter`` (rich for people,
+plain on stderr for ``--json`` so that stdout stays machine-readable), and ``LiveOutput`` for a run's own output.
 """
 
 from __future__ import annotations
@@ -11,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
 
@@ -31,8 +29,6 @@ class Reporter(Protocol):
 
 
 class PlainReporter:
-    """Plain text reporter: the default for tests, pipes and ``--json`` (where it writes to stderr)."""
-
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, json_output: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
@@ -69,8 +65,6 @@ class PlainReporter:
 
 
 class RichReporter(PlainReporter):
-    """Reporter for a person at a terminal: coloured steps with timings."""
-
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         from rich.console import Console
@@ -98,14 +92,11 @@ class RichReporter(PlainReporter):
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
-        """A spinner with ``label`` and the seconds it has turned, gone without a trace when the block ends."""
         with self.console.status(_Elapsed(label)):
             yield True
 
 
 class _Elapsed:
-    """A spinner's label followed by the seconds since it appeared, drawn anew at every refresh."""
-
     def __init__(self, label: str) -> None:
         self.label = label
         self.start = time.monotonic()
@@ -117,10 +108,7 @@ class _Elapsed:
 
 
 def phase_of(line: str) -> str | None:
-    """What a line of a run's output announces when it ends in "..." ("drawing the plots ..."), else None.
-
-    The lab prints such a line before each step that prints nothing while it works; a user's script may too.
-    """
+    """What a line ending in "..." announces ("drawing the plots ..."): the lab prints one before each silent step."""
     text = line.rpartition("\r")[2].replace("\x1b[K", "").strip()
     if not text.endswith(("...", "\u2026")):
         return None
@@ -128,18 +116,14 @@ def phase_of(line: str) -> str | None:
 
 
 def run_log_stream(ui: Reporter) -> TextIO:
-    """Where a run's own log is printed as it arrives: stdout, unless stdout carries the command's ``--json``
-    (then stderr, so that ``labctl run-lab --json | jq`` reads one JSON document)."""
+    """stdout, unless it carries the command's ``--json`` (then stderr: ``labctl run-lab --json | jq`` reads one)."""
     return sys.stderr if getattr(ui, "json_output", False) else sys.stdout
 
 
 class LiveOutput:
-    """A run's output as it arrives, written unchanged on ``stream``, with a spinner for the person watching while
-    the run works without a word: before its first output (``first``, the label), and after a line that announces
-    such a step (`phase_of`), until the next output. Where the spinner and ``stream`` share a terminal, that line
-    is shown in the spinner and written when the step ends, so the text on the screen is the run's own.
-
-    Also a text stream (``write``, ``flush``, ``isatty``), for a run in this process.
+    """A run's output written unchanged on ``stream`` (also a text stream, for a run in this process), with a
+    spinner while the run works without a word: before its first output (label ``first``) and after a line that
+    announces a step (`phase_of`). On a terminal that line shows in the spinner, and is written when the step ends.
     """
 
     def __init__(self, ui: Reporter, stream: TextIO, first: str | None = None) -> None:
@@ -167,7 +151,6 @@ class LiveOutput:
         return len(text)
 
     def stop(self) -> None:
-        """End the spinner, if one turns, and write the line it showed."""
         self._spinner.close()
         held, self._held = self._held, ""
         self._put(held)
@@ -191,8 +174,8 @@ class LiveOutput:
 
 
 class NodeReporter(PlainReporter):
-    """One machine's messages among several prepared at once: each line under the node's name, and steps as two
-    lines instead of a spinner (a terminal shows one spinner at a time, and the nodes' steps overlap)."""
+    """One machine's messages among several at once: each line under the node's name, and steps as two lines (a
+    terminal shows one spinner at a time, and the nodes' steps overlap)."""
 
     STEP_LINES = ("{label} ...", "{label}: done ({s:.1f}s)", "{label}: failed after {s:.1f}s")
 
@@ -212,10 +195,8 @@ class NodeReporter(PlainReporter):
         self.ui.line(f"{self.prefix} {text}")
 
 
+@dataclass
 class Outcome:
-    """What a workflow hands back: data for ``--json`` and text for people, plus the exit code."""
-
-    def __init__(self, data: dict[str, object], text: str = "", exit_code: int = 0) -> None:
-        self.data = data
-        self.text = text
-        self.exit_code = exit_code
+    data: dict[str, object]
+    text: str = ""
+    exit_code: int = 0
