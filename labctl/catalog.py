@@ -1,9 +1,5 @@
-"""Azure VM sizes labctl knows: shape, GPU, quota family and an approximate price.
-
-The numbers are here so that `up --dry-run` can show cost and shape without credentials, and so that a typo or a
-retired size is caught before any call to Azure. Live availability and quota are checked against the
-subscription at `up` time (resource SKUs and usages); prices are approximate pay-as-you-go Linux prices in
-US regions and only meant to give the order of magnitude.
+"""Azure VM sizes labctl knows, so that `up --dry-run` shows shape and cost without credentials and a typo or a
+retired size is caught before any call to Azure. Prices are approximate US pay-as-you-go Linux list prices.
 """
 
 from __future__ import annotations
@@ -103,7 +99,6 @@ RETIRED = {
 
 
 def lookup(name: str) -> VmSize:
-    """The catalog entry for a size the user typed (any case), or a UsageError that says what to use instead."""
     key = name.strip().lower()
     if not key.startswith("standard_"):
         key = "standard_" + key
@@ -129,7 +124,6 @@ def lookup(name: str) -> VmSize:
 
 
 def choose_sizes(requested: list[str], gpu: bool) -> list[VmSize]:
-    """The sizes to try, in order: the ones asked for, or the default for CPU or GPU labs."""
     if not requested:
         return [SIZES[(DEFAULT_GPU_SIZE if gpu else DEFAULT_CPU_SIZE).lower()]]
     sizes = [lookup(name) for name in requested]

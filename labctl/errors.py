@@ -1,24 +1,8 @@
 """Errors a user can cause or meet, each carrying the way out.
 
-Every failure that reaches the CLI is a ``LabctlError``: the CLI prints ``message`` and ``hint`` as one
-paragraph and exits with ``exit_code``; only ``--verbose`` shows a traceback.
-
-One exit-code table for every command:
-
-====  ==========================================================================================================
-code  meaning
-====  ==========================================================================================================
-0     done
-1     a runtime failure: the cloud, the network, the machine or a run failed (``LabctlError``); a run that
-      did not succeed
-2     a usage error: a flag, a ``LABCTL_*`` variable, a config file, a state or key file is wrong, or the
-      command needs a confirmation it did not get (``UsageError``); nothing was started or created
-3     not ready: the lab does not exist, is not ready yet, or is stopped/deallocated (``NotFound``,
-      ``NotReady``); the message names the command that makes it ready
-130   interrupted (Ctrl-C); what exists is left for ``up`` to resume and ``down`` to remove
-====  ==========================================================================================================
-
-``labctl ssh`` ends with the remote shell's own exit code once the shell has started.
+The CLI prints ``message`` and ``hint`` as one paragraph (a traceback only with ``--verbose``) and exits with
+``exit_code``, from the README's one table for every command: 1 a runtime failure, 2 a usage error (nothing was
+started), 3 not ready (the message names the command that makes it ready), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -47,20 +31,13 @@ class UsageError(LabctlError):
 
 
 class NoCapacity(LabctlError):
-    """The cloud has no room (or no quota) for this size in this region now; another choice may have it.
-
-    Targets raise it for every such refusal, whatever the provider's own code for it, so that the fall-back
-    to the next choice (``labctl.targets.base.first_that_fits``) is written once.
-    """
+    """No room or quota for this size in this region now, whatever the provider's code for it: the fall-back to
+    the next choice (``labctl.targets.base.first_that_fits``) is written once."""
 
 
 class NotFound(LabctlError):
-    """A lab, run or file the user named does not exist."""
-
     exit_code = 3
 
 
 class NotReady(LabctlError):
-    """The lab exists but cannot do this yet: still being created, or stopped (deallocated)."""
-
     exit_code = 3

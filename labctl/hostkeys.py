@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import paramiko
 
 # The order in which a host's keys are preferred when several are known or offered.
+KEYGEN = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"  # the machine's own fingerprint, read there
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 
 
@@ -33,7 +34,7 @@ class HostKeyMismatch(LabctlError):
             "the connection (a man-in-the-middle), or that the machine was rebuilt or its address now belongs "
             "to another machine. labctl refused to connect and sent nothing.",
             hint="Check the machine's real key on its console (for Azure: the serial console or boot "
-            "diagnostics; on the host: 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub'). Only if you are sure "
+            f"diagnostics; on the host: '{KEYGEN}'). Only if you are sure "
             "the new key is right, remove the old one from ~/.ssh/known_hosts (ssh-keygen -R HOST) and run "
             "'labctl up' again for an SSH host; an Azure lab's VM should never change its key.",
         )
@@ -170,7 +171,7 @@ def check_fingerprint(text: str) -> str:
     if not _FINGERPRINT_RE.fullmatch(value):
         raise UsageError(
             f"'{text}' is not an SSH host key fingerprint.",
-            hint="Give it as 'ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' prints it on the machine, "
+            hint=f"Give it as '{KEYGEN}' prints it on the machine, "
             "for example SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s.",
         )
     return value.rstrip("=")
@@ -209,41 +210,30 @@ def confirm_host_key(
                 f"The host {host}:{port} offered the key {shown}, not {want} as --host-key-fingerprint says. "
                 "This can mean someone is intercepting the connection, or that the fingerprint is of another "
                 "machine or key type; nothing was pinned.",
-                hint="Read the fingerprint again on the machine itself "
-                "('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub') and run the command with it.",
+                hint=f"Read the fingerprint again on the machine itself ('{KEYGEN}') and run the command with it.",
             )
         ui.info(f"Pinning the host key of {host}:{port}, {shown}, which matches --host-key-fingerprint.")
         return offered
     scan = f"ssh-keyscan -t ed25519{'' if port == 22 else f' -p {port}'} {host}"
     add = f"add the key to known_hosts ('{scan} >> ~/.ssh/known_hosts')"
-    way_out = (
-        "Check that fingerprint against the machine ('ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub' there), "
-        + (
-            f"then {add} and run the same command again."
-            if one_of_several
-            else f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or {add}."
-        )
+    way_out = f"Check that fingerprint against the machine ('{KEYGEN}' there), " + (
+        f"then {add} and run the same command again."
+        if one_of_several
+        else f"then run the same command with --host-key-fingerprint {fingerprint(offered)}, or {add}."
     )
-    if assume_yes:
+    if assume_yes or not sys.stdin.isatty():
+        why = "--yes does not pin an unknown key" if assume_yes else "cannot ask you to confirm it here"
         raise UsageError(
-            f"labctl does not know the SSH host key of {host}:{port}, and --yes does not pin an unknown key. "
-            f"The host offered {shown}.",
+            f"labctl does not know the SSH host key of {host}:{port}, and {why}. The host offered {shown}.",
             hint=way_out,
         )
-    if sys.stdin.isatty():
-        try:
-            answer = input(
-                f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
-                "Compare it with the machine's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). "
-                "Pin it and continue? [y/N] "
-            )
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() in ("y", "yes"):
-            return offered
+    try:
+        answer = input(
+            f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
+            f"Compare it with the machine's own ({KEYGEN}). Pin it and continue? [y/N] "
+        )
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
         raise UsageError("The host key was not confirmed; nothing was changed.", exit_code=1)
-    raise UsageError(
-        f"labctl does not know the SSH host key of {host}:{port}, and cannot ask you to confirm it here. "
-        f"The host offered {shown}.",
-        hint=way_out,
-    )
+    return offered

@@ -1,9 +1,7 @@
 """One command at a time per lab: `up`, `down`, `stop` and `start` hold the lab's lock while they change it.
 
-The lock is the operating system's own lock on a file under the state directory (``flock`` on Linux and
-macOS, ``msvcrt.locking`` on Windows), so it is released when its process ends however it ends: a crashed
-or killed command never leaves a stale lock behind. Beside it, the holder writes which command it is and
-its pid, so a second command can say what it is waiting for.
+The lock is the operating system's own on a file, so a crashed or killed command never leaves a stale one; beside
+it the holder writes which command it is and its pid, so a second command can say what it waits for.
 """
 
 from __future__ import annotations
@@ -28,40 +26,24 @@ DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same lab b
 
 
 class LabBusy(LabctlError):
-    """Another labctl command is changing the lab."""
+    pass
 
 
-def _try_lock(handle: IO[bytes]) -> bool:
-    """Take the OS lock on ``handle`` without waiting; False when another process holds it."""
-    if sys.platform == "win32":
-        import msvcrt
-
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
+def _lock(handle: IO[bytes], *, release: bool = False) -> bool:
+    """Take (without waiting) or release the OS lock on ``handle``; False when another process holds it."""
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if sys.platform == "win32":
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK if release else msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN if release else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False
     return True
-
-
-def _unlock(handle: IO[bytes]) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        handle.seek(0)
-        with contextlib.suppress(OSError):
-            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-    else:
-        import fcntl
-
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _holder(path: Path) -> dict[str, Any]:
@@ -91,7 +73,7 @@ def lab_lock(name: str, command: str, ui: Reporter, wait: float | None = None) -
     try:
         deadline = time.monotonic() + limit
         said = False
-        while not _try_lock(handle):
+        while not _lock(handle):
             holder = _holder(info_path)
             other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
             if time.monotonic() >= deadline:
@@ -111,6 +93,6 @@ def lab_lock(name: str, command: str, ui: Reporter, wait: float | None = None) -
         finally:
             with contextlib.suppress(OSError):
                 info_path.unlink()
-            _unlock(handle)
+            _lock(handle, release=True)
     finally:
         handle.close()

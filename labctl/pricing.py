@@ -14,14 +14,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from labctl import catalog
 from labctl.errors import LabctlError
+from labctl.state import user_dir
 
 PRICES_URL_ENV = "LABCTL_PRICES_URL"
-CACHE_ENV = "LABCTL_CACHE_DIR"
 API_VERSION = "2023-01-01-preview"
 HOURS_PER_MONTH = 730  # Azure's monthly prices are 730 hours
 MAX_AGE = timedelta(days=7)
@@ -155,18 +154,9 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
     )
 
 
-def cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("labctl", appauthor=False))
-
-
 def _read_cache() -> dict[str, Any]:
     try:
-        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+        data = json.loads((user_dir("cache") / CACHE_FILE).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -174,7 +164,7 @@ def _read_cache() -> dict[str, Any]:
 
 def _write_cache(key: str, prices: LabPrices) -> None:
     data = {**_read_cache(), key: asdict(prices)}
-    folder = cache_dir()
+    folder = user_dir("cache")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f".{CACHE_FILE}.{os.getpid()}"

@@ -32,7 +32,7 @@ class HostAddress:
 
 
 def parse_host(text: str) -> HostAddress:
-    """Parse ``user@host[:port]`` (IPv6 in brackets) the way ssh users write it."""
+    """``user@host[:port]`` (IPv6 in brackets), as ssh users write it."""
     match = _HOST.match(text.strip())
     port = int(match.group("port")) if match and match.group("port") else 22
     if not match or not 0 < port < 65536:
@@ -45,11 +45,8 @@ def parse_host(text: str) -> HostAddress:
 
 @dataclass
 class LabSpec:
-    """What the user asked `up` for: the command line builds it from its flags, `validate` fills the defaults.
-
-    Empty or None means "not given", so that environment variables and config files can still apply
-    (``labctl.workflows.up.build_spec``); after ``validate`` every field holds the value `up` works with.
-    """
+    """What the user asked `up` for. Empty or None means "not given", so that variables and config files still
+    apply (``labctl.workflows.up.build_spec``); ``validate`` fills the defaults."""
 
     name: str = ""  # default: DEFAULT_NAME
     target: str = ""  # default: ssh when a host is given, else DEFAULT_TARGET
@@ -83,7 +80,6 @@ class LabSpec:
         choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
 
     def _check_nodes(self) -> None:
-        """--nodes and several --host: N machines of one size on Azure, the hosts given on an SSH cluster."""
         hosts = 1 + len(self.workers)
         if self.workers and self.target != "ssh":
             raise UsageError("Several --host values only apply to --target ssh.", hint="Give one --host, or none.")

@@ -140,12 +140,10 @@ def check_path(path: Path, what: str) -> Path:
 
 
 def _value(text: str) -> str:
-    """A checked value as ssh_config reads it: quoted when it holds a space."""
     return f'"{text}"' if " " in text else text
 
 
 def render_block(entry: HostEntry, known_hosts: Path) -> str:
-    """The lines of one lab's block, markers included."""
     entry.validated()
     check_path(known_hosts, "The known_hosts path")
     lines = [
@@ -169,9 +167,8 @@ def render_block(entry: HostEntry, known_hosts: Path) -> str:
 
 
 def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
-    """(lines outside any block, {lab: block text}) of labctl's config file; order of blocks is kept. A block cut
-    short (a begin line with no end before the next begin or the end of the file) is kept as it is, outside
-    the blocks: it cannot be told apart from what follows it, so a rewrite must not drop either."""
+    """(lines outside any block, {lab: block text}) of labctl's config file. A block cut short (no end line) stays
+    outside the blocks as it is: it cannot be told apart from what follows it, so a rewrite keeps both."""
     outside: list[str] = []
     blocks: dict[str, str] = {}
     current: str | None = None
@@ -221,7 +218,6 @@ def remove_entry(lab: str, paths: Paths | None = None) -> bool:
 
 
 def entries(paths: Paths | None = None) -> list[str]:
-    """The labs that have a block in labctl's config file."""
     paths = paths or Paths()
     if not paths.config.is_file():
         return []
@@ -270,12 +266,9 @@ def _includes_at_top(text: str, paths: Paths) -> bool:
 def ensure_include(
     confirm: Callable[[str], bool | None], paths: Paths | None = None, *, ask_again: bool = False
 ) -> IncludeState:
-    """Put ``Include ~/.ssh/labctl/config`` at the top of ``~/.ssh/config``, after ``confirm`` agreed.
-
-    ``confirm`` gets the question and is called at most once, and never again after a "no" unless
-    ``ask_again``: the answer is kept in labctl's SSH directory. It returns None when no one can answer. A
-    symlinked config (a dotfiles repository) is edited where it points; its mode is kept.
-    """
+    """Put ``Include ~/.ssh/labctl/config`` at the top of ``~/.ssh/config`` once ``confirm`` agreed (None: no one
+    could answer); a "no" is kept and not asked again unless ``ask_again``. A symlinked config (a dotfiles
+    repository) is edited where it points, keeping its mode."""
     paths = paths or Paths()
     target = paths.user_config.resolve() if paths.user_config.is_symlink() else paths.user_config
     text = target.read_text() if target.is_file() else ""

@@ -20,7 +20,6 @@ from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.validate import RUN_ID_RE
 
-STATE_ENV = "LABCTL_STATE_DIR"
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
 TARGET_KINDS = ("azure", "ssh", "local")
 T = TypeVar("T")
@@ -41,13 +40,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def state_dir() -> Path:
-    env = os.environ.get(STATE_ENV)
+def user_dir(kind: str) -> Path:
+    """labctl's ``state`` or ``cache`` directory: ``LABCTL_<KIND>_DIR``, else the platform's own."""
+    env = os.environ.get(f"LABCTL_{kind.upper()}_DIR")
     if env:
         return Path(env)
     import platformdirs
 
-    return Path(platformdirs.user_state_dir("labctl", appauthor=False))
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("labctl", appauthor=False))
+
+
+def state_dir() -> Path:
+    return user_dir("state")
 
 
 def _matching(pattern: str) -> Callable[[str | None], bool]:
@@ -197,18 +201,11 @@ def _parsed(cls: type[T], data: object, what: str) -> T:
 
 def _is_instance(value: object, hint: Any) -> bool:
     """isinstance for the simple hints the records use: str, int, bool, float, dict[...], X | None."""
-    if hint is Any:
-        return True
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_is_instance(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
+    if isinstance(hint, types.UnionType):
+        return any(_is_instance(value, arg) for arg in typing.get_args(hint))
     origin = typing.get_origin(hint) or hint
-    if origin is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (int, float):  # a bool is no number here; an int is a float
+        return isinstance(value, (int, origin)) and not isinstance(value, bool)
     return isinstance(value, origin)
 
 

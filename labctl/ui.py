@@ -7,28 +7,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from rich.text import Text
 
 
-class Reporter(Protocol):
-    def info(self, message: str) -> None: ...
-
-    def warn(self, message: str) -> None: ...
-
-    def step(self, label: str) -> AbstractContextManager[None]: ...
-
-    def line(self, text: str) -> None: ...
-
-    def status(self, label: str) -> AbstractContextManager[bool]: ...
-
-
 class PlainReporter:
+    """How workflows report; every reporter is one."""
+
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, json_output: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
@@ -62,6 +52,9 @@ class PlainReporter:
     def status(self, label: str) -> Iterator[bool]:
         """A spinner that leaves nothing behind; False: none here, where no one watches it turn."""
         yield False
+
+
+Reporter = PlainReporter
 
 
 class RichReporter(PlainReporter):

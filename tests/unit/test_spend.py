@@ -92,7 +92,7 @@ def test_power_events_become_billed_intervals_and_an_os_shutdown_keeps_billing()
 def price_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RetailPrices]:
     server = RetailPrices(page_size=4).start()
     monkeypatch.setenv(pricing.PRICES_URL_ENV, server.url)
-    monkeypatch.setenv(pricing.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("LABCTL_CACHE_DIR", str(tmp_path / "cache"))
     yield server
     server.stop()
 
