@@ -358,7 +358,10 @@ def _address(hex_address: str) -> tuple[str, int]:
     return socket.inet_ntop(socket.AF_INET6, packed), int(port, 16)
 
 
-def ssh_connections(port: int, tables: tuple[str, ...] = ("/proc/net/tcp", "/proc/net/tcp6")) -> list[str]:
+TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+
+
+def ssh_connections(port: int, tables: tuple[str, ...] = TCP_TABLES) -> list[str]:
     """Established TCP connections to the SSH port, as "address:port" of the peer (the kernel's own table)."""
     peers = []
     for table in tables:
@@ -376,23 +379,24 @@ def ssh_connections(port: int, tables: tuple[str, ...] = ("/proc/net/tcp", "/pro
     return peers
 
 
-def labctl_marks(marks_dir: str | None, open_peers: list[str]) -> set[str]:
-    """The peers labctl marked as its own (each file holds an ``$SSH_CONNECTION``); marks of gone ones are removed."""
-    if not marks_dir or not os.path.isdir(marks_dir):
-        return set()
-    marked = set()
-    for entry in Path(marks_dir).iterdir():
-        try:
-            fields = entry.read_text().split()
-        except OSError:
-            continue
-        peer = f"{fields[0]}:{fields[1]}" if len(fields) >= 2 else ""
-        if peer in open_peers:
-            marked.add(peer)
-        else:
+def foreign_sessions(port: int, marks_dir: str | None, tables: tuple[str, ...] = TCP_TABLES) -> list[str]:
+    """The peers of SSH connections that are not labctl's own (its marks each hold an ``$SSH_CONNECTION``); marks
+    of closed connections are removed. The marks are read before the connections are listed, so a connection
+    that opens in between is listed with its mark unread (counted once), never its mark dropped as a closed one's."""
+    marks: dict[Path, str] = {}
+    if marks_dir and os.path.isdir(marks_dir):
+        for entry in Path(marks_dir).iterdir():
+            try:
+                fields = entry.read_text().split()
+            except OSError:
+                continue
+            marks[entry] = f"{fields[0]}:{fields[1]}" if len(fields) >= 2 else ""
+    peers = ssh_connections(port, tables)
+    for entry, peer in marks.items():
+        if peer not in peers:
             with contextlib.suppress(OSError):
                 entry.unlink()
-    return marked
+    return [p for p in peers if p not in marks.values()]
 
 
 def boot_facts() -> tuple[str, float]:
@@ -409,9 +413,7 @@ def observe(config: Config, state: State, now: float) -> Facts:
         return facts
     facts.activities, facts.jupyter_error = observe_jupyter(config)
     facts.live_runs, facts.runs_error = observe_runs(config, running)
-    peers = ssh_connections(config.ssh_port)
-    mine = labctl_marks(config.ssh_marks_dir, peers)
-    facts.ssh_sessions = [p for p in peers if p not in mine]
+    facts.ssh_sessions = foreign_sessions(config.ssh_port, config.ssh_marks_dir)
     if config.budget_usd is not None:
         created = parse_time(config.created_at)
         facts.spent_usd = estimate_spend(state.boots, config.usd_per_hour, config.fixed_usd_per_hour, created, now)

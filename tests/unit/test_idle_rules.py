@@ -153,15 +153,43 @@ def test_ssh_connections_come_from_the_kernels_tcp_tables(tmp_path: Path) -> Non
 
 
 def test_labctls_marks_leave_its_connections_out_and_are_dropped_when_they_close(tmp_path: Path) -> None:
+    table = tmp_path / "tcp"
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [(50022, 1), (50023, 2)]
+    table.write_text(
+        header
+        + "".join(
+            f"   {n}: {_hex4('10.0.0.4', 22)} {_hex4('198.51.100.7', p)} 01 00000000:00000000 00:00000000 0 0 0 {n}\n"
+            for p, n in rows
+        )
+    )
     marks = tmp_path / "marks"
     marks.mkdir()
     (marks / "101").write_text("198.51.100.7 50022 10.0.0.4 22\n")
     (marks / "102").write_text("198.51.100.7 49000 10.0.0.4 22\n")  # that connection is gone
     (marks / "103").write_text("garbage")
-    mine = agent.labctl_marks(str(marks), ["198.51.100.7:50022", "198.51.100.7:50023"])
-    assert mine == {"198.51.100.7:50022"}
+    assert agent.foreign_sessions(22, str(marks), (str(table),)) == ["198.51.100.7:50023"]
     assert sorted(p.name for p in marks.iterdir()) == ["101"]
-    assert agent.labctl_marks(str(tmp_path / "none"), ["x:1"]) == set()
+    assert agent.foreign_sessions(22, str(tmp_path / "none"), (str(table),)) == [
+        "198.51.100.7:50022",
+        "198.51.100.7:50023",
+    ]
+
+
+def test_a_connection_that_opens_while_the_agent_looks_keeps_its_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def listing(port: int, tables: tuple[str, ...]) -> list[str]:
+        # labctl's connection opens and writes its mark just after the kernel's table was read
+        (marks / "201").write_text("198.51.100.7 50100 10.0.0.4 22\n")
+        return []
+
+    monkeypatch.setattr(agent, "ssh_connections", listing)
+    assert agent.foreign_sessions(22, str(marks)) == []
+    assert (marks / "201").exists(), "the mark of a connection that just opened is not taken for a closed one's"
 
 
 def test_runs_in_progress_are_those_without_exit_code_whose_pid_lives(tmp_path: Path) -> None:
