@@ -23,8 +23,8 @@ GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
-# Ranges wider than these are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
-REFUSE_WIDER_THAN = {4: 8, 6: 32}
+# IPv4 ranges wider than this are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
+REFUSE_WIDER_THAN = 8
 
 
 def _blank(value: str, what: str) -> None:
@@ -117,7 +117,7 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
             "would never arrive.",
             hint="Give your public IPv4 address or range, or leave the setting out and labctl finds your address.",
         )
-    problem = _unreachable(net)
+    problem = next((p for p, hit in _UNREACHABLE if getattr(net, hit)), None) if net.prefixlen else None
     if problem:
         raise UsageError(
             f"{what} {text} is {problem}, which can never reach a VM on the internet.",
@@ -129,7 +129,7 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
             f"{what} {text} would open SSH to the whole internet.",
             hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
         )
-    limit = REFUSE_WIDER_THAN[net.version]
+    limit = REFUSE_WIDER_THAN
     if net.prefixlen < limit:
         raise UsageError(
             f"{what} {text} covers {net.num_addresses:,} addresses, a large part of the internet; labctl refuses "
@@ -140,19 +140,13 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
     return str(net)
 
 
-def _unreachable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str | None:
-    if net.prefixlen == 0:
-        return None  # the whole internet: said on its own
-    for problem, test in (
-        ("a loopback address (this computer talking to itself)", net.is_loopback),
-        ("link-local (valid on one network segment only)", net.is_link_local),
-        ("a multicast address", net.is_multicast),
-        ("the unspecified address, not a host", net.is_unspecified),
-        ("reserved or broadcast, not assigned to any host", net.is_reserved),
-    ):
-        if test:
-            return problem
-    return None
+_UNREACHABLE = (  # what an address is, by the ipaddress property that says so
+    ("a loopback address (this computer talking to itself)", "is_loopback"),
+    ("link-local (valid on one network segment only)", "is_link_local"),
+    ("a multicast address", "is_multicast"),
+    ("the unspecified address, not a host", "is_unspecified"),
+    ("reserved or broadcast, not assigned to any host", "is_reserved"),
+)
 
 
 def check_run_id(value: str, what: str = "RUN") -> str:
