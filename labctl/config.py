@@ -226,7 +226,7 @@ def _setting_checks() -> dict[str, Callable[[str, str], object]]:
         "region": validate.check_region,
         "size": validate.check_size_name,
         "subscription": validate.check_subscription,
-        "allow_ip": lambda v, w: v.strip().lower() == "any" or validate.check_allow_ip(v, w),
+        "allow_ip": validate.check_allow_ip,
         "shutdown_at": validate.check_shutdown_at,
         "image": check_image_ref,
         "base_image": check_image_ref,

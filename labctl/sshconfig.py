@@ -241,11 +241,6 @@ class IncludeState(str, Enum):
     NOT_ASKED = "not asked"  # no one could be asked (no terminal): nothing written, asked again next time
 
 
-def include_line(paths: Paths) -> str:
-    check_path(paths.config, "labctl's SSH config path")
-    return f"Include {_value(paths.config.as_posix())}"
-
-
 def _includes_at_top(text: str, paths: Paths) -> bool:
     """An Include of labctl's file among the lines before the first Host or Match (where it applies to all)."""
     wanted = {paths.config.as_posix(), f'"{paths.config.as_posix()}"', "~/.ssh/labctl/config"}
@@ -276,7 +271,8 @@ def ensure_include(
         return IncludeState.PRESENT
     if paths.declined_marker.exists() and not ask_again:
         return IncludeState.DECLINED
-    line = include_line(paths)
+    check_path(paths.config, "labctl's SSH config path")
+    line = f"Include {_value(paths.config.as_posix())}"
     question = (
         f"Add the line '{line}' at the top of {paths.user_config}, so that 'ssh {ALIAS_PREFIX}<lab>' works everywhere?"
     )

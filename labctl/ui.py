@@ -58,6 +58,8 @@ Reporter = PlainReporter
 
 
 class RichReporter(PlainReporter):
+    STEP_LINES = ("", "[green]✓[/green] {label} [dim]({s:.1f}s)[/dim]", "[red]✗[/red] {label} [dim]({s:.1f}s)[/dim]")
+
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         from rich.console import Console
@@ -69,19 +71,17 @@ class RichReporter(PlainReporter):
 
     line = info
 
+    def _write(self, text: str) -> None:
+        if text:
+            self.console.print(text)
+
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {message}")
 
     @contextmanager
     def step(self, label: str) -> Iterator[None]:
-        start = time.monotonic()
-        with self.console.status(label):
-            try:
-                yield
-            except BaseException:
-                self.console.print(f"[red]✗[/red] {label} [dim]({time.monotonic() - start:.1f}s)[/dim]")
-                raise
-        self.console.print(f"[green]✓[/green] {label} [dim]({time.monotonic() - start:.1f}s)[/dim]")
+        with self.console.status(label), super().step(label):
+            yield
 
     @contextmanager
     def status(self, label: str) -> Iterator[bool]:
