@@ -196,8 +196,7 @@ def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
     known = paths.known_hosts(entry.lab)
     write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
     block = render_block(entry, known)
-    text = paths.config.read_text() if paths.config.is_file() else HEADER
-    outside, blocks = _split_blocks(text)
+    outside, blocks = _read(paths)
     blocks[entry.lab] = block
     write_private(paths.config, _join(outside, blocks))
     return paths.config
@@ -208,9 +207,7 @@ def remove_entry(lab: str, paths: Paths | None = None) -> bool:
     paths = paths or Paths()
     validate_lab_name(lab)
     paths.known_hosts(lab).unlink(missing_ok=True)
-    if not paths.config.is_file():
-        return False
-    outside, blocks = _split_blocks(paths.config.read_text())
+    outside, blocks = _read(paths)
     if blocks.pop(lab, None) is None:
         return False
     write_private(paths.config, _join(outside, blocks))
@@ -218,10 +215,11 @@ def remove_entry(lab: str, paths: Paths | None = None) -> bool:
 
 
 def entries(paths: Paths | None = None) -> list[str]:
-    paths = paths or Paths()
-    if not paths.config.is_file():
-        return []
-    return list(_split_blocks(paths.config.read_text())[1])
+    return list(_read(paths or Paths())[1])
+
+
+def _read(paths: Paths) -> tuple[list[str], dict[str, str]]:
+    return _split_blocks(paths.config.read_text() if paths.config.is_file() else HEADER)
 
 
 def _join(outside: list[str], blocks: dict[str, str]) -> str:
