@@ -126,8 +126,7 @@ def _check_same_workers(record: LabRecord, spec: LabSpec) -> None:
 
 
 def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -> NodeRecord:
-    """Node ``index`` + 1 as the record keeps it: its address, login and pinned host key (kept from an earlier
-    `up`, else from known_hosts or confirmed; --yes never pins an unknown key)."""
+    """Its host key is kept from an earlier `up`, else from known_hosts or confirmed (--yes never pins one)."""
     address = spec.workers[index]
     kept = record.nodes[index + 1] if index + 1 < len(record.nodes) else None
     host_key = kept.host_key if kept is not None else None

@@ -67,9 +67,8 @@ class AzureTarget(Target):
                 f"/subscriptions/{azure.subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute/"
                 f"virtualMachines/{td.get('vm_name') or LabNames(record.name).vm}"
             )
-            self._remove_idle_rights(azure, vm_id, record, ui, before_group=True)
-            for worker in _worker_ids(vm_id, record):
-                self._remove_idle_rights(azure, worker, record, ui, before_group=True)
+            for vm in [vm_id, *_worker_ids(vm_id, record)]:
+                self._remove_idle_rights(azure, vm, record, ui, before_group=True)
             destroy_lab(azure, record.name, group, ui, td.get("owner"))
             self._remove_idle_rights(azure, vm_id, record, ui, before_group=False)
         forget_lab_keys(record.name)
@@ -124,11 +123,10 @@ class AzureTarget(Target):
         if facts.get("public_ip"):
             record.nodes[0].host = str(facts["public_ip"])
         for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
-            if node["node"] == 0 and node.get("private_ip"):
-                record.nodes[0].private_address = str(node["private_ip"])
-            elif 0 < node["node"] < len(record.nodes) and node.get("private_ip"):
-                worker = record.nodes[node["node"]]
-                worker.host = worker.private_address = str(node["private_ip"])
+            if node.get("private_ip") and node["node"] < len(record.nodes):
+                record.nodes[node["node"]].private_address = str(node["private_ip"])
+                if node["node"]:  # a worker is reached at its private address
+                    record.nodes[node["node"]].host = str(node["private_ip"])
         return facts
 
     def find_labs(self, subscription: str | None) -> list[FoundLab]:

@@ -5,6 +5,7 @@ each step so `down` can always remove a half-made lab."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import time
@@ -267,19 +268,14 @@ class Provisioner:
             tried.add((choice.region, choice.size.name))
 
     def _choose(self, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
-        saved_sizes, saved_regions = self.plan.sizes, self.plan.regions
         last: LabctlError | None = None
-        for region in saved_regions:
-            sizes = [s for s in saved_sizes if (region, s.name) not in tried]
-            if not sizes:
-                continue
-            self.plan.sizes, self.plan.regions = sizes, [region]
+        for region in self.plan.regions:
+            sizes = [s for s in self.plan.sizes if (region, s.name) not in tried]
             try:
-                return choose(self.azure, self.plan, cache)
+                if sizes:
+                    return choose(self.azure, dataclasses.replace(self.plan, sizes=sizes, regions=[region]), cache)
             except LabctlError as exc:
                 last = last or exc
-            finally:
-                self.plan.sizes, self.plan.regions = saved_sizes, saved_regions
         assert last is not None
         raise last
 
