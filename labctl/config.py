@@ -1,7 +1,5 @@
-"""Settings, resolved in one order everywhere: flags, then LABCTL_* variables, then ``labctl.toml`` in the
-current directory (project), then the user config file, then built-in defaults.
-
-One resolver keeps every command consistent and lets ``labctl config`` say where each value came from.
+"""Settings, resolved in one order everywhere (flags, LABCTL_* variables, ``labctl.toml`` in the current directory,
+the user config file, defaults), so that ``labctl config`` can say where each value came from.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""Checks of what a user types or sets, made before anything is created, uploaded or connected to.
-
-Each check names the value as it was given and where it came from (``what``: a flag such as ``--region``, a
-variable such as ``LABCTL_SSH_PORT``, or ``region in /path/config.toml``), says what would work instead, and
-raises a ``UsageError`` (exit code 2). They are pure: no network, no cloud, no SSH.
+"""Checks of what a user types or sets, made before anything is created or connected to: each names the value
+and where it came from (``what``: ``--region``, ``LABCTL_SSH_PORT``, ``region in /path/config.toml``) and what
+would work instead, as a ``UsageError`` (exit code 2).
 """
 
 from __future__ import annotations
