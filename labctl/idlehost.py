@@ -68,13 +68,18 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
             ui.warn(f"No idle stop: {exc.message}")
         return None
     config = idle.agent_config(record, extras)
-    with machine_for(record, ui) as machine:
-        if only_config and record.idle.get("installed"):
-            _write(machine, _as_root(machine), [idle.config_file(config)])
-            how = "config rewritten; the agent reads it on its next check"
-        else:
-            with ui.step("Idle agent on the machine"):
-                how = install(machine, record, config)
+    head = record.nodes[0]
+    # An Azure lab's workers watch node 0 and deallocate themselves (their own identity) once it is gone.
+    workers = range(1, len(record.nodes)) if config["mode"] == "azure" and head.private_address else range(0)
+    for node in (0, *workers):
+        on_node = config if node == 0 else {**config, "head": f"{head.private_address}:{head.port}", "node_vms": []}
+        with machine_for(record, ui, node=node) as machine:
+            if only_config and record.idle.get("installed"):
+                _write(machine, _as_root(machine), [idle.config_file(on_node)])
+                how = "config rewritten; the agent reads it on its next check"
+            else:
+                with ui.step("Idle agent on the machine" if node == 0 else f"Idle agent on node {node}"):
+                    how = install(machine, record, on_node)
     record.idle.update(installed=True, mode=config["mode"])
     record.idle.pop("why_not", None)
     what = f"stops the lab after {rules.window_minutes:g} idle minutes" if rules.window_minutes else "idle stop off"

@@ -10,6 +10,8 @@ one line, and acts when the lab has been idle for the whole window or has spent 
 * busy: a Jupyter kernel is executing; a labctl run is in progress (a run directory without ``exit_code`` whose
   pid is alive); an SSH connection is open that is not one of labctl's own (labctl marks its connections).
 * activity: the latest ``last_activity`` of any kernel or terminal moves the start of the idle window forward.
+* a worker of a lab of several VMs (``head``) watches node 0 alone: while node 0 answers on its SSH port the
+  worker is busy; once node 0 is gone (evicted, deallocated) for the window, the worker deallocates itself.
 * acting: ``azure`` deallocates the VM with its own managed identity (IMDS token, ARM ``deallocate``), never an
   OS shutdown, which would keep compute billing, and first the lab's other VMs (``node_vms``) where it has some;
   ``container`` stops the lab container; ``shutdown`` powers the machine off.
@@ -90,6 +92,7 @@ class Config:
     jupyter_token_file: str | None = None
     container: str | None = None  # the lab container: runs are listed inside it; `container` mode stops it
     node_vms: list[str] = field(default_factory=list)  # azure: the lab's other VMs, deallocated with this one
+    head: str | None = None  # a worker's: node 0's "address:port"; once it answers no more, the worker is idle
     runs_dir: str | None = "/workspace/runs"
     docker: list[str] = field(default_factory=lambda: ["docker"])
     ssh_port: int = 22
@@ -151,6 +154,7 @@ class Facts:
     jupyter_error: str | None = None
     spent_usd: float | None = None
     target_running: bool = True  # container mode: whether there is a container left to stop
+    head_answers: str | None = None  # a worker's: why it is busy while node 0 answers
 
 
 @dataclass
@@ -205,7 +209,7 @@ def busy_reasons(facts: Facts) -> list[str]:
     if facts.runs_error:
         reasons.append(f"runs unknown ({facts.runs_error})")
     reasons += [f"ssh session from {s}" for s in facts.ssh_sessions]
-    return reasons
+    return reasons + ([facts.head_answers] if facts.head_answers else [])
 
 
 def decide(facts: Facts, state: State, window: float, budget_usd: float | None, retry: float = 600.0) -> Decision:
@@ -407,6 +411,11 @@ def boot_facts() -> tuple[str, float]:
 
 def observe(config: Config, state: State, now: float) -> Facts:
     facts = Facts(now=now)
+    if config.head:  # a worker: node 0 starts, follows and stops its work, so node 0 gone means idle
+        host, _, port = config.head.rpartition(":")
+        with contextlib.suppress(OSError), socket.create_connection((host, int(port)), config.timeout):
+            facts.head_answers = f"node 0 ({config.head}) answers"
+        return facts
     running = container_running(config) if config.container else True
     if config.mode == "container" and running is False:
         facts.target_running = False

@@ -208,6 +208,23 @@ def test_the_plan_says_nccl_goes_over_tcp_on_infiniband_sizes() -> None:
     assert not any("InfiniBand" in w for w in one.warnings)
 
 
+# ------------------------------------------------------------------ 6. every node stops, even without node 0
+
+
+def test_every_worker_may_deallocate_itself_alone(arm_env: FakeArm) -> None:  # noqa: F811
+    from tests.fakearm.rbac import permitted
+
+    provision("lab", nodes=3, idle_stop=60.0, allow_ip="203.0.113.7/32")
+    vms = {rid.rsplit("/", 1)[1]: rid for rid in arm_env.resource_ids("virtualMachines")}
+    deallocate = "Microsoft.Compute/virtualMachines/deallocate/action"
+    for worker in ("lab-vm1", "lab-vm2"):
+        principal = (arm_env.get(vms[worker]) or {})["identity"]["principalId"]
+        assert permitted(arm_env, principal, deallocate, vms[worker])  # once node 0 is gone, it stops itself
+        assert not [vm for vm in vms.values() if vm != vms[worker] and permitted(arm_env, principal, deallocate, vm)]
+    head = (arm_env.get(vms["lab-vm"]) or {})["identity"]["principalId"]
+    assert all(permitted(arm_env, head, deallocate, vm) for vm in vms.values())  # node 0 stops them all
+
+
 # ------------------------------------------------------------------ 7. tag-filtered lists carry no tags
 
 

@@ -229,11 +229,13 @@ def test_node_0_idle_agent_deallocates_every_node_with_its_own_identity(
     record = provision("lab", nodes=3, idle_stop=60.0, allow_ip="203.0.113.7/32")
     vms = {res["name"]: rid for rid in arm_env.resource_ids(VM) if (res := arm_env.get(rid))}
     head = arm_env.vm_principal(vms["lab-vm"])
-    assert head and all(arm_env.vm_principal(vms[n]) is None for n in ("lab-vm1", "lab-vm2"))  # no other identity
-    assigned = {a["properties"]["scope"]: a["properties"] for a in arm_env.role_assignments.values()}
-    assert sorted(assigned) == sorted(vms.values())  # one assignment per VM, each at that VM alone
-    assert {a["principalId"] for a in assigned.values()} == {head}
-    assert len({a["roleDefinitionId"] for a in assigned.values()}) == 1
+    workers = {vms[n]: arm_env.vm_principal(vms[n]) for n in ("lab-vm1", "lab-vm2")}  # each its own, for node 0 gone
+    assert head and all(workers.values()) and len({head, *workers.values()}) == 3
+    assigned = [a["properties"] for a in arm_env.role_assignments.values()]
+    # node 0's identity on every VM, each worker's on itself alone
+    expected = [(vm, head) for vm in vms.values()] + list(workers.items())
+    assert sorted((a["scope"], a["principalId"]) for a in assigned) == sorted(expected)
+    assert len({a["roleDefinitionId"] for a in assigned}) == 1
 
     extras = AzureTarget().idle_agent(record)
     assert extras["node_vms"] == [vms["lab-vm1"], vms["lab-vm2"]]

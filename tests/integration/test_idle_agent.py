@@ -12,6 +12,7 @@ import asyncio
 import json
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -288,6 +289,21 @@ def test_idle_lab_deallocates_itself_with_its_own_identity(azure: tuple[Arm, str
     assert set(arm.fake.token_principals.values()) == {principal}
     [posted] = [h for m, p, h in arm.fake.request_headers if m == "POST" and p.endswith("/deallocate")]
     assert posted["content-type"] == "application/json", posted  # ARM takes JSON bodies only
+
+
+def test_a_worker_deallocates_itself_once_node_0_is_gone(azure: tuple[Arm, str, str], tmp_path: Path) -> None:
+    arm, vm_id, principal = azure  # the worker's VM, with its own identity and role
+    arm.grant(vm_id, principal)
+    config = {"mode": "azure", "window_seconds": WINDOW, "state_file": str(tmp_path / "state.json")}
+    config.update(imds_url=arm.fake.url, arm_url=arm.fake.url, ca_file=str(arm.fake.ca_path))
+    worker = Agent(tmp_path / "idle.json", LabRecord(name="w", target="azure"), [])
+    with socket.create_server(("127.0.0.1", 0)) as head:  # node 0's SSH port, answering
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        worker.config.write_text(json.dumps({**config, "head": address}))
+        assert worker.tick() == (0, [f"labctl-idle: busy (node 0 ({address}) answers)"])
+    out = idle_out(worker)  # node 0 gone (evicted, deallocated): the worker is idle, and after the window it goes
+    assert out[0].endswith(" of 3s: deallocating") and out[1].startswith("labctl-idle: deallocate accepted"), out
+    assert power(arm.fake, vm_id) == "deallocated"
 
 
 def test_a_busy_kernel_keeps_the_lab_and_its_activity_restarts_the_window(

@@ -1,7 +1,7 @@
 """The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more: a custom role on the VM's
-own scope for its system-assigned identity, named by GUIDs derived from the VM's id so that a second `up` converges
-on it and `down` finds it without local state. Granting it needs ``roleDefinitions/write`` and
-``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
+own scope for its system-assigned identity (on a worker, node 0's identity's and its own), named by GUIDs derived
+from the VM's id so that a second `up` converges on it and `down` finds it without local state. Granting it needs
+``roleDefinitions/write`` and ``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def role_definition_url(resource_group_id: str, vm_id: str) -> str:
     return f"{resource_group_id}/providers/Microsoft.Authorization/roleDefinitions/{role_definition_name(vm_id)}"
 
 
-def role_assignment_url(vm_id: str) -> str:
-    name = uuid.uuid5(_NAMESPACE, f"assignment:{vm_id.lower()}")
+def role_assignment_url(vm_id: str, own: bool = False) -> str:
+    """``own``: a worker's assignment to its own identity, beside node 0's identity's on it."""
+    name = uuid.uuid5(_NAMESPACE, f"assignment:{vm_id.lower()}{':own' if own else ''}")
     return f"{vm_id}/providers/Microsoft.Authorization/roleAssignments/{name}"
 
 
@@ -123,9 +124,10 @@ def grant(
     lab: str,
     principal: str,
     ui: Reporter,
-    workers: tuple[str, ...] = (),
+    workers: dict[str, str] | None = None,
 ) -> None:
-    """Idempotent; also on ``workers``, the lab's other VMs, which node 0 deallocates with itself."""
+    """Idempotent; also on ``workers`` (VM id -> its identity), the lab's other VMs, which node 0 deallocates with
+    itself and each deallocates itself once node 0 is gone."""
     with arm("creating the lab's idle-stop role"):
         call(
             azure,
@@ -133,11 +135,13 @@ def grant(
             role_definition_url(resource_group_id, vm_id),
             role_definition(resource_group_id, vm_id, lab),
         )
-    for scope in (vm_id, *workers):
-        _assign(azure, scope, role_assignment(azure.subscription_id, scope, principal, role_of=vm_id), ui)
+    for scope, own in [(vm_id, ""), *(workers or {}).items()]:
+        for who, url in [(principal, role_assignment_url(scope)), (own, role_assignment_url(scope, True))]:
+            if who:
+                _assign(azure, url, role_assignment(azure.subscription_id, scope, who, role_of=vm_id), ui)
 
 
-def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> None:
+def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
     from azure.core.exceptions import HttpResponseError
 
     deadline = time.monotonic() + PRINCIPAL_WAIT
@@ -145,7 +149,7 @@ def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> Non
     while True:
         try:
             with arm("assigning the idle-stop role to the VM's identity"):
-                call(azure, "PUT", role_assignment_url(scope), body)
+                call(azure, "PUT", url, body)
             return
         except LabctlError as exc:
             code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None
@@ -159,8 +163,10 @@ def _assign(azure: Azure, scope: str, body: dict[str, Any], ui: Reporter) -> Non
 
 
 def revoke_assignment(azure: Azure, vm_id: str) -> None:
+    """Node 0's identity's assignment on the VM, and (a worker's) the VM's own."""
     with arm("removing the idle-stop role assignment"):
-        call(azure, "DELETE", role_assignment_url(vm_id))
+        for own in (False, True):
+            call(azure, "DELETE", role_assignment_url(vm_id, own))
 
 
 def delete_role(azure: Azure, vm_id: str) -> None:

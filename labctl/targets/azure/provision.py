@@ -151,11 +151,16 @@ class Provisioner:
         from labctl.targets.azure.idlerole import grant
 
         azure, rg = self.azure, self.names.resource_group
-        with arm("reading the VM's identity"):
-            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm)) or {}
-        identity = vm.get("identity") or {}
-        principal = identity.get("principal_id") or identity.get("principalId")
-        if not principal:
+
+        def principal(node: int) -> str:
+            with arm("reading the VM's identity"):
+                vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm_of(node))) or {}
+            identity = vm.get("identity") or {}
+            return str(identity.get("principalId") or identity.get("principal_id") or "")
+
+        # Each worker's own identity may deallocate it too, for when node 0 is gone (evicted, deallocated).
+        found = side_by_side([functools.partial(principal, node) for node in range(self.nodes)])
+        if not found[0]:
             self.ui.warn(
                 f"The VM {self.names.vm} was made without an identity, so it cannot stop itself when idle; its daily "
                 f"auto-shutdown stays. 'labctl down --name {self.names.lab}' and 'labctl up' again to add idle stop."
@@ -163,10 +168,10 @@ class Provisioner:
             self.record.idle["why_not"] = "the VM was created without a managed identity"
             return
         rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
-        workers = tuple(self.ids.vm_of(node) for node in range(1, self.nodes))
+        workers = {self.ids.vm_of(node): found[node] for node in range(1, self.nodes)}
         what = "this VM" if not workers else f"this VM and the lab's {len(workers)} other VMs"
         with self.ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
-            grant(azure, rg_id, self.ids.vm, self.names.lab, str(principal), self.ui, workers)
+            grant(azure, rg_id, self.ids.vm, self.names.lab, found[0], self.ui, workers)
         self.record.idle["granted"] = True
         self.save(self.record)
 
@@ -551,7 +556,7 @@ class Provisioner:
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
             trusted_launch=choice.trusted_launch,
-            identity=self.idle_rights and node == 0,
+            identity=self.idle_rights,
             node=node,
             placement_group=self._placement,
         )
