@@ -1,25 +1,14 @@
-"""A run on the lab's nodes: the same run id in every node's lab container, followed, found and stopped together.
-
-A lab on one machine is a cluster of one, so every run goes through here. Each node's part is an ordinary run of
-``labctl.runs`` in that node's container (its own directory, log, pid, checksums and exit code;
-``templates/lab-run.sh`` starts the node's torchrun), so a dropped connection loses nothing on any node. What this
-module adds is the view across nodes:
-
-- ``lab_nodes``: the running lab containers of nodes 0, 1, ..., each reached once, as a command needs them.
-- ``follow_nodes``: every node's log as one merged stream (``[rank R]`` for a worker's line, ``[node N]`` for a
-  launcher's own on a lab of several nodes), until every node ended, or one is lost (its launcher gone, its
-  container or machine out of reach); the others then get ``LOST_GRACE_S`` to stop on their own (rank 0 saves its
-  checkpoint when a peer stops answering) before they are asked to stop.
-- ``rank_zero_node``: the node holding global rank 0, the one that writes the results (c10d assigns the ranks,
-  so it need not be node 0).
-- ``rendezvous_port``: the port the nodes meet at on node 0, the usual one unless something there holds it.
+"""A run on the lab's nodes (one or several): the same run id in every node's lab container, followed, found and
+stopped together. Each node's part is an ordinary run of ``labctl.runs``, so a dropped connection loses nothing;
+once one node is lost the others get ``LOST_GRACE_S`` to stop on their own (rank 0 saves its checkpoint) before
+they are asked to.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from labctl.distributed import DEFAULT_RDZV_PORT, RankLines
@@ -50,27 +39,22 @@ class NodeRun:
     runs: LabRuns
 
 
-class LabNodes:
-    """The running lab containers of a lab's first nodes, each reached once, as a command comes to need them."""
+class LabNodes(ExitStack):
+    """The running lab containers of a lab's first nodes, each reached once as a command comes to need them; every
+    connection closes when the ``with`` ends."""
 
-    def __init__(self, record: LabRecord, ui: Reporter, stack: ExitStack) -> None:
-        self.record, self.ui, self._stack = record, ui, stack
+    def __init__(self, record: LabRecord, ui: Reporter) -> None:
+        super().__init__()
+        self.record, self.ui = record, ui
         self.reached: list[NodeRun] = []
 
     def first(self, count: int) -> list[NodeRun]:
         """Nodes 0 to ``count`` - 1 (a node that cannot be reached is named)."""
         for node in range(len(self.reached), count):
             with naming_node(self.record, node):
-                box = self._stack.enter_context(lab_container(self.record, self.ui, node=node))
+                box = self.enter_context(lab_container(self.record, self.ui, node=node))
             self.reached.append(NodeRun(node, node_where(self.record, node), LabRuns(box)))
         return self.reached[:count]
-
-
-@contextmanager
-def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
-    """The lab's nodes, none reached yet; every connection made closes after."""
-    with ExitStack() as stack:
-        yield LabNodes(record, ui, stack)
 
 
 def rendezvous_port(head: NodeRun, preferred: int = DEFAULT_RDZV_PORT) -> int:
@@ -173,13 +157,8 @@ def follow_nodes(
     poll: float = 1.0,
     grace: float | None = None,
 ) -> Followed:
-    """Stream every node's log to ``show`` (the whole lines that arrived together, joined by newlines) until each
-    node's part ended or is lost (once, without ``follow``); ``grace``:
-    how long the others may run on once a node is lost (default ``LOST_GRACE_S``) before they are asked to stop.
-
-    Reading each log by offset is what makes reattaching lossless: a new `labctl logs --follow` after a dropped
-    connection starts again from 0 and sees every line.
-    """
+    """Stream every node's log to ``show`` until each node's part ended or is lost (once, without ``follow``).
+    Logs are read by offset, so a new `labctl logs --follow` after a dropped connection sees every line."""
     grace = LOST_GRACE_S if grace is None else grace
     several = len(nodes) > 1
     tails = [_Tail(node, RankLines(node_rank=node.node if several else None)) for node in nodes]
@@ -207,16 +186,3 @@ def follow_nodes(
         rank_zero=next((t.node.node for t in tails if t.rank_zero), None),
         stopped=stopped,
     )
-
-
-__all__ = [
-    "LOST_GRACE_S",
-    "Followed",
-    "LabNodes",
-    "NodeRun",
-    "follow_nodes",
-    "lab_nodes",
-    "rank_zero_node",
-    "rendezvous_port",
-    "stop_nodes",
-]

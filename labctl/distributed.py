@@ -1,24 +1,8 @@
 """How a lab run is launched on one or several machines: one plain process, or ``torchrun`` with one per GPU.
 
-Pure functions and data, no I/O: the caller runs the argv these return (inside the lab container) and feeds
-their output back. PyTorch's own engine does the work: ``torchrun`` starts one worker per GPU (NCCL) or one per
-CPU node (gloo); across machines the launchers meet through c10d rendezvous at the head node's private address.
-
-The pieces, in the order a launch needs them:
-
-- ``gpu_probe_argv`` / ``parse_gpu_count``: how many GPUs a machine's lab container sees.
-- ``plan_launch``: every node's validated ``LaunchPlan`` (one for a lab on one machine); a request that cannot be
-  met ends in a ``UsageError`` that says what to do instead.
-- ``launch_argv`` / ``launch_env``: the argv of one node's launch, ``python -m cifarlab train ...`` or
-  ``torchrun ... -m cifarlab train ...``, and the environment it needs.
-- ``describe``: the plan in one line for the user.
-- ``merge_rank_output``: torchrun's console output, whose lines carry the prefix ``[rank R]:``, as one readable
-  stream with ``[rank R]`` before each worker's line and ``[node N]`` before the launcher's own; ``RankLines``
-  does the same for a log followed chunk by chunk.
-
-Global ranks under c10d rendezvous are assigned by the rendezvous (nodes sorted by address, as text), not by
-``node_rank``: the head node is not necessarily the one holding rank 0, which is the rank that writes the
-results. ``rank_zero_hint`` reads which node got it from that node's merged output.
+Pure functions and data, no I/O: the caller runs the argv these return in the lab container. Across machines the
+launchers meet through c10d rendezvous at node 0's private address; c10d assigns the global ranks, so the node
+holding rank 0 (the one that writes the results) need not be node 0.
 """
 
 from __future__ import annotations
@@ -61,47 +45,26 @@ class LaunchPlan:
 
     @property
     def distributed(self) -> bool:
-        """False for the plain single process (no torchrun)."""
         return self.world_size > 1
-
-    @property
-    def backend(self) -> str:
-        """The collective backend cifarlab picks for this device (it chooses by itself; this is for display)."""
-        return "nccl" if self.device == "cuda" else "gloo"
 
     @property
     def rdzv_endpoint(self) -> str:
         host = self.rdzv_host or "127.0.0.1"
         return f"[{host}]:{self.rdzv_port}" if ":" in host else f"{host}:{self.rdzv_port}"
 
-    @property
-    def is_head(self) -> bool:
-        return self.node_rank == 0
-
 
 # ------------------------------------------------------------------------------------------------ GPU count
 
 
-def gpu_probe_argv() -> list[str]:
-    """The argv that lists the GPUs a container sees, one name a line (parse it with ``parse_gpu_count``)."""
-    return ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
-
-
-def torch_probe_argv(python: str = "python") -> list[str]:
-    """The fallback probe where nvidia-smi is absent: torch's own count, one integer."""
-    return [python, "-c", "import torch; print(torch.cuda.device_count())"]
+GPU_PROBE = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]  # one GPU name a line
+TORCH_PROBE = ["python", "-c", "import torch; print(torch.cuda.device_count())"]  # where nvidia-smi is absent
 
 
 _SMI_FAILURES = ("failed", "couldn't communicate", "not found", "no such file", "error", "unable")
 
 
 def parse_gpu_count(output: str, exit_code: int = 0) -> int:
-    """The number of GPUs in a probe's output: nvidia-smi's name lines, or the torch probe's single integer.
-
-    "No devices were found", an absent nvidia-smi (exit 127) or a driver that does not answer count as 0 GPUs
-    only where that is what the output says; anything unreadable raises, so that a broken driver is not
-    mistaken for a CPU machine.
-    """
+    """The GPUs in a probe's output; anything unreadable raises, so a broken driver is not taken for no GPU."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     if exit_code in (126, 127) or (exit_code != 0 and not lines):
         return 0  # no nvidia-smi: a shell says 127, docker exec 126 ("executable file not found")
@@ -176,19 +139,10 @@ def plan_launch(
     rdzv_port: int = DEFAULT_RDZV_PORT,
     cpu_only: bool = False,
 ) -> list[LaunchPlan]:
-    """Every node's plan, node 0 first; each node starts the same number of workers.
-
-    ``gpus_per_node`` and ``addresses`` (private addresses, where the nodes meet) are in node order. Without
-    ``--gpus`` a GPU machine uses every GPU, and across nodes as many as the smallest node has, so that no node
-    waits on a missing rank; a CPU machine runs one process. ``cpu_only`` (``--device cpu``) ignores the GPUs: one
-    gloo process per node.
-    """
-    if len(gpus_per_node) != len(addresses):
-        raise ValueError("gpus_per_node and addresses must name the same nodes")
+    """Every node's plan, node 0 first. Each node starts as many workers as the smallest has GPUs (no node waits
+    on a missing rank); a CPU machine, or ``cpu_only``, one gloo process."""
     if not gpus_per_node:
         raise UsageError("--nodes 0 leaves no machine to train on.", hint="Use --nodes 1 or more.")
-    if min(gpus_per_node) < 0:
-        raise ValueError(f"a GPU count must be >= 0, not {min(gpus_per_node)}")
     _check_run_id(run_id)
     nodes = len(addresses)
     for address in addresses if nodes > 1 else ():
@@ -242,14 +196,8 @@ def launch_argv(
     python: str = "python",
     torchrun: Sequence[str] = ("torchrun",),
 ) -> list[str]:
-    """The argv one node runs: the plain trainer for one process on one node, else torchrun.
-
-    One node with several GPUs uses torchrun's standalone rendezvous (a free local port); several nodes meet
-    at ``rdzv_host:rdzv_port`` under ``--rdzv-id run_id``. ``train_args`` follow ``train`` unchanged (never
-    through a shell). ``log_dir`` receives torchrun's per-rank logs,
-    ``<log_dir>/<rendezvous id>_<random>/attempt_0/<local rank>/{stdout,stderr}.log``. ``torchrun`` may be
-    ``(python, "-m", "torch.distributed.run")`` where the console script is not on the PATH.
-    """
+    """The argv one node runs: the plain trainer for one process, else torchrun (its per-rank logs in
+    ``log_dir``); ``train_args`` follow ``train`` unchanged, never through a shell."""
     if not plan.distributed:
         return plain_argv(["train", *train_args], python)
     argv = [
@@ -279,7 +227,7 @@ def launch_argv(
             plan.run_id,
             # the head hosts the rendezvous store whatever its host name resolves to; the others only connect
             "--rdzv-conf",
-            f"is_host={'1' if plan.is_head else '0'}",
+            f"is_host={int(plan.node_rank == 0)}",
         ]
         if plan.local_addr:
             argv += ["--local-addr", plan.local_addr]
@@ -292,7 +240,7 @@ def describe(plan: LaunchPlan) -> str:
         return f"one process on the {'GPU' if plan.device == 'cuda' else 'CPU'} (no torchrun)"
     per = f"{plan.procs_per_node} GPU{'s' if plan.procs_per_node != 1 else ''}" if plan.device == "cuda" else "CPU"
     where = "this machine" if plan.nodes == 1 else f"each of {plan.nodes} nodes"
-    text = f"torchrun: {plan.world_size} processes ({per} on {where}, {plan.backend})"
+    text = f"torchrun: {plan.world_size} processes ({per} on {where}, {'nccl' if plan.device == 'cuda' else 'gloo'})"
     return text + (f", meeting at {plan.rdzv_endpoint}" if plan.nodes > 1 else "")
 
 
@@ -308,11 +256,8 @@ def launch_env(plan: LaunchPlan) -> dict[str, str]:
 
 
 def split_ranks(line: str) -> list[tuple[int | None, str]]:
-    """One console line as (global rank or None for the launcher, text) pieces.
-
-    A worker whose last output had no newline gets the next worker's prefix glued on
-    (``[rank 0]:50%[rank 1]:loss 2.3``): that line holds two pieces.
-    """
+    """One console line as (global rank or None for the launcher, text) pieces; a worker's output without a
+    newline gets the next one's prefix glued on (``[rank 0]:50%[rank 1]:loss 2.3``)."""
     line = line.rstrip("\r\n")
     matches = list(_PREFIX.finditer(line))
     if not matches:
@@ -340,11 +285,7 @@ def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Ite
 
 
 class RankLines:
-    """Text as it arrives (chunks that may end mid-line) to whole merged lines, for following a run's log.
-
-    ``feed`` returns the merged lines completed so far; ``flush`` the last one when the text ended without a
-    newline. Output without torchrun's prefixes passes unchanged.
-    """
+    """Text as it arrives (chunks that may end mid-line) to whole merged lines, for following a run's log."""
 
     def __init__(self, node_rank: int | None = None) -> None:
         self.node_rank = node_rank
@@ -357,16 +298,3 @@ class RankLines:
     def flush(self) -> list[str]:
         rest, self.partial = self.partial, ""
         return list(merge_rank_output([rest], self.node_rank)) if rest else []
-
-
-def ranks_seen(lines: Iterable[str]) -> set[int]:
-    """The global ranks that printed at least one line."""
-    return {rank for line in lines for rank, _ in split_ranks(line) if rank is not None}
-
-
-def rank_zero_hint(plans: Sequence[LaunchPlan], outputs: Sequence[Iterable[str]]) -> LaunchPlan | None:
-    """The plan of the node whose console output shows rank 0 (where the results are), if any shows it."""
-    for plan, lines in zip(plans, outputs, strict=True):
-        if 0 in ranks_seen(lines):
-            return plan
-    return None

@@ -1,11 +1,5 @@
-"""The lab on its host: from reachable machines to a healthy Jupyter container and back, the same for every target.
-
-``prepare_lab`` converges (bootstrap Docker, and the NVIDIA runtime on GPU machines; the image; the container)
-on every node of the lab at once, and is safe to run again at any point. ``lab_container`` reaches the running
-container of a ready lab, ``describe_lab`` reports on every node without changing anything, and
-``teardown_lab`` removes the containers and their volumes, never the machines. The machine itself is
-``labctl.machine``; the container, ``labctl.container``. Node 0 is the lab's own machine and runs Jupyter; on a
-lab of several machines the others (``record.nodes[1:]``) hold a container each that only runs training.
+"""The lab on its host, the same for every target: prepare (converge, safe to run again), reach, describe and tear
+down the lab container on every node at once. Node 0 runs Jupyter; the other nodes' containers only train.
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from labctl import container as lab
 from labctl import workspace
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
-from labctl.distributed import gpu_probe_argv, parse_gpu_count, torch_probe_argv
+from labctl.distributed import GPU_PROBE, TORCH_PROBE, parse_gpu_count
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, Machine, connect
 from labctl.prewarm import await_prewarm
@@ -51,8 +45,7 @@ def machine_for(
 
 
 def node_where(record: LabRecord, node: int) -> str:
-    """How messages name node ``node``: ``node 1 (me@10.0.0.5:22)``; a lab on one machine's only node is just
-    the machine."""
+    """How messages name node ``node``: ``node 1 (me@10.0.0.5:22)``, or on a lab of one machine just the machine."""
     reach = record.nodes[node]
     user = reach.user or record.nodes[0].user
     where = f"{user}@{reach.host}:{reach.port}" if reach.host else "this computer"
@@ -71,11 +64,8 @@ T = TypeVar("T")
 def on_each_node(
     record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter, nodes: int | None = None
 ) -> list[T]:
-    """``action(node, ui)`` for nodes 0 to ``nodes`` - 1 (default: all), at the same time, one thread each.
-
-    A lab on one machine runs it here, as before. Otherwise each node reports under its own name, and once every
-    node is done the first failure is raised with its node named.
-    """
+    """``action(node, ui)`` for nodes 0 to ``nodes`` - 1 (default: all), one thread each; once every node is done,
+    the first failure is raised with its node named."""
     count = len(record.nodes) if nodes is None else nodes
     if count == 1:
         return [action(0, ui)]
@@ -114,11 +104,7 @@ def naming_node(record: LabRecord, node: int) -> Iterator[None]:
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
-    """Converge every node to a healthy lab container; fills image, container names and token. Idempotent.
-
-    Node 0 runs Jupyter; on a lab of several machines every container uses the host's network (Jupyter then on
-    the machine's 127.0.0.1 only) and the other nodes' containers just stay up for the runs.
-    """
+    """Converge every node to a healthy lab container; fills image, container names and token. Idempotent."""
     if not record.jupyter_token:
         record.jupyter_token = secrets.token_hex(32)
     on_each_node(record, lambda node, node_ui: _prepare_node(record, node, node_ui, image), ui)
@@ -204,9 +190,7 @@ def _start_on_free_port(
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
     """Remove the lab container (and its workspace volume unless ``keep_volume``) on every node; the machines stay.
-
-    A failure says what is left and how to remove it by hand, since `down` must never claim a clean slate.
-    """
+    A failure says what is left and how to remove it by hand: `down` must never claim a clean slate."""
     removed = on_each_node(record, lambda node, node_ui: _teardown_node(record, node, node_ui, keep_volume), ui)
     return [what for done in removed for what in done]
 
@@ -258,24 +242,17 @@ def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
     """How many GPUs a lab container sees (none without asking, on a lab made without GPUs)."""
     if not record.gpu:
         return 0
-    probe = box.exec(gpu_probe_argv(), check=False)
+    probe = box.exec(GPU_PROBE, check=False)
     if probe.exit_code in (126, 127):  # no nvidia-smi in the container: ask torch
-        probe = box.exec(torch_probe_argv(), check=False)
+        probe = box.exec(TORCH_PROBE, check=False)
     return parse_gpu_count(probe.text, probe.exit_code)
 
 
 def describe_lab(
     record: LabRecord, *, wait: float = EVERYDAY_WAIT, machines: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """Live, read-only facts about the lab for `labctl status`, every node at once and each dialled once; never
-    raises for an unreachable machine.
-
-    Node 0's container, Jupyter and runs are the lab's; a lab of several machines adds ``nodes``: each node's
-    address, container and GPUs, over what the target says of its machine (``machines``: power, size, ...). A
-    machine the target reports as not running is not dialled, and nothing is started or changed: asking for the
-    status must not revive a lab the user stopped. (Reading the runs may copy labctl's small state program into
-    the container's ``.labctl/tools``, once per labctl version.)
-    """
+    """Live facts for `labctl status`, each node dialled once; never raises for an unreachable machine. A machine
+    the target reports off (``machines``) is not dialled: asking must not revive a lab the user stopped."""
     from labctl.ui import PlainReporter
 
     known = {int(m["node"]): m for m in machines if isinstance(m, dict) and "node" in m}
@@ -320,17 +297,3 @@ def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict
     except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash
         facts.update(reachable=False, error=f"{type(exc).__name__}: {exc}")
     return facts
-
-
-__all__ = [
-    "count_gpus",
-    "describe_lab",
-    "lab_container",
-    "machine_for",
-    "naming_node",
-    "node_where",
-    "on_each_node",
-    "prepare_lab",
-    "private_addresses",
-    "teardown_lab",
-]

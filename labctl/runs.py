@@ -1,10 +1,5 @@
-"""Lab runs on the lab container's volume: the run directory layout, a detached start, the list of runs and their
-state, reading a log by offset, and fetching a run with its checksums verified.
-
-Everything goes through ``LabContainer`` (argument lists, tar copies), so the same code serves a container on
-this computer and one on a VM reached through labctl's verified SSH connection. A run lives in its own directory
-(see ``templates/lab-run.sh``): it survives a dropped connection, and any later `labctl logs` or `labctl fetch`
-picks it up from the files. What a run directory says is read in the container by ``templates/run_state.py``.
+"""Runs in a lab container: each in its own directory (``templates/lab-run.sh``), so it survives a dropped
+connection; started detached, listed (``templates/run_state.py``), its log read by offset, fetched and verified.
 """
 
 from __future__ import annotations
@@ -80,8 +75,6 @@ class LabRuns:
         self.box = box
         self._tools: PurePosixPath | None = None
 
-    # ------------------------------------------------------------------------------------- shipping
-
     def _ship_once(self, dest: PurePosixPath, entries: Mapping[str, Path | bytes]) -> PurePosixPath:
         """Copy ``entries`` into ``dest`` unless a complete copy is already there (a broken one is redone)."""
         if not self.box.exists(str(dest / COMPLETE)):
@@ -116,8 +109,6 @@ class LabRuns:
         key = hashlib.sha256(f"{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         return self._ship_once(LABCTL_DIR / "data" / key, {local.name: local}) / local.name
 
-    # ------------------------------------------------------------------------------------- runs
-
     def start(
         self,
         run_id: str,
@@ -128,13 +119,8 @@ class LabRuns:
         env: dict[str, str] | None = None,
         files: Mapping[str, Path] | None = None,
     ) -> PurePosixPath:
-        """Start ``argv`` detached in the container, in the run's own directory (``templates/lab-run.sh``: its log,
-        pid, checksums and exit code), with ``path`` on its import path: the lab's code, or /workspace for a script.
-
-        ``command`` is what the run records as its own (default ``argv``: the lab's arguments, not torchrun's);
-        ``files`` (local copies, e.g. the user's script) go into the run directory first, so the results keep
-        exactly what ran.
-        """
+        """Start ``argv`` detached in the run's own directory, with ``path`` on its import path; ``command`` is what
+        the run records as its own (default ``argv``), ``files`` go into its directory first."""
         run_dir = RUNS_DIR / run_id
         started = datetime.now(timezone.utc).isoformat()
         meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
@@ -189,11 +175,8 @@ class LabRuns:
         return info, chunk
 
     def fetch(self, run_id: str, dest: Path, *, verify: bool = True) -> int:
-        """Copy a run's directory to ``dest`` and verify it; return the number of verified files.
-
-        ``verify=False`` is for runs that never finished (a VM restarted under them): their partial results, the
-        last checkpoint above all, are still worth having, but no checksums were ever made for them.
-        """
+        """Copy a run's directory to ``dest`` and verify it (not a run that never finished: no checksums were
+        made); return the number of verified files."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Unpack beside the destination, then swap it in: a fetch that breaks off never leaves a half-copied run.
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:

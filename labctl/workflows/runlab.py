@@ -1,9 +1,7 @@
 """`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab on the lab's nodes and bringing results back.
 
-A run starts detached inside the lab containers (see ``labctl.runs``); this side only watches it. So Ctrl-C or a
-dropped connection never stops training: `labctl logs --follow` reattaches, `labctl fetch` brings results back.
-A lab is a list of nodes and a run trains on the first of them (``labctl.cluster``), one unless the lab has more,
-so each command has one path: reach node 0, then the run's other nodes, each once.
+A run starts detached in the lab containers and this side only watches it, so Ctrl-C or a dropped connection never
+stops training. Each command has one path: reach node 0 (it holds every run's record), then the run's other nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl import runs
-from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, lab_nodes, rank_zero_node, rendezvous_port
+from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_node, rendezvous_port
 from labctl.config import Settings
 from labctl.distributed import DEFAULT_RDZV_PORT
 from labctl.errors import LabctlError, NotFound, UsageError
@@ -41,31 +39,27 @@ CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 
 
 @contextmanager
-def _lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
-    """The lab's nodes with node 0 reached (it holds every run's record); the others as a command needs them."""
+def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
+    """The lab's nodes with node 0 reached; the others as a command needs them (``reach``)."""
     record.require_ready()
     _results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
-    with lab_nodes(record, ui) as lab:
-        _reach(lab, 1)
+    with LabNodes(record, ui) as lab:
+        reach(lab, 1)
         yield lab
 
 
-def _reach(lab: LabNodes, count: int) -> list[NodeRun]:
-    """The lab's first ``count`` nodes, each reached once; a machine that cannot be reached is explained."""
+def reach(lab: LabNodes, count: int) -> list[NodeRun]:
+    """The lab's first ``count`` nodes; a machine that cannot be reached is most often switched off, and the
+    target says so if it can."""
+    from labctl.targets import get_target
+
     try:
         return lab.first(count)
     except LabctlError:
-        _explain_stopped_vm(lab.record)  # a clearer error when the VM is simply not running
+        error = get_target(lab.record.target).explain_unreachable(lab.record)
+        if error is not None:
+            raise error from None
         raise
-
-
-def _explain_stopped_vm(record: LabRecord) -> None:
-    """A machine that cannot be reached is most often switched off (auto-shutdown): the target says so if it can."""
-    from labctl.targets import get_target
-
-    error = get_target(record.target).explain_unreachable(record)
-    if error is not None:
-        raise error from None
 
 
 def _results_root() -> Path:
@@ -87,22 +81,20 @@ def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[
         return str(lab_runs.upload_data(local)), None
 
 
-def _own_notebook(given: str, lab_runs: LabRuns, run_id: str) -> str:
-    """The user's notebook in the container: one from this computer is copied into the run's folder (so the
-    results keep what ran); one already in /workspace runs where it is, from its own folder."""
+def users_file(given: str, lab_runs: LabRuns, what: str) -> tuple[str, dict[str, Path]]:
+    """The user's script or notebook for a run: (its name, copied from this computer into the run's folder so the
+    results keep what ran) or (its path in /workspace, where it runs as it is)."""
     from labctl.workspace import workspace_path
 
     local = Path(given).expanduser()
     if local.is_file():
-        run_dir = runs.RUNS_DIR / run_id
-        lab_runs.box.put(str(run_dir), {local.name: local})
-        return str(run_dir / local.name)
+        return local.name, {local.name: local}
     inside = f"{runs.WORKSPACE}/{workspace_path(given, allow_root=False)}"
     if lab_runs.box.exists(inside):
-        return inside
+        return inside, {}
     raise NotFound(
-        f"The notebook {given} is neither on this computer nor in the lab's workspace.",
-        hint="Name an .ipynb on this computer, or of one in /workspace (Jupyter's file browser lists them).",
+        f"The {what} {given} is neither on this computer nor in the lab's workspace.",
+        hint=f"Name a {what} on this computer, or one in /workspace (as Jupyter's file browser shows it).",
     )
 
 
@@ -143,15 +135,14 @@ def _fetch_results(
 
 
 def _record_run(record: LabRecord, run_id: str) -> RunRecord:
-    for run in record.runs:
-        if run.run_id == run_id:
-            return run
-    run = RunRecord(run_id=run_id, started_at=now_iso())
-    record.runs.append(run)
+    run = next((r for r in record.runs if r.run_id == run_id), None)
+    if run is None:
+        run = RunRecord(run_id=run_id, started_at=now_iso())
+        record.runs.append(run)
     return run
 
 
-def _pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
+def pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
     if run_id is not None:
         matches = [r.run_id for r in lab_runs.list() if r.run_id.startswith(run_id)]
         if not matches:
@@ -180,8 +171,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
     record = store.resolve(opts.name)
     nodes = _nodes_asked(opts, record)
     run_id = runs.new_run_id()
-    with _lab_nodes(record, ui) as lab:
-        cluster = _reach(lab, nodes)
+    with lab_nodes(record, ui) as lab:
+        cluster = reach(lab, nodes)
         args, start = _start(opts, record, cluster, run_id, ui)
         options: dict[str, Any] = {"args": args, **({"nodes": nodes} if nodes > 1 else {})}
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options=options))
@@ -209,7 +200,10 @@ def _start(
             data, data_root = _data_source(opts, node.runs, ui)
         args.append(cifarlab_args(opts, out=str(runs.RUNS_DIR / run_id), data=data, data_root=data_root))
     if opts.notebook_file:  # the notebook runs on one node
-        args[0] += ["--path", _own_notebook(opts.notebook_file, cluster[0].runs, run_id)]
+        name, files = users_file(opts.notebook_file, cluster[0].runs, "notebook")
+        if files:
+            cluster[0].runs.box.put(str(runs.RUNS_DIR / run_id), files)
+        args[0] += ["--path", name if name.startswith("/") else str(runs.RUNS_DIR / run_id / name)]
     gpus = [0 if opts.notebook or opts.device == "cpu" else count_gpus(record, node.runs.box) for node in cluster]
     starts = launch(
         opts,
@@ -310,9 +304,9 @@ def _lost_nodes(
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
     """The run's log (every node's, merged), followed to its end with ``follow``; the state of each node's part."""
     record = StateStore().resolve(name)
-    with _lab_nodes(record, ui) as lab:
-        run_id = _pick_run(record, lab.reached[0].runs, run)
-        cluster = _reach(lab, _run_nodes(record, run_id))
+    with lab_nodes(record, ui) as lab:
+        run_id = pick_run(record, lab.reached[0].runs, run)
+        cluster = reach(lab, run_nodes(record, run_id))
         try:
             with _output(ui) as show:
                 followed = follow_nodes(cluster, run_id, show, follow=follow)
@@ -339,7 +333,7 @@ def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Out
                 raise
             record = None  # no lab at all, but runs made here: show those
         if record is not None:
-            with _lab_nodes(record, ui) as lab:
+            with lab_nodes(record, ui) as lab:
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
             rows = [{**i.to_json(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
@@ -358,9 +352,9 @@ def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
     """The run's results, from the node that holds rank 0, once its part has ended."""
     store = StateStore()
     record = store.resolve(name)
-    with _lab_nodes(record, ui) as lab:
-        run_id = _pick_run(record, lab.reached[0].runs, run)
-        cluster = _reach(lab, _run_nodes(record, run_id))
+    with lab_nodes(record, ui) as lab:
+        run_id = pick_run(record, lab.reached[0].runs, run)
+        cluster = reach(lab, run_nodes(record, run_id))
         head = rank_zero_node(cluster, run_id)
         if head is None:
             raise LabctlError(
@@ -380,7 +374,7 @@ def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
 
 def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str]]:
     """Runs still training and finished runs whose results never came back, for `down` to protect."""
-    with _lab_nodes(record, ui) as lab:
+    with lab_nodes(record, ui) as lab:
         infos = lab.reached[0].runs.list()
     fetched = {r.run_id for r in record.runs if r.fetched_to}
     running = [i.run_id for i in infos if i.state == "running"]
@@ -403,9 +397,6 @@ def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
     return opts.nodes
 
 
-def _run_nodes(record: LabRecord, run_id: str) -> int:
+def run_nodes(record: LabRecord, run_id: str) -> int:
     """How many nodes a run was started on (1 for a run this computer has no record of)."""
-    for run in record.runs:
-        if run.run_id == run_id:
-            return int(run.options.get("nodes") or 1)
-    return 1
+    return next((int(r.options.get("nodes") or 1) for r in record.runs if r.run_id == run_id), 1)

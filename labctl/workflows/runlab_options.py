@@ -8,9 +8,11 @@ The run in the lab container, ``--notebook`` (whose arguments become the noteboo
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +78,10 @@ class RunLabOptions:
 
     def check(self) -> RunLabOptions:
         """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
-        given = {**self.training, **_typed_sets(parse_sets(self.extra))}  # --set epochs=-1 is --epochs -1
+        sets = parse_sets(self.extra)
+        if not self.notebook_file:  # a notebook of the user's own may read any LAB_* parameter
+            _check_set_keys(sets)
+        given = {**self.training, **_typed_sets(sets)}  # --set epochs=-1 is --epochs -1
         for flag, number in (("--epochs", given.get("epochs")), ("--lr", given.get("lr"))):
             if number is not None and not (math.isfinite(number) and number > 0):
                 raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
@@ -167,6 +172,26 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return values
 
 
+def _check_set_keys(keys: Iterable[str]) -> None:
+    """Each ``--set`` key a training option of the lab (its ``TrainConfig``), and none that run-lab sets itself."""
+    known = _train_keys()
+    for key in keys:
+        if key in ("out", "data", "data_root"):
+            raise UsageError(f"--set {key}=...: run-lab sets {key} itself.", hint="Give --data (or --out with --here).")
+        if key not in known:
+            raise UsageError(
+                f"--set {key}=... names an unknown training option '{key}'.",
+                hint=f"The lab's options are: {', '.join(sorted(known - {'out', 'data', 'data_root'}))}.",
+            )
+
+
+def _train_keys() -> set[str]:
+    """The fields of the lab's ``TrainConfig``, read from its source without running it."""
+    tree = ast.parse((lab_dir() / "cifarlab" / "config.py").read_text(encoding="utf-8"))
+    config = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    return {n.target.id for n in config.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+
+
 def _typed_sets(values: dict[str, str]) -> dict[str, Any]:
     """The ``--set`` values of the options run-lab also has as typed flags, as those flags would give them."""
     typed: dict[str, Any] = {}
@@ -212,17 +237,8 @@ def launch(
     log_dir: str,
 ) -> list[Launch]:
     """How the run starts on each node (``args``: each node's ``cifarlab_args``, node 0 first): ``python -m cifarlab
-    ARGS``, or torchrun with one process per GPU, meeting at node 0's address across nodes.
-
-    A machine with more than one GPU trains on all of them (across nodes: as many as the smallest has) unless
-    ``--gpus`` says fewer; a CPU machine, the notebook (one kernel, one process) and ``--device cpu`` run one process.
-    """
-    if opts.notebook:
-        if opts.gpus is not None:
-            raise UsageError(
-                "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
-                hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
-            )
+    ARGS``, or torchrun with one process per GPU (``distributed.plan_launch``)."""
+    if opts.notebook:  # one kernel, one process (``check`` refused --gpus)
         return [Launch(None, plain_argv(args[0]), {})]
     plans = plan_launch(
         run_id=run_id,

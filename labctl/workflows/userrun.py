@@ -1,9 +1,7 @@
 """`labctl run SCRIPT.py` and `labctl cancel`: the user's own program as a lab run, and stopping any run.
 
-A script runs exactly like the bundled lab (``templates/lab-run.sh``): detached in the lab container, in its own
-``/workspace/runs/<id>/`` (its working directory and ``LAB_OUT``), streamed, reattachable with `labctl logs -f`,
-and fetched with checksums verified. A script from this computer is copied into the run's folder first, so the
-results keep exactly what ran; ``/workspace`` is on its import path, so modules kept there import as usual.
+A script runs as the bundled lab does: detached, in its own ``/workspace/runs/<id>/`` (its working directory and
+``LAB_OUT``), with ``/workspace`` on its import path, streamed, reattachable and fetched verified.
 """
 
 from __future__ import annotations
@@ -14,11 +12,10 @@ from pathlib import Path
 
 from labctl import runs
 from labctl.cluster import NodeRun, stop_nodes
-from labctl.errors import LabctlError, NotFound, UsageError
-from labctl.runs import LabRuns
+from labctl.errors import LabctlError, UsageError
 from labctl.state import RunRecord, StateStore, now_iso
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.runlab import Watch, _lab_nodes, _pick_run, _reach, _run_nodes, watch_run
+from labctl.workflows.runlab import Watch, lab_nodes, pick_run, reach, run_nodes, users_file, watch_run
 
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
@@ -31,28 +28,12 @@ class RunScriptOptions:
     detach: bool = False
 
 
-def _script_in_container(given: str, lab_runs: LabRuns) -> tuple[str, dict[str, Path]]:
-    """(what `python` is given in the run's folder, local files to copy there first)."""
-    from labctl.workspace import workspace_path
-
-    local = Path(given).expanduser()
-    if local.is_file():
-        return local.name, {local.name: local}
-    inside = f"{runs.WORKSPACE}/{workspace_path(given, allow_root=False)}"
-    if lab_runs.box.exists(inside):
-        return inside, {}
-    raise NotFound(
-        f"The script {given} is neither on this computer nor in the lab's workspace.",
-        hint="Name a .py file on this computer, or one in /workspace (as Jupyter's file browser shows it).",
-    )
-
-
 def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.resolve(opts.name)
-    with _lab_nodes(record, ui) as lab:
+    with lab_nodes(record, ui) as lab:
         lab_runs = lab.reached[0].runs
-        script, files = _script_in_container(opts.script, lab_runs)
+        script, files = users_file(opts.script, lab_runs, "script")
         run_id = runs.new_run_id()
         run_dir = runs.RUNS_DIR / run_id
         target = script if script.startswith("/") else str(run_dir / script)  # a relative one is among ``files``
@@ -87,7 +68,7 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
     checkpoint; wait for each node's part to end, and say what is kept."""
     store = StateStore()
     record = store.resolve(name)
-    with _lab_nodes(record, ui) as lab:
+    with lab_nodes(record, ui) as lab:
         lab_runs = lab.reached[0].runs
         if run is None:
             running = [i.run_id for i in lab_runs.list() if i.state == "running"]
@@ -95,10 +76,10 @@ def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STO
                 raise UsageError(f"No run is running in lab '{record.name}'.", hint="'labctl runs' lists its runs.")
             run_id = running[-1]
         else:
-            run_id = _pick_run(record, lab_runs, run)
+            run_id = pick_run(record, lab_runs, run)
         if lab_runs.info(run_id).state != "running":
             raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
-        cluster = _reach(lab, _run_nodes(record, run_id))
+        cluster = reach(lab, run_nodes(record, run_id))
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
             signalled = bool(stop_nodes(cluster, run_id))
             infos = _wait_stopped(cluster, run_id, wait if signalled else 2.0)

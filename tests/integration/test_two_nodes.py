@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 
 from labctl.distributed import (
-    gpu_probe_argv,
+    GPU_PROBE,
+    TORCH_PROBE,
     launch_argv,
     launch_env,
     merge_rank_output,
     parse_gpu_count,
     plan_launch,
-    rank_zero_hint,
-    ranks_seen,
-    torch_probe_argv,
+    split_ranks,
 )
 from tests.support.lab_nodes import lab_nodes, run_together
 
@@ -52,9 +51,9 @@ DEBUG = {"TORCH_DISTRIBUTED_DEBUG": "INFO", "TORCH_CPP_LOG_LEVEL": "INFO", "OMP_
 
 
 def _gpus(node: Any) -> int:
-    code, out = node.run(gpu_probe_argv())
+    code, out = node.run(GPU_PROBE)
     if code in (126, 127):  # no nvidia-smi in the container: ask torch
-        code, out = node.run(torch_probe_argv())
+        code, out = node.run(TORCH_PROBE)
     return parse_gpu_count(out, code)
 
 
@@ -76,9 +75,9 @@ def test_two_nodes_train_one_model_over_a_private_network(docker_client: Any, la
         )
 
         # one worker per node, each with its own global rank
-        assert sorted(ranks_seen(lines) for lines in outputs) == [{0}, {1}]
-        head = rank_zero_hint(plans, outputs)
-        assert head is not None
+        seen = [{rank for line in lines for rank, _ in split_ranks(line) if rank is not None} for lines in outputs]
+        assert sorted(seen, key=min) == [{0}, {1}]
+        head = plans[seen.index({0})]
         writer, other = nodes[head.node_rank], nodes[1 - head.node_rank]
 
         # rank 0 wrote the results; the other node's rank wrote nothing there

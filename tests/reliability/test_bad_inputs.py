@@ -262,6 +262,8 @@ RUN_LAB_CASES = [
         ("set-holdout-nan", ("--set", "holdout=nan"), ("--holdout", "nan")),
         ("set-batch-size-word", ("--set", "batch_size=many"), ("batch_size=many",)),
         ("set-optimizer-unknown", ("--set", "optimizer=adam"), ("optimizer=adam",)),
+        ("set-key-unknown", ("--set", "wings=2"), ("wings",)),
+        ("set-key-run-lab-sets", ("--set", "out=/tmp/elsewhere"), ("out",)),
         ("notebook-with-fast-model", ("--notebook", "--model", "fast"), ("--notebook",)),
         ("gpus-zero", ("--gpus", "0"), ("--gpus",)),
         ("gpus-negative", ("--gpus", "-2"), ("-2",)),

@@ -15,7 +15,7 @@ from labctl.spec import LabSpec, parse_host
 from labctl.state import LabRecord, NodeRecord, RunRecord
 from labctl.targets.ssh import SSHTarget, _check_same_workers
 from labctl.ui import NodeReporter, PlainReporter
-from labctl.workflows.runlab import _nodes_asked, _run_nodes
+from labctl.workflows.runlab import _nodes_asked, run_nodes
 from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, launch
 from labctl.workflows.status import render
 
@@ -172,7 +172,7 @@ def test_node_counts_that_cannot_be_met_are_refused_before_anything_connects(opt
 def test_a_run_remembers_how_many_nodes_it_was_started_on() -> None:
     record = _cluster()
     record.runs = [RunRecord(run_id="r1", started_at="t"), RunRecord(run_id="r2", started_at="t", options={"nodes": 2})]
-    assert (_run_nodes(record, "r1"), _run_nodes(record, "r2"), _run_nodes(record, "elsewhere")) == (1, 2, 1)
+    assert (run_nodes(record, "r1"), run_nodes(record, "r2"), run_nodes(record, "elsewhere")) == (1, 2, 1)
 
 
 def test_each_node_launches_torchrun_meeting_at_node_0() -> None:

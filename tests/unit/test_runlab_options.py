@@ -170,12 +170,13 @@ def test_a_cpu_machine_and_device_cpu_stay_one_process() -> None:
         (4, {"gpus": 0}, "asks for no GPU"),
         (4, {"gpus": 2, "device": "cpu"}, "contradict"),
         (4, {"device": "cuda:1"}, "4 processes would share it"),
-        (4, {"notebook": True, "gpus": 2}, "the notebook runs in one process"),
     ],
 )
 def test_impossible_gpu_requests_are_refused(gpus_available: int, options: dict[str, object], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         _launch(gpus_available, **options)
+    with pytest.raises(UsageError, match="the notebook runs in one process"):
+        RunLabOptions(notebook=True, gpus=2).check()
 
 
 def test_the_notebook_is_one_process_whatever_the_gpus() -> None:
