@@ -71,8 +71,11 @@ def _not_blank(value: Any) -> Any:
     return value
 
 
-def _text(*names: str, help: str, metavar: str | None = None) -> Any:
-    return typer.Option(*names, help=help, metavar=metavar, callback=_not_blank)
+def _opt(names: str, help: str, metavar: str | None = None, *, text: bool = False, **more: Any) -> Any:
+    """An option by its names ("--name -n"); a ``text`` one given as '' or spaces is refused."""
+    if text:
+        more["callback"] = _not_blank
+    return typer.Option(*names.split(), help=help, metavar=metavar, **more)
 
 
 def _run_id(value: str | None) -> str | None:
@@ -86,16 +89,16 @@ def _run_id(value: str | None) -> str | None:
     return value
 
 
-NameOpt = Annotated[str | None, _text("--name", "-n", help="Which lab (default: the only one).")]
+NameOpt = Annotated[str | None, _opt("--name -n", "Which lab (default: the only one).", text=True)]
 RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-DetachOpt = Annotated[bool, typer.Option("--detach", help="Start the run and return.")]
-ForceOwnerOpt = Annotated[bool, typer.Option("--force", help="Act on a lab someone else owns (with --confirm-name).")]
+JsonOpt = Annotated[bool, _opt("--json", "Print the result as JSON on stdout.")]
+YesOpt = Annotated[bool, _opt("--yes -y", "Do not ask for confirmation.")]
+DetachOpt = Annotated[bool, _opt("--detach", "Start the run and return.")]
+ForceOwnerOpt = Annotated[bool, _opt("--force", "Act on a lab someone else owns (with --confirm-name).")]
 ConfirmNameOpt = Annotated[
-    str | None,
-    typer.Option("--confirm-name", help="With --force: the lab's name, to act on a lab someone else owns."),
+    str | None, _opt("--confirm-name", "With --force: the lab's name, to act on a lab someone else owns.")
 ]
+SubscriptionOpt = Annotated[str | None, _opt("--subscription", "Azure subscription id.", "ID", text=True)]
 
 
 T = TypeVar("T")
@@ -116,9 +119,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show underlying calls and tracebacks.")] = False,
+    verbose: Annotated[bool, _opt("--verbose -v", "Show underlying calls and tracebacks.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, _opt("--version", "Print the version and exit.", is_eager=True, callback=_version)
     ] = False,
 ) -> None:
     global _VERBOSE
@@ -194,79 +197,61 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
 # ----------------------------------------------------------------------------------------------- up / down
 
 
-# Options declared apart so that each command fits a screen.
-HostOpt = Annotated[
-    list[str] | None,
-    _text(
-        "--host",
-        metavar="USER@HOST[:PORT]",
-        help="The machine, for --target ssh; repeat for a cluster (the first is the head node).",
-    ),
-]
-NodesOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--nodes",
-        metavar="N",
-        help="Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
-    ),
-]
-IdleActionOpt = Annotated[
-    str,
-    typer.Option("--idle-action", metavar="ACTION", help="stop (the default) or shutdown (power an SSH host off)."),
-]
-BudgetOpt = Annotated[
-    str | None,
-    typer.Option("--budget", metavar="USD", help="US dollars since creation after which the VM stops itself."),
-]
-HostKeyFingerprintOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--host-key-fingerprint",
-        metavar="SHA256:...",
-        help="The --host's key fingerprint, to pin it without a question.",
-    ),
-]
-IdleStopOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--idle-stop", metavar="MINUTES", help="Minutes idle before the lab stops itself, or 0/off (Azure default: 60)."
-    ),
-]
-
-
 @app.command("up")
 def up_cmd(
-    name: Annotated[str | None, _text("--name", "-n", help="Lab name (default: 'lab').")] = None,
+    name: Annotated[str | None, _opt("--name -n", "Lab name (default: 'lab').", text=True)] = None,
     target: Annotated[
         Literal[TARGETS] | None,  # type: ignore[valid-type]
-        typer.Option("--target", "-t", help="Where the lab runs: azure (default), ssh or local."),
+        _opt("--target -t", "Where the lab runs: azure (default), ssh or local."),
     ] = None,
-    hosts: HostOpt = None,
-    host_key_fingerprint: HostKeyFingerprintOpt = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="A GPU machine (N-series on Azure).")] = False,
-    nodes: NodesOpt = None,
+    hosts: Annotated[
+        list[str] | None,
+        _opt(
+            "--host",
+            "The machine, for --target ssh; repeat for a cluster (the first is the head node).",
+            "USER@HOST[:PORT]",
+            text=True,
+        ),
+    ] = None,
+    host_key_fingerprint: Annotated[
+        str | None,
+        _opt("--host-key-fingerprint", "The --host's key fingerprint, to pin it without a question.", "SHA256:..."),
+    ] = None,
+    gpu: Annotated[bool, _opt("--gpu", "A GPU machine (N-series on Azure).")] = False,
+    nodes: Annotated[
+        int | None,
+        _opt(
+            "--nodes",
+            "Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
+            "N",
+        ),
+    ] = None,
     sizes: Annotated[
-        list[str] | None, _text("--size", metavar="SIZE", help="VM size; repeat to give fall-backs in order.")
+        list[str] | None, _opt("--size", "VM size; repeat to give fall-backs in order.", "SIZE", text=True)
     ] = None,
-    region: Annotated[str | None, _text("--region", metavar="REGION", help="Azure region, or 'auto'.")] = None,
-    image: Annotated[str | None, _text("--image", metavar="IMAGE", help="Use this container image as is.")] = None,
-    subscription: Annotated[str | None, _text("--subscription", metavar="ID", help="Azure subscription id.")] = None,
+    region: Annotated[str | None, _opt("--region", "Azure region, or 'auto'.", "REGION", text=True)] = None,
+    image: Annotated[str | None, _opt("--image", "Use this container image as is.", "IMAGE", text=True)] = None,
+    subscription: SubscriptionOpt = None,
     allow_ip: Annotated[
-        str | None, _text("--allow-ip", metavar="CIDR", help="CIDR allowed to reach SSH (default: your IP).")
+        str | None, _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True)
     ] = None,
-    ssh_key: Annotated[
-        Path | None, typer.Option("--ssh-key", metavar="PATH", help="Your private key (default: new).")
-    ] = None,
+    ssh_key: Annotated[Path | None, _opt("--ssh-key", "Your private key (default: new).", "PATH")] = None,
     shutdown_at: Annotated[
-        str | None, _text("--shutdown-at", metavar="HH:MM", help="Daily auto-shutdown, HH:MM (19:00).")
+        str | None, _opt("--shutdown-at", "Daily auto-shutdown, HH:MM (19:00).", "HH:MM", text=True)
     ] = None,
-    no_shutdown: Annotated[bool, typer.Option("--no-shutdown", help="No auto-shutdown schedule.")] = False,
-    spot: Annotated[bool, typer.Option("--spot", help="A Spot VM (cheaper, can be evicted).")] = False,
-    idle_stop: IdleStopOpt = None,
-    idle_action: IdleActionOpt = "stop",
-    budget: BudgetOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and create nothing.")] = False,
+    no_shutdown: Annotated[bool, _opt("--no-shutdown", "No auto-shutdown schedule.")] = False,
+    spot: Annotated[bool, _opt("--spot", "A Spot VM (cheaper, can be evicted).")] = False,
+    idle_stop: Annotated[
+        str | None,
+        _opt("--idle-stop", "Minutes idle before the lab stops itself, or 0/off (Azure default: 60).", "MINUTES"),
+    ] = None,
+    idle_action: Annotated[
+        str, _opt("--idle-action", "stop (the default) or shutdown (power an SSH host off).", "ACTION")
+    ] = "stop",
+    budget: Annotated[
+        str | None, _opt("--budget", "US dollars since creation after which the VM stops itself.", "USD")
+    ] = None,
+    dry_run: Annotated[bool, _opt("--dry-run", "Print the plan and create nothing.")] = False,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -297,13 +282,11 @@ def down_cmd(
     name: NameOpt = None,
     yes: YesOpt = False,
     force: Annotated[
-        bool,
-        typer.Option("--force", help="Delete even with a run in progress, results not fetched, or someone else's lab."),
+        bool, _opt("--force", "Delete even with a run in progress, results not fetched, or someone else's lab.")
     ] = False,
     confirm_name: ConfirmNameOpt = None,
     no_save: Annotated[
-        bool,
-        typer.Option("--no-save", help="Do not copy what changed in the workspace since up to this computer first."),
+        bool, _opt("--no-save", "Do not copy what changed in the workspace since up to this computer first.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -345,13 +328,10 @@ def pull_cmd(
         typer.Argument(metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."),
     ] = None,
     name: NameOpt = None,
-    dest: Annotated[
-        Path | None, typer.Option("--to", metavar="DIR", help="Local folder (default: ./labctl-results/LAB).")
-    ] = None,
-    changed: Annotated[bool, typer.Option("--changed", help="Only what changed since 'up'.")] = False,
+    dest: Annotated[Path | None, _opt("--to", "Local folder (default: ./labctl-results/LAB).", "DIR")] = None,
+    changed: Annotated[bool, _opt("--changed", "Only what changed since 'up'.")] = False,
     max_size_mb: Annotated[
-        int,
-        typer.Option("--max-size", metavar="MB", help="Leave files larger than this in the lab unless named."),
+        int, _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB")
     ] = 200,
     as_json: JsonOpt = False,
 ) -> None:
@@ -373,9 +353,7 @@ def pull_cmd(
 def push_cmd(
     paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Local files or folders to send.")],
     name: NameOpt = None,
-    to: Annotated[
-        str, typer.Option("--to", metavar="DIR", help="Folder in /workspace (default: /workspace itself).")
-    ] = "",
+    to: Annotated[str, _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
@@ -394,20 +372,16 @@ def push_cmd(
 @app.command("open")
 def open_cmd(
     name: NameOpt = None,
-    port: Annotated[
-        int, typer.Option("--port", metavar="PORT", help="Local port for the tunnel (next free if busy).")
-    ] = 8888,
-    print_only: Annotated[
-        bool, typer.Option("--print", help="Print the URL and exit (for a tunnel held elsewhere).")
-    ] = False,
-    browser: Annotated[bool, typer.Option("--browser", help="Open the URL in the browser.")] = False,
+    port: Annotated[int, _opt("--port", "Local port for the tunnel (next free if busy).", "PORT")] = 8888,
+    print_only: Annotated[bool, _opt("--print", "Print the URL and exit (for a tunnel held elsewhere).")] = False,
+    browser: Annotated[bool, _opt("--browser", "Open the URL in the browser.")] = False,
     forward: Annotated[
         list[int] | None,
-        typer.Option(
+        _opt(
             "--forward",
-            metavar="PORT",
-            help="Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
+            "Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
             "127.0.0.1 through the same tunnel; repeatable. The server must listen on all the lab's addresses.",
+            "PORT",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -420,29 +394,6 @@ def open_cmd(
 
     opts = _options(OpenOptions, locals(), json_out=as_json)
     _run(lambda ui: open_lab(opts, ui), as_json)
-
-
-GpusOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--gpus",
-        metavar="N",
-        help="GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
-        "machine and --notebook run one process).",
-    ),
-]
-RunNodesOpt = Annotated[
-    int | None,
-    typer.Option("--nodes", metavar="N", help="Machines of the lab to train on together (default: all of them)."),
-]
-NotebookArg = Annotated[
-    str | None,
-    typer.Argument(
-        metavar="[NOTEBOOK]",
-        help="With --notebook: your own .ipynb, on this computer or in /workspace.",
-        show_default=False,
-    ),
-]
 
 
 def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -458,7 +409,7 @@ def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
             default=option.default,
             annotation=Annotated[
                 (Literal[option.choices] if option.choices else option.type) | None,
-                typer.Option("--" + key.replace("_", "-"), metavar=option.run_lab, help=option.help),
+                _opt("--" + key.replace("_", "-"), option.help, option.run_lab),
             ],
         )
         for key, option in LAB_OPTIONS.items()
@@ -473,32 +424,45 @@ def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
 def run_lab_cmd(
     *,
     name: NameOpt = None,
-    here: Annotated[
-        bool, typer.Option("--here", help="Run in this Python environment (no cloud, no container).")
-    ] = False,
+    here: Annotated[bool, _opt("--here", "Run in this Python environment (no cloud, no container).")] = False,
     data: Annotated[
         str | None,
-        typer.Option(
+        _opt(
             "--data",
-            metavar="DATA",
-            help="cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
+            "cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
             "machine:PATH for data already on the lab's machine.",
-            callback=_not_blank,
+            "DATA",
+            text=True,
             autocompletion=lambda: ["cifar10", "synthetic"],
         ),
     ] = None,
-    gpus: GpusOpt = None,
-    nodes: RunNodesOpt = None,
+    gpus: Annotated[
+        int | None,
+        _opt(
+            "--gpus",
+            "GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+            "machine and --notebook run one process).",
+            "N",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int | None, _opt("--nodes", "Machines of the lab to train on together (default: all of them).", "N")
+    ] = None,
     notebook: Annotated[
-        bool,
-        typer.Option("--notebook", help="Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
+        bool, _opt("--notebook", "Execute the notebook headless instead (or NOTEBOOK, your own) and keep it.")
     ] = False,
-    notebook_file: NotebookArg = None,
+    notebook_file: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NOTEBOOK]",
+            help="With --notebook: your own .ipynb, on this computer or in /workspace.",
+            show_default=False,
+        ),
+    ] = None,
     detach: DetachOpt = False,
-    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Where results go.")] = None,
+    out: Annotated[Path | None, _opt("--out", "Where results go.", "DIR")] = None,
     extra: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="Extra training option KEY=VALUE (repeatable)."),
+        list[str] | None, _opt("--set", "Extra training option KEY=VALUE (repeatable).", "KEY=VALUE")
     ] = None,
     as_json: JsonOpt = False,
     **training: Any,
@@ -585,8 +549,8 @@ def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("list")
 def list_cmd(
-    subscription: Annotated[str | None, _text("--subscription", metavar="ID", help="Azure subscription id.")] = None,
-    local_only: Annotated[bool, typer.Option("--local", help="Only labs recorded on this computer.")] = False,
+    subscription: SubscriptionOpt = None,
+    local_only: Annotated[bool, _opt("--local", "Only labs recorded on this computer.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Every lab: those recorded here and those found in Azure by their tags.
@@ -640,7 +604,7 @@ def start_cmd(
 def logs_cmd(
     run: RunArg = None,
     name: NameOpt = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the run ends.")] = False,
+    follow: Annotated[bool, _opt("--follow -f", "Keep streaming until the run ends.")] = False,
 ) -> None:
     """Show a run's log from the start; --follow reattaches to a live run.
 
@@ -654,7 +618,7 @@ def logs_cmd(
 @app.command("runs")
 def runs_cmd(
     name: NameOpt = None,
-    here: Annotated[bool, typer.Option("--here", help="Only the runs made here with run-lab --here.")] = False,
+    here: Annotated[bool, _opt("--here", "Only the runs made here with run-lab --here.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
@@ -705,12 +669,9 @@ def _ask(question: str) -> bool | None:
 def ssh_config_cmd(
     name: NameOpt = None,
     local_port: Annotated[
-        int | None,
-        typer.Option("--local-port", metavar="PORT", help="Port here for Jupyter (default: the lab's own)."),
+        int | None, _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT")
     ] = None,
-    include: Annotated[
-        bool, typer.Option("--include", help="Add the Include line to ~/.ssh/config without asking.")
-    ] = False,
+    include: Annotated[bool, _opt("--include", "Add the Include line to ~/.ssh/config without asking.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
@@ -728,7 +689,7 @@ def ssh_config_cmd(
 @app.command("config")
 def config_cmd(
     trust: Annotated[
-        bool, typer.Option("--trust", help="Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...")
+        bool, _opt("--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

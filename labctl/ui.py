@@ -188,6 +188,12 @@ class NodeReporter(PlainReporter):
         self.ui.line(f"{self.prefix} {text}")
 
 
+def clock(seconds: float) -> str:
+    """The one duration format: M:SS, or H:MM:SS from an hour on (as the lab's progress lines)."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 @dataclass
 class Outcome:
     data: dict[str, object]

@@ -125,15 +125,17 @@ def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
     """A lab this computer has no record of may still exist where a target can find it (Azure: by its tags)."""
     from labctl.spec import DEFAULT_NAME
     from labctl.targets import all_targets
+    from labctl.targets.base import Target
 
-    not_searched = []
+    not_searched, answer = [], missing
     for target in all_targets():
         try:
             return target.recover_record(name or DEFAULT_NAME)
-        except NotFound:
-            continue
+        except NotFound as exc:
+            if type(target).recover_record is not Target.recover_record:
+                answer = exc  # the target searched: its answer says where (and whose labs it found instead)
         except LabctlError as exc:
             not_searched.append(f"{target.label} was not searched: {exc.message}")
     if not_searched:
-        raise NotFound(missing.message, hint=f"{missing.hint} ({'; '.join(not_searched)})") from None
-    raise missing from None
+        raise NotFound(answer.message, hint=f"{answer.hint} ({'; '.join(not_searched)})") from None
+    raise answer from None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from labctl.assets import lab_dir
 from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
+from labctl.ui import clock
 
 if TYPE_CHECKING:
     from cifarlab.options import Option as LabOption
@@ -325,9 +326,7 @@ def result_text(result: dict[str, Any]) -> str:
     if result["accuracy"] is not None:
         lines.append(f"Overall accuracy: {float(result['accuracy']) * 100:.1f}%")
     if result["wall_s"] is not None:
-        minutes, seconds = divmod(int(float(result["wall_s"])), 60)
-        clock = f"{minutes // 60}:{minutes % 60:02d}" if minutes >= 60 else str(minutes)
-        lines.append(f"Time: {clock}:{seconds:02d}")
+        lines.append(f"Time: {clock(float(result['wall_s']))}")
     for key, label in (("loss_curve", "Loss curve"), ("confusion_matrix", "Confusion matrix")):
         if result[key]:
             lines.append(f"{label}: {result[key]}")

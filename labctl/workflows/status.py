@@ -14,7 +14,7 @@ from typing import Any
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
-from labctl.ui import Outcome, Reporter
+from labctl.ui import Outcome, Reporter, clock
 
 
 def status(name: str | None, ui: Reporter) -> Outcome:
@@ -60,7 +60,12 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
         data["error"] = exc.render()
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
-    if data.get("power_state") not in (None, "running"):
+    if data.get("power_state") == "missing":
+        data["hint"] = (
+            f"The lab's VM is gone (deleted outside labctl): 'labctl down --name {record.name}' forgets it here, "
+            f"'labctl up --name {record.name}' makes a new one."
+        )
+    elif data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
@@ -99,10 +104,7 @@ def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hours(seconds: Any) -> str | None:
-    if not isinstance(seconds, (int, float)):
-        return None
-    hours, rest = divmod(int(seconds), 3600)
-    return f"{hours}h {rest // 60:02d}m"
+    return clock(seconds) if isinstance(seconds, (int, float)) else None
 
 
 def _money(value: Any) -> str | None:

@@ -42,7 +42,7 @@ def test_status_shows_how_long_idle_when_the_stop_is_due_and_the_last_decision()
     facts = idle.agent_facts(config, state)
     assert facts["idle_for_seconds"] == 600 and facts["idle_stop_due"] == "2026-01-01T10:00:00+00:00"
     lines = dict(line.split("  ", 1) for line in render({"name": "lab", **facts}).splitlines())
-    assert lines["idle for"].strip() == "0h 10m" and lines["stop due"].strip() == "2026-01-01T10:00:00+00:00"
+    assert lines["idle for"].strip() == "10:00" and lines["stop due"].strip() == "2026-01-01T10:00:00+00:00"
     assert lines["idle stop after"].strip() == "30 min"
     assert lines["last idle check"].strip() == "idle 10m of 30m (at 2026-01-01T09:40:00+00:00)"
     assert idle.agent_facts(None, None) == {"idle_agent": "not installed"}

@@ -29,7 +29,7 @@ def test_azure_facts_show_price_uptime_and_spend() -> None:
     )
     lines = dict(line.split("  ", 1) for line in text.splitlines())
     assert lines["cost per hour"].strip() == "$0.53"
-    assert lines["up for"].strip() == "1h 05m"
+    assert lines["up for"].strip() == "1:05:00"
     assert lines["spent since created"].strip() == "$0.57 (estimate)"
     assert lines["public IP"].strip() == "203.0.113.7"
     assert "54.3%" in lines["latest run"]
@@ -83,7 +83,7 @@ def test_table_of_several_labs_shows_spend_and_idle() -> None:
         "idle",
         "last run",
     ]
-    assert rows["gpu-lab"][4:7] == ["$0.53", "$3.46", "0h 25m"]
+    assert rows["gpu-lab"][4:7] == ["$0.53", "$3.46", "25:00"]
     assert "54.3%" in rows["gpu-lab"][7]
     assert rows["box"][4:7] == ["-", "-", "not installed"]
     assert "None" not in text

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from labctl.catalog import SIZES
-from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.errors import LabctlError, NotFound
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, finish, get_or_none, side_by_side, wait_rg_gone
@@ -69,7 +69,7 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     theirs = [lab for lab in found if lab.mine is False]
     if found and found[0].mine is False and len(theirs) > 1:
         owners = ", ".join(f"{lab.details.get('owner')} ({lab.details.get('resource_group')})" for lab in theirs)
-        raise UsageError(
+        raise NotFound(
             f"You have no lab named '{name}' in subscription {azure.subscription_id}; colleagues have: {owners}.",
             hint="labctl acts on your own labs ('labctl list' shows whose is whose); their owners can remove theirs.",
         )
