@@ -49,7 +49,6 @@ class LabNodes(ExitStack):
         self.reached: list[NodeRun] = []
 
     def first(self, count: int) -> list[NodeRun]:
-        """Nodes 0 to ``count`` - 1 (a node that cannot be reached is named)."""
         for node in range(len(self.reached), count):
             with naming_node(self.record, node):
                 box = self.enter_context(lab_container(self.record, self.ui, node=node))
@@ -143,7 +142,6 @@ class Followed:
     stopped: bool = False  # the others were asked to stop after a node was lost
 
     def states(self, nodes: list[NodeRun]) -> dict[int, str]:
-        """Each node's state: how its part ended, "lost", or "running"."""
         ended = {n: "lost" if n in self.lost else info.state for n, info in self.infos.items()}
         return {n.node: ended.get(n.node, "lost" if n.node in self.lost else "running") for n in nodes}
 

@@ -200,42 +200,19 @@ def launch_argv(
     ``log_dir``); ``train_args`` follow ``train`` unchanged, never through a shell."""
     if not plan.distributed:
         return plain_argv(["train", *train_args], python)
-    argv = [
-        *torchrun,
-        "--nnodes",
-        str(plan.nodes),
-        "--nproc-per-node",
-        str(plan.procs_per_node),
-        "--max-restarts",
-        "0",
-        "--tee",
-        "3",
-        "--log-dir",
-        log_dir,
-    ]
+    argv = [*torchrun, "--nnodes", str(plan.nodes), "--nproc-per-node", str(plan.procs_per_node)]
+    argv += ["--max-restarts", "0", "--tee", "3", "--log-dir", log_dir]
     if plan.nodes == 1:
-        # torchrun picks a free port on this machine for its own rendezvous: two runs side by side do not clash
-        argv += ["--standalone"]
+        argv += ["--standalone"]  # a free port of this machine for the rendezvous: two runs side by side do not clash
     else:
-        # No --node-rank: c10d assigns the global ranks itself (torchrun warns that it ignores one).
-        argv += [
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            plan.rdzv_endpoint,
-            "--rdzv-id",
-            plan.run_id,
-            # the head hosts the rendezvous store whatever its host name resolves to; the others only connect
-            "--rdzv-conf",
-            f"is_host={int(plan.node_rank == 0)}",
-        ]
-        if plan.local_addr:
-            argv += ["--local-addr", plan.local_addr]
+        # No --node-rank: c10d assigns the global ranks. The head hosts the rendezvous store, the others connect.
+        argv += ["--rdzv-backend", "c10d", "--rdzv-endpoint", plan.rdzv_endpoint, "--rdzv-id", plan.run_id]
+        argv += ["--rdzv-conf", f"is_host={int(plan.node_rank == 0)}"]
+        argv += ["--local-addr", plan.local_addr] if plan.local_addr else []
     return [*argv, "-m", LAB_MODULE, "train", *train_args]
 
 
 def describe(plan: LaunchPlan) -> str:
-    """One line for the user: what runs where."""
     if not plan.distributed:
         return f"one process on the {'GPU' if plan.device == 'cuda' else 'CPU'} (no torchrun)"
     per = f"{plan.procs_per_node} GPU{'s' if plan.procs_per_node != 1 else ''}" if plan.device == "cuda" else "CPU"

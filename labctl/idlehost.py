@@ -52,7 +52,8 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
     A target that cannot (this computer; an Azure login without the right to assign roles) leaves the reason
     in ``record.idle['why_not']`` and a warning, never an error: the lab itself is fine.
     """
-    from labctl.labhost import machine_for
+    from labctl.labhost import EVERYDAY_WAIT
+    from labctl.machine import connect
 
     rules = idle.IdleRules.of(record)
     if not (rules.window_minutes or rules.budget_usd is not None or record.idle.get("installed")):
@@ -73,7 +74,7 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
     workers = range(1, len(record.nodes)) if config["mode"] == "azure" and head.private_address else range(0)
     for node in (0, *workers):
         on_node = config if node == 0 else {**config, "head": f"{head.private_address}:{head.port}", "node_vms": []}
-        with machine_for(record, ui, node=node) as machine:
+        with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
             if only_config and record.idle.get("installed"):
                 _write(machine, _as_root(machine), [idle.config_file(on_node)])
                 how = "config rewritten; the agent reads it on its next check"

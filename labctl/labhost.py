@@ -16,7 +16,7 @@ from labctl import workspace
 from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.distributed import GPU_PROBE, TORCH_PROBE, parse_gpu_count
 from labctl.errors import LabctlError, NotFound
-from labctl.machine import DEFAULT_WAIT, Machine, connect
+from labctl.machine import DEFAULT_WAIT, connect
 from labctl.prewarm import await_prewarm
 from labctl.state import LabRecord
 from labctl.ui import NodeReporter, Reporter
@@ -30,18 +30,6 @@ PORT_TRIES = 20
 # Everyday commands meet a machine that is up or not: a short retry rides out a blip, and a stopped VM is
 # reported in seconds rather than after the minutes `up` allows a booting one.
 EVERYDAY_WAIT = 5.0
-
-
-@contextmanager
-def machine_for(
-    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, mark: bool = True, node: int = 0
-) -> Iterator[Machine]:
-    """Node ``node``'s machine (0: the lab's own), connected; the connection closes after."""
-    machine = connect(record, ui, node=node, wait=wait, mark=mark)
-    try:
-        yield machine
-    finally:
-        machine.close()
 
 
 def node_where(record: LabRecord, node: int) -> str:
@@ -112,7 +100,7 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
 
 
 def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None) -> None:
-    with machine_for(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
+    with connect(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
         if machine.kind != "local":
             user = record.nodes[node].user or record.nodes[0].user
             bootstrap_docker(machine, ui, user)
@@ -198,7 +186,7 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
     where = node_where(record, node)
     try:
-        with machine_for(record, ui, node=node) as machine:
+        with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
             client = machine.docker()
             removed = lab.remove_lab(client, record.name, keep_volume=keep_volume, node=node)
     except LabctlError as exc:
@@ -220,7 +208,7 @@ def lab_container(
     """The running lab container of a ready lab on node ``node`` (started again if it was stopped); the
     connection closes after."""
     record.require_ready()
-    with machine_for(record, ui, wait=wait, node=node) as machine:
+    with connect(record, ui, wait=wait, node=node) as machine:
         found = lab.find_container(machine.docker(), record.name, node)
         if found is None:
             raise NotFound(
@@ -274,7 +262,7 @@ def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict
     if off:
         return {**facts, "reachable": False, "error": "its machine is not running"}
     try:
-        with machine_for(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
+        with connect(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
             facts["reachable"] = True
             found = lab.find_container(machine.docker(), record.name, node)
             if found is None:

@@ -138,7 +138,6 @@ class LabRuns:
         return self.box.exec(["sh", "-c", 'kill -TERM "$1"', "sh", pid], check=False).exit_code == 0
 
     def files(self, run_id: str) -> list[str]:
-        """The files a run directory holds, relative to it."""
         result = self.box.exec(["find", str(RUNS_DIR / run_id), "-type", "f"], check=False)
         prefix = f"{RUNS_DIR / run_id}/"
         return sorted(line.removeprefix(prefix) for line in result.text.splitlines() if line.startswith(prefix))

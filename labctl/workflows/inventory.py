@@ -18,15 +18,11 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
         ui.warn(f"The state file {path} could not be read, so its lab is not listed from it; move it aside.")
     for record in records:
         where, size = get_target(record.target).where(record)
-        rows[record.name] = {
-            "name": record.name,
-            "target": record.target,
-            "status": record.status,
-            "where": where,
-            "size": size,
-            "host": record.nodes[0].host,
-            "recorded_here": True,
-        }
+        host = record.nodes[0].host
+        rows[record.name] = dict(
+            name=record.name, target=record.target, status=record.status, where=where, size=size, host=host
+        )
+        rows[record.name]["recorded_here"] = True
     errors: dict[str, str | None] = {}
     for target in [] if local_only else all_targets():
         # `in_<target>`: True found there, False recorded here but gone there, None not known (not searched).
@@ -46,18 +42,10 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
         for lab in found:
             # A colleague's lab may share a name with one of the user's: it gets a row of its own.
             key = lab.name if lab.mine is not False else f"{lab.name}\0{lab.details.get('resource_group')}"
-            row = rows.setdefault(
-                key,
-                {
-                    "name": lab.name,
-                    "target": lab.target,
-                    "status": "not recorded here",
-                    "where": lab.where,
-                    "size": None,
-                    "host": None,
-                    "recorded_here": False,
-                },
+            here = dict(
+                name=lab.name, target=lab.target, status="not recorded here", where=lab.where, size=None, host=None
             )
+            row = rows.setdefault(key, {**here, "recorded_here": False})
             row[found_key] = True
             row["mine"] = lab.mine
             row.update({k: v for k, v in lab.details.items() if k != "subscription"})

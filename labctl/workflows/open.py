@@ -94,7 +94,7 @@ def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) ->
 def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = None) -> Outcome:
     """``stop`` ends a held tunnel the way Ctrl-C does (tests and embedding callers use it)."""
     from labctl.container import JUPYTER_PORT
-    from labctl.labhost import machine_for
+    from labctl.machine import connect
 
     if not 0 <= opts.port < 65536:
         raise UsageError(f"--port {opts.port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
@@ -105,7 +105,7 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
 
     # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
     # not stop itself while `open` is attached (its daily auto-shutdown still applies).
-    with machine_for(record, ui, wait=30.0, mark=False) as machine:
+    with connect(record, ui, wait=30.0, mark=False) as machine:
         if not machine.needs_tunnel and not opts.forward:
             port = record.jupyter_port
             check_jupyter(port, token)

@@ -233,10 +233,8 @@ class Watch:
 def watch_run(
     store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter, watch: Watch
 ) -> Outcome:
-    """Return at once with --detach (saying how to watch and fetch), else stream the run to its end and finish it.
-
-    Ctrl-C stops the watching, never the run: it goes on on the machines, and `logs --follow` reattaches.
-    """
+    """Return at once with --detach, else stream the run to its end and finish it; Ctrl-C stops the watching,
+    never the run."""
     where = f"the lab's {len(cluster)} nodes" if len(cluster) > 1 else "the machine"
     if watch.detach:
         text = (

@@ -1,8 +1,5 @@
-"""`labctl run-lab --here`: train the bundled lab in this Python environment, no cloud and no container.
-
-The training core (``cifarlab``) is imported from the installed package, or from the bundled ``lab/`` folder
-when only labctl is installed; it needs the ``lab`` extra (torch, Pillow, ...). The options reach it as the same
-``cifarlab`` arguments a run in the lab container gets (``runlab_options.cifarlab_args``).
+"""`labctl run-lab --here`: train the bundled lab in this Python environment (the ``lab`` extra), no cloud and no
+container, from the same ``cifarlab`` arguments a run in the lab container gets.
 """
 
 from __future__ import annotations
@@ -25,10 +22,7 @@ from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option
 
 
 def _import_core() -> ModuleType:
-    """The cifarlab that ships with this labctl (its bundled ``lab/``), else an installed one.
-
-    The bundled copy comes first so that the options translated here always match the core they are given to.
-    """
+    """The cifarlab that ships with this labctl (so the options always match the core), else an installed one."""
     if "cifarlab" not in sys.modules:
         with contextlib.suppress(LabctlError):
             bundled = str(lab_dir())

@@ -1,9 +1,6 @@
-"""What `labctl run-lab` is asked for: the options (the training ones as the lab's own table declares them,
-``lab/cifarlab/options.py``), their one translation into the lab's command line (``python -m cifarlab
-train|notebook ...``), and the one shape of a finished run.
-
-The run in the lab container, ``--notebook`` (whose arguments become the notebook's ``LAB_*`` parameters) and
-``--here`` (which reads its training options back from the same arguments) all start from ``cifarlab_args``.
+"""What `labctl run-lab` is asked for (the training options as the lab's own table declares them), checked; their
+one translation into ``python -m cifarlab train|notebook ...`` (``cifarlab_args``, for the container, the notebook
+and ``--here`` alike); how a run is launched; and the one shape of a finished run.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ import ast
 import importlib.util
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +35,6 @@ class Launch:
 
     @property
     def summary(self) -> str:
-        """What runs where, for the user."""
         if self.plan is None:
             return "the notebook, in one process (a Jupyter kernel) on one GPU at most"
         return describe(self.plan)
@@ -57,10 +53,18 @@ def _read_lab_options() -> dict[str, LabOption]:
 LAB_OPTIONS = _read_lab_options()
 
 
+# The numbers run-lab checks before anything connects: (whether one fits, what one that does not is, a hint).
+_NUMBERS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "epochs": (lambda n: math.isfinite(n) and n > 0, "is not a positive number", "For example --epochs 2."),
+    "lr": (lambda n: math.isfinite(n) and n > 0, "is not a positive number", "For example --lr 2."),
+    "holdout": (lambda n: 0 < n < 1, "is not a share of the images", "E.g. 0.1."),
+    "batch_size": (lambda n: n >= 1, "is not a positive whole number", "E.g. 64."),
+    "seed": (lambda n: 0 <= n < 2**32, "is out of range", "Use a whole number from 0 to 4294967295."),
+}
+
+
 @dataclass
 class RunLabOptions:
-    """What `labctl run-lab` was asked for."""
-
     name: str | None = None  # the lab (default: the only one)
     here: bool = False  # in this Python environment, no container
     notebook: bool = False  # execute the notebook instead of `cifarlab train`
@@ -83,17 +87,11 @@ class RunLabOptions:
         if not self.notebook_file:  # a notebook of the user's own may read any LAB_* parameter
             _check_set_keys(sets)
         given = {**self.training, **_typed_sets(sets)}  # --set epochs=-1 is --epochs -1
-        for flag, number in (("--epochs", given.get("epochs")), ("--lr", given.get("lr"))):
-            if number is not None and not (math.isfinite(number) and number > 0):
-                raise UsageError(f"{flag} {number:g} is not a positive number.", hint=f"For example {flag} 2.")
-        if given.get("holdout") is not None and not 0 < given["holdout"] < 1:  # nan and inf too
-            raise UsageError(f"--holdout {given['holdout']:g} is not a share of the images.", hint="E.g. 0.1.")
-        if given.get("batch_size") is not None and given["batch_size"] < 1:
-            raise UsageError(f"--batch-size {given['batch_size']} is not a positive whole number.", hint="E.g. 64.")
-        if not 0 <= given.get("seed", 0) < 2**32:
-            raise UsageError(
-                f"--seed {given['seed']} is out of range.", hint="Use a whole number from 0 to 4294967295."
-            )
+        for key, (fits, is_not, hint) in _NUMBERS.items():
+            number = given.get(key)
+            if number is not None and not fits(number):  # nan and inf fail every test
+                shown = f"{number:g}" if isinstance(number, float) else number
+                raise UsageError(f"--{key.replace('_', '-')} {shown} {is_not}.", hint=hint)
         if self.gpus is not None and self.gpus < 1:
             raise UsageError(f"--gpus {self.gpus} is not a number of GPUs.", hint="Use 1 or more, or leave it out.")
         if self.notebook and self.gpus is not None:

@@ -1,7 +1,5 @@
-"""`labctl ssh`: an interactive shell on the lab's machine, with the host key labctl pinned.
-
-The system ``ssh`` client is used (a real terminal, agent forwarding, the user's habits), told to trust
-only the pinned key through a temporary known_hosts file and ``StrictHostKeyChecking=yes``.
+"""`labctl ssh`: the system ``ssh`` client (a real terminal, the user's habits) on the lab's machine, trusting only
+the pinned host key (a temporary known_hosts file, ``StrictHostKeyChecking=yes``).
 """
 
 from __future__ import annotations
@@ -45,25 +43,18 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
         )
-    ssh = ssh_client()
+    options = {
+        "IdentitiesOnly": "yes",
+        "UserKnownHostsFile": known_hosts,
+        "GlobalKnownHostsFile": os.devnull,
+        "StrictHostKeyChecking": "yes",
+        "UpdateHostKeys": "no",
+        "HostKeyAlias": known_hosts_name(head.host, head.port),
+    }
     return [
-        ssh,
-        "-i",
-        record.ssh_key_path,
-        "-p",
-        str(head.port),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        f"GlobalKnownHostsFile={os.devnull}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "UpdateHostKeys=no",
-        "-o",
-        f"HostKeyAlias={known_hosts_name(head.host, head.port)}",
+        ssh_client(),
+        *("-i", record.ssh_key_path, "-p", str(head.port)),
+        *(arg for key, value in options.items() for arg in ("-o", f"{key}={value}")),
         "--",
         f"{head.user or getpass.getuser()}@{head.host}",
         *([shlex.join(remote_command)] if remote_command else []),

@@ -1,10 +1,6 @@
-"""`labctl status`: what runs where, since when, and what it costs.
+"""`labctl status`: what runs where, since when, and what it costs, from the record, the target and each node.
 
-Facts come from the local record and from the target's live description (the machine's power state, address,
-price and uptime where it has them; the container, Jupyter and the runs, read in one connection), and on a lab
-of several machines from each node (address, reachable or not, container, GPUs). Each part may fail on its
-own: a stopped VM or a dropped network still gives a useful answer instead of an error, and asking never starts
-or changes anything.
+Each part may fail on its own (a stopped VM still gives a useful answer), and asking never starts or changes anything.
 """
 
 from __future__ import annotations
@@ -88,7 +84,8 @@ def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
 def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
     """From the idle agent's own files on the machine: how long idle, when the stop is due, its last decision."""
     from labctl.idlehost import read_facts
-    from labctl.labhost import machine_for
+    from labctl.labhost import EVERYDAY_WAIT
+    from labctl.machine import connect
     from labctl.ui import PlainReporter
 
     if not record.idle.get("installed"):
@@ -97,7 +94,7 @@ def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
     if not data.get("reachable"):
         return {}
     try:
-        with machine_for(record, PlainReporter(quiet=True)) as machine:
+        with connect(record, PlainReporter(quiet=True), wait=EVERYDAY_WAIT) as machine:
             return read_facts(machine)
     except LabctlError as exc:
         return {"idle_agent": f"unreadable ({exc.message})"}

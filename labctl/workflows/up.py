@@ -1,7 +1,5 @@
-"""`labctl up`: from a spec to a ready lab, whatever the target.
-
-The target makes a reachable machine; the lab host layer (bootstrap + container) is the same for every
-target. The record is saved after every step so that a second `up` resumes and `down` can clean up.
+"""`labctl up`: from a spec to a ready lab, whatever the target; the record is saved after every step so that a
+second `up` resumes and `down` can clean up.
 """
 
 from __future__ import annotations
@@ -20,11 +18,8 @@ from labctl.ui import Outcome, Reporter
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
-    """The flags in ``asked``, completed from LABCTL_* variables and config files, and validated.
-
-    A setting that only one kind of target reads (a region, a VM size, ...) is applied to labs on that target
-    only, so a config file written for cloud labs does not break `up --target local`.
-    """
+    """The flags in ``asked``, completed from LABCTL_* variables and config files, and validated; a setting only one
+    kind of target reads (a region, a size) applies to that target only."""
     from labctl.targets import get_target
 
     settings = settings or Settings()
