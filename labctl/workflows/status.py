@@ -58,8 +58,8 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
     data.update(_idle_facts(record, data))
     if data.get("power_state") == "missing":
         data["hint"] = (
-            f"The lab's VM is gone (deleted outside labctl): 'labctl down --name {record.name}' forgets it here, "
-            f"'labctl up --name {record.name}' makes a new one."
+            f"The lab's VM is gone (deleted outside labctl), its workspace with it: 'labctl down --no-save --name "
+            f"{record.name}' forgets it here, then 'labctl up --name {record.name}' makes a new one."
         )
     elif data.get("power_state") not in (None, "running"):
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from labctl.state import StateStore
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, lab_group, provision  # noqa: F401
 
@@ -36,9 +37,12 @@ def test_a_lab_deleted_outside_labctl_is_gone_and_up_makes_a_new_one(
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     data = json.loads(result.stdout)  # type: ignore[attr-defined]
     assert data["power_state"] == "missing"
-    assert "gone" in data["hint"] and "'labctl up --name lab' makes a new one" in data["hint"]
+    assert "gone" in data["hint"] and "then 'labctl up --name lab' makes a new one" in data["hint"]
     assert "start" not in data["hint"]
     assert "gone" in _invoke("status").stdout  # type: ignore[attr-defined]
+    forgotten = _invoke("down", "--no-save", "--yes", "--name", "lab")  # as the hint says
+    assert forgotten.exit_code == 0, forgotten.output  # type: ignore[attr-defined]
+    assert not StateStore().exists("lab")
 
 
 def test_down_of_a_name_only_colleagues_labs_have_says_azure_was_searched(
