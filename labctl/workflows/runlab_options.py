@@ -84,7 +84,7 @@ class RunLabOptions:
     def check(self) -> RunLabOptions:
         """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
         sets = parse_sets(self.extra)
-        if not self.notebook_file:  # a notebook of the user's own may read any LAB_* parameter
+        if not self.notebook:  # the notebook's --set keys are its LAB_* parameters (workers, print_every, ...)
             _check_set_keys(sets)
         given = {**self.training, **_typed_sets(sets)}  # --set epochs=-1 is --epochs -1
         for key, (fits, is_not, hint) in _NUMBERS.items():

@@ -197,3 +197,12 @@ def test_a_failed_run_that_kept_its_checkpoint_says_where_it_stopped(tmp_path: P
     )
     assert "stopped at step" not in text({"status": "succeeded", "steps": 5, "error": "x"})
     assert "stopped at step" not in text({"status": "failed"})  # nothing saved to speak of
+
+
+def test_set_keys_of_a_training_run_are_the_lab_s_options_and_the_notebook_s_are_its_parameters() -> None:
+    with pytest.raises(UsageError, match="unknown training option 'workers'"):
+        RunLabOptions(extra=["workers=0"]).check()
+    with pytest.raises(UsageError, match="run-lab sets out itself"):
+        RunLabOptions(extra=["out=/elsewhere"]).check()
+    RunLabOptions(extra=["warmup=0.1", "max-steps=5"]).check()  # every TrainConfig field, in either spelling
+    RunLabOptions(notebook=True, extra=["workers=0", "print_every=1"]).check()  # the notebook's LAB_* parameters
