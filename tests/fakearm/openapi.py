@@ -23,6 +23,9 @@ BODIES = {
     "Microsoft.Network/networkSecurityGroups": ("network-2025-07-01.json", "NetworkSecurityGroup"),
     "Microsoft.Network/publicIPAddresses": ("network-2025-07-01.json", "PublicIPAddress"),
     "Microsoft.Network/natGateways": ("network-2025-07-01.json", "NatGateway"),
+    "Microsoft.Network/networkInterfaces": ("network-2025-07-01.json", "NetworkInterface"),
+    "Microsoft.Resources/resourceGroups": ("resources-2025-04-01.json", "ResourceGroup"),
+    "Microsoft.DevTestLab/schedules": ("devtestlab-2018-09-15.json", "Schedule"),
 }
 IGNORED_READ_ONLY = frozenset({"id", "name", "type", "etag"})
 JSON_TYPES = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list, "object": dict}

@@ -836,6 +836,18 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         ]
         return 200, {"value": value}, {}
 
+    def _checked_body(self, rtype: str, raw: bytes) -> dict[str, Any]:
+        """The PUT body, refused where the published schema of the type refuses it (tests/fakearm/specs)."""
+        body = self._json(raw)
+        refused = problems(rtype, body)
+        if refused:
+            raise ArmError(
+                400,
+                "InvalidRequestContent",
+                f"The request content was invalid and could not be deserialized: {'; '.join(refused)}.",
+            )
+        return body
+
     def _group_json(self, group: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in group.items() if not k.startswith("_")}
 
@@ -850,7 +862,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
             return (204 if method == "HEAD" else 200), (None if method == "HEAD" else self._group_json(group)), {}
         if method == "PUT":
-            body = self._json(raw)
+            body = self._checked_body("Microsoft.Resources/resourceGroups", raw)
             if group is not None and group["properties"]["provisioningState"] == "Deleting":
                 raise ArmError(
                     409,
@@ -1121,14 +1133,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "ResourceGroupBeingDeleted",
                 f"The resource group '{m['rg']}' is in deprovisioning state and cannot perform this operation.",
             )
-        body = self._json(raw)
-        refused = problems(rtype, body)  # the published schema of the type's PUT body (tests/fakearm/specs)
-        if refused:
-            raise ArmError(
-                400,
-                "InvalidRequestContent",
-                f"The request content was invalid and could not be deserialized: {'; '.join(refused)}.",
-            )
+        body = self._checked_body(rtype, raw)
         location = str(body.get("location", "")).lower()
         if not location:
             raise ArmError(400, "LocationRequired", "The location property is required for this definition.")

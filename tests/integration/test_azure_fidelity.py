@@ -268,6 +268,30 @@ def test_the_shutdown_schedule_takes_windows_time_zone_ids_only(azure: Azure) ->
     azure.resources.resources.begin_create_or_update_by_id(schedule, body, api_version="2018-09-15").result()
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"provisioningState": "Succeeded"}, "'properties.provisioningState' is read-only"),
+        ({"status": "On"}, "'properties.status' has the value 'On'"),
+        ({"dailyRecurrence": {"time": 1900}}, "'properties.dailyRecurrence.time' must be of type string"),
+        ({"shutdownTime": "1900"}, "Could not find member 'shutdownTime'"),
+    ],
+)
+def test_a_schedule_body_the_published_schema_refuses_is_refused(
+    azure: Azure, change: dict[str, Any], says: str
+) -> None:
+    azure.resources.providers.register("Microsoft.DevTestLab")
+    azure.resources.resource_groups.create_or_update(RG, {"location": "eastus"})
+    vm = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/vm"
+    schedule = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}/providers/Microsoft.DevTestLab/schedules/s"
+    properties = {"status": "Enabled", "taskType": "ComputeVmShutdownTask", "dailyRecurrence": {"time": "1900"}}
+    body = {"location": "eastus", "properties": {**properties, "timeZoneId": "UTC", "targetResourceId": vm, **change}}
+    with pytest.raises(HttpResponseError) as info:
+        azure.resources.resources.begin_create_or_update_by_id(schedule, body, api_version="2018-09-15").result()
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert str(info.value).count("; ") == 0 and says in str(info.value)  # only the change is refused
+
+
 def test_a_public_ip_has_its_address_only_once_created(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
     azure.resources.resource_groups.create_or_update(RG, {"location": "eastus"})
     arm_env.latency["publicipaddresses"] = 0.4
@@ -323,6 +347,45 @@ def test_a_body_the_published_schema_refuses_is_refused(azure: Azure, change: di
     nsg = {"location": "eastus", "properties": {"securityRules": [rule]}}
     with pytest.raises(HttpResponseError, match="not one of 'Tcp'"):
         azure.network.network_security_groups.begin_create_or_update(RG, "nsg", nsg)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"macAddress": "00-0D-3A-00-00-01"}, "'properties.macAddress' is read-only"),
+        ({"enableAcceleratedNetworkin": True}, "Could not find member 'enableAcceleratedNetworkin'"),
+        ({"nicType": "Fast"}, "'properties.nicType' has the value 'Fast'"),
+    ],
+)
+def test_a_nic_body_the_published_schema_refuses_is_refused(azure: Azure, change: dict[str, Any], says: str) -> None:
+    _network(azure)
+    subnet = azure.network.network_interfaces.get(RG, "nic").ip_configurations[0].subnet.id
+    body = {
+        "location": "eastus",
+        "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": subnet}}}]},
+    }
+    body["properties"].update(change)
+    with pytest.raises(HttpResponseError) as info:
+        azure.network.network_interfaces.begin_create_or_update(RG, "nic2", body)
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert str(info.value).count("; ") == 0 and says in str(info.value)  # only the change is refused
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"location": "eastus", "properties": {"provisioningState": "Succeeded"}}, "'properties.provisioningState'"),
+        ({"location": "eastus", "sku": {"name": "Standard"}}, "Could not find member 'sku' on object"),
+        ({"tags": {"owner": "me"}}, "the required property 'location' is missing"),
+        ({"location": "eastus", "tags": {"epochs": 3}}, "'tags.epochs' must be of type string"),
+    ],
+)
+def test_a_group_body_the_published_schema_refuses_is_refused(azure: Azure, body: dict[str, Any], says: str) -> None:
+    with pytest.raises(HttpResponseError) as info:
+        azure.resources.resource_groups.create_or_update(RG, body)
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert says in str(info.value)
+    assert not azure.resources.resource_groups.check_existence(RG)
 
 
 def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # noqa: F811
