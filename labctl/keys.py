@@ -1,6 +1,5 @@
 """SSH keys: the user's key pair for a lab, and an Azure VM's host key, made here and handed to the VM through
-cloud-init so that labctl knows the machine before it ever connects (no trust on first use).
-"""
+cloud-init so that labctl knows the machine before it ever connects (no trust on first use)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,13 @@ from typing import Any
 from labctl.errors import UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.state import state_dir
+
+PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
+MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
+NO_PASSPHRASE_HINT = (
+    "labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add {path}'), "
+    "use a key without a passphrase, or leave the key out and labctl makes one for the lab."
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,7 @@ def lab_key_path(lab: str) -> Path:
 
 
 def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
-    """The private key path and public key line that log in to the lab's VM: the user's (its ``.pub`` beside it),
-    else a pair made for the lab under the state directory and reused by every later `up`."""
+    """The user's key pair if given, else one made for the lab and reused by every later `up`."""
     if given is not None:
         path = given.expanduser()
         line = check_key_pair(path, "--ssh-key")
@@ -57,50 +62,51 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     return path, pair.public_line
 
 
-PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
-MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
-NO_PASSPHRASE_HINT = (
-    "labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add {path}'), "
-    "use a key without a passphrase, or leave the key out and labctl makes one for the lab."
-)
-
-
-def check_key_pair(path: Path, what: str, *, need_pub: bool = True) -> str | None:
-    """The public key line of a private key labctl can log in with. With ``need_pub`` (a key handed to a new VM)
-    its ``.pub`` must sit beside it and match it; without, a ``.pub`` only finds an encrypted key in the agent."""
-    public = check_private_key(path, what)
+def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | None = None) -> str | None:
+    """The public line of a private key labctl can log in with (None: encrypted, left to the ssh-agent). A key
+    handed to a new VM (``need_pub``) needs its matching .pub; ``hint`` replaces the way out of a bad key."""
+    try:
+        public = check_private_key(path, what)
+    except UsageError as exc:
+        exc.hint = hint or exc.hint
+        raise
     pub = path.with_name(path.name + ".pub")
-    if not pub.is_file():
-        if need_pub:
-            raise UsageError(
-                f"The public half of {path} ({pub}) is missing.",
-                hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or leave {what} out.",
-            )
-        if public is None and not os.environ.get("SSH_AUTH_SOCK"):
-            raise UsageError(
-                f"{what} {path} is protected by a passphrase and no ssh-agent runs.",
-                hint=NO_PASSPHRASE_HINT.format(path=path),
-            )
-        return public
-    line = _public_line(pub, what)
-    if not line.startswith(PUBLIC_PREFIXES):
+    line = _public_line(pub, what) if pub.is_file() else None
+    if line is None and need_pub:
+        raise UsageError(
+            f"The public half of {path} ({pub}) is missing.",
+            hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or leave {what} out.",
+        )
+    if line is not None and not line.startswith(PUBLIC_PREFIXES):
         raise UsageError(f"{pub} is not an OpenSSH public key.", hint="Give an ed25519 or RSA key pair.")
-    if public is not None and line.split()[:2] != public.split()[:2]:
+    if line is not None and public is not None and line.split()[:2] != public.split()[:2]:
         raise UsageError(
             f"{pub} is not the public half of {path}: they belong to different keys.",
             hint=f"Recreate it with 'ssh-keygen -y -f {path} > {pub}', or give the matching pair.",
         )
-    if public is None and not _agent_holds(line):
+    # Without a .pub, an agent that runs may hold the key: paramiko asks it.
+    if public is None and not (_agent_holds(line) if line else os.environ.get("SSH_AUTH_SOCK")):
+        agent = "no ssh-agent holds it" if line else "no ssh-agent runs"
         raise UsageError(
-            f"{what} {path} is protected by a passphrase and no ssh-agent holds it.",
-            hint=NO_PASSPHRASE_HINT.format(path=path),
+            f"{what} {path} is protected by a passphrase and {agent}.", hint=NO_PASSPHRASE_HINT.format(path=path)
         )
-    return line
+    return line or public
+
+
+def check_lab_key(name: str, key_path: str | None) -> None:
+    """A lab's recorded login key, named before anything connects when it is gone, replaced or locked."""
+    if key_path:
+        hint = (
+            f"Put the lab's private key back at {key_path}, or give it with 'labctl up --name {name} --ssh-key "
+            "PATH' (the machine must already accept it)."
+        )
+        check_key_pair(Path(key_path), f"The SSH key of lab '{name}',", need_pub=False, hint=hint)
 
 
 def check_private_key(path: Path, what: str) -> str | None:
     """The public key line of the private key at ``path``, or None when it is encrypted (usable through an
-    ssh-agent only). A missing, unreadable, public or garbled key is a UsageError naming ``path``."""
+    ssh-agent only)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     if not path.exists():
@@ -117,11 +123,10 @@ def check_private_key(path: Path, what: str) -> str | None:
             hint=f"Give {path.with_suffix('') if path.suffix == '.pub' else 'the file without .pub'} instead "
             "(the private half, with this .pub beside it).",
         )
-    from cryptography.exceptions import UnsupportedAlgorithm
-
     try:
-        openssh = "OPENSSH PRIVATE KEY" in text
-        load = serialization.load_ssh_private_key if openssh else serialization.load_pem_private_key
+        load = (
+            serialization.load_ssh_private_key if "OPENSSH PRIVATE KEY" in text else serialization.load_pem_private_key
+        )
         key: Any = load(data, password=None)
     except TypeError:  # "password was not given but the private key is encrypted"
         return None
@@ -130,13 +135,11 @@ def check_private_key(path: Path, what: str) -> str | None:
             f"{what} {path} is not a private key labctl can read.",
             hint="Give an OpenSSH or PEM private key (ed25519, ECDSA or RSA), for example ~/.ssh/id_ed25519.",
         ) from None
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return public.decode()
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
 def read_key_file(path: Path, what: str) -> bytes:
-    """A key file's bytes; refused unless it is a regular file of key size: a FIFO would hang every command
-    (`labctl config` too) and a device such as /dev/zero would never end."""
+    """Only a regular file of key size: a FIFO would hang every command and a device such as /dev/zero never end."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once, to be refused
     except OSError as exc:
@@ -166,7 +169,6 @@ def _public_line(pub: Path, what: str) -> str:
 
 
 def _agent_holds(public_line: str) -> bool:
-    """Whether a running ssh-agent holds the key with this public line (paramiko asks it as ssh does)."""
     if not os.environ.get("SSH_AUTH_SOCK"):
         return False
     import base64
@@ -178,27 +180,6 @@ def _agent_holds(public_line: str) -> bool:
         return any(k.asbytes() == blob for k in paramiko.Agent().get_keys())
     except (ValueError, IndexError, paramiko.SSHException, OSError):
         return False
-
-
-def check_lab_key(name: str, key_path: str | None) -> None:
-    """A lab's recorded login key is still a private key labctl can use; checked before connecting."""
-    if not key_path:
-        return
-    path = Path(key_path)
-    try:
-        public = check_private_key(path, f"The SSH key of lab '{name}',")
-    except UsageError as exc:
-        raise UsageError(
-            exc.message,
-            hint=f"Put the lab's private key back at {path}, or give it with 'labctl up --name {name} --ssh-key "
-            "PATH' (the machine must already accept it).",
-        ) from None
-    pub = path.with_name(path.name + ".pub")
-    if public is None and not (pub.is_file() and _agent_holds(_public_line(pub, f"The SSH key of lab '{name}',"))):
-        raise UsageError(
-            f"The SSH key of lab '{name}', {path}, is protected by a passphrase and no ssh-agent holds it.",
-            hint=NO_PASSPHRASE_HINT.format(path=path),
-        )
 
 
 def forget_lab_keys(lab: str) -> None:
