@@ -1,6 +1,5 @@
-"""SSH host keys: labctl never trusts one it has not pinned (an Azure VM's is made here before the VM exists; other
-hosts' come from ``~/.ssh/known_hosts``, a fingerprint the user gives, or the user's confirmation).
-"""
+"""SSH host keys, never trusted unpinned: an Azure VM's is made here; others come from ``~/.ssh/known_hosts``, a
+fingerprint the user gives, or the user's confirmation."""
 
 from __future__ import annotations
 
@@ -19,14 +18,12 @@ from labctl.ui import Reporter
 if TYPE_CHECKING:
     import paramiko
 
-# The order in which a host's keys are preferred when several are known or offered.
 KEYGEN = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"  # the machine's own fingerprint, read there
+# The order in which a host's keys are preferred when several are known.
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
 
 
 class HostKeyMismatch(LabctlError):
-    """The machine answered with a host key other than the pinned one."""
-
     def __init__(self, where: str, expected: str, got: str) -> None:
         super().__init__(
             f"The SSH host key of {where} does not match the key labctl pinned for it "
@@ -87,8 +84,7 @@ def known_hosts_path() -> Path:
 
 
 def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[list[str], set[str]]:
-    """(the host's keys, best type first; the keys revoked for it), read as OpenSSH reads ``known_hosts``:
-    ``@cert-authority`` lines name no host key, ``@revoked`` ones revoke, a matching ``!host`` rules a line out."""
+    """(the host's keys, best type first; those revoked for it), read as OpenSSH reads ``known_hosts``."""
     path = path if path is not None else known_hosts_path()
     name = known_hosts_name(host, port)
     try:
@@ -148,10 +144,7 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
     transport = paramiko.Transport(sock)
     try:
         options = transport.get_security_options()
-        offered = list(options.key_types)
-        options.key_types = [t for t in offered if t.startswith("ssh-ed25519")] + [
-            t for t in offered if not t.startswith("ssh-ed25519")
-        ]
+        options.key_types = sorted(options.key_types, key=lambda t: not t.startswith("ssh-ed25519"))
         transport.start_client(timeout=timeout)
         return key_line(transport.get_remote_server_key())
     except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -186,9 +179,8 @@ def confirm_host_key(
     assume_yes: bool = False,
     one_of_several: bool = False,
 ) -> str:
-    """A host key for a host labctl has not pinned. ``--yes`` never pins an unknown key: only known_hosts or
-    ``expected`` (--host-key-fingerprint, taken from the machine) do. ``one_of_several``: a cluster's host, whose
-    key comes from known_hosts (the flag pins one)."""
+    """The key to pin for a new host: ``--yes`` never pins an unknown one, only known_hosts or ``expected``
+    (--host-key-fingerprint) do; ``one_of_several`` (a cluster's host) has no flag of its own to suggest."""
     want = check_fingerprint(expected) if expected else None
     known, revoked = read_known_hosts(host, port)
     if want is not None:

@@ -1,28 +1,31 @@
-"""What labctl puts on a lab machine so that it stops itself when idle: the agent's files and config (pure data).
+"""Idle stop on the lab's machines: ``templates/idle_agent.py``, run each minute by ``labctl-idle.timer``, its
+config (rewritten by `labctl idle-stop`) and its state (read back by `labctl status`).
 
-``templates/idle_agent.py`` runs each minute from ``templates/labctl-idle.timer``; what only Azure needs (the VM's
-role) is in ``labctl.targets.azure.idlerole``.
+Each file is the stdin of ``install -D -m MODE /dev/stdin PATH`` (an argv list, through ``sudo -n`` unless labctl
+logs in as root), so nothing of the user's is ever part of a command's text. Installing twice changes nothing.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labctl.errors import LabctlError, UsageError
+from labctl.machine.base import SSH_MARKS
 from labctl.state import LabRecord
+from labctl.ui import Reporter
+
+if TYPE_CHECKING:
+    from labctl.machine import Machine
+    from labctl.targets.base import Target
 
 AGENT_PATH = "/opt/labctl/idle_agent.py"
 CONFIG_PATH = "/etc/labctl/idle.json"
 TOKEN_PATH = "/etc/labctl/jupyter-token"
 SYSTEMD_DIR = "/etc/systemd/system"
-UNITS = ("labctl-idle.service", "labctl-idle.timer")
+TIMER = "labctl-idle.timer"
+UNITS = ("labctl-idle.service", TIMER)
 STATE_PATH = "/var/lib/labctl-idle/state.json"
-# labctl runs this (a constant: nothing of the user's in it) first on each of its own SSH connections, so that the
-# agent does not count them as someone working on the machine. The mark is removed when the connection closes.
-SSH_MARKS = ".cache/labctl-ssh"
-SSH_MARK_COMMAND = f'd="$HOME/{SSH_MARKS}"; mkdir -p "$d" && printf "%s\\n" "$SSH_CONNECTION" > "$d/$$"'
 MAX_WINDOW_MINUTES = 7 * 24 * 60
 
 
@@ -62,25 +65,19 @@ def parse_budget(value: object, where: str = "--budget") -> float | None:
     return usd
 
 
-@dataclass(frozen=True)
-class IdleRules:
-    window_minutes: float = 60.0  # 0: no idle stop
-    budget_usd: float | None = None
-
-    @classmethod
-    def of(cls, record: LabRecord) -> IdleRules:
-        return cls(float(record.idle.get("window_minutes") or 0), record.idle.get("budget_usd"))
+def _window(record: LabRecord) -> float:
+    return float(record.idle.get("window_minutes") or 0)  # 0: no idle stop
 
 
 def agent_config(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
     """The agent's config for the lab, with the target's part (``extras``: its ``mode`` and what that needs)."""
     if not record.container_name:
         raise LabctlError(f"Lab '{record.name}' has no container yet.", hint="Run 'labctl up' to finish it.")
-    rules, head = IdleRules.of(record), record.nodes[0]
+    head = record.nodes[0]
     home = f"/home/{head.user}" if head.user and head.user != "root" else "/root"
     return {
-        "window_minutes": rules.window_minutes,
-        "budget_usd": rules.budget_usd,
+        "window_minutes": _window(record),
+        "budget_usd": record.idle.get("budget_usd"),
         "created_at": None,
         "jupyter_url": f"http://127.0.0.1:{record.jupyter_port}",
         "jupyter_token_file": TOKEN_PATH,
@@ -100,9 +97,72 @@ def config_file(config: dict[str, Any]) -> tuple[str, bytes, int]:
 def machine_files(
     config: dict[str, Any], agent_source: bytes, units: dict[str, bytes], token: str
 ) -> list[tuple[str, bytes, int]]:
-    """(path, content, mode) of every file `up` writes on the machine, before enabling ``labctl-idle.timer``."""
+    """(path, content, mode) of every file `up` writes on the machine, before enabling the timer."""
     files = [(AGENT_PATH, agent_source, 0o755), config_file(config), (TOKEN_PATH, token.encode(), 0o600)]
     return files + [(f"{SYSTEMD_DIR}/{name}", units[name], 0o644) for name in UNITS]
+
+
+def _as_root(machine: Machine) -> list[str]:
+    return [] if machine.run(["id", "-u"], check=False).output.strip() == "0" else ["sudo", "-n"]
+
+
+def _write(machine: Machine, sudo: list[str], files: list[tuple[str, bytes, int]]) -> None:
+    for path, content, mode in files:
+        machine.run([*sudo, "install", "-D", "-m", f"{mode:04o}", "/dev/stdin", path], stdin=content, timeout=60)
+
+
+def install(machine: Machine, record: LabRecord, config: dict[str, Any]) -> str:
+    """Write the agent, its config, the token and the units; enable the timer. Returns what now runs it."""
+    from labctl.assets import template
+
+    assert record.jupyter_token
+    units = {name: template(name).read_bytes() for name in UNITS}
+    agent = template("idle_agent.py").read_bytes()
+    sudo = _as_root(machine)
+    _write(machine, sudo, machine_files(config, agent, units, record.jupyter_token))
+    if not machine.run(["test", "-d", "/run/systemd/system"], check=False).ok:
+        return "installed, but systemd does not run on the machine, so nothing starts it"
+    machine.run([*sudo, "systemctl", "daemon-reload"], timeout=60)
+    machine.run([*sudo, "systemctl", "enable", "--now", TIMER], timeout=60)
+    return f"checks every minute ({TIMER})"
+
+
+def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool = False) -> str | None:
+    """Install (or update) the agent as ``record.idle`` says; a line for the user, None when none is wanted. A
+    target that cannot leaves the reason in ``record.idle['why_not']`` and a warning: the lab itself is fine."""
+    from labctl.labhost import EVERYDAY_WAIT
+    from labctl.machine import connect
+
+    window, budget = _window(record), record.idle.get("budget_usd")
+    if not (window or budget is not None or record.idle.get("installed")):
+        return None  # nothing asked for (a machine labctl did not make gets an agent only when asked)
+    known = record.idle.get("why_not")  # already told (e.g. by `up` before anything was created)
+    try:
+        extras = target.idle_agent(record)
+    except LabctlError as exc:
+        record.idle.update(installed=False, why_not=known or exc.message)
+        if only_config:
+            raise
+        if not known:
+            ui.warn(f"No idle stop: {exc.message}")
+        return None
+    config = agent_config(record, extras)
+    head = record.nodes[0]
+    # An Azure lab's workers watch node 0 and deallocate themselves (their own identity) once it is gone.
+    workers = range(1, len(record.nodes)) if config["mode"] == "azure" and head.private_address else range(0)
+    for node in (0, *workers):
+        on_node = config if node == 0 else {**config, "head": f"{head.private_address}:{head.port}", "node_vms": []}
+        with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
+            if only_config and record.idle.get("installed"):
+                _write(machine, _as_root(machine), [config_file(on_node)])
+                how = "config rewritten; the agent reads it on its next check"
+            else:
+                with ui.step("Idle agent on the machine" if node == 0 else f"Idle agent on node {node}"):
+                    how = install(machine, record, on_node)
+    record.idle.update(installed=True, mode=config["mode"])
+    record.idle.pop("why_not", None)
+    what = f"stops the lab after {window:g} idle minutes" if window else "idle stop off"
+    return f"Idle agent ({config['mode']}): {what}; {how}."
 
 
 def _utc(epoch: object) -> str | None:
@@ -113,8 +173,22 @@ def _utc(epoch: object) -> str | None:
     return datetime.fromtimestamp(float(epoch), timezone.utc).replace(microsecond=0).isoformat()
 
 
+def read_facts(machine: Machine) -> dict[str, Any]:
+    """The agent's config and its state file on the machine, as `labctl status` shows them."""
+
+    def load(path: str) -> dict[str, Any] | None:
+        result = machine.run(["cat", path], check=False, timeout=30)
+        try:
+            data = json.loads(result.output) if result.ok else None
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    return agent_facts(load(CONFIG_PATH), load(STATE_PATH))
+
+
 def agent_facts(config: dict[str, Any] | None, state: dict[str, Any] | None) -> dict[str, Any]:
-    """What `labctl status` shows from the agent's config and state files on the machine (times in UTC)."""
+    """What `labctl status` shows from the agent's config and state files (times in UTC)."""
     if config is None:
         return {"idle_agent": "not installed"}
     seconds = config.get("window_seconds")

@@ -1,12 +1,7 @@
-"""A ``Host labctl-<lab>`` entry for the system ``ssh`` client, so ``ssh labctl-<lab>`` and editors that read
-``~/.ssh/config`` (VS Code Remote-SSH, rsync, scp) reach the lab with the host key labctl pinned.
+"""``Host labctl-<lab>`` entries, so ``ssh``, VS Code Remote-SSH, rsync and scp reach a lab with its pinned key.
 
-labctl writes only files it owns: the entries go to ``~/.ssh/labctl/config`` and each lab's pinned host key to
-``~/.ssh/labctl/<lab>.known_hosts`` (all 0600). The user's own ``~/.ssh/config`` gets a single ``Include`` line
-at its top, and only after the user agreed to it once.
-
-Every value is checked before it is written (``HostEntry.validated``).
-"""
+They live in ``~/.ssh/labctl/`` (0600, one known_hosts per lab); ``~/.ssh/config`` gets one ``Include`` line, once
+the user agreed."""
 
 from __future__ import annotations
 
@@ -31,8 +26,6 @@ HEADER = (
 
 
 class Paths:
-    """Where the files live; ``home`` is the user's home unless a test gives another."""
-
     def __init__(self, home: Path | None = None) -> None:
         self.home = home or Path.home()
         self.ssh_dir = self.home / ".ssh"
@@ -47,8 +40,6 @@ class Paths:
 
 @dataclass(frozen=True)
 class HostEntry:
-    """What one lab's block says: where the VM is, who logs in with which key, and the Jupyter forward."""
-
     lab: str
     host: str
     port: int
@@ -62,8 +53,8 @@ class HostEntry:
     def alias(self) -> str:
         return host_alias(self.lab)
 
-    def validated(self) -> HostEntry:
-        """This entry if every value is safe to write into an ssh_config; UsageError naming the bad one if not."""
+    def __post_init__(self) -> None:
+        """A value that could change what ``ssh`` does is refused here, so no entry holds one."""
         validate_lab_name(self.lab)
         check_host(self.host)
         _safe(
@@ -77,7 +68,6 @@ class HostEntry:
                 raise UsageError(f"The {what} {port!r} is not a TCP port.", hint="Use a number from 1 to 65535.")
         check_path(self.identity_file, "The SSH key path")
         normalize(self.host_key)
-        return self
 
 
 def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
@@ -102,7 +92,7 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
         host_key=head.host_key,
         jupyter_port=record.jupyter_port,
         local_port=local_port or record.jupyter_port,
-    ).validated()
+    )
 
 
 def host_alias(lab: str) -> str:
@@ -110,8 +100,7 @@ def host_alias(lab: str) -> str:
 
 
 def _safe(value: str, what: str, pattern: str, hint: str) -> str:
-    """A config line is a place where a newline, a quote or a ``%``/``${`` token would change what ``ssh`` does,
-    so a value that could hold one is refused rather than escaped."""
+    """Refused, not escaped: a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
     if not re.fullmatch(pattern, value, re.ASCII):
         raise UsageError(f"{what} {value!r} cannot go into an SSH config entry.", hint=hint)
     return value
@@ -144,7 +133,6 @@ def _value(text: str) -> str:
 
 
 def render_block(entry: HostEntry, known_hosts: Path) -> str:
-    entry.validated()
     check_path(known_hosts, "The known_hosts path")
     lines = [
         f"{_BEGIN}{entry.lab}",
@@ -167,8 +155,7 @@ def render_block(entry: HostEntry, known_hosts: Path) -> str:
 
 
 def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
-    """(lines outside any block, {lab: block text}) of labctl's config file. A block cut short (no end line) stays
-    outside the blocks as it is: it cannot be told apart from what follows it, so a rewrite keeps both."""
+    """(lines outside any block, {lab: block}); a block cut short stays outside as it is, with what follows it."""
     outside: list[str] = []
     blocks: dict[str, str] = {}
     current: str | None = None
@@ -190,7 +177,6 @@ def _split_blocks(text: str) -> tuple[list[str], dict[str, str]]:
 def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
     """Write (or replace) the lab's block and its pinned host key; return labctl's config file."""
     paths = paths or Paths()
-    entry.validated()
     make_private_dir(paths.ssh_dir)
     make_private_dir(paths.labctl_dir)
     known = paths.known_hosts(entry.lab)
@@ -203,7 +189,7 @@ def write_entry(entry: HostEntry, paths: Paths | None = None) -> Path:
 
 
 def remove_entry(lab: str, paths: Paths | None = None) -> bool:
-    """Remove the lab's block and pinned key; True if there was a block."""
+    """True if there was a block."""
     paths = paths or Paths()
     validate_lab_name(lab)
     paths.known_hosts(lab).unlink(missing_ok=True)
@@ -240,7 +226,7 @@ class IncludeState(str, Enum):
 
 
 def _includes_at_top(text: str, paths: Paths) -> bool:
-    """An Include of labctl's file among the lines before the first Host or Match (where it applies to all)."""
+    """An Include of labctl's file before the first Host or Match, where it applies to all."""
     wanted = {paths.config.as_posix(), f'"{paths.config.as_posix()}"', "~/.ssh/labctl/config"}
     if paths.home == Path.home():
         wanted.add('"~/.ssh/labctl/config"')
@@ -259,9 +245,8 @@ def _includes_at_top(text: str, paths: Paths) -> bool:
 def ensure_include(
     confirm: Callable[[str], bool | None], paths: Paths | None = None, *, ask_again: bool = False
 ) -> IncludeState:
-    """Put ``Include ~/.ssh/labctl/config`` at the top of ``~/.ssh/config`` once ``confirm`` agreed (None: no one
-    could answer); a "no" is kept and not asked again unless ``ask_again``. A symlinked config (a dotfiles
-    repository) is edited where it points, keeping its mode."""
+    """The Include line at the top of ``~/.ssh/config`` once ``confirm`` agreed (None: no one could answer); a "no"
+    is kept unless ``ask_again``. A symlinked config (dotfiles) is edited where it points, keeping its mode."""
     paths = paths or Paths()
     target = paths.user_config.resolve() if paths.user_config.is_symlink() else paths.user_config
     text = target.read_text() if target.is_file() else ""

@@ -25,6 +25,10 @@ log = logging.getLogger("labctl.machine")
 LineFn = Callable[[str], None]
 Command = str | Sequence[str]
 
+# labctl runs this (a constant: nothing of the user's in it) first on each of its own SSH connections, so that the
+# idle agent does not count them as someone working on the machine. The mark is removed when the connection closes.
+SSH_MARKS = ".cache/labctl-ssh"
+SSH_MARK_COMMAND = f'd="$HOME/{SSH_MARKS}"; mkdir -p "$d" && printf "%s\\n" "$SSH_CONNECTION" > "$d/$$"'
 # How much of a command's output a result keeps in memory (the callback sees all of it).
 OUTPUT_KEEP = 1 << 20
 

@@ -20,7 +20,7 @@ from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
 from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, normalize, to_pkey
-from labctl.machine.base import Machine, bind_loopback, relay
+from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:
@@ -322,8 +322,6 @@ def _alive(transport: paramiko.Transport | None) -> bool:
 
 def _mark(transport: paramiko.Transport, timeout: float) -> None:
     """Tells the idle agent this connection is labctl's; a machine without the agent ignores it."""
-    from labctl.idle import SSH_MARK_COMMAND
-
     try:
         channel = transport.open_session(timeout=timeout)
         try:

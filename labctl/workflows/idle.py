@@ -9,7 +9,7 @@ from labctl.ui import Outcome, Reporter
 
 
 def set_idle_stop(name: str | None, value: str, ui: Reporter) -> Outcome:
-    from labctl.idlehost import settle
+    from labctl.idle import settle
     from labctl.targets import get_target
 
     window = idle.parse_window(value, "The idle window")

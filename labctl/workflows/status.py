@@ -83,7 +83,7 @@ def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
 
 def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
     """From the idle agent's own files on the machine: how long idle, when the stop is due, its last decision."""
-    from labctl.idlehost import read_facts
+    from labctl.idle import read_facts
     from labctl.labhost import EVERYDAY_WAIT
     from labctl.machine import connect
     from labctl.ui import PlainReporter

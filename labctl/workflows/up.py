@@ -142,7 +142,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record = target.provision(spec, record, ui, store.save)
     store.save(record)
 
-    from labctl.idlehost import settle
+    from labctl.idle import settle
     from labctl.labhost import prepare_lab
 
     record = prepare_lab(record, ui, image=spec.image)

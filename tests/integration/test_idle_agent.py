@@ -28,6 +28,7 @@ import requests
 
 from labctl import idle
 from labctl.labhost import prepare_lab
+from labctl.machine.base import SSH_MARK_COMMAND
 from labctl.machine.ssh import SSHMachine
 from labctl.state import LabRecord
 from labctl.targets.azure import idlerole
@@ -376,7 +377,7 @@ def test_an_ssh_session_keeps_the_lab_but_labctls_own_connections_do_not(
     try:
         home = tmp_path / "home"  # the admin's home on a lab machine; here a directory of the test's
         agent.update(ssh_marks_dir=str(home / idle.SSH_MARKS))
-        own.run(f"HOME={shlex.quote(str(home))} sh -c {shlex.quote(idle.SSH_MARK_COMMAND)}")
+        own.run(f"HOME={shlex.quote(str(home))} sh -c {shlex.quote(SSH_MARK_COMMAND)}")
         marks = home / idle.SSH_MARKS
         assert len(list(marks.iterdir())) == 1
         out = idle_out(agent)
