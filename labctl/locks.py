@@ -1,8 +1,5 @@
-"""One command at a time per lab: `up`, `down`, `stop` and `start` hold the lab's lock while they change it.
-
-The lock is the operating system's own on a file, so a crashed or killed command never leaves a stale one; beside
-it the holder writes which command it is and its pid, so a second command can say what it waits for.
-"""
+"""One command at a time per lab: `up`, `down`, `stop` and `start` hold the lab's lock while they change it. It is
+the OS's own lock on a file, so a killed command leaves no stale one; beside it the holder names itself."""
 
 from __future__ import annotations
 
@@ -63,8 +60,7 @@ def _wait_limit() -> float:
 
 @contextmanager
 def lab_lock(name: str, command: str, ui: Reporter, wait: float | None = None) -> Iterator[None]:
-    """Hold lab ``name``'s lock while ``command`` (e.g. "down") runs; wait briefly for another holder, then
-    refuse with a LabBusy naming the other command and its pid."""
+    """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in a LabBusy."""
     root = make_private_dir(state_dir() / "locks")
     lock_path = root / f"{validate_lab_name(name)}.lock"
     info_path = root / f"{name}.holder.json"

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING
 
 from labctl.errors import LabctlError
 from labctl.machine.base import CommandFailed, CommandResult, Machine
 from labctl.state import LabRecord
 from labctl.ui import Reporter
-
-if TYPE_CHECKING:
-    from labctl.machine.ssh import SSHMachine
 
 __all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
 
@@ -20,10 +16,13 @@ DEFAULT_WAIT = 600.0
 
 
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
-    """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait``: seconds of retrying while it boots."""
-    if record.target == "local":
-        from labctl.machine.local import LocalMachine
+    """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait``: seconds of retrying while it boots.
+    A node without an address of its own rides node 0's SSH, its own host key checked: the jump is not trusted."""
+    from labctl.keys import check_lab_key
+    from labctl.machine.local import LocalMachine
+    from labctl.machine.ssh import SSHMachine
 
+    if record.target == "local":
         return LocalMachine()
     if not 0 <= node < len(record.nodes):
         count = len(record.nodes)
@@ -31,14 +30,6 @@ def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0
             f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
             hint="'labctl status' lists the lab's nodes.",
         )
-    return _ssh(record, node, ui, wait, mark)
-
-
-def _ssh(record: LabRecord, node: int, ui: Reporter, wait: float, mark: bool) -> SSHMachine:
-    """A node without an address of its own rides node 0's SSH, its own host key checked: the jump is not trusted."""
-    from labctl.keys import check_lab_key
-    from labctl.machine.ssh import SSHMachine
-
     reach = record.nodes[node]
     if not (reach.host and record.ssh_key_path and reach.host_key):
         needed = {"host": reach.host, "SSH key": record.ssh_key_path, "host key": reach.host_key}
@@ -49,7 +40,8 @@ def _ssh(record: LabRecord, node: int, ui: Reporter, wait: float, mark: bool) ->
             hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
         )
     check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before any connection
-    via = _ssh(record, 0, ui, wait, False) if reach.via_head and node != 0 else None
+    via = connect(record, ui, wait=wait, mark=False) if reach.via_head and node != 0 else None
+    assert via is None or isinstance(via, SSHMachine)  # node 0 of a lab with nodes is reached over SSH
     user = reach.user or record.nodes[0].user or getpass.getuser()
     machine = SSHMachine(reach.host, reach.port, user, record.ssh_key_path, reach.host_key, ui=ui, mark=mark, via=via)
     try:

@@ -62,11 +62,9 @@ class SSHMachine(Machine):
         self.ui = ui
         self.connect_timeout = 15.0
         self.reconnect_wait = reconnect_wait
-        # A worker without a public address is reached over a channel of ``via`` (the head), its own key checked.
-        self.via = via  # opened for this machine alone: closed with it
-        # Marked, the idle agent does not count the connection as someone working; `open`'s tunnel is not.
-        self.mark = mark
         self.auth_grace = AUTH_GRACE
+        self.via = via  # node 0, for a node without an address of its own: opened for this machine, closed with it
+        self.mark = mark  # marked, the idle agent does not count the connection as someone working
         self._client: paramiko.SSHClient | None = None
         self._overflow: list[paramiko.SSHClient] = []
         self._lock = threading.RLock()
@@ -79,17 +77,12 @@ class SSHMachine(Machine):
     def _load_key(self) -> paramiko.PKey | None:
         try:
             return paramiko.PKey.from_path(self.key_path)
-        except FileNotFoundError:
-            raise LabctlError(
-                f"The SSH key {self.key_path} does not exist.",
-                hint="Give the lab's private key with --ssh-key, or run 'labctl up' again to recreate the lab.",
-            ) from None
         except paramiko.PasswordRequiredException:
             return None  # encrypted: the ssh-agent may hold it
-        except (paramiko.SSHException, OSError, ValueError) as exc:
+        except (paramiko.SSHException, OSError, ValueError) as exc:  # checked before connecting; gone since
             raise LabctlError(
                 f"The SSH key {self.key_path} could not be read ({exc}).",
-                hint="Use an OpenSSH private key (ed25519 or RSA) whose .pub sits beside it.",
+                hint="Give the lab's private key with --ssh-key: an OpenSSH private key (ed25519 or RSA).",
             ) from None
 
     def _connect_once(self) -> paramiko.SSHClient:
@@ -130,7 +123,7 @@ class SSHMachine(Machine):
         return client
 
     def connect(self, wait: float = 0.0) -> SSHMachine:
-        """With ``wait`` > 0, retry with backoff for that many seconds (a VM booting)."""
+        """Retried with backoff for ``wait`` seconds (a VM booting)."""
         with self._lock:
             self._drop()
             started, delay = time.monotonic(), 1.0
