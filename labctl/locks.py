@@ -51,20 +51,16 @@ def _holder(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _wait_limit() -> float:
-    try:
-        return max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_WAIT)))
-    except ValueError:
-        return DEFAULT_WAIT
-
-
 @contextmanager
-def lab_lock(name: str, command: str, ui: Reporter, wait: float | None = None) -> Iterator[None]:
+def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
     """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in a LabBusy."""
     root = make_private_dir(state_dir() / "locks")
     lock_path = root / f"{validate_lab_name(name)}.lock"
     info_path = root / f"{name}.holder.json"
-    limit = _wait_limit() if wait is None else wait
+    try:
+        limit = max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_WAIT)))
+    except ValueError:  # validate refuses it before any command starts
+        limit = DEFAULT_WAIT
     handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the whole block, closed in finally
     try:
         deadline = time.monotonic() + limit

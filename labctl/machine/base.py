@@ -83,10 +83,10 @@ class LineSplitter:
         return "".join(self._kept)[-OUTPUT_KEEP:]
 
 
-def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
-    """``port`` on 127.0.0.1 if free, else the next free one (0: any)."""
+def bind_loopback(port: int) -> socket.socket:
+    """``port`` on 127.0.0.1 if free, else the next free one of 100 (0: any)."""
     last: OSError | None = None
-    for candidate in [0] if port == 0 else range(port, min(port + tries, 65536)):
+    for candidate in [0] if port == 0 else range(port, min(port + 100, 65536)):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.bind(("127.0.0.1", candidate))
@@ -97,7 +97,7 @@ def bind_loopback(port: int, *, tries: int = 100) -> socket.socket:
             if exc.errno != errno.EADDRINUSE:
                 raise
             last = exc
-    raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + tries - 1}") from last
+    raise OSError(errno.EADDRINUSE, f"no free local port in {port}..{port + 99}") from last
 
 
 @contextmanager
@@ -197,8 +197,7 @@ class Machine:
 
     @contextmanager
     def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
-        """``host``:``remote_port`` as the machine reaches it (its loopback, never a public address), on this
-        computer's loopback: ``local_port`` if free, else the next one."""
+        """``host``:``remote_port`` as the machine reaches it, on this computer's loopback (``local_port`` or next)."""
         listener = bind_loopback(local_port)
         with relay(listener, lambda conn: self._dial(host, remote_port, conn), f"forward-{remote_port}"):
             yield listener.getsockname()[1]
