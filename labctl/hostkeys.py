@@ -141,18 +141,16 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
             f"Could not reach {host}:{port} to read its SSH host key ({exc}).",
             hint="Check the address and port, and that sshd runs there and a firewall lets you in.",
         ) from None
-    transport = paramiko.Transport(sock)
-    try:
+    with paramiko.Transport(sock) as transport:
         options = transport.get_security_options()
         options.key_types = sorted(options.key_types, key=lambda t: not t.startswith("ssh-ed25519"))
-        transport.start_client(timeout=timeout)
-        return key_line(transport.get_remote_server_key())
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise LabctlError(
-            f"{host}:{port} did not complete an SSH handshake ({exc}).", hint="Is it an SSH server?"
-        ) from None
-    finally:
-        transport.close()
+        try:
+            transport.start_client(timeout=timeout)
+            return key_line(transport.get_remote_server_key())
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise LabctlError(
+                f"{host}:{port} did not complete an SSH handshake ({exc}).", hint="Is it an SSH server?"
+            ) from None
 
 
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")

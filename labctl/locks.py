@@ -61,8 +61,7 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
         limit = max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_WAIT)))
     except ValueError:  # validate refuses it before any command starts
         limit = DEFAULT_WAIT
-    handle = open(lock_path, "a+b")  # noqa: SIM115 - held for the whole block, closed in finally
-    try:
+    with open(lock_path, "a+b") as handle:
         deadline = time.monotonic() + limit
         said = False
         while not _lock(handle):
@@ -86,5 +85,3 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 info_path.unlink()
             _lock(handle, release=True)
-    finally:
-        handle.close()

@@ -218,9 +218,8 @@ class SSHMachine(Machine):
             return transport.open_session(timeout=self.connect_timeout)
 
     def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
-        channel = self._open_session()
         check_deadline = self._deadline(text, timeout)
-        try:
+        with self._open_session() as channel:
             channel.set_combine_stderr(True)
             channel.exec_command(text)
             if stdin is not None:
@@ -247,8 +246,6 @@ class SSHMachine(Machine):
                     hint="Run the same labctl command again; it picks up where it stopped.",
                 )
             return channel.exit_status
-        finally:
-            channel.close()
 
     def _dial(self, host: str, port: int, conn: socket.socket) -> paramiko.Channel:
         return self._transport().open_channel(
@@ -316,12 +313,9 @@ def _alive(transport: paramiko.Transport | None) -> bool:
 def _mark(transport: paramiko.Transport, timeout: float) -> None:
     """Tells the idle agent this connection is labctl's; a machine without the agent ignores it."""
     try:
-        channel = transport.open_session(timeout=timeout)
-        try:
+        with transport.open_session(timeout=timeout) as channel:
             channel.exec_command(SSH_MARK_COMMAND)
             channel.status_event.wait(timeout)
-        finally:
-            channel.close()
     except (paramiko.SSHException, OSError) as exc:
         log.info("could not mark the connection as labctl's (%s)", exc)
 
