@@ -42,7 +42,7 @@ SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 
 
 def jupyter_command(port: int | None = None) -> list[str]:
-    """On the host's network (``port``): the machine's 127.0.0.1 only, and no other port (labctl picks the next)."""
+    # On the host's network (``port``): its 127.0.0.1 only, and no other port (labctl picks the next one).
     if port is None:
         where = ["--ip=0.0.0.0", f"--port={JUPYTER_PORT}"]
     else:
@@ -59,6 +59,14 @@ HEALTH_COMMAND = [
     "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']});"
     "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)",
 ]
+_SECOND = 1_000_000_000  # Docker counts a health check's times in nanoseconds
+HEALTHCHECK: dict[str, Any] = {
+    "test": ["CMD", *HEALTH_COMMAND],
+    "interval": 15 * _SECOND,
+    "timeout": 10 * _SECOND,
+    "retries": 3,
+    "start_period": 120 * _SECOND,
+}
 
 
 def container_name(lab: str, node: int = 0) -> str:
@@ -71,7 +79,7 @@ def volume_name(lab: str, node: int = 0) -> str:
 
 
 def base_image(settings: Settings | None = None) -> str | None:
-    """LABCTL_BASE_IMAGE or the base_image setting, checked: it reaches cloud-init and the engine."""
+    """Checked: it reaches cloud-init and the engine."""
     from labctl.config import Settings
     from labctl.imageref import check_image_ref
 
@@ -101,7 +109,7 @@ def lab_fingerprint(root: Path | None = None) -> str:
 
 
 def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
-    """Each name as a local file or directory (caches left out) or as bytes, owned by root as ``docker cp`` does."""
+    """Owned by root, as ``docker cp`` makes them; caches left out."""
 
     def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -123,7 +131,7 @@ def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
 
 
 def deps_tag(base: str | None = None) -> str:
-    """A hash of Dockerfile.deps and its base: the VM's boot-time build and labctl find it by it, no cache."""
+    """The VM's boot-time build and labctl both find the image by this hash, with no cache to share."""
     identity = template("Dockerfile.deps").read_bytes() + b"|base=" + (base or effective_base_image()).encode()
     return f"{DEPS_REPO}:{hashlib.sha256(identity).hexdigest()[:16]}"
 
@@ -147,7 +155,6 @@ def has_image(client: docker.DockerClient, ref: str) -> bool:
 
 
 def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = None) -> str:
-    """``image`` (pulled if missing), or labctl's own thin image, built once FROM the dependency image."""
     import docker.errors
 
     if image:
@@ -210,15 +217,13 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
 
 
 def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
-    """For torchrun: NCCL passes data through shared memory (the host's IPC; Docker's 64 MB /dev/shm is too
-    small), the data loader's workers through /dev/shm; across nodes the host's network, so that the ranks meet
-    at the machines' private addresses."""
+    # NCCL needs the host's IPC (Docker's 64 MB /dev/shm is too small), the data loader /dev/shm; ranks on several
+    # nodes meet at the machines' private addresses, so on the host's network.
     options: dict[str, Any] = {"ipc_mode": "host"} if gpu else {"shm_size": "2g"}
     return {**options, "network_mode": "host"} if several_nodes else options
 
 
 def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False, node: int = 0) -> str:
-    """What a container was made from; a difference means it must be replaced."""
     if node:
         made = f"worker|{image_id}|{gpu}|{sorted(_sharing(gpu, True).items())}"
     else:
@@ -238,8 +243,7 @@ def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Cont
 
 
 def lab_address(container: Container) -> str:
-    """Where the machine reaches a server in the container: its own loopback on the host's network, else the
-    container's address on Docker's network, which only the machine can reach."""
+    """Where the machine reaches a server in the container; only the machine can reach it."""
     if container.attrs.get("HostConfig", {}).get("NetworkMode") == "host":
         return "127.0.0.1"
     networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
@@ -270,7 +274,6 @@ def is_current(
     port: int = 0,
     several_nodes: bool = False,
 ) -> bool:
-    """Running, made from the same image and settings, and (node 0) Jupyter answers: keep it."""
     made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
     return (
         container.status == "running"
@@ -286,7 +289,7 @@ class PortBusy(LabctlError):
 
 
 def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None = None) -> None:
-    """Wait for Jupyter to answer; ``port``: it listens on the host's network there, and a taken port is PortBusy."""
+    """``port``: Jupyter listens on the host's network there, and a taken port is PortBusy."""
     deadline = time.monotonic() + timeout
     while True:
         container.reload()
@@ -298,7 +301,7 @@ def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None
             return
         if time.monotonic() > deadline:
             break
-        time.sleep(1.0)
+        time.sleep(0.2)
     logs = container.logs(tail=30).decode(errors="replace")
     if port is not None and (f"port {port} is not available" in logs or f"port {port} is already in use" in logs):
         container.remove(force=True)
@@ -322,12 +325,10 @@ def start_container(
     port: int = 0,
     several_nodes: bool = False,
 ) -> Container:
-    """A new container (an old one of that name removed, the workspace volume kept): node 0 runs Jupyter, on the
-    host's 127.0.0.1:``port`` across several nodes; the other nodes' just stay up for the runs."""
+    """A new container, the workspace volume kept: node 0 runs Jupyter, the other nodes' stay up for the runs."""
     import docker.errors
     from docker.types import DeviceRequest
 
-    second = 1_000_000_000
     if node:
         options: dict[str, Any] = {"command": ["sleep", "infinity"], "labels": {NODE_LABEL: str(node)}}
     else:
@@ -335,20 +336,12 @@ def start_container(
             "command": jupyter_command(port if several_nodes else None),
             "environment": {"JUPYTER_TOKEN": token, **({JUPYTER_PORT_ENV: str(port)} if several_nodes else {})},
             "ports": None if several_nodes else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
-            "healthcheck": {
-                "test": ["CMD", *HEALTH_COMMAND],
-                "interval": 15 * second,
-                "timeout": 10 * second,
-                "retries": 3,
-                "start_period": 120 * second,
-            },
+            "healthcheck": HEALTHCHECK,
             "labels": {},
         }
     made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
     options["labels"].update({LAB_LABEL: lab, CONFIG_LABEL: made})
-    old = find_container(client, lab, node)
-    if old is not None:
-        old.remove(force=True)
+    _remove_container(client, lab, node)
     try:
         return client.containers.run(
             image,
@@ -362,14 +355,15 @@ def start_container(
             **options,
         )
     except docker.errors.APIError as exc:
-        leftover = find_container(client, lab, node)
-        if leftover is not None:
-            leftover.remove(force=True)
-        text = str(exc.explanation or exc)
-    if node == 0 and ("port is already allocated" in text or "address already in use" in text):
-        raise PortBusy(port)
+        _remove_container(client, lab, node)
+        raise _start_failed(str(exc.explanation or exc), image, gpu, None if node else port) from None
+
+
+def _start_failed(text: str, image: str, gpu: bool, port: int | None) -> LabctlError:
+    if port is not None and ("port is already allocated" in text or "address already in use" in text):
+        return PortBusy(port)
     if "executable file not found" in text:
-        raise LabctlError(
+        return LabctlError(
             f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
             hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
             "labctl builds its own.",
@@ -377,7 +371,14 @@ def start_container(
     hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
     if gpu:
         hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
-    raise LabctlError(f"The lab container could not be started: {text}", hint=hint)
+    return LabctlError(f"The lab container could not be started: {text}", hint=hint)
+
+
+def _remove_container(client: docker.DockerClient, lab: str, node: int) -> bool:
+    found = find_container(client, lab, node)
+    if found is not None:
+        found.remove(force=True)
+    return found is not None
 
 
 def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
@@ -388,10 +389,9 @@ def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     if notebook is None:
         found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
         notebook = found[0] if found else None
-    copied = False
-    if notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}"):
+    copied = notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}")
+    if copied and notebook is not None:
         box.put(WORKSPACE, {notebook.name: notebook})
-        copied = True
     box.exec(["touch", marker])
     return copied
 
@@ -400,11 +400,7 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
     """What was removed of the lab's container and volume on one node's engine."""
     import docker.errors
 
-    removed = []
-    container = find_container(client, lab, node)
-    if container is not None:
-        container.remove(force=True)
-        removed.append(f"container {container_name(lab, node)}")
+    removed = [f"container {container_name(lab, node)}"] if _remove_container(client, lab, node) else []
     if not keep_volume:
         try:
             client.volumes.get(volume_name(lab, node)).remove(force=True)
@@ -466,7 +462,6 @@ class LabContainer:
             ) from None
 
     def put(self, dest_dir: str, entries: Mapping[str, Path | bytes]) -> None:
-        """Local files or directories (Paths) or contents (bytes) into ``dest_dir``, made if missing."""
         for name, source in entries.items():
             if isinstance(source, Path) and not source.exists():
                 raise NotFound(f"{source} does not exist (it was to be copied to {dest_dir}/{name}).")
@@ -501,7 +496,7 @@ class LabContainer:
 
 
 class UnsafeArchive(LabctlError):
-    """An archive from the machine holds a path or link that would land outside where it is unpacked."""
+    pass
 
 
 def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:

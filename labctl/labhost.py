@@ -112,52 +112,37 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
         tag = lab.ensure_image(client, ui, image)
         if record.gpu:
             check_cuda(client, tag, ui)
-        if node == 0:
-            record.image = tag
-            _jupyter_container(client, record, tag, ui)
-        else:
-            _worker_container(client, record, node, tag, ui)
+        _node_container(client, record, node, tag, ui)
 
 
-def _jupyter_container(client: docker.DockerClient, record: LabRecord, tag: str, ui: Reporter) -> None:
-    record.container_name = lab.container_name(record.name)
-    token, several = record.jupyter_token or "", len(record.nodes) > 1
-    existing = lab.find_container(client, record.name)
-    port = record.jupyter_port
-    if existing is not None and lab.is_current(
-        existing, client, tag, record.gpu, token=token, port=port, several_nodes=several
-    ):
-        ui.info(f"The lab container {existing.name} is running and healthy; keeping it.")
+def _node_container(client: docker.DockerClient, record: LabRecord, node: int, tag: str, ui: Reporter) -> None:
+    if node:
+        record.nodes[node].container_name = lab.container_name(record.name, node)
+    else:
+        record.image, record.container_name = tag, lab.container_name(record.name)
+    made = {"token": record.jupyter_token or "", "port": record.jupyter_port, "several_nodes": len(record.nodes) > 1}
+    existing = lab.find_container(client, record.name, node)
+    if existing is not None and lab.is_current(existing, client, tag, record.gpu, node=node, **made):
+        ui.info(f"The lab container {existing.name} is running{'' if node else ' and healthy'}; keeping it.")
         container = existing
     else:
         if existing is not None:
             ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
-        with ui.step("Starting Jupyter in the lab container"):
-            container = _start_on_free_port(client, record, tag, token, ui)
+        if node:
+            with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
+                container = lab.start_container(client, record.name, tag, gpu=record.gpu, node=node)
+        else:
+            with ui.step("Starting Jupyter in the lab container"):
+                container = _start_on_free_port(client, record, tag, ui)
     box = lab.LabContainer(container)
-    first_start = not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}")
-    if lab.seed_workspace(box):
-        ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
-    if first_start:  # what the workspace holds now is labctl's; what changes from here on is the user's
+    if node == 0 and not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}"):  # what it holds now is labctl's
+        if lab.seed_workspace(box):
+            ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
         workspace.save_baseline(container)
 
 
-def _worker_container(client: docker.DockerClient, record: LabRecord, node: int, tag: str, ui: Reporter) -> None:
-    existing = lab.find_container(client, record.name, node)
-    if existing is not None and lab.is_current(existing, client, tag, record.gpu, node=node):
-        ui.info(f"The lab container {existing.name} is running; keeping it.")
-    else:
-        if existing is not None:
-            ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
-        with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
-            lab.start_container(client, record.name, tag, gpu=record.gpu, node=node)
-    record.nodes[node].container_name = lab.container_name(record.name, node)
-
-
-def _start_on_free_port(
-    client: docker.DockerClient, record: LabRecord, tag: str, token: str, ui: Reporter
-) -> Container:
-    first, several = record.jupyter_port, len(record.nodes) > 1
+def _start_on_free_port(client: docker.DockerClient, record: LabRecord, tag: str, ui: Reporter) -> Container:
+    first, several, token = record.jupyter_port, len(record.nodes) > 1, record.jupyter_token or ""
     for port in range(first, first + PORT_TRIES):
         try:
             container = lab.start_container(

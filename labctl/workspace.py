@@ -1,8 +1,5 @@
-"""The user's own work in the lab container's /workspace: what changed since `up`, and verified copies both ways.
-
-The manifest (path, size, mtime, sha256 of every file) is computed in the container by ``workspace_manifest.py``;
-copies travel as tar streams through the docker SDK and each file is checked against its sha256.
-"""
+"""The user's own work in the lab container's /workspace: what changed since `up`, and copies both ways, each file
+checked against the sha256 that ``workspace_manifest.py`` computes in the container."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
+from labctl.container import SEED_MARKER, tar_of
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
 
@@ -29,7 +27,6 @@ WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: lab code, uploaded data, this tool
 TOOL = LABCTL_DIR / "workspace_manifest.py"
 BASELINE = LABCTL_DIR / "baseline-manifest.json"  # on the workspace volume, so it outlives a replaced container
-SEED_MARKER = ".labctl-seeded"
 DEFAULT_MAX_FILE_MB = 200
 MB = 1 << 20
 # Caches and checkpoints anywhere; labctl's own directories (runs are fetched with 'labctl fetch') at the top.
@@ -109,15 +106,9 @@ def _mkdir(container: Container, folder: str) -> None:
 
 
 def _run_tool(container: Container, args: list[str]) -> bytes:
-    """Install the manifest program (every time, so never stale) and run it with the first Python the image has."""
+    """Installed every time, so never stale; run with the first Python the image has."""
     _mkdir(container, str(LABCTL_DIR))
-    info = tarfile.TarInfo(TOOL.name)
-    source = Path(__file__).with_name(TOOL.name).read_bytes()
-    info.size, info.mode, info.mtime = len(source), 0o644, int(time.time())
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        tar.addfile(info, io.BytesIO(source))
-    container.put_archive(str(LABCTL_DIR), archive.getvalue())
+    container.put_archive(str(LABCTL_DIR), tar_of({TOOL.name: Path(__file__).with_name(TOOL.name).read_bytes()}))
     for python in ("python3", "python"):
         code, out, err = _exec(container, [python, str(TOOL), "--root", str(WORKSPACE), *args])
         if code in (126, 127) and not out:
@@ -146,12 +137,11 @@ def compute_manifest(
     under: list[str] | None = None,
     exclude: bool = True,
 ) -> Manifest:
-    """The workspace's manifest (or of the paths ``under`` it), computed in the container."""
     return Manifest.from_json(json.loads(_run_tool(container, _tool_args(max_size, under, exclude))))
 
 
 def save_baseline(container: Container) -> None:
-    """What the workspace holds at `up`, every file whatever its size, so that `down` copies exactly what changed."""
+    """Every file whatever its size, so that `down` copies exactly what changed since `up`."""
     _run_tool(container, [*_tool_args(0, None), f"--write={BASELINE}"])
 
 
@@ -173,8 +163,7 @@ def changed_since(current: Manifest, baseline: Manifest | None) -> list[FileEntr
 
 
 def transfer_units(selected: Iterable[str], manifest: Manifest) -> list[str]:
-    """The fewest paths to ask ``get_archive`` for: a folder only when nothing unwanted (skipped entries included)
-    lies in it, else its parts."""
+    """The fewest paths to ask ``get_archive`` for: a folder only when nothing unwanted lies in it."""
     wanted = set(selected)
     blocked = {str(p) for path in manifest.known() if path not in wanted for p in PurePosixPath(path).parents}
     units = set()
@@ -189,21 +178,17 @@ def transfer_units(selected: Iterable[str], manifest: Manifest) -> list[str]:
 
 
 class _ChunkReader(io.RawIOBase):
-    """A file-like view of the chunks ``get_archive`` yields, so the tar is read as it arrives."""
+    """The chunks ``get_archive`` yields as a file, so the tar is read as it arrives."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
+        self._chunks: Iterator[bytes] = (chunk for chunk in chunks if chunk)
         self._left = b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._left = chunk
+        self._left = self._left or next(self._chunks, b"")
         size = min(len(buffer), len(self._left))
         buffer[:size], self._left = self._left[:size], self._left[size:]
         return size
@@ -234,8 +219,7 @@ class PullResult:
 
 
 class _Unpacker:
-    """Writes the wanted files of tar streams under ``copy_dir``; a file takes its place only once its sha256
-    matches the manifest, so an interrupted or corrupted copy never looks like a good one."""
+    """A file takes its place only once its sha256 matches, so a cut or corrupted copy never looks like a good one."""
 
     def __init__(
         self,
@@ -254,7 +238,7 @@ class _Unpacker:
         self.bytes_done = 0
 
     def unpack(self, chunks: Iterable[bytes], base: PurePosixPath) -> None:
-        """One ``get_archive`` stream of a path whose parent, relative to /workspace, is ``base``."""
+        """``base``: the parent, in /workspace, of the path fetched."""
         with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), MB), mode="r|") as tar:
             for member in tar:
                 parts = [p for p in PurePosixPath(member.name).parts if p != "."]
@@ -311,15 +295,19 @@ class _Unpacker:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(MB), b""):
-            digest.update(block)
+        return _digest(handle)
+
+
+def _digest(handle: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(MB), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
 def _intact(path: Path, entry: FileEntry) -> bool:
-    """Already copied (a pull or `down` cut short and run again resumes, file by file)."""
+    """Already copied: a pull or `down` cut short and run again resumes, file by file."""
     return (
         path.is_file() and not path.is_symlink() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
     )
@@ -335,9 +323,7 @@ def pull(
     max_size: int = DEFAULT_MAX_FILE_MB * MB,
     progress: Progress | None = None,
 ) -> PullResult:
-    """Copy the workspace (or ``paths`` in it; only what changed since ``up`` with ``changed_only``) to
-    ``dest/workspace``, each file verified, listed in ``dest/MANIFEST.json`` and ``dest/SHA256SUMS``; refused,
-    with nothing written, when a link lies on the way from ``root`` (default: ``dest``) to any of them."""
+    """Nothing is written when a link lies on the way from ``root`` (default: ``dest``) to any file."""
     root = root or dest
     try:
         named = [workspace_path(p) for p in paths or []]
@@ -400,6 +386,7 @@ def _retry_missing(container: Container, unpacker: _Unpacker) -> tuple[list[Skip
     gone = [Skipped(p, unpacker.wanted[p].size, "deleted during the copy") for p in missing if p not in fresh.files]
     again = [p for p in missing if p in fresh.files]
     unpacker.wanted.update((p, fresh.files[p]) for p in again)
+    unpacker.total += sum(fresh.files[p].size for p in again)  # fetched a second time: progress stays below 100%
     unpacker.fetch(container, again)
     return gone, [p for p in again if p not in unpacker.done]
 
@@ -413,7 +400,7 @@ def _sums_line(sha: str, path: str) -> str:
 
 
 def write_records(dest: Path, result: PullResult, previous: dict[str, dict[str, Any]], *, source: str) -> None:
-    """MANIFEST.json and SHA256SUMS beside the copy: earlier pulls' files stay listed, this pull's replace them."""
+    """Earlier pulls' files stay listed, this pull's replace them."""
     files = {**previous, **{f.path: asdict(f) for f in [*result.already_here, *result.files]}}
     manifest = {
         "source": f"{source}:{WORKSPACE}",
@@ -439,62 +426,46 @@ class PushResult:
 
 
 class _Reader:
-    """A file handed to ``tarfile`` (hashing exactly the bytes archived) or to ``put_archive`` (counting progress)."""
+    """What ``put_archive`` reads, counted for ``progress``."""
 
-    def __init__(self, handle: IO[bytes], total: int = 0, progress: Progress | None = None) -> None:
-        self.handle, self.total, self.progress = handle, total, progress
-        self.digest = hashlib.sha256()
-        self.done = 0
+    def __init__(self, handle: IO[bytes], total: int, progress: Progress | None) -> None:
+        self.handle, self.total, self.progress, self.done = handle, total, progress, 0
 
     def __len__(self) -> int:
         return self.total
 
     def read(self, size: int = -1) -> bytes:
         data = self.handle.read(size)
-        self.digest.update(data)
         self.done += len(data)
         if self.progress is not None and data:
             self.progress(self.done, self.total)
         return data
 
 
-def _local_files(source: Path, skipped: list[str]) -> Iterator[tuple[Path, str]]:
-    """(local file, name in the archive) below ``source``; links and caches are noted in ``skipped``."""
-    if source.is_symlink():
-        skipped.append(str(source))
-        return
-    if source.is_file():
-        yield source, source.name
-        return
-    for folder, dirs, names in os.walk(source):
-        here = Path(folder)
-        skipped += [str(here / d) for d in sorted(dirs) if d in EXCLUDED_DIRS or (here / d).is_symlink()]
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not (here / d).is_symlink())
-        for name in sorted(names):
-            path = here / name
-            if path.is_symlink() or not path.is_file():
-                skipped.append(str(path))
-            else:
-                yield path, (Path(source.name) / path.relative_to(source)).as_posix()
-
-
 def _pack(sources: list[Path], spool: IO[bytes], skipped: list[str]) -> dict[str, tuple[str, int]]:
-    """Write the sources as a tar to ``spool``; return {name in the archive: (sha256, size)}."""
-    sent: dict[str, tuple[str, int]] = {}
+    """The sources as a tar in ``spool``, links and caches left out; {name in it: (sha256, size)} as archived."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        local = source.parent / info.name
+        if info.islnk():  # a second name of a file already packed: sent as a file of its own
+            info.type, info.linkname, info.size = tarfile.REGTYPE, "", local.stat().st_size
+        if (info.isdir() and local.name in EXCLUDED_DIRS) or not (info.isfile() or info.isdir()):
+            skipped.append(str(local))
+            return None
+        info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
+        return info
+
     with tarfile.open(fileobj=spool, mode="w") as tar:
         for source in sources:
-            for path, name in _local_files(source, skipped):
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                with open(path, "rb") as handle:
-                    reader = _Reader(handle)
-                    try:
-                        tar.addfile(info, reader)
-                    except OSError:
-                        raise LabctlError(f"{path} changed while it was being packed.", hint="Push it again.") from None
-                sent[name] = (reader.digest.hexdigest(), info.size)
-    return sent
+            try:
+                tar.add(str(source), arcname=source.name, filter=keep)
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                raise LabctlError(f"{source} changed while it was being packed.", hint="Push it again.") from None
+    spool.seek(0)
+    with tarfile.open(fileobj=spool) as tar:
+        return {m.name: (_digest(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
 
 
 def push(container: Container, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
@@ -516,7 +487,7 @@ def push(container: Container, sources: list[Path], dest: str = "", *, progress:
     skipped: list[str] = []
     with tempfile.SpooledTemporaryFile(max_size=32 * MB) as spool:
         sent = _pack(sources, spool, skipped)
-        total = spool.tell()
+        total = spool.seek(0, io.SEEK_END)
         spool.seek(0)
         _mkdir(container, remote)
         try:
