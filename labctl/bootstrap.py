@@ -16,7 +16,7 @@ SCRIPT_TIMEOUT_S = 1800  # a first install of Docker or the NVIDIA toolkit downl
 
 
 def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefix: str) -> str:
-    """A script from templates/, its lines shown as they come; its last ``PREFIX: ERROR: reason`` is the error."""
+    """Its last ``PREFIX: ERROR: reason`` line is the error."""
     script = template(name).read_text()
     result = machine.run(
         ["bash", "-s", "--", *args],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
 from labctl.ui import Reporter
+from labctl.workspace_manifest import SEED_MARKER
 
 if TYPE_CHECKING:
     import docker
@@ -36,7 +37,6 @@ NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
 NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
-SEED_MARKER = ".labctl-seeded"
 # What never travels into a container: caches of Python, Jupyter and pytest.
 SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 
@@ -193,14 +193,7 @@ def ensure_deps(client: docker.DockerClient, ui: Reporter) -> str:
 def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, buildargs: dict[str, str]) -> None:
     log: list[str] = []
     stream = client.api.build(
-        fileobj=io.BytesIO(context),
-        custom_context=True,
-        tag=tag,
-        buildargs=buildargs,
-        rm=True,
-        forcerm=True,
-        pull=False,
-        decode=True,
+        fileobj=io.BytesIO(context), custom_context=True, tag=tag, buildargs=buildargs, forcerm=True, decode=True
     )
     for chunk in stream:
         if "error" in chunk:
@@ -478,8 +471,7 @@ class LabContainer:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
         top = PurePosixPath(path).name
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
-            for chunk in stream:
-                spool.write(chunk)
+            spool.writelines(stream)
             spool.seek(0)
             try:
                 with tarfile.open(fileobj=spool, mode="r") as tar:
@@ -505,17 +497,15 @@ def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
         problem = _escapes(member, top)
         if problem:
             raise UnsafeArchive(f"its entry '{member.name}' {problem}")
+    # Python's own filter too, where it has one.
+    own_filter: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
-        if hasattr(tarfile, "data_filter"):  # Python's own filter too, where it has one
-            tar.extractall(local_dir, filter="data")
-        else:
-            tar.extractall(local_dir)
+        tar.extractall(local_dir, **own_filter)
     except tarfile.TarError as exc:
         raise UnsafeArchive(str(exc)) from None
 
 
 def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
-    """Why ``member`` could write or point outside ``top``/, or None when it stays inside."""
     path = PurePosixPath(member.name)
     if path.is_absolute():
         return "is an absolute path"

@@ -1,9 +1,5 @@
-"""How a lab run is launched on one or several machines: one plain process, or ``torchrun`` with one per GPU.
-
-Pure functions and data, no I/O: the caller runs the argv these return in the lab container. Across machines the
-launchers meet through c10d rendezvous at node 0's private address; c10d assigns the global ranks, so the node
-holding rank 0 (the one that writes the results) need not be node 0.
-"""
+"""A lab run's launch on its nodes: one plain process, or ``torchrun`` with one per GPU, meeting by c10d rendezvous
+at node 0's private address. c10d assigns the global ranks, so rank 0 (which writes the results) may be on any node."""
 
 from __future__ import annotations
 
@@ -28,8 +24,6 @@ _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    """One node's part of a run: how many workers it starts and where the nodes meet."""
-
     run_id: str
     procs_per_node: int = 1
     nodes: int = 1
@@ -53,13 +47,8 @@ class LaunchPlan:
         return f"[{host}]:{self.rdzv_port}" if ":" in host else f"{host}:{self.rdzv_port}"
 
 
-# ------------------------------------------------------------------------------------------------ GPU count
-
-
 GPU_PROBE = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]  # one GPU name a line
 TORCH_PROBE = ["python", "-c", "import torch; print(torch.cuda.device_count())"]  # where nvidia-smi is absent
-
-
 _SMI_FAILURES = ("failed", "couldn't communicate", "not found", "no such file", "error", "unable")
 
 
@@ -81,9 +70,6 @@ def parse_gpu_count(output: str, exit_code: int = 0) -> int:
             "or pass --device cpu to train without GPUs.",
         )
     return len(lines)
-
-
-# ------------------------------------------------------------------------------------------------ plans
 
 
 def _check_run_id(run_id: str) -> None:
@@ -108,7 +94,6 @@ def _check_address(host: str, port: int) -> None:
 
 
 def _procs(gpus_available: int, gpus_requested: int | None, where: str) -> tuple[int, str]:
-    """(workers per node, device) for one machine, or the reason it cannot be done."""
     if gpus_requested is None:
         return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
     if gpus_requested < 1:
@@ -180,11 +165,7 @@ def plan_launch(
     ]
 
 
-# ------------------------------------------------------------------------------------------------ argv
-
-
 def plain_argv(args: Sequence[str], python: str = "python") -> list[str]:
-    """One process: ``python -m cifarlab ARGS`` (``train ...`` or ``notebook ...``)."""
     return [python, "-m", LAB_MODULE, *args]
 
 
@@ -196,8 +177,7 @@ def launch_argv(
     python: str = "python",
     torchrun: Sequence[str] = ("torchrun",),
 ) -> list[str]:
-    """The argv one node runs: the plain trainer for one process, else torchrun (its per-rank logs in
-    ``log_dir``); ``train_args`` follow ``train`` unchanged, never through a shell."""
+    """``train_args`` follow ``train`` unchanged, never through a shell; torchrun keeps per-rank logs in ``log_dir``."""
     if not plan.distributed:
         return plain_argv(["train", *train_args], python)
     argv = [*torchrun, "--nnodes", str(plan.nodes), "--nproc-per-node", str(plan.procs_per_node)]
@@ -222,35 +202,22 @@ def describe(plan: LaunchPlan) -> str:
 
 
 def launch_env(plan: LaunchPlan) -> dict[str, str]:
-    """The environment ``launch_argv``'s command needs besides the container's own (values, never shell text)."""
     env = {"PYTHONUNBUFFERED": "1"}
     if plan.distributed:
         env[PREFIX_TEMPLATE_ENV] = PREFIX_TEMPLATE
     return env
 
 
-# ------------------------------------------------------------------------------------------------ output
-
-
 def split_ranks(line: str) -> list[tuple[int | None, str]]:
     """One console line as (global rank or None for the launcher, text) pieces; a worker's output without a
     newline gets the next one's prefix glued on (``[rank 0]:50%[rank 1]:loss 2.3``)."""
-    line = line.rstrip("\r\n")
-    matches = list(_PREFIX.finditer(line))
-    if not matches:
-        return [(None, line)]
-    pieces: list[tuple[int | None, str]] = []
-    if matches[0].start() > 0:
-        pieces.append((None, line[: matches[0].start()]))
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
-        pieces.append((int(match.group(1)), line[match.end() : end]))
-    return pieces
+    first, *rest = _PREFIX.split(line.rstrip("\r\n"))
+    pieces: list[tuple[int | None, str]] = [(None, first)] if first or not rest else []
+    return pieces + [(int(rank), text) for rank, text in zip(rest[::2], rest[1::2], strict=True)]
 
 
 def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Iterator[str]:
-    """torchrun's console lines (stdout and stderr together) as one stream: ``[rank R] text`` for a worker,
-    ``[node N] text`` (or the line as it was, with no node given) for the launcher's own messages."""
+    """``[rank R] text`` for a worker, ``[node N] text`` (or the line unchanged) for the launcher's own messages."""
     for line in lines:
         for rank, text in split_ranks(line):
             if rank is not None:
@@ -262,7 +229,7 @@ def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Ite
 
 
 class RankLines:
-    """Text as it arrives (chunks that may end mid-line) to whole merged lines, for following a run's log."""
+    """Chunks that may end mid-line to whole merged lines, for following a run's log."""
 
     def __init__(self, node_rank: int | None = None) -> None:
         self.node_rank = node_rank

@@ -1,8 +1,5 @@
-"""Files only their owner may read (state, keys, known_hosts), and copies kept under the folder the user chose.
-
-Modes are 0600/0700 on Linux and macOS. Windows has no such modes: these files live under the user's profile,
-whose access list admits only the user, SYSTEM and Administrators (as OpenSSH for Windows requires of a key).
-"""
+"""Files only their owner may read, and copies kept under the folder the user chose. Windows has no modes: there
+these files live in the user's profile, which admits only the user, SYSTEM and Administrators (as OpenSSH requires)."""
 
 from __future__ import annotations
 
@@ -20,14 +17,14 @@ PRIVATE_DIR = 0o700
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` if missing, the owner's alone; a folder already there keeps its mode (not labctl's to change)."""
+    """A folder already there keeps its mode: not labctl's to change."""
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # the umask can only narrow 0700
     return path
 
 
 def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
-    """Write ``text`` atomically, the owner's alone; ``mode`` keeps a file's wider one (the user's ~/.ssh/config)."""
+    """Atomically; ``mode`` keeps a file's wider one (the user's ~/.ssh/config)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -45,8 +42,8 @@ def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
 
 
 def without_links(root: Path, path: Path) -> Path:
-    """``path``, refused unless it is under ``root`` with no link on the way (``root`` included): a link a cloned
-    repository carries in the results folder must not send a copy elsewhere."""
+    """Refused unless under ``root`` with no link on the way: a link a cloned repository carries must not send a copy
+    elsewhere."""
     try:
         parts = path.relative_to(root).parts
     except ValueError:

@@ -1,6 +1,5 @@
-"""The lab on its host, the same for every target: prepare (converge, safe to run again), reach, describe and tear
-down the lab container on every node at once. Node 0 runs Jupyter; the other nodes' containers only train.
-"""
+"""The lab container on every node at once, the same for every target: prepare (idempotent), reach, describe, remove.
+Node 0 runs Jupyter; the other nodes' containers only train."""
 
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ EVERYDAY_WAIT = 5.0
 
 
 def node_where(record: LabRecord, node: int) -> str:
-    """How messages name node ``node``: ``node 1 (me@10.0.0.5:22)``, or on a lab of one machine just the machine."""
+    """``node 1 (me@10.0.0.5:22)``, or on a lab of one machine just the machine."""
     reach = record.nodes[node]
     user = reach.user or record.nodes[0].user
     where = f"{user}@{reach.host}:{reach.port}" if reach.host else "this computer"
@@ -42,7 +41,7 @@ def node_where(record: LabRecord, node: int) -> str:
 
 
 def private_addresses(record: LabRecord) -> list[str]:
-    """Where the nodes reach each other, node 0 first: each one's private address, else the address labctl uses."""
+    """Where the nodes reach each other: each one's private address, else the address labctl uses."""
     return [n.private_address or n.host or "127.0.0.1" for n in record.nodes]
 
 
@@ -52,8 +51,7 @@ T = TypeVar("T")
 def on_each_node(
     record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter, nodes: int | None = None
 ) -> list[T]:
-    """``action(node, ui)`` for nodes 0 to ``nodes`` - 1 (default: all), one thread each; once every node is done,
-    the first failure is raised with its node named."""
+    """One thread a node (the first ``nodes``, default all); once all are done the first failure is raised, named."""
     count = len(record.nodes) if nodes is None else nodes
     if count == 1:
         return [action(0, ui)]
@@ -80,7 +78,6 @@ def on_each_node(
 
 @contextmanager
 def naming_node(record: LabRecord, node: int) -> Iterator[None]:
-    """A LabctlError raised on node ``node`` of a lab of several machines says which node it came from."""
     try:
         yield
     except LabctlError as exc:
@@ -92,7 +89,6 @@ def naming_node(record: LabRecord, node: int) -> Iterator[None]:
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
-    """Converge every node to a healthy lab container; fills image, container names and token. Idempotent."""
     if not record.jupyter_token:
         record.jupyter_token = secrets.token_hex(32)
     on_each_node(record, lambda node, node_ui: _prepare_node(record, node, node_ui, image), ui)
@@ -120,9 +116,11 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
         record.nodes[node].container_name = lab.container_name(record.name, node)
     else:
         record.image, record.container_name = tag, lab.container_name(record.name)
-    made = {"token": record.jupyter_token or "", "port": record.jupyter_port, "several_nodes": len(record.nodes) > 1}
+    token, port, several = record.jupyter_token or "", record.jupyter_port, len(record.nodes) > 1
     existing = lab.find_container(client, record.name, node)
-    if existing is not None and lab.is_current(existing, client, tag, record.gpu, node=node, **made):
+    if existing is not None and lab.is_current(
+        existing, client, tag, record.gpu, node=node, token=token, port=port, several_nodes=several
+    ):
         ui.info(f"The lab container {existing.name} is running{'' if node else ' and healthy'}; keeping it.")
         container = existing
     else:
@@ -162,8 +160,7 @@ def _start_on_free_port(client: docker.DockerClient, record: LabRecord, tag: str
 
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
-    """Remove the lab container (and its workspace volume unless ``keep_volume``) on every node; the machines stay.
-    A failure says what is left and how to remove it by hand: `down` must never claim a clean slate."""
+    """A failure says what is left and how to remove it by hand: `down` must never claim a clean slate."""
     removed = on_each_node(record, lambda node, node_ui: _teardown_node(record, node, node_ui, keep_volume), ui)
     return [what for done in removed for what in done]
 
@@ -190,8 +187,7 @@ def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool
 def lab_container(
     record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, node: int = 0
 ) -> Iterator[lab.LabContainer]:
-    """The running lab container of a ready lab on node ``node`` (started again if it was stopped); the
-    connection closes after."""
+    """Started again if it was stopped; the connection closes after."""
     record.require_ready()
     with connect(record, ui, wait=wait, node=node) as machine:
         found = lab.find_container(machine.docker(), record.name, node)
@@ -212,7 +208,6 @@ def lab_container(
 
 
 def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
-    """How many GPUs a lab container sees (none without asking, on a lab made without GPUs)."""
     if not record.gpu:
         return 0
     probe = box.exec(GPU_PROBE, check=False)
@@ -224,8 +219,8 @@ def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
 def describe_lab(
     record: LabRecord, *, wait: float = EVERYDAY_WAIT, machines: Sequence[dict[str, Any]] = ()
 ) -> dict[str, Any]:
-    """Live facts for `labctl status`, each node dialled once; never raises for an unreachable machine. A machine
-    the target reports off (``machines``) is not dialled: asking must not revive a lab the user stopped."""
+    """Each node dialled once, never raising; a machine the target reports off (``machines``) is not dialled: asking
+    must not revive a lab the user stopped."""
     from labctl.ui import PlainReporter
 
     known = {int(m["node"]): m for m in machines if isinstance(m, dict) and "node" in m}

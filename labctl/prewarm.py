@@ -1,7 +1,5 @@
-"""The dependency image built by the VM while it boots (cloud-init starts the script), and labctl waiting for it.
-
-labctl builds it itself where there is no such build (SSH and local targets), or it failed or died.
-"""
+"""The dependency image built by the VM while it boots (cloud-init starts the script), and labctl waiting for it;
+labctl builds it itself where there is no such build, or it failed or died."""
 
 from __future__ import annotations
 
@@ -50,7 +48,7 @@ def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str
 
 
 def read_state(machine: Machine) -> tuple[str, str]:
-    """(state, last log line) of the machine's prewarm: absent, pending, running, stale, done or failed."""
+    """(absent, pending, running, stale, done or failed; the last log line)."""
     where = os.environ.get("LABCTL_PREWARM_DIR", PREWARM_DIR)
     result = machine.run(["sh", "-c", STATUS, "labctl-prewarm-status", where], check=False, timeout=60)
     lines = result.output.strip().splitlines() if result.exit_code == 0 else []
@@ -58,7 +56,7 @@ def read_state(machine: Machine) -> tuple[str, str]:
 
 
 def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) -> str:
-    """The state the boot-time build ended in; only ``done`` means the dependency image is there."""
+    """Only ``done`` means the dependency image is there."""
     state, last = read_state(machine)
     if state not in ("pending", "running"):
         return state

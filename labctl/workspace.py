@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from labctl.container import SEED_MARKER, tar_of
+from labctl.container import tar_of
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
+from labctl.workspace_manifest import EXCLUDED_DIRS
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -29,9 +30,6 @@ TOOL = LABCTL_DIR / "workspace_manifest.py"
 BASELINE = LABCTL_DIR / "baseline-manifest.json"  # on the workspace volume, so it outlives a replaced container
 DEFAULT_MAX_FILE_MB = 200
 MB = 1 << 20
-# Caches and checkpoints anywhere; labctl's own directories (runs are fetched with 'labctl fetch') at the top.
-EXCLUDED_DIRS = (".cache", "__pycache__", ".ipynb_checkpoints", ".Trash-0", ".pytest_cache")
-EXCLUDED_TOP = (".labctl", "runs", SEED_MARKER)
 MANIFEST_NAME = "MANIFEST.json"
 SUMS_NAME = "SHA256SUMS"
 COPY_DIR = "workspace"
@@ -124,10 +122,7 @@ def _run_tool(container: Container, args: list[str]) -> bytes:
 
 
 def _tool_args(max_size: int, under: list[str] | None, exclude: bool = True) -> list[str]:
-    args = ["--max-size", str(max_size), "--marker", SEED_MARKER, *(f"--under={p}" for p in under or [])]
-    if exclude:
-        args += [f"--exclude-dir={n}" for n in EXCLUDED_DIRS] + [f"--exclude-top={n}" for n in EXCLUDED_TOP]
-    return args
+    return ["--max-size", str(max_size), *(f"--under={p}" for p in under or []), *([] if exclude else ["--all"])]
 
 
 def compute_manifest(
