@@ -17,8 +17,8 @@ from typer.core import TyperCommand
 
 from labctl import __version__
 from labctl.errors import LabctlError
-from labctl.spec import TARGETS
 from labctl.ui import Outcome, PlainReporter, Reporter
+from labctl.validate import TARGETS
 
 
 class LabctlCommand(TyperCommand):

@@ -1,6 +1,5 @@
 """Settings, resolved in one order everywhere (flags, LABCTL_* variables, ``labctl.toml`` in the current directory,
-the user config file, defaults), so that ``labctl config`` can say where each value came from.
-"""
+the user config file, defaults), so that ``labctl config`` can say where each value came from."""
 
 from __future__ import annotations
 
@@ -205,22 +204,11 @@ def _setting_checks() -> dict[str, Callable[[str, str], object]]:
     from labctl import validate
     from labctl.imageref import check_image_ref
     from labctl.keys import check_private_key
-    from labctl.spec import TARGETS
     from labctl.state import validate_lab_name
 
-    def name(value: str, where: str) -> None:
-        try:
-            validate_lab_name(value)
-        except UsageError as exc:
-            raise UsageError(f"{where}: {exc.message}", hint=exc.hint) from None
-
-    def target(value: str, where: str) -> None:
-        if value not in TARGETS:
-            raise UsageError(f"{where} '{value}' is not a target.", hint=f"Choose one of: {', '.join(TARGETS)}.")
-
     return {
-        "name": name,
-        "target": target,
+        "name": validate_lab_name,
+        "target": validate.check_target,
         "region": validate.check_region,
         "size": validate.check_size_name,
         "subscription": validate.check_subscription,

@@ -1,9 +1,5 @@
-"""Errors a user can cause or meet, each carrying the way out.
-
-The CLI prints ``message`` and ``hint`` as one paragraph (a traceback only with ``--verbose``) and exits with
-``exit_code``, from the README's one table for every command: 1 a runtime failure, 2 a usage error (nothing was
-started), 3 not ready (the message names the command that makes it ready), 130 interrupted.
-"""
+"""Errors a user can cause or meet, each carrying the way out: the CLI prints ``message`` and ``hint`` as one
+paragraph and exits with ``exit_code`` (the README's table: 1 runtime, 2 usage, 3 not ready, 130 interrupted)."""
 
 from __future__ import annotations
 
@@ -31,8 +27,7 @@ class UsageError(LabctlError):
 
 
 class NoCapacity(LabctlError):
-    """No room or quota for this size in this region now, whatever the provider's code for it: the fall-back to
-    the next choice (``labctl.targets.base.first_that_fits``) is written once."""
+    """No room or quota for this size in this region now: ``labctl.targets.base.first_that_fits`` tries the next."""
 
 
 class NotFound(LabctlError):

@@ -1,37 +1,56 @@
-"""What a lab costs per hour in its region: the Azure Retail Prices API, a dated local cache, the catalog offline.
-
-The API (public, no login) pages ``{"Items": [...], "NextPageLink": ...}``; Windows meters' ``productName`` ends in
-" Windows", Spot meters' ``skuName`` in " Spot". Filter values are case-sensitive from api-version
-2023-01-01-preview on, so sizes are asked for in Azure's own spelling. A price always says where it came from.
-"""
+"""What a lab costs per hour in its region: the Azure Retail Prices API (public, no login), a dated local cache,
+the catalog offline. A price always says where it came from."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from labctl import catalog
 from labctl.errors import LabctlError
+from labctl.files import write_private
 from labctl.state import user_dir
 
 PRICES_URL_ENV = "LABCTL_PRICES_URL"
-API_VERSION = "2023-01-01-preview"
+API_VERSION = "2023-01-01-preview"  # from this one on, filter values are case-sensitive: Azure's own spelling
 HOURS_PER_MONTH = 730  # Azure's monthly prices are 730 hours
 MAX_AGE = timedelta(days=7)
 MAX_PAGES = 20
 CACHE_FILE = "retail-prices.json"
 DISK_TIER = "P15"  # the DSVM's 150 GiB OS disk is billed as the Premium SSD tier it fits in
-# Offline fallbacks: approximate US pay-as-you-go list prices (USD).
-FALLBACK_DISK_PER_MONTH = 38.02
-FALLBACK_PUBLIC_IP_PER_HOUR = 0.005
-FALLBACK_NAT_GATEWAY_PER_HOUR = 0.045
 CATALOG_SOURCE = "labctl's built-in catalog (approximate US list prices)"
+# What a lab pays besides its VMs: the field, the price list's filter, unit and meter, and the approximate US
+# list price (USD) used offline.
+EXTRAS = (
+    (
+        "disk_per_month",
+        f"serviceName eq 'Storage' and productName eq 'Premium SSD Managed Disks' and skuName eq '{DISK_TIER} LRS'",
+        "1/Month",
+        f"{DISK_TIER} LRS Disk",
+        38.02,
+    ),
+    (
+        "public_ip_per_hour",
+        "serviceName eq 'Virtual Network' and productName eq 'IP Addresses' and skuName eq 'Standard'",
+        "1 Hour",
+        "Standard IPv4 Static Public IP",
+        0.005,
+    ),
+    (
+        "nat_gateway_per_hour",
+        "productName eq 'NAT Gateway' and skuName eq 'Standard'",
+        "1 Hour",
+        "Standard Gateway",
+        0.045,
+    ),
+)
+OFFLINE: dict[str, Any] = {field: usd for field, *_, usd in EXTRAS}
 
 
 class PriceUnavailable(LabctlError):
@@ -49,7 +68,7 @@ class LabPrices:
     currency: str
     source: str
     fetched_on: str | None = None  # the date the API answered (None for the catalog)
-    nat_gateway_per_hour: float = FALLBACK_NAT_GATEWAY_PER_HOUR
+    nat_gateway_per_hour: float = OFFLINE["nat_gateway_per_hour"]
 
     def compute_per_hour(self, spot: bool) -> float:
         if spot:
@@ -68,8 +87,8 @@ class LabPrices:
         return self.disk_per_hour + self.public_ip_per_hour
 
     def for_nodes(self, nodes: int) -> LabPrices:
-        """The prices of a lab of ``nodes`` VMs of this size: compute and OS disks for each, one public IP; several
-        nodes add the workers' way out, a NAT gateway with a public IP of its own (counted with the IPs)."""
+        """Compute and an OS disk for each VM, one public IP; several nodes add the workers' way out, a NAT gateway
+        with a public IP of its own (counted with the IPs)."""
         way_out = self.public_ip_per_hour + self.nat_gateway_per_hour if nodes > 1 else 0.0
         return replace(
             self,
@@ -80,8 +99,9 @@ class LabPrices:
         )
 
 
-def _price(items: list[dict[str, Any]], unit: str, keep: Callable[[dict[str, Any]], bool]) -> float | None:
-    """The price of the primary-region Linux consumption meter in ``unit`` that ``keep`` accepts, latest first."""
+def _price(items: list[dict[str, Any]], unit: str) -> float | None:
+    """The Linux consumption meter in ``unit``, primary region and latest first (Windows
+    meters' ``productName`` ends in " Windows")."""
     rows = [
         i
         for i in items
@@ -89,13 +109,13 @@ def _price(items: list[dict[str, Any]], unit: str, keep: Callable[[dict[str, Any
         and i.get("unitOfMeasure") == unit
         and float(i.get("retailPrice") or 0) > 0
         and not str(i.get("productName", "")).endswith("Windows")
-        and keep(i)
     ]
     ranked = sorted(rows, key=lambda r: (bool(r.get("isPrimaryMeterRegion", True)), str(r.get("effectiveStartDate"))))
     return float(ranked[-1]["retailPrice"]) if ranked else None
 
 
 def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
+    """Every page of ``{"Items": [...], "NextPageLink": ...}``."""
     query = urllib.parse.urlencode({"api-version": API_VERSION, "meterRegion": "'primary'", "$filter": odata_filter})
     url: str | None = f"{os.environ.get(PRICES_URL_ENV, 'https://prices.azure.com/api/retail/prices')}?{query}"
     items: list[dict[str, Any]] = []
@@ -117,41 +137,23 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
         timeout,
     )
 
-    def vm(item: dict[str, Any], spot: bool) -> bool:
+    def vm(item: dict[str, Any], spot: bool) -> bool:  # Spot meters' skuName ends in " Spot"
         sku = str(item.get("skuName", ""))
         same_size = str(item.get("armSkuName", "")).lower() == size.lower()
         return same_size and sku.endswith(" Spot") == spot and not sku.endswith(" Low Priority")
 
-    payg = _price(vms, "1 Hour", lambda i: vm(i, False))
-    spot = _price(vms, "1 Hour", lambda i: vm(i, True))
+    payg = _price([i for i in vms if vm(i, False)], "1 Hour")
     if payg is None:
         raise PriceUnavailable(f"The Azure price list has no Linux price for {size} in {region}.")
-    disks = _fetch_items(
-        f"serviceName eq 'Storage' and {where} and productName eq 'Premium SSD Managed Disks'"
-        f" and skuName eq '{DISK_TIER} LRS'",
-        timeout,
-    )
-    disk = _price(disks, "1/Month", lambda i: i.get("meterName") == f"{DISK_TIER} LRS Disk")
-    ips = _fetch_items(
-        f"serviceName eq 'Virtual Network' and {where} and productName eq 'IP Addresses' and skuName eq 'Standard'",
-        timeout,
-    )
-    ip = _price(ips, "1 Hour", lambda i: i.get("meterName") == "Standard IPv4 Static Public IP")
-    nats = _fetch_items(f"productName eq 'NAT Gateway' and {where} and skuName eq 'Standard'", timeout)
-    nat = _price(nats, "1 Hour", lambda i: i.get("meterName") == "Standard Gateway")
+    extras = {}
+    for field, odata, unit, meter, usd in EXTRAS:
+        items = _fetch_items(f"{odata} and {where}", timeout)
+        found = _price([i for i in items if i.get("meterName") == meter], unit)
+        extras[field] = usd if found is None else found
     today = datetime.now(timezone.utc).date().isoformat()
-    return LabPrices(
-        region=region,
-        size=size,
-        payg_per_hour=payg,
-        spot_per_hour=spot,
-        disk_per_month=FALLBACK_DISK_PER_MONTH if disk is None else disk,
-        public_ip_per_hour=FALLBACK_PUBLIC_IP_PER_HOUR if ip is None else ip,
-        currency="USD",
-        source=f"Azure Retail Prices API ({today})",
-        fetched_on=today,
-        nat_gateway_per_hour=FALLBACK_NAT_GATEWAY_PER_HOUR if nat is None else nat,
-    )
+    spot = _price([i for i in vms if vm(i, True)], "1 Hour")
+    source = f"Azure Retail Prices API ({today})"
+    return LabPrices(region, size, payg, spot, currency="USD", source=source, fetched_on=today, **extras)
 
 
 def _read_cache() -> dict[str, Any]:
@@ -162,20 +164,8 @@ def _read_cache() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_cache(key: str, prices: LabPrices) -> None:
-    data = {**_read_cache(), key: asdict(prices)}
-    folder = user_dir("cache")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / f".{CACHE_FILE}.{os.getpid()}"
-        temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(temporary, folder / CACHE_FILE)
-    except OSError:
-        pass  # a cache that cannot be written only costs a later lookup
-
-
 def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: float = 10.0) -> LabPrices:
-    """The lab's prices: a fresh cached answer, else the API (then cached), else a stale cache, else the catalog."""
+    """A fresh cached answer, else the API (then cached), else a stale cache, else the catalog."""
     known = catalog.SIZES.get(size.strip().lower())
     size = known.name if known else size.strip()
     key = f"{region.lower()}/{size.lower()}/{DISK_TIER}"
@@ -199,15 +189,10 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
                 f"No price is known for {size}: the Azure price list could not be read and the catalog lacks it.",
                 hint="Check the network, or see https://azure.microsoft.com/pricing/details/virtual-machines/linux/.",
             ) from None
+        payg, spot = known.usd_per_hour, known.hourly(True)
         return LabPrices(
-            region=region,
-            size=known.name,
-            payg_per_hour=known.usd_per_hour,
-            spot_per_hour=known.hourly(True),
-            disk_per_month=FALLBACK_DISK_PER_MONTH,
-            public_ip_per_hour=FALLBACK_PUBLIC_IP_PER_HOUR,
-            currency="USD",
-            source=f"{CATALOG_SOURCE}; {reason}",
+            region, known.name, payg, spot, currency="USD", source=f"{CATALOG_SOURCE}; {reason}", **OFFLINE
         )
-    _write_cache(key, fresh)
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs a later lookup
+        write_private(user_dir("cache") / CACHE_FILE, json.dumps({**_read_cache(), key: asdict(fresh)}, indent=1))
     return fresh

@@ -1,6 +1,5 @@
-"""Runs in a lab container: each in its own directory (``templates/lab-run.sh``), so it survives a dropped
-connection; started detached, listed (``templates/run_state.py``), its log read by offset, fetched and verified.
-"""
+"""Runs in a lab container, each detached in its own directory (``templates/lab-run.sh``) so that it survives a
+dropped connection; listed by ``templates/run_state.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,7 +36,7 @@ class RunInfo:
     command: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 def new_run_id() -> str:
@@ -46,7 +45,6 @@ def new_run_id() -> str:
 
 
 def run_info_from(facts: dict[str, Any]) -> RunInfo:
-    """A run's state from what ``run_state.py`` found in its directory."""
     code = facts.get("exit_code")
     if code is None:
         # No exit code yet: running while its process lives, or in the first seconds before it wrote its pid.
@@ -69,14 +67,12 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
 
 
 class LabRuns:
-    """The runs in one lab container: start, list, follow, fetch; and the code and data they need, shipped once."""
-
     def __init__(self, box: LabContainer) -> None:
         self.box = box
         self._tools: PurePosixPath | None = None
 
     def _ship_once(self, dest: PurePosixPath, entries: Mapping[str, Path | bytes]) -> PurePosixPath:
-        """Copy ``entries`` into ``dest`` unless a complete copy is already there (a broken one is redone)."""
+        """Unless a complete copy is already there (a broken one is redone)."""
         if not self.box.exists(str(dest / COMPLETE)):
             self.box.exec(["rm", "-rf", str(dest)])
             self.box.put(str(dest), entries)
@@ -84,7 +80,6 @@ class LabRuns:
         return dest
 
     def tools(self) -> PurePosixPath:
-        """Where this labctl's run wrapper and state program are in the container (shipped once per version)."""
         if self._tools is None:
             files = {name: assets.template(name).read_bytes() for name in TOOLS}
             version = hashlib.sha256(b"".join(files[name] for name in TOOLS)).hexdigest()[:16]
@@ -92,13 +87,11 @@ class LabRuns:
         return self._tools
 
     def ensure_lab_code(self, lab_dir: Path | None = None) -> PurePosixPath:
-        """Make the container hold exactly this labctl's lab (shipped once per version); return its path."""
         lab_dir = lab_dir or assets.lab_dir()
         dest = LABCTL_DIR / "lab" / lab_fingerprint(lab_dir)
         return self._ship_once(dest, {child.name: child for child in sorted(lab_dir.iterdir())})
 
     def upload_data(self, local: Path) -> PurePosixPath:
-        """Copy a local dataset (a directory or an archive) into the container once; return where it is."""
         if not local.exists():
             raise NotFound(
                 f"The dataset {local} does not exist on this computer.",
@@ -119,8 +112,7 @@ class LabRuns:
         env: dict[str, str] | None = None,
         files: Mapping[str, Path] | None = None,
     ) -> PurePosixPath:
-        """Start ``argv`` detached in the run's own directory, with ``path`` on its import path; ``command`` is what
-        the run records as its own (default ``argv``), ``files`` go into its directory first."""
+        """``path``: on the run's import path; ``command``: what the run records as its own (default ``argv``)."""
         run_dir = RUNS_DIR / run_id
         started = datetime.now(timezone.utc).isoformat()
         meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
@@ -130,7 +122,7 @@ class LabRuns:
         return run_dir
 
     def stop(self, run_id: str) -> bool:
-        """Ask a running run to stop (SIGTERM to its wrapper, which passes it on); False if it was not running."""
+        """SIGTERM to its wrapper, which passes it on; False if it was not running."""
         pid = self.read_from(RUNS_DIR / run_id / "pid", 0).decode().strip()
         if not pid.isdigit():
             return False
@@ -143,7 +135,7 @@ class LabRuns:
         return sorted(line.removeprefix(prefix) for line in result.text.splitlines() if line.startswith(prefix))
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:
-        """What the container knows about its runs (all of them, or those named), oldest first."""
+        """All of them, or those named, oldest first."""
         program = self.tools() / "run_state.py"
         result = self.box.exec(["python", str(program), str(RUNS_DIR), *(run_ids or [])], check=False)
         if result.exit_code != 0:
@@ -160,12 +152,11 @@ class LabRuns:
         return infos[0]
 
     def read_from(self, path: PurePosixPath, offset: int) -> bytes:
-        """The bytes of a file in the container from ``offset`` on (empty if it does not exist yet)."""
         result = self.box.exec(["tail", "-c", f"+{offset + 1}", str(path)], check=False)
         return result.output if result.exit_code == 0 else b""
 
     def read_log(self, run_id: str, offset: int) -> tuple[RunInfo, bytes]:
-        """The run's state, and its log from ``offset`` on: once it has ended, to the last byte it wrote."""
+        """Once the run has ended, to the last byte it wrote."""
         log = RUNS_DIR / run_id / "train.log"
         info = self.info(run_id)
         chunk = self.read_from(log, offset)
@@ -174,8 +165,7 @@ class LabRuns:
         return info, chunk
 
     def fetch(self, run_id: str, dest: Path, *, verify: bool = True) -> int:
-        """Copy a run's directory to ``dest`` and verify it (not a run that never finished: no checksums were
-        made); return the number of verified files."""
+        """The number of verified files (none with ``verify`` off: a run that never finished made no checksums)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         # Unpack beside the destination, then swap it in: a fetch that breaks off never leaves a half-copied run.
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:
@@ -199,18 +189,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def verify_checksums(run_dir: Path) -> int:
-    """Check every file listed in SHA256SUMS (computed on the machine); return how many were verified."""
     sums = run_dir / "SHA256SUMS"
     if not sums.is_file():
         raise LabctlError(
             f"The run's checksum list is missing from {run_dir}.",
             hint="The run may not have finished; wait for it ('labctl logs --follow') and fetch again.",
         )
-    count = 0
-    bad = []
-    for line in sums.read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
+    count, bad = 0, []
+    for line in filter(str.strip, sums.read_text(errors="replace").splitlines()):
         expected, _, name = line.strip().partition(" ")
         name = name.strip().lstrip("*")
         if not _SHA256.match(expected) or not name:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labctl import validate
 from labctl.errors import UsageError
 from labctl.state import validate_lab_name
-from labctl.validate import check_allow_ip, check_region, check_shutdown_at, check_size_name, check_subscription
 
-TARGETS = ("azure", "ssh", "local")
 DEFAULT_NAME = "lab"
-DEFAULT_TARGET = "azure"
-DEFAULT_SHUTDOWN = "19:00"
 MAX_NODES = 16  # machines in one lab: torchrun scales further, but a lab this size is a cluster, not a lab
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"
@@ -70,15 +68,6 @@ class LabSpec:
     idle_action: str = "stop"  # stop (deallocate on Azure, the container elsewhere) or shutdown (an SSH host)
     budget: float | None = None  # USD since creation, after which the machine stops itself
 
-    def _check_azure(self) -> None:
-        from labctl.catalog import choose_sizes
-
-        given = [(self.subscription, check_subscription), (self.region, check_region), (self.allow_ip, check_allow_ip)]
-        for value, check in given + [(size, check_size_name) for size in self.sizes]:
-            if value is not None:
-                check(value)
-        choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
-
     def _check_nodes(self) -> None:
         hosts = 1 + len(self.workers)
         if self.workers and self.target != "ssh":
@@ -118,11 +107,9 @@ class LabSpec:
         if self.no_shutdown and self.shutdown_at:
             raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
         self.name = self.name or DEFAULT_NAME
-        self.target = self.target or ("ssh" if self.host is not None else DEFAULT_TARGET)
-        self.shutdown_at = None if self.no_shutdown else (self.shutdown_at or DEFAULT_SHUTDOWN)
+        self.target = validate.check_target(self.target or ("ssh" if self.host is not None else "azure"))
+        self.shutdown_at = None if self.no_shutdown else (self.shutdown_at or "19:00")
         validate_lab_name(self.name)
-        if self.target not in TARGETS:
-            raise UsageError(f"Unknown target '{self.target}'.", hint=f"Choose one of: {', '.join(TARGETS)}.")
         if self.target == "ssh" and self.host is None:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
         if self.target != "ssh" and self.host is not None:
@@ -154,9 +141,16 @@ class LabSpec:
                     hint="Drop them, or use --target azure.",
                 )
         else:
-            self._check_azure()
+            from labctl.catalog import choose_sizes
+
+            checks: list[tuple[str | None, Callable[[str], str]]] = [(self.subscription, validate.check_subscription)]
+            checks += [(self.region, validate.check_region), (self.allow_ip, validate.check_allow_ip)]
+            for value, check in [*checks, *((s, validate.check_size_name) for s in self.sizes)]:
+                if value is not None:
+                    check(value)
+            choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
         if self.shutdown_at is not None:
-            check_shutdown_at(self.shutdown_at)
+            validate.check_shutdown_at(self.shutdown_at)
         if self.ssh_key is not None:
             from labctl.keys import check_key_pair
 

@@ -1,14 +1,5 @@
-"""What a lab has cost since it was made: pure arithmetic over its power history and a price table.
-
-Azure bills a VM's compute for every second it is *allocated*: running, starting, stopping, and also "stopped"
-after an OS shutdown; only a deallocated VM stops compute billing. The OS disk and the Standard public IP are
-billed for the lab's whole life, allocated or not. So the spend is::
-
-    compute = hours allocated (the union of the intervals, clipped to [created, now]) x compute price per hour
-    fixed   = hours since creation x (disk price per month / 730 + public IP price per hour)
-
-The estimate names the source of its prices (see :mod:`labctl.pricing`) so the user knows how far to trust it.
-"""
+"""What a lab has cost since it was made. Azure bills compute for every second a VM is allocated (also "stopped"
+after an OS shutdown; only deallocated stops it), and the OS disk and public IP for the lab's whole life."""
 
 from __future__ import annotations
 
@@ -46,8 +37,7 @@ class SpendEstimate:
 
 
 def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interval]:
-    """Allocated intervals from power-state changes ``(when, state)``, e.g. from the activity log or labctl's own
-    start/stop records. Unknown states are ignored; an interval still open at the end has ``stop`` None."""
+    """Allocated intervals from power-state changes ``(when, state)``; unknown states are ignored."""
     intervals: list[Interval] = []
     opened: datetime | None = None
     for when, state in sorted(events, key=lambda e: e[0]):
@@ -63,7 +53,7 @@ def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interv
 
 
 def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> float:
-    """The union of the intervals within [created_at, now], in seconds (overlaps count once)."""
+    """Overlaps count once."""
     total, counted_to = 0.0, created_at
     for start, end in sorted((max(i.start, created_at), min(i.stop or now, now)) for i in intervals):
         start = max(start, counted_to)
@@ -76,7 +66,6 @@ def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: 
 def estimate(
     created_at: datetime, intervals: Iterable[Interval], prices: LabPrices, *, spot: bool, now: datetime
 ) -> SpendEstimate:
-    """The lab's cost from ``created_at`` to ``now``: compute while allocated, disk and public IP throughout."""
     life = max(0.0, (now - created_at).total_seconds()) / 3600
     allocated = allocated_seconds(intervals, created_at, now) / 3600
     rate = prices.compute_per_hour(spot)

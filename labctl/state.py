@@ -1,6 +1,4 @@
-"""The local record of labs: one JSON file per lab, written atomically, private to the owner (it holds the
-Jupyter token). For Azure labs the cloud's tags stay the source of truth: a lost file never means a forgotten VM.
-"""
+"""The local record of labs: one private JSON file per lab (it holds the Jupyter token), written atomically."""
 
 from __future__ import annotations
 
@@ -18,18 +16,17 @@ from typing import Annotated, Any, TypeVar
 
 from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
-from labctl.validate import RUN_ID_RE
+from labctl.validate import TARGETS, is_run_id
 
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
-TARGET_KINDS = ("azure", "ssh", "local")
 T = TypeVar("T")
 
 
-def validate_lab_name(name: str) -> str:
+def validate_lab_name(name: str, what: str = "") -> str:
     """Lab names end up in resource-group, VM and container names, so they keep to what all of those accept."""
     if not re.fullmatch(r"[a-z]([a-z0-9-]{0,22}[a-z0-9])?", name, re.ASCII):
         raise UsageError(
-            f"{name!r} is not a valid lab name.",
+            f"{what} {name!r} is not a valid lab name.".lstrip(),
             hint="Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not "
             "ending with '-' (for example 'lab' or 'cifar-gpu').",
         )
@@ -66,13 +63,11 @@ User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
 HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
     str | None, _matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?")
 ]
-RunId = Annotated[str, lambda run_id: bool(RUN_ID_RE.fullmatch(run_id)) and ".." not in run_id]
+RunId = Annotated[str, is_run_id]
 
 
 @dataclass
 class RunRecord:
-    """One run of the lab on a machine, as far as this computer knows."""
-
     run_id: RunId
     started_at: str
     state: str = "running"  # running | succeeded | failed | stopped
@@ -98,10 +93,8 @@ class NodeRecord:
 
 @dataclass
 class LabRecord:
-    """What labctl knows about one lab: where it is, how to reach it, what runs there."""
-
     name: str
-    target: Annotated[str, TARGET_KINDS.__contains__]
+    target: Annotated[str, TARGETS.__contains__]
     created_at: str = field(default_factory=now_iso)
     status: Annotated[str, STATUSES.__contains__] = "creating"
     # The machines, node 0 first; one for a lab on one machine. Each is reached with the lab's one SSH key.
@@ -125,9 +118,8 @@ class LabRecord:
 
     @classmethod
     def from_json(cls, data: object) -> LabRecord:
-        """ValueError naming the bad key, rather than a TypeError far from a hand-edited file. A record written
-        before a lab was a list of nodes (node 0 in the record's own fields, the others in ``workers``) is read
-        as one."""
+        """A record from before a lab was a list of nodes (node 0 in its own fields, the others in ``workers``)
+        is read as one."""
         if isinstance(data, dict) and "nodes" not in data:
             workers = data.get("workers", [])
             if not isinstance(workers, list):
@@ -136,7 +128,6 @@ class LabRecord:
         return _parsed(cls, data, "the lab record")
 
     def require_ready(self) -> None:
-        """NotReady (exit code 3) with the command that makes the lab ready, unless it is ready to use."""
         if self.status == "stopped":
             raise NotReady(
                 f"Lab '{self.name}' is stopped (deallocated).",
@@ -151,17 +142,6 @@ class LabRecord:
     def public_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.to_json().items() if k != "jupyter_token"}
 
-    def find_run(self, run_id: str | None) -> RunRecord:
-        if not self.runs:
-            raise NotFound(f"Lab '{self.name}' has no runs yet.", hint="Start one with 'labctl run-lab'.")
-        if run_id is None:
-            return self.runs[-1]
-        for run in self.runs:
-            if run.run_id == run_id or run.run_id.startswith(run_id):
-                return run
-        known = ", ".join(r.run_id for r in self.runs[-5:])
-        raise NotFound(f"Lab '{self.name}' has no run '{run_id}'.", hint=f"Recent runs: {known}.")
-
 
 # What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).
 SaveFn = Callable[[LabRecord], object]
@@ -170,8 +150,8 @@ _ITEMS = {RunRecord: ("run", 1), NodeRecord: ("node", 0)}  # how errors name an 
 
 
 def _parsed(cls: type[T], data: object, what: str) -> T:
-    """``cls`` from ``data``, each field checked against its declared type and constraints; unknown keys are
-    dropped (a newer labctl may have written them)."""
+    """Each field checked against its declared type and constraints; unknown keys are dropped (a newer labctl
+    may have written them)."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -200,7 +180,6 @@ def _parsed(cls: type[T], data: object, what: str) -> T:
 
 
 def _is_instance(value: object, hint: Any) -> bool:
-    """isinstance for the simple hints the records use: str, int, bool, float, dict[...], X | None."""
     if isinstance(hint, types.UnionType):
         return any(_is_instance(value, arg) for arg in typing.get_args(hint))
     origin = typing.get_origin(hint) or hint
@@ -253,7 +232,6 @@ class StateStore:
             self._path(name).unlink()
 
     def scan(self) -> tuple[list[LabRecord], dict[Path, str]]:
-        """The readable lab records, and why each state file that could not be read could not."""
         records: list[LabRecord] = []
         unreadable: dict[Path, str] = {}
         for path in sorted(self.labs_dir.glob("*.json")) if self.labs_dir.is_dir() else []:

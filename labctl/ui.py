@@ -1,6 +1,5 @@
 """How workflows talk to the person at the terminal without knowing about the CLI: a ``Reporter`` (rich for people,
-plain on stderr for ``--json`` so that stdout stays machine-readable), and ``LiveOutput`` for a run's own output.
-"""
+plain on stderr for ``--json`` so that stdout stays machine-readable), and ``LiveOutput`` for a run's own output."""
 
 from __future__ import annotations
 
@@ -17,8 +16,6 @@ if TYPE_CHECKING:
 
 
 class PlainReporter:
-    """How workflows report; every reporter is one."""
-
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, json_output: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
@@ -114,10 +111,8 @@ def run_log_stream(ui: Reporter) -> TextIO:
 
 
 class LiveOutput:
-    """A run's output written unchanged on ``stream`` (also a text stream, for a run in this process), with a
-    spinner while the run works without a word: before its first output (label ``first``) and after a line that
-    announces a step (`phase_of`). On a terminal that line shows in the spinner, and is written when the step ends.
-    """
+    """A run's output unchanged, with a spinner while the run works without a word: before its first output (label
+    ``first``) and after a line that announces a step, which a terminal shows in the spinner until the step ends."""
 
     def __init__(self, ui: Reporter, stream: TextIO, first: str | None = None) -> None:
         self.ui = ui
@@ -167,8 +162,7 @@ class LiveOutput:
 
 
 class NodeReporter(PlainReporter):
-    """One machine's messages among several at once: each line under the node's name, and steps as two lines (a
-    terminal shows one spinner at a time, and the nodes' steps overlap)."""
+    """One machine's lines among several, under its name; steps as two lines (the nodes' steps overlap)."""
 
     STEP_LINES = ("{label} ...", "{label}: done ({s:.1f}s)", "{label}: failed after {s:.1f}s")
 

@@ -1,7 +1,6 @@
-"""Checks of what a user types or sets, made before anything is created or connected to: each names the value
-and where it came from (``what``: ``--region``, ``LABCTL_SSH_PORT``, ``region in /path/config.toml``) and what
-would work instead, as a ``UsageError`` (exit code 2).
-"""
+"""Checks of what a user types or sets, before anything is created or connected to: each refusal names the value,
+where it came from (``what``: ``--region``, ``LABCTL_SSH_PORT``, ``region in /path/config.toml``) and what would
+work instead (``UsageError``, exit 2)."""
 
 from __future__ import annotations
 
@@ -15,14 +14,12 @@ from urllib.parse import urlsplit
 
 from labctl.errors import UsageError
 
-# Each is matched against the whole value (``fullmatch``: no trailing newline slips through) in ASCII only (no
-# other script's digits pass for 0-9).
-GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
+TARGETS = ("azure", "ssh", "local")
+# Matched against the whole value (no trailing newline slips through), in ASCII (no other script's digits pass).
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
-# IPv4 ranges wider than this are refused unless the user types '--allow-ip any' (see targets/azure/access.py).
-REFUSE_WIDER_THAN = 8
+REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/access.py)
 
 
 def _blank(value: str, what: str) -> None:
@@ -30,70 +27,68 @@ def _blank(value: str, what: str) -> None:
         raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
 
 
-def _matching(value: str, what: str, pattern: str, message: str, hint: str, *, strip: bool = False) -> str:
-    _blank(value, what)
-    checked = value.strip() if strip else value
-    if not re.fullmatch(pattern, checked, re.ASCII):
-        raise UsageError(message.format(what=what, value=value), hint=hint)
-    return checked
+def _pattern(default: str, pattern: str, message: str, hint: str, *, strip: bool = False) -> Callable[..., str]:
+    """A check of a value matched whole; ``message`` is formatted with {what} and {value}."""
+
+    def check(value: str, what: str = default) -> str:
+        _blank(value, what)
+        checked = value.strip() if strip else value
+        if not re.fullmatch(pattern, checked, re.ASCII):
+            raise UsageError(message.format(what=what, value=value), hint=hint)
+        return checked
+
+    return check
 
 
-def check_subscription(value: str, what: str = "--subscription") -> str:
-    return _matching(
-        value,
-        what,
-        GUID_RE.pattern,
-        "{what} {value!r} is not an Azure subscription id.",
-        "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
-        strip=True,
-    )
+check_subscription = _pattern(
+    "--subscription",
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "{what} {value!r} is not an Azure subscription id.",
+    "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
+    strip=True,
+)
+_region = _pattern(
+    "--region",
+    r"(?i)auto|[a-z][a-z0-9]{2,30}",
+    "{what} {value!r} is not an Azure region name.",
+    "Use a name like eastus, westeurope or westus2, without spaces ('az account list-locations -o table' lists "
+    "them), or auto.",
+)
 
 
 def check_region(value: str, what: str = "--region") -> str:
-    """A region name as Azure spells it (any case), or 'auto'."""
-    return _matching(
-        value,
-        what,
-        r"(?i)auto|[a-z][a-z0-9]{2,30}",
-        "{what} {value!r} is not an Azure region name.",
-        "Use a name like eastus, westeurope or westus2, without spaces ('az account list-locations -o table' "
-        "lists them), or auto.",
-    ).lower()
+    return _region(value, what).lower()
 
 
-def check_size_name(value: str, what: str = "--size") -> str:
-    return _matching(
-        value,
-        what,
-        r"[A-Za-z0-9_]{2,64}",
-        "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
-        "Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); 'labctl up --help' names the "
-        "common ones.",
-        strip=True,
-    )
+check_size_name = _pattern(
+    "--size",
+    r"[A-Za-z0-9_]{2,64}",
+    "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
+    "Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); 'labctl up --help' names the "
+    "common ones.",
+    strip=True,
+)
+check_shutdown_at = _pattern(
+    "--shutdown-at",
+    r"([01][0-9]|2[0-3]):[0-5][0-9]",
+    "{what} {value!r} is not a time of day.",
+    "Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
+)
+# Azure's rule for a Linux VM's admin; names Azure refuses at creation (root, admin) pass here, since tests log
+# in to a stand-in VM as the local user, root in CI.
+check_admin_user = _pattern(
+    "LABCTL_ADMIN_USER",
+    r"[a-z_][a-z0-9_-]{0,31}",
+    "{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
+    "Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); or unset it for "
+    "the default, azureuser.",
+)
 
 
-def check_shutdown_at(value: str, what: str = "--shutdown-at") -> str:
-    return _matching(
-        value,
-        what,
-        r"([01][0-9]|2[0-3]):[0-5][0-9]",
-        "{what} {value!r} is not a time of day.",
-        "Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
-    )
-
-
-def check_admin_user(value: str, what: str = "LABCTL_ADMIN_USER") -> str:
-    """Azure's rule for a Linux VM's admin user name. (Azure also refuses some names such as root or admin when the
-    VM is created; not here, since tests log in to a stand-in VM as the local user, root in CI.)"""
-    return _matching(
-        value,
-        what,
-        r"[a-z_][a-z0-9_-]{0,31}",
-        "{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
-        "Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); or unset it "
-        "for the default, azureuser.",
-    )
+def check_target(value: str, what: str = "--target") -> str:
+    if value not in TARGETS:
+        raise UsageError(f"{what} '{value}' is not a target.", hint=f"Choose one of: {', '.join(TARGETS)}.")
+    return value
 
 
 def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
@@ -127,12 +122,11 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
             f"{what} {text} would open SSH to the whole internet.",
             hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
         )
-    limit = REFUSE_WIDER_THAN
-    if net.prefixlen < limit:
+    if net.prefixlen < REFUSE_WIDER_THAN:
         raise UsageError(
             f"{what} {text} covers {net.num_addresses:,} addresses, a large part of the internet; labctl refuses "
-            f"ranges wider than /{limit} so that SSH is not opened that far by mistake.",
-            hint=f"Give your own address or a range of /{limit} or narrower, "
+            f"ranges wider than /{REFUSE_WIDER_THAN} so that SSH is not opened that far by mistake.",
+            hint=f"Give your own address or a range of /{REFUSE_WIDER_THAN} or narrower, "
             "or type '--allow-ip any' if you really mean everyone.",
         )
     return str(net)
@@ -147,9 +141,13 @@ _UNREACHABLE = (  # what an address is, by the ipaddress property that says so
 )
 
 
+def is_run_id(value: str) -> bool:
+    """As labctl makes them: no paths, no spaces."""
+    return bool(RUN_ID_RE.fullmatch(value)) and ".." not in value
+
+
 def check_run_id(value: str, what: str = "RUN") -> str:
-    """A run id (or the start of one) as labctl makes them: no paths, no spaces."""
-    if not RUN_ID_RE.fullmatch(value) or ".." in value:
+    if not is_run_id(value):
         raise UsageError(
             f"{what} {value!r} is not a run id.",
             hint="Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
@@ -165,13 +163,14 @@ def check_port(text: str, what: str) -> int:
 
 
 def check_url(value: str, what: str, schemes: tuple[str, ...] = ("https",)) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in schemes or not parts.hostname or not value.strip().isprintable() or " " in value.strip():
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname or not url.isprintable() or " " in url:
         raise UsageError(
             f"{what} {value!r} is not an {' or '.join(schemes)} URL.",
             hint=f"Give a URL such as {schemes[0]}://example.com/, or unset it for the default.",
         )
-    return value.strip()
+    return url
 
 
 def check_seconds(text: str, what: str) -> float:
@@ -229,9 +228,7 @@ ENV_CHECKS: dict[str, Callable[[str, str], object]] = {
 
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
-    """Every variable labctl reads, when set, holds something labctl can use."""
     env = os.environ if environ is None else environ
     for name, check in ENV_CHECKS.items():
-        value = env.get(name)
-        if value:
-            check(value, name)
+        if env.get(name):
+            check(env[name], name)

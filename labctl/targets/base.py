@@ -1,6 +1,5 @@
 """The one base class of every target. What only some targets can do has a default here: a refusal that says what
-to do instead (exit 2), or the neutral answer of a target with nothing to add. Workflows never ask which they hold.
-"""
+to do instead (exit 2), or the neutral answer of a target with nothing to add. Workflows never ask which they hold."""
 
 from __future__ import annotations
 
@@ -14,13 +13,9 @@ from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
 
-__all__ = ["FoundLab", "LabOwner", "Target", "first_that_fits"]
-
 
 @dataclass
 class FoundLab:
-    """Found by the target itself, not from this computer's records."""
-
     name: str
     target: str
     where: str | None
@@ -37,7 +32,7 @@ class LabOwner:
 
 
 class Target(ABC):
-    kind: str  # the --target name
+    kind: str
     label: str  # how messages name where the lab lives: "Azure", "an SSH host", "this computer"
     # True when the target made the machine and removes it with the lab (a cloud VM): a record of such a lab
     # is never dropped while something may be left, and `down` cannot be forced past a failure to delete it.
@@ -55,12 +50,11 @@ class Target(ABC):
 
     @abstractmethod
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        """Create or converge the machine and record how to reach it; ``save`` after each step that created
-        something, so `down` can remove a half-made lab."""
+        """``save`` after each step that created something, so `down` can remove a half-made lab."""
 
     @abstractmethod
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
-        """Remove everything this target created for the lab, and check that nothing is left."""
+        """Remove everything made for the lab, and check that nothing is left."""
 
     @abstractmethod
     def describe(self, record: LabRecord) -> dict[str, Any]:
@@ -75,11 +69,9 @@ class Target(ABC):
         """(where the lab runs, the machine's size if known), for `labctl list`."""
 
     def power_off(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        """Without losing it; updates ``record``, returns the facts of ``describe``."""
         raise self._cannot_power(record, "stop")
 
     def power_on(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        """Updates ``record`` (its address may be new) and returns its facts."""
         raise self._cannot_power(record, "start")
 
     def _cannot_power(self, record: LabRecord, verb: str) -> UsageError:
@@ -94,7 +86,6 @@ class Target(ABC):
         return None
 
     def recover_record(self, name: str, subscription: str | None = None) -> LabRecord:
-        """Enough for `down`."""
         raise NotFound(f"{self.label.capitalize()} keeps no lab that labctl could find without its record.")
 
     def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
@@ -123,8 +114,6 @@ def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporte
         try:
             return attempt(choice)
         except NoCapacity as refused:
-            following = next(choices, None)
-            if following is None:
+            if (choice := next(choices, None)) is None:
                 raise
             ui.warn(f"{refused.message} Trying the next choice.")
-            choice = following

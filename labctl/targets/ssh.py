@@ -37,8 +37,7 @@ class SSHTarget(Target):
     def plan(self, spec: LabSpec) -> Outcome:
         assert spec.host is not None
         gpu = " with the NVIDIA container runtime" if spec.gpu else ""
-        hosts = [spec.host, *spec.workers]
-        machines = ", ".join(str(h) for h in hosts)
+        machines = ", ".join(str(h) for h in [spec.host, *spec.workers])
         steps = [
             f"connect to {machines} (host keys from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
             f"make sure Docker runs there{gpu}",
@@ -51,12 +50,12 @@ class SSHTarget(Target):
                 "machine must reach the others at the address given here"
             )
         text = "\n".join([f"labctl up --target ssh would, on {machines}:", *[f"  - {s}" for s in steps]])
-        data = {"target": "ssh", "host": str(spec.host), "workers": [str(h) for h in spec.workers]}
-        return Outcome({**data, "gpu": spec.gpu, "steps": steps}, text)
+        workers = [str(h) for h in spec.workers]
+        return Outcome(
+            {"target": "ssh", "host": str(spec.host), "workers": workers, "gpu": spec.gpu, "steps": steps}, text
+        )
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        from labctl.machine.ssh import SSHMachine
-
         assert spec.host is not None
         address, head = spec.host, record.nodes[0]
         user = address.user or head.user or getpass.getuser()
@@ -79,13 +78,10 @@ class SSHTarget(Target):
         head.private_address = address.host if spec.workers else None
         record.nodes[1:] = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
         save(record)
-        SSHMachine(address.host, address.port, user, record.ssh_key_path, head.host_key, ui=ui).connect(
-            wait=30.0
-        ).close()
-        ui.info(f"Connected to {user}@{address.host}:{address.port} with the pinned host key.")
-        for node in range(1, len(record.nodes)):
+        for node, reached in enumerate(record.nodes):
             connect(record, ui, node=node, wait=30.0).close()
-            ui.info(f"Connected to {_shown(record, node)} with its pinned host key.")
+            shown = f"{reached.user or user}@{reached.host}:{reached.port}"
+            ui.info(f"Connected to {shown} with {'its' if node else 'the'} pinned host key.")
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
@@ -140,11 +136,3 @@ def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -
         private_address=address.host,
         container_name=kept.container_name if kept else None,
     )
-
-
-def _shown(record: LabRecord, node: int) -> str:
-    worker = record.nodes[node]
-    return f"{worker.user or record.nodes[0].user}@{worker.host}:{worker.port}"
-
-
-__all__ = ["SSHTarget"]

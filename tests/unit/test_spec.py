@@ -61,7 +61,7 @@ def test_host_implies_ssh_target(settings: Settings) -> None:
         (LabSpec(shutdown_at="25:00"), "not a time of day"),
         (LabSpec(shutdown_at="19:00", no_shutdown=True), "contradict"),
         (LabSpec(name="Bad_Name"), "not a valid lab name"),
-        (LabSpec(target="moon"), "Unknown target"),
+        (LabSpec(target="moon"), "--target .moon. is not a target"),
         (LabSpec(ssh_key=Path("/nonexistent/key")), "does not exist"),
     ],
 )
