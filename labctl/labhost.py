@@ -97,13 +97,13 @@ def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) ->
 
 def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None) -> None:
     with connect(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
-        if machine.kind != "local":
+        if machine.remote:
             user = record.nodes[node].user or record.nodes[0].user
             bootstrap_docker(machine, ui, user)
             if record.gpu:
                 bootstrap_nvidia(machine, ui, lab.effective_base_image())
         client = machine.docker()
-        if not image and machine.kind != "local" and not lab.has_image(client, lab.deps_tag()):
+        if not image and machine.remote and not lab.has_image(client, lab.deps_tag()):
             await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
         tag = lab.ensure_image(client, ui, image)
         if record.gpu:

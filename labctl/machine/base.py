@@ -152,9 +152,8 @@ _M = TypeVar("_M", bound="Machine")
 
 
 class Machine:
-    kind: str  # "ssh" or "local"
-    # False when the machine is this computer: its loopback ports are reached directly, without a tunnel.
-    needs_tunnel: bool
+    # False for this computer: Docker is the user's own, and its loopback ports are reached without a tunnel.
+    remote: bool
     _docker: DockerClient | None = None
 
     def describe(self) -> str:  # for messages: 'azureuser@203.0.113.7:22' or 'this computer'

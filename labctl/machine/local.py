@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
 
 class LocalMachine(Machine):
-    kind = "local"
-    needs_tunnel = False
+    remote = False
 
     def describe(self) -> str:
         return "this computer"

@@ -38,8 +38,7 @@ AUTH_GRACE = 20.0
 
 
 class SSHMachine(Machine):
-    kind = "ssh"
-    needs_tunnel = True
+    remote = True
 
     def __init__(
         self,

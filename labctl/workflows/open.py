@@ -106,7 +106,7 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
     # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
     # not stop itself while `open` is attached (its daily auto-shutdown still applies).
     with connect(record, ui, wait=30.0, mark=False) as machine:
-        if not machine.needs_tunnel and not opts.forward:
+        if not machine.remote and not opts.forward:
             port = record.jupyter_port
             check_jupyter(port, token)
             url = lab_url(port, token)
@@ -127,7 +127,7 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
             port = tunnels.enter_context(machine.forward(record.jupyter_port, opts.port))
             check_jupyter(port, token)
             url = lab_url(port, token)
-            if machine.needs_tunnel and port != opts.port:
+            if machine.remote and port != opts.port:
                 ui.info(f"Port {opts.port} is busy on this computer; the tunnel uses {port}.")
             opened: dict[str, Any] = {"name": record.name, "url": url, "port": port, "tunnel": True}
             if opts.forward:
