@@ -1,6 +1,5 @@
 """Azure VM sizes labctl knows, so that `up --dry-run` shows shape and cost without credentials and a typo or a
-retired size is caught before any call to Azure. Prices are approximate US pay-as-you-go Linux list prices.
-"""
+retired size is caught before any call to Azure. Prices are approximate US pay-as-you-go Linux list prices."""
 
 from __future__ import annotations
 
@@ -48,8 +47,7 @@ class VmSize:
 
 SIZES: dict[str, VmSize] = {
     s.name.lower(): s
-    for s in (  # name, vCPUs, GiB, quota family, $/h, Spot $/h, GPU, GPUs
-        # General purpose (CPU)
+    for s in (  # name, vCPUs, GiB, quota family, $/h, Spot $/h, GPU, GPUs (A10: full GPU sizes only)
         VmSize("Standard_B2s", 2, 4, "standardBSFamily", 0.0416),
         VmSize("Standard_B4ms", 4, 16, "standardBSFamily", 0.166),
         VmSize("Standard_D2s_v5", 2, 8, "standardDSv5Family", 0.096, 0.0192),
@@ -63,21 +61,16 @@ SIZES: dict[str, VmSize] = {
         VmSize("Standard_E8s_v5", 8, 64, "standardESv5Family", 0.504, 0.1008),
         VmSize("Standard_F8s_v2", 8, 16, "standardFSv2Family", 0.338, 0.0676),
         VmSize("Standard_F16s_v2", 16, 32, "standardFSv2Family", 0.677, 0.1354),
-        # GPU: NVIDIA T4
         VmSize("Standard_NC4as_T4_v3", 4, 28, "standardNCASv3_T4Family", 0.526, 0.1578, "NVIDIA T4", 1),
         VmSize("Standard_NC8as_T4_v3", 8, 56, "standardNCASv3_T4Family", 0.752, 0.2256, "NVIDIA T4", 1),
         VmSize("Standard_NC16as_T4_v3", 16, 110, "standardNCASv3_T4Family", 1.204, 0.3612, "NVIDIA T4", 1),
         VmSize("Standard_NC64as_T4_v3", 64, 440, "standardNCASv3_T4Family", 4.352, 1.3056, "NVIDIA T4", 4),
-        # GPU: NVIDIA A10 (full GPU sizes only)
         VmSize("Standard_NV36ads_A10_v5", 36, 440, "StandardNVADSA10v5Family", 3.20, 0.96, "NVIDIA A10", 1),
-        # GPU: NVIDIA A100 80GB
         VmSize("Standard_NC24ads_A100_v4", 24, 220, "StandardNCADSA100v4Family", 3.673, 1.1019, "NVIDIA A100 80GB", 1),
         VmSize("Standard_NC48ads_A100_v4", 48, 440, "StandardNCADSA100v4Family", 7.346, 2.2038, "NVIDIA A100 80GB", 2),
         VmSize("Standard_NC96ads_A100_v4", 96, 880, "StandardNCADSA100v4Family", 14.692, 4.4076, "NVIDIA A100 80GB", 4),
-        # GPU: NVIDIA H100 NVL
         VmSize("Standard_NC40ads_H100_v5", 40, 320, "standardNCadsH100v5Family", 6.98, 2.094, "NVIDIA H100 NVL", 1),
         VmSize("Standard_NC80adis_H100_v5", 80, 640, "standardNCadsH100v5Family", 13.96, 4.188, "NVIDIA H100 NVL", 2),
-        # GPU: 8x A100 40GB
         VmSize("Standard_ND96asr_v4", 96, 900, "standardNDASv4_A100Family", 27.197, 8.16, "NVIDIA A100 40GB", 8),
     )
 }

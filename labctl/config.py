@@ -59,12 +59,11 @@ GUARDED = {
 
 
 def user_config_path() -> Path:
-    env = os.environ.get("LABCTL_CONFIG")
-    if env:
-        return Path(env)
     import platformdirs
 
-    return Path(platformdirs.user_config_dir("labctl", appauthor=False)) / "config.toml"
+    return Path(
+        os.environ.get("LABCTL_CONFIG") or Path(platformdirs.user_config_dir("labctl", appauthor=False)) / "config.toml"
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -86,38 +85,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
     for key, value in table.items():  # every setting is text: TOML has no null, so "unset" is a missing key
         if not isinstance(value, str):
             text = str(value).lower() if isinstance(value, bool) else repr(value)
+            kind = _TOML_TYPES.get(type(value).__name__, "date/time")
             raise UsageError(
-                f"The config file {path} sets {key} to {text}, a TOML {_toml_type(value)}, but {key} must be a string.",
+                f"The config file {path} sets {key} to {text}, a TOML {kind}, but {key} must be a string.",
                 hint=f'Write it as a quoted string ({key} = "...") or remove the line.',
             )
-    return {str(k): v for k, v in table.items()}
+    return table
 
 
-def _toml_type(value: object) -> str:
-    kinds = ((bool, "boolean"), (int, "integer"), (float, "float"), (list, "array"), (dict, "table"))
-    name = next((name for kind, name in kinds if isinstance(value, kind)), None)  # bool first: True is an int
-    return name or ("date/time" if hasattr(value, "isoformat") else type(value).__name__)
+_TOML_TYPES = {"bool": "boolean", "int": "integer", "float": "float", "list": "array", "dict": "table"}
 
 
-def trust_path() -> Path:
-    return user_config_path().with_name("trusted-projects.json")
+def _trusted() -> dict[str, str]:
+    """Trust is for a file's exact contents (its SHA-256): an edit (a pull, a colleague's commit) revokes it."""
+    try:
+        data = json.loads(_trust_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _trusted() -> dict[str, str]:
-    try:
-        data = json.loads(trust_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def is_trusted(path: Path) -> bool:
-    """Trust is for the file's exact contents: an edit (a pull, a colleague's commit) revokes it."""
-    return path.is_file() and _trusted().get(str(path.resolve())) == _digest(path)
+def _trust_file() -> Path:
+    return user_config_path().with_name("trusted-projects.json")
 
 
 def trust_project(cwd: Path | None = None) -> Outcome:
@@ -129,7 +122,7 @@ def trust_project(cwd: Path | None = None) -> Outcome:
     table = _read_toml(path)
     trusted = _trusted()
     trusted[str(path.resolve())] = _digest(path)
-    write_private(trust_path(), json.dumps(trusted, indent=2))
+    write_private(_trust_file(), json.dumps(trusted, indent=2))
     guarded = sorted(set(table) & set(GUARDED))
     said = f"; it sets {', '.join(guarded)}" if guarded else ""
     return Outcome({"trusted": str(path.resolve())}, f"Trusted {path} as it is now{said}. Any edit revokes it.")
@@ -144,8 +137,6 @@ class Setting:
 
 
 class Settings:
-    """The resolved settings; ``get(key, flag)`` honours a flag given on the command line first."""
-
     def __init__(self, cwd: Path | None = None) -> None:
         cwd = cwd or Path.cwd()
         self._project = cwd / PROJECT_FILE
@@ -154,8 +145,11 @@ class Settings:
             (str(user_config_path()), _read_toml(user_config_path())),
         ]
 
+    def _is_trusted(self) -> bool:
+        return _trusted().get(str(self._project.resolve())) == _digest(self._project)
+
     def lookup(self, key: str, flag: Any = None) -> Setting:
-        """The setting and where it came from; refused when an untrusted project file decides a guarded one."""
+        """Refused when an untrusted project file decides a guarded one."""
         setting = self._find(key, flag)
         if not setting.trusted:
             flag_name = "--" + key.replace("_", "-")
@@ -180,15 +174,13 @@ class Settings:
             return Setting(key, os.environ[env_name], f"environment ({env_name})")
         for path, table in self._files:
             if key in table:
-                trusted = key not in GUARDED or path != str(self._project) or is_trusted(self._project)
+                trusted = key not in GUARDED or path != str(self._project) or self._is_trusted()
                 return Setting(key, table[key], path, trusted)
         return Setting(key, SETTINGS[key][0], "default")
 
     def check(self) -> None:
-        """Every setting that a variable or a config file gives is one labctl can use (flags are checked where
-        they are read); a guarded one from an untrusted project file is left to ``lookup``, which refuses it."""
-        checks = _setting_checks()
-        for key, check in checks.items():
+        """Flags are checked where they are read, and an untrusted project file's guarded setting by ``lookup``."""
+        for key, check in _setting_checks().items():
             setting = self._find(key)
             if setting.source == "default" or not setting.trusted:
                 continue

@@ -39,12 +39,10 @@ def now_iso() -> str:
 
 def user_dir(kind: str) -> Path:
     """labctl's ``state`` or ``cache`` directory: ``LABCTL_<KIND>_DIR``, else the platform's own."""
-    env = os.environ.get(f"LABCTL_{kind.upper()}_DIR")
-    if env:
-        return Path(env)
     import platformdirs
 
-    return Path(getattr(platformdirs, f"user_{kind}_dir")("labctl", appauthor=False))
+    own = os.environ.get(f"LABCTL_{kind.upper()}_DIR")
+    return Path(own or getattr(platformdirs, f"user_{kind}_dir")("labctl", appauthor=False))
 
 
 def state_dir() -> Path:
@@ -244,25 +242,19 @@ class StateStore:
         return records, unreadable
 
     def resolve(self, name: str | None) -> LabRecord:
-        """The lab named, or the only one there is; never the one readable lab beside an unreadable file, which
-        may be the lab the user means."""
+        """The lab named, or the only one; never the one readable lab beside an unreadable file, which may be it."""
         if name is not None:
             return self.load(name)
         labs, unreadable = self.scan()
         if unreadable:
-            one = len(unreadable) == 1
-            why = " ".join(unreadable.values())
-            if labs:
-                known = ", ".join(f"'{r.name}'" for r in labs)
-                message = (
-                    f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there "
-                    f"{'is a state file' if one else 'are state files'} labctl cannot read, which may be the lab "
-                    f"you mean: {why}"
-                )
-            else:
-                message = f"There is no readable lab. {why}"
+            one, why = len(unreadable) == 1, " ".join(unreadable.values())
+            known = ", ".join(f"'{r.name}'" for r in labs)
+            files = "is a state file" if one else "are state files"
             raise UsageError(
-                message,
+                f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there {files} labctl cannot read, which may "
+                f"be the lab you mean: {why}"
+                if labs
+                else f"There is no readable lab. {why}",
                 hint=f"Move {'it' if one else 'them'} aside (for Azure labs 'labctl list' finds the lab again "
                 "from its tags)" + (", or say which lab with --name NAME." if labs else "."),
             )

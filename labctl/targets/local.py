@@ -12,8 +12,6 @@ from labctl.ui import Outcome, Reporter
 
 
 class LocalTarget(Target):
-    """This computer is neither powered, searched nor deleted by labctl."""
-
     kind = "local"
     label = "this computer"
     remote = False
