@@ -8,21 +8,20 @@ from labctl.targets.azure import bodies
 from labctl.targets.azure.plan import LabNames
 
 SUB = "11111111-2222-4333-8444-555555555555"
-NAMES = LabNames("lab")
-IDS = bodies.Ids(SUB, NAMES)
+NAMES = LabNames("lab", subscription=SUB)
 TAGS = {"labctl-lab": "lab", "created-by": "labctl"}
 RG = f"/subscriptions/{SUB}/resourceGroups/labctl-lab/providers"
 
 
 def test_ids_name_each_resource_of_the_lab() -> None:
-    assert IDS.subnet == f"{RG}/Microsoft.Network/virtualNetworks/lab-vnet/subnets/default"
-    assert IDS.nic == f"{RG}/Microsoft.Network/networkInterfaces/lab-nic"
-    assert IDS.vm == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm"
-    assert IDS.schedule == f"{RG}/Microsoft.DevTestLab/schedules/shutdown-computevm-lab-vm"
+    assert NAMES.subnet_id == f"{RG}/Microsoft.Network/virtualNetworks/lab-vnet/subnets/default"
+    assert NAMES.id("nic") == f"{RG}/Microsoft.Network/networkInterfaces/lab-nic"
+    assert NAMES.id("vm") == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm"
+    assert NAMES.id("schedule") == f"{RG}/Microsoft.DevTestLab/schedules/shutdown-computevm-lab-vm"
 
 
 def test_network_bodies() -> None:
-    vnet = bodies.virtual_network("eastus", TAGS, "default").as_dict()
+    vnet = bodies.virtual_network("eastus", TAGS).as_dict()
     assert vnet == {
         "location": "eastus",
         "tags": TAGS,
@@ -34,14 +33,14 @@ def test_network_bodies() -> None:
     pip = bodies.public_ip("eastus", TAGS).as_dict()
     assert pip["sku"] == {"name": "Standard", "tier": "Regional"}
     assert pip["properties"] == {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"}
-    nic = bodies.network_interface("eastus", TAGS, IDS).as_dict()["properties"]
-    assert nic["networkSecurityGroup"] == {"id": IDS.nsg}
+    nic = bodies.network_interface("eastus", TAGS, NAMES).as_dict()["properties"]
+    assert nic["networkSecurityGroup"] == {"id": NAMES.id("nsg")}
     assert nic["ipConfigurations"] == [
         {
             "name": "ipconfig1",
             "properties": {
-                "subnet": {"id": IDS.subnet},
-                "publicIPAddress": {"id": IDS.public_ip},
+                "subnet": {"id": NAMES.subnet_id},
+                "publicIPAddress": {"id": NAMES.id("public_ip")},
                 "privateIPAllocationMethod": "Dynamic",
             },
         }
@@ -70,7 +69,7 @@ def _request(**changes: object) -> bodies.VmRequest:
 
 
 def test_the_vm_body() -> None:
-    vm = bodies.virtual_machine(_request(), NAMES, IDS, TAGS).as_dict()
+    vm = bodies.virtual_machine(_request(), NAMES, TAGS).as_dict()
     assert (vm["location"], vm["tags"], "plan" in vm) == ("westus2", TAGS, False)
     props = vm["properties"]
     assert props["hardwareProfile"] == {"vmSize": "Standard_NC4as_T4_v3"}
@@ -95,14 +94,14 @@ def test_the_vm_body() -> None:
         },
     }
     assert props["networkProfile"] == {
-        "networkInterfaces": [{"id": IDS.nic, "properties": {"primary": True, "deleteOption": "Delete"}}]
+        "networkInterfaces": [{"id": NAMES.id("nic"), "properties": {"primary": True, "deleteOption": "Delete"}}]
     }
     assert not {"priority", "evictionPolicy", "billingProfile"} & set(props)
 
 
 def test_a_spot_vm_from_a_marketplace_plan() -> None:
     plan = {"name": "2204-gen2", "publisher": "microsoft-dsvm", "product": "ubuntu-2204"}
-    vm = bodies.virtual_machine(_request(spot=True, purchase_plan=plan), NAMES, IDS, TAGS).as_dict()
+    vm = bodies.virtual_machine(_request(spot=True, purchase_plan=plan), NAMES, TAGS).as_dict()
     assert vm["plan"] == plan
     props = vm["properties"]
     assert (props["priority"], props["evictionPolicy"], props["billingProfile"]) == (
@@ -113,27 +112,31 @@ def test_a_spot_vm_from_a_marketplace_plan() -> None:
 
 
 def test_the_shutdown_schedule() -> None:
-    body = bodies.ShutdownSchedule("eastus", TAGS, IDS.vm, "1900", "UTC").body()
+    body = bodies.shutdown_schedule("eastus", TAGS, NAMES.id("vm"), "1900", "UTC")
     assert body["properties"]["dailyRecurrence"] == {"time": "1900"}
-    assert body["properties"]["targetResourceId"] == IDS.vm
+    assert body["properties"]["targetResourceId"] == NAMES.id("vm")
     assert body["properties"]["taskType"] == "ComputeVmShutdownTask"
 
 
 def test_a_worker_has_its_own_names_a_private_nic_and_the_placement_group() -> None:
-    assert IDS.vm_of(0) == IDS.vm and IDS.nic_of(0) == IDS.nic and IDS.schedule_of(0) == IDS.schedule
-    assert IDS.vm_of(2) == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm2"
-    assert IDS.ppg == f"{RG}/Microsoft.Compute/proximityPlacementGroups/lab-ppg"
-    nic = bodies.network_interface("eastus", TAGS, IDS, node=2).as_dict()["properties"]
-    assert nic["networkSecurityGroup"] == {"id": IDS.nsg}  # the one NSG of the lab
+    assert (
+        NAMES.id("vm", 0) == NAMES.id("vm")
+        and NAMES.id("nic", 0) == NAMES.id("nic")
+        and NAMES.id("schedule", 0) == NAMES.id("schedule")
+    )
+    assert NAMES.id("vm", 2) == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm2"
+    assert NAMES.id("ppg") == f"{RG}/Microsoft.Compute/proximityPlacementGroups/lab-ppg"
+    nic = bodies.network_interface("eastus", TAGS, NAMES, node=2).as_dict()["properties"]
+    assert nic["networkSecurityGroup"] == {"id": NAMES.id("nsg")}  # the one NSG of the lab
     assert nic["ipConfigurations"][0]["properties"] == {
-        "subnet": {"id": IDS.subnet},
+        "subnet": {"id": NAMES.subnet_id},
         "privateIPAllocationMethod": "Dynamic",
     }  # no public IP: reached through node 0
-    vm = bodies.virtual_machine(_request(node=2, placement_group=IDS.ppg), NAMES, IDS, TAGS).as_dict()["properties"]
+    vm = bodies.virtual_machine(_request(node=2, placement_group=NAMES.id("ppg")), NAMES, TAGS).as_dict()["properties"]
     assert vm["osProfile"]["computerName"] == "lab-vm2"
     assert vm["storageProfile"]["osDisk"]["name"] == "lab-vm2-osdisk"
-    assert vm["networkProfile"]["networkInterfaces"][0]["id"] == IDS.nic_of(2)
-    assert vm["proximityPlacementGroup"] == {"id": IDS.ppg}
-    assert "proximityPlacementGroup" not in bodies.virtual_machine(_request(), NAMES, IDS, TAGS).as_dict()["properties"]
+    assert vm["networkProfile"]["networkInterfaces"][0]["id"] == NAMES.id("nic", 2)
+    assert vm["proximityPlacementGroup"] == {"id": NAMES.id("ppg")}
+    assert "proximityPlacementGroup" not in bodies.virtual_machine(_request(), NAMES, TAGS).as_dict()["properties"]
     ppg = bodies.proximity_placement_group("eastus", TAGS).as_dict()
     assert ppg == {"location": "eastus", "tags": TAGS, "properties": {"proximityPlacementGroupType": "Standard"}}

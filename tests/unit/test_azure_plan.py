@@ -105,7 +105,7 @@ def test_shutdown_in_an_unmapped_zone_is_converted_to_utc() -> None:
 def test_names_follow_the_lab() -> None:
     names = LabNames("cifar-gpu")
     assert names.resource_group == "labctl-cifar-gpu"
-    assert names.schedule == "shutdown-computevm-cifar-gpu-vm"
+    assert names.name("schedule") == "shutdown-computevm-cifar-gpu-vm"
 
 
 def test_plan_lists_resources_price_rule_and_shutdown() -> None:

@@ -31,6 +31,9 @@ class AzureTarget(Target):
             self._azure = connect(subscription)
         return self._azure
 
+    def _for(self, record: LabRecord) -> Any:
+        return self._connect(azure_data(record).get("subscription"))
+
     def plan(self, spec: LabSpec) -> Outcome:
         from labctl.targets.azure.plan import make_plan
 
@@ -53,6 +56,7 @@ class AzureTarget(Target):
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
         from labctl.keys import forget_lab_keys
+        from labctl.targets.azure.idlerole import remove_rights
         from labctl.targets.azure.inventory import destroy_lab
         from labctl.targets.azure.plan import LabNames
 
@@ -62,38 +66,17 @@ class AzureTarget(Target):
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
         else:
             azure = self._connect(td.get("subscription"))
-            group = td.get("resource_group") or LabNames(record.name).resource_group
-            vm_id = (
-                f"/subscriptions/{azure.subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute/"
-                f"virtualMachines/{td.get('vm_name') or LabNames(record.name).vm}"
-            )
-            for vm in [vm_id, *_worker_ids(vm_id, record)]:
-                self._remove_idle_rights(azure, vm, record, ui, before_group=True)
-            destroy_lab(azure, record.name, group, ui, td.get("owner"))
-            self._remove_idle_rights(azure, vm_id, record, ui, before_group=False)
+            names = LabNames(record.name, td.get("resource_group") or "", azure.subscription_id)
+            vms = [names.id("vm", node) for node in range(node_count(record))]
+            remove_rights(azure, vms, record, ui, before_group=True)
+            destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"))
+            remove_rights(azure, vms[:1], record, ui, before_group=False)
         forget_lab_keys(record.name)
-
-    @staticmethod
-    def _remove_idle_rights(azure: Any, vm_id: str, record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
-        """The assignment goes before the group, the role after it (roles outlive groups); both are looked for even
-        without a record of them, and a refusal is said only when this computer knows they were made."""
-        from labctl.targets.azure.idlerole import delete_role, revoke_assignment
-
-        what = "role assignment" if before_group else "custom role"
-        try:
-            if before_group:
-                revoke_assignment(azure, vm_id)
-            else:
-                with ui.step("Deleting the lab's idle-stop role"):
-                    delete_role(azure, vm_id)
-        except LabctlError as exc:
-            if record.idle.get("granted"):
-                ui.warn(f"The idle-stop {what} of lab '{record.name}' could not be deleted: {exc.message}")
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         from labctl.targets.azure.inventory import describe_lab
 
-        return describe_lab(self._connect(azure_data(record).get("subscription")), record)
+        return describe_lab(self._for(record), record)
 
     def removal(self, record: LabRecord) -> str:
         nodes = node_count(record)
@@ -109,7 +92,7 @@ class AzureTarget(Target):
         from labctl.targets.azure.inventory import set_power
 
         with ui.step(f"Switching off the machine of lab '{record.name}'"):
-            facts = set_power(self._connect(azure_data(record).get("subscription")), record, False)
+            facts = set_power(self._for(record), record, False)
         azure_data(record).pop("started_at", None)
         return facts
 
@@ -156,13 +139,14 @@ class AzureTarget(Target):
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
         from labctl.targets.azure import settings as azure_settings
+        from labctl.targets.azure.plan import names_of
 
         endpoint = azure_settings.arm_endpoint().rstrip("/")
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
         vm_id = td.get("vm_id")
         if vm_id and len(record.nodes) > 1:  # node 0 stops its workers with itself (its identity holds their role)
-            extras["node_vms"] = _worker_ids(vm_id, record)
+            extras["node_vms"] = [names_of(record).id("vm", node) for node in range(1, node_count(record))]
         if record.idle.get("budget_usd") is not None:
             from labctl.pricing import lab_prices
 
@@ -177,7 +161,7 @@ class AzureTarget(Target):
         from labctl.targets.azure.inventory import describe_lab
 
         try:
-            power = describe_lab(self._connect(azure_data(record).get("subscription")), record).get("power_state")
+            power = describe_lab(self._for(record), record).get("power_state")
         except LabctlError:
             return None
         if not power or power == "running":
@@ -188,13 +172,6 @@ class AzureTarget(Target):
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )
-
-
-def _worker_ids(head_vm_id: str, record: LabRecord) -> list[str]:
-    from labctl.targets.azure.plan import LabNames
-
-    base = head_vm_id.rsplit("/", 1)[0]
-    return [f"{base}/{LabNames(record.name).vm_of(node)}" for node in range(1, node_count(record))]
 
 
 def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[str]]:

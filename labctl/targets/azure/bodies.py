@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labctl.targets.azure.access import ssh_rule
-from labctl.targets.azure.plan import LabNames
+from labctl.targets.azure.plan import SUBNET, LabNames
 
 if TYPE_CHECKING:
     from azure.mgmt.compute.models import ProximityPlacementGroup, VirtualMachine
@@ -30,70 +30,13 @@ VNET_PREFIX = "10.42.0.0/16"
 SUBNET_PREFIX = "10.42.0.0/24"
 
 
-@dataclass(frozen=True)
-class Ids:
-    """The ARM ids of a lab's resources, for the references between them."""
-
-    subscription: str
-    names: LabNames
-
-    def _id(self, provider: str, name: str) -> str:
-        rg = f"/subscriptions/{self.subscription}/resourceGroups/{self.names.resource_group}/providers"
-        return f"{rg}/{provider}/{name}"
-
-    @property
-    def subnet(self) -> str:
-        return self._id("Microsoft.Network/virtualNetworks", f"{self.names.vnet}/subnets/{self.names.subnet}")
-
-    @property
-    def nsg(self) -> str:
-        return self._id("Microsoft.Network/networkSecurityGroups", self.names.nsg)
-
-    @property
-    def public_ip(self) -> str:
-        return self._id("Microsoft.Network/publicIPAddresses", self.names.public_ip)
-
-    @property
-    def nic(self) -> str:
-        return self._id("Microsoft.Network/networkInterfaces", self.names.nic)
-
-    @property
-    def nat_gateway(self) -> str:
-        return self._id("Microsoft.Network/natGateways", self.names.nat_gateway)
-
-    @property
-    def nat_ip(self) -> str:
-        return self._id("Microsoft.Network/publicIPAddresses", self.names.nat_ip)
-
-    @property
-    def vm(self) -> str:
-        return self._id("Microsoft.Compute/virtualMachines", self.names.vm)
-
-    @property
-    def schedule(self) -> str:
-        return self._id("Microsoft.DevTestLab/schedules", self.names.schedule)
-
-    @property
-    def ppg(self) -> str:
-        return self._id("Microsoft.Compute/proximityPlacementGroups", self.names.ppg)
-
-    def nic_of(self, node: int) -> str:
-        return self._id("Microsoft.Network/networkInterfaces", self.names.nic_of(node))
-
-    def vm_of(self, node: int) -> str:
-        return self._id("Microsoft.Compute/virtualMachines", self.names.vm_of(node))
-
-    def schedule_of(self, node: int) -> str:
-        return self._id("Microsoft.DevTestLab/schedules", self.names.schedule_of(node))
-
-
 def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
     from azure.mgmt.resource.resources.models import ResourceGroup
 
     return ResourceGroup(location=region, tags=tags)
 
 
-def virtual_network(region: str, tags: dict[str, str], subnet: str, nat_gateway: str | None = None) -> VirtualNetwork:
+def virtual_network(region: str, tags: dict[str, str], nat_gateway: str | None = None) -> VirtualNetwork:
     """The lab's VNet; its subnet is private (no default outbound access), so workers go out through the NAT."""
     from azure.mgmt.network import models as n
 
@@ -104,7 +47,7 @@ def virtual_network(region: str, tags: dict[str, str], subnet: str, nat_gateway:
         tags=tags,
         properties=n.VirtualNetworkPropertiesFormat(
             address_space=n.AddressSpace(address_prefixes=[VNET_PREFIX]),
-            subnets=[n.Subnet(name=subnet, properties=properties)],
+            subnets=[n.Subnet(name=SUBNET, properties=properties)],
         ),
     )
 
@@ -145,7 +88,7 @@ def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
 
 
 def network_interface(
-    region: str, tags: dict[str, str], ids: Ids, node: int = 0, accelerated: bool = False
+    region: str, tags: dict[str, str], names: LabNames, node: int = 0, accelerated: bool = False
 ) -> NetworkInterface:
     """Node ``node``'s NIC in the lab's subnet behind its NSG; only node 0's has the public IP (workers are
     reached through node 0, at the private address Azure gives them). ``accelerated``: where the size has it,
@@ -155,8 +98,8 @@ def network_interface(
     ip_config = n.NetworkInterfaceIPConfiguration(
         name="ipconfig1",
         properties=n.NetworkInterfaceIPConfigurationPropertiesFormat(
-            subnet=n.Subnet(id=ids.subnet),
-            public_ip_address=n.PublicIPAddress(id=ids.public_ip) if node == 0 else None,
+            subnet=n.Subnet(id=names.subnet_id),
+            public_ip_address=n.PublicIPAddress(id=names.id("public_ip")) if node == 0 else None,
             private_ip_allocation_method="Dynamic",
         ),
     )
@@ -164,7 +107,7 @@ def network_interface(
         location=region,
         tags=tags,
         properties=n.NetworkInterfacePropertiesFormat(
-            network_security_group=n.NetworkSecurityGroup(id=ids.nsg),
+            network_security_group=n.NetworkSecurityGroup(id=names.id("nsg")),
             ip_configurations=[ip_config],
             enable_accelerated_networking=accelerated,
         ),
@@ -202,17 +145,17 @@ def proximity_placement_group(region: str, tags: dict[str, str]) -> ProximityPla
     )
 
 
-def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[str, str]) -> VirtualMachine:
+def virtual_machine(request: VmRequest, names: LabNames, tags: dict[str, str]) -> VirtualMachine:
     from azure.mgmt.compute import models as c
 
     publisher, offer, sku, _ = request.image_urn.split(":")
-    vm_name = names.vm_of(request.node)
+    vm_name = names.name("vm", request.node)
     properties = c.VirtualMachineProperties(
         hardware_profile=c.HardwareProfile(vm_size=request.size),
         storage_profile=c.StorageProfile(
             image_reference=c.ImageReference(publisher=publisher, offer=offer, sku=sku, version=request.image_version),
             os_disk=c.OSDisk(
-                name=f"{vm_name}-osdisk",
+                name=names.name("disk", request.node),
                 create_option="FromImage",
                 delete_option="Delete",
                 managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
@@ -236,7 +179,7 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
         network_profile=c.NetworkProfile(
             network_interfaces=[
                 c.NetworkInterfaceReference(
-                    id=ids.nic_of(request.node),
+                    id=names.id("nic", request.node),
                     properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete"),
                 )
             ]
@@ -263,26 +206,17 @@ def virtual_machine(request: VmRequest, names: LabNames, ids: Ids, tags: dict[st
     return c.VirtualMachine(location=request.region, tags=tags, properties=properties, plan=plan, identity=identity)
 
 
-@dataclass(frozen=True)
-class ShutdownSchedule:
-    """A Microsoft.DevTestLab/schedules resource that stops the VM daily (no SDK for it is installed)."""
-
-    region: str
-    tags: dict[str, str]
-    vm_id: str
-    hhmm: str  # "1900"
-    time_zone: str  # a Windows zone id, "W. Europe Standard Time"
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "location": self.region,
-            "tags": self.tags,
-            "properties": {
-                "status": "Enabled",
-                "taskType": "ComputeVmShutdownTask",
-                "dailyRecurrence": {"time": self.hhmm},
-                "timeZoneId": self.time_zone,
-                "notificationSettings": {"status": "Disabled", "timeInMinutes": 30},
-                "targetResourceId": self.vm_id,
-            },
-        }
+def shutdown_schedule(region: str, tags: dict[str, str], vm_id: str, hhmm: str, time_zone: str) -> dict[str, Any]:
+    """Microsoft.DevTestLab, for which no SDK is installed: "1900" daily, in a Windows time zone id."""
+    return {
+        "location": region,
+        "tags": tags,
+        "properties": {
+            "status": "Enabled",
+            "taskType": "ComputeVmShutdownTask",
+            "dailyRecurrence": {"time": hhmm},
+            "timeZoneId": time_zone,
+            "notificationSettings": {"status": "Disabled", "timeInMinutes": 30},
+            "targetResourceId": vm_id,
+        },
+    }

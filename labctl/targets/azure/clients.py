@@ -235,6 +235,13 @@ def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
     return dict(result.as_dict()) if hasattr(result, "as_dict") else dict(result)
 
 
+def dig(data: Any, *path: str) -> Any:
+    """``data[path[0]][path[1]]...`` of an ARM answer, None where a step is missing or not an object."""
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def wait_rg_gone(azure: Azure, rg: str) -> None:
     deadline = time.monotonic() + settings.operation_timeout()
     while time.monotonic() < deadline:

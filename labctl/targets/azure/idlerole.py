@@ -7,14 +7,18 @@ from the VM's id so that a second `up` converges on it and `down` finds it witho
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import time
 import uuid
 from typing import Any
 
 from labctl.errors import LabctlError
+from labctl.spec import LabSpec
+from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, arm_error_code
+from labctl.targets.azure.clients import Azure, arm, arm_error_code, get_or_none, side_by_side
+from labctl.targets.azure.plan import LabNames
 from labctl.ui import Reporter
 
 AUTHORIZATION_API_VERSION = "2022-04-01"
@@ -109,36 +113,67 @@ def _allows(permissions: list[dict[str, Any]], action: str) -> bool:
     return False
 
 
-def missing_grant_rights(azure: Azure, resource_group: str) -> list[str]:
-    scope = f"/subscriptions/{azure.subscription_id}"
+def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> bool:
+    """Whether the lab gets idle stop, asked before anything is created."""
+    record.idle.pop("why_not", None)
+    if not spec.idle_stop and spec.budget is None:
+        return False
     with arm("checking whether you may give the lab's VM its idle-stop role"):
-        _, answer = call(azure, "GET", f"{scope}/providers/Microsoft.Authorization/permissions")
-    permissions = list((answer or {}).get("value") or [])
-    return [action for action in GRANT_ACTIONS if not _allows(permissions, action)]
-
-
-def grant(
-    azure: Azure,
-    resource_group_id: str,
-    vm_id: str,
-    lab: str,
-    principal: str,
-    ui: Reporter,
-    workers: dict[str, str] | None = None,
-) -> None:
-    """Idempotent; also on ``workers`` (VM id -> its identity), the lab's other VMs, which node 0 deallocates with
-    itself and each deallocates itself once node 0 is gone."""
-    with arm("creating the lab's idle-stop role"):
-        call(
-            azure,
-            "PUT",
-            role_definition_url(resource_group_id, vm_id),
-            role_definition(resource_group_id, vm_id, lab),
+        _, answer = call(
+            azure, "GET", f"/subscriptions/{azure.subscription_id}/providers/Microsoft.Authorization/permissions"
         )
-    for scope, own in [(vm_id, ""), *(workers or {}).items()]:
-        for who, url in [(principal, role_assignment_url(scope)), (own, role_assignment_url(scope, True))]:
-            if who:
-                _assign(azure, url, role_assignment(azure.subscription_id, scope, who, role_of=vm_id), ui)
+    permissions = list((answer or {}).get("value") or [])
+    missing = [action for action in GRANT_ACTIONS if not _allows(permissions, action)]
+    if not missing:
+        return True
+    why = (
+        f"Idle stop needs the VM's own identity to hold a role that may deallocate it, and giving it one "
+        f"needs {' and '.join(missing)} in subscription {azure.subscription_id}, which your login lacks."
+    )
+    if spec.idle_explicit or spec.budget is not None:
+        raise LabctlError(
+            f"{why} Nothing was created.",
+            hint=f"{ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
+            "auto-shutdown alone.",
+        )
+    ui.warn(
+        f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "
+        f"{ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
+    )
+    record.idle["why_not"] = "your Azure login may not assign roles (Owner or User Access Administrator is needed)"
+    return False
+
+
+def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Reporter) -> None:
+    """Idempotent. Node 0's identity may deallocate every VM of the lab, and each worker's its own, for when node 0
+    is gone (evicted, deallocated)."""
+    rg, vm_id = names.resource_group, names.id("vm")
+
+    def principal(node: int) -> str:
+        with arm("reading the VM's identity"):
+            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, names.name("vm", node))) or {}
+        identity = vm.get("identity") or {}
+        return str(identity.get("principalId") or identity.get("principal_id") or "")
+
+    found = side_by_side([functools.partial(principal, node) for node in range(nodes)])
+    if not found[0]:
+        ui.warn(
+            f"The VM {names.name('vm')} was made without an identity, so it cannot stop itself when idle; its daily "
+            f"auto-shutdown stays. 'labctl down --name {names.lab}' and 'labctl up' again to add idle stop."
+        )
+        record.idle["why_not"] = "the VM was created without a managed identity"
+        return
+    rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
+    what = "this VM" if nodes == 1 else f"this VM and the lab's {nodes - 1} other VMs"
+    with ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
+        with arm("creating the lab's idle-stop role"):
+            call(azure, "PUT", role_definition_url(rg_id, vm_id), role_definition(rg_id, vm_id, names.lab))
+        for node in range(nodes):
+            scope, own = names.id("vm", node), found[node] if node else ""
+            for who, url in [(found[0], role_assignment_url(scope)), (own, role_assignment_url(scope, True))]:
+                if who:
+                    _assign(azure, url, role_assignment(azure.subscription_id, scope, who, role_of=vm_id), ui)
+    record.idle["granted"] = True
 
 
 def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
@@ -172,3 +207,19 @@ def revoke_assignment(azure: Azure, vm_id: str) -> None:
 def delete_role(azure: Azure, vm_id: str) -> None:
     with arm("deleting the lab's idle-stop role"):
         call(azure, "DELETE", role_definition_id(azure.subscription_id, vm_id))
+
+
+def remove_rights(azure: Azure, vm_ids: list[str], record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
+    """The assignments go before the group, the role after it (roles outlive groups); both are looked for even
+    without a record of them, and a refusal is said only when this computer knows they were made."""
+    for vm_id in vm_ids:
+        try:
+            if before_group:
+                revoke_assignment(azure, vm_id)
+            else:
+                with ui.step("Deleting the lab's idle-stop role"):
+                    delete_role(azure, vm_id)
+        except LabctlError as exc:
+            if record.idle.get("granted"):
+                what = "role assignment" if before_group else "custom role"
+                ui.warn(f"The idle-stop {what} of lab '{record.name}' could not be deleted: {exc.message}")

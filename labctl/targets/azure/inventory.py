@@ -12,8 +12,8 @@ from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, finish, get_or_none, side_by_side, wait_rg_gone
-from labctl.targets.azure.plan import LabNames
+from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, side_by_side, wait_rg_gone
+from labctl.targets.azure.plan import LabNames, names_of
 from labctl.targets.azure.record import (
     TAG_HISTORY,
     azure_data,
@@ -84,7 +84,7 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     td = azure_data(record)
     td["subscription"] = azure.subscription_id
     td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
-    td["vm_name"] = LabNames(name).vm
+    td["vm_name"] = LabNames(name).name("vm")
     if lab.details.get("owner_id"):
         td["owner"] = str(lab.details["owner_id"])
         td["owner_name"] = str(lab.details.get("owner") or lab.details["owner_id"])
@@ -94,19 +94,18 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     return record
 
 
-def owner_of(azure: Azure, record: LabRecord) -> LabOwner:
+def owner_of(azure: Azure, record: LabRecord, group: dict[str, Any] | None = None) -> LabOwner:
     """The group's ``labctl-owner`` tag decides, never the record (which a hand edit could point at a colleague's
     group); only a group that is gone falls back to the record. A lab without an owner (made before labs were per
     person) is the user's when this computer recorded it, and nobody's known when only found in Azure."""
     td = azure_data(record)
-    oid, name = td.get("owner"), td.get("owner_name")
-    group = td.get("resource_group")
-    if group:
+    oid, name, rg = td.get("owner"), td.get("owner_name"), td.get("resource_group")
+    if group is None and rg:
         with arm("reading the lab's resource group"):
-            found = get_or_none(lambda: azure.resources.resource_groups.get(group))
-        if found is not None:
-            tags = found.get("tags") or {}
-            oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
+            group = get_or_none(lambda: azure.resources.resource_groups.get(rg))
+    if group is not None:
+        tags = group.get("tags") or {}
+        oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
     me = azure.principal
     if oid is None:
         return LabOwner(None, record.status != "found-in-azure", me.name)
@@ -125,16 +124,30 @@ def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:
 
 
 def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
-    td = azure_data(record)
-    rg, vm_name = td.get("resource_group"), td.get("vm_name")
-    with arm("reading the lab's VM"):
-        vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, vm_name))
-        if vm is None:
-            return {"power_state": "missing", "resource_group": rg, "region": td.get("region")}
-        view = azure.compute.virtual_machines.instance_view(rg, vm_name).as_dict()
-        pip = get_or_none(lambda: azure.network.public_ip_addresses.get(rg, LabNames(record.name).public_ip))
-    power, since = _power_state(view)
-    size = str(vm["properties"]["hardwareProfile"]["vmSize"])
+    td, names, nodes = azure_data(record), names_of(record), node_count(record)
+    rg, ops = names.resource_group, azure.compute.virtual_machines
+
+    def read(node: int) -> tuple[dict[str, Any] | None, str, str | None, str | None, Any]:
+        """The VM, its power and since when, its private address (in a lab of several), the public one (node 0)."""
+        name, network = names.name("vm", node), azure.network
+        with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
+            vm = get_or_none(lambda: ops.get(rg, name))
+            power, since = _power_state(ops.instance_view(rg, name).as_dict()) if vm else ("missing", None)
+            nic = (
+                get_or_none(lambda: network.network_interfaces.get(rg, names.name("nic", node))) if nodes > 1 else None
+            )
+            pip = (
+                get_or_none(lambda: network.public_ip_addresses.get(rg, names.name("public_ip")))
+                if vm and not node
+                else None
+            )
+        return vm, power, since, private_address(nic), dig(pip, "properties", "ipAddress")
+
+    vms = side_by_side([functools.partial(read, node) for node in range(nodes)])
+    vm, power, since, _, address = vms[0]
+    if vm is None:
+        return {"power_state": "missing", "resource_group": rg, "region": td.get("region")}
+    size = str(_size(vm))
     entry = SIZES.get(size.lower())
     noticed = parse_time(since).isoformat() if since else None
     if note_power(record, power, noticed):  # a change labctl did not make: the idle agent, the schedule
@@ -146,14 +159,13 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
             uptime = int((datetime.now(timezone.utc) - parse_time(str(started))).total_seconds())
         except ValueError:
             uptime = None
-    nodes = node_count(record)
     price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) * nodes if entry else None)
     spent = _spend(record, str(vm.get("location") or td.get("region")), size)
     if spent.get("compute_per_hour_usd") is not None:
         price = spent["compute_per_hour_usd"]
     facts = {
         "power_state": power,
-        "public_ip": ((pip or {}).get("properties") or {}).get("ipAddress"),
+        "public_ip": address,
         "size": size,
         "gpu": f"{entry.gpu_count}x {entry.gpu_model}" if entry and entry.gpu else None,
         "region": vm.get("location"),
@@ -166,8 +178,15 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         "resource_group": rg,
     }
     if nodes > 1:
-        facts["nodes"] = describe_nodes(azure, record, {"power_state": power, "size": size})
+        facts["nodes"] = [
+            {"node": n, "name": names.name("vm", n), "power_state": p, "size": _size(v), "private_ip": ip}
+            for n, (v, p, _, ip, _) in enumerate(vms)
+        ]
     return facts
+
+
+def _size(vm: dict[str, Any] | None) -> Any:
+    return dig(vm, "properties", "hardwareProfile", "vmSize")
 
 
 def private_address(nic: dict[str, Any] | None) -> str | None:
@@ -176,25 +195,6 @@ def private_address(nic: dict[str, Any] | None) -> str | None:
         if address:
             return str(address)
     return None
-
-
-def describe_nodes(azure: Azure, record: LabRecord, head: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per VM, read side by side; node 0's power and size are ``head``'s, already read."""
-    rg, names, nodes = azure_data(record).get("resource_group"), LabNames(record.name), node_count(record)
-    ops = azure.compute.virtual_machines
-
-    def read(node: int) -> dict[str, Any]:
-        name, facts = names.vm_of(node), dict(head)
-        with arm(f"reading the VM of node {node}"):
-            nic = get_or_none(lambda: azure.network.network_interfaces.get(rg, names.nic_of(node)))
-            if node:
-                vm = get_or_none(lambda: ops.get(rg, name))
-                size = ((vm or {}).get("properties") or {}).get("hardwareProfile", {}).get("vmSize")
-                power = _power_state(ops.instance_view(rg, name).as_dict())[0] if vm else "missing"
-                facts = {"power_state": power, "size": size}
-        return {"node": node, "name": name, **facts, "private_ip": private_address(nic)}
-
-    return side_by_side([functools.partial(read, node) for node in range(nodes)])
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
@@ -217,38 +217,34 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
     return facts
 
 
-def _power_action(ops: Any, rg: str, name: str, on: bool, *, worker: bool) -> Any:
-    """A worker an interrupted `up` never made is passed over (None)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        return (ops.begin_start if on else ops.begin_deallocate)(rg, name)
-    except ResourceNotFoundError:
-        if not worker:
-            raise
-        return None
-
-
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
-    td = azure_data(record)
-    rg, vm_name = td.get("resource_group"), td.get("vm_name")
-    if not rg or not vm_name:
+    td, names = azure_data(record), names_of(record)
+    if not td.get("resource_group"):
         raise LabctlError(f"Lab '{record.name}' has no VM yet.", hint="Run 'labctl up' to finish creating it.")
-    ops, names = azure.compute.virtual_machines, LabNames(record.name)
-    vms = [vm_name] + [names.vm_of(node) for node in range(1, node_count(record))]
+    ops, rg = azure.compute.virtual_machines, names.resource_group
     with arm("starting the VM" if on else "deallocating the VM"):
-        if get_or_none(lambda: ops.get(rg, vm_name)) is None:
+        if get_or_none(lambda: ops.get(rg, names.name("vm"))) is None:
             raise NotFound(
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        pollers = [_power_action(ops, rg, name, on, worker=i > 0) for i, name in enumerate(vms)]
+        pollers = [_power_action(ops, rg, names.name("vm", node), on) for node in range(node_count(record))]
         for poller in pollers:
             if poller is not None:
                 finish(poller)
     note_power(record, "running" if on else "deallocated")
     save_power_tag(azure, record)
     return describe_lab(azure, record)
+
+
+def _power_action(ops: Any, rg: str, name: str, on: bool) -> Any:
+    """A worker an interrupted `up` never made is passed over (None); node 0 was just seen."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return (ops.begin_start if on else ops.begin_deallocate)(rg, name)
+    except ResourceNotFoundError:
+        return None
 
 
 FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"

@@ -10,79 +10,60 @@ from typing import Any
 from labctl.catalog import VmSize, choose_sizes
 from labctl.errors import LabctlError
 from labctl.spec import LabSpec
+from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.fit import refuse_grid_only
+from labctl.targets.azure.record import azure_data
 from labctl.targets.azure.shutdown import schedule_time
 from labctl.validate import check_region
 
 _INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
 
 
+# Each resource of a lab: its type and its name; "{n}" is the node's number, empty for node 0.
+RESOURCES = {
+    "vnet": ("Microsoft.Network/virtualNetworks", "{lab}-vnet"),
+    "nsg": ("Microsoft.Network/networkSecurityGroups", "{lab}-nsg"),
+    "public_ip": ("Microsoft.Network/publicIPAddresses", "{lab}-ip"),
+    "nat_ip": ("Microsoft.Network/publicIPAddresses", "{lab}-nat-ip"),
+    "nat_gateway": ("Microsoft.Network/natGateways", "{lab}-nat"),
+    "ppg": ("Microsoft.Compute/proximityPlacementGroups", "{lab}-ppg"),
+    "nic": ("Microsoft.Network/networkInterfaces", "{lab}-nic{n}"),
+    "vm": ("Microsoft.Compute/virtualMachines", "{lab}-vm{n}"),
+    "disk": ("Microsoft.Compute/disks", "{lab}-vm{n}-osdisk"),
+    "schedule": ("Microsoft.DevTestLab/schedules", "shutdown-computevm-{lab}-vm{n}"),
+}
+SUBNET = "default"
+
+
 @dataclass(frozen=True)
 class LabNames:
     lab: str
-    # The lab's resource group: "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made
-    # now (``for_owner``), or whatever the record says (labs made before labs were per person: "labctl-<lab>").
+    # "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made now (``for_owner``), or what the
+    # record says (labs made before labs were per person: "labctl-<lab>").
     group: str = ""
+    subscription: str = ""  # for the ids
 
     @classmethod
-    def for_owner(cls, lab: str, owner_short: str) -> LabNames:
-        return cls(lab, f"labctl-{lab}-{owner_short}")
+    def for_owner(cls, lab: str, owner_short: str, subscription: str = "") -> LabNames:
+        return cls(lab, f"labctl-{lab}-{owner_short}", subscription)
 
     @property
     def resource_group(self) -> str:
         return self.group or f"labctl-{self.lab}"
 
-    @property
-    def vnet(self) -> str:
-        return f"{self.lab}-vnet"
+    def name(self, kind: str, node: int = 0) -> str:
+        return RESOURCES[kind][1].format(lab=self.lab, n=node or "")
 
-    subnet = "default"
-
-    @property
-    def nsg(self) -> str:
-        return f"{self.lab}-nsg"
+    def id(self, kind: str, node: int = 0) -> str:
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+        return f"{group}/providers/{RESOURCES[kind][0]}/{self.name(kind, node)}"
 
     @property
-    def public_ip(self) -> str:
-        return f"{self.lab}-ip"
-
-    @property
-    def nic(self) -> str:
-        return f"{self.lab}-nic"
-
-    @property
-    def nat_gateway(self) -> str:
-        return f"{self.lab}-nat"
-
-    @property
-    def nat_ip(self) -> str:
-        return f"{self.lab}-nat-ip"
-
-    @property
-    def vm(self) -> str:
-        return f"{self.lab}-vm"
-
-    @property
-    def schedule(self) -> str:
-        return f"shutdown-computevm-{self.vm}"
-
-    @property
-    def ppg(self) -> str:
-        return f"{self.lab}-ppg"
-
-    # Node 0 is the lab's own machine with the names above; workers (1, 2, ...) are numbered after it.
-
-    def vm_of(self, node: int) -> str:
-        return self.vm if node == 0 else f"{self.lab}-vm{node}"
-
-    def nic_of(self, node: int) -> str:
-        return self.nic if node == 0 else f"{self.lab}-nic{node}"
-
-    def schedule_of(self, node: int) -> str:
-        return f"shutdown-computevm-{self.vm_of(node)}"
+    def subnet_id(self) -> str:
+        return f"{self.id('vnet')}/subnets/{SUBNET}"
 
 
 @dataclass
@@ -108,33 +89,29 @@ class AzurePlan:
         """The resource group as the plan shows it: a new lab's carries its owner's id, known after login."""
         return self.names.group or f"labctl-{self.names.lab}-<first 8 hex digits of your object id>"
 
-    def resources(self, size: VmSize, region: str) -> list[dict[str, str]]:
-        n = self.names
+    def resources(self, size: VmSize) -> list[dict[str, str]]:
+        n = self.names.name
+        image = f"{size.name}, {self.image}{', Spot' if self.spot else ''}"
         rows = [
-            {"type": "Microsoft.Resources/resourceGroups", "name": self.group_shown},
-            {"type": "Microsoft.Network/virtualNetworks", "name": f"{n.vnet} (10.42.0.0/16, subnet {n.subnet})"},
-            {"type": "Microsoft.Network/networkSecurityGroups", "name": n.nsg},
-            {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.public_ip} (Standard, static)"},
+            ("vnet", 0, f" (10.42.0.0/16, subnet {SUBNET})"),
+            ("nsg", 0, ""),
+            ("public_ip", 0, " (Standard, static)"),
         ]
         if self.nodes > 1:  # the workers' way out: a subnet made now has no default outbound access
             rows += [
-                {"type": "Microsoft.Network/publicIPAddresses", "name": f"{n.nat_ip} (Standard, static)"},
-                {"type": "Microsoft.Network/natGateways", "name": f"{n.nat_gateway} (the subnet's way out)"},
-                {"type": "Microsoft.Compute/proximityPlacementGroups", "name": n.ppg},
+                ("nat_ip", 0, " (Standard, static)"),
+                ("nat_gateway", 0, " (the subnet's way out)"),
+                ("ppg", 0, ""),
             ]
-        image = f"{size.name}, {self.image}{', Spot' if self.spot else ''}"
         for node in range(self.nodes):
-            nic = n.nic_of(node)
-            if self.nodes > 1:
-                nic += " (node 0, with the public IP)" if node == 0 else f" (node {node}, private address only)"
-            rows += [
-                {"type": "Microsoft.Network/networkInterfaces", "name": nic},
-                {"type": "Microsoft.Compute/virtualMachines", "name": f"{n.vm_of(node)} ({image})"},
-                {"type": "Microsoft.Compute/disks", "name": f"{n.vm_of(node)}-osdisk (deleted with the VM)"},
-            ]
-        if self.shutdown_at:
-            rows += [{"type": "Microsoft.DevTestLab/schedules", "name": n.schedule_of(i)} for i in range(self.nodes)]
-        return rows
+            where = f" (node {node}, private address only)" if node else " (node 0, with the public IP)"
+            where = where if self.nodes > 1 else ""
+            rows += [("nic", node, where), ("vm", node, f" ({image})"), ("disk", node, " (deleted with the VM)")]
+        rows += [("schedule", node, "") for node in range(self.nodes) if self.shutdown_at]
+        return [
+            {"type": "Microsoft.Resources/resourceGroups", "name": self.group_shown},
+            *({"type": RESOURCES[kind][0], "name": n(kind, node) + more} for kind, node, more in rows),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         first = self.sizes[0]
@@ -158,7 +135,7 @@ class AzurePlan:
             "spot": self.spot,
             "image": self.image,
             "nodes": self.nodes,
-            "resources": self.resources(first, self.regions[0]),
+            "resources": self.resources(first),
             "inbound_rules": [ssh_rule(self.source)],
             "shutdown_at": self.shutdown_at,
             "shutdown_time_zone": self.shutdown_tz,
@@ -186,7 +163,7 @@ class AzurePlan:
             lines.append(f"  then:           {fallback.describe()}{spot}")
         lines.append(f"  image:          {self.image}")
         lines.append("  resources:")
-        for row in self.resources(first, self.regions[0]):
+        for row in self.resources(first):
             lines.append(f"    {row['type']:<42} {row['name']}")
         src = "anywhere (--allow-ip any)" if self.source == "*" else self.source
         lines.append(f"  inbound:        TCP 22 (SSH) from {src} only; Jupyter only through the SSH tunnel")
@@ -203,6 +180,11 @@ class AzurePlan:
         lines.append("  Before creating anything, 'up' checks size availability, vCPU quota and the image.")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
+
+
+def names_of(record: LabRecord) -> LabNames:
+    td = azure_data(record)
+    return LabNames(record.name, td.get("resource_group") or "", td.get("subscription") or "")
 
 
 def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:

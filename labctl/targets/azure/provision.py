@@ -21,12 +21,13 @@ from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
-from labctl.targets.azure.bodies import Ids
 from labctl.targets.azure.clients import Azure, arm, connect, finish, get_or_none, side_by_side, wait_rg_gone
-from labctl.targets.azure.inventory import private_address
+from labctl.targets.azure.idlerole import grant, may_grant
+from labctl.targets.azure.inventory import owner_of, private_address
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
 from labctl.targets.azure.record import azure_data, node_count, note_power, save_power_tag
+from labctl.targets.azure.settings import SCHEDULE_API_VERSION
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 
@@ -97,11 +98,10 @@ class Provisioner:
         self.nodes = nodes
         # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
-        group = azure_data(record).get("resource_group")
-        self.names = plan.names = (
-            LabNames(spec.name, group) if group else LabNames.for_owner(spec.name, azure.principal.short)
+        group, sub = azure_data(record).get("resource_group"), azure.subscription_id
+        self.names = (
+            LabNames(spec.name, group, sub) if group else LabNames.for_owner(spec.name, azure.principal.short, sub)
         )
-        self.ids = Ids(azure.subscription_id, self.names)
         self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found, kept while it is the choice
         self._built_region: str | None = None
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
@@ -109,87 +109,17 @@ class Provisioner:
         self.idle_rights = False
 
     def run(self) -> LabRecord:
-        self.idle_rights = self._check_idle_rights()
+        self.idle_rights = may_grant(self.azure, self.spec, self.record, self.ui)
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
         self._fill_record(choice)
         if self.idle_rights:
-            self._grant_idle_stop()
+            grant(self.azure, self.names, self.nodes, self.record, self.ui)
+            self.save(self.record)
         return self.record
 
-    def _check_idle_rights(self) -> bool:
-        """Asked before anything is created."""
-        from labctl.targets.azure.idlerole import ASK_FOR, missing_grant_rights
-
-        wanted = bool(self.spec.idle_stop) or self.spec.budget is not None
-        self.record.idle.pop("why_not", None)
-        if not wanted:
-            return False
-        missing = missing_grant_rights(self.azure, self.names.resource_group)
-        if not missing:
-            return True
-        why = (
-            f"Idle stop needs the VM's own identity to hold a role that may deallocate it, and giving it one "
-            f"needs {' and '.join(missing)} in subscription {self.azure.subscription_id}, which your login lacks."
-        )
-        if self.spec.idle_explicit or self.spec.budget is not None:
-            raise LabctlError(
-                f"{why} Nothing was created.",
-                hint=f"{ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
-                "auto-shutdown alone.",
-            )
-        self.ui.warn(
-            f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "
-            f"{ASK_FOR}, then 'labctl down' and 'labctl up' to add it."
-        )
-        self.record.idle["why_not"] = (
-            "your Azure login may not assign roles (Owner or User Access Administrator is needed)"
-        )
-        return False
-
-    def _grant_idle_stop(self) -> None:
-        from labctl.targets.azure.idlerole import grant
-
-        azure, rg = self.azure, self.names.resource_group
-
-        def principal(node: int) -> str:
-            with arm("reading the VM's identity"):
-                vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, self.names.vm_of(node))) or {}
-            identity = vm.get("identity") or {}
-            return str(identity.get("principalId") or identity.get("principal_id") or "")
-
-        # Each worker's own identity may deallocate it too, for when node 0 is gone (evicted, deallocated).
-        found = side_by_side([functools.partial(principal, node) for node in range(self.nodes)])
-        if not found[0]:
-            self.ui.warn(
-                f"The VM {self.names.vm} was made without an identity, so it cannot stop itself when idle; its daily "
-                f"auto-shutdown stays. 'labctl down --name {self.names.lab}' and 'labctl up' again to add idle stop."
-            )
-            self.record.idle["why_not"] = "the VM was created without a managed identity"
-            return
-        rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
-        workers = {self.ids.vm_of(node): found[node] for node in range(1, self.nodes)}
-        what = "this VM" if not workers else f"this VM and the lab's {len(workers)} other VMs"
-        with self.ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
-            grant(azure, rg_id, self.ids.vm, self.names.lab, found[0], self.ui, workers)
-        self.record.idle["granted"] = True
-        self.save(self.record)
-
-    def _check_owner(self, rg: dict[str, Any]) -> None:
-        """Never converge (or later delete) a lab someone else made: say whose it is and how to make one's own."""
-        tags = rg.get("tags") or {}
-        owner = tags.get(settings.TAG_OWNER) or azure_data(self.record).get("owner")
-        if owner is None or owner.lower() == self.azure.principal.oid.lower():
-            return
-        who = tags.get(settings.TAG_OWNER_NAME) or azure_data(self.record).get("owner_name") or owner
-        raise LabctlError(
-            f"Lab '{self.names.lab}' (resource group {rg.get('name') or self.names.resource_group}) belongs to "
-            f"{who}, not to you ({self.azure.principal.name}); labctl changes nobody else's lab.",
-            hint="Make a lab of your own with another name ('labctl up --name NAME'), or sign in as the owner.",
-        )
-
     def _settle_group(self) -> None:
-        """Wait out an earlier deletion; a lab that exists keeps its region and its VMs."""
+        """Wait out an earlier deletion; a lab that exists keeps its region and its VMs, and is the user's own."""
         azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
         with arm(f"reading the resource group {rg_name}"):
             rg = get_or_none(lambda: azure.resources.resource_groups.get(rg_name))
@@ -199,7 +129,13 @@ class Provisioner:
             rg = None
         if rg is None:
             return
-        self._check_owner(rg)
+        owner = owner_of(azure, self.record, rg)
+        if owner.name and not owner.mine:
+            raise LabctlError(
+                f"Lab '{names.lab}' (resource group {rg.get('name') or rg_name}) belongs to {owner.name}, not to "
+                f"you ({owner.you}); labctl changes nobody else's lab.",
+                hint="Make a lab of your own with another name ('labctl up --name NAME'), or sign in as the owner.",
+            )
         existing_region = str(rg["location"]).lower()
         if not plan.auto_region and plan.regions[0] != existing_region and self.spec.region:
             raise LabctlError(
@@ -212,7 +148,7 @@ class Provisioner:
 
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         """A create under way waited out, a failed one removed (None)."""
-        ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.vm_of(node)
+        ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
         deadline = time.monotonic() + settings.operation_timeout()
         with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
             vm = get_or_none(lambda: ops.get(rg, name))
@@ -228,8 +164,8 @@ class Provisioner:
             with arm("waiting for the lab's VM"):
                 vm = get_or_none(lambda: ops.get(rg, name))
         if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
-            with self.ui.step(f"Removing the VM {name} whose creation failed"), arm("deleting a failed VM"):
-                finish(ops.begin_delete(rg, name))
+            with self.ui.step(f"Removing the VM {name} whose creation failed"):
+                self._delete_vm(node)
             return None
         if vm is not None and not self._pinned_key(node):
             what = "" if node == 0 else f" (node {node}, {name})"
@@ -238,6 +174,12 @@ class Provisioner:
                 hint=f"Delete it with 'labctl down --name {self.names.lab}' and create it again with 'labctl up'.",
             )
         return vm
+
+    def _delete_vm(self, node: int) -> None:
+        """ARM answers the deletion of a VM that is not there with 204, so none is looked for first."""
+        name = self.names.name("vm", node)
+        with arm(f"deleting the VM {name}"):
+            finish(self.azure.compute.virtual_machines.begin_delete(self.names.resource_group, name))
 
     def _pinned_key(self, node: int) -> str | None:
         nodes = self.record.nodes
@@ -254,7 +196,7 @@ class Provisioner:
             security = (head["properties"].get("securityProfile") or {}).get("securityType")
             nics, rg = self.azure.network.network_interfaces, self.names.resource_group
             with arm("reading the lab's network interface"):
-                nic = get_or_none(lambda: nics.get(rg, self.names.nic)) or {}
+                nic = get_or_none(lambda: nics.get(rg, self.names.name("nic"))) or {}
             choice = Choice(
                 str(head["location"]).lower(),
                 lookup(head["properties"]["hardwareProfile"]["vmSize"]),
@@ -287,8 +229,9 @@ class Provisioner:
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
         azure, rg = self.azure, self.names.resource_group
-        ensure_providers(azure)  # here, not earlier: a size or region Azure cannot give is refused before any write
-        if self._built_region and self._built_region != choice.region:
+        if self._built_region is None:  # once, and only now: a size or region Azure cannot give writes nothing
+            ensure_providers(azure)
+        elif self._built_region != choice.region:
             moving = f"Removing the network built in {self._built_region} before moving to {choice.region}"
             with self.ui.step(moving), arm(f"deleting the resource group {rg}"):
                 finish(azure.resources.resource_groups.begin_delete(rg))
@@ -300,7 +243,7 @@ class Provisioner:
         self.save(self.record)
         head = self._vms.get(0)
         placed = ((head or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
-        self._placement = self.ids.ppg if head is None and self.nodes > 1 else placed.get("id")
+        self._placement = self.names.id("ppg") if head is None and self.nodes > 1 else placed.get("id")
         self._build_network(choice, tags)
         self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
@@ -314,7 +257,7 @@ class Provisioner:
             {
                 "subscription": self.azure.subscription_id,
                 "resource_group": self.names.resource_group,  # from here on `down` has something to remove
-                "vm_name": self.names.vm,
+                "vm_name": self.names.name("vm"),
                 "region": choice.region,
                 "size": choice.size.name,
                 "created_at": created_at,
@@ -330,66 +273,64 @@ class Provisioner:
     def _build_network(self, choice: Choice, tags: dict[str, str]) -> None:
         """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
-        region = choice.region
-        compute = self.azure.compute
+        region, many = choice.region, self.nodes > 1
+
+        def put(ops: Any, kind: str, body: Any, what: str) -> Any:
+            with arm(f"creating the {what}"):
+                return finish(ops.begin_create_or_update(rg, names.name(kind), body))
 
         def vnet() -> None:
-            nat = self.ids.nat_gateway if self.nodes > 1 else None
-            if nat:  # the workers' way out: a new subnet has no default outbound access
-                with arm("creating the NAT gateway and its public IP address"):
-                    ip = bodies.public_ip(region, tags)
-                    finish(network.public_ip_addresses.begin_create_or_update(rg, names.nat_ip, ip))
-                    gateway = bodies.nat_gateway(region, tags, self.ids.nat_ip)
-                    finish(network.nat_gateways.begin_create_or_update(rg, names.nat_gateway, gateway))
-            with arm("creating the virtual network"):
-                body = bodies.virtual_network(region, tags, names.subnet, nat)
-                finish(network.virtual_networks.begin_create_or_update(rg, names.vnet, body))
+            if many:  # the workers' way out: a new subnet has no default outbound access
+                put(network.public_ip_addresses, "nat_ip", bodies.public_ip(region, tags), "NAT gateway's IP address")
+                put(
+                    network.nat_gateways,
+                    "nat_gateway",
+                    bodies.nat_gateway(region, tags, names.id("nat_ip")),
+                    "NAT gateway",
+                )
+            nat = names.id("nat_gateway") if many else None
+            put(network.virtual_networks, "vnet", bodies.virtual_network(region, tags, nat), "virtual network")
 
         def nsg() -> None:
-            with arm("creating the network security group"):
-                body = bodies.security_group(region, tags, source)
-                result = finish(network.network_security_groups.begin_create_or_update(rg, names.nsg, body))
+            body = bodies.security_group(region, tags, source)
+            result = put(network.network_security_groups, "nsg", body, "network security group")
             check_rules(result.as_dict().get("properties", {}).get("securityRules") or [], source)
 
         def pip() -> None:
-            with arm("creating the public IP address"):
-                body = bodies.public_ip(region, tags)
-                finish(network.public_ip_addresses.begin_create_or_update(rg, names.public_ip, body))
+            put(network.public_ip_addresses, "public_ip", bodies.public_ip(region, tags), "public IP address")
 
         def ppg() -> None:
-            with arm("creating the proximity placement group"):
+            with arm("creating the proximity placement group"):  # synchronous in ARM
                 body = bodies.proximity_placement_group(region, tags)
-                compute.proximity_placement_groups.create_or_update(rg, names.ppg, body)  # synchronous in ARM
+                self.azure.compute.proximity_placement_groups.create_or_update(rg, names.name("ppg"), body)
 
-        ours = (self._placement or "").lower() == self.ids.ppg.lower()  # ARM may spell the group in capitals
-        steps = [vnet, nsg, pip] + ([ppg] if ours else [])
-        label = f"Network: {names.vnet}, {names.nsg} (SSH from {source} only), {names.public_ip}"
-        label += f", NAT gateway {names.nat_gateway}" if self.nodes > 1 else ""
-        label += f", placement group {names.ppg}" if ours else ""
+        ours = (self._placement or "").lower() == names.id("ppg").lower()  # ARM may spell the group in capitals
+        n = names.name
+        label = f"Network: {n('vnet')}, {n('nsg')} (SSH from {source} only), {n('public_ip')}"
+        label += f", NAT gateway {n('nat_gateway')}" if many else ""
+        label += f", placement group {n('ppg')}" if ours else ""
         with self.ui.step(label):
-            side_by_side(steps)
+            side_by_side([vnet, nsg, pip] + ([ppg] if ours else []))
         azure_data(self.record).update({"allow_ip": source, "placement_group": self._placement})
         self.save(self.record)
         # Node 0's NIC first: Azure gives private addresses in order from .4, so the head node has the first.
-        with self.ui.step(f"Network interface {names.nic}"):
+        with self.ui.step(f"Network interface {n('nic')}"):
             self._make_nic(choice, tags, 0)
-        if self.nodes > 1:
+        if many:
             es = "" if self.nodes == 2 else "es"
             with self.ui.step(f"Network interface{es[1:]} of {_workers(self.nodes)} (private address{es} only)"):
                 side_by_side([functools.partial(self._make_nic, choice, tags, n) for n in range(1, self.nodes)])
         self.save(self.record)
 
     def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> None:
-        network, rg = self.azure.network, self.names.resource_group
+        ops, rg, name = self.azure.network.network_interfaces, self.names.resource_group, self.names.name("nic", node)
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
-            body = bodies.network_interface(choice.region, tags, self.ids, node, choice.accelerated_networking)
-            nic = finish(network.network_interfaces.begin_create_or_update(rg, self.names.nic_of(node), body))
+            body = bodies.network_interface(choice.region, tags, self.names, node, choice.accelerated_networking)
+            nic = finish(ops.begin_create_or_update(rg, name, body))
         address = private_address(nic.as_dict() if hasattr(nic, "as_dict") else nic)
         if address is None:
             with arm(f"reading the network interface of node {node}"):
-                address = private_address(
-                    get_or_none(lambda: network.network_interfaces.get(rg, self.names.nic_of(node)))
-                )
+                address = private_address(get_or_none(lambda: ops.get(rg, name)))
         if address is None:
             raise LabctlError(
                 f"Azure gave node {node} of lab '{self.names.lab}' no private address.",
@@ -399,7 +340,12 @@ class Provisioner:
 
     def _build_vms(self, choice: Choice, tags: dict[str, str]) -> None:
         """A VM that exists is kept; a new one's host key is pinned in the record before the VM exists."""
-        self._drop_other_sizes(choice)
+        for node, vm in sorted(self._vms.items()):  # workers of another size than node 0's (made again) go
+            size = ((vm.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize")
+            if node and size and size != choice.size.name:
+                with self.ui.step(f"Removing the VM of node {node} ({size}, not {choice.size.name})"):
+                    self._delete_vm(node)
+                del self._vms[node]
         made_head = 0 not in self._vms
         missing = [node for node in range(self.nodes) if node not in self._vms]
         hosts = {
@@ -411,7 +357,10 @@ class Provisioner:
         user_pub = self._prepare_login(choice) if missing else ""
         self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
         if made_head:
-            self._create_vms(choice, tags, [0], hosts, user_pub)
+            spot = f", Spot ~${choice.size.hourly(True):.2f}/h" if self.plan.spot else ""
+            security = "" if choice.trusted_launch else ", without Trusted Launch (the size or image has none)"
+            with self.ui.step(f"VM {self.names.name('vm')}: {choice.size.describe()}{spot}{security}"):
+                self._create_vm(choice, tags, 0, hosts[0], user_pub)
             note_power(self.record, "running")
             self.save(self.record)
         workers = [node for node in missing if node]
@@ -422,11 +371,14 @@ class Provisioner:
             return
         if self._placement is None:
             self.ui.warn(
-                f"The lab's VM {self.names.vm} is in no proximity placement group, so its new nodes are placed "
-                "without one (possibly further apart); 'labctl down' and 'up --nodes N' places all together."
+                f"The lab's VM {self.names.name('vm')} is in no proximity placement group, so its new nodes are "
+                "placed without one (possibly further apart); 'labctl down' and 'up --nodes N' places all together."
             )
+        s = "s" if len(workers) > 1 else ""
+        label = f"VM{s} of node{s} {', '.join(map(str, workers))}: {choice.size.describe()}, private addresses only"
         try:
-            self._create_vms(choice, tags, workers, hosts, user_pub)
+            with self.ui.step(label):
+                side_by_side([functools.partial(self._create_vm, choice, tags, n, hosts[n], user_pub) for n in workers])
         except NoCapacity as refused:
             raise self._worker_refused(refused, made_head) from refused
 
@@ -443,27 +395,13 @@ class Provisioner:
                 host_key=normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node),
                 private_address=self._addresses[node],
                 via_head=True,
-                name=self.names.vm_of(node),
+                name=self.names.name("vm", node),
             )
             for node in range(1, self.nodes)
         ]
 
-    def _create_vms(
-        self, choice: Choice, tags: dict[str, str], nodes: list[int], hosts: dict[int, KeyPair], user_pub: str
-    ) -> None:
-        if nodes == [0]:
-            spot = f", Spot ~${choice.size.hourly(True):.2f}/h" if self.plan.spot else ""
-            security = "" if choice.trusted_launch else ", without Trusted Launch (the size or image has none)"
-            label = f"VM {self.names.vm}: {choice.size.describe()}{spot}{security}"
-        else:
-            s = "s" if len(nodes) > 1 else ""
-            which = ", ".join(str(node) for node in nodes)
-            label = f"VM{s} of node{s} {which}: {choice.size.describe()}, private addresses only"
-        with self.ui.step(label):
-            side_by_side([functools.partial(self._create_vm, choice, tags, n, hosts[n], user_pub) for n in nodes])
-
     def _keep_vm(self, choice: Choice) -> None:
-        self.ui.info(f"VM {self.names.vm} exists ({choice.size.name}); keeping it.")
+        self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
         asked = [s.name for s in self.plan.sizes]
         if self.spec.sizes and choice.size.name not in asked:
             self.ui.warn(
@@ -471,23 +409,12 @@ class Provisioner:
                 f"'labctl down --name {self.names.lab}' and 'up' again to change it."
             )
 
-    def _drop_other_sizes(self, choice: Choice) -> None:
-        """Workers of another size than node 0's are removed (node 0 was made again at a fall-back size)."""
-        ops, rg = self.azure.compute.virtual_machines, self.names.resource_group
-        for node, vm in sorted(self._vms.items()):
-            size = ((vm.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize")
-            if node and size and size != choice.size.name:
-                step = f"Removing the VM of node {node} ({size}, not {choice.size.name})"
-                with self.ui.step(step), arm(f"deleting the VM of node {node}"):
-                    finish(ops.begin_delete(rg, self.names.vm_of(node)))
-                del self._vms[node]
-
     def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
         """A lab just made is removed, so the next size or region is tried for all nodes together."""
         lab, nodes = self.names.lab, self.nodes
         if made_head:
             with self.ui.step(f"Removing the VMs of lab '{lab}'"):
-                side_by_side([functools.partial(self._remove_failed_vm, node) for node in range(nodes)])
+                side_by_side([functools.partial(self._delete_vm, node) for node in range(nodes)])
             self._vms.clear()
             return NoCapacity(
                 f"{refused.message} The lab's {nodes} VMs need room together, so its new VMs were removed.",
@@ -501,22 +428,19 @@ class Provisioner:
 
     def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
         """The daily auto-shutdown of every node's VM, or none (and earlier ones removed) with --no-shutdown."""
-        resources, plan, ids = self.azure.resources.resources, self.plan, self.ids
-        version = settings.SCHEDULE_API_VERSION
+        from azure.core.exceptions import ResourceNotFoundError
+
+        resources, plan, names, version = self.azure.resources.resources, self.plan, self.names, SCHEDULE_API_VERSION
 
         def put(node: int) -> None:
             assert plan.shutdown_hhmm is not None and plan.shutdown_tz is not None
-            schedule = bodies.ShutdownSchedule(region, tags, ids.vm_of(node), plan.shutdown_hhmm, plan.shutdown_tz)
+            body = bodies.shutdown_schedule(region, tags, names.id("vm", node), plan.shutdown_hhmm, plan.shutdown_tz)
             with arm("creating the auto-shutdown schedule"):
-                finish(
-                    resources.begin_create_or_update_by_id(ids.schedule_of(node), schedule.body(), api_version=version)
-                )
+                finish(resources.begin_create_or_update_by_id(names.id("schedule", node), body, api_version=version))
 
         def remove(node: int) -> None:
-            from azure.core.exceptions import ResourceNotFoundError
-
             with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                finish(resources.begin_delete_by_id(ids.schedule_of(node), api_version=version))
+                finish(resources.begin_delete_by_id(names.id("schedule", node), api_version=version))
 
         every = " of every node" if self.nodes > 1 else ""
         if plan.shutdown_at:
@@ -529,13 +453,12 @@ class Provisioner:
 
     def _prepare_login(self, choice: Choice) -> str:
         """The image version and the lab's login key, recorded; the key's public half."""
-        record = self.record
         if not choice.image_version:
             choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
-        record.ssh_key_path = str(key_path)
-        record.nodes[0].user = settings.admin_user()
-        azure_data(record)["image_version"] = choice.image_version
+        self.record.ssh_key_path = str(key_path)
+        self.record.nodes[0].user = settings.admin_user()
+        azure_data(self.record)["image_version"] = choice.image_version
         return user_pub
 
     def _create_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
@@ -560,29 +483,20 @@ class Provisioner:
             node=node,
             placement_group=self._placement,
         )
-        body = bodies.virtual_machine(request, names, self.ids, tags)
+        body = bodies.virtual_machine(request, names, tags)
         which = f" of node {node}" if node else ""
+        ops = self.azure.compute.virtual_machines
         try:
             with arm(f"creating the VM{which} ({choice.size.name} in {choice.region})"):
-                finish(
-                    self.azure.compute.virtual_machines.begin_create_or_update(
-                        names.resource_group, names.vm_of(node), body
-                    )
-                )
+                finish(ops.begin_create_or_update(names.resource_group, names.name("vm", node), body))
         except NoCapacity:
-            self._remove_failed_vm(node)
+            self._delete_vm(node)
             raise
-
-    def _remove_failed_vm(self, node: int = 0) -> None:
-        ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.vm_of(node)
-        with arm("removing the VM that could not be allocated"):
-            if get_or_none(lambda: ops.get(rg, name)) is not None:
-                finish(ops.begin_delete(rg, name))
 
     def _fill_record(self, choice: Choice) -> None:
         azure, names, record = self.azure, self.names, self.record
         with arm("reading the lab's public IP address"):
-            pip = azure.network.public_ip_addresses.get(names.resource_group, names.public_ip).as_dict()
+            pip = azure.network.public_ip_addresses.get(names.resource_group, names.name("public_ip")).as_dict()
         address = (pip.get("properties") or {}).get("ipAddress")
         if not address:
             raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
@@ -601,7 +515,7 @@ class Provisioner:
                 "usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes,
                 "spot": self.plan.spot,
                 "image": self.plan.image,
-                "vm_id": self.ids.vm,
+                "vm_id": names.id("vm"),
                 "started_at": td.get("started_at") or now_iso(),
             }
         )
