@@ -1,45 +1,29 @@
-"""The request bodies of an Azure lab, built from the SDK's typed models by pure functions (no call, no clock).
-
-Each function takes the decisions already made (names, region, size, image, keys) and returns the model the
-matching ``begin_create_or_update`` sends; ``as_dict()`` shows the JSON that goes on the wire, which the unit
-tests compare offline. The auto-shutdown schedule belongs to Microsoft.DevTestLab, for which no SDK is
-installed: it is a small typed dataclass here, sent through the generic resources client.
-"""
+"""The request bodies of an Azure lab: the SDK's typed models, built by pure functions that the unit tests read
+offline (``as_dict()`` is the JSON on the wire). Imported only by `up`, so the SDK is imported at the top."""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from azure.mgmt.compute import models as c
+from azure.mgmt.network import models as n
+from azure.mgmt.resource.resources.models import ResourceGroup
 
 from labctl.targets.azure.access import ssh_rule
 from labctl.targets.azure.plan import SUBNET, LabNames
-
-if TYPE_CHECKING:
-    from azure.mgmt.compute.models import ProximityPlacementGroup, VirtualMachine
-    from azure.mgmt.network.models import (
-        NatGateway,
-        NetworkInterface,
-        NetworkSecurityGroup,
-        PublicIPAddress,
-        VirtualNetwork,
-    )
-    from azure.mgmt.resource.resources.models import ResourceGroup
 
 VNET_PREFIX = "10.42.0.0/16"
 SUBNET_PREFIX = "10.42.0.0/24"
 
 
 def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
-    from azure.mgmt.resource.resources.models import ResourceGroup
-
     return ResourceGroup(location=region, tags=tags)
 
 
-def virtual_network(region: str, tags: dict[str, str], nat_gateway: str | None = None) -> VirtualNetwork:
+def virtual_network(region: str, tags: dict[str, str], nat_gateway: str | None = None) -> n.VirtualNetwork:
     """The lab's VNet; its subnet is private (no default outbound access), so workers go out through the NAT."""
-    from azure.mgmt.network import models as n
-
     way_out = n.SubResource(id=nat_gateway) if nat_gateway else None
     properties = n.SubnetPropertiesFormat(address_prefix=SUBNET_PREFIX, nat_gateway=way_out)
     return n.VirtualNetwork(
@@ -52,9 +36,7 @@ def virtual_network(region: str, tags: dict[str, str], nat_gateway: str | None =
     )
 
 
-def nat_gateway(region: str, tags: dict[str, str], public_ip_id: str) -> NatGateway:
-    from azure.mgmt.network import models as n
-
+def nat_gateway(region: str, tags: dict[str, str], public_ip_id: str) -> n.NatGateway:
     return n.NatGateway(
         location=region,
         tags=tags,
@@ -63,10 +45,7 @@ def nat_gateway(region: str, tags: dict[str, str], public_ip_id: str) -> NatGate
     )
 
 
-def security_group(region: str, tags: dict[str, str], source: str) -> NetworkSecurityGroup:
-    """The lab's NSG: one inbound rule, SSH from ``source`` (see ``access.ssh_rule``); nothing else is opened."""
-    from azure.mgmt.network import models as n
-
+def security_group(region: str, tags: dict[str, str], source: str) -> n.NetworkSecurityGroup:
     return n.NetworkSecurityGroup(
         location=region,
         tags=tags,
@@ -74,9 +53,7 @@ def security_group(region: str, tags: dict[str, str], source: str) -> NetworkSec
     )
 
 
-def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
-    from azure.mgmt.network import models as n
-
+def public_ip(region: str, tags: dict[str, str]) -> n.PublicIPAddress:
     return n.PublicIPAddress(
         location=region,
         tags=tags,
@@ -89,12 +66,8 @@ def public_ip(region: str, tags: dict[str, str]) -> PublicIPAddress:
 
 def network_interface(
     region: str, tags: dict[str, str], names: LabNames, node: int = 0, accelerated: bool = False
-) -> NetworkInterface:
-    """Node ``node``'s NIC in the lab's subnet behind its NSG; only node 0's has the public IP (workers are
-    reached through node 0, at the private address Azure gives them). ``accelerated``: where the size has it,
-    which NCCL's traffic between nodes wants (ARM refuses it on a size without it)."""
-    from azure.mgmt.network import models as n
-
+) -> n.NetworkInterface:
+    """Only node 0's has the public IP; ``accelerated`` where the size has it, for NCCL between nodes."""
     ip_config = n.NetworkInterfaceIPConfiguration(
         name="ipconfig1",
         properties=n.NetworkInterfaceIPConfigurationPropertiesFormat(
@@ -116,8 +89,6 @@ def network_interface(
 
 @dataclass(frozen=True)
 class VmRequest:
-    """Everything the VM body depends on, decided before it is built."""
-
     region: str
     size: str
     image_urn: str  # publisher:offer:sku:version-or-latest
@@ -133,11 +104,8 @@ class VmRequest:
     placement_group: str | None = None  # the proximity placement group's id, for a lab of several VMs
 
 
-def proximity_placement_group(region: str, tags: dict[str, str]) -> ProximityPlacementGroup:
-    """A Standard proximity placement group: Azure puts the lab's VMs in one datacenter, for low latency
-    between nodes. No ``intent``: the size may still change (a fall-back size) before the first VM is in it."""
-    from azure.mgmt.compute import models as c
-
+def proximity_placement_group(region: str, tags: dict[str, str]) -> c.ProximityPlacementGroup:
+    """No ``intent``: the size may still change (a fall-back size) before the first VM is in it."""
     return c.ProximityPlacementGroup(
         location=region,
         tags=tags,
@@ -145,9 +113,7 @@ def proximity_placement_group(region: str, tags: dict[str, str]) -> ProximityPla
     )
 
 
-def virtual_machine(request: VmRequest, names: LabNames, tags: dict[str, str]) -> VirtualMachine:
-    from azure.mgmt.compute import models as c
-
+def virtual_machine(request: VmRequest, names: LabNames, tags: dict[str, str]) -> c.VirtualMachine:
     publisher, offer, sku, _ = request.image_urn.split(":")
     vm_name = names.name("vm", request.node)
     properties = c.VirtualMachineProperties(

@@ -1,7 +1,4 @@
-"""Who is signed in, which subscription, the azure-mgmt clients, and the one place ARM errors become sentences.
-
-The Azure SDK is imported lazily: the CLI imports this package only when a command needs Azure.
-"""
+"""Who is signed in, which subscription, the azure-mgmt clients (imported lazily), and ARM errors as sentences."""
 
 from __future__ import annotations
 
@@ -195,8 +192,8 @@ _DOING: contextvars.ContextVar[str] = contextvars.ContextVar("labctl_azure_doing
 
 @contextlib.contextmanager
 def arm(doing: str) -> Iterator[None]:
-    """ARM calls whose failures become a LabctlError that says what to do; an answer that cannot be read (a
-    broken body, a shape no ARM answer has) is said as such."""
+    """ARM calls whose failures become a LabctlError that says what to do, an answer of a shape no ARM answer has
+    included."""
     token = _DOING.set(doing)
     try:
         yield
@@ -256,12 +253,8 @@ T = TypeVar("T")
 
 
 def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Every call at once, one thread each; their results in order, or the first failure once all are done.
-
-    Daemon threads, waited for in short slices: Ctrl-C reaches the main thread at once and the command ends
-    without waiting for the calls in flight (a pool's workers would hold the exit). What Azure started goes on
-    there, and the next `up` converges on it.
-    """
+    """Every call at once, their results in order, or the first failure once all are done. Daemon threads waited
+    for in short slices: Ctrl-C ends the command at once (a pool's workers would hold the exit)."""
     results: list[Any] = [None] * len(calls)
     errors: list[BaseException | None] = [None] * len(calls)
 
@@ -287,8 +280,6 @@ def _retry_policy() -> Any:
     from azure.core.pipeline.policies import RetryPolicy
 
     class LabRetryPolicy(RetryPolicy):
-        """Not a Retry-After longer than labctl will wait."""
-
         def is_retry(self, settings_: dict[str, Any], response: Any) -> bool:
             wait = self.get_retry_after(response)
             if wait is not None and wait > settings.retry_after_max():
@@ -325,19 +316,17 @@ def make_credential() -> Any:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is signed in: the owner of the labs a command makes (tag ``labctl-owner``)."""
-
     oid: str  # the object id: the same for one person in every tenant's subscription
     name: str  # how people read it: the user's sign-in name, else the application's name or id
 
     @property
     def short(self) -> str:
-        """The first 8 hex digits of the object id, which resource-group names carry."""
+        """What resource-group names carry."""
         return _HEX_RE.sub("", self.oid.lower())[:8]
 
 
 def principal_from_token(token: str) -> Principal:
-    """The token is labctl's own, just received over TLS, so its payload is read unverified (ARM checks it)."""
+    """Labctl's own token, just received over TLS: its payload is read unverified (ARM checks it)."""
     parts = token.split(".")
     claims: object = None
     if len(parts) == 3:
@@ -358,8 +347,6 @@ def principal_from_token(token: str) -> Principal:
 
 @dataclass
 class Azure:
-    """The clients for one subscription, made once per command."""
-
     credential: Any
     subscription_id: str
     endpoint: str = field(default_factory=settings.arm_endpoint)
@@ -393,7 +380,7 @@ class Azure:
             return self._principal
 
     def warm(self) -> None:
-        """Build the clients in the background: the SDK modules take a second to import."""
+        """The SDK modules take a second to import."""
         names = ("network", "resources", "compute")
         threading.Thread(
             target=lambda: [getattr(self, n) for n in names], name="labctl-azure-clients", daemon=True
@@ -419,7 +406,7 @@ class Azure:
 
 
 def _token_check(credential: Any, endpoint: str) -> str:
-    """A token before anything else, so a missing login is one clear message and nothing is created."""
+    """First, so that a missing login is one clear message."""
     from azure.core.exceptions import ClientAuthenticationError
 
     try:

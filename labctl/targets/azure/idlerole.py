@@ -1,8 +1,5 @@
 """The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more: a custom role on the VM's
-own scope for its system-assigned identity (on a worker, node 0's identity's and its own), named by GUIDs derived
-from the VM's id so that a second `up` converges on it and `down` finds it without local state. Granting it needs
-``roleDefinitions/write`` and ``roleAssignments/write``, which a Contributor lacks: checked before anything exists.
-"""
+own scope for its identity, named by GUIDs derived from the VM's id so that `up` converges and `down` finds it."""
 
 from __future__ import annotations
 
@@ -61,8 +58,7 @@ def role_assignment_url(vm_id: str, own: bool = False) -> str:
 
 
 def role_definition(resource_group_id: str, vm_id: str, lab: str) -> dict[str, Any]:
-    """Custom roles take no narrower assignable scope than a resource group, so the assignment narrows it to the
-    VM; role names are unique in the directory, hence the VM id's hash in it."""
+    """Assignable on no narrower scope than a group (the assignment narrows it); its name unique in the directory."""
     return {
         "properties": {
             "roleName": f"labctl idle stop {lab} {role_definition_name(vm_id)[:8]}",
@@ -75,8 +71,7 @@ def role_definition(resource_group_id: str, vm_id: str, lab: str) -> dict[str, A
 
 
 def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of: str | None = None) -> dict[str, Any]:
-    """``principalType`` avoids a PrincipalNotFound while the new identity replicates. For a lab's other VMs,
-    ``vm_id`` is the worker's and ``role_of`` node 0's: node 0's identity may deallocate each of them."""
+    """``principalType`` avoids a PrincipalNotFound while the new identity replicates; ``role_of``: node 0's VM."""
     return {
         "properties": {
             "roleDefinitionId": role_definition_id(subscription_id, role_of or vm_id),
@@ -87,7 +82,7 @@ def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of
 
 
 def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """Through the resources client's pipeline; ARM errors raise HttpResponseError with ARM's code, as the SDK does."""
+    """Through the resources client's pipeline; ARM errors raise HttpResponseError, as the SDK's do."""
     from azure.core.exceptions import HttpResponseError
     from azure.core.rest import HttpRequest
     from azure.mgmt.core.exceptions import ARMErrorFormat
@@ -197,28 +192,18 @@ def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
             delay = min(delay * 2, 10.0)
 
 
-def revoke_assignment(azure: Azure, vm_id: str) -> None:
-    """Node 0's identity's assignment on the VM, and (a worker's) the VM's own."""
-    with arm("removing the idle-stop role assignment"):
-        for own in (False, True):
-            call(azure, "DELETE", role_assignment_url(vm_id, own))
-
-
-def delete_role(azure: Azure, vm_id: str) -> None:
-    with arm("deleting the lab's idle-stop role"):
-        call(azure, "DELETE", role_definition_id(azure.subscription_id, vm_id))
-
-
 def remove_rights(azure: Azure, vm_ids: list[str], record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
-    """The assignments go before the group, the role after it (roles outlive groups); both are looked for even
-    without a record of them, and a refusal is said only when this computer knows they were made."""
+    """The assignments (node 0's identity's and a worker's own) go before the group, the role after it (roles
+    outlive groups); looked for even without a record of them, a refusal said only when they were made here."""
     for vm_id in vm_ids:
         try:
             if before_group:
-                revoke_assignment(azure, vm_id)
+                with arm("removing the idle-stop role assignment"):
+                    for own in (False, True):
+                        call(azure, "DELETE", role_assignment_url(vm_id, own))
             else:
-                with ui.step("Deleting the lab's idle-stop role"):
-                    delete_role(azure, vm_id)
+                with ui.step("Deleting the lab's idle-stop role"), arm("deleting the lab's idle-stop role"):
+                    call(azure, "DELETE", role_definition_id(azure.subscription_id, vm_id))
         except LabctlError as exc:
             if record.idle.get("granted"):
                 what = "role assignment" if before_group else "custom role"

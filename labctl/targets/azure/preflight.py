@@ -1,8 +1,5 @@
-"""Checks made before a single resource exists: size offered here, vCPU quota free, image present, terms accepted.
-
-Each failure becomes one message with the numbers and the way out (another region with room, a smaller size,
-the quota request page), and `--region auto` / repeated `--size` simply move on to the next candidate.
-"""
+"""Checks made before a single resource exists: size offered here, vCPU quota free, image present, terms accepted;
+each failure one message with the numbers and the way out (another region with room, a smaller size, quota)."""
 
 from __future__ import annotations
 
@@ -63,7 +60,6 @@ class RegionFacts:
 
 
 def load_region(azure: Azure, region: str) -> RegionFacts:
-    """SKUs and usages of one region, fetched side by side."""
     facts = RegionFacts(region)
 
     def skus() -> None:
@@ -73,21 +69,18 @@ def load_region(azure: Azure, region: str) -> RegionFacts:
                 if data.get("resourceType") == "virtualMachines":
                     facts.skus[str(data.get("name", "")).lower()] = data
 
-    def usages() -> None:
-        with arm(f"reading the vCPU quota in {region}"):
-            for item in azure.compute.usage.list(region):
-                data = item.as_dict()
-                name = str(data.get("name", {}).get("value", ""))
-                facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
-
-    def usages_error() -> Exception | None:
+    def usages() -> Exception | None:
         try:
-            usages()
+            with arm(f"reading the vCPU quota in {region}"):
+                for item in azure.compute.usage.list(region):
+                    data = item.as_dict()
+                    name = str(data.get("name", {}).get("value", ""))
+                    facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
         except Exception as exc:
             return exc
         return None
 
-    _, error = side_by_side([skus, usages_error])
+    _, error = side_by_side([skus, usages])
     if error is not None and facts.skus:  # an unknown region has no usages either; said once, below
         raise error
     return facts
@@ -103,42 +96,37 @@ def _restricted(sku: dict[str, Any], region: str) -> str | None:
     return None
 
 
-def sku_vcpus(sku: dict[str, Any] | None, size: VmSize) -> int:
+def _capability(sku: dict[str, Any] | None, name: str) -> float:
     for cap in (sku or {}).get("capabilities") or []:
-        if cap.get("name") == "vCPUs":
+        if cap.get("name") == name:
             try:
-                return int(cap.get("value"))
+                return float(cap.get("value"))
             except (TypeError, ValueError):
                 break
-    return size.vcpus
+    return 0.0
+
+
+def sku_vcpus(sku: dict[str, Any] | None, size: VmSize) -> int:
+    return int(_capability(sku, "vCPUs")) or size.vcpus
 
 
 def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
     """A size the catalog lacks, completed from its resource SKU (shape, quota family) and the price list."""
-    from labctl.errors import LabctlError
     from labctl.pricing import lab_prices
 
     if size.catalogued:
         return size
-    caps = {str(c.get("name")): str(c.get("value")) for c in sku.get("capabilities") or []}
-
-    def number(key: str) -> float:
-        try:
-            return float(caps.get(key, "0"))
-        except ValueError:
-            return 0.0
-
     payg, spot = 0.0, None
     try:
         prices = lab_prices(region, str(sku.get("name") or size.name), timeout=5.0)
         payg, spot = prices.payg_per_hour, prices.spot_per_hour
     except LabctlError:
         pass  # "price unknown": the lab is still made; status says so
-    gpus = int(number("GPUs"))
+    gpus = int(_capability(sku, "GPUs"))
     return VmSize(
         name=size.name,
-        vcpus=int(number("vCPUs")),
-        memory_gib=number("MemoryGB"),
+        vcpus=int(_capability(sku, "vCPUs")),
+        memory_gib=_capability(sku, "MemoryGB"),
         family=str(sku.get("family") or ""),
         usd_per_hour=payg,
         gpu_model="GPU" if gpus else None,
@@ -150,20 +138,13 @@ def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
 
 def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, int, int]:
     """(free vCPUs for this size, the binding quota's name, its use, its limit)."""
-    sku = facts.sku(size)
-    family = str((sku or {}).get("family") or size.family)
-    names = ["lowprioritycores"] if spot else [family.lower(), "cores"]
-    best: tuple[int, str, int, int] | None = None
-    for name in names:
-        if name not in facts.usages:
-            continue
-        current, limit = facts.usages[name]
-        entry = (limit - current, family if name == family.lower() else name, current, limit)
-        if best is None or entry[0] < best[0]:
-            best = entry
-    if best is None:
-        return (0, family, 0, 0)
-    return best
+    family = str((facts.sku(size) or {}).get("family") or size.family)
+    found = []
+    for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
+        if name in facts.usages:
+            current, limit = facts.usages[name]
+            found.append((limit - current, family if name == family.lower() else name, current, limit))
+    return min(found, key=lambda entry: entry[0], default=(0, family, 0, 0))
 
 
 def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> Problem | None:

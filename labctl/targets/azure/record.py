@@ -1,9 +1,5 @@
-"""What an Azure lab's record holds beyond the common fields (a typed view of ``LabRecord.target_data``), and its
-power history: every start and stop labctl made or noticed, so the spend counts each hour a VM was allocated.
-
-A summary of the history (seconds allocated in closed intervals; the open one's start) is also tagged on the
-resource group, so a lost state file loses no spend. :mod:`labctl.spend` does the arithmetic.
-"""
+"""An Azure lab's own record fields, and its power history (every start and stop labctl made or noticed, also
+summed up in a tag on the resource group so that a lost state file loses no spend)."""
 
 from __future__ import annotations
 
@@ -50,7 +46,7 @@ class AzureData(TypedDict, total=False):
 
 
 def azure_data(record: LabRecord) -> AzureData:
-    """The same dict: changes land in the record, and a misspelt key is a mypy error."""
+    """The same dict, typed: a misspelt key is a mypy error."""
     return cast(AzureData, record.target_data)
 
 
@@ -65,11 +61,7 @@ _COMPACT_OFFSET_RE = re.compile(r"([+-]\d{2})(\d{2})$")
 
 
 def parse_time(text: str) -> datetime:
-    """ARM's timestamps ('...12.8051917+00:00', '...12.85Z') and labctl's own, on every Python labctl supports.
-
-    Python 3.10's ``fromisoformat`` takes only 0, 3 or 6 fraction digits and no 'Z'; ARM writes 1 to 7 digits
-    and often 'Z'. A time without a zone is UTC, which is what ARM means.
-    """
+    """ARM writes 1 to 7 fraction digits and often 'Z', which Python 3.10's ``fromisoformat`` refuses; no zone: UTC."""
     value = text.strip()
     if value[-1:] in ("Z", "z"):
         value = value[:-1] + "+00:00"
@@ -109,7 +101,7 @@ def power_tag(record: LabRecord, now: datetime) -> str:
 
 
 def restore_power(record: LabRecord, tag: str | None, created_at: str) -> None:
-    """Events rebuilt from the tag when the state file was lost: one closed interval of the same length."""
+    """When the state file was lost: one closed interval as long as the tag's."""
     if not tag or azure_data(record).get("power_events"):
         return
     seconds_text, _, open_start = tag.partition(";")
@@ -126,7 +118,7 @@ def restore_power(record: LabRecord, tag: str | None, created_at: str) -> None:
 
 
 def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> SpendEstimate:
-    """The spend of every node (they start and stop together, so one power history serves all)."""
+    """Every node's: they start and stop together."""
     td = azure_data(record)
     created = parse_time(str(td.get("created_at") or record.created_at))
     return estimate(

@@ -40,8 +40,7 @@ def default_region() -> str:
     return os.environ.get("LABCTL_REGION", "eastus")
 
 
-def admin_user() -> str:
-    """Some organisations mandate their own admin name, and tests log in as the local user."""
+def admin_user() -> str:  # some organisations mandate their own admin name; tests log in as the local user
     return os.environ.get("LABCTL_ADMIN_USER", "azureuser")
 
 
@@ -53,21 +52,17 @@ def ip_echo_url() -> str:
     return os.environ.get("LABCTL_IP_ECHO_URL", "https://api.ipify.org")
 
 
-def poll_interval() -> float:
-    """Seconds between polls of a long-running operation when ARM sends no Retry-After."""
+def poll_interval() -> float:  # seconds between polls of a long-running operation when ARM sends no Retry-After
     return float(os.environ.get("LABCTL_POLL_INTERVAL", "2"))
 
 
-def retry_backoff() -> float:
-    """Seconds before the first retry of a transient failure, doubled on each try."""
+def retry_backoff() -> float:  # seconds before the first retry of a transient failure, doubled on each try
     return float(os.environ.get("LABCTL_RETRY_BACKOFF", "1"))
 
 
-def retry_after_max() -> float:
-    """The longest Retry-After labctl waits out before giving up with a message."""
+def retry_after_max() -> float:  # the longest Retry-After labctl waits out before giving up with a message
     return float(os.environ.get("LABCTL_RETRY_AFTER_MAX", "60"))
 
 
-def operation_timeout() -> float:
-    """How long one Azure operation is waited for; what Azure started goes on, and the same command resumes it."""
+def operation_timeout() -> float:  # what Azure started goes on after it, and the same command resumes it
     return float(os.environ.get("LABCTL_OPERATION_TIMEOUT", "1800"))
