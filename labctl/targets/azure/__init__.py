@@ -1,5 +1,4 @@
-"""The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only (its
-modules are mapped in docs/ARCHITECTURE.md; the Azure SDK is imported lazily)."""
+"""The Azure target: a Data Science VM in its own resource group, reachable over SSH from the caller only."""
 
 from __future__ import annotations
 
@@ -8,7 +7,10 @@ from typing import Any
 from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
+from labctl.targets.azure import idlerole, inventory
+from labctl.targets.azure.plan import LabNames, make_plan, names_of
 from labctl.targets.azure.record import azure_data, node_count
+from labctl.targets.azure.settings import arm_endpoint
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
 
@@ -35,8 +37,6 @@ class AzureTarget(Target):
         return self._connect(azure_data(record).get("subscription"))
 
     def plan(self, spec: LabSpec) -> Outcome:
-        from labctl.targets.azure.plan import make_plan
-
         plan = make_plan(spec)
         data, text = plan.to_json(), plan.render()
         try:
@@ -56,9 +56,6 @@ class AzureTarget(Target):
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
         from labctl.keys import forget_lab_keys
-        from labctl.targets.azure.idlerole import remove_rights
-        from labctl.targets.azure.inventory import destroy_lab
-        from labctl.targets.azure.plan import LabNames
 
         td = azure_data(record)
         if td.get("resource_group") is None and self._azure is None:
@@ -68,15 +65,13 @@ class AzureTarget(Target):
             azure = self._connect(td.get("subscription"))
             names = LabNames(record.name, td.get("resource_group") or "", azure.subscription_id)
             vms = [names.id("vm", node) for node in range(node_count(record))]
-            remove_rights(azure, vms, record, ui, before_group=True)
-            destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"))
-            remove_rights(azure, vms[:1], record, ui, before_group=False)
+            idlerole.remove_rights(azure, vms, record, ui, before_group=True)
+            inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"))
+            idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
         forget_lab_keys(record.name)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
-        from labctl.targets.azure.inventory import describe_lab
-
-        return describe_lab(self._for(record), record)
+        return inventory.describe_lab(self._for(record), record)
 
     def removal(self, record: LabRecord) -> str:
         nodes = node_count(record)
@@ -89,20 +84,16 @@ class AzureTarget(Target):
         return td.get("region") or record.nodes[0].host or "Azure", f"{nodes} x {size}" if size and nodes > 1 else size
 
     def power_off(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        from labctl.targets.azure.inventory import set_power
-
         with ui.step(f"Switching off the machine of lab '{record.name}'"):
-            facts = set_power(self._for(record), record, False)
+            facts = inventory.set_power(self._for(record), record, False)
         azure_data(record).pop("started_at", None)
         return facts
 
     def power_on(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
-        from labctl.targets.azure.inventory import set_power
-
         td = azure_data(record)
         td["started_at"] = now_iso()
         with ui.step(f"Starting the machine of lab '{record.name}'"):
-            facts = set_power(self._connect(td.get("subscription")), record, True)
+            facts = inventory.set_power(self._connect(td.get("subscription")), record, True)
         if facts.get("public_ip"):
             record.nodes[0].host = str(facts["public_ip"])
         for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
@@ -113,22 +104,16 @@ class AzureTarget(Target):
         return facts
 
     def find_labs(self, subscription: str | None) -> list[FoundLab]:
-        from labctl.targets.azure.inventory import find_labs
-
-        return find_labs(self._connect(subscription))
+        return inventory.find_labs(self._connect(subscription))
 
     def recover_record(self, name: str, subscription: str | None = None) -> LabRecord:
-        from labctl.targets.azure.inventory import record_from_azure
-
-        return record_from_azure(self._connect(subscription), name)
+        return inventory.record_from_azure(self._connect(subscription), name)
 
     def owner_of(self, record: LabRecord) -> LabOwner:
-        from labctl.targets.azure.inventory import owner_of
-
         td = azure_data(record)
         if td.get("resource_group") is None and td.get("owner") is None and self._azure is None:
             return LabOwner(None, True, "you")  # `up` stopped before Azure: nothing there to be anyone's
-        return owner_of(self._connect(td.get("subscription")), record)
+        return inventory.owner_of(self._connect(td.get("subscription")), record)
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
         if not record.idle.get("granted"):
@@ -138,10 +123,7 @@ class AzureTarget(Target):
                 hint="Its daily auto-shutdown still applies. 'labctl down' and 'labctl up' with the rights to "
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
-        from labctl.targets.azure import settings as azure_settings
-        from labctl.targets.azure.plan import names_of
-
-        endpoint = azure_settings.arm_endpoint().rstrip("/")
+        endpoint = arm_endpoint().rstrip("/")
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
         vm_id = td.get("vm_id")
@@ -158,10 +140,8 @@ class AzureTarget(Target):
 
     def explain_unreachable(self, record: LabRecord) -> LabctlError | None:
         """A VM that does not answer is most often deallocated (auto-shutdown)."""
-        from labctl.targets.azure.inventory import describe_lab
-
         try:
-            power = describe_lab(self._for(record), record).get("power_state")
+            power = inventory.describe_lab(self._for(record), record).get("power_state")
         except LabctlError:
             return None
         if not power or power == "running":

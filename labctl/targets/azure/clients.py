@@ -134,32 +134,26 @@ def arm_error_code(exc: BaseException) -> str | None:
 
 def explain(exc: Exception, doing: str) -> LabctlError:
     """One paragraph for an Azure failure: what failed, Azure's own words, and the way out."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        DecodeError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    from azure.core import exceptions as e
 
     if isinstance(exc, LabctlError):
         return exc
-    if isinstance(exc, ClientAuthenticationError) and getattr(exc, "response", None) is None:
+    if isinstance(exc, e.ClientAuthenticationError) and getattr(exc, "response", None) is None:
         return LabctlError(f"Could not log in to Azure while {doing}.", hint=LOGIN_HINT)
-    if isinstance(exc, ServiceResponseError):
+    if isinstance(exc, e.ServiceResponseError):
         return LabctlError(
             f"The connection to Azure Resource Manager broke while {doing} ({exc}).",
             hint="Whatever Azure had started goes on there; run the same command again to resume.",
         )
-    if isinstance(exc, ServiceRequestError):
+    if isinstance(exc, e.ServiceRequestError):
         return LabctlError(
             f"Could not reach Azure Resource Manager at {settings.arm_endpoint()} while {doing} ({exc}).",
             hint="Check your network connection (and LABCTL_ARM_ENDPOINT if you set it), then run the command again.",
         )
-    if isinstance(exc, DecodeError) or not type(exc).__module__.startswith("azure."):
-        what = _one_line(str(exc)) if isinstance(exc, DecodeError) else "it has a shape no ARM answer has"
+    if isinstance(exc, e.DecodeError) or not type(exc).__module__.startswith("azure."):
+        what = _one_line(str(exc)) if isinstance(exc, e.DecodeError) else "it has a shape no ARM answer has"
         return LabctlError(f"Azure's answer could not be read while {doing} ({what}).", hint=_UNREADABLE_HINT)
-    if not isinstance(exc, HttpResponseError):
+    if not isinstance(exc, e.HttpResponseError):
         return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
     code, status = arm_error_code(exc) or "", exc.status_code
     message = getattr(getattr(exc, "error", None), "message", None) or (exc.reason or "")

@@ -3,6 +3,7 @@ deleted (and checked to be gone)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from datetime import datetime, timezone
@@ -218,6 +219,8 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
 
 
 def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
+    from azure.core.exceptions import ResourceNotFoundError
+
     td, names = azure_data(record), names_of(record)
     if not td.get("resource_group"):
         raise LabctlError(f"Lab '{record.name}' has no VM yet.", hint="Run 'labctl up' to finish creating it.")
@@ -228,23 +231,15 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
             )
-        pollers = [_power_action(ops, rg, names.name("vm", node), on) for node in range(node_count(record))]
+        pollers = []
+        for node in range(node_count(record)):
+            with contextlib.suppress(ResourceNotFoundError):  # a worker an interrupted `up` never made
+                pollers.append((ops.begin_start if on else ops.begin_deallocate)(rg, names.name("vm", node)))
         for poller in pollers:
-            if poller is not None:
-                finish(poller)
+            finish(poller)
     note_power(record, "running" if on else "deallocated")
     save_power_tag(azure, record)
     return describe_lab(azure, record)
-
-
-def _power_action(ops: Any, rg: str, name: str, on: bool) -> Any:
-    """A worker an interrupted `up` never made is passed over (None); node 0 was just seen."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        return (ops.begin_start if on else ops.begin_deallocate)(rg, name)
-    except ResourceNotFoundError:
-        return None
 
 
 FORCE_DELETION_TYPES = "Microsoft.Compute/virtualMachines"

@@ -77,7 +77,6 @@ class AzurePlan:
     shutdown_hhmm: str | None = None
     shutdown_tz: str | None = None
     spot: bool = False
-    gpu: bool = False
     subscription: str | None = None
     image: str = settings.IMAGE_URN
     accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
@@ -86,7 +85,7 @@ class AzurePlan:
 
     @property
     def group_shown(self) -> str:
-        """The resource group as the plan shows it: a new lab's carries its owner's id, known after login."""
+        """A new lab's carries its owner's id, known after login."""
         return self.names.group or f"labctl-{self.names.lab}-<first 8 hex digits of your object id>"
 
     def resources(self, size: VmSize) -> list[dict[str, str]]:
@@ -188,7 +187,6 @@ def names_of(record: LabRecord) -> LabNames:
 
 
 def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:
-    """Every resource's tags: which lab, made by labctl, for whom (object id and a readable name), when."""
     return {
         settings.TAG_LAB: lab,
         settings.TAG_CREATED_BY: settings.CREATED_BY,
@@ -199,7 +197,7 @@ def tags_for(lab: str, owner: Principal, created_at: str) -> dict[str, str]:
 
 
 def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
-    """Decide everything that does not need Azure. ``discover_ip`` asks the echo service when no --allow-ip."""
+    """Everything that does not need Azure; ``discover_ip`` asks the echo service when there is no --allow-ip."""
     sizes = choose_sizes(spec.sizes, spec.gpu)
     refuse_grid_only(sizes)  # a GPU the image's driver cannot use is refused before anything else
     region = check_region(spec.region or settings.default_region())
@@ -242,7 +240,6 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         shutdown_hhmm=hhmm,
         shutdown_tz=tz,
         spot=spec.spot,
-        gpu=spec.gpu or any(s.gpu for s in sizes),
         subscription=spec.subscription,
         accept_terms=bool(getattr(spec, "yes", False)),
         warnings=warnings,

@@ -106,10 +106,6 @@ def _capability(sku: dict[str, Any] | None, name: str) -> float:
     return 0.0
 
 
-def sku_vcpus(sku: dict[str, Any] | None, size: VmSize) -> int:
-    return int(_capability(sku, "vCPUs")) or size.vcpus
-
-
 def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
     """A size the catalog lacks, completed from its resource SKU (shape, quota family) and the price list."""
     from labctl.pricing import lab_prices
@@ -162,7 +158,7 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
         return Problem(
             region, size, "no-spot", f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
         )
-    each = sku_vcpus(sku, size)
+    each = int(_capability(sku, "vCPUs")) or size.vcpus
     need = each * nodes
     free, quota, current, limit = free_vcpus(facts, size, spot)
     if free < need:

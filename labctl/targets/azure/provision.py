@@ -1,6 +1,5 @@
-"""Create (or converge) an Azure lab: RG -> network (side by side) -> NICs -> VMs (node 0 first: it anchors the
-placement group) -> schedules. Every PUT is idempotent, so `up` after a crash converges; the record is saved after
-each step so `down` can always remove a half-made lab."""
+"""Create (or converge) an Azure lab: group, network, NICs, VMs (node 0 first), schedules. Every PUT is idempotent
+and the record is saved after each step, so `up` after a crash converges and `down` removes a half-made lab."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.access import check_rules, discover_public_ip
-from labctl.targets.azure.clients import Azure, arm, connect, finish, get_or_none, side_by_side, wait_rg_gone
+from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, side_by_side, wait_rg_gone
 from labctl.targets.azure.idlerole import grant, may_grant
 from labctl.targets.azure.inventory import owner_of, private_address
 from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
@@ -186,7 +185,7 @@ class Provisioner:
         return nodes[node].host_key if node < len(nodes) else None
 
     def _choices(self) -> Iterator[Choice]:
-        """The VM the lab has, if any, then each (region, size) the preflight finds room for, best first."""
+        """The VM the lab has, if any, then each (region, size) with room, best first."""
         tried: set[tuple[str, str]] = set()
         cache: dict[str, RegionFacts] = {}
         head = self._vms.get(0)
@@ -250,7 +249,7 @@ class Provisioner:
         return choice
 
     def _record_choice(self, choice: Choice) -> dict[str, str]:
-        """Recorded before anything is made there; returns the tags every resource gets."""
+        """Recorded before anything is made there; the tags every resource gets."""
         td = azure_data(self.record)
         created_at = str(td.get("created_at") or now_iso())
         td.update(
@@ -341,7 +340,7 @@ class Provisioner:
     def _build_vms(self, choice: Choice, tags: dict[str, str]) -> None:
         """A VM that exists is kept; a new one's host key is pinned in the record before the VM exists."""
         for node, vm in sorted(self._vms.items()):  # workers of another size than node 0's (made again) go
-            size = ((vm.get("properties") or {}).get("hardwareProfile") or {}).get("vmSize")
+            size = dig(vm, "properties", "hardwareProfile", "vmSize")
             if node and size and size != choice.size.name:
                 with self.ui.step(f"Removing the VM of node {node} ({size}, not {choice.size.name})"):
                     self._delete_vm(node)
@@ -383,8 +382,7 @@ class Provisioner:
             raise self._worker_refused(refused, made_head) from refused
 
     def _pin_nodes(self, hosts: dict[int, KeyPair]) -> None:
-        """Each node's host key: new ones from ``hosts``, the others as pinned before. Workers are reached through
-        node 0 at their private addresses."""
+        """New host keys from ``hosts``, the others as pinned before; workers reached through node 0."""
         if 0 in hosts:
             self.record.nodes[0].host_key = normalize(hosts[0].public_line)
         self.record.nodes[1:] = [
@@ -452,7 +450,7 @@ class Provisioner:
         self.save(self.record)
 
     def _prepare_login(self, choice: Choice) -> str:
-        """The image version and the lab's login key, recorded; the key's public half."""
+        """The key's public half."""
         if not choice.image_version:
             choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
@@ -462,7 +460,7 @@ class Provisioner:
         return user_pub
 
     def _create_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
-        """One node's VM, with its own host key in its cloud-init; a VM Azure could not allocate is removed."""
+        """A VM Azure could not allocate is removed."""
         from labctl.container import effective_base_image
 
         names, plan = self.names, self.plan
@@ -508,16 +506,7 @@ class Provisioner:
             key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
             record.ssh_key_path = str(key_path)
         td = azure_data(record)
-        td.update(
-            {
-                "region": choice.region,
-                "size": choice.size.name,
-                "usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes,
-                "spot": self.plan.spot,
-                "image": self.plan.image,
-                "vm_id": names.id("vm"),
-                "started_at": td.get("started_at") or now_iso(),
-            }
-        )
+        td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
+        td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
         save_power_tag(azure, record)
         self.save(record)
