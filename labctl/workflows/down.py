@@ -80,7 +80,6 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
 
 
 def _refuse_unreachable(record: LabRecord, where: str) -> None:
-    """A lab found without its record cannot be reached to save its work: deleting it needs --no-save."""
     node = record.nodes[0]
     known = {"address": node.host, "admin user": node.user, "pinned host key": node.host_key}
     missing = [what for what, value in known.items() if not value]
@@ -95,7 +94,6 @@ def _refuse_unreachable(record: LabRecord, where: str) -> None:
 
 
 def _protect_results(record: LabRecord, ui: Reporter) -> None:
-    """Refuse to delete a run in progress or results that never came back; `--force` overrides."""
     if record.status == "deleting" or (record.status not in ("ready", "stopped") and not record.runs):
         return  # an earlier `down` passed this check; a lab that never became ready has no runs to lose
     from labctl.workflows.runlab import unfetched_runs
@@ -122,7 +120,7 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
 
 
 def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
-    """A lab this computer has no record of may still exist where a target can find it (Azure: by its tags)."""
+    """A target may find it (Azure: by its tags)."""
     from labctl.spec import DEFAULT_NAME
     from labctl.targets import all_targets
     from labctl.targets.base import Target

@@ -1,8 +1,5 @@
-"""`labctl open`: the SSH tunnel to Jupyter and its URL.
-
-Jupyter only listens on the machine's 127.0.0.1, so the browser reaches it through a port forward over the
-lab's verified SSH connection. The URL carries the token; this is the one command that shows it.
-"""
+"""`labctl open`: Jupyter listens on the machine's 127.0.0.1 only, so the browser reaches it through a port forward
+over the lab's verified SSH connection. The URL carries the token; this is the one command that shows it."""
 
 from __future__ import annotations
 
@@ -47,7 +44,6 @@ def lab_url(port: int, token: str) -> str:
 
 
 def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
-    """Jupyter answers on this computer's ``port`` and accepts the lab's token, or a clear error says why not."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/status", headers={"Authorization": f"token {token}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -74,7 +70,6 @@ def _ready(record: LabRecord) -> str:
 
 
 def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) -> None:
-    """Each --forward a port of the lab, given once, not Jupyter's (``jupyter_ports``, once the record is read)."""
     hint = "Name each port of the lab once, e.g. --forward 6006 (TensorBoard) --forward 5000 (MLflow)."
     for i, port in enumerate(opts.forward):
         if not 0 < port < 65536:
@@ -141,23 +136,17 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
             with browse(url, opts.browser, ui):
                 waiter = stop or threading.Event()
-                try:
+                with contextlib.suppress(KeyboardInterrupt):
                     while not waiter.wait(0.5):
                         pass
-                except KeyboardInterrupt:
-                    pass
-    if opts.json_out:
-        # Everything was said in the line above; the CLI still prints this Outcome's data, as '{}' on a line
-        # of its own, which a reader of JSON lines can take as "the tunnel is closed".
-        return Outcome({}, "Tunnel closed.")
-    return Outcome(opened, "Tunnel closed.")
+    # With --json all was said in the line above; the CLI prints '{}' on a line of its own: "the tunnel is closed".
+    return Outcome({} if opts.json_out else opened, "Tunnel closed.")
 
 
 def _forward_lab_ports(
     machine: Machine, lab: str, ports: list[int], tunnels: contextlib.ExitStack, ui: Reporter
 ) -> list[dict[str, Any]]:
-    """Each port of the lab container on this computer's 127.0.0.1 (the same number if free), through the
-    machine's tunnel: the container's address is one only the machine reaches, never a public one."""
+    """Through the machine's tunnel: the container's address is one only the machine reaches, never a public one."""
     from labctl.container import find_container, lab_address
 
     found = find_container(machine.docker(), lab)
@@ -180,7 +169,6 @@ BROWSER_GRACE = 5.0
 
 
 def redirect_page(url: str) -> str:
-    """An HTML page that sends the browser on to ``url``, as Jupyter's own launch page does."""
     target = html.escape(url, quote=True)
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
@@ -191,11 +179,8 @@ def redirect_page(url: str) -> str:
 
 @contextmanager
 def browse(url: str, enabled: bool, ui: Reporter) -> Iterator[Path | None]:
-    """Open the browser on a private redirect page (0600, removed on leaving), never on the tokenized URL.
-
-    A URL handed to the browser becomes part of its command line, which every user of the computer can read
-    (``ps``); the page's name says nothing, and only its owner can read the token inside it.
-    """
+    """A private redirect page (0600), never the tokenized URL: a URL handed to the browser is on its command line,
+    which every user of the computer can read (``ps``)."""
     if not enabled:
         yield None
         return

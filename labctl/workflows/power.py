@@ -23,7 +23,6 @@ def _owned(name: str | None, verb: str, override: Override | None, ui: Reporter)
 
 
 def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple[LabRecord, dict[str, Any]]:
-    """Switch the machine and save the new status under the lab's lock, reading the record inside it."""
     store = StateStore()
     with lab_lock(record.name, verb, ui):
         record = store.load(record.name)
@@ -36,7 +35,6 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
 
 
 def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
-    """Switching the machine off ends a run mid-training: never without a word."""
     from labctl.workflows.runlab import unfetched_runs
 
     try:

@@ -1,12 +1,8 @@
-"""`labctl run-lab`, `logs`, `runs`, `fetch`: training the bundled lab on the lab's nodes and bringing results back.
-
-A run starts detached in the lab containers and this side only watches it, so Ctrl-C or a dropped connection never
-stops training. Each command has one path: reach node 0 (it holds every run's record), then the run's other nodes.
-"""
+"""`labctl run-lab`, `logs`, `runs`, `fetch`. A run starts detached in the lab containers and this side only watches
+it, so Ctrl-C or a dropped connection never stops training. Node 0 holds every run's record."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,7 +36,6 @@ CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 
 @contextmanager
 def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
-    """The lab's nodes with node 0 reached; the others as a command needs them (``reach``)."""
     record.require_ready()
     _results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
     with LabNodes(record, ui) as lab:
@@ -49,8 +44,7 @@ def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
 
 
 def reach(lab: LabNodes, count: int) -> list[NodeRun]:
-    """The lab's first ``count`` nodes; a machine that cannot be reached is most often switched off, and the
-    target says so if it can."""
+    """A machine that cannot be reached is most often switched off: the target says so if it can."""
     from labctl.targets import get_target
 
     try:
@@ -67,7 +61,7 @@ def _results_root() -> Path:
 
 
 def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[str, str | None]:
-    """Where the run reads its data in the container, and where cifar10 downloads to."""
+    """(where the run reads its data in the container, where cifar10 downloads to)"""
     data = opts.data or "cifar10"
     if data in DATA_KEYWORDS or data.startswith("synthetic:"):  # synthetic:N sets the number of images
         return data, str(CIFAR_ROOT) if data == "cifar10" else None
@@ -82,8 +76,7 @@ def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[
 
 
 def users_file(given: str, lab_runs: LabRuns, what: str) -> tuple[str, dict[str, Path]]:
-    """The user's script or notebook for a run: (its name, copied from this computer into the run's folder so the
-    results keep what ran) or (its path in /workspace, where it runs as it is)."""
+    """(its name, copied into the run's folder so the results keep what ran) or (its path in /workspace)."""
     from labctl.workspace import workspace_path
 
     local = Path(given).expanduser()
@@ -100,8 +93,6 @@ def users_file(given: str, lab_runs: LabRuns, what: str) -> tuple[str, dict[str,
 
 @contextmanager
 def _output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
-    """A printer for a run's merged lines as they arrive (``cluster.follow_nodes``), with a spinner until the first
-    (``starting``) and while the run says it works (`labctl.ui.LiveOutput`)."""
     with LiveOutput(ui, run_log_stream(ui), starting) as live:
 
         def show(lines: str) -> None:
@@ -121,13 +112,10 @@ def _fetch_results(
         ui.warn(
             f"Run {run_id} never finished (its machine or container restarted); its partial results are unverified."
         )
-    metrics: dict[str, Any] = {}
-    if (dest / "metrics.json").is_file():
-        metrics = json.loads((dest / "metrics.json").read_text())
     run = _record_run(record, run_id)
     run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
     store.save(record)
-    data = run_result(run_id, f"lab {record.name}", info.state, dest, metrics, files_verified=None if lost else count)
+    data = run_result(run_id, f"lab {record.name}", info.state, dest, files_verified=None if lost else count)
     text = result_text(data)
     if lost:
         text += " (partial, unverified)"
@@ -188,8 +176,7 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
 def _start(
     opts: RunLabOptions, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter
 ) -> tuple[list[str], Launch]:
-    """The lab code and data on every node (each copied once per node), then the run started on each, node 0
-    first (it hosts the rendezvous); returns node 0's arguments and launch."""
+    """Code and data on every node, then the run started on each, node 0 (the rendezvous) first."""
     several = len(cluster) > 1
     where = f"the containers of {len(cluster)} nodes" if several else "the container"
     with ui.step(f"Making sure the lab in {where} matches this labctl"):
@@ -221,8 +208,6 @@ def _start(
 
 @dataclass(frozen=True)
 class Watch:
-    """How a started run is followed, in the words of what it does: the bundled lab trains, a script runs."""
-
     detach: bool
     doing: str  # "training", "running"
     brings: str  # what `fetch` brings back
@@ -233,8 +218,6 @@ class Watch:
 def watch_run(
     store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter, watch: Watch
 ) -> Outcome:
-    """Return at once with --detach, else stream the run to its end and finish it; Ctrl-C stops the watching,
-    never the run."""
     where = f"the lab's {len(cluster)} nodes" if len(cluster) > 1 else "the machine"
     if watch.detach:
         text = (
@@ -259,8 +242,6 @@ def watch_run(
 def _finish(
     store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, followed: Followed, ui: Reporter
 ) -> Outcome:
-    """Results from the node holding rank 0, verified; on a lab of several nodes a lost node named, with the
-    checkpoint."""
     if followed.unreachable == {node.node for node in cluster}:
         every = "the machine" if len(cluster) == 1 else f"every node of lab '{record.name}'"
         raise LabctlError(
@@ -280,7 +261,6 @@ def _finish(
 def _lost_nodes(
     cluster: list[NodeRun], run_id: str, followed: Followed, head: NodeRun | None, outcome: Outcome | None
 ) -> Outcome:
-    """A run that lost a node stopped: which node and why, and where rank 0's last checkpoint is."""
     lost = "; ".join(f"{cluster[n].where}: {why}" for n, why in sorted(followed.lost.items()))
     results = outcome.data.get("results") if outcome is not None else None
     if results and (Path(str(results)) / "checkpoint.pt").is_file():
@@ -300,7 +280,6 @@ def _lost_nodes(
 
 
 def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
-    """The run's log (every node's, merged), followed to its end with ``follow``; the state of each node's part."""
     record = StateStore().resolve(name)
     with lab_nodes(record, ui) as lab:
         run_id = pick_run(record, lab.reached[0].runs, run)
@@ -318,7 +297,6 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
 
 
 def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Outcome:
-    """The lab's runs and those made here with --here (``here_only``: just those), oldest first."""
     from labctl.workflows.runlab_here import here_runs
 
     here = here_runs()
@@ -347,7 +325,6 @@ def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Out
 
 
 def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
-    """The run's results, from the node that holds rank 0, once its part has ended."""
     store = StateStore()
     record = store.resolve(name)
     with lab_nodes(record, ui) as lab:
@@ -381,7 +358,6 @@ def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str
 
 
 def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
-    """How many of the lab's machines the run trains on: --nodes, else all of them (the notebook: one)."""
     count = len(record.nodes)
     if opts.nodes is None:
         return 1 if opts.notebook else count
@@ -396,5 +372,5 @@ def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
 
 
 def run_nodes(record: LabRecord, run_id: str) -> int:
-    """How many nodes a run was started on (1 for a run this computer has no record of)."""
+    """1 for a run this computer has no record of."""
     return next((int(r.options.get("nodes") or 1) for r in record.runs if r.run_id == run_id), 1)

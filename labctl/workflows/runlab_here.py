@@ -1,12 +1,9 @@
-"""`labctl run-lab --here`: train the bundled lab in this Python environment (the ``lab`` extra), no cloud and no
-container, from the same ``cifarlab`` arguments a run in the lab container gets.
-"""
+"""`labctl run-lab --here`: the bundled lab in this Python environment (the ``lab`` extra), no cloud, no container."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +15,9 @@ from labctl.errors import LabctlError, UsageError
 from labctl.files import without_links
 from labctl.runs import new_run_id
 from labctl.ui import LiveOutput, Outcome, Reporter
-from labctl.workflows.runlab_options import RunLabOptions, cifarlab_args, option_pairs, result_text, run_result
+from labctl.workflows.runlab_options import RunLabOptions, lab_values, read_metrics, result_text, run_result
+
+HINT = "See 'labctl run-lab --help' for the options."
 
 
 def _import_core() -> ModuleType:
@@ -31,28 +30,13 @@ def _import_core() -> ModuleType:
     try:
         return importlib.import_module("cifarlab")
     except ModuleNotFoundError as exc:
-        raise _missing_dependency(exc) from exc
-
-
-def _missing_dependency(exc: ModuleNotFoundError) -> LabctlError:
-    return LabctlError(
-        f"run-lab --here needs the lab's Python packages, and '{exc.name}' is not installed in this environment.",
-        hint="Install them with: pip install 'labctl[lab]' (PyTorch, Pillow, matplotlib, nbclient).",
-    )
-
-
-def build_config(args: list[str], core: ModuleType) -> Any:
-    """The core's TrainConfig from ``cifarlab train`` arguments; every bad value becomes a UsageError."""
-    try:
-        cfg = core.TrainConfig().with_strings(dict(option_pairs(args)))
-        cfg.resolved()  # validates every value before any data is touched
-    except core.LabError as exc:
-        raise UsageError(str(exc), hint="See 'labctl run-lab --help' for the options.") from exc
-    return cfg
+        raise LabctlError(
+            f"run-lab --here needs the lab's Python packages, and '{exc.name}' is not installed in this environment.",
+            hint="Install them with: pip install 'labctl[lab]' (PyTorch, Pillow, matplotlib, nbclient).",
+        ) from exc
 
 
 def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
-    """Train (or execute the notebook) here, then show the per-class accuracy and where the results are."""
     if opts.detach:
         raise UsageError("--detach only applies to runs on a lab machine.", hint="Drop --detach, or drop --here.")
     if opts.name:
@@ -66,38 +50,31 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         core = _import_core()
     root = opts.out or Path(str(Settings().get("results_dir")))
     out = without_links(root, opts.out or root / "here" / new_run_id())
-    args = cifarlab_args(opts, out=str(out), data=opts.data or "cifar10")
-    if opts.notebook_file:
-        args += ["--path", str(Path(opts.notebook_file).expanduser().resolve())]
+    given = lab_values(opts, out=str(out), data=opts.data or "cifar10")
+    values = {key: str(value) for key, value in given.items() if value is not None}
     if opts.notebook:
-        return _run_notebook(args, core, out, ui)
-    cfg = build_config(args, core)
-    ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
+        return _run_notebook(values, core, out, opts.notebook_file, ui)
     try:
+        cfg = core.TrainConfig().with_strings(values)
+        cfg.resolved()  # every value checked before any data is touched
+        ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
         with LiveOutput(ui, sys.stderr) as live:
             metrics = core.train(cfg, stream=live)
     except core.ConfigError as exc:
-        raise UsageError(str(exc), hint="See 'labctl run-lab --help' for the options.") from exc
+        raise UsageError(str(exc), hint=HINT) from exc
     except core.LabError as exc:
         raise LabctlError(str(exc)) from exc
     status = metrics["status"]
     data = run_result(out.name, "here", status, out, metrics, files_verified=None)
-    text = result_text(data)
-    if status != "succeeded":
-        text += " (the last checkpoint is kept)"
+    text = result_text(data) + ("" if status == "succeeded" else " (the last checkpoint is kept)")
     return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
 
 
-def _run_notebook(args: list[str], core: ModuleType, out: Path, ui: Reporter) -> Outcome:
-    """Execute the notebook with the parameters of ``cifarlab notebook`` arguments, as that command does."""
+def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: str | None, ui: Reporter) -> Outcome:
+    """The notebook with the parameters ``cifarlab notebook`` would give it."""
     run_notebook = importlib.import_module("cifarlab.notebook").run_notebook
-    params: dict[str, str] = {}
-    for key, value in option_pairs(args):
-        if key == "param":
-            key, _, value = value.partition("=")
-        if key != "out":
-            params[key] = value
-    source = params.pop("path", None)
+    params.pop("out")
+    source = str(Path(source).expanduser().resolve()) if source else None
     ui.info(f"Executing {Path(source).name if source else 'the lab notebook'} here, cell by cell; results in {out}")
     try:
         with LiveOutput(ui, sys.stderr, "Starting the notebook's kernel") as live:
@@ -106,9 +83,7 @@ def _run_notebook(args: list[str], core: ModuleType, out: Path, ui: Reporter) ->
         raise LabctlError(str(exc)) from exc
     # The lab's notebook trains into LAB_OUT/run; a notebook of the user's own may write anything, or nothing.
     results = out / "run" if (out / "run" / "metrics.json").is_file() else out
-    metrics_file = results / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    data = run_result(out.name, "here", "succeeded", results, metrics, files_verified=None)
+    data = run_result(out.name, "here", "succeeded", results, files_verified=None)
     data["notebook"] = str(executed)
     return Outcome(data, f"Executed notebook: {executed}\n{result_text(data)}")
 
@@ -118,15 +93,13 @@ def here_runs(root: Path | None = None) -> list[dict[str, Any]]:
     root = root or Path(str(Settings().get("results_dir"))) / "here"
     rows = []
     for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
-        try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError):
-            metrics = {}
+        metrics = read_metrics(run_dir)
+        state = str(metrics.get("status") or "unknown")
         rows.append(
             {
                 "run_id": run_dir.name,
                 "where": "here",
-                "state": str(metrics.get("status") or "unknown"),
+                "state": state,
                 "accuracy": metrics.get("accuracy"),
                 "fetched_to": str(run_dir),
             }

@@ -1,12 +1,10 @@
-"""What `labctl run-lab` is asked for (the training options as the lab's own table declares them), checked; their
-one translation into ``python -m cifarlab train|notebook ...`` (``cifarlab_args``, for the container, the notebook
-and ``--here`` alike); how a run is launched; and the one shape of a finished run.
-"""
+"""run-lab's options, checked, and their one translation into the lab's arguments; the one shape of a result."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -27,8 +25,6 @@ TORCHRUN = ("python", "-m", "torch.distributed.run")  # torchrun, wherever its c
 
 @dataclass(frozen=True)
 class Launch:
-    """The argv a run starts with in the lab container, its environment, and the plan (None for the notebook)."""
-
     plan: LaunchPlan | None
     argv: list[str]
     env: dict[str, str]
@@ -41,8 +37,7 @@ class Launch:
 
 
 def _read_lab_options() -> dict[str, LabOption]:
-    """cifarlab's table of options (``lab/cifarlab/options.py``), read from the lab labctl ships: it imports
-    nothing, and importing the cifarlab package would load torch."""
+    """Read from the file: importing the cifarlab package would load torch."""
     spec = importlib.util.spec_from_file_location("cifarlab_options", lab_dir() / "cifarlab" / "options.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -82,7 +77,6 @@ class RunLabOptions:
         return self.training.get("device")
 
     def check(self) -> RunLabOptions:
-        """Every option checked here, before anything connects, uploads or trains; a UsageError names the bad one."""
         sets = parse_sets(self.extra)
         if not self.notebook:  # the notebook's --set keys are its LAB_* parameters (workers, print_every, ...)
             _check_set_keys(sets)
@@ -139,7 +133,6 @@ DATA_HINT = (
 
 
 def check_data(data: str | None, *, here: bool = False) -> None:
-    """``--data``: a keyword, synthetic:N, a path that exists here, or (for a lab) machine:PATH."""
     if data is None or data in DATA_KEYWORDS:
         return
     if data.startswith("synthetic:"):
@@ -156,7 +149,7 @@ def check_data(data: str | None, *, here: bool = False) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, str]:
-    """``--set KEY=VALUE`` options as a dict with keys in the lab's spelling (max_steps, not max-steps)."""
+    """Keys in the lab's spelling (max_steps, not max-steps)."""
     values: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -172,7 +165,6 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _check_set_keys(keys: Iterable[str]) -> None:
-    """Each ``--set`` key a training option of the lab (its ``TrainConfig``), and none that run-lab sets itself."""
     known = _train_keys()
     for key in keys:
         if key in ("out", "data", "data_root"):
@@ -185,14 +177,12 @@ def _check_set_keys(keys: Iterable[str]) -> None:
 
 
 def _train_keys() -> set[str]:
-    """The fields of the lab's ``TrainConfig``, read from its source without running it."""
     tree = ast.parse((lab_dir() / "cifarlab" / "config.py").read_text(encoding="utf-8"))
     config = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
     return {n.target.id for n in config.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
 
 
 def _typed_sets(values: dict[str, str]) -> dict[str, Any]:
-    """The ``--set`` values of the options run-lab also has as typed flags, as those flags would give them."""
     typed: dict[str, Any] = {}
     for key, text in values.items():
         option = LAB_OPTIONS.get(key)
@@ -207,18 +197,24 @@ def _typed_sets(values: dict[str, str]) -> dict[str, Any]:
     return typed
 
 
-def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
-    """The arguments of ``python -m cifarlab`` for these options: ``train ...``, or ``notebook ...`` whose own
-    flags are those the table marks ``notebook``, the rest its parameters (``--param KEY=VALUE``: ``LAB_KEY``)."""
+def lab_values(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> dict[str, Any]:
+    """The values of ``python -m cifarlab train|notebook`` for these options, ``None`` for those left out."""
     defaults = {key: option.default for key, option in LAB_OPTIONS.items() if option.default is not None}
-    given = {**defaults, **opts.training, **parse_sets(opts.extra)}
+    given = {"out": out, "data": data, "data_root": data_root, **defaults, **opts.training, **parse_sets(opts.extra)}
+    if opts.notebook:
+        opts._check_notebook_model()
+        given.pop("model")
+    return given
+
+
+def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
+    """``train --key value ...``, or ``notebook ...`` whose own flags are those the table marks ``notebook``, the
+    rest its parameters (``--param KEY=VALUE``: ``LAB_KEY``)."""
+    given = lab_values(opts, out=out, data=data, data_root=data_root)
     if not opts.notebook:
-        return ["train", "--out", out, "--data", data, *_flags({"data_root": data_root, **given})]
-    opts._check_notebook_model()
-    given.pop("model")
-    params = {"data_root": data_root} | {k: v for k, v in given.items() if not _notebook_flag(k)}
-    flags = _flags({k: v for k, v in given.items() if _notebook_flag(k)})
-    return ["notebook", "--out", out, "--data", data, *flags, *_flags(params, "--param")]
+        return ["train", *_flags(given)]
+    flags = {k: given.pop(k) for k in list(given) if k in ("out", "data") or _notebook_flag(k)}
+    return ["notebook", *_flags(flags), *_flags(given, "--param")]
 
 
 def _notebook_flag(key: str) -> bool:
@@ -256,7 +252,6 @@ def launch(
 
 
 def _check_device(opts: RunLabOptions, plan: LaunchPlan) -> None:
-    """One device named for several processes on one machine cannot be shared out."""
     if plan.procs_per_node > 1 and opts.device not in (None, "auto", "cuda"):
         raise UsageError(
             f"--device {opts.device} names one device, and {plan.procs_per_node} processes would share it.",
@@ -272,16 +267,24 @@ def _flags(values: dict[str, Any], param: str = "") -> list[str]:
     return [arg for key, value in pairs for arg in ("--" + key.replace("_", "-"), value)]
 
 
-def option_pairs(args: list[str]) -> list[tuple[str, str]]:
-    """``--flag value`` pairs of a ``cifarlab_args`` list after its command, keys in the lab's spelling."""
-    flags, values = args[1::2], args[2::2]
-    return [(flag.removeprefix("--").replace("-", "_"), value) for flag, value in zip(flags, values, strict=True)]
+def read_metrics(results: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((results / "metrics.json").read_text()))
+    except (OSError, ValueError):
+        return {}  # a run that saved none, or a notebook of the user's own
 
 
 def run_result(
-    run_id: str, where: str, state: str, results: Path, metrics: dict[str, Any], *, files_verified: int | None
+    run_id: str,
+    where: str,
+    state: str,
+    results: Path,
+    metrics: dict[str, Any] | None = None,
+    *,
+    files_verified: int | None,
 ) -> dict[str, Any]:
     """One shape for a finished run, wherever it ran (``--json`` of run-lab, fetch and --here alike)."""
+    metrics = read_metrics(results) if metrics is None else metrics
     plots = {name: results / f"{name}.png" for name in ("loss_curve", "confusion_matrix")}
     return {
         "run_id": run_id,
@@ -303,7 +306,6 @@ def run_result(
 
 
 def result_text(result: dict[str, Any]) -> str:
-    """What a person reads at the end of a run: the table, the accuracy, the time, where the plots are."""
     import io
 
     from rich.console import Console

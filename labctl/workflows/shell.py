@@ -1,10 +1,7 @@
-"""`labctl ssh`: the system ``ssh`` client (a real terminal, the user's habits) on the lab's machine, trusting only
-the pinned host key (a temporary known_hosts file, ``StrictHostKeyChecking=yes``).
-"""
+"""`labctl ssh`: the system ``ssh`` client (a real terminal) trusting only the pinned host key."""
 
 from __future__ import annotations
 
-import getpass
 import os
 import shlex
 import shutil
@@ -14,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from labctl.errors import LabctlError, NotReady, UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.files import write_private
 from labctl.hostkeys import known_hosts_name, normalize
 from labctl.keys import check_lab_key
@@ -23,11 +20,10 @@ from labctl.ui import Outcome, Reporter
 
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
-    """The ssh invocation for ``record``; ``known_hosts`` must hold the pinned key (see write_known_hosts).
-
-    The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
+    """The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
     ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
     ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
+    from labctl.sshconfig import entry_for
     from labctl.targets import get_target
 
     if not get_target(record.target).remote:
@@ -37,32 +33,26 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
         )
     if record.status == "stopped":
         record.require_ready()  # says how to start it
-    head = record.nodes[0]
-    if not head.host or not record.ssh_key_path or not head.host_key:
-        raise NotReady(
-            f"Lab '{record.name}' does not record how to reach its machine yet.",
-            hint="Run 'labctl up' for it again to finish creating it.",
-        )
+    entry = entry_for(record)
     options = {
         "IdentitiesOnly": "yes",
         "UserKnownHostsFile": known_hosts,
         "GlobalKnownHostsFile": os.devnull,
         "StrictHostKeyChecking": "yes",
         "UpdateHostKeys": "no",
-        "HostKeyAlias": known_hosts_name(head.host, head.port),
+        "HostKeyAlias": known_hosts_name(entry.host, entry.port),
     }
     return [
         ssh_client(),
-        *("-i", record.ssh_key_path, "-p", str(head.port)),
+        *("-i", str(entry.identity_file), "-p", str(entry.port)),
         *(arg for key, value in options.items() for arg in ("-o", f"{key}={value}")),
         "--",
-        f"{head.user or getpass.getuser()}@{head.host}",
+        f"{entry.user}@{entry.host}",
         *([shlex.join(remote_command)] if remote_command else []),
     ]
 
 
 def ssh_client() -> str:
-    """The path of the system's OpenSSH client, or an error that says how to get one on this system."""
     ssh = shutil.which("ssh")
     if ssh is not None:
         return ssh
@@ -92,17 +82,13 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
 
 
 def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) -> Outcome:
-    """A shell on the lab's machine, or with ``command`` that one command (its exit code is labctl's)."""
     record = StateStore().resolve(name)
     code = run_ssh(record, command)
-    if code == 255:
-        return Outcome(
-            {"name": record.name, "exit_code": code},
-            "ssh could not connect (exit 255). If it reported a changed host key, the machine is not the one "
-            "labctl pinned: do not continue until you know why (see 'labctl status').",
-            exit_code=code,
-        )
-    return Outcome({"name": record.name, "exit_code": code}, "", exit_code=code)
+    text = (
+        "ssh could not connect (exit 255). If it reported a changed host key, the machine is not the one "
+        "labctl pinned: do not continue until you know why (see 'labctl status')."
+    )
+    return Outcome({"name": record.name, "exit_code": code}, text if code == 255 else "", exit_code=code)
 
 
 def ssh_config(
@@ -113,7 +99,6 @@ def ssh_config(
     local_port: int | None = None,
     include: bool = False,
 ) -> Outcome:
-    """Write the lab's ``Host labctl-<lab>`` entry and, after one yes, the Include line in ~/.ssh/config."""
     from labctl import sshconfig
 
     record = StateStore().resolve(name)

@@ -1,7 +1,5 @@
-"""`labctl status`: what runs where, since when, and what it costs, from the record, the target and each node.
-
-Each part may fail on its own (a stopped VM still gives a useful answer), and asking never starts or changes anything.
-"""
+"""`labctl status`: what runs where, since when, and what it costs. Each part may fail on its own (a stopped VM
+still gives a useful answer), and asking never starts or changes anything."""
 
 from __future__ import annotations
 
@@ -17,23 +15,17 @@ def status(name: str | None, ui: Reporter) -> Outcome:
     store = StateStore()
     if name is None:
         labs, unreadable = store.scan()
-        if len(labs) > 1 and not unreadable:
-            return status_all(labs)
-    data = lab_status(store.resolve(name))
+        if len(labs) > 1 and not unreadable:  # one table of all, each described as `status --name` would
+            every = [lab_status(store, record) for record in sorted(labs, key=lambda r: r.name)]
+            return Outcome({"labs": every}, render_table(every))
+    data = lab_status(store, store.resolve(name))
     return Outcome(data, render(data))
 
 
-def status_all(records: list[LabRecord]) -> Outcome:
-    """Several labs and no --name: one table of all of them, each described as `status --name` would."""
-    labs = [lab_status(record) for record in sorted(records, key=lambda r: r.name)]
-    return Outcome({"labs": labs}, render_table(labs))
-
-
-def lab_status(record: LabRecord) -> dict[str, Any]:
+def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
     from labctl.labhost import describe_lab
     from labctl.targets import get_target
 
-    store = StateStore()
     data: dict[str, Any] = {
         "name": record.name,
         "target": record.target,
@@ -70,7 +62,7 @@ def lab_status(record: LabRecord) -> dict[str, Any]:
 
 
 def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
-    """Who made the lab, where labs have owners; a colleague's lab says so, since changing it is refused."""
+    """A colleague's lab says so, since changing it is refused."""
     owner = target.owner_of(record)
     if owner is None:
         return {}
@@ -82,7 +74,6 @@ def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
 
 
 def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
-    """From the idle agent's own files on the machine: how long idle, when the stop is due, its last decision."""
     from labctl.idle import read_facts
     from labctl.labhost import EVERYDAY_WAIT
     from labctl.machine import connect
@@ -140,7 +131,7 @@ _LABELS: list[tuple[str, str]] = [
 
 
 def render(data: dict[str, Any]) -> str:
-    """The status as aligned lines, leaving out what is unknown rather than printing None."""
+    """Aligned lines, leaving out what is unknown rather than printing None."""
     shown = dict(data)
     shown["uptime"] = _hours(data.get("uptime_seconds"))
     shown["price"] = _money(data.get("usd_per_hour"))
@@ -167,7 +158,6 @@ def render(data: dict[str, Any]) -> str:
 
 
 def _node_line(node: dict[str, Any]) -> str:
-    """One machine of a lab on several: where, whether it answers, its container and GPUs."""
     parts = [str(node.get("address"))]
     if node.get("private_address") and node["private_address"] not in str(node.get("address")):
         parts[0] += f" (private {node['private_address']})"
@@ -190,7 +180,6 @@ def _last_run(data: dict[str, Any]) -> str:
 
 
 def _idle_cell(data: dict[str, Any]) -> str:
-    """How long the lab has been idle, from its idle agent; else what the agent is (off, not installed...)."""
     minutes = data.get("idle_stop_minutes")
     idle_for = _hours(data.get("idle_for_seconds"))
     if idle_for:
@@ -204,7 +193,6 @@ def _idle_cell(data: dict[str, Any]) -> str:
 
 
 def render_table(labs: list[dict[str, Any]]) -> str:
-    """name, target, size, state, $/h, spend, idle and last run of every lab, as a rich table in plain text."""
     import io
 
     from rich.console import Console

@@ -1,6 +1,4 @@
-"""`labctl up`: from a spec to a ready lab, whatever the target; the record is saved after every step so that a
-second `up` resumes and `down` can clean up.
-"""
+"""`labctl up`: the record is saved after every step, so that a second `up` resumes and `down` can clean up."""
 
 from __future__ import annotations
 
@@ -18,8 +16,7 @@ from labctl.ui import Outcome, Reporter
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
-    """The flags in ``asked``, completed from LABCTL_* variables and config files, and validated; a setting only one
-    kind of target reads (a region, a size) applies to that target only."""
+    """A setting only one kind of target reads (a region, a size) applies to that target only."""
     from labctl.targets import get_target
 
     settings = settings or Settings()
@@ -50,7 +47,6 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
 
 
 def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
-    """--idle-stop and --budget from flags, LABCTL_IDLE_STOP / LABCTL_BUDGET or a config file, checked here."""
     from labctl import idle
 
     window = settings.lookup("idle_stop", asked.idle_stop)
@@ -63,7 +59,7 @@ def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
 
 
 def _check_images(image: str | None, settings: Settings) -> None:
-    """Refuse a malformed image before anything is created: both images end up in commands run as root."""
+    """Both images end up in commands run as root."""
     from labctl.container import base_image
 
     if image is not None:
@@ -95,7 +91,6 @@ def _idle_rules(spec: LabSpec, record: LabRecord, target: Target) -> None:
 
 
 def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
-    """Create the lab ``asked`` describes (flags as typed; see ``build_spec``), or bring it up to date."""
     from labctl.targets import get_target
 
     spec = build_spec(asked)

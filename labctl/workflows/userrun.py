@@ -1,8 +1,4 @@
-"""`labctl run SCRIPT.py` and `labctl cancel`: the user's own program as a lab run, and stopping any run.
-
-A script runs as the bundled lab does: detached, in its own ``/workspace/runs/<id>/`` (its working directory and
-``LAB_OUT``), with ``/workspace`` on its import path, streamed, reattachable and fetched verified.
-"""
+"""`labctl run SCRIPT.py` (the user's own program, run as the bundled lab is) and `labctl cancel` (any run)."""
 
 from __future__ import annotations
 
@@ -54,7 +50,6 @@ def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
 
 
 def _wait_stopped(cluster: list[NodeRun], run_id: str, timeout: float) -> list[runs.RunInfo]:
-    """Each node's part of the run, once none runs any more or ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         infos = [node.runs.info(run_id) for node in cluster]
@@ -64,8 +59,7 @@ def _wait_stopped(cluster: list[NodeRun], run_id: str, timeout: float) -> list[r
 
 
 def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STOP_WAIT_S) -> Outcome:
-    """Stop a run (the latest running one by default) on every node it runs on: SIGTERM, so the lab saves its
-    checkpoint; wait for each node's part to end, and say what is kept."""
+    """SIGTERM, so the lab saves its checkpoint."""
     store = StateStore()
     record = store.resolve(name)
     with lab_nodes(record, ui) as lab:

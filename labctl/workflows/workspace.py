@@ -91,7 +91,6 @@ def push(opts: PushOptions, ui: Reporter) -> Outcome:
 
 
 def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | None:
-    """Copy everything that changed in /workspace since `up`, whatever its size; refuse (raise) when it cannot."""
     if record.status not in ("ready", "stopped"):
         return None  # never ready: nothing of the user's can be there; deleting: an earlier `down` saved it
     try:

@@ -14,8 +14,8 @@ from labctl.workflows.runlab_options import (
     Launch,
     RunLabOptions,
     cifarlab_args,
+    lab_values,
     launch,
-    option_pairs,
 )
 
 
@@ -28,9 +28,9 @@ def test_train_arguments_carry_every_given_option_and_nothing_else() -> None:
         "train", "--out", "/w/runs/r1", "--data", "cifar10", "--data-root", "/w/.labctl/data/cifar10",
         "--model", "fast", "--seed", "3", "--epochs", "2.5", "--lr", "0.01", "--max-steps", "7", "--width", "0.5",
     ]  # fmt: skip
-    pairs = option_pairs(args)
-    assert ("max_steps", "7") in pairs and ("data_root", "/w/.labctl/data/cifar10") in pairs
-    assert dict(pairs)["out"] == "/w/runs/r1"
+    values = lab_values(opts, out="/w/runs/r1", data="cifar10", data_root="/w/.labctl/data/cifar10")
+    assert values["max_steps"] == "7" and values["data_root"] == "/w/.labctl/data/cifar10"
+    assert values["out"] == "/w/runs/r1"  # what --here hands the training core as text
 
 
 def test_notebook_arguments_are_its_flags_and_parameters() -> None:

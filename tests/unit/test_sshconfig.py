@@ -205,7 +205,10 @@ def test_a_remote_command_keeps_its_words(tmp_path: Path) -> None:
     from labctl.workflows.shell import ssh_command
 
     record = LabRecord(
-        name="lab", target="ssh", ssh_key_path="/k", nodes=[NodeRecord(host="203.0.113.7", host_key="ssh-ed25519 AAAA")]
+        name="lab",
+        target="ssh",
+        ssh_key_path="/k",
+        nodes=[NodeRecord(host="203.0.113.7", user="me", host_key=KEY)],
     )
 
     def sent(command: list[str]) -> list[str]:
