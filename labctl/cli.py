@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -71,11 +71,17 @@ def _not_blank(value: Any) -> Any:
     return value
 
 
-def _opt(names: str, help: str, metavar: str | None = None, *, text: bool = False, **more: Any) -> Any:
+def _opt(
+    names: str, help: str, metavar: str | None = None, *, default: Any = None, text: bool = False, **more: Any
+) -> Any:
     """An option by its names ("--name -n"); a ``text`` one given as '' or spaces is refused."""
     if text:
         more["callback"] = _not_blank
-    return typer.Option(*names.split(), help=help, metavar=metavar, **more)
+    return typer.Option(default, *names.split(), help=help, metavar=metavar, **more)
+
+
+def _arg(metavar: str, help: str, default: Any = None, **more: Any) -> Any:
+    return typer.Argument(default, metavar=metavar, help=help, show_default=False, **more)
 
 
 def _run_id(value: str | None) -> str | None:
@@ -89,26 +95,39 @@ def _run_id(value: str | None) -> str | None:
     return value
 
 
-NameOpt = Annotated[str | None, _opt("--name -n", "Which lab (default: the only one).", text=True)]
-RunArg = Annotated[str | None, typer.Argument(help="Run id (default: the latest).", callback=_run_id)]
-JsonOpt = Annotated[bool, _opt("--json", "Print the result as JSON on stdout.")]
-YesOpt = Annotated[bool, _opt("--yes -y", "Do not ask for confirmation.")]
-DetachOpt = Annotated[bool, _opt("--detach", "Start the run and return.")]
-ForceOwnerOpt = Annotated[bool, _opt("--force", "Act on a lab someone else owns (with --confirm-name).")]
-ConfirmNameOpt = Annotated[
-    str | None, _opt("--confirm-name", "With --force: the lab's name, to act on a lab someone else owns.")
-]
-SubscriptionOpt = Annotated[str | None, _opt("--subscription", "Azure subscription id.", "ID", text=True)]
-
+NAME = _opt("--name -n", "Which lab (default: the only one).", text=True)
+RUN = typer.Argument(None, help="Run id (default: the latest).", callback=_run_id)
+JSON = _opt("--json", "Print the result as JSON on stdout.", default=False)
+YES = _opt("--yes -y", "Do not ask for confirmation.", default=False)
+DETACH = _opt("--detach", "Start the run and return.", default=False)
+FORCE_OWNER = _opt("--force", "Act on a lab someone else owns (with --confirm-name).", default=False)
+CONFIRM_NAME = _opt("--confirm-name", "With --force: the lab's name, to act on a lab someone else owns.")
+SUBSCRIPTION = _opt("--subscription", "Azure subscription id.", "ID", text=True)
 
 T = TypeVar("T")
 
 
 def _options(cls: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
-    """``cls`` built from a command's parameters (``locals()``) named like its fields, and ``more``; a parameter
-    left out (None) keeps the field's default."""
+    """``cls`` from a command's parameters (``locals()``) named like its fields; None keeps the default."""
     fields = inspect.signature(cls).parameters
     return cls(**{key: value for key, value in given.items() if key in fields and value is not None} | more)
+
+
+def _command(name: str, **settings: Any) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
+    """A command from a function given the reporter first and returning its workflow's outcome, which ``_run``
+    renders (as JSON with its ``--json``)."""
+
+    def register(action: Callable[..., Outcome]) -> Callable[..., Outcome]:
+        def command(**given: Any) -> None:
+            _run(lambda ui: action(ui, **given), given.get("as_json", False))
+
+        params = list(inspect.signature(action, eval_str=True).parameters.values())[1:]
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__doc__ = action.__doc__
+        app.command(name, cls=LabctlCommand, **settings)(command)
+        return action
+
+    return register
 
 
 def _version(value: bool) -> None:
@@ -119,10 +138,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, _opt("--verbose -v", "Show underlying calls and tracebacks.")] = False,
-    version: Annotated[
-        bool, _opt("--version", "Print the version and exit.", is_eager=True, callback=_version)
-    ] = False,
+    verbose: bool = _opt("--verbose -v", "Show underlying calls and tracebacks.", default=False),
+    version: bool = _opt("--version", "Print the version and exit.", default=False, is_eager=True, callback=_version),
 ) -> None:
     global _VERBOSE
     _VERBOSE = verbose
@@ -194,67 +211,44 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
-# ----------------------------------------------------------------------------------------------- up / down
-
-
-@app.command("up")
+@_command("up")
 def up_cmd(
-    name: Annotated[str | None, _opt("--name -n", "Lab name (default: 'lab').", text=True)] = None,
-    target: Annotated[
-        Literal[TARGETS] | None,  # type: ignore[valid-type]
-        _opt("--target -t", "Where the lab runs: azure (default), ssh or local."),
-    ] = None,
-    hosts: Annotated[
-        list[str] | None,
-        _opt(
-            "--host",
-            "The machine, for --target ssh; repeat for a cluster (the first is the head node).",
-            "USER@HOST[:PORT]",
-            text=True,
-        ),
-    ] = None,
-    host_key_fingerprint: Annotated[
-        str | None,
-        _opt("--host-key-fingerprint", "The --host's key fingerprint, to pin it without a question.", "SHA256:..."),
-    ] = None,
-    gpu: Annotated[bool, _opt("--gpu", "A GPU machine (N-series on Azure).")] = False,
-    nodes: Annotated[
-        int | None,
-        _opt(
-            "--nodes",
-            "Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).",
-            "N",
-        ),
-    ] = None,
-    sizes: Annotated[
-        list[str] | None, _opt("--size", "VM size; repeat to give fall-backs in order.", "SIZE", text=True)
-    ] = None,
-    region: Annotated[str | None, _opt("--region", "Azure region, or 'auto'.", "REGION", text=True)] = None,
-    image: Annotated[str | None, _opt("--image", "Use this container image as is.", "IMAGE", text=True)] = None,
-    subscription: SubscriptionOpt = None,
-    allow_ip: Annotated[
-        str | None, _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True)
-    ] = None,
-    ssh_key: Annotated[Path | None, _opt("--ssh-key", "Your private key (default: new).", "PATH")] = None,
-    shutdown_at: Annotated[
-        str | None, _opt("--shutdown-at", "Daily auto-shutdown, HH:MM (19:00).", "HH:MM", text=True)
-    ] = None,
-    no_shutdown: Annotated[bool, _opt("--no-shutdown", "No auto-shutdown schedule.")] = False,
-    spot: Annotated[bool, _opt("--spot", "A Spot VM (cheaper, can be evicted).")] = False,
-    idle_stop: Annotated[
-        str | None,
-        _opt("--idle-stop", "Minutes idle before the lab stops itself, or 0/off (Azure default: 60).", "MINUTES"),
-    ] = None,
-    idle_action: Annotated[
-        str, _opt("--idle-action", "stop (the default) or shutdown (power an SSH host off).", "ACTION")
-    ] = "stop",
-    budget: Annotated[
-        str | None, _opt("--budget", "US dollars since creation after which the VM stops itself.", "USD")
-    ] = None,
-    dry_run: Annotated[bool, _opt("--dry-run", "Print the plan and create nothing.")] = False,
-    yes: YesOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = _opt("--name -n", "Lab name (default: 'lab').", text=True),
+    target: Literal[TARGETS] | None = _opt("--target -t", "Where the lab runs: azure (default), ssh or local."),  # type: ignore[valid-type]
+    hosts: list[str] | None = _opt(
+        "--host",
+        "The machine, for --target ssh; repeat for a cluster (the first is the head node).",
+        "USER@HOST[:PORT]",
+        text=True,
+    ),
+    host_key_fingerprint: str | None = _opt(
+        "--host-key-fingerprint", "The --host's key fingerprint, to pin it without a question.", "SHA256:..."
+    ),
+    gpu: bool = _opt("--gpu", "A GPU machine (N-series on Azure).", default=False),
+    nodes: int | None = _opt(
+        "--nodes", "Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).", "N"
+    ),
+    sizes: list[str] | None = _opt("--size", "VM size; repeat to give fall-backs in order.", "SIZE", text=True),
+    region: str | None = _opt("--region", "Azure region, or 'auto'.", "REGION", text=True),
+    image: str | None = _opt("--image", "Use this container image as is.", "IMAGE", text=True),
+    subscription: str | None = SUBSCRIPTION,
+    allow_ip: str | None = _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True),
+    ssh_key: Path | None = _opt("--ssh-key", "Your private key (default: new).", "PATH"),
+    shutdown_at: str | None = _opt("--shutdown-at", "Daily auto-shutdown, HH:MM (19:00).", "HH:MM", text=True),
+    no_shutdown: bool = _opt("--no-shutdown", "No auto-shutdown schedule.", default=False),
+    spot: bool = _opt("--spot", "A Spot VM (cheaper, can be evicted).", default=False),
+    idle_stop: str | None = _opt(
+        "--idle-stop", "Minutes idle before the lab stops itself, or 0/off (Azure default: 60).", "MINUTES"
+    ),
+    idle_action: str = _opt(
+        "--idle-action", "stop (the default) or shutdown (power an SSH host off).", "ACTION", default="stop"
+    ),
+    budget: str | None = _opt("--budget", "US dollars since creation after which the VM stops itself.", "USD"),
+    dry_run: bool = _opt("--dry-run", "Print the plan and create nothing.", default=False),
+    yes: bool = YES,
+    as_json: bool = JSON,
+) -> Outcome:
     """Create a lab (or converge an existing one): machine, Docker, the Jupyter container.
 
     Examples:
@@ -267,29 +261,25 @@ def up_cmd(
     from labctl.spec import LabSpec, parse_host
     from labctl.workflows.up import up
 
-    given = locals()
-
-    def go(ui: Reporter) -> Outcome:
-        machines = [parse_host(h) for h in hosts or []]
-        asked = _options(LabSpec, given, host=machines[0] if machines else None, workers=machines[1:])
-        return up(asked, ui, dry_run=dry_run)
-
-    _run(go, as_json)
+    machines = [parse_host(h) for h in hosts or []]
+    asked = _options(LabSpec, locals(), host=machines[0] if machines else None, workers=machines[1:])
+    return up(asked, ui, dry_run=dry_run)
 
 
-@app.command("down")
+@_command("down")
 def down_cmd(
-    name: NameOpt = None,
-    yes: YesOpt = False,
-    force: Annotated[
-        bool, _opt("--force", "Delete even with a run in progress, results not fetched, or someone else's lab.")
-    ] = False,
-    confirm_name: ConfirmNameOpt = None,
-    no_save: Annotated[
-        bool, _opt("--no-save", "Do not copy what changed in the workspace since up to this computer first.")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    yes: bool = YES,
+    force: bool = _opt(
+        "--force", "Delete even with a run in progress, results not fetched, or someone else's lab.", default=False
+    ),
+    confirm_name: str | None = CONFIRM_NAME,
+    no_save: bool = _opt(
+        "--no-save", "Do not copy what changed in the workspace since up to this computer first.", default=False
+    ),
+    as_json: bool = JSON,
+) -> Outcome:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
 
     What changed in /workspace since 'up', whatever its size, is copied to ./labctl-results/LAB/workspace/ first,
@@ -299,42 +289,37 @@ def down_cmd(
     """
     from labctl.workflows.down import DownOptions, down
 
-    opts = _options(DownOptions, locals(), save=not no_save)
-    _run(lambda ui: down(opts, ui), as_json)
+    return down(_options(DownOptions, locals(), save=not no_save), ui)
 
 
-@app.command("idle-stop")
+@_command("idle-stop")
 def idle_stop_cmd(
-    minutes: Annotated[str, typer.Argument(help="Minutes idle before the lab stops itself, or 'off'.")],
-    name: NameOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    minutes: str = typer.Argument(..., help="Minutes idle before the lab stops itself, or 'off'."),
+    name: str | None = NAME,
+    as_json: bool = JSON,
+) -> Outcome:
     """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there).
 
     Example: labctl idle-stop --name cifar-gpu 30
     """
     from labctl.workflows.idle import set_idle_stop
 
-    _run(lambda ui: set_idle_stop(name, minutes, ui), as_json)
+    return set_idle_stop(name, minutes, ui)
 
 
-# ----------------------------------------------------------------------------------------------- your own work
-
-
-@app.command("pull")
+@_command("pull")
 def pull_cmd(
-    paths: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."),
-    ] = None,
-    name: NameOpt = None,
-    dest: Annotated[Path | None, _opt("--to", "Local folder (default: ./labctl-results/LAB).", "DIR")] = None,
-    changed: Annotated[bool, _opt("--changed", "Only what changed since 'up'.")] = False,
-    max_size_mb: Annotated[
-        int, _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB")
-    ] = 200,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    paths: list[str] | None = typer.Argument(
+        None, metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."
+    ),
+    name: str | None = NAME,
+    dest: Path | None = _opt("--to", "Local folder (default: ./labctl-results/LAB).", "DIR"),
+    changed: bool = _opt("--changed", "Only what changed since 'up'.", default=False),
+    max_size_mb: int = _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB", default=200),
+    as_json: bool = JSON,
+) -> Outcome:
     """Copy your files from the lab's /workspace here, each one verified against its sha256 in the lab.
 
     Caches (.cache, __pycache__, .ipynb_checkpoints), labctl's own folders (runs/, .labctl/) and files larger
@@ -345,128 +330,105 @@ def pull_cmd(
     """
     from labctl.workflows.workspace import PullOptions, pull
 
-    opts = _options(PullOptions, locals())
-    _run(lambda ui: pull(opts, ui), as_json)
+    return pull(_options(PullOptions, locals()), ui)
 
 
-@app.command("push")
+@_command("push")
 def push_cmd(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Local files or folders to send.")],
-    name: NameOpt = None,
-    to: Annotated[str, _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR")] = "",
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Local files or folders to send."),
+    name: str | None = NAME,
+    to: str = _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR", default=""),
+    as_json: bool = JSON,
+) -> Outcome:
     """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
 
     Example: labctl push train.py data/labels.csv --to project
     """
     from labctl.workflows.workspace import PushOptions, push
 
-    opts = _options(PushOptions, locals())
-    _run(lambda ui: push(opts, ui), as_json)
+    return push(_options(PushOptions, locals()), ui)
 
 
-# ----------------------------------------------------------------------------------------------- use
-
-
-@app.command("open")
+@_command("open")
 def open_cmd(
-    name: NameOpt = None,
-    port: Annotated[int, _opt("--port", "Local port for the tunnel (next free if busy).", "PORT")] = 8888,
-    print_only: Annotated[bool, _opt("--print", "Print the URL and exit (for a tunnel held elsewhere).")] = False,
-    browser: Annotated[bool, _opt("--browser", "Open the URL in the browser.")] = False,
-    forward: Annotated[
-        list[int] | None,
-        _opt(
-            "--forward",
-            "Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
-            "127.0.0.1 through the same tunnel; repeatable. The server must listen on all the lab's addresses.",
-            "PORT",
-        ),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    port: int = _opt("--port", "Local port for the tunnel (next free if busy).", "PORT", default=8888),
+    print_only: bool = _opt("--print", "Print the URL and exit (for a tunnel held elsewhere).", default=False),
+    browser: bool = _opt("--browser", "Open the URL in the browser.", default=False),
+    forward: list[int] | None = _opt(
+        "--forward",
+        "Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
+        "127.0.0.1 through the same tunnel; repeatable. The server must listen on all the lab's addresses.",
+        "PORT",
+    ),
+    as_json: bool = JSON,
+) -> Outcome:
     """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel.
 
     Example: labctl open --browser --forward 6006
     """
     from labctl.workflows.open import OpenOptions, open_lab
 
-    opts = _options(OpenOptions, locals(), json_out=as_json)
-    _run(lambda ui: open_lab(opts, ui), as_json)
+    return open_lab(_options(OpenOptions, locals(), json_out=as_json), ui)
 
 
-def _with_lab_options(command: Callable[..., None]) -> Callable[..., None]:
+def _with_lab_options(command: Callable[..., Outcome]) -> Callable[..., Outcome]:
     """The lab's training options (cifarlab's own table, ``LAB_OPTIONS``) as options of ``command`` after its
-    first two; their values reach its ``**training``."""
+    ``here``; their values reach its ``**training``."""
     from labctl.workflows.runlab_options import LAB_OPTIONS
 
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    after = [p.name for p in own].index("here") + 1
     lab = [
         inspect.Parameter(
             key,
             inspect.Parameter.KEYWORD_ONLY,
-            default=option.default,
-            annotation=Annotated[
-                (Literal[option.choices] if option.choices else option.type) | None,
-                _opt("--" + key.replace("_", "-"), option.help, option.run_lab),
-            ],
+            default=_opt("--" + key.replace("_", "-"), option.help, option.run_lab, default=option.default),
+            annotation=(Literal[option.choices] if option.choices else option.type) | None,
         )
         for key, option in LAB_OPTIONS.items()
         if option.run_lab
     ]
-    command.__signature__ = inspect.Signature([*own[:2], *lab, *own[2:]])  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature([*own[:after], *lab, *own[after:]])  # type: ignore[attr-defined]
     return command
 
 
-@app.command("run-lab")
+@_command("run-lab")
 @_with_lab_options
 def run_lab_cmd(
+    ui: Reporter,
     *,
-    name: NameOpt = None,
-    here: Annotated[bool, _opt("--here", "Run in this Python environment (no cloud, no container).")] = False,
-    data: Annotated[
-        str | None,
-        _opt(
-            "--data",
-            "cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
-            "machine:PATH for data already on the lab's machine.",
-            "DATA",
-            text=True,
-            autocompletion=lambda: ["cifar10", "synthetic"],
-        ),
-    ] = None,
-    gpus: Annotated[
-        int | None,
-        _opt(
-            "--gpus",
-            "GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
-            "machine and --notebook run one process).",
-            "N",
-        ),
-    ] = None,
-    nodes: Annotated[
-        int | None, _opt("--nodes", "Machines of the lab to train on together (default: all of them).", "N")
-    ] = None,
-    notebook: Annotated[
-        bool, _opt("--notebook", "Execute the notebook headless instead (or NOTEBOOK, your own) and keep it.")
-    ] = False,
-    notebook_file: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="[NOTEBOOK]",
-            help="With --notebook: your own .ipynb, on this computer or in /workspace.",
-            show_default=False,
-        ),
-    ] = None,
-    detach: DetachOpt = False,
-    out: Annotated[Path | None, _opt("--out", "Where results go.", "DIR")] = None,
-    extra: Annotated[
-        list[str] | None, _opt("--set", "Extra training option KEY=VALUE (repeatable).", "KEY=VALUE")
-    ] = None,
-    as_json: JsonOpt = False,
+    name: str | None = NAME,
+    here: bool = _opt("--here", "Run in this Python environment (no cloud, no container).", default=False),
+    data: str | None = _opt(
+        "--data",
+        "cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
+        "machine:PATH for data already on the lab's machine.",
+        "DATA",
+        text=True,
+        autocompletion=lambda: ["cifar10", "synthetic"],
+    ),
+    gpus: int | None = _opt(
+        "--gpus",
+        "GPUs to train on, one process each under torchrun (default: every GPU of the machine; a CPU "
+        "machine and --notebook run one process).",
+        "N",
+    ),
+    nodes: int | None = _opt("--nodes", "Machines of the lab to train on together (default: all of them).", "N"),
+    notebook: bool = _opt(
+        "--notebook", "Execute the notebook headless instead (or NOTEBOOK, your own) and keep it.", default=False
+    ),
+    notebook_file: str | None = _arg(
+        "[NOTEBOOK]", "With --notebook: your own .ipynb, on this computer or in /workspace."
+    ),
+    detach: bool = DETACH,
+    out: Path | None = _opt("--out", "Where results go.", "DIR"),
+    extra: list[str] | None = _opt("--set", "Extra training option KEY=VALUE (repeatable).", "KEY=VALUE"),
+    as_json: bool = JSON,
     **training: Any,
-) -> None:
+) -> Outcome:
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results.
 
     The run goes on in the lab if the connection drops: 'labctl logs -f' reattaches, 'labctl fetch' brings
@@ -483,25 +445,20 @@ def run_lab_cmd(
     from labctl.workflows.runlab import run_lab
     from labctl.workflows.runlab_options import RunLabOptions
 
-    opts = _options(
-        RunLabOptions,
-        locals(),
-        notebook=notebook or notebook_file is not None,
-        training={key: value for key, value in training.items() if value is not None},
-    )
-    _run(lambda ui: run_lab(opts, ui), as_json)
+    given = {key: value for key, value in training.items() if value is not None}
+    notebook = notebook or notebook_file is not None
+    return run_lab(_options(RunLabOptions, locals(), training=given, notebook=notebook), ui)
 
 
-@app.command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@_command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
 def run_cmd(
-    script: Annotated[str, typer.Argument(metavar="SCRIPT", help="Your .py, on this computer or in /workspace.")],
-    args: Annotated[
-        list[str] | None, typer.Argument(metavar="[ARGS]...", help="Arguments for the script.", show_default=False)
-    ] = None,
-    name: NameOpt = None,
-    detach: DetachOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    script: str = _arg("SCRIPT", "Your .py, on this computer or in /workspace.", ...),
+    args: list[str] | None = _arg("[ARGS]...", "Arguments for the script."),
+    name: str | None = NAME,
+    detach: bool = DETACH,
+    as_json: bool = JSON,
+) -> Outcome:
     """Run your own Python script in the lab container, the way run-lab runs the lab.
 
     It runs detached in /workspace/runs/RUN/ (its working folder, also $LAB_OUT), with /workspace on its import
@@ -512,47 +469,43 @@ def run_cmd(
     """
     from labctl.workflows.userrun import RunScriptOptions, run_script
 
-    opts = _options(RunScriptOptions, locals())
-    _run(lambda ui: run_script(opts, ui), as_json)
+    return run_script(_options(RunScriptOptions, locals()), ui)
 
 
-@app.command("cancel")
+@_command("cancel")
 def cancel_cmd(
-    run: Annotated[
-        str | None,
-        typer.Argument(
-            metavar="[RUN]", help="Run id (default: the running one).", show_default=False, callback=_run_id
-        ),
-    ] = None,
-    name: NameOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    run: str | None = _arg("[RUN]", "Run id (default: the running one).", callback=_run_id),
+    name: str | None = NAME,
+    as_json: bool = JSON,
+) -> Outcome:
     """Stop a run: it gets SIGTERM, saves its checkpoint and ends; says what was kept.
 
     Example: labctl cancel 20260101-120000-ab12
     """
     from labctl.workflows.userrun import cancel
 
-    _run(lambda ui: cancel(name, run, ui), as_json)
+    return cancel(name, run, ui)
 
 
-@app.command("status")
-def status_cmd(name: NameOpt = None, as_json: JsonOpt = False) -> None:
+@_command("status")
+def status_cmd(ui: Reporter, name: str | None = NAME, as_json: bool = JSON) -> Outcome:
     """What runs where, since when, and what it costs; with several labs and no --name, one table of all.
 
     Example: labctl status
     """
     from labctl.workflows.status import status
 
-    _run(lambda ui: status(name, ui), as_json)
+    return status(name, ui)
 
 
-@app.command("list")
+@_command("list")
 def list_cmd(
-    subscription: SubscriptionOpt = None,
-    local_only: Annotated[bool, _opt("--local", "Only labs recorded on this computer.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    subscription: str | None = SUBSCRIPTION,
+    local_only: bool = _opt("--local", "Only labs recorded on this computer.", default=False),
+    as_json: bool = JSON,
+) -> Outcome:
     """Every lab: those recorded here and those found in Azure by their tags.
 
     Example: labctl list --local
@@ -560,22 +513,20 @@ def list_cmd(
     from labctl.validate import check_subscription
     from labctl.workflows.inventory import list_labs
 
-    def go(ui: Reporter) -> Outcome:
-        if subscription is not None:
-            check_subscription(subscription)
-        return list_labs(subscription, local_only, ui)
-
-    _run(go, as_json)
+    if subscription is not None:
+        check_subscription(subscription)
+    return list_labs(subscription, local_only, ui)
 
 
-@app.command("stop")
+@_command("stop")
 def stop_cmd(
-    name: NameOpt = None,
-    yes: YesOpt = False,
-    force: ForceOwnerOpt = False,
-    confirm_name: ConfirmNameOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    yes: bool = YES,
+    force: bool = FORCE_OWNER,
+    confirm_name: str | None = CONFIRM_NAME,
+    as_json: bool = JSON,
+) -> Outcome:
     """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
     Example: labctl stop --name cifar-gpu
@@ -583,13 +534,17 @@ def stop_cmd(
     from labctl.workflows.ownership import Override
     from labctl.workflows.power import stop
 
-    _run(lambda ui: stop(name, ui, Override(force, confirm_name), yes=yes), as_json)
+    return stop(name, ui, Override(force, confirm_name), yes=yes)
 
 
-@app.command("start")
+@_command("start")
 def start_cmd(
-    name: NameOpt = None, force: ForceOwnerOpt = False, confirm_name: ConfirmNameOpt = None, as_json: JsonOpt = False
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    force: bool = FORCE_OWNER,
+    confirm_name: str | None = CONFIRM_NAME,
+    as_json: bool = JSON,
+) -> Outcome:
     """Start a stopped lab again, with the same IP and keys.
 
     Example: labctl start --name cifar-gpu
@@ -597,67 +552,65 @@ def start_cmd(
     from labctl.workflows.ownership import Override
     from labctl.workflows.power import start
 
-    _run(lambda ui: start(name, ui, Override(force, confirm_name)), as_json)
+    return start(name, ui, Override(force, confirm_name))
 
 
-@app.command("logs")
+@_command("logs")
 def logs_cmd(
-    run: RunArg = None,
-    name: NameOpt = None,
-    follow: Annotated[bool, _opt("--follow -f", "Keep streaming until the run ends.")] = False,
-) -> None:
+    ui: Reporter,
+    run: str | None = RUN,
+    name: str | None = NAME,
+    follow: bool = _opt("--follow -f", "Keep streaming until the run ends.", default=False),
+) -> Outcome:
     """Show a run's log from the start; --follow reattaches to a live run.
 
     Example: labctl logs -f
     """
     from labctl.workflows.runlab import logs
 
-    _run(lambda ui: logs(name, run, follow, ui))
+    return logs(name, run, follow, ui)
 
 
-@app.command("runs")
+@_command("runs")
 def runs_cmd(
-    name: NameOpt = None,
-    here: Annotated[bool, _opt("--here", "Only the runs made here with run-lab --here.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    here: bool = _opt("--here", "Only the runs made here with run-lab --here.", default=False),
+    as_json: bool = JSON,
+) -> Outcome:
     """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
 
     Example: labctl runs --json
     """
     from labctl.workflows.runlab import list_runs
 
-    _run(lambda ui: list_runs(name, ui, here_only=here), as_json)
+    return list_runs(name, ui, here_only=here)
 
 
-@app.command("fetch")
-def fetch_cmd(run: RunArg = None, name: NameOpt = None, as_json: JsonOpt = False) -> None:
+@_command("fetch")
+def fetch_cmd(ui: Reporter, run: str | None = RUN, name: str | None = NAME, as_json: bool = JSON) -> Outcome:
     """Bring a run's results back and verify them.
 
     Example: labctl fetch 20260101-120000-ab12
     """
     from labctl.workflows.runlab import fetch
 
-    _run(lambda ui: fetch(name, run, ui), as_json)
+    return fetch(name, run, ui)
 
 
-@app.command("ssh", context_settings={"allow_interspersed_args": False})
+@_command("ssh", context_settings={"allow_interspersed_args": False})
 def ssh_cmd(
-    command: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="[CMD]...", help="One command to run instead of a shell (after --).", show_default=False
-        ),
-    ] = None,
-    name: NameOpt = None,
-) -> None:
+    ui: Reporter,
+    command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --)."),
+    name: str | None = NAME,
+) -> Outcome:
     """Open a shell on the lab's machine, or run one command there (with the pinned host key).
 
     Example: labctl ssh -- nvidia-smi
     """
     from labctl.workflows.shell import ssh_shell
 
-    _run(lambda ui: ssh_shell(name, ui, list(command or [])))
+    return ssh_shell(name, ui, list(command or []))
 
 
 def _ask(question: str) -> bool | None:
@@ -665,15 +618,14 @@ def _ask(question: str) -> bool | None:
     return typer.confirm(question, default=False) if sys.stdin.isatty() else None
 
 
-@app.command("ssh-config")
+@_command("ssh-config")
 def ssh_config_cmd(
-    name: NameOpt = None,
-    local_port: Annotated[
-        int | None, _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT")
-    ] = None,
-    include: Annotated[bool, _opt("--include", "Add the Include line to ~/.ssh/config without asking.")] = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    name: str | None = NAME,
+    local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
+    include: bool = _opt("--include", "Add the Include line to ~/.ssh/config without asking.", default=False),
+    as_json: bool = JSON,
+) -> Outcome:
     """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
 
     The entry goes to ~/.ssh/labctl/config (yours is not edited); labctl asks once before adding one Include
@@ -683,27 +635,24 @@ def ssh_config_cmd(
     """
     from labctl.workflows.shell import ssh_config
 
-    _run(lambda ui: ssh_config(name, ui, _ask, local_port=local_port, include=include), as_json)
+    return ssh_config(name, ui, _ask, local_port=local_port, include=include)
 
 
-@app.command("config")
+@_command("config")
 def config_cmd(
-    trust: Annotated[
-        bool, _opt("--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
+    ui: Reporter,
+    trust: bool = _opt(
+        "--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...", default=False
+    ),
+    as_json: bool = JSON,
+) -> Outcome:
     """The effective settings and where each one came from.
 
     Example: labctl config --json
     """
     from labctl.config import show_config, trust_project
 
-    _run(lambda ui: trust_project() if trust else show_config(), as_json)
-
-
-for _info in app.registered_commands:
-    _info.cls = LabctlCommand  # every command gets the same readable help
+    return trust_project() if trust else show_config()
 
 
 def main() -> None:
