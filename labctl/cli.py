@@ -303,7 +303,7 @@ def idle_stop_cmd(
 
     Example: labctl idle-stop --name cifar-gpu 30
     """
-    from labctl.workflows.idle import set_idle_stop
+    from labctl.workflows.power import set_idle_stop
 
     return set_idle_stop(name, minutes, ui)
 
@@ -531,10 +531,9 @@ def stop_cmd(
 
     Example: labctl stop --name cifar-gpu
     """
-    from labctl.workflows.ownership import Override
     from labctl.workflows.power import stop
 
-    return stop(name, ui, Override(force, confirm_name), yes=yes)
+    return stop(name, ui, yes=yes, force=force, confirm_name=confirm_name)
 
 
 @_command("start")
@@ -549,10 +548,9 @@ def start_cmd(
 
     Example: labctl start --name cifar-gpu
     """
-    from labctl.workflows.ownership import Override
     from labctl.workflows.power import start
 
-    return start(name, ui, Override(force, confirm_name))
+    return start(name, ui, force=force, confirm_name=confirm_name)
 
 
 @_command("logs")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from labctl.errors import UsageError
+from labctl.errors import NotReady, UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.hostkeys import normalize
 from labctl.state import LabRecord, validate_lab_name
@@ -79,7 +79,7 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
             hint=f"For a shell in the lab container: docker exec -it {ALIAS_PREFIX}{record.name} bash",
         )
     if not record.ssh_key_path or not head.host_key or not head.user:
-        raise UsageError(
+        raise NotReady(
             f"Lab '{record.name}' does not record how to reach its machine yet.",
             hint="Run 'labctl up' for it again to finish creating it.",
         )

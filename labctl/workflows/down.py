@@ -9,7 +9,7 @@ from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.ownership import Override, check_owner
+from labctl.workflows.power import check_owner
 
 
 @dataclass
@@ -38,7 +38,7 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
 
     target = get_target(record.target)
     what = target.removal(record)
-    confirmed = check_owner(record, target, "down", Override(opts.force, opts.confirm_name), ui)
+    confirmed = check_owner(record, target, "down", ui, opts.force, opts.confirm_name)
     if opts.save and not store.exists(record.name):
         _refuse_unreachable(record, target.label)
     if not opts.yes and not confirmed:

@@ -1,24 +1,63 @@
-"""`labctl stop` / `labctl start`: switch a lab's machine off (no compute charges) and bring it back unchanged."""
+"""`labctl stop`, `start` and `idle-stop`: the lab's machine off (no compute charges), back unchanged, or off by
+itself when idle; none of them, nor `down`, acts on a colleague's lab by accident."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
+from labctl import idle
 from labctl.errors import LabctlError, UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
-from labctl.workflows.ownership import Override, check_owner
 
 
-def _owned(name: str | None, verb: str, override: Override | None, ui: Reporter) -> tuple[LabRecord, Target]:
+def check_owner(
+    record: LabRecord, target: Target, verb: str, ui: Reporter, force: bool = False, confirm_name: str | None = None
+) -> bool:
+    """Refuse ``verb`` on someone else's lab unless forced and its name typed; True when so confirmed."""
+    owner = target.owner_of(record)
+    if owner is None or owner.mine:
+        return False
+    action = {"down": "delete"}.get(verb, verb)
+    whose = f"belongs to {owner.name}" if owner.name else "does not say who made it (it predates per-person labs)"
+    what = f"Lab '{record.name}' {whose}, and you are signed in as {owner.you}"
+    flags = f"--name {record.name} --force --confirm-name {record.name}"
+    if not force:
+        raise UsageError(
+            f"{what}; labctl does not {action} a lab that is not yours.",
+            hint=f"Ask its owner, or, if you mean to {action} it anyway, run 'labctl {verb} {flags}'.",
+        )
+    typed = confirm_name
+    if typed is None:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{what}; to {action} it, its name must be typed as confirmation.",
+                hint=f"Add --confirm-name {record.name} to confirm from a script.",
+            )
+        try:
+            typed = input(f"{what}. Type the lab's name to {action} it anyway: ").strip()
+        except EOFError:
+            typed = ""
+    if typed != record.name:
+        raise UsageError(
+            f"'{typed}' is not the lab's name '{record.name}'; nothing was done to the lab.",
+            hint=f"Type '{record.name}' exactly, or leave the lab to its owner.",
+        )
+    ui.warn(f"Going to {action} lab '{record.name}', which {whose}, as --force and the typed name confirm.")
+    return True
+
+
+def _owned(
+    name: str | None, verb: str, ui: Reporter, force: bool, confirm_name: str | None
+) -> tuple[LabRecord, Target]:
     from labctl.targets import get_target
 
     record = StateStore().resolve(name)
     target = get_target(record.target)
-    check_owner(record, target, verb, override or Override(), ui)
+    check_owner(record, target, verb, ui, force, confirm_name)
     return record, target
 
 
@@ -55,8 +94,10 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
     return input(f"{what}. Stop it anyway? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def stop(name: str | None, ui: Reporter, override: Override | None = None, *, yes: bool = False) -> Outcome:
-    record, target = _owned(name, "stop", override, ui)
+def stop(
+    name: str | None, ui: Reporter, *, yes: bool = False, force: bool = False, confirm_name: str | None = None
+) -> Outcome:
+    record, target = _owned(name, "stop", ui, force, confirm_name)
     # A target that cannot switch machines off (no off_means) refuses in power_off, before anything connects.
     if target.off_means and record.status == "ready" and not _may_stop_a_run(record, yes, ui):
         return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
@@ -68,8 +109,8 @@ def stop(name: str | None, ui: Reporter, override: Override | None = None, *, ye
     return Outcome({"name": record.name, **info}, text)
 
 
-def start(name: str | None, ui: Reporter, override: Override | None = None) -> Outcome:
-    record, info = _switch(*_owned(name, "start", override, ui), "start", ui)
+def start(name: str | None, ui: Reporter, *, force: bool = False, confirm_name: str | None = None) -> Outcome:
+    record, info = _switch(*_owned(name, "start", ui, force, confirm_name), "start", ui)
     left = info.get("budget_left_usd")
     if isinstance(left, (int, float)) and left <= 0:
         ui.warn(
@@ -85,3 +126,27 @@ def start(name: str | None, ui: Reporter, override: Override | None = None) -> O
 
 def _flag(record: LabRecord) -> str:
     return "" if record.name == "lab" else f" --name {record.name}"
+
+
+def set_idle_stop(name: str | None, value: str, ui: Reporter) -> Outcome:
+    from labctl.idle import settle
+    from labctl.targets import get_target
+
+    window = idle.parse_window(value, "The idle window")
+    store = StateStore()
+    record = store.resolve(name)
+    if record.status != "ready":
+        raise LabctlError(
+            f"Lab '{record.name}' is {record.status}, so its idle agent cannot be changed now.",
+            hint=f"'labctl start --name {record.name}' (or 'labctl up') first, then run this again.",
+        )
+    before = record.idle.get("window_minutes")
+    record.idle["window_minutes"] = window
+    try:
+        line = settle(record, get_target(record.target), ui, only_config=True)
+    except LabctlError:
+        record.idle["window_minutes"] = before
+        raise
+    store.save(record)
+    text = line or f"Idle stop of lab '{record.name}' is off."
+    return Outcome({"name": record.name, "idle_stop_minutes": window, **record.idle}, text)

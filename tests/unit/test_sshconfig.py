@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labctl import sshconfig
-from labctl.errors import UsageError
+from labctl.errors import NotReady, UsageError
 from labctl.keys import generate_ed25519
 from labctl.sshconfig import HostEntry, IncludeState, Paths
 
@@ -188,7 +188,7 @@ def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
     )
     with pytest.raises(UsageError, match="this computer"):
         sshconfig.entry_for(LabRecord(name="here", target="local"))
-    with pytest.raises(UsageError, match="does not record"):
+    with pytest.raises(NotReady, match="does not record"):
         sshconfig.entry_for(LabRecord(name="half", target="ssh", nodes=[NodeRecord(host="h.example.org")]))
 
 
