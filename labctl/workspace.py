@@ -10,7 +10,7 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -172,21 +172,14 @@ def transfer_units(selected: Iterable[str], manifest: Manifest) -> list[str]:
     return sorted(units)
 
 
-class _ChunkReader(io.RawIOBase):
-    """The chunks ``get_archive`` yields as a file, so the tar is read as it arrives."""
+class _Chunks(io.RawIOBase):
+    """The chunks ``get_archive`` yields, for tarfile's stream mode, which takes a read of any length."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = (chunk for chunk in chunks if chunk)
-        self._left = b""
+        self._chunks = (chunk for chunk in chunks if chunk)  # an empty read is the end
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        self._left = self._left or next(self._chunks, b"")
-        size = min(len(buffer), len(self._left))
-        buffer[:size], self._left = self._left[:size], self._left[size:]
-        return size
+    def read(self, size: int = -1) -> bytes:
+        return next(self._chunks, b"")
 
 
 @dataclass
@@ -234,7 +227,7 @@ class _Unpacker:
 
     def unpack(self, chunks: Iterable[bytes], base: PurePosixPath) -> None:
         """``base``: the parent, in /workspace, of the path fetched."""
-        with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks), MB), mode="r|") as tar:
+        with tarfile.open(fileobj=_Chunks(chunks), mode="r|") as tar:
             for member in tar:
                 parts = [p for p in PurePosixPath(member.name).parts if p != "."]
                 if not parts or ".." in parts or member.name.startswith("/") or "\0" in member.name:
