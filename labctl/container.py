@@ -216,14 +216,27 @@ def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:
     return {**options, "network_mode": "host"} if several_nodes else options
 
 
-def _config_hash(image_id: str, token: str, port: int, gpu: bool, several_nodes: bool = False, node: int = 0) -> str:
-    if node:
-        made = f"worker|{image_id}|{gpu}|{sorted(_sharing(gpu, True).items())}"
-    else:
-        made = f"{image_id}|{token}|{port}|{gpu}|{jupyter_command(port if several_nodes else None)}"
-        made += f"|{sorted(_sharing(gpu).items())}" if gpu else ""
-        made += "|host-network" if several_nodes else ""
-    return hashlib.sha256(made.encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What a node's container is made from: one made otherwise is replaced."""
+
+    lab: str
+    image: str
+    gpu: bool
+    node: int = 0
+    token: str = ""  # node 0's Jupyter token
+    port: int = 0  # node 0's Jupyter, on the machine's 127.0.0.1
+    several_nodes: bool = False
+
+    def config_hash(self, image_id: str) -> str:
+        if self.node:
+            made = f"worker|{image_id}|{self.gpu}|{sorted(_sharing(self.gpu, True).items())}"
+        else:
+            jupyter = jupyter_command(self.port if self.several_nodes else None)
+            made = f"{image_id}|{self.token}|{self.port}|{self.gpu}|{jupyter}"
+            made += f"|{sorted(_sharing(self.gpu).items())}" if self.gpu else ""
+            made += "|host-network" if self.several_nodes else ""
+        return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
 def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Container | None:
@@ -256,22 +269,11 @@ def jupyter_answers(container: Container) -> bool:
         return False
 
 
-def is_current(
-    container: Container,
-    client: docker.DockerClient,
-    image: str,
-    gpu: bool,
-    *,
-    node: int = 0,
-    token: str = "",
-    port: int = 0,
-    several_nodes: bool = False,
-) -> bool:
-    made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
+def is_current(container: Container, client: docker.DockerClient, spec: ContainerSpec) -> bool:
     return (
         container.status == "running"
-        and container.labels.get(CONFIG_LABEL) == made
-        and (node > 0 or jupyter_answers(container))
+        and container.labels.get(CONFIG_LABEL) == spec.config_hash(client.images.get(spec.image).id)
+        and (spec.node > 0 or jupyter_answers(container))
     )
 
 
@@ -307,49 +309,40 @@ def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None
     )
 
 
-def start_container(
-    client: docker.DockerClient,
-    lab: str,
-    image: str,
-    *,
-    gpu: bool,
-    node: int = 0,
-    token: str = "",
-    port: int = 0,
-    several_nodes: bool = False,
-) -> Container:
+def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Container:
     """A new container, the workspace volume kept: node 0 runs Jupyter, the other nodes' stay up for the runs."""
     import docker.errors
     from docker.types import DeviceRequest
 
+    lab, node, port, several = spec.lab, spec.node, spec.port, spec.several_nodes
     if node:
         options: dict[str, Any] = {"command": ["sleep", "infinity"], "labels": {NODE_LABEL: str(node)}}
     else:
         options = {
-            "command": jupyter_command(port if several_nodes else None),
-            "environment": {"JUPYTER_TOKEN": token, **({JUPYTER_PORT_ENV: str(port)} if several_nodes else {})},
-            "ports": None if several_nodes else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
+            "command": jupyter_command(port if several else None),
+            "environment": {"JUPYTER_TOKEN": spec.token, **({JUPYTER_PORT_ENV: str(port)} if several else {})},
+            "ports": None if several else {f"{JUPYTER_PORT}/tcp": ("127.0.0.1", port)},
             "healthcheck": HEALTHCHECK,
             "labels": {},
         }
-    made = _config_hash(client.images.get(image).id, token, port, gpu, several_nodes, node)
+    made = spec.config_hash(client.images.get(spec.image).id)
     options["labels"].update({LAB_LABEL: lab, CONFIG_LABEL: made})
     _remove_container(client, lab, node)
     try:
         return client.containers.run(
-            image,
+            spec.image,
             name=container_name(lab, node),
             detach=True,
             volumes={volume_name(lab, node): {"bind": WORKSPACE, "mode": "rw"}},
             working_dir=WORKSPACE,
             restart_policy={"Name": "unless-stopped"},
-            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None,
-            **_sharing(gpu, several_nodes or node > 0),
+            device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
+            **_sharing(spec.gpu, several or node > 0),
             **options,
         )
     except docker.errors.APIError as exc:
         _remove_container(client, lab, node)
-        raise _start_failed(str(exc.explanation or exc), image, gpu, None if node else port) from None
+        raise _start_failed(str(exc.explanation or exc), spec.image, spec.gpu, None if node else port) from None
 
 
 def _start_failed(text: str, image: str, gpu: bool, port: int | None) -> LabctlError:

@@ -4,6 +4,7 @@ Node 0 runs Jupyter; the other nodes' containers only train."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -116,11 +117,12 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
         record.nodes[node].container_name = lab.container_name(record.name, node)
     else:
         record.image, record.container_name = tag, lab.container_name(record.name)
-    token, port, several = record.jupyter_token or "", record.jupyter_port, len(record.nodes) > 1
+    several = len(record.nodes) > 1
+    spec = lab.ContainerSpec(
+        record.name, tag, record.gpu, node, record.jupyter_token or "", record.jupyter_port, several
+    )
     existing = lab.find_container(client, record.name, node)
-    if existing is not None and lab.is_current(
-        existing, client, tag, record.gpu, node=node, token=token, port=port, several_nodes=several
-    ):
+    if existing is not None and lab.is_current(existing, client, spec):
         ui.info(f"The lab container {existing.name} is running{'' if node else ' and healthy'}; keeping it.")
         container = existing
     else:
@@ -128,10 +130,10 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
             ui.info(f"Replacing the lab container {existing.name} (state: {existing.status}).")
         if node:
             with ui.step("Starting the lab container (no Jupyter: node 0 has it)"):
-                container = lab.start_container(client, record.name, tag, gpu=record.gpu, node=node)
+                container = lab.start_container(client, spec)
         else:
             with ui.step("Starting Jupyter in the lab container"):
-                container = _start_on_free_port(client, record, tag, ui)
+                container = _start_on_free_port(client, spec, record, ui)
     box = lab.LabContainer(container)
     if node == 0 and not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}"):  # what it holds now is labctl's
         if lab.seed_workspace(box):
@@ -139,14 +141,14 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
         workspace.save_baseline(container)
 
 
-def _start_on_free_port(client: docker.DockerClient, record: LabRecord, tag: str, ui: Reporter) -> Container:
-    first, several, token = record.jupyter_port, len(record.nodes) > 1, record.jupyter_token or ""
+def _start_on_free_port(
+    client: docker.DockerClient, spec: lab.ContainerSpec, record: LabRecord, ui: Reporter
+) -> Container:
+    first = spec.port
     for port in range(first, first + PORT_TRIES):
         try:
-            container = lab.start_container(
-                client, record.name, tag, token=token, port=port, gpu=record.gpu, several_nodes=several
-            )
-            lab.wait_ready(container, port=port if several else None)
+            container = lab.start_container(client, dataclasses.replace(spec, port=port))
+            lab.wait_ready(container, port=port if spec.several_nodes else None)
         except lab.PortBusy:
             continue
         if port != first:

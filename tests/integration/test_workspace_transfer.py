@@ -29,7 +29,9 @@ NOTEBOOK = json.dumps({"cells": [{"cell_type": "code", "source": "print('ünï')
 @pytest.fixture
 def box(lab_image: str, lab_name: str, docker_client: Any) -> Any:
     """A lab container from labctl's image, seeded the way `up` seeds it, with the baseline `up` saves."""
-    container = lab.start_container(docker_client, lab_name, lab_image, token="0" * 64, port=free_port(), gpu=False)
+    container = lab.start_container(
+        docker_client, lab.ContainerSpec(lab_name, lab_image, False, token="0" * 64, port=free_port())
+    )
     lab.seed_workspace(lab.LabContainer(container))
     ws.save_baseline(container)
     return container

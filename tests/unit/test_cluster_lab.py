@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import threading
@@ -44,10 +45,9 @@ def test_node_containers_and_volumes_never_share_a_name_with_node_0_or_another_l
 
 def test_a_lab_on_one_machine_keeps_the_container_it_has_today() -> None:
     made = f"img|tok|8888|False|{lab.jupyter_command()}"  # what the one-node hash has always been made of
-    assert lab._config_hash("img", "tok", 8888, False) == hashlib.sha256(made.encode()).hexdigest()[:16]
-    assert lab._config_hash("img", "tok", 8888, False, several_nodes=True) != lab._config_hash(
-        "img", "tok", 8888, False
-    )
+    one = lab.ContainerSpec("lab", "image", False, token="tok", port=8888)
+    assert one.config_hash("img") == hashlib.sha256(made.encode()).hexdigest()[:16]
+    assert dataclasses.replace(one, several_nodes=True).config_hash("img") != one.config_hash("img")
 
 
 def test_jupyter_on_the_host_network_listens_on_loopback_at_the_recorded_port_only() -> None:
