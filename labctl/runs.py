@@ -56,14 +56,8 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
         state = "interrupted"
     else:
         state = "failed"
-    return RunInfo(
-        run_id=str(facts["run_id"]),
-        state=state,
-        exit_code=code,
-        accuracy=facts.get("accuracy"),
-        started_at=facts.get("started_at"),
-        command=facts.get("command"),
-    )
+    get = facts.get
+    return RunInfo(str(facts["run_id"]), state, code, get("accuracy"), get("started_at"), get("command"))
 
 
 class LabRuns:

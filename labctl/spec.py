@@ -47,7 +47,7 @@ class LabSpec:
     apply (``labctl.workflows.up.build_spec``); ``validate`` fills the defaults."""
 
     name: str = ""  # default: DEFAULT_NAME
-    target: str = ""  # default: ssh when a host is given, else DEFAULT_TARGET
+    target: str = ""  # default: ssh when a host is given, else azure
     host: HostAddress | None = None  # --target ssh: the (head) machine
     workers: list[HostAddress] = field(default_factory=list)  # --target ssh: the other machines (--host again)
     nodes: int | None = None  # machines in the lab (--nodes); None: one per --host, else as the lab has (1 if new)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labctl.errors import LabctlError
+from labctl.errors import UsageError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
 from labctl.targets.base import Target
@@ -49,7 +49,7 @@ class LocalTarget(Target):
         return "this computer", None
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
-        raise LabctlError(
+        raise UsageError(
             "labctl installs no idle agent on this computer: it would need root and systemd here, and a container "
             "idling on your own machine bills nothing.",
             hint="Stop the lab container yourself ('labctl down') when done.",

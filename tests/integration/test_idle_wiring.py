@@ -254,7 +254,7 @@ def test_this_computer_gets_no_agent_and_is_told_why(lab_name: str, lab_image: s
     shown = _cli("status", "-n", lab_name)
     assert "not installed (labctl installs no idle agent on this computer" in shown.stdout
     refused = _cli("idle-stop", "-n", lab_name, "10")
-    assert refused.exit_code != 0 and "this computer" in refused.output
+    assert refused.exit_code == 2 and "this computer" in refused.output
     assert _cli("down", "-n", lab_name, "--yes").exit_code == 0
 
 

@@ -81,5 +81,5 @@ def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:
     assert ssh.idle_agent(record) == {"mode": "container"} and ssh.default_idle_minutes == 0
     record.idle["action"] = "shutdown"
     assert ssh.idle_agent(record) == {"mode": "shutdown"}
-    with pytest.raises(LabctlError, match="no idle agent on this computer"):
+    with pytest.raises(UsageError, match="no idle agent on this computer"):
         local.idle_agent(record)
