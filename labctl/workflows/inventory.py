@@ -18,11 +18,8 @@ def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outco
         ui.warn(f"The state file {path} could not be read, so its lab is not listed from it; move it aside.")
     for record in records:
         where, size = get_target(record.target).where(record)
-        host = record.nodes[0].host
-        rows[record.name] = dict(
-            name=record.name, target=record.target, status=record.status, where=where, size=size, host=host
-        )
-        rows[record.name]["recorded_here"] = True
+        row: dict[str, Any] = dict(name=record.name, target=record.target, status=record.status, where=where, size=size)
+        rows[record.name] = {**row, "host": record.nodes[0].host, "recorded_here": True}
     errors: dict[str, str | None] = {}
     for target in [] if local_only else all_targets():
         # `in_<target>`: True found there, False recorded here but gone there, None not known (not searched).

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
-from labctl.state import LabRecord, StateStore
+from labctl.state import StateStore
 from labctl.ui import Outcome, Reporter
 
 if TYPE_CHECKING:
@@ -60,15 +60,6 @@ def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
     )
 
 
-def _ready(record: LabRecord) -> str:
-    record.require_ready()
-    if not record.jupyter_token:
-        raise NotReady(
-            f"Lab '{record.name}' has no Jupyter container yet.", hint="Run 'labctl up' to finish creating it."
-        )
-    return record.jupyter_token
-
-
 def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) -> None:
     hint = "Name each port of the lab once, e.g. --forward 6006 (TensorBoard) --forward 5000 (MLflow)."
     for i, port in enumerate(opts.forward):
@@ -95,7 +86,12 @@ def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = 
         raise UsageError(f"--port {opts.port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
     _check_forwards(opts)
     record = StateStore().resolve(opts.name)
-    token = _ready(record)
+    record.require_ready()
+    token = record.jupyter_token
+    if not token:
+        raise NotReady(
+            f"Lab '{record.name}' has no Jupyter container yet.", hint="Run 'labctl up' to finish creating it."
+        )
     _check_forwards(opts, {record.jupyter_port, JUPYTER_PORT})
 
     # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does

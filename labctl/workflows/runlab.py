@@ -11,7 +11,6 @@ from typing import Any
 
 from labctl import runs
 from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_node, rendezvous_port
-from labctl.config import Settings
 from labctl.distributed import DEFAULT_RDZV_PORT
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links
@@ -28,6 +27,7 @@ from labctl.workflows.runlab_options import (
     cifarlab_args,
     launch,
     result_text,
+    results_root,
     run_result,
 )
 
@@ -37,7 +37,7 @@ CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 @contextmanager
 def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
     record.require_ready()
-    _results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
+    results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
     with LabNodes(record, ui) as lab:
         reach(lab, 1)
         yield lab
@@ -54,10 +54,6 @@ def reach(lab: LabNodes, count: int) -> list[NodeRun]:
         if error is not None:
             raise error from None
         raise
-
-
-def _results_root() -> Path:
-    return Path(str(Settings().get("results_dir")))
 
 
 def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[str, str | None]:
@@ -104,7 +100,7 @@ def _output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str
 def _fetch_results(
     store: StateStore, record: LabRecord, lab_runs: LabRuns, run_id: str, info: runs.RunInfo, ui: Reporter
 ) -> Outcome:
-    dest = without_links(_results_root(), _results_root() / record.name / run_id)
+    dest = without_links(results_root(), results_root() / record.name / run_id)
     lost = info.state == "lost"  # stopped under it (VM or container restart): no checksums were ever made
     with ui.step(f"Fetching the results of {run_id}"):
         count = lab_runs.fetch(run_id, dest, verify=not lost)
@@ -112,7 +108,9 @@ def _fetch_results(
         ui.warn(
             f"Run {run_id} never finished (its machine or container restarted); its partial results are unverified."
         )
-    run = _record_run(record, run_id)
+    run = next((r for r in record.runs if r.run_id == run_id), None) or RunRecord(run_id, started_at=now_iso())
+    if run not in record.runs:
+        record.runs.append(run)
     run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
     store.save(record)
     data = run_result(run_id, f"lab {record.name}", info.state, dest, files_verified=None if lost else count)
@@ -120,14 +118,6 @@ def _fetch_results(
     if lost:
         text += " (partial, unverified)"
     return Outcome(data, text, exit_code=0 if info.state == "succeeded" else 1)
-
-
-def _record_run(record: LabRecord, run_id: str) -> RunRecord:
-    run = next((r for r in record.runs if r.run_id == run_id), None)
-    if run is None:
-        run = RunRecord(run_id=run_id, started_at=now_iso())
-        record.runs.append(run)
-    return run
 
 
 def pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:

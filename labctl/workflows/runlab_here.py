@@ -10,12 +10,18 @@ from types import ModuleType
 from typing import Any
 
 from labctl.assets import lab_dir
-from labctl.config import Settings
 from labctl.errors import LabctlError, UsageError
 from labctl.files import without_links
 from labctl.runs import new_run_id
 from labctl.ui import LiveOutput, Outcome, Reporter
-from labctl.workflows.runlab_options import RunLabOptions, lab_values, read_metrics, result_text, run_result
+from labctl.workflows.runlab_options import (
+    RunLabOptions,
+    lab_values,
+    read_metrics,
+    result_text,
+    results_root,
+    run_result,
+)
 
 HINT = "See 'labctl run-lab --help' for the options."
 
@@ -48,7 +54,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         )
     with ui.status("Importing PyTorch"):
         core = _import_core()
-    root = opts.out or Path(str(Settings().get("results_dir")))
+    root = opts.out or results_root()
     out = without_links(root, opts.out or root / "here" / new_run_id())
     given = lab_values(opts, out=str(out), data=opts.data or "cifar10")
     values = {key: str(value) for key, value in given.items() if value is not None}
@@ -90,7 +96,7 @@ def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: s
 
 def here_runs(root: Path | None = None) -> list[dict[str, Any]]:
     """The runs made with --here (under <results_dir>/here), oldest first, in the rows `labctl runs` shows."""
-    root = root or Path(str(Settings().get("results_dir"))) / "here"
+    root = root or results_root() / "here"
     rows = []
     for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         metrics = read_metrics(run_dir)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labctl.assets import lab_dir
+from labctl.config import Settings
 from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
 from labctl.ui import clock
@@ -55,7 +56,13 @@ _NUMBERS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "holdout": (lambda n: 0 < n < 1, "is not a share of the images", "E.g. 0.1."),
     "batch_size": (lambda n: n >= 1, "is not a positive whole number", "E.g. 64."),
     "seed": (lambda n: 0 <= n < 2**32, "is out of range", "Use a whole number from 0 to 4294967295."),
+    "gpus": (lambda n: n >= 1, "is not a number of GPUs", "Use 1 or more, or leave it out."),
+    "nodes": (lambda n: n >= 1, "is not a number of machines", "Use 1 or more."),
 }
+
+
+def results_root() -> Path:
+    return Path(str(Settings().get("results_dir")))
 
 
 @dataclass
@@ -80,14 +87,12 @@ class RunLabOptions:
         sets = parse_sets(self.extra)
         if not self.notebook:  # the notebook's --set keys are its LAB_* parameters (workers, print_every, ...)
             _check_set_keys(sets)
-        given = {**self.training, **_typed_sets(sets)}  # --set epochs=-1 is --epochs -1
+        given = {**self.training, **_typed_sets(sets), "gpus": self.gpus, "nodes": self.nodes}  # --set epochs=-1 too
         for key, (fits, is_not, hint) in _NUMBERS.items():
             number = given.get(key)
             if number is not None and not fits(number):  # nan and inf fail every test
                 shown = f"{number:g}" if isinstance(number, float) else number
                 raise UsageError(f"--{key.replace('_', '-')} {shown} {is_not}.", hint=hint)
-        if self.gpus is not None and self.gpus < 1:
-            raise UsageError(f"--gpus {self.gpus} is not a number of GPUs.", hint="Use 1 or more, or leave it out.")
         if self.notebook and self.gpus is not None:
             raise UsageError(
                 "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
@@ -108,8 +113,6 @@ class RunLabOptions:
     def _check_nodes(self) -> None:
         if self.nodes is None:
             return
-        if self.nodes < 1:
-            raise UsageError(f"--nodes {self.nodes} is not a number of machines.", hint="Use 1 or more.")
         if self.nodes > 1 and self.here:
             raise UsageError(
                 f"--here trains on this computer only, and --nodes {self.nodes} asks for several machines.",
@@ -243,20 +246,16 @@ def launch(
         rdzv_port=rdzv_port,
         cpu_only=opts.device == "cpu",
     )
-    launches = []
-    for plan, node_args in zip(plans, args, strict=True):
-        _check_device(opts, plan)
-        argv = launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN)  # node_args[0] is "train"
-        launches.append(Launch(plan, argv, launch_env(plan)))
-    return launches
-
-
-def _check_device(opts: RunLabOptions, plan: LaunchPlan) -> None:
-    if plan.procs_per_node > 1 and opts.device not in (None, "auto", "cuda"):
+    if plans[0].procs_per_node > 1 and opts.device not in (None, "auto", "cuda"):
         raise UsageError(
-            f"--device {opts.device} names one device, and {plan.procs_per_node} processes would share it.",
+            f"--device {opts.device} names one device, and {plans[0].procs_per_node} processes would share it.",
             hint="Leave --device out (each process takes the GPU of its local rank), or pass --gpus 1.",
         )
+    # node_args[0] is "train"
+    return [
+        Launch(plan, launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN), launch_env(plan))
+        for plan, node_args in zip(plans, args, strict=True)
+    ]
 
 
 def _flags(values: dict[str, Any], param: str = "") -> list[str]:

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import workspace
-from labctl.config import Settings
 from labctl.errors import LabctlError
 from labctl.labhost import lab_container
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
+from labctl.workflows.runlab_options import results_root
 
 
 @dataclass
@@ -27,10 +27,6 @@ class PushOptions:
     paths: list[Path]
     name: str | None = None
     to: str = ""  # a folder in /workspace
-
-
-def results_root() -> Path:
-    return Path(str(Settings().get("results_dir")))
 
 
 def describe_pull(result: workspace.PullResult) -> str:
