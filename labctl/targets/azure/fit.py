@@ -1,6 +1,5 @@
-"""Whether a VM size fits a lab before anything is created: a GPU the image's driver can use, Spot where the
-size has it, Trusted Launch where the size allows it (read from resource SKU capabilities) and the image declares it.
-"""
+"""Whether a VM size fits a lab, from resource SKU capabilities: a GPU the image's driver can use, Spot, Trusted
+Launch (which the image must declare too), accelerated networking."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of
     }
 
 
-def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Through the resources client's pipeline; ARM errors raise HttpResponseError, as the SDK's do."""
     from azure.core.exceptions import HttpResponseError
     from azure.core.rest import HttpRequest
@@ -93,8 +93,7 @@ def call(azure: Azure, method: str, path: str, body: dict[str, Any] | None = Non
     response = azure.resources.send_request(request)
     if response.status_code >= 400:
         raise HttpResponseError(response=response, error_format=ARMErrorFormat)
-    text = response.text()
-    return response.status_code, json.loads(text) if text else None
+    return json.loads(response.text() or "null")
 
 
 def _allows(permissions: list[dict[str, Any]], action: str) -> bool:
@@ -114,7 +113,7 @@ def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> b
     if not spec.idle_stop and spec.budget is None:
         return False
     with arm("checking whether you may give the lab's VM its idle-stop role"):
-        _, answer = call(
+        answer = call(
             azure, "GET", f"/subscriptions/{azure.subscription_id}/providers/Microsoft.Authorization/permissions"
         )
     permissions = list((answer or {}).get("value") or [])
@@ -140,8 +139,7 @@ def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> b
 
 
 def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Reporter) -> None:
-    """Idempotent. Node 0's identity may deallocate every VM of the lab, and each worker's its own, for when node 0
-    is gone (evicted, deallocated)."""
+    """Node 0's identity may deallocate every VM, and each worker's its own (for when node 0 is gone)."""
     rg, vm_id = names.resource_group, names.id("vm")
 
     def principal(node: int) -> str:

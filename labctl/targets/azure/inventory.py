@@ -128,26 +128,21 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     td, names, nodes = azure_data(record), names_of(record), node_count(record)
     rg, ops = names.resource_group, azure.compute.virtual_machines
 
-    def read(node: int) -> tuple[dict[str, Any] | None, str, str | None, str | None, Any]:
-        """The VM, its power and since when, its private address (in a lab of several), the public one (node 0)."""
-        name, network = names.name("vm", node), azure.network
+    def read(node: int) -> tuple[dict[str, Any] | None, str, str | None, str | None]:
+        """The VM, its power and since when, and its private address in a lab of several."""
+        name, nics = names.name("vm", node), azure.network.network_interfaces
         with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
             vm = get_or_none(lambda: ops.get(rg, name))
             power, since = _power_state(ops.instance_view(rg, name).as_dict()) if vm else ("missing", None)
-            nic = (
-                get_or_none(lambda: network.network_interfaces.get(rg, names.name("nic", node))) if nodes > 1 else None
-            )
-            pip = (
-                get_or_none(lambda: network.public_ip_addresses.get(rg, names.name("public_ip")))
-                if vm and not node
-                else None
-            )
-        return vm, power, since, private_address(nic), dig(pip, "properties", "ipAddress")
+            nic = get_or_none(lambda: nics.get(rg, names.name("nic", node))) if nodes > 1 else None
+        return vm, power, since, private_address(nic)
 
     vms = side_by_side([functools.partial(read, node) for node in range(nodes)])
-    vm, power, since, _, address = vms[0]
+    vm, power, since, _ = vms[0]
     if vm is None:
         return {"power_state": "missing", "resource_group": rg, "region": td.get("region")}
+    with arm("reading the lab's public IP address"):
+        pip = get_or_none(lambda: azure.network.public_ip_addresses.get(rg, names.name("public_ip")))
     size = str(_size(vm))
     entry = SIZES.get(size.lower())
     noticed = parse_time(since).isoformat() if since else None
@@ -166,7 +161,7 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         price = spent["compute_per_hour_usd"]
     facts = {
         "power_state": power,
-        "public_ip": address,
+        "public_ip": dig(pip, "properties", "ipAddress"),
         "size": size,
         "gpu": f"{entry.gpu_count}x {entry.gpu_model}" if entry and entry.gpu else None,
         "region": vm.get("location"),
@@ -181,7 +176,7 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     if nodes > 1:
         facts["nodes"] = [
             {"node": n, "name": names.name("vm", n), "power_state": p, "size": _size(v), "private_ip": ip}
-            for n, (v, p, _, ip, _) in enumerate(vms)
+            for n, (v, p, _, ip) in enumerate(vms)
         ]
     return facts
 
@@ -191,11 +186,10 @@ def _size(vm: dict[str, Any] | None) -> Any:
 
 
 def private_address(nic: dict[str, Any] | None) -> str | None:
-    for config in ((nic or {}).get("properties") or {}).get("ipConfigurations") or []:
-        address = (config.get("properties") or {}).get("privateIPAddress")
-        if address:
-            return str(address)
-    return None
+    found = [
+        dig(config, "properties", "privateIPAddress") for config in dig(nic, "properties", "ipConfigurations") or []
+    ]
+    return next((str(address) for address in found if address), None)
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:

@@ -175,8 +175,7 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
 
 
 def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None, bool]:
-    """The newest version of the image in the region, its marketplace purchase plan if it has one, and whether
-    it declares Trusted Launch."""
+    """The image's newest version in the region, its marketplace plan if any, and whether it has Trusted Launch."""
     publisher, offer, sku, version = urn.split(":")
     with arm(f"looking up the image {urn} in {region}"):
         if version == "latest":

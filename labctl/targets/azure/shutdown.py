@@ -78,10 +78,8 @@ def local_iana_zone() -> str | None:
 
 
 def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
-    """(HHMM, Windows zone id) for ARM's shutdown schedule, keeping the user's wall-clock time.
-
-    A zone without a known Windows id is converted to UTC at today's offset (DST then shifts it by an hour).
-    """
+    """(HHMM, Windows zone id) keeping the user's wall-clock time; a zone without a known Windows id becomes UTC at
+    today's offset (DST then shifts it by an hour)."""
     zone = zone if zone is not None else local_iana_zone()
     hour, minute = (int(x) for x in hhmm.split(":"))
     if zone and zone in IANA_TO_WINDOWS:
