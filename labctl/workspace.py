@@ -206,24 +206,21 @@ class PullResult:
         return {**data, "workspace": str(self.copy_dir), "manifest": str(self.dest / MANIFEST_NAME)}
 
 
+@dataclass
 class _Unpacker:
     """A file takes its place only once its sha256 matches, so a cut or corrupted copy never looks like a good one."""
 
-    def __init__(
-        self,
-        copy_dir: Path,
-        wanted: dict[str, FileEntry],
-        previous: dict[str, str] | None = None,
-        progress: Progress | None = None,
-        root: Path | None = None,
-    ) -> None:
-        self.copy_dir, self.wanted, self.progress = copy_dir, wanted, progress
-        self.root = root or copy_dir  # no link may lie between it and a file written (see files.without_links)
-        self.previous = previous or {}  # sha256 of each path as the last pull left it
-        self.total = sum(f.size for f in wanted.values())
-        self.done: dict[str, FileEntry] = {}
-        self.kept: list[Path] = []
-        self.bytes_done = 0
+    copy_dir: Path
+    wanted: dict[str, FileEntry]
+    previous: dict[str, str] = field(default_factory=dict)  # sha256 of each path as the last pull left it
+    progress: Progress | None = None
+    root: Path | None = None  # no link may lie between it (default: copy_dir) and a file written
+    done: dict[str, FileEntry] = field(default_factory=dict)
+    kept: list[Path] = field(default_factory=list)
+    bytes_done: int = 0
+
+    def __post_init__(self) -> None:
+        self.total = sum(f.size for f in self.wanted.values())
 
     def unpack(self, chunks: Iterable[bytes], base: PurePosixPath) -> None:
         """``base``: the parent, in /workspace, of the path fetched."""
@@ -244,7 +241,7 @@ class _Unpacker:
 
     def _write(self, path: str, source: IO[bytes], *, executable: bool) -> None:
         entry = self.wanted[path]
-        target = without_links(self.root, self.copy_dir / path)
+        target = without_links(self.root or self.copy_dir, self.copy_dir / path)
         target.parent.mkdir(parents=True, exist_ok=True)  # a file in the way: an OSError that pull() explains
         if target.is_dir():
             raise LabctlError(f"{target} is a folder where the file {path} goes.", hint="Move it away and pull again.")
