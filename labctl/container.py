@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
 from labctl.ui import Reporter
-from labctl.workspace_manifest import SEED_MARKER
+from labctl.workspace_manifest import EXCLUDED_DIRS, SEED_MARKER
 
 if TYPE_CHECKING:
     import docker
@@ -37,8 +37,6 @@ NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
 NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
-# What never travels into a container: caches of Python, Jupyter and pytest.
-SKIPPED = frozenset({"__pycache__", ".ipynb_checkpoints", ".pytest_cache"})
 
 
 def jupyter_command(port: int | None = None) -> list[str]:
@@ -95,7 +93,7 @@ def effective_base_image() -> str:
 
 
 def _skipped(rel: PurePosixPath) -> bool:
-    return bool(SKIPPED.intersection(rel.parts)) or rel.suffix == ".pyc"
+    return bool(set(EXCLUDED_DIRS).intersection(rel.parts)) or rel.suffix == ".pyc"  # caches never travel
 
 
 def lab_fingerprint(root: Path | None = None) -> str:
