@@ -52,20 +52,23 @@ def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None
 
 @pytest.mark.slow
 def test_docker_bootstrap_installs_docker_where_it_is_missing(docker_client: Any, test_base_image: str) -> None:
-    """A bare Debian: the script installs docker.io from the distribution and adds the login user to the group.
+    """A bare Debian without Docker: the script installs docker.io from the distribution with apt and adds the
+    login user to the group. The host has docker.io's dependencies already (``ensure_docker_deps_host``), so apt
+    unpacks one package rather than a hundred.
 
     An unprivileged container cannot run a Docker daemon, so the daemon step must fail here, plainly; the
     second run then finds Docker present and the user already in the group.
     """
     from labctl.container import LabContainer
-    from tests.support.docker_images import ROOTFS_TAG
+    from tests.support.docker_images import ensure_docker_deps_host
 
-    box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "900"], detach=True, labels={"labctl.test": "bootstrap"})
+    host = ensure_docker_deps_host(docker_client)
+    box = docker_client.containers.run(host, ["sleep", "900"], detach=True, labels={"labctl.test": "bootstrap"})
     try:
         lab = LabContainer(box)
         lab.put("/t", {"bootstrap-docker.sh": templates_dir() / "bootstrap-docker.sh"})
         lab.exec(["useradd", "-m", "azureuser"], workdir="/")
-        env = {"LABCTL_DOCKER_START_WAIT": "2"}
+        env = {"LABCTL_DOCKER_START_WAIT": "1"}
         run = ["bash", "/t/bootstrap-docker.sh", "azureuser"]
         result = lab.exec(run, check=False, env=env, workdir="/")
         result2 = lab.exec(run, check=False, env=env, workdir="/")

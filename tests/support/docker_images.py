@@ -23,6 +23,7 @@ from typing import Any
 # Bump the version when the recipe below changes, so every machine rebuilds.
 BASE_TAG = "labctl-test/base:bookworm-torch2.13-vision0.28-v2"
 ROOTFS_TAG = "labctl-test/rootfs:bookworm-v1"
+DOCKER_DEPS_TAG = "labctl-test/rootfs-docker-deps:bookworm-v1"
 TORCH_REQUIREMENT = "torch==2.13.0+cpu"
 TORCHVISION_REQUIREMENT = "torchvision==0.28.0"  # the release made for torch 2.13
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -41,6 +42,15 @@ COPY wheels/ torchvision_cpu.py /tmp/wheels/
 RUN python -m pip install --no-cache-dir /tmp/wheels/*.whl \\
     && python /tmp/wheels/torchvision_cpu.py && rm -rf /tmp/wheels
 WORKDIR /workspace
+"""
+
+# The bare Debian with everything docker.io needs, and no Docker: docker.io is installed and purged again, which
+# leaves its hundred dependencies (iptables, containerd, runc, git, ...) in place and no docker command.
+_DOCKER_DEPS_DOCKERFILE = """\
+FROM {rootfs}
+RUN export DEBIAN_FRONTEND=noninteractive && apt-get update -q \\
+    && apt-get install -y -q docker.io >/dev/null && apt-get purge -y -q docker.io >/dev/null \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/* && ! command -v docker
 """
 
 Log = Callable[[str], None]
@@ -137,15 +147,33 @@ def ensure_test_base(client: Any, log: Log = _say) -> str:
                 log(f"fetching {requirement}")
                 _wheel(context / "wheels", requirement)
             shutil.copyfile(Path(__file__).with_name("torchvision_cpu.py"), context / "torchvision_cpu.py")
-            (context / "Dockerfile").write_text(_BASE_DOCKERFILE.format(rootfs=ROOTFS_TAG))
-            log(f"building {BASE_TAG}")
-            for chunk in client.api.build(path=str(context), tag=BASE_TAG, rm=True, forcerm=True, decode=True):
-                if "error" in chunk:
-                    raise RuntimeError(f"building {BASE_TAG} failed: {chunk['error']}")
-                text = str(chunk.get("stream", "")).rstrip()
-                if text.startswith(("Step ", "torchvision ")):
-                    log(text)
+            _build(client, BASE_TAG, _BASE_DOCKERFILE.format(rootfs=ROOTFS_TAG), context, log)
     return BASE_TAG
+
+
+def _build(client: Any, tag: str, dockerfile: str, context: Path, log: Log) -> None:
+    (context / "Dockerfile").write_text(dockerfile)
+    log(f"building {tag}")
+    for chunk in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True, decode=True):
+        if "error" in chunk:
+            raise RuntimeError(f"building {tag} failed: {chunk['error']}")
+        text = str(chunk.get("stream", "")).rstrip()
+        if text.startswith(("Step ", "torchvision ")):
+            log(text)
+
+
+def ensure_docker_deps_host(client: Any, log: Log = _say) -> str:
+    """The tag of a bare Debian that lacks only Docker itself, building it first if this engine does not have it.
+
+    Installing docker.io's dependencies is half a minute of dpkg that tests nothing of labctl's; the bootstrap
+    script still finds Docker missing there and installs docker.io from the distribution with apt, for real.
+    """
+    with _build_lock():
+        if not image_exists(client, DOCKER_DEPS_TAG):
+            _rootfs(client, log)
+            with tempfile.TemporaryDirectory(prefix="labctl-docker-deps-") as tmp:
+                _build(client, DOCKER_DEPS_TAG, _DOCKER_DEPS_DOCKERFILE.format(rootfs=ROOTFS_TAG), Path(tmp), log)
+    return DOCKER_DEPS_TAG
 
 
 def ensure_lab_image(client: Any, log: Log = _say) -> str:
