@@ -8,10 +8,12 @@ where the test says. Needs root and ``ip``; ``netns_unavailable()`` says why not
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -71,12 +73,19 @@ def private_host(address: str) -> PrivateHost:
     return host
 
 
+# The fake ARM gives every lab the addresses Azure would (10.42.0.4, .5, ...), and a host route to an address is
+# this computer's alone: test runs side by side take turns with their private hosts.
+_LOCK = os.path.join(tempfile.gettempdir(), "labctl-test-private-hosts.lock")
+
+
 @contextlib.contextmanager
 def private_hosts() -> Iterator[list[PrivateHost]]:
     """A list to add private hosts to; every one is removed afterwards, whatever happened."""
     made: list[PrivateHost] = []
-    try:
-        yield made
-    finally:
-        for host in made:
-            host.close()
+    with open(_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield made
+        finally:
+            for host in made:
+                host.close()
