@@ -168,14 +168,12 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 
 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
-    where = node_where(record, node)
     try:
         with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
-            client = machine.docker()
-            removed = lab.remove_lab(client, record.name, keep_volume=keep_volume, node=node)
+            removed = lab.remove_lab(machine.docker(), record.name, keep_volume=keep_volume, node=node)
     except LabctlError as exc:
         raise LabctlError(
-            f"Could not remove the lab container on {where}: {exc.message}",
+            f"Could not remove the lab container on {node_where(record, node)}: {exc.message}",
             hint="Fix that (the machine unreachable, or Docker stopped) and run 'labctl down' again, or remove it "
             f"there by hand with 'docker rm -f {lab.container_name(record.name, node)}; docker volume rm "
             f"{lab.volume_name(record.name, node)}'.",
