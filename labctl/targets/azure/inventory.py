@@ -276,11 +276,8 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
                     with arm(f"deleting the resource group {resource_group}"):
                         # Force deletion powers the VMs off instead of shutting them down: faster, and the
                         # group holds nothing whose shutdown needs to be graceful.
-                        finish(
-                            azure.resources.resource_groups.begin_delete(
-                                resource_group, force_deletion_types=FORCE_DELETION_TYPES
-                            )
-                        )
+                        groups = azure.resources.resource_groups
+                        finish(groups.begin_delete(resource_group, force_deletion_types=FORCE_DELETION_TYPES))
                 except LabctlError as exc:
                     cause = exc.__cause__
                     gone = isinstance(cause, ResourceNotFoundError)  # deleted meanwhile: what `down` wanted

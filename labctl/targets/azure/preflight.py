@@ -12,16 +12,8 @@ from typing import Any
 
 from labctl.catalog import VmSize
 from labctl.errors import LabctlError
-from labctl.targets.azure import settings
+from labctl.targets.azure import fit, settings
 from labctl.targets.azure.clients import Azure, arm, side_by_side
-from labctl.targets.azure.fit import (
-    accelerated_networking,
-    grid_only,
-    spot_alternatives,
-    spot_capable,
-    trusted_launch_allowed,
-    trusted_launch_declared,
-)
 from labctl.targets.azure.plan import AzurePlan
 
 # The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
@@ -154,34 +146,27 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     reason = _restricted(sku, region)
     if reason:
         return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
-    if spot and not spot_capable(sku):
-        return Problem(
-            region, size, "no-spot", f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
-        )
+    if spot and not fit.spot_capable(sku):
+        why = f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
+        return Problem(region, size, "no-spot", why)
     each = int(_capability(sku, "vCPUs")) or size.vcpus
     need = each * nodes
     free, quota, current, limit = free_vcpus(facts, size, spot)
     if free < need:
         label = "Spot (low-priority)" if quota == "lowprioritycores" else ("regional" if quota == "cores" else quota)
         what = size.name if nodes == 1 else f"{nodes} nodes of {size.name} ({nodes} x {each} vCPUs)"
-        return Problem(
-            region,
-            size,
-            "quota",
-            f"no {label} vCPU quota for {what} in {region} ({current} of {limit} vCPUs in use, {need} needed)",
-            free=free,
-        )
+        why = f"no {label} vCPU quota for {what} in {region} ({current} of {limit} vCPUs in use, {need} needed)"
+        return Problem(region, size, "quota", why, free=free)
     return None
 
 
 def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None, bool]:
     """The image's newest version in the region, its marketplace plan if any, and whether it has Trusted Launch."""
     publisher, offer, sku, version = urn.split(":")
+    images = azure.compute.virtual_machine_images
     with arm(f"looking up the image {urn} in {region}"):
         if version == "latest":
-            versions = azure.compute.virtual_machine_images.list(
-                region, publisher, offer, sku, top=1, orderby="name desc"
-            )
+            versions = images.list(region, publisher, offer, sku, top=1, orderby="name desc")
             names = [str(v.as_dict().get("name")) for v in versions]
             if not names:
                 raise LabctlError(
@@ -189,9 +174,9 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
                     hint="Pick another --region (or --region auto).",
                 )
             version = names[0]
-        image = azure.compute.virtual_machine_images.get(region, publisher, offer, sku, version).as_dict()
+        image = images.get(region, publisher, offer, sku, version).as_dict()
     plan = (image.get("properties") or {}).get("plan")
-    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted_launch_declared(image)
+    return version, ({k: str(v) for k, v in plan.items()} if plan else None), fit.trusted_launch_declared(image)
 
 
 def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> None:
@@ -296,8 +281,8 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 from_sku(size, facts.sku(size) or {}, region),
                 version,
                 purchase,
-                trusted and trusted_launch_allowed(facts.sku(size)),
-                accelerated_networking(facts.sku(size)),
+                trusted and fit.trusted_launch_allowed(facts.sku(size)),
+                fit.accelerated_networking(facts.sku(size)),
             )
     raise _explain(azure, plan, problems, cache)
 
@@ -311,7 +296,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
             hint="Check the region name ('az account list-locations -o table') or use --region auto.",
         )
     if first.kind == "no-spot":
-        others = spot_alternatives(cache[first.region].skus, first.size)
+        others = fit.spot_alternatives(cache[first.region].skus, first.size)
         hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
         return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
     alternatives = _alternatives(azure, plan, cache)
@@ -360,6 +345,6 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
 def _smaller_sizes(size: VmSize) -> str | None:
     from labctl.catalog import SIZES
 
-    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not grid_only(s)]
+    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not fit.grid_only(s)]
     smaller.sort(key=lambda s: s.vcpus, reverse=True)
     return smaller[0].name if smaller else None

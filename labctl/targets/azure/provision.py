@@ -281,12 +281,8 @@ class Provisioner:
         def vnet() -> None:
             if many:  # the workers' way out: a new subnet has no default outbound access
                 put(network.public_ip_addresses, "nat_ip", bodies.public_ip(region, tags), "NAT gateway's IP address")
-                put(
-                    network.nat_gateways,
-                    "nat_gateway",
-                    bodies.nat_gateway(region, tags, names.id("nat_ip")),
-                    "NAT gateway",
-                )
+                gateway = bodies.nat_gateway(region, tags, names.id("nat_ip"))
+                put(network.nat_gateways, "nat_gateway", gateway, "NAT gateway")
             nat = names.id("nat_gateway") if many else None
             put(network.virtual_networks, "vnet", bodies.virtual_network(region, tags, nat), "virtual network")
 
@@ -464,6 +460,9 @@ class Provisioner:
         from labctl.container import effective_base_image
 
         names, plan = self.names, self.plan
+        cloud_init = render_cloud_init(
+            host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node
+        )
         request = bodies.VmRequest(
             region=choice.region,
             size=choice.size.name,
@@ -471,9 +470,7 @@ class Provisioner:
             image_version=choice.image_version,
             admin_user=settings.admin_user(),
             user_public_key=user_pub,
-            cloud_init=render_cloud_init(
-                host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node
-            ),
+            cloud_init=cloud_init,
             spot=plan.spot,
             purchase_plan=choice.purchase_plan,
             trusted_launch=choice.trusted_launch,
