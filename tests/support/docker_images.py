@@ -4,7 +4,8 @@ The test base stands in for the ``pytorch/pytorch`` runtime image: Debian bookwo
 python3, pip, the host's CA bundle (so pip inside builds trusts whatever the host trusts), a CPU build of torch
 and the torchvision of that release (the notebook imports it; see ``torchvision_cpu.py``). Building it takes
 minutes, so it is built once and found again by its tag on later runs; a file lock keeps parallel test processes
-from building it twice.
+from building it twice. The same holds for the bare Debian that lacks only Docker, where the Docker bootstrap
+installs it.
 """
 
 from __future__ import annotations
@@ -168,6 +169,8 @@ def ensure_docker_deps_host(client: Any, log: Log = _say) -> str:
     Installing docker.io's dependencies is half a minute of dpkg that tests nothing of labctl's; the bootstrap
     script still finds Docker missing there and installs docker.io from the distribution with apt, for real.
     """
+    if image_exists(client, DOCKER_DEPS_TAG):
+        return DOCKER_DEPS_TAG
     with _build_lock():
         if not image_exists(client, DOCKER_DEPS_TAG):
             _rootfs(client, log)
