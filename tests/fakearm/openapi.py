@@ -26,6 +26,9 @@ BODIES = {
     "Microsoft.Network/networkInterfaces": ("network-2025-07-01.json", "NetworkInterface"),
     "Microsoft.Resources/resourceGroups": ("resources-2025-04-01.json", "ResourceGroup"),
     "Microsoft.DevTestLab/schedules": ("devtestlab-2018-09-15.json", "Schedule"),
+    "Microsoft.Authorization/roleDefinitions": ("authorization-2022-04-01.json", "RoleDefinition"),
+    "Microsoft.Authorization/roleAssignments": ("authorization-2022-04-01.json", "RoleAssignmentCreateParameters"),
+    "Microsoft.MarketplaceOrdering/offerTypes": ("marketplaceordering-2021-01-01.json", "AgreementTerms"),
 }
 IGNORED_READ_ONLY = frozenset({"id", "name", "type", "etag"})
 JSON_TYPES = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list, "object": dict}

@@ -134,7 +134,7 @@ class RbacHandlers:
     arm: FakeArm
     headers: Any
 
-    def _json(self, raw: bytes) -> dict[str, Any]:
+    def _checked_body(self, rtype: str, raw: bytes) -> dict[str, Any]:
         raise NotImplementedError
 
     def _stamp(self, props: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -268,7 +268,7 @@ class RbacHandlers:
             return 200, arm.role_definitions.pop(rid.lower()), {}
         if method != "PUT":
             raise _error(405, "MethodNotAllowed", method)
-        return self._put_role_definition(m, rid, existing, self._json(raw))
+        return self._put_role_definition(m, rid, existing, self._checked_body(ROLE_DEFS, raw))
 
     def _put_role_definition(
         self, m: dict[str, str], rid: str, existing: dict[str, Any] | None, body: dict[str, Any]
@@ -329,7 +329,7 @@ class RbacHandlers:
             return 200, arm.role_assignments.pop(rid.lower()), {}
         if method != "PUT":
             raise _error(405, "MethodNotAllowed", method)
-        return self._put_role_assignment(m, rid, existing, self._json(raw))
+        return self._put_role_assignment(m, rid, existing, self._checked_body(ROLE_ASSIGNMENTS, raw))
 
     def _put_role_assignment(
         self, m: dict[str, str], rid: str, existing: dict[str, Any] | None, body: dict[str, Any]

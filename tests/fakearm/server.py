@@ -839,12 +839,19 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def _checked_body(self, rtype: str, raw: bytes) -> dict[str, Any]:
         """The PUT body, refused where the published schema of the type refuses it (tests/fakearm/specs)."""
         body = self._json(raw)
-        refused = problems(rtype, body)
+        refused = "; ".join(problems(rtype, body))
+        if refused and rtype.startswith("Microsoft.Authorization/"):  # that provider words it its own way
+            raise ArmError(
+                400,
+                "InvalidRequestContent",
+                "The content of your request was not valid, and the original object could not be deserialized. "
+                f"Exception message: '{refused}'",
+            )
         if refused:
             raise ArmError(
                 400,
                 "InvalidRequestContent",
-                f"The request content was invalid and could not be deserialized: {'; '.join(refused)}.",
+                f"The request content was invalid and could not be deserialized: {refused}.",
             )
         return body
 
@@ -1063,30 +1070,30 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
     def h_agreement(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
     ) -> tuple[int, Any, dict[str, str]]:
+        """Answered with ``systemData`` (read-only), which the 2021-01-01 AgreementTerms declares."""
         key = f"{m['pub']}/{m['offer']}/{m['plan']}".lower()
         if method == "PUT":
-            body = self._json(raw)
+            body = self._checked_body("Microsoft.MarketplaceOrdering/offerTypes", raw)
             self.arm.agreements[key] = bool((body.get("properties") or {}).get("accepted"))
         rid = (
             f"/subscriptions/{m['sub']}/providers/Microsoft.MarketplaceOrdering/offerTypes/VirtualMachine/publishers/"
             f"{m['pub']}/offers/{m['offer']}/plans/{m['plan']}/agreements/current"
         )
-        return (
-            200,
-            {
-                "id": rid,
-                "name": m["plan"],
-                "type": "Microsoft.MarketplaceOrdering/offertypes",
-                "properties": {
-                    "publisher": m["pub"],
-                    "product": m["offer"],
-                    "plan": m["plan"],
-                    "accepted": self.arm.agreements.get(key, False),
-                    "licenseTextLink": "https://example.invalid/terms",
-                },
-            },
-            {},
-        )
+        now = utcnow()
+        properties = {
+            "publisher": m["pub"],
+            "product": m["offer"],
+            "plan": m["plan"],
+            "licenseTextLink": "https://example.invalid/terms",
+            "privacyPolicyLink": "https://example.invalid/privacy",
+            "marketplaceTermsLink": "https://example.invalid/marketplace-terms",
+            "retrieveDatetime": now,
+            "signature": "FAKESIGNATURE",
+            "accepted": self.arm.agreements.get(key, False),
+        }
+        system = {"createdBy": self.arm.client_id, "createdByType": "Application", "createdAt": now}
+        body = {"id": rid, "name": m["plan"], "type": "Microsoft.MarketplaceOrdering/offertypes"}
+        return 200, {**body, "properties": properties, "systemData": system}, {}
 
     # ------------------------------------------------------------------ resources
 

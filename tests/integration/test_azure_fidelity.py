@@ -388,6 +388,78 @@ def test_a_group_body_the_published_schema_refuses_is_refused(azure: Azure, body
     assert not azure.resources.resource_groups.check_existence(RG)
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"createdOn": "2026-01-01T00:00:00Z"}, "'properties.createdOn' is read-only"),
+        ({"roleType": "CustomRole"}, "Could not find member 'roleType'"),  # the SDK's name, not the wire's
+        ({"permissions": [{"actions": "*"}]}, "'properties.permissions[0].actions' must be of type array"),
+    ],
+)
+def test_a_role_definition_the_published_schema_refuses_is_refused(
+    azure: Azure, change: dict[str, Any], says: str
+) -> None:
+    from labctl.targets.azure import idlerole
+
+    group = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}"
+    vm = f"{group}/providers/Microsoft.Compute/virtualMachines/vm"
+    body = idlerole.role_definition(group, vm, "lab")
+    body["properties"].update(change)
+    with pytest.raises(HttpResponseError) as info:
+        idlerole.call(azure, "PUT", idlerole.role_definition_url(group, vm), body)
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert str(info.value).count("; ") == 0 and says in str(info.value)  # only the change is refused
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"scope": "/"}, "'properties.scope' is read-only"),
+        ({"principalType": "MSI"}, "'properties.principalType' has the value 'MSI'"),
+        ({"objectId": "x"}, "Could not find member 'objectId'"),
+        ({"principalId": None}, "the required property 'properties.principalId' is missing"),
+    ],
+)
+def test_a_role_assignment_the_published_schema_refuses_is_refused(
+    azure: Azure, change: dict[str, Any], says: str
+) -> None:
+    from labctl.targets.azure import idlerole
+
+    vm = f"/subscriptions/{azure.subscription_id}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/vm"
+    body = idlerole.role_assignment(azure.subscription_id, vm, "11111111-0000-4000-8000-000000000001")
+    body["properties"] = {k: v for k, v in {**body["properties"], **change}.items() if v is not None}
+    with pytest.raises(HttpResponseError) as info:
+        idlerole.call(azure, "PUT", idlerole.role_assignment_url(vm), body)
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert str(info.value).count("; ") == 0 and says in str(info.value)  # only the change is refused
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"systemData": {"createdBy": "me"}}, "'systemData' is read-only"),  # as a GET answers it
+        ({"properties": {"accepted": "true"}}, "'properties.accepted' must be of type boolean"),
+        ({"properties": {"accepted": True, "acceptedOn": "2026-01-01"}}, "Could not find member 'acceptedOn'"),
+    ],
+)
+def test_a_marketplace_agreement_the_published_schema_refuses_is_refused(
+    arm_env: FakeArm,  # noqa: F811
+    azure: Azure,
+    change: dict[str, Any],
+    says: str,
+) -> None:
+    terms = (
+        f"/subscriptions/{azure.subscription_id}/providers/Microsoft.MarketplaceOrdering/offerTypes/virtualmachine"
+        "/publishers/microsoft-dsvm/offers/ubuntu-2204/plans/2204-gen2/agreements/current"
+    )
+    body = {"properties": {"accepted": True}, **change}
+    with pytest.raises(HttpResponseError) as info:
+        azure.resources.resources.begin_create_or_update_by_id(terms, body, api_version="2021-01-01").result()
+    assert info.value.status_code == 400 and _code(info.value) == "InvalidRequestContent"
+    assert str(info.value).count("; ") == 0 and says in str(info.value)
+    assert arm_env.agreements == {}, "nothing was accepted"
+
+
 def test_subscription_states_are_listed_as_given(arm_env: FakeArm) -> None:  # noqa: F811
     from labctl.targets.azure.clients import list_subscriptions, make_credential
 

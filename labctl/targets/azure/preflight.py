@@ -234,8 +234,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
             hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or let labctl accept them "
             "with 'labctl up --yes' (or LABCTL_ACCEPT_IMAGE_TERMS=1), then run 'labctl up' again.",
         )
-    body = dict(current)
-    body.setdefault("properties", {})["accepted"] = True
+    body = {"properties": {**(current.get("properties") or {}), "accepted": True}}  # no read-only systemData
     with arm("accepting the image's marketplace terms"):
         azure.resources.resources.begin_create_or_update_by_id(
             agreement, body, api_version=settings.AGREEMENT_API_VERSION
