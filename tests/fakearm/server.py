@@ -153,12 +153,12 @@ class FakeArm:
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
         self.caller_role = "Owner"  # the user login's built-in role on the subscription (rbac.BUILTIN_ROLES)
-        # ARM's behaviours that labctl copes with: on by default (the role's lag is off: tests assign by hand).
+        # ARM's behaviours that labctl copes with: on by default.
         # Lower namespaces not registered (MissingSubscriptionRegistration): a new subscription lacks DevTestLab.
         self.unregistered_providers: set[str] = {"microsoft.devtestlab"}
         self.registration_s = 0.0  # how long a registration answers Registering before it takes effect
         self.registered_at: dict[str, float] = {}  # lower namespace -> when its registration takes effect
-        self.role_replication_s = 0.0  # a new custom role is unknown to assignments for this long
+        self.role_replication_s = 0.3  # a new custom role is unknown to assignments for this long (ARM: seconds)
         self.tag_filter_drops_tags = True  # a tag-filtered resource list answers without the resources' tags
         self.assignments_outlive_scope = True  # a deleted resource or group leaves its role assignments behind
         self.role_born: dict[str, float] = {}  # lower role definition id -> when it was first put

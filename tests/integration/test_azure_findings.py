@@ -8,6 +8,7 @@ unexpected pass, which fails the suite, the day the fix lands, so the switch can
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from typing import Any
@@ -17,6 +18,7 @@ from azure.core.exceptions import HttpResponseError
 
 from labctl.errors import LabctlError
 from labctl.targets.azure.clients import Azure, connect
+from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, destroy, fake_arm, provision  # noqa: F401
 from tests.fakearm.server import DSVM
@@ -125,22 +127,27 @@ def _role(azure: Azure, fake: FakeArm) -> str:
     return role_id
 
 
-def _assign(azure: Azure, fake: FakeArm, role_id: str) -> None:
-    from labctl.targets.azure.idlerole import call
+def _assign(azure: Azure, fake: FakeArm, role_id: str, retry: bool = True) -> None:
+    """``retry``: while the new role replicates, as labctl's ``idlerole._assign`` does."""
+    from labctl.targets.azure import idlerole
 
     scope = f"/subscriptions/{fake.subscription}/resourceGroups/{RG}"
+    url = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
     body = {"properties": {"roleDefinitionId": role_id, "principalId": fake.client_id}}
-    call(azure, "PUT", f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}", body)
+    if retry:
+        idlerole._assign(azure, url, body, PlainReporter(io.StringIO()))
+    else:
+        idlerole.call(azure, "PUT", url, body)
 
 
 def test_a_new_role_is_unknown_to_assignments_for_a_while(arm_env: FakeArm, azure: Azure) -> None:  # noqa: F811
     arm_env.role_replication_s = 0.5
     role_id = _role(azure, arm_env)
     with pytest.raises(HttpResponseError) as refused:
-        _assign(azure, arm_env, role_id)
+        _assign(azure, arm_env, role_id, retry=False)
     assert _code(refused.value) == "RoleDefinitionDoesNotExist"
     time.sleep(0.6)
-    _assign(azure, arm_env, role_id)
+    _assign(azure, arm_env, role_id, retry=False)
 
 
 def test_the_assignment_waits_for_a_new_role_to_replicate(arm_env: FakeArm) -> None:  # noqa: F811

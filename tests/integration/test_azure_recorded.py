@@ -9,6 +9,7 @@ own traffic against a real subscription (replayed in order, against one fake).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
     if "role" in needs:  # the built-in Reader role, which the fake knows only as a custom role of that id
         scopes = [SUBSCRIPTION_SCOPE]
         put(READER, {"properties": {"roleName": "Reader", "permissions": [], "assignableScopes": scopes}}, "2022-04-01")
+        time.sleep(fake.role_replication_s)  # a built-in role has replicated long before; a new custom one has not
     for interaction in RECORDED:
         if interaction["name"] in [NEEDED[n] for n in needs if n in NEEDED]:
             put(interaction["path"], interaction["body"], interaction["api_version"])

@@ -71,6 +71,17 @@ class Arm:
         assert answer.status_code in (200, 201), answer.text
         return dict(answer.json())
 
+    def assign(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A role assignment, retried while its new role replicates, as labctl's ``idlerole._assign`` does."""
+        deadline = time.monotonic() + 10
+        while True:
+            answer = self.http.put(f"{self.fake.url}{path}", params={"api-version": API}, json=body)
+            replicating = answer.status_code == 400 and answer.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+            if not replicating or time.monotonic() > deadline:
+                assert answer.status_code in (200, 201), answer.text
+                return dict(answer.json())
+            time.sleep(0.05)
+
     def make_vm(self) -> tuple[str, str]:
         """A VM with a system-assigned identity; returns its id and its identity's principal id."""
         net = f"{self.rg}/providers/Microsoft.Network"
@@ -105,7 +116,7 @@ class Arm:
         if actions is None:
             self.put(idlerole.role_definition_url(self.rg, vm_id), idlerole.role_definition(self.rg, vm_id, "lab"), API)
             body = idlerole.role_assignment(self.fake.subscription, vm_id, principal)
-            assigned = self.put(idlerole.role_assignment_url(vm_id), body, API)
+            assigned = self.assign(idlerole.role_assignment_url(vm_id), body)
             assert assigned["properties"]["roleDefinitionId"] == idlerole.role_definition_id(
                 self.fake.subscription, vm_id
             )
@@ -121,7 +132,7 @@ class Arm:
         }
         made = self.put(f"{self.rg}/{AUTH}/roleDefinitions/{role_guid}", role, API)
         props = {"roleDefinitionId": made["id"], "principalId": principal, "principalType": "ServicePrincipal"}
-        assigned = self.put(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", {"properties": props}, API)
+        assigned = self.assign(f"{vm_id}/{AUTH}/roleAssignments/{uuid.uuid4()}", {"properties": props})
         assert assigned["properties"]["scope"] == vm_id
         return str(assigned["id"])
 
