@@ -145,15 +145,10 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record.status = "ready"
     store.save(record)
     flag = "" if spec.name == DEFAULT_NAME and len(store.scan()[0]) == 1 else f" --name {spec.name}"
-    text = "\n".join(
-        [
-            f"Lab '{spec.name}' is ready.",
-            "Next:",
-            f"  labctl open{flag}      # Jupyter in your browser, through an SSH tunnel",
-            f"  labctl run-lab{flag}   # train the CIFAR-10 classifier there and fetch the results",
-            f"  labctl down{flag}      # delete everything when you are done",
-        ]
+    text = (
+        f"Lab '{spec.name}' is ready.\nNext:\n"
+        f"  labctl open{flag}      # Jupyter in your browser, through an SSH tunnel\n"
+        f"  labctl run-lab{flag}   # train the CIFAR-10 classifier there and fetch the results\n"
+        f"  labctl down{flag}      # delete everything when you are done"
     )
-    if idle_line:
-        text = f"{idle_line}\n{text}"
-    return Outcome(record.public_json(), text)
+    return Outcome(record.public_json(), f"{idle_line}\n{text}" if idle_line else text)
