@@ -888,10 +888,10 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "name": name,
                 "type": "Microsoft.Resources/resourceGroups",
                 "location": body.get("location"),
-                "tags": body.get("tags") or {},
                 "properties": {"provisioningState": "Succeeded"},
                 "_sub": m["sub"],
             }
+            group.update({k: body[k] for k in ("tags", "managedBy") if k in body})  # recorded.json: as sent, no more
             arm.groups[key] = group
             return status, self._group_json(group), {}
         if method == "DELETE":
@@ -927,8 +927,8 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         text = q.get("$filter", "")
         if not text:
             return lambda r: True
-        name = re.search(r"tagName eq '([^']*)'", text)
-        value = re.search(r"tagValue eq '([^']*)'", text)
+        name = re.search(r"tagName eq '([^']*)'", text, re.IGNORECASE)  # recorded.json: the CLI sends "tagname"
+        value = re.search(r"tagValue eq '([^']*)'", text, re.IGNORECASE)
         if not name:
             raise ArmError(
                 400, "InvalidFilterInQueryString", f"Invalid $filter '{text}' specified in the query string."
@@ -1163,12 +1163,15 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             "name": m["name"],
             "type": rtype,
             "location": location,
-            "tags": body.get("tags") or {},
             "properties": json.loads(json.dumps(body.get("properties") or {})),
         }
-        for extra in ("sku", "plan", "zones"):
+        for extra in ("tags", "sku", "plan", "zones"):  # recorded.json: no tags sent, none answered
             if extra in body:
                 resource[extra] = body[extra]
+        if rtype.startswith("Microsoft.Network/"):  # recorded.json: a new etag each PUT, the same resourceGuid
+            resource["etag"] = f'W/"{uuid.uuid4()}"'
+            guid = ((existing or {}).get("properties") or {}).get("resourceGuid")
+            resource["properties"]["resourceGuid"] = guid or str(uuid.uuid4())
         error = getattr(self, "v_" + rtype.split("/")[1].lower(), lambda *a: None)(resource, existing, body)
         resource["properties"]["provisioningState"] = "Creating" if existing is None else "Updating"
         arm.resources[key] = resource
@@ -1181,12 +1184,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             resource["properties"].pop("provisioningState", None)
             arm.resources[key] = resource
             return (200 if existing is not None else 201), self._public(resource), {}
+        answer = self._public(resource)  # before the operation is done: a new public IP has no address yet
         headers = self._op("put", rid, delay, error)
-        return (
-            (200 if existing is not None else 201),
-            self._public(resource),
-            {"Azure-AsyncOperation": headers["Azure-AsyncOperation"]},
-        )
+        return (200 if existing is not None else 201), answer, {"Azure-AsyncOperation": headers["Azure-AsyncOperation"]}
 
     def _public(self, resource: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps({k: v for k, v in resource.items() if not k.startswith("_")}))
@@ -1215,6 +1215,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         res["properties"].setdefault("virtualNetworkPeerings", [])
 
     def v_networksecuritygroups(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        res["properties"].setdefault("securityRules", [])
         for rule in res["properties"].get("securityRules", []):
             rule["id"] = f"{res['id']}/securityRules/{rule['name']}"
             rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
@@ -1285,7 +1286,13 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         address = (old or {}).get("properties", {}).get("ipAddress")
         if address:
             res["properties"]["ipAddress"] = address
-        res["properties"].setdefault("idleTimeoutInMinutes", 4)
+        for name, default in (
+            ("idleTimeoutInMinutes", 4),
+            ("publicIPAddressVersion", "IPv4"),
+            ("ipTags", []),
+            ("ddosSettings", {"protectionMode": "VirtualNetworkInherited"}),
+        ):
+            res["properties"].setdefault(name, default)
 
     def v_networkinterfaces(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
         props = res["properties"]
@@ -1300,6 +1307,21 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             cfg_props["privateIPAddress"] = self._private_address(res, old, cfg)
             cfg_props["privateIPAddressVersion"] = "IPv4"
             cfg_props.setdefault("privateIPAllocationMethod", "Dynamic")
+        res["kind"] = "Regular"  # recorded.json: what the network provider fills in on a new NIC
+        for name, default in (
+            ("enableAcceleratedNetworking", False),
+            ("enableIPForwarding", False),
+            ("disableTcpStateTracking", False),
+            ("vnetEncryptionSupported", False),
+            ("dnsSettings", {"dnsServers": [], "appliedDnsServers": []}),
+            ("hostedWorkloads", []),
+            ("tapConfigurations", []),
+            ("nicType", "Standard"),
+            ("allowPort25Out", True),
+            ("auxiliaryMode", "None"),
+            ("auxiliarySku", "None"),
+        ):
+            props.setdefault(name, default)
 
     def _private_address(self, res: dict[str, Any], old: dict[str, Any] | None, cfg: dict[str, Any]) -> str:
         """What Azure gives an IP configuration: the address it had, else the first free one of the subnet

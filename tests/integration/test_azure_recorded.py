@@ -26,7 +26,11 @@ MONITORS = ("Azure-AsyncOperation", "Location", "Retry-After")
 GROUP = "recorded-rg"
 SUBSCRIPTION_SCOPE = "/subscriptions/{subscription}"
 READER = SUBSCRIPTION_SCOPE + "/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"
-NEEDED = {"schedule": "auto-shutdown schedule created", "assignment": "role assigned at a resource group"}
+NEEDED = {
+    "schedule": "auto-shutdown schedule created",
+    "assignment": "role assigned at a resource group",
+    "vnet": "virtual network created",
+}
 
 
 def _fill(value: Any, names: dict[str, str]) -> Any:
@@ -76,7 +80,11 @@ def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
         answer = _send(fake, {"method": "PUT", "path": path, "body": body, "api_version": version}, names)
         assert answer.status_code < 300, answer.text
 
-    put("/subscriptions/{subscription}/resourcegroups/{group}", {"location": "westus"}, "2025-04-01")
+    group = {"location": "westus", "tags": {"product": "azurecli", "cause": "automation"}}  # as the CLI's tests tag it
+    put("/subscriptions/{subscription}/resourcegroups/{group}", group, "2025-04-01")
+    if "tagged group" in needs:
+        body = {"location": "westus", "managedBy": "test_admin", "tags": {"a": "b", "c": ""}}
+        put("/subscriptions/{subscription}/resourcegroups/cli_test_rg_scenario000001", body, "2025-04-01")
     if "vm" in needs:  # only its existence matters: a schedule's target must exist
         kind = "Microsoft.Compute/virtualMachines"
         vm = _fill(f"{SUBSCRIPTION_SCOPE}/resourceGroups/{{group}}/providers/{kind}/vm1", names)
