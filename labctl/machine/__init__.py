@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import getpass
 
-from labctl.errors import LabctlError
+from labctl.errors import LabctlError, NotReady
 from labctl.machine.base import CommandFailed, CommandResult, Machine
-from labctl.state import LabRecord
+from labctl.state import LabRecord, NodeRecord
 from labctl.ui import Reporter
 
-__all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
+__all__ = ["CommandFailed", "CommandResult", "Machine", "connect", "reach"]
 
 # How long `up` waits for a new VM's SSH by default: Azure VMs usually answer within two minutes.
 DEFAULT_WAIT = 600.0
+
+
+def reach(record: LabRecord, node: int = 0) -> tuple[NodeRecord, str]:
+    """Node ``node`` and the user to log in as, refused where a half-made lab does not record how to reach it."""
+    if not 0 <= node < len(record.nodes):
+        count = len(record.nodes)
+        raise LabctlError(
+            f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
+            hint="'labctl status' lists the lab's nodes.",
+        )
+    found = record.nodes[node]
+    needed = {"host": found.host, "SSH key": record.ssh_key_path, "host key": found.host_key}
+    if missing := [what for what, value in needed.items() if not value]:
+        which = "its machine" if node == 0 else f"node {node} ({found.host})"
+        raise NotReady(
+            f"Lab '{record.name}' does not record how to reach {which} ({', '.join(missing)} missing).",
+            hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
+        )
+    return found, found.user or record.nodes[0].user or getpass.getuser()
 
 
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
@@ -24,26 +43,12 @@ def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0
 
     if record.target == "local":
         return LocalMachine()
-    if not 0 <= node < len(record.nodes):
-        count = len(record.nodes)
-        raise LabctlError(
-            f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
-            hint="'labctl status' lists the lab's nodes.",
-        )
-    reach = record.nodes[node]
-    if not (reach.host and record.ssh_key_path and reach.host_key):
-        needed = {"host": reach.host, "SSH key": record.ssh_key_path, "host key": reach.host_key}
-        which = "its machine" if node == 0 else f"node {node} ({reach.host})"
-        raise LabctlError(
-            f"Lab '{record.name}' does not record how to reach {which} "
-            f"({', '.join(what for what, value in needed.items() if not value)} missing).",
-            hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
-        )
+    found, user = reach(record, node)
+    assert found.host and found.host_key and record.ssh_key_path
     check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before any connection
-    via = connect(record, ui, wait=wait, mark=False) if reach.via_head and node != 0 else None
+    via = connect(record, ui, wait=wait, mark=False) if found.via_head and node != 0 else None
     assert via is None or isinstance(via, SSHMachine)  # node 0 of a lab with nodes is reached over SSH
-    user = reach.user or record.nodes[0].user or getpass.getuser()
-    machine = SSHMachine(reach.host, reach.port, user, record.ssh_key_path, reach.host_key, ui=ui, mark=mark, via=via)
+    machine = SSHMachine(found.host, found.port, user, record.ssh_key_path, found.host_key, ui=ui, mark=mark, via=via)
     try:
         return machine.connect(wait=wait)
     except BaseException:

@@ -70,7 +70,7 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
 
     try:  # the lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is worth a warning only
         if sshconfig.remove_entry(record.name):
-            ui.info(f"Removed the SSH entry {sshconfig.host_alias(record.name)}.")
+            ui.info(f"Removed the SSH entry {sshconfig.ALIAS_PREFIX}{record.name}.")
     except (OSError, LabctlError) as exc:
         ui.warn(f"Could not remove the SSH entry of lab '{record.name}' from ~/.ssh/labctl/config: {exc}")
     text = f"Lab '{record.name}' is gone; nothing is left running."

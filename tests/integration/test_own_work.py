@@ -204,7 +204,7 @@ def test_down_brings_the_users_notebook_back_byte_for_byte(local_lab: str, resul
     sshconfig.write_entry(entry)  # as 'labctl ssh-config' leaves it; `down` takes it away with the lab
     down = runner.invoke(app, ["down", "--yes", "-n", local_lab, "--json"])
     assert down.exit_code == 0, down.output
-    assert sshconfig.entries() == [] and not sshconfig.Paths().known_hosts(local_lab).exists()
+    assert "Host " not in sshconfig.config_path().read_text() and not sshconfig.known_hosts_path(local_lab).exists()
     copy = results / local_lab / "workspace"
     assert (copy / "my-experiment.ipynb").read_bytes() == notebook
     assert (copy / "src" / "helpers.py").read_bytes() == b"def f():\n    return 1\n"

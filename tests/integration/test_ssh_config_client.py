@@ -15,7 +15,7 @@ import pytest
 
 from labctl import sshconfig
 from labctl.keys import generate_ed25519
-from labctl.sshconfig import HostEntry, Paths
+from labctl.sshconfig import HostEntry, known_hosts_path
 from tests.support.sshd import KeyPair, SSHServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,6 @@ def _entry(server: SSHServer, client: KeyPair, *, host_key: str | None = None, j
     )
 
 
-def _home(tmp_path: Path) -> Paths:
-    home = tmp_path / "home"
-    home.mkdir()
-    return Paths(home)
-
-
 def _ssh(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     assert SSH is not None
     return subprocess.run(
@@ -61,19 +55,18 @@ def _ssh(config: Path, *args: str, timeout: float = 30) -> subprocess.CompletedP
 
 def test_ssh_reaches_the_lab_with_the_pinned_key(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
     server, client = sshd
-    paths = _home(tmp_path)
-    config = sshconfig.write_entry(_entry(server, client), paths)
+    config = sshconfig.write_entry(_entry(server, client))
     result = _ssh(config, "labctl-t-ssh", "echo", "reached")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "reached"
     # Nothing was learnt on the way: the known_hosts file still holds exactly the pinned key.
-    assert paths.known_hosts("t-ssh").read_text().split() == ["labctl-t-ssh", *server.host_key.public.split()[:2]]
+    assert known_hosts_path("t-ssh").read_text().split() == ["labctl-t-ssh", *server.host_key.public.split()[:2]]
 
 
 def test_a_wrong_pinned_key_is_refused_before_login(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
     server, client = sshd
     impostor = generate_ed25519("someone-else").public_line
-    config = sshconfig.write_entry(_entry(server, client, host_key=impostor), _home(tmp_path))
+    config = sshconfig.write_entry(_entry(server, client, host_key=impostor))
     result = _ssh(config, "labctl-t-ssh", "touch", str(tmp_path / "ran"))
     assert result.returncode == 255
     assert "Host key verification failed" in result.stderr or "REMOTE HOST IDENTIFICATION HAS CHANGED" in result.stderr
@@ -82,16 +75,16 @@ def test_a_wrong_pinned_key_is_refused_before_login(sshd: tuple[SSHServer, KeyPa
 
 def test_through_the_include_line_of_a_user_config(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
     server, client = sshd
-    paths = _home(tmp_path)
-    paths.ssh_dir.mkdir()
+    user_config = Path.home() / ".ssh" / "config"
+    user_config.parent.mkdir()
     # A user config with a catch-all block after which an Include would no longer apply to every host.
-    paths.user_config.write_text("Host *\n    ServerAliveInterval 30\n")
-    sshconfig.write_entry(_entry(server, client), paths)
-    assert sshconfig.ensure_include(lambda _q: True, paths) is sshconfig.IncludeState.ADDED
-    result = _ssh(paths.user_config, "labctl-t-ssh", "true")
+    user_config.write_text("Host *\n    ServerAliveInterval 30\n")
+    sshconfig.write_entry(_entry(server, client))
+    assert sshconfig.ensure_include(lambda _q: True) is sshconfig.IncludeState.ADDED
+    result = _ssh(user_config, "labctl-t-ssh", "true")
     assert result.returncode == 0, result.stderr
-    sshconfig.remove_entry("t-ssh", paths)
-    gone = _ssh(paths.user_config, "labctl-t-ssh", "true")
+    sshconfig.remove_entry("t-ssh")
+    gone = _ssh(user_config, "labctl-t-ssh", "true")
     assert gone.returncode == 255  # the alias no longer resolves to anything
 
 
@@ -126,7 +119,7 @@ def test_the_local_forward_reaches_jupyter(
 ) -> None:
     server, client = sshd
     entry = _entry(server, client, jupyter=jupyter_stand_in)
-    config = sshconfig.write_entry(entry, _home(tmp_path))
+    config = sshconfig.write_entry(entry)
     assert SSH is not None
     tunnel = subprocess.Popen(
         [SSH, "-F", str(config), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-N", "labctl-t-ssh"],

@@ -145,25 +145,22 @@ def test_a_state_dir_labctl_did_not_make_keeps_its_mode(
     assert made and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in made)
 
 
-def test_a_block_cut_short_in_labctls_ssh_config_keeps_what_follows_it(tmp_path: Path) -> None:
+def test_a_block_cut_short_in_labctls_ssh_config_keeps_what_follows_it() -> None:
     """A '# labctl: begin' with no end line once swallowed the blocks after it, and a rewrite dropped them."""
     from labctl import sshconfig
     from labctl.keys import generate_ed25519
 
-    paths = sshconfig.Paths(tmp_path)
-
     def write(lab: str) -> None:
         key = generate_ed25519().public_line
-        sshconfig.write_entry(sshconfig.HostEntry(lab, "203.0.113.7", 22, "me", Path("/k/id"), key, 8888, 8888), paths)
+        sshconfig.write_entry(sshconfig.HostEntry(lab, "203.0.113.7", 22, "me", Path("/k/id"), key, 8888, 8888))
 
     write("one")
     write("two")
-    text = paths.config.read_text()
-    cut = text.replace("# labctl: end one\n", "")  # 'one' is cut short, 'two' follows it
-    paths.config.write_text(cut + "Host mine\n    User me\n")
-    assert sshconfig.entries(paths) == ["two"]
+    config = sshconfig.config_path()
+    cut = config.read_text().replace("# labctl: end one\n", "")  # 'one' is cut short, 'two' follows it
+    config.write_text(cut + "Host mine\n    User me\n")
     write("three")
-    assert sshconfig.remove_entry("two", paths)
-    after = paths.config.read_text()
+    assert sshconfig.remove_entry("two")
+    after = config.read_text()
     assert "# labctl: begin one" in after and "Host mine\n    User me\n" in after
-    assert sshconfig.entries(paths) == ["three"]
+    assert "# labctl: begin two" not in after and after.count("# labctl: begin three") == 1

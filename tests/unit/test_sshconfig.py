@@ -10,7 +10,7 @@ import pytest
 from labctl import sshconfig
 from labctl.errors import NotReady, UsageError
 from labctl.keys import generate_ed25519
-from labctl.sshconfig import HostEntry, IncludeState, Paths
+from labctl.sshconfig import HostEntry, IncludeState, config_path, known_hosts_path
 
 KEY = generate_ed25519("host").public_line
 
@@ -34,9 +34,18 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_block_has_every_line_and_pins_the_key(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    written = sshconfig.write_entry(_entry(), paths)
+def _user_config() -> Path:
+    return Path.home() / ".ssh" / "config"
+
+
+def _hosts() -> list[str]:
+    """The aliases labctl's config resolves, in order."""
+    return [line.split()[1] for line in config_path().read_text().splitlines() if line.startswith("Host ")]
+
+
+def test_block_has_every_line_and_pins_the_key() -> None:
+    home = Path.home()
+    written = sshconfig.write_entry(_entry())
     text = written.read_text()
     assert "Host labctl-cifar-gpu\n" in text
     for line in (
@@ -44,39 +53,40 @@ def test_block_has_every_line_and_pins_the_key(tmp_path: Path) -> None:
         "Port 22",
         "User azureuser",
         "IdentityFile /home/me/.local/state/labctl/keys/cifar-gpu/id_ed25519",
-        f"UserKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
+        f"UserKnownHostsFile {home}/.ssh/labctl/cifar-gpu.known_hosts",
         "StrictHostKeyChecking yes",
-        f"GlobalKnownHostsFile {tmp_path}/.ssh/labctl/cifar-gpu.known_hosts",
+        f"GlobalKnownHostsFile {home}/.ssh/labctl/cifar-gpu.known_hosts",
         "HostKeyAlias labctl-cifar-gpu",
         "LocalForward 127.0.0.1:8890 127.0.0.1:8888",
     ):
         assert f"    {line}\n" in text
-    known = paths.known_hosts("cifar-gpu").read_text()
+    known = known_hosts_path("cifar-gpu").read_text()
     assert known == f"labctl-cifar-gpu {' '.join(KEY.split()[:2])}\n"
-    assert _mode(written) == 0o600 and _mode(paths.known_hosts("cifar-gpu")) == 0o600
-    assert _mode(paths.labctl_dir) == 0o700
+    assert _mode(written) == 0o600 and _mode(known_hosts_path("cifar-gpu")) == 0o600
+    assert _mode(written.parent) == 0o700
 
 
-def test_rewriting_replaces_only_that_labs_block_and_removal_leaves_the_others(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    sshconfig.write_entry(_entry(), paths)
-    sshconfig.write_entry(_entry(lab="other", host="lab.example.org"), paths)
-    sshconfig.write_entry(_entry(host="198.51.100.9"), paths)
-    text = paths.config.read_text()
-    assert text.count("Host labctl-cifar-gpu") == 1 and "198.51.100.9" in text and "203.0.113.7" not in text
-    assert sshconfig.entries(paths) == ["cifar-gpu", "other"]
-    assert sshconfig.remove_entry("cifar-gpu", paths) is True
-    assert sshconfig.entries(paths) == ["other"]
-    assert not paths.known_hosts("cifar-gpu").exists() and paths.known_hosts("other").exists()
-    assert sshconfig.remove_entry("cifar-gpu", paths) is False
-    assert text.startswith(sshconfig.HEADER) and paths.config.read_text().startswith(sshconfig.HEADER)
+def test_rewriting_replaces_only_that_labs_block_and_removal_leaves_the_others() -> None:
+    sshconfig.write_entry(_entry())
+    sshconfig.write_entry(_entry(lab="other", host="lab.example.org"))
+    sshconfig.write_entry(_entry(host="198.51.100.9"))
+    text = config_path().read_text()
+    assert "198.51.100.9" in text and "203.0.113.7" not in text
+    assert _hosts() == ["labctl-cifar-gpu", "labctl-other"]
+    assert sshconfig.remove_entry("cifar-gpu") is True
+    assert _hosts() == ["labctl-other"]
+    assert not known_hosts_path("cifar-gpu").exists() and known_hosts_path("other").exists()
+    assert sshconfig.remove_entry("cifar-gpu") is False
+    assert text.startswith(sshconfig.HEADER) and config_path().read_text().startswith(sshconfig.HEADER)
+    assert "\n\n\n" not in config_path().read_text()  # rewrites do not pile up blank lines
 
 
-def test_a_path_with_a_space_is_quoted(tmp_path: Path) -> None:
+def test_a_path_with_a_space_is_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "John Smith"
-    text = sshconfig.render_block(_entry(identity_file=home / "key"), home / ".ssh/labctl/x.known_hosts")
+    monkeypatch.setenv("HOME", str(home))
+    text = sshconfig.write_entry(_entry(identity_file=home / "key")).read_text()
     assert f'    IdentityFile "{home}/key"\n' in text
-    assert f'    UserKnownHostsFile "{home}/.ssh/labctl/x.known_hosts"\n' in text
+    assert f'    UserKnownHostsFile "{home}/.ssh/labctl/cifar-gpu.known_hosts"\n' in text
 
 
 @pytest.mark.parametrize(
@@ -102,10 +112,10 @@ def test_a_path_with_a_space_is_quoted(tmp_path: Path) -> None:
         {"host_key": "ssh-ed25519 not-base64!"},
     ],
 )
-def test_values_that_could_change_what_ssh_does_are_refused(tmp_path: Path, changes: dict[str, object]) -> None:
+def test_values_that_could_change_what_ssh_does_are_refused(changes: dict[str, object]) -> None:
     with pytest.raises(UsageError):
-        sshconfig.write_entry(_entry(**changes), Paths(tmp_path))
-    assert not Paths(tmp_path).config.exists()
+        sshconfig.write_entry(_entry(**changes))
+    assert not config_path().exists()
 
 
 def test_ipv6_and_dns_names_are_accepted() -> None:
@@ -113,60 +123,56 @@ def test_ipv6_and_dns_names_are_accepted() -> None:
     assert sshconfig.check_host("lab-1.example.org") == "lab-1.example.org"
 
 
-def test_include_goes_to_the_top_after_one_yes_and_is_not_added_twice(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    paths.ssh_dir.mkdir()
-    paths.user_config.write_text("Host work\n    User me\n")
-    paths.user_config.chmod(0o644)
+def test_include_goes_to_the_top_after_one_yes_and_is_not_added_twice() -> None:
+    _user_config().parent.mkdir()
+    _user_config().write_text("Host work\n    User me\n")
+    _user_config().chmod(0o644)
     questions: list[str] = []
 
     def yes(question: str) -> bool:
         questions.append(question)
         return True
 
-    assert sshconfig.ensure_include(yes, paths) is IncludeState.ADDED
-    lines = paths.user_config.read_text().splitlines()
+    assert sshconfig.ensure_include(yes) is IncludeState.ADDED
+    lines = _user_config().read_text().splitlines()
     first = next(ln for ln in lines if ln and not ln.startswith("#"))
-    assert first == f"Include {paths.config}"
+    assert first == f"Include {config_path()}"
     assert lines[-2:] == ["Host work", "    User me"]
-    assert _mode(paths.user_config) == 0o644
-    assert sshconfig.ensure_include(yes, paths) is IncludeState.PRESENT
+    assert _mode(_user_config()) == 0o644
+    assert sshconfig.ensure_include(yes) is IncludeState.PRESENT
     assert len(questions) == 1
 
 
-def test_an_include_inside_a_host_block_does_not_count(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    paths.ssh_dir.mkdir()
-    paths.user_config.write_text(f"Host work\n    Include {paths.config}\n")
-    assert sshconfig.ensure_include(lambda _q: True, paths) is IncludeState.ADDED
-    assert paths.user_config.read_text().count("Include") == 2
+def test_an_include_inside_a_host_block_does_not_count() -> None:
+    _user_config().parent.mkdir()
+    _user_config().write_text(f"Host work\n    Include {config_path()}\n")
+    assert sshconfig.ensure_include(lambda _q: True) is IncludeState.ADDED
+    assert _user_config().read_text().count("Include") == 2
 
 
-def test_a_no_is_remembered_and_nothing_is_written(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
+def test_a_no_is_remembered_and_nothing_is_written() -> None:
     asked: list[str] = []
 
     def no(question: str) -> bool:
         asked.append(question)
         return False
 
-    assert sshconfig.ensure_include(no, paths) is IncludeState.DECLINED
-    assert not paths.user_config.exists()
-    assert sshconfig.ensure_include(no, paths) is IncludeState.DECLINED
+    assert sshconfig.ensure_include(no) is IncludeState.DECLINED
+    assert not _user_config().exists()
+    assert sshconfig.ensure_include(no) is IncludeState.DECLINED
     assert len(asked) == 1
-    assert sshconfig.ensure_include(lambda _q: True, paths, ask_again=True) is IncludeState.ADDED
-    assert _mode(paths.user_config) == 0o600
+    assert sshconfig.ensure_include(lambda _q: True, ask_again=True) is IncludeState.ADDED
+    assert _mode(_user_config()) == 0o600
 
 
 def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    paths.ssh_dir.mkdir()
+    _user_config().parent.mkdir()
     real = tmp_path / "dotfiles-ssh-config"
     real.write_text("Host *\n    ServerAliveInterval 30\n")
-    paths.user_config.symlink_to(real)
-    assert sshconfig.ensure_include(lambda _q: True, paths) is IncludeState.ADDED
-    assert paths.user_config.is_symlink()
-    assert f"Include {paths.config}" in real.read_text()
+    _user_config().symlink_to(real)
+    assert sshconfig.ensure_include(lambda _q: True) is IncludeState.ADDED
+    assert _user_config().is_symlink()
+    assert f"Include {config_path()}" in real.read_text()
 
 
 def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
@@ -192,10 +198,10 @@ def test_the_entry_of_a_record_and_of_a_local_lab() -> None:
         sshconfig.entry_for(LabRecord(name="half", target="ssh", nodes=[NodeRecord(host="h.example.org")]))
 
 
-def test_nothing_is_written_or_remembered_when_no_one_can_answer(tmp_path: Path) -> None:
-    paths = Paths(tmp_path)
-    assert sshconfig.ensure_include(lambda _q: None, paths) is IncludeState.NOT_ASKED
-    assert not paths.user_config.exists() and not paths.declined_marker.exists()
+def test_nothing_is_written_or_remembered_when_no_one_can_answer() -> None:
+    assert sshconfig.ensure_include(lambda _q: None) is IncludeState.NOT_ASKED
+    assert not _user_config().exists()
+    assert sshconfig.ensure_include(lambda _q: True) is IncludeState.ADDED  # asked again: no "no" was kept
 
 
 def test_a_remote_command_keeps_its_words(tmp_path: Path) -> None:
