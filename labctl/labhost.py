@@ -49,11 +49,9 @@ def private_addresses(record: LabRecord) -> list[str]:
 T = TypeVar("T")
 
 
-def on_each_node(
-    record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter, nodes: int | None = None
-) -> list[T]:
-    """One thread a node (the first ``nodes``, default all); once all are done the first failure is raised, named."""
-    count = len(record.nodes) if nodes is None else nodes
+def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter) -> list[T]:
+    """One thread a node; once all are done the first failure is raised, named."""
+    count = len(record.nodes)
     if count == 1:
         return [action(0, ui)]
     results: dict[int, T] = {}

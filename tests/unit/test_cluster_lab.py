@@ -97,7 +97,7 @@ def test_each_node_runs_at_once_and_the_first_failure_names_its_node() -> None:
     assert raised.value.hint == "Start it." and raised.value.exit_code == 2
     assert sorted(n for n, _ in seen) == [0, 1, 2]  # every node was tried, each in a thread of its own
     assert {name for _, name in seen} == {"labctl-node0", "labctl-node1", "labctl-node2"}
-    assert on_each_node(record, lambda node, ui: node * 10, PlainReporter(quiet=True), nodes=2) == [0, 10]
+    assert on_each_node(record, lambda node, ui: node * 10, PlainReporter(quiet=True)) == [0, 10, 20]
 
 
 def test_a_lab_on_one_machine_is_prepared_in_the_callers_thread_with_its_reporter() -> None:
