@@ -91,7 +91,7 @@ RETIRED = {
 }
 
 
-def lookup(name: str) -> VmSize:
+def lookup(name: str, what: str = "--size") -> VmSize:
     key = name.strip().lower()
     if not key.startswith("standard_"):
         key = "standard_" + key
@@ -103,7 +103,7 @@ def lookup(name: str) -> VmSize:
             f"The VM size {name} belongs to the retired {RETIRED[key]} series; Azure no longer offers it.",
             hint=f"Use a current GPU size instead, for example {alternatives} (see 'labctl up --help').",
         )
-    if _SIZE_NAME.match(key):  # any size the subscription offers is accepted; the preflight checks it there
+    if _SIZE_NAME.match(key) and len(key) <= 64:  # any size the subscription offers; the preflight checks it there
         typed = name.strip()
         return VmSize(
             typed if typed.lower().startswith("standard_") else f"Standard_{typed}", 0, 0, "", 0.0, catalogued=False
@@ -111,7 +111,7 @@ def lookup(name: str) -> VmSize:
     close = difflib.get_close_matches(key, list(SIZES), n=3, cutoff=0.6)
     suggestion = ", ".join(SIZES[c].name for c in close) if close else f"{DEFAULT_CPU_SIZE} or {DEFAULT_GPU_SIZE}"
     raise UsageError(
-        f"labctl does not know the VM size '{name}': Azure's size names are letters, digits and '_'.",
+        f"labctl does not know the VM size {name!r} ({what}): Azure's size names are letters, digits and '_'.",
         hint=f"Did you mean {suggestion}? Known sizes: {', '.join(s.name for s in SIZES.values())}.",
     )
 

@@ -194,6 +194,7 @@ class Settings:
 
 def _setting_checks() -> dict[str, Callable[[str, str], object]]:
     from labctl import validate
+    from labctl.catalog import lookup
     from labctl.imageref import check_image_ref
     from labctl.keys import check_private_key
     from labctl.state import validate_lab_name
@@ -202,7 +203,7 @@ def _setting_checks() -> dict[str, Callable[[str, str], object]]:
         "name": validate_lab_name,
         "target": validate.check_target,
         "region": validate.check_region,
-        "size": validate.check_size_name,
+        "size": lookup,
         "subscription": validate.check_subscription,
         "allow_ip": validate.check_allow_ip,
         "shutdown_at": validate.check_shutdown_at,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,12 +142,11 @@ class LabSpec:
         else:
             from labctl.catalog import choose_sizes
 
-            checks: list[tuple[str | None, Callable[[str], str]]] = [(self.subscription, validate.check_subscription)]
-            checks += [(self.region, validate.check_region), (self.allow_ip, validate.check_allow_ip)]
-            for value, check in [*checks, *((s, validate.check_size_name) for s in self.sizes)]:
+            checks = ((self.subscription, validate.check_subscription), (self.region, validate.check_region))
+            for value, check in (*checks, (self.allow_ip, validate.check_allow_ip)):
                 if value is not None:
                     check(value)
-            choose_sizes(self.sizes, self.gpu)  # a size labctl does not know, or a CPU size with --gpu
+            choose_sizes(self.sizes, self.gpu)  # a size that is no size, or a CPU size with --gpu
         if self.shutdown_at is not None:
             validate.check_shutdown_at(self.shutdown_at)
         if self.ssh_key is not None:

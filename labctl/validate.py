@@ -27,15 +27,16 @@ def _blank(value: str, what: str) -> None:
         raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
 
 
-def _pattern(default: str, pattern: str, message: str, hint: str, *, strip: bool = False) -> Callable[..., str]:
-    """A check of a value matched whole; ``message`` is formatted with {what} and {value}."""
+def _pattern(
+    default: str, pattern: str, message: str, hint: str, clean: Callable[[str], str] = str
+) -> Callable[..., str]:
+    """A check of a value matched whole, after ``clean``; ``message`` is formatted with {what} and {value}."""
 
     def check(value: str, what: str = default) -> str:
         _blank(value, what)
-        checked = value.strip() if strip else value
-        if not re.fullmatch(pattern, checked, re.ASCII):
+        if not re.fullmatch(pattern, clean(value), re.ASCII):
             raise UsageError(message.format(what=what, value=value), hint=hint)
-        return checked
+        return clean(value)
 
     return check
 
@@ -45,28 +46,15 @@ check_subscription = _pattern(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "{what} {value!r} is not an Azure subscription id.",
     "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
-    strip=True,
+    str.strip,
 )
-_region = _pattern(
+check_region = _pattern(
     "--region",
-    r"(?i)auto|[a-z][a-z0-9]{2,30}",
+    r"auto|[a-z][a-z0-9]{2,30}",
     "{what} {value!r} is not an Azure region name.",
     "Use a name like eastus, westeurope or westus2, without spaces ('az account list-locations -o table' lists "
     "them), or auto.",
-)
-
-
-def check_region(value: str, what: str = "--region") -> str:
-    return _region(value, what).lower()
-
-
-check_size_name = _pattern(
-    "--size",
-    r"[A-Za-z0-9_]{2,64}",
-    "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
-    "Sizes look like Standard_D4s_v5 or NC4as_T4_v3 (letters, digits and '_'); 'labctl up --help' names the "
-    "common ones.",
-    strip=True,
+    str.lower,
 )
 check_shutdown_at = _pattern(
     "--shutdown-at",
@@ -83,12 +71,9 @@ check_admin_user = _pattern(
     "Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); or unset it for "
     "the default, azureuser.",
 )
-
-
-def check_target(value: str, what: str = "--target") -> str:
-    if value not in TARGETS:
-        raise UsageError(f"{what} '{value}' is not a target.", hint=f"Choose one of: {', '.join(TARGETS)}.")
-    return value
+check_target = _pattern(
+    "--target", "|".join(TARGETS), "{what} {value!r} is not a target.", f"Choose one of: {', '.join(TARGETS)}."
+)
 
 
 def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
@@ -104,28 +89,19 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
             f"{what} {text!r} is not an IP address or CIDR range.",
             hint="Give your address (203.0.113.7) or a range (203.0.113.0/24); 'any' opens SSH to everyone.",
         ) from None
-    if net.version == 6:
+    unreachable = [problem for problem, hit in _UNREACHABLE if getattr(net, hit)] if net.prefixlen else []
+    if net.version == 6 or unreachable:
+        problem = "IPv6, and the lab's VM has only a public IPv4 address" if net.version == 6 else unreachable[0]
         raise UsageError(
-            f"{what} {text} is IPv6, but the lab's VM has only a public IPv4 address, so SSH from there "
-            "would never arrive.",
-            hint="Give your public IPv4 address or range, or leave the setting out and labctl finds your address.",
-        )
-    problem = next((p for p, hit in _UNREACHABLE if getattr(net, hit)), None) if net.prefixlen else None
-    if problem:
-        raise UsageError(
-            f"{what} {text} is {problem}, which can never reach a VM on the internet.",
+            f"{what} {text} is {problem}, so SSH from there would never reach the lab's VM.",
             hint="Give your public IPv4 address (what https://api.ipify.org shows) or range, or leave the "
             "setting out and labctl finds your address.",
         )
-    if net.prefixlen == 0:
-        raise UsageError(
-            f"{what} {text} would open SSH to the whole internet.",
-            hint="Give your own address or range, or type '--allow-ip any' if you really mean everyone.",
-        )
     if net.prefixlen < REFUSE_WIDER_THAN:
+        covers = f"{net.num_addresses:,} addresses, a large part of the" if net.prefixlen else "the whole"
         raise UsageError(
-            f"{what} {text} covers {net.num_addresses:,} addresses, a large part of the internet; labctl refuses "
-            f"ranges wider than /{REFUSE_WIDER_THAN} so that SSH is not opened that far by mistake.",
+            f"{what} {text} would open SSH to {covers} internet; labctl refuses ranges wider than "
+            f"/{REFUSE_WIDER_THAN} so that SSH is not opened that far by mistake.",
             hint=f"Give your own address or a range of /{REFUSE_WIDER_THAN} or narrower, "
             "or type '--allow-ip any' if you really mean everyone.",
         )
