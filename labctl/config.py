@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labctl import catalog, validate
 from labctl.errors import UsageError
+from labctl.imageref import check_image_ref
+from labctl.keys import check_private_key
+from labctl.state import validate_lab_name
 from labctl.ui import Outcome
 
 if sys.version_info >= (3, 11):
@@ -55,6 +59,19 @@ GUARDED = {
     "idle_stop": "how long an idle VM keeps running, and costing",
     "budget": "the spend after which the lab stops itself",
     "results_dir": "where labctl writes files on this computer",
+}
+CHECKS: dict[str, Callable[[str, str], object]] = {  # what a value from a variable or file must pass
+    "name": validate_lab_name,
+    "target": validate.check_target,
+    "region": validate.check_region,
+    "size": catalog.lookup,
+    "subscription": validate.check_subscription,
+    "allow_ip": validate.check_allow_ip,
+    "shutdown_at": validate.check_shutdown_at,
+    "image": check_image_ref,
+    "base_image": check_image_ref,
+    "results_dir": validate.check_directory,
+    "ssh_key": lambda v, w: check_private_key(Path(v).expanduser(), w),
 }
 
 
@@ -180,38 +197,13 @@ class Settings:
 
     def check(self) -> None:
         """Flags are checked where they are read, and an untrusted project file's guarded setting by ``lookup``."""
-        for key, check in _setting_checks().items():
-            setting = self._find(key)
-            if setting.source == "default" or not setting.trusted:
-                continue
-            env = setting.source.startswith("environment (")
-            where = setting.source[len("environment (") : -1] if env else f"{key} in {setting.source}"
-            check(str(setting.value), where)
+        for key, check in CHECKS.items():
+            setting, env = self._find(key), ENV_PREFIX + key.upper()
+            if setting.source != "default" and setting.trusted:
+                check(str(setting.value), env if setting.source.endswith(f"({env})") else f"{key} in {setting.source}")
 
     def all(self) -> list[Setting]:
         return [self._find(key) for key in SETTINGS]
-
-
-def _setting_checks() -> dict[str, Callable[[str, str], object]]:
-    from labctl import validate
-    from labctl.catalog import lookup
-    from labctl.imageref import check_image_ref
-    from labctl.keys import check_private_key
-    from labctl.state import validate_lab_name
-
-    return {
-        "name": validate_lab_name,
-        "target": validate.check_target,
-        "region": validate.check_region,
-        "size": lookup,
-        "subscription": validate.check_subscription,
-        "allow_ip": validate.check_allow_ip,
-        "shutdown_at": validate.check_shutdown_at,
-        "image": check_image_ref,
-        "base_image": check_image_ref,
-        "results_dir": validate.check_directory,
-        "ssh_key": lambda v, w: check_private_key(Path(v).expanduser(), w),
-    }
 
 
 def show_config() -> Outcome:

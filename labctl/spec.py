@@ -69,8 +69,6 @@ class LabSpec:
 
     def _check_nodes(self) -> None:
         hosts = 1 + len(self.workers)
-        if self.workers and self.target != "ssh":
-            raise UsageError("Several --host values only apply to --target ssh.", hint="Give one --host, or none.")
         if self.nodes is None:
             # Not asked for: an SSH cluster is the hosts given; elsewhere a new lab gets one machine and an
             # existing one keeps what it has (the target reads that from the lab's record).
@@ -102,6 +100,33 @@ class LabSpec:
                 hint="Add each machine's key to ~/.ssh/known_hosts first (or confirm each when asked).",
             )
 
+    def _check_flags_fit_target(self) -> None:
+        """A flag only one kind of target reads is refused elsewhere, never ignored. An Azure VM makes its own host
+        key, and one shut down from inside keeps billing (its idle stop deallocates it)."""
+        only = {
+            "ssh": {
+                "--host": self.host is not None or bool(self.workers),
+                "--host-key-fingerprint": self.host_key_fingerprint is not None,
+                "--idle-action shutdown": self.idle_action == "shutdown",
+            },
+            "azure": {
+                "--size": bool(self.sizes),
+                "--region": self.region is not None,
+                "--subscription": self.subscription is not None,
+                "--allow-ip": self.allow_ip is not None,
+                "--spot": self.spot,
+                "--budget": self.budget is not None,
+            },
+        }
+        for target, flags in only.items():
+            used = [flag for flag, given in flags.items() if given]
+            if used and target != self.target:
+                raise UsageError(
+                    f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --target {target}, "
+                    f"not to --target {self.target}.",
+                    hint=f"Drop {'it' if len(used) == 1 else 'them'}, or use --target {target}.",
+                )
+
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
             raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
@@ -111,35 +136,13 @@ class LabSpec:
         validate_lab_name(self.name)
         if self.target == "ssh" and self.host is None:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
-        if self.target != "ssh" and self.host is not None:
-            raise UsageError("--host only applies to --target ssh.", hint="Add --target ssh, or drop --host.")
+        self._check_flags_fit_target()
         self._check_nodes()
         if self.host_key_fingerprint is not None:
-            if self.target != "ssh":
-                raise UsageError(
-                    "--host-key-fingerprint only applies to --target ssh (labctl makes an Azure VM's host key itself).",
-                    hint="Drop it, or use --target ssh --host user@host.",
-                )
             from labctl.hostkeys import check_fingerprint
 
             self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
-        if self.target != "azure":
-            azure_only = {
-                "--size": bool(self.sizes),
-                "--region": self.region is not None,
-                "--subscription": self.subscription is not None,
-                "--allow-ip": self.allow_ip is not None,
-                "--spot": self.spot,
-                "--budget": self.budget is not None,
-            }
-            used = [flag for flag, given in azure_only.items() if given]
-            if used:
-                raise UsageError(
-                    f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to Azure labs, "
-                    f"not to --target {self.target}.",
-                    hint="Drop them, or use --target azure.",
-                )
-        else:
+        if self.target == "azure":
             from labctl.catalog import choose_sizes
 
             checks = ((self.subscription, validate.check_subscription), (self.region, validate.check_region))
@@ -157,10 +160,5 @@ class LabSpec:
             raise UsageError(
                 f"--idle-action '{self.idle_action}' is not an action labctl knows.",
                 hint="Use 'stop' (the default) or 'shutdown' (power an SSH host off).",
-            )
-        if self.idle_action == "shutdown" and self.target != "ssh":
-            raise UsageError(
-                f"--idle-action shutdown applies to --target ssh only, not to --target {self.target}.",
-                hint="On Azure the idle stop deallocates the VM (an OS shutdown would keep billing); drop it.",
             )
         return self

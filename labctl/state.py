@@ -188,11 +188,8 @@ def _is_instance(value: object, hint: Any) -> bool:
 
 class StateStore:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root if root is not None else state_dir()
-
-    @property
-    def labs_dir(self) -> Path:
-        return self.root / "labs"
+        self.root = root or state_dir()
+        self.labs_dir = self.root / "labs"
 
     def _path(self, name: str) -> Path:
         return self.labs_dir / f"{validate_lab_name(name)}.json"

@@ -94,7 +94,7 @@ def test_several_hosts_make_an_ssh_cluster() -> None:
         (LabSpec(target="local", nodes=2), "--target local"),
         (LabSpec(target="ssh", host=parse_host("me@h1"), nodes=3), "--nodes 3 with 1 --host"),
         (LabSpec(target="ssh", host=parse_host("me@h1"), workers=[parse_host("me@h1:22")]), "given twice"),
-        (LabSpec(target="azure", workers=[parse_host("me@h2")]), "Several --host"),
+        (LabSpec(target="azure", workers=[parse_host("me@h2")]), "--host applies only to --target ssh"),
     ],
 )
 def test_node_counts_labctl_cannot_make_are_refused(spec: LabSpec, words: str) -> None:

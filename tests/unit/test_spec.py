@@ -55,8 +55,8 @@ def test_host_implies_ssh_target(settings: Settings) -> None:
     ("opts", "message"),
     [
         (LabSpec(target="ssh"), "needs --host"),
-        (LabSpec(target="local", host=parse_host("me@box")), "only applies to --target ssh"),
-        (LabSpec(target="local", region="westus2"), "--region applies only to Azure"),
+        (LabSpec(target="local", host=parse_host("me@box")), "--host applies only to --target ssh"),
+        (LabSpec(target="local", region="westus2"), "--region applies only to --target azure"),
         (LabSpec(target="local", sizes=["Standard_D4s_v5"], spot=True), "--size, --spot apply only"),
         (LabSpec(shutdown_at="25:00"), "not a time of day"),
         (LabSpec(shutdown_at="19:00", no_shutdown=True), "contradict"),
