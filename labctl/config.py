@@ -16,7 +16,7 @@ from labctl import catalog, validate
 from labctl.errors import UsageError
 from labctl.imageref import check_image_ref
 from labctl.keys import check_private_key
-from labctl.state import validate_lab_name
+from labctl.state import user_dir, validate_lab_name
 from labctl.ui import Outcome
 
 if sys.version_info >= (3, 11):
@@ -76,11 +76,7 @@ CHECKS: dict[str, Callable[[str, str], object]] = {  # what a value from a varia
 
 
 def user_config_path() -> Path:
-    import platformdirs
-
-    return Path(
-        os.environ.get("LABCTL_CONFIG") or Path(platformdirs.user_config_dir("labctl", appauthor=False)) / "config.toml"
-    )
+    return Path(os.environ.get("LABCTL_CONFIG") or user_dir("config") / "config.toml")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def now_iso() -> str:
 
 
 def user_dir(kind: str) -> Path:
-    """labctl's ``state`` or ``cache`` directory: ``LABCTL_<KIND>_DIR``, else the platform's own."""
+    """labctl's ``state``, ``cache`` or ``config`` directory: ``LABCTL_<KIND>_DIR``, else the platform's own."""
     import platformdirs
 
     own = os.environ.get(f"LABCTL_{kind.upper()}_DIR")

@@ -126,12 +126,9 @@ class LiveOutput:
         if not text:
             return 0
         self.stop()
-        body, last = text, ""
-        if text.endswith("\n"):
-            cut = text.rfind("\n", 0, -1) + 1
-            body, last = text[:cut], text[cut:]
-        self._put(body)
-        phase = phase_of(last) if last else None
+        cut = text.rfind("\n", 0, -1) + 1 if text.endswith("\n") else len(text)  # the last whole line apart
+        self._put(text[:cut])
+        last, phase = text[cut:], phase_of(text[cut:])
         if phase is not None and self._spinner.enter_context(self.ui.status(phase)) and self.isatty():
             self._held = last
         else:
