@@ -151,15 +151,10 @@ class Setting:
 
 class Settings:
     def __init__(self, cwd: Path | None = None) -> None:
-        cwd = cwd or Path.cwd()
-        self._project = cwd / PROJECT_FILE
-        self._files: list[tuple[str, dict[str, Any]]] = [
-            (str(self._project), _read_toml(self._project)),
-            (str(user_config_path()), _read_toml(user_config_path())),
-        ]
-
-    def _is_trusted(self) -> bool:
-        return _trusted().get(str(self._project.resolve())) == _digest(self._project)
+        self._project = (cwd or Path.cwd()) / PROJECT_FILE
+        project = _read_toml(self._project)
+        self._files = [(str(self._project), project), (str(user_config_path()), _read_toml(user_config_path()))]
+        self._project_trusted = bool(project) and _trusted().get(str(self._project.resolve())) == _digest(self._project)
 
     def lookup(self, key: str, flag: Any = None) -> Setting:
         """Refused when an untrusted project file decides a guarded one."""
@@ -187,7 +182,7 @@ class Settings:
             return Setting(key, os.environ[env_name], f"environment ({env_name})")
         for path, table in self._files:
             if key in table:
-                trusted = key not in GUARDED or path != str(self._project) or self._is_trusted()
+                trusted = key not in GUARDED or path != str(self._project) or self._project_trusted
                 return Setting(key, table[key], path, trusted)
         return Setting(key, SETTINGS[key][0], "default")
 

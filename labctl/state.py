@@ -16,21 +16,20 @@ from typing import Annotated, Any, TypeVar
 
 from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
-from labctl.validate import TARGETS, is_run_id
+from labctl.validate import RUN_ID, TARGETS, pattern_check
 
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
 T = TypeVar("T")
 
 
-def validate_lab_name(name: str, what: str = "") -> str:
-    """Lab names end up in resource-group, VM and container names, so they keep to what all of those accept."""
-    if not re.fullmatch(r"[a-z]([a-z0-9-]{0,22}[a-z0-9])?", name, re.ASCII):
-        raise UsageError(
-            f"{what} {name!r} is not a valid lab name.".lstrip(),
-            hint="Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not "
-            "ending with '-' (for example 'lab' or 'cifar-gpu').",
-        )
-    return name
+# Lab names end up in resource-group, VM and container names, so they keep to what all of those accept.
+validate_lab_name = pattern_check(
+    "--name",
+    r"[a-z]([a-z0-9-]{0,22}[a-z0-9])?",
+    "{what} {value!r} is not a valid lab name.",
+    "Use 1-24 characters: lowercase letters, digits and '-', starting with a letter and not ending with '-' (for "
+    "example 'lab' or 'cifar-gpu').",
+)
 
 
 def now_iso() -> str:
@@ -61,7 +60,7 @@ User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
 HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
     str | None, _matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?")
 ]
-RunId = Annotated[str, is_run_id]
+RunId = Annotated[str, _matching(RUN_ID)]
 
 
 @dataclass

@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 from labctl.errors import UsageError
 
 TARGETS = ("azure", "ssh", "local")
-# Matched against the whole value (no trailing newline slips through), in ASCII (no other script's digits pass).
-RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+RUN_ID = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # as labctl makes them: no paths, no spaces
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
 REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/access.py)
@@ -27,10 +26,11 @@ def _blank(value: str, what: str) -> None:
         raise UsageError(f"{what} is empty.", hint=f"Give a value, or leave {what} out for the default.")
 
 
-def _pattern(
+def pattern_check(
     default: str, pattern: str, message: str, hint: str, clean: Callable[[str], str] = str
 ) -> Callable[..., str]:
-    """A check of a value matched whole, after ``clean``; ``message`` is formatted with {what} and {value}."""
+    """A check of a value matched whole (no trailing newline slips through), in ASCII (no other script's digits
+    pass), after ``clean``; ``message`` is formatted with {what} and {value}."""
 
     def check(value: str, what: str = default) -> str:
         _blank(value, what)
@@ -41,14 +41,14 @@ def _pattern(
     return check
 
 
-check_subscription = _pattern(
+check_subscription = pattern_check(
     "--subscription",
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "{what} {value!r} is not an Azure subscription id.",
     "It looks like 00000000-0000-0000-0000-000000000000; 'az account list -o table' shows yours.",
     str.strip,
 )
-check_region = _pattern(
+check_region = pattern_check(
     "--region",
     r"auto|[a-z][a-z0-9]{2,30}",
     "{what} {value!r} is not an Azure region name.",
@@ -56,7 +56,7 @@ check_region = _pattern(
     "them), or auto.",
     str.lower,
 )
-check_shutdown_at = _pattern(
+check_shutdown_at = pattern_check(
     "--shutdown-at",
     r"([01][0-9]|2[0-3]):[0-5][0-9]",
     "{what} {value!r} is not a time of day.",
@@ -64,14 +64,14 @@ check_shutdown_at = _pattern(
 )
 # Azure's rule for a Linux VM's admin; names Azure refuses at creation (root, admin) pass here, since tests log
 # in to a stand-in VM as the local user, root in CI.
-check_admin_user = _pattern(
+check_admin_user = pattern_check(
     "LABCTL_ADMIN_USER",
     r"[a-z_][a-z0-9_-]{0,31}",
     "{what} {value!r} is not a user name Azure accepts for a VM's administrator.",
     "Use 1-32 lowercase letters, digits, '_' or '-', starting with a letter (not root or admin); or unset it for "
     "the default, azureuser.",
 )
-check_target = _pattern(
+check_target = pattern_check(
     "--target", "|".join(TARGETS), "{what} {value!r} is not a target.", f"Choose one of: {', '.join(TARGETS)}."
 )
 
@@ -117,18 +117,12 @@ _UNREACHABLE = (  # what an address is, by the ipaddress property that says so
 )
 
 
-def is_run_id(value: str) -> bool:
-    """As labctl makes them: no paths, no spaces."""
-    return bool(RUN_ID_RE.fullmatch(value)) and ".." not in value
-
-
-def check_run_id(value: str, what: str = "RUN") -> str:
-    if not is_run_id(value):
-        raise UsageError(
-            f"{what} {value!r} is not a run id.",
-            hint="Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
-        )
-    return value
+check_run_id = pattern_check(
+    "RUN",
+    RUN_ID,
+    "{what} {value!r} is not a run id.",
+    "Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
+)
 
 
 def check_port(text: str, what: str) -> int:
