@@ -53,8 +53,7 @@ def split_key_line(line: str) -> tuple[str, str]:
 
 
 def normalize(line: str) -> str:
-    key_type, data = split_key_line(line)
-    return f"{key_type} {data}"
+    return " ".join(split_key_line(line))
 
 
 def fingerprint(line: str) -> str:
@@ -83,13 +82,12 @@ def known_hosts_path() -> Path:
     return Path.home() / ".ssh" / "known_hosts"
 
 
-def read_known_hosts(host: str, port: int, path: Path | None = None) -> tuple[list[str], set[str]]:
+def read_known_hosts(host: str, port: int) -> tuple[list[str], set[str]]:
     """(the host's keys, best type first; those revoked for it), read as OpenSSH reads ``known_hosts``."""
-    path = path if path is not None else known_hosts_path()
     name = known_hosts_name(host, port)
     try:
-        lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
-    except OSError:
+        lines = known_hosts_path().read_text(errors="replace").splitlines()
+    except OSError:  # none, or unreadable: no key known
         lines = []
     keys: list[str] = []
     revoked: set[str] = set()
@@ -153,13 +151,10 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
             ) from None
 
 
-_FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
-
-
 def check_fingerprint(text: str) -> str:
     """A fingerprint as ``ssh-keygen -lf`` prints it ('SHA256:' and 43 base64 characters), or a UsageError."""
     value = text.strip()
-    if not _FINGERPRINT_RE.fullmatch(value):
+    if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", value):
         raise UsageError(
             f"'{text}' is not an SSH host key fingerprint.",
             hint=f"Give it as '{KEYGEN}' prints it on the machine, "
@@ -177,12 +172,11 @@ def confirm_host_key(
     assume_yes: bool = False,
     one_of_several: bool = False,
 ) -> str:
-    """The key to pin for a new host: ``--yes`` never pins an unknown one, only known_hosts or ``expected``
-    (--host-key-fingerprint) do; ``one_of_several`` (a cluster's host) has no flag of its own to suggest."""
-    want = check_fingerprint(expected) if expected else None
+    """The key to pin for a new host: ``--yes`` never pins an unknown one, only known_hosts or ``expected`` (a
+    checked --host-key-fingerprint) do; ``one_of_several`` (a cluster's host) has no flag of its own to suggest."""
     known, revoked = read_known_hosts(host, port)
-    if want is not None:
-        known = [k for k in known if fingerprint(k) == want]
+    if expected is not None:
+        known = [k for k in known if fingerprint(k) == expected]
     if known:
         ui.info(f"Using the host key of {host}:{port} from {known_hosts_path()} ({fingerprint(known[0])}).")
         return known[0]
@@ -194,10 +188,10 @@ def confirm_host_key(
             "nothing was pinned.",
             hint="Find out why that key was revoked before you connect; the machine needs a new host key.",
         )
-    if want is not None:
-        if fingerprint(offered) != want:
+    if expected is not None:
+        if fingerprint(offered) != expected:
             raise LabctlError(
-                f"The host {host}:{port} offered the key {shown}, not {want} as --host-key-fingerprint says. "
+                f"The host {host}:{port} offered the key {shown}, not {expected} as --host-key-fingerprint says. "
                 "This can mean someone is intercepting the connection, or that the fingerprint is of another "
                 "machine or key type; nothing was pinned.",
                 hint=f"Read the fingerprint again on the machine itself ('{KEYGEN}') and run the command with it.",

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,39 +36,30 @@ _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 DOCKER_SOCKET = "/var/run/docker.sock"
 # How long a refused key is retried (a new VM's user may appear just after sshd starts).
 AUTH_GRACE = 20.0
+CONNECT_TIMEOUT = 15.0  # each step of opening a connection or channel
+RECONNECT_WAIT = 60.0  # how long a lost connection is retried
 
 
+@dataclass(eq=False)
 class SSHMachine(Machine):
+    host: str
+    port: int
+    user: str
+    key_path: str | Path
+    host_key: str
+    ui: Reporter | None = field(default=None, kw_only=True)
+    # Node 0, for a node without an address of its own: opened for this machine, closed with it.
+    via: SSHMachine | None = field(default=None, kw_only=True)
+    mark: bool = field(default=True, kw_only=True)  # marked, the idle agent does not count it as someone working
+    _client: paramiko.SSHClient | None = field(default=None, init=False)
+    _overflow: list[paramiko.SSHClient] = field(default_factory=list, init=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
+    _docker_relay: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
     remote = True
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        user: str,
-        key_path: str | Path,
-        host_key: str,
-        *,
-        ui: Reporter | None = None,
-        reconnect_wait: float = 60.0,
-        via: SSHMachine | None = None,
-        mark: bool = True,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.user = user
-        self.key_path = Path(key_path).expanduser()
-        self.host_key = normalize(host_key)
-        self.ui = ui
-        self.connect_timeout = 15.0
-        self.reconnect_wait = reconnect_wait
-        self.auth_grace = AUTH_GRACE
-        self.via = via  # node 0, for a node without an address of its own: opened for this machine, closed with it
-        self.mark = mark  # marked, the idle agent does not count the connection as someone working
-        self._client: paramiko.SSHClient | None = None
-        self._overflow: list[paramiko.SSHClient] = []
-        self._lock = threading.RLock()
-        self._docker_relay = contextlib.ExitStack()
+    def __post_init__(self) -> None:
+        self.key_path = Path(self.key_path).expanduser()
+        self.host_key = normalize(self.host_key)
 
     def describe(self) -> str:
         where = f"{self.user}@{self.host}:{self.port}"
@@ -94,16 +86,16 @@ class SSHMachine(Machine):
         try:
             if self.via is not None:
                 jump = self.via._transport().open_channel(
-                    "direct-tcpip", (self.host, self.port), ("127.0.0.1", 0), timeout=self.connect_timeout
+                    "direct-tcpip", (self.host, self.port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT
                 )
             client.connect(
                 self.host,
                 port=self.port,
                 username=self.user,
                 pkey=pkey,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
+                timeout=CONNECT_TIMEOUT,
+                banner_timeout=CONNECT_TIMEOUT,
+                auth_timeout=CONNECT_TIMEOUT,
                 look_for_keys=False,
                 allow_agent=pkey is None,
                 sock=jump,
@@ -115,10 +107,15 @@ class SSHMachine(Machine):
             client.close()
             raise
         transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(30)
+        assert transport is not None
+        transport.set_keepalive(30)
+        try:  # tells the idle agent this connection is labctl's; a machine without the agent ignores it
             if self.mark:
-                _mark(transport, self.connect_timeout)
+                with transport.open_session(timeout=CONNECT_TIMEOUT) as channel:
+                    channel.exec_command(SSH_MARK_COMMAND)
+                    channel.status_event.wait(CONNECT_TIMEOUT)
+        except (paramiko.SSHException, OSError) as exc:
+            log.info("could not mark the connection as labctl's (%s)", exc)
         return client
 
     def connect(self, wait: float = 0.0) -> SSHMachine:
@@ -140,7 +137,7 @@ class SSHMachine(Machine):
                         "the machine and that the user name is right.",
                     )
                     # A booting VM may answer before its user exists; a wrong key should not cost minutes.
-                    if time.monotonic() - started > self.auth_grace:
+                    if time.monotonic() - started > AUTH_GRACE:
                         raise final from None
                 except _TRANSIENT as exc:
                     error = exc
@@ -163,7 +160,7 @@ class SSHMachine(Machine):
                 delay = min(delay * 2, 10.0)
 
     def reconnect(self) -> None:
-        self.connect(wait=self.reconnect_wait)
+        self.connect(wait=RECONNECT_WAIT)
 
     def _drop(self) -> None:
         for client in [self._client, *self._overflow]:
@@ -179,7 +176,7 @@ class SSHMachine(Machine):
             if not _alive(transport):
                 if self._client is not None:
                     log.info("SSH connection to %s was lost; reconnecting", self.describe())
-                self.connect(wait=self.reconnect_wait)
+                self.connect(wait=RECONNECT_WAIT)
                 assert self._client is not None
                 transport = self._client.get_transport()
             assert transport is not None
@@ -188,7 +185,7 @@ class SSHMachine(Machine):
     def _open_session(self) -> paramiko.Channel:
         transport = self._transport()
         try:
-            return transport.open_session(timeout=self.connect_timeout)
+            return transport.open_session(timeout=CONNECT_TIMEOUT)
         except _TRANSIENT as exc:
             # A live server's refusal (sshd's MaxSessions, 10) goes to an extra connection. Paramiko may hand the
             # refusal to another thread opening at the same moment, leaving this one "Unable to open channel".
@@ -198,7 +195,7 @@ class SSHMachine(Machine):
             # The transport looked alive but was not (the peer vanished without a FIN): start over once.
             with self._lock:
                 self._drop()
-            return self._transport().open_session(timeout=self.connect_timeout)
+            return self._transport().open_session(timeout=CONNECT_TIMEOUT)
 
     def _overflow_session(self) -> paramiko.Channel:
         with self._lock:
@@ -208,13 +205,13 @@ class SSHMachine(Machine):
                     self._overflow.remove(client)
                     continue
                 with contextlib.suppress(paramiko.SSHException):
-                    return transport.open_session(timeout=self.connect_timeout)
+                    return transport.open_session(timeout=CONNECT_TIMEOUT)
             log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
             client = self._connect_once()
             self._overflow.append(client)
             transport = client.get_transport()
             assert transport is not None
-            return transport.open_session(timeout=self.connect_timeout)
+            return transport.open_session(timeout=CONNECT_TIMEOUT)
 
     def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
         check_deadline = self._deadline(text, timeout)
@@ -247,9 +244,7 @@ class SSHMachine(Machine):
             return channel.exit_status
 
     def _dial(self, host: str, port: int, conn: socket.socket) -> paramiko.Channel:
-        return self._transport().open_channel(
-            "direct-tcpip", (host, port), conn.getpeername(), timeout=self.connect_timeout
-        )
+        return self._transport().open_channel("direct-tcpip", (host, port), conn.getpeername(), timeout=CONNECT_TIMEOUT)
 
     def _open_docker(self) -> docker.DockerClient:
         import docker as docker_sdk
@@ -276,7 +271,7 @@ class SSHMachine(Machine):
         # A channel straight to the engine's socket (150 times faster: benchmarks/RESULTS.md) unless sshd forbids
         # it; then 'docker system dial-stdio' in a session.
         try:
-            _open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout).close()
+            _open_unix_channel(self._transport(), DOCKER_SOCKET).close()
             direct = True
         except (paramiko.SSHException, AttributeError) as exc:  # refused, or a paramiko without these internals
             log.info("no direct channel to %s on %s (%s); using dial-stdio", DOCKER_SOCKET, self.describe(), exc)
@@ -284,7 +279,7 @@ class SSHMachine(Machine):
 
         def open_peer(conn: socket.socket) -> paramiko.Channel:
             if direct:
-                return _open_unix_channel(self._transport(), DOCKER_SOCKET, self.connect_timeout)
+                return _open_unix_channel(self._transport(), DOCKER_SOCKET)
             channel = self._open_session()
             channel.exec_command("docker system dial-stdio")
             return channel
@@ -309,16 +304,6 @@ def _alive(transport: paramiko.Transport | None) -> bool:
     return transport is not None and transport.is_active()
 
 
-def _mark(transport: paramiko.Transport, timeout: float) -> None:
-    """Tells the idle agent this connection is labctl's; a machine without the agent ignores it."""
-    try:
-        with transport.open_session(timeout=timeout) as channel:
-            channel.exec_command(SSH_MARK_COMMAND)
-            channel.status_event.wait(timeout)
-    except (paramiko.SSHException, OSError) as exc:
-        log.info("could not mark the connection as labctl's (%s)", exc)
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return "connection refused"
@@ -328,7 +313,7 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) < 100 else text[:97] + "..."
 
 
-def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout: float) -> paramiko.Channel:
+def _open_unix_channel(transport: paramiko.Transport, socket_path: str) -> paramiko.Channel:
     """OpenSSH's ``direct-streamlocal@openssh.com``, which paramiko lacks, through its own channel bookkeeping."""
     t: Any = transport  # the bookkeeping used here is not part of paramiko's typed API
     if not t.is_active():
@@ -353,7 +338,7 @@ def _open_unix_channel(transport: paramiko.Transport, socket_path: str, timeout:
     request.add_string("")  # reserved by the protocol
     request.add_int(0)  # reserved by the protocol
     t._send_user_message(request)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + CONNECT_TIMEOUT
     while not opened.wait(0.1):
         if not t.is_active():
             raise t.get_exception() or paramiko.SSHException("SSH session ended")

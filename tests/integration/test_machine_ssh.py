@@ -87,7 +87,9 @@ def test_a_rebuilt_host_is_refused(sshd: tuple[SSHServer, KeyPair]) -> None:
         SSHMachine(server.host, server.port, server.user, client.private_path, pinned).connect()
 
 
-def test_wrong_client_key_is_refused(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
+def test_wrong_client_key_is_refused(
+    sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server, _ = sshd
     stranger = KeyPair.create(tmp_path, "stranger")
     ui = Recorder()
@@ -95,7 +97,7 @@ def test_wrong_client_key_is_refused(sshd: tuple[SSHServer, KeyPair], tmp_path: 
     with pytest.raises(LabctlError, match="refused the SSH key"):
         m.connect()
     # While waiting, a refused key is retried only for a short grace, not for the whole wait.
-    m.auth_grace = 1.0
+    monkeypatch.setattr("labctl.machine.ssh.AUTH_GRACE", 1.0)
     started = time.monotonic()
     with pytest.raises(LabctlError, match="refused the SSH key"):
         m.connect(wait=120)

@@ -68,19 +68,20 @@ def _ecdsa_public() -> str:
     return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
-def test_lookup_prefers_ed25519_and_reads_hashed_entries(tmp_path: Path) -> None:
+def test_lookup_prefers_ed25519_and_reads_hashed_entries() -> None:
     ed = generate_ed25519("ed").public_line
     other = generate_ed25519().public_line
-    path = tmp_path / "known_hosts"
+    assert read_known_hosts("nowhere", 22)[0] == []  # no known_hosts yet
+    path = Path.home() / ".ssh" / "known_hosts"
+    path.parent.mkdir()
     path.write_text(f"# comment line\n[10.1.2.3]:2222 {ed}\nother.example {other}\n[10.1.2.3]:2222 {_ecdsa_public()}\n")
-    found = read_known_hosts("10.1.2.3", 2222, path)[0]
+    found = read_known_hosts("10.1.2.3", 2222)[0]
     assert found[0] == normalize(ed)
     assert len(found) == 2
-    assert read_known_hosts("10.1.2.3", 22, path)[0] == []
-    assert read_known_hosts("nowhere", 22, tmp_path / "missing")[0] == []
+    assert read_known_hosts("10.1.2.3", 22)[0] == []
 
     if shutil.which("ssh-keygen") is None:
         return
     subprocess.run(["ssh-keygen", "-H", "-f", str(path)], capture_output=True, check=True)
     assert "10.1.2.3" not in path.read_text()
-    assert read_known_hosts("10.1.2.3", 2222, path)[0][0] == normalize(ed)
+    assert read_known_hosts("10.1.2.3", 2222)[0][0] == normalize(ed)
