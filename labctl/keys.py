@@ -46,14 +46,9 @@ def lab_key_path(lab: str) -> Path:
 
 def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     """The user's key pair if given, else one made for the lab and reused by every later `up`."""
-    if given is not None:
-        path = given.expanduser()
-        line = check_key_pair(path, "--ssh-key")
-        assert line is not None  # with its .pub required, a usable key always has a public line
-        return path, line
-    path = lab_key_path(lab)
+    path = given.expanduser() if given is not None else lab_key_path(lab)
     pub = path.with_name(path.name + ".pub")
-    if path.is_file() and pub.is_file():
+    if given is not None or (path.is_file() and pub.is_file()):  # a given pair was checked with the options
         return path, _public_line(pub, f"The key of lab '{lab}'")
     pair = generate_ed25519(f"labctl-{lab}")
     make_private_dir(path.parent)

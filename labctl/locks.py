@@ -18,12 +18,7 @@ from labctl.files import make_private_dir, write_private
 from labctl.state import now_iso, state_dir, validate_lab_name
 from labctl.ui import Reporter
 
-LOCK_WAIT_ENV = "LABCTL_LOCK_WAIT"
 DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same lab before it refuses
-
-
-class LabBusy(LabctlError):
-    pass
 
 
 def _lock(handle: IO[bytes], *, release: bool = False) -> bool:
@@ -53,14 +48,11 @@ def _holder(path: Path) -> dict[str, Any]:
 
 @contextmanager
 def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
-    """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in a LabBusy."""
+    """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in the refusal."""
     root = make_private_dir(state_dir() / "locks")
     lock_path = root / f"{validate_lab_name(name)}.lock"
     info_path = root / f"{name}.holder.json"
-    try:
-        limit = max(0.0, float(os.environ.get(LOCK_WAIT_ENV, DEFAULT_WAIT)))
-    except ValueError:  # validate refuses it before any command starts
-        limit = DEFAULT_WAIT
+    limit = float(os.environ.get("LABCTL_LOCK_WAIT") or DEFAULT_WAIT)  # checked before any command starts
     with open(lock_path, "a+b") as handle:
         deadline = time.monotonic() + limit
         said = False
@@ -68,7 +60,7 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
             holder = _holder(info_path)
             other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
             if time.monotonic() >= deadline:
-                raise LabBusy(
+                raise LabctlError(
                     f"Lab '{name}' is busy: {other}, started {holder.get('since', 'just now')}, is changing it, "
                     f"so 'labctl {command}' did nothing.",
                     hint="Wait for that command to finish (or stop it with Ctrl-C in its terminal), then run this "

@@ -149,27 +149,20 @@ def write_entry(entry: HostEntry) -> Path:
 def remove_entry(lab: str) -> bool:
     """True if there was a block."""
     known_hosts_path(lab).unlink(missing_ok=True)
-    return _rewrite(lab, None)
+    return _rewrite(lab, "")
 
 
-def _rewrite(lab: str, block: str | None) -> bool:
-    """The lab's block replaced (None: removed), every other line kept; True if it had one."""
+def _rewrite(lab: str, block: str) -> bool:
+    """The lab's block replaced (by "": removed) in its place, every other line kept; True if it had one."""
     config = config_path()
     text = config.read_text() if config.is_file() else HEADER
     blocks = {match[1]: match[0].lstrip("\n") for match in _BLOCK.finditer(text)}
-    had = blocks.pop(lab, None) is not None if block is None else lab in blocks
-    if block is not None:
-        blocks[lab] = block
-    elif not had:
-        return False
-    rest = _BLOCK.sub("", text)
-    if rest and not rest.endswith("\n"):
-        rest += "\n"
-    write_private(config, rest + "".join(f"\n{block}" for block in blocks.values()))
+    had = lab in blocks
+    blocks[lab] = block
+    if had or block:
+        rest = _BLOCK.sub("", text).rstrip("\n") + "\n"
+        write_private(config, rest + "".join(f"\n{kept}" for kept in blocks.values() if kept))
     return had
-
-
-# ---------------------------------------------------------------------------------------------- Include
 
 
 class IncludeState(str, Enum):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from labctl.errors import LabctlError
 
@@ -148,9 +148,6 @@ def relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], na
         accepter.join(timeout=2)
 
 
-_M = TypeVar("_M", bound="Machine")
-
-
 class Machine:
     # False for this computer: Docker is the user's own, and its loopback ports are reached without a tunnel.
     remote: bool
@@ -221,7 +218,7 @@ class Machine:
                 self._docker.close()
             self._docker = None
 
-    def __enter__(self: _M) -> _M:
+    def __enter__(self) -> Machine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -51,8 +51,8 @@ class SSHMachine(Machine):
     # Node 0, for a node without an address of its own: opened for this machine, closed with it.
     via: SSHMachine | None = field(default=None, kw_only=True)
     mark: bool = field(default=True, kw_only=True)  # marked, the idle agent does not count it as someone working
-    _client: paramiko.SSHClient | None = field(default=None, init=False)
-    _overflow: list[paramiko.SSHClient] = field(default_factory=list, init=False)
+    # The connection, then the extra ones opened past sshd's session limit.
+    _clients: list[paramiko.SSHClient] = field(default_factory=list, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
     _docker_relay: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
     remote = True
@@ -125,7 +125,7 @@ class SSHMachine(Machine):
             started, delay = time.monotonic(), 1.0
             while True:
                 try:
-                    self._client = self._connect_once()
+                    self._clients = [self._connect_once()]
                     if delay > 1 and self.ui is not None:
                         self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
                     return self
@@ -163,22 +163,19 @@ class SSHMachine(Machine):
         self.connect(wait=RECONNECT_WAIT)
 
     def _drop(self) -> None:
-        for client in [self._client, *self._overflow]:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    client.close()
-        self._client = None
-        self._overflow = []
+        for client in self._clients:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._clients = []
 
     def _transport(self) -> paramiko.Transport:
         with self._lock:
-            transport = self._client.get_transport() if self._client is not None else None
+            transport = self._clients[0].get_transport() if self._clients else None
             if not _alive(transport):
-                if self._client is not None:
+                if self._clients:
                     log.info("SSH connection to %s was lost; reconnecting", self.describe())
                 self.connect(wait=RECONNECT_WAIT)
-                assert self._client is not None
-                transport = self._client.get_transport()
+                transport = self._clients[0].get_transport()
             assert transport is not None
             return transport
 
@@ -199,16 +196,16 @@ class SSHMachine(Machine):
 
     def _overflow_session(self) -> paramiko.Channel:
         with self._lock:
-            for client in list(self._overflow):
+            for client in self._clients[1:]:
                 transport = client.get_transport()
                 if transport is None or not transport.is_active():
-                    self._overflow.remove(client)
+                    self._clients.remove(client)
                     continue
                 with contextlib.suppress(paramiko.SSHException):
                     return transport.open_session(timeout=CONNECT_TIMEOUT)
             log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
             client = self._connect_once()
-            self._overflow.append(client)
+            self._clients.append(client)
             transport = client.get_transport()
             assert transport is not None
             return transport.open_session(timeout=CONNECT_TIMEOUT)
