@@ -397,11 +397,12 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
 @dataclass
 class ExecResult:
     exit_code: int
-    output: bytes  # stdout and stderr together
+    output: bytes  # stdout
+    errors: bytes = b""
 
     @property
     def text(self) -> str:
-        return self.output.decode(errors="replace")
+        return (self.output + self.errors).decode(errors="replace")
 
 
 class LabContainer:
@@ -418,7 +419,8 @@ class LabContainer:
         self, argv: list[str], *, check: bool = True, env: dict[str, str] | None = None, workdir: str = WORKSPACE
     ) -> ExecResult:
         result = self._exec_run(argv, env=env, workdir=workdir, detach=False)
-        done = ExecResult(int(result.exit_code if result.exit_code is not None else -1), bytes(result.output or b""))
+        out, err = result.output or (None, None)
+        done = ExecResult(-1 if result.exit_code is None else int(result.exit_code), out or b"", err or b"")
         if check and done.exit_code != 0:
             raise LabctlError(
                 f"'{argv[0]}' failed in the lab container {self.name} (exit code {done.exit_code}): "
@@ -438,7 +440,7 @@ class LabContainer:
         import docker.errors
 
         try:
-            return self.container.exec_run(argv, environment=env, workdir=workdir, detach=detach)
+            return self.container.exec_run(argv, environment=env, workdir=workdir, detach=detach, demux=not detach)
         except docker.errors.APIError as exc:
             raise LabctlError(
                 f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",

@@ -136,7 +136,7 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
     if node == 0 and not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}"):  # what it holds now is labctl's
         if lab.seed_workspace(box):
             ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
-        workspace.save_baseline(container)
+        workspace.save_baseline(box)
 
 
 def _start_on_free_port(

@@ -14,15 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from labctl.container import tar_of
+from labctl.container import LabContainer
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
 from labctl.workspace_manifest import EXCLUDED_DIRS
-
-if TYPE_CHECKING:
-    from docker.models.containers import Container
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: lab code, uploaded data, this tool
@@ -91,59 +88,39 @@ def workspace_path(text: str, *, allow_root: bool = True) -> str:
     return "/".join(parts)
 
 
-def _exec(container: Container, argv: list[str]) -> tuple[int, bytes, bytes]:
-    result = container.exec_run(argv, stdout=True, stderr=True, demux=True)
-    out, err = result.output if isinstance(result.output, tuple) else (result.output, b"")
-    return int(result.exit_code if result.exit_code is not None else -1), bytes(out or b""), bytes(err or b"")
-
-
-def _mkdir(container: Container, folder: str) -> None:
-    code, _, err = _exec(container, ["mkdir", "-p", "--", folder])
-    if code != 0:
-        raise LabctlError(f"Could not make {folder} in the lab container: {err.decode(errors='replace')[:300]}")
-
-
-def _run_tool(container: Container, args: list[str]) -> bytes:
+def _run_tool(box: LabContainer, args: list[str]) -> bytes:
     """Installed every time, so never stale; run with the first Python the image has."""
-    _mkdir(container, str(LABCTL_DIR))
-    container.put_archive(str(LABCTL_DIR), tar_of({TOOL.name: Path(__file__).with_name(TOOL.name).read_bytes()}))
+    box.put(str(LABCTL_DIR), {TOOL.name: Path(__file__).with_name(TOOL.name).read_bytes()})
     for python in ("python3", "python"):
-        code, out, err = _exec(container, [python, str(TOOL), "--root", str(WORKSPACE), *args])
-        if code in (126, 127) and not out:
+        done = box.exec([python, str(TOOL), "--root", str(WORKSPACE), *args], check=False)
+        if done.exit_code in (126, 127) and not done.output:
             continue  # this interpreter name does not exist in the image
-        if code != 0:
+        if done.exit_code != 0:
             raise LabctlError(
-                f"Listing the workspace in the lab container failed (exit {code}): "
-                f"{err.decode(errors='replace').strip()[-400:]}",
+                f"Listing the workspace in the lab container failed (exit {done.exit_code}): "
+                f"{done.errors.decode(errors='replace').strip()[-400:]}",
                 hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
             )
-        return out
+        return done.output
     raise LabctlError("The lab container has no python3 or python.", hint="Use an image with Python installed.")
 
 
-def _tool_args(max_size: int, under: list[str] | None, exclude: bool = True) -> list[str]:
-    return ["--max-size", str(max_size), *(f"--under={p}" for p in under or []), *([] if exclude else ["--all"])]
-
-
 def compute_manifest(
-    container: Container,
-    *,
-    max_size: int = DEFAULT_MAX_FILE_MB * MB,
-    under: list[str] | None = None,
-    exclude: bool = True,
+    box: LabContainer, *, max_size: int = DEFAULT_MAX_FILE_MB * MB, under: list[str] | None = None, exclude: bool = True
 ) -> Manifest:
-    return Manifest.from_json(json.loads(_run_tool(container, _tool_args(max_size, under, exclude))))
+    args = ["--max-size", str(max_size), *(f"--under={p}" for p in under or []), *([] if exclude else ["--all"])]
+    return Manifest.from_json(json.loads(_run_tool(box, args)))
 
 
-def save_baseline(container: Container) -> None:
+def save_baseline(box: LabContainer) -> None:
     """Every file whatever its size, so that `down` copies exactly what changed since `up`."""
-    _run_tool(container, [*_tool_args(0, None), f"--write={BASELINE}"])
+    _run_tool(box, ["--max-size", "0", f"--write={BASELINE}"])
 
 
-def load_baseline(container: Container) -> Manifest | None:
-    code, out, _ = _exec(container, ["cat", str(BASELINE)])
+def load_baseline(box: LabContainer) -> Manifest | None:
+    done = box.exec(["cat", str(BASELINE)], check=False)
     try:
-        return Manifest.from_json(json.loads(out)) if code == 0 else None
+        return Manifest.from_json(json.loads(done.output)) if done.exit_code == 0 else None
     except (ValueError, KeyError, TypeError):
         return None  # a damaged baseline: fall back to the seed marker rather than fail a `down`
 
@@ -268,20 +245,15 @@ class _Unpacker:
         os.utime(target, (entry.mtime, entry.mtime))
         self.done[path] = entry
 
-    def fetch(self, container: Container, units: list[str]) -> None:
+    def fetch(self, box: LabContainer, units: list[str]) -> None:
         import docker.errors
 
         for unit in units:
             try:
-                chunks, _ = container.get_archive(str(WORKSPACE / unit))
+                chunks, _ = box.container.get_archive(str(WORKSPACE / unit))
             except docker.errors.NotFound:
                 continue  # removed since the manifest was made: the retry sees it gone
             self.unpack(chunks, PurePosixPath(unit).parent)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return _digest(handle)
 
 
 def _digest(handle: IO[bytes]) -> str:
@@ -298,8 +270,13 @@ def _intact(path: Path, entry: FileEntry) -> bool:
     )
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return _digest(handle)
+
+
 def pull(
-    container: Container,
+    box: LabContainer,
     dest: Path,
     *,
     root: Path | None = None,
@@ -312,15 +289,15 @@ def pull(
     root = root or dest
     try:
         named = [workspace_path(p) for p in paths or []]
-        manifest = compute_manifest(container, max_size=max_size, under=[p for p in named if p] or None)
+        manifest = compute_manifest(box, max_size=max_size, under=[p for p in named if p] or None)
         for path in named:
             listed = any(k == path or k.startswith(f"{path}/") for k in manifest.known())
-            if path and not listed and _exec(container, ["test", "-e", str(WORKSPACE / path)])[0] != 0:
+            if path and not listed and not box.exists(str(WORKSPACE / path)):
                 raise NotFound(
                     f"{WORKSPACE / path} does not exist in the lab container.",
                     hint="Jupyter's file browser ('labctl open') shows what the workspace holds.",
                 )
-        selected = changed_since(manifest, load_baseline(container)) if changed_only else list(manifest.files.values())
+        selected = changed_since(manifest, load_baseline(box)) if changed_only else list(manifest.files.values())
         for local in [dest / MANIFEST_NAME, dest / SUMS_NAME, *(dest / COPY_DIR / f.path for f in selected)]:
             without_links(root, local)  # all of them before the first byte is written
         here = [f for f in selected if _intact(dest / COPY_DIR / f.path, f)]
@@ -331,14 +308,14 @@ def pull(
         )
         if wanted:
             unpacker.copy_dir.mkdir(parents=True, exist_ok=True)
-            unpacker.fetch(container, transfer_units(wanted, manifest))
-        gone, failed = _retry_missing(container, unpacker)
+            unpacker.fetch(box, transfer_units(wanted, manifest))
+        gone, failed = _retry_missing(box, unpacker)
         copied = sorted(unpacker.done.values(), key=lambda f: f.path)
         unchanged = len(manifest.files) - len(selected)
         result = PullResult(dest, copied, [*manifest.skipped, *gone], unpacker.kept, changed_only, unchanged, here)
         if selected or not (dest / MANIFEST_NAME).exists():
             dest.mkdir(parents=True, exist_ok=True)
-            write_records(dest, result, previous, source=container.name)
+            write_records(dest, result, previous, source=box.name)
         if failed:
             raise LabctlError(
                 f"{len(failed)} file(s) kept changing while they were copied: {', '.join(failed[:5])}.",
@@ -362,17 +339,17 @@ def _previous_copy(dest: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _retry_missing(container: Container, unpacker: _Unpacker) -> tuple[list[Skipped], list[str]]:
+def _retry_missing(box: LabContainer, unpacker: _Unpacker) -> tuple[list[Skipped], list[str]]:
     """Files that changed or vanished during the copy, fetched once more one by one: (gone, still failing)."""
     missing = sorted(set(unpacker.wanted) - set(unpacker.done))
     if not missing:
         return [], []
-    fresh = compute_manifest(container, max_size=0, under=missing, exclude=False)
+    fresh = compute_manifest(box, max_size=0, under=missing, exclude=False)
     gone = [Skipped(p, unpacker.wanted[p].size, "deleted during the copy") for p in missing if p not in fresh.files]
     again = [p for p in missing if p in fresh.files]
     unpacker.wanted.update((p, fresh.files[p]) for p in again)
     unpacker.total += sum(fresh.files[p].size for p in again)  # fetched a second time: progress stays below 100%
-    unpacker.fetch(container, again)
+    unpacker.fetch(box, again)
     return gone, [p for p in again if p not in unpacker.done]
 
 
@@ -453,7 +430,7 @@ def _pack(sources: list[Path], spool: IO[bytes], skipped: list[str]) -> dict[str
         return {m.name: (_digest(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
 
 
-def push(container: Container, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
+def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
     """Copy local files and folders into /workspace/``dest`` and check each one's sha256 in the container."""
     import docker.errors
 
@@ -474,13 +451,13 @@ def push(container: Container, sources: list[Path], dest: str = "", *, progress:
         sent = _pack(sources, spool, skipped)
         total = spool.seek(0, io.SEEK_END)
         spool.seek(0)
-        _mkdir(container, remote)
+        box.exec(["mkdir", "-p", "--", remote])
         try:
-            container.put_archive(remote, _Reader(spool, total, progress))
+            box.container.put_archive(remote, _Reader(spool, total, progress))
         except docker.errors.APIError as exc:
             raise LabctlError(f"Copying into {remote} failed: {exc.explanation or exc}") from None
     expected = {f"{folder}/{name}".lstrip("/"): value for name, value in sent.items()}
-    check = compute_manifest(container, max_size=0, under=[f"{folder}/{n}".lstrip("/") for n in names], exclude=False)
+    check = compute_manifest(box, max_size=0, under=[f"{folder}/{n}".lstrip("/") for n in names], exclude=False)
     bad = [p for p, (sha, _) in expected.items() if p not in check.files or check.files[p].sha256 != sha]
     if bad:
         raise LabctlError(
@@ -498,29 +475,25 @@ def human_bytes(count: float) -> str:
     return f"{count:.1f} GB"
 
 
-class ProgressLines:
-    """A ``Progress`` callback: one line every few seconds (and the last one); silent below ``min_total`` bytes."""
+def progress_lines(
+    say: Callable[[str], None],
+    verb: str = "Copied",
+    *,
+    min_total: int = 16 * MB,
+    every_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Progress:
+    """One line every few seconds (and the last one); silent below ``min_total`` bytes."""
+    start = last = clock()
 
-    def __init__(
-        self,
-        say: Callable[[str], None],
-        verb: str = "Copied",
-        *,
-        min_total: int = 16 * MB,
-        every_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.say, self.verb, self.min_total, self.every_s, self.clock = say, verb, min_total, every_s, clock
-        self.start = self.last = clock()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if total < self.min_total or (now - self.last < self.every_s and done < total):
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = clock()
+        if total < min_total or (now - last < every_s and done < total):
             return
-        self.last = now
-        rate = done / (now - self.start) if now > self.start else 0.0
+        last = now
+        rate = done / (now - start) if now > start else 0.0
         left = f", about {(total - done) / rate:.0f}s left" if rate > 0 and done < total else ""
-        self.say(
-            f"  {self.verb} {human_bytes(done)} of {human_bytes(total)} ({done / total:.0%}, "
-            f"{human_bytes(rate)}/s{left})"
-        )
+        say(f"  {verb} {human_bytes(done)} of {human_bytes(total)} ({done / total:.0%}, {human_bytes(rate)}/s{left})")
+
+    return show

@@ -62,13 +62,13 @@ def pull(opts: PullOptions, ui: Reporter) -> Outcome:
     record = StateStore().resolve(opts.name)
     with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
         result = workspace.pull(
-            box.container,
+            box,
             opts.dest or results_root() / record.name,
             root=opts.dest or results_root(),
             paths=opts.paths,
             changed_only=opts.changed,
             max_size=opts.max_size_mb * workspace.MB,
-            progress=workspace.ProgressLines(ui.info),
+            progress=workspace.progress_lines(ui.info),
         )
     return Outcome({"name": record.name, **result.to_json()}, describe_pull(result))
 
@@ -76,9 +76,9 @@ def pull(opts: PullOptions, ui: Reporter) -> Outcome:
 def push(opts: PushOptions, ui: Reporter) -> Outcome:
     workspace.workspace_path(opts.to)  # refused before anything connects
     record = StateStore().resolve(opts.name)
-    progress = workspace.ProgressLines(ui.info, "Sent")
+    progress = workspace.progress_lines(ui.info, "Sent")
     with lab_container(record, ui) as box, ui.step(f"Copying {len(opts.paths)} path(s) into lab '{record.name}'"):
-        result = workspace.push(box.container, opts.paths, opts.to, progress=progress)
+        result = workspace.push(box, opts.paths, opts.to, progress=progress)
     size = workspace.human_bytes(result.bytes)
     lines = [f"Sent {len(result.files)} file(s), {size}, to {result.dest}; each checked there."]
     if result.skipped:
@@ -92,12 +92,12 @@ def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | 
     try:
         with lab_container(record, ui) as box, ui.step("Saving your work from the lab's workspace"):
             result = workspace.pull(
-                box.container,
+                box,
                 results_root() / record.name,
                 root=results_root(),
                 changed_only=True,
                 max_size=0,  # no size limit: nothing is deleted unsaved
-                progress=workspace.ProgressLines(ui.info),
+                progress=workspace.progress_lines(ui.info),
             )
     except LabctlError as exc:
         raise LabctlError(

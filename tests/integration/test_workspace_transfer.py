@@ -27,17 +27,18 @@ NOTEBOOK = json.dumps({"cells": [{"cell_type": "code", "source": "print('ünï')
 
 
 @pytest.fixture
-def box(lab_image: str, lab_name: str, docker_client: Any) -> Any:
+def box(lab_image: str, lab_name: str, docker_client: Any) -> lab.LabContainer:
     """A lab container from labctl's image, seeded the way `up` seeds it, with the baseline `up` saves."""
     container = lab.start_container(
         docker_client, lab.ContainerSpec(lab_name, lab_image, False, token="0" * 64, port=free_port())
     )
-    lab.seed_workspace(lab.LabContainer(container))
-    ws.save_baseline(container)
-    return container
+    box = lab.LabContainer(container)
+    lab.seed_workspace(box)
+    ws.save_baseline(box)
+    return box
 
 
-def _put(container: Any, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
+def _put(box: lab.LabContainer, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, data in files.items():
@@ -48,16 +49,14 @@ def _put(container: Any, files: dict[str, bytes], links: dict[str, str] | None =
             info = tarfile.TarInfo(name)
             info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
-    assert container.put_archive("/workspace", buffer.getvalue())
+    assert box.container.put_archive("/workspace", buffer.getvalue())
 
 
-def _sha_in_container(container: Any, path: str) -> str:
-    result = container.exec_run(["sha256sum", "--", f"/workspace/{path}"])
-    assert result.exit_code == 0, result.output
-    return str(result.output.decode().split()[0])
+def _sha_in_container(box: lab.LabContainer, path: str) -> str:
+    return box.exec(["sha256sum", "--", f"/workspace/{path}"]).text.split()[0]
 
 
-def test_pull_copies_the_workspace_byte_for_byte_and_leaves_the_rest(box: Any, tmp_path: Path) -> None:
+def test_pull_copies_the_workspace_byte_for_byte_and_leaves_the_rest(box: lab.LabContainer, tmp_path: Path) -> None:
     mine = {
         "analysis.ipynb": NOTEBOOK,
         "src/pkg/model.py": b"import torch\n",
@@ -95,7 +94,7 @@ def test_pull_copies_the_workspace_byte_for_byte_and_leaves_the_rest(box: Any, t
         assert check.returncode == 0, check.stdout
 
 
-def test_only_what_changed_since_up(box: Any, tmp_path: Path) -> None:
+def test_only_what_changed_since_up(box: lab.LabContainer, tmp_path: Path) -> None:
     _put(box, {"mine.ipynb": NOTEBOOK, f"{lab.NOTEBOOK}": b"the user's edit of the tutorial"})
     result = ws.pull(box, tmp_path / "lab", changed_only=True)
     assert sorted(f.path for f in result.files) == sorted([lab.NOTEBOOK, "mine.ipynb"])
@@ -104,13 +103,13 @@ def test_only_what_changed_since_up(box: Any, tmp_path: Path) -> None:
     again = ws.pull(box, tmp_path / "lab", changed_only=True)  # the baseline is still the one from `up`
     assert again.files == [] and sorted(f.path for f in again.already_here) == sorted([lab.NOTEBOOK, "mine.ipynb"])
     _put(box, {"later.py": b"x = 1\n"})
-    box.exec_run(["rm", "-f", str(ws.BASELINE)])  # an older lab without a baseline: the seed marker decides
-    box.exec_run(["touch", "-d", "2000-01-01", f"/workspace/{lab.NOTEBOOK}", "/workspace/mine.ipynb"])
+    box.exec(["rm", "-f", str(ws.BASELINE)])  # an older lab without a baseline: the seed marker decides
+    box.exec(["touch", "-d", "2000-01-01", f"/workspace/{lab.NOTEBOOK}", "/workspace/mine.ipynb"])
     fallback = ws.pull(box, tmp_path / "lab2", changed_only=True)
     assert [f.path for f in fallback.files] == ["later.py"]
 
 
-def test_a_copy_cut_short_resumes_with_the_files_not_yet_here(box: Any, tmp_path: Path) -> None:
+def test_a_copy_cut_short_resumes_with_the_files_not_yet_here(box: lab.LabContainer, tmp_path: Path) -> None:
     _put(box, {"done.bin": b"d" * 5000, "todo/a.py": b"a = 1\n", "todo/b.py": b"b = 2\n"})
     copy = ws.pull(box, tmp_path / "lab", changed_only=True).copy_dir
     (copy / "todo" / "a.py").unlink()  # as if the copy had stopped before it
@@ -122,7 +121,7 @@ def test_a_copy_cut_short_resumes_with_the_files_not_yet_here(box: Any, tmp_path
     assert {"done.bin", "todo/a.py", "todo/b.py"} <= {f["path"] for f in recorded["files"]}
 
 
-def test_a_named_path_and_a_missing_one(box: Any, tmp_path: Path) -> None:
+def test_a_named_path_and_a_missing_one(box: lab.LabContainer, tmp_path: Path) -> None:
     _put(box, {"src/a.py": b"a", "src/sub/b.py": b"b", "other.py": b"o"})
     result = ws.pull(box, tmp_path / "lab", paths=["src", "/workspace/other.py"])
     assert sorted(f.path for f in result.files) == ["other.py", "src/a.py", "src/sub/b.py"]
@@ -132,7 +131,7 @@ def test_a_named_path_and_a_missing_one(box: Any, tmp_path: Path) -> None:
         ws.pull(box, tmp_path / "lab", paths=["../etc"])
 
 
-def test_a_local_edit_is_moved_aside_not_overwritten(box: Any, tmp_path: Path) -> None:
+def test_a_local_edit_is_moved_aside_not_overwritten(box: lab.LabContainer, tmp_path: Path) -> None:
     _put(box, {"nb.ipynb": b"v1"})
     ws.pull(box, tmp_path / "lab")
     local = tmp_path / "lab" / "workspace" / "nb.ipynb"
@@ -145,7 +144,7 @@ def test_a_local_edit_is_moved_aside_not_overwritten(box: Any, tmp_path: Path) -
     assert ws.pull(box, tmp_path / "lab").kept_local == []  # unchanged since the last pull: just replaced
 
 
-def test_push_sends_files_and_folders_and_checks_them(box: Any, tmp_path: Path) -> None:
+def test_push_sends_files_and_folders_and_checks_them(box: lab.LabContainer, tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / "pkg" / "__pycache__").mkdir(parents=True)
     (project / "pkg" / "train.py").write_bytes(b"print('train')\n")
@@ -162,9 +161,9 @@ def test_push_sends_files_and_folders_and_checks_them(box: Any, tmp_path: Path) 
     assert set(result.files) == {"code/project/pkg/train.py", "code/project/run.sh", "code/data.csv"}
     for path, sha in result.files.items():
         assert _sha_in_container(box, path) == sha
-    assert box.exec_run(["test", "-x", "/workspace/code/project/run.sh"]).exit_code == 0
-    assert box.exec_run(["test", "-e", "/workspace/code/project/secret-link"]).exit_code != 0
-    assert box.exec_run(["test", "-e", "/workspace/code/project/pkg/__pycache__"]).exit_code != 0
+    assert box.exec(["test", "-x", "/workspace/code/project/run.sh"], check=False).exit_code == 0
+    assert not box.exists("/workspace/code/project/secret-link")
+    assert not box.exists("/workspace/code/project/pkg/__pycache__")
     assert sorted(Path(p).name for p in result.skipped) == ["__pycache__", "secret-link"]
     assert len(seen) > 1 and seen == sorted(seen)
 
@@ -173,7 +172,7 @@ def test_push_sends_files_and_folders_and_checks_them(box: Any, tmp_path: Path) 
     assert (back.copy_dir / "code" / "data.csv").read_bytes() == single.read_bytes()
 
 
-def test_push_refuses_destinations_outside_the_workspace(box: Any, tmp_path: Path) -> None:
+def test_push_refuses_destinations_outside_the_workspace(box: lab.LabContainer, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     for dest in ("../etc", "/etc", ".labctl/tools"):
         with pytest.raises(UsageError):

@@ -163,7 +163,7 @@ def test_the_sums_file_is_what_sha256sum_checks(tmp_path: Path) -> None:
 def test_progress_lines_for_large_copies_only() -> None:
     now = [0.0]
     said: list[str] = []
-    lines = ws.ProgressLines(said.append, clock=lambda: now[0], min_total=100, every_s=2.0)
+    lines = ws.progress_lines(said.append, clock=lambda: now[0], min_total=100, every_s=2.0)
     lines(10, 50)  # small: silent
     assert said == []
     for t, done in ((1.0, 100), (2.5, 250), (3.0, 300), (4.0, 1000)):
