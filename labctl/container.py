@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import posixpath
@@ -284,17 +285,15 @@ class PortBusy(LabctlError):
 def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None = None) -> None:
     """``port``: Jupyter listens on the host's network there, and a taken port is PortBusy."""
     deadline = time.monotonic() + timeout
-    while True:
-        container.reload()
-        if container.status not in ("created", "running", "restarting"):
-            break
-        if int(container.attrs.get("RestartCount", 0)) >= 2:
-            break  # Jupyter keeps exiting and Docker keeps restarting it: waiting longer will not help
+    container.reload()
+    # Restarted twice: Jupyter keeps exiting and Docker keeps restarting it, so waiting longer will not help.
+    while container.status in ("created", "running", "restarting") and int(container.attrs.get("RestartCount", 0)) < 2:
         if container.status == "running" and jupyter_answers(container):
             return
         if time.monotonic() > deadline:
             break
         time.sleep(0.2)
+        container.reload()
     logs = container.logs(tail=30).decode(errors="replace")
     if port is not None and (f"port {port} is not available" in logs or f"port {port} is already in use" in logs):
         container.remove(force=True)
@@ -340,22 +339,19 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
         )
     except docker.errors.APIError as exc:
         _remove_container(client, lab, node)
-        raise _start_failed(str(exc.explanation or exc), spec.image, spec.gpu, None if node else port) from None
-
-
-def _start_failed(text: str, image: str, gpu: bool, port: int | None) -> LabctlError:
-    if port is not None and ("port is already allocated" in text or "address already in use" in text):
-        return PortBusy(port)
+        text = str(exc.explanation or exc)
+    if not node and ("port is already allocated" in text or "address already in use" in text):
+        raise PortBusy(port)
     if "executable file not found" in text:
-        return LabctlError(
-            f"The image {image} has no 'jupyter' command, so the lab container cannot start.",
+        raise LabctlError(
+            f"The image {spec.image} has no 'jupyter' command, so the lab container cannot start.",
             hint="With --image, name an image that has JupyterLab installed, or leave --image out and "
             "labctl builds its own.",
         )
     hint = "Run 'labctl up' again; if it fails the same way, check Docker on the machine ('docker info')."
-    if gpu:
+    if spec.gpu:
         hint = "The NVIDIA container runtime must be configured for Docker; run 'labctl up --gpu' again."
-    return LabctlError(f"The lab container could not be started: {text}", hint=hint)
+    raise LabctlError(f"The lab container could not be started: {text}", hint=hint)
 
 
 def _remove_container(client: docker.DockerClient, lab: str, node: int) -> bool:
@@ -385,12 +381,10 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
     import docker.errors
 
     removed = [f"container {container_name(lab, node)}"] if _remove_container(client, lab, node) else []
-    if not keep_volume:
-        try:
+    with contextlib.suppress(docker.errors.NotFound):
+        if not keep_volume:
             client.volumes.get(volume_name(lab, node)).remove(force=True)
             removed.append(f"volume {volume_name(lab, node)}")
-        except docker.errors.NotFound:
-            pass
     return removed
 
 
@@ -409,11 +403,6 @@ class LabContainer:
     def __init__(self, container: Container) -> None:
         self.container = container
         self.name = str(container.name)
-
-    def state(self) -> dict[str, str]:
-        self.container.reload()
-        health = self.container.attrs.get("State", {}).get("Health", {}).get("Status", "none")
-        return {"container": self.container.status, "health": health}
 
     def exec(
         self, argv: list[str], *, check: bool = True, env: dict[str, str] | None = None, workdir: str = WORKSPACE

@@ -96,15 +96,7 @@ def _check_address(host: str, port: int) -> None:
 def _procs(gpus_available: int, gpus_requested: int | None, where: str) -> tuple[int, str]:
     if gpus_requested is None:
         return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
-    if gpus_requested < 1:
-        raise UsageError(
-            f"--gpus {gpus_requested} asks for no GPU at all.",
-            hint=f"Ask for 1 to {gpus_available} GPUs, leave --gpus out to use all of them, "
-            "or pass --device cpu to train on the CPU (one process per node)."
-            if gpus_available
-            else "This machine has no GPU: leave --gpus out and the run trains on the CPU.",
-        )
-    if gpus_requested > gpus_available:
+    if gpus_requested > gpus_available:  # fewer than one was refused with the other options (RunLabOptions.check)
         have = f"only {gpus_available} GPU{'s' if gpus_available != 1 else ''}" if gpus_available else "no GPU"
         raise UsageError(
             f"--gpus {gpus_requested} asks for more GPUs than {where} has: it has {have}.",

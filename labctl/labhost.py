@@ -246,9 +246,9 @@ def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict
             if found is None:
                 return {**facts, "container": "missing", **({"jupyter": "down"} if node == 0 else {})}
             box = lab.LabContainer(found)
-            state = box.state()
-            facts.update(container=state["container"], health=state["health"])
-            running = state["container"] == "running"
+            health = found.attrs.get("State", {}).get("Health", {}).get("Status", "none")
+            facts.update(container=found.status, health=health)
+            running = found.status == "running"
             if running and len(record.nodes) > 1:
                 facts["gpus"] = count_gpus(record, box)
             if node == 0:

@@ -167,7 +167,6 @@ def test_a_cpu_machine_and_device_cpu_stay_one_process() -> None:
     [
         (2, {"gpus": 3}, "more GPUs than this machine has"),
         (0, {"gpus": 2}, "it has no GPU"),
-        (4, {"gpus": 0}, "asks for no GPU"),
         (4, {"gpus": 2, "device": "cpu"}, "contradict"),
         (4, {"device": "cuda:1"}, "4 processes would share it"),
     ],
@@ -177,6 +176,8 @@ def test_impossible_gpu_requests_are_refused(gpus_available: int, options: dict[
         _launch(gpus_available, **options)
     with pytest.raises(UsageError, match="the notebook runs in one process"):
         RunLabOptions(notebook=True, gpus=2).check()
+    with pytest.raises(UsageError, match="--gpus 0 is not a number of GPUs"):
+        RunLabOptions(gpus=0).check()
 
 
 def test_the_notebook_is_one_process_whatever_the_gpus() -> None:
