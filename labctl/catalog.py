@@ -92,16 +92,13 @@ RETIRED = {
 
 
 def lookup(name: str, what: str = "--size") -> VmSize:
-    key = name.strip().lower()
-    if not key.startswith("standard_"):
-        key = "standard_" + key
+    key = "standard_" + name.strip().lower().removeprefix("standard_")
     if key in SIZES:
         return SIZES[key]
     if key in RETIRED:
-        alternatives = ", ".join(GPU_ALTERNATIVES)
         raise UsageError(
             f"The VM size {name} belongs to the retired {RETIRED[key]} series; Azure no longer offers it.",
-            hint=f"Use a current GPU size instead, for example {alternatives} (see 'labctl up --help').",
+            hint=f"Use a current GPU size instead, for example {', '.join(GPU_ALTERNATIVES)} (see 'labctl up --help').",
         )
     if _SIZE_NAME.match(key) and len(key) <= 64:  # any size the subscription offers; the preflight checks it there
         typed = name.strip()

@@ -27,28 +27,13 @@ DISK_TIER = "P15"  # the DSVM's 150 GiB OS disk is billed as the Premium SSD tie
 CATALOG_SOURCE = "labctl's built-in catalog (approximate US list prices)"
 # What a lab pays besides its VMs: the field, the price list's filter, unit and meter, and the approximate US
 # list price (USD) used offline.
+_DISK = f"serviceName eq 'Storage' and productName eq 'Premium SSD Managed Disks' and skuName eq '{DISK_TIER} LRS'"
+_IP = "serviceName eq 'Virtual Network' and productName eq 'IP Addresses' and skuName eq 'Standard'"
+_NAT = "productName eq 'NAT Gateway' and skuName eq 'Standard'"
 EXTRAS = (
-    (
-        "disk_per_month",
-        f"serviceName eq 'Storage' and productName eq 'Premium SSD Managed Disks' and skuName eq '{DISK_TIER} LRS'",
-        "1/Month",
-        f"{DISK_TIER} LRS Disk",
-        38.02,
-    ),
-    (
-        "public_ip_per_hour",
-        "serviceName eq 'Virtual Network' and productName eq 'IP Addresses' and skuName eq 'Standard'",
-        "1 Hour",
-        "Standard IPv4 Static Public IP",
-        0.005,
-    ),
-    (
-        "nat_gateway_per_hour",
-        "productName eq 'NAT Gateway' and skuName eq 'Standard'",
-        "1 Hour",
-        "Standard Gateway",
-        0.045,
-    ),
+    ("disk_per_month", _DISK, "1/Month", f"{DISK_TIER} LRS Disk", 38.02),
+    ("public_ip_per_hour", _IP, "1 Hour", "Standard IPv4 Static Public IP", 0.005),
+    ("nat_gateway_per_hour", _NAT, "1 Hour", "Standard Gateway", 0.045),
 )
 OFFLINE: dict[str, Any] = {field: usd for field, *_, usd in EXTRAS}
 
@@ -132,10 +117,8 @@ def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
 
 def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
     where = f"armRegionName eq '{region}'"
-    vms = _fetch_items(
-        f"serviceName eq 'Virtual Machines' and {where} and armSkuName eq '{size}' and priceType eq 'Consumption'",
-        timeout,
-    )
+    query = f"serviceName eq 'Virtual Machines' and {where} and armSkuName eq '{size}' and priceType eq 'Consumption'"
+    vms = _fetch_items(query, timeout)
 
     def vm(item: dict[str, Any], spot: bool) -> bool:  # Spot meters' skuName ends in " Spot"
         sku = str(item.get("skuName", ""))

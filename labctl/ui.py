@@ -100,9 +100,7 @@ class _Elapsed:
 def phase_of(line: str) -> str | None:
     """What a line ending in "..." announces ("drawing the plots ..."): the lab prints one before each silent step."""
     text = line.rpartition("\r")[2].replace("\x1b[K", "").strip()
-    if not text.endswith(("...", "\u2026")):
-        return None
-    return text.rstrip(".\u2026 ") or None
+    return (text.rstrip(".\u2026 ") or None) if text.endswith(("...", "\u2026")) else None
 
 
 def run_log_stream(ui: Reporter) -> TextIO:
