@@ -103,23 +103,19 @@ class LabSpec:
     def _check_flags_fit_target(self) -> None:
         """A flag only one kind of target reads is refused elsewhere, never ignored. An Azure VM makes its own host
         key, and one shut down from inside keeps billing (its idle stop deallocates it)."""
-        only = {
-            "ssh": {
-                "--host": self.host is not None or bool(self.workers),
-                "--host-key-fingerprint": self.host_key_fingerprint is not None,
-                "--idle-action shutdown": self.idle_action == "shutdown",
-            },
-            "azure": {
-                "--size": bool(self.sizes),
-                "--region": self.region is not None,
-                "--subscription": self.subscription is not None,
-                "--allow-ip": self.allow_ip is not None,
-                "--spot": self.spot,
-                "--budget": self.budget is not None,
-            },
+        given = {  # flag: the one kind of target that reads it, and whether it was given
+            "--host": ("ssh", self.host is not None or bool(self.workers)),
+            "--host-key-fingerprint": ("ssh", self.host_key_fingerprint is not None),
+            "--idle-action shutdown": ("ssh", self.idle_action == "shutdown"),
+            "--size": ("azure", bool(self.sizes)),
+            "--region": ("azure", self.region is not None),
+            "--subscription": ("azure", self.subscription is not None),
+            "--allow-ip": ("azure", self.allow_ip is not None),
+            "--spot": ("azure", self.spot),
+            "--budget": ("azure", self.budget is not None),
         }
-        for target, flags in only.items():
-            used = [flag for flag, given in flags.items() if given]
+        for target in ("ssh", "azure"):
+            used = [flag for flag, (reader, on) in given.items() if on and reader == target]
             if used and target != self.target:
                 raise UsageError(
                     f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --target {target}, "
