@@ -100,8 +100,8 @@ def run_one_at_a_time(name: str) -> float:
 
     from labctl.keys import ensure_user_key, generate_ed25519
     from labctl.targets.azure import settings
-    from labctl.targets.azure.access import ssh_rule
     from labctl.targets.azure.clients import Azure, make_credential
+    from labctl.targets.azure.plan import ssh_rule
 
     start = time.perf_counter()
     endpoint = settings.arm_endpoint()

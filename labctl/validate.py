@@ -18,7 +18,7 @@ TARGETS = ("azure", "ssh", "local")
 RUN_ID = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # as labctl makes them: no paths, no spaces
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
-REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/access.py)
+REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/plan.py)
 
 
 def _blank(value: str, what: str) -> None:

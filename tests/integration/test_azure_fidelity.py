@@ -14,7 +14,7 @@ import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.resource.resources import ResourceManagementClient
 
-from labctl.targets.azure.clients import Azure, connect
+from labctl.targets.azure.clients import Azure, client_options, connect
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm  # noqa: F401
 from tests.fakearm.server import DSVM
@@ -84,9 +84,8 @@ def test_an_unregistered_api_version_is_refused_per_resource_type(arm_env: FakeA
     message = str(info.value.error.message)  # type: ignore[union-attr]
     assert "API version '2099-01-01' for type 'skus'" in message and "'2021-07-01'" in message
     with pytest.raises(HttpResponseError) as info:
-        old = ResourceManagementClient(
-            azure.credential, azure.subscription_id, api_version="2016-13-01", **azure._kwargs()
-        )
+        options = client_options(azure.endpoint)
+        old = ResourceManagementClient(azure.credential, azure.subscription_id, api_version="2016-13-01", **options)
         old.resource_groups.create_or_update(RG, {"location": "eastus"})
     assert info.value.status_code == 400 and _code(info.value) == "InvalidApiVersionParameter"
     assert "The api-version '2016-13-01' is invalid. The supported versions are '2025-04-01'" in str(info.value)

@@ -6,7 +6,8 @@ import pytest
 
 from labctl.catalog import lookup
 from labctl.errors import UsageError
-from labctl.targets.azure.fit import refuse_grid_only, spot_alternatives, spot_capable
+from labctl.targets.azure.plan import refuse_grid_only
+from labctl.targets.azure.preflight import spot_alternatives, spot_capable
 from tests.fakearm.shapes import sku_json
 
 

@@ -13,44 +13,43 @@ from labctl.errors import LabctlError, UsageError
 from labctl.hostkeys import normalize
 from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
-from labctl.targets.azure.access import breadth_warning, check_rules, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import explain
-from labctl.targets.azure.plan import LabNames, make_plan
+from labctl.targets.azure.plan import LabNames, breadth_warning, check_rules, make_plan, schedule_time, ssh_rule
 from labctl.targets.azure.provision import render_cloud_init
-from labctl.targets.azure.shutdown import schedule_time
+from labctl.validate import check_allow_ip
 
 
 @pytest.mark.parametrize(
     ("given", "expected"), [("203.0.113.7", "203.0.113.7/32"), ("203.0.113.9/24", "203.0.113.0/24")]
 )
 def test_allow_ip_normalises_to_a_cidr(given: str, expected: str) -> None:
-    assert parse_allow_ip(given) == expected
+    assert check_allow_ip(given) == expected
 
 
 @pytest.mark.parametrize("given", ["0.0.0.0/0"])
 def test_allow_ip_refuses_the_whole_internet_unless_typed_out(given: str) -> None:
     with pytest.raises(UsageError, match="whole internet"):
-        parse_allow_ip(given)
-    assert parse_allow_ip("any") == "*"
+        check_allow_ip(given)
+    assert check_allow_ip("any") == "*"
 
 
 @pytest.mark.parametrize("given", ["0.0.0.0/1", "128.0.0.0/1", "10.0.0.0/7", "64.0.0.0/3"])
 def test_allow_ip_refuses_a_large_part_of_the_internet_unless_typed_out(given: str) -> None:
     with pytest.raises(UsageError) as caught:
-        parse_allow_ip(given)
+        check_allow_ip(given)
     text = caught.value.render()
     assert "large part of the internet" in text and "--allow-ip any" in text
 
 
 @pytest.mark.parametrize(("given", "expected"), [("10.0.0.0/8", "10.0.0.0/8"), ("10.1.2.3/8", "10.0.0.0/8")])
 def test_allow_ip_accepts_the_widest_allowed_range(given: str, expected: str) -> None:
-    assert parse_allow_ip(given) == expected
+    assert check_allow_ip(given) == expected
 
 
 @pytest.mark.parametrize("given", ["::/0", "2001:db8::/32", "2001:db8::1", "::1"])
 def test_allow_ip_refuses_ipv6_since_the_vm_has_an_ipv4_address_only(given: str) -> None:
     with pytest.raises(UsageError, match="IPv6"):
-        parse_allow_ip(given)
+        check_allow_ip(given)
 
 
 @pytest.mark.parametrize("source", ["10.0.0.0/8", "198.51.0.0/16", "203.0.112.0/23"])
@@ -68,7 +67,7 @@ def test_narrow_range_and_any_get_no_breadth_warning(source: str) -> None:
 
 def test_allow_ip_refuses_garbage() -> None:
     with pytest.raises(UsageError, match="not an IP address"):
-        parse_allow_ip("my-laptop")
+        check_allow_ip("my-laptop")
 
 
 def test_the_only_rule_is_ssh_from_the_source() -> None:

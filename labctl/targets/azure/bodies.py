@@ -11,8 +11,7 @@ from azure.mgmt.compute import models as c
 from azure.mgmt.network import models as n
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from labctl.targets.azure.access import ssh_rule
-from labctl.targets.azure.plan import SUBNET, LabNames
+from labctl.targets.azure.plan import SUBNET, LabNames, ssh_rule
 
 VNET_PREFIX = "10.42.0.0/16"
 SUBNET_PREFIX = "10.42.0.0/24"

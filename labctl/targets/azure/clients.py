@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import contextvars
+import importlib
 import json
 import logging
 import os
@@ -216,14 +217,16 @@ def finish(poller: Any) -> Any:
     return result
 
 
-def get_or_none(call: Callable[[], Any]) -> dict[str, Any] | None:
+def get_or_none(doing: str, call: Callable[[], Any]) -> dict[str, Any] | None:
+    """A resource's JSON, None where ARM says it is not there."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    try:
-        result = call()
-    except ResourceNotFoundError:
-        return None
-    return dict(result.as_dict()) if hasattr(result, "as_dict") else dict(result)
+    with arm(doing):
+        try:
+            result = call()
+        except ResourceNotFoundError:
+            return None
+        return dict(result.as_dict()) if hasattr(result, "as_dict") else dict(result)
 
 
 def dig(data: Any, *path: str) -> Any:
@@ -233,17 +236,22 @@ def dig(data: Any, *path: str) -> Any:
     return data
 
 
-def wait_rg_gone(azure: Azure, rg: str) -> None:
-    deadline = time.monotonic() + settings.operation_timeout()
-    while time.monotonic() < deadline:
-        with arm(f"waiting for resource group {rg} to be deleted"):
-            if get_or_none(lambda: azure.resources.resource_groups.get(rg)) is None:
-                return
-        time.sleep(max(settings.poll_interval(), 0.01))
-    raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
-
-
 T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], seconds: float | None = None) -> T:
+    """``read()`` every poll interval until ``done`` says so or ``seconds`` (the operation timeout) are over; its
+    last answer either way."""
+    deadline = time.monotonic() + (settings.operation_timeout() if seconds is None else seconds)
+    while not done(answer := read()) and time.monotonic() < deadline:
+        time.sleep(max(settings.poll_interval(), 0.01))
+    return answer
+
+
+def wait_rg_gone(azure: Azure, rg: str) -> None:
+    doing, groups = f"waiting for resource group {rg} to be deleted", azure.resources.resource_groups
+    if poll(lambda: get_or_none(doing, lambda: groups.get(rg)), lambda group: group is None) is not None:
+        raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
 
 
 def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
@@ -270,7 +278,7 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     return results
 
 
-def _retry_policy() -> Any:
+def client_options(endpoint: str) -> dict[str, Any]:
     from azure.core.pipeline.policies import RetryPolicy
 
     class LabRetryPolicy(RetryPolicy):
@@ -280,7 +288,7 @@ def _retry_policy() -> Any:
                 return False
             return bool(super().is_retry(settings_, response))
 
-    return LabRetryPolicy(
+    retry = LabRetryPolicy(
         retry_total=5,
         retry_connect=3,
         retry_read=3,
@@ -289,6 +297,7 @@ def _retry_policy() -> Any:
         retry_backoff_max=30,
         timeout=600,
     )
+    return {"base_url": endpoint, "credential_scopes": [f"{endpoint}/.default"], "retry_policy": retry}
 
 
 def make_credential() -> Any:
@@ -339,6 +348,13 @@ def principal_from_token(token: str) -> Principal:
     return Principal(oid=oid, name=next((str(claims[k]) for k in keys if claims.get(k)), oid))
 
 
+_CLIENTS = {
+    "network": ("azure.mgmt.network", "NetworkManagementClient"),
+    "resources": ("azure.mgmt.resource.resources", "ResourceManagementClient"),
+    "compute": ("azure.mgmt.compute", "ComputeManagementClient"),
+}
+
+
 @dataclass
 class Azure:
     credential: Any
@@ -350,19 +366,18 @@ class Azure:
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.endpoint,
-            "credential_scopes": [f"{self.endpoint}/.default"],
-            "retry_policy": _retry_policy(),
-            "polling_interval": settings.poll_interval(),
-        }
-
-    def _get(self, key: str, factory: Any) -> Any:
+    def __getattr__(self, name: str) -> Any:
+        """``compute``, ``network`` and ``resources``: each client made once, when first used (its module takes a
+        second to import)."""
+        if name not in _CLIENTS:
+            raise AttributeError(name)
+        module, class_name = _CLIENTS[name]
         with self._lock:
-            if key not in self._clients:
-                self._clients[key] = factory(self.credential, self.subscription_id, **self._kwargs())
-            return self._clients[key]
+            if name not in self._clients:
+                factory = getattr(importlib.import_module(module), class_name)
+                options = client_options(self.endpoint) | {"polling_interval": settings.poll_interval()}
+                self._clients[name] = factory(self.credential, self.subscription_id, **options)
+            return self._clients[name]
 
     @property
     def principal(self) -> Principal:
@@ -374,54 +389,15 @@ class Azure:
             return self._principal
 
     def warm(self) -> None:
-        """The SDK modules take a second to import."""
-        names = ("network", "resources", "compute")
         threading.Thread(
-            target=lambda: [getattr(self, n) for n in names], name="labctl-azure-clients", daemon=True
+            target=lambda: [getattr(self, n) for n in _CLIENTS], name="labctl-azure-clients", daemon=True
         ).start()
-
-    @property
-    def compute(self) -> Any:
-        from azure.mgmt.compute import ComputeManagementClient
-
-        return self._get("compute", ComputeManagementClient)
-
-    @property
-    def network(self) -> Any:
-        from azure.mgmt.network import NetworkManagementClient
-
-        return self._get("network", NetworkManagementClient)
-
-    @property
-    def resources(self) -> Any:
-        from azure.mgmt.resource.resources import ResourceManagementClient
-
-        return self._get("resources", ResourceManagementClient)
-
-
-def _token_check(credential: Any, endpoint: str) -> str:
-    """First, so that a missing login is one clear message."""
-    from azure.core.exceptions import ClientAuthenticationError
-
-    try:
-        return str(credential.get_token(f"{endpoint}/.default").token)
-    except ClientAuthenticationError as exc:
-        # The chain lists every credential it tried; the ones that were present but failed say why.
-        failed = [
-            ln.strip()
-            for ln in str(exc).splitlines()
-            if "Credential:" in ln and "unavailable" not in ln.lower() and ("failed" in ln.lower() or "AADSTS" in ln)
-        ]
-        reason = f" ({_one_line('; '.join(failed))})" if failed else ""
-        raise LabctlError(f"No usable Azure login was found{reason}.", hint=LOGIN_HINT) from None
 
 
 def list_subscriptions(credential: Any, endpoint: str) -> list[dict[str, Any]]:
     from azure.mgmt.resource.subscriptions import SubscriptionClient
 
-    client = SubscriptionClient(
-        credential, base_url=endpoint, credential_scopes=[f"{endpoint}/.default"], retry_policy=_retry_policy()
-    )
+    client = SubscriptionClient(credential, **client_options(endpoint))
     with arm("listing your Azure subscriptions"):
         return [s.as_dict() for s in client.subscriptions.list()]
 
@@ -461,18 +437,19 @@ def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Pi
             "Your Azure login sees no usable subscription" + (f" ({seen})." if seen else "."),
             hint="Re-enable one in the Azure portal, or create one or ask to be added to one, then log in again.",
         )
-    chosen = usable[0] if len(usable) == 1 else None
-    picked = Picked(str(usable[0]["subscriptionId"]))
-    if chosen is None:
-        chosen = next((s for s in usable if str(s["subscriptionId"]).lower() == (cli_default or "").lower()), None)
-        if chosen is None:
-            raise UsageError(
-                f"Your Azure login sees several subscriptions: {'; '.join(_label(s) for s in usable)}.",
-                hint="Choose one with --subscription ID or the AZURE_SUBSCRIPTION_ID variable "
-                "(or make it the Azure CLI's default with 'az account set --subscription ID').",
-            )
-        note = f"Using subscription {_label(chosen)}, the Azure CLI's default; pass --subscription to use another."
-        picked = Picked(str(chosen["subscriptionId"]), notes=[note])
+    default = [s for s in usable if str(s["subscriptionId"]).lower() == (cli_default or "").lower()]
+    if len(usable) > 1 and not default:
+        raise UsageError(
+            f"Your Azure login sees several subscriptions: {'; '.join(_label(s) for s in usable)}.",
+            hint="Choose one with --subscription ID or the AZURE_SUBSCRIPTION_ID variable "
+            "(or make it the Azure CLI's default with 'az account set --subscription ID').",
+        )
+    chosen = usable[0] if len(usable) == 1 else default[0]
+    picked = Picked(str(chosen["subscriptionId"]))
+    if len(usable) > 1:
+        picked.notes.append(
+            f"Using subscription {_label(chosen)}, the Azure CLI's default; pass --subscription to use another."
+        )
     state = str(chosen.get("state", "Enabled"))
     if state.lower() != "enabled":
         picked.warnings.append(
@@ -483,10 +460,22 @@ def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Pi
 
 
 def connect(subscription: str | None = None) -> Azure:
-    """Log in and settle the subscription: --subscription, AZURE_SUBSCRIPTION_ID, then ``pick_subscription``."""
-    endpoint = settings.arm_endpoint()
-    credential = make_credential()
-    token = _token_check(credential, endpoint)
+    """Log in (first, so that a missing login is one clear message) and settle the subscription: --subscription,
+    AZURE_SUBSCRIPTION_ID, then ``pick_subscription``."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    endpoint, credential = settings.arm_endpoint(), make_credential()
+    try:
+        token = str(credential.get_token(f"{endpoint}/.default").token)
+    except ClientAuthenticationError as exc:
+        # The chain lists every credential it tried; the ones that were present but failed say why.
+        failed = [
+            ln.strip()
+            for ln in str(exc).splitlines()
+            if "Credential:" in ln and "unavailable" not in ln.lower() and ("failed" in ln.lower() or "AADSTS" in ln)
+        ]
+        reason = f" ({_one_line('; '.join(failed))})" if failed else ""
+        raise LabctlError(f"No usable Azure login was found{reason}.", hint=LOGIN_HINT) from None
     try:
         principal: Principal | None = principal_from_token(token)
     except LabctlError:
@@ -496,6 +485,4 @@ def connect(subscription: str | None = None) -> Azure:
         chosen = check_subscription(chosen, "--subscription" if subscription else "AZURE_SUBSCRIPTION_ID")
         return Azure(credential, chosen, endpoint, _principal=principal)
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
-    return Azure(
-        credential, picked.subscription_id, endpoint, notes=picked.notes, warnings=picked.warnings, _principal=principal
-    )
+    return Azure(credential, picked.subscription_id, endpoint, picked.notes, picked.warnings, principal)

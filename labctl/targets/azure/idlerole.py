@@ -143,8 +143,8 @@ def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Repo
     rg, vm_id = names.resource_group, names.id("vm")
 
     def principal(node: int) -> str:
-        with arm("reading the VM's identity"):
-            vm = get_or_none(lambda: azure.compute.virtual_machines.get(rg, names.name("vm", node))) or {}
+        vms = azure.compute.virtual_machines
+        vm = get_or_none("reading the VM's identity", lambda: vms.get(rg, names.name("vm", node))) or {}
         identity = vm.get("identity") or {}
         return str(identity.get("principalId") or identity.get("principal_id") or "")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,7 +12,7 @@ from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, side_by_side, wait_rg_gone
+from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
 from labctl.targets.azure.plan import LabNames, names_of
 from labctl.targets.azure.record import (
     TAG_HISTORY,
@@ -102,8 +101,7 @@ def owner_of(azure: Azure, record: LabRecord, group: dict[str, Any] | None = Non
     td = azure_data(record)
     oid, name, rg = td.get("owner"), td.get("owner_name"), td.get("resource_group")
     if group is None and rg:
-        with arm("reading the lab's resource group"):
-            group = get_or_none(lambda: azure.resources.resource_groups.get(rg))
+        group = get_or_none("reading the lab's resource group", lambda: azure.resources.resource_groups.get(rg))
     if group is not None:
         tags = group.get("tags") or {}
         oid, name = tags.get(settings.TAG_OWNER), tags.get(settings.TAG_OWNER_NAME)
@@ -131,18 +129,19 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     def read(node: int) -> tuple[dict[str, Any] | None, str, str | None, str | None]:
         """The VM, its power and since when, and its private address in a lab of several."""
         name, nics = names.name("vm", node), azure.network.network_interfaces
-        with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
-            vm = get_or_none(lambda: ops.get(rg, name))
+        doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
+        with arm(doing):
+            vm = get_or_none(doing, lambda: ops.get(rg, name))
             power, since = _power_state(ops.instance_view(rg, name).as_dict()) if vm else ("missing", None)
-            nic = get_or_none(lambda: nics.get(rg, names.name("nic", node))) if nodes > 1 else None
+            nic = get_or_none(doing, lambda: nics.get(rg, names.name("nic", node))) if nodes > 1 else None
         return vm, power, since, private_address(nic)
 
     vms = side_by_side([functools.partial(read, node) for node in range(nodes)])
     vm, power, since, _ = vms[0]
     if vm is None:
         return {"power_state": "missing", "resource_group": rg, "region": td.get("region")}
-    with arm("reading the lab's public IP address"):
-        pip = get_or_none(lambda: azure.network.public_ip_addresses.get(rg, names.name("public_ip")))
+    ips = azure.network.public_ip_addresses
+    pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
     size = str(_size(vm))
     entry = SIZES.get(size.lower())
     noticed = parse_time(since).isoformat() if since else None
@@ -151,10 +150,8 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     started = since or td.get("started_at")  # the instance view dates the last start (or the creation)
     uptime = None
     if power == "running" and started:
-        try:
+        with contextlib.suppress(ValueError):
             uptime = int((datetime.now(timezone.utc) - parse_time(str(started))).total_seconds())
-        except ValueError:
-            uptime = None
     price = td.get("usd_per_hour") or (entry.hourly(bool(td.get("spot"))) * nodes if entry else None)
     spent = _spend(record, str(vm.get("location") or td.get("region")), size)
     if spent.get("compute_per_hour_usd") is not None:
@@ -219,8 +216,9 @@ def set_power(azure: Azure, record: LabRecord, on: bool) -> dict[str, Any]:
     if not td.get("resource_group"):
         raise LabctlError(f"Lab '{record.name}' has no VM yet.", hint="Run 'labctl up' to finish creating it.")
     ops, rg = azure.compute.virtual_machines, names.resource_group
-    with arm("starting the VM" if on else "deallocating the VM"):
-        if get_or_none(lambda: ops.get(rg, names.name("vm"))) is None:
+    doing = "starting the VM" if on else "deallocating the VM"
+    with arm(doing):
+        if get_or_none(doing, lambda: ops.get(rg, names.name("vm"))) is None:
             raise NotFound(
                 f"The VM of lab '{record.name}' does not exist in Azure.",
                 hint="Run 'labctl up' to recreate it, or 'labctl down' to forget the lab.",
@@ -266,8 +264,8 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
-        with arm(f"reading the resource group {resource_group}"):
-            rg = get_or_none(lambda: azure.resources.resource_groups.get(resource_group))
+        groups = azure.resources.resource_groups
+        rg = get_or_none(f"reading the resource group {resource_group}", lambda: groups.get(resource_group))
         if rg is not None:
             owner = (rg.get("tags") or {}).get(settings.TAG_OWNER, owner)  # the group's tag decides, not the record
             deleting = (rg.get("properties") or {}).get("provisioningState") == "Deleting"
@@ -285,11 +283,8 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
                         raise
             wait_rg_gone(azure, resource_group)
     with ui.step("Checking that nothing tagged for the lab is left"):
-        left = leftovers(azure, lab, resource_group, owner)
-        deadline = time.monotonic() + TAG_INDEX_POLLS * settings.poll_interval()
-        while left and time.monotonic() < deadline:
-            time.sleep(max(settings.poll_interval(), 0.01))
-            left = leftovers(azure, lab, resource_group, owner)
+        seconds = TAG_INDEX_POLLS * settings.poll_interval()
+        left = poll(lambda: leftovers(azure, lab, resource_group, owner), lambda found: not found, seconds)
     if left:
         raise LabctlError(
             f"The resource group of lab '{lab}' is deleted, but {len(left)} resource(s) tagged for it remain: "

@@ -1,25 +1,207 @@
-"""What an Azure lab consists of: names, sizes, region, network rule and schedule, decided before any call."""
+"""What an Azure lab consists of, decided before any call: names, sizes, region, who may reach it (SSH only, only
+from the caller's address) and its auto-shutdown schedule (the user's local time, as the Windows zone ARM expects)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import re
+import ssl
+import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from labctl.catalog import VmSize, choose_sizes
-from labctl.errors import LabctlError
+from labctl.catalog import SIZES, VmSize, choose_sizes
+from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.access import breadth_warning, discover_public_ip, parse_allow_ip, ssh_rule
 from labctl.targets.azure.clients import Principal
-from labctl.targets.azure.fit import refuse_grid_only
 from labctl.targets.azure.record import azure_data
-from labctl.targets.azure.shutdown import schedule_time
-from labctl.validate import check_region
+from labctl.validate import check_allow_ip, check_region
 
 _INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
+SSH_PORT = 22
+# Ranges wider than these get a warning: allowed (a campus or company network), but far more than one machine.
+# Wider than labctl.validate.REFUSE_WIDER_THAN is refused unless the user types '--allow-ip any'.
+WARN_WIDER_THAN = {4: 24, 6: 56}
+
+
+def breadth_warning(source: str) -> str | None:
+    """'*' has its own warning where the plan is made; a discovered address is one host and never warns."""
+    if source == "*" or source.startswith("<"):
+        return None
+    net = ipaddress.ip_network(source, strict=False)
+    limit = WARN_WIDER_THAN[net.version]
+    if net.prefixlen >= limit:
+        return None
+    return (
+        f"SSH is open to {net}, {net.num_addresses:,} addresses (wider than /{limit}); "
+        "key login only, but give your own address with --allow-ip if that is more than you meant."
+    )
+
+
+def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:
+    """The caller's public address as seen from the internet, asked of an HTTPS echo service."""
+    url = url or settings.ip_echo_url()
+    if not url.startswith("https://"):
+        raise UsageError(f"LABCTL_IP_ECHO_URL must be an https:// URL, not '{url}'.", hint="Fix the variable.")
+    try:
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+        context = ssl.create_default_context(cafile=bundle)
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            text = response.read(100).decode("ascii", "replace").strip()
+        address = ipaddress.ip_address(text)
+    except (OSError, ValueError) as exc:
+        raise LabctlError(
+            f"Could not find your public IP address from {url} ({exc}).",
+            hint="Pass it yourself with --allow-ip YOUR.IP.ADDRESS (or a CIDR range); SSH is opened only to it.",
+        ) from None
+    return f"{address}/{address.max_prefixlen}"
+
+
+def ssh_rule(source: str) -> dict[str, Any]:
+    return {
+        "name": "allow-ssh-from-caller",
+        "properties": {
+            "priority": 100,
+            "direction": "Inbound",
+            "access": "Allow",
+            "protocol": "Tcp",
+            "sourceAddressPrefix": source,
+            "sourcePortRange": "*",
+            "destinationAddressPrefix": "*",
+            "destinationPortRange": str(SSH_PORT),
+            "description": "SSH from the address that created the lab; Jupyter is reached through the tunnel.",
+        },
+    }
+
+
+def check_rules(rules: list[dict[str, Any]], source: str) -> None:
+    """Refuse an NSG whose custom inbound Allow rules admit anything but SSH from ``source``."""
+    for rule in rules:
+        props = rule.get("properties", rule)
+        if props.get("direction") != "Inbound" or props.get("access") != "Allow":
+            continue
+        ports = props.get("destinationPortRanges") or [props.get("destinationPortRange")]
+        sources = props.get("sourceAddressPrefixes") or [props.get("sourceAddressPrefix")]
+        if [str(p) for p in ports] != [str(SSH_PORT)] or sources != [source]:
+            raise LabctlError(
+                f"The lab's network security group has a rule '{rule.get('name')}' that admits more than SSH "
+                f"from {source}.",
+                hint="Remove that rule in the Azure portal, or 'labctl down' and 'labctl up' again.",
+            )
+
+
+# Windows time zone ids -> the IANA zones of each that most users have; anything else falls back to UTC.
+_ZONES = {
+    "UTC": "UTC Etc/UTC GMT",
+    "GMT Standard Time": "Europe/London Europe/Dublin Europe/Lisbon",
+    "Romance Standard Time": "Europe/Paris Europe/Brussels Europe/Madrid Europe/Copenhagen",
+    "W. Europe Standard Time": "Europe/Berlin Europe/Amsterdam Europe/Rome Europe/Vienna "
+    "Europe/Zurich Europe/Stockholm Europe/Oslo",
+    "Central Europe Standard Time": "Europe/Prague Europe/Budapest",
+    "Central European Standard Time": "Europe/Warsaw",
+    "GTB Standard Time": "Europe/Athens Europe/Bucharest",
+    "FLE Standard Time": "Europe/Helsinki Europe/Kiev Europe/Kyiv",
+    "Turkey Standard Time": "Europe/Istanbul",
+    "Russian Standard Time": "Europe/Moscow",
+    "Eastern Standard Time": "America/New_York America/Toronto America/Detroit",
+    "Central Standard Time": "America/Chicago America/Winnipeg",
+    "Central Standard Time (Mexico)": "America/Mexico_City",
+    "Mountain Standard Time": "America/Denver America/Edmonton",
+    "US Mountain Standard Time": "America/Phoenix",
+    "Pacific Standard Time": "America/Los_Angeles America/Vancouver",
+    "Alaskan Standard Time": "America/Anchorage",
+    "Hawaiian Standard Time": "Pacific/Honolulu",
+    "Atlantic Standard Time": "America/Halifax",
+    "Newfoundland Standard Time": "America/St_Johns",
+    "E. South America Standard Time": "America/Sao_Paulo",
+    "Argentina Standard Time": "America/Argentina/Buenos_Aires",
+    "SA Pacific Standard Time": "America/Bogota America/Lima",
+    "Pacific SA Standard Time": "America/Santiago",
+    "South Africa Standard Time": "Africa/Johannesburg",
+    "Egypt Standard Time": "Africa/Cairo",
+    "W. Central Africa Standard Time": "Africa/Lagos",
+    "E. Africa Standard Time": "Africa/Nairobi",
+    "Arabian Standard Time": "Asia/Dubai",
+    "Israel Standard Time": "Asia/Jerusalem",
+    "Iran Standard Time": "Asia/Tehran",
+    "Pakistan Standard Time": "Asia/Karachi",
+    "India Standard Time": "Asia/Kolkata Asia/Calcutta",
+    "Bangladesh Standard Time": "Asia/Dhaka",
+    "SE Asia Standard Time": "Asia/Bangkok Asia/Jakarta",
+    "Singapore Standard Time": "Asia/Singapore Asia/Kuala_Lumpur",
+    "China Standard Time": "Asia/Shanghai Asia/Hong_Kong",
+    "Taipei Standard Time": "Asia/Taipei",
+    "Korea Standard Time": "Asia/Seoul",
+    "Tokyo Standard Time": "Asia/Tokyo",
+    "W. Australia Standard Time": "Australia/Perth",
+    "Cen. Australia Standard Time": "Australia/Adelaide",
+    "E. Australia Standard Time": "Australia/Brisbane",
+    "AUS Eastern Standard Time": "Australia/Sydney Australia/Melbourne",
+    "New Zealand Standard Time": "Pacific/Auckland",
+}
+IANA_TO_WINDOWS = {iana: windows for windows, zones in _ZONES.items() for iana in zones.split()}
+
+
+def local_iana_zone() -> str | None:
+    """From TZ, /etc/timezone or the /etc/localtime link."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if (tz and "/" in tz) or tz in ("UTC", "GMT"):
+        return tz
+    with contextlib.suppress(OSError):
+        if text := Path("/etc/timezone").read_text().strip():
+            return text
+    with contextlib.suppress(OSError):
+        return os.readlink("/etc/localtime").partition("zoneinfo/")[2] or None
+    return None
+
+
+def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
+    """(HHMM, Windows zone id) keeping the user's wall-clock time; a zone without a known Windows id becomes UTC at
+    today's offset (DST then shifts it by an hour)."""
+    zone = zone if zone is not None else local_iana_zone()
+    hour, minute = (int(x) for x in hhmm.split(":"))
+    if zone and zone in IANA_TO_WINDOWS:
+        return f"{hour:02d}{minute:02d}", IANA_TO_WINDOWS[zone]
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+    if zone:
+        try:
+            from zoneinfo import ZoneInfo
+
+            offset = datetime.now(ZoneInfo(zone)).utcoffset() or timedelta(0)
+        except Exception:  # an unknown zone name: keep the process's offset
+            pass
+    total = (hour * 60 + minute - int(offset.total_seconds() // 60)) % (24 * 60)
+    return f"{total // 60:02d}{total % 60:02d}", "UTC"
+
+
+# NVadsA10_v5 sizes carry an NVIDIA A10 served through NVIDIA's GRID (vGPU) driver, which Azure's size page
+# requires; the Data Science VM image ships the CUDA data-center driver instead, so their GPU stays unusable.
+_GRID_ONLY = re.compile(r"^standard_nv\d+adm?s_a10_v5$")
+CUDA_ALTERNATIVES = ("Standard_NC4as_T4_v3", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5")
+
+
+def grid_only(size: VmSize) -> bool:
+    return bool(_GRID_ONLY.match(size.name.lower()))
+
+
+def refuse_grid_only(sizes: list[VmSize]) -> None:
+    """A GPU size whose GPU the lab's image cannot drive is refused, naming CUDA-capable sizes instead."""
+    bad = [s for s in sizes if grid_only(s)]
+    if not bad:
+        return
+    names = ", ".join(s.name for s in bad)
+    alternatives = ", ".join(SIZES[a.lower()].describe() for a in CUDA_ALTERNATIVES)
+    raise UsageError(
+        f"{names} has an NVIDIA A10 that needs NVIDIA's GRID driver, but the Data Science VM image ships the "
+        "CUDA driver, so the lab could not use its GPU.",
+        hint=f"Pick a CUDA-capable size instead: {alternatives}.",
+    )
 
 
 # Each resource of a lab: its type and its name; "{n}" is the node's number, empty for node 0.
@@ -204,8 +386,9 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     auto = region == "auto"
     regions = list(settings.AUTO_REGIONS) if auto else [region]
     warnings: list[str] = []
+    source = "<your public IP>/32"
     if spec.allow_ip:
-        source = parse_allow_ip(spec.allow_ip)
+        source = check_allow_ip(spec.allow_ip)
         if source == "*":
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
         elif wide := breadth_warning(source):
@@ -216,14 +399,9 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
         try:
             source = discover_public_ip()
         except LabctlError as exc:  # a plan is still worth showing; `up` itself will stop on this
-            source = "<your public IP>/32"
             warnings.append(exc.render())
-    else:
-        source = "<your public IP>/32"
-    hhmm = tz = None
-    if spec.shutdown_at:
-        hhmm, tz = schedule_time(spec.shutdown_at)
-    else:
+    hhmm, tz = schedule_time(spec.shutdown_at) if spec.shutdown_at else (None, None)
+    if not spec.shutdown_at:
         warnings.append("No auto-shutdown: remember 'labctl stop' or 'labctl down' to stop paying.")
     for size in [s for s in sizes if (spec.nodes or 1) > 1 and _INFINIBAND.match(s.name)]:
         warnings.append(

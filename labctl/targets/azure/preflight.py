@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from labctl.catalog import VmSize
+from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
-from labctl.targets.azure import fit, settings
+from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, side_by_side
-from labctl.targets.azure.plan import AzurePlan
+from labctl.targets.azure.plan import AzurePlan, grid_only
 
 # The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
 PROVIDERS = ("Microsoft.Compute", "Microsoft.Network", "Microsoft.DevTestLab", "Microsoft.Authorization")
@@ -88,14 +88,39 @@ def _restricted(sku: dict[str, Any], region: str) -> str | None:
     return None
 
 
-def _capability(sku: dict[str, Any] | None, name: str) -> float:
-    for cap in (sku or {}).get("capabilities") or []:
-        if cap.get("name") == name:
-            try:
-                return float(cap.get("value"))
-            except (TypeError, ValueError):
-                break
-    return 0.0
+def capability(sku: dict[str, Any] | None, name: str) -> str:
+    """A resource SKU's capability as ARM writes it; an absent one is "" (so not "True", and 0 as a number)."""
+    caps = (sku or {}).get("capabilities") or []
+    return next((str(c.get("value")) for c in caps if str(c.get("name", "")).lower() == name.lower()), "")
+
+
+def _number(sku: dict[str, Any] | None, name: str) -> float:
+    try:
+        return float(capability(sku, name))
+    except ValueError:
+        return 0.0
+
+
+def spot_capable(sku: dict[str, Any] | None) -> bool:
+    return capability(sku, "LowPriorityCapable").lower() == "true"  # absent means no
+
+
+def trusted_launch_declared(image: dict[str, Any]) -> bool:
+    """ARM refuses Trusted Launch on an image unless its ``features`` say so (``SecurityType: TrustedLaunch...``)."""
+    features = (image.get("properties") or {}).get("features") or []
+    return any(f.get("name") == "SecurityType" and "TrustedLaunch" in str(f.get("value")) for f in features)
+
+
+def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int = 3) -> list[str]:
+    """Sizes of the same kind (GPU or not) that the region offers as Spot, closest in vCPUs first."""
+    found = []
+    for candidate in SIZES.values():
+        sku = skus.get(candidate.name.lower())
+        restricted = any(r.get("type") == "Location" for r in (sku or {}).get("restrictions") or [])
+        if candidate.gpu == size.gpu and not grid_only(candidate) and spot_capable(sku) and not restricted:
+            found.append(candidate)
+    found.sort(key=lambda s: (abs(s.vcpus - size.vcpus), s.vcpus))
+    return [s.name for s in found[:limit]]
 
 
 def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
@@ -110,11 +135,11 @@ def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
         payg, spot = prices.payg_per_hour, prices.spot_per_hour
     except LabctlError:
         pass  # "price unknown": the lab is still made; status says so
-    gpus = int(_capability(sku, "GPUs"))
+    gpus = int(_number(sku, "GPUs"))
     return VmSize(
         name=size.name,
-        vcpus=int(_capability(sku, "vCPUs")),
-        memory_gib=_capability(sku, "MemoryGB"),
+        vcpus=int(_number(sku, "vCPUs")),
+        memory_gib=_number(sku, "MemoryGB"),
         family=str(sku.get("family") or ""),
         usd_per_hour=payg,
         gpu_model="GPU" if gpus else None,
@@ -146,10 +171,10 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     reason = _restricted(sku, region)
     if reason:
         return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
-    if spot and not fit.spot_capable(sku):
+    if spot and not spot_capable(sku):
         why = f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
         return Problem(region, size, "no-spot", why)
-    each = int(_capability(sku, "vCPUs")) or size.vcpus
+    each = int(_number(sku, "vCPUs")) or size.vcpus
     need = each * nodes
     free, quota, current, limit = free_vcpus(facts, size, spot)
     if free < need:
@@ -176,7 +201,7 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
             version = names[0]
         image = images.get(region, publisher, offer, sku, version).as_dict()
     plan = (image.get("properties") or {}).get("plan")
-    return version, ({k: str(v) for k, v in plan.items()} if plan else None), fit.trusted_launch_declared(image)
+    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted_launch_declared(image)
 
 
 def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> None:
@@ -280,8 +305,8 @@ def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | 
                 from_sku(size, facts.sku(size) or {}, region),
                 version,
                 purchase,
-                trusted and fit.trusted_launch_allowed(facts.sku(size)),
-                fit.accelerated_networking(facts.sku(size)),
+                trusted and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
+                capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
             )
     raise _explain(azure, plan, problems, cache)
 
@@ -295,7 +320,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
             hint="Check the region name ('az account list-locations -o table') or use --region auto.",
         )
     if first.kind == "no-spot":
-        others = fit.spot_alternatives(cache[first.region].skus, first.size)
+        others = spot_alternatives(cache[first.region].skus, first.size)
         hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
         return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
     alternatives = _alternatives(azure, plan, cache)
@@ -342,8 +367,6 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
 
 
 def _smaller_sizes(size: VmSize) -> str | None:
-    from labctl.catalog import SIZES
-
-    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not fit.grid_only(s)]
+    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not grid_only(s)]
     smaller.sort(key=lambda s: s.vcpus, reverse=True)
     return smaller[0].name if smaller else None

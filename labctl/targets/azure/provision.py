@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +18,10 @@ from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
-from labctl.targets.azure.access import check_rules, discover_public_ip
-from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, side_by_side, wait_rg_gone
+from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
 from labctl.targets.azure.idlerole import grant, may_grant
 from labctl.targets.azure.inventory import owner_of, private_address
-from labctl.targets.azure.plan import AzurePlan, LabNames, make_plan, tags_for
+from labctl.targets.azure.plan import AzurePlan, LabNames, check_rules, discover_public_ip, make_plan, tags_for
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
 from labctl.targets.azure.record import azure_data, node_count, note_power, save_power_tag
 from labctl.targets.azure.settings import SCHEDULE_API_VERSION
@@ -58,6 +56,13 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
         "runcmd": [prewarm],
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+_BUSY = ("Creating", "Updating")
+
+
+def _state(vm: dict[str, Any] | None) -> str | None:
+    return dig(vm, "properties", "provisioningState")
 
 
 def _workers(nodes: int) -> str:
@@ -120,8 +125,7 @@ class Provisioner:
     def _settle_group(self) -> None:
         """Wait out an earlier deletion; a lab that exists keeps its region and its VMs, and is the user's own."""
         azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
-        with arm(f"reading the resource group {rg_name}"):
-            rg = get_or_none(lambda: azure.resources.resource_groups.get(rg_name))
+        rg = get_or_none(f"reading the resource group {rg_name}", lambda: azure.resources.resource_groups.get(rg_name))
         if rg and (rg.get("properties") or {}).get("provisioningState") == "Deleting":
             with self.ui.step(f"Waiting for the earlier deletion of {rg_name} to finish"):
                 wait_rg_gone(azure, rg_name)
@@ -148,21 +152,16 @@ class Provisioner:
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
-        deadline = time.monotonic() + settings.operation_timeout()
-        with arm(f"reading the VM of node {node}" if node else "reading the lab's VM"):
-            vm = get_or_none(lambda: ops.get(rg, name))
-        while vm is not None and (state := vm["properties"].get("provisioningState")) in ("Creating", "Updating"):
-            if time.monotonic() > deadline:
-                raise LabctlError(
-                    f"The VM {name} of lab '{self.names.lab}' is still {state} after "
-                    f"{settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
-                    hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
-                    "portal's activity log if it seems stuck.",
-                )
-            time.sleep(max(settings.poll_interval(), 0.01))
-            with arm("waiting for the lab's VM"):
-                vm = get_or_none(lambda: ops.get(rg, name))
-        if vm is not None and vm["properties"].get("provisioningState") in ("Failed", "Canceled", "Deleting"):
+        doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
+        vm = poll(lambda: get_or_none(doing, lambda: ops.get(rg, name)), lambda vm: _state(vm) not in _BUSY)
+        if _state(vm) in _BUSY:
+            raise LabctlError(
+                f"The VM {name} of lab '{self.names.lab}' is still {_state(vm)} after "
+                f"{settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
+                hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
+                "portal's activity log if it seems stuck.",
+            )
+        if _state(vm) in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"):
                 self._delete_vm(node)
             return None
@@ -194,8 +193,7 @@ class Provisioner:
             # NICs as node 0's (ARM changes accelerated networking only on a deallocated VM).
             security = (head["properties"].get("securityProfile") or {}).get("securityType")
             nics, rg = self.azure.network.network_interfaces, self.names.resource_group
-            with arm("reading the lab's network interface"):
-                nic = get_or_none(lambda: nics.get(rg, self.names.name("nic"))) or {}
+            nic = get_or_none("reading the lab's network interface", lambda: nics.get(rg, self.names.name("nic"))) or {}
             choice = Choice(
                 str(head["location"]).lower(),
                 lookup(head["properties"]["hardwareProfile"]["vmSize"]),
@@ -324,8 +322,9 @@ class Provisioner:
             nic = finish(ops.begin_create_or_update(rg, name, body))
         address = private_address(nic.as_dict() if hasattr(nic, "as_dict") else nic)
         if address is None:
-            with arm(f"reading the network interface of node {node}"):
-                address = private_address(get_or_none(lambda: ops.get(rg, name)))
+            address = private_address(
+                get_or_none(f"reading the network interface of node {node}", lambda: ops.get(rg, name))
+            )
         if address is None:
             raise LabctlError(
                 f"Azure gave node {node} of lab '{self.names.lab}' no private address.",
