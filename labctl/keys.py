@@ -16,10 +16,6 @@ from labctl.state import state_dir
 
 PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
 MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
-NO_PASSPHRASE_HINT = (
-    "labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add {path}'), "
-    "use a key without a passphrase, or leave the key out and labctl makes one for the lab."
-)
 
 
 @dataclass(frozen=True)
@@ -57,9 +53,9 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     return path, pair.public_line
 
 
-def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | None = None) -> str | None:
-    """The public line of a private key labctl can log in with (None: encrypted, left to the ssh-agent). A key
-    handed to a new VM (``need_pub``) needs its matching .pub; ``hint`` replaces the way out of a bad key."""
+def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | None = None) -> None:
+    """A private key labctl can log in with (an encrypted one through the ssh-agent). A key handed to a new VM
+    (``need_pub``) needs its matching .pub; ``hint`` replaces the way out of a bad key."""
     try:
         public = check_private_key(path, what)
     except UsageError as exc:
@@ -83,9 +79,10 @@ def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | 
     if public is None and not (_agent_holds(line) if line else os.environ.get("SSH_AUTH_SOCK")):
         agent = "no ssh-agent holds it" if line else "no ssh-agent runs"
         raise UsageError(
-            f"{what} {path} is protected by a passphrase and {agent}.", hint=NO_PASSPHRASE_HINT.format(path=path)
+            f"{what} {path} is protected by a passphrase and {agent}.",
+            hint=f"labctl logs in without a terminal to ask for a passphrase: add the key to your ssh-agent ('ssh-add "
+            f"{path}'), use a key without a passphrase, or leave the key out and labctl makes one for the lab.",
         )
-    return line or public
 
 
 def check_lab_key(name: str, key_path: str | None) -> None:

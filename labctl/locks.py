@@ -10,8 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from labctl.errors import LabctlError
 from labctl.files import make_private_dir, write_private
@@ -38,14 +37,6 @@ def _lock(handle: IO[bytes], *, release: bool = False) -> bool:
     return True
 
 
-def _holder(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 @contextmanager
 def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
     """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in the refusal."""
@@ -57,7 +48,11 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
         deadline = time.monotonic() + limit
         said = False
         while not _lock(handle):
-            holder = _holder(info_path)
+            try:
+                holder = json.loads(info_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # gone, or not JSON
+                holder = {}
+            holder = holder if isinstance(holder, dict) else {}
             other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
             if time.monotonic() >= deadline:
                 raise LabctlError(

@@ -5,16 +5,17 @@ the user agreed."""
 
 from __future__ import annotations
 
+import getpass
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.hostkeys import normalize
-from labctl.state import LabRecord, validate_lab_name
+from labctl.state import LabRecord, NodeRecord, validate_lab_name
 
 ALIAS_PREFIX = "labctl-"
 HEADER = (
@@ -54,7 +55,12 @@ class HostEntry:
     def __post_init__(self) -> None:
         """A value that could change what ``ssh`` does is refused here, so no entry holds one."""
         validate_lab_name(self.lab)
-        check_host(self.host)
+        _safe(
+            self.host,
+            "The host name",
+            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|(?=.*:)[0-9A-Fa-f:.]{2,45}",
+            "Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
+        )
         _safe(
             self.user,
             "The user name",
@@ -68,10 +74,27 @@ class HostEntry:
         normalize(self.host_key)
 
 
+def reach(record: LabRecord, node: int = 0) -> tuple[NodeRecord, str]:
+    """Node ``node`` and the user to log in as, refused where a half-made lab does not record how to reach it."""
+    if not 0 <= node < len(record.nodes):
+        count = len(record.nodes)
+        raise LabctlError(
+            f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
+            hint="'labctl status' lists the lab's nodes.",
+        )
+    found = record.nodes[node]
+    needed = {"host": found.host, "SSH key": record.ssh_key_path, "host key": found.host_key}
+    if missing := [what for what, value in needed.items() if not value]:
+        which = "its machine" if node == 0 else f"node {node} ({found.host})"
+        raise NotReady(
+            f"Lab '{record.name}' does not record how to reach {which} ({', '.join(missing)} missing).",
+            hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
+        )
+    return found, found.user or record.nodes[0].user or getpass.getuser()
+
+
 def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
     """The entry for a lab's record; the Jupyter forward uses the same port here as on the machine by default."""
-    from labctl.machine import reach
-
     if not record.nodes[0].host:
         raise UsageError(
             f"Lab '{record.name}' runs on this computer; there is no machine to reach over SSH.",
@@ -91,20 +114,10 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
     )
 
 
-def _safe(value: str, what: str, pattern: str, hint: str) -> str:
+def _safe(value: str, what: str, pattern: str, hint: str) -> None:
     """Refused, not escaped: a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
     if not re.fullmatch(pattern, value, re.ASCII):
         raise UsageError(f"{what} {value!r} cannot go into an SSH config entry.", hint=hint)
-    return value
-
-
-def check_host(host: str) -> str:
-    return _safe(
-        host,
-        "The host name",
-        r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|(?=.*:)[0-9A-Fa-f:.]{2,45}",
-        "Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
-    )
 
 
 def check_path(path: Path, what: str) -> str:

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
-
-from labctl.errors import LabctlError, NotReady
 from labctl.machine.base import CommandFailed, CommandResult, Machine
-from labctl.state import LabRecord, NodeRecord
+from labctl.state import LabRecord
 from labctl.ui import Reporter
 
-__all__ = ["CommandFailed", "CommandResult", "Machine", "connect", "reach"]
+__all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
 
 # How long `up` waits for a new VM's SSH by default: Azure VMs usually answer within two minutes.
 DEFAULT_WAIT = 600.0
-
-
-def reach(record: LabRecord, node: int = 0) -> tuple[NodeRecord, str]:
-    """Node ``node`` and the user to log in as, refused where a half-made lab does not record how to reach it."""
-    if not 0 <= node < len(record.nodes):
-        count = len(record.nodes)
-        raise LabctlError(
-            f"Lab '{record.name}' has {count} node{'s' if count != 1 else ''}; there is no node {node}.",
-            hint="'labctl status' lists the lab's nodes.",
-        )
-    found = record.nodes[node]
-    needed = {"host": found.host, "SSH key": record.ssh_key_path, "host key": found.host_key}
-    if missing := [what for what, value in needed.items() if not value]:
-        which = "its machine" if node == 0 else f"node {node} ({found.host})"
-        raise NotReady(
-            f"Lab '{record.name}' does not record how to reach {which} ({', '.join(missing)} missing).",
-            hint="Run 'labctl up' for it again to finish creating it, or 'labctl down' to remove it.",
-        )
-    return found, found.user or record.nodes[0].user or getpass.getuser()
 
 
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
@@ -40,6 +18,7 @@ def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0
     from labctl.keys import check_lab_key
     from labctl.machine.local import LocalMachine
     from labctl.machine.ssh import SSHMachine
+    from labctl.sshconfig import reach
 
     if record.target == "local":
         return LocalMachine()

@@ -65,23 +65,20 @@ class SSHMachine(Machine):
         where = f"{self.user}@{self.host}:{self.port}"
         return f"{where} (through {self.via.describe()})" if self.via is not None else where
 
-    def _load_key(self) -> paramiko.PKey | None:
-        try:
-            return paramiko.PKey.from_path(self.key_path)
-        except paramiko.PasswordRequiredException:
-            return None  # encrypted: the ssh-agent may hold it
-        except (paramiko.SSHException, OSError, ValueError) as exc:  # checked before connecting; gone since
-            raise LabctlError(
-                f"The SSH key {self.key_path} could not be read ({exc}).",
-                hint="Give the lab's private key with --ssh-key: an OpenSSH private key (ed25519 or RSA).",
-            ) from None
-
     def _connect_once(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         pinned = to_pkey(self.host_key)
         client.get_host_keys().add(known_hosts_name(self.host, self.port), pinned.get_name(), pinned)
-        pkey = self._load_key()
+        try:
+            pkey = paramiko.PKey.from_path(self.key_path)
+        except paramiko.PasswordRequiredException:
+            pkey = None  # encrypted: the ssh-agent may hold it
+        except (paramiko.SSHException, OSError, ValueError) as exc:  # checked before connecting; gone since
+            raise LabctlError(
+                f"The SSH key {self.key_path} could not be read ({exc}).",
+                hint="Give the lab's private key with --ssh-key: an OpenSSH private key (ed25519 or RSA).",
+            ) from None
         jump = None  # through ``via``: a refusal (the worker not up yet) is an SSHException, retried
         try:
             if self.via is not None:
@@ -100,11 +97,10 @@ class SSHMachine(Machine):
                 allow_agent=pkey is None,
                 sock=jump,
             )
-        except paramiko.BadHostKeyException as exc:
+        except BaseException as exc:
             client.close()
-            raise HostKeyMismatch(self.describe(), self.host_key, key_line(exc.key)) from None
-        except BaseException:
-            client.close()
+            if isinstance(exc, paramiko.BadHostKeyException):
+                raise HostKeyMismatch(self.describe(), self.host_key, key_line(exc.key)) from None
             raise
         transport = client.get_transport()
         assert transport is not None

@@ -14,11 +14,9 @@ from labctl.state import LabRecord, NodeRecord, SaveFn
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 
-DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-
 
 def default_key() -> Path:
-    for name in DEFAULT_KEYS:
+    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
         path = Path.home() / ".ssh" / name
         if path.is_file():
             return path
@@ -78,10 +76,9 @@ class SSHTarget(Target):
         head.private_address = address.host if spec.workers else None
         record.nodes[1:] = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
         save(record)
-        for node, reached in enumerate(record.nodes):
-            connect(record, ui, node=node, wait=30.0).close()
-            shown = f"{reached.user or user}@{reached.host}:{reached.port}"
-            ui.info(f"Connected to {shown} with {'its' if node else 'the'} pinned host key.")
+        for node in range(len(record.nodes)):
+            with connect(record, ui, node=node, wait=30.0) as machine:
+                ui.info(f"Connected to {machine.describe()} with {'its' if node else 'the'} pinned host key.")
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:

@@ -119,8 +119,8 @@ def test_values_that_could_change_what_ssh_does_are_refused(changes: dict[str, o
 
 
 def test_ipv6_and_dns_names_are_accepted() -> None:
-    assert sshconfig.check_host("2001:db8::7") == "2001:db8::7"
-    assert sshconfig.check_host("lab-1.example.org") == "lab-1.example.org"
+    assert "    HostName 2001:db8::7\n" in sshconfig.write_entry(_entry(host="2001:db8::7")).read_text()
+    assert "    HostName lab-1.example.org\n" in sshconfig.write_entry(_entry(host="lab-1.example.org")).read_text()
 
 
 def test_include_goes_to_the_top_after_one_yes_and_is_not_added_twice() -> None:
