@@ -191,6 +191,7 @@ ENV_CHECKS: dict[str, Callable[[str, str], object]] = {
     "LABCTL_ACCEPT_IMAGE_TERMS": check_yes_no,
     "LABCTL_MANAGED_IDENTITY": check_yes_no,
     "LABCTL_CACHE_DIR": check_directory,
+    "LABCTL_CONFIG_DIR": check_directory,
     "LABCTL_STATE_DIR": check_directory,
     "LABCTL_CONFIG": check_file,
     "AZURE_SUBSCRIPTION_ID": check_subscription,

@@ -162,6 +162,7 @@ ENV_CASES = [
     *env_up("LABCTL_PRICES_URL", "ftp://127.0.0.1/prices", "ftp://127.0.0.1/prices"),
     *env_up("LABCTL_CACHE_DIR", "{tmp}/a-file", "{tmp}/a-file"),
     *env_up("LABCTL_CONFIG", "{tmp}/a-dir", "{tmp}/a-dir"),
+    *env_up("LABCTL_CONFIG_DIR", "{tmp}/a-file", "{tmp}/a-file"),
     *env_up("LABCTL_STATE_DIR", "{tmp}/a-file", "{tmp}/a-file"),
     Case("status-env-ssh-port", ("status",), ("LABCTL_SSH_PORT", "abc"), env={"LABCTL_SSH_PORT": "abc"}, lab="ready"),
     Case("list-env-arm-endpoint", ("list",), ("LABCTL_ARM_ENDPOINT",), env={"LABCTL_ARM_ENDPOINT": "http://x"}),
