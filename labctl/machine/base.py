@@ -194,6 +194,9 @@ class Machine:
     @contextmanager
     def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
         """``host``:``remote_port`` as the machine reaches it, on this computer's loopback (``local_port`` or next)."""
+        if host == "127.0.0.1" and not self.remote:
+            yield remote_port  # nothing to tunnel: the port on this computer's loopback is already reachable
+            return
         listener = bind_loopback(local_port)
         with relay(listener, lambda conn: self._dial(host, remote_port, conn), f"forward-{remote_port}"):
             yield listener.getsockname()[1]

@@ -6,8 +6,7 @@ import os
 import select
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from labctl.errors import LabctlError
@@ -49,14 +48,6 @@ class LocalMachine(Machine):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-
-    @contextmanager
-    def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
-        if host == "127.0.0.1":
-            yield remote_port  # nothing to tunnel: the port on this computer's loopback is already reachable
-        else:
-            with super().forward(remote_port, local_port, host) as port:
-                yield port
 
     def _dial(self, host: str, port: int, conn: socket.socket) -> socket.socket:
         peer = socket.create_connection((host, port), timeout=15)
