@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
 from labctl.ui import Reporter
-from labctl.workspace_manifest import EXCLUDED_DIRS, SEED_MARKER
+from labctl.workspace_manifest import EXCLUDED_DIRS
 
 if TYPE_CHECKING:
     import docker
@@ -111,17 +111,14 @@ def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
     """Owned by root, as ``docker cp`` makes them; caches left out."""
 
     def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
+        info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
         return info
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, source in entries.items():
             if isinstance(source, Path):
-                tar.add(
-                    str(source), arcname=name, filter=lambda i: None if _skipped(PurePosixPath(i.name)) else as_root(i)
-                )
+                tar.add(str(source), name, filter=lambda i: None if _skipped(PurePosixPath(i.name)) else as_root(i))
             else:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(source), 0o644, int(time.time())
@@ -361,23 +358,7 @@ def _remove_container(client: docker.DockerClient, lab: str, node: int) -> bool:
     return found is not None
 
 
-def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
-    """On the first start only: put the notebook in /workspace unless the user already has one there."""
-    marker = f"{WORKSPACE}/{SEED_MARKER}"
-    if box.exists(marker):
-        return False
-    if notebook is None:
-        found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
-        notebook = found[0] if found else None
-    copied = notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}")
-    if copied and notebook is not None:
-        box.put(WORKSPACE, {notebook.name: notebook})
-    box.exec(["touch", marker])
-    return copied
-
-
 def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False, node: int = 0) -> list[str]:
-    """What was removed of the lab's container and volume on one node's engine."""
     import docker.errors
 
     removed = [f"container {container_name(lab, node)}"] if _remove_container(client, lab, node) else []

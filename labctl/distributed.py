@@ -118,8 +118,6 @@ def plan_launch(
 ) -> list[LaunchPlan]:
     """Every node's plan, node 0 first. Each node starts as many workers as the smallest has GPUs (no node waits
     on a missing rank); a CPU machine, or ``cpu_only``, one gloo process."""
-    if not gpus_per_node:
-        raise UsageError("--nodes 0 leaves no machine to train on.", hint="Use --nodes 1 or more.")
     _check_run_id(run_id)
     nodes = len(addresses)
     for address in addresses if nodes > 1 else ():

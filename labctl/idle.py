@@ -8,8 +8,10 @@ logs in as root), so nothing of the user's is ever part of a command's text. Ins
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from labctl.assets import template
 from labctl.errors import LabctlError, UsageError
 from labctl.machine.base import SSH_MARKS
 from labctl.state import LabRecord
@@ -113,8 +115,6 @@ def _write(machine: Machine, sudo: list[str], files: list[tuple[str, bytes, int]
 
 def install(machine: Machine, record: LabRecord, config: dict[str, Any]) -> str:
     """Write the agent, its config, the token and the units; enable the timer. Returns what now runs it."""
-    from labctl.assets import template
-
     assert record.jupyter_token
     units = {name: template(name).read_bytes() for name in UNITS}
     agent = template("idle_agent.py").read_bytes()
@@ -166,15 +166,12 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
 
 
 def _utc(epoch: object) -> str | None:
-    from datetime import datetime, timezone
-
     if not isinstance(epoch, (int, float)):
         return None
     return datetime.fromtimestamp(float(epoch), timezone.utc).replace(microsecond=0).isoformat()
 
 
 def read_facts(machine: Machine) -> dict[str, Any]:
-    """The agent's config and its state file on the machine, as `labctl status` shows them."""
 
     def load(path: str) -> dict[str, Any] | None:
         result = machine.run(["cat", path], check=False, timeout=30)

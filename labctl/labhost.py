@@ -18,8 +18,9 @@ from labctl.distributed import GPU_PROBE, TORCH_PROBE, parse_gpu_count
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, connect
 from labctl.prewarm import await_prewarm
+from labctl.runs import LabRuns
 from labctl.state import LabRecord
-from labctl.ui import NodeReporter, Reporter
+from labctl.ui import NodeReporter, PlainReporter, Reporter
 
 if TYPE_CHECKING:
     import docker
@@ -115,10 +116,8 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
         record.nodes[node].container_name = lab.container_name(record.name, node)
     else:
         record.image, record.container_name = tag, lab.container_name(record.name)
-    several = len(record.nodes) > 1
-    spec = lab.ContainerSpec(
-        record.name, tag, record.gpu, node, record.jupyter_token or "", record.jupyter_port, several
-    )
+    token, several = record.jupyter_token or "", len(record.nodes) > 1
+    spec = lab.ContainerSpec(record.name, tag, record.gpu, node, token, record.jupyter_port, several)
     existing = lab.find_container(client, record.name, node)
     if existing is not None and lab.is_current(existing, client, spec):
         ui.info(f"The lab container {existing.name} is running{'' if node else ' and healthy'}; keeping it.")
@@ -132,11 +131,8 @@ def _node_container(client: docker.DockerClient, record: LabRecord, node: int, t
         else:
             with ui.step("Starting Jupyter in the lab container"):
                 container = _start_on_free_port(client, spec, record, ui)
-    box = lab.LabContainer(container)
-    if node == 0 and not box.exists(f"{lab.WORKSPACE}/{lab.SEED_MARKER}"):  # what it holds now is labctl's
-        if lab.seed_workspace(box):
-            ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
-        workspace.save_baseline(box)
+    if node == 0 and workspace.seed_workspace(lab.LabContainer(container)):
+        ui.info(f"Copied {lab.NOTEBOOK} into the workspace.")
 
 
 def _start_on_free_port(
@@ -219,8 +215,6 @@ def describe_lab(
 ) -> dict[str, Any]:
     """Each node dialled once, never raising; a machine the target reports off (``machines``) is not dialled: asking
     must not revive a lab the user stopped."""
-    from labctl.ui import PlainReporter
-
     known = {int(m["node"]): m for m in machines if isinstance(m, dict) and "node" in m}
     off = {n for n, m in known.items() if m.get("power_state") not in (None, "running")}
     nodes = on_each_node(record, lambda n, _: _describe_node(record, n, wait, n in off), PlainReporter(quiet=True))
@@ -232,9 +226,6 @@ def describe_lab(
 
 
 def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict[str, Any]:
-    from labctl.runs import LabRuns
-    from labctl.ui import PlainReporter
-
     address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
     facts: dict[str, Any] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
     if off:

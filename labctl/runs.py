@@ -3,6 +3,7 @@ dropped connection; listed by ``templates/run_state.py``."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -60,10 +61,9 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
     return RunInfo(str(facts["run_id"]), state, code, get("accuracy"), get("started_at"), get("command"))
 
 
+@dataclass
 class LabRuns:
-    def __init__(self, box: LabContainer) -> None:
-        self.box = box
-        self._tools: PurePosixPath | None = None
+    box: LabContainer
 
     def _ship_once(self, dest: PurePosixPath, entries: Mapping[str, Path | bytes]) -> PurePosixPath:
         """Unless a complete copy is already there (a broken one is redone)."""
@@ -73,12 +73,11 @@ class LabRuns:
             self.box.exec(["touch", str(dest / COMPLETE)])
         return dest
 
+    @functools.cached_property
     def tools(self) -> PurePosixPath:
-        if self._tools is None:
-            files = {name: assets.template(name).read_bytes() for name in TOOLS}
-            version = hashlib.sha256(b"".join(files[name] for name in TOOLS)).hexdigest()[:16]
-            self._tools = self._ship_once(LABCTL_DIR / "tools" / version, files)
-        return self._tools
+        files = {name: assets.template(name).read_bytes() for name in TOOLS}
+        version = hashlib.sha256(b"".join(files[name] for name in TOOLS)).hexdigest()[:16]
+        return self._ship_once(LABCTL_DIR / "tools" / version, files)
 
     def ensure_lab_code(self, lab_dir: Path | None = None) -> PurePosixPath:
         lab_dir = lab_dir or assets.lab_dir()
@@ -86,12 +85,6 @@ class LabRuns:
         return self._ship_once(dest, {child.name: child for child in sorted(lab_dir.iterdir())})
 
     def upload_data(self, local: Path) -> PurePosixPath:
-        if not local.exists():
-            raise NotFound(
-                f"The dataset {local} does not exist on this computer.",
-                hint="Give a path to train/<class>/*.jpg (a directory, .tar or .tar.gz), or 'cifar10' to download "
-                "it on the machine.",
-            )
         stat = local.stat()
         key = hashlib.sha256(f"{local.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         return self._ship_once(LABCTL_DIR / "data" / key, {local.name: local}) / local.name
@@ -111,7 +104,7 @@ class LabRuns:
         started = datetime.now(timezone.utc).isoformat()
         meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
-        runner = self.tools() / "lab-run.sh"
+        runner = self.tools / "lab-run.sh"
         self.box.spawn(["sh", str(runner), str(run_dir), path, *argv], env=env, workdir=str(run_dir))
         return run_dir
 
@@ -130,7 +123,7 @@ class LabRuns:
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:
         """All of them, or those named, oldest first."""
-        program = self.tools() / "run_state.py"
+        program = self.tools / "run_state.py"
         result = self.box.exec(["python", str(program), str(RUNS_DIR), *(run_ids or [])], check=False)
         if result.exit_code != 0:
             raise LabctlError(

@@ -16,10 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from labctl.container import LabContainer
+from labctl.assets import lab_dir
+from labctl.container import NOTEBOOK, LabContainer
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
-from labctl.workspace_manifest import EXCLUDED_DIRS
+from labctl.workspace_manifest import EXCLUDED_DIRS, SEED_MARKER
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: lab code, uploaded data, this tool
@@ -115,6 +116,23 @@ def compute_manifest(
 def save_baseline(box: LabContainer) -> None:
     """Every file whatever its size, so that `down` copies exactly what changed since `up`."""
     _run_tool(box, ["--max-size", "0", f"--write={BASELINE}"])
+
+
+def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
+    """On the first start only: the notebook put in /workspace unless the user already has one there, and the
+    baseline of what the workspace holds then (labctl's, not the user's work)."""
+    marker = f"{WORKSPACE}/{SEED_MARKER}"
+    if box.exists(marker):
+        return False
+    if notebook is None:
+        found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
+        notebook = found[0] if found else None
+    copied = notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}")
+    if copied and notebook is not None:
+        box.put(str(WORKSPACE), {notebook.name: notebook})
+    box.exec(["touch", marker])
+    save_baseline(box)
+    return copied
 
 
 def load_baseline(box: LabContainer) -> Manifest | None:
@@ -306,9 +324,7 @@ def pull(
         unpacker = _Unpacker(
             dest / COPY_DIR, wanted, {p: str(f["sha256"]) for p, f in previous.items()}, progress, root
         )
-        if wanted:
-            unpacker.copy_dir.mkdir(parents=True, exist_ok=True)
-            unpacker.fetch(box, transfer_units(wanted, manifest))
+        unpacker.fetch(box, transfer_units(wanted, manifest))
         gone, failed = _retry_missing(box, unpacker)
         copied = sorted(unpacker.done.values(), key=lambda f: f.path)
         unchanged = len(manifest.files) - len(selected)

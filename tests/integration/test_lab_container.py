@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from labctl import container as lab
+from labctl import workspace
 from labctl.labhost import prepare_lab, teardown_lab
 from labctl.state import LabRecord
 from labctl.ui import PlainReporter
@@ -123,18 +124,18 @@ def test_notebook_is_seeded_once_and_never_overwritten(
 ) -> None:
     container = docker_client.containers.get(ready_lab.container_name)
     box = lab.LabContainer(container)
-    box.exec(["rm", "-f", f"/workspace/{lab.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
+    box.exec(["rm", "-f", f"/workspace/{workspace.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
     notebook = tmp_path / lab.NOTEBOOK
     notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     box.put("/workspace", {lab.NOTEBOOK: b"user-version\n"})
-    assert lab.seed_workspace(box, notebook) is False  # the user's copy stays
+    assert workspace.seed_workspace(box, notebook) is False  # the user's copy stays
     assert box.exec(["cat", f"/workspace/{lab.NOTEBOOK}"]).text == "user-version\n"
 
-    box.exec(["rm", "-f", f"/workspace/{lab.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
-    assert lab.seed_workspace(box, notebook) is True
+    box.exec(["rm", "-f", f"/workspace/{workspace.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
+    assert workspace.seed_workspace(box, notebook) is True
     assert json.loads((box.get(f"/workspace/{lab.NOTEBOOK}", tmp_path / "out")).read_text())["nbformat"] == 4
     box.exec(["rm", f"/workspace/{lab.NOTEBOOK}"])
-    assert lab.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
+    assert workspace.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
 
 
 def test_teardown_removes_container_and_volume(own_lab: LabRecord, docker_client: Any) -> None:

@@ -33,8 +33,7 @@ def box(lab_image: str, lab_name: str, docker_client: Any) -> lab.LabContainer:
         docker_client, lab.ContainerSpec(lab_name, lab_image, False, token="0" * 64, port=free_port())
     )
     box = lab.LabContainer(container)
-    lab.seed_workspace(box)
-    ws.save_baseline(box)
+    ws.seed_workspace(box)
     return box
 
 
