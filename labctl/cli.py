@@ -287,9 +287,9 @@ def down_cmd(
 
     Example: labctl down --name cifar-gpu
     """
-    from labctl.workflows.down import DownOptions, down
+    from labctl.workflows.down import down
 
-    return down(_options(DownOptions, locals(), save=not no_save), ui)
+    return down(ui, name, yes, force, confirm_name, save=not no_save)
 
 
 @_command("idle-stop")
@@ -328,9 +328,9 @@ def pull_cmd(
 
     Example: labctl pull analysis.ipynb src/
     """
-    from labctl.workflows.workspace import PullOptions, pull
+    from labctl.workflows.workspace import pull
 
-    return pull(_options(PullOptions, locals()), ui)
+    return pull(ui, name, paths, dest, changed, max_size_mb)
 
 
 @_command("push")
@@ -345,9 +345,9 @@ def push_cmd(
 
     Example: labctl push train.py data/labels.csv --to project
     """
-    from labctl.workflows.workspace import PushOptions, push
+    from labctl.workflows.workspace import push
 
-    return push(_options(PushOptions, locals()), ui)
+    return push(ui, paths, name, to)
 
 
 @_command("open")
@@ -369,9 +369,9 @@ def open_cmd(
 
     Example: labctl open --browser --forward 6006
     """
-    from labctl.workflows.open import OpenOptions, open_lab
+    from labctl.workflows.open import open_lab
 
-    return open_lab(_options(OpenOptions, locals(), json_out=as_json), ui)
+    return open_lab(ui, name, port, print_only, browser, forward, as_json)
 
 
 def _with_lab_options(command: Callable[..., Outcome]) -> Callable[..., Outcome]:
@@ -467,9 +467,9 @@ def run_cmd(
 
     Example: labctl run --name cifar-gpu train.py --epochs 5
     """
-    from labctl.workflows.userrun import RunScriptOptions, run_script
+    from labctl.workflows.userrun import run_script
 
-    return run_script(_options(RunScriptOptions, locals()), ui)
+    return run_script(ui, script, args, name, detach)
 
 
 @_command("cancel")

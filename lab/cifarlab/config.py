@@ -8,6 +8,7 @@ augmentation and label smoothing on a CPU, and on CUDA airbench94's network and 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,9 +147,16 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(what)
 
-        need(self.epochs is not None and self.epochs > 0, f"--epochs must be positive, got {self.epochs}.")
+        positive = 0 < (self.epochs or 0) < math.inf  # nan and inf too are refused: no run ends on them
+        need(positive, f"--epochs must be a positive number, got {self.epochs}.")
         need(self.batch_size is not None and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
-        need(min(self.lr or 0, self.bias_lr or 0) > 0, f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive.")
+        rates = all(0 < (rate or 0) < math.inf for rate in (self.lr, self.bias_lr))
+        need(rates, f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive numbers.")
+        need(
+            self.holdout is None or 0 < self.holdout < 1,
+            f"--holdout is a share of the images (0.1, say), got {self.holdout}.",
+        )
+        need(0 <= self.seed < 2**32, f"--seed must be a whole number from 0 to 4294967295, got {self.seed}.")
         need(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}.")
         need(self.schedule in ("constant", "onecycle", "triangle"), f"--schedule: no {self.schedule!r} schedule.")
         need(self.amp in ("auto", "bf16", "fp16", "off"), f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}.")

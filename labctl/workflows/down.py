@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.locks import lab_lock
@@ -12,44 +11,45 @@ from labctl.ui import Outcome, Reporter
 from labctl.workflows.power import check_owner
 
 
-@dataclass
-class DownOptions:
-    name: str | None = None
-    yes: bool = False
-    force: bool = False
-    confirm_name: str | None = None  # the lab's name, typed to act on a lab someone else owns
-    save: bool = True  # copy what changed in /workspace since `up` here first
-
-
-def down(opts: DownOptions, ui: Reporter) -> Outcome:
+def down(
+    ui: Reporter,
+    name: str | None = None,
+    yes: bool = False,
+    force: bool = False,
+    confirm_name: str | None = None,
+    save: bool = True,
+) -> Outcome:
+    """``save``: copy what changed in /workspace since `up` here first."""
     store = StateStore()
     try:
-        record = store.resolve(opts.name)
+        record = store.resolve(name)
     except NotFound as missing:
-        record = _found_elsewhere(opts.name, missing)
+        record = _found_elsewhere(name, missing)
     with lab_lock(record.name, "down", ui):
         if store.exists(record.name):  # as the command this one may have waited for left it
             record = store.load(record.name)
-        return _down(opts, store, record, ui)
+        return _down(store, record, ui, yes, force, confirm_name, save)
 
 
-def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter) -> Outcome:
+def _down(
+    store: StateStore, record: LabRecord, ui: Reporter, yes: bool, force: bool, confirm_name: str | None, save: bool
+) -> Outcome:
     from labctl.targets import get_target
 
     target = get_target(record.target)
     what = target.removal(record)
-    confirmed = check_owner(record, target, "down", ui, opts.force, opts.confirm_name)
-    if opts.save and not store.exists(record.name):
+    confirmed = check_owner(record, target, "down", ui, force, confirm_name)
+    if save and not store.exists(record.name):
         _refuse_unreachable(record, target.label)
-    if not opts.yes and not confirmed:
+    if not yes and not confirmed:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
         if input(f"Delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
-    if not opts.force:
+    if not force:
         _protect_results(record, ui)
     saved = None
-    if opts.save:
+    if save:
         from labctl.workflows.workspace import save_before_down
 
         saved = save_before_down(record, ui)
@@ -58,7 +58,7 @@ def _down(opts: DownOptions, store: StateStore, record: LabRecord, ui: Reporter)
     try:
         target.destroy(record, ui)
     except LabctlError as exc:
-        if not opts.force or target.owns_machine:
+        if not force or target.owns_machine:
             raise  # the record stays, so `down` can be run again once the cause is fixed
         store.delete(record.name)
         raise LabctlError(

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,18 +24,6 @@ from labctl.ui import Outcome, Reporter
 
 if TYPE_CHECKING:
     from labctl.machine import Machine
-
-
-@dataclass
-class OpenOptions:
-    name: str | None = None
-    port: int = 8888
-    print_only: bool = False
-    browser: bool = False
-    # `open --json`: a held tunnel writes its URL as one JSON line to stdout as soon as it is up, since the
-    # command's own output only comes when the tunnel closes, which is too late for a script waiting on it.
-    json_out: bool = False
-    forward: list[int] = field(default_factory=list)  # more ports of the lab, through the same tunnel
 
 
 def lab_url(port: int, token: str) -> str:
@@ -60,16 +47,16 @@ def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
     )
 
 
-def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) -> None:
+def _check_forwards(forward: list[int], print_only: bool, jupyter_ports: set[int] | None = None) -> None:
     hint = "Name each port of the lab once, e.g. --forward 6006 (TensorBoard) --forward 5000 (MLflow)."
-    for i, port in enumerate(opts.forward):
+    for i, port in enumerate(forward):
         if not 0 < port < 65536:
             problem = "is not a port number (1-65535)"
-        elif port in opts.forward[:i]:
+        elif port in forward[:i]:
             problem = "is given twice"
         elif port in (jupyter_ports or ()):
             problem, hint = "is the lab's Jupyter port, which 'labctl open' forwards already", "Leave it out."
-        elif opts.print_only:
+        elif print_only:
             problem = "needs the tunnel that 'labctl open' holds, and --print holds none"
             hint = "Leave out --print, or --forward."
         else:
@@ -77,66 +64,78 @@ def _check_forwards(opts: OpenOptions, jupyter_ports: set[int] | None = None) ->
         raise UsageError(f"--forward {port} {problem}.", hint=hint)
 
 
-def open_lab(opts: OpenOptions, ui: Reporter, *, stop: threading.Event | None = None) -> Outcome:
-    """``stop`` ends a held tunnel the way Ctrl-C does (tests and embedding callers use it)."""
+def open_lab(
+    ui: Reporter,
+    name: str | None = None,
+    port: int = 8888,
+    print_only: bool = False,
+    browser: bool = False,
+    forward: list[int] | None = None,
+    as_json: bool = False,
+    *,
+    stop: threading.Event | None = None,
+) -> Outcome:
+    """``forward``: more ports of the lab, through the same tunnel. ``as_json``: a held tunnel writes its URL as one
+    JSON line to stdout as soon as it is up, since the command's own output only comes when the tunnel closes, which
+    is too late for a script waiting on it. ``stop`` ends a held tunnel the way Ctrl-C does (tests use it)."""
     from labctl.container import JUPYTER_PORT
     from labctl.machine import connect
 
-    if not 0 <= opts.port < 65536:
-        raise UsageError(f"--port {opts.port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
-    _check_forwards(opts)
-    record = StateStore().resolve(opts.name)
+    forward = forward or []
+    if not 0 <= port < 65536:
+        raise UsageError(f"--port {port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
+    _check_forwards(forward, print_only)
+    record = StateStore().resolve(name)
     record.require_ready()
     token = record.jupyter_token
     if not token:
         raise NotReady(
             f"Lab '{record.name}' has no Jupyter container yet.", hint="Run 'labctl up' to finish creating it."
         )
-    _check_forwards(opts, {record.jupyter_port, JUPYTER_PORT})
+    _check_forwards(forward, print_only, {record.jupyter_port, JUPYTER_PORT})
 
     # The tunnel's connection is left unmarked: the idle agent counts it as someone working, so the lab does
     # not stop itself while `open` is attached (its daily auto-shutdown still applies).
     with connect(record, ui, wait=30.0, mark=False) as machine:
-        if not machine.remote and not opts.forward:
-            port = record.jupyter_port
-            check_jupyter(port, token)
-            url = lab_url(port, token)
-            with browse(url, opts.browser, ui):
-                if opts.browser:
+        if not machine.remote and not forward:
+            check_jupyter(record.jupyter_port, token)
+            url = lab_url(record.jupyter_port, token)
+            with browse(url, browser, ui):
+                if browser:
                     time.sleep(BROWSER_GRACE)  # no tunnel to hold: give the browser time to read the page
-            return Outcome({"name": record.name, "url": url, "port": port, "tunnel": False}, url)
+            return Outcome({"name": record.name, "url": url, "port": record.jupyter_port, "tunnel": False}, url)
 
-        if opts.print_only:
+        if print_only:
             # The tunnel is held elsewhere (another 'labctl open' or 'ssh -L'); check Jupyter through a
-            # short-lived one so that the printed URL is known to work behind a tunnel on opts.port.
+            # short-lived one so that the printed URL is known to work behind a tunnel on --port.
             with machine.forward(record.jupyter_port, 0) as probe:
                 check_jupyter(probe, token)
-            url = lab_url(opts.port, token)
-            return Outcome({"name": record.name, "url": url, "port": opts.port, "tunnel": False}, url)
+            url = lab_url(port, token)
+            return Outcome({"name": record.name, "url": url, "port": port, "tunnel": False}, url)
 
         with contextlib.ExitStack() as tunnels:
-            port = tunnels.enter_context(machine.forward(record.jupyter_port, opts.port))
-            check_jupyter(port, token)
-            url = lab_url(port, token)
-            if machine.remote and port != opts.port:
-                ui.info(f"Port {opts.port} is busy on this computer; the tunnel uses {port}.")
-            opened: dict[str, Any] = {"name": record.name, "url": url, "port": port, "tunnel": True}
-            if opts.forward:
-                opened["forwards"] = _forward_lab_ports(machine, record.name, opts.forward, tunnels, ui)
-            if opts.json_out:
+            local = tunnels.enter_context(machine.forward(record.jupyter_port, port))
+            check_jupyter(local, token)
+            url = lab_url(local, token)
+            if machine.remote and local != port:
+                ui.info(f"Port {port} is busy on this computer; the tunnel uses {local}.")
+            opened: dict[str, Any] = {"name": record.name, "url": url, "port": local, "tunnel": True}
+            if forward:
+                opened["forwards"] = _forward_lab_ports(machine, record.name, forward, tunnels, ui)
+            if as_json:
                 print(json.dumps(opened), file=sys.stdout, flush=True)
             else:
                 ui.line(url)
                 for forwarded in opened.get("forwards", []):
                     ui.line(f"Port {forwarded['port']} of the lab: {forwarded['url']}")
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
-            with browse(url, opts.browser, ui):
+            with browse(url, browser, ui):
                 waiter = stop or threading.Event()
                 with contextlib.suppress(KeyboardInterrupt):
                     while not waiter.wait(0.5):
                         pass
     # With --json all was said in the line above; the CLI prints '{}' on a line of its own: "the tunnel is closed".
-    return Outcome({} if opts.json_out else opened, "Tunnel closed.")
+    return Outcome({} if as_json else opened, "Tunnel closed.")
 
 
 def _forward_lab_ports(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import importlib.util
 import json
-import math
 import re
-from collections.abc import Callable, Iterable
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from labctl.assets import lab_dir
@@ -37,28 +37,17 @@ class Launch:
         return describe(self.plan)
 
 
-def _read_lab_options() -> dict[str, LabOption]:
-    """Read from the file: importing the cifarlab package would load torch."""
-    spec = importlib.util.spec_from_file_location("cifarlab_options", lab_dir() / "cifarlab" / "options.py")
+def _read_lab(module: str) -> ModuleType:
+    """Read from the file: importing the cifarlab package would load torch (these two import nothing of it)."""
+    spec = importlib.util.spec_from_file_location(f"cifarlab_{module}", lab_dir() / "cifarlab" / f"{module}.py")
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dict(module.OPTIONS)
+    loaded = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # a dataclass looks up its module
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
-LAB_OPTIONS = _read_lab_options()
-
-
-# The numbers run-lab checks before anything connects: (whether one fits, what one that does not is, a hint).
-_NUMBERS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
-    "epochs": (lambda n: math.isfinite(n) and n > 0, "is not a positive number", "For example --epochs 2."),
-    "lr": (lambda n: math.isfinite(n) and n > 0, "is not a positive number", "For example --lr 2."),
-    "holdout": (lambda n: 0 < n < 1, "is not a share of the images", "E.g. 0.1."),
-    "batch_size": (lambda n: n >= 1, "is not a positive whole number", "E.g. 64."),
-    "seed": (lambda n: 0 <= n < 2**32, "is out of range", "Use a whole number from 0 to 4294967295."),
-    "gpus": (lambda n: n >= 1, "is not a number of GPUs", "Use 1 or more, or leave it out."),
-    "nodes": (lambda n: n >= 1, "is not a number of machines", "Use 1 or more."),
-}
+LAB_OPTIONS: dict[str, LabOption] = dict(_read_lab("options").OPTIONS)
+LAB_CONFIG = _read_lab("config")  # the lab's TrainConfig checks every training value, here as in the lab
 
 
 def results_root() -> Path:
@@ -85,14 +74,22 @@ class RunLabOptions:
 
     def check(self) -> RunLabOptions:
         sets = parse_sets(self.extra)
-        if not self.notebook:  # the notebook's --set keys are its LAB_* parameters (workers, print_every, ...)
-            _check_set_keys(sets)
-        given = {**self.training, **_typed_sets(sets), "gpus": self.gpus, "nodes": self.nodes}  # --set epochs=-1 too
-        for key, (fits, is_not, hint) in _NUMBERS.items():
-            number = given.get(key)
-            if number is not None and not fits(number):  # nan and inf fail every test
-                shown = f"{number:g}" if isinstance(number, float) else number
-                raise UsageError(f"--{key.replace('_', '-')} {shown} {is_not}.", hint=hint)
+        for key in ("out", "data", "data_root") if not self.notebook else ():
+            if key in sets:
+                raise UsageError(
+                    f"--set {key}=...: run-lab sets {key} itself.", hint="Give --data (or --out with --here)."
+                )
+        values = {**self.training, **sets}
+        if self.notebook:  # the notebook's other --set keys are its LAB_* parameters (workers, print_every, ...)
+            fields = {f.name for f in dataclasses.fields(LAB_CONFIG.TrainConfig)}
+            values = {key: value for key, value in values.items() if key in fields}
+        try:
+            LAB_CONFIG.TrainConfig().with_strings({key: str(value) for key, value in values.items()}).resolved()
+        except LAB_CONFIG.ConfigError as exc:
+            raise UsageError(str(exc), hint="'labctl run-lab --help' lists the options.") from None
+        for flag, count, what in (("--gpus", self.gpus, "GPUs"), ("--nodes", self.nodes, "machines")):
+            if count is not None and count < 1:
+                raise UsageError(f"{flag} {count} is not a number of {what}.", hint="Use 1 or more, or leave it out.")
         if self.notebook and self.gpus is not None:
             raise UsageError(
                 "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
@@ -167,45 +164,11 @@ def parse_sets(items: list[str]) -> dict[str, str]:
     return values
 
 
-def _check_set_keys(keys: Iterable[str]) -> None:
-    known = _train_keys()
-    for key in keys:
-        if key in ("out", "data", "data_root"):
-            raise UsageError(f"--set {key}=...: run-lab sets {key} itself.", hint="Give --data (or --out with --here).")
-        if key not in known:
-            raise UsageError(
-                f"--set {key}=... names an unknown training option '{key}'.",
-                hint=f"The lab's options are: {', '.join(sorted(known - {'out', 'data', 'data_root'}))}.",
-            )
-
-
-def _train_keys() -> set[str]:
-    tree = ast.parse((lab_dir() / "cifarlab" / "config.py").read_text(encoding="utf-8"))
-    config = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
-    return {n.target.id for n in config.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
-
-
-def _typed_sets(values: dict[str, str]) -> dict[str, Any]:
-    typed: dict[str, Any] = {}
-    for key, text in values.items():
-        option = LAB_OPTIONS.get(key)
-        if option is None or (option.type is str and not option.choices):
-            continue  # the lab checks it, as it checks every value again
-        try:
-            typed[key] = option.type(text)
-        except ValueError:
-            raise UsageError(f"--set {key}={text} is not a {option.type.__name__}.", hint=option.help) from None
-        if option.choices and text not in option.choices:
-            raise UsageError(f"--set {key}={text}: choose one of {', '.join(option.choices)}.", hint=option.help)
-    return typed
-
-
 def lab_values(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> dict[str, Any]:
     """The values of ``python -m cifarlab train|notebook`` for these options, ``None`` for those left out."""
     defaults = {key: option.default for key, option in LAB_OPTIONS.items() if option.default is not None}
     given = {"out": out, "data": data, "data_root": data_root, **defaults, **opts.training, **parse_sets(opts.extra)}
-    if opts.notebook:
-        opts._check_notebook_model()
+    if opts.notebook:  # the tutorial's model (``check`` refused another)
         given.pop("model")
     return given
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import runs
@@ -16,31 +15,27 @@ from labctl.workflows.runlab import Watch, lab_nodes, pick_run, reach, run_nodes
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
 
-@dataclass
-class RunScriptOptions:
-    script: str  # a .py on this computer, or a path in /workspace
-    args: list[str] = field(default_factory=list)
-    name: str | None = None
-    detach: bool = False
-
-
-def run_script(opts: RunScriptOptions, ui: Reporter) -> Outcome:
+def run_script(
+    ui: Reporter, script: str, args: list[str] | None = None, name: str | None = None, detach: bool = False
+) -> Outcome:
+    """``script``: a .py on this computer, or a path in /workspace."""
+    args = args or []
     store = StateStore()
-    record = store.resolve(opts.name)
+    record = store.resolve(name)
     with lab_nodes(record, ui) as lab:
         lab_runs = lab.reached[0].runs
-        script, files = users_file(opts.script, lab_runs, "script")
+        script, files = users_file(script, lab_runs, "script")
         run_id = runs.new_run_id()
         run_dir = runs.RUNS_DIR / run_id
         target = script if script.startswith("/") else str(run_dir / script)  # a relative one is among ``files``
         env = {"LAB_OUT": str(run_dir)}
-        lab_runs.start(run_id, ["python", target, *opts.args], path=runs.WORKSPACE, env=env, files=files)
-        command = ["python", script, *opts.args]
+        lab_runs.start(run_id, ["python", target, *args], path=runs.WORKSPACE, env=env, files=files)
+        command = ["python", script, *args]
         record.runs.append(RunRecord(run_id=run_id, started_at=now_iso(), options={"command": command}))
         store.save(record)
         ui.info(f"Run {run_id} started on lab '{record.name}': {' '.join(command)}")
         watch = Watch(
-            detach=opts.detach,
+            detach=detach,
             doing="running",
             brings="its folder",
             or_else=f"stop it with 'labctl cancel {run_id}'",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from labctl import workspace
@@ -11,22 +10,6 @@ from labctl.labhost import lab_container
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter
 from labctl.workflows.runlab_options import results_root
-
-
-@dataclass
-class PullOptions:
-    name: str | None = None
-    paths: list[str] = field(default_factory=list)  # in /workspace; none: the whole workspace
-    dest: Path | None = None  # default: <results_dir>/<lab>
-    changed: bool = False  # only what changed since `up`
-    max_size_mb: int = workspace.DEFAULT_MAX_FILE_MB
-
-
-@dataclass
-class PushOptions:
-    paths: list[Path]
-    name: str | None = None
-    to: str = ""  # a folder in /workspace
 
 
 def describe_pull(result: workspace.PullResult) -> str:
@@ -56,29 +39,38 @@ def describe_pull(result: workspace.PullResult) -> str:
     return "\n".join([*lines, *(f"Your local edit was kept as {path}." for path in result.kept_local)])
 
 
-def pull(opts: PullOptions, ui: Reporter) -> Outcome:
-    for path in opts.paths:
+def pull(
+    ui: Reporter,
+    name: str | None = None,
+    paths: list[str] | None = None,
+    dest: Path | None = None,
+    changed: bool = False,
+    max_size_mb: int = workspace.DEFAULT_MAX_FILE_MB,
+) -> Outcome:
+    """``paths`` in /workspace (none: all of it) to ``dest`` (default: <results_dir>/<lab>)."""
+    for path in paths or []:
         workspace.workspace_path(path)  # a path out of /workspace is refused before anything connects
-    record = StateStore().resolve(opts.name)
+    record = StateStore().resolve(name)
     with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
         result = workspace.pull(
             box,
-            opts.dest or results_root() / record.name,
-            root=opts.dest or results_root(),
-            paths=opts.paths,
-            changed_only=opts.changed,
-            max_size=opts.max_size_mb * workspace.MB,
+            dest or results_root() / record.name,
+            root=dest or results_root(),
+            paths=paths or [],
+            changed_only=changed,
+            max_size=max_size_mb * workspace.MB,
             progress=workspace.progress_lines(ui.info),
         )
     return Outcome({"name": record.name, **result.to_json()}, describe_pull(result))
 
 
-def push(opts: PushOptions, ui: Reporter) -> Outcome:
-    workspace.workspace_path(opts.to)  # refused before anything connects
-    record = StateStore().resolve(opts.name)
+def push(ui: Reporter, paths: list[Path], name: str | None = None, to: str = "") -> Outcome:
+    """``to``: a folder in /workspace."""
+    workspace.workspace_path(to)  # refused before anything connects
+    record = StateStore().resolve(name)
     progress = workspace.progress_lines(ui.info, "Sent")
-    with lab_container(record, ui) as box, ui.step(f"Copying {len(opts.paths)} path(s) into lab '{record.name}'"):
-        result = workspace.push(box, opts.paths, opts.to, progress=progress)
+    with lab_container(record, ui) as box, ui.step(f"Copying {len(paths)} path(s) into lab '{record.name}'"):
+        result = workspace.push(box, paths, to, progress=progress)
     size = workspace.human_bytes(result.bytes)
     lines = [f"Sent {len(result.files)} file(s), {size}, to {result.dest}; each checked there."]
     if result.skipped:

@@ -100,13 +100,11 @@ def _ssh_rules(fake: FakeArm) -> list[tuple[str, str, str]]:
 
 def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.StringIO, dict[str, Any]]:
     from labctl.ui import PlainReporter
-    from labctl.workflows.open import OpenOptions, open_lab
+    from labctl.workflows.open import open_lab
 
     stop, said, outcome = threading.Event(), io.StringIO(), {}
     reporter = PlainReporter(said)
-    thread = threading.Thread(
-        target=lambda: outcome.update(open_lab(OpenOptions(port=port), reporter, stop=stop).data), daemon=True
-    )
+    thread = threading.Thread(target=lambda: outcome.update(open_lab(reporter, port=port, stop=stop).data), daemon=True)
     thread.start()
     return thread, stop, said, outcome
 

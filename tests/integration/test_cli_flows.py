@@ -21,7 +21,7 @@ from labctl.hostkeys import fingerprint
 from labctl.labhost import describe_lab
 from labctl.state import StateStore
 from labctl.ui import PlainReporter
-from labctl.workflows.open import OpenOptions, open_lab
+from labctl.workflows.open import open_lab
 from labctl.workflows.shell import run_ssh
 from tests.support.sshd import KeyPair, SSHServer
 
@@ -99,9 +99,7 @@ def test_ssh_flow_up_open_ssh_down(
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         taken = busy.getsockname()[1]
-        thread = threading.Thread(
-            target=lambda: outcome.update(open_lab(OpenOptions(name=lab_name, port=taken), ui, stop=stop).data)
-        )
+        thread = threading.Thread(target=lambda: outcome.update(open_lab(ui, lab_name, taken, stop=stop).data))
         thread.start()
         try:
             assert ui.got_line.wait(60), "open printed no URL"

@@ -80,7 +80,7 @@ def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--epochs", "-1"], "--epochs -1 is not a positive number"),
+        (["--epochs", "-1"], "--epochs must be a positive number, got -1.0"),
         (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'sgd', 'adamw'"),
         (["--set", "nonsense"], "is not KEY=VALUE"),
         (["--set", "wings=2"], "unknown training option 'wings'"),
