@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import inspect
 import json
 import re
@@ -113,21 +114,29 @@ def _options(cls: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
     return cls(**{key: value for key, value in given.items() if key in fields and value is not None} | more)
 
 
-def _command(name: str, **settings: Any) -> Callable[[Callable[..., Outcome]], Callable[..., Outcome]]:
+def _command(name: str, calls: str = "", **settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A command from a function given the reporter first and returning its workflow's outcome, which ``_run``
-    renders (as JSON with its ``--json``)."""
+    renders (as JSON with its ``--json``); with ``calls`` (a workflow in ``labctl.workflows``: "status.status") the
+    function only declares the parameters, and the workflow gets those it names, the reporter as ``ui``."""
 
-    def register(action: Callable[..., Outcome]) -> Callable[..., Outcome]:
+    def register(action: Callable[..., Any]) -> Callable[..., Any]:
         def command(**given: Any) -> None:
-            _run(lambda ui: action(ui, **given), given.get("as_json", False))
+            _run(lambda ui: _call(calls, ui, given) if calls else action(ui, **given), given.get("as_json", False))
 
-        params = list(inspect.signature(action, eval_str=True).parameters.values())[1:]
+        params = list(inspect.signature(action, eval_str=True).parameters.values())[0 if calls else 1 :]
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__doc__ = action.__doc__
         app.command(name, cls=LabctlCommand, **settings)(command)
         return action
 
     return register
+
+
+def _call(calls: str, ui: Reporter, given: dict[str, Any]) -> Outcome:
+    module, function = calls.rsplit(".", 1)
+    workflow = getattr(importlib.import_module(f"labctl.workflows.{module}"), function)
+    takes = inspect.signature(workflow).parameters
+    return workflow(ui=ui, **{key: value for key, value in given.items() if key in takes})
 
 
 def _version(value: bool) -> None:
@@ -266,9 +275,8 @@ def up_cmd(
     return up(asked, ui, dry_run=dry_run)
 
 
-@_command("down")
+@_command("down", "down.down")
 def down_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     yes: bool = YES,
     force: bool = _opt(
@@ -279,7 +287,7 @@ def down_cmd(
         "--no-save", "Do not copy what changed in the workspace since up to this computer first.", default=False
     ),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
 
     What changed in /workspace since 'up', whatever its size, is copied to ./labctl-results/LAB/workspace/ first,
@@ -287,30 +295,22 @@ def down_cmd(
 
     Example: labctl down --name cifar-gpu
     """
-    from labctl.workflows.down import down
-
-    return down(ui, name, yes, force, confirm_name, save=not no_save)
 
 
-@_command("idle-stop")
+@_command("idle-stop", "power.set_idle_stop")
 def idle_stop_cmd(
-    ui: Reporter,
     minutes: str = typer.Argument(..., help="Minutes idle before the lab stops itself, or 'off'."),
     name: str | None = NAME,
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there).
 
     Example: labctl idle-stop --name cifar-gpu 30
     """
-    from labctl.workflows.power import set_idle_stop
-
-    return set_idle_stop(name, minutes, ui)
 
 
-@_command("pull")
+@_command("pull", "workspace.pull")
 def pull_cmd(
-    ui: Reporter,
     paths: list[str] | None = typer.Argument(
         None, metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."
     ),
@@ -319,7 +319,7 @@ def pull_cmd(
     changed: bool = _opt("--changed", "Only what changed since 'up'.", default=False),
     max_size_mb: int = _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB", default=200),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Copy your files from the lab's /workspace here, each one verified against its sha256 in the lab.
 
     Caches (.cache, __pycache__, .ipynb_checkpoints), labctl's own folders (runs/, .labctl/) and files larger
@@ -328,31 +328,23 @@ def pull_cmd(
 
     Example: labctl pull analysis.ipynb src/
     """
-    from labctl.workflows.workspace import pull
-
-    return pull(ui, name, paths, dest, changed, max_size_mb)
 
 
-@_command("push")
+@_command("push", "workspace.push")
 def push_cmd(
-    ui: Reporter,
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Local files or folders to send."),
     name: str | None = NAME,
     to: str = _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR", default=""),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
 
     Example: labctl push train.py data/labels.csv --to project
     """
-    from labctl.workflows.workspace import push
-
-    return push(ui, paths, name, to)
 
 
-@_command("open")
+@_command("open", "open.open_lab")
 def open_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     port: int = _opt("--port", "Local port for the tunnel (next free if busy).", "PORT", default=8888),
     print_only: bool = _opt("--print", "Print the URL and exit (for a tunnel held elsewhere).", default=False),
@@ -364,14 +356,11 @@ def open_cmd(
         "PORT",
     ),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel.
 
     Example: labctl open --browser --forward 6006
     """
-    from labctl.workflows.open import open_lab
-
-    return open_lab(ui, name, port, print_only, browser, forward, as_json)
 
 
 def _with_lab_options(command: Callable[..., Outcome]) -> Callable[..., Outcome]:
@@ -450,15 +439,16 @@ def run_lab_cmd(
     return run_lab(_options(RunLabOptions, locals(), training=given, notebook=notebook), ui)
 
 
-@_command("run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+@_command(
+    "run", "userrun.run_script", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
+)
 def run_cmd(
-    ui: Reporter,
     script: str = _arg("SCRIPT", "Your .py, on this computer or in /workspace.", ...),
     args: list[str] | None = _arg("[ARGS]...", "Arguments for the script."),
     name: str | None = NAME,
     detach: bool = DETACH,
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Run your own Python script in the lab container, the way run-lab runs the lab.
 
     It runs detached in /workspace/runs/RUN/ (its working folder, also $LAB_OUT), with /workspace on its import
@@ -467,148 +457,108 @@ def run_cmd(
 
     Example: labctl run --name cifar-gpu train.py --epochs 5
     """
-    from labctl.workflows.userrun import run_script
-
-    return run_script(ui, script, args, name, detach)
 
 
-@_command("cancel")
+@_command("cancel", "userrun.cancel")
 def cancel_cmd(
-    ui: Reporter,
     run: str | None = _arg("[RUN]", "Run id (default: the running one).", callback=_run_id),
     name: str | None = NAME,
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Stop a run: it gets SIGTERM, saves its checkpoint and ends; says what was kept.
 
     Example: labctl cancel 20260101-120000-ab12
     """
-    from labctl.workflows.userrun import cancel
-
-    return cancel(name, run, ui)
 
 
-@_command("status")
-def status_cmd(ui: Reporter, name: str | None = NAME, as_json: bool = JSON) -> Outcome:
+@_command("status", "status.status")
+def status_cmd(name: str | None = NAME, as_json: bool = JSON) -> None:
     """What runs where, since when, and what it costs; with several labs and no --name, one table of all.
 
     Example: labctl status
     """
-    from labctl.workflows.status import status
-
-    return status(name, ui)
 
 
-@_command("list")
+@_command("list", "inventory.list_labs")
 def list_cmd(
-    ui: Reporter,
     subscription: str | None = SUBSCRIPTION,
     local_only: bool = _opt("--local", "Only labs recorded on this computer.", default=False),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Every lab: those recorded here and those found in Azure by their tags.
 
     Example: labctl list --local
     """
-    from labctl.validate import check_subscription
-    from labctl.workflows.inventory import list_labs
-
-    if subscription is not None:
-        check_subscription(subscription)
-    return list_labs(subscription, local_only, ui)
 
 
-@_command("stop")
+@_command("stop", "power.stop")
 def stop_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     yes: bool = YES,
     force: bool = FORCE_OWNER,
     confirm_name: str | None = CONFIRM_NAME,
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
     Example: labctl stop --name cifar-gpu
     """
-    from labctl.workflows.power import stop
-
-    return stop(name, ui, yes=yes, force=force, confirm_name=confirm_name)
 
 
-@_command("start")
+@_command("start", "power.start")
 def start_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     force: bool = FORCE_OWNER,
     confirm_name: str | None = CONFIRM_NAME,
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Start a stopped lab again, with the same IP and keys.
 
     Example: labctl start --name cifar-gpu
     """
-    from labctl.workflows.power import start
-
-    return start(name, ui, force=force, confirm_name=confirm_name)
 
 
-@_command("logs")
+@_command("logs", "runlab.logs")
 def logs_cmd(
-    ui: Reporter,
     run: str | None = RUN,
     name: str | None = NAME,
     follow: bool = _opt("--follow -f", "Keep streaming until the run ends.", default=False),
-) -> Outcome:
+) -> None:
     """Show a run's log from the start; --follow reattaches to a live run.
 
     Example: labctl logs -f
     """
-    from labctl.workflows.runlab import logs
-
-    return logs(name, run, follow, ui)
 
 
-@_command("runs")
+@_command("runs", "runlab.list_runs")
 def runs_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     here: bool = _opt("--here", "Only the runs made here with run-lab --here.", default=False),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
 
     Example: labctl runs --json
     """
-    from labctl.workflows.runlab import list_runs
-
-    return list_runs(name, ui, here_only=here)
 
 
-@_command("fetch")
-def fetch_cmd(ui: Reporter, run: str | None = RUN, name: str | None = NAME, as_json: bool = JSON) -> Outcome:
+@_command("fetch", "runlab.fetch")
+def fetch_cmd(run: str | None = RUN, name: str | None = NAME, as_json: bool = JSON) -> None:
     """Bring a run's results back and verify them.
 
     Example: labctl fetch 20260101-120000-ab12
     """
-    from labctl.workflows.runlab import fetch
-
-    return fetch(name, run, ui)
 
 
-@_command("ssh", context_settings={"allow_interspersed_args": False})
+@_command("ssh", "shell.ssh_shell", context_settings={"allow_interspersed_args": False})
 def ssh_cmd(
-    ui: Reporter,
     command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --)."),
     name: str | None = NAME,
-) -> Outcome:
+) -> None:
     """Open a shell on the lab's machine, or run one command there (with the pinned host key).
 
     Example: labctl ssh -- nvidia-smi
     """
-    from labctl.workflows.shell import ssh_shell
-
-    return ssh_shell(name, ui, list(command or []))
 
 
 def _ask(question: str) -> bool | None:

@@ -17,9 +17,9 @@ def down(
     yes: bool = False,
     force: bool = False,
     confirm_name: str | None = None,
-    save: bool = True,
+    no_save: bool = False,
 ) -> Outcome:
-    """``save``: copy what changed in /workspace since `up` here first."""
+    """Unless ``no_save``, what changed in /workspace since `up` is copied here first."""
     store = StateStore()
     try:
         record = store.resolve(name)
@@ -28,7 +28,7 @@ def down(
     with lab_lock(record.name, "down", ui):
         if store.exists(record.name):  # as the command this one may have waited for left it
             record = store.load(record.name)
-        return _down(store, record, ui, yes, force, confirm_name, save)
+        return _down(store, record, ui, yes, force, confirm_name, not no_save)
 
 
 def _down(

@@ -11,7 +11,10 @@ from labctl.ui import Outcome, Reporter
 
 def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outcome:
     from labctl.targets import all_targets, get_target
+    from labctl.validate import check_subscription
 
+    if subscription is not None:
+        check_subscription(subscription)
     rows: dict[str, dict[str, Any]] = {}
     records, unreadable = StateStore().scan()
     for path in unreadable:  # a lab may hide behind it: say so rather than leave it out silently

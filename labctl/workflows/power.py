@@ -128,11 +128,11 @@ def _flag(record: LabRecord) -> str:
     return "" if record.name == "lab" else f" --name {record.name}"
 
 
-def set_idle_stop(name: str | None, value: str, ui: Reporter) -> Outcome:
+def set_idle_stop(name: str | None, minutes: str, ui: Reporter) -> Outcome:
     from labctl.idle import settle
     from labctl.targets import get_target
 
-    window = idle.parse_window(value, "The idle window")
+    window = idle.parse_window(minutes, "The idle window")
     store = StateStore()
     record = store.resolve(name)
     if record.status != "ready":

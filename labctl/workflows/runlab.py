@@ -143,8 +143,6 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         from labctl.workflows.runlab_here import run_here
 
         return run_here(opts, ui)
-    if opts.out is not None:
-        raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
     store = StateStore()
     record = store.resolve(opts.name)
     nodes = _nodes_asked(opts, record)
@@ -286,16 +284,16 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     return Outcome(data, f"[run {run_id}: {shown}]{lost}", exit_code=1 if followed.lost else 0)
 
 
-def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Outcome:
+def list_runs(name: str | None, ui: Reporter, here: bool = False) -> Outcome:
     from labctl.workflows.runlab_here import here_runs
 
-    here = here_runs()
+    made_here = here_runs()
     rows: list[dict[str, Any]] = []
-    if not here_only:
+    if not here:
         try:
             record = StateStore().resolve(name)
         except NotFound:
-            if name is not None or not here:
+            if name is not None or not made_here:
                 raise
             record = None  # no lab at all, but runs made here: show those
         if record is not None:
@@ -303,7 +301,7 @@ def list_runs(name: str | None, ui: Reporter, *, here_only: bool = False) -> Out
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
             rows = [{**i.to_json(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
-    rows += here
+    rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
     lines = [f"{'run':<22} {'where':<16} {'state':<12} {'accuracy':>8}  results here"]

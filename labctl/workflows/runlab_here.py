@@ -43,15 +43,8 @@ def _import_core() -> ModuleType:
 
 
 def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
-    if opts.detach:
-        raise UsageError("--detach only applies to runs on a lab machine.", hint="Drop --detach, or drop --here.")
     if opts.name:
         ui.warn(f"--name {opts.name} is ignored with --here: the run happens in this Python environment.")
-    if opts.gpus is not None:
-        raise UsageError(
-            "--gpus applies to runs on a lab machine: --here trains in this Python process.",
-            hint="Drop --gpus; for several GPUs here, run 'torchrun --nproc-per-node N -m cifarlab train ...'.",
-        )
     with ui.status("Importing PyTorch"):
         core = _import_core()
     root = opts.out or results_root()
@@ -61,8 +54,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     if opts.notebook:
         return _run_notebook(values, core, out, opts.notebook_file, ui)
     try:
-        cfg = core.TrainConfig().with_strings(values)
-        cfg.resolved()  # every value checked before any data is touched
+        cfg = core.TrainConfig().with_strings(values)  # its values checked by RunLabOptions.check
         ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
         with LiveOutput(ui, sys.stderr) as live:
             metrics = core.train(cfg, stream=live)
@@ -100,14 +92,6 @@ def here_runs(root: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         metrics = read_metrics(run_dir)
-        state = str(metrics.get("status") or "unknown")
-        rows.append(
-            {
-                "run_id": run_dir.name,
-                "where": "here",
-                "state": state,
-                "accuracy": metrics.get("accuracy"),
-                "fetched_to": str(run_dir),
-            }
-        )
+        row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
+        rows.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
     return rows

@@ -73,6 +73,7 @@ class RunLabOptions:
         return self.training.get("device")
 
     def check(self) -> RunLabOptions:
+        """Every refusal of these options, before anything connects."""
         sets = parse_sets(self.extra)
         for key in ("out", "data", "data_root") if not self.notebook else ():
             if key in sets:
@@ -95,31 +96,32 @@ class RunLabOptions:
                 "--gpus applies to training runs: the notebook runs in one process, on one GPU.",
                 hint="Leave out --notebook to train on several GPUs, or --gpus to run the notebook.",
             )
-        self._check_notebook_model()
-        self._check_nodes()
-        check_data(self.data, here=self.here)
-        return self
-
-    def _check_notebook_model(self) -> None:
         if self.notebook and (self.training.get("model", "tutorial") != "tutorial" or self.training.get("optimizer")):
             raise UsageError(
                 "--notebook runs the tutorial as written: the tutorial model with SGD.",
                 hint="Drop --model/--optimizer, or leave out --notebook to train other settings.",
             )
-
-    def _check_nodes(self) -> None:
-        if self.nodes is None:
-            return
-        if self.nodes > 1 and self.here:
+        if (self.nodes or 1) > 1 and self.here:
             raise UsageError(
                 f"--here trains on this computer only, and --nodes {self.nodes} asks for several machines.",
                 hint="Drop --here to train on the lab's machines, or --nodes to train here.",
             )
-        if self.nodes > 1 and self.notebook:
+        if (self.nodes or 1) > 1 and self.notebook:
             raise UsageError(
                 f"--notebook runs in one Jupyter kernel, on one machine, and --nodes {self.nodes} asks for several.",
                 hint="Leave out --notebook to train on several machines, or --nodes to run the notebook.",
             )
+        if self.here and self.detach:
+            raise UsageError("--detach only applies to runs on a lab machine.", hint="Drop --detach, or drop --here.")
+        if self.here and self.gpus is not None:
+            raise UsageError(
+                "--gpus applies to runs on a lab machine: --here trains in this Python process.",
+                hint="Drop --gpus; for several GPUs here, run 'torchrun --nproc-per-node N -m cifarlab train ...'.",
+            )
+        if self.out is not None and not self.here:
+            raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
+        check_data(self.data, here=self.here)
+        return self
 
 
 DATA_KEYWORDS = ("cifar10", "synthetic")

@@ -127,6 +127,7 @@ _LABELS: list[tuple[str, str]] = [
     ("runs", "runs"),
     ("error", "could not reach"),
     ("hint", "next"),
+    ("latest_run", "latest run"),
 ]
 
 
@@ -146,12 +147,8 @@ def render(data: dict[str, Any]) -> str:
         shown["idle_last_decision"] = f"{data['idle_last_decision']} (at {data['idle_checked_at']})"
     if data.get("gpu") is True:
         shown["gpu"] = "yes"
+    shown["latest_run"] = _last_run(data)
     rows = [(label, shown[key]) for key, label in _LABELS if shown.get(key) not in (None, "", False)]
-    latest = data.get("latest_run")
-    if latest:
-        acc = latest.get("accuracy")
-        acc_text = f", accuracy {float(acc) * 100:.1f}%" if acc is not None else ""
-        rows.append(("latest run", f"{latest['run_id']} ({latest['state']}{acc_text})"))
     rows += [(f"node {n['node']}", _node_line(n)) for n in data.get("nodes") or []]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
@@ -171,12 +168,14 @@ def _node_line(node: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _last_run(data: dict[str, Any]) -> str:
+def _last_run(data: dict[str, Any]) -> str | None:
     latest = data.get("latest_run")
     if not latest:
-        return "-"
+        return None
     acc = latest.get("accuracy")
-    return f"{latest['run_id']} {latest['state']}" + (f" {float(acc) * 100:.1f}%" if acc is not None else "")
+    return f"{latest['run_id']} ({latest['state']}" + (
+        f", accuracy {float(acc) * 100:.1f}%)" if acc is not None else ")"
+    )
 
 
 def _idle_cell(data: dict[str, Any]) -> str:
@@ -214,7 +213,7 @@ def render_table(labs: list[dict[str, Any]]) -> str:
             _money(data.get("usd_per_hour")) or "-",
             _money(data.get("spend_so_far_usd")) or "-",
             _idle_cell(data),
-            _last_run(data),
+            _last_run(data) or "-",
         )
     buffer = io.StringIO()  # wide enough that no cell wraps: the table is only as wide as its contents
     Console(file=buffer, width=200, color_system=None, force_terminal=False, highlight=False).print(table)
