@@ -173,7 +173,6 @@ def _connection_lost(exc: BaseException) -> bool:
 
 
 def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
-    """Run one workflow and turn every outcome into output and an exit code."""
     ui: Reporter
     if as_json or not sys.stderr.isatty():
         ui = PlainReporter(sys.stderr, json_output=as_json)

@@ -47,14 +47,14 @@ def check_jupyter(port: int, token: str, *, timeout: float = 10.0) -> None:
     )
 
 
-def _check_forwards(forward: list[int], print_only: bool, jupyter_ports: set[int] | None = None) -> None:
+def _check_forwards(forward: list[int], print_only: bool, jupyter_ports: set[int]) -> None:
     hint = "Name each port of the lab once, e.g. --forward 6006 (TensorBoard) --forward 5000 (MLflow)."
     for i, port in enumerate(forward):
         if not 0 < port < 65536:
             problem = "is not a port number (1-65535)"
         elif port in forward[:i]:
             problem = "is given twice"
-        elif port in (jupyter_ports or ()):
+        elif port in jupyter_ports:
             problem, hint = "is the lab's Jupyter port, which 'labctl open' forwards already", "Leave it out."
         elif print_only:
             problem = "needs the tunnel that 'labctl open' holds, and --print holds none"
@@ -84,7 +84,6 @@ def open_lab(
     forward = forward or []
     if not 0 <= port < 65536:
         raise UsageError(f"--port {port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
-    _check_forwards(forward, print_only)
     record = StateStore().resolve(name)
     record.require_ready()
     token = record.jupyter_token

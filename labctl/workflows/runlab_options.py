@@ -249,23 +249,15 @@ def run_result(
 ) -> dict[str, Any]:
     """One shape for a finished run, wherever it ran (``--json`` of run-lab, fetch and --here alike)."""
     metrics = read_metrics(results) if metrics is None else metrics
+    facts = {key: metrics.get(key) for key in ("accuracy", "per_class_accuracy", "wall_s", "images_per_s", "device")}
     plots = {name: results / f"{name}.png" for name in ("loss_curve", "confusion_matrix")}
     return {
-        "run_id": run_id,
-        "where": where,
-        "state": state,
-        "results": str(results),
-        "accuracy": metrics.get("accuracy"),
-        "per_class_accuracy": metrics.get("per_class_accuracy") or {},
-        "wall_s": metrics.get("wall_s"),
-        "images_per_s": metrics.get("images_per_s"),
-        "device": metrics.get("device"),
+        **{"run_id": run_id, "where": where, "state": state, "results": str(results)},
+        **facts,
+        "per_class_accuracy": facts["per_class_accuracy"] or {},
         "model": metrics.get("model"),
-        "loss_curve": str(plots["loss_curve"]) if plots["loss_curve"].is_file() else None,
-        "confusion_matrix": str(plots["confusion_matrix"]) if plots["confusion_matrix"].is_file() else None,
-        "files_verified": files_verified,
-        "verified": files_verified is not None,
-        "metrics": metrics,
+        **{name: str(plot) if plot.is_file() else None for name, plot in plots.items()},
+        **{"files_verified": files_verified, "verified": files_verified is not None, "metrics": metrics},
     }
 
 

@@ -18,7 +18,6 @@ STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint a
 def run_script(
     ui: Reporter, script: str, args: list[str] | None = None, name: str | None = None, detach: bool = False
 ) -> Outcome:
-    """``script``: a .py on this computer, or a path in /workspace."""
     args = args or []
     store = StateStore()
     record = store.resolve(name)

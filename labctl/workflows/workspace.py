@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from labctl import workspace
 from labctl.errors import LabctlError
@@ -47,25 +48,15 @@ def pull(
     changed: bool = False,
     max_size_mb: int = workspace.DEFAULT_MAX_FILE_MB,
 ) -> Outcome:
-    """``paths`` in /workspace (none: all of it) to ``dest`` (default: <results_dir>/<lab>)."""
     for path in paths or []:
         workspace.workspace_path(path)  # a path out of /workspace is refused before anything connects
     record = StateStore().resolve(name)
-    with lab_container(record, ui) as box, ui.step(f"Copying the workspace of lab '{record.name}'"):
-        result = workspace.pull(
-            box,
-            dest or results_root() / record.name,
-            root=dest or results_root(),
-            paths=paths or [],
-            changed_only=changed,
-            max_size=max_size_mb * workspace.MB,
-            progress=workspace.progress_lines(ui.info),
-        )
+    step = f"Copying the workspace of lab '{record.name}'"
+    result = _pull(record, ui, step, dest, paths=paths or [], changed_only=changed, max_size=max_size_mb * workspace.MB)
     return Outcome({"name": record.name, **result.to_json()}, describe_pull(result))
 
 
 def push(ui: Reporter, paths: list[Path], name: str | None = None, to: str = "") -> Outcome:
-    """``to``: a folder in /workspace."""
     workspace.workspace_path(to)  # refused before anything connects
     record = StateStore().resolve(name)
     progress = workspace.progress_lines(ui.info, "Sent")
@@ -78,19 +69,19 @@ def push(ui: Reporter, paths: list[Path], name: str | None = None, to: str = "")
     return Outcome({"name": record.name, **result.to_json()}, "\n".join(lines))
 
 
+def _pull(record: LabRecord, ui: Reporter, step: str, dest: Path | None, **options: Any) -> workspace.PullResult:
+    """Into ``dest``, by default <results_dir>/<lab>."""
+    with lab_container(record, ui) as box, ui.step(step):
+        root = dest or results_root()
+        progress = workspace.progress_lines(ui.info)
+        return workspace.pull(box, dest or root / record.name, root=root, progress=progress, **options)
+
+
 def save_before_down(record: LabRecord, ui: Reporter) -> workspace.PullResult | None:
     if record.status not in ("ready", "stopped"):
         return None  # never ready: nothing of the user's can be there; deleting: an earlier `down` saved it
-    try:
-        with lab_container(record, ui) as box, ui.step("Saving your work from the lab's workspace"):
-            result = workspace.pull(
-                box,
-                results_root() / record.name,
-                root=results_root(),
-                changed_only=True,
-                max_size=0,  # no size limit: nothing is deleted unsaved
-                progress=workspace.progress_lines(ui.info),
-            )
+    try:  # no size limit: nothing is deleted unsaved
+        result = _pull(record, ui, "Saving your work from the lab's workspace", None, changed_only=True, max_size=0)
     except LabctlError as exc:
         raise LabctlError(
             f"Lab '{record.name}' was not deleted: your work in its workspace could not be saved first "
