@@ -560,19 +560,13 @@ def ssh_cmd(
     """
 
 
-def _ask(question: str) -> bool | None:
-    """A yes/no question at a terminal; None where no one can answer (a script, a pipe)."""
-    return typer.confirm(question, default=False) if sys.stdin.isatty() else None
-
-
-@_command("ssh-config")
+@_command("ssh-config", "shell.ssh_config")
 def ssh_config_cmd(
-    ui: Reporter,
     name: str | None = NAME,
     local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
     include: bool = _opt("--include", "Add the Include line to ~/.ssh/config without asking.", default=False),
     as_json: bool = JSON,
-) -> Outcome:
+) -> None:
     """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
 
     The entry goes to ~/.ssh/labctl/config (yours is not edited); labctl asks once before adding one Include
@@ -580,9 +574,6 @@ def ssh_config_cmd(
 
     Example: labctl ssh-config --name cifar-gpu && ssh labctl-cifar-gpu
     """
-    from labctl.workflows.shell import ssh_config
-
-    return ssh_config(name, ui, _ask, local_port=local_port, include=include)
 
 
 @_command("config")

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from labctl.errors import LabctlError, UsageError
@@ -91,20 +90,18 @@ def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) 
     return Outcome({"name": record.name, "exit_code": code}, text if code == 255 else "", exit_code=code)
 
 
-def ssh_config(
-    name: str | None,
-    ui: Reporter,
-    confirm: Callable[[str], bool | None],
-    *,
-    local_port: int | None = None,
-    include: bool = False,
-) -> Outcome:
+def _ask(question: str) -> bool | None:
+    """None where no one can answer (a script, a pipe)."""
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes") if sys.stdin.isatty() else None
+
+
+def ssh_config(name: str | None, ui: Reporter, local_port: int | None = None, include: bool = False) -> Outcome:
     from labctl import sshconfig
 
     record = StateStore().resolve(name)
     entry = sshconfig.entry_for(record, local_port)
     path = sshconfig.write_entry(entry)
-    state = sshconfig.ensure_include((lambda _q: True) if include else confirm, ask_again=include)
+    state = sshconfig.ensure_include((lambda _q: True) if include else _ask, ask_again=include)
     lines = [
         f"Wrote the SSH entry '{entry.alias}' to {path} (host key pinned, Jupyter on localhost:{entry.local_port})."
     ]
