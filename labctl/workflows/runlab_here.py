@@ -15,6 +15,7 @@ from labctl.files import without_links
 from labctl.runs import new_run_id
 from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import (
+    OPTIONS_HINT,
     RunLabOptions,
     lab_values,
     read_metrics,
@@ -22,8 +23,6 @@ from labctl.workflows.runlab_options import (
     results_root,
     run_result,
 )
-
-HINT = "See 'labctl run-lab --help' for the options."
 
 
 def _import_core() -> ModuleType:
@@ -59,7 +58,7 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
         with LiveOutput(ui, sys.stderr) as live:
             metrics = core.train(cfg, stream=live)
     except core.ConfigError as exc:
-        raise UsageError(str(exc), hint=HINT) from exc
+        raise UsageError(str(exc), hint=OPTIONS_HINT) from exc
     except core.LabError as exc:
         raise LabctlError(str(exc)) from exc
     status = metrics["status"]

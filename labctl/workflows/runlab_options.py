@@ -48,6 +48,7 @@ def _read_lab(module: str) -> ModuleType:
 
 LAB_OPTIONS: dict[str, LabOption] = dict(_read_lab("options").OPTIONS)
 LAB_CONFIG = _read_lab("config")  # the lab's TrainConfig checks every training value, here as in the lab
+OPTIONS_HINT = "See 'labctl run-lab --help' for the options."
 
 
 def results_root() -> Path:
@@ -87,7 +88,7 @@ class RunLabOptions:
         try:
             LAB_CONFIG.TrainConfig().with_strings({key: str(value) for key, value in values.items()}).resolved()
         except LAB_CONFIG.ConfigError as exc:
-            raise UsageError(str(exc), hint="'labctl run-lab --help' lists the options.") from None
+            raise UsageError(str(exc), hint=OPTIONS_HINT) from None
         for flag, count, what in (("--gpus", self.gpus, "GPUs"), ("--nodes", self.nodes, "machines")):
             if count is not None and count < 1:
                 raise UsageError(f"{flag} {count} is not a number of {what}.", hint="Use 1 or more, or leave it out.")
