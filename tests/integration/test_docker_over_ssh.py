@@ -34,18 +34,22 @@ def sleeper(remote_docker: Any, test_base_image: str) -> Iterator[LabContainer]:
 
 
 def test_the_sdk_reaches_the_engine_through_ssh(
-    sshd: tuple[SSHServer, KeyPair], machine: SSHMachine, remote_docker: Any, docker_client: Any
+    sshd: tuple[SSHServer, KeyPair],
+    machine: SSHMachine,
+    remote_docker: Any,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert remote_docker.version()["Version"] == docker_client.version()["Version"]
     assert "unix://" in remote_docker.api.base_url or remote_docker.api.base_url.startswith("http+docker://")
     # With the SSH server gone, the same client can no longer reach the engine: its traffic rides on SSH.
     server, _ = sshd
-    machine.reconnect_wait = 1
+    monkeypatch.setattr("labctl.machine.ssh.RECONNECT_WAIT", 1)
     server.stop()
     with pytest.raises(Exception):  # noqa: B017 - any transport error will do; what matters is that it fails
         remote_docker.ping()
     server.start()
-    machine.reconnect_wait = 30
+    monkeypatch.setattr("labctl.machine.ssh.RECONNECT_WAIT", 30)
     assert remote_docker.ping()
 
 
