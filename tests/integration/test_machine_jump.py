@@ -39,9 +39,13 @@ def _machines(head: SSHServer, worker: SSHServer, client: KeyPair, pinned: str) 
     ui = PlainReporter()
     jump = SSHMachine(head.host, head.port, head.user, client.private_path, head.host_key.public, ui=ui)
     node = SSHMachine(worker.host, worker.port, worker.user, client.private_path, pinned, ui=ui, via=jump)
-    for m in (jump, node):
-        m.reconnect_wait = 0.0  # a lost machine is reported now, not after a minute of retries
     return jump, node
+
+
+@pytest.fixture(autouse=True)
+def _no_reconnect_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lost machine is reported now, not after a minute of retries."""
+    monkeypatch.setattr("labctl.machine.ssh.RECONNECT_WAIT", 0.0)
 
 
 def test_a_worker_is_reached_through_the_head_with_its_own_pinned_key(
