@@ -369,7 +369,8 @@ class RbacHandlers:
         out: dict[str, Any] = {
             "roleDefinitionId": role_id,
             "principalId": principal,
-            "principalType": props.get("principalType", "User"),
+            # recorded.json: left out, ARM reads it from the directory; every principal here is a service principal
+            "principalType": props.get("principalType") or "ServicePrincipal",
             "scope": scope,
             "condition": None,
             "conditionVersion": None,

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
 from tests.fakearm.openapi import problems
@@ -406,6 +406,8 @@ class FakeArm:
             os_disk = props["storageProfile"].get("osDisk", {})
             if os_disk.get("deleteOption") == "Delete":
                 self.resources.pop(self._disk_id(res).lower(), None)
+            else:  # a detached disk is no longer managed by the VM
+                (self.resources.get(self._disk_id(res).lower()) or {}).pop("managedBy", None)
             for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
                 if (nic.get("properties") or {}).get("deleteOption") == "Delete":
                     self.resources.pop(nic["id"].lower(), None)
@@ -929,6 +931,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             return lambda r: True
         name = re.search(r"tagName eq '([^']*)'", text, re.IGNORECASE)  # recorded.json: the CLI sends "tagname"
         value = re.search(r"tagValue eq '([^']*)'", text, re.IGNORECASE)
+        called = re.fullmatch(r"name eq '([^']*)'", text.strip(), re.IGNORECASE)  # recorded.json: by name
+        if called:
+            return lambda r: str(r.get("name", "")).lower() == called.group(1).lower()
         if not name:
             raise ArmError(
                 400, "InvalidFilterInQueryString", f"Invalid $filter '{text}' specified in the query string."
@@ -950,17 +955,30 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         return 200, {"value": value}, {}
 
     def _generic(self, r: dict[str, Any]) -> dict[str, Any]:
-        return {k: r[k] for k in ("id", "name", "type", "location", "tags") if k in r}
+        """A resource as a listing shows it (GenericResourceExpanded): no properties; sku and the like where set."""
+        keys = ("id", "name", "type", "sku", "kind", "location", "identity", "plan", "zones", "managedBy", "tags")
+        listed = {k: r[k] for k in keys if k in r}
+        if r["type"] == "Microsoft.Compute/disks":  # recorded.json (resources listed by tag): its group in capitals
+            parts = listed["id"].split("/")
+            parts[4] = parts[4].upper()
+            listed["id"] = "/".join(parts)
+        return listed
 
     def h_list_resources(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
     ) -> tuple[int, Any, dict[str, str]]:
+        if "$skiptoken" in q:  # recorded.json: the filtered list's second page, empty
+            return 200, {"value": []}, {}
         keep = self._filter(q)
         prefix = f"/subscriptions/{m['sub']}/".lower()
         value = [self._generic(r) for k, r in self.arm.resources.items() if k.startswith(prefix) and keep(r)]
-        if q.get("$filter") and self.arm.tag_filter_drops_tags:  # "tags are not returned" (Resources_List)
+        if not q.get("$filter"):
+            return 200, {"value": value}, {}
+        if self.arm.tag_filter_drops_tags:  # "tags are not returned" (Resources_List)
             value = [{k: v for k, v in r.items() if k != "tags"} for r in value]
-        return 200, {"value": value}, {}
+        # recorded.json: a filtered list names a next page even when the first one holds every match
+        rest = urlencode({"$filter": q["$filter"], "api-version": q.get("api-version", ""), "$skiptoken": "1"})
+        return 200, {"value": value, "nextLink": f"{self.arm.url}/subscriptions/{m['sub']}/resources?{rest}"}, {}
 
     def h_list_group_resources(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes
@@ -1455,12 +1473,17 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
         props.setdefault("storageProfile", {}).setdefault("osDisk", {})["osType"] = "Linux"
         if old is None:
             disk_id = arm._disk_id(res)
+            kind = (props["storageProfile"]["osDisk"].get("managedDisk") or {}).get("storageAccountType")
+            kind = kind or "Premium_LRS"
+            # recorded.json (resources listed by tag): the implicit OS disk takes the VM's tags, its sku and its VM
             arm.resources[disk_id.lower()] = {
                 "id": disk_id,
                 "name": disk_id.rsplit("/", 1)[1],
                 "type": "Microsoft.Compute/disks",
+                "sku": {"name": kind, "tier": "Premium" if kind.startswith("Premium") else "Standard"},
+                "managedBy": res["id"],
                 "location": region,
-                "tags": {},
+                "tags": dict(body.get("tags") or {}),
                 "properties": {"provisioningState": "Succeeded", "diskSizeGB": 150},
             }
             return self._allocation_failure(size, region, res["name"])
@@ -1627,17 +1650,16 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             },
             {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"},
         ]
-        return (
-            200,
-            {
-                "computerName": m["name"],
-                "osName": "ubuntu",
-                "osVersion": "22.04",
-                "hyperVGeneration": "V2",
-                "statuses": statuses,
-            },
-            {},
-        )
+        succeeded = {"code": "ProvisioningState/succeeded", "level": "Info", "time": statuses[0]["time"]}
+        agent = {
+            "vmAgentVersion": "2.13.1.1",
+            "statuses": [{**succeeded, "displayStatus": "Ready", "message": "Guest Agent is running"}],
+        }
+        disk = self.arm._disk_id(vm).rsplit("/", 1)[1]
+        view = {"computerName": m["name"], "osName": "ubuntu", "osVersion": "22.04", "vmAgent": agent}
+        # recorded.json (VM instance view read): the agent's and each disk's statuses beside the VM's own
+        view |= {"disks": [{"name": disk, "statuses": [{**succeeded, "displayStatus": "Provisioning succeeded"}]}]}
+        return 200, {**view, "hyperVGeneration": "V2", "statuses": statuses}, {}
 
     def h_vm_action(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes

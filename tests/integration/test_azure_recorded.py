@@ -1,9 +1,10 @@
 """The fake ARM answers recorded real requests as ARM answered them: the status, which of the long-running-operation
 headers came back, and the body's keys.
 
-Two sources, one format: ``tests/fakearm/recorded.json`` (interactions taken from the Azure CLI's recordings of
-real sessions, each naming its source) and every ``tests/recordings/*.json`` that ``make live`` wrote from labctl's
-own traffic against a real subscription (replayed in order, against one fake).
+Two sources, one format: ``tests/fakearm/recorded.json`` (interactions taken from the recordings of real sessions
+that the Azure CLI's and the Azure SDK for Python's own tests keep, each naming its source) and every
+``tests/recordings/*.json`` that ``make live`` wrote from labctl's own traffic against a real subscription (replayed
+in order, against one fake).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.fakearm import FakeArm
+from tests.fakearm import FakeArm, RegionConfig
 from tests.fakearm.fixtures import fake_arm  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,20 @@ NEEDED = {
     "schedule": "auto-shutdown schedule created",
     "assignment": "role assigned at a resource group",
     "vnet": "virtual network created",
+    "nic": "network interface created",
+    "public ip": "public IP address created (Standard, static)",
+    "created vm": "VM created with a direct PUT",
+    "vm identity": "VM created with a system-assigned identity",
 }
+RECORDED_IDENTITY_VM = (
+    SUBSCRIPTION_SCOPE + "/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/pyvmirvm507d1052"
+)
+# The platform images the recorded VMs were made from, and the region of one of them, as the fake offers its own
+RECORDED_IMAGES = [
+    ("canonical", "ubuntuserver", "16.04.0-lts"),
+    ("canonical", "ubuntuserver", "16.04-lts"),
+    ("microsoftwindowsserver", "windowsserver", "2016-datacenter"),
+]
 
 
 def _fill(value: Any, names: dict[str, str]) -> Any:
@@ -70,11 +84,15 @@ def _differences(interaction: dict[str, Any], answer: requests.Response) -> list
     ):
         if keys is not None and (set(got or {}) ^ set(keys)) - known:
             found.append(f"{where} keys {sorted(got or {})}, recorded {sorted(keys)}")
+    props = (body or {}).get("properties") or {}
+    for key, value in (interaction.get("properties_values") or {}).items():
+        if props.get(key) != value:
+            found.append(f"properties.{key} {props.get(key)!r}, recorded {value!r}")
     return found
 
 
 def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
-    """The state a recorded request found in the recorded subscription."""
+    """The state a recorded request found in the recorded subscription, and the names of what it holds."""
 
     def put(path: str, body: dict[str, Any], version: str) -> None:
         answer = _send(fake, {"method": "PUT", "path": path, "body": body, "api_version": version}, names)
@@ -89,6 +107,9 @@ def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
         kind = "Microsoft.Compute/virtualMachines"
         vm = _fill(f"{SUBSCRIPTION_SCOPE}/resourceGroups/{{group}}/providers/{kind}/vm1", names)
         fake.resources[vm.lower()] = {"id": vm, "name": "vm1", "type": kind, "location": "westus", "properties": {}}
+    if "recorded images" in needs:
+        fake.regions.setdefault("westus", RegionConfig())
+        fake.images.update({image: ["1.0.0"] for image in RECORDED_IMAGES})
     if "role" in needs:  # the built-in Reader role, which the fake knows only as a custom role of that id
         scopes = [SUBSCRIPTION_SCOPE]
         put(READER, {"properties": {"roleName": "Reader", "permissions": [], "assignableScopes": scopes}}, "2022-04-01")
@@ -96,6 +117,14 @@ def _given(fake: FakeArm, needs: list[str], names: dict[str, str]) -> None:
     for interaction in RECORDED:
         if interaction["name"] in [NEEDED[n] for n in needs if n in NEEDED]:
             put(interaction["path"], interaction["body"], interaction["api_version"])
+    if "tagged vm" in needs:  # made by the CLI's template with --tag; its OS disk is the first resource listed
+        vm = next(i for i in RECORDED if i["name"] == NEEDED["created vm"])
+        put(vm["path"], {**vm["body"], "tags": {"cli-test-tag000003": ""}}, vm["api_version"])
+    if "vm to update" in needs:  # as the CLI's template made it: the same VM, not yet tagged
+        vm = next(i for i in RECORDED if i["name"] == "VM updated with the whole VM PUT again (az vm update)")
+        put(vm["path"], {k: v for k, v in vm["body"].items() if k != "tags"}, vm["api_version"])
+    if "vm identity" in needs:
+        names["identity"] = str(fake.vm_principal(_fill(RECORDED_IDENTITY_VM, names)))
 
 
 @pytest.mark.parametrize("interaction", RECORDED, ids=[i["name"] for i in RECORDED])
