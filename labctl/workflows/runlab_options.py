@@ -182,12 +182,9 @@ def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | 
     given = lab_values(opts, out=out, data=data, data_root=data_root)
     if not opts.notebook:
         return ["train", *_flags(given)]
-    flags = {k: given.pop(k) for k in list(given) if k in ("out", "data") or _notebook_flag(k)}
+    own = {"out", *(key for key, option in LAB_OPTIONS.items() if option.notebook)}
+    flags = {key: given.pop(key) for key in list(given) if key in own}
     return ["notebook", *_flags(flags), *_flags(given, "--param")]
-
-
-def _notebook_flag(key: str) -> bool:
-    return key in LAB_OPTIONS and LAB_OPTIONS[key].notebook
 
 
 def launch(

@@ -17,6 +17,7 @@ from labctl.ui import Outcome, Reporter
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
     """A setting only one kind of target reads (a region, a size) applies to that target only."""
+    from labctl.container import base_image
     from labctl.targets import get_target
 
     settings = settings or Settings()
@@ -28,7 +29,9 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
     ssh_key = settings.get("ssh_key", asked.ssh_key)
     spec.ssh_key = Path(ssh_key).expanduser() if ssh_key else None
     spec.image = settings.get("image", asked.image)
-    _check_images(spec.image, settings)
+    if spec.image is not None:  # both images end up in commands run as root
+        check_image_ref(spec.image, f"The image ({settings.lookup('image', spec.image).source})")
+    base_image(settings)
     if not asked.no_shutdown:
         spec.shutdown_at = settings.get("shutdown_at", asked.shutdown_at)
     if "size" in own and not asked.sizes and (size := settings.get("size")):
@@ -56,15 +59,6 @@ def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
     budget = settings.lookup("budget", asked.budget)
     if budget.value is not None:
         spec.budget = idle.parse_budget(budget.value, f"budget from {budget.source}")
-
-
-def _check_images(image: str | None, settings: Settings) -> None:
-    """Both images end up in commands run as root."""
-    from labctl.container import base_image
-
-    if image is not None:
-        check_image_ref(image, f"The image ({settings.lookup('image', image).source})")
-    base_image(settings)
 
 
 def _allow_ip(settings: Settings, flag: str | None) -> str | None:
