@@ -114,9 +114,7 @@ def _fetch_results(
     run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
     store.save(record)
     data = run_result(run_id, f"lab {record.name}", info.state, dest, files_verified=None if lost else count)
-    text = result_text(data)
-    if lost:
-        text += " (partial, unverified)"
+    text = result_text(data) + (" (partial, unverified)" if lost else "")
     return Outcome(data, text, exit_code=0 if info.state == "succeeded" else 1)
 
 
