@@ -104,7 +104,7 @@ class LabRecord:
     jupyter_token: str | None = None
     jupyter_port: Port = 8888  # on node 0's loopback
     # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
-    # and writes it through its own typed view (e.g. labctl.targets.azure.record.AzureData); workflows never do.
+    # and writes it through its own typed view (e.g. labctl.targets.azure.plan.AzureData); workflows never do.
     target_data: dict[str, Any] = field(default_factory=dict)
     # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
     idle: dict[str, Any] = field(default_factory=dict)

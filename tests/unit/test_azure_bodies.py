@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
+from labctl.catalog import lookup
 from labctl.targets.azure import bodies
-from labctl.targets.azure.plan import LabNames
+from labctl.targets.azure.plan import AzurePlan, LabNames
+from labctl.targets.azure.preflight import Choice
 
 SUB = "11111111-2222-4333-8444-555555555555"
 NAMES = LabNames("lab", subscription=SUB)
@@ -54,22 +57,14 @@ def test_the_security_group_opens_ssh_to_the_caller_only() -> None:
     assert (props["sourceAddressPrefix"], props["destinationPortRange"]) == ("203.0.113.7/32", "22")
 
 
-def _request(**changes: object) -> bodies.VmRequest:
-    fields: dict[str, object] = {
-        "region": "westus2",
-        "size": "Standard_NC4as_T4_v3",
-        "image_urn": "microsoft-dsvm:ubuntu-2204:2204-gen2:latest",
-        "image_version": "24.01.01",
-        "admin_user": "azureuser",
-        "user_public_key": "ssh-ed25519 AAAAC3Nza me",
-        "cloud_init": "#cloud-config\n",
-    }
-    fields.update(changes)
-    return bodies.VmRequest(**fields)  # type: ignore[arg-type]
+def _vm(node: int = 0, spot: bool = False, plan: dict[str, str] | None = None, ppg: str | None = None) -> Any:
+    choice = Choice("westus2", lookup("Standard_NC4as_T4_v3"), "24.01.01", purchase_plan=plan)
+    lab = AzurePlan(NAMES, [choice.size], ["westus2"], auto_region=False, source="*", shutdown_at=None, spot=spot)
+    return bodies.virtual_machine(NAMES, node, TAGS, choice, lab, "ssh-ed25519 AAAAC3Nza me", "#cloud-config\n", ppg)
 
 
 def test_the_vm_body() -> None:
-    vm = bodies.virtual_machine(_request(), NAMES, TAGS).as_dict()
+    vm = _vm().as_dict()
     assert (vm["location"], vm["tags"], "plan" in vm) == ("westus2", TAGS, False)
     props = vm["properties"]
     assert props["hardwareProfile"] == {"vmSize": "Standard_NC4as_T4_v3"}
@@ -101,7 +96,7 @@ def test_the_vm_body() -> None:
 
 def test_a_spot_vm_from_a_marketplace_plan() -> None:
     plan = {"name": "2204-gen2", "publisher": "microsoft-dsvm", "product": "ubuntu-2204"}
-    vm = bodies.virtual_machine(_request(spot=True, purchase_plan=plan), NAMES, TAGS).as_dict()
+    vm = _vm(spot=True, plan=plan).as_dict()
     assert vm["plan"] == plan
     props = vm["properties"]
     assert (props["priority"], props["evictionPolicy"], props["billingProfile"]) == (
@@ -132,11 +127,11 @@ def test_a_worker_has_its_own_names_a_private_nic_and_the_placement_group() -> N
         "subnet": {"id": NAMES.subnet_id},
         "privateIPAllocationMethod": "Dynamic",
     }  # no public IP: reached through node 0
-    vm = bodies.virtual_machine(_request(node=2, placement_group=NAMES.id("ppg")), NAMES, TAGS).as_dict()["properties"]
+    vm = _vm(node=2, ppg=NAMES.id("ppg")).as_dict()["properties"]
     assert vm["osProfile"]["computerName"] == "lab-vm2"
     assert vm["storageProfile"]["osDisk"]["name"] == "lab-vm2-osdisk"
     assert vm["networkProfile"]["networkInterfaces"][0]["id"] == NAMES.id("nic", 2)
     assert vm["proximityPlacementGroup"] == {"id": NAMES.id("ppg")}
-    assert "proximityPlacementGroup" not in bodies.virtual_machine(_request(), NAMES, TAGS).as_dict()["properties"]
+    assert "proximityPlacementGroup" not in _vm().as_dict()["properties"]
     ppg = bodies.proximity_placement_group("eastus", TAGS).as_dict()
     assert ppg == {"location": "eastus", "tags": TAGS, "properties": {"proximityPlacementGroupType": "Standard"}}

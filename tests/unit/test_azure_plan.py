@@ -177,7 +177,7 @@ def test_arm_errors_become_sentences() -> None:
 def test_arm_timestamps_parse_with_seven_digit_fractions() -> None:
     from datetime import timezone
 
-    from labctl.targets.azure.record import parse_time
+    from labctl.targets.azure.inventory import parse_time
 
     value = parse_time("2019-10-14T21:30:12.8051917Z")
     assert (value.year, value.second, value.microsecond, value.tzinfo) == (2019, 12, 805191, timezone.utc)

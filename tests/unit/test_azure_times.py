@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from labctl.targets.azure.record import parse_time
+from labctl.targets.azure.inventory import parse_time
 
 UTC = timezone.utc
 

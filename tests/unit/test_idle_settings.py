@@ -10,7 +10,7 @@ from labctl import idle
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import LabPrices
 from labctl.state import LabRecord
-from labctl.targets.azure.record import lab_spend, note_power, power_tag, restore_power
+from labctl.targets.azure.inventory import lab_spend, note_power, power_tag, restore_power
 from labctl.workflows.status import render
 
 PRICES = LabPrices("eastus", "Standard_D4s_v5", 0.2, 0.04, 73.0, 0.005, "USD", "a fixed table")

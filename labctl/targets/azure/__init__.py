@@ -8,8 +8,7 @@ from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory
-from labctl.targets.azure.plan import LabNames, make_plan, names_of
-from labctl.targets.azure.record import azure_data, node_count
+from labctl.targets.azure.plan import LabNames, azure_data, make_plan, names_of, node_count
 from labctl.targets.azure.settings import arm_endpoint
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
@@ -159,17 +158,16 @@ def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list
 
     window = float(spec.idle_stop or 0)
     facts: dict[str, Any] = {"idle_stop_minutes": window, "budget_usd": spec.budget}
-    lines = []
     if window or spec.budget is not None:
-        lines.append(
+        lines = [
             "  idle stop:      "
             + (f"after {window:g} idle minutes" if window else "off")
             + (f", or once ${spec.budget:.2f} is spent" if spec.budget is not None else "")
-            + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it"
-        )
-        lines.append("                  (giving it that role needs Owner or User Access Administrator; checked first)")
+            + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it",
+            "                  (giving it that role needs Owner or User Access Administrator; checked first)",
+        ]
     else:
-        lines.append("  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM")
+        lines = ["  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM"]
     nodes = int(getattr(spec, "nodes", None) or 1)
     prices = lab_prices(region, size, timeout=5.0).for_nodes(nodes)
     payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None

@@ -4,21 +4,17 @@ offline (``as_dict()`` is the JSON on the wire). Imported only by `up`, so the S
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from azure.mgmt.compute import models as c
 from azure.mgmt.network import models as n
-from azure.mgmt.resource.resources.models import ResourceGroup
 
-from labctl.targets.azure.plan import SUBNET, LabNames, ssh_rule
+from labctl.targets.azure import settings
+from labctl.targets.azure.plan import SUBNET, AzurePlan, LabNames, ssh_rule
+from labctl.targets.azure.preflight import Choice
 
 VNET_PREFIX = "10.42.0.0/16"
 SUBNET_PREFIX = "10.42.0.0/24"
-
-
-def resource_group(region: str, tags: dict[str, str]) -> ResourceGroup:
-    return ResourceGroup(location=region, tags=tags)
 
 
 def virtual_network(region: str, tags: dict[str, str], nat_gateway: str | None = None) -> n.VirtualNetwork:
@@ -86,23 +82,6 @@ def network_interface(
     )
 
 
-@dataclass(frozen=True)
-class VmRequest:
-    region: str
-    size: str
-    image_urn: str  # publisher:offer:sku:version-or-latest
-    image_version: str  # the concrete version chosen for it
-    admin_user: str
-    user_public_key: str  # "ssh-ed25519 AAAA..."
-    cloud_init: str
-    spot: bool = False
-    purchase_plan: dict[str, str] | None = None  # marketplace images: name, publisher, product
-    trusted_launch: bool = True  # False for a size whose SKU says TrustedLaunchDisabled or an image without it
-    identity: bool = False  # a system-assigned managed identity, for the idle agent to deallocate the VM with
-    node: int = 0  # which of the lab's VMs: 0 is the one with the public IP, workers are 1, 2, ...
-    placement_group: str | None = None  # the proximity placement group's id, for a lab of several VMs
-
-
 def proximity_placement_group(region: str, tags: dict[str, str]) -> c.ProximityPlacementGroup:
     """No ``intent``: the size may still change (a fall-back size) before the first VM is in it."""
     return c.ProximityPlacementGroup(
@@ -112,45 +91,51 @@ def proximity_placement_group(region: str, tags: dict[str, str]) -> c.ProximityP
     )
 
 
-def virtual_machine(request: VmRequest, names: LabNames, tags: dict[str, str]) -> c.VirtualMachine:
-    publisher, offer, sku, _ = request.image_urn.split(":")
-    vm_name = names.name("vm", request.node)
+def virtual_machine(
+    names: LabNames,
+    node: int,
+    tags: dict[str, str],
+    choice: Choice,
+    plan: AzurePlan,
+    user_key: str,
+    cloud_init: str,
+    placement_group: str | None = None,
+) -> c.VirtualMachine:
+    """With a system-assigned identity where the plan has the VMs stop themselves when idle."""
+    publisher, offer, sku, _ = plan.image.split(":")
+    admin = settings.admin_user()
     properties = c.VirtualMachineProperties(
-        hardware_profile=c.HardwareProfile(vm_size=request.size),
+        hardware_profile=c.HardwareProfile(vm_size=choice.size.name),
         storage_profile=c.StorageProfile(
-            image_reference=c.ImageReference(publisher=publisher, offer=offer, sku=sku, version=request.image_version),
+            image_reference=c.ImageReference(publisher=publisher, offer=offer, sku=sku, version=choice.image_version),
             os_disk=c.OSDisk(
-                name=names.name("disk", request.node),
+                name=names.name("disk", node),
                 create_option="FromImage",
                 delete_option="Delete",
                 managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
             ),
         ),
         os_profile=c.OSProfile(
-            computer_name=vm_name,
-            admin_username=request.admin_user,
-            custom_data=base64.b64encode(request.cloud_init.encode()).decode(),
+            computer_name=names.name("vm", node),
+            admin_username=admin,
+            custom_data=base64.b64encode(cloud_init.encode()).decode(),
             linux_configuration=c.LinuxConfiguration(
                 disable_password_authentication=True,
                 ssh=c.SshConfiguration(
-                    public_keys=[
-                        c.SshPublicKey(
-                            path=f"/home/{request.admin_user}/.ssh/authorized_keys", key_data=request.user_public_key
-                        )
-                    ]
+                    public_keys=[c.SshPublicKey(path=f"/home/{admin}/.ssh/authorized_keys", key_data=user_key)]
                 ),
             ),
         ),
         network_profile=c.NetworkProfile(
             network_interfaces=[
                 c.NetworkInterfaceReference(
-                    id=names.id("nic", request.node),
+                    id=names.id("nic", node),
                     properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete"),
                 )
             ]
         ),
     )
-    if request.trusted_launch:
+    if choice.trusted_launch:
         # Trusted Launch, which Microsoft recommends for Gen2 images, with the vTPM on but Secure Boot off: the
         # Data Science VM's NVIDIA driver is a DKMS module that Secure Boot would refuse to load. uefiSettings
         # are only valid with TrustedLaunch, so a VM without it is plainly Standard.
@@ -160,15 +145,15 @@ def virtual_machine(request: VmRequest, names: LabNames, tags: dict[str, str]) -
         )
     else:
         properties.security_profile = c.SecurityProfile(security_type="Standard")
-    if request.placement_group:
-        properties.proximity_placement_group = c.SubResource(id=request.placement_group)
-    if request.spot:
+    if placement_group:
+        properties.proximity_placement_group = c.SubResource(id=placement_group)
+    if plan.spot:
         properties.priority = "Spot"
         properties.eviction_policy = "Deallocate"
         properties.billing_profile = c.BillingProfile(max_price=-1)
-    plan = c.Plan(request.purchase_plan) if request.purchase_plan else None
-    identity = c.VirtualMachineIdentity(type="SystemAssigned") if request.identity else None
-    return c.VirtualMachine(location=request.region, tags=tags, properties=properties, plan=plan, identity=identity)
+    purchase = c.Plan(choice.purchase_plan) if choice.purchase_plan else None
+    identity = c.VirtualMachineIdentity(type="SystemAssigned") if plan.identity else None
+    return c.VirtualMachine(location=choice.region, tags=tags, properties=properties, plan=purchase, identity=identity)
 
 
 def shutdown_schedule(region: str, tags: dict[str, str], vm_id: str, hhmm: str, time_zone: str) -> dict[str, Any]:

@@ -128,7 +128,7 @@ _UNREADABLE_HINT = (
 )
 
 
-def arm_error_code(exc: BaseException) -> str | None:
+def arm_error_code(exc: BaseException | None) -> str | None:
     code = getattr(getattr(exc, "error", None), "code", None)
     return str(code) if code else None
 
@@ -137,8 +137,6 @@ def explain(exc: Exception, doing: str) -> LabctlError:
     """One paragraph for an Azure failure: what failed, Azure's own words, and the way out."""
     from azure.core import exceptions as e
 
-    if isinstance(exc, LabctlError):
-        return exc
     if isinstance(exc, e.ClientAuthenticationError) and getattr(exc, "response", None) is None:
         return LabctlError(f"Could not log in to Azure while {doing}.", hint=LOGIN_HINT)
     if isinstance(exc, e.ServiceResponseError):
@@ -272,9 +270,8 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     for thread in threads:
         while thread.is_alive():
             thread.join(0.1)
-    for error in errors:
-        if error is not None:
-            raise error
+    if failure := next((error for error in errors if error is not None), None):
+        raise failure
     return results
 
 
@@ -330,13 +327,10 @@ class Principal:
 
 def principal_from_token(token: str) -> Principal:
     """Labctl's own token, just received over TLS: its payload is read unverified (ARM checks it)."""
-    parts = token.split(".")
     claims: object = None
-    if len(parts) == 3:
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except (ValueError, binascii.Error):
-            claims = None
+    payload = token.split(".")[1] if token.count(".") == 2 else ""
+    with contextlib.suppress(ValueError, binascii.Error):  # not a token's shape: no oid, said below
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     oid = claims.get("oid") if isinstance(claims, dict) else None
     if not isinstance(claims, dict) or not isinstance(oid, str) or not _HEX_RE.sub("", oid.lower()):
         raise LabctlError(

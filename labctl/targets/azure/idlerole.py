@@ -170,8 +170,6 @@ def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Repo
 
 
 def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
-    from azure.core.exceptions import HttpResponseError
-
     deadline = time.monotonic() + PRINCIPAL_WAIT
     delay = max(settings.poll_interval(), 0.01)
     while True:
@@ -180,7 +178,7 @@ def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
                 call(azure, "PUT", url, body)
             return
         except LabctlError as exc:
-            code = arm_error_code(exc.__cause__) if isinstance(exc.__cause__, HttpResponseError) else None
+            code = arm_error_code(exc.__cause__)
             if code == "RoleAssignmentExists":
                 return
             if code not in NOT_REPLICATED or time.monotonic() > deadline:

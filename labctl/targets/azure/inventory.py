@@ -1,63 +1,50 @@
 """Labs as Azure sees them: found by tags (so a lost state file never means a forgotten VM), described, powered,
-deleted (and checked to be gone)."""
+deleted (and checked to be gone); and their power history, every start and stop labctl made or noticed, also summed
+up in a tag on the resource group so that a lost state file loses no spend."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import datetime, timezone
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from labctl import spend
 from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
-from labctl.state import LabRecord
+from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
-from labctl.targets.azure.plan import LabNames, names_of
-from labctl.targets.azure.record import (
-    TAG_HISTORY,
-    azure_data,
-    lab_spend,
-    node_count,
-    note_power,
-    parse_time,
-    restore_power,
-    save_power_tag,
-)
+from labctl.targets.azure.plan import LabNames, azure_data, names_of, node_count
 from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Reporter
+
+TAG_HISTORY = "labctl-allocated"  # "<seconds allocated in closed intervals>;<ISO start of the open one or ->"
 
 
 def find_labs(azure: Azure) -> list[FoundLab]:
     """Every labctl lab in the subscription, from the tags on resource groups, each with its owner."""
     flt = f"tagName eq '{settings.TAG_CREATED_BY}' and tagValue eq '{settings.CREATED_BY}'"
-    labs = []
     with arm("listing labctl's resource groups"):
         groups = [g.as_dict() for g in azure.resources.resource_groups.list(filter=flt)]
-    me = azure.principal.oid.lower()
+    me, labs = azure.principal.oid.lower(), []
     for group in groups:
         tags = group.get("tags") or {}
-        name = tags.get(settings.TAG_LAB)
-        if not name:
+        if not (name := tags.get(settings.TAG_LAB)):
             continue
         owner = tags.get(settings.TAG_OWNER)
-        labs.append(
-            FoundLab(
-                name=name,
-                target="azure",
-                where=group.get("location"),
-                deleting=(group.get("properties") or {}).get("provisioningState") == "Deleting",
-                mine=None if owner is None else owner.lower() == me,
-                details={
-                    "subscription": azure.subscription_id,
-                    "resource_group": group.get("name"),
-                    "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
-                    "owner_id": owner,
-                    "created_at": tags.get(settings.TAG_CREATED_AT),
-                    "power_history": tags.get(TAG_HISTORY),
-                },
-            )
-        )
+        details = {
+            "subscription": azure.subscription_id,
+            "resource_group": group.get("name"),
+            "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
+            "owner_id": owner,
+            "created_at": tags.get(settings.TAG_CREATED_AT),
+            "power_history": tags.get(TAG_HISTORY),
+        }
+        deleting = dig(group, "properties", "provisioningState") == "Deleting"
+        mine = None if owner is None else owner.lower() == me
+        labs.append(FoundLab(name, "azure", group.get("location"), deleting=deleting, mine=mine, details=details))
     return labs
 
 
@@ -268,13 +255,11 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
         rg = get_or_none(f"reading the resource group {resource_group}", lambda: groups.get(resource_group))
         if rg is not None:
             owner = (rg.get("tags") or {}).get(settings.TAG_OWNER, owner)  # the group's tag decides, not the record
-            deleting = (rg.get("properties") or {}).get("provisioningState") == "Deleting"
-            if not deleting:
+            if dig(rg, "properties", "provisioningState") != "Deleting":
                 try:
                     with arm(f"deleting the resource group {resource_group}"):
                         # Force deletion powers the VMs off instead of shutting them down: faster, and the
                         # group holds nothing whose shutdown needs to be graceful.
-                        groups = azure.resources.resource_groups
                         finish(groups.begin_delete(resource_group, force_deletion_types=FORCE_DELETION_TYPES))
                 except LabctlError as exc:
                     cause = exc.__cause__
@@ -291,3 +276,87 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
             + ", ".join(left[:5]),
             hint="Delete them in the Azure portal (they may still cost money), or run 'labctl down' again.",
         )
+
+
+_FRACTION_RE = re.compile(r"\.(\d+)")
+_COMPACT_OFFSET_RE = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def parse_time(text: str) -> datetime:
+    """ARM writes 1 to 7 fraction digits and often 'Z', which Python 3.10's ``fromisoformat`` refuses; no zone: UTC."""
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    value = _COMPACT_OFFSET_RE.sub(r"\1:\2", value) if "T" in value else value
+    value = _FRACTION_RE.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), value, count=1)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _billed(state: str) -> bool | None:
+    code = state.lower().removeprefix("powerstate/")
+    return True if code in spend.BILLED_STATES else False if code in spend.UNBILLED_STATES else None
+
+
+def note_power(record: LabRecord, state: str, when: str | None = None) -> bool:
+    """Record a power state seen or caused at ``when``; True when it changed whether compute is billed."""
+    billed = _billed(state)
+    events = azure_data(record).setdefault("power_events", [])
+    if billed is None or (events and _billed(events[-1][1]) == billed):
+        return False
+    events.append([when or now_iso(), state.lower().removeprefix("powerstate/")])
+    return True
+
+
+def intervals(record: LabRecord) -> list[spend.Interval]:
+    return spend.intervals_from_events(
+        (parse_time(when), state) for when, state in azure_data(record).get("power_events") or []
+    )
+
+
+def power_tag(record: LabRecord, now: datetime) -> str:
+    spans = intervals(record)
+    open_start = spans[-1].start if spans and spans[-1].stop is None else None
+    closed = [s for s in spans if s.stop is not None]
+    seconds = spend.allocated_seconds(closed, min((s.start for s in spans), default=now), now)
+    return f"{int(seconds)};{open_start.isoformat() if open_start else '-'}"
+
+
+def restore_power(record: LabRecord, tag: str | None, created_at: str) -> None:
+    """When the state file was lost: one closed interval as long as the tag's."""
+    if not tag or azure_data(record).get("power_events"):
+        return
+    seconds_text, _, open_start = tag.partition(";")
+    try:
+        seconds = float(seconds_text)
+        start = parse_time(created_at)
+    except ValueError:
+        return
+    if seconds > 0:
+        note_power(record, "running", start.isoformat())
+        note_power(record, "deallocated", (start + timedelta(seconds=seconds)).isoformat())
+    if open_start and open_start != "-":
+        note_power(record, "running", open_start)
+
+
+def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> spend.SpendEstimate:
+    """Every node's: they start and stop together."""
+    td = azure_data(record)
+    created = parse_time(str(td.get("created_at") or record.created_at))
+    return spend.estimate(
+        created, intervals(record), prices, spot=bool(td.get("spot")), now=now or datetime.now(timezone.utc)
+    )
+
+
+def save_power_tag(azure: Any, record: LabRecord) -> None:
+    """Merged into the resource group's tags; a refusal only loses the copy."""
+    rg = azure_data(record).get("resource_group")
+    if not rg:
+        return
+    try:
+        with arm("tagging the lab's power history"):
+            group = azure.resources.resource_groups.get(rg)
+            group.tags = {**(group.tags or {}), TAG_HISTORY: power_tag(record, datetime.now(timezone.utc))}
+            azure.resources.resource_groups.create_or_update(rg, group)
+    except LabctlError:
+        pass

@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from labctl.catalog import SIZES, VmSize, choose_sizes
 from labctl.errors import LabctlError, UsageError
@@ -20,7 +20,6 @@ from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Principal
-from labctl.targets.azure.record import azure_data
 from labctl.validate import check_allow_ip, check_region
 
 _INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
@@ -204,6 +203,40 @@ def refuse_grid_only(sizes: list[VmSize]) -> None:
     )
 
 
+class AzureData(TypedDict, total=False):
+    subscription: str
+    resource_group: str  # recorded before it exists: from then on `down` has something to remove
+    vm_name: str
+    vm_id: str
+    region: str
+    size: str
+    image: str  # the marketplace URN
+    image_version: str
+    spot: bool
+    usd_per_hour: float
+    allow_ip: str  # the CIDR the NSG admits to SSH
+    created_at: str
+    started_at: str  # when the VM was last started by labctl (uptime when ARM does not date it)
+    shutdown_at: str | None  # HH:MM local time of the daily auto-shutdown, None without one
+    shutdown_time_zone: str | None
+    owner: str  # the object id of the principal that made the lab (tag labctl-owner)
+    owner_name: str  # its sign-in or application name
+    power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
+    nodes: int  # VMs the lab is made of (node 0 and its workers, all of ``size``); absent: one
+    placement_group: str | None  # the proximity placement group's id, None where the VMs are in none
+
+
+def azure_data(record: LabRecord) -> AzureData:
+    """The same dict, typed: a misspelt key is a mypy error."""
+    return cast(AzureData, record.target_data)
+
+
+def node_count(record: LabRecord) -> int:
+    """VMs the lab has or is being made with (recorded before they exist, so `down` and `stop` reach each)."""
+    recorded = azure_data(record).get("nodes")
+    return max(recorded if isinstance(recorded, int) and recorded > 0 else 1, len(record.nodes))
+
+
 # Each resource of a lab: its type and its name; "{n}" is the node's number, empty for node 0.
 RESOURCES = {
     "vnet": ("Microsoft.Network/virtualNetworks", "{lab}-vnet"),
@@ -264,6 +297,7 @@ class AzurePlan:
     accept_terms: bool = False  # `up --yes`: consent to the image's marketplace terms, if it has any
     warnings: list[str] = field(default_factory=list)
     nodes: int = 1  # VMs of the one size: node 0 with the public IP, workers reached through it
+    identity: bool = False  # the VMs get a system-assigned identity, to stop themselves when idle (decided by `up`)
 
     @property
     def group_shown(self) -> str:

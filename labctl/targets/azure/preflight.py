@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, side_by_side
+from labctl.targets.azure.clients import Azure, arm, poll, side_by_side
 from labctl.targets.azure.plan import AzurePlan, grid_only
 
 # The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
@@ -168,8 +167,7 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     sku = facts.sku(size)
     if sku is None:
         return Problem(region, size, "not-offered", f"{size.name} is not offered in {region}")
-    reason = _restricted(sku, region)
-    if reason:
+    if reason := _restricted(sku, region):
         return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
     if spot and not spot_capable(sku):
         why = f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
@@ -226,14 +224,11 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
                 f"refused: {exc.message} Nothing was created.",
                 hint=f"Run {how}, then 'labctl up' again.",
             ) from exc
-        deadline = time.monotonic() + 300
-        while state(namespace) != "Registered":
-            if time.monotonic() > deadline:
-                raise LabctlError(
-                    f"Azure is still registering {namespace} for this subscription after 5 minutes; nothing was made.",
-                    hint=f"Run 'labctl up' again in a few minutes, or {how}.",
-                )
-            time.sleep(max(settings.poll_interval(), 0.01))
+        if poll(lambda: state(namespace), lambda now: now == "Registered", 300) != "Registered":
+            raise LabctlError(
+                f"Azure is still registering {namespace} for this subscription after 5 minutes; nothing was made.",
+                hint=f"Run 'labctl up' again in a few minutes, or {how}.",
+            )
 
     side_by_side([functools.partial(register, namespace) for namespace in namespaces])
 
@@ -266,9 +261,9 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         ).result()
 
 
-def choose(azure: Azure, plan: AzurePlan, facts_cache: dict[str, RegionFacts] | None = None) -> Choice:
-    """The first (region, size) that passes every check, or one LabctlError with the way out."""
-    cache = facts_cache if facts_cache is not None else {}
+def choose(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> Choice:
+    """The first (region, size) that passes every check, or one LabctlError with the way out; ``cache`` keeps
+    what each region said for the next call."""
     problems: list[Problem] = []
     images: dict[str, tuple[str, dict[str, str] | None, bool] | LabctlError] = {}
 
@@ -323,14 +318,12 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
         others = spot_alternatives(cache[first.region].skus, first.size)
         hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
         return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
-    alternatives = _alternatives(azure, plan, cache)
     ways = []
-    if alternatives:
+    if alternatives := _alternatives(azure, plan, cache):
         ways.append("try " + ", ".join(alternatives) + " (--region NAME, or --region auto)")
     if first.kind == "quota":
         ways.append(f"request quota: {settings.QUOTA_URL}")
-    smaller = _smaller_sizes(first.size)
-    if smaller:
+    if smaller := _smaller_sizes(first.size):
         ways.append(f"or a smaller size (--size {smaller})")
     fitting = (first.free or 0) // max(first.size.vcpus, 1) if first.kind == "quota" else 0
     if plan.nodes > 1 and fitting >= 1:
@@ -339,7 +332,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
     return LabctlError(f"Cannot create the lab: {what}.", hint=hint[0].upper() + hint[1:])
 
 
-def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], limit: int = 4) -> list[str]:
+def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> list[str]:
     """Other regions where the first size is offered with free quota, with the free vCPUs."""
     size = plan.sizes[0]
     others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
@@ -354,19 +347,14 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts], 
     for region, facts in zip(missing, side_by_side([functools.partial(fetch, r) for r in missing]), strict=True):
         if facts is not None:
             cache[region] = facts
-    found = []
-    for region in others:
-        facts = cache.get(region)
-        if facts is None or check_size(facts, size, plan.spot, plan.nodes) is not None:
-            continue
-        free = free_vcpus(facts, size, plan.spot)[0]
-        found.append(f"{region} ({free} vCPUs free for {size.name})")
-        if len(found) >= limit:
-            break
-    return found
+    found = [
+        f"{region} ({free_vcpus(facts, size, plan.spot)[0]} vCPUs free for {size.name})"
+        for region in others
+        if (facts := cache.get(region)) is not None and check_size(facts, size, plan.spot, plan.nodes) is None
+    ]
+    return found[:4]
 
 
 def _smaller_sizes(size: VmSize) -> str | None:
     smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not grid_only(s)]
-    smaller.sort(key=lambda s: s.vcpus, reverse=True)
-    return smaller[0].name if smaller else None
+    return max(smaller, key=lambda s: s.vcpus).name if smaller else None

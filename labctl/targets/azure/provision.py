@@ -20,10 +20,18 @@ from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
 from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
 from labctl.targets.azure.idlerole import grant, may_grant
-from labctl.targets.azure.inventory import owner_of, private_address
-from labctl.targets.azure.plan import AzurePlan, LabNames, check_rules, discover_public_ip, make_plan, tags_for
+from labctl.targets.azure.inventory import note_power, owner_of, private_address, save_power_tag
+from labctl.targets.azure.plan import (
+    AzurePlan,
+    LabNames,
+    azure_data,
+    check_rules,
+    discover_public_ip,
+    make_plan,
+    node_count,
+    tags_for,
+)
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
-from labctl.targets.azure.record import azure_data, node_count, note_power, save_power_tag
 from labctl.targets.azure.settings import SCHEDULE_API_VERSION
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
@@ -110,14 +118,13 @@ class Provisioner:
         self._built_region: str | None = None
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
         self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
-        self.idle_rights = False
 
     def run(self) -> LabRecord:
-        self.idle_rights = may_grant(self.azure, self.spec, self.record, self.ui)
+        self.plan.identity = may_grant(self.azure, self.spec, self.record, self.ui)
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
         self._fill_record(choice)
-        if self.idle_rights:
+        if self.plan.identity:
             grant(self.azure, self.names, self.nodes, self.record, self.ui)
             self.save(self.record)
         return self.record
@@ -126,7 +133,7 @@ class Provisioner:
         """Wait out an earlier deletion; a lab that exists keeps its region and its VMs, and is the user's own."""
         azure, plan, names, rg_name = self.azure, self.plan, self.names, self.names.resource_group
         rg = get_or_none(f"reading the resource group {rg_name}", lambda: azure.resources.resource_groups.get(rg_name))
-        if rg and (rg.get("properties") or {}).get("provisioningState") == "Deleting":
+        if _state(rg) == "Deleting":
             with self.ui.step(f"Waiting for the earlier deletion of {rg_name} to finish"):
                 wait_rg_gone(azure, rg_name)
             rg = None
@@ -191,16 +198,15 @@ class Provisioner:
         if head is not None:
             # New workers are built as node 0 was: the same security type, and the image's plan if it has one; their
             # NICs as node 0's (ARM changes accelerated networking only on a deallocated VM).
-            security = (head["properties"].get("securityProfile") or {}).get("securityType")
             nics, rg = self.azure.network.network_interfaces, self.names.resource_group
-            nic = get_or_none("reading the lab's network interface", lambda: nics.get(rg, self.names.name("nic"))) or {}
+            nic = get_or_none("reading the lab's network interface", lambda: nics.get(rg, self.names.name("nic")))
             choice = Choice(
                 str(head["location"]).lower(),
                 lookup(head["properties"]["hardwareProfile"]["vmSize"]),
                 azure_data(self.record).get("image_version") or "",
                 {k: str(v) for k, v in head["plan"].items()} if head.get("plan") else None,
-                security == "TrustedLaunch",
-                bool((nic.get("properties") or {}).get("enableAcceleratedNetworking")),
+                dig(head, "properties", "securityProfile", "securityType") == "TrustedLaunch",
+                bool(dig(nic, "properties", "enableAcceleratedNetworking")),
             )
             yield choice
             tried.add((choice.region, choice.size.name))
@@ -212,16 +218,15 @@ class Provisioner:
             tried.add((choice.region, choice.size.name))
 
     def _choose(self, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
-        last: LabctlError | None = None
+        """Region by region, so that a refusal names the first region's problems and other regions with room."""
+        refusals = []
         for region in self.plan.regions:
-            sizes = [s for s in self.plan.sizes if (region, s.name) not in tried]
-            try:
-                if sizes:
+            if sizes := [s for s in self.plan.sizes if (region, s.name) not in tried]:
+                try:
                     return choose(self.azure, dataclasses.replace(self.plan, sizes=sizes, regions=[region]), cache)
-            except LabctlError as exc:
-                last = last or exc
-        assert last is not None
-        raise last
+                except LabctlError as exc:
+                    refusals.append(exc)
+        raise refusals[0]
 
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
@@ -236,11 +241,11 @@ class Provisioner:
         self._built_region = choice.region
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
-            azure.resources.resource_groups.create_or_update(rg, bodies.resource_group(choice.region, tags))
+            azure.resources.resource_groups.create_or_update(rg, {"location": choice.region, "tags": tags})
         self.save(self.record)
         head = self._vms.get(0)
-        placed = ((head or {}).get("properties") or {}).get("proximityPlacementGroup") or {}
-        self._placement = self.names.id("ppg") if head is None and self.nodes > 1 else placed.get("id")
+        placed = dig(head, "properties", "proximityPlacementGroup", "id")
+        self._placement = self.names.id("ppg") if head is None and self.nodes > 1 else placed
         self._build_network(choice, tags)
         self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
@@ -320,11 +325,8 @@ class Provisioner:
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
             body = bodies.network_interface(choice.region, tags, self.names, node, choice.accelerated_networking)
             nic = finish(ops.begin_create_or_update(rg, name, body))
-        address = private_address(nic.as_dict() if hasattr(nic, "as_dict") else nic)
-        if address is None:
-            address = private_address(
-                get_or_none(f"reading the network interface of node {node}", lambda: ops.get(rg, name))
-            )
+        doing = f"reading the network interface of node {node}"
+        address = private_address(nic.as_dict()) or private_address(get_or_none(doing, lambda: ops.get(rg, name)))
         if address is None:
             raise LabctlError(
                 f"Azure gave node {node} of lab '{self.names.lab}' no private address.",
@@ -346,8 +348,14 @@ class Provisioner:
             node: generate_ed25519(f"labctl-{self.names.lab}-{f'node{node}-' if node else ''}host") for node in missing
         }
         self._pin_nodes(hosts)
+        asked = [s.name for s in self.plan.sizes]
         if not made_head:
-            self._keep_vm(choice)
+            self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
+        if not made_head and self.spec.sizes and choice.size.name not in asked:
+            self.ui.warn(
+                f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
+                f"'labctl down --name {self.names.lab}' and 'up' again to change it."
+            )
         user_pub = self._prepare_login(choice) if missing else ""
         self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
         if made_head:
@@ -393,15 +401,6 @@ class Provisioner:
             for node in range(1, self.nodes)
         ]
 
-    def _keep_vm(self, choice: Choice) -> None:
-        self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
-        asked = [s.name for s in self.plan.sizes]
-        if self.spec.sizes and choice.size.name not in asked:
-            self.ui.warn(
-                f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
-                f"'labctl down --name {self.names.lab}' and 'up' again to change it."
-            )
-
     def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
         """A lab just made is removed, so the next size or region is tried for all nodes together."""
         lab, nodes = self.names.lab, self.nodes
@@ -445,7 +444,6 @@ class Provisioner:
         self.save(self.record)
 
     def _prepare_login(self, choice: Choice) -> str:
-        """The key's public half."""
         if not choice.image_version:
             choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
@@ -458,26 +456,11 @@ class Provisioner:
         """A VM Azure could not allocate is removed."""
         from labctl.container import effective_base_image
 
-        names, plan = self.names, self.plan
+        names = self.names
         cloud_init = render_cloud_init(
             host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node
         )
-        request = bodies.VmRequest(
-            region=choice.region,
-            size=choice.size.name,
-            image_urn=plan.image,
-            image_version=choice.image_version,
-            admin_user=settings.admin_user(),
-            user_public_key=user_pub,
-            cloud_init=cloud_init,
-            spot=plan.spot,
-            purchase_plan=choice.purchase_plan,
-            trusted_launch=choice.trusted_launch,
-            identity=self.idle_rights,
-            node=node,
-            placement_group=self._placement,
-        )
-        body = bodies.virtual_machine(request, names, tags)
+        body = bodies.virtual_machine(names, node, tags, choice, self.plan, user_pub, cloud_init, self._placement)
         which = f" of node {node}" if node else ""
         ops = self.azure.compute.virtual_machines
         try:
@@ -489,10 +472,9 @@ class Provisioner:
 
     def _fill_record(self, choice: Choice) -> None:
         azure, names, record = self.azure, self.names, self.record
-        with arm("reading the lab's public IP address"):
-            pip = azure.network.public_ip_addresses.get(names.resource_group, names.name("public_ip")).as_dict()
-        address = (pip.get("properties") or {}).get("ipAddress")
-        if not address:
+        ips, rg = azure.network.public_ip_addresses, names.resource_group
+        pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
+        if not (address := dig(pip, "properties", "ipAddress")):
             raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
         head = record.nodes[0]
         head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
