@@ -103,7 +103,7 @@ def virtual_machine(
 ) -> c.VirtualMachine:
     """With a system-assigned identity where the plan has the VMs stop themselves when idle."""
     publisher, offer, sku, _ = plan.image.split(":")
-    admin = settings.admin_user()
+    admin, trusted = settings.admin_user(), choice.trusted_launch
     properties = c.VirtualMachineProperties(
         hardware_profile=c.HardwareProfile(vm_size=choice.size.name),
         storage_profile=c.StorageProfile(
@@ -134,23 +134,18 @@ def virtual_machine(
                 )
             ]
         ),
-    )
-    if choice.trusted_launch:
         # Trusted Launch, which Microsoft recommends for Gen2 images, with the vTPM on but Secure Boot off: the
         # Data Science VM's NVIDIA driver is a DKMS module that Secure Boot would refuse to load. uefiSettings
         # are only valid with TrustedLaunch, so a VM without it is plainly Standard.
-        properties.security_profile = c.SecurityProfile(
-            security_type="TrustedLaunch",
-            uefi_settings=c.UefiSettings(secure_boot_enabled=False, v_tpm_enabled=True),
-        )
-    else:
-        properties.security_profile = c.SecurityProfile(security_type="Standard")
-    if placement_group:
-        properties.proximity_placement_group = c.SubResource(id=placement_group)
-    if plan.spot:
-        properties.priority = "Spot"
-        properties.eviction_policy = "Deallocate"
-        properties.billing_profile = c.BillingProfile(max_price=-1)
+        security_profile=c.SecurityProfile(
+            security_type="TrustedLaunch" if trusted else "Standard",
+            uefi_settings=c.UefiSettings(secure_boot_enabled=False, v_tpm_enabled=True) if trusted else None,
+        ),
+        proximity_placement_group=c.SubResource(id=placement_group) if placement_group else None,
+        priority="Spot" if plan.spot else None,
+        eviction_policy="Deallocate" if plan.spot else None,
+        billing_profile=c.BillingProfile(max_price=-1) if plan.spot else None,
+    )
     purchase = c.Plan(choice.purchase_plan) if choice.purchase_plan else None
     identity = c.VirtualMachineIdentity(type="SystemAssigned") if plan.identity else None
     return c.VirtualMachine(location=choice.region, tags=tags, properties=properties, plan=purchase, identity=identity)

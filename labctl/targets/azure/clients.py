@@ -401,13 +401,9 @@ def cli_default_subscription() -> str | None:
     folder = Path(os.environ.get("AZURE_CONFIG_DIR") or Path.home() / ".azure")
     try:
         data = json.loads((folder / "azureProfile.json").read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
+        return next((str(s["id"]) for s in data["subscriptions"] if s.get("isDefault") and s.get("id")), None)
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):  # no profile, or not one of this shape
         return None
-    subscriptions = data.get("subscriptions") if isinstance(data, dict) else None
-    for entry in subscriptions if isinstance(subscriptions, list) else []:
-        if isinstance(entry, dict) and entry.get("isDefault") and entry.get("id"):
-            return str(entry["id"])
-    return None
 
 
 @dataclass

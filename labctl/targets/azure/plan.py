@@ -256,14 +256,10 @@ SUBNET = "default"
 @dataclass(frozen=True)
 class LabNames:
     lab: str
-    # "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made now (``for_owner``), or what the
-    # record says (labs made before labs were per person: "labctl-<lab>").
+    # "labctl-<lab>-<first 8 hex digits of the owner's object id>" for labs made now, or what the record says (labs
+    # made before labs were per person: "labctl-<lab>").
     group: str = ""
     subscription: str = ""  # for the ids
-
-    @classmethod
-    def for_owner(cls, lab: str, owner_short: str, subscription: str = "") -> LabNames:
-        return cls(lab, f"labctl-{lab}-{owner_short}", subscription)
 
     @property
     def resource_group(self) -> str:

@@ -39,9 +39,7 @@ class Problem:
 
 
 @dataclass
-class RegionFacts:
-    """What one region tells this subscription: its VM SKUs and its compute usages."""
-
+class RegionFacts:  # what one region tells this subscription
     region: str
     skus: dict[str, dict[str, Any]] = field(default_factory=dict)  # lower-case size name -> SKU JSON
     usages: dict[str, tuple[int, int]] = field(default_factory=dict)  # usage name -> (current, limit)

@@ -110,10 +110,8 @@ class Provisioner:
         self.nodes = nodes
         # Labs are per person: a new lab's group carries its owner's id, so a colleague's lab of the same name
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
-        group, sub = azure_data(record).get("resource_group"), azure.subscription_id
-        self.names = (
-            LabNames(spec.name, group, sub) if group else LabNames.for_owner(spec.name, azure.principal.short, sub)
-        )
+        group = azure_data(record).get("resource_group") or f"labctl-{spec.name}-{azure.principal.short}"
+        self.names = LabNames(spec.name, group, azure.subscription_id)
         self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found, kept while it is the choice
         self._built_region: str | None = None
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
