@@ -8,6 +8,7 @@ their own. torchrun meets at node 0's address (127.0.0.1) and the ranks talk glo
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -22,6 +23,7 @@ from labctl.cli import app
 from labctl.container import container_name, volume_name
 from labctl.hostkeys import fingerprint
 from labctl.state import StateStore
+from tests.conftest import clean_environment_in
 from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,40 +33,80 @@ STEPS = 6
 TRAIN = ["--data", "synthetic:256", "--device", "cpu", "--batch-size", "32", "--set", "log_every=0"]
 
 
-@pytest.fixture
-def hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[SSHServer], KeyPair]]:
-    """Two sshd that accept one client key, both in a known_hosts of the test's own HOME."""
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[SSHServer], KeyPair]]:
+    """Two sshd that accept one client key, started once for the module."""
     reason = sshd_unavailable()
     if reason:
         pytest.skip(reason)
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
-    head, client = make_server(tmp_path / "head")
-    worker, _ = make_server(tmp_path / "worker", authorized_keys=[client.public])
-    servers = [head, worker]
-    (home / ".ssh" / "known_hosts").write_text("".join(f"[{s.host}]:{s.port} {s.host_key.public}\n" for s in servers))
-    for server in servers:
+    root = tmp_path_factory.mktemp("hosts")
+    head, client = make_server(root / "head")
+    worker, _ = make_server(root / "worker", authorized_keys=[client.public])
+    started = [head, worker]
+    for server in started:
         server.start()
     try:
-        yield servers, client
+        yield started, client
     finally:
-        for server in servers:
+        for server in started:
             server.stop()
 
 
+def _trust(servers: list[SSHServer]) -> None:
+    """Both hosts' keys in the known_hosts of the current HOME."""
+    ssh = Path.home() / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    (ssh / "known_hosts").write_text("".join(f"[{s.host}]:{s.port} {s.host_key.public}\n" for s in servers))
+
+
 @pytest.fixture
-def cluster_lab(docker_client: Any, lab_image: str) -> Iterator[str]:
-    """A lab name of its own; both nodes' containers and volumes go afterwards, whatever the test did."""
+def hosts(
+    servers: tuple[list[SSHServer], KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[SSHServer], KeyPair]:
+    """The module's two sshd, both in a known_hosts of the test's own HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
+    _trust(servers[0])
+    return servers
+
+
+@pytest.fixture(scope="module")
+def made_cluster(
+    servers: tuple[list[SSHServer], KeyPair],
+    docker_client: Any,
+    lab_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Any, str, str]]:
+    """One two-node lab for the module, made by `up` (two containers and a Jupyter cost many seconds): the
+    result of `up`, the lab's name and the module's labctl state directory. Both nodes' containers and volumes
+    go afterwards, whatever the tests did."""
     import secrets
 
     from labctl.container import remove_lab
 
     name = f"c{secrets.token_hex(4)}"
-    yield name
-    for node in (0, 1):
-        remove_lab(docker_client, name, node=node)
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            clean_environment_in(monkeypatch, tmp_path_factory)
+            _trust(servers[0])
+            up = _up(*servers, name)
+            state = os.environ["LABCTL_STATE_DIR"]
+        yield up, name, state
+    finally:
+        for node in (0, 1):
+            remove_lab(docker_client, name, node=node)
+
+
+@pytest.fixture
+def cluster_lab(
+    made_cluster: tuple[Any, str, str], hosts: tuple[list[SSHServer], KeyPair], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The module's lab, in the module's labctl state: its record holds the runs of the tests before, so `down`
+    finds each of them fetched, as on a lab used for a while."""
+    up, name, state = made_cluster
+    assert up.exit_code == 0, up.output
+    monkeypatch.setenv("LABCTL_STATE_DIR", state)
+    return name
 
 
 def _host(server: SSHServer) -> str:
@@ -76,13 +118,11 @@ def _up(servers: list[SSHServer], client: KeyPair, lab: str) -> Any:
     return runner.invoke(app, ["up", "--target", "ssh", *hosts, "--ssh-key", str(client.private_path), "-n", lab])
 
 
-def test_two_hosts_up_train_together_and_down(
+def test_two_hosts_up_train_together_and_cancel(
     hosts: tuple[list[SSHServer], KeyPair], cluster_lab: str, docker_client: Any, tmp_path: Path
 ) -> None:
     servers, client = hosts
-    up = _up(servers, client, cluster_lab)
-    assert up.exit_code == 0, up.output
-    record = StateStore().load(cluster_lab)
+    record = StateStore().load(cluster_lab)  # what `up --host A --host B` recorded
     assert len(record.nodes) == 2 and record.nodes[0].private_address == "127.0.0.1"
     [worker] = record.nodes[1:]
     assert (worker.port, worker.host_key) == (servers[1].port, servers[1].host_key.public.rsplit(" ", 1)[0])
@@ -114,16 +154,6 @@ def test_two_hosts_up_train_together_and_down(
 
     _train_on_both(cluster_lab, docker_client, tmp_path)
     _cancel_on_both(cluster_lab, docker_client)
-
-    down = runner.invoke(app, ["down", "--yes", "-n", cluster_lab])
-    assert down.exit_code == 0, down.output
-    import docker.errors
-
-    for node in (0, 1):
-        with pytest.raises(docker.errors.NotFound):
-            docker_client.containers.get(container_name(cluster_lab, node))
-        with pytest.raises(docker.errors.NotFound):
-            docker_client.volumes.get(volume_name(cluster_lab, node))
 
 
 def _train_on_both(lab: str, docker_client: Any, tmp_path: Path) -> None:
@@ -199,7 +229,7 @@ def test_yes_never_pins_the_unknown_key_of_another_machine(hosts: tuple[list[SSH
     assert not StateStore().exists("keyn")  # nothing pinned, and a refused `up` leaves no lab record
 
 
-def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
+def test_a_node_lost_mid_run_ends_the_run_naming_it_then_up_brings_it_back_and_down_removes_both(
     hosts: tuple[list[SSHServer], KeyPair],
     cluster_lab: str,
     docker_client: Any,
@@ -211,13 +241,13 @@ def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
     # the node holding rank 0 may wait on the lost node's rendezvous store while it shuts down: ask it sooner
     monkeypatch.setattr(labctl.cluster, "LOST_GRACE_S", 10.0)
     servers, client = hosts
-    up = _up(servers, client, cluster_lab)
-    assert up.exit_code == 0, up.output
+    boxes = [docker_client.containers.get(container_name(cluster_lab, node)) for node in (0, 1)]
+    earlier = _runs_in(boxes[0]) | _runs_in(boxes[1])  # another test's runs on the module's lab
     result: dict[str, Any] = {}
     args = ["run-lab", "-n", cluster_lab, "--nodes", "2", *TRAIN, "--epochs", "1000"]
     thread = threading.Thread(target=lambda: result.update(run=runner.invoke(app, args)), daemon=True)
     thread.start()
-    head, run_id = _rank_zero_training(docker_client, cluster_lab)
+    head, run_id = _rank_zero_training(docker_client, cluster_lab, earlier=earlier)
     lost = 1 - head
     docker_client.containers.get(container_name(cluster_lab, lost)).remove(force=True)  # the machine is gone
     thread.join(600)  # a deadline for a hang only: run-lab ends about LOST_GRACE_S after the loss
@@ -233,17 +263,39 @@ def test_a_node_lost_mid_run_ends_the_run_naming_it_and_the_checkpoint(
     metrics = json.loads((checkpoint.parent / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["steps"] >= 1
 
+    # `up` makes the lost node's container again; `down` removes both nodes' containers and volumes
+    again = _up(servers, client, cluster_lab)
+    assert again.exit_code == 0, again.output
+    assert docker_client.containers.get(container_name(cluster_lab, lost)).status == "running"
+    down = runner.invoke(app, ["down", "--yes", "-n", cluster_lab])
+    assert down.exit_code == 0, down.output
+    import docker.errors
 
-def _rank_zero_training(docker_client: Any, lab: str, run_id: str = "*", timeout: float = 600.0) -> tuple[int, str]:
+    for node in (0, 1):
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(container_name(cluster_lab, node))
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.volumes.get(volume_name(cluster_lab, node))
+
+
+def _runs_in(box: Any) -> set[str]:
+    code, out = box.exec_run(["ls", "/workspace/runs"])
+    return set(out.decode().split()) if code == 0 else set()
+
+
+def _rank_zero_training(
+    docker_client: Any, lab: str, run_id: str = "", *, earlier: set[str] | None = None, timeout: float = 600.0
+) -> tuple[int, str]:
     """(the node holding rank 0, the run id) once rank 0 has reported training progress there (every second);
-    the lab's only run unless ``run_id`` names one."""
+    the run ``run_id``, or else the lab's run that is not one of the ``earlier`` ones."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for node in (0, 1):
             box = docker_client.containers.get(container_name(lab, node))
-            code, out = box.exec_run(["sh", "-c", f"cat /workspace/runs/{run_id}/events.jsonl"])
-            if code == 0 and out.decode().count('"progress"') >= 2:
-                code, name = box.exec_run(["sh", "-c", f"ls -d /workspace/runs/{run_id}"])
-                return node, name.decode().split()[0].rsplit("/", 1)[-1]
+            candidates = [run_id] if run_id else _runs_in(box) - (earlier or set())
+            for name in candidates:
+                code, out = box.exec_run(["cat", f"/workspace/runs/{name}/events.jsonl"])
+                if code == 0 and out.decode().count('"progress"') >= 2:
+                    return node, name
         time.sleep(0.5)
     raise AssertionError("rank 0 never started training")

@@ -24,9 +24,10 @@ from labctl.workflows.runlab_options import TORCHRUN, RunLabOptions, cifarlab_ar
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lab_runs(docker_client: Any, lab_image: str) -> Iterator[LabRuns]:
-    box = docker_client.containers.run(lab_image, ["sleep", "900"], detach=True, labels={"labctl.test": "runs"})
+    """One lab container for the module's tests (each start costs seconds)."""
+    box = docker_client.containers.run(lab_image, ["sleep", "infinity"], detach=True, labels={"labctl.test": "runs"})
     box.exec_run(["mkdir", "-p", "/workspace"])
     try:
         yield LabRuns(LabContainer(box))
