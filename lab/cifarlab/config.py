@@ -147,15 +147,12 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(what)
 
-        positive = 0 < (self.epochs or 0) < math.inf  # nan and inf too are refused: no run ends on them
-        need(positive, f"--epochs must be a positive number, got {self.epochs}.")
+        # nan and inf are refused too: no run ends on them
+        need(0 < (self.epochs or 0) < math.inf, f"--epochs must be a positive number, got {self.epochs}.")
         need(self.batch_size is not None and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
         rates = all(0 < (rate or 0) < math.inf for rate in (self.lr, self.bias_lr))
         need(rates, f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive numbers.")
-        need(
-            self.holdout is None or 0 < self.holdout < 1,
-            f"--holdout is a share of the images (0.1, say), got {self.holdout}.",
-        )
+        need(self.holdout is None or 0 < self.holdout < 1, f"--holdout must be between 0 and 1, got {self.holdout}.")
         need(0 <= self.seed < 2**32, f"--seed must be a whole number from 0 to 4294967295, got {self.seed}.")
         need(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}.")
         need(self.schedule in ("constant", "onecycle", "triangle"), f"--schedule: no {self.schedule!r} schedule.")

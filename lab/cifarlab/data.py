@@ -40,8 +40,6 @@ Rows = dict[str, tuple[str, "torch.Tensor | None"]]  # split -> (part of the fol
 
 @dataclass
 class Split:
-    """One part of a data set (train or test) as tensors."""
-
     images: torch.Tensor  # uint8, (N, 3, 32, 32)
     labels: torch.Tensor  # int64, (N,)
 
@@ -54,8 +52,6 @@ class Split:
 
 @dataclass
 class Data:
-    """A data set in memory: training and test images, class names, and where they came from."""
-
     train: Split
     test: Split
     classes: list[str]

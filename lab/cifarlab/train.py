@@ -216,8 +216,6 @@ def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
 
 @dataclass
 class Run:
-    """What the loop reads and updates."""
-
     cfg: TrainConfig
     dist: Dist
     device: torch.device
@@ -244,7 +242,6 @@ class Run:
         self.meter = Meter(self.dist.world)
 
     def epoch(self) -> float:
-        """Epochs done so far (fractional within an epoch)."""
         return round(self.step / self.batches.per_epoch, 4)
 
     def eval_due(self) -> bool:
