@@ -42,6 +42,7 @@ from tests.fakearm.tls import make_certificates
 # Types whose PUT is not a long-running operation: ARM answers 200/201 with the resource as it is, no
 # provisioningState (ProximityPlacementGroups_CreateOrUpdate).
 SYNCHRONOUS_TYPES = frozenset({"proximityplacementgroups"})
+NEW_STATES = {"virtualnetworks": "Updating", "networkinterfaces": "Succeeded"}  # what a PUT answers, if not Creating
 FORCE_DELETION_TYPES = ("Microsoft.Compute/virtualMachines", "Microsoft.Compute/virtualMachineScaleSets")
 DEFAULT_REGIONS = ("eastus", "eastus2", "westus2", "westus3", "westeurope", "northeurope")
 DSVM = ("microsoft-dsvm", "ubuntu-2204", "2204-gen2")
@@ -1191,9 +1192,11 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             guid = ((existing or {}).get("properties") or {}).get("resourceGuid")
             resource["properties"]["resourceGuid"] = guid or str(uuid.uuid4())
         error = getattr(self, "v_" + rtype.split("/")[1].lower(), lambda *a: None)(resource, existing, body)
-        resource["properties"]["provisioningState"] = "Creating" if existing is None else "Updating"
-        arm.resources[key] = resource
         short = rtype.split("/")[1].lower()
+        state = "Creating" if existing is None else "Updating"
+        # recorded.json: a new virtual network answers Updating, a network interface Succeeded (with its monitor)
+        resource["properties"]["provisioningState"] = NEW_STATES.get(short, state)
+        arm.resources[key] = resource
         delay = arm.latency.get(short, 0.0) * (1.0 if existing is None else 0.25)
         if short == "schedules":  # recorded.json: every PUT answers 201, finished, with no monitor to poll
             resource["properties"]["provisioningState"] = "Succeeded"
