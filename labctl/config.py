@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl import catalog, validate
+from labctl import validate
 from labctl.errors import UsageError
 from labctl.imageref import check_image_ref
 from labctl.keys import check_private_key
@@ -64,7 +64,7 @@ CHECKS: dict[str, Callable[[str, str], object]] = {  # what a value from a varia
     "name": validate_lab_name,
     "target": validate.check_target,
     "region": validate.check_region,
-    "size": catalog.lookup,
+    "size": validate.check_size_name,
     "subscription": validate.check_subscription,
     "allow_ip": validate.check_allow_ip,
     "shutdown_at": validate.check_shutdown_at,

@@ -56,6 +56,15 @@ check_region = pattern_check(
     "them), or auto.",
     str.lower,
 )
+# The shape of a size name only: whether Azure still offers it is up's to say (catalog.lookup), so a retired size
+# in a variable or file never blocks the down or status of a lab that bills.
+check_size_name = pattern_check(
+    "--size",
+    r"[A-Za-z0-9_]{2,64}",
+    "labctl does not know the VM size {value!r} ({what}): Azure's size names are letters, digits and '_'.",
+    "Sizes look like Standard_D4s_v5 or NC4as_T4_v3; 'labctl up --help' names the common ones.",
+    str.strip,
+)
 check_shutdown_at = pattern_check(
     "--shutdown-at",
     r"([01][0-9]|2[0-3]):[0-5][0-9]",

@@ -123,3 +123,18 @@ def test_a_project_file_decides_nothing_billed_or_written_until_trusted(
     assert not next(s for s in settings.all() if s.key == key).trusted  # `labctl config` still shows it
     trust_project(tmp_path)
     assert Settings(tmp_path).get(key) == value
+
+
+def test_a_retired_size_in_a_file_blocks_up_but_not_the_commands_that_end_a_lab(
+    tmp_path: Path, user_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_config.write_text('[labctl]\nsize = "NC6"\n')
+    monkeypatch.chdir(tmp_path)
+    shown = CliRunner().invoke(app, ["config"])
+    assert shown.exit_code == 0 and "NC6" in shown.output, shown.output
+    status = CliRunner().invoke(app, ["status"])
+    assert status.exit_code != 2 and "retired" not in status.output, status.output
+    up = CliRunner().invoke(app, ["up", "--dry-run"])
+    assert up.exit_code == 2 and "retired" in up.output, up.output
+    user_config.write_text('[labctl]\nsize = ""\n')
+    assert "size in " in CliRunner().invoke(app, ["config"]).output
