@@ -17,6 +17,10 @@ _HOST = re.compile(
 )
 
 
+_OWN_HOST_KEY = "labctl makes an Azure VM's host key itself"
+_SHUTDOWN_BILLS = "on Azure the idle stop deallocates the VM; an OS shutdown would keep billing"
+
+
 @dataclass(frozen=True)
 class HostAddress:
     user: str | None
@@ -101,26 +105,28 @@ class LabSpec:
             )
 
     def _check_flags_fit_target(self) -> None:
-        """A flag only one kind of target reads is refused elsewhere, never ignored. An Azure VM makes its own host
-        key, and one shut down from inside keeps billing (its idle stop deallocates it)."""
-        given = {  # flag: the one kind of target that reads it, and whether it was given
-            "--host": ("ssh", self.host is not None or bool(self.workers)),
-            "--host-key-fingerprint": ("ssh", self.host_key_fingerprint is not None),
-            "--idle-action shutdown": ("ssh", self.idle_action == "shutdown"),
-            "--size": ("azure", bool(self.sizes)),
-            "--region": ("azure", self.region is not None),
-            "--subscription": ("azure", self.subscription is not None),
-            "--allow-ip": ("azure", self.allow_ip is not None),
-            "--spot": ("azure", self.spot),
-            "--budget": ("azure", self.budget is not None),
+        """A flag only one kind of target reads is refused elsewhere, never ignored."""
+        given = {  # flag: the one kind of target that reads it, whether it was given, and why where it is not plain
+            "--host": ("ssh", self.host is not None or bool(self.workers), ""),
+            "--host-key-fingerprint": ("ssh", self.host_key_fingerprint is not None, _OWN_HOST_KEY),
+            "--idle-action shutdown": ("ssh", self.idle_action == "shutdown", _SHUTDOWN_BILLS),
+            "--size": ("azure", bool(self.sizes), ""),
+            "--region": ("azure", self.region is not None, ""),
+            "--subscription": ("azure", self.subscription is not None, ""),
+            "--allow-ip": ("azure", self.allow_ip is not None, ""),
+            "--spot": ("azure", self.spot, ""),
+            "--budget": ("azure", self.budget is not None, ""),
         }
         for target in ("ssh", "azure"):
-            used = [flag for flag, (reader, on) in given.items() if on and reader == target]
+            used = [flag for flag, (reader, on, _) in given.items() if on and reader == target]
             if used and target != self.target:
+                whys = [given[f][2] for f in used if given[f][2] and self.target == "azure"]
+                why = f" ({'; '.join(whys)})" if whys else ""
                 raise UsageError(
                     f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --target {target}, "
-                    f"not to --target {self.target}.",
-                    hint=f"Drop {'it' if len(used) == 1 else 'them'}, or use --target {target}.",
+                    f"not to --target {self.target}{why}.",
+                    hint=f"Drop {'it' if len(used) == 1 else 'them'}"
+                    + ("." if why else f", or use --target {target}."),
                 )
 
     def validate(self) -> LabSpec:

@@ -58,6 +58,8 @@ def test_host_implies_ssh_target(settings: Settings) -> None:
         (LabSpec(target="local", host=parse_host("me@box")), "--host applies only to --target ssh"),
         (LabSpec(target="local", region="westus2"), "--region applies only to --target azure"),
         (LabSpec(target="local", sizes=["Standard_D4s_v5"], spot=True), "--size, --spot apply only"),
+        (LabSpec(target="azure", idle_action="shutdown"), r"not to --target azure \(on Azure .* keep billing\)"),
+        (LabSpec(target="azure", host_key_fingerprint="SHA256:x"), r"Azure VM's host key itself\)"),
         (LabSpec(shutdown_at="25:00"), "not a time of day"),
         (LabSpec(shutdown_at="19:00", no_shutdown=True), "contradict"),
         (LabSpec(name="Bad_Name"), "not a valid lab name"),
