@@ -84,6 +84,7 @@ def open_lab(
     forward = forward or []
     if not 0 <= port < 65536:
         raise UsageError(f"--port {port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
+    _check_forwards(forward, print_only, {JUPYTER_PORT})  # bad input first, before the lab is even looked up
     record = StateStore().resolve(name)
     record.require_ready()
     token = record.jupyter_token

@@ -42,3 +42,8 @@ def test_a_bad_forward_is_refused_before_connecting(lab: str, args: list[str], w
 def test_a_port_that_is_not_a_number_is_a_usage_error(lab: str) -> None:
     result = CliRunner().invoke(app, ["open", "-n", lab, "--forward", "tensorboard"])
     assert result.exit_code == 2 and "--forward" in result.output and "integer" in result.output
+
+
+def test_a_bad_forward_is_named_even_where_there_is_no_lab() -> None:
+    result = CliRunner().invoke(app, ["open", "--forward", "0"])
+    assert result.exit_code == 2 and "--forward 0 is not a port number" in result.output, result.output
