@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labctl.errors import LabctlError, UsageError
-from labctl.ui import Reporter
+from labctl.ui import Reporter, agreed
 
 if TYPE_CHECKING:
     import paramiko
@@ -211,13 +211,9 @@ def confirm_host_key(
             f"labctl does not know the SSH host key of {host}:{port}, and {why}. The host offered {shown}.",
             hint=way_out,
         )
-    try:
-        answer = input(
-            f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
-            f"Compare it with the machine's own ({KEYGEN}). Pin it and continue? [y/N] "
-        )
-    except EOFError:
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
+    if not agreed(
+        f"The host {host}:{port} is not in {known_hosts_path()}. Its key is {shown}.\n"
+        f"Compare it with the machine's own ({KEYGEN}). Pin it and continue?"
+    ):
         raise UsageError("The host key was not confirmed; nothing was changed.", exit_code=1)
     return offered

@@ -177,6 +177,14 @@ class NodeReporter(PlainReporter):
         self.ui.line(f"{self.prefix} {text}")
 
 
+def agreed(question: str) -> bool:
+    """A [y/N] question at a terminal; the end of input (Ctrl-D) is a no, not a connection that broke off."""
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def clock(seconds: float) -> str:
     """The one duration format: M:SS, or H:MM:SS from an hour on (as the lab's progress lines)."""
     s = int(seconds)

@@ -7,7 +7,7 @@ import sys
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
-from labctl.ui import Outcome, Reporter
+from labctl.ui import Outcome, Reporter, agreed
 from labctl.workflows.power import check_owner
 
 
@@ -44,7 +44,7 @@ def _down(
     if not yes and not confirmed:
         if not sys.stdin.isatty():
             raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
-        if input(f"Delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
+        if not agreed(f"Delete {what}?"):
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
     if not force:
         _protect_results(record, ui)

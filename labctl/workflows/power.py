@@ -11,7 +11,7 @@ from labctl.errors import LabctlError, UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
-from labctl.ui import Outcome, Reporter
+from labctl.ui import Outcome, Reporter, agreed
 
 
 def check_owner(
@@ -91,7 +91,7 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
         raise UsageError(
             f"{what}.", hint=f"Wait with 'labctl logs --follow {running[0]}', or add --yes to stop it anyway."
         )
-    return input(f"{what}. Stop it anyway? [y/N] ").strip().lower() in ("y", "yes")
+    return agreed(f"{what}. Stop it anyway?")
 
 
 def stop(

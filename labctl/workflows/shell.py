@@ -15,7 +15,7 @@ from labctl.files import write_private
 from labctl.hostkeys import known_hosts_name, normalize
 from labctl.keys import check_lab_key
 from labctl.state import LabRecord, StateStore
-from labctl.ui import Outcome, Reporter
+from labctl.ui import Outcome, Reporter, agreed
 
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
@@ -92,7 +92,7 @@ def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) 
 
 def _ask(question: str) -> bool | None:
     """None where no one can answer (a script, a pipe)."""
-    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes") if sys.stdin.isatty() else None
+    return agreed(question) if sys.stdin.isatty() else None
 
 
 def ssh_config(name: str | None, ui: Reporter, local_port: int | None = None, include: bool = False) -> Outcome:

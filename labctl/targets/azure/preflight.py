@@ -14,6 +14,7 @@ from labctl.errors import LabctlError
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, poll, side_by_side
 from labctl.targets.azure.plan import AzurePlan, grid_only
+from labctl.ui import agreed
 
 # The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
 PROVIDERS = ("Microsoft.Compute", "Microsoft.Network", "Microsoft.DevTestLab", "Microsoft.Authorization")
@@ -244,8 +245,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         return
     consent = consent or os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
     if not consent and sys.stdin.isatty():
-        answer = input(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept? [y/N] ")
-        consent = answer.strip().lower() in ("y", "yes")
+        consent = agreed(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept?")
     if not consent:
         raise LabctlError(
             f"The image {urn} has marketplace terms that this subscription has not accepted.",
