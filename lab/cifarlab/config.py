@@ -150,8 +150,8 @@ class TrainConfig:
         # nan and inf are refused too: no run ends on them
         need(0 < (self.epochs or 0) < math.inf, f"--epochs must be a positive number, got {self.epochs}.")
         need(self.batch_size is not None and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}.")
-        rates = all(0 < (rate or 0) < math.inf for rate in (self.lr, self.bias_lr))
-        need(rates, f"--lr {self.lr} and --bias-lr {self.bias_lr} must be positive numbers.")
+        for flag, rate in (("--lr", self.lr), ("--bias-lr", self.bias_lr)):
+            need(0 < (rate or 0) < math.inf, f"{flag} must be a positive number, got {rate}.")
         need(self.holdout is None or 0 < self.holdout < 1, f"--holdout must be between 0 and 1, got {self.holdout}.")
         need(0 <= self.seed < 2**32, f"--seed must be a whole number from 0 to 4294967295, got {self.seed}.")
         need(self.optimizer in ("sgd", "adamw"), f"--optimizer must be sgd or adamw, got {self.optimizer!r}.")

@@ -131,8 +131,10 @@ def test_bad_options_are_refused_before_training(tmp_path: Path) -> None:
         TrainConfig().with_strings({"bogus": "1"})
     with pytest.raises(ConfigError, match="not a valid int"):
         TrainConfig().with_strings({"batch_size": "lots"})
-    with pytest.raises(ConfigError, match=r"--bias-lr 0\.0 must be positive"):
+    with pytest.raises(ConfigError, match=r"^--bias-lr must be a positive number, got 0\.0\.$"):
         train(quick_config(tmp_path, bias_lr=0.0))
+    with pytest.raises(ConfigError, match=r"^--lr must be a positive number, got 0\.0\.$"):  # not the bias-lr
+        train(quick_config(tmp_path, lr=0.0))
 
 
 def test_cli_reports_a_bad_dataset_without_a_traceback(tmp_path: Path) -> None:
