@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from labctl import pricing
-from labctl.pricing import LabPrices, PriceUnavailable, lab_prices
-from labctl.spend import Interval, allocated_seconds, estimate, intervals_from_events
+from labctl.pricing import (
+    Interval,
+    LabPrices,
+    PriceUnavailable,
+    allocated_seconds,
+    estimate,
+    intervals_from_events,
+    lab_prices,
+)
 from tests.fakearm.retail_prices import RetailPrices
 from tests.support.sshd import free_port
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from labctl import spend
+from labctl import pricing
 from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
 from labctl.state import LabRecord, now_iso
@@ -177,17 +178,15 @@ def private_address(nic: dict[str, Any] | None) -> str | None:
 
 
 def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
-    from labctl.pricing import lab_prices
-
     try:
-        prices = lab_prices(region, size).for_nodes(node_count(record))
+        prices = pricing.lab_prices(region, size).for_nodes(node_count(record))
         spent = lab_spend(record, prices)
     except (LabctlError, ValueError) as exc:
         return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
     budget = record.idle.get("budget_usd")
     facts: dict[str, Any] = {
         "spend_so_far_usd": round(spent.total_usd, 2),
-        "spend": spent.to_json(),
+        "spend": asdict(spent),
         "compute_per_hour_usd": prices.compute_per_hour(bool(azure_data(record).get("spot"))),
         "price_source": prices.source,
     }
@@ -293,23 +292,18 @@ def parse_time(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _billed(state: str) -> bool | None:
-    code = state.lower().removeprefix("powerstate/")
-    return True if code in spend.BILLED_STATES else False if code in spend.UNBILLED_STATES else None
-
-
 def note_power(record: LabRecord, state: str, when: str | None = None) -> bool:
     """Record a power state seen or caused at ``when``; True when it changed whether compute is billed."""
-    billed = _billed(state)
+    billed = pricing.billed(state)
     events = azure_data(record).setdefault("power_events", [])
-    if billed is None or (events and _billed(events[-1][1]) == billed):
+    if billed is None or (events and pricing.billed(events[-1][1]) == billed):
         return False
     events.append([when or now_iso(), state.lower().removeprefix("powerstate/")])
     return True
 
 
-def intervals(record: LabRecord) -> list[spend.Interval]:
-    return spend.intervals_from_events(
+def intervals(record: LabRecord) -> list[pricing.Interval]:
+    return pricing.intervals_from_events(
         (parse_time(when), state) for when, state in azure_data(record).get("power_events") or []
     )
 
@@ -318,7 +312,7 @@ def power_tag(record: LabRecord, now: datetime) -> str:
     spans = intervals(record)
     open_start = spans[-1].start if spans and spans[-1].stop is None else None
     closed = [s for s in spans if s.stop is not None]
-    seconds = spend.allocated_seconds(closed, min((s.start for s in spans), default=now), now)
+    seconds = pricing.allocated_seconds(closed, min((s.start for s in spans), default=now), now)
     return f"{int(seconds)};{open_start.isoformat() if open_start else '-'}"
 
 
@@ -339,11 +333,11 @@ def restore_power(record: LabRecord, tag: str | None, created_at: str) -> None:
         note_power(record, "running", open_start)
 
 
-def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> spend.SpendEstimate:
+def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> pricing.SpendEstimate:
     """Every node's: they start and stop together."""
     td = azure_data(record)
     created = parse_time(str(td.get("created_at") or record.created_at))
-    return spend.estimate(
+    return pricing.estimate(
         created, intervals(record), prices, spot=bool(td.get("spot")), now=now or datetime.now(timezone.utc)
     )
 
