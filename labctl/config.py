@@ -14,7 +14,6 @@ from typing import Any
 
 from labctl import validate
 from labctl.errors import UsageError
-from labctl.imageref import check_image_ref
 from labctl.keys import check_private_key
 from labctl.state import user_dir, validate_lab_name
 from labctl.ui import Outcome
@@ -24,55 +23,30 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-# key -> (default, help). Keys are also the TOML keys and, upper-cased, the LABCTL_* variable names.
-SETTINGS: dict[str, tuple[Any, str]] = {
-    "name": ("lab", "default lab name for 'up'"),
-    "target": ("azure", "azure, ssh or local"),
-    "region": ("eastus", "Azure region, or 'auto'"),
-    "size": (None, "Azure VM size (default: Standard_D4s_v5, or Standard_NC4as_T4_v3 with --gpu)"),
-    "subscription": (None, "Azure subscription id"),
-    "allow_ip": (None, "CIDR allowed to reach SSH (default: your public IP)"),
-    "ssh_key": (None, "your private SSH key (default: a key pair made for each lab)"),
-    "shutdown_at": ("19:00", "daily auto-shutdown time, HH:MM local"),
-    "image": (None, "container image to use as is instead of building the lab image"),
-    "base_image": (None, "base image the lab image is built FROM (default: a pinned pytorch/pytorch tag)"),
-    "results_dir": ("labctl-results", "where run-lab puts fetched results"),
-    "idle_stop": (None, "minutes idle before the lab stops itself, or 'off' (default: 60 on Azure, off elsewhere)"),
-    "budget": (None, "US dollars since creation after which the lab stops itself (default: none)"),
+# key -> (default, what a value from a variable or file must pass, what it decides). Keys are also the TOML keys
+# and, upper-cased, the LABCTL_* variable names.
+SETTINGS: dict[str, tuple[Any, Callable[[str, str], object] | None, str]] = {
+    "name": ("lab", validate_lab_name, "the lab's name when 'up' is given none"),
+    "target": ("azure", validate.check_target, "where the lab is made (on Azure, billed to you)"),
+    "region": ("eastus", validate.check_region, "the Azure region the lab is made and billed in"),
+    "size": (None, validate.check_size_name, "the VM size you pay for by the hour"),
+    "subscription": (None, validate.check_subscription, "the Azure subscription that is billed"),
+    "allow_ip": (None, validate.check_allow_ip, "who may reach the machine over SSH"),
+    "ssh_key": (None, lambda v, w: check_private_key(Path(v).expanduser(), w), "the key that logs in to the machine"),
+    "shutdown_at": ("19:00", validate.check_shutdown_at, "when the VM shuts itself down each day"),
+    "image": (None, validate.check_image_ref, "the container image that runs your lab"),
+    "base_image": (None, validate.check_image_ref, "the image the lab image is built from, run as root on the machine"),
+    "results_dir": ("labctl-results", validate.check_directory, "where labctl writes files on this computer"),
+    "idle_stop": (None, None, "how long an idle VM keeps running, and costing"),
+    "budget": (None, None, "the spend after which the lab stops itself"),
 }
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
-# Settings that decide what runs as root on the machine, who can reach it, what is billed, where, for how long,
-# or where files are written here. A labctl.toml lies in whatever directory labctl runs from (a cloned
+# Every setting but the name decides what runs as root on the machine, who can reach it, what is billed, where, for
+# how long, or where files are written here. A labctl.toml lies in whatever directory labctl runs from (a cloned
 # repository, a shared folder), so it may set these only once the user has trusted that file as it is now
 # ('labctl config --trust'); flags, variables and the user's own file may. It sets `name` alone.
-GUARDED = {
-    "image": "the container image that runs your lab",
-    "base_image": "the image the lab image is built from, which runs as root on the machine",
-    "allow_ip": "who may reach the machine over SSH",
-    "ssh_key": "the key that logs in to the machine",
-    "target": "where the lab is made (on Azure, billed to you)",
-    "subscription": "the Azure subscription that is billed",
-    "region": "the Azure region the lab is made and billed in",
-    "size": "the VM size you pay for by the hour",
-    "shutdown_at": "when the VM shuts itself down each day",
-    "idle_stop": "how long an idle VM keeps running, and costing",
-    "budget": "the spend after which the lab stops itself",
-    "results_dir": "where labctl writes files on this computer",
-}
-CHECKS: dict[str, Callable[[str, str], object]] = {  # what a value from a variable or file must pass
-    "name": validate_lab_name,
-    "target": validate.check_target,
-    "region": validate.check_region,
-    "size": validate.check_size_name,
-    "subscription": validate.check_subscription,
-    "allow_ip": validate.check_allow_ip,
-    "shutdown_at": validate.check_shutdown_at,
-    "image": check_image_ref,
-    "base_image": check_image_ref,
-    "results_dir": validate.check_directory,
-    "ssh_key": lambda v, w: check_private_key(Path(v).expanduser(), w),
-}
+GUARDED = set(SETTINGS) - {"name"}
 
 
 def user_config_path() -> Path:
@@ -136,7 +110,7 @@ def trust_project(cwd: Path | None = None) -> Outcome:
     trusted = _trusted()
     trusted[str(path.resolve())] = _digest(path)
     write_private(_trust_file(), json.dumps(trusted, indent=2))
-    guarded = sorted(set(table) & set(GUARDED))
+    guarded = sorted(set(table) & GUARDED)
     said = f"; it sets {', '.join(guarded)}" if guarded else ""
     return Outcome({"trusted": str(path.resolve())}, f"Trusted {path} as it is now{said}. Any edit revokes it.")
 
@@ -162,7 +136,7 @@ class Settings:
         if not setting.trusted:
             flag_name = "--" + key.replace("_", "-")
             raise UsageError(
-                f"{setting.source} sets {key} = {setting.value!r}, which decides {GUARDED[key]}, and labctl does "
+                f"{setting.source} sets {key} = {setting.value!r}, which decides {SETTINGS[key][2]}, and labctl does "
                 "not take that from a project file it has not been told to trust.",
                 hint=f"Read the file; if you trust it as it is, run 'labctl config --trust' in {self._project.parent}. "
                 f"Otherwise pass {flag_name} or set {ENV_PREFIX}{key.upper()} yourself, or remove the line.",
@@ -173,8 +147,6 @@ class Settings:
         return self.lookup(key, flag).value
 
     def _find(self, key: str, flag: Any = None) -> Setting:
-        if key not in SETTINGS:
-            raise KeyError(key)
         if flag is not None:
             return Setting(key, flag, "flag")
         env_name = ENV_PREFIX + key.upper()
@@ -188,9 +160,9 @@ class Settings:
 
     def check(self) -> None:
         """Flags are checked where they are read, and an untrusted project file's guarded setting by ``lookup``."""
-        for key, check in CHECKS.items():
+        for key, (_, check, _) in SETTINGS.items():
             setting, env = self._find(key), ENV_PREFIX + key.upper()
-            if setting.source != "default" and setting.trusted:
+            if check and setting.source != "default" and setting.trusted:
                 check(str(setting.value), env if setting.source.endswith(f"({env})") else f"{key} in {setting.source}")
 
     def all(self) -> list[Setting]:

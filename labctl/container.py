@@ -80,7 +80,7 @@ def volume_name(lab: str, node: int = 0) -> str:
 def base_image(settings: Settings | None = None) -> str | None:
     """Checked: it reaches cloud-init and the engine."""
     from labctl.config import Settings
-    from labctl.imageref import check_image_ref
+    from labctl.validate import check_image_ref
 
     settings = settings or Settings()
     value = settings.get("base_image")

@@ -12,7 +12,7 @@ from typing import Any
 
 from labctl.errors import UsageError
 from labctl.files import make_private_dir, write_private
-from labctl.state import state_dir
+from labctl.state import user_dir
 
 PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
 MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
@@ -37,7 +37,7 @@ def generate_ed25519(comment: str = "") -> KeyPair:
 
 
 def lab_key_path(lab: str) -> Path:
-    return state_dir() / "keys" / lab / "id_ed25519"
+    return user_dir("state") / "keys" / lab / "id_ed25519"
 
 
 def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:

@@ -14,7 +14,7 @@ from typing import IO
 
 from labctl.errors import LabctlError
 from labctl.files import make_private_dir, write_private
-from labctl.state import now_iso, state_dir, validate_lab_name
+from labctl.state import now_iso, user_dir, validate_lab_name
 from labctl.ui import Reporter
 
 DEFAULT_WAIT = 10.0  # seconds a command waits for another one on the same lab before it refuses
@@ -40,7 +40,7 @@ def _lock(handle: IO[bytes], *, release: bool = False) -> bool:
 @contextmanager
 def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
     """Held while ``command`` (e.g. "down") runs; another holder is waited for briefly, then named in the refusal."""
-    root = make_private_dir(state_dir() / "locks")
+    root = make_private_dir(user_dir("state") / "locks")
     lock_path = root / f"{validate_lab_name(name)}.lock"
     info_path = root / f"{name}.holder.json"
     limit = float(os.environ.get("LABCTL_LOCK_WAIT") or DEFAULT_WAIT)  # checked before any command starts

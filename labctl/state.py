@@ -44,10 +44,6 @@ def user_dir(kind: str) -> Path:
     return Path(own or getattr(platformdirs, f"user_{kind}_dir")("labctl", appauthor=False))
 
 
-def state_dir() -> Path:
-    return user_dir("state")
-
-
 def _matching(pattern: str) -> Callable[[str | None], bool]:
     return lambda value: value is None or bool(re.fullmatch(pattern, value, re.ASCII))
 
@@ -187,7 +183,7 @@ def _is_instance(value: object, hint: Any) -> bool:
 
 class StateStore:
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or state_dir()
+        self.root = root or user_dir("state")
         self.labs_dir = self.root / "labs"
 
     def _path(self, name: str) -> Path:
@@ -243,16 +239,11 @@ class StateStore:
             return self.load(name)
         labs, unreadable = self.scan()
         if unreadable:
-            one, why = len(unreadable) == 1, " ".join(unreadable.values())
-            known = ", ".join(f"'{r.name}'" for r in labs)
-            files = "is a state file" if one else "are state files"
+            readable = f" (readable: {', '.join(r.name for r in labs)})" if labs else ""
             raise UsageError(
-                f"Besides the lab{'s' if len(labs) > 1 else ''} {known} there {files} labctl cannot read, which may "
-                f"be the lab you mean: {why}"
-                if labs
-                else f"There is no readable lab. {why}",
-                hint=f"Move {'it' if one else 'them'} aside (for Azure labs 'labctl list' finds the lab again "
-                "from its tags)" + (", or say which lab with --name NAME." if labs else "."),
+                f"{' '.join(unreadable.values())} It may be the lab you mean{readable}.",
+                hint="Move it aside (for Azure labs 'labctl list' finds the lab again from its tags)"
+                + (", or say which lab with --name NAME." if labs else "."),
             )
         if not labs:
             raise NotFound("There is no lab yet.", hint="Create one with 'labctl up' (or 'labctl up --gpu').")

@@ -25,7 +25,7 @@ class PlainReporter:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
 
-    line = _write = info  # _write: the steps' lines, whatever a subclass makes of info
+    _write = info  # the steps' lines, whatever a subclass makes of info
 
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=self.stream, flush=True)
@@ -65,8 +65,6 @@ class RichReporter(PlainReporter):
 
     def info(self, message: str) -> None:
         self.console.print(message, markup=False)
-
-    line = info
 
     def _write(self, text: str) -> None:
         if text:
@@ -172,9 +170,6 @@ class NodeReporter(PlainReporter):
 
     def warn(self, message: str) -> None:
         self.ui.warn(f"{self.prefix} {message}")
-
-    def line(self, text: str) -> None:
-        self.ui.line(f"{self.prefix} {text}")
 
 
 def agreed(question: str) -> bool:

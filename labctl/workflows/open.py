@@ -125,9 +125,9 @@ def open_lab(
             if as_json:
                 print(json.dumps(opened), file=sys.stdout, flush=True)
             else:
-                ui.line(url)
+                ui.info(url)
                 for forwarded in opened.get("forwards", []):
-                    ui.line(f"Port {forwarded['port']} of the lab: {forwarded['url']}")
+                    ui.info(f"Port {forwarded['port']} of the lab: {forwarded['url']}")
             ui.info(f"Tunnel to {machine.describe()} open; press Ctrl-C to close it.")
             with browse(url, browser, ui):
                 waiter = stop or threading.Event()

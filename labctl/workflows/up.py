@@ -7,12 +7,12 @@ from pathlib import Path
 
 from labctl.config import Settings
 from labctl.errors import UsageError
-from labctl.imageref import check_image_ref
 from labctl.locks import lab_lock
 from labctl.spec import DEFAULT_NAME, LabSpec
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
+from labctl.validate import check_image_ref
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:

@@ -36,9 +36,10 @@ class Recorder(PlainReporter):
         self.lines: list[str] = []
         self.got_line = threading.Event()
 
-    def line(self, text: str) -> None:
-        self.lines.append(text)
-        self.got_line.set()
+    def info(self, message: str) -> None:
+        if message.startswith("http"):  # the URL open prints
+            self.lines.append(message)
+            self.got_line.set()
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from labctl.cli import app
 from labctl.errors import UsageError
 from labctl.hostkeys import normalize
-from labctl.imageref import check_image_ref, is_image_ref
 from labctl.keys import generate_ed25519
 from labctl.targets.azure.provision import render_cloud_init
+from labctl.validate import check_image_ref, is_image_ref
 
 HOSTILE = [
     "x; touch pwned",

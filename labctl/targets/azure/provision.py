@@ -13,7 +13,6 @@ from typing import Any
 from labctl.catalog import lookup
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.hostkeys import normalize
-from labctl.imageref import check_image_ref
 from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
@@ -35,6 +34,7 @@ from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_p
 from labctl.targets.azure.settings import SCHEDULE_API_VERSION
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
+from labctl.validate import check_image_ref
 
 
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0) -> str:
