@@ -108,10 +108,10 @@ SUBSCRIPTION = _opt("--subscription", "Azure subscription id.", "ID", text=True)
 T = TypeVar("T")
 
 
-def _options(cls: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
-    """``cls`` from a command's parameters (``locals()``) named like its fields; None keeps the default."""
-    fields = inspect.signature(cls).parameters
-    return cls(**{key: value for key, value in given.items() if key in fields and value is not None} | more)
+def _call(fn: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
+    """``fn`` given a command's parameters (``locals()``) that it names, and ``more``; None keeps its default."""
+    takes = inspect.signature(fn).parameters
+    return fn(**{key: value for key, value in given.items() if key in takes and value is not None} | more)
 
 
 def _command(name: str, calls: str = "", **settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -121,7 +121,8 @@ def _command(name: str, calls: str = "", **settings: Any) -> Callable[[Callable[
 
     def register(action: Callable[..., Any]) -> Callable[..., Any]:
         def command(**given: Any) -> None:
-            _run(lambda ui: _call(calls, ui, given) if calls else action(ui, **given), given.get("as_json", False))
+            outcome = (lambda ui: _call(_workflow(calls), given, ui=ui)) if calls else (lambda ui: action(ui, **given))
+            _run(outcome, bool(given.get("as_json")))
 
         params = list(inspect.signature(action, eval_str=True).parameters.values())[0 if calls else 1 :]
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -132,11 +133,9 @@ def _command(name: str, calls: str = "", **settings: Any) -> Callable[[Callable[
     return register
 
 
-def _call(calls: str, ui: Reporter, given: dict[str, Any]) -> Outcome:
+def _workflow(calls: str) -> Callable[..., Outcome]:
     module, function = calls.rsplit(".", 1)
-    workflow = getattr(importlib.import_module(f"labctl.workflows.{module}"), function)
-    takes = inspect.signature(workflow).parameters
-    return workflow(ui=ui, **{key: value for key, value in given.items() if key in takes})
+    return getattr(importlib.import_module(f"labctl.workflows.{module}"), function)
 
 
 def _version(value: bool) -> None:
@@ -270,7 +269,7 @@ def up_cmd(
     from labctl.workflows.up import up
 
     machines = [parse_host(h) for h in hosts or []]
-    asked = _options(LabSpec, locals(), host=machines[0] if machines else None, workers=machines[1:])
+    asked = _call(LabSpec, locals(), host=machines[0] if machines else None, workers=machines[1:])
     return up(asked, ui, dry_run=dry_run)
 
 
@@ -435,7 +434,7 @@ def run_lab_cmd(
 
     given = {key: value for key, value in training.items() if value is not None}
     notebook = notebook or notebook_file is not None
-    return run_lab(_options(RunLabOptions, locals(), training=given, notebook=notebook), ui)
+    return run_lab(_call(RunLabOptions, locals(), training=given, notebook=notebook), ui)
 
 
 @_command(

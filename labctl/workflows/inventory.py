@@ -9,7 +9,7 @@ from labctl.state import StateStore
 from labctl.ui import Outcome, Reporter
 
 
-def list_labs(subscription: str | None, local_only: bool, ui: Reporter) -> Outcome:
+def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = False) -> Outcome:
     from labctl.targets import all_targets, get_target
     from labctl.validate import check_subscription
 

@@ -95,7 +95,7 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
 
 
 def stop(
-    name: str | None, ui: Reporter, *, yes: bool = False, force: bool = False, confirm_name: str | None = None
+    ui: Reporter, name: str | None = None, yes: bool = False, force: bool = False, confirm_name: str | None = None
 ) -> Outcome:
     record, target = _owned(name, "stop", ui, force, confirm_name)
     # A target that cannot switch machines off (no off_means) refuses in power_off, before anything connects.
@@ -109,7 +109,7 @@ def stop(
     return Outcome({"name": record.name, **info}, text)
 
 
-def start(name: str | None, ui: Reporter, *, force: bool = False, confirm_name: str | None = None) -> Outcome:
+def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_name: str | None = None) -> Outcome:
     record, info = _switch(*_owned(name, "start", ui, force, confirm_name), "start", ui)
     left = info.get("budget_left_usd")
     if isinstance(left, (int, float)) and left <= 0:
@@ -128,7 +128,7 @@ def _flag(record: LabRecord) -> str:
     return "" if record.name == "lab" else f" --name {record.name}"
 
 
-def set_idle_stop(name: str | None, minutes: str, ui: Reporter) -> Outcome:
+def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:
     from labctl.idle import settle
     from labctl.targets import get_target
 

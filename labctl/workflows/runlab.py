@@ -265,7 +265,7 @@ def _lost_nodes(
     return Outcome(data, shown, exit_code=1)
 
 
-def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outcome:
+def logs(ui: Reporter, name: str | None = None, run: str | None = None, follow: bool = False) -> Outcome:
     record = StateStore().resolve(name)
     with lab_nodes(record, ui) as lab:
         run_id = pick_run(record, lab.reached[0].runs, run)
@@ -282,7 +282,7 @@ def logs(name: str | None, run: str | None, follow: bool, ui: Reporter) -> Outco
     return Outcome(data, f"[run {run_id}: {shown}]{lost}", exit_code=1 if followed.lost else 0)
 
 
-def list_runs(name: str | None, ui: Reporter, here: bool = False) -> Outcome:
+def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outcome:
     from labctl.workflows.runlab_here import here_runs
 
     made_here = here_runs()
@@ -310,7 +310,7 @@ def list_runs(name: str | None, ui: Reporter, here: bool = False) -> Outcome:
     return Outcome({"runs": rows}, "\n".join(lines))
 
 
-def fetch(name: str | None, run: str | None, ui: Reporter) -> Outcome:
+def fetch(ui: Reporter, name: str | None = None, run: str | None = None) -> Outcome:
     store = StateStore()
     record = store.resolve(name)
     with lab_nodes(record, ui) as lab:

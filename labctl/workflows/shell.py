@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labctl.errors import LabctlError, UsageError
+from labctl.errors import LabctlError
 from labctl.files import write_private
 from labctl.hostkeys import known_hosts_name, normalize
 from labctl.keys import check_lab_key
@@ -23,13 +23,7 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
     ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
     ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
     from labctl.sshconfig import entry_for
-    from labctl.targets import get_target
 
-    if not get_target(record.target).remote:
-        raise UsageError(
-            f"Lab '{record.name}' runs on this computer; there is no machine to log in to.",
-            hint=f"For a shell in the lab container: docker exec -it labctl-{record.name} bash",
-        )
     if record.status == "stopped":
         record.require_ready()  # says how to start it
     entry = entry_for(record)
@@ -80,7 +74,7 @@ def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
         return subprocess.call(command)
 
 
-def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) -> Outcome:
+def ssh_shell(ui: Reporter, name: str | None = None, command: list[str] | None = None) -> Outcome:
     record = StateStore().resolve(name)
     code = run_ssh(record, command)
     text = (
@@ -90,18 +84,14 @@ def ssh_shell(name: str | None, ui: Reporter, command: list[str] | None = None) 
     return Outcome({"name": record.name, "exit_code": code}, text if code == 255 else "", exit_code=code)
 
 
-def _ask(question: str) -> bool | None:
-    """None where no one can answer (a script, a pipe)."""
-    return agreed(question) if sys.stdin.isatty() else None
-
-
-def ssh_config(name: str | None, ui: Reporter, local_port: int | None = None, include: bool = False) -> Outcome:
+def ssh_config(ui: Reporter, name: str | None = None, local_port: int | None = None, include: bool = False) -> Outcome:
     from labctl import sshconfig
 
     record = StateStore().resolve(name)
     entry = sshconfig.entry_for(record, local_port)
     path = sshconfig.write_entry(entry)
-    state = sshconfig.ensure_include((lambda _q: True) if include else _ask, ask_again=include)
+    ask = (lambda _q: True) if include else lambda q: agreed(q) if sys.stdin.isatty() else None  # None: a script
+    state = sshconfig.ensure_include(ask, ask_again=include)
     lines = [
         f"Wrote the SSH entry '{entry.alias}' to {path} (host key pinned, Jupyter on localhost:{entry.local_port})."
     ]

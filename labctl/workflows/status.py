@@ -11,7 +11,7 @@ from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, clock
 
 
-def status(name: str | None, ui: Reporter) -> Outcome:
+def status(ui: Reporter, name: str | None = None) -> Outcome:
     store = StateStore()
     if name is None:
         labs, unreadable = store.scan()

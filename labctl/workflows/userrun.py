@@ -52,7 +52,7 @@ def _wait_stopped(cluster: list[NodeRun], run_id: str, timeout: float) -> list[r
         time.sleep(0.5)
 
 
-def cancel(name: str | None, run: str | None, ui: Reporter, *, wait: float = STOP_WAIT_S) -> Outcome:
+def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wait: float = STOP_WAIT_S) -> Outcome:
     """SIGTERM, so the lab saves its checkpoint."""
     store = StateStore()
     record = store.resolve(name)

@@ -55,7 +55,7 @@ def test_power_commands_explain_a_target_that_cannot(kind: str, verb: str) -> No
 def test_ssh_to_a_lab_on_this_computer_points_at_docker_exec() -> None:
     StateStore().save(LabRecord(name="lab", target="local", status="ready"))
     result = runner.invoke(app, ["ssh"])
-    assert result.exit_code == 2 and "no machine to log in to" in result.output and "docker exec" in result.output
+    assert result.exit_code == 2 and "no machine to reach over SSH" in result.output and "docker exec" in result.output
 
 
 def test_list_names_where_each_recorded_lab_lives() -> None:
