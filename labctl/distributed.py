@@ -3,7 +3,6 @@ at node 0's private address. c10d assigns the global ranks, so rank 0 (which wri
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,9 +16,6 @@ LAB_MODULE = "cifarlab"
 PREFIX_TEMPLATE = "[rank ${rank}]:"
 PREFIX_TEMPLATE_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 _PREFIX = re.compile(r"\[rank (\d+)\]:")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 @dataclass(frozen=True)
@@ -72,27 +68,6 @@ def parse_gpu_count(output: str, exit_code: int = 0) -> int:
     return len(lines)
 
 
-def _check_run_id(run_id: str) -> None:
-    if not _RUN_ID.fullmatch(run_id):
-        raise UsageError(
-            f"The run id {run_id!r} cannot name a rendezvous.",
-            hint="Use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-        )
-
-
-def _check_address(host: str, port: int) -> None:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.fullmatch(host):
-            raise UsageError(
-                f"The rendezvous address {host!r} is neither an IP address nor a host name.",
-                hint="Use the head node's private IP address, e.g. 10.0.0.4.",
-            ) from None
-    if not 1 <= port <= 65535:
-        raise UsageError(f"The rendezvous port {port} is outside 1-65535.", hint="The default is 29400.")
-
-
 def _procs(gpus_available: int, gpus_requested: int | None, where: str) -> tuple[int, str]:
     if gpus_requested is None:
         return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
@@ -118,10 +93,7 @@ def plan_launch(
 ) -> list[LaunchPlan]:
     """Every node's plan, node 0 first. Each node starts as many workers as the smallest has GPUs (no node waits
     on a missing rank); a CPU machine, or ``cpu_only``, one gloo process."""
-    _check_run_id(run_id)
     nodes = len(addresses)
-    for address in addresses if nodes > 1 else ():
-        _check_address(address, rdzv_port)
     fewest = min(gpus_per_node)
     if cpu_only:
         if gpus_requested is not None:

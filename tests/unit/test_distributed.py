@@ -181,9 +181,6 @@ def test_user_text_stays_one_argument() -> None:
     [
         (dict(gpus_available=2, gpus_requested=3), "--gpus 3 asks for more GPUs than this machine has", "at most 2"),
         (dict(gpus_available=0, gpus_requested=1), "it has no GPU", "labctl up --gpu"),
-        (dict(gpus_available=2, nodes=2, head="10.0.0.4; rm -rf /"), "neither an IP address", "private IP"),
-        (dict(gpus_available=2, nodes=2, rdzv_port=0), "port 0 is outside", "29400"),
-        (dict(gpus_available=2, run_id="a b"), "cannot name a rendezvous", "letters, digits"),
         (dict(gpus_available=2, gpus_requested=1, cpu_only=True), "contradict", "one or the other"),
     ],
 )
