@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import posixpath
 import tarfile
-import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -140,14 +138,18 @@ def build_context(deps: str | None = None) -> tuple[bytes, str]:
     return tar_of({"Dockerfile": dockerfile, "lab": lab_dir()}), tag
 
 
-def has_image(client: docker.DockerClient, ref: str) -> bool:
+def _found(collection: Any, name: str) -> Any | None:
+    """An image, container or volume of the engine by name; None if it has none."""
     import docker.errors
 
     try:
-        client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+        return collection.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def has_image(client: docker.DockerClient, ref: str) -> bool:
+    return _found(client.images, ref) is not None
 
 
 def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = None) -> str:
@@ -168,21 +170,17 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
     if has_image(client, tag):
         ui.info(f"Lab image {tag} is already built.")
         return tag
-    deps = ensure_deps(client, ui)
+    base = effective_base_image()
+    deps = deps_tag(base)
+    if has_image(client, deps):
+        ui.info(f"Dependency image {deps} is ready.")
+    else:
+        with ui.step(f"Building the dependency image {deps} FROM {base} (first time only; a few minutes)"):
+            _build(
+                client, ui, tar_of({"Dockerfile": template("Dockerfile.deps").read_bytes()}), deps, {"BASE_IMAGE": base}
+            )
     with ui.step(f"Building the lab image {tag} FROM {deps}"):
         _build(client, ui, context, tag, {"DEPS_IMAGE": deps})
-    return tag
-
-
-def ensure_deps(client: docker.DockerClient, ui: Reporter) -> str:
-    base = effective_base_image()
-    tag = deps_tag(base)
-    if has_image(client, tag):
-        ui.info(f"Dependency image {tag} is ready.")
-        return tag
-    context = tar_of({"Dockerfile": template("Dockerfile.deps").read_bytes()})
-    with ui.step(f"Building the dependency image {tag} FROM {base} (first time only; a few minutes)"):
-        _build(client, ui, context, tag, {"BASE_IMAGE": base})
     return tag
 
 
@@ -236,12 +234,7 @@ class ContainerSpec:
 
 
 def find_container(client: docker.DockerClient, lab: str, node: int = 0) -> Container | None:
-    import docker.errors
-
-    try:
-        return client.containers.get(container_name(lab, node))
-    except docker.errors.NotFound:
-        return None
+    return _found(client.containers, container_name(lab, node))
 
 
 def lab_address(container: Container) -> str:
@@ -359,13 +352,11 @@ def _remove_container(client: docker.DockerClient, lab: str, node: int) -> bool:
 
 
 def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False, node: int = 0) -> list[str]:
-    import docker.errors
-
     removed = [f"container {container_name(lab, node)}"] if _remove_container(client, lab, node) else []
-    with contextlib.suppress(docker.errors.NotFound):
-        if not keep_volume:
-            client.volumes.get(volume_name(lab, node)).remove(force=True)
-            removed.append(f"volume {volume_name(lab, node)}")
+    volume = None if keep_volume else _found(client.volumes, volume_name(lab, node))
+    if volume is not None:
+        volume.remove(force=True)
+        removed.append(f"volume {volume.name}")
     return removed
 
 
@@ -424,51 +415,49 @@ class LabContainer:
         self.exec(["mkdir", "-p", dest_dir], workdir="/")
         self.container.put_archive(dest_dir, tar_of(entries))
 
-    def get(self, path: str, local_dir: Path) -> Path:
+    def archive(self, path: str) -> Iterable[bytes]:
+        """``path`` as the tar Docker streams, in chunks (``archive_entries`` reads them)."""
         import docker.errors
 
-        local_dir.mkdir(parents=True, exist_ok=True)
         try:
-            stream, _ = self.container.get_archive(path)
+            return self.container.get_archive(path)[0]
         except docker.errors.NotFound:
             raise NotFound(f"{path} does not exist in the lab container {self.name}.") from None
-        top = PurePosixPath(path).name
-        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as spool:
-            spool.writelines(stream)
-            spool.seek(0)
-            try:
-                with tarfile.open(fileobj=spool, mode="r") as tar:
-                    _extract_safely(tar, local_dir, top)
-                problem = None if (local_dir / top).exists() else f"does not hold {top}"
-            except (tarfile.TarError, EOFError) as exc:
-                problem = f"is not a tar archive labctl unpacks ({exc})"
-        if problem is not None:
-            raise LabctlError(
-                f"The copy of {path} from the lab container {self.name} {problem}; nothing was kept.",
-                hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
-            )
-        return local_dir / top
 
 
 class UnsafeArchive(LabctlError):
     pass
 
 
-def _extract_safely(tar: tarfile.TarFile, local_dir: Path, top: str) -> None:
-    """Unpack ``top`` only if every entry and link stays inside it; otherwise write nothing."""
-    for member in tar.getmembers():
-        problem = _escapes(member, top)
-        if problem:
-            raise UnsafeArchive(f"its entry '{member.name}' {problem}")
-    # Python's own filter too, where it has one.
-    own_filter: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-    try:
-        tar.extractall(local_dir, **own_filter)
-    except tarfile.TarError as exc:
-        raise UnsafeArchive(str(exc)) from None
+class _Chunks(io.RawIOBase):
+    """The chunks ``get_archive`` yields, for tarfile's stream mode, which takes a read of any length."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = (chunk for chunk in chunks if chunk)  # an empty read is the end
+
+    def read(self, size: int = -1) -> bytes:
+        return next(self._chunks, b"")
 
 
-def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
+def archive_entries(
+    chunks: Iterable[bytes], top: str, *, links: bool
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Each entry of a tar of ``top``, as it streams. One that lies outside ``top`` raises UnsafeArchive; so does, with
+    ``links`` (a run's results), a link out of ``top`` or a device. Without (the workspace), links and devices are
+    passed over: a caller never makes them."""
+    with tarfile.open(fileobj=_Chunks(chunks), mode="r|") as tar:
+        for member in tar:
+            problem = _escapes(member, top, links)
+            if problem:
+                raise UnsafeArchive(
+                    f"The lab container sent the entry '{member.name}', which {problem}.",
+                    hint="Check what runs in the lab container ('labctl ssh', 'labctl status').",
+                )
+            if links or member.isfile() or member.isdir():
+                yield tar, member
+
+
+def _escapes(member: tarfile.TarInfo, top: str, links: bool) -> str | None:
     path = PurePosixPath(member.name)
     if path.is_absolute():
         return "is an absolute path"
@@ -476,12 +465,13 @@ def _escapes(member: tarfile.TarInfo, top: str) -> str | None:
         return "climbs out with '..'"
     if path.parts[:1] != (top,):
         return f"lies outside {top}/"
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+    if not links or member.isfile() or member.isdir():
+        return None
+    if not (member.issym() or member.islnk()):
         return "is a device, FIFO or other special file"
-    if member.issym() or member.islnk():
-        if member.linkname.startswith("/"):
-            return f"is a link to the absolute path {member.linkname}"
-        target = posixpath.join(str(path.parent), member.linkname) if member.issym() else member.linkname
-        if posixpath.normpath(target).split("/")[0] != top:
-            return f"is a link to {member.linkname}, outside {top}/"
+    if member.linkname.startswith("/"):
+        return f"is a link to the absolute path {member.linkname}"
+    target = posixpath.join(str(path.parent), member.linkname) if member.issym() else member.linkname
+    if posixpath.normpath(target).split("/")[0] != top:
+        return f"is a link to {member.linkname}, outside {top}/"
     return None

@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -17,11 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labctl import assets
-from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, lab_fingerprint
+from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, archive_entries, lab_fingerprint
 from labctl.errors import LabctlError, NotFound
+from labctl.workspace import LABCTL_DIR
 
 RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by its id
-LABCTL_DIR = PurePosixPath(WORKSPACE) / ".labctl"  # what labctl ships: tools/, lab/, data/, each once per version
 TOOLS = ("lab-run.sh", "run_state.py")  # from templates/
 COMPLETE = ".complete"  # written last into a shipped directory: without it, the copy is redone
 STARTING_GRACE_S = 30  # a run without exit code or pid this young is still starting, not lost
@@ -153,18 +154,28 @@ class LabRuns:
 
     def fetch(self, run_id: str, dest: Path, *, verify: bool = True) -> int:
         """The number of verified files (none with ``verify`` off: a run that never finished made no checksums)."""
+        source = RUNS_DIR / run_id
         dest.parent.mkdir(parents=True, exist_ok=True)
+        own_filter: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python's too
         # Unpack beside the destination, then swap it in: a fetch that breaks off never leaves a half-copied run.
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:
             try:
-                fetched = self.box.get(str(RUNS_DIR / run_id), Path(staging))
+                for tar, member in archive_entries(self.box.archive(str(source)), run_id, links=True):
+                    tar.extract(member, staging, **own_filter)
             except UnsafeArchive as exc:
                 raise LabctlError(
-                    f"Run {run_id} could not be fetched: its files on the machine include something that would "
-                    f"be written outside {dest} ({exc.message}). Nothing was written.",
-                    hint=f"Look at {RUNS_DIR / run_id} on the machine ('labctl ssh') and remove the links or "
-                    "odd paths there, then 'labctl fetch' again; fetch only unpacks a run into its own folder.",
+                    f"Run {run_id} could not be fetched into {dest}: {exc.message} Nothing was written.",
+                    hint=f"Look at {source} on the machine ('labctl ssh') and remove the links or odd paths there, "
+                    "then 'labctl fetch' again; fetch only unpacks a run into its own folder.",
                 ) from None
+            except (tarfile.TarError, EOFError) as exc:
+                raise LabctlError(
+                    f"The copy of {source} from the lab container {self.box.name} could not be unpacked ({exc}); "
+                    "nothing was kept.",
+                    hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
+                ) from None
+            fetched = Path(staging) / run_id
+            fetched.mkdir(exist_ok=True)  # an archive of no entries: the checksum list is missing
             count = verify_checksums(fetched) if verify else 0  # before the swap: a bad copy never replaces a good one
             if dest.exists():
                 shutil.rmtree(dest)

@@ -17,13 +17,13 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from labctl.assets import lab_dir
-from labctl.container import NOTEBOOK, LabContainer
+from labctl.container import NOTEBOOK, LabContainer, archive_entries
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
 from labctl.workspace_manifest import EXCLUDED_DIRS, SEED_MARKER
 
 WORKSPACE = PurePosixPath("/workspace")
-LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: lab code, uploaded data, this tool
+LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: this tool, and what runs ship (tools/, lab/, data/, once a version)
 TOOL = LABCTL_DIR / "workspace_manifest.py"
 BASELINE = LABCTL_DIR / "baseline-manifest.json"  # on the workspace volume, so it outlives a replaced container
 DEFAULT_MAX_FILE_MB = 200
@@ -167,16 +167,6 @@ def transfer_units(selected: Iterable[str], manifest: Manifest) -> list[str]:
     return sorted(units)
 
 
-class _Chunks(io.RawIOBase):
-    """The chunks ``get_archive`` yields, for tarfile's stream mode, which takes a read of any length."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = (chunk for chunk in chunks if chunk)  # an empty read is the end
-
-    def read(self, size: int = -1) -> bytes:
-        return next(self._chunks, b"")
-
-
 @dataclass
 class PullResult:
     dest: Path  # holds workspace/, MANIFEST.json and SHA256SUMS
@@ -217,20 +207,12 @@ class _Unpacker:
     def __post_init__(self) -> None:
         self.total = sum(f.size for f in self.wanted.values())
 
-    def unpack(self, chunks: Iterable[bytes], base: PurePosixPath) -> None:
-        """``base``: the parent, in /workspace, of the path fetched."""
-        with tarfile.open(fileobj=_Chunks(chunks), mode="r|") as tar:
-            for member in tar:
-                parts = [p for p in PurePosixPath(member.name).parts if p != "."]
-                if not parts or ".." in parts or member.name.startswith("/") or "\0" in member.name:
-                    raise LabctlError(
-                        f"The lab container sent the unsafe path {member.name!r}; nothing was written outside.",
-                        hint="Check what runs in the lab container ('labctl status').",
-                    )
-                path = PurePosixPath(*base.parts, *parts).as_posix()
-                if not member.isfile() or path not in self.wanted or path in self.done:
-                    continue  # folders are made as needed; links, devices and files not asked for are never made
-                source = tar.extractfile(member)
+    def unpack(self, chunks: Iterable[bytes], unit: str) -> None:
+        base, top = PurePosixPath(unit).parent, PurePosixPath(unit).name
+        for tar, member in archive_entries(chunks, top, links=False):
+            path = str(base / member.name)
+            if member.isfile() and path in self.wanted and path not in self.done:
+                source = tar.extractfile(member)  # folders are made as needed
                 if source is not None:
                     self._write(path, source, executable=bool(member.mode & 0o111))
 
@@ -264,14 +246,11 @@ class _Unpacker:
         self.done[path] = entry
 
     def fetch(self, box: LabContainer, units: list[str]) -> None:
-        import docker.errors
-
         for unit in units:
             try:
-                chunks, _ = box.container.get_archive(str(WORKSPACE / unit))
-            except docker.errors.NotFound:
+                self.unpack(box.archive(str(WORKSPACE / unit)), unit)
+            except NotFound:
                 continue  # removed since the manifest was made: the retry sees it gone
-            self.unpack(chunks, PurePosixPath(unit).parent)
 
 
 def _digest(handle: IO[bytes]) -> str:

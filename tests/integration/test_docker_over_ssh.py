@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from labctl.container import LabContainer
+from labctl.container import LabContainer, archive_entries
 from labctl.errors import NotFound
 from labctl.machine.ssh import SSHMachine
 from tests.support.sshd import KeyPair, SSHServer
@@ -113,13 +113,14 @@ def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: P
     with pytest.raises(NotFound):
         sleeper.put("/workspace", {"gone": tmp_path / "gone"})
 
-    copy = sleeper.get("/workspace/runs/results", tmp_path / "back")
-    assert copy == tmp_path / "back" / "results"
+    for path in ("/workspace/runs/results", "/workspace/runs/results/metrics.json"):
+        for tar, entry in archive_entries(sleeper.archive(path), Path(path).name, links=True):
+            tar.extract(entry, tmp_path / "back")
+    copy = tmp_path / "back" / "results"
     assert (copy / "nested" / "weights.bin").read_bytes() == (src / "nested" / "weights.bin").read_bytes()
-    single = sleeper.get("/workspace/runs/results/metrics.json", tmp_path / "single")
-    assert single.read_text() == '{"accuracy": 0.5}\n'
+    assert (tmp_path / "back" / "metrics.json").read_text() == '{"accuracy": 0.5}\n'
     with pytest.raises(NotFound):
-        sleeper.get("/workspace/nothing-here", tmp_path / "none")
+        sleeper.archive("/workspace/nothing-here")
 
 
 def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> None:

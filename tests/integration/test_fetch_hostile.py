@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from labctl.container import LabContainer, UnsafeArchive, _extract_safely
+from labctl.container import LabContainer, UnsafeArchive, archive_entries
 from labctl.errors import LabctlError
 from labctl.runs import RUNS_DIR, LabRuns
 
@@ -52,14 +52,13 @@ def test_a_run_with_links_out_of_it_is_refused_naming_the_run(
     assert not dest.exists() and [p.name for p in dest.parent.iterdir()] == []
 
 
-def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> tarfile.TarFile:
+def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for info, data in members:
             info.size = len(data or b"")
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    buffer.seek(0)
-    return tarfile.open(fileobj=buffer, mode="r")
+    return buffer.getvalue()
 
 
 def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
@@ -80,6 +79,7 @@ def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.
 def test_crafted_archives_never_write_outside(tmp_path: Path, member: tuple[tarfile.TarInfo, bytes | None]) -> None:
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(UnsafeArchive), _tar((_entry("run", tarfile.DIRTYPE), None), member) as tar:
-        _extract_safely(tar, dest, "run")
+    with pytest.raises(UnsafeArchive):
+        for tar, entry in archive_entries([_tar((_entry("run", tarfile.DIRTYPE), None), member)], "run", links=True):
+            tar.extract(entry, dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dest"]

@@ -133,7 +133,7 @@ def test_notebook_is_seeded_once_and_never_overwritten(
 
     box.exec(["rm", "-f", f"/workspace/{workspace.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
     assert workspace.seed_workspace(box, notebook) is True
-    assert json.loads((box.get(f"/workspace/{lab.NOTEBOOK}", tmp_path / "out")).read_text())["nbformat"] == 4
+    assert json.loads(box.exec(["cat", f"/workspace/{lab.NOTEBOOK}"]).output)["nbformat"] == 4
     box.exec(["rm", f"/workspace/{lab.NOTEBOOK}"])
     assert workspace.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
 

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -78,11 +78,11 @@ def _unpacker(tmp_path: Path, wanted: list[FileEntry]) -> ws._Unpacker:
     return unpacker
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/escape", "a/../../escape"])
+@pytest.mark.parametrize("name", ["../escape", "/etc/escape", "escape/../../escape", "other"])
 def test_unsafe_names_in_the_stream_are_refused(tmp_path: Path, name: str) -> None:
     unpacker = _unpacker(tmp_path, [_entry("escape", b"evil")])
-    with pytest.raises(LabctlError, match="unsafe path"):
-        unpacker.unpack([_tar([(name, b"evil", None)])], PurePosixPath())
+    with pytest.raises(LabctlError, match=r"The lab container sent the entry .*(absolute|'\.\.'|outside escape/)"):
+        unpacker.unpack([_tar([(name, b"evil", None)])], "escape")
     assert not (tmp_path / "escape").exists() and not Path("/etc/escape").exists()
 
 
@@ -91,7 +91,7 @@ def test_links_in_the_stream_are_never_made_or_followed(tmp_path: Path) -> None:
     outside.mkdir()
     unpacker = _unpacker(tmp_path, [_entry("ln", b""), _entry("ln/file", b"data")])
     stream = _tar([("ln", None, str(outside)), ("ln/file", b"data", None)])
-    unpacker.unpack([stream[:100], stream[100:5000], stream[5000:]], PurePosixPath())
+    unpacker.unpack([stream[:100], stream[100:5000], stream[5000:]], "ln")
     assert not (unpacker.copy_dir / "ln").is_symlink()
     assert (unpacker.copy_dir / "ln" / "file").read_bytes() == b"data"
     assert list(outside.iterdir()) == []
@@ -103,13 +103,13 @@ def test_a_local_link_in_the_way_is_refused(tmp_path: Path) -> None:
     unpacker = _unpacker(tmp_path, [_entry("sub/file", b"data")])
     (unpacker.copy_dir / "sub").symlink_to(outside)
     with pytest.raises(LabctlError, match="is a link"):
-        unpacker.unpack([_tar([("sub/file", b"data", None)])], PurePosixPath())
+        unpacker.unpack([_tar([("sub/file", b"data", None)])], "sub")
     assert list(outside.iterdir()) == []
 
 
 def test_a_file_that_does_not_match_its_checksum_never_takes_its_place(tmp_path: Path) -> None:
     unpacker = _unpacker(tmp_path, [_entry("nb.ipynb", b"what the manifest saw")])
-    unpacker.unpack([_tar([("nb.ipynb", b"something else", None)])], PurePosixPath())
+    unpacker.unpack([_tar([("nb.ipynb", b"something else", None)])], "nb.ipynb")
     assert unpacker.done == {}
     assert list(unpacker.copy_dir.iterdir()) == []
 
