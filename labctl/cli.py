@@ -181,10 +181,8 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         ui = RichReporter()
     try:
         from labctl.config import Settings
-        from labctl.validate import check_environment
 
-        check_environment()  # a bad LABCTL_* variable or config value is named before anything happens
-        Settings().check()
+        Settings().check()  # a bad LABCTL_* variable or config value is named before anything happens
         outcome = action(ui)
     except LabctlError as exc:
         if _VERBOSE:

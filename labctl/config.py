@@ -159,7 +159,11 @@ class Settings:
         return Setting(key, SETTINGS[key][0], "default")
 
     def check(self) -> None:
-        """Flags are checked where they are read, and an untrusted project file's guarded setting by ``lookup``."""
+        """Every variable labctl reads, and every setting from a variable or file. Flags are checked where they are
+        read, and an untrusted project file's guarded setting by ``lookup``."""
+        for name, check_variable in validate.ENV_CHECKS.items():
+            if os.environ.get(name):
+                check_variable(os.environ[name], name)
         for key, (_, check, _) in SETTINGS.items():
             setting, env = self._find(key), ENV_PREFIX + key.upper()
             if check and setting.source != "default" and setting.trusted:

@@ -56,7 +56,6 @@ class LabPrices:
     spot_per_hour: float | None
     disk_per_month: float
     public_ip_per_hour: float
-    currency: str
     source: str
     fetched_on: str | None = None  # the date the API answered (None for the catalog)
     nat_gateway_per_hour: float = OFFLINE["nat_gateway_per_hour"]
@@ -142,7 +141,7 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
     today = datetime.now(timezone.utc).date().isoformat()
     spot = _price([i for i in vms if vm(i, True)], "1 Hour")
     source = f"Azure Retail Prices API ({today})"
-    return LabPrices(region, size, payg, spot, currency="USD", source=source, fetched_on=today, **extras)
+    return LabPrices(region, size, payg, spot, source=source, fetched_on=today, **extras)
 
 
 def _read_cache() -> dict[str, Any]:
@@ -179,9 +178,7 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
                 hint="Check the network, or see https://azure.microsoft.com/pricing/details/virtual-machines/linux/.",
             ) from None
         payg, spot = known.usd_per_hour, known.hourly(True)
-        return LabPrices(
-            region, known.name, payg, spot, currency="USD", source=f"{CATALOG_SOURCE}; {reason}", **OFFLINE
-        )
+        return LabPrices(region, known.name, payg, spot, source=f"{CATALOG_SOURCE}; {reason}", **OFFLINE)
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs a later lookup
         write_private(user_dir("cache") / CACHE_FILE, json.dumps({**_read_cache(), key: asdict(fresh)}, indent=1))
     return fresh

@@ -101,11 +101,6 @@ def phase_of(line: str) -> str | None:
     return (text.rstrip(".\u2026 ") or None) if text.endswith(("...", "\u2026")) else None
 
 
-def run_log_stream(ui: Reporter) -> TextIO:
-    """stdout, unless it carries the command's ``--json`` (then stderr: ``labctl run-lab --json | jq`` reads one)."""
-    return sys.stderr if getattr(ui, "json_output", False) else sys.stdout
-
-
 class LiveOutput:
     """A run's output unchanged, with a spinner while the run works without a word: before its first output (label
     ``first``) and after a line that announces a step, which a terminal shows in the spinner until the step ends."""

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -199,23 +198,18 @@ _REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?", re.ASC
 NAME_MAX = 255
 
 
-def is_image_ref(value: str) -> bool:
-    match = _REFERENCE.fullmatch(value)
-    return match is not None and len(match.group("name")) <= NAME_MAX
-
-
 def check_image_ref(value: object, what: str) -> str:
-    text = value if isinstance(value, str) else ""
-    if not is_image_ref(text):
+    match = _REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    if match is None or len(match.group("name")) > NAME_MAX:
         raise UsageError(
             f"{what} is {value!r}, which is not a container image reference.",
             hint="Write it as [registry/]repository[:tag][@sha256:digest] in lower case, for example "
             "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime or myregistry.azurecr.io/team/lab:1.0.",
         )
-    return text
+    return match.string
 
 
-# Variables labctl reads besides the settings (whose values labctl.config checks).
+# Variables labctl reads besides the settings, checked with them before any command starts (Settings.check).
 ENV_CHECKS: dict[str, Callable[[str, str], object]] = {
     "LABCTL_SSH_PORT": check_port,
     "LABCTL_ADMIN_USER": check_admin_user,
@@ -236,10 +230,3 @@ ENV_CHECKS: dict[str, Callable[[str, str], object]] = {
     "LABCTL_CONFIG": check_file,
     "AZURE_SUBSCRIPTION_ID": check_subscription,
 }
-
-
-def check_environment(environ: Mapping[str, str] | None = None) -> None:
-    env = os.environ if environ is None else environ
-    for name, check in ENV_CHECKS.items():
-        if env.get(name):
-            check(env[name], name)

@@ -3,6 +3,7 @@ it, so Ctrl-C or a dropped connection never stops training. Node 0 holds every r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from labctl.files import without_links
 from labctl.labhost import count_gpus, naming_node, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
-from labctl.ui import LiveOutput, Outcome, Reporter, run_log_stream
+from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import (
     DATA_HINT,
     DATA_KEYWORDS,
@@ -89,7 +90,8 @@ def users_file(given: str, lab_runs: LabRuns, what: str) -> tuple[str, dict[str,
 
 @contextmanager
 def _output(ui: Reporter, starting: str | None = None) -> Iterator[Callable[[str], None]]:
-    with LiveOutput(ui, run_log_stream(ui), starting) as live:
+    # stdout, unless it carries the command's --json (then stderr: `labctl run-lab --json | jq` reads one)
+    with LiveOutput(ui, sys.stderr if ui.json_output else sys.stdout, starting) as live:
 
         def show(lines: str) -> None:
             live.write(lines + "\n")

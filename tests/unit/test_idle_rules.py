@@ -340,7 +340,7 @@ def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) 
     from labctl.pricing import LabPrices
     from labctl.state import LabRecord, NodeRecord
 
-    prices = LabPrices("eastus", "Standard_NC4as_T4_v3", 0.526, 0.1578, 36.5, 0.005, "USD", "test")
+    prices = LabPrices("eastus", "Standard_NC4as_T4_v3", 0.526, 0.1578, 36.5, 0.005, "test")
     record = LabRecord(
         name="lab",
         target="azure",

@@ -13,7 +13,7 @@ from labctl.state import LabRecord
 from labctl.targets.azure.inventory import lab_spend, note_power, power_tag, restore_power
 from labctl.workflows.status import render
 
-PRICES = LabPrices("eastus", "Standard_D4s_v5", 0.2, 0.04, 73.0, 0.005, "USD", "a fixed table")
+PRICES = LabPrices("eastus", "Standard_D4s_v5", 0.2, 0.04, 73.0, 0.005, "a fixed table")
 
 
 @pytest.mark.parametrize(("text", "minutes"), [("60", 60.0), ("off", 0.0), ("0", 0.0), (0.0, 0.0), ("7.5", 7.5)])

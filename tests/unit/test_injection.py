@@ -18,7 +18,7 @@ from labctl.errors import UsageError
 from labctl.hostkeys import normalize
 from labctl.keys import generate_ed25519
 from labctl.targets.azure.provision import render_cloud_init
-from labctl.validate import check_image_ref, is_image_ref
+from labctl.validate import check_image_ref
 
 HOSTILE = [
     "x; touch pwned",
@@ -45,13 +45,11 @@ VALID = [
 
 @pytest.mark.parametrize("value", VALID)
 def test_reference_grammar_accepts_real_references(value: str) -> None:
-    assert is_image_ref(value)
     assert check_image_ref(value, "The image") == value
 
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_reference_grammar_refuses_anything_else(value: str) -> None:
-    assert not is_image_ref(value)
     with pytest.raises(UsageError) as caught:
         check_image_ref(value, "The base image")
     assert repr(value) in caught.value.message and "image reference" in caught.value.message
