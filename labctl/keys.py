@@ -45,7 +45,7 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
     path = given.expanduser() if given is not None else lab_key_path(lab)
     pub = path.with_name(path.name + ".pub")
     if given is not None or (path.is_file() and pub.is_file()):  # a given pair was checked with the options
-        return path, _public_line(pub, f"The key of lab '{lab}'")
+        return path, read_key_file(pub, f"The key of lab '{lab}'").decode(errors="replace").strip()
     pair = generate_ed25519(f"labctl-{lab}")
     make_private_dir(path.parent)
     write_private(path, pair.private_openssh)
@@ -62,7 +62,7 @@ def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | 
         exc.hint = hint or exc.hint
         raise
     pub = path.with_name(path.name + ".pub")
-    line = _public_line(pub, what) if pub.is_file() else None
+    line = read_key_file(pub, what).decode(errors="replace").strip() if pub.is_file() else None
     if line is None and need_pub:
         raise UsageError(
             f"The public half of {path} ({pub}) is missing.",
@@ -156,21 +156,12 @@ def read_key_file(path: Path, what: str) -> bytes:
     )
 
 
-def _public_line(pub: Path, what: str) -> str:
-    return read_key_file(pub, what).decode(errors="replace").strip()
-
-
 def _agent_holds(public_line: str) -> bool:
-    if not os.environ.get("SSH_AUTH_SOCK"):
-        return False
-    import base64
-
     import paramiko
 
-    try:
-        blob = base64.b64decode(public_line.split()[1])
-        return any(k.asbytes() == blob for k in paramiko.Agent().get_keys())
-    except (ValueError, IndexError, paramiko.SSHException, OSError):
+    try:  # no ssh-agent: no keys
+        return public_line.split()[1] in {key.get_base64() for key in paramiko.Agent().get_keys()}
+    except (IndexError, paramiko.SSHException, OSError):
         return False
 
 

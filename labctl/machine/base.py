@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labctl.machine")
 LineFn = Callable[[str], None]
-Command = str | Sequence[str]
 
 # labctl runs this (a constant: nothing of the user's in it) first on each of its own SSH connections, so that the
 # idle agent does not count them as someone working on the machine. The mark is removed when the connection closes.
@@ -158,7 +157,7 @@ class Machine:
 
     def run(
         self,
-        command: Command,
+        command: str | Sequence[str],
         *,
         on_line: LineFn | None = None,
         check: bool = True,

@@ -20,7 +20,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, normalize, to_pkey
+from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, to_pkey
 from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
 from labctl.ui import Reporter
 
@@ -45,7 +45,7 @@ class SSHMachine(Machine):
     host: str
     port: int
     user: str
-    key_path: str | Path
+    key_path: str | Path  # paramiko expands '~'
     host_key: str
     ui: Reporter | None = field(default=None, kw_only=True)
     # Node 0, for a node without an address of its own: opened for this machine, closed with it.
@@ -57,10 +57,6 @@ class SSHMachine(Machine):
     _docker_relay: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
     remote = True
 
-    def __post_init__(self) -> None:
-        self.key_path = Path(self.key_path).expanduser()
-        self.host_key = normalize(self.host_key)
-
     def describe(self) -> str:
         where = f"{self.user}@{self.host}:{self.port}"
         return f"{where} (through {self.via.describe()})" if self.via is not None else where
@@ -70,15 +66,10 @@ class SSHMachine(Machine):
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         pinned = to_pkey(self.host_key)
         client.get_host_keys().add(known_hosts_name(self.host, self.port), pinned.get_name(), pinned)
-        try:
+        try:  # checked before connecting (keys.check_lab_key)
             pkey = paramiko.PKey.from_path(self.key_path)
         except paramiko.PasswordRequiredException:
             pkey = None  # encrypted: the ssh-agent may hold it
-        except (paramiko.SSHException, OSError, ValueError) as exc:  # checked before connecting; gone since
-            raise LabctlError(
-                f"The SSH key {self.key_path} could not be read ({exc}).",
-                hint="Give the lab's private key with --ssh-key: an OpenSSH private key (ed25519 or RSA).",
-            ) from None
         jump = None  # through ``via``: a refusal (the worker not up yet) is an SSHException, retried
         try:
             if self.via is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,27 +55,11 @@ class SSHTarget(Target):
         )
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        assert spec.host is not None
-        address, head = spec.host, record.nodes[0]
-        user = address.user or head.user or getpass.getuser()
-        if (head.host, head.port) != (address.host, address.port):
-            head.host_key = None  # another machine: its key must be pinned anew
         _check_same_workers(record, spec)
         key = spec.ssh_key or (Path(record.ssh_key_path) if record.ssh_key_path else None) or default_key()
-        head.host, head.port, head.user = address.host, address.port, user
         record.ssh_key_path = str(key.expanduser().resolve())
-        want = spec.host_key_fingerprint
-        if head.host_key is not None and want is not None and fingerprint(head.host_key) != want:
-            raise UsageError(
-                f"Lab '{record.name}' has pinned the host key {fingerprint(head.host_key)} for {address.host}, "
-                f"not {want}.",
-                hint="Check the fingerprint on the machine; to pin another machine's key, use another --name.",
-            )
-        if head.host_key is None:
-            head.host_key = confirm_host_key(address.host, address.port, ui, expected=want, assume_yes=spec.yes)
-        # Every machine reaches the others at the address given: it is where the runs' ranks meet.
-        head.private_address = address.host if spec.workers else None
-        record.nodes[1:] = [_pinned_worker(record, spec, i, ui) for i in range(len(spec.workers))]
+        record.nodes[0] = _pinned(record, spec, 0, ui)  # first: the workers' user defaults to its
+        record.nodes[1:] = [_pinned(record, spec, i, ui) for i in range(1, 1 + len(spec.workers))]
         save(record)
         for node in range(len(record.nodes)):
             with connect(record, ui, node=node, wait=30.0) as machine:
@@ -118,18 +103,28 @@ def _check_same_workers(record: LabRecord, spec: LabSpec) -> None:
         )
 
 
-def _pinned_worker(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -> NodeRecord:
-    """Its host key is kept from an earlier `up`, else from known_hosts or confirmed (--yes never pins one)."""
-    address = spec.workers[index]
-    kept = record.nodes[index + 1] if index + 1 < len(record.nodes) else None
-    host_key = kept.host_key if kept is not None else None
+def _pinned(record: LabRecord, spec: LabSpec, index: int, ui: Reporter) -> NodeRecord:
+    """Node ``index`` at its address (0: --host). Its host key is kept from an earlier `up` at the same address, else
+    from known_hosts, --host-key-fingerprint (node 0) or confirmed (--yes never pins one)."""
+    assert spec.host is not None
+    address, want = [spec.host, *spec.workers][index], spec.host_key_fingerprint if index == 0 else None
+    kept = record.nodes[index] if index < len(record.nodes) else NodeRecord()
+    host_key = kept.host_key if (kept.host, kept.port) == (address.host, address.port) else None
+    if host_key is not None and want is not None and fingerprint(host_key) != want:
+        raise UsageError(
+            f"Lab '{record.name}' has pinned the host key {fingerprint(host_key)} for {address.host}, not {want}.",
+            hint="Check the fingerprint on the machine; to pin another machine's key, use another --name.",
+        )
     if host_key is None:
-        host_key = confirm_host_key(address.host, address.port, ui, assume_yes=spec.yes, one_of_several=True)
-    return NodeRecord(
+        host_key = confirm_host_key(
+            address.host, address.port, ui, expected=want, assume_yes=spec.yes, one_of_several=index > 0
+        )
+    return replace(
+        kept,
         host=address.host,
         port=address.port,
-        user=address.user or (kept.user if kept else None) or record.nodes[0].user,
+        user=address.user or kept.user or (record.nodes[0].user if index else getpass.getuser()),
         host_key=host_key,
-        private_address=address.host,
-        container_name=kept.container_name if kept else None,
+        # Every machine reaches the others at the address given: it is where the runs' ranks meet.
+        private_address=address.host if spec.workers else None,
     )
