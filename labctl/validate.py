@@ -16,7 +16,6 @@ from labctl.errors import UsageError
 TARGETS = ("azure", "ssh", "local")
 RUN_ID = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # as labctl makes them: no paths, no spaces
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
-BOOL_WORDS = frozenset({"1", "0", "true", "false", "yes", "no", "on", "off", ""})
 REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/plan.py)
 
 
@@ -165,7 +164,7 @@ def check_seconds(text: str, what: str) -> float:
 
 
 def check_yes_no(text: str, what: str) -> str:
-    if text.strip().lower() not in BOOL_WORDS:
+    if text.strip().lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off", ""}:
         raise UsageError(f"{what} {text!r} is neither yes nor no.", hint="Use 1 or 0 (or yes/no, true/false).")
     return text
 
