@@ -436,7 +436,7 @@ def run_lab_cmd(
 
 
 @_command(
-    "run", "userrun.run_script", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
+    "run", "runlab.run_script", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
 )
 def run_cmd(
     script: str = _arg("SCRIPT", "Your .py, on this computer or in /workspace.", ...),
@@ -455,7 +455,7 @@ def run_cmd(
     """
 
 
-@_command("cancel", "userrun.cancel")
+@_command("cancel", "runlab.cancel")
 def cancel_cmd(
     run: str | None = _arg("[RUN]", "Run id (default: the running one).", callback=_run_id),
     name: str | None = NAME,

@@ -35,10 +35,6 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
         if found is None:
             continue  # a target that cannot search
         errors.setdefault(target.kind, None)
-        for row in rows.values():
-            row.setdefault(found_key, None)
-        if errors[target.kind]:  # not searched: whether its labs are there stays unknown
-            continue
         for lab in found:
             # A colleague's lab may share a name with one of the user's: it gets a row of its own.
             key = lab.name if lab.mine is not False else f"{lab.name}\0{lab.details.get('resource_group')}"
@@ -51,8 +47,8 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             row.update({k: v for k, v in lab.details.items() if k != "subscription"})
             if lab.deleting:
                 row["status"] = "deleting"
-        for row in rows.values():
-            if row["target"] == target.kind and row[found_key] is None:
+        for row in rows.values():  # not searched (an error): whether its labs are there stays unknown
+            if row.setdefault(found_key, None) is None and row["target"] == target.kind and not errors[target.kind]:
                 row[found_key] = False
                 row["status"] = f"{row['status']} (gone from {target.label})"
     return _render(sorted(rows.values(), key=lambda r: r["name"]), errors)

@@ -85,11 +85,10 @@ def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: s
     return Outcome(data, f"Executed notebook: {executed}\n{result_text(data)}")
 
 
-def here_runs(root: Path | None = None) -> list[dict[str, Any]]:
+def here_runs() -> list[dict[str, Any]]:
     """The runs made with --here (under <results_dir>/here), oldest first, in the rows `labctl runs` shows."""
-    root = root or results_root() / "here"
     rows = []
-    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+    for run_dir in sorted(p for p in (results_root() / "here").glob("*") if p.is_dir()):
         metrics = read_metrics(run_dir)
         row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
         rows.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
