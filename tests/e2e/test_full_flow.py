@@ -110,6 +110,18 @@ def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.Strin
 
 
 def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path: Path, lab: str) -> None:  # noqa: F811
+    """One lab for the whole flow: each `up` of a VM with Jupyter, and its `down`, cost many seconds. The runs come
+    first, in the order the checks of each read them; the outage comes last, as it restarts the machine's sshd."""
+    token = _up_and_open(arm_env, lab)
+    _first_run_and_status(tmp_path, lab, token)
+    _live_progress_kernel_and_data(tmp_path, lab, token)
+    _notebook_runs_on_the_lab(lab)
+    _dropped_connection_loses_nothing_and_down_protects_results(vm, arm_env, tmp_path, lab)
+    assert not StateStore().exists(lab)
+
+
+def _up_and_open(arm_env: FakeArm, lab: str) -> str:  # noqa: F811
+    """`up`, then `open`'s tunnel to Jupyter; the lab's token."""
     # The fake VM's sshd listens on this computer's loopback, and the fake ARM does not filter traffic, so the
     # rule's source is a documentation address: a loopback one is refused, as it could never reach a real VM.
     up = _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes")
@@ -140,7 +152,10 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     printed = _cli("open", "--print", "--json")
     assert printed.exit_code == 0, printed.output
     assert _json(printed)["url"] == f"http://127.0.0.1:8888/lab?token={token}"
+    return token
 
+
+def _first_run_and_status(tmp_path: Path, lab: str, token: str) -> None:
     # run-lab: the real lab trains inside the container; progress streams; results come back verified.
     run = _cli("run-lab", *TRAIN)
     assert run.exit_code == 0, run.output
@@ -163,19 +178,13 @@ def test_up_open_run_status_down(vm: list[SSHServer], arm_env: FakeArm, tmp_path
     assert facts["latest_run"]["run_id"] == run_record.run_id and facts["latest_run"]["state"] == "succeeded"
     assert token not in status.stdout
 
-    down = _cli("down", "--yes")
-    assert down.exit_code == 0, down.output
-    assert _nothing_left(arm_env)
-    assert not StateStore().exists(lab)
 
-
-def test_dropped_connection_loses_nothing_and_down_protects_results(
+def _dropped_connection_loses_nothing_and_down_protects_results(
     vm: list[SSHServer],
     arm_env: FakeArm,  # noqa: F811
     tmp_path: Path,
     lab: str,
 ) -> None:
-    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
     # Long enough (about half a minute) to still be training after the outage below.
     long_run = ["--data", "synthetic:6000", "--epochs", "3", "--batch-size", "8", "--set", "log_every=0"]
     started = _cli("run-lab", "--detach", "--json", *long_run)
@@ -223,7 +232,8 @@ def test_dropped_connection_loses_nothing_and_down_protects_results(
     if follower.returncode == 0:  # it reconnected by itself: then it, too, showed every line
         assert log.strip() in out.decode()
 
-    assert _cli("down", "--yes").exit_code == 0
+    down = _cli("down", "--yes")
+    assert down.exit_code == 0, down.output
     assert _nothing_left(arm_env)
 
 
@@ -322,16 +332,7 @@ def _progress_while_running(run_id: str) -> tuple[str, str]:
         assert follower.returncode == 0
 
 
-def test_data_kernel_and_live_progress(
-    vm: list[SSHServer],
-    arm_env: FakeArm,  # noqa: F811
-    tmp_path: Path,
-    lab: str,
-) -> None:
-    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
-    token = StateStore().load(lab).jupyter_token
-    assert token
-
+def _live_progress_kernel_and_data(tmp_path: Path, lab: str, token: str) -> None:
     # Progress streams while the run trains: a progress line arrives while the lab still says "running".
     long_run = ["--data", "synthetic:4000", "--epochs", "2", "--batch-size", "8", "--set", "log_every=1"]
     started = _cli("run-lab", "--detach", "--json", *long_run)
@@ -366,17 +367,8 @@ def test_data_kernel_and_live_progress(
     assert metrics["data"]["n_train"] + metrics["data"]["n_test"] == 32 and metrics["data"]["n_test"] > 0
     assert "pets" in metrics["data"]["source"]
 
-    assert _cli("down", "--yes").exit_code == 0
-    assert _nothing_left(arm_env)
 
-
-def test_notebook_runs_on_the_lab(
-    vm: list[SSHServer],
-    arm_env: FakeArm,  # noqa: F811
-    tmp_path: Path,
-    lab: str,
-) -> None:
-    assert _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes").exit_code == 0
+def _notebook_runs_on_the_lab(lab: str) -> None:
     # --notebook: the tutorial notebook runs headless on the lab, tiny, and its executed copy comes back.
     notebook = _cli(
         "run-lab",
@@ -406,6 +398,3 @@ def test_notebook_runs_on_the_lab(
     assert executed, sorted(p.name for p in Path(record.fetched_to).rglob("*"))
     cells = json.loads(executed[0].read_text())["cells"]
     assert any(cell.get("outputs") for cell in cells if cell["cell_type"] == "code")
-
-    assert _cli("down", "--yes").exit_code == 0
-    assert _nothing_left(arm_env)
