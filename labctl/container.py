@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
 from labctl.ui import Reporter
-from labctl.workspace_manifest import EXCLUDED_DIRS
 
 if TYPE_CHECKING:
     import docker
@@ -36,6 +35,8 @@ NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
 NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
+# Caches and checkpoints: never in the lab image, never pulled or pushed.
+EXCLUDED_DIRS = (".cache", "__pycache__", ".ipynb_checkpoints", ".Trash-0", ".pytest_cache")
 
 
 def jupyter_command(port: int | None = None) -> list[str]:

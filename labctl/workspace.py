@@ -1,5 +1,5 @@
 """The user's own work in the lab container's /workspace: what changed since `up`, and copies both ways, each file
-checked against the sha256 that ``workspace_manifest.py`` computes in the container."""
+checked against the sha256 that ``templates/workspace_manifest.py`` computes in the container."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from labctl.assets import lab_dir
-from labctl.container import NOTEBOOK, LabContainer, archive_entries
+from labctl.assets import lab_dir, template
+from labctl.container import EXCLUDED_DIRS, NOTEBOOK, LabContainer, archive_entries
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
-from labctl.workspace_manifest import EXCLUDED_DIRS, SEED_MARKER
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: this tool, and what runs ship (tools/, lab/, data/, once a version)
 TOOL = LABCTL_DIR / "workspace_manifest.py"
 BASELINE = LABCTL_DIR / "baseline-manifest.json"  # on the workspace volume, so it outlives a replaced container
+SEED_MARKER = ".labctl-seeded"  # made when the notebook is first put in; its mtime is when `up` seeded the workspace
+EXCLUDED_TOP = (LABCTL_DIR.name, "runs", SEED_MARKER)  # labctl's own; runs are fetched with 'labctl fetch'
 DEFAULT_MAX_FILE_MB = 200
 MB = 1 << 20
 MANIFEST_NAME = "MANIFEST.json"
@@ -89,11 +90,14 @@ def workspace_path(text: str, *, allow_root: bool = True) -> str:
     return "/".join(parts)
 
 
-def _run_tool(box: LabContainer, args: list[str]) -> bytes:
+def _run_tool(box: LabContainer, args: list[str], *, exclude: bool = True) -> bytes:
     """Installed every time, so never stale; run with the first Python the image has."""
-    box.put(str(LABCTL_DIR), {TOOL.name: Path(__file__).with_name(TOOL.name).read_bytes()})
+    box.put(str(LABCTL_DIR), {TOOL.name: template(TOOL.name).read_bytes()})
+    args = [f"--root={WORKSPACE}", f"--marker={SEED_MARKER}", *args]
+    if exclude:  # caches anywhere, labctl's own files at the top
+        args += [*(f"--exclude-dir={d}" for d in EXCLUDED_DIRS), *(f"--exclude-top={t}" for t in EXCLUDED_TOP)]
     for python in ("python3", "python"):
-        done = box.exec([python, str(TOOL), "--root", str(WORKSPACE), *args], check=False)
+        done = box.exec([python, str(TOOL), *args], check=False)
         if done.exit_code in (126, 127) and not done.output:
             continue  # this interpreter name does not exist in the image
         if done.exit_code != 0:
@@ -109,8 +113,8 @@ def _run_tool(box: LabContainer, args: list[str]) -> bytes:
 def compute_manifest(
     box: LabContainer, *, max_size: int = DEFAULT_MAX_FILE_MB * MB, under: list[str] | None = None, exclude: bool = True
 ) -> Manifest:
-    args = ["--max-size", str(max_size), *(f"--under={p}" for p in under or []), *([] if exclude else ["--all"])]
-    return Manifest.from_json(json.loads(_run_tool(box, args)))
+    args = ["--max-size", str(max_size), *(f"--under={p}" for p in under or [])]
+    return Manifest.from_json(json.loads(_run_tool(box, args, exclude=exclude)))
 
 
 def save_baseline(box: LabContainer) -> None:

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from labctl import workspace as ws
+from labctl.assets import template
+from labctl.container import EXCLUDED_DIRS
 from labctl.errors import LabctlError, UsageError
 from labctl.workspace import FileEntry, Manifest, Skipped
 
-TOOL = Path(ws.__file__).with_name("workspace_manifest.py")
+TOOL = template("workspace_manifest.py")
 
 
 def _entry(path: str, data: bytes = b"x", mtime: float = 10.0) -> FileEntry:
@@ -124,7 +126,8 @@ def test_the_manifest_program_lists_skips_and_hashes(tmp_path: Path) -> None:
     (root / "big.bin").write_bytes(b"\0" * 2048)
     (root / "link").symlink_to("/etc/passwd")
     (root / ".labctl-seeded").touch()
-    args = ["--root", str(root), "--max-size", "1024"]
+    excluded = [*(f"--exclude-dir={d}" for d in EXCLUDED_DIRS), *(f"--exclude-top={t}" for t in ws.EXCLUDED_TOP)]
+    args = ["--root", str(root), "--max-size", "1024", f"--marker={ws.SEED_MARKER}", *excluded]
     out = subprocess.run([sys.executable, str(TOOL), *args], check=True, capture_output=True).stdout
     data = json.loads(out)
     assert [f["path"] for f in data["files"]] == ["src/m.py"]

@@ -1,5 +1,5 @@
 """Every file's path, size, mtime and sha256 below a root, as JSON; links are listed as skipped, never followed. Run in
-the lab container, so the standard library only (Python 3.8+); labctl reads the workspace's layout from here too."""
+the lab container, so the standard library only (Python 3.8+); labctl (``workspace.py``) names what to leave out."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ import tempfile
 from typing import Any
 
 _BLOCK = 1 << 20
-SEED_MARKER = ".labctl-seeded"  # made when the notebook is first put in; its mtime is when `up` seeded the workspace
-# Caches and checkpoints anywhere; labctl's own directories (runs are fetched with 'labctl fetch') at the top.
-EXCLUDED_DIRS = (".cache", "__pycache__", ".ipynb_checkpoints", ".Trash-0", ".pytest_cache")
-EXCLUDED_TOP = (".labctl", "runs", SEED_MARKER)
 
 
 def _sha256(path: str) -> str:
@@ -31,7 +27,7 @@ def _sha256(path: str) -> str:
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     root = os.path.abspath(args.root)
-    exclude_dirs, exclude_top = (set(), set()) if args.all else (set(EXCLUDED_DIRS), set(EXCLUDED_TOP))
+    exclude_dirs, exclude_top = set(args.exclude_dir or []), set(args.exclude_top or [])
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
 
@@ -71,7 +67,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         visit("/".join(parts), named=bool(parts))
     marker_mtime = None
     with contextlib.suppress(FileNotFoundError):
-        marker_mtime = os.lstat(os.path.join(root, SEED_MARKER)).st_mtime
+        marker_mtime = os.lstat(os.path.join(root, args.marker)).st_mtime if args.marker else None
     return {"version": 1, "root": root, "marker_mtime": marker_mtime, "files": files, "skipped": skipped}
 
 
@@ -79,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="List a directory's files with their sha256, as JSON.")
     parser.add_argument("--root", required=True)
     parser.add_argument("--max-size", type=int, default=0, help="skip files larger than this (0: no limit)")
-    parser.add_argument("--all", action="store_true", help="skip no cache and none of labctl's own files")
+    parser.add_argument("--exclude-dir", action="append", help="skip folders of this name anywhere (repeatable)")
+    parser.add_argument("--exclude-top", action="append", help="skip this file or folder at the top (repeatable)")
+    parser.add_argument("--marker", help="report this file's mtime (at the top) as marker_mtime")
     parser.add_argument("--under", action="append", help="only this path below the root (repeatable)")
     parser.add_argument("--write", help="write the JSON to this file instead of printing it")
     args = parser.parse_args(argv)
