@@ -55,14 +55,15 @@ def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Re
     count = len(record.nodes)
     if count == 1:
         return [action(0, ui)]
-    results: dict[int, T] = {}
-    failures: list[tuple[int, BaseException]] = []
+    results: list[Any] = [None] * count
+    failures: list[BaseException] = []
 
     def one(node: int) -> None:
         try:
-            results[node] = action(node, NodeReporter(ui, f"[node {node}]"))
-        except BaseException as exc:  # raised below, in the caller's thread, with the node named
-            failures.append((node, exc))
+            with naming_node(record, node):
+                results[node] = action(node, NodeReporter(ui, f"[node {node}]"))
+        except BaseException as exc:  # raised below, in the caller's thread
+            failures.append(exc)
 
     threads = [threading.Thread(target=one, args=(n,), name=f"labctl-node{n}", daemon=True) for n in range(count)]
     for thread in threads:
@@ -70,10 +71,8 @@ def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Re
     for thread in threads:
         thread.join()
     if failures:
-        node, exc = failures[0]
-        with naming_node(record, node):
-            raise exc
-    return [results[n] for n in range(count)]
+        raise failures[0]
+    return results
 
 
 @contextmanager

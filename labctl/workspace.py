@@ -59,10 +59,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        files = [FileEntry(str(f["path"]), int(f["size"]), float(f["mtime"]), str(f["sha256"])) for f in data["files"]]
-        skipped = [Skipped(str(s["path"]), int(s["size"]), str(s["reason"])) for s in data.get("skipped", [])]
-        marker = data.get("marker_mtime")
-        return cls({f.path: f for f in files}, skipped, float(marker) if marker is not None else None)
+        skipped = [Skipped(**s) for s in data.get("skipped", [])]
+        return cls({f["path"]: FileEntry(**f) for f in data["files"]}, skipped, data.get("marker_mtime"))
 
     def known(self) -> list[str]:
         return [*self.files, *(s.path for s in self.skipped)]
