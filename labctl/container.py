@@ -77,15 +77,11 @@ def volume_name(lab: str, node: int = 0) -> str:
 
 
 def base_image(settings: Settings | None = None) -> str | None:
-    """Checked: it reaches cloud-init and the engine."""
+    """Read by `up` before anything is made: a project file not trusted may not set it. Its value reaches cloud-init
+    and the engine, and is checked with every setting before any command (``Settings.check``)."""
     from labctl.config import Settings
-    from labctl.validate import check_image_ref
 
-    settings = settings or Settings()
-    value = settings.get("base_image")
-    if not value:
-        return None
-    return check_image_ref(value, f"The base image ({settings.lookup('base_image').source})")
+    return (settings or Settings()).get("base_image") or None
 
 
 def effective_base_image() -> str:

@@ -428,7 +428,6 @@ def _pack(sources: list[Path], spool: IO[bytes], skipped: list[str]) -> dict[str
 
 
 def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
-    """Copy local files and folders into /workspace/``dest`` and check each one's sha256 in the container."""
     import docker.errors
 
     folder = workspace_path(dest)
