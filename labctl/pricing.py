@@ -190,19 +190,6 @@ class Interval:
     stop: datetime | None = None  # None: still allocated
 
 
-@dataclass(frozen=True)
-class SpendEstimate:
-    total_usd: float
-    compute_usd: float
-    disk_usd: float
-    public_ip_usd: float
-    allocated_hours: float
-    life_hours: float
-    compute_per_hour: float  # what another hour allocated costs (compute plus the fixed parts)
-    spot: bool
-    source: str
-
-
 def billed(state: str) -> bool | None:
     """Whether Azure bills compute in a power state (``PowerState/running`` or ``running``); None: not known."""
     code = state.lower().removeprefix("powerstate/")
@@ -238,21 +225,23 @@ def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: 
 
 def estimate(
     created_at: datetime, intervals: Iterable[Interval], prices: LabPrices, *, spot: bool, now: datetime
-) -> SpendEstimate:
+) -> dict[str, Any]:
+    """The spend so far, as ``status`` shows it; compute_per_hour: what another hour allocated costs (compute plus
+    the fixed parts)."""
     life = max(0.0, (now - created_at).total_seconds()) / 3600
     allocated = allocated_seconds(intervals, created_at, now) / 3600
     rate = prices.compute_per_hour(spot)
     compute = allocated * rate
     disk = life * prices.disk_per_hour
     ip = life * prices.public_ip_per_hour
-    return SpendEstimate(
-        total_usd=round(compute + disk + ip, 6),
-        compute_usd=round(compute, 6),
-        disk_usd=round(disk, 6),
-        public_ip_usd=round(ip, 6),
-        allocated_hours=allocated,
-        life_hours=life,
-        compute_per_hour=rate + prices.fixed_per_hour,
-        spot=spot,
-        source=prices.source,
-    )
+    return {
+        "total_usd": round(compute + disk + ip, 6),
+        "compute_usd": round(compute, 6),
+        "disk_usd": round(disk, 6),
+        "public_ip_usd": round(ip, 6),
+        "allocated_hours": allocated,
+        "life_hours": life,
+        "compute_per_hour": rate + prices.fixed_per_hour,
+        "spot": spot,
+        "source": prices.source,
+    }

@@ -58,15 +58,15 @@ def test_spend_counts_only_the_allocated_hours_and_survives_in_the_tag() -> None
     assert note_power(record, "running", (created + timedelta(hours=5)).isoformat())  # `labctl start`
     now = created + timedelta(hours=6)
     spent = lab_spend(record, PRICES, now)
-    assert spent.allocated_hours == 3 and spent.life_hours == 6
-    assert spent.total_usd == pytest.approx(3 * 0.2 + 6 * (73.0 / 730 + 0.005))
+    assert spent["allocated_hours"] == 3 and spent["life_hours"] == 6
+    assert spent["total_usd"] == pytest.approx(3 * 0.2 + 6 * (73.0 / 730 + 0.005))
     tag = power_tag(record, now)
     assert tag == f"7200;{(created + timedelta(hours=5)).isoformat()}"
 
     lost = LabRecord(name="lab", target="azure", created_at=created.isoformat())
     lost.target_data["created_at"] = created.isoformat()
     restore_power(lost, tag, created.isoformat())
-    assert lab_spend(lost, PRICES, now).allocated_hours == 3
+    assert lab_spend(lost, PRICES, now)["allocated_hours"] == 3
 
 
 def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:

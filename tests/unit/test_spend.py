@@ -40,28 +40,28 @@ TABLE = LabPrices(
 
 def test_one_running_interval_pays_compute_disk_and_ip() -> None:
     spent = estimate(T0, [Interval(T0, None)], TABLE, spot=False, now=T0 + 10 * H)
-    assert spent.compute_usd == pytest.approx(5.0)
-    assert spent.disk_usd == pytest.approx(0.5)
-    assert spent.public_ip_usd == pytest.approx(0.05)
-    assert spent.total_usd == pytest.approx(5.55)
-    assert (spent.allocated_hours, spent.life_hours) == (10, 10)
-    assert spent.compute_per_hour == pytest.approx(0.555)
-    assert spent.source == "test table" and spent.spot is False
+    assert spent["compute_usd"] == pytest.approx(5.0)
+    assert spent["disk_usd"] == pytest.approx(0.5)
+    assert spent["public_ip_usd"] == pytest.approx(0.05)
+    assert spent["total_usd"] == pytest.approx(5.55)
+    assert (spent["allocated_hours"], spent["life_hours"]) == (10, 10)
+    assert spent["compute_per_hour"] == pytest.approx(0.555)
+    assert spent["source"] == "test table" and spent["spot"] is False
 
 
 def test_deallocated_time_pays_disk_and_ip_only() -> None:
     # Running 2h, deallocated overnight (14h), running 3h more and still on.
     intervals = [Interval(T0, T0 + 2 * H), Interval(T0 + 16 * H, None)]
     spent = estimate(T0, intervals, TABLE, spot=False, now=T0 + 19 * H)
-    assert spent.allocated_hours == pytest.approx(5)
-    assert spent.compute_usd == pytest.approx(2.5)
-    assert spent.disk_usd + spent.public_ip_usd == pytest.approx(19 * 0.055)
-    assert spent.total_usd == pytest.approx(2.5 + 19 * 0.055)
+    assert spent["allocated_hours"] == pytest.approx(5)
+    assert spent["compute_usd"] == pytest.approx(2.5)
+    assert spent["disk_usd"] + spent["public_ip_usd"] == pytest.approx(19 * 0.055)
+    assert spent["total_usd"] == pytest.approx(2.5 + 19 * 0.055)
 
 
 def test_spot_uses_the_spot_price() -> None:
     spent = estimate(T0, [Interval(T0, T0 + 4 * H)], TABLE, spot=True, now=T0 + 4 * H)
-    assert spent.compute_usd == pytest.approx(0.6) and spent.spot is True
+    assert spent["compute_usd"] == pytest.approx(0.6) and spent["spot"] is True
     with pytest.raises(PriceUnavailable):
         estimate(T0, [], LabPrices("r", "s", 1, None, 0, 0, "x"), spot=True, now=T0)
 
@@ -75,7 +75,7 @@ def test_intervals_are_clipped_to_the_labs_life_and_overlaps_count_once() -> Non
         Interval(T0 + 9 * H, T0 + 12 * H),  # after now
     ]
     assert allocated_seconds(intervals, T0, T0 + 6 * H) == pytest.approx(3 * 3600)
-    assert estimate(T0, [], TABLE, spot=False, now=T0 - H).total_usd == 0
+    assert estimate(T0, [], TABLE, spot=False, now=T0 - H)["total_usd"] == 0
 
 
 def test_power_events_become_billed_intervals_and_an_os_shutdown_keeps_billing() -> None:
@@ -163,5 +163,5 @@ def test_a_size_the_price_list_lacks_falls_back_to_the_catalog(price_api: Retail
 def test_prices_feed_the_spend(price_api: RetailPrices) -> None:
     prices = lab_prices("eastus", "Standard_NC4as_T4_v3")
     spent = estimate(T0, [Interval(T0, T0 + 2 * H)], prices, spot=False, now=T0 + 730 * H)
-    assert spent.total_usd == pytest.approx(2 * 0.526 + 38.016 + 730 * 0.005)
-    assert spent.source.startswith("Azure Retail Prices API")
+    assert spent["total_usd"] == pytest.approx(2 * 0.526 + 38.016 + 730 * 0.005)
+    assert spent["source"].startswith("Azure Retail Prices API")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -185,13 +184,13 @@ def _spend(record: LabRecord, region: str, size: str) -> dict[str, Any]:
         return {"spend_so_far_usd": None, "price_source": f"price unknown ({exc})"}
     budget = record.idle.get("budget_usd")
     facts: dict[str, Any] = {
-        "spend_so_far_usd": round(spent.total_usd, 2),
-        "spend": asdict(spent),
+        "spend_so_far_usd": round(spent["total_usd"], 2),
+        "spend": spent,
         "compute_per_hour_usd": prices.compute_per_hour(bool(azure_data(record).get("spot"))),
         "price_source": prices.source,
     }
     if isinstance(budget, (int, float)):
-        facts["budget_left_usd"] = round(float(budget) - spent.total_usd, 2)
+        facts["budget_left_usd"] = round(float(budget) - spent["total_usd"], 2)
     return facts
 
 
@@ -333,7 +332,7 @@ def restore_power(record: LabRecord, tag: str | None, created_at: str) -> None:
         note_power(record, "running", open_start)
 
 
-def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> pricing.SpendEstimate:
+def lab_spend(record: LabRecord, prices: Any, now: datetime | None = None) -> dict[str, Any]:
     """Every node's: they start and stop together."""
     td = azure_data(record)
     created = parse_time(str(td.get("created_at") or record.created_at))
