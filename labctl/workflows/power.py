@@ -135,11 +135,7 @@ def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcom
     window = idle.parse_window(minutes, "The idle window")
     store = StateStore()
     record = store.resolve(name)
-    if record.status != "ready":
-        raise LabctlError(
-            f"Lab '{record.name}' is {record.status}, so its idle agent cannot be changed now.",
-            hint=f"'labctl start --name {record.name}' (or 'labctl up') first, then run this again.",
-        )
+    record.require_ready()  # the agent's config is rewritten on the machine
     before = record.idle.get("window_minutes")
     record.idle["window_minutes"] = window
     try:

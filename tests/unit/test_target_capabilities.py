@@ -72,3 +72,10 @@ def test_list_names_where_each_recorded_lab_lives() -> None:
         "there": ("203.0.113.7", None),
         "cloud": ("westus2", "Standard_D4s_v5"),
     }
+
+
+def test_idle_stop_of_a_stopped_lab_says_how_to_start_it() -> None:
+    StateStore().save(LabRecord(name="lab", target="azure", status="stopped", nodes=[NodeRecord(host="203.0.113.7")]))
+    result = runner.invoke(app, ["idle-stop", "30"])
+    assert result.exit_code == 3 and "is stopped" in result.output and "labctl start --name lab" in result.output
+    assert StateStore().load("lab").idle == {}  # nothing was changed
