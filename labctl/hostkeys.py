@@ -63,13 +63,6 @@ def fingerprint(line: str) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def to_pkey(line: str) -> paramiko.PKey:
-    import paramiko
-
-    key_type, data = split_key_line(line)
-    return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
-
-
 def key_line(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
@@ -182,7 +175,7 @@ def confirm_host_key(
         return known[0]
     offered = scan_host_key(host, port)
     shown = f"{offered.split()[0]} {fingerprint(offered)}"
-    if normalize(offered) in revoked:
+    if offered in revoked:
         raise LabctlError(
             f"The host {host}:{port} offered the key {shown}, which {known_hosts_path()} marks @revoked; "
             "nothing was pinned.",

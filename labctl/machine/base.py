@@ -58,7 +58,7 @@ class LineSplitter:
     """Chunks of bytes to whole lines for a callback, and a bounded copy of the text."""
 
     def __init__(self, on_line: LineFn | None) -> None:
-        self.on_line = on_line
+        self.on_line = on_line or (lambda line: None)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._partial = ""
         self._kept: list[str] = []
@@ -73,9 +73,8 @@ class LineSplitter:
         *lines, self._partial = (self._partial + text).split("\n")
         if final and self._partial:
             lines.append(self._partial)
-        if self.on_line is not None:
-            for line in lines:
-                self.on_line(line.rstrip("\r"))
+        for line in lines:
+            self.on_line(line.rstrip("\r"))
 
     def close(self) -> str:
         self.feed(b"", final=True)

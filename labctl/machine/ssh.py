@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -20,7 +21,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, to_pkey
+from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
 from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
 from labctl.ui import Reporter
 
@@ -64,8 +65,9 @@ class SSHMachine(Machine):
     def _connect_once(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        pinned = to_pkey(self.host_key)
-        client.get_host_keys().add(known_hosts_name(self.host, self.port), pinned.get_name(), pinned)
+        key_type, data = split_key_line(self.host_key)
+        pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+        client.get_host_keys().add(known_hosts_name(self.host, self.port), key_type, pinned)
         try:  # checked before connecting (keys.check_lab_key)
             pkey = paramiko.PKey.from_path(self.key_path)
         except paramiko.PasswordRequiredException:
@@ -291,7 +293,7 @@ def _alive(transport: paramiko.Transport | None) -> bool:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return "connection refused"
-    if isinstance(exc, socket.timeout | TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) < 100 else text[:97] + "..."

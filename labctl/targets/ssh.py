@@ -40,14 +40,12 @@ class SSHTarget(Target):
         steps = [
             f"connect to {machines} (host keys from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
             f"make sure Docker runs there{gpu}",
-            "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
+            f"build the lab image on each machine (once) and start the Jupyter container on {spec.host}'s "
+            "127.0.0.1 and a lab container on each other machine, all on the machines' own networks: every "
+            "machine must reach the others at the address given here"
+            if spec.workers
+            else "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
         ]
-        if spec.workers:
-            steps[2] = (
-                f"build the lab image on each machine (once) and start the Jupyter container on {spec.host}'s "
-                "127.0.0.1 and a lab container on each other machine, all on the machines' own networks: every "
-                "machine must reach the others at the address given here"
-            )
         text = "\n".join([f"labctl up --target ssh would, on {machines}:", *[f"  - {s}" for s in steps]])
         workers = [str(h) for h in spec.workers]
         return Outcome(
