@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import contextvars
+import dataclasses
 import importlib
 import json
 import logging
@@ -202,16 +203,19 @@ def arm(doing: str) -> Iterator[None]:
         _DOING.reset(token)
 
 
+def _stopped_waiting(doing: str, seconds: float) -> LabctlError:
+    return LabctlError(
+        f"Azure had not finished {doing} after {seconds:.0f} s; labctl stopped waiting.",
+        hint="The operation goes on in Azure: run the same command again to pick it up, or look at the Azure "
+        "portal's activity log if it seems stuck.",
+    )
+
+
 def finish(poller: Any) -> Any:
     """A long-running operation's result, waited for ``settings.operation_timeout`` at most."""
-    doing, limit = _DOING.get(), settings.operation_timeout()
-    result = poller.result(timeout=limit)
+    result = poller.result(timeout=settings.operation_timeout())
     if not poller.done():
-        raise LabctlError(
-            f"Azure had not finished {doing} after {limit:.0f} s; labctl stopped waiting.",
-            hint="The operation goes on in Azure: run the same command again to pick it up, or look at the Azure "
-            "portal's activity log if it seems stuck.",
-        )
+        raise _stopped_waiting(_DOING.get(), settings.operation_timeout())
     return result
 
 
@@ -237,19 +241,21 @@ def dig(data: Any, *path: str) -> Any:
 T = TypeVar("T")
 
 
-def poll(read: Callable[[], T], done: Callable[[T], bool], seconds: float | None = None) -> T:
+def poll(read: Callable[[], T], done: Callable[[T], bool], seconds: float | None = None, doing: str = "") -> T:
     """``read()`` every poll interval until ``done`` says so or ``seconds`` (the operation timeout) are over; its
-    last answer either way."""
-    deadline = time.monotonic() + (settings.operation_timeout() if seconds is None else seconds)
+    last answer, or where ``doing`` is named and it is not done, the error that says labctl stopped waiting."""
+    seconds = settings.operation_timeout() if seconds is None else seconds
+    deadline = time.monotonic() + seconds
     while not done(answer := read()) and time.monotonic() < deadline:
         time.sleep(max(settings.poll_interval(), 0.01))
+    if doing and not done(answer):
+        raise _stopped_waiting(doing, seconds)
     return answer
 
 
 def wait_rg_gone(azure: Azure, rg: str) -> None:
-    doing, groups = f"waiting for resource group {rg} to be deleted", azure.resources.resource_groups
-    if poll(lambda: get_or_none(doing, lambda: groups.get(rg)), lambda group: group is None) is not None:
-        raise LabctlError(f"The resource group {rg} is still being deleted.", hint="Wait a few minutes and try again.")
+    doing, groups = f"deleting the resource group {rg}", azure.resources.resource_groups
+    poll(lambda: get_or_none(doing, lambda: groups.get(rg)), lambda group: group is None, doing=doing)
 
 
 def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
@@ -280,8 +286,9 @@ def client_options(endpoint: str) -> dict[str, Any]:
 
     class LabRetryPolicy(RetryPolicy):
         def is_retry(self, settings_: dict[str, Any], response: Any) -> bool:
+            # A longer Retry-After than LABCTL_RETRY_AFTER_MAX is not waited out: the user gets a message instead.
             wait = self.get_retry_after(response)
-            if wait is not None and wait > settings.retry_after_max():
+            if wait is not None and wait > float(os.environ.get("LABCTL_RETRY_AFTER_MAX") or 60):
                 return False
             return bool(super().is_retry(settings_, response))
 
@@ -290,7 +297,7 @@ def client_options(endpoint: str) -> dict[str, Any]:
         retry_connect=3,
         retry_read=3,
         retry_status=4,
-        retry_backoff_factor=settings.retry_backoff(),
+        retry_backoff_factor=float(os.environ.get("LABCTL_RETRY_BACKOFF") or 1),  # seconds, doubled on each try
         retry_backoff_max=30,
         timeout=600,
     )
@@ -406,20 +413,13 @@ def cli_default_subscription() -> str | None:
         return None
 
 
-@dataclass
-class Picked:
-    subscription_id: str
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 def _label(sub: dict[str, Any]) -> str:
     return f"{sub['subscriptionId']} ({sub.get('displayName', '')})"
 
 
-def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Picked:
-    """The only usable subscription, else the Azure CLI's default. Warned and PastDue ones still work (Azure
-    warns before it disables one); Disabled, Expired and Deleted ones are read-only or gone."""
+def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Azure:
+    """The only usable subscription, else the Azure CLI's default (no credential yet). Warned and PastDue ones still
+    work (Azure warns before it disables one); Disabled, Expired and Deleted ones are read-only or gone."""
     usable = [s for s in subs if str(s.get("state", "Enabled")).lower() in ("enabled", "warned", "pastdue")]
     if not usable:
         seen = "; ".join(f"{_label(s)}: {s.get('state')}" for s in subs)
@@ -435,7 +435,7 @@ def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Pi
             "(or make it the Azure CLI's default with 'az account set --subscription ID').",
         )
     chosen = usable[0] if len(usable) == 1 else default[0]
-    picked = Picked(str(chosen["subscriptionId"]))
+    picked = Azure(None, str(chosen["subscriptionId"]))
     if len(usable) > 1:
         picked.notes.append(
             f"Using subscription {_label(chosen)}, the Azure CLI's default; pass --subscription to use another."
@@ -475,4 +475,4 @@ def connect(subscription: str | None = None) -> Azure:
         chosen = check_subscription(chosen, "--subscription" if subscription else "AZURE_SUBSCRIPTION_ID")
         return Azure(credential, chosen, endpoint, _principal=principal)
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
-    return Azure(credential, picked.subscription_id, endpoint, picked.notes, picked.warnings, principal)
+    return dataclasses.replace(picked, credential=credential, endpoint=endpoint, _principal=principal)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypedDict, cast
 
 from labctl.catalog import SIZES, VmSize, choose_sizes
+from labctl.config import SETTINGS
 from labctl.errors import LabctlError, UsageError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
@@ -43,11 +44,9 @@ def breadth_warning(source: str) -> str | None:
     )
 
 
-def discover_public_ip(url: str | None = None, timeout: float = 10.0) -> str:
+def discover_public_ip(timeout: float = 10.0) -> str:
     """The caller's public address as seen from the internet, asked of an HTTPS echo service."""
-    url = url or settings.ip_echo_url()
-    if not url.startswith("https://"):
-        raise UsageError(f"LABCTL_IP_ECHO_URL must be an https:// URL, not '{url}'.", hint="Fix the variable.")
+    url = os.environ.get("LABCTL_IP_ECHO_URL") or "https://api.ipify.org"
     try:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
         context = ssl.create_default_context(cafile=bundle)
@@ -412,7 +411,7 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     """Everything that does not need Azure; ``discover_ip`` asks the echo service when there is no --allow-ip."""
     sizes = choose_sizes(spec.sizes, spec.gpu)
     refuse_grid_only(sizes)  # a GPU the image's driver cannot use is refused before anything else
-    region = check_region(spec.region or settings.default_region())
+    region = check_region(spec.region or SETTINGS["region"][0])
     auto = region == "auto"
     regions = list(settings.AUTO_REGIONS) if auto else [region]
     warnings: list[str] = []

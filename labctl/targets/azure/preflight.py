@@ -3,6 +3,7 @@ each failure one message with the numbers and the way out (another region with r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -209,7 +210,6 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
             return str(azure.resources.providers.get(namespace).registration_state)
 
     def register(namespace: str) -> None:
-        how = f"'az provider register --namespace {namespace}' (or ask an owner of the subscription to)"
         now = state(namespace)
         if now == "Registered":
             return
@@ -221,13 +221,10 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
             raise LabctlError(
                 f"The subscription is not registered to use {namespace}, which labctl needs, and registering it was "
                 f"refused: {exc.message} Nothing was created.",
-                hint=f"Run {how}, then 'labctl up' again.",
+                hint=f"Run 'az provider register --namespace {namespace}' (or ask an owner of the subscription to), "
+                "then 'labctl up' again.",
             ) from exc
-        if poll(lambda: state(namespace), lambda now: now == "Registered", 300) != "Registered":
-            raise LabctlError(
-                f"Azure is still registering {namespace} for this subscription after 5 minutes; nothing was made.",
-                hint=f"Run 'labctl up' again in a few minutes, or {how}.",
-            )
+        poll(lambda: state(namespace), lambda now: now == "Registered", 300, f"registering {namespace}")
 
     side_by_side([functools.partial(register, namespace) for namespace in namespaces])
 
@@ -259,11 +256,10 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         ).result()
 
 
-def choose(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> Choice:
-    """The first (region, size) that passes every check, or one LabctlError with the way out; ``cache`` keeps
-    what each region said for the next call."""
-    problems: list[Problem] = []
-    images: dict[str, tuple[str, dict[str, str] | None, bool] | LabctlError] = {}
+def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
+    """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal with its
+    way out (region by region: other regions with room are named); ``cache`` keeps what each region said."""
+    refused: list[tuple[AzurePlan, list[Problem]]] = []
 
     def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
         try:
@@ -272,21 +268,22 @@ def choose(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> Choi
             return exc
 
     for region in plan.regions:
-        if region not in cache:
-            # the image lookup does not wait for the size checks
+        if not (sizes := [s for s in plan.sizes if (region, s.name) not in tried]):
+            continue
+        found = None
+        if region not in cache:  # the image lookup does not wait for the size checks
             both: list[Any] = side_by_side(
                 [functools.partial(load_region, azure, region), functools.partial(image, region)]
             )
-            cache[region], images[region] = both
-        facts = cache[region]
-        for size in plan.sizes:
-            problem = check_size(facts, size, plan.spot, plan.nodes)
-            if problem is not None:
+            cache[region], found = both
+        facts, problems = cache[region], []
+        for size in sizes:
+            if problem := check_size(facts, size, plan.spot, plan.nodes):
                 problems.append(problem)
                 if problem.kind == "unknown-region":
                     break
                 continue
-            found = images[region] if region in images else image(region)
+            found = found or image(region)
             if isinstance(found, LabctlError):
                 problems.append(Problem(region, size, "image", found.message))
                 break
@@ -301,7 +298,8 @@ def choose(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> Choi
                 trusted and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
                 capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
             )
-    raise _explain(azure, plan, problems, cache)
+        refused.append((dataclasses.replace(plan, sizes=sizes, regions=[region]), problems))
+    raise _explain(azure, *refused[0], cache)
 
 
 def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict[str, RegionFacts]) -> LabctlError:

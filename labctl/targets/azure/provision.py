@@ -4,7 +4,6 @@ and the record is saved after each step, so `up` after a crash converges and `do
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import json
 from collections.abc import Iterator
@@ -157,15 +156,10 @@ class Provisioner:
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
-        doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
-        vm = poll(lambda: get_or_none(doing, lambda: ops.get(rg, name)), lambda vm: _state(vm) not in _BUSY)
-        if _state(vm) in _BUSY:
-            raise LabctlError(
-                f"The VM {name} of lab '{self.names.lab}' is still {_state(vm)} after "
-                f"{settings.operation_timeout():.0f} s; labctl stopped waiting for it.",
-                hint="Azure goes on with it: run 'labctl up' again later to pick it up, or look at the Azure "
-                "portal's activity log if it seems stuck.",
-            )
+        reading, busy = f"reading the VM of node {node}" if node else "reading the lab's VM", f"creating the VM {name}"
+        vm = poll(
+            lambda: get_or_none(reading, lambda: ops.get(rg, name)), lambda vm: _state(vm) not in _BUSY, None, busy
+        )
         if _state(vm) in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"):
                 self._delete_vm(node)
@@ -211,20 +205,9 @@ class Provisioner:
             self._vms.pop(0, None)  # it could not be kept: the next choice makes a new one
         while any((r, s.name) not in tried for r in self.plan.regions for s in self.plan.sizes):
             with self.ui.step("Checking size availability, vCPU quota and the image"):
-                choice = self._choose(tried, cache)
+                choice = choose(self.azure, self.plan, tried, cache)
             yield choice
             tried.add((choice.region, choice.size.name))
-
-    def _choose(self, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
-        """Region by region, so that a refusal names the first region's problems and other regions with room."""
-        refusals = []
-        for region in self.plan.regions:
-            if sizes := [s for s in self.plan.sizes if (region, s.name) not in tried]:
-                try:
-                    return choose(self.azure, dataclasses.replace(self.plan, sizes=sizes, regions=[region]), cache)
-                except LabctlError as exc:
-                    refusals.append(exc)
-        raise refusals[0]
 
     def _build(self, choice: Choice) -> Choice:
         """Create or converge every resource of the lab for ``choice``; NoCapacity when Azure has no room."""
@@ -240,7 +223,6 @@ class Provisioner:
         tags = self._record_choice(choice)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
             azure.resources.resource_groups.create_or_update(rg, {"location": choice.region, "tags": tags})
-        self.save(self.record)
         head = self._vms.get(0)
         placed = dig(head, "properties", "proximityPlacementGroup", "id")
         self._placement = self.names.id("ppg") if head is None and self.nodes > 1 else placed
@@ -316,7 +298,6 @@ class Provisioner:
             es = "" if self.nodes == 2 else "es"
             with self.ui.step(f"Network interface{es[1:]} of {_workers(self.nodes)} (private address{es} only)"):
                 side_by_side([functools.partial(self._make_nic, choice, tags, n) for n in range(1, self.nodes)])
-        self.save(self.record)
 
     def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> None:
         ops, rg, name = self.azure.network.network_interfaces, self.names.resource_group, self.names.name("nic", node)
@@ -345,7 +326,20 @@ class Provisioner:
         hosts = {
             node: generate_ed25519(f"labctl-{self.names.lab}-{f'node{node}-' if node else ''}host") for node in missing
         }
-        self._pin_nodes(hosts)
+        if 0 in hosts:  # new host keys from ``hosts``, the others as pinned before; workers reached through node 0
+            self.record.nodes[0].host_key = normalize(hosts[0].public_line)
+        self.record.nodes[1:] = [
+            NodeRecord(
+                host=self._addresses[node],
+                port=settings.ssh_port(),
+                user=settings.admin_user(),
+                host_key=normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node),
+                private_address=self._addresses[node],
+                via_head=True,
+                name=self.names.name("vm", node),
+            )
+            for node in range(1, self.nodes)
+        ]
         asked = [s.name for s in self.plan.sizes]
         if not made_head:
             self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
@@ -382,23 +376,6 @@ class Provisioner:
         except NoCapacity as refused:
             raise self._worker_refused(refused, made_head) from refused
 
-    def _pin_nodes(self, hosts: dict[int, KeyPair]) -> None:
-        """New host keys from ``hosts``, the others as pinned before; workers reached through node 0."""
-        if 0 in hosts:
-            self.record.nodes[0].host_key = normalize(hosts[0].public_line)
-        self.record.nodes[1:] = [
-            NodeRecord(
-                host=self._addresses[node],
-                port=settings.ssh_port(),
-                user=settings.admin_user(),
-                host_key=normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node),
-                private_address=self._addresses[node],
-                via_head=True,
-                name=self.names.name("vm", node),
-            )
-            for node in range(1, self.nodes)
-        ]
-
     def _worker_refused(self, refused: NoCapacity, made_head: bool) -> LabctlError:
         """A lab just made is removed, so the next size or region is tried for all nodes together."""
         lab, nodes = self.names.lab, self.nodes
@@ -422,22 +399,20 @@ class Provisioner:
 
         resources, plan, names, version = self.azure.resources.resources, self.plan, self.names, SCHEDULE_API_VERSION
 
-        def put(node: int) -> None:
-            assert plan.shutdown_hhmm is not None and plan.shutdown_tz is not None
-            body = bodies.shutdown_schedule(region, tags, names.id("vm", node), plan.shutdown_hhmm, plan.shutdown_tz)
-            with arm("creating the auto-shutdown schedule"):
-                finish(resources.begin_create_or_update_by_id(names.id("schedule", node), body, api_version=version))
-
-        def remove(node: int) -> None:
-            with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                finish(resources.begin_delete_by_id(names.id("schedule", node), api_version=version))
+        def schedule(node: int) -> None:
+            url, vm = names.id("schedule", node), names.id("vm", node)
+            if plan.shutdown_hhmm and plan.shutdown_tz:
+                body = bodies.shutdown_schedule(region, tags, vm, plan.shutdown_hhmm, plan.shutdown_tz)
+                with arm("creating the auto-shutdown schedule"):
+                    finish(resources.begin_create_or_update_by_id(url, body, api_version=version))
+            else:
+                with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
+                    finish(resources.begin_delete_by_id(url, api_version=version))
 
         every = " of every node" if self.nodes > 1 else ""
-        if plan.shutdown_at:
-            with self.ui.step(f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"):
-                side_by_side([functools.partial(put, node) for node in range(self.nodes)])
-        else:
-            side_by_side([functools.partial(remove, node) for node in range(self.nodes)])
+        label = f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"
+        with self.ui.step(label) if plan.shutdown_at else contextlib.nullcontext():
+            side_by_side([functools.partial(schedule, node) for node in range(self.nodes)])
         azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
         self.save(self.record)
 
@@ -478,9 +453,6 @@ class Provisioner:
         head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
         record.gpu = choice.size.gpu
         head.private_address = self._addresses.get(0)
-        if not record.ssh_key_path:
-            key_path, _ = ensure_user_key(names.lab, self.spec.ssh_key)
-            record.ssh_key_path = str(key_path)
         td = azure_data(record)
         td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
         td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})

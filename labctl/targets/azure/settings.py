@@ -1,4 +1,5 @@
-"""Knobs of the Azure target, read from the environment so tests, sovereign clouds and tunnels can set them."""
+"""Knobs of the Azure target, read from the environment so tests, sovereign clouds and tunnels can set them (each
+value set is checked first, by labctl.validate.ENV_CHECKS)."""
 
 from __future__ import annotations
 
@@ -36,10 +37,6 @@ def arm_endpoint() -> str:
     return os.environ.get("LABCTL_ARM_ENDPOINT", "https://management.azure.com").rstrip("/")
 
 
-def default_region() -> str:
-    return os.environ.get("LABCTL_REGION", "eastus")
-
-
 def admin_user() -> str:  # some organisations mandate their own admin name; tests log in as the local user
     return os.environ.get("LABCTL_ADMIN_USER", "azureuser")
 
@@ -48,20 +45,8 @@ def ssh_port() -> int:
     return int(os.environ.get("LABCTL_SSH_PORT", "22"))
 
 
-def ip_echo_url() -> str:
-    return os.environ.get("LABCTL_IP_ECHO_URL", "https://api.ipify.org")
-
-
 def poll_interval() -> float:  # seconds between polls of a long-running operation when ARM sends no Retry-After
     return float(os.environ.get("LABCTL_POLL_INTERVAL", "2"))
-
-
-def retry_backoff() -> float:  # seconds before the first retry of a transient failure, doubled on each try
-    return float(os.environ.get("LABCTL_RETRY_BACKOFF", "1"))
-
-
-def retry_after_max() -> float:  # the longest Retry-After labctl waits out before giving up with a message
-    return float(os.environ.get("LABCTL_RETRY_AFTER_MAX", "60"))
 
 
 def operation_timeout() -> float:  # what Azure started goes on after it, and the same command resumes it
