@@ -475,7 +475,7 @@ def status_cmd(name: str | None = NAME, as_json: bool = JSON) -> None:
     """
 
 
-@_command("list", "inventory.list_labs")
+@_command("list", "status.list_labs")
 def list_cmd(
     subscription: str | None = SUBSCRIPTION,
     local_only: bool = _opt("--local", "Only labs recorded on this computer.", default=False),
