@@ -263,10 +263,10 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             if row.setdefault(found_key, None) is None and row["target"] == target.kind and not errors[target.kind]:
                 row[found_key] = False
                 row["status"] = f"{row['status']} (gone from {target.label})"
-    return _render(sorted(rows.values(), key=lambda r: r["name"]), errors)
+    return _listed(sorted(rows.values(), key=lambda r: r["name"]), errors)
 
 
-def _render(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcome:
+def _listed(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcome:
     data: dict[str, object] = {"labs": labs, **{f"{kind}_error": text for kind, text in errors.items()}}
     if not labs:
         return Outcome({"labs": []}, "No labs. Create one with 'labctl up' (or 'labctl up --gpu').")
