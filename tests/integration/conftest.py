@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from labctl.machine.ssh import SSHMachine
+from labctl.state import LabRecord
 from labctl.ui import PlainReporter
 from tests.support.docker_engine import hold_engine, start_dockerd, stop_dockerd
-from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable
+from tests.support.sshd import KeyPair, SSHServer, free_port, make_server, sshd_unavailable
 
 
 @pytest.fixture
@@ -99,3 +100,20 @@ def lab_name(docker_client: Any) -> Iterator[str]:
 def module_lab_name(docker_client: Any) -> Iterator[str]:
     """The same, for a lab that the tests of one module share (each start of Jupyter costs seconds)."""
     yield from _unused_lab_name(docker_client)
+
+
+@pytest.fixture(scope="session")
+def session_lab_name(docker_client: Any) -> Iterator[str]:
+    yield from _unused_lab_name(docker_client)
+
+
+@pytest.fixture(scope="session")
+def shared_lab(lab_image: str, session_lab_name: str) -> LabRecord:
+    """One lab on this computer for the tests of any module that only look at it, or at most change files in its
+    workspace or start processes in it (each start of Jupyter costs seconds); a test that stops, replaces or
+    removes a lab, or that needs its workspace as `up` left it, makes its own."""
+    from labctl.labhost import prepare_lab
+
+    return prepare_lab(
+        LabRecord(name=session_lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True)
+    )

@@ -172,25 +172,17 @@ class Agent:
         self.config.write_text(json.dumps(data))
 
 
-def _lab(name: str) -> LabRecord:
-    return prepare_lab(LabRecord(name=name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
-
-
-@pytest.fixture(scope="module")
-def watched_lab(lab_image: str, module_lab_name: str) -> LabRecord:
-    """One lab for the agents that only watch it (a Jupyter start costs seconds); each agent keeps its own state."""
-    return _lab(module_lab_name)
-
-
 @pytest.fixture
-def agent(watched_lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
-    return _agent(watched_lab, fake_arm, tmp_path)
+def agent(shared_lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
+    """An agent that only watches the session's lab; each agent keeps its own state."""
+    return _agent(shared_lab, fake_arm, tmp_path)
 
 
 @pytest.fixture
 def own_agent(lab_image: str, lab_name: str, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811
     """An agent over a lab of its own, for a test that leaves a kernel in it or in which the agent stops it."""
-    return _agent(_lab(lab_name), fake_arm, tmp_path)
+    lab = prepare_lab(LabRecord(name=lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
+    return _agent(lab, fake_arm, tmp_path)
 
 
 def _agent(lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa: F811

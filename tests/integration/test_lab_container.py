@@ -31,65 +31,54 @@ def _status(port: int, token: str | None, host: str = "127.0.0.1") -> int:
         return int(exc.code)
 
 
-def _prepare(name: str) -> LabRecord:
-    return prepare_lab(LabRecord(name=name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
-
-
-@pytest.fixture(scope="module")
-def ready_lab(lab_image: str, module_lab_name: str) -> LabRecord:
-    """One lab for the tests that only look at it or change files in its workspace (each Jupyter start costs
-    seconds)."""
-    return _prepare(module_lab_name)
-
-
 @pytest.fixture
 def own_lab(lab_image: str, lab_name: str) -> LabRecord:
     """A lab of the test's own, for a test that stops, replaces or removes it."""
-    return _prepare(lab_name)
+    return prepare_lab(LabRecord(name=lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True))
 
 
-def test_jupyter_answers_with_the_token_only(ready_lab: LabRecord, lab_image: str) -> None:
-    token = ready_lab.jupyter_token
+def test_jupyter_answers_with_the_token_only(shared_lab: LabRecord, lab_image: str) -> None:
+    token = shared_lab.jupyter_token
     assert token is not None and len(token) == 64 and int(token, 16) >= 0  # 256 bits, hex
-    assert ready_lab.image == lab_image
-    assert ready_lab.container_name == f"labctl-{ready_lab.name}"
-    assert _status(ready_lab.jupyter_port, token) == 200
-    assert _status(ready_lab.jupyter_port, None) == 403
-    assert _status(ready_lab.jupyter_port, "0" * 64) == 403
+    assert shared_lab.image == lab_image
+    assert shared_lab.container_name == f"labctl-{shared_lab.name}"
+    assert _status(shared_lab.jupyter_port, token) == 200
+    assert _status(shared_lab.jupyter_port, None) == 403
+    assert _status(shared_lab.jupyter_port, "0" * 64) == 403
 
 
-def test_opens_check_accepts_the_token_and_explains_a_wrong_one(ready_lab: LabRecord) -> None:
+def test_opens_check_accepts_the_token_and_explains_a_wrong_one(shared_lab: LabRecord) -> None:
     from labctl.errors import LabctlError
     from labctl.workflows.open import check_jupyter
 
-    assert ready_lab.jupyter_token
-    check_jupyter(ready_lab.jupyter_port, ready_lab.jupyter_token)
+    assert shared_lab.jupyter_token
+    check_jupyter(shared_lab.jupyter_port, shared_lab.jupyter_token)
     with pytest.raises(LabctlError) as failed:
-        check_jupyter(ready_lab.jupyter_port, "cd" * 32)
+        check_jupyter(shared_lab.jupyter_port, "cd" * 32)
     assert "refused the lab's token" in failed.value.render()
     assert "cd" * 32 not in failed.value.render()
 
 
-def test_published_on_loopback_only(ready_lab: LabRecord, docker_client: Any) -> None:
-    container = docker_client.containers.get(ready_lab.container_name)
+def test_published_on_loopback_only(shared_lab: LabRecord, docker_client: Any) -> None:
+    container = docker_client.containers.get(shared_lab.container_name)
     bindings = container.attrs["HostConfig"]["PortBindings"]["8888/tcp"]
-    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(ready_lab.jupyter_port)}]
+    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(shared_lab.jupyter_port)}]
     # 127.0.0.2 is this machine too; a server published on all addresses would answer there.
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", ready_lab.jupyter_port), timeout=3):
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.2", shared_lab.jupyter_port), timeout=3):
         pass
 
 
-def test_container_settings(ready_lab: LabRecord, docker_client: Any) -> None:
-    container = docker_client.containers.get(ready_lab.container_name)
+def test_container_settings(shared_lab: LabRecord, docker_client: Any) -> None:
+    container = docker_client.containers.get(shared_lab.container_name)
     attrs = container.attrs
     assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-    assert container.labels[lab.LAB_LABEL] == ready_lab.name
+    assert container.labels[lab.LAB_LABEL] == shared_lab.name
     assert "/api/status" in " ".join(attrs["Config"]["Healthcheck"]["Test"])
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
-    assert mounts["/workspace"]["Name"] == lab.volume_name(ready_lab.name)
+    assert mounts["/workspace"]["Name"] == lab.volume_name(shared_lab.name)
     # The token is passed in, and Jupyter does not print it in its log.
-    assert ready_lab.jupyter_token not in container.logs().decode(errors="replace")
-    assert f"JUPYTER_TOKEN={ready_lab.jupyter_token}" in attrs["Config"]["Env"]
+    assert shared_lab.jupyter_token not in container.logs().decode(errors="replace")
+    assert f"JUPYTER_TOKEN={shared_lab.jupyter_token}" in attrs["Config"]["Env"]
 
 
 def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(own_lab: LabRecord, docker_client: Any) -> None:
@@ -120,9 +109,9 @@ def test_busy_port_on_the_machine_moves_jupyter(lab_image: str, lab_name: str) -
 
 
 def test_notebook_is_seeded_once_and_never_overwritten(
-    ready_lab: LabRecord, docker_client: Any, tmp_path: Path
+    shared_lab: LabRecord, docker_client: Any, tmp_path: Path
 ) -> None:
-    container = docker_client.containers.get(ready_lab.container_name)
+    container = docker_client.containers.get(shared_lab.container_name)
     box = lab.LabContainer(container)
     box.exec(["rm", "-f", f"/workspace/{workspace.SEED_MARKER}", f"/workspace/{lab.NOTEBOOK}"])
     notebook = tmp_path / lab.NOTEBOOK
