@@ -50,13 +50,13 @@ exec >>"$dir/prewarm.log" 2>&1
 set_state running "$$" "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)"
 for try in $(seq 1 "$tries"); do
   if attempt; then
+    say "done"  # logged first: whoever reads the state done finds the whole log
     set_state "done"
-    say "done"
     exit 0
   fi
   say "attempt $try of $tries failed"
   [ "$try" -lt "$tries" ] && sleep $((try * 5))
 done
-set_state "failed"
 say "failed; labctl builds the image itself"
+set_state "failed"
 exit 1
