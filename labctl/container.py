@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import posixpath
@@ -10,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
@@ -88,36 +89,50 @@ def effective_base_image() -> str:
     return base_image() or DEFAULT_BASE_IMAGE
 
 
-def _skipped(rel: PurePosixPath) -> bool:
-    return bool(set(EXCLUDED_DIRS).intersection(rel.parts)) or rel.suffix == ".pyc"  # caches never travel
-
-
 def lab_fingerprint(root: Path | None = None) -> str:
     root = root or lab_dir()
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = PurePosixPath(path.relative_to(root).as_posix())
-        if not _skipped(rel):
+        if not set(EXCLUDED_DIRS).intersection(rel.parts[:-1]):  # what tar_of packs
             digest.update(str(rel).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
-def tar_of(entries: Mapping[str, Path | bytes]) -> bytes:
-    """Owned by root, as ``docker cp`` makes them; caches left out."""
+def tar_of(
+    entries: Mapping[str, Path | bytes], out: IO[bytes] | None = None, skipped: list[str] | None = None
+) -> bytes:
+    """Owned by root, as ``docker cp`` makes them. Caches, links and devices are left out (and named in ``skipped``);
+    a second name of a file already packed goes as a file of its own. Written to ``out``, else returned."""
+    left_out = [] if skipped is None else skipped
 
-    def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    def keep(source: Path, name: str, info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        local = source / PurePosixPath(info.name).relative_to(name)
+        if info.islnk():
+            info.type, info.linkname, info.size = tarfile.REGTYPE, "", local.stat().st_size
+        if (info.isdir() and local.name in EXCLUDED_DIRS) or not (info.isfile() or info.isdir()):
+            left_out.append(str(local))
+            return None
         info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
         return info
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
+    with tarfile.open(fileobj=buffer if out is None else out, mode="w") as tar:
         for name, source in entries.items():
-            if isinstance(source, Path):
-                tar.add(str(source), name, filter=lambda i: None if _skipped(PurePosixPath(i.name)) else as_root(i))
-            else:
+            if isinstance(source, bytes):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(source), 0o644, int(time.time())
-                tar.addfile(as_root(info), io.BytesIO(source))
+                info.uname = info.gname = "root"
+                tar.addfile(info, io.BytesIO(source))
+                continue
+            try:
+                tar.add(str(source), name, filter=functools.partial(keep, source, name))
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                raise LabctlError(
+                    f"{source} changed while it was being packed.", hint="Run the command again once it is saved."
+                ) from None
     return buffer.getvalue()
 
 

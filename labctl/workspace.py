@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from labctl.assets import lab_dir, template
-from labctl.container import EXCLUDED_DIRS, NOTEBOOK, LabContainer, archive_entries
+from labctl.container import EXCLUDED_DIRS, NOTEBOOK, LabContainer, archive_entries, tar_of
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import without_links, write_private
 
@@ -401,32 +401,6 @@ class _Reader:
         return data
 
 
-def _pack(sources: list[Path], spool: IO[bytes], skipped: list[str]) -> dict[str, tuple[str, int]]:
-    """The sources as a tar in ``spool``, links and caches left out; {name in it: (sha256, size)} as archived."""
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        local = source.parent / info.name
-        if info.islnk():  # a second name of a file already packed: sent as a file of its own
-            info.type, info.linkname, info.size = tarfile.REGTYPE, "", local.stat().st_size
-        if (info.isdir() and local.name in EXCLUDED_DIRS) or not (info.isfile() or info.isdir()):
-            skipped.append(str(local))
-            return None
-        info.uid, info.gid, info.uname, info.gname = 0, 0, "root", "root"
-        return info
-
-    with tarfile.open(fileobj=spool, mode="w") as tar:
-        for source in sources:
-            try:
-                tar.add(str(source), arcname=source.name, filter=keep)
-            except OSError as exc:
-                if exc.filename is not None:
-                    raise
-                raise LabctlError(f"{source} changed while it was being packed.", hint="Push it again.") from None
-    spool.seek(0)
-    with tarfile.open(fileobj=spool) as tar:
-        return {m.name: (_digest(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
-
-
 def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
     import docker.errors
 
@@ -444,7 +418,10 @@ def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Pr
     remote = str(WORKSPACE / folder)
     skipped: list[str] = []
     with tempfile.SpooledTemporaryFile(max_size=32 * MB) as spool:
-        sent = _pack(sources, spool, skipped)
+        tar_of({source.name: source for source in sources}, spool, skipped)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool) as tar:  # what was archived: {name: (sha256, size)}
+            sent = {m.name: (_digest(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
         total = spool.seek(0, io.SEEK_END)
         spool.seek(0)
         box.exec(["mkdir", "-p", "--", remote])
