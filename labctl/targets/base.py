@@ -52,9 +52,12 @@ class Target(ABC):
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         """``save`` after each step that created something, so `down` can remove a half-made lab."""
 
-    @abstractmethod
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
-        """Remove everything made for the lab, and check that nothing is left."""
+        """Remove everything made for the lab, and check that nothing is left (by default each node's lab container;
+        a failure names what is left and how to remove it)."""
+        from labctl.labhost import teardown_lab
+
+        teardown_lab(record, ui)
 
     @abstractmethod
     def describe(self, record: LabRecord) -> dict[str, Any]:

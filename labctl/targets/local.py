@@ -34,11 +34,6 @@ class LocalTarget(Target):
         save(record)
         return record
 
-    def destroy(self, record: LabRecord, ui: Reporter) -> None:
-        from labctl.labhost import teardown_lab
-
-        teardown_lab(record, ui)  # a failure names what is left and how to remove it
-
     def describe(self, record: LabRecord) -> dict[str, Any]:
         return {"host": "this computer"}
 

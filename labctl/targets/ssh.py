@@ -65,12 +65,10 @@ class SSHTarget(Target):
         return record
 
     def destroy(self, record: LabRecord, ui: Reporter) -> None:
-        from labctl.labhost import teardown_lab
-
         if not record.nodes[0].host_key:
             ui.info("The lab never reached its machine; nothing to remove there.")
             return
-        teardown_lab(record, ui)  # every node's container; a failure names what is left and how to remove it
+        super().destroy(record, ui)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         head = record.nodes[0]
