@@ -133,10 +133,8 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
             hint="Check the address and port, and that sshd runs there and a firewall lets you in.",
         ) from None
     with paramiko.Transport(sock) as transport:
-        options = transport.get_security_options()
-        options.key_types = sorted(options.key_types, key=lambda t: not t.startswith("ssh-ed25519"))
         try:
-            transport.start_client(timeout=timeout)
+            transport.start_client(timeout=timeout)  # asks for ed25519 first, as the hints' ssh-keyscan does
             return key_line(transport.get_remote_server_key())
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise LabctlError(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from labctl.machine.base import CommandFailed, CommandResult, Machine
+from labctl.machine.base import Machine
 from labctl.state import LabRecord
 from labctl.ui import Reporter
 
-__all__ = ["CommandFailed", "CommandResult", "Machine", "connect"]
+__all__ = ["Machine", "connect"]
 
 # How long `up` waits for a new VM's SSH by default: Azure VMs usually answer within two minutes.
 DEFAULT_WAIT = 600.0
