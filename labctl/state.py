@@ -157,15 +157,13 @@ def _parsed(cls: type[T], data: object, what: str) -> T:
         value, hint = data[f.name], hints[f.name]
         checks: tuple[Callable[[Any], bool], ...] = getattr(hint, "__metadata__", ())
         hint = typing.get_args(hint)[0] if checks else hint
+        if not _is_instance(value, hint):
+            named = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")  # list[...]: list
+            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not a {named}")
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if item in _ITEMS:
-            if not isinstance(value, list):
-                raise ValueError(f"'{f.name}' is not a list")
             label, first = _ITEMS[item]
             value = [_parsed(item, v, f"{label} {i}") for i, v in enumerate(value, start=first)]
-        elif not _is_instance(value, hint):
-            named = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ValueError(f"'{f.name}' in {what} is {value!r}, which is not a {named}")
         if not all(ok(value) for ok in checks):
             raise ValueError(f"'{f.name}' in {what} is {value!r}, which no lab of labctl's has")
         values[f.name] = value

@@ -63,7 +63,7 @@ def _write_state(store: StateStore, name: str, text: str) -> Path:
         ('{"name": "lab", "target": "ssh", "gpu": 1}', "'gpu'"),
         ('{"name": "lab", "target": "ssh", "host": 7}', "which is not a str | None"),
         ('{"name": "lab", "target": "ssh", "target_data": []}', "'target_data'"),
-        ('{"name": "lab", "target": "ssh", "runs": {}}', "'runs' is not a list"),
+        ('{"name": "lab", "target": "ssh", "runs": {}}', "'runs' in the lab record is {}, which is not a list"),
         ('{"name": "lab", "target": "ssh", "runs": [1]}', "run 1 is a JSON int"),
         ('{"name": "lab", "target": "ssh", "runs": [{"run_id": "r1"}]}', "run 1 has no 'started_at'"),
     ],
