@@ -175,7 +175,8 @@ class LabRuns:
                     hint="Check the machine ('labctl ssh') and the lab ('labctl status'), then fetch again.",
                 ) from None
             fetched = Path(staging) / run_id
-            fetched.mkdir(exist_ok=True)  # an archive of no entries: the checksum list is missing
+            if not fetched.exists():  # an archive of no entries: the checksum list is missing
+                fetched.mkdir()
             count = verify_checksums(fetched) if verify else 0  # before the swap: a bad copy never replaces a good one
             if dest.exists():
                 shutil.rmtree(dest)

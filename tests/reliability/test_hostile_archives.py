@@ -116,6 +116,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "fifo": (lambda o: tar_of([*good_members(), _special(f"{RUN}/pipe", tarfile.FIFOTYPE)]), f"{RUN}/pipe"),
     "another-top-directory": (lambda o: tar_of([*good_members(), _file("other-run/x.txt", b"x")]), "other-run"),
     "no-run-directory": (lambda o: tar_of([_file("something/else.txt", b"x")]), RUN),
+    "run-is-a-file": (lambda o: tar_of([_file(RUN, b"x")]), RUN),
     "not-a-tar": (lambda o: b"this is not a tar archive" * 40, RUN),
     "checksums-point-outside": (lambda o: tar_of(good_members(OUTSIDE_SUMS)), "../../outside/secret.txt"),
     "checksums-malformed": (lambda o: tar_of(good_members("justonetoken\n")), "justonetoken"),
