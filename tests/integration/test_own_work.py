@@ -176,25 +176,15 @@ def test_down_refuses_when_the_work_cannot_be_saved(local_lab: str, results: Pat
     assert gone.exit_code == 0, gone.output
 
 
-def test_down_saves_a_file_larger_than_the_pull_limit(local_lab: str, results: Path, docker_client: Any) -> None:
+def test_down_saves_a_large_file_and_brings_the_users_notebook_back_byte_for_byte(
+    local_lab: str, results: Path, docker_client: Any
+) -> None:
+    """One `down` for both: each takes the module's lab down, and a new one costs a Jupyter start."""
     box = docker_client.containers.get(container_name(local_lab))
     made = box.exec_run(
         ["sh", "-c", "head -c 210000000 /dev/urandom > /workspace/model.pt && sha256sum model.pt"], workdir="/workspace"
     )
     assert made.exit_code == 0, made.output
-    down = runner.invoke(app, ["down", "--yes", "-n", local_lab])
-    assert down.exit_code == 0, down.output
-    saved = results / local_lab / "workspace" / "model.pt"
-    assert saved.stat().st_size == 210_000_000  # over the 200 MB that `pull` leaves in the lab by default
-    digest = hashlib.sha256()
-    with open(saved, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    assert digest.hexdigest() == made.output.decode().split()[0]
-    assert "Copied 210.0 MB of 210.0 MB (100%" in down.output  # progress of a large copy
-
-
-def test_down_brings_the_users_notebook_back_byte_for_byte(local_lab: str, results: Path, docker_client: Any) -> None:
     notebook = json.dumps({"cells": [{"source": "ü" * 5000}], "nbformat": 4}).encode() + os.urandom(64)
     _write(docker_client, local_lab, {"my-experiment.ipynb": notebook, "src/helpers.py": b"def f():\n    return 1\n"})
 
@@ -206,11 +196,18 @@ def test_down_brings_the_users_notebook_back_byte_for_byte(local_lab: str, resul
     assert down.exit_code == 0, down.output
     assert "Host " not in sshconfig.config_path().read_text() and not sshconfig.known_hosts_path(local_lab).exists()
     copy = results / local_lab / "workspace"
+    assert (copy / "model.pt").stat().st_size == 210_000_000  # over the 200 MB that `pull` leaves in the lab by default
+    digest = hashlib.sha256()
+    with open(copy / "model.pt", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    assert digest.hexdigest() == made.output.decode().split()[0]
+    assert "Copied 210.0 MB of 210.0 MB (100%" in down.output  # progress of a large copy
     assert (copy / "my-experiment.ipynb").read_bytes() == notebook
     assert (copy / "src" / "helpers.py").read_bytes() == b"def f():\n    return 1\n"
     assert not (copy / NOTEBOOK).exists(), "the tutorial notebook did not change since up: not copied"
     saved = json.loads(down.stdout)["saved"]
-    assert sorted(f["path"] for f in saved["files"]) == ["my-experiment.ipynb", "src/helpers.py"]
+    assert sorted(f["path"] for f in saved["files"]) == ["model.pt", "my-experiment.ipynb", "src/helpers.py"]
     sums = (results / local_lab / "SHA256SUMS").read_text()
     assert f"{hashlib.sha256(notebook).hexdigest()}  workspace/my-experiment.ipynb" in sums
     import docker.errors
