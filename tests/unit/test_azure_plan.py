@@ -14,7 +14,7 @@ from labctl.hostkeys import normalize
 from labctl.keys import ensure_user_key, generate_ed25519
 from labctl.spec import LabSpec
 from labctl.targets.azure.clients import explain
-from labctl.targets.azure.plan import LabNames, breadth_warning, check_rules, make_plan, schedule_time, ssh_rule
+from labctl.targets.azure.plan import LabNames, check_rules, make_plan, schedule_time, ssh_rule
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.validate import check_allow_ip
 
@@ -54,15 +54,14 @@ def test_allow_ip_refuses_ipv6_since_the_vm_has_an_ipv4_address_only(given: str)
 
 @pytest.mark.parametrize("source", ["10.0.0.0/8", "198.51.0.0/16", "203.0.112.0/23"])
 def test_wide_allowed_range_is_warned_about_in_the_plan(source: str) -> None:
-    assert breadth_warning(source) is not None
     plan = make_plan(LabSpec(name="lab", allow_ip=source).validate())
     assert f"warning: SSH is open to {source}" in plan.render()
     assert any(source in w for w in plan.to_json()["warnings"])
 
 
-@pytest.mark.parametrize("source", ["203.0.113.0/24", "203.0.113.7/32", "2001:db8::/56", "2001:db8::1/128", "*"])
+@pytest.mark.parametrize("source", ["203.0.113.0/24", "203.0.113.7/32", "any"])
 def test_narrow_range_and_any_get_no_breadth_warning(source: str) -> None:
-    assert breadth_warning(source) is None
+    assert not any("wider than" in w for w in make_plan(LabSpec(name="lab", allow_ip=source).validate()).warnings)
 
 
 def test_allow_ip_refuses_garbage() -> None:

@@ -36,17 +36,34 @@ class AzureTarget(Target):
         return self._connect(azure_data(record).get("subscription"))
 
     def plan(self, spec: LabSpec) -> Outcome:
-        plan = make_plan(spec)
-        data, text = plan.to_json(), plan.render()
+        from labctl.pricing import lab_prices
+
+        plan, window = make_plan(spec), float(spec.idle_stop or 0)
+        data, lines = plan.to_json() | {"idle_stop_minutes": window, "budget_usd": spec.budget}, [plan.render()]
+        if window or spec.budget is not None:
+            lines += [
+                "  idle stop:      "
+                + (f"after {window:g} idle minutes" if window else "off")
+                + (f", or once ${spec.budget:.2f} is spent" if spec.budget is not None else "")
+                + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it",
+                "                  (giving it that role needs Owner or User Access Administrator; checked first)",
+            ]
+        else:
+            lines.append("  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM")
         try:
-            money, lines = _plan_money(spec, plan.regions[0], plan.sizes[0].name)
+            prices = lab_prices(plan.regions[0], plan.sizes[0].name, timeout=5.0).for_nodes(plan.nodes)
         except LabctlError as exc:  # no price anywhere: the plan still stands
-            money, lines = (
-                {"price_source": f"price unknown ({exc.message})"},
-                [f"  prices:         unknown ({exc.message})"],
-            )
-        data.update(money)
-        return Outcome(data, "\n".join([text, *lines]))
+            data["price_source"] = f"price unknown ({exc.message})"
+            return Outcome(data, "\n".join([*lines, f"  prices:         unknown ({exc.message})"]))
+        nodes = plan.nodes
+        payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
+        data.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
+        cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
+        parts = "disk and IP" if nodes == 1 else f"{nodes} disks, two IPs and the NAT gateway"
+        if nodes > 1 and payg is not None:
+            cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
+        lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")
+        return Outcome(data, "\n".join(lines))
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         from labctl.targets.azure.provision import provision
@@ -122,11 +139,11 @@ class AzureTarget(Target):
                 hint="Its daily auto-shutdown still applies. 'labctl down' and 'labctl up' with the rights to "
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
-        endpoint = arm_endpoint().rstrip("/")
+        endpoint = arm_endpoint()
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
-        vm_id = td.get("vm_id")
-        if vm_id and len(record.nodes) > 1:  # node 0 stops its workers with itself (its identity holds their role)
+        # Node 0 stops its workers with itself (its identity holds their role).
+        if td.get("vm_id") and len(record.nodes) > 1:
             extras["node_vms"] = [names_of(record).id("vm", node) for node in range(1, node_count(record))]
         if record.idle.get("budget_usd") is not None:
             from labctl.pricing import lab_prices
@@ -151,30 +168,3 @@ class AzureTarget(Target):
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )
-
-
-def _plan_money(spec: Any, region: str, size: str) -> tuple[dict[str, Any], list[str]]:
-    from labctl.pricing import lab_prices
-
-    window = float(spec.idle_stop or 0)
-    facts: dict[str, Any] = {"idle_stop_minutes": window, "budget_usd": spec.budget}
-    if window or spec.budget is not None:
-        lines = [
-            "  idle stop:      "
-            + (f"after {window:g} idle minutes" if window else "off")
-            + (f", or once ${spec.budget:.2f} is spent" if spec.budget is not None else "")
-            + "; the VM deallocates itself with its own identity, whose role may only read and deallocate it",
-            "                  (giving it that role needs Owner or User Access Administrator; checked first)",
-        ]
-    else:
-        lines = ["  idle stop:      off (--idle-stop 0); only the daily auto-shutdown stops the VM"]
-    nodes = int(getattr(spec, "nodes", None) or 1)
-    prices = lab_prices(region, size, timeout=5.0).for_nodes(nodes)
-    payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
-    facts.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
-    cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
-    parts = "disk and IP" if nodes == 1 else f"{nodes} disks, two IPs and the NAT gateway"
-    if nodes > 1 and payg is not None:
-        cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
-    lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")
-    return facts, lines

@@ -122,11 +122,6 @@ _CAPACITY_CODES = (
     "SkuNotAvailable",
     "QuotaExceeded",
 )
-_UNREADABLE_HINT = (
-    "Something between you and Azure (a proxy, a firewall, LABCTL_ARM_ENDPOINT) may have changed the answer, or "
-    "Azure failed for a moment: run the command again; if it keeps failing, run it with --verbose and check "
-    "your proxy settings."
-)
 
 
 def arm_error_code(exc: BaseException | None) -> str | None:
@@ -152,7 +147,12 @@ def explain(exc: Exception, doing: str) -> LabctlError:
         )
     if isinstance(exc, e.DecodeError) or not type(exc).__module__.startswith("azure."):
         what = _one_line(str(exc)) if isinstance(exc, e.DecodeError) else "it has a shape no ARM answer has"
-        return LabctlError(f"Azure's answer could not be read while {doing} ({what}).", hint=_UNREADABLE_HINT)
+        return LabctlError(
+            f"Azure's answer could not be read while {doing} ({what}).",
+            hint="Something between you and Azure (a proxy, a firewall, LABCTL_ARM_ENDPOINT) may have changed the "
+            "answer, or Azure failed for a moment: run the command again; if it keeps failing, run it with --verbose "
+            "and check your proxy settings.",
+        )
     if not isinstance(exc, e.HttpResponseError):
         return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
     code, status = arm_error_code(exc) or "", exc.status_code
@@ -186,8 +186,7 @@ _DOING: contextvars.ContextVar[str] = contextvars.ContextVar("labctl_azure_doing
 
 @contextlib.contextmanager
 def arm(doing: str) -> Iterator[None]:
-    """ARM calls whose failures become a LabctlError that says what to do, an answer of a shape no ARM answer has
-    included."""
+    """ARM failures, and answers of a shape no ARM answer has, become a LabctlError that says what to do."""
     token = _DOING.set(doing)
     try:
         yield
@@ -368,8 +367,7 @@ class Azure:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __getattr__(self, name: str) -> Any:
-        """``compute``, ``network`` and ``resources``: each client made once, when first used (its module takes a
-        second to import)."""
+        """``compute``, ``network``, ``resources``: made when first used (each module takes a second to import)."""
         if name not in _CLIENTS:
             raise AttributeError(name)
         module, class_name = _CLIENTS[name]

@@ -14,7 +14,7 @@ from labctl.errors import LabctlError
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, arm_error_code, get_or_none, side_by_side
+from labctl.targets.azure.clients import Azure, arm, arm_error_code, dig, get_or_none, side_by_side
 from labctl.targets.azure.plan import LabNames
 from labctl.ui import Reporter
 
@@ -144,9 +144,8 @@ def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Repo
 
     def principal(node: int) -> str:
         vms = azure.compute.virtual_machines
-        vm = get_or_none("reading the VM's identity", lambda: vms.get(rg, names.name("vm", node))) or {}
-        identity = vm.get("identity") or {}
-        return str(identity.get("principalId") or identity.get("principal_id") or "")
+        vm = get_or_none("reading the VM's identity", lambda: vms.get(rg, names.name("vm", node)))
+        return str(dig(vm, "identity", "principalId") or "")
 
     found = side_by_side([functools.partial(principal, node) for node in range(nodes)])
     if not found[0]:

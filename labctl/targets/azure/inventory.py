@@ -98,17 +98,6 @@ def owner_of(azure: Azure, record: LabRecord, group: dict[str, Any] | None = Non
     return LabOwner(name or oid, oid.lower() == me.oid.lower(), me.name)
 
 
-def _power_state(view: dict[str, Any]) -> tuple[str, str | None]:
-    power, since = "unknown", None
-    for status in view.get("statuses") or []:
-        code = str(status.get("code", ""))
-        if code.startswith("PowerState/"):
-            power = code.split("/", 1)[1]
-        if code.startswith("ProvisioningState/") and status.get("time"):
-            since = str(status["time"])
-    return power, since
-
-
 def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     td, names, nodes = azure_data(record), names_of(record), node_count(record)
     rg, ops = names.resource_group, azure.compute.virtual_machines
@@ -119,7 +108,13 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
         doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
         with arm(doing):
             vm = get_or_none(doing, lambda: ops.get(rg, name))
-            power, since = _power_state(ops.instance_view(rg, name).as_dict()) if vm else ("missing", None)
+            power, since = "unknown" if vm else "missing", None
+            for status in (ops.instance_view(rg, name).as_dict().get("statuses") or []) if vm else []:
+                code = str(status.get("code", ""))
+                if code.startswith("PowerState/"):
+                    power = code.split("/", 1)[1]
+                if code.startswith("ProvisioningState/") and status.get("time"):
+                    since = str(status["time"])
             nic = get_or_none(doing, lambda: nics.get(rg, names.name("nic", node))) if nodes > 1 else None
         return vm, power, since, private_address(nic)
 
@@ -246,7 +241,7 @@ def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | Non
 
 
 def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner: str | None = None) -> None:
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.core.exceptions import ResourceNotFoundError
 
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
         groups = azure.resources.resource_groups
@@ -259,10 +254,9 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
                         # Force deletion powers the VMs off instead of shutting them down: faster, and the
                         # group holds nothing whose shutdown needs to be graceful.
                         finish(groups.begin_delete(resource_group, force_deletion_types=FORCE_DELETION_TYPES))
-                except LabctlError as exc:
+                except LabctlError as exc:  # deleted meanwhile, or being deleted: what `down` wanted
                     cause = exc.__cause__
-                    gone = isinstance(cause, ResourceNotFoundError)  # deleted meanwhile: what `down` wanted
-                    if not gone and not (isinstance(cause, HttpResponseError) and "BeingDeleted" in str(cause)):
+                    if not isinstance(cause, ResourceNotFoundError) and "BeingDeleted" not in str(cause):
                         raise
             wait_rg_gone(azure, resource_group)
     with ui.step("Checking that nothing tagged for the lab is left"):
@@ -346,10 +340,7 @@ def save_power_tag(azure: Any, record: LabRecord) -> None:
     rg = azure_data(record).get("resource_group")
     if not rg:
         return
-    try:
-        with arm("tagging the lab's power history"):
-            group = azure.resources.resource_groups.get(rg)
-            group.tags = {**(group.tags or {}), TAG_HISTORY: power_tag(record, datetime.now(timezone.utc))}
-            azure.resources.resource_groups.create_or_update(rg, group)
-    except LabctlError:
-        pass
+    with contextlib.suppress(LabctlError), arm("tagging the lab's power history"):
+        group = azure.resources.resource_groups.get(rg)
+        group.tags = {**(group.tags or {}), TAG_HISTORY: power_tag(record, datetime.now(timezone.utc))}
+        azure.resources.resource_groups.create_or_update(rg, group)

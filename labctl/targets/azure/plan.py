@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict, cast
+from zoneinfo import ZoneInfo
 
 from labctl.catalog import SIZES, VmSize, choose_sizes
 from labctl.config import SETTINGS
@@ -25,23 +26,9 @@ from labctl.validate import check_allow_ip, check_region
 
 _INFINIBAND = re.compile(r"^standard_(nd|hb|hc)\d+[a-z]*r[a-z]*(_|$)", re.IGNORECASE)  # the "r" of RDMA sizes
 SSH_PORT = 22
-# Ranges wider than these get a warning: allowed (a campus or company network), but far more than one machine.
-# Wider than labctl.validate.REFUSE_WIDER_THAN is refused unless the user types '--allow-ip any'.
-WARN_WIDER_THAN = {4: 24, 6: 56}
-
-
-def breadth_warning(source: str) -> str | None:
-    """'*' has its own warning where the plan is made; a discovered address is one host and never warns."""
-    if source == "*" or source.startswith("<"):
-        return None
-    net = ipaddress.ip_network(source, strict=False)
-    limit = WARN_WIDER_THAN[net.version]
-    if net.prefixlen >= limit:
-        return None
-    return (
-        f"SSH is open to {net}, {net.num_addresses:,} addresses (wider than /{limit}); "
-        "key login only, but give your own address with --allow-ip if that is more than you meant."
-    )
+# IPv4 ranges (IPv6 is refused) wider than this get a warning: allowed (a campus or company network), but far more
+# than one machine. Wider than labctl.validate.REFUSE_WIDER_THAN is refused unless the user types '--allow-ip any'.
+WARN_WIDER_THAN = 24
 
 
 def discover_public_ip(timeout: float = 10.0) -> str:
@@ -168,12 +155,8 @@ def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
         return f"{hour:02d}{minute:02d}", IANA_TO_WINDOWS[zone]
     offset = datetime.now().astimezone().utcoffset() or timedelta(0)
     if zone:
-        try:
-            from zoneinfo import ZoneInfo
-
+        with contextlib.suppress(Exception):  # an unknown zone name: keep the process's offset
             offset = datetime.now(ZoneInfo(zone)).utcoffset() or timedelta(0)
-        except Exception:  # an unknown zone name: keep the process's offset
-            pass
     total = (hour * 60 + minute - int(offset.total_seconds() // 60)) % (24 * 60)
     return f"{total // 60:02d}{total % 60:02d}", "UTC"
 
@@ -371,10 +354,8 @@ class AzurePlan:
         for fallback in self.sizes[1:]:
             spot = f", Spot ~${fallback.hourly(True):.2f}/h" if self.spot else ""
             lines.append(f"  then:           {fallback.describe()}{spot}")
-        lines.append(f"  image:          {self.image}")
-        lines.append("  resources:")
-        for row in self.resources(first):
-            lines.append(f"    {row['type']:<42} {row['name']}")
+        lines += [f"  image:          {self.image}", "  resources:"]
+        lines += [f"    {row['type']:<42} {row['name']}" for row in self.resources(first)]
         src = "anywhere (--allow-ip any)" if self.source == "*" else self.source
         lines.append(f"  inbound:        TCP 22 (SSH) from {src} only; Jupyter only through the SSH tunnel")
         if self.nodes > 1:
@@ -418,11 +399,15 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     source = "<your public IP>/32"
     if spec.allow_ip:
         source = check_allow_ip(spec.allow_ip)
-        if source == "*":
+        net = None if source == "*" else ipaddress.ip_network(source, strict=False)
+        if net is None:
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
-        elif wide := breadth_warning(source):
-            warnings.append(wide)
-        elif (net := ipaddress.ip_network(source, strict=False)).num_addresses > 1:
+        elif net.prefixlen < WARN_WIDER_THAN:
+            warnings.append(
+                f"SSH is open to {net}, {net.num_addresses:,} addresses (wider than /{WARN_WIDER_THAN}); "
+                "key login only, but give your own address with --allow-ip if that is more than you meant."
+            )
+        elif net.num_addresses > 1:
             warnings.append(f"SSH is open to {net}, {net.num_addresses:,} addresses, not only to yours.")
     elif discover_ip:
         try:

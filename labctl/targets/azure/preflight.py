@@ -3,6 +3,7 @@ each failure one message with the numbers and the way out (another region with r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -13,7 +14,7 @@ from typing import Any
 from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, poll, side_by_side
+from labctl.targets.azure.clients import Azure, arm, finish, poll, side_by_side
 from labctl.targets.azure.plan import AzurePlan, grid_only
 from labctl.ui import agreed
 
@@ -77,16 +78,6 @@ def load_region(azure: Azure, region: str) -> RegionFacts:
     return facts
 
 
-def _restricted(sku: dict[str, Any], region: str) -> str | None:
-    for restriction in sku.get("restrictions") or []:
-        if restriction.get("type") != "Location":
-            continue  # zone restrictions: labctl does not pin a zone
-        values = [str(v).lower() for v in restriction.get("values") or []]
-        if not values or region in values:
-            return str(restriction.get("reasonCode") or "NotAvailable")
-    return None
-
-
 def capability(sku: dict[str, Any] | None, name: str) -> str:
     """A resource SKU's capability as ARM writes it; an absent one is "" (so not "True", and 0 as a number)."""
     caps = (sku or {}).get("capabilities") or []
@@ -102,12 +93,6 @@ def _number(sku: dict[str, Any] | None, name: str) -> float:
 
 def spot_capable(sku: dict[str, Any] | None) -> bool:
     return capability(sku, "LowPriorityCapable").lower() == "true"  # absent means no
-
-
-def trusted_launch_declared(image: dict[str, Any]) -> bool:
-    """ARM refuses Trusted Launch on an image unless its ``features`` say so (``SecurityType: TrustedLaunch...``)."""
-    features = (image.get("properties") or {}).get("features") or []
-    return any(f.get("name") == "SecurityType" and "TrustedLaunch" in str(f.get("value")) for f in features)
 
 
 def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int = 3) -> list[str]:
@@ -129,11 +114,9 @@ def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
     if size.catalogued:
         return size
     payg, spot = 0.0, None
-    try:
+    with contextlib.suppress(LabctlError):  # "price unknown": the lab is still made; status says so
         prices = lab_prices(region, str(sku.get("name") or size.name), timeout=5.0)
         payg, spot = prices.payg_per_hour, prices.spot_per_hour
-    except LabctlError:
-        pass  # "price unknown": the lab is still made; status says so
     gpus = int(_number(sku, "GPUs"))
     return VmSize(
         name=size.name,
@@ -167,8 +150,11 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     sku = facts.sku(size)
     if sku is None:
         return Problem(region, size, "not-offered", f"{size.name} is not offered in {region}")
-    if reason := _restricted(sku, region):
-        return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
+    for restriction in sku.get("restrictions") or []:  # zone restrictions aside: labctl does not pin a zone
+        values = [str(v).lower() for v in restriction.get("values") or []]
+        if restriction.get("type") == "Location" and (not values or region in values):
+            reason = str(restriction.get("reasonCode") or "NotAvailable")
+            return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
     if spot and not spot_capable(sku):
         why = f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
         return Problem(region, size, "no-spot", why)
@@ -198,8 +184,10 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
                 )
             version = names[0]
         image = images.get(region, publisher, offer, sku, version).as_dict()
-    plan = (image.get("properties") or {}).get("plan")
-    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted_launch_declared(image)
+    plan, features = (image.get("properties") or {}).get("plan"), (image.get("properties") or {}).get("features")
+    # ARM refuses Trusted Launch on an image unless its features say so (SecurityType: TrustedLaunch...).
+    trusted = any(f.get("name") == "SecurityType" and "TrustedLaunch" in str(f.get("value")) for f in features or [])
+    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted
 
 
 def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> None:
@@ -232,12 +220,13 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
 def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
     """Accept the image's marketplace terms with the user's consent, or say how to."""
     ensure_providers(azure, ("Microsoft.MarketplaceOrdering",))
+    resources, version = azure.resources.resources, settings.AGREEMENT_API_VERSION
     agreement = (
         f"/subscriptions/{azure.subscription_id}/providers/Microsoft.MarketplaceOrdering/offerTypes/virtualmachine"
         f"/publishers/{plan['publisher']}/offers/{plan['product']}/plans/{plan['name']}/agreements/current"
     )
     with arm("reading the image's marketplace terms"):
-        current = azure.resources.resources.get_by_id(agreement, api_version=settings.AGREEMENT_API_VERSION).as_dict()
+        current = resources.get_by_id(agreement, api_version=version).as_dict()
     if (current.get("properties") or {}).get("accepted"):
         return
     consent = consent or os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
@@ -251,9 +240,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         )
     body = {"properties": {**(current.get("properties") or {}), "accepted": True}}  # no read-only systemData
     with arm("accepting the image's marketplace terms"):
-        azure.resources.resources.begin_create_or_update_by_id(
-            agreement, body, api_version=settings.AGREEMENT_API_VERSION
-        ).result()
+        finish(resources.begin_create_or_update_by_id(agreement, body, api_version=version))
 
 
 def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
@@ -303,7 +290,7 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
 
 
 def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict[str, RegionFacts]) -> LabctlError:
-    first = problems[0]
+    first, size = problems[0], plan.sizes[0]
     what = "; ".join(p.message for p in problems[:4])
     if first.kind == "unknown-region":
         return LabctlError(
@@ -314,23 +301,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
         others = spot_alternatives(cache[first.region].skus, first.size)
         hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
         return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
-    ways = []
-    if alternatives := _alternatives(azure, plan, cache):
-        ways.append("try " + ", ".join(alternatives) + " (--region NAME, or --region auto)")
-    if first.kind == "quota":
-        ways.append(f"request quota: {settings.QUOTA_URL}")
-    if smaller := _smaller_sizes(first.size):
-        ways.append(f"or a smaller size (--size {smaller})")
-    fitting = (first.free or 0) // max(first.size.vcpus, 1) if first.kind == "quota" else 0
-    if plan.nodes > 1 and fitting >= 1:
-        ways.append(f"or fewer nodes (--nodes {min(fitting, plan.nodes - 1)} fits the free quota)")
-    hint = ("; ".join(ways) + ".") if ways else "Pick another --size or --region."
-    return LabctlError(f"Cannot create the lab: {what}.", hint=hint[0].upper() + hint[1:])
-
-
-def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) -> list[str]:
-    """Other regions where the first size is offered with free quota, with the free vCPUs."""
-    size = plan.sizes[0]
+    # The ways out: other regions where the first size is offered with free quota, quota, a smaller size, fewer nodes.
     others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
     missing = [r for r in others if r not in cache]
 
@@ -343,14 +314,19 @@ def _alternatives(azure: Azure, plan: AzurePlan, cache: dict[str, RegionFacts]) 
     for region, facts in zip(missing, side_by_side([functools.partial(fetch, r) for r in missing]), strict=True):
         if facts is not None:
             cache[region] = facts
-    found = [
+    room = [
         f"{region} ({free_vcpus(facts, size, plan.spot)[0]} vCPUs free for {size.name})"
         for region in others
         if (facts := cache.get(region)) is not None and check_size(facts, size, plan.spot, plan.nodes) is None
     ]
-    return found[:4]
-
-
-def _smaller_sizes(size: VmSize) -> str | None:
-    smaller = [s for s in SIZES.values() if s.gpu == size.gpu and s.vcpus < size.vcpus and not grid_only(s)]
-    return max(smaller, key=lambda s: s.vcpus).name if smaller else None
+    ways = [f"try {', '.join(room[:4])} (--region NAME, or --region auto)"] if room else []
+    if first.kind == "quota":
+        ways.append(f"request quota: {settings.QUOTA_URL}")
+    smaller = [s for s in SIZES.values() if s.gpu == first.size.gpu and s.vcpus < first.size.vcpus and not grid_only(s)]
+    if smaller:
+        ways.append(f"or a smaller size (--size {max(smaller, key=lambda s: s.vcpus).name})")
+    fitting = (first.free or 0) // max(first.size.vcpus, 1) if first.kind == "quota" else 0
+    if plan.nodes > 1 and fitting >= 1:
+        ways.append(f"or fewer nodes (--nodes {min(fitting, plan.nodes - 1)} fits the free quota)")
+    hint = ("; ".join(ways) + ".") if ways else "Pick another --size or --region."
+    return LabctlError(f"Cannot create the lab: {what}.", hint=hint[0].upper() + hint[1:])

@@ -117,14 +117,27 @@ class Provisioner:
         self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
 
     def run(self) -> LabRecord:
-        self.plan.identity = may_grant(self.azure, self.spec, self.record, self.ui)
+        azure, names, record = self.azure, self.names, self.record
+        self.plan.identity = may_grant(azure, self.spec, record, self.ui)
         self._settle_group()
         choice = first_that_fits(self._choices(), self._build, self.ui)
-        self._fill_record(choice)
+        ips, rg = azure.network.public_ip_addresses, names.resource_group
+        pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
+        if not (address := dig(pip, "properties", "ipAddress")):
+            raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
+        head = record.nodes[0]
+        head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
+        record.gpu = choice.size.gpu
+        head.private_address = self._addresses.get(0)
+        td = azure_data(record)
+        td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
+        td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
+        save_power_tag(azure, record)
+        self.save(record)
         if self.plan.identity:
-            grant(self.azure, self.names, self.nodes, self.record, self.ui)
-            self.save(self.record)
-        return self.record
+            grant(azure, names, self.nodes, record, self.ui)
+            self.save(record)
+        return record
 
     def _settle_group(self) -> None:
         """Wait out an earlier deletion; a lab that exists keeps its region and its VMs, and is the user's own."""
@@ -442,19 +455,3 @@ class Provisioner:
         except NoCapacity:
             self._delete_vm(node)
             raise
-
-    def _fill_record(self, choice: Choice) -> None:
-        azure, names, record = self.azure, self.names, self.record
-        ips, rg = azure.network.public_ip_addresses, names.resource_group
-        pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
-        if not (address := dig(pip, "properties", "ipAddress")):
-            raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
-        head = record.nodes[0]
-        head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
-        record.gpu = choice.size.gpu
-        head.private_address = self._addresses.get(0)
-        td = azure_data(record)
-        td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
-        td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
-        save_power_tag(azure, record)
-        self.save(record)

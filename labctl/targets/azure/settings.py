@@ -34,20 +34,20 @@ CREATED_BY = "labctl"
 
 
 def arm_endpoint() -> str:
-    return os.environ.get("LABCTL_ARM_ENDPOINT", "https://management.azure.com").rstrip("/")
+    return (os.environ.get("LABCTL_ARM_ENDPOINT") or "https://management.azure.com").rstrip("/")
 
 
 def admin_user() -> str:  # some organisations mandate their own admin name; tests log in as the local user
-    return os.environ.get("LABCTL_ADMIN_USER", "azureuser")
+    return os.environ.get("LABCTL_ADMIN_USER") or "azureuser"
 
 
 def ssh_port() -> int:
-    return int(os.environ.get("LABCTL_SSH_PORT", "22"))
+    return int(os.environ.get("LABCTL_SSH_PORT") or "22")
 
 
 def poll_interval() -> float:  # seconds between polls of a long-running operation when ARM sends no Retry-After
-    return float(os.environ.get("LABCTL_POLL_INTERVAL", "2"))
+    return float(os.environ.get("LABCTL_POLL_INTERVAL") or "2")
 
 
 def operation_timeout() -> float:  # what Azure started goes on after it, and the same command resumes it
-    return float(os.environ.get("LABCTL_OPERATION_TIMEOUT", "1800"))
+    return float(os.environ.get("LABCTL_OPERATION_TIMEOUT") or "1800")
