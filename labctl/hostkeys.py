@@ -111,14 +111,9 @@ def _hosts_match(patterns: str, name: str) -> bool:
             return hmac.compare_digest(mac, base64.b64decode(digest))
         except ValueError:
             return False
-    matched = False
-    for pattern in patterns.split(","):
-        glob = re.escape(pattern.removeprefix("!")).replace(r"\*", ".*").replace(r"\?", ".")
-        if re.fullmatch(glob, name, re.IGNORECASE | re.DOTALL):
-            if pattern.startswith("!"):
-                return False
-            matched = True
-    return matched
+    globs = {p: re.escape(p.removeprefix("!")).replace(r"\*", ".*").replace(r"\?", ".") for p in patterns.split(",")}
+    matching = [p for p, glob in globs.items() if re.fullmatch(glob, name, re.IGNORECASE | re.DOTALL)]
+    return bool(matching) and not any(p.startswith("!") for p in matching)
 
 
 def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:

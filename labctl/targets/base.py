@@ -110,13 +110,13 @@ R = TypeVar("R")
 def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporter) -> R:
     """The next choice is drawn only after a ``NoCapacity`` refusal, so a provider can compute it from what was
     refused; the last refusal is raised as it is."""
-    choice = next(choices, None)
-    if choice is None:
-        raise LabctlError("There is nothing to try: no size and region were chosen.", hint="Give --size or --region.")
-    while True:
+    refused: NoCapacity | None = None
+    for choice in choices:
+        if refused is not None:
+            ui.warn(f"{refused.message} Trying the next choice.")
         try:
             return attempt(choice)
-        except NoCapacity as refused:
-            if (choice := next(choices, None)) is None:
-                raise
-            ui.warn(f"{refused.message} Trying the next choice.")
+        except NoCapacity as exc:
+            refused = exc
+    assert refused is not None  # the plan has a size and a region at least
+    raise refused
