@@ -164,8 +164,14 @@ def test_the_fingerprint_given_pins_the_key_and_another_is_refused(sshd: tuple[S
 
 
 def test_local_flow_up_open_down(lab_image: str, lab_name: str, docker_client: Any) -> None:
-    up = runner.invoke(app, ["up", "--target", "local", "-n", lab_name])
+    # This computer gets no idle agent and is told why (here, not in a lab of its own: each `up` starts Jupyter).
+    up = runner.invoke(app, ["up", "--target", "local", "-n", lab_name, "--idle-stop", "5"])
     assert up.exit_code == 0, up.output
+    assert "No idle stop: labctl installs no idle agent on this computer" in up.output
+    shown = runner.invoke(app, ["status", "-n", lab_name])
+    assert "not installed (labctl installs no idle agent on this computer" in shown.stdout
+    refused = runner.invoke(app, ["idle-stop", "-n", lab_name, "10"])
+    assert refused.exit_code == 2 and "this computer" in refused.output
     record = StateStore().load(lab_name)
     opened = runner.invoke(app, ["open", "-n", lab_name])
     assert opened.exit_code == 0, opened.output

@@ -247,17 +247,6 @@ def test_an_ssh_host_gets_the_agent_only_when_asked_and_in_the_action_asked_for(
     assert _cli("down", "-n", ssh_lab, "--yes").exit_code == 0
 
 
-def test_this_computer_gets_no_agent_and_is_told_why(lab_name: str, lab_image: str) -> None:
-    made = _cli("up", "--target", "local", "-n", lab_name, "--idle-stop", "5")
-    assert made.exit_code == 0, made.output
-    assert "No idle stop: labctl installs no idle agent on this computer" in made.output
-    shown = _cli("status", "-n", lab_name)
-    assert "not installed (labctl installs no idle agent on this computer" in shown.stdout
-    refused = _cli("idle-stop", "-n", lab_name, "10")
-    assert refused.exit_code == 2 and "this computer" in refused.output
-    assert _cli("down", "-n", lab_name, "--yes").exit_code == 0
-
-
 def test_a_size_the_subscription_offers_is_taken_even_when_the_catalog_lacks_it(arm_env: FakeArm) -> None:  # noqa: F811
     arm_env.regions["eastus"].limits["standardndsh100v5family"] = 96
     record = provision("lab", sizes=["ND96isr_H100_v5"], allow_ip="203.0.113.7/32")
