@@ -81,7 +81,9 @@ def test_container_settings(shared_lab: LabRecord, docker_client: Any) -> None:
     assert f"JUPYTER_TOKEN={shared_lab.jupyter_token}" in attrs["Config"]["Env"]
 
 
-def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(own_lab: LabRecord, docker_client: Any) -> None:
+def test_rerun_keeps_a_healthy_container_replaces_a_broken_one_and_teardown_removes_it(
+    own_lab: LabRecord, docker_client: Any
+) -> None:
     first = docker_client.containers.get(own_lab.container_name)
     token = own_lab.jupyter_token
     again = prepare_lab(own_lab, PlainReporter(quiet=True))
@@ -97,15 +99,32 @@ def test_rerun_keeps_a_healthy_container_and_replaces_a_broken_one(own_lab: LabR
     kept = lab.LabContainer(replaced).exec(["cat", "/workspace/keep.txt"]).text
     assert kept == "mine\n", "the workspace volume survives a replaced container"
 
+    # Teardown on the same lab (each new lab costs a Jupyter start): the container first, then the volume.
+    import docker.errors
 
-def test_busy_port_on_the_machine_moves_jupyter(lab_image: str, lab_name: str) -> None:
+    removed = teardown_lab(own_lab, PlainReporter(quiet=True), keep_volume=True)
+    assert removed == [f"container {own_lab.container_name}"]
+    docker_client.volumes.get(lab.volume_name(own_lab.name))
+    removed = teardown_lab(own_lab, PlainReporter(quiet=True))
+    assert removed == [f"volume {lab.volume_name(own_lab.name)}"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.volumes.get(lab.volume_name(own_lab.name))
+
+
+def test_a_given_image_is_used_as_is_and_a_busy_port_on_the_machine_moves_jupyter(
+    lab_image: str, lab_name: str, docker_client: Any
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         taken = busy.getsockname()[1]
-        record = prepare_lab(LabRecord(name=lab_name, target="local", jupyter_port=taken), PlainReporter(quiet=True))
+        record = prepare_lab(
+            LabRecord(name=lab_name, target="local", jupyter_port=taken), PlainReporter(quiet=True), image=lab_image
+        )
     assert record.jupyter_port != taken
     assert _status(record.jupyter_port, record.jupyter_token) == 200
+    assert record.image == lab_image
+    assert docker_client.containers.get(record.container_name).image.id == docker_client.images.get(lab_image).id
 
 
 def test_notebook_is_seeded_once_and_never_overwritten(
@@ -125,26 +144,6 @@ def test_notebook_is_seeded_once_and_never_overwritten(
     assert json.loads(box.exec(["cat", f"/workspace/{lab.NOTEBOOK}"]).output)["nbformat"] == 4
     box.exec(["rm", f"/workspace/{lab.NOTEBOOK}"])
     assert workspace.seed_workspace(box, notebook) is False  # deleted by the user: not brought back
-
-
-def test_teardown_removes_container_and_volume(own_lab: LabRecord, docker_client: Any) -> None:
-    import docker.errors
-
-    removed = teardown_lab(own_lab, PlainReporter(quiet=True), keep_volume=True)
-    assert removed == [f"container {own_lab.container_name}"]
-    docker_client.volumes.get(lab.volume_name(own_lab.name))
-    removed = teardown_lab(own_lab, PlainReporter(quiet=True))
-    assert removed == [f"volume {lab.volume_name(own_lab.name)}"]
-    with pytest.raises(docker.errors.NotFound):
-        docker_client.volumes.get(lab.volume_name(own_lab.name))
-
-
-def test_a_given_image_is_used_as_is(lab_image: str, lab_name: str, docker_client: Any) -> None:
-    record = prepare_lab(
-        LabRecord(name=lab_name, target="local", jupyter_port=free_port()), PlainReporter(quiet=True), image=lab_image
-    )
-    assert record.image == lab_image
-    assert docker_client.containers.get(record.container_name).image.id == docker_client.images.get(lab_image).id
 
 
 def test_an_image_without_jupyter_fails_plainly(test_base_image: str, lab_name: str) -> None:
