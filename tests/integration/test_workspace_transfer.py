@@ -26,15 +26,21 @@ pytestmark = pytest.mark.integration
 NOTEBOOK = json.dumps({"cells": [{"cell_type": "code", "source": "print('ünï')"}], "nbformat": 4}).encode()
 
 
+@pytest.fixture(scope="module")
+def module_box(lab_image: str, module_lab_name: str, docker_client: Any) -> lab.LabContainer:
+    """A lab container from labctl's image, one for the module: each start runs Jupyter in it."""
+    spec = lab.ContainerSpec(module_lab_name, lab_image, False, token="0" * 64, port=free_port())
+    return lab.LabContainer(lab.start_container(docker_client, spec))
+
+
 @pytest.fixture
-def box(lab_image: str, lab_name: str, docker_client: Any) -> lab.LabContainer:
-    """A lab container from labctl's image, seeded the way `up` seeds it, with the baseline `up` saves."""
-    container = lab.start_container(
-        docker_client, lab.ContainerSpec(lab_name, lab_image, False, token="0" * 64, port=free_port())
-    )
-    box = lab.LabContainer(container)
-    ws.seed_workspace(box)
-    return box
+def box(module_box: lab.LabContainer) -> lab.LabContainer:
+    """The module's container with an empty workspace (the baseline and the seed marker live there too), seeded the
+    way `up` seeds it, with the baseline `up` saves: as a new lab's."""
+    module_box.exec(["find", "/workspace", "-mindepth", "1", "-delete"])
+    assert module_box.exec(["find", "/workspace", "-mindepth", "1"]).text == ""
+    ws.seed_workspace(module_box)
+    return module_box
 
 
 def _put(box: lab.LabContainer, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
