@@ -23,7 +23,7 @@ from paramiko.common import cMSG_CHANNEL_OPEN
 from labctl.errors import LabctlError
 from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
 from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
-from labctl.ui import Reporter
+from labctl.ui import PlainReporter, Reporter
 
 if TYPE_CHECKING:
     import docker
@@ -48,7 +48,7 @@ class SSHMachine(Machine):
     user: str
     key_path: str | Path  # paramiko expands '~'
     host_key: str
-    ui: Reporter | None = field(default=None, kw_only=True)
+    ui: Reporter = field(default_factory=lambda: PlainReporter(quiet=True), kw_only=True)
     # Node 0, for a node without an address of its own: opened for this machine, closed with it.
     via: SSHMachine | None = field(default=None, kw_only=True)
     mark: bool = field(default=True, kw_only=True)  # marked, the idle agent does not count it as someone working
@@ -115,7 +115,7 @@ class SSHMachine(Machine):
             while True:
                 try:
                     self._clients = [self._connect_once()]
-                    if delay > 1 and self.ui is not None:
+                    if delay > 1:
                         self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
                     return self
                 except paramiko.AuthenticationException as exc:
@@ -141,10 +141,8 @@ class SSHMachine(Machine):
                         final.message = f"Gave up after {wait:.0f}s: {final.message}"
                     raise final from None
                 pause = min(delay, left)
-                if self.ui is not None:  # plain lines, not a step: steps do not nest, and this may be inside one
-                    self.ui.info(
-                        f"  SSH on {self.describe()} not ready yet ({_reason(error)}); retrying in {pause:.0f}s"
-                    )
+                # Plain lines, not a step: steps do not nest, and this may be inside one.
+                self.ui.info(f"  SSH on {self.describe()} not ready yet ({_reason(error)}); retrying in {pause:.0f}s")
                 time.sleep(pause)
                 delay = min(delay * 2, 10.0)
 
