@@ -81,6 +81,10 @@ def _opt(
     return typer.Option(default, *names.split(), help=help, metavar=metavar, **more)
 
 
+def _flag(names: str, help: str, **more: Any) -> Any:
+    return _opt(names, help, default=False, **more)
+
+
 def _arg(metavar: str, help: str, default: Any = None, **more: Any) -> Any:
     return typer.Argument(default, metavar=metavar, help=help, show_default=False, **more)
 
@@ -98,10 +102,10 @@ def _run_id(value: str | None) -> str | None:
 
 NAME = _opt("--name -n", "Which lab (default: the only one).", text=True)
 RUN = typer.Argument(None, help="Run id (default: the latest).", callback=_run_id)
-JSON = _opt("--json", "Print the result as JSON on stdout.", default=False)
-YES = _opt("--yes -y", "Do not ask for confirmation.", default=False)
-DETACH = _opt("--detach", "Start the run and return.", default=False)
-FORCE_OWNER = _opt("--force", "Act on a lab someone else owns (with --confirm-name).", default=False)
+JSON = _flag("--json", "Print the result as JSON on stdout.")
+YES = _flag("--yes -y", "Do not ask for confirmation.")
+DETACH = _flag("--detach", "Start the run and return.")
+FORCE_OWNER = _flag("--force", "Act on a lab someone else owns (with --confirm-name).")
 CONFIRM_NAME = _opt("--confirm-name", "With --force: the lab's name, to act on a lab someone else owns.")
 SUBSCRIPTION = _opt("--subscription", "Azure subscription id.", "ID", text=True)
 
@@ -146,8 +150,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = _opt("--verbose -v", "Show underlying calls and tracebacks.", default=False),
-    version: bool = _opt("--version", "Print the version and exit.", default=False, is_eager=True, callback=_version),
+    verbose: bool = _flag("--verbose -v", "Show underlying calls and tracebacks."),
+    version: bool = _flag("--version", "Print the version and exit.", is_eager=True, callback=_version),
 ) -> None:
     global _VERBOSE
     _VERBOSE = verbose
@@ -230,7 +234,7 @@ def up_cmd(
     host_key_fingerprint: str | None = _opt(
         "--host-key-fingerprint", "The --host's key fingerprint, to pin it without a question.", "SHA256:..."
     ),
-    gpu: bool = _opt("--gpu", "A GPU machine (N-series on Azure).", default=False),
+    gpu: bool = _flag("--gpu", "A GPU machine (N-series on Azure)."),
     nodes: int | None = _opt(
         "--nodes", "Machines in the lab, trained on together with torchrun (Azure: N VMs of one size; default 1).", "N"
     ),
@@ -241,16 +245,16 @@ def up_cmd(
     allow_ip: str | None = _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True),
     ssh_key: Path | None = _opt("--ssh-key", "Your private key (default: new).", "PATH"),
     shutdown_at: str | None = _opt("--shutdown-at", "Daily auto-shutdown, HH:MM (19:00).", "HH:MM", text=True),
-    no_shutdown: bool = _opt("--no-shutdown", "No auto-shutdown schedule.", default=False),
-    spot: bool = _opt("--spot", "A Spot VM (cheaper, can be evicted).", default=False),
+    no_shutdown: bool = _flag("--no-shutdown", "No auto-shutdown schedule."),
+    spot: bool = _flag("--spot", "A Spot VM (cheaper, can be evicted)."),
     idle_stop: str | None = _opt(
         "--idle-stop", "Minutes idle before the lab stops itself, or 0/off (Azure default: 60).", "MINUTES"
     ),
-    idle_action: str = _opt(
+    idle_action: Literal["stop", "shutdown"] = _opt(
         "--idle-action", "stop (the default) or shutdown (power an SSH host off).", "ACTION", default="stop"
     ),
     budget: str | None = _opt("--budget", "US dollars since creation after which the VM stops itself.", "USD"),
-    dry_run: bool = _opt("--dry-run", "Print the plan and create nothing.", default=False),
+    dry_run: bool = _flag("--dry-run", "Print the plan and create nothing."),
     yes: bool = YES,
     as_json: bool = JSON,
 ) -> Outcome:
@@ -275,13 +279,9 @@ def up_cmd(
 def down_cmd(
     name: str | None = NAME,
     yes: bool = YES,
-    force: bool = _opt(
-        "--force", "Delete even with a run in progress, results not fetched, or someone else's lab.", default=False
-    ),
+    force: bool = _flag("--force", "Delete even with a run in progress, results not fetched, or someone else's lab."),
     confirm_name: str | None = CONFIRM_NAME,
-    no_save: bool = _opt(
-        "--no-save", "Do not copy what changed in the workspace since up to this computer first.", default=False
-    ),
+    no_save: bool = _flag("--no-save", "Do not copy what changed in the workspace since up to this computer first."),
     as_json: bool = JSON,
 ) -> None:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
@@ -312,7 +312,7 @@ def pull_cmd(
     ),
     name: str | None = NAME,
     dest: Path | None = _opt("--to", "Local folder (default: ./labctl-results/LAB).", "DIR"),
-    changed: bool = _opt("--changed", "Only what changed since 'up'.", default=False),
+    changed: bool = _flag("--changed", "Only what changed since 'up'."),
     max_size_mb: int = _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB", default=200),
     as_json: bool = JSON,
 ) -> None:
@@ -343,8 +343,8 @@ def push_cmd(
 def open_cmd(
     name: str | None = NAME,
     port: int = _opt("--port", "Local port for the tunnel (next free if busy).", "PORT", default=8888),
-    print_only: bool = _opt("--print", "Print the URL and exit (for a tunnel held elsewhere).", default=False),
-    browser: bool = _opt("--browser", "Open the URL in the browser.", default=False),
+    print_only: bool = _flag("--print", "Print the URL and exit (for a tunnel held elsewhere)."),
+    browser: bool = _flag("--browser", "Open the URL in the browser."),
     forward: list[int] | None = _opt(
         "--forward",
         "Also forward this port of the lab (TensorBoard 6006, MLflow 5000) to this computer's "
@@ -386,7 +386,7 @@ def run_lab_cmd(
     ui: Reporter,
     *,
     name: str | None = NAME,
-    here: bool = _opt("--here", "Run in this Python environment (no cloud, no container).", default=False),
+    here: bool = _flag("--here", "Run in this Python environment (no cloud, no container)."),
     data: str | None = _opt(
         "--data",
         "cifar10 (download), synthetic[:N], a path to train/<class>/*.jpg or .tar.gz here, or "
@@ -402,9 +402,7 @@ def run_lab_cmd(
         "N",
     ),
     nodes: int | None = _opt("--nodes", "Machines of the lab to train on together (default: all of them).", "N"),
-    notebook: bool = _opt(
-        "--notebook", "Execute the notebook headless instead (or NOTEBOOK, your own) and keep it.", default=False
-    ),
+    notebook: bool = _flag("--notebook", "Execute the notebook headless instead (or NOTEBOOK, your own) and keep it."),
     notebook_file: str | None = _arg(
         "[NOTEBOOK]", "With --notebook: your own .ipynb, on this computer or in /workspace."
     ),
@@ -478,7 +476,7 @@ def status_cmd(name: str | None = NAME, as_json: bool = JSON) -> None:
 @_command("list", "status.list_labs")
 def list_cmd(
     subscription: str | None = SUBSCRIPTION,
-    local_only: bool = _opt("--local", "Only labs recorded on this computer.", default=False),
+    local_only: bool = _flag("--local", "Only labs recorded on this computer."),
     as_json: bool = JSON,
 ) -> None:
     """Every lab: those recorded here and those found in Azure by their tags.
@@ -518,7 +516,7 @@ def start_cmd(
 def logs_cmd(
     run: str | None = RUN,
     name: str | None = NAME,
-    follow: bool = _opt("--follow -f", "Keep streaming until the run ends.", default=False),
+    follow: bool = _flag("--follow -f", "Keep streaming until the run ends."),
 ) -> None:
     """Show a run's log from the start; --follow reattaches to a live run.
 
@@ -529,7 +527,7 @@ def logs_cmd(
 @_command("runs", "runlab.list_runs")
 def runs_cmd(
     name: str | None = NAME,
-    here: bool = _opt("--here", "Only the runs made here with run-lab --here.", default=False),
+    here: bool = _flag("--here", "Only the runs made here with run-lab --here."),
     as_json: bool = JSON,
 ) -> None:
     """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
@@ -561,7 +559,7 @@ def ssh_cmd(
 def ssh_config_cmd(
     name: str | None = NAME,
     local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
-    include: bool = _opt("--include", "Add the Include line to ~/.ssh/config without asking.", default=False),
+    include: bool = _flag("--include", "Add the Include line to ~/.ssh/config without asking."),
     as_json: bool = JSON,
 ) -> None:
     """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
@@ -576,9 +574,7 @@ def ssh_config_cmd(
 @_command("config")
 def config_cmd(
     ui: Reporter,
-    trust: bool = _opt(
-        "--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ...", default=False
-    ),
+    trust: bool = _flag("--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ..."),
     as_json: bool = JSON,
 ) -> Outcome:
     """The effective settings and where each one came from.

@@ -158,9 +158,4 @@ class LabSpec:
             from labctl.keys import check_key_pair
 
             check_key_pair(self.ssh_key.expanduser(), "--ssh-key", need_pub=self.target == "azure")
-        if self.idle_action not in ("stop", "shutdown"):
-            raise UsageError(
-                f"--idle-action '{self.idle_action}' is not an action labctl knows.",
-                hint="Use 'stop' (the default) or 'shutdown' (power an SSH host off).",
-            )
         return self

@@ -65,10 +65,8 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
     store = StateStore()
     with lab_lock(record.name, verb, ui):
         record = store.load(record.name)
-        if verb == "stop":
-            info, record.status = target.power_off(record, ui), "stopped"
-        else:
-            info, record.status = target.power_on(record, ui), "ready"
+        info = (target.power_off if verb == "stop" else target.power_on)(record, ui)
+        record.status = "stopped" if verb == "stop" else "ready"
         store.save(record)
     return record, info
 

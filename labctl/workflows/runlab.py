@@ -366,15 +366,6 @@ def run_script(
         return watch_run(store, record, lab.reached, run_id, ui, watch)
 
 
-def _wait_stopped(cluster: list[NodeRun], run_id: str, timeout: float) -> list[runs.RunInfo]:
-    deadline = time.monotonic() + timeout
-    while True:
-        infos = [node.runs.info(run_id) for node in cluster]
-        if all(info.state != "running" for info in infos) or time.monotonic() >= deadline:
-            return infos
-        time.sleep(0.5)
-
-
 def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wait: float = STOP_WAIT_S) -> Outcome:
     """SIGTERM, so the lab saves its checkpoint."""
     store = StateStore()
@@ -392,8 +383,12 @@ def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wai
             raise UsageError(f"Run {run_id} is not running.", hint=f"'labctl fetch {run_id}' brings its results.")
         cluster = reach(lab, run_nodes(record, run_id))
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
-            signalled = bool(stop_nodes(cluster, run_id))
-            infos = _wait_stopped(cluster, run_id, wait if signalled else 2.0)
+            deadline = time.monotonic() + (wait if stop_nodes(cluster, run_id) else 2.0)
+            while True:
+                infos = [node.runs.info(run_id) for node in cluster]
+                if all(info.state != "running" for info in infos) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
         kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
     still = [node.where for node, info in zip(cluster, infos, strict=True) if info.state == "running"]
     if still:
@@ -427,16 +422,15 @@ def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str
 
 def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:
     count = len(record.nodes)
-    if opts.nodes is None:
-        return 1 if opts.notebook else count
-    if opts.nodes > count:
+    nodes = opts.nodes or (1 if opts.notebook else count)  # 0 and less refused by RunLabOptions.check
+    if nodes > count:
         have = f"{count} machine{'s' if count != 1 else ''}"
         raise UsageError(
             f"--nodes {opts.nodes} asks for more machines than lab '{record.name}' has: it has {have}.",
             hint=f"Give the lab {opts.nodes} machines with 'labctl up --name {record.name} --nodes {opts.nodes}' "
             f"(or one --host per machine), or pass --nodes {count} or fewer.",
         )
-    return opts.nodes
+    return nodes
 
 
 def run_nodes(record: LabRecord, run_id: str) -> int:

@@ -108,6 +108,7 @@ NAME_AND_PLACE_CASES = [
     *up("region-shell", "--region", "eastus;id", words=("eastus;id",)),
     *up("target-unknown", "--target", "gcp", words=("gcp",)),
     *up("target-empty", "--target", "", words=("--target",)),
+    *up("idle-action-unknown", "--idle-action", "sleep", words=("sleep", "stop", "shutdown")),
     *up("host-user-only", "--target", "ssh", "--host", "user@", words=("user@",)),
     *up("host-port-too-big", "--target", "ssh", "--host", "u@127.0.0.1:99999", words=("u@127.0.0.1:99999",)),
     *up("host-port-zero", "--target", "ssh", "--host", "u@127.0.0.1:0", words=("u@127.0.0.1:0",)),
