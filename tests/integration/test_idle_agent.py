@@ -117,8 +117,8 @@ class Arm:
             self.put(idlerole.role_definition_url(self.rg, vm_id), idlerole.role_definition(self.rg, vm_id, "lab"), API)
             body = idlerole.role_assignment(self.fake.subscription, vm_id, principal)
             assigned = self.assign(idlerole.role_assignment_url(vm_id), body)
-            assert assigned["properties"]["roleDefinitionId"] == idlerole.role_definition_id(
-                self.fake.subscription, vm_id
+            assert assigned["properties"]["roleDefinitionId"] == idlerole.role_definition_url(
+                f"/subscriptions/{self.fake.subscription}", vm_id
             )
             return str(assigned["id"])
         role_guid = str(uuid.uuid4())

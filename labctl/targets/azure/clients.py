@@ -192,12 +192,11 @@ def arm(doing: str) -> Iterator[None]:
         yield
     except LabctlError:
         raise
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise explain(exc, doing) from exc
     except Exception as exc:
-        if type(exc).__module__.startswith("azure."):
-            raise explain(exc, doing) from exc
-        raise
+        shape = isinstance(exc, (ValueError, TypeError, AttributeError, KeyError))  # an answer no ARM answer is
+        if not shape and not type(exc).__module__.startswith("azure."):
+            raise
+        raise explain(exc, doing) from exc
     finally:
         _DOING.reset(token)
 
@@ -250,6 +249,14 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], seconds: float | None
     if doing and not done(answer):
         raise _stopped_waiting(doing, seconds)
     return answer
+
+
+def attempt(call: Callable[[], T]) -> T | LabctlError:
+    """A refusal as a value: for calls made side by side whose failure matters only to some callers."""
+    try:
+        return call()
+    except LabctlError as exc:
+        return exc
 
 
 def wait_rg_gone(azure: Azure, rg: str) -> None:

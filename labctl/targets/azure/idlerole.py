@@ -40,15 +40,10 @@ def role_definition_name(vm_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"role:{vm_id.lower()}"))
 
 
-def role_definition_id(subscription_id: str, vm_id: str) -> str:
-    """The role's id as ARM returns it: custom roles live at subscription level whatever scope made them."""
-    name = role_definition_name(vm_id)
-    return f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{name}"
-
-
-def role_definition_url(resource_group_id: str, vm_id: str) -> str:
-    """Where `up` PUTs the role and `down` DELETEs it (after the group is gone: roles outlive groups)."""
-    return f"{resource_group_id}/providers/Microsoft.Authorization/roleDefinitions/{role_definition_name(vm_id)}"
+def role_definition_url(scope: str, vm_id: str) -> str:
+    """`up` PUTs the role at the group's scope; its id, which `down` DELETEs after the group is gone (roles outlive
+    groups), is at the subscription's: custom roles live there whatever scope made them."""
+    return f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_definition_name(vm_id)}"
 
 
 def role_assignment_url(vm_id: str, own: bool = False) -> str:
@@ -74,7 +69,7 @@ def role_assignment(subscription_id: str, vm_id: str, principal_id: str, role_of
     """``principalType`` avoids a PrincipalNotFound while the new identity replicates; ``role_of``: node 0's VM."""
     return {
         "properties": {
-            "roleDefinitionId": role_definition_id(subscription_id, role_of or vm_id),
+            "roleDefinitionId": role_definition_url(f"/subscriptions/{subscription_id}", role_of or vm_id),
             "principalId": principal_id,
             "principalType": "ServicePrincipal",
         }
@@ -198,7 +193,7 @@ def remove_rights(azure: Azure, vm_ids: list[str], record: LabRecord, ui: Report
                         call(azure, "DELETE", role_assignment_url(vm_id, own))
             else:
                 with ui.step("Deleting the lab's idle-stop role"), arm("deleting the lab's idle-stop role"):
-                    call(azure, "DELETE", role_definition_id(azure.subscription_id, vm_id))
+                    call(azure, "DELETE", role_definition_url(f"/subscriptions/{azure.subscription_id}", vm_id))
         except LabctlError as exc:
             if record.idle.get("granted"):
                 what = "role assignment" if before_group else "custom role"

@@ -32,7 +32,6 @@ WARN_WIDER_THAN = 24
 
 
 def discover_public_ip(timeout: float = 10.0) -> str:
-    """The caller's public address as seen from the internet, asked of an HTTPS echo service."""
     url = os.environ.get("LABCTL_IP_ECHO_URL") or "https://api.ipify.org"
     try:
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
@@ -134,7 +133,6 @@ IANA_TO_WINDOWS = {iana: windows for windows, zones in _ZONES.items() for iana i
 
 
 def local_iana_zone() -> str | None:
-    """From TZ, /etc/timezone or the /etc/localtime link."""
     tz = os.environ.get("TZ", "").lstrip(":")
     if (tz and "/" in tz) or tz in ("UTC", "GMT"):
         return tz
@@ -307,7 +305,6 @@ class AzurePlan:
         ]
 
     def to_json(self) -> dict[str, Any]:
-        first = self.sizes[0]
         return {
             "target": "azure",
             "name": self.names.lab,
@@ -328,7 +325,7 @@ class AzurePlan:
             "spot": self.spot,
             "image": self.image,
             "nodes": self.nodes,
-            "resources": self.resources(first),
+            "resources": self.resources(self.sizes[0]),
             "inbound_rules": [ssh_rule(self.source)],
             "shutdown_at": self.shutdown_at,
             "shutdown_time_zone": self.shutdown_tz,
@@ -399,10 +396,9 @@ def make_plan(spec: LabSpec, discover_ip: bool = True) -> AzurePlan:
     source = "<your public IP>/32"
     if spec.allow_ip:
         source = check_allow_ip(spec.allow_ip)
-        net = None if source == "*" else ipaddress.ip_network(source, strict=False)
-        if net is None:
+        if source == "*":
             warnings.append("SSH is open to the whole internet (--allow-ip any); key login only, but exposed.")
-        elif net.prefixlen < WARN_WIDER_THAN:
+        elif (net := ipaddress.ip_network(source, strict=False)).prefixlen < WARN_WIDER_THAN:
             warnings.append(
                 f"SSH is open to {net}, {net.num_addresses:,} addresses (wider than /{WARN_WIDER_THAN}); "
                 "key login only, but give your own address with --allow-ip if that is more than you meant."

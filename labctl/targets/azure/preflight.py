@@ -14,7 +14,7 @@ from typing import Any
 from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, finish, poll, side_by_side
+from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll, side_by_side
 from labctl.targets.azure.plan import AzurePlan, grid_only
 from labctl.ui import agreed
 
@@ -61,20 +61,16 @@ def load_region(azure: Azure, region: str) -> RegionFacts:
                 if data.get("resourceType") == "virtualMachines":
                     facts.skus[str(data.get("name", "")).lower()] = data
 
-    def usages() -> Exception | None:
-        try:
-            with arm(f"reading the vCPU quota in {region}"):
-                for item in azure.compute.usage.list(region):
-                    data = item.as_dict()
-                    name = str(data.get("name", {}).get("value", ""))
-                    facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
-        except Exception as exc:
-            return exc
-        return None
+    def usages() -> None:
+        with arm(f"reading the vCPU quota in {region}"):
+            for item in azure.compute.usage.list(region):
+                data = item.as_dict()
+                name = str(data.get("name", {}).get("value", ""))
+                facts.usages[name.lower()] = (int(data.get("currentValue", 0)), int(data.get("limit", 0)))
 
-    _, error = side_by_side([skus, usages])
-    if error is not None and facts.skus:  # an unknown region has no usages either; said once, below
-        raise error
+    found: list[Any] = side_by_side([skus, functools.partial(attempt, usages)])
+    if isinstance(found[1], LabctlError) and facts.skus:  # an unknown region has no usages either; said once, below
+        raise found[1]
     return facts
 
 
@@ -249,10 +245,7 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
     refused: list[tuple[AzurePlan, list[Problem]]] = []
 
     def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
-        try:
-            return latest_image(azure, region, plan.image)
-        except LabctlError as exc:
-            return exc
+        return attempt(functools.partial(latest_image, azure, region, plan.image))
 
     for region in plan.regions:
         if not (sizes := [s for s in plan.sizes if (region, s.name) not in tried]):
@@ -304,16 +297,10 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
     # The ways out: other regions where the first size is offered with free quota, quota, a smaller size, fewer nodes.
     others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
     missing = [r for r in others if r not in cache]
-
-    def fetch(region: str) -> RegionFacts | None:
-        try:
-            return load_region(azure, region)
-        except LabctlError:
-            return None
-
-    for region, facts in zip(missing, side_by_side([functools.partial(fetch, r) for r in missing]), strict=True):
-        if facts is not None:
-            cache[region] = facts
+    loaded = side_by_side([functools.partial(attempt, functools.partial(load_region, azure, r)) for r in missing])
+    for region, answer in zip(missing, loaded, strict=True):
+        if isinstance(answer, RegionFacts):
+            cache[region] = answer
     room = [
         f"{region} ({free_vcpus(facts, size, plan.spot)[0]} vCPUs free for {size.name})"
         for region in others
