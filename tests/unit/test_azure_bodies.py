@@ -14,10 +14,10 @@ SUB = "11111111-2222-4333-8444-555555555555"
 NAMES = LabNames("lab", subscription=SUB)
 TAGS = {"labctl-lab": "lab", "created-by": "labctl"}
 RG = f"/subscriptions/{SUB}/resourceGroups/labctl-lab/providers"
+SUBNET_ID = f"{RG}/Microsoft.Network/virtualNetworks/lab-vnet/subnets/default"
 
 
 def test_ids_name_each_resource_of_the_lab() -> None:
-    assert NAMES.subnet_id == f"{RG}/Microsoft.Network/virtualNetworks/lab-vnet/subnets/default"
     assert NAMES.id("nic") == f"{RG}/Microsoft.Network/networkInterfaces/lab-nic"
     assert NAMES.id("vm") == f"{RG}/Microsoft.Compute/virtualMachines/lab-vm"
     assert NAMES.id("schedule") == f"{RG}/Microsoft.DevTestLab/schedules/shutdown-computevm-lab-vm"
@@ -42,7 +42,7 @@ def test_network_bodies() -> None:
         {
             "name": "ipconfig1",
             "properties": {
-                "subnet": {"id": NAMES.subnet_id},
+                "subnet": {"id": SUBNET_ID},
                 "publicIPAddress": {"id": NAMES.id("public_ip")},
                 "privateIPAllocationMethod": "Dynamic",
             },
@@ -124,7 +124,7 @@ def test_a_worker_has_its_own_names_a_private_nic_and_the_placement_group() -> N
     nic = bodies.network_interface("eastus", TAGS, NAMES, node=2).as_dict()["properties"]
     assert nic["networkSecurityGroup"] == {"id": NAMES.id("nsg")}  # the one NSG of the lab
     assert nic["ipConfigurations"][0]["properties"] == {
-        "subnet": {"id": NAMES.subnet_id},
+        "subnet": {"id": SUBNET_ID},
         "privateIPAllocationMethod": "Dynamic",
     }  # no public IP: reached through node 0
     vm = _vm(node=2, ppg=NAMES.id("ppg")).as_dict()["properties"]

@@ -66,7 +66,7 @@ def network_interface(
     ip_config = n.NetworkInterfaceIPConfiguration(
         name="ipconfig1",
         properties=n.NetworkInterfaceIPConfigurationPropertiesFormat(
-            subnet=n.Subnet(id=names.subnet_id),
+            subnet=n.Subnet(id=f"{names.id('vnet')}/subnets/{SUBNET}"),
             public_ip_address=n.PublicIPAddress(id=names.id("public_ip")) if node == 0 else None,
             private_ip_allocation_method="Dynamic",
         ),

@@ -210,7 +210,6 @@ def _stopped_waiting(doing: str, seconds: float) -> LabctlError:
 
 
 def finish(poller: Any) -> Any:
-    """A long-running operation's result, waited for ``settings.operation_timeout`` at most."""
     result = poller.result(timeout=settings.operation_timeout())
     if not poller.done():
         raise _stopped_waiting(_DOING.get(), settings.operation_timeout())
@@ -218,7 +217,6 @@ def finish(poller: Any) -> Any:
 
 
 def get_or_none(doing: str, call: Callable[[], Any]) -> dict[str, Any] | None:
-    """A resource's JSON, None where ARM says it is not there."""
     from azure.core.exceptions import ResourceNotFoundError
 
     with arm(doing):

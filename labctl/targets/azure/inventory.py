@@ -24,7 +24,6 @@ TAG_HISTORY = "labctl-allocated"  # "<seconds allocated in closed intervals>;<IS
 
 
 def find_labs(azure: Azure) -> list[FoundLab]:
-    """Every labctl lab in the subscription, from the tags on resource groups, each with its owner."""
     flt = f"tagName eq '{settings.TAG_CREATED_BY}' and tagValue eq '{settings.CREATED_BY}'"
     with arm("listing labctl's resource groups"):
         groups = [g.as_dict() for g in azure.resources.resource_groups.list(filter=flt)]
@@ -53,9 +52,8 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
     comes first; a colleague's has its owner recorded, so acting on it is refused unless forced and confirmed."""
     found = [lab for lab in find_labs(azure) if lab.name == name]
     found.sort(key=lambda lab: {True: 0, None: 1, False: 2}[lab.mine])
-    theirs = [lab for lab in found if lab.mine is False]
-    if found and found[0].mine is False and len(theirs) > 1:
-        owners = ", ".join(f"{lab.details.get('owner')} ({lab.details.get('resource_group')})" for lab in theirs)
+    if len(found) > 1 and found[0].mine is False:  # sorted: none is the user's
+        owners = ", ".join(f"{lab.details.get('owner')} ({lab.details.get('resource_group')})" for lab in found)
         raise NotFound(
             f"You have no lab named '{name}' in subscription {azure.subscription_id}; colleagues have: {owners}.",
             hint="labctl acts on your own labs ('labctl list' shows whose is whose); their owners can remove theirs.",

@@ -170,7 +170,6 @@ def grid_only(size: VmSize) -> bool:
 
 
 def refuse_grid_only(sizes: list[VmSize]) -> None:
-    """A GPU size whose GPU the lab's image cannot drive is refused, naming CUDA-capable sizes instead."""
     bad = [s for s in sizes if grid_only(s)]
     if not bad:
         return
@@ -251,10 +250,6 @@ class LabNames:
     def id(self, kind: str, node: int = 0) -> str:
         group = f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
         return f"{group}/providers/{RESOURCES[kind][0]}/{self.name(kind, node)}"
-
-    @property
-    def subnet_id(self) -> str:
-        return f"{self.id('vnet')}/subnets/{SUBNET}"
 
 
 @dataclass

@@ -214,7 +214,6 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
 
 
 def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = False) -> None:
-    """Accept the image's marketplace terms with the user's consent, or say how to."""
     ensure_providers(azure, ("Microsoft.MarketplaceOrdering",))
     resources, version = azure.resources.resources, settings.AGREEMENT_API_VERSION
     agreement = (

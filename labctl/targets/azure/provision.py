@@ -266,7 +266,6 @@ class Provisioner:
         return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, choice: Choice, tags: dict[str, str]) -> None:
-        """VNet, NSG, public IP (and a lab of several VMs' placement group) side by side, then each node's NIC."""
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
         region, many = choice.region, self.nodes > 1
 
@@ -407,7 +406,6 @@ class Provisioner:
         )
 
     def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
-        """The daily auto-shutdown of every node's VM, or none (and earlier ones removed) with --no-shutdown."""
         from azure.core.exceptions import ResourceNotFoundError
 
         resources, plan, names, version = self.azure.resources.resources, self.plan, self.names, SCHEDULE_API_VERSION
