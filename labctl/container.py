@@ -151,7 +151,6 @@ def build_context(deps: str | None = None) -> tuple[bytes, str]:
 
 
 def _found(collection: Any, name: str) -> Any | None:
-    """An image, container or volume of the engine by name; None if it has none."""
     import docker.errors
 
     try:
@@ -389,9 +388,26 @@ class LabContainer:
         self.name = str(container.name)
 
     def exec(
-        self, argv: list[str], *, check: bool = True, env: dict[str, str] | None = None, workdir: str = WORKSPACE
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        workdir: str = WORKSPACE,
+        detach: bool = False,
     ) -> ExecResult:
-        result = self._exec_run(argv, env=env, workdir=workdir, detach=False)
+        """``detach``: it outlives this call and the connection, and nothing of it is waited for."""
+        import docker.errors
+
+        try:
+            result = self.container.exec_run(argv, environment=env, workdir=workdir, detach=detach, demux=not detach)
+        except docker.errors.APIError as exc:
+            raise LabctlError(
+                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
+                hint="'labctl up' repairs a stopped or broken lab container.",
+            ) from None
+        if detach:
+            return ExecResult(0, b"")
         out, err = result.output or (None, None)
         done = ExecResult(-1 if result.exit_code is None else int(result.exit_code), out or b"", err or b"")
         if check and done.exit_code != 0:
@@ -402,23 +418,8 @@ class LabContainer:
             )
         return done
 
-    def spawn(self, argv: list[str], *, env: dict[str, str] | None = None, workdir: str = WORKSPACE) -> None:
-        """Detached: it outlives this call and the connection."""
-        self._exec_run(argv, env=env, workdir=workdir, detach=True)
-
     def exists(self, path: str) -> bool:
         return self.exec(["test", "-e", path], check=False, workdir="/").exit_code == 0
-
-    def _exec_run(self, argv: list[str], *, env: dict[str, str] | None, workdir: str, detach: bool) -> Any:
-        import docker.errors
-
-        try:
-            return self.container.exec_run(argv, environment=env, workdir=workdir, detach=detach, demux=not detach)
-        except docker.errors.APIError as exc:
-            raise LabctlError(
-                f"Could not run a command in the lab container {self.name}: {exc.explanation or exc}",
-                hint="'labctl up' repairs a stopped or broken lab container.",
-            ) from None
 
     def put(self, dest_dir: str, entries: Mapping[str, Path | bytes]) -> None:
         for name, source in entries.items():

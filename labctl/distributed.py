@@ -68,20 +68,6 @@ def parse_gpu_count(output: str, exit_code: int = 0) -> int:
     return len(lines)
 
 
-def _procs(gpus_available: int, gpus_requested: int | None, where: str) -> tuple[int, str]:
-    if gpus_requested is None:
-        return (gpus_available, "cuda") if gpus_available > 0 else (1, "cpu")
-    if gpus_requested > gpus_available:  # fewer than one was refused with the other options (RunLabOptions.check)
-        have = f"only {gpus_available} GPU{'s' if gpus_available != 1 else ''}" if gpus_available else "no GPU"
-        raise UsageError(
-            f"--gpus {gpus_requested} asks for more GPUs than {where} has: it has {have}.",
-            hint=f"Ask for at most {gpus_available}, or choose a larger size with 'labctl up --size'."
-            if gpus_available
-            else "Create a GPU lab with 'labctl up --gpu', or leave --gpus out to train on the CPU.",
-        )
-    return gpus_requested, "cuda"
-
-
 def plan_launch(
     *,
     run_id: str,
@@ -108,9 +94,19 @@ def plan_launch(
             "no GPU while others have: the nodes of one run must be alike.",
             hint="Pass --device cpu to train on every node's CPU, or make every node a GPU size.",
         )
-    else:
+    elif gpus_requested is None:
+        procs, device = (fewest, "cuda") if fewest > 0 else (1, "cpu")
+    elif gpus_requested > fewest:  # fewer than one was refused with the other options (RunLabOptions.check)
         where = "this machine" if nodes == 1 else f"node {list(gpus_per_node).index(fewest)}"
-        procs, device = _procs(fewest, gpus_requested, where)
+        have = f"only {fewest} GPU{'s' if fewest != 1 else ''}" if fewest else "no GPU"
+        raise UsageError(
+            f"--gpus {gpus_requested} asks for more GPUs than {where} has: it has {have}.",
+            hint=f"Ask for at most {fewest}, or choose a larger size with 'labctl up --size'."
+            if fewest
+            else "Create a GPU lab with 'labctl up --gpu', or leave --gpus out to train on the CPU.",
+        )
+    else:
+        procs, device = gpus_requested, "cuda"
     several = nodes > 1
     return [
         LaunchPlan(

@@ -106,7 +106,7 @@ class LabRuns:
         meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
         runner = self.tools / "lab-run.sh"
-        self.box.spawn(["sh", str(runner), str(run_dir), path, *argv], env=env, workdir=str(run_dir))
+        self.box.exec(["sh", str(runner), str(run_dir), path, *argv], env=env, workdir=str(run_dir), detach=True)
         return run_dir
 
     def stop(self, run_id: str) -> bool:

@@ -115,11 +115,6 @@ def compute_manifest(
     return Manifest.from_json(json.loads(_run_tool(box, args, exclude=exclude)))
 
 
-def save_baseline(box: LabContainer) -> None:
-    """Every file whatever its size, so that `down` copies exactly what changed since `up`."""
-    _run_tool(box, ["--max-size", "0", f"--write={BASELINE}"])
-
-
 def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     """On the first start only: the notebook put in /workspace unless the user already has one there, and the
     baseline of what the workspace holds then (labctl's, not the user's work)."""
@@ -133,7 +128,7 @@ def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     if copied and notebook is not None:
         box.put(str(WORKSPACE), {notebook.name: notebook})
     box.exec(["touch", marker])
-    save_baseline(box)
+    _run_tool(box, ["--max-size", "0", f"--write={BASELINE}"])  # whatever their size: `down` copies what changed
     return copied
 
 

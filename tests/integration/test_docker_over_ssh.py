@@ -80,7 +80,7 @@ def test_arguments_reach_the_command_as_they_are(sleeper: LabContainer) -> None:
 
 
 def test_detached_exec_keeps_running(sleeper: LabContainer) -> None:
-    sleeper.spawn(["sh", "-c", "sleep 1; echo finished > /tmp/flag"])
+    sleeper.exec(["sh", "-c", "sleep 1; echo finished > /tmp/flag"], detach=True)
     assert not sleeper.exists("/tmp/flag")  # returned before the command finished
     deadline = time.monotonic() + 30
     while not sleeper.exists("/tmp/flag"):
