@@ -233,7 +233,24 @@ class Provisioner:
                 finish(azure.resources.resource_groups.begin_delete(rg))
             self._vms.clear()
         self._built_region = choice.region
-        tags = self._record_choice(choice)
+        td = azure_data(self.record)  # recorded before anything is made there
+        created_at = str(td.get("created_at") or now_iso())
+        td.update(
+            {
+                "subscription": azure.subscription_id,
+                "resource_group": rg,  # from here on `down` has something to remove
+                "vm_name": self.names.name("vm"),
+                "region": choice.region,
+                "size": choice.size.name,
+                "created_at": created_at,
+                "spot": self.plan.spot,
+                "nodes": self.nodes,
+                "owner": azure.principal.oid,
+                "owner_name": azure.principal.name,
+            }
+        )
+        self.save(self.record)
+        tags = tags_for(self.names.lab, azure.principal, created_at)
         with self.ui.step(f"Resource group {rg} in {choice.region}"), arm(f"creating the resource group {rg}"):
             azure.resources.resource_groups.create_or_update(rg, {"location": choice.region, "tags": tags})
         head = self._vms.get(0)
@@ -243,27 +260,6 @@ class Provisioner:
         self._build_vms(choice, tags)
         self._set_schedule(choice.region, tags)
         return choice
-
-    def _record_choice(self, choice: Choice) -> dict[str, str]:
-        """Recorded before anything is made there; the tags every resource gets."""
-        td = azure_data(self.record)
-        created_at = str(td.get("created_at") or now_iso())
-        td.update(
-            {
-                "subscription": self.azure.subscription_id,
-                "resource_group": self.names.resource_group,  # from here on `down` has something to remove
-                "vm_name": self.names.name("vm"),
-                "region": choice.region,
-                "size": choice.size.name,
-                "created_at": created_at,
-                "spot": self.plan.spot,
-                "nodes": self.nodes,
-                "owner": self.azure.principal.oid,
-                "owner_name": self.azure.principal.name,
-            }
-        )
-        self.save(self.record)
-        return tags_for(self.names.lab, self.azure.principal, created_at)
 
     def _build_network(self, choice: Choice, tags: dict[str, str]) -> None:
         network, names, rg, source = self.azure.network, self.names, self.names.resource_group, self.plan.source
