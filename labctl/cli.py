@@ -166,15 +166,6 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    """A network that drops mid-command is the world, not a bug: say so plainly, whichever library noticed."""
-    kinds: list[type[BaseException]] = [ConnectionError, TimeoutError, EOFError]
-    for module, name in (("requests.exceptions", "ConnectionError"), ("paramiko", "SSHException")):
-        if module in sys.modules:
-            kinds.append(getattr(sys.modules[module], name))
-    return isinstance(exc, tuple(kinds))
-
-
 def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
     ui: Reporter
     if as_json or not sys.stderr.isatty():
@@ -201,7 +192,12 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
     except Exception as exc:  # a bug or an unexpected failure: still one paragraph, traceback on request
         if _VERBOSE:
             raise
-        if _connection_lost(exc):
+        # A network that drops mid-command is the world, not a bug: say so plainly, whichever library noticed.
+        lost: list[type[BaseException]] = [ConnectionError, TimeoutError, EOFError]
+        for module, name in (("requests.exceptions", "ConnectionError"), ("paramiko", "SSHException")):
+            if module in sys.modules:
+                lost.append(getattr(sys.modules[module], name))
+        if isinstance(exc, tuple(lost)):
             _fail(
                 f"The connection broke off ({type(exc).__name__}: {exc}). What runs in the lab goes on without it; "
                 "run the same command again once the network is back ('labctl status' says whether the lab answers).",

@@ -19,7 +19,6 @@ def down(
     confirm_name: str | None = None,
     no_save: bool = False,
 ) -> Outcome:
-    """Unless ``no_save``, what changed in /workspace since `up` is copied here first."""
     store = StateStore()
     try:
         record = store.resolve(name)

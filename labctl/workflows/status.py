@@ -8,7 +8,6 @@ from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
-from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, clock
 
 
@@ -41,7 +40,13 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
     target = get_target(record.target)
     try:
         data.update(target.describe(record))
-        data.update(_owner(target, record))
+        if owner := target.owner_of(record):  # a colleague's lab says so, since changing it is refused
+            shown = owner.name or ("you" if owner.mine else "unknown (made before labs were per person)")
+            if owner.mine and owner.name:
+                shown += " (you)"
+            elif not owner.mine:
+                shown += f"; you are {owner.you}, so down, stop and start need --force and --confirm-name"
+            data.update(owner=shown, owner_is_you=owner.mine)
         if record.status == "ready":  # what its machines say of the lab, those the target reports off skipped
             machines = data.get("nodes") or [{"node": 0, "power_state": data.get("power_state")}]
             data.update(describe_lab(record, machines=machines))
@@ -60,18 +65,6 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
         last = record.runs[-1]
         data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
     return data
-
-
-def _owner(target: Target, record: LabRecord) -> dict[str, Any]:
-    """A colleague's lab says so, since changing it is refused."""
-    owner = target.owner_of(record)
-    if owner is None:
-        return {}
-    name = owner.name or ("you" if owner.mine else "unknown (made before labs were per person)")
-    shown = f"{name} (you)" if owner.mine and owner.name else name
-    if not owner.mine:
-        shown += f"; you are {owner.you}, so down, stop and start need --force and --confirm-name"
-    return {"owner": shown, "owner_is_you": owner.mine}
 
 
 def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
