@@ -10,7 +10,7 @@ import os
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -379,21 +379,12 @@ class PushResult:
         return asdict(self)
 
 
-class _Reader:
-    """What ``put_archive`` reads, counted for ``progress``."""
-
-    def __init__(self, handle: IO[bytes], total: int, progress: Progress | None) -> None:
-        self.handle, self.total, self.progress, self.done = handle, total, progress, 0
-
-    def __len__(self) -> int:
-        return self.total
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        self.done += len(data)
-        if self.progress is not None and data:
-            self.progress(self.done, self.total)
-        return data
+def _counted(spool: IO[bytes], total: int, progress: Progress | None) -> Iterator[bytes]:
+    """What ``put_archive`` streams, counted for ``progress``."""
+    for block in iter(lambda: spool.read(MB), b""):
+        if progress is not None:
+            progress(spool.tell(), total)
+        yield block
 
 
 def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Progress | None = None) -> PushResult:
@@ -421,7 +412,7 @@ def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Pr
         spool.seek(0)
         box.exec(["mkdir", "-p", "--", remote])
         try:
-            box.container.put_archive(remote, _Reader(spool, total, progress))
+            box.container.put_archive(remote, _counted(spool, total, progress))
         except docker.errors.APIError as exc:
             raise LabctlError(f"Copying into {remote} failed: {exc.explanation or exc}") from None
     expected = {f"{folder}/{name}".lstrip("/"): value for name, value in sent.items()}
