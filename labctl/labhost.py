@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -50,29 +51,39 @@ def private_addresses(record: LabRecord) -> list[str]:
 T = TypeVar("T")
 
 
-def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter) -> list[T]:
-    """One thread a node; once all are done the first failure is raised, named."""
-    count = len(record.nodes)
-    if count == 1:
-        return [action(0, ui)]
-    results: list[Any] = [None] * count
-    failures: list[BaseException] = []
+def side_by_side(calls: Sequence[Callable[[], T]], name: str = "labctl-call") -> list[T]:
+    """Every call at once, their results in order, or the first failure once all are done. Daemon threads waited
+    for in short slices: Ctrl-C ends the command at once (a pool's workers would hold the exit)."""
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException | None] = [None] * len(calls)
 
-    def one(node: int) -> None:
+    def run(index: int) -> None:
         try:
-            with naming_node(record, node):
-                results[node] = action(node, NodeReporter(ui, f"[node {node}]"))
-        except BaseException as exc:  # raised below, in the caller's thread
-            failures.append(exc)
+            results[index] = calls[index]()
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            errors[index] = exc
 
-    threads = [threading.Thread(target=one, args=(n,), name=f"labctl-node{n}", daemon=True) for n in range(count)]
+    threads = [threading.Thread(target=run, args=(i,), name=f"{name}{i}", daemon=True) for i in range(len(calls))]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
+        while thread.is_alive():
+            thread.join(0.1)
+    if failure := next((error for error in errors if error is not None), None):
+        raise failure
     return results
+
+
+def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter) -> list[T]:
+    """One thread a node; once all are done the first failure is raised, named."""
+    if len(record.nodes) == 1:
+        return [action(0, ui)]
+
+    def one(node: int) -> T:
+        with naming_node(record, node):
+            return action(node, NodeReporter(ui, f"[node {node}]"))
+
+    return side_by_side([functools.partial(one, n) for n in range(len(record.nodes))], "labctl-node")
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -260,29 +260,6 @@ def attempt(call: Callable[[], T]) -> T | LabctlError:
 def wait_rg_gone(azure: Azure, rg: str) -> None:
     doing, groups = f"deleting the resource group {rg}", azure.resources.resource_groups
     poll(lambda: get_or_none(doing, lambda: groups.get(rg)), lambda group: group is None, doing=doing)
-
-
-def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Every call at once, their results in order, or the first failure once all are done. Daemon threads waited
-    for in short slices: Ctrl-C ends the command at once (a pool's workers would hold the exit)."""
-    results: list[Any] = [None] * len(calls)
-    errors: list[BaseException | None] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            results[index] = calls[index]()
-        except BaseException as exc:  # handed to the caller's thread, raised there
-            errors[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"labctl-arm-{i}", daemon=True) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.1)
-    if failure := next((error for error in errors if error is not None), None):
-        raise failure
-    return results
 
 
 def client_options(endpoint: str) -> dict[str, Any]:

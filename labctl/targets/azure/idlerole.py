@@ -11,10 +11,11 @@ import uuid
 from typing import Any
 
 from labctl.errors import LabctlError
+from labctl.labhost import side_by_side
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, arm_error_code, dig, get_or_none, side_by_side
+from labctl.targets.azure.clients import Azure, arm, arm_error_code, dig, get_or_none
 from labctl.targets.azure.plan import LabNames
 from labctl.ui import Reporter
 

@@ -13,9 +13,10 @@ from typing import Any
 from labctl import pricing
 from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
+from labctl.labhost import side_by_side
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
+from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, wait_rg_gone
 from labctl.targets.azure.plan import LabNames, azure_data, names_of, node_count
 from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Reporter

@@ -13,8 +13,9 @@ from typing import Any
 
 from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
+from labctl.labhost import side_by_side
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll, side_by_side
+from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll
 from labctl.targets.azure.plan import AzurePlan, grid_only
 from labctl.ui import agreed
 

@@ -13,10 +13,11 @@ from labctl.catalog import lookup
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.hostkeys import normalize
 from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
+from labctl.labhost import side_by_side
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
-from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, poll, side_by_side, wait_rg_gone
+from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_or_none, poll, wait_rg_gone
 from labctl.targets.azure.idlerole import grant, may_grant
 from labctl.targets.azure.inventory import note_power, owner_of, private_address, save_power_tag
 from labctl.targets.azure.plan import (
