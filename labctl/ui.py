@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -179,6 +179,24 @@ def clock(seconds: float) -> str:
     """The one duration format: M:SS, or H:MM:SS from an hour on (as the lab's progress lines)."""
     s = int(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def table_text(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[str] = ()) -> str:
+    """A table as plain text for a command's output: no colour, and wide enough that no cell wraps (the table is
+    only as wide as its contents). The ``right`` columns are numbers, aligned right."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*row)
+    buffer = io.StringIO()
+    Console(file=buffer, width=200, color_system=None, force_terminal=False, highlight=False).print(table)
+    return buffer.getvalue().rstrip()
 
 
 @dataclass

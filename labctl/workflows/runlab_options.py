@@ -16,7 +16,7 @@ from labctl.assets import lab_dir
 from labctl.config import Settings
 from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
-from labctl.ui import clock
+from labctl.ui import clock, table_text
 
 if TYPE_CHECKING:
     from cifarlab.options import Option as LabOption
@@ -260,19 +260,13 @@ def run_result(
 
 
 def result_text(result: dict[str, Any]) -> str:
-    import io
-
-    from rich.console import Console
-    from rich.table import Column, Table
-
     metrics, lines = result["metrics"], []
     if result["per_class_accuracy"]:
-        table = Table("class", Column("accuracy", justify="right"), title="Accuracy per class", title_justify="left")
-        for name, acc in result["per_class_accuracy"].items():
-            table.add_row(str(name), "-" if acc is None else f"{float(acc) * 100:.1f}%")
-        buffer = io.StringIO()
-        Console(file=buffer, width=60, color_system=None, force_terminal=False, highlight=False).print(table)
-        lines.append(buffer.getvalue().rstrip())
+        rows = [
+            (str(name), "-" if acc is None else f"{float(acc) * 100:.1f}%")
+            for name, acc in result["per_class_accuracy"].items()
+        ]
+        lines.append(table_text("Accuracy per class", ("class", "accuracy"), rows, right=("accuracy",)))
     if metrics.get("status") == "failed" and metrics.get("error"):
         # The lab saves its results and this error when, under torchrun, a rank or its machine is lost.
         first = str(metrics["error"]).splitlines()[0][:300]

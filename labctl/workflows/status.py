@@ -8,7 +8,7 @@ from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
-from labctl.ui import Outcome, Reporter, clock
+from labctl.ui import Outcome, Reporter, clock, table_text
 
 
 def status(ui: Reporter, name: str | None = None) -> Outcome:
@@ -186,32 +186,26 @@ def _idle_cell(data: dict[str, Any]) -> str:
 
 
 def render_table(labs: list[dict[str, Any]]) -> str:
-    import io
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Labs", title_justify="left")
-    for column in ("name", "target", "size", "state", "$/h", "spend", "idle", "last run"):
-        table.add_column(column, justify="right" if column in ("$/h", "spend") else "left")
+    rows = []
     for data in labs:
         state = str(data.get("power_state") or data.get("state") or "-")
         if data.get("error"):
             state += " (unreachable)"
         size = data.get("size") or ("gpu" if data.get("gpu") else "-")
-        table.add_row(
-            str(data["name"]),
-            str(data["target"]),
-            str(size),
-            state,
-            _money(data.get("usd_per_hour")) or "-",
-            _money(data.get("spend_so_far_usd")) or "-",
-            _idle_cell(data),
-            _last_run(data) or "-",
+        rows.append(
+            [
+                str(data["name"]),
+                str(data["target"]),
+                str(size),
+                state,
+                _money(data.get("usd_per_hour")) or "-",
+                _money(data.get("spend_so_far_usd")) or "-",
+                _idle_cell(data),
+                _last_run(data) or "-",
+            ]
         )
-    buffer = io.StringIO()  # wide enough that no cell wraps: the table is only as wide as its contents
-    Console(file=buffer, width=200, color_system=None, force_terminal=False, highlight=False).print(table)
-    return buffer.getvalue().rstrip()
+    columns = ("name", "target", "size", "state", "$/h", "spend", "idle", "last run")
+    return table_text("Labs", columns, rows, right=("$/h", "spend"))
 
 
 def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = False) -> Outcome:
