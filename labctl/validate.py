@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -163,10 +164,18 @@ def check_seconds(text: str, what: str) -> float:
     return number
 
 
+_YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
 def check_yes_no(text: str, what: str) -> str:
-    if text.strip().lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off", ""}:
+    if text.strip().lower() not in _YES | _NO:
         raise UsageError(f"{what} {text!r} is neither yes nor no.", hint="Use 1 or 0 (or yes/no, true/false).")
     return text
+
+
+def env_yes(name: str) -> bool:
+    """A yes/no variable, in every spelling check_yes_no lets through; unset or empty is no."""
+    return os.environ.get(name, "").strip().lower() in _YES
 
 
 def check_directory(text: str, what: str) -> str:

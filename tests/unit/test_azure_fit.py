@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labctl.catalog import lookup
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.targets.azure.plan import refuse_grid_only
 from labctl.targets.azure.preflight import spot_alternatives, spot_capable
 from tests.fakearm.shapes import sku_json
@@ -27,3 +27,25 @@ def test_spot_capability_and_alternatives_come_from_the_skus() -> None:
     assert not spot_capable(skus["standard_b2s"]) and spot_capable(skus["standard_d2s_v5"])
     assert not spot_capable({"capabilities": []})  # no capability: no Spot
     assert spot_alternatives(skus, lookup("Standard_B2s")) == ["Standard_D2s_v5"]
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"), [("on", True), ("YES", True), ("1", True), ("off", False), ("0", False)]
+)
+def test_the_image_terms_knob_is_read_as_yes_or_no(monkeypatch: pytest.MonkeyPatch, value: str, accepted: bool) -> None:
+    from unittest import mock
+
+    from labctl.targets.azure import preflight
+
+    azure = mock.MagicMock(subscription_id="sub")
+    azure.resources.resources.get_by_id.return_value.as_dict.return_value = {"properties": {"accepted": False}}
+    monkeypatch.setattr(preflight, "ensure_providers", lambda *_: None)
+    monkeypatch.setattr(preflight, "finish", lambda *_: None)
+    monkeypatch.setenv("LABCTL_ACCEPT_IMAGE_TERMS", value)
+    plan = {"publisher": "p", "product": "o", "name": "n"}
+    if accepted:
+        preflight.ensure_terms(azure, plan, "p:o:n:latest")
+        assert azure.resources.resources.begin_create_or_update_by_id.called
+    else:
+        with pytest.raises(LabctlError, match="has not accepted"):
+            preflight.ensure_terms(azure, plan, "p:o:n:latest")

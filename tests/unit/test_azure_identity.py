@@ -34,3 +34,18 @@ def test_a_service_principals_token_is_named_by_its_application() -> None:
 def test_a_token_without_an_object_id_is_one_clear_error(token: str) -> None:
     with pytest.raises(LabctlError, match="names no object id"):
         principal_from_token(token)
+
+
+@pytest.mark.parametrize(("value", "probed"), [("0", False), ("off", False), ("no", False), ("on", True), ("1", True)])
+def test_the_managed_identity_knob_is_read_as_yes_or_no(
+    monkeypatch: pytest.MonkeyPatch, value: str, probed: bool
+) -> None:
+    import azure.identity
+
+    from labctl.targets.azure.clients import make_credential
+
+    made: dict[str, object] = {}
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", lambda **options: made.update(options))
+    monkeypatch.setenv("LABCTL_MANAGED_IDENTITY", value)
+    make_credential()
+    assert made["exclude_managed_identity_credential"] is not probed

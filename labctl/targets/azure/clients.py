@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.targets.azure import settings
-from labctl.validate import check_subscription
+from labctl.validate import check_subscription, env_yes
 
 LOGIN_HINT = (
     "Log in with 'az login' (Azure CLI), or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a "
@@ -36,8 +36,8 @@ _KNOWN_AUTHORITIES = {
     "login.partner.microsoftonline.cn",
     "login.windows.net",
 }
+# Set by Azure where a managed identity can exist (App Service, Functions, AKS pod and workload identity).
 _MANAGED_IDENTITY_HINTS = (
-    "LABCTL_MANAGED_IDENTITY",
     "IDENTITY_ENDPOINT",
     "MSI_ENDPOINT",
     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
@@ -296,7 +296,9 @@ def make_credential() -> Any:
     # laptop the probe costs seconds per command and reaches for an address that is not there.
     return DefaultAzureCredential(
         exclude_interactive_browser_credential=True,
-        exclude_managed_identity_credential=not any(os.environ.get(v) for v in _MANAGED_IDENTITY_HINTS),
+        exclude_managed_identity_credential=not (
+            env_yes("LABCTL_MANAGED_IDENTITY") or any(os.environ.get(v) for v in _MANAGED_IDENTITY_HINTS)
+        ),
         # A custom authority (Azure Stack, a private cloud) cannot be validated against Microsoft's public list.
         disable_instance_discovery=bool(authority) and host not in _KNOWN_AUTHORITIES,
     )

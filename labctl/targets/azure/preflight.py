@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll
 from labctl.targets.azure.plan import AzurePlan, grid_only
 from labctl.ui import agreed
+from labctl.validate import env_yes
 
 # The resource providers a lab calls; a new subscription may lack some (Microsoft.DevTestLab, for auto-shutdown).
 PROVIDERS = ("Microsoft.Compute", "Microsoft.Network", "Microsoft.DevTestLab", "Microsoft.Authorization")
@@ -225,7 +225,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         current = resources.get_by_id(agreement, api_version=version).as_dict()
     if (current.get("properties") or {}).get("accepted"):
         return
-    consent = consent or os.environ.get("LABCTL_ACCEPT_IMAGE_TERMS", "").lower() in ("1", "yes", "true")
+    consent = consent or env_yes("LABCTL_ACCEPT_IMAGE_TERMS")
     if not consent and sys.stdin.isatty():
         consent = agreed(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept?")
     if not consent:
