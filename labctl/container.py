@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-    from labctl.config import Settings
-
 BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
 # The pinned pytorch/pytorch runtime tag; templates/Dockerfile.deps's ARG default says the same (a test checks).
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
@@ -77,16 +75,12 @@ def volume_name(lab: str, node: int = 0) -> str:
     return f"{container_name(lab, node)}-workspace"
 
 
-def base_image(settings: Settings | None = None) -> str | None:
-    """Read by `up` before anything is made: a project file not trusted may not set it. Its value reaches cloud-init
-    and the engine, and is checked with every setting before any command (``Settings.check``)."""
+def effective_base_image() -> str:
+    """Its value reaches cloud-init and the engine: it is checked with every setting before any command
+    (``Settings.check``), and `up` reads it first, as a project file not trusted may not set it."""
     from labctl.config import Settings
 
-    return (settings or Settings()).get("base_image") or None
-
-
-def effective_base_image() -> str:
-    return base_image() or DEFAULT_BASE_IMAGE
+    return Settings().get("base_image") or DEFAULT_BASE_IMAGE
 
 
 def lab_fingerprint(root: Path | None = None) -> str:

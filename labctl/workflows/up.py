@@ -17,7 +17,6 @@ from labctl.validate import check_image_ref
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
     """A setting only one kind of target reads (a region, a size) applies to that target only."""
-    from labctl.container import base_image
     from labctl.targets import get_target
 
     settings = settings or Settings()
@@ -31,7 +30,7 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
     spec.image = settings.get("image", asked.image)
     if spec.image is not None:  # both images end up in commands run as root
         check_image_ref(spec.image, f"The image ({settings.lookup('image', spec.image).source})")
-    base_image(settings)
+    settings.get("base_image")  # refused here if a project file not trusted sets it
     if not asked.no_shutdown:
         spec.shutdown_at = settings.get("shutdown_at", asked.shutdown_at)
     if "size" in own and not asked.sizes and (size := settings.get("size")):
