@@ -12,6 +12,7 @@ import pytest
 from labctl.container import LabContainer, archive_entries
 from labctl.errors import NotFound
 from labctl.machine.ssh import SSHMachine
+from labctl.workspace import push
 from tests.support.sshd import KeyPair, SSHServer
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,18 @@ def test_files_go_in_and_out_of_the_workspace(sleeper: LabContainer, tmp_path: P
     assert (tmp_path / "back" / "metrics.json").read_text() == '{"accuracy": 0.5}\n'
     with pytest.raises(NotFound):
         sleeper.archive("/workspace/nothing-here")
+
+
+def test_push_streams_its_archive_through_ssh(sleeper: LabContainer, tmp_path: Path) -> None:
+    """push sends its archive in chunks of unknown total length: the relay over SSH must pass them on whole."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB, several chunks
+    (data / "small.txt").write_text("hello\n")
+    result = push(sleeper, [data], "in")
+    assert sorted(result.files) == ["in/data/big.bin", "in/data/small.txt"]
+    assert sleeper.exec(["cat", "/workspace/in/data/small.txt"]).text == "hello\n"
+    assert sleeper.exec(["stat", "-c", "%s", "/workspace/in/data/big.bin"]).text == f"{256 * 8192}\n"
 
 
 def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> None:
