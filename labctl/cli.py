@@ -18,8 +18,8 @@ from typer.core import TyperCommand
 
 from labctl import __version__
 from labctl.errors import LabctlError
-from labctl.ui import Outcome, PlainReporter, Reporter
-from labctl.validate import TARGETS
+from labctl.ui import Outcome, PlainReporter, Reporter, RichReporter
+from labctl.validate import TARGETS, check_run_id
 
 
 class LabctlCommand(TyperCommand):
@@ -91,8 +91,6 @@ def _arg(metavar: str, help: str, default: Any = None, **more: Any) -> Any:
 
 def _run_id(value: str | None) -> str | None:
     if value is not None:
-        from labctl.validate import check_run_id
-
         try:
             check_run_id(value, "the run id")
         except LabctlError as exc:
@@ -167,13 +165,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
-    ui: Reporter
-    if as_json or not sys.stderr.isatty():
-        ui = PlainReporter(sys.stderr, json_output=as_json)
-    else:
-        from labctl.ui import RichReporter
-
-        ui = RichReporter()
+    plain = as_json or not sys.stderr.isatty()
+    ui: Reporter = PlainReporter(sys.stderr, json_output=as_json) if plain else RichReporter()
     try:
         from labctl.config import Settings
 

@@ -127,7 +127,6 @@ def _flag(record: LabRecord) -> str:
 
 
 def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:
-    from labctl.idle import settle
     from labctl.targets import get_target
 
     window = idle.parse_window(minutes, "The idle window")
@@ -137,7 +136,7 @@ def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcom
     before = record.idle.get("window_minutes")
     record.idle["window_minutes"] = window
     try:
-        line = settle(record, get_target(record.target), ui, only_config=True)
+        line = idle.settle(record, get_target(record.target), ui, only_config=True)
     except LabctlError:
         record.idle["window_minutes"] = before
         raise

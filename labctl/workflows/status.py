@@ -8,7 +8,7 @@ from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.state import LabRecord, StateStore
-from labctl.ui import Outcome, Reporter, clock, table_text
+from labctl.ui import Outcome, PlainReporter, Reporter, clock, table_text
 
 
 def status(ui: Reporter, name: str | None = None) -> Outcome:
@@ -71,7 +71,6 @@ def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
     from labctl.idle import read_facts
     from labctl.labhost import EVERYDAY_WAIT
     from labctl.machine import connect
-    from labctl.ui import PlainReporter
 
     if not record.idle.get("installed"):
         why = record.idle.get("why_not")
