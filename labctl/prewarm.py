@@ -49,7 +49,7 @@ def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str
 
 def read_state(machine: Machine) -> tuple[str, str]:
     """(absent, pending, running, stale, done or failed; the last log line)."""
-    where = os.environ.get("LABCTL_PREWARM_DIR", PREWARM_DIR)
+    where = os.environ.get("LABCTL_PREWARM_DIR") or PREWARM_DIR
     result = machine.run(["sh", "-c", STATUS, "labctl-prewarm-status", where], check=False, timeout=60)
     lines = result.output.strip().splitlines() if result.exit_code == 0 else []
     return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "") if lines else ("absent", "")
@@ -71,7 +71,7 @@ def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) ->
             if waited > timeout or (state == "pending" and waited > PENDING_S):
                 ui.warn(f"The machine's image preparation is still {state} after {waited:.0f}s; labctl builds it.")
                 return "timeout"
-            time.sleep(float(os.environ.get("LABCTL_PREWARM_POLL", "1")))
+            time.sleep(float(os.environ.get("LABCTL_PREWARM_POLL") or 1))
             state, last = read_state(machine)
     if state != "done":
         ui.warn(f"The machine's image preparation ended {state} ({last or 'no log'}); labctl builds the image itself.")

@@ -107,7 +107,7 @@ def _price(items: list[dict[str, Any]], unit: str) -> float | None:
 def _fetch_items(odata_filter: str, timeout: float) -> list[dict[str, Any]]:
     """Every page of ``{"Items": [...], "NextPageLink": ...}``."""
     query = urllib.parse.urlencode({"api-version": API_VERSION, "meterRegion": "'primary'", "$filter": odata_filter})
-    url: str | None = f"{os.environ.get(PRICES_URL_ENV, 'https://prices.azure.com/api/retail/prices')}?{query}"
+    url: str | None = f"{os.environ.get(PRICES_URL_ENV) or 'https://prices.azure.com/api/retail/prices'}?{query}"
     items: list[dict[str, Any]] = []
     for _ in range(MAX_PAGES):
         if not url:

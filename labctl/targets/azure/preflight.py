@@ -37,7 +37,7 @@ class Choice:
 class Problem:
     region: str
     size: VmSize
-    kind: str  # "unknown-region" | "not-offered" | "quota" | "image"
+    kind: str  # "unknown-region" | "not-offered" | "no-spot" | "quota" | "image"
     message: str
     free: int | None = None
 
