@@ -4,16 +4,27 @@ these files live in the user's profile, which admits only the user, SYSTEM and A
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from labctl.errors import UsageError
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+
+
+def sha256_of(source: Path | IO[bytes]) -> str:
+    """Read a megabyte at a time: a run's checkpoint or a workspace file may not fit in memory."""
+    digest = hashlib.sha256()
+    with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source) as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def make_private_dir(path: Path) -> Path:

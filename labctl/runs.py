@@ -20,6 +20,7 @@ from typing import Any
 from labctl import assets
 from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, archive_entries, lab_fingerprint
 from labctl.errors import LabctlError, NotFound
+from labctl.files import sha256_of
 from labctl.workspace import LABCTL_DIR
 
 RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by its id
@@ -209,7 +210,7 @@ def verify_checksums(run_dir: Path) -> int:
                 hint="No lab run writes that, so check the machine ('labctl ssh') before trusting its results.",
             )
         path = run_dir / name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+        if not path.is_file() or sha256_of(path) != expected:
             bad.append(name)
         count += 1
     if bad:

@@ -19,7 +19,7 @@ from typing import IO, Any
 from labctl.assets import lab_dir, template
 from labctl.container import EXCLUDED_DIRS, NOTEBOOK, LabContainer, archive_entries, tar_of
 from labctl.errors import LabctlError, NotFound, UsageError
-from labctl.files import without_links, write_private
+from labctl.files import sha256_of, without_links, write_private
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: this tool, and what runs ship (tools/, lab/, data/, once a version)
@@ -234,7 +234,7 @@ class _Unpacker:
             part.unlink()  # changed since the manifest was made (still being saved): tried again once
             return
         part.chmod(0o755 if executable else 0o644)
-        if target.is_file() and _sha256(target) not in (entry.sha256, self.previous.get(path)):
+        if target.is_file() and sha256_of(target) not in (entry.sha256, self.previous.get(path)):
             aside = target.with_name(f"{target.name}.local-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}")
             os.replace(target, aside)  # a local edit, unlike both the last pull and this one: the user's, kept
             self.kept.append(aside)
@@ -250,23 +250,14 @@ class _Unpacker:
                 continue  # removed since the manifest was made: the retry sees it gone
 
 
-def _digest(handle: IO[bytes]) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: handle.read(MB), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 def _intact(path: Path, entry: FileEntry) -> bool:
     """Already copied: a pull or `down` cut short and run again resumes, file by file."""
     return (
-        path.is_file() and not path.is_symlink() and path.stat().st_size == entry.size and _sha256(path) == entry.sha256
+        path.is_file()
+        and not path.is_symlink()
+        and path.stat().st_size == entry.size
+        and sha256_of(path) == entry.sha256
     )
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return _digest(handle)
 
 
 def pull(
@@ -407,7 +398,7 @@ def push(box: LabContainer, sources: list[Path], dest: str = "", *, progress: Pr
         tar_of({source.name: source for source in sources}, spool, skipped)
         spool.seek(0)
         with tarfile.open(fileobj=spool) as tar:  # what was archived: {name: (sha256, size)}
-            sent = {m.name: (_digest(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
+            sent = {m.name: (sha256_of(tar.extractfile(m) or io.BytesIO()), m.size) for m in tar if m.isfile()}
         total = spool.seek(0, io.SEEK_END)
         spool.seek(0)
         box.exec(["mkdir", "-p", "--", remote])
