@@ -8,9 +8,8 @@ from pathlib import Path
 
 from labctl import validate
 from labctl.errors import UsageError
-from labctl.state import validate_lab_name
+from labctl.state import DEFAULT_NAME, validate_lab_name
 
-DEFAULT_NAME = "lab"
 MAX_NODES = 16  # machines in one lab: torchrun scales further, but a lab this size is a cluster, not a lab
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"

@@ -18,6 +18,7 @@ from labctl.errors import NotFound, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.validate import RUN_ID, TARGETS, pattern_check
 
+DEFAULT_NAME = "lab"  # the lab every command means when there is one and no --name is given
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
 T = TypeVar("T")
 
@@ -230,6 +231,11 @@ class StateStore:
             except UsageError as exc:
                 unreadable[path] = exc.message
         return records, unreadable
+
+    def name_flag(self, name: str) -> str:
+        """The --name a suggested command needs: none only where `up` (which means the default lab) and the other
+        commands (which mean the only lab) would both pick this one."""
+        return "" if name == DEFAULT_NAME and [r.name for r in self.scan()[0]] == [name] else f" --name {name}"
 
     def resolve(self, name: str | None) -> LabRecord:
         """The lab named, or the only one; never the one readable lab beside an unreadable file, which may be it."""

@@ -120,7 +120,7 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
 
 def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
     """A target may find it (Azure: by its tags)."""
-    from labctl.spec import DEFAULT_NAME
+    from labctl.state import DEFAULT_NAME
     from labctl.targets import all_targets
     from labctl.targets.base import Target
 

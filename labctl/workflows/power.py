@@ -100,9 +100,10 @@ def stop(
     if target.off_means and record.status == "ready" and not _may_stop_a_run(record, yes, ui):
         return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
     record, info = _switch(record, target, "stop", ui)
+    flag = StateStore().name_flag(record.name)
     text = (
-        f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{_flag(record)}' brings it back, "
-        f"'labctl down{_flag(record)}' deletes it."
+        f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{flag}' brings it back, "
+        f"'labctl down{flag}' deletes it."
     )
     return Outcome({"name": record.name, **info}, text)
 
@@ -111,19 +112,16 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     record, info = _switch(*_owned(name, "start", ui, force, confirm_name), "start", ui)
     left = info.get("budget_left_usd")
     if isinstance(left, (int, float)) and left <= 0:
+        flag = StateStore().name_flag(record.name)
         ui.warn(
             f"Lab '{record.name}' has spent its budget (${record.idle.get('budget_usd', 0):.2f}; "
             f"${-left:.2f} over): its idle agent stops it again within minutes. Raise it with "
-            f"'labctl up{_flag(record)} --budget USD' or delete the lab with 'labctl down{_flag(record)}'."
+            f"'labctl up{flag} --budget USD' or delete the lab with 'labctl down{flag}'."
         )
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
     return Outcome({"name": record.name, **info}, text)
-
-
-def _flag(record: LabRecord) -> str:
-    return "" if record.name == "lab" else f" --name {record.name}"
 
 
 def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:

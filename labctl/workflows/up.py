@@ -8,7 +8,7 @@ from pathlib import Path
 from labctl.config import Settings
 from labctl.errors import UsageError
 from labctl.locks import lab_lock
-from labctl.spec import DEFAULT_NAME, LabSpec
+from labctl.spec import LabSpec
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
@@ -137,7 +137,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     idle_line = settle(record, target, ui)
     record.status = "ready"
     store.save(record)
-    flag = "" if spec.name == DEFAULT_NAME and len(store.scan()[0]) == 1 else f" --name {spec.name}"
+    flag = store.name_flag(spec.name)
     text = (
         f"Lab '{spec.name}' is ready.\nNext:\n"
         f"  labctl open{flag}      # Jupyter in your browser, through an SSH tunnel\n"

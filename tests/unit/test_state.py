@@ -35,6 +35,16 @@ def test_resolve_picks_the_only_lab_and_asks_when_several(tmp_path: Path) -> Non
     assert store.resolve("two").name == "two"
 
 
+def test_a_suggested_command_names_the_lab_unless_every_command_would_pick_it(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save(LabRecord(name="lab", target="local"))
+    assert store.name_flag("lab") == ""  # `up` means the default lab, the others the only one: both this one
+    store.save(LabRecord(name="other", target="local"))
+    assert store.name_flag("lab") == " --name lab"  # 'labctl start' alone would now ask which lab
+    store.delete("lab")
+    assert store.name_flag("other") == " --name other"  # the only lab, but `up` alone means 'lab'
+
+
 @pytest.mark.parametrize("bad", ["", "Lab", "1lab", "lab-", "a" * 25, "lab_1", "lab 1"])
 def test_bad_lab_names_are_refused(bad: str) -> None:
     with pytest.raises(UsageError):
