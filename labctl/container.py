@@ -47,18 +47,24 @@ def jupyter_command(port: int | None = None) -> list[str]:
     return ["jupyter", "lab", *where, "--no-browser", "--allow-root", f"--ServerApp.root_dir={WORKSPACE}"]
 
 
-# Asks Jupyter's REST API with the token; used by Docker's health check and by labctl while it waits.
-HEALTH_COMMAND = [
-    "python",
-    "-c",
-    "import os,sys,urllib.request as u;"
-    f"r=u.Request('http://127.0.0.1:'+os.environ.get('{JUPYTER_PORT_ENV}','{JUPYTER_PORT}')+'/api/status',"
-    "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']});"
-    "sys.exit(0 if u.urlopen(r,timeout=5).status==200 else 1)",
-]
+def ask_jupyter(within: float = 0) -> list[str]:
+    """Asks Jupyter's REST API with the token, again every 0.2 s for ``within`` seconds: one process for a whole wait,
+    where one per ask took CPU from Jupyter's own start. Used by Docker's health check and by labctl."""
+    return [
+        "python",
+        "-c",
+        "import os,sys,time,urllib.request as u\n"
+        f"r=u.Request('http://127.0.0.1:'+os.environ.get('{JUPYTER_PORT_ENV}','{JUPYTER_PORT}')+'/api/status',"
+        "headers={'Authorization':'token '+os.environ['JUPYTER_TOKEN']})\n"
+        f"d=time.monotonic()+{within:.1f}\n"
+        "while True:\n try:\n  if u.urlopen(r,timeout=5).status==200: sys.exit(0)\n except Exception: pass\n"
+        " if time.monotonic()>d: sys.exit(1)\n time.sleep(0.2)\n",
+    ]
+
+
 _SECOND = 1_000_000_000  # Docker counts a health check's times in nanoseconds
 HEALTHCHECK: dict[str, Any] = {
-    "test": ["CMD", *HEALTH_COMMAND],
+    "test": ["CMD", *ask_jupyter()],
     "interval": 15 * _SECOND,
     "timeout": 10 * _SECOND,
     "retries": 3,
@@ -256,9 +262,9 @@ def lab_address(container: Container) -> str:
     return found[0]
 
 
-def jupyter_answers(container: Container) -> bool:
+def jupyter_answers(container: Container, within: float = 0) -> bool:
     try:
-        return LabContainer(container).exec(HEALTH_COMMAND, check=False).exit_code == 0
+        return LabContainer(container).exec(ask_jupyter(within), check=False).exit_code == 0
     except LabctlError:
         return False
 
@@ -283,7 +289,8 @@ def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None
     container.reload()
     # Restarted twice: Jupyter keeps exiting and Docker keeps restarting it, so waiting longer will not help.
     while container.status in ("created", "running", "restarting") and int(container.attrs.get("RestartCount", 0)) < 2:
-        if container.status == "running" and jupyter_answers(container):
+        # At most 30 s an ask: a restart of Jupyter ends the ask with it, and a quiet connection that long may be cut.
+        if container.status == "running" and jupyter_answers(container, min(deadline - time.monotonic(), 30)):
             return
         if time.monotonic() > deadline:
             break
