@@ -119,10 +119,12 @@ def follow_nodes(
     lines = {n.node: RankLines(node_rank=n.node if len(nodes) > 1 else None) for n in nodes}
     offsets = dict.fromkeys(lines, 0)
     followed, lost_at = Followed(), None
+    wait = 0.0  # the first look at once; later ones wait in the containers, where a run's end cuts the wait short
     while True:
-        for node in followed.active(nodes):
+        began, active = time.monotonic(), followed.active(nodes)
+        for node in active:
             try:
-                info, chunk = node.runs.read_log(run_id, offsets[node.node])
+                info, chunk = node.runs.read_log(run_id, offsets[node.node], wait / len(active))
             except _unreachable() as exc:
                 reason = exc.message if isinstance(exc, LabctlError) else f"{type(exc).__name__}: {exc}"
                 followed.lost[node.node] = f"it could not be reached ({reason.rstrip('.')})"
@@ -149,4 +151,6 @@ def follow_nodes(
                 return followed  # asked to stop a grace ago and still running: leave them, and say so
             stop_nodes(active, run_id)
             followed.stopped, lost_at = True, time.monotonic()
-        time.sleep(poll)
+        if wait:  # a wait cut short by one node's end while others go on: the rest of the poll here
+            time.sleep(max(0.0, began + poll - time.monotonic()))
+        wait = poll

@@ -144,11 +144,15 @@ class LabRuns:
         result = self.box.exec(["tail", "-c", f"+{offset + 1}", str(path)], check=False)
         return result.output if result.exit_code == 0 else b""
 
-    def read_log(self, run_id: str, offset: int) -> tuple[RunInfo, bytes]:
-        """Once the run has ended, to the last byte it wrote."""
+    def read_log(self, run_id: str, offset: int, wait: float = 0) -> tuple[RunInfo, bytes]:
+        """Once the run has ended, to the last byte it wrote. ``wait``: seconds to wait first, in the container, cut
+        short by the run's end (its exit_code, written last), so that a follower sees the end at once."""
         log = RUNS_DIR / run_id / "train.log"
+        wait_then_read = 'i=0; while [ $i -lt "$3" ] && [ ! -e "$1/exit_code" ]; do sleep 0.1; i=$((i+1)); done; '
+        argv = ["sh", "-c", wait_then_read + 'tail -c "+$2" "$1/train.log"', "sh", str(log.parent), str(offset + 1)]
+        result = self.box.exec([*argv, str(round(wait * 10))], check=False)
+        chunk = result.output if result.exit_code == 0 else b""
         info = self.info(run_id)
-        chunk = self.read_from(log, offset)
         if info.state != "running":  # whatever was written between the two reads
             chunk += self.read_from(log, offset + len(chunk))
         return info, chunk
