@@ -188,12 +188,10 @@ def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool
 
 
 @contextmanager
-def lab_container(
-    record: LabRecord, ui: Reporter, *, wait: float = EVERYDAY_WAIT, node: int = 0
-) -> Iterator[lab.LabContainer]:
+def lab_container(record: LabRecord, ui: Reporter, *, node: int = 0) -> Iterator[lab.LabContainer]:
     """Started again if it was stopped; the connection closes after."""
     record.require_ready()
-    with connect(record, ui, wait=wait, node=node) as machine:
+    with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
         found = lab.find_container(machine.docker(), record.name, node)
         if found is None:
             raise NotFound(
@@ -220,14 +218,12 @@ def count_gpus(record: LabRecord, box: lab.LabContainer) -> int:
     return parse_gpu_count(probe.text, probe.exit_code)
 
 
-def describe_lab(
-    record: LabRecord, *, wait: float = EVERYDAY_WAIT, machines: Sequence[dict[str, Any]] = ()
-) -> dict[str, Any]:
+def describe_lab(record: LabRecord, *, machines: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Each node dialled once, never raising; a machine the target reports off (``machines``) is not dialled: asking
     must not revive a lab the user stopped."""
     known = {int(m["node"]): m for m in machines if isinstance(m, dict) and "node" in m}
     off = {n for n, m in known.items() if m.get("power_state") not in (None, "running")}
-    nodes = on_each_node(record, lambda n, _: _describe_node(record, n, wait, n in off), PlainReporter(quiet=True))
+    nodes = on_each_node(record, lambda n, _: _describe_node(record, n, n in off), PlainReporter(quiet=True))
     head = {k: v for k, v in nodes[0].items() if k not in ("node", "address", "private_address", "gpus")}
     facts = {} if 0 in off else {"jupyter_port": record.jupyter_port, "image": record.image, **head}
     if len(nodes) > 1:
@@ -235,13 +231,13 @@ def describe_lab(
     return facts
 
 
-def _describe_node(record: LabRecord, node: int, wait: float, off: bool) -> dict[str, Any]:
+def _describe_node(record: LabRecord, node: int, off: bool) -> dict[str, Any]:
     address = node_where(record, node).split(" (", 1)[-1].rstrip(")")
     facts: dict[str, Any] = {"node": node, "address": address, "private_address": private_addresses(record)[node]}
     if off:
         return {**facts, "reachable": False, "error": "its machine is not running"}
     try:
-        with connect(record, PlainReporter(quiet=True), wait=wait, node=node) as machine:
+        with connect(record, PlainReporter(quiet=True), wait=EVERYDAY_WAIT, node=node) as machine:
             facts["reachable"] = True
             found = lab.find_container(machine.docker(), record.name, node)
             if found is None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from labctl import labhost
 from labctl.cli import app
 from labctl.state import LabRecord, NodeRecord, StateStore
 from tests.support.sshd import KeyPair, free_port
+
+
+@pytest.fixture(autouse=True)
+def _no_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine is not there: retrying for a blip, as everyday commands do, would only wait."""
+    monkeypatch.setattr(labhost, "EVERYDAY_WAIT", 0.0)
 
 
 def _unreachable_lab(tmp_path: Path) -> None:
