@@ -115,6 +115,11 @@ def check_private_key(path: Path, what: str) -> str | None:
             hint=f"Give {path.with_suffix('') if path.suffix == '.pub' else 'the file without .pub'} instead "
             "(the private half, with this .pub beside it).",
         )
+    if text.startswith(("-----BEGIN PRIVATE KEY", "-----BEGIN ENCRYPTED PRIVATE KEY")):
+        raise UsageError(  # paramiko, which logs in, reads OpenSSH and the older PEM formats, not PKCS#8
+            f"{what} {path} is a PKCS#8 private key, which labctl's SSH client cannot read.",
+            hint=f"Rewrite it in OpenSSH's format with 'ssh-keygen -p -f {path}' (it keeps the key), or give another.",
+        )
     try:
         load = (
             serialization.load_ssh_private_key if "OPENSSH PRIVATE KEY" in text else serialization.load_pem_private_key
@@ -125,7 +130,7 @@ def check_private_key(path: Path, what: str) -> str | None:
     except (ValueError, UnsupportedAlgorithm):
         raise UsageError(
             f"{what} {path} is not a private key labctl can read.",
-            hint="Give an OpenSSH or PEM private key (ed25519, ECDSA or RSA), for example ~/.ssh/id_ed25519.",
+            hint="Give an OpenSSH private key (ed25519, ECDSA or RSA), for example ~/.ssh/id_ed25519.",
         ) from None
     return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 

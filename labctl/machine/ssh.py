@@ -68,10 +68,15 @@ class SSHMachine(Machine):
         key_type, data = split_key_line(self.host_key)
         pinned = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
         client.get_host_keys().add(known_hosts_name(self.host, self.port), key_type, pinned)
-        try:  # checked before connecting (keys.check_lab_key)
+        try:  # checked before connecting (keys.check_lab_key), but it may be gone or replaced since
             pkey = paramiko.PKey.from_path(self.key_path)
-        except paramiko.PasswordRequiredException:
-            pkey = None  # encrypted: the ssh-agent may hold it
+        except (paramiko.PasswordRequiredException, TypeError):  # paramiko says "encrypted" either way
+            pkey = None  # the ssh-agent may hold it
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            raise LabctlError(
+                f"The SSH key {self.key_path} could not be read ({exc}).",
+                hint="Give the lab's private key with --ssh-key: an OpenSSH private key (ed25519 or RSA).",
+            ) from None
         jump = None  # through ``via``: a refusal (the worker not up yet) is an SSHException, retried
         try:
             if self.via is not None:

@@ -105,6 +105,20 @@ def test_wrong_client_key_is_refused(
     assert ui.messages
 
 
+def test_a_key_that_cannot_be_read_is_named_at_once(sshd: tuple[SSHServer, KeyPair], tmp_path: Path) -> None:
+    """A key replaced since it was checked (or one paramiko cannot read) is the user's to fix, not a network
+    failure to wait out."""
+    server, _ = sshd
+    key = tmp_path / "replaced"
+    key.write_text("not a key any more\n")
+    ui = Recorder()
+    m = SSHMachine(server.host, server.port, server.user, key, server.host_key.public, ui=ui)
+    with pytest.raises(LabctlError, match="could not be read") as failed:
+        m.connect(wait=120)
+    assert str(key) in failed.value.render() and "--ssh-key" in failed.value.render()
+    assert not ui.messages  # no "trying again" line: it was not retried
+
+
 def test_waits_for_a_server_that_starts_late(tmp_path: Path) -> None:
     reason = sshd_unavailable()
     if reason:

@@ -127,6 +127,10 @@ def make_keys(root: Path) -> Path:
     ).decode()
     locked_pub = locked.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     _write_pair(keys / "locked", locked_text, locked_pub.decode() + " locked")
+    pkcs8 = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_pair(keys / "pkcs8", pkcs8.decode(), good.public_line)
     _write_pair(keys / "mismatch", good.private_openssh, other.public_line)
     (keys / "nopub").write_text(good.private_openssh)
     (keys / "nopub").chmod(0o600)

@@ -43,6 +43,7 @@ KEY_CASES = [
     *up("key-empty", "--ssh-key", "{k}/empty", words=("{k}/empty",)),
     *up("key-directory", "--ssh-key", "{k}/adir", words=("{k}/adir",)),
     *up("key-passphrase", "--ssh-key", "{k}/locked", words=("{k}/locked", "passphrase")),
+    *up("key-pkcs8", "--ssh-key", "{k}/pkcs8", words=("{k}/pkcs8", "PKCS#8", "ssh-keygen -p")),
     *up("key-pub-mismatch", "--ssh-key", "{k}/mismatch", words=("{k}/mismatch", ".pub")),
     *up("key-missing", "--ssh-key", "{k}/missing", words=("{k}/missing",)),
     *up("key-no-pub", "--ssh-key", "{k}/nopub", words=("{k}/nopub.pub",)),
