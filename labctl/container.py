@@ -102,14 +102,17 @@ def lab_fingerprint(root: Path | None = None) -> str:
 def tar_of(
     entries: Mapping[str, Path | bytes], out: IO[bytes] | None = None, skipped: list[str] | None = None
 ) -> bytes:
-    """Owned by root, as ``docker cp`` makes them. Caches, links and devices are left out (and named in ``skipped``);
-    a second name of a file already packed goes as a file of its own. Written to ``out``, else returned."""
+    """Owned by root, as ``docker cp`` makes them. Caches, devices and links that lead out of their folder are left
+    out (and named in ``skipped``); a second name of a file in the folder, hard or symbolic (a dataset may link its
+    images), goes as a file of its own. Written to ``out``, else returned."""
     left_out = [] if skipped is None else skipped
 
     def keep(source: Path, name: str, info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         local = source / PurePosixPath(info.name).relative_to(name)
-        if info.islnk():
-            info.type, info.linkname, info.size = tarfile.REGTYPE, "", local.stat().st_size
+        inside = info.issym() and local.resolve().is_relative_to(source.resolve()) and local.resolve().is_file()
+        if info.islnk() or inside:
+            found = local.stat()  # the file the name leads to
+            info.type, info.linkname, info.size, info.mode = tarfile.REGTYPE, "", found.st_size, found.st_mode & 0o777
         if (info.isdir() and local.name in EXCLUDED_DIRS) or not (info.isfile() or info.isdir()):
             left_out.append(str(local))
             return None
