@@ -11,7 +11,7 @@ import os
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -159,7 +159,8 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
     key = f"{region.lower()}/{size.lower()}/{DISK_TIER}"
     entry = _read_cache().get(key)
     try:
-        cached = LabPrices(**entry) if isinstance(entry, dict) else None
+        known_keys = {f.name for f in fields(LabPrices)}  # an older labctl wrote keys no longer read (currency)
+        cached = LabPrices(**{k: v for k, v in entry.items() if k in known_keys}) if isinstance(entry, dict) else None
     except TypeError:
         cached = None
     if cached is not None and cached.fetched_on:

@@ -132,6 +132,17 @@ def test_the_cache_is_reused_while_fresh_and_dated(price_api: RetailPrices, tmp_
     assert len(price_api.requests) > asked, "an old cache is refreshed"
 
 
+def test_a_cache_written_by_an_older_labctl_is_still_read(price_api: RetailPrices, tmp_path: Path) -> None:
+    first = lab_prices("eastus", "Standard_NC4as_T4_v3")
+    path = tmp_path / "cache" / pricing.CACHE_FILE
+    cached = json.loads(path.read_text())
+    cached["eastus/standard_nc4as_t4_v3/P15"]["currency"] = "USD"  # a key it wrote that is no longer read
+    path.write_text(json.dumps(cached))
+    asked = len(price_api.requests)
+    assert lab_prices("eastus", "Standard_NC4as_T4_v3").payg_per_hour == first.payg_per_hour
+    assert len(price_api.requests) == asked, "the fresh cache answered"
+
+
 def test_a_server_that_is_down_falls_back_to_the_cache_then_the_catalog(
     price_api: RetailPrices, monkeypatch: pytest.MonkeyPatch
 ) -> None:
