@@ -166,7 +166,8 @@ class LabRuns:
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as staging:
             try:
                 for tar, member in archive_entries(self.box.archive(str(source)), run_id, links=True):
-                    tar.extract(member, staging, **own_filter)
+                    # A folder's mode waits for its files (extractall's way): a read-only one would refuse them.
+                    tar.extract(member, staging, set_attrs=not member.isdir(), **own_filter)
             except UnsafeArchive as exc:
                 raise LabctlError(
                     f"Run {run_id} could not be fetched into {dest}: {exc.message} Nothing was written.",
