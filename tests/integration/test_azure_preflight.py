@@ -82,6 +82,15 @@ def test_region_auto_picks_the_first_region_with_room(arm_env: FakeArm) -> None:
     assert {g["location"] for g in arm_env.groups.values()} == {"westus2"}
 
 
+def test_region_auto_goes_on_past_a_region_it_cannot_read(arm_env: FakeArm) -> None:  # noqa: F811
+    arm_env.inject(method="GET", path="locations/eastus/usages", status=403, code="AuthorizationFailed", times=-1)
+    record = provision("lab", gpu=True, region="auto")
+    assert record.target_data["region"] == "eastus2"
+    with pytest.raises(LabctlError) as info:  # a region named on its own is told as it is
+        provision("other", gpu=True, region="eastus")
+    assert "reading the vCPU quota in eastus" in info.value.render()
+
+
 def test_no_credentials_says_how_to_log_in_and_creates_nothing(
     arm_env: FakeArm,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

@@ -242,7 +242,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
 def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
     """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal with its
     way out (region by region: other regions with room are named); ``cache`` keeps what each region said."""
-    refused: list[tuple[AzurePlan, list[Problem]]] = []
+    refused: list[tuple[AzurePlan, list[Problem]] | LabctlError] = []  # region by region: the first one is told
 
     def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
         return attempt(functools.partial(latest_image, azure, region, plan.image))
@@ -253,8 +253,14 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
         found = None
         if region not in cache:  # the image lookup does not wait for the size checks
             both: list[Any] = side_by_side(
-                [functools.partial(load_region, azure, region), functools.partial(image, region)]
+                [
+                    functools.partial(attempt, functools.partial(load_region, azure, region)),
+                    functools.partial(image, region),
+                ]
             )
+            if isinstance(both[0], LabctlError):  # this region could not be read: the next one may
+                refused.append(both[0])
+                continue
             cache[region], found = both
         facts, problems = cache[region], []
         for size in sizes:
@@ -279,7 +285,8 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
                 capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
             )
         refused.append((dataclasses.replace(plan, sizes=sizes, regions=[region]), problems))
-    raise _explain(azure, *refused[0], cache)
+    first = refused[0]
+    raise first if isinstance(first, LabctlError) else _explain(azure, *first, cache)
 
 
 def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict[str, RegionFacts]) -> LabctlError:
