@@ -28,7 +28,7 @@ def test_a_vm_stuck_in_creation_is_waited_for_until_the_deadline(
     arm_env.get(record.target_data["vm_id"])["properties"]["provisioningState"] = "Creating"  # type: ignore[index]
     monkeypatch.setenv("LABCTL_OPERATION_TIMEOUT", "1")
     started = time.monotonic()
-    with pytest.raises(LabctlError, match="had not finished creating the VM lab-vm after 1 s") as stuck:
+    with pytest.raises(LabctlError, match="had not finished creating or updating the VM lab-vm after 1 s") as stuck:
         provision("lab")
     assert time.monotonic() - started < 15
     assert "run the same command again" in (stuck.value.hint or "")

@@ -170,7 +170,10 @@ class Provisioner:
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
-        reading, busy = f"reading the VM of node {node}" if node else "reading the lab's VM", f"creating the VM {name}"
+        reading, busy = (
+            f"reading the VM of node {node}" if node else "reading the lab's VM",
+            f"creating or updating the VM {name}",
+        )
         vm = poll(
             lambda: get_or_none(reading, lambda: ops.get(rg, name)), lambda vm: _state(vm) not in _BUSY, None, busy
         )
