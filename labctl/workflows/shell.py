@@ -24,9 +24,9 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
     ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
     from labctl.sshconfig import entry_for
 
+    entry = entry_for(record)  # first: a lab on this computer has no machine to start for ssh
     if record.status == "stopped":
         record.require_ready()  # says how to start it
-    entry = entry_for(record)
     options = {
         "IdentitiesOnly": "yes",
         "UserKnownHostsFile": known_hosts,

@@ -52,8 +52,9 @@ def test_power_commands_explain_a_target_that_cannot(kind: str, verb: str) -> No
     assert StateStore().load("lab").status == "ready"  # nothing was changed
 
 
-def test_ssh_to_a_lab_on_this_computer_points_at_docker_exec() -> None:
-    StateStore().save(LabRecord(name="lab", target="local", status="ready"))
+@pytest.mark.parametrize("status", ["ready", "stopped"])
+def test_ssh_to_a_lab_on_this_computer_points_at_docker_exec(status: str) -> None:
+    StateStore().save(LabRecord(name="lab", target="local", status=status))
     result = runner.invoke(app, ["ssh"])
     assert result.exit_code == 2 and "no machine to reach over SSH" in result.output and "docker exec" in result.output
 
