@@ -140,7 +140,7 @@ class LabSpec:
         self._check_flags_fit_target()
         self._check_nodes()
         if self.host_key_fingerprint is not None:
-            from labctl.hostkeys import check_fingerprint
+            from labctl.keys import check_fingerprint
 
             self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
         if self.target == "azure":

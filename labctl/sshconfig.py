@@ -14,7 +14,7 @@ from pathlib import Path
 
 from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.files import make_private_dir, write_private
-from labctl.hostkeys import normalize
+from labctl.keys import normalize
 from labctl.state import LabRecord, NodeRecord, validate_lab_name
 
 ALIAS_PREFIX = "labctl-"

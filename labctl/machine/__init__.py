@@ -16,7 +16,7 @@ def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0
     """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait``: seconds of retrying while it boots.
     A node without an address of its own rides node 0's SSH, its own host key checked: the jump is not trusted."""
     from labctl.keys import check_lab_key
-    from labctl.machine.local import LocalMachine
+    from labctl.machine.base import LocalMachine
     from labctl.machine.ssh import SSHMachine
     from labctl.sshconfig import reach
 

@@ -21,7 +21,7 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
+from labctl.keys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
 from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
 from labctl.ui import PlainReporter, Reporter
 

@@ -25,7 +25,7 @@ class LocalTarget(Target):
         return Outcome({"target": "local", "gpu": spec.gpu, "steps": steps}, text)
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
-        from labctl.machine.local import LocalMachine
+        from labctl.machine.base import LocalMachine
 
         with ui.step("Checking this computer's Docker engine"), LocalMachine() as machine:
             version = machine.docker().version().get("Version", "?")

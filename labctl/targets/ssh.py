@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.errors import UsageError
-from labctl.hostkeys import confirm_host_key, fingerprint
+from labctl.keys import confirm_host_key, fingerprint
 from labctl.machine import connect
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from labctl.errors import LabctlError
 from labctl.files import write_private
-from labctl.hostkeys import known_hosts_name, normalize
-from labctl.keys import check_lab_key
+from labctl.keys import check_lab_key, known_hosts_name, normalize
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter, agreed
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.container import container_name, volume_name
-from labctl.hostkeys import normalize
+from labctl.keys import normalize
 from labctl.state import StateStore
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm  # noqa: F401

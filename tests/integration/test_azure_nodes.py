@@ -9,7 +9,7 @@ import io
 import pytest
 
 from labctl.errors import LabctlError, NoCapacity, UsageError
-from labctl.hostkeys import normalize
+from labctl.keys import normalize
 from labctl.spec import LabSpec
 from labctl.state import StateStore
 from labctl.targets.azure import AzureTarget

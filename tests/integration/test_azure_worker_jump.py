@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.hostkeys import HostKeyMismatch
-from labctl.keys import generate_ed25519
+from labctl.keys import HostKeyMismatch, generate_ed25519
 from labctl.machine import connect
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter

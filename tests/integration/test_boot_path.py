@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from labctl import container as lab
-from labctl.hostkeys import normalize
-from labctl.keys import generate_ed25519
+from labctl.keys import generate_ed25519, normalize
 from labctl.machine.ssh import SSHMachine
 from labctl.prewarm import await_prewarm
 from labctl.targets.azure.provision import render_cloud_init

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from labctl.bootstrap import bootstrap_nvidia
-from labctl.machine.local import LocalMachine
+from labctl.machine.base import LocalMachine
 from labctl.ui import PlainReporter
 
 STUBS = {

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.container import container_name
-from labctl.hostkeys import fingerprint
+from labctl.keys import fingerprint
 from labctl.labhost import describe_lab
 from labctl.state import StateStore
 from labctl.ui import PlainReporter
@@ -145,7 +145,7 @@ def test_yes_never_pins_an_unknown_host_key(sshd: tuple[SSHServer, KeyPair], hom
 
 def test_the_fingerprint_given_pins_the_key_and_another_is_refused(sshd: tuple[SSHServer, KeyPair], home: Path) -> None:
     from labctl.errors import LabctlError
-    from labctl.hostkeys import confirm_host_key
+    from labctl.keys import confirm_host_key
 
     server, client = sshd
     right = fingerprint(server.host_key.public)

@@ -225,7 +225,7 @@ def test_an_ssh_host_gets_the_agent_only_when_asked_and_in_the_action_asked_for(
     server, client = host
     ssh_lab = lab_name
     host = f"{server.user}@{server.host}:{server.port}"
-    from labctl.hostkeys import fingerprint
+    from labctl.keys import fingerprint
 
     pin = ["--host-key-fingerprint", fingerprint(server.host_key.public)]
     args = ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", ssh_lab, *pin]

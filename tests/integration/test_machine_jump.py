@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import HostKeyMismatch
+from labctl.keys import HostKeyMismatch
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import HostKeyMismatch, fingerprint
+from labctl.keys import HostKeyMismatch, fingerprint
 from labctl.machine.base import CommandFailed
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.container import container_name, volume_name
-from labctl.hostkeys import fingerprint
+from labctl.keys import fingerprint
 from labctl.state import StateStore
 from tests.conftest import clean_environment_in
 from tests.support.sshd import KeyPair, SSHServer, make_server, sshd_unavailable

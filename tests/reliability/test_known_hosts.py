@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import LabctlError
-from labctl.hostkeys import confirm_host_key, normalize, read_known_hosts
-from labctl.keys import generate_ed25519
+from labctl.keys import confirm_host_key, generate_ed25519, normalize, read_known_hosts
 from labctl.ui import PlainReporter
 from tests.support.sshd import SSHServer, make_server, sshd_unavailable
 

@@ -10,8 +10,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from labctl.errors import LabctlError, UsageError
-from labctl.hostkeys import normalize
-from labctl.keys import ensure_user_key, generate_ed25519
+from labctl.keys import ensure_user_key, generate_ed25519, normalize
 from labctl.spec import LabSpec
 from labctl.targets.azure.clients import explain
 from labctl.targets.azure.plan import LabNames, check_rules, make_plan, schedule_time, ssh_rule

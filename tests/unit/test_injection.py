@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from labctl.cli import app
 from labctl.errors import UsageError
-from labctl.hostkeys import normalize
-from labctl.keys import generate_ed25519
+from labctl.keys import generate_ed25519, normalize
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.validate import check_image_ref
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from labctl.errors import UsageError
-from labctl.hostkeys import (
+from labctl.keys import (
     fingerprint,
+    generate_ed25519,
     known_hosts_name,
     normalize,
     read_known_hosts,
     split_key_line,
 )
-from labctl.keys import generate_ed25519
 
 
 def test_generated_pair_parses_and_round_trips(tmp_path: Path) -> None:

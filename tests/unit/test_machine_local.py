@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labctl.errors import LabctlError
-from labctl.machine.base import CommandFailed, LineSplitter, bind_loopback
-from labctl.machine.local import LocalMachine
+from labctl.machine.base import CommandFailed, LineSplitter, LocalMachine, bind_loopback
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), st.data())

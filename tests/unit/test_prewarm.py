@@ -15,9 +15,8 @@ import yaml
 
 from labctl.assets import template
 from labctl.container import deps_tag
-from labctl.hostkeys import normalize
-from labctl.keys import generate_ed25519
-from labctl.machine.local import LocalMachine
+from labctl.keys import generate_ed25519, normalize
+from labctl.machine.base import LocalMachine
 from labctl.prewarm import LAUNCH, PREWARM_DIR, await_prewarm, read_state
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.ui import PlainReporter

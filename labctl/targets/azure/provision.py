@@ -11,8 +11,7 @@ from typing import Any
 
 from labctl.catalog import lookup
 from labctl.errors import LabctlError, NoCapacity, UsageError
-from labctl.hostkeys import normalize
-from labctl.keys import KeyPair, ensure_user_key, generate_ed25519
+from labctl.keys import KeyPair, ensure_user_key, generate_ed25519, normalize
 from labctl.labhost import side_by_side
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
