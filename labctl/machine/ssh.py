@@ -35,6 +35,8 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 # Not (yet) reachable: worth another try while a machine boots or a network recovers.
 _TRANSIENT = (OSError, EOFError, paramiko.SSHException)
 DOCKER_SOCKET = "/var/run/docker.sock"
+STREAMLOCAL = "direct-streamlocal@openssh.com"  # OpenSSH's channel straight to a Unix socket
+_OPEN_STREAMLOCAL = cMSG_CHANNEL_OPEN + len(STREAMLOCAL).to_bytes(4, "big") + STREAMLOCAL.encode()
 # How long a refused key is retried (a new VM's user may appear just after sshd starts).
 AUTH_GRACE = 20.0
 CONNECT_TIMEOUT = 15.0  # each step of opening a connection or channel
@@ -53,7 +55,7 @@ class SSHMachine(Machine):
     via: SSHMachine | None = field(default=None, kw_only=True)
     mark: bool = field(default=True, kw_only=True)  # marked, the idle agent does not count it as someone working
     # The connection, then the extra ones opened past sshd's session limit.
-    _clients: list[paramiko.SSHClient] = field(default_factory=list, init=False)
+    _transports: list[paramiko.Transport] = field(default_factory=list, init=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False)
     _docker_relay: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
     remote = True
@@ -62,7 +64,7 @@ class SSHMachine(Machine):
         where = f"{self.user}@{self.host}:{self.port}"
         return f"{where} (through {self.via.describe()})" if self.via is not None else where
 
-    def _connect_once(self) -> paramiko.SSHClient:
+    def _connect_once(self) -> paramiko.Transport:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         key_type, data = split_key_line(self.host_key)
@@ -103,6 +105,8 @@ class SSHMachine(Machine):
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(30)
+        t: Any = transport  # the one paramiko internal used: where a message leaves
+        t._send_user_message = _addressing_docker_socket(t._send_user_message)
         try:  # tells the idle agent this connection is labctl's; a machine without the agent ignores it
             if self.mark:
                 with transport.open_session(timeout=CONNECT_TIMEOUT) as channel:
@@ -110,7 +114,7 @@ class SSHMachine(Machine):
                     channel.status_event.wait(CONNECT_TIMEOUT)
         except (paramiko.SSHException, OSError) as exc:
             log.info("could not mark the connection as labctl's (%s)", exc)
-        return client
+        return transport
 
     def connect(self, wait: float = 0.0) -> SSHMachine:
         """Retried with backoff for ``wait`` seconds (a VM booting)."""
@@ -119,7 +123,7 @@ class SSHMachine(Machine):
             started, delay = time.monotonic(), 1.0
             while True:
                 try:
-                    self._clients = [self._connect_once()]
+                    self._transports = [self._connect_once()]
                     if delay > 1:
                         self.ui.info(f"  SSH on {self.describe()} answered after {time.monotonic() - started:.0f}s.")
                     return self
@@ -155,52 +159,41 @@ class SSHMachine(Machine):
         self.connect(wait=RECONNECT_WAIT)
 
     def _drop(self) -> None:
-        for client in self._clients:
+        for transport in self._transports:
             with contextlib.suppress(Exception):
-                client.close()
-        self._clients = []
+                transport.close()
+        self._transports = []
 
     def _transport(self) -> paramiko.Transport:
         with self._lock:
-            transport = self._clients[0].get_transport() if self._clients else None
-            if not _alive(transport):
-                if self._clients:
+            if not (self._transports and self._transports[0].is_active()):
+                if self._transports:
                     log.info("SSH connection to %s was lost; reconnecting", self.describe())
                 self.connect(wait=RECONNECT_WAIT)
-                transport = self._clients[0].get_transport()
-            assert transport is not None
-            return transport
+            return self._transports[0]
 
     def _open_session(self) -> paramiko.Channel:
         transport = self._transport()
         try:
             return transport.open_session(timeout=CONNECT_TIMEOUT)
         except _TRANSIENT as exc:
-            # A live server's refusal (sshd's MaxSessions, 10) goes to an extra connection. Paramiko may hand the
-            # refusal to another thread opening at the same moment, leaving this one "Unable to open channel".
+            # Paramiko may hand a refusal to another thread opening at the same moment, leaving this one "Unable to
+            # open channel".
             refused = isinstance(exc, paramiko.ChannelException) or "Unable to open channel" in str(exc)
-            if refused and transport.is_active():
-                return self._overflow_session()
-            # The transport looked alive but was not (the peer vanished without a FIN): start over once.
-            with self._lock:
-                self._drop()
-            return self._transport().open_session(timeout=CONNECT_TIMEOUT)
-
-    def _overflow_session(self) -> paramiko.Channel:
+            if not (refused and transport.is_active()):
+                # The transport looked alive but was not (the peer vanished without a FIN): start over once.
+                with self._lock:
+                    self._drop()
+                return self._transport().open_session(timeout=CONNECT_TIMEOUT)
+        # A live server's refusal (sshd's MaxSessions, 10) goes to an extra connection, kept for the next one.
         with self._lock:
-            for client in self._clients[1:]:
-                transport = client.get_transport()
-                if transport is None or not transport.is_active():
-                    self._clients.remove(client)
-                    continue
+            self._transports[1:] = [extra for extra in self._transports[1:] if extra.is_active()]
+            for extra in self._transports[1:]:
                 with contextlib.suppress(paramiko.SSHException):
-                    return transport.open_session(timeout=CONNECT_TIMEOUT)
+                    return extra.open_session(timeout=CONNECT_TIMEOUT)
             log.info("opening an extra SSH connection to %s (session limit reached)", self.describe())
-            client = self._connect_once()
-            self._clients.append(client)
-            transport = client.get_transport()
-            assert transport is not None
-            return transport.open_session(timeout=CONNECT_TIMEOUT)
+            self._transports.append(self._connect_once())
+            return self._transports[-1].open_session(timeout=CONNECT_TIMEOUT)
 
     def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
         check_deadline = self._deadline(text, timeout)
@@ -260,15 +253,15 @@ class SSHMachine(Machine):
         # A channel straight to the engine's socket (150 times faster: benchmarks/RESULTS.md) unless sshd forbids
         # it; then 'docker system dial-stdio' in a session.
         try:
-            _open_unix_channel(self._transport(), DOCKER_SOCKET).close()
+            self._transport().open_channel(STREAMLOCAL, timeout=CONNECT_TIMEOUT).close()
             direct = True
-        except (paramiko.SSHException, AttributeError) as exc:  # refused, or a paramiko without these internals
+        except paramiko.SSHException as exc:
             log.info("no direct channel to %s on %s (%s); using dial-stdio", DOCKER_SOCKET, self.describe(), exc)
             direct = False
 
         def open_peer(conn: socket.socket) -> paramiko.Channel:
             if direct:
-                return _open_unix_channel(self._transport(), DOCKER_SOCKET)
+                return self._transport().open_channel(STREAMLOCAL, timeout=CONNECT_TIMEOUT)
             channel = self._open_session()
             channel.exec_command("docker system dial-stdio")
             return channel
@@ -302,38 +295,15 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) < 100 else text[:97] + "..."
 
 
-def _open_unix_channel(transport: paramiko.Transport, socket_path: str) -> paramiko.Channel:
-    """OpenSSH's ``direct-streamlocal@openssh.com``, which paramiko lacks, through its own channel bookkeeping."""
-    t: Any = transport  # the bookkeeping used here is not part of paramiko's typed API
-    if not t.is_active():
-        raise paramiko.SSHException("SSH session not active")
-    opened = threading.Event()
-    with t.lock:
-        window = t._sanitize_window_size(None)
-        packet = t._sanitize_packet_size(None)
-        chanid = t._next_channel()
-        channel: Any = paramiko.Channel(chanid)
-        t._channels.put(chanid, channel)
-        t.channel_events[chanid] = opened
-        t.channels_seen[chanid] = True
-        channel._set_transport(transport)
-        channel._set_window(window, packet)
-    request = paramiko.Message()
-    request.add_byte(cMSG_CHANNEL_OPEN)
-    request.add_string("direct-streamlocal@openssh.com")
-    for value in (chanid, window, packet):
-        request.add_int(value)
-    request.add_string(socket_path)
-    request.add_string("")  # reserved by the protocol
-    request.add_int(0)  # reserved by the protocol
-    t._send_user_message(request)
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    while not opened.wait(0.1):
-        if not t.is_active():
-            raise t.get_exception() or paramiko.SSHException("SSH session ended")
-        if time.monotonic() > deadline:
-            raise paramiko.SSHException(f"Timeout opening a channel to {socket_path}")
-    ready = t._channels.get(chanid)
-    if ready is None:
-        raise t.get_exception() or paramiko.ChannelException(2, f"{socket_path} refused the channel")
-    return ready
+def _addressing_docker_socket(send: Callable[[paramiko.Message], None]) -> Callable[[paramiko.Message], None]:
+    """paramiko opens a channel of any kind but addresses only TCP ones: an open of OpenSSH's channel to a Unix socket
+    gets the Docker socket's path (and the protocol's two reserved fields) as it leaves."""
+
+    def send_addressed(message: paramiko.Message) -> None:
+        if message.asbytes().startswith(_OPEN_STREAMLOCAL):
+            message.add_string(DOCKER_SOCKET)
+            message.add_string("")
+            message.add_int(0)
+        send(message)
+
+    return send_addressed

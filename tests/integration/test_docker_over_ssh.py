@@ -161,11 +161,11 @@ def test_an_image_builds_over_ssh(remote_docker: Any, test_base_image: str) -> N
 
 
 def test_many_docker_calls_do_not_exhaust_ssh_sessions(machine: SSHMachine, sleeper: LabContainer) -> None:
-    first_connection = machine._clients[0]
+    first_connection = machine._transports[0]
     for _ in range(25):
         assert sleeper.container.exec_run(["true"]).exit_code == 0
-    assert machine._clients[0] is first_connection, "the SSH connection was not replaced"
-    assert len(machine._clients) == 1, "no extra connection was needed"
+    assert machine._transports[0] is first_connection, "the SSH connection was not replaced"
+    assert len(machine._transports) == 1, "no extra connection was needed"
 
 
 def test_falls_back_to_dial_stdio_where_socket_forwarding_is_off(
