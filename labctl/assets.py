@@ -9,7 +9,8 @@ from labctl.errors import LabctlError
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def _find(kind: str) -> Path:
+def bundled(kind: str) -> Path:
+    """``lab`` or ``templates``."""
     for candidate in (_PACKAGE_DIR / "_bundled" / kind, _PACKAGE_DIR.parent / kind):
         if candidate.is_dir():
             return candidate
@@ -20,15 +21,11 @@ def _find(kind: str) -> Path:
 
 
 def lab_dir() -> Path:
-    return _find("lab")
-
-
-def templates_dir() -> Path:
-    return _find("templates")
+    return bundled("lab")
 
 
 def template(name: str) -> Path:
-    path = templates_dir() / name
+    path = bundled("templates") / name
     if not path.is_file():
         raise LabctlError(f"labctl's template '{name}' is missing.", hint="Reinstall labctl.")
     return path

@@ -62,18 +62,14 @@ def without_links(root: Path, path: Path) -> Path:
     if ".." in parts:
         raise UsageError(f"{path} is not inside {root}, where labctl writes; nothing was written.")
     for here in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
-        if _is_link(here):
+        try:
+            info = here.lstat()
+        except OSError:
+            continue  # not there yet
+        # A symbolic link, or a Windows junction (a mount point, which ``is_symlink`` does not see).
+        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0) == 0xA0000003:
             raise UsageError(
                 f"{here} is a link, and labctl writes only inside {root} with no link on the way; nothing was written.",
                 hint="Remove or move the link (or choose another folder), then run the command again.",
             )
     return path
-
-
-def _is_link(path: Path) -> bool:
-    """A symbolic link, or a Windows junction (which ``is_symlink`` does not see)."""
-    try:
-        info = path.lstat()
-    except OSError:
-        return False
-    return stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0) == 0xA0000003  # a mount point

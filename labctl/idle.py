@@ -92,34 +92,25 @@ def agent_config(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def config_file(config: dict[str, Any]) -> tuple[str, bytes, int]:
-    return CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644
+def machine_files(config: dict[str, Any], token: str) -> list[tuple[str, bytes, int]]:
+    """(path, content, mode) of every file `up` writes on the machine, the config second, before enabling the timer."""
+    config_file = (CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644)
+    files = [
+        (AGENT_PATH, template("idle_agent.py").read_bytes(), 0o755),
+        config_file,
+        (TOKEN_PATH, token.encode(), 0o600),
+    ]
+    return files + [(f"{SYSTEMD_DIR}/{name}", template(name).read_bytes(), 0o644) for name in UNITS]
 
 
-def machine_files(
-    config: dict[str, Any], agent_source: bytes, units: dict[str, bytes], token: str
-) -> list[tuple[str, bytes, int]]:
-    """(path, content, mode) of every file `up` writes on the machine, before enabling the timer."""
-    files = [(AGENT_PATH, agent_source, 0o755), config_file(config), (TOKEN_PATH, token.encode(), 0o600)]
-    return files + [(f"{SYSTEMD_DIR}/{name}", units[name], 0o644) for name in UNITS]
-
-
-def _as_root(machine: Machine) -> list[str]:
-    return [] if machine.run(["id", "-u"], check=False).output.strip() == "0" else ["sudo", "-n"]
-
-
-def _write(machine: Machine, sudo: list[str], files: list[tuple[str, bytes, int]]) -> None:
-    for path, content, mode in files:
+def install(machine: Machine, config: dict[str, Any], token: str, *, only_config: bool = False) -> str:
+    """Returns what now runs the agent."""
+    sudo = [] if machine.run(["id", "-u"], check=False).output.strip() == "0" else ["sudo", "-n"]
+    files = machine_files(config, token)
+    for path, content, mode in files[1:2] if only_config else files:
         machine.run([*sudo, "install", "-D", "-m", f"{mode:04o}", "/dev/stdin", path], stdin=content, timeout=60)
-
-
-def install(machine: Machine, record: LabRecord, config: dict[str, Any]) -> str:
-    """Write the agent, its config, the token and the units; enable the timer. Returns what now runs it."""
-    assert record.jupyter_token
-    units = {name: template(name).read_bytes() for name in UNITS}
-    agent = template("idle_agent.py").read_bytes()
-    sudo = _as_root(machine)
-    _write(machine, sudo, machine_files(config, agent, units, record.jupyter_token))
+    if only_config:
+        return "config rewritten; the agent reads it on its next check"
     if not machine.run(["test", "-d", "/run/systemd/system"], check=False).ok:
         return "installed, but systemd does not run on the machine, so nothing starts it"
     machine.run([*sudo, "systemctl", "daemon-reload"], timeout=60)
@@ -146,19 +137,17 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
         if not known:
             ui.warn(f"No idle stop: {exc.message}")
         return None
-    config = agent_config(record, extras)
-    head = record.nodes[0]
+    config, token, head = agent_config(record, extras), record.jupyter_token or "", record.nodes[0]
     # An Azure lab's workers watch node 0 and deallocate themselves (their own identity) once it is gone.
     workers = range(1, len(record.nodes)) if config["mode"] == "azure" and head.private_address else range(0)
     for node in (0, *workers):
         on_node = config if node == 0 else {**config, "head": f"{head.private_address}:{head.port}", "node_vms": []}
         with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
             if only_config and record.idle.get("installed"):
-                _write(machine, _as_root(machine), [config_file(on_node)])
-                how = "config rewritten; the agent reads it on its next check"
+                how = install(machine, on_node, token, only_config=True)
             else:
                 with ui.step("Idle agent on the machine" if node == 0 else f"Idle agent on node {node}"):
-                    how = install(machine, record, on_node)
+                    how = install(machine, on_node, token)
     record.idle.update(installed=True, mode=config["mode"])
     record.idle.pop("why_not", None)
     what = f"stops the lab after {window:g} idle minutes" if window else "idle stop off"

@@ -14,11 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from labctl import container as lab
 from labctl import workspace
-from labctl.bootstrap import bootstrap_docker, bootstrap_nvidia, check_cuda
+from labctl.bootstrap import await_prewarm, bootstrap_docker, bootstrap_nvidia, check_cuda
 from labctl.distributed import GPU_PROBE, TORCH_PROBE, parse_gpu_count
 from labctl.errors import LabctlError, NotFound
 from labctl.machine import DEFAULT_WAIT, connect
-from labctl.prewarm import await_prewarm
 from labctl.runs import LabRuns
 from labctl.state import LabRecord
 from labctl.ui import NodeReporter, PlainReporter, Reporter

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from labctl import container as lab
+from labctl.bootstrap import await_prewarm
 from labctl.keys import generate_ed25519, normalize
 from labctl.machine.ssh import SSHMachine
-from labctl.prewarm import await_prewarm
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.ui import PlainReporter
 from tests.support.boot_path import boot_env, run_boot_path

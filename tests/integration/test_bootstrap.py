@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labctl.assets import templates_dir
+from labctl.assets import bundled
 from labctl.bootstrap import bootstrap_nvidia, run_script
 from labctl.errors import LabctlError
 from labctl.machine.ssh import SSHMachine
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_scripts_pass_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    scripts = sorted(str(p) for p in templates_dir().glob("*.sh"))
+    scripts = sorted(str(p) for p in bundled("templates").glob("*.sh"))
     assert scripts
     result = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -41,7 +41,7 @@ def test_docker_bootstrap_is_a_no_op_the_second_time(machine: SSHMachine, docker
 def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None:
     if machine.run("command -v nvidia-smi", check=False).ok:
         pytest.skip("this host has an NVIDIA driver; the missing-driver path cannot be shown here")
-    raw = machine.run(["bash", "-s"], stdin=(templates_dir() / "bootstrap-nvidia.sh").read_text(), check=False)
+    raw = machine.run(["bash", "-s"], stdin=(bundled("templates") / "bootstrap-nvidia.sh").read_text(), check=False)
     assert raw.exit_code == 3
     assert "nvidia-smi is missing" in raw.output
     with pytest.raises(LabctlError) as failed:
@@ -66,7 +66,7 @@ def test_docker_bootstrap_installs_docker_where_it_is_missing(docker_client: Any
     box = docker_client.containers.run(host, ["sleep", "900"], detach=True, labels={"labctl.test": "bootstrap"})
     try:
         lab = LabContainer(box)
-        lab.put("/t", {"bootstrap-docker.sh": templates_dir() / "bootstrap-docker.sh"})
+        lab.put("/t", {"bootstrap-docker.sh": bundled("templates") / "bootstrap-docker.sh"})
         lab.exec(["useradd", "-m", "azureuser"], workdir="/")
         env = {"LABCTL_DOCKER_START_WAIT": "1"}
         run = ["bash", "/t/bootstrap-docker.sh", "azureuser"]
@@ -92,7 +92,7 @@ def test_docker_bootstrap_without_root_says_what_needs_root(docker_client: Any, 
 
     box = docker_client.containers.run(ROOTFS_TAG, ["sleep", "300"], detach=True, labels={"labctl.test": "bootstrap"})
     try:
-        LabContainer(box).put("/t", {"bootstrap-docker.sh": templates_dir() / "bootstrap-docker.sh"})
+        LabContainer(box).put("/t", {"bootstrap-docker.sh": bundled("templates") / "bootstrap-docker.sh"})
         assert box.exec_run(["useradd", "-m", "azureuser"]).exit_code == 0
         result = box.exec_run(["bash", "/t/bootstrap-docker.sh"], user="azureuser", workdir="/")
     finally:

@@ -356,7 +356,7 @@ def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) 
         "fixed_usd_per_hour": prices.fixed_per_hour,
     }
     written = idle.agent_config(record, extras)
-    files = idle.machine_files(written, b"agent", {u: b"unit" for u in idle.UNITS}, "t" * 64)
+    files = idle.machine_files(written, "t" * 64)
     by_path = {path: (data, mode) for path, data, mode in files}
     assert by_path[idle.TOKEN_PATH] == (b"t" * 64, 0o600)
     assert "t" * 64 not in by_path[idle.CONFIG_PATH][0].decode(), "the token stays out of the config"

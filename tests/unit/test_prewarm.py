@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from labctl.assets import template
+from labctl.bootstrap import LAUNCH, PREWARM_DIR, await_prewarm, read_state
 from labctl.container import deps_tag
 from labctl.keys import generate_ed25519, normalize
 from labctl.machine.base import LocalMachine
-from labctl.prewarm import LAUNCH, PREWARM_DIR, await_prewarm, read_state
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.ui import PlainReporter
 from tests.support.boot_path import boot_env, fake_docker, run_boot_path
