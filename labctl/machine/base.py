@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labctl.machine")
 LineFn = Callable[[str], None]
+Deadline = Callable[[], None]  # raises once a command has run too long
 
 # labctl runs this (a constant: nothing of the user's in it) first on each of its own SSH connections, so that the
 # idle agent does not count them as someone working on the machine. The mark is removed when the connection closes.
@@ -165,31 +166,27 @@ class Machine:
         stdin: bytes | str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """A string is labctl's own shell text; an argument list is quoted."""
+        """A string is labctl's own shell text; an argument list is quoted. ``timeout`` is checked on every pass of the
+        read loop, not only on a silent one: a command may keep printing."""
         text = command if isinstance(command, str) else shlex.join(command)
-        splitter = LineSplitter(on_line)
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        code = self._execute(text, data, splitter.feed, timeout)
-        result = CommandResult(code, splitter.close())
-        if check and code != 0:
-            raise CommandFailed(self.describe(), text, result)
-        return result
-
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
-        raise NotImplementedError
-
-    def _deadline(self, text: str, timeout: float | None) -> Callable[[], None]:
-        """Called on every pass of a read loop, not only on a silent one: a command may keep printing."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        def check() -> None:
+        def check_deadline() -> None:
             if deadline is not None and time.monotonic() > deadline:
                 raise LabctlError(
                     f"'{text[:80]}' did not finish on {self.describe()} within {timeout:g}s.",
                     hint="The machine may be overloaded or the command stuck; try again, or look with 'labctl ssh'.",
                 )
 
-        return check
+        splitter = LineSplitter(on_line)
+        code = self._execute(text, stdin.encode() if isinstance(stdin, str) else stdin, splitter.feed, check_deadline)
+        result = CommandResult(code, splitter.close())
+        if check and code != 0:
+            raise CommandFailed(self.describe(), text, result)
+        return result
+
+    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
+        raise NotImplementedError
 
     @contextmanager
     def forward(self, remote_port: int, local_port: int = 0, host: str = "127.0.0.1") -> Iterator[int]:
@@ -234,7 +231,7 @@ class LocalMachine(Machine):
     def describe(self) -> str:
         return "this computer"
 
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
+    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", text],
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
@@ -242,7 +239,6 @@ class LocalMachine(Machine):
             stderr=subprocess.STDOUT,
         )
         assert proc.stdout is not None
-        check_deadline = self._deadline(text, timeout)
         try:
             if proc.stdin is not None and stdin is not None:
                 proc.stdin.write(stdin)  # small inputs (scripts), written before reading as over SSH

@@ -22,7 +22,7 @@ from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
 from labctl.keys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
-from labctl.machine.base import SSH_MARK_COMMAND, Machine, bind_loopback, relay
+from labctl.machine.base import SSH_MARK_COMMAND, Deadline, Machine, bind_loopback, relay
 from labctl.ui import PlainReporter, Reporter
 
 if TYPE_CHECKING:
@@ -138,11 +138,13 @@ class SSHMachine(Machine):
                     if time.monotonic() - started > AUTH_GRACE:
                         raise final from None
                 except _TRANSIENT as exc:
-                    error = exc
-                    final = LabctlError(
-                        f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
-                        hint="Check that the machine runs, that the address and port are right and that a "
-                        "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
+                    error, final = (
+                        exc,
+                        LabctlError(
+                            f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
+                            hint="Check that the machine runs, that the address and port are right and that a "
+                            "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
+                        ),
                     )
                 left = started + wait - time.monotonic()
                 if left <= 0:
@@ -195,8 +197,7 @@ class SSHMachine(Machine):
             self._transports.append(self._connect_once())
             return self._transports[-1].open_session(timeout=CONNECT_TIMEOUT)
 
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], timeout: float | None) -> int:
-        check_deadline = self._deadline(text, timeout)
+    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
         with self._open_session() as channel:
             channel.set_combine_stderr(True)
             channel.exec_command(text)

@@ -17,8 +17,7 @@ from labctl.ui import Outcome, Reporter
 
 
 def default_key() -> Path:
-    for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-        path = Path.home() / ".ssh" / name
+    for path in (Path.home() / ".ssh" / name for name in ("id_ed25519", "id_ecdsa", "id_rsa")):
         if path.is_file():
             return path
     raise UsageError(
