@@ -4,18 +4,16 @@ own scope for its identity, named by GUIDs derived from the VM's id so that `up`
 from __future__ import annotations
 
 import fnmatch
-import functools
 import json
 import time
 import uuid
 from typing import Any
 
 from labctl.errors import LabctlError
-from labctl.labhost import side_by_side
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, arm_error_code, dig, get_or_none
+from labctl.targets.azure.clients import Azure, arm, arm_error_code
 from labctl.targets.azure.plan import LabNames
 from labctl.ui import Reporter
 
@@ -134,16 +132,10 @@ def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> b
     return False
 
 
-def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Reporter) -> None:
-    """Node 0's identity may deallocate every VM, and each worker's its own (for when node 0 is gone)."""
-    rg, vm_id = names.resource_group, names.id("vm")
-
-    def principal(node: int) -> str:
-        vms = azure.compute.virtual_machines
-        vm = get_or_none("reading the VM's identity", lambda: vms.get(rg, names.name("vm", node)))
-        return str(dig(vm, "identity", "principalId") or "")
-
-    found = side_by_side([functools.partial(principal, node) for node in range(nodes)])
+def grant(azure: Azure, names: LabNames, found: list[str], record: LabRecord, ui: Reporter) -> None:
+    """Node 0's identity may deallocate every VM, and each worker's its own (for when node 0 is gone); ``found``:
+    each VM's identity, node 0's first ("" where it has none)."""
+    vm_id, nodes = names.id("vm"), len(found)
     if not found[0]:
         ui.warn(
             f"The VM {names.name('vm')} was made without an identity, so it cannot stop itself when idle; its daily "
@@ -151,7 +143,7 @@ def grant(azure: Azure, names: LabNames, nodes: int, record: LabRecord, ui: Repo
         )
         record.idle["why_not"] = "the VM was created without a managed identity"
         return
-    rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{rg}"
+    rg_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{names.resource_group}"
     what = "this VM" if nodes == 1 else f"this VM and the lab's {nodes - 1} other VMs"
     with ui.step(f"Idle stop: a role that may only deallocate {what}, for the VM's own identity"):
         with arm("creating the lab's idle-stop role"):

@@ -111,10 +111,9 @@ class Provisioner:
         # in the subscription is never touched; a lab already recorded keeps the group it was made in.
         group = azure_data(record).get("resource_group") or f"labctl-{spec.name}-{azure.principal.short}"
         self.names = LabNames(spec.name, group, azure.subscription_id)
-        self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found, kept while it is the choice
+        self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found or made, kept while it is the choice
         self._built_region: str | None = None
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
-        self._addresses: dict[int, str] = {}  # node -> its private address, read from its NIC
 
     def run(self) -> LabRecord:
         azure, names, record = self.azure, self.names, self.record
@@ -125,17 +124,16 @@ class Provisioner:
         pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
         if not (address := dig(pip, "properties", "ipAddress")):
             raise LabctlError("Azure gave the lab no public IP address.", hint="Run 'labctl up' again to converge.")
-        head = record.nodes[0]
-        head.host, head.port, head.user = str(address), settings.ssh_port(), settings.admin_user()
+        record.nodes[0].host = str(address)
         record.gpu = choice.size.gpu
-        head.private_address = self._addresses.get(0)
         td = azure_data(record)
         td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
         td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
         save_power_tag(azure, record)
         self.save(record)
         if self.plan.identity:
-            grant(azure, names, self.nodes, record, self.ui)
+            found = [str(dig(self._vms.get(node), "identity", "principalId") or "") for node in range(self.nodes)]
+            grant(azure, names, found, record, self.ui)
             self.save(record)
         return record
 
@@ -169,13 +167,9 @@ class Provisioner:
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
-        reading, busy = (
-            f"reading the VM of node {node}" if node else "reading the lab's VM",
-            f"creating or updating the VM {name}",
-        )
-        vm = poll(
-            lambda: get_or_none(reading, lambda: ops.get(rg, name)), lambda vm: _state(vm) not in _BUSY, None, busy
-        )
+        doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
+        read = functools.partial(get_or_none, doing, lambda: ops.get(rg, name))
+        vm = poll(read, lambda vm: _state(vm) not in _BUSY, None, f"creating or updating the VM {name}")
         if _state(vm) in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"):
                 self._delete_vm(node)
@@ -304,13 +298,29 @@ class Provisioner:
         self.save(self.record)
         # Node 0's NIC first: Azure gives private addresses in order from .4, so the head node has the first.
         with self.ui.step(f"Network interface {n('nic')}"):
-            self._make_nic(choice, tags, 0)
+            addresses = [self._make_nic(choice, tags, 0)]
         if many:
             es = "" if self.nodes == 2 else "es"
             with self.ui.step(f"Network interface{es[1:]} of {_workers(self.nodes)} (private address{es} only)"):
-                side_by_side([functools.partial(self._make_nic, choice, tags, n) for n in range(1, self.nodes)])
+                addresses += side_by_side(
+                    [functools.partial(self._make_nic, choice, tags, n) for n in range(1, self.nodes)]
+                )
+        head = self.record.nodes[0]
+        head.port, head.user, head.private_address = settings.ssh_port(), settings.admin_user(), addresses[0]
+        self.record.nodes[1:] = [  # workers are reached through node 0, with the host keys pinned before
+            NodeRecord(
+                host=address,
+                port=settings.ssh_port(),
+                user=settings.admin_user(),
+                host_key=self._pinned_key(node),
+                private_address=address,
+                via_head=True,
+                name=self.names.name("vm", node),
+            )
+            for node, address in enumerate(addresses[1:], 1)
+        ]
 
-    def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> None:
+    def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> str:
         ops, rg, name = self.azure.network.network_interfaces, self.names.resource_group, self.names.name("nic", node)
         with arm(f"creating the network interface of node {node}" if node else "creating the network interface"):
             body = bodies.network_interface(choice.region, tags, self.names, node, choice.accelerated_networking)
@@ -322,7 +332,7 @@ class Provisioner:
                 f"Azure gave node {node} of lab '{self.names.lab}' no private address.",
                 hint="Run 'labctl up' again to converge.",
             )
-        self._addresses[node] = address
+        return address
 
     def _build_vms(self, choice: Choice, tags: dict[str, str]) -> None:
         """A VM that exists is kept; a new one's host key is pinned in the record before the VM exists."""
@@ -337,20 +347,8 @@ class Provisioner:
         hosts = {
             node: generate_ed25519(f"labctl-{self.names.lab}-{f'node{node}-' if node else ''}host") for node in missing
         }
-        if 0 in hosts:  # new host keys from ``hosts``, the others as pinned before; workers reached through node 0
-            self.record.nodes[0].host_key = normalize(hosts[0].public_line)
-        self.record.nodes[1:] = [
-            NodeRecord(
-                host=self._addresses[node],
-                port=settings.ssh_port(),
-                user=settings.admin_user(),
-                host_key=normalize(hosts[node].public_line) if node in hosts else self._pinned_key(node),
-                private_address=self._addresses[node],
-                via_head=True,
-                name=self.names.name("vm", node),
-            )
-            for node in range(1, self.nodes)
-        ]
+        for node, host in hosts.items():
+            self.record.nodes[node].host_key = normalize(host.public_line)
         asked = [s.name for s in self.plan.sizes]
         if not made_head:
             self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
@@ -431,7 +429,6 @@ class Provisioner:
             choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
         self.record.ssh_key_path = str(key_path)
-        self.record.nodes[0].user = settings.admin_user()
         azure_data(self.record)["image_version"] = choice.image_version
         return user_pub
 
@@ -445,10 +442,10 @@ class Provisioner:
         )
         body = bodies.virtual_machine(names, node, tags, choice, self.plan, user_pub, cloud_init, self._placement)
         which = f" of node {node}" if node else ""
-        ops = self.azure.compute.virtual_machines
+        ops, rg = self.azure.compute.virtual_machines, names.resource_group
         try:
             with arm(f"creating the VM{which} ({choice.size.name} in {choice.region})"):
-                finish(ops.begin_create_or_update(names.resource_group, names.name("vm", node), body))
+                self._vms[node] = finish(ops.begin_create_or_update(rg, names.name("vm", node), body)).as_dict()
         except NoCapacity:
             self._delete_vm(node)
             raise
