@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
-from labctl.assets import lab_dir, template
 from labctl.errors import LabctlError, NotFound
+from labctl.files import lab_dir, template
 from labctl.ui import Reporter
 
 if TYPE_CHECKING:

@@ -107,18 +107,9 @@ def plan_launch(
         )
     else:
         procs, device = gpus_requested, "cuda"
-    several = nodes > 1
+    head = addresses[0] if nodes > 1 else None  # the rendezvous, and each node's own address, on several nodes only
     return [
-        LaunchPlan(
-            run_id=run_id,
-            procs_per_node=procs,
-            nodes=nodes,
-            node_rank=rank,
-            device=device,
-            rdzv_host=addresses[0] if several else None,
-            rdzv_port=rdzv_port,
-            local_addr=address if several else None,
-        )
+        LaunchPlan(run_id, procs, nodes, rank, device, head, rdzv_port, local_addr=address if head else None)
         for rank, address in enumerate(addresses)
     ]
 

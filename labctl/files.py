@@ -1,5 +1,7 @@
-"""Files only their owner may read, and copies kept under the folder the user chose. Windows has no modes: there
-these files live in the user's profile, which admits only the user, SYSTEM and Administrators (as OpenSSH requires)."""
+"""labctl's own files (the lab and the templates: ``labctl/_bundled/`` in a wheel, the repository root in a
+checkout), files only their owner may read, and copies kept under the folder the user chose. Windows has no modes:
+there private files live in the user's profile, which admits only the user, SYSTEM and Administrators (as OpenSSH
+requires)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def sha256_of(source: Path | IO[bytes]) -> str:
@@ -72,4 +75,26 @@ def without_links(root: Path, path: Path) -> Path:
                 f"{here} is a link, and labctl writes only inside {root} with no link on the way; nothing was written.",
                 hint="Remove or move the link (or choose another folder), then run the command again.",
             )
+    return path
+
+
+def bundled(kind: str) -> Path:
+    """``lab`` or ``templates``."""
+    for candidate in (_PACKAGE_DIR / "_bundled" / kind, _PACKAGE_DIR.parent / kind):
+        if candidate.is_dir():
+            return candidate
+    raise LabctlError(
+        f"labctl's bundled '{kind}' files are missing from this installation.",
+        hint="Reinstall labctl (pip install --force-reinstall labctl).",
+    )
+
+
+def lab_dir() -> Path:
+    return bundled("lab")
+
+
+def template(name: str) -> Path:
+    path = bundled("templates") / name
+    if not path.is_file():
+        raise LabctlError(f"labctl's template '{name}' is missing.", hint="Reinstall labctl.")
     return path

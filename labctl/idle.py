@@ -11,8 +11,8 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from labctl.assets import template
 from labctl.errors import LabctlError, UsageError
+from labctl.files import template
 from labctl.machine.base import SSH_MARKS
 from labctl.state import LabRecord
 from labctl.ui import Reporter

@@ -17,10 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from labctl import assets
 from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, archive_entries, lab_fingerprint
 from labctl.errors import LabctlError, NotFound
-from labctl.files import sha256_of
+from labctl.files import lab_dir, sha256_of, template
 from labctl.workspace import LABCTL_DIR
 
 RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by its id
@@ -77,14 +76,14 @@ class LabRuns:
 
     @functools.cached_property
     def tools(self) -> PurePosixPath:
-        files = {name: assets.template(name).read_bytes() for name in TOOLS}
+        files = {name: template(name).read_bytes() for name in TOOLS}
         version = hashlib.sha256(b"".join(files[name] for name in TOOLS)).hexdigest()[:16]
         return self._ship_once(LABCTL_DIR / "tools" / version, files)
 
-    def ensure_lab_code(self, lab_dir: Path | None = None) -> PurePosixPath:
-        lab_dir = lab_dir or assets.lab_dir()
-        dest = LABCTL_DIR / "lab" / lab_fingerprint(lab_dir)
-        return self._ship_once(dest, {child.name: child for child in sorted(lab_dir.iterdir())})
+    def ensure_lab_code(self, source: Path | None = None) -> PurePosixPath:
+        source = source or lab_dir()
+        dest = LABCTL_DIR / "lab" / lab_fingerprint(source)
+        return self._ship_once(dest, {child.name: child for child in sorted(source.iterdir())})
 
     def upload_data(self, local: Path) -> PurePosixPath:
         stat = local.stat()

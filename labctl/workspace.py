@@ -16,10 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from labctl.assets import lab_dir, template
 from labctl.container import EXCLUDED_DIRS, NOTEBOOK, LabContainer, archive_entries, tar_of
 from labctl.errors import LabctlError, NotFound, UsageError
-from labctl.files import sha256_of, without_links, write_private
+from labctl.files import lab_dir, sha256_of, template, without_links, write_private
 
 WORKSPACE = PurePosixPath("/workspace")
 LABCTL_DIR = WORKSPACE / ".labctl"  # labctl's own: this tool, and what runs ship (tools/, lab/, data/, once a version)

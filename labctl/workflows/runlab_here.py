@@ -9,9 +9,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from labctl.assets import lab_dir
 from labctl.errors import LabctlError, UsageError
-from labctl.files import without_links
+from labctl.files import lab_dir, without_links
 from labctl.runs import new_run_id
 from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import (

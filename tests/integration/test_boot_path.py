@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from labctl import container as lab
-from labctl.bootstrap import await_prewarm
 from labctl.keys import generate_ed25519, normalize
+from labctl.labhost import await_prewarm
 from labctl.machine.ssh import SSHMachine
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.ui import PlainReporter

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from labctl.assets import bundled
-from labctl.bootstrap import bootstrap_nvidia, run_script
 from labctl.errors import LabctlError
+from labctl.files import bundled
+from labctl.labhost import bootstrap_nvidia, run_script
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 

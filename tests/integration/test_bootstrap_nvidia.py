@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.bootstrap import bootstrap_nvidia
+from labctl.labhost import bootstrap_nvidia
 from labctl.machine.base import LocalMachine
 from labctl.ui import PlainReporter
 

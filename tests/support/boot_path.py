@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labctl.bootstrap import PREWARM_DIR
+from labctl.labhost import PREWARM_DIR
 
 
 def moved(value: str, root: Path) -> str:

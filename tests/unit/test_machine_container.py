@@ -29,7 +29,7 @@ def test_tag_is_stable_and_follows_the_base(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_dockerfile_pins_a_pytorch_base_and_sets_pythonpath() -> None:
-    from labctl.assets import template
+    from labctl.files import template
 
     deps = template("Dockerfile.deps").read_text()
     assert "ARG BASE_IMAGE=pytorch/pytorch:" in deps and ":latest" not in deps and "COPY" not in deps
@@ -47,8 +47,8 @@ def test_names_follow_the_lab() -> None:
 def test_dockerfile_default_base_is_the_one_cloud_init_prepulls(monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
-    from labctl.assets import template
     from labctl.container import DEFAULT_BASE_IMAGE, effective_base_image
+    from labctl.files import template
 
     monkeypatch.delenv("LABCTL_BASE_IMAGE", raising=False)
     monkeypatch.setenv("LABCTL_CONFIG", "/nonexistent/labctl-config.toml")

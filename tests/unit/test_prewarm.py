@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.assets import template
-from labctl.bootstrap import LAUNCH, PREWARM_DIR, await_prewarm, read_state
 from labctl.container import deps_tag
+from labctl.files import template
 from labctl.keys import generate_ed25519, normalize
+from labctl.labhost import LAUNCH, PREWARM_DIR, await_prewarm, read_state
 from labctl.machine.base import LocalMachine
 from labctl.targets.azure.provision import render_cloud_init
 from labctl.ui import PlainReporter

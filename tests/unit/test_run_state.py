@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from labctl.assets import template
+from labctl.files import template
 from labctl.runs import STARTING_GRACE_S, run_info_from
 
 

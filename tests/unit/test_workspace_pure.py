@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from labctl import workspace as ws
-from labctl.assets import template
 from labctl.container import EXCLUDED_DIRS
 from labctl.errors import LabctlError, UsageError
+from labctl.files import template
 from labctl.workspace import FileEntry, Manifest, Skipped
 
 TOOL = template("workspace_manifest.py")

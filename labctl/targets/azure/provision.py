@@ -41,8 +41,8 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
     so the first connection is already verified; cloud-init must generate no others."""
     import yaml
 
-    from labctl.bootstrap import cloud_init
     from labctl.container import deps_tag
+    from labctl.labhost import cloud_init
 
     check_image_ref(image, "The base image")
     prewarm_files, prewarm = cloud_init(image, deps_tag(image))
@@ -59,7 +59,7 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
             *prewarm_files,
         ],
         # A list runs as an argv: cloud-init quotes every item, so the image stays one argument. It starts, in the
-        # background, the build of the lab's dependency image (labctl.bootstrap) while labctl waits for SSH.
+        # background, the build of the lab's dependency image (labctl.labhost) while labctl waits for SSH.
         "runcmd": [prewarm],
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
