@@ -16,15 +16,12 @@ import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labctl.errors import LabctlError, UsageError
 from labctl.files import make_private_dir, write_private
 from labctl.state import user_dir
 from labctl.ui import Reporter, agreed
-
-if TYPE_CHECKING:
-    import paramiko
 
 PUBLIC_PREFIXES = ("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
 MAX_KEY_BYTES = 64 * 1024  # an OpenSSH RSA-16384 private key, the largest there is, takes about 12 kB
@@ -132,10 +129,8 @@ def check_private_key(path: Path, what: str) -> str | None:
             f"{what} {path} is a PKCS#8 private key, which labctl's SSH client cannot read.",
             hint=f"Rewrite it in OpenSSH's format with 'ssh-keygen -p -f {path}' (it keeps the key), or give another.",
         )
+    load = serialization.load_ssh_private_key if "OPENSSH PRIVATE KEY" in text else serialization.load_pem_private_key
     try:
-        load = (
-            serialization.load_ssh_private_key if "OPENSSH PRIVATE KEY" in text else serialization.load_pem_private_key
-        )
         key: Any = load(data, password=None)
     except TypeError:  # "password was not given but the private key is encrypted"
         return None
@@ -160,13 +155,9 @@ def read_key_file(path: Path, what: str) -> bytes:
                 return os.read(fd, MAX_KEY_BYTES)
         finally:
             os.close(fd)
-        problem = (
-            "a directory"
-            if stat.S_ISDIR(info.st_mode)
-            else "a FIFO, socket or device"
-            if not stat.S_ISREG(info.st_mode)
-            else f"{info.st_size:,} bytes, far larger than any key"
-        )
+        problem = f"{info.st_size:,} bytes, far larger than any key"
+        if not stat.S_ISREG(info.st_mode):
+            problem = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO, socket or device"
     raise UsageError(
         f"{what} {path} is {problem}, not a key file.",
         hint="Give the path of your private key file, for example ~/.ssh/id_ed25519 (its .pub beside it).",
@@ -236,10 +227,6 @@ def fingerprint(line: str) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def key_line(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.get_base64()}"
-
-
 def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -303,7 +290,8 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
     with paramiko.Transport(sock) as transport:
         try:
             transport.start_client(timeout=timeout)  # asks for ed25519 first, as the hints' ssh-keyscan does
-            return key_line(transport.get_remote_server_key())
+            offered = transport.get_remote_server_key()
+            return f"{offered.get_name()} {offered.get_base64()}"
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise LabctlError(
                 f"{host}:{port} did not complete an SSH handshake ({exc}).", hint="Is it an SSH server?"

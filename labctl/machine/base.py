@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("labctl.machine")
 LineFn = Callable[[str], None]
 Deadline = Callable[[], None]  # raises once a command has run too long
+Feed = Callable[[bytes], None]
 
 # labctl runs this (a constant: nothing of the user's in it) first on each of its own SSH connections, so that the
 # idle agent does not count them as someone working on the machine. The mark is removed when the connection closes.
@@ -107,21 +108,17 @@ def relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], na
     stop = threading.Event()
 
     def serve(conn: socket.socket) -> None:
+        peer: Any = None
         try:
             peer = open_peer(conn)
-        except Exception as exc:
-            log.info("could not open the remote side of a relayed connection: %s", exc)
-            conn.close()
-            return
-        try:
             while not stop.is_set():
                 for src in select.select([conn, peer], [], [], 0.5)[0]:
                     data = src.recv(64 * 1024)
                     if not data:
                         return
                     (peer if src is conn else conn).sendall(data)
-        except Exception as exc:  # a paramiko error on a dying transport ends this connection only
-            log.info("relay closed: %s", exc)
+        except Exception as exc:  # a peer that cannot be opened, or a dying transport, ends this connection only
+            log.info("relayed connection %s: %s", "closed" if peer is not None else "not opened", exc)
         finally:
             for side in (conn, peer):
                 with contextlib.suppress(Exception):
@@ -147,6 +144,18 @@ def relay(listener: socket.socket, open_peer: Callable[[socket.socket], Any], na
         with contextlib.suppress(OSError):
             listener.close()
         accepter.join(timeout=2)
+
+
+def pump(source: Any, read: Callable[[], bytes], feed: Feed, deadline: Deadline, alive: Callable[[], bool]) -> None:
+    """A command's output to ``feed`` until it ends, or until ``alive`` says it never will."""
+    while True:
+        deadline()
+        if select.select([source], [], [], 0.5)[0]:
+            if not (data := read()):
+                return
+            feed(data)
+        elif not alive():
+            return
 
 
 class Machine:
@@ -185,7 +194,7 @@ class Machine:
             raise CommandFailed(self.describe(), text, result)
         return result
 
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
+    def _execute(self, text: str, stdin: bytes | None, feed: Feed, check_deadline: Deadline) -> int:
         raise NotImplementedError
 
     @contextmanager
@@ -231,7 +240,7 @@ class LocalMachine(Machine):
     def describe(self) -> str:
         return "this computer"
 
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
+    def _execute(self, text: str, stdin: bytes | None, feed: Feed, check_deadline: Deadline) -> int:
         proc = subprocess.Popen(
             ["/bin/sh", "-c", text],
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
@@ -244,13 +253,8 @@ class LocalMachine(Machine):
                 proc.stdin.write(stdin)  # small inputs (scripts), written before reading as over SSH
                 proc.stdin.close()
             fd = proc.stdout.fileno()
-            while True:
-                check_deadline()
-                if select.select([fd], [], [], 0.5)[0]:
-                    data = os.read(fd, 32768)
-                    if not data:
-                        return proc.wait()
-                    feed(data)
+            pump(fd, lambda: os.read(fd, 32768), feed, check_deadline, lambda: True)
+            return proc.wait()
         finally:
             proc.stdout.close()
             if proc.poll() is None:

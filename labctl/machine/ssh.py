@@ -21,8 +21,8 @@ import paramiko
 from paramiko.common import cMSG_CHANNEL_OPEN
 
 from labctl.errors import LabctlError
-from labctl.keys import HostKeyMismatch, key_line, known_hosts_name, split_key_line
-from labctl.machine.base import SSH_MARK_COMMAND, Deadline, Machine, bind_loopback, relay
+from labctl.keys import HostKeyMismatch, known_hosts_name, split_key_line
+from labctl.machine.base import SSH_MARK_COMMAND, Deadline, Feed, Machine, bind_loopback, pump, relay
 from labctl.ui import PlainReporter, Reporter
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ class SSHMachine(Machine):
         except BaseException as exc:
             client.close()
             if isinstance(exc, paramiko.BadHostKeyException):
-                raise HostKeyMismatch(self.describe(), self.host_key, key_line(exc.key)) from None
+                got = f"{exc.key.get_name()} {exc.key.get_base64()}"
+                raise HostKeyMismatch(self.describe(), self.host_key, got) from None
             raise
         transport = client.get_transport()
         assert transport is not None
@@ -138,13 +139,11 @@ class SSHMachine(Machine):
                     if time.monotonic() - started > AUTH_GRACE:
                         raise final from None
                 except _TRANSIENT as exc:
-                    error, final = (
-                        exc,
-                        LabctlError(
-                            f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
-                            hint="Check that the machine runs, that the address and port are right and that a "
-                            "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
-                        ),
+                    error = exc
+                    final = LabctlError(
+                        f"Could not reach SSH on {self.describe()} ({_reason(exc)}).",
+                        hint="Check that the machine runs, that the address and port are right and that a "
+                        "firewall lets you in (for an Azure lab: 'labctl status'; your IP may have changed).",
                     )
                 left = started + wait - time.monotonic()
                 if left <= 0:
@@ -197,25 +196,14 @@ class SSHMachine(Machine):
             self._transports.append(self._connect_once())
             return self._transports[-1].open_session(timeout=CONNECT_TIMEOUT)
 
-    def _execute(self, text: str, stdin: bytes | None, feed: Callable[[bytes], None], check_deadline: Deadline) -> int:
+    def _execute(self, text: str, stdin: bytes | None, feed: Feed, check_deadline: Deadline) -> int:
         with self._open_session() as channel:
             channel.set_combine_stderr(True)
             channel.exec_command(text)
             if stdin is not None:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            channel.settimeout(0.5)
-            while True:
-                check_deadline()
-                try:
-                    data = channel.recv(32768)
-                except TimeoutError:
-                    if not _alive(channel.get_transport()):
-                        break
-                    continue
-                if not data:
-                    break
-                feed(data)
+            pump(channel, lambda: channel.recv(32768), feed, check_deadline, channel.get_transport().is_active)
             # The exit status follows the output; without one (paramiko's -1) the connection died mid-command.
             while not channel.status_event.wait(0.5) and _alive(channel.get_transport()):
                 check_deadline()
