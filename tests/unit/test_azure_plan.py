@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -94,9 +96,16 @@ def test_shutdown_keeps_wall_clock_time_in_a_known_zone() -> None:
     assert schedule_time("07:30", "America/Los_Angeles") == ("0730", "Pacific Standard Time")
 
 
+def test_shutdown_keeps_wall_clock_time_in_any_zone_windows_names() -> None:
+    assert schedule_time("19:00", "Asia/Kathmandu") == ("1900", "Nepal Standard Time")  # UTC+05:45
+    assert schedule_time("06:00", "America/Argentina/Buenos_Aires") == ("0600", "Argentina Standard Time")
+
+
 def test_shutdown_in_an_unmapped_zone_is_converted_to_utc() -> None:
-    hhmm, zone = schedule_time("19:00", "Asia/Kathmandu")  # UTC+05:45, no DST
-    assert (hhmm, zone) == ("1315", "UTC")
+    offset = datetime.now(ZoneInfo("Antarctica/Troll")).utcoffset()  # no Windows zone; +00 or +02 by season
+    assert offset is not None
+    expected = (datetime(2000, 1, 1, 19, 0) - offset).strftime("%H%M")
+    assert schedule_time("19:00", "Antarctica/Troll") == (expected, "UTC")
 
 
 def test_names_follow_the_lab() -> None:

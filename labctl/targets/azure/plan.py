@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypedDict, cast
 from zoneinfo import ZoneInfo
 
+from tzlocal.windows_tz import tz_win
+
 from labctl.catalog import SIZES, VmSize, choose_sizes
 from labctl.config import SETTINGS
 from labctl.errors import LabctlError, UsageError
@@ -80,58 +82,6 @@ def check_rules(rules: list[dict[str, Any]], source: str) -> None:
             )
 
 
-# Windows time zone ids -> the IANA zones of each that most users have; anything else falls back to UTC.
-_ZONES = {
-    "UTC": "UTC Etc/UTC GMT",
-    "GMT Standard Time": "Europe/London Europe/Dublin Europe/Lisbon",
-    "Romance Standard Time": "Europe/Paris Europe/Brussels Europe/Madrid Europe/Copenhagen",
-    "W. Europe Standard Time": "Europe/Berlin Europe/Amsterdam Europe/Rome Europe/Vienna "
-    "Europe/Zurich Europe/Stockholm Europe/Oslo",
-    "Central Europe Standard Time": "Europe/Prague Europe/Budapest",
-    "Central European Standard Time": "Europe/Warsaw",
-    "GTB Standard Time": "Europe/Athens Europe/Bucharest",
-    "FLE Standard Time": "Europe/Helsinki Europe/Kiev Europe/Kyiv",
-    "Turkey Standard Time": "Europe/Istanbul",
-    "Russian Standard Time": "Europe/Moscow",
-    "Eastern Standard Time": "America/New_York America/Toronto America/Detroit",
-    "Central Standard Time": "America/Chicago America/Winnipeg",
-    "Central Standard Time (Mexico)": "America/Mexico_City",
-    "Mountain Standard Time": "America/Denver America/Edmonton",
-    "US Mountain Standard Time": "America/Phoenix",
-    "Pacific Standard Time": "America/Los_Angeles America/Vancouver",
-    "Alaskan Standard Time": "America/Anchorage",
-    "Hawaiian Standard Time": "Pacific/Honolulu",
-    "Atlantic Standard Time": "America/Halifax",
-    "Newfoundland Standard Time": "America/St_Johns",
-    "E. South America Standard Time": "America/Sao_Paulo",
-    "Argentina Standard Time": "America/Argentina/Buenos_Aires",
-    "SA Pacific Standard Time": "America/Bogota America/Lima",
-    "Pacific SA Standard Time": "America/Santiago",
-    "South Africa Standard Time": "Africa/Johannesburg",
-    "Egypt Standard Time": "Africa/Cairo",
-    "W. Central Africa Standard Time": "Africa/Lagos",
-    "E. Africa Standard Time": "Africa/Nairobi",
-    "Arabian Standard Time": "Asia/Dubai",
-    "Israel Standard Time": "Asia/Jerusalem",
-    "Iran Standard Time": "Asia/Tehran",
-    "Pakistan Standard Time": "Asia/Karachi",
-    "India Standard Time": "Asia/Kolkata Asia/Calcutta",
-    "Bangladesh Standard Time": "Asia/Dhaka",
-    "SE Asia Standard Time": "Asia/Bangkok Asia/Jakarta",
-    "Singapore Standard Time": "Asia/Singapore Asia/Kuala_Lumpur",
-    "China Standard Time": "Asia/Shanghai Asia/Hong_Kong",
-    "Taipei Standard Time": "Asia/Taipei",
-    "Korea Standard Time": "Asia/Seoul",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "W. Australia Standard Time": "Australia/Perth",
-    "Cen. Australia Standard Time": "Australia/Adelaide",
-    "E. Australia Standard Time": "Australia/Brisbane",
-    "AUS Eastern Standard Time": "Australia/Sydney Australia/Melbourne",
-    "New Zealand Standard Time": "Pacific/Auckland",
-}
-IANA_TO_WINDOWS = {iana: windows for windows, zones in _ZONES.items() for iana in zones.split()}
-
-
 def local_iana_zone() -> str | None:
     tz = os.environ.get("TZ", "").lstrip(":")
     if (tz and "/" in tz) or tz in ("UTC", "GMT"):
@@ -145,12 +95,12 @@ def local_iana_zone() -> str | None:
 
 
 def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
-    """(HHMM, Windows zone id) keeping the user's wall-clock time; a zone without a known Windows id becomes UTC at
-    today's offset (DST then shifts it by an hour)."""
+    """(HHMM, Windows zone id) keeping the user's wall-clock time (the Unicode CLDR's zone mapping, as tzlocal ships
+    it); a zone without a Windows id becomes UTC at today's offset (DST then shifts it by an hour)."""
     zone = zone if zone is not None else local_iana_zone()
     hour, minute = (int(x) for x in hhmm.split(":"))
-    if zone and zone in IANA_TO_WINDOWS:
-        return f"{hour:02d}{minute:02d}", IANA_TO_WINDOWS[zone]
+    if zone and zone in tz_win:
+        return f"{hour:02d}{minute:02d}", tz_win[zone]
     offset = datetime.now().astimezone().utcoffset() or timedelta(0)
     if zone:
         with contextlib.suppress(Exception):  # an unknown zone name: keep the process's offset
