@@ -144,7 +144,7 @@ class LabSpec:
 
             self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
         if self.target == "azure":
-            from labctl.catalog import choose_sizes
+            from labctl.pricing import choose_sizes
 
             checks = ((self.subscription, validate.check_subscription), (self.region, validate.check_region))
             for value, check in (*checks, (self.allow_ip, validate.check_allow_ip)):

@@ -57,12 +57,11 @@ User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
 HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
     str | None, _matching(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,2}( \S.*)?")
 ]
-RunId = Annotated[str, _matching(RUN_ID)]
 
 
 @dataclass
 class RunRecord:
-    run_id: RunId
+    run_id: Annotated[str, _matching(RUN_ID)]
     started_at: str
     state: str = "running"  # running | succeeded | failed | stopped
     options: dict[str, Any] = field(default_factory=dict)
@@ -107,9 +106,6 @@ class LabRecord:
     idle: dict[str, Any] = field(default_factory=dict)
     runs: list[RunRecord] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_json(cls, data: object) -> LabRecord:
         """A record from before a lab was a list of nodes (node 0 in its own fields, the others in ``workers``)
@@ -134,7 +130,7 @@ class LabRecord:
             )
 
     def public_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_json().items() if k != "jupyter_token"}
+        return {k: v for k, v in asdict(self).items() if k != "jupyter_token"}
 
 
 # What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).
@@ -213,7 +209,7 @@ class StateStore:
         path = self._path(record.name)
         make_private_dir(self.root)
         make_private_dir(path.parent)
-        write_private(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+        write_private(path, json.dumps(asdict(record), indent=2, sort_keys=True) + "\n")
         return path
 
     def delete(self, name: str) -> None:

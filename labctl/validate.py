@@ -55,7 +55,7 @@ check_region = pattern_check(
     "them), or auto.",
     str.lower,
 )
-# The shape of a size name only: whether Azure still offers it is up's to say (catalog.lookup), so a retired size
+# The shape of a size name only: whether Azure still offers it is up's to say (pricing.lookup), so a retired size
 # in a variable or file never blocks the down or status of a lab that bills.
 check_size_name = pattern_check(
     "--size",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from labctl.catalog import lookup
+from labctl.pricing import lookup
 from labctl.targets.azure import bodies
 from labctl.targets.azure.plan import AzurePlan, LabNames
 from labctl.targets.azure.preflight import Choice

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl.catalog import lookup
 from labctl.errors import LabctlError, UsageError
+from labctl.pricing import lookup
 from labctl.targets.azure.plan import refuse_grid_only
 from labctl.targets.azure.preflight import spot_alternatives, spot_capable
 from tests.fakearm.shapes import sku_json

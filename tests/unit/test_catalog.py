@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labctl.catalog import DEFAULT_CPU_SIZE, DEFAULT_GPU_SIZE, SIZES, choose_sizes, lookup
 from labctl.errors import UsageError
+from labctl.pricing import DEFAULT_CPU_SIZE, DEFAULT_GPU_SIZE, SIZES, choose_sizes, lookup
 
 
 def test_defaults_are_a_cpu_and_a_t4_size() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 def test_workers_survive_a_round_trip() -> None:
     record = LabRecord(name="lab", target="azure", nodes=[NodeRecord(host="203.0.113.7", private_address="10.0.0.4")])
     record.nodes.append(NodeRecord(host="10.0.0.5", host_key=KEY, via_head=True, name="labctl-lab-vm1"))
-    again = LabRecord.from_json(record.to_json())
+    again = LabRecord.from_json(asdict(record))
     assert len(again.nodes) == 2
     assert again.nodes[1] == record.nodes[1]
     assert again.nodes[0].private_address == "10.0.0.4"
@@ -68,7 +69,7 @@ def test_a_record_from_before_several_machines_is_one_node() -> None:
     ],
 )
 def test_a_bad_node_is_named_in_either_format(node: object, words: str) -> None:
-    data = LabRecord(name="lab", target="ssh").to_json()
+    data = asdict(LabRecord(name="lab", target="ssh"))
     data["nodes"].append(node)
     with pytest.raises(ValueError, match=words):
         LabRecord.from_json(data)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from labctl import pricing
-from labctl.catalog import SIZES
 from labctl.errors import LabctlError, NotFound
 from labctl.labhost import side_by_side
+from labctl.pricing import SIZES
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, wait_rg_gone

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 from tzlocal.windows_tz import tz_win
 
-from labctl.catalog import SIZES, VmSize, choose_sizes
 from labctl.config import SETTINGS
 from labctl.errors import LabctlError, UsageError
+from labctl.pricing import SIZES, VmSize, choose_sizes
 from labctl.spec import LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings

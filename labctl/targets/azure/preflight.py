@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from labctl.catalog import SIZES, VmSize
 from labctl.errors import LabctlError
 from labctl.labhost import side_by_side
+from labctl.pricing import SIZES, VmSize
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll
 from labctl.targets.azure.plan import AzurePlan, grid_only

@@ -9,10 +9,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from labctl.catalog import lookup
 from labctl.errors import LabctlError, NoCapacity, UsageError
 from labctl.keys import KeyPair, ensure_user_key, generate_ed25519, normalize
 from labctl.labhost import side_by_side
+from labctl.pricing import lookup
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, NodeRecord, SaveFn, now_iso
 from labctl.targets.azure import bodies, settings
