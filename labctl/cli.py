@@ -168,7 +168,7 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
     plain = as_json or not sys.stderr.isatty()
     ui: Reporter = PlainReporter(sys.stderr, json_output=as_json) if plain else RichReporter()
     try:
-        from labctl.config import Settings
+        from labctl.spec import Settings
 
         Settings().check()  # a bad LABCTL_* variable or config value is named before anything happens
         outcome = action(ui)
@@ -570,7 +570,7 @@ def config_cmd(
 
     Example: labctl config --json
     """
-    from labctl.config import show_config, trust_project
+    from labctl.spec import show_config, trust_project
 
     return trust_project() if trust else show_config()
 

@@ -84,7 +84,7 @@ def volume_name(lab: str, node: int = 0) -> str:
 def effective_base_image() -> str:
     """Its value reaches cloud-init and the engine: it is checked with every setting before any command
     (``Settings.check``), and `up` reads it first, as a project file not trusted may not set it."""
-    from labctl.config import Settings
+    from labctl.spec import Settings
 
     return Settings().get("base_image") or DEFAULT_BASE_IMAGE
 

@@ -39,7 +39,7 @@ class Target(ABC):
     owns_machine = False
     # False when the lab runs on this computer: there is no machine to log in to or tunnel to.
     remote = True
-    # The config settings (labctl.config.SETTINGS) only this target reads; `up` applies them to its labs only.
+    # The config settings (labctl.spec.SETTINGS) only this target reads; `up` applies them to its labs only.
     settings: tuple[str, ...] = ()
     off_means = ""  # what a switched-off machine still is and costs, for `labctl stop` to tell the user
     default_idle_minutes = 0.0  # the idle window `up` uses when none is asked for

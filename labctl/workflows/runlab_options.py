@@ -12,10 +12,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from labctl.config import Settings
 from labctl.distributed import LaunchPlan, describe, launch_argv, launch_env, plain_argv, plan_launch
 from labctl.errors import UsageError
 from labctl.files import lab_dir
+from labctl.spec import Settings
 from labctl.ui import clock, table_text
 
 if TYPE_CHECKING:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from labctl.config import Settings
 from labctl.errors import UsageError
 from labctl.locks import lab_lock
-from labctl.spec import LabSpec
+from labctl.spec import LabSpec, Settings
 from labctl.state import LabRecord, StateStore
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter

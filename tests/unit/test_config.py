@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.config import Settings, trust_project
 from labctl.errors import UsageError
+from labctl.spec import Settings, trust_project
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from labctl.config import Settings
 from labctl.errors import UsageError
-from labctl.spec import HostAddress, LabSpec, parse_host
+from labctl.spec import HostAddress, LabSpec, Settings, parse_host
 from labctl.workflows.up import build_spec
 
 

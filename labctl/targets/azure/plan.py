@@ -17,10 +17,9 @@ from zoneinfo import ZoneInfo
 
 from tzlocal.windows_tz import tz_win
 
-from labctl.config import SETTINGS
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import SIZES, VmSize, choose_sizes
-from labctl.spec import LabSpec
+from labctl.spec import SETTINGS, LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Principal
