@@ -133,28 +133,33 @@ def check_path(path: Path, what: str) -> str:
     return f'"{text}"' if " " in text else text
 
 
+def trust(entry: HostEntry, known_hosts: Path) -> dict[str, str]:
+    """What makes ssh log in with the lab's key only and trust its pinned host key only, which goes to
+    ``known_hosts`` under the entry's alias: the same for the config block and for `labctl ssh`."""
+    known = check_path(known_hosts, "The known_hosts path")
+    options = {
+        "IdentityFile": check_path(entry.identity_file, "The SSH key path"),
+        "IdentitiesOnly": "yes",
+        "HostKeyAlias": entry.alias,
+        "UserKnownHostsFile": known,
+        "GlobalKnownHostsFile": known,
+        "StrictHostKeyChecking": "yes",
+        "UpdateHostKeys": "no",
+        "CheckHostIP": "no",
+    }
+    write_private(known_hosts, f"{entry.alias} {normalize(entry.host_key)}\n")
+    return options
+
+
 def write_entry(entry: HostEntry) -> Path:
     """Write (or replace) the lab's block and its pinned host key; return labctl's config file."""
     config, known = config_path(), known_hosts_path(entry.lab)
-    known_value = check_path(known, "The known_hosts path")
+    check_path(known, "The known_hosts path")  # before anything is made
     make_private_dir(config.parent.parent)
     make_private_dir(config.parent)
-    write_private(known, f"{entry.alias} {normalize(entry.host_key)}\n")
-    options = [
-        f"HostName {entry.host}",
-        f"Port {entry.port}",
-        f"User {entry.user}",
-        f"IdentityFile {check_path(entry.identity_file, 'The SSH key path')}",
-        "IdentitiesOnly yes",
-        f"HostKeyAlias {entry.alias}",
-        f"UserKnownHostsFile {known_value}",
-        f"GlobalKnownHostsFile {known_value}",
-        "StrictHostKeyChecking yes",
-        "UpdateHostKeys no",
-        "CheckHostIP no",
-        f"LocalForward 127.0.0.1:{entry.local_port} 127.0.0.1:{entry.jupyter_port}",
-    ]
-    body = "".join(f"    {option}\n" for option in options)
+    options = {"HostName": entry.host, "Port": str(entry.port), "User": entry.user, **trust(entry, known)}
+    options["LocalForward"] = f"127.0.0.1:{entry.local_port} 127.0.0.1:{entry.jupyter_port}"
+    body = "".join(f"    {key} {value}\n" for key, value in options.items())
     _rewrite(entry.lab, f"# labctl: begin {entry.lab}\nHost {entry.alias}\n{body}# labctl: end {entry.lab}\n")
     return config
 

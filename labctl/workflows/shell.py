@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -11,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 from labctl.errors import LabctlError
-from labctl.files import write_private
-from labctl.keys import check_lab_key, known_hosts_name, normalize
+from labctl.keys import check_lab_key
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter, agreed
 
@@ -21,23 +19,15 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
     """The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
     ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
     ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
-    from labctl.sshconfig import entry_for
+    from labctl.sshconfig import entry_for, trust
 
     entry = entry_for(record)  # first: a lab on this computer has no machine to start for ssh
     if record.status == "stopped":
         record.require_ready()  # says how to start it
-    options = {
-        "IdentitiesOnly": "yes",
-        "UserKnownHostsFile": known_hosts,
-        "GlobalKnownHostsFile": os.devnull,
-        "StrictHostKeyChecking": "yes",
-        "UpdateHostKeys": "no",
-        "HostKeyAlias": known_hosts_name(entry.host, entry.port),
-    }
     return [
         ssh_client(),
-        *("-i", str(entry.identity_file), "-p", str(entry.port)),
-        *(arg for key, value in options.items() for arg in ("-o", f"{key}={value}")),
+        *("-p", str(entry.port)),
+        *(arg for key, value in trust(entry, known_hosts).items() for arg in ("-o", f"{key}={value}")),
         "--",
         f"{entry.user}@{entry.host}",
         *([shlex.join(remote_command)] if remote_command else []),
@@ -58,18 +48,11 @@ def ssh_client() -> str:
     )
 
 
-def write_known_hosts(record: LabRecord, path: Path) -> None:
-    head = record.nodes[0]
-    assert head.host and head.host_key
-    write_private(path, f"{known_hosts_name(head.host, head.port)} {normalize(head.host_key)}\n")
-
-
 def run_ssh(record: LabRecord, remote_command: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="labctl-ssh-") as tmp:
         known_hosts = Path(tmp) / "known_hosts"
-        command = ssh_command(record, known_hosts, remote_command)
+        command = ssh_command(record, known_hosts, remote_command)  # the pinned host key written there
         check_lab_key(record.name, record.ssh_key_path)  # a key gone or replaced is named before ssh starts
-        write_known_hosts(record, known_hosts)
         return subprocess.call(command)
 
 

@@ -11,7 +11,7 @@ from labctl.errors import LabctlError, UsageError
 from labctl.keys import generate_ed25519
 from labctl.state import LabRecord, NodeRecord
 from labctl.workflows.open import check_jupyter, lab_url
-from labctl.workflows.shell import ssh_command, write_known_hosts
+from labctl.workflows.shell import ssh_command
 
 TOKEN = "ab" * 32
 
@@ -42,15 +42,15 @@ def _record() -> LabRecord:
 def test_ssh_trusts_only_the_pinned_key(tmp_path: Path) -> None:
     record = _record()
     known = tmp_path / "known_hosts"
-    write_known_hosts(record, known)
+    command = ssh_command(record, known, ["uptime"])
     assert stat.S_IMODE(known.stat().st_mode) == 0o600
     line = known.read_text().strip()
-    assert line.startswith("[203.0.113.7]:2222 ssh-ed25519 ")
+    assert line.startswith(f"labctl-{record.name} ssh-ed25519 ")
     assert line.count(" ") == 2  # name, type, key: the comment is dropped
-    command = ssh_command(record, known, ["uptime"])
     joined = " ".join(command)
-    for option in ("StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}", "GlobalKnownHostsFile=/dev/null"):
+    for option in ("StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}", f"GlobalKnownHostsFile={known}"):
         assert option in joined
+    assert f"HostKeyAlias=labctl-{record.name}" in joined
     assert "StrictHostKeyChecking=no" not in joined
     assert command[-2:] == ["azureuser@203.0.113.7", "uptime"]
     assert command[command.index("-p") : command.index("-p") + 2] == ["-p", "2222"]
