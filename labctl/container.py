@@ -283,7 +283,6 @@ def is_current(container: Container, client: docker.DockerClient, spec: Containe
 class PortBusy(LabctlError):
     def __init__(self, port: int) -> None:
         super().__init__(f"Port {port} is already taken on the machine's loopback.")
-        self.port = port
 
 
 def wait_ready(container: Container, timeout: float = 180.0, *, port: int | None = None) -> None:

@@ -151,10 +151,7 @@ def describe(plan: LaunchPlan) -> str:
 
 
 def launch_env(plan: LaunchPlan) -> dict[str, str]:
-    env = {"PYTHONUNBUFFERED": "1"}
-    if plan.distributed:
-        env[PREFIX_TEMPLATE_ENV] = PREFIX_TEMPLATE
-    return env
+    return {"PYTHONUNBUFFERED": "1", **({PREFIX_TEMPLATE_ENV: PREFIX_TEMPLATE} if plan.distributed else {})}
 
 
 def split_ranks(line: str) -> list[tuple[int | None, str]]:
@@ -177,12 +174,12 @@ def merge_rank_output(lines: Iterable[str], node_rank: int | None = None) -> Ite
                 yield text
 
 
+@dataclass
 class RankLines:
     """Chunks that may end mid-line to whole merged lines, for following a run's log."""
 
-    def __init__(self, node_rank: int | None = None) -> None:
-        self.node_rank = node_rank
-        self.partial = ""
+    node_rank: int | None = None
+    partial: str = ""
 
     def feed(self, chunk: str) -> list[str]:
         *done, self.partial = (self.partial + chunk).split("\n")

@@ -161,7 +161,6 @@ def _utc(epoch: object) -> str | None:
 
 
 def read_facts(machine: Machine) -> dict[str, Any]:
-
     def load(path: str) -> dict[str, Any] | None:
         result = machine.run(["cat", path], check=False, timeout=30)
         try:

@@ -113,7 +113,10 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
     with connect(record, ui, wait=DEFAULT_WAIT, node=node) as machine:
         if machine.remote:
             user = record.nodes[node].user or record.nodes[0].user
-            bootstrap_docker(machine, ui, user)
+            with ui.step(f"Docker on {machine.describe()}"):
+                out = run_script(machine, "bootstrap-docker.sh", [user] if user else [], ui, "docker")
+            if "to the docker group" in out:
+                machine.reconnect()  # group membership only applies to new logins
             if record.gpu:
                 bootstrap_nvidia(machine, ui, lab.effective_base_image())
         client = machine.docker()
@@ -190,13 +193,6 @@ def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefi
             hint="Fix that on the machine ('labctl ssh' opens a shell there) and run 'labctl up' again.",
         )
     return result.output
-
-
-def bootstrap_docker(machine: Machine, ui: Reporter, user: str | None) -> None:
-    with ui.step(f"Docker on {machine.describe()}"):
-        out = run_script(machine, "bootstrap-docker.sh", [user] if user else [], ui, "docker")
-    if "to the docker group" in out:
-        machine.reconnect()  # group membership only applies to new logins
 
 
 def bootstrap_nvidia(machine: Machine, ui: Reporter, check_image: str) -> None:

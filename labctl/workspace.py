@@ -120,11 +120,9 @@ def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
     marker = f"{WORKSPACE}/{SEED_MARKER}"
     if box.exists(marker):
         return False
-    if notebook is None:
-        found = [p for p in (lab_dir() / NOTEBOOK, *sorted(lab_dir().rglob(NOTEBOOK))) if p.is_file()]
-        notebook = found[0] if found else None
-    copied = notebook is not None and not box.exists(f"{WORKSPACE}/{notebook.name}")
-    if copied and notebook is not None:
+    notebook = notebook or lab_dir() / NOTEBOOK
+    copied = notebook.is_file() and not box.exists(f"{WORKSPACE}/{notebook.name}")
+    if copied:
         box.put(str(WORKSPACE), {notebook.name: notebook})
     box.exec(["touch", marker])
     _run_tool(box, ["--max-size", "0", f"--write={BASELINE}"])  # whatever their size: `down` copies what changed
