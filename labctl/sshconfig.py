@@ -27,6 +27,8 @@ HEADER = (
 _BLOCK = re.compile(
     r"(?:^\n)*^# labctl: begin (\S+)[ \t]*\n(?:(?!# labctl: begin ).*\n)*?# labctl: end \1[ \t]*$\n?", re.M
 )
+_HOST = r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|(?=.*:)[0-9A-Fa-f:.]{2,45}"  # a DNS name or an IP
+_USER = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}"
 
 
 def config_path() -> Path:
@@ -53,20 +55,15 @@ class HostEntry:
         return ALIAS_PREFIX + self.lab
 
     def __post_init__(self) -> None:
-        """A value that could change what ``ssh`` does is refused here, so no entry holds one."""
+        """A value that could change what ``ssh`` does is refused here, so no entry holds one: refused, not escaped,
+        as a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
         validate_lab_name(self.lab)
-        _safe(
-            self.host,
-            "The host name",
-            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|(?=.*:)[0-9A-Fa-f:.]{2,45}",
-            "Use a DNS name or an IP address (letters, digits, '.', '-' and ':' only).",
-        )
-        _safe(
-            self.user,
-            "The user name",
-            r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}",
-            "Use letters, digits, '.', '_' and '-', starting with a letter, digit or '_'.",
-        )
+        for what, value, pattern, hint in (
+            ("The host name", self.host, _HOST, "Use a DNS name or IP address (letters, digits, '.', '-', ':' only)."),
+            ("The user name", self.user, _USER, "Use letters, digits, '.', '_' and '-', not starting with '.' or '-'."),
+        ):
+            if not re.fullmatch(pattern, value, re.ASCII):
+                raise UsageError(f"{what} {value!r} cannot go into an SSH config entry.", hint=hint)
         for what, port in (("port", self.port), ("Jupyter port", self.jupyter_port), ("local port", self.local_port)):
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise UsageError(f"The {what} {port!r} is not a TCP port.", hint="Use a number from 1 to 65535.")
@@ -112,12 +109,6 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
         jupyter_port=record.jupyter_port,
         local_port=local_port or record.jupyter_port,
     )
-
-
-def _safe(value: str, what: str, pattern: str, hint: str) -> None:
-    """Refused, not escaped: a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
-    if not re.fullmatch(pattern, value, re.ASCII):
-        raise UsageError(f"{what} {value!r} cannot go into an SSH config entry.", hint=hint)
 
 
 def check_path(path: Path, what: str) -> str:
