@@ -116,18 +116,29 @@ def _call(fn: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
     return fn(**{key: value for key, value in given.items() if key in takes and value is not None} | more)
 
 
-def _command(name: str, calls: str = "", **settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _command(
+    name: str, calls: str = "", *, lab: bool = True, json: bool = True, **settings: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A command from a function given the reporter first and returning its workflow's outcome, which ``_run``
     renders (as JSON with its ``--json``); with ``calls`` (a workflow in ``labctl.workflows``: "status.status") the
-    function only declares the parameters, and the workflow gets those it names, the reporter as ``ui``."""
+    function only declares the parameters, and the workflow gets those it names, the reporter as ``ui``. Unless
+    declared or refused (``lab``, ``json``), every command takes --name first and --json last."""
 
     def register(action: Callable[..., Any]) -> Callable[..., Any]:
+        params = list(inspect.signature(action, eval_str=True).parameters.values())[0 if calls else 1 :]
+        own = {p.name for p in params}
+
         def command(**given: Any) -> None:
-            outcome = (lambda ui: _call(_workflow(calls), given, ui=ui)) if calls else (lambda ui: action(ui, **given))
+            mine = {key: value for key, value in given.items() if key in own}
+            outcome = (lambda ui: _call(_workflow(calls), given, ui=ui)) if calls else (lambda ui: action(ui, **mine))
             _run(outcome, bool(given.get("as_json")))
 
-        params = list(inspect.signature(action, eval_str=True).parameters.values())[0 if calls else 1 :]
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        kind = inspect.Parameter.KEYWORD_ONLY
+        if lab and "name" not in own:
+            params.insert(0, inspect.Parameter("name", kind, default=NAME, annotation=str | None))
+        if json and "as_json" not in own:
+            params.append(inspect.Parameter("as_json", kind, default=JSON, annotation=bool))
+        command.__signature__ = inspect.Signature([p.replace(kind=kind) for p in params])  # type: ignore[attr-defined]
         command.__doc__ = action.__doc__
         app.command(name, cls=LabctlCommand, **settings)(command)
         return action
@@ -209,7 +220,7 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
-@_command("up")
+@_command("up", lab=False)
 def up_cmd(
     ui: Reporter,
     name: str | None = _opt("--name -n", "Lab name (default: 'lab').", text=True),
@@ -245,7 +256,6 @@ def up_cmd(
     budget: str | None = _opt("--budget", "US dollars since creation after which the VM stops itself.", "USD"),
     dry_run: bool = _flag("--dry-run", "Print the plan and create nothing."),
     yes: bool = YES,
-    as_json: bool = JSON,
 ) -> Outcome:
     """Create a lab (or converge an existing one): machine, Docker, the Jupyter container.
 
@@ -266,12 +276,10 @@ def up_cmd(
 
 @_command("down", "down.down")
 def down_cmd(
-    name: str | None = NAME,
     yes: bool = YES,
     force: bool = _flag("--force", "Delete even with a run in progress, results not fetched, or someone else's lab."),
     confirm_name: str | None = CONFIRM_NAME,
     no_save: bool = _flag("--no-save", "Do not copy what changed in the workspace since up to this computer first."),
-    as_json: bool = JSON,
 ) -> None:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
 
@@ -285,8 +293,6 @@ def down_cmd(
 @_command("idle-stop", "power.set_idle_stop")
 def idle_stop_cmd(
     minutes: str = typer.Argument(..., help="Minutes idle before the lab stops itself, or 'off'."),
-    name: str | None = NAME,
-    as_json: bool = JSON,
 ) -> None:
     """Change how long a running lab may sit idle before it stops itself (rewrites the agent's config there).
 
@@ -299,11 +305,9 @@ def pull_cmd(
     paths: list[str] | None = typer.Argument(
         None, metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."
     ),
-    name: str | None = NAME,
     dest: Path | None = _opt("--to", "Local folder (default: ./labctl-results/LAB).", "DIR"),
     changed: bool = _flag("--changed", "Only what changed since 'up'."),
     max_size_mb: int = _opt("--max-size", "Leave files larger than this in the lab unless named.", "MB", default=200),
-    as_json: bool = JSON,
 ) -> None:
     """Copy your files from the lab's /workspace here, each one verified against its sha256 in the lab.
 
@@ -318,9 +322,7 @@ def pull_cmd(
 @_command("push", "workspace.push")
 def push_cmd(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Local files or folders to send."),
-    name: str | None = NAME,
     to: str = _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR", default=""),
-    as_json: bool = JSON,
 ) -> None:
     """Copy local files or folders into the lab's /workspace and check each one's sha256 there.
 
@@ -330,7 +332,6 @@ def push_cmd(
 
 @_command("open", "open.open_lab")
 def open_cmd(
-    name: str | None = NAME,
     port: int = _opt("--port", "Local port for the tunnel (next free if busy).", "PORT", default=8888),
     print_only: bool = _flag("--print", "Print the URL and exit (for a tunnel held elsewhere)."),
     browser: bool = _flag("--browser", "Open the URL in the browser."),
@@ -340,7 +341,6 @@ def open_cmd(
         "127.0.0.1 through the same tunnel; repeatable. The server must listen on all the lab's addresses.",
         "PORT",
     ),
-    as_json: bool = JSON,
 ) -> None:
     """Tunnel to the lab's Jupyter and print its URL with the token; Ctrl-C closes the tunnel.
 
@@ -374,7 +374,7 @@ def _with_lab_options(command: Callable[..., Outcome]) -> Callable[..., Outcome]
 def run_lab_cmd(
     ui: Reporter,
     *,
-    name: str | None = NAME,
+    name: str | None = NAME,  # given to RunLabOptions with the rest
     here: bool = _flag("--here", "Run in this Python environment (no cloud, no container)."),
     data: str | None = _opt(
         "--data",
@@ -398,7 +398,6 @@ def run_lab_cmd(
     detach: bool = DETACH,
     out: Path | None = _opt("--out", "Where results go.", "DIR"),
     extra: list[str] | None = _opt("--set", "Extra training option KEY=VALUE (repeatable).", "KEY=VALUE"),
-    as_json: bool = JSON,
     **training: Any,
 ) -> Outcome:
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results.
@@ -428,9 +427,7 @@ def run_lab_cmd(
 def run_cmd(
     script: str = _arg("SCRIPT", "Your .py, on this computer or in /workspace.", ...),
     args: list[str] | None = _arg("[ARGS]...", "Arguments for the script."),
-    name: str | None = NAME,
     detach: bool = DETACH,
-    as_json: bool = JSON,
 ) -> None:
     """Run your own Python script in the lab container, the way run-lab runs the lab.
 
@@ -443,11 +440,7 @@ def run_cmd(
 
 
 @_command("cancel", "runlab.cancel")
-def cancel_cmd(
-    run: str | None = _arg("[RUN]", "Run id (default: the running one).", callback=_run_id),
-    name: str | None = NAME,
-    as_json: bool = JSON,
-) -> None:
+def cancel_cmd(run: str | None = _arg("[RUN]", "Run id (default: the running one).", callback=_run_id)) -> None:
     """Stop a run: it gets SIGTERM, saves its checkpoint and ends; says what was kept.
 
     Example: labctl cancel 20260101-120000-ab12
@@ -455,18 +448,16 @@ def cancel_cmd(
 
 
 @_command("status", "status.status")
-def status_cmd(name: str | None = NAME, as_json: bool = JSON) -> None:
+def status_cmd() -> None:
     """What runs where, since when, and what it costs; with several labs and no --name, one table of all.
 
     Example: labctl status
     """
 
 
-@_command("list", "status.list_labs")
+@_command("list", "status.list_labs", lab=False)
 def list_cmd(
-    subscription: str | None = SUBSCRIPTION,
-    local_only: bool = _flag("--local", "Only labs recorded on this computer."),
-    as_json: bool = JSON,
+    subscription: str | None = SUBSCRIPTION, local_only: bool = _flag("--local", "Only labs recorded on this computer.")
 ) -> None:
     """Every lab: those recorded here and those found in Azure by their tags.
 
@@ -475,13 +466,7 @@ def list_cmd(
 
 
 @_command("stop", "power.stop")
-def stop_cmd(
-    name: str | None = NAME,
-    yes: bool = YES,
-    force: bool = FORCE_OWNER,
-    confirm_name: str | None = CONFIRM_NAME,
-    as_json: bool = JSON,
-) -> None:
+def stop_cmd(yes: bool = YES, force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
     Example: labctl stop --name cifar-gpu
@@ -489,24 +474,15 @@ def stop_cmd(
 
 
 @_command("start", "power.start")
-def start_cmd(
-    name: str | None = NAME,
-    force: bool = FORCE_OWNER,
-    confirm_name: str | None = CONFIRM_NAME,
-    as_json: bool = JSON,
-) -> None:
+def start_cmd(force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Start a stopped lab again, with the same IP and keys.
 
     Example: labctl start --name cifar-gpu
     """
 
 
-@_command("logs", "runlab.logs")
-def logs_cmd(
-    run: str | None = RUN,
-    name: str | None = NAME,
-    follow: bool = _flag("--follow -f", "Keep streaming until the run ends."),
-) -> None:
+@_command("logs", "runlab.logs", json=False)
+def logs_cmd(run: str | None = RUN, follow: bool = _flag("--follow -f", "Keep streaming until the run ends.")) -> None:
     """Show a run's log from the start; --follow reattaches to a live run.
 
     Example: labctl logs -f
@@ -514,11 +490,7 @@ def logs_cmd(
 
 
 @_command("runs", "runlab.list_runs")
-def runs_cmd(
-    name: str | None = NAME,
-    here: bool = _flag("--here", "Only the runs made here with run-lab --here."),
-    as_json: bool = JSON,
-) -> None:
+def runs_cmd(here: bool = _flag("--here", "Only the runs made here with run-lab --here.")) -> None:
     """The lab's runs with their state and accuracy, and the runs made here with run-lab --here.
 
     Example: labctl runs --json
@@ -526,18 +498,15 @@ def runs_cmd(
 
 
 @_command("fetch", "runlab.fetch")
-def fetch_cmd(run: str | None = RUN, name: str | None = NAME, as_json: bool = JSON) -> None:
+def fetch_cmd(run: str | None = RUN) -> None:
     """Bring a run's results back and verify them.
 
     Example: labctl fetch 20260101-120000-ab12
     """
 
 
-@_command("ssh", "shell.ssh_shell", context_settings={"allow_interspersed_args": False})
-def ssh_cmd(
-    command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --)."),
-    name: str | None = NAME,
-) -> None:
+@_command("ssh", "shell.ssh_shell", json=False, context_settings={"allow_interspersed_args": False})
+def ssh_cmd(command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --).")) -> None:
     """Open a shell on the lab's machine, or run one command there (with the pinned host key).
 
     Example: labctl ssh -- nvidia-smi
@@ -546,10 +515,8 @@ def ssh_cmd(
 
 @_command("ssh-config", "shell.ssh_config")
 def ssh_config_cmd(
-    name: str | None = NAME,
     local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
     include: bool = _flag("--include", "Add the Include line to ~/.ssh/config without asking."),
-    as_json: bool = JSON,
 ) -> None:
     """Write a 'Host labctl-LAB' entry for ssh, scp, rsync and VS Code, with the lab's pinned host key.
 
@@ -560,11 +527,10 @@ def ssh_config_cmd(
     """
 
 
-@_command("config")
+@_command("config", lab=False)
 def config_cmd(
     ui: Reporter,
     trust: bool = _flag("--trust", "Trust ./labctl.toml as it is now, so it may set image, allow_ip, ..."),
-    as_json: bool = JSON,
 ) -> Outcome:
     """The effective settings and where each one came from.
 
