@@ -1,38 +1,46 @@
 """`labctl run-lab`, `run` (the user's own script, run as the bundled lab is), `logs`, `runs`, `fetch`, `cancel`. A
 run starts detached in the lab containers and this side only watches it, so Ctrl-C or a dropped connection never stops
-training. Node 0 holds every run's record."""
+training. Node 0 holds every run's record. `run-lab --here` runs the bundled lab in this Python environment instead
+(the ``lab`` extra): no cloud, no container."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from labctl import runs
 from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_node, rendezvous_port, stop_nodes
 from labctl.distributed import DEFAULT_RDZV_PORT
 from labctl.errors import LabctlError, NotFound, UsageError
-from labctl.files import without_links
+from labctl.files import lab_dir, without_links
 from labctl.labhost import count_gpus, naming_node, private_addresses
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
+from labctl.targets import get_target
 from labctl.ui import LiveOutput, Outcome, Reporter
 from labctl.workflows.runlab_options import (
     DATA_HINT,
     DATA_KEYWORDS,
     MACHINE_PREFIX,
+    OPTIONS_HINT,
     Launch,
     RunLabOptions,
     cifarlab_args,
+    lab_values,
     launch,
+    read_metrics,
     result_text,
     results_root,
     run_result,
 )
+from labctl.workspace import workspace_path
 
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
@@ -49,8 +57,6 @@ def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
 
 def reach(lab: LabNodes, count: int) -> list[NodeRun]:
     """A machine that cannot be reached is most often switched off: the target says so if it can."""
-    from labctl.targets import get_target
-
     try:
         return lab.first(count)
     except LabctlError:
@@ -77,8 +83,6 @@ def _data_source(opts: RunLabOptions, lab_runs: LabRuns, ui: Reporter) -> tuple[
 
 def users_file(given: str, lab_runs: LabRuns, what: str) -> tuple[str, dict[str, Path]]:
     """(its name, copied into the run's folder so the results keep what ran) or (its path in /workspace)."""
-    from labctl.workspace import workspace_path
-
     local = Path(given).expanduser()
     if local.is_file():
         return local.name, {local.name: local}
@@ -143,8 +147,6 @@ def pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
     opts.check()
     if opts.here:
-        from labctl.workflows.runlab_here import run_here
-
         return run_here(opts, ui)
     store = StateStore()
     record = store.resolve(opts.name)
@@ -195,6 +197,76 @@ def _start(
     for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
         node.runs.start(run_id, start.argv, path=str(code), command=node_args, env=start.env or None)
     return args[0], starts[0]
+
+
+def _import_core() -> ModuleType:
+    """The cifarlab that ships with this labctl (so the options always match the core), else an installed one."""
+    if "cifarlab" not in sys.modules:
+        with suppress(LabctlError):
+            bundled = str(lab_dir())
+            if (Path(bundled) / "cifarlab" / "__init__.py").is_file() and bundled not in sys.path:
+                sys.path.insert(0, bundled)
+    try:
+        return importlib.import_module("cifarlab")
+    except ModuleNotFoundError as exc:
+        raise LabctlError(
+            f"run-lab --here needs the lab's Python packages, and '{exc.name}' is not installed in this environment.",
+            hint="Install them with: pip install 'labctl[lab]' (PyTorch, Pillow, matplotlib, nbclient).",
+        ) from exc
+
+
+def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
+    if opts.name:
+        ui.warn(f"--name {opts.name} is ignored with --here: the run happens in this Python environment.")
+    with ui.status("Importing PyTorch"):
+        core = _import_core()
+    root = opts.out or results_root()
+    out = without_links(root, opts.out or root / "here" / runs.new_run_id())
+    given = lab_values(opts, out=str(out), data=opts.data or "cifar10")
+    values = {key: str(value) for key, value in given.items() if value is not None}
+    if opts.notebook:
+        return _run_notebook(values, core, out, opts.notebook_file, ui)
+    try:
+        cfg = core.TrainConfig().with_strings(values)  # its values checked by RunLabOptions.check
+        ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
+        with LiveOutput(ui, sys.stderr) as live:
+            metrics = core.train(cfg, stream=live)
+    except core.ConfigError as exc:
+        raise UsageError(str(exc), hint=OPTIONS_HINT) from exc
+    except core.LabError as exc:
+        raise LabctlError(str(exc)) from exc
+    status = metrics["status"]
+    data = run_result(out.name, "here", status, out, metrics, files_verified=None)
+    text = result_text(data) + ("" if status == "succeeded" else " (the last checkpoint is kept)")
+    return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
+
+
+def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: str | None, ui: Reporter) -> Outcome:
+    """The notebook with the parameters ``cifarlab notebook`` would give it."""
+    run_notebook = importlib.import_module("cifarlab.notebook").run_notebook
+    params.pop("out")
+    source = str(Path(source).expanduser().resolve()) if source else None
+    ui.info(f"Executing {Path(source).name if source else 'the lab notebook'} here, cell by cell; results in {out}")
+    try:
+        with LiveOutput(ui, sys.stderr, "Starting the notebook's kernel") as live:
+            executed = run_notebook(out, params, source=source, stream=live)
+    except core.LabError as exc:
+        raise LabctlError(str(exc)) from exc
+    # The lab's notebook trains into LAB_OUT/run; a notebook of the user's own may write anything, or nothing.
+    results = out / "run" if (out / "run" / "metrics.json").is_file() else out
+    data = run_result(out.name, "here", "succeeded", results, files_verified=None)
+    data["notebook"] = str(executed)
+    return Outcome(data, f"Executed notebook: {executed}\n{result_text(data)}")
+
+
+def here_runs() -> list[dict[str, Any]]:
+    """The runs made with --here (under <results_dir>/here), oldest first, in the rows `labctl runs` shows."""
+    rows = []
+    for run_dir in sorted(p for p in (results_root() / "here").glob("*") if p.is_dir()):
+        metrics = read_metrics(run_dir)
+        row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
+        rows.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -288,8 +360,6 @@ def logs(ui: Reporter, name: str | None = None, run: str | None = None, follow: 
 
 
 def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outcome:
-    from labctl.workflows.runlab_here import here_runs
-
     made_here = here_runs()
     rows: list[dict[str, Any]] = []
     if not here:
