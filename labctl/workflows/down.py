@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 
+from labctl import sshconfig
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.locks import lab_lock
-from labctl.state import LabRecord, StateStore
+from labctl.state import DEFAULT_NAME, LabRecord, StateStore
+from labctl.targets import all_targets, get_target
+from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.workflows.power import check_owner
+from labctl.workflows.runlab import unfetched_runs
+from labctl.workflows.workspace import save_before_down
 
 
 def down(
@@ -33,8 +38,6 @@ def down(
 def _down(
     store: StateStore, record: LabRecord, ui: Reporter, yes: bool, force: bool, confirm_name: str | None, save: bool
 ) -> Outcome:
-    from labctl.targets import get_target
-
     target = get_target(record.target)
     what = target.removal(record)
     confirmed = check_owner(record, target, "down", ui, force, confirm_name)
@@ -49,8 +52,6 @@ def _down(
         _protect_results(record, ui)
     saved = None
     if save:
-        from labctl.workflows.workspace import save_before_down
-
         saved = save_before_down(record, ui)
     record.status = "deleting"
     store.save(record)
@@ -65,8 +66,6 @@ def _down(
             hint=exc.hint,
         ) from None
     store.delete(record.name)
-    from labctl import sshconfig
-
     try:  # the lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is worth a warning only
         if sshconfig.remove_entry(record.name):
             ui.info(f"Removed the SSH entry {sshconfig.ALIAS_PREFIX}{record.name}.")
@@ -95,8 +94,6 @@ def _refuse_unreachable(record: LabRecord, where: str) -> None:
 def _protect_results(record: LabRecord, ui: Reporter) -> None:
     if record.status == "deleting" or (record.status not in ("ready", "stopped") and not record.runs):
         return  # an earlier `down` passed this check; a lab that never became ready has no runs to lose
-    from labctl.workflows.runlab import unfetched_runs
-
     try:
         running, unfetched = unfetched_runs(record, ui)
     except LabctlError as exc:
@@ -120,10 +117,6 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
 
 def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
     """A target may find it (Azure: by its tags)."""
-    from labctl.state import DEFAULT_NAME
-    from labctl.targets import all_targets
-    from labctl.targets.base import Target
-
     not_searched, answer = [], missing
     for target in all_targets():
         try:

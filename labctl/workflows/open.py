@@ -16,14 +16,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from labctl.container import JUPYTER_PORT, find_container, lab_address
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
+from labctl.machine import Machine, connect
 from labctl.state import StateStore
 from labctl.ui import Outcome, Reporter
-
-if TYPE_CHECKING:
-    from labctl.machine import Machine
 
 
 def lab_url(port: int, token: str) -> str:
@@ -78,9 +77,6 @@ def open_lab(
     """``forward``: more ports of the lab, through the same tunnel. ``as_json``: a held tunnel writes its URL as one
     JSON line to stdout as soon as it is up, since the command's own output only comes when the tunnel closes, which
     is too late for a script waiting on it. ``stop`` ends a held tunnel the way Ctrl-C does (tests use it)."""
-    from labctl.container import JUPYTER_PORT
-    from labctl.machine import connect
-
     forward = forward or []
     if not 0 <= port < 65536:
         raise UsageError(f"--port {port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
@@ -142,8 +138,6 @@ def _forward_lab_ports(
     machine: Machine, lab: str, ports: list[int], tunnels: contextlib.ExitStack, ui: Reporter
 ) -> list[dict[str, Any]]:
     """Through the machine's tunnel: the container's address is one only the machine reaches, never a public one."""
-    from labctl.container import find_container, lab_address
-
     found = find_container(machine.docker(), lab)
     if found is None:
         raise NotFound(f"Lab '{lab}' has no container on {machine.describe()}.", hint="Run 'labctl up' to start it.")

@@ -10,8 +10,10 @@ from labctl import idle
 from labctl.errors import LabctlError, UsageError
 from labctl.locks import lab_lock
 from labctl.state import LabRecord, StateStore
+from labctl.targets import get_target
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
+from labctl.workflows.runlab import unfetched_runs
 
 
 def check_owner(
@@ -53,8 +55,6 @@ def check_owner(
 def _owned(
     name: str | None, verb: str, ui: Reporter, force: bool, confirm_name: str | None
 ) -> tuple[LabRecord, Target]:
-    from labctl.targets import get_target
-
     record = StateStore().resolve(name)
     target = get_target(record.target)
     check_owner(record, target, verb, ui, force, confirm_name)
@@ -72,8 +72,6 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
 
 
 def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
-    from labctl.workflows.runlab import unfetched_runs
-
     try:
         running, _ = unfetched_runs(record, ui)
     except LabctlError as exc:  # most often already off (auto-shutdown): nothing is training there
@@ -125,8 +123,6 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
 
 
 def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:
-    from labctl.targets import get_target
-
     window = idle.parse_window(minutes, "The idle window")
     store = StateStore()
     record = store.resolve(name)

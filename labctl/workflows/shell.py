@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from labctl import sshconfig
 from labctl.errors import LabctlError
 from labctl.keys import check_lab_key
 from labctl.state import LabRecord, StateStore
@@ -19,15 +20,13 @@ def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] 
     """The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
     ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
     ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
-    from labctl.sshconfig import entry_for, trust
-
-    entry = entry_for(record)  # first: a lab on this computer has no machine to start for ssh
+    entry = sshconfig.entry_for(record)  # first: a lab on this computer has no machine to start for ssh
     if record.status == "stopped":
         record.require_ready()  # says how to start it
     return [
         ssh_client(),
         *("-p", str(entry.port)),
-        *(arg for key, value in trust(entry, known_hosts).items() for arg in ("-o", f"{key}={value}")),
+        *(arg for key, value in sshconfig.trust(entry, known_hosts).items() for arg in ("-o", f"{key}={value}")),
         "--",
         f"{entry.user}@{entry.host}",
         *([shlex.join(remote_command)] if remote_command else []),
@@ -67,8 +66,6 @@ def ssh_shell(ui: Reporter, name: str | None = None, command: list[str] | None =
 
 
 def ssh_config(ui: Reporter, name: str | None = None, local_port: int | None = None, include: bool = False) -> Outcome:
-    from labctl import sshconfig
-
     record = StateStore().resolve(name)
     entry = sshconfig.entry_for(record, local_port)
     path = sshconfig.write_entry(entry)

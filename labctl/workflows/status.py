@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from labctl import labhost
 from labctl.errors import LabctlError
+from labctl.idle import read_facts
+from labctl.machine import connect
 from labctl.state import LabRecord, StateStore
+from labctl.targets import all_targets, get_target
 from labctl.ui import Outcome, PlainReporter, Reporter, clock, table_text
+from labctl.validate import check_subscription
 
 
 def status(ui: Reporter, name: str | None = None) -> Outcome:
@@ -23,9 +28,6 @@ def status(ui: Reporter, name: str | None = None) -> Outcome:
 
 
 def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
-    from labctl.labhost import describe_lab
-    from labctl.targets import get_target
-
     data: dict[str, Any] = {
         "name": record.name,
         "target": record.target,
@@ -49,7 +51,7 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
             data.update(owner=shown, owner_is_you=owner.mine)
         if record.status == "ready":  # what its machines say of the lab, those the target reports off skipped
             machines = data.get("nodes") or [{"node": 0, "power_state": data.get("power_state")}]
-            data.update(describe_lab(record, machines=machines))
+            data.update(labhost.describe_lab(record, machines=machines))
     except LabctlError as exc:
         data["error"] = exc.render()
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
@@ -68,17 +70,13 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
 
 
 def _idle_facts(record: LabRecord, data: dict[str, Any]) -> dict[str, Any]:
-    from labctl.idle import read_facts
-    from labctl.labhost import EVERYDAY_WAIT
-    from labctl.machine import connect
-
     if not record.idle.get("installed"):
         why = record.idle.get("why_not")
         return {"idle_agent": f"not installed ({why})"} if why else {}
     if not data.get("reachable"):
         return {}
     try:
-        with connect(record, PlainReporter(quiet=True), wait=EVERYDAY_WAIT) as machine:
+        with connect(record, PlainReporter(quiet=True), wait=labhost.EVERYDAY_WAIT) as machine:
             return read_facts(machine)
     except LabctlError as exc:
         return {"idle_agent": f"unreadable ({exc.message})"}
@@ -208,9 +206,6 @@ def render_table(labs: list[dict[str, Any]]) -> str:
 
 
 def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = False) -> Outcome:
-    from labctl.targets import all_targets, get_target
-    from labctl.validate import check_subscription
-
     if subscription is not None:
         check_subscription(subscription)
     rows: dict[str, dict[str, Any]] = {}

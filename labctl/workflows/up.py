@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from labctl import idle
 from labctl.errors import UsageError
+from labctl.labhost import prepare_lab
 from labctl.locks import lab_lock
 from labctl.spec import LabSpec, Settings
 from labctl.state import LabRecord, StateStore
+from labctl.targets import get_target
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter
 from labctl.validate import check_image_ref
@@ -16,8 +19,6 @@ from labctl.validate import check_image_ref
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
     """A setting only one kind of target reads (a region, a size) applies to that target only."""
-    from labctl.targets import get_target
-
     settings = settings or Settings()
     spec = replace(asked, sizes=list(asked.sizes))
     if not spec.target and spec.host is None:
@@ -48,8 +49,6 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
 
 
 def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
-    from labctl import idle
-
     window = settings.lookup("idle_stop", asked.idle_stop)
     if window.source != "default" and window.value is not None:
         spec.idle_stop = idle.parse_window(window.value, f"idle_stop from {window.source}")
@@ -83,8 +82,6 @@ def _idle_rules(spec: LabSpec, record: LabRecord, target: Target) -> None:
 
 
 def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
-    from labctl.targets import get_target
-
     spec = build_spec(asked)
     target = get_target(spec.target)
     if dry_run:
@@ -95,8 +92,6 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
 
 
 def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
-    from labctl.targets import get_target
-
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None
     if record is not None and record.status == "creating" and record.nodes[0].host is None:
@@ -129,11 +124,8 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record = target.provision(spec, record, ui, store.save)
     store.save(record)
 
-    from labctl.idle import settle
-    from labctl.labhost import prepare_lab
-
     record = prepare_lab(record, ui, image=spec.image)
-    idle_line = settle(record, target, ui)
+    idle_line = idle.settle(record, target, ui)
     record.status = "ready"
     store.save(record)
     flag = store.name_flag(spec.name)
