@@ -90,56 +90,43 @@ def _money(value: Any) -> str | None:
     return f"${float(value):.2f}" if isinstance(value, (int, float)) else None
 
 
-_LABELS: list[tuple[str, str]] = [
-    ("name", "lab"),
-    ("target", "target"),
-    ("state", "state"),
-    ("owner", "owner"),
-    ("region", "region"),
-    ("size", "size"),
-    ("gpu", "gpu"),
-    ("power_state", "power"),
-    ("public_ip", "public IP"),
-    ("host", "address"),
-    ("uptime", "up for"),
-    ("price", "cost per hour"),
-    ("spend", "spent since created"),
-    ("budget_left", "budget left"),
-    ("price_source", "prices from"),
-    ("shutdown_at", "auto-shutdown"),
-    ("idle_agent", "idle stop"),
-    ("idle_window", "idle stop after"),
-    ("idle_for", "idle for"),
-    ("idle_stop_due", "stop due"),
-    ("idle_last_decision", "last idle check"),
-    ("container", "container"),
-    ("health", "container health"),
-    ("jupyter", "jupyter"),
-    ("runs", "runs"),
-    ("error", "could not reach"),
-    ("hint", "next"),
-    ("latest_run", "latest run"),
-]
-
-
 def render(data: dict[str, Any]) -> str:
     """Aligned lines, leaving out what is unknown rather than printing None."""
-    shown = dict(data)
-    shown["uptime"] = _hours(data.get("uptime_seconds"))
-    shown["price"] = _money(data.get("usd_per_hour"))
-    spent = _money(data.get("spend_so_far_usd"))
-    shown["spend"] = f"{spent} (estimate)" if spent else None
-    shown["budget_left"] = _money(data.get("budget_left_usd"))
-    minutes = data.get("idle_stop_minutes")
-    if isinstance(minutes, (int, float)):
-        shown["idle_window"] = f"{minutes:g} min" if minutes else "off"
-    shown["idle_for"] = _hours(data.get("idle_for_seconds"))
-    if data.get("idle_last_decision") and data.get("idle_checked_at"):
-        shown["idle_last_decision"] = f"{data['idle_last_decision']} (at {data['idle_checked_at']})"
-    if data.get("gpu") is True:
-        shown["gpu"] = "yes"
-    shown["latest_run"] = _last_run(data)
-    rows = [(label, shown[key]) for key, label in _LABELS if shown.get(key) not in (None, "", False)]
+    minutes, spent = data.get("idle_stop_minutes"), _money(data.get("spend_so_far_usd"))
+    checked = data.get("idle_last_decision")
+    if checked and data.get("idle_checked_at"):
+        checked = f"{checked} (at {data['idle_checked_at']})"
+    shown = {  # label: value, in the order shown
+        "lab": data.get("name"),
+        "target": data.get("target"),
+        "state": data.get("state"),
+        "owner": data.get("owner"),
+        "region": data.get("region"),
+        "size": data.get("size"),
+        "gpu": "yes" if data.get("gpu") is True else data.get("gpu"),
+        "power": data.get("power_state"),
+        "public IP": data.get("public_ip"),
+        "address": data.get("host"),
+        "up for": _hours(data.get("uptime_seconds")),
+        "cost per hour": _money(data.get("usd_per_hour")),
+        "spent since created": f"{spent} (estimate)" if spent else None,
+        "budget left": _money(data.get("budget_left_usd")),
+        "prices from": data.get("price_source"),
+        "auto-shutdown": data.get("shutdown_at"),
+        "idle stop": data.get("idle_agent"),
+        "idle stop after": (f"{minutes:g} min" if minutes else "off") if isinstance(minutes, (int, float)) else None,
+        "idle for": _hours(data.get("idle_for_seconds")),
+        "stop due": data.get("idle_stop_due"),
+        "last idle check": checked,
+        "container": data.get("container"),
+        "container health": data.get("health"),
+        "jupyter": data.get("jupyter"),
+        "runs": data.get("runs"),
+        "could not reach": data.get("error"),
+        "next": data.get("hint"),
+        "latest run": _last_run(data),
+    }
+    rows = [(label, value) for label, value in shown.items() if value not in (None, "", False)]
     rows += [(f"node {n['node']}", _node_line(n)) for n in data.get("nodes") or []]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
