@@ -26,15 +26,10 @@ TORCHRUN = ("python", "-m", "torch.distributed.run")  # torchrun, wherever its c
 
 @dataclass(frozen=True)
 class Launch:
-    plan: LaunchPlan | None
+    plan: LaunchPlan | None  # None: the notebook
     argv: list[str]
     env: dict[str, str]
-
-    @property
-    def summary(self) -> str:
-        if self.plan is None:
-            return "the notebook, in one process (a Jupyter kernel) on one GPU at most"
-        return describe(self.plan)
+    summary: str  # as the run's first line tells it
 
 
 def _read_lab(module: str) -> ModuleType:
@@ -200,7 +195,8 @@ def launch(
     """How the run starts on each node (``args``: each node's ``cifarlab_args``, node 0 first): ``python -m cifarlab
     ARGS``, or torchrun with one process per GPU (``distributed.plan_launch``)."""
     if opts.notebook:  # one kernel, one process (``check`` refused --gpus)
-        return [Launch(None, plain_argv(args[0]), {})]
+        summary = "the notebook, in one process (a Jupyter kernel) on one GPU at most"
+        return [Launch(None, plain_argv(args[0]), {}, summary)]
     plans = plan_launch(
         run_id=run_id,
         gpus_per_node=gpus_per_node,
@@ -216,7 +212,9 @@ def launch(
         )
     # node_args[0] is "train"
     return [
-        Launch(plan, launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN), launch_env(plan))
+        Launch(
+            plan, launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN), launch_env(plan), describe(plan)
+        )
         for plan, node_args in zip(plans, args, strict=True)
     ]
 
