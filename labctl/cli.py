@@ -290,7 +290,7 @@ def down_cmd(
     """
 
 
-@_command("idle-stop", "power.set_idle_stop")
+@_command("idle-stop", "down.set_idle_stop")
 def idle_stop_cmd(
     minutes: str = typer.Argument(..., help="Minutes idle before the lab stops itself, or 'off'."),
 ) -> None:
@@ -465,7 +465,7 @@ def list_cmd(
     """
 
 
-@_command("stop", "power.stop")
+@_command("stop", "down.stop")
 def stop_cmd(yes: bool = YES, force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
@@ -473,7 +473,7 @@ def stop_cmd(yes: bool = YES, force: bool = FORCE_OWNER, confirm_name: str | Non
     """
 
 
-@_command("start", "power.start")
+@_command("start", "down.start")
 def start_cmd(force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Start a stopped lab again, with the same IP and keys.
 
