@@ -18,6 +18,7 @@ from typer.core import TyperCommand
 
 from labctl import __version__
 from labctl.errors import LabctlError
+from labctl.spec import LabSpec, Settings, parse_host, show_config, trust_project
 from labctl.ui import Outcome, PlainReporter, Reporter, RichReporter
 from labctl.validate import TARGETS, check_run_id
 
@@ -179,8 +180,6 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
     plain = as_json or not sys.stderr.isatty()
     ui: Reporter = PlainReporter(sys.stderr, json_output=as_json) if plain else RichReporter()
     try:
-        from labctl.spec import Settings
-
         Settings().check()  # a bad LABCTL_* variable or config value is named before anything happens
         outcome = action(ui)
     except LabctlError as exc:
@@ -266,7 +265,6 @@ def up_cmd(
       labctl up --gpu --nodes 2 --size Standard_NC4as_T4_v3
       labctl up --target ssh --host me@10.0.0.4 --host me@10.0.0.5
     """
-    from labctl.spec import LabSpec, parse_host
     from labctl.workflows.up import up
 
     machines = [parse_host(h) for h in hosts or []]
@@ -536,8 +534,6 @@ def config_cmd(
 
     Example: labctl config --json
     """
-    from labctl.spec import show_config, trust_project
-
     return trust_project() if trust else show_config()
 
 
