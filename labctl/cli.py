@@ -503,7 +503,7 @@ def fetch_cmd(run: str | None = RUN) -> None:
     """
 
 
-@_command("ssh", "shell.ssh_shell", json=False, context_settings={"allow_interspersed_args": False})
+@_command("ssh", "open.ssh_shell", json=False, context_settings={"allow_interspersed_args": False})
 def ssh_cmd(command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --).")) -> None:
     """Open a shell on the lab's machine, or run one command there (with the pinned host key).
 
@@ -511,7 +511,7 @@ def ssh_cmd(command: list[str] | None = _arg("[CMD]...", "One command to run ins
     """
 
 
-@_command("ssh-config", "shell.ssh_config")
+@_command("ssh-config", "open.ssh_config")
 def ssh_config_cmd(
     local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
     include: bool = _flag("--include", "Add the Include line to ~/.ssh/config without asking."),
