@@ -136,7 +136,7 @@ def boot_vms(fake: FakeArm, work: Path, mode: str, boot_s: float, env: dict[str,
 
 def run_up(name: str) -> Clock:
     from labctl.spec import LabSpec
-    from labctl.workflows.up import up
+    from labctl.workflows.lifecycle import up
 
     stream = sys.stdout if os.environ.get("BENCH_VERBOSE") else io.StringIO()
     clock = Clock(stream)

@@ -265,14 +265,14 @@ def up_cmd(
       labctl up --gpu --nodes 2 --size Standard_NC4as_T4_v3
       labctl up --target ssh --host me@10.0.0.4 --host me@10.0.0.5
     """
-    from labctl.workflows.up import up
+    from labctl.workflows.lifecycle import up
 
     machines = [parse_host(h) for h in hosts or []]
     asked = _call(LabSpec, locals(), host=machines[0] if machines else None, workers=machines[1:])
     return up(asked, ui, dry_run=dry_run)
 
 
-@_command("down", "down.down")
+@_command("down", "lifecycle.down")
 def down_cmd(
     yes: bool = YES,
     force: bool = _flag("--force", "Delete even with a run in progress, results not fetched, or someone else's lab."),
@@ -288,7 +288,7 @@ def down_cmd(
     """
 
 
-@_command("idle-stop", "down.set_idle_stop")
+@_command("idle-stop", "lifecycle.set_idle_stop")
 def idle_stop_cmd(
     minutes: str = typer.Argument(..., help="Minutes idle before the lab stops itself, or 'off'."),
 ) -> None:
@@ -463,7 +463,7 @@ def list_cmd(
     """
 
 
-@_command("stop", "down.stop")
+@_command("stop", "lifecycle.stop")
 def stop_cmd(yes: bool = YES, force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Deallocate the lab's VM: no compute charges until 'start'. A run still training is asked about (--yes: stopped).
 
@@ -471,7 +471,7 @@ def stop_cmd(yes: bool = YES, force: bool = FORCE_OWNER, confirm_name: str | Non
     """
 
 
-@_command("start", "down.start")
+@_command("start", "lifecycle.start")
 def start_cmd(force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME) -> None:
     """Start a stopped lab again, with the same IP and keys.
 

@@ -223,7 +223,7 @@ def parse_host(text: str) -> HostAddress:
 @dataclass
 class LabSpec:
     """What the user asked `up` for. Empty or None means "not given", so that variables and config files still
-    apply (``labctl.workflows.up.build_spec``); ``validate`` fills the defaults."""
+    apply (``labctl.workflows.lifecycle.build_spec``); ``validate`` fills the defaults."""
 
     name: str = ""  # default: DEFAULT_NAME
     target: str = ""  # default: ssh when a host is given, else azure

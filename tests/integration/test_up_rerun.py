@@ -8,7 +8,7 @@ from tests.fakearm.fixtures import arm_env, fake_arm, lab_group, provision  # no
 
 def test_rerun_without_region_keeps_the_labs_region(arm_env: FakeArm) -> None:  # noqa: F811
     from labctl.spec import LabSpec, Settings
-    from labctl.workflows.up import build_spec
+    from labctl.workflows.lifecycle import build_spec
 
     first = provision("lab", region="westus2", allow_ip="203.0.113.7/32")
     assert first.target_data["region"] == "westus2"

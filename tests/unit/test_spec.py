@@ -8,7 +8,7 @@ import pytest
 
 from labctl.errors import UsageError
 from labctl.spec import HostAddress, LabSpec, Settings, parse_host
-from labctl.workflows.up import build_spec
+from labctl.workflows.lifecycle import build_spec
 
 
 @pytest.fixture
