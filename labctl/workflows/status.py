@@ -247,8 +247,7 @@ def _listed(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcom
             f"{row['name']:<24} {row['target']:<7} {row['status']:<28} {row['where'] or '-'!s:<16} "
             f"{row['size'] or '-'!s:<22} {owner}"
         )
-    theirs = [r for r in labs if r.get("mine") is False]
-    if theirs:
+    if any(r.get("mine") is False for r in labs):
         lines.append("Labs of others are listed for you to see; labctl acts on them only with --force and their name.")
     orphans = [r["name"] for r in labs if not r["recorded_here"] and r.get("mine") is not False]
     if orphans:

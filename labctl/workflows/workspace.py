@@ -70,7 +70,6 @@ def push(ui: Reporter, paths: list[Path], name: str | None = None, to: str = "")
 
 
 def _pull(record: LabRecord, ui: Reporter, step: str, dest: Path | None, **options: Any) -> workspace.PullResult:
-    """Into ``dest``, by default <results_dir>/<lab>."""
     with lab_container(record, ui) as box, ui.step(step):
         root = dest or results_root()
         progress = workspace.progress_lines(ui.info)
