@@ -298,7 +298,7 @@ def idle_stop_cmd(
     """
 
 
-@_command("pull", "workspace.pull")
+@_command("pull", "open.pull")
 def pull_cmd(
     paths: list[str] | None = typer.Argument(
         None, metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."
@@ -317,7 +317,7 @@ def pull_cmd(
     """
 
 
-@_command("push", "workspace.push")
+@_command("push", "open.push")
 def push_cmd(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Local files or folders to send."),
     to: str = _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR", default=""),

@@ -20,8 +20,8 @@ from labctl.targets import all_targets, get_target
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
+from labctl.workflows.open import save_before_down
 from labctl.workflows.runlab import unfetched_runs
-from labctl.workflows.workspace import save_before_down
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
