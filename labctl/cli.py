@@ -9,6 +9,7 @@ import inspect
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -184,8 +185,6 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         outcome = action(ui)
     except LabctlError as exc:
         if _VERBOSE:
-            import traceback
-
             traceback.print_exc()
         if as_json:
             print(json.dumps({"error": exc.render(), "exit_code": exc.exit_code}))

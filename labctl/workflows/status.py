@@ -151,9 +151,8 @@ def _last_run(data: dict[str, Any]) -> str | None:
     if not latest:
         return None
     acc = latest.get("accuracy")
-    return f"{latest['run_id']} ({latest['state']}" + (
-        f", accuracy {float(acc) * 100:.1f}%)" if acc is not None else ")"
-    )
+    shown = f", accuracy {float(acc) * 100:.1f}%" if acc is not None else ""
+    return f"{latest['run_id']} ({latest['state']}{shown})"
 
 
 def _idle_cell(data: dict[str, Any]) -> str:
@@ -218,10 +217,8 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
         for lab in found:
             # A colleague's lab may share a name with one of the user's: it gets a row of its own.
             key = lab.name if lab.mine is not False else f"{lab.name}\0{lab.details.get('resource_group')}"
-            here = dict(
-                name=lab.name, target=lab.target, status="not recorded here", where=lab.where, size=None, host=None
-            )
-            row = rows.setdefault(key, {**here, "recorded_here": False})
+            here = dict(name=lab.name, target=lab.target, status="not recorded here", where=lab.where)
+            row = rows.setdefault(key, {**here, "size": None, "host": None, "recorded_here": False})
             row[found_key] = True
             row["mine"] = lab.mine
             row.update({k: v for k, v in lab.details.items() if k != "subscription"})
