@@ -15,13 +15,13 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from labctl.errors import LabctlError, UsageError
 from labctl.files import write_private
-from labctl.state import user_dir
+from labctl.state import from_dict, user_dir
 
 _SIZE_NAME = re.compile(r"^standard_[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 DEFAULT_CPU_SIZE = "Standard_D4s_v5"
@@ -257,8 +257,7 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
         extras[field] = usd if found is None else found
     today = datetime.now(timezone.utc).date().isoformat()
     spot = _price([i for i in vms if vm(i, True)], "1 Hour")
-    source = f"Azure Retail Prices API ({today})"
-    return LabPrices(region, size, payg, spot, source=source, fetched_on=today, **extras)
+    return LabPrices(region, size, payg, spot, source=f"Azure Retail Prices API ({today})", fetched_on=today, **extras)
 
 
 def _read_cache() -> dict[str, Any]:
@@ -274,11 +273,9 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
     known = SIZES.get(size.strip().lower())
     size = known.name if known else size.strip()
     key = f"{region.lower()}/{size.lower()}/{DISK_TIER}"
-    entry = _read_cache().get(key)
-    try:
-        known_keys = {f.name for f in fields(LabPrices)}  # an older labctl wrote keys no longer read (currency)
-        cached = LabPrices(**{k: v for k, v in entry.items() if k in known_keys}) if isinstance(entry, dict) else None
-    except TypeError:
+    try:  # read as a lab record is: a key an older labctl wrote (currency) is dropped
+        cached: LabPrices | None = from_dict(LabPrices, _read_cache().get(key), "the cached price")
+    except ValueError:
         cached = None
     if cached is not None and cached.fetched_on:
         age = (now or datetime.now(timezone.utc)).date() - datetime.fromisoformat(cached.fetched_on).date()

@@ -16,7 +16,8 @@ from typing import Any
 
 from labctl import validate
 from labctl.errors import UsageError
-from labctl.keys import check_key_pair, check_private_key
+from labctl.files import write_private
+from labctl.keys import check_fingerprint, check_key_pair, check_private_key
 from labctl.state import DEFAULT_NAME, user_dir, validate_lab_name
 from labctl.ui import Outcome
 
@@ -100,8 +101,6 @@ def _digest(path: Path) -> str:
 
 
 def trust_project(cwd: Path | None = None) -> Outcome:
-    from labctl.files import write_private
-
     path = (cwd or Path.cwd()) / PROJECT_FILE
     if not path.is_file():
         raise UsageError(f"There is no {PROJECT_FILE} in {path.parent}.", hint="Run this in the project's directory.")
@@ -317,8 +316,6 @@ class LabSpec:
         self._check_flags_fit_target()
         self._check_nodes()
         if self.host_key_fingerprint is not None:
-            from labctl.keys import check_fingerprint
-
             self.host_key_fingerprint = check_fingerprint(self.host_key_fingerprint)
         from labctl.pricing import choose_sizes
 

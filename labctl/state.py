@@ -50,7 +50,7 @@ def _matching(pattern: str) -> Callable[[str | None], bool]:
 
 
 # The records' schema: each field's type, and for these the values no lab of labctl's could hold (they reach SSH,
-# Docker and paths), checked by ``_parsed`` when a record is read.
+# Docker and paths), checked by ``from_dict`` when a record is read.
 Address = Annotated[str | None, _matching(r"[A-Za-z0-9.:_-]{1,253}")]  # nothing a shell would read
 Port = Annotated[int, lambda port: 0 < port < 65536]
 User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
@@ -115,7 +115,7 @@ class LabRecord:
             if not isinstance(workers, list):
                 raise ValueError("'workers' is not a list")
             data = {**data, "nodes": [{k: data[k] for k in _NODE_0_KEYS if k in data}, *workers]}
-        return _parsed(cls, data, "the lab record")
+        return from_dict(cls, data, "the lab record")
 
     def require_ready(self) -> None:
         if self.status == "stopped":
@@ -139,9 +139,9 @@ _NODE_0_KEYS = ("host", "port", "user", "host_key", "private_address")
 _ITEMS = {RunRecord: ("run", 1), NodeRecord: ("node", 0)}  # how errors name an element of a list, and the first
 
 
-def _parsed(cls: type[T], data: object, what: str) -> T:
+def from_dict(cls: type[T], data: object, what: str) -> T:
     """Each field checked against its declared type and constraints; unknown keys are dropped (a newer labctl
-    may have written them)."""
+    may have written them, an older one keys no longer read)."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -160,7 +160,7 @@ def _parsed(cls: type[T], data: object, what: str) -> T:
         item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if item in _ITEMS:
             label, first = _ITEMS[item]
-            value = [_parsed(item, v, f"{label} {i}") for i, v in enumerate(value, start=first)]
+            value = [from_dict(item, v, f"{label} {i}") for i, v in enumerate(value, start=first)]
         if not all(ok(value) for ok in checks):
             raise ValueError(f"'{f.name}' in {what} is {value!r}, which no lab of labctl's has")
         values[f.name] = value

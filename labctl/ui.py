@@ -3,10 +3,11 @@ plain on stderr for ``--json`` so that stdout stays machine-readable), and ``Liv
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
@@ -101,7 +102,7 @@ def phase_of(line: str) -> str | None:
     return (text.rstrip(".\u2026 ") or None) if text.endswith(("...", "\u2026")) else None
 
 
-class LiveOutput:
+class LiveOutput(AbstractContextManager["LiveOutput"]):
     """A run's output unchanged, with a spinner while the run works without a word: before its first output (label
     ``first``) and after a line that announces a step, which a terminal shows in the spinner until the step ends."""
 
@@ -142,9 +143,6 @@ class LiveOutput:
     def isatty(self) -> bool:
         return bool(getattr(self.stream, "isatty", None) and self.stream.isatty())
 
-    def __enter__(self) -> LiveOutput:
-        return self
-
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
@@ -184,8 +182,6 @@ def clock(seconds: float) -> str:
 def table_text(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[str] = ()) -> str:
     """A table as plain text for a command's output: no colour, and wide enough that no cell wraps (the table is
     only as wide as its contents). The ``right`` columns are numbers, aligned right."""
-    import io
-
     from rich.console import Console
     from rich.table import Table
 
