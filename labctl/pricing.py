@@ -160,7 +160,6 @@ EXTRAS = (
     ("nat_gateway_per_hour", _NAT, "1 Hour", "Standard Gateway", 0.045),
 )
 OFFLINE: dict[str, Any] = {field: usd for field, *_, usd in EXTRAS}
-# Whether Azure bills compute in a power state (the instance view's ``PowerState/...`` codes).
 _BILLED = dict.fromkeys(("starting", "running", "stopping", "stopped"), True)
 _BILLED.update(deallocating=False, deallocated=False)
 
@@ -209,14 +208,8 @@ class LabPrices:
 def _price(items: list[dict[str, Any]], unit: str) -> float | None:
     """The Linux consumption meter in ``unit``, primary region and latest first (Windows
     meters' ``productName`` ends in " Windows")."""
-    rows = [
-        i
-        for i in items
-        if i.get("type") == "Consumption"
-        and i.get("unitOfMeasure") == unit
-        and float(i.get("retailPrice") or 0) > 0
-        and not str(i.get("productName", "")).endswith("Windows")
-    ]
+    linux = [i for i in items if i.get("type") == "Consumption" and not str(i.get("productName")).endswith("Windows")]
+    rows = [i for i in linux if i.get("unitOfMeasure") == unit and float(i.get("retailPrice") or 0) > 0]
     ranked = sorted(rows, key=lambda r: (bool(r.get("isPrimaryMeterRegion", True)), str(r.get("effectiveStartDate"))))
     return float(ranked[-1]["retailPrice"]) if ranked else None
 
@@ -313,16 +306,12 @@ def billed(state: str) -> bool | None:
 def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interval]:
     """Allocated intervals from power-state changes ``(when, state)``; unknown states are ignored."""
     intervals: list[Interval] = []
-    opened: datetime | None = None
     for when, state in sorted(events, key=lambda e: e[0]):
-        compute_billed = billed(state)
-        if compute_billed and opened is None:
-            opened = when
-        elif compute_billed is False and opened is not None:
-            intervals.append(Interval(opened, when))
-            opened = None
-    if opened is not None:
-        intervals.append(Interval(opened, None))
+        allocated = bool(intervals) and intervals[-1].stop is None
+        if billed(state) and not allocated:
+            intervals.append(Interval(when))
+        elif billed(state) is False and allocated:
+            intervals[-1] = Interval(intervals[-1].start, when)
     return intervals
 
 
