@@ -104,13 +104,12 @@ def trust_project(cwd: Path | None = None) -> Outcome:
     path = (cwd or Path.cwd()) / PROJECT_FILE
     if not path.is_file():
         raise UsageError(f"There is no {PROJECT_FILE} in {path.parent}.", hint="Run this in the project's directory.")
-    table = _read_toml(path)
-    trusted = _trusted()
-    trusted[str(path.resolve())] = _digest(path)
+    table, where = _read_toml(path), str(path.resolve())
+    trusted = {**_trusted(), where: _digest(path)}
     write_private(user_config_path().with_name(TRUST_FILE), json.dumps(trusted, indent=2))
     guarded = sorted(set(table) & GUARDED)
     said = f"; it sets {', '.join(guarded)}" if guarded else ""
-    return Outcome({"trusted": str(path.resolve())}, f"Trusted {path} as it is now{said}. Any edit revokes it.")
+    return Outcome({"trusted": where}, f"Trusted {path} as it is now{said}. Any edit revokes it.")
 
 
 @dataclass(frozen=True)
@@ -307,10 +306,9 @@ class LabSpec:
     def validate(self) -> LabSpec:
         if self.no_shutdown and self.shutdown_at:
             raise UsageError("--shutdown-at and --no-shutdown contradict each other.", hint="Keep one of them.")
-        self.name = self.name or DEFAULT_NAME
         self.target = validate.check_target(self.target or ("ssh" if self.host is not None else "azure"))
         self.shutdown_at = None if self.no_shutdown else (self.shutdown_at or "19:00")
-        validate_lab_name(self.name)
+        self.name = validate_lab_name(self.name or DEFAULT_NAME)
         if self.target == "ssh" and self.host is None:
             raise UsageError("--target ssh needs --host user@host[:port].", hint="Name the machine to use.")
         self._check_flags_fit_target()
