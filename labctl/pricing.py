@@ -115,10 +115,8 @@ def lookup(name: str, what: str = "--size") -> VmSize:
             hint=f"Use a current GPU size instead, for example {', '.join(GPU_ALTERNATIVES)} (see 'labctl up --help').",
         )
     if _SIZE_NAME.match(key) and len(key) <= 64:  # any size the subscription offers; the preflight checks it there
-        typed = name.strip()
-        return VmSize(
-            typed if typed.lower().startswith("standard_") else f"Standard_{typed}", 0, 0, "", 0.0, catalogued=False
-        )
+        typed = name.strip() if name.strip().lower().startswith("standard_") else f"Standard_{name.strip()}"
+        return VmSize(typed, 0, 0, "", 0.0, catalogued=False)
     close = difflib.get_close_matches(key, list(SIZES), n=3, cutoff=0.6)
     suggestion = ", ".join(SIZES[c].name for c in close) if close else f"{DEFAULT_CPU_SIZE} or {DEFAULT_GPU_SIZE}"
     raise UsageError(
