@@ -55,13 +55,12 @@ class AzureTarget(Target):
         except LabctlError as exc:  # no price anywhere: the plan still stands
             data["price_source"] = f"price unknown ({exc.message})"
             return Outcome(data, "\n".join([*lines, f"  prices:         unknown ({exc.message})"]))
-        nodes = plan.nodes
         payg = prices.compute_per_hour(bool(spec.spot)) if prices.spot_per_hour or not spec.spot else None
         data.update(price_source=prices.source, usd_per_hour=payg, fixed_usd_per_hour=round(prices.fixed_per_hour, 4))
         cost = f"${payg:.3f}/h while running" if payg is not None else "compute price unknown"
-        parts = "disk and IP" if nodes == 1 else f"{nodes} disks, two IPs and the NAT gateway"
-        if nodes > 1 and payg is not None:
-            cost += f" ({nodes} VMs x ${payg / nodes:.3f}/h)"
+        parts = "disk and IP" if plan.nodes == 1 else f"{plan.nodes} disks, two IPs and the NAT gateway"
+        if plan.nodes > 1 and payg is not None:
+            cost += f" ({plan.nodes} VMs x ${payg / plan.nodes:.3f}/h)"
         lines.append(f"  prices:         {cost}, ${prices.fixed_per_hour:.3f}/h for {parts}; from {prices.source}")
         return Outcome(data, "\n".join(lines))
 

@@ -1,5 +1,4 @@
-"""The request bodies of an Azure lab: the SDK's typed models, built by pure functions that the unit tests read
-offline (``as_dict()`` is the JSON on the wire). Imported only by `up`, so the SDK is imported at the top."""
+"""A lab's request bodies as SDK models (``as_dict()`` is the wire JSON), tested offline; only `up` imports it."""
 
 from __future__ import annotations
 

@@ -51,7 +51,6 @@ _REGISTER = (
 )
 _NO_ROOM = "Try again later, another --region (or --region auto), or give fall-back sizes with repeated --size."
 _THROTTLED = ("Azure is throttling this subscription", "Wait a few minutes and try again.")
-# ARM error codes -> what they mean for a labctl user and what to do about it.
 ERROR_SENTENCES: dict[str, tuple[str, str]] = {
     "AuthorizationFailed": (
         "Your Azure identity is not allowed to do this in the subscription",
@@ -238,8 +237,7 @@ T = TypeVar("T")
 
 
 def poll(read: Callable[[], T], done: Callable[[T], bool], seconds: float | None = None, doing: str = "") -> T:
-    """``read()`` every poll interval until ``done`` says so or ``seconds`` (the operation timeout) are over; its
-    last answer, or where ``doing`` is named and it is not done, the error that says labctl stopped waiting."""
+    """The last ``read()`` once ``done`` or out of time; out of time with ``doing`` named, "labctl stopped waiting"."""
     seconds = settings.operation_timeout() if seconds is None else seconds
     deadline = time.monotonic() + seconds
     while not done(answer := read()) and time.monotonic() < deadline:
@@ -400,8 +398,7 @@ def _label(sub: dict[str, Any]) -> str:
 
 
 def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Azure:
-    """The only usable subscription, else the Azure CLI's default (no credential yet). Warned and PastDue ones still
-    work (Azure warns before it disables one); Disabled, Expired and Deleted ones are read-only or gone."""
+    """Warned and PastDue subscriptions still work (Azure warns before it disables one); the other states do not."""
     usable = [s for s in subs if str(s.get("state", "Enabled")).lower() in ("enabled", "warned", "pastdue")]
     if not usable:
         seen = "; ".join(f"{_label(s)}: {s.get('state')}" for s in subs)
@@ -432,8 +429,7 @@ def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Az
 
 
 def connect(subscription: str | None = None) -> Azure:
-    """Log in (first, so that a missing login is one clear message) and settle the subscription: --subscription,
-    AZURE_SUBSCRIPTION_ID, then ``pick_subscription``."""
+    """Logs in before choosing the subscription, so that a missing login is one clear message."""
     from azure.core.exceptions import ClientAuthenticationError
 
     endpoint, credential = settings.arm_endpoint(), make_credential()

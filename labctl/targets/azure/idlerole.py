@@ -1,5 +1,4 @@
-"""The rights an Azure lab's VM needs to deallocate itself when idle, and nothing more: a custom role on the VM's
-own scope for its identity, named by GUIDs derived from the VM's id so that `up` converges and `down` finds it."""
+"""A VM identity's one right, to deallocate it: a custom role named by GUIDs of the VM id (up converges, down finds)."""
 
 from __future__ import annotations
 
@@ -40,8 +39,7 @@ def role_definition_name(vm_id: str) -> str:
 
 
 def role_definition_url(scope: str, vm_id: str) -> str:
-    """`up` PUTs the role at the group's scope; its id, which `down` DELETEs after the group is gone (roles outlive
-    groups), is at the subscription's: custom roles live there whatever scope made them."""
+    """Custom roles live at the subscription's scope whatever scope made them (`up` PUTs at the group's), past it."""
     return f"{scope}/providers/Microsoft.Authorization/roleDefinitions/{role_definition_name(vm_id)}"
 
 
@@ -133,8 +131,7 @@ def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> b
 
 
 def grant(azure: Azure, names: LabNames, found: list[str], record: LabRecord, ui: Reporter) -> None:
-    """Node 0's identity may deallocate every VM, and each worker's its own (for when node 0 is gone); ``found``:
-    each VM's identity, node 0's first ("" where it has none)."""
+    """Node 0's identity may deallocate every VM, and each worker's its own (for when node 0 is gone)."""
     vm_id, nodes = names.id("vm"), len(found)
     if not found[0]:
         ui.warn(
@@ -176,8 +173,7 @@ def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
 
 
 def remove_rights(azure: Azure, vm_ids: list[str], record: LabRecord, ui: Reporter, *, before_group: bool) -> None:
-    """The assignments (node 0's identity's and a worker's own) go before the group, the role after it (roles
-    outlive groups); looked for even without a record of them, a refusal said only when they were made here."""
+    """Assignments before the group, the role after (roles outlive groups); tried unrecorded, warned only if made."""
     for vm_id in vm_ids:
         try:
             if before_group:

@@ -1,6 +1,5 @@
-"""Labs as Azure sees them: found by tags (so a lost state file never means a forgotten VM), described, powered,
-deleted (and checked to be gone); and their power history, every start and stop labctl made or noticed, also summed
-up in a tag on the resource group so that a lost state file loses no spend."""
+"""Labs as Azure sees them, found by tags and with their power history in a group tag: a lost state file loses
+neither a VM nor its spend."""
 
 from __future__ import annotations
 
@@ -49,8 +48,7 @@ def find_labs(azure: Azure) -> list[FoundLab]:
 
 
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
-    """Rebuilt from the lab's tags, enough for `down` when the local state is gone. The user's own lab of that name
-    comes first; a colleague's has its owner recorded, so acting on it is refused unless forced and confirmed."""
+    """Enough for `down`; a colleague's lab keeps its owner, so acting on it is refused unless forced and confirmed."""
     found = [lab for lab in find_labs(azure) if lab.name == name]
     found.sort(key=lambda lab: {True: 0, None: 1, False: 2}[lab.mine])
     if len(found) > 1 and found[0].mine is False:  # sorted: none is the user's
@@ -81,9 +79,8 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
 
 
 def owner_of(azure: Azure, record: LabRecord, group: dict[str, Any] | None = None) -> LabOwner:
-    """The group's ``labctl-owner`` tag decides, never the record (which a hand edit could point at a colleague's
-    group); only a group that is gone falls back to the record. A lab without an owner (made before labs were per
-    person) is the user's when this computer recorded it, and nobody's known when only found in Azure."""
+    """The group's tag decides, not the record (a hand edit could point it at a colleague's group), unless the group
+    is gone. A lab with no owner (older than owners) is the user's if recorded here, else nobody's known."""
     td = azure_data(record)
     oid, name, rg = td.get("owner"), td.get("owner_name"), td.get("resource_group")
     if group is None and rg:
@@ -102,7 +99,6 @@ def describe_lab(azure: Azure, record: LabRecord) -> dict[str, Any]:
     rg, ops = names.resource_group, azure.compute.virtual_machines
 
     def read(node: int) -> tuple[dict[str, Any] | None, str, str | None, str | None]:
-        """The VM, its power and since when, and its private address in a lab of several."""
         name, nics = names.name("vm", node), azure.network.network_interfaces
         doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
         with arm(doing):

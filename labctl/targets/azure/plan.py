@@ -1,5 +1,4 @@
-"""What an Azure lab consists of, decided before any call: names, sizes, region, who may reach it (SSH only, only
-from the caller's address) and its auto-shutdown schedule (the user's local time, as the Windows zone ARM expects)."""
+"""What an Azure lab consists of, decided before any call: names, sizes, region, SSH from the caller, auto-shutdown."""
 
 from __future__ import annotations
 
@@ -94,8 +93,7 @@ def local_iana_zone() -> str | None:
 
 
 def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
-    """(HHMM, Windows zone id) keeping the user's wall-clock time (the Unicode CLDR's zone mapping, as tzlocal ships
-    it); a zone without a Windows id becomes UTC at today's offset (DST then shifts it by an hour)."""
+    """The Windows zone ARM wants, by the CLDR's mapping; a zone without one is UTC at today's offset (DST moves it)."""
     zone = zone if zone is not None else local_iana_zone()
     hour, minute = (int(x) for x in hhmm.split(":"))
     if zone and zone in tz_win:

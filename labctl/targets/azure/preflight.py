@@ -1,5 +1,4 @@
-"""Checks made before a single resource exists: size offered here, vCPU quota free, image present, terms accepted;
-each failure one message with the numbers and the way out (another region with room, a smaller size, quota)."""
+"""Size offered, vCPU quota free, image, terms: checked before any resource exists; each refusal says the way out."""
 
 from __future__ import annotations
 
@@ -240,8 +239,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
 
 
 def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
-    """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal with its
-    way out (region by region: other regions with room are named); ``cache`` keeps what each region said."""
+    """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal."""
     refused: list[tuple[AzurePlan, list[Problem]] | LabctlError] = []  # region by region: the first one is told
 
     def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
@@ -252,12 +250,8 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
             continue
         found = None
         if region not in cache:  # the image lookup does not wait for the size checks
-            both: list[Any] = side_by_side(
-                [
-                    functools.partial(attempt, functools.partial(load_region, azure, region)),
-                    functools.partial(image, region),
-                ]
-            )
+            load = functools.partial(attempt, functools.partial(load_region, azure, region))
+            both: list[Any] = side_by_side([load, functools.partial(image, region)])
             if isinstance(both[0], LabctlError):  # this region could not be read: the next one may
                 refused.append(both[0])
                 continue

@@ -1,5 +1,4 @@
-"""Create (or converge) an Azure lab: group, network, NICs, VMs (node 0 first), schedules. Every PUT is idempotent
-and the record is saved after each step, so `up` after a crash converges and `down` removes a half-made lab."""
+"""Every PUT idempotent and the record saved after each step: `up` after a crash converges, `down` removes the half."""
 
 from __future__ import annotations
 
@@ -37,8 +36,7 @@ from labctl.validate import check_image_ref
 
 
 def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0) -> str:
-    """Built as data, dumped as YAML: nothing is spliced into its text. The host key was made here and is pinned,
-    so the first connection is already verified; cloud-init must generate no others."""
+    """Built as data, nothing spliced; the host key made here is pinned, so cloud-init must generate no others."""
     import yaml
 
     from labctl.container import deps_tag

@@ -1,5 +1,4 @@
-"""Knobs of the Azure target, read from the environment so tests, sovereign clouds and tunnels can set them (each
-value set is checked first, by labctl.validate.ENV_CHECKS)."""
+"""Read from the environment for tests, sovereign clouds and tunnels (checked first by labctl.validate.ENV_CHECKS)."""
 
 from __future__ import annotations
 
