@@ -7,9 +7,8 @@ from typing import Any
 from labctl.errors import LabctlError, NotReady
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
-from labctl.targets.azure import idlerole, inventory
+from labctl.targets.azure import idlerole, inventory, settings
 from labctl.targets.azure.plan import LabNames, azure_data, make_plan, names_of, node_count
-from labctl.targets.azure.settings import arm_endpoint
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
 
@@ -138,7 +137,7 @@ class AzureTarget(Target):
                 hint="Its daily auto-shutdown still applies. 'labctl down' and 'labctl up' with the rights to "
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
-        endpoint = arm_endpoint()
+        endpoint = settings.arm_endpoint()
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
         # Node 0 stops its workers with itself (its identity holds their role).

@@ -100,7 +100,6 @@ def virtual_machine(
     cloud_init: str,
     placement_group: str | None = None,
 ) -> c.VirtualMachine:
-    """With a system-assigned identity where the plan has the VMs stop themselves when idle."""
     publisher, offer, sku, _ = plan.image.split(":")
     admin, trusted = settings.admin_user(), choice.trusted_launch
     properties = c.VirtualMachineProperties(

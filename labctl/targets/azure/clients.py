@@ -6,7 +6,6 @@ import base64
 import binascii
 import contextlib
 import contextvars
-import dataclasses
 import importlib
 import json
 import logging
@@ -15,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -148,9 +147,8 @@ def explain(exc: Exception, doing: str) -> LabctlError:
         what = _one_line(str(exc)) if isinstance(exc, e.DecodeError) else "it has a shape no ARM answer has"
         return LabctlError(
             f"Azure's answer could not be read while {doing} ({what}).",
-            hint="Something between you and Azure (a proxy, a firewall, LABCTL_ARM_ENDPOINT) may have changed the "
-            "answer, or Azure failed for a moment: run the command again; if it keeps failing, run it with --verbose "
-            "and check your proxy settings.",
+            hint="A proxy, a firewall or LABCTL_ARM_ENDPOINT may have changed it, or Azure failed for a moment: run "
+            "the command again; if it keeps failing, run it with --verbose and check your proxy settings.",
         )
     if not isinstance(exc, e.HttpResponseError):
         return LabctlError(f"Azure failed while {doing}: {exc}.", hint="Run again with --verbose for details.")
@@ -170,9 +168,7 @@ def explain(exc: Exception, doing: str) -> LabctlError:
     capacity = code in _CAPACITY_CODES or (code == "OperationNotAllowed" and "quota" in str(message).lower())
     return (NoCapacity if status != 429 and capacity else LabctlError)(
         f"{sentence or f'Azure answered {status} {code}'.strip()} while {doing}{detail}.",
-        hint=hint
-        or "Run the command again; if it keeps failing, run it with --verbose and check the Azure "
-        "portal's activity log.",
+        hint=hint or "Run the command again; if it keeps failing, run it with --verbose and see Azure's activity log.",
     )
 
 
@@ -203,8 +199,7 @@ def arm(doing: str) -> Iterator[None]:
 def _stopped_waiting(doing: str, seconds: float) -> LabctlError:
     return LabctlError(
         f"Azure had not finished {doing} after {seconds:.0f} s; labctl stopped waiting.",
-        hint="The operation goes on in Azure: run the same command again to pick it up, or look at the Azure "
-        "portal's activity log if it seems stuck.",
+        hint="It goes on in Azure: run the same command again to pick it up (Azure's activity log if it seems stuck).",
     )
 
 
@@ -323,8 +318,7 @@ def principal_from_token(token: str) -> Principal:
     if not isinstance(claims, dict) or not isinstance(oid, str) or not _HEX_RE.sub("", oid.lower()):
         raise LabctlError(
             "The Azure login token names no object id ('oid'), so labctl cannot tell your labs from a colleague's.",
-            hint="Log in as an Entra ID user, service principal or managed identity ('az login', or the "
-            "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET variables), then run the command again.",
+            hint=LOGIN_HINT,
         )
     keys = ("upn", "unique_name", "preferred_username", "app_displayname", "appid")
     return Principal(oid=oid, name=next((str(claims[k]) for k in keys if claims.get(k)), oid))
@@ -410,8 +404,7 @@ def pick_subscription(subs: list[dict[str, Any]], cli_default: str | None) -> Az
     if len(usable) > 1 and not default:
         raise UsageError(
             f"Your Azure login sees several subscriptions: {'; '.join(_label(s) for s in usable)}.",
-            hint="Choose one with --subscription ID or the AZURE_SUBSCRIPTION_ID variable "
-            "(or make it the Azure CLI's default with 'az account set --subscription ID').",
+            hint="Choose one with --subscription ID or AZURE_SUBSCRIPTION_ID (or 'az account set --subscription ID').",
         )
     chosen = usable[0] if len(usable) == 1 else default[0]
     picked = Azure(None, str(chosen["subscriptionId"]))
@@ -444,13 +437,11 @@ def connect(subscription: str | None = None) -> Azure:
         ]
         reason = f" ({_one_line('; '.join(failed))})" if failed else ""
         raise LabctlError(f"No usable Azure login was found{reason}.", hint=LOGIN_HINT) from None
-    try:
-        principal: Principal | None = principal_from_token(token)
-    except LabctlError:
-        principal = None  # said when an owner is needed (Azure.principal), not for commands that need none
+    found = attempt(lambda: principal_from_token(token))  # said when an owner is needed (Azure.principal), not now
+    principal = found if isinstance(found, Principal) else None
     chosen = subscription or os.environ.get("AZURE_SUBSCRIPTION_ID") or None
     if chosen:
         chosen = check_subscription(chosen, "--subscription" if subscription else "AZURE_SUBSCRIPTION_ID")
         return Azure(credential, chosen, endpoint, _principal=principal)
     picked = pick_subscription(list_subscriptions(credential, endpoint), cli_default_subscription())
-    return dataclasses.replace(picked, credential=credential, endpoint=endpoint, _principal=principal)
+    return replace(picked, credential=credential, endpoint=endpoint, _principal=principal)

@@ -119,8 +119,7 @@ def may_grant(azure: Azure, spec: LabSpec, record: LabRecord, ui: Reporter) -> b
     if spec.idle_explicit or spec.budget is not None:
         raise LabctlError(
             f"{why} Nothing was created.",
-            hint=f"{ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily "
-            "auto-shutdown alone.",
+            hint=f"{ASK_FOR}. Or run 'labctl up --idle-stop 0' (and no --budget) to rely on the daily auto-shutdown.",
         )
     ui.warn(
         f"{why} The lab is made without idle stop (no identity, no role); its daily auto-shutdown stays. "

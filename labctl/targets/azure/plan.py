@@ -65,7 +65,6 @@ def ssh_rule(source: str) -> dict[str, Any]:
 
 
 def check_rules(rules: list[dict[str, Any]], source: str) -> None:
-    """Refuse an NSG whose custom inbound Allow rules admit anything but SSH from ``source``."""
     for rule in rules:
         props = rule.get("properties", rule)
         if props.get("direction") != "Inbound" or props.get("access") != "Allow":

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labctl.errors import LabctlError
@@ -278,7 +277,7 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
                 trusted and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
                 capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
             )
-        refused.append((dataclasses.replace(plan, sizes=sizes, regions=[region]), problems))
+        refused.append((replace(plan, sizes=sizes, regions=[region]), problems))
     first = refused[0]
     raise first if isinstance(first, LabctlError) else _explain(azure, *first, cache)
 

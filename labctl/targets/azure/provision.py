@@ -29,7 +29,6 @@ from labctl.targets.azure.plan import (
     tags_for,
 )
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
-from labctl.targets.azure.settings import SCHEDULE_API_VERSION
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 from labctl.validate import check_image_ref
@@ -61,9 +60,6 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
         "runcmd": [prewarm],
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
-
-
-_BUSY = ("Creating", "Updating")
 
 
 def _state(vm: dict[str, Any] | None) -> str | None:
@@ -166,8 +162,8 @@ class Provisioner:
         """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
         doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
-        read = functools.partial(get_or_none, doing, lambda: ops.get(rg, name))
-        vm = poll(read, lambda vm: _state(vm) not in _BUSY, None, f"creating or updating the VM {name}")
+        get = functools.partial(get_or_none, doing, lambda: ops.get(rg, name))
+        vm = poll(get, lambda v: _state(v) not in ("Creating", "Updating"), None, f"creating or updating the VM {name}")
         if _state(vm) in ("Failed", "Canceled", "Deleting"):
             with self.ui.step(f"Removing the VM {name} whose creation failed"):
                 self._delete_vm(node)
@@ -403,17 +399,17 @@ class Provisioner:
     def _set_schedule(self, region: str, tags: dict[str, str]) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        resources, plan, names, version = self.azure.resources.resources, self.plan, self.names, SCHEDULE_API_VERSION
+        resources, plan, names = self.azure.resources.resources, self.plan, self.names
 
         def schedule(node: int) -> None:
             url, vm = names.id("schedule", node), names.id("vm", node)
             if plan.shutdown_hhmm and plan.shutdown_tz:
                 body = bodies.shutdown_schedule(region, tags, vm, plan.shutdown_hhmm, plan.shutdown_tz)
                 with arm("creating the auto-shutdown schedule"):
-                    finish(resources.begin_create_or_update_by_id(url, body, api_version=version))
+                    finish(resources.begin_create_or_update_by_id(url, body, api_version=settings.SCHEDULE_API_VERSION))
             else:
                 with arm("removing the auto-shutdown schedule"), contextlib.suppress(ResourceNotFoundError):
-                    finish(resources.begin_delete_by_id(url, api_version=version))
+                    finish(resources.begin_delete_by_id(url, api_version=settings.SCHEDULE_API_VERSION))
 
         every = " of every node" if self.nodes > 1 else ""
         label = f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"
@@ -431,7 +427,6 @@ class Provisioner:
         return user_pub
 
     def _create_vm(self, choice: Choice, tags: dict[str, str], node: int, host: KeyPair, user_pub: str) -> None:
-        """A VM Azure could not allocate is removed."""
         from labctl.container import effective_base_image
 
         names = self.names
