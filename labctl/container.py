@@ -28,8 +28,7 @@ IMAGE_REPO = "labctl-lab"
 DEPS_REPO = "labctl-lab-deps"
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
-# On the host's network (a lab on several machines) Jupyter's port, for the health check.
-JUPYTER_PORT_ENV = "LABCTL_JUPYTER_PORT"
+JUPYTER_PORT_ENV = "LABCTL_JUPYTER_PORT"  # where Jupyter listens on the host's network (several machines)
 NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
@@ -48,8 +47,7 @@ def jupyter_command(port: int | None = None) -> list[str]:
 
 
 def ask_jupyter(within: float = 0) -> list[str]:
-    """Asks Jupyter's REST API with the token, again every 0.2 s for ``within`` seconds: one process for a whole wait,
-    where one per ask took CPU from Jupyter's own start. Used by Docker's health check and by labctl."""
+    """Every 0.2 s for ``within`` seconds in one process: one process per ask took CPU from Jupyter's own start."""
     return [
         "python",
         "-c",
@@ -102,9 +100,8 @@ def lab_fingerprint(root: Path | None = None) -> str:
 def tar_of(
     entries: Mapping[str, Path | bytes], out: IO[bytes] | None = None, skipped: list[str] | None = None
 ) -> bytes:
-    """Owned by root, as ``docker cp`` makes them. Caches, devices and links that lead out of their folder are left
-    out (and named in ``skipped``); a second name of a file in the folder, hard or symbolic (a dataset may link its
-    images), goes as a file of its own. Written to ``out``, else returned."""
+    """Owned by root, as ``docker cp`` makes them. Caches, devices and links out of their folder are left out (named in
+    ``skipped``); a second name, hard or symbolic, of a file in the folder (a dataset may link its images) is a copy."""
     left_out = [] if skipped is None else skipped
 
     def keep(source: Path, name: str, info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -326,9 +323,8 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             "healthcheck": HEALTHCHECK,
             "labels": {},
         }
-    made = spec.config_hash(client.images.get(spec.image).id)
-    options["labels"].update({LAB_LABEL: lab, CONFIG_LABEL: made})
-    _remove_container(client, lab, node)
+    options["labels"].update({LAB_LABEL: lab, CONFIG_LABEL: spec.config_hash(client.images.get(spec.image).id)})
+    remove_lab(client, lab, keep_volume=True, node=node)
     try:
         return client.containers.run(
             spec.image,
@@ -342,7 +338,7 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
             **options,
         )
     except docker.errors.APIError as exc:
-        _remove_container(client, lab, node)
+        remove_lab(client, lab, keep_volume=True, node=node)
         text = str(exc.explanation or exc)
     if not node and ("port is already allocated" in text or "address already in use" in text):
         raise PortBusy(port)
@@ -358,19 +354,15 @@ def start_container(client: docker.DockerClient, spec: ContainerSpec) -> Contain
     raise LabctlError(f"The lab container could not be started: {text}", hint=hint)
 
 
-def _remove_container(client: docker.DockerClient, lab: str, node: int) -> bool:
-    found = find_container(client, lab, node)
-    if found is not None:
-        found.remove(force=True)
-    return found is not None
-
-
 def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = False, node: int = 0) -> list[str]:
-    removed = [f"container {container_name(lab, node)}"] if _remove_container(client, lab, node) else []
-    volume = None if keep_volume else _found(client.volumes, volume_name(lab, node))
-    if volume is not None:
-        volume.remove(force=True)
-        removed.append(f"volume {volume.name}")
+    found = {"container": find_container(client, lab, node)}
+    if not keep_volume:
+        found["volume"] = _found(client.volumes, volume_name(lab, node))
+    removed = []
+    for kind, item in found.items():
+        if item is not None:
+            item.remove(force=True)
+            removed.append(f"{kind} {item.name}")
     return removed
 
 
@@ -432,7 +424,6 @@ class LabContainer:
         self.container.put_archive(dest_dir, tar_of(entries))
 
     def archive(self, path: str) -> Iterable[bytes]:
-        """``path`` as the tar Docker streams, in chunks (``archive_entries`` reads them)."""
         import docker.errors
 
         try:
@@ -458,9 +449,8 @@ class _Chunks(io.RawIOBase):
 def archive_entries(
     chunks: Iterable[bytes], top: str, *, links: bool
 ) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    """Each entry of a tar of ``top``, as it streams. One that lies outside ``top`` raises UnsafeArchive; so does, with
-    ``links`` (a run's results), a link out of ``top`` or a device. Without (the workspace), links and devices are
-    passed over: a caller never makes them."""
+    """Each entry of a tar of ``top``, as it streams; one outside ``top`` raises UnsafeArchive, so does, with ``links``
+    (a run's results), a link out of ``top`` or a device. The workspace's are passed over: labctl never makes them."""
     with tarfile.open(fileobj=_Chunks(chunks), mode="r|") as tar:
         for member in tar:
             problem = _escapes(member, top, links)

@@ -34,10 +34,6 @@ class LaunchPlan:
         return self.procs_per_node * self.nodes
 
     @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
     def rdzv_endpoint(self) -> str:
         host = self.rdzv_host or "127.0.0.1"
         return f"[{host}]:{self.rdzv_port}" if ":" in host else f"{host}:{self.rdzv_port}"
@@ -127,7 +123,7 @@ def launch_argv(
     torchrun: Sequence[str] = ("torchrun",),
 ) -> list[str]:
     """``train_args`` follow ``train`` unchanged, never through a shell; torchrun keeps per-rank logs in ``log_dir``."""
-    if not plan.distributed:
+    if plan.world_size == 1:
         return plain_argv(["train", *train_args], python)
     argv = [*torchrun, "--nnodes", str(plan.nodes), "--nproc-per-node", str(plan.procs_per_node)]
     argv += ["--max-restarts", "0", "--tee", "3", "--log-dir", log_dir]
@@ -142,7 +138,7 @@ def launch_argv(
 
 
 def describe(plan: LaunchPlan) -> str:
-    if not plan.distributed:
+    if plan.world_size == 1:
         return f"one process on the {'GPU' if plan.device == 'cuda' else 'CPU'} (no torchrun)"
     per = f"{plan.procs_per_node} GPU{'s' if plan.procs_per_node != 1 else ''}" if plan.device == "cuda" else "CPU"
     where = "this machine" if plan.nodes == 1 else f"each of {plan.nodes} nodes"
@@ -151,7 +147,7 @@ def describe(plan: LaunchPlan) -> str:
 
 
 def launch_env(plan: LaunchPlan) -> dict[str, str]:
-    return {"PYTHONUNBUFFERED": "1", **({PREFIX_TEMPLATE_ENV: PREFIX_TEMPLATE} if plan.distributed else {})}
+    return {"PYTHONUNBUFFERED": "1", **({PREFIX_TEMPLATE_ENV: PREFIX_TEMPLATE} if plan.world_size > 1 else {})}
 
 
 def split_ranks(line: str) -> list[tuple[int | None, str]]:

@@ -1,7 +1,6 @@
-"""labctl's own files (the lab and the templates: ``labctl/_bundled/`` in a wheel, the repository root in a
-checkout), files only their owner may read, and copies kept under the folder the user chose. Windows has no modes:
-there private files live in the user's profile, which admits only the user, SYSTEM and Administrators (as OpenSSH
-requires)."""
+"""labctl's own files (``labctl/_bundled/`` in a wheel, the repository root in a checkout), files only their owner may
+read, and copies kept under the folder the user chose. Windows has no modes: there private files live in the user's
+profile, which admits only the user, SYSTEM and Administrators (as OpenSSH requires)."""
 
 from __future__ import annotations
 
@@ -58,10 +57,7 @@ def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
 def without_links(root: Path, path: Path) -> Path:
     """Refused unless under ``root`` with no link on the way: a link a cloned repository carries must not send a copy
     elsewhere."""
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = ("..",)
+    parts = path.relative_to(root).parts if path.is_relative_to(root) else ("..",)
     if ".." in parts:
         raise UsageError(f"{path} is not inside {root}, where labctl writes; nothing was written.")
     for here in [root, *(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))]:
@@ -79,7 +75,6 @@ def without_links(root: Path, path: Path) -> Path:
 
 
 def bundled(kind: str) -> Path:
-    """``lab`` or ``templates``."""
     for candidate in (_PACKAGE_DIR / "_bundled" / kind, _PACKAGE_DIR.parent / kind):
         if candidate.is_dir():
             return candidate

@@ -1,9 +1,6 @@
-"""Idle stop on the lab's machines: ``templates/idle_agent.py``, run each minute by ``labctl-idle.timer``, its
-config (rewritten by `labctl idle-stop`) and its state (read back by `labctl status`).
-
-Each file is the stdin of ``install -D -m MODE /dev/stdin PATH`` (an argv list, through ``sudo -n`` unless labctl
-logs in as root), so nothing of the user's is ever part of a command's text. Installing twice changes nothing.
-"""
+"""Idle stop on the lab's machines: ``templates/idle_agent.py``, run each minute by ``labctl-idle.timer``, its config
+(rewritten by `labctl idle-stop`) and its state (read back by `labctl status`). Each file is the stdin of ``install``,
+so nothing of the user's is ever part of a command's text; installing twice changes nothing."""
 
 from __future__ import annotations
 
@@ -43,7 +40,6 @@ def _number(value: object, off: tuple[str, ...]) -> float | None:
 
 
 def parse_window(value: object, where: str = "--idle-stop") -> float:
-    """Minutes of idleness before the lab stops; 'off' or 0 turns idle stop off."""
     minutes = _number(value, ("off", "no", "false"))
     if not minutes:
         return 0.0
@@ -57,7 +53,6 @@ def parse_window(value: object, where: str = "--idle-stop") -> float:
 
 
 def parse_budget(value: object, where: str = "--budget") -> float | None:
-    """A spend limit in US dollars since the lab's creation; None for 'off'."""
     usd = _number(str(value).strip().lstrip("$"), ("", "off", "none"))
     if usd is not None and not 0 < usd < 1_000_000:
         raise UsageError(
@@ -94,17 +89,15 @@ def agent_config(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
 
 def machine_files(config: dict[str, Any], token: str) -> list[tuple[str, bytes, int]]:
     """(path, content, mode) of every file `up` writes on the machine, the config second, before enabling the timer."""
-    config_file = (CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644)
     files = [
         (AGENT_PATH, template("idle_agent.py").read_bytes(), 0o755),
-        config_file,
+        (CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644),
         (TOKEN_PATH, token.encode(), 0o600),
     ]
     return files + [(f"{SYSTEMD_DIR}/{name}", template(name).read_bytes(), 0o644) for name in UNITS]
 
 
 def install(machine: Machine, config: dict[str, Any], token: str, *, only_config: bool = False) -> str:
-    """Returns what now runs the agent."""
     sudo = [] if machine.run(["id", "-u"], check=False).output.strip() == "0" else ["sudo", "-n"]
     files = machine_files(config, token)
     for path, content, mode in files[1:2] if only_config else files:

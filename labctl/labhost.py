@@ -1,8 +1,6 @@
 """The lab container on every node at once, the same for every target: prepare (idempotent), reach, describe, remove.
-Node 0 runs Jupyter; the other nodes' containers only train. Preparing a machine runs scripts from ``templates/``:
-Docker, and on GPU machines the NVIDIA runtime (idempotent, sent on stdin); and the dependency image the VM builds
-while it boots (cloud-init starts the script) is waited for, and built here where there is no such build, or it
-failed or died."""
+Preparing a machine runs ``templates/`` scripts (Docker; the NVIDIA runtime on GPU machines) and waits for the
+dependency image cloud-init builds while the VM boots, building it here where that build is absent, failed or died."""
 
 from __future__ import annotations
 
@@ -31,15 +29,13 @@ if TYPE_CHECKING:
     import docker
     from docker.models.containers import Container
 
-# How many ports above the recorded one to try when the machine's loopback port is taken.
-PORT_TRIES = 20
+PORT_TRIES = 20  # ports from the recorded one tried when the machine's loopback port is taken
 # Everyday commands meet a machine that is up or not: a short retry rides out a blip, and a stopped VM is
 # reported in seconds rather than after the minutes `up` allows a booting one.
 EVERYDAY_WAIT = 5.0
 
 
 def node_where(record: LabRecord, node: int) -> str:
-    """``node 1 (me@10.0.0.5:22)``, or on a lab of one machine just the machine."""
     reach = record.nodes[node]
     user = reach.user or record.nodes[0].user
     where = f"{user}@{reach.host}:{reach.port}" if reach.host else "this computer"
@@ -48,7 +44,6 @@ def node_where(record: LabRecord, node: int) -> str:
 
 
 def private_addresses(record: LabRecord) -> list[str]:
-    """Where the nodes reach each other: each one's private address, else the address labctl uses."""
     return [n.private_address or n.host or "127.0.0.1" for n in record.nodes]
 
 
@@ -79,7 +74,6 @@ def side_by_side(calls: Sequence[Callable[[], T]], name: str = "labctl-call") ->
 
 
 def on_each_node(record: LabRecord, action: Callable[[int, Reporter], T], ui: Reporter) -> list[T]:
-    """One thread a node; once all are done the first failure is raised, named."""
     if len(record.nodes) == 1:
         return [action(0, ui)]
 
@@ -103,8 +97,7 @@ def naming_node(record: LabRecord, node: int) -> Iterator[None]:
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
-    if not record.jupyter_token:
-        record.jupyter_token = secrets.token_hex(32)
+    record.jupyter_token = record.jupyter_token or secrets.token_hex(32)
     on_each_node(record, lambda node, node_ui: _prepare_node(record, node, node_ui, image), ui)
     return record
 
@@ -118,7 +111,8 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
             if "to the docker group" in out:
                 machine.reconnect()  # group membership only applies to new logins
             if record.gpu:
-                bootstrap_nvidia(machine, ui, lab.effective_base_image())
+                with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
+                    run_script(machine, "bootstrap-nvidia.sh", [lab.effective_base_image()], ui, "nvidia")
         client = machine.docker()
         if not image and machine.remote and not lab.has_image(client, lab.deps_tag()):
             await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
@@ -195,11 +189,6 @@ def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefi
     return result.output
 
 
-def bootstrap_nvidia(machine: Machine, ui: Reporter, check_image: str) -> None:
-    with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
-        run_script(machine, "bootstrap-nvidia.sh", [check_image], ui, "nvidia")
-
-
 def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
     import docker.errors
     from docker.types import DeviceRequest
@@ -245,18 +234,14 @@ PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH 
 
 def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str]]:
     """``write_files`` and the ``runcmd`` argv: contents are data, the checked image references arguments."""
-    dockerfile = template("Dockerfile.deps").read_text()
-    files: list[dict[str, Any]] = [
-        {
-            "path": f"{PREWARM_DIR}/{PREWARM_SCRIPT}",
-            "permissions": "0755",
-            "content": template(PREWARM_SCRIPT).read_text(),
-        },
-        {"path": f"{PREWARM_DIR}/deps/Dockerfile", "permissions": "0644", "content": dockerfile},
+    files = [
+        (PREWARM_SCRIPT, "0755", template(PREWARM_SCRIPT).read_text()),
+        ("deps/Dockerfile", "0644", template("Dockerfile.deps").read_text()),
         # cloud-init writes files before SSH answers but runs commands later: labctl waits for a pending prewarm.
-        {"path": f"{PREWARM_DIR}/prewarm.state", "permissions": "0644", "content": "pending\n"},
+        ("prewarm.state", "0644", "pending\n"),
     ]
-    return files, ["sh", "-c", LAUNCH, "labctl-prewarm", f"{PREWARM_DIR}/{PREWARM_SCRIPT}", base, deps_tag]
+    written = [{"path": f"{PREWARM_DIR}/{name}", "permissions": mode, "content": text} for name, mode, text in files]
+    return written, ["sh", "-c", LAUNCH, "labctl-prewarm", f"{PREWARM_DIR}/{PREWARM_SCRIPT}", base, deps_tag]
 
 
 def read_state(machine: Machine) -> tuple[str, str]:
@@ -272,8 +257,7 @@ def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) ->
     state, last = read_state(machine)
     if state not in ("pending", "running"):
         return state
-    start = time.monotonic()
-    shown = ""
+    start, shown = time.monotonic(), ""
     with ui.step("Waiting for the dependency image the machine builds while it boots"):
         while state in ("pending", "running"):
             if last and last != shown:
@@ -379,7 +363,7 @@ def _describe_node(record: LabRecord, node: int, off: bool) -> dict[str, Any]:
                 infos = LabRuns(box).list()
                 facts["runs"] = len(infos)
                 if infos:
-                    facts["latest_run"] = max(infos, key=lambda i: i.run_id).to_json()
+                    facts["latest_run"] = dataclasses.asdict(max(infos, key=lambda i: i.run_id))
     except LabctlError as exc:
         facts.update(reachable=False, error=exc.message)
     except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash

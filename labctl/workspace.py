@@ -66,18 +66,15 @@ class Manifest:
 
 
 def workspace_path(text: str, *, allow_root: bool = True) -> str:
-    """A path the user named, relative to /workspace ('' for the whole); UsageError if it leaves /workspace."""
+    """Relative to /workspace, '' for the whole."""
     if "\0" in text:
         raise UsageError("A path cannot contain a NUL character.")
     path = PurePosixPath(text)
-    if path.is_absolute():
-        try:
-            path = path.relative_to(WORKSPACE)
-        except ValueError:
-            raise UsageError(
-                f"{text} is outside the lab's workspace.", hint=f"Name a path in {WORKSPACE} or relative to it."
-            ) from None
-    parts = [p for p in path.parts if p != "."]
+    if path.is_absolute() and not path.is_relative_to(WORKSPACE):
+        raise UsageError(
+            f"{text} is outside the lab's workspace.", hint=f"Name a path in {WORKSPACE} or relative to it."
+        )
+    parts = path.relative_to(WORKSPACE).parts if path.is_absolute() else path.parts  # pathlib drops '.'
     if ".." in parts:
         raise UsageError(f"{text} leaves the lab's workspace ('..').", hint="Name a path inside it.")
     if not parts and not allow_root:
@@ -115,8 +112,7 @@ def compute_manifest(
 
 
 def seed_workspace(box: LabContainer, notebook: Path | None = None) -> bool:
-    """On the first start only: the notebook put in /workspace unless the user already has one there, and the
-    baseline of what the workspace holds then (labctl's, not the user's work)."""
+    """First start only: the notebook, unless the user has one there, and the baseline (labctl's, not the user's)."""
     marker = f"{WORKSPACE}/{SEED_MARKER}"
     if box.exists(marker):
         return False
@@ -138,7 +134,6 @@ def load_baseline(box: LabContainer) -> Manifest | None:
 
 
 def changed_since(current: Manifest, baseline: Manifest | None) -> list[FileEntry]:
-    """The files the user added or changed: against the baseline, else newer than the seed marker, else all."""
     if baseline is not None:
         return [f for p, f in current.files.items() if p not in baseline.files or baseline.files[p].sha256 != f.sha256]
     if current.marker_mtime is not None:
@@ -285,9 +280,8 @@ def pull(
         here = [f for f in selected if _intact(dest / COPY_DIR / f.path, f)]
         previous = _previous_copy(dest)
         wanted = {f.path: f for f in selected if f not in here}
-        unpacker = _Unpacker(
-            dest / COPY_DIR, wanted, {p: str(f["sha256"]) for p, f in previous.items()}, progress, root
-        )
+        sums = {p: str(f["sha256"]) for p, f in previous.items()}
+        unpacker = _Unpacker(dest / COPY_DIR, wanted, sums, progress, root)
         unpacker.fetch(box, transfer_units(wanted, manifest))
         gone, failed = _retry_missing(box, unpacker)
         copied = sorted(unpacker.done.values(), key=lambda f: f.path)
@@ -363,12 +357,8 @@ class PushResult:
     skipped: list[str] = field(default_factory=list)  # local links and caches that were not sent
     bytes: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _counted(spool: IO[bytes], total: int, progress: Progress | None) -> Iterator[bytes]:
-    """What ``put_archive`` streams, counted for ``progress``."""
     for block in iter(lambda: spool.read(MB), b""):
         if progress is not None:
             progress(spool.tell(), total)

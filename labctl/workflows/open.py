@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ def push(ui: Reporter, paths: list[Path], name: str | None = None, to: str = "")
     lines = [f"Sent {len(result.files)} file(s), {size}, to {result.dest}; each checked there."]
     if result.skipped:
         lines.append(f"Not sent (links and caches): {', '.join(result.skipped[:5])}.")
-    return Outcome({"name": record.name, **result.to_json()}, "\n".join(lines))
+    return Outcome({"name": record.name, **asdict(result)}, "\n".join(lines))
 
 
 def _pull(record: LabRecord, ui: Reporter, step: str, dest: Path | None, **options: Any) -> workspace.PullResult:

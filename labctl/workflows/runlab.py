@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -373,7 +373,7 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
             with lab_nodes(record, ui) as lab:
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
-            rows = [{**i.to_json(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
+            rows = [{**asdict(i), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")

@@ -10,7 +10,7 @@ import pytest
 
 from labctl.errors import LabctlError
 from labctl.files import bundled
-from labctl.labhost import bootstrap_nvidia, run_script
+from labctl.labhost import run_script
 from labctl.machine.ssh import SSHMachine
 from labctl.ui import PlainReporter
 
@@ -45,7 +45,7 @@ def test_nvidia_bootstrap_explains_a_missing_driver(machine: SSHMachine) -> None
     assert raw.exit_code == 3
     assert "nvidia-smi is missing" in raw.output
     with pytest.raises(LabctlError) as failed:
-        bootstrap_nvidia(machine, PlainReporter(quiet=True), "labctl-check:latest")
+        run_script(machine, "bootstrap-nvidia.sh", ["labctl-check:latest"], PlainReporter(quiet=True), "nvidia")
     assert "no NVIDIA driver" in failed.value.render() or "no NVIDIA GPU" in failed.value.render()
     assert "labctl up" in failed.value.render()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.labhost import bootstrap_nvidia
+from labctl.labhost import run_script
 from labctl.machine.base import LocalMachine
 from labctl.ui import PlainReporter
 
@@ -58,7 +58,7 @@ def test_it_waits_for_cloud_init_then_checks_cuda_with_the_image_it_is_given(
     shown: list[str] = []
     ui = PlainReporter(quiet=True)
     monkeypatch.setattr(ui, "info", shown.append)
-    bootstrap_nvidia(LocalMachine(), ui, "mcr.example/pytorch:2.4")
+    run_script(LocalMachine(), "bootstrap-nvidia.sh", ["mcr.example/pytorch:2.4"], ui, "nvidia")
     calls = log.read_text().splitlines()
     assert calls[0] == "cloud-init status --wait"  # before the driver, the toolkit or Docker are looked at
     assert "docker run --rm --gpus all mcr.example/pytorch:2.4 nvidia-smi -L" in calls
@@ -69,7 +69,7 @@ def test_every_apt_run_waits_for_the_lock_held_by_the_first_boot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = _stubs(tmp_path, monkeypatch, toolkit=False)  # the toolkit is installed with apt
-    bootstrap_nvidia(LocalMachine(), PlainReporter(quiet=True), "mcr.example/pytorch:2.4")
+    run_script(LocalMachine(), "bootstrap-nvidia.sh", ["mcr.example/pytorch:2.4"], PlainReporter(quiet=True), "nvidia")
     apt = [line for line in log.read_text().splitlines() if line.startswith("apt-get ")]
     assert len(apt) == 4 and apt[-1].endswith("install -y -q nvidia-container-toolkit")
     assert all(line.startswith("apt-get -o DPkg::Lock::Timeout=600 ") for line in apt)
