@@ -297,7 +297,7 @@ def idle_stop_cmd(
     """
 
 
-@_command("pull", "open.pull")
+@_command("pull", "reach.pull")
 def pull_cmd(
     paths: list[str] | None = typer.Argument(
         None, metavar="[PATH]...", help="Files or folders in /workspace (default: all of it)."
@@ -316,7 +316,7 @@ def pull_cmd(
     """
 
 
-@_command("push", "open.push")
+@_command("push", "reach.push")
 def push_cmd(
     paths: list[Path] = typer.Argument(..., metavar="PATH...", help="Local files or folders to send."),
     to: str = _opt("--to", "Folder in /workspace (default: /workspace itself).", "DIR", default=""),
@@ -327,7 +327,7 @@ def push_cmd(
     """
 
 
-@_command("open", "open.open_lab")
+@_command("open", "reach.open_lab")
 def open_cmd(
     port: int = _opt("--port", "Local port for the tunnel (next free if busy).", "PORT", default=8888),
     print_only: bool = _flag("--print", "Print the URL and exit (for a tunnel held elsewhere)."),
@@ -502,7 +502,7 @@ def fetch_cmd(run: str | None = RUN) -> None:
     """
 
 
-@_command("ssh", "open.ssh_shell", json=False, context_settings={"allow_interspersed_args": False})
+@_command("ssh", "reach.ssh_shell", json=False, context_settings={"allow_interspersed_args": False})
 def ssh_cmd(command: list[str] | None = _arg("[CMD]...", "One command to run instead of a shell (after --).")) -> None:
     """Open a shell on the lab's machine, or run one command there (with the pinned host key).
 
@@ -510,7 +510,7 @@ def ssh_cmd(command: list[str] | None = _arg("[CMD]...", "One command to run ins
     """
 
 
-@_command("ssh-config", "open.ssh_config")
+@_command("ssh-config", "reach.ssh_config")
 def ssh_config_cmd(
     local_port: int | None = _opt("--local-port", "Port here for Jupyter (default: the lab's own).", "PORT"),
     include: bool = _flag("--include", "Add the Include line to ~/.ssh/config without asking."),

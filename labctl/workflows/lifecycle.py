@@ -20,7 +20,7 @@ from labctl.targets import all_targets, get_target
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
-from labctl.workflows.open import save_before_down
+from labctl.workflows.reach import save_before_down
 from labctl.workflows.runlab import unfetched_runs
 
 

@@ -100,7 +100,7 @@ def _ssh_rules(fake: FakeArm) -> list[tuple[str, str, str]]:
 
 def _hold_tunnel(port: int) -> tuple[threading.Thread, threading.Event, io.StringIO, dict[str, Any]]:
     from labctl.ui import PlainReporter
-    from labctl.workflows.open import open_lab
+    from labctl.workflows.reach import open_lab
 
     stop, said, outcome = threading.Event(), io.StringIO(), {}
     reporter = PlainReporter(said)

@@ -21,7 +21,7 @@ from labctl.keys import fingerprint
 from labctl.labhost import describe_lab
 from labctl.state import StateStore
 from labctl.ui import PlainReporter
-from labctl.workflows.open import open_lab, run_ssh
+from labctl.workflows.reach import open_lab, run_ssh
 from tests.support.sshd import KeyPair, SSHServer
 
 pytestmark = pytest.mark.integration

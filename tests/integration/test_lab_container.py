@@ -49,7 +49,7 @@ def test_jupyter_answers_with_the_token_only(shared_lab: LabRecord, lab_image: s
 
 def test_opens_check_accepts_the_token_and_explains_a_wrong_one(shared_lab: LabRecord) -> None:
     from labctl.errors import LabctlError
-    from labctl.workflows.open import check_jupyter
+    from labctl.workflows.reach import check_jupyter
 
     assert shared_lab.jupyter_token
     check_jupyter(shared_lab.jupyter_port, shared_lab.jupyter_token)

@@ -10,7 +10,7 @@ import pytest
 from labctl.errors import LabctlError, UsageError
 from labctl.keys import generate_ed25519
 from labctl.state import LabRecord, NodeRecord
-from labctl.workflows.open import check_jupyter, lab_url, ssh_command
+from labctl.workflows.reach import check_jupyter, lab_url, ssh_command
 
 TOKEN = "ab" * 32
 
@@ -66,7 +66,7 @@ def test_ssh_to_a_local_lab_points_at_docker_exec(tmp_path: Path) -> None:
 def test_a_missing_ssh_client_is_explained_for_the_system(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str, words: str
 ) -> None:
-    from labctl.workflows import open as reach
+    from labctl.workflows import reach
 
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ssh anywhere on the PATH
     monkeypatch.setattr(reach.sys, "platform", platform)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.workflows.open import lab_url, redirect_page
+from labctl.workflows.reach import lab_url, redirect_page
 
 TOKEN = "f" * 64
 
@@ -30,7 +30,7 @@ json.dump(info, open(sys.argv[1], "w"))
 RUN = """
 import sys
 from labctl.ui import PlainReporter
-from labctl.workflows.open import browse
+from labctl.workflows.reach import browse
 with browse(sys.argv[1], True, PlainReporter(sys.stderr)) as page:
     print(page, flush=True)
     assert page.exists()

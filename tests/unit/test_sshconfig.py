@@ -208,7 +208,7 @@ def test_a_remote_command_keeps_its_words(tmp_path: Path) -> None:
     import shlex
 
     from labctl.state import LabRecord, NodeRecord
-    from labctl.workflows.open import ssh_command
+    from labctl.workflows.reach import ssh_command
 
     record = LabRecord(
         name="lab",
