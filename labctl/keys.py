@@ -1,7 +1,6 @@
-"""SSH keys: the user's key pair for a lab, checked before anything connects, and the host keys labctl pins. An
-Azure VM's host key is made here and handed to it through cloud-init, so that labctl knows the machine before it ever
-connects; others come from ``~/.ssh/known_hosts``, a fingerprint the user gives, or the user's confirmation: never
-trusted unpinned."""
+"""A lab's login key pair, checked before anything connects, and the pinned host keys: an Azure VM's is made here and
+handed to it by cloud-init (known before it ever connects); others come from known_hosts, a given fingerprint or the
+user's yes, never trusted unpinned."""
 
 from __future__ import annotations
 
@@ -63,8 +62,7 @@ def ensure_user_key(lab: str, given: Path | None) -> tuple[Path, str]:
 
 
 def check_key_pair(path: Path, what: str, *, need_pub: bool = True, hint: str | None = None) -> None:
-    """A private key labctl can log in with (an encrypted one through the ssh-agent). A key handed to a new VM
-    (``need_pub``) needs its matching .pub; ``hint`` replaces the way out of a bad key."""
+    """A key handed to a new VM (``need_pub``) needs its .pub; an encrypted one logs in through the ssh-agent only."""
     try:
         public = check_private_key(path, what)
     except UsageError as exc:
@@ -105,8 +103,7 @@ def check_lab_key(name: str, key_path: str | None) -> None:
 
 
 def check_private_key(path: Path, what: str) -> str | None:
-    """The public key line of the private key at ``path``, or None when it is encrypted (usable through an
-    ssh-agent only)."""
+    """The key's public line, or None when it is encrypted (usable through an ssh-agent only)."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 

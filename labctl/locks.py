@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 from labctl.errors import LabctlError
 from labctl.files import make_private_dir, write_private
@@ -48,10 +48,9 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
         deadline = time.monotonic() + limit
         said = False
         while not _lock(handle):
-            try:
+            holder: Any = {}
+            with contextlib.suppress(OSError, ValueError):  # gone, or not JSON
                 holder = json.loads(info_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):  # gone, or not JSON
-                holder = {}
             holder = holder if isinstance(holder, dict) else {}
             other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
             if time.monotonic() >= deadline:

@@ -1,7 +1,5 @@
-"""``Host labctl-<lab>`` entries, so ``ssh``, VS Code Remote-SSH, rsync and scp reach a lab with its pinned key.
-
-They live in ``~/.ssh/labctl/`` (0600, one known_hosts per lab); ``~/.ssh/config`` gets one ``Include`` line, once
-the user agreed."""
+"""``Host labctl-<lab>`` entries in ``~/.ssh/labctl/`` (0600, one known_hosts per lab), so ssh, VS Code Remote-SSH,
+rsync and scp reach a lab with its pinned key; ``~/.ssh/config`` gets one ``Include`` line once the user agreed."""
 
 from __future__ import annotations
 
@@ -22,8 +20,7 @@ HEADER = (
     "# Written by labctl: one block per lab, replaced by 'labctl ssh-config' and removed by 'labctl down'.\n"
     "# Edits inside a block are lost when labctl rewrites it.\n"
 )
-# A lab's block with the blank lines before it; one cut short (another begin before its end) is not a block, and
-# what follows it stays.
+# A lab's block and the blank lines before it; one cut short (a begin before its end) is no block: what follows stays.
 _BLOCK = re.compile(
     r"(?:^\n)*^# labctl: begin (\S+)[ \t]*\n(?:(?!# labctl: begin ).*\n)*?# labctl: end \1[ \t]*$\n?", re.M
 )
@@ -55,8 +52,7 @@ class HostEntry:
         return ALIAS_PREFIX + self.lab
 
     def __post_init__(self) -> None:
-        """A value that could change what ``ssh`` does is refused here, so no entry holds one: refused, not escaped,
-        as a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
+        """Refused, not escaped: a newline, quote or ``%``/``${`` token in a config line would change what ssh does."""
         validate_lab_name(self.lab)
         for what, value, pattern, hint in (
             ("The host name", self.host, _HOST, "Use a DNS name or IP address (letters, digits, '.', '-', ':' only)."),
@@ -125,8 +121,7 @@ def check_path(path: Path, what: str) -> str:
 
 
 def trust(entry: HostEntry, known_hosts: Path) -> dict[str, str]:
-    """What makes ssh log in with the lab's key only and trust its pinned host key only, which goes to
-    ``known_hosts`` under the entry's alias: the same for the config block and for `labctl ssh`."""
+    """ssh's options to use the lab's key and pinned host key (put in ``known_hosts``) only: config and `labctl ssh`."""
     known = check_path(known_hosts, "The known_hosts path")
     options = {
         "IdentityFile": check_path(entry.identity_file, "The SSH key path"),

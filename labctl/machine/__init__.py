@@ -6,10 +6,7 @@ from labctl.machine.base import Machine
 from labctl.state import LabRecord
 from labctl.ui import Reporter
 
-__all__ = ["Machine", "connect"]
-
-# How long `up` waits for a new VM's SSH by default: Azure VMs usually answer within two minutes.
-DEFAULT_WAIT = 600.0
+DEFAULT_WAIT = 600.0  # how long `up` waits for a new VM's SSH: Azure VMs usually answer within two minutes
 
 
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:

@@ -32,8 +32,7 @@ Feed = Callable[[bytes], None]
 # idle agent does not count them as someone working on the machine. The mark is removed when the connection closes.
 SSH_MARKS = ".cache/labctl-ssh"
 SSH_MARK_COMMAND = f'd="$HOME/{SSH_MARKS}"; mkdir -p "$d" && printf "%s\\n" "$SSH_CONNECTION" > "$d/$$"'
-# How much of a command's output a result keeps in memory (the callback sees all of it).
-OUTPUT_KEEP = 1 << 20
+OUTPUT_KEEP = 1 << 20  # how much of a command's output a result keeps in memory (the callback sees all of it)
 
 
 @dataclass
@@ -158,7 +157,7 @@ def pump(source: Any, read: Callable[[], bytes], feed: Feed, deadline: Deadline,
             return
 
 
-class Machine:
+class Machine(contextlib.AbstractContextManager["Machine"]):
     # False for this computer: Docker is the user's own, and its loopback ports are reached without a tunnel.
     remote: bool
     _docker: DockerClient | None = None
@@ -226,9 +225,6 @@ class Machine:
             with contextlib.suppress(Exception):
                 self._docker.close()
             self._docker = None
-
-    def __enter__(self) -> Machine:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -32,13 +32,11 @@ log = logging.getLogger("labctl.machine")
 # Paramiko logs refusals it recovers from as errors; only --verbose shows them.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-# Not (yet) reachable: worth another try while a machine boots or a network recovers.
-_TRANSIENT = (OSError, EOFError, paramiko.SSHException)
+_TRANSIENT = (OSError, EOFError, paramiko.SSHException)  # worth another try while a machine boots or a network recovers
 DOCKER_SOCKET = "/var/run/docker.sock"
 STREAMLOCAL = "direct-streamlocal@openssh.com"  # OpenSSH's channel straight to a Unix socket
 _OPEN_STREAMLOCAL = cMSG_CHANNEL_OPEN + len(STREAMLOCAL).to_bytes(4, "big") + STREAMLOCAL.encode()
-# How long a refused key is retried (a new VM's user may appear just after sshd starts).
-AUTH_GRACE = 20.0
+AUTH_GRACE = 20.0  # how long a refused key is retried: a new VM's user may appear just after sshd starts
 CONNECT_TIMEOUT = 15.0  # each step of opening a connection or channel
 RECONNECT_WAIT = 60.0  # how long a lost connection is retried
 
@@ -178,8 +176,7 @@ class SSHMachine(Machine):
         try:
             return transport.open_session(timeout=CONNECT_TIMEOUT)
         except _TRANSIENT as exc:
-            # Paramiko may hand a refusal to another thread opening at the same moment, leaving this one "Unable to
-            # open channel".
+            # Paramiko may hand a refusal to another thread opening at once, leaving this one "Unable to open channel".
             refused = isinstance(exc, paramiko.ChannelException) or "Unable to open channel" in str(exc)
             if not (refused and transport.is_active()):
                 # The transport looked alive but was not (the peer vanished without a FIN): start over once.
@@ -205,7 +202,7 @@ class SSHMachine(Machine):
             channel.shutdown_write()
             pump(channel, lambda: channel.recv(32768), feed, check_deadline, channel.get_transport().is_active)
             # The exit status follows the output; without one (paramiko's -1) the connection died mid-command.
-            while not channel.status_event.wait(0.5) and _alive(channel.get_transport()):
+            while not channel.status_event.wait(0.5) and channel.get_transport().is_active():
                 check_deadline()
             if channel.exit_status == -1:
                 raise LabctlError(
@@ -237,8 +234,7 @@ class SSHMachine(Machine):
             listener = socket.create_server(path, family=socket.AF_UNIX, backlog=16)
             base_url = f"unix://{path}"
 
-        # A channel straight to the engine's socket (150 times faster: benchmarks/RESULTS.md) unless sshd forbids
-        # it; then 'docker system dial-stdio' in a session.
+        # Straight to the engine's socket (150 times faster: benchmarks/RESULTS.md); dial-stdio where sshd forbids it.
         try:
             self._transport().open_channel(STREAMLOCAL, timeout=CONNECT_TIMEOUT).close()
             direct = True
@@ -267,10 +263,6 @@ class SSHMachine(Machine):
             self._drop()
         if self.via is not None:
             self.via.close()
-
-
-def _alive(transport: paramiko.Transport | None) -> bool:
-    return transport is not None and transport.is_active()
 
 
 def _reason(exc: BaseException) -> str:

@@ -12,8 +12,7 @@ _CLASSES = {"azure": "AzureTarget", "ssh": "SSHTarget", "local": "LocalTarget"}
 
 def get_target(kind: str) -> Target:
     module = importlib.import_module(f"labctl.targets.{check_target(kind)}")
-    target: Target = getattr(module, _CLASSES[kind])()
-    return target
+    return getattr(module, _CLASSES[kind])()
 
 
 def all_targets() -> list[Target]:
