@@ -63,8 +63,7 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
             hint="'labctl list' shows the labs labctl can find.",
         )
     lab = found[0]
-    record = LabRecord(name=name, target="azure", created_at=lab.details.get("created_at") or "")
-    record.status = "found-in-azure"
+    record = LabRecord(name, "azure", lab.details.get("created_at") or "", status="found-in-azure")
     td = azure_data(record)
     td["subscription"] = azure.subscription_id
     td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group

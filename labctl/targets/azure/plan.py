@@ -73,8 +73,7 @@ def check_rules(rules: list[dict[str, Any]], source: str) -> None:
         sources = props.get("sourceAddressPrefixes") or [props.get("sourceAddressPrefix")]
         if [str(p) for p in ports] != [str(SSH_PORT)] or sources != [source]:
             raise LabctlError(
-                f"The lab's network security group has a rule '{rule.get('name')}' that admits more than SSH "
-                f"from {source}.",
+                f"The lab's network security group rule '{rule.get('name')}' admits more than SSH from {source}.",
                 hint="Remove that rule in the Azure portal, or 'labctl down' and 'labctl up' again.",
             )
 

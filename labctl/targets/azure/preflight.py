@@ -91,7 +91,6 @@ def spot_capable(sku: dict[str, Any] | None) -> bool:
 
 
 def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int = 3) -> list[str]:
-    """Sizes of the same kind (GPU or not) that the region offers as Spot, closest in vCPUs first."""
     found = []
     for candidate in SIZES.values():
         sku = skus.get(candidate.name.lower())

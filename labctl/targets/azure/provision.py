@@ -159,7 +159,6 @@ class Provisioner:
         self._vms = {node: vm for node, vm in enumerate(found) if vm is not None}
 
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
-        """A create under way waited out, a failed one removed (None)."""
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
         doing = f"reading the VM of node {node}" if node else "reading the lab's VM"
         get = functools.partial(get_or_none, doing, lambda: ops.get(rg, name))
@@ -360,11 +359,10 @@ class Provisioner:
                 self._create_vm(choice, tags, 0, hosts[0], user_pub)
             note_power(self.record, "running")
             self.save(self.record)
-        workers = [node for node in missing if node]
-        if self.nodes > 1 and not workers:
-            kept = "exists; keeping it" if self.nodes == 2 else "exist; keeping them"
-            self.ui.info(f"The VM{'' if self.nodes == 2 else 's'} of {_workers(self.nodes)} {kept}.")
-        if not workers:
+        if not (workers := [node for node in missing if node]):
+            if self.nodes > 1:
+                kept = "exists; keeping it" if self.nodes == 2 else "exist; keeping them"
+                self.ui.info(f"The VM{'' if self.nodes == 2 else 's'} of {_workers(self.nodes)} {kept}.")
             return
         if self._placement is None:
             self.ui.warn(
