@@ -138,7 +138,6 @@ def trust(entry: HostEntry, known_hosts: Path) -> dict[str, str]:
 
 
 def write_entry(entry: HostEntry) -> Path:
-    """Write (or replace) the lab's block and its pinned host key; return labctl's config file."""
     config, known = config_path(), known_hosts_path(entry.lab)
     check_path(known, "The known_hosts path")  # before anything is made
     make_private_dir(config.parent.parent)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from labctl.machine.base import Machine
+from labctl.keys import check_lab_key
+from labctl.machine.base import LocalMachine, Machine
+from labctl.sshconfig import reach
 from labctl.state import LabRecord
 from labctl.ui import Reporter
 
@@ -12,10 +14,7 @@ DEFAULT_WAIT = 600.0  # how long `up` waits for a new VM's SSH: Azure VMs usuall
 def connect(record: LabRecord, ui: Reporter, *, node: int = 0, wait: float = 0.0, mark: bool = True) -> Machine:
     """Node ``node`` of the lab (0: the one with Jupyter), connected; ``wait``: seconds of retrying while it boots.
     A node without an address of its own rides node 0's SSH, its own host key checked: the jump is not trusted."""
-    from labctl.keys import check_lab_key
-    from labctl.machine.base import LocalMachine
     from labctl.machine.ssh import SSHMachine
-    from labctl.sshconfig import reach
 
     if record.target == "local":
         return LocalMachine()

@@ -88,13 +88,9 @@ def bind_loopback(port: int) -> socket.socket:
     """``port`` on 127.0.0.1 if free, else the next free one of 100 (0: any)."""
     last: OSError | None = None
     for candidate in [0] if port == 0 else range(port, min(port + 100, 65536)):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.bind(("127.0.0.1", candidate))
-            sock.listen(16)
-            return sock
+            return socket.create_server(("127.0.0.1", candidate), backlog=16)
         except OSError as exc:
-            sock.close()
             if exc.errno != errno.EADDRINUSE:
                 raise
             last = exc
@@ -263,11 +259,10 @@ class LocalMachine(Machine):
         return peer
 
     def _open_docker(self) -> DockerClient:
-        import docker as docker_sdk
         import docker.errors
 
         try:
-            client = docker_sdk.from_env(timeout=600)
+            client = docker.from_env(timeout=600)
             client.ping()
         except (docker.errors.DockerException, OSError) as exc:
             raise LabctlError(

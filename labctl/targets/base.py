@@ -108,8 +108,7 @@ R = TypeVar("R")
 
 
 def first_that_fits(choices: Iterator[C], attempt: Callable[[C], R], ui: Reporter) -> R:
-    """The next choice is drawn only after a ``NoCapacity`` refusal, so a provider can compute it from what was
-    refused; the last refusal is raised as it is."""
+    """The next choice is drawn only after a ``NoCapacity`` refusal, so it may depend on it; the last one is raised."""
     refused: NoCapacity | None = None
     for choice in choices:
         if refused is not None:
