@@ -16,6 +16,9 @@ LAB_MODULE = "cifarlab"
 PREFIX_TEMPLATE = "[rank ${rank}]:"
 PREFIX_TEMPLATE_ENV = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 _PREFIX = re.compile(r"\[rank (\d+)\]:")
+GPU_PROBE = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]  # one GPU name a line
+TORCH_PROBE = ["python", "-c", "import torch; print(torch.cuda.device_count())"]  # where nvidia-smi is absent
+_SMI_FAILURES = ("failed", "couldn't communicate", "not found", "no such file", "error", "unable")
 
 
 @dataclass(frozen=True)
@@ -37,11 +40,6 @@ class LaunchPlan:
     def rdzv_endpoint(self) -> str:
         host = self.rdzv_host or "127.0.0.1"
         return f"[{host}]:{self.rdzv_port}" if ":" in host else f"{host}:{self.rdzv_port}"
-
-
-GPU_PROBE = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]  # one GPU name a line
-TORCH_PROBE = ["python", "-c", "import torch; print(torch.cuda.device_count())"]  # where nvidia-smi is absent
-_SMI_FAILURES = ("failed", "couldn't communicate", "not found", "no such file", "error", "unable")
 
 
 def parse_gpu_count(output: str, exit_code: int = 0) -> int:

@@ -33,6 +33,27 @@ PORT_TRIES = 20  # ports from the recorded one tried when the machine's loopback
 # Everyday commands meet a machine that is up or not: a short retry rides out a blip, and a stopped VM is
 # reported in seconds rather than after the minutes `up` allows a booting one.
 EVERYDAY_WAIT = 5.0
+SCRIPT_TIMEOUT_S = 1800  # a first install of Docker or the NVIDIA toolkit downloads a few hundred MB
+PREWARM_DIR = "/var/lib/labctl"
+PREWARM_SCRIPT = "labctl-prewarm.sh"
+# Started by cloud-init as an argv; the script, image and tag are its arguments, never part of this text.
+LAUNCH = 'nohup bash "$@" >/dev/null 2>&1 &'
+# Read by labctl over SSH, with the directory as "$1": the state, "stale" for a run that is no longer alive
+# (the machine rebooted, or the script was killed), then the last line of the log.
+STATUS = r"""
+d="$1"
+[ -r "$d/prewarm.state" ] || { echo absent; exit 0; }
+read -r state pid boot <"$d/prewarm.state"
+now="$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)"
+if [ "$state" = running ] && { [ "$boot" != "$now" ] || [ ! -d "/proc/$pid" ]; }; then
+  state=stale
+fi
+echo "${state:-absent}"
+tail -n 1 "$d/prewarm.log" 2>/dev/null || true
+"""
+WAIT_S = 2700.0  # a pull of several GB and the pip installs, on a slow day
+PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH answers
+T = TypeVar("T")
 
 
 def node_where(record: LabRecord, node: int) -> str:
@@ -45,9 +66,6 @@ def node_where(record: LabRecord, node: int) -> str:
 
 def private_addresses(record: LabRecord) -> list[str]:
     return [n.private_address or n.host or "127.0.0.1" for n in record.nodes]
-
-
-T = TypeVar("T")
 
 
 def side_by_side(calls: Sequence[Callable[[], T]], name: str = "labctl-call") -> list[T]:
@@ -166,9 +184,6 @@ def _start_on_free_port(
     )
 
 
-SCRIPT_TIMEOUT_S = 1800  # a first install of Docker or the NVIDIA toolkit downloads a few hundred MB
-
-
 def run_script(machine: Machine, name: str, args: list[str], ui: Reporter, prefix: str) -> str:
     """Its last ``PREFIX: ERROR: reason`` line is the error."""
     script = template(name).read_text()
@@ -208,28 +223,6 @@ def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
                 hint="Check 'nvidia-smi' on the machine ('labctl ssh'); a driver update may need a reboot.",
             ) from None
         ui.info(f"  GPU: {out.decode().strip()}")
-
-
-PREWARM_DIR = "/var/lib/labctl"
-PREWARM_SCRIPT = "labctl-prewarm.sh"
-# Started by cloud-init as an argv; the script, image and tag are its arguments, never part of this text.
-LAUNCH = 'nohup bash "$@" >/dev/null 2>&1 &'
-# Read by labctl over SSH, with the directory as "$1": the state, "stale" for a run that is no longer alive
-# (the machine rebooted, or the script was killed), then the last line of the log.
-STATUS = r"""
-d="$1"
-[ -r "$d/prewarm.state" ] || { echo absent; exit 0; }
-read -r state pid boot <"$d/prewarm.state"
-if [ "$state" = running ]; then
-  if [ "$boot" != "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown)" ] || [ ! -d "/proc/$pid" ]; then
-    state=stale
-  fi
-fi
-echo "${state:-absent}"
-tail -n 1 "$d/prewarm.log" 2>/dev/null || true
-"""
-WAIT_S = 2700.0  # a pull of several GB and the pip installs, on a slow day
-PENDING_S = 300.0  # how long cloud-init may take to start the script after SSH answers
 
 
 def cloud_init(base: str, deps_tag: str) -> tuple[list[dict[str, Any]], list[str]]:

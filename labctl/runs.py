@@ -26,6 +26,7 @@ RUNS_DIR = PurePosixPath(WORKSPACE) / "runs"  # one directory per run, named by 
 TOOLS = ("lab-run.sh", "run_state.py")  # from templates/
 COMPLETE = ".complete"  # written last into a shipped directory: without it, the copy is redone
 STARTING_GRACE_S = 30  # a run without exit code or pid this young is still starting, not lost
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -183,9 +184,6 @@ class LabRuns:
                 shutil.rmtree(dest)
             fetched.rename(dest)
         return count
-
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def verify_checksums(run_dir: Path) -> int:
