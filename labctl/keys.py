@@ -1,6 +1,5 @@
-"""A lab's login key pair, checked before anything connects, and the pinned host keys: an Azure VM's is made here and
-handed to it by cloud-init (known before it ever connects); others come from known_hosts, a given fingerprint or the
-user's yes, never trusted unpinned."""
+"""A lab's login key pair, checked before anything connects, and its host keys, pinned before any connection: an
+Azure VM's is made here for cloud-init; others come from known_hosts, a given fingerprint or the user's yes."""
 
 from __future__ import annotations
 

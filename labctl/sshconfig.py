@@ -108,8 +108,7 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
 
 
 def check_path(path: Path, what: str) -> str:
-    """The path as a config value: no quotes, backslashes, '%' or '$' (ssh expands '%x' and '${X}' in paths), no
-    '#', nothing below a space and no leading '~'; a space is fine inside the quotes it gets."""
+    """As a config value, quoted where it holds a space; what ssh expands ('%x', '${X}') or misreads is refused."""
     text = path.as_posix()
     if not (path.is_absolute() and re.fullmatch(r"[A-Za-z0-9._/+@=,:-][A-Za-z0-9._/+@=,:~ -]*", text, re.ASCII)):
         raise UsageError(

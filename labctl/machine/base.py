@@ -154,8 +154,7 @@ def pump(source: Any, read: Callable[[], bytes], feed: Feed, deadline: Deadline,
 
 
 class Machine(contextlib.AbstractContextManager["Machine"]):
-    # False for this computer: Docker is the user's own, and its loopback ports are reached without a tunnel.
-    remote: bool
+    remote: bool  # False for this computer: Docker is the user's own, its loopback ports reached without a tunnel
     _docker: DockerClient | None = None
 
     def describe(self) -> str:  # for messages: 'azureuser@203.0.113.7:22' or 'this computer'
@@ -170,8 +169,7 @@ class Machine(contextlib.AbstractContextManager["Machine"]):
         stdin: bytes | str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """A string is labctl's own shell text; an argument list is quoted. ``timeout`` is checked on every pass of the
-        read loop, not only on a silent one: a command may keep printing."""
+        """A string is labctl's own shell text, a list is quoted; ``timeout`` holds for a command that keeps talking."""
         text = command if isinstance(command, str) else shlex.join(command)
         deadline = None if timeout is None else time.monotonic() + timeout
 

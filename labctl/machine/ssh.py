@@ -183,8 +183,7 @@ class SSHMachine(Machine):
                 with self._lock:
                     self._drop()
                 return self._transport().open_session(timeout=CONNECT_TIMEOUT)
-        # A live server's refusal (sshd's MaxSessions, 10) goes to an extra connection, kept for the next one.
-        with self._lock:
+        with self._lock:  # a live sshd's refusal (MaxSessions, 10): an extra connection, kept for the next one
             self._transports[1:] = [extra for extra in self._transports[1:] if extra.is_active()]
             for extra in self._transports[1:]:
                 with contextlib.suppress(paramiko.SSHException):
@@ -223,12 +222,11 @@ class SSHMachine(Machine):
                 f"Docker on {self.describe()} does not answer for {self.user}: {probe.output.strip()[-300:]}",
                 hint="Run 'labctl up' again (it installs and starts Docker and adds the user to the docker group).",
             )
-        # A Unix socket in a directory only this user can enter; Windows' Python has none: a loopback port there.
-        if sys.platform == "win32":
+        if sys.platform == "win32":  # Windows' Python has no Unix sockets: a loopback port there
             listener = bind_loopback(0)
             base_url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
         else:
-            folder = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700
+            folder = tempfile.mkdtemp(prefix="labctl-docker-")  # mode 0700: a socket only this user can reach
             self._docker_relay.callback(shutil.rmtree, folder, ignore_errors=True)
             path = os.path.join(folder, "docker.sock")
             listener = socket.create_server(path, family=socket.AF_UNIX, backlog=16)

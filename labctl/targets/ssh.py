@@ -35,7 +35,8 @@ class SSHTarget(Target):
     def plan(self, spec: LabSpec) -> Outcome:
         assert spec.host is not None
         gpu = " with the NVIDIA container runtime" if spec.gpu else ""
-        machines = ", ".join(str(h) for h in [spec.host, *spec.workers])
+        hosts = [str(h) for h in [spec.host, *spec.workers]]
+        machines = ", ".join(hosts)
         steps = [
             f"connect to {machines} (host keys from ~/.ssh/known_hosts, --host-key-fingerprint, or confirmed by you)",
             f"make sure Docker runs there{gpu}",
@@ -46,10 +47,8 @@ class SSHTarget(Target):
             else "build the lab image there (once) and start the Jupyter container on its 127.0.0.1",
         ]
         text = "\n".join([f"labctl up --target ssh would, on {machines}:", *[f"  - {s}" for s in steps]])
-        workers = [str(h) for h in spec.workers]
-        return Outcome(
-            {"target": "ssh", "host": str(spec.host), "workers": workers, "gpu": spec.gpu, "steps": steps}, text
-        )
+        data = {"target": "ssh", "host": hosts[0], "workers": hosts[1:], "gpu": spec.gpu, "steps": steps}
+        return Outcome(data, text)
 
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         _check_same_workers(record, spec)
