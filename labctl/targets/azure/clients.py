@@ -430,11 +430,8 @@ def connect(subscription: str | None = None) -> Azure:
         token = str(credential.get_token(f"{endpoint}/.default").token)
     except ClientAuthenticationError as exc:
         # The chain lists every credential it tried; the ones that were present but failed say why.
-        failed = [
-            ln.strip()
-            for ln in str(exc).splitlines()
-            if "Credential:" in ln and "unavailable" not in ln.lower() and ("failed" in ln.lower() or "AADSTS" in ln)
-        ]
+        tried = [ln.strip() for ln in str(exc).splitlines() if "Credential:" in ln and "unavailable" not in ln.lower()]
+        failed = [ln for ln in tried if "failed" in ln.lower() or "AADSTS" in ln]
         reason = f" ({_one_line('; '.join(failed))})" if failed else ""
         raise LabctlError(f"No usable Azure login was found{reason}.", hint=LOGIN_HINT) from None
     found = attempt(lambda: principal_from_token(token))  # said when an owner is needed (Azure.principal), not now

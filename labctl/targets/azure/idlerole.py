@@ -153,8 +153,7 @@ def grant(azure: Azure, names: LabNames, found: list[str], record: LabRecord, ui
 
 
 def _assign(azure: Azure, url: str, body: dict[str, Any], ui: Reporter) -> None:
-    deadline = time.monotonic() + PRINCIPAL_WAIT
-    delay = max(settings.poll_interval(), 0.01)
+    deadline, delay = time.monotonic() + PRINCIPAL_WAIT, max(settings.poll_interval(), 0.01)
     while True:
         try:
             with arm("assigning the idle-stop role to the VM's identity"):

@@ -297,9 +297,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
     others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
     missing = [r for r in others if r not in cache]
     loaded = side_by_side([functools.partial(attempt, functools.partial(load_region, azure, r)) for r in missing])
-    for region, answer in zip(missing, loaded, strict=True):
-        if isinstance(answer, RegionFacts):
-            cache[region] = answer
+    cache.update((r, found) for r, found in zip(missing, loaded, strict=True) if isinstance(found, RegionFacts))
     room = [
         f"{region} ({free_vcpus(facts, size, plan.spot)[0]} vCPUs free for {size.name})"
         for region in others
