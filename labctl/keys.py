@@ -234,10 +234,9 @@ def known_hosts_path() -> Path:
 def read_known_hosts(host: str, port: int) -> tuple[list[str], set[str]]:
     """(the host's keys, best type first; those revoked for it), read as OpenSSH reads ``known_hosts``."""
     name = known_hosts_name(host, port)
-    try:
+    lines: list[str] = []
+    with contextlib.suppress(OSError):  # none, or unreadable: no key known
         lines = known_hosts_path().read_text(errors="replace").splitlines()
-    except OSError:  # none, or unreadable: no key known
-        lines = []
     keys: list[str] = []
     revoked: set[str] = set()
     for line in lines:

@@ -231,25 +231,22 @@ class LocalMachine(Machine):
         return "this computer"
 
     def _execute(self, text: str, stdin: bytes | None, feed: Feed, check_deadline: Deadline) -> int:
-        proc = subprocess.Popen(
+        with subprocess.Popen(
             ["/bin/sh", "-c", text],
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-        )
-        assert proc.stdout is not None
-        try:
-            if proc.stdin is not None and stdin is not None:
-                proc.stdin.write(stdin)  # small inputs (scripts), written before reading as over SSH
-                proc.stdin.close()
-            fd = proc.stdout.fileno()
-            pump(fd, lambda: os.read(fd, 32768), feed, check_deadline, lambda: True)
-            return proc.wait()
-        finally:
-            proc.stdout.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        ) as proc:  # leaving closes its pipes and waits for it
+            assert proc.stdout is not None
+            try:
+                if proc.stdin is not None and stdin is not None:
+                    proc.stdin.write(stdin)  # small inputs (scripts), written before reading as over SSH
+                    proc.stdin.close()
+                fd = proc.stdout.fileno()
+                pump(fd, lambda: os.read(fd, 32768), feed, check_deadline, lambda: True)
+                return proc.wait()
+            finally:
+                proc.kill()  # one past its deadline; a no-op once it has ended
 
     def _dial(self, host: str, port: int, conn: socket.socket) -> socket.socket:
         peer = socket.create_connection((host, port), timeout=15)
