@@ -273,8 +273,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _addressing_docker_socket(send: Callable[[paramiko.Message], None]) -> Callable[[paramiko.Message], None]:
-    """paramiko opens a channel of any kind but addresses only TCP ones: an open of OpenSSH's channel to a Unix socket
-    gets the Docker socket's path (and the protocol's two reserved fields) as it leaves."""
+    """paramiko addresses TCP channels only: a Unix socket channel's open gets the path and two reserved fields here."""
 
     def send_addressed(message: paramiko.Message) -> None:
         if message.asbytes().startswith(_OPEN_STREAMLOCAL):
