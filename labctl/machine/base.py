@@ -88,9 +88,15 @@ def bind_loopback(port: int) -> socket.socket:
     """``port`` on 127.0.0.1 if free, else the next free one of 100 (0: any)."""
     last: OSError | None = None
     for candidate in [0] if port == 0 else range(port, min(port + 100, 65536)):
+        # Not socket.create_server: its SO_REUSEADDR lets macOS bind 127.0.0.1 on a port another program holds on
+        # every address, and the browser would reach labctl's tunnel or that program by chance.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            return socket.create_server(("127.0.0.1", candidate), backlog=16)
+            sock.bind(("127.0.0.1", candidate))
+            sock.listen(16)
+            return sock
         except OSError as exc:
+            sock.close()
             if exc.errno != errno.EADDRINUSE:
                 raise
             last = exc

@@ -62,6 +62,8 @@ def test_bind_loopback_takes_the_next_free_port() -> None:
         try:
             assert second.getsockname()[0] == "127.0.0.1"
             assert second.getsockname()[1] > taken
+            # Without SO_REUSEADDR: macOS would otherwise let it share a port held on every address.
+            assert second.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 0
         finally:
             second.close()
     finally:
