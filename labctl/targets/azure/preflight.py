@@ -203,8 +203,7 @@ def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> N
             raise LabctlError(
                 f"The subscription is not registered to use {namespace}, which labctl needs, and registering it was "
                 f"refused: {exc.message} Nothing was created.",
-                hint=f"Run 'az provider register --namespace {namespace}' (or ask an owner of the subscription to), "
-                "then 'labctl up' again.",
+                hint=f"Run (or ask an owner to run) 'az provider register --namespace {namespace}', then 'labctl up'.",
             ) from exc
         poll(lambda: state(namespace), lambda now: now == "Registered", 300, f"registering {namespace}")
 
