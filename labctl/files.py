@@ -55,8 +55,7 @@ def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
 
 
 def without_links(root: Path, path: Path) -> Path:
-    """Refused unless under ``root`` with no link on the way: a link a cloned repository carries must not send a copy
-    elsewhere."""
+    """Refused unless under ``root`` with no link on the way: a cloned repository's link must not send a copy away."""
     parts = path.relative_to(root).parts if path.is_relative_to(root) else ("..",)
     if ".." in parts:
         raise UsageError(f"{path} is not inside {root}, where labctl writes; nothing was written.")

@@ -1,9 +1,7 @@
-"""Azure VM sizes and what a lab costs. The sizes labctl knows, so that `up --dry-run` shows shape and cost without
-credentials and a typo or a retired size is caught before any call to Azure, with approximate US pay-as-you-go Linux
-list prices. What a lab costs per hour in its region: the Azure Retail Prices API (public, no login), a dated local
-cache, the catalog offline; a price always says where it came from. And what a lab has cost since it was made: Azure
-bills compute for every second a VM is allocated (also "stopped" after an OS shutdown; only deallocated stops it), and
-the OS disk and public IP for the lab's whole life."""
+"""Azure VM sizes (so that `up --dry-run` needs no credentials and a typo or retired size is caught before Azure is
+called) and what a lab costs: per hour from the Retail Prices API (no login), a dated cache or the catalog, each price
+saying which; since creation, as Azure bills compute for every second a VM is allocated (also "stopped" after an OS
+shutdown; only deallocated stops it), and the OS disk and public IP for the lab's whole life."""
 
 from __future__ import annotations
 
@@ -147,8 +145,7 @@ MAX_PAGES = 20
 CACHE_FILE = "retail-prices.json"
 DISK_TIER = "P15"  # the DSVM's 150 GiB OS disk is billed as the Premium SSD tier it fits in
 CATALOG_SOURCE = "labctl's built-in catalog (approximate US list prices)"
-# What a lab pays besides its VMs: the field, the price list's filter, unit and meter, and the approximate US
-# list price (USD) used offline.
+# What a lab pays besides its VMs: field, price list filter, unit, meter, and the US list price (USD) used offline.
 _DISK = f"serviceName eq 'Storage' and productName eq 'Premium SSD Managed Disks' and skuName eq '{DISK_TIER} LRS'"
 _IP = "serviceName eq 'Virtual Network' and productName eq 'IP Addresses' and skuName eq 'Standard'"
 _NAT = "productName eq 'NAT Gateway' and skuName eq 'Standard'"
@@ -191,8 +188,7 @@ class LabPrices:
         return self.disk_per_month / HOURS_PER_MONTH + self.public_ip_per_hour
 
     def for_nodes(self, nodes: int) -> LabPrices:
-        """Compute and an OS disk for each VM, one public IP; several nodes add the workers' way out, a NAT gateway
-        with a public IP of its own (counted with the IPs)."""
+        """One public IP, compute and a disk per VM; workers go out through a NAT gateway, with its own public IP."""
         way_out = self.public_ip_per_hour + self.nat_gateway_per_hour if nodes > 1 else 0.0
         return replace(
             self,
@@ -204,8 +200,7 @@ class LabPrices:
 
 
 def _price(items: list[dict[str, Any]], unit: str) -> float | None:
-    """The Linux consumption meter in ``unit``, primary region and latest first (Windows
-    meters' ``productName`` ends in " Windows")."""
+    """Primary region and latest first; Windows meters' ``productName`` ends in " Windows"."""
     linux = [i for i in items if i.get("type") == "Consumption" and not str(i.get("productName")).endswith("Windows")]
     rows = [i for i in linux if i.get("unitOfMeasure") == unit and float(i.get("retailPrice") or 0) > 0]
     ranked = sorted(rows, key=lambda r: (bool(r.get("isPrimaryMeterRegion", True)), str(r.get("effectiveStartDate"))))
@@ -327,8 +322,7 @@ def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: 
 def estimate(
     created_at: datetime, intervals: Iterable[Interval], prices: LabPrices, *, spot: bool, now: datetime
 ) -> dict[str, Any]:
-    """The spend so far, as ``status`` shows it; compute_per_hour: what another hour allocated costs (compute plus
-    the fixed parts)."""
+    """compute_per_hour: what another hour allocated costs (compute plus the fixed parts)."""
     life = max(0.0, (now - created_at).total_seconds()) / 3600
     allocated = allocated_seconds(intervals, created_at, now) / 3600
     rate = prices.compute_per_hour(spot)

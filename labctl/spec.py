@@ -1,6 +1,5 @@
-"""What the user asks for. Settings, resolved in one order everywhere (flags, LABCTL_* variables, ``labctl.toml`` in
-the current directory, the user config file, defaults), so that ``labctl config`` can say where each value came from;
-and the validated intent behind `labctl up`: pure data, checked before anything touches a machine or the cloud."""
+"""What the user asks for: settings in one order everywhere (flags, LABCTL_* variables, ``labctl.toml`` here, the user
+config file, defaults) so that ``labctl config`` can say where each came from, and `up`'s intent, checked up front."""
 
 from __future__ import annotations
 
@@ -26,8 +25,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-# key -> (default, what a value from a variable or file must pass, what it decides). Keys are also the TOML keys
-# and, upper-cased, the LABCTL_* variable names.
+# key (also the TOML key and, upper-cased, LABCTL_KEY) -> (default, check of a variable's or file's value, what it sets)
 SETTINGS: dict[str, tuple[Any, Callable[[str, str], object] | None, str]] = {
     "name": ("lab", validate_lab_name, "the lab's name when 'up' is given none"),
     "target": ("azure", validate.check_target, "where the lab is made (on Azure, billed to you)"),
@@ -156,8 +154,7 @@ class Settings:
         return Setting(key, SETTINGS[key][0], "default")
 
     def check(self) -> None:
-        """Every variable labctl reads, and every setting from a variable or file. Flags are checked where they are
-        read, and an untrusted project file's guarded setting by ``lookup``."""
+        """Flags are checked where they are read, and an untrusted project file's guarded setting by ``lookup``."""
         for name, check_variable in validate.ENV_CHECKS.items():
             if os.environ.get(name):
                 check_variable(os.environ[name], name)
@@ -189,8 +186,6 @@ MAX_NODES = 16  # machines in one lab: torchrun scales further, but a lab this s
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(?P<port>\d+))?$"
 )
-
-
 _OWN_HOST_KEY = "labctl makes an Azure VM's host key itself"
 _SHUTDOWN_BILLS = "on Azure the idle stop deallocates the VM; an OS shutdown would keep billing"
 
@@ -220,8 +215,7 @@ def parse_host(text: str) -> HostAddress:
 
 @dataclass
 class LabSpec:
-    """What the user asked `up` for. Empty or None means "not given", so that variables and config files still
-    apply (``labctl.workflows.lifecycle.build_spec``); ``validate`` fills the defaults."""
+    """Empty or None is "not given", so that variables and config files still apply; ``validate`` fills defaults."""
 
     name: str = ""  # default: DEFAULT_NAME
     target: str = ""  # default: ssh when a host is given, else azure
@@ -247,8 +241,7 @@ class LabSpec:
 
     def _check_nodes(self) -> None:
         hosts = 1 + len(self.workers)
-        # Not asked for: an SSH cluster is the hosts given; elsewhere a new lab gets one machine and an existing one
-        # keeps what it has (the target reads that from the lab's record).
+        # Not asked for: on ssh the hosts given; elsewhere one for a new lab, what its record says for an existing one.
         if self.nodes is None and self.target == "ssh":
             self.nodes = hosts
         if self.nodes is None:

@@ -49,8 +49,7 @@ def _matching(pattern: str) -> Callable[[str | None], bool]:
     return lambda value: value is None or bool(re.fullmatch(pattern, value, re.ASCII))
 
 
-# The records' schema: each field's type, and for these the values no lab of labctl's could hold (they reach SSH,
-# Docker and paths), checked by ``from_dict`` when a record is read.
+# Values no lab of labctl's could hold (they reach SSH, Docker and paths), refused by ``from_dict`` on reading.
 Address = Annotated[str | None, _matching(r"[A-Za-z0-9.:_-]{1,253}")]  # nothing a shell would read
 Port = Annotated[int, lambda port: 0 < port < 65536]
 User = Annotated[str | None, _matching(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")]
@@ -93,14 +92,12 @@ class LabRecord:
     # The machines, node 0 first; one for a lab on one machine. Each is reached with the lab's one SSH key.
     nodes: Annotated[list[NodeRecord], bool] = field(default_factory=lambda: [NodeRecord()])
     ssh_key_path: str | None = None
-    # The lab container.
     gpu: bool = False
     image: str | None = None
     container_name: str | None = None  # node 0's, with Jupyter
     jupyter_token: str | None = None
     jupyter_port: Port = 8888  # on node 0's loopback
-    # What only the target knows (Azure: subscription, resource group, region, size, ...). Each target reads
-    # and writes it through its own typed view (e.g. labctl.targets.azure.plan.AzureData); workflows never do.
+    # What only the target knows (Azure: subscription, region, size...), used only through its view (azure's AzureData).
     target_data: dict[str, Any] = field(default_factory=dict)
     # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
     idle: dict[str, Any] = field(default_factory=dict)
@@ -108,8 +105,7 @@ class LabRecord:
 
     @classmethod
     def from_json(cls, data: object) -> LabRecord:
-        """A record from before a lab was a list of nodes (node 0 in its own fields, the others in ``workers``)
-        is read as one."""
+        """Also reads a record from before a lab was a list of nodes (node 0's own fields, then ``workers``)."""
         if isinstance(data, dict) and "nodes" not in data:
             workers = data.get("workers", [])
             if not isinstance(workers, list):
@@ -140,8 +136,7 @@ _ITEMS = {RunRecord: ("run", 1), NodeRecord: ("node", 0)}  # how errors name an 
 
 
 def from_dict(cls: type[T], data: object, what: str) -> T:
-    """Each field checked against its declared type and constraints; unknown keys are dropped (a newer labctl
-    may have written them, an older one keys no longer read)."""
+    """Unknown keys are dropped: a newer labctl may have written them, an older one keys no longer read."""
     if not isinstance(data, dict):
         raise ValueError(f"{what} is a JSON {type(data).__name__}, not an object")
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -229,8 +224,7 @@ class StateStore:
         return records, unreadable
 
     def name_flag(self, name: str) -> str:
-        """The --name a suggested command needs: none only where `up` (which means the default lab) and the other
-        commands (which mean the only lab) would both pick this one."""
+        """None only where `up` (the default lab) and the other commands (the only lab) would both pick this one."""
         return "" if name == DEFAULT_NAME and [r.name for r in self.scan()[0]] == [name] else f" --name {name}"
 
     def resolve(self, name: str | None) -> LabRecord:

@@ -180,8 +180,7 @@ def clock(seconds: float) -> str:
 
 
 def table_text(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], right: Collection[str] = ()) -> str:
-    """A table as plain text for a command's output: no colour, and wide enough that no cell wraps (the table is
-    only as wide as its contents). The ``right`` columns are numbers, aligned right."""
+    """Plain text, as wide as its contents so that no cell wraps; the ``right`` columns are numbers."""
     from rich.console import Console
     from rich.table import Table
 

@@ -1,6 +1,5 @@
-"""Checks of what a user types or sets, before anything is created or connected to: each refusal names the value,
-where it came from (``what``: ``--region``, ``LABCTL_SSH_PORT``, ``region in /path/config.toml``) and what would
-work instead (``UsageError``, exit 2)."""
+"""Checks of what a user types or sets, before anything is made or reached: each refusal names the value, where it
+came from (``what``: ``--region``, ``LABCTL_SSH_PORT``, ``region in FILE``) and what would work instead."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def _blank(value: str, what: str) -> None:
 def pattern_check(
     default: str, pattern: str, message: str, hint: str, clean: Callable[[str], str] = str
 ) -> Callable[..., str]:
-    """A check of a value matched whole (no trailing newline slips through), in ASCII (no other script's digits
-    pass), after ``clean``; ``message`` is formatted with {what} and {value}."""
+    """Matched whole (no trailing newline slips through) and in ASCII (no other script's digits pass)."""
 
     def check(value: str, what: str = default) -> str:
         _blank(value, what)
@@ -55,8 +53,7 @@ check_region = pattern_check(
     "them), or auto.",
     str.lower,
 )
-# The shape of a size name only: whether Azure still offers it is up's to say (pricing.lookup), so a retired size
-# in a variable or file never blocks the down or status of a lab that bills.
+# The shape only: whether Azure offers it is up's to say, so a retired size never blocks a billing lab's down or status.
 check_size_name = pattern_check(
     "--size",
     r"[A-Za-z0-9_]{2,64}",
@@ -191,8 +188,7 @@ def check_file(text: str, what: str) -> str:
     return text
 
 
-# Image references reach root (cloud-init, the engine): only Docker's grammar passes, nothing rides along. The
-# grammar of github.com/distribution/reference (reference.go), written out piece by piece.
+# Image refs reach root (cloud-init, the engine): only the grammar of github.com/distribution/reference passes.
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
