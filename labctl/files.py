@@ -1,6 +1,5 @@
-"""labctl's own files (``labctl/_bundled/`` in a wheel, the repository root in a checkout), files only their owner may
-read, and copies kept under the folder the user chose. Windows has no modes: there private files live in the user's
-profile, which admits only the user, SYSTEM and Administrators (as OpenSSH requires)."""
+"""labctl's bundled files, private files, and copies under the user's folder. Windows has no modes: private files live
+in the user's profile, which admits only the user, SYSTEM and Administrators (as OpenSSH requires)."""
 
 from __future__ import annotations
 

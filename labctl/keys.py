@@ -314,8 +314,7 @@ def confirm_host_key(
     assume_yes: bool = False,
     one_of_several: bool = False,
 ) -> str:
-    """The key to pin for a new host: ``--yes`` never pins an unknown one, only known_hosts or ``expected`` (a
-    checked --host-key-fingerprint) do; ``one_of_several`` (a cluster's host) has no flag of its own to suggest."""
+    """``--yes`` never pins an unknown key; ``one_of_several`` (a cluster's host) has no flag of its own to suggest."""
     known, revoked = read_known_hosts(host, port)
     if expected is not None:
         known = [k for k in known if fingerprint(k) == expected]

@@ -36,8 +36,7 @@ class VmSize:
     spot_usd_per_hour: float | None = None
     gpu_model: str | None = None
     gpu_count: int = 0
-    # False: a size this table lacks, taken as typed; the preflight fills its shape from the subscription's
-    # resource SKUs and its price from the Azure price list (0: price unknown).
+    # False: not in this table, taken as typed; the preflight fills its shape (resource SKUs) and price (0: unknown).
     catalogued: bool = True
 
     @property

@@ -44,11 +44,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[str, str], object] | None, str]] = {
 ENV_PREFIX = "LABCTL_"
 PROJECT_FILE = "labctl.toml"
 TRUST_FILE = "trusted-projects.json"  # beside the user config file
-# Every setting but the name decides what runs as root on the machine, who can reach it, what is billed, where, for
-# how long, or where files are written here. A labctl.toml lies in whatever directory labctl runs from (a cloned
-# repository, a shared folder), so it may set these only once the user has trusted that file as it is now
-# ('labctl config --trust'); flags, variables and the user's own file may. It sets `name` alone.
+# Every setting but the name decides what runs as root on the machine, who reaches it, what is billed, where, how
+# long, or where files are written here. A labctl.toml lies wherever labctl runs (a cloned repository, a shared
+# folder), so it sets these only once trusted as it is now ('labctl config --trust'); untrusted, `name` alone.
 GUARDED = set(SETTINGS) - {"name"}
+_TOML_TYPES = {"bool": "boolean", "int": "integer", "float": "float", "list": "array", "dict": "table"}
 
 
 def user_config_path() -> Path:
@@ -80,9 +80,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
                 hint=f'Write it as a quoted string ({key} = "...") or remove the line.',
             )
     return table
-
-
-_TOML_TYPES = {"bool": "boolean", "int": "integer", "float": "float", "list": "array", "dict": "table"}
 
 
 def _trusted() -> dict[str, str]:

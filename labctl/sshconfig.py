@@ -187,8 +187,7 @@ def _includes_at_top(text: str) -> bool:
 
 
 def ensure_include(confirm: Callable[[str], bool | None], *, ask_again: bool = False) -> IncludeState:
-    """The Include line at the top of ``~/.ssh/config`` once ``confirm`` agreed (None: no one could answer); a "no"
-    is kept unless ``ask_again``. A symlinked config (dotfiles) is edited where it points, keeping its mode."""
+    """A "no" is kept unless ``ask_again``; a symlinked config (dotfiles) is edited where it points, in its mode."""
     config = config_path()
     user_config, declined = config.parent.parent / "config", config.with_name("include-declined")
     target = user_config.resolve() if user_config.is_symlink() else user_config

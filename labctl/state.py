@@ -22,7 +22,6 @@ DEFAULT_NAME = "lab"  # the lab every command means when there is one and no --n
 STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
 T = TypeVar("T")
 
-
 # Lab names end up in resource-group, VM and container names, so they keep to what all of those accept.
 validate_lab_name = pattern_check(
     "--name",

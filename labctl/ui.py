@@ -103,8 +103,7 @@ def phase_of(line: str) -> str | None:
 
 
 class LiveOutput(AbstractContextManager["LiveOutput"]):
-    """A run's output unchanged, with a spinner while the run works without a word: before its first output (label
-    ``first``) and after a line that announces a step, which a terminal shows in the spinner until the step ends."""
+    """A spinner while a run is silent: before its first output, and after a line announcing a step (shown in it)."""
 
     def __init__(self, ui: Reporter, stream: TextIO, first: str | None = None) -> None:
         self.ui = ui

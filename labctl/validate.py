@@ -17,6 +17,14 @@ TARGETS = ("azure", "ssh", "local")
 RUN_ID = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # as labctl makes them: no paths, no spaces
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
 REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/plan.py)
+_UNREACHABLE = (  # what an address is, by the ipaddress property that says so
+    ("a loopback address (this computer talking to itself)", "is_loopback"),
+    ("link-local (valid on one network segment only)", "is_link_local"),
+    ("a multicast address", "is_multicast"),
+    ("the unspecified address, not a host", "is_unspecified"),
+    ("reserved or broadcast, not assigned to any host", "is_reserved"),
+)
+_YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 def _blank(value: str, what: str) -> None:
@@ -67,8 +75,7 @@ check_shutdown_at = pattern_check(
     "{what} {value!r} is not a time of day.",
     "Use 24-hour HH:MM, for example 19:00, or --no-shutdown to opt out.",
 )
-# Azure's rule for a Linux VM's admin; names Azure refuses at creation (root, admin) pass here, since tests log
-# in to a stand-in VM as the local user, root in CI.
+# Azure's rule; root and admin (refused at creation) pass: tests log in to a stand-in VM as the local user, root in CI.
 check_admin_user = pattern_check(
     "LABCTL_ADMIN_USER",
     r"[a-z_][a-z0-9_-]{0,31}",
@@ -78,6 +85,12 @@ check_admin_user = pattern_check(
 )
 check_target = pattern_check(
     "--target", "|".join(TARGETS), "{what} {value!r} is not a target.", f"Choose one of: {', '.join(TARGETS)}."
+)
+check_run_id = pattern_check(
+    "RUN",
+    RUN_ID,
+    "{what} {value!r} is not a run id.",
+    "Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
 )
 
 
@@ -113,23 +126,6 @@ def check_allow_ip(text: str, what: str = "--allow-ip") -> str:
     return str(net)
 
 
-_UNREACHABLE = (  # what an address is, by the ipaddress property that says so
-    ("a loopback address (this computer talking to itself)", "is_loopback"),
-    ("link-local (valid on one network segment only)", "is_link_local"),
-    ("a multicast address", "is_multicast"),
-    ("the unspecified address, not a host", "is_unspecified"),
-    ("reserved or broadcast, not assigned to any host", "is_reserved"),
-)
-
-
-check_run_id = pattern_check(
-    "RUN",
-    RUN_ID,
-    "{what} {value!r} is not a run id.",
-    "Run ids look like 20260101-120000-ab12 ('labctl runs' lists them); give one or its start.",
-)
-
-
 def check_port(text: str, what: str) -> int:
     port = int(text.strip()) if re.fullmatch(r"[0-9]{1,5}", text.strip(), re.ASCII) else -1
     if not 0 < port < 65536:
@@ -159,9 +155,6 @@ def check_seconds(text: str, what: str) -> float:
             hint=f"Use a number such as 2 or 0.5, at most {MAX_SECONDS} (a week).",
         )
     return number
-
-
-_YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
 def check_yes_no(text: str, what: str) -> str:
