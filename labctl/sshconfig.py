@@ -110,7 +110,9 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
 def check_path(path: Path, what: str) -> str:
     """As a config value, quoted where it holds a space; what ssh expands ('%x', '${X}') or misreads is refused."""
     text = path.as_posix()
-    if not (path.is_absolute() and re.fullmatch(r"[A-Za-z0-9._/+@=,:-][A-Za-z0-9._/+@=,:~ -]*", text, re.ASCII)):
+    # Letters of every script (a user named Jürgen); no control character or line separator, Unicode's included.
+    letters = r"A-Za-z0-9._/+@=,:\u00a0-\u2027\u202a-\U0010ffff-"
+    if not (path.is_absolute() and re.fullmatch(rf"[{letters}][{letters}~ ]*", text)):
         raise UsageError(
             f"{what} {text!r} cannot go into an SSH config entry.",
             hint="It must be an absolute path without quotes, backslashes, '%', '$', '#' or control characters; "
@@ -131,6 +133,11 @@ def trust(entry: HostEntry, known_hosts: Path) -> dict[str, str]:
         "StrictHostKeyChecking": "yes",
         "UpdateHostKeys": "no",
         "CheckHostIP": "no",
+        # Other ways ssh accepts a host key, which a `Host *` block of the user's could turn on: DNS (SSHFP) and a
+        # command's answer (OpenSSH 8.5 on; older clients ignore the option, and so do not have it).
+        "VerifyHostKeyDNS": "no",
+        "IgnoreUnknown": "KnownHostsCommand",
+        "KnownHostsCommand": "none",
     }
     write_private(known_hosts, f"{entry.alias} {normalize(entry.host_key)}\n")
     return options

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,34 @@ def test_a_path_with_a_space_is_quoted(tmp_path: Path, monkeypatch: pytest.Monke
     assert f'    UserKnownHostsFile "{home}/.ssh/labctl/cifar-gpu.known_hosts"\n' in text
 
 
+def test_a_path_in_another_script_is_taken_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "Jürgen Müller"
+    monkeypatch.setenv("HOME", str(home))
+    text = sshconfig.write_entry(_entry(identity_file=home / "clé")).read_text()
+    assert f'    IdentityFile "{home}/clé"\n' in text
+
+
+def test_the_users_own_config_cannot_add_ways_to_accept_a_host_key(tmp_path: Path) -> None:
+    """ssh takes an option's first value: labctl's come first, so a `Host *` of the user's changes none of them."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        pytest.skip("no ssh client")
+    hostile = tmp_path / "config"
+    hostile.write_text(
+        "Host *\n  KnownHostsCommand /bin/echo %H ssh-ed25519 AAAA\n  VerifyHostKeyDNS yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /tmp/theirs\n  GlobalKnownHostsFile /tmp/theirs\n"
+    )
+    known = tmp_path / "pinned"
+    options = sshconfig.trust(_entry(identity_file=tmp_path / "key"), known)
+    argv = [ssh, "-G", "-F", str(hostile), *(f"-o{key}={value}" for key, value in options.items()), "me@lab"]
+    effective = dict(line.partition(" ")[::2] for line in subprocess.check_output(argv, text=True).splitlines())
+    assert "knownhostscommand" not in effective
+    assert effective["verifyhostkeydns"] == "false"
+    assert effective["stricthostkeychecking"] == "true"
+    assert effective["userknownhostsfile"] == effective["globalknownhostsfile"] == str(known)
+    assert known.read_text().split()[0] == effective["hostkeyalias"]
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -106,6 +136,8 @@ def test_a_path_with_a_space_is_quoted(tmp_path: Path, monkeypatch: pytest.Monke
         {"identity_file": Path("/home/me/key\nProxyCommand id")},
         {"identity_file": Path("/home/me/#key")},
         {"identity_file": Path("relative/key")},
+        {"identity_file": Path("/home/me/\u2028ProxyCommand id")},  # a line separator to Python's splitlines
+        {"identity_file": Path("/home/me/\x85key")},
         {"port": 0},
         {"port": 70000},
         {"local_port": True},
