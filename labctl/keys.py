@@ -294,7 +294,6 @@ def scan_host_key(host: str, port: int, timeout: float = 15.0) -> str:
 
 
 def check_fingerprint(text: str) -> str:
-    """A fingerprint as ``ssh-keygen -lf`` prints it ('SHA256:' and 43 base64 characters), or a UsageError."""
     value = text.strip()
     if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", value):
         raise UsageError(

@@ -156,7 +156,6 @@ def write_entry(entry: HostEntry) -> Path:
 
 
 def remove_entry(lab: str) -> bool:
-    """True if there was a block."""
     known_hosts_path(lab).unlink(missing_ok=True)
     return _rewrite(lab, "")
 
