@@ -30,8 +30,7 @@ class LabctlCommand(TyperCommand):
     def format_options(self, ctx: Any, formatter: Any) -> None:
         args, opts = [], []
         for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
+            if (record := param.get_help_record(ctx)) is None:
                 continue
             name, text = record
             if param.param_type_name == "argument":
@@ -121,10 +120,8 @@ def _call(fn: Callable[..., T], given: dict[str, Any], **more: Any) -> T:
 def _command(
     name: str, calls: str = "", *, lab: bool = True, json: bool = True, **settings: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A command from a function given the reporter first and returning its workflow's outcome, which ``_run``
-    renders (as JSON with its ``--json``); with ``calls`` (a workflow in ``labctl.workflows``: "status.status") the
-    function only declares the parameters, and the workflow gets those it names, the reporter as ``ui``. Unless
-    declared or refused (``lab``, ``json``), every command takes --name first and --json last."""
+    """``action(ui, ...)`` returns the Outcome ``_run`` renders, or with ``calls`` ("status.status") only declares the
+    options that workflow gets (``ui`` too). Unless ``lab``/``json`` refuse them: --name first, --json last."""
 
     def register(action: Callable[..., Any]) -> Callable[..., Any]:
         params = list(inspect.signature(action, eval_str=True).parameters.values())[0 if calls else 1 :]
@@ -195,11 +192,9 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         if _VERBOSE:
             raise
         # A network that drops mid-command is the world, not a bug: say so plainly, whichever library noticed.
-        lost: list[type[BaseException]] = [ConnectionError, TimeoutError, EOFError]
-        for module, name in (("requests.exceptions", "ConnectionError"), ("paramiko", "SSHException")):
-            if module in sys.modules:
-                lost.append(getattr(sys.modules[module], name))
-        if isinstance(exc, tuple(lost)):
+        libraries = {"requests.exceptions": "ConnectionError", "paramiko": "SSHException"}
+        lost = [getattr(sys.modules[module], name) for module, name in libraries.items() if module in sys.modules]
+        if isinstance(exc, (ConnectionError, TimeoutError, EOFError, *lost)):
             _fail(
                 f"The connection broke off ({type(exc).__name__}: {exc}). What runs in the lab goes on without it; "
                 "run the same command again once the network is back ('labctl status' says whether the lab answers).",
@@ -346,8 +341,7 @@ def open_cmd(
 
 
 def _with_lab_options(command: Callable[..., Outcome]) -> Callable[..., Outcome]:
-    """The lab's training options (cifarlab's own table, ``LAB_OPTIONS``) as options of ``command`` after its
-    ``here``; their values reach its ``**training``."""
+    """cifarlab's ``LAB_OPTIONS`` as options after ``here``, declared once there; their values reach ``**training``."""
     from labctl.workflows.runlab_options import LAB_OPTIONS
 
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]

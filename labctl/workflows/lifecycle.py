@@ -1,7 +1,6 @@
-"""A lab's life: `labctl up` makes it or brings it up to date, saving the record after every step so that a second
-`up` resumes and `down` can clean up; `down` saves the user's work, then deletes everything the lab created, checks
-that nothing is left and forgets it; `stop`, `start` and `idle-stop` switch its machine off (no compute charges), back
-unchanged, or off by itself when idle. None of them acts on a colleague's lab by accident."""
+"""A lab's life: `up` makes or updates it, saving the record after every step so a second `up` resumes and `down`
+cleans up; `down` saves the user's work, deletes all the lab made, checks nothing is left and forgets it; `stop`,
+`start`, `idle-stop`: its machine off (no compute charges), back unchanged, off when idle. Never a colleague's lab."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
         spec.shutdown_at = settings.get("shutdown_at", asked.shutdown_at)
     if "size" in own and not asked.sizes and (size := settings.get("size")):
         spec.sizes = [size]
-    # A region only counts as asked for when something set it: a re-run of `up` for a lab made elsewhere
-    # (--region westus2, --region auto) must converge on where the lab is, not on the built-in default.
+    # Only a region something set counts: re-running `up` for a lab made with --region X or auto keeps it there.
     region = settings.lookup("region", asked.region)
     if "region" in own and region.source != "default":
         spec.region = region.value
@@ -51,11 +49,6 @@ def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
         spec.subscription = settings.get("subscription", asked.subscription)
     if "allow_ip" in own:
         spec.allow_ip = _allow_ip(settings, asked.allow_ip)
-    _idle_settings(spec, asked, settings)
-    return spec.validate()
-
-
-def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
     window = settings.lookup("idle_stop", asked.idle_stop)
     if window.source != "default" and window.value is not None:
         spec.idle_stop = idle.parse_window(window.value, f"idle_stop from {window.source}")
@@ -63,6 +56,7 @@ def _idle_settings(spec: LabSpec, asked: LabSpec, settings: Settings) -> None:
     budget = settings.lookup("budget", asked.budget)
     if budget.value is not None:
         spec.budget = idle.parse_budget(budget.value, f"budget from {budget.source}")
+    return spec.validate()
 
 
 def _allow_ip(settings: Settings, flag: str | None) -> str | None:
@@ -102,8 +96,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     store = StateStore()
     record = store.load(spec.name) if store.exists(spec.name) else None
     if record is not None and record.status == "creating" and record.nodes[0].host is None:
-        # An earlier `up` that never reached its machine left nothing behind to keep, unless the target makes
-        # machines: then it may have created some of it already, and the record is what `down` removes.
+        # An `up` that never reached its machine left nothing, unless the target makes machines: `down` removes those.
         record = record if get_target(record.target).owns_machine else None
     if record is None:
         # Not saved yet: the target saves it just before it creates the first thing `down` would have to remove,

@@ -1,8 +1,6 @@
-"""How this computer reaches the lab, trusting only its pinned host key. `labctl open`: Jupyter listens on the
-machine's 127.0.0.1 only, so the browser reaches it through a port forward over the lab's verified SSH connection; the
-URL carries the token, and this is the one command that shows it. `labctl ssh`: the system ``ssh`` client (a real
-terminal); `labctl ssh-config`: the entry that ssh, scp and VS Code read. `labctl pull` and `push`: files between here
-and the lab's /workspace, and the copy `labctl down` makes of what changed since `up` before it deletes."""
+"""Reaching the lab, trusting only its pinned host key. `open`: Jupyter listens on the machine's 127.0.0.1 only, so a
+port forward over the verified SSH connection; the one command that shows the token. `ssh`: the system client (a real
+terminal); `ssh-config`: the entry ssh, scp and VS Code read. `pull`, `push` and the copy `down` makes first."""
 
 from __future__ import annotations
 
@@ -34,6 +32,8 @@ from labctl.machine import Machine, connect
 from labctl.state import LabRecord, StateStore
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.workflows.runlab_options import results_root
+
+BROWSER_GRACE = 5.0  # seconds the redirect page stays with no tunnel held (a lab here): the browser reads it at once
 
 
 def lab_url(port: int, token: str) -> str:
@@ -85,9 +85,8 @@ def open_lab(
     *,
     stop: threading.Event | None = None,
 ) -> Outcome:
-    """``forward``: more ports of the lab, through the same tunnel. ``as_json``: a held tunnel writes its URL as one
-    JSON line to stdout as soon as it is up, since the command's own output only comes when the tunnel closes, which
-    is too late for a script waiting on it. ``stop`` ends a held tunnel the way Ctrl-C does (tests use it)."""
+    """``as_json``: the URL as one JSON line as soon as the tunnel is up, since the Outcome only comes when it closes
+    (too late for a script waiting on it). ``stop`` ends a held tunnel the way Ctrl-C does (tests use it)."""
     forward = forward or []
     if not 0 <= port < 65536:
         raise UsageError(f"--port {port} is not a port number.", hint="Use 1-65535, e.g. 8888 (0: any free port).")
@@ -113,8 +112,7 @@ def open_lab(
             return Outcome({"name": record.name, "url": url, "port": record.jupyter_port, "tunnel": False}, url)
 
         if print_only:
-            # The tunnel is held elsewhere (another 'labctl open' or 'ssh -L'); check Jupyter through a
-            # short-lived one so that the printed URL is known to work behind a tunnel on --port.
+            # A tunnel held elsewhere ('labctl open', 'ssh -L'): a short-lived one proves the URL works behind it.
             with machine.forward(record.jupyter_port, 0) as probe:
                 check_jupyter(probe, token)
             url = lab_url(port, token)
@@ -164,10 +162,6 @@ def _forward_lab_ports(
     return forwards
 
 
-# Seconds the redirect page stays when no tunnel is held (a lab on this computer): the browser reads it at once.
-BROWSER_GRACE = 5.0
-
-
 def redirect_page(url: str) -> str:
     target = html.escape(url, quote=True)
     return (
@@ -179,8 +173,7 @@ def redirect_page(url: str) -> str:
 
 @contextmanager
 def browse(url: str, enabled: bool, ui: Reporter) -> Iterator[Path | None]:
-    """A private redirect page (0600), never the tokenized URL: a URL handed to the browser is on its command line,
-    which every user of the computer can read (``ps``)."""
+    """A private page (0600), never the tokenized URL, which would be on the browser's command line for all (ps)."""
     if not enabled:
         yield None
         return
@@ -200,9 +193,8 @@ def browse(url: str, enabled: bool, ui: Reporter) -> Iterator[Path | None]:
 
 
 def ssh_command(record: LabRecord, known_hosts: Path, remote_command: list[str] | None = None) -> list[str]:
-    """The remote command goes after ssh's own ``--`` as one quoted line, so each word arrives as it was given
-    ('sh -c "exit 7"' stays three words) and none is read as an option, neither by the local client
-    ('-oProxyCommand=...') nor by the remote shell; pipes and globs go through 'sh -c'."""
+    """The remote command goes after ``--`` as one quoted line: each word arrives as given ('sh -c "exit 7"' stays
+    three) and none is an option to the client ('-oProxyCommand=...') or the remote shell; pipes need 'sh -c'."""
     entry = sshconfig.entry_for(record)  # first: a lab on this computer has no machine to start for ssh
     if record.status == "stopped":
         record.require_ready()  # says how to start it

@@ -1,7 +1,6 @@
-"""`labctl run-lab`, `run` (the user's own script, run as the bundled lab is), `logs`, `runs`, `fetch`, `cancel`. A
-run starts detached in the lab containers and this side only watches it, so Ctrl-C or a dropped connection never stops
-training. Node 0 holds every run's record. `run-lab --here` runs the bundled lab in this Python environment instead
-(the ``lab`` extra): no cloud, no container."""
+"""`run-lab`, `run` (the user's script, run as the lab is), `logs`, `runs`, `fetch`, `cancel`. A run starts detached in
+the containers and this side only watches, so Ctrl-C or a dropped connection never stops training; node 0 holds every
+run's record. `run-lab --here` runs the lab in this Python environment (the ``lab`` extra)."""
 
 from __future__ import annotations
 
@@ -259,16 +258,6 @@ def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: s
     return Outcome(data, f"Executed notebook: {executed}\n{result_text(data)}")
 
 
-def here_runs() -> list[dict[str, Any]]:
-    """The runs made with --here (under <results_dir>/here), oldest first, in the rows `labctl runs` shows."""
-    rows = []
-    for run_dir in sorted(p for p in (results_root() / "here").glob("*") if p.is_dir()):
-        metrics = read_metrics(run_dir)
-        row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
-        rows.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
-    return rows
-
-
 @dataclass(frozen=True)
 class Watch:
     detach: bool
@@ -360,7 +349,11 @@ def logs(ui: Reporter, name: str | None = None, run: str | None = None, follow: 
 
 
 def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outcome:
-    made_here = here_runs()
+    made_here = []  # the runs made with --here (under <results_dir>/here), oldest first
+    for run_dir in sorted(p for p in (results_root() / "here").glob("*") if p.is_dir()):
+        metrics = read_metrics(run_dir)
+        row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
+        made_here.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
     rows: list[dict[str, Any]] = []
     if not here:
         try:
@@ -454,11 +447,10 @@ def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wai
         cluster = reach(lab, run_nodes(record, run_id))
         with ui.step(f"Stopping run {run_id} (it saves its checkpoint first)"):
             deadline = time.monotonic() + (wait if stop_nodes(cluster, run_id) else 2.0)
-            while True:
-                infos = [node.runs.info(run_id) for node in cluster]
-                if all(info.state != "running" for info in infos) or time.monotonic() >= deadline:
-                    break
+            infos = [node.runs.info(run_id) for node in cluster]
+            while any(info.state == "running" for info in infos) and time.monotonic() < deadline:
                 time.sleep(0.5)
+                infos = [node.runs.info(run_id) for node in cluster]
         kept = [f for f in lab_runs.files(run_id) if f not in ("pid", "exit_code")]
     still = [node.where for node, info in zip(cluster, infos, strict=True) if info.state == "running"]
     if still:

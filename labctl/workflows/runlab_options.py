@@ -172,8 +172,7 @@ def lab_values(opts: RunLabOptions, *, out: str, data: str, data_root: str | Non
 
 
 def cifarlab_args(opts: RunLabOptions, *, out: str, data: str, data_root: str | None = None) -> list[str]:
-    """``train --key value ...``, or ``notebook ...`` whose own flags are those the table marks ``notebook``, the
-    rest its parameters (``--param KEY=VALUE``: ``LAB_KEY``)."""
+    """``train --key value ...`` or ``notebook``: the flags the table marks, the rest ``--param KEY=VALUE`` (LAB_KEY)"""
     given = lab_values(opts, out=out, data=data, data_root=data_root)
     if not opts.notebook:
         return ["train", *_flags(given)]
@@ -192,8 +191,7 @@ def launch(
     rdzv_port: int,
     log_dir: str,
 ) -> list[Launch]:
-    """How the run starts on each node (``args``: each node's ``cifarlab_args``, node 0 first): ``python -m cifarlab
-    ARGS``, or torchrun with one process per GPU (``distributed.plan_launch``)."""
+    """Each node's start (``args``: its ``cifarlab_args``, node 0 first): plain python, or torchrun per GPU."""
     if opts.notebook:  # one kernel, one process (``check`` refused --gpus)
         summary = "the notebook, in one process (a Jupyter kernel) on one GPU at most"
         return [Launch(None, plain_argv(args[0]), {}, summary)]
@@ -210,17 +208,13 @@ def launch(
             f"--device {opts.device} names one device, and {plans[0].procs_per_node} processes would share it.",
             hint="Leave --device out (each process takes the GPU of its local rank), or pass --gpus 1.",
         )
-    # node_args[0] is "train"
     return [
-        Launch(
-            plan, launch_argv(plan, node_args[1:], log_dir=log_dir, torchrun=TORCHRUN), launch_env(plan), describe(plan)
-        )
-        for plan, node_args in zip(plans, args, strict=True)
+        Launch(plan, launch_argv(plan, train[1:], log_dir=log_dir, torchrun=TORCHRUN), launch_env(plan), describe(plan))
+        for plan, train in zip(plans, args, strict=True)  # train[0] is "train"
     ]
 
 
 def _flags(values: dict[str, Any], param: str = "") -> list[str]:
-    """``--key value`` for each value given, or with ``param`` (``--param``) ``--param key=value``."""
     pairs = [(key, str(value)) for key, value in values.items() if value is not None]
     if param:
         return [arg for key, value in pairs for arg in (param, f"{key}={value}")]

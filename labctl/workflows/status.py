@@ -1,6 +1,5 @@
-"""`labctl status`: what runs where, since when, and what it costs; `labctl list`: the labs recorded here and,
-unless --local, every lab a target can find by itself (Azure: tags). Each part may fail on its own (a stopped VM still
-gives a useful answer), and asking never starts or changes anything."""
+"""`status`: what runs where, since when, at what cost; `list`: the labs recorded here and, unless --local, those a
+target finds by itself (Azure: tags). Each part may fail alone (a stopped VM still answers); asking changes nothing."""
 
 from __future__ import annotations
 
@@ -174,18 +173,10 @@ def render_table(labs: list[dict[str, Any]]) -> str:
         state = str(data.get("power_state") or data.get("state") or "-")
         if data.get("error"):
             state += " (unreachable)"
-        size = data.get("size") or ("gpu" if data.get("gpu") else "-")
+        size = str(data.get("size") or ("gpu" if data.get("gpu") else "-"))
+        money = [_money(data.get(key)) or "-" for key in ("usd_per_hour", "spend_so_far_usd")]
         rows.append(
-            [
-                str(data["name"]),
-                str(data["target"]),
-                str(size),
-                state,
-                _money(data.get("usd_per_hour")) or "-",
-                _money(data.get("spend_so_far_usd")) or "-",
-                _idle_cell(data),
-                _last_run(data) or "-",
-            ]
+            [str(data["name"]), str(data["target"]), size, state, *money, _idle_cell(data), _last_run(data) or "-"]
         )
     columns = ("name", "target", "size", "state", "$/h", "spend", "idle", "last run")
     return table_text("Labs", columns, rows, right=("$/h", "spend"))
@@ -228,10 +219,7 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             if row.setdefault(found_key, None) is None and row["target"] == target.kind and not errors[target.kind]:
                 row[found_key] = False
                 row["status"] = f"{row['status']} (gone from {target.label})"
-    return _listed(sorted(rows.values(), key=lambda r: r["name"]), errors)
-
-
-def _listed(labs: list[dict[str, Any]], errors: dict[str, str | None]) -> Outcome:
+    labs = sorted(rows.values(), key=lambda r: r["name"])
     data: dict[str, object] = {"labs": labs, **{f"{kind}_error": text for kind, text in errors.items()}}
     if not labs:
         return Outcome({"labs": []}, "No labs. Create one with 'labctl up' (or 'labctl up --gpu').")
