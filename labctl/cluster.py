@@ -18,10 +18,15 @@ from labctl.ui import Reporter
 LOST_GRACE_S = 120.0  # once a node is lost, the others' time to end on their own (rank 0 saves its checkpoint)
 RANK_ZERO_FILE = "events.jsonl"  # written by rank 0 only, from the start of the run
 # Binds the port asked for on the host's network (the node's container uses it), else any free one; prints it.
-_PORT_PY = (
-    "import socket,sys\ns=socket.socket()\ntry:\n s.bind(('0.0.0.0',int(sys.argv[1])))\n"
-    "except OSError:\n s.bind(('0.0.0.0',0))\nprint(s.getsockname()[1])"
-)
+_PORT_PY = """\
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+except OSError:
+    s.bind(("0.0.0.0", 0))
+print(s.getsockname()[1])
+"""
 
 
 @dataclass

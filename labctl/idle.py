@@ -88,7 +88,7 @@ def agent_config(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine_files(config: dict[str, Any], token: str) -> list[tuple[str, bytes, int]]:
-    """(path, content, mode) of every file `up` writes on the machine, the config second, before enabling the timer."""
+    """(path, content, mode) of every file `up` writes on the machine, before enabling the timer."""
     files = [
         (AGENT_PATH, template("idle_agent.py").read_bytes(), 0o755),
         (CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644),
@@ -99,8 +99,8 @@ def machine_files(config: dict[str, Any], token: str) -> list[tuple[str, bytes, 
 
 def install(machine: Machine, config: dict[str, Any], token: str, *, only_config: bool = False) -> str:
     sudo = [] if machine.run(["id", "-u"], check=False).output.strip() == "0" else ["sudo", "-n"]
-    files = machine_files(config, token)
-    for path, content, mode in files[1:2] if only_config else files:
+    files = [file for file in machine_files(config, token) if not only_config or file[0] == CONFIG_PATH]
+    for path, content, mode in files:
         machine.run([*sudo, "install", "-D", "-m", f"{mode:04o}", "/dev/stdin", path], stdin=content, timeout=60)
     if only_config:
         return "config rewritten; the agent reads it on its next check"
@@ -130,7 +130,9 @@ def settle(record: LabRecord, target: Target, ui: Reporter, *, only_config: bool
         if not known:
             ui.warn(f"No idle stop: {exc.message}")
         return None
-    config, token, head = agent_config(record, extras), record.jupyter_token or "", record.nodes[0]
+    if not (token := record.jupyter_token):  # the agent asks Jupyter for activity: never without its token
+        raise LabctlError(f"Lab '{record.name}' has no Jupyter token recorded.", hint="Run 'labctl up' again.")
+    config, head = agent_config(record, extras), record.nodes[0]
     # An Azure lab's workers watch node 0 and deallocate themselves (their own identity) once it is gone.
     workers = range(1, len(record.nodes)) if config["mode"] == "azure" and head.private_address else range(0)
     for node in (0, *workers):

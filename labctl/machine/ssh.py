@@ -104,8 +104,9 @@ class SSHMachine(Machine):
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(30)
-        t: Any = transport  # the one paramiko internal used: where a message leaves
-        t._send_user_message = _addressing_docker_socket(t._send_user_message)
+        t: Any = transport  # the one paramiko internal used: where a message leaves (without it: dial-stdio)
+        if hasattr(t, "_send_user_message"):
+            t._send_user_message = _addressing_docker_socket(t._send_user_message)
         try:  # tells the idle agent this connection is labctl's; a machine without the agent ignores it
             if self.mark:
                 with transport.open_session(timeout=CONNECT_TIMEOUT) as channel:

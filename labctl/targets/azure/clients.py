@@ -318,7 +318,8 @@ def principal_from_token(token: str) -> Principal:
     if not isinstance(claims, dict) or not isinstance(oid, str) or not _HEX_RE.sub("", oid.lower()):
         raise LabctlError(
             "The Azure login token names no object id ('oid'), so labctl cannot tell your labs from a colleague's.",
-            hint=LOGIN_HINT,
+            hint="Log in as an Entra ID user, service principal or managed identity ('az login', or the "
+            "AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET variables), then run the command again.",
         )
     keys = ("upn", "unique_name", "preferred_username", "app_displayname", "appid")
     return Principal(oid=oid, name=next((str(claims[k]) for k in keys if claims.get(k)), oid))
