@@ -219,10 +219,7 @@ def up_cmd(
     name: str | None = _opt("--name -n", "Lab name (default: 'lab').", text=True),
     target: Literal[TARGETS] | None = _opt("--target -t", "Where the lab runs: azure (default), ssh or local."),  # type: ignore[valid-type]
     hosts: list[str] | None = _opt(
-        "--host",
-        "The machine, for --target ssh; repeat for a cluster (the first is the head node).",
-        "USER@HOST[:PORT]",
-        text=True,
+        "--host", "The machine for --target ssh; repeat for a cluster, head node first.", "USER@HOST[:PORT]", text=True
     ),
     host_key_fingerprint: str | None = _opt(
         "--host-key-fingerprint", "The --host's key fingerprint, to pin it without a question.", "SHA256:..."
