@@ -231,6 +231,9 @@ def up_cmd(
     sizes: list[str] | None = _opt("--size", "VM size; repeat to give fall-backs in order.", "SIZE", text=True),
     region: str | None = _opt("--region", "Azure region, or 'auto'.", "REGION", text=True),
     image: str | None = _opt("--image", "Use this container image as is.", "IMAGE", text=True),
+    requirements: Path | None = _opt(
+        "--requirements", "pip's requirements file: installed into the lab image, a layer kept for the next up.", "FILE"
+    ),
     subscription: str | None = SUBSCRIPTION,
     allow_ip: str | None = _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True),
     ssh_key: Path | None = _opt("--ssh-key", "Your private key (default: new).", "PATH"),
@@ -255,6 +258,7 @@ def up_cmd(
       labctl up --gpu --region auto
       labctl up --gpu --nodes 2 --size Standard_NC4as_T4_v3
       labctl up --target ssh --host me@10.0.0.4 --host me@10.0.0.5
+      labctl up --target local --requirements requirements.txt
     """
     from labctl.workflows.lifecycle import up
 

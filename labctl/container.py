@@ -6,6 +6,7 @@ import functools
 import hashlib
 import io
 import posixpath
+import re
 import tarfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ BASE_IMAGE_ENV = "LABCTL_BASE_IMAGE"
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime"
 IMAGE_REPO = "labctl-lab"
 DEPS_REPO = "labctl-lab-deps"
+PACKAGES_REPO = "labctl-lab-packages"  # the lab image plus the user's packages (up --requirements)
 WORKSPACE = "/workspace"
 JUPYTER_PORT = 8888  # inside the container; published on the machine's 127.0.0.1:record.jupyter_port
 JUPYTER_PORT_ENV = "LABCTL_JUPYTER_PORT"  # where Jupyter listens on the host's network (several machines)
@@ -195,6 +197,27 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
     return tag
 
 
+def with_packages(client: docker.DockerClient, ui: Reporter, image: str, requirements: str) -> str:
+    """The user's packages as a layer of their own over ``image``, found again by a hash of both."""
+    dockerfile = template("Dockerfile.requirements").read_bytes()
+    identity = f"{client.images.get(image).id}|{hashlib.sha256(dockerfile).hexdigest()}|{requirements}"
+    tag = f"{PACKAGES_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+    if has_image(client, tag):
+        ui.info(f"Your packages are installed already ({tag}).")
+        return tag
+    context = tar_of({"Dockerfile": dockerfile, "requirements.txt": requirements.encode()})
+    with ui.step(f"Installing your packages into {tag} FROM {image}"):
+        try:
+            _build(client, ui, context, tag, {"LAB_IMAGE": image})
+        except LabctlError as exc:  # pip's lines name the package
+            raise LabctlError(
+                exc.message,
+                hint="Correct it in the requirements file and run 'labctl up --requirements FILE' again. The lab "
+                "keeps its image and container as they were.",
+            ) from None
+    return tag
+
+
 def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, buildargs: dict[str, str]) -> None:
     log: list[str] = []
     stream = client.api.build(
@@ -202,12 +225,12 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
     )
     for chunk in stream:
         if "error" in chunk:
-            tail = "\n".join(log[-20:])
+            tail = "\n".join([line for line in log if line.startswith("ERROR:")] or log[-20:])  # pip's own words
             raise LabctlError(
                 f"Building the image {tag} failed: {str(chunk['error']).strip()}\n{tail}",
                 hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
             )
-        text = str(chunk.get("stream", "")).rstrip()
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(chunk.get("stream", ""))).rstrip()  # the colour of a step's stderr
         if text:
             log.extend(text.splitlines())
             if text.startswith("Step "):

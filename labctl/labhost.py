@@ -135,6 +135,7 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
         if not image and machine.remote and not lab.has_image(client, lab.deps_tag()):
             await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
         tag = lab.ensure_image(client, ui, image)
+        tag = lab.with_packages(client, ui, tag, record.requirements) if record.requirements else tag
         if record.gpu:
             check_cuda(client, tag, ui)
         _node_container(client, record, node, tag, ui)

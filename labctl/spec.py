@@ -235,6 +235,8 @@ class LabSpec:
     idle_explicit: bool = False  # idle_stop was asked for (flag, variable, config), not a default
     idle_action: str = "stop"  # stop (deallocate on Azure, the container elsewhere) or shutdown (an SSH host)
     budget: float | None = None  # USD since creation, after which the machine stops itself
+    requirements: Path | None = None  # pip's requirements file, read by ``validate`` into requirements_text
+    requirements_text: str | None = None  # '' (an empty file): no packages; None: those the lab has
 
     def _check_nodes(self) -> None:
         hosts = 1 + len(self.workers)
@@ -314,6 +316,8 @@ class LabSpec:
             if value is not None:
                 check(value)
         choose_sizes(self.sizes, self.gpu)  # a size that is no size, or a CPU size with --gpu
+        if self.requirements is not None:
+            self.requirements_text = validate.read_requirements(self.requirements)
         if self.ssh_key is not None:
             check_key_pair(self.ssh_key.expanduser(), "--ssh-key", need_pub=self.target == "azure")
         return self

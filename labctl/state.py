@@ -96,6 +96,7 @@ class LabRecord:
     container_name: str | None = None  # node 0's, with Jupyter
     jupyter_token: str | None = None
     jupyter_port: Port = 8888  # on node 0's loopback
+    requirements: str | None = None  # the text of `up --requirements`: its layer is rebuilt or found without the file
     # What only the target knows (Azure: subscription, region, size...), used only through its view (azure's AzureData).
     target_data: dict[str, Any] = field(default_factory=dict)
     # Idle stop as `up` set it: window_minutes, budget_usd, action, and why not where it could not be set up.
@@ -125,7 +126,7 @@ class LabRecord:
             )
 
     def public_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "jupyter_token"}
+        return {k: v for k, v in asdict(self).items() if k not in ("jupyter_token", "requirements")}
 
 
 # What targets call after each step that created something, so an interrupted `up` resumes (StateStore.save).

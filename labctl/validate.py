@@ -16,6 +16,7 @@ from labctl.errors import UsageError
 TARGETS = ("azure", "ssh", "local")
 RUN_ID = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # as labctl makes them: no paths, no spaces
 MAX_SECONDS = 7 * 24 * 3600  # a week is past every sensible wait, and far below what sleep() takes
+MAX_REQUIREMENTS = 64 * 1024  # bytes of a requirements file: a list of packages, not a file given by mistake
 REFUSE_WIDER_THAN = 8  # IPv4 ranges wider than this need '--allow-ip any' (see targets/azure/plan.py)
 _UNREACHABLE = (  # what an address is, by the ipaddress property that says so
     ("a loopback address (this computer talking to itself)", "is_loopback"),
@@ -173,6 +174,26 @@ def check_directory(text: str, what: str) -> str:
     if Path(text).expanduser().exists() and not Path(text).expanduser().is_dir():
         raise UsageError(f"{what} '{text}' is not a directory.", hint="Point it at a directory, or unset it.")
     return text
+
+
+def read_requirements(path: Path, what: str = "--requirements") -> str:
+    """Only a regular file, read no further than the limit: a FIFO would hang `up`, a device never end."""
+    try:
+        problem = "not a regular file" if path.exists() else "missing"
+        if path.is_file():
+            with path.open("rb") as file:
+                data = file.read(MAX_REQUIREMENTS + 1)
+            problem = f"larger than {MAX_REQUIREMENTS // 1024} KiB"
+            if len(data) <= MAX_REQUIREMENTS:
+                return data.decode()
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except OSError as exc:
+        problem = f"unreadable ({exc.strerror})"
+    raise UsageError(
+        f"{what} {path} is {problem}.",
+        hint="Give pip's requirements file (a package a line, as 'pip install -r' reads it; empty: no packages).",
+    )
 
 
 def check_file(text: str, what: str) -> str:

@@ -87,7 +87,11 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     target = get_target(spec.target)
     if dry_run:
         _idle_rules(spec, LabRecord(name=spec.name, target=spec.target), target)
-        return target.plan(spec)
+        plan = target.plan(spec)
+        if spec.requirements_text:
+            plan.data["requirements"] = str(spec.requirements)
+            plan.text += f"\n  packages:       from {spec.requirements}, in a layer of their own over the lab image"
+        return plan
     with lab_lock(spec.name, "up", ui):
         return _up(spec, target, ui)
 
@@ -124,6 +128,8 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record = target.provision(spec, record, ui, store.save)
     store.save(record)
 
+    if spec.requirements_text is not None:  # saved with the lab once its layer is built: a failed build keeps the old
+        record.requirements = spec.requirements_text or None
     record = prepare_lab(record, ui, image=spec.image)
     idle_line = idle.settle(record, target, ui)
     record.status = "ready"

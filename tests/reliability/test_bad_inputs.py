@@ -64,6 +64,24 @@ KEY_CASES = [
     ),
 ]
 
+REQUIREMENTS_CASES = [
+    # up --requirements: no file, not a regular file (a FIFO would hang the read), not text, too large
+    *up("requirements-missing", "--requirements", "{k}/missing", words=("{k}/missing", "missing")),
+    *up("requirements-directory", "--requirements", "{k}/adir", words=("{k}/adir", "not a regular file")),
+    *up("requirements-fifo", "--requirements", "{k}/fifo", words=("{k}/fifo", "not a regular file")),
+    *up("requirements-device", "--requirements", "/dev/zero", words=("/dev/zero", "not a regular file")),
+    *up("requirements-binary", "--requirements", "{k}/binary", words=("{k}/binary", "not UTF-8")),
+    *up("requirements-huge", "--requirements", "{k}/huge", words=("{k}/huge", "larger than 64 KiB")),
+    *up(
+        "requirements-local-missing",
+        "--target",
+        "local",
+        "--requirements",
+        "{k}/missing",
+        words=("{k}/missing", "pip's requirements file"),
+    ),
+]
+
 NETWORK_CASES = [
     *up("allow-ipv6", "--allow-ip", "2001:db8::1", words=("2001:db8::1", "IPv4")),
     *up("allow-ipv6-range", "--allow-ip", "2001:db8::/48", words=("2001:db8::/48", "IPv4")),
@@ -366,6 +384,7 @@ FAILED_UP_CASES = [
 CASES = [
     *FAILED_UP_CASES,
     *KEY_CASES,
+    *REQUIREMENTS_CASES,
     *NETWORK_CASES,
     *NAME_AND_PLACE_CASES,
     *MACHINE_CASES,

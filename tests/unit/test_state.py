@@ -14,13 +14,14 @@ from labctl.state import LabRecord, NodeRecord, RunRecord, StateStore, validate_
 def test_saved_record_round_trips_and_is_private(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     record = LabRecord(name="lab", target="ssh", jupyter_token="secret", nodes=[NodeRecord(host="127.0.0.1")])
+    record.requirements = "--index-url https://me:token@pypi.example/simple\nnumpy\n"  # may hold a credential
     record.runs.append(RunRecord(run_id="r1", started_at="2026-01-01T00:00:00+00:00"))
     path = store.save(record)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     loaded = store.load("lab")
     assert loaded == record
-    assert "jupyter_token" not in loaded.public_json()
+    assert "jupyter_token" not in loaded.public_json() and "requirements" not in loaded.public_json()
 
 
 def test_resolve_picks_the_only_lab_and_asks_when_several(tmp_path: Path) -> None:
