@@ -473,6 +473,20 @@ def start_cmd(force: bool = FORCE_OWNER, confirm_name: str | None = CONFIRM_NAME
     """
 
 
+@_command("resize", "lifecycle.resize")
+def resize_cmd(
+    gpu: bool = _flag("--gpu", "The default GPU size (Standard_NC4as_T4_v3)."),
+    size: str | None = _opt("--size", "The VM size to change to.", "SIZE", text=True),
+    yes: bool = YES,
+    force: bool = FORCE_OWNER,
+    confirm_name: str | None = CONFIRM_NAME,
+) -> None:
+    """Resize an Azure lab's VMs once the size fits; they restart with the same disk, workspace, address and keys.
+
+    Example: labctl resize --gpu
+    """
+
+
 @_command("logs", "runlab.logs", json=False)
 def logs_cmd(run: str | None = RUN, follow: bool = _flag("--follow -f", "Keep streaming until the run ends.")) -> None:
     """Show a run's log from the start; --follow reattaches to a live run.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from labctl.errors import LabctlError, NoCapacity, NotFound, UsageError
+from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn
 from labctl.ui import Outcome, Reporter
@@ -76,6 +77,9 @@ class Target(ABC):
 
     def power_on(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
         raise self._cannot_power(record, "start")
+
+    def resize(self, record: LabRecord, size: VmSize, ui: Reporter, agree: Callable[[], bool]) -> dict[str, Any]:
+        raise self._cannot_power(record, "resize")
 
     def _cannot_power(self, record: LabRecord, verb: str) -> UsageError:
         return UsageError(

@@ -13,6 +13,7 @@ from labctl import idle, sshconfig
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.labhost import prepare_lab
 from labctl.locks import lab_lock
+from labctl.pricing import choose_sizes
 from labctl.spec import LabSpec, Settings
 from labctl.state import DEFAULT_NAME, LabRecord, StateStore
 from labctl.targets import all_targets, get_target
@@ -363,6 +364,31 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
     return Outcome({"name": record.name, **info}, text)
+
+
+def resize(
+    ui: Reporter,
+    name: str | None = None,
+    gpu: bool = False,
+    size: str | None = None,
+    yes: bool = False,
+    force: bool = False,
+    confirm_name: str | None = None,
+) -> Outcome:
+    if not (gpu or size):
+        raise UsageError("'labctl resize' needs the size to change to.", hint="Add --size SIZE, or --gpu.")
+    asked, store = choose_sizes([size] if size else [], gpu)[0], StateStore()
+    record, target = _owned(name, "resize", ui, force, confirm_name)
+    with lab_lock(record.name, "resize", ui):
+        record = store.load(record.name)
+        info = target.resize(record, asked, ui, lambda: record.status != "ready" or _may_stop_a_run(record, yes, ui))
+        if not info:
+            return Outcome({"resized": False, "name": record.name}, "Nothing was resized.", exit_code=1)
+        record = prepare_lab(record, ui)  # as `up` again: the lab image, with its own packages layer
+        idle.settle(record, target, ui)
+        record.status = "ready"
+        store.save(record)
+    return Outcome({"name": record.name, **info}, f"Lab '{record.name}' runs as a {info.get('size')} now.")
 
 
 def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:

@@ -331,10 +331,12 @@ class FakeArm:
 
     def vm_usage(self, region: str) -> dict[str, int]:
         usage: dict[str, int] = {}
-        for rid, res in self.resources.items():
+        for res in self.resources.values():
             if res["type"] != "Microsoft.Compute/virtualMachines" or res["location"] != region:
                 continue
-            if self.power.get(rid) in ("deallocated",) or res["properties"].get("provisioningState") == "Failed":
+            # A deallocated VM still holds its cores: "Quotas are calculated based on the total number of cores in
+            # use, both allocated and deallocated" (learn.microsoft.com/azure/virtual-machines/quotas).
+            if res["properties"].get("provisioningState") == "Failed":
                 continue
             shape = SIZE_TABLE.get(res["properties"]["hardwareProfile"]["vmSize"])
             vcpus, family = (shape.vcpus, shape.family) if shape else (0, "unknown")
@@ -1433,17 +1435,9 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             res["_customData"] = old.get("_customData")
         else:
             res["_customData"] = custom
-            vcpus, family = SIZE_TABLE[size].vcpus, SIZE_TABLE[size].family
-            spot = props.get("priority") == "Spot"
-            used = arm.vm_usage(region)
-            for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
-                current = used.get(name, 0) + cfg.used.get(name, 0)
-                if current + vcpus > cfg.limit(name):  # FromDoc_CloudError_OperationNotAllowed_CoreQuota.json
-                    raise ArmError(
-                        409,
-                        "OperationNotAllowed",
-                        f"Operation results in exceeding quota limits of Core. Maximum allowed: {cfg.limit(name)}, Current in use: {current}, Additional requested: {vcpus}.",
-                    )
+        before = ((old or {}).get("properties") or {}).get("hardwareProfile", {}).get("vmSize")
+        if before != size:  # a new VM, or a resize (the whole VM PUT again, as 'az vm resize' does)
+            self._check_quota(cfg, region, size, before, props.get("priority") == "Spot")
         image = props.get("storageProfile", {}).get("imageReference", {})
         key = (
             str(image.get("publisher", "")).lower(),
@@ -1491,6 +1485,21 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             }
             return self._allocation_failure(size, region, res["name"])
         return None
+
+    def _check_quota(self, cfg: RegionConfig, region: str, size: str, before: str | None, spot: bool) -> None:
+        """The cores a new size adds, over each quota it counts against; a resized VM's old cores are its own."""
+        vcpus, family, used = SIZE_TABLE[size].vcpus, SIZE_TABLE[size].family, self.arm.vm_usage(region)
+        held = SIZE_TABLE[before] if before else None
+        for name in ["lowprioritycores"] if spot else [family.lower(), "cores"]:
+            current = used.get(name, 0) + cfg.used.get(name, 0)
+            if held and name in ("lowprioritycores", "cores", held.family.lower()):
+                current -= held.vcpus
+            if current + vcpus > cfg.limit(name):  # FromDoc_CloudError_OperationNotAllowed_CoreQuota.json
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation results in exceeding quota limits of Core. Maximum allowed: {cfg.limit(name)}, Current in use: {current}, Additional requested: {vcpus}.",
+                )
 
     def _placement(self, res: dict[str, Any], old: dict[str, Any] | None, region: str) -> None:
         """A VM's ``proximityPlacementGroup``: it must exist in the VM's region, the VM is listed among its members,

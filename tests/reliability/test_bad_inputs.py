@@ -311,6 +311,7 @@ NOT_READY_CASES = [
             ("status",),
             ("stop",),
             ("start",),
+            ("resize", "--gpu"),
             ("ssh",),
             ("down", "--yes"),
         )
@@ -349,6 +350,20 @@ OTHER_COMMAND_CASES = [
     Case("list-subscription-empty", ("list", "--subscription", ""), ("--subscription",)),
     Case("stop-ssh-lab", ("stop",), ("'lab'", "'ssh'"), lab="ready"),
     Case("start-ssh-lab", ("start",), ("'lab'", "'ssh'"), lab="ready"),
+    Case("resize-ssh-lab", ("resize", "--gpu"), ("'lab'", "'ssh'"), lab="ready"),
+    Case("resize-no-size", ("resize",), ("size", "--gpu"), lab="azure"),
+    Case("resize-size-unknown", ("resize", "--size", "Standard_X!"), ("Standard_X!",), lab="azure"),
+    Case("resize-size-retired", ("resize", "--size", "Standard_NC6"), ("Standard_NC6", "retired"), lab="azure"),
+    Case(
+        "resize-gpu-with-cpu-size", ("resize", "--gpu", "--size", "Standard_D8s_v5"), ("Standard_D8s_v5",), lab="azure"
+    ),
+    Case("resize-size-empty", ("resize", "--size", ""), ("--size",), lab="azure"),
+    Case(
+        "resize-grid-only-gpu",
+        ("resize", "--size", "Standard_NV36ads_A10_v5"),
+        ("Standard_NV36ads_A10_v5",),
+        lab="azure",
+    ),
     Case("down-without-yes", ("down",), ("--yes",), lab="ready"),
 ]
 

@@ -14,7 +14,16 @@ from labctl.targets import get_target
 from labctl.targets.base import Target
 
 runner = CliRunner()
-OPTIONAL = ("power_off", "power_on", "find_labs", "recover_record", "explain_unreachable", "owner_of", "idle_agent")
+OPTIONAL = (
+    "power_off",
+    "power_on",
+    "resize",
+    "find_labs",
+    "recover_record",
+    "explain_unreachable",
+    "owner_of",
+    "idle_agent",
+)
 
 
 @pytest.mark.parametrize(

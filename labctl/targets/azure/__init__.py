@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LabctlError, NotReady
+from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
-from labctl.targets.azure.plan import LabNames, azure_data, make_plan, names_of, node_count
+from labctl.targets.azure.plan import LabNames, azure_data, make_plan, names_of, node_count, refuse_grid_only
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
 
@@ -116,6 +118,47 @@ class AzureTarget(Target):
                 if node["node"]:  # a worker is reached at its private address
                     record.nodes[node["node"]].host = str(node["private_ip"])
         return facts
+
+    def resize(self, record: LabRecord, size: VmSize, ui: Reporter, agree: Callable[[], bool]) -> dict[str, Any]:
+        from labctl.targets.azure.clients import arm, finish
+        from labctl.targets.azure.preflight import capability, check_size, from_sku, load_region
+
+        refuse_grid_only([size])
+        td, azure, names = azure_data(record), self._for(record), names_of(record)
+        region, spot, rg = str(td.get("region")), bool(td.get("spot")), names.resource_group
+        with arm("reading the lab's VMs"):
+            vms = [azure.compute.virtual_machines.get(rg, names.name("vm", n)) for n in range(node_count(record))]
+        facts = load_region(azure, region)
+        held, sku = facts.skus.get(str(vms[0].hardware_profile.vm_size).lower()) or {}, facts.sku(size) or {}
+        cores, family = int(capability(held, "vCPUs") or 0) * len(vms), str(held.get("family")).lower()
+        quotas = (family, "cores", "lowprioritycores")  # where the lab's cores count, deallocated too: free for it
+        facts.usages = {key: (used - cores * (key in quotas), limit) for key, (used, limit) in facts.usages.items()}
+        problem = check_size(facts, size, spot, len(vms))
+        why = [problem.message] if problem else []
+        trusted = getattr(vms[0].security_profile, "security_type", None) == "TrustedLaunch"
+        if trusted and capability(sku, "TrustedLaunchDisabled").lower() == "true":
+            why.append(f"{size.name} has no Trusted Launch, which the lab's VMs have")
+        accelerated = [capability(s, "AcceleratedNetworkingEnabled").lower() == "true" for s in (held, sku)]
+        if sku and accelerated == [True, False]:  # the lab's network interfaces were made with the old size's
+            why.append(f"{size.name} has no accelerated networking, which the lab's network interfaces have")
+        if why:
+            raise LabctlError(
+                f"Cannot resize lab '{record.name}': {'; '.join(why)}. Nothing was stopped.",
+                hint=f"Pick another --size offered in {region}, or request quota: {settings.QUOTA_URL}",
+            )
+        size = from_sku(size, sku, region)
+        ui.warn(f"Every VM of lab '{record.name}' stops and starts again, as a {size.describe()}.")
+        if not agree():
+            return {}
+        self.power_off(record, ui)
+        with ui.step(f"Resizing to {size.name}"), arm(f"resizing the VMs to {size.name}"):
+            for vm in vms:  # as 'az vm resize' does: the VM as read, its size changed, PUT again
+                vm.hardware_profile.vm_size = size.name
+            for poller in [azure.compute.virtual_machines.begin_create_or_update(rg, vm.name, vm) for vm in vms]:
+                finish(poller)
+        td.update({"size": size.name, "usd_per_hour": size.hourly(spot) * len(vms)})
+        record.gpu = size.gpu
+        return self.power_on(record, ui)
 
     def find_labs(self, subscription: str | None) -> list[FoundLab]:
         return inventory.find_labs(self._connect(subscription))
