@@ -212,29 +212,30 @@ def with_packages(client: docker.DockerClient, ui: Reporter, image: str, require
         except LabctlError as exc:  # pip's lines name the package
             raise LabctlError(
                 exc.message,
-                hint="Correct it in the requirements file and run 'labctl up --requirements FILE' again. The lab "
-                "keeps its image and container as they were.",
+                hint="Correct it in the requirements file (or, for an index the machine cannot reach, its network) "
+                "and run 'labctl up --requirements FILE' again. The lab keeps its image and container as they were.",
             ) from None
     return tag
 
 
 def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, buildargs: dict[str, str]) -> None:
-    log: list[str] = []
+    step: list[str] = []  # the lines of the step under way: what its failure says
     stream = client.api.build(
         fileobj=io.BytesIO(context), custom_context=True, tag=tag, buildargs=buildargs, forcerm=True, decode=True
     )
     for chunk in stream:
         if "error" in chunk:
-            tail = "\n".join([line for line in log if line.startswith("ERROR:")] or log[-20:])  # pip's own words
+            said = [line for line in step[:-20] if line.startswith("ERROR:")] + step[-20:]  # pip's words, the end
+            text = f"Building the image {tag} failed: {str(chunk['error']).strip()}\n" + "\n".join(said)
             raise LabctlError(
-                f"Building the image {tag} failed: {str(chunk['error']).strip()}\n{tail}",
+                re.sub(r"://[^/@\s]+@", "://****@", text),  # an index's password stays out of the message
                 hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
             )
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(chunk.get("stream", ""))).rstrip()  # the colour of a step's stderr
-        if text:
-            log.extend(text.splitlines())
-            if text.startswith("Step "):
-                ui.info(f"  {text[:160]}")
+        if text.startswith("Step "):
+            step = []
+            ui.info(f"  {text[:160]}")
+        step.extend(text.splitlines())
 
 
 def _sharing(gpu: bool, several_nodes: bool = False) -> dict[str, Any]:

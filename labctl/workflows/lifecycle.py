@@ -381,13 +381,18 @@ def resize(
     record, target = _owned(name, "resize", ui, force, confirm_name)
     with lab_lock(record.name, "resize", ui):
         record = store.load(record.name)
-        info = target.resize(record, asked, ui, lambda: record.status != "ready" or _may_stop_a_run(record, yes, ui))
-        if not info:
-            return Outcome({"resized": False, "name": record.name}, "Nothing was resized.", exit_code=1)
-        record = prepare_lab(record, ui)  # as `up` again: the lab image, with its own packages layer
-        idle.settle(record, target, ui)
-        record.status = "ready"
-        store.save(record)
+        try:
+            info = target.resize(
+                record, asked, ui, lambda: record.status != "ready" or _may_stop_a_run(record, yes, ui)
+            )
+            if not info:
+                return Outcome({"resized": False, "name": record.name}, "Nothing was resized.", exit_code=1)
+            # As `up` again: the lab's image (its configured one, if any) with its own packages layer.
+            record = prepare_lab(record, ui, image=Settings().get("image"))
+            idle.settle(record, target, ui)
+            record.status = "ready"
+        finally:
+            store.save(record)  # a resize stopped half-way is recorded as it stands: stopped, at the size it has
     return Outcome({"name": record.name, **info}, f"Lab '{record.name}' runs as a {info.get('size')} now.")
 
 

@@ -146,3 +146,35 @@ def test_resize_through_the_command_line(arm_env: FakeArm, monkeypatch: pytest.M
     assert saved.status == "ready" and saved.gpu
     status = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
     assert "Standard_NC4as_T4_v3" in json.dumps(status) and "0.526" in json.dumps(status)  # the new $/h
+
+
+def test_a_lab_of_the_size_asked_is_not_stopped(arm_env: FakeArm) -> None:  # noqa: F811
+    record = provision("lab")
+    record.status = "ready"
+    assert "is a Standard_D4s_v5 already; nothing was stopped" in _refused(arm_env, record, "Standard_D4s_v5")
+
+
+def test_a_resize_refused_after_the_stop_leaves_the_lab_recorded_stopped_with_the_ways_on(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = provision("lab")
+    record.status = "ready"
+    StateStore().save(record)
+    monkeypatch.setenv("LABCTL_IMAGE", "example.org/team/lab:1")  # the lab's configured image is kept
+    prepared: list[str | None] = []
+    monkeypatch.setattr("labctl.workflows.lifecycle.unfetched_runs", lambda record, ui: ([], []))
+    monkeypatch.setattr(
+        "labctl.workflows.lifecycle.prepare_lab", lambda record, ui, image=None: prepared.append(image) or record
+    )
+    monkeypatch.setattr("labctl.idle.settle", lambda record, target, ui: None)
+    arm_env.inject(method="PUT", path=r"virtualmachines/lab-vm$", status=409, code="OperationNotAllowed", times=1)
+    failed = CliRunner().invoke(app, ["resize", "--size", "Standard_D8s_v5", "--yes"])
+    assert failed.exit_code == 1 and "is stopped (deallocated) now" in failed.output
+    assert "'labctl resize --name lab --size Standard_D8s_v5' again" in failed.output
+    assert "--size Standard_D4s_v5' to go back" in failed.output
+    assert StateStore().load("lab").status == "stopped" and set(arm_env.power.values()) == {"deallocated"}
+    done = CliRunner().invoke(app, ["resize", "--size", "Standard_D8s_v5", "--yes"])  # the way on it named
+    assert done.exit_code == 0, done.output
+    assert StateStore().load("lab").status == "ready" and _sizes(arm_env) == {"Standard_D8s_v5"}
+    assert prepared == ["example.org/team/lab:1"]

@@ -122,3 +122,19 @@ def test_packages_layer_is_built_found_again_kept_on_failure_and_rebuilt_alone(
     finally:
         for tag in built:
             docker_client.images.remove(tag, force=True)
+
+
+def test_a_failed_build_says_its_steps_errors_and_end_with_no_index_password(
+    docker_client: Any, test_base_image: str
+) -> None:
+    from labctl.container import _build, tar_of
+    from labctl.errors import LabctlError
+    from labctl.ui import PlainReporter
+
+    script = "echo 'ERROR: cannot reach http://me:s3cret@index.example/simple'; seq 30; echo 'no compiler'; exit 1"
+    dockerfile = f'FROM {test_base_image}\nRUN echo an earlier step\nRUN sh -c "{script}"\n'
+    with pytest.raises(LabctlError) as failed:
+        _build(docker_client, PlainReporter(), tar_of({"Dockerfile": dockerfile.encode()}), "labctl-test/fails:1", {})
+    said = failed.value.message
+    assert "ERROR: cannot reach http://****@index.example/simple" in said and "s3cret" not in said
+    assert "no compiler" in said and "an earlier step" not in said  # the failing step's end, not another's

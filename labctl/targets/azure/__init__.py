@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from labctl.errors import LabctlError, NotReady
-from labctl.pricing import VmSize
+from labctl.errors import LabctlError, NotReady, UsageError
+from labctl.pricing import VmSize, lookup
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
@@ -129,8 +129,16 @@ class AzureTarget(Target):
         with arm("reading the lab's VMs"):
             vms = [azure.compute.virtual_machines.get(rg, names.name("vm", n)) for n in range(node_count(record))]
         facts = load_region(azure, region)
-        held, sku = facts.skus.get(str(vms[0].hardware_profile.vm_size).lower()) or {}, facts.sku(size) or {}
-        cores, family = int(capability(held, "vCPUs") or 0) * len(vms), str(held.get("family")).lower()
+        now = str(vms[0].hardware_profile.vm_size)
+        if record.status == "ready" and all(
+            str(vm.hardware_profile.vm_size).lower() == size.name.lower() for vm in vms
+        ):
+            raise UsageError(
+                f"Lab '{record.name}' is a {now} already; nothing was stopped.", hint="Pick another --size."
+            )
+        held, sku = facts.skus.get(now.lower()) or {}, facts.sku(size) or {}
+        cores = int(capability(held, "vCPUs") or lookup(now).vcpus) * len(vms)
+        family = str(held.get("family")).lower()
         quotas = (family, "cores", "lowprioritycores")  # where the lab's cores count, deallocated too: free for it
         facts.usages = {key: (used - cores * (key in quotas), limit) for key, (used, limit) in facts.usages.items()}
         problem = check_size(facts, size, spot, len(vms))
@@ -151,14 +159,22 @@ class AzureTarget(Target):
         if not agree():
             return {}
         self.power_off(record, ui)
-        with ui.step(f"Resizing to {size.name}"), arm(f"resizing the VMs to {size.name}"):
-            for vm in vms:  # as 'az vm resize' does: the VM as read, its size changed, PUT again
-                vm.hardware_profile.vm_size = size.name
-            for poller in [azure.compute.virtual_machines.begin_create_or_update(rg, vm.name, vm) for vm in vms]:
-                finish(poller)
-        td.update({"size": size.name, "usd_per_hour": size.hourly(spot) * len(vms)})
-        record.gpu = size.gpu
-        return self.power_on(record, ui)
+        record.status = "stopped"  # from here on a failure leaves the lab stopped, and says how to go on
+        try:
+            with ui.step(f"Resizing to {size.name}"), arm(f"resizing the VMs to {size.name}"):
+                for vm in vms:  # as 'az vm resize' does: the VM as read, its size changed, PUT again
+                    vm.hardware_profile.vm_size = size.name
+                for poller in [azure.compute.virtual_machines.begin_create_or_update(rg, vm.name, vm) for vm in vms]:
+                    finish(poller)
+            td.update({"size": size.name, "usd_per_hour": size.hourly(spot) * len(vms)})
+            record.gpu = size.gpu
+            return self.power_on(record, ui)
+        except LabctlError as exc:
+            raise LabctlError(
+                f"{exc.message} Lab '{record.name}' is stopped (deallocated) now.",
+                hint=f"Run 'labctl resize --name {record.name} --size {size.name}' again to finish, or "
+                f"'labctl resize --name {record.name} --size {now}' to go back.",
+            ) from exc
 
     def find_labs(self, subscription: str | None) -> list[FoundLab]:
         return inventory.find_labs(self._connect(subscription))

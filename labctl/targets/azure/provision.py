@@ -347,8 +347,8 @@ class Provisioner:
             self.ui.info(f"VM {self.names.name('vm')} exists ({choice.size.name}); keeping it.")
         if not made_head and self.spec.sizes and choice.size.name not in asked:
             self.ui.warn(
-                f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; labctl does not resize. "
-                f"'labctl down --name {self.names.lab}' and 'up' again to change it."
+                f"The lab's VM is a {choice.size.name}, not {' or '.join(asked)}; up does not resize. "
+                f"'labctl resize --name {self.names.lab} --size SIZE' changes it."
             )
         user_pub = self._prepare_login(choice) if missing else ""
         self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
