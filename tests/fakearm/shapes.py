@@ -28,6 +28,7 @@ class Shape:
     grid_only: bool = False  # a GPU that needs NVIDIA's GRID driver (NVadsA10_v5)
     trusted_launch: bool = True  # False: the TrustedLaunchDisabled capability (the size boots no Trusted Launch)
     accelerated_networking: bool = True  # the AcceleratedNetworkingEnabled capability (B-series: none)
+    premium_io: bool = True  # the PremiumIO capability: False on sizes without an "s" (Premium SSD)
 
 
 SIZE_TABLE: dict[str, Shape] = {
@@ -35,6 +36,7 @@ SIZE_TABLE: dict[str, Shape] = {
     "Standard_D2s_v5": Shape(2, 8, "standardDSv5Family"),
     "Standard_D4s_v5": Shape(4, 16, "standardDSv5Family"),
     "Standard_D8s_v5": Shape(8, 32, "standardDSv5Family"),
+    "Standard_D4_v5": Shape(4, 16, "standardDv5Family", premium_io=False),
     "Standard_E4s_v5": Shape(4, 32, "standardESv5Family"),
     "Standard_NC4as_T4_v3": Shape(4, 28, "standardNCASv3_T4Family", 1),
     "Standard_NC8as_T4_v3": Shape(8, 56, "standardNCASv3_T4Family", 1),
@@ -97,7 +99,7 @@ def sku_json(size: str, region: str, restricted: str | None, zones_restricted: l
         ("MemoryGB", f"{shape.memory_gb:g}"),
         ("HyperVGenerations", "V1,V2"),
         ("LowPriorityCapable", "True" if shape.spot else "False"),
-        ("PremiumIO", "True"),
+        ("PremiumIO", "True" if shape.premium_io else "False"),
         ("vCPUsAvailable", str(shape.vcpus)),
         ("AcceleratedNetworkingEnabled", "True" if shape.accelerated_networking else "False"),
     ]

@@ -99,6 +99,7 @@ def test_trusted_launch_networking_and_a_gpu_the_image_cannot_drive_are_refused(
     record = provision("lab")
     assert "Standard_ND96asr_v4 has no Trusted Launch" in _refused(arm_env, record, "Standard_ND96asr_v4")
     assert "Standard_B2s has no accelerated networking" in _refused(arm_env, record, "Standard_B2s")
+    assert "Standard_D4_v5 takes no Premium SSD" in _refused(arm_env, record, "Standard_D4_v5")
     with pytest.raises(LabctlError, match="GRID"):
         _resize(record, "Standard_NV36ads_A10_v5")
 

@@ -149,6 +149,8 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
         if restriction.get("type") == "Location" and (not values or region in values):
             reason = str(restriction.get("reasonCode") or "NotAvailable")
             return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
+    if capability(sku, "PremiumIO").lower() == "false":  # the lab's disks are Premium SSD (bodies.py)
+        return Problem(region, size, "not-offered", f"{size.name} takes no Premium SSD, which the lab's disk is")
     if spot and not spot_capable(sku):
         why = f"{size.name} cannot run as Spot in {region} (LowPriorityCapable is False)"
         return Problem(region, size, "no-spot", why)
