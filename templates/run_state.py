@@ -1,18 +1,30 @@
-"""What the lab container knows about its runs, as one JSON list on stdout.
+"""What the lab container knows about its runs, and the one thing it does to them before the machine stops.
 
 labctl ships this file into the lab container and runs it there as ``python run_state.py RUNS_DIR [RUN_ID...]``
-(every run when no id is given). It reads the files ``lab-run.sh`` leaves in each run directory and decides
-nothing: labctl turns these facts into a run's state. Standard library only; it runs in whatever Python the
-image has.
+(every run when no id is given): it reads the files ``lab-run.sh`` leaves in each run directory and prints them as
+one JSON list, deciding nothing: labctl turns these facts into a run's state.
+
+``python run_state.py interrupt REASON RUNS_DIR [--wait SECONDS]`` is what ``labctl stop`` and the idle agent run
+before the machine stops (also read from stdin, as ``python - interrupt ...``): every live run gets
+``resume.json`` (why and when; unless its ``run.json`` says ``"resume": false``) and SIGTERM, which makes it save
+its checkpoint; then it waits for each to end (its ``exit_code``), at most SECONDS, and prints
+``{"interrupted": [every run signalled], "timed_out": [those of them not ended in time]}``.
+
+Standard library only; it runs in whatever Python the image has.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Any
+
+REASONS = ("stop", "idle", "budget", "shutdown", "spot")  # what stops the machine: stop, idle agent, budget, ...
 
 
 def _read(path: str) -> str | None:
@@ -65,11 +77,55 @@ def facts(run_dir: str) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> None:
-    root, wanted = argv[0], argv[1:]
+def run_dirs(root: str, wanted: list[str]) -> list[str]:
     names = wanted or (sorted(os.listdir(root)) if os.path.isdir(root) else [])
-    found = [os.path.join(root, name) for name in names if os.path.isdir(os.path.join(root, name))]
-    print(json.dumps([facts(run_dir) for run_dir in found]))
+    return [os.path.join(root, name) for name in names if os.path.isdir(os.path.join(root, name))]
+
+
+def _ended(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, "exit_code"))
+
+
+def interrupt(reason: str, root: str, wait: float) -> dict[str, list[str]]:
+    """SIGTERM to every live run, each marked to resume first (unless it opted out), then a bounded wait."""
+    signalled = []
+    for run_dir in run_dirs(root, []):
+        pid = _int(_read(os.path.join(run_dir, "pid")))
+        if pid is None or _ended(run_dir) or not _alive(pid):
+            continue
+        if _json(os.path.join(run_dir, "run.json")).get("resume") is not False:
+            mark = {"reason": reason, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            with open(os.path.join(run_dir, "resume.json.tmp"), "w") as f:
+                json.dump(mark, f)
+            os.replace(os.path.join(run_dir, "resume.json.tmp"), os.path.join(run_dir, "resume.json"))
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:  # it ended meanwhile
+            continue
+        signalled.append(run_dir)
+    deadline = time.monotonic() + wait
+    waiting = [run_dir for run_dir in signalled if not _ended(run_dir)]
+    while waiting and time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        waiting = [run_dir for run_dir in waiting if not _ended(run_dir)]
+    return {
+        "interrupted": [os.path.basename(d) for d in signalled],
+        "timed_out": [os.path.basename(d) for d in waiting],
+    }
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] != ["interrupt"]:
+        print(json.dumps([facts(run_dir) for run_dir in run_dirs(argv[0], argv[1:])]))
+        return
+    parser = argparse.ArgumentParser(prog="run_state.py interrupt", description="Checkpoint every live run.")
+    parser.add_argument("reason", choices=REASONS)
+    parser.add_argument("runs_dir")
+    parser.add_argument("--wait", type=float, default=120.0, metavar="SECONDS")
+    args = parser.parse_args(argv[1:])
+    if args.wait < 0:
+        parser.error(f"--wait {args.wait:g}: give the seconds to wait for the runs' checkpoints, 0 or more")
+    print(json.dumps(interrupt(args.reason, args.runs_dir, args.wait)))
 
 
 if __name__ == "__main__":

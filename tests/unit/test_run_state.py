@@ -69,3 +69,82 @@ def test_a_half_written_file_is_no_error(tmp_path: Path) -> None:
     ).stdout
     (facts,) = json.loads(out)
     assert facts["exit_code"] is None and facts["accuracy"] is None and facts["started_at"].startswith("2026")
+
+
+# A trainer as cifarlab behaves on SIGTERM: it finishes its step, saves, and ends as interrupted (130). With
+# "ignore" it goes on regardless, as a run that cannot checkpoint in time.
+_TRAINER = """
+import signal, sys, time
+def stop(*_):
+    open("checkpoint.pt", "w").write("saved")
+    sys.exit(130)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[1] == "ignore" else stop)
+open("started", "w").close()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _launch(root: Path, run_id: str, behaviour: str = "checkpoint", **meta: object) -> subprocess.Popen[bytes]:
+    run = _run_dir(root, run_id)
+    (run / "run.json").write_text(json.dumps({"started_at": "2026-01-01T00:00:00+00:00", **meta}))
+    argv = ["sh", str(template("lab-run.sh")), str(run), str(root), sys.executable, "-c", _TRAINER, behaviour]
+    proc = subprocess.Popen(argv, cwd=run)
+    deadline = time.monotonic() + 20
+    while not ((run / "started").exists() and (run / "pid").exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc
+
+
+def _interrupt(*args: str) -> subprocess.CompletedProcess[str]:
+    """As the idle agent runs it: the program read from stdin."""
+    program = template("run_state.py").read_text()
+    return subprocess.run([sys.executable, "-", "interrupt", *args], input=program, capture_output=True, text=True)
+
+
+def test_interrupt_checkpoints_every_live_run_and_marks_it_to_resume(tmp_path: Path) -> None:
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    _run_dir(tmp_path, "finished", exit_code="0\n")
+    _run_dir(tmp_path, "gone", pid=f"{done.pid}\n")
+    procs = [_launch(tmp_path, "a"), _launch(tmp_path, "kept", resume=False)]
+    result = _interrupt("idle", str(tmp_path), "--wait", "20")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"interrupted": ["a", "kept"], "timed_out": []}
+    assert [p.wait(10) for p in procs] == [130, 130]
+    mark = json.loads((tmp_path / "a" / "resume.json").read_text())
+    assert mark["reason"] == "idle" and mark["at"].startswith("20")
+    assert (tmp_path / "a" / "checkpoint.pt").read_text() == "saved"
+    assert (tmp_path / "a" / "exit_code").read_text().strip() == "130"
+    assert _state(tmp_path, "a", "kept") == {"a": "interrupted", "kept": "interrupted"}
+    assert not (tmp_path / "kept" / "resume.json").exists()  # its run.json said no
+    assert not any((tmp_path / name / "resume.json").exists() for name in ("finished", "gone"))
+
+
+def test_interrupt_waits_no_longer_than_told(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "stubborn", "ignore")
+    try:
+        t0 = time.monotonic()
+        result = _interrupt("spot", str(tmp_path), "--wait", "1")
+        assert time.monotonic() - t0 < 8
+        assert json.loads(result.stdout) == {"interrupted": ["stubborn"], "timed_out": ["stubborn"]}
+        assert json.loads((tmp_path / "stubborn" / "resume.json").read_text())["reason"] == "spot"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        for child in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(child), 9)
+        proc.wait()
+
+
+def test_interrupt_refuses_an_unknown_reason_before_touching_a_run(tmp_path: Path) -> None:
+    proc = _launch(tmp_path, "a")
+    try:
+        for bad, named in ((["reboot", str(tmp_path)], "'reboot'"), (["stop", str(tmp_path), "--wait", "-1"], "-1")):
+            result = _interrupt(*bad)
+            assert result.returncode == 2 and named in result.stderr and not result.stdout
+            assert not (tmp_path / "a" / "resume.json").exists() and proc.poll() is None
+        assert json.loads(_interrupt("stop", str(tmp_path / "none")).stdout) == {"interrupted": [], "timed_out": []}
+    finally:
+        proc.terminate()
+        proc.wait(10)
