@@ -141,6 +141,7 @@ class FakeArm:
         # whose SecurityType does not name it, as ARM does.
         self.image_features: dict[tuple[str, str, str], list[dict[str, str]]] = {DSVM: list(DSVM_FEATURES)}
         self.image_plans: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.image_generations: dict[tuple[str, str, str], str] = {}  # an image's hyperVGeneration, where not "V2"
         self.agreements: dict[str, bool] = {}
         self.latency: dict[str, float] = {}  # lower-case resource type ("virtualmachines") -> seconds
         # "[METHOD ]regex on the lower-cased path" -> seconds added to each matching request
@@ -1072,7 +1073,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             raise ArmError(404, "NotFound", "Artifact: VMImage was not found.")
         props: dict[str, Any] = {
             "osDiskImage": {"operatingSystem": "Linux"},
-            "hyperVGeneration": "V2",
+            "hyperVGeneration": self.arm.image_generations.get(key, "V2"),
             "architecture": "x64",
             "dataDiskImages": [],
             # recorded.json (image version read): what every platform image answers besides
@@ -1452,6 +1453,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             )
         self._check_plan(key, body.get("plan"))
         self._check_image_security(key, props.get("securityProfile"))
+        self._check_boot(props, old, size, key)
         nics = props.get("networkProfile", {}).get("networkInterfaces", [])
         if not nics:
             raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
@@ -1562,6 +1564,40 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
                 "InvalidParameter",
                 "Use of UEFI settings is not supported for this virtual machine because securityProfile.securityType is not 'TrustedLaunch' or 'ConfidentialVM'.",
             )
+
+    def _check_boot(
+        self, props: dict[str, Any], old: dict[str, Any] | None, size: str, image: tuple[str, str, str]
+    ) -> None:
+        """The image's Hyper-V generation and the VM's disk controller on this size. A new VM takes the size's default
+        controller (SCSI where it has it) if the body names none, and the image must declare it (its DiskControllerTypes
+        feature, SCSI where absent); a VM PUT again keeps its controller, which the new size must have."""
+        shape, storage = SIZE_TABLE[size], props.setdefault("storageProfile", {})
+        generation = self.arm.image_generations.get(image, "V2")
+        if generation not in shape.generations.split(","):  # as ARM answered for Standard_D2_v2 and a gen 2 image
+            raise ArmError(
+                400,
+                "BadRequest",
+                f"The selected VM size '{size}' cannot boot Hypervisor Generation '{generation[1:]}'. If this was a Create operation please check that the Hypervisor Generation of the Image matches the Hypervisor Generation of the selected VM Size. If this was an Update operation please select a Hypervisor Generation '{generation[1:]}' VM Size. For more information, see https://aka.ms/azuregen2vm",
+            )
+        offered = [c.strip() for c in (shape.controllers or "SCSI").split(",")]
+        before = ((old or {}).get("properties") or {}).get("storageProfile", {}).get("diskControllerType")
+        controller = storage.get("diskControllerType") or before or ("SCSI" if "SCSI" in offered else offered[0])
+        features = {f["name"]: f["value"] for f in self.arm.image_features.get(image, [])}
+        if old is None and controller not in [
+            c.strip() for c in features.get("DiskControllerTypes", "SCSI").split(",")
+        ]:
+            raise ArmError(  # as ARM answered a v6 size and an image without NVMe (kubernetes-sigs/image-builder#1875)
+                400,
+                "InvalidParameter",
+                f"The VM size '{size}' cannot boot with OS image or disk. Please check that disk controller types supported by the OS image or disk is one of the supported disk controller types for the VM size '{size}'. Please query sku api at https://aka.ms/azure-compute-skus  to determine supported disk controller types for the VM size.",
+            )
+        if controller not in offered:  # as ARM answered Standard_D4ads_v5 with NVMe (Azure/FederalAVD#20)
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The VM size '{size}' cannot boot with DiskControllerType '{controller}'. Please check that the disk controller type provided is one of the supported disk controller types for the VM size '{size}'. Please query sku api at https://aka.ms/azure-compute-skus  to determine supported disk controller types for the VM size.",
+            )
+        storage["diskControllerType"] = controller
 
     def _check_image_security(self, image: tuple[str, str, str], profile: dict[str, Any] | None) -> None:
         """Trusted Launch only on an image whose ``features`` declare it (SecurityType TrustedLaunch...)."""

@@ -3,7 +3,9 @@
 Sizes follow Microsoft's size pages: vCPUs, memory (GiB), GPUs, the quota family compute usages report, and
 whether Spot is supported (the ``LowPriorityCapable`` capability of resource SKUs: B-series, ND-series and the
 H100 ND sizes have no Spot), whether Trusted Launch is (``TrustedLaunchDisabled``: ND96asr_v4 has none), and
-whether accelerated networking is (``AcceleratedNetworkingEnabled``: the B-series has none).
+whether accelerated networking is (``AcceleratedNetworkingEnabled``: the B-series has none), the Hyper-V
+generations it boots (``HyperVGenerations``: "V1" alone on Av2) and its disk controllers (``DiskControllerTypes``,
+"NVMe" alone on the v6 families, whose pages say they take no SCSI).
 NVadsA10_v5 sizes carry an A10 that needs NVIDIA's GRID driver (their page says so).
 
 A resource SKU is rendered in the shape of ``ResourceSkus_List_ForARegion.json`` (capabilities as name/value
@@ -29,6 +31,8 @@ class Shape:
     trusted_launch: bool = True  # False: the TrustedLaunchDisabled capability (the size boots no Trusted Launch)
     accelerated_networking: bool = True  # the AcceleratedNetworkingEnabled capability (B-series: none)
     premium_io: bool = True  # the PremiumIO capability: False on sizes without an "s" (Premium SSD)
+    generations: str = "V1,V2"  # the HyperVGenerations capability: "V1" alone on the A and older D series
+    controllers: str | None = None  # the DiskControllerTypes capability, where listed: "NVMe" alone on v6 sizes
 
 
 SIZE_TABLE: dict[str, Shape] = {
@@ -37,6 +41,10 @@ SIZE_TABLE: dict[str, Shape] = {
     "Standard_D4s_v5": Shape(4, 16, "standardDSv5Family"),
     "Standard_D8s_v5": Shape(8, 32, "standardDSv5Family"),
     "Standard_D4_v5": Shape(4, 16, "standardDv5Family", premium_io=False),
+    "Standard_D4s_v6": Shape(4, 16, "standardDSv6Family", generations="V2", controllers="NVMe"),
+    "Standard_A4_v2": Shape(
+        4, 8, "standardAv2Family", accelerated_networking=False, premium_io=False, generations="V1"
+    ),
     "Standard_E4s_v5": Shape(4, 32, "standardESv5Family"),
     "Standard_NC4as_T4_v3": Shape(4, 28, "standardNCASv3_T4Family", 1),
     "Standard_NC8as_T4_v3": Shape(8, 56, "standardNCASv3_T4Family", 1),
@@ -97,12 +105,14 @@ def sku_json(size: str, region: str, restricted: str | None, zones_restricted: l
     caps = [
         ("vCPUs", str(shape.vcpus)),
         ("MemoryGB", f"{shape.memory_gb:g}"),
-        ("HyperVGenerations", "V1,V2"),
+        ("HyperVGenerations", shape.generations),
         ("LowPriorityCapable", "True" if shape.spot else "False"),
         ("PremiumIO", "True" if shape.premium_io else "False"),
         ("vCPUsAvailable", str(shape.vcpus)),
         ("AcceleratedNetworkingEnabled", "True" if shape.accelerated_networking else "False"),
     ]
+    if shape.controllers:
+        caps.append(("DiskControllerTypes", shape.controllers))
     if shape.gpus:
         caps.append(("GPUs", str(shape.gpus)))
     if not shape.trusted_launch:

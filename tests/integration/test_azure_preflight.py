@@ -55,6 +55,18 @@ def test_size_not_offered_in_the_region(arm_env: FakeArm) -> None:  # noqa: F811
     _nothing_created(arm_env)
 
 
+def test_a_size_that_cannot_boot_the_lab_is_refused_with_sizes_that_can(arm_env: FakeArm) -> None:  # noqa: F811
+    for size, why in (
+        ("Standard_D4s_v6", "Standard_D4s_v6 takes its disks over NVMe only"),
+        ("Standard_A4_v2", "Standard_A4_v2 boots no generation 2 image"),
+    ):
+        with pytest.raises(LabctlError) as info:
+            provision("lab", sizes=[size])
+        text = info.value.render()
+        assert why in text and "such as Standard_D4s_v5" in text and "--size" in text
+        _nothing_created(arm_env)
+
+
 def test_unknown_region(arm_env: FakeArm) -> None:  # noqa: F811
     with pytest.raises(LabctlError, match="the region 'marsnorth' offers no VM sizes"):
         provision("lab", region="marsnorth")

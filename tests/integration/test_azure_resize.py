@@ -100,6 +100,10 @@ def test_trusted_launch_networking_and_a_gpu_the_image_cannot_drive_are_refused(
     assert "Standard_ND96asr_v4 has no Trusted Launch" in _refused(arm_env, record, "Standard_ND96asr_v4")
     assert "Standard_B2s has no accelerated networking" in _refused(arm_env, record, "Standard_B2s")
     assert "Standard_D4_v5 takes no Premium SSD" in _refused(arm_env, record, "Standard_D4_v5")
+    text = _refused(arm_env, record, "Standard_A4_v2")
+    assert "Standard_A4_v2 boots no generation 2 image, which the lab's is" in text
+    assert "such as Standard_E4s_v5, Standard_D2s_v5" in text, text  # sizes that fit here, the closest first
+    assert "Standard_D4s_v6 takes its disks over NVMe only" in _refused(arm_env, record, "Standard_D4s_v6")
     with pytest.raises(LabctlError, match="GRID"):
         _resize(record, "Standard_NV36ads_A10_v5")
 
@@ -113,11 +117,24 @@ def test_the_fake_refuses_a_resize_as_arm_does(arm_env: FakeArm) -> None:  # noq
     group = vm["id"].split("/")[4]
     model = ops.get(group, "lab-vm")
     arm_env.regions["eastus"].limits["cores"] = 7  # 4 in use, by this VM
-    for size, code in (("Standard_D8s_v5", "OperationNotAllowed"), ("Standard_Q9", "SkuNotAvailable")):
+    refusals = {
+        "Standard_D8s_v5": "OperationNotAllowed",
+        "Standard_Q9": "SkuNotAvailable",
+        "Standard_A4_v2": "cannot boot Hypervisor Generation '2'",
+        "Standard_D4s_v6": "cannot boot with DiskControllerType 'SCSI'",  # the VM keeps the controller it was made with
+    }
+    for size, code in refusals.items():
         model.hardware_profile.vm_size = size
         with pytest.raises(Exception, match=code):
             ops.begin_create_or_update(group, "lab-vm", model).result()
+    from tests.fakearm.server import DSVM
+
+    arm_env.image_features[DSVM] = [f for f in arm_env.image_features[DSVM] if f["name"] != "DiskControllerTypes"]
+    model.hardware_profile.vm_size, model.storage_profile.disk_controller_type = "Standard_D4s_v6", None
+    model.os_profile.custom_data = None
     arm_env.regions["eastus"].limits["cores"] = 8
+    with pytest.raises(Exception, match="cannot boot with OS image or disk"):  # a new VM: the size's NVMe
+        ops.begin_create_or_update(group, "other-vm", model).result()
     model.hardware_profile.vm_size = "Standard_D8s_v5"  # 4 more cores: 8 of 8
     ops.begin_create_or_update(group, "lab-vm", model).result()
     assert _sizes(arm_env) == {"Standard_D8s_v5"}

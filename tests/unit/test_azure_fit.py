@@ -7,7 +7,7 @@ import pytest
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import lookup
 from labctl.targets.azure.plan import refuse_grid_only
-from labctl.targets.azure.preflight import spot_alternatives, spot_capable
+from labctl.targets.azure.preflight import alternatives, misfit, spot_capable
 from tests.fakearm.shapes import sku_json
 
 
@@ -26,7 +26,17 @@ def test_spot_capability_and_alternatives_come_from_the_skus() -> None:
     skus["standard_d4s_v5"] = sku_json("Standard_D4s_v5", "eastus", "NotAvailableForSubscription", [])
     assert not spot_capable(skus["standard_b2s"]) and spot_capable(skus["standard_d2s_v5"])
     assert not spot_capable({"capabilities": []})  # no capability: no Spot
-    assert spot_alternatives(skus, lookup("Standard_B2s")) == ["Standard_D2s_v5"]
+    assert alternatives(skus, lookup("Standard_B2s"), lambda size, sku: spot_capable(sku)) == ["Standard_D2s_v5"]
+
+
+def test_a_size_that_cannot_boot_the_lab_is_told_from_its_generations_and_disk_controllers() -> None:
+    def why(size: str, generation: str = "V2") -> str:
+        return misfit(sku_json(size, "eastus", None, []), generation)
+
+    assert why("Standard_D4s_v5") == "" and why("Standard_A4_v2", "V1") == ""
+    assert "boots no generation 2 image" in why("Standard_A4_v2") and "(HyperVGenerations V1)" in why("Standard_A4_v2")
+    assert "NVMe only" in why("Standard_D4s_v6")
+    assert misfit({"capabilities": []}, "V1") == ""  # nothing listed: generation 1 and SCSI, as older sizes are
 
 
 @pytest.mark.parametrize(

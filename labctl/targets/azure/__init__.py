@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LabctlError, NotReady, UsageError
-from labctl.pricing import VmSize, lookup
+from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
@@ -121,14 +121,13 @@ class AzureTarget(Target):
 
     def resize(self, record: LabRecord, size: VmSize, ui: Reporter, agree: Callable[[], bool]) -> dict[str, Any]:
         from labctl.targets.azure.clients import arm, finish
-        from labctl.targets.azure.preflight import capability, check_size, from_sku, load_region
+        from labctl.targets.azure.preflight import check_resize, from_sku
 
         refuse_grid_only([size])
         td, azure, names = azure_data(record), self._for(record), names_of(record)
         region, spot, rg = str(td.get("region")), bool(td.get("spot")), names.resource_group
         with arm("reading the lab's VMs"):
             vms = [azure.compute.virtual_machines.get(rg, names.name("vm", n)) for n in range(node_count(record))]
-        facts = load_region(azure, region)
         now = str(vms[0].hardware_profile.vm_size)
         if record.status == "ready" and all(
             str(vm.hardware_profile.vm_size).lower() == size.name.lower() for vm in vms
@@ -136,24 +135,7 @@ class AzureTarget(Target):
             raise UsageError(
                 f"Lab '{record.name}' is a {now} already; nothing was stopped.", hint="Pick another --size."
             )
-        held, sku = facts.skus.get(now.lower()) or {}, facts.sku(size) or {}
-        cores = int(capability(held, "vCPUs") or lookup(now).vcpus) * len(vms)
-        family = str(held.get("family")).lower()
-        quotas = (family, "cores", "lowprioritycores")  # where the lab's cores count, deallocated too: free for it
-        facts.usages = {key: (used - cores * (key in quotas), limit) for key, (used, limit) in facts.usages.items()}
-        problem = check_size(facts, size, spot, len(vms))
-        why = [problem.message] if problem else []
-        trusted = getattr(vms[0].security_profile, "security_type", None) == "TrustedLaunch"
-        if trusted and capability(sku, "TrustedLaunchDisabled").lower() == "true":
-            why.append(f"{size.name} has no Trusted Launch, which the lab's VMs have")
-        accelerated = [capability(s, "AcceleratedNetworkingEnabled").lower() == "true" for s in (held, sku)]
-        if sku and accelerated == [True, False]:  # the lab's network interfaces were made with the old size's
-            why.append(f"{size.name} has no accelerated networking, which the lab's network interfaces have")
-        if why:
-            raise LabctlError(
-                f"Cannot resize lab '{record.name}': {'; '.join(why)}. Nothing was stopped.",
-                hint=f"Pick another --size offered in {region}, or request quota: {settings.QUOTA_URL}",
-            )
+        sku = check_resize(azure, record, vms, size)
         size = from_sku(size, sku, region)
         ui.warn(f"Every VM of lab '{record.name}' stops and starts again, as a {size.describe()}.")
         if not agree():

@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labctl.errors import LabctlError
 from labctl.labhost import side_by_side
-from labctl.pricing import SIZES, VmSize
+from labctl.pricing import SIZES, VmSize, lookup
+from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll
-from labctl.targets.azure.plan import AzurePlan, grid_only
+from labctl.targets.azure.plan import AzurePlan, azure_data, grid_only
 from labctl.ui import agreed
 from labctl.validate import env_yes
 
@@ -31,11 +33,19 @@ class Choice:
     accelerated_networking: bool = False  # the size's resource SKU says AcceleratedNetworkingEnabled: True
 
 
+@dataclass(frozen=True)
+class Image:  # what a version of the lab's image says of itself
+    version: str
+    plan: dict[str, str] | None = None
+    trusted_launch: bool = False  # its features declare Trusted Launch (SecurityType: TrustedLaunch...)
+    generation: str = "V2"  # its hyperVGeneration: a size boots it only if its HyperVGenerations name it
+
+
 @dataclass
 class Problem:
     region: str
     size: VmSize
-    kind: str  # "unknown-region" | "not-offered" | "no-spot" | "quota" | "image"
+    kind: str  # "unknown-region" | "not-offered" | "misfit" | "no-spot" | "quota" | "image"
     message: str
     free: int | None = None
 
@@ -90,15 +100,35 @@ def spot_capable(sku: dict[str, Any] | None) -> bool:
     return capability(sku, "LowPriorityCapable").lower() == "true"  # absent means no
 
 
-def spot_alternatives(skus: dict[str, dict[str, Any]], size: VmSize, limit: int = 3) -> list[str]:
+def _listed(sku: dict[str, Any] | None, name: str, absent: str) -> list[str]:
+    return [part.strip().upper() for part in (capability(sku, name) or absent).split(",")]
+
+
+def misfit(sku: dict[str, Any] | None, generation: str) -> str:
+    """Why a size cannot boot the lab's VMs ("" if it can): the image's Hyper-V generation, and the SCSI disk
+    controller they are made with (none is asked, so ARM gives SCSI where the size has it; a resize keeps it)."""
+    generations = _listed(sku, "HyperVGenerations", "V1")  # sizes older than generation 2 list V1 alone
+    if generation.upper() not in generations:
+        listed = ",".join(generations)
+        return f"boots no generation {generation[1:]} image, which the lab's is (HyperVGenerations {listed})"
+    if "SCSI" not in _listed(sku, "DiskControllerTypes", "SCSI"):  # the v6 families: NVMe only
+        return "takes its disks over NVMe only, and the lab's VMs take theirs over SCSI"
+    return ""
+
+
+def alternatives(
+    skus: dict[str, dict[str, Any]], size: VmSize, fits: Callable[[VmSize, dict[str, Any] | None], bool]
+) -> list[str]:
+    """Up to three sizes of the catalog with the same kind of GPU (or none), offered here, that ``fits``."""
     found = []
     for candidate in SIZES.values():
         sku = skus.get(candidate.name.lower())
         restricted = any(r.get("type") == "Location" for r in (sku or {}).get("restrictions") or [])
-        if candidate.gpu == size.gpu and not grid_only(candidate) and spot_capable(sku) and not restricted:
+        if candidate.gpu == size.gpu and not grid_only(candidate) and sku and not restricted and fits(candidate, sku):
             found.append(candidate)
-    found.sort(key=lambda s: (abs(s.vcpus - size.vcpus), s.vcpus))
-    return [s.name for s in found[:limit]]
+    want = int(_number(skus.get(size.name.lower()), "vCPUs")) or size.vcpus  # a size the catalog lacks: its SKU's
+    found.sort(key=lambda s: (abs(s.vcpus - want), s.vcpus))
+    return [s.name for s in found[:3]]
 
 
 def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
@@ -136,8 +166,9 @@ def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, 
     return min(found, key=lambda entry: entry[0], default=(0, family, 0, 0))
 
 
-def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> Problem | None:
-    """What stops ``nodes`` VMs of ``size`` in this region (None: nothing); quota is counted for all of them."""
+def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int, generation: str | None) -> Problem | None:
+    """What stops ``nodes`` VMs of ``size`` booting an image of ``generation`` (None: not known yet) in this region
+    (None: nothing); quota is counted for all of them."""
     region = facts.region
     if not facts.skus:
         return Problem(region, size, "unknown-region", f"the region '{region}' offers no VM sizes to this subscription")
@@ -149,6 +180,10 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
         if restriction.get("type") == "Location" and (not values or region in values):
             reason = str(restriction.get("reasonCode") or "NotAvailable")
             return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
+    if generation and (
+        why := misfit(sku, generation)
+    ):  # ARM refuses it only at the VM's PUT: a resize, after the VMs stopped
+        return Problem(region, size, "misfit", f"{size.name} {why}")
     if capability(sku, "PremiumIO").lower() == "false":  # the lab's disks are Premium SSD (bodies.py)
         return Problem(region, size, "not-offered", f"{size.name} takes no Premium SSD, which the lab's disk is")
     if spot and not spot_capable(sku):
@@ -165,8 +200,47 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int = 1) -> 
     return None
 
 
-def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, str] | None, bool]:
-    """The image's newest version in the region, its marketplace plan if any, and whether it has Trusted Launch."""
+def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) -> dict[str, Any]:
+    """The new size's resource SKU once it fits every VM of the lab as they are (their cores freed, their image,
+    Trusted Launch and network interfaces kept); else the refusal, with sizes that fit."""
+    td, held_name = azure_data(record), str(vms[0].hardware_profile.vm_size)
+    region, spot, nodes = str(td.get("region")), bool(td.get("spot")), len(vms)
+    ref = vms[0].storage_profile.image_reference  # the version the VMs were made from
+    urn = f"{ref.publisher}:{ref.offer}:{ref.sku}:{td.get('image_version') or ref.exact_version or ref.version}"
+    both: list[Any] = side_by_side(
+        [functools.partial(load_region, azure, region), functools.partial(latest_image, azure, region, urn)]
+    )
+    facts, image = both
+    held = facts.skus.get(held_name.lower()) or {}
+    cores = int(capability(held, "vCPUs") or lookup(held_name).vcpus) * nodes
+    quotas = (str(held.get("family")).lower(), "cores", "lowprioritycores")  # deallocated, its cores still count
+    facts.usages = {key: (used - cores * (key in quotas), limit) for key, (used, limit) in facts.usages.items()}
+    trusted = getattr(vms[0].security_profile, "security_type", None) == "TrustedLaunch"
+    accelerated = capability(held, "AcceleratedNetworkingEnabled").lower() == "true"  # the NICs were made so
+
+    def refusals(candidate: VmSize, sku: dict[str, Any] | None) -> list[str]:
+        problem = check_size(facts, candidate, spot, nodes, image.generation)
+        why = [problem.message] if problem else []
+        if trusted and capability(sku, "TrustedLaunchDisabled").lower() == "true":
+            why.append(f"{candidate.name} has no Trusted Launch, which the lab's VMs have")
+        if sku and accelerated and capability(sku, "AcceleratedNetworkingEnabled").lower() != "true":
+            why.append(f"{candidate.name} has no accelerated networking, which the lab's network interfaces have")
+        return why
+
+    if why := refusals(size, sku := facts.sku(size)):
+        others = alternatives(
+            facts.skus, size, lambda other, found: other.name != held_name and not refusals(other, found)
+        )
+        such = f", such as {', '.join(others)}" if others else ""
+        raise LabctlError(
+            f"Cannot resize lab '{record.name}': {'; '.join(why)}. Nothing was stopped.",
+            hint=f"Pick another --size offered in {region}{such}, or request quota: {settings.QUOTA_URL}",
+        )
+    return sku or {}
+
+
+def latest_image(azure: Azure, region: str, urn: str) -> Image:
+    """The image's newest version in the region (or the version the URN names), as it describes itself."""
     publisher, offer, sku, version = urn.split(":")
     images = azure.compute.virtual_machine_images
     with arm(f"looking up the image {urn} in {region}"):
@@ -180,10 +254,12 @@ def latest_image(azure: Azure, region: str, urn: str) -> tuple[str, dict[str, st
                 )
             version = names[0]
         image = images.get(region, publisher, offer, sku, version).as_dict()
-    plan, features = (image.get("properties") or {}).get("plan"), (image.get("properties") or {}).get("features")
+    props = image.get("properties") or {}
+    plan, features = props.get("plan"), props.get("features")
     # ARM refuses Trusted Launch on an image unless its features say so (SecurityType: TrustedLaunch...).
     trusted = any(f.get("name") == "SecurityType" and "TrustedLaunch" in str(f.get("value")) for f in features or [])
-    return version, ({k: str(v) for k, v in plan.items()} if plan else None), trusted
+    plan = {k: str(v) for k, v in plan.items()} if plan else None
+    return Image(version, plan, trusted, str(props.get("hyperVGeneration") or "V1"))  # absent: generation 1
 
 
 def ensure_providers(azure: Azure, namespaces: tuple[str, ...] = PROVIDERS) -> None:
@@ -239,61 +315,67 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
 
 def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
     """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal."""
-    refused: list[tuple[AzurePlan, list[Problem]] | LabctlError] = []  # region by region: the first one is told
-
-    def image(region: str) -> tuple[str, dict[str, str] | None, bool] | LabctlError:
-        return attempt(functools.partial(latest_image, azure, region, plan.image))
+    refused: list[
+        tuple[AzurePlan, list[Problem], Image | None] | LabctlError
+    ] = []  # region by region: the first is told
 
     for region in plan.regions:
         if not (sizes := [s for s in plan.sizes if (region, s.name) not in tried]):
             continue
-        found = None
-        if region not in cache:  # the image lookup does not wait for the size checks
-            load = functools.partial(attempt, functools.partial(load_region, azure, region))
-            both: list[Any] = side_by_side([load, functools.partial(image, region)])
-            if isinstance(both[0], LabctlError):  # this region could not be read: the next one may
-                refused.append(both[0])
-                continue
-            cache[region], found = both
-        facts, problems = cache[region], []
+        load = functools.partial(attempt, functools.partial(load_region, azure, region))
+        image = functools.partial(attempt, functools.partial(latest_image, azure, region, plan.image))
+        both: list[Any] = side_by_side([load, image] if region not in cache else [image])
+        if isinstance(both[0], RegionFacts):
+            cache[region] = both[0]
+        elif region not in cache:  # this region could not be read: the next one may
+            refused.append(both[0])
+            continue
+        facts, found, problems = cache[region], both[-1], []
         for size in sizes:
-            if problem := check_size(facts, size, plan.spot, plan.nodes):
+            known = found.generation if isinstance(found, Image) else None  # an image not found is told once, next
+            if problem := check_size(facts, size, plan.spot, plan.nodes, known):
                 problems.append(problem)
                 if problem.kind == "unknown-region":
                     break
                 continue
-            found = found or image(region)
             if isinstance(found, LabctlError):
                 problems.append(Problem(region, size, "image", found.message))
                 break
-            version, purchase, trusted = found
-            if purchase:
-                ensure_terms(azure, purchase, plan.image, consent=plan.accept_terms)
+            if found.plan:
+                ensure_terms(azure, found.plan, plan.image, consent=plan.accept_terms)
             return Choice(
                 region,
                 from_sku(size, facts.sku(size) or {}, region),
-                version,
-                purchase,
-                trusted and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
+                found.version,
+                found.plan,
+                found.trusted_launch and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
                 capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
             )
-        refused.append((replace(plan, sizes=sizes, regions=[region]), problems))
+        refused.append((replace(plan, sizes=sizes, regions=[region]), problems, found if known else None))
     first = refused[0]
     raise first if isinstance(first, LabctlError) else _explain(azure, *first, cache)
 
 
-def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict[str, RegionFacts]) -> LabctlError:
+def _explain(
+    azure: Azure, plan: AzurePlan, problems: list[Problem], image: Image | None, cache: dict[str, RegionFacts]
+) -> LabctlError:
     first, size = problems[0], plan.sizes[0]
+
+    def fits(here: RegionFacts, candidate: VmSize) -> bool:
+        return check_size(here, candidate, plan.spot, plan.nodes, image.generation if image else None) is None
+
     what = "; ".join(p.message for p in problems[:4])
     if first.kind == "unknown-region":
         return LabctlError(
             f"Cannot create the lab: {what}.",
             hint="Check the region name ('az account list-locations -o table') or use --region auto.",
         )
-    if first.kind == "no-spot":
-        others = spot_alternatives(cache[first.region].skus, first.size)
-        hint = f"Use a size that has Spot, such as {', '.join(others)} (--size NAME), or drop --spot." if others else ""
-        return LabctlError(f"Cannot create the lab: {what}.", hint=hint or "Drop --spot, or pick another --size.")
+    if first.kind in ("no-spot", "misfit"):  # the size is the matter, not the region: others that fit here
+        there = cache[first.region]
+        others = alternatives(there.skus, first.size, lambda candidate, sku: fits(there, candidate))
+        spot = ", or drop --spot" if first.kind == "no-spot" else ""
+        hint = f"Use a size that fits, such as {', '.join(others)} (--size NAME){spot}." if others else ""
+        return LabctlError(f"Cannot create the lab: {what}.", hint=hint or f"Pick another --size{spot}.")
     # The ways out: other regions where the first size is offered with free quota, quota, a smaller size, fewer nodes.
     others = [r for r in settings.AUTO_REGIONS if r not in plan.regions][:8]
     missing = [r for r in others if r not in cache]
@@ -302,7 +384,7 @@ def _explain(azure: Azure, plan: AzurePlan, problems: list[Problem], cache: dict
     room = [
         f"{region} ({free_vcpus(facts, size, plan.spot)[0]} vCPUs free for {size.name})"
         for region in others
-        if (facts := cache.get(region)) is not None and check_size(facts, size, plan.spot, plan.nodes) is None
+        if (facts := cache.get(region)) is not None and fits(facts, size)
     ]
     ways = [f"try {', '.join(room[:4])} (--region NAME, or --region auto)"] if room else []
     if first.kind == "quota":

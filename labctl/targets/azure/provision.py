@@ -418,7 +418,8 @@ class Provisioner:
 
     def _prepare_login(self, choice: Choice) -> str:
         if not choice.image_version:
-            choice.image_version, choice.purchase_plan, _ = latest_image(self.azure, choice.region, self.plan.image)
+            image = latest_image(self.azure, choice.region, self.plan.image)
+            choice.image_version, choice.purchase_plan = image.version, image.plan
         key_path, user_pub = ensure_user_key(self.names.lab, self.spec.ssh_key)
         self.record.ssh_key_path = str(key_path)
         azure_data(self.record)["image_version"] = choice.image_version
