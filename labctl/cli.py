@@ -273,13 +273,20 @@ def down_cmd(
     force: bool = _flag("--force", "Delete even with a run in progress, results not fetched, or someone else's lab."),
     confirm_name: str | None = CONFIRM_NAME,
     no_save: bool = _flag("--no-save", "Do not copy what changed in the workspace since up to this computer first."),
+    keep_workspace: bool = _flag("--keep-workspace", "Keep /workspace where it lives, for the next up of this name."),
+    delete_workspace: bool = _flag("--delete-workspace", "Delete a workspace kept by --keep-workspace (not copied)."),
 ) -> None:
     """Copy your work out of the workspace, then delete everything the lab created, check nothing is left, forget it.
 
     What changed in /workspace since 'up', whatever its size, is copied to ./labctl-results/LAB/workspace/ first,
-    each file verified; if that cannot be done, nothing is deleted (--no-save discards it).
+    each file verified; if that cannot be done, nothing is deleted (--no-save discards it). --keep-workspace copies
+    nothing and keeps /workspace where it lives instead (a Docker volume); the next 'up' of the lab's name finds it.
 
-    Example: labctl down --name cifar-gpu
+    Examples:
+
+    \b
+      labctl down --name cifar-gpu
+      labctl down --keep-workspace
     """
 
 

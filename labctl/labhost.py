@@ -269,7 +269,8 @@ def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) ->
 
 
 def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) -> list[str]:
-    """A failure says what is left and how to remove it by hand: `down` must never claim a clean slate."""
+    """A failure says what is left and how to remove it by hand: `down` must never claim a clean slate. ``keep_volume``
+    keeps node 0's workspace volume, the one `down --keep-workspace` keeps."""
     removed = on_each_node(record, lambda node, node_ui: _teardown_node(record, node, node_ui, keep_volume), ui)
     return [what for done in removed for what in done]
 
@@ -277,13 +278,13 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
     try:
         with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
-            removed = lab.remove_lab(machine.docker(), record.name, keep_volume=keep_volume, node=node)
+            removed = lab.remove_lab(machine.docker(), record.name, keep_volume=keep_volume and not node, node=node)
     except LabctlError as exc:
         raise LabctlError(
             f"Could not remove the lab container on {node_where(record, node)}: {exc.message}",
             hint="Fix that (the machine unreachable, or Docker stopped) and run 'labctl down' again, or remove it "
-            f"there by hand with 'docker rm -f {lab.container_name(record.name, node)}; docker volume rm "
-            f"{lab.volume_name(record.name, node)}'.",
+            f"there by hand with 'docker rm -f {lab.container_name(record.name, node)}"
+            + ("'." if keep_volume and not node else f"; docker volume rm {lab.volume_name(record.name, node)}'."),
         ) from None
     for what in removed:
         ui.info(f"Removed {what}.")

@@ -19,7 +19,7 @@ from labctl.files import make_private_dir, write_private
 from labctl.validate import RUN_ID, TARGETS, pattern_check
 
 DEFAULT_NAME = "lab"  # the lab every command means when there is one and no --name is given
-STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure")
+STATUSES = ("creating", "ready", "stopped", "deleting", "found-in-azure", "kept")  # kept: down, its workspace kept
 T = TypeVar("T")
 
 # Lab names end up in resource-group, VM and container names, so they keep to what all of those accept.
@@ -114,6 +114,11 @@ class LabRecord:
         return from_dict(cls, data, "the lab record")
 
     def require_ready(self) -> None:
+        if self.status == "kept":
+            raise NotReady(
+                f"Lab '{self.name}' is down; only its workspace is kept.",
+                hint=f"'labctl up --name {self.name}' brings the lab back with it.",
+            )
         if self.status == "stopped":
             raise NotReady(
                 f"Lab '{self.name}' is stopped (deallocated).",

@@ -53,12 +53,20 @@ class Target(ABC):
     def provision(self, spec: LabSpec, record: LabRecord, ui: Reporter, save: SaveFn) -> LabRecord:
         """``save`` after each step that created something, so `down` can remove a half-made lab."""
 
-    def destroy(self, record: LabRecord, ui: Reporter) -> None:
-        """Remove everything made for the lab, and check that nothing is left (by default each node's lab container;
-        a failure names what is left and how to remove it)."""
+    def destroy(self, record: LabRecord, ui: Reporter, keep_workspace: bool = False) -> None:
+        """Remove everything made for the lab but a workspace kept, and check that nothing is left (by default each
+        node's lab container and volume; a failure names what is left and how to remove it)."""
         from labctl.labhost import teardown_lab
 
-        teardown_lab(record, ui)
+        teardown_lab(record, ui, keep_volume=keep_workspace)
+
+    def workspace_home(self, record: LabRecord) -> str | None:
+        """Where node 0's /workspace lives and what keeping it costs, in words: what `down --keep-workspace` keeps
+        and the next `up` of the lab's name finds again; None where it cannot outlive the lab."""
+        from labctl.container import volume_name
+
+        where = self.where(record)[0]
+        return f"Docker volume {volume_name(record.name)} on {where} (disk space there, no charge of its own)"
 
     @abstractmethod
     def describe(self, record: LabRecord) -> dict[str, Any]:

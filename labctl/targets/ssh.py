@@ -62,11 +62,11 @@ class SSHTarget(Target):
                 ui.info(f"Connected to {machine.describe()} with {'its' if node else 'the'} pinned host key.")
         return record
 
-    def destroy(self, record: LabRecord, ui: Reporter) -> None:
+    def destroy(self, record: LabRecord, ui: Reporter, keep_workspace: bool = False) -> None:
         if not record.nodes[0].host_key:
             ui.info("The lab never reached its machine; nothing to remove there.")
             return
-        super().destroy(record, ui)
+        super().destroy(record, ui, keep_workspace)
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         head = record.nodes[0]

@@ -92,9 +92,25 @@ def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
         if spec.requirements_text:
             plan.data["requirements"] = str(spec.requirements)
             plan.text += f"\n  packages:       from {spec.requirements}, in a layer of their own over the lab image"
+        plan.data["workspace"] = _planned_workspace(spec, target)
+        plan.text += f"\n  workspace:      {plan.data['workspace']}"
         return plan
     with lab_lock(spec.name, "up", ui):
         return _up(spec, target, ui)
+
+
+def _planned_workspace(spec: LabSpec, target: Target) -> str:
+    """Which /workspace the lab gets, and what `down` does with it: copies it home, or keeps it where it lives."""
+    store = StateStore()
+    record = store.load(spec.name) if store.exists(spec.name) else LabRecord(name=spec.name, target=spec.target)
+    if record.status == "kept":
+        return f"the one kept by an earlier 'down --keep-workspace': {target.workspace_home(record)}"
+    if target.workspace_home(record) is None:
+        return "on the machine's disk; 'down' copies what changed in it to this computer before it deletes anything"
+    return (
+        "a volume of its own; 'down' copies what changed in it to this computer before it deletes anything, "
+        "'down --keep-workspace' keeps it where it lives for the next 'up' of this name"
+    )
 
 
 def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
@@ -123,7 +139,10 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
                 f"Lab '{spec.name}' becomes a GPU lab: the NVIDIA runtime is checked and the container gets the GPUs."
             )
             record.gpu = True
-        ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
+        if record.status == "kept":
+            ui.info(f"Lab '{spec.name}' comes back with its kept workspace: {target.workspace_home(record)}.")
+        else:
+            ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
 
     _idle_rules(spec, record, target)
     record = target.provision(spec, record, ui, store.save)
@@ -188,7 +207,15 @@ def down(
     force: bool = False,
     confirm_name: str | None = None,
     no_save: bool = False,
+    keep_workspace: bool = False,
+    delete_workspace: bool = False,
 ) -> Outcome:
+    if keep_workspace and delete_workspace:
+        raise UsageError(
+            "--keep-workspace and --delete-workspace ask for opposite things; nothing was deleted.",
+            hint="Give one: --keep-workspace keeps /workspace for the next 'labctl up' of the lab's name, "
+            "--delete-workspace deletes it too.",
+        )
     store = StateStore()
     try:
         record = store.resolve(name)
@@ -197,16 +224,46 @@ def down(
     with lab_lock(record.name, "down", ui):
         if store.exists(record.name):  # as the command this one may have waited for left it
             record = store.load(record.name)
-        return _down(store, record, ui, yes, force, confirm_name, not no_save)
+        return _down(store, record, ui, yes, force, confirm_name, not no_save, keep_workspace, delete_workspace)
+
+
+def _kept_home(record: LabRecord, target: Target, keep: bool, delete: bool) -> str | None:
+    """Where the workspace `down` keeps lives (None: nothing kept); a workspace already kept goes only when asked."""
+    home = target.workspace_home(record) if keep or record.status == "kept" else None
+    flag = StateStore().name_flag(record.name)
+    if keep and home is None:
+        raise UsageError(
+            f"The workspace of lab '{record.name}' cannot outlive it on {target.label}; nothing was deleted.",
+            hint=f"'labctl down{flag}' copies what changed in it to this computer first, then deletes the lab.",
+        )
+    if record.status == "kept" and not (keep or delete):
+        raise UsageError(
+            f"Lab '{record.name}' is down already; only its workspace is kept: {home}. Nothing was deleted.",
+            hint=f"'labctl up{flag}' brings the lab back with it ('labctl pull' then copies it here), or "
+            f"'labctl down{flag} --delete-workspace' deletes it without copying it.",
+        )
+    return home if keep else None
 
 
 def _down(
-    store: StateStore, record: LabRecord, ui: Reporter, yes: bool, force: bool, confirm_name: str | None, save: bool
+    store: StateStore,
+    record: LabRecord,
+    ui: Reporter,
+    yes: bool,
+    force: bool,
+    confirm_name: str | None,
+    save: bool,
+    keep: bool = False,
+    delete: bool = False,
 ) -> Outcome:
     target = get_target(record.target)
-    what = target.removal(record)
+    home = _kept_home(record, target, keep, delete)
+    if record.status == "kept":
+        what = f"the kept workspace of lab '{record.name}', {target.workspace_home(record)}, without copying it"
+    else:
+        what = target.removal(record) + (f", keeping its workspace: {home}" if home else "")
     confirmed = check_owner(record, target, "down", ui, force, confirm_name)
-    if save and not store.exists(record.name):
+    if save and not home and not store.exists(record.name):
         _refuse_unreachable(record, target.label)
     if not yes and not confirmed:
         if not sys.stdin.isatty():
@@ -214,14 +271,14 @@ def _down(
         if not agreed(f"Delete {what}?"):
             return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
     if not force:
-        _protect_results(record, ui)
+        _protect_results(record, ui, kept=home is not None)
     saved = None
-    if save:
+    if save and not home:  # a kept workspace is not copied: it stays where it lives
         saved = save_before_down(record, ui)
-    record.status = "deleting"
+    record.status = "kept" if home else "deleting"
     store.save(record)
     try:
-        target.destroy(record, ui)
+        target.destroy(record, ui, keep_workspace=home is not None)
     except LabctlError as exc:
         if not force or target.owns_machine:
             raise  # the record stays, so `down` can be run again once the cause is fixed
@@ -230,7 +287,11 @@ def _down(
             f"Lab '{record.name}' is forgotten here as --force asked, but something is left behind: {exc.message}",
             hint=exc.hint,
         ) from None
-    store.delete(record.name)
+    if home:
+        record.idle.pop("installed", None)
+        store.save(record)  # the kept workspace's record: `up` finds it, `list` and `status` show it
+    else:
+        store.delete(record.name)
     try:  # the lab's `ssh labctl-<lab>` entry and pinned key go with it; a failure here is worth a warning only
         if sshconfig.remove_entry(record.name):
             ui.info(f"Removed the SSH entry {sshconfig.ALIAS_PREFIX}{record.name}.")
@@ -239,7 +300,14 @@ def _down(
     text = f"Lab '{record.name}' is gone; nothing is left running."
     if saved is not None and (saved.files or saved.already_here):
         text += f" Your work from its workspace is in {saved.copy_dir}."
-    return Outcome({"deleted": True, "name": record.name, "saved": saved.to_json() if saved else None}, text)
+    if home:
+        flag = store.name_flag(record.name)
+        text += (
+            f" Its workspace is kept, not copied here: {home}. 'labctl up{flag}' brings the lab back with it; "
+            f"'labctl down{flag} --delete-workspace' deletes it."
+        )
+    data = {"deleted": True, "name": record.name, "saved": saved.to_json() if saved else None, "kept_workspace": home}
+    return Outcome(data, text)
 
 
 def _refuse_unreachable(record: LabRecord, where: str) -> None:
@@ -256,8 +324,9 @@ def _refuse_unreachable(record: LabRecord, where: str) -> None:
         )
 
 
-def _protect_results(record: LabRecord, ui: Reporter) -> None:
-    if record.status == "deleting" or (record.status not in ("ready", "stopped") and not record.runs):
+def _protect_results(record: LabRecord, ui: Reporter, kept: bool = False) -> None:
+    """A kept workspace keeps the runs' results too: only a run still training is lost then."""
+    if record.status in ("deleting", "kept") or (record.status not in ("ready", "stopped") and not record.runs):
         return  # an earlier `down` passed this check; a lab that never became ready has no runs to lose
     try:
         running, unfetched = unfetched_runs(record, ui)
@@ -272,7 +341,7 @@ def _protect_results(record: LabRecord, ui: Reporter) -> None:
             f"Lab '{record.name}' is still training (run {', '.join(running)}).",
             hint=f"Wait with 'labctl logs --follow {running[0]}', or delete anyway with 'labctl down --force'.",
         )
-    if unfetched:
+    if unfetched and not kept:
         raise LabctlError(
             f"Lab '{record.name}' holds results that were never fetched: {', '.join(unfetched)}.",
             hint=f"Bring them back with 'labctl fetch {unfetched[0]}' (one command per run), or delete anyway "

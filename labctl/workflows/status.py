@@ -55,7 +55,14 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
         data["error"] = exc.render()
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
-    if data.get("power_state") == "missing":
+    if record.status == "kept":
+        flag = store.name_flag(record.name)
+        data["kept_workspace"] = target.workspace_home(record)
+        data["hint"] = (
+            f"The lab is down, its workspace kept: 'labctl up{flag}' brings it back with it, "
+            f"'labctl down{flag} --delete-workspace' deletes it."
+        )
+    elif data.get("power_state") == "missing":
         data["hint"] = (
             f"The lab's VM is gone (deleted outside labctl), its workspace with it: 'labctl down --no-save --name "
             f"{record.name}' forgets it here, then 'labctl up --name {record.name}' makes a new one."
@@ -117,6 +124,7 @@ def render(data: dict[str, Any]) -> str:
         "idle for": _hours(data.get("idle_for_seconds")),
         "stop due": data.get("idle_stop_due"),
         "last idle check": checked,
+        "kept workspace": data.get("kept_workspace"),
         "container": data.get("container"),
         "container health": data.get("health"),
         "jupyter": data.get("jupyter"),
@@ -190,8 +198,11 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
     for path in unreadable:  # a lab may hide behind it: say so rather than leave it out silently
         ui.warn(f"The state file {path} could not be read, so its lab is not listed from it; move it aside.")
     for record in records:
-        where, size = get_target(record.target).where(record)
+        target = get_target(record.target)
+        where, size = target.where(record)
         row: dict[str, Any] = dict(name=record.name, target=record.target, status=record.status, where=where, size=size)
+        if record.status == "kept":
+            row.update(status="down, workspace kept", kept_workspace=target.workspace_home(record))
         rows[record.name] = {**row, "host": record.nodes[0].host, "recorded_here": True}
     errors: dict[str, str | None] = {}
     for target in [] if local_only else all_targets():
@@ -234,6 +245,7 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
         )
     if any(r.get("mine") is False for r in labs):
         lines.append("Labs of others are listed for you to see; labctl acts on them only with --force and their name.")
+    lines += [f"Kept workspace of lab {r['name']}: {r['kept_workspace']}." for r in labs if r.get("kept_workspace")]
     orphans = [r["name"] for r in labs if not r["recorded_here"] and r.get("mine") is not False]
     if orphans:
         lines.append(

@@ -70,7 +70,7 @@ class AzureTarget(Target):
 
         return provision(spec, record, ui, save, self._azure)
 
-    def destroy(self, record: LabRecord, ui: Reporter) -> None:
+    def destroy(self, record: LabRecord, ui: Reporter, keep_workspace: bool = False) -> None:
         from labctl.keys import forget_lab_keys
 
         td = azure_data(record)
@@ -85,6 +85,9 @@ class AzureTarget(Target):
             inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"))
             idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
         forget_lab_keys(record.name)
+
+    def workspace_home(self, record: LabRecord) -> str | None:
+        return None  # /workspace lives on the VM's own disk, which goes with the lab's group
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         return inventory.describe_lab(self._for(record), record)
