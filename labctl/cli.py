@@ -432,7 +432,8 @@ def run_cmd(
 
     It runs detached in /workspace/runs/RUN/ (its working folder, also $LAB_OUT), with /workspace on its import
     path; its output streams here, 'labctl logs -f' reattaches, and its folder comes back verified at the end.
-    Options for labctl go before SCRIPT; everything after it goes to the script.
+    Options for labctl go before SCRIPT; everything after it goes to the script. A requirements.txt beside a
+    SCRIPT on this computer joins the lab's packages first, as 'up --requirements' installs them.
 
     Example: labctl run --name cifar-gpu train.py --epochs 5
     """

@@ -14,13 +14,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from labctl import runs
+from labctl import runs, validate
 from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_node, rendezvous_port, stop_nodes
 from labctl.distributed import DEFAULT_RDZV_PORT
 from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import lab_dir, without_links
-from labctl.labhost import count_gpus, naming_node, private_addresses
+from labctl.labhost import count_gpus, naming_node, prepare_lab, private_addresses
+from labctl.locks import lab_lock
 from labctl.runs import LabRuns
+from labctl.spec import Settings
 from labctl.state import LabRecord, RunRecord, StateStore, now_iso
 from labctl.targets import get_target
 from labctl.ui import LiveOutput, Outcome, Reporter
@@ -401,12 +403,54 @@ def fetch(ui: Reporter, name: str | None = None, run: str | None = None) -> Outc
     return outcome
 
 
+def _beside(script: str) -> str | None:
+    """The requirements.txt beside a script of this computer's, read (and refused) before anything is reached."""
+    local = Path(script).expanduser()
+    beside = local.parent / "requirements.txt"
+    if not local.is_file() or not (beside.exists() or beside.is_symlink()):
+        return None
+    return validate.read_requirements(beside, "The script's requirements file")
+
+
+def joined_requirements(lab: str | None, script: str) -> str | None:
+    """The lab's own lines, then the script's it lacks; None when the lab has them all."""
+    have = (lab or "").splitlines()
+    new = [line for line in script.splitlines() if line.strip() and line not in have]
+    return "\n".join([*have, *new]) + "\n" if new else None
+
+
+def _install_packages(store: StateStore, record: LabRecord, wanted: str, ui: Reporter) -> LabRecord:
+    """As `up --requirements` with the lab's and the script's lines: a new container, so no run may be training."""
+    with lab_lock(record.name, "install the script's packages", ui):
+        record = store.load(record.name)
+        with lab_nodes(record, ui) as lab:
+            training = [info.run_id for info in lab.reached[0].runs.list() if info.state == "running"]
+        if training:
+            raise UsageError(
+                f"Run {training[0]} is training in lab '{record.name}', and the packages in the script's "
+                "requirements.txt need a new lab container, which would end it.",
+                hint=f"Wait for it ('labctl logs --follow {training[0]}') or cancel it, then run the script again.",
+            )
+        before, record.requirements = record.requirements, wanted
+        try:
+            record = prepare_lab(record, ui, image=Settings().get("image"))
+        except LabctlError:
+            record.requirements = before
+            raise
+        store.save(record)
+    return record
+
+
 def run_script(
     ui: Reporter, script: str, args: list[str] | None = None, name: str | None = None, detach: bool = False
 ) -> Outcome:
     args = args or []
     store = StateStore()
     record = store.resolve(name)
+    packages = _beside(script)
+    wanted = joined_requirements(record.requirements, packages) if packages else None
+    if wanted is not None:
+        record = _install_packages(store, record, wanted, ui)
     with lab_nodes(record, ui) as lab:
         lab_runs = lab.reached[0].runs
         script, files = users_file(script, lab_runs, "script")

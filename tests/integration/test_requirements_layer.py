@@ -138,3 +138,46 @@ def test_a_failed_build_says_its_steps_errors_and_end_with_no_index_password(
     said = failed.value.message
     assert "ERROR: cannot reach http://****@index.example/simple" in said and "s3cret" not in said
     assert "no compiler" in said and "an earlier step" not in said  # the failing step's end, not another's
+
+
+def test_a_scripts_requirements_join_the_labs_layer_unless_a_run_is_training(
+    lab_image: str, lab_name: str, docker_client: Any, wheels: tuple[Path, str], tmp_path: Path
+) -> None:
+    folder, index = wheels
+    _wheel(folder, "0.1")
+    project = tmp_path / "project"
+    project.mkdir()
+    script = project / "which.py"
+    script.write_text("import labtiny\nprint('labtiny', labtiny.VERSION)\n")
+    (project / "requirements.txt").write_bytes(b"\xff\xfe not text")
+    made: set[str] = set()
+    try:
+        assert _up(lab_name).exit_code == 0
+        box = docker_client.containers.get(container_name(lab_name))
+        refused = runner.invoke(app, ["run", "-n", lab_name, str(script)])
+        assert refused.exit_code == 2 and "requirements.txt is not UTF-8 text" in refused.output, refused.output
+        assert "Traceback" not in refused.output and not StateStore().load(lab_name).runs
+
+        sleeper = tmp_path / "sleeper.py"
+        sleeper.write_text("import time\ntime.sleep(120)\n")
+        started = runner.invoke(app, ["run", "-n", lab_name, "--detach", str(sleeper)])
+        assert started.exit_code == 0, started.output
+        (project / "requirements.txt").write_text(index + "labtiny==0.1\n")
+        busy = runner.invoke(app, ["run", "-n", lab_name, str(script)])
+        assert busy.exit_code == 2 and "is training in lab" in busy.output, busy.output
+        assert docker_client.containers.get(container_name(lab_name)).id == box.id
+        assert StateStore().load(lab_name).requirements is None
+        assert runner.invoke(app, ["cancel", "-n", lab_name]).exit_code == 0
+
+        ran = runner.invoke(app, ["run", "-n", lab_name, str(script)])
+        assert ran.exit_code == 0 and "labtiny 0.1" in ran.output, ran.output
+        record = StateStore().load(lab_name)
+        made.add(str(record.image))
+        assert str(record.image).startswith(f"{PACKAGES_REPO}:") and "labtiny==0.1" in str(record.requirements)
+        box = docker_client.containers.get(container_name(lab_name))
+        again = runner.invoke(app, ["run", "-n", lab_name, str(script)])  # the lab has them: nothing is rebuilt
+        assert again.exit_code == 0 and "labtiny 0.1" in again.output, again.output
+        assert docker_client.containers.get(container_name(lab_name)).id == box.id
+    finally:
+        for tag in made:
+            docker_client.images.remove(tag, force=True)
