@@ -232,7 +232,9 @@ def up_cmd(
     region: str | None = _opt("--region", "Azure region, or 'auto'.", "REGION", text=True),
     image: str | None = _opt("--image", "Use this container image as is.", "IMAGE", text=True),
     requirements: Path | None = _opt(
-        "--requirements", "pip's requirements file: installed into the lab image, a layer kept for the next up.", "FILE"
+        "--requirements",
+        "pip's requirements file (or an environment.yml's pip: list): a layer over the lab image, kept for next up.",
+        "FILE",
     ),
     subscription: str | None = SUBSCRIPTION,
     allow_ip: str | None = _opt("--allow-ip", "CIDR allowed to reach SSH (default: your IP).", "CIDR", text=True),
@@ -432,8 +434,8 @@ def run_cmd(
 
     It runs detached in /workspace/runs/RUN/ (its working folder, also $LAB_OUT), with /workspace on its import
     path; its output streams here, 'labctl logs -f' reattaches, and its folder comes back verified at the end.
-    Options for labctl go before SCRIPT; everything after it goes to the script. A requirements.txt beside a
-    SCRIPT on this computer joins the lab's packages first, as 'up --requirements' installs them.
+    Options for labctl go before SCRIPT; everything after it goes to the script. A requirements.txt or
+    environment.yml beside a SCRIPT on this computer joins the lab's packages first, as 'up --requirements' would.
 
     Example: labctl run --name cifar-gpu train.py --epochs 5
     """

@@ -177,7 +177,8 @@ def check_directory(text: str, what: str) -> str:
 
 
 def read_requirements(path: Path, what: str = "--requirements") -> str:
-    """Only a regular file, read no further than the limit: a FIFO would hang `up`, a device never end."""
+    """pip's lines: the file's, or an environment.yml's `pip:` ones. Only a regular file, read no further than the
+    limit: a FIFO would hang `up`, a device never end."""
     try:
         problem = "not a regular file" if path.exists() else "missing"
         if path.is_file():
@@ -185,15 +186,51 @@ def read_requirements(path: Path, what: str = "--requirements") -> str:
                 data = file.read(MAX_REQUIREMENTS + 1)
             problem = f"larger than {MAX_REQUIREMENTS // 1024} KiB"
             if len(data) <= MAX_REQUIREMENTS:
-                return data.decode()
+                text = data.decode()
+                return _environment_pip(text, f"{what} {path}") if path.suffix in (".yml", ".yaml") else text
     except UnicodeDecodeError:
         problem = "not UTF-8 text"
     except OSError as exc:
         problem = f"unreadable ({exc.strerror})"
     raise UsageError(
         f"{what} {path} is {problem}.",
-        hint="Give pip's requirements file (a package a line, as 'pip install -r' reads it; empty: no packages).",
+        hint="Give pip's requirements file (a package a line, as 'pip install -r' reads it; empty: no packages), "
+        "or a conda environment.yml whose packages are under 'pip:'.",
     )
+
+
+def _environment_pip(text: str, what: str) -> str:
+    """The lab image installs with pip, so a conda package (other than python and pip, which it has) is refused by
+    name rather than installed under another name or left out."""
+    import yaml
+
+    try:
+        deps = (yaml.safe_load(text) or {}).get("dependencies") or []
+    except (yaml.YAMLError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "not a mapping"
+        raise UsageError(f"{what} is not an environment.yml ({first}).", hint=ENVIRONMENT_HINT) from None
+    if not isinstance(deps, list):
+        raise UsageError(f"{what}: its 'dependencies' are not a list.", hint=ENVIRONMENT_HINT)
+    pip = [d["pip"] for d in deps if _pip_group(d)]
+    lines = [line for group in pip for line in group]
+    conda = [d if isinstance(d, str) else "an entry that is not text" for d in deps if not _pip_group(d)]
+    others = [d for d in conda if re.split(r"[<>=!~ ]", d.split("::")[-1], maxsplit=1)[0] not in ("python", "pip")]
+    if others:
+        raise UsageError(f"{what} lists packages for conda ({', '.join(others[:5])}).", hint=ENVIRONMENT_HINT)
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _pip_group(entry: object) -> bool:
+    """``- pip: [...]`` of text lines (text only: a YAML alias's nesting is never expanded into a string)."""
+    if not (isinstance(entry, dict) and list(entry) == ["pip"] and isinstance(entry["pip"], list)):
+        return False
+    return all(isinstance(line, str) for line in entry["pip"])
+
+
+ENVIRONMENT_HINT = (
+    "The lab image installs packages with pip: list them under 'pip:' in its dependencies (most have the same name "
+    "on PyPI), or give a requirements.txt."
+)
 
 
 def check_file(text: str, what: str) -> str:

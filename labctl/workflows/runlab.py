@@ -44,6 +44,7 @@ from labctl.workflows.runlab_options import (
 from labctl.workspace import workspace_path
 
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
+PROJECT_FILES = ("requirements.txt", "environment.yml")  # beside a script given to `run`: its packages
 STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
 
 
@@ -404,12 +405,12 @@ def fetch(ui: Reporter, name: str | None = None, run: str | None = None) -> Outc
 
 
 def _beside(script: str) -> str | None:
-    """The requirements.txt beside a script of this computer's, read (and refused) before anything is reached."""
+    """pip's lines of the requirements.txt and environment.yml beside a script of this computer's, read (and
+    refused) before anything is reached."""
     local = Path(script).expanduser()
-    beside = local.parent / "requirements.txt"
-    if not local.is_file() or not (beside.exists() or beside.is_symlink()):
-        return None
-    return validate.read_requirements(beside, "The script's requirements file")
+    found = [local.parent / name for name in PROJECT_FILES] if local.is_file() else []
+    texts = [validate.read_requirements(f, "The script's") for f in found if f.exists() or f.is_symlink()]
+    return "".join(texts) if texts else None
 
 
 def joined_requirements(lab: str | None, script: str) -> str | None:
