@@ -8,6 +8,7 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,11 +41,21 @@ def _wheel(folder: Path, version: str) -> None:
             wheel.writestr(path, text)
 
 
+def _bridge_gateway(docker_client: Any, wait: float = 15.0) -> str:
+    """An engine that has just started lists its bridge's gateway a moment after it answers."""
+    deadline = time.monotonic() + wait
+    while True:
+        config = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+        if "Gateway" in config or time.monotonic() > deadline:
+            return str(config["Gateway"])
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def wheels(docker_client: Any, tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A folder of wheels served over HTTP where a build's container reaches this computer, and the lines of a
     requirements file that make pip look there only."""
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = _bridge_gateway(docker_client)
     folder = tmp_path / "wheels"
     folder.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
