@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import posixpath
 import re
 import tarfile
@@ -197,25 +198,52 @@ def ensure_image(client: docker.DockerClient, ui: Reporter, image: str | None = 
     return tag
 
 
+# pip in a container of the lab image, reading the requirements from a file it removes before the container is
+# committed: a file copied into a build stays in its layer (and an index password in it with it), and a build
+# secret needs BuildKit, which the engine's API the SDK speaks does not offer.
+REQUIREMENTS_FILE = "/tmp/labctl-requirements.txt"
+PIP_INSTALL = (
+    "sh",
+    "-c",
+    'python -m pip install --no-cache-dir --disable-pip-version-check -r "$0"; done=$?; rm -f "$0"; exit $done',
+    REQUIREMENTS_FILE,
+)
+PIP_HINT = (
+    "Correct it in the requirements file (or, for an index the machine cannot reach, its network) and run "
+    "'labctl up --requirements FILE' again. The lab keeps its image and container as they were."
+)
+
+
 def with_packages(client: docker.DockerClient, ui: Reporter, image: str, requirements: str) -> str:
     """The user's packages as a layer of their own over ``image``, found again by a hash of both."""
-    dockerfile = template("Dockerfile.requirements").read_bytes()
-    identity = f"{client.images.get(image).id}|{hashlib.sha256(dockerfile).hexdigest()}|{requirements}"
+    identity = f"{client.images.get(image).id}|{PIP_INSTALL}|{requirements}"
     tag = f"{PACKAGES_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     if has_image(client, tag):
         ui.info(f"Your packages are installed already ({tag}).")
         return tag
-    context = tar_of({"Dockerfile": dockerfile, "requirements.txt": requirements.encode()})
     with ui.step(f"Installing your packages into {tag} FROM {image}"):
+        installer = client.containers.create(image, list(PIP_INSTALL))
         try:
-            _build(client, ui, context, tag, {"LAB_IMAGE": image})
-        except LabctlError as exc:  # pip's lines name the package
-            raise LabctlError(
-                exc.message,
-                hint="Correct it in the requirements file (or, for an index the machine cannot reach, its network) "
-                "and run 'labctl up --requirements FILE' again. The lab keeps its image and container as they were.",
-            ) from None
+            installer.put_archive(
+                posixpath.dirname(REQUIREMENTS_FILE),
+                tar_of({posixpath.basename(REQUIREMENTS_FILE): requirements.encode()}),
+            )
+            installer.start()
+            if status := installer.wait()["StatusCode"]:
+                lines = installer.logs().decode(errors="replace").splitlines()
+                raise _failed(f"Installing your packages failed: pip ended with status {status}.", lines, PIP_HINT)
+            command = client.images.get(image).attrs.get("Config", {}).get("Cmd") or []
+            installer.commit(*tag.split(":"), changes=[f"CMD {json.dumps(command)}"])  # the lab image's, not pip's
+        finally:
+            installer.remove(force=True)
     return tag
+
+
+def _failed(what: str, lines: list[str], hint: str) -> LabctlError:
+    """pip's ERROR lines and the last lines said, with an index's password masked."""
+    said = [line for line in lines[:-20] if line.startswith("ERROR:")] + lines[-20:]
+    text = re.sub(r"://[^/@\s]+@", "://****@", "\n".join([what, *said]))
+    return LabctlError(text, hint=hint)
 
 
 def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, buildargs: dict[str, str]) -> None:
@@ -225,10 +253,9 @@ def _build(client: docker.DockerClient, ui: Reporter, context: bytes, tag: str, 
     )
     for chunk in stream:
         if "error" in chunk:
-            said = [line for line in step[:-20] if line.startswith("ERROR:")] + step[-20:]  # pip's words, the end
-            text = f"Building the image {tag} failed: {str(chunk['error']).strip()}\n" + "\n".join(said)
-            raise LabctlError(
-                re.sub(r"://[^/@\s]+@", "://****@", text),  # an index's password stays out of the message
+            raise _failed(
+                f"Building the image {tag} failed: {str(chunk['error']).strip()}",
+                step,
                 hint="If pip could not reach PyPI, check the machine's network; then run 'labctl up' again.",
             )
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(chunk.get("stream", ""))).rstrip()  # the colour of a step's stderr

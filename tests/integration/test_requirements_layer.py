@@ -7,6 +7,7 @@ import base64
 import functools
 import hashlib
 import http.server
+import json
 import threading
 import time
 import zipfile
@@ -79,7 +80,8 @@ def test_packages_layer_is_built_found_again_kept_on_failure_and_rebuilt_alone(
     _wheel(folder, "0.1")
     _wheel(folder, "0.2")
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text(index + "labtiny==0.1\n")
+    secret = "--extra-index-url http://lab:s3cret-71f4e9@127.0.0.1:9/simple\n"  # ignored by pip: --no-index
+    requirements.write_text(index + secret + "labtiny==0.1\n")
     script = tmp_path / "which.py"
     script.write_text("import labtiny\nprint('labtiny', labtiny.VERSION)\n")
     built: set[str] = set()
@@ -92,6 +94,7 @@ def test_packages_layer_is_built_found_again_kept_on_failure_and_rebuilt_alone(
         record = StateStore().load(lab_name)
         built.add(str(record.image))
         assert str(record.image).startswith(f"{PACKAGES_REPO}:") and record.requirements == requirements.read_text()
+        _nowhere_in(docker_client, str(record.image), "s3cret-71f4e9")
         ran = runner.invoke(app, ["run", "-n", lab_name, str(script)])
         assert ran.exit_code == 0 and "labtiny 0.1" in ran.output, ran.output
         box = docker_client.containers.get(container_name(lab_name))
@@ -133,6 +136,14 @@ def test_packages_layer_is_built_found_again_kept_on_failure_and_rebuilt_alone(
     finally:
         for tag in built:
             docker_client.images.remove(tag, force=True)
+
+
+def _nowhere_in(client: Any, image: str, text: str) -> None:
+    """Neither the image's history nor any file of its filesystem holds ``text``."""
+    assert text not in json.dumps(client.api.history(image))
+    search = f"grep -rlsF {text} / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev; echo searched"
+    found = client.containers.run(image, ["sh", "-c", search], remove=True, network_disabled=True).decode()
+    assert found.strip() == "searched", found
 
 
 def test_a_failed_build_says_its_steps_errors_and_end_with_no_index_password(
