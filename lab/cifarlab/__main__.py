@@ -32,11 +32,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill."""
+    """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill, or, on a resume,
+    are the run's own (another node of a torchrun has no copy of its checkpoint: it takes the flags as given)."""
     from cifarlab.config import TrainConfig
+    from cifarlab.models import checkpoint_path, read_checkpoint
 
-    fields = (f.name for f in dataclasses.fields(TrainConfig))
-    return TrainConfig().with_strings({k: str(getattr(args, k)) for k in fields if getattr(args, k) is not None})
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    base = TrainConfig()
+    if args.resume and checkpoint_path(args.resume).is_file():
+        path = checkpoint_path(args.resume)
+        saved = read_checkpoint(path)["config"]
+        base = TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, "out": str(path.parent)})
+    return base.with_strings({k: str(getattr(args, k)) for k in names if getattr(args, k) is not None})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -44,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cifarlab.runlog import per_class_table
     from cifarlab.train import train
 
-    metrics = train(_config(args), stream=sys.stdout)
+    metrics = train(_config(args), stream=sys.stdout, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(per_class_table(metrics))
         print(f"status {metrics['status']}; results in {metrics['options']['out']}")
@@ -125,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a model and write a run directory")
     _add_train_options(t)
+    t.add_argument("--resume", metavar="CHECKPOINT", help="go on from a run's checkpoint.pt (or its directory)")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="score a checkpoint on the test (or held-out) images")
     e.add_argument("--checkpoint", required=True, help="checkpoint.pt or its run directory")

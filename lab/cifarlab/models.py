@@ -215,10 +215,10 @@ def score(preds: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, cfg: TrainConfig, classes: list[str], step: int, epoch: float, layout: dict[str, Any]
+    path: Path, model: nn.Module, cfg: TrainConfig, classes: list[str], step: int, epoch: float, extra: dict[str, Any]
 ) -> None:
-    """Atomically, so a run killed mid-write still leaves the previous checkpoint intact. ``layout``: how the run
-    was spread (``world_size``, ``nodes``, ``procs_per_node``, ``backend``, ``rank0_host``)."""
+    """Atomically, so a run killed mid-write still leaves the previous checkpoint intact. ``extra``: how the run was
+    spread (``world_size``, ``nodes``, ``procs_per_node``, ``backend``, ``rank0_host``) and what resuming needs."""
     state = {
         "format": "cifarlab/1",
         "model": cfg.model,
@@ -227,7 +227,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "step": step,
         "epoch": epoch,
-        **layout,
+        **extra,
         "config": dataclasses.asdict(cfg),
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -242,20 +242,32 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean), "airbench": bool(cfg.airbench)}
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The model (in eval mode, on ``device``) and the checkpoint's metadata."""
+def checkpoint_path(path: str | Path) -> Path:
     path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "checkpoint.pt"
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint of a run directory or file, on the CPU, whatever device saved it."""
+    path = checkpoint_path(path)
     if not path.is_file():
         raise LabError(f"no checkpoint at {path}; pass a run directory or its checkpoint.pt.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "cifarlab/1":
-            raise ValueError("not a cifarlab checkpoint")
+    except Exception as exc:
+        raise LabError(f"{path} is not a readable cifarlab checkpoint ({exc}).") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "cifarlab/1":
+        raise LabError(f"{path} is not a cifarlab checkpoint.")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model (in eval mode, on ``device``) and the checkpoint's metadata."""
+    ckpt = read_checkpoint(path)
+    try:
         model = build_model(ckpt["model"], num_classes=len(ckpt["classes"]), **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
-        raise LabError(f"{path} is not a readable cifarlab checkpoint ({exc}).") from exc
+        raise LabError(f"{checkpoint_path(path)} is not a readable cifarlab checkpoint ({exc}).") from exc
     model.to(device).eval()
     return model, ckpt

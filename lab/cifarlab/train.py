@@ -29,16 +29,21 @@ from torch.nn import functional as F
 from torch.optim.sgd import sgd
 
 from cifarlab import models
-from cifarlab.config import ConfigError, TrainConfig
+from cifarlab.config import ConfigError, LabError, TrainConfig
 from cifarlab.data import Data, load_data
 from cifarlab.runlog import Meter, RunLog, plots, write_json
 
 STOP_CHECK = 16  # under torchrun the ranks agree every this many steps whether one was told to stop
+# where and how fast a run trains, not what it learns: a resumed run may change these, and nothing else
+PLACE = {"out", "device", "data_root", "cache", "log_every", "threads", "compile", "eval_batch_size"}
 
 
-def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig, stream: TextIO | None = None, data: Data | None = None, resume: str | Path | None = None
+) -> dict[str, Any]:
     """Train, evaluate and write the run directory; returns the metrics (``metrics.json``), whose ``status`` is
-    "succeeded" or "interrupted" (a failure raises). ``data``: an already loaded dataset (the notebook's)."""
+    "succeeded" or "interrupted" (a failure raises). ``data``: an already loaded dataset (the notebook's);
+    ``resume``: a checkpoint (or its run directory) to go on from, which only rank 0 needs to read."""
     t0 = time.time()
     dist = Dist.from_env()
     device = models.pick_device(config.device, dist.local_rank)
@@ -55,7 +60,10 @@ def train(config: TrainConfig, stream: TextIO | None = None, data: Data | None =
     stop, main = StopFlag(), threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
+        ckpt = resumable(resume, cfg) if resume is not None and dist.rank == 0 else None
         run = setup(cfg, dist, device, log, data)
+        if resume is not None:
+            restore(run, ckpt, str(resume))
         fit(run, stop)
         return finish(run, stop)
     except BaseException as exc:
@@ -186,18 +194,21 @@ class Batches:
         if self.decoding is not None:
             self.decoding.start(self.first)
         self.images, self.labels = data.train.images.to(device), data.train.labels.to(device)
-        self.order = torch.empty(0, dtype=torch.long)
+        self.perm, self.order = self.first, torch.empty(0, dtype=torch.long)
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step's images, labels and which of them to mirror."""
         i = step % self.per_epoch
         if i == 0:
-            perm = self.first if step == 0 else torch.randperm(self.n, generator=self.gen)
-            self.order = perm[self.rank :: self.world][: self.per_rank].to(self.device)
+            self.use(self.first if step == 0 else torch.randperm(self.n, generator=self.gen))
         if self.decoding is not None:
             self.decoding.wait("train", (i + 1) * self.batch if step < self.per_epoch else None)
         idx = self.order[i * self.batch : (i + 1) * self.batch]
         return self.images[idx], self.labels[idx], self.mirror[idx] ^ bool(step // self.per_epoch % 2)
+
+    def use(self, perm: torch.Tensor) -> None:
+        """The epoch's order of all images (kept for a checkpoint), of which this rank reads its share."""
+        self.perm, self.order = perm, perm[self.rank :: self.world][: self.per_rank].to(self.device)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
@@ -346,6 +357,15 @@ class SGD:
             sgd(params, [p.grad for p in params], bufs, **knobs)
             self.buffers.update(zip(params, bufs, strict=True))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"momentum": [self.buffers.get(p) for g in self.param_groups for p in g["params"]]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        params = [p for g in self.param_groups for p in g["params"]]
+        self.buffers = {
+            p: None if b is None else b.to(p.device) for p, b in zip(params, state["momentum"], strict=True)
+        }
+
 
 # ------------------------------------------------------------------------------------------------ the loop
 
@@ -365,6 +385,8 @@ def fit(run: Run, stop: StopFlag) -> None:
             f"images, {batches.batch} per step, {run.steps_total} steps"
             + (f"; data {data.cache}" if data.cache else "")
         )
+    if run.step == run.steps_total and not any(h["step"] == run.step for h in run.history):
+        evaluate_now(run)  # resumed from a stop at the last step, before its evaluation
     run.model.train()
     meter.resume()
     run.log.last_event_t = meter.t_train  # the first progress event comes a second later
@@ -446,7 +468,73 @@ def evaluate_now(run: Run) -> None:
 
 def save(run: Run) -> None:
     path = Path(str(run.cfg.out)) / "checkpoint.pt"
-    models.save_checkpoint(path, run.raw, run.cfg, run.data.classes, run.step, run.epoch(), run.dist.layout())
+    extra = {**run.dist.layout(), "resume": resume_state(run)}
+    models.save_checkpoint(path, run.raw, run.cfg, run.data.classes, run.step, run.epoch(), extra)
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def resume_state(run: Run) -> dict[str, Any]:
+    """What rank 0 saves besides the weights so that a resumed run goes on as if never stopped: the optimiser's
+    momentum, the data order, the random state and what the run reports of its past (losses, evaluations)."""
+    cuda = run.device.type == "cuda"
+    return {
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "lookahead": run.lookahead,
+        "order_rng": run.batches.gen.get_state(),
+        "perm": run.batches.perm,
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+        "meter": {"losses": run.meter.losses, "images": run.meter.images, "train_s": run.meter.train_s},
+        "history": run.history,
+        "scores": run.scores,
+    }
+
+
+def resumable(path: str | Path, cfg: TrainConfig) -> dict[str, Any]:
+    """The checkpoint to go on from, refused before any training if this run would not learn as the first did."""
+    ckpt = models.read_checkpoint(path)
+    if not ckpt.get("resume"):
+        raise LabError(f"{path} holds the weights only, not what resuming needs; start a new run.")
+    for key, value in dataclasses.asdict(cfg).items():
+        if key not in PLACE and ckpt["config"].get(key) != value:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} {value} differs from the {ckpt['config'].get(key)} of the run to resume "
+                f"({path}): a resumed run goes on as it began. Leave the option out, or start a new run."
+            )
+    return ckpt
+
+
+def restore(run: Run, ckpt: dict[str, Any] | None, where: str) -> None:
+    """Rank 0's checkpoint, sent to every rank (another node has no copy); the other ranks draw their own
+    augmentations again, from a seed of their rank and the step."""
+    if run.dist.world > 1:
+        box = [ckpt]
+        torch.distributed.broadcast_object_list(box, src=0)
+        ckpt = box[0]
+    assert ckpt is not None
+    state, run.step = ckpt["resume"], ckpt["step"]
+    run.raw.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.lookahead is not None and state["lookahead"]:
+        run.lookahead = {k: v.to(run.device) for k, v in state["lookahead"].items()}
+    run.batches.gen.set_state(state["order_rng"])
+    run.batches.use(state["perm"])
+    if run.dist.rank == 0:
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and run.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+    else:
+        torch.manual_seed(run.cfg.seed + 1000 * run.dist.rank + run.step)
+    meter = state["meter"]
+    run.meter.losses, run.meter.images, run.meter.train_s = meter["losses"], meter["images"], meter["train_s"]
+    run.history, run.scores = state["history"], state["scores"]
+    run.log.emit("resume", step=run.step, epoch=run.epoch(), checkpoint=where)
+    run.log.line(f"resuming at step {run.step}/{run.steps_total} (epoch {run.epoch():g}) from {where}")
 
 
 # ------------------------------------------------------------------------------------------------ finish
