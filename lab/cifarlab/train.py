@@ -532,7 +532,7 @@ def restore(run: Run, ckpt: dict[str, Any] | None, where: str) -> None:
         torch.manual_seed(run.cfg.seed + 1000 * run.dist.rank + run.step)
     meter = state["meter"]
     run.meter.losses, run.meter.images, run.meter.train_s = meter["losses"], meter["images"], meter["train_s"]
-    run.history, run.scores = state["history"], state["scores"]
+    run.history, run.scores, run.log.last_event_len = state["history"], state["scores"], len(run.meter.losses)
     run.log.emit("resume", step=run.step, epoch=run.epoch(), checkpoint=where)
     run.log.line(f"resuming at step {run.step}/{run.steps_total} (epoch {run.epoch():g}) from {where}")
 

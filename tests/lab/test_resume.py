@@ -59,7 +59,7 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one(tmp_path: Path, flags: dict
 
 def test_a_resume_that_would_train_otherwise_is_refused(tmp_path: Path) -> None:
     train(TrainConfig(**{**FLAGS, "epochs": 1}, out=str(tmp_path / "r")))  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="--lr 0.5 differs from the 0.05"):
+    with pytest.raises(ConfigError, match=r"--lr 0\.5 differs from the 0\.05"):
         train(TrainConfig(**{**FLAGS, "epochs": 1, "lr": 0.5}, out=str(tmp_path / "r")), resume=tmp_path / "r")
     proc = _cifarlab("--resume", str(tmp_path / "nothing"))
     output, _ = proc.communicate(timeout=60)
