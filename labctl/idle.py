@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from labctl.targets.base import Target
 
 AGENT_PATH = "/opt/labctl/idle_agent.py"
+RUN_STATE_PATH = "/opt/labctl/run_state.py"  # the agent checkpoints the runs with it before a stop
 CONFIG_PATH = "/etc/labctl/idle.json"
 TOKEN_PATH = "/etc/labctl/jupyter-token"
 SYSTEMD_DIR = "/etc/systemd/system"
@@ -26,6 +27,12 @@ TIMER = "labctl-idle.timer"
 UNITS = ("labctl-idle.service", TIMER)
 STATE_PATH = "/var/lib/labctl-idle/state.json"
 MAX_WINDOW_MINUTES = 7 * 24 * 60
+CHECKPOINT_WORDS = {
+    "idle": "before the idle stop",
+    "budget": "before the budget stop",
+    "shutdown": "before the daily shutdown",
+    "spot": "on the Spot eviction notice",
+}
 
 
 def _number(value: object, off: tuple[str, ...]) -> float | None:
@@ -83,6 +90,7 @@ def agent_config(record: LabRecord, extras: dict[str, Any]) -> dict[str, Any]:
         "ssh_marks_dir": f"{home}/{SSH_MARKS}",
         "ssh_port": head.port,
         "state_file": STATE_PATH,
+        "run_state": RUN_STATE_PATH,
         **extras,
     }
 
@@ -91,6 +99,7 @@ def machine_files(config: dict[str, Any], token: str) -> list[tuple[str, bytes, 
     """(path, content, mode) of every file `up` writes on the machine, before enabling the timer."""
     files = [
         (AGENT_PATH, template("idle_agent.py").read_bytes(), 0o755),
+        (RUN_STATE_PATH, template("run_state.py").read_bytes(), 0o644),
         (CONFIG_PATH, (json.dumps(config, indent=2) + "\n").encode(), 0o644),
         (TOKEN_PATH, token.encode(), 0o600),
     ]
@@ -181,6 +190,9 @@ def agent_facts(config: dict[str, Any] | None, state: dict[str, Any] | None) -> 
     if isinstance(last, str):
         facts["idle_last_decision"] = last.removeprefix("labctl-idle:").strip()
         facts["idle_checked_at"] = _utc(checked)
+    point = state.get("checkpoint")
+    if isinstance(point, dict) and point.get("reason") in CHECKPOINT_WORDS and isinstance(point.get("said"), str):
+        facts["runs_checkpointed"] = f"{CHECKPOINT_WORDS[point['reason']]} ({_utc(point.get('at'))}): {point['said']}"
     if isinstance(checked, (int, float)) and isinstance(since, (int, float)):
         facts["idle_for_seconds"] = max(0.0, float(checked) - float(since))
         if window > 0:

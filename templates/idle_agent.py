@@ -15,6 +15,11 @@ one line, and acts when the lab has been idle for the whole window or has spent 
 * acting: ``azure`` deallocates the VM with its own managed identity (IMDS token, ARM ``deallocate``), never an
   OS shutdown, which would keep compute billing, and first the lab's other VMs (``node_vms``) where it has some;
   ``container`` stops the lab container; ``shutdown`` powers the machine off.
+* checkpointing: before any stop, and a few minutes before the daily auto-shutdown (which Azure does without
+  notice), the runs in progress get SIGTERM and a bounded wait to save a checkpoint (``run_state.py interrupt``,
+  in the lab container). A Spot VM's run also polls Azure's Scheduled Events every few seconds for most of the
+  minute: a ``Preempt`` comes only 30 s before the eviction, so the runs checkpoint then and the event is
+  acknowledged.
 
 A run that cannot tell whether a labctl run is in progress counts as busy: a training run is never stopped on a
 guess. A Jupyter that does not answer counts as having no kernels (nothing can execute in it).
@@ -36,9 +41,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PREFIX = "labctl-idle:"
 DEFAULT_IMDS = "http://169.254.169.254"
@@ -46,6 +52,8 @@ DEFAULT_ARM = "https://management.azure.com"
 COMPUTE_API_VERSION = "2024-07-01"
 IMDS_INSTANCE_API_VERSION = "2021-02-01"
 IMDS_TOKEN_API_VERSION = "2018-02-01"
+INSTANCE_PATH = f"/metadata/instance?api-version={IMDS_INSTANCE_API_VERSION}"
+EVENTS_PATH = "/metadata/scheduledevents?api-version=2020-07-01"
 ARM_RESOURCE = "https://management.azure.com/"
 TCP_ESTABLISHED = "01"
 STARTING_GRACE = 60.0  # a run directory without pid yet, younger than this, is a run that is starting
@@ -105,6 +113,15 @@ class Config:
     shutdown_command: list[str] = field(default_factory=lambda: ["systemctl", "poweroff"])
     stop_retry_seconds: float = 600.0
     timeout: float = 10.0
+    run_state: str = "/opt/labctl/run_state.py"  # its `interrupt` SIGTERMs the runs and waits for their checkpoints
+    checkpoint_seconds: float = 120.0  # before a stop or the daily shutdown; well inside the unit's timeout
+    spot: bool = False  # azure: a Spot VM, whose eviction notice is watched for
+    spot_checkpoint_seconds: float = 20.0  # of the 30 s a Preempt gives
+    watch_seconds: float = 55.0  # Spot: how long each run polls the scheduled events; the timer starts one a minute
+    poll_seconds: float = 5.0
+    shutdown_at: str | None = None  # the daily auto-shutdown, "HH:MM" in shutdown_zone
+    shutdown_zone: str = "UTC"
+    shutdown_lead_minutes: float = 5.0  # how long before it the runs checkpoint
 
     @property
     def window(self) -> float:
@@ -128,6 +145,8 @@ class Config:
             raise ValueError(f"mode must be azure, container or shutdown, not {config.mode!r}")
         if config.mode == "container" and not config.container:
             raise ValueError("mode 'container' needs 'container' (the lab container's name)")
+        if config.shutdown_at is not None:
+            shutdown_due(0.0, config.shutdown_at, config.shutdown_zone, 0.0)  # a bad time or zone fails here
         return config
 
 
@@ -165,6 +184,9 @@ class State:
     boots: dict[str, float] = field(default_factory=dict)  # boot id -> seconds up, as last seen
     last: str | None = None  # the last decision's line, for `labctl status`
     checked_at: float | None = None
+    checkpoint: dict[str, Any] | None = None  # the last interrupt of the runs: why, when, which; for `labctl status`
+    shutdown_done: str | None = None  # the daily shutdown whose checkpoint was taken
+    events_done: list[str] = field(default_factory=list)  # scheduled events already answered
 
     @classmethod
     def load(cls, path: str) -> State:
@@ -188,6 +210,7 @@ class Decision:
     reason: str
     idle_since: float | None
     stop_requested_at: float | None = None
+    cause: str = "idle"  # a stop's, as run_state.py's interrupt names it: idle | budget
 
     @property
     def line(self) -> str:
@@ -220,7 +243,7 @@ def decide(facts: Facts, state: State, window: float, budget_usd: float | None, 
         return Decision("nothing", "lab container not running; nothing to stop", None)
     if budget_usd is not None and facts.spent_usd is not None and facts.spent_usd >= budget_usd:
         reason = f"budget passed (${facts.spent_usd:.2f} of ${budget_usd:.2f})"
-        return _stop(reason, state.idle_since, requested, now, retry)
+        return _stop(reason, state.idle_since, requested, now, retry, "budget")
     reasons = busy_reasons(facts)
     if reasons:
         return Decision("busy", f"busy ({'; '.join(reasons)})", now)
@@ -237,10 +260,37 @@ def decide(facts: Facts, state: State, window: float, budget_usd: float | None, 
     return _stop(f"idle {_minutes(idle_for)} of {_minutes(window)}", idle_since, requested, now, retry)
 
 
-def _stop(reason: str, idle_since: float | None, requested: float | None, now: float, retry: float) -> Decision:
+def _stop(
+    reason: str, idle_since: float | None, requested: float | None, now: float, retry: float, cause: str = "idle"
+) -> Decision:
     if requested is not None and 0 <= now - requested < retry:
         return Decision("waiting", f"{reason}; stop requested {_minutes(now - requested)} ago", idle_since, requested)
-    return Decision("stop", reason, idle_since, now)
+    return Decision("stop", reason, idle_since, now, cause)
+
+
+def shutdown_due(now: float, at: str, zone: str, lead: float) -> str | None:
+    """The next daily shutdown (its UTC time, as an id) when it is at most ``lead`` seconds away, else None."""
+    hour, minute = (int(part) for part in at.split(":"))
+    try:
+        here = datetime.fromtimestamp(now, ZoneInfo(zone))
+    except ZoneInfoNotFoundError:
+        raise ValueError(f"unknown time zone {zone!r}") from None
+    next_one = here.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if next_one <= here:
+        next_one = (here + timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    when = next_one.astimezone(timezone.utc)
+    return when.isoformat() if when.timestamp() - now <= lead else None
+
+
+def preempts(document: Any, vm_name: str | None) -> list[dict[str, Any]]:
+    """The scheduled events that evict this VM: ``Preempt`` naming it (any, when its name is unknown)."""
+    events = document.get("Events") if isinstance(document, dict) else None
+    found = []
+    for event in events if isinstance(events, list) else []:
+        names = [str(name).lower() for name in event.get("Resources") or []]
+        if event.get("EventType") == "Preempt" and (vm_name is None or vm_name.lower() in names):
+            found.append(event)
+    return found
 
 
 def estimate_spend(
@@ -267,9 +317,9 @@ def parse_time(text: str | None) -> float | None:
     return value.timestamp()
 
 
-def _get_json(url: str, headers: dict[str, str], timeout: float, context: ssl.SSLContext | None = None) -> Any:
+def _get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
     request = urllib.request.Request(url, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=timeout) as response:
         return json.loads(response.read().decode())
 
@@ -444,23 +494,31 @@ def _arm_error(exc: urllib.error.HTTPError) -> str:
         return f"{exc.code} {exc.reason}"
 
 
+def _imds(config: Config, path: str, body: dict[str, Any] | None = None) -> Any:
+    """A call to the instance metadata service: never through a proxy, always with ``Metadata: true``."""
+    url = f"{config.imds_url.rstrip('/')}{path}"
+    headers = {"Metadata": "true", **({"Content-Type": "application/json"} if body is not None else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_context(config))
+    )
+    with opener.open(request, timeout=config.timeout) as response:
+        text = response.read().decode()
+    return json.loads(text) if text.strip() else None
+
+
 def deallocate(config: Config) -> tuple[bool, str]:
     """Deallocate this VM with its own managed identity: its id and a token from IMDS, then ARM's deallocate
     (after the lab's other VMs, on which the same identity holds the same role)."""
     context = _context(config)
-    imds = config.imds_url.rstrip("/")
-    metadata = {"Metadata": "true"}
     try:
-        instance = _get_json(
-            f"{imds}/metadata/instance?api-version={IMDS_INSTANCE_API_VERSION}", metadata, config.timeout, context
-        )
-        resource_id = str(instance["compute"]["resourceId"])
+        resource_id = str(_imds(config, INSTANCE_PATH)["compute"]["resourceId"])
         query = urllib.parse.urlencode({"api-version": IMDS_TOKEN_API_VERSION, "resource": config.arm_resource})
-        token = _get_json(f"{imds}/metadata/identity/oauth2/token?{query}", metadata, config.timeout, context)
-        access = str(token["access_token"])
+        access = str(_imds(config, f"/metadata/identity/oauth2/token?{query}")["access_token"])
     except urllib.error.HTTPError as exc:
         return False, f"instance metadata refused: {exc.code} {exc.read().decode(errors='replace')[:200]}"
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         return False, f"instance metadata unavailable ({getattr(exc, 'reason', exc)})"
     # The lab's other VMs first (this one stops the agent with it), each asked once; their refusals are said.
     refused = []
@@ -512,9 +570,70 @@ def act(config: Config) -> tuple[bool, str]:
 ACTION_WORDS = {"azure": "deallocating", "container": "stopping the lab container", "shutdown": "shutting down"}
 
 
+def checkpoint(config: Config, state: State, reason: str, wait: float, now: float) -> str:
+    """SIGTERM the runs in progress and wait (at most ``wait`` s) for their checkpoints: run_state.py's
+    ``interrupt``, run where the runs' pids mean something, the script on stdin (argv only, no shell)."""
+    argv = ["-", "interrupt", reason, config.runs_dir or "/workspace/runs", "--wait", f"{wait:g}"]
+    if config.container:
+        command = [*config.docker, "exec", "-i", config.container, "python", *argv]
+    else:
+        command = [sys.executable, *argv]
+    record: dict[str, Any] = {"reason": reason, "at": now, "interrupted": [], "timed_out": []}
+    try:
+        script = Path(config.run_state).read_bytes()
+        done = subprocess.run(command, input=script, capture_output=True, timeout=wait + 30)
+        if done.returncode != 0:
+            raise ValueError((done.stderr or done.stdout).decode(errors="replace").strip()[-200:])
+        answer = json.loads(done.stdout)
+        record.update(interrupted=list(answer["interrupted"]), timed_out=list(answer["timed_out"]))
+    except (OSError, ValueError, KeyError, TypeError, subprocess.TimeoutExpired) as exc:
+        record["error"] = str(exc) or type(exc).__name__
+    record["said"] = checkpoint_words(record)
+    state.checkpoint = record
+    return f"{PREFIX} checkpoint ({reason}): {record['said']}"
+
+
+def checkpoint_words(record: dict[str, Any]) -> str:
+    if record.get("error"):
+        return f"failed ({record['error']})"
+    words = [f"run {run} checkpointed" for run in record["interrupted"]]
+    words += [f"run {run} did not finish its checkpoint in time" for run in record["timed_out"]]
+    return "; ".join(words) or "no run in progress"
+
+
+def watch_events(config: Config, state: State, until: float) -> str | None:
+    """Spot: poll the scheduled events until ``until`` (monotonic); on a Preempt of this VM, checkpoint the runs
+    and acknowledge the event, so that the eviction need not wait for the rest of its notice."""
+    try:
+        name = str(_imds(config, INSTANCE_PATH)["compute"]["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        name = None  # every Preempt counts then: a needless checkpoint costs less than a lost run
+    while True:
+        try:
+            document = _imds(config, EVENTS_PATH)
+        except (OSError, ValueError) as exc:
+            return f"{PREFIX} scheduled events unavailable ({getattr(exc, 'reason', exc)})"
+        for event in preempts(document, name):
+            event_id = str(event.get("EventId"))
+            if event_id in state.events_done:
+                continue
+            print(f"{PREFIX} Spot eviction notice {event_id} (not before {event.get('NotBefore')})", flush=True)
+            print(checkpoint(config, state, "spot", config.spot_checkpoint_seconds, time.time()), flush=True)
+            state.events_done = [*state.events_done, event_id][-20:]
+            state.save(config.state_file)  # the eviction may follow the acknowledgement at once
+            try:
+                _imds(config, EVENTS_PATH, {"StartRequests": [{"EventId": event_id}]})
+                return f"{PREFIX} eviction {event_id} acknowledged"
+            except (OSError, ValueError) as exc:
+                return f"{PREFIX} eviction {event_id} not acknowledged ({getattr(exc, 'reason', exc)})"
+        if time.monotonic() + config.poll_seconds > until:
+            return None
+        time.sleep(config.poll_seconds)
+
+
 def tick(config: Config, now: float | None = None) -> int:
-    """One invocation: observe, decide, log, act. Returns the process exit code."""
-    now = time.time() if now is None else now
+    """One invocation: observe, decide, log, act; checkpoint the runs first where a stop is near."""
+    started, now = time.monotonic(), time.time() if now is None else now
     state = State.load(config.state_file)
     try:
         boot_id, uptime = boot_facts()
@@ -526,9 +645,16 @@ def tick(config: Config, now: float | None = None) -> int:
     facts = observe(config, state, now)
     decision = decide(facts, state, config.window, config.budget_usd, config.stop_retry_seconds)
     state.idle_since, state.stop_requested_at = decision.idle_since, decision.stop_requested_at
+    lead = config.shutdown_lead_minutes * 60
+    due = shutdown_due(now, config.shutdown_at, config.shutdown_zone, lead) if config.shutdown_at else None
+    if due and due != state.shutdown_done:  # the auto-shutdown deallocates without notice: checkpoint before it
+        print(f"{PREFIX} daily shutdown at {due}", flush=True)
+        print(checkpoint(config, state, "shutdown", config.checkpoint_seconds, now), flush=True)
+        state.shutdown_done = due
     code = 0
     if decision.action == "stop":
         print(f"{decision.line}: {ACTION_WORDS[config.mode]}", flush=True)
+        print(checkpoint(config, state, decision.cause, config.checkpoint_seconds, now), flush=True)
         ok, message = act(config)
         print(f"{PREFIX} {message}", flush=True)
         if ok:
@@ -539,6 +665,10 @@ def tick(config: Config, now: float | None = None) -> int:
         print(decision.line, flush=True)
     state.last, state.checked_at = decision.line, now
     state.save(config.state_file)
+    if config.spot and decision.action != "stop":
+        if line := watch_events(config, state, started + config.watch_seconds):
+            print(line, flush=True)
+        state.save(config.state_file)
     return code
 
 

@@ -125,6 +125,7 @@ def render(data: dict[str, Any]) -> str:
         "stop due": data.get("idle_stop_due"),
         "last idle check": checked,
         "kept workspace": data.get("kept_workspace"),
+        "runs checkpointed": data.get("runs_checkpointed"),
         "container": data.get("container"),
         "container health": data.get("health"),
         "jupyter": data.get("jupyter"),

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 
@@ -264,8 +265,21 @@ def test_the_systemd_units_run_the_agent_every_minute() -> None:
 # ------------------------------------------------------------------------------------------------- whole ticks
 
 
+# Stands in for run_state.py's interrupt: logs its arguments, and names as interrupted the runs listed in "live".
+FAKE_RUN_STATE = """
+import json, os, sys
+base = {base!r}
+with open(os.path.join(base, "interrupt.calls"), "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+live = os.path.join(base, "live")
+runs = open(live).read().split() if os.path.exists(live) else []
+print(json.dumps({{"interrupted": runs, "timed_out": []}}))
+"""
+
+
 def _config(tmp_path: Path, **changes: object) -> object:
     marker = tmp_path / "powered-off"
+    (tmp_path / "run_state.py").write_text(FAKE_RUN_STATE.format(base=str(tmp_path)))
     values: dict[str, object] = {
         "mode": "shutdown",
         "window_seconds": 60,
@@ -274,6 +288,7 @@ def _config(tmp_path: Path, **changes: object) -> object:
         "ssh_port": 1,  # nothing listens there
         "state_file": str(tmp_path / "state.json"),
         "shutdown_command": [sys.executable, "-c", "import sys; open(sys.argv[1], 'w')", str(marker)],
+        "run_state": str(tmp_path / "run_state.py"),
     }
     values.update(changes)
     return agent.Config(**values)
@@ -293,6 +308,7 @@ def test_a_tick_keeps_its_clock_in_the_state_file_and_acts_once(
         "labctl-idle: idle 0s of 60s",
         "labctl-idle: idle 59s of 60s",
         "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: checkpoint (idle): no run in progress",
         "labctl-idle: shutdown done",
     ]
     state = json.loads((tmp_path / "state.json").read_text())
@@ -317,8 +333,10 @@ def test_a_failed_action_is_logged_exits_1_and_is_tried_again(
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == [
         "labctl-idle: idle 61s of 60s: shutting down",
+        "labctl-idle: checkpoint (idle): no run in progress",
         "labctl-idle: shutdown failed (exit 1: no permission)",
         "labctl-idle: idle 2m of 60s: shutting down",
+        "labctl-idle: checkpoint (idle): no run in progress",
         "labctl-idle: shutdown failed (exit 1: no permission)",
     ]
 
@@ -360,7 +378,8 @@ def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) 
     by_path = {path: (data, mode) for path, data, mode in files}
     assert by_path[idle.TOKEN_PATH] == (b"t" * 64, 0o600)
     assert "t" * 64 not in by_path[idle.CONFIG_PATH][0].decode(), "the token stays out of the config"
-    assert set(by_path) == {idle.AGENT_PATH, idle.CONFIG_PATH, idle.TOKEN_PATH} | {
+    assert by_path[idle.RUN_STATE_PATH] == ((AGENT_PATH.parent / "run_state.py").read_bytes(), 0o644)
+    assert set(by_path) == {idle.AGENT_PATH, idle.RUN_STATE_PATH, idle.CONFIG_PATH, idle.TOKEN_PATH} | {
         f"/etc/systemd/system/{u}" for u in idle.UNITS
     }
     path = tmp_path / "idle.json"
@@ -371,6 +390,7 @@ def test_the_config_labctl_writes_is_the_config_the_agent_reads(tmp_path: Path) 
     assert config.jupyter_url == "http://127.0.0.1:8890" and config.jupyter_token_file == idle.TOKEN_PATH
     assert config.ssh_marks_dir == "/home/azureuser/.cache/labctl-ssh"
     assert config.imds_url == "http://169.254.169.254" and config.arm_url == "https://management.azure.com"
+    assert config.run_state == idle.RUN_STATE_PATH and not config.spot and config.shutdown_at is None
     assert exec_start_path() == idle.AGENT_PATH and idle.CONFIG_PATH in exec_start_line()
 
 
@@ -407,3 +427,125 @@ def test_the_role_reads_and_deallocates_one_vm_and_nothing_else() -> None:
     assignment = idle.role_assignment("11111111-2222-4333-8444-555555555555", vm, "p")["properties"]
     assert assignment["roleDefinitionId"].endswith(idle.role_definition_name(vm))
     assert assignment["principalType"] == "ServicePrincipal"
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+
+BERLIN_1856 = datetime(2026, 12, 7, 17, 56, tzinfo=timezone.utc).timestamp()  # 18:56 in Berlin (CET)
+
+
+@pytest.mark.parametrize(
+    ("now", "at", "zone", "due"),
+    [
+        (BERLIN_1856, "19:00", "Europe/Berlin", "2026-12-07T18:00:00+00:00"),
+        (BERLIN_1856 - 120, "19:00", "Europe/Berlin", None),  # 6 minutes before: not yet
+        (BERLIN_1856 + 240, "19:00", "Europe/Berlin", None),  # 19:00 itself: the next one is tomorrow's
+        (BERLIN_1856, "18:00", "UTC", "2026-12-07T18:00:00+00:00"),
+        (datetime(2026, 7, 7, 16, 58, tzinfo=timezone.utc).timestamp(), "19:00", "Europe/Berlin", "2026-07-07T17:00:00+00:00"),  # CEST
+        (datetime(2026, 12, 7, 23, 57, tzinfo=timezone.utc).timestamp(), "00:01", "UTC", "2026-12-08T00:01:00+00:00"),  # past midnight
+    ],
+)
+def test_the_daily_shutdown_is_due_within_its_lead_in_its_own_zone(now: float, at: str, zone: str, due: str | None) -> None:
+    assert agent.shutdown_due(now, at, zone, 300) == due
+
+
+# As the Scheduled Events documentation shows a document (api-version 2020-07-01), with a Preempt of this VM.
+EVENTS = {
+    "DocumentIncarnation": 2,
+    "Events": [
+        {
+            "EventId": "C7061BAC-AFDC-4513-B24B-AA5F13A16123",
+            "EventStatus": "Scheduled",
+            "EventType": "Freeze",
+            "ResourceType": "VirtualMachine",
+            "Resources": ["labctl-lab-vm", "other"],
+            "NotBefore": "Mon, 07 Dec 2026 21:40:58 GMT",
+            "Description": "Virtual machine is being paused because of a memory-preserving Live Migration operation.",
+            "EventSource": "Platform",
+            "DurationInSeconds": 5,
+        },
+        {
+            "EventId": "5DD55B64-45AD-49D3-BBC9-F57D4EA97BD7",
+            "EventStatus": "Scheduled",
+            "EventType": "Preempt",
+            "ResourceType": "VirtualMachine",
+            "Resources": ["labctl-lab-vm"],
+            "NotBefore": "Mon, 07 Dec 2026 21:41:28 GMT",
+            "Description": "",
+            "EventSource": "Platform",
+            "DurationInSeconds": -1,
+        },
+    ],
+}
+
+
+def test_only_a_preempt_of_this_vm_is_its_eviction() -> None:
+    preempt = EVENTS["Events"][1]
+    assert agent.preempts(EVENTS, "labctl-lab-vm") == [preempt]
+    assert agent.preempts(EVENTS, "LABCTL-LAB-VM") == [preempt], "VM names are not case-sensitive"
+    assert agent.preempts(EVENTS, "labctl-lab-vm1") == []
+    assert agent.preempts(EVENTS, None) == [preempt], "a VM whose name is unknown takes every Preempt as its own"
+    assert agent.preempts({"DocumentIncarnation": 1, "Events": []}, "labctl-lab-vm") == []
+    assert agent.preempts("not a document", "labctl-lab-vm") == []
+
+
+def test_a_stop_says_whether_the_idle_window_or_the_budget_caused_it() -> None:
+    assert decide(Facts(NOW), State(NOW - 2 * HOUR), HOUR, None).cause == "idle"
+    assert decide(Facts(NOW, spent_usd=11.0), State(), HOUR, 10.0).cause == "budget"
+
+
+def calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "interrupt.calls"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_runs_checkpoint_before_the_stop_and_before_the_daily_shutdown_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "live").write_text("r1")
+    config = _config(tmp_path, window_seconds=3600, shutdown_at="19:00", shutdown_zone="Europe/Berlin")
+    assert agent.tick(config, now=BERLIN_1856 - 120) == 0
+    assert calls(tmp_path) == []
+    agent.tick(config, now=BERLIN_1856)
+    agent.tick(config, now=BERLIN_1856 + 60)  # the same shutdown: once is enough
+    runs = str(tmp_path / "runs")
+    assert calls(tmp_path) == [["interrupt", "shutdown", runs, "--wait", "120"]]
+    assert agent.tick(config, now=BERLIN_1856 + 3600) == 0  # idle for the window: the stop checkpoints first
+    assert calls(tmp_path)[1:] == [["interrupt", "idle", runs, "--wait", "120"]]
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:3] == [
+        "labctl-idle: daily shutdown at 2026-12-07T18:00:00+00:00",
+        "labctl-idle: checkpoint (shutdown): run r1 checkpointed",
+    ]
+    assert out[-3:] == [
+        "labctl-idle: idle 62m of 60m: shutting down",
+        "labctl-idle: checkpoint (idle): run r1 checkpointed",
+        "labctl-idle: shutdown done",
+    ]
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["checkpoint"] == {
+        "reason": "idle",
+        "at": BERLIN_1856 + 3600,
+        "interrupted": ["r1"],
+        "timed_out": [],
+        "said": "run r1 checkpointed",
+    }
+    assert state["shutdown_done"] == "2026-12-07T18:00:00+00:00"
+
+
+def test_a_checkpoint_that_fails_is_said_and_the_stop_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, window_seconds=0, budget_usd=0.01, usd_per_hour=1e9, run_state=str(tmp_path / "none"))
+    agent.tick(config, now=NOW)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("labctl-idle: checkpoint (budget): failed ([Errno 2] No such file"), out
+    assert out[2] == "labctl-idle: shutdown done"
+
+
+def test_a_bad_shutdown_time_or_zone_is_a_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "idle.json"
+    for bad in ({"shutdown_at": "7pm"}, {"shutdown_at": "19:00", "shutdown_zone": "Mars/Olympus"}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError):
+            agent.Config.load(str(path), {})

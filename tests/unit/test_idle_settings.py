@@ -83,3 +83,31 @@ def test_only_azure_machines_stop_themselves_with_their_own_rights() -> None:
     assert ssh.idle_agent(record) == {"mode": "shutdown"}
     with pytest.raises(UsageError, match="no idle agent on this computer"):
         local.idle_agent(record)
+
+
+def test_status_says_when_the_agent_last_checkpointed_the_runs() -> None:
+    record = LabRecord(name="lab", target="azure", container_name="c", idle={"window_minutes": 30})
+    config = idle.agent_config(record, {"mode": "azure"})
+    at = datetime(2026, 1, 1, 18, 55, tzinfo=timezone.utc).timestamp()
+    point = {"reason": "shutdown", "at": at, "interrupted": ["r1"], "timed_out": [], "said": "run r1 checkpointed"}
+    facts = idle.agent_facts(config, {"checkpoint": point})
+    assert facts["runs_checkpointed"] == "before the daily shutdown (2026-01-01T18:55:00+00:00): run r1 checkpointed"
+    lines = dict(line.split("  ", 1) for line in render({"name": "lab", **facts}).splitlines())
+    assert lines["runs checkpointed"].strip() == facts["runs_checkpointed"]
+    assert "runs_checkpointed" not in idle.agent_facts(config, {"checkpoint": {"reason": "?", "said": "x"}})
+
+
+def test_an_azure_agent_knows_its_spot_vm_and_its_daily_shutdown() -> None:
+    from labctl.targets import get_target
+    from labctl.targets.azure.plan import agent_shutdown
+
+    record = LabRecord(name="lab", target="azure", idle={"granted": True})
+    record.target_data.update(spot=True, shutdown_at="19:00", shutdown_time_zone="W. Europe Standard Time")
+    extras = get_target("azure").idle_agent(record)
+    assert extras["spot"] is True
+    assert (extras["shutdown_at"], extras["shutdown_zone"]) == ("19:00", "Europe/Berlin")
+    # A zone Windows has no name for was scheduled in UTC at the schedule's own time.
+    assert agent_shutdown("19:00", "1800", "UTC") == {"shutdown_at": "18:00", "shutdown_zone": "UTC"}
+    record.target_data.update(spot=False, shutdown_at=None)
+    extras = get_target("azure").idle_agent(record)
+    assert extras["spot"] is False and "shutdown_at" not in extras

@@ -10,7 +10,15 @@ from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
-from labctl.targets.azure.plan import LabNames, azure_data, make_plan, names_of, node_count, refuse_grid_only
+from labctl.targets.azure.plan import (
+    LabNames,
+    agent_shutdown,
+    azure_data,
+    make_plan,
+    names_of,
+    node_count,
+    refuse_grid_only,
+)
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
 
@@ -182,8 +190,11 @@ class AzureTarget(Target):
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
         endpoint = settings.arm_endpoint()
-        extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         td = azure_data(record)
+        extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
+        extras["spot"] = bool(td.get("spot"))  # its agent watches for the eviction notice
+        if (at := td.get("shutdown_at")) and (zone := td.get("shutdown_time_zone")):  # checkpointed before it
+            extras.update(agent_shutdown(at, td.get("shutdown_hhmm"), zone))
         # Node 0 stops its workers with itself (its identity holds their role).
         if td.get("vm_id") and len(record.nodes) > 1:
             extras["node_vms"] = [names_of(record).id("vm", node) for node in range(1, node_count(record))]

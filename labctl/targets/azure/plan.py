@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypedDict, cast
 from zoneinfo import ZoneInfo
 
-from tzlocal.windows_tz import tz_win
+from tzlocal.windows_tz import tz_win, win_tz
 
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import SIZES, VmSize, choose_sizes
@@ -104,6 +104,14 @@ def schedule_time(hhmm: str, zone: str | None = None) -> tuple[str, str]:
     return f"{total // 60:02d}{total % 60:02d}", "UTC"
 
 
+def agent_shutdown(at: str, hhmm: str | None, windows_zone: str) -> dict[str, str]:
+    """The schedule's time as the idle agent reads it: "HH:MM" and an IANA zone (the VM's clock is UTC)."""
+    if windows_zone != "UTC":
+        return {"shutdown_at": at, "shutdown_zone": win_tz.get(windows_zone, "UTC")}
+    hhmm = hhmm or schedule_time(at)[0]  # a lab recorded before the schedule's own time was
+    return {"shutdown_at": f"{hhmm[:2]}:{hhmm[2:]}", "shutdown_zone": "UTC"}
+
+
 # NVadsA10_v5 sizes carry an NVIDIA A10 served through NVIDIA's GRID (vGPU) driver, which Azure's size page
 # requires; the Data Science VM image ships the CUDA data-center driver instead, so their GPU stays unusable.
 _GRID_ONLY = re.compile(r"^standard_nv\d+adm?s_a10_v5$")
@@ -143,6 +151,7 @@ class AzureData(TypedDict, total=False):
     started_at: str  # when the VM was last started by labctl (uptime when ARM does not date it)
     shutdown_at: str | None  # HH:MM local time of the daily auto-shutdown, None without one
     shutdown_time_zone: str | None
+    shutdown_hhmm: str | None  # the schedule's own time, in shutdown_time_zone
     owner: str  # the object id of the principal that made the lab (tag labctl-owner)
     owner_name: str  # its sign-in or application name
     power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped

@@ -413,7 +413,13 @@ class Provisioner:
         label = f"Auto-shutdown{every} daily at {plan.shutdown_at} ({plan.shutdown_tz})"
         with self.ui.step(label) if plan.shutdown_at else contextlib.nullcontext():
             side_by_side([functools.partial(schedule, node) for node in range(self.nodes)])
-        azure_data(self.record).update({"shutdown_at": plan.shutdown_at, "shutdown_time_zone": plan.shutdown_tz})
+        azure_data(self.record).update(
+            {
+                "shutdown_at": plan.shutdown_at,
+                "shutdown_time_zone": plan.shutdown_tz,
+                "shutdown_hhmm": plan.shutdown_hhmm,
+            }
+        )
         self.save(self.record)
 
     def _prepare_login(self, choice: Choice) -> str:
