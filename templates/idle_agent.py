@@ -596,7 +596,7 @@ def checkpoint(config: Config, state: State, reason: str, wait: float, now: floa
 def checkpoint_words(record: dict[str, Any]) -> str:
     if record.get("error"):
         return f"failed ({record['error']})"
-    words = [f"run {run} checkpointed" for run in record["interrupted"]]
+    words = [f"run {run} checkpointed" for run in record["interrupted"] if run not in record["timed_out"]]
     words += [f"run {run} did not finish its checkpoint in time" for run in record["timed_out"]]
     return "; ".join(words) or "no run in progress"
 

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from tests.fakearm.apiversions import API_VERSIONS, refusal, request_location, resource_type
+from tests.fakearm.events import EVENTS_ROUTES, EventsHandlers, ScheduledEvents
 from tests.fakearm.openapi import problems
 from tests.fakearm.rbac import BUILTIN_ROLES, RBAC_ROUTES, RbacHandlers, covers, permitted, required, role_allows
 from tests.fakearm.shapes import SIZE_TABLE, WINDOWS_TIME_ZONES, sku_json
@@ -151,6 +152,7 @@ class FakeArm:
         # The VM (resource id) whose instance metadata the metadata endpoint serves: its tokens are its own
         # system-assigned identity's, and ARM checks that identity's roles (see tests/fakearm/rbac.py).
         self.imds_vm: str | None = None
+        self.scheduled_events = ScheduledEvents()  # that VM's (tests/fakearm/events.py)
         self.token_principals: dict[str, str] = {}  # managed-identity token -> principal id
         self.role_definitions: dict[str, dict[str, Any]] = {}  # lower id -> role definition JSON
         self.role_assignments: dict[str, dict[str, Any]] = {}  # lower id -> role assignment JSON
@@ -494,6 +496,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$", "token"),
     ("GET", r"^/metadata/identity/oauth2/token$", "imds_token"),
     *RBAC_ROUTES,
+    *EVENTS_ROUTES,
     ("GET", r"^/fakearm/operations/(?P<op>[^/]+)$", "op_status"),
     ("GET", r"^/fakearm/operationresults/(?P<op>[^/]+)$", "op_result"),
     ("GET", r"^/subscriptions$", "list_subscriptions"),
@@ -539,7 +542,7 @@ TYPE_NAMES = {
 }
 
 
-class _Handler(RbacHandlers, BaseHTTPRequestHandler):
+class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
     arm: FakeArm
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
@@ -625,7 +628,7 @@ class _Handler(RbacHandlers, BaseHTTPRequestHandler):
             match = re.match(pattern, path, re.IGNORECASE)
             if match is None:
                 continue
-            public = handler in ("echo_ip", "openid", "token", "imds_token", "imds_instance")
+            public = handler in ("echo_ip", "openid", "token", "imds_token", "imds_instance", "imds_events")
             if not public and not self._authorized():
                 self._error(
                     ArmError(

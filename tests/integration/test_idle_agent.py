@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -27,9 +28,11 @@ import pytest
 import requests
 
 from labctl import idle
+from labctl.container import LabContainer
 from labctl.labhost import prepare_lab
 from labctl.machine.base import SSH_MARK_COMMAND
 from labctl.machine.ssh import SSHMachine
+from labctl.runs import RUNS_DIR, LabRuns, new_run_id
 from labctl.state import LabRecord
 from labctl.targets.azure import idlerole
 from labctl.ui import PlainReporter
@@ -40,6 +43,7 @@ from tests.support.sshd import KeyPair, SSHServer, free_port
 pytestmark = pytest.mark.integration
 
 AGENT = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
+RUN_STATE = AGENT.parent / "run_state.py"  # checkpoints the runs before a stop, from stdin as on the machine
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable  # the machine's python, stdlib only
 WINDOW = 1.0  # short: the tests wait it out, some more than once; a slow tick is allowed for (idle_out)
 AUTH = "providers/Microsoft.Authorization"
@@ -204,6 +208,7 @@ def _agent(lab: LabRecord, fake_arm: FakeArm, tmp_path: Path) -> Agent:  # noqa:
         "imds_url": fake_arm.url,
         "arm_url": fake_arm.url,
         "ca_file": str(fake_arm.ca_path),
+        "run_state": str(RUN_STATE),
     }
     path = tmp_path / "idle.json"
     path.write_text(json.dumps(config))
@@ -285,7 +290,8 @@ def test_idle_lab_deallocates_itself_with_its_own_identity(azure: tuple[Arm, str
     assert power(arm.fake, vm_id) == "running"
     out = idle_out(agent)
     assert out[0].startswith("labctl-idle: idle ") and out[0].endswith(f" of {WINDOW:.0f}s: deallocating"), out
-    assert out[1].startswith("labctl-idle: deallocate accepted (202)"), out
+    assert out[1] == "labctl-idle: checkpoint (idle): no run in progress", out  # in the lab container
+    assert out[2].startswith("labctl-idle: deallocate accepted (202)"), out
     assert power(arm.fake, vm_id) == "deallocated"
     # It was the VM's identity that asked, with a token from the metadata service, not a user login.
     assert arm.fake.count("GET", r"^/metadata/identity/oauth2/token$") == 1
@@ -299,6 +305,7 @@ def test_a_worker_deallocates_itself_once_node_0_is_gone(azure: tuple[Arm, str, 
     arm, vm_id, principal = azure  # the worker's VM, with its own identity and role
     arm.grant(vm_id, principal)
     config = {"mode": "azure", "window_seconds": WINDOW, "state_file": str(tmp_path / "state.json")}
+    config["run_state"] = str(RUN_STATE)  # no container on this "worker": its runs directory is here
     config.update(imds_url=arm.fake.url, arm_url=arm.fake.url, ca_file=str(arm.fake.ca_path))
     worker = Agent(tmp_path / "idle.json", LabRecord(name="w", target="azure"), [])
     with socket.create_server(("127.0.0.1", 0)) as head:  # node 0's SSH port, answering
@@ -306,7 +313,7 @@ def test_a_worker_deallocates_itself_once_node_0_is_gone(azure: tuple[Arm, str, 
         worker.config.write_text(json.dumps({**config, "head": address}))
         assert worker.tick() == (0, [f"labctl-idle: busy (node 0 ({address}) answers)"])
     out = idle_out(worker)  # node 0 gone (evicted, deallocated): the worker is idle, and after the window it goes
-    assert out[0].endswith(f" of {WINDOW:.0f}s: deallocating") and out[1].startswith(
+    assert out[0].endswith(f" of {WINDOW:.0f}s: deallocating") and out[2].startswith(
         "labctl-idle: deallocate accepted"
     ), out
     assert power(arm.fake, vm_id) == "deallocated"
@@ -398,15 +405,15 @@ def test_without_the_role_the_deallocate_is_refused_and_logged(azure: tuple[Arm,
     arm.grant(vm_id, principal, [VM_READ])  # a role, but not the one that deallocates
     out = idle_out(agent)
     assert out[0].endswith("deallocating"), out
-    assert out[1].startswith("labctl-idle: deallocate refused: 403 AuthorizationFailed: The client "), out
-    assert DEALLOCATE in out[1] and vm_id in out[1]
+    assert out[2].startswith("labctl-idle: deallocate refused: 403 AuthorizationFailed: The client "), out
+    assert DEALLOCATE in out[2] and vm_id in out[2]
     assert power(arm.fake, vm_id) == "running"
     code, _ = agent.tick()  # still idle, still refused: the failure shows in systemd's unit state too
     assert code == 1
 
     arm.grant(vm_id, principal)
     code, out = agent.tick()  # the next minute tries again
-    assert code == 0 and out[1].startswith("labctl-idle: deallocate accepted"), out
+    assert code == 0 and out[2].startswith("labctl-idle: deallocate accepted"), out
     assert power(arm.fake, vm_id) == "deallocated"
 
 
@@ -433,7 +440,10 @@ def test_a_user_token_still_deallocates_and_an_identity_is_held_to_its_scope(azu
 def test_container_mode_stops_the_lab_container_once(own_agent: Agent, docker_client: Any) -> None:
     own_agent.update(mode="container")
     out = idle_out(own_agent)
-    assert out == [out[0], f"labctl-idle: docker stop {own_agent.lab.container_name} done"], out
+    assert out[1:] == [
+        "labctl-idle: checkpoint (idle): no run in progress",
+        f"labctl-idle: docker stop {own_agent.lab.container_name} done",
+    ], out
     assert out[0].endswith(": stopping the lab container"), out
     box = docker_client.containers.get(own_agent.lab.container_name)
     assert box.status == "exited"
@@ -489,3 +499,83 @@ def test_roles_and_assignments_answer_as_arm_does(azure: tuple[Arm, str, str]) -
     assert arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"}).status_code == 200
     assert arm.http.delete(f"{url}{role_id}", params={"api-version": "2022-04-01"}).status_code == 204
     assert arm.fake.role_definitions == {}
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+
+# A run that saves its checkpoint on SIGTERM, as cifarlab's trainer does; started as labctl starts every run.
+TRAINING = """
+import signal, sys, time
+def stop(signum, frame):
+    open("checkpoint.pt", "wb").write(b"weights")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("training", flush=True)
+time.sleep(600)
+"""
+
+
+def start_run(lab: LabRecord, docker_client: Any) -> tuple[str, LabRuns]:
+    box = LabContainer(docker_client.containers.get(lab.container_name))
+    lab_runs, run_id = LabRuns(box), new_run_id()
+    lab_runs.start(run_id, ["python", "-c", TRAINING], path="/workspace")
+    deadline = time.monotonic() + 60
+    while b"training" not in lab_runs.read_from(RUNS_DIR / run_id / "train.log", 0):
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    return run_id, lab_runs
+
+
+def test_a_spot_eviction_notice_checkpoints_the_run_and_is_acknowledged(
+    azure: tuple[Arm, str, str], agent: Agent, docker_client: Any
+) -> None:
+    arm, vm_id, principal = azure
+    arm.grant(vm_id, principal)
+    agent.update(spot=True, watch_seconds=6, poll_seconds=0.3, window_seconds=3600)
+    run_id, lab_runs = start_run(agent.lab, docker_client)
+    assert agent.tick() == (0, [f"labctl-idle: busy (run {run_id} in progress)"])  # a minute without notice
+
+    # The notice comes while the next minute's run polls, 30 s before the eviction, as Azure gives it.
+    ticking = threading.Thread(target=agent.tick)
+    ticking.start()
+    time.sleep(1.5)
+    event_id = arm.fake.scheduled_events.preempt("vm")
+    ticking.join(60)
+    out = agent.lines[1:]
+    assert out[0] == f"labctl-idle: busy (run {run_id} in progress)", out
+    assert out[1].startswith(f"labctl-idle: Spot eviction notice {event_id} (not before "), out
+    assert out[2:] == [
+        f"labctl-idle: checkpoint (spot): run {run_id} checkpointed",
+        f"labctl-idle: eviction {event_id} acknowledged",
+    ]
+    assert lab_runs.info(run_id).state == "interrupted"
+    files = lab_runs.files(run_id)
+    assert "checkpoint.pt" in files and "resume.json" in files, files
+    assert json.loads(lab_runs.read_from(RUNS_DIR / run_id / "resume.json", 0))["reason"] == "spot"
+    # Acknowledged once checkpointed: Azure evicts at once instead of at the end of the notice.
+    assert arm.fake.scheduled_events.approved == [event_id]
+    assert power(arm.fake, vm_id) == "deallocated"
+    asked = [h for m, p, h in arm.fake.request_headers if p == "/metadata/scheduledevents"]
+    assert asked and all(h.get("metadata") == "true" for h in asked)
+    state = json.loads(Path(json.loads(agent.config.read_text())["state_file"]).read_text())
+    assert state["events_done"] == [event_id] and state["checkpoint"]["reason"] == "spot"
+    _, out = agent.tick()
+    assert len(out) == 1 and out[0].startswith("labctl-idle: idle "), "an event is answered once"
+
+
+def test_the_budget_stop_checkpoints_a_training_run_before_it_deallocates(
+    azure: tuple[Arm, str, str], agent: Agent, docker_client: Any
+) -> None:
+    arm, vm_id, principal = azure
+    arm.grant(vm_id, principal)
+    spent = {"budget_usd": 0.01, "usd_per_hour": 1e6, "created_at": "2026-01-01T00:00:00+00:00"}
+    run_id, lab_runs = start_run(agent.lab, docker_client)
+    agent.update(**spent)
+    code, out = agent.tick()
+    assert code == 0 and out[0].endswith(": deallocating"), out
+    assert out[1:] == [
+        f"labctl-idle: checkpoint (budget): run {run_id} checkpointed",
+        f"labctl-idle: deallocate accepted (202) for {vm_id}",
+    ]
+    assert lab_runs.info(run_id).state == "interrupted" and "checkpoint.pt" in lab_runs.files(run_id)
+    assert power(arm.fake, vm_id) == "deallocated"

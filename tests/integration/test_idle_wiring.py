@@ -120,12 +120,16 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     # The machine: the agent from templates/, its config, the token readable by root alone, the units.
     agent_template = Path(__file__).resolve().parents[2] / "templates" / "idle_agent.py"
     assert machine.machine_file(idle.AGENT_PATH).read_bytes() == agent_template.read_bytes()
+    run_state = agent_template.with_name("run_state.py").read_bytes()
+    assert machine.machine_file(idle.RUN_STATE_PATH).read_bytes() == run_state
     assert machine.machine_file(idle.TOKEN_PATH).read_text() == record.jupyter_token
     assert machine.machine_file(idle.TOKEN_PATH).stat().st_mode & 0o777 == 0o600
     for unit in idle.UNITS:
         assert machine.machine_file(f"{idle.SYSTEMD_DIR}/{unit}").is_file()
     config = _config(machine)
     assert config["mode"] == "azure" and config["window_minutes"] == 45 and config["budget_usd"] == 500
+    # Not Spot; its daily auto-shutdown as the schedule has it (19:00 in this computer's zone, TZ=Europe/Berlin).
+    assert config["spot"] is False and (config["shutdown_at"], config["shutdown_zone"]) == ("19:00", "Europe/Berlin")
     assert config["container"] == record.container_name and config["arm_url"] == arm_env.url
     assert config["usd_per_hour"] == 0.192  # the price table's Linux pay-as-you-go D4s v5, not Windows or Spot
 
@@ -151,7 +155,8 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     machine.machine_file(idle.CONFIG_PATH).write_text(json.dumps({**_config(machine), "window_seconds": 1}))
     time.sleep(1.5)
     out = _tick(arm_env, machine)
-    assert out[0].endswith("deallocating") and out[1].startswith("labctl-idle: deallocate accepted"), out
+    assert out[0].endswith("deallocating") and out[2].startswith("labctl-idle: deallocate accepted"), out
+    assert out[1] == "labctl-idle: checkpoint (idle): no run in progress", out  # asked in the lab container
     arm_env.settle()
     assert arm_env.power[vm_id.lower()] == "deallocated"
     assert set(arm_env.token_principals.values()) == {principal}

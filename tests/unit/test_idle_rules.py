@@ -431,7 +431,12 @@ def test_the_role_reads_and_deallocates_one_vm_and_nothing_else() -> None:
 
 # ------------------------------------------------------------------------------------------------- checkpoints
 
-BERLIN_1856 = datetime(2026, 12, 7, 17, 56, tzinfo=timezone.utc).timestamp()  # 18:56 in Berlin (CET)
+
+def utc(*when: int) -> float:
+    return datetime(*when, tzinfo=timezone.utc).timestamp()
+
+
+BERLIN_1856 = utc(2026, 12, 7, 17, 56)  # 18:56 in Berlin (CET)
 
 
 @pytest.mark.parametrize(
@@ -441,11 +446,13 @@ BERLIN_1856 = datetime(2026, 12, 7, 17, 56, tzinfo=timezone.utc).timestamp()  # 
         (BERLIN_1856 - 120, "19:00", "Europe/Berlin", None),  # 6 minutes before: not yet
         (BERLIN_1856 + 240, "19:00", "Europe/Berlin", None),  # 19:00 itself: the next one is tomorrow's
         (BERLIN_1856, "18:00", "UTC", "2026-12-07T18:00:00+00:00"),
-        (datetime(2026, 7, 7, 16, 58, tzinfo=timezone.utc).timestamp(), "19:00", "Europe/Berlin", "2026-07-07T17:00:00+00:00"),  # CEST
-        (datetime(2026, 12, 7, 23, 57, tzinfo=timezone.utc).timestamp(), "00:01", "UTC", "2026-12-08T00:01:00+00:00"),  # past midnight
+        (utc(2026, 7, 7, 16, 58), "19:00", "Europe/Berlin", "2026-07-07T17:00:00+00:00"),  # summer time
+        (utc(2026, 12, 7, 23, 57), "00:01", "UTC", "2026-12-08T00:01:00+00:00"),  # past midnight
     ],
 )
-def test_the_daily_shutdown_is_due_within_its_lead_in_its_own_zone(now: float, at: str, zone: str, due: str | None) -> None:
+def test_the_daily_shutdown_is_due_within_its_lead_in_its_own_zone(
+    now: float, at: str, zone: str, due: str | None
+) -> None:
     assert agent.shutdown_due(now, at, zone, 300) == due
 
 
