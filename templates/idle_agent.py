@@ -610,9 +610,9 @@ def watch_events(config: Config, state: State, until: float) -> str | None:
         name = None  # every Preempt counts then: a needless checkpoint costs less than a lost run
     while True:
         try:
-            document = _imds(config, EVENTS_PATH)
-        except (OSError, ValueError) as exc:
-            return f"{PREFIX} scheduled events unavailable ({getattr(exc, 'reason', exc)})"
+            document, failed = _imds(config, EVENTS_PATH), None
+        except (OSError, ValueError) as exc:  # polled again: one failure must not blind the rest of the minute
+            document, failed = None, f"{PREFIX} scheduled events unavailable ({getattr(exc, 'reason', exc)})"
         for event in preempts(document, name):
             event_id = str(event.get("EventId"))
             if event_id in state.events_done:
@@ -627,7 +627,7 @@ def watch_events(config: Config, state: State, until: float) -> str | None:
             except (OSError, ValueError) as exc:
                 return f"{PREFIX} eviction {event_id} not acknowledged ({getattr(exc, 'reason', exc)})"
         if time.monotonic() + config.poll_seconds > until:
-            return None
+            return failed
         time.sleep(config.poll_seconds)
 
 

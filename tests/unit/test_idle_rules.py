@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar
 
 import pytest
 
@@ -556,3 +559,59 @@ def test_a_bad_shutdown_time_or_zone_is_a_bad_config(tmp_path: Path) -> None:
         path.write_text(json.dumps(bad))
         with pytest.raises(ValueError):
             agent.Config.load(str(path), {})
+
+
+class FakeImds(http.server.BaseHTTPRequestHandler):
+    """The metadata service on 127.0.0.1: the instance's name, and EVENTS after one failed poll."""
+
+    seen: ClassVar[list[tuple[str, str, str | None, bytes]]] = []
+
+    def _answer(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, self.headers.get("Metadata"), b""))
+        if self.path.startswith("/metadata/instance?"):
+            self._answer(200, {"compute": {"name": "labctl-lab-vm"}})
+        elif sum(1 for s in self.seen if s[1].startswith("/metadata/scheduledevents")) == 1:
+            self._answer(500, {"error": "Internal Server Error"})
+        else:
+            self._answer(200, EVENTS)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append(("POST", self.path, self.headers.get("Metadata"), body))
+        self._answer(200, None)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_spot_vm_polls_past_a_failed_poll_checkpoints_on_its_preempt_and_acknowledges_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "live").write_text("r1")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        config = _config(tmp_path, imds_url=url, spot=True, poll_seconds=0.1, watch_seconds=5, window_seconds=3600)
+        assert agent.tick(config) == 0
+        assert agent.tick(config) == 0  # the next minute: the event is answered already
+    finally:
+        server.shutdown()
+    preempt = EVENTS["Events"][1]
+    assert capsys.readouterr().out.splitlines()[1:4] == [
+        f"labctl-idle: Spot eviction notice {preempt['EventId']} (not before {preempt['NotBefore']})",
+        "labctl-idle: checkpoint (spot): run r1 checkpointed",
+        f"labctl-idle: eviction {preempt['EventId']} acknowledged",
+    ]
+    assert calls(tmp_path) == [["interrupt", "spot", str(tmp_path / "runs"), "--wait", "20"]]
+    posts = [s for s in FakeImds.seen if s[0] == "POST"]
+    assert [json.loads(body) for *_, body in posts] == [{"StartRequests": [{"EventId": preempt["EventId"]}]}]
+    assert posts[0][1] == "/metadata/scheduledevents?api-version=2020-07-01"
+    assert all(metadata == "true" for _, _, metadata, _ in FakeImds.seen), "IMDS refuses requests without it"
