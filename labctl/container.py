@@ -36,6 +36,7 @@ NOTEBOOK = "first_pytorch_classifier.ipynb"
 LAB_LABEL = "labctl.lab"
 CONFIG_LABEL = "labctl.config"
 NODE_LABEL = "labctl.node"  # on node i > 0 of a lab on several machines
+PACKAGES_LABEL = "labctl.packages-of"  # on a packages layer: the lab that made it, whose down removes it
 # Caches and checkpoints: never in the lab image, never pulled or pushed.
 EXCLUDED_DIRS = (".cache", "__pycache__", ".ipynb_checkpoints", ".Trash-0", ".pytest_cache")
 
@@ -214,7 +215,7 @@ PIP_HINT = (
 )
 
 
-def with_packages(client: docker.DockerClient, ui: Reporter, image: str, requirements: str) -> str:
+def with_packages(client: docker.DockerClient, ui: Reporter, lab: str, image: str, requirements: str) -> str:
     """The user's packages as a layer of their own over ``image``, found again by a hash of both."""
     identity = f"{client.images.get(image).id}|{PIP_INSTALL}|{requirements}"
     tag = f"{PACKAGES_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
@@ -233,7 +234,8 @@ def with_packages(client: docker.DockerClient, ui: Reporter, image: str, require
                 lines = installer.logs().decode(errors="replace").splitlines()
                 raise _failed(f"Installing your packages failed: pip ended with status {status}.", lines, PIP_HINT)
             command = client.images.get(image).attrs.get("Config", {}).get("Cmd") or []
-            installer.commit(*tag.split(":"), changes=[f"CMD {json.dumps(command)}"])  # the lab image's, not pip's
+            made = [f"CMD {json.dumps(command)}", f"LABEL {PACKAGES_LABEL}={json.dumps(lab)}"]  # the lab image's CMD
+            installer.commit(*tag.split(":"), changes=made)
         finally:
             installer.remove(force=True)
     return tag
@@ -414,6 +416,24 @@ def remove_lab(client: docker.DockerClient, lab: str, *, keep_volume: bool = Fal
         if item is not None:
             item.remove(force=True)
             removed.append(f"{kind} {item.name}")
+    return removed
+
+
+def remove_packages(client: docker.DockerClient, lab: str, image: str | None) -> list[str]:
+    """The packages layers the lab made, and the one it ran; one that another lab's container still runs stays."""
+    import docker.errors
+
+    made = client.images.list(PACKAGES_REPO, filters={"label": f"{PACKAGES_LABEL}={lab}"})
+    tags = {tag for found in made for tag in found.tags if tag.startswith(f"{PACKAGES_REPO}:")}
+    tags |= {image} if image and image.startswith(f"{PACKAGES_REPO}:") else set()
+    removed = []
+    for tag in sorted(tags):
+        try:
+            client.images.remove(tag)
+            removed.append(f"image {tag}")
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):  # gone already, or in use
+                raise
     return removed
 
 

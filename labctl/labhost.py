@@ -135,7 +135,7 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
         if not image and machine.remote and not lab.has_image(client, lab.deps_tag()):
             await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
         tag = lab.ensure_image(client, ui, image)
-        tag = lab.with_packages(client, ui, tag, record.requirements) if record.requirements else tag
+        tag = lab.with_packages(client, ui, record.name, tag, record.requirements) if record.requirements else tag
         if record.gpu:
             check_cuda(client, tag, ui)
         _node_container(client, record, node, tag, ui)
@@ -278,7 +278,9 @@ def teardown_lab(record: LabRecord, ui: Reporter, *, keep_volume: bool = False) 
 def _teardown_node(record: LabRecord, node: int, ui: Reporter, keep_volume: bool) -> list[str]:
     try:
         with connect(record, ui, wait=EVERYDAY_WAIT, node=node) as machine:
-            removed = lab.remove_lab(machine.docker(), record.name, keep_volume=keep_volume and not node, node=node)
+            client = machine.docker()
+            removed = lab.remove_lab(client, record.name, keep_volume=keep_volume and not node, node=node)
+            removed += lab.remove_packages(client, record.name, record.image)
     except LabctlError as exc:
         raise LabctlError(
             f"Could not remove the lab container on {node_where(record, node)}: {exc.message}",

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.container import PACKAGES_REPO, container_name
+from labctl.container import PACKAGES_REPO, container_name, has_image
 from labctl.state import StateStore
 
 pytestmark = pytest.mark.integration
@@ -133,9 +133,16 @@ def test_packages_layer_is_built_found_again_kept_on_failure_and_rebuilt_alone(
         plain = _up(lab_name, "--requirements", str(requirements))
         assert plain.exit_code == 0, plain.output
         assert (StateStore().load(lab_name).image, StateStore().load(lab_name).requirements) == (lab_image, None)
+
+        # down removes the packages layers the lab made, those it no longer runs too, and keeps the lab image.
+        gone = runner.invoke(app, ["down", "-n", lab_name, "--yes", "--no-save"])
+        assert gone.exit_code == 0, gone.output
+        assert [tag for tag in sorted(built) if has_image(docker_client, tag)] == [], gone.output
+        assert has_image(docker_client, lab_image)
     finally:
         for tag in built:
-            docker_client.images.remove(tag, force=True)
+            if has_image(docker_client, tag):
+                docker_client.images.remove(tag, force=True)
 
 
 def _nowhere_in(client: Any, image: str, text: str) -> None:
