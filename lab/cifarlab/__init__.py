@@ -1,7 +1,7 @@
 """cifarlab: the training core behind the lab notebook and ``labctl run-lab``.
 
 It never imports labctl: it is what runs on the lab machine. Needs torch, numpy and Pillow; torchvision for the
-CIFAR-10 download and the faster JPEG decoder, matplotlib only for the plots, nbclient only to run the notebook.
+CIFAR-10 download and the faster JPEG decoder, nbclient only to run the notebook (matplotlib only for its plots).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters
+from cifarlab.models import FastNet, TutorialNet, build_model, count_parameters, max_pool_2x2
 from torch import nn
 
 
@@ -40,3 +40,14 @@ def test_tutorial_network_keeps_its_layers_and_state_dict() -> None:
     layers = [f"{layer}.{p}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3") for p in ("weight", "bias")]
     assert sorted(net.state_dict()) == sorted([*layers, "norm.mean", "norm.std"])
     assert count_parameters(net) == 62_006
+
+
+def test_the_tutorial_nets_pooling_without_gradients_equals_max_pool() -> None:
+    x = torch.randn(3, 6, 29, 28)  # an odd side drops its last row, as nn.MaxPool2d's does
+    assert torch.equal(max_pool_2x2(x), nn.MaxPool2d(2, 2)(x))
+    net = TutorialNet()
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        fast = net(images)
+    torch.set_grad_enabled(True)
+    assert torch.equal(fast, net(images).detach())

@@ -16,6 +16,7 @@ from cifarlab.config import ConfigError, TrainConfig
 from cifarlab.data import load_data
 from cifarlab.models import load_checkpoint, predict_logits
 from cifarlab.train import train
+from PIL import Image
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
 
@@ -53,7 +54,12 @@ def test_short_run_lowers_the_loss_and_learns(trained_run: Path) -> None:
 def test_run_directory_holds_every_result_file(trained_run: Path) -> None:
     for name in ("metrics.json", "events.jsonl", "checkpoint.pt", "loss_curve.png", "confusion_matrix.png"):
         assert (trained_run / name).stat().st_size > 0, name
-    assert (trained_run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    with Image.open(trained_run / "loss_curve.png") as curve, Image.open(trained_run / "confusion_matrix.png") as cm:
+        assert curve.size == (640, 320) and cm.size == (320, 320) and cm.mode == curve.mode == "RGB"
+        assert len(curve.getcolors(1000) or []) > 2  # the frame and the curves on white
+        counts = json.loads((trained_run / "metrics.json").read_text())["confusion_matrix"]
+        share = counts[1][1] / sum(counts[1])  # row-normalised: white (0) to (8, 48, 107) (1)
+        assert cm.getpixel((48, 48)) == tuple(round(255 - share * (255 - c)) for c in (8, 48, 107))
 
 
 def test_events_follow_the_documented_schema(trained_run: Path) -> None:
@@ -98,8 +104,6 @@ def test_evaluate_and_predict_commands_use_the_checkpoint(trained_run: Path, tmp
 
 
 def test_predict_command_classifies_image_files_like_the_model(trained_run: Path, tmp_path: Path) -> None:
-    from PIL import Image
-
     data = load_data("synthetic:480")
     assert data.test is not None
     model, _ = load_checkpoint(trained_run)
