@@ -115,6 +115,8 @@ def naming_node(record: LabRecord, node: int) -> Iterator[None]:
 
 
 def prepare_lab(record: LabRecord, ui: Reporter, *, image: str | None = None) -> LabRecord:
+    """Every node's container, from ``image``, else the image the lab was made from, else labctl's lab image."""
+    image = image or record.image_asked
     record.jupyter_token = record.jupyter_token or secrets.token_hex(32)
     on_each_node(record, lambda node, node_ui: _prepare_node(record, node, node_ui, image), ui)
     return record

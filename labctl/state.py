@@ -92,7 +92,8 @@ class LabRecord:
     nodes: Annotated[list[NodeRecord], bool] = field(default_factory=lambda: [NodeRecord()])
     ssh_key_path: str | None = None
     gpu: bool = False
-    image: str | None = None
+    image: str | None = None  # what node 0's container runs: the lab image, `up --image`'s, or a packages layer over it
+    image_asked: str | None = None  # `up --image`'s: every later up and resize makes the container from it again
     container_name: str | None = None  # node 0's, with Jupyter
     jupyter_token: str | None = None
     jupyter_port: Port = 8888  # on node 0's loopback

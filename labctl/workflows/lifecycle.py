@@ -150,7 +150,8 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
 
     if spec.requirements_text is not None:  # saved with the lab once its layer is built: a failed build keeps the old
         record.requirements = spec.requirements_text or None
-    record = prepare_lab(record, ui, image=spec.image)
+    record.image_asked = spec.image or record.image_asked
+    record = prepare_lab(record, ui)
     idle_line = idle.settle(record, target, ui)
     record.status = "ready"
     store.save(record)
@@ -456,7 +457,7 @@ def resize(
             )
             if not info:
                 return Outcome({"resized": False, "name": record.name}, "Nothing was resized.", exit_code=1)
-            # As `up` again: the lab's image (its configured one, if any) with its own packages layer.
+            # As `up` again: the lab's image (configured now, or the one it was made from) with its packages layer.
             record = prepare_lab(record, ui, image=Settings().get("image"))
             idle.settle(record, target, ui)
             record.status = "ready"

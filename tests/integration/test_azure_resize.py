@@ -196,3 +196,19 @@ def test_a_resize_refused_after_the_stop_leaves_the_lab_recorded_stopped_with_th
     assert done.exit_code == 0, done.output
     assert StateStore().load("lab").status == "ready" and _sizes(arm_env) == {"Standard_D8s_v5"}
     assert prepared == ["example.org/team/lab:1"]
+
+
+def test_a_lab_made_from_an_image_of_its_own_is_made_from_it_again(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = provision("lab")
+    record.status, record.image_asked = "ready", "example.org/team/lab:2"  # as `up --image` leaves it
+    StateStore().save(record)
+    made: list[str | None] = []
+    monkeypatch.setattr("labctl.workflows.lifecycle.unfetched_runs", lambda record, ui: ([], []))
+    monkeypatch.setattr("labctl.labhost._prepare_node", lambda record, node, ui, image: made.append(image))
+    monkeypatch.setattr("labctl.idle.settle", lambda record, target, ui: None)
+    done = CliRunner().invoke(app, ["resize", "--size", "Standard_D8s_v5", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert made == ["example.org/team/lab:2"] and StateStore().load("lab").image_asked == "example.org/team/lab:2"

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.container import container_name
+from labctl.container import container_name, remove_lab
 from labctl.keys import fingerprint
 from labctl.labhost import describe_lab
 from labctl.state import StateStore
@@ -193,6 +193,24 @@ def test_local_flow_up_open_down(lab_image: str, lab_name: str, docker_client: A
 
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_name(lab_name))
+
+
+def test_a_lab_made_with_an_image_keeps_it_when_up_runs_again(
+    lab_image: str, lab_name: str, docker_client: Any
+) -> None:
+    own = f"labctl-test/own-image:{lab_name}"  # an image of the user's: here, the lab image with a label of its own
+    maker = docker_client.containers.create(lab_image)
+    maker.commit("labctl-test/own-image", lab_name, changes=["LABEL labctl.test.own=1"])
+    maker.remove()
+    try:
+        for args in (["--image", own], []):
+            up = runner.invoke(app, ["up", "--target", "local", "-n", lab_name, *args])
+            assert up.exit_code == 0, up.output
+            assert own in docker_client.containers.get(container_name(lab_name)).image.tags
+            assert (StateStore().load(lab_name).image, StateStore().load(lab_name).image_asked) == (own, own)
+    finally:
+        remove_lab(docker_client, lab_name)
+        docker_client.images.remove(own)
 
 
 def test_gpu_lab_on_a_machine_without_a_driver_fails_plainly(
