@@ -399,13 +399,18 @@ def run_lab_cmd(
     detach: bool = DETACH,
     out: Path | None = _opt("--out", "Where results go.", "DIR"),
     extra: list[str] | None = _opt("--set", "Extra training option KEY=VALUE (repeatable).", "KEY=VALUE"),
+    resume: str | None = _opt(
+        "--resume", "Go on with run RUN, stopped before its end, from its checkpoint, with its own options.", "RUN"
+    ),
+    no_resume: str | None = _opt("--no-resume", "Leave run RUN stopped when the lab comes back.", "RUN"),
     **training: Any,
 ) -> Outcome:
     """Train the bundled CIFAR-10 classifier on the lab, stream progress, fetch the results.
 
     The run goes on in the lab if the connection drops: 'labctl logs -f' reattaches, 'labctl fetch' brings
     the results, 'labctl cancel' stops it (its checkpoint is saved). Without a test/ folder, --holdout sets the
-    share of train/ kept aside for evaluation.
+    share of train/ kept aside for evaluation. A run that 'labctl stop' (or the idle stop, the budget, the
+    daily shutdown, a Spot eviction) interrupts saves its checkpoint and resumes when the lab comes back.
 
     Examples:
 
@@ -413,6 +418,7 @@ def run_lab_cmd(
       labctl run-lab --epochs 10 --model fast
       labctl run-lab --notebook my-experiment.ipynb
       labctl run-lab --nodes 2   # a lab on two machines: one model trained on both
+      labctl run-lab --resume 20260101-120000-ab12
     """
     from labctl.workflows.runlab import run_lab
     from labctl.workflows.runlab_options import RunLabOptions

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labctl.container import WORKSPACE, LabContainer, UnsafeArchive, archive_entries, lab_fingerprint
-from labctl.errors import LabctlError, NotFound
+from labctl.errors import LabctlError, NotFound, UsageError
 from labctl.files import lab_dir, sha256_of, template
 from labctl.workspace import LABCTL_DIR
 
@@ -37,6 +37,30 @@ class RunInfo:
     accuracy: float | None = None
     started_at: str | None = None
     command: list[str] | None = None
+    epoch: float | None = None  # epochs done, of ``epochs`` (the lab's metrics.json)
+    epochs: float | None = None
+    resumable: bool = False  # the lab's training, which goes on from its checkpoint; not a script or notebook
+    resume_off: bool = False  # `run-lab --no-resume`
+    resume_reason: str | None = None  # why it was stopped to be resumed (resume.json): stop, idle, budget, ...
+    checkpoint: bool = False
+
+    @property
+    def to_resume(self) -> bool:
+        """Stopped with the machine, to go on when the lab comes back: interrupted, or lost (its checkpoint not
+        finished in time) with the checkpoint of its last epoch."""
+        stopped = self.state == "interrupted" or (self.state == "lost" and self.checkpoint)
+        return stopped and self.resumable and not self.resume_off and self.resume_reason is not None
+
+    def shown(self) -> str:
+        """The state as people read it: "interrupted at epoch 3/10, resumes on start"."""
+        if self.state not in ("interrupted", "lost") or not (self.to_resume or self.state == "interrupted"):
+            return self.state
+        at = f" at epoch {self.epoch:g}/{self.epochs:g}" if self.epoch is not None and self.epochs else ""
+        if self.to_resume:
+            return f"interrupted{at}, resumes on start"
+        if not self.resumable:
+            return f"interrupted{at}, not resumable (it would start over)"
+        return f"interrupted{at}" + (", not resumed (--no-resume)" if self.resume_off else "")
 
 
 def new_run_id() -> str:
@@ -56,7 +80,10 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
     else:
         state = "failed"
     get = facts.get
-    return RunInfo(str(facts["run_id"]), state, code, get("accuracy"), get("started_at"), get("command"))
+    known = {
+        k: facts[k] for k in ("epoch", "epochs", "resumable", "resume_off", "resume_reason", "checkpoint") if k in facts
+    }
+    return RunInfo(str(facts["run_id"]), state, code, get("accuracy"), get("started_at"), get("command"), **known)
 
 
 @dataclass
@@ -96,15 +123,78 @@ class LabRuns:
         command: list[str] | None = None,
         env: dict[str, str] | None = None,
         files: Mapping[str, Path] | None = None,
+        resumable: bool = False,
     ) -> PurePosixPath:
-        """``path``: on the run's import path; ``command``: what the run records as its own (default ``argv``)."""
+        """``path``: on the run's import path; ``command``: what the run records as its own (default ``argv``);
+        ``resumable``: the lab's training, which `resume` starts again from its checkpoint (the stop tool marks
+        only such runs to be resumed)."""
         run_dir = RUNS_DIR / run_id
         started = datetime.now(timezone.utc).isoformat()
-        meta = {"run_id": run_id, "started_at": started, "command": command or argv, "launch": argv}
+        meta: dict[str, Any] = {
+            "run_id": run_id,
+            "started_at": started,
+            "command": command or argv,
+            "launch": argv,
+            "env": env or {},
+        }
+        meta.update({"resumable": True} if resumable else {"resumable": False, "resume": False})
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
+        self._launch(run_dir, argv, path, env)
+        return run_dir
+
+    def _launch(self, run_dir: PurePosixPath, argv: list[str], path: str, env: dict[str, str] | None) -> None:
         runner = self.tools / "lab-run.sh"
         self.box.exec(["sh", str(runner), str(run_dir), path, *argv], env=env, workdir=str(run_dir), detach=True)
-        return run_dir
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        """The run's run.json, as `start` wrote it."""
+        try:
+            meta = json.loads(self.read_from(RUNS_DIR / run_id / "run.json", 0) or b"{}")
+        except ValueError:
+            meta = {}
+        return meta if isinstance(meta, dict) else {}
+
+    def _set_meta(self, run_id: str, meta: dict[str, Any]) -> None:
+        self.box.put(str(RUNS_DIR / run_id), {"run.json": json.dumps(meta, indent=2).encode()})
+
+    def interrupt(self, reason: str, wait: float) -> dict[str, list[str]]:
+        """Every live run checkpoints and ends (``run_state.py interrupt``): {"interrupted": [...], "timed_out":
+        [...]}; those the lab can resume are marked to be."""
+        argv = ["python", str(self.tools / "run_state.py"), "interrupt", reason, str(RUNS_DIR), "--wait", str(wait)]
+        result = self.box.exec(argv, check=False)
+        try:
+            said = json.loads(result.output)
+            return {key: [str(run) for run in said.get(key, [])] for key in ("interrupted", "timed_out")}
+        except (ValueError, AttributeError):
+            raise LabctlError(
+                f"Could not stop the runs in the lab container {self.box.name}: {result.text.strip()[-300:]}",
+                hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
+            ) from None
+
+    def resume(self, run_id: str) -> None:
+        """Starts it again in place from its checkpoint, with what started it: its log goes on, the exit code of
+        the interrupted attempt is kept aside (exit_code.1, .2, ...), and it is no longer marked to be resumed."""
+        meta, run_dir = self.meta(run_id), RUNS_DIR / run_id
+        if not meta.get("resumable") or not isinstance(meta.get("launch"), list):
+            raise UsageError(
+                f"Run {run_id} cannot be resumed: only the lab's training goes on from a checkpoint, and a script "
+                "or notebook would start over.",
+                hint="Start it again with 'labctl run' (or 'labctl run-lab --notebook').",
+            )
+        aside = 'n=1; while [ -e "$1/exit_code.$n" ]; do n=$((n+1)); done; '
+        aside += '[ ! -e "$1/exit_code" ] || mv "$1/exit_code" "$1/exit_code.$n"; rm -f "$1/pid" "$1/resume.json"'
+        self.box.exec(["sh", "-c", aside, "sh", str(run_dir)])
+        if meta.pop("resume", True) is False:  # resumed by hand: a later stop resumes it again
+            self._set_meta(run_id, meta)
+        argv = [*map(str, meta["launch"]), "--resume", str(run_dir)]
+        self._launch(
+            run_dir, argv, str(self.ensure_lab_code()), {str(k): str(v) for k, v in (meta.get("env") or {}).items()}
+        )
+
+    def keep_stopped(self, run_id: str) -> None:
+        """`run-lab --no-resume`: it stays as it is when the lab comes back, and after the next stop too."""
+        self._set_meta(run_id, {**self.meta(run_id), "resume": False})
+        self.box.exec(["rm", "-f", str(RUNS_DIR / run_id / "resume.json")])
 
     def stop(self, run_id: str) -> bool:
         """SIGTERM to its wrapper, which passes it on; False if it was not running."""

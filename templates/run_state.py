@@ -64,6 +64,9 @@ def facts(run_dir: str) -> dict[str, Any]:
     meta = _json(os.path.join(run_dir, "run.json"))
     metrics = _json(os.path.join(run_dir, "metrics.json"))
     pid_text = _read(os.path.join(run_dir, "pid"))
+    marked = os.path.join(run_dir, "resume.json")
+    options = metrics.get("options")
+    options = options if isinstance(options, dict) else {}
     return {
         "run_id": os.path.basename(run_dir),
         "started_at": meta.get("started_at"),
@@ -74,6 +77,12 @@ def facts(run_dir: str) -> dict[str, Any]:
         "has_pid": pid_text is not None,
         "alive": _alive(_int(pid_text)),
         "age": time.time() - os.path.getmtime(run_dir),
+        "epoch": metrics.get("epochs_completed"),
+        "epochs": options.get("epochs"),
+        "resumable": meta.get("resumable") is True,
+        "resume_off": meta.get("resume") is False,
+        "resume_reason": (_json(marked).get("reason") or "?") if os.path.exists(marked) else None,
+        "checkpoint": os.path.exists(os.path.join(run_dir, "checkpoint.pt")),
     }
 
 

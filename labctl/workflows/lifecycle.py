@@ -21,7 +21,7 @@ from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
 from labctl.workflows.reach import save_before_down
-from labctl.workflows.runlab import unfetched_runs
+from labctl.workflows.runlab import lab_nodes, resume_runs, stop_runs, unfetched_runs
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
@@ -156,8 +156,10 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record.status = "ready"
     store.save(record)
     flag = store.name_flag(spec.name)
+    resumed = resume_runs(store, record, ui) if record.runs else []
     text = (
-        f"Lab '{spec.name}' is ready.\nNext:\n"
+        (f"Run {', '.join(resumed)} goes on from its checkpoint.\n" if resumed else "")
+        + f"Lab '{spec.name}' is ready.\nNext:\n"
         f"  labctl open{flag}      # Jupyter in your browser, through an SSH tunnel\n"
         f"  labctl run-lab{flag}   # train the CIFAR-10 classifier there and fetch the results\n"
         f"  labctl down{flag}      # delete everything when you are done"
@@ -385,21 +387,25 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
     return record, info
 
 
-def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
+def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter, resumes: bool = False) -> bool:
+    """``resumes``: the stop checkpoints the lab's runs, and `start` resumes them."""
     try:
-        running, _ = unfetched_runs(record, ui)
+        with lab_nodes(record, ui) as lab:
+            running = [info for info in lab.reached[0].runs.list() if info.state == "running"]
     except LabctlError as exc:  # most often already off (auto-shutdown): nothing is training there
         ui.info(f"Could not look for a run in progress ({exc.message}).")
         return True
     if not running:
         return True
-    what = f"Lab '{record.name}' is training (run {', '.join(running)}): stopping it ends the run unfinished"
+    ends = [i.run_id for i in running if not (resumes and i.resumable and not i.resume_off)]
+    what = f"Lab '{record.name}' is training (run {', '.join(i.run_id for i in running)}): stopping it ends "
+    what += f"run {', '.join(ends)} unfinished" if ends else "it after a checkpoint, and 'labctl start' resumes it"
     if yes:
         ui.warn(f"{what}, as --yes confirms.")
         return True
     if not sys.stdin.isatty():
         raise UsageError(
-            f"{what}.", hint=f"Wait with 'labctl logs --follow {running[0]}', or add --yes to stop it anyway."
+            f"{what}.", hint=f"Wait with 'labctl logs --follow {running[0].run_id}', or add --yes to stop it anyway."
         )
     return agreed(f"{what}. Stop it anyway?")
 
@@ -409,8 +415,14 @@ def stop(
 ) -> Outcome:
     record, target = _owned(name, "stop", ui, force, confirm_name)
     # A target that cannot switch machines off (no off_means) refuses in power_off, before anything connects.
-    if target.off_means and record.status == "ready" and not _may_stop_a_run(record, yes, ui):
-        return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
+    if target.off_means and record.status == "ready":
+        if not _may_stop_a_run(record, yes, ui, resumes=True):
+            return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
+        try:  # bounded: a run that does not end in time resumes from its last epoch's checkpoint
+            stop_runs(record, "stop", ui)
+            StateStore().save(record)
+        except LabctlError as exc:
+            ui.warn(f"Could not checkpoint the lab's runs before the stop ({exc.message}); they stop with it.")
     record, info = _switch(record, target, "stop", ui)
     flag = StateStore().name_flag(record.name)
     text = (
@@ -433,7 +445,10 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
-    return Outcome({"name": record.name, **info}, text)
+    resumed = resume_runs(StateStore(), record, ui)
+    if resumed:
+        text += f"\nRun {', '.join(resumed)} goes on from its checkpoint: 'labctl logs --follow {resumed[0]}' shows it."
+    return Outcome({"name": record.name, **info, "resumed": resumed}, text)
 
 
 def resize(

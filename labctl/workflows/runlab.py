@@ -150,6 +150,8 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
     opts.check()
     if opts.here:
         return run_here(opts, ui)
+    if opts.resume or opts.no_resume:
+        return _resume_by_hand(opts, ui)
     store = StateStore()
     record = store.resolve(opts.name)
     nodes = _nodes_asked(opts, record)
@@ -197,8 +199,96 @@ def _start(
         log_dir=str(runs.RUNS_DIR / run_id / "ranks"),
     )
     for node, code, node_args, start in zip(cluster, codes, args, starts, strict=True):
-        node.runs.start(run_id, start.argv, path=str(code), command=node_args, env=start.env or None)
+        node.runs.start(
+            run_id, start.argv, path=str(code), command=node_args, env=start.env or None, resumable=not opts.notebook
+        )
     return args[0], starts[0]
+
+
+def _resume_by_hand(opts: RunLabOptions, ui: Reporter) -> Outcome:
+    """`run-lab --resume RUN`: on every node of the run, then watched as a new run is; `--no-resume RUN`: marked."""
+    store = StateStore()
+    record = store.resolve(opts.name)
+    with lab_nodes(record, ui) as lab:
+        head = lab.reached[0].runs
+        run_id = pick_run(record, head, opts.resume or opts.no_resume)
+        info = head.info(run_id)
+        if opts.no_resume:
+            head.keep_stopped(run_id)
+            text = f"Run {run_id} ({info.state}) is not resumed when the lab comes back"
+            return Outcome({"run_id": run_id, "resume": False}, f"{text}; 'labctl run-lab --resume {run_id}' still is.")
+        if info.state not in ("interrupted", "lost", "failed") or not info.checkpoint:
+            raise UsageError(
+                f"Run {run_id} is {info.state}"
+                + ("" if info.state == "running" else " and has no checkpoint to go on")
+                + ": only a run stopped before its end goes on from its checkpoint.",
+                hint="'labctl runs' shows each run's state; 'labctl run-lab' starts a new one.",
+            )
+        cluster = reach(lab, run_nodes(record, run_id))
+        _resume_on(record, cluster, info, ui)
+        store.save(record)
+        watch = Watch(
+            detach=opts.detach, doing="training", brings="the results", or_else=f"fetch with 'labctl fetch {run_id}'"
+        )
+        return watch_run(store, record, cluster, run_id, ui, watch)
+
+
+def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui: Reporter) -> None:
+    for node in cluster:  # node 0 first: it holds the rendezvous
+        node.runs.resume(info.run_id)
+    for recorded in record.runs:
+        if recorded.run_id == info.run_id:
+            recorded.state, recorded.finished_at = "running", None
+    at = f" at epoch {info.epoch:g}/{info.epochs:g}" if info.epoch is not None and info.epochs else ""
+    ui.info(f"Run {info.run_id} goes on from its checkpoint{at} on lab '{record.name}'.")
+
+
+def resume_runs(store: StateStore, record: LabRecord, ui: Reporter) -> list[str]:
+    """When the lab comes back (`start`, `up`): every run its machine's stop interrupted goes on from its
+    checkpoint. One that cannot is named with the way to do it by hand; the lab is up all the same."""
+    resumed: list[str] = []
+    try:
+        with lab_nodes(record, ui) as lab:
+            for info in lab.reached[0].runs.list():
+                if info.to_resume:
+                    _resume_on(record, reach(lab, run_nodes(record, info.run_id)), info, ui)
+                    resumed.append(info.run_id)
+    except LabctlError as exc:
+        ui.warn(
+            f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
+            "'labctl run-lab --resume RUN' resumes one."
+        )
+    if resumed:
+        store.save(record)
+    return resumed
+
+
+def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> list[str]:
+    """Before the machine stops: every run on every node saves its checkpoint and ends (bounded by ``wait``), to
+    be resumed when the lab comes back; the lines say what was done. Returns the runs still running."""
+    late: list[str] = []
+    with lab_nodes(record, ui) as lab:
+        infos = {i.run_id: i for i in lab.reached[0].runs.list() if i.state == "running"}
+        if not infos:
+            return []
+        with ui.step(f"Saving the checkpoint of run {', '.join(infos)} before the machine stops"):
+            said = [node.runs.interrupt(reason, wait) for node in reach(lab, len(record.nodes))]
+        late = sorted({run for each in said for run in each["timed_out"]})
+        after = {i.run_id: i for i in lab.reached[0].runs.list() if i.run_id in infos}
+    for run_id, info in after.items():
+        if run_id in late:
+            ui.warn(
+                f"Run {run_id} did not finish its checkpoint within {wait:.0f}s; it resumes from its last epoch's "
+                "checkpoint when the lab comes back."
+            )
+        elif info.resumable and not info.resume_off:
+            ui.info(f"Run {run_id} saved its checkpoint: {info.shown()}.")
+        else:
+            ui.warn(f"Run {run_id} was stopped: {info.shown()}.")
+    for recorded in record.runs:
+        if recorded.run_id in after:
+            recorded.state, recorded.finished_at = after[recorded.run_id].shown(), now_iso()
+    return late
 
 
 def _import_core() -> ModuleType:
@@ -369,15 +459,19 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
             with lab_nodes(record, ui) as lab:
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
-            rows = [{**asdict(i), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
+            where = f"lab {record.name}"
+            rows = [
+                {**asdict(i), "where": where, "shown": i.shown(), "fetched_to": fetched.get(i.run_id)} for i in infos
+            ]
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
-    lines = [f"{'run':<22} {'where':<16} {'state':<12} {'accuracy':>8}  results here"]
+    wide = max(12, *(len(str(row.get("shown") or row["state"])) for row in rows))
+    lines = [f"{'run':<22} {'where':<16} {'state':<{wide}} {'accuracy':>8}  results here"]
     for row in rows:
         acc = f"{float(row['accuracy']) * 100:.1f}%" if row["accuracy"] is not None else "-"
-        where = str(row["where"])[:16]
-        lines.append(f"{row['run_id']:<22} {where:<16} {row['state']:<12} {acc:>8}  {row['fetched_to'] or 'no'}")
+        where, state = str(row["where"])[:16], str(row.get("shown") or row["state"])
+        lines.append(f"{row['run_id']:<22} {where:<16} {state:<{wide}} {acc:>8}  {row['fetched_to'] or 'no'}")
     return Outcome({"runs": rows}, "\n".join(lines))
 
 

@@ -63,6 +63,8 @@ class RunLabOptions:
     nodes: int | None = None  # machines of the lab to train on together; None: every one (one for the notebook)
     training: dict[str, Any] = field(default_factory=dict)  # the LAB_OPTIONS given (epochs=2, ...)
     extra: list[str] = field(default_factory=list)  # --set KEY=VALUE: any other option the lab has
+    resume: str | None = None  # a run of the lab's to go on with from its checkpoint
+    no_resume: str | None = None  # a run of the lab's to leave stopped when the lab comes back
 
     @property
     def device(self) -> str | None:
@@ -70,6 +72,8 @@ class RunLabOptions:
 
     def check(self) -> RunLabOptions:
         """Every refusal of these options, before anything connects."""
+        if self.resume or self.no_resume:
+            return self._check_resume()
         sets = parse_sets(self.extra)
         for key in ("out", "data", "data_root") if not self.notebook else ():
             if key in sets:
@@ -117,6 +121,19 @@ class RunLabOptions:
         if self.out is not None and not self.here:
             raise UsageError("--out applies to --here runs.", hint="Remote results go to the results_dir setting.")
         check_data(self.data, here=self.here)
+        return self
+
+    def _check_resume(self) -> RunLabOptions:
+        flag, run = ("--resume", self.resume) if self.resume else ("--no-resume", self.no_resume)
+        others: dict[str, Any] = {"--no-resume": self.no_resume if self.resume else None, "--here": self.here}
+        others.update({"--notebook": self.notebook, "--data": self.data, "--gpus": self.gpus, "--nodes": self.nodes})
+        others.update({"--set": self.extra, **{f"--{k.replace('_', '-')}": v for k, v in self.training.items()}})
+        given = [name for name, value in others.items() if value]
+        if given:
+            raise UsageError(
+                f"{flag} {run} goes on with the run's own options, in the lab; {', '.join(given)} would change them.",
+                hint=f"Give {flag} RUN alone (with --detach if you like), or start a new run without it.",
+            )
         return self
 
 

@@ -160,7 +160,7 @@ def _last_run(data: dict[str, Any]) -> str | None:
         return None
     acc = latest.get("accuracy")
     shown = f", accuracy {float(acc) * 100:.1f}%" if acc is not None else ""
-    return f"{latest['run_id']} ({latest['state']}{shown})"
+    return f"{latest['run_id']} ({latest.get('shown') or latest['state']}{shown})"
 
 
 def _idle_cell(data: dict[str, Any]) -> str:

@@ -148,3 +148,22 @@ def test_interrupt_refuses_an_unknown_reason_before_touching_a_run(tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _info(state_facts: dict[str, object]) -> str:
+    base = {"run_id": "r", "exit_code": 130, "status": "interrupted", "epoch": 3.0, "epochs": 10.0, "resumable": True}
+    info = run_info_from({**base, "resume_reason": "idle", **state_facts})
+    return info.shown() + (" [to resume]" if info.to_resume else "")
+
+
+def test_how_a_stopped_run_reads_and_whether_it_resumes() -> None:
+    assert _info({}) == "interrupted at epoch 3/10, resumes on start [to resume]"
+    assert _info({"resume_reason": None}) == "interrupted at epoch 3/10"  # cancelled: never marked
+    assert _info({"resume_off": True}) == "interrupted at epoch 3/10, not resumed (--no-resume)"
+    script = {"resumable": False, "epoch": None, "exit_code": 143, "status": None}
+    assert _info(script) == "interrupted, not resumable (it would start over)"
+    # the checkpoint not finished before the machine went: from the last epoch's
+    lost = {"exit_code": None, "status": None, "alive": False, "has_pid": True, "checkpoint": True}
+    assert _info(lost) == "interrupted at epoch 3/10, resumes on start [to resume]"
+    assert _info({**lost, "checkpoint": False}) == "lost"
+    assert _info({"exit_code": 0, "status": "succeeded"}) == "succeeded"

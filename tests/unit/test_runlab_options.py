@@ -207,3 +207,19 @@ def test_set_keys_of_a_training_run_are_the_lab_s_options_and_the_notebook_s_are
         RunLabOptions(extra=["out=/elsewhere"]).check()
     RunLabOptions(extra=["warmup=0.1", "max-steps=5"]).check()  # every TrainConfig field, in either spelling
     RunLabOptions(notebook=True, extra=["workers=0", "print_every=1"]).check()  # the notebook's LAB_* parameters
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"resume": "r1", "training": {"epochs": 3}}, "--epochs"),
+        ({"resume": "r1", "no_resume": "r1"}, "--no-resume"),
+        ({"no_resume": "r1", "here": True}, "--here"),
+        ({"resume": "r1", "data": "synthetic", "extra": ["max_steps=3"]}, "--data, --set"),
+    ],
+)
+def test_resume_goes_on_with_the_runs_own_options_only(options: dict[str, object], named: str) -> None:
+    with pytest.raises(UsageError, match="goes on with the run's own options") as refused:
+        RunLabOptions(**options).check()  # type: ignore[arg-type]
+    assert named in refused.value.message
+    assert RunLabOptions(resume="r1", detach=True).check().resume == "r1"

@@ -1,0 +1,92 @@
+"""A real training run of the lab, in a real container, interrupted as `stop` and the idle agent do it (the stop tool:
+checkpoint, marked to resume) and resumed in place to the same end."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from labctl import runs
+from labctl.cluster import NodeRun, follow_nodes
+from labctl.container import LabContainer
+from labctl.distributed import plain_argv
+from labctl.errors import UsageError
+from labctl.runs import LabRuns
+
+TRAIN = ["--data", "synthetic:400", "--batch-size", "4", "--epochs", "3", "--log-every", "0.2", "--threads", "1"]
+
+
+@pytest.fixture
+def lab_runs(docker_client: Any, test_base_image: str) -> Iterator[LabRuns]:
+    box = docker_client.containers.run(test_base_image, ["sleep", "900"], detach=True, labels={"labctl.test": "resume"})
+    box.exec_run(["mkdir", "-p", "/workspace"])
+    try:
+        yield LabRuns(LabContainer(box))
+    finally:
+        box.remove(force=True)
+
+
+def _train(lab_runs: LabRuns, resumable: bool = True) -> str:
+    run_id = runs.new_run_id()
+    args = ["train", *TRAIN, "--out", str(runs.RUNS_DIR / run_id)]
+    lab_runs.start(run_id, plain_argv(args), path=str(lab_runs.ensure_lab_code()), command=args, resumable=resumable)
+    return run_id
+
+
+def _wait_for(lab_runs: LabRuns, run_id: str, text: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while text.encode() not in lab_runs.read_from(runs.RUNS_DIR / run_id / "events.jsonl", 0):
+        assert time.monotonic() < deadline and lab_runs.info(run_id).state == "running", lab_runs.read_from(
+            runs.RUNS_DIR / run_id / "train.log", 0
+        ).decode()[-2000:]
+        time.sleep(0.2)
+
+
+def _metrics(lab_runs: LabRuns, run_id: str) -> dict[str, Any]:
+    return dict(json.loads(lab_runs.read_from(runs.RUNS_DIR / run_id / "metrics.json", 0)))
+
+
+def test_a_stopped_run_resumes_in_place_to_the_same_end(lab_runs: LabRuns) -> None:
+    run_id = _train(lab_runs)
+    _wait_for(lab_runs, run_id, '"event": "epoch"')  # past its first epoch
+    said = lab_runs.interrupt("stop", 120)
+    assert said == {"interrupted": [run_id], "timed_out": []}
+    stopped = lab_runs.info(run_id)
+    assert stopped.state == "interrupted" and stopped.to_resume and stopped.resume_reason == "stop"
+    assert stopped.epoch is not None and 1 <= stopped.epoch < 3
+    assert stopped.shown() == f"interrupted at epoch {stopped.epoch:g}/3, resumes on start"
+
+    lab_runs.resume(run_id)
+    followed = follow_nodes([NodeRun(0, "the container", lab_runs)], run_id, lambda _: None, poll=0.2)
+    info = followed.infos[0]
+    assert info.state == "succeeded", lab_runs.read_from(runs.RUNS_DIR / run_id / "train.log", 0).decode()[-2000:]
+    assert not info.to_resume and info.shown() == "succeeded"
+    metrics = _metrics(lab_runs, run_id)
+    assert metrics["epochs_completed"] == 3 and metrics["steps"] == metrics["steps_total"] == 300
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    log = lab_runs.read_from(runs.RUNS_DIR / run_id / "train.log", 0).decode()
+    assert log.index("stopping on SIGTERM") < log.index("resuming at step")  # one log, appended
+    files = lab_runs.files(run_id)
+    assert "exit_code.1" in files and "resume.json" not in files
+    assert lab_runs.read_from(runs.RUNS_DIR / run_id / "exit_code.1", 0).strip() == b"130"
+
+
+def test_no_resume_and_scripts_stay_stopped(lab_runs: LabRuns) -> None:
+    kept = _train(lab_runs)
+    lab_runs.keep_stopped(kept)  # run-lab --no-resume, while it trains
+    script = _train(lab_runs, resumable=False)  # as `labctl run` starts the user's own
+    _wait_for(lab_runs, script, '"event": "model"')
+    said = lab_runs.interrupt("idle", 120)
+    assert sorted(said["interrupted"]) == sorted([kept, script]) and said["timed_out"] == []
+    infos = {info.run_id: info for info in lab_runs.list()}
+    assert not infos[kept].to_resume and infos[kept].shown().endswith(", not resumed (--no-resume)")
+    assert not infos[script].to_resume and infos[script].shown().endswith("not resumable (it would start over)")
+    with pytest.raises(UsageError, match="cannot be resumed"):
+        lab_runs.resume(script)
+    lab_runs.resume(kept)  # by hand all the same
+    assert lab_runs.info(kept).state == "running" and "resume" not in lab_runs.meta(kept)
+    lab_runs.stop(kept)
