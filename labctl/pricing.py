@@ -144,6 +144,9 @@ MAX_PAGES = 20
 CACHE_FILE = "retail-prices.json"
 DISK_TIER = "P15"  # the DSVM's 150 GiB OS disk is billed as the Premium SSD tier it fits in
 CATALOG_SOURCE = "labctl's built-in catalog (approximate US list prices)"
+# The workspace disk an Azure lab keeps /workspace on: a Standard SSD of 64 GiB, billed as tier E6 whether attached or
+# not; Azure's managed disk pricing page lists E6 LRS at $4.80 a month (East US, pay-as-you-go).
+WORKSPACE_DISK_SKU, WORKSPACE_DISK_GB, WORKSPACE_DISK_USD_PER_MONTH = "StandardSSD_LRS", 64, 4.80
 # What a lab pays besides its VMs: field, price list filter, unit, meter, and the US list price (USD) used offline.
 _DISK = f"serviceName eq 'Storage' and productName eq 'Premium SSD Managed Disks' and skuName eq '{DISK_TIER} LRS'"
 _IP = "serviceName eq 'Virtual Network' and productName eq 'IP Addresses' and skuName eq 'Standard'"

@@ -44,6 +44,7 @@ class Target(ABC):
     settings: tuple[str, ...] = ()
     off_means = ""  # what a switched-off machine still is and costs, for `labctl stop` to tell the user
     default_idle_minutes = 0.0  # the idle window `up` uses when none is asked for
+    workspace_kind = "a Docker volume of its own"  # where /workspace lives, for the plan
 
     @abstractmethod
     def plan(self, spec: LabSpec) -> Outcome:

@@ -105,10 +105,8 @@ def _planned_workspace(spec: LabSpec, target: Target) -> str:
     record = store.load(spec.name) if store.exists(spec.name) else LabRecord(name=spec.name, target=spec.target)
     if record.status == "kept":
         return f"the one kept by an earlier 'down --keep-workspace': {target.workspace_home(record)}"
-    if target.workspace_home(record) is None:
-        return "on the machine's disk; 'down' copies what changed in it to this computer before it deletes anything"
     return (
-        "a volume of its own; 'down' copies what changed in it to this computer before it deletes anything, "
+        f"{target.workspace_kind}; 'down' copies what changed in it to this computer before it deletes anything, "
         "'down --keep-workspace' keeps it where it lives for the next 'up' of this name"
     )
 

@@ -55,9 +55,10 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
         data["error"] = exc.render()
     store.save(record)  # what the target noticed on the way (a stop labctl did not make) is kept for the spend
     data.update(_idle_facts(record, data))
+    home = target.workspace_home(record)  # where it lives, and what keeping it costs
+    data["kept_workspace" if record.status == "kept" else "workspace"] = home
     if record.status == "kept":
         flag = store.name_flag(record.name)
-        data["kept_workspace"] = target.workspace_home(record)
         data["hint"] = (
             f"The lab is down, its workspace kept: 'labctl up{flag}' brings it back with it, "
             f"'labctl down{flag} --delete-workspace' deletes it."
@@ -124,6 +125,7 @@ def render(data: dict[str, Any]) -> str:
         "idle for": _hours(data.get("idle_for_seconds")),
         "stop due": data.get("idle_stop_due"),
         "last idle check": checked,
+        "workspace": data.get("workspace"),
         "kept workspace": data.get("kept_workspace"),
         "runs checkpointed": data.get("runs_checkpointed"),
         "container": data.get("container"),
@@ -228,7 +230,8 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             if lab.deleting:
                 row["status"] = "deleting"
         for row in rows.values():  # not searched (an error): whether its labs are there stays unknown
-            if row.setdefault(found_key, None) is None and row["target"] == target.kind and not errors[target.kind]:
+            gone = row["target"] == target.kind and not errors[target.kind] and not row.get("kept_workspace")
+            if row.setdefault(found_key, None) is None and gone:
                 row[found_key] = False
                 row["status"] = f"{row['status']} (gone from {target.label})"
     labs = sorted(rows.values(), key=lambda r: r["name"])

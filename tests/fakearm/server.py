@@ -315,6 +315,10 @@ class FakeArm:
         self.settle()
         return [g["name"] for g in self.groups.values()]
 
+    def lab_group_names(self) -> list[str]:
+        """The labs' groups, not their owners' groups of workspace disks."""
+        return [name for name in self.group_names() if not name.startswith("labctl-workspaces-")]
+
     def get(self, resource_id: str) -> dict[str, Any] | None:
         self.settle()
         return self.resources.get(resource_id.lower())
@@ -414,6 +418,13 @@ class FakeArm:
                 self.resources.pop(self._disk_id(res).lower(), None)
             else:  # a detached disk is no longer managed by the VM
                 (self.resources.get(self._disk_id(res).lower()) or {}).pop("managedBy", None)
+            for data_disk in props["storageProfile"].get("dataDisks") or []:
+                disk_id = str((data_disk.get("managedDisk") or {}).get("id", "")).lower()
+                if data_disk.get("deleteOption") == "Delete":
+                    self.resources.pop(disk_id, None)
+                elif disk := self.resources.get(disk_id):  # Detach (the default): it stays, unattached
+                    disk.pop("managedBy", None)
+                    disk["properties"]["diskState"] = "Unattached"
             for nic in props.get("networkProfile", {}).get("networkInterfaces", []):
                 if (nic.get("properties") or {}).get("deleteOption") == "Delete":
                     self.resources.pop(nic["id"].lower(), None)
@@ -1148,6 +1159,10 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
             if existing is None:
                 return 204, None, {}
             short = rtype.split("/")[1].lower()
+            if short == "disks" and existing.get("managedBy"):  # as ARM answers it (the azure_rm_manageddisk tests)
+                raise ArmError(
+                    409, "OperationNotAllowed", f"Disk {m['name']} is attached to VM {existing['managedBy']}."
+                )
             if short == "schedules":  # recorded.json: deleted at once, 200 with no body
                 arm._remove(key)
                 return 200, None, {}
@@ -1213,6 +1228,8 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
             return (200 if existing is not None else 201), self._public(resource), {}
         answer = self._public(resource)  # before the operation is done: a new public IP has no address yet
         headers = self._op("put", rid, delay, error)
+        if short == "disks":  # DiskRP's Disk_Create_Empty: 202 for a new disk (201 is not among its answers)
+            return (200 if existing is not None else 202), answer, headers
         return (200 if existing is not None else 201), answer, {"Azure-AsyncOperation": headers["Azure-AsyncOperation"]}
 
     def _public(self, resource: dict[str, Any]) -> dict[str, Any]:
@@ -1402,6 +1419,43 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
         props["proximityPlacementGroupType"] = kind
         props["virtualMachines"] = (old or {}).get("properties", {}).get("virtualMachines", [])
 
+    def v_disks(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
+        """As DiskRP's Disk_Create_Empty and Disk_Get examples answer: the size asked, a state, the time created."""
+        props, before = res["properties"], (old or {}).get("properties") or {}
+        if "diskSizeGB" not in props and (props.get("creationData") or {}).get("createOption") == "Empty":
+            raise ArmError(400, "InvalidParameter", "Required parameter 'diskSizeGB' is missing (null).")
+        props["diskState"] = before.get("diskState", "Unattached")
+        props["timeCreated"] = before.get("timeCreated") or utcnow()
+        props["uniqueId"] = before.get("uniqueId") or str(uuid.uuid4())
+        if old and old.get("managedBy"):
+            res["managedBy"] = old["managedBy"]
+        res.setdefault("sku", {"name": "Standard_LRS"})
+
+    def _attach(self, res: dict[str, Any]) -> None:
+        """Data disks given with createOption Attach: each must exist, in the VM's region, and be free or the VM's."""
+        for data_disk in res["properties"].get("storageProfile", {}).get("dataDisks") or []:
+            if data_disk.get("createOption") != "Attach":
+                continue
+            disk_id = str((data_disk.get("managedDisk") or {}).get("id", ""))
+            disk = self.arm.resources.get(disk_id.lower())
+            if disk is None:
+                raise ArmError(404, "NotFound", f"Disk {disk_id} could not be found.")
+            if disk["location"] != res["location"]:
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    f"Disk {disk_id} cannot be attached to the VM because it is not in the same region as the VM. "
+                    f"VM region: '{res['location']}'. Disk region: '{disk['location']}'.",
+                )
+            owner = str(disk.get("managedBy") or "")
+            if owner and owner.lower() != res["id"].lower():
+                raise ArmError(409, "OperationNotAllowed", f"Disk {disk['name']} is attached to VM {owner}.")
+            disk["managedBy"], disk["properties"]["diskState"] = res["id"], "Attached"
+            data_disk.update(name=disk["name"], caching=data_disk.get("caching") or "None")
+            data_disk.setdefault("deleteOption", "Detach")
+            data_disk["diskSizeGB"] = disk["properties"].get("diskSizeGB")
+            data_disk["managedDisk"] = {"id": disk["id"], "storageAccountType": disk["sku"]["name"]}
+
     def v_schedules(self, res: dict[str, Any], old: dict[str, Any] | None, body: dict[str, Any]) -> None:
         props = res["properties"]
         if props.get("taskType") != "ComputeVmShutdownTask":
@@ -1469,6 +1523,7 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
                     f"Virtual Machine size {size} is not in the allowed list of VM sizes for accelerated networking to be enabled on the VM at index {index} for VM {res['name']}.",
                 )
         self._placement(res, old, region)
+        self._attach(res)
         props["vmId"] = (old or {}).get("properties", {}).get("vmId") or str(uuid.uuid4())
         self._identity(res, old, body)
         props["timeCreated"] = (old or {}).get("properties", {}).get("timeCreated") or utcnow()

@@ -66,7 +66,7 @@ def test_allocation_failure_falls_back_to_the_next_size(arm_env: FakeArm) -> Non
     assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
     assert vm["properties"]["provisioningState"] == "Succeeded"
     assert arm_env.count("DELETE", "virtualmachines/lab-vm$") == 1  # the failed one was removed first
-    assert len(arm_env.resource_ids("disks")) == 1
+    assert len(arm_env.resource_ids("disks")) == 2  # the OS disk and the workspace disk, attached again
 
 
 def test_zonal_allocation_failure_with_region_auto_moves_region(arm_env: FakeArm) -> None:  # noqa: F811
@@ -74,7 +74,7 @@ def test_zonal_allocation_failure_with_region_auto_moves_region(arm_env: FakeArm
     record = provision("lab", region="auto")
     assert record.target_data["region"] == "eastus2"
     assert {r["location"] for r in (arm_env.get(i) for i in arm_env.resource_ids()) if r} == {"eastus2"}
-    assert [g["location"] for g in arm_env.groups.values()] == ["eastus2"]
+    assert [arm_env.groups[g.lower()]["location"] for g in arm_env.lab_group_names()] == ["eastus2"]
 
 
 def test_allocation_failure_without_fallback_leaves_a_lab_up_or_down_can_finish(arm_env: FakeArm) -> None:  # noqa: F811
@@ -175,7 +175,7 @@ def test_up_resumes_when_the_connection_died_during_the_vm_create(arm_env: FakeA
 def test_down_removes_a_half_made_lab(arm_env: FakeArm, crash_at: int) -> None:  # noqa: F811
     with pytest.raises(_Crash):
         provision("lab", save=_crashing_save(crash_at))
-    assert arm_env.group_names() == [lab_group(arm_env)]
+    assert arm_env.lab_group_names() == [lab_group(arm_env)]
     destroy("lab")
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
 

@@ -625,7 +625,9 @@ def test_down_force_deletes_the_vm_with_its_group(arm_env: FakeArm) -> None:  # 
 
     record, _ = _up()
     destroy("lab")
-    assert arm_env.rg_deletes == [(record.target_data["resource_group"], "Microsoft.Compute/virtualMachines")]
+    # Then the owner's workspace group, emptied of the lab's disk: it holds no VM to force.
+    assert arm_env.rg_deletes[0] == (record.target_data["resource_group"], "Microsoft.Compute/virtualMachines")
+    assert [force for _, force in arm_env.rg_deletes[1:]] == [None]
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
 
 

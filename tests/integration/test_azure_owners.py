@@ -44,7 +44,7 @@ def test_two_people_get_two_labs_and_list_shows_whose_is_whose(
     b = _as_colleague(arm_env, monkeypatch, tmp_path / "b-state")
     record = provision("lab")  # B's `up --name lab`: a lab of B's own, next to A's
     assert record.target_data["resource_group"] == lab_group(arm_env, "lab", b) == "labctl-lab-b1b2b3b4"
-    assert sorted(arm_env.group_names()) == sorted([lab_group(arm_env), lab_group(arm_env, "lab", b)])
+    assert sorted(arm_env.lab_group_names()) == sorted([lab_group(arm_env), lab_group(arm_env, "lab", b)])
     assert arm_env.groups[lab_group(arm_env, "lab", b)]["tags"]["labctl-owner"] == arm_env.object_id(b)
 
     result = _invoke("list", "--json")
@@ -75,12 +75,12 @@ def test_down_of_a_colleagues_lab_needs_force_and_the_typed_name(
     for args in (["--force"], ["--force", "--confirm-name", "lan"], ["--confirm-name", "lab"]):
         again = _invoke("down", "--yes", *args)
         assert again.exit_code != 0, args  # type: ignore[attr-defined]
-    assert arm_env.group_names() == [lab_group(arm_env)]  # nothing was deleted
+    assert arm_env.lab_group_names() == [lab_group(arm_env)]  # nothing was deleted
     assert arm_env.count("DELETE", "") == 0
 
     forced = _invoke("down", "--force", "--confirm-name", "lab", "--no-save")  # found by its tags: nothing to reach
     assert forced.exit_code == 0, forced.output  # type: ignore[attr-defined]
-    assert arm_env.group_names() == []
+    assert arm_env.lab_group_names() == []
 
 
 def test_down_of_ones_own_lab_leaves_a_colleagues_lab_of_the_same_name(
@@ -96,7 +96,7 @@ def test_down_of_ones_own_lab_leaves_a_colleagues_lab_of_the_same_name(
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
     # A's resources tagged labctl-lab=lab are not leftovers of B's lab: no wait for them to disappear.
     assert time.monotonic() - started < 30
-    assert arm_env.group_names() == [lab_group(arm_env)] != [lab_group(arm_env, "lab", b)]
+    assert arm_env.lab_group_names() == [lab_group(arm_env)] != [lab_group(arm_env, "lab", b)]
     assert any(f"/resourcegroups/{lab_group(arm_env)}/" in i.lower() for i in arm_env.resource_ids())
 
 
@@ -136,7 +136,7 @@ def test_a_hand_edited_record_does_not_make_a_colleagues_lab_ones_own(
         assert refused.exit_code == 2, refused.output  # type: ignore[attr-defined]
         assert "belongs to lab-tests-a" in refused.output, args  # type: ignore[attr-defined]
     assert [(m, p) for m, p in arm_env.requests if m != "GET" and "/subscriptions/" in p] == writes
-    assert arm_env.power[vm_id] == "running" and arm_env.group_names() == [lab_group(arm_env)]
+    assert arm_env.power[vm_id] == "running" and arm_env.lab_group_names() == [lab_group(arm_env)]
 
 
 def test_up_never_converges_a_colleagues_lab(
@@ -198,7 +198,7 @@ def test_forced_down_asks_for_the_lab_name_in_a_terminal(
     _as_colleague(arm_env, monkeypatch, tmp_path / "b-state")
     code, out = _in_a_terminal(["down", "--force", "--no-save"], "lap")
     assert code != 0 and "'lap' is not the lab's name 'lab'" in out, out
-    assert arm_env.group_names() == [lab_group(arm_env)]
+    assert arm_env.lab_group_names() == [lab_group(arm_env)]
     code, out = _in_a_terminal(["down", "--force", "--no-save"], "lab")
     assert code == 0 and "is gone" in out, out
-    assert arm_env.group_names() == []
+    assert arm_env.lab_group_names() == []

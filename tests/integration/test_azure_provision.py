@@ -26,7 +26,8 @@ def test_up_creates_a_tagged_lab_reachable_over_ssh_only(arm_env: FakeArm) -> No
     assert td["shutdown_at"] == "19:00" and td["shutdown_time_zone"] == "W. Europe Standard Time"
     assert td["allow_ip"] == "198.51.100.23/32"  # what the echo service said
 
-    ids = arm_env.resource_ids()
+    inside = f"/resourcegroups/{lab_group(arm_env).lower()}/"  # the workspace disk is in the owner's group
+    ids = [i for i in arm_env.resource_ids() if inside in i.lower()]
     types = sorted(arm_env.get(i)["type"] for i in ids)  # type: ignore[index]
     assert types == sorted(
         [

@@ -63,4 +63,4 @@ def test_down_of_a_name_only_colleagues_labs_have_says_azure_was_searched(
     assert "not searched" not in out
     assert "You have no lab named 'lab' in subscription" in out and "colleague-b@contoso.example" in out
     assert "colleague-c@contoso.example" in out
-    assert sorted(arm_env.group_names()) == ["labctl-lab-b1b2b3b4", "labctl-lab-c1c2c3c4"]  # nothing deleted
+    assert sorted(arm_env.lab_group_names()) == ["labctl-lab-b1b2b3b4", "labctl-lab-c1c2c3c4"]  # nothing deleted

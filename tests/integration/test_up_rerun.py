@@ -16,4 +16,4 @@ def test_rerun_without_region_keeps_the_labs_region(arm_env: FakeArm) -> None:  
     assert spec.region is None
     again = provision("lab", allow_ip="203.0.113.7/32", region=spec.region)
     assert again.target_data["region"] == "westus2"
-    assert arm_env.group_names() == [lab_group(arm_env)]
+    assert arm_env.lab_group_names() == [lab_group(arm_env)]

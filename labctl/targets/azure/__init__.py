@@ -6,10 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LabctlError, NotReady, UsageError
-from labctl.pricing import VmSize
+from labctl.pricing import WORKSPACE_DISK_GB, WORKSPACE_DISK_SKU, WORKSPACE_DISK_USD_PER_MONTH, VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
+from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.plan import (
     LabNames,
     agent_shutdown,
@@ -18,9 +19,12 @@ from labctl.targets.azure.plan import (
     names_of,
     node_count,
     refuse_grid_only,
+    workspace_disk_id,
 )
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
+
+WORKSPACE_COST = f"{WORKSPACE_DISK_GB} GiB {WORKSPACE_DISK_SKU}, ~${WORKSPACE_DISK_USD_PER_MONTH:.2f}/month"
 
 
 class AzureTarget(Target):
@@ -30,6 +34,7 @@ class AzureTarget(Target):
     settings = ("size", "region", "subscription", "allow_ip")
     off_means = "deallocated: no compute charges; its disk and static IP remain, at small storage charges"
     default_idle_minutes = 60.0
+    workspace_kind = f"a managed disk of its own ({WORKSPACE_COST})"
 
     def __init__(self, azure: Any = None) -> None:
         self._azure = azure  # tests and callers with clients already made pass them in
@@ -90,14 +95,25 @@ class AzureTarget(Target):
             names = LabNames(record.name, td.get("resource_group") or "", azure.subscription_id)
             vms = [names.id("vm", node) for node in range(node_count(record))]
             idlerole.remove_rights(azure, vms, record, ui, before_group=True)
-            inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"))
+            owner = td.get("owner") or azure.principal.oid  # a lab found by its tags has its disk by name only
+            disk = td.get("workspace_disk") or workspace_disk_id(
+                azure.subscription_id, Principal(owner, "").short, record.name
+            )
+            inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"), disk, keep_workspace)
             idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
         forget_lab_keys(record.name)
 
     def workspace_home(self, record: LabRecord) -> str | None:
-        return None  # /workspace lives on the VM's own disk, which goes with the lab's group
+        """None for a lab made before its workspace had a disk of its own: it is on the VM's, and goes with it."""
+        td = azure_data(record)
+        if not (disk := td.get("workspace_disk")):
+            return None
+        group, name, region = disk.split("/")[4], disk.rsplit("/", 1)[1], td.get("workspace_region")
+        return f"managed disk {name} in resource group {group} ({region}), {WORKSPACE_COST}"
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
+        if record.status == "kept":  # no VM: only the disk, which `workspace_home` says
+            return {"region": azure_data(record).get("workspace_region")}
         return inventory.describe_lab(self._for(record), record)
 
     def removal(self, record: LabRecord) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from azure.mgmt.compute import models as c
 from azure.mgmt.network import models as n
 
+from labctl.pricing import WORKSPACE_DISK_GB, WORKSPACE_DISK_SKU
 from labctl.targets.azure import settings
 from labctl.targets.azure.plan import SUBNET, AzurePlan, LabNames, ssh_rule
 from labctl.targets.azure.preflight import Choice
@@ -99,6 +100,7 @@ def virtual_machine(
     user_key: str,
     cloud_init: str,
     placement_group: str | None = None,
+    workspace_disk: str | None = None,
 ) -> c.VirtualMachine:
     publisher, offer, sku, _ = plan.image.split(":")
     admin, trusted = settings.admin_user(), choice.trusted_launch
@@ -112,6 +114,15 @@ def virtual_machine(
                 delete_option="Delete",
                 managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
             ),
+            # The workspace disk at LUN 0, detached (not deleted) with the VM: `down` decides what becomes of it.
+            data_disks=[
+                c.DataDisk(
+                    lun=0, create_option="Attach", delete_option="Detach", managed_disk=c.ManagedDiskParameters(id=d)
+                )
+                for d in [workspace_disk]
+                if d
+            ]
+            or None,
         ),
         os_profile=c.OSProfile(
             computer_name=names.name("vm", node),
@@ -147,6 +158,18 @@ def virtual_machine(
     purchase = c.Plan(choice.purchase_plan) if choice.purchase_plan else None
     identity = c.VirtualMachineIdentity(type="SystemAssigned") if plan.identity else None
     return c.VirtualMachine(location=choice.region, tags=tags, properties=properties, plan=purchase, identity=identity)
+
+
+def workspace_disk(region: str, tags: dict[str, str]) -> c.Disk:
+    """An empty Standard SSD; the VM makes its filesystem at the first boot that finds none."""
+    return c.Disk(
+        location=region,
+        tags=tags,
+        sku=c.DiskSku(name=WORKSPACE_DISK_SKU),
+        properties=c.DiskProperties(
+            creation_data=c.CreationData(create_option="Empty"), disk_size_gb=WORKSPACE_DISK_GB
+        ),
+    )
 
 
 def shutdown_schedule(region: str, tags: dict[str, str], vm_id: str, hhmm: str, time_zone: str) -> dict[str, Any]:

@@ -234,7 +234,16 @@ def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | Non
     return [rid for rid in hits if ours(rid)]
 
 
-def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner: str | None = None) -> None:
+def destroy_lab(
+    azure: Azure,
+    lab: str,
+    resource_group: str,
+    ui: Reporter,
+    owner: str | None = None,
+    workspace: str | None = None,
+    keep: bool = False,
+) -> None:
+    """``workspace``: the lab's workspace disk, outside its group, deleted after it or ``keep``."""
     from azure.core.exceptions import ResourceNotFoundError
 
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
@@ -253,15 +262,47 @@ def destroy_lab(azure: Azure, lab: str, resource_group: str, ui: Reporter, owner
                     if not isinstance(cause, ResourceNotFoundError) and "BeingDeleted" not in str(cause):
                         raise
             wait_rg_gone(azure, resource_group)
+    if workspace:
+        settle_workspace(azure, lab, workspace, keep, ui)
+    kept = workspace.lower() if workspace and keep else None
+
+    def left_over() -> list[str]:
+        return [rid for rid in leftovers(azure, lab, resource_group, owner) if rid.lower() != kept]
+
     with ui.step("Checking that nothing tagged for the lab is left"):
         seconds = TAG_INDEX_POLLS * settings.poll_interval()
-        left = poll(lambda: leftovers(azure, lab, resource_group, owner), lambda found: not found, seconds)
+        left = poll(left_over, lambda found: not found, seconds)
     if left:
         raise LabctlError(
             f"The resource group of lab '{lab}' is deleted, but {len(left)} resource(s) tagged for it remain: "
             + ", ".join(left[:5]),
             hint="Delete them in the Azure portal (they may still cost money), or run 'labctl down' again.",
         )
+
+
+def settle_workspace(azure: Azure, lab: str, disk: str, keep: bool, ui: Reporter) -> None:
+    """After the lab's group: the workspace disk, detached with its VM, is deleted, or kept and checked to be there."""
+    group, name = disk.split("/")[4], disk.rsplit("/", 1)[1]
+    found = get_or_none(f"reading the workspace disk {name}", lambda: azure.compute.disks.get(group, name))
+    if keep:
+        if found is None:
+            raise LabctlError(
+                f"Lab '{lab}' is deleted, but its workspace disk {name} is not in {group} any more: nothing was kept.",
+                hint="'labctl list' shows what labctl finds; the next 'labctl up' makes a new, empty one.",
+            )
+        ui.info(f"Kept the workspace disk {name} in {group} ({found.get('location')}).")
+        return
+    if found is not None:
+        with ui.step(f"Deleting the workspace disk {name}"), arm(f"deleting the workspace disk {name}"):
+            finish(azure.compute.disks.begin_delete(group, name))
+    groups = azure.resources.resource_groups
+    if get_or_none(f"reading the resource group {group}", lambda: groups.get(group)) is None:
+        return
+    with arm(f"listing the resource group {group}"):
+        empty = not list(azure.resources.resources.list_by_resource_group(group))
+    if empty:  # the owner's last workspace went: nothing of labctl's is left
+        with ui.step(f"Deleting the empty resource group {group}"), arm(f"deleting the resource group {group}"):
+            finish(groups.begin_delete(group))
 
 
 _FRACTION_RE = re.compile(r"\.(\d+)")

@@ -157,6 +157,8 @@ class AzureData(TypedDict, total=False):
     power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
     nodes: int  # VMs the lab is made of (node 0 and its workers, all of ``size``); absent: one
     placement_group: str | None  # the proximity placement group's id, None where the VMs are in none
+    workspace_disk: str  # node 0's /workspace disk's id, in the owner's group (WORKSPACE_GROUP): it may outlive the lab
+    workspace_region: str  # where that disk is
 
 
 def azure_data(record: LabRecord) -> AzureData:
@@ -184,6 +186,19 @@ RESOURCES = {
     "schedule": ("Microsoft.DevTestLab/schedules", "shutdown-computevm-{lab}-vm{n}"),
 }
 SUBNET = "default"
+# /workspace on a managed disk of its own, in a group per owner, so `down --keep-workspace` can delete the lab's group
+# and keep it; node 0 sees it at its LUN (cloud-init makes a filesystem on it only where it has none, and mounts it).
+WORKSPACE_GROUP = "labctl-workspaces-{owner}"
+WORKSPACE_DISK = "labctl-{lab}-workspace"
+WORKSPACE_DEVICE = "/dev/disk/azure/scsi1/lun0"
+WORKSPACE_MOUNT = "/var/lib/labctl/workspace"
+
+
+def workspace_disk_id(subscription: str, owner_short: str, lab: str) -> str:
+    group = WORKSPACE_GROUP.format(owner=owner_short)
+    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Compute/disks/" + (
+        WORKSPACE_DISK.format(lab=lab)
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from labctl.targets.azure.clients import Azure, arm, connect, dig, finish, get_o
 from labctl.targets.azure.idlerole import grant, may_grant
 from labctl.targets.azure.inventory import note_power, owner_of, private_address, save_power_tag
 from labctl.targets.azure.plan import (
+    WORKSPACE_DEVICE,
+    WORKSPACE_MOUNT,
     AzurePlan,
     LabNames,
     azure_data,
@@ -27,18 +29,28 @@ from labctl.targets.azure.plan import (
     make_plan,
     node_count,
     tags_for,
+    workspace_disk_id,
 )
 from labctl.targets.azure.preflight import Choice, RegionFacts, choose, ensure_providers, latest_image
 from labctl.targets.base import first_that_fits
 from labctl.ui import Reporter
 from labctl.validate import check_image_ref
 
+# A filesystem on the workspace disk only where blkid finds none (exit 2): a kept disk attached again keeps its files.
+_FORMAT_BLANK = 'udevadm settle; [ -b "$1" ] || exit 0; blkid -p "$1" >/dev/null; [ $? -ne 2 ] || mkfs.ext4 -q "$1"'
+# The lab container's volume binds the mounted disk; not mounted, no volume is made (so none writes to the OS disk).
+_BIND_VOLUME = (
+    'mountpoint -q "$1" && docker volume create --driver local --opt type=none --opt o=bind --opt "device=$1" "$2"'
+)
 
-def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0) -> str:
+
+def render_cloud_init(
+    host_private_key: str, host_public_key: str, lab: str, image: str, node: int = 0, workspace: bool = False
+) -> str:
     """Built as data, nothing spliced; the host key made here is pinned, so cloud-init must generate no others."""
     import yaml
 
-    from labctl.container import deps_tag
+    from labctl.container import deps_tag, volume_name
     from labctl.labhost import cloud_init
 
     check_image_ref(image, "The base image")
@@ -59,6 +71,10 @@ def render_cloud_init(host_private_key: str, host_public_key: str, lab: str, ima
         # background, the build of the lab's dependency image (labctl.labhost) while labctl waits for SSH.
         "runcmd": [prewarm],
     }
+    if workspace:  # values reach the scripts as arguments ("$1", "$2"), never inside them
+        config["bootcmd"] = [["sh", "-c", _FORMAT_BLANK, "sh", WORKSPACE_DEVICE]]
+        config["mounts"] = [[WORKSPACE_DEVICE, WORKSPACE_MOUNT, "ext4", "defaults,nofail", "0", "2"]]
+        config["runcmd"] = [["sh", "-c", _BIND_VOLUME, "sh", WORKSPACE_MOUNT, volume_name(lab)], prewarm]
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
@@ -108,11 +124,15 @@ class Provisioner:
         self._vms: dict[int, dict[str, Any]] = {}  # node -> its VM as found or made, kept while it is the choice
         self._built_region: str | None = None
         self._placement: str | None = None  # the placement group the VMs go in (decided in _build)
+        self._workspace = workspace_disk_id(azure.subscription_id, azure.principal.short, spec.name)
+        self._made_workspace = False  # by this `up`: empty, so it may follow the lab to another region
+        self._group_region: str | None = None  # the lab's group's, where it exists
 
     def run(self) -> LabRecord:
         azure, names, record = self.azure, self.names, self.record
         self.plan.identity = may_grant(azure, self.spec, record, self.ui)
         self._settle_group()
+        self._follow_workspace()
         choice = first_that_fits(self._choices(), self._build, self.ui)
         ips, rg = azure.network.public_ip_addresses, names.resource_group
         pip = get_or_none("reading the lab's public IP address", lambda: ips.get(rg, names.name("public_ip")))
@@ -155,8 +175,60 @@ class Provisioner:
                 hint=f"Run 'labctl up' with --region {existing_region}, or 'labctl down' the lab first.",
             )
         plan.regions = [existing_region]
+        self._group_region = existing_region
         found = side_by_side([functools.partial(self._settle_vm, node) for node in range(self.nodes)])
         self._vms = {node: vm for node, vm in enumerate(found) if vm is not None}
+
+    def _workspace_disk(self) -> dict[str, Any] | None:
+        group, name = self._workspace.split("/")[4], self._workspace.rsplit("/", 1)[1]
+        disks = self.azure.compute.disks
+        return get_or_none(f"reading the workspace disk {name}", lambda: disks.get(group, name))
+
+    def _follow_workspace(self) -> None:
+        """A workspace kept by `down --keep-workspace` is attached where it is: the lab goes to its region."""
+        disk, plan = self._workspace_disk(), self.plan
+        if disk is None or 0 in self._vms:
+            return
+        region, name = str(disk["location"]).lower(), str(disk.get("name"))
+        if plan.regions == [region]:
+            self.ui.info(f"Lab '{self.names.lab}' gets its kept workspace back: the disk {name}.")
+        elif self._group_region is not None:
+            raise LabctlError(
+                f"Lab '{self.names.lab}' has a workspace disk {name} in {region}, but its network is in "
+                f"{self._group_region}; a disk is attached only in its own region.",
+                hint=f"'labctl down --name {self.names.lab} --keep-workspace', then 'labctl up --name "
+                f"{self.names.lab}' makes the lab again where the disk is.",
+            )
+        else:
+            asked = "--region auto" if plan.auto_region else plan.regions[0]
+            self.ui.warn(
+                f"Lab '{self.names.lab}' goes to {region}, not {asked}: its kept workspace disk {name} is there, "
+                "and a disk is attached only in its own region."
+            )
+        plan.regions, plan.auto_region = [region], False
+
+    def _settle_workspace(self, region: str) -> None:
+        """The workspace disk, in the owner's group, for node 0's new VM; recorded first, so `down` finds it."""
+        azure, group = self.azure, self._workspace.split("/")[4]
+        name = self._workspace.rsplit("/", 1)[1]
+        azure_data(self.record).update({"workspace_disk": self._workspace, "workspace_region": region})
+        self.save(self.record)
+        disk = self._workspace_disk()
+        if disk is not None and str(disk["location"]).lower() != region and self._made_workspace:
+            with arm(f"deleting the new workspace disk {name}"):  # empty: made again where the lab now goes
+                finish(azure.compute.disks.begin_delete(group, name))
+            disk = None
+        if disk is not None:
+            return
+        groups, me = azure.resources.resource_groups, azure.principal
+        if get_or_none(f"reading the resource group {group}", lambda: groups.get(group)) is None:
+            tags = {k: v for k, v in tags_for("", me, now_iso()).items() if k != settings.TAG_LAB}
+            with arm(f"creating the resource group {group}"):
+                groups.create_or_update(group, {"location": region, "tags": tags})
+        tags = tags_for(self.names.lab, me, str(azure_data(self.record).get("created_at") or now_iso()))
+        with self.ui.step(f"Workspace disk {name} in {group}"), arm(f"creating the workspace disk {name}"):
+            finish(azure.compute.disks.begin_create_or_update(group, name, bodies.workspace_disk(region, tags)))
+        self._made_workspace = True
 
     def _settle_vm(self, node: int) -> dict[str, Any] | None:
         ops, rg, name = self.azure.compute.virtual_machines, self.names.resource_group, self.names.name("vm", node)
@@ -353,6 +425,7 @@ class Provisioner:
         user_pub = self._prepare_login(choice) if missing else ""
         self.save(self.record)  # the pins are known before the VMs exist: a crash from here on still verifies them
         if made_head:
+            self._settle_workspace(choice.region)
             spot = f", Spot ~${choice.size.hourly(True):.2f}/h" if self.plan.spot else ""
             security = "" if choice.trusted_launch else ", without Trusted Launch (the size or image has none)"
             with self.ui.step(f"VM {self.names.name('vm')}: {choice.size.describe()}{spot}{security}"):
@@ -435,10 +508,11 @@ class Provisioner:
         from labctl.container import effective_base_image
 
         names = self.names
+        disk = None if node else self._workspace
         cloud_init = render_cloud_init(
-            host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node
+            host.private_openssh, normalize(host.public_line), names.lab, effective_base_image(), node, bool(disk)
         )
-        body = bodies.virtual_machine(names, node, tags, choice, self.plan, user_pub, cloud_init, self._placement)
+        body = bodies.virtual_machine(names, node, tags, choice, self.plan, user_pub, cloud_init, self._placement, disk)
         which = f" of node {node}" if node else ""
         ops, rg = self.azure.compute.virtual_machines, names.resource_group
         try:

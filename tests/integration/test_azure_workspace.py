@@ -1,0 +1,101 @@
+"""An Azure lab's /workspace on a managed disk of its own, in the owner's group: attached at LUN 0 with
+deleteOption Detach, kept by `down --keep-workspace` (and not counted as left over), attached again by the next
+`up` in the disk's region, deleted by `down --delete-workspace` or a plain `down`. The fake ARM answers disks as
+DiskRP's published examples do, and refuses the deletion of an attached disk as ARM does."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import yaml
+from azure.core.exceptions import HttpResponseError
+from typer.testing import CliRunner
+
+from labctl.cli import app
+from labctl.state import StateStore
+from labctl.targets.azure import AzureTarget
+from labctl.targets.azure.clients import connect
+from labctl.ui import PlainReporter
+from tests.fakearm import FakeArm
+from tests.fakearm.fixtures import arm_env, fake_arm, lab_group, provision  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("arm_env")
+runner = CliRunner()
+
+
+def _groups(fake: FakeArm) -> tuple[str, str]:
+    short = fake.object_id().replace("-", "")[:8]
+    return f"labctl-workspaces-{short}", f"/subscriptions/{fake.subscription}/resourceGroups/labctl-workspaces-{short}"
+
+
+def _disk(fake: FakeArm, lab: str = "lab") -> dict | None:  # type: ignore[type-arg]
+    return fake.get(f"{_groups(fake)[1]}/providers/Microsoft.Compute/disks/labctl-{lab}-workspace")
+
+
+def test_the_workspace_disk_is_attached_kept_attached_again_and_deleted(arm_env: FakeArm) -> None:  # noqa: F811
+    plan = runner.invoke(app, ["up", "--dry-run", "--region", "eastus"])
+    assert "a managed disk of its own (64 GiB StandardSSD_LRS, ~$4.80/month)" in plan.stdout
+    provision("lab", region="eastus")
+    disk = _disk(arm_env)
+    assert disk is not None and disk["location"] == "eastus" and disk["sku"]["name"] == "StandardSSD_LRS"
+    assert disk["properties"]["diskSizeGB"] == 64 and disk["properties"]["diskState"] == "Attached"
+    assert disk["tags"]["labctl-lab"] == "lab" and "labctl-lab" not in arm_env.groups[_groups(arm_env)[0]]["tags"]
+    vm = arm_env.get(
+        f"/subscriptions/{arm_env.subscription}/resourceGroups/{lab_group(arm_env)}/providers/"
+        "Microsoft.Compute/virtualMachines/lab-vm"
+    )
+    assert vm is not None and disk["managedBy"] == vm["id"]
+    (data_disk,) = vm["properties"]["storageProfile"]["dataDisks"]
+    assert (data_disk["lun"], data_disk["createOption"], data_disk["deleteOption"]) == (0, "Attach", "Detach")
+    assert data_disk["managedDisk"]["id"].lower() == disk["id"].lower()
+    boot = yaml.safe_load(arm_env.vm_boots[-1].custom_data)
+    assert boot["mounts"][0][:2] == ["/dev/disk/azure/scsi1/lun0", "/var/lib/labctl/workspace"]
+    assert boot["bootcmd"][0][-1] == "/dev/disk/azure/scsi1/lun0" and "mkfs.ext4" in boot["bootcmd"][0][2]
+    assert boot["runcmd"][0][-2:] == ["/var/lib/labctl/workspace", "labctl-lab-workspace"]  # arguments, not text
+
+    azure = connect(None)
+    with pytest.raises(HttpResponseError, match="is attached to VM"):  # as ARM refuses it
+        azure.compute.disks.begin_delete(_groups(arm_env)[0], "labctl-lab-workspace").result()
+
+    kept = runner.invoke(app, ["down", "--yes", "--keep-workspace", "--json"])
+    assert kept.exit_code == 0, kept.output
+    home = json.loads(kept.stdout)["kept_workspace"]
+    assert home.startswith("managed disk labctl-lab-workspace in resource group labctl-workspaces-") and "$4.80" in home
+    assert lab_group(arm_env) not in arm_env.group_names()  # the lab is gone, its disk is not, and that is no leftover
+    disk = _disk(arm_env)
+    assert disk is not None and "managedBy" not in disk and disk["properties"]["diskState"] == "Unattached"
+    listed = runner.invoke(app, ["list"])
+    assert "down, workspace kept" in listed.stdout and "gone from" not in listed.stdout
+    assert "Kept workspace of lab lab: managed disk labctl-lab-workspace" in listed.stdout
+    assert "~$4.80/month" in runner.invoke(app, ["status"]).stdout
+    refused = runner.invoke(app, ["down", "--yes"])
+    assert refused.exit_code == 2 and "--delete-workspace" in refused.output and _disk(arm_env) is not None
+
+    # The next `up` asks for another region: the lab goes where the disk is, and says so.
+    out = io.StringIO()
+    store = StateStore()
+    from labctl.spec import LabSpec
+
+    spec = LabSpec(name="lab", region="westus2").validate()
+    again = AzureTarget().provision(spec, store.load("lab"), PlainReporter(out), store.save)
+    assert again.target_data["region"] == "eastus" and "goes to eastus, not westus2" in out.getvalue()
+    assert _disk(arm_env)["managedBy"].endswith("/lab-vm")  # type: ignore[index]
+    again.status = "ready"
+    store.save(again)
+
+    gone = runner.invoke(app, ["down", "--yes", "--no-save"])
+    assert gone.exit_code == 0, gone.output
+    assert arm_env.group_names() == [] and arm_env.resource_ids() == []  # the disk, and its empty group, too
+
+
+def test_a_kept_disk_goes_with_delete_workspace(arm_env: FakeArm) -> None:  # noqa: F811
+    provision("lab", region="eastus")
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    assert _disk(arm_env) is not None and arm_env.resource_ids("virtualMachines") == []
+    deleted = runner.invoke(app, ["down", "--yes", "--delete-workspace"])
+    assert deleted.exit_code == 0, deleted.output
+    assert "without copying it" not in deleted.stdout and "is gone" in deleted.stdout
+    assert _disk(arm_env) is None and _groups(arm_env)[0] not in arm_env.group_names()
+    assert arm_env.resource_ids() == [] and not StateStore().exists("lab")
