@@ -12,7 +12,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -291,6 +291,7 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
 class Interval:
     start: datetime
     stop: datetime | None = None  # None: still allocated
+    usd_per_hour: float | None = None  # the compute $/h in force while it ran (a resize changes it); None: today's
 
 
 def billed(state: str) -> bool | None:
@@ -298,27 +299,30 @@ def billed(state: str) -> bool | None:
     return _BILLED.get(state.lower().removeprefix("powerstate/"))
 
 
-def intervals_from_events(events: Iterable[tuple[datetime, str]]) -> list[Interval]:
-    """Allocated intervals from power-state changes ``(when, state)``; unknown states are ignored."""
+def intervals_from_events(events: Iterable[tuple[Any, ...]]) -> list[Interval]:
+    """Allocated intervals from power-state changes ``(when, state[, $/h])``; unknown states are ignored."""
     intervals: list[Interval] = []
-    for when, state in sorted(events, key=lambda e: e[0]):
+    for when, state, *rate in sorted(events, key=lambda e: e[0]):
         allocated = bool(intervals) and intervals[-1].stop is None
         if billed(state) and not allocated:
-            intervals.append(Interval(when))
+            intervals.append(Interval(when, None, float(rate[0]) if rate else None))
         elif billed(state) is False and allocated:
-            intervals[-1] = Interval(intervals[-1].start, when)
+            intervals[-1] = replace(intervals[-1], stop=when)
     return intervals
 
 
-def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> float:
-    """Overlaps count once."""
-    total, counted_to = 0.0, created_at
-    for start, end in sorted((max(i.start, created_at), min(i.stop or now, now)) for i in intervals):
-        start = max(start, counted_to)
+def _stretches(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> Iterator[Interval]:
+    """The allocated time within the lab's life, each second once (overlaps count once), with its $/h."""
+    counted_to = created_at
+    for interval in sorted(intervals, key=lambda i: (i.start, i.stop or now)):
+        start, end = max(interval.start, created_at, counted_to), min(interval.stop or now, now)
         if end > start:
-            total += (end - start).total_seconds()
+            yield Interval(start, end, interval.usd_per_hour)
             counted_to = end
-    return total
+
+
+def allocated_seconds(intervals: Iterable[Interval], created_at: datetime, now: datetime) -> float:
+    return sum((s.stop or now).timestamp() - s.start.timestamp() for s in _stretches(intervals, created_at, now))
 
 
 def estimate(
@@ -326,9 +330,12 @@ def estimate(
 ) -> dict[str, Any]:
     """compute_per_hour: what another hour allocated costs (compute plus the fixed parts)."""
     life = max(0.0, (now - created_at).total_seconds()) / 3600
-    allocated = allocated_seconds(intervals, created_at, now) / 3600
-    rate = prices.compute_per_hour(spot)
-    compute = allocated * rate
+    rate, stretches = prices.compute_per_hour(spot), list(_stretches(intervals, created_at, now))
+    hours = [((s.stop or now) - s.start).total_seconds() / 3600 for s in stretches]
+    allocated = sum(hours)
+    compute = sum(
+        h * (rate if s.usd_per_hour is None else s.usd_per_hour) for h, s in zip(hours, stretches, strict=True)
+    )
     disk = life * prices.disk_per_month / HOURS_PER_MONTH
     ip = life * prices.public_ip_per_hour
     return {

@@ -95,6 +95,7 @@ class Config:
     budget_usd: float | None = None
     usd_per_hour: float = 0.0  # compute, while the machine runs
     fixed_usd_per_hour: float = 0.0  # disk and public IP, for the lab's whole life
+    rates: list[list[Any]] = field(default_factory=list)  # [ISO time, compute $/h from then on]: a resize changes it
     created_at: str | None = None
     jupyter_url: str | None = "http://127.0.0.1:8888"
     jupyter_token_file: str | None = None
@@ -182,6 +183,7 @@ class State:
     stop_requested_at: float | None = None
     boot_id: str | None = None
     boots: dict[str, float] = field(default_factory=dict)  # boot id -> seconds up, as last seen
+    seen: dict[str, float] = field(default_factory=dict)  # boot id -> when it was last seen up (its price's time)
     last: str | None = None  # the last decision's line, for `labctl status`
     checked_at: float | None = None
     checkpoint: dict[str, Any] | None = None  # the last interrupt of the runs: why, when, which; for `labctl status`
@@ -294,10 +296,22 @@ def preempts(document: Any, vm_name: str | None) -> list[dict[str, Any]]:
 
 
 def estimate_spend(
-    boots: dict[str, float], usd_per_hour: float, fixed_usd_per_hour: float, created_at: float | None, now: float
+    boots: dict[str, float],
+    usd_per_hour: float,
+    fixed_usd_per_hour: float,
+    created_at: float | None,
+    now: float,
+    priced: tuple[dict[str, float], list[list[Any]]] = ({}, []),
 ) -> float:
-    """Compute for every second the machine was up (summed over boots) plus the fixed costs since creation."""
-    compute = sum(boots.values()) / 3600 * usd_per_hour
+    """Compute for every second the machine was up (summed over boots, each at the $/h in force when it was last
+    seen, from ``priced``'s times and rates; today's without them) plus the fixed costs since creation."""
+    seen, rates = priced
+    since = sorted((t, float(rate)) for when, rate in rates if (t := parse_time(when)) is not None)
+
+    def rate_of(boot: str) -> float:
+        return next((r for t, r in reversed(since) if boot in seen and t <= seen[boot]), usd_per_hour)
+
+    compute = sum(up / 3600 * rate_of(boot) for boot, up in boots.items())
     fixed = max(0.0, now - created_at) / 3600 * fixed_usd_per_hour if created_at is not None else 0.0
     return compute + fixed
 
@@ -475,7 +489,10 @@ def observe(config: Config, state: State, now: float) -> Facts:
     facts.ssh_sessions = foreign_sessions(config.ssh_port, config.ssh_marks_dir)
     if config.budget_usd is not None:
         created = parse_time(config.created_at)
-        facts.spent_usd = estimate_spend(state.boots, config.usd_per_hour, config.fixed_usd_per_hour, created, now)
+        priced = (state.seen, config.rates)
+        facts.spent_usd = estimate_spend(
+            state.boots, config.usd_per_hour, config.fixed_usd_per_hour, created, now, priced
+        )
     return facts
 
 
@@ -642,6 +659,7 @@ def tick(config: Config, now: float | None = None) -> int:
     if state.boot_id != boot_id:  # a fresh start: yesterday's idle time and stop request no longer count
         state.idle_since, state.stop_requested_at, state.boot_id = None, None, boot_id
     state.boots[boot_id] = max(uptime, state.boots.get(boot_id, 0.0))
+    state.seen[boot_id] = now
     facts = observe(config, state, now)
     decision = decide(facts, state, config.window, config.budget_usd, config.stop_retry_seconds)
     state.idle_since, state.stop_requested_at = decision.idle_since, decision.stop_requested_at

@@ -60,6 +60,8 @@ def test_every_node_is_stopped_resized_and_started_and_the_record_follows(arm_en
     assert azure_data(saved)["size"] == "Standard_D8s_v5" and facts["size"] == "Standard_D8s_v5"
     assert azure_data(saved)["usd_per_hour"] == pytest.approx(2 * 0.384)
     assert not saved.gpu and saved.nodes[0].host == record.nodes[0].host  # the address stays
+    starts = [event for event in azure_data(saved)["power_events"] if event[1] == "running"]
+    assert [event[2] for event in starts] == [pytest.approx(2 * 0.192), pytest.approx(2 * 0.384)]  # each at its $/h
 
 
 def test_a_cpu_lab_resized_to_a_gpu_size_becomes_a_gpu_lab(arm_env: FakeArm) -> None:  # noqa: F811

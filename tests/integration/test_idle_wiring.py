@@ -163,7 +163,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     after = json.loads(_cli("status", "--name", lab, "--json").stdout)
     assert after["power_state"] == "deallocated" and after["spend"]["allocated_hours"] < after["spend"]["life_hours"]
     events = StateStore().load(lab).target_data["power_events"]
-    assert [state for _, state in events] == ["running", "deallocated"]
+    assert [event[1] for event in events] == ["running", "deallocated"]
     group = arm_env.groups[record.target_data["resource_group"].lower()]
     assert group["tags"]["labctl-allocated"].endswith(";-")  # the history survives a lost state file
 
@@ -175,7 +175,7 @@ def test_up_grants_the_vm_its_role_installs_the_agent_and_down_removes_both(
     assert started.exit_code == 0, started.output
     assert "has spent its budget" in started.output and "stops it again within minutes" in started.output
     events = StateStore().load(lab).target_data["power_events"]
-    assert [state for _, state in events] == ["running", "deallocated", "running"]
+    assert [event[1] for event in events] == ["running", "deallocated", "running"]
 
     down = _cli("down", "--name", lab, "--yes", "--force")
     assert down.exit_code == 0, down.output

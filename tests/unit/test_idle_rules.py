@@ -115,6 +115,16 @@ def test_spend_estimate_counts_every_boot_and_the_fixed_costs_since_creation() -
     assert agent.estimate_spend({}, 1.0, 0.1, None, NOW) == 0.0
 
 
+def test_spend_estimate_prices_each_boot_at_the_rate_in_force_when_it_was_last_seen() -> None:
+    def iso(when: float) -> str:
+        return datetime.fromtimestamp(when, timezone.utc).isoformat()
+
+    boots, seen = {"a": 2 * HOUR, "b": 1.5 * HOUR, "c": HOUR}, {"a": NOW - 5 * HOUR, "b": NOW}
+    rates = [[iso(NOW - 10 * HOUR), 1.0], [iso(NOW - 3 * HOUR), 3.0]]  # resized 3 hours ago
+    spent = agent.estimate_spend(boots, 2.0, 0.0, None, NOW, (seen, rates))
+    assert spent == pytest.approx(2 * 1.0 + 1.5 * 3.0 + 1 * 2.0)  # "c", never seen with a time: today's rate
+
+
 # ------------------------------------------------------------------------------------------------- observation
 
 

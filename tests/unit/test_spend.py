@@ -91,6 +91,26 @@ def test_power_events_become_billed_intervals_and_an_os_shutdown_keeps_billing()
     assert intervals_from_events([]) == []
 
 
+def test_each_stretch_is_priced_at_the_size_it_ran_as_and_an_older_record_at_todays() -> None:
+    from labctl.state import LabRecord
+    from labctl.targets.azure.inventory import lab_spend, rates
+
+    at = T0.isoformat
+    resized = [  # 2h as a 0.192 $/h size, then resized (deallocated, started again) to a 0.384 $/h one
+        [at(), "running", 0.192],
+        [(T0 + 2 * H).isoformat(), "deallocated"],
+        [(T0 + 2 * H + timedelta(minutes=6)).isoformat(), "running", 0.384],
+    ]
+    record = LabRecord("lab", "azure", created_at=at(), target_data={"created_at": at(), "power_events": resized})
+    spent = lab_spend(record, TABLE, now=T0 + 4 * H)  # TABLE: 0.50 $/h today
+    assert spent["compute_usd"] == pytest.approx(2 * 0.192 + 1.9 * 0.384)
+    assert spent["allocated_hours"] == pytest.approx(3.9)
+    assert rates(record, 0.5) == [[at(), 0.192], [(T0 + 2 * H + timedelta(minutes=6)).isoformat(), 0.384]]
+    record.target_data["power_events"] = [[at(), "running"]]  # written before events carried their price
+    assert lab_spend(record, TABLE, now=T0 + 4 * H)["compute_usd"] == pytest.approx(4 * 0.5)
+    assert rates(record, 0.5) == [[at(), 0.5]]
+
+
 # ------------------------------------------------------------------------------------------------- prices
 
 

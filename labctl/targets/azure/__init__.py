@@ -219,6 +219,7 @@ class AzureTarget(Target):
 
             prices = lab_prices(str(td.get("region")), str(td.get("size"))).for_nodes(node_count(record))
             extras["usd_per_hour"] = prices.compute_per_hour(bool(td.get("spot")))
+            extras["rates"] = inventory.rates(record, extras["usd_per_hour"])
             extras["fixed_usd_per_hour"] = prices.fixed_per_hour
             extras["created_at"] = td.get("created_at") or record.created_at
         return extras

@@ -326,14 +326,22 @@ def note_power(record: LabRecord, state: str, when: str | None = None) -> bool:
     events = azure_data(record).setdefault("power_events", [])
     if billed is None or (events and pricing.billed(events[-1][1]) == billed):
         return False
-    events.append([when or now_iso(), state.lower().removeprefix("powerstate/")])
+    event: list[Any] = [when or now_iso(), state.lower().removeprefix("powerstate/")]
+    rate = azure_data(record).get("usd_per_hour")
+    events.append([*event, rate] if billed and rate is not None else event)  # the $/h of the size it starts as
     return True
 
 
 def intervals(record: LabRecord) -> list[pricing.Interval]:
     return pricing.intervals_from_events(
-        (parse_time(when), state) for when, state in azure_data(record).get("power_events") or []
+        (parse_time(when), *rest) for when, *rest in azure_data(record).get("power_events") or []
     )
+
+
+def rates(record: LabRecord, today: float) -> list[list[Any]]:
+    """[ISO time, compute $/h] from each start on, a start older than its price at ``today``'s: the idle agent prices
+    each boot by the one in force when it last saw it, as status prices each stretch."""
+    return [[i.start.isoformat(), today if i.usd_per_hour is None else i.usd_per_hour] for i in intervals(record)]
 
 
 def power_tag(record: LabRecord, now: datetime) -> str:

@@ -154,7 +154,7 @@ class AzureData(TypedDict, total=False):
     shutdown_hhmm: str | None  # the schedule's own time, in shutdown_time_zone
     owner: str  # the object id of the principal that made the lab (tag labctl-owner)
     owner_name: str  # its sign-in or application name
-    power_events: list[list[str]]  # [ISO time, power state] when compute billing started or stopped
+    power_events: list[list[Any]]  # [ISO time, power state(, compute $/h from a start on)] when billing changed
     nodes: int  # VMs the lab is made of (node 0 and its workers, all of ``size``); absent: one
     placement_group: str | None  # the proximity placement group's id, None where the VMs are in none
     workspace_disk: str  # node 0's /workspace disk's id, in the owner's group (WORKSPACE_GROUP): it may outlive the lab

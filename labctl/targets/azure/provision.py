@@ -141,8 +141,7 @@ class Provisioner:
         record.nodes[0].host = str(address)
         record.gpu = choice.size.gpu
         td = azure_data(record)
-        td.update({"usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes, "image": self.plan.image})
-        td.update({"vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
+        td.update({"image": self.plan.image, "vm_id": names.id("vm"), "started_at": td.get("started_at") or now_iso()})
         save_power_tag(azure, record)
         self.save(record)
         if self.plan.identity:
@@ -304,6 +303,7 @@ class Provisioner:
                 "vm_name": self.names.name("vm"),
                 "region": choice.region,
                 "size": choice.size.name,
+                "usd_per_hour": choice.size.hourly(self.plan.spot) * self.nodes,  # priced in its first power event
                 "created_at": created_at,
                 "spot": self.plan.spot,
                 "nodes": self.nodes,
