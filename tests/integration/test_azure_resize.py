@@ -5,8 +5,10 @@ resize as ARM does: a size the region does not offer, or one whose added cores e
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -147,7 +149,12 @@ def test_resize_through_the_command_line(arm_env: FakeArm, monkeypatch: pytest.M
     record.status, record.container_name, record.image = "ready", "labctl-lab", "labctl-lab:abc"
     StateStore().save(record)
     prepared: list[tuple[bool, str | None]] = []
-    monkeypatch.setattr("labctl.workflows.lifecycle.unfetched_runs", lambda record, ui: (["r1"], []))
+    training = SimpleNamespace(run_id="r1", state="running", resumable=False, resume_off=False)
+    node = SimpleNamespace(runs=SimpleNamespace(list=lambda: [training]))  # what the lab's machine would answer
+    monkeypatch.setattr(
+        "labctl.workflows.lifecycle.lab_nodes",
+        contextlib.contextmanager(lambda record, ui: iter([SimpleNamespace(reached=[node])])),
+    )
     monkeypatch.setattr(
         "labctl.workflows.lifecycle.prepare_lab",
         lambda record, ui, image=None: prepared.append((record.gpu, image)) or record,
