@@ -115,7 +115,8 @@ def run_lab(name: str, flags: list[str], args: argparse.Namespace, work: Path, e
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
     common = ["--data", args.data, "--holdout", str(args.holdout), "--seed", str(args.seed), "--recipe", "fast"]
-    common += ["--threads", str(args.threads), "--no-eval-each-epoch", "--log-every", "30", "--out", str(out)]
+    common += ["--no-eval-each-epoch", "--log-every", "30", "--out", str(out)]
+    common += ["--threads", str(args.threads)] if args.threads else []  # else the recipe's
     seconds, _ = timed(
         [sys.executable, "-m", "cifarlab", "train", *common, *flags], {**env, "CIFARLAB_CACHE_DIR": str(cache)}
     )
@@ -129,7 +130,9 @@ def run_lab(name: str, flags: list[str], args: argparse.Namespace, work: Path, e
         "images_per_s": m["images_per_s"],
         "load_s": m["data"]["load_s"],
         "decode_s": m["data"]["decode_s"],
-        "options": {k: o[k] for k in ("model", "width", "epochs", "batch_size", "lr", "channels_last", "tta")},
+        "options": {
+            k: o[k] for k in ("model", "width", "epochs", "batch_size", "lr", "channels_last", "tta", "threads")
+        },
     }
 
 
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classic-epochs", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the classic loop (tutorial: 2)")
     ap.add_argument("--classic-threads", type=int, default=1, help="1: at batch 4 a second thread only contends")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the lab's runs")
+    ap.add_argument("--threads", type=int, help="torch threads of the lab's runs (default: the recipe's)")
     ap.add_argument("--tutorial", default="", help="more cifarlab flags for the tutorial network, e.g. '--epochs 1.2'")
     ap.add_argument("--fast", default="--epochs 4 --crop-pad 0", help="cifarlab flags for the fast preset")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the comparison, the contenders alternating")
