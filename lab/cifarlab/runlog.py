@@ -140,9 +140,9 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes: list[str]) -> str | None:
+def plots(out: Path, losses: list[float], scores: dict[str, Any] | None) -> None:
     """loss_curve.png and confusion_matrix.png, drawn without matplotlib, whose import and drawing took 1.7 s of a
-    17 s run (benchmarks/RESULTS.md); their figures are in metrics.json. Nothing to note: returns None."""
+    17 s run (benchmarks/RESULTS.md); their figures are in metrics.json."""
     if losses:
         w, h, ink = 640, 320, torch.tensor(losses)
         canvas = torch.full((h, w, 3), 255, dtype=torch.uint8)
@@ -165,7 +165,6 @@ def plots(out: Path, losses: list[float], scores: dict[str, Any] | None, classes
         share = (cm / cm.sum(1, keepdim=True).clamp(min=1))[..., None]
         cells = (255 - share * (255 - torch.tensor([8.0, 48.0, 107.0]))).round().to(torch.uint8)
         write_png(out / "confusion_matrix.png", cells.repeat_interleave(32, 0).repeat_interleave(32, 1))
-    return None
 
 
 def write_png(path: Path, rgb: torch.Tensor) -> None:

@@ -577,10 +577,7 @@ def write_results(run: Run, status: str, stopped_by: str | None, error: str | No
         run.log.line(f"saved the checkpoint of step {run.step}/{run.steps_total} in {run.cfg.out}")
     else:
         run.log.phase("drawing the loss curve and the confusion matrix")
-        note = plots(Path(str(run.cfg.out)), run.meter.losses, run.scores, run.data.classes)
-        if note:
-            metrics["notes"].append(note)
-            run.log.line(f"note: {note}")
+        plots(Path(str(run.cfg.out)), run.meter.losses, run.scores)
     write_json(Path(str(run.cfg.out)) / "metrics.json", metrics)
     return metrics
 
@@ -621,5 +618,4 @@ def run_metrics(run: Run, status: str, stopped_by: str | None) -> dict[str, Any]
         },
         "options": dataclasses.asdict(run.cfg),
         "interrupted_by": stopped_by,
-        "notes": [],
     }
