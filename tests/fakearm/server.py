@@ -1765,7 +1765,10 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
         view = {"computerName": m["name"], "osName": "ubuntu", "osVersion": "22.04", "vmAgent": agent}
         # recorded.json (VM instance view read): the agent's and each disk's statuses beside the VM's own
         view |= {"disks": [{"name": disk, "statuses": [{**succeeded, "displayStatus": "Provisioning succeeded"}]}]}
-        return 200, {**view, "hyperVGeneration": "V2", "statuses": statuses}, {}
+        image = vm["properties"].get("storageProfile", {}).get("imageReference", {})
+        key = tuple(str(image.get(k, "")).lower() for k in ("publisher", "offer", "sku"))
+        generation = self.arm.image_generations.get(key, "V2")  # a VM's is its image's
+        return 200, {**view, "hyperVGeneration": generation, "statuses": statuses}, {}
 
     def h_vm_action(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes

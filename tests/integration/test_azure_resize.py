@@ -108,6 +108,10 @@ def test_trusted_launch_networking_and_a_gpu_the_image_cannot_drive_are_refused(
     assert "Standard_A4_v2 boots no generation 2 image, which the lab's is" in text
     assert "such as Standard_E4s_v5, Standard_D2s_v5" in text, text  # sizes that fit here, the closest first
     assert "Standard_D4s_v6 takes its disks over NVMe only" in _refused(arm_env, record, "Standard_D4s_v6")
+    from tests.fakearm.server import DSVM
+
+    arm_env.image_generations[DSVM] = "V1"  # the VM's own generation counts, as its instance view says it
+    assert "Standard_D4s_v6 boots no generation 1 image" in _refused(arm_env, record, "Standard_D4s_v6")
     with pytest.raises(LabctlError, match="GRID"):
         _resize(record, "Standard_NV36ads_A10_v5")
 

@@ -201,16 +201,19 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int, generat
 
 
 def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) -> dict[str, Any]:
-    """The new size's resource SKU once it fits every VM of the lab as they are (their cores freed, their image,
-    Trusted Launch and network interfaces kept); else the refusal, with sizes that fit."""
+    """The new size's resource SKU once it fits every VM of the lab as they are (their cores freed, their Hyper-V
+    generation, Trusted Launch and network interfaces kept); else the refusal, with sizes that fit."""
     td, held_name = azure_data(record), str(vms[0].hardware_profile.vm_size)
     region, spot, nodes = str(td.get("region")), bool(td.get("spot")), len(vms)
-    ref = vms[0].storage_profile.image_reference  # the version the VMs were made from
-    urn = f"{ref.publisher}:{ref.offer}:{ref.sku}:{td.get('image_version') or ref.exact_version or ref.version}"
-    both: list[Any] = side_by_side(
-        [functools.partial(load_region, azure, region), functools.partial(latest_image, azure, region, urn)]
-    )
-    facts, image = both
+    group, name = str(vms[0].id).split("/")[4], str(vms[0].name)
+
+    def generation() -> str:  # the VM's own, which its image gave it (an image version may be gone since)
+        with arm("reading the lab's VM"):
+            found = azure.compute.virtual_machines.instance_view(group, name).hyper_v_generation
+        return str(getattr(found, "value", found) or "V1")  # the SDK's enum, whose str() is its name
+
+    both: list[Any] = side_by_side([functools.partial(load_region, azure, region), generation])
+    facts, booted = both
     held = facts.skus.get(held_name.lower()) or {}
     cores = int(capability(held, "vCPUs") or lookup(held_name).vcpus) * nodes
     quotas = (str(held.get("family")).lower(), "cores", "lowprioritycores")  # deallocated, its cores still count
@@ -219,7 +222,7 @@ def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) 
     accelerated = capability(held, "AcceleratedNetworkingEnabled").lower() == "true"  # the NICs were made so
 
     def refusals(candidate: VmSize, sku: dict[str, Any] | None) -> list[str]:
-        problem = check_size(facts, candidate, spot, nodes, image.generation)
+        problem = check_size(facts, candidate, spot, nodes, booted)
         why = [problem.message] if problem else []
         if trusted and capability(sku, "TrustedLaunchDisabled").lower() == "true":
             why.append(f"{candidate.name} has no Trusted Launch, which the lab's VMs have")
