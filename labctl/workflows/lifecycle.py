@@ -264,7 +264,7 @@ def _down(
     else:
         what = target.removal(record) + (f", keeping its workspace: {home}" if home else "")
     confirmed = check_owner(record, target, "down", ui, force, confirm_name)
-    if save and not home and not store.exists(record.name):
+    if save and not home and record.status != "kept" and not store.exists(record.name):
         _refuse_unreachable(record, target.label)
     if not yes and not confirmed:
         if not sys.stdin.isatty():

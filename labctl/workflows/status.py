@@ -229,6 +229,8 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             row.update({k: v for k, v in lab.details.items() if k != "subscription"})
             if lab.deleting:
                 row["status"] = "deleting"
+            elif lab.details.get("kept_workspace") and not row["recorded_here"]:
+                row["status"] = "down, workspace kept"
         for row in rows.values():  # not searched (an error): whether its labs are there stays unknown
             gone = row["target"] == target.kind and not errors[target.kind] and not row.get("kept_workspace")
             if row.setdefault(found_key, None) is None and gone:

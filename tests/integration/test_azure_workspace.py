@@ -99,3 +99,19 @@ def test_a_kept_disk_goes_with_delete_workspace(arm_env: FakeArm) -> None:  # no
     assert "without copying it" not in deleted.stdout and "is gone" in deleted.stdout
     assert _disk(arm_env) is None and _groups(arm_env)[0] not in arm_env.group_names()
     assert arm_env.resource_ids() == [] and not StateStore().exists("lab")
+
+
+def test_a_kept_disk_is_found_without_its_record(arm_env: FakeArm) -> None:  # noqa: F811
+    """It is billed, so a lost state file must not hide it: `list` finds it, and `down` deletes it only when told."""
+    provision("lab", region="eastus")
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    StateStore().delete("lab")
+    listed = runner.invoke(app, ["list", "--json"])
+    (row,) = json.loads(listed.stdout)["labs"]
+    assert row["status"] == "down, workspace kept" and row["mine"] is True and row["recorded_here"] is False
+    assert "~$4.80/month" in row["kept_workspace"]
+    refused = runner.invoke(app, ["down", "--yes", "--name", "lab"])
+    assert refused.exit_code == 2 and "--delete-workspace" in refused.output and _disk(arm_env) is not None
+    deleted = runner.invoke(app, ["down", "--yes", "--name", "lab", "--delete-workspace"])
+    assert deleted.exit_code == 0, deleted.output
+    assert arm_env.group_names() == [] and arm_env.resource_ids() == []

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from labctl.errors import LabctlError, NotReady, UsageError
-from labctl.pricing import WORKSPACE_DISK_GB, WORKSPACE_DISK_SKU, WORKSPACE_DISK_USD_PER_MONTH, VmSize
+from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
 from labctl.targets.azure import idlerole, inventory, settings
 from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.plan import (
+    WORKSPACE_COST,
     LabNames,
     agent_shutdown,
     azure_data,
@@ -20,11 +21,10 @@ from labctl.targets.azure.plan import (
     node_count,
     refuse_grid_only,
     workspace_disk_id,
+    workspace_words,
 )
 from labctl.targets.base import FoundLab, LabOwner, Target
 from labctl.ui import Outcome, Reporter
-
-WORKSPACE_COST = f"{WORKSPACE_DISK_GB} GiB {WORKSPACE_DISK_SKU}, ~${WORKSPACE_DISK_USD_PER_MONTH:.2f}/month"
 
 
 class AzureTarget(Target):
@@ -106,10 +106,8 @@ class AzureTarget(Target):
     def workspace_home(self, record: LabRecord) -> str | None:
         """None for a lab made before its workspace had a disk of its own: it is on the VM's, and goes with it."""
         td = azure_data(record)
-        if not (disk := td.get("workspace_disk")):
-            return None
-        group, name, region = disk.split("/")[4], disk.rsplit("/", 1)[1], td.get("workspace_region")
-        return f"managed disk {name} in resource group {group} ({region}), {WORKSPACE_COST}"
+        disk = td.get("workspace_disk")
+        return workspace_words(disk, td.get("workspace_region")) if disk else None
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         if record.status == "kept":  # no VM: only the disk, which `workspace_home` says

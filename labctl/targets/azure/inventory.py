@@ -16,7 +16,7 @@ from labctl.pricing import SIZES
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, wait_rg_gone
-from labctl.targets.azure.plan import LabNames, azure_data, names_of, node_count
+from labctl.targets.azure.plan import WORKSPACE_GROUP, LabNames, azure_data, names_of, node_count, workspace_words
 from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Reporter
 
@@ -44,7 +44,35 @@ def find_labs(azure: Azure) -> list[FoundLab]:
         deleting = dig(group, "properties", "provisioningState") == "Deleting"
         mine = None if owner is None else owner.lower() == me
         labs.append(FoundLab(name, "azure", group.get("location"), deleting=deleting, mine=mine, details=details))
-    return labs
+    workspaces = [g for g in groups if str(g.get("name")).lower().startswith(WORKSPACE_GROUP.format(owner=""))]
+    return labs + [lab for group in workspaces for lab in _kept_workspaces(azure, group)]
+
+
+def _kept_workspaces(azure: Azure, group: dict[str, Any]) -> list[FoundLab]:
+    """Workspace disks no VM holds: kept by `down --keep-workspace`, and billed, so found without a record too."""
+    with arm(f"listing the resource group {group.get('name')}"):
+        disks = [r.as_dict() for r in azure.resources.resources.list_by_resource_group(str(group.get("name")))]
+    found = []
+    for disk in disks:
+        tags = disk.get("tags") or {}
+        if str(disk.get("type")).lower() != "microsoft.compute/disks" or disk.get("managedBy") or not tags:
+            continue
+        group_id = f"/subscriptions/{azure.subscription_id}/resourceGroups/{group.get('name')}"  # listed in capitals
+        disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk.get('name')}"
+        owner = str(tags.get(settings.TAG_OWNER) or "")
+        details = {
+            "subscription": azure.subscription_id,
+            "owner": tags.get(settings.TAG_OWNER_NAME) or owner,
+            "owner_id": owner,
+            "created_at": tags.get(settings.TAG_CREATED_AT),
+            "workspace_disk": disk_id,
+            "kept_workspace": workspace_words(disk_id, disk.get("location")),
+        }
+        mine = owner.lower() == azure.principal.oid.lower()
+        found.append(
+            FoundLab(str(tags.get(settings.TAG_LAB)), "azure", disk.get("location"), mine=mine, details=details)
+        )
+    return found
 
 
 def record_from_azure(azure: Azure, name: str) -> LabRecord:
@@ -63,10 +91,15 @@ def record_from_azure(azure: Azure, name: str) -> LabRecord:
             hint="'labctl list' shows the labs labctl can find.",
         )
     lab = found[0]
-    record = LabRecord(name, "azure", lab.details.get("created_at") or "", status="found-in-azure")
+    kept = bool(lab.details.get("workspace_disk"))  # only its disk is left: `down --delete-workspace` removes it
+    record = LabRecord(name, "azure", lab.details.get("created_at") or "", status="kept" if kept else "found-in-azure")
     td = azure_data(record)
     td["subscription"] = azure.subscription_id
     td["resource_group"] = lab.details.get("resource_group") or LabNames(name).resource_group
+    if kept:  # the group it had is its owner's (as the disk's group says), never an older lab's "labctl-<lab>"
+        disk = str(lab.details["workspace_disk"])
+        td["workspace_disk"], td["workspace_region"] = disk, str(lab.where)
+        td["resource_group"] = f"labctl-{name}-{disk.split('/')[4].rsplit('-', 1)[1]}"
     td["vm_name"] = LabNames(name).name("vm")
     if lab.details.get("owner_id"):
         td["owner"] = str(lab.details["owner_id"])

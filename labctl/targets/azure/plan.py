@@ -17,7 +17,14 @@ from zoneinfo import ZoneInfo
 from tzlocal.windows_tz import tz_win, win_tz
 
 from labctl.errors import LabctlError, UsageError
-from labctl.pricing import SIZES, VmSize, choose_sizes
+from labctl.pricing import (
+    SIZES,
+    WORKSPACE_DISK_GB,
+    WORKSPACE_DISK_SKU,
+    WORKSPACE_DISK_USD_PER_MONTH,
+    VmSize,
+    choose_sizes,
+)
 from labctl.spec import SETTINGS, LabSpec
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
@@ -192,6 +199,14 @@ WORKSPACE_GROUP = "labctl-workspaces-{owner}"
 WORKSPACE_DISK = "labctl-{lab}-workspace"
 WORKSPACE_DEVICE = "/dev/disk/azure/scsi1/lun0"
 WORKSPACE_MOUNT = "/var/lib/labctl/workspace"
+
+
+WORKSPACE_COST = f"{WORKSPACE_DISK_GB} GiB {WORKSPACE_DISK_SKU}, ~${WORKSPACE_DISK_USD_PER_MONTH:.2f}/month"
+
+
+def workspace_words(disk: str, region: object) -> str:
+    group, name = disk.split("/")[4], disk.rsplit("/", 1)[1]
+    return f"managed disk {name} in resource group {group} ({region}), {WORKSPACE_COST}"
 
 
 def workspace_disk_id(subscription: str, owner_short: str, lab: str) -> str:
