@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,3 +65,49 @@ def test_a_resume_that_would_train_otherwise_is_refused(tmp_path: Path) -> None:
     proc = _cifarlab("--resume", str(tmp_path / "nothing"))
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "no checkpoint at" in output and "Traceback" not in output
+
+
+def _node(node: Path, port: int, head: bool, *extra: str) -> subprocess.Popen[str]:
+    """One machine's torchrun of one process; its own directory, as separate machines have."""
+    node.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(LAB), "OMP_NUM_THREADS": "1"}
+    argv = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"),
+        *("--max-restarts", "0", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"),
+        *("--rdzv-conf", f"is_host={int(head)}", "--local-addr", "127.0.0.1", "-m", "cifarlab", "train"),
+        *("--data", "synthetic:400", "--batch-size", "8", "--epochs", "3", "--device", "cpu", "--log-every", "0.2"),
+        *("--out", "run", *extra),
+    ]
+    return subprocess.Popen(argv, cwd=node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _two_nodes(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = _node(tmp_path / "a", port, True, *extra)
+    time.sleep(1)  # the head's launcher hosts the rendezvous store
+    return head, _node(tmp_path / "b", port, False, *extra)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is a POSIX signal")
+def test_two_nodes_resume_from_the_checkpoint_only_rank_0s_machine_holds(tmp_path: Path) -> None:
+    procs = _two_nodes(tmp_path)
+    events = tmp_path / "a" / "run" / "events.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (events.exists() and '"event": "epoch"' in events.read_text()):
+        time.sleep(0.1)
+    procs[0].send_signal(signal.SIGTERM)  # torchrun passes it on; the other machine's rank stops at the same step
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    stopped = json.loads((tmp_path / "a" / "run" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["steps"] < stopped["steps_total"], outputs
+    assert not (tmp_path / "b" / "run" / "checkpoint.pt").exists()
+
+    procs = _two_nodes(tmp_path, "--resume", "run")  # the other machine has no copy: rank 0 sends it
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(outputs)
+    metrics = json.loads((tmp_path / "a" / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "succeeded" and metrics["steps"] == metrics["steps_total"] == stopped["steps_total"]
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3] and metrics["world_size"] == 2
+    assert f"resuming at step {stopped['steps']}/{stopped['steps_total']}" in outputs[0]
