@@ -35,12 +35,11 @@ def _config(args: argparse.Namespace) -> Any:
     """The TrainConfig of the flags that were given; the rest stay None for the recipe to fill, or, on a resume,
     are the run's own (another node of a torchrun has no copy of its checkpoint: it takes the flags as given)."""
     from cifarlab.config import TrainConfig
-    from cifarlab.models import checkpoint_path, read_checkpoint
+    from cifarlab.models import read_checkpoint
 
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    base = TrainConfig()
-    if args.resume and checkpoint_path(args.resume).is_file():
-        path = checkpoint_path(args.resume)
+    names, base = [f.name for f in dataclasses.fields(TrainConfig)], TrainConfig()
+    path = Path(args.resume or ".").expanduser()
+    if args.resume and (path := path / "checkpoint.pt" if path.is_dir() else path).is_file():
         saved = read_checkpoint(path)["config"]
         base = TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, "out": str(path.parent)})
     return base.with_strings({k: str(getattr(args, k)) for k in names if getattr(args, k) is not None})
@@ -95,12 +94,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     model, ckpt = load_checkpoint(args.checkpoint, device)
-    blobs = []
-    for name in args.images:
-        path = Path(name)
-        if not path.is_file():
-            raise LabError(f"no image file at {path}.")
-        blobs.append(path.read_bytes())
+    if missing := [name for name in args.images if not Path(name).is_file()]:
+        raise LabError(f"no image file at {missing[0]}.")
+    blobs = [Path(name).read_bytes() for name in args.images]
     try:
         images = decode_images(blobs)
     except Exception as exc:

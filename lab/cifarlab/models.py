@@ -252,14 +252,10 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return {"width": 1.0 if cfg.width is None else cfg.width, "lean": bool(cfg.lean), "airbench": bool(cfg.airbench)}
 
 
-def checkpoint_path(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return path / "checkpoint.pt" if path.is_dir() else path
-
-
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint of a run directory or file, on the CPU, whatever device saved it."""
-    path = checkpoint_path(path)
+    path = Path(path).expanduser()
+    path = path / "checkpoint.pt" if path.is_dir() else path
     if not path.is_file():
         raise LabError(f"no checkpoint at {path}; pass a run directory or its checkpoint.pt.")
     try:
@@ -278,6 +274,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         model = build_model(ckpt["model"], num_classes=len(ckpt["classes"]), **ckpt["model_kwargs"])
         model.load_state_dict(ckpt["state_dict"])
     except Exception as exc:
-        raise LabError(f"{checkpoint_path(path)} is not a readable cifarlab checkpoint ({exc}).") from exc
+        raise LabError(f"{path} is not a readable cifarlab checkpoint ({exc}).") from exc
     model.to(device).eval()
     return model, ckpt

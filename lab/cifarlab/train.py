@@ -478,7 +478,6 @@ def save(run: Run) -> None:
 def resume_state(run: Run) -> dict[str, Any]:
     """What rank 0 saves besides the weights so that a resumed run goes on as if never stopped: the optimiser's
     momentum, the data order, the random state and what the run reports of its past (losses, evaluations)."""
-    cuda = run.device.type == "cuda"
     return {
         "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
@@ -486,7 +485,7 @@ def resume_state(run: Run) -> dict[str, Any]:
         "order_rng": run.batches.gen.get_state(),
         "perm": run.batches.perm,
         "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(run.device) if cuda else None,
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
         "meter": {"losses": run.meter.losses, "images": run.meter.images, "train_s": run.meter.train_s},
         "history": run.history,
         "scores": run.scores,
@@ -511,8 +510,7 @@ def restore(run: Run, ckpt: dict[str, Any] | None, where: str) -> None:
     """Rank 0's checkpoint, sent to every rank (another node has no copy); the other ranks draw their own
     augmentations again, from a seed of their rank and the step."""
     if run.dist.world > 1:
-        box = [ckpt]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box := [ckpt], src=0)
         ckpt = box[0]
     assert ckpt is not None
     state, run.step = ckpt["resume"], ckpt["step"]

@@ -21,7 +21,7 @@ from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
 from labctl.workflows.reach import save_before_down
-from labctl.workflows.runlab import lab_nodes, resume_runs, stop_runs, unfetched_runs
+from labctl.workflows.runlab import BOOT_WAIT_S, lab_nodes, resume_runs, stop_runs, unfetched_runs
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
@@ -443,7 +443,9 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
-    resumed = resume_runs(StateStore(), record, ui)
+    # Runs the record knows unfinished may have been stopped with the machine: worth waiting for it to boot.
+    unfinished = any(r.state == "running" or r.state.startswith("interrupted") for r in record.runs)
+    resumed = resume_runs(StateStore(), record, ui, wait=BOOT_WAIT_S) if unfinished else []
     if resumed:
         text += f"\nRun {', '.join(resumed)} goes on from its checkpoint: 'labctl logs --follow {resumed[0]}' shows it."
     return Outcome({"name": record.name, **info, "resumed": resumed}, text)

@@ -45,7 +45,8 @@ from labctl.workspace import workspace_path
 
 CIFAR_ROOT = runs.LABCTL_DIR / "data" / "cifar10"
 PROJECT_FILES = ("requirements.txt", "environment.yml")  # beside a script given to `run`: its packages
-STOP_WAIT_S = 60.0  # how long `cancel` waits for a run to save its checkpoint and end
+STOP_WAIT_S = 60.0  # how long `cancel` and `stop` wait for a run to save its checkpoint and end
+BOOT_WAIT_S = 180.0  # how long `start` waits for the machine to answer before it resumes the runs
 
 
 @contextmanager
@@ -243,21 +244,29 @@ def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui
     ui.info(f"Run {info.run_id} goes on from its checkpoint{at} on lab '{record.name}'.")
 
 
-def resume_runs(store: StateStore, record: LabRecord, ui: Reporter) -> list[str]:
+def resume_runs(store: StateStore, record: LabRecord, ui: Reporter, wait: float = 0.0) -> list[str]:
     """When the lab comes back (`start`, `up`): every run its machine's stop interrupted goes on from its
-    checkpoint. One that cannot is named with the way to do it by hand; the lab is up all the same."""
+    checkpoint, once the machine answers (``wait``: a machine just started boots first). One that cannot is named
+    with the way to do it by hand; the lab is up all the same."""
     resumed: list[str] = []
-    try:
-        with lab_nodes(record, ui) as lab:
-            for info in lab.reached[0].runs.list():
-                if info.to_resume:
-                    _resume_on(record, reach(lab, run_nodes(record, info.run_id)), info, ui)
-                    resumed.append(info.run_id)
-    except LabctlError as exc:
-        ui.warn(
-            f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
-            "'labctl run-lab --resume RUN' resumes one."
-        )
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with lab_nodes(record, ui) as lab:
+                for info in lab.reached[0].runs.list():
+                    if info.to_resume:
+                        _resume_on(record, reach(lab, run_nodes(record, info.run_id)), info, ui)
+                        resumed.append(info.run_id)
+            break
+        except LabctlError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(5)
+                continue
+            ui.warn(
+                f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
+                "'labctl run-lab --resume RUN' resumes one."
+            )
+            break
     if resumed:
         store.save(record)
     return resumed

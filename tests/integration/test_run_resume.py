@@ -17,7 +17,7 @@ from labctl.distributed import plain_argv
 from labctl.errors import UsageError
 from labctl.runs import LabRuns
 
-TRAIN = ["--data", "synthetic:400", "--batch-size", "4", "--epochs", "3", "--log-every", "0.2", "--threads", "1"]
+TRAIN = ["--data", "synthetic:2000", "--batch-size", "4", "--log-every", "0.2", "--threads", "1"]
 
 
 @pytest.fixture
@@ -30,9 +30,9 @@ def lab_runs(docker_client: Any, test_base_image: str) -> Iterator[LabRuns]:
         box.remove(force=True)
 
 
-def _train(lab_runs: LabRuns, resumable: bool = True) -> str:
+def _train(lab_runs: LabRuns, resumable: bool = True, epochs: int = 3) -> str:
     run_id = runs.new_run_id()
-    args = ["train", *TRAIN, "--out", str(runs.RUNS_DIR / run_id)]
+    args = ["train", *TRAIN, "--epochs", str(epochs), "--out", str(runs.RUNS_DIR / run_id)]
     lab_runs.start(run_id, plain_argv(args), path=str(lab_runs.ensure_lab_code()), command=args, resumable=resumable)
     return run_id
 
@@ -66,7 +66,7 @@ def test_a_stopped_run_resumes_in_place_to_the_same_end(lab_runs: LabRuns) -> No
     assert info.state == "succeeded", lab_runs.read_from(runs.RUNS_DIR / run_id / "train.log", 0).decode()[-2000:]
     assert not info.to_resume and info.shown() == "succeeded"
     metrics = _metrics(lab_runs, run_id)
-    assert metrics["epochs_completed"] == 3 and metrics["steps"] == metrics["steps_total"] == 300
+    assert metrics["epochs_completed"] == 3 and metrics["steps"] == metrics["steps_total"]
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     log = lab_runs.read_from(runs.RUNS_DIR / run_id / "train.log", 0).decode()
     assert log.index("stopping on SIGTERM") < log.index("resuming at step")  # one log, appended
@@ -76,12 +76,12 @@ def test_a_stopped_run_resumes_in_place_to_the_same_end(lab_runs: LabRuns) -> No
 
 
 def test_no_resume_and_scripts_stay_stopped(lab_runs: LabRuns) -> None:
-    kept = _train(lab_runs)
+    kept = _train(lab_runs, epochs=100)  # still training at the interrupt
     lab_runs.keep_stopped(kept)  # run-lab --no-resume, while it trains
-    script = _train(lab_runs, resumable=False)  # as `labctl run` starts the user's own
+    script = _train(lab_runs, resumable=False, epochs=100)  # as `labctl run` starts the user's own
     _wait_for(lab_runs, script, '"event": "model"')
     said = lab_runs.interrupt("idle", 120)
-    assert sorted(said["interrupted"]) == sorted([kept, script]) and said["timed_out"] == []
+    assert sorted(said["interrupted"]) == sorted([kept, script]) and said["timed_out"] == [], said
     infos = {info.run_id: info for info in lab_runs.list()}
     assert not infos[kept].to_resume and infos[kept].shown().endswith(", not resumed (--no-resume)")
     assert not infos[script].to_resume and infos[script].shown().endswith("not resumable (it would start over)")

@@ -104,6 +104,7 @@ def test_two_nodes_resume_from_the_checkpoint_only_rank_0s_machine_holds(tmp_pat
     assert stopped["status"] == "interrupted" and stopped["steps"] < stopped["steps_total"], outputs
     assert not (tmp_path / "b" / "run" / "checkpoint.pt").exists()
 
+    (tmp_path / "b" / "run").mkdir()  # as labctl's run directory on every machine, without the checkpoint
     procs = _two_nodes(tmp_path, "--resume", "run")  # the other machine has no copy: rank 0 sends it
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(outputs)
