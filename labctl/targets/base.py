@@ -81,6 +81,10 @@ class Target(ABC):
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         """(where the lab runs, the machine's size if known), for `labctl list`."""
 
+    def check_workspace(self, record: LabRecord, ui: Reporter) -> None:
+        """After `up` made the containers: /workspace is where `workspace_home` says (a Docker volume always is)."""
+        return None
+
     def power_off(self, record: LabRecord, ui: Reporter) -> dict[str, Any]:
         raise self._cannot_power(record, "stop")
 

@@ -150,6 +150,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
         record.requirements = spec.requirements_text or None
     record.image_asked = spec.image or record.image_asked
     record = prepare_lab(record, ui)
+    target.check_workspace(record, ui)
     idle_line = idle.settle(record, target, ui)
     record.status = "ready"
     store.save(record)

@@ -132,6 +132,13 @@ def _up_and_open(arm_env: FakeArm, lab: str) -> str:  # noqa: F811
     token = record.jupyter_token
     assert token and len(token) >= 64  # at least 256 random bits, hex
     assert token not in up.output  # `up` never shows it; `open` does
+    # The fake VM runs no cloud-init, so no disk is mounted and the volume is Docker's own: `up` notices, and a
+    # workspace on the OS disk is not offered to be kept (it would be lost with the VM).
+    assert "is on its VM's OS disk, not on its workspace disk" in up.output
+    assert record.target_data["workspace_unbound"] is True
+    kept = _cli("down", "--yes", "--keep-workspace")
+    assert kept.exit_code == 2 and "cannot outlive it on Azure" in kept.output
+    assert StateStore().load(lab).status == "ready"
     assert _ssh_rules(arm_env) == [("Allow", "22", "203.0.113.7/32")]  # nothing but SSH, from one source
 
     # open: a tunnel to Jupyter on the machine's loopback; Jupyter answers with the token, refuses without.

@@ -13,6 +13,7 @@ from labctl.targets.azure import idlerole, inventory, settings
 from labctl.targets.azure.clients import Principal
 from labctl.targets.azure.plan import (
     WORKSPACE_COST,
+    WORKSPACE_MOUNT,
     LabNames,
     agent_shutdown,
     azure_data,
@@ -107,7 +108,27 @@ class AzureTarget(Target):
         """None for a lab made before its workspace had a disk of its own: it is on the VM's, and goes with it."""
         td = azure_data(record)
         disk = td.get("workspace_disk")
-        return workspace_words(disk, td.get("workspace_region")) if disk else None
+        return workspace_words(disk, td.get("workspace_region")) if disk and not td.get("workspace_unbound") else None
+
+    def check_workspace(self, record: LabRecord, ui: Reporter) -> None:
+        """The volume must bind the mounted disk: one made before cloud-init bound it (a mount that failed, an image
+        given with --image started at once) holds the work on the OS disk, which `down --keep-workspace` loses."""
+        from labctl.container import volume_name
+        from labctl.machine import connect
+
+        td = azure_data(record)
+        if not td.get("workspace_disk"):
+            return
+        with connect(record, ui) as machine:
+            volume = machine.docker().volumes.get(volume_name(record.name))
+        if (volume.attrs.get("Options") or {}).get("device") == WORKSPACE_MOUNT:
+            td.pop("workspace_unbound", None)
+            return
+        td["workspace_unbound"] = True
+        ui.warn(
+            f"The workspace of lab '{record.name}' is on its VM's OS disk, not on its workspace disk (the disk was "
+            "not mounted when the lab container started): 'down' still copies it home, but it cannot be kept."
+        )
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
         if record.status == "kept":  # no VM: only the disk, which `workspace_home` says

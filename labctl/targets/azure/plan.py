@@ -166,6 +166,7 @@ class AzureData(TypedDict, total=False):
     placement_group: str | None  # the proximity placement group's id, None where the VMs are in none
     workspace_disk: str  # node 0's /workspace disk's id, in the owner's group (WORKSPACE_GROUP): it may outlive the lab
     workspace_region: str  # where that disk is
+    workspace_unbound: bool  # the lab container's /workspace is not on that disk (check_workspace)
 
 
 def azure_data(record: LabRecord) -> AzureData:
