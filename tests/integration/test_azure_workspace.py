@@ -85,6 +85,8 @@ def test_the_workspace_disk_is_attached_kept_attached_again_and_deleted(arm_env:
     again.status = "ready"
     store.save(again)
 
+    asked = runner.invoke(app, ["down"])  # no terminal: what it would delete, the disk named
+    assert asked.exit_code == 2 and "then its workspace disk labctl-lab-workspace" in asked.output
     gone = runner.invoke(app, ["down", "--yes", "--no-save"])
     assert gone.exit_code == 0, gone.output
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []  # the disk, and its empty group, too

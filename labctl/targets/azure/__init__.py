@@ -138,7 +138,9 @@ class AzureTarget(Target):
     def removal(self, record: LabRecord) -> str:
         nodes = node_count(record)
         vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
-        return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network)"
+        disk = azure_data(record).get("workspace_disk")
+        workspace = f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk else ""
+        return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network){workspace}"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
         td = azure_data(record)
