@@ -61,7 +61,7 @@ HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
 class RunRecord:
     run_id: Annotated[str, _matching(RUN_ID)]
     started_at: str
-    state: str = "running"  # running | succeeded | failed | stopped
+    state: str = "running"  # running | succeeded | failed | stopped | interrupted..., as `runs` shows it
     options: dict[str, Any] = field(default_factory=dict)
     fetched_to: str | None = None
     accuracy: float | None = None

@@ -414,11 +414,12 @@ def stop(
 ) -> Outcome:
     record, target = _owned(name, "stop", ui, force, confirm_name)
     # A target that cannot switch machines off (no off_means) refuses in power_off, before anything connects.
+    stopped_runs: dict[str, str] = {}
     if target.off_means and record.status == "ready":
         if not _may_stop_a_run(record, yes, ui, resumes=True):
             return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
         try:  # bounded: a run that does not end in time resumes from its last epoch's checkpoint
-            stop_runs(record, "stop", ui)
+            stopped_runs = stop_runs(record, "stop", ui)
             StateStore().save(record)
         except LabctlError as exc:
             ui.warn(f"Could not checkpoint the lab's runs before the stop ({exc.message}); they stop with it.")
@@ -428,7 +429,7 @@ def stop(
         f"Lab '{record.name}' is stopped ({target.off_means}). 'labctl start{flag}' brings it back, "
         f"'labctl down{flag}' deletes it."
     )
-    return Outcome({"name": record.name, **info}, text)
+    return Outcome({"name": record.name, **info, **({"runs": stopped_runs} if stopped_runs else {})}, text)
 
 
 def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_name: str | None = None) -> Outcome:

@@ -272,32 +272,32 @@ def resume_runs(store: StateStore, record: LabRecord, ui: Reporter, wait: float 
     return resumed
 
 
-def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> list[str]:
+def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> dict[str, str]:
     """Before the machine stops: every run on every node saves its checkpoint and ends (bounded by ``wait``), to
-    be resumed when the lab comes back; the lines say what was done. Returns the runs still running."""
-    late: list[str] = []
+    be resumed when the lab comes back; the lines say what was done. Returns each such run's state, as shown."""
     with lab_nodes(record, ui) as lab:
         infos = {i.run_id: i for i in lab.reached[0].runs.list() if i.state == "running"}
         if not infos:
-            return []
+            return {}
         with ui.step(f"Saving the checkpoint of run {', '.join(infos)} before the machine stops"):
             said = [node.runs.interrupt(reason, wait) for node in reach(lab, len(record.nodes))]
-        late = sorted({run for each in said for run in each["timed_out"]})
+        late = {run for each in said for run in each["timed_out"]}
         after = {i.run_id: i for i in lab.reached[0].runs.list() if i.run_id in infos}
+    shown = {run_id: info.shown() for run_id, info in after.items()}
     for run_id, info in after.items():
+        resumes = info.resumable and not info.resume_off
         if run_id in late:
-            ui.warn(
-                f"Run {run_id} did not finish its checkpoint within {wait:.0f}s; it resumes from its last epoch's "
-                "checkpoint when the lab comes back."
-            )
-        elif info.resumable and not info.resume_off:
-            ui.info(f"Run {run_id} saved its checkpoint: {info.shown()}.")
+            shown[run_id] = "interrupted, resumes on start from its last epoch's checkpoint" if resumes else "stopped"
+            then = "resumes on start from its last epoch's checkpoint" if resumes else "ends with the machine"
+            ui.warn(f"Run {run_id} did not end within {wait:.0f}s of its stop: it {then}.")
+        elif resumes:
+            ui.info(f"Run {run_id} saved its checkpoint: {shown[run_id]}.")
         else:
-            ui.warn(f"Run {run_id} was stopped: {info.shown()}.")
+            ui.warn(f"Run {run_id} was stopped: {shown[run_id]}.")
     for recorded in record.runs:
-        if recorded.run_id in after:
-            recorded.state, recorded.finished_at = after[recorded.run_id].shown(), now_iso()
-    return late
+        if recorded.run_id in shown:
+            recorded.state, recorded.finished_at = shown[recorded.run_id], now_iso()
+    return shown
 
 
 def _import_core() -> ModuleType:
