@@ -257,13 +257,16 @@ def run_result(
     """One shape for a finished run, wherever it ran (``--json`` of run-lab, fetch and --here alike)."""
     metrics = read_metrics(results) if metrics is None else metrics
     facts = {key: metrics.get(key) for key in ("accuracy", "per_class_accuracy", "wall_s", "images_per_s", "device")}
-    plots = {name: results / f"{name}.png" for name in ("loss_curve", "confusion_matrix")}
+    plots = {  # the lab draws SVGs; the notebook, as the tutorial does, PNGs
+        name: next((p for p in (results / f"{name}.svg", results / f"{name}.png") if p.is_file()), None)
+        for name in ("loss_curve", "confusion_matrix")
+    }
     return {
         **{"run_id": run_id, "where": where, "state": state, "results": str(results)},
         **facts,
         "per_class_accuracy": facts["per_class_accuracy"] or {},
         "model": metrics.get("model"),
-        **{name: str(plot) if plot.is_file() else None for name, plot in plots.items()},
+        **{name: str(plot) if plot else None for name, plot in plots.items()},
         **{"files_verified": files_verified, "verified": files_verified is not None, "metrics": metrics},
     }
 

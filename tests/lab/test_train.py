@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import torch
+from cifarlab import runlog
 from cifarlab.config import ConfigError, TrainConfig
 from cifarlab.data import load_data
 from cifarlab.models import load_checkpoint, predict_logits
@@ -19,6 +21,8 @@ from cifarlab.train import train
 from PIL import Image
 
 LAB = Path(__file__).resolve().parents[2] / "lab"
+
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def quick_config(out: Path, **overrides: object) -> TrainConfig:
@@ -52,14 +56,28 @@ def test_short_run_lowers_the_loss_and_learns(trained_run: Path) -> None:
 
 
 def test_run_directory_holds_every_result_file(trained_run: Path) -> None:
-    for name in ("metrics.json", "events.jsonl", "checkpoint.pt", "loss_curve.png", "confusion_matrix.png"):
+    for name in ("metrics.json", "events.jsonl", "checkpoint.pt", "loss_curve.svg", "confusion_matrix.svg"):
         assert (trained_run / name).stat().st_size > 0, name
-    with Image.open(trained_run / "loss_curve.png") as curve, Image.open(trained_run / "confusion_matrix.png") as cm:
-        assert curve.size == (640, 320) and cm.size == (320, 320) and cm.mode == curve.mode == "RGB"
-        assert len(curve.getcolors(1000) or []) > 2  # the frame and the curves on white
-        counts = json.loads((trained_run / "metrics.json").read_text())["confusion_matrix"]
-        share = counts[1][1] / sum(counts[1])  # row-normalised: white (0) to (8, 48, 107) (1)
-        assert cm.getpixel((48, 48)) == tuple(round(255 - share * (255 - c)) for c in (8, 48, 107))
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    curve = ElementTree.parse(trained_run / "loss_curve.svg").getroot()
+    lines = curve.findall(f"{SVG}polyline")
+    assert len(lines) == 2 and all(len(line.get("points", "").split()) == metrics["steps"] for line in lines)
+    labels = [t.text for t in curve.iter(f"{SVG}text")]
+    assert {"loss", "training step", "1", str(metrics["steps"])} <= set(labels)
+    cm = ElementTree.parse(trained_run / "confusion_matrix.svg").getroot()
+    texts = [t.text for t in cm.iter(f"{SVG}text")]
+    assert set(metrics["classes"]) <= set(texts)  # every class named, on both axes
+    counts = metrics["confusion_matrix"]
+    cells = cm.findall(f"{SVG}rect")[1:]  # after the background, one per pair of classes, row by row
+    assert len(cells) == 100 and texts[:100] == [str(n) for row in counts for n in row]
+    share = counts[1][1] / sum(counts[1])  # row-normalised: white (0) to (8, 48, 107) (1)
+    assert cells[11].get("fill") == f"rgb({','.join(str(round(255 - share * (255 - c))) for c in (8, 48, 107))})"
+
+
+def test_class_names_are_text_in_the_plots_never_markup() -> None:
+    scores = {"confusion_matrix": [[1, 0], [0, 1]], "per_class_accuracy": {"<b>cat</b>": 1.0, "a&b": 1.0}}
+    root = ElementTree.fromstring(runlog.confusion_svg(scores))
+    assert {"<b>cat</b>", "a&b"} <= {t.text for t in root.iter(f"{SVG}text")} and not root.findall(f".//{SVG}b")
 
 
 def test_events_follow_the_documented_schema(trained_run: Path) -> None:

@@ -41,8 +41,8 @@ def test_run_here_on_synthetic_data_prints_the_per_class_table(tmp_path: Path) -
         assert f"class{k}" in result.output
     assert "Overall accuracy:" in result.output and str(out) in result.output
     assert "Accuracy per class" in result.output and "Time: " in result.output
-    assert f"Loss curve: {out / 'loss_curve.png'}" in result.output
-    assert f"Confusion matrix: {out / 'confusion_matrix.png'}" in result.output
+    assert f"Loss curve: {out / 'loss_curve.svg'}" in result.output
+    assert f"Confusion matrix: {out / 'confusion_matrix.svg'}" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "succeeded" and metrics["options"]["optimizer"] == "adamw"
     assert metrics["options"]["epochs"] == 2 and metrics["steps"] == 20
@@ -71,7 +71,7 @@ def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
     # The same shape as a run in a lab's container (see test_run_result_has_one_shape).
     assert payload["results"] == str(out) and payload["state"] == "succeeded" and payload["where"] == "here"
     assert 0 <= payload["accuracy"] <= 1
-    assert payload["loss_curve"] == str(out / "loss_curve.png") and payload["files_verified"] is None
+    assert payload["loss_curve"] == str(out / "loss_curve.svg") and payload["files_verified"] is None
 
     listed = runner.invoke(app, ["runs", "--here", "--json"])
     assert listed.exit_code == 0, listed.output

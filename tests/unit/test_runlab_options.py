@@ -98,16 +98,16 @@ def test_holdout_and_an_own_notebook_reach_cifarlab(tmp_path: Path) -> None:
 def test_a_run_result_has_one_shape_and_reads_well(tmp_path: Path) -> None:
     from labctl.workflows.runlab_options import result_text, run_result
 
-    (tmp_path / "loss_curve.png").write_bytes(b"png")
+    (tmp_path / "loss_curve.svg").write_bytes(b"png")
     metrics = {"accuracy": 0.5, "per_class_accuracy": {"cat": 0.25, "dog": 0.75}, "wall_s": 3725.0}
     here = run_result("r1", "here", "succeeded", tmp_path, metrics, files_verified=None)
     remote = run_result("r2", "lab gpu", "succeeded", tmp_path, metrics, files_verified=7)
     assert here.keys() == remote.keys()
-    assert (here["loss_curve"], here["confusion_matrix"]) == (str(tmp_path / "loss_curve.png"), None)
+    assert (here["loss_curve"], here["confusion_matrix"]) == (str(tmp_path / "loss_curve.svg"), None)
     text = result_text(remote)
     assert "Accuracy per class" in text and "│ cat   │    25.0% │" in text
     assert "Overall accuracy: 50.0%" in text and "Time: 1:02:05" in text
-    assert f"Loss curve: {tmp_path / 'loss_curve.png'}" in text and "Confusion matrix" not in text
+    assert f"Loss curve: {tmp_path / 'loss_curve.svg'}" in text and "Confusion matrix" not in text
     assert text.endswith("7 files verified")
 
 
