@@ -1,6 +1,7 @@
-"""`up → run-lab → stop → status → start → logs → fetch → down` on Azure as labctl sees it: a real training run of
-the lab, in the real container behind the fake ARM's VM, is checkpointed by `stop`, shown as interrupted while the
-machine is off, resumed by `start` in place, and ends with every epoch it was started for."""
+"""`up → run-lab → stop → status → start → stop → up → logs → fetch → down` on Azure as labctl sees it: a real
+training run of the lab, in the real container behind the fake ARM's VM, is checkpointed by `stop`, shown as
+interrupted while the machine is off, resumed by `start` in place (and after a second stop by `up`), and ends with
+every epoch it was started for."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.support.sshd import SSHServer
 
 pytestmark = pytest.mark.e2e
 
-TRAIN = ["--data", "synthetic:6000", "--epochs", "3", "--batch-size", "4", "--set", "log_every=1"]  # a minute or so
+TRAIN = ["--data", "synthetic:6000", "--epochs", "4", "--batch-size", "4", "--set", "log_every=1"]  # a minute or so
 
 
 def _cli(*args: str) -> Any:
@@ -31,6 +32,13 @@ def _runs() -> dict[str, dict[str, Any]]:
     listed = _cli("runs", "--json")
     assert listed.exit_code == 0, listed.output
     return {row["run_id"]: row for row in json.loads(listed.stdout)["runs"]}
+
+
+def _past_epoch(run_id: str, epoch: int) -> None:
+    deadline = time.monotonic() + 300
+    while f"epoch {epoch}: test accuracy" not in (log := _cli("logs", run_id).stdout):
+        assert time.monotonic() < deadline and _runs()[run_id]["state"] == "running", log[-2000:]
+        time.sleep(1)
 
 
 def test_a_run_stopped_with_the_lab_resumes_on_start_to_its_last_epoch(
@@ -44,11 +52,7 @@ def test_a_run_stopped_with_the_lab_resumes_on_start_to_its_last_epoch(
     started = _cli("run-lab", "--detach", "--json", *TRAIN)
     assert started.exit_code == 0, started.output
     run_id = json.loads(started.stdout)["run_id"]
-    deadline = time.monotonic() + 300
-    while "epoch 1: test accuracy" not in (log := _cli("logs", run_id).stdout):  # past its first epoch
-        assert time.monotonic() < deadline and _runs()[run_id]["state"] == "running", log[-2000:]
-        time.sleep(1)
-
+    _past_epoch(run_id, 1)
     stopped = _cli("stop", "--yes")
     assert stopped.exit_code == 0, stopped.output
     assert f"Run {run_id} saved its checkpoint: interrupted at epoch " in stopped.output
@@ -59,16 +63,24 @@ def test_a_run_stopped_with_the_lab_resumes_on_start_to_its_last_epoch(
     back = _cli("start")
     assert back.exit_code == 0, back.output
     assert f"Run {run_id} goes on from its checkpoint at epoch " in back.output
+
+    _past_epoch(run_id, 2)  # stopped again, and brought back by up this time
+    second = _cli("stop", "--yes")
+    assert second.exit_code == 0 and f"Run {run_id} saved its checkpoint" in second.output, second.output
+    again = _cli("up", "--name", lab, "--allow-ip", "203.0.113.7/32", "--yes")
+    assert again.exit_code == 0, again.output
+    assert f"Run {run_id} goes on from its checkpoint" in again.output, (again.output, _runs())
     followed = _cli("logs", "--follow", run_id)
     assert followed.exit_code == 0, followed.output
-    assert "stopping on SIGTERM" in followed.stdout and "resuming at step" in followed.stdout
+    assert followed.stdout.count("stopping on SIGTERM") == followed.stdout.count("resuming at step") == 2
     row = _runs()[run_id]
-    assert row["state"] == "succeeded" and row["epoch"] == row["epochs"] == 3
+    assert row["state"] == "succeeded" and row["epoch"] == row["epochs"] == 4
 
     fetched = _cli("fetch", run_id)
     assert fetched.exit_code == 0, fetched.output
     metrics = json.loads((tmp_path / "results" / lab / run_id / "metrics.json").read_text())
-    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
-    assert metrics["steps"] == metrics["steps_total"] == 4500
-    assert (tmp_path / "results" / lab / run_id / "exit_code.1").read_text().strip() == "130"
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert metrics["steps"] == metrics["steps_total"] == 6000
+    for attempt in ("exit_code.1", "exit_code.2"):  # the interrupted attempts' ends, kept aside
+        assert (tmp_path / "results" / lab / run_id / attempt).read_text().strip() == "130"
     assert _cli("down", "--yes").exit_code == 0
