@@ -362,8 +362,7 @@ def _describe_node(record: LabRecord, node: int, off: bool) -> dict[str, Any]:
                 infos = LabRuns(box).list()
                 facts["runs"] = len(infos)
                 if infos:
-                    latest = max(infos, key=lambda i: i.run_id)
-                    facts["latest_run"] = {**dataclasses.asdict(latest), "shown": latest.shown()}
+                    facts["latest_run"] = max(infos, key=lambda i: i.run_id).facts()
     except LabctlError as exc:
         facts.update(reachable=False, error=exc.message)
     except Exception as exc:  # docker API and HTTP errors from a half-working machine: report, do not crash

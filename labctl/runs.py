@@ -12,7 +12,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,6 +50,10 @@ class RunInfo:
         finished in time) with the checkpoint of its last epoch."""
         stopped = self.state == "interrupted" or (self.state == "lost" and self.checkpoint)
         return stopped and self.resumable and not self.resume_off and self.resume_reason is not None
+
+    def facts(self) -> dict[str, Any]:
+        """For --json and `status`: the fields, the state as people read it, and whether it resumes."""
+        return {**asdict(self), "shown": self.shown(), "resumes": self.to_resume}
 
     def shown(self) -> str:
         """The state as people read it: "interrupted at epoch 3/10, resumes on start"."""

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -469,9 +469,7 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
             where = f"lab {record.name}"
-            rows = [
-                {**asdict(i), "where": where, "shown": i.shown(), "fetched_to": fetched.get(i.run_id)} for i in infos
-            ]
+            rows = [{**i.facts(), "where": where, "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")

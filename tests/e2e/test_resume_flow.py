@@ -74,7 +74,7 @@ def test_a_run_stopped_with_the_lab_resumes_on_start_to_its_last_epoch(
     assert followed.exit_code == 0, followed.output
     assert followed.stdout.count("stopping on SIGTERM") == followed.stdout.count("resuming at step") == 2
     row = _runs()[run_id]
-    assert row["state"] == "succeeded" and row["epoch"] == row["epochs"] == 4
+    assert row["state"] == "succeeded" and row["epoch"] == row["epochs"] == 4 and not row["resumes"]
 
     fetched = _cli("fetch", run_id)
     assert fetched.exit_code == 0, fetched.output
