@@ -18,6 +18,7 @@ from tzlocal.windows_tz import tz_win, win_tz
 
 from labctl.errors import LabctlError, UsageError
 from labctl.pricing import (
+    GPU_ALTERNATIVES,
     SIZES,
     WORKSPACE_DISK_GB,
     WORKSPACE_DISK_SKU,
@@ -122,7 +123,6 @@ def agent_shutdown(at: str, hhmm: str | None, windows_zone: str) -> dict[str, st
 # NVadsA10_v5 sizes carry an NVIDIA A10 served through NVIDIA's GRID (vGPU) driver, which Azure's size page
 # requires; the Data Science VM image ships the CUDA data-center driver instead, so their GPU stays unusable.
 _GRID_ONLY = re.compile(r"^standard_nv\d+adm?s_a10_v5$")
-CUDA_ALTERNATIVES = ("Standard_NC4as_T4_v3", "Standard_NC24ads_A100_v4", "Standard_NC40ads_H100_v5")
 
 
 def grid_only(size: VmSize) -> bool:
@@ -134,7 +134,7 @@ def refuse_grid_only(sizes: list[VmSize]) -> None:
     if not bad:
         return
     names = ", ".join(s.name for s in bad)
-    alternatives = ", ".join(SIZES[a.lower()].describe() for a in CUDA_ALTERNATIVES)
+    alternatives = ", ".join(SIZES[a.lower()].describe() for a in GPU_ALTERNATIVES)
     raise UsageError(
         f"{names} has an NVIDIA A10 that needs NVIDIA's GRID driver, but the Data Science VM image ships the "
         "CUDA driver, so the lab could not use its GPU.",
