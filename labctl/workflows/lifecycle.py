@@ -409,6 +409,18 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter, resumes: bool = 
     return agreed(f"{what}. Stop it anyway?")
 
 
+def _checkpoint_runs(record: LabRecord, ui: Reporter) -> dict[str, str]:
+    """Before the machines go off (stop, resize): bounded, so a run that does not end in time resumes from its last
+    epoch's checkpoint."""
+    try:
+        stopped = stop_runs(record, "stop", ui)
+        StateStore().save(record)
+        return stopped
+    except LabctlError as exc:
+        ui.warn(f"Could not checkpoint the lab's runs before the stop ({exc.message}); they stop with it.")
+        return {}
+
+
 def stop(
     ui: Reporter, name: str | None = None, yes: bool = False, force: bool = False, confirm_name: str | None = None
 ) -> Outcome:
@@ -418,11 +430,7 @@ def stop(
     if target.off_means and record.status == "ready":
         if not _may_stop_a_run(record, yes, ui, resumes=True):
             return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
-        try:  # bounded: a run that does not end in time resumes from its last epoch's checkpoint
-            stopped_runs = stop_runs(record, "stop", ui)
-            StateStore().save(record)
-        except LabctlError as exc:
-            ui.warn(f"Could not checkpoint the lab's runs before the stop ({exc.message}); they stop with it.")
+        stopped_runs = _checkpoint_runs(record, ui)
     record, info = _switch(record, target, "stop", ui)
     flag = StateStore().name_flag(record.name)
     text = (
@@ -448,9 +456,13 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     # Runs the record knows unfinished may have been stopped with the machine: worth waiting for it to boot.
     unfinished = any(r.state == "running" or r.state.startswith("interrupted") for r in record.runs)
     resumed = resume_runs(StateStore(), record, ui, wait=BOOT_WAIT_S) if unfinished else []
-    if resumed:
-        text += f"\nRun {', '.join(resumed)} goes on from its checkpoint: 'labctl logs --follow {resumed[0]}' shows it."
-    return Outcome({"name": record.name, **info, "resumed": resumed}, text)
+    return Outcome({"name": record.name, **info, "resumed": resumed}, text + _resumed_text(resumed))
+
+
+def _resumed_text(resumed: list[str]) -> str:
+    if not resumed:
+        return ""
+    return f"\nRun {', '.join(resumed)} goes on from its checkpoint: 'labctl logs --follow {resumed[0]}' shows it."
 
 
 def resize(
@@ -468,10 +480,17 @@ def resize(
     record, target = _owned(name, "resize", ui, force, confirm_name)
     with lab_lock(record.name, "resize", ui):
         record = store.load(record.name)
+
+        def may_stop() -> bool:  # once the size is known to fit: the runs checkpoint as for `stop`
+            if record.status != "ready":
+                return True
+            if not _may_stop_a_run(record, yes, ui, resumes=True):
+                return False
+            _checkpoint_runs(record, ui)
+            return True
+
         try:
-            info = target.resize(
-                record, asked, ui, lambda: record.status != "ready" or _may_stop_a_run(record, yes, ui)
-            )
+            info = target.resize(record, asked, ui, may_stop)
             if not info:
                 return Outcome({"resized": False, "name": record.name}, "Nothing was resized.", exit_code=1)
             # As `up` again: the lab's image (configured now, or the one it was made from) with its packages layer.
@@ -480,7 +499,9 @@ def resize(
             record.status = "ready"
         finally:
             store.save(record)  # a resize stopped half-way is recorded as it stands: stopped, at the size it has
-    return Outcome({"name": record.name, **info}, f"Lab '{record.name}' runs as a {info.get('size')} now.")
+        resumed = resume_runs(store, record, ui)
+    text = f"Lab '{record.name}' runs as a {info.get('size')} now."
+    return Outcome({"name": record.name, **info, "resumed": resumed}, text + _resumed_text(resumed))
 
 
 def set_idle_stop(ui: Reporter, minutes: str, name: str | None = None) -> Outcome:
