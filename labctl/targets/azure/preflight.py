@@ -180,9 +180,7 @@ def check_size(facts: RegionFacts, size: VmSize, spot: bool, nodes: int, generat
         if restriction.get("type") == "Location" and (not values or region in values):
             reason = str(restriction.get("reasonCode") or "NotAvailable")
             return Problem(region, size, "not-offered", f"{size.name} is not available in {region} ({reason})")
-    if generation and (
-        why := misfit(sku, generation)
-    ):  # ARM refuses it only at the VM's PUT: a resize, after the VMs stopped
+    if generation and (why := misfit(sku, generation)):  # ARM refuses it only at a VM's PUT: a resize, once stopped
         return Problem(region, size, "misfit", f"{size.name} {why}")
     if capability(sku, "PremiumIO").lower() == "false":  # the lab's disks are Premium SSD (bodies.py)
         return Problem(region, size, "not-offered", f"{size.name} takes no Premium SSD, which the lab's disk is")
@@ -318,10 +316,7 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
 
 def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: dict[str, RegionFacts]) -> Choice:
     """The first (region, size) not yet ``tried`` that passes every check, else the first region's refusal."""
-    refused: list[
-        tuple[AzurePlan, list[Problem], Image | None] | LabctlError
-    ] = []  # region by region: the first is told
-
+    refused: list[tuple[AzurePlan, list[Problem], Image | None] | LabctlError] = []  # region by region: first told
     for region in plan.regions:
         if not (sizes := [s for s in plan.sizes if (region, s.name) not in tried]):
             continue
