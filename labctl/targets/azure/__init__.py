@@ -92,7 +92,7 @@ class AzureTarget(Target):
             # `up` stopped before creating anything in Azure (bad input, preflight, no login): nothing to delete.
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
         else:
-            azure = self._connect(td.get("subscription"))
+            azure = self._for(record)
             names = LabNames(record.name, td.get("resource_group") or "", azure.subscription_id)
             vms = [names.id("vm", node) for node in range(node_count(record))]
             idlerole.remove_rights(azure, vms, record, ui, before_group=True)
@@ -157,7 +157,7 @@ class AzureTarget(Target):
         td = azure_data(record)
         td["started_at"] = now_iso()
         with ui.step(f"Starting the machine of lab '{record.name}'"):
-            facts = inventory.set_power(self._connect(td.get("subscription")), record, True)
+            facts = inventory.set_power(self._for(record), record, True)
         if facts.get("public_ip"):
             record.nodes[0].host = str(facts["public_ip"])
         for node in facts.get("nodes") or []:  # private addresses stay with their NICs; kept true all the same
@@ -216,7 +216,7 @@ class AzureTarget(Target):
         td = azure_data(record)
         if td.get("resource_group") is None and td.get("owner") is None and self._azure is None:
             return LabOwner(None, True, "you")  # `up` stopped before Azure: nothing there to be anyone's
-        return inventory.owner_of(self._connect(td.get("subscription")), record)
+        return inventory.owner_of(self._for(record), record)
 
     def idle_agent(self, record: LabRecord) -> dict[str, Any]:
         if not record.idle.get("granted"):
