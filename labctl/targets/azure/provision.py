@@ -373,16 +373,8 @@ class Provisioner:
         head = self.record.nodes[0]
         head.port, head.user, head.private_address = settings.ssh_port(), settings.admin_user(), addresses[0]
         self.record.nodes[1:] = [  # workers are reached through node 0, with the host keys pinned before
-            NodeRecord(
-                host=address,
-                port=settings.ssh_port(),
-                user=settings.admin_user(),
-                host_key=self._pinned_key(node),
-                private_address=address,
-                via_head=True,
-                name=self.names.name("vm", node),
-            )
-            for node, address in enumerate(addresses[1:], 1)
+            NodeRecord(ip, head.port, head.user, self._pinned_key(node), ip, via_head=True, name=names.name("vm", node))
+            for node, ip in enumerate(addresses[1:], 1)
         ]
 
     def _make_nic(self, choice: Choice, tags: dict[str, str], node: int) -> str:
