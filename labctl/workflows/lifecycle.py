@@ -277,7 +277,7 @@ def _down(
     saved = None
     if save and not home:  # a kept workspace is not copied: it stays where it lives
         saved = save_before_down(record, ui)
-    record.status = "kept" if home else "deleting"
+    record.status = "deleting"  # "kept" only once the VM is gone: until then it may run, and bill
     store.save(record)
     try:
         target.destroy(record, ui, keep_workspace=home is not None)
@@ -290,6 +290,7 @@ def _down(
             hint=exc.hint,
         ) from None
     if home:
+        record.status = "kept"
         record.idle.pop("installed", None)
         store.save(record)  # the kept workspace's record: `up` finds it, `list` and `status` show it
     else:

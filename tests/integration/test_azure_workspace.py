@@ -117,3 +117,31 @@ def test_a_kept_disk_is_found_without_its_record(arm_env: FakeArm) -> None:  # n
     deleted = runner.invoke(app, ["down", "--yes", "--name", "lab", "--delete-workspace"])
     assert deleted.exit_code == 0, deleted.output
     assert arm_env.group_names() == [] and arm_env.resource_ids() == []
+
+
+def test_a_failed_keep_leaves_the_lab_deleting_not_kept(arm_env: FakeArm) -> None:  # noqa: F811
+    """Its VM may still run and bill: only a finished deletion makes it 'down, workspace kept'."""
+    provision("lab", region="eastus")
+    arm_env.inject(method="DELETE", path="resourcegroups/labctl-lab-", status=409, code="Conflict", times=-1)
+    failed = runner.invoke(app, ["down", "--yes", "--keep-workspace"])
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    assert StateStore().load("lab").status == "deleting" and arm_env.resource_ids("virtualMachines")
+    assert "down, workspace kept" not in runner.invoke(app, ["list"]).stdout
+    arm_env.faults.clear()
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    assert StateStore().load("lab").status == "kept" and _disk(arm_env) is not None
+
+
+def test_a_kept_lab_brought_back_is_billed_from_its_new_start(arm_env: FakeArm) -> None:  # noqa: F811
+    """The days it was down cost no compute, and its budget counts from the new VM on."""
+    record = provision("lab", region="eastus")
+    long_ago = "2026-01-01T00:00:00+00:00"
+    record.created_at = record.target_data["created_at"] = long_ago
+    record.target_data["power_events"] = [[long_ago, "running", 0.192]]
+    record.status = "ready"
+    StateStore().save(record)
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    again = provision("lab", region="eastus")
+    td = again.target_data
+    assert long_ago not in (again.created_at, td["created_at"], td["started_at"])
+    assert [event[1] for event in td["power_events"]] == ["running"] and td["power_events"][0][0] != long_ago
