@@ -102,6 +102,8 @@ class AzureTarget(Target):
             )
             inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"), disk, keep_workspace)
             idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
+        if keep_workspace:  # the VM's bill ended with it: the next `up` is priced, and budgeted, from its new VM on
+            td.pop("created_at", None), td.pop("started_at", None), td.pop("power_events", None)
         forget_lab_keys(record.name)
 
     def workspace_home(self, record: LabRecord) -> str | None:
