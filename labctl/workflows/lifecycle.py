@@ -15,7 +15,7 @@ from labctl.labhost import prepare_lab
 from labctl.locks import lab_lock
 from labctl.pricing import choose_sizes
 from labctl.spec import LabSpec, Settings
-from labctl.state import DEFAULT_NAME, LabRecord, StateStore
+from labctl.state import DEFAULT_NAME, LabRecord, SaveFn, StateStore, now_iso
 from labctl.targets import all_targets, get_target
 from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
@@ -143,7 +143,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
             ui.info(f"Lab '{spec.name}' exists; bringing it up to date.")
 
     _idle_rules(spec, record, target)
-    record = target.provision(spec, record, ui, store.save)
+    record = target.provision(spec, record, ui, _remade(store, record))
     store.save(record)
 
     if spec.requirements_text is not None:  # saved with the lab once its layer is built: a failed build keeps the old
@@ -164,6 +164,20 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
         f"  labctl down{flag}      # delete everything when you are done"
     )
     return Outcome(record.public_json(), f"{idle_line}\n{text}" if idle_line else text)
+
+
+def _remade(store: StateStore, record: LabRecord) -> SaveFn:
+    """A kept lab is 'creating' again from the target's first save on: from there a machine of its may run, and bill,
+    and a failed `up` must not leave it shown as down."""
+    if record.status != "kept":
+        return store.save
+
+    def save(made: LabRecord) -> None:
+        if made.status == "kept":
+            made.status, made.created_at = "creating", now_iso()
+        store.save(made)
+
+    return save
 
 
 def check_owner(

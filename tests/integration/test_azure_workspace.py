@@ -145,3 +145,18 @@ def test_a_kept_lab_brought_back_is_billed_from_its_new_start(arm_env: FakeArm) 
     td = again.target_data
     assert long_ago not in (td["created_at"], td["started_at"])
     assert [event[1] for event in td["power_events"]] == ["running"] and td["power_events"][0][0] != long_ago
+
+
+def test_a_kept_lab_whose_up_fails_half_way_is_no_longer_kept(arm_env: FakeArm) -> None:  # noqa: F811
+    """Its new VM runs and bills: the lab is 'creating', which up resumes and down deletes."""
+    record = provision("lab", region="eastus")
+    record.created_at = "2026-01-01T00:00:00+00:00"
+    StateStore().save(record)
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    arm_env.inject(method="PUT", path="microsoft.devtestlab/schedules", status=400, code="BadRequest", times=-1)
+    failed = runner.invoke(app, ["up", "--region", "eastus"])
+    assert failed.exit_code == 1 and "comes back with its kept workspace" in failed.output, failed.output
+    record = StateStore().load("lab")
+    assert record.status == "creating" and arm_env.resource_ids("virtualMachines")
+    assert record.created_at != "2026-01-01T00:00:00+00:00"  # the lab is made again, from now
+    assert "down, workspace kept" not in runner.invoke(app, ["list"]).stdout
