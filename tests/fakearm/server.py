@@ -1510,7 +1510,7 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
             )
         self._check_plan(key, body.get("plan"))
         self._check_image_security(key, props.get("securityProfile"))
-        self._check_boot(props, old, size, key)
+        self._check_boot(res, old, size, key)
         nics = props.get("networkProfile", {}).get("networkInterfaces", [])
         if not nics:
             raise ArmError(400, "InvalidParameter", "At least one network interface is required.")
@@ -1624,13 +1624,13 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
             )
 
     def _check_boot(
-        self, props: dict[str, Any], old: dict[str, Any] | None, size: str, image: tuple[str, str, str]
+        self, res: dict[str, Any], old: dict[str, Any] | None, size: str, image: tuple[str, str, str]
     ) -> None:
-        """The image's Hyper-V generation and the VM's disk controller on this size. A new VM takes the size's default
-        controller (SCSI where it has it) if the body names none, and the image must declare it (its DiskControllerTypes
-        feature, SCSI where absent); a VM PUT again keeps its controller, which the new size must have."""
-        shape, storage = SIZE_TABLE[size], props.setdefault("storageProfile", {})
-        generation = self.arm.image_generations.get(image, "V2")
+        """The VM's Hyper-V generation and disk controller on this size. A new VM takes its image's generation and the
+        size's default controller (SCSI where it has it) if the body names none, and the image must declare it (its
+        DiskControllerTypes feature, SCSI where absent); a VM PUT again keeps both, which the new size must have."""
+        shape, storage = SIZE_TABLE[size], res["properties"].setdefault("storageProfile", {})
+        generation = (old or {}).get("_hyperVGeneration") or self.arm.image_generations.get(image, "V2")
         if generation not in shape.generations.split(","):  # as ARM answered for Standard_D2_v2 and a gen 2 image
             raise ArmError(
                 400,
@@ -1656,6 +1656,7 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
                 f"The VM size '{size}' cannot boot with DiskControllerType '{controller}'. Please check that the disk controller type provided is one of the supported disk controller types for the VM size '{size}'. Please query sku api at https://aka.ms/azure-compute-skus  to determine supported disk controller types for the VM size.",
             )
         storage["diskControllerType"] = controller
+        res["_hyperVGeneration"] = generation  # fixed when the VM is made; its instance view reports it
 
     def _check_image_security(self, image: tuple[str, str, str], profile: dict[str, Any] | None) -> None:
         """Trusted Launch only on an image whose ``features`` declare it (SecurityType TrustedLaunch...)."""
@@ -1765,10 +1766,7 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
         view = {"computerName": m["name"], "osName": "ubuntu", "osVersion": "22.04", "vmAgent": agent}
         # recorded.json (VM instance view read): the agent's and each disk's statuses beside the VM's own
         view |= {"disks": [{"name": disk, "statuses": [{**succeeded, "displayStatus": "Provisioning succeeded"}]}]}
-        image = vm["properties"].get("storageProfile", {}).get("imageReference", {})
-        key = tuple(str(image.get(k, "")).lower() for k in ("publisher", "offer", "sku"))
-        generation = self.arm.image_generations.get(key, "V2")  # a VM's is its image's
-        return 200, {**view, "hyperVGeneration": generation, "statuses": statuses}, {}
+        return 200, {**view, "hyperVGeneration": vm["_hyperVGeneration"], "statuses": statuses}, {}
 
     def h_vm_action(
         self, method: str, m: dict[str, str], q: dict[str, str], raw: bytes

@@ -110,8 +110,8 @@ def test_trusted_launch_networking_and_a_gpu_the_image_cannot_drive_are_refused(
     assert "Standard_D4s_v6 takes its disks over NVMe only" in _refused(arm_env, record, "Standard_D4s_v6")
     from tests.fakearm.server import DSVM
 
-    arm_env.image_generations[DSVM] = "V1"  # the VM's own generation counts, as its instance view says it
-    assert "Standard_D4s_v6 boots no generation 1 image" in _refused(arm_env, record, "Standard_D4s_v6")
+    arm_env.image_generations[DSVM] = "V1"  # the image changed since: the VM's own generation counts, as its
+    assert "boots no generation 2 image" in _refused(arm_env, record, "Standard_A4_v2")  # instance view says it
     with pytest.raises(LabctlError, match="GRID"):
         _resize(record, "Standard_NV36ads_A10_v5")
 
@@ -124,7 +124,10 @@ def test_the_fake_refuses_a_resize_as_arm_does(arm_env: FakeArm) -> None:  # noq
     ops, (vm,) = azure.compute.virtual_machines, _vms(arm_env).values()
     group = vm["id"].split("/")[4]
     model = ops.get(group, "lab-vm")
+    from tests.fakearm.server import DSVM
+
     arm_env.regions["eastus"].limits["cores"] = 7  # 4 in use, by this VM
+    arm_env.image_generations[DSVM] = "V1"  # since the VM was made: a resize keeps the VM's own generation
     refusals = {
         "Standard_D8s_v5": "OperationNotAllowed",
         "Standard_Q9": "SkuNotAvailable",
@@ -135,8 +138,7 @@ def test_the_fake_refuses_a_resize_as_arm_does(arm_env: FakeArm) -> None:  # noq
         model.hardware_profile.vm_size = size
         with pytest.raises(Exception, match=code):
             ops.begin_create_or_update(group, "lab-vm", model).result()
-    from tests.fakearm.server import DSVM
-
+    del arm_env.image_generations[DSVM]
     arm_env.image_features[DSVM] = [f for f in arm_env.image_features[DSVM] if f["name"] != "DiskControllerTypes"]
     model.hardware_profile.vm_size, model.storage_profile.disk_controller_type = "Standard_D4s_v6", None
     model.os_profile.custom_data = None
