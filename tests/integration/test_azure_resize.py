@@ -112,6 +112,10 @@ def test_trusted_launch_networking_and_a_gpu_the_image_cannot_drive_are_refused(
 
     arm_env.image_generations[DSVM] = "V1"  # the image changed since: the VM's own generation counts, as its
     assert "boots no generation 2 image" in _refused(arm_env, record, "Standard_A4_v2")  # instance view says it
+    for vm in _vms(arm_env).values():
+        vm["_hyperVGeneration"] = None  # an instance view that does not say it: no size is refused for it
+    text = _refused(arm_env, record, "Standard_D4s_v6")
+    assert "generation" not in text and "Standard_D4s_v6 takes its disks over NVMe only" in text
     with pytest.raises(LabctlError, match="GRID"):
         _resize(record, "Standard_NV36ads_A10_v5")
 

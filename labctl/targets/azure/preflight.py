@@ -104,11 +104,12 @@ def _listed(sku: dict[str, Any] | None, name: str, absent: str) -> list[str]:
     return [part.strip().upper() for part in (capability(sku, name) or absent).split(",")]
 
 
-def misfit(sku: dict[str, Any] | None, generation: str) -> str:
-    """Why a size cannot boot the lab's VMs ("" if it can): the image's Hyper-V generation, and the SCSI disk
-    controller they are made with (none is asked, so ARM gives SCSI where the size has it; a resize keeps it)."""
+def misfit(sku: dict[str, Any] | None, generation: str | None) -> str:
+    """Why a size cannot boot the lab's VMs ("" if it can): the image's Hyper-V generation (None: not known), and the
+    SCSI disk controller they are made with (none is asked, so ARM gives SCSI where the size has it; a resize keeps
+    it)."""
     generations = _listed(sku, "HyperVGenerations", "V1")  # sizes older than generation 2 list V1 alone
-    if generation.upper() not in generations:
+    if generation and generation.upper() not in generations:
         listed = ",".join(generations)
         return f"boots no generation {generation[1:]} image, which the lab's is (HyperVGenerations {listed})"
     if "SCSI" not in _listed(sku, "DiskControllerTypes", "SCSI"):  # the v6 families: NVMe only
@@ -205,10 +206,10 @@ def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) 
     region, spot, nodes = str(td.get("region")), bool(td.get("spot")), len(vms)
     group, name = str(vms[0].id).split("/")[4], str(vms[0].name)
 
-    def generation() -> str:  # the VM's own, which its image gave it (an image version may be gone since)
+    def generation() -> str | None:  # the VM's own, which its image gave it (an image version may be gone since)
         with arm("reading the lab's VM"):
             found = azure.compute.virtual_machines.instance_view(group, name).hyper_v_generation
-        return str(getattr(found, "value", found) or "V1")  # the SDK's enum, whose str() is its name
+        return str(getattr(found, "value", found)) if found else None  # None: not said, ARM checks the size itself
 
     both: list[Any] = side_by_side([functools.partial(load_region, azure, region), generation])
     facts, booted = both
@@ -222,6 +223,8 @@ def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) 
     def refusals(candidate: VmSize, sku: dict[str, Any] | None) -> list[str]:
         problem = check_size(facts, candidate, spot, nodes, booted)
         why = [problem.message] if problem else []
+        if not (problem or booted) and (controller := misfit(sku, None)):  # the generation unsaid: the disks still
+            why.append(f"{candidate.name} {controller}")
         if trusted and capability(sku, "TrustedLaunchDisabled").lower() == "true":
             why.append(f"{candidate.name} has no Trusted Launch, which the lab's VMs have")
         if sku and accelerated and capability(sku, "AcceleratedNetworkingEnabled").lower() != "true":
