@@ -142,18 +142,9 @@ def from_sku(size: VmSize, sku: dict[str, Any], region: str) -> VmSize:
     with contextlib.suppress(LabctlError):  # "price unknown": the lab is still made; status says so
         prices = lab_prices(region, str(sku.get("name") or size.name), timeout=5.0)
         payg, spot = prices.payg_per_hour, prices.spot_per_hour
-    gpus = int(_number(sku, "GPUs"))
-    return VmSize(
-        name=size.name,
-        vcpus=int(_number(sku, "vCPUs")),
-        memory_gib=_number(sku, "MemoryGB"),
-        family=str(sku.get("family") or ""),
-        usd_per_hour=payg,
-        gpu_model="GPU" if gpus else None,
-        gpu_count=gpus,
-        spot_usd_per_hour=spot,
-        catalogued=False,
-    )
+    gpus, family = int(_number(sku, "GPUs")), str(sku.get("family") or "")
+    shape = int(_number(sku, "vCPUs")), _number(sku, "MemoryGB")
+    return VmSize(size.name, *shape, family, payg, spot, "GPU" if gpus else None, gpus, catalogued=False)
 
 
 def free_vcpus(facts: RegionFacts, size: VmSize, spot: bool) -> tuple[int, str, int, int]:
