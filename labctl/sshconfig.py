@@ -88,6 +88,7 @@ def reach(record: LabRecord, node: int = 0) -> tuple[NodeRecord, str]:
 
 def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
     """The entry for a lab's record; the Jupyter forward uses the same port here as on the machine by default."""
+    record.require_machines()
     if not record.nodes[0].host:
         raise UsageError(
             f"Lab '{record.name}' runs on this computer; there is no machine to reach over SSH.",

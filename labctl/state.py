@@ -114,12 +114,16 @@ class LabRecord:
             data = {**data, "nodes": [{k: data[k] for k in _NODE_0_KEYS if k in data}, *workers]}
         return from_dict(cls, data, "the lab record")
 
-    def require_ready(self) -> None:
+    def require_machines(self) -> None:
+        """For every command but up, down, status, list and runs: a kept lab has no machine to act on."""
         if self.status == "kept":
             raise NotReady(
                 f"Lab '{self.name}' is down; only its workspace is kept.",
                 hint=f"'labctl up --name {self.name}' brings the lab back with it.",
             )
+
+    def require_ready(self) -> None:
+        self.require_machines()
         if self.status == "stopped":
             raise NotReady(
                 f"Lab '{self.name}' is stopped (deallocated).",

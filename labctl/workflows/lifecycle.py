@@ -386,6 +386,7 @@ def _owned(
     name: str | None, verb: str, ui: Reporter, force: bool, confirm_name: str | None
 ) -> tuple[LabRecord, Target]:
     record = StateStore().resolve(name)
+    record.require_machines()
     target = get_target(record.target)
     check_owner(record, target, verb, ui, force, confirm_name)
     return record, target

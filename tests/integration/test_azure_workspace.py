@@ -160,3 +160,19 @@ def test_a_kept_lab_whose_up_fails_half_way_is_no_longer_kept(arm_env: FakeArm) 
     assert record.status == "creating" and arm_env.resource_ids("virtualMachines")
     assert record.created_at != "2026-01-01T00:00:00+00:00"  # the lab is made again, from now
     assert "down, workspace kept" not in runner.invoke(app, ["list"]).stdout
+
+
+_NEED_THE_LAB = (
+    "stop --yes|start|resize --size Standard_D8s_v5 --yes|ssh -- true|pull|push README.md|run-lab --detach|logs"
+)
+
+
+@pytest.mark.parametrize("command", [*_NEED_THE_LAB.split("|"), "idle-stop 30", "open --print", "ssh-config", "fetch"])
+def test_commands_that_need_the_lab_say_it_is_down(arm_env: FakeArm, command: str) -> None:  # noqa: F811
+    """Only up brings a kept lab back, and down --delete-workspace ends it; every other command says so."""
+    provision("lab", region="eastus")
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    refused = runner.invoke(app, command.split())
+    assert refused.exit_code == 3, refused.output
+    assert "Lab 'lab' is down; only its workspace is kept" in refused.output and "labctl up" in refused.output
+    assert _disk(arm_env) is not None and StateStore().load("lab").status == "kept"
