@@ -52,6 +52,8 @@ def test_the_workspace_disk_is_attached_kept_attached_again_and_deleted(arm_env:
     assert data_disk["managedDisk"]["id"].lower() == disk["id"].lower()
     boot = yaml.safe_load(arm_env.vm_boots[-1].custom_data)
     assert boot["mounts"][0][:2] == ["/dev/disk/azure/scsi1/lun0", "/var/lib/labctl/workspace"]
+    # nofail orders the mount before no target: Docker waits for it, or a restarted container binds the empty dir
+    assert "x-systemd.before=docker.service" in boot["mounts"][0][3].split(",")
     assert boot["bootcmd"][0][-1] == "/dev/disk/azure/scsi1/lun0" and "mkfs.ext4" in boot["bootcmd"][0][2]
     assert boot["runcmd"][0][-2:] == ["/var/lib/labctl/workspace", "labctl-lab-workspace"]  # arguments, not text
 

@@ -73,7 +73,10 @@ def render_cloud_init(
     }
     if workspace:  # values reach the scripts as arguments ("$1", "$2"), never inside them
         config["bootcmd"] = [["sh", "-c", _FORMAT_BLANK, "sh", WORKSPACE_DEVICE]]
-        config["mounts"] = [[WORKSPACE_DEVICE, WORKSPACE_MOUNT, "ext4", "defaults,nofail", "0", "2"]]
+        # nofail orders the mount before no target: Docker must wait for it, or after a stop/start or a resize the
+        # lab container binds the empty directory beneath, on the OS disk, which `down --keep-workspace` loses.
+        options = "defaults,nofail,x-systemd.before=docker.service"
+        config["mounts"] = [[WORKSPACE_DEVICE, WORKSPACE_MOUNT, "ext4", options, "0", "2"]]
         config["runcmd"] = [["sh", "-c", _BIND_VOLUME, "sh", WORKSPACE_MOUNT, volume_name(lab)], prewarm]
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
