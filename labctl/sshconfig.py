@@ -96,16 +96,8 @@ def entry_for(record: LabRecord, local_port: int | None = None) -> HostEntry:
         )
     head, user = reach(record)
     assert head.host and head.host_key and record.ssh_key_path
-    return HostEntry(
-        lab=record.name,
-        host=head.host,
-        port=head.port,
-        user=user,
-        identity_file=Path(record.ssh_key_path).expanduser().absolute(),
-        host_key=head.host_key,
-        jupyter_port=record.jupyter_port,
-        local_port=local_port or record.jupyter_port,
-    )
+    key, port = Path(record.ssh_key_path).expanduser().absolute(), record.jupyter_port
+    return HostEntry(record.name, head.host, head.port, user, key, head.host_key, port, local_port or port)
 
 
 def check_path(path: Path, what: str) -> str:
