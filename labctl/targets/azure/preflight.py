@@ -335,14 +335,10 @@ def choose(azure: Azure, plan: AzurePlan, tried: set[tuple[str, str]], cache: di
                 break
             if found.plan:
                 ensure_terms(azure, found.plan, plan.image, consent=plan.accept_terms)
-            return Choice(
-                region,
-                from_sku(size, facts.sku(size) or {}, region),
-                found.version,
-                found.plan,
-                found.trusted_launch and capability(facts.sku(size), "TrustedLaunchDisabled").lower() != "true",
-                capability(facts.sku(size), "AcceleratedNetworkingEnabled").lower() == "true",
-            )
+            sku = facts.sku(size)
+            trusted = found.trusted_launch and capability(sku, "TrustedLaunchDisabled").lower() != "true"
+            accelerated = capability(sku, "AcceleratedNetworkingEnabled").lower() == "true"
+            return Choice(region, from_sku(size, sku or {}, region), found.version, found.plan, trusted, accelerated)
         refused.append((replace(plan, sizes=sizes, regions=[region]), problems, found if known else None))
     first = refused[0]
     raise first if isinstance(first, LabctlError) else _explain(azure, *first, cache)
