@@ -285,7 +285,7 @@ def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_W
         after = {i.run_id: i for i in lab.reached[0].runs.list() if i.run_id in infos}
     shown = {run_id: info.shown() for run_id, info in after.items()}
     for run_id, info in after.items():
-        resumes = info.resumable and not info.resume_off
+        resumes = info.resumable and not info.resume_off and info.checkpoint  # a late one goes on from a saved one only
         if run_id in late:
             shown[run_id] = "interrupted, resumes on start from its last epoch's checkpoint" if resumes else "stopped"
             then = "resumes on start from its last epoch's checkpoint" if resumes else "ends with the machine"

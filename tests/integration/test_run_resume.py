@@ -3,6 +3,7 @@ checkpoint, marked to resume) and resumed in place to the same end."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -12,22 +13,33 @@ import pytest
 
 from labctl import runs
 from labctl.cluster import NodeRun, follow_nodes
-from labctl.container import LabContainer
+from labctl.container import LabContainer, container_name
 from labctl.distributed import plain_argv
 from labctl.errors import UsageError
 from labctl.runs import LabRuns
+from labctl.state import LabRecord
+from labctl.ui import PlainReporter
+from labctl.workflows.runlab import stop_runs
 
 TRAIN = ["--data", "synthetic:2000", "--batch-size", "4", "--log-every", "0.2", "--threads", "1"]
 
 
 @pytest.fixture
-def lab_runs(docker_client: Any, test_base_image: str) -> Iterator[LabRuns]:
-    box = docker_client.containers.run(test_base_image, ["sleep", "900"], detach=True, labels={"labctl.test": "resume"})
+def lab_runs(docker_client: Any, test_base_image: str, lab_name: str) -> Iterator[LabRuns]:
+    """The container of a lab on this computer named ``lab_name`` (see ``record``), without the lab's servers."""
+    box = docker_client.containers.run(
+        test_base_image, ["sleep", "900"], detach=True, name=container_name(lab_name), labels={"labctl.test": "resume"}
+    )
     box.exec_run(["mkdir", "-p", "/workspace"])
     try:
         yield LabRuns(LabContainer(box))
     finally:
         box.remove(force=True)
+
+
+@pytest.fixture
+def record(lab_runs: LabRuns, lab_name: str) -> LabRecord:
+    return LabRecord(name=lab_name, target="local", status="ready", container_name=container_name(lab_name))
 
 
 def _train(lab_runs: LabRuns, resumable: bool = True, epochs: int = 3) -> str:
@@ -90,3 +102,14 @@ def test_no_resume_and_scripts_stay_stopped(lab_runs: LabRuns) -> None:
     lab_runs.resume(kept)  # by hand all the same
     assert lab_runs.info(kept).state == "running" and "resume" not in lab_runs.meta(kept)
     lab_runs.stop(kept)
+
+
+def test_stop_promises_no_resume_to_a_run_without_a_checkpoint(lab_runs: LabRuns, record: LabRecord) -> None:
+    """A run that misses stop's wait ends with the machine; it goes on only from a checkpoint it already saved."""
+    run_id = runs.new_run_id()
+    stubborn = ["sh", "-c", "trap '' TERM; sleep 4"]  # the lab's training, still in its first epoch
+    lab_runs.start(run_id, stubborn, path=str(lab_runs.ensure_lab_code()), resumable=True)
+    said = io.StringIO()
+    shown = stop_runs(record, "stop", PlainReporter(said), wait=1)
+    assert shown == {run_id: "stopped"}, said.getvalue()
+    assert f"Run {run_id} did not end within 1s of its stop: it ends with the machine" in said.getvalue()
