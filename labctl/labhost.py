@@ -212,14 +212,10 @@ def check_cuda(client: docker.DockerClient, image: str, ui: Reporter) -> None:
     from docker.types import DeviceRequest
 
     code = "import torch; assert torch.cuda.is_available(), 'no CUDA'; print(torch.cuda.get_device_name(0))"
+    gpus = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     with ui.step("CUDA check inside a container"):
         try:
-            out = client.containers.run(
-                image,
-                ["python", "-c", code],
-                remove=True,
-                device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])],
-            )
+            out = client.containers.run(image, ["python", "-c", code], remove=True, device_requests=gpus)
         except (docker.errors.ContainerError, docker.errors.APIError) as exc:
             raise LabctlError(
                 f"A container on the machine cannot use the GPU ({exc}).",
