@@ -155,7 +155,7 @@ def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
     record.status = "ready"
     store.save(record)
     flag = store.name_flag(spec.name)
-    resumed = resume_runs(store, record, ui) if record.runs else []
+    resumed = resume_runs(store, record, ui)  # the machine's runs, which this record may not know (made elsewhere)
     text = (
         (f"Run {', '.join(resumed)} goes on from its checkpoint.\n" if resumed else "")
         + f"Lab '{spec.name}' is ready.\nNext:\n"
