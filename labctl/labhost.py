@@ -134,8 +134,9 @@ def _prepare_node(record: LabRecord, node: int, ui: Reporter, image: str | None)
                 with ui.step(f"NVIDIA driver and container runtime on {machine.describe()}"):
                     run_script(machine, "bootstrap-nvidia.sh", [lab.effective_base_image()], ui, "nvidia")
         client = machine.docker()
-        if not image and machine.remote and not lab.has_image(client, lab.deps_tag()):
-            await_prewarm(machine, ui)  # the pull and build it may have under way are not started twice
+        if machine.remote:  # the pull and build the boot may have under way are not started twice; with an image
+            # given, only cloud-init's commands before it: the workspace volume's binding, which the container needs
+            await_prewarm(machine, ui, started=bool(image) or lab.has_image(client, lab.deps_tag()))
         tag = lab.ensure_image(client, ui, image)
         tag = lab.with_packages(client, ui, record.name, tag, record.requirements) if record.requirements else tag
         if record.gpu:
@@ -244,14 +245,15 @@ def read_state(machine: Machine) -> tuple[str, str]:
     return (lines[0].strip(), lines[1].strip() if len(lines) > 1 else "") if lines else ("absent", "")
 
 
-def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S) -> str:
-    """Only ``done`` means the dependency image is there."""
+def await_prewarm(machine: Machine, ui: Reporter, *, timeout: float = WAIT_S, started: bool = False) -> str:
+    """Only ``done`` means the dependency image is there; ``started``: wait only until cloud-init has started it."""
+    waiting = ("pending",) if started else ("pending", "running")
     state, last = read_state(machine)
-    if state not in ("pending", "running"):
+    if state not in waiting:
         return state
     start, shown = time.monotonic(), ""
     with ui.step("Waiting for the dependency image the machine builds while it boots"):
-        while state in ("pending", "running"):
+        while state in waiting:
             if last and last != shown:
                 ui.info(f"  {last[:160]}")
                 shown = last

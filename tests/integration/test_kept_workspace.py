@@ -5,6 +5,8 @@ the user's files, `list` and `status` show it, the next `up` of the name brings 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,18 @@ def _gone(docker_client: Any, lab: str) -> bool:
     return False
 
 
+def _ssh_up(sshd: tuple[SSHServer, KeyPair], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab: str) -> list[str]:
+    """`up`'s arguments for a lab on the test's sshd, its host key known."""
+    server, client = sshd
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
+    (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
+    host = f"{server.user}@{server.host}:{server.port}"
+    return ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", lab]
+
+
 def test_both_flags_together_are_refused_before_anything() -> None:
     refused = _invoke("down", "--keep-workspace", "--delete-workspace", "--yes", "-n", "nolab", code=2)
     assert "--keep-workspace and --delete-workspace ask for opposite things" in refused.output
@@ -64,14 +78,8 @@ def test_ssh_lab_keeps_its_volume_and_comes_back_with_it(
     lab_name: str,
     docker_client: Any,
 ) -> None:
-    server, client = sshd
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LABCTL_RESULTS_DIR", str(tmp_path / "results"))
-    (home / ".ssh" / "known_hosts").write_text(f"[{server.host}]:{server.port} {server.host_key.public}\n")
-    host = f"{server.user}@{server.host}:{server.port}"
-    up_args = ["up", "--target", "ssh", "--host", host, "--ssh-key", str(client.private_path), "-n", lab_name]
+    server = sshd[0]
+    up_args = _ssh_up(sshd, tmp_path, monkeypatch, lab_name)
     plan = _invoke(*up_args, "--dry-run")
     assert "'down --keep-workspace' keeps it where it lives" in plan.stdout
     _invoke(*up_args)
@@ -127,3 +135,40 @@ def test_local_lab_keeps_its_volume_and_a_plain_down_after_up_copies_it(
     _invoke("down", "--yes", "-n", lab_name)  # a lab that is up again: the usual copy home, then all of it goes
     assert (results / lab_name / "workspace" / "mine.txt").read_text() == "kept here"
     assert volume_name(lab_name) not in [v.name for v in docker_client.volumes.list()]
+
+
+def test_up_with_an_image_waits_for_the_boot_to_bind_the_workspace(
+    sshd: tuple[SSHServer, KeyPair],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lab_image: str,
+    lab_name: str,
+    docker_client: Any,
+) -> None:
+    """cloud-init binds the workspace volume to the mounted disk before it starts the prewarm: a container made
+    earlier gets a volume of Docker's own (on Azure on the OS disk, which down --keep-workspace deletes)."""
+    up_args = _ssh_up(sshd, tmp_path, monkeypatch, lab_name)
+    boot, disk = tmp_path / "prewarm", tmp_path / "disk"
+    boot.mkdir(), disk.mkdir()
+    (boot / "prewarm.state").write_text("pending\n")
+    monkeypatch.setenv("LABCTL_PREWARM_DIR", str(boot))
+    monkeypatch.setenv("LABCTL_PREWARM_POLL", "0.2")
+    failed: list[Exception] = []
+
+    def runcmd() -> None:  # as cloud-init's, late
+        time.sleep(8)
+        try:
+            opts = {"type": "none", "o": "bind", "device": str(disk)}
+            docker_client.volumes.create(volume_name(lab_name), driver="local", driver_opts=opts)
+        except Exception as exc:  # a volume Docker made first: the options differ
+            failed.append(exc)
+        (boot / "prewarm.state").write_text("done\n")
+
+    late = threading.Thread(target=runcmd)
+    late.start()
+    _invoke(*up_args, "--image", lab_image)
+    late.join()
+    options = docker_client.volumes.get(volume_name(lab_name)).attrs.get("Options") or {}
+    assert not failed and options.get("device") == str(disk), failed
+    _write(docker_client, lab_name, "on the disk")
+    assert (disk / "mine.txt").read_text() == "on the disk"
