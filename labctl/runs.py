@@ -185,9 +185,12 @@ class LabRuns:
                 "or notebook would start over.",
                 hint="Start it again with 'labctl run' (or 'labctl run-lab --notebook').",
             )
-        aside = 'n=1; while [ -e "$1/exit_code.$n" ]; do n=$((n+1)); done; '
-        aside += '[ ! -e "$1/exit_code" ] || mv "$1/exit_code" "$1/exit_code.$n"; rm -f "$1/pid" "$1/resume.json"'
-        self.box.exec(["sh", "-c", aside, "sh", str(run_dir)])
+        claim = ["python", str(self.tools / "run_state.py"), "claim", str(run_dir), str(STARTING_GRACE_S)]
+        if self.box.exec(claim).text.strip() != "claimed":
+            raise UsageError(
+                f"Run {run_id} is running already: another command has just resumed it.",
+                hint=f"'labctl logs --follow {run_id}' shows it.",
+            )
         if meta.pop("resume", True) is False:  # resumed by hand: a later stop resumes it again
             self._set_meta(run_id, meta)
         argv = [*map(str, meta["launch"]), "--resume", str(run_dir)]

@@ -10,6 +10,10 @@ before the machine stops (also read from stdin, as ``python - interrupt ...``): 
 its checkpoint; then it waits for each to end (its ``exit_code``), at most SECONDS, and prints
 ``{"interrupted": [every run signalled], "timed_out": [those of them not ended in time]}``.
 
+``python run_state.py claim RUN_DIR GRACE`` is a resume's first step: it prints ``claimed`` once it has put the last
+attempt's end aside, or ``busy`` when the run is running or being started (no pid yet, younger than GRACE seconds):
+one resume of a run at a time, whichever computer asks.
+
 Standard library only; it runs in whatever Python the image has.
 """
 
@@ -123,7 +127,34 @@ def interrupt(reason: str, root: str, wait: float) -> dict[str, list[str]]:
     }
 
 
+def claim(run_dir: str, grace: float) -> bool:
+    """Under the run directory's lock, so that of two resumes at once only the first goes on."""
+    import fcntl
+
+    held = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = facts(run_dir)
+        if run["alive"] or (run["exit_code"] is None and not run["has_pid"] and run["age"] < grace):
+            return False
+        ended, n = os.path.join(run_dir, "exit_code"), 1
+        while os.path.exists(f"{ended}.{n}"):
+            n += 1
+        if os.path.exists(ended):
+            os.replace(ended, f"{ended}.{n}")
+        for name in ("pid", "resume.json"):
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
+        os.utime(run_dir)  # young again: "being started" until the new attempt writes its pid
+        return True
+    finally:
+        os.close(held)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["claim"]:
+        print("claimed" if claim(argv[1], float(argv[2])) else "busy")
+        return
     if argv[:1] != ["interrupt"]:
         print(json.dumps([facts(run_dir) for run_dir in run_dirs(argv[0], argv[1:])]))
         return

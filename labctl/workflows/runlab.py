@@ -8,7 +8,7 @@ import importlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +17,7 @@ from typing import Any
 from labctl import runs, validate
 from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_node, rendezvous_port, stop_nodes
 from labctl.distributed import DEFAULT_RDZV_PORT
-from labctl.errors import LabctlError, NotFound, UsageError
+from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.files import lab_dir, without_links
 from labctl.labhost import count_gpus, naming_node, prepare_lab, private_addresses
 from labctl.locks import lab_lock
@@ -245,31 +245,45 @@ def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui
 
 
 def resume_runs(store: StateStore, record: LabRecord, ui: Reporter, wait: float = 0.0) -> list[str]:
-    """When the lab comes back (`start`, `up`): every run its machine's stop interrupted goes on from its
-    checkpoint, once the machine answers (``wait``: a machine just started boots first). One that cannot is named
-    with the way to do it by hand; the lab is up all the same."""
+    """When the lab comes back (`start`, `up`, `resize`; under the lab's lock): every run its machine's stop
+    interrupted goes on from its checkpoint. One that cannot is named with the way to do it by hand; the lab is up
+    all the same."""
     resumed: list[str] = []
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            with lab_nodes(record, ui) as lab:
-                for info in lab.reached[0].runs.list():
-                    if info.to_resume:
-                        _resume_on(record, reach(lab, run_nodes(record, info.run_id)), info, ui)
-                        resumed.append(info.run_id)
-            break
-        except LabctlError as exc:
-            if time.monotonic() < deadline:
-                time.sleep(5)
-                continue
-            ui.warn(
-                f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
-                "'labctl run-lab --resume RUN' resumes one."
-            )
-            break
+    try:
+        with ExitStack() as stack:
+            lab = _once_up(stack, record, ui, wait)
+            for info in lab.reached[0].runs.list():
+                if not info.to_resume:
+                    continue
+                try:
+                    _resume_on(record, reach(lab, run_nodes(record, info.run_id)), info, ui)
+                    resumed.append(info.run_id)
+                except UsageError as exc:  # this run alone: resumed meanwhile by another command, say
+                    ui.warn(f"Run {info.run_id} was not resumed: {exc.message}")
+    except LabctlError as exc:
+        ui.warn(
+            f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
+            "'labctl run-lab --resume RUN' resumes one."
+        )
     if resumed:
         store.save(record)
     return resumed
+
+
+def _once_up(stack: ExitStack, record: LabRecord, ui: Reporter, wait: float) -> LabNodes:
+    """The lab's node 0, asked again for ``wait`` seconds while it does not answer: a machine just started boots
+    first. A lab that answers with a refusal is not asked again."""
+    deadline = time.monotonic() + wait
+    with ui.step(f"Waiting up to {wait:.0f}s for the machine to boot, to resume its runs") if wait else nullcontext():
+        while True:
+            try:
+                return stack.enter_context(lab_nodes(record, ui))
+            except (UsageError, NotFound, NotReady):
+                raise
+            except LabctlError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(5)
 
 
 def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> dict[str, str]:

@@ -17,9 +17,9 @@ from labctl.container import LabContainer, container_name
 from labctl.distributed import plain_argv
 from labctl.errors import UsageError
 from labctl.runs import LabRuns
-from labctl.state import LabRecord
+from labctl.state import LabRecord, StateStore
 from labctl.ui import PlainReporter
-from labctl.workflows.runlab import stop_runs
+from labctl.workflows.runlab import resume_runs, stop_runs
 
 TRAIN = ["--data", "synthetic:2000", "--batch-size", "4", "--log-every", "0.2", "--threads", "1"]
 
@@ -113,3 +113,34 @@ def test_stop_promises_no_resume_to_a_run_without_a_checkpoint(lab_runs: LabRuns
     shown = stop_runs(record, "stop", PlainReporter(said), wait=1)
     assert shown == {run_id: "stopped"}, said.getvalue()
     assert f"Run {run_id} did not end within 1s of its stop: it ends with the machine" in said.getvalue()
+
+
+def _stopped_script(lab_runs: LabRuns) -> str:
+    """A run of the lab's kind that the stop tool interrupts at once, marked to resume."""
+    run_id = runs.new_run_id()
+    lab_runs.start(run_id, ["sh", "-c", "sleep 30"], path=str(lab_runs.ensure_lab_code()), resumable=True)
+    while not lab_runs.box.exists(str(runs.RUNS_DIR / run_id / "pid")):
+        time.sleep(0.1)
+    assert lab_runs.interrupt("stop", 10) == {"interrupted": [run_id], "timed_out": []}
+    assert lab_runs.info(run_id).to_resume
+    return run_id
+
+
+def test_a_run_is_resumed_once(lab_runs: LabRuns) -> None:
+    """Two commands that both found it interrupted (start, and run-lab --resume): the second is refused."""
+    run_id = _stopped_script(lab_runs)
+    lab_runs.resume(run_id)
+    with pytest.raises(UsageError, match="running already"):
+        lab_runs.resume(run_id)
+    assert lab_runs.files(run_id).count("exit_code.1") == 1 and "exit_code.2" not in lab_runs.files(run_id)
+    lab_runs.stop(run_id)
+
+
+def test_a_run_that_cannot_resume_costs_start_no_wait(lab_runs: LabRuns, record: LabRecord) -> None:
+    """start waits for a booting machine, not for a run that refuses: that one is named at once."""
+    run_id = _stopped_script(lab_runs)
+    lab_runs.box.put(str(runs.RUNS_DIR / run_id), {"run.json": json.dumps({"resumable": True}).encode()})
+    said, t0 = io.StringIO(), time.monotonic()
+    assert resume_runs(StateStore(), record, PlainReporter(said), wait=30) == []
+    assert time.monotonic() - t0 < 10, said.getvalue()
+    assert f"Run {run_id} was not resumed: Run {run_id} cannot be resumed" in said.getvalue()
