@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    for child in multiprocessing.active_children():  # a decoding process an error left: the teardown would end it
+        child.kill()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # without the interpreter's teardown after torch: 0.4 s of CPU or more (benchmarks/RESULTS.md)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -362,3 +364,23 @@ def test_a_cold_run_with_two_threads_gives_one_to_the_decoding_until_it_is_done(
     finally:
         torch.set_num_threads(1)
     assert metrics["status"] == "succeeded"
+
+
+def test_a_run_that_fails_on_an_image_leaves_no_decoding_process(tmp_path: Path, lab_cache_dir: Path) -> None:
+    """`python -m cifarlab` ends without the interpreter's teardown, which would have stopped the decoding pool."""
+    folder = make_jpeg_folder(tmp_path / "imgs", per_class=400)
+    (folder / "train" / "cat" / "9999.jpg").write_bytes(b"garbage")
+    env = {**os.environ, "PYTHONPATH": str(LAB), "CIFARLAB_CACHE_DIR": str(lab_cache_dir)}
+    argv = [sys.executable, "-m", "cifarlab", "train", "--data", str(folder), "--epochs", "1", "--out", str(tmp_path)]
+    with (tmp_path / "said.txt").open("wb") as out:  # not a pipe, which a process left behind would keep open
+        run = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        run.wait(timeout=300)
+    said = (tmp_path / "said.txt").read_text()
+    assert run.returncode == 2 and "could not be decoded" in said, said[-2000:]
+    time.sleep(0.5)
+    try:
+        with pytest.raises(ProcessLookupError):  # nothing of its session is left: the run's group id is its pid
+            os.killpg(run.pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
