@@ -159,7 +159,8 @@ def loss_svg(losses: list[float], w: int = 640, h: int = 320, m: int = 50) -> st
     k, every = max(1, len(ink) // 50), max(1, len(ink) // 2000)
     sums, ends = np.concatenate([[0.0], ink.cumsum()]), np.arange(1, len(ink) + 1)
     smooth = (sums[ends] - sums[np.maximum(ends - k - 1, 0)]) / np.minimum(ends, k + 1)
-    lo, hi = min(0.0, float(ink.min())), max(float(ink.max()), 1e-9)
+    finite = ink[np.isfinite(ink)]  # a diverged run's inf and nan are left out of the lines, not of the count
+    lo, hi = min(0.0, float(finite.min(initial=0.0))), max(float(finite.max(initial=0.0)), 1e-9)
 
     def x(i: float) -> float:
         return m + i / max(1, len(ink) - 1) * (w - m - 12)
@@ -170,7 +171,7 @@ def loss_svg(losses: list[float], w: int = 640, h: int = 320, m: int = 50) -> st
     idx = [*range(0, len(ink) - 1, every), len(ink) - 1]
     parts = [f'<rect x="{m}" y="12" width="{w - m - 12}" height="{h - m - 12}" fill="none" stroke="#777"/>']
     for series, colour, width in ((ink, "#9ecae1", 1), (smooth, "#08519c", 2)):
-        points = " ".join(f"{x(i):.1f},{y(series[i]):.1f}" for i in idx)
+        points = " ".join(f"{x(i):.1f},{y(series[i]):.1f}" for i in idx if np.isfinite(series[i]))
         parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{width}"/>')
     for v in (lo, (lo + hi) / 2, hi):
         parts.append(f'<text x="{m - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
@@ -184,7 +185,8 @@ def loss_svg(losses: list[float], w: int = 640, h: int = 320, m: int = 50) -> st
 def confusion_svg(scores: dict[str, Any], cell: int = 36, margin: int = 100) -> str:
     """Rows: the true class, columns: the predicted one; each cell its count, shaded by its share of the row."""
     counts = np.asarray(scores["confusion_matrix"], dtype=float)
-    names = [escape(str(c)) for c in scores.get("per_class_accuracy") or range(len(counts))]
+    names = [str(name) for name in scores.get("per_class_accuracy") or range(len(counts))]
+    names = [escape("".join(c if c.isprintable() else "?" for c in name)) for name in names]  # never markup
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     parts, size = [], margin + cell * len(counts) + 10
     for (i, j), n in np.ndenumerate(counts):

@@ -75,9 +75,22 @@ def test_run_directory_holds_every_result_file(trained_run: Path) -> None:
 
 
 def test_class_names_are_text_in_the_plots_never_markup() -> None:
-    scores = {"confusion_matrix": [[1, 0], [0, 1]], "per_class_accuracy": {"<b>cat</b>": 1.0, "a&b": 1.0}}
-    root = ElementTree.fromstring(runlog.confusion_svg(scores))
-    assert {"<b>cat</b>", "a&b"} <= {t.text for t in root.iter(f"{SVG}text")} and not root.findall(f".//{SVG}b")
+    names = {
+        "<b>cat</b>": 1.0,
+        "a&b": 1.0,
+        "bell\x07": 1.0,
+        "bytes\udcff": 1.0,
+    }  # the last: a folder's undecodable name
+    scores = {"confusion_matrix": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "per_class_accuracy": names}
+    root = ElementTree.fromstring(runlog.confusion_svg(scores).encode())
+    said = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"<b>cat</b>", "a&b", "bell?", "bytes?"} <= said and not root.findall(f".//{SVG}b")
+
+
+def test_a_diverged_loss_leaves_the_finite_points_drawn() -> None:
+    root = ElementTree.fromstring(runlog.loss_svg([2.3, float("nan"), 0.5, float("inf")]))
+    [raw, _] = root.findall(f"{SVG}polyline")
+    assert len(raw.get("points", "").split()) == 2 and "nan" not in ElementTree.tostring(root).decode()
 
 
 def test_events_follow_the_documented_schema(trained_run: Path) -> None:
