@@ -468,8 +468,9 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
     made_here = []  # the runs made with --here (under <results_dir>/here), oldest first
     for run_dir in sorted(p for p in (results_root() / "here").glob("*") if p.is_dir()):
         metrics = read_metrics(run_dir)
-        row = {"run_id": run_dir.name, "where": "here", "state": str(metrics.get("status") or "unknown")}
-        made_here.append({**row, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
+        state = str(metrics.get("status") or "unknown")  # a run here is never resumed: nothing stops its machine
+        row: dict[str, Any] = {"run_id": run_dir.name, "where": "here", "state": state, "shown": state}
+        made_here.append({**row, "resumes": False, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
     rows: list[dict[str, Any]] = []
     if not here:
         try:
@@ -487,11 +488,11 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
-    wide = max(12, *(len(str(row.get("shown") or row["state"])) for row in rows))
+    wide = max(12, *(len(str(row["shown"])) for row in rows))
     lines = [f"{'run':<22} {'where':<16} {'state':<{wide}} {'accuracy':>8}  results here"]
     for row in rows:
         acc = f"{float(row['accuracy']) * 100:.1f}%" if row["accuracy"] is not None else "-"
-        where, state = str(row["where"])[:16], str(row.get("shown") or row["state"])
+        where, state = str(row["where"])[:16], str(row["shown"])
         lines.append(f"{row['run_id']:<22} {where:<16} {state:<{wide}} {acc:>8}  {row['fetched_to'] or 'no'}")
     return Outcome({"runs": rows}, "\n".join(lines))
 

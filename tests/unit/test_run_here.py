@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labctl.cli import app
+from labctl.workflows.runlab_options import results_root
 
 pytest.importorskip("torch", reason="run-lab --here needs the lab's packages (pip install '.[lab]')")
 
@@ -49,7 +50,7 @@ def test_run_here_on_synthetic_data_prints_the_per_class_table(tmp_path: Path) -
 
 
 def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+    out = results_root() / "here" / "r1"  # where `runs --here` finds it
     result = runner.invoke(
         app,
         [
@@ -75,6 +76,8 @@ def test_run_here_json_output_carries_the_accuracy(tmp_path: Path) -> None:
 
     listed = runner.invoke(app, ["runs", "--here", "--json"])
     assert listed.exit_code == 0, listed.output
+    [row] = [r for r in json.loads(listed.stdout)["runs"] if r["run_id"] == "r1"]  # as a lab container's rows
+    assert (row["state"], row["shown"], row["resumes"]) == ("succeeded", "succeeded", False)
 
 
 @pytest.mark.parametrize(
