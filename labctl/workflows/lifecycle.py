@@ -469,9 +469,10 @@ def start(ui: Reporter, name: str | None = None, force: bool = False, confirm_na
     price = info.get("usd_per_hour_when_running")
     cost = f" (~${price:.2f}/h)" if isinstance(price, (int, float)) else ""
     text = f"Lab '{record.name}' is running again at {record.nodes[0].host}{cost}, with the same address and keys."
-    # Runs the record knows unfinished may have been stopped with the machine: worth waiting for it to boot.
-    unfinished = any(r.state == "running" or r.state.startswith("interrupted") for r in record.runs)
-    resumed = resume_runs(StateStore(), record, ui, wait=BOOT_WAIT_S) if unfinished else []
+    # Every run the machine holds to resume goes on, known here or not (a record found again, a run started from
+    # another computer); for one this record knows unfinished, worth waiting for the machine to boot.
+    unfinished = any(r.state in ("running", "lost") or r.state.startswith("interrupted") for r in record.runs)
+    resumed = resume_runs(StateStore(), record, ui, BOOT_WAIT_S if unfinished else 0.0, expected=unfinished)
     return Outcome({"name": record.name, **info, "resumed": resumed}, text + _resumed_text(resumed))
 
 

@@ -244,10 +244,12 @@ def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui
     ui.info(f"Run {info.run_id} goes on from its checkpoint{at} on lab '{record.name}'.")
 
 
-def resume_runs(store: StateStore, record: LabRecord, ui: Reporter, wait: float = 0.0) -> list[str]:
-    """When the lab comes back (`start`, `up`, `resize`; under the lab's lock): every run its machine's stop
-    interrupted goes on from its checkpoint. One that cannot is named with the way to do it by hand; the lab is up
-    all the same."""
+def resume_runs(
+    store: StateStore, record: LabRecord, ui: Reporter, wait: float = 0.0, *, expected: bool = True
+) -> list[str]:
+    """When the lab comes back (`start`, `up`, `resize`): every run its machine's stop interrupted goes on from its
+    checkpoint. One that cannot is named with the way to do it by hand; the lab is up all the same. Not
+    ``expected`` (no run known to be stopped with the machine): one that does not answer yet is said in passing."""
     resumed: list[str] = []
     try:
         with ExitStack() as stack:
@@ -261,7 +263,7 @@ def resume_runs(store: StateStore, record: LabRecord, ui: Reporter, wait: float 
                 except UsageError as exc:  # this run alone: resumed meanwhile by another command, say
                     ui.warn(f"Run {info.run_id} was not resumed: {exc.message}")
     except LabctlError as exc:
-        ui.warn(
+        (ui.warn if expected else ui.info)(
             f"Could not resume the lab's interrupted runs ({exc.message}); 'labctl runs' lists them, and "
             "'labctl run-lab --resume RUN' resumes one."
         )
