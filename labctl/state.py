@@ -61,7 +61,8 @@ HostKey = Annotated[  # pinned public host key, "ssh-ed25519 AAAA..."
 class RunRecord:
     run_id: Annotated[str, _matching(RUN_ID)]
     started_at: str
-    state: str = "running"  # running | succeeded | failed | stopped | interrupted..., as `runs` shows it
+    state: str = "running"  # running | succeeded | failed | stopped | interrupted | lost, as the machine says it
+    shown: str | None = None  # as `runs` showed it when the machine stopped: `status` says it while the machine is off
     options: dict[str, Any] = field(default_factory=dict)
     fetched_to: str | None = None
     accuracy: float | None = None

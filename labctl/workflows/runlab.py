@@ -123,7 +123,8 @@ def _fetch_results(
     run = next((r for r in record.runs if r.run_id == run_id), None) or RunRecord(run_id, started_at=now_iso())
     if run not in record.runs:
         record.runs.append(run)
-    run.state, run.fetched_to, run.accuracy, run.finished_at = info.state, str(dest), info.accuracy, now_iso()
+    run.state, run.shown, run.fetched_to, run.accuracy = info.state, None, str(dest), info.accuracy
+    run.finished_at = now_iso()
     store.save(record)
     data = run_result(run_id, f"lab {record.name}", info.state, dest, files_verified=None if lost else count)
     text = result_text(data) + (" (partial, unverified)" if lost else "")
@@ -239,7 +240,7 @@ def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui
         node.runs.resume(info.run_id)
     for recorded in record.runs:
         if recorded.run_id == info.run_id:
-            recorded.state, recorded.finished_at = "running", None
+            recorded.state, recorded.shown, recorded.finished_at = "running", None, None
     at = f" at epoch {info.epoch:g}/{info.epochs:g}" if info.epoch is not None and info.epochs else ""
     ui.info(f"Run {info.run_id} goes on from its checkpoint{at} on lab '{record.name}'.")
 
@@ -300,9 +301,11 @@ def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_W
         late = {run for each in said for run in each["timed_out"]}
         after = {i.run_id: i for i in lab.reached[0].runs.list() if i.run_id in infos}
     shown = {run_id: info.shown() for run_id, info in after.items()}
+    ends = {run_id: info.state for run_id, info in after.items()}
     for run_id, info in after.items():
         resumes = info.resumable and not info.resume_off and info.checkpoint  # a late one goes on from a saved one only
         if run_id in late:
+            ends[run_id] = "interrupted" if resumes else "stopped"  # as the machine's stop leaves it
             shown[run_id] = "interrupted, resumes on start from its last epoch's checkpoint" if resumes else "stopped"
             then = "resumes on start from its last epoch's checkpoint" if resumes else "ends with the machine"
             ui.warn(f"Run {run_id} did not end within {wait:.0f}s of its stop: it {then}.")
@@ -310,9 +313,9 @@ def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_W
             ui.info(f"Run {run_id} saved its checkpoint: {shown[run_id]}.")
         else:
             ui.warn(f"Run {run_id} was stopped: {shown[run_id]}.")
-    for recorded in record.runs:
-        if recorded.run_id in shown:
-            recorded.state, recorded.finished_at = shown[recorded.run_id], now_iso()
+    for run in record.runs:
+        if run.run_id in shown:
+            run.state, run.shown, run.finished_at = ends[run.run_id], shown[run.run_id], now_iso()
     return shown
 
 
@@ -624,7 +627,7 @@ def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wai
         )
     for recorded in record.runs:
         if recorded.run_id == run_id:
-            recorded.state, recorded.finished_at = "stopped", now_iso()
+            recorded.state, recorded.shown, recorded.finished_at = "stopped", None, now_iso()
     store.save(record)
     shown = ", ".join(kept[:12]) + (f" and {len(kept) - 12} more" if len(kept) > 12 else "")
     state = infos[0].state

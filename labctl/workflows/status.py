@@ -72,7 +72,7 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
         data["hint"] = f"The VM is {data['power_state']}: 'labctl start' brings it back, 'labctl down' deletes it."
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
-        data["latest_run"] = {"run_id": last.run_id, "state": last.state, "accuracy": last.accuracy}
+        data["latest_run"] = {key: getattr(last, key) for key in ("run_id", "state", "shown", "accuracy")}
     return data
 
 

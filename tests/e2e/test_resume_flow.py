@@ -57,6 +57,8 @@ def test_a_run_stopped_with_the_lab_resumes_on_start_to_its_last_epoch(
     stopped = _cli("stop", "--yes")
     assert stopped.exit_code == 0, stopped.output
     assert f"Run {run_id} saved its checkpoint: interrupted at epoch " in stopped.output
+    (recorded,) = StateStore().load(lab).runs
+    assert recorded.state == "interrupted" and recorded.shown and recorded.shown.endswith(", resumes on start")
     assert arm_env.count("POST", "deallocate$") == 1
     status = _cli("status")  # the machine is off: what stop recorded
     assert f"{run_id} (interrupted at epoch " in status.output and ", resumes on start" in status.output

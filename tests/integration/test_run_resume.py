@@ -17,7 +17,7 @@ from labctl.container import LabContainer, container_name
 from labctl.distributed import plain_argv
 from labctl.errors import UsageError
 from labctl.runs import LabRuns
-from labctl.state import LabRecord, StateStore
+from labctl.state import LabRecord, RunRecord, StateStore
 from labctl.ui import PlainReporter
 from labctl.workflows.runlab import resume_runs, stop_runs
 
@@ -110,8 +110,10 @@ def test_stop_promises_no_resume_to_a_run_without_a_checkpoint(lab_runs: LabRuns
     stubborn = ["sh", "-c", "trap '' TERM; sleep 4"]  # the lab's training, still in its first epoch
     lab_runs.start(run_id, stubborn, path=str(lab_runs.ensure_lab_code()), resumable=True)
     said = io.StringIO()
+    record.runs = [RunRecord(run_id, started_at="2026-01-01T00:00:00Z")]
     shown = stop_runs(record, "stop", PlainReporter(said), wait=1)
     assert shown == {run_id: "stopped"}, said.getvalue()
+    assert (record.runs[0].state, record.runs[0].shown) == ("stopped", "stopped")  # the state, and as it was shown
     assert f"Run {run_id} did not end within 1s of its stop: it ends with the machine" in said.getvalue()
 
 
