@@ -178,3 +178,19 @@ def test_commands_that_need_the_lab_say_it_is_down(arm_env: FakeArm, command: st
     assert refused.exit_code == 3, refused.output
     assert "Lab 'lab' is down; only its workspace is kept" in refused.output and "labctl up" in refused.output
     assert _disk(arm_env) is not None and StateStore().load("lab").status == "kept"
+
+
+def test_a_kept_disk_that_came_back_unmounted_outlives_a_plain_down(arm_env: FakeArm) -> None:  # noqa: F811
+    """Its files were never in /workspace (Docker's own volume was), so nothing copied them home: it is kept."""
+    provision("lab", region="eastus")
+    assert runner.invoke(app, ["down", "--yes", "--keep-workspace"]).exit_code == 0
+    again = provision("lab", region="eastus")
+    again.target_data["workspace_unbound"], again.status = True, "ready"  # as check_workspace finds it
+    StateStore().save(again)
+    asked = runner.invoke(app, ["down"])
+    assert asked.exit_code == 2 and "then its workspace disk" not in asked.output
+    gone = runner.invoke(app, ["down", "--yes", "--no-save"])
+    assert gone.exit_code == 0 and "Kept the workspace disk labctl-lab-workspace" in gone.output, gone.output
+    assert _disk(arm_env) is not None and lab_group(arm_env) not in arm_env.group_names()
+    listed = runner.invoke(app, ["list"])
+    assert "Kept workspace of lab lab: managed disk labctl-lab-workspace" in listed.stdout

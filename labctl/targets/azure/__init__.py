@@ -100,7 +100,17 @@ class AzureTarget(Target):
             disk = td.get("workspace_disk") or workspace_disk_id(
                 azure.subscription_id, Principal(owner, "").short, record.name
             )
-            inventory.destroy_lab(azure, record.name, names.resource_group, ui, td.get("owner"), disk, keep_workspace)
+            unseen = not keep_workspace and _unseen_workspace(record)
+            inventory.destroy_lab(
+                azure, record.name, names.resource_group, ui, td.get("owner"), disk, keep_workspace or unseen
+            )
+            if unseen:
+                flag = f" --name {record.name}"
+                ui.warn(
+                    f"Kept the workspace disk {disk.rsplit('/', 1)[1]}: it holds the workspace an earlier 'down "
+                    "--keep-workspace' kept, which this lab never had in /workspace, so nothing copied it home. "
+                    f"'labctl up{flag}' brings a lab back with it; 'labctl down{flag} --delete-workspace' deletes it."
+                )
             idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
         if keep_workspace:  # the VM's bill ended with it: the next `up` is priced, and budgeted, from its new VM on
             td.pop("created_at", None), td.pop("started_at", None), td.pop("power_events", None)
@@ -127,9 +137,14 @@ class AzureTarget(Target):
             td.pop("workspace_unbound", None)
             return
         td["workspace_unbound"] = True
+        kept = (
+            " The kept workspace's files stay on that disk, untouched: 'down' keeps it."
+            if td.get("workspace_kept")
+            else ""
+        )
         ui.warn(
             f"The workspace of lab '{record.name}' is on its VM's OS disk, not on its workspace disk (the disk was "
-            "not mounted when the lab container started): 'down' still copies it home, but it cannot be kept."
+            f"not mounted when the lab container started): 'down' still copies it home, but it cannot be kept.{kept}"
         )
 
     def describe(self, record: LabRecord) -> dict[str, Any]:
@@ -141,7 +156,9 @@ class AzureTarget(Target):
         nodes = node_count(record)
         vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
         disk = azure_data(record).get("workspace_disk")
-        workspace = f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk else ""
+        workspace = (
+            f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk and not _unseen_workspace(record) else ""
+        )
         return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network){workspace}"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
@@ -261,3 +278,10 @@ class AzureTarget(Target):
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )
+
+
+def _unseen_workspace(record: LabRecord) -> bool:
+    """A kept workspace disk that came back, but unmounted (/workspace was Docker's own volume): only it holds the
+    files, so a plain `down` keeps it."""
+    td = azure_data(record)
+    return bool(td.get("workspace_unbound") and td.get("workspace_kept"))

@@ -167,6 +167,7 @@ class AzureData(TypedDict, total=False):
     workspace_disk: str  # node 0's /workspace disk's id, in the owner's group (WORKSPACE_GROUP): it may outlive the lab
     workspace_region: str  # where that disk is
     workspace_unbound: bool  # the lab container's /workspace is not on that disk (check_workspace)
+    workspace_kept: bool  # that disk came back from `down --keep-workspace`: its files are the user's
 
 
 def azure_data(record: LabRecord) -> AzureData:

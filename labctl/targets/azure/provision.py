@@ -192,6 +192,7 @@ class Provisioner:
         if disk is None or 0 in self._vms:
             return
         region, name = str(disk["location"]).lower(), str(disk.get("name"))
+        azure_data(self.record)["workspace_kept"] = True  # its files are the user's: `down` never deletes it unseen
         if plan.regions == [region]:
             self.ui.info(f"Lab '{self.names.lab}' gets its kept workspace back: the disk {name}.")
         elif self._group_region is not None:
