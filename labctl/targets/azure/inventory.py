@@ -16,7 +16,15 @@ from labctl.pricing import SIZES
 from labctl.state import LabRecord, now_iso
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, wait_rg_gone
-from labctl.targets.azure.plan import WORKSPACE_GROUP, LabNames, azure_data, names_of, node_count, workspace_words
+from labctl.targets.azure.plan import (
+    WORKSPACE_GROUP,
+    LabNames,
+    azure_data,
+    group_and_name,
+    names_of,
+    node_count,
+    workspace_words,
+)
 from labctl.targets.base import FoundLab, LabOwner
 from labctl.ui import Reporter
 
@@ -315,7 +323,7 @@ def destroy_lab(
 
 def settle_workspace(azure: Azure, lab: str, disk: str, keep: bool, ui: Reporter) -> None:
     """After the lab's group: the workspace disk, detached with its VM, is deleted, or kept and checked to be there."""
-    group, name = disk.split("/")[4], disk.rsplit("/", 1)[1]
+    group, name = group_and_name(disk)
     found = get_or_none(f"reading the workspace disk {name}", lambda: azure.compute.disks.get(group, name))
     if keep:
         if found is None:

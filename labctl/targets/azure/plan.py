@@ -206,8 +206,14 @@ WORKSPACE_MOUNT = "/var/lib/labctl/workspace"
 WORKSPACE_COST = f"{WORKSPACE_DISK_GB} GiB {WORKSPACE_DISK_SKU}, ~${WORKSPACE_DISK_USD_PER_MONTH:.2f}/month"
 
 
+def group_and_name(rid: str) -> tuple[str, str]:
+    """An ARM resource id's resource group and the resource's own name."""
+    parts = rid.split("/")
+    return parts[4], parts[-1]
+
+
 def workspace_words(disk: str, region: object) -> str:
-    group, name = disk.split("/")[4], disk.rsplit("/", 1)[1]
+    group, name = group_and_name(disk)
     return f"managed disk {name} in resource group {group} ({region}), {WORKSPACE_COST}"
 
 

@@ -15,7 +15,7 @@ from labctl.pricing import SIZES, VmSize, lookup
 from labctl.state import LabRecord
 from labctl.targets.azure import settings
 from labctl.targets.azure.clients import Azure, arm, attempt, finish, poll
-from labctl.targets.azure.plan import AzurePlan, azure_data, grid_only
+from labctl.targets.azure.plan import AzurePlan, azure_data, grid_only, group_and_name
 from labctl.ui import agreed
 from labctl.validate import env_yes
 
@@ -195,7 +195,7 @@ def check_resize(azure: Azure, record: LabRecord, vms: list[Any], size: VmSize) 
     generation, Trusted Launch and network interfaces kept); else the refusal, with sizes that fit."""
     td, held_name = azure_data(record), str(vms[0].hardware_profile.vm_size)
     region, spot, nodes = str(td.get("region")), bool(td.get("spot")), len(vms)
-    group, name = str(vms[0].id).split("/")[4], str(vms[0].name)
+    group, name = group_and_name(str(vms[0].id))
 
     def generation() -> str | None:  # the VM's own, which its image gave it (an image version may be gone since)
         with arm("reading the lab's VM"):

@@ -26,6 +26,7 @@ from labctl.targets.azure.plan import (
     azure_data,
     check_rules,
     discover_public_ip,
+    group_and_name,
     make_plan,
     node_count,
     tags_for,
@@ -182,7 +183,7 @@ class Provisioner:
         self._vms = {node: vm for node, vm in enumerate(found) if vm is not None}
 
     def _workspace_disk(self) -> dict[str, Any] | None:
-        group, name = self._workspace.split("/")[4], self._workspace.rsplit("/", 1)[1]
+        group, name = group_and_name(self._workspace)
         disks = self.azure.compute.disks
         return get_or_none(f"reading the workspace disk {name}", lambda: disks.get(group, name))
 
@@ -212,8 +213,7 @@ class Provisioner:
 
     def _settle_workspace(self, region: str) -> None:
         """The workspace disk, in the owner's group, for node 0's new VM; recorded first, so `down` finds it."""
-        azure, group = self.azure, self._workspace.split("/")[4]
-        name = self._workspace.rsplit("/", 1)[1]
+        azure, (group, name) = self.azure, group_and_name(self._workspace)
         azure_data(self.record).update({"workspace_disk": self._workspace, "workspace_region": region})
         self.save(self.record)
         disk = self._workspace_disk()
