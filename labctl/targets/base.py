@@ -74,8 +74,8 @@ class Target(ABC):
         """The machines' live facts for `status` (power, address, size, $/hour, uptime, shutdown time)."""
 
     @abstractmethod
-    def removal(self, record: LabRecord) -> str:
-        """What `down` deletes, in words for its confirmation question."""
+    def removal(self, record: LabRecord, keep: bool = False) -> str:
+        """What `down` deletes, in words for its confirmation question; ``keep``: the workspace is kept."""
 
     @abstractmethod
     def where(self, record: LabRecord) -> tuple[str, str | None]:

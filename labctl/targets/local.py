@@ -37,7 +37,7 @@ class LocalTarget(Target):
     def describe(self, record: LabRecord) -> dict[str, Any]:
         return {"host": "this computer"}
 
-    def removal(self, record: LabRecord) -> str:
+    def removal(self, record: LabRecord, keep: bool = False) -> str:
         return "the lab container on this computer"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:

@@ -72,7 +72,7 @@ class SSHTarget(Target):
         head = record.nodes[0]
         return {"host": f"{head.user}@{head.host}:{head.port}"}
 
-    def removal(self, record: LabRecord) -> str:
+    def removal(self, record: LabRecord, keep: bool = False) -> str:
         if len(record.nodes) > 1:
             hosts = ", ".join(str(n.host) for n in record.nodes)
             return f"the lab containers on {hosts} (the machines themselves stay)"

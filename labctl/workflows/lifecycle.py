@@ -277,7 +277,7 @@ def _down(
     if record.status == "kept":
         what = f"the kept workspace of lab '{record.name}', {target.workspace_home(record)}, without copying it"
     else:
-        what = target.removal(record) + (f", keeping its workspace: {home}" if home else "")
+        what = target.removal(record, keep=home is not None) + (f", keeping its workspace: {home}" if home else "")
     confirmed = check_owner(record, target, "down", ui, force, confirm_name)
     if save and not home and record.status != "kept" and not store.exists(record.name):
         _refuse_unreachable(record, target.label)

@@ -61,6 +61,9 @@ def test_the_workspace_disk_is_attached_kept_attached_again_and_deleted(arm_env:
     with pytest.raises(HttpResponseError, match="is attached to VM"):  # as ARM refuses it
         azure.compute.disks.begin_delete(_groups(arm_env)[0], "labctl-lab-workspace").result()
 
+    asked = runner.invoke(app, ["down", "--keep-workspace"])  # no terminal: what it would delete, and keep
+    assert asked.exit_code == 2 and "keeping its workspace: managed disk" in asked.output
+    assert "then its workspace disk" not in asked.output
     kept = runner.invoke(app, ["down", "--yes", "--keep-workspace", "--json"])
     assert kept.exit_code == 0, kept.output
     home = json.loads(kept.stdout)["kept_workspace"]

@@ -152,13 +152,12 @@ class AzureTarget(Target):
             return {"region": azure_data(record).get("workspace_region")}
         return inventory.describe_lab(self._for(record), record)
 
-    def removal(self, record: LabRecord) -> str:
+    def removal(self, record: LabRecord, keep: bool = False) -> str:
         nodes = node_count(record)
         vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
         disk = azure_data(record).get("workspace_disk")
-        workspace = (
-            f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk and not _unseen_workspace(record) else ""
-        )
+        kept = keep or _unseen_workspace(record)
+        workspace = f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk and not kept else ""
         return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network){workspace}"
 
     def where(self, record: LabRecord) -> tuple[str, str | None]:
