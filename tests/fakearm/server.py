@@ -1156,48 +1156,11 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
                 )
             return 200, self._public(existing), {}
         if method == "DELETE":
-            if existing is None:
-                return 204, None, {}
-            short = rtype.split("/")[1].lower()
-            if short == "disks" and existing.get("managedBy"):  # as ARM answers it (the azure_rm_manageddisk tests)
-                raise ArmError(
-                    409, "OperationNotAllowed", f"Disk {m['name']} is attached to VM {existing['managedBy']}."
-                )
-            if short == "schedules":  # recorded.json: deleted at once, 200 with no body
-                arm._remove(key)
-                return 200, None, {}
-            existing["properties"]["provisioningState"] = "Deleting"
-            headers = self._op("delete", rid, arm.latency.get(short + "-delete", arm.latency.get(short, 0.0) / 2))
-            return 202, None, {"Location": headers["Location"]}
+            return self._delete_resource(rid, existing)
         if method != "PUT":
             raise ArmError(405, "MethodNotAllowed", method)
-        group = arm.groups.get(m["rg"].lower())
-        if group is None:
-            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
-        if group["properties"]["provisioningState"] == "Deleting":
-            raise ArmError(
-                409,
-                "ResourceGroupBeingDeleted",
-                f"The resource group '{m['rg']}' is in deprovisioning state and cannot perform this operation.",
-            )
-        body = self._checked_body(rtype, raw)
-        location = str(body.get("location", "")).lower()
-        if not location:
-            raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
-        if existing is not None and existing["location"] != location:
-            raise ArmError(
-                400,
-                "InvalidResourceLocation",
-                f"The resource '{m['name']}' already exists in location '{existing['location']}' in resource group '{m['rg']}'. A resource with the same name cannot be created in location '{location}'.",
-            )
-        if existing is not None and existing["properties"].get("provisioningState") in (
-            "Creating",
-            "Updating",
-            "Deleting",
-        ):
-            raise ArmError(
-                409, "AnotherOperationInProgress", "Another operation on this or dependent resource is in progress."
-            )
+        body = self._checked_put(m, rtype, existing, raw)
+        location = str(body["location"]).lower()
         resource = {
             "id": rid,
             "name": m["name"],
@@ -1231,6 +1194,55 @@ class _Handler(RbacHandlers, EventsHandlers, BaseHTTPRequestHandler):
         if short == "disks":  # DiskRP's Disk_Create_Empty: 202 for a new disk (201 is not among its answers)
             return (200 if existing is not None else 202), answer, headers
         return (200 if existing is not None else 201), answer, {"Azure-AsyncOperation": headers["Azure-AsyncOperation"]}
+
+    def _delete_resource(self, rid: str, existing: dict[str, Any] | None) -> tuple[int, Any, dict[str, str]]:
+        arm = self.arm
+        if existing is None:
+            return 204, None, {}
+        short = existing["type"].split("/")[1].lower()
+        if short == "disks" and existing.get("managedBy"):  # as ARM answers it (the azure_rm_manageddisk tests)
+            raise ArmError(
+                409, "OperationNotAllowed", f"Disk {existing['name']} is attached to VM {existing['managedBy']}."
+            )
+        if short == "schedules":  # recorded.json: deleted at once, 200 with no body
+            arm._remove(rid.lower())
+            return 200, None, {}
+        existing["properties"]["provisioningState"] = "Deleting"
+        headers = self._op("delete", rid, arm.latency.get(short + "-delete", arm.latency.get(short, 0.0) / 2))
+        return 202, None, {"Location": headers["Location"]}
+
+    def _checked_put(
+        self, m: dict[str, str], rtype: str, existing: dict[str, Any] | None, raw: bytes
+    ) -> dict[str, Any]:
+        """The body of a PUT that ARM would take: its group there and not being deleted, a location, the same one."""
+        group = self.arm.groups.get(m["rg"].lower())
+        if group is None:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
+        if group["properties"]["provisioningState"] == "Deleting":
+            raise ArmError(
+                409,
+                "ResourceGroupBeingDeleted",
+                f"The resource group '{m['rg']}' is in deprovisioning state and cannot perform this operation.",
+            )
+        body = self._checked_body(rtype, raw)
+        location = str(body.get("location", "")).lower()
+        if not location:
+            raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+        if existing is not None and existing["location"] != location:
+            raise ArmError(
+                400,
+                "InvalidResourceLocation",
+                f"The resource '{m['name']}' already exists in location '{existing['location']}' in resource group '{m['rg']}'. A resource with the same name cannot be created in location '{location}'.",
+            )
+        if existing is not None and existing["properties"].get("provisioningState") in (
+            "Creating",
+            "Updating",
+            "Deleting",
+        ):
+            raise ArmError(
+                409, "AnotherOperationInProgress", "Another operation on this or dependent resource is in progress."
+            )
+        return body
 
     def _public(self, resource: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps({k: v for k, v in resource.items() if not k.startswith("_")}))
