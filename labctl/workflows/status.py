@@ -220,8 +220,10 @@ def list_labs(ui: Reporter, subscription: str | None = None, local_only: bool = 
             continue  # a target that cannot search
         errors.setdefault(target.kind, None)
         for lab in found:
-            # A colleague's lab may share a name with one of the user's: it gets a row of its own.
-            key = lab.name if lab.mine is not False else f"{lab.name}\0{lab.details.get('resource_group')}"
+            # A colleague's lab may share a name with one of the user's: it gets a row of its own, by its group (a
+            # kept workspace by its disk, in its owner's group).
+            whose = lab.details.get("resource_group") or lab.details.get("workspace_disk")
+            key = lab.name if lab.mine is not False else f"{lab.name}\0{whose}"
             here = dict(name=lab.name, target=lab.target, status="not recorded here", where=lab.where)
             row = rows.setdefault(key, {**here, "size": None, "host": None, "recorded_here": False})
             row[found_key] = True

@@ -202,3 +202,25 @@ def test_forced_down_asks_for_the_lab_name_in_a_terminal(
     code, out = _in_a_terminal(["down", "--force", "--no-save"], "lab")
     assert code == 0 and "is gone" in out, out
     assert arm_env.lab_group_names() == []
+
+
+def test_two_colleagues_kept_workspaces_of_one_name_are_two_rows(
+    arm_env: FakeArm,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    for keeper in ("a", "b"):  # A, then B on a computer of B's own: each keeps a workspace of lab "lab"
+        if keeper == "b":
+            _as_colleague(arm_env, monkeypatch, tmp_path / "b-state")
+        provision("lab")
+        assert _invoke("down", "--yes", "--keep-workspace").exit_code == 0  # type: ignore[attr-defined]
+    login = arm_env.add_principal("colleague-c@contoso.example", "c1c2c3c4-0000-4000-8000-00000000000c")
+    for key, value in login.items():  # C, who looks
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LABCTL_STATE_DIR", str(tmp_path / "c-state"))
+    labs = json.loads(_invoke("list", "--json").stdout)["labs"]  # type: ignore[attr-defined]
+    owners = sorted((lab["owner"], lab["status"]) for lab in labs)
+    assert owners == [
+        ("colleague-b@contoso.example", "down, workspace kept"),
+        ("lab-tests-a", "down, workspace kept"),
+    ]
