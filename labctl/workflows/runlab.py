@@ -4,6 +4,7 @@ run's record. `run-lab --here` runs the lab in this Python environment (the ``la
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import time
@@ -19,7 +20,7 @@ from labctl.cluster import Followed, LabNodes, NodeRun, follow_nodes, rank_zero_
 from labctl.distributed import DEFAULT_RDZV_PORT
 from labctl.errors import LabctlError, NotFound, NotReady, UsageError
 from labctl.files import lab_dir, without_links
-from labctl.labhost import count_gpus, naming_node, prepare_lab, private_addresses
+from labctl.labhost import count_gpus, naming_node, prepare_lab, private_addresses, side_by_side
 from labctl.locks import lab_lock
 from labctl.runs import LabRuns
 from labctl.spec import Settings
@@ -297,7 +298,8 @@ def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_W
         if not infos:
             return {}
         with ui.step(f"Saving the checkpoint of run {', '.join(infos)} before the machine stops"):
-            said = [node.runs.interrupt(reason, wait) for node in reach(lab, len(record.nodes))]
+            nodes = reach(lab, len(record.nodes))  # all at once: the wait is one minute, not one per node
+            said = side_by_side([functools.partial(node.runs.interrupt, reason, wait) for node in nodes])
         late = {run for each in said for run in each["timed_out"]}
         after = {i.run_id: i for i in lab.reached[0].runs.list() if i.run_id in infos}
     shown = {run_id: info.shown() for run_id, info in after.items()}
