@@ -74,7 +74,9 @@ def _node(node: Path, port: int, head: bool, *extra: str) -> subprocess.Popen[st
     argv = [
         *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"),
         *("--max-restarts", "0", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"),
-        *("--rdzv-conf", f"is_host={int(head)}", "--local-addr", "127.0.0.1", "-m", "cifarlab", "train"),
+        # The rendezvous ranks nodes by (address, pid): the head's lower address makes it rank 0 whatever the pids.
+        *("--rdzv-conf", f"is_host={int(head)}", "--local-addr", "127.0.0.1" if head else "127.0.0.2"),
+        *("-m", "cifarlab", "train"),
         *("--data", "synthetic:400", "--batch-size", "8", "--epochs", "3", "--device", "cpu", "--log-every", "0.2"),
         *("--out", "run", *extra),
     ]
