@@ -518,7 +518,7 @@ time.sleep(600)
 def start_run(lab: LabRecord, docker_client: Any) -> tuple[str, LabRuns]:
     box = LabContainer(docker_client.containers.get(lab.container_name))
     lab_runs, run_id = LabRuns(box), new_run_id()
-    lab_runs.start(run_id, ["python", "-c", TRAINING], path="/workspace")
+    lab_runs.start(run_id, ["python", "-c", TRAINING], path="/workspace", resumable=True)  # as the lab trains
     deadline = time.monotonic() + 60
     while b"training" not in lab_runs.read_from(RUNS_DIR / run_id / "train.log", 0):
         assert time.monotonic() < deadline, "the run never started"
