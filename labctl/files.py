@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from labctl.errors import LabctlError, UsageError
 
@@ -51,6 +52,15 @@ def write_private(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A cache or a note labctl wrote: {} when it is gone, unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def without_links(root: Path, path: Path) -> Path:

@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO
 
 from labctl.errors import LabctlError
-from labctl.files import make_private_dir, write_private
+from labctl.files import make_private_dir, read_json_object, write_private
 from labctl.state import now_iso, user_dir, validate_lab_name
 from labctl.ui import Reporter
 
@@ -48,10 +48,7 @@ def lab_lock(name: str, command: str, ui: Reporter) -> Iterator[None]:
         deadline = time.monotonic() + limit
         said = False
         while not _lock(handle):
-            holder: Any = {}
-            with contextlib.suppress(OSError, ValueError):  # gone, or not JSON
-                holder = json.loads(info_path.read_text(encoding="utf-8"))
-            holder = holder if isinstance(holder, dict) else {}
+            holder = read_json_object(info_path)
             other = f"'labctl {holder.get('command', '?')}' (pid {holder.get('pid', '?')})"
             if time.monotonic() >= deadline:
                 raise LabctlError(

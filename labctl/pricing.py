@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from labctl.errors import LabctlError, UsageError
-from labctl.files import write_private
+from labctl.files import read_json_object, write_private
 from labctl.state import from_dict, user_dir
 
 _SIZE_NAME = re.compile(r"^standard_[a-z][a-z0-9]*(_[a-z0-9]+)*$")
@@ -248,21 +248,13 @@ def _fetch_lab_prices(region: str, size: str, timeout: float) -> LabPrices:
     return LabPrices(region, size, payg, spot, source=f"Azure Retail Prices API ({today})", fetched_on=today, **extras)
 
 
-def _read_cache() -> dict[str, Any]:
-    try:
-        data = json.loads((user_dir("cache") / CACHE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: float = 10.0) -> LabPrices:
     """A fresh cached answer, else the API (then cached), else a stale cache, else the catalog."""
     known = SIZES.get(size.strip().lower())
     size = known.name if known else size.strip()
-    key = f"{region.lower()}/{size.lower()}/{DISK_TIER}"
+    key, cache = f"{region.lower()}/{size.lower()}/{DISK_TIER}", user_dir("cache") / CACHE_FILE
     try:  # read as a lab record is: a key an older labctl wrote (currency) is dropped
-        cached: LabPrices | None = from_dict(LabPrices, _read_cache().get(key), "the cached price")
+        cached: LabPrices | None = from_dict(LabPrices, read_json_object(cache).get(key), "the cached price")
     except ValueError:
         cached = None
     if cached is not None and cached.fetched_on:
@@ -283,7 +275,7 @@ def lab_prices(region: str, size: str, *, now: datetime | None = None, timeout: 
         payg, spot = known.usd_per_hour, known.hourly(True)
         return LabPrices(region, known.name, payg, spot, source=f"{CATALOG_SOURCE}; {reason}", **OFFLINE)
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs a later lookup
-        write_private(user_dir("cache") / CACHE_FILE, json.dumps({**_read_cache(), key: asdict(fresh)}, indent=1))
+        write_private(cache, json.dumps({**read_json_object(cache), key: asdict(fresh)}, indent=1))
     return fresh
 
 

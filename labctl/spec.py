@@ -15,7 +15,7 @@ from typing import Any
 
 from labctl import validate
 from labctl.errors import UsageError
-from labctl.files import write_private
+from labctl.files import read_json_object, write_private
 from labctl.keys import check_fingerprint, check_key_pair, check_private_key
 from labctl.state import DEFAULT_NAME, user_dir, validate_lab_name
 from labctl.ui import Outcome
@@ -84,11 +84,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _trusted() -> dict[str, str]:
     """Trust is for a file's exact contents (its SHA-256): an edit (a pull, a colleague's commit) revokes it."""
-    try:
-        data = json.loads(user_config_path().with_name(TRUST_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in read_json_object(user_config_path().with_name(TRUST_FILE)).items()}
 
 
 def _digest(path: Path) -> str:
