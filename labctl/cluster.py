@@ -52,11 +52,11 @@ class LabNodes(ExitStack):
         return self.reached[:count]
 
 
-def rendezvous_port(head: NodeRun, preferred: int = DEFAULT_RDZV_PORT) -> int:
-    """``preferred``, or a free port of node 0 if something holds it."""
-    result = head.runs.box.exec(["python", "-c", _PORT_PY, str(preferred)], check=False)
+def rendezvous_port(head: NodeRun) -> int:
+    """The default port, or a free port of node 0 if something holds it."""
+    result = head.runs.box.exec(["python", "-c", _PORT_PY, str(DEFAULT_RDZV_PORT)], check=False)
     text = result.text.strip()
-    return int(text) if result.exit_code == 0 and text.isdigit() else preferred
+    return int(text) if result.exit_code == 0 and text.isdigit() else DEFAULT_RDZV_PORT
 
 
 def rank_zero_node(nodes: list[NodeRun], run_id: str) -> NodeRun | None:
@@ -113,11 +113,9 @@ def follow_nodes(
     *,
     follow: bool = True,
     poll: float = 1.0,
-    grace: float | None = None,
 ) -> Followed:
     """Until each node's part ended or is lost (once, without ``follow``). Logs are read by offset, so a new
     `labctl logs --follow` after a dropped connection sees every line."""
-    grace = LOST_GRACE_S if grace is None else grace
     lines = {n.node: RankLines(node_rank=n.node if len(nodes) > 1 else None) for n in nodes}
     offsets = dict.fromkeys(lines, 0)
     followed, lost_at = Followed(), None
@@ -148,7 +146,7 @@ def follow_nodes(
             return followed
         if lost_at is None and followed.lost:
             lost_at = time.monotonic()
-        if lost_at is not None and time.monotonic() - lost_at > grace:
+        if lost_at is not None and time.monotonic() - lost_at > LOST_GRACE_S:
             if followed.stopped:
                 return followed  # asked to stop a grace ago and still running: leave them, and say so
             stop_nodes(active, run_id)

@@ -146,10 +146,9 @@ def deps_tag(base: str | None = None) -> str:
     return f"{DEPS_REPO}:{hashlib.sha256(identity).hexdigest()[:16]}"
 
 
-def build_context(deps: str | None = None) -> tuple[bytes, str]:
+def build_context() -> tuple[bytes, str]:
     dockerfile = template("Dockerfile")
-    deps = deps or deps_tag()
-    identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|deps={deps}"
+    identity = f"{lab_fingerprint()}|{hashlib.sha256(dockerfile.read_bytes()).hexdigest()}|deps={deps_tag()}"
     tag = f"{IMAGE_REPO}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
     return tar_of({"Dockerfile": dockerfile, "lab": lab_dir()}), tag
 
