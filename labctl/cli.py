@@ -169,7 +169,7 @@ def _root(
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int = 1) -> NoReturn:
     print(f"Error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
@@ -197,13 +197,11 @@ def _run(action: Callable[[Reporter], Outcome], as_json: bool = False) -> None:
         if isinstance(exc, (ConnectionError, TimeoutError, EOFError, *lost)):
             _fail(
                 f"The connection broke off ({type(exc).__name__}: {exc}). What runs in the lab goes on without it; "
-                "run the same command again once the network is back ('labctl status' says whether the lab answers).",
-                1,
+                "run the same command again once the network is back ('labctl status' says whether the lab answers)."
             )
         _fail(
             f"unexpected {type(exc).__name__}: {exc}. Run again with --verbose for the details, and please "
-            "report it if it persists.",
-            1,
+            "report it if it persists."
         )
     if as_json:
         print(json.dumps(outcome.data, indent=2, default=str))
