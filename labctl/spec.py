@@ -3,7 +3,6 @@ config file, defaults) so that ``labctl config`` can say where each came from, a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from typing import Any
 
 from labctl import validate
 from labctl.errors import UsageError
-from labctl.files import read_json_object, write_private
+from labctl.files import read_json_object, sha256_of, write_private
 from labctl.keys import check_fingerprint, check_key_pair, check_private_key
 from labctl.state import DEFAULT_NAME, user_dir, validate_lab_name
 from labctl.ui import Outcome
@@ -87,16 +86,12 @@ def _trusted() -> dict[str, str]:
     return {str(k): str(v) for k, v in read_json_object(user_config_path().with_name(TRUST_FILE)).items()}
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def trust_project(cwd: Path | None = None) -> Outcome:
     path = (cwd or Path.cwd()) / PROJECT_FILE
     if not path.is_file():
         raise UsageError(f"There is no {PROJECT_FILE} in {path.parent}.", hint="Run this in the project's directory.")
     table, where = _read_toml(path), str(path.resolve())
-    trusted = {**_trusted(), where: _digest(path)}
+    trusted = {**_trusted(), where: sha256_of(path)}
     write_private(user_config_path().with_name(TRUST_FILE), json.dumps(trusted, indent=2))
     guarded = sorted(set(table) & GUARDED)
     said = f"; it sets {', '.join(guarded)}" if guarded else ""
@@ -116,7 +111,8 @@ class Settings:
         self._project = (cwd or Path.cwd()) / PROJECT_FILE
         project = _read_toml(self._project)
         self._files = [(str(self._project), project), (str(user_config_path()), _read_toml(user_config_path()))]
-        self._project_trusted = bool(project) and _trusted().get(str(self._project.resolve())) == _digest(self._project)
+        trusted = bool(project) and _trusted().get(str(self._project.resolve())) == sha256_of(self._project)
+        self._project_trusted = trusted
 
     def lookup(self, key: str, flag: Any = None) -> Setting:
         """Refused when an untrusted project file decides a guarded one."""
