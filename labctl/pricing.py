@@ -324,7 +324,6 @@ def estimate(
     life = max(0.0, (now - created_at).total_seconds()) / 3600
     rate, stretches = prices.compute_per_hour(spot), list(_stretches(intervals, created_at, now))
     hours = [((s.stop or now) - s.start).total_seconds() / 3600 for s in stretches]
-    allocated = sum(hours)
     compute = sum(
         h * (rate if s.usd_per_hour is None else s.usd_per_hour) for h, s in zip(hours, stretches, strict=True)
     )
@@ -335,7 +334,7 @@ def estimate(
         "compute_usd": round(compute, 6),
         "disk_usd": round(disk, 6),
         "public_ip_usd": round(ip, 6),
-        "allocated_hours": allocated,
+        "allocated_hours": sum(hours),
         "life_hours": life,
         "compute_per_hour": rate + prices.fixed_per_hour,
         "spot": spot,
