@@ -9,19 +9,16 @@ from labctl.errors import LabctlError, NotReady, UsageError
 from labctl.pricing import VmSize
 from labctl.spec import LabSpec
 from labctl.state import LabRecord, SaveFn, now_iso
-from labctl.targets.azure import idlerole, inventory, settings
-from labctl.targets.azure.clients import Principal
+from labctl.targets.azure import inventory, settings
 from labctl.targets.azure.plan import (
     WORKSPACE_COST,
     WORKSPACE_MOUNT,
-    LabNames,
     agent_shutdown,
     azure_data,
     make_plan,
     names_of,
     node_count,
     refuse_grid_only,
-    workspace_disk_id,
     workspace_words,
 )
 from labctl.targets.base import FoundLab, LabOwner, Target
@@ -92,26 +89,7 @@ class AzureTarget(Target):
             # `up` stopped before creating anything in Azure (bad input, preflight, no login): nothing to delete.
             ui.info(f"Lab '{record.name}' never reached Azure; nothing to delete there.")
         else:
-            azure = self._for(record)
-            names = LabNames(record.name, td.get("resource_group") or "", azure.subscription_id)
-            vms = [names.id("vm", node) for node in range(node_count(record))]
-            idlerole.remove_rights(azure, vms, record, ui, before_group=True)
-            owner = td.get("owner") or azure.principal.oid  # a lab found by its tags has its disk by name only
-            disk = td.get("workspace_disk") or workspace_disk_id(
-                azure.subscription_id, Principal(owner, "").short, record.name
-            )
-            unseen = not keep_workspace and _unseen_workspace(record)
-            inventory.destroy_lab(
-                azure, record.name, names.resource_group, ui, td.get("owner"), disk, keep_workspace or unseen
-            )
-            if unseen:
-                flag = f" --name {record.name}"
-                ui.warn(
-                    f"Kept the workspace disk {disk.rsplit('/', 1)[1]}: it holds the workspace an earlier 'down "
-                    "--keep-workspace' kept, which this lab never had in /workspace, so nothing copied it home. "
-                    f"'labctl up{flag}' brings a lab back with it; 'labctl down{flag} --delete-workspace' deletes it."
-                )
-            idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
+            inventory.destroy_lab(self._for(record), record, ui, keep_workspace)
         if keep_workspace:  # the VM's bill ended with it: the next `up` is priced, and budgeted, from its new VM on
             td.pop("created_at", None), td.pop("started_at", None), td.pop("power_events", None)
         forget_lab_keys(record.name)
@@ -156,7 +134,7 @@ class AzureTarget(Target):
         nodes = node_count(record)
         vms = "the VM, its disk" if nodes == 1 else f"its {nodes} VMs, their disks"
         disk = azure_data(record).get("workspace_disk")
-        kept = keep or _unseen_workspace(record)
+        kept = keep or inventory.unseen_workspace(record)
         workspace = f", then its workspace disk {disk.rsplit('/', 1)[1]}" if disk and not kept else ""
         return f"the resource group of lab '{record.name}' and everything in it ({vms}, the network){workspace}"
 
@@ -277,10 +255,3 @@ class AzureTarget(Target):
             f"The VM of lab '{record.name}' is {power}{why}.",
             hint=f"'labctl start --name {record.name}' brings it back with the same address and keys.",
         )
-
-
-def _unseen_workspace(record: LabRecord) -> bool:
-    """A kept workspace disk that came back, but unmounted (/workspace was Docker's own volume): only it holds the
-    files, so a plain `down` keeps it."""
-    td = azure_data(record)
-    return bool(td.get("workspace_unbound") and td.get("workspace_kept"))

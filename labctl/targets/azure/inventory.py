@@ -14,8 +14,8 @@ from labctl.errors import LabctlError, NotFound
 from labctl.labhost import side_by_side
 from labctl.pricing import SIZES
 from labctl.state import LabRecord, now_iso
-from labctl.targets.azure import settings
-from labctl.targets.azure.clients import Azure, arm, dig, finish, get_or_none, poll, wait_rg_gone
+from labctl.targets.azure import idlerole, settings
+from labctl.targets.azure.clients import Azure, Principal, arm, dig, finish, get_or_none, poll, wait_rg_gone
 from labctl.targets.azure.plan import (
     WORKSPACE_GROUP,
     LabNames,
@@ -23,6 +23,7 @@ from labctl.targets.azure.plan import (
     group_and_name,
     names_of,
     node_count,
+    workspace_disk_id,
     workspace_words,
 )
 from labctl.targets.base import FoundLab, LabOwner
@@ -275,18 +276,18 @@ def leftovers(azure: Azure, lab: str, resource_group: str = "", owner: str | Non
     return [rid for rid in hits if ours(rid)]
 
 
-def destroy_lab(
-    azure: Azure,
-    lab: str,
-    resource_group: str,
-    ui: Reporter,
-    owner: str | None = None,
-    workspace: str | None = None,
-    keep: bool = False,
-) -> None:
-    """``workspace``: the lab's workspace disk, outside its group, deleted after it or ``keep``."""
+def destroy_lab(azure: Azure, record: LabRecord, ui: Reporter, keep: bool) -> None:
+    """The lab's group, then its workspace disk (outside it: deleted, or kept), and a check that nothing is left."""
     from azure.core.exceptions import ResourceNotFoundError
 
+    td, lab = azure_data(record), record.name
+    names = LabNames(lab, td.get("resource_group") or "", azure.subscription_id)
+    vms = [names.id("vm", node) for node in range(node_count(record))]
+    idlerole.remove_rights(azure, vms, record, ui, before_group=True)
+    mine = td.get("owner") or azure.principal.oid  # a lab found by its tags has its disk by name only
+    workspace = td.get("workspace_disk") or workspace_disk_id(azure.subscription_id, Principal(mine, "").short, lab)
+    unseen = not keep and unseen_workspace(record)
+    resource_group, owner = names.resource_group, td.get("owner")
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
         groups = azure.resources.resource_groups
         rg = get_or_none(f"reading the resource group {resource_group}", lambda: groups.get(resource_group))
@@ -303,9 +304,8 @@ def destroy_lab(
                     if not isinstance(cause, ResourceNotFoundError) and "BeingDeleted" not in str(cause):
                         raise
             wait_rg_gone(azure, resource_group)
-    if workspace:
-        settle_workspace(azure, lab, workspace, keep, ui)
-    kept = workspace.lower() if workspace and keep else None
+    settle_workspace(azure, lab, workspace, keep or unseen, ui)
+    kept = workspace.lower() if keep or unseen else None
 
     def left_over() -> list[str]:
         return [rid for rid in leftovers(azure, lab, resource_group, owner) if rid.lower() != kept]
@@ -319,6 +319,21 @@ def destroy_lab(
             + ", ".join(left[:5]),
             hint="Delete them in the Azure portal (they may still cost money), or run 'labctl down' again.",
         )
+    if unseen:
+        flag = f" --name {lab}"
+        ui.warn(
+            f"Kept the workspace disk {workspace.rsplit('/', 1)[1]}: it holds the workspace an earlier 'down "
+            "--keep-workspace' kept, which this lab never had in /workspace, so nothing copied it home. "
+            f"'labctl up{flag}' brings a lab back with it; 'labctl down{flag} --delete-workspace' deletes it."
+        )
+    idlerole.remove_rights(azure, vms[:1], record, ui, before_group=False)
+
+
+def unseen_workspace(record: LabRecord) -> bool:
+    """A kept workspace disk that came back, but unmounted (/workspace was Docker's own volume): only it holds the
+    files, so a plain `down` keeps it."""
+    td = azure_data(record)
+    return bool(td.get("workspace_unbound") and td.get("workspace_kept"))
 
 
 def settle_workspace(azure: Azure, lab: str, disk: str, keep: bool, ui: Reporter) -> None:
