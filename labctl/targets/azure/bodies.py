@@ -104,6 +104,11 @@ def virtual_machine(
 ) -> c.VirtualMachine:
     publisher, offer, sku, _ = plan.image.split(":")
     admin, trusted = settings.admin_user(), choice.trusted_launch
+    login = c.SshPublicKey(path=f"/home/{admin}/.ssh/authorized_keys", key_data=user_key)
+    nic = c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete")
+    # The workspace disk at LUN 0, detached (not deleted) with the VM: `down` decides what becomes of it.
+    attached = c.ManagedDiskParameters(id=workspace_disk)
+    workspace = c.DataDisk(lun=0, create_option="Attach", delete_option="Detach", managed_disk=attached)
     properties = c.VirtualMachineProperties(
         hardware_profile=c.HardwareProfile(vm_size=choice.size.name),
         storage_profile=c.StorageProfile(
@@ -114,34 +119,18 @@ def virtual_machine(
                 delete_option="Delete",
                 managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"),
             ),
-            # The workspace disk at LUN 0, detached (not deleted) with the VM: `down` decides what becomes of it.
-            data_disks=[
-                c.DataDisk(
-                    lun=0, create_option="Attach", delete_option="Detach", managed_disk=c.ManagedDiskParameters(id=d)
-                )
-                for d in [workspace_disk]
-                if d
-            ]
-            or None,
+            data_disks=[workspace] if workspace_disk else None,
         ),
         os_profile=c.OSProfile(
             computer_name=names.name("vm", node),
             admin_username=admin,
             custom_data=base64.b64encode(cloud_init.encode()).decode(),
             linux_configuration=c.LinuxConfiguration(
-                disable_password_authentication=True,
-                ssh=c.SshConfiguration(
-                    public_keys=[c.SshPublicKey(path=f"/home/{admin}/.ssh/authorized_keys", key_data=user_key)]
-                ),
+                disable_password_authentication=True, ssh=c.SshConfiguration(public_keys=[login])
             ),
         ),
         network_profile=c.NetworkProfile(
-            network_interfaces=[
-                c.NetworkInterfaceReference(
-                    id=names.id("nic", node),
-                    properties=c.NetworkInterfaceReferenceProperties(primary=True, delete_option="Delete"),
-                )
-            ]
+            network_interfaces=[c.NetworkInterfaceReference(id=names.id("nic", node), properties=nic)]
         ),
         # Trusted Launch, which Microsoft recommends for Gen2 images, with the vTPM on but Secure Boot off: the
         # Data Science VM's NVIDIA driver is a DKMS module that Secure Boot would refuse to load. uefiSettings
