@@ -193,16 +193,14 @@ RESOURCES = {
     "vm": ("Microsoft.Compute/virtualMachines", "{lab}-vm{n}"),
     "disk": ("Microsoft.Compute/disks", "{lab}-vm{n}-osdisk"),
     "schedule": ("Microsoft.DevTestLab/schedules", "shutdown-computevm-{lab}-vm{n}"),
+    "workspace": ("Microsoft.Compute/disks", "labctl-{lab}-workspace"),  # in WORKSPACE_GROUP, not the lab's group
 }
 SUBNET = "default"
 # /workspace on a managed disk of its own, in a group per owner, so `down --keep-workspace` can delete the lab's group
 # and keep it; node 0 sees it at its LUN (cloud-init makes a filesystem on it only where it has none, and mounts it).
 WORKSPACE_GROUP = "labctl-workspaces-{owner}"
-WORKSPACE_DISK = "labctl-{lab}-workspace"
 WORKSPACE_DEVICE = "/dev/disk/azure/scsi1/lun0"
 WORKSPACE_MOUNT = "/var/lib/labctl/workspace"
-
-
 WORKSPACE_COST = f"{WORKSPACE_DISK_GB} GiB {WORKSPACE_DISK_SKU}, ~${WORKSPACE_DISK_USD_PER_MONTH:.2f}/month"
 
 
@@ -218,10 +216,7 @@ def workspace_words(disk: str, region: object) -> str:
 
 
 def workspace_disk_id(subscription: str, owner_short: str, lab: str) -> str:
-    group = WORKSPACE_GROUP.format(owner=owner_short)
-    return f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Compute/disks/" + (
-        WORKSPACE_DISK.format(lab=lab)
-    )
+    return LabNames(lab, WORKSPACE_GROUP.format(owner=owner_short), subscription).id("workspace")
 
 
 @dataclass(frozen=True)
@@ -323,11 +318,12 @@ class AzurePlan:
     def render(self) -> str:
         first = self.sizes[0]
         where = f"auto (first with room of: {', '.join(self.regions)})" if self.auto_region else self.regions[0]
+        described = [s.describe() + (f", Spot ~${s.hourly(True):.2f}/h" if self.spot else "") for s in self.sizes]
         lines = [
             f"Plan for Azure lab '{self.names.lab}' (nothing is created by --dry-run):",
             f"  subscription:   {self.subscription or '(from your login)'}",
             f"  region:         {where}",
-            f"  size:           {first.describe()}" + (f", Spot ~${first.hourly(True):.2f}/h" if self.spot else ""),
+            f"  size:           {described[0]}",
         ]
         if self.nodes > 1:
             each = first.hourly(self.spot)
@@ -335,9 +331,7 @@ class AzurePlan:
                 f"  nodes:          {self.nodes} VMs of that size, ~${self.nodes * each:.2f}/h together "
                 f"({self.nodes} x ${each:.2f}/h), in one proximity placement group"
             )
-        for fallback in self.sizes[1:]:
-            spot = f", Spot ~${fallback.hourly(True):.2f}/h" if self.spot else ""
-            lines.append(f"  then:           {fallback.describe()}{spot}")
+        lines += [f"  then:           {fallback}" for fallback in described[1:]]
         lines += [f"  image:          {self.image}", "  resources:"]
         lines += [f"    {row['type']:<42} {row['name']}" for row in self.resources(first)]
         src = "anywhere (--allow-ip any)" if self.source == "*" else self.source
