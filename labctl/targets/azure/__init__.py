@@ -173,9 +173,7 @@ class AzureTarget(Target):
         with arm("reading the lab's VMs"):
             vms = [azure.compute.virtual_machines.get(rg, names.name("vm", n)) for n in range(node_count(record))]
         now = str(vms[0].hardware_profile.vm_size)
-        if record.status == "ready" and all(
-            str(vm.hardware_profile.vm_size).lower() == size.name.lower() for vm in vms
-        ):
+        if record.status == "ready" and {str(vm.hardware_profile.vm_size).lower() for vm in vms} == {size.name.lower()}:
             raise UsageError(
                 f"Lab '{record.name}' is a {now} already; nothing was stopped.", hint="Pick another --size."
             )
@@ -222,8 +220,7 @@ class AzureTarget(Target):
                 hint="Its daily auto-shutdown still applies. 'labctl down' and 'labctl up' with the rights to "
                 "assign roles (Owner or User Access Administrator) gives it idle stop.",
             )
-        endpoint = settings.arm_endpoint()
-        td = azure_data(record)
+        endpoint, td = settings.arm_endpoint(), azure_data(record)
         extras: dict[str, Any] = {"mode": "azure", "arm_url": endpoint, "arm_resource": f"{endpoint}/"}
         extras["spot"] = bool(td.get("spot"))  # its agent watches for the eviction notice
         if (at := td.get("shutdown_at")) and (zone := td.get("shutdown_time_zone")):  # checkpointed before it
