@@ -22,6 +22,7 @@ from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
 from labctl.workflows.reach import save_before_down
 from labctl.workflows.runlab import BOOT_WAIT_S, lab_nodes, resume_runs, stop_runs, unfetched_runs
+from labctl.workspace import PullResult
 
 
 def build_spec(asked: LabSpec, settings: Settings | None = None) -> LabSpec:
@@ -86,29 +87,26 @@ def _idle_rules(spec: LabSpec, record: LabRecord, target: Target) -> None:
 def up(asked: LabSpec, ui: Reporter, *, dry_run: bool = False) -> Outcome:
     spec = build_spec(asked)
     target = get_target(spec.target)
-    if dry_run:
-        _idle_rules(spec, LabRecord(name=spec.name, target=spec.target), target)
-        plan = target.plan(spec)
-        if spec.requirements_text:
-            plan.data["requirements"] = str(spec.requirements)
-            plan.text += f"\n  packages:       from {spec.requirements}, in a layer of their own over the lab image"
-        plan.data["workspace"] = _planned_workspace(spec, target)
-        plan.text += f"\n  workspace:      {plan.data['workspace']}"
-        return plan
-    with lab_lock(spec.name, "up", ui):
-        return _up(spec, target, ui)
-
-
-def _planned_workspace(spec: LabSpec, target: Target) -> str:
-    """Which /workspace the lab gets, and what `down` does with it: copies it home, or keeps it where it lives."""
+    if not dry_run:
+        with lab_lock(spec.name, "up", ui):
+            return _up(spec, target, ui)
+    _idle_rules(spec, LabRecord(name=spec.name, target=spec.target), target)
+    plan = target.plan(spec)
+    if spec.requirements_text:
+        plan.data["requirements"] = str(spec.requirements)
+        plan.text += f"\n  packages:       from {spec.requirements}, in a layer of their own over the lab image"
+    # Which /workspace the lab gets, and what `down` does with it: copies it home, or keeps it where it lives.
     store = StateStore()
-    record = store.load(spec.name) if store.exists(spec.name) else LabRecord(name=spec.name, target=spec.target)
-    if record.status == "kept":
-        return f"the one kept by an earlier 'down --keep-workspace': {target.workspace_home(record)}"
-    return (
-        f"{target.workspace_kind}; 'down' copies what changed in it to this computer before it deletes anything, "
-        "'down --keep-workspace' keeps it where it lives for the next 'up' of this name"
-    )
+    if store.exists(spec.name) and (record := store.load(spec.name)).status == "kept":
+        workspace = f"the one kept by an earlier 'down --keep-workspace': {target.workspace_home(record)}"
+    else:
+        workspace = (
+            f"{target.workspace_kind}; 'down' copies what changed in it to this computer before it deletes anything, "
+            "'down --keep-workspace' keeps it where it lives for the next 'up' of this name"
+        )
+    plan.data["workspace"] = workspace
+    plan.text += f"\n  workspace:      {workspace}"
+    return plan
 
 
 def _up(spec: LabSpec, target: Target, ui: Reporter) -> Outcome:
@@ -240,7 +238,37 @@ def down(
     with lab_lock(record.name, "down", ui):
         if store.exists(record.name):  # as the command this one may have waited for left it
             record = store.load(record.name)
-        return _down(store, record, ui, yes, force, confirm_name, not no_save, keep_workspace, delete_workspace)
+        target = get_target(record.target)
+        home = _kept_home(record, target, keep_workspace, delete_workspace)
+        if record.status == "kept":
+            what = f"the kept workspace of lab '{record.name}', {target.workspace_home(record)}, without copying it"
+        else:
+            what = target.removal(record, keep=home is not None) + (f", keeping its workspace: {home}" if home else "")
+        confirmed = check_owner(record, target, "down", ui, force, confirm_name)
+        copy = not no_save and not home and record.status != "kept"  # a kept workspace stays where it lives
+        if copy and not store.exists(record.name):
+            _refuse_unreachable(record, target.label)
+        if not yes and not confirmed:
+            if not sys.stdin.isatty():
+                raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
+            if not agreed(f"Delete {what}?"):
+                return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
+        if not force:
+            _protect_results(record, ui, kept=home is not None)
+        saved = save_before_down(record, ui) if copy else None
+        record.status = "deleting"  # "kept" only once the VM is gone: until then it may run, and bill
+        store.save(record)
+        try:
+            target.destroy(record, ui, keep_workspace=home is not None)
+        except LabctlError as exc:
+            if not force or target.owns_machine:
+                raise  # the record stays, so `down` can be run again once the cause is fixed
+            store.delete(record.name)
+            raise LabctlError(
+                f"Lab '{record.name}' is forgotten here as --force asked, but something is left behind: {exc.message}",
+                hint=exc.hint,
+            ) from None
+        return _forget(store, record, home, saved, ui)
 
 
 def _kept_home(record: LabRecord, target: Target, keep: bool, delete: bool) -> str | None:
@@ -261,48 +289,7 @@ def _kept_home(record: LabRecord, target: Target, keep: bool, delete: bool) -> s
     return home if keep else None
 
 
-def _down(
-    store: StateStore,
-    record: LabRecord,
-    ui: Reporter,
-    yes: bool,
-    force: bool,
-    confirm_name: str | None,
-    save: bool,
-    keep: bool = False,
-    delete: bool = False,
-) -> Outcome:
-    target = get_target(record.target)
-    home = _kept_home(record, target, keep, delete)
-    if record.status == "kept":
-        what = f"the kept workspace of lab '{record.name}', {target.workspace_home(record)}, without copying it"
-    else:
-        what = target.removal(record, keep=home is not None) + (f", keeping its workspace: {home}" if home else "")
-    confirmed = check_owner(record, target, "down", ui, force, confirm_name)
-    if save and not home and record.status != "kept" and not store.exists(record.name):
-        _refuse_unreachable(record, target.label)
-    if not yes and not confirmed:
-        if not sys.stdin.isatty():
-            raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
-        if not agreed(f"Delete {what}?"):
-            return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
-    if not force:
-        _protect_results(record, ui, kept=home is not None)
-    saved = None
-    if save and not home:  # a kept workspace is not copied: it stays where it lives
-        saved = save_before_down(record, ui)
-    record.status = "deleting"  # "kept" only once the VM is gone: until then it may run, and bill
-    store.save(record)
-    try:
-        target.destroy(record, ui, keep_workspace=home is not None)
-    except LabctlError as exc:
-        if not force or target.owns_machine:
-            raise  # the record stays, so `down` can be run again once the cause is fixed
-        store.delete(record.name)
-        raise LabctlError(
-            f"Lab '{record.name}' is forgotten here as --force asked, but something is left behind: {exc.message}",
-            hint=exc.hint,
-        ) from None
+def _forget(store: StateStore, record: LabRecord, home: str | None, saved: PullResult | None, ui: Reporter) -> Outcome:
     if home:
         record.status = "kept"
         record.idle.pop("installed", None)
@@ -402,8 +389,7 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
     return record, info
 
 
-def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter, resumes: bool = False) -> bool:
-    """``resumes``: the stop checkpoints the lab's runs, and `start` resumes them."""
+def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
     try:
         with lab_nodes(record, ui) as lab:
             running = [info for info in lab.reached[0].runs.list() if info.state == "running"]
@@ -412,7 +398,7 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter, resumes: bool = 
         return True
     if not running:
         return True
-    ends = [i.run_id for i in running if not (resumes and i.resumable and not i.resume_off)]
+    ends = [i.run_id for i in running if not i.resumable or i.resume_off]
     what = f"Lab '{record.name}' is training (run {', '.join(i.run_id for i in running)}): stopping it ends "
     what += f"run {', '.join(ends)} unfinished" if ends else "it after a checkpoint, and 'labctl start' resumes it"
     if yes:
@@ -425,9 +411,11 @@ def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter, resumes: bool = 
     return agreed(f"{what}. Stop it anyway?")
 
 
-def _checkpoint_runs(record: LabRecord, ui: Reporter) -> dict[str, str]:
-    """Before the machines go off (stop, resize): bounded, so a run that does not end in time resumes from its last
-    epoch's checkpoint."""
+def _checkpoint_runs(record: LabRecord, yes: bool, ui: Reporter) -> dict[str, str] | None:
+    """Before the machines go off (stop, resize), once a run in progress may stop (None: not agreed); bounded, so a
+    run that does not end in time resumes from its last epoch's checkpoint."""
+    if not _may_stop_a_run(record, yes, ui):
+        return None
     try:
         stopped = stop_runs(record, "stop", ui)
         StateStore().save(record)
@@ -442,11 +430,9 @@ def stop(
 ) -> Outcome:
     record, target = _owned(name, "stop", ui, force, confirm_name)
     # A target that cannot switch machines off (no off_means) refuses in power_off, before anything connects.
-    stopped_runs: dict[str, str] = {}
-    if target.off_means and record.status == "ready":
-        if not _may_stop_a_run(record, yes, ui, resumes=True):
-            return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
-        stopped_runs = _checkpoint_runs(record, ui)
+    stopped_runs = _checkpoint_runs(record, yes, ui) if target.off_means and record.status == "ready" else {}
+    if stopped_runs is None:
+        return Outcome({"stopped": False, "name": record.name}, "Nothing was stopped.", exit_code=1)
     record, info = _switch(record, target, "stop", ui)
     flag = StateStore().name_flag(record.name)
     text = (
@@ -499,12 +485,7 @@ def resize(
         record = store.load(record.name)
 
         def may_stop() -> bool:  # once the size is known to fit: the runs checkpoint as for `stop`
-            if record.status != "ready":
-                return True
-            if not _may_stop_a_run(record, yes, ui, resumes=True):
-                return False
-            _checkpoint_runs(record, ui)
-            return True
+            return record.status != "ready" or _checkpoint_runs(record, yes, ui) is not None
 
         try:
             info = target.resize(record, asked, ui, may_stop)
