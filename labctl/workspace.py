@@ -244,12 +244,8 @@ class _Unpacker:
 
 def _intact(path: Path, entry: FileEntry) -> bool:
     """Already copied: a pull or `down` cut short and run again resumes, file by file."""
-    return (
-        path.is_file()
-        and not path.is_symlink()
-        and path.stat().st_size == entry.size
-        and sha256_of(path) == entry.sha256
-    )
+    same_size = path.is_file() and not path.is_symlink() and path.stat().st_size == entry.size
+    return same_size and sha256_of(path) == entry.sha256
 
 
 def pull(

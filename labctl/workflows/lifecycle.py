@@ -178,10 +178,8 @@ def _remade(store: StateStore, record: LabRecord) -> SaveFn:
     return save
 
 
-def check_owner(
-    record: LabRecord, target: Target, verb: str, ui: Reporter, force: bool = False, confirm_name: str | None = None
-) -> bool:
-    """Refuse ``verb`` on someone else's lab unless forced and its name typed; True when so confirmed."""
+def check_owner(record: LabRecord, target: Target, verb: str, ui: Reporter, force: bool, typed: str | None) -> bool:
+    """Refuse ``verb`` on someone else's lab unless forced and its name ``typed``; True when so confirmed."""
     owner = target.owner_of(record)
     if owner is None or owner.mine:
         return False
@@ -194,7 +192,6 @@ def check_owner(
             f"{what}; labctl does not {action} a lab that is not yours.",
             hint=f"Ask its owner, or, if you mean to {action} it anyway, run 'labctl {verb} {flags}'.",
         )
-    typed = confirm_name
     if typed is None:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -369,13 +366,11 @@ def _found_elsewhere(name: str | None, missing: NotFound) -> LabRecord:
     raise answer from None
 
 
-def _owned(
-    name: str | None, verb: str, ui: Reporter, force: bool, confirm_name: str | None
-) -> tuple[LabRecord, Target]:
+def _owned(name: str | None, verb: str, ui: Reporter, force: bool, typed: str | None) -> tuple[LabRecord, Target]:
     record = StateStore().resolve(name)
     record.require_machines()
     target = get_target(record.target)
-    check_owner(record, target, verb, ui, force, confirm_name)
+    check_owner(record, target, verb, ui, force, typed)
     return record, target
 
 
