@@ -12,7 +12,8 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from contextlib import suppress
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -57,7 +58,7 @@ class RunInfo:
 
     def shown(self) -> str:
         """The state as people read it: "interrupted at epoch 3/10, resumes on start"."""
-        if self.state not in ("interrupted", "lost") or not (self.to_resume or self.state == "interrupted"):
+        if not (self.to_resume or self.state == "interrupted"):
             return self.state
         at = f" at epoch {self.epoch:g}/{self.epochs:g}" if self.epoch is not None and self.epochs else ""
         if self.to_resume:
@@ -83,11 +84,8 @@ def run_info_from(facts: dict[str, Any]) -> RunInfo:
         state = "interrupted"
     else:
         state = "failed"
-    get = facts.get
-    known = {
-        k: facts[k] for k in ("epoch", "epochs", "resumable", "resume_off", "resume_reason", "checkpoint") if k in facts
-    }
-    return RunInfo(str(facts["run_id"]), state, code, get("accuracy"), get("started_at"), get("command"), **known)
+    facts = {**facts, "run_id": str(facts["run_id"]), "state": state, "exit_code": code}
+    return RunInfo(**{field.name: facts[field.name] for field in fields(RunInfo) if field.name in facts})
 
 
 @dataclass
@@ -133,15 +131,10 @@ class LabRuns:
         ``resumable``: the lab's training, which `resume` starts again from its checkpoint (the stop tool marks
         only such runs to be resumed)."""
         run_dir = RUNS_DIR / run_id
-        started = datetime.now(timezone.utc).isoformat()
-        meta: dict[str, Any] = {
-            "run_id": run_id,
-            "started_at": started,
-            "command": command or argv,
-            "launch": argv,
-            "env": env or {},
-        }
-        meta.update({"resumable": True} if resumable else {"resumable": False, "resume": False})
+        meta: dict[str, Any] = {"run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat()}
+        meta.update({"command": command or argv, "launch": argv, "env": env or {}, "resumable": resumable})
+        if not resumable:
+            meta["resume"] = False
         self.box.put(str(run_dir), {"run.json": json.dumps(meta, indent=2).encode(), **(files or {})})
         self._launch(run_dir, argv, path, env)
         return run_dir
@@ -162,18 +155,20 @@ class LabRuns:
         self.box.put(str(RUNS_DIR / run_id), {"run.json": json.dumps(meta, indent=2).encode()})
 
     def interrupt(self, reason: str, wait: float) -> dict[str, list[str]]:
-        """Every live run checkpoints and ends (``run_state.py interrupt``): {"interrupted": [...], "timed_out":
-        [...]}; those the lab can resume are marked to be."""
-        argv = ["python", str(self.tools / "run_state.py"), "interrupt", reason, str(RUNS_DIR), "--wait", str(wait)]
-        result = self.box.exec(argv, check=False)
-        try:
-            said = json.loads(result.output)
-            return {key: [str(run) for run in said.get(key, [])] for key in ("interrupted", "timed_out")}
-        except (ValueError, AttributeError):
-            raise LabctlError(
-                f"Could not stop the runs in the lab container {self.box.name}: {result.text.strip()[-300:]}",
-                hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
-            ) from None
+        """Every live run checkpoints and ends, those the lab can resume marked to be: {"interrupted", "timed_out"}."""
+        said = self._run_state("stop", "interrupt", reason, str(RUNS_DIR), "--wait", str(wait))
+        return {key: [str(run) for run in said.get(key, [])] for key in ("interrupted", "timed_out")}
+
+    def _run_state(self, doing: str, *args: str) -> Any:
+        """The JSON that ``run_state.py ARGS`` prints, or an error that says what it printed instead."""
+        result = self.box.exec(["python", str(self.tools / "run_state.py"), *args], check=False)
+        with suppress(ValueError):
+            if result.exit_code == 0:
+                return json.loads(result.output)
+        raise LabctlError(
+            f"Could not {doing} the runs in the lab container {self.box.name}: {result.text.strip()[-300:]}",
+            hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
+        )
 
     def resume(self, run_id: str) -> None:
         """Starts it again in place from its checkpoint, with what started it: its log goes on, the exit code of
@@ -218,14 +213,7 @@ class LabRuns:
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:
         """All of them, or those named, oldest first."""
-        program = self.tools / "run_state.py"
-        result = self.box.exec(["python", str(program), str(RUNS_DIR), *(run_ids or [])], check=False)
-        if result.exit_code != 0:
-            raise LabctlError(
-                f"Could not read the runs in the lab container {self.box.name}: {result.text.strip()[-300:]}",
-                hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
-            )
-        return [run_info_from(facts) for facts in json.loads(result.output)]
+        return [run_info_from(facts) for facts in self._run_state("read", str(RUNS_DIR), *(run_ids or []))]
 
     def info(self, run_id: str) -> RunInfo:
         infos = self.list([run_id])
