@@ -133,20 +133,18 @@ def _fetch_results(
 
 
 def pick_run(record: LabRecord, lab_runs: LabRuns, run_id: str | None) -> str:
-    if run_id is not None:
-        matches = [r.run_id for r in lab_runs.list() if r.run_id.startswith(run_id)]
-        if not matches:
-            raise NotFound(f"Lab '{record.name}' has no run '{run_id}'.", hint="'labctl runs' lists the runs.")
-        if len(matches) > 1:
-            raise UsageError(
-                f"'{run_id}' matches {len(matches)} runs in lab '{record.name}'.",
-                hint="'labctl runs' lists them; give more of the run id.",
-            )
-        return matches[0]
-    infos = lab_runs.list()
-    if not infos:
+    """The run whose id starts with ``run_id``; the latest when none is given."""
+    matches = sorted(info.run_id for info in lab_runs.list() if info.run_id.startswith(run_id or ""))
+    if not matches and run_id is None:
         raise LabctlError(f"Lab '{record.name}' has no runs yet.", hint="Start one with 'labctl run-lab'.")
-    return max(infos, key=lambda i: i.run_id).run_id
+    if not matches:
+        raise NotFound(f"Lab '{record.name}' has no run '{run_id}'.", hint="'labctl runs' lists the runs.")
+    if len(matches) > 1 and run_id is not None:
+        raise UsageError(
+            f"'{run_id}' matches {len(matches)} runs in lab '{record.name}'.",
+            hint="'labctl runs' lists them; give more of the run id.",
+        )
+    return matches[-1]
 
 
 def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
@@ -167,10 +165,7 @@ def run_lab(opts: RunLabOptions, ui: Reporter) -> Outcome:
         store.save(record)
         on = f"{nodes} nodes of lab" if nodes > 1 else "lab"
         ui.info(f"Run {run_id} started on {on} '{record.name}': {start.summary}.")
-        watch = Watch(
-            detach=opts.detach, doing="training", brings="the results", or_else=f"fetch with 'labctl fetch {run_id}'"
-        )
-        return watch_run(store, record, cluster, run_id, ui, watch)
+        return watch_run(store, record, cluster, run_id, ui, Watch(opts.detach))
 
 
 def _start(
@@ -230,10 +225,7 @@ def _resume_by_hand(opts: RunLabOptions, ui: Reporter) -> Outcome:
         cluster = reach(lab, run_nodes(record, run_id))
         _resume_on(record, cluster, info, ui)
         store.save(record)
-        watch = Watch(
-            detach=opts.detach, doing="training", brings="the results", or_else=f"fetch with 'labctl fetch {run_id}'"
-        )
-        return watch_run(store, record, cluster, run_id, ui, watch)
+        return watch_run(store, record, cluster, run_id, ui, Watch(opts.detach))
 
 
 def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui: Reporter) -> None:
@@ -249,9 +241,8 @@ def _resume_on(record: LabRecord, cluster: list[NodeRun], info: runs.RunInfo, ui
 def resume_runs(
     store: StateStore, record: LabRecord, ui: Reporter, wait: float = 0.0, *, expected: bool = True
 ) -> list[str]:
-    """When the lab comes back (`start`, `up`, `resize`): every run its machine's stop interrupted goes on from its
-    checkpoint. One that cannot is named with the way to do it by hand; the lab is up all the same. Not
-    ``expected`` (no run known to be stopped with the machine): one that does not answer yet is said in passing."""
+    """When the lab comes back (`start`, `up`, `resize`): each run its machine's stop interrupted goes on from its
+    checkpoint; one that cannot is named, with the way by hand. Not ``expected``: no run is known to be waiting."""
     resumed: list[str] = []
     try:
         with ExitStack() as stack:
@@ -275,14 +266,13 @@ def resume_runs(
 
 
 def _once_up(stack: ExitStack, record: LabRecord, ui: Reporter, wait: float) -> LabNodes:
-    """The lab's node 0, asked again for ``wait`` seconds while it does not answer: a machine just started boots
-    first. A lab that answers with a refusal is not asked again."""
+    """Node 0, asked again for ``wait`` seconds while it does not answer (a machine just started boots first)."""
     deadline = time.monotonic() + wait
     with ui.step(f"Waiting up to {wait:.0f}s for the machine to boot, to resume its runs") if wait else nullcontext():
         while True:
             try:
                 return stack.enter_context(lab_nodes(record, ui))
-            except (UsageError, NotFound, NotReady):
+            except (UsageError, NotFound, NotReady):  # a refusal: asking again would change nothing
                 raise
             except LabctlError:
                 if time.monotonic() >= deadline:
@@ -291,8 +281,7 @@ def _once_up(stack: ExitStack, record: LabRecord, ui: Reporter, wait: float) -> 
 
 
 def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> dict[str, str]:
-    """Before the machine stops: every run on every node saves its checkpoint and ends (bounded by ``wait``), to
-    be resumed when the lab comes back; the lines say what was done. Returns each such run's state, as shown."""
+    """Before the machine stops, every run checkpoints and ends (within ``wait``): each one's state, as shown."""
     with lab_nodes(record, ui) as lab:
         infos = {i.run_id: i for i in lab.reached[0].runs.list() if i.state == "running"}
         if not infos:
@@ -346,9 +335,9 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     out = without_links(root, opts.out or root / "here" / runs.new_run_id())
     given = lab_values(opts, out=str(out), data=opts.data or "cifar10")
     values = {key: str(value) for key, value in given.items() if value is not None}
-    if opts.notebook:
-        return _run_notebook(values, core, out, opts.notebook_file, ui)
     try:
+        if opts.notebook:
+            return _run_notebook(values, out, opts.notebook_file, ui)
         cfg = core.TrainConfig().with_strings(values)  # its values checked by RunLabOptions.check
         ui.info(f"Training the {cfg.model} model here on {cfg.data}; results in {out}")
         with LiveOutput(ui, sys.stderr) as live:
@@ -363,17 +352,14 @@ def run_here(opts: RunLabOptions, ui: Reporter) -> Outcome:
     return Outcome(data, text, exit_code={"succeeded": 0, "interrupted": 130}.get(status, 1))
 
 
-def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: str | None, ui: Reporter) -> Outcome:
+def _run_notebook(params: dict[str, str], out: Path, source: str | None, ui: Reporter) -> Outcome:
     """The notebook with the parameters ``cifarlab notebook`` would give it."""
     run_notebook = importlib.import_module("cifarlab.notebook").run_notebook
     params.pop("out")
     source = str(Path(source).expanduser().resolve()) if source else None
     ui.info(f"Executing {Path(source).name if source else 'the lab notebook'} here, cell by cell; results in {out}")
-    try:
-        with LiveOutput(ui, sys.stderr, "Starting the notebook's kernel") as live:
-            executed = run_notebook(out, params, source=source, stream=live)
-    except core.LabError as exc:
-        raise LabctlError(str(exc)) from exc
+    with LiveOutput(ui, sys.stderr, "Starting the notebook's kernel") as live:
+        executed = run_notebook(out, params, source=source, stream=live)
     # The lab's notebook trains into LAB_OUT/run; a notebook of the user's own may write anything, or nothing.
     results = out / "run" if (out / "run" / "metrics.json").is_file() else out
     data = run_result(out.name, "here", "succeeded", results, files_verified=None)
@@ -384,9 +370,9 @@ def _run_notebook(params: dict[str, str], core: ModuleType, out: Path, source: s
 @dataclass(frozen=True)
 class Watch:
     detach: bool
-    doing: str  # "training", "running"
-    brings: str  # what `fetch` brings back
-    or_else: str  # the other way on, after Ctrl-C
+    doing: str = "training"  # or "running"
+    brings: str = "the results"  # what `fetch` brings back
+    or_else: str | None = None  # the other way on, after Ctrl-C; None: fetch the results
     starting: str = "Starting Python and PyTorch on the lab"  # the spinner's words until the run's first output
 
 
@@ -406,9 +392,10 @@ def watch_run(
         with _output(ui, watch.starting) as show:
             followed = follow_nodes(cluster, run_id, show)
     except KeyboardInterrupt:
+        or_else = watch.or_else or f"fetch with 'labctl fetch {run_id}'"
         raise LabctlError(
             f"Stopped watching; run {run_id} goes on {watch.doing} on {where}.",
-            hint=f"Reattach with 'labctl logs --follow {run_id}', or {watch.or_else}.",
+            hint=f"Reattach with 'labctl logs --follow {run_id}', or {or_else}.",
             exit_code=130,
         ) from None
     return _finish(store, record, cluster, run_id, followed, ui)
@@ -490,8 +477,7 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
             with lab_nodes(record, ui) as lab:
                 infos = lab.reached[0].runs.list()
             fetched = {r.run_id: r.fetched_to for r in record.runs}
-            where = f"lab {record.name}"
-            rows = [{**i.facts(), "where": where, "fetched_to": fetched.get(i.run_id)} for i in infos]
+            rows = [{**i.facts(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
