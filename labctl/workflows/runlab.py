@@ -379,6 +379,7 @@ class Watch:
 def watch_run(
     store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, ui: Reporter, watch: Watch
 ) -> Outcome:
+    """Followed to its end, then its results brought here (rank 0's, whichever node kept them)."""
     where = f"the lab's {len(cluster)} nodes" if len(cluster) > 1 else "the machine"
     if watch.detach:
         text = (
@@ -398,12 +399,6 @@ def watch_run(
             hint=f"Reattach with 'labctl logs --follow {run_id}', or {or_else}.",
             exit_code=130,
         ) from None
-    return _finish(store, record, cluster, run_id, followed, ui)
-
-
-def _finish(
-    store: StateStore, record: LabRecord, cluster: list[NodeRun], run_id: str, followed: Followed, ui: Reporter
-) -> Outcome:
     if followed.unreachable == {node.node for node in cluster}:
         every = "the machine" if len(cluster) == 1 else f"every node of lab '{record.name}'"
         raise LabctlError(
@@ -557,8 +552,7 @@ def run_script(
     args = args or []
     store = StateStore()
     record = store.resolve(name)
-    packages = _beside(script)
-    wanted = joined_requirements(record.requirements, packages) if packages else None
+    wanted = joined_requirements(record.requirements, _beside(script) or "")
     if wanted is not None:
         record = _install_packages(store, record, wanted, ui)
     with lab_nodes(record, ui) as lab:
