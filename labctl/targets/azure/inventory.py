@@ -284,8 +284,8 @@ def destroy_lab(azure: Azure, record: LabRecord, ui: Reporter, keep: bool) -> No
     names = LabNames(lab, td.get("resource_group") or "", azure.subscription_id)
     vms = [names.id("vm", node) for node in range(node_count(record))]
     idlerole.remove_rights(azure, vms, record, ui, before_group=True)
-    mine = td.get("owner") or azure.principal.oid  # a lab found by its tags has its disk by name only
-    workspace = td.get("workspace_disk") or workspace_disk_id(azure.subscription_id, Principal(mine, "").short, lab)
+    oid = td.get("owner") or azure.principal.oid  # a lab found by its tags has its disk by name only
+    workspace = td.get("workspace_disk") or workspace_disk_id(azure.subscription_id, Principal(oid, "").short, lab)
     unseen = not keep and unseen_workspace(record)
     resource_group, owner = names.resource_group, td.get("owner")
     with ui.step(f"Deleting resource group {resource_group} and everything in it"):
