@@ -9,7 +9,7 @@ import importlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,11 +51,24 @@ BOOT_WAIT_S = 180.0  # how long `start` waits for the machine to answer before i
 
 
 @contextmanager
-def lab_nodes(record: LabRecord, ui: Reporter) -> Iterator[LabNodes]:
-    record.require_ready()
-    results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
+def lab_nodes(record: LabRecord, ui: Reporter, wait: float = 0.0) -> Iterator[LabNodes]:
+    """Node 0 reached; for ``wait`` seconds asked again while it does not answer: a machine just started boots first
+    (when the lab comes back, to resume its runs)."""
+    deadline = time.monotonic() + wait
+    booting = f"Waiting up to {wait:.0f}s for the machine to boot, to resume its runs"
     with LabNodes(record, ui) as lab:
-        reach(lab, 1)
+        with ui.step(booting) if wait else nullcontext():
+            record.require_ready()
+            results_root()  # where results go is settled (a project file's results_dir trusted) before connecting
+            while not lab.reached:
+                try:
+                    reach(lab, 1)
+                except (UsageError, NotFound, NotReady):  # a refusal: asking again would change nothing
+                    raise
+                except LabctlError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(5)
         yield lab
 
 
@@ -245,8 +258,7 @@ def resume_runs(
     checkpoint; one that cannot is named, with the way by hand. Not ``expected``: no run is known to be waiting."""
     resumed: list[str] = []
     try:
-        with ExitStack() as stack:
-            lab = _once_up(stack, record, ui, wait)
+        with lab_nodes(record, ui, wait) as lab:
             for info in lab.reached[0].runs.list():
                 if not info.to_resume:
                     continue
@@ -263,21 +275,6 @@ def resume_runs(
     if resumed:
         store.save(record)
     return resumed
-
-
-def _once_up(stack: ExitStack, record: LabRecord, ui: Reporter, wait: float) -> LabNodes:
-    """Node 0, asked again for ``wait`` seconds while it does not answer (a machine just started boots first)."""
-    deadline = time.monotonic() + wait
-    with ui.step(f"Waiting up to {wait:.0f}s for the machine to boot, to resume its runs") if wait else nullcontext():
-        while True:
-            try:
-                return stack.enter_context(lab_nodes(record, ui))
-            except (UsageError, NotFound, NotReady):  # a refusal: asking again would change nothing
-                raise
-            except LabctlError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(5)
 
 
 def stop_runs(record: LabRecord, reason: str, ui: Reporter, wait: float = STOP_WAIT_S) -> dict[str, str]:
