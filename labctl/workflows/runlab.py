@@ -458,18 +458,17 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
         row: dict[str, Any] = {"run_id": run_dir.name, "where": "here", "state": state, "shown": state}
         made_here.append({**row, "resumes": False, "accuracy": metrics.get("accuracy"), "fetched_to": str(run_dir)})
     rows: list[dict[str, Any]] = []
-    if not here:
-        try:
-            record = StateStore().resolve(name)
-        except NotFound:
-            if name is not None or not made_here:
-                raise
-            record = None  # no lab at all, but runs made here: show those
-        if record is not None:
-            with lab_nodes(record, ui) as lab:
-                infos = lab.reached[0].runs.list()
-            fetched = {r.run_id: r.fetched_to for r in record.runs}
-            rows = [{**i.facts(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
+    try:
+        record = None if here else StateStore().resolve(name)
+    except NotFound:
+        if name is not None or not made_here:
+            raise
+        record = None  # no lab at all, but runs made here: show those
+    if record is not None:
+        with lab_nodes(record, ui) as lab:
+            infos = lab.reached[0].runs.list()
+        fetched = {r.run_id: r.fetched_to for r in record.runs}
+        rows = [{**i.facts(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += made_here
     if not rows:
         return Outcome({"runs": []}, "No runs yet; start one with 'labctl run-lab' (or 'labctl run-lab --here').")
