@@ -384,33 +384,28 @@ def _switch(record: LabRecord, target: Target, verb: str, ui: Reporter) -> tuple
     return record, info
 
 
-def _may_stop_a_run(record: LabRecord, yes: bool, ui: Reporter) -> bool:
+def _checkpoint_runs(record: LabRecord, yes: bool, ui: Reporter) -> dict[str, str] | None:
+    """Before the machines go off (stop, resize), once a run in progress may stop (None: not agreed); bounded, so a
+    run that does not end in time resumes from its last epoch's checkpoint."""
     try:
         with lab_nodes(record, ui) as lab:
             running = [info for info in lab.reached[0].runs.list() if info.state == "running"]
     except LabctlError as exc:  # most often already off (auto-shutdown): nothing is training there
         ui.info(f"Could not look for a run in progress ({exc.message}).")
-        return True
-    if not running:
-        return True
-    ends = [i.run_id for i in running if not i.resumable or i.resume_off]
-    what = f"Lab '{record.name}' is training (run {', '.join(i.run_id for i in running)}): stopping it ends "
-    what += f"run {', '.join(ends)} unfinished" if ends else "it after a checkpoint, and 'labctl start' resumes it"
-    if yes:
-        ui.warn(f"{what}, as --yes confirms.")
-        return True
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"{what}.", hint=f"Wait with 'labctl logs --follow {running[0].run_id}', or add --yes to stop it anyway."
-        )
-    return agreed(f"{what}. Stop it anyway?")
-
-
-def _checkpoint_runs(record: LabRecord, yes: bool, ui: Reporter) -> dict[str, str] | None:
-    """Before the machines go off (stop, resize), once a run in progress may stop (None: not agreed); bounded, so a
-    run that does not end in time resumes from its last epoch's checkpoint."""
-    if not _may_stop_a_run(record, yes, ui):
-        return None
+        running = []
+    if running:
+        ends = [i.run_id for i in running if not i.resumable or i.resume_off]
+        what = f"Lab '{record.name}' is training (run {', '.join(i.run_id for i in running)}): stopping it ends "
+        what += f"run {', '.join(ends)} unfinished" if ends else "it after a checkpoint, and 'labctl start' resumes it"
+        if yes:
+            ui.warn(f"{what}, as --yes confirms.")
+        elif not sys.stdin.isatty():
+            raise UsageError(
+                f"{what}.",
+                hint=f"Wait with 'labctl logs --follow {running[0].run_id}', or add --yes to stop it anyway.",
+            )
+        elif not agreed(f"{what}. Stop it anyway?"):
+            return None
     try:
         stopped = stop_runs(record, "stop", ui)
         StateStore().save(record)
