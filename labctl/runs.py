@@ -156,15 +156,16 @@ class LabRuns:
 
     def interrupt(self, reason: str, wait: float) -> dict[str, list[str]]:
         """Every live run checkpoints and ends, those the lab can resume marked to be: {"interrupted", "timed_out"}."""
-        said = self._run_state("stop", "interrupt", reason, str(RUNS_DIR), "--wait", str(wait))
+        said = self._run_state("stop", dict, "interrupt", reason, str(RUNS_DIR), "--wait", str(wait))
         return {key: [str(run) for run in said.get(key, [])] for key in ("interrupted", "timed_out")}
 
-    def _run_state(self, doing: str, *args: str) -> Any:
-        """The JSON that ``run_state.py ARGS`` prints, or an error that says what it printed instead."""
+    def _run_state(self, doing: str, shape: type, *args: str) -> Any:
+        """The JSON ``run_state.py ARGS`` prints, a ``shape``, or an error that says what it printed instead. Not
+        its exit code: a stop whose ``docker exec`` lost that has still said what it stopped."""
         result = self.box.exec(["python", str(self.tools / "run_state.py"), *args], check=False)
         with suppress(ValueError):
-            if result.exit_code == 0:
-                return json.loads(result.output)
+            if isinstance(said := json.loads(result.output), shape):
+                return said
         raise LabctlError(
             f"Could not {doing} the runs in the lab container {self.box.name}: {result.text.strip()[-300:]}",
             hint="Check the lab with 'labctl status'; 'labctl up' repairs a broken container.",
@@ -213,7 +214,7 @@ class LabRuns:
 
     def list(self, run_ids: list[str] | None = None) -> list[RunInfo]:
         """All of them, or those named, oldest first."""
-        return [run_info_from(facts) for facts in self._run_state("read", str(RUNS_DIR), *(run_ids or []))]
+        return [run_info_from(facts) for facts in self._run_state("read", list, str(RUNS_DIR), *(run_ids or []))]
 
     def info(self, run_id: str) -> RunInfo:
         infos = self.list([run_id])

@@ -15,7 +15,7 @@ from labctl import runs
 from labctl.cluster import NodeRun, follow_nodes
 from labctl.container import LabContainer, container_name
 from labctl.distributed import plain_argv
-from labctl.errors import UsageError
+from labctl.errors import LabctlError, UsageError
 from labctl.runs import LabRuns
 from labctl.state import LabRecord, RunRecord, StateStore
 from labctl.ui import PlainReporter
@@ -146,3 +146,19 @@ def test_a_run_that_cannot_resume_costs_start_no_wait(lab_runs: LabRuns, record:
     assert resume_runs(StateStore(), record, PlainReporter(said), wait=30) == []
     assert time.monotonic() - t0 < 10, said.getvalue()
     assert f"Run {run_id} was not resumed: Run {run_id} cannot be resumed" in said.getvalue()
+
+
+@pytest.mark.parametrize(("prints", "exit_code"), [("[]", 0), ('{"interrupted": ["r1"]}', 137)])
+def test_a_stop_reads_what_the_stop_tool_said_whatever_its_exit_code(
+    lab_runs: LabRuns, prints: str, exit_code: int
+) -> None:
+    """An answer of the wrong shape is the tool's failure, said so; a right one counts even where the exit code is
+    lost or odd (docker exec can return none)."""
+    tool = lab_runs.tools / "run_state.py"
+    script = f"import sys; print({prints!r}); sys.exit({exit_code})"
+    lab_runs.box.exec(["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "sh", script, str(tool)])
+    if prints == "[]":
+        with pytest.raises(LabctlError, match="Could not stop the runs in the lab container"):
+            lab_runs.interrupt("stop", 1)
+    else:
+        assert lab_runs.interrupt("stop", 1) == {"interrupted": ["r1"], "timed_out": []}
