@@ -14,13 +14,13 @@ run_dir=$1
 lab_code=$2
 shift 2
 cd "$run_dir" || exit 1
-echo "$$" > pid
 
 PYTHONPATH="$lab_code${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 "$@" >> train.log 2>&1 &
 child=$!
 # Pass a stop request on to the trainer (torchrun passes it on to every rank), which saves its checkpoint and
-# records the run as interrupted.
+# records the run as interrupted. Only then the pid file, by which a stop finds the run: no stop comes too early.
 trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+echo "$$" > pid
 wait "$child"
 code=$?
 # A trapped signal interrupts the first wait; wait again for the trainer to finish cleanly.

@@ -90,8 +90,9 @@ def _launch(root: Path, run_id: str, behaviour: str = "checkpoint", **meta: obje
     (run / "run.json").write_text(json.dumps({"started_at": "2026-01-01T00:00:00+00:00", **meta}))
     argv = ["sh", str(template("lab-run.sh")), str(run), str(root), sys.executable, "-c", _TRAINER, behaviour]
     proc = subprocess.Popen(argv, cwd=run)
-    deadline = time.monotonic() + 20
-    while not ((run / "started").exists() and (run / "pid").exists()) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while not ((run / "started").exists() and (run / "pid").exists()):
+        assert time.monotonic() < deadline, f"the trainer of {run_id} did not start within 60 s"
         time.sleep(0.05)
     return proc
 
@@ -167,3 +168,17 @@ def test_how_a_stopped_run_reads_and_whether_it_resumes() -> None:
     assert _info(lost) == "interrupted at epoch 3/10, resumes on start [to resume]"
     assert _info({**lost, "checkpoint": False}) == "lost"
     assert _info({"exit_code": 0, "status": "succeeded"}) == "succeeded"
+
+
+def test_a_stop_that_comes_as_the_run_starts_still_ends_it_in_order(tmp_path: Path) -> None:
+    """A SIGTERM as soon as the pid file is there reaches the trainer through the wrapper, which never dies first,
+    leaving the trainer running on with no exit code and no checksums."""
+    run = _run_dir(tmp_path, "early")
+    argv = ["sh", str(template("lab-run.sh")), str(run), str(tmp_path), sys.executable, "-c", _TRAINER, "checkpoint"]
+    proc = subprocess.Popen(argv, cwd=run)
+    while not (run / "pid").exists():  # as `run_state.py interrupt` finds a live run: by its pid file
+        time.sleep(0.0002)
+    proc.terminate()
+    code = proc.wait(30)
+    assert (run / "exit_code").read_text().strip() == str(code) and code in (130, 143)
+    assert (run / "SHA256SUMS").exists() and not (run / "pid").exists()
