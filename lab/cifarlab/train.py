@@ -298,10 +298,11 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data:
     torch.manual_seed(cfg.seed)
     raw = models.build_model(cfg.model, num_classes=len(data.classes), **models.model_kwargs(cfg)).to(device)
     if isinstance(raw, models.FastNet):
+        # from the first epoch's first 5,000 images, a random draw (folders and archives list theirs class by class)
+        # that is decoded first: training need not wait for the rest
         if data.decoding is not None:
-            data.decoding.wait("train")
-        # from rows drawn at random: folders and archives list their images class by class
-        raw.init_whitening(data.train.images[torch.randperm(len(data.train))[:5000]])
+            data.decoding.wait("train", 5000)
+        raw.init_whitening(data.train.images[batches.first[:5000]])
     raw = raw.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     model = raw
     if dist.world > 1:
