@@ -38,7 +38,7 @@ OPTIONS: dict[str, Option] = {
     "cache": Option("keep decoded images in a cache file next to the data (or the user cache dir)"),
     "width": Option("width multiplier of the fast model (0.25-0.5 on a CPU, 1+ on a GPU)"),
     "recipe": Option("classic (the tutorial's settings) or fast (large batches, one-cycle); default by model"),
-    "amp": Option("mixed precision on CUDA: auto, bf16, fp16 or off"),
+    "amp": Option("mixed precision: auto (CUDA: bf16/fp16; CPU: bf16 for the fast model given AMX), bf16, fp16, off"),
     "compile": Option("torch.compile the model"),
     "log_every": Option("seconds between progress lines when stdout is not a terminal"),
     "out": Option("run directory (default runs/<time>)"),
