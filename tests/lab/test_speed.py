@@ -413,4 +413,5 @@ def test_on_a_cpu_the_fast_network_alone_takes_bf16_where_the_cpu_has_amx(
     assert amp_dtype(fast, cpu) == (torch.bfloat16 if amx else None)
     assert amp_dtype(tutorial, cpu) is None
     assert amp_dtype(dataclasses.replace(fast, amp="off"), cpu) is None
+    assert amp_dtype(dataclasses.replace(fast, airbench=True), cpu) is None
     assert amp_dtype(dataclasses.replace(tutorial, amp="bf16"), cpu) == torch.bfloat16
