@@ -28,13 +28,6 @@ class Normalize(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
 
-    @torch.no_grad()
-    def fit(self, images: torch.Tensor) -> None:
-        """The images' own channel means and deviations."""
-        x = images.float() / 255
-        self.mean.copy_(x.mean((0, 2, 3)).view(1, 3, 1, 1))
-        self.std.copy_(x.std((0, 2, 3)).view(1, 3, 1, 1))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = x.float().div_(255)

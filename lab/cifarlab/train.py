@@ -297,15 +297,12 @@ def setup(cfg: TrainConfig, dist: Dist, device: torch.device, log: RunLog, data:
 
     torch.manual_seed(cfg.seed)
     raw = models.build_model(cfg.model, num_classes=len(data.classes), **models.model_kwargs(cfg)).to(device)
-    # statistics from the first epoch's first 5,000 images, a random draw (folders and archives list theirs class
-    # by class) that is decoded first: training need not wait for the rest
-    if data.decoding is not None and (cfg.standardize or isinstance(raw, models.FastNet)):
-        data.decoding.wait("train", 5000)
-    first = data.train.images[batches.first[:5000]]
-    if cfg.standardize and isinstance(norm := getattr(raw, "norm", None), models.Normalize):
-        norm.fit(first)
     if isinstance(raw, models.FastNet):
-        raw.init_whitening(first)
+        # from the first epoch's first 5,000 images, a random draw (folders and archives list theirs class by class)
+        # that is decoded first: training need not wait for the rest
+        if data.decoding is not None:
+            data.decoding.wait("train", 5000)
+        raw.init_whitening(data.train.images[batches.first[:5000]])
     raw = raw.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     model = raw
     if dist.world > 1:
