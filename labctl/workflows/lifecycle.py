@@ -21,7 +21,7 @@ from labctl.targets.base import Target
 from labctl.ui import Outcome, Reporter, agreed
 from labctl.validate import check_image_ref
 from labctl.workflows.reach import save_before_down
-from labctl.workflows.runlab import BOOT_WAIT_S, lab_nodes, resume_runs, stop_runs, unfetched_runs
+from labctl.workflows.runlab import BOOT_WAIT_S, head_runs, resume_runs, stop_runs
 from labctl.workspace import PullResult
 
 
@@ -330,7 +330,10 @@ def _protect_results(record: LabRecord, ui: Reporter, kept: bool = False) -> Non
     if record.status in ("deleting", "kept") or (record.status not in ("ready", "stopped") and not record.runs):
         return  # an earlier `down` passed this check; a lab that never became ready has no runs to lose
     try:
-        running, unfetched = unfetched_runs(record, ui)
+        infos = head_runs(record, ui)
+        fetched = {r.run_id for r in record.runs if r.fetched_to}
+        running = [i.run_id for i in infos if i.state == "running"]
+        unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]
     except LabctlError as exc:
         known = [r.run_id for r in record.runs if not r.fetched_to]
         if not known:
@@ -388,8 +391,7 @@ def _checkpoint_runs(record: LabRecord, yes: bool, ui: Reporter) -> dict[str, st
     """Before the machines go off (stop, resize), once a run in progress may stop (None: not agreed); bounded, so a
     run that does not end in time resumes from its last epoch's checkpoint."""
     try:
-        with lab_nodes(record, ui) as lab:
-            running = [info for info in lab.reached[0].runs.list() if info.state == "running"]
+        running = [info for info in head_runs(record, ui) if info.state == "running"]
     except LabctlError as exc:  # most often already off (auto-shutdown): nothing is training there
         ui.info(f"Could not look for a run in progress ({exc.message}).")
         running = []

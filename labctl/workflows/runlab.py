@@ -72,6 +72,12 @@ def lab_nodes(record: LabRecord, ui: Reporter, wait: float = 0.0) -> Iterator[La
         yield lab
 
 
+def head_runs(record: LabRecord, ui: Reporter) -> list[runs.RunInfo]:
+    """The lab's runs, as node 0 lists them."""
+    with lab_nodes(record, ui) as lab:
+        return lab.reached[0].runs.list()
+
+
 def reach(lab: LabNodes, count: int) -> list[NodeRun]:
     """A machine that cannot be reached is most often switched off: the target says so if it can."""
     try:
@@ -465,8 +471,7 @@ def list_runs(ui: Reporter, name: str | None = None, here: bool = False) -> Outc
             raise
         record = None  # no lab at all, but runs made here: show those
     if record is not None:
-        with lab_nodes(record, ui) as lab:
-            infos = lab.reached[0].runs.list()
+        infos = head_runs(record, ui)
         fetched = {r.run_id: r.fetched_to for r in record.runs}
         rows = [{**i.facts(), "where": f"lab {record.name}", "fetched_to": fetched.get(i.run_id)} for i in infos]
     rows += made_here
@@ -524,8 +529,7 @@ def _install_packages(store: StateStore, record: LabRecord, wanted: str, ui: Rep
     """As `up --requirements` with the lab's and the script's lines: a new container, so no run may be training."""
     with lab_lock(record.name, "install the script's packages", ui):
         record = store.load(record.name)
-        with lab_nodes(record, ui) as lab:
-            training = [info.run_id for info in lab.reached[0].runs.list() if info.state == "running"]
+        training = [info.run_id for info in head_runs(record, ui) if info.state == "running"]
         if training:
             raise UsageError(
                 f"Run {training[0]} is training in lab '{record.name}', and the packages in the script's "
@@ -614,16 +618,6 @@ def cancel(ui: Reporter, name: str | None = None, run: str | None = None, *, wai
         f"Bring it here with 'labctl fetch {run_id}'."
     )
     return Outcome({"run_id": run_id, "state": state, "kept": kept}, text)
-
-
-def unfetched_runs(record: LabRecord, ui: Reporter) -> tuple[list[str], list[str]]:
-    """Runs still training and finished runs whose results never came back, for `down` to protect."""
-    with lab_nodes(record, ui) as lab:
-        infos = lab.reached[0].runs.list()
-    fetched = {r.run_id for r in record.runs if r.fetched_to}
-    running = [i.run_id for i in infos if i.state == "running"]
-    unfetched = [i.run_id for i in infos if i.state != "running" and i.run_id not in fetched]
-    return running, unfetched
 
 
 def _nodes_asked(opts: RunLabOptions, record: LabRecord) -> int:

@@ -5,7 +5,6 @@ resize as ARM does: a size the region does not offer, or one whose added cores e
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 from types import SimpleNamespace
@@ -160,11 +159,7 @@ def test_resize_through_the_command_line(arm_env: FakeArm, monkeypatch: pytest.M
     StateStore().save(record)
     prepared: list[tuple[bool, str | None]] = []
     training = SimpleNamespace(run_id="r1", state="running", resumable=False, resume_off=False)
-    node = SimpleNamespace(runs=SimpleNamespace(list=lambda: [training]))  # what the lab's machine would answer
-    monkeypatch.setattr(
-        "labctl.workflows.lifecycle.lab_nodes",
-        contextlib.contextmanager(lambda record, ui: iter([SimpleNamespace(reached=[node])])),
-    )
+    monkeypatch.setattr("labctl.workflows.lifecycle.head_runs", lambda record, ui: [training])  # the machine's answer
     monkeypatch.setattr(
         "labctl.workflows.lifecycle.prepare_lab",
         lambda record, ui, image=None: prepared.append((record.gpu, image)) or record,
@@ -200,7 +195,7 @@ def test_a_resize_refused_after_the_stop_leaves_the_lab_recorded_stopped_with_th
     StateStore().save(record)
     monkeypatch.setenv("LABCTL_IMAGE", "example.org/team/lab:1")  # the lab's configured image is kept
     prepared: list[str | None] = []
-    monkeypatch.setattr("labctl.workflows.lifecycle.unfetched_runs", lambda record, ui: ([], []))
+    monkeypatch.setattr("labctl.workflows.lifecycle.head_runs", lambda record, ui: [])
     monkeypatch.setattr(
         "labctl.workflows.lifecycle.prepare_lab", lambda record, ui, image=None: prepared.append(image) or record
     )
@@ -225,7 +220,7 @@ def test_a_lab_made_from_an_image_of_its_own_is_made_from_it_again(
     record.status, record.image_asked = "ready", "example.org/team/lab:2"  # as `up --image` leaves it
     StateStore().save(record)
     made: list[str | None] = []
-    monkeypatch.setattr("labctl.workflows.lifecycle.unfetched_runs", lambda record, ui: ([], []))
+    monkeypatch.setattr("labctl.workflows.lifecycle.head_runs", lambda record, ui: [])
     monkeypatch.setattr("labctl.labhost._prepare_node", lambda record, node, ui, image: made.append(image))
     monkeypatch.setattr("labctl.idle.settle", lambda record, target, ui: None)
     done = CliRunner().invoke(app, ["resize", "--size", "Standard_D8s_v5", "--yes"])
