@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from labctl.errors import LabctlError
+
 
 class PlainReporter:
     def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, json_output: bool = False) -> None:
@@ -164,8 +166,10 @@ class NodeReporter(PlainReporter):
         self.ui.warn(f"{self.prefix} {message}")
 
 
-def agreed(question: str) -> bool:
-    """A [y/N] question at a terminal; the end of input (Ctrl-D) is a no, not a connection that broke off."""
+def agreed(question: str, refusal: LabctlError | None = None) -> bool:
+    """A [y/N] question at a terminal (else ``refusal`` is raised); Ctrl-D is a no, not a connection that broke off."""
+    if refusal is not None and not sys.stdin.isatty():
+        raise refusal
     try:
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
     except EOFError:

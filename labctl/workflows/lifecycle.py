@@ -246,9 +246,8 @@ def down(
         if copy and not store.exists(record.name):
             _refuse_unreachable(record, target.label)
         if not yes and not confirmed:
-            if not sys.stdin.isatty():
-                raise UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
-            if not agreed(f"Delete {what}?"):
+            scripted = UsageError(f"'labctl down' would delete {what}.", hint="Add --yes to confirm from a script.")
+            if not agreed(f"Delete {what}?", scripted):
                 return Outcome({"deleted": False, "name": record.name}, "Nothing was deleted.", exit_code=1)
         if not force:
             _protect_results(record, ui, kept=home is not None)
@@ -401,13 +400,10 @@ def _checkpoint_runs(record: LabRecord, yes: bool, ui: Reporter) -> dict[str, st
         what += f"run {', '.join(ends)} unfinished" if ends else "it after a checkpoint, and 'labctl start' resumes it"
         if yes:
             ui.warn(f"{what}, as --yes confirms.")
-        elif not sys.stdin.isatty():
-            raise UsageError(
-                f"{what}.",
-                hint=f"Wait with 'labctl logs --follow {running[0].run_id}', or add --yes to stop it anyway.",
-            )
-        elif not agreed(f"{what}. Stop it anyway?"):
-            return None
+        else:
+            wait = f"Wait with 'labctl logs --follow {running[0].run_id}', or add --yes to stop it anyway."
+            if not agreed(f"{what}. Stop it anyway?", UsageError(f"{what}.", hint=wait)):
+                return None
     try:
         stopped = stop_runs(record, "stop", ui)
         StateStore().save(record)

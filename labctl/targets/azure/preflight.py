@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -294,15 +293,14 @@ def ensure_terms(azure: Azure, plan: dict[str, str], urn: str, consent: bool = F
         current = resources.get_by_id(agreement, api_version=version).as_dict()
     if (current.get("properties") or {}).get("accepted"):
         return
-    consent = consent or env_yes("LABCTL_ACCEPT_IMAGE_TERMS")
-    if not consent and sys.stdin.isatty():
-        consent = agreed(f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept?")
-    if not consent:
-        raise LabctlError(
-            f"The image {urn} has marketplace terms that this subscription has not accepted.",
-            hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or let labctl accept them "
-            "with 'labctl up --yes' (or LABCTL_ACCEPT_IMAGE_TERMS=1), then run 'labctl up' again.",
-        )
+    refusal = LabctlError(
+        f"The image {urn} has marketplace terms that this subscription has not accepted.",
+        hint=f"Read and accept them with 'az vm image terms accept --urn {urn}', or let labctl accept them "
+        "with 'labctl up --yes' (or LABCTL_ACCEPT_IMAGE_TERMS=1), then run 'labctl up' again.",
+    )
+    terms = f"The image {urn} has marketplace terms ({plan['publisher']}/{plan['product']}). Accept?"
+    if not (consent or env_yes("LABCTL_ACCEPT_IMAGE_TERMS") or agreed(terms, refusal)):
+        raise refusal
     body = {"properties": {**(current.get("properties") or {}), "accepted": True}}  # no read-only systemData
     with arm("accepting the image's marketplace terms"):
         finish(resources.begin_create_or_update_by_id(agreement, body, api_version=version))
