@@ -73,6 +73,8 @@ def lab_status(store: StateStore, record: LabRecord) -> dict[str, Any]:
     if "latest_run" not in data and record.runs:
         last = record.runs[-1]
         data["latest_run"] = {key: getattr(last, key) for key in ("run_id", "state", "shown", "accuracy")}
+        if last.state == "running" and data.get("power_state") not in (None, "running"):  # stopped not by labctl
+            data["latest_run"]["shown"] = f"stopped with the VM, {data['power_state']}"
     return data
 
 

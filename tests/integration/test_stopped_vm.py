@@ -7,7 +7,7 @@ import io
 from typer.testing import CliRunner
 
 from labctl.cli import app
-from labctl.state import StateStore
+from labctl.state import RunRecord, StateStore
 from labctl.ui import PlainReporter
 from tests.fakearm import FakeArm
 from tests.fakearm.fixtures import arm_env, fake_arm, provision  # noqa: F401
@@ -25,8 +25,13 @@ def test_commands_on_a_deallocated_vm_point_to_start(arm_env: FakeArm) -> None: 
         "ready",
         "labctl-lab",
     )
+    record.runs.append(RunRecord(run_id="20260101-000000-abcd", started_at="2026-01-01T00:00:00+00:00"))
     StateStore().save(record)
     AzureTarget().power_off(record, PlainReporter(io.StringIO()))  # what the 19:00 schedule does
+
+    # the run the record last saw running is not shown as running on a machine that is off
+    status = CliRunner().invoke(app, ["status"])
+    assert "20260101-000000-abcd (stopped with the VM, deallocated)" in status.output, status.output
 
     result = CliRunner().invoke(app, ["logs"])
     assert result.exit_code == 3  # not ready: deallocated
